@@ -1,0 +1,54 @@
+#include "kernels/cpu_isa.h"
+
+#include <cstdlib>
+
+namespace sepal {
+
+std::string_view cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kGeneric: return "generic";
+    case CpuIsa::kAvx2: return "avx2";
+    case CpuIsa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
+  if (name == "generic") return CpuIsa::kGeneric;
+  if (name == "avx2") return CpuIsa::kAvx2;
+  if (name == "avx512") return CpuIsa::kAvx512;
+  return std::nullopt;
+}
+
+bool cpu_supports(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kGeneric: return true;
+    case CpuIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case CpuIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+}
+
+namespace {
+CpuIsa detect_active_isa() {
+  CpuIsa best = CpuIsa::kGeneric;
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (cpu_supports(isa)) best = isa;
+  }
+  if (const char* requested = std::getenv("SEPAL_CPU_ISA")) {
+    if (auto isa = parse_cpu_isa(requested); isa && cpu_supports(*isa) && *isa < best) best = *isa;
+  }
+  return best;
+}
+}  // namespace
+
+CpuIsa active_cpu_isa() {
+  static const CpuIsa isa = detect_active_isa();
+  return isa;
+}
+
+}  // namespace sepal

@@ -1,0 +1,90 @@
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/gemv.h"
+#include "kernels/error.h"
+#include "kernels/matmul.h"
+
+namespace sepal {
+namespace {
+
+cpu::GemvFn gemv_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return cpu::gemv_avx512;
+    case CpuIsa::kAvx2: return cpu::gemv_avx2;
+    case CpuIsa::kGeneric: break;
+  }
+  return cpu::gemv_generic;
+}
+
+// Streaming path: every thread reads one contiguous slice of rows, once.
+void matmul_streaming(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
+  const cpu::GemvFn gemv = gemv_for(isa);
+  if (omp_in_parallel() || w.rows < 64) {
+    gemv(x, n, w, 0, w.rows, y);
+    return;
+  }
+#pragma omp parallel
+  {
+    const std::int64_t threads = omp_get_num_threads();
+    const std::int64_t id = omp_get_thread_num();
+    // Slices are multiples of 16 rows so that each starts on a cache-line boundary of y.
+    const std::int64_t units = (w.rows + 15) / 16;
+    const std::int64_t r0 = std::min(w.rows, units * id / threads * 16);
+    const std::int64_t r1 = std::min(w.rows, units * (id + 1) / threads * 16);
+    if (r0 < r1) gemv(x, n, w, r0, r1, y);
+  }
+}
+
+// Blocked path for bf16: panels of rows are widened to f32 once and multiplied by all tokens.
+void matmul_blocked_bf16(const float* x, std::int64_t n, const WeightView& w, float* y) {
+  constexpr std::int64_t kPanelRows = 64;
+  const std::int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+  const auto* bits = static_cast<const std::uint16_t*>(w.data);
+#pragma omp parallel if (!omp_in_parallel())
+  {
+    std::vector<float> panel(static_cast<std::size_t>(kPanelRows * w.cols));
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t p = 0; p < panels; ++p) {
+      const std::int64_t r0 = p * kPanelRows;
+      const std::int64_t rows = std::min(kPanelRows, w.rows - r0);
+      const std::uint16_t* src = bits + r0 * w.cols;
+      for (std::int64_t i = 0; i < rows * w.cols; ++i) panel[i] = bf16_to_f32(src[i]);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                  static_cast<int>(rows), static_cast<int>(w.cols), 1.0f, x,
+                  static_cast<int>(w.cols), panel.data(), static_cast<int>(w.cols), 0.0f, y + r0,
+                  static_cast<int>(w.rows));
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
+  SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "matmul weights must be f32 or bf16");
+  SEPAL_CHECK(n >= 0 && w.rows >= 0 && w.cols >= 0);
+  if (n == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    std::fill(y, y + n * w.rows, 0.0f);
+    return;
+  }
+  if (n <= kStreamingMaxTokens) {
+    matmul_streaming(x, n, w, y, isa);
+  } else if (w.dtype == DType::kF32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                static_cast<int>(w.rows), static_cast<int>(w.cols), 1.0f, x,
+                static_cast<int>(w.cols), static_cast<const float*>(w.data),
+                static_cast<int>(w.cols), 0.0f, y, static_cast<int>(w.rows));
+  } else {
+    matmul_blocked_bf16(x, n, w, y);
+  }
+}
+
+void matmul(const float* x, std::int64_t n, const WeightView& w, float* y) {
+  matmul(x, n, w, y, active_cpu_isa());
+}
+
+}  // namespace sepal

@@ -1,0 +1,146 @@
+// CPU implementations of the element-wise and normalisation ops, attention and RoPE.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <vector>
+
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/cpu/vector_math.h"
+#include "kernels/error.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/softmax.h"
+
+namespace sepal {
+
+void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+             float* y) {
+  SEPAL_CHECK(dim > 0);
+#pragma omp parallel for if (n > 8 && !omp_in_parallel())
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* row = x + t * dim;
+    const float mean_square = cpu::sum_squares(row, dim) / static_cast<float>(dim);
+    const float scale = 1.0f / std::sqrt(mean_square + eps);
+    cpu::scale_mul(row, scale, weight, y + t * dim, dim);
+  }
+}
+
+std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta,
+                                             const RopeScaling& scaling) {
+  SEPAL_CHECK(head_dim > 0 && head_dim % 2 == 0, "head_dim must be even, got ", head_dim);
+  std::vector<double> inv_freq(static_cast<std::size_t>(head_dim / 2));
+  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+    inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+  }
+  if (scaling.kind == RopeScaling::Kind::kLlama3) {
+    const double old_len = scaling.original_max_position_embeddings;
+    const double low_freq_wavelen = old_len / scaling.low_freq_factor;
+    const double high_freq_wavelen = old_len / scaling.high_freq_factor;
+    for (double& f : inv_freq) {
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen < high_freq_wavelen) continue;
+      if (wavelen > low_freq_wavelen) {
+        f /= scaling.factor;
+      } else {
+        const double smooth = (old_len / wavelen - scaling.low_freq_factor) /
+                              (scaling.high_freq_factor - scaling.low_freq_factor);
+        f = (1.0 - smooth) * f / scaling.factor + smooth * f;
+      }
+    }
+  }
+  return inv_freq;
+}
+
+void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, const double* inv_freq) {
+  const std::int64_t half = head_dim / 2;
+  std::vector<float> cos_table(static_cast<std::size_t>(half));
+  std::vector<float> sin_table(static_cast<std::size_t>(half));
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+      cos_table[i] = static_cast<float>(std::cos(angle));
+      sin_table[i] = static_cast<float>(std::sin(angle));
+    }
+    for (std::int64_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * cos_table[i] - b * sin_table[i];
+        v[i + half] = b * cos_table[i] + a * sin_table[i];
+      }
+    }
+  }
+}
+
+void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
+                      const float* values, std::int64_t capacity, const AttentionDims& dims,
+                      float* out) {
+  SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
+  SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
+  const std::int64_t group = dims.heads / dims.kv_heads;
+  const std::int64_t hd = dims.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::int64_t tasks = n * dims.heads;
+#pragma omp parallel if (!omp_in_parallel() && tasks * (start + n) * hd > 32768)
+  {
+    std::vector<float> scores(static_cast<std::size_t>(start + n));
+#pragma omp for schedule(static)
+    for (std::int64_t task = 0; task < tasks; ++task) {
+      const std::int64_t t = task / dims.heads;
+      const std::int64_t h = task % dims.heads;
+      const std::int64_t kv = h / group;
+      const std::int64_t visible = start + t + 1;
+      const float* qv = q + task * hd;
+      const float* k = keys + kv * capacity * hd;
+      const float* v = values + kv * capacity * hd;
+      for (std::int64_t p = 0; p < visible; ++p) scores[p] = cpu::dot(qv, k + p * hd, hd) * scale;
+      softmax(scores.data(), visible);
+      float* o = out + task * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (std::int64_t p = 0; p < visible; ++p) cpu::axpy(scores[p], v + p * hd, o, hd);
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, std::int64_t count) {
+#pragma omp parallel for simd if (count > (1 << 16) && !omp_in_parallel())
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_in_place(float* y, const float* x, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void softmax(float* x, std::int64_t count) {
+  if (count <= 0) return;
+  float max_value = x[0];
+  for (std::int64_t i = 1; i < count; ++i) max_value = std::max(max_value, x[i]);
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    x[i] = std::exp(x[i] - max_value);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (std::int64_t i = 0; i < count; ++i) x[i] *= inv;
+}
+
+double log_sum_exp(const float* x, std::int64_t count) {
+  if (count <= 0) return -INFINITY;
+  double max_value = x[0];
+  for (std::int64_t i = 1; i < count; ++i) max_value = std::max(max_value, static_cast<double>(x[i]));
+  if (std::isinf(max_value)) return max_value;
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < count; ++i) sum += std::exp(static_cast<double>(x[i]) - max_value);
+  return max_value + std::log(sum);
+}
+
+}  // namespace sepal

@@ -1,0 +1,26 @@
+#pragma once
+// The x86-64 instruction-set levels the CPU kernels are compiled for, and which one this machine
+// runs. One binary carries every level; the best supported one is chosen at run time.
+
+#include <optional>
+#include <string_view>
+
+namespace sepal {
+
+/// A level of CPU kernels, in increasing order of capability.
+enum class CpuIsa { kGeneric, kAvx2, kAvx512 };
+
+/// Name of a level ("generic", "avx2", "avx512").
+std::string_view cpu_isa_name(CpuIsa isa);
+
+/// Parses a level name; nullopt when unknown.
+std::optional<CpuIsa> parse_cpu_isa(std::string_view name);
+
+/// True when this CPU (and OS) can run kernels of the given level.
+bool cpu_supports(CpuIsa isa);
+
+/// The level the kernels use: the best supported one, or a lower one named by the environment
+/// variable SEPAL_CPU_ISA (read once; a level the CPU lacks is ignored). Thread-safe.
+CpuIsa active_cpu_isa();
+
+}  // namespace sepal

@@ -1,0 +1,37 @@
+#pragma once
+// Matrix products of activations with weight matrices: y = x · Wᵀ.
+//
+// Thread-safety: each call is independent; it uses the OpenMP thread pool and may be called from
+// any single thread at a time per output buffer. Inside an enclosing OpenMP parallel region it
+// runs on the calling thread only.
+
+#include <cstdint>
+
+#include "kernels/cpu_isa.h"
+#include "kernels/dtype.h"
+
+namespace sepal {
+
+/// A read-only row-major weight matrix [rows, cols]: rows are output features and cols input
+/// features, as Linear layers store them. Supported element types: f32 and bf16.
+struct WeightView {
+  DType dtype = DType::kF32;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const void* data = nullptr;
+
+  /// Bytes the matrix occupies.
+  std::int64_t bytes() const { return rows * cols * static_cast<std::int64_t>(dtype_size(dtype)); }
+};
+
+/// Up to this many tokens take the streaming path (each weight row read once for all tokens);
+/// more take the blocked path.
+inline constexpr std::int64_t kStreamingMaxTokens = 4;
+
+/// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap.
+void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
+
+/// Same, with an explicit CPU level (tests compare the levels with each other).
+void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa);
+
+}  // namespace sepal

@@ -1,0 +1,29 @@
+#pragma once
+// Rotary position embeddings in the rotate-half layout (Hugging Face Llama): dimension i of a
+// head is paired with dimension i + head_dim/2.
+
+#include <cstdint>
+#include <vector>
+
+namespace sepal {
+
+/// Frequency scaling of rotary embeddings. kLlama3 is Llama 3.1's piecewise scaling.
+struct RopeScaling {
+  enum class Kind { kNone, kLlama3 };
+  Kind kind = Kind::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  double original_max_position_embeddings = 8192.0;
+};
+
+/// The head_dim/2 inverse frequencies theta^(-2i/head_dim), adjusted by the scaling.
+std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta,
+                                             const RopeScaling& scaling);
+
+/// Rotates x[n, heads, head_dim] in place; row t is at position positions[t].
+/// inv_freq has head_dim/2 entries (from rope_inverse_frequencies).
+void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, const double* inv_freq);
+
+}  // namespace sepal

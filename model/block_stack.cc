@@ -1,0 +1,119 @@
+#include "model/block_stack.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/error.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+
+namespace sepal {
+namespace {
+
+// Scratch buffers of one forward call, sized for n rows.
+struct Scratch {
+  std::vector<float> normed, q, k, v, attn, proj, gate, up;
+  explicit Scratch(const ModelConfig& c, std::int64_t n)
+      : normed(n * c.hidden_size), q(n * c.q_size()), k(n * c.kv_size()), v(n * c.kv_size()),
+        attn(n * c.q_size()), proj(n * c.hidden_size), gate(n * c.intermediate_size),
+        up(n * c.intermediate_size) {}
+};
+
+// Copies rows [n, kv_heads, head_dim] into the cache layout [kv_heads, capacity, head_dim].
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
+              std::int64_t head_dim, std::int64_t capacity, float* cache) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (std::int64_t h = 0; h < kv_heads; ++h) {
+      const float* src = rows + (t * kv_heads + h) * head_dim;
+      std::copy(src, src + head_dim, cache + (h * capacity + start + t) * head_dim);
+    }
+  }
+}
+
+void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq,
+                   float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
+                   float* keys, float* values, std::int64_t capacity, Scratch& s) {
+  const std::int64_t h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
+  matmul(s.normed.data(), n, w.q_proj.view, s.q.data());
+  matmul(s.normed.data(), n, w.k_proj.view, s.k.data());
+  matmul(s.normed.data(), n, w.v_proj.view, s.v.data());
+  rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
+  rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
+  store_kv(s.k.data(), n, start, c.num_kv_heads, c.head_dim, capacity, keys);
+  store_kv(s.v.data(), n, start, c.num_kv_heads, c.head_dim, capacity, values);
+  attention_causal(s.q.data(), n, start, keys, values, capacity,
+                   AttentionDims{c.num_heads, c.num_kv_heads, c.head_dim}, s.attn.data());
+  matmul(s.attn.data(), n, w.o_proj.view, s.proj.data());
+  add_in_place(hidden, s.proj.data(), n * h);
+
+  rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
+  matmul(s.normed.data(), n, w.gate_proj.view, s.gate.data());
+  matmul(s.normed.data(), n, w.up_proj.view, s.up.data());
+  silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
+  matmul(s.gate.data(), n, w.down_proj.view, s.proj.data());
+  add_in_place(hidden, s.proj.data(), n * h);
+}
+
+}  // namespace
+
+BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& config,
+                            std::int64_t first, std::int64_t last, DType dtype) {
+  if (first < 0 || last > config.num_layers || first >= last) {
+    fail("block range [", first, ", ", last, ") is not within the model's ", config.num_layers,
+         " blocks");
+  }
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    fail("weights can be held as f32 or bf16, not ", dtype_name(dtype));
+  }
+  BlockStack stack;
+  stack.config_ = config;
+  stack.first_ = first;
+  stack.last_ = last;
+  for (std::int64_t layer = first; layer < last; ++layer) {
+    stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, dtype));
+  }
+  stack.inv_freq_ = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling);
+  return stack;
+}
+
+std::int64_t BlockStack::weight_bytes() const {
+  std::int64_t total = 0;
+  for (const auto& b : blocks_) total += b.bytes();
+  return total;
+}
+
+KvCache BlockStack::new_cache(std::int64_t capacity) const {
+  if (capacity <= 0 || capacity > config_.max_position_embeddings) {
+    fail("session length ", capacity, " must be between 1 and max_position_embeddings (",
+         config_.max_position_embeddings, ")");
+  }
+  return KvCache(last_ - first_, config_.num_kv_heads, config_.head_dim, capacity);
+}
+
+void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
+  SEPAL_CHECK(cache.blocks() == last_ - first_ && cache.kv_heads() == config_.num_kv_heads &&
+              cache.head_dim() == config_.head_dim, "cache does not belong to this block range");
+  if (n <= 0) return;
+  const std::int64_t start = cache.length();
+  if (start + n > cache.capacity()) {
+    fail("positions [", start, ", ", start + n, ") pass the session's length of ",
+         cache.capacity(), " positions");
+  }
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
+  std::iota(positions.begin(), positions.end(), start);
+  Scratch scratch(config_, n);
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    block_forward(config_, blocks_[i], inv_freq_.data(), hidden, n, start, positions.data(),
+                  cache.keys(static_cast<std::int64_t>(i)), cache.values(static_cast<std::int64_t>(i)),
+                  cache.capacity(), scratch);
+  }
+  cache.set_length(start + n);
+}
+
+}  // namespace sepal

@@ -1,0 +1,94 @@
+#include "model/generation.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+// Long prompts go through the blocks in chunks so that scratch memory stays bounded.
+constexpr std::int64_t kPromptChunk = 512;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity)
+    : blocks_(blocks), cache_(blocks.new_cache(capacity)) {
+  SEPAL_CHECK(blocks.first() == 0 && blocks.last() == blocks.config().num_layers,
+              "a local pipeline needs every block of the model");
+}
+
+void LocalPipeline::forward(float* hidden, std::int64_t n) { blocks_.forward(hidden, n, cache_); }
+
+std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest& request) {
+  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size());
+  if (prompt > config.max_position_embeddings) {
+    fail("the prompt has ", prompt, " tokens, more than the model's max_position_embeddings (",
+         config.max_position_embeddings, ")");
+  }
+  return std::min(config.max_position_embeddings, prompt + std::max<std::int64_t>(request.max_new_tokens, 1));
+}
+
+GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
+                          const GenerationRequest& request,
+                          const std::function<void(std::int32_t)>& on_token) {
+  const ModelConfig& config = ends.config();
+  if (request.prompt_ids.empty()) fail("the prompt has no tokens");
+  const std::int64_t capacity = session_capacity(config, request);
+  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size());
+  const std::int64_t hidden_size = config.hidden_size;
+
+  GenerationResult result;
+  if (request.max_new_tokens <= 0) return result;
+  Rng rng(request.seed);
+  std::vector<float> logits(static_cast<std::size_t>(config.vocab_size));
+  std::vector<float> hidden;
+
+  auto start = std::chrono::steady_clock::now();
+  for (std::int64_t offset = 0; offset < prompt; offset += kPromptChunk) {
+    const std::int64_t n = std::min(kPromptChunk, prompt - offset);
+    hidden.resize(static_cast<std::size_t>(n * hidden_size));
+    ends.embed(request.prompt_ids.data() + offset, n, hidden.data());
+    pipeline.forward(hidden.data(), n);
+    if (offset + n == prompt) ends.logits(hidden.data() + (n - 1) * hidden_size, 1, logits.data());
+  }
+
+  auto is_eos = [&](std::int32_t id) {
+    return std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) !=
+           config.eos_token_ids.end();
+  };
+  hidden.resize(static_cast<std::size_t>(hidden_size));
+  while (true) {
+    const std::int32_t token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+    result.generated_ids.push_back(token);
+    if (result.generated_ids.size() == 1) {
+      result.prompt_seconds = seconds_since(start);
+      start = std::chrono::steady_clock::now();
+    }
+    on_token(token);
+    if (is_eos(token)) {
+      result.stop = StopReason::kEos;
+      break;
+    }
+    if (static_cast<std::int64_t>(result.generated_ids.size()) >= request.max_new_tokens) {
+      result.stop = StopReason::kMaxNewTokens;
+      break;
+    }
+    if (pipeline.length() >= capacity) {
+      result.stop = StopReason::kMaxPositions;
+      break;
+    }
+    ends.embed(&token, 1, hidden.data());
+    pipeline.forward(hidden.data(), 1);
+    ends.logits(hidden.data(), 1, logits.data());
+  }
+  result.decode_seconds = seconds_since(start);
+  return result;
+}
+
+}  // namespace sepal

@@ -1,0 +1,30 @@
+#include "model/kv_cache.h"
+
+#include "kernels/error.h"
+
+namespace sepal {
+
+KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
+                 std::int64_t capacity)
+    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity) {
+  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0);
+  const auto size = static_cast<std::size_t>(blocks * block_stride());
+  keys_.resize(size);
+  values_.resize(size);
+}
+
+std::int64_t KvCache::bytes() const {
+  return static_cast<std::int64_t>((keys_.size() + values_.size()) * sizeof(float));
+}
+
+void KvCache::set_length(std::int64_t length) {
+  SEPAL_CHECK(length >= 0 && length <= capacity_, "cache length ", length, " past capacity ", capacity_);
+  length_ = length;
+}
+
+void KvCache::truncate(std::int64_t length) {
+  SEPAL_CHECK(length >= 0 && length <= length_, "cannot roll back to ", length, " from ", length_);
+  length_ = length;
+}
+
+}  // namespace sepal

@@ -1,0 +1,46 @@
+#pragma once
+// Keys and values of one inference session for a contiguous range of blocks.
+//
+// Thread-safety: not thread-safe; one session is advanced by one thread at a time.
+
+#include <cstdint>
+#include <vector>
+
+namespace sepal {
+
+/// Per-block key and value arrays of one session, laid out [kv_heads, capacity, head_dim] so
+/// that one head's history is contiguous. Positions [0, length()) are valid.
+class KvCache {
+ public:
+  /// A cache for `blocks` blocks holding up to `capacity` positions.
+  KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity);
+
+  std::int64_t blocks() const { return blocks_; }
+  std::int64_t capacity() const { return capacity_; }
+  std::int64_t kv_heads() const { return kv_heads_; }
+  std::int64_t head_dim() const { return head_dim_; }
+  /// Number of positions already computed.
+  std::int64_t length() const { return length_; }
+  /// Bytes of memory the cache holds.
+  std::int64_t bytes() const;
+
+  /// Key array of block `block` (0-based within the range).
+  float* keys(std::int64_t block) { return keys_.data() + block * block_stride(); }
+  /// Value array of block `block`.
+  float* values(std::int64_t block) { return values_.data() + block * block_stride(); }
+
+  /// Marks positions [0, length) as valid; `length` must not exceed capacity.
+  void set_length(std::int64_t length);
+  /// Forgets positions from `length` on (rollback); `length` must not exceed the current length.
+  void truncate(std::int64_t length);
+
+ private:
+  std::int64_t block_stride() const { return kv_heads_ * capacity_ * head_dim_; }
+
+  std::int64_t blocks_, kv_heads_, head_dim_, capacity_;
+  std::int64_t length_ = 0;
+  std::vector<float> keys_;
+  std::vector<float> values_;
+};
+
+}  // namespace sepal

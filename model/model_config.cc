@@ -1,0 +1,160 @@
+#include "model/model_config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+
+const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM"};
+
+std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
+                          std::int64_t fallback = -1) {
+  if (!config.contains(key) || config[key].is_null()) {
+    if (fallback > 0) return fallback;
+    fail(where, ": missing '", key, "'");
+  }
+  const json& v = config[key];
+  if (!v.is_number_integer()) fail(where, ": '", key, "' must be an integer, got ", v.dump());
+  const auto value = v.get<std::int64_t>();
+  if (value <= 0) fail(where, ": '", key, "' must be positive, got ", value);
+  return value;
+}
+
+double positive_number(const json& config, const std::string& key, const std::string& where,
+                       double fallback) {
+  if (!config.contains(key) || config[key].is_null()) return fallback;
+  const json& v = config[key];
+  if (!v.is_number()) fail(where, ": '", key, "' must be a number, got ", v.dump());
+  const double value = v.get<double>();
+  if (!(value > 0.0) || !std::isfinite(value)) fail(where, ": '", key, "' must be positive, got ", value);
+  return value;
+}
+
+RopeScaling parse_rope_scaling(const json& config, const std::string& where) {
+  RopeScaling scaling;
+  if (!config.contains("rope_scaling") || config["rope_scaling"].is_null()) return scaling;
+  const json& s = config["rope_scaling"];
+  if (!s.is_object()) fail(where, ": 'rope_scaling' must be an object or null");
+  std::string type;
+  if (s.contains("rope_type") && s["rope_type"].is_string()) type = s["rope_type"];
+  else if (s.contains("type") && s["type"].is_string()) type = s["type"];
+  if (type == "default") return scaling;
+  if (type != "llama3") {
+    fail(where, ": rope_scaling type '", type, "' is not supported (supported: llama3, default)");
+  }
+  scaling.kind = RopeScaling::Kind::kLlama3;
+  scaling.factor = positive_number(s, "factor", where + " rope_scaling", 0.0);
+  if (scaling.factor <= 0.0) fail(where, ": rope_scaling needs 'factor'");
+  scaling.low_freq_factor = positive_number(s, "low_freq_factor", where + " rope_scaling", 1.0);
+  scaling.high_freq_factor = positive_number(s, "high_freq_factor", where + " rope_scaling", 4.0);
+  scaling.original_max_position_embeddings =
+      positive_number(s, "original_max_position_embeddings", where + " rope_scaling", 8192.0);
+  if (scaling.high_freq_factor <= scaling.low_freq_factor) {
+    fail(where, ": rope_scaling high_freq_factor must exceed low_freq_factor");
+  }
+  return scaling;
+}
+
+std::vector<std::int32_t> token_ids(const json& config, const std::string& key,
+                                    const std::string& where) {
+  std::vector<std::int32_t> ids;
+  if (!config.contains(key) || config[key].is_null()) return ids;
+  const json& v = config[key];
+  auto add = [&](const json& x) {
+    if (!x.is_number_integer() || x.get<std::int64_t>() < 0) {
+      fail(where, ": '", key, "' must be a non-negative integer or a list of them");
+    }
+    ids.push_back(static_cast<std::int32_t>(x.get<std::int64_t>()));
+  };
+  if (v.is_array()) {
+    for (const auto& x : v) add(x);
+  } else {
+    add(v);
+  }
+  return ids;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  json config;
+  try {
+    config = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    fail(where, ": not valid JSON (", e.what(), ")");
+  }
+  if (!config.is_object()) fail(where, ": not a JSON object");
+
+  ModelConfig c;
+  if (config.contains("architectures") && config["architectures"].is_array() &&
+      !config["architectures"].empty() && config["architectures"][0].is_string()) {
+    c.architecture = config["architectures"][0];
+  } else if (config.value("model_type", "") == "llama") {
+    c.architecture = "LlamaForCausalLM";
+  } else {
+    fail(where, ": no 'architectures' entry naming the model class");
+  }
+  bool supported = false;
+  for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
+  if (!supported) {
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM)");
+  }
+  const std::string act = config.value("hidden_act", std::string("silu"));
+  if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
+  if (config.value("attention_bias", false)) fail(where, ": attention_bias=true is not supported");
+  if (config.value("mlp_bias", false)) fail(where, ": mlp_bias=true is not supported");
+
+  c.hidden_size = positive_int(config, "hidden_size", where);
+  c.intermediate_size = positive_int(config, "intermediate_size", where);
+  c.num_layers = positive_int(config, "num_hidden_layers", where);
+  c.num_heads = positive_int(config, "num_attention_heads", where);
+  c.num_kv_heads = positive_int(config, "num_key_value_heads", where, c.num_heads);
+  c.vocab_size = positive_int(config, "vocab_size", where);
+  c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
+  if (c.hidden_size % c.num_heads != 0 && !(config.contains("head_dim") && !config["head_dim"].is_null())) {
+    fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ",
+         c.num_heads, " and no head_dim is given");
+  }
+  c.head_dim = positive_int(config, "head_dim", where, c.hidden_size / c.num_heads);
+  if (c.head_dim % 2 != 0) fail(where, ": head_dim ", c.head_dim, " must be even for rotary embeddings");
+  if (c.num_heads % c.num_kv_heads != 0) {
+    fail(where, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ",
+         c.num_kv_heads);
+  }
+  c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
+  c.rope_theta = positive_number(config, "rope_theta", where, 10000.0);
+  c.rope_scaling = parse_rope_scaling(config, where);
+  if (config.contains("tie_word_embeddings")) {
+    if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
+    c.tie_word_embeddings = config["tie_word_embeddings"];
+  }
+  const auto bos = token_ids(config, "bos_token_id", where);
+  if (bos.size() > 1) fail(where, ": 'bos_token_id' must be a single id");
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  c.eos_token_ids = token_ids(config, "eos_token_id", where);
+  for (auto id : c.eos_token_ids) {
+    if (id >= c.vocab_size) fail(where, ": eos_token_id ", id, " is outside the vocabulary (", c.vocab_size, ")");
+  }
+  if (c.bos_token_id >= c.vocab_size) {
+    fail(where, ": bos_token_id ", c.bos_token_id, " is outside the vocabulary (", c.vocab_size, ")");
+  }
+  return c;
+}
+
+ModelConfig read_model_config(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir)) fail("model folder ", dir.string(), " does not exist");
+  const auto path = dir / "config.json";
+  std::ifstream in(path);
+  if (!in) fail("cannot read ", path.string(), ": no such file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_model_config(text.str(), path.string());
+}
+
+}  // namespace sepal

@@ -1,0 +1,47 @@
+#pragma once
+// The architecture of a Llama-family model, read from a Hugging Face config.json.
+//
+// Thread-safety: an immutable value.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kernels/rope.h"
+
+namespace sepal {
+
+/// Hyper-parameters of a Llama-family decoder. Validated on construction by read_model_config.
+struct ModelConfig {
+  std::string architecture;  ///< e.g. "LlamaForCausalLM"
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_layers = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t vocab_size = 0;
+  std::int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  std::int32_t bos_token_id = -1;             ///< -1 when the model has none
+  std::vector<std::int32_t> eos_token_ids;    ///< generation stops at any of these
+
+  /// Width of the query projection output (num_heads * head_dim).
+  std::int64_t q_size() const { return num_heads * head_dim; }
+  /// Width of the key and value projection outputs (num_kv_heads * head_dim).
+  std::int64_t kv_size() const { return num_kv_heads * head_dim; }
+};
+
+/// Reads and validates `dir`/config.json. Throws sepal::Error with one line naming the field on
+/// a missing folder or file, invalid JSON, an unsupported architecture or activation, or values
+/// that are missing, non-positive or inconsistent.
+ModelConfig read_model_config(const std::filesystem::path& dir);
+
+/// Parses config.json text (for tests and tools); `where` names the source in errors.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
+
+}  // namespace sepal

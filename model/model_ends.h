@@ -1,0 +1,37 @@
+#pragma once
+// The parts of a model outside its blocks: token embeddings and the LM head (final norm and
+// output projection). The client side of a pipeline runs these locally.
+//
+// Thread-safety: immutable after load; methods may run concurrently.
+
+#include <cstdint>
+#include <vector>
+
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+/// Embeddings and LM head of a Llama-family model.
+class ModelEnds {
+ public:
+  /// Loads the embedding table, final norm and head in `dtype` (f32 or bf16).
+  static ModelEnds load(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype);
+
+  /// out[n, hidden] = embeddings of tokens[0..n). Throws sepal::Error on an id outside the vocabulary.
+  void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
+  /// logits[n, vocab] = head(norm(hidden[n, hidden])).
+  void logits(const float* hidden, std::int64_t n, float* out) const;
+
+  /// Bytes of weights held (a tied head is counted once).
+  std::int64_t weight_bytes() const;
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  ModelConfig config_;
+  EmbeddingWeights embedding_;
+  HeadWeights head_;
+};
+
+}  // namespace sepal

@@ -1,0 +1,193 @@
+#include "model/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+
+// Headers of real checkpoints are kilobytes; anything this large is corrupt or hostile.
+constexpr std::uint64_t kMaxHeaderBytes = 100u << 20;
+
+std::optional<DType> safetensors_dtype(const std::string& name) {
+  if (name == "F32") return DType::kF32;
+  if (name == "F16") return DType::kF16;
+  if (name == "BF16") return DType::kBF16;
+  return std::nullopt;
+}
+
+std::int64_t checked_int(const json& value, const std::string& where) {
+  if (!value.is_number_integer() && !value.is_number_unsigned()) fail(where, " is not an integer");
+  if (value.is_number_unsigned()) {
+    const auto u = value.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      fail(where, " is too large");
+    }
+    return static_cast<std::int64_t>(u);
+  }
+  const auto v = value.get<std::int64_t>();
+  if (v < 0) fail(where, " is negative");
+  return v;
+}
+
+}  // namespace
+
+std::int64_t TensorRef::elements() const {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::string TensorRef::shape_string() const {
+  std::ostringstream out;
+  out << '[';
+  for (std::size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
+std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFile> file) {
+  const std::string where = file->path().string();
+  const auto bytes = file->bytes();
+  if (bytes.size() < 8) fail(where, ": not a safetensors file (", bytes.size(), " bytes, no header)");
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);  // little-endian, as the format specifies
+  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8) {
+    fail(where, ": header length ", header_len, " runs past the end of the file (",
+         bytes.size(), " bytes); the file is truncated or not safetensors");
+  }
+  const char* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
+  json header;
+  try {
+    header = json::parse(header_begin, header_begin + header_len);
+  } catch (const json::parse_error& e) {
+    fail(where, ": header is not valid JSON (", e.what(), ")");
+  }
+  if (!header.is_object()) fail(where, ": header is not a JSON object");
+
+  const std::byte* data = bytes.data() + 8 + header_len;
+  const std::uint64_t data_size = bytes.size() - 8 - header_len;
+  std::map<std::string, TensorRef> tensors;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    const std::string what = where + ": tensor '" + name + "'";
+    if (!entry.is_object()) fail(what, " is not an object");
+    if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(what, " has no dtype");
+    const auto dtype_text = entry["dtype"].get<std::string>();
+    const auto dtype = safetensors_dtype(dtype_text);
+    if (!dtype) fail(what, " has unsupported dtype ", dtype_text, " (supported: F32, F16, BF16)");
+    if (!entry.contains("shape") || !entry["shape"].is_array()) fail(what, " has no shape");
+    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2) {
+      fail(what, " has no data_offsets pair");
+    }
+    TensorRef ref;
+    ref.name = name;
+    ref.dtype = *dtype;
+    ref.file = file;
+    std::uint64_t elements = 1;
+    for (const auto& d : entry["shape"]) {
+      const auto dim = static_cast<std::uint64_t>(checked_int(d, what + " shape"));
+      if (dim != 0 && elements > (std::uint64_t{1} << 50) / dim) fail(what, " shape is absurdly large");
+      elements *= dim;
+      ref.shape.push_back(static_cast<std::int64_t>(dim));
+    }
+    const auto begin = static_cast<std::uint64_t>(checked_int(entry["data_offsets"][0], what + " offset"));
+    const auto end = static_cast<std::uint64_t>(checked_int(entry["data_offsets"][1], what + " offset"));
+    if (begin > end) fail(what, " has data_offsets [", begin, ", ", end, "] in the wrong order");
+    if (end > data_size) {
+      fail(what, " has data_offsets [", begin, ", ", end, "] past the end of the data (", data_size,
+           " bytes); the file is truncated or corrupt");
+    }
+    if (end - begin != elements * dtype_size(*dtype)) {
+      fail(what, " holds ", end - begin, " bytes but its shape ", ref.shape_string(), " of ",
+           dtype_text, " needs ", elements * dtype_size(*dtype));
+    }
+    ref.data = data + begin;
+    ref.bytes = end - begin;
+    ranges.emplace_back(begin, end);
+    tensors.emplace(name, std::move(ref));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (std::size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) {
+      fail(where, ": tensors overlap at data offsets [", ranges[i].first, ", ",
+           ranges[i - 1].second, ")");
+    }
+  }
+  return tensors;
+}
+
+Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
+  Checkpoint checkpoint;
+  checkpoint.dir_ = dir;
+  const auto single = dir / "model.safetensors";
+  const auto index = dir / "model.safetensors.index.json";
+  if (std::filesystem::exists(index)) {
+    std::ifstream in(index);
+    json parsed;
+    try {
+      parsed = json::parse(in);
+    } catch (const json::parse_error& e) {
+      fail(index.string(), ": not valid JSON (", e.what(), ")");
+    }
+    if (!parsed.contains("weight_map") || !parsed["weight_map"].is_object()) {
+      fail(index.string(), ": no weight_map object");
+    }
+    std::set<std::string> shards;
+    std::map<std::string, std::string> owner;
+    for (const auto& [name, shard] : parsed["weight_map"].items()) {
+      if (!shard.is_string()) fail(index.string(), ": weight_map entry '", name, "' is not a file name");
+      const auto file = shard.get<std::string>();
+      if (file.find('/') != std::string::npos || file == "..") {
+        fail(index.string(), ": shard name '", file, "' must be a file in the model folder");
+      }
+      shards.insert(file);
+      owner[name] = file;
+    }
+    for (const auto& shard : shards) {
+      if (!std::filesystem::exists(dir / shard)) {
+        fail("shard ", shard, " named by ", index.string(), " does not exist");
+      }
+      for (auto& [name, ref] : read_safetensors(MappedFile::open(dir / shard))) {
+        const auto it = owner.find(name);
+        if (it == owner.end() || it->second != shard) continue;  // the index decides
+        checkpoint.tensors_.emplace(name, std::move(ref));
+      }
+    }
+    for (const auto& [name, shard] : owner) {
+      if (!checkpoint.tensors_.count(name)) {
+        fail("tensor '", name, "' is listed in ", index.string(), " but missing from ", shard);
+      }
+    }
+  } else if (std::filesystem::exists(single)) {
+    checkpoint.tensors_ = read_safetensors(MappedFile::open(single));
+  } else {
+    fail("no weights in ", dir.string(),
+         ": expected model.safetensors or model.safetensors.index.json");
+  }
+  return checkpoint;
+}
+
+const TensorRef* Checkpoint::find(const std::string& name) const {
+  const auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const TensorRef& Checkpoint::get(const std::string& name) const {
+  const TensorRef* ref = find(name);
+  if (!ref) fail("tensor '", name, "' is missing from the checkpoint in ", dir_.string());
+  return *ref;
+}
+
+}  // namespace sepal

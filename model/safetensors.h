@@ -1,0 +1,59 @@
+#pragma once
+// Reading safetensors checkpoints: one file, or shards listed by model.safetensors.index.json.
+// Only the JSON headers are read when a checkpoint is opened; tensor bytes stay in the mapping
+// until someone touches them.
+//
+// Thread-safety: a Checkpoint is immutable after open(); any thread may look tensors up.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/dtype.h"
+#include "model/mapped_file.h"
+
+namespace sepal {
+
+/// One tensor of a checkpoint: its type, shape, and bytes inside a mapped file.
+struct TensorRef {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<std::int64_t> shape;
+  const std::byte* data = nullptr;
+  std::size_t bytes = 0;
+  std::shared_ptr<const MappedFile> file;  ///< keeps `data` valid
+
+  /// Number of elements (product of the shape).
+  std::int64_t elements() const;
+  /// Shape as text, e.g. "[2048, 5632]".
+  std::string shape_string() const;
+};
+
+/// Parses one safetensors file. Throws sepal::Error naming the file and the problem on a header
+/// that is not valid JSON, an unsupported dtype, offsets past the end of the data, overlapping
+/// tensors, or a byte count that disagrees with the shape.
+std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFile> file);
+
+/// All tensors of a model folder.
+class Checkpoint {
+ public:
+  /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json.
+  static Checkpoint open(const std::filesystem::path& dir);
+
+  /// The tensor called `name`, or nullopt.
+  const TensorRef* find(const std::string& name) const;
+  /// The tensor called `name`; throws naming the tensor and the folder when it is missing.
+  const TensorRef& get(const std::string& name) const;
+  /// Every tensor, by name.
+  const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::map<std::string, TensorRef> tensors_;
+};
+
+}  // namespace sepal

@@ -1,0 +1,212 @@
+#include "model/synthetic_checkpoint.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "kernels/error.h"
+#include "kernels/sampling.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+
+struct TensorSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  bool is_norm = false;
+};
+
+std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
+  const std::int64_t head_dim = s.hidden_size / s.num_heads;
+  const std::int64_t q = s.num_heads * head_dim, kv = s.num_kv_heads * head_dim;
+  std::vector<TensorSpec> t;
+  t.push_back({"model.embed_tokens.weight", {s.vocab_size, s.hidden_size}});
+  for (std::int64_t l = 0; l < s.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {s.hidden_size}, true});
+    t.push_back({p + "self_attn.q_proj.weight", {q, s.hidden_size}});
+    t.push_back({p + "self_attn.k_proj.weight", {kv, s.hidden_size}});
+    t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
+    t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
+    t.push_back({p + "post_attention_layernorm.weight", {s.hidden_size}, true});
+    t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
+    t.push_back({p + "mlp.up_proj.weight", {s.intermediate_size, s.hidden_size}});
+    t.push_back({p + "mlp.down_proj.weight", {s.hidden_size, s.intermediate_size}});
+  }
+  t.push_back({"model.norm.weight", {s.hidden_size}, true});
+  if (!s.tie_word_embeddings) t.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
+  return t;
+}
+
+std::int64_t elements(const TensorSpec& t) {
+  std::int64_t n = 1;
+  for (auto d : t.shape) n *= d;
+  return n;
+}
+
+json config_json(const SyntheticSpec& s) {
+  return json{{"architectures", {"LlamaForCausalLM"}},
+              {"model_type", "llama"},
+              {"hidden_act", "silu"},
+              {"hidden_size", s.hidden_size},
+              {"intermediate_size", s.intermediate_size},
+              {"num_hidden_layers", s.num_layers},
+              {"num_attention_heads", s.num_heads},
+              {"num_key_value_heads", s.num_kv_heads},
+              {"vocab_size", s.vocab_size},
+              {"max_position_embeddings", s.max_position_embeddings},
+              {"rms_norm_eps", 1e-5},
+              {"rope_theta", 10000.0},
+              {"tie_word_embeddings", s.tie_word_embeddings},
+              {"bos_token_id", 1},
+              {"eos_token_id", 2},
+              {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
+}
+
+// A byte-fallback BPE tokenizer: <unk>, <s>, </s>, the 256 byte pieces, then filler pieces.
+json tokenizer_json(const SyntheticSpec& s) {
+  json vocab = json::object();
+  vocab["<unk>"] = 0;
+  vocab["<s>"] = 1;
+  vocab["</s>"] = 2;
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  for (std::int64_t id = 259; id < s.vocab_size; ++id) vocab["\xE2\x96\x81t" + std::to_string(id)] = id;
+  auto added = [](int id, const char* content) {
+    return json{{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", false}, {"special", true}};
+  };
+  return json{
+      {"version", "1.0"},
+      {"added_tokens", {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")}},
+      {"normalizer", {{"type", "Sequence"},
+                      {"normalizers", {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+                                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"decoder", {{"type", "Sequence"},
+                   {"decoders", {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
+                                 {{"type", "ByteFallback"}},
+                                 {{"type", "Fuse"}},
+                                 {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
+                 {"vocab", vocab}, {"merges", json::array()}}}};
+}
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  if (!out) fail("cannot write ", path.string());
+}
+
+}  // namespace
+
+std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
+  SyntheticSpec s;
+  if (name == "tinyllama-1.1b") {
+    s.hidden_size = 2048; s.intermediate_size = 5632; s.num_layers = 22; s.num_heads = 32;
+    s.num_kv_heads = 4; s.vocab_size = 32000; s.max_position_embeddings = 2048;
+  } else if (name == "llama-7b") {
+    s.hidden_size = 4096; s.intermediate_size = 11008; s.num_layers = 32; s.num_heads = 32;
+    s.num_kv_heads = 32; s.vocab_size = 32000; s.max_position_embeddings = 4096;
+  } else if (name == "stories-15m") {
+    s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
+    s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
+    s.tie_word_embeddings = true;
+  } else {
+    return std::nullopt;
+  }
+  return s;
+}
+
+void validate(const SyntheticSpec& s) {
+  auto positive = [](std::int64_t v, const char* name) {
+    if (v <= 0) fail("--", name, " must be positive, got ", v);
+  };
+  positive(s.hidden_size, "hidden");
+  positive(s.intermediate_size, "intermediate");
+  positive(s.num_layers, "layers");
+  positive(s.num_heads, "heads");
+  positive(s.num_kv_heads, "kv-heads");
+  positive(s.vocab_size, "vocab");
+  positive(s.max_position_embeddings, "max-positions");
+  if (s.hidden_size % s.num_heads != 0) fail("--hidden ", s.hidden_size, " must be a multiple of --heads ", s.num_heads);
+  if ((s.hidden_size / s.num_heads) % 2 != 0) fail("head size ", s.hidden_size / s.num_heads, " must be even");
+  if (s.num_heads % s.num_kv_heads != 0) fail("--heads ", s.num_heads, " must be a multiple of --kv-heads ", s.num_kv_heads);
+  if (s.vocab_size < 259) fail("--vocab must be at least 259 (3 special tokens and 256 byte tokens), got ", s.vocab_size);
+  if (s.hidden_size > (1 << 16) || s.intermediate_size > (1 << 18) || s.num_layers > 1024 ||
+      s.vocab_size > (1 << 20)) {
+    fail("synthetic model shape is too large");
+  }
+}
+
+void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem::path& dir,
+                                const std::function<void(double)>& progress) {
+  validate(spec);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail("cannot create ", dir.string(), ": ", ec.message());
+  write_text(dir / "config.json", config_json(spec).dump(2) + "\n");
+  write_text(dir / "tokenizer.json", tokenizer_json(spec).dump() + "\n");
+
+  const auto tensors = tensor_specs(spec);
+  const char* dtype_text = spec.dtype == DType::kF32 ? "F32" : spec.dtype == DType::kF16 ? "F16" : "BF16";
+  const std::size_t esize = dtype_size(spec.dtype);
+  json header = json::object();
+  std::uint64_t offset = 0, total = 0;
+  for (const auto& t : tensors) {
+    const std::uint64_t bytes = static_cast<std::uint64_t>(elements(t)) * esize;
+    header[t.name] = json{{"dtype", dtype_text}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  total = offset;
+  header["__metadata__"] = json{{"format", "pt"}, {"generator", "sepal synth"}};
+  std::string header_text = header.dump();
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps tensor data 8-byte aligned
+
+  const auto path = dir / "model.safetensors";
+  std::FILE* out = std::fopen(path.c_str(), "wb");
+  if (!out) fail("cannot write ", path.string());
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(out, std::fclose);
+  const std::uint64_t header_len = header_text.size();
+  std::fwrite(&header_len, 8, 1, out);
+  std::fwrite(header_text.data(), 1, header_text.size(), out);
+
+  // Weights are uniform with standard deviation 0.02 (as Llama's initialiser), norms are 1;
+  // every 1 MiB-element chunk has its own seed so the output does not depend on thread count.
+  constexpr std::int64_t kChunk = 1 << 20;
+  std::vector<std::byte> buffer(static_cast<std::size_t>(kChunk) * esize);
+  std::uint64_t written = 0;
+  for (std::size_t ti = 0; ti < tensors.size(); ++ti) {
+    const auto& t = tensors[ti];
+    const std::int64_t n = elements(t);
+    for (std::int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      const std::int64_t count = std::min(kChunk, n - c0);
+      Rng rng(spec.seed * 0x9e3779b97f4a7c15ull + ti * 0x100000001b3ull + static_cast<std::uint64_t>(c0 / kChunk));
+      for (std::int64_t i = 0; i < count; ++i) {
+        const float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * 0.0346410161514);
+        std::byte* dst = buffer.data() + i * static_cast<std::int64_t>(esize);
+        if (spec.dtype == DType::kF32) {
+          std::memcpy(dst, &v, 4);
+        } else {
+          const std::uint16_t bits = spec.dtype == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v);
+          std::memcpy(dst, &bits, 2);
+        }
+      }
+      if (std::fwrite(buffer.data(), esize, static_cast<std::size_t>(count), out) != static_cast<std::size_t>(count)) {
+        fail("cannot write ", path.string(), ": disk full?");
+      }
+      written += static_cast<std::uint64_t>(count) * esize;
+      if (progress) progress(static_cast<double>(written) / static_cast<double>(total));
+    }
+  }
+  if (std::fflush(out) != 0) fail("cannot write ", path.string(), ": disk full?");
+}
+
+}  // namespace sepal

@@ -1,0 +1,43 @@
+#pragma once
+// Synthetic Llama checkpoints with random weights, in Hugging Face layout (config.json,
+// model.safetensors, tokenizer.json), for benchmarks and shape tests. Random weights say nothing
+// about correctness.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kernels/dtype.h"
+
+namespace sepal {
+
+/// Shape and storage of a synthetic checkpoint.
+struct SyntheticSpec {
+  std::int64_t hidden_size = 256;
+  std::int64_t intermediate_size = 688;
+  std::int64_t num_layers = 4;
+  std::int64_t num_heads = 8;
+  std::int64_t num_kv_heads = 4;
+  std::int64_t vocab_size = 512;
+  std::int64_t max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+  DType dtype = DType::kF32;
+  std::uint64_t seed = 0;
+};
+
+/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-15m"); nullopt if unknown.
+std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
+
+/// Throws sepal::Error naming the first invalid field (non-positive sizes, heads not dividing,
+/// a vocabulary too small for the byte-fallback tokenizer, ...).
+void validate(const SyntheticSpec& spec);
+
+/// Writes the checkpoint into `dir` (created if needed). `progress` is called with the fraction
+/// written so far. Deterministic for a given spec. Throws sepal::Error on I/O failure.
+void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem::path& dir,
+                                const std::function<void(double)>& progress = {});
+
+}  // namespace sepal

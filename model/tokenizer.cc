@@ -1,0 +1,100 @@
+#include "model/tokenizer.h"
+
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+// Length of the UTF-8 sequence starting with `lead`, or 0 if `lead` cannot start one.
+int sequence_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+// Whether s[0..len) is a complete, valid sequence (no overlongs, surrogates or > U+10FFFF).
+bool valid_sequence(const unsigned char* s, int len) {
+  for (int i = 1; i < len; ++i) {
+    if ((s[i] & 0xC0) != 0x80) return false;
+  }
+  if (len == 3) {
+    if (s[0] == 0xE0 && s[1] < 0xA0) return false;
+    if (s[0] == 0xED && s[1] >= 0xA0) return false;
+  }
+  if (len == 4) {
+    if (s[0] == 0xF0 && s[1] < 0x90) return false;
+    if (s[0] == 0xF4 && s[1] >= 0x90) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
+  TextStream stream(*this);
+  std::string text;
+  for (auto id : ids) text += stream.push(id);
+  return text + stream.finish();
+}
+
+std::string TextStream::push(std::int32_t id) {
+  pending_ += tokenizer_.token_bytes(id);
+  return take_complete(/*final=*/false);
+}
+
+std::string TextStream::finish() { return take_complete(/*final=*/true); }
+
+std::string TextStream::take_complete(bool final) {
+  if (at_start_ && !pending_.empty()) {
+    at_start_ = false;
+    if (tokenizer_.strips_leading_space() && pending_[0] == ' ') pending_.erase(0, 1);
+  }
+  std::string out;
+  std::size_t i = 0;
+  const auto* s = reinterpret_cast<const unsigned char*>(pending_.data());
+  while (i < pending_.size()) {
+    const int len = sequence_length(s[i]);
+    if (len == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    if (i + len > pending_.size()) {
+      // Unfinished: wait unless what we have already cannot continue a valid sequence.
+      const std::size_t have = pending_.size() - i;
+      bool could_continue = true;
+      for (std::size_t j = 1; j < have; ++j) could_continue &= (s[i + j] & 0xC0) == 0x80;
+      if (could_continue && have >= 2) {
+        could_continue = !((s[i] == 0xE0 && s[i + 1] < 0xA0) || (s[i] == 0xED && s[i + 1] >= 0xA0) ||
+                           (s[i] == 0xF0 && s[i + 1] < 0x90) || (s[i] == 0xF4 && s[i + 1] >= 0x90));
+      }
+      if (could_continue && !final) break;
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    if (valid_sequence(s + i, len)) {
+      out.append(pending_, i, static_cast<std::size_t>(len));
+      i += static_cast<std::size_t>(len);
+    } else {
+      out += kReplacement;
+      ++i;
+    }
+  }
+  pending_.erase(0, i);
+  return out;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir / "tokenizer.model")) {
+    return load_sentencepiece_tokenizer(dir / "tokenizer.model");
+  }
+  if (std::filesystem::exists(dir / "tokenizer.json")) return load_hf_tokenizer(dir / "tokenizer.json");
+  fail("no tokenizer in ", dir.string(), ": expected tokenizer.model or tokenizer.json");
+}
+
+}  // namespace sepal

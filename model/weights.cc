@@ -1,0 +1,208 @@
+#include "model/weights.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <string>
+
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+// Owned weight memory: large buffers are anonymous mappings advised to use huge pages, which
+// spares the TLB when a token streams through gigabytes of weights.
+std::shared_ptr<void> allocate_weight_buffer(std::size_t bytes) {
+  constexpr std::size_t kHugePage = 2u << 20;
+  if (bytes >= kHugePage) {
+    const std::size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = ::mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes of weights");
+    ::madvise(p, rounded, MADV_HUGEPAGE);
+    return std::shared_ptr<void>(p, [rounded](void* q) { ::munmap(q, rounded); });
+  }
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  if (!p) fail("out of memory allocating ", bytes, " bytes of weights");
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+float element_as_f32(const TensorRef& t, std::int64_t i) {
+  switch (t.dtype) {
+    case DType::kF32: {
+      float v;
+      std::memcpy(&v, t.data + i * 4, 4);
+      return v;
+    }
+    case DType::kF16: {
+      std::uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return f16_to_f32(h);
+    }
+    case DType::kBF16: {
+      std::uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return bf16_to_f32(h);
+    }
+  }
+  return 0.0f;
+}
+
+void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {
+  if (t.shape != std::vector<std::int64_t>(shape)) {
+    std::string expected = "[";
+    std::size_t i = 0;
+    for (auto d : shape) expected += (i++ ? ", " : "") + std::to_string(d);
+    expected += "]";
+    fail("tensor '", t.name, "' has shape ", t.shape_string(), " but config.json implies ", expected);
+  }
+}
+
+// Weights used in place need their natural alignment; a misaligned tensor is copied instead.
+bool usable_in_place(const TensorRef& t, DType dtype) {
+  return t.dtype == dtype &&
+         reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(dtype) == 0;
+}
+
+HeldMatrix hold_matrix(const TensorRef& t, DType dtype) {
+  SEPAL_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "weights are held as f32 or bf16");
+  HeldMatrix m;
+  m.view.dtype = dtype;
+  m.view.rows = t.shape.at(0);
+  m.view.cols = t.shape.size() > 1 ? t.shape[1] : 1;
+  if (usable_in_place(t, dtype)) {
+    m.view.data = t.data;
+    m.storage = t.file;
+    return m;
+  }
+  const std::int64_t n = t.elements();
+  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(n) * dtype_size(dtype));
+  if (dtype == DType::kF32) {
+    auto* out = static_cast<float*>(buffer.get());
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) out[i] = element_as_f32(t, i);
+  } else {
+    auto* out = static_cast<std::uint16_t*>(buffer.get());
+    if (t.dtype == DType::kBF16) {
+      std::memcpy(out, t.data, static_cast<std::size_t>(n) * 2);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(element_as_f32(t, i));
+    }
+  }
+  m.view.data = buffer.get();
+  m.storage = std::move(buffer);
+  return m;
+}
+
+HeldVector hold_vector(const TensorRef& t) {
+  HeldVector v;
+  v.size = t.elements();
+  if (usable_in_place(t, DType::kF32)) {
+    v.data = reinterpret_cast<const float*>(t.data);
+    v.storage = t.file;
+    return v;
+  }
+  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(v.size) * 4);
+  auto* out = static_cast<float*>(buffer.get());
+  for (std::int64_t i = 0; i < v.size; ++i) out[i] = element_as_f32(t, i);
+  v.data = out;
+  v.storage = std::move(buffer);
+  return v;
+}
+
+std::string layer_prefix(std::int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".";
+}
+
+const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const ModelConfig& config) {
+  if (const auto* t = checkpoint.find("model.embed_tokens.weight")) return *t;
+  if (config.tie_word_embeddings) {
+    if (const auto* t = checkpoint.find("lm_head.weight")) return *t;
+    fail("checkpoint has neither model.embed_tokens.weight nor lm_head.weight");
+  }
+  return checkpoint.get("model.embed_tokens.weight");
+}
+
+}  // namespace
+
+std::int64_t BlockWeights::bytes() const {
+  std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
+  for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
+    total += m->view.bytes();
+  }
+  return total;
+}
+
+BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                                std::int64_t layer, DType dtype) {
+  if (layer < 0 || layer >= config.num_layers) {
+    fail("block ", layer, " does not exist: the model has ", config.num_layers, " blocks");
+  }
+  const std::string p = layer_prefix(layer);
+  const std::int64_t h = config.hidden_size;
+  const std::int64_t ffn = config.intermediate_size;
+  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+    const TensorRef& t = checkpoint.get(p + name);
+    expect_shape(t, {rows, cols});
+    return hold_matrix(t, dtype);
+  };
+  auto vector = [&](const std::string& name) {
+    const TensorRef& t = checkpoint.get(p + name);
+    expect_shape(t, {h});
+    return hold_vector(t);
+  };
+  BlockWeights b;
+  b.layer = layer;
+  b.input_norm = vector("input_layernorm.weight");
+  b.post_attention_norm = vector("post_attention_layernorm.weight");
+  b.q_proj = matrix("self_attn.q_proj.weight", config.q_size(), h);
+  b.k_proj = matrix("self_attn.k_proj.weight", config.kv_size(), h);
+  b.v_proj = matrix("self_attn.v_proj.weight", config.kv_size(), h);
+  b.o_proj = matrix("self_attn.o_proj.weight", h, config.q_size());
+  b.gate_proj = matrix("mlp.gate_proj.weight", ffn, h);
+  b.up_proj = matrix("mlp.up_proj.weight", ffn, h);
+  b.down_proj = matrix("mlp.down_proj.weight", h, ffn);
+  return b;
+}
+
+EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                                        DType dtype) {
+  const TensorRef& t = find_embedding_tensor(checkpoint, config);
+  expect_shape(t, {config.vocab_size, config.hidden_size});
+  return EmbeddingWeights{hold_matrix(t, dtype)};
+}
+
+HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype,
+                              const EmbeddingWeights* embedding) {
+  HeadWeights head;
+  const TensorRef& norm = checkpoint.get("model.norm.weight");
+  expect_shape(norm, {config.hidden_size});
+  head.final_norm = hold_vector(norm);
+  if (config.tie_word_embeddings) {
+    if (embedding) {
+      head.lm_head = embedding->table;
+    } else {
+      const TensorRef& t = find_embedding_tensor(checkpoint, config);
+      expect_shape(t, {config.vocab_size, config.hidden_size});
+      head.lm_head = hold_matrix(t, dtype);
+    }
+  } else {
+    const TensorRef& t = checkpoint.get("lm_head.weight");
+    expect_shape(t, {config.vocab_size, config.hidden_size});
+    head.lm_head = hold_matrix(t, dtype);
+  }
+  return head;
+}
+
+void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float* out) {
+  const WeightView& v = embedding.table.view;
+  SEPAL_CHECK(token >= 0 && token < v.rows, "token id ", token, " outside the vocabulary");
+  if (v.dtype == DType::kF32) {
+    std::memcpy(out, static_cast<const float*>(v.data) + token * v.cols, v.cols * sizeof(float));
+  } else {
+    const auto* row = static_cast<const std::uint16_t*>(v.data) + token * v.cols;
+    for (std::int64_t i = 0; i < v.cols; ++i) out[i] = bf16_to_f32(row[i]);
+  }
+}
+
+}  // namespace sepal

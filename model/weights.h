@@ -1,0 +1,71 @@
+#pragma once
+// Weights of a Llama-family model held in memory, loaded block by block from a Checkpoint.
+// A weight whose stored type equals the requested one is used in place from the file mapping
+// (zero copy; its pages are read when first used); others are converted into owned memory.
+//
+// Thread-safety: loaded weights are immutable; any thread may read them.
+
+#include <cstdint>
+#include <memory>
+
+#include "kernels/matmul.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+
+namespace sepal {
+
+/// A weight matrix and whatever keeps its bytes alive.
+struct HeldMatrix {
+  WeightView view;
+  std::shared_ptr<const void> storage;
+};
+
+/// A vector of f32 weights (norm scales) and whatever keeps it alive.
+struct HeldVector {
+  const float* data = nullptr;
+  std::int64_t size = 0;
+  std::shared_ptr<const void> storage;
+};
+
+/// Weights of one decoder block (attention + MLP with their norms).
+struct BlockWeights {
+  std::int64_t layer = 0;
+  HeldVector input_norm;
+  HeldVector post_attention_norm;
+  HeldMatrix q_proj, k_proj, v_proj, o_proj;
+  HeldMatrix gate_proj, up_proj, down_proj;
+
+  /// Bytes of all this block's weights held in memory.
+  std::int64_t bytes() const;
+};
+
+/// Token embedding table [vocab, hidden].
+struct EmbeddingWeights {
+  HeldMatrix table;
+};
+
+/// Final norm and LM head [vocab, hidden]; with tied embeddings the head shares the table.
+struct HeadWeights {
+  HeldVector final_norm;
+  HeldMatrix lm_head;
+};
+
+/// Loads block `layer` in `dtype` (f32 or bf16). Throws sepal::Error naming the tensor when it is
+/// missing or its shape disagrees with the config.
+BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                                std::int64_t layer, DType dtype);
+
+/// Loads the embedding table (model.embed_tokens.weight, or lm_head.weight when tied and the
+/// table is stored only as the head).
+EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                                        DType dtype);
+
+/// Loads the final norm and the LM head. With tied embeddings and `embedding` given, the head
+/// shares the embedding's memory.
+HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype,
+                              const EmbeddingWeights* embedding);
+
+/// Copies row `token` of an embedding table into `out` as f32.
+void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float* out);
+
+}  // namespace sepal

@@ -1,0 +1,19 @@
+#pragma once
+// The subcommands of the `sepal` tool. Each parses its own arguments (argv[0] is the subcommand
+// name) and returns the process exit status; errors are reported by main().
+
+#include <string>
+
+namespace sepal::tools {
+
+/// `sepal generate`: text generation with a model in this process.
+int generate_command(int argc, char** argv);
+/// `sepal synth`: writes a synthetic checkpoint.
+int synth_command(int argc, char** argv);
+
+/// Thrown for invalid command-line usage; main() prints it with the usage hint and exits 2.
+struct UsageError {
+  std::string message;
+};
+
+}  // namespace sepal::tools

@@ -1,0 +1,159 @@
+// sepal generate: load a model, tokenize a prompt, stream generated text (or print JSON).
+#include <sys/resource.h>
+#include <omp.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "kernels/cpu_isa.h"
+#include "kernels/error.h"
+#include "model/block_stack.h"
+#include "model/generation.h"
+#include "model/model_config.h"
+#include "model/model_ends.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+#include "tools/commands.h"
+
+namespace sepal::tools {
+namespace {
+
+namespace po = boost::program_options;
+
+std::int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::kEos: return "eos";
+    case StopReason::kMaxNewTokens: return "max_new_tokens";
+    case StopReason::kMaxPositions: return "max_position_embeddings";
+  }
+  return "?";
+}
+
+}  // namespace
+
+int generate_command(int argc, char** argv) {
+  std::string model_dir, prompt, dtype_text = "f32";
+  std::int64_t max_new_tokens = 128, top_k = 0;
+  double temperature = 0.0, top_p = 1.0;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  po::options_description options("sepal generate: generate text with a model in this process");
+  options.add_options()
+      ("help,h", "show this help")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("prompt", po::value(&prompt)->default_value(""), "prompt text (empty: start from BOS)")
+      ("max-new-tokens", po::value(&max_new_tokens)->default_value(128), "tokens to generate at most")
+      ("temperature", po::value(&temperature)->default_value(0.0), "sampling temperature; 0 is greedy")
+      ("top-k", po::value(&top_k)->default_value(0), "sample among the k likeliest tokens (0: all)")
+      ("top-p", po::value(&top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
+      ("seed", po::value(&seed)->default_value(0), "random seed for sampling")
+      ("dtype", po::value(&dtype_text)->default_value("f32"), "weights in memory: f32 or bf16")
+      ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("json", "print one JSON object with ids, text and stats instead of streaming text");
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+  if (vm.count("help")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  const bool json_output = vm.count("json") > 0;
+
+  if (max_new_tokens < 0) throw UsageError{"--max-new-tokens must be at least 0"};
+  if (!std::isfinite(temperature) || temperature < 0) throw UsageError{"--temperature must be a number >= 0"};
+  if (top_k < 0 || top_k > (1 << 30)) throw UsageError{"--top-k must be at least 0"};
+  if (!std::isfinite(top_p) || top_p <= 0 || top_p > 1) throw UsageError{"--top-p must be in (0, 1]"};
+  if (threads < 0) throw UsageError{"--threads must be at least 0"};
+  const auto dtype = parse_dtype(dtype_text);
+  if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
+  if (threads > 0) omp_set_num_threads(threads);
+
+  const auto load_start = std::chrono::steady_clock::now();
+  const ModelConfig config = read_model_config(model_dir);
+  const auto tokenizer = load_tokenizer(model_dir);
+  if (tokenizer->vocab_size() > config.vocab_size) {
+    fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
+  }
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, *dtype);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, *dtype);
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const std::int64_t weight_bytes = ends.weight_bytes() + blocks.weight_bytes();
+  std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights, %s kernels, %d threads, %.2f s\n",
+               model_dir.c_str(), static_cast<long long>(config.num_layers), weight_bytes / 1e6,
+               dtype_text.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(),
+               omp_get_max_threads(), load_seconds);
+
+  GenerationRequest request;
+  if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
+  for (auto id : tokenizer->encode(prompt)) request.prompt_ids.push_back(id);
+  if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
+  request.max_new_tokens = max_new_tokens;
+  request.sampling = SamplingParams{static_cast<float>(temperature), static_cast<std::int32_t>(top_k),
+                                    static_cast<float>(top_p)};
+  request.seed = seed;
+
+  LocalPipeline pipeline(blocks, session_capacity(config, request));
+  TextStream stream(*tokenizer);
+  std::string text;
+  auto emit = [&](const std::string& piece) {
+    text += piece;
+    if (!json_output) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  const std::size_t skip = config.bos_token_id >= 0 ? 1 : 0;
+  for (std::size_t i = skip; i < request.prompt_ids.size(); ++i) emit(stream.push(request.prompt_ids[i]));
+
+  const GenerationResult result = generate(ends, pipeline, request, [&](std::int32_t id) {
+    if (id < tokenizer->vocab_size()) emit(stream.push(id));
+  });
+  emit(stream.finish());
+
+  const auto prompt_tokens = static_cast<double>(request.prompt_ids.size());
+  const auto generated = static_cast<double>(result.generated_ids.size());
+  const double prompt_tps = result.prompt_seconds > 0 ? prompt_tokens / result.prompt_seconds : 0.0;
+  const double decode_tps =
+      result.decode_seconds > 0 && generated > 1 ? (generated - 1) / result.decode_seconds : 0.0;
+  if (result.stop == StopReason::kMaxPositions) {
+    std::fprintf(stderr, "\nsepal: stopped at max_position_embeddings (%lld)\n",
+                 static_cast<long long>(config.max_position_embeddings));
+  }
+  if (json_output) {
+    nlohmann::json out;
+    out["prompt_ids"] = request.prompt_ids;
+    out["generated_ids"] = result.generated_ids;
+    out["text"] = text;
+    out["stop_reason"] = stop_reason_name(result.stop);
+    out["stats"] = {{"prompt_tokens", request.prompt_ids.size()},
+                    {"generated_tokens", result.generated_ids.size()},
+                    {"prompt_tokens_per_s", prompt_tps},
+                    {"decode_tokens_per_s", decode_tps},
+                    {"load_seconds", load_seconds},
+                    {"weight_bytes", weight_bytes},
+                    {"peak_rss_bytes", peak_rss_bytes()},
+                    {"dtype", dtype_text},
+                    {"cpu_isa", cpu_isa_name(active_cpu_isa())},
+                    {"threads", omp_get_max_threads()}};
+    std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
+                 request.prompt_ids.size(), prompt_tps, result.generated_ids.size(), decode_tps);
+  }
+  return 0;
+}
+
+}  // namespace sepal::tools

@@ -1,0 +1,51 @@
+// The `sepal` command: one binary, one subcommand per job.
+#include <boost/program_options/errors.hpp>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "kernels/error.h"
+#include "tools/commands.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: sepal <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate   generate text with a model (sepal generate --help)\n"
+    "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
+    if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
+    std::fprintf(stderr, "sepal: error: unknown command '%s'\n%s", command.c_str(), kUsage);
+    return 2;
+  } catch (const sepal::tools::UsageError& e) {
+    std::fprintf(stderr, "sepal %s: error: %s (see sepal %s --help)\n", command.c_str(),
+                 e.message.c_str(), command.c_str());
+    return 2;
+  } catch (const boost::program_options::error& e) {
+    std::fprintf(stderr, "sepal %s: error: %s (see sepal %s --help)\n", command.c_str(), e.what(),
+                 command.c_str());
+    return 2;
+  } catch (const sepal::Error& e) {
+    std::fprintf(stderr, "sepal %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "sepal %s: error: out of memory\n", command.c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sepal %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+}

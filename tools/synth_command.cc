@@ -1,0 +1,63 @@
+// sepal synth: write a synthetic checkpoint (random weights) in Hugging Face layout.
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "kernels/dtype.h"
+#include "model/synthetic_checkpoint.h"
+#include "tools/commands.h"
+
+namespace sepal::tools {
+
+int synth_command(int argc, char** argv) {
+  namespace po = boost::program_options;
+  SyntheticSpec spec;
+  std::string arch = "llama", preset, dtype_text = "f32", out_dir;
+  po::options_description options("sepal synth: write a checkpoint with random weights (for benchmarks only)");
+  options.add_options()
+      ("help,h", "show this help")
+      ("out", po::value(&out_dir)->required(), "output folder")
+      ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-15m")
+      ("arch", po::value(&arch)->default_value("llama"), "architecture (llama)")
+      ("hidden", po::value(&spec.hidden_size), "hidden size")
+      ("intermediate", po::value(&spec.intermediate_size), "MLP size")
+      ("layers", po::value(&spec.num_layers), "number of blocks")
+      ("heads", po::value(&spec.num_heads), "attention heads")
+      ("kv-heads", po::value(&spec.num_kv_heads), "key/value heads")
+      ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
+      ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
+      ("tied", "tie the LM head to the embeddings")
+      ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
+      ("seed", po::value(&spec.seed)->default_value(0), "random seed");
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+  if (vm.count("help")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  if (arch != "llama") throw UsageError{"--arch '" + arch + "' is not supported (supported: llama)"};
+  if (vm.count("preset")) {
+    const auto p = synthetic_preset(preset);
+    if (!p) throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-15m)"};
+    spec = *p;
+  }
+  po::notify(vm);  // explicit shape flags override the preset
+  if (vm.count("tied")) spec.tie_word_embeddings = true;
+  const auto dtype = parse_dtype(dtype_text);
+  if (!dtype) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};
+  spec.dtype = *dtype;
+  validate(spec);
+
+  int last_percent = -1;
+  write_synthetic_checkpoint(spec, out_dir, [&](double fraction) {
+    const int percent = static_cast<int>(fraction * 100);
+    if (percent != last_percent && percent % 5 == 0) {
+      std::fprintf(stderr, "\rsepal synth: writing %s: %3d%%", out_dir.c_str(), percent);
+      last_percent = percent;
+    }
+  });
+  std::fprintf(stderr, "\nsepal synth: wrote %s\n", out_dir.c_str());
+  return 0;
+}
+
+}  // namespace sepal::tools
