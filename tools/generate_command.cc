@@ -78,12 +78,23 @@ int generate_command(int argc, char** argv) {
   if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
   if (threads > 0) omp_set_num_threads(threads);
 
+  // Everything that can be checked cheaply is checked before the weights are loaded.
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const auto tokenizer = load_tokenizer(model_dir);
   if (tokenizer->vocab_size() > config.vocab_size) {
     fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
   }
+  GenerationRequest request;
+  if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
+  for (auto id : tokenizer->encode(prompt)) request.prompt_ids.push_back(id);
+  if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
+  request.max_new_tokens = max_new_tokens;
+  request.sampling = SamplingParams{static_cast<float>(temperature), static_cast<std::int32_t>(top_k),
+                                    static_cast<float>(top_p)};
+  request.seed = seed;
+  const std::int64_t capacity = session_capacity(config, request);
+
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const ModelEnds ends = ModelEnds::load(checkpoint, config, *dtype);
   const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, *dtype);
@@ -95,16 +106,7 @@ int generate_command(int argc, char** argv) {
                dtype_text.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(),
                omp_get_max_threads(), load_seconds);
 
-  GenerationRequest request;
-  if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
-  for (auto id : tokenizer->encode(prompt)) request.prompt_ids.push_back(id);
-  if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
-  request.max_new_tokens = max_new_tokens;
-  request.sampling = SamplingParams{static_cast<float>(temperature), static_cast<std::int32_t>(top_k),
-                                    static_cast<float>(top_p)};
-  request.seed = seed;
-
-  LocalPipeline pipeline(blocks, session_capacity(config, request));
+  LocalPipeline pipeline(blocks, capacity);
   TextStream stream(*tokenizer);
   std::string text;
   auto emit = [&](const std::string& piece) {

@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s'\n%s", command.c_str(), kUsage);
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, synth)\n",
+                 command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {
     std::fprintf(stderr, "sepal %s: error: %s (see sepal %s --help)\n", command.c_str(),

@@ -37,6 +37,7 @@ int synth_command(int argc, char** argv) {
   }
   if (arch != "llama") throw UsageError{"--arch '" + arch + "' is not supported (supported: llama)"};
   if (vm.count("preset")) {
+    preset = vm["preset"].as<std::string>();
     const auto p = synthetic_preset(preset);
     if (!p) throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-15m)"};
     spec = *p;

@@ -1,0 +1,177 @@
+// `sepal generate` and `sepal synth` end to end, as users run them: the reference generations of
+// every real model in ../shared/models/reference, and one-line errors for bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+using test::run_sepal;
+
+json generate_json(const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"generate", "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const auto r = run_sepal(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? json::parse(r.out) : json();
+}
+
+TEST(Generate, ReproducesEveryReferenceGeneration) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(test::models_dir() / "reference")) {
+    const auto ref = json::parse(test::read_file(entry.path()));
+    const auto model = test::models_dir() / ref["model"].get<std::string>();
+    SCOPED_TRACE(entry.path().string());
+    const json out = generate_json({"--model", model.string(), "--prompt", ref["prompt"],
+                                    "--max-new-tokens", std::to_string(ref["max_new_tokens"].get<int>())});
+    EXPECT_EQ(out["prompt_ids"], ref["prompt_ids"]);
+    EXPECT_EQ(out["generated_ids"], ref["generated_ids"]);
+    EXPECT_EQ(out["text"], ref["text"]);
+    for (const char* key : {"prompt_tokens_per_s", "decode_tokens_per_s", "weight_bytes", "peak_rss_bytes"}) {
+      EXPECT_GT(out["stats"][key].get<double>(), 0.0) << key;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
+}
+
+TEST(Generate, EmptyPromptStartsFromBos) {
+  const json out = generate_json({"--model", (test::models_dir() / "stories260K").string(), "--max-new-tokens", "5"});
+  EXPECT_EQ(out["prompt_ids"], json::array({1}));
+  EXPECT_EQ(out["generated_ids"].size(), 5u);
+}
+
+TEST(Generate, SamplingIsReproducibleBySeed) {
+  auto run = [](const char* seed) {
+    return generate_json({"--model", (test::models_dir() / "tinystories-656K").string(), "--prompt", "The dog",
+                          "--max-new-tokens", "40", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95",
+                          "--seed", seed})["generated_ids"];
+  };
+  EXPECT_EQ(run("11"), run("11"));
+  EXPECT_NE(run("11"), run("12"));
+}
+
+TEST(Generate, Bf16HalvesWeightMemory) {
+  const auto model = (test::models_dir() / "babyllama-tok105").string();
+  const json f32 = generate_json({"--model", model, "--prompt", "Once", "--max-new-tokens", "20"});
+  const json bf16 = generate_json({"--model", model, "--prompt", "Once", "--max-new-tokens", "20", "--dtype", "bf16"});
+  const double ratio = bf16["stats"]["weight_bytes"].get<double>() / f32["stats"]["weight_bytes"].get<double>();
+  EXPECT_GT(ratio, 0.49);
+  EXPECT_LT(ratio, 0.52);
+  EXPECT_EQ(bf16["generated_ids"].size(), 20u);
+}
+
+TEST(Generate, StreamsTextWithoutJson) {
+  const auto r = run_sepal({"generate", "--model", (test::models_dir() / "stories260K").string(), "--prompt",
+                            "Once upon a time", "--max-new-tokens", "30"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << r.out;
+}
+
+// ---- bad input: a non-zero exit and one line on stderr naming the problem ----
+
+void expect_failure(const std::vector<std::string>& args, const std::string& needle) {
+  const auto r = run_sepal(args);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.exit_code, 128) << "killed by a signal: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+class BadModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const auto& f : std::filesystem::directory_iterator(test::models_dir() / "stories260K")) {
+      if (f.is_regular_file()) std::filesystem::copy_file(f.path(), dir_ / f.path().filename().string());
+    }
+  }
+  std::vector<std::string> args() const {
+    return {"generate", "--model", dir_.path().string(), "--max-new-tokens", "4"};
+  }
+  void edit_config(const std::string& key, const json& value) {
+    json c = json::parse(test::read_file(dir_ / "config.json"));
+    c[key] = value;
+    test::write_file(dir_ / "config.json", c.dump());
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(BadModel, MissingFolderAndFiles) {
+  expect_failure({"generate", "--model", "/nonexistent/model"}, "model folder /nonexistent/model does not exist");
+  std::filesystem::remove(dir_ / "config.json");
+  expect_failure(args(), "config.json: no such file");
+}
+
+TEST_F(BadModel, MissingWeightsOrTokenizer) {
+  std::filesystem::remove(dir_ / "tokenizer.model");
+  expect_failure(args(), "no tokenizer");
+  std::filesystem::copy_file(test::models_dir() / "stories260K" / "tokenizer.model", dir_ / "tokenizer.model");
+  std::filesystem::remove(dir_ / "model.safetensors");
+  expect_failure(args(), "expected model.safetensors");
+}
+
+TEST_F(BadModel, TruncatedOrCorruptSafetensors) {
+  const std::string bytes = test::read_file(dir_ / "model.safetensors");
+  test::write_file(dir_ / "model.safetensors", bytes.substr(0, bytes.size() - 1000));
+  expect_failure(args(), "truncated");
+  std::string corrupt = bytes;
+  corrupt[8] = '[';
+  corrupt[9] = '}';
+  test::write_file(dir_ / "model.safetensors", corrupt);
+  expect_failure(args(), "not valid JSON");
+  test::write_file(dir_ / "model.safetensors", "tiny");
+  expect_failure(args(), "not a safetensors file");
+}
+
+TEST_F(BadModel, ConfigThatDisagreesWithTheWeights) {
+  edit_config("intermediate_size", 128);
+  expect_failure(args(), "has shape [172, 64] but config.json implies [128, 64]");
+}
+
+TEST_F(BadModel, UnsupportedArchitecture) {
+  edit_config("architectures", json::array({"GPTNeoXForCausalLM"}));
+  expect_failure(args(), "unsupported architecture 'GPTNeoXForCausalLM'");
+}
+
+TEST_F(BadModel, PromptPastMaxPositions) {
+  edit_config("max_position_embeddings", 8);
+  expect_failure({"generate", "--model", dir_.path().string(), "--prompt", "Once upon a time there was a big dog"},
+                 "more than the model's max_position_embeddings (8)");
+}
+
+TEST(Flags, InvalidValuesAreNamed) {
+  const auto model = (test::models_dir() / "stories260K").string();
+  expect_failure({"generate", "--model", model, "--temperature", "-1"}, "--temperature");
+  expect_failure({"generate", "--model", model, "--temperature", "nan"}, "--temperature");
+  expect_failure({"generate", "--model", model, "--top-p", "0"}, "--top-p");
+  expect_failure({"generate", "--model", model, "--top-p", "1.5"}, "--top-p");
+  expect_failure({"generate", "--model", model, "--top-k", "-2"}, "--top-k");
+  expect_failure({"generate", "--model", model, "--max-new-tokens", "-3"}, "--max-new-tokens");
+  expect_failure({"generate", "--model", model, "--max-new-tokens", "lots"}, "max-new-tokens");
+  expect_failure({"generate", "--model", model, "--dtype", "int4"}, "--dtype must be f32 or bf16");
+  expect_failure({"generate", "--model", model, "--frobnicate"}, "frobnicate");
+  expect_failure({"generate"}, "model");
+  expect_failure({"unknown-command"}, "unknown command");
+  expect_failure({"synth", "--out", "/tmp/x", "--preset", "gpt-5"}, "unknown --preset 'gpt-5'");
+  expect_failure({"synth", "--out", "/tmp/x", "--hidden", "100", "--heads", "3"}, "multiple of --heads");
+  expect_failure({"synth", "--out", "/tmp/x", "--vocab", "100"}, "--vocab must be at least 259");
+}
+
+TEST(Synth, WritesAModelThatGenerates) {
+  test::TempDir dir;
+  const auto r = run_sepal({"synth", "--out", dir.path().string(), "--hidden", "96", "--intermediate", "200",
+                            "--layers", "2", "--heads", "6", "--kv-heads", "2", "--vocab", "300", "--dtype", "bf16"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json out = generate_json({"--model", dir.path().string(), "--prompt", "hello", "--max-new-tokens", "8"});
+  EXPECT_EQ(out["generated_ids"].size(), 8u);
+  EXPECT_EQ(out["prompt_ids"].size(), 9u);  // BOS, then "▁hello" as 8 byte-fallback tokens
+}
+
+}  // namespace
+}  // namespace sepal

@@ -1,0 +1,289 @@
+// Every CPU kernel against an independent double-precision reference, with per-op tolerances on
+// the normalised error; the matrix kernels run at every CPU level this machine supports.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <numbers>
+#include <tuple>
+
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/dtype.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/sampling.h"
+#include "kernels/softmax.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using test::normalized_error;
+using test::random_floats;
+
+// ---- matmul: (isa, dtype, tokens, rows, cols) ----
+
+using MatmulCase = std::tuple<CpuIsa, DType, int, int, int>;
+
+class MatmulTest : public ::testing::TestWithParam<MatmulCase> {};
+
+TEST_P(MatmulTest, MatchesDoubleReference) {
+  const auto [isa, dtype, n, rows, cols] = GetParam();
+  if (!cpu_supports(isa)) GTEST_SKIP() << "CPU lacks " << cpu_isa_name(isa);
+  const auto x = random_floats(static_cast<std::size_t>(n) * cols, 1);
+  auto wf = random_floats(static_cast<std::size_t>(rows) * cols, 2, 0.1f);
+  std::vector<std::uint16_t> wb;
+  if (dtype == DType::kBF16) {
+    for (auto& v : wf) {
+      wb.push_back(f32_to_bf16(v));
+      v = bf16_to_f32(wb.back());  // the reference uses the rounded weights
+    }
+  }
+  WeightView w{dtype, rows, cols, dtype == DType::kF32 ? static_cast<const void*>(wf.data()) : wb.data()};
+  std::vector<float> y(static_cast<std::size_t>(n) * rows, NAN);
+  matmul(x.data(), n, w, y.data(), isa);
+  std::vector<double> ref(y.size());
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int k = 0; k < cols; ++k) s += static_cast<double>(x[t * cols + k]) * wf[r * cols + k];
+      ref[t * rows + r] = s;
+    }
+  EXPECT_LT(normalized_error(y, ref), 2e-6);
+}
+
+std::string matmul_case_name(const ::testing::TestParamInfo<MatmulCase>& info) {
+  const auto& [isa, dtype, n, rows, cols] = info.param;
+  return std::string(cpu_isa_name(isa)) + "_" + std::string(dtype_name(dtype)) + "_n" +
+         std::to_string(n) + "_r" + std::to_string(rows) + "_c" + std::to_string(cols);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatmulTest,
+    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512),
+                       ::testing::Values(DType::kF32, DType::kBF16),
+                       ::testing::Values(1, 2, 3, 4, 7, 33),      // streaming and blocked paths
+                       ::testing::Values(1, 5, 64, 172, 259),     // rows: tails of 4 and of 16
+                       ::testing::Values(1, 13, 64, 172, 300)),   // cols: not multiples of 8/16/32
+    matmul_case_name);
+
+TEST(Matmul, LevelsAgreeOnLargeMatrix) {
+  const int rows = 1000, cols = 2048;
+  const auto x = random_floats(cols, 3);
+  const auto w = random_floats(static_cast<std::size_t>(rows) * cols, 4, 0.05f);
+  WeightView view{DType::kF32, rows, cols, w.data()};
+  std::vector<float> base(rows);
+  matmul(x.data(), 1, view, base.data(), CpuIsa::kGeneric);
+  std::vector<double> ref(base.begin(), base.end());
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (!cpu_supports(isa)) continue;
+    std::vector<float> y(rows);
+    matmul(x.data(), 1, view, y.data(), isa);
+    EXPECT_LT(normalized_error(y, ref), 1e-6) << cpu_isa_name(isa);
+  }
+}
+
+// ---- dtype conversions ----
+
+TEST(DTypes, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  // 1 + 2^-8 is exactly halfway between two bf16 values: ties go to even (1.0).
+  EXPECT_EQ(f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-12f), 0x3f81);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+TEST(DTypes, F16RoundTripsAndHandlesEdges) {
+  for (float v : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 0x1p-24f, 0x1p-14f, 3.140625f}) {
+    EXPECT_EQ(f16_to_f32(f32_to_f16(v)), v) << v;
+  }
+  EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
+  EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(NAN))));
+  EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0xc000), -2.0f);
+  EXPECT_EQ(f16_to_f32(0x0001), 0x1p-24f);
+}
+
+// ---- rmsnorm ----
+
+TEST(RmsNorm, MatchesReference) {
+  for (int dim : {1, 64, 172, 2048}) {
+    const int n = 3;
+    const auto x = random_floats(static_cast<std::size_t>(n) * dim, 5, 3.0f);
+    const auto w = random_floats(dim, 6);
+    std::vector<float> y(x.size());
+    rmsnorm(x.data(), n, dim, w.data(), 1e-5f, y.data());
+    std::vector<double> ref(x.size());
+    for (int t = 0; t < n; ++t) {
+      double ms = 0;
+      for (int i = 0; i < dim; ++i) ms += static_cast<double>(x[t * dim + i]) * x[t * dim + i];
+      const double scale = 1.0 / std::sqrt(ms / dim + 1e-5);
+      for (int i = 0; i < dim; ++i) ref[t * dim + i] = x[t * dim + i] * scale * w[i];
+    }
+    EXPECT_LT(normalized_error(y, ref), 1e-6) << dim;
+  }
+}
+
+// ---- rope ----
+
+std::vector<double> reference_inv_freq(int head_dim, double theta) {
+  std::vector<double> f;
+  for (int i = 0; i < head_dim / 2; ++i) f.push_back(std::pow(theta, -2.0 * i / head_dim));
+  return f;
+}
+
+TEST(Rope, RotateHalfMatchesReference) {
+  const int n = 4, heads = 3, hd = 16;
+  auto x = random_floats(static_cast<std::size_t>(n) * heads * hd, 7);
+  const auto original = x;
+  const std::vector<std::int64_t> positions = {0, 1, 17, 511};
+  const auto inv = rope_inverse_frequencies(hd, 10000.0, {});
+  const auto ref_inv = reference_inv_freq(hd, 10000.0);
+  for (int i = 0; i < hd / 2; ++i) EXPECT_NEAR(inv[i], ref_inv[i], 1e-15);
+  rope_rotate_half(x.data(), n, heads, hd, positions.data(), inv.data());
+  std::vector<double> ref(x.size());
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < hd / 2; ++i) {
+        const double a = original[(t * heads + h) * hd + i], b = original[(t * heads + h) * hd + i + hd / 2];
+        const double ang = positions[t] * ref_inv[i];
+        ref[(t * heads + h) * hd + i] = a * std::cos(ang) - b * std::sin(ang);
+        ref[(t * heads + h) * hd + i + hd / 2] = b * std::cos(ang) + a * std::sin(ang);
+      }
+  EXPECT_LT(normalized_error(x, ref), 1e-6);
+  // Position 0 is the identity.
+  for (int i = 0; i < heads * hd; ++i) EXPECT_EQ(x[i], original[i]);
+}
+
+TEST(Rope, Llama3ScalingFollowsThePiecewiseRule) {
+  RopeScaling s;
+  s.kind = RopeScaling::Kind::kLlama3;
+  s.factor = 8.0;
+  s.low_freq_factor = 1.0;
+  s.high_freq_factor = 4.0;
+  s.original_max_position_embeddings = 8192;
+  const int hd = 128;
+  const double theta = 500000.0;
+  const auto scaled = rope_inverse_frequencies(hd, theta, s);
+  const auto plain = reference_inv_freq(hd, theta);
+  int kept = 0, divided = 0, blended = 0;
+  for (int i = 0; i < hd / 2; ++i) {
+    const double wavelen = 2 * std::numbers::pi / plain[i];
+    if (wavelen < 8192.0 / 4.0) {
+      EXPECT_DOUBLE_EQ(scaled[i], plain[i]);
+      ++kept;
+    } else if (wavelen > 8192.0) {
+      EXPECT_DOUBLE_EQ(scaled[i], plain[i] / 8.0);
+      ++divided;
+    } else {
+      EXPECT_LT(scaled[i], plain[i]);
+      EXPECT_GT(scaled[i], plain[i] / 8.0);
+      ++blended;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
+}
+
+// ---- attention ----
+
+TEST(Attention, CausalGqaMatchesReference) {
+  const int heads = 8, kv_heads = 2, hd = 16, capacity = 40, start = 5, n = 6;
+  const auto q = random_floats(static_cast<std::size_t>(n) * heads * hd, 8);
+  const auto k = random_floats(static_cast<std::size_t>(kv_heads) * capacity * hd, 9);
+  const auto v = random_floats(static_cast<std::size_t>(kv_heads) * capacity * hd, 10);
+  std::vector<float> out(static_cast<std::size_t>(n) * heads * hd);
+  attention_causal(q.data(), n, start, k.data(), v.data(), capacity, {heads, kv_heads, hd}, out.data());
+  std::vector<double> ref(out.size());
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h) {
+      const int kv = h / (heads / kv_heads);
+      const int visible = start + t + 1;
+      std::vector<double> s(visible);
+      double mx = -1e300;
+      for (int p = 0; p < visible; ++p) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += static_cast<double>(q[(t * heads + h) * hd + i]) * k[(kv * capacity + p) * hd + i];
+        s[p] = d / std::sqrt(static_cast<double>(hd));
+        mx = std::max(mx, s[p]);
+      }
+      double z = 0;
+      for (auto& e : s) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double acc = 0;
+        for (int p = 0; p < visible; ++p) acc += s[p] / z * v[(kv * capacity + p) * hd + i];
+        ref[(t * heads + h) * hd + i] = acc;
+      }
+    }
+  EXPECT_LT(normalized_error(out, ref), 1e-5);
+}
+
+// ---- activations and softmax ----
+
+TEST(Activation, SiluMulMatchesReference) {
+  auto g = random_floats(1000, 11, 8.0f);
+  const auto u = random_floats(1000, 12);
+  std::vector<double> ref(g.size());
+  for (std::size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+  silu_mul(g.data(), u.data(), static_cast<std::int64_t>(g.size()));
+  EXPECT_LT(normalized_error(g, ref), 1e-6);
+}
+
+TEST(Softmax, SumsToOneAndIsStable) {
+  std::vector<float> x = {1000.0f, 1001.0f, 999.0f, -INFINITY};
+  softmax(x.data(), 4);
+  EXPECT_NEAR(x[0] + x[1] + x[2] + x[3], 1.0, 1e-6);
+  EXPECT_EQ(x[3], 0.0f);
+  EXPECT_NEAR(x[1], std::exp(1.0) / (1 + std::exp(1.0) + std::exp(-1.0)), 1e-6);
+  const std::vector<float> y = {1000.0f, 1000.0f};
+  EXPECT_NEAR(log_sum_exp(y.data(), 2), 1000.0 + std::log(2.0), 1e-9);
+}
+
+// ---- sampling ----
+
+TEST(Sampling, GreedyIsArgmaxWithFirstTie) {
+  const std::vector<float> logits = {0.1f, 3.0f, 3.0f, -1.0f};
+  Rng rng(1);
+  EXPECT_EQ(sample_token(logits.data(), 4, {}, rng), 1);
+}
+
+TEST(Sampling, SameSeedSameTokensDifferentSeedDifferent) {
+  const auto logits = random_floats(500, 13, 2.0f);
+  SamplingParams p{1.0f, 0, 1.0f};
+  auto draw = [&](std::uint64_t seed) {
+    Rng rng(seed);
+    std::vector<int> out;
+    for (int i = 0; i < 50; ++i) out.push_back(sample_token(logits.data(), 500, p, rng));
+    return out;
+  };
+  EXPECT_EQ(draw(7), draw(7));
+  EXPECT_NE(draw(7), draw(8));
+}
+
+TEST(Sampling, TopKAndTopPRestrictTheCandidates) {
+  // Probabilities at temperature 1: 0.5, 0.25, 0.125, 0.125.
+  const std::vector<float> logits = {std::log(4.f), std::log(2.f), 0.f, 0.f};
+  Rng rng(3);
+  std::map<int, int> counts;
+  for (int i = 0; i < 4000; ++i) ++counts[sample_token(logits.data(), 4, {1.0f, 2, 1.0f}, rng)];
+  EXPECT_EQ(counts.count(2) + counts.count(3), 0u);
+  EXPECT_NEAR(counts[0] / 4000.0, 2.0 / 3.0, 0.03);
+  counts.clear();
+  for (int i = 0; i < 4000; ++i) ++counts[sample_token(logits.data(), 4, {1.0f, 0, 0.7f}, rng)];
+  EXPECT_EQ(counts.count(2) + counts.count(3), 0u);  // 0.5 + 0.25 reaches 0.7
+  EXPECT_GT(counts[1], 0);
+  counts.clear();
+  for (int i = 0; i < 4000; ++i) ++counts[sample_token(logits.data(), 4, {1.0f, 0, 0.4f}, rng)];
+  EXPECT_EQ(counts.size(), 1u);  // the top token alone reaches 0.4
+  // Temperature sharpens: at 0.25 the top token has probability 16/(16+1+1/16+1/16) ~ 0.93.
+  counts.clear();
+  for (int i = 0; i < 4000; ++i) ++counts[sample_token(logits.data(), 4, {0.25f, 0, 1.0f}, rng)];
+  EXPECT_NEAR(counts[0] / 4000.0, 16.0 / (16.0 + 1.0 + 0.125), 0.02);
+}
+
+}  // namespace
+}  // namespace sepal

@@ -1,0 +1,354 @@
+// Loading checkpoints (config, safetensors, dtypes, shards, tied heads), running block ranges
+// independently, rollback, and touching only the weights of the blocks a process runs.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "kernels/error.h"
+#include "model/block_stack.h"
+#include "model/generation.h"
+#include "model/model_config.h"
+#include "model/model_ends.h"
+#include "model/safetensors.h"
+#include "model/synthetic_checkpoint.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+// Expects `f` to throw sepal::Error whose message contains `needle`.
+template <typename F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error spans lines: " << e.what();
+  }
+}
+
+std::string safetensors_blob(const json& header, const std::string& data) {
+  std::string h = header.dump();
+  std::uint64_t len = h.size();
+  std::string out(8, '\0');
+  std::memcpy(out.data(), &len, 8);
+  return out + h + data;
+}
+
+std::map<std::string, TensorRef> parse_blob(const TempDir& dir, const std::string& blob) {
+  test::write_file(dir / "x.safetensors", blob);
+  return read_safetensors(MappedFile::open(dir / "x.safetensors"));
+}
+
+// ---- config.json ----
+
+const char* kGoodConfig = R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":172,
+  "num_hidden_layers":2,"num_attention_heads":8,"num_key_value_heads":4,"vocab_size":100,
+  "max_position_embeddings":32,"rms_norm_eps":1e-5,"bos_token_id":1,"eos_token_id":[2,3]})";
+
+TEST(ModelConfig, ParsesFieldsAndDefaults) {
+  const ModelConfig c = parse_model_config(kGoodConfig, "config.json");
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<std::int32_t>{2, 3}));
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.tie_word_embeddings);
+}
+
+TEST(ModelConfig, ReadsHeadDimAndLlama3Scaling) {
+  json j = json::parse(kGoodConfig);
+  j["head_dim"] = 16;
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  const ModelConfig c = parse_model_config(j.dump(), "config.json");
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.q_size(), 128);
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kLlama3);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
+}
+
+TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
+  auto with = [](const std::string& key, const json& value) {
+    json j = json::parse(kGoodConfig);
+    if (value.is_null()) j.erase(key); else j[key] = value;
+    return j.dump();
+  };
+  expect_error([&] { parse_model_config(with("architectures", {"BloomForCausalLM"}), "c"); }, "unsupported architecture 'BloomForCausalLM'");
+  expect_error([&] { parse_model_config(with("hidden_size", nullptr), "c"); }, "missing 'hidden_size'");
+  expect_error([&] { parse_model_config(with("hidden_size", -4), "c"); }, "'hidden_size' must be positive");
+  expect_error([&] { parse_model_config(with("num_key_value_heads", 3), "c"); }, "not a multiple of num_key_value_heads");
+  expect_error([&] { parse_model_config(with("hidden_act", "gelu"), "c"); }, "unsupported hidden_act");
+  expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
+  expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
+  expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");
+  expect_error([] { read_model_config("/nonexistent/model"); }, "does not exist");
+}
+
+// ---- safetensors ----
+
+TEST(Safetensors, ReadsValidFileAndSkipsMetadata) {
+  TempDir dir;
+  const float values[3] = {1.f, 2.f, 3.f};
+  const auto tensors = parse_blob(dir, safetensors_blob(
+      {{"__metadata__", {{"format", "pt"}}}, {"a", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}}},
+      std::string(reinterpret_cast<const char*>(values), 12)));
+  ASSERT_EQ(tensors.size(), 1u);
+  const TensorRef& a = tensors.at("a");
+  EXPECT_EQ(a.elements(), 3);
+  float back[3];
+  std::memcpy(back, a.data, 12);
+  EXPECT_EQ(back[2], 3.f);
+}
+
+TEST(Safetensors, RejectsCorruptFiles) {
+  TempDir dir;
+  const std::string data(16, '\0');
+  auto entry = [](const char* dtype, json shape, std::uint64_t b, std::uint64_t e) {
+    return json{{"dtype", dtype}, {"shape", shape}, {"data_offsets", {b, e}}};
+  };
+  expect_error([&] { parse_blob(dir, "abc"); }, "no header");
+  {
+    std::string blob = safetensors_blob({{"a", entry("F32", {4}, 0, 16)}}, data);
+    blob[0] = '\x7f';  // header length far past the end
+    expect_error([&] { parse_blob(dir, blob); }, "runs past the end of the file");
+  }
+  {
+    std::string blob = safetensors_blob({{"a", entry("F32", {4}, 0, 16)}}, data);
+    blob[9] = '#';
+    expect_error([&] { parse_blob(dir, blob); }, "not valid JSON");
+  }
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {8}, 0, 32)}}, data)); }, "past the end of the data");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {2}, 0, 8)}, {"b", entry("F32", {2}, 4, 12)}}, data)); }, "overlap");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {3}, 0, 16)}}, data)); }, "needs 12");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("I8", {16}, 0, 16)}}, data)); }, "unsupported dtype I8");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {-1}, 0, 16)}}, data)); }, "negative");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {4}, 16, 0)}}, data)); }, "wrong order");
+  // A truncated real file: the header promises more data than remains.
+  const std::string real = test::read_file(test::models_dir() / "stories260K" / "model.safetensors");
+  ASSERT_GT(real.size(), 1000u);
+  expect_error([&] { parse_blob(dir, real.substr(0, real.size() / 2)); }, "truncated");
+}
+
+TEST(Checkpoint, OpensShardsThroughTheIndex) {
+  TempDir dir;
+  const float a[2] = {1, 2}, b[2] = {3, 4};
+  test::write_file(dir / "s1.safetensors", safetensors_blob({{"a", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}}}, std::string(reinterpret_cast<const char*>(a), 8)));
+  test::write_file(dir / "s2.safetensors", safetensors_blob({{"b", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}}}, std::string(reinterpret_cast<const char*>(b), 8)));
+  test::write_file(dir / "model.safetensors.index.json", json{{"weight_map", {{"a", "s1.safetensors"}, {"b", "s2.safetensors"}}}}.dump());
+  const Checkpoint c = Checkpoint::open(dir.path());
+  EXPECT_EQ(c.tensors().size(), 2u);
+  float v;
+  std::memcpy(&v, c.get("b").data + 4, 4);
+  EXPECT_EQ(v, 4.f);
+  expect_error([&] { c.get("missing"); }, "tensor 'missing' is missing");
+
+  test::write_file(dir / "model.safetensors.index.json", json{{"weight_map", {{"a", "s1.safetensors"}, {"c", "s3.safetensors"}}}}.dump());
+  expect_error([&] { Checkpoint::open(dir.path()); }, "shard s3.safetensors");
+  TempDir empty;
+  expect_error([&] { Checkpoint::open(empty.path()); }, "expected model.safetensors");
+}
+
+// ---- synthetic models: dtypes, shapes, tied heads ----
+
+SyntheticSpec small_spec(DType dtype) {
+  SyntheticSpec s;
+  s.hidden_size = 64;
+  s.intermediate_size = 100;
+  s.num_layers = 3;
+  s.num_heads = 4;
+  s.num_kv_heads = 2;
+  s.vocab_size = 300;
+  s.max_position_embeddings = 64;
+  s.dtype = dtype;
+  s.seed = 42;
+  return s;
+}
+
+std::vector<float> last_logits(const std::filesystem::path& dir, DType memory_dtype,
+                               const std::vector<std::int32_t>& ids) {
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint ckpt = Checkpoint::open(dir);
+  const ModelEnds ends = ModelEnds::load(ckpt, config, memory_dtype);
+  const BlockStack blocks = BlockStack::load(ckpt, config, 0, config.num_layers, memory_dtype);
+  KvCache cache = blocks.new_cache(32);
+  std::vector<float> hidden(ids.size() * config.hidden_size);
+  ends.embed(ids.data(), static_cast<std::int64_t>(ids.size()), hidden.data());
+  blocks.forward(hidden.data(), static_cast<std::int64_t>(ids.size()), cache);
+  std::vector<float> logits(config.vocab_size);
+  ends.logits(hidden.data() + (ids.size() - 1) * config.hidden_size, 1, logits.data());
+  return logits;
+}
+
+TEST(SyntheticModel, StoredDtypesLoadIntoEitherMemoryDtype) {
+  TempDir dir;
+  write_synthetic_checkpoint(small_spec(DType::kF32), dir / "f32");
+  write_synthetic_checkpoint(small_spec(DType::kBF16), dir / "bf16");
+  write_synthetic_checkpoint(small_spec(DType::kF16), dir / "f16");
+  const std::vector<std::int32_t> ids = {1, 50, 60, 70, 80, 90};
+  const auto ref = last_logits(dir / "f32", DType::kF32, ids);
+  std::vector<double> ref_d(ref.begin(), ref.end());
+  // Rounding f32 weights to bf16 at load is the same rounding the bf16 file holds.
+  EXPECT_EQ(last_logits(dir / "f32", DType::kBF16, ids), last_logits(dir / "bf16", DType::kBF16, ids));
+  EXPECT_EQ(last_logits(dir / "bf16", DType::kF32, ids).size(), ref.size());
+  EXPECT_LT(test::normalized_error(last_logits(dir / "f16", DType::kF32, ids), ref_d), 1e-2);
+  EXPECT_LT(test::normalized_error(last_logits(dir / "bf16", DType::kBF16, ids), ref_d), 5e-2);
+}
+
+TEST(SyntheticModel, ShapeThatDisagreesWithConfigIsNamed) {
+  TempDir dir;
+  write_synthetic_checkpoint(small_spec(DType::kF32), dir.path());
+  json config = json::parse(test::read_file(dir / "config.json"));
+  config["intermediate_size"] = 128;
+  test::write_file(dir / "config.json", config.dump());
+  expect_error([&] {
+    const Checkpoint c = Checkpoint::open(dir.path());
+    BlockStack::load(c, read_model_config(dir.path()), 0, 1, DType::kF32);
+  }, "mlp.gate_proj.weight' has shape [100, 64] but config.json implies [128, 64]");
+}
+
+TEST(SyntheticModel, UntiedModelNeedsItsHead) {
+  TempDir dir;
+  write_synthetic_checkpoint(small_spec(DType::kF32), dir.path());
+  json config = json::parse(test::read_file(dir / "config.json"));
+  config["tie_word_embeddings"] = true;  // a tied config still loads: the separate head is used
+  test::write_file(dir / "config.json", config.dump());
+  const Checkpoint c = Checkpoint::open(dir.path());
+  EXPECT_NO_THROW(ModelEnds::load(c, read_model_config(dir.path()), DType::kF32));
+}
+
+TEST(RealModel, HeadTiedThroughLmHeadOnlyLoads) {
+  // tinystories-656K stores its tied embeddings only as lm_head.weight.
+  const auto dir = test::models_dir() / "tinystories-656K";
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint c = Checkpoint::open(dir);
+  ASSERT_EQ(c.find("model.embed_tokens.weight"), nullptr);
+  const ModelEnds ends = ModelEnds::load(c, config, DType::kF32);
+  EXPECT_EQ(ends.weight_bytes(), (config.vocab_size + 1) * config.hidden_size * 4);
+}
+
+// ---- block ranges ----
+
+class StoriesBlocks : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::models_dir() / "stories260K";
+    config_ = read_model_config(dir_);
+    checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir_));
+    ends_ = std::make_unique<ModelEnds>(ModelEnds::load(*checkpoint_, config_, DType::kF32));
+  }
+  std::vector<float> embed(const std::vector<std::int32_t>& ids) {
+    std::vector<float> h(ids.size() * config_.hidden_size);
+    ends_->embed(ids.data(), static_cast<std::int64_t>(ids.size()), h.data());
+    return h;
+  }
+  std::filesystem::path dir_;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<ModelEnds> ends_;
+};
+
+TEST_F(StoriesBlocks, SplitRangesComputeWhatTheWholeStackComputes) {
+  const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 432};
+  const BlockStack whole = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
+  const BlockStack front = BlockStack::load(*checkpoint_, config_, 0, 2, DType::kF32);
+  const BlockStack back = BlockStack::load(*checkpoint_, config_, 2, 5, DType::kF32);
+  EXPECT_LT(front.weight_bytes(), whole.weight_bytes());
+  EXPECT_EQ(front.weight_bytes() + back.weight_bytes(), whole.weight_bytes());
+  auto a = embed(ids), b = embed(ids);
+  KvCache ca = whole.new_cache(16), cf = front.new_cache(16), cb = back.new_cache(16);
+  whole.forward(a.data(), 6, ca);
+  front.forward(b.data(), 6, cf);
+  back.forward(b.data(), 6, cb);
+  EXPECT_EQ(a, b);
+  // Decoding one more position through the split also agrees.
+  auto a1 = embed({300}), b1 = embed({300});
+  whole.forward(a1.data(), 1, ca);
+  front.forward(b1.data(), 1, cf);
+  back.forward(b1.data(), 1, cb);
+  EXPECT_EQ(a1, b1);
+  EXPECT_EQ(ca.length(), 7);
+}
+
+TEST_F(StoriesBlocks, RollbackRecomputesTheSameStates) {
+  const BlockStack blocks = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
+  KvCache cache = blocks.new_cache(32);
+  auto prompt = embed({1, 403, 407, 261, 378});
+  blocks.forward(prompt.data(), 5, cache);
+  auto first = embed({432, 383});
+  blocks.forward(first.data(), 2, cache);
+  cache.truncate(5);  // speculation rejected both tokens
+  auto wrong = embed({100});
+  blocks.forward(wrong.data(), 1, cache);
+  cache.truncate(5);
+  auto again = embed({432, 383});
+  blocks.forward(again.data(), 2, cache);
+  EXPECT_EQ(first, again);
+}
+
+TEST_F(StoriesBlocks, PositionsPastTheSessionAreRefusedWithoutDamage) {
+  const BlockStack blocks = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
+  KvCache cache = blocks.new_cache(4);
+  auto h = embed({1, 403, 407});
+  blocks.forward(h.data(), 3, cache);
+  auto two = embed({1, 2});
+  expect_error([&] { blocks.forward(two.data(), 2, cache); }, "pass the session's length of 4");
+  EXPECT_EQ(cache.length(), 3);
+  expect_error([&] { blocks.new_cache(config_.max_position_embeddings + 1); }, "max_position_embeddings");
+  expect_error([&] { BlockStack::load(*checkpoint_, config_, 3, 7, DType::kF32); }, "not within the model's 5 blocks");
+}
+
+TEST_F(StoriesBlocks, PromptsAtAndPastMaxPositions) {
+  const BlockStack blocks = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
+  GenerationRequest request;
+  request.max_new_tokens = 10;
+  request.prompt_ids.assign(static_cast<std::size_t>(config_.max_position_embeddings), 403);
+  request.prompt_ids[0] = 1;
+  LocalPipeline pipeline(blocks, session_capacity(config_, request));
+  const auto result = generate(*ends_, pipeline, request, [](std::int32_t) {});
+  EXPECT_EQ(result.generated_ids.size(), 1u);  // the last position yields one token, then stop
+  EXPECT_EQ(result.stop, StopReason::kMaxPositions);
+  request.prompt_ids.push_back(403);
+  expect_error([&] { session_capacity(config_, request); }, "more than the model's max_position_embeddings (512)");
+}
+
+// ---- a process touches only its blocks ----
+
+std::int64_t resident_file_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
+  }
+  return -1;
+}
+
+TEST(BlockRange, TouchesOnlyItsOwnWeights) {
+  TempDir dir;
+  SyntheticSpec spec = small_spec(DType::kF32);
+  spec.hidden_size = 512;
+  spec.intermediate_size = 2048;
+  spec.num_layers = 6;
+  spec.num_heads = 8;
+  write_synthetic_checkpoint(spec, dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint ckpt = Checkpoint::open(dir.path());
+  const std::int64_t before = resident_file_bytes();
+  ASSERT_GE(before, 0);
+  const BlockStack block = BlockStack::load(ckpt, config, 4, 5, DType::kF32);
+  KvCache cache = block.new_cache(8);
+  std::vector<float> hidden(2 * config.hidden_size, 0.5f);
+  block.forward(hidden.data(), 2, cache);
+  const std::int64_t grown = resident_file_bytes() - before;
+  const std::int64_t block_bytes = block.weight_bytes();
+  EXPECT_GT(grown, block_bytes * 9 / 10) << "the block's own weights were read";
+  EXPECT_LT(grown, block_bytes * 3 / 2) << "other blocks' weights were read too";
+}
+
+}  // namespace
+}  // namespace sepal

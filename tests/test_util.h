@@ -1,0 +1,50 @@
+#pragma once
+// Helpers shared by the tests: temporary folders, the shared real models, running the CLI.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace sepal::test {
+
+/// A fresh folder under the system temp dir, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// ../shared/models next to the source tree, or $SEPAL_MODELS_DIR.
+std::filesystem::path models_dir();
+
+/// Writes `bytes` to `path`.
+void write_file(const std::filesystem::path& path, const std::string& bytes);
+/// Reads a whole file.
+std::string read_file(const std::filesystem::path& path);
+
+/// Result of running a command.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs `build/bin/sepal` with the arguments (each shell-quoted).
+CommandResult run_sepal(const std::vector<std::string>& args);
+
+/// ||a - b|| / max(||b||, tiny): the normalised error the kernel tests bound per op.
+double normalized_error(const std::vector<float>& a, const std::vector<double>& b);
+
+/// Deterministic pseudo-random floats in [-scale, scale].
+std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float scale = 1.0f);
+
+}  // namespace sepal::test

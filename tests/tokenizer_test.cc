@@ -1,0 +1,144 @@
+// Tokenizers: the shared models' own tokenizers against their reference prompt ids, byte-level
+// BPE on a hand-built tokenizer.json, and UTF-8 streaming.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/error.h"
+#include "model/tokenizer.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+using Ids = std::vector<std::int32_t>;
+
+Ids reference_prompt_ids(const std::string& model) {
+  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / (model + ".greedy.json")));
+  Ids ids = ref["prompt_ids"].get<Ids>();
+  ids.erase(ids.begin());  // BOS comes from config.json, not from the tokenizer
+  return ids;
+}
+
+TEST(SentencePiece, EncodesLikeTheReference) {
+  const auto tok = load_tokenizer(test::models_dir() / "stories260K");
+  EXPECT_EQ(tok->encode("Once upon a time"), reference_prompt_ids("stories260K"));
+  EXPECT_EQ(tok->vocab_size(), 512);
+  EXPECT_TRUE(tok->strips_leading_space());
+}
+
+TEST(SentencePiece, RoundTripsTextIncludingByteFallback) {
+  for (const char* model : {"stories260K", "babyllama-tok105"}) {
+    const auto tok = load_tokenizer(test::models_dir() / model);
+    EXPECT_EQ(tok->decode(tok->encode("Once upon a time, Lily said \"hi\".")), "Once upon a time, Lily said \"hi\".");
+  }
+  // stories260K has byte pieces: any UTF-8 survives.
+  const auto bytes = load_tokenizer(test::models_dir() / "stories260K");
+  EXPECT_EQ(bytes->decode(bytes->encode("caf\xC3\xA9 \xE2\x9C\x93 ok")), "caf\xC3\xA9 \xE2\x9C\x93 ok");
+  // babyllama-tok105's 105 pieces have none: an unknown character decodes as SentencePiece's " ⁇ ".
+  const auto small = load_tokenizer(test::models_dir() / "babyllama-tok105");
+  EXPECT_EQ(small->decode(small->encode("a \xE2\x9C\x93 b")), "a  \xE2\x81\x87  b");
+}
+
+TEST(HfBpe, EncodesLikeTheReference) {
+  const auto tok = load_tokenizer(test::models_dir() / "tinystories-656K");
+  EXPECT_EQ(tok->encode("Once upon a time"), reference_prompt_ids("tinystories-656K"));
+  EXPECT_EQ(tok->decode(tok->encode("Once upon a time, Lily said hello.")), "Once upon a time, Lily said hello.");
+}
+
+TEST(HfBpe, UnknownCharactersBecomeOneFusedUnk) {
+  // tinystories-656K has byte_fallback but no byte pieces: unknown characters become <unk>.
+  const auto tok = load_tokenizer(test::models_dir() / "tinystories-656K");
+  const Ids ids = tok->encode("A \xF0\x9F\x98\x80\xF0\x9F\x98\x80 cat");
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 0), 1);
+  EXPECT_EQ(tok->encode("<|end_story|>"), Ids{2});  // special tokens are matched whole
+}
+
+// A byte-level tokenizer: the 256 byte characters, a few merges, GPT-2's regex.
+std::string byte_level_json(const json& pre_tokenizer) {
+  json vocab = json::object();
+  // GPT-2's byte alphabet, in byte order.
+  int next = 256;
+  std::vector<std::string> alphabet(256);
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    const unsigned cp = printable ? b : next++;
+    std::string s;
+    if (cp < 0x80) s += static_cast<char>(cp);
+    else { s += static_cast<char>(0xC0 | (cp >> 6)); s += static_cast<char>(0x80 | (cp & 0x3F)); }
+    alphabet[b] = s;
+    vocab[s] = b;
+  }
+  const std::string G = alphabet[' '];  // "Ġ"
+  vocab[G + "t"] = 256;
+  vocab["he"] = 257;
+  vocab[G + "the"] = 258;
+  vocab["12"] = 259;
+  json merges = {G + " t", "h e", G + "t he", "1 2"};
+  return json{{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+              {"added_tokens", {{{"id", 260}, {"content", "<|eot|>"}, {"special", true}}}},
+              {"pre_tokenizer", pre_tokenizer},
+              {"decoder", {{"type", "ByteLevel"}}}}.dump();
+}
+
+TEST(ByteLevelBpe, MergesWithinRegexPiecesAndRoundTrips) {
+  const auto tok = parse_hf_tokenizer(byte_level_json({{"type", "ByteLevel"}, {"add_prefix_space", false}}), "t");
+  EXPECT_EQ(tok->encode(" the cat"), (Ids{258, ' ', 'c', 'a', 't'}));
+  EXPECT_EQ(tok->encode("the"), (Ids{'t', 257}));
+  EXPECT_EQ(tok->encode("hi<|eot|>"), (Ids{'h', 'i', 260}));
+  const std::string text = "h\xC3\xA9llo w\xC3\xB6rld \xF0\x9F\x98\x80\n\ttabs  and 1212";
+  EXPECT_EQ(tok->decode(tok->encode(text)), text);
+  EXPECT_FALSE(tok->strips_leading_space());
+}
+
+TEST(ByteLevelBpe, SplitPreTokenizerBoundsMerges) {
+  // Llama 3 style: digits are split into groups of up to three before byte-level BPE.
+  const json split_then_bytes = {
+      {"type", "Sequence"},
+      {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}{1,3}"}}}, {"behavior", "Isolated"}, {"invert", false}},
+                         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const auto split = parse_hf_tokenizer(byte_level_json(split_then_bytes), "t");
+  EXPECT_EQ(split->encode("1212"), (Ids{259, '1', '2'}));  // "121" | "2"
+  const auto plain = parse_hf_tokenizer(byte_level_json({{"type", "ByteLevel"}, {"use_regex", false}}), "t");
+  EXPECT_EQ(plain->encode("1212"), (Ids{259, 259}));
+}
+
+TEST(TextStream, HoldsPartialCharactersAndReplacesInvalidBytes) {
+  const auto tok = parse_hf_tokenizer(byte_level_json({{"type", "ByteLevel"}}), "t");
+  TextStream stream(*tok);
+  EXPECT_EQ(stream.push('h'), "h");
+  EXPECT_EQ(stream.push(0xC3), "");  // first byte of "é"
+  EXPECT_EQ(stream.push(0xA9), "\xC3\xA9");
+  EXPECT_EQ(stream.push(0xA9), "\xEF\xBF\xBD");  // lone continuation byte
+  EXPECT_EQ(stream.push(0xF0), "");
+  EXPECT_EQ(stream.push('x'), "\xEF\xBF\xBDx");  // a lead byte that was not continued
+  EXPECT_EQ(stream.push(0xE2), "");
+  EXPECT_EQ(stream.finish(), "\xEF\xBF\xBD");  // unfinished at the end
+  EXPECT_EQ(stream.push(260), "");  // special tokens decode to nothing
+}
+
+TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
+  auto expect_error = [](const std::string& text, const std::string& needle) {
+    try {
+      parse_hf_tokenizer(text, "tokenizer.json");
+      ADD_FAILURE() << "accepted; expected error about " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{", "not valid JSON");
+  expect_error(R"({"model":{"type":"Unigram","vocab":[]}})", "model type 'Unigram' is not supported");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}})", "missing from the vocab");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"NFKC"}})", "normalizer 'NFKC'");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":"x"},"merges":[]}})", "not an integer");
+  try {
+    load_tokenizer("/nonexistent");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no tokenizer"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace sepal
