@@ -63,20 +63,21 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
 }  // namespace
 
 BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& config,
-                            std::int64_t first, std::int64_t last, DType dtype) {
+                            std::int64_t first, std::int64_t last,
+                            const WeightLoading& loading) {
   if (first < 0 || last > config.num_layers || first >= last) {
     fail("block range [", first, ", ", last, ") is not within the model's ", config.num_layers,
          " blocks");
   }
-  if (dtype != DType::kF32 && dtype != DType::kBF16) {
-    fail("weights can be held as f32 or bf16, not ", dtype_name(dtype));
+  if (loading.dtype != DType::kF32 && loading.dtype != DType::kBF16) {
+    fail("weights can be held as f32 or bf16, not ", dtype_name(loading.dtype));
   }
   BlockStack stack;
   stack.config_ = config;
   stack.first_ = first;
   stack.last_ = last;
   for (std::int64_t layer = first; layer < last; ++layer) {
-    stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, dtype));
+    stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, loading));
   }
   stack.inv_freq_ = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling);
   return stack;

@@ -18,10 +18,11 @@ namespace sepal {
 /// Blocks [first, last) of a Llama-family model.
 class BlockStack {
  public:
-  /// Loads blocks [first, last) in `dtype`, touching no other block's weights.
+  /// Loads blocks [first, last) as `loading` says, reading no other block's weights.
   /// Throws sepal::Error for an empty or out-of-range range or bad tensors.
   static BlockStack load(const Checkpoint& checkpoint, const ModelConfig& config,
-                         std::int64_t first, std::int64_t last, DType dtype);
+                         std::int64_t first, std::int64_t last,
+                         const WeightLoading& loading);
 
   std::int64_t first() const { return first_; }
   std::int64_t last() const { return last_; }

@@ -6,14 +6,15 @@
 
 namespace sepal {
 
-ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype) {
-  if (dtype != DType::kF32 && dtype != DType::kBF16) {
-    fail("weights can be held as f32 or bf16, not ", dtype_name(dtype));
+ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& config,
+                          const WeightLoading& loading) {
+  if (loading.dtype != DType::kF32 && loading.dtype != DType::kBF16) {
+    fail("weights can be held as f32 or bf16, not ", dtype_name(loading.dtype));
   }
   ModelEnds ends;
   ends.config_ = config;
-  ends.embedding_ = load_embedding_weights(checkpoint, config, dtype);
-  ends.head_ = load_head_weights(checkpoint, config, dtype, &ends.embedding_);
+  ends.embedding_ = load_embedding_weights(checkpoint, config, loading);
+  ends.head_ = load_head_weights(checkpoint, config, loading, &ends.embedding_);
   return ends;
 }
 

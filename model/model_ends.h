@@ -16,8 +16,9 @@ namespace sepal {
 /// Embeddings and LM head of a Llama-family model.
 class ModelEnds {
  public:
-  /// Loads the embedding table, final norm and head in `dtype` (f32 or bf16).
-  static ModelEnds load(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype);
+  /// Loads the embedding table, final norm and head as `loading` says.
+  static ModelEnds load(const Checkpoint& checkpoint, const ModelConfig& config,
+                        const WeightLoading& loading);
 
   /// out[n, hidden] = embeddings of tokens[0..n). Throws sepal::Error on an id outside the vocabulary.
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;

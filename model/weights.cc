@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -63,13 +64,23 @@ bool usable_in_place(const TensorRef& t, DType dtype) {
          reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(dtype) == 0;
 }
 
-HeldMatrix hold_matrix(const TensorRef& t, DType dtype) {
+// Drops this process's mapping of the whole pages inside a tensor's bytes once they were copied;
+// the page cache keeps them, so nothing is lost but resident memory.
+void release_source_pages(const TensorRef& t) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<std::uintptr_t>(t.data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(t.data) + t.bytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+HeldMatrix hold_matrix(const TensorRef& t, const WeightLoading& loading) {
+  const DType dtype = loading.dtype;
   SEPAL_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "weights are held as f32 or bf16");
   HeldMatrix m;
   m.view.dtype = dtype;
   m.view.rows = t.shape.at(0);
   m.view.cols = t.shape.size() > 1 ? t.shape[1] : 1;
-  if (usable_in_place(t, dtype)) {
+  if (loading.in_place && usable_in_place(t, dtype)) {
     m.view.data = t.data;
     m.storage = t.file;
     return m;
@@ -89,15 +100,16 @@ HeldMatrix hold_matrix(const TensorRef& t, DType dtype) {
       for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(element_as_f32(t, i));
     }
   }
+  release_source_pages(t);
   m.view.data = buffer.get();
   m.storage = std::move(buffer);
   return m;
 }
 
-HeldVector hold_vector(const TensorRef& t) {
+HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
   HeldVector v;
   v.size = t.elements();
-  if (usable_in_place(t, DType::kF32)) {
+  if (loading.in_place && usable_in_place(t, DType::kF32)) {
     v.data = reinterpret_cast<const float*>(t.data);
     v.storage = t.file;
     return v;
@@ -134,7 +146,7 @@ std::int64_t BlockWeights::bytes() const {
 }
 
 BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                std::int64_t layer, DType dtype) {
+                                std::int64_t layer, const WeightLoading& loading) {
   if (layer < 0 || layer >= config.num_layers) {
     fail("block ", layer, " does not exist: the model has ", config.num_layers, " blocks");
   }
@@ -144,12 +156,12 @@ BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig&
   auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
     const TensorRef& t = checkpoint.get(p + name);
     expect_shape(t, {rows, cols});
-    return hold_matrix(t, dtype);
+    return hold_matrix(t, loading);
   };
   auto vector = [&](const std::string& name) {
     const TensorRef& t = checkpoint.get(p + name);
     expect_shape(t, {h});
-    return hold_vector(t);
+    return hold_vector(t, loading);
   };
   BlockWeights b;
   b.layer = layer;
@@ -166,30 +178,30 @@ BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig&
 }
 
 EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                        DType dtype) {
+                                        const WeightLoading& loading) {
   const TensorRef& t = find_embedding_tensor(checkpoint, config);
   expect_shape(t, {config.vocab_size, config.hidden_size});
-  return EmbeddingWeights{hold_matrix(t, dtype)};
+  return EmbeddingWeights{hold_matrix(t, loading)};
 }
 
-HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype,
-                              const EmbeddingWeights* embedding) {
+HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                              const WeightLoading& loading, const EmbeddingWeights* embedding) {
   HeadWeights head;
   const TensorRef& norm = checkpoint.get("model.norm.weight");
   expect_shape(norm, {config.hidden_size});
-  head.final_norm = hold_vector(norm);
+  head.final_norm = hold_vector(norm, loading);
   if (config.tie_word_embeddings) {
     if (embedding) {
       head.lm_head = embedding->table;
     } else {
       const TensorRef& t = find_embedding_tensor(checkpoint, config);
       expect_shape(t, {config.vocab_size, config.hidden_size});
-      head.lm_head = hold_matrix(t, dtype);
+      head.lm_head = hold_matrix(t, loading);
     }
   } else {
     const TensorRef& t = checkpoint.get("lm_head.weight");
     expect_shape(t, {config.vocab_size, config.hidden_size});
-    head.lm_head = hold_matrix(t, dtype);
+    head.lm_head = hold_matrix(t, loading);
   }
   return head;
 }

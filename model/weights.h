@@ -1,7 +1,10 @@
 #pragma once
 // Weights of a Llama-family model held in memory, loaded block by block from a Checkpoint.
-// A weight whose stored type equals the requested one is used in place from the file mapping
-// (zero copy; its pages are read when first used); others are converted into owned memory.
+// Only the tensors asked for are read from the file mapping. By default each is copied (and
+// converted, if its type differs) into memory backed by huge pages, and the file pages it came
+// from are released: decode streams all weights once per token, and 4 KiB pages cost 5 to 15% of
+// that in TLB misses (bench/decode_bench). In-place loading uses the mapping itself when the
+// stored type matches: faster to load and shared between processes through the page cache.
 //
 // Thread-safety: loaded weights are immutable; any thread may read them.
 
@@ -13,6 +16,13 @@
 #include "model/safetensors.h"
 
 namespace sepal {
+
+/// How loaded weights are held.
+struct WeightLoading {
+  WeightLoading(DType dtype = DType::kF32, bool in_place = false) : dtype(dtype), in_place(in_place) {}
+  DType dtype;    ///< type in memory: f32 or bf16
+  bool in_place;  ///< use the file mapping directly where the stored type matches
+};
 
 /// A weight matrix and whatever keeps its bytes alive.
 struct HeldMatrix {
@@ -50,20 +60,20 @@ struct HeadWeights {
   HeldMatrix lm_head;
 };
 
-/// Loads block `layer` in `dtype` (f32 or bf16). Throws sepal::Error naming the tensor when it is
+/// Loads block `layer`. Throws sepal::Error naming the tensor when it is
 /// missing or its shape disagrees with the config.
 BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                std::int64_t layer, DType dtype);
+                                std::int64_t layer, const WeightLoading& loading);
 
 /// Loads the embedding table (model.embed_tokens.weight, or lm_head.weight when tied and the
 /// table is stored only as the head).
 EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                        DType dtype);
+                                        const WeightLoading& loading);
 
 /// Loads the final norm and the LM head. With tied embeddings and `embedding` given, the head
 /// shares the embedding's memory.
-HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config, DType dtype,
-                              const EmbeddingWeights* embedding);
+HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config,
+                              const WeightLoading& loading, const EmbeddingWeights* embedding);
 
 /// Copies row `token` of an embedding table into `out` as f32.
 void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float* out);

@@ -59,6 +59,8 @@ int generate_command(int argc, char** argv) {
       ("seed", po::value(&seed)->default_value(0), "random seed for sampling")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "weights in memory: f32 or bf16")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("mmap-weights", "use weights in place from the file mapping where the stored type matches:\n"
+                       "faster to load and shared between processes, slower to decode (4 KiB pages)")
       ("json", "print one JSON object with ids, text and stats instead of streaming text");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -96,8 +98,9 @@ int generate_command(int argc, char** argv) {
   const std::int64_t capacity = session_capacity(config, request);
 
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, *dtype);
-  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, *dtype);
+  const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, loading);
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   const std::int64_t weight_bytes = ends.weight_bytes() + blocks.weight_bytes();

@@ -1,6 +1,9 @@
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma.
 #include <immintrin.h>
 
+#include <type_traits>
+#include <vector>
+
 #include "kernels/cpu/gemv.h"
 
 namespace sepal::cpu {
@@ -50,8 +53,76 @@ inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_
     for (int t = 0; t < N; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// bf16 rows, 32 weights per step without shuffles: a 64-byte load holds 16 dwords, each two bf16
+// weights; shifting left by 16 widens the even ones and masking the high half widens the odd ones.
+// The activations are de-interleaved once per call to match: xp[k..k+16) holds x at the even
+// offsets of chunk k and xp[k+16..k+32) the odd ones.
+template <int R, int N>
+inline void dot_block_bf16_pairs(const float* xp, std::int64_t cols, std::int64_t paired,
+                                 const float* x, const std::uint16_t* w, std::int64_t ldy, float* y) {
+  __m512 acc[R][N];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  for (std::int64_t k = 0; k < paired; k += 32) {
+    __m512 xe[N], xo[N];
+    for (int t = 0; t < N; ++t) {
+      xe[t] = _mm512_loadu_ps(xp + t * paired + k);
+      xo[t] = _mm512_loadu_ps(xp + t * paired + k + 16);
+    }
+    for (int r = 0; r < R; ++r) {
+      const std::uint16_t* row = w + r * cols + k;
+      _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i bits = _mm512_loadu_si512(row);
+      const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+      const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(bits, high));
+      for (int t = 0; t < N; ++t) {
+        acc[r][t] = _mm512_fmadd_ps(even, xe[t], acc[r][t]);
+        acc[r][t] = _mm512_fmadd_ps(odd, xo[t], acc[r][t]);
+      }
+    }
+  }
+  // The tail (cols not a multiple of 32) takes the widening path, 16 at a time.
+  for (std::int64_t k = paired; k < cols; k += 16) {
+    const std::int64_t left = cols - k;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    __m512 xv[N];
+    for (int t = 0; t < N; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * cols + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = load16_masked(w + r * cols + k, m);
+      for (int t = 0; t < N; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < N; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int N>
+void gemv_bf16(const float* x, const WeightView& w, std::int64_t r0, std::int64_t r1, float* y) {
+  const auto* data = static_cast<const std::uint16_t*>(w.data);
+  const std::int64_t cols = w.cols;
+  const std::int64_t paired = cols / 32 * 32;
+  std::vector<float> xp(static_cast<std::size_t>(N * paired));
+  for (int t = 0; t < N; ++t) {
+    for (std::int64_t k = 0; k < paired; k += 32) {
+      for (int j = 0; j < 16; ++j) {
+        xp[t * paired + k + j] = x[t * cols + k + 2 * j];
+        xp[t * paired + k + 16 + j] = x[t * cols + k + 2 * j + 1];
+      }
+    }
+  }
+  std::int64_t r = r0;
+  for (; r + kRowsPerStep <= r1; r += kRowsPerStep)
+    dot_block_bf16_pairs<kRowsPerStep, N>(xp.data(), cols, paired, x, data + r * cols, w.rows, y + r);
+  for (; r < r1; ++r) dot_block_bf16_pairs<1, N>(xp.data(), cols, paired, x, data + r * cols, w.rows, y + r);
+}
+
 template <typename T, int N>
 void gemv_typed(const float* x, const WeightView& w, std::int64_t r0, std::int64_t r1, float* y) {
+  if constexpr (std::is_same_v<T, std::uint16_t>) {
+    gemv_bf16<N>(x, w, r0, r1, y);
+    return;
+  }
   const T* data = static_cast<const T*>(w.data);
   std::int64_t r = r0;
   for (; r + kRowsPerStep <= r1; r += kRowsPerStep)
