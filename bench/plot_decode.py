@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""Plots bench/results/decode.csv (from decode_bench) as decode tokens/s against the roofline."""
+import csv
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> int:
+    src = sys.argv[1] if len(sys.argv) > 1 else "bench/results/decode.csv"
+    dst = sys.argv[2] if len(sys.argv) > 2 else src.rsplit(".", 1)[0] + ".png"
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        print(f"plot_decode: {src} has no rows", file=sys.stderr)
+        return 1
+    labels = [r["dtype"] for r in rows]
+    decode = [float(r["decode_tokens_per_s"]) for r in rows]
+    roof = [float(r["roofline_tokens_per_s"]) for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar([i - 0.2 for i in x], roof, width=0.4, label="bandwidth roofline", color="#cccccc")
+    ax.bar([i + 0.2 for i in x], decode, width=0.4, label="measured decode", color="#3a7bd5")
+    for i, r in enumerate(rows):
+        ax.text(i + 0.2, decode[i], f'{float(r["roofline_fraction"]):.2f}', ha="center", va="bottom")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("tokens/s at batch 1")
+    ax.set_title(f'{rows[0]["preset"]} decode, {rows[0]["threads"]} threads, '
+                 f'{float(rows[0]["bandwidth_gbps"]):.1f} GB/s measured')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(dst, dpi=120)
+    print(f"wrote {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

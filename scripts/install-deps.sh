@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages sepal builds and runs with. Needs root (or sudo).
+# Skips apt entirely when everything is already installed.
+set -euo pipefail
+packages=(
+  cmake ninja-build g++ pkg-config git
+  libopenblas-openmp-dev            # BLAS for prompt-sized matrix products (OpenMP threads)
+  nlohmann-json3-dev                # config.json, tokenizer.json, safetensors headers
+  libsentencepiece-dev              # tokenizer.model
+  libpcre2-dev                      # byte-level BPE pre-tokenizer regexes (\p{L}, \p{N})
+  libboost-program-options-dev      # the sepal command line
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin libucx-dev ucx-utils   # distributed runtime
+  libhdf5-dev hdf5-tools            # checkpoints of prompt tuning
+  python3-matplotlib                # benchmark plots
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
