@@ -1,5 +1,6 @@
 #include "model/synthetic_checkpoint.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -21,7 +22,7 @@ struct TensorSpec {
 };
 
 std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
-  const std::int64_t head_dim = s.hidden_size / s.num_heads;
+  const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   const std::int64_t q = s.num_heads * head_dim, kv = s.num_kv_heads * head_dim;
   std::vector<TensorSpec> t;
   t.push_back({"model.embed_tokens.weight", {s.vocab_size, s.hidden_size}});
@@ -49,7 +50,7 @@ std::int64_t elements(const TensorSpec& t) {
 }
 
 json config_json(const SyntheticSpec& s) {
-  return json{{"architectures", {"LlamaForCausalLM"}},
+  json config = json{{"architectures", {"LlamaForCausalLM"}},
               {"model_type", "llama"},
               {"hidden_act", "silu"},
               {"hidden_size", s.hidden_size},
@@ -65,6 +66,8 @@ json config_json(const SyntheticSpec& s) {
               {"bos_token_id", 1},
               {"eos_token_id", 2},
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
+  if (s.head_dim > 0) config["head_dim"] = s.head_dim;
+  return config;
 }
 
 // A byte-fallback BPE tokenizer: <unk>, <s>, </s>, the 256 byte pieces, then filler pieces.
@@ -136,9 +139,14 @@ void validate(const SyntheticSpec& s) {
   positive(s.num_kv_heads, "kv-heads");
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
-  if (s.hidden_size % s.num_heads != 0) fail("--hidden ", s.hidden_size, " must be a multiple of --heads ", s.num_heads);
-  if ((s.hidden_size / s.num_heads) % 2 != 0) fail("head size ", s.hidden_size / s.num_heads, " must be even");
+  if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
+  if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0) {
+    fail("--hidden ", s.hidden_size, " must be a multiple of --heads ", s.num_heads, " (or give --head-dim)");
+  }
+  const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
+  if (head_dim % 2 != 0) fail("head size ", head_dim, " must be even");
   if (s.num_heads % s.num_kv_heads != 0) fail("--heads ", s.num_heads, " must be a multiple of --kv-heads ", s.num_kv_heads);
+  if (!(s.weight_std > 0.0) || !std::isfinite(s.weight_std)) fail("weight std must be positive");
   if (s.vocab_size < 259) fail("--vocab must be at least 259 (3 special tokens and 256 byte tokens), got ", s.vocab_size);
   if (s.hidden_size > (1 << 16) || s.intermediate_size > (1 << 18) || s.num_layers > 1024 ||
       s.vocab_size > (1 << 20)) {
@@ -178,9 +186,10 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
   std::fwrite(&header_len, 8, 1, out);
   std::fwrite(header_text.data(), 1, header_text.size(), out);
 
-  // Weights are uniform with standard deviation 0.02 (as Llama's initialiser), norms are 1;
+  // Weights are uniform with standard deviation weight_std (0.02 as Llama's initialiser), norms 1;
   // every 1 MiB-element chunk has its own seed so the output does not depend on thread count.
   constexpr std::int64_t kChunk = 1 << 20;
+  const double half_width = spec.weight_std * std::sqrt(3.0);
   std::vector<std::byte> buffer(static_cast<std::size_t>(kChunk) * esize);
   std::uint64_t written = 0;
   for (std::size_t ti = 0; ti < tensors.size(); ++ti) {
@@ -190,7 +199,7 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
       const std::int64_t count = std::min(kChunk, n - c0);
       Rng rng(spec.seed * 0x9e3779b97f4a7c15ull + ti * 0x100000001b3ull + static_cast<std::uint64_t>(c0 / kChunk));
       for (std::int64_t i = 0; i < count; ++i) {
-        const float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * 0.0346410161514);
+        const float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
         std::byte* dst = buffer.data() + i * static_cast<std::int64_t>(esize);
         if (spec.dtype == DType::kF32) {
           std::memcpy(dst, &v, 4);

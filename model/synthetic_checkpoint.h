@@ -21,11 +21,13 @@ struct SyntheticSpec {
   std::int64_t num_layers = 4;
   std::int64_t num_heads = 8;
   std::int64_t num_kv_heads = 4;
+  std::int64_t head_dim = 0;  ///< 0: hidden_size / num_heads; otherwise written to config.json
   std::int64_t vocab_size = 512;
   std::int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
+  double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights
 };
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-15m"); nullopt if unknown.

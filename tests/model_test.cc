@@ -2,6 +2,7 @@
 // independently, rollback, and touching only the weights of the blocks a process runs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -212,14 +213,21 @@ TEST(SyntheticModel, ShapeThatDisagreesWithConfigIsNamed) {
   }, "mlp.gate_proj.weight' has shape [100, 64] but config.json implies [128, 64]");
 }
 
-TEST(SyntheticModel, UntiedModelNeedsItsHead) {
+TEST(SyntheticModel, UntiedHeadIsItsOwnMatrix) {
   TempDir dir;
-  write_synthetic_checkpoint(small_spec(DType::kF32), dir.path());
-  json config = json::parse(test::read_file(dir / "config.json"));
-  config["tie_word_embeddings"] = true;  // a tied config still loads: the separate head is used
-  test::write_file(dir / "config.json", config.dump());
+  const SyntheticSpec spec = small_spec(DType::kF32);
+  write_synthetic_checkpoint(spec, dir.path());
   const Checkpoint c = Checkpoint::open(dir.path());
-  EXPECT_NO_THROW(ModelEnds::load(c, read_model_config(dir.path()), DType::kF32));
+  const ModelConfig config = read_model_config(dir.path());
+  ASSERT_FALSE(config.tie_word_embeddings);
+  const ModelEnds ends = ModelEnds::load(c, config, DType::kF32);
+  EXPECT_EQ(ends.weight_bytes(), (2 * spec.vocab_size + 1) * spec.hidden_size * 4);
+  // Untied logits are not the embedding's: the head of row 5 differs from embedding row 5.
+  std::vector<float> e(spec.hidden_size), logits(spec.vocab_size);
+  const std::int32_t token = 5;
+  ends.embed(&token, 1, e.data());
+  ends.logits(e.data(), 1, logits.data());
+  EXPECT_NE(std::max_element(logits.begin(), logits.end()) - logits.begin(), 5);
 }
 
 TEST(RealModel, HeadTiedThroughLmHeadOnlyLoads) {

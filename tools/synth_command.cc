@@ -24,6 +24,7 @@ int synth_command(int argc, char** argv) {
       ("layers", po::value(&spec.num_layers), "number of blocks")
       ("heads", po::value(&spec.num_heads), "attention heads")
       ("kv-heads", po::value(&spec.num_kv_heads), "key/value heads")
+      ("head-dim", po::value(&spec.head_dim), "attention head size (default hidden/heads)")
       ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
       ("tied", "tie the LM head to the embeddings")
