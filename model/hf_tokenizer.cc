@@ -199,11 +199,6 @@ class HfBpeTokenizer final : public Tokenizer {
     return ids;
   }
 
-  const std::string& token_bytes(std::int32_t id) const override {
-    if (id < 0 || id >= vocab_size()) fail("token id ", id, " is outside the tokenizer's vocabulary of ", vocab_size());
-    return bytes_[static_cast<std::size_t>(id)];
-  }
-  std::int64_t vocab_size() const override { return static_cast<std::int64_t>(tokens_.size()); }
   bool strips_leading_space() const override { return strip_leading_space_; }
   std::int32_t token_id(std::string_view piece) const override {
     const auto it = vocab_.find(std::string(piece));
@@ -363,12 +358,12 @@ class HfBpeTokenizer final : public Tokenizer {
     std::vector<bool> is_special(tokens_.size(), false);
     for (auto id : special_) is_special[static_cast<std::size_t>(id)] = true;
 
-    bytes_.resize(tokens_.size());
+    token_bytes_.resize(tokens_.size());
     for (std::size_t id = 0; id < tokens_.size(); ++id) {
       std::string s = tokens_[id];
       if (is_special[id]) continue;  // BOS, EOS, pad: control tokens decode to nothing
       if (is_added[id]) {
-        bytes_[id] = s;
+        token_bytes_[id] = s;
         continue;
       }
       for (const auto& step : decoders_) {
@@ -395,7 +390,7 @@ class HfBpeTokenizer final : public Tokenizer {
           }
         }
       }
-      bytes_[id] = std::move(s);
+      token_bytes_[id] = std::move(s);
     }
   }
 
@@ -609,7 +604,6 @@ class HfBpeTokenizer final : public Tokenizer {
 
   std::string where_;
   std::vector<std::string> tokens_;
-  std::vector<std::string> bytes_;
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges_;
   std::vector<std::pair<std::string, std::int32_t>> added_;

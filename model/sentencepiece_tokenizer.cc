@@ -17,10 +17,10 @@ class SentencePieceTokenizer final : public Tokenizer {
     const auto status = processor_.Load(file.string());
     if (!status.ok()) fail("cannot load SentencePiece model ", file.string(), ": ", status.ToString());
     const int n = processor_.GetPieceSize();
-    bytes_.resize(static_cast<std::size_t>(n));
+    token_bytes_.resize(static_cast<std::size_t>(n));
     for (int id = 0; id < n; ++id) {
       const std::string piece = processor_.IdToPiece(id);
-      std::string& out = bytes_[static_cast<std::size_t>(id)];
+      std::string& out = token_bytes_[static_cast<std::size_t>(id)];
       if (processor_.IsControl(id)) continue;  // <s>, </s> decode to nothing
       if (processor_.IsUnknown(id)) {
         out = " \xE2\x81\x87 ";  // SentencePiece renders <unk> as " ⁇ "
@@ -53,12 +53,6 @@ class SentencePieceTokenizer final : public Tokenizer {
     return {ids.begin(), ids.end()};
   }
 
-  const std::string& token_bytes(std::int32_t id) const override {
-    if (id < 0 || id >= vocab_size()) fail("token id ", id, " is outside the tokenizer's vocabulary of ", vocab_size());
-    return bytes_[static_cast<std::size_t>(id)];
-  }
-
-  std::int64_t vocab_size() const override { return static_cast<std::int64_t>(bytes_.size()); }
   bool strips_leading_space() const override { return strips_leading_space_; }
   std::int32_t token_id(std::string_view piece) const override {
     const int id = processor_.PieceToId(piece);
@@ -67,7 +61,6 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   sentencepiece::SentencePieceProcessor processor_;
-  std::vector<std::string> bytes_;
   bool strips_leading_space_ = false;
 };
 

@@ -34,6 +34,13 @@ bool valid_sequence(const unsigned char* s, int len) {
 
 }  // namespace
 
+const std::string& Tokenizer::token_bytes(std::int32_t id) const {
+  if (id < 0 || id >= vocab_size()) {
+    fail("token id ", id, " is outside the tokenizer's vocabulary of ", vocab_size());
+  }
+  return token_bytes_[static_cast<std::size_t>(id)];
+}
+
 std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   TextStream stream(*this);
   std::string text;

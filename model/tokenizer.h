@@ -24,9 +24,9 @@ class Tokenizer {
   /// The bytes token `id` contributes to decoded text (possibly part of a UTF-8 character);
   /// special tokens (BOS, EOS, pad) contribute nothing, as the reference decoders skip them.
   /// Throws sepal::Error for an id outside the vocabulary.
-  virtual const std::string& token_bytes(std::int32_t id) const = 0;
+  const std::string& token_bytes(std::int32_t id) const;
   /// Number of token ids.
-  virtual std::int64_t vocab_size() const = 0;
+  std::int64_t vocab_size() const { return static_cast<std::int64_t>(token_bytes_.size()); }
   /// Whether decoded text drops one leading space (the prefix space encoding added).
   virtual bool strips_leading_space() const = 0;
   /// The id of a token by its text, or -1.
@@ -34,6 +34,10 @@ class Tokenizer {
 
   /// Decodes ids to text; incomplete or invalid UTF-8 becomes U+FFFD.
   std::string decode(const std::vector<std::int32_t>& ids) const;
+
+ protected:
+  /// What each id decodes to; every implementation fills it once when loading.
+  std::vector<std::string> token_bytes_;
 };
 
 /// Loads the tokenizer of a model folder: tokenizer.model (SentencePiece) when present, else

@@ -1,5 +1,6 @@
 // sepal generate: load a model, tokenize a prompt, stream generated text (or print JSON).
 #include <sys/resource.h>
+#include <unistd.h>
 #include <omp.h>
 
 #include <boost/program_options.hpp>
@@ -97,6 +98,10 @@ int generate_command(int argc, char** argv) {
   request.seed = seed;
   const std::int64_t capacity = session_capacity(config, request);
 
+  if (isatty(STDERR_FILENO)) {
+    std::fprintf(stderr, "sepal: loading %s (%lld blocks, %s)...\r", model_dir.c_str(),
+                 static_cast<long long>(config.num_layers), dtype_text.c_str());
+  }
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
   const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
