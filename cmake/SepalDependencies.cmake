@@ -23,3 +23,7 @@ target_link_libraries(sepal_openblas INTERFACE ${SEPAL_OPENBLAS_LIB})
 if(SEPAL_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+find_package(Threads REQUIRED)
+find_package(MPI REQUIRED COMPONENTS CXX)
+pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)

@@ -1,0 +1,60 @@
+#include "runtime/mpi_environment.h"
+
+#include <cstdlib>
+#include <mutex>
+
+namespace sepal {
+namespace {
+
+Status initialise(int* argc, char*** argv) {
+  int already = 0;
+  MPI_Initialized(&already);
+  int provided = 0;
+  if (already) {
+    MPI_Query_thread(&provided);
+  } else {
+    const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+    if (rc != MPI_SUCCESS) return mpi_status(rc, "MPI_Init_thread");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    std::atexit([] {
+      int finalized = 0;
+      MPI_Finalized(&finalized);
+      if (!finalized) MPI_Finalize();
+    });
+  }
+  if (provided < MPI_THREAD_MULTIPLE) {
+    return error(StatusCode::kUnavailable, "the MPI library does not provide MPI_THREAD_MULTIPLE");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status mpi_init(int* argc, char*** argv) {
+  static std::once_flag once;
+  static Status result;
+  std::call_once(once, [&] { result = initialise(argc, argv); });
+  return result;
+}
+
+Status mpi_status(int rc, const char* call) {
+  if (rc == MPI_SUCCESS) return Status::ok();
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(rc, text, &length);
+  return error(StatusCode::kUnavailable, call, " failed: ", std::string(text, static_cast<std::size_t>(length)));
+}
+
+int mpi_world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int mpi_world_size() {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+}  // namespace sepal

@@ -1,0 +1,28 @@
+#pragma once
+// MPI for the whole process: initialised once with MPI_THREAD_MULTIPLE (transport threads and the
+// main thread both call MPI), finalised at exit. Every MPI call in runtime/ goes through
+// SEPAL_MPI_STATUS so a failure names the call and MPI's own message.
+//
+// Thread-safety: mpi_init() may be called from any thread; later calls return the first result.
+
+#include <mpi.h>
+
+#include "runtime/status.h"
+
+namespace sepal {
+
+/// Initialises MPI (once) with full thread support. kUnavailable when the library cannot give
+/// MPI_THREAD_MULTIPLE.
+Status mpi_init(int* argc = nullptr, char*** argv = nullptr);
+
+/// Status of an MPI return code, naming the call.
+Status mpi_status(int rc, const char* call);
+
+/// This process's rank and the size of MPI_COMM_WORLD (after mpi_init).
+int mpi_world_rank();
+int mpi_world_size();
+
+}  // namespace sepal
+
+/// Evaluates an MPI call; returns a Status naming it from the enclosing function on failure.
+#define SEPAL_MPI_RETURN_IF_ERROR(call) SEPAL_RETURN_IF_ERROR(::sepal::mpi_status((call), #call))

@@ -1,0 +1,64 @@
+#pragma once
+// Moving frames between processes. One interface, several implementations (in-process, MPI,
+// UCX) and wrappers (WAN emulation, fault injection) that all pass tests/transport_conformance.
+//
+// Contract, for every implementation:
+// - send() is thread-safe and returns at once; the frame's memory (its tensors' owners) is held
+//   until the bytes are gone.
+// - Frames from one sender thread to one peer arrive in the order they were sent.
+// - A peer that dies or becomes unreachable is reported once through on_peer_failed, within the
+//   configured failure timeout; sends to it then fail with kPeerFailed. Nothing waits forever.
+// - Handler calls come from the transport's own thread, one at a time; a handler must not block.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/buffer.h"
+#include "runtime/status.h"
+#include "runtime/wire.h"
+
+namespace sepal {
+
+/// A process of the swarm, as transports name it.
+using PeerId = std::uint32_t;
+
+/// Receives what a transport delivers.
+class TransportHandler {
+ public:
+  virtual ~TransportHandler() = default;
+  /// A frame from `from`; `frame` is 64-byte aligned and may be kept.
+  virtual void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) = 0;
+  /// `peer` died or its link broke; no more frames will come from it.
+  virtual void on_peer_failed(PeerId peer, const Status& why) = 0;
+};
+
+/// How transports watch their peers.
+struct LivenessOptions {
+  std::chrono::milliseconds keepalive_period{200};  ///< idle links get a keepalive this often
+  std::chrono::milliseconds failure_timeout{1500};  ///< silence this long means the peer is dead
+};
+
+/// A point-to-point transport.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  /// This process's id.
+  virtual PeerId self() const = 0;
+  /// "inproc", "mpi", "ucx", or a wrapper's name around its inner one.
+  virtual std::string name() const = 0;
+  /// Ids of the peers currently reachable.
+  virtual std::vector<PeerId> peers() const = 0;
+  /// Starts delivering to `handler` (which must outlive the transport). Call once.
+  virtual Status start(TransportHandler* handler) = 0;
+  /// Queues `frame` for `to`. kNotFound for an unknown peer, kPeerFailed for a failed one,
+  /// kInvalidArgument for a frame that failed to encode.
+  virtual Status send(PeerId to, OutgoingFrame frame) = 0;
+  /// Flushes frames already queued to live peers (for up to about a second), then stops delivery
+  /// and progress; what could not be flushed is dropped. Idempotent.
+  virtual void stop() = 0;
+};
+
+}  // namespace sepal
