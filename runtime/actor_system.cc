@@ -1,0 +1,208 @@
+#include "runtime/actor_system.h"
+
+#include <deque>
+
+#include "runtime/log.h"
+
+namespace sepal {
+
+namespace actor_detail {
+
+void send_reply(ActorSystem& system, PeerId to, const Envelope& request, OutgoingFrame frame) {
+  if (request.kind != FrameKind::kRequest) return;
+  if (Status s = system.send_frame(to, std::move(frame)); !s.is_ok()) {
+    log(LogLevel::kInfo, "reply to peer ", to, " for request ", request.request_id, " not sent: ", s.to_string());
+  }
+}
+
+Envelope reply_envelope(const Envelope& request, FrameKind kind) {
+  return Envelope{0, request.dst_actor, request.src_actor, request.request_id, kind};
+}
+
+}  // namespace actor_detail
+
+// An actor and its mailbox. `scheduled` is true while a drain task is queued or running, so an
+// actor never runs on two threads at once.
+struct ActorSystem::Cell {
+  std::uint32_t id;
+  std::unique_ptr<Actor> actor;
+  std::mutex mutex;
+  std::deque<std::function<void()>> mailbox;
+  bool scheduled = false;
+};
+
+ActorSystem::ActorSystem(Transport& transport, Scheduler& scheduler)
+    : transport_(transport), scheduler_(scheduler) {}
+
+ActorSystem::~ActorSystem() { stop(); }
+
+Status ActorSystem::start() { return transport_.start(this); }
+
+void ActorSystem::stop() {
+  std::map<std::uint64_t, Pending> pending;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    pending.swap(pending_);
+  }
+  transport_.stop();
+  for (auto& [id, p] : pending) p.complete(Envelope{}, nullptr, error(StatusCode::kCancelled, "actor system stopped"));
+}
+
+ActorAddress ActorSystem::add_actor(std::uint32_t id, std::unique_ptr<Actor> actor) {
+  auto cell = std::make_shared<Cell>();
+  cell->actor = std::move(actor);
+  std::lock_guard lock(mutex_);
+  if (id == 0) id = next_actor_id_++;
+  cell->id = id;
+  cells_[id] = std::move(cell);
+  return {transport_.self(), id};
+}
+
+void ActorSystem::remove(ActorAddress address) {
+  std::lock_guard lock(mutex_);
+  if (address.peer == transport_.self()) cells_.erase(address.id);
+}
+
+std::uint64_t ActorSystem::next_request_id() {
+  std::lock_guard lock(mutex_);
+  return next_request_id_++;
+}
+
+void ActorSystem::add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete) {
+  {
+    std::lock_guard lock(mutex_);
+    pending_[id] = Pending{peer, std::move(complete)};
+  }
+  scheduler_.post_at(scheduler_.now() + timeout, [this, id, timeout] {
+    fail_pending(id, error(StatusCode::kTimeout, "no reply within ", timeout.count(), " ms"));
+  });
+}
+
+void ActorSystem::fail_pending(std::uint64_t id, const Status& why) {
+  Completion complete;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    complete = std::move(it->second.complete);
+    pending_.erase(it);
+  }
+  scheduler_.post([complete = std::move(complete), why] { complete(Envelope{}, nullptr, why); });
+}
+
+Status ActorSystem::send_frame(PeerId to, OutgoingFrame frame) {
+  SEPAL_RETURN_IF_ERROR(frame.status());
+  if (to == transport_.self()) {
+    auto buffer = frame.flatten();
+    if (!buffer) return error(StatusCode::kResourceExhausted, "no memory for a local frame");
+    deliver(to, std::move(buffer));
+    return Status::ok();
+  }
+  return transport_.send(to, std::move(frame));
+}
+
+void ActorSystem::after(std::chrono::milliseconds delay, Scheduler::Task task) {
+  scheduler_.post_at(scheduler_.now() + delay, std::move(task));
+}
+
+void ActorSystem::watch_peer_failures(std::function<void(PeerId, const Status&)> watcher) {
+  std::lock_guard lock(mutex_);
+  failure_watchers_.push_back(std::move(watcher));
+}
+
+void ActorSystem::on_frame(PeerId from, std::shared_ptr<const Buffer> frame) { deliver(from, std::move(frame)); }
+
+void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
+  auto envelope = decode_envelope(*frame);
+  if (!envelope.is_ok()) {
+    log(LogLevel::kWarn, "dropped a frame from peer ", from, ": ", envelope.status().to_string());
+    return;
+  }
+  const Envelope e = envelope.value();
+  if (e.kind == FrameKind::kReply || e.kind == FrameKind::kErrorReply) {
+    Completion complete;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = pending_.find(e.request_id);
+      if (it == pending_.end() || it->second.peer != from) return;  // late (timed out) or forged
+      complete = std::move(it->second.complete);
+      pending_.erase(it);
+    }
+    scheduler_.post([complete = std::move(complete), e, frame = std::move(frame)]() mutable {
+      complete(e, std::move(frame), Status::ok());
+    });
+    return;
+  }
+  std::shared_ptr<Cell> cell;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = cells_.find(e.dst_actor); it != cells_.end()) cell = it->second;
+  }
+  if (!cell) {
+    if (e.kind == FrameKind::kRequest) {
+      actor_detail::send_reply(*this, from, e,
+                               encode_error(actor_detail::reply_envelope(e, FrameKind::kErrorReply),
+                                            error(StatusCode::kNotFound, "no actor ", e.dst_actor, " on peer ", self())));
+    }
+    return;
+  }
+  bool schedule = false;
+  {
+    std::lock_guard lock(cell->mutex);
+    cell->mailbox.push_back([this, cell, from, e, frame = std::move(frame)]() mutable {
+      ActorContext ctx(*this, {self(), cell->id}, from, e);
+      cell->actor->receive(ctx, std::move(frame));
+    });
+    schedule = !cell->scheduled;
+    cell->scheduled = true;
+  }
+  if (schedule) scheduler_.post([this, cell] { drain(cell); });
+}
+
+void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
+  // A bounded batch, then yield the thread to other actors.
+  for (int i = 0; i < 16; ++i) {
+    std::function<void()> item;
+    {
+      std::lock_guard lock(cell->mutex);
+      if (cell->mailbox.empty()) {
+        cell->scheduled = false;
+        return;
+      }
+      item = std::move(cell->mailbox.front());
+      cell->mailbox.pop_front();
+    }
+    item();
+  }
+  scheduler_.post([this, cell] { drain(cell); });
+}
+
+void ActorSystem::on_peer_failed(PeerId peer, const Status& why) {
+  std::vector<std::uint64_t> affected;
+  std::vector<std::shared_ptr<Cell>> cells;
+  std::vector<std::function<void(PeerId, const Status&)>> watchers;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, p] : pending_) {
+      if (p.peer == peer) affected.push_back(id);
+    }
+    for (const auto& [id, c] : cells_) cells.push_back(c);
+    watchers = failure_watchers_;
+  }
+  for (auto id : affected) fail_pending(id, why);
+  for (auto& cell : cells) {
+    bool schedule = false;
+    {
+      std::lock_guard lock(cell->mutex);
+      cell->mailbox.push_back([this, cell, peer, why] { cell->actor->on_peer_failed(*this, peer, why); });
+      schedule = !cell->scheduled;
+      cell->scheduled = true;
+    }
+    if (schedule) scheduler_.post([this, cell] { drain(cell); });
+  }
+  for (auto& w : watchers) scheduler_.post([w, peer, why] { w(peer, why); });
+}
+
+}  // namespace sepal

@@ -1,0 +1,126 @@
+#pragma once
+// The actors of one process, the transport that connects it to the swarm, and the scheduler they
+// run on. Routes frames to actors and replies to waiting requests; requests have timeouts, and a
+// request to a peer that fails is answered with kPeerFailed at once, so nothing waits forever.
+//
+// Thread-safety: send, request, spawn and after may be called from any thread. request_sync
+// blocks the calling thread and must not be called from a handler.
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "runtime/actor.h"
+#include "runtime/scheduler.h"
+#include "runtime/transport.h"
+
+namespace sepal {
+
+/// The actors of one process.
+class ActorSystem final : private TransportHandler {
+ public:
+  /// The system does not own the transport or the scheduler; both must outlive it.
+  ActorSystem(Transport& transport, Scheduler& scheduler);
+  ~ActorSystem() override;
+  ActorSystem(const ActorSystem&) = delete;
+  ActorSystem& operator=(const ActorSystem&) = delete;
+
+  /// Starts receiving.
+  Status start();
+  /// Stops the transport; pending requests fail with kCancelled.
+  void stop();
+
+  PeerId self() const { return transport_.self(); }
+  Transport& transport() { return transport_; }
+  Scheduler& scheduler() { return scheduler_; }
+
+  /// Creates a local actor with the next free id (ids below 16 are reserved for well-known actors).
+  template <typename A, typename... Args>
+  ActorRef<typename A::protocol> spawn(Args&&... args) {
+    return {add_actor(0, std::make_unique<A>(std::forward<Args>(args)...))};
+  }
+  /// Creates a local actor with a well-known id (1 to 15), e.g. the balancer.
+  template <typename A, typename... Args>
+  ActorRef<typename A::protocol> spawn_with_id(std::uint32_t id, Args&&... args) {
+    return {add_actor(id, std::make_unique<A>(std::forward<Args>(args)...))};
+  }
+  /// Removes a local actor; frames for it are then answered with kNotFound.
+  void remove(ActorAddress address);
+
+  /// A one-way message. Compiles only for a message the protocol accepts.
+  template <typename P, AcceptedBy<P> M>
+  Status send(const ActorRef<P>& to, const M& message, std::uint32_t from_actor = 0) {
+    return send_frame(to.address.peer, encode(Envelope{0, from_actor, to.address.id, 0, FrameKind::kOneWay}, message));
+  }
+
+  /// A request; `done` gets the reply or the error (kTimeout, kPeerFailed, the handler's error)
+  /// exactly once, on the scheduler.
+  template <typename P, AcceptedBy<P> M>
+    requires RequestMessage<M>
+  void request(const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout,
+               std::function<void(Result<typename M::Reply>)> done, std::uint32_t from_actor = 0) {
+    using Reply = typename M::Reply;
+    const std::uint64_t id = next_request_id();
+    Envelope e{0, from_actor, to.address.id, id, FrameKind::kRequest};
+    add_pending(id, to.address.peer, timeout,
+                [done = std::move(done)](const Envelope& reply, std::shared_ptr<const Buffer> frame, Status status) {
+                  if (!status.is_ok()) return done(status);
+                  if (reply.kind == FrameKind::kErrorReply) return done(decode_error(std::move(frame)));
+                  done(decode_message<Reply>(std::move(frame)));
+                });
+    if (Status s = send_frame(to.address.peer, encode(e, message)); !s.is_ok()) fail_pending(id, s);
+  }
+
+  /// A request from a thread that can wait (a driver, a test, a tool): blocks until the reply,
+  /// an error or the timeout.
+  template <typename P, AcceptedBy<P> M>
+    requires RequestMessage<M>
+  Result<typename M::Reply> request_sync(const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout) {
+    using Reply = typename M::Reply;
+    auto promise = std::make_shared<std::promise<Result<Reply>>>();
+    auto future = promise->get_future();
+    request(to, message, timeout, [promise](Result<Reply> r) { promise->set_value(std::move(r)); });
+    return future.get();
+  }
+
+  /// Runs `task` on the scheduler after `delay`.
+  void after(std::chrono::milliseconds delay, Scheduler::Task task);
+  /// Calls `watcher` (on the scheduler) whenever a peer fails; for membership.
+  void watch_peer_failures(std::function<void(PeerId, const Status&)> watcher);
+
+  /// Sends an encoded frame (local delivery when `to` is this process). Used by replies.
+  Status send_frame(PeerId to, OutgoingFrame frame);
+
+ private:
+  struct Cell;
+  using Completion = std::function<void(const Envelope&, std::shared_ptr<const Buffer>, Status)>;
+  struct Pending {
+    PeerId peer;
+    Completion complete;
+  };
+
+  ActorAddress add_actor(std::uint32_t id, std::unique_ptr<Actor> actor);
+  std::uint64_t next_request_id();
+  void add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete);
+  void fail_pending(std::uint64_t id, const Status& why);
+  void deliver(PeerId from, std::shared_ptr<const Buffer> frame);
+  void drain(const std::shared_ptr<Cell>& cell);
+
+  void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;
+  void on_peer_failed(PeerId peer, const Status& why) override;
+
+  Transport& transport_;
+  Scheduler& scheduler_;
+  std::mutex mutex_;
+  std::map<std::uint32_t, std::shared_ptr<Cell>> cells_;
+  std::map<std::uint64_t, Pending> pending_;
+  std::vector<std::function<void(PeerId, const Status&)>> failure_watchers_;
+  std::uint32_t next_actor_id_ = 16;
+  std::uint64_t next_request_id_ = 1;
+  bool stopped_ = false;
+};
+
+}  // namespace sepal

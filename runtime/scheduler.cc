@@ -1,0 +1,123 @@
+#include "runtime/scheduler.h"
+
+namespace sepal {
+
+ThreadPoolScheduler::ThreadPoolScheduler(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { work(); });
+  timer_ = std::thread([this] { time(); });
+}
+
+ThreadPoolScheduler::~ThreadPoolScheduler() { shutdown(); }
+
+void ThreadPoolScheduler::shutdown() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  ready_.notify_all();
+  timer_ready_.notify_all();
+  for (auto& w : workers_) w.join();
+  timer_.join();
+}
+
+void ThreadPoolScheduler::post(Task task) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    tasks_.push_back(std::move(task));
+  }
+  ready_.notify_one();
+}
+
+void ThreadPoolScheduler::post_at(Clock::time_point when, Task task) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    timers_.emplace(when, std::move(task));
+  }
+  timer_ready_.notify_one();
+}
+
+void ThreadPoolScheduler::work() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    ready_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+    if (tasks_.empty()) return;  // stopping, and the queue is drained
+    Task task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
+void ThreadPoolScheduler::time() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    if (timers_.empty()) {
+      timer_ready_.wait(lock);
+      continue;
+    }
+    const auto when = timers_.begin()->first;
+    if (Clock::now() < when) {
+      timer_ready_.wait_until(lock, when);
+      continue;
+    }
+    Task task = std::move(timers_.begin()->second);
+    timers_.erase(timers_.begin());
+    tasks_.push_back(std::move(task));
+    ready_.notify_one();
+  }
+}
+
+ManualScheduler::ManualScheduler() : now_(Clock::time_point{} + std::chrono::hours(1)) {}
+
+void ManualScheduler::post(Task task) {
+  std::lock_guard lock(mutex_);
+  tasks_.push_back(std::move(task));
+}
+
+void ManualScheduler::post_at(Clock::time_point when, Task task) {
+  std::lock_guard lock(mutex_);
+  timers_.emplace(when, std::move(task));
+}
+
+Scheduler::Clock::time_point ManualScheduler::now() const {
+  std::lock_guard lock(mutex_);
+  return now_;
+}
+
+bool ManualScheduler::run_one() {
+  Task task;
+  {
+    std::lock_guard lock(mutex_);
+    if (tasks_.empty()) return false;
+    task = std::move(tasks_.front());
+    tasks_.pop_front();
+  }
+  task();
+  return true;
+}
+
+int ManualScheduler::run_all(int limit) {
+  int ran = 0;
+  while (ran < limit && run_one()) ++ran;
+  return ran;
+}
+
+void ManualScheduler::advance(Clock::duration by) {
+  std::lock_guard lock(mutex_);
+  now_ += by;
+  while (!timers_.empty() && timers_.begin()->first <= now_) {
+    tasks_.push_back(std::move(timers_.begin()->second));
+    timers_.erase(timers_.begin());
+  }
+}
+
+std::size_t ManualScheduler::ready() const {
+  std::lock_guard lock(mutex_);
+  return tasks_.size();
+}
+
+}  // namespace sepal

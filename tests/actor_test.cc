@@ -1,0 +1,275 @@
+// Actors: typed protocols checked at compile time, request/reply stepped message by message on a
+// deterministic scheduler, timeouts on a virtual clock, peer failure, error replies, and one
+// message at a time under a real thread pool.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "runtime/actor_system.h"
+#include "runtime/deterministic_transport.h"
+#include "runtime/inproc_transport.h"
+
+namespace sepal {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct EchoReply {
+  static constexpr std::uint16_t kTypeId = 0x7201;
+  std::string text;
+  TensorPayload data;
+  SEPAL_FIELDS(text, data)
+};
+struct Echo {
+  static constexpr std::uint16_t kTypeId = 0x7202;
+  using Reply = EchoReply;
+  std::string text;
+  TensorPayload data;
+  SEPAL_FIELDS(text, data)
+};
+struct Add {  // one-way
+  static constexpr std::uint16_t kTypeId = 0x7203;
+  std::int64_t amount = 0;
+  SEPAL_FIELDS(amount)
+};
+struct Count {
+  static constexpr std::uint16_t kTypeId = 0x7204;
+  using Reply = Add;
+  SEPAL_FIELDS()
+};
+struct Explode {
+  static constexpr std::uint16_t kTypeId = 0x7205;
+  using Reply = EchoReply;
+  SEPAL_FIELDS()
+};
+struct Later {  // answered from another thread, or never
+  static constexpr std::uint16_t kTypeId = 0x7206;
+  using Reply = EchoReply;
+  bool answer = true;
+  SEPAL_FIELDS(answer)
+};
+struct Unaccepted {
+  static constexpr std::uint16_t kTypeId = 0x7207;
+  SEPAL_FIELDS()
+};
+
+struct EchoProtocol {
+  using accepts = Accepts<Echo, Add, Count, Explode, Later>;
+};
+
+class EchoActor final : public TypedActor<EchoActor, EchoProtocol> {
+ public:
+  explicit EchoActor(std::atomic<int>* concurrent = nullptr) : concurrent_(concurrent) {}
+  std::string name() const override { return "echo"; }
+
+  Result<EchoReply> handle(ActorContext&, const Echo& m) { return EchoReply{m.text + "!", m.data}; }
+  void handle(ActorContext&, const Add& m) {
+    if (concurrent_ && concurrent_->fetch_add(1) != 0) overlapped_ = true;
+    const auto before = total_;
+    std::this_thread::yield();
+    total_ = before + m.amount;  // a race here would lose additions
+    if (concurrent_) concurrent_->fetch_sub(1);
+  }
+  Result<Add> handle(ActorContext&, const Count&) {
+    if (overlapped_) return error(StatusCode::kInternal, "two handlers overlapped");
+    return Add{total_};
+  }
+  Result<EchoReply> handle(ActorContext&, const Explode&) { throw std::runtime_error("boom"); }
+  Result<EchoReply> handle(ActorContext& ctx, const Later& m) {
+    auto reply = ctx.defer_reply<EchoReply>();
+    if (m.answer) std::thread([reply] { reply.reply(EchoReply{"later", {}}); }).detach();
+    return EchoReply{};  // ignored: the reply was deferred
+  }
+
+ private:
+  std::atomic<int>* concurrent_;
+  bool overlapped_ = false;
+  std::int64_t total_ = 0;
+};
+
+// Compile-time contract: a message outside the protocol cannot be sent or requested.
+template <typename P, typename M>
+concept CanSend = requires(ActorSystem& s, ActorRef<P> r, M m) { s.send(r, m); };
+template <typename P, typename M>
+concept CanRequest = requires(ActorSystem& s, ActorRef<P> r, M m) {
+  s.request(r, m, 1ms, [](auto) {});
+};
+static_assert(CanSend<EchoProtocol, Add>);
+static_assert(CanRequest<EchoProtocol, Echo>);
+static_assert(!CanSend<EchoProtocol, Unaccepted>, "an unaccepted message must not compile");
+static_assert(!CanRequest<EchoProtocol, Unaccepted>);
+static_assert(!CanRequest<EchoProtocol, Add>, "a one-way message has no reply to wait for");
+
+// Messages a foreign or buggy process could send.
+struct Impostor {
+  static constexpr std::uint16_t kTypeId = Unaccepted::kTypeId;
+  using Reply = EchoReply;
+  SEPAL_FIELDS()
+};
+struct ImpostorProtocol {
+  using accepts = Accepts<Impostor>;
+};
+struct FakeEcho {
+  static constexpr std::uint16_t kTypeId = Echo::kTypeId;
+  using Reply = EchoReply;
+  std::int64_t junk = 5;
+  SEPAL_FIELDS(junk)
+};
+struct FakeProtocol {
+  using accepts = Accepts<FakeEcho>;
+};
+
+class DeterministicActors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    network_ = DeterministicNetwork::create(scheduler_);
+    ta_ = network_->endpoint();
+    tb_ = network_->endpoint();
+    a_ = std::make_unique<ActorSystem>(*ta_, scheduler_);
+    b_ = std::make_unique<ActorSystem>(*tb_, scheduler_);
+    ASSERT_TRUE(a_->start().is_ok());
+    ASSERT_TRUE(b_->start().is_ok());
+    echo_ = b_->spawn<EchoActor>();
+  }
+  ManualScheduler scheduler_;
+  std::shared_ptr<DeterministicNetwork> network_;
+  std::unique_ptr<Transport> ta_, tb_;
+  std::unique_ptr<ActorSystem> a_, b_;
+  ActorRef<EchoProtocol> echo_;
+};
+
+TEST_F(DeterministicActors, RequestAndReplyStepByStep) {
+  std::optional<Result<EchoReply>> got;
+  a_->request(echo_, Echo{"hi", {}}, 1000ms, [&](Result<EchoReply> r) { got = std::move(r); });
+  auto log = network_->take_log();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].from, 0u);
+  EXPECT_EQ(log[0].to, 1u);
+  EXPECT_EQ(log[0].envelope.type_id, Echo::kTypeId);
+  EXPECT_EQ(log[0].envelope.kind, FrameKind::kRequest);
+  EXPECT_EQ(log[0].envelope.dst_actor, echo_.address.id);
+
+  EXPECT_TRUE(scheduler_.run_one());  // the network delivers the request to b
+  EXPECT_TRUE(network_->take_log().empty());
+  EXPECT_TRUE(scheduler_.run_one());  // the echo actor handles it and replies
+  log = network_->take_log();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].envelope.kind, FrameKind::kReply);
+  EXPECT_EQ(log[0].envelope.type_id, EchoReply::kTypeId);
+  EXPECT_FALSE(got.has_value());
+  scheduler_.run_all();  // delivery of the reply, then the callback
+  ASSERT_TRUE(got.has_value());
+  ASSERT_TRUE(got->is_ok()) << got->status().to_string();
+  EXPECT_EQ(got->value().text, "hi!");
+  EXPECT_TRUE(network_->take_log().empty());
+}
+
+TEST_F(DeterministicActors, OneWayMessagesAreProcessedInOrder) {
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(a_->send(echo_, Add{i}).is_ok());
+  std::optional<Result<Add>> total;
+  a_->request(echo_, Count{}, 1000ms, [&](Result<Add> r) { total = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(total && total->is_ok());
+  EXPECT_EQ(total->value().amount, 15);
+}
+
+TEST_F(DeterministicActors, TimeoutOnTheVirtualClock) {
+  std::optional<Result<EchoReply>> got;
+  a_->request(echo_, Later{false}, 500ms, [&](Result<EchoReply> r) { got = std::move(r); });
+  scheduler_.run_all();
+  EXPECT_FALSE(got.has_value());
+  scheduler_.advance(499ms);
+  scheduler_.run_all();
+  EXPECT_FALSE(got.has_value());
+  scheduler_.advance(1ms);
+  scheduler_.run_all();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status().code(), StatusCode::kTimeout);
+}
+
+TEST_F(DeterministicActors, PeerFailureAnswersPendingRequestsAtOnce) {
+  std::optional<Result<EchoReply>> got;
+  a_->request(echo_, Echo{"x", {}}, 60000ms, [&](Result<EchoReply> r) { got = std::move(r); });
+  network_->kill(1);
+  scheduler_.run_all();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status().code(), StatusCode::kPeerFailed);
+  std::optional<Result<EchoReply>> again;
+  a_->request(echo_, Echo{"x", {}}, 60000ms, [&](Result<EchoReply> r) { again = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->status().code(), StatusCode::kPeerFailed);
+}
+
+TEST_F(DeterministicActors, HandlerErrorsAndUnknownActorsBecomeErrorReplies) {
+  std::optional<Result<EchoReply>> exploded, missing;
+  a_->request(echo_, Explode{}, 1000ms, [&](Result<EchoReply> r) { exploded = std::move(r); });
+  a_->request(ActorRef<EchoProtocol>{{1, 999}}, Echo{"x", {}}, 1000ms, [&](Result<EchoReply> r) { missing = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(exploded.has_value());
+  EXPECT_EQ(exploded->status().code(), StatusCode::kInternal);
+  EXPECT_NE(exploded->status().message().find("boom"), std::string::npos);
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(missing->status().code(), StatusCode::kNotFound);
+  // The actor survived: it still answers.
+  std::optional<Result<EchoReply>> after;
+  a_->request(echo_, Echo{"still", {}}, 1000ms, [&](Result<EchoReply> r) { after = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(after && after->is_ok());
+}
+
+TEST_F(DeterministicActors, MalformedOrUnacceptedFramesAreAnsweredWithErrors) {
+  // A request of a type the actor does not accept, built by hand as a foreign process could.
+  std::optional<Result<EchoReply>> got;
+  a_->request(ActorRef<ImpostorProtocol>{echo_.address}, Impostor{}, 1000ms, [&](Result<EchoReply> r) { got = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(got->status().message().find("does not accept"), std::string::npos);
+  // An Echo whose fields do not decode (an Add's body under Echo's type id).
+  std::optional<Result<EchoReply>> bad;
+  a_->request(ActorRef<FakeProtocol>{echo_.address}, FakeEcho{}, 1000ms, [&](Result<EchoReply> r) { bad = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->status().code(), StatusCode::kMalformed);
+}
+
+TEST(ThreadedActors, DeferredRepliesLargeTensorsAndOneMessageAtATime) {
+  ThreadPoolScheduler scheduler(4);
+  auto hub = InprocHub::create();
+  auto ta = hub->endpoint(), tb = hub->endpoint();
+  ActorSystem a(*ta, scheduler), b(*tb, scheduler);
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(b.start().is_ok());
+  std::atomic<int> concurrent{0};
+  auto echo = b.spawn<EchoActor>(&concurrent);
+
+  auto later = a.request_sync(echo, Later{true}, 5000ms);
+  ASSERT_TRUE(later.is_ok()) << later.status().to_string();
+  EXPECT_EQ(later->text, "later");
+
+  auto big = std::make_shared<const std::vector<float>>(std::size_t{32} << 20, 1.25f);  // 128 MiB
+  auto reply = a.request_sync(echo, Echo{"big", share_vector<float>(ElementType::kF32, {32, 1 << 20}, big)}, 20000ms);
+  ASSERT_TRUE(reply.is_ok()) << reply.status().to_string();
+  ASSERT_EQ(reply->data.bytes, big->size() * 4);
+  EXPECT_EQ(reply->data.as<float>()[big->size() - 1], 1.25f);
+
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 4; ++t) {
+    senders.emplace_back([&] {
+      for (int i = 0; i < 250; ++i) ASSERT_TRUE(a.send(echo, Add{1}).is_ok());
+    });
+  }
+  for (auto& t : senders) t.join();
+  // Frames from one process arrive in order, so the count comes after every Add.
+  auto total = a.request_sync(echo, Count{}, 5000ms);
+  ASSERT_TRUE(total.is_ok()) << total.status().to_string();
+  EXPECT_EQ(total->amount, 1000);
+  a.stop();
+  b.stop();
+  scheduler.shutdown();
+}
+
+}  // namespace
+}  // namespace sepal
