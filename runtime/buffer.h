@@ -13,10 +13,11 @@ namespace sepal {
 /// Alignment of received frames and of tensor data inside them.
 inline constexpr std::size_t kWireAlignment = 64;
 
-/// A heap block aligned to kWireAlignment.
+/// A heap block aligned to kWireAlignment. Blocks of 64 KiB and more are recycled through a
+/// process-wide pool (up to 512 MiB cached), so streams of large frames do not fault in fresh pages.
 class Buffer {
  public:
-  /// Allocates `size` bytes; nullptr when memory is exhausted.
+  /// Allocates `size` bytes (contents undefined); nullptr when memory is exhausted.
   static std::shared_ptr<Buffer> allocate(std::size_t size);
   ~Buffer();
   Buffer(const Buffer&) = delete;

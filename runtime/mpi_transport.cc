@@ -228,7 +228,10 @@ struct MpiTransport::State {
       }
       busy |= deliver(now);
       check_liveness(now);
-      if (busy) backoff.busy();
+      // Transfers in flight need MPI progressed: no backing off until they finish.
+      bool receiving = false;
+      for (const auto& [peer, queue] : receives) receiving |= !queue.empty();
+      if (busy || !sends.empty() || receiving) backoff.busy();
       else backoff.idle();
     }
   }

@@ -19,6 +19,20 @@ struct ErrorBody {
 
 }  // namespace
 
+OutgoingFrame OutgoingFrame::resend(std::shared_ptr<const Buffer> frame) {
+  OutgoingFrame out;
+  TensorPayload whole;
+  whole.type = ElementType::kU8;
+  whole.shape = {static_cast<std::int64_t>(frame->size())};
+  whole.data = frame->data();
+  whole.bytes = frame->size();
+  whole.owner = frame;
+  out.tensors_.push_back(std::move(whole));
+  out.offsets_.push_back(0);
+  out.total_ = frame->size();
+  return out;
+}
+
 std::vector<ConstSegment> OutgoingFrame::segments() const {
   std::vector<ConstSegment> out;
   out.push_back({head_.data(), head_.size()});

@@ -91,6 +91,8 @@ class OutgoingFrame {
   void copy_to(std::byte* out) const;
   /// The frame as one contiguous buffer.
   std::shared_ptr<Buffer> flatten() const;
+  /// A frame that resends `frame` (already encoded, e.g. just received) without copying it.
+  static OutgoingFrame resend(std::shared_ptr<const Buffer> frame);
   /// Not ok when a field could not be encoded (a tensor whose bytes disagree with its shape, a
   /// string over 4 GiB); such a frame must not be sent.
   const Status& status() const { return status_; }

@@ -10,6 +10,8 @@ namespace sepal::tools {
 int generate_command(int argc, char** argv);
 /// `sepal synth`: writes a synthetic checkpoint.
 int synth_command(int argc, char** argv);
+/// `sepal ping`: transport latency and bandwidth between two ranks.
+int ping_command(int argc, char** argv);
 
 /// Thrown for invalid command-line usage; main() prints it with the usage hint and exits 2.
 struct UsageError {

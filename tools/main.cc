@@ -15,7 +15,8 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  generate   generate text with a model (sepal generate --help)\n"
-    "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n";
+    "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n"
+    "  ping       transport round trip and bandwidth between two ranks (sepal ping --help)\n";
 
 }  // namespace
 
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, synth)\n",
+    if (command == "ping") return sepal::tools::ping_command(argc - 1, argv + 1);
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, synth, ping)\n",
                  command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {
