@@ -42,6 +42,11 @@ class DeterministicEndpoint final : public Transport {
     return Status::ok();
   }
   void stop() override {}
+  std::vector<std::byte> address() const override { return {std::byte{static_cast<unsigned char>(id_)}}; }
+  Status connect(PeerId id, std::span<const std::byte>) override {
+    std::lock_guard lock(network_->mutex_);
+    return id < network_->alive_.size() ? Status::ok() : error(StatusCode::kNotFound, "no endpoint ", id);
+  }
 
  private:
   std::shared_ptr<DeterministicNetwork> network_;

@@ -41,6 +41,8 @@ class FaultyTransport final : public Transport, private TransportHandler {
   Status start(TransportHandler* handler) override;
   Status send(PeerId to, OutgoingFrame frame) override;
   void stop() override;
+  std::vector<std::byte> address() const override { return inner_->address(); }
+  Status connect(PeerId id, std::span<const std::byte> address) override { return inner_->connect(id, address); }
 
  private:
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;

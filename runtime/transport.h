@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,14 @@ class Transport {
   /// Queues `frame` for `to`. kNotFound for an unknown peer, kPeerFailed for a failed one,
   /// kInvalidArgument for a frame that failed to encode.
   virtual Status send(PeerId to, OutgoingFrame frame) = 0;
+  /// What another process needs to connect to this one at run time (empty when this transport
+  /// cannot accept peers after start-up).
+  virtual std::vector<std::byte> address() const { return {}; }
+  /// Connects to a peer that joined at run time, given its address(). kUnavailable when this
+  /// transport cannot add peers; kInvalidArgument when the id is taken.
+  virtual Status connect(PeerId id, std::span<const std::byte> address) {
+    return error(StatusCode::kUnavailable, name(), " transport cannot add peers at run time");
+  }
   /// Flushes frames already queued to live peers (for up to about a second), then stops delivery
   /// and progress; what could not be flushed is dropped. Idempotent.
   virtual void stop() = 0;

@@ -403,12 +403,13 @@ struct UcxTransport::State {
 
 UcxTransport::UcxTransport(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm comm, LivenessOptions liveness) {
+Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, LivenessOptions liveness) {
   SEPAL_RETURN_IF_ERROR(mpi_init());
   // Shared-memory transports report peer failures only with this set; without it UCX would drop
   // them from endpoints that ask for error handling and fall back to TCP.
   setenv("UCX_MM_ERROR_HANDLING", "y", /*overwrite=*/0);
   auto state = std::make_unique<State>(liveness);
+  state->self = self;
   ucp_config_t* config = nullptr;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
   ucp_params_t params{};
@@ -429,12 +430,19 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm com
   SEPAL_RETURN_IF_ERROR(state->register_handler(kAmFrame, State::on_am));
   SEPAL_RETURN_IF_ERROR(state->register_handler(kAmKeepalive, State::on_keepalive));
   SEPAL_RETURN_IF_ERROR(state->register_handler(kAmBye, State::on_bye));
+  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(state)));
+}
 
+Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm comm, LivenessOptions liveness) {
+  SEPAL_RETURN_IF_ERROR(mpi_init());
   int rank = 0, size = 0;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  state->self = static_cast<PeerId>(rank);
-  int length = static_cast<int>(state->address.size());
+  auto created = create(static_cast<PeerId>(rank), liveness);
+  if (!created.is_ok()) return created.status();
+  auto transport = std::move(created).value();
+  State& state = *transport->state_;
+  int length = static_cast<int>(state.address.size());
   std::vector<int> lengths(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
   SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
   int total = 0;
@@ -443,13 +451,13 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm com
     total += lengths[r];
   }
   std::vector<std::byte> all(static_cast<std::size_t>(total));
-  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(state->address.data(), length, MPI_BYTE, all.data(), lengths.data(),
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(state.address.data(), length, MPI_BYTE, all.data(), lengths.data(),
                                            offsets.data(), MPI_BYTE, comm));
   for (int r = 0; r < size; ++r) {
     if (r == rank) continue;
-    SEPAL_RETURN_IF_ERROR(state->connect(static_cast<PeerId>(r), all.data() + offsets[r], static_cast<std::size_t>(lengths[r])));
+    SEPAL_RETURN_IF_ERROR(state.connect(static_cast<PeerId>(r), all.data() + offsets[r], static_cast<std::size_t>(lengths[r])));
   }
-  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(state)));
+  return transport;
 }
 
 UcxTransport::~UcxTransport() {
@@ -458,12 +466,14 @@ UcxTransport::~UcxTransport() {
   if (state_->context) ucp_cleanup(state_->context);
 }
 
-std::vector<std::byte> UcxTransport::worker_address() const { return state_->address; }
+std::vector<std::byte> UcxTransport::address() const { return state_->address; }
 
-Status UcxTransport::add_peer(PeerId id, std::span<const std::byte> address) {
+Status UcxTransport::connect(PeerId id, std::span<const std::byte> address) {
   std::lock_guard lock(state_->mutex);
   if (id == state_->self || state_->public_failed.count(id)) return error(StatusCode::kInvalidArgument, "peer id ", id, " is taken");
   state_->public_failed[id] = false;
+  // Before start() the worker is ours to use; after, only the progress thread may touch it.
+  if (!state_->running.load()) return state_->connect(id, address.data(), address.size());
   state_->commands.push_back(Command{Command::Kind::kAddPeer, id, OutgoingFrame{}, {address.begin(), address.end()}});
   return Status::ok();
 }

@@ -23,12 +23,15 @@ class UcxTransport final : public Transport {
   /// Collective over `comm`: creates a worker on every rank, exchanges addresses, and connects to
   /// every other rank (PeerId = rank in `comm`). mpi_init() first.
   static Result<std::unique_ptr<UcxTransport>> create_over_mpi(MPI_Comm comm, LivenessOptions liveness = {});
+  /// A worker with no peers yet, for a process that joins a running swarm as `self`; peers are
+  /// added with connect().
+  static Result<std::unique_ptr<UcxTransport>> create(PeerId self, LivenessOptions liveness = {});
   ~UcxTransport() override;
 
-  /// This worker's address, for a peer that connects later.
-  std::vector<std::byte> worker_address() const;
+  /// This worker's address.
+  std::vector<std::byte> address() const override;
   /// Connects to a peer given its worker address. kInvalidArgument if `id` is taken.
-  Status add_peer(PeerId id, std::span<const std::byte> address);
+  Status connect(PeerId id, std::span<const std::byte> address) override;
 
   PeerId self() const override;
   std::string name() const override { return "ucx"; }

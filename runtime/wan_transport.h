@@ -25,6 +25,8 @@ class WanTransport final : public Transport {
   Status start(TransportHandler* handler) override;
   Status send(PeerId to, OutgoingFrame frame) override;
   void stop() override;
+  std::vector<std::byte> address() const override { return inner_->address(); }
+  Status connect(PeerId id, std::span<const std::byte> address) override { return inner_->connect(id, address); }
   /// The wrapped transport.
   Transport& inner() { return *inner_; }
 

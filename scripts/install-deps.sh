@@ -14,6 +14,7 @@ packages=(
   libhdf5-dev hdf5-tools            # checkpoints of prompt tuning
   python3-matplotlib                # benchmark plots
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz_wire.sh
+  libssl-dev                        # HMAC-SHA256 for the join challenge
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,270 @@
+#include "runtime/membership.h"
+
+#include <condition_variable>
+
+#include "runtime/log.h"
+
+namespace sepal {
+
+const char* member_state_name(MemberState state) {
+  switch (state) {
+    case MemberState::kAlive: return "alive";
+    case MemberState::kLeft: return "left";
+    case MemberState::kFailed: return "failed";
+  }
+  return "?";
+}
+
+struct Membership::State {
+  ActorSystem* system = nullptr;
+  PeerId self = 0;
+  MembershipOptions options;
+  mutable std::mutex mutex;
+  mutable std::condition_variable changed;
+  struct Entry {
+    MemberInfo info;
+    MemberState state = MemberState::kAlive;
+    Scheduler::Clock::time_point last_heard;
+  };
+  std::map<PeerId, Entry> members;
+  std::vector<std::function<void(const MembershipEvent&)>> listeners;
+  PeerId highest_id = 0;
+  bool stopped = false;
+
+  // Records a transition (only out of kAlive) and tells the listeners.
+  void transition(PeerId peer, MemberState to, const std::string& reason) {
+    MembershipEvent event;
+    std::vector<std::function<void(const MembershipEvent&)>> notify;
+    {
+      std::lock_guard lock(mutex);
+      auto it = members.find(peer);
+      if (it == members.end() || it->second.state != MemberState::kAlive || peer == self) return;
+      it->second.state = to;
+      event = MembershipEvent{peer, to, it->second.info.role, reason};
+      notify = listeners;
+    }
+    changed.notify_all();
+    log(to == MemberState::kFailed ? LogLevel::kWarn : LogLevel::kInfo, "member ", peer, " (", event.role, ") ",
+        member_state_name(to), reason.empty() ? "" : ": ", reason);
+    for (auto& l : notify) l(event);
+  }
+
+  // Adds a member that joined (connecting the transport to it first).
+  void add(const MemberInfo& info) {
+    if (info.peer == self) return;
+    {
+      std::lock_guard lock(mutex);
+      if (members.count(info.peer)) return;
+    }
+    if (!info.address.empty()) {
+      const auto* bytes = reinterpret_cast<const std::byte*>(info.address.data());
+      Status s = system->transport().connect(info.peer, {bytes, info.address.size()});
+      if (!s.is_ok() && s.code() != StatusCode::kInvalidArgument) {
+        log(LogLevel::kWarn, "cannot connect to joining member ", info.peer, ": ", s.to_string());
+        return;
+      }
+    }
+    std::vector<std::function<void(const MembershipEvent&)>> notify;
+    {
+      std::lock_guard lock(mutex);
+      members[info.peer] = Entry{info, MemberState::kAlive, system->scheduler().now()};
+      highest_id = std::max(highest_id, info.peer);
+      notify = listeners;
+    }
+    changed.notify_all();
+    log(LogLevel::kInfo, "member ", info.peer, " (", info.role, ") joined");
+    for (auto& l : notify) l(MembershipEvent{info.peer, MemberState::kAlive, info.role, "joined"});
+  }
+
+  std::vector<PeerId> others_alive() const {
+    std::lock_guard lock(mutex);
+    std::vector<PeerId> out;
+    for (const auto& [id, e] : members) {
+      if (id != self && e.state == MemberState::kAlive) out.push_back(id);
+    }
+    return out;
+  }
+
+  // One heartbeat round: send to everyone alive, then declare the silent ones failed.
+  void tick() {
+    {
+      std::lock_guard lock(mutex);
+      if (stopped) return;
+    }
+    for (PeerId peer : others_alive()) {
+      (void)system->send(ActorRef<MembershipProtocol>{{peer, kMembershipActorId}}, Heartbeat{self}, kMembershipActorId);
+    }
+    const auto now = system->scheduler().now();
+    std::vector<PeerId> silent;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& [id, e] : members) {
+        if (id != self && e.state == MemberState::kAlive && now - e.last_heard > options.failure_timeout) silent.push_back(id);
+      }
+    }
+    for (PeerId p : silent) transition(p, MemberState::kFailed, "no heartbeat for longer than the failure timeout");
+    auto self_ptr = this;
+    system->after(options.heartbeat_period, [self_ptr, keep = keep_alive] { self_ptr->tick(); });
+  }
+
+  std::shared_ptr<void> keep_alive;  // set to the owning shared_ptr so timers keep the state alive
+};
+
+class Membership::Actor final : public TypedActor<Membership::Actor, MembershipProtocol> {
+ public:
+  explicit Actor(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::string name() const override { return "membership"; }
+
+  void handle(ActorContext& ctx, const Heartbeat& m) {
+    std::lock_guard lock(state_->mutex);
+    auto it = state_->members.find(ctx.sender().peer);
+    if (it != state_->members.end() && m.from == ctx.sender().peer) it->second.last_heard = state_->system->scheduler().now();
+  }
+  void handle(ActorContext& ctx, const MemberJoined& m) {
+    if (!from_member(ctx)) return;
+    state_->add(m.member);
+  }
+  Result<LeaveAck> handle(ActorContext& ctx, const MemberLeaving& m) {
+    if (m.peer != ctx.sender().peer) return error(StatusCode::kRefused, "a member can only announce its own leave");
+    state_->transition(m.peer, MemberState::kLeft, "left gracefully");
+    return LeaveAck{state_->self};
+  }
+  void on_peer_failed(ActorSystem&, PeerId peer, const Status& why) override {
+    state_->transition(peer, MemberState::kFailed, why.message());
+  }
+
+ private:
+  // Announcements are trusted only from current members (the coordinator sends them).
+  bool from_member(const ActorContext& ctx) {
+    std::lock_guard lock(state_->mutex);
+    auto it = state_->members.find(ctx.sender().peer);
+    return it != state_->members.end() && it->second.state == MemberState::kAlive;
+  }
+  std::shared_ptr<State> state_;
+};
+
+Membership::Membership(ActorSystem& system, MemberInfo self, std::vector<MemberInfo> initial, MembershipOptions options)
+    : system_(system), self_(std::move(self)), state_(std::make_shared<State>()) {
+  state_->system = &system;
+  state_->self = self_.peer;
+  state_->options = options;
+  state_->keep_alive = state_;
+  const auto now = system.scheduler().now();
+  state_->members[self_.peer] = State::Entry{self_, MemberState::kAlive, now};
+  state_->highest_id = self_.peer;
+  for (const auto& m : initial) {
+    if (m.peer == self_.peer) continue;
+    state_->members[m.peer] = State::Entry{m, MemberState::kAlive, now};
+    state_->highest_id = std::max(state_->highest_id, m.peer);
+  }
+}
+
+Membership::~Membership() {
+  std::lock_guard lock(state_->mutex);
+  state_->stopped = true;
+  state_->keep_alive.reset();
+}
+
+Status Membership::start() {
+  system_.spawn_with_id<Actor>(kMembershipActorId, state_);
+  state_->tick();
+  return Status::ok();
+}
+
+std::vector<MemberInfo> Membership::alive() const {
+  std::lock_guard lock(state_->mutex);
+  std::vector<MemberInfo> out;
+  for (const auto& [id, e] : state_->members) {
+    if (e.state == MemberState::kAlive) out.push_back(e.info);
+  }
+  return out;
+}
+
+std::optional<MemberState> Membership::state(PeerId peer) const {
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->members.find(peer);
+  if (it == state_->members.end()) return std::nullopt;
+  return it->second.state;
+}
+
+void Membership::subscribe(std::function<void(const MembershipEvent&)> listener) {
+  std::lock_guard lock(state_->mutex);
+  state_->listeners.push_back(std::move(listener));
+}
+
+bool Membership::wait_until(const std::function<bool(const std::vector<MemberInfo>&)>& predicate,
+                            std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(state_->mutex);
+  while (true) {
+    std::vector<MemberInfo> now_alive;
+    for (const auto& [id, e] : state_->members) {
+      if (e.state == MemberState::kAlive) now_alive.push_back(e.info);
+    }
+    if (predicate(now_alive)) return true;
+    if (state_->changed.wait_until(lock, deadline) == std::cv_status::timeout) {
+      now_alive.clear();
+      for (const auto& [id, e] : state_->members) {
+        if (e.state == MemberState::kAlive) now_alive.push_back(e.info);
+      }
+      return predicate(now_alive);
+    }
+  }
+}
+
+PeerId Membership::allocate_peer_id() {
+  std::lock_guard lock(state_->mutex);
+  return ++state_->highest_id;
+}
+
+Status Membership::admit(const MemberInfo& member) {
+  state_->add(member);
+  if (state(member.peer) != MemberState::kAlive) {
+    return error(StatusCode::kUnavailable, "could not connect to joining member ", member.peer);
+  }
+  // Tell everyone (the joiner included) about the joiner, and the joiner about everyone.
+  for (const auto& m : alive()) {
+    if (m.peer == self_.peer) continue;
+    (void)system_.send(ActorRef<MembershipProtocol>{{m.peer, kMembershipActorId}}, MemberJoined{member}, kMembershipActorId);
+  }
+  return Status::ok();
+}
+
+void Membership::leave_async(std::chrono::milliseconds timeout, std::function<void(Status)> done) {
+  const auto others = state_->others_alive();
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->stopped = true;  // no more heartbeats from a member on its way out
+  }
+  if (others.empty()) return done(Status::ok());
+  struct Tally {
+    std::mutex mutex;
+    std::size_t left;
+    Status first_error;
+    std::function<void(Status)> done;
+  };
+  auto tally = std::make_shared<Tally>();
+  tally->left = others.size();
+  tally->done = std::move(done);
+  for (PeerId p : others) {
+    system_.request(ActorRef<MembershipProtocol>{{p, kMembershipActorId}}, MemberLeaving{self_.peer}, timeout,
+                    [tally](Result<LeaveAck> r) {
+                      std::unique_lock lock(tally->mutex);
+                      if (!r.is_ok() && tally->first_error.is_ok()) tally->first_error = r.status();
+                      if (--tally->left > 0) return;
+                      const Status result = tally->first_error;
+                      lock.unlock();
+                      tally->done(result);
+                    },
+                    kMembershipActorId);
+  }
+}
+
+Status Membership::leave(std::chrono::milliseconds timeout) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  leave_async(timeout, [promise](Status s) { promise->set_value(std::move(s)); });
+  return future.get();
+}
+
+}  // namespace sepal
