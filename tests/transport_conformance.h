@@ -112,8 +112,16 @@ inline std::vector<std::uint8_t> pattern(std::size_t size) {
   return v;
 }
 
+/// Calls the barrier when a scenario ends by any path (a failed ASSERT returns early; skipping the
+/// barrier would leave the other ranks waiting).
+struct BarrierOnExit {
+  RankContext& c;
+  ~BarrierOnExit() { c.barrier(); }
+};
+
 /// Every rank sends 400 numbered frames to every other rank; each sees each sender's in order.
 inline void scenario_ordering_many_peers(RankContext& c) {
+  BarrierOnExit sync{c};
   constexpr std::uint64_t kCount = 400;
   for (std::uint64_t i = 0; i < kCount; ++i) {
     for (int peer = 0; peer < c.world; ++peer) {
@@ -130,11 +138,11 @@ inline void scenario_ordering_many_peers(RankContext& c) {
     EXPECT_EQ(m->sender, f->first);
     EXPECT_EQ(m->index, expected[m->sender]++) << "out of order from " << m->sender;
   }
-  c.barrier();
 }
 
 /// Rank 0 sends payloads of 1 byte to 256 MiB to rank 1, which checks and echoes them.
 inline void scenario_sizes(RankContext& c) {
+  BarrierOnExit sync{c};
   const std::vector<std::size_t> sizes = {1, 7, 64, 1000, 4096, 8191, 65537, 1u << 20, (16u << 20) + 3, 256u << 20};
   if (c.rank == 0) {
     for (std::size_t size : sizes) {
@@ -161,11 +169,11 @@ inline void scenario_sizes(RankContext& c) {
       ASSERT_TRUE(c.transport.send(0, encode(Envelope{}, m.value())).is_ok());
     }
   }
-  c.barrier();
 }
 
 /// Four threads of rank 0 send to rank 1 at once; each thread's frames stay in order.
 inline void scenario_concurrent_senders(RankContext& c) {
+  BarrierOnExit sync{c};
   constexpr int kThreads = 4;
   constexpr std::uint64_t kCount = 300;
   if (c.rank == 0) {
@@ -188,7 +196,6 @@ inline void scenario_concurrent_senders(RankContext& c) {
       EXPECT_EQ(m->index, expected[m->stream]++) << "stream " << m->stream << " out of order";
     }
   }
-  c.barrier();
 }
 
 /// The last rank dies; every survivor is told within the failure timeout, sends to it fail,

@@ -16,9 +16,28 @@ std::string g_kind;
 Transport* g_transport = nullptr;
 Inbox* g_inbox = nullptr;
 
+// A barrier that cannot hang: if the other ranks do not arrive within a minute, this rank says
+// where it was and aborts.
+void bounded_barrier() {
+  MPI_Request request;
+  MPI_Ibarrier(MPI_COMM_WORLD, &request);
+  const auto deadline = std::chrono::steady_clock::now() + scaled(std::chrono::milliseconds(60000));
+  int done = 0;
+  while (!done) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (!done && std::chrono::steady_clock::now() > deadline) {
+      const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+      std::printf("rank %d: FAILED: barrier timed out in %s\n", mpi_world_rank(), info ? info->name() : "?");
+      std::fflush(stdout);
+      std::_Exit(3);
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
 RankContext context() {
   return RankContext{*g_transport, *g_inbox, mpi_world_rank(), mpi_world_size(),
-                     [] { MPI_Barrier(MPI_COMM_WORLD); },
+                     [] { bounded_barrier(); },
                      [] {
                        std::fflush(stdout);
                        std::raise(SIGKILL);
@@ -80,6 +99,14 @@ int main(int argc, char** argv) {
   }
   test::g_transport = transport.get();
   test::g_inbox = &inbox;
+  // Watchdog: a rank still running after four minutes prints where it is and aborts.
+  std::thread([] {
+    std::this_thread::sleep_for(test::scaled(std::chrono::milliseconds(240000)));
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::printf("rank %d: FAILED: watchdog fired in %s\n", mpi_world_rank(), info ? info->name() : "(after the tests)");
+    std::fflush(stdout);
+    std::_Exit(4);
+  }).detach();
   const int result = RUN_ALL_TESTS();
   std::printf("rank %d: transport %s conformance %s\n", mpi_world_rank(), test::g_kind.c_str(),
               result == 0 ? "passed" : "FAILED");
