@@ -25,10 +25,12 @@ struct Membership::State {
     MemberInfo info;
     MemberState state = MemberState::kAlive;
     Scheduler::Clock::time_point last_heard;
+    bool heard = false;  // a heartbeat arrived: the member knows us and can reach us
   };
   std::map<PeerId, Entry> members;
   std::vector<std::function<void(const MembershipEvent&)>> listeners;
   PeerId highest_id = 0;
+  std::uint64_t generation = 0;  // bumped on every membership change
   bool stopped = false;
 
   // Records a transition (only out of kAlive) and tells the listeners.
@@ -40,6 +42,7 @@ struct Membership::State {
       auto it = members.find(peer);
       if (it == members.end() || it->second.state != MemberState::kAlive || peer == self) return;
       it->second.state = to;
+      ++generation;
       event = MembershipEvent{peer, to, it->second.info.role, reason};
       notify = listeners;
     }
@@ -69,6 +72,7 @@ struct Membership::State {
       std::lock_guard lock(mutex);
       members[info.peer] = Entry{info, MemberState::kAlive, system->scheduler().now()};
       highest_id = std::max(highest_id, info.peer);
+      ++generation;
       notify = listeners;
     }
     changed.notify_all();
@@ -91,7 +95,9 @@ struct Membership::State {
       std::lock_guard lock(mutex);
       if (stopped) return;
     }
-    for (PeerId peer : others_alive()) {
+    const auto peers = others_alive();
+    log(LogLevel::kDebug, "heartbeat round to ", peers.size(), " members");
+    for (PeerId peer : peers) {
       (void)system->send(ActorRef<MembershipProtocol>{{peer, kMembershipActorId}}, Heartbeat{self}, kMembershipActorId);
     }
     const auto now = system->scheduler().now();
@@ -116,9 +122,16 @@ class Membership::Actor final : public TypedActor<Membership::Actor, MembershipP
   std::string name() const override { return "membership"; }
 
   void handle(ActorContext& ctx, const Heartbeat& m) {
-    std::lock_guard lock(state_->mutex);
-    auto it = state_->members.find(ctx.sender().peer);
-    if (it != state_->members.end() && m.from == ctx.sender().peer) it->second.last_heard = state_->system->scheduler().now();
+    {
+      std::lock_guard lock(state_->mutex);
+      auto it = state_->members.find(ctx.sender().peer);
+      if (it == state_->members.end() || m.from != ctx.sender().peer) return;
+      it->second.last_heard = state_->system->scheduler().now();
+      if (it->second.heard) return;
+      it->second.heard = true;
+      ++state_->generation;
+    }
+    state_->changed.notify_all();
   }
   void handle(ActorContext& ctx, const MemberJoined& m) {
     if (!from_member(ctx)) return;
@@ -126,8 +139,11 @@ class Membership::Actor final : public TypedActor<Membership::Actor, MembershipP
   }
   Result<LeaveAck> handle(ActorContext& ctx, const MemberLeaving& m) {
     if (m.peer != ctx.sender().peer) return error(StatusCode::kRefused, "a member can only announce its own leave");
+    // Acknowledge before recording the change: whoever waits for the change may end this
+    // process, and the leaver must not lose its acknowledgement.
+    ctx.defer_reply<LeaveAck>().reply(LeaveAck{state_->self});
     state_->transition(m.peer, MemberState::kLeft, "left gracefully");
-    return LeaveAck{state_->self};
+    return LeaveAck{state_->self};  // not sent: the reply went out above
   }
   void on_peer_failed(ActorSystem&, PeerId peer, const Status& why) override {
     state_->transition(peer, MemberState::kFailed, why.message());
@@ -194,22 +210,32 @@ void Membership::subscribe(std::function<void(const MembershipEvent&)> listener)
 
 bool Membership::wait_until(const std::function<bool(const std::vector<MemberInfo>&)>& predicate,
                             std::chrono::milliseconds timeout) const {
+  // The predicate runs without the lock (it may call state() or alive()); the generation counter
+  // makes sure no change between two evaluations goes unnoticed.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::unique_lock lock(state_->mutex);
   while (true) {
-    std::vector<MemberInfo> now_alive;
-    for (const auto& [id, e] : state_->members) {
-      if (e.state == MemberState::kAlive) now_alive.push_back(e.info);
+    std::uint64_t seen;
+    {
+      std::lock_guard lock(state_->mutex);
+      seen = state_->generation;
     }
-    if (predicate(now_alive)) return true;
-    if (state_->changed.wait_until(lock, deadline) == std::cv_status::timeout) {
-      now_alive.clear();
-      for (const auto& [id, e] : state_->members) {
-        if (e.state == MemberState::kAlive) now_alive.push_back(e.info);
-      }
-      return predicate(now_alive);
+    if (predicate(alive())) return true;
+    std::unique_lock lock(state_->mutex);
+    if (!state_->changed.wait_until(lock, deadline, [&] { return state_->generation != seen; })) {
+      lock.unlock();
+      return predicate(alive());
     }
   }
+}
+
+bool Membership::wait_until_heard_from_all(std::chrono::milliseconds timeout) const {
+  return wait_until([this](const std::vector<MemberInfo>&) {
+    std::lock_guard lock(state_->mutex);
+    for (const auto& [id, e] : state_->members) {
+      if (id != state_->self && e.state == MemberState::kAlive && !e.heard) return false;
+    }
+    return true;
+  }, timeout);
 }
 
 PeerId Membership::allocate_peer_id() {

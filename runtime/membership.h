@@ -91,9 +91,14 @@ class Membership {
   std::optional<MemberState> state(PeerId peer) const;
   /// Calls `listener` for every later state change.
   void subscribe(std::function<void(const MembershipEvent&)> listener);
-  /// Blocks until `predicate` holds over alive() or `timeout` passes; whether it held.
+  /// Blocks until `predicate` holds over alive() or `timeout` passes; whether it held. The
+  /// predicate runs without any lock held and may call the other methods.
   bool wait_until(const std::function<bool(const std::vector<MemberInfo>&)>& predicate, std::chrono::milliseconds timeout) const;
 
+  /// Blocks until a heartbeat arrived from every live member, or `timeout`; whether it did. A
+  /// joiner calls it before using the swarm: members drop frames from peers they have not been
+  /// told about yet, and a member's first heartbeat shows that it has been.
+  bool wait_until_heard_from_all(std::chrono::milliseconds timeout) const;
   /// Coordinator: a fresh id for a joiner (one more than any id ever seen).
   PeerId allocate_peer_id();
   /// Coordinator: connects to `member`, adds it, and announces it to every member.

@@ -1,0 +1,351 @@
+#include "runtime/swarm_join.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+#include "runtime/log.h"
+#include "runtime/mpi_environment.h"
+
+namespace sepal {
+namespace {
+
+constexpr int kJoinTag = 7401;
+constexpr std::uint16_t kJoinVersion = 1;
+constexpr std::size_t kMaxHandshakeBytes = 1 << 20;
+
+struct JoinChallenge {
+  static constexpr std::uint16_t kTypeId = 0x0210;
+  std::uint16_t version = kJoinVersion;
+  std::vector<std::uint8_t> nonce;
+  SEPAL_FIELDS(version, nonce)
+};
+struct JoinRequest {
+  static constexpr std::uint16_t kTypeId = 0x0211;
+  std::vector<std::uint8_t> proof;
+  std::vector<std::uint8_t> nonce;
+  std::string role;
+  std::string origin;
+  SEPAL_FIELDS(proof, nonce, role, origin)
+};
+struct JoinWelcome {
+  static constexpr std::uint16_t kTypeId = 0x0212;
+  bool admitted = false;
+  std::string reason;
+  std::vector<std::uint8_t> proof;
+  PeerId assigned = 0;
+  std::vector<MemberInfo> members;
+  SEPAL_FIELDS(admitted, reason, proof, assigned, members)
+};
+struct JoinAddress {
+  static constexpr std::uint16_t kTypeId = 0x0213;
+  std::vector<std::uint8_t> address;
+  SEPAL_FIELDS(address)
+};
+
+template <typename T>
+bool to_array(const std::vector<std::uint8_t>& v, std::array<std::uint8_t, 32>* out) {
+  if (v.size() != out->size()) return false;
+  std::copy(v.begin(), v.end(), out->begin());
+  return true;
+}
+
+std::vector<std::uint8_t> to_vector(const std::array<std::uint8_t, 32>& a) { return {a.begin(), a.end()}; }
+
+// Sends a handshake message, giving up after the deadline (a joiner that stops reading must not
+// block the coordinator).
+template <typename M>
+Status send_message(MPI_Comm comm, const M& message, std::chrono::milliseconds timeout) {
+  auto frame = encode(Envelope{}, message).flatten();
+  MPI_Request request;
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Isend(frame->data(), static_cast<int>(frame->size()), MPI_BYTE, 0, kJoinTag, comm, &request));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int done = 0;
+  while (!done) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      MPI_Cancel(&request);
+      MPI_Request_free(&request);
+      return error(StatusCode::kTimeout, "the other side did not take the handshake message in time");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return Status::ok();
+}
+
+// Receives and decodes one handshake message (untrusted: size-bounded and bounds-checked).
+template <typename M>
+Result<M> receive_message(MPI_Comm comm, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  MPI_Status status;
+  int flag = 0;
+  while (true) {
+    SEPAL_MPI_RETURN_IF_ERROR(MPI_Iprobe(0, kJoinTag, comm, &flag, &status));
+    if (flag) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      return error(StatusCode::kTimeout, "no handshake message within ", timeout.count(), " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  int count = 0;
+  MPI_Get_count(&status, MPI_BYTE, &count);
+  if (count < 0 || static_cast<std::size_t>(count) > kMaxHandshakeBytes) {
+    std::vector<std::byte> sink(static_cast<std::size_t>(std::max(count, 0)));
+    MPI_Recv(sink.data(), count, MPI_BYTE, 0, kJoinTag, comm, MPI_STATUS_IGNORE);
+    return error(StatusCode::kMalformed, "handshake message of ", count, " bytes is too large");
+  }
+  auto frame = Buffer::allocate(static_cast<std::size_t>(count));
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Recv(frame->data(), count, MPI_BYTE, 0, kJoinTag, comm, MPI_STATUS_IGNORE));
+  return decode_message<M>(std::shared_ptr<const Buffer>(frame));
+}
+
+// MPI_Comm_disconnect is collective: a joiner that stops cooperating would block us in it forever,
+// so it runs on a thread of its own and is abandoned if the other side never comes.
+void disconnect(MPI_Comm& comm) {
+  if (comm == MPI_COMM_NULL) return;
+  std::thread([c = comm]() mutable { MPI_Comm_disconnect(&c); }).detach();
+  comm = MPI_COMM_NULL;
+}
+
+std::string this_origin() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return std::string(host) + ":" + std::to_string(getpid());
+}
+
+}  // namespace
+
+Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, Membership& membership,
+                                const std::string& origin, JoinOptions options) {
+  MPI_Comm_set_errhandler(intercomm, MPI_ERRORS_RETURN);
+  auto refuse = [&](const std::string& reason, StatusCode code) -> Status {
+    log(LogLevel::kWarn, "refused join from ", origin, ": ", reason);
+    JoinWelcome no;
+    no.admitted = false;
+    no.reason = reason;
+    (void)send_message(intercomm, no, options.step_timeout);
+    disconnect(intercomm);
+    return error(code, "refused join from ", origin, ": ", reason);
+  };
+  const Nonce ours = random_nonce();
+  if (Status s = send_message(intercomm, JoinChallenge{kJoinVersion, to_vector(ours)}, options.step_timeout); !s.is_ok()) {
+    disconnect(intercomm);
+    return s;
+  }
+  auto request = receive_message<JoinRequest>(intercomm, options.step_timeout);
+  if (!request.is_ok()) return refuse("no valid answer to the challenge (" + request.status().message() + ")",
+                                      request.status().code());
+  Nonce theirs{};
+  Proof proof{};
+  if (!to_array<Nonce>(request->nonce, &theirs) || !to_array<Proof>(request->proof, &proof)) {
+    return refuse("malformed challenge answer", StatusCode::kMalformed);
+  }
+  if (!secret.verify(proof, "sepal-join", ours, theirs)) {
+    return refuse("wrong swarm secret (challenge answer did not verify)", StatusCode::kRefused);
+  }
+  const std::string who = request->origin.empty() ? origin : request->origin;
+  JoinWelcome welcome;
+  welcome.admitted = true;
+  welcome.proof = to_vector(secret.prove("sepal-welcome", theirs, ours));
+  welcome.assigned = membership.allocate_peer_id();
+  welcome.members = membership.alive();
+  SEPAL_RETURN_IF_ERROR(send_message(intercomm, welcome, options.step_timeout));
+  auto address = receive_message<JoinAddress>(intercomm, options.step_timeout);
+  disconnect(intercomm);
+  if (!address.is_ok()) {
+    log(LogLevel::kWarn, "join from ", who, " abandoned: ", address.status().to_string());
+    return address.status();
+  }
+  const MemberInfo member{welcome.assigned, request->role, address->address};
+  SEPAL_RETURN_IF_ERROR(membership.admit(member));
+  log(LogLevel::kInfo, "admitted ", who, " as member ", member.peer, " (", member.role, ")");
+  return member;
+}
+
+Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, const std::string& role,
+                              const std::function<Result<std::vector<std::uint8_t>>(PeerId)>& make_address,
+                              JoinOptions options) {
+  MPI_Comm_set_errhandler(intercomm, MPI_ERRORS_RETURN);
+  auto challenge = receive_message<JoinChallenge>(intercomm, options.step_timeout);
+  if (!challenge.is_ok()) {
+    disconnect(intercomm);
+    return challenge.status();
+  }
+  Nonce theirs{};
+  if (challenge->version != kJoinVersion || !to_array<Nonce>(challenge->nonce, &theirs)) {
+    disconnect(intercomm);
+    return error(StatusCode::kMalformed, "the swarm speaks join protocol version ", challenge->version,
+                 ", this build speaks ", kJoinVersion);
+  }
+  const Nonce ours = random_nonce();
+  JoinRequest request{to_vector(secret.prove("sepal-join", theirs, ours)), to_vector(ours), role, this_origin()};
+  if (Status s = send_message(intercomm, request, options.step_timeout); !s.is_ok()) {
+    disconnect(intercomm);
+    return s;
+  }
+  auto welcome = receive_message<JoinWelcome>(intercomm, options.step_timeout);
+  if (!welcome.is_ok()) {
+    disconnect(intercomm);
+    return welcome.status();
+  }
+  if (!welcome->admitted) {
+    disconnect(intercomm);
+    return error(StatusCode::kRefused, "the swarm refused to admit this process: ", welcome->reason);
+  }
+  Proof proof{};
+  if (!to_array<Proof>(welcome->proof, &proof) || !secret.verify(proof, "sepal-welcome", ours, theirs)) {
+    disconnect(intercomm);
+    return error(StatusCode::kRefused, "the swarm could not prove that it knows the secret");
+  }
+  auto address = make_address(welcome->assigned);
+  if (!address.is_ok()) {
+    disconnect(intercomm);
+    return address.status();
+  }
+  Status sent = send_message(intercomm, JoinAddress{address.value()}, options.step_timeout);
+  disconnect(intercomm);
+  SEPAL_RETURN_IF_ERROR(sent);
+  JoinResult result{welcome->assigned, welcome->members};
+  result.members.push_back(MemberInfo{welcome->assigned, role, address.value()});
+  return result;
+}
+
+Result<std::vector<MemberInfo>> exchange_members(MPI_Comm comm, const std::string& role, const Transport& transport) {
+  int rank = 0, size = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const auto address = transport.address();
+  MemberInfo self{static_cast<PeerId>(rank), role,
+                  {reinterpret_cast<const std::uint8_t*>(address.data()),
+                   reinterpret_cast<const std::uint8_t*>(address.data()) + address.size()}};
+  const auto mine = encode(Envelope{}, JoinWelcome{true, "", {}, 0, {self}}).flatten();
+  int length = static_cast<int>(mine->size());
+  std::vector<int> lengths(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
+  int total = 0;
+  for (int r = 0; r < size; ++r) {
+    offsets[r] = total;
+    total += lengths[r];
+  }
+  std::vector<std::byte> all(static_cast<std::size_t>(total));
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(mine->data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(), MPI_BYTE, comm));
+  std::vector<MemberInfo> members;
+  for (int r = 0; r < size; ++r) {
+    auto frame = Buffer::allocate(static_cast<std::size_t>(lengths[r]));
+    std::memcpy(frame->data(), all.data() + offsets[r], static_cast<std::size_t>(lengths[r]));
+    auto decoded = decode_message<JoinWelcome>(std::shared_ptr<const Buffer>(frame));
+    if (!decoded.is_ok() || decoded->members.size() != 1) return error(StatusCode::kMalformed, "bad member record from rank ", r);
+    members.push_back(decoded->members[0]);
+  }
+  return members;
+}
+
+Result<MPI_Comm> spawn_one(const std::string& command, const std::vector<std::string>& args,
+                           std::chrono::milliseconds timeout) {
+  SEPAL_RETURN_IF_ERROR(mpi_init());
+  struct Outcome {
+    int rc = MPI_SUCCESS;
+    int child_error = MPI_SUCCESS;
+    MPI_Comm comm = MPI_COMM_NULL;
+  };
+  auto promise = std::make_shared<std::promise<Outcome>>();
+  auto future = promise->get_future();
+  std::thread([promise, command, args] {
+    std::vector<std::string> owned = args;
+    std::vector<char*> argv;
+    for (auto& a : owned) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    Outcome o;
+    o.rc = MPI_Comm_spawn(command.c_str(), argv.data(), 1, MPI_INFO_NULL, 0, MPI_COMM_SELF, &o.comm, &o.child_error);
+    promise->set_value(o);
+  }).detach();
+  if (future.wait_for(timeout) != std::future_status::ready) {
+    log(LogLevel::kError, "MPI_Comm_spawn of ", command, " did not return in ", timeout.count(),
+        " ms (a known Open MPI/PMIx hang); abandoning it");
+    return error(StatusCode::kTimeout, "MPI_Comm_spawn did not return in ", timeout.count(), " ms");
+  }
+  const Outcome o = future.get();
+  SEPAL_RETURN_IF_ERROR(mpi_status(o.rc, "MPI_Comm_spawn"));
+  SEPAL_RETURN_IF_ERROR(mpi_status(o.child_error, "MPI_Comm_spawn (child start)"));
+  return o.comm;
+}
+
+Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port_file,
+                                                         std::function<void(MPI_Comm)> on_connect) {
+  SEPAL_RETURN_IF_ERROR(mpi_init());
+  std::unique_ptr<JoinListener> listener(new JoinListener());
+  char port[MPI_MAX_PORT_NAME] = {};
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Open_port(MPI_INFO_NULL, port));
+  listener->port_ = port;
+  listener->port_file_ = port_file;
+  const std::string tmp = port_file + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return error(StatusCode::kUnavailable, "cannot write the port file ", port_file);
+  }
+  std::filesystem::rename(tmp, port_file);  // readers never see a half-written name
+  JoinListener* self = listener.get();
+  listener->thread_ = std::thread([self, on_connect = std::move(on_connect)] {
+    while (!self->closing_.load()) {
+      MPI_Comm inter = MPI_COMM_NULL;
+      const int rc = MPI_Comm_accept(self->port_.c_str(), MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter);
+      if (self->closing_.load()) {
+        if (rc == MPI_SUCCESS) disconnect(inter);
+        return;
+      }
+      if (rc != MPI_SUCCESS) {
+        log(LogLevel::kWarn, mpi_status(rc, "MPI_Comm_accept").to_string());
+        continue;
+      }
+      on_connect(inter);
+    }
+  });
+  return listener;
+}
+
+JoinListener::~JoinListener() {
+  // MPI cannot interrupt MPI_Comm_accept (there is no non-blocking accept, and connecting to our
+  // own port from this process hangs with Open MPI 4.1): the accepting thread is left blocked and
+  // ends with the process; connections it accepts from now on are dropped.
+  closing_ = true;
+  if (thread_.joinable()) thread_.detach();
+  std::error_code ec;
+  std::filesystem::remove(port_file_, ec);
+}
+
+Result<MPI_Comm> connect_to_swarm(const std::string& port_file, std::chrono::milliseconds timeout) {
+  SEPAL_RETURN_IF_ERROR(mpi_init());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string port;
+  while (port.empty()) {
+    std::ifstream in(port_file);
+    if (in) std::getline(in, port);
+    if (!port.empty()) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      return error(StatusCode::kTimeout, "no swarm port in ", port_file, " after ", timeout.count(), " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto promise = std::make_shared<std::promise<std::pair<int, MPI_Comm>>>();
+  auto future = promise->get_future();
+  std::thread([promise, port] {
+    MPI_Comm inter = MPI_COMM_NULL;
+    const int rc = MPI_Comm_connect(port.c_str(), MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter);
+    promise->set_value({rc, inter});
+  }).detach();
+  const auto left = std::max(std::chrono::milliseconds(1000), std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+  if (future.wait_for(left) != std::future_status::ready) {
+    return error(StatusCode::kTimeout, "MPI_Comm_connect to ", port_file, " did not complete (is ompi-server shared by both jobs?)");
+  }
+  const auto [rc, inter] = future.get();
+  SEPAL_RETURN_IF_ERROR(mpi_status(rc, "MPI_Comm_connect"));
+  return inter;
+}
+
+}  // namespace sepal
