@@ -254,6 +254,13 @@ Result<std::unique_ptr<MpiTransport>> MpiTransport::create(MPI_Comm comm, Livene
   return std::unique_ptr<MpiTransport>(new MpiTransport(std::move(state)));
 }
 
+Result<std::unique_ptr<MpiTransport>> MpiTransport::create_detached(PeerId self, LivenessOptions liveness) {
+  SEPAL_RETURN_IF_ERROR(mpi_init());
+  auto state = std::make_unique<State>(liveness);
+  state->self = self;
+  return std::unique_ptr<MpiTransport>(new MpiTransport(std::move(state)));
+}
+
 MpiTransport::~MpiTransport() {
   stop();
   // A communicator with requests that can never complete (dead peers) cannot be freed safely.

@@ -19,6 +19,9 @@ class MpiTransport final : public Transport {
  public:
   /// Peers are the other ranks of `comm` (duplicated), with PeerId = rank. mpi_init() first.
   static Result<std::unique_ptr<MpiTransport>> create(MPI_Comm comm, LivenessOptions liveness = {});
+  /// A transport with id `self` and no peers yet, for a process (a spawned or connected joiner)
+  /// whose peers all come through intercommunicators (add_peer). mpi_init() first.
+  static Result<std::unique_ptr<MpiTransport>> create_detached(PeerId self, LivenessOptions liveness = {});
   ~MpiTransport() override;
 
   /// Adds a peer reached as rank `remote_rank` of the intercommunicator `comm` (not freed by

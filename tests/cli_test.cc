@@ -163,6 +163,37 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"synth", "--out", "/tmp/x", "--vocab", "100"}, "--vocab must be at least 259");
 }
 
+TEST(Ping, InprocRowsAsJson) {
+  const auto r = run_sepal({"ping", "--transport", "inproc", "--sizes", "8", "65536", "--iterations", "20", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rows = json::parse(r.out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["transport"], "inproc");
+  EXPECT_EQ(rows[0]["bytes"], 8);
+  EXPECT_EQ(rows[1]["bytes"], 65536);
+  for (const auto& row : rows) {
+    EXPECT_GT(row["rtt_us"].get<double>(), 0.0);
+    EXPECT_GT(row["bandwidth_gbps"].get<double>(), 0.0);
+  }
+}
+
+TEST(Ping, WanConfigFileSetsTheLink) {
+  test::TempDir dir;
+  test::write_file(dir / "wan.ini", "[wan]\nrtt_ms = 20\n[other]\nignored = 1\n");
+  const auto r = run_sepal({"ping", "--transport", "inproc", "--config", (dir / "wan.ini").string(), "--sizes", "8",
+                            "--iterations", "5", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(json::parse(r.out)[0]["rtt_us"].get<double>(), 20000.0);  // at least the configured round trip
+}
+
+TEST(Ping, BadSettingsAreNamed) {
+  expect_failure({"ping", "--transport", "carrier-pigeon"}, "--transport must be inproc, mpi or ucx");
+  expect_failure({"ping", "--transport", "inproc", "--wan", "latency=3"}, "unknown WAN setting 'latency'");
+  expect_failure({"ping", "--transport", "inproc", "--wan", "rtt_ms=-1"}, "rtt_ms");
+  expect_failure({"ping", "--transport", "inproc", "--config", "/nonexistent.ini"}, "cannot read config file");
+  expect_failure({"ping", "--transport", "inproc", "--sizes", "0"}, "--sizes");
+}
+
 TEST(Synth, WritesAModelThatGenerates) {
   test::TempDir dir;
   const auto r = run_sepal({"synth", "--out", dir.path().string(), "--hidden", "96", "--intermediate", "200",

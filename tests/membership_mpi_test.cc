@@ -19,6 +19,7 @@
 #include "runtime/actor_system.h"
 #include "runtime/log.h"
 #include "runtime/membership.h"
+#include "runtime/mpi_transport.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/swarm_join.h"
 #include "runtime/ucx_transport.h"
@@ -283,6 +284,82 @@ int connect(int argc, char** argv) {
   return joiner(node, inter.value(), secret.value(), true);
 }
 
+struct Numbered {
+  static constexpr std::uint16_t kTypeId = 0x7304;
+  std::uint64_t index = 0;
+  TensorPayload data;
+  SEPAL_FIELDS(index, data)
+};
+
+// Collects frames delivered by a transport.
+class Collector final : public TransportHandler {
+ public:
+  void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override {
+    std::lock_guard lock(mutex_);
+    frames_.emplace_back(from, std::move(frame));
+    ready_.notify_all();
+  }
+  void on_peer_failed(PeerId, const Status&) override {}
+  std::optional<std::pair<PeerId, std::shared_ptr<const Buffer>>> next(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    if (!ready_.wait_for(lock, timeout, [&] { return !frames_.empty(); })) return std::nullopt;
+    auto f = std::move(frames_.front());
+    frames_.pop_front();
+    return f;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::pair<PeerId, std::shared_ptr<const Buffer>>> frames_;
+};
+
+// The MPI transport across the intercommunicator MPI_Comm_spawn creates: 300 ordered frames each
+// way, then a 16 MiB frame each way.
+void exchange_over(MpiTransport& t, PeerId other, Collector& inbox) {
+  constexpr std::uint64_t kCount = 300;
+  auto big = std::make_shared<const std::vector<std::uint8_t>>(std::size_t{16} << 20, 0x3c);
+  for (std::uint64_t i = 0; i < kCount; ++i) CHECK(t.send(other, encode(Envelope{}, Numbered{i, {}})).is_ok(), "send failed");
+  CHECK(t.send(other, encode(Envelope{}, Numbered{kCount, share_vector<std::uint8_t>(ElementType::kU8, {std::int64_t{16} << 20}, big)})).is_ok(), "big send failed");
+  for (std::uint64_t i = 0; i <= kCount; ++i) {
+    auto f = inbox.next(20000ms);
+    CHECK(f.has_value(), "frame " + std::to_string(i) + " did not arrive over the intercommunicator");
+    CHECK(f->first == other, "frame from an unexpected peer");
+    auto m = decode_message<Numbered>(f->second);
+    CHECK(m.is_ok() && m->index == i, "frame out of order or malformed");
+    if (i == kCount) CHECK(m->data.bytes == big->size() && m->data.as<std::uint8_t>()[12345] == 0x3c, "16 MiB frame damaged");
+  }
+}
+
+int intercomm_parent(int, char** argv) {
+  g_who = "intercomm parent";
+  auto inter = spawn_one(argv[0], {"intercomm-child"}, 60000ms);
+  CHECK(inter.is_ok(), "spawn failed: " + inter.status().to_string());
+  auto t = MpiTransport::create(MPI_COMM_SELF, kLiveness);
+  CHECK(t.is_ok(), t.status().to_string());
+  CHECK(t.value()->add_peer(1, inter.value(), 0).is_ok(), "add_peer failed");
+  Collector inbox;
+  CHECK(t.value()->start(&inbox).is_ok(), "start failed");
+  exchange_over(*t.value(), 1, inbox);
+  t.value()->stop();
+  verdict(true);
+}
+
+int intercomm_child(int, char**) {
+  g_who = "intercomm child";
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  CHECK(parent != MPI_COMM_NULL, "not spawned");
+  auto t = MpiTransport::create_detached(1, kLiveness);  // the parent is 0, this child 1
+  CHECK(t.is_ok(), t.status().to_string());
+  CHECK(t.value()->add_peer(0, parent, 0).is_ok(), "add_peer failed");
+  Collector inbox;
+  CHECK(t.value()->start(&inbox).is_ok(), "start failed");
+  exchange_over(*t.value(), 0, inbox);
+  t.value()->stop();
+  verdict(true);
+}
+
 }  // namespace
 }  // namespace sepal
 
@@ -297,6 +374,8 @@ int main(int argc, char** argv) {
   if (mode == "child") return child(argc, argv);
   if (mode == "listen") return listen(argc, argv);
   if (mode == "connect") return connect(argc, argv);
+  if (mode == "intercomm") return intercomm_parent(argc, argv);
+  if (mode == "intercomm-child") return intercomm_child(argc, argv);
   std::printf("FAILED: unknown mode '%s' (swarm, child, listen, connect)\n", mode.c_str());
   return 2;
 }

@@ -18,6 +18,7 @@
 #include "runtime/ucx_transport.h"
 #include "runtime/wan_transport.h"
 #include "tools/commands.h"
+#include "tools/wan_options.h"
 
 namespace sepal::tools {
 namespace {
@@ -159,13 +160,14 @@ int iterations_for(std::size_t bytes, int requested) {
 }  // namespace
 
 int ping_command(int argc, char** argv) {
-  std::string transport_name = "ucx", wan_text;
+  std::string transport_name = "ucx", wan_text, config_path;
   std::vector<std::size_t> sizes;
   int iterations = 0;
   po::options_description options("sepal ping: round trip and bandwidth between two ranks (mpirun -np 2, or alone with --transport inproc)");
   options.add_options()("help,h", "show this help")
       ("transport", po::value(&transport_name)->default_value("ucx"), "inproc, mpi or ucx")
       ("wan", po::value(&wan_text), "emulate a WAN link: rtt_ms=..,bandwidth_mbps=..,jitter_ms=..,loss=..")
+      ("config", po::value(&config_path), "config file; its [wan] section sets the same keys (--wan overrides)")
       ("sizes", po::value(&sizes)->multitoken(), "message sizes in bytes (default 8 B to 64 MiB, x8 steps)")
       ("iterations", po::value(&iterations)->default_value(0), "round trips per size (0: by size)")
       ("json", "print a JSON array of rows instead of a table");
@@ -190,12 +192,7 @@ int ping_command(int argc, char** argv) {
   for (auto s : sizes) {
     if (s == 0 || s > (std::size_t{1} << 30)) throw UsageError{"--sizes must be between 1 byte and 1 GiB"};
   }
-  WanConfig wan;
-  if (vm.count("wan")) {
-    auto parsed = parse_wan_config(wan_text);
-    if (!parsed.is_ok()) throw UsageError{parsed.status().message()};
-    wan = parsed.value();
-  }
+  const WanConfig wan = wan_settings(config_path, wan_text);
   const bool json = vm.count("json") > 0;
   auto wrap = [&](std::unique_ptr<Transport> t) -> std::unique_ptr<Transport> {
     if (!wan.enabled()) return t;

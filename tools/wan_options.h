@@ -1,0 +1,15 @@
+#pragma once
+// WAN emulation settings from the command line (--wan "rtt_ms=..,bandwidth_mbps=..") and from a
+// config file's [wan] section; the flag's keys override the file's.
+
+#include <string>
+
+#include "runtime/wan_link.h"
+
+namespace sepal::tools {
+
+/// Reads `[wan]` from `config_path` (if not empty), then applies `flag` (if not empty). Throws
+/// UsageError naming the bad key, value or file.
+WanConfig wan_settings(const std::string& config_path, const std::string& flag);
+
+}  // namespace sepal::tools
