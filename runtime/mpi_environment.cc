@@ -45,6 +45,25 @@ Status mpi_status(int rc, const char* call) {
   return error(StatusCode::kUnavailable, call, " failed: ", std::string(text, static_cast<std::size_t>(length)));
 }
 
+Result<std::vector<std::vector<std::byte>>> mpi_allgather_bytes(MPI_Comm comm, std::span<const std::byte> mine) {
+  int size = 0;
+  MPI_Comm_size(comm, &size);
+  int length = static_cast<int>(mine.size());
+  std::vector<int> lengths(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
+  int total = 0;
+  for (int r = 0; r < size; ++r) {
+    offsets[r] = total;
+    total += lengths[r];
+  }
+  std::vector<std::byte> all(static_cast<std::size_t>(total));
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(mine.data(), length, MPI_BYTE, all.data(), lengths.data(),
+                                           offsets.data(), MPI_BYTE, comm));
+  std::vector<std::vector<std::byte>> out(static_cast<std::size_t>(size));
+  for (int r = 0; r < size; ++r) out[r].assign(all.begin() + offsets[r], all.begin() + offsets[r] + lengths[r]);
+  return out;
+}
+
 int mpi_world_rank() {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

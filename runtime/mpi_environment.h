@@ -7,6 +7,10 @@
 
 #include <mpi.h>
 
+#include <cstddef>
+#include <span>
+#include <vector>
+
 #include "runtime/status.h"
 
 namespace sepal {
@@ -17,6 +21,9 @@ Status mpi_init(int* argc = nullptr, char*** argv = nullptr);
 
 /// Status of an MPI return code, naming the call.
 Status mpi_status(int rc, const char* call);
+
+/// Collective over `comm`: every rank's `mine` (of any length), in rank order.
+Result<std::vector<std::vector<std::byte>>> mpi_allgather_bytes(MPI_Comm comm, std::span<const std::byte> mine);
 
 /// This process's rank and the size of MPI_COMM_WORLD (after mpi_init).
 int mpi_world_rank();

@@ -224,20 +224,13 @@ Result<std::vector<MemberInfo>> exchange_members(MPI_Comm comm, const std::strin
                   {reinterpret_cast<const std::uint8_t*>(address.data()),
                    reinterpret_cast<const std::uint8_t*>(address.data()) + address.size()}};
   const auto mine = encode(Envelope{}, JoinWelcome{true, "", {}, 0, {self}}).flatten();
-  int length = static_cast<int>(mine->size());
-  std::vector<int> lengths(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
-  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
-  int total = 0;
-  for (int r = 0; r < size; ++r) {
-    offsets[r] = total;
-    total += lengths[r];
-  }
-  std::vector<std::byte> all(static_cast<std::size_t>(total));
-  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(mine->data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(), MPI_BYTE, comm));
+  auto records = mpi_allgather_bytes(comm, mine->bytes());
+  if (!records.is_ok()) return records.status();
   std::vector<MemberInfo> members;
   for (int r = 0; r < size; ++r) {
-    auto frame = Buffer::allocate(static_cast<std::size_t>(lengths[r]));
-    std::memcpy(frame->data(), all.data() + offsets[r], static_cast<std::size_t>(lengths[r]));
+    const auto& record = records.value()[static_cast<std::size_t>(r)];
+    auto frame = Buffer::allocate(record.size());
+    std::memcpy(frame->data(), record.data(), record.size());
     auto decoded = decode_message<JoinWelcome>(std::shared_ptr<const Buffer>(frame));
     if (!decoded.is_ok() || decoded->members.size() != 1) return error(StatusCode::kMalformed, "bad member record from rank ", r);
     members.push_back(decoded->members[0]);

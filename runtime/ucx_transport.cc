@@ -442,20 +442,12 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm com
   if (!created.is_ok()) return created.status();
   auto transport = std::move(created).value();
   State& state = *transport->state_;
-  int length = static_cast<int>(state.address.size());
-  std::vector<int> lengths(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
-  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
-  int total = 0;
-  for (int r = 0; r < size; ++r) {
-    offsets[r] = total;
-    total += lengths[r];
-  }
-  std::vector<std::byte> all(static_cast<std::size_t>(total));
-  SEPAL_MPI_RETURN_IF_ERROR(MPI_Allgatherv(state.address.data(), length, MPI_BYTE, all.data(), lengths.data(),
-                                           offsets.data(), MPI_BYTE, comm));
+  auto addresses = mpi_allgather_bytes(comm, state.address);
+  if (!addresses.is_ok()) return addresses.status();
   for (int r = 0; r < size; ++r) {
     if (r == rank) continue;
-    SEPAL_RETURN_IF_ERROR(state.connect(static_cast<PeerId>(r), all.data() + offsets[r], static_cast<std::size_t>(lengths[r])));
+    const auto& a = addresses.value()[static_cast<std::size_t>(r)];
+    SEPAL_RETURN_IF_ERROR(state.connect(static_cast<PeerId>(r), a.data(), a.size()));
   }
   return transport;
 }

@@ -129,6 +129,16 @@ struct Node {
   Control& ctl() { return *control; }
 };
 
+// A rank of a swarm launched together: UCX over MPI_COMM_WORLD, members exchanged, started.
+void start_world_node(Node& node, int rank) {
+  auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, kLiveness);
+  CHECK(t.is_ok(), t.status().to_string());
+  node.transport = std::move(t).value();
+  auto members = exchange_members(MPI_COMM_WORLD, rank == 0 ? "coordinator" : "host", *node.transport);
+  CHECK(members.is_ok(), members.status().to_string());
+  node.start(members->at(rank), members.value());
+}
+
 int joiner(Node& node, MPI_Comm intercomm, const SwarmSecret& secret, bool expect_admitted) {
   auto joined = join_swarm(intercomm, secret, "host", [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
     auto t = UcxTransport::create(id, kLiveness);
@@ -174,12 +184,7 @@ int swarm(int argc, char** argv) {
   auto secret = SwarmSecret::from_file(argv[2]);
   CHECK(secret.is_ok(), secret.status().to_string());
   Node node;
-  auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, kLiveness);
-  CHECK(t.is_ok(), t.status().to_string());
-  node.transport = std::move(t).value();
-  auto members = exchange_members(MPI_COMM_WORLD, rank == 0 ? "coordinator" : "host", *node.transport);
-  CHECK(members.is_ok(), members.status().to_string());
-  node.start(members->at(rank), members.value());
+  start_world_node(node, rank);
   Membership& m = *node.membership;
   CHECK(m.wait_until([](const auto& a) { return a.size() == 3; }, 5000ms), "initial members not all alive");
   MPI_Barrier(MPI_COMM_WORLD);
@@ -249,12 +254,7 @@ int listen(int argc, char** argv) {
   auto secret = SwarmSecret::from_file(argv[3]);
   CHECK(secret.is_ok(), secret.status().to_string());
   Node node;
-  auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, kLiveness);
-  CHECK(t.is_ok(), t.status().to_string());
-  node.transport = std::move(t).value();
-  auto members = exchange_members(MPI_COMM_WORLD, rank == 0 ? "coordinator" : "host", *node.transport);
-  CHECK(members.is_ok(), members.status().to_string());
-  node.start(members->at(rank), members.value());
+  start_world_node(node, rank);
   Membership& m = *node.membership;
   std::unique_ptr<JoinListener> listener;
   if (rank == 0) {
