@@ -1,0 +1,178 @@
+// Block hosts serving a real model: greedy generation through 1 to 5 hosts reproduces the
+// reference; bad requests get error replies while the host keeps serving; rollback; idle expiry.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/block_host.h"
+#include "actors/remote_pipeline.h"
+#include "model/tokenizer.h"
+#include "runtime/deterministic_transport.h"
+#include "runtime/inproc_transport.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// A swarm in one process: a client system and one system per host, over in-process transports.
+class LocalSwarm {
+ public:
+  LocalSwarm(const std::filesystem::path& model, const std::vector<std::pair<int, int>>& ranges,
+             BlockHostOptions options = {})
+      : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)) {
+    hub_ = InprocHub::create();
+    transports_.push_back(hub_->endpoint());
+    systems_.push_back(std::make_unique<ActorSystem>(*transports_.back(), scheduler_));
+    for (const auto& [first, last] : ranges) {
+      transports_.push_back(hub_->endpoint());
+      systems_.push_back(std::make_unique<ActorSystem>(*transports_.back(), scheduler_));
+      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32));
+      hosts_.push_back(systems_.back()->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options));
+      route_.push_back(RouteHop{hosts_.back(), first, last});
+    }
+    for (auto& s : systems_) EXPECT_TRUE(s->start().is_ok());
+  }
+  ~LocalSwarm() {
+    for (auto& s : systems_) s->stop();
+    scheduler_.shutdown();
+  }
+  ActorSystem& client() { return *systems_[0]; }
+  const std::vector<RouteHop>& route() const { return route_; }
+  const ModelConfig& config() const { return config_; }
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+
+ private:
+  ModelConfig config_;
+  Checkpoint checkpoint_;
+  ThreadPoolScheduler scheduler_{2};
+  std::shared_ptr<InprocHub> hub_;
+  std::vector<std::unique_ptr<Transport>> transports_;
+  std::vector<std::unique_ptr<ActorSystem>> systems_;
+  std::vector<ActorRef<BlockHostProtocol>> hosts_;
+  std::vector<RouteHop> route_;
+};
+
+class Splits : public ::testing::TestWithParam<std::vector<std::pair<int, int>>> {};
+
+TEST_P(Splits, GreedyGenerationMatchesTheReference) {
+  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
+  const auto model = test::models_dir() / "stories260K";
+  LocalSwarm swarm(model, GetParam());
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  GenerationRequest request;
+  request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
+  request.max_new_tokens = ref["max_new_tokens"].get<int>();
+  RemotePipeline pipeline(swarm.client(), swarm.route(), session_capacity(swarm.config(), request), /*session=*/42);
+  const auto result = generate(ends, pipeline, request, [](std::int32_t) {});
+  EXPECT_EQ(result.generated_ids, ref["generated_ids"].get<std::vector<std::int32_t>>());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hosts, Splits,
+    ::testing::Values(std::vector<std::pair<int, int>>{{0, 5}},
+                      std::vector<std::pair<int, int>>{{0, 2}, {2, 5}},
+                      std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {3, 5}},
+                      std::vector<std::pair<int, int>>{{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}}),
+    [](const auto& info) { return std::to_string(info.param.size()) + "_hosts"; });
+
+TensorPayload hidden_rows(std::int64_t n, std::int64_t width, float value = 0.1f) {
+  std::vector<float> v(static_cast<std::size_t>(n * width), value);
+  return TensorPayload::copy_of(ElementType::kF32, {n, width}, v.data(), v.size());
+}
+
+TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
+  BlockHostOptions options;
+  // stories260K, 2 blocks: 2 (K, V) * 2 blocks * 4 KV heads * 8 dims * 4 B = 512 B a position, so
+  // 64 KiB holds 128 positions: sessions of 64 fit twice, one of 512 never.
+  options.cache_budget_bytes = 64 << 10;
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 2}}, options);
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64}, 5s).is_ok());
+
+  auto expect_code = [](const auto& result, StatusCode code, const std::string& needle) {
+    ASSERT_FALSE(result.is_ok()) << "accepted; expected " << status_code_name(code);
+    EXPECT_EQ(result.status().code(), code) << result.status().to_string();
+    EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
+  };
+  expect_code(c.request_sync(host, Step{99, 0, hidden_rows(1, h)}, 5s), StatusCode::kNotFound, "no session 99");
+  expect_code(c.request_sync(host, Step{1, 0, hidden_rows(1, h + 1)}, 5s), StatusCode::kInvalidArgument, "must be [n, 64]");
+  std::vector<std::int32_t> ints(static_cast<std::size_t>(h), 1);
+  expect_code(c.request_sync(host, Step{1, 0, TensorPayload::copy_of(ElementType::kI32, {1, h}, ints.data(), ints.size())}, 5s),
+              StatusCode::kInvalidArgument, "must be f32");
+  expect_code(c.request_sync(host, Step{1, 5, hidden_rows(1, h)}, 5s), StatusCode::kInvalidArgument, "holds 0 positions");
+  expect_code(c.request_sync(host, Step{1, 0, hidden_rows(65, h)}, 5s), StatusCode::kInvalidArgument, "pass the session's length of 64");
+  expect_code(c.request_sync(host, OpenSession{2, 100000}, 5s), StatusCode::kInvalidArgument, "max_position_embeddings");
+  expect_code(c.request_sync(host, OpenSession{3, 512}, 5s), StatusCode::kResourceExhausted, "bytes of cache");
+  expect_code(c.request_sync(host, OpenSession{1, 8}, 5s), StatusCode::kInvalidArgument, "already open");
+  expect_code(c.request_sync(host, Rollback{1, 3}, 5s), StatusCode::kInvalidArgument, "cannot roll session 1 back to 3");
+
+  // After all that, the session still works, and so does a second one.
+  auto ok = c.request_sync(host, Step{1, 0, hidden_rows(3, h)}, 5s);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->length, 3);
+  ASSERT_TRUE(c.request_sync(host, OpenSession{4, 64}, 5s).is_ok());
+  auto info = c.request_sync(host, HostInfo{}, 5s);
+  ASSERT_TRUE(info.is_ok());
+  EXPECT_EQ(info->sessions, 2);
+  EXPECT_EQ(info->first, 0);
+  EXPECT_EQ(info->last, 2);
+  EXPECT_GT(info->tokens_per_second, 0.0);
+}
+
+TEST(BlockHost, RollbackRecomputesTheSameStates) {
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 5}});
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  ASSERT_TRUE(c.request_sync(host, OpenSession{7, 32}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, Step{7, 0, hidden_rows(4, h, 0.2f)}, 5s).is_ok());
+  auto first = c.request_sync(host, Step{7, 4, hidden_rows(2, h, 0.3f)}, 5s);
+  ASSERT_TRUE(first.is_ok());
+  ASSERT_TRUE(c.request_sync(host, Step{7, 6, hidden_rows(1, h, -0.5f)}, 5s).is_ok());
+  auto rolled = c.request_sync(host, Rollback{7, 4}, 5s);
+  ASSERT_TRUE(rolled.is_ok());
+  EXPECT_EQ(rolled->length, 4);
+  auto again = c.request_sync(host, Step{7, 4, hidden_rows(2, h, 0.3f)}, 5s);
+  ASSERT_TRUE(again.is_ok());
+  ASSERT_EQ(first->hidden.bytes, again->hidden.bytes);
+  EXPECT_EQ(std::memcmp(first->hidden.data, again->hidden.data, first->hidden.bytes), 0);
+}
+
+TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
+  ManualScheduler scheduler;
+  auto network = DeterministicNetwork::create(scheduler);
+  auto tc = network->endpoint(), th = network->endpoint();
+  ActorSystem client(*tc, scheduler), host_system(*th, scheduler);
+  ASSERT_TRUE(client.start().is_ok());
+  ASSERT_TRUE(host_system.start().is_ok());
+  const auto model = test::models_dir() / "stories260K";
+  const ModelConfig config = read_model_config(model);
+  const Checkpoint ckpt = Checkpoint::open(model);
+  BlockHostOptions options;
+  options.idle_timeout = 10s;
+  auto host = host_system.spawn_with_id<BlockHost>(
+      kBlockHostActorId, std::make_shared<const BlockStack>(BlockStack::load(ckpt, config, 0, 5, DType::kF32)), options);
+  std::optional<Result<SessionOpened>> opened;
+  client.request(host, OpenSession{5, 16}, 60s, [&](Result<SessionOpened> r) { opened = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(opened && opened->is_ok());
+  scheduler.advance(9s);
+  std::optional<Result<SessionState>> kept;
+  client.request(host, Rollback{5, 0}, 60s, [&](Result<SessionState> r) { kept = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(kept && kept->is_ok()) << "used within the timeout: still there";
+  scheduler.advance(11s);
+  std::optional<Result<SessionState>> gone;
+  client.request(host, Rollback{5, 0}, 60s, [&](Result<SessionState> r) { gone = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_EQ(gone->status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace sepal
