@@ -124,6 +124,11 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const CloseSession& m)
   return SessionState{m.session, length};
 }
 
+void BlockHost::handle(ActorContext&, const Shutdown& m) {
+  sessions_.clear();
+  if (options_.on_shutdown) options_.on_shutdown(m.reason);
+}
+
 void BlockHost::on_peer_failed(ActorSystem&, PeerId peer, const Status&) {
   // A dead client's sessions would only hold memory until their idle timeout.
   for (auto it = sessions_.begin(); it != sessions_.end();) {

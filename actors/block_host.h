@@ -8,6 +8,7 @@
 // Thread-safety: an actor; its handlers run one at a time.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +24,8 @@ struct BlockHostOptions {
   std::int64_t cache_budget_bytes = std::int64_t{2} << 30;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
+  /// Called (on the actor's thread) when a Shutdown message arrives.
+  std::function<void(const std::string& reason)> on_shutdown;
 };
 
 /// Serves a BlockStack.
@@ -36,6 +39,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<StepResult> handle(ActorContext& ctx, const Step& m);
   Result<SessionState> handle(ActorContext& ctx, const Rollback& m);
   Result<SessionState> handle(ActorContext& ctx, const CloseSession& m);
+  void handle(ActorContext& ctx, const Shutdown& m);
   void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
 
  private:

@@ -89,8 +89,15 @@ struct CloseSession {
   SEPAL_FIELDS(session)
 };
 
+/// One-way: the swarm is done; the host process may exit.
+struct Shutdown {
+  static constexpr std::uint16_t kTypeId = 0x040A;
+  std::string reason;
+  SEPAL_FIELDS(reason)
+};
+
 struct BlockHostProtocol {
-  using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession>;
+  using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown>;
 };
 
 }  // namespace sepal
