@@ -94,6 +94,7 @@ int generate_command(int argc, char** argv) {
   double temperature = 0.0, top_p = 1.0;
   std::uint64_t seed = 0;
   int threads = 0;
+  int replicas = 1;
   po::options_description options("sepal generate: generate text with a model in this process");
   options.add_options()
       ("help,h", "show this help")
@@ -112,7 +113,9 @@ int generate_command(int argc, char** argv) {
       ("transport", po::value(&transport_name)->default_value("ucx"),
        "under mpirun: how ranks talk, ucx or mpi (rank 0 is the client, the others host blocks)")
       ("wan", po::value(&wan_text), "under mpirun: emulate a WAN on every link (rtt_ms=..,bandwidth_mbps=..)")
-      ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link");
+      ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link")
+      ("replicas", po::value(&replicas)->default_value(1),
+       "under mpirun: hosts per block range; a failed host's blocks move to a replica");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -151,20 +154,25 @@ int generate_command(int argc, char** argv) {
   // Everything that can be checked cheaply is checked before the weights are loaded.
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
+  // Host rank h (1-based) serves range (h - 1) % groups; each range has `replicas` hosts.
+  std::int64_t groups = 0;
   if (world > 1) {
-    if (world - 1 > config.num_layers) {
-      fail(world - 1, " host ranks but the model has only ", config.num_layers,
-           " blocks; replicas need the balancer (not yet): use at most ", config.num_layers + 1, " ranks");
+    if (replicas < 1 || (world - 1) % replicas != 0) {
+      throw UsageError{"--replicas " + std::to_string(replicas) + " must divide the " + std::to_string(world - 1) + " host ranks"};
     }
-    split = split_evenly(config.num_layers, world - 1);
+    groups = (world - 1) / replicas;
+    if (groups > config.num_layers) {
+      fail(groups, " block ranges but the model has only ", config.num_layers, " blocks: use fewer ranks or more --replicas");
+    }
+    split = split_evenly(config.num_layers, groups);
   }
   if (world > 1 && rank > 0) {
     // A block host: load only this rank's blocks, serve them until rank 0 says it is done.
-    const BlockRange range = split[static_cast<std::size_t>(rank - 1)];
+    const BlockRange range = split[static_cast<std::size_t>((rank - 1) % groups)];
     const Checkpoint checkpoint = Checkpoint::open(model_dir);
     const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
     auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint, config, range.first, range.last, loading));
-    std::fprintf(stderr, "sepal: rank %d serves blocks [%lld, %lld): %.1f MB of %s weights\n", rank,
+    std::fprintf(stderr, "sepal: rank %d (pid %d) serves blocks [%lld, %lld): %.1f MB of %s weights\n", rank, getpid(),
                  static_cast<long long>(range.first), static_cast<long long>(range.last), blocks->weight_bytes() / 1e6,
                  dtype_text.c_str());
     auto done = std::make_shared<std::promise<void>>();
@@ -219,9 +227,13 @@ int generate_command(int argc, char** argv) {
     if (Status s = system->start(); !s.is_ok()) fail(s.to_string());
     MPI_Barrier(MPI_COMM_WORLD);
     std::vector<RouteHop> route;
-    for (int h = 1; h < world; ++h) {
-      const BlockRange& r = split[static_cast<std::size_t>(h - 1)];
-      route.push_back(RouteHop{ActorRef<BlockHostProtocol>{{static_cast<PeerId>(h), kBlockHostActorId}}, r.first, r.last});
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const BlockRange& r = split[static_cast<std::size_t>(g)];
+      RouteHop hop{ActorRef<BlockHostProtocol>{{static_cast<PeerId>(g + 1), kBlockHostActorId}}, r.first, r.last, {}};
+      for (std::int64_t h = g + 1 + groups; h < world; h += groups) {
+        hop.replicas.push_back(ActorRef<BlockHostProtocol>{{static_cast<PeerId>(h), kBlockHostActorId}});
+      }
+      route.push_back(std::move(hop));
     }
     pipeline = std::make_unique<RemotePipeline>(*system, route, capacity, /*session=*/1);
   }

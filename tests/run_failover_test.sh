@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# kill -9 of a block host that has a replica, during the prompt, early and late in decoding:
+# generation finishes with exactly the reference text (the hop fails over to the replica, which
+# rebuilds the session's cache by replaying its inputs).
+#   run_failover_test.sh SEPAL_BINARY MODELS_DIR
+set -uo pipefail
+sepal=$1; models=$2
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"; rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true' EXIT
+ref="$models/reference/stories260K.greedy.json"
+/usr/bin/python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["text"])' "$ref" > "$dir/expected.txt"
+prompt_bytes=$(printf 'Once upon a time' | wc -c)
+failed=0
+for point in prompt early late; do
+  case $point in
+    prompt) threshold=$prompt_bytes ;;             # prompt printed: its forward pass is under way
+    early) threshold=$((prompt_bytes + 20)) ;;
+    late) threshold=$(( $(wc -c < "$dir/expected.txt") * 8 / 10 )) ;;  # 80% of the text
+  esac
+  : > "$dir/out.txt"; : > "$dir/err.txt"
+  # 4 hosts, 2 per block range; a 10 ms round trip on every link makes the kill land where meant.
+  timeout 180 mpirun -np 5 --enable-recovery "$sepal" generate --model "$models/stories260K" \
+    --prompt "Once upon a time" --max-new-tokens 200 --replicas 2 --wan rtt_ms=10 \
+    > "$dir/out.txt" 2> "$dir/err.txt" &
+  job=$!
+  pid=""
+  for _ in $(seq 600); do
+    pid=$(sed -n 's/^sepal: rank 1 (pid \([0-9]*\)).*/\1/p' "$dir/err.txt")
+    [ -n "$pid" ] && break
+    sleep 0.01
+  done
+  for _ in $(seq 3000); do
+    [ "$(wc -c < "$dir/out.txt")" -ge "$threshold" ] && break
+    sleep 0.002
+  done
+  at=$(wc -c < "$dir/out.txt")
+  [ -n "$pid" ] && kill -9 "$pid"
+  wait $job
+  if cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && grep -q "move to host" "$dir/err.txt"; then
+    echo "ok: killed host rank 1 (pid $pid) at $point ($at bytes of output); text identical, failover logged"
+  else
+    echo "FAILED: kill at $point ($at bytes): text identical? $(cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && echo yes || echo no)"
+    grep -E "sepal|error" "$dir/err.txt" | head -8
+    failed=$((failed + 1))
+  fi
+done
+echo "$((3 - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
