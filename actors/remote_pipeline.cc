@@ -48,7 +48,7 @@ RemotePipeline::~RemotePipeline() {
   }
 }
 
-Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayload& input, std::int64_t n) {
+Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayload& input) {
   RouteHop& hop = route_[i];
   while (true) {
     auto result = system_.request_sync(hop.host, Step{session_, length_, input}, timeout_);
@@ -71,7 +71,6 @@ Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayloa
       auto rebuilt = system_.request_sync(hop.host, Step{session_, 0, replay}, timeout_);
       if (!rebuilt.is_ok()) continue;  // that replica failed too: try the next one
     }
-    (void)n;
   }
 }
 
@@ -80,7 +79,7 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
   for (std::size_t i = 0; i < route_.size(); ++i) {
     const auto* in = current.as<float>();
     inputs_[i].insert(inputs_[i].end(), in, in + n * hidden_size_);
-    auto out = step_hop(i, current, n);
+    auto out = step_hop(i, current);
     if (!out.is_ok()) {
       inputs_[i].resize(static_cast<std::size_t>(length_ * hidden_size_));
       fail(out.status().message());

@@ -43,7 +43,7 @@ class RemotePipeline final : public BlockPipeline {
   // Opens the session on `host`; the host's range must be the hop's.
   Status open_on(const ActorRef<BlockHostProtocol>& host, const RouteHop& hop);
   // Steps hop `i`, failing over to its replicas as needed.
-  Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input, std::int64_t n);
+  Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input);
 
   ActorSystem& system_;
   std::vector<RouteHop> route_;
