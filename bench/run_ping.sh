@@ -8,9 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/bin/sepal ] || scripts/build.sh
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_mpi_yield_when_idle=1
-export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+source scripts/mpi_env.sh
 out=bench/results
 mkdir -p "$out"
 port=$((20000 + RANDOM % 20000))

@@ -3,10 +3,7 @@
 #   run_connect_test.sh BINARY
 set -uo pipefail
 bin=$1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
-export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+source "$(dirname "$0")/../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
 printf 'sepal-test-swarm-secret-0123456789\n' > "$dir/secret"
@@ -20,7 +17,7 @@ wait $a
 echo "--- job A (listen)"; cat "$dir/a.log"; echo "--- job B (connect)"; cat "$dir/b.log"
 passed=$(cat "$dir/a.log" "$dir/b.log" | grep -c ": passed$" || true)
 failed=$(cat "$dir/a.log" "$dir/b.log" | grep -c "FAILED" || true)
-rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true
+clean_mpi_leftovers
 if [ "$failed" -ne 0 ] || [ "$passed" -ne 3 ]; then
   echo "run_connect_test: $passed processes passed (expected 3), $failed failures"
   exit 1

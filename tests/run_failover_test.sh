@@ -5,12 +5,9 @@
 #   run_failover_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
-export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+source "$(dirname "$0")/../scripts/mpi_env.sh"
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"; rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true' EXIT
+trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 ref="$models/reference/stories260K.greedy.json"
 /usr/bin/python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["text"])' "$ref" > "$dir/expected.txt"
 prompt_bytes=$(printf 'Once upon a time' | wc -c)

@@ -1,0 +1,10 @@
+# Sourced by the scripts that run mpirun on one machine (tests, benchmarks): the settings
+# ../shared/HPC-NOTES.md found necessary here. See docs/operations.md.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # CI runs as root
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1  # more ranks than cores
+export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo      # loopback only
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+
+# Killed ranks leave session directories and shared-memory segments behind. Callers hold the
+# ctest resource lock "mpi", so no other job's files are removed.
+clean_mpi_leftovers() { rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true; }
