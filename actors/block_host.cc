@@ -2,13 +2,45 @@
 
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "kernels/error.h"
 
 namespace sepal {
 
+double measure_block_throughput(const BlockStack& blocks) {
+  const ModelConfig& c = blocks.config();
+  constexpr int kPositions = 4;
+  KvCache cache = blocks.new_cache(kPositions + 1);
+  std::vector<float> hidden(static_cast<std::size_t>(c.hidden_size), 0.01f);
+  blocks.forward(hidden.data(), 1, cache);  // warm up
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kPositions; ++i) blocks.forward(hidden.data(), 1, cache);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double blocks_run = static_cast<double>(kPositions * (blocks.last() - blocks.first()));
+  return seconds > 0 ? blocks_run / seconds : 0.0;
+}
+
 BlockHost::BlockHost(std::shared_ptr<const BlockStack> blocks, BlockHostOptions options)
     : blocks_(std::move(blocks)), options_(std::move(options)) {}
+
+void BlockHost::set_blocks(std::shared_ptr<const BlockStack> blocks, double tokens_per_second) {
+  std::lock_guard lock(mutex_);
+  blocks_ = std::move(blocks);
+  sessions_.clear();
+  if (tokens_per_second > 0) tokens_per_second_ = tokens_per_second;
+}
+
+void BlockHost::set_leaving() {
+  std::lock_guard lock(mutex_);
+  leaving_ = true;
+  sessions_.clear();
+}
+
+HostInfoReply BlockHost::info() {
+  std::lock_guard lock(mutex_);
+  return info_locked();
+}
 
 std::int64_t BlockHost::cache_bytes_used() const {
   std::int64_t total = 0;
@@ -23,101 +55,167 @@ void BlockHost::expire_idle(Scheduler::Clock::time_point now) {
   }
 }
 
-Result<BlockHost::Session*> BlockHost::find(const ActorContext& ctx, std::uint64_t session) {
-  expire_idle(ctx.system().scheduler().now());
-  auto it = sessions_.find({ctx.sender().peer, session});
-  if (it == sessions_.end()) {
-    return error(StatusCode::kNotFound, "no session ", session, " from peer ", ctx.sender().peer,
-                 " (never opened, closed, or idle for longer than the timeout)");
+HostInfoReply BlockHost::info_locked() const {
+  HostInfoReply r;
+  r.model = options_.model_name;
+  if (blocks_) {
+    r.first = blocks_->first();
+    r.last = blocks_->last();
+    r.hidden_size = blocks_->config().hidden_size;
   }
-  it->second.last_used = ctx.system().scheduler().now();
+  r.tokens_per_second = tokens_per_second_;
+  r.sessions = static_cast<std::int64_t>(sessions_.size());
+  r.cache_bytes_free = options_.cache_budget_bytes - cache_bytes_used();
+  r.leaving = leaving_;
+  return r;
+}
+
+Result<BlockHost::Session*> BlockHost::find(SessionKey key, Scheduler::Clock::time_point now) {
+  expire_idle(now);
+  auto it = sessions_.find(key);
+  if (it == sessions_.end()) {
+    if (leaving_) return error(StatusCode::kUnavailable, "the host is leaving; session ", key.second, " ended");
+    return error(StatusCode::kNotFound, "no session ", key.second, " from peer ", key.first,
+                 " (never opened, closed, ended by a change of blocks, or idle for longer than the timeout)");
+  }
+  it->second.last_used = now;
   return &it->second;
 }
 
 Result<HostInfoReply> BlockHost::handle(ActorContext& ctx, const HostInfo&) {
+  std::lock_guard lock(mutex_);
   expire_idle(ctx.system().scheduler().now());
-  return HostInfoReply{options_.model_name, blocks_->first(), blocks_->last(), blocks_->config().hidden_size,
-                       tokens_per_second_, static_cast<std::int64_t>(sessions_.size()),
-                       options_.cache_budget_bytes - cache_bytes_used()};
+  return info_locked();
 }
 
 Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m) {
+  std::lock_guard lock(mutex_);
   expire_idle(ctx.system().scheduler().now());
+  if (leaving_) return error(StatusCode::kUnavailable, "the host is leaving the swarm");
+  if (!blocks_) return error(StatusCode::kUnavailable, "the host serves no blocks yet");
   const ModelConfig& c = blocks_->config();
   if (m.max_length <= 0 || m.max_length > c.max_position_embeddings) {
     return error(StatusCode::kInvalidArgument, "session length ", m.max_length,
                  " must be between 1 and max_position_embeddings (", c.max_position_embeddings, ")");
   }
+  const bool whole = m.first == 0 && m.last == 0;
+  const std::int64_t first = whole ? blocks_->first() : m.first, last = whole ? blocks_->last() : m.last;
+  if (first < blocks_->first() || last > blocks_->last() || first >= last) {
+    return error(StatusCode::kInvalidArgument, "blocks [", first, ", ", last, ") are not a part of the served blocks [",
+                 blocks_->first(), ", ", blocks_->last(), ")");
+  }
   if (sessions_.count({ctx.sender().peer, m.session})) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " is already open");
   }
-  const std::int64_t needed = 2 * (blocks_->last() - blocks_->first()) * c.num_kv_heads * c.head_dim * m.max_length *
-                              static_cast<std::int64_t>(sizeof(float));
+  const std::int64_t needed =
+      2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float));
   const std::int64_t free = options_.cache_budget_bytes - cache_bytes_used();
   if (needed > free) {
     return error(StatusCode::kResourceExhausted, "a session of ", m.max_length, " positions needs ", needed,
                  " bytes of cache; ", free, " of the host's ", options_.cache_budget_bytes, " are free");
   }
-  Session s{blocks_->new_cache(m.max_length), ctx.system().scheduler().now()};
+  Session s{blocks_->new_cache(m.max_length, first, last), first, 0, ctx.system().scheduler().now()};
   const std::int64_t bytes = s.cache.bytes();
   sessions_.emplace(SessionKey{ctx.sender().peer, m.session}, std::move(s));
   return SessionOpened{m.session, bytes};
 }
 
-Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
-  auto found = find(ctx, m.session);
+Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position, std::uint64_t tag,
+                                          const TensorPayload& hidden, Scheduler::Clock::time_point now) {
+  auto found = find(key, now);
   if (!found.is_ok()) return found.status();
   Session& s = *found.value();
-  const std::int64_t hidden_size = blocks_->config().hidden_size;
-  if (m.hidden.type != ElementType::kF32) {
-    return error(StatusCode::kInvalidArgument, "hidden states must be f32, got ", element_type_name(m.hidden.type));
+  if (tag != 0 && tag < s.tag) {
+    return error(StatusCode::kCancelled, "step of attempt ", tag, " is older than attempt ", s.tag);
   }
-  if (m.hidden.shape.size() != 2 || m.hidden.shape[1] != hidden_size || m.hidden.shape[0] <= 0) {
+  const std::int64_t hidden_size = blocks_->config().hidden_size;
+  if (hidden.type != ElementType::kF32) {
+    return error(StatusCode::kInvalidArgument, "hidden states must be f32, got ", element_type_name(hidden.type));
+  }
+  if (hidden.shape.size() != 2 || hidden.shape[1] != hidden_size || hidden.shape[0] <= 0) {
     std::string shape;
-    for (auto d : m.hidden.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    for (auto d : hidden.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
     return error(StatusCode::kInvalidArgument, "hidden states must be [n, ", hidden_size, "], got [", shape, "]");
   }
-  const std::int64_t n = m.hidden.shape[0];
-  if (m.position != s.cache.length()) {
-    return error(StatusCode::kInvalidArgument, "step at position ", m.position, " but session ", m.session,
-                 " holds ", s.cache.length(), " positions");
+  const std::int64_t n = hidden.shape[0];
+  if (position != s.cache.length()) {
+    return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
+                 s.cache.length(), " positions");
   }
-  if (m.position + n > s.cache.capacity()) {
-    return error(StatusCode::kInvalidArgument, "positions [", m.position, ", ", m.position + n,
+  if (position + n > s.cache.capacity()) {
+    return error(StatusCode::kInvalidArgument, "positions [", position, ", ", position + n,
                  ") pass the session's length of ", s.cache.capacity());
   }
+  if (tag != 0) s.tag = tag;
   // The result is computed in a buffer that the reply shares without another copy.
   auto out = std::make_shared<std::vector<float>>(static_cast<std::size_t>(n * hidden_size));
-  std::memcpy(out->data(), m.hidden.data, m.hidden.bytes);
+  std::memcpy(out->data(), hidden.data, hidden.bytes);
   const auto start = std::chrono::steady_clock::now();
   try {
-    blocks_->forward(out->data(), n, s.cache);
+    blocks_->forward(out->data(), n, s.cache, s.first);
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (seconds > 0) {
-    const double rate = static_cast<double>(n) / seconds;
+  if (seconds > 0 && n == 1) {  // decode steps measure the throughput that routing cares about
+    const double rate = static_cast<double>(s.cache.blocks()) / seconds;
     tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.9 * tokens_per_second_ + 0.1 * rate;
   }
-  return StepResult{s.cache.length(),
-                    share_vector<float>(ElementType::kF32, {n, hidden_size}, std::shared_ptr<const std::vector<float>>(out))};
+  return share_vector<float>(ElementType::kF32, {n, hidden_size}, std::shared_ptr<const std::vector<float>>(out));
+}
+
+Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
+  std::lock_guard lock(mutex_);
+  const SessionKey key{ctx.sender().peer, m.session};
+  auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
+  if (!out.is_ok()) return out.status();
+  return StepResult{sessions_.at(key).cache.length(), std::move(out).value()};
+}
+
+void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
+  std::lock_guard lock(mutex_);
+  const SessionKey key{m.client.peer, m.session};
+  auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
+  const ActorRef<PushReceiverProtocol> client{m.client};
+  PushedOutput report{m.request, m.tag, m.hop, ctx.self().peer, 0, "", {}};
+  if (!out.is_ok()) {
+    if (out.status().code() == StatusCode::kCancelled) return;  // a stale attempt: the client moved on
+    report.code = static_cast<std::int32_t>(out.status().code());
+    report.message = out.status().message();
+    (void)ctx.system().send(client, report, ctx.self().id);
+    return;
+  }
+  report.hidden = out.value();
+  (void)ctx.system().send(client, report, ctx.self().id);
+  if (m.next.empty()) return;
+  PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
+                   std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), out.value()};
+  const ActorRef<BlockHostProtocol> next{m.next.front().host};
+  if (Status sent = ctx.system().send(next, forward, ctx.self().id); !sent.is_ok()) {
+    (void)ctx.system().send(client, PushedOutput{m.request, m.tag, m.hop + 1, next.address.peer,
+                                                 static_cast<std::int32_t>(StatusCode::kPeerFailed),
+                                                 "cannot push to the next host: " + sent.message(), {}},
+                            ctx.self().id);
+  }
 }
 
 Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
-  auto found = find(ctx, m.session);
+  std::lock_guard lock(mutex_);
+  auto found = find({ctx.sender().peer, m.session}, ctx.system().scheduler().now());
   if (!found.is_ok()) return found.status();
   Session& s = *found.value();
   if (m.length < 0 || m.length > s.cache.length()) {
     return error(StatusCode::kInvalidArgument, "cannot roll session ", m.session, " back to ", m.length,
                  ": it holds ", s.cache.length(), " positions");
   }
+  if (m.tag != 0) s.tag = std::max(s.tag, m.tag);
   s.cache.truncate(m.length);
   return SessionState{m.session, m.length};
 }
 
 Result<SessionState> BlockHost::handle(ActorContext& ctx, const CloseSession& m) {
-  auto found = find(ctx, m.session);
+  std::lock_guard lock(mutex_);
+  auto found = find({ctx.sender().peer, m.session}, ctx.system().scheduler().now());
   if (!found.is_ok()) return found.status();
   const std::int64_t length = found.value()->cache.length();
   sessions_.erase({ctx.sender().peer, m.session});
@@ -125,11 +223,15 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const CloseSession& m)
 }
 
 void BlockHost::handle(ActorContext&, const Shutdown& m) {
-  sessions_.clear();
+  {
+    std::lock_guard lock(mutex_);
+    sessions_.clear();
+  }
   if (options_.on_shutdown) options_.on_shutdown(m.reason);
 }
 
 void BlockHost::on_peer_failed(ActorSystem&, PeerId peer, const Status&) {
+  std::lock_guard lock(mutex_);
   // A dead client's sessions would only hold memory until their idle timeout.
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (it->first.first == peer) it = sessions_.erase(it);

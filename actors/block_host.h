@@ -1,16 +1,22 @@
 #pragma once
 // The block host actor: serves blocks [first, last) of a model to clients' inference sessions.
-// Each session owns a KV cache; the caches together stay within a memory budget, and a session
-// idle for longer than the idle timeout is freed. Every request that is wrong (unknown session,
-// wrong shape or type, positions out of order or past the session's length, a session over
-// budget) is answered with an error and the host goes on serving the others.
+// Each session owns a KV cache for the blocks it runs (all of the host's or a contiguous part);
+// the caches together stay within a memory budget, and a session idle for longer than the idle
+// timeout is freed. Every request that is wrong (unknown session, wrong shape or type, positions
+// out of order or past the session's length, a session over budget) is answered with an error
+// and the host goes on serving the others.
 //
-// Thread-safety: an actor; its handlers run one at a time.
+// The blocks can change while the host runs (the balancer moved it: set_blocks) and the host can
+// start leaving (set_leaving); both end its sessions, whose clients then re-route.
+//
+// Thread-safety: an actor; its handlers run one at a time. set_blocks, set_leaving and info may
+// be called from any thread.
 
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "actors/protocol/block_host.h"
@@ -28,11 +34,23 @@ struct BlockHostOptions {
   std::function<void(const std::string& reason)> on_shutdown;
 };
 
+/// Tokens/s through one block at batch 1, measured by decoding a few positions through `blocks`.
+double measure_block_throughput(const BlockStack& blocks);
+
 /// Serves a BlockStack.
 class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
  public:
+  /// `blocks` may be null: the host serves nothing until set_blocks.
   BlockHost(std::shared_ptr<const BlockStack> blocks, BlockHostOptions options);
   std::string name() const override { return "block host"; }
+
+  /// Serves `blocks` from now on (null: nothing); open sessions end. `tokens_per_second` is the
+  /// measured per-block throughput (0: keep the current estimate).
+  void set_blocks(std::shared_ptr<const BlockStack> blocks, double tokens_per_second);
+  /// Refuses new sessions and steps from now on (graceful leave); open sessions end.
+  void set_leaving();
+  /// What HostInfo answers.
+  HostInfoReply info();
 
   Result<HostInfoReply> handle(ActorContext& ctx, const HostInfo& m);
   Result<SessionOpened> handle(ActorContext& ctx, const OpenSession& m);
@@ -40,6 +58,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<SessionState> handle(ActorContext& ctx, const Rollback& m);
   Result<SessionState> handle(ActorContext& ctx, const CloseSession& m);
   void handle(ActorContext& ctx, const Shutdown& m);
+  void handle(ActorContext& ctx, const PushStep& m);
   void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
 
  private:
@@ -47,17 +66,25 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   using SessionKey = std::pair<PeerId, std::uint64_t>;
   struct Session {
     KvCache cache;
+    std::int64_t first = 0;  ///< the session's first block
+    std::uint64_t tag = 0;   ///< newest attempt seen
     Scheduler::Clock::time_point last_used;
   };
 
-  Result<Session*> find(const ActorContext& ctx, std::uint64_t session);
+  Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);
+  // Runs one step of a session (shared by Step and PushStep).
+  Result<TensorPayload> run_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
+                                 Scheduler::Clock::time_point now);
   void expire_idle(Scheduler::Clock::time_point now);
   std::int64_t cache_bytes_used() const;
+  HostInfoReply info_locked() const;
 
+  std::mutex mutex_;  // guards everything below; held through each handler
   std::shared_ptr<const BlockStack> blocks_;
   BlockHostOptions options_;
+  bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
-  double tokens_per_second_ = 0;  // exponential average of measured step throughput
+  double tokens_per_second_ = 0;  // per block; exponential average of measured decode steps
 };
 
 }  // namespace sepal

@@ -6,88 +6,199 @@
 #include "runtime/log.h"
 
 namespace sepal {
+namespace {
 
-RemotePipeline::RemotePipeline(ActorSystem& system, std::vector<RouteHop> route, std::int64_t capacity,
-                               std::uint64_t session, std::chrono::milliseconds timeout)
-    : system_(system), route_(std::move(route)), session_(session), timeout_(timeout), capacity_(capacity) {
-  if (route_.empty()) fail("the route has no hosts");
-  inputs_.resize(route_.size());
-  for (std::size_t i = 0; i < route_.size(); ++i) {
-    if (i > 0 && route_[i - 1].last != route_[i].first) fail("the route skips or repeats blocks at block ", route_[i].first);
-    RouteHop& hop = route_[i];
-    Status opened = open_on(hop.host, hop);
-    while (!opened.is_ok() && !hop.replicas.empty()) {  // the first choice may already be gone
-      log(LogLevel::kWarn, "host ", hop.host.address.peer, " unusable (", opened.to_string(), "), trying a replica");
-      hop.host = hop.replicas.front();
-      hop.replicas.erase(hop.replicas.begin());
-      opened = open_on(hop.host, hop);
-    }
-    if (!opened.is_ok()) fail(opened.message());
-  }
+// Errors after which the hop must move: the host is gone, unreachable, leaving, or lost the
+// session (it moved to other blocks or restarted).
+bool host_lost(StatusCode code) {
+  return code == StatusCode::kPeerFailed || code == StatusCode::kTimeout || code == StatusCode::kNotFound ||
+         code == StatusCode::kCancelled || code == StatusCode::kUnavailable;
 }
 
-Status RemotePipeline::open_on(const ActorRef<BlockHostProtocol>& host, const RouteHop& hop) {
-  auto info = system_.request_sync(host, HostInfo{}, timeout_);
-  if (!info.is_ok()) return error(info.status().code(), "host on peer ", host.address.peer, " did not answer: ", info.status().to_string());
-  // A step runs all of a host's blocks, so a hop covers exactly its host's range.
-  if (hop.first != info->first || hop.last != info->last) {
-    return error(StatusCode::kInvalidArgument, "host on peer ", host.address.peer, " serves blocks [", info->first, ", ",
+std::string describe(const RouteHop& hop) {
+  return "host " + std::to_string(hop.host.address.peer) + " [" + std::to_string(hop.first) + ", " +
+         std::to_string(hop.last) + ")";
+}
+
+}  // namespace
+
+RemotePipeline::RemotePipeline(ActorSystem& system, RoutePlanner& planner, std::int64_t num_blocks,
+                               std::int64_t capacity, std::uint64_t session, RemotePipelineOptions options)
+    : system_(system), planner_(planner), options_(std::move(options)), session_(session), capacity_(capacity) {
+  auto route = planner_.route(0, num_blocks);
+  if (!route.is_ok()) fail("no route through the swarm: ", route.status().message());
+  route_ = std::move(route).value();
+  inputs_.resize(route_.size());
+  for (std::size_t i = 0; i < route_.size(); ++i) {
+    Status opened = open_on(route_[i]);
+    int attempts = 0;
+    while (!opened.is_ok()) {
+      if (!host_lost(opened.code()) || ++attempts > options_.max_failovers) fail(opened.message());
+      log(LogLevel::kWarn, describe(route_[i]), " unusable (", opened.to_string(), "); routing around it");
+      planner_.report_failure(route_[i].host.address.peer);
+      opened = replace_hop(i);
+    }
+  }
+  std::string text;
+  for (const auto& hop : route_) text += (text.empty() ? "" : " -> ") + describe(hop);
+  log(LogLevel::kInfo, "route: ", text);
+}
+
+Status RemotePipeline::open_on(RouteHop& hop) {
+  auto info = system_.request_sync(hop.host, HostInfo{}, options_.timeout);
+  if (!info.is_ok()) {
+    return error(info.status().code(), "host ", hop.host.address.peer, " did not answer: ", info.status().to_string());
+  }
+  if (hop.first < info->first || hop.last > info->last || hop.first >= hop.last) {
+    return error(StatusCode::kUnavailable, "host ", hop.host.address.peer, " serves blocks [", info->first, ", ",
                  info->last, "), not [", hop.first, ", ", hop.last, ")");
   }
+  if (hidden_size_ != 0 && info->hidden_size != hidden_size_) {
+    return error(StatusCode::kInvalidArgument, "host ", hop.host.address.peer, " has hidden size ", info->hidden_size,
+                 ", the route ", hidden_size_);
+  }
   hidden_size_ = info->hidden_size;
-  auto opened = system_.request_sync(host, OpenSession{session_, capacity_}, timeout_);
+  hop.session = (session_ << 20) + ++next_hop_session_;
+  auto opened = system_.request_sync(hop.host, OpenSession{hop.session, capacity_, hop.first, hop.last}, options_.timeout);
   if (!opened.is_ok()) {
-    return error(opened.status().code(), "host on peer ", host.address.peer, " refused the session: ", opened.status().to_string());
+    return error(opened.status().code(), "host ", hop.host.address.peer, " refused the session: ", opened.status().to_string());
   }
   return Status::ok();
 }
 
 RemotePipeline::~RemotePipeline() {
   for (const auto& hop : route_) {
-    system_.request(hop.host, CloseSession{session_}, timeout_, [](Result<SessionState>) {});
+    system_.request(hop.host, CloseSession{hop.session}, options_.timeout, [](Result<SessionState>) {});
   }
 }
 
-Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayload& input) {
-  RouteHop& hop = route_[i];
-  while (true) {
-    auto result = system_.request_sync(hop.host, Step{session_, length_, input}, timeout_);
-    if (result.is_ok()) return result->hidden;
-    const StatusCode code = result.status().code();
-    const bool host_lost = code == StatusCode::kPeerFailed || code == StatusCode::kTimeout ||
-                           code == StatusCode::kNotFound || code == StatusCode::kCancelled;
-    if (!host_lost || hop.replicas.empty()) {
-      return error(code, "step on host ", hop.host.address.peer, " failed: ", result.status().to_string());
-    }
-    log(LogLevel::kWarn, "host ", hop.host.address.peer, " lost (", result.status().to_string(),
-        "); blocks [", hop.first, ", ", hop.last, ") move to host ", hop.replicas.front().address.peer);
-    hop.host = hop.replicas.front();
-    hop.replicas.erase(hop.replicas.begin());
-    ++failovers_;
-    SEPAL_RETURN_IF_ERROR(open_on(hop.host, hop));
-    if (length_ > 0) {  // rebuild the replica's cache from what the hop has seen
-      auto replay = TensorPayload::copy_of(ElementType::kF32, {length_, hidden_size_}, inputs_[i].data(),
-                                           static_cast<std::size_t>(length_ * hidden_size_));
-      auto rebuilt = system_.request_sync(hop.host, Step{session_, 0, replay}, timeout_);
-      if (!rebuilt.is_ok()) continue;  // that replica failed too: try the next one
-    }
+TensorPayload RemotePipeline::checked(const TensorPayload& t, std::int64_t n) const {
+  if (t.type != ElementType::kF32 || t.shape.size() != 2 || t.shape[0] != n || t.shape[1] != hidden_size_ ||
+      t.bytes != static_cast<std::size_t>(n * hidden_size_) * sizeof(float)) {
+    fail("a host returned hidden states of the wrong type or shape");
   }
+  return t;
+}
+
+Status RemotePipeline::replace_hop(std::size_t i) {
+  const RouteHop old = route_[i];
+  auto planned = planner_.route(old.first, old.last);
+  if (!planned.is_ok()) return planned.status();
+  std::vector<RouteHop> hops = std::move(planned).value();
+  std::vector<std::vector<float>> inputs(hops.size());
+  // Rebuild the new hosts' caches by replaying what the old hop has seen.
+  std::vector<float> x = inputs_[i];
+  for (std::size_t j = 0; j < hops.size(); ++j) {
+    SEPAL_RETURN_IF_ERROR(open_on(hops[j]));
+    inputs[j] = x;
+    if (length_ == 0) continue;
+    auto replay = TensorPayload::copy_of(ElementType::kF32, {length_, hidden_size_}, x.data(), x.size());
+    auto rebuilt = system_.request_sync(hops[j].host, Step{hops[j].session, 0, replay, tag_}, options_.timeout);
+    if (!rebuilt.is_ok()) {
+      planner_.report_failure(hops[j].host.address.peer);
+      return error(rebuilt.status().code(), "replay on ", describe(hops[j]), " failed: ", rebuilt.status().to_string());
+    }
+    const TensorPayload out = checked(rebuilt->hidden, length_);
+    x.assign(out.as<float>(), out.as<float>() + length_ * hidden_size_);
+  }
+  std::string text;
+  for (const auto& hop : hops) text += (text.empty() ? "" : " -> ") + describe(hop);
+  log(LogLevel::kWarn, "blocks [", old.first, ", ", old.last, ") move from host ", old.host.address.peer, " to ", text,
+      length_ > 0 ? " (replayed " + std::to_string(length_) + " positions)" : std::string());
+  route_.erase(route_.begin() + static_cast<std::ptrdiff_t>(i));
+  route_.insert(route_.begin() + static_cast<std::ptrdiff_t>(i), hops.begin(), hops.end());
+  inputs_.erase(inputs_.begin() + static_cast<std::ptrdiff_t>(i));
+  inputs_.insert(inputs_.begin() + static_cast<std::ptrdiff_t>(i), inputs.begin(), inputs.end());
+  ++failovers_;
+  return Status::ok();
+}
+
+Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayload& input, bool rollback) {
+  const std::int64_t n = input.shape[0];
+  Status last_error;
+  for (int attempt = 0; attempt <= options_.max_failovers; ++attempt) {
+    const RouteHop hop = route_[i];
+    Status failed;
+    if (rollback) {
+      auto r = system_.request_sync(hop.host, Rollback{hop.session, length_, tag_}, options_.timeout);
+      if (!r.is_ok()) failed = r.status();
+    }
+    if (failed.is_ok()) {
+      auto result = system_.request_sync(hop.host, Step{hop.session, length_, input, tag_}, options_.timeout);
+      if (result.is_ok()) {
+        const TensorPayload out = checked(result->hidden, n);
+        const auto* in = input.as<float>();
+        inputs_[i].insert(inputs_[i].end(), in, in + n * hidden_size_);
+        return out;
+      }
+      failed = result.status();
+    }
+    if (!host_lost(failed.code())) {
+      return error(failed.code(), "step on ", describe(hop), " failed: ", failed.to_string());
+    }
+    log(LogLevel::kWarn, describe(hop), " lost: ", failed.to_string());
+    planner_.report_failure(hop.host.address.peer);
+    // A new route for the hop's blocks; a failure there moves on to yet another route.
+    last_error = replace_hop(i);
+    while (!last_error.is_ok() && host_lost(last_error.code()) && ++attempt <= options_.max_failovers) {
+      log(LogLevel::kWarn, "re-routing blocks [", hop.first, ", ", hop.last, ") failed: ", last_error.to_string());
+      last_error = replace_hop(i);
+    }
+    if (!last_error.is_ok()) return last_error;
+    rollback = false;  // fresh sessions are at length_ already
+  }
+  return error(StatusCode::kUnavailable, "gave up on blocks [", route_[i].first, ", ", route_[i].last, ") after ",
+               options_.max_failovers, " failovers");
+}
+
+Result<TensorPayload> RemotePipeline::relay_from(std::size_t i, TensorPayload input, bool rollback) {
+  // route_ may grow while stepping: a failed hop replaced by several runs only the first of them
+  // in step_hop, and the others follow here. So the bound is re-read.
+  while (i < route_.size()) {
+    auto out = step_hop(i, input, rollback);
+    if (!out.is_ok()) return out.status();
+    input = std::move(out).value();
+    ++i;
+  }
+  return input;
 }
 
 void RemotePipeline::forward(float* hidden, std::int64_t n) {
-  auto current = TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, static_cast<std::size_t>(n * hidden_size_));
-  for (std::size_t i = 0; i < route_.size(); ++i) {
-    const auto* in = current.as<float>();
-    inputs_[i].insert(inputs_[i].end(), in, in + n * hidden_size_);
-    auto out = step_hop(i, current);
-    if (!out.is_ok()) {
-      inputs_[i].resize(static_cast<std::size_t>(length_ * hidden_size_));
-      fail(out.status().message());
+  ++tag_;
+  TensorPayload current =
+      TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, static_cast<std::size_t>(n * hidden_size_));
+  std::size_t resume = 0;
+  bool rollback = false;
+  if (options_.push_inbox && route_.size() > 1) {
+    std::vector<PeerId> peers;
+    std::vector<PushTarget> next;
+    for (std::size_t i = 0; i < route_.size(); ++i) {
+      peers.push_back(route_[i].host.address.peer);
+      if (i > 0) next.push_back({route_[i].host.address, route_[i].session});
     }
-    current = out.value();
+    options_.push_inbox->begin(session_, tag_, peers);
+    const PushStep step{{system_.self(), kPushReceiverActorId}, session_, route_[0].session, length_, tag_, 0, next, current};
+    Status sent = system_.send(route_[0].host, step, kPushReceiverActorId);
+    PushInbox::Outcome outcome = options_.push_inbox->wait(session_, sent.is_ok() ? options_.timeout : std::chrono::milliseconds(0));
+    // The hops whose outputs arrived are done; their inputs are kept for replay.
+    for (const TensorPayload& out : outcome.outputs) {
+      const auto* in = current.as<float>();
+      inputs_[resume].insert(inputs_[resume].end(), in, in + n * hidden_size_);
+      current = checked(out, n);
+      ++resume;
+    }
+    if (resume < route_.size()) {
+      log(LogLevel::kWarn, "push failed at hop ", resume, " (", outcome.status.to_string(), "); relaying from there");
+      ++tag_;          // a new attempt: the failed push's stragglers are ignored
+      rollback = true;  // hops at or after the failure may have advanced
+    }
   }
-  if (current.bytes != static_cast<std::size_t>(n * hidden_size_) * sizeof(float)) fail("a host returned the wrong shape");
-  std::memcpy(hidden, current.data, current.bytes);
+  auto out = relay_from(resume, current, rollback);
+  if (!out.is_ok()) {
+    for (auto& in : inputs_) in.resize(static_cast<std::size_t>(length_ * hidden_size_));  // keep replay consistent
+    fail(out.status().message());
+  }
+  std::memcpy(hidden, out->data, out->bytes);
   length_ += n;
 }
 

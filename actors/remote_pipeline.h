@@ -1,58 +1,90 @@
 #pragma once
-// The client's side of a route: a BlockPipeline whose blocks live in block hosts, stepped in
-// order (client relay: hidden states come back to the client between hosts). The same
-// generation loop (model/generation.h) then drives one process or a swarm.
+// The client's side of a route: a BlockPipeline whose blocks live in block hosts, so that the same
+// generation loop (model/generation.h) drives one process or a swarm. Two modes:
+//   - client relay: the client steps each hop in turn and gets each hop's output back;
+//   - host-to-host push: the client sends the step to the first host, the hosts forward it along
+//     the route, and each also reports its output to the client (kept for replay).
+// When a host fails (transport failure, missed heartbeats, timeout, or it left or moved and its
+// session vanished), the planner is told (it avoids the host for a while) and gives a new route
+// for that hop's blocks; the inputs the hop has seen are replayed there to rebuild the caches and
+// the step goes on, so the output does not change.
 //
 // Thread-safety: one generation at a time; blocks in request_sync, so not from a handler.
 
 #include <chrono>
+#include <memory>
 #include <vector>
 
 #include "actors/protocol/block_host.h"
+#include "actors/push_receiver.h"
 #include "model/generation.h"
 #include "runtime/actor_system.h"
 
 namespace sepal {
 
-/// One hop of a route: the blocks it runs, the host serving them, and replicas of that host
-/// (other hosts with the same blocks) to fail over to.
+/// One hop of a route: blocks [first, last), a part of what `host` serves. A route may use one
+/// host for several hops, each with its own session there.
 struct RouteHop {
   ActorRef<BlockHostProtocol> host;
   std::int64_t first = 0;
   std::int64_t last = 0;
-  std::vector<ActorRef<BlockHostProtocol>> replicas;
+  std::uint64_t session = 0;  ///< set by the pipeline when it opens the hop
 };
 
-/// A session through a chain of hosts that together cover every block once, in order. When a
-/// host fails (transport failure, timeout, or its session vanished), the hop moves to a replica:
-/// the inputs the hop has seen are replayed there to rebuild its cache, and the step is retried,
-/// so the output does not change.
+/// Where routes come from, and where host failures go.
+class RoutePlanner {
+ public:
+  virtual ~RoutePlanner() = default;
+  /// Hops covering blocks [first, last) in order over hosts believed usable (may wait for one).
+  virtual Result<std::vector<RouteHop>> route(std::int64_t first, std::int64_t last) = 0;
+  /// `peer` failed a request: avoid it for a while.
+  virtual void report_failure(PeerId peer) = 0;
+};
+
+struct RemotePipelineOptions {
+  std::chrono::milliseconds timeout{60000};  ///< per request
+  /// Non-null: host-to-host push, with outputs arriving here (a PushReceiver feeds it).
+  std::shared_ptr<PushInbox> push_inbox;
+  int max_failovers = 16;  ///< per step, before giving up
+};
+
 class RemotePipeline final : public BlockPipeline {
  public:
-  /// Opens a session of `capacity` positions on every hop. Throws sepal::Error naming the host
-  /// and its reason when one refuses.
-  RemotePipeline(ActorSystem& system, std::vector<RouteHop> route, std::int64_t capacity, std::uint64_t session,
-                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  /// Routes blocks [0, num_blocks) and opens a session of `capacity` positions on every hop.
+  /// `session` must be unique among this process's pipelines; the hops' session ids derive from
+  /// it. Throws sepal::Error naming the host and its reason when no route can be opened.
+  RemotePipeline(ActorSystem& system, RoutePlanner& planner, std::int64_t num_blocks, std::int64_t capacity,
+                 std::uint64_t session, RemotePipelineOptions options = {});
   ~RemotePipeline() override;
   void forward(float* hidden, std::int64_t n) override;
   std::int64_t length() const override { return length_; }
-  /// How many times a hop moved to a replica.
+  /// How many times a hop moved to other hosts.
   int failovers() const { return failovers_; }
+  /// The current route.
+  const std::vector<RouteHop>& route() const { return route_; }
 
  private:
-  // Opens the session on `host`; the host's range must be the hop's.
-  Status open_on(const ActorRef<BlockHostProtocol>& host, const RouteHop& hop);
-  // Steps hop `i`, failing over to its replicas as needed.
-  Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input);
+  Status open_on(RouteHop& hop);
+  // Replaces hop i by a new route for its blocks, replaying its inputs there.
+  Status replace_hop(std::size_t i);
+  // Steps hops i.. in relay mode from `input`; `rollback` first resets them to length_ (after a
+  // failed push, when some may have advanced).
+  Result<TensorPayload> relay_from(std::size_t i, TensorPayload input, bool rollback);
+  // The output of hop i for `input` (recording the input), failing over as needed.
+  Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input, bool rollback);
+  TensorPayload checked(const TensorPayload& t, std::int64_t n) const;
 
   ActorSystem& system_;
-  std::vector<RouteHop> route_;
+  RoutePlanner& planner_;
+  RemotePipelineOptions options_;
   std::uint64_t session_;
-  std::chrono::milliseconds timeout_;
   std::int64_t capacity_;
   std::int64_t length_ = 0;
   std::int64_t hidden_size_ = 0;
+  std::uint64_t tag_ = 0;
+  std::uint64_t next_hop_session_ = 0;
   int failovers_ = 0;
+  std::vector<RouteHop> route_;
   std::vector<std::vector<float>> inputs_;  ///< every input each hop has seen, for replay
 };
 

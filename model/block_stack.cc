@@ -94,12 +94,28 @@ KvCache BlockStack::new_cache(std::int64_t capacity) const {
     fail("session length ", capacity, " must be between 1 and max_position_embeddings (",
          config_.max_position_embeddings, ")");
   }
-  return KvCache(last_ - first_, config_.num_kv_heads, config_.head_dim, capacity);
+  return new_cache(capacity, first_, last_);
+}
+
+KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const {
+  if (capacity <= 0 || capacity > config_.max_position_embeddings) {
+    fail("session length ", capacity, " must be between 1 and max_position_embeddings (",
+         config_.max_position_embeddings, ")");
+  }
+  if (first < first_ || last > last_ || first >= last) {
+    fail("blocks [", first, ", ", last, ") are not a part of the served blocks [", first_, ", ", last_, ")");
+  }
+  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity);
 }
 
 void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
-  SEPAL_CHECK(cache.blocks() == last_ - first_ && cache.kv_heads() == config_.num_kv_heads &&
-              cache.head_dim() == config_.head_dim, "cache does not belong to this block range");
+  forward(hidden, n, cache, first_);
+}
+
+void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const {
+  SEPAL_CHECK(first >= first_ && first + cache.blocks() <= last_ && cache.blocks() > 0 &&
+              cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
+              "cache does not belong to this block range");
   if (n <= 0) return;
   const std::int64_t start = cache.length();
   if (start + n > cache.capacity()) {
@@ -109,10 +125,9 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   std::iota(positions.begin(), positions.end(), start);
   Scratch scratch(config_, n);
-  for (std::size_t i = 0; i < blocks_.size(); ++i) {
-    block_forward(config_, blocks_[i], inv_freq_.data(), hidden, n, start, positions.data(),
-                  cache.keys(static_cast<std::int64_t>(i)), cache.values(static_cast<std::int64_t>(i)),
-                  cache.capacity(), scratch);
+  for (std::int64_t i = 0; i < cache.blocks(); ++i) {
+    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), hidden, n, start,
+                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch);
   }
   cache.set_length(start + n);
 }

@@ -30,13 +30,18 @@ class BlockStack {
   /// Bytes of weights held in memory for these blocks.
   std::int64_t weight_bytes() const;
 
-  /// A cache for one session of up to `capacity` positions (at most max_position_embeddings).
+  /// A cache for one session of up to `capacity` positions (at most max_position_embeddings)
+  /// over every block of the stack.
   KvCache new_cache(std::int64_t capacity) const;
+  /// A cache for a session that runs only blocks [first, last), a part of the stack's range.
+  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const;
 
   /// Runs hidden[n, hidden_size] through the blocks in place, as positions
   /// [cache.length(), cache.length() + n), then advances the cache. Throws sepal::Error, leaving
   /// the cache unchanged, when the positions would pass the cache capacity.
   void forward(float* hidden, std::int64_t n, KvCache& cache) const;
+  /// The same through blocks [first, first + cache.blocks()) only, a part of the stack's range.
+  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
 
  private:
   ModelConfig config_;

@@ -47,6 +47,13 @@ class ActorSystem final : private TransportHandler {
   ActorRef<typename A::protocol> spawn_with_id(std::uint32_t id, Args&&... args) {
     return {add_actor(id, std::make_unique<A>(std::forward<Args>(args)...))};
   }
+  /// Adds an actor built by the caller under a well-known id. The caller may keep a pointer to it
+  /// for the thread-safe methods the actor offers, valid until the actor is removed or the
+  /// system destroyed.
+  template <typename A>
+  ActorRef<typename A::protocol> adopt_with_id(std::uint32_t id, std::unique_ptr<A> actor) {
+    return {add_actor(id, std::move(actor))};
+  }
   /// Removes a local actor; frames for it are then answered with kNotFound.
   void remove(ActorAddress address);
 
@@ -90,6 +97,10 @@ class ActorSystem final : private TransportHandler {
   void after(std::chrono::milliseconds delay, Scheduler::Task task);
   /// Calls `watcher` (on the scheduler) whenever a peer fails; for membership.
   void watch_peer_failures(std::function<void(PeerId, const Status&)> watcher);
+  /// Treats `peer` as failed, as when the transport reports it: its pending requests fail and
+  /// every actor and watcher hears of it. Used by failure detectors above the transport
+  /// (membership heartbeats).
+  void declare_peer_failed(PeerId peer, const Status& why) { on_peer_failed(peer, why); }
 
   /// Sends an encoded frame (local delivery when `to` is this process). Used by replies.
   Status send_frame(PeerId to, OutgoingFrame frame);

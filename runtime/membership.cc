@@ -108,7 +108,11 @@ struct Membership::State {
         if (id != self && e.state == MemberState::kAlive && now - e.last_heard > options.failure_timeout) silent.push_back(id);
       }
     }
-    for (PeerId p : silent) transition(p, MemberState::kFailed, "no heartbeat for longer than the failure timeout");
+    for (PeerId p : silent) {
+      transition(p, MemberState::kFailed, "no heartbeat for longer than the failure timeout");
+      // The whole process reacts, as to a transport failure: pending requests fail now.
+      system->declare_peer_failed(p, error(StatusCode::kPeerFailed, "peer ", p, " sent no heartbeat for longer than the failure timeout"));
+    }
     auto self_ptr = this;
     system->after(options.heartbeat_period, [self_ptr, keep = keep_alive] { self_ptr->tick(); });
   }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/block_host.h"
+#include "actors/push_receiver.h"
 #include "actors/remote_pipeline.h"
 #include "model/tokenizer.h"
 #include "runtime/deterministic_transport.h"
@@ -55,28 +56,62 @@ class LocalSwarm {
   std::vector<RouteHop> route_;
 };
 
-class Splits : public ::testing::TestWithParam<std::vector<std::pair<int, int>>> {};
+// A fixed route with no alternatives: a failed host cannot be replaced.
+class FixedRoute final : public RoutePlanner {
+ public:
+  explicit FixedRoute(std::vector<RouteHop> route) : route_(std::move(route)) {}
+  Result<std::vector<RouteHop>> route(std::int64_t first, std::int64_t last) override {
+    std::vector<RouteHop> out;
+    for (const auto& hop : route_) {
+      if (hop.first >= first && hop.last <= last && !failed_.count(hop.host.address.peer)) out.push_back(hop);
+    }
+    if (out.empty() || out.front().first != first || out.back().last != last) {
+      return error(StatusCode::kNotFound, "no host for blocks [", first, ", ", last, ")");
+    }
+    return out;
+  }
+  void report_failure(PeerId peer) override { failed_.insert(peer); }
+
+ private:
+  std::vector<RouteHop> route_;
+  std::set<PeerId> failed_;
+};
+
+using SplitAndMode = std::tuple<std::vector<std::pair<int, int>>, bool>;
+class Splits : public ::testing::TestWithParam<SplitAndMode> {};
 
 TEST_P(Splits, GreedyGenerationMatchesTheReference) {
   const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
   const auto model = test::models_dir() / "stories260K";
-  LocalSwarm swarm(model, GetParam());
+  const auto& [split, push] = GetParam();
+  LocalSwarm swarm(model, split);
   const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
   GenerationRequest request;
   request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
   request.max_new_tokens = ref["max_new_tokens"].get<int>();
-  RemotePipeline pipeline(swarm.client(), swarm.route(), session_capacity(swarm.config(), request), /*session=*/42);
+  RemotePipelineOptions options;
+  if (push) {
+    options.push_inbox = std::make_shared<PushInbox>();
+    swarm.client().spawn_with_id<PushReceiver>(kPushReceiverActorId, options.push_inbox);
+  }
+  FixedRoute planner(swarm.route());
+  RemotePipeline pipeline(swarm.client(), planner, swarm.config().num_layers, session_capacity(swarm.config(), request),
+                          /*session=*/42, options);
   const auto result = generate(ends, pipeline, request, [](std::int32_t) {});
   EXPECT_EQ(result.generated_ids, ref["generated_ids"].get<std::vector<std::int32_t>>());
+  EXPECT_EQ(pipeline.failovers(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Hosts, Splits,
-    ::testing::Values(std::vector<std::pair<int, int>>{{0, 5}},
-                      std::vector<std::pair<int, int>>{{0, 2}, {2, 5}},
-                      std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {3, 5}},
-                      std::vector<std::pair<int, int>>{{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}}),
-    [](const auto& info) { return std::to_string(info.param.size()) + "_hosts"; });
+    ::testing::Combine(::testing::Values(std::vector<std::pair<int, int>>{{0, 5}},
+                                         std::vector<std::pair<int, int>>{{0, 2}, {2, 5}},
+                                         std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {3, 5}},
+                                         std::vector<std::pair<int, int>>{{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}}),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return std::to_string(std::get<0>(info.param).size()) + "_hosts_" + (std::get<1>(info.param) ? "push" : "relay");
+    });
 
 TensorPayload hidden_rows(std::int64_t n, std::int64_t width, float value = 0.1f) {
   std::vector<float> v(static_cast<std::size_t>(n * width), value);
@@ -110,11 +145,13 @@ TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
   expect_code(c.request_sync(host, OpenSession{3, 512}, 5s), StatusCode::kResourceExhausted, "bytes of cache");
   expect_code(c.request_sync(host, OpenSession{1, 8}, 5s), StatusCode::kInvalidArgument, "already open");
   expect_code(c.request_sync(host, Rollback{1, 3}, 5s), StatusCode::kInvalidArgument, "cannot roll session 1 back to 3");
+  expect_code(c.request_sync(host, OpenSession{5, 8, 1, 3}, 5s), StatusCode::kInvalidArgument, "not a part of the served blocks [0, 2)");
 
   // After all that, the session still works, and so does a second one.
   auto ok = c.request_sync(host, Step{1, 0, hidden_rows(3, h)}, 5s);
   ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
   EXPECT_EQ(ok->length, 3);
+  ASSERT_TRUE(c.request_sync(host, Step{1, 3, hidden_rows(1, h)}, 5s).is_ok());  // a decode step is measured
   ASSERT_TRUE(c.request_sync(host, OpenSession{4, 64}, 5s).is_ok());
   auto info = c.request_sync(host, HostInfo{}, 5s);
   ASSERT_TRUE(info.is_ok());
@@ -141,6 +178,36 @@ TEST(BlockHost, RollbackRecomputesTheSameStates) {
   ASSERT_TRUE(again.is_ok());
   ASSERT_EQ(first->hidden.bytes, again->hidden.bytes);
   EXPECT_EQ(std::memcmp(first->hidden.data, again->hidden.data, first->hidden.bytes), 0);
+}
+
+TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {
+  // A session through blocks [1, 4) of a [0, 5) host equals hosts [1, 4) would compute.
+  LocalSwarm whole(test::models_dir() / "stories260K", {{0, 5}});
+  LocalSwarm part(test::models_dir() / "stories260K", {{1, 4}});
+  const std::int64_t h = whole.config().hidden_size;
+  ASSERT_TRUE(whole.client().request_sync(whole.route()[0].host, OpenSession{1, 16, 1, 4}, 5s).is_ok());
+  ASSERT_TRUE(part.client().request_sync(part.route()[0].host, OpenSession{1, 16}, 5s).is_ok());
+  auto a = whole.client().request_sync(whole.route()[0].host, Step{1, 0, hidden_rows(3, h, 0.25f)}, 5s);
+  auto b = part.client().request_sync(part.route()[0].host, Step{1, 0, hidden_rows(3, h, 0.25f)}, 5s);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  ASSERT_EQ(a->hidden.bytes, b->hidden.bytes);
+  EXPECT_EQ(std::memcmp(a->hidden.data, b->hidden.data, a->hidden.bytes), 0);
+}
+
+TEST(BlockHost, StepsOfAnOlderAttemptAreIgnored) {
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 5}});
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 16}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, Step{3, 0, hidden_rows(2, h), 5}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, Rollback{3, 0, 6}, 5s).is_ok());
+  auto stale = c.request_sync(host, Step{3, 0, hidden_rows(2, h), 5}, 5s);
+  ASSERT_FALSE(stale.is_ok());
+  EXPECT_EQ(stale.status().code(), StatusCode::kCancelled);
+  auto fresh = c.request_sync(host, Step{3, 0, hidden_rows(2, h), 6}, 5s);
+  ASSERT_TRUE(fresh.is_ok()) << fresh.status().to_string();
+  EXPECT_EQ(fresh->length, 2);
 }
 
 TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {

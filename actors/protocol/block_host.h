@@ -3,11 +3,20 @@
 // client opens an inference session (a KV cache on the host), steps hidden states through the
 // host's blocks, may roll the session back (speculation), and closes it.
 //
-// Hidden states travel as f32 tensors [n, hidden_size]; positions are implicit: a step continues
-// at the session's current length.
+// Hidden states travel as f32 tensors [n, hidden_size]. A step names the position it starts at,
+// which must be the session's current length.
+//
+// Two ways to run a route of several hosts:
+//   - client relay: the client sends Step to each host in turn and gets each result back;
+//   - host-to-host push: the client sends PushStep to the first host, each host forwards its
+//     output to the next one, and every host also sends its output to the client's receiver
+//     (PushedOutput), so the client keeps each hop's inputs for replay after a failure.
+// Steps and rollbacks carry the client's attempt tag: a host ignores a step from an attempt older
+// than the newest it has seen for the session, so a retry cannot race with a stale push.
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/actor.h"
 #include "runtime/tensor_payload.h"
@@ -17,16 +26,20 @@ namespace sepal {
 /// Well-known actor id of the block host in a host process.
 inline constexpr std::uint32_t kBlockHostActorId = 3;
 
+/// Well-known actor id of the client's receiver of pushed outputs.
+inline constexpr std::uint32_t kPushReceiverActorId = 5;
+
 struct HostInfoReply {
   static constexpr std::uint16_t kTypeId = 0x0401;
   std::string model;            ///< the model folder's name
   std::int64_t first = 0;       ///< first block served
-  std::int64_t last = 0;        ///< one past the last block served
+  std::int64_t last = 0;        ///< one past the last block served (first == last: none yet)
   std::int64_t hidden_size = 0;
-  double tokens_per_second = 0;  ///< measured throughput of these blocks at batch 1
+  double tokens_per_second = 0;  ///< measured throughput at batch 1, per block (tokens/s through one block)
   std::int64_t sessions = 0;     ///< open sessions
   std::int64_t cache_bytes_free = 0;
-  SEPAL_FIELDS(model, first, last, hidden_size, tokens_per_second, sessions, cache_bytes_free)
+  bool leaving = false;          ///< the host is leaving and opens no more sessions
+  SEPAL_FIELDS(model, first, last, hidden_size, tokens_per_second, sessions, cache_bytes_free, leaving)
 };
 struct HostInfo {
   static constexpr std::uint16_t kTypeId = 0x0402;
@@ -40,14 +53,17 @@ struct SessionOpened {
   std::int64_t cache_bytes = 0;
   SEPAL_FIELDS(session, cache_bytes)
 };
-/// Opens a session of up to `max_length` positions. Refused (kResourceExhausted) when its cache
-/// would not fit in the host's budget.
+/// Opens a session of up to `max_length` positions through blocks [first, last), a part of the
+/// host's range (first == last == 0: all of it). Refused (kResourceExhausted) when its cache would
+/// not fit in the host's budget, kUnavailable while the host is leaving or loading other blocks.
 struct OpenSession {
   static constexpr std::uint16_t kTypeId = 0x0404;
   using Reply = SessionOpened;
   std::uint64_t session = 0;  ///< chosen by the client; unique per client
   std::int64_t max_length = 0;
-  SEPAL_FIELDS(session, max_length)
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+  SEPAL_FIELDS(session, max_length, first, last)
 };
 
 struct StepResult {
@@ -64,7 +80,8 @@ struct Step {
   std::uint64_t session = 0;
   std::int64_t position = 0;
   TensorPayload hidden;  ///< f32 [n, hidden_size]
-  SEPAL_FIELDS(session, position, hidden)
+  std::uint64_t tag = 0;  ///< the client's attempt; 0: unchecked
+  SEPAL_FIELDS(session, position, hidden, tag)
 };
 
 struct SessionState {
@@ -79,7 +96,8 @@ struct Rollback {
   using Reply = SessionState;
   std::uint64_t session = 0;
   std::int64_t length = 0;
-  SEPAL_FIELDS(session, length)
+  std::uint64_t tag = 0;  ///< from now on, steps of older attempts are ignored
+  SEPAL_FIELDS(session, length, tag)
 };
 /// Frees the session.
 struct CloseSession {
@@ -96,8 +114,49 @@ struct Shutdown {
   SEPAL_FIELDS(reason)
 };
 
+/// A later hop of a pushed step: its host and the client's session there.
+struct PushTarget {
+  ActorAddress host;
+  std::uint64_t session = 0;
+  SEPAL_FIELDS(host, session)
+};
+
+/// One-way, host-to-host push: runs the step on this host's `session` (owned by client.peer),
+/// sends the output to the client's receiver, and forwards it as a PushStep to next[0] with
+/// next[1:].
+struct PushStep {
+  static constexpr std::uint16_t kTypeId = 0x040B;
+  ActorAddress client;  ///< the client's push receiver; client.peer owns the sessions
+  std::uint64_t request = 0;  ///< the client's id for the whole pushed step (echoed in PushedOutput)
+  std::uint64_t session = 0;
+  std::int64_t position = 0;
+  std::uint64_t tag = 0;
+  std::int64_t hop = 0;  ///< this host's index in the route
+  std::vector<PushTarget> next;
+  TensorPayload hidden;
+  SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden)
+};
+
 struct BlockHostProtocol {
-  using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown>;
+  using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown, PushStep>;
+};
+
+/// One-way, host to client: the output of hop `hop` of attempt `tag`, or why it failed
+/// (code != 0: a StatusCode; `host` is the peer that failed or reported it).
+struct PushedOutput {
+  static constexpr std::uint16_t kTypeId = 0x040C;
+  std::uint64_t request = 0;
+  std::uint64_t tag = 0;
+  std::int64_t hop = 0;
+  std::uint32_t host = 0;
+  std::int32_t code = 0;
+  std::string message;
+  TensorPayload hidden;
+  SEPAL_FIELDS(request, tag, hop, host, code, message, hidden)
+};
+
+struct PushReceiverProtocol {
+  using accepts = Accepts<PushedOutput>;
 };
 
 }  // namespace sepal

@@ -1,0 +1,387 @@
+// The balancer, route planning, and a whole swarm in one process (in-process transports, real
+// model): hosts join through the balancer, the client routes through them with relay and with
+// push, and a failure, a graceful leave, a leave that uncovers blocks, and a join during
+// generation all keep the output identical to the reference; the balancer's block map is checked
+// after each event, and a restarted balancer rebuilds it from the hosts' announcements.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "actors/balancer.h"
+#include "actors/block_host.h"
+#include "actors/host_agent.h"
+#include "actors/push_receiver.h"
+#include "actors/remote_pipeline.h"
+#include "actors/route_planning.h"
+#include "actors/swarm_router.h"
+#include "runtime/inproc_transport.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// ---- route planning (pure) ----
+
+TEST(RoutePlanning, PrefersTheCheaperChain) {
+  // Host 1 serves everything slowly; hosts 2 and 3 split it and are fast.
+  const std::vector<RouteCandidate> hosts{{1, {0, 8}, 10, 0.001}, {2, {0, 4}, 100, 0.001}, {3, {4, 8}, 100, 0.001}};
+  auto r = plan_route(hosts, 0, 8);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r.value(), (std::vector<PlannedHop>{{2, {0, 4}}, {3, {4, 8}}}));
+  // With a long round trip, one hop beats two.
+  const std::vector<RouteCandidate> far{{1, {0, 8}, 10, 0.001}, {2, {0, 4}, 100, 1.0}, {3, {4, 8}, 100, 1.0}};
+  auto one = plan_route(far, 0, 8);
+  ASSERT_TRUE(one.is_ok());
+  EXPECT_EQ(one.value(), (std::vector<PlannedHop>{{1, {0, 8}}}));
+}
+
+TEST(RoutePlanning, UsesPartsOfRangesAndAvoidsHosts) {
+  const std::vector<RouteCandidate> hosts{{1, {0, 5}, 50, 0.01}, {2, {3, 8}, 50, 0.01}, {4, {0, 8}, 5, 0.01}};
+  auto r = plan_route(hosts, 0, 8);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ(r->at(0).peer, 1u);
+  EXPECT_EQ(r->at(1).peer, 2u);
+  EXPECT_EQ(r->at(0).blocks.last, r->at(1).blocks.first);  // blocks covered once, in order
+  auto avoided = plan_route(hosts, 0, 8, {1});
+  ASSERT_TRUE(avoided.is_ok());
+  for (const auto& hop : avoided.value()) EXPECT_NE(hop.peer, 1u);
+  auto sub = plan_route(hosts, 6, 8);
+  ASSERT_TRUE(sub.is_ok());
+  EXPECT_EQ(sub.value(), (std::vector<PlannedHop>{{2, {6, 8}}}));
+}
+
+TEST(RoutePlanning, NamesTheBlockNobodyServes) {
+  const std::vector<RouteCandidate> hosts{{1, {0, 3}, 10, 0}, {2, {4, 8}, 10, 0}};
+  auto r = plan_route(hosts, 0, 8);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("no host serves block 3"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(plan_route(hosts, 5, 5).is_ok());
+}
+
+// ---- a swarm in one process ----
+
+struct Reference {
+  std::vector<std::int32_t> prompt_ids, generated_ids;
+  std::int64_t max_new_tokens = 0;
+};
+Reference stories260k_reference() {
+  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
+  return {ref["prompt_ids"].get<std::vector<std::int32_t>>(), ref["generated_ids"].get<std::vector<std::int32_t>>(),
+          ref["max_new_tokens"].get<std::int64_t>()};
+}
+
+class InprocSwarm {
+ public:
+  explicit InprocSwarm(const std::filesystem::path& model)
+      : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)) {
+    hub_ = InprocHub::create(20ms);
+    client_transport_ = hub_->endpoint();
+    client_ = std::make_unique<ActorSystem>(*client_transport_, scheduler_);
+    BalancerOptions options;
+    options.on_change = [this](const BlockMapReply& map, const std::string& event) {
+      std::lock_guard lock(mutex_);
+      events_.push_back(event);
+      last_map_ = map;
+    };
+    balancer_ = client_->spawn_with_id<Balancer>(kBalancerActorId, options);
+    inbox_ = std::make_shared<PushInbox>();
+    client_->spawn_with_id<PushReceiver>(kPushReceiverActorId, inbox_);
+    EXPECT_TRUE(client_->start().is_ok());
+    SwarmRouterOptions router;
+    router.route_wait = 20s;
+    router_ = std::make_unique<SwarmRouter>(*client_, balancer_, router);
+  }
+  ~InprocSwarm() {
+    for (auto& h : hosts_) h.agent.reset();
+    for (auto& h : hosts_) h.system->stop();
+    client_->stop();
+    scheduler_.shutdown();
+  }
+
+  // A host that holds `max_blocks` blocks at `throughput` tokens/s per block; returns its peer id.
+  PeerId add_host(std::int64_t max_blocks, double throughput) {
+    Host h;
+    h.transport = hub_->endpoint();
+    h.system = std::make_unique<ActorSystem>(*h.transport, scheduler_);
+    auto actor = std::make_unique<BlockHost>(nullptr, BlockHostOptions{});
+    h.host = actor.get();
+    h.system->adopt_with_id(kBlockHostActorId, std::move(actor));
+    EXPECT_TRUE(h.system->start().is_ok());
+    HostAgentOptions options;
+    options.model = "stories260K";
+    options.num_blocks = config_.num_layers;
+    options.max_blocks = max_blocks;
+    options.throughput = throughput;
+    options.announce_period = 100ms;
+    options.load = [this](BlockRange r) {
+      return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, DType::kF32));
+    };
+    h.agent = std::make_unique<HostAgent>(*h.system, *h.host, balancer_, options);
+    const Status joined = h.agent->join(10s);
+    EXPECT_TRUE(joined.is_ok()) << joined.to_string();
+    h.agent->start();
+    const PeerId peer = h.system->self();
+    hosts_.push_back(std::move(h));
+    return peer;
+  }
+  void kill(PeerId peer) {
+    host(peer).agent->stop();
+    hub_->kill(peer);
+  }
+  void leave(PeerId peer) { EXPECT_TRUE(host(peer).agent->leave().is_ok()); }
+  void restart_balancer() {
+    client_->remove(balancer_.address);
+    balancer_ = client_->spawn_with_id<Balancer>(kBalancerActorId, BalancerOptions{});
+  }
+
+  BlockMapReply map() {
+    auto m = router_->block_map();
+    EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+    return m.is_ok() ? m.value() : BlockMapReply{};
+  }
+  // Waits until the balancer's map has settled (every host serves what it is assigned).
+  BlockMapReply settled_map(std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    BlockMapReply m;
+    while (std::chrono::steady_clock::now() < deadline) {
+      m = map();
+      const bool settled = std::all_of(m.hosts.begin(), m.hosts.end(), [](const HostRecord& h) {
+        return h.first == h.serving_first && h.last == h.serving_last;
+      });
+      if (settled) return m;
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << "the block map did not settle";
+    return m;
+  }
+  std::vector<std::string> events() {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+
+  ActorSystem& client() { return *client_; }
+  SwarmRouter& router() { return *router_; }
+  const ModelConfig& config() const { return config_; }
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  std::shared_ptr<PushInbox> inbox() const { return inbox_; }
+
+ private:
+  struct Host {
+    std::unique_ptr<InprocTransport> transport;
+    std::unique_ptr<ActorSystem> system;
+    BlockHost* host = nullptr;
+    std::unique_ptr<HostAgent> agent;
+  };
+  Host& host(PeerId peer) {
+    for (auto& h : hosts_) {
+      if (h.system->self() == peer) return h;
+    }
+    throw std::runtime_error("no such host");
+  }
+
+  ModelConfig config_;
+  Checkpoint checkpoint_;
+  ThreadPoolScheduler scheduler_{4};
+  std::shared_ptr<InprocHub> hub_;
+  std::unique_ptr<InprocTransport> client_transport_;
+  std::unique_ptr<ActorSystem> client_;
+  ActorRef<BalancerProtocol> balancer_;
+  std::shared_ptr<PushInbox> inbox_;
+  std::unique_ptr<SwarmRouter> router_;
+  std::vector<Host> hosts_;
+  std::mutex mutex_;
+  std::vector<std::string> events_;
+  BlockMapReply last_map_;
+};
+
+BlockRange assigned(const BlockMapReply& map, PeerId peer) {
+  for (const auto& h : map.hosts) {
+    if (h.peer == peer) return {h.first, h.last};
+  }
+  return {-1, -1};
+}
+bool covers(const BlockMapReply& map) {
+  for (std::int64_t b = 0; b < map.num_blocks; ++b) {
+    bool served = false;
+    for (const auto& h : map.hosts) served = served || (h.serving_first <= b && b < h.serving_last);
+    if (!served) return false;
+  }
+  return true;
+}
+
+TEST(Balancer, JoinsCoverTheModelThenReplicateTheWeakestBlocks) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");  // 5 blocks
+  const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10);
+  const BlockMapReply map = swarm.settled_map();
+  EXPECT_EQ(map.num_blocks, 5);
+  EXPECT_EQ(assigned(map, a), (BlockRange{0, 3}));
+  EXPECT_EQ(assigned(map, b), (BlockRange{2, 5}));  // covers the unserved blocks 3 and 4
+  EXPECT_EQ(assigned(map, c), (BlockRange{0, 3}));  // then the weakest blocks, leftmost on ties
+  EXPECT_TRUE(covers(map));
+}
+
+TEST(Balancer, ALeaveThatUncoversBlocksMovesAReplicaThere) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10);
+  swarm.leave(b);  // blocks 3 and 4 lose their only host
+  const BlockMapReply map = swarm.settled_map();
+  ASSERT_EQ(map.hosts.size(), 2u);
+  EXPECT_EQ(assigned(map, b), (BlockRange{-1, -1}));
+  // One of the two replicas of [0, 3) moved to [2, 5); the weakest block is served again.
+  const BlockRange ra = assigned(map, a), rc = assigned(map, c);
+  EXPECT_TRUE((ra == BlockRange{0, 3} && rc == BlockRange{2, 5}) || (ra == BlockRange{2, 5} && rc == BlockRange{0, 3}));
+  EXPECT_TRUE(covers(map));
+}
+
+TEST(Balancer, AFailureIsForgottenAndABalancedSwarmDoesNotMove) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10),
+               d = swarm.add_host(3, 10);
+  BlockMapReply map = swarm.settled_map();
+  EXPECT_EQ(assigned(map, d), (BlockRange{2, 5}));
+  swarm.kill(c);  // [0, 3) keeps host a: every block still served, no move is a clear gain
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (swarm.map().hosts.size() != 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  map = swarm.settled_map();
+  ASSERT_EQ(map.hosts.size(), 3u);
+  EXPECT_EQ(assigned(map, a), (BlockRange{0, 3}));
+  EXPECT_EQ(assigned(map, b), (BlockRange{2, 5}));
+  EXPECT_EQ(assigned(map, d), (BlockRange{2, 5}));
+  const auto events = swarm.events();
+  EXPECT_NE(std::find(events.begin(), events.end(), "failure " + std::to_string(c)), events.end());
+}
+
+TEST(Balancer, ARestartedBalancerRebuildsTheMapFromAnnouncements) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  swarm.add_host(3, 10);
+  swarm.add_host(3, 10);
+  swarm.add_host(2, 20);
+  const BlockMapReply before = swarm.settled_map();
+  swarm.restart_balancer();
+  EXPECT_TRUE(swarm.map().hosts.empty());
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (swarm.map().hosts.size() < 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  const BlockMapReply after = swarm.settled_map();
+  ASSERT_EQ(after.hosts.size(), before.hosts.size());
+  for (std::size_t i = 0; i < before.hosts.size(); ++i) {
+    EXPECT_EQ(after.hosts[i].peer, before.hosts[i].peer);
+    EXPECT_EQ(after.hosts[i].first, before.hosts[i].first);
+    EXPECT_EQ(after.hosts[i].last, before.hosts[i].last);
+    EXPECT_EQ(after.hosts[i].throughput, before.hosts[i].throughput);
+  }
+}
+
+TEST(Balancer, RefusesAnotherModelAndBadAnnouncements) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  swarm.add_host(5, 10);
+  auto other = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
+                                           Announce{"llama-7b", 32, 4, 1.0, 0, 0, 0, 0, false}, 5s);
+  ASSERT_FALSE(other.is_ok());
+  EXPECT_EQ(other.status().code(), StatusCode::kRefused);
+  EXPECT_NE(other.status().message().find("this swarm serves stories260K"), std::string::npos);
+  auto bad = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
+                                         Announce{"stories260K", 5, 0, 1.0, 0, 0, 0, 0, false}, 5s);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  auto nan = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
+                                         Announce{"stories260K", 5, 2, std::nan(""), 0, 0, 0, 0, false}, 5s);
+  EXPECT_EQ(nan.status().code(), StatusCode::kInvalidArgument);
+  auto outside = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
+                                             Announce{"stories260K", 5, 2, 1.0, 4, 7, 0, 0, false}, 5s);
+  EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
+}
+
+// Generates the reference with an event at token `at`; returns the ids and the failovers.
+struct EventRun {
+  std::vector<std::int32_t> ids;
+  int failovers = 0;
+};
+EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event) {
+  const Reference ref = stories260k_reference();
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  GenerationRequest request;
+  request.prompt_ids = ref.prompt_ids;
+  request.max_new_tokens = ref.max_new_tokens;
+  RemotePipelineOptions options;
+  options.timeout = 10s;
+  if (push) options.push_inbox = swarm.inbox();
+  RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
+                          session_capacity(swarm.config(), request), 7, options);
+  std::size_t count = 0;
+  const auto result = generate(ends, pipeline, request, [&](std::int32_t) {
+    if (++count == at && event) event(pipeline);
+  });
+  return {result.generated_ids, pipeline.failovers()};
+}
+
+class SwarmEvents : public ::testing::TestWithParam<bool> {};  // push or relay
+
+TEST_P(SwarmEvents, NoEventGivesTheReference) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  swarm.add_host(2, 10);
+  swarm.add_host(2, 10);
+  swarm.add_host(2, 10);
+  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  const EventRun run = generate_with_event(swarm, GetParam(), 0, nullptr);
+  EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
+  EXPECT_EQ(run.failovers, 0);
+}
+
+TEST_P(SwarmEvents, AKilledHostIsReplacedAndTheTextDoesNotChange) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  for (int i = 0; i < 4; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3) [2,5)
+  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  PeerId killed = 0;
+  const EventRun run = generate_with_event(swarm, GetParam(), 10, [&](RemotePipeline& p) {
+    killed = p.route().back().host.address.peer;
+    swarm.kill(killed);
+  });
+  EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
+  EXPECT_GE(run.failovers, 1);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (swarm.map().hosts.size() != 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  const BlockMapReply map = swarm.settled_map();
+  EXPECT_EQ(map.hosts.size(), 3u);
+  EXPECT_EQ(assigned(map, killed), (BlockRange{-1, -1}));
+  EXPECT_TRUE(covers(map));
+}
+
+TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoesNotChange) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10);
+  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  const EventRun run = generate_with_event(swarm, GetParam(), 12, [&](RemotePipeline&) { swarm.leave(b); });
+  EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
+  EXPECT_GE(run.failovers, 1);
+  const BlockMapReply map = swarm.settled_map();
+  ASSERT_EQ(map.hosts.size(), 2u);
+  EXPECT_TRUE(covers(map));
+  EXPECT_NE(assigned(map, a), assigned(map, c));  // one replica moved to the uncovered blocks
+}
+
+TEST_P(SwarmEvents, AJoinDuringGenerationIsPlacedAndTheTextDoesNotChange) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10);
+  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  PeerId joined = 0;
+  const EventRun run = generate_with_event(swarm, GetParam(), 8, [&](RemotePipeline&) { joined = swarm.add_host(2, 10); });
+  EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
+  EXPECT_EQ(run.failovers, 0);
+  const BlockMapReply map = swarm.settled_map();
+  ASSERT_EQ(map.hosts.size(), 3u);
+  EXPECT_EQ(assigned(map, a), (BlockRange{0, 3}));
+  EXPECT_EQ(assigned(map, b), (BlockRange{2, 5}));
+  // Blocks 0, 1, 3, 4 have one host, block 2 two: the leftmost weakest pair is [0, 2).
+  EXPECT_EQ(assigned(map, joined), (BlockRange{0, 2}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, SwarmEvents, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "push" : "relay"; });
+
+}  // namespace
+}  // namespace sepal
