@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `mpirun -np N sepal generate --json` (rank 0 the client, N-1 block hosts) must reproduce every
-# reference generation for every split into 1 to 5 hosts (as many as the model has blocks), over
-# UCX and over MPI.
+# `mpirun -np N sepal generate --json` (rank 0 the client and balancer, N-1 block hosts) must
+# reproduce every reference generation for every split into 1 to 5 hosts (as many as the model
+# has blocks), over UCX and over MPI, with host-to-host push and with client relay; and
+# `sepal generate --hosts 2` from a plain shell must too.
 #   run_distributed_generate.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -19,25 +20,39 @@ PY
 )
   prompt=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1].replace("\u0001"," ")))' "$prompt")
   for transport in ucx mpi; do
+   for mode in push relay; do
     for hosts in 1 2 3 4 5; do
       [ "$hosts" -le "$layers" ] || continue
       np=$((hosts + 1))
       timeout 120 mpirun -np "$np" "$sepal" generate --model "$models/$model" --prompt "$prompt" \
-        --max-new-tokens "$max_new" --transport "$transport" --json > "$out/run.json" 2> "$out/err.log"
+        --max-new-tokens "$max_new" --transport "$transport" --mode "$mode" --json > "$out/run.json" 2> "$out/err.log"
       rc=$?
       if /usr/bin/python3 - "$out/run.json" "$ref" "$hosts" <<'PY'
 import json, sys
 d, r, hosts = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+s = d["stats"]
+route = s["route"]
+covered = route[0]["first"] == 0 and all(a["last"] == b["first"] for a, b in zip(route, route[1:])) \
+          and route[-1]["last"] == d["block_map"]["num_blocks"]
 ok = d["prompt_ids"] == r["prompt_ids"] and d["generated_ids"] == r["generated_ids"] and d["text"] == r["text"] \
-     and d["stats"]["host_ranks"] == hosts
+     and s["host_ranks"] == hosts and len(d["block_map"]["hosts"]) == hosts and covered and s["failovers"] == 0
 sys.exit(0 if ok else 1)
 PY
-      then echo "ok: $model over $transport with $hosts hosts"
-      else echo "FAILED: $model over $transport with $hosts hosts (mpirun exit $rc)"; tail -5 "$out/err.log"; failed=$((failed + 1))
+      then echo "ok: $model over $transport ($mode) with $hosts hosts"
+      else echo "FAILED: $model over $transport ($mode) with $hosts hosts (mpirun exit $rc)"; tail -5 "$out/err.log"; failed=$((failed + 1))
       fi
       checked=$((checked + 1))
     done
+   done
   done
+  # Hosts spawned from a plain shell (MPI_Comm_spawn).
+  timeout 120 "$sepal" generate --model "$models/$model" --prompt "$prompt" --max-new-tokens "$max_new" --hosts 2 \
+    --json > "$out/run.json" 2> "$out/err.log"
+  if /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
+  then echo "ok: $model with --hosts 2"
+  else echo "FAILED: $model with --hosts 2"; tail -5 "$out/err.log"; failed=$((failed + 1))
+  fi
+  checked=$((checked + 1))
 done
 echo "$((checked - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$checked" -gt 0 ]

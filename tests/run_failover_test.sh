@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# kill -9 of a block host that has a replica, during the prompt, early and late in decoding:
-# generation finishes with exactly the reference text (the hop fails over to the replica, which
-# rebuilds the session's cache by replaying its inputs).
+# kill -9 of the route's first block host (its blocks have a replica), during the prompt, early
+# and late in decoding: generation finishes with exactly the reference text (the client re-routes
+# the hop's blocks and replays its inputs there to rebuild the caches).
 #   run_failover_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -24,9 +24,10 @@ for point in prompt early late; do
     --prompt "Once upon a time" --max-new-tokens 200 --replicas 2 --wan rtt_ms=10 \
     > "$dir/out.txt" 2> "$dir/err.txt" &
   job=$!
-  pid=""
-  for _ in $(seq 600); do
-    pid=$(sed -n 's/^sepal: rank 1 (pid \([0-9]*\)).*/\1/p' "$dir/err.txt")
+  pid=""; host=""
+  for _ in $(seq 3000); do
+    host=$(sed -n 's/^sepal: route ([a-z]*): host \([0-9]*\) .*/\1/p' "$dir/err.txt")
+    [ -n "$host" ] && pid=$(sed -n "s/^sepal: host $host (pid \([0-9]*\)).*/\1/p" "$dir/err.txt" | head -1)
     [ -n "$pid" ] && break
     sleep 0.01
   done
@@ -37,8 +38,8 @@ for point in prompt early late; do
   at=$(wc -c < "$dir/out.txt")
   [ -n "$pid" ] && kill -9 "$pid"
   wait $job
-  if cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && grep -q "move to host" "$dir/err.txt"; then
-    echo "ok: killed host rank 1 (pid $pid) at $point ($at bytes of output); text identical, failover logged"
+  if cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && grep -q "move from host $host" "$dir/err.txt"; then
+    echo "ok: killed host $host (pid $pid) at $point ($at bytes of output); text identical, failover logged"
   else
     echo "FAILED: kill at $point ($at bytes): text identical? $(cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && echo yes || echo no)"
     grep -E "sepal|error" "$dir/err.txt" | head -8

@@ -12,6 +12,10 @@ int generate_command(int argc, char** argv);
 int synth_command(int argc, char** argv);
 /// `sepal ping`: transport latency and bandwidth between two ranks.
 int ping_command(int argc, char** argv);
+/// sepal serve: a block host joining a swarm (or started by sepal generate --hosts).
+int serve_command(int argc, char** argv);
+/// sepal status: print a running swarm's block map.
+int status_command(int argc, char** argv);
 
 /// Thrown for invalid command-line usage; main() prints it with the usage hint and exits 2.
 struct UsageError {

@@ -20,14 +20,16 @@
 #include "model/model_ends.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
-#include "actors/block_host.h"
-#include "actors/block_placement.h"
+#include <fstream>
+
+#include "actors/balancer.h"
+#include "actors/push_receiver.h"
 #include "actors/remote_pipeline.h"
+#include "actors/swarm_router.h"
 #include "runtime/mpi_environment.h"
-#include "runtime/mpi_transport.h"
-#include "runtime/ucx_transport.h"
-#include "runtime/wan_transport.h"
 #include "tools/commands.h"
+#include "tools/host_process.h"
+#include "tools/swarm_process.h"
 #include "tools/wan_options.h"
 
 namespace sepal::tools {
@@ -49,34 +51,6 @@ int launched_world_size() {
   return 1;
 }
 
-// Blocks [0, layers) in `hosts` contiguous parts whose sizes differ by at most one.
-std::vector<BlockRange> split_evenly(std::int64_t layers, std::int64_t hosts) {
-  std::vector<BlockRange> parts;
-  std::int64_t first = 0;
-  for (std::int64_t h = 0; h < hosts; ++h) {
-    const std::int64_t size = layers / hosts + (h < layers % hosts ? 1 : 0);
-    parts.push_back({first, first + size});
-    first += size;
-  }
-  return parts;
-}
-
-// The swarm's transport for this process: UCX or MPI over MPI_COMM_WORLD, WAN-emulated if asked.
-std::unique_ptr<Transport> swarm_transport(const std::string& kind, const WanConfig& wan) {
-  std::unique_ptr<Transport> t;
-  if (kind == "mpi") {
-    auto created = MpiTransport::create(MPI_COMM_WORLD);
-    if (!created.is_ok()) fail(created.status().to_string());
-    t = std::move(created).value();
-  } else {
-    auto created = UcxTransport::create_over_mpi(MPI_COMM_WORLD);
-    if (!created.is_ok()) fail(created.status().to_string());
-    t = std::move(created).value();
-  }
-  if (wan.enabled()) t = std::make_unique<WanTransport>(std::move(t), wan);
-  return t;
-}
-
 const char* stop_reason_name(StopReason r) {
   switch (r) {
     case StopReason::kEos: return "eos";
@@ -86,16 +60,27 @@ const char* stop_reason_name(StopReason r) {
   return "?";
 }
 
+// A JSON object for a block map (sepal status, --block-map-log).
+nlohmann::json block_map_json(const BlockMapReply& map) {
+  nlohmann::json hosts = nlohmann::json::array();
+  for (const auto& h : map.hosts) {
+    hosts.push_back({{"peer", h.peer}, {"first", h.first}, {"last", h.last}, {"serving_first", h.serving_first},
+                     {"serving_last", h.serving_last}, {"throughput", h.throughput}, {"sessions", h.sessions},
+                     {"cache_bytes_free", h.cache_bytes_free}});
+  }
+  return {{"model", map.model}, {"num_blocks", map.num_blocks}, {"version", map.version}, {"hosts", hosts}};
+}
+
 }  // namespace
 
 int generate_command(int argc, char** argv) {
-  std::string model_dir, prompt, dtype_text = "f32", transport_name = "ucx", wan_text, config_path;
-  std::int64_t max_new_tokens = 128, top_k = 0;
-  double temperature = 0.0, top_p = 1.0;
+  std::string model_dir, prompt, dtype_text = "f32", transport_name = "ucx", wan_text, config_path, mode = "push";
+  std::string listen_file, secret_file, block_map_log;
+  std::int64_t max_new_tokens = 128, top_k = 0, max_blocks = 0;
+  double temperature = 0.0, top_p = 1.0, throughput = 0.0;
   std::uint64_t seed = 0;
-  int threads = 0;
-  int replicas = 1;
-  po::options_description options("sepal generate: generate text with a model in this process");
+  int threads = 0, replicas = 1, spawn_hosts = 0;
+  po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
@@ -110,12 +95,24 @@ int generate_command(int argc, char** argv) {
       ("mmap-weights", "use weights in place from the file mapping where the stored type matches:\n"
                        "faster to load and shared between processes, slower to decode (4 KiB pages)")
       ("json", "print one JSON object with ids, text and stats instead of streaming text")
+      ("hosts", po::value(&spawn_hosts)->default_value(0),
+       "start this many block host processes (MPI_Comm_spawn) and generate through them")
       ("transport", po::value(&transport_name)->default_value("ucx"),
-       "under mpirun: how ranks talk, ucx or mpi (rank 0 is the client, the others host blocks)")
-      ("wan", po::value(&wan_text), "under mpirun: emulate a WAN on every link (rtt_ms=..,bandwidth_mbps=..)")
+       "swarm: how processes talk, ucx or mpi (under mpirun, rank 0 is the client and the balancer)")
+      ("mode", po::value(&mode)->default_value("push"),
+       "swarm: push (hosts forward hidden states to the next host) or relay (through the client)")
+      ("wan", po::value(&wan_text), "swarm: emulate a WAN on every link (rtt_ms=..,bandwidth_mbps=..,loss=..)")
       ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link")
       ("replicas", po::value(&replicas)->default_value(1),
-       "under mpirun: hosts per block range; a failed host's blocks move to a replica");
+       "swarm: size the hosts so that each block has this many (a failed host's blocks move to another)")
+      ("max-blocks", po::value(&max_blocks)->default_value(0),
+       "swarm: blocks each host holds (0: blocks x replicas / hosts, rounded up)")
+      ("throughput", po::value(&throughput)->default_value(0.0),
+       "swarm: hosts announce this many tokens/s per block instead of measuring")
+      ("listen", po::value(&listen_file), "swarm: admit hosts joining at run time (sepal serve --join FILE);\n"
+                                          "the port's name goes to FILE (needs ompi-server, see docs/operations.md)")
+      ("secret-file", po::value(&secret_file), "swarm secret that joining processes must know (with --listen)")
+      ("block-map-log", po::value(&block_map_log), "swarm: append the block map to this file (JSON lines) at every change");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -134,61 +131,63 @@ int generate_command(int argc, char** argv) {
   if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
   if (threads > 0) omp_set_num_threads(threads);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
+  if (mode != "push" && mode != "relay") throw UsageError{"--mode must be push or relay, got '" + mode + "'"};
+  if (spawn_hosts < 0 || spawn_hosts > 256) throw UsageError{"--hosts must be between 0 and 256"};
+  if (replicas < 1) throw UsageError{"--replicas must be at least 1"};
+  if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
+  if (!std::isfinite(throughput) || throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
+  if (vm.count("listen") && !vm.count("secret-file")) throw UsageError{"--listen needs --secret-file"};
+  if (vm.count("listen") && transport_name != "ucx") throw UsageError{"--listen needs --transport ucx"};
   const WanConfig wan = wan_settings(config_path, wan_text);
 
-  // Under mpirun with other ranks: rank 0 is the client, every other rank hosts blocks.
-  const int world = launched_world_size();
-  std::unique_ptr<Transport> transport;
-  std::unique_ptr<ThreadPoolScheduler> scheduler;
-  std::unique_ptr<ActorSystem> system;
-  std::vector<BlockRange> split;
-  int rank = 0;
-  if (world > 1) {
-    if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
-    rank = mpi_world_rank();
-    transport = swarm_transport(transport_name, wan);
-    scheduler = std::make_unique<ThreadPoolScheduler>(2);
-    system = std::make_unique<ActorSystem>(*transport, *scheduler);
-  }
+  const int launched = launched_world_size();
+  if (launched > 1 && spawn_hosts > 0) throw UsageError{"--hosts starts hosts itself; do not also launch with mpirun -np > 1"};
+  const bool swarm_mode = launched > 1 || spawn_hosts > 0;
 
-  // Everything that can be checked cheaply is checked before the weights are loaded.
+  // Everything that can be checked cheaply is checked before anything is started or loaded.
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
-  // Host rank h (1-based) serves range (h - 1) % groups; each range has `replicas` hosts.
-  std::int64_t groups = 0;
-  if (world > 1) {
-    if (replicas < 1 || (world - 1) % replicas != 0) {
-      throw UsageError{"--replicas " + std::to_string(replicas) + " must divide the " + std::to_string(world - 1) + " host ranks"};
-    }
-    groups = (world - 1) / replicas;
-    if (groups > config.num_layers) {
-      fail(groups, " block ranges but the model has only ", config.num_layers, " blocks: use fewer ranks or more --replicas");
-    }
-    split = split_evenly(config.num_layers, groups);
+  std::optional<SwarmSecret> secret;
+  if (vm.count("secret-file")) {
+    auto s = SwarmSecret::from_file(secret_file);
+    if (!s.is_ok()) fail(s.status().message());
+    secret = std::move(s).value();
   }
-  if (world > 1 && rank > 0) {
-    // A block host: load only this rank's blocks, serve them until rank 0 says it is done.
-    const BlockRange range = split[static_cast<std::size_t>((rank - 1) % groups)];
-    const Checkpoint checkpoint = Checkpoint::open(model_dir);
-    const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
-    auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint, config, range.first, range.last, loading));
-    std::fprintf(stderr, "sepal: rank %d (pid %d) serves blocks [%lld, %lld): %.1f MB of %s weights\n", rank, getpid(),
-                 static_cast<long long>(range.first), static_cast<long long>(range.last), blocks->weight_bytes() / 1e6,
-                 dtype_text.c_str());
-    auto done = std::make_shared<std::promise<void>>();
-    BlockHostOptions options;
-    options.model_name = std::filesystem::path(model_dir).filename().string();
-    options.on_shutdown = [done](const std::string&) { done->set_value(); };
-    system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options);
-    system->watch_peer_failures([done](PeerId peer, const Status&) {
-      if (peer == 0) done->set_value();  // the client is gone: nothing left to serve
-    });
-    if (Status s = system->start(); !s.is_ok()) fail(s.to_string());
-    MPI_Barrier(MPI_COMM_WORLD);  // every host serves before the client routes
-    done->get_future().wait();
-    system->stop();
-    return 0;
+  int host_count = 0;
+  std::unique_ptr<SwarmProcess> swarm;
+  SpawnedGroup spawned;
+  std::int64_t span = 0;
+  if (swarm_mode) {
+    if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
+    host_count = launched > 1 ? launched - 1 : spawn_hosts;
+    span = max_blocks > 0 ? std::min(max_blocks, config.num_layers)
+                          : std::min<std::int64_t>(config.num_layers,
+                                                   (config.num_layers * replicas + host_count - 1) / host_count);
+    SwarmSettings settings{transport_name, wan, {}};
+    MPI_Comm comm = MPI_COMM_WORLD;
+    if (spawn_hosts > 0) {
+      std::vector<std::string> args{"serve", "--spawned", "--model", model_dir, "--dtype", dtype_text, "--transport",
+                                    transport_name, "--max-blocks", std::to_string(span), "--throughput",
+                                    std::to_string(throughput)};
+      if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
+      if (!wan_text.empty()) args.insert(args.end(), {"--wan", wan_text});
+      if (vm.count("mmap-weights")) args.push_back("--mmap-weights");
+      if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
+      std::fprintf(stderr, "sepal: starting %d block hosts\n", spawn_hosts);
+      spawned = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, spawn_hosts,
+                                std::chrono::seconds(120));
+      comm = spawned.merged;
+    }
+    if (mpi_world_rank() > 0 && launched > 1) {
+      // A block host under mpirun.
+      swarm = SwarmProcess::over_comm(comm, "host", settings);
+      HostSettings host{model_dir, WeightLoading(*dtype, vm.count("mmap-weights") > 0), span, throughput};
+      return run_host(*swarm, host);
+    }
+    swarm = SwarmProcess::over_comm(comm, "client", settings);
+    if (vm.count("listen")) swarm->listen(listen_file, *secret);
   }
+
   const auto tokenizer = load_tokenizer(model_dir);
   if (tokenizer->vocab_size() > config.vocab_size) {
     fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
@@ -211,32 +210,58 @@ int generate_command(int argc, char** argv) {
   const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
   const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
   std::unique_ptr<BlockStack> local_blocks;
-  if (world == 1) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
+  if (!swarm) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
+  const std::int64_t weight_bytes = ends.weight_bytes() + (local_blocks ? local_blocks->weight_bytes() : 0);
+
+  std::unique_ptr<BlockPipeline> pipeline;
+  std::unique_ptr<SwarmRouter> router;
+  RemotePipeline* remote = nullptr;
+  std::ofstream map_log;
+  if (local_blocks) {
+    pipeline = std::make_unique<LocalPipeline>(*local_blocks, capacity);
+  } else {
+    // The client driver: the balancer places the hosts as they announce themselves; the route
+    // is planned once every block is served.
+    if (!block_map_log.empty()) {
+      map_log.open(block_map_log, std::ios::app);
+      if (!map_log) fail("cannot write the block map log ", block_map_log);
+    }
+    BalancerOptions balancer;
+    std::mutex map_log_mutex;
+    balancer.on_change = [&](const BlockMapReply& map, const std::string& event) {
+      std::lock_guard lock(map_log_mutex);
+      if (map_log.is_open()) {
+        nlohmann::json line = block_map_json(map);
+        line["event"] = event;
+        map_log << line.dump() << std::endl;
+      }
+    };
+    swarm->system().spawn_with_id<Balancer>(kBalancerActorId, balancer);
+    RemotePipelineOptions pipeline_options;
+    if (mode == "push") {
+      pipeline_options.push_inbox = std::make_shared<PushInbox>();
+      swarm->system().spawn_with_id<PushReceiver>(kPushReceiverActorId, pipeline_options.push_inbox);
+    }
+    router = std::make_unique<SwarmRouter>(swarm->system(), ActorRef<BalancerProtocol>{{swarm->self(), kBalancerActorId}});
+    if (Status s = router->wait_for_coverage(std::chrono::minutes(5)); !s.is_ok()) fail(s.message());
+    auto owned = std::make_unique<RemotePipeline>(swarm->system(), *router, config.num_layers, capacity,
+                                                  /*session=*/1, pipeline_options);
+    remote = owned.get();
+    pipeline = std::move(owned);
+    std::string route;
+    for (const auto& hop : remote->route()) {
+      route += (route.empty() ? "" : " -> ") + ("host " + std::to_string(hop.host.address.peer) + " [" +
+                                                std::to_string(hop.first) + ", " + std::to_string(hop.last) + ")");
+    }
+    std::fprintf(stderr, "sepal: route (%s): %s\n", mode.c_str(), route.c_str());
+  }
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  const std::int64_t weight_bytes = ends.weight_bytes() + (local_blocks ? local_blocks->weight_bytes() : 0);
-  std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights, %s kernels, %d threads, %.2f s\n",
+  std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights here, %s kernels, %d threads, %.2f s\n",
                model_dir.c_str(), static_cast<long long>(config.num_layers), weight_bytes / 1e6,
                dtype_text.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(),
                omp_get_max_threads(), load_seconds);
 
-  std::unique_ptr<BlockPipeline> pipeline;
-  if (local_blocks) {
-    pipeline = std::make_unique<LocalPipeline>(*local_blocks, capacity);
-  } else {
-    if (Status s = system->start(); !s.is_ok()) fail(s.to_string());
-    MPI_Barrier(MPI_COMM_WORLD);
-    std::vector<RouteHop> route;
-    for (std::int64_t g = 0; g < groups; ++g) {
-      const BlockRange& r = split[static_cast<std::size_t>(g)];
-      RouteHop hop{ActorRef<BlockHostProtocol>{{static_cast<PeerId>(g + 1), kBlockHostActorId}}, r.first, r.last, {}};
-      for (std::int64_t h = g + 1 + groups; h < world; h += groups) {
-        hop.replicas.push_back(ActorRef<BlockHostProtocol>{{static_cast<PeerId>(h), kBlockHostActorId}});
-      }
-      route.push_back(std::move(hop));
-    }
-    pipeline = std::make_unique<RemotePipeline>(*system, route, capacity, /*session=*/1);
-  }
   TextStream stream(*tokenizer);
   std::string text;
   auto emit = [&](const std::string& piece) {
@@ -273,25 +298,40 @@ int generate_command(int argc, char** argv) {
                     {"generated_tokens", result.generated_ids.size()},
                     {"prompt_tokens_per_s", prompt_tps},
                     {"decode_tokens_per_s", decode_tps},
+                    {"time_to_first_token_s", result.prompt_seconds},
                     {"load_seconds", load_seconds},
                     {"weight_bytes", weight_bytes},
                     {"peak_rss_bytes", peak_rss_bytes()},
                     {"dtype", dtype_text},
                     {"cpu_isa", cpu_isa_name(active_cpu_isa())},
                     {"threads", omp_get_max_threads()},
-                    {"host_ranks", world - 1}};
+                    {"host_ranks", host_count}};
+    if (remote) {
+      nlohmann::json route = nlohmann::json::array();
+      for (const auto& hop : remote->route()) route.push_back({{"host", hop.host.address.peer}, {"first", hop.first}, {"last", hop.last}});
+      out["stats"]["route"] = route;
+      out["stats"]["mode"] = mode;
+      out["stats"]["failovers"] = remote->failovers();
+      if (auto map = router->block_map(); map.is_ok()) out["block_map"] = block_map_json(map.value());
+    }
     std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::printf("\n");
     std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
                  request.prompt_ids.size(), prompt_tps, result.generated_ids.size(), decode_tps);
   }
-  if (system) {
+  if (swarm) {
     pipeline.reset();  // closes the sessions
-    for (int h = 1; h < world; ++h) {
-      (void)system->send(ActorRef<BlockHostProtocol>{{static_cast<PeerId>(h), kBlockHostActorId}}, Shutdown{"generation finished"});
+    for (const auto& m : swarm->membership().alive()) {
+      if (m.peer == swarm->self()) continue;
+      (void)swarm->system().send(ActorRef<BlockHostProtocol>{{m.peer, kBlockHostActorId}}, Shutdown{"generation finished"});
     }
-    system->stop();  // flushes the shutdown messages
+    // Hosts leave the membership as they end; the spawned ones then disconnect with this process.
+    const PeerId self = swarm->self();
+    (void)swarm->membership().wait_until([self](const std::vector<MemberInfo>& alive) {
+      return alive.size() == 1 && alive.front().peer == self;
+    }, std::chrono::seconds(10));
+    swarm->stop();
   }
   return 0;
 }

@@ -16,6 +16,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   generate text with a model (sepal generate --help)\n"
     "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n"
+    "  serve      serve blocks of a model in a swarm (sepal serve --help)\n"
+    "  status     print a running swarm's block map (sepal status --help)\n"
     "  ping       transport round trip and bandwidth between two ranks (sepal ping --help)\n";
 
 }  // namespace
@@ -30,7 +32,9 @@ int main(int argc, char** argv) {
     if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
     if (command == "ping") return sepal::tools::ping_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, synth, ping)\n",
+    if (command == "serve") return sepal::tools::serve_command(argc - 1, argv + 1);
+    if (command == "status") return sepal::tools::status_command(argc - 1, argv + 1);
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, serve, status, synth, ping)\n",
                  command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {

@@ -1,0 +1,81 @@
+// sepal serve: a block host. Joins a running swarm from a separately launched job
+// (--join PORT_FILE, with the swarm's secret), or is one of the hosts `sepal generate --hosts N`
+// starts (--spawned). The balancer chooses its blocks; it serves until the swarm ends or, on
+// SIGTERM or SIGINT, leaves gracefully.
+#include <omp.h>
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <iostream>
+
+#include "kernels/error.h"
+#include "runtime/mpi_environment.h"
+#include "tools/commands.h"
+#include "tools/host_process.h"
+#include "tools/swarm_process.h"
+#include "tools/wan_options.h"
+
+namespace sepal::tools {
+
+int serve_command(int argc, char** argv) {
+  namespace po = boost::program_options;
+  std::string model_dir, dtype_text = "f32", transport_name = "ucx", wan_text, config_path, join_file, secret_file;
+  std::int64_t max_blocks = 0, cache_mb = 2048;
+  double throughput = 0;
+  int threads = 0;
+  po::options_description options("sepal serve: serve blocks of a model in a swarm");
+  options.add_options()
+      ("help,h", "show this help")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("join", po::value(&join_file), "join the swarm whose port name is in this file (sepal generate --listen)")
+      ("secret-file", po::value(&secret_file), "the swarm's secret (with --join)")
+      ("spawned", "started by sepal generate --hosts (internal)")
+      ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
+      ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
+      ("cache-mb", po::value(&cache_mb)->default_value(2048), "memory for the sessions' KV caches, MB")
+      ("dtype", po::value(&dtype_text)->default_value("f32"), "weights in memory: f32 or bf16")
+      ("mmap-weights", "use weights in place from the file mapping where the stored type matches")
+      ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("transport", po::value(&transport_name)->default_value("ucx"), "ucx or mpi (mpi only with --spawned)")
+      ("wan", po::value(&wan_text), "emulate a WAN on this host's links (rtt_ms=..,bandwidth_mbps=..)")
+      ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link");
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+  if (vm.count("help")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  const bool spawned = vm.count("spawned") > 0;
+  if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
+  if (vm.count("join") && !vm.count("secret-file")) throw UsageError{"--join needs --secret-file"};
+  const auto dtype = parse_dtype(dtype_text);
+  if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
+  if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
+  if (!spawned && transport_name != "ucx") throw UsageError{"--join needs --transport ucx"};
+  if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
+  if (!std::isfinite(throughput) || throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
+  if (cache_mb <= 0) throw UsageError{"--cache-mb must be above 0"};
+  if (threads < 0) throw UsageError{"--threads must be at least 0"};
+  if (threads > 0) omp_set_num_threads(threads);
+  const WanConfig wan = wan_settings(config_path, wan_text);
+  (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
+
+  SwarmSettings settings{transport_name, wan, {}};
+  std::unique_ptr<SwarmProcess> swarm;
+  SpawnedGroup group;
+  if (spawned) {
+    group = merge_with_parent();
+    swarm = SwarmProcess::over_comm(group.merged, "host", settings);
+  } else {
+    auto secret = SwarmSecret::from_file(secret_file);
+    if (!secret.is_ok()) fail(secret.status().message());
+    if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
+    swarm = SwarmProcess::join(join_file, secret.value(), "host", settings);
+  }
+  HostSettings host{model_dir, WeightLoading(*dtype, vm.count("mmap-weights") > 0), max_blocks, throughput,
+                    cache_mb << 20};
+  return run_host(*swarm, host, spawned ? &group : nullptr);
+}
+
+}  // namespace sepal::tools
