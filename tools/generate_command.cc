@@ -154,6 +154,8 @@ int generate_command(int argc, char** argv) {
     secret = std::move(s).value();
   }
   int host_count = 0;
+  std::ofstream map_log;  // declared before the swarm, so it outlives the balancer that writes it
+  std::mutex map_log_mutex;
   std::unique_ptr<SwarmProcess> swarm;
   SpawnedGroup spawned;
   std::int64_t span = 0;
@@ -216,7 +218,6 @@ int generate_command(int argc, char** argv) {
   std::unique_ptr<BlockPipeline> pipeline;
   std::unique_ptr<SwarmRouter> router;
   RemotePipeline* remote = nullptr;
-  std::ofstream map_log;
   if (local_blocks) {
     pipeline = std::make_unique<LocalPipeline>(*local_blocks, capacity);
   } else {
@@ -227,7 +228,6 @@ int generate_command(int argc, char** argv) {
       if (!map_log) fail("cannot write the block map log ", block_map_log);
     }
     BalancerOptions balancer;
-    std::mutex map_log_mutex;
     balancer.on_change = [&](const BlockMapReply& map, const std::string& event) {
       std::lock_guard lock(map_log_mutex);
       if (map_log.is_open()) {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Swarm decode speed and time to first token on the TinyLlama-1.1B shape (bf16): 1 to 4 hosts,
+# loopback and emulated WANs (1 Gbit/s 5 ms RTT; 100 Mbit/s 100 ms RTT), host-to-host push
+# against client relay, compared in the same run with the single-process speed and with the
+# physical floor: single-process compute plus one one-way link latency (and transfer) per link a
+# token crosses (client -> host 1 -> ... -> host N -> client). Writes bench/results/swarm.csv and
+# swarm.png. Synthetic checkpoints go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
+#   bench/run_swarm.sh [MAX_HOSTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/mpi_env.sh
+max_hosts=${1:-4}
+models=${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}
+model="$models/tinyllama-1.1b-bf16"
+[ -x build/bin/sepal ] || scripts/build.sh
+[ -f "$model/model.safetensors" ] || build/bin/sepal synth --preset tinyllama-1.1b --dtype bf16 --out "$model"
+mkdir -p bench/results
+csv=bench/results/swarm.csv
+prompt="The quick brown fox jumps over the lazy dog while the children watch from the old stone bridge"
+tokens=16
+run() {  # run OUT_JSON ARGS...: one generation, its JSON on OUT_JSON
+  local out=$1; shift
+  timeout 600 "$@" --model "$model" --dtype bf16 --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out" 2> /tmp/sepal-swarm-bench.err \
+    || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
+}
+stat() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"][sys.argv[2]])' "$1" "$2"; }
+
+echo "hosts,network,rtt_ms,bandwidth_mbps,mode,decode_tokens_per_s,time_to_first_token_s,token_ms,single_token_ms,floor_ms,ratio_to_floor,ratio_to_single" > "$csv"
+run /tmp/sepal-single.json build/bin/sepal generate
+single_tps=$(stat /tmp/sepal-single.json decode_tokens_per_s)
+single_ttft=$(stat /tmp/sepal-single.json time_to_first_token_s)
+echo "single process: $single_tps tokens/s, first token after $single_ttft s"
+hidden_bytes=$(/usr/bin/python3 -c 'import json,sys; print(4 * json.load(open(sys.argv[1]))["hidden_size"])' "$model/config.json")
+for network in loopback "5:1000" "100:100"; do
+  if [ "$network" = loopback ]; then rtt=0; bw=0; wan=(); else rtt=${network%%:*}; bw=${network##*:}; wan=(--wan "rtt_ms=$rtt,bandwidth_mbps=$bw"); fi
+  for hosts in $(seq 1 "$max_hosts"); do
+    for mode in push relay; do
+      run /tmp/sepal-swarm.json mpirun -np $((hosts + 1)) build/bin/sepal generate --mode "$mode" "${wan[@]}"
+      tps=$(stat /tmp/sepal-swarm.json decode_tokens_per_s); ttft=$(stat /tmp/sepal-swarm.json time_to_first_token_s)
+      line=$(/usr/bin/python3 - "$hosts" "$network" "$rtt" "$bw" "$mode" "$tps" "$ttft" "$single_tps" "$hidden_bytes" <<'PY'
+import sys
+hosts, network, rtt, bw, mode, tps, ttft, single_tps, hidden = sys.argv[1:]
+hosts, rtt, bw, tps, ttft, single_tps, hidden = int(hosts), float(rtt), float(bw), float(tps), float(ttft), float(single_tps), int(hidden)
+token_ms = 1000 / tps
+single_ms = 1000 / single_tps
+link_ms = rtt / 2 + (hidden * 8 / (bw * 1e6) * 1000 if bw > 0 else 0)
+floor_ms = single_ms + (hosts + 1) * link_ms
+print(f"{hosts},{network},{rtt:g},{bw:g},{mode},{tps:.3f},{ttft:.4f},{token_ms:.2f},{single_ms:.2f},{floor_ms:.2f},{token_ms / floor_ms:.3f},{tps / single_tps:.3f}")
+PY
+)
+      echo "$line" >> "$csv"
+      echo "$line"
+    done
+  done
+done
+/usr/bin/python3 bench/plot_swarm.py "$csv" bench/results/swarm.png
+echo "wrote $csv and bench/results/swarm.png"
