@@ -5,7 +5,7 @@
 # physical floor: single-process compute plus one one-way link latency (and transfer) per link a
 # token crosses (client -> host 1 -> ... -> host N -> client). Writes bench/results/swarm.csv and
 # swarm.png. Synthetic checkpoints go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
-#   bench/run_swarm.sh [MAX_HOSTS]
+#   bench/run_swarm.sh [MAX_HOSTS]            # or SEPAL_BENCH_HOSTS="1 3" for a chosen list
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/mpi_env.sh
@@ -33,7 +33,7 @@ echo "single process: $single_tps tokens/s, first token after $single_ttft s"
 hidden_bytes=$(/usr/bin/python3 -c 'import json,sys; print(4 * json.load(open(sys.argv[1]))["hidden_size"])' "$model/config.json")
 for network in loopback "5:1000" "100:100"; do
   if [ "$network" = loopback ]; then rtt=0; bw=0; wan=(); else rtt=${network%%:*}; bw=${network##*:}; wan=(--wan "rtt_ms=$rtt,bandwidth_mbps=$bw"); fi
-  for hosts in $(seq 1 "$max_hosts"); do
+  for hosts in ${SEPAL_BENCH_HOSTS:-$(seq 1 "$max_hosts")}; do
     for mode in push relay; do
       run /tmp/sepal-swarm.json mpirun -np $((hosts + 1)) build/bin/sepal generate --mode "$mode" "${wan[@]}"
       tps=$(stat /tmp/sepal-swarm.json decode_tokens_per_s); ttft=$(stat /tmp/sepal-swarm.json time_to_first_token_s)
