@@ -27,6 +27,7 @@
 #include "actors/remote_pipeline.h"
 #include "actors/swarm_router.h"
 #include "runtime/mpi_environment.h"
+#include "tools/block_map_json.h"
 #include "tools/commands.h"
 #include "tools/host_process.h"
 #include "tools/swarm_process.h"
@@ -58,17 +59,6 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::kMaxPositions: return "max_position_embeddings";
   }
   return "?";
-}
-
-// A JSON object for a block map (sepal status, --block-map-log).
-nlohmann::json block_map_json(const BlockMapReply& map) {
-  nlohmann::json hosts = nlohmann::json::array();
-  for (const auto& h : map.hosts) {
-    hosts.push_back({{"peer", h.peer}, {"first", h.first}, {"last", h.last}, {"serving_first", h.serving_first},
-                     {"serving_last", h.serving_last}, {"throughput", h.throughput}, {"sessions", h.sessions},
-                     {"cache_bytes_free", h.cache_bytes_free}});
-  }
-  return {{"model", map.model}, {"num_blocks", map.num_blocks}, {"version", map.version}, {"hosts", hosts}};
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "actors/protocol/balancer.h"
 #include "kernels/error.h"
 #include "runtime/mpi_environment.h"
+#include "tools/block_map_json.h"
 #include "tools/commands.h"
 #include "tools/swarm_process.h"
 
@@ -39,13 +40,7 @@ int status_command(int argc, char** argv) {
   swarm->stop();
   if (!map.is_ok()) fail("the balancer did not answer: ", map.status().message());
   if (vm.count("json")) {
-    nlohmann::json hosts = nlohmann::json::array();
-    for (const auto& h : map->hosts) {
-      hosts.push_back({{"peer", h.peer}, {"first", h.first}, {"last", h.last}, {"serving_first", h.serving_first},
-                       {"serving_last", h.serving_last}, {"throughput", h.throughput}, {"sessions", h.sessions}});
-    }
-    std::cout << nlohmann::json{{"model", map->model}, {"num_blocks", map->num_blocks}, {"version", map->version},
-                                {"hosts", hosts}}.dump(1) << "\n";
+    std::cout << block_map_json(map.value()).dump(1) << "\n";
   } else {
     std::printf("%s: %lld blocks, %zu hosts (map version %llu)\n", map->model.c_str(),
                 static_cast<long long>(map->num_blocks), map->hosts.size(), static_cast<unsigned long long>(map->version));
