@@ -147,7 +147,6 @@ int generate_command(int argc, char** argv) {
   std::ofstream map_log;  // declared before the swarm, so it outlives the balancer that writes it
   std::mutex map_log_mutex;
   std::unique_ptr<SwarmProcess> swarm;
-  SpawnedGroup spawned;
   std::int64_t span = 0;
   if (swarm_mode) {
     if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
@@ -166,9 +165,8 @@ int generate_command(int argc, char** argv) {
       if (vm.count("mmap-weights")) args.push_back("--mmap-weights");
       if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
       std::fprintf(stderr, "sepal: starting %d block hosts\n", spawn_hosts);
-      spawned = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, spawn_hosts,
-                                std::chrono::seconds(120));
-      comm = spawned.merged;
+      comm = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, spawn_hosts,
+                             std::chrono::seconds(120));
     }
     if (mpi_world_rank() > 0 && launched > 1) {
       // A block host under mpirun.
@@ -316,7 +314,8 @@ int generate_command(int argc, char** argv) {
       if (m.peer == swarm->self()) continue;
       (void)swarm->system().send(ActorRef<BlockHostProtocol>{{m.peer, kBlockHostActorId}}, Shutdown{"generation finished"});
     }
-    // Hosts leave the membership as they end; the spawned ones then disconnect with this process.
+    // Hosts leave the membership as they end; waiting for that keeps spawned hosts from outliving
+    // this process (their output goes through it).
     const PeerId self = swarm->self();
     (void)swarm->membership().wait_until([self](const std::vector<MemberInfo>& alive) {
       return alive.size() == 1 && alive.front().peer == self;

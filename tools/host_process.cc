@@ -23,7 +23,7 @@ extern "C" void request_leave(int) { g_leave = true; }
 
 }  // namespace
 
-int run_host(SwarmProcess& swarm, const HostSettings& settings, SpawnedGroup* group) {
+int run_host(SwarmProcess& swarm, const HostSettings& settings) {
   const ModelConfig config = read_model_config(settings.model_dir);
   const Checkpoint checkpoint = Checkpoint::open(settings.model_dir);
   const std::string model_name = std::filesystem::path(settings.model_dir).filename().string();
@@ -82,7 +82,6 @@ int run_host(SwarmProcess& swarm, const HostSettings& settings, SpawnedGroup* gr
   std::signal(SIGPIPE, SIG_IGN);
   (void)swarm.membership().leave(std::chrono::seconds(2));
   swarm.stop();
-  (void)group;
   return 0;
 }
 

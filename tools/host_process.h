@@ -18,8 +18,7 @@ struct HostSettings {
   std::int64_t cache_budget_bytes = std::int64_t{2} << 30;
 };
 
-/// Serves until the swarm ends; returns the process exit code. A host spawned by the client
-/// (`group` not null) disconnects from it at the end.
-int run_host(SwarmProcess& swarm, const HostSettings& settings, SpawnedGroup* group = nullptr);
+/// Serves until the swarm ends; returns the process exit code.
+int run_host(SwarmProcess& swarm, const HostSettings& settings);
 
 }  // namespace sepal::tools

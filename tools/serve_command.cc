@@ -63,10 +63,8 @@ int serve_command(int argc, char** argv) {
 
   SwarmSettings settings{transport_name, wan, {}};
   std::unique_ptr<SwarmProcess> swarm;
-  SpawnedGroup group;
   if (spawned) {
-    group = merge_with_parent();
-    swarm = SwarmProcess::over_comm(group.merged, "host", settings);
+    swarm = SwarmProcess::over_comm(merge_with_parent(), "host", settings);
   } else {
     auto secret = SwarmSecret::from_file(secret_file);
     if (!secret.is_ok()) fail(secret.status().message());
@@ -75,7 +73,7 @@ int serve_command(int argc, char** argv) {
   }
   HostSettings host{model_dir, WeightLoading(*dtype, vm.count("mmap-weights") > 0), max_blocks, throughput,
                     cache_mb << 20};
-  return run_host(*swarm, host, spawned ? &group : nullptr);
+  return run_host(*swarm, host);
 }
 
 }  // namespace sepal::tools

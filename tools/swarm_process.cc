@@ -99,12 +99,12 @@ SwarmProcess::~SwarmProcess() {
   if (scheduler_) scheduler_->shutdown();
 }
 
-SpawnedGroup spawn_and_merge(const std::string& command, const std::vector<std::string>& args, int count,
-                             std::chrono::milliseconds timeout) {
+MPI_Comm spawn_and_merge(const std::string& command, const std::vector<std::string>& args, int count,
+                         std::chrono::milliseconds timeout) {
   if (Status s = mpi_init(); !s.is_ok()) fail(s.to_string());
   struct Outcome {
     int rc = MPI_SUCCESS;
-    SpawnedGroup group;
+    MPI_Comm merged = MPI_COMM_NULL;
   };
   auto promise = std::make_shared<std::promise<Outcome>>();
   auto future = promise->get_future();
@@ -117,12 +117,12 @@ SpawnedGroup spawn_and_merge(const std::string& command, const std::vector<std::
     argv.push_back(nullptr);
     std::vector<int> errors(static_cast<std::size_t>(count), MPI_SUCCESS);
     Outcome o;
-    o.rc = MPI_Comm_spawn(command.c_str(), argv.data(), count, MPI_INFO_NULL, 0, MPI_COMM_SELF, &o.group.inter,
-                          errors.data());
+    MPI_Comm inter = MPI_COMM_NULL;
+    o.rc = MPI_Comm_spawn(command.c_str(), argv.data(), count, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, errors.data());
     for (int e : errors) {
       if (o.rc == MPI_SUCCESS && e != MPI_SUCCESS) o.rc = e;
     }
-    if (o.rc == MPI_SUCCESS) o.rc = MPI_Intercomm_merge(o.group.inter, /*high=*/0, &o.group.merged);
+    if (o.rc == MPI_SUCCESS) o.rc = MPI_Intercomm_merge(inter, /*high=*/0, &o.merged);
     promise->set_value(o);
   }).detach();
   if (future.wait_for(timeout) != std::future_status::ready) {
@@ -135,22 +135,17 @@ SpawnedGroup spawn_and_merge(const std::string& command, const std::vector<std::
     MPI_Error_string(o.rc, text, &length);
     fail("cannot spawn ", count, " hosts: ", std::string(text, static_cast<std::size_t>(length)));
   }
-  return o.group;
+  return o.merged;
 }
 
-SpawnedGroup merge_with_parent() {
+MPI_Comm merge_with_parent() {
   if (Status s = mpi_init(); !s.is_ok()) fail(s.to_string());
   MPI_Comm parent = MPI_COMM_NULL;
   MPI_Comm_get_parent(&parent);
   if (parent == MPI_COMM_NULL) fail("not started by sepal generate --hosts (no parent process)");
-  SpawnedGroup group{parent, MPI_COMM_NULL};
-  if (MPI_Intercomm_merge(parent, /*high=*/1, &group.merged) != MPI_SUCCESS) fail("cannot merge with the parent process");
-  return group;
-}
-
-void disconnect(SpawnedGroup& group) {
-  if (group.merged != MPI_COMM_NULL) MPI_Comm_disconnect(&group.merged);
-  if (group.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&group.inter);
+  MPI_Comm merged = MPI_COMM_NULL;
+  if (MPI_Intercomm_merge(parent, /*high=*/1, &merged) != MPI_SUCCESS) fail("cannot merge with the parent process");
+  return merged;
 }
 
 }  // namespace sepal::tools

@@ -57,19 +57,12 @@ class SwarmProcess {
   bool stopped_ = false;
 };
 
-/// A parent and the processes it spawned: the intercommunicator and its merge (parent rank 0).
-struct SpawnedGroup {
-  MPI_Comm inter = MPI_COMM_NULL;
-  MPI_Comm merged = MPI_COMM_NULL;
-};
 /// Starts `count` processes `command args...` with one MPI_Comm_spawn from MPI_COMM_SELF and
-/// merges the intercommunicator. Throws on failure or after `timeout`.
-SpawnedGroup spawn_and_merge(const std::string& command, const std::vector<std::string>& args, int count,
-                             std::chrono::milliseconds timeout);
-/// In a process started by spawn_and_merge: the group with its parent (throws if not spawned).
-SpawnedGroup merge_with_parent();
-/// Collective over the group (parent and every child): disconnects it, so each process can end
-/// on its own. Call after the swarm process stopped.
-void disconnect(SpawnedGroup& group);
+/// returns the merged communicator (this process rank 0). Throws on failure or after `timeout`.
+MPI_Comm spawn_and_merge(const std::string& command, const std::vector<std::string>& args, int count,
+                         std::chrono::milliseconds timeout);
+/// In a process started by spawn_and_merge: the communicator merged with its parent (throws if
+/// not spawned).
+MPI_Comm merge_with_parent();
 
 }  // namespace sepal::tools
