@@ -7,6 +7,35 @@
 
 namespace sepal {
 
+namespace {
+
+// Why a block map is not ready to serve yet; empty when it is.
+std::string not_ready(const Result<BlockMapReply>& map, std::int64_t min_hosts) {
+  if (!map.is_ok()) return "no answer from the balancer: " + map.status().to_string();
+  if (map->num_blocks <= 0) return "no host has announced itself";
+  std::vector<bool> served(static_cast<std::size_t>(map->num_blocks), false);
+  std::int64_t measured = 0;
+  for (const auto& h : map->hosts) {
+    if (h.serving_first != h.first || h.serving_last != h.last) {
+      return "host " + std::to_string(h.peer) + " is moving to blocks [" + std::to_string(h.first) + ", " +
+             std::to_string(h.last) + ")";
+    }
+    if (h.throughput > 0) ++measured;
+    for (auto b = std::max<std::int64_t>(h.serving_first, 0); b < std::min(h.serving_last, map->num_blocks); ++b) {
+      served[static_cast<std::size_t>(b)] = true;
+    }
+  }
+  for (std::size_t b = 0; b < served.size(); ++b) {
+    if (!served[b]) return "block " + std::to_string(b) + " of " + std::to_string(map->num_blocks) + " has no host yet";
+  }
+  if (measured < min_hosts) {
+    return std::to_string(measured) + " of " + std::to_string(min_hosts) + " hosts have measured their throughput";
+  }
+  return {};
+}
+
+}  // namespace
+
 SwarmRouter::SwarmRouter(ActorSystem& system, ActorRef<BalancerProtocol> balancer, SwarmRouterOptions options)
     : system_(system), balancer_(balancer), options_(options) {}
 
@@ -88,30 +117,15 @@ Result<std::vector<RouteHop>> SwarmRouter::route(std::int64_t first, std::int64_
   }
 }
 
-Status SwarmRouter::wait_for_coverage(std::chrono::milliseconds timeout) {
+Status SwarmRouter::wait_until_ready(std::int64_t min_hosts, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string missing = "no answer from the balancer";
   while (std::chrono::steady_clock::now() < deadline) {
-    auto map = block_map();
-    if (map.is_ok() && map->num_blocks > 0) {
-      std::vector<bool> served(static_cast<std::size_t>(map->num_blocks), false);
-      for (const auto& h : map->hosts) {
-        for (auto b = std::max<std::int64_t>(h.serving_first, 0); b < std::min(h.serving_last, map->num_blocks); ++b) {
-          served[static_cast<std::size_t>(b)] = true;
-        }
-      }
-      std::int64_t hole = -1;
-      for (std::size_t b = 0; b < served.size() && hole < 0; ++b) {
-        if (!served[b]) hole = static_cast<std::int64_t>(b);
-      }
-      if (hole < 0) return Status::ok();
-      missing = "block " + std::to_string(hole) + " of " + std::to_string(map->num_blocks) + " has no host yet";
-    } else if (map.is_ok()) {
-      missing = "no host has announced itself";
-    }
+    missing = not_ready(block_map(), min_hosts);
+    if (missing.empty()) return Status::ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return error(StatusCode::kTimeout, "the swarm did not cover the model in ", timeout.count(), " ms: ", missing);
+  return error(StatusCode::kTimeout, "the swarm was not ready in ", timeout.count(), " ms: ", missing);
 }
 
 }  // namespace sepal

@@ -36,8 +36,11 @@ class SwarmRouter final : public RoutePlanner {
 
   /// The balancer's block map.
   Result<BlockMapReply> block_map();
-  /// Waits until every block of the model is served by a host that is ready (kTimeout if not).
-  Status wait_for_coverage(std::chrono::milliseconds timeout);
+  /// Waits until the swarm is ready to serve: every block has a host, at least `min_hosts` hosts
+  /// have announced a throughput, and no move the balancer ordered is still under way (kTimeout
+  /// if not). A swarm launched together thus starts generating on its settled placement rather
+  /// than replaying a session when the balancer moves a host a moment later.
+  Status wait_until_ready(std::int64_t min_hosts, std::chrono::milliseconds timeout);
 
  private:
   // One planning attempt over the hosts' current answers.

@@ -326,7 +326,7 @@ TEST_P(SwarmEvents, NoEventGivesTheReference) {
   swarm.add_host(2, 10);
   swarm.add_host(2, 10);
   swarm.add_host(2, 10);
-  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  ASSERT_TRUE(swarm.router().wait_until_ready(3, 10s).is_ok());
   const EventRun run = generate_with_event(swarm, GetParam(), 0, nullptr);
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
   EXPECT_EQ(run.failovers, 0);
@@ -335,7 +335,7 @@ TEST_P(SwarmEvents, NoEventGivesTheReference) {
 TEST_P(SwarmEvents, AKilledHostIsReplacedAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   for (int i = 0; i < 4; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3) [2,5)
-  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
   PeerId killed = 0;
   const EventRun run = generate_with_event(swarm, GetParam(), 10, [&](RemotePipeline& p) {
     killed = p.route().back().host.address.peer;
@@ -354,7 +354,7 @@ TEST_P(SwarmEvents, AKilledHostIsReplacedAndTheTextDoesNotChange) {
 TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10);
-  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  ASSERT_TRUE(swarm.router().wait_until_ready(3, 10s).is_ok());
   const EventRun run = generate_with_event(swarm, GetParam(), 12, [&](RemotePipeline&) { swarm.leave(b); });
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
   EXPECT_GE(run.failovers, 1);
@@ -367,7 +367,7 @@ TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoe
 TEST_P(SwarmEvents, AJoinDuringGenerationIsPlacedAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10);
-  ASSERT_TRUE(swarm.router().wait_for_coverage(10s).is_ok());
+  ASSERT_TRUE(swarm.router().wait_until_ready(2, 10s).is_ok());
   PeerId joined = 0;
   const EventRun run = generate_with_event(swarm, GetParam(), 8, [&](RemotePipeline&) { joined = swarm.add_host(2, 10); });
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);

@@ -231,7 +231,7 @@ int generate_command(int argc, char** argv) {
       swarm->system().spawn_with_id<PushReceiver>(kPushReceiverActorId, pipeline_options.push_inbox);
     }
     router = std::make_unique<SwarmRouter>(swarm->system(), ActorRef<BalancerProtocol>{{swarm->self(), kBalancerActorId}});
-    if (Status s = router->wait_for_coverage(std::chrono::minutes(5)); !s.is_ok()) fail(s.message());
+    if (Status s = router->wait_until_ready(host_count, std::chrono::minutes(5)); !s.is_ok()) fail(s.message());
     auto owned = std::make_unique<RemotePipeline>(swarm->system(), *router, config.num_layers, capacity,
                                                   /*session=*/1, pipeline_options);
     remote = owned.get();
