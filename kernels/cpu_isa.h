@@ -8,9 +8,14 @@
 namespace sepal {
 
 /// A level of CPU kernels, in increasing order of capability.
-enum class CpuIsa { kGeneric, kAvx2, kAvx512 };
+enum class CpuIsa {
+  kGeneric,
+  kAvx2,
+  kAvx512,      ///< AVX-512 F/BW/VL/DQ
+  kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
+};
 
-/// Name of a level ("generic", "avx2", "avx512").
+/// Name of a level ("generic", "avx2", "avx512", "avx512vnni").
 std::string_view cpu_isa_name(CpuIsa isa);
 
 /// Parses a level name; nullopt when unknown.

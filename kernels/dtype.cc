@@ -9,6 +9,7 @@ std::string_view dtype_name(DType t) {
     case DType::kF32: return "f32";
     case DType::kF16: return "f16";
     case DType::kBF16: return "bf16";
+    case DType::kI8: return "int8";
   }
   return "?";
 }
@@ -17,6 +18,7 @@ std::optional<DType> parse_dtype(std::string_view name) {
   if (name == "f32" || name == "float32" || name == "fp32") return DType::kF32;
   if (name == "f16" || name == "float16" || name == "fp16") return DType::kF16;
   if (name == "bf16" || name == "bfloat16") return DType::kBF16;
+  if (name == "int8" || name == "i8") return DType::kI8;
   return std::nullopt;
 }
 

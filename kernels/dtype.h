@@ -10,15 +10,21 @@
 namespace sepal {
 
 /// Element type of a stored tensor.
-enum class DType : std::uint8_t { kF32, kF16, kBF16 };
+enum class DType : std::uint8_t {
+  kF32,
+  kF16,
+  kBF16,
+  kI8,  ///< LLM.int8() weights: int8 values with one f32 scale per row (kernels/quantize.h)
+};
 
 /// Bytes per element.
-constexpr std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+constexpr std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : t == DType::kI8 ? 1 : 2; }
 
-/// Lower-case name as used on the command line ("f32", "f16", "bf16").
+/// Lower-case name as used on the command line ("f32", "f16", "bf16", "int8").
 std::string_view dtype_name(DType t);
 
-/// Parses "f32" / "f16" / "bf16" (also "float32", "float16", "bfloat16"); nullopt otherwise.
+/// Parses "f32" / "f16" / "bf16" / "int8" (also "float32", "float16", "bfloat16", "i8"); nullopt
+/// otherwise.
 std::optional<DType> parse_dtype(std::string_view name);
 
 /// bfloat16 bits to float (exact).

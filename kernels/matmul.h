@@ -13,22 +13,34 @@
 namespace sepal {
 
 /// A read-only row-major weight matrix [rows, cols]: rows are output features and cols input
-/// features, as Linear layers store them. Supported element types: f32 and bf16.
+/// features, as Linear layers store them. Supported element types: f32, bf16 and int8.
+///
+/// int8 is LLM.int8(): row r holds the values data[r, :] * scales[r] (kernels/quantize.h). The
+/// product quantizes each token's activations to int8 at run time, except the input columns where
+/// any activation's magnitude reaches `outlier_threshold`: those are multiplied in floating point
+/// against the same weight columns dequantized (mixed-precision decomposition). A threshold of
+/// infinity turns the decomposition off.
 struct WeightView {
   DType dtype = DType::kF32;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   const void* data = nullptr;
+  const float* scales = nullptr;   ///< int8 only: one per row
+  float outlier_threshold = 6.0f;  ///< int8 only
 
-  /// Bytes the matrix occupies.
-  std::int64_t bytes() const { return rows * cols * static_cast<std::int64_t>(dtype_size(dtype)); }
+  /// Bytes the matrix occupies (with its scales).
+  std::int64_t bytes() const {
+    return rows * cols * static_cast<std::int64_t>(dtype_size(dtype)) + (dtype == DType::kI8 ? rows * 4 : 0);
+  }
 };
 
 /// Up to this many tokens take the streaming path (each weight row read once for all tokens);
 /// more take the blocked path.
 inline constexpr std::int64_t kStreamingMaxTokens = 4;
 
-/// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap.
+/// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap. int8
+/// weights take the streaming path at memory bandwidth for up to kStreamingMaxTokens tokens and a
+/// blocked path (panels of rows kept in cache for all tokens) for more.
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
 
 /// Same, with an explicit CPU level (tests compare the levels with each other).

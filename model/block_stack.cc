@@ -69,9 +69,7 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
     fail("block range [", first, ", ", last, ") is not within the model's ", config.num_layers,
          " blocks");
   }
-  if (loading.dtype != DType::kF32 && loading.dtype != DType::kBF16) {
-    fail("weights can be held as f32 or bf16, not ", dtype_name(loading.dtype));
-  }
+  if (loading.dtype == DType::kF16) fail("weights can be held as f32, bf16 or int8, not f16");
   BlockStack stack;
   stack.config_ = config;
   stack.first_ = first;

@@ -8,9 +8,7 @@ namespace sepal {
 
 ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& config,
                           const WeightLoading& loading) {
-  if (loading.dtype != DType::kF32 && loading.dtype != DType::kBF16) {
-    fail("weights can be held as f32 or bf16, not ", dtype_name(loading.dtype));
-  }
+  if (loading.dtype == DType::kF16) fail("weights can be held as f32, bf16 or int8, not f16");
   ModelEnds ends;
   ends.config_ = config;
   ends.embedding_ = load_embedding_weights(checkpoint, config, loading);

@@ -5,8 +5,10 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "kernels/error.h"
+#include "kernels/quantize.h"
 
 namespace sepal {
 namespace {
@@ -44,8 +46,9 @@ float element_as_f32(const TensorRef& t, std::int64_t i) {
       std::memcpy(&h, t.data + i * 2, 2);
       return bf16_to_f32(h);
     }
+    case DType::kI8: break;
   }
-  return 0.0f;
+  fail("tensor '", t.name, "' is int8 without its scales; sepal quantizes f32, f16 or bf16 checkpoints itself");
 }
 
 void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {
@@ -73,9 +76,46 @@ void release_source_pages(const TensorRef& t) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+// LLM.int8() weights: each row quantized by its absmax; the scales follow the int8 values in the
+// same buffer.
+HeldMatrix hold_int8_matrix(const TensorRef& t, const WeightLoading& loading) {
+  HeldMatrix m;
+  m.view.dtype = DType::kI8;
+  m.view.rows = t.shape.at(0);
+  m.view.cols = t.shape.size() > 1 ? t.shape[1] : 1;
+  m.view.outlier_threshold = loading.outlier_threshold;
+  const std::int64_t rows = m.view.rows, cols = m.view.cols;
+  const std::int64_t scales_offset = (rows * cols + 63) / 64 * 64;
+  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
+  auto* q = static_cast<std::int8_t*>(buffer.get());
+  auto* scales = reinterpret_cast<float*>(q + scales_offset);
+  std::string bad;
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<std::size_t>(cols));
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = element_as_f32(t, r * cols + k);
+      try {
+        scales[r] = quantize_row_i8(row.data(), cols, q + r * cols);
+      } catch (const Error&) {
+#pragma omp critical
+        if (bad.empty()) bad = "tensor '" + t.name + "' row " + std::to_string(r) + " holds NaN or infinity";
+      }
+    }
+  }
+  if (!bad.empty()) fail(bad);
+  release_source_pages(t);
+  m.view.data = q;
+  m.view.scales = scales;
+  m.storage = std::move(buffer);
+  return m;
+}
+
 HeldMatrix hold_matrix(const TensorRef& t, const WeightLoading& loading) {
   const DType dtype = loading.dtype;
-  SEPAL_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "weights are held as f32 or bf16");
+  if (dtype == DType::kI8) return hold_int8_matrix(t, loading);
+  SEPAL_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "weights are held as f32, bf16 or int8");
   HeldMatrix m;
   m.view.dtype = dtype;
   m.view.rows = t.shape.at(0);
@@ -211,6 +251,8 @@ void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float*
   SEPAL_CHECK(token >= 0 && token < v.rows, "token id ", token, " outside the vocabulary");
   if (v.dtype == DType::kF32) {
     std::memcpy(out, static_cast<const float*>(v.data) + token * v.cols, v.cols * sizeof(float));
+  } else if (v.dtype == DType::kI8) {
+    dequantize_row_i8(static_cast<const std::int8_t*>(v.data) + token * v.cols, v.cols, v.scales[token], out);
   } else {
     const auto* row = static_cast<const std::uint16_t*>(v.data) + token * v.cols;
     for (std::int64_t i = 0; i < v.cols; ++i) out[i] = bf16_to_f32(row[i]);

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "kernels/matmul.h"
+#include "kernels/quantize.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 
@@ -20,8 +21,9 @@ namespace sepal {
 /// How loaded weights are held.
 struct WeightLoading {
   WeightLoading(DType dtype = DType::kF32, bool in_place = false) : dtype(dtype), in_place(in_place) {}
-  DType dtype;    ///< type in memory: f32 or bf16
-  bool in_place;  ///< use the file mapping directly where the stored type matches
+  DType dtype;    ///< type in memory: f32, bf16, or int8 (LLM.int8(), quantized while loading)
+  bool in_place;  ///< use the file mapping directly where the stored type matches (not int8)
+  float outlier_threshold = kDefaultOutlierThreshold;  ///< int8 only: see WeightView
 };
 
 /// A weight matrix and whatever keeps its bytes alive.

@@ -41,6 +41,9 @@ Matrix load(const Checkpoint& c, const std::string& name) {
         std::memcpy(&h, t.data + 2 * i, 2);
         m[i] = f16_to_f32(h);
         break;
+      case DType::kI8:
+        ADD_FAILURE() << name << " is int8; the reference reads float checkpoints";
+        return m;
     }
   }
   return m;

@@ -32,6 +32,7 @@
 #include "tools/host_process.h"
 #include "tools/swarm_process.h"
 #include "tools/wan_options.h"
+#include "tools/weight_options.h"
 
 namespace sepal::tools {
 namespace {
@@ -64,7 +65,8 @@ const char* stop_reason_name(StopReason r) {
 }  // namespace
 
 int generate_command(int argc, char** argv) {
-  std::string model_dir, prompt, dtype_text = "f32", transport_name = "ucx", wan_text, config_path, mode = "push";
+  WeightOptions weights;
+  std::string model_dir, prompt, transport_name = "ucx", wan_text, config_path, mode = "push";
   std::string listen_file, secret_file, block_map_log;
   std::int64_t max_new_tokens = 128, top_k = 0, max_blocks = 0;
   double temperature = 0.0, top_p = 1.0, throughput = 0.0;
@@ -80,10 +82,7 @@ int generate_command(int argc, char** argv) {
       ("top-k", po::value(&top_k)->default_value(0), "sample among the k likeliest tokens (0: all)")
       ("top-p", po::value(&top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
       ("seed", po::value(&seed)->default_value(0), "random seed for sampling")
-      ("dtype", po::value(&dtype_text)->default_value("f32"), "weights in memory: f32 or bf16")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
-      ("mmap-weights", "use weights in place from the file mapping where the stored type matches:\n"
-                       "faster to load and shared between processes, slower to decode (4 KiB pages)")
       ("json", "print one JSON object with ids, text and stats instead of streaming text")
       ("hosts", po::value(&spawn_hosts)->default_value(0),
        "start this many block host processes (MPI_Comm_spawn) and generate through them")
@@ -103,6 +102,7 @@ int generate_command(int argc, char** argv) {
                                           "the port's name goes to FILE (needs ompi-server, see docs/operations.md)")
       ("secret-file", po::value(&secret_file), "swarm secret that joining processes must know (with --listen)")
       ("block-map-log", po::value(&block_map_log), "swarm: append the block map to this file (JSON lines) at every change");
+  add_weight_options(options, weights);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -117,8 +117,8 @@ int generate_command(int argc, char** argv) {
   if (top_k < 0 || top_k > (1 << 30)) throw UsageError{"--top-k must be at least 0"};
   if (!std::isfinite(top_p) || top_p <= 0 || top_p > 1) throw UsageError{"--top-p must be in (0, 1]"};
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
-  const auto dtype = parse_dtype(dtype_text);
-  if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
+  const WeightLoading loading = weight_loading(weights, vm);
+  const std::string& dtype_text = weights.dtype;
   if (threads > 0) omp_set_num_threads(threads);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
   if (mode != "push" && mode != "relay") throw UsageError{"--mode must be push or relay, got '" + mode + "'"};
@@ -157,12 +157,11 @@ int generate_command(int argc, char** argv) {
     SwarmSettings settings{transport_name, wan, {}};
     MPI_Comm comm = MPI_COMM_WORLD;
     if (spawn_hosts > 0) {
-      std::vector<std::string> args{"serve", "--spawned", "--model", model_dir, "--dtype", dtype_text, "--transport",
-                                    transport_name, "--max-blocks", std::to_string(span), "--throughput",
-                                    std::to_string(throughput)};
+      std::vector<std::string> args{"serve", "--spawned", "--model", model_dir, "--transport", transport_name,
+                                    "--max-blocks", std::to_string(span), "--throughput", std::to_string(throughput)};
+      for (auto& a : weight_arguments(weights, vm)) args.push_back(std::move(a));
       if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
       if (!wan_text.empty()) args.insert(args.end(), {"--wan", wan_text});
-      if (vm.count("mmap-weights")) args.push_back("--mmap-weights");
       if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
       std::fprintf(stderr, "sepal: starting %d block hosts\n", spawn_hosts);
       comm = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, spawn_hosts,
@@ -171,7 +170,7 @@ int generate_command(int argc, char** argv) {
     if (mpi_world_rank() > 0 && launched > 1) {
       // A block host under mpirun.
       swarm = SwarmProcess::over_comm(comm, "host", settings);
-      HostSettings host{model_dir, WeightLoading(*dtype, vm.count("mmap-weights") > 0), span, throughput};
+      HostSettings host{model_dir, loading, span, throughput};
       return run_host(*swarm, host);
     }
     swarm = SwarmProcess::over_comm(comm, "client", settings);
@@ -197,7 +196,6 @@ int generate_command(int argc, char** argv) {
                  static_cast<long long>(config.num_layers), dtype_text.c_str());
   }
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const WeightLoading loading(*dtype, /*in_place=*/vm.count("mmap-weights") > 0);
   const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
   std::unique_ptr<BlockStack> local_blocks;
   if (!swarm) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));

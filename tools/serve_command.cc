@@ -14,12 +14,14 @@
 #include "tools/host_process.h"
 #include "tools/swarm_process.h"
 #include "tools/wan_options.h"
+#include "tools/weight_options.h"
 
 namespace sepal::tools {
 
 int serve_command(int argc, char** argv) {
   namespace po = boost::program_options;
-  std::string model_dir, dtype_text = "f32", transport_name = "ucx", wan_text, config_path, join_file, secret_file;
+  WeightOptions weights;
+  std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file;
   std::int64_t max_blocks = 0, cache_mb = 2048;
   double throughput = 0;
   int threads = 0;
@@ -33,12 +35,11 @@ int serve_command(int argc, char** argv) {
       ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
       ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
       ("cache-mb", po::value(&cache_mb)->default_value(2048), "memory for the sessions' KV caches, MB")
-      ("dtype", po::value(&dtype_text)->default_value("f32"), "weights in memory: f32 or bf16")
-      ("mmap-weights", "use weights in place from the file mapping where the stored type matches")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("transport", po::value(&transport_name)->default_value("ucx"), "ucx or mpi (mpi only with --spawned)")
       ("wan", po::value(&wan_text), "emulate a WAN on this host's links (rtt_ms=..,bandwidth_mbps=..)")
       ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link");
+  add_weight_options(options, weights);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -49,8 +50,7 @@ int serve_command(int argc, char** argv) {
   const bool spawned = vm.count("spawned") > 0;
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
   if (vm.count("join") && !vm.count("secret-file")) throw UsageError{"--join needs --secret-file"};
-  const auto dtype = parse_dtype(dtype_text);
-  if (!dtype || *dtype == DType::kF16) throw UsageError{"--dtype must be f32 or bf16, got '" + dtype_text + "'"};
+  const WeightLoading loading = weight_loading(weights, vm);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
   if (!spawned && transport_name != "ucx") throw UsageError{"--join needs --transport ucx"};
   if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
@@ -71,7 +71,7 @@ int serve_command(int argc, char** argv) {
     if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
     swarm = SwarmProcess::join(join_file, secret.value(), "host", settings);
   }
-  HostSettings host{model_dir, WeightLoading(*dtype, vm.count("mmap-weights") > 0), max_blocks, throughput,
+  HostSettings host{model_dir, loading, max_blocks, throughput,
                     cache_mb << 20};
   return run_host(*swarm, host);
 }

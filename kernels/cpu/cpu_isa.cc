@@ -9,6 +9,7 @@ std::string_view cpu_isa_name(CpuIsa isa) {
     case CpuIsa::kGeneric: return "generic";
     case CpuIsa::kAvx2: return "avx2";
     case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kAvx512Vnni: return "avx512vnni";
   }
   return "?";
 }
@@ -17,6 +18,7 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
   if (name == "generic") return CpuIsa::kGeneric;
   if (name == "avx2") return CpuIsa::kAvx2;
   if (name == "avx512") return CpuIsa::kAvx512;
+  if (name == "avx512vnni") return CpuIsa::kAvx512Vnni;
   return std::nullopt;
 }
 
@@ -29,6 +31,8 @@ bool cpu_supports(CpuIsa isa) {
     case CpuIsa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case CpuIsa::kAvx512Vnni:
+      return cpu_supports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512vnni");
   }
   return false;
 }
@@ -36,7 +40,7 @@ bool cpu_supports(CpuIsa isa) {
 namespace {
 CpuIsa detect_active_isa() {
   CpuIsa best = CpuIsa::kGeneric;
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni}) {
     if (cpu_supports(isa)) best = isa;
   }
   if (const char* requested = std::getenv("SEPAL_CPU_ISA")) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemv.h"
+#include "kernels/cpu/matmul_i8.h"
 #include "kernels/error.h"
 #include "kernels/matmul.h"
 
@@ -13,6 +14,7 @@ namespace {
 
 cpu::GemvFn gemv_for(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAvx512Vnni:
     case CpuIsa::kAvx512: return cpu::gemv_avx512;
     case CpuIsa::kAvx2: return cpu::gemv_avx2;
     case CpuIsa::kGeneric: break;
@@ -64,11 +66,16 @@ void matmul_blocked_bf16(const float* x, std::int64_t n, const WeightView& w, fl
 }  // namespace
 
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
-  SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "matmul weights must be f32 or bf16");
+  SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16 || w.dtype == DType::kI8,
+              "matmul weights must be f32, bf16 or int8");
   SEPAL_CHECK(n >= 0 && w.rows >= 0 && w.cols >= 0);
   if (n == 0 || w.rows == 0) return;
   if (w.cols == 0) {
     std::fill(y, y + n * w.rows, 0.0f);
+    return;
+  }
+  if (w.dtype == DType::kI8) {
+    cpu::matmul_i8(x, n, w, y, isa);
     return;
   }
   if (n <= kStreamingMaxTokens) {

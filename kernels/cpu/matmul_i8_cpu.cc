@@ -1,0 +1,111 @@
+// The LLM.int8() product on the CPU: finds the outlier input columns, quantizes each token's
+// other activations, and runs the int8 kernel of the CPU level over rows split between threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/gemv_i8.h"
+#include "kernels/cpu/matmul_i8.h"
+#include "kernels/error.h"
+#include "kernels/quantize.h"
+
+namespace sepal::cpu {
+namespace {
+
+GemvI8Fn gemv_i8_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512Vnni: return gemv_i8_avx512vnni;
+    case CpuIsa::kAvx512:
+    case CpuIsa::kAvx2: return gemv_i8_avx2;
+    case CpuIsa::kGeneric: break;
+  }
+  return gemv_i8_generic;
+}
+
+// Activations of all n tokens, quantized, with their outlier columns split off.
+struct QuantizedActivations {
+  std::vector<std::int8_t> q;
+  std::vector<float> scale;
+  std::vector<std::int32_t> outlier_cols;
+  std::vector<float> outlier_x;
+
+  I8Activations tokens(std::int64_t t0, std::int64_t cols) const {
+    const auto outliers = static_cast<std::int64_t>(outlier_cols.size());
+    return I8Activations{q.data() + t0 * cols, scale.data() + t0, outlier_cols.data(), outliers,
+                         outlier_x.data() + t0 * outliers};
+  }
+};
+
+QuantizedActivations quantize_activations(const float* x, std::int64_t n, std::int64_t cols, float threshold) {
+  QuantizedActivations a;
+  std::vector<char> outlier(static_cast<std::size_t>(cols), 0);
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    for (std::int64_t k = 0; k < cols; ++k) {
+      if (!std::isfinite(xt[k])) fail("int8 matmul: the activations hold NaN or infinity");
+      if (std::fabs(xt[k]) >= threshold) outlier[static_cast<std::size_t>(k)] = 1;
+    }
+  }
+  for (std::int64_t k = 0; k < cols; ++k) {
+    if (outlier[static_cast<std::size_t>(k)]) a.outlier_cols.push_back(static_cast<std::int32_t>(k));
+  }
+  const auto outliers = static_cast<std::int64_t>(a.outlier_cols.size());
+  a.q.resize(static_cast<std::size_t>(n * cols));
+  a.scale.resize(static_cast<std::size_t>(n));
+  a.outlier_x.resize(static_cast<std::size_t>(n * outliers));
+  std::vector<float> inliers(static_cast<std::size_t>(cols));
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    std::copy(xt, xt + cols, inliers.begin());
+    for (std::int64_t j = 0; j < outliers; ++j) {
+      const std::int32_t k = a.outlier_cols[static_cast<std::size_t>(j)];
+      a.outlier_x[static_cast<std::size_t>(t * outliers + j)] = xt[k];
+      inliers[static_cast<std::size_t>(k)] = 0.0f;
+    }
+    a.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, a.q.data() + t * cols);
+  }
+  return a;
+}
+
+}  // namespace
+
+void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
+  SEPAL_CHECK(w.scales != nullptr, "int8 weights need their scales");
+  const GemvI8Fn gemv = gemv_i8_for(isa);
+  const float threshold = w.outlier_threshold > 0 ? w.outlier_threshold : INFINITY;
+  const QuantizedActivations a = quantize_activations(x, n, w.cols, threshold);
+  if (n <= kStreamingMaxTokens) {
+    // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
+    const I8Activations all = a.tokens(0, w.cols);
+    if (omp_in_parallel() || w.rows < 64) {
+      gemv(all, n, w, 0, w.rows, w.rows, y);
+      return;
+    }
+#pragma omp parallel
+    {
+      const std::int64_t threads = omp_get_num_threads();
+      const std::int64_t id = omp_get_thread_num();
+      const std::int64_t units = (w.rows + 15) / 16;
+      const std::int64_t r0 = std::min(w.rows, units * id / threads * 16);
+      const std::int64_t r1 = std::min(w.rows, units * (id + 1) / threads * 16);
+      if (r0 < r1) gemv(all, n, w, r0, r1, w.rows, y);
+    }
+    return;
+  }
+  // Prompts: a panel of rows stays in cache while every group of tokens passes over it, so the
+  // weights are read from memory once however many tokens there are.
+  const std::int64_t panel_rows = std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
+  const std::int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
+#pragma omp parallel for schedule(dynamic, 1) if (!omp_in_parallel())
+  for (std::int64_t p = 0; p < panels; ++p) {
+    const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows);
+    for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) {
+      const std::int64_t group = std::min(kStreamingMaxTokens, n - t0);
+      gemv(a.tokens(t0, w.cols), group, w, r0, r1, w.rows, y + t0 * w.rows);
+    }
+  }
+}
+
+}  // namespace sepal::cpu

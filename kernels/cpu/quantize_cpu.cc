@@ -1,0 +1,40 @@
+#include <cmath>
+
+#include "kernels/error.h"
+#include "kernels/quantize.h"
+
+namespace sepal {
+
+float quantize_row_i8(const float* v, std::int64_t n, std::int8_t* q) {
+  float absmax = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(v[i]);
+    if (!(a <= absmax)) absmax = a;  // NaN too, so that the check below sees it
+  }
+  if (!std::isfinite(absmax)) fail("cannot quantize a row that holds NaN or infinity");
+  if (absmax == 0.0f) {
+    for (std::int64_t i = 0; i < n; ++i) q[i] = 0;
+    return 0.0f;
+  }
+  const float inverse = 127.0f / absmax;
+  for (std::int64_t i = 0; i < n; ++i) q[i] = static_cast<std::int8_t>(std::nearbyint(v[i] * inverse));
+  return absmax / 127.0f;
+}
+
+void dequantize_row_i8(const std::int8_t* q, std::int64_t n, float scale, float* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * scale;
+}
+
+std::string check_quantized_scales(const std::string& what, std::int64_t rows, const float* scales,
+                                   std::int64_t scale_count) {
+  if (scale_count != rows) {
+    return detail::concat(what, " has ", scale_count, " scales for ", rows, " rows");
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (!std::isfinite(scales[r])) return detail::concat(what, ": scale of row ", r, " is not finite");
+    if (scales[r] < 0) return detail::concat(what, ": scale of row ", r, " is negative");
+  }
+  return {};
+}
+
+}  // namespace sepal

@@ -1,0 +1,26 @@
+#pragma once
+// The options every command that loads weights shares: --dtype, --outlier-threshold and
+// --mmap-weights, checked once here.
+
+#include <boost/program_options.hpp>
+#include <string>
+
+#include "model/weights.h"
+
+namespace sepal::tools {
+
+struct WeightOptions {
+  std::string dtype = "f32";
+  float outlier_threshold = kDefaultOutlierThreshold;
+};
+
+/// Adds --dtype, --outlier-threshold and --mmap-weights, storing into `options`.
+void add_weight_options(boost::program_options::options_description& description, WeightOptions& options);
+
+/// The loading the parsed options ask for. Throws UsageError naming the bad option.
+WeightLoading weight_loading(const WeightOptions& options, const boost::program_options::variables_map& vm);
+
+/// The same options as arguments for another sepal process.
+std::vector<std::string> weight_arguments(const WeightOptions& options, const boost::program_options::variables_map& vm);
+
+}  // namespace sepal::tools
