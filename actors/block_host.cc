@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "actors/hidden_codec.h"
 #include "kernels/error.h"
 
 namespace sepal {
@@ -129,14 +130,8 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
     return error(StatusCode::kCancelled, "step of attempt ", tag, " is older than attempt ", s.tag);
   }
   const std::int64_t hidden_size = blocks_->config().hidden_size;
-  if (hidden.type != ElementType::kF32) {
-    return error(StatusCode::kInvalidArgument, "hidden states must be f32, got ", element_type_name(hidden.type));
-  }
-  if (hidden.shape.size() != 2 || hidden.shape[1] != hidden_size || hidden.shape[0] <= 0) {
-    std::string shape;
-    for (auto d : hidden.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
-    return error(StatusCode::kInvalidArgument, "hidden states must be [n, ", hidden_size, "], got [", shape, "]");
-  }
+  auto decoded = decode_hidden(hidden, hidden_size);
+  if (!decoded.is_ok()) return decoded.status();
   const std::int64_t n = hidden.shape[0];
   if (position != s.cache.length()) {
     return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
@@ -147,12 +142,10 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
                  ") pass the session's length of ", s.cache.capacity());
   }
   if (tag != 0) s.tag = tag;
-  // The result is computed in a buffer that the reply shares without another copy.
-  auto out = std::make_shared<std::vector<float>>(static_cast<std::size_t>(n * hidden_size));
-  std::memcpy(out->data(), hidden.data, hidden.bytes);
+  std::vector<float> out = std::move(decoded).value();
   const auto start = std::chrono::steady_clock::now();
   try {
-    blocks_->forward(out->data(), n, s.cache, s.first);
+    blocks_->forward(out.data(), n, s.cache, s.first);
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
@@ -161,7 +154,12 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
     const double rate = static_cast<double>(s.cache.blocks()) / seconds;
     tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.9 * tokens_per_second_ + 0.1 * rate;
   }
-  return share_vector<float>(ElementType::kF32, {n, hidden_size}, std::shared_ptr<const std::vector<float>>(out));
+  // The answer takes the form of the request: compressed in, compressed out.
+  try {
+    return encode_hidden(out.data(), n, hidden_size, is_compressed_hidden(hidden));
+  } catch (const Error& e) {
+    return error(StatusCode::kInternal, "blocks [", s.first, ", ", s.first + s.cache.blocks(), "): ", e.what());
+  }
 }
 
 Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "actors/hidden_codec.h"
 #include "kernels/error.h"
 #include "runtime/log.h"
 
@@ -72,12 +73,22 @@ RemotePipeline::~RemotePipeline() {
   }
 }
 
-TensorPayload RemotePipeline::checked(const TensorPayload& t, std::int64_t n) const {
-  if (t.type != ElementType::kF32 || t.shape.size() != 2 || t.shape[0] != n || t.shape[1] != hidden_size_ ||
-      t.bytes != static_cast<std::size_t>(n * hidden_size_) * sizeof(float)) {
-    fail("a host returned hidden states of the wrong type or shape");
-  }
+std::vector<float> RemotePipeline::values(const TensorPayload& t, std::int64_t n) const {
+  auto decoded = decode_hidden(t, hidden_size_);
+  if (!decoded.is_ok()) fail("a host returned malformed hidden states: ", decoded.status().message());
+  if (hidden_tokens(t) != n) fail("a host returned hidden states for ", hidden_tokens(t), " tokens instead of ", n);
+  return std::move(decoded).value();
+}
+
+TensorPayload RemotePipeline::received(const TensorPayload& t, std::int64_t n) {
+  (void)values(t, n);  // a malformed answer stops here, not at the next host
+  received_bytes_ += static_cast<std::int64_t>(t.bytes);
+  received_token_hops_ += n;
   return t;
+}
+
+TensorPayload RemotePipeline::encode(const float* hidden, std::int64_t n) const {
+  return encode_hidden(hidden, n, hidden_size_, options_.wire_compression);
 }
 
 Status RemotePipeline::replace_hop(std::size_t i) {
@@ -92,14 +103,13 @@ Status RemotePipeline::replace_hop(std::size_t i) {
     SEPAL_RETURN_IF_ERROR(open_on(hops[j]));
     inputs[j] = x;
     if (length_ == 0) continue;
-    auto replay = TensorPayload::copy_of(ElementType::kF32, {length_, hidden_size_}, x.data(), x.size());
+    auto replay = encode(x.data(), length_);
     auto rebuilt = system_.request_sync(hops[j].host, Step{hops[j].session, 0, replay, tag_}, options_.timeout);
     if (!rebuilt.is_ok()) {
       planner_.report_failure(hops[j].host.address.peer);
       return error(rebuilt.status().code(), "replay on ", describe(hops[j]), " failed: ", rebuilt.status().to_string());
     }
-    const TensorPayload out = checked(rebuilt->hidden, length_);
-    x.assign(out.as<float>(), out.as<float>() + length_ * hidden_size_);
+    x = values(received(rebuilt->hidden, length_), length_);
   }
   std::string text;
   for (const auto& hop : hops) text += (text.empty() ? "" : " -> ") + describe(hop);
@@ -126,9 +136,9 @@ Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayloa
     if (failed.is_ok()) {
       auto result = system_.request_sync(hop.host, Step{hop.session, length_, input, tag_}, options_.timeout);
       if (result.is_ok()) {
-        const TensorPayload out = checked(result->hidden, n);
-        const auto* in = input.as<float>();
-        inputs_[i].insert(inputs_[i].end(), in, in + n * hidden_size_);
+        const TensorPayload out = received(result->hidden, n);
+        const std::vector<float> in = values(input, n);
+        inputs_[i].insert(inputs_[i].end(), in.begin(), in.end());
         return out;
       }
       failed = result.status();
@@ -165,8 +175,7 @@ Result<TensorPayload> RemotePipeline::relay_from(std::size_t i, TensorPayload in
 
 void RemotePipeline::forward(float* hidden, std::int64_t n) {
   ++tag_;
-  TensorPayload current =
-      TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, static_cast<std::size_t>(n * hidden_size_));
+  TensorPayload current = encode(hidden, n);
   std::size_t resume = 0;
   bool rollback = false;
   if (options_.push_inbox && route_.size() > 1) {
@@ -182,9 +191,9 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
     PushInbox::Outcome outcome = options_.push_inbox->wait(session_, sent.is_ok() ? options_.timeout : std::chrono::milliseconds(0));
     // The hops whose outputs arrived are done; their inputs are kept for replay.
     for (const TensorPayload& out : outcome.outputs) {
-      const auto* in = current.as<float>();
-      inputs_[resume].insert(inputs_[resume].end(), in, in + n * hidden_size_);
-      current = checked(out, n);
+      const std::vector<float> in = values(current, n);
+      inputs_[resume].insert(inputs_[resume].end(), in.begin(), in.end());
+      current = received(out, n);
       ++resume;
     }
     if (resume < route_.size()) {
@@ -198,7 +207,8 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
     for (auto& in : inputs_) in.resize(static_cast<std::size_t>(length_ * hidden_size_));  // keep replay consistent
     fail(out.status().message());
   }
-  std::memcpy(hidden, out->data, out->bytes);
+  const std::vector<float> result = values(out.value(), n);
+  std::memcpy(hidden, result.data(), result.size() * sizeof(float));
   length_ += n;
 }
 

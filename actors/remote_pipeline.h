@@ -46,6 +46,8 @@ struct RemotePipelineOptions {
   /// Non-null: host-to-host push, with outputs arriving here (a PushReceiver feeds it).
   std::shared_ptr<PushInbox> push_inbox;
   int max_failovers = 16;  ///< per step, before giving up
+  /// Send hidden states 8-bit blockwise compressed (actors/hidden_codec.h); hosts answer alike.
+  bool wire_compression = true;
 };
 
 class RemotePipeline final : public BlockPipeline {
@@ -60,6 +62,11 @@ class RemotePipeline final : public BlockPipeline {
   std::int64_t length() const override { return length_; }
   /// How many times a hop moved to other hosts.
   int failovers() const { return failovers_; }
+  /// Mean bytes of hidden states a hop sent back per token (each hop's output reaches the client,
+  /// in push mode as a copy); 0 before any step.
+  double wire_bytes_per_token_hop() const {
+    return received_token_hops_ > 0 ? static_cast<double>(received_bytes_) / static_cast<double>(received_token_hops_) : 0.0;
+  }
   /// The current route.
   const std::vector<RouteHop>& route() const { return route_; }
 
@@ -72,7 +79,11 @@ class RemotePipeline final : public BlockPipeline {
   Result<TensorPayload> relay_from(std::size_t i, TensorPayload input, bool rollback);
   // The output of hop i for `input` (recording the input), failing over as needed.
   Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input, bool rollback);
-  TensorPayload checked(const TensorPayload& t, std::int64_t n) const;
+  // The values of a payload of n tokens; throws sepal::Error when it is malformed.
+  std::vector<float> values(const TensorPayload& t, std::int64_t n) const;
+  // A hop's output, checked and counted.
+  TensorPayload received(const TensorPayload& t, std::int64_t n);
+  TensorPayload encode(const float* hidden, std::int64_t n) const;
 
   ActorSystem& system_;
   RoutePlanner& planner_;
@@ -84,6 +95,8 @@ class RemotePipeline final : public BlockPipeline {
   std::uint64_t tag_ = 0;
   std::uint64_t next_hop_session_ = 0;
   int failovers_ = 0;
+  std::int64_t received_bytes_ = 0;
+  std::int64_t received_token_hops_ = 0;
   std::vector<RouteHop> route_;
   std::vector<std::vector<float>> inputs_;  ///< every input each hop has seen, for replay
 };

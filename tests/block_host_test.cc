@@ -2,9 +2,12 @@
 // reference; bad requests get error replies while the host keeps serving; rollback; idle expiry.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <nlohmann/json.hpp>
 
 #include "actors/block_host.h"
+#include "actors/hidden_codec.h"
 #include "actors/push_receiver.h"
 #include "actors/remote_pipeline.h"
 #include "model/tokenizer.h"
@@ -90,6 +93,7 @@ TEST_P(Splits, GreedyGenerationMatchesTheReference) {
   request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
   request.max_new_tokens = ref["max_new_tokens"].get<int>();
   RemotePipelineOptions options;
+  options.wire_compression = false;  // f32 hidden states: exactly the reference
   if (push) {
     options.push_inbox = std::make_shared<PushInbox>();
     swarm.client().spawn_with_id<PushReceiver>(kPushReceiverActorId, options.push_inbox);
@@ -100,6 +104,31 @@ TEST_P(Splits, GreedyGenerationMatchesTheReference) {
   const auto result = generate(ends, pipeline, request, [](std::int32_t) {});
   EXPECT_EQ(result.generated_ids, ref["generated_ids"].get<std::vector<std::int32_t>>());
   EXPECT_EQ(pipeline.failovers(), 0);
+}
+
+TEST(CompressedHiddenStates, PushAndRelayAgreeAndEachHopSendsAQuarterOfTheBytes) {
+  const auto model = test::models_dir() / "stories260K";
+  std::vector<std::vector<std::int32_t>> runs;
+  for (bool push : {false, true}) {
+    LocalSwarm swarm(model, {{0, 2}, {2, 4}, {4, 5}});
+    const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+    GenerationRequest request;
+    request.prompt_ids = {1, 403, 407, 261, 378};
+    request.max_new_tokens = 60;
+    RemotePipelineOptions options;  // compressed by default
+    if (push) {
+      options.push_inbox = std::make_shared<PushInbox>();
+      swarm.client().spawn_with_id<PushReceiver>(kPushReceiverActorId, options.push_inbox);
+    }
+    FixedRoute planner(swarm.route());
+    RemotePipeline pipeline(swarm.client(), planner, swarm.config().num_layers,
+                            session_capacity(swarm.config(), request), /*session=*/43, options);
+    runs.push_back(generate(ends, pipeline, request, [](std::int32_t) {}).generated_ids);
+    const double f32_bytes = 4.0 * static_cast<double>(swarm.config().hidden_size);
+    EXPECT_LE(pipeline.wire_bytes_per_token_hop() / f32_bytes, 0.27);
+  }
+  EXPECT_EQ(runs[0].size(), 60u);
+  EXPECT_EQ(runs[0], runs[1]);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -138,7 +167,21 @@ TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
   expect_code(c.request_sync(host, Step{1, 0, hidden_rows(1, h + 1)}, 5s), StatusCode::kInvalidArgument, "must be [n, 64]");
   std::vector<std::int32_t> ints(static_cast<std::size_t>(h), 1);
   expect_code(c.request_sync(host, Step{1, 0, TensorPayload::copy_of(ElementType::kI32, {1, h}, ints.data(), ints.size())}, 5s),
-              StatusCode::kInvalidArgument, "must be f32");
+              StatusCode::kInvalidArgument, "must be f32 or 8-bit compressed");
+  // Compressed hidden states: a row of the wrong size, and scales that are NaN, inf or negative.
+  const std::vector<float> row(static_cast<std::size_t>(h), 0.5f);
+  const TensorPayload good = encode_hidden(row.data(), 1, h, true);
+  std::vector<std::uint8_t> bytes(good.as<std::uint8_t>(), good.as<std::uint8_t>() + good.bytes);
+  expect_code(c.request_sync(host, Step{1, 0, TensorPayload::copy_of(ElementType::kU8, {1, static_cast<std::int64_t>(bytes.size()) - 1},
+                                                                    bytes.data(), bytes.size() - 1)}, 5s),
+              StatusCode::kInvalidArgument, "must be [n, 68] bytes");
+  for (float scale : {NAN, INFINITY, -1.0f}) {
+    std::vector<std::uint8_t> bad = bytes;
+    std::memcpy(bad.data(), &scale, 4);
+    expect_code(c.request_sync(host, Step{1, 0, TensorPayload::copy_of(ElementType::kU8, {1, static_cast<std::int64_t>(bad.size())},
+                                                                      bad.data(), bad.size())}, 5s),
+                StatusCode::kInvalidArgument, "scale 0 of token 0");
+  }
   expect_code(c.request_sync(host, Step{1, 5, hidden_rows(1, h)}, 5s), StatusCode::kInvalidArgument, "holds 0 positions");
   expect_code(c.request_sync(host, Step{1, 0, hidden_rows(65, h)}, 5s), StatusCode::kInvalidArgument, "pass the session's length of 64");
   expect_code(c.request_sync(host, OpenSession{2, 100000}, 5s), StatusCode::kInvalidArgument, "max_position_embeddings");

@@ -2,9 +2,11 @@
 // double-precision reference that applies the same quantization and outlier decomposition.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
+#include "kernels/blockwise_quant.h"
 #include "kernels/error.h"
 #include "kernels/matmul.h"
 #include "kernels/quantize.h"
@@ -153,6 +155,42 @@ TEST(Int8, NonFiniteActivationsAreAnError) {
   x[5] = NAN;
   float y = 0;
   EXPECT_THROW(matmul(x.data(), 1, m.view(1, 64, 6.0f), &y), Error);
+}
+
+// ---- blockwise dynamic 8-bit quantization (hidden states on the wire) ----
+
+TEST(Blockwise, TheCodeIsIncreasingAndHoldsZeroAndPlusMinusOne) {
+  const auto& code = dynamic_code();
+  for (std::size_t i = 1; i < code.size(); ++i) EXPECT_LT(code[i - 1], code[i]) << i;
+  EXPECT_EQ(code.front(), -1.0f);
+  EXPECT_EQ(code.back(), 1.0f);
+  EXPECT_NE(std::find(code.begin(), code.end(), 0.0f), code.end());
+}
+
+TEST(Blockwise, ErrorIsSmallRelativeToTheBlockAndRequantizingChangesNothing) {
+  // Hidden-state-like rows: mostly small values with a few large ones, across several blocks.
+  const std::int64_t n = 3 * kBlockwiseBlock + 17;
+  auto x = random_floats(static_cast<std::size_t>(n), 41);
+  x[5] = 40.0f;
+  x[300] = -25.0f;
+  std::vector<std::uint8_t> codes(n), again(n);
+  std::vector<float> absmax(blockwise_blocks(n)), absmax2(blockwise_blocks(n)), y(n), z(n);
+  quantize_blockwise(x.data(), n, codes.data(), absmax.data());
+  dequantize_blockwise(codes.data(), absmax.data(), n, y.data());
+  for (std::int64_t i = 0; i < n; ++i) {
+    // The code's steps are at most 0.9 / 64 of the block's absmax apart (its top decade).
+    EXPECT_LE(std::fabs(y[i] - x[i]), absmax[i / kBlockwiseBlock] * 0.9f / 128 + 1e-7f) << i;
+  }
+  EXPECT_EQ(absmax[0], 40.0f);
+  EXPECT_EQ(y[5], 40.0f);
+  quantize_blockwise(y.data(), n, again.data(), absmax2.data());
+  EXPECT_EQ(codes, again);
+  EXPECT_EQ(absmax, absmax2);
+  dequantize_blockwise(again.data(), absmax2.data(), n, z.data());
+  EXPECT_EQ(y, z);
+  std::vector<float> bad(10, 1.0f);
+  bad[3] = INFINITY;
+  EXPECT_THROW(quantize_blockwise(bad.data(), 10, codes.data(), absmax.data()), Error);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `mpirun -np N sepal generate --json` (rank 0 the client and balancer, N-1 block hosts) must
-# reproduce every reference generation for every split into 1 to 5 hosts (as many as the model
-# has blocks), over UCX and over MPI, with host-to-host push and with client relay; and
-# `sepal generate --hosts 2` from a plain shell must too.
+# `mpirun -np N sepal generate --json` (rank 0 the client and balancer, N-1 block hosts) with f32
+# hidden states must reproduce every reference generation for every split into 1 to 5 hosts (as
+# many as the model has blocks), over UCX and over MPI, with host-to-host push and with client
+# relay; and `sepal generate --hosts 2` from a plain shell must too. With 8-bit compressed hidden
+# states (the default), push and relay over UCX and MPI must give one same text, and each hop's
+# answer must take at most 0.27 of the f32 bytes.
 #   run_distributed_generate.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -25,7 +27,8 @@ PY
       [ "$hosts" -le "$layers" ] || continue
       np=$((hosts + 1))
       timeout 120 mpirun -np "$np" "$sepal" generate --model "$models/$model" --prompt "$prompt" \
-        --max-new-tokens "$max_new" --transport "$transport" --mode "$mode" --json > "$out/run.json" 2> "$out/err.log"
+        --max-new-tokens "$max_new" --transport "$transport" --mode "$mode" --no-wire-compression --json \
+        > "$out/run.json" 2> "$out/err.log"
       rc=$?
       if /usr/bin/python3 - "$out/run.json" "$ref" "$hosts" <<'PY'
 import json, sys
@@ -45,9 +48,30 @@ PY
     done
    done
   done
+  # Compressed hidden states: one text whatever the mode and transport; a quarter of the bytes.
+  hosts=$(( layers < 3 ? layers : 3 )); first=""
+  for transport in ucx mpi; do
+    for mode in push relay; do
+      timeout 120 mpirun -np $((hosts + 1)) "$sepal" generate --model "$models/$model" --prompt "$prompt" \
+        --max-new-tokens "$max_new" --transport "$transport" --mode "$mode" --json > "$out/run.json" 2> "$out/err.log"
+      [ -z "$first" ] && cp "$out/run.json" "$out/first.json" && first=yes
+      if /usr/bin/python3 - "$out/run.json" "$out/first.json" "$models/$model/config.json" <<'PY'
+import json, sys
+d, f, c = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+s = d["stats"]
+ratio = s["wire_bytes_per_token_hop"] / (4 * c["hidden_size"])
+print(f"  wire bytes per token per hop: {s['wire_bytes_per_token_hop']:.0f} ({ratio:.3f} of f32)")
+sys.exit(0 if d["generated_ids"] == f["generated_ids"] and s["wire_compression"] and ratio <= 0.27 and s["failovers"] == 0 else 1)
+PY
+      then echo "ok: $model compressed over $transport ($mode) with $hosts hosts"
+      else echo "FAILED: $model compressed over $transport ($mode) with $hosts hosts"; tail -5 "$out/err.log"; failed=$((failed + 1))
+      fi
+      checked=$((checked + 1))
+    done
+  done
   # Hosts spawned from a plain shell (MPI_Comm_spawn).
   timeout 120 "$sepal" generate --model "$models/$model" --prompt "$prompt" --max-new-tokens "$max_new" --hosts 2 \
-    --json > "$out/run.json" 2> "$out/err.log"
+    --no-wire-compression --json > "$out/run.json" 2> "$out/err.log"
   if /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
   then echo "ok: $model with --hosts 2"
   else echo "FAILED: $model with --hosts 2"; tail -5 "$out/err.log"; failed=$((failed + 1))

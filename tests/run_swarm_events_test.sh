@@ -22,10 +22,11 @@ for _ in $(seq 100); do [ -s "$dir/uri" ] && break; sleep 0.05; done
 wait_bytes() { for _ in $(seq 6000); do [ "$(wc -c < "$dir/out.txt")" -ge "$1" ] && return 0; sleep 0.005; done; return 1; }
 
 : > "$dir/out.txt"
-# 3 hosts of 3 blocks each: [0,3), [2,5) and a replica of [0,3); a 20 ms round trip on every link.
+# 3 hosts of 3 blocks each: [0,3), [2,5) and a replica of [0,3); a 20 ms round trip on every link;
+# f32 hidden states, so that the text is the reference's.
 timeout 240 mpirun --ompi-server "file:$dir/uri" -np 4 --enable-recovery "$sepal" generate \
   --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 200 --max-blocks 3 \
-  --wan rtt_ms=20 --listen "$dir/port" --secret-file "$dir/secret" --block-map-log "$dir/map.jsonl" \
+  --wan rtt_ms=20 --no-wire-compression --listen "$dir/port" --secret-file "$dir/secret" --block-map-log "$dir/map.jsonl" \
   > "$dir/out.txt" 2> "$dir/err.txt" &
 job=$!
 failed=0

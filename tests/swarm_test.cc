@@ -309,6 +309,7 @@ EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, cons
   request.max_new_tokens = ref.max_new_tokens;
   RemotePipelineOptions options;
   options.timeout = 10s;
+  options.wire_compression = false;  // f32 hidden states: the text is the reference's
   if (push) options.push_inbox = swarm.inbox();
   RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
                           session_capacity(swarm.config(), request), 7, options);
