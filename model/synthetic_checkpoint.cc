@@ -15,6 +15,13 @@ namespace {
 
 using nlohmann::json;
 
+// The outlier dimensions: outlier_dims of them, evenly spread over the hidden size.
+bool is_outlier_dim(const SyntheticSpec& spec, std::int64_t dim) {
+  if (spec.outlier_dims <= 0) return false;
+  const std::int64_t stride = spec.hidden_size / spec.outlier_dims;
+  return dim % stride == stride / 2 && dim / stride < spec.outlier_dims;
+}
+
 struct TensorSpec {
   std::string name;
   std::vector<std::int64_t> shape;
@@ -147,6 +154,10 @@ void validate(const SyntheticSpec& s) {
   if (head_dim % 2 != 0) fail("head size ", head_dim, " must be even");
   if (s.num_heads % s.num_kv_heads != 0) fail("--heads ", s.num_heads, " must be a multiple of --kv-heads ", s.num_kv_heads);
   if (!(s.weight_std > 0.0) || !std::isfinite(s.weight_std)) fail("weight std must be positive");
+  if (s.outlier_dims < 0 || s.outlier_dims > s.hidden_size) {
+    fail("--outlier-dims must be between 0 and the hidden size (", s.hidden_size, "), got ", s.outlier_dims);
+  }
+  if (!std::isfinite(s.outlier_scale) || s.outlier_scale <= 0) fail("--outlier-scale must be a number above 0");
   if (s.vocab_size < 259) fail("--vocab must be at least 259 (3 special tokens and 256 byte tokens), got ", s.vocab_size);
   if (s.hidden_size > (1 << 16) || s.intermediate_size > (1 << 18) || s.num_layers > 1024 ||
       s.vocab_size > (1 << 20)) {
@@ -199,7 +210,10 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
       const std::int64_t count = std::min(kChunk, n - c0);
       Rng rng(spec.seed * 0x9e3779b97f4a7c15ull + ti * 0x100000001b3ull + static_cast<std::uint64_t>(c0 / kChunk));
       for (std::int64_t i = 0; i < count; ++i) {
-        const float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        if (t.is_norm && t.name.find("layers.") != std::string::npos && is_outlier_dim(spec, c0 + i)) {
+          v = static_cast<float>(spec.outlier_scale);
+        }
         std::byte* dst = buffer.data() + i * static_cast<std::int64_t>(esize);
         if (spec.dtype == DType::kF32) {
           std::memcpy(dst, &v, 4);

@@ -28,6 +28,11 @@ struct SyntheticSpec {
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights
+  /// Outlier features: this many hidden dimensions (spread evenly) get `outlier_scale` as their
+  /// weight in every block's two norms, so the inputs of the attention and MLP projections hold a
+  /// few large-magnitude features, as real models past 6.7B parameters do.
+  std::int64_t outlier_dims = 0;
+  double outlier_scale = 20.0;
 };
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-15m"); nullopt if unknown.

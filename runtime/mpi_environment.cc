@@ -1,6 +1,9 @@
 #include "runtime/mpi_environment.h"
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <mutex>
 
 namespace sepal {
@@ -19,7 +22,15 @@ Status initialise(int* argc, char*** argv) {
     std::atexit([] {
       int finalized = 0;
       MPI_Finalized(&finalized);
-      if (!finalized) MPI_Finalize();
+      if (finalized) return;
+      // MPI_Finalize can wait forever for a rank that was killed (there is no ULFM here): give it
+      // a few seconds, then end the process without it (flushing the output first).
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+        std::fflush(nullptr);
+        std::_Exit(0);
+      }).detach();
+      MPI_Finalize();
     });
   }
   if (provided < MPI_THREAD_MULTIPLE) {

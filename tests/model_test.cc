@@ -171,7 +171,7 @@ SyntheticSpec small_spec(DType dtype) {
   return s;
 }
 
-std::vector<float> last_logits(const std::filesystem::path& dir, DType memory_dtype,
+std::vector<float> last_logits(const std::filesystem::path& dir, const WeightLoading& memory_dtype,
                                const std::vector<std::int32_t>& ids) {
   const ModelConfig config = read_model_config(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
@@ -199,6 +199,45 @@ TEST(SyntheticModel, StoredDtypesLoadIntoEitherMemoryDtype) {
   EXPECT_EQ(last_logits(dir / "bf16", DType::kF32, ids).size(), ref.size());
   EXPECT_LT(test::normalized_error(last_logits(dir / "f16", DType::kF32, ids), ref_d), 1e-2);
   EXPECT_LT(test::normalized_error(last_logits(dir / "bf16", DType::kBF16, ids), ref_d), 5e-2);
+}
+
+TEST(SyntheticModel, Int8WeightsAreAQuarterOfF32AndCloseToIt) {
+  TempDir dir;
+  SyntheticSpec spec = small_spec(DType::kF32);
+  spec.hidden_size = 256;
+  spec.intermediate_size = 512;
+  write_synthetic_checkpoint(spec, dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint ckpt = Checkpoint::open(dir.path());
+  const auto f32 = BlockStack::load(ckpt, config, 0, config.num_layers, DType::kF32).weight_bytes();
+  const auto int8 = BlockStack::load(ckpt, config, 0, config.num_layers, DType::kI8).weight_bytes();
+  EXPECT_LE(static_cast<double>(int8) / static_cast<double>(f32), 0.27);
+  const std::vector<std::int32_t> ids = {1, 50, 60, 70, 80, 90};
+  const auto ref = last_logits(dir.path(), DType::kF32, ids);
+  EXPECT_LT(test::normalized_error(last_logits(dir.path(), DType::kI8, ids), std::vector<double>(ref.begin(), ref.end())), 5e-2);
+}
+
+TEST(SyntheticModel, Int8NeedsTheOutlierDecompositionWhenFeaturesAreLarge) {
+  // Four hidden dimensions with norm weight 60 feed the projections activations far past the
+  // threshold of 6. Quantizing them with the rest costs the rest their precision; the
+  // decomposition multiplies them in floating point.
+  TempDir dir;
+  SyntheticSpec spec = small_spec(DType::kF32);
+  spec.hidden_size = 256;
+  spec.intermediate_size = 512;
+  spec.outlier_dims = 4;
+  spec.outlier_scale = 60;
+  write_synthetic_checkpoint(spec, dir.path());
+  const std::vector<std::int32_t> ids = {1, 50, 60, 70, 80, 90, 100, 110};
+  const auto ref = last_logits(dir.path(), DType::kF32, ids);
+  const std::vector<double> ref_d(ref.begin(), ref.end());
+  WeightLoading decomposed(DType::kI8), quantized_all(DType::kI8);
+  quantized_all.outlier_threshold = INFINITY;
+  const double with = test::normalized_error(last_logits(dir.path(), decomposed, ids), ref_d);
+  const double without = test::normalized_error(last_logits(dir.path(), quantized_all, ids), ref_d);
+  std::printf("logits error against f32: %.4f with the decomposition, %.4f without\n", with, without);
+  EXPECT_LT(with, 5e-2);  // the tolerance int8 meets on models without outliers
+  EXPECT_GT(without, 4 * with);
 }
 
 TEST(SyntheticModel, ShapeThatDisagreesWithConfigIsNamed) {

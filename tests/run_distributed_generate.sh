@@ -3,7 +3,8 @@
 # hidden states must reproduce every reference generation for every split into 1 to 5 hosts (as
 # many as the model has blocks), over UCX and over MPI, with host-to-host push and with client
 # relay; and `sepal generate --hosts 2` from a plain shell must too. With 8-bit compressed hidden
-# states (the default), push and relay over UCX and MPI must give one same text, and each hop's
+# states (the default) and one block a host (so one route), push and relay over UCX and MPI must
+# give one same text (compression happens at every hop boundary), and each hop's
 # answer must take at most 0.27 of the f32 bytes.
 #   run_distributed_generate.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
@@ -49,7 +50,7 @@ PY
    done
   done
   # Compressed hidden states: one text whatever the mode and transport; a quarter of the bytes.
-  hosts=$(( layers < 3 ? layers : 3 )); first=""
+  hosts=$(( layers < 5 ? layers : 5 )); first=""  # a block each: one route, so one set of hop boundaries
   for transport in ucx mpi; do
     for mode in push relay; do
       timeout 120 mpirun -np $((hosts + 1)) "$sepal" generate --model "$models/$model" --prompt "$prompt" \

@@ -301,7 +301,8 @@ struct EventRun {
   std::vector<std::int32_t> ids;
   int failovers = 0;
 };
-EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event) {
+EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event,
+                             bool wire_compression = false) {
   const Reference ref = stories260k_reference();
   const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
   GenerationRequest request;
@@ -309,7 +310,7 @@ EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, cons
   request.max_new_tokens = ref.max_new_tokens;
   RemotePipelineOptions options;
   options.timeout = 10s;
-  options.wire_compression = false;  // f32 hidden states: the text is the reference's
+  options.wire_compression = wire_compression;  // f32 by default: the text is the reference's
   if (push) options.push_inbox = swarm.inbox();
   RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
                           session_capacity(swarm.config(), request), 7, options);
@@ -321,6 +322,26 @@ EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, cons
 }
 
 class SwarmEvents : public ::testing::TestWithParam<bool> {};  // push or relay
+
+TEST_P(SwarmEvents, WithCompressedHiddenStatesAKilledHostIsReplacedAndTheTextDoesNotChange) {
+  // Hosts [0,2) [2,5) [0,2) [2,5): every route splits at block 2, so every route quantizes the
+  // hidden states at the same place, and a replayed hop must give back exactly the same values.
+  std::vector<std::int32_t> uninterrupted;
+  for (bool kill : {false, true}) {
+    InprocSwarm swarm(test::models_dir() / "stories260K");
+    swarm.add_host(2, 10);
+    swarm.add_host(3, 10);
+    swarm.add_host(2, 10);
+    swarm.add_host(3, 10);
+    ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
+    const EventRun run = generate_with_event(swarm, GetParam(), 20, [&](RemotePipeline& p) {
+      if (kill) swarm.kill(p.route().front().host.address.peer);
+    }, /*wire_compression=*/true);
+    EXPECT_EQ(run.failovers, kill ? 1 : 0);
+    if (!kill) uninterrupted = run.ids;
+    else EXPECT_EQ(run.ids, uninterrupted);
+  }
+}
 
 TEST_P(SwarmEvents, NoEventGivesTheReference) {
   InprocSwarm swarm(test::models_dir() / "stories260K");

@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  generate   generate text with a model (sepal generate --help)\n"
+    "  perplexity how well a model predicts a text (sepal perplexity --help)\n"
     "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n"
     "  serve      serve blocks of a model in a swarm (sepal serve --help)\n"
     "  status     print a running swarm's block map (sepal status --help)\n"
@@ -30,11 +31,12 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   try {
     if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
+    if (command == "perplexity") return sepal::tools::perplexity_command(argc - 1, argv + 1);
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
     if (command == "ping") return sepal::tools::ping_command(argc - 1, argv + 1);
     if (command == "serve") return sepal::tools::serve_command(argc - 1, argv + 1);
     if (command == "status") return sepal::tools::status_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, serve, status, synth, ping)\n",
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, perplexity, serve, status, synth, ping)\n",
                  command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {

@@ -29,7 +29,11 @@ int synth_command(int argc, char** argv) {
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
       ("tied", "tie the LM head to the embeddings")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
-      ("seed", po::value(&spec.seed)->default_value(0), "random seed");
+      ("seed", po::value(&spec.seed)->default_value(0), "random seed")
+      ("outlier-dims", po::value(&spec.outlier_dims)->default_value(0),
+       "hidden dimensions whose block norm weights are --outlier-scale instead of 1, giving\n"
+       "large-magnitude features as in models past 6.7B parameters")
+      ("outlier-scale", po::value(&spec.outlier_scale)->default_value(20.0), "norm weight of the outlier dimensions");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -46,7 +50,7 @@ int synth_command(int argc, char** argv) {
   po::notify(vm);  // explicit shape flags override the preset
   if (vm.count("tied")) spec.tie_word_embeddings = true;
   const auto dtype = parse_dtype(dtype_text);
-  if (!dtype) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};
+  if (!dtype || *dtype == DType::kI8) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};
   spec.dtype = *dtype;
   validate(spec);
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Perplexity of every real model under ../shared/models with int8 weights, with 8-bit hidden
+# states across 3 hosts, and with both, must be within 1% of f32 in one process, over a held-out
+# text of at least 20,000 tokens: stories sampled from the f32 model itself with fixed seeds
+# (bench/make_heldout_text.sh).
+#   run_perplexity_test.sh SEPAL_BINARY MODELS_DIR
+set -uo pipefail
+sepal=$1; models=$2
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../scripts/mpi_env.sh"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
+checked=0; failed=0
+for config in "$models"/*/config.json; do
+  model=$(dirname "$config"); name=$(basename "$model")
+  "$here/../bench/make_heldout_text.sh" "$sepal" "$model" "$dir/$name.txt" 21000 || { failed=$((failed + 1)); continue; }
+  run() {  # label, then the command's arguments
+    local label=$1; shift
+    if ! timeout 300 "$@" --model "$model" --text "$dir/$name.txt" --json > "$dir/$label.json" 2> "$dir/err.log"; then
+      echo "FAILED: $name $label did not run"; tail -5 "$dir/err.log"; return 1
+    fi
+  }
+  run f32 "$sepal" perplexity || { failed=$((failed + 1)); continue; }
+  for label in int8 wire-3-hosts int8-wire-3-hosts; do
+    case $label in
+      int8) run $label "$sepal" perplexity --dtype int8 ;;
+      wire-3-hosts) run $label mpirun -np 4 "$sepal" perplexity ;;
+      int8-wire-3-hosts) run $label mpirun -np 4 "$sepal" perplexity --dtype int8 ;;
+    esac || { failed=$((failed + 1)); checked=$((checked + 1)); continue; }
+    if /usr/bin/python3 - "$dir/f32.json" "$dir/$label.json" "$name" "$label" <<'PY'
+import json, sys
+f, d = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+change = d["perplexity"] / f["perplexity"] - 1
+hosts = d["stats"]["host_ranks"]
+print(f"{sys.argv[3]} {sys.argv[4]}: perplexity {d['perplexity']:.4f} against {f['perplexity']:.4f} for f32 "
+      f"({100 * change:+.3f}%) over {d['tokens']} tokens, {hosts} hosts")
+wire_ok = hosts == 0 or (hosts == 3 and d["stats"]["wire_compression"])
+sys.exit(0 if abs(change) <= 0.01 and d["tokens"] >= 20000 and d["tokens"] == f["tokens"] and wire_ok else 1)
+PY
+    then echo "ok: $name $label"
+    else echo "FAILED: $name $label"; failed=$((failed + 1))
+    fi
+    checked=$((checked + 1))
+  done
+done
+echo "$((checked - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$checked" -gt 0 ]

@@ -1,0 +1,199 @@
+// sepal perplexity: mean negative log-likelihood of a text under a model, in this process or
+// through a swarm. The text is split into documents at blank lines; each is encoded with the
+// model's tokenizer after a BOS (when the model has one), the documents are joined, and the token
+// stream is cut into windows of --context tokens, each run from an empty cache. Every token of a
+// window after its first is scored.
+#include <unistd.h>
+#include <omp.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kernels/cpu_isa.h"
+#include "kernels/error.h"
+#include "model/block_stack.h"
+#include "model/generation.h"
+#include "model/model_config.h"
+#include "model/model_ends.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+#include "tools/client_swarm.h"
+#include "tools/commands.h"
+#include "tools/weight_options.h"
+
+namespace sepal::tools {
+namespace {
+
+namespace po = boost::program_options;
+
+std::vector<std::int32_t> tokenize_documents(const std::string& text, const Tokenizer& tokenizer,
+                                             const ModelConfig& config) {
+  std::vector<std::int32_t> ids;
+  std::istringstream lines(text);
+  std::string line, document;
+  auto flush = [&] {
+    if (document.empty()) return;
+    if (config.bos_token_id >= 0) ids.push_back(config.bos_token_id);
+    for (auto id : tokenizer.encode(document)) ids.push_back(id);
+    document.clear();
+  };
+  while (std::getline(lines, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      flush();
+    } else {
+      document += (document.empty() ? "" : "\n") + line;
+    }
+  }
+  flush();
+  return ids;
+}
+
+// Σ -log p(target[i] | logits[i]) over rows, in double.
+double negative_log_likelihood(const float* logits, std::int64_t vocab, const std::int32_t* targets, std::int64_t n) {
+  double total = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* row = logits + i * vocab;
+    float max = row[0];
+    for (std::int64_t v = 1; v < vocab; ++v) max = std::max(max, row[v]);
+    double sum = 0;
+    for (std::int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - max);
+    total += std::log(sum) + max - row[targets[i]];
+  }
+  return total;
+}
+
+}  // namespace
+
+int perplexity_command(int argc, char** argv) {
+  WeightOptions weights;
+  SwarmOptions swarm_options;
+  std::string model_dir, text_file;
+  std::int64_t context = 0, max_tokens = 0;
+  int threads = 0;
+  po::options_description options("sepal perplexity: how well a model predicts a text, in this process or across a swarm");
+  options.add_options()
+      ("help,h", "show this help")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("text", po::value(&text_file)->required(), "UTF-8 text file; blank lines separate documents")
+      ("context", po::value(&context)->default_value(0), "tokens per window (0: max_position_embeddings)")
+      ("max-tokens", po::value(&max_tokens)->default_value(0), "score at most this many tokens (0: all)")
+      ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("json", "print one JSON object: tokens, nll (mean per token), perplexity, and stats");
+  add_weight_options(options, weights);
+  add_swarm_options(options, swarm_options);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+  if (vm.count("help")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  const bool json_output = vm.count("json") > 0;
+  if (threads < 0) throw UsageError{"--threads must be at least 0"};
+  if (max_tokens < 0) throw UsageError{"--max-tokens must be at least 0"};
+  const WeightLoading loading = weight_loading(weights, vm);
+  if (threads > 0) omp_set_num_threads(threads);
+
+  const auto start = std::chrono::steady_clock::now();
+  const ModelConfig config = read_model_config(model_dir);
+  if (context == 0) context = config.max_position_embeddings;
+  if (context < 2 || context > config.max_position_embeddings) {
+    throw UsageError{"--context must be between 2 and the model's max_position_embeddings (" +
+                     std::to_string(config.max_position_embeddings) + ")"};
+  }
+  std::ifstream in(text_file, std::ios::binary);
+  if (!in) fail("cannot read the text file ", text_file);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::unique_ptr<ClientSwarm> swarm;
+  if (wants_swarm(swarm_options)) {
+    int host_exit = 0;
+    swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
+    if (!swarm) return host_exit;  // this rank was a block host
+  }
+  const auto tokenizer = load_tokenizer(model_dir);
+  if (tokenizer->vocab_size() > config.vocab_size) {
+    fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
+  }
+  const std::vector<std::int32_t> ids = tokenize_documents(buffer.str(), *tokenizer, config);
+  if (ids.size() < 2) fail("the text ", text_file, " holds fewer than 2 tokens");
+
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
+  std::unique_ptr<BlockStack> local_blocks;
+  if (!swarm) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
+  const std::int64_t weight_bytes = ends.weight_bytes() + (local_blocks ? local_blocks->weight_bytes() : 0);
+
+  const auto total = static_cast<std::int64_t>(ids.size());
+  const std::int64_t windows = (total - 1 + context - 2) / (context - 1);  // windows overlap by nothing but are scored from their 2nd token
+  std::int64_t scored = 0;
+  double nll = 0;
+  nlohmann::json swarm_stats;
+  const std::int64_t h = config.hidden_size, vocab = config.vocab_size;
+  std::vector<float> hidden, logits;
+  const bool tty = isatty(STDERR_FILENO);
+  std::int64_t window = 0;
+  for (std::int64_t begin = 0; begin + 1 < total; begin += context, ++window) {
+    const std::int64_t n = std::min(context, total - begin);
+    if (n < 2) break;
+    std::int64_t score = n - 1;
+    if (max_tokens > 0) score = std::min(score, max_tokens - scored);
+    if (score <= 0) break;
+    hidden.resize(static_cast<std::size_t>(n * h));
+    logits.resize(static_cast<std::size_t>(n * vocab));
+    ends.embed(ids.data() + begin, n, hidden.data());
+    if (local_blocks) {
+      LocalPipeline pipeline(*local_blocks, n);
+      pipeline.forward(hidden.data(), n);
+    } else {
+      auto pipeline = swarm->open(n, static_cast<std::uint64_t>(window + 1));
+      pipeline->forward(hidden.data(), n);
+      swarm_stats = swarm->stats(*pipeline);
+    }
+    ends.logits(hidden.data(), score, logits.data());
+    nll += negative_log_likelihood(logits.data(), vocab, ids.data() + begin + 1, score);
+    scored += score;
+    if (tty) {
+      std::fprintf(stderr, "sepal: window %lld of %lld, %lld tokens, perplexity %.4f\r",
+                   static_cast<long long>(window + 1), static_cast<long long>(windows),
+                   static_cast<long long>(scored), std::exp(nll / static_cast<double>(scored)));
+    }
+  }
+  const double mean = nll / static_cast<double>(scored);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (tty) std::fprintf(stderr, "\n");
+  if (json_output) {
+    nlohmann::json out{{"tokens", scored},
+                       {"nll", mean},
+                       {"perplexity", std::exp(mean)},
+                       {"stats",
+                        {{"dtype", weights.dtype},
+                         {"context", context},
+                         {"windows", window},
+                         {"text_tokens", total},
+                         {"weight_bytes", weight_bytes},
+                         {"seconds", seconds},
+                         {"cpu_isa", cpu_isa_name(active_cpu_isa())},
+                         {"host_ranks", swarm ? swarm->host_count() : 0}}}};
+    if (swarm) {
+      swarm_stats.erase("route");
+      swarm_stats.erase("block_map");
+      out["stats"].update(swarm_stats);
+    }
+    std::cout << out.dump(1) << "\n";
+  } else {
+    std::printf("perplexity %.4f (mean nll %.5f) over %lld tokens of %s, %s weights%s\n", std::exp(mean), mean,
+                static_cast<long long>(scored), text_file.c_str(), weights.dtype.c_str(),
+                swarm ? (", " + std::to_string(swarm->host_count()) + " hosts").c_str() : "");
+  }
+  if (swarm) swarm->shutdown();
+  return 0;
+}
+
+}  // namespace sepal::tools
