@@ -1,8 +1,9 @@
 // Prompt and decode speed at batch 1 against the memory-bandwidth roofline, measured in the same
-// run: roofline tokens/s = read bandwidth / weight bytes streamed per token.
+// run: roofline tokens/s = read bandwidth / weight bytes streamed per token. Rows: f32, bf16,
+// LLM.int8(), and int8 on a model with outlier feature dimensions; ratios of int8 to f32.
 //
 //   build/bin/decode_bench [--model-dir DIR] [--preset tinyllama-1.1b] [--prompt-tokens 128]
-//                          [--decode-tokens 32] [--csv bench/results/decode.csv]
+//                          [--decode-tokens 32] [--csv bench/results/decode.csv] [--mmap]
 //
 // Synthetic checkpoints are written to --model-dir (default /tmp/sepal-bench) when missing.
 #include <omp.h>
@@ -35,7 +36,7 @@ struct Row {
 };
 
 Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prompt_tokens,
-        int decode_tokens, double bandwidth) {
+        int decode_tokens, double bandwidth, const std::string& label = "") {
   const DType dtype = loading.dtype;
   const ModelConfig config = read_model_config(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
@@ -44,7 +45,8 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   // Bytes one decode step reads: every block, the final norm and the head (not the embedding
   // table, of which it reads one row).
   const double streamed = static_cast<double>(blocks.weight_bytes()) +
-                          static_cast<double>(config.vocab_size * config.hidden_size * dtype_size(dtype));
+                          static_cast<double>(config.vocab_size * config.hidden_size * dtype_size(dtype)) +
+                          (dtype == DType::kI8 ? 4.0 * static_cast<double>(config.vocab_size) : 0.0);
   std::vector<std::int32_t> ids(static_cast<std::size_t>(prompt_tokens));
   for (int i = 0; i < prompt_tokens; ++i) ids[i] = 3 + (i * 7919) % static_cast<int>(config.vocab_size - 3);
   std::vector<float> hidden(static_cast<std::size_t>(prompt_tokens) * config.hidden_size);
@@ -76,7 +78,8 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   std::fprintf(stderr, "\n");
   const double decode_tps = decode_tokens / since(t);
   const double roofline = bandwidth / streamed;
-  return Row{std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : ""), static_cast<double>(ends.weight_bytes() + blocks.weight_bytes()),
+  return Row{label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label,
+             static_cast<double>(ends.weight_bytes() + blocks.weight_bytes()),
              streamed, prompt_tps, decode_tps, roofline, decode_tps / roofline};
 }
 
@@ -86,13 +89,15 @@ int main(int argc, char** argv) {
   namespace po = boost::program_options;
   std::string model_dir = "/tmp/sepal-bench", preset = "tinyllama-1.1b", csv = "bench/results/decode.csv";
   int prompt_tokens = 128, decode_tokens = 32;
+  bool mmap_rows = false;
   po::options_description options("decode_bench");
   options.add_options()("help,h", "help")
       ("model-dir", po::value(&model_dir), "where synthetic checkpoints live (written if missing)")
       ("preset", po::value(&preset), "synthetic shape")
       ("prompt-tokens", po::value(&prompt_tokens), "prompt length")
       ("decode-tokens", po::value(&decode_tokens), "decode steps")
-      ("csv", po::value(&csv), "CSV output");
+      ("csv", po::value(&csv), "CSV output")
+      ("mmap", po::bool_switch(&mmap_rows), "also time f32 and bf16 used in place from the file mapping");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
@@ -116,19 +121,33 @@ int main(int argc, char** argv) {
   const double bandwidth = bench::measure_read_bandwidth(std::int64_t{2} << 30, 5);
   std::printf("measured read bandwidth: %.2f GB/s (2 GiB buffer, best of 5)\n", bandwidth / 1e9);
 
-  std::vector<Row> rows;
-  for (DType dtype : {DType::kF32, DType::kBF16}) {
-    const auto dir = std::filesystem::path(model_dir) / (preset + "-" + std::string(dtype_name(dtype)));
+  auto checkpoint = [&](DType dtype, std::int64_t outlier_dims) {
+    const auto dir = std::filesystem::path(model_dir) /
+                     (preset + "-" + std::string(dtype_name(dtype)) + (outlier_dims ? "-outliers" : ""));
     if (!std::filesystem::exists(dir / "model.safetensors")) {
       SyntheticSpec s = *spec;
       s.dtype = dtype;
+      s.outlier_dims = outlier_dims;
       std::fprintf(stderr, "writing synthetic checkpoint %s\n", dir.c_str());
       write_synthetic_checkpoint(s, dir, [](double f) { std::fprintf(stderr, "\r  %3.0f%%", f * 100); });
       std::fprintf(stderr, "\n");
     }
+    return dir;
+  };
+  std::vector<Row> rows;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const auto dir = checkpoint(dtype, 0);
     rows.push_back(run(dir, WeightLoading(dtype), prompt_tokens, decode_tokens, bandwidth));
-    rows.push_back(run(dir, WeightLoading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, bandwidth));
+    if (mmap_rows) rows.push_back(run(dir, WeightLoading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, bandwidth));
   }
+  // LLM.int8(), quantized from the bf16 checkpoint while loading; then a model whose block norms
+  // make 8 hidden dimensions outliers, so every projection takes the decomposition's float part.
+  const Row& f32 = rows.front();
+  rows.push_back(run(checkpoint(DType::kBF16, 0), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, bandwidth));
+  const Row int8 = rows.back();
+  rows.push_back(run(checkpoint(DType::kBF16, 8), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, bandwidth,
+                     "int8 outliers"));
+  const Row outliers = rows.back();
 
   std::printf("\n%-10s %12s %14s %12s %12s %14s %10s\n", "dtype", "weights GB", "streamed/token",
               "prompt t/s", "decode t/s", "roofline t/s", "fraction");
@@ -138,6 +157,10 @@ int main(int argc, char** argv) {
   }
   std::printf("bf16 / f32 decode speed: %.2fx (huge-page copies), %.2fx (mmap in place)\n",
               rows[2].decode_tps / rows[0].decode_tps, rows[3].decode_tps / rows[1].decode_tps);
+  std::printf("\nint8 against f32 (same run): weight bytes %.3f, decode %.2fx, prompt %.2fx\n",
+              int8.weight_bytes / f32.weight_bytes, int8.decode_tps / f32.decode_tps, int8.prompt_tps / f32.prompt_tps);
+  std::printf("int8 with 8 outlier dimensions against int8 without: decode %.2fx, prompt %.2fx\n",
+              outliers.decode_tps / int8.decode_tps, outliers.prompt_tps / int8.prompt_tps);
   std::filesystem::create_directories(std::filesystem::path(csv).parent_path());
   std::ofstream out(csv);
   out << "preset,dtype,threads,bandwidth_gbps,weight_bytes,streamed_bytes_per_token,prompt_tokens_per_s,"
