@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
   }
   // LLM.int8(), quantized from the bf16 checkpoint while loading; then a model whose block norms
   // make 8 hidden dimensions outliers, so every projection takes the decomposition's float part.
-  const Row& f32 = rows.front();
+  const Row f32 = rows.front();
   rows.push_back(run(checkpoint(DType::kBF16, 0), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, bandwidth));
   const Row int8 = rows.back();
   rows.push_back(run(checkpoint(DType::kBF16, 8), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, bandwidth,
@@ -155,8 +155,12 @@ int main(int argc, char** argv) {
     std::printf("%-10s %12.3f %12.3f GB %12.2f %12.2f %14.2f %10.3f\n", r.dtype.c_str(), r.weight_bytes / 1e9,
                 r.streamed_bytes / 1e9, r.prompt_tps, r.decode_tps, r.roofline_tps, r.fraction);
   }
-  std::printf("bf16 / f32 decode speed: %.2fx (huge-page copies), %.2fx (mmap in place)\n",
-              rows[2].decode_tps / rows[0].decode_tps, rows[3].decode_tps / rows[1].decode_tps);
+  if (mmap_rows) {
+    std::printf("bf16 / f32 decode speed: %.2fx (huge-page copies), %.2fx (mmap in place)\n",
+                rows[2].decode_tps / rows[0].decode_tps, rows[3].decode_tps / rows[1].decode_tps);
+  } else {
+    std::printf("bf16 / f32 decode speed: %.2fx\n", rows[1].decode_tps / rows[0].decode_tps);
+  }
   std::printf("\nint8 against f32 (same run): weight bytes %.3f, decode %.2fx, prompt %.2fx\n",
               int8.weight_bytes / f32.weight_bytes, int8.decode_tps / f32.decode_tps, int8.prompt_tps / f32.prompt_tps);
   std::printf("int8 with 8 outlier dimensions against int8 without: decode %.2fx, prompt %.2fx\n",

@@ -1,5 +1,6 @@
 // The LLM.int8() product on the CPU: finds the outlier input columns, quantizes each token's
 // other activations, and runs the int8 kernel of the CPU level over rows split between threads.
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -31,9 +32,10 @@ struct QuantizedActivations {
   std::vector<std::int32_t> outlier_cols;
   std::vector<float> outlier_x;
 
-  I8Activations tokens(std::int64_t t0, std::int64_t cols) const {
+  // Tokens from t0 on; without their outlier part when `with_outliers` is false.
+  I8Activations tokens(std::int64_t t0, std::int64_t cols, bool with_outliers = true) const {
     const auto outliers = static_cast<std::int64_t>(outlier_cols.size());
-    return I8Activations{q.data() + t0 * cols, scale.data() + t0, outlier_cols.data(), outliers,
+    return I8Activations{q.data() + t0 * cols, scale.data() + t0, outlier_cols.data(), with_outliers ? outliers : 0,
                          outlier_x.data() + t0 * outliers};
   }
 };
@@ -94,8 +96,26 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
     }
     return;
   }
-  // Prompts: a panel of rows stays in cache while every group of tokens passes over it, so the
-  // weights are read from memory once however many tokens there are.
+  // Prompts: the outlier part is one small float product, Xo[n, k] · Woᵀ with the k outlier
+  // columns of the weight gathered and dequantized once; the int8 part runs in panels of rows
+  // that stay in cache while every group of tokens passes over them, so the weights are read from
+  // memory once however many tokens there are.
+  const auto k = static_cast<std::int64_t>(a.outlier_cols.size());
+  std::vector<float> outlier_y;
+  if (k > 0) {
+    std::vector<float> wo(static_cast<std::size_t>(w.rows * k));
+    const auto* data = static_cast<const std::int8_t*>(w.data);
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
+    for (std::int64_t r = 0; r < w.rows; ++r) {
+      for (std::int64_t j = 0; j < k; ++j) {
+        wo[static_cast<std::size_t>(r * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
+      }
+    }
+    outlier_y.resize(static_cast<std::size_t>(n * w.rows));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(w.rows),
+                static_cast<int>(k), 1.0f, a.outlier_x.data(), static_cast<int>(k), wo.data(), static_cast<int>(k),
+                0.0f, outlier_y.data(), static_cast<int>(w.rows));
+  }
   const std::int64_t panel_rows = std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
   const std::int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
 #pragma omp parallel for schedule(dynamic, 1) if (!omp_in_parallel())
@@ -103,8 +123,11 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
     const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows);
     for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) {
       const std::int64_t group = std::min(kStreamingMaxTokens, n - t0);
-      gemv(a.tokens(t0, w.cols), group, w, r0, r1, w.rows, y + t0 * w.rows);
+      gemv(a.tokens(t0, w.cols, /*with_outliers=*/false), group, w, r0, r1, w.rows, y + t0 * w.rows);
     }
+  }
+  if (k > 0) {
+    for (std::int64_t i = 0; i < n * w.rows; ++i) y[i] += outlier_y[static_cast<std::size_t>(i)];
   }
 }
 
