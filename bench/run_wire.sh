@@ -22,13 +22,14 @@ for wire in f32 q8; do
 import json, sys
 d = json.load(sys.stdin); s = d["stats"]
 hidden = json.load(open(sys.argv[2] + "/config.json"))["hidden_size"]
-b = s["wire_bytes_per_token_hop"]
-print(f"{sys.argv[1]},{b:.1f},{4 * hidden},{b / (4 * hidden):.4f},{s[\"decode_tokens_per_s\"]:.3f}")' "$wire" "$model" >> "$out"
+b, tps = s["wire_bytes_per_token_hop"], s["decode_tokens_per_s"]
+print(f"{sys.argv[1]},{b:.1f},{4 * hidden},{b / (4 * hidden):.4f},{tps:.3f}")' "$wire" "$model" >> "$out"
 done
 column -s, -t "$out"
 /usr/bin/python3 -c '
 import csv, sys
 rows = {r["wire"]: r for r in csv.DictReader(open(sys.argv[1]))}
 q, f = rows["q8"], rows["f32"]
-print(f"compressed against f32 (same run): {float(q[\"bytes_per_token_hop\"]) / float(f[\"bytes_per_token_hop\"]):.3f} of the bytes "
-      f"per token per hop; decode {float(q[\"decode_tokens_per_s\"]) / float(f[\"decode_tokens_per_s\"]):.2f}x")' "$out"
+size = float(q["bytes_per_token_hop"]) / float(f["bytes_per_token_hop"])
+speed = float(q["decode_tokens_per_s"]) / float(f["decode_tokens_per_s"])
+print(f"compressed against f32 (same run): {size:.3f} of the bytes per token per hop; decode {speed:.2f}x")' "$out"
