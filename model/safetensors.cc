@@ -1,6 +1,7 @@
 #include "model/safetensors.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -22,6 +23,7 @@ std::optional<DType> safetensors_dtype(const std::string& name) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
+  if (name == "I8") return DType::kI8;  // LLM.int8() weights, with their row scales beside them
   return std::nullopt;
 }
 
@@ -188,6 +190,27 @@ const TensorRef& Checkpoint::get(const std::string& name) const {
   const TensorRef* ref = find(name);
   if (!ref) fail("tensor '", name, "' is missing from the checkpoint in ", dir_.string());
   return *ref;
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors) {
+  json header = json::object();
+  std::uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    header[t.name] = json{{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  header["__metadata__"] = json{{"format", "pt"}};
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keeps tensor data 8-byte aligned
+  std::FILE* out = std::fopen(path.c_str(), "wb");
+  if (!out) fail("cannot write ", path.string());
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(out, std::fclose);
+  const std::uint64_t length = text.size();
+  bool ok = std::fwrite(&length, 8, 1, out) == 1 && std::fwrite(text.data(), 1, text.size(), out) == text.size();
+  for (const auto& t : tensors) {
+    ok = ok && std::fwrite(t.bytes.data(), 1, t.bytes.size(), out) == t.bytes.size();
+  }
+  if (!ok || std::fflush(out) != 0) fail("cannot write ", path.string(), ": disk full?");
 }
 
 }  // namespace sepal

@@ -38,6 +38,17 @@ struct TensorRef {
 /// tensors, or a byte count that disagrees with the shape.
 std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFile> file);
 
+/// A tensor to write: its safetensors dtype name ("F32", "I8", ...), shape and bytes.
+struct TensorToWrite {
+  std::string name;
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+/// Writes a single-file safetensors checkpoint. Throws sepal::Error on I/O failure.
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors);
+
 /// All tensors of a model folder.
 class Checkpoint {
  public:

@@ -48,7 +48,7 @@ float element_as_f32(const TensorRef& t, std::int64_t i) {
     }
     case DType::kI8: break;
   }
-  fail("tensor '", t.name, "' is int8 without its scales; sepal quantizes f32, f16 or bf16 checkpoints itself");
+  fail("tensor '", t.name, "' is int8 where floating-point values are expected");
 }
 
 void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {
@@ -112,7 +112,65 @@ HeldMatrix hold_int8_matrix(const TensorRef& t, const WeightLoading& loading) {
   return m;
 }
 
-HeldMatrix hold_matrix(const TensorRef& t, const WeightLoading& loading) {
+// An int8 tensor of the checkpoint with its row scales `scales` (bitsandbytes' SCB: each row's
+// absmax, so a value is q * SCB / 127): validated, then held as int8 or dequantized.
+HeldMatrix hold_stored_int8_matrix(const TensorRef& t, const TensorRef* scales_tensor, const std::string& scales_name,
+                                   const WeightLoading& loading) {
+  const std::int64_t rows = t.shape.at(0), cols = t.shape.size() > 1 ? t.shape[1] : 1;
+  if (!scales_tensor) fail("tensor '", t.name, "' is int8 but its row scales '", scales_name, "' are missing");
+  std::vector<float> scales(static_cast<std::size_t>(scales_tensor->elements()));
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = element_as_f32(*scales_tensor, static_cast<std::int64_t>(i));
+  const std::string bad = check_quantized_scales("tensor '" + scales_name + "'", rows, scales.data(),
+                                                 static_cast<std::int64_t>(scales.size()));
+  if (!bad.empty()) fail(bad);
+  for (auto& s : scales) s /= 127.0f;
+  const auto* q = reinterpret_cast<const std::int8_t*>(t.data);
+  HeldMatrix m;
+  m.view.rows = rows;
+  m.view.cols = cols;
+  if (loading.dtype == DType::kI8) {
+    const std::int64_t scales_offset = (rows * cols + 63) / 64 * 64;
+    auto buffer = allocate_weight_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
+    auto* data = static_cast<std::int8_t*>(buffer.get());
+    std::memcpy(data, q, static_cast<std::size_t>(rows * cols));
+    auto* held_scales = reinterpret_cast<float*>(data + scales_offset);
+    std::memcpy(held_scales, scales.data(), scales.size() * 4);
+    m.view.dtype = DType::kI8;
+    m.view.outlier_threshold = loading.outlier_threshold;
+    m.view.data = data;
+    m.view.scales = held_scales;
+    m.storage = std::move(buffer);
+    return m;
+  }
+  m.view.dtype = loading.dtype;
+  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(rows * cols) * dtype_size(loading.dtype));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const float v = static_cast<float>(q[r * cols + k]) * scales[static_cast<std::size_t>(r)];
+      if (loading.dtype == DType::kF32) static_cast<float*>(buffer.get())[r * cols + k] = v;
+      else static_cast<std::uint16_t*>(buffer.get())[r * cols + k] = f32_to_bf16(v);
+    }
+  }
+  m.view.data = buffer.get();
+  m.storage = std::move(buffer);
+  return m;
+}
+
+// The row scales of an int8 tensor "x.weight" are "x.SCB", as bitsandbytes names them.
+std::string scales_name_for(const std::string& name) {
+  const std::string suffix = ".weight";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    return name.substr(0, name.size() - suffix.size()) + ".SCB";
+  }
+  return name + ".SCB";
+}
+
+HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading) {
+  if (t.dtype == DType::kI8) {
+    const std::string scales = scales_name_for(t.name);
+    return hold_stored_int8_matrix(t, checkpoint.find(scales), scales, loading);
+  }
   const DType dtype = loading.dtype;
   if (dtype == DType::kI8) return hold_int8_matrix(t, loading);
   SEPAL_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "weights are held as f32, bf16 or int8");
@@ -196,7 +254,7 @@ BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig&
   auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
     const TensorRef& t = checkpoint.get(p + name);
     expect_shape(t, {rows, cols});
-    return hold_matrix(t, loading);
+    return hold_matrix(checkpoint, t, loading);
   };
   auto vector = [&](const std::string& name) {
     const TensorRef& t = checkpoint.get(p + name);
@@ -221,7 +279,7 @@ EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const Mode
                                         const WeightLoading& loading) {
   const TensorRef& t = find_embedding_tensor(checkpoint, config);
   expect_shape(t, {config.vocab_size, config.hidden_size});
-  return EmbeddingWeights{hold_matrix(t, loading)};
+  return EmbeddingWeights{hold_matrix(checkpoint, t, loading)};
 }
 
 HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config,
@@ -236,12 +294,12 @@ HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& c
     } else {
       const TensorRef& t = find_embedding_tensor(checkpoint, config);
       expect_shape(t, {config.vocab_size, config.hidden_size});
-      head.lm_head = hold_matrix(t, loading);
+      head.lm_head = hold_matrix(checkpoint, t, loading);
     }
   } else {
     const TensorRef& t = checkpoint.get("lm_head.weight");
     expect_shape(t, {config.vocab_size, config.hidden_size});
-    head.lm_head = hold_matrix(t, loading);
+    head.lm_head = hold_matrix(checkpoint, t, loading);
   }
   return head;
 }

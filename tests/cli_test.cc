@@ -192,6 +192,7 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"perplexity", "--model", model, "--text", "/dev/null", "--context", "1"}, "--context must be between 2");
   expect_failure({"perplexity", "--model", model, "--text", "/dev/null"}, "fewer than 2 tokens");
   expect_failure({"synth", "--out", "/tmp/x", "--dtype", "int8"}, "--dtype must be f32, f16 or bf16");
+  expect_failure({"quantize", "--model", model, "--out", model}, "already holds a model");
   expect_failure({"synth", "--out", "/tmp/x", "--outlier-dims", "-1"}, "--outlier-dims");
   expect_failure({"generate", "--model", model, "--frobnicate"}, "frobnicate");
   expect_failure({"generate"}, "model");

@@ -3,13 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
 #include "model/block_stack.h"
 #include "model/generation.h"
+#include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
 #include "model/safetensors.h"
@@ -238,6 +241,52 @@ TEST(SyntheticModel, Int8NeedsTheOutlierDecompositionWhenFeaturesAreLarge) {
   std::printf("logits error against f32: %.4f with the decomposition, %.4f without\n", with, without);
   EXPECT_LT(with, 5e-2);  // the tolerance int8 meets on models without outliers
   EXPECT_GT(without, 4 * with);
+}
+
+TEST(Int8Checkpoint, LoadsAsTheQuantizedOriginalAndRejectsBadScales) {
+  TempDir dir;
+  write_synthetic_checkpoint(small_spec(DType::kF32), dir / "f32");
+  const auto tensors = quantize_checkpoint_tensors(Checkpoint::open(dir / "f32"));
+  auto write_int8 = [&](const std::filesystem::path& to, const std::vector<TensorToWrite>& t) {
+    std::filesystem::create_directories(to);
+    for (const char* f : {"config.json", "tokenizer.json"}) {
+      std::filesystem::copy_file(dir / "f32" / f, to / f, std::filesystem::copy_options::overwrite_existing);
+    }
+    write_safetensors(to / "model.safetensors", t);
+  };
+  write_int8(dir / "int8", tensors);
+  const std::vector<std::int32_t> ids = {1, 50, 60, 70, 80, 90};
+  EXPECT_EQ(last_logits(dir / "int8", DType::kI8, ids), last_logits(dir / "f32", DType::kI8, ids));
+  const auto ref = last_logits(dir / "f32", DType::kF32, ids);
+  EXPECT_LT(test::normalized_error(last_logits(dir / "int8", DType::kF32, ids), std::vector<double>(ref.begin(), ref.end())),
+            5e-2);
+
+  // Scales that disagree with their matrix, or are not finite numbers, are named.
+  const std::string scb = "model.layers.1.mlp.up_proj.SCB";
+  auto corrupted = [&](const std::function<void(std::vector<TensorToWrite>&, TensorToWrite&)>& edit) {
+    std::vector<TensorToWrite> t = tensors;
+    auto it = std::find_if(t.begin(), t.end(), [&](const TensorToWrite& x) { return x.name == scb; });
+    EXPECT_NE(it, t.end());
+    edit(t, *it);
+    write_int8(dir / "bad", t);
+    const Checkpoint c = Checkpoint::open(dir / "bad");
+    return [c, &dir] { BlockStack::load(c, read_model_config(dir / "bad"), 0, 3, DType::kI8); };
+  };
+  auto set_first = [](float v) {
+    return [v](std::vector<TensorToWrite>&, TensorToWrite& x) { std::memcpy(x.bytes.data(), &v, 4); };
+  };
+  expect_error(corrupted([](auto&, TensorToWrite& x) {
+                 x.shape = {x.shape[0] - 1};
+                 x.bytes.resize(x.bytes.size() - 4);
+               }),
+               "tensor 'model.layers.1.mlp.up_proj.SCB' has 99 scales for 100 rows");
+  expect_error(corrupted(set_first(NAN)), "tensor 'model.layers.1.mlp.up_proj.SCB': scale of row 0 is not finite");
+  expect_error(corrupted(set_first(INFINITY)), "scale of row 0 is not finite");
+  expect_error(corrupted(set_first(-2.0f)), "scale of row 0 is negative");
+  expect_error(corrupted([&](std::vector<TensorToWrite>& t, TensorToWrite&) {
+                 std::erase_if(t, [&](const TensorToWrite& x) { return x.name == scb; });
+               }),
+               "tensor 'model.layers.1.mlp.up_proj.weight' is int8 but its row scales 'model.layers.1.mlp.up_proj.SCB' are missing");
 }
 
 TEST(SyntheticModel, ShapeThatDisagreesWithConfigIsNamed) {

@@ -1,0 +1,70 @@
+#include "model/int8_checkpoint.h"
+
+#include <cstring>
+#include <string>
+
+#include "kernels/error.h"
+#include "kernels/quantize.h"
+
+namespace sepal {
+namespace {
+
+const char* safetensors_name(DType t) {
+  switch (t) {
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
+    case DType::kI8: return "I8";
+  }
+  return "?";
+}
+
+float stored_value(const TensorRef& t, std::int64_t i) {
+  if (t.dtype == DType::kF32) {
+    float v;
+    std::memcpy(&v, t.data + i * 4, 4);
+    return v;
+  }
+  std::uint16_t h;
+  std::memcpy(&h, t.data + i * 2, 2);
+  return t.dtype == DType::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+std::string scales_name(const std::string& name) {
+  return name.ends_with(".weight") ? name.substr(0, name.size() - 7) + ".SCB" : name + ".SCB";
+}
+
+}  // namespace
+
+std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpoint,
+                                                       const std::function<void(double)>& progress) {
+  std::vector<TensorToWrite> out;
+  std::size_t done = 0;
+  for (const auto& [name, t] : checkpoint.tensors()) {
+    if (t.shape.size() == 2 && t.dtype != DType::kI8) {
+      const std::int64_t rows = t.shape[0], cols = t.shape[1];
+      TensorToWrite q{name, "I8", t.shape, std::vector<std::byte>(static_cast<std::size_t>(rows * cols))};
+      TensorToWrite scb{scales_name(name), "F32", {rows}, std::vector<std::byte>(static_cast<std::size_t>(rows * 4))};
+      std::vector<float> row(static_cast<std::size_t>(cols));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = stored_value(t, r * cols + k);
+        float scale = 0;
+        try {
+          scale = quantize_row_i8(row.data(), cols, reinterpret_cast<std::int8_t*>(q.bytes.data()) + r * cols);
+        } catch (const Error&) {
+          fail("tensor '", name, "' row ", r, " holds NaN or infinity");
+        }
+        const float absmax = scale * 127.0f;
+        std::memcpy(scb.bytes.data() + r * 4, &absmax, 4);
+      }
+      out.push_back(std::move(q));
+      out.push_back(std::move(scb));
+    } else {
+      out.push_back(TensorToWrite{name, safetensors_name(t.dtype), t.shape, std::vector<std::byte>(t.data, t.data + t.bytes)});
+    }
+    if (progress) progress(static_cast<double>(++done) / static_cast<double>(checkpoint.tensors().size()));
+  }
+  return out;
+}
+
+}  // namespace sepal

@@ -1,0 +1,62 @@
+// sepal quantize: writes an LLM.int8() copy of a checkpoint (model/int8_checkpoint.h), so that
+// hosts read a quarter of the bytes and skip quantizing. The other files of the folder (config,
+// tokenizer) are copied.
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+
+#include "kernels/error.h"
+#include "model/int8_checkpoint.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "tools/commands.h"
+
+namespace sepal::tools {
+
+int quantize_command(int argc, char** argv) {
+  namespace po = boost::program_options;
+  std::string model_dir, out_dir;
+  po::options_description options("sepal quantize: write an int8 (LLM.int8()) copy of a checkpoint");
+  options.add_options()
+      ("help,h", "show this help")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("out", po::value(&out_dir)->required(), "folder for the int8 checkpoint (created; must not hold model files)");
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+  if (vm.count("help")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  namespace fs = std::filesystem;
+  (void)read_model_config(model_dir);  // a bad folder fails before anything is written
+  if (fs::exists(fs::path(out_dir) / "model.safetensors") || fs::exists(fs::path(out_dir) / "config.json")) {
+    throw UsageError{"--out " + out_dir + " already holds a model; give an empty folder"};
+  }
+  std::error_code ec;
+  if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec)) throw UsageError{"--out must differ from --model"};
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const bool tty = isatty(STDERR_FILENO);
+  const auto tensors = quantize_checkpoint_tensors(checkpoint, [&](double done) {
+    if (tty) std::fprintf(stderr, "\rsepal quantize: %3.0f%%", done * 100);
+  });
+  std::int64_t in_bytes = 0, out_bytes = 0;
+  for (const auto& [name, t] : checkpoint.tensors()) in_bytes += static_cast<std::int64_t>(t.bytes);
+  for (const auto& t : tensors) out_bytes += static_cast<std::int64_t>(t.bytes.size());
+  fs::create_directories(out_dir);
+  for (const auto& entry : fs::directory_iterator(model_dir)) {
+    const std::string file = entry.path().filename().string();
+    if (!entry.is_regular_file() || file.ends_with(".safetensors") || file == "model.safetensors.index.json") continue;
+    fs::copy_file(entry.path(), fs::path(out_dir) / file, fs::copy_options::overwrite_existing);
+  }
+  write_safetensors(fs::path(out_dir) / "model.safetensors", tensors);
+  std::fprintf(stderr, "%ssepal quantize: wrote %s: %.1f MB (%.3f of the original %.1f MB)\n", tty ? "\n" : "", out_dir.c_str(),
+               out_bytes / 1e6, static_cast<double>(out_bytes) / static_cast<double>(in_bytes), in_bytes / 1e6);
+  return 0;
+}
+
+}  // namespace sepal::tools
