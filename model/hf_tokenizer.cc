@@ -129,7 +129,7 @@ enum class SplitBehavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWith
 
 struct PreTokenizerStep {
   enum class Kind { kMetaspace, kByteLevel, kSplit };
-  Kind kind;
+  Kind kind = Kind::kMetaspace;
   // Metaspace
   std::string replacement = "\xE2\x96\x81";
   std::string prepend_scheme = "always";
@@ -287,20 +287,23 @@ class HfBpeTokenizer final : public Tokenizer {
     if (type == "Sequence") {
       for (const auto& step : p.at("pretokenizers")) read_pre_tokenizer(step);
     } else if (type == "Metaspace") {
-      PreTokenizerStep s{PreTokenizerStep::Kind::kMetaspace};
+      PreTokenizerStep s;
+      s.kind = PreTokenizerStep::Kind::kMetaspace;
       s.replacement = p.value("replacement", s.replacement);
       if (p.contains("prepend_scheme")) s.prepend_scheme = p["prepend_scheme"].get<std::string>();
       else if (p.contains("add_prefix_space")) s.prepend_scheme = p["add_prefix_space"].get<bool>() ? "always" : "never";
       s.split = p.value("split", true);
       pre_tokenizers_.push_back(std::move(s));
     } else if (type == "ByteLevel") {
-      PreTokenizerStep s{PreTokenizerStep::Kind::kByteLevel};
+      PreTokenizerStep s;
+      s.kind = PreTokenizerStep::Kind::kByteLevel;
       s.add_prefix_space = p.value("add_prefix_space", false);
       if (p.value("use_regex", true)) s.regex = std::make_shared<Regex>(kGpt2Pattern, where_);
       pre_tokenizers_.push_back(std::move(s));
       byte_level_ = true;
     } else if (type == "Split") {
-      PreTokenizerStep s{PreTokenizerStep::Kind::kSplit};
+      PreTokenizerStep s;
+      s.kind = PreTokenizerStep::Kind::kSplit;
       const json& pattern = p.at("pattern");
       if (pattern.contains("Regex")) s.regex = std::make_shared<Regex>(pattern["Regex"].get<std::string>(), where_);
       else s.literal = pattern.at("String").get<std::string>();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "kernels/cuda/int8_matmul.h"
 #include "kernels/error.h"
@@ -39,6 +40,12 @@ TEST(CudaInt8, QuantizeAndDequantizeMatchTheCpu) {
 
 class CudaInt8Matmul : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
+std::string shape_name(const ::testing::TestParamInfo<std::tuple<int, int, int>>& info) {
+  std::ostringstream name;
+  name << 'n' << std::get<0>(info.param) << "_r" << std::get<1>(info.param) << "_c" << std::get<2>(info.param);
+  return name.str();
+}
+
 TEST_P(CudaInt8Matmul, MatchesTheCpuWithAndWithoutOutliers) {
   ASSERT_TRUE(cuda::device_available()) << "no CUDA device";
   const auto [n, rows, cols] = GetParam();
@@ -64,10 +71,7 @@ TEST_P(CudaInt8Matmul, MatchesTheCpuWithAndWithoutOutliers) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaInt8Matmul,
                          ::testing::Values(std::make_tuple(1, 256, 512), std::make_tuple(3, 2048, 2048),
                                            std::make_tuple(17, 5632, 2048), std::make_tuple(128, 2048, 5632)),
-                         [](const auto& info) {
-                           return "n" + std::to_string(std::get<0>(info.param)) + "_r" +
-                                  std::to_string(std::get<1>(info.param)) + "_c" + std::to_string(std::get<2>(info.param));
-                         });
+                         shape_name);
 
 TEST(CudaInt8, NonFiniteActivationsAreAnError) {
   ASSERT_TRUE(cuda::device_available()) << "no CUDA device";

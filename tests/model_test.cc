@@ -130,7 +130,7 @@ TEST(Safetensors, RejectsCorruptFiles) {
   expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {8}, 0, 32)}}, data)); }, "past the end of the data");
   expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {2}, 0, 8)}, {"b", entry("F32", {2}, 4, 12)}}, data)); }, "overlap");
   expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {3}, 0, 16)}}, data)); }, "needs 12");
-  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("I8", {16}, 0, 16)}}, data)); }, "unsupported dtype I8");
+  expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("I16", {8}, 0, 16)}}, data)); }, "unsupported dtype I16");
   expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {-1}, 0, 16)}}, data)); }, "negative");
   expect_error([&] { parse_blob(dir, safetensors_blob({{"a", entry("F32", {4}, 16, 0)}}, data)); }, "wrong order");
   // A truncated real file: the header promises more data than remains.

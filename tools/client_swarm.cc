@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 
 #include "actors/balancer.h"
 #include "actors/push_receiver.h"
@@ -171,6 +172,10 @@ nlohmann::json ClientSwarm::stats(const RemotePipeline& pipeline) {
 void ClientSwarm::shutdown() {
   if (shut_down_ || !swarm_) return;
   shut_down_ = true;
+  // What the command printed goes out now: ending the swarm and MPI can take the process down
+  // without the usual flush at exit (a finalize that waits on a dead rank is cut short).
+  std::cout.flush();
+  std::fflush(nullptr);
   for (const auto& m : swarm_->membership().alive()) {
     if (m.peer == swarm_->self()) continue;
     (void)swarm_->system().send(ActorRef<BlockHostProtocol>{{m.peer, kBlockHostActorId}}, Shutdown{"client finished"});

@@ -204,7 +204,7 @@ int generate_command(int argc, char** argv) {
       }
       out["stats"].update(stats);
     }
-    std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::printf("\n");
     std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",

@@ -186,7 +186,7 @@ int perplexity_command(int argc, char** argv) {
       swarm_stats.erase("block_map");
       out["stats"].update(swarm_stats);
     }
-    std::cout << out.dump(1) << "\n";
+    std::cout << out.dump(1) << std::endl;
   } else {
     std::printf("perplexity %.4f (mean nll %.5f) over %lld tokens of %s, %s weights%s\n", std::exp(mean), mean,
                 static_cast<long long>(scored), text_file.c_str(), weights.dtype.c_str(),

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/matmul_i8.h"
+#include "kernels/cpu/row_slices.h"
 #include "kernels/error.h"
 #include "kernels/matmul.h"
 
@@ -25,20 +26,7 @@ cpu::GemvFn gemv_for(CpuIsa isa) {
 // Streaming path: every thread reads one contiguous slice of rows, once.
 void matmul_streaming(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
   const cpu::GemvFn gemv = gemv_for(isa);
-  if (omp_in_parallel() || w.rows < 64) {
-    gemv(x, n, w, 0, w.rows, y);
-    return;
-  }
-#pragma omp parallel
-  {
-    const std::int64_t threads = omp_get_num_threads();
-    const std::int64_t id = omp_get_thread_num();
-    // Slices are multiples of 16 rows so that each starts on a cache-line boundary of y.
-    const std::int64_t units = (w.rows + 15) / 16;
-    const std::int64_t r0 = std::min(w.rows, units * id / threads * 16);
-    const std::int64_t r1 = std::min(w.rows, units * (id + 1) / threads * 16);
-    if (r0 < r1) gemv(x, n, w, r0, r1, y);
-  }
+  cpu::for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(x, n, w, r0, r1, y); });
 }
 
 // Blocked path for bf16: panels of rows are widened to f32 once and multiplied by all tokens.

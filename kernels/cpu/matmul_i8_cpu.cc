@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/matmul_i8.h"
+#include "kernels/cpu/row_slices.h"
 #include "kernels/error.h"
 #include "kernels/quantize.h"
 
@@ -81,19 +82,7 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
   if (n <= kStreamingMaxTokens) {
     // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
     const I8Activations all = a.tokens(0, w.cols);
-    if (omp_in_parallel() || w.rows < 64) {
-      gemv(all, n, w, 0, w.rows, w.rows, y);
-      return;
-    }
-#pragma omp parallel
-    {
-      const std::int64_t threads = omp_get_num_threads();
-      const std::int64_t id = omp_get_thread_num();
-      const std::int64_t units = (w.rows + 15) / 16;
-      const std::int64_t r0 = std::min(w.rows, units * id / threads * 16);
-      const std::int64_t r1 = std::min(w.rows, units * (id + 1) / threads * 16);
-      if (r0 < r1) gemv(all, n, w, r0, r1, w.rows, y);
-    }
+    for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(all, n, w, r0, r1, w.rows, y); });
     return;
   }
   // Prompts: the outlier part is one small float product, Xo[n, k] · Woᵀ with the k outlier
