@@ -73,9 +73,10 @@ PY
   # Hosts spawned from a plain shell (MPI_Comm_spawn).
   timeout 120 "$sepal" generate --model "$models/$model" --prompt "$prompt" --max-new-tokens "$max_new" --hosts 2 \
     --no-wire-compression --json > "$out/run.json" 2> "$out/err.log"
-  if /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
+  rc=$?
+  if [ "$rc" -eq 0 ] && /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
   then echo "ok: $model with --hosts 2"
-  else echo "FAILED: $model with --hosts 2"; tail -5 "$out/err.log"; failed=$((failed + 1))
+  else echo "FAILED: $model with --hosts 2 (exit $rc)"; tail -5 "$out/err.log"; failed=$((failed + 1))
   fi
   checked=$((checked + 1))
 done

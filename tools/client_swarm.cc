@@ -1,6 +1,7 @@
 #include "tools/client_swarm.h"
 
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -83,6 +84,8 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
     if (!s.is_ok()) fail(s.status().message());
     secret = std::move(s).value();
   }
+  // A write to a host that has gone (a TCP socket of Open MPI's) must fail, not end the client.
+  std::signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<ClientSwarm> client(new ClientSwarm);
   client->options_ = options;
   if (Status s = mpi_init(argc, argv); !s.is_ok()) fail(s.to_string());
