@@ -179,19 +179,26 @@ void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
   scheduler_.post([this, cell] { drain(cell); });
 }
 
-void ActorSystem::on_peer_failed(PeerId peer, const Status& why) {
+void ActorSystem::fail_requests_to(PeerId peer, const Status& why) {
   std::vector<std::uint64_t> affected;
-  std::vector<std::shared_ptr<Cell>> cells;
-  std::vector<std::function<void(PeerId, const Status&)>> watchers;
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, p] : pending_) {
       if (p.peer == peer) affected.push_back(id);
     }
+  }
+  for (auto id : affected) fail_pending(id, why);
+}
+
+void ActorSystem::on_peer_failed(PeerId peer, const Status& why) {
+  fail_requests_to(peer, why);
+  std::vector<std::shared_ptr<Cell>> cells;
+  std::vector<std::function<void(PeerId, const Status&)>> watchers;
+  {
+    std::lock_guard lock(mutex_);
     for (const auto& [id, c] : cells_) cells.push_back(c);
     watchers = failure_watchers_;
   }
-  for (auto id : affected) fail_pending(id, why);
   for (auto& cell : cells) {
     bool schedule = false;
     {

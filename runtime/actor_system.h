@@ -102,6 +102,10 @@ class ActorSystem final : private TransportHandler {
   /// (membership heartbeats).
   void declare_peer_failed(PeerId peer, const Status& why) { on_peer_failed(peer, why); }
 
+  /// Fails the requests pending on `peer` with `why`, at once; nothing else changes. For a peer
+  /// that left gracefully: it will answer nothing more, yet it did not fail.
+  void fail_requests_to(PeerId peer, const Status& why);
+
   /// Sends an encoded frame (local delivery when `to` is this process). Used by replies.
   Status send_frame(PeerId to, OutgoingFrame frame);
 

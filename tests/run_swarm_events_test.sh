@@ -81,7 +81,7 @@ PY
 then :; else echo "FAILED: block map checks"; failed=$((failed + 1)); fi
 if [ "$failed" -ne 0 ]; then
   echo "--- client stderr"; tail -30 "$dir/err.txt"; echo "--- joiner stderr"; tail -10 "$dir/joiner.err"
-  echo "--- status stderr"; tail -5 "$dir/status.err"
+  echo "--- status stderr"; grep -v "^ *$" "$dir/status.err" | head -5
 fi
 echo "$((3 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
