@@ -74,6 +74,11 @@ void ActorSystem::add_pending(std::uint64_t id, PeerId peer, std::chrono::millis
   {
     std::lock_guard lock(mutex_);
     pending_[id] = Pending{peer, std::move(complete)};
+    if (auto gone = departed_.find(peer); gone != departed_.end()) {
+      const Status why = gone->second;
+      scheduler_.post([this, id, why] { fail_pending(id, why); });
+      return;
+    }
   }
   scheduler_.post_at(scheduler_.now() + timeout, [this, id, timeout] {
     fail_pending(id, error(StatusCode::kTimeout, "no reply within ", timeout.count(), " ms"));
@@ -177,6 +182,14 @@ void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
     item();
   }
   scheduler_.post([this, cell] { drain(cell); });
+}
+
+void ActorSystem::declare_peer_departed(PeerId peer, const Status& why) {
+  {
+    std::lock_guard lock(mutex_);
+    departed_[peer] = why;
+  }
+  fail_requests_to(peer, why);
 }
 
 void ActorSystem::fail_requests_to(PeerId peer, const Status& why) {

@@ -102,9 +102,10 @@ class ActorSystem final : private TransportHandler {
   /// (membership heartbeats).
   void declare_peer_failed(PeerId peer, const Status& why) { on_peer_failed(peer, why); }
 
-  /// Fails the requests pending on `peer` with `why`, at once; nothing else changes. For a peer
-  /// that left gracefully: it will answer nothing more, yet it did not fail.
-  void fail_requests_to(PeerId peer, const Status& why);
+  /// For a peer that left gracefully: it will answer nothing more, yet it did not fail. Its
+  /// pending requests, and any made later, fail with `why` at once; actors are not told (peer
+  /// ids are not reused: the membership gives every newcomer a new one).
+  void declare_peer_departed(PeerId peer, const Status& why);
 
   /// Sends an encoded frame (local delivery when `to` is this process). Used by replies.
   Status send_frame(PeerId to, OutgoingFrame frame);
@@ -121,6 +122,7 @@ class ActorSystem final : private TransportHandler {
   std::uint64_t next_request_id();
   void add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete);
   void fail_pending(std::uint64_t id, const Status& why);
+  void fail_requests_to(PeerId peer, const Status& why);
   void deliver(PeerId from, std::shared_ptr<const Buffer> frame);
   void drain(const std::shared_ptr<Cell>& cell);
 
@@ -132,6 +134,7 @@ class ActorSystem final : private TransportHandler {
   std::mutex mutex_;
   std::map<std::uint32_t, std::shared_ptr<Cell>> cells_;
   std::map<std::uint64_t, Pending> pending_;
+  std::map<PeerId, Status> departed_;
   std::vector<std::function<void(PeerId, const Status&)>> failure_watchers_;
   std::uint32_t next_actor_id_ = 16;
   std::uint64_t next_request_id_ = 1;

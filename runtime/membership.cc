@@ -147,9 +147,9 @@ class Membership::Actor final : public TypedActor<Membership::Actor, MembershipP
     // process, and the leaver must not lose its acknowledgement.
     ctx.defer_reply<LeaveAck>().reply(LeaveAck{state_->self});
     state_->transition(m.peer, MemberState::kLeft, "left gracefully");
-    // Nothing sent to it will be answered now: its pending requests fail at once rather than at
-    // their timeouts.
-    ctx.system().fail_requests_to(m.peer, error(StatusCode::kPeerFailed, "peer ", m.peer, " left"));
+    // Nothing sent to it will be answered now: its requests fail at once rather than at their
+    // timeouts.
+    ctx.system().declare_peer_departed(m.peer, error(StatusCode::kPeerFailed, "peer ", m.peer, " left"));
     return LeaveAck{state_->self};  // not sent: the reply went out above
   }
   void on_peer_failed(ActorSystem&, PeerId peer, const Status& why) override {

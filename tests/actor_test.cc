@@ -202,6 +202,21 @@ TEST_F(DeterministicActors, PeerFailureAnswersPendingRequestsAtOnce) {
   EXPECT_EQ(again->status().code(), StatusCode::kPeerFailed);
 }
 
+TEST_F(DeterministicActors, ADepartedPeersRequestsFailAtOnceThenAndLater) {
+  std::optional<Result<EchoReply>> pending, later;
+  a_->request(echo_, Later{false}, 60000ms, [&](Result<EchoReply> r) { pending = std::move(r); });
+  scheduler_.run_all();
+  EXPECT_FALSE(pending.has_value());
+  a_->declare_peer_departed(echo_.address.peer, error(StatusCode::kPeerFailed, "peer 1 left"));
+  scheduler_.run_all();
+  ASSERT_TRUE(pending.has_value());
+  EXPECT_EQ(pending->status().message(), "peer 1 left");
+  a_->request(echo_, Echo{"x", {}}, 60000ms, [&](Result<EchoReply> r) { later = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(later.has_value());
+  EXPECT_EQ(later->status().code(), StatusCode::kPeerFailed);
+}
+
 TEST_F(DeterministicActors, HandlerErrorsAndUnknownActorsBecomeErrorReplies) {
   std::optional<Result<EchoReply>> exploded, missing;
   a_->request(echo_, Explode{}, 1000ms, [&](Result<EchoReply> r) { exploded = std::move(r); });

@@ -34,8 +34,13 @@ int status_command(int argc, char** argv) {
   if (!secret.is_ok()) fail(secret.status().message());
   if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
   auto swarm = SwarmProcess::join(join_file, secret.value(), "observer", SwarmSettings{});
+  // A reply can miss a newcomer whose address the client's side is still connecting to: ask again.
   auto map = swarm->system().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}}, GetBlockMap{},
-                                          std::chrono::seconds(10));
+                                          std::chrono::seconds(5));
+  for (int attempt = 1; attempt < 4 && !map.is_ok() && map.status().code() == StatusCode::kTimeout; ++attempt) {
+    map = swarm->system().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}}, GetBlockMap{},
+                                       std::chrono::seconds(5));
+  }
   (void)swarm->membership().leave(std::chrono::seconds(5));
   swarm->stop();
   if (!map.is_ok()) fail("the balancer did not answer: ", map.status().message());
