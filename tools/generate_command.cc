@@ -31,6 +31,7 @@
 #include "tools/commands.h"
 #include "tools/host_process.h"
 #include "tools/swarm_process.h"
+#include "tools/client_model.h"
 #include "tools/client_swarm.h"
 #include "tools/weight_options.h"
 
@@ -106,10 +107,9 @@ int generate_command(int argc, char** argv) {
     if (!swarm) return host_exit;  // this rank was a block host
   }
 
-  const auto tokenizer = load_tokenizer(model_dir);
-  if (tokenizer->vocab_size() > config.vocab_size) {
-    fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
-  }
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const Tokenizer* tokenizer = model.tokenizer.get();
+  const ModelEnds& ends = model.ends;
   GenerationRequest request;
   if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
   for (auto id : tokenizer->encode(prompt)) request.prompt_ids.push_back(id);
@@ -120,20 +120,12 @@ int generate_command(int argc, char** argv) {
   request.seed = seed;
   const std::int64_t capacity = session_capacity(config, request);
 
-  if (isatty(STDERR_FILENO)) {
-    std::fprintf(stderr, "sepal: loading %s (%lld blocks, %s)...\r", model_dir.c_str(),
-                 static_cast<long long>(config.num_layers), dtype_text.c_str());
-  }
-  const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
-  std::unique_ptr<BlockStack> local_blocks;
-  if (!swarm) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
-  const std::int64_t weight_bytes = ends.weight_bytes() + (local_blocks ? local_blocks->weight_bytes() : 0);
+  const std::int64_t weight_bytes = model.weight_bytes();
 
   std::unique_ptr<BlockPipeline> pipeline;
   RemotePipeline* remote = nullptr;
-  if (local_blocks) {
-    pipeline = std::make_unique<LocalPipeline>(*local_blocks, capacity);
+  if (model.blocks) {
+    pipeline = std::make_unique<LocalPipeline>(*model.blocks, capacity);
   } else {
     auto owned = swarm->open(capacity, /*session=*/1);
     remote = owned.get();

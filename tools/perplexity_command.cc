@@ -23,6 +23,7 @@
 #include "model/model_ends.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
+#include "tools/client_model.h"
 #include "tools/client_swarm.h"
 #include "tools/commands.h"
 #include "tools/weight_options.h"
@@ -117,21 +118,13 @@ int perplexity_command(int argc, char** argv) {
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
-  const auto tokenizer = load_tokenizer(model_dir);
-  if (tokenizer->vocab_size() > config.vocab_size) {
-    fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", config.vocab_size);
-  }
-  const std::vector<std::int32_t> ids = tokenize_documents(buffer.str(), *tokenizer, config);
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const ModelEnds& ends = model.ends;
+  const std::vector<std::int32_t> ids = tokenize_documents(buffer.str(), *model.tokenizer, config);
   if (ids.size() < 2) fail("the text ", text_file, " holds fewer than 2 tokens");
 
-  const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
-  std::unique_ptr<BlockStack> local_blocks;
-  if (!swarm) local_blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
-  const std::int64_t weight_bytes = ends.weight_bytes() + (local_blocks ? local_blocks->weight_bytes() : 0);
-
   const auto total = static_cast<std::int64_t>(ids.size());
-  const std::int64_t windows = (total - 1 + context - 2) / (context - 1);  // windows overlap by nothing but are scored from their 2nd token
+  const std::int64_t windows = (total - 1 + context - 1) / context;  // windows of 2 tokens or more
   std::int64_t scored = 0;
   double nll = 0;
   nlohmann::json swarm_stats;
@@ -148,8 +141,8 @@ int perplexity_command(int argc, char** argv) {
     hidden.resize(static_cast<std::size_t>(n * h));
     logits.resize(static_cast<std::size_t>(n * vocab));
     ends.embed(ids.data() + begin, n, hidden.data());
-    if (local_blocks) {
-      LocalPipeline pipeline(*local_blocks, n);
+    if (model.blocks) {
+      LocalPipeline pipeline(*model.blocks, n);
       pipeline.forward(hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n, static_cast<std::uint64_t>(window + 1));
@@ -177,7 +170,7 @@ int perplexity_command(int argc, char** argv) {
                          {"context", context},
                          {"windows", window},
                          {"text_tokens", total},
-                         {"weight_bytes", weight_bytes},
+                         {"weight_bytes", model.weight_bytes()},
                          {"seconds", seconds},
                          {"cpu_isa", cpu_isa_name(active_cpu_isa())},
                          {"host_ranks", swarm ? swarm->host_count() : 0}}}};
