@@ -88,6 +88,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   std::signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<ClientSwarm> client(new ClientSwarm);
   client->options_ = options;
+  client->num_blocks_ = config.num_layers;
   if (Status s = mpi_init(argc, argv); !s.is_ok()) fail(s.to_string());
   const int launched = launched_world_size();
   const int hosts = launched > 1 ? launched - 1 : options.spawn_hosts;
@@ -154,8 +155,7 @@ std::unique_ptr<RemotePipeline> ClientSwarm::open(std::int64_t capacity, std::ui
   RemotePipelineOptions pipeline_options;
   pipeline_options.push_inbox = push_inbox_;
   pipeline_options.wire_compression = options_.wire_compression;
-  const std::int64_t num_blocks = router_->block_map().is_ok() ? router_->block_map()->num_blocks : 0;
-  return std::make_unique<RemotePipeline>(swarm_->system(), *router_, num_blocks, capacity, session, pipeline_options);
+  return std::make_unique<RemotePipeline>(swarm_->system(), *router_, num_blocks_, capacity, session, pipeline_options);
 }
 
 nlohmann::json ClientSwarm::stats(const RemotePipeline& pipeline) {

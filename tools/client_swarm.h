@@ -73,6 +73,7 @@ class ClientSwarm {
   ClientSwarm() = default;
 
   SwarmOptions options_;
+  std::int64_t num_blocks_ = 0;
   int host_count_ = 0;
   std::ofstream map_log_;
   std::mutex map_log_mutex_;
