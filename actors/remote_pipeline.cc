@@ -80,15 +80,17 @@ std::vector<float> RemotePipeline::values(const TensorPayload& t, std::int64_t n
   return std::move(decoded).value();
 }
 
-TensorPayload RemotePipeline::received(const TensorPayload& t, std::int64_t n) {
-  (void)values(t, n);  // a malformed answer stops here, not at the next host
+RemotePipeline::Hidden RemotePipeline::received(const TensorPayload& t, std::int64_t n) {
+  Hidden h{t, values(t, n)};  // a malformed answer stops here, not at the next host
   received_bytes_ += static_cast<std::int64_t>(t.bytes);
   received_token_hops_ += n;
-  return t;
+  return h;
 }
 
-TensorPayload RemotePipeline::encode(const float* hidden, std::int64_t n) const {
-  return encode_hidden(hidden, n, hidden_size_, options_.wire_compression);
+RemotePipeline::Hidden RemotePipeline::encode(const float* hidden, std::int64_t n) const {
+  TensorPayload payload = encode_hidden(hidden, n, hidden_size_, options_.wire_compression);
+  std::vector<float> sent = values(payload, n);  // what the host will see: compression rounds
+  return Hidden{std::move(payload), std::move(sent)};
 }
 
 Status RemotePipeline::replace_hop(std::size_t i) {
@@ -103,13 +105,13 @@ Status RemotePipeline::replace_hop(std::size_t i) {
     SEPAL_RETURN_IF_ERROR(open_on(hops[j]));
     inputs[j] = x;
     if (length_ == 0) continue;
-    auto replay = encode(x.data(), length_);
+    const TensorPayload replay = encode_hidden(x.data(), length_, hidden_size_, options_.wire_compression);
     auto rebuilt = system_.request_sync(hops[j].host, Step{hops[j].session, 0, replay, tag_}, options_.timeout);
     if (!rebuilt.is_ok()) {
       planner_.report_failure(hops[j].host.address.peer);
       return error(rebuilt.status().code(), "replay on ", describe(hops[j]), " failed: ", rebuilt.status().to_string());
     }
-    x = values(received(rebuilt->hidden, length_), length_);
+    x = received(rebuilt->hidden, length_).values;
   }
   std::string text;
   for (const auto& hop : hops) text += (text.empty() ? "" : " -> ") + describe(hop);
@@ -123,8 +125,8 @@ Status RemotePipeline::replace_hop(std::size_t i) {
   return Status::ok();
 }
 
-Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayload& input, bool rollback) {
-  const std::int64_t n = input.shape[0];
+Result<RemotePipeline::Hidden> RemotePipeline::step_hop(std::size_t i, const Hidden& input, bool rollback) {
+  const std::int64_t n = hidden_tokens(input.payload);
   Status last_error;
   for (int attempt = 0; attempt <= options_.max_failovers; ++attempt) {
     const RouteHop hop = route_[i];
@@ -134,11 +136,10 @@ Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayloa
       if (!r.is_ok()) failed = r.status();
     }
     if (failed.is_ok()) {
-      auto result = system_.request_sync(hop.host, Step{hop.session, length_, input, tag_}, options_.timeout);
+      auto result = system_.request_sync(hop.host, Step{hop.session, length_, input.payload, tag_}, options_.timeout);
       if (result.is_ok()) {
-        const TensorPayload out = received(result->hidden, n);
-        const std::vector<float> in = values(input, n);
-        inputs_[i].insert(inputs_[i].end(), in.begin(), in.end());
+        Hidden out = received(result->hidden, n);
+        inputs_[i].insert(inputs_[i].end(), input.values.begin(), input.values.end());
         return out;
       }
       failed = result.status();
@@ -161,7 +162,7 @@ Result<TensorPayload> RemotePipeline::step_hop(std::size_t i, const TensorPayloa
                options_.max_failovers, " failovers");
 }
 
-Result<TensorPayload> RemotePipeline::relay_from(std::size_t i, TensorPayload input, bool rollback) {
+Result<RemotePipeline::Hidden> RemotePipeline::relay_from(std::size_t i, Hidden input, bool rollback) {
   // route_ may grow while stepping: a failed hop replaced by several runs only the first of them
   // in step_hop, and the others follow here. So the bound is re-read.
   while (i < route_.size()) {
@@ -175,7 +176,7 @@ Result<TensorPayload> RemotePipeline::relay_from(std::size_t i, TensorPayload in
 
 void RemotePipeline::forward(float* hidden, std::int64_t n) {
   ++tag_;
-  TensorPayload current = encode(hidden, n);
+  Hidden current = encode(hidden, n);
   std::size_t resume = 0;
   bool rollback = false;
   if (options_.push_inbox && route_.size() > 1) {
@@ -186,13 +187,12 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
       if (i > 0) next.push_back({route_[i].host.address, route_[i].session});
     }
     options_.push_inbox->begin(session_, tag_, peers);
-    const PushStep step{{system_.self(), kPushReceiverActorId}, session_, route_[0].session, length_, tag_, 0, next, current};
+    const PushStep step{{system_.self(), kPushReceiverActorId}, session_, route_[0].session, length_, tag_, 0, next, current.payload};
     Status sent = system_.send(route_[0].host, step, kPushReceiverActorId);
     PushInbox::Outcome outcome = options_.push_inbox->wait(session_, sent.is_ok() ? options_.timeout : std::chrono::milliseconds(0));
     // The hops whose outputs arrived are done; their inputs are kept for replay.
     for (const TensorPayload& out : outcome.outputs) {
-      const std::vector<float> in = values(current, n);
-      inputs_[resume].insert(inputs_[resume].end(), in.begin(), in.end());
+      inputs_[resume].insert(inputs_[resume].end(), current.values.begin(), current.values.end());
       current = received(out, n);
       ++resume;
     }
@@ -202,12 +202,12 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
       rollback = true;  // hops at or after the failure may have advanced
     }
   }
-  auto out = relay_from(resume, current, rollback);
+  auto out = relay_from(resume, std::move(current), rollback);
   if (!out.is_ok()) {
     for (auto& in : inputs_) in.resize(static_cast<std::size_t>(length_ * hidden_size_));  // keep replay consistent
     fail(out.status().message());
   }
-  const std::vector<float> result = values(out.value(), n);
+  const std::vector<float>& result = out->values;
   std::memcpy(hidden, result.data(), result.size() * sizeof(float));
   length_ += n;
 }

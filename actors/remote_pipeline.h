@@ -76,14 +76,20 @@ class RemotePipeline final : public BlockPipeline {
   Status replace_hop(std::size_t i);
   // Steps hops i.. in relay mode from `input`; `rollback` first resets them to length_ (after a
   // failed push, when some may have advanced).
-  Result<TensorPayload> relay_from(std::size_t i, TensorPayload input, bool rollback);
+  // Hidden states as sent and as the receiver sees them, each payload decoded once.
+  struct Hidden {
+    TensorPayload payload;
+    std::vector<float> values;
+  };
+  Result<Hidden> relay_from(std::size_t i, Hidden input, bool rollback);
   // The output of hop i for `input` (recording the input), failing over as needed.
-  Result<TensorPayload> step_hop(std::size_t i, const TensorPayload& input, bool rollback);
+  Result<Hidden> step_hop(std::size_t i, const Hidden& input, bool rollback);
   // The values of a payload of n tokens; throws sepal::Error when it is malformed.
   std::vector<float> values(const TensorPayload& t, std::int64_t n) const;
-  // A hop's output, checked and counted.
-  TensorPayload received(const TensorPayload& t, std::int64_t n);
-  TensorPayload encode(const float* hidden, std::int64_t n) const;
+  // A hop's output, checked, decoded and counted.
+  Hidden received(const TensorPayload& t, std::int64_t n);
+  // The client's input to the first hop.
+  Hidden encode(const float* hidden, std::int64_t n) const;
 
   ActorSystem& system_;
   RoutePlanner& planner_;
