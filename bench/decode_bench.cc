@@ -6,7 +6,6 @@
 //                          [--decode-tokens 32] [--csv bench/results/decode.csv] [--mmap]
 //
 // Synthetic checkpoints are written to --model-dir (default /tmp/sepal-bench) when missing.
-#include <omp.h>
 
 #include <boost/program_options.hpp>
 #include <iostream>
@@ -18,6 +17,7 @@
 
 #include "bench/memory_bandwidth.h"
 #include "kernels/cpu_isa.h"
+#include "kernels/parallel.h"
 #include "model/block_stack.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("decode_bench: preset %s, prompt %d tokens, decode %d tokens, %d threads, %s kernels\n",
-              preset.c_str(), prompt_tokens, decode_tokens, omp_get_max_threads(),
+              preset.c_str(), prompt_tokens, decode_tokens, compute_threads(),
               std::string(cpu_isa_name(active_cpu_isa())).c_str());
   const double bandwidth = bench::measure_read_bandwidth(std::int64_t{2} << 30, 5);
   std::printf("measured read bandwidth: %.2f GB/s (2 GiB buffer, best of 5)\n", bandwidth / 1e9);
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   out << "preset,dtype,threads,bandwidth_gbps,weight_bytes,streamed_bytes_per_token,prompt_tokens_per_s,"
          "decode_tokens_per_s,roofline_tokens_per_s,roofline_fraction\n";
   for (const auto& r : rows) {
-    out << preset << ',' << r.dtype << ',' << omp_get_max_threads() << ',' << bandwidth / 1e9 << ','
+    out << preset << ',' << r.dtype << ',' << compute_threads() << ',' << bandwidth / 1e9 << ','
         << r.weight_bytes << ',' << r.streamed_bytes << ',' << r.prompt_tps << ',' << r.decode_tps << ','
         << r.roofline_tps << ',' << r.fraction << '\n';
   }

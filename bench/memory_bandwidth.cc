@@ -1,13 +1,15 @@
 #include "bench/memory_bandwidth.h"
 
 #include <immintrin.h>
-#include <omp.h>
 #include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
+
+#include "kernels/parallel.h"
 
 namespace sepal::bench {
 namespace {
@@ -48,20 +50,20 @@ double measure_read_bandwidth(std::int64_t bytes, int repeats) {
   ::madvise(mem, static_cast<std::size_t>(bytes), MADV_HUGEPAGE);
   auto* data = static_cast<float*>(mem);
   const std::int64_t n = bytes / 4;
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) data[i] = 1.0f;
+  const std::int64_t slices = compute_threads();
+  parallel_for(slices, [&](std::int64_t s) { std::fill(data + n * s / slices, data + n * (s + 1) / slices, 1.0f); });
   const bool avx512 = __builtin_cpu_supports("avx512f");
   double best = 0.0;
   volatile float sink = 0.0f;
   for (int r = 0; r < repeats; ++r) {
     const auto start = std::chrono::steady_clock::now();
+    std::vector<float> totals(static_cast<std::size_t>(slices));
+    parallel_for(slices, [&](std::int64_t s) {
+      const std::int64_t begin = n * s / slices / 64 * 64, end = n * (s + 1) / slices / 64 * 64;
+      totals[static_cast<std::size_t>(s)] = avx512 ? sum_avx512(data + begin, end - begin) : sum_avx2(data + begin, end - begin);
+    });
     float total = 0.0f;
-#pragma omp parallel reduction(+ : total)
-    {
-      const std::int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-      const std::int64_t begin = n * id / threads / 64 * 64, end = n * (id + 1) / threads / 64 * 64;
-      total += avx512 ? sum_avx512(data + begin, end - begin) : sum_avx2(data + begin, end - begin);
-    }
+    for (float t : totals) total += t;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     sink = sink + total;
     best = std::max(best, static_cast<double>(bytes) / seconds);

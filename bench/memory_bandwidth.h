@@ -7,7 +7,7 @@
 namespace sepal::bench {
 
 /// Best-of-`repeats` read bandwidth in bytes per second over a buffer of `bytes`, with all
-/// OpenMP threads.
+/// the kernels' threads (kernels/parallel.h).
 double measure_read_bandwidth(std::int64_t bytes, int repeats);
 
 }  // namespace sepal::bench

@@ -1,20 +1,22 @@
 # Every third-party dependency, found once, as imported targets.
 find_package(PkgConfig REQUIRED)
-find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
 pkg_check_modules(SentencePiece REQUIRED IMPORTED_TARGET sentencepiece)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
-# OpenBLAS, OpenMP flavour: its threads then share the OpenMP pool our kernels use,
-# and a call made inside one of our parallel regions runs single-threaded.
+# OpenBLAS, pthreads flavour: the kernels call it from their own thread pool on panels of a
+# product (kernels/parallel.h), with its own threading set to 1. Not the serial flavour: Debian
+# builds that one without locking, and concurrent calls corrupt each other's packing buffers.
+# Not the OpenMP flavour: it would start a libgomp team for every pool thread that calls it.
+# Linked by full path, which also gives the binaries a run path to this flavour's
+# libopenblas.so.0 whichever flavour Debian's alternatives point at.
 find_path(SEPAL_OPENBLAS_INCLUDE cblas.h
-          HINTS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/openblas
-          NO_DEFAULT_PATH)
+          HINTS /usr/include/x86_64-linux-gnu/openblas-pthread NO_DEFAULT_PATH)
 find_library(SEPAL_OPENBLAS_LIB openblas
-             HINTS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+             HINTS /usr/lib/x86_64-linux-gnu/openblas-pthread NO_DEFAULT_PATH)
 if(NOT SEPAL_OPENBLAS_INCLUDE OR NOT SEPAL_OPENBLAS_LIB)
-  message(FATAL_ERROR "OpenBLAS (OpenMP build) not found: apt-get install libopenblas-openmp-dev")
+  message(FATAL_ERROR "OpenBLAS (pthreads build) not found: apt-get install libopenblas-pthread-dev")
 endif()
 add_library(sepal_openblas INTERFACE IMPORTED)
 target_include_directories(sepal_openblas INTERFACE ${SEPAL_OPENBLAS_INCLUDE})

@@ -3,15 +3,27 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/error.h"
+#include "kernels/parallel.h"
 #include "kernels/quantize.h"
 
 namespace sepal {
 namespace {
+
+// f(i) for every i in [0, n), in chunks of 64 Ki elements spread over the kernels' threads.
+template <typename F>
+void for_each_chunk(std::int64_t n, F&& f) {
+  constexpr std::int64_t kChunk = 1 << 16;
+  parallel_for((n + kChunk - 1) / kChunk, [&](std::int64_t c) {
+    for (std::int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i) f(i);
+  });
+}
 
 // Owned weight memory: large buffers are anonymous mappings advised to use huge pages, which
 // spares the TLB when a token streams through gigabytes of weights.
@@ -89,22 +101,19 @@ HeldMatrix hold_int8_matrix(const TensorRef& t, const WeightLoading& loading) {
   auto buffer = allocate_weight_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
   auto* q = static_cast<std::int8_t*>(buffer.get());
   auto* scales = reinterpret_cast<float*>(q + scales_offset);
-  std::string bad;
-#pragma omp parallel
-  {
-    std::vector<float> row(static_cast<std::size_t>(cols));
-#pragma omp for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = element_as_f32(t, r * cols + k);
-      try {
-        scales[r] = quantize_row_i8(row.data(), cols, q + r * cols);
-      } catch (const Error&) {
-#pragma omp critical
-        if (bad.empty()) bad = "tensor '" + t.name + "' row " + std::to_string(r) + " holds NaN or infinity";
+  std::atomic<std::int64_t> bad_row{rows};  // the first row that holds NaN or infinity
+  parallel_for(rows, [&](std::int64_t r) {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<std::size_t>(cols));
+    for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = element_as_f32(t, r * cols + k);
+    try {
+      scales[r] = quantize_row_i8(row.data(), cols, q + r * cols);
+    } catch (const Error&) {
+      for (std::int64_t seen = bad_row.load(); r < seen && !bad_row.compare_exchange_weak(seen, r);) {
       }
     }
-  }
-  if (!bad.empty()) fail(bad);
+  });
+  if (bad_row.load() < rows) fail("tensor '", t.name, "' row ", bad_row.load(), " holds NaN or infinity");
   release_source_pages(t);
   m.view.data = q;
   m.view.scales = scales;
@@ -144,14 +153,13 @@ HeldMatrix hold_stored_int8_matrix(const TensorRef& t, const TensorRef* scales_t
   }
   m.view.dtype = loading.dtype;
   auto buffer = allocate_weight_buffer(static_cast<std::size_t>(rows * cols) * dtype_size(loading.dtype));
-#pragma omp parallel for schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, [&](std::int64_t r) {
     for (std::int64_t k = 0; k < cols; ++k) {
       const float v = static_cast<float>(q[r * cols + k]) * scales[static_cast<std::size_t>(r)];
       if (loading.dtype == DType::kF32) static_cast<float*>(buffer.get())[r * cols + k] = v;
       else static_cast<std::uint16_t*>(buffer.get())[r * cols + k] = f32_to_bf16(v);
     }
-  }
+  });
   m.view.data = buffer.get();
   m.storage = std::move(buffer);
   return m;
@@ -187,15 +195,13 @@ HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const W
   auto buffer = allocate_weight_buffer(static_cast<std::size_t>(n) * dtype_size(dtype));
   if (dtype == DType::kF32) {
     auto* out = static_cast<float*>(buffer.get());
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) out[i] = element_as_f32(t, i);
+    for_each_chunk(n, [&](std::int64_t i) { out[i] = element_as_f32(t, i); });
   } else {
     auto* out = static_cast<std::uint16_t*>(buffer.get());
     if (t.dtype == DType::kBF16) {
       std::memcpy(out, t.data, static_cast<std::size_t>(n) * 2);
     } else {
-#pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(element_as_f32(t, i));
+      for_each_chunk(n, [&](std::int64_t i) { out[i] = f32_to_bf16(element_as_f32(t, i)); });
     }
   }
   release_source_pages(t);

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config git
-  libopenblas-openmp-dev            # BLAS for prompt-sized matrix products (OpenMP threads)
+  libopenblas-pthread-dev           # BLAS for prompt-sized matrix products (our threads call it)
   nlohmann-json3-dev                # config.json, tokenizer.json, safetensors headers
   libsentencepiece-dev              # tokenizer.model
   libpcre2-dev                      # byte-level BPE pre-tokenizer regexes (\p{L}, \p{N})

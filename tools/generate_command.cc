@@ -1,7 +1,6 @@
 // sepal generate: load a model, tokenize a prompt, stream generated text (or print JSON).
 #include <sys/resource.h>
 #include <unistd.h>
-#include <omp.h>
 
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -12,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/parallel.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "model/block_stack.h"
@@ -95,7 +95,7 @@ int generate_command(int argc, char** argv) {
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   const WeightLoading loading = weight_loading(weights, vm);
   const std::string& dtype_text = weights.dtype;
-  if (threads > 0) omp_set_num_threads(threads);
+  if (threads > 0) set_compute_threads(threads);
 
   // Everything that can be checked cheaply is checked before anything is started or loaded.
   const auto load_start = std::chrono::steady_clock::now();
@@ -142,7 +142,7 @@ int generate_command(int argc, char** argv) {
   std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights here, %s kernels, %d threads, %.2f s\n",
                model_dir.c_str(), static_cast<long long>(config.num_layers), weight_bytes / 1e6,
                dtype_text.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(),
-               omp_get_max_threads(), load_seconds);
+               compute_threads(), load_seconds);
 
   TextStream stream(*tokenizer);
   std::string text;
@@ -186,7 +186,7 @@ int generate_command(int argc, char** argv) {
                     {"peak_rss_bytes", peak_rss_bytes()},
                     {"dtype", dtype_text},
                     {"cpu_isa", cpu_isa_name(active_cpu_isa())},
-                    {"threads", omp_get_max_threads()},
+                    {"threads", compute_threads()},
                     {"host_ranks", swarm ? swarm->host_count() : 0}};
     if (remote) {
       nlohmann::json stats = swarm->stats(*remote);

@@ -4,7 +4,6 @@
 // stream is cut into windows of --context tokens, each run from an empty cache. Every token of a
 // window after its first is scored.
 #include <unistd.h>
-#include <omp.h>
 
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kernels/parallel.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "model/block_stack.h"
@@ -99,7 +99,7 @@ int perplexity_command(int argc, char** argv) {
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (max_tokens < 0) throw UsageError{"--max-tokens must be at least 0"};
   const WeightLoading loading = weight_loading(weights, vm);
-  if (threads > 0) omp_set_num_threads(threads);
+  if (threads > 0) set_compute_threads(threads);
 
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);

@@ -2,12 +2,12 @@
 // (--join PORT_FILE, with the swarm's secret), or is one of the hosts `sepal generate --hosts N`
 // starts (--spawned). The balancer chooses its blocks; it serves until the swarm ends or, on
 // SIGTERM or SIGINT, leaves gracefully.
-#include <omp.h>
 
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <iostream>
 
+#include "kernels/parallel.h"
 #include "kernels/error.h"
 #include "runtime/mpi_environment.h"
 #include "tools/commands.h"
@@ -57,7 +57,7 @@ int serve_command(int argc, char** argv) {
   if (!std::isfinite(throughput) || throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
   if (cache_mb <= 0) throw UsageError{"--cache-mb must be above 0"};
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
-  if (threads > 0) omp_set_num_threads(threads);
+  if (threads > 0) set_compute_threads(threads);
   const WanConfig wan = wan_settings(config_path, wan_text);
   (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
 

@@ -1,5 +1,4 @@
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -9,6 +8,7 @@
 #include "kernels/cpu/row_slices.h"
 #include "kernels/error.h"
 #include "kernels/matmul.h"
+#include "kernels/parallel.h"
 
 namespace sepal {
 namespace {
@@ -29,26 +29,36 @@ void matmul_streaming(const float* x, std::int64_t n, const WeightView& w, float
   cpu::for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(x, n, w, r0, r1, y); });
 }
 
+// Blocked path for f32: OpenBLAS (its single-threaded build) on panels of rows, one per task.
+// The panels have a fixed size, not one per thread, so that the result does not depend on the
+// thread count (OpenBLAS treats a panel's last columns differently from the others).
+void matmul_blocked_f32(const float* x, std::int64_t n, const WeightView& w, float* y) {
+  constexpr std::int64_t kPanelRows = 256;
+  const auto* weights = static_cast<const float*>(w.data);
+  parallel_for((w.rows + kPanelRows - 1) / kPanelRows, [&](std::int64_t p) {
+    const std::int64_t r0 = p * kPanelRows, rows = std::min(kPanelRows, w.rows - r0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
+                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), weights + r0 * w.cols,
+                static_cast<int>(w.cols), 0.0f, y + r0, static_cast<int>(w.rows));
+  });
+}
+
 // Blocked path for bf16: panels of rows are widened to f32 once and multiplied by all tokens.
 void matmul_blocked_bf16(const float* x, std::int64_t n, const WeightView& w, float* y) {
   constexpr std::int64_t kPanelRows = 64;
   const std::int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
   const auto* bits = static_cast<const std::uint16_t*>(w.data);
-#pragma omp parallel if (!omp_in_parallel())
-  {
-    std::vector<float> panel(static_cast<std::size_t>(kPanelRows * w.cols));
-#pragma omp for schedule(dynamic, 1)
-    for (std::int64_t p = 0; p < panels; ++p) {
-      const std::int64_t r0 = p * kPanelRows;
-      const std::int64_t rows = std::min(kPanelRows, w.rows - r0);
-      const std::uint16_t* src = bits + r0 * w.cols;
-      for (std::int64_t i = 0; i < rows * w.cols; ++i) panel[i] = bf16_to_f32(src[i]);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                  static_cast<int>(rows), static_cast<int>(w.cols), 1.0f, x,
-                  static_cast<int>(w.cols), panel.data(), static_cast<int>(w.cols), 0.0f, y + r0,
-                  static_cast<int>(w.rows));
-    }
-  }
+  parallel_for(panels, [&](std::int64_t p) {
+    thread_local std::vector<float> panel;
+    panel.resize(static_cast<std::size_t>(kPanelRows * w.cols));
+    const std::int64_t r0 = p * kPanelRows;
+    const std::int64_t rows = std::min(kPanelRows, w.rows - r0);
+    const std::uint16_t* src = bits + r0 * w.cols;
+    for (std::int64_t i = 0; i < rows * w.cols; ++i) panel[i] = bf16_to_f32(src[i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
+                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), panel.data(),
+                static_cast<int>(w.cols), 0.0f, y + r0, static_cast<int>(w.rows));
+  });
 }
 
 }  // namespace
@@ -69,10 +79,7 @@ void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIs
   if (n <= kStreamingMaxTokens) {
     matmul_streaming(x, n, w, y, isa);
   } else if (w.dtype == DType::kF32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                static_cast<int>(w.rows), static_cast<int>(w.cols), 1.0f, x,
-                static_cast<int>(w.cols), static_cast<const float*>(w.data),
-                static_cast<int>(w.cols), 0.0f, y, static_cast<int>(w.rows));
+    matmul_blocked_f32(x, n, w, y);
   } else {
     matmul_blocked_bf16(x, n, w, y);
   }

@@ -1,7 +1,6 @@
 // The LLM.int8() product on the CPU: finds the outlier input columns, quantizes each token's
 // other activations, and runs the int8 kernel of the CPU level over rows split between threads.
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +9,7 @@
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/matmul_i8.h"
 #include "kernels/cpu/row_slices.h"
+#include "kernels/parallel.h"
 #include "kernels/error.h"
 #include "kernels/quantize.h"
 
@@ -94,12 +94,13 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
   if (k > 0) {
     std::vector<float> wo(static_cast<std::size_t>(w.rows * k));
     const auto* data = static_cast<const std::int8_t*>(w.data);
-#pragma omp parallel for schedule(static) if (!omp_in_parallel())
-    for (std::int64_t r = 0; r < w.rows; ++r) {
-      for (std::int64_t j = 0; j < k; ++j) {
-        wo[static_cast<std::size_t>(r * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
+    for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        for (std::int64_t j = 0; j < k; ++j) {
+          wo[static_cast<std::size_t>(r * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
+        }
       }
-    }
+    });
     outlier_y.resize(static_cast<std::size_t>(n * w.rows));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(w.rows),
                 static_cast<int>(k), 1.0f, a.outlier_x.data(), static_cast<int>(k), wo.data(), static_cast<int>(k),
@@ -107,14 +108,13 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
   }
   const std::int64_t panel_rows = std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
   const std::int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
-#pragma omp parallel for schedule(dynamic, 1) if (!omp_in_parallel())
-  for (std::int64_t p = 0; p < panels; ++p) {
+  parallel_for(panels, [&](std::int64_t p) {
     const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows);
     for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) {
       const std::int64_t group = std::min(kStreamingMaxTokens, n - t0);
       gemv(a.tokens(t0, w.cols, /*with_outliers=*/false), group, w, r0, r1, w.rows, y + t0 * w.rows);
     }
-  }
+  });
   if (k > 0) {
     for (std::int64_t i = 0; i < n * w.rows; ++i) y[i] += outlier_y[static_cast<std::size_t>(i)];
   }

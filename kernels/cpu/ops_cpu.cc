@@ -1,6 +1,4 @@
 // CPU implementations of the element-wise and normalisation ops, attention and RoPE.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -10,6 +8,7 @@
 #include "kernels/attention.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/error.h"
+#include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
@@ -19,12 +18,16 @@ namespace sepal {
 void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
              float* y) {
   SEPAL_CHECK(dim > 0);
-#pragma omp parallel for if (n > 8 && !omp_in_parallel())
-  for (std::int64_t t = 0; t < n; ++t) {
-    const float* row = x + t * dim;
-    const float mean_square = cpu::sum_squares(row, dim) / static_cast<float>(dim);
+  auto row = [&](std::int64_t t) {
+    const float* in = x + t * dim;
+    const float mean_square = cpu::sum_squares(in, dim) / static_cast<float>(dim);
     const float scale = 1.0f / std::sqrt(mean_square + eps);
-    cpu::scale_mul(row, scale, weight, y + t * dim, dim);
+    cpu::scale_mul(in, scale, weight, y + t * dim, dim);
+  };
+  if (n > 8) {
+    parallel_for(n, row);
+  } else {
+    for (std::int64_t t = 0; t < n; ++t) row(t);
   }
 }
 
@@ -86,32 +89,42 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
   const std::int64_t hd = dims.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::int64_t tasks = n * dims.heads;
-#pragma omp parallel if (!omp_in_parallel() && tasks * (start + n) * hd > 32768)
-  {
-    std::vector<float> scores(static_cast<std::size_t>(start + n));
-#pragma omp for schedule(static)
-    for (std::int64_t task = 0; task < tasks; ++task) {
-      const std::int64_t t = task / dims.heads;
-      const std::int64_t h = task % dims.heads;
-      const std::int64_t kv = h / group;
-      const std::int64_t visible = start + t + 1;
-      const float* qv = q + task * hd;
-      const float* k = keys + kv * capacity * hd;
-      const float* v = values + kv * capacity * hd;
-      for (std::int64_t p = 0; p < visible; ++p) scores[p] = cpu::dot(qv, k + p * hd, hd) * scale;
-      softmax(scores.data(), visible);
-      float* o = out + task * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (std::int64_t p = 0; p < visible; ++p) cpu::axpy(scores[p], v + p * hd, o, hd);
-    }
+  auto head = [&](std::int64_t task) {
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<std::size_t>(start + n));
+    const std::int64_t t = task / dims.heads;
+    const std::int64_t h = task % dims.heads;
+    const std::int64_t kv = h / group;
+    const std::int64_t visible = start + t + 1;
+    const float* qv = q + task * hd;
+    const float* k = keys + kv * capacity * hd;
+    const float* v = values + kv * capacity * hd;
+    for (std::int64_t p = 0; p < visible; ++p) scores[p] = cpu::dot(qv, k + p * hd, hd) * scale;
+    softmax(scores.data(), visible);
+    float* o = out + task * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (std::int64_t p = 0; p < visible; ++p) cpu::axpy(scores[p], v + p * hd, o, hd);
+  };
+  if (tasks * (start + n) * hd > 32768) {
+    parallel_for(tasks, head);
+  } else {
+    for (std::int64_t task = 0; task < tasks; ++task) head(task);
   }
 }
 
 void silu_mul(float* gate, const float* up, std::int64_t count) {
-#pragma omp parallel for simd if (count > (1 << 16) && !omp_in_parallel())
-  for (std::int64_t i = 0; i < count; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+#pragma omp simd
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i];
+      gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  };
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count > (1 << 16)) {
+    parallel_for((count + kChunk - 1) / kChunk, [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+  } else {
+    span(0, count);
   }
 }
 
