@@ -232,7 +232,7 @@ struct MpiTransport::State {
       bool receiving = false;
       for (const auto& [peer, queue] : receives) receiving |= !queue.empty();
       if (busy || !sends.empty() || receiving) backoff.busy();
-      else backoff.idle();
+      else if (!backoff.keep_polling()) std::this_thread::sleep_for(backoff.sleep_step());
     }
   }
 };

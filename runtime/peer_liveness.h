@@ -18,6 +18,9 @@ class PeerLiveness {
   using Clock = std::chrono::steady_clock;
   explicit PeerLiveness(LivenessOptions options) : options_(options) {}
 
+  /// The periods this bookkeeping uses.
+  const LivenessOptions& options() const { return options_; }
+
   /// Starts watching `peer` as of `now`.
   void watch(PeerId peer, Clock::time_point now) { peers_[peer] = {now, now}; }
   /// Stops watching (the peer left or was declared failed).

@@ -1,8 +1,13 @@
 #include "runtime/ucx_transport.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -89,6 +94,12 @@ struct UcxTransport::State {
   std::atomic<bool> running{false};
   std::atomic<bool> draining{false};
   std::size_t sends_in_flight = 0;  // progress thread only
+
+  // Waiting for work: the progress thread blocks in epoll on the worker's event fd and on
+  // `command_fd`, which send() and connect() signal while `blocked` says it may be asleep.
+  int epoll_fd = -1;
+  int command_fd = -1;
+  std::atomic<bool> blocked{false};
 
   mutable std::mutex mutex;  // guards commands and the public view of peers
   std::deque<Command> commands;
@@ -352,6 +363,39 @@ struct UcxTransport::State {
     return !sending();
   }
 
+  // Wakes the progress thread if it may be blocked; call after queueing a command.
+  void wake() {
+    if (!blocked.load()) return;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(command_fd, &one, sizeof(one));
+  }
+
+  // Blocks until UCX has an event, a command is queued, or a keepalive may be due.
+  void block(const ProgressBackoff& backoff) {
+    const ucs_status_t armed = ucp_worker_arm(worker);
+    if (armed == UCS_ERR_BUSY) return;  // events arrived meanwhile: progress them first
+    if (armed != UCS_OK) {              // no wakeup on this transport: poll gently
+      std::this_thread::sleep_for(backoff.sleep_step());
+      return;
+    }
+    blocked.store(true);
+    bool queued = false;
+    {
+      std::lock_guard lock(mutex);
+      queued = !commands.empty();
+    }
+    if (!queued) {
+      // Keepalives go out every keepalive period; waking at a quarter of it keeps them on time.
+      const long timeout_ms = std::clamp<long>(liveness.options().keepalive_period.count() / 4, 1, 50);
+      epoll_event events[2];
+      (void)::epoll_wait(epoll_fd, events, 2, static_cast<int>(timeout_ms));
+      std::uint64_t count = 0;
+      while (::read(command_fd, &count, sizeof(count)) == sizeof(count)) {
+      }
+    }
+    blocked.store(false);
+  }
+
   void run() {
     ProgressBackoff backoff;
     std::optional<std::chrono::steady_clock::time_point> drain_deadline;
@@ -369,7 +413,7 @@ struct UcxTransport::State {
       report_failures();
       // Transfers in flight need the worker progressed: no backing off until they finish.
       if (busy || sending() || receiving()) backoff.busy();
-      else backoff.idle();
+      else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) block(backoff);
     }
   }
 
@@ -414,7 +458,7 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, Liveness
   SEPAL_UCS_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_AM;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   const ucs_status_t init = ucp_init(&params, config, &state->context);
   ucp_config_release(config);
   SEPAL_UCS_RETURN_IF_ERROR(init);
@@ -422,6 +466,21 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, Liveness
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SINGLE;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_create(state->context, &wp, &state->worker));
+  int worker_fd = -1;
+  SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_get_efd(state->worker, &worker_fd));
+  state->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  state->command_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (state->epoll_fd < 0 || state->command_fd < 0) {
+    return error(StatusCode::kUnavailable, "cannot create the UCX progress thread's wait set: ", std::strerror(errno));
+  }
+  for (int fd : {worker_fd, state->command_fd}) {
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (::epoll_ctl(state->epoll_fd, EPOLL_CTL_ADD, fd, &event) != 0) {
+      return error(StatusCode::kUnavailable, "epoll_ctl on the UCX progress thread's wait set: ", std::strerror(errno));
+    }
+  }
   ucp_address_t* address = nullptr;
   std::size_t address_length = 0;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_get_address(state->worker, &address, &address_length));
@@ -456,6 +515,8 @@ UcxTransport::~UcxTransport() {
   stop();
   if (state_->worker) ucp_worker_destroy(state_->worker);
   if (state_->context) ucp_cleanup(state_->context);
+  if (state_->epoll_fd >= 0) ::close(state_->epoll_fd);
+  if (state_->command_fd >= 0) ::close(state_->command_fd);
 }
 
 std::vector<std::byte> UcxTransport::address() const { return state_->address; }
@@ -467,6 +528,7 @@ Status UcxTransport::connect(PeerId id, std::span<const std::byte> address) {
   // Before start() the worker is ours to use; after, only the progress thread may touch it.
   if (!state_->running.load()) return state_->connect(id, address.data(), address.size());
   state_->commands.push_back(Command{Command::Kind::kAddPeer, id, OutgoingFrame{}, {address.begin(), address.end()}});
+  state_->wake();
   return Status::ok();
 }
 
@@ -503,6 +565,7 @@ Status UcxTransport::send(PeerId to, OutgoingFrame frame) {
   if (it == state_->public_failed.end()) return error(StatusCode::kNotFound, "no peer ", to);
   if (it->second) return error(StatusCode::kPeerFailed, "peer ", to, " has failed or left");
   state_->commands.push_back(Command{Command::Kind::kSend, to, std::move(frame), {}});
+  state_->wake();
   return Status::ok();
 }
 
