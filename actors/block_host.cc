@@ -184,15 +184,21 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
     return;
   }
   report.hidden = out.value();
+  // The next host first: it is on the token's critical path, the client's copy is not (the
+  // client keeps it to replay the hop after a failure).
+  Status pushed = Status::ok();
+  ActorRef<BlockHostProtocol> next{};
+  if (!m.next.empty()) {
+    next = ActorRef<BlockHostProtocol>{m.next.front().host};
+    PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
+                     std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), std::move(out).value()};
+    pushed = ctx.system().send(next, forward, ctx.self().id);
+  }
   (void)ctx.system().send(client, report, ctx.self().id);
-  if (m.next.empty()) return;
-  PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
-                   std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), out.value()};
-  const ActorRef<BlockHostProtocol> next{m.next.front().host};
-  if (Status sent = ctx.system().send(next, forward, ctx.self().id); !sent.is_ok()) {
+  if (!pushed.is_ok()) {
     (void)ctx.system().send(client, PushedOutput{m.request, m.tag, m.hop + 1, next.address.peer,
                                                  static_cast<std::int32_t>(StatusCode::kPeerFailed),
-                                                 "cannot push to the next host: " + sent.message(), {}},
+                                                 "cannot push to the next host: " + pushed.message(), {}},
                             ctx.self().id);
   }
 }
