@@ -85,39 +85,36 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
     for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(all, n, w, r0, r1, w.rows, y); });
     return;
   }
-  // Prompts: the outlier part is one small float product, Xo[n, k] · Woᵀ with the k outlier
-  // columns of the weight gathered and dequantized once; the int8 part runs in panels of rows
-  // that stay in cache while every group of tokens passes over them, so the weights are read from
-  // memory once however many tokens there are.
+  // Prompts: the int8 part runs in panels of rows that stay in cache while every group of tokens
+  // passes over them, so the weights are read from memory once however many tokens there are.
+  // The outlier part of a panel is one small float product, Xo[n, k] · Wo[rows, k]ᵀ, with the k
+  // outlier columns of the panel's rows gathered and dequantized.
   const auto k = static_cast<std::int64_t>(a.outlier_cols.size());
-  std::vector<float> outlier_y;
-  if (k > 0) {
-    std::vector<float> wo(static_cast<std::size_t>(w.rows * k));
-    const auto* data = static_cast<const std::int8_t*>(w.data);
-    for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) {
-      for (std::int64_t r = r0; r < r1; ++r) {
-        for (std::int64_t j = 0; j < k; ++j) {
-          wo[static_cast<std::size_t>(r * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
-        }
-      }
-    });
-    outlier_y.resize(static_cast<std::size_t>(n * w.rows));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(w.rows),
-                static_cast<int>(k), 1.0f, a.outlier_x.data(), static_cast<int>(k), wo.data(), static_cast<int>(k),
-                0.0f, outlier_y.data(), static_cast<int>(w.rows));
-  }
+  const auto* data = static_cast<const std::int8_t*>(w.data);
   const std::int64_t panel_rows = std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
   const std::int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
   parallel_for(panels, [&](std::int64_t p) {
-    const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows);
+    const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows), rows = r1 - r0;
     for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) {
       const std::int64_t group = std::min(kStreamingMaxTokens, n - t0);
       gemv(a.tokens(t0, w.cols, /*with_outliers=*/false), group, w, r0, r1, w.rows, y + t0 * w.rows);
     }
+    if (k == 0) return;
+    thread_local std::vector<float> wo, outlier_y;
+    wo.resize(static_cast<std::size_t>(rows * k));
+    outlier_y.resize(static_cast<std::size_t>(n * rows));
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t j = 0; j < k; ++j) {
+        wo[static_cast<std::size_t>((r - r0) * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
+      }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows), static_cast<int>(k),
+                1.0f, a.outlier_x.data(), static_cast<int>(k), wo.data(), static_cast<int>(k), 0.0f, outlier_y.data(),
+                static_cast<int>(rows));
+    for (std::int64_t t = 0; t < n; ++t) {
+      for (std::int64_t r = 0; r < rows; ++r) y[t * w.rows + r0 + r] += outlier_y[static_cast<std::size_t>(t * rows + r)];
+    }
   });
-  if (k > 0) {
-    for (std::int64_t i = 0; i < n * w.rows; ++i) y[i] += outlier_y[static_cast<std::size_t>(i)];
-  }
 }
 
 }  // namespace sepal::cpu
