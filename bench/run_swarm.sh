@@ -5,6 +5,8 @@
 # physical floor: single-process compute plus one one-way link latency (and transfer) per link a
 # token crosses (client -> host 1 -> ... -> host N -> client). Writes bench/results/swarm.csv and
 # swarm.png. Synthetic checkpoints go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
+# Every configuration (the single process too) runs SEPAL_BENCH_REPEATS times (default 3) and
+# reports its median run: on a shared machine one run can lose a core to another process.
 #   bench/run_swarm.sh [MAX_HOSTS]            # or SEPAL_BENCH_HOSTS="1 3" for a chosen list
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +19,22 @@ model="$models/tinyllama-1.1b-bf16"
 mkdir -p bench/results
 csv=bench/results/swarm.csv
 prompt="The quick brown fox jumps over the lazy dog while the children watch from the old stone bridge"
-tokens=16
-run() {  # run OUT_JSON ARGS...: one generation, its JSON on OUT_JSON
+tokens=32
+repeats=${SEPAL_BENCH_REPEATS:-3}
+run() {  # run OUT_JSON ARGS...: `repeats` generations; the median one's JSON on OUT_JSON
   local out=$1; shift
-  timeout 600 "$@" --model "$model" --dtype bf16 --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out" 2> /tmp/sepal-swarm-bench.err \
-    || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
+  local runs=()
+  for ((i = 0; i < repeats; i++)); do
+    timeout 600 "$@" --model "$model" --dtype bf16 --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out.$i" 2> /tmp/sepal-swarm-bench.err \
+      || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
+    runs+=("$out.$i")
+  done
+  /usr/bin/python3 - "$out" "${runs[@]}" <<'PY'
+import json, shutil, sys
+out, runs = sys.argv[1], sys.argv[2:]
+runs.sort(key=lambda f: json.load(open(f))["stats"]["decode_tokens_per_s"])
+shutil.copy(runs[len(runs) // 2], out)
+PY
 }
 stat() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"][sys.argv[2]])' "$1" "$2"; }
 
@@ -29,7 +42,7 @@ echo "hosts,network,rtt_ms,bandwidth_mbps,mode,decode_tokens_per_s,time_to_first
 run /tmp/sepal-single.json build/bin/sepal generate
 single_tps=$(stat /tmp/sepal-single.json decode_tokens_per_s)
 single_ttft=$(stat /tmp/sepal-single.json time_to_first_token_s)
-echo "single process: $single_tps tokens/s, first token after $single_ttft s"
+echo "single process (median of $repeats): $single_tps tokens/s, first token after $single_ttft s"
 hidden_bytes=$(/usr/bin/python3 -c 'import json,sys; print(4 * json.load(open(sys.argv[1]))["hidden_size"])' "$model/config.json")
 for network in loopback "5:1000" "100:100"; do
   if [ "$network" = loopback ]; then rtt=0; bw=0; wan=(); else rtt=${network%%:*}; bw=${network##*:}; wan=(--wan "rtt_ms=$rtt,bandwidth_mbps=$bw"); fi

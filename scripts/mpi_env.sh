@@ -8,6 +8,6 @@ export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 # Killed ranks leave session directories and shared-memory segments behind. Callers hold the
 # ctest resource lock "mpi", so no other job's files are removed.
 clean_mpi_leftovers() { rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true; }
-# No binding: Open MPI binds each rank to one core by default, which halves a rank's OpenMP
-# compute when it should use every core (measured: 7.2 vs 13.5 tokens/s on the 1.1B shape).
+# No binding: Open MPI binds each rank to one core by default, which halves a rank's kernel
+# threads' compute when it should use every core (measured: 7.2 vs 13.5 tokens/s on the 1.1B shape).
 export OMPI_MCA_hwloc_base_binding_policy=none
