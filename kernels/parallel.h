@@ -21,7 +21,8 @@ namespace sepal {
 /// CPUs this process may run on.
 int compute_threads();
 
-/// Sets the count for later kernel calls (n >= 1); waits for a running parallel_for to finish.
+/// Sets the count for later kernel calls (n >= 1); waits for a running parallel_for to finish,
+/// so a task must not call it.
 void set_compute_threads(int n);
 
 namespace detail {

@@ -86,6 +86,21 @@ TEST_F(ParallelTest, NestedCallsRunInline) {
   for (const auto& r : runs) ASSERT_EQ(r.load(), 1);
 }
 
+// A kernel called inside a task sizes its slices and runs inline, without waiting for the job
+// that runs it (a deadlock would end in ctest's timeout).
+TEST_F(ParallelTest, KernelsInsideATaskRunInline) {
+  set_compute_threads(2);
+  const std::int64_t rows = 256, cols = 64;
+  const auto w = test::random_floats(static_cast<std::size_t>(rows * cols), 3, 0.1f);
+  const auto x = test::random_floats(static_cast<std::size_t>(cols), 4);
+  const WeightView view{DType::kF32, rows, cols, w.data()};
+  std::vector<float> direct(static_cast<std::size_t>(rows));
+  matmul(x.data(), 1, view, direct.data());
+  std::vector<std::vector<float>> nested(8, std::vector<float>(static_cast<std::size_t>(rows)));
+  parallel_for(8, [&](std::int64_t i) { matmul(x.data(), 1, view, nested[static_cast<std::size_t>(i)].data()); });
+  for (const auto& y : nested) EXPECT_EQ(y, direct);
+}
+
 TEST_F(ParallelTest, ConcurrentCallersGetTheirOwnResults) {
   set_compute_threads(3);
   constexpr int kCallers = 4, kRounds = 200, kTasks = 97;

@@ -199,6 +199,7 @@ int generate_command(int argc, char** argv) {
     std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::printf("\n");
+    std::fflush(stdout);  // the text's last line before the statistics, on a shared terminal
     std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
                  request.prompt_ids.size(), prompt_tps, result.generated_ids.size(), decode_tps);
   }

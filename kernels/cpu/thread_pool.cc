@@ -92,21 +92,20 @@ class ThreadPool {
 
   ~ThreadPool() { stop_workers(); }
 
-  int threads() {
-    std::lock_guard lock(run_mutex_);
-    return threads_;
-  }
+  // Lock-free: a task may ask (a kernel inside a task sizes its slices) while its job holds
+  // run_mutex_.
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
 
   void resize(int threads) {
     std::lock_guard lock(run_mutex_);
-    if (threads == threads_) return;
+    if (threads == threads_.load()) return;
     stop_workers();
-    threads_ = threads;
+    threads_.store(threads);
   }
 
   void run(std::int64_t tasks, detail::TaskFn fn, void* body) {
     std::unique_lock lock(run_mutex_);
-    if (threads_ == 1 || tasks == 1) {
+    if (threads_.load() == 1 || tasks == 1) {
       lock.unlock();
       run_inline(tasks, fn, body);
       return;
@@ -160,7 +159,7 @@ class ThreadPool {
     stopping_.store(false, std::memory_order_relaxed);
     // A worker waits for the generation after this one: the job about to be published.
     const std::uint64_t now = generation_.load();
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, now] { work(now); });
+    for (int i = 1, n = threads_.load(); i < n; ++i) workers_.emplace_back([this, now] { work(now); });
   }
 
   // Wakes the workers for a new generation (a job, or stopping).
@@ -206,8 +205,8 @@ class ThreadPool {
     }
   }
 
-  std::mutex run_mutex_;  // one job at a time; guards threads_ and workers_
-  int threads_;
+  std::mutex run_mutex_;     // one job at a time; guards workers_ and changes of threads_
+  std::atomic<int> threads_;
   std::vector<std::thread> workers_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> generation_{0};  // bumped for every job and for stopping
