@@ -1,6 +1,8 @@
 // The transport conformance suite across processes: run under mpirun with 3 or more ranks,
 // `transport_mpi_test mpi` or `transport_mpi_test ucx`. The last test kills the last rank; the
 // survivors end without MPI_Finalize, which could wait for the dead rank (no ULFM here).
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdlib>
 
@@ -62,6 +64,22 @@ TEST_F(TransportConformance, OneByteTo256MiB) {
 TEST_F(TransportConformance, ConcurrentSenders) {
   auto c = context();
   scenario_concurrent_senders(c);
+}
+// An idle UCX progress thread sleeps until there is work: over half a second of silence the
+// whole process switches context a few dozen times (keepalives, and the wait's timeout at a
+// quarter keepalive period), not the thousand or more that a yielding or sleep-polling thread
+// makes, each of which takes a core from a rank that computes.
+TEST_F(TransportConformance, IdleUcxProgressThreadSleeps) {
+  if (g_kind != "ucx") GTEST_SKIP() << "the MPI transport has no event to wait for";
+  bounded_barrier();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // past the polling after the barrier
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  getrusage(RUSAGE_SELF, &after);
+  const long switches = (after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw);
+  EXPECT_LT(switches, 200) << "context switches in 500 ms of idleness";
+  bounded_barrier();
 }
 TEST_F(TransportConformance, DeadPeerIsReported) {
   auto c = context();
