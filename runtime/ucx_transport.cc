@@ -111,6 +111,13 @@ struct UcxTransport::State {
   std::vector<std::pair<PeerId, Status>> failures;  // found inside callbacks, reported after
 
   explicit State(LivenessOptions options) : liveness(options) {}
+  // Also what a failed create() leaves behind.
+  ~State() {
+    if (worker) ucp_worker_destroy(worker);
+    if (context) ucp_cleanup(context);
+    if (epoll_fd >= 0) ::close(epoll_fd);
+    if (command_fd >= 0) ::close(command_fd);
+  }
 
   // ---- callbacks (run inside ucp_worker_progress on the progress thread) ----
 
@@ -511,13 +518,7 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm com
   return transport;
 }
 
-UcxTransport::~UcxTransport() {
-  stop();
-  if (state_->worker) ucp_worker_destroy(state_->worker);
-  if (state_->context) ucp_cleanup(state_->context);
-  if (state_->epoll_fd >= 0) ::close(state_->epoll_fd);
-  if (state_->command_fd >= 0) ::close(state_->command_fd);
-}
+UcxTransport::~UcxTransport() { stop(); }  // then ~State releases the worker and the context
 
 std::vector<std::byte> UcxTransport::address() const { return state_->address; }
 

@@ -85,12 +85,12 @@ struct Job {
 
 class ThreadPool {
  public:
+  // Never destroyed (as LevelDB's Env::Default): a kernel may still run on another thread while
+  // the process exits, and the sleeping workers end with the process.
   static ThreadPool& instance() {
-    static ThreadPool pool;
-    return pool;
+    static ThreadPool* pool = new ThreadPool;
+    return *pool;
   }
-
-  ~ThreadPool() { stop_workers(); }
 
   // Lock-free: a task may ask (a kernel inside a task sizes its slices) while its job holds
   // run_mutex_.
@@ -170,7 +170,7 @@ class ThreadPool {
     sleep_cv_.notify_all();
   }
 
-  // Holding run_mutex_ (or in the destructor).
+  // Holding run_mutex_.
   void stop_workers() {
     if (workers_.empty()) return;
     stopping_.store(true, std::memory_order_relaxed);
