@@ -3,8 +3,8 @@
 // (a reply to a small message often comes that soon), then block. A transport that can wait for
 // an event (UCX's wakeup file descriptor) blocks on it; one that cannot (MPI) sleeps in growing
 // steps. Never sched_yield: on a node with more busy threads than cores each yield is a context
-// switch that takes a core from a rank that computes (measured: a block host's forward pass ran
-// 20% slower beside two yielding progress threads).
+// switch that takes a core from a rank that computes (measured: a block host's forward pass took
+// 84 ms beside two yielding progress threads, 73 ms beside blocking ones).
 //
 // Thread-safety: one per progress thread.
 
