@@ -60,7 +60,10 @@ void PushInbox::deliver(const PushedOutput& output) {
   } else {
     a.outputs[static_cast<std::size_t>(output.hop)] = output.hidden;
   }
-  changed_.notify_all();
+  // Wake the waiter only when it can return: an earlier hop's output arriving while later hosts
+  // compute would otherwise wake the client for nothing, on the cores those hosts use.
+  const bool complete = std::all_of(a.outputs.begin(), a.outputs.end(), [](const auto& o) { return o.has_value(); });
+  if (complete || a.failure) changed_.notify_all();
 }
 
 void PushInbox::peer_failed(PeerId peer) {
