@@ -6,7 +6,9 @@
 // thread) every team stops spinning between parallel regions and sleeps instead; an idle team's
 // threads spin for milliseconds after a region, taking the cores from the other ranks on the
 // node. Both cost a block host a fifth of its speed next to one process. This pool has one set
-// of workers, spins between regions for a fraction of a millisecond, then sleeps.
+// of workers, spins between regions for a fraction of a millisecond, then sleeps. Its workers'
+// CPU affinity leaves out the CPU of the thread that calls parallel_for, so the kernel cannot
+// stack a worker on its caller while another CPU idles.
 //
 // Thread-safety: every function may be called from any thread. parallel_for calls from different
 // threads run one after the other; a parallel_for inside a task runs inline on that task's thread.

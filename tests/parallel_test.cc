@@ -2,6 +2,7 @@
 // caller, nested and concurrent calls are safe, and the kernels give bit-identical results
 // whatever the thread count.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -59,6 +60,38 @@ TEST_F(ParallelTest, WorkSpreadsOverThePool) {
     ids.insert(std::this_thread::get_id());
   });
   EXPECT_EQ(ids.size(), 2u);
+}
+
+// The workers stay off the caller's CPU, so the kernel cannot stack them there while another
+// CPU idles. The caller is pinned for the test so that its CPU is known.
+TEST_F(ParallelTest, WorkersStayOffTheCallersCpu) {
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  if (CPU_COUNT(&saved) < 2) GTEST_SKIP() << "needs 2 CPUs";
+  int caller_cpu = 0;
+  while (!CPU_ISSET(caller_cpu, &saved)) ++caller_cpu;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(caller_cpu, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  set_compute_threads(2);
+  const auto caller = std::this_thread::get_id();
+  std::mutex mutex;
+  int worker_tasks = 0, on_caller_cpu = 0;
+  for (int round = 0; round < 20; ++round) {
+    parallel_for(64, [&](std::int64_t) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (std::this_thread::get_id() == caller) return;
+      cpu_set_t mask;
+      sched_getaffinity(0, sizeof(mask), &mask);
+      std::lock_guard lock(mutex);
+      ++worker_tasks;
+      if (CPU_ISSET(caller_cpu, &mask)) ++on_caller_cpu;
+    });
+  }
+  sched_setaffinity(0, sizeof(saved), &saved);
+  EXPECT_GT(worker_tasks, 0);
+  EXPECT_EQ(on_caller_cpu, 0);
 }
 
 TEST_F(ParallelTest, FirstExceptionReachesTheCallerAfterEveryTask) {
