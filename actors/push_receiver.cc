@@ -22,11 +22,7 @@ void PushInbox::begin(std::uint64_t request, std::uint64_t tag, std::vector<Peer
 PushInbox::Outcome PushInbox::wait(std::uint64_t request, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   Attempt& a = attempts_.at(request);
-  auto complete = [&] {
-    return a.failure.has_value() ||
-           std::all_of(a.outputs.begin(), a.outputs.end(), [](const auto& o) { return o.has_value(); });
-  };
-  const bool finished = changed_.wait_for(lock, timeout, complete);
+  const bool finished = changed_.wait_for(lock, timeout, [&] { return a.settled(); });
   Outcome out;
   for (auto& o : a.outputs) {
     if (!o) break;
@@ -62,8 +58,7 @@ void PushInbox::deliver(const PushedOutput& output) {
   }
   // Wake the waiter only when it can return: an earlier hop's output arriving while later hosts
   // compute would otherwise wake the client for nothing, on the cores those hosts use.
-  const bool complete = std::all_of(a.outputs.begin(), a.outputs.end(), [](const auto& o) { return o.has_value(); });
-  if (complete || a.failure) changed_.notify_all();
+  if (a.settled()) changed_.notify_all();
 }
 
 void PushInbox::peer_failed(PeerId peer) {

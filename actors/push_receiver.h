@@ -6,6 +6,7 @@
 //
 // Thread-safety: PushInbox is thread-safe; the actor forwards to it from its handler.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -44,6 +45,10 @@ class PushInbox {
     std::vector<PeerId> peers;
     std::vector<std::optional<TensorPayload>> outputs;
     std::optional<std::pair<PeerId, Status>> failure;
+    /// Every hop answered, or one failed: a wait can return.
+    bool settled() const {
+      return failure.has_value() || std::all_of(outputs.begin(), outputs.end(), [](const auto& o) { return o.has_value(); });
+    }
   };
   std::mutex mutex_;
   std::condition_variable changed_;
