@@ -68,13 +68,16 @@ TEST_F(ParallelTest, WorkersStayOffTheCallersCpu) {
   cpu_set_t saved;
   ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
   if (CPU_COUNT(&saved) < 2) GTEST_SKIP() << "needs 2 CPUs";
+  // Fresh workers, started before the pin: threads inherit their creator's affinity.
+  set_compute_threads(1);
+  set_compute_threads(2);
+  parallel_for(2, [](std::int64_t) {});
   int caller_cpu = 0;
   while (!CPU_ISSET(caller_cpu, &saved)) ++caller_cpu;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(caller_cpu, &one);
   ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
-  set_compute_threads(2);
   const auto caller = std::this_thread::get_id();
   std::mutex mutex;
   int worker_tasks = 0, on_caller_cpu = 0;

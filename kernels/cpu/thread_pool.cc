@@ -160,6 +160,7 @@ class ThreadPool {
   void start_workers() {
     stopping_.store(false, std::memory_order_relaxed);
     caller_cpu_ = -1;
+    // The starting thread's CPUs; the workers inherit them too.
     CPU_ZERO(&process_cpus_);
     (void)sched_getaffinity(0, sizeof(process_cpus_), &process_cpus_);
     // A worker waits for the generation after this one: the job about to be published.
