@@ -43,7 +43,7 @@ class DeterministicEndpoint final : public Transport {
   }
   void stop() override {}
   std::vector<std::byte> address() const override { return {std::byte{static_cast<unsigned char>(id_)}}; }
-  Status connect(PeerId id, std::span<const std::byte>) override {
+  Status connect(PeerId id, std::span<const std::byte>, const LinkKey&) override {
     std::lock_guard lock(network_->mutex_);
     return id < network_->alive_.size() ? Status::ok() : error(StatusCode::kNotFound, "no endpoint ", id);
   }

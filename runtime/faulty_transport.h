@@ -42,7 +42,10 @@ class FaultyTransport final : public Transport, private TransportHandler {
   Status send(PeerId to, OutgoingFrame frame) override;
   void stop() override;
   std::vector<std::byte> address() const override { return inner_->address(); }
-  Status connect(PeerId id, std::span<const std::byte> address) override { return inner_->connect(id, address); }
+  Status connect(PeerId id, std::span<const std::byte> address, const LinkKey& key) override {
+    return inner_->connect(id, address, key);
+  }
+  std::optional<LinkKey> link_key(PeerId peer) const override { return inner_->link_key(peer); }
 
  private:
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;

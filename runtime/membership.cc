@@ -15,6 +15,13 @@ const char* member_state_name(MemberState state) {
   return "?";
 }
 
+namespace {
+// What a wrapped key in a MemberJoined is for: the link between `joiner` and `recipient`.
+std::string announcement_context(PeerId joiner, PeerId recipient) {
+  return "member-joined:" + std::to_string(joiner) + ":" + std::to_string(recipient);
+}
+}  // namespace
+
 struct Membership::State {
   ActorSystem* system = nullptr;
   PeerId self = 0;
@@ -52,8 +59,8 @@ struct Membership::State {
     for (auto& l : notify) l(event);
   }
 
-  // Adds a member that joined (connecting the transport to it first).
-  void add(const MemberInfo& info) {
+  // Adds a member that joined (connecting the transport to it first, with the link's key).
+  void add(const MemberInfo& info, const LinkKey& key) {
     if (info.peer == self) return;
     {
       std::lock_guard lock(mutex);
@@ -61,7 +68,7 @@ struct Membership::State {
     }
     if (!info.address.empty()) {
       const auto* bytes = reinterpret_cast<const std::byte*>(info.address.data());
-      Status s = system->transport().connect(info.peer, {bytes, info.address.size()});
+      Status s = system->transport().connect(info.peer, {bytes, info.address.size()}, key);
       if (!s.is_ok() && s.code() != StatusCode::kInvalidArgument) {
         log(LogLevel::kWarn, "cannot connect to joining member ", info.peer, ": ", s.to_string());
         return;
@@ -138,8 +145,21 @@ class Membership::Actor final : public TypedActor<Membership::Actor, MembershipP
     state_->changed.notify_all();
   }
   void handle(ActorContext& ctx, const MemberJoined& m) {
-    if (!from_member(ctx)) return;
-    state_->add(m.member);
+    if (ctx.sender().peer != state_->options.coordinator || !from_member(ctx)) {
+      log(LogLevel::kWarn, "ignored an announcement of member ", m.member.peer, " from ", ctx.sender().peer,
+          ", which is not the coordinator");
+      return;
+    }
+    LinkKey key{};
+    if (const auto kek = ctx.system().transport().link_key(ctx.sender().peer)) {
+      if (m.wrapped_key.size() != key.size()) {
+        log(LogLevel::kWarn, "ignored an announcement of member ", m.member.peer, " without its link key");
+        return;
+      }
+      std::copy(m.wrapped_key.begin(), m.wrapped_key.end(), key.begin());
+      key = unwrap_link_key(key, *kek, announcement_context(m.member.peer, state_->self));
+    }
+    state_->add(m.member, key);
   }
   Result<LeaveAck> handle(ActorContext& ctx, const MemberLeaving& m) {
     if (m.peer != ctx.sender().peer) return error(StatusCode::kRefused, "a member can only announce its own leave");
@@ -157,7 +177,7 @@ class Membership::Actor final : public TypedActor<Membership::Actor, MembershipP
   }
 
  private:
-  // Announcements are trusted only from current members (the coordinator sends them).
+  // The coordinator must still be a member for its announcements to count.
   bool from_member(const ActorContext& ctx) {
     std::lock_guard lock(state_->mutex);
     auto it = state_->members.find(ctx.sender().peer);
@@ -250,15 +270,21 @@ PeerId Membership::allocate_peer_id() {
   return ++state_->highest_id;
 }
 
-Status Membership::admit(const MemberInfo& member) {
-  state_->add(member);
+Status Membership::admit(const MemberInfo& member, const LinkKeyAuthority& keys) {
+  state_->add(member, keys.key_for(self_.peer, member.peer));
   if (state(member.peer) != MemberState::kAlive) {
     return error(StatusCode::kUnavailable, "could not connect to joining member ", member.peer);
   }
-  // Tell everyone (the joiner included) about the joiner, and the joiner about everyone.
+  // Tell every other member about the joiner (it learnt of them, with their keys, when admitted).
   for (const auto& m : alive()) {
-    if (m.peer == self_.peer) continue;
-    (void)system_.send(ActorRef<MembershipProtocol>{{m.peer, kMembershipActorId}}, MemberJoined{member}, kMembershipActorId);
+    if (m.peer == self_.peer || m.peer == member.peer) continue;
+    MemberJoined announcement{member, {}};
+    if (system_.transport().link_key(m.peer)) {
+      const LinkKey wrapped = wrap_link_key(keys.key_for(m.peer, member.peer), keys.key_for(self_.peer, m.peer),
+                                            announcement_context(member.peer, m.peer));
+      announcement.wrapped_key.assign(wrapped.begin(), wrapped.end());
+    }
+    (void)system_.send(ActorRef<MembershipProtocol>{{m.peer, kMembershipActorId}}, announcement, kMembershipActorId);
   }
   return Status::ok();
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "runtime/actor_system.h"
+#include "runtime/link_auth.h"
 
 namespace sepal {
 
@@ -45,6 +46,8 @@ struct MembershipEvent {
 struct MembershipOptions {
   std::chrono::milliseconds heartbeat_period{200};
   std::chrono::milliseconds failure_timeout{1500};
+  /// The member that admits joiners; announcements of new members are taken from it alone.
+  PeerId coordinator = 0;
 };
 
 /// The well-known actor id of the membership actor in every process.
@@ -59,7 +62,10 @@ struct Heartbeat {
 struct MemberJoined {
   static constexpr std::uint16_t kTypeId = 0x0202;
   MemberInfo member;
-  SEPAL_FIELDS(member)
+  /// The key of the link between the recipient and the new member, wrapped under the key of the
+  /// link between the recipient and the coordinator (empty on transports without link keys).
+  std::vector<std::uint8_t> wrapped_key;
+  SEPAL_FIELDS(member, wrapped_key)
 };
 struct LeaveAck {
   static constexpr std::uint16_t kTypeId = 0x0204;
@@ -101,8 +107,9 @@ class Membership {
   bool wait_until_heard_from_all(std::chrono::milliseconds timeout) const;
   /// Coordinator: a fresh id for a joiner (one more than any id ever seen).
   PeerId allocate_peer_id();
-  /// Coordinator: connects to `member`, adds it, and announces it to every member.
-  Status admit(const MemberInfo& member);
+  /// Coordinator: connects to `member`, adds it, and announces it to every member, each with the
+  /// key of its link to the new member (derived by `keys`, sent wrapped).
+  Status admit(const MemberInfo& member, const LinkKeyAuthority& keys);
   /// Leaves gracefully: stops heartbeating, tells every member and waits (up to `timeout`) for
   /// their acknowledgements; the first error, if any. Afterwards the caller stops its actor system.
   /// Blocks: not from a handler.

@@ -15,7 +15,7 @@ namespace sepal {
 namespace {
 
 constexpr int kJoinTag = 7401;
-constexpr std::uint16_t kJoinVersion = 1;
+constexpr std::uint16_t kJoinVersion = 2;
 constexpr std::size_t kMaxHandshakeBytes = 1 << 20;
 
 struct JoinChallenge {
@@ -36,10 +36,12 @@ struct JoinWelcome {
   static constexpr std::uint16_t kTypeId = 0x0212;
   bool admitted = false;
   std::string reason;
-  std::vector<std::uint8_t> proof;
+  std::vector<std::uint8_t> proof;  ///< over every other field (welcome_purpose)
   PeerId assigned = 0;
   std::vector<MemberInfo> members;
-  SEPAL_FIELDS(admitted, reason, proof, assigned, members)
+  /// For each member, the key of its link with the joiner, wrapped (wrap_context).
+  std::vector<std::vector<std::uint8_t>> wrapped_keys;
+  SEPAL_FIELDS(admitted, reason, proof, assigned, members, wrapped_keys)
 };
 struct JoinAddress {
   static constexpr std::uint16_t kTypeId = 0x0213;
@@ -112,6 +114,33 @@ void disconnect(MPI_Comm& comm) {
   comm = MPI_COMM_NULL;
 }
 
+// The purpose the welcome's proof is made for: it names a digest of the whole welcome (proof
+// field empty), so the assigned id, the member list and the keys cannot be changed in transit.
+std::string welcome_purpose(JoinWelcome welcome) {
+  welcome.proof.clear();
+  const auto bytes = encode(Envelope{}, welcome).flatten();
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes->data());
+  static constexpr std::uint8_t kDigestKey[] = {'s', 'e', 'p', 'a', 'l'};
+  const LinkKey digest = hmac_sha256(kDigestKey, {data, bytes->size()});
+  std::string purpose = "sepal-welcome:";
+  for (std::uint8_t b : digest) {
+    static const char* kHex = "0123456789abcdef";
+    purpose += kHex[b >> 4];
+    purpose += kHex[b & 15];
+  }
+  return purpose;
+}
+
+// Both sides derive the key that wraps the link keys in the welcome from the secret and the two
+// nonces: it never travels, and a different joining gives a different key.
+LinkKey welcome_wrapping_key(const SwarmSecret& secret, const Nonce& coordinator, const Nonce& joiner) {
+  return secret.prove("sepal-key-wrap", coordinator, joiner);
+}
+
+std::string wrap_context(PeerId joiner, PeerId member) {
+  return "welcome:" + std::to_string(joiner) + ":" + std::to_string(member);
+}
+
 std::string this_origin() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
@@ -120,8 +149,8 @@ std::string this_origin() {
 
 }  // namespace
 
-Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, Membership& membership,
-                                const std::string& origin, JoinOptions options) {
+Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, const LinkKeyAuthority& keys,
+                                Membership& membership, const std::string& origin, JoinOptions options) {
   MPI_Comm_set_errhandler(intercomm, MPI_ERRORS_RETURN);
   auto refuse = [&](const std::string& reason, StatusCode code) -> Status {
     log(LogLevel::kWarn, "refused join from ", origin, ": ", reason);
@@ -151,9 +180,14 @@ Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, M
   const std::string who = request->origin.empty() ? origin : request->origin;
   JoinWelcome welcome;
   welcome.admitted = true;
-  welcome.proof = to_vector(secret.prove("sepal-welcome", theirs, ours));
   welcome.assigned = membership.allocate_peer_id();
   welcome.members = membership.alive();
+  const LinkKey wrapping = welcome_wrapping_key(secret, ours, theirs);
+  for (const MemberInfo& m : welcome.members) {
+    const LinkKey wrapped = wrap_link_key(keys.key_for(welcome.assigned, m.peer), wrapping, wrap_context(welcome.assigned, m.peer));
+    welcome.wrapped_keys.emplace_back(wrapped.begin(), wrapped.end());
+  }
+  welcome.proof = to_vector(secret.prove(welcome_purpose(welcome), theirs, ours));
   SEPAL_RETURN_IF_ERROR(send_message(intercomm, welcome, options.step_timeout));
   auto address = receive_message<JoinAddress>(intercomm, options.step_timeout);
   disconnect(intercomm);
@@ -162,7 +196,7 @@ Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, M
     return address.status();
   }
   const MemberInfo member{welcome.assigned, request->role, address->address};
-  SEPAL_RETURN_IF_ERROR(membership.admit(member));
+  SEPAL_RETURN_IF_ERROR(membership.admit(member, keys));
   log(LogLevel::kInfo, "admitted ", who, " as member ", member.peer, " (", member.role, ")");
   return member;
 }
@@ -198,9 +232,24 @@ Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, con
     return error(StatusCode::kRefused, "the swarm refused to admit this process: ", welcome->reason);
   }
   Proof proof{};
-  if (!to_array<Proof>(welcome->proof, &proof) || !secret.verify(proof, "sepal-welcome", ours, theirs)) {
+  if (!to_array<Proof>(welcome->proof, &proof) || !secret.verify(proof, welcome_purpose(welcome.value()), ours, theirs)) {
     disconnect(intercomm);
-    return error(StatusCode::kRefused, "the swarm could not prove that it knows the secret");
+    return error(StatusCode::kRefused, "the swarm could not prove that it knows the secret (or the welcome was altered)");
+  }
+  if (welcome->wrapped_keys.size() != welcome->members.size()) {
+    disconnect(intercomm);
+    return error(StatusCode::kMalformed, "the welcome holds ", welcome->wrapped_keys.size(), " link keys for ",
+                 welcome->members.size(), " members");
+  }
+  std::vector<LinkKey> keys;
+  const LinkKey wrapping = welcome_wrapping_key(secret, theirs, ours);
+  for (std::size_t i = 0; i < welcome->members.size(); ++i) {
+    LinkKey wrapped{};
+    if (!to_array<LinkKey>(welcome->wrapped_keys[i], &wrapped)) {
+      disconnect(intercomm);
+      return error(StatusCode::kMalformed, "a link key in the welcome is not ", wrapped.size(), " bytes");
+    }
+    keys.push_back(unwrap_link_key(wrapped, wrapping, wrap_context(welcome->assigned, welcome->members[i].peer)));
   }
   auto address = make_address(welcome->assigned);
   if (!address.is_ok()) {
@@ -210,8 +259,9 @@ Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, con
   Status sent = send_message(intercomm, JoinAddress{address.value()}, options.step_timeout);
   disconnect(intercomm);
   SEPAL_RETURN_IF_ERROR(sent);
-  JoinResult result{welcome->assigned, welcome->members};
+  JoinResult result{welcome->assigned, welcome->members, std::move(keys)};
   result.members.push_back(MemberInfo{welcome->assigned, role, address.value()});
+  result.keys.push_back(LinkKey{});
   return result;
 }
 
@@ -223,7 +273,7 @@ Result<std::vector<MemberInfo>> exchange_members(MPI_Comm comm, const std::strin
   MemberInfo self{static_cast<PeerId>(rank), role,
                   {reinterpret_cast<const std::uint8_t*>(address.data()),
                    reinterpret_cast<const std::uint8_t*>(address.data()) + address.size()}};
-  const auto mine = encode(Envelope{}, JoinWelcome{true, "", {}, 0, {self}}).flatten();
+  const auto mine = encode(Envelope{}, JoinWelcome{true, "", {}, 0, {self}, {}}).flatten();
   auto records = mpi_allgather_bytes(comm, mine->bytes());
   if (!records.is_ok()) return records.status();
   std::vector<MemberInfo> members;

@@ -33,20 +33,24 @@ struct JoinOptions {
 };
 
 /// Coordinator side, over an intercommunicator whose remote rank 0 is the joiner: challenges it,
-/// welcomes or refuses it, and admits it into `membership`. kRefused (logged with the reason)
-/// for a wrong secret; kTimeout for a joiner that stops answering. Disconnects `intercomm`.
-Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, Membership& membership,
-                                const std::string& origin, JoinOptions options = {});
+/// welcomes or refuses it, and admits it into `membership`. The welcome names the joiner's id,
+/// the members, and the key of the joiner's link to each (from `keys`, wrapped under a key both
+/// sides derive from the secret and the nonces), all covered by the welcome's proof. kRefused
+/// (logged with the reason) for a wrong secret; kTimeout for a joiner that stops answering.
+/// Disconnects `intercomm`.
+Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, const LinkKeyAuthority& keys,
+                                Membership& membership, const std::string& origin, JoinOptions options = {});
 
 /// What a joiner learns from the swarm.
 struct JoinResult {
   PeerId self = 0;
-  std::vector<MemberInfo> members;  ///< including the joiner itself
+  std::vector<MemberInfo> members;  ///< including the joiner itself (last)
+  std::vector<LinkKey> keys;        ///< the key of the link to each member (zero for itself)
 };
 
 /// Joiner side. Once the swarm assigned an id, `make_address(id)` must create this process's
 /// transport and return its address. kRefused when the swarm refuses (or fails to prove that
-/// it knows the secret). Disconnects `intercomm`.
+/// it knows the secret, or its welcome was altered). Disconnects `intercomm`.
 Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, const std::string& role,
                               const std::function<Result<std::vector<std::uint8_t>>(PeerId)>& make_address,
                               JoinOptions options = {});

@@ -9,15 +9,20 @@
 // - A peer that dies or becomes unreachable is reported once through on_peer_failed, within the
 //   configured failure timeout; sends to it then fail with kPeerFailed. Nothing waits forever.
 // - Handler calls come from the transport's own thread, one at a time; a handler must not block.
+// - The `from` given to a handler is the sender as the transport authenticated it. A transport
+//   open to processes outside the job (UCX) proves it with a tag under the link key of every
+//   message; what fails is dropped before any handler sees it.
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "runtime/buffer.h"
+#include "runtime/link_auth.h"
 #include "runtime/status.h"
 #include "runtime/wire.h"
 
@@ -60,11 +65,15 @@ class Transport {
   /// What another process needs to connect to this one at run time (empty when this transport
   /// cannot accept peers after start-up).
   virtual std::vector<std::byte> address() const { return {}; }
-  /// Connects to a peer that joined at run time, given its address(). kUnavailable when this
-  /// transport cannot add peers; kInvalidArgument when the id is taken.
-  virtual Status connect(PeerId id, std::span<const std::byte> address) {
+  /// Connects to a peer that joined at run time, given its address() and the key of the link
+  /// between the two (transports that authenticate frames drop what does not verify under it).
+  /// kUnavailable when this transport cannot add peers; kInvalidArgument when the id is taken.
+  virtual Status connect(PeerId id, std::span<const std::byte> address, const LinkKey& key) {
     return error(StatusCode::kUnavailable, name(), " transport cannot add peers at run time");
   }
+  /// The key that frames to and from `peer` are authenticated with; nullopt for a transport
+  /// whose channel is not open to outsiders (in-process, MPI inside one job) or an unknown peer.
+  virtual std::optional<LinkKey> link_key(PeerId peer) const { return std::nullopt; }
   /// Flushes frames already queued to live peers (for up to about a second), then stops delivery
   /// and progress; what could not be flushed is dropped. Idempotent.
   virtual void stop() = 0;

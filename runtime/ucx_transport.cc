@@ -14,8 +14,10 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
+#include "runtime/log.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/peer_liveness.h"
 #include "runtime/progress_backoff.h"
@@ -23,9 +25,23 @@
 namespace sepal {
 namespace {
 
-constexpr unsigned kAmFrame = 11;
-constexpr unsigned kAmKeepalive = 12;
-constexpr unsigned kAmBye = 13;
+constexpr unsigned kAmMessage = 11;
+constexpr int kKeyTag = 7411;  // MPI tag of the link keys rank 0 hands out in create_over_mpi
+
+enum class Kind : std::uint32_t { kChunk = 1, kKeepalive = 2, kBye = 3 };
+
+// The header of every active message. The header tag covers every byte before it.
+struct AmHeader {
+  std::uint32_t sender = 0;
+  std::uint32_t kind = 0;
+  std::uint64_t sequence = 0;
+  std::uint64_t frame_bytes = 0;  // chunks: the whole frame's size
+  std::uint64_t offset = 0;       // chunks: where this chunk starts in the frame
+  LinkTag payload_tag{};
+  LinkTag header_tag{};
+};
+static_assert(sizeof(AmHeader) == 64);
+constexpr std::size_t kTaggedHeaderBytes = offsetof(AmHeader, header_tag);
 
 Status ucs_status(ucs_status_t s, const char* call) {
   if (s == UCS_OK) return Status::ok();
@@ -34,43 +50,106 @@ Status ucs_status(ucs_status_t s, const char* call) {
 
 #define SEPAL_UCS_RETURN_IF_ERROR(call) SEPAL_RETURN_IF_ERROR(ucs_status((call), #call))
 
-struct AmHeader {
-  PeerId sender;
-  std::uint32_t reserved;
+// A frame being sent, in chunks.
+struct SendingFrame {
+  OutgoingFrame frame;
+  std::vector<ConstSegment> segments;
+  std::size_t total = 0;
+  std::size_t offset = 0;   // first byte not yet posted
+  std::size_t segment = 0;  // segment holding `offset`
+  std::size_t within = 0;   // offset inside that segment
+
+  explicit SendingFrame(OutgoingFrame f) : frame(std::move(f)), segments(frame.segments()), total(frame.size()) {}
+
+  // The next chunk's byte runs (at most `limit` bytes), advancing the cursor.
+  std::vector<ConstSegment> next_chunk(std::size_t limit) {
+    std::vector<ConstSegment> out;
+    std::size_t left = std::min(limit, total - offset);
+    while (left > 0) {
+      const ConstSegment& s = segments[segment];
+      const std::size_t n = std::min(left, s.size - within);
+      if (n > 0) out.push_back(ConstSegment{s.data + within, n});
+      within += n;
+      offset += n;
+      left -= n;
+      if (within == s.size) {
+        ++segment;
+        within = 0;
+      }
+    }
+    return out;
+  }
 };
 
-struct PeerState;
-
-// One send in flight: holds the frame and the iov array until UCX completes it.
+// One message in flight: holds the frame (shared by its chunks), the iov array and the header
+// until UCX completes it.
 struct SendRequest {
-  OutgoingFrame frame;
+  std::shared_ptr<SendingFrame> frame;
   std::vector<ucp_dt_iov_t> iov;
   AmHeader header;
-  std::size_t* in_flight = nullptr;       // the transport's count
+  std::size_t* in_flight = nullptr;   // the transport's count
   std::size_t* peer_bytes = nullptr;  // the peer's window
   std::size_t bytes = 0;
 };
 
-// Bytes posted to UCX per peer at most (and always at least one frame). Over shared memory a
-// large frame is copied through bounce buffers; more in flight only evicts them from the cache:
-// at 1 MiB, 2 frames in flight run at 12 GB/s here, 8 at 3 GB/s (bench/run_ping.sh).
-constexpr std::size_t kSendWindowBytes = std::size_t{2} << 20;
-
-// One received frame; delivered when `done` and every earlier frame of the peer is delivered.
-struct ReceiveSlot {
-  std::shared_ptr<Buffer> buffer;
+// A chunk received, whose payload tag is checked before its frame is delivered.
+struct ReceivedChunk {
+  std::size_t offset = 0;
+  std::size_t size = 0;
+  std::uint64_t sequence = 0;
+  LinkTag tag{};
   bool done = false;
   bool failed = false;
+};
+
+// A frame being received; delivered when every chunk arrived and verified, after every earlier
+// frame of the peer.
+struct IncomingFrame {
+  std::shared_ptr<Buffer> buffer;
+  std::size_t next_offset = 0;  // where the next chunk must start
+  std::vector<ReceivedChunk> chunks;
+  bool complete() const { return next_offset == buffer->size(); }
+};
+
+// Which sequence numbers of a peer were seen: the highest, and a bitmap of the 64 below it.
+class ReplayWindow {
+ public:
+  // Whether `sequence` is new (and records it).
+  bool accept(std::uint64_t sequence) {
+    if (sequence == 0) return false;
+    if (sequence > highest_) {
+      const std::uint64_t shift = sequence - highest_;
+      seen_ = shift >= 64 ? 0 : seen_ << shift;
+      seen_ |= 1;
+      highest_ = sequence;
+      return true;
+    }
+    const std::uint64_t back = highest_ - sequence;
+    if (back >= 64 || (seen_ >> back) & 1) return false;
+    seen_ |= std::uint64_t{1} << back;
+    return true;
+  }
+
+ private:
+  std::uint64_t highest_ = 0;
+  std::uint64_t seen_ = 0;  // bit i: highest_ - i was seen
 };
 
 struct PeerState {
   PeerId id = 0;
   ucp_ep_h ep = nullptr;
-  std::deque<OutgoingFrame> waiting;  // frames beyond the send window, in order
-  std::size_t bytes_in_flight = 0;    // bytes posted to UCX and not completed
-  bool failed = false;  // error reported or bye received
+  LinkKey key{};
+  std::unique_ptr<LinkMac> mac;  // null when authentication is off
+  // Sending.
+  std::deque<std::shared_ptr<SendingFrame>> waiting;  // in order; the front may be partly posted
+  std::size_t bytes_in_flight = 0;                    // bytes posted to UCX and not completed
+  std::uint64_t next_sequence = 1;
+  // Receiving.
+  ReplayWindow replay;
+  std::deque<std::shared_ptr<IncomingFrame>> receives;
+  bool rejected_logged = false;  // a message that failed a check was logged for this peer
+  bool failed = false;           // error reported or goodbye received
   bool reported = false;
-  std::deque<std::shared_ptr<ReceiveSlot>> receives;
   std::vector<std::pair<PeerId, Status>>* failures = nullptr;  ///< the transport's, for callbacks
 };
 
@@ -79,6 +158,7 @@ struct Command {
   PeerId peer;
   OutgoingFrame frame;
   std::vector<std::byte> address;
+  LinkKey key{};
 };
 
 }  // namespace
@@ -88,6 +168,7 @@ struct UcxTransport::State {
   ucp_worker_h worker = nullptr;
   std::vector<std::byte> address;
   PeerId self = 0;
+  UcxOptions options;
   TransportHandler* handler = nullptr;
   PeerLiveness liveness;
   std::thread thread;
@@ -104,19 +185,32 @@ struct UcxTransport::State {
   mutable std::mutex mutex;  // guards commands and the public view of peers
   std::deque<Command> commands;
   std::map<PeerId, bool> public_failed;
+  std::map<PeerId, LinkKey> public_keys;
 
   // Progress-thread only (and the create() thread before start()).
   std::map<PeerId, std::unique_ptr<PeerState>> peers;
-  std::map<ucp_ep_h, PeerId> ep_peer;
   std::vector<std::pair<PeerId, Status>> failures;  // found inside callbacks, reported after
+  std::set<PeerId> unknown_logged;                  // claimed senders we have no link with
 
-  explicit State(LivenessOptions options) : liveness(options) {}
+  explicit State(const UcxOptions& o) : options(o), liveness(o.liveness) {}
   // Also what a failed create() leaves behind.
   ~State() {
     if (worker) ucp_worker_destroy(worker);
     if (context) ucp_cleanup(context);
     if (epoll_fd >= 0) ::close(epoll_fd);
     if (command_fd >= 0) ::close(command_fd);
+  }
+
+  // Logs a refused message once per peer (an attacker must not be able to flood the log).
+  void reject(PeerState* peer, std::uint32_t claimed, const char* why) {
+    if (peer) {
+      if (peer->rejected_logged) return;
+      peer->rejected_logged = true;
+    } else {
+      if (unknown_logged.size() >= 64 || !unknown_logged.insert(claimed).second) return;
+    }
+    log(LogLevel::kWarn, "ucx: dropped a message claiming to come from peer ", claimed, ": ", why,
+        " (logged once per peer)");
   }
 
   // ---- callbacks (run inside ucp_worker_progress on the progress thread) ----
@@ -126,7 +220,7 @@ struct UcxTransport::State {
     if (peer->failed) return;
     peer->failed = true;
     peer->failures->emplace_back(peer->id, error(StatusCode::kPeerFailed, "link to peer ", peer->id,
-                                                       " failed: ", ucs_status_string(status)));
+                                                 " failed: ", ucs_status_string(status)));
   }
 
   static void on_send_done(void* request, ucs_status_t, void* user_data) {
@@ -137,72 +231,107 @@ struct UcxTransport::State {
     ucp_request_free(request);
   }
 
+  struct ReceiveTarget {
+    std::shared_ptr<IncomingFrame> frame;
+    std::size_t chunk = 0;
+  };
+
   static void on_receive_done(void* request, ucs_status_t status, std::size_t, void* user_data) {
-    auto* slot = static_cast<std::shared_ptr<ReceiveSlot>*>(user_data);
-    (*slot)->done = true;
-    (*slot)->failed = status != UCS_OK;
-    delete slot;
+    auto* target = static_cast<ReceiveTarget*>(user_data);
+    ReceivedChunk& c = target->frame->chunks[target->chunk];
+    c.done = true;
+    c.failed = status != UCS_OK;
+    delete target;
     ucp_request_free(request);
   }
 
   static ucs_status_t on_am(void* arg, const void* header, std::size_t header_length, void* data,
                             std::size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<State*>(arg);
-    if (header_length != sizeof(AmHeader)) return UCS_OK;
+    if (header_length != sizeof(AmHeader)) {
+      self->reject(nullptr, ~0u, "malformed header");
+      return UCS_OK;
+    }
     AmHeader h;
     std::memcpy(&h, header, sizeof(h));
     const auto it = self->peers.find(h.sender);
-    if (it == self->peers.end() || it->second->failed) return UCS_OK;
+    if (it == self->peers.end()) {
+      self->reject(nullptr, h.sender, "no link with that peer");
+      return UCS_OK;
+    }
     PeerState& peer = *it->second;
+    if (peer.failed) return UCS_OK;
+    if (peer.mac) {
+      const ConstSegment tagged{reinterpret_cast<const std::byte*>(&h), kTaggedHeaderBytes};
+      if (!peer.mac->verify(h.header_tag, h.sender, TagDomain::kHeader, h.sequence, {&tagged, 1})) {
+        self->reject(&peer, h.sender, "header tag does not verify under the link key");
+        return UCS_OK;
+      }
+    }
+    if (!peer.replay.accept(h.sequence)) {
+      self->reject(&peer, h.sender, "sequence number replayed");
+      return UCS_OK;
+    }
+    // Authenticated: the peer is alive, whatever else this message holds.
     self->liveness.heard(peer.id, PeerLiveness::Clock::now());
-    auto slot = std::make_shared<ReceiveSlot>();
-    slot->buffer = Buffer::allocate(length);
-    if (!slot->buffer) {
-      slot->done = slot->failed = true;
-    } else if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+    switch (static_cast<Kind>(h.kind)) {
+      case Kind::kKeepalive: return UCS_OK;
+      case Kind::kBye: self->on_bye(peer); return UCS_OK;
+      case Kind::kChunk: self->on_chunk(peer, h, data, length, param); return UCS_OK;
+    }
+    self->reject(&peer, h.sender, "unknown message kind");
+    return UCS_OK;
+  }
+
+  void on_chunk(PeerState& peer, const AmHeader& h, void* data, std::size_t length, const ucp_am_recv_param_t* param) {
+    if (h.frame_bytes == 0 || h.frame_bytes > options.max_frame_bytes) {
+      return reject(&peer, h.sender, "frame size out of bounds");
+    }
+    if (h.offset >= h.frame_bytes || length != std::min<std::uint64_t>(UcxTransport::kChunkBytes, h.frame_bytes - h.offset)) {
+      return reject(&peer, h.sender, "chunk does not fit its frame");
+    }
+    std::shared_ptr<IncomingFrame> frame;
+    if (!peer.receives.empty() && !peer.receives.back()->complete()) frame = peer.receives.back();
+    if (h.offset == 0) {
+      if (frame) {
+        reject(&peer, h.sender, "a frame started before the previous one was complete");
+        peer.receives.pop_back();
+      }
+      frame = std::make_shared<IncomingFrame>();
+      frame->buffer = Buffer::allocate(h.frame_bytes);
+      if (!frame->buffer) return reject(&peer, h.sender, "no memory for the frame");
+      peer.receives.push_back(frame);
+    } else if (!frame || frame->buffer->size() != h.frame_bytes || frame->next_offset != h.offset) {
+      return reject(&peer, h.sender, "chunk out of order");
+    }
+    frame->next_offset += length;
+    frame->chunks.push_back(ReceivedChunk{h.offset, length, h.sequence, h.payload_tag});
+    const std::size_t index = frame->chunks.size() - 1;
+    std::byte* target = frame->buffer->data() + h.offset;
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
       p.cb.recv_am = on_receive_done;
-      auto* user = new std::shared_ptr<ReceiveSlot>(slot);
+      auto* user = new ReceiveTarget{frame, index};
       p.user_data = user;
-      void* request = ucp_am_recv_data_nbx(self->worker, data, slot->buffer->data(), length, &p);
+      void* request = ucp_am_recv_data_nbx(worker, data, target, length, &p);
       if (!UCS_PTR_IS_PTR(request)) {  // finished at once (or failed): no callback will come
         delete user;
-        slot->done = true;
-        slot->failed = UCS_PTR_IS_ERR(request);
+        frame->chunks[index].done = true;
+        frame->chunks[index].failed = UCS_PTR_IS_ERR(request);
       }
     } else {
-      std::memcpy(slot->buffer->data(), data, length);
-      slot->done = true;
+      std::memcpy(target, data, length);
+      frame->chunks[index].done = true;
     }
-    peer.receives.push_back(std::move(slot));
-    return UCS_OK;
   }
 
-  static ucs_status_t on_keepalive(void* arg, const void* header, std::size_t header_length, void*,
-                                   std::size_t, const ucp_am_recv_param_t*) {
-    auto* self = static_cast<State*>(arg);
-    if (header_length != sizeof(AmHeader)) return UCS_OK;
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    self->liveness.heard(h.sender, PeerLiveness::Clock::now());
-    return UCS_OK;
-  }
-
-  static ucs_status_t on_bye(void* arg, const void* header, std::size_t header_length, void*,
-                             std::size_t, const ucp_am_recv_param_t*) {
-    auto* self = static_cast<State*>(arg);
-    if (header_length != sizeof(AmHeader)) return UCS_OK;
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    if (auto it = self->peers.find(h.sender); it != self->peers.end()) {
-      it->second->failed = true;    // leaving: its endpoint closing is not a failure
-      it->second->reported = true;
-      self->liveness.forget(h.sender);
-      std::lock_guard lock(self->mutex);
-      self->public_failed[h.sender] = true;
-    }
-    return UCS_OK;
+  void on_bye(PeerState& peer) {
+    peer.failed = true;  // leaving: its endpoint closing is not a failure
+    peer.reported = true;
+    liveness.forget(peer.id);
+    std::lock_guard lock(mutex);
+    public_failed[peer.id] = true;
   }
 
   // ---- progress-thread work ----
@@ -218,9 +347,11 @@ struct UcxTransport::State {
     return ucs_status(ucp_worker_set_am_recv_handler(worker, &p), "ucp_worker_set_am_recv_handler");
   }
 
-  Status connect(PeerId id, const std::byte* remote, std::size_t) {
+  Status connect(PeerId id, const std::byte* remote, const LinkKey& key) {
     auto peer = std::make_unique<PeerState>();
     peer->id = id;
+    peer->key = key;
+    if (options.authenticate) peer->mac = std::make_unique<LinkMac>(key);
     peer->failures = &failures;
     ucp_ep_params_t p{};
     p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
@@ -230,14 +361,17 @@ struct UcxTransport::State {
     p.err_handler.cb = on_ep_error;
     p.err_handler.arg = peer.get();
     SEPAL_UCS_RETURN_IF_ERROR(ucp_ep_create(worker, &p, &peer->ep));
-    ep_peer[peer->ep] = id;
     peers[id] = std::move(peer);
     return Status::ok();
   }
 
-  void send_am(PeerState& peer, unsigned id, OutgoingFrame* frame) {
+  // Posts one message: a chunk of `frame` (its next `limit` bytes), or a header alone.
+  void send_message(PeerState& peer, Kind kind, const std::shared_ptr<SendingFrame>& frame) {
     auto* request = new SendRequest();
-    request->header = AmHeader{self, 0};
+    AmHeader& h = request->header;
+    h.sender = self;
+    h.kind = static_cast<std::uint32_t>(kind);
+    h.sequence = peer.next_sequence++;
     request->in_flight = &sends_in_flight;
     request->peer_bytes = &peer.bytes_in_flight;
     ucp_request_param_t p{};
@@ -247,17 +381,25 @@ struct UcxTransport::State {
     const void* buffer = nullptr;
     std::size_t count = 0;
     if (frame) {
-      request->bytes = frame->size();
-      request->frame = std::move(*frame);
-      for (const auto& s : request->frame.segments()) {
-        if (s.size) request->iov.push_back(ucp_dt_iov_t{const_cast<std::byte*>(s.data), s.size});
+      h.frame_bytes = frame->total;
+      h.offset = frame->offset;
+      const auto parts = frame->next_chunk(UcxTransport::kChunkBytes);
+      request->frame = frame;
+      for (const auto& s : parts) {
+        request->iov.push_back(ucp_dt_iov_t{const_cast<std::byte*>(s.data), s.size});
+        request->bytes += s.size;
       }
+      if (peer.mac) h.payload_tag = peer.mac->tag(self, TagDomain::kPayload, h.sequence, parts);
       p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
       p.datatype = ucp_dt_make_iov();
       buffer = request->iov.data();
       count = request->iov.size();
     }
-    void* status = ucp_am_send_nbx(peer.ep, id, &request->header, sizeof(AmHeader), buffer, count, &p);
+    if (peer.mac) {
+      const ConstSegment tagged{reinterpret_cast<const std::byte*>(&h), kTaggedHeaderBytes};
+      h.header_tag = peer.mac->tag(self, TagDomain::kHeader, h.sequence, {&tagged, 1});
+    }
+    void* status = ucp_am_send_nbx(peer.ep, kAmMessage, &h, sizeof(AmHeader), buffer, count, &p);
     if (UCS_PTR_IS_PTR(status)) {
       ++sends_in_flight;
       peer.bytes_in_flight += request->bytes;
@@ -278,27 +420,29 @@ struct UcxTransport::State {
     }
     for (auto& c : batch) {
       if (c.kind == Command::Kind::kAddPeer) {
-        Status s = connect(c.peer, c.address.data(), c.address.size());
+        Status s = connect(c.peer, c.address.data(), c.key);
         if (s.is_ok()) liveness.watch(c.peer, PeerLiveness::Clock::now());
         else failures.emplace_back(c.peer, s);
         continue;
       }
       const auto it = peers.find(c.peer);
       if (it == peers.end() || it->second->failed) continue;
-      it->second->waiting.push_back(std::move(c.frame));
+      it->second->waiting.push_back(std::make_shared<SendingFrame>(std::move(c.frame)));
     }
     return !batch.empty();
   }
 
-  // Posts waiting frames while each peer's window has room.
+  // Posts chunks of waiting frames while each peer's window has room.
   bool post_waiting() {
     bool posted = false;
     for (auto& [id, peer] : peers) {
-      while (!peer->failed && !peer->waiting.empty() &&
-             (peer->bytes_in_flight == 0 || peer->bytes_in_flight + peer->waiting.front().size() <= kSendWindowBytes)) {
-        OutgoingFrame frame = std::move(peer->waiting.front());
-        peer->waiting.pop_front();
-        send_am(*peer, kAmFrame, &frame);
+      while (!peer->failed && !peer->waiting.empty()) {
+        auto& front = peer->waiting.front();
+        const std::size_t next = std::min(UcxTransport::kChunkBytes, front->total - front->offset);
+        if (peer->bytes_in_flight > 0 && peer->bytes_in_flight + next > UcxTransport::kSendWindowBytes) break;
+        const auto frame = front;
+        send_message(*peer, Kind::kChunk, frame);
+        if (frame->offset == frame->total) peer->waiting.pop_front();
         posted = true;
       }
       if (peer->failed) peer->waiting.clear();
@@ -313,13 +457,32 @@ struct UcxTransport::State {
     return sends_in_flight > 0;
   }
 
+  // Checks a complete frame's chunks: every one arrived and its payload tag verifies.
+  bool verified(PeerState& peer, const IncomingFrame& frame) {
+    for (const ReceivedChunk& c : frame.chunks) {
+      if (c.failed) return false;
+      if (!peer.mac) continue;
+      const ConstSegment payload{frame.buffer->data() + c.offset, c.size};
+      if (!peer.mac->verify(c.tag, peer.id, TagDomain::kPayload, c.sequence, {&payload, 1})) {
+        reject(&peer, peer.id, "payload tag does not verify under the link key");
+        return false;
+      }
+    }
+    return true;
+  }
+
   bool deliver() {
     bool progressed = false;
     for (auto& [id, peer] : peers) {
-      while (!peer->receives.empty() && peer->receives.front()->done) {
-        auto slot = std::move(peer->receives.front());
+      while (!peer->receives.empty()) {
+        const auto& front = peer->receives.front();
+        if (!front->complete() ||
+            !std::all_of(front->chunks.begin(), front->chunks.end(), [](const ReceivedChunk& c) { return c.done; })) {
+          break;
+        }
+        auto frame = std::move(peer->receives.front());
         peer->receives.pop_front();
-        if (!slot->failed) handler->on_frame(id, std::move(slot->buffer));
+        if (verified(*peer, *frame)) handler->on_frame(id, std::move(frame->buffer));
         progressed = true;
       }
     }
@@ -348,7 +511,7 @@ struct UcxTransport::State {
   void check_liveness() {
     const auto now = PeerLiveness::Clock::now();
     for (PeerId id : liveness.keepalives_due(now)) {
-      if (auto it = peers.find(id); it != peers.end() && !it->second->failed) send_am(*it->second, kAmKeepalive, nullptr);
+      if (auto it = peers.find(id); it != peers.end() && !it->second->failed) send_message(*it->second, Kind::kKeepalive, nullptr);
     }
     for (PeerId id : liveness.overdue(now)) {
       failures.emplace_back(id, error(StatusCode::kPeerFailed, "peer ", id, " silent for longer than the failure timeout"));
@@ -427,7 +590,7 @@ struct UcxTransport::State {
   void shutdown() {
     // Goodbye first: closing an endpoint fires the other side's error handler.
     for (auto& [id, peer] : peers) {
-      if (!peer->failed) send_am(*peer, kAmBye, nullptr);
+      if (!peer->failed) send_message(*peer, Kind::kBye, nullptr);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -454,12 +617,12 @@ struct UcxTransport::State {
 
 UcxTransport::UcxTransport(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, LivenessOptions liveness) {
+Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const UcxOptions& options) {
   SEPAL_RETURN_IF_ERROR(mpi_init());
   // Shared-memory transports report peer failures only with this set; without it UCX would drop
   // them from endpoints that ask for error handling and fall back to TCP.
   setenv("UCX_MM_ERROR_HANDLING", "y", /*overwrite=*/0);
-  auto state = std::make_unique<State>(liveness);
+  auto state = std::make_unique<State>(options);
   state->self = self;
   ucp_config_t* config = nullptr;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_config_read(nullptr, nullptr, &config));
@@ -493,27 +656,42 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, Liveness
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_get_address(state->worker, &address, &address_length));
   state->address.assign(reinterpret_cast<std::byte*>(address), reinterpret_cast<std::byte*>(address) + address_length);
   ucp_worker_release_address(state->worker, address);
-  SEPAL_RETURN_IF_ERROR(state->register_handler(kAmFrame, State::on_am));
-  SEPAL_RETURN_IF_ERROR(state->register_handler(kAmKeepalive, State::on_keepalive));
-  SEPAL_RETURN_IF_ERROR(state->register_handler(kAmBye, State::on_bye));
+  SEPAL_RETURN_IF_ERROR(state->register_handler(kAmMessage, State::on_am));
   return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(state)));
 }
 
-Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm comm, LivenessOptions liveness) {
+Result<std::unique_ptr<UcxTransport>> UcxTransport::create_over_mpi(MPI_Comm comm, const UcxOptions& options,
+                                                                    const LinkKeyAuthority* authority) {
   SEPAL_RETURN_IF_ERROR(mpi_init());
   int rank = 0, size = 0;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  auto created = create(static_cast<PeerId>(rank), liveness);
+  auto created = create(static_cast<PeerId>(rank), options);
   if (!created.is_ok()) return created.status();
   auto transport = std::move(created).value();
   State& state = *transport->state_;
   auto addresses = mpi_allgather_bytes(comm, state.address);
   if (!addresses.is_ok()) return addresses.status();
+  // Link keys: rank 0 derives every rank's and sends each its own row.
+  std::vector<LinkKey> keys(static_cast<std::size_t>(size));
+  const int key_bytes = size * static_cast<int>(sizeof(LinkKey));
+  if (rank == 0) {
+    std::optional<LinkKeyAuthority> fresh;
+    if (!authority) authority = &fresh.emplace();
+    for (int r = size - 1; r >= 0; --r) {
+      for (int s = 0; s < size; ++s) keys[static_cast<std::size_t>(s)] = authority->key_for(static_cast<PeerId>(r), static_cast<PeerId>(s));
+      if (r > 0) SEPAL_MPI_RETURN_IF_ERROR(MPI_Send(keys.data(), key_bytes, MPI_BYTE, r, kKeyTag, comm));
+    }
+  } else {
+    SEPAL_MPI_RETURN_IF_ERROR(MPI_Recv(keys.data(), key_bytes, MPI_BYTE, 0, kKeyTag, comm, MPI_STATUS_IGNORE));
+  }
   for (int r = 0; r < size; ++r) {
     if (r == rank) continue;
     const auto& a = addresses.value()[static_cast<std::size_t>(r)];
-    SEPAL_RETURN_IF_ERROR(state.connect(static_cast<PeerId>(r), a.data(), a.size()));
+    const LinkKey& key = keys[static_cast<std::size_t>(r)];
+    SEPAL_RETURN_IF_ERROR(state.connect(static_cast<PeerId>(r), a.data(), key));
+    std::lock_guard lock(state.mutex);
+    state.public_keys[static_cast<PeerId>(r)] = key;
   }
   return transport;
 }
@@ -522,15 +700,24 @@ UcxTransport::~UcxTransport() { stop(); }  // then ~State releases the worker an
 
 std::vector<std::byte> UcxTransport::address() const { return state_->address; }
 
-Status UcxTransport::connect(PeerId id, std::span<const std::byte> address) {
+Status UcxTransport::connect(PeerId id, std::span<const std::byte> address, const LinkKey& key) {
   std::lock_guard lock(state_->mutex);
   if (id == state_->self || state_->public_failed.count(id)) return error(StatusCode::kInvalidArgument, "peer id ", id, " is taken");
+  if (address.empty()) return error(StatusCode::kInvalidArgument, "empty UCX address for peer ", id);
   state_->public_failed[id] = false;
+  state_->public_keys[id] = key;
   // Before start() the worker is ours to use; after, only the progress thread may touch it.
-  if (!state_->running.load()) return state_->connect(id, address.data(), address.size());
-  state_->commands.push_back(Command{Command::Kind::kAddPeer, id, OutgoingFrame{}, {address.begin(), address.end()}});
+  if (!state_->running.load()) return state_->connect(id, address.data(), key);
+  state_->commands.push_back(Command{Command::Kind::kAddPeer, id, OutgoingFrame{}, {address.begin(), address.end()}, key});
   state_->wake();
   return Status::ok();
+}
+
+std::optional<LinkKey> UcxTransport::link_key(PeerId peer) const {
+  std::lock_guard lock(state_->mutex);
+  const auto it = state_->public_keys.find(peer);
+  if (it == state_->public_keys.end()) return std::nullopt;
+  return it->second;
 }
 
 PeerId UcxTransport::self() const { return state_->self; }
@@ -561,11 +748,12 @@ Status UcxTransport::start(TransportHandler* handler) {
 
 Status UcxTransport::send(PeerId to, OutgoingFrame frame) {
   SEPAL_RETURN_IF_ERROR(frame.status());
+  if (frame.size() == 0) return error(StatusCode::kInvalidArgument, "empty frame");
   std::lock_guard lock(state_->mutex);
   const auto it = state_->public_failed.find(to);
   if (it == state_->public_failed.end()) return error(StatusCode::kNotFound, "no peer ", to);
   if (it->second) return error(StatusCode::kPeerFailed, "peer ", to, " has failed or left");
-  state_->commands.push_back(Command{Command::Kind::kSend, to, std::move(frame), {}});
+  state_->commands.push_back(Command{Command::Kind::kSend, to, std::move(frame), {}, {}});
   state_->wake();
   return Status::ok();
 }

@@ -26,7 +26,10 @@ class WanTransport final : public Transport {
   Status send(PeerId to, OutgoingFrame frame) override;
   void stop() override;
   std::vector<std::byte> address() const override { return inner_->address(); }
-  Status connect(PeerId id, std::span<const std::byte> address) override { return inner_->connect(id, address); }
+  Status connect(PeerId id, std::span<const std::byte> address, const LinkKey& key) override {
+    return inner_->connect(id, address, key);
+  }
+  std::optional<LinkKey> link_key(PeerId peer) const override { return inner_->link_key(peer); }
   /// The wrapped transport.
   Transport& inner() { return *inner_; }
 

@@ -111,6 +111,7 @@ ActorSystem* g_system = nullptr;  // stopped (transport flushed) before the proc
 
 // A process of the swarm: transport, actors, membership.
 struct Node {
+  LinkKeyAuthority keys;  // the coordinator's (rank 0)
   std::unique_ptr<UcxTransport> transport;
   ThreadPoolScheduler scheduler{2};
   std::unique_ptr<ActorSystem> system;
@@ -131,7 +132,7 @@ struct Node {
 
 // A rank of a swarm launched together: UCX over MPI_COMM_WORLD, members exchanged, started.
 void start_world_node(Node& node, int rank) {
-  auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, kLiveness);
+  auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, UcxOptions{kLiveness}, &node.keys);
   CHECK(t.is_ok(), t.status().to_string());
   node.transport = std::move(t).value();
   auto members = exchange_members(MPI_COMM_WORLD, rank == 0 ? "coordinator" : "host", *node.transport);
@@ -141,7 +142,7 @@ void start_world_node(Node& node, int rank) {
 
 int joiner(Node& node, MPI_Comm intercomm, const SwarmSecret& secret, bool expect_admitted) {
   auto joined = join_swarm(intercomm, secret, "host", [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
-    auto t = UcxTransport::create(id, kLiveness);
+    auto t = UcxTransport::create(id, UcxOptions{kLiveness});
     if (!t.is_ok()) return t.status();
     node.transport = std::move(t).value();
     const auto a = node.transport->address();
@@ -157,13 +158,14 @@ int joiner(Node& node, MPI_Comm intercomm, const SwarmSecret& secret, bool expec
   CHECK(joined.is_ok(), "join failed: " + joined.status().to_string());
   g_who = "joiner " + std::to_string(joined->self);
   MemberInfo self;
-  for (const auto& m : joined->members) {
+  for (std::size_t i = 0; i < joined->members.size(); ++i) {
+    const MemberInfo& m = joined->members[i];
     if (m.peer == joined->self) {
       self = m;
       continue;
     }
     const auto* bytes = reinterpret_cast<const std::byte*>(m.address.data());
-    CHECK(node.transport->connect(m.peer, {bytes, m.address.size()}).is_ok(), "cannot connect to member " + std::to_string(m.peer));
+    CHECK(node.transport->connect(m.peer, {bytes, m.address.size()}, joined->keys[i]).is_ok(), "cannot connect to member " + std::to_string(m.peer));
   }
   node.start(self, joined->members);
   CHECK(node.membership->wait_until_heard_from_all(10000ms), "not every member acknowledged the joiner");
@@ -193,7 +195,7 @@ int swarm(int argc, char** argv) {
     // 1. A spawned joiner with the secret.
     auto inter = spawn_one(argv[0], {"child", argv[2], "admitted"}, 60000ms);
     CHECK(inter.is_ok(), "spawn failed: " + inter.status().to_string());
-    auto admitted = admit_joiner(inter.value(), secret.value(), m, "spawned child");
+    auto admitted = admit_joiner(inter.value(), secret.value(), node.keys, m, "spawned child");
     CHECK(admitted.is_ok(), "admission failed: " + admitted.status().to_string());
     const PeerId joiner_id = admitted->peer;
     CHECK(m.wait_until([](const auto& a) { return a.size() == 4; }, 10000ms), "joiner not seen alive");
@@ -201,7 +203,7 @@ int swarm(int argc, char** argv) {
     // 2. A spawned joiner with a wrong secret is refused, and nothing changes.
     auto inter2 = spawn_one(argv[0], {"child", argv[3], "refused"}, 60000ms);
     CHECK(inter2.is_ok(), "second spawn failed: " + inter2.status().to_string());
-    auto refused = admit_joiner(inter2.value(), secret.value(), m, "spawned child without the secret");
+    auto refused = admit_joiner(inter2.value(), secret.value(), node.keys, m, "spawned child without the secret");
     CHECK(!refused.is_ok() && refused.status().code() == StatusCode::kRefused, "wrong secret admitted: " + refused.status().to_string());
     CHECK(m.alive().size() == 3, "membership changed after a refused join");
     // 3. Kill -9 of rank 2: seen as failed within the timeout, and the rest goes on.
@@ -259,7 +261,7 @@ int listen(int argc, char** argv) {
   std::unique_ptr<JoinListener> listener;
   if (rank == 0) {
     auto l = JoinListener::open(argv[2], [&](MPI_Comm inter) {
-      auto r = admit_joiner(inter, secret.value(), m, "connected job");
+      auto r = admit_joiner(inter, secret.value(), node.keys, m, "connected job");
       if (!r.is_ok()) std::printf("listening rank 0: %s\n", r.status().to_string().c_str());
     });
     CHECK(l.is_ok(), l.status().to_string());

@@ -110,7 +110,7 @@ TEST_F(Swarm, AdmittedMemberIsAnnouncedToEveryone) {
   auto known = members_[0]->alive();
   members_.push_back(std::make_unique<Membership>(*systems_[3], joiner, known, options_));
   ASSERT_TRUE(members_.back()->start().is_ok());
-  ASSERT_TRUE(members_[0]->admit(joiner).is_ok());
+  ASSERT_TRUE(members_[0]->admit(joiner, LinkKeyAuthority{}).is_ok());
   run_for(3000ms);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(alive_ids(i), (std::vector<PeerId>{0, 1, 2, 3})) << "member " << i;
   EXPECT_EQ(members_[0]->allocate_peer_id(), 4u);

@@ -66,7 +66,7 @@ class Inbox final : public TransportHandler {
       std::lock_guard lock(mutex_);
       failed_.insert(peer);
       failure_reports_[peer]++;
-      (void)why;
+      std::fprintf(stderr, "[inbox] peer %u failed: %s\n", peer, why.to_string().c_str());
     }
     ready_.notify_all();
   }

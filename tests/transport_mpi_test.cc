@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
     if (!t.is_ok()) { std::fprintf(stderr, "%s\n", t.status().to_string().c_str()); return 1; }
     transport = std::move(t).value();
   } else if (test::g_kind == "ucx") {
-    auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, test::test_liveness());
+    auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, UcxOptions{test::test_liveness()});
     if (!t.is_ok()) { std::fprintf(stderr, "%s\n", t.status().to_string().c_str()); return 1; }
     transport = std::move(t).value();
   } else {

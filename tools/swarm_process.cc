@@ -29,7 +29,7 @@ std::unique_ptr<SwarmProcess> SwarmProcess::over_comm(MPI_Comm comm, const std::
     if (!t.is_ok()) fail(t.status().to_string());
     p->transport_ = wrap(std::move(t).value(), settings.wan);
   } else {
-    auto t = UcxTransport::create_over_mpi(comm, kLiveness);
+    auto t = UcxTransport::create_over_mpi(comm, UcxOptions{kLiveness}, &p->keys_);
     if (!t.is_ok()) fail(t.status().to_string());
     p->transport_ = wrap(std::move(t).value(), settings.wan);
   }
@@ -48,7 +48,7 @@ std::unique_ptr<SwarmProcess> SwarmProcess::join(const std::string& port_file, c
   if (!inter.is_ok()) fail("cannot reach the swarm through ", port_file, ": ", inter.status().message());
   std::unique_ptr<SwarmProcess> p(new SwarmProcess());
   auto joined = join_swarm(inter.value(), secret, role, [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
-    auto t = UcxTransport::create(id, kLiveness);
+    auto t = UcxTransport::create(id, UcxOptions{kLiveness});
     if (!t.is_ok()) return t.status();
     p->transport_ = wrap(std::move(t).value(), settings.wan);
     const auto a = p->transport_->address();
@@ -57,13 +57,14 @@ std::unique_ptr<SwarmProcess> SwarmProcess::join(const std::string& port_file, c
   });
   if (!joined.is_ok()) fail("the swarm did not admit this process: ", joined.status().message());
   MemberInfo self;
-  for (const auto& m : joined->members) {
+  for (std::size_t i = 0; i < joined->members.size(); ++i) {
+    const MemberInfo& m = joined->members[i];
     if (m.peer == joined->self) {
       self = m;
       continue;
     }
     const auto* bytes = reinterpret_cast<const std::byte*>(m.address.data());
-    if (Status s = p->transport_->connect(m.peer, {bytes, m.address.size()}); !s.is_ok()) {
+    if (Status s = p->transport_->connect(m.peer, {bytes, m.address.size()}, joined->keys[i]); !s.is_ok()) {
       fail("cannot connect to member ", m.peer, ": ", s.message());
     }
   }
@@ -81,7 +82,7 @@ void SwarmProcess::start(const MemberInfo& self, const std::vector<MemberInfo>& 
 
 void SwarmProcess::listen(const std::string& port_file, SwarmSecret secret) {
   auto l = JoinListener::open(port_file, [this, secret](MPI_Comm inter) {
-    auto r = admit_joiner(inter, secret, *membership_, "joining process");
+    auto r = admit_joiner(inter, secret, keys_, *membership_, "joining process");
     if (!r.is_ok()) log(LogLevel::kWarn, "join refused: ", r.status().to_string());
   });
   if (!l.is_ok()) fail("cannot listen for joining hosts: ", l.status().message());

@@ -49,6 +49,7 @@ class SwarmProcess {
   SwarmProcess() = default;
   void start(const MemberInfo& self, const std::vector<MemberInfo>& members, const SwarmSettings& settings);
 
+  LinkKeyAuthority keys_;  ///< derives the link keys (used where this process is the coordinator)
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ThreadPoolScheduler> scheduler_;
   std::unique_ptr<ActorSystem> system_;
