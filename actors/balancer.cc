@@ -69,6 +69,9 @@ void Balancer::changed(const std::string& event) {
 
 Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   const PeerId peer = ctx.sender().peer;
+  if (options_.may_host && !options_.may_host(peer)) {
+    return error(StatusCode::kRefused, "peer ", peer, " was not admitted as a block host");
+  }
   if (m.num_blocks <= 0 || m.max_blocks <= 0) {
     return error(StatusCode::kInvalidArgument, "an announcement needs num_blocks and max_blocks above 0, got ",
                  m.num_blocks, " and ", m.max_blocks);

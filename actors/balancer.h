@@ -23,6 +23,9 @@ struct BalancerOptions {
   std::function<void(const BlockMapReply& map, const std::string& event)> on_change;
   /// A move must raise the weakest block by this factor (see better_range).
   double min_gain = 1.0 / 0.75;
+  /// Whether a peer was admitted as a block host; announcements from others are refused. Null:
+  /// every peer may host.
+  std::function<bool(PeerId)> may_host;
 };
 
 class Balancer final : public TypedActor<Balancer, BalancerProtocol> {

@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "actors/hidden_codec.h"
+#include "actors/push_grant.h"
+#include "runtime/log.h"
 #include "kernels/error.h"
 
 namespace sepal {
@@ -170,8 +172,24 @@ Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
   return StepResult{sessions_.at(key).cache.length(), std::move(out).value()};
 }
 
+bool BlockHost::push_allowed(ActorContext& ctx, const PushStep& m) {
+  const PeerId sender = ctx.sender().peer;
+  if (sender == m.client.peer) return true;  // the session's owner, authenticated by the transport
+  const auto key = ctx.system().transport().link_key(m.client.peer);
+  if (!key) return true;  // no link keys: a channel only the job's processes reach
+  PushGrantScope scope{m.client, m.request, m.session, m.position, m.tag, m.hop, std::nullopt};
+  if (!m.next.empty()) scope.next = m.next.front();
+  if (verify_push_grant(m.grant, scope, *key)) return true;
+  if (refused_logged_.insert(sender).second) {
+    log(LogLevel::kWarn, "block host: dropped a push from peer ", sender, " into a session of peer ", m.client.peer,
+        " without that client's grant (logged once per peer)");
+  }
+  return false;
+}
+
 void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   std::lock_guard lock(mutex_);
+  if (!push_allowed(ctx, m)) return;
   const SessionKey key{m.client.peer, m.session};
   auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
   const ActorRef<PushReceiverProtocol> client{m.client};
@@ -191,7 +209,8 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   if (!m.next.empty()) {
     next = ActorRef<BlockHostProtocol>{m.next.front().host};
     PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
-                     std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), std::move(out).value()};
+                     std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), std::move(out).value(),
+                     m.next.front().grant};
     pushed = ctx.system().send(next, forward, ctx.self().id);
   }
   (void)ctx.system().send(client, report, ctx.self().id);
@@ -226,9 +245,16 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const CloseSession& m)
   return SessionState{m.session, length};
 }
 
-void BlockHost::handle(ActorContext&, const Shutdown& m) {
+void BlockHost::handle(ActorContext& ctx, const Shutdown& m) {
   {
     std::lock_guard lock(mutex_);
+    if (ctx.sender().peer != options_.coordinator) {
+      if (refused_logged_.insert(ctx.sender().peer).second) {
+        log(LogLevel::kWarn, "block host: ignored a shutdown from peer ", ctx.sender().peer,
+            ", which is not the coordinator (logged once per peer)");
+      }
+      return;
+    }
     sessions_.clear();
   }
   if (options_.on_shutdown) options_.on_shutdown(m.reason);

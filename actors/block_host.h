@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "actors/protocol/block_host.h"
@@ -30,7 +31,9 @@ struct BlockHostOptions {
   std::int64_t cache_budget_bytes = std::int64_t{2} << 30;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
-  /// Called (on the actor's thread) when a Shutdown message arrives.
+  /// The swarm's coordinator: the only peer whose Shutdown the host obeys.
+  PeerId coordinator = 0;
+  /// Called (on the actor's thread) when a Shutdown message arrives from the coordinator.
   std::function<void(const std::string& reason)> on_shutdown;
 };
 
@@ -72,6 +75,8 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   };
 
   Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);
+  // Whether the sender of `m` may push into the session it names (logs a refusal once per peer).
+  bool push_allowed(ActorContext& ctx, const PushStep& m);
   // Runs one step of a session (shared by Step and PushStep).
   Result<TensorPayload> run_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
                                  Scheduler::Clock::time_point now);
@@ -85,6 +90,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
   double tokens_per_second_ = 0;  // per block; exponential average of measured decode steps
+  std::set<PeerId> refused_logged_;  // peers whose refused messages were logged
 };
 
 }  // namespace sepal

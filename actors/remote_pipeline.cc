@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "actors/hidden_codec.h"
+#include "actors/push_grant.h"
 #include "kernels/error.h"
 #include "runtime/log.h"
 
@@ -182,12 +183,21 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
   if (options_.push_inbox && route_.size() > 1) {
     std::vector<PeerId> peers;
     std::vector<PushTarget> next;
+    const ActorAddress receiver{system_.self(), kPushReceiverActorId};
     for (std::size_t i = 0; i < route_.size(); ++i) {
       peers.push_back(route_[i].host.address.peer);
-      if (i > 0) next.push_back({route_[i].host.address, route_[i].session});
+      if (i > 0) next.push_back({route_[i].host.address, route_[i].session, {}});
+    }
+    // Each later hop gets this client's grant, naming the one target it may forward to.
+    for (std::size_t i = 0; i < next.size(); ++i) {
+      const auto key = system_.transport().link_key(next[i].host.peer);
+      if (!key) continue;
+      PushGrantScope scope{receiver, session_, next[i].session, length_, tag_, static_cast<std::int64_t>(i + 1), std::nullopt};
+      if (i + 1 < next.size()) scope.next = next[i + 1];
+      next[i].grant = make_push_grant(scope, *key);
     }
     options_.push_inbox->begin(session_, tag_, peers);
-    const PushStep step{{system_.self(), kPushReceiverActorId}, session_, route_[0].session, length_, tag_, 0, next, current.payload};
+    const PushStep step{receiver, session_, route_[0].session, length_, tag_, 0, next, current.payload, {}};
     Status sent = system_.send(route_[0].host, step, kPushReceiverActorId);
     PushInbox::Outcome outcome = options_.push_inbox->wait(session_, sent.is_ok() ? options_.timeout : std::chrono::milliseconds(0));
     // The hops whose outputs arrived are done; their inputs are kept for replay.

@@ -133,6 +133,13 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
       self->map_log_ << line.dump() << std::endl;
     }
   };
+  Membership& membership = client->swarm_->membership();
+  balancer.may_host = [&membership](PeerId peer) {
+    for (const MemberInfo& m : membership.alive()) {
+      if (m.peer == peer) return m.role == "host";
+    }
+    return false;
+  };
   ActorSystem& system = client->swarm_->system();
   system.spawn_with_id<Balancer>(kBalancerActorId, balancer);
   if (options.mode == "push") {

@@ -107,23 +107,26 @@ struct CloseSession {
   SEPAL_FIELDS(session)
 };
 
-/// One-way: the swarm is done; the host process may exit.
+/// One-way: the swarm is done; the host process may exit. Taken from the coordinator alone.
 struct Shutdown {
   static constexpr std::uint16_t kTypeId = 0x040A;
   std::string reason;
   SEPAL_FIELDS(reason)
 };
 
-/// A later hop of a pushed step: its host and the client's session there.
+/// A later hop of a pushed step: its host, the client's session there, and the client's grant
+/// for that hop (actors/push_grant.h; empty where links carry no keys).
 struct PushTarget {
   ActorAddress host;
   std::uint64_t session = 0;
-  SEPAL_FIELDS(host, session)
+  std::vector<std::uint8_t> grant;
+  SEPAL_FIELDS(host, session, grant)
 };
 
 /// One-way, host-to-host push: runs the step on this host's `session` (owned by client.peer),
 /// sends the output to the client's receiver, and forwards it as a PushStep to next[0] with
-/// next[1:].
+/// next[1:]. From any sender but the owning client it must carry the client's grant for this hop
+/// (which also names the one target it may be forwarded to); without one it is dropped.
 struct PushStep {
   static constexpr std::uint16_t kTypeId = 0x040B;
   ActorAddress client;  ///< the client's push receiver; client.peer owns the sessions
@@ -134,7 +137,8 @@ struct PushStep {
   std::int64_t hop = 0;  ///< this host's index in the route
   std::vector<PushTarget> next;
   TensorPayload hidden;
-  SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden)
+  std::vector<std::uint8_t> grant;  ///< the client's grant for this hop
+  SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden, grant)
 };
 
 struct BlockHostProtocol {

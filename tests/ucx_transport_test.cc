@@ -1,0 +1,142 @@
+// The UCX transport's defences, in one process: two members A (peer 0) and B (peer 1) share a
+// link key; an outsider E knows B's worker address but not the key. Whatever E sends, claiming to
+// be A or anyone else, with tags under a wrong key or with no tags at all, never reaches B's
+// handler, and A's frames still do. A frame over B's size limit is refused before B allocates it.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include "runtime/membership.h"
+#include "runtime/ucx_transport.h"
+#include "tests/transport_conformance.h"
+
+namespace sepal::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Peak resident memory of this process (VmHWM), in bytes.
+std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+struct Endpoint {
+  std::unique_ptr<UcxTransport> transport;
+  Inbox inbox;
+};
+
+std::unique_ptr<Endpoint> make_endpoint(PeerId id, UcxOptions options = UcxOptions{test_liveness()}) {
+  auto e = std::make_unique<Endpoint>();
+  auto t = UcxTransport::create(id, options);
+  EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+  if (!t.is_ok()) return nullptr;
+  e->transport = std::move(t).value();
+  return e;
+}
+
+void link(Endpoint& from, PeerId to_id, const Endpoint& to, const LinkKey& key) {
+  const auto address = to.transport->address();
+  ASSERT_TRUE(from.transport->connect(to_id, address, key).is_ok());
+}
+
+OutgoingFrame sequence_frame(std::uint32_t sender, std::uint32_t stream, std::uint64_t index) {
+  return encode(Envelope{}, Sequence{sender, stream, index});
+}
+
+class UcxDefences : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = make_endpoint(0);
+    b_ = make_endpoint(1, b_options());
+    ASSERT_TRUE(a_ && b_);
+    link(*a_, 1, *b_, key_);
+    link(*b_, 0, *a_, key_);
+    ASSERT_TRUE(a_->transport->start(&a_->inbox).is_ok());
+    ASSERT_TRUE(b_->transport->start(&b_->inbox).is_ok());
+  }
+  void TearDown() override {
+    if (a_) a_->transport->stop();
+    if (b_) b_->transport->stop();
+  }
+  virtual UcxOptions b_options() { return UcxOptions{test_liveness()}; }
+
+  // A's frame reaches B (and only A's: every forged one was dropped before it).
+  void expect_only_genuine_frame_arrives() {
+    ASSERT_TRUE(a_->transport->send(1, sequence_frame(0, 1, 42)).is_ok());
+    auto f = b_->inbox.next(5000ms);
+    ASSERT_TRUE(f.has_value()) << "A's frame did not arrive";
+    EXPECT_EQ(f->first, 0u);
+    auto m = decode_message<Sequence>(f->second);
+    ASSERT_TRUE(m.is_ok());
+    EXPECT_EQ(m->stream, 1u) << "a forged frame reached B's handler";
+    EXPECT_EQ(m->index, 42u);
+    EXPECT_FALSE(b_->inbox.next(300ms).has_value()) << "more frames than A sent";
+  }
+
+  LinkKey key_ = random_link_key();
+  std::unique_ptr<Endpoint> a_, b_;
+};
+
+TEST_F(UcxDefences, OutsiderFramesNeverReachTheHandler) {
+  // Outsiders posing as A (with a wrong key, and without tags), and as a peer B never heard of.
+  UcxOptions untagged{test_liveness()};
+  untagged.authenticate = false;
+  auto wrong_key = make_endpoint(0);
+  auto no_tags = make_endpoint(0, untagged);
+  auto stranger = make_endpoint(7);
+  ASSERT_TRUE(wrong_key && no_tags && stranger);
+  for (Endpoint* e : {wrong_key.get(), no_tags.get(), stranger.get()}) {
+    link(*e, 1, *b_, random_link_key());
+    ASSERT_TRUE(e->transport->start(&e->inbox).is_ok());
+  }
+  // What a swarm's control plane would act on: a member announcement and a goodbye for A, and
+  // plain frames, small and chunked (3 MiB), each from every outsider.
+  for (Endpoint* e : {wrong_key.get(), no_tags.get(), stranger.get()}) {
+    ASSERT_TRUE(e->transport->send(1, encode(Envelope{}, MemberJoined{MemberInfo{9, "client", {1, 2, 3}}, {}})).is_ok());
+    ASSERT_TRUE(e->transport->send(1, encode(Envelope{}, MemberLeaving{0})).is_ok());
+    ASSERT_TRUE(e->transport->send(1, sequence_frame(0, 99, 1)).is_ok());
+    const std::size_t size = 3u << 20;
+    auto data = std::make_shared<const std::vector<std::uint8_t>>(pattern(size));
+    ASSERT_TRUE(e->transport->send(1, encode(Envelope{}, Blob{size, false, share_vector<std::uint8_t>(ElementType::kU8, {static_cast<std::int64_t>(size)}, data)})).is_ok());
+  }
+  std::this_thread::sleep_for(scaled(500ms));
+  // Stopping sends each outsider's goodbye: B must not take it as A leaving.
+  for (Endpoint* e : {wrong_key.get(), no_tags.get(), stranger.get()}) e->transport->stop();
+  std::this_thread::sleep_for(scaled(300ms));
+  const auto peers = b_->transport->peers();
+  EXPECT_NE(std::find(peers.begin(), peers.end(), 0u), peers.end()) << "a forged goodbye made B drop A";
+  EXPECT_EQ(b_->inbox.failure_reports(0), 0) << "a forged message made B report A failed";
+  expect_only_genuine_frame_arrives();
+}
+
+class UcxFrameLimit : public UcxDefences {
+ protected:
+  UcxOptions b_options() override {
+    UcxOptions o{test_liveness()};
+    o.max_frame_bytes = 1u << 20;
+    return o;
+  }
+};
+
+TEST_F(UcxFrameLimit, OversizedFrameIsRefusedBeforeAllocation) {
+  // 64 MiB frames to a peer that takes at most 1 MiB: each is dropped chunk by chunk without
+  // being allocated, and B's peak memory grows by far less than one of them.
+  const std::size_t size = 64u << 20;
+  auto data = std::make_shared<const std::vector<std::uint8_t>>(size, std::uint8_t{7});
+  const std::size_t before = peak_rss_bytes();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(a_->transport->send(1, encode(Envelope{}, Blob{size, false, share_vector<std::uint8_t>(ElementType::kU8, {static_cast<std::int64_t>(size)}, data)})).is_ok());
+  }
+  expect_only_genuine_frame_arrives();  // queued after the big ones: they were all consumed
+  const std::size_t growth = peak_rss_bytes() - before;
+  EXPECT_LT(growth, std::size_t{32} << 20) << "B's peak memory grew by " << growth << " bytes";
+}
+
+}  // namespace
+}  // namespace sepal::test
