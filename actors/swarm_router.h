@@ -22,7 +22,7 @@ struct SwarmRouterOptions {
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds avoid_first{2000};   ///< first failure: avoided this long
   std::chrono::milliseconds avoid_max{60000};
-  std::chrono::milliseconds route_wait{60000};   ///< how long route() waits for a route to exist
+  std::chrono::milliseconds route_wait{30000};   ///< how long route() waits for a route to exist
   std::chrono::milliseconds retry_first{100};
   std::chrono::milliseconds retry_max{2000};
 };

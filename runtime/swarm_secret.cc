@@ -35,6 +35,10 @@ Result<SwarmSecret> SwarmSecret::from_environment() {
   return error(StatusCode::kNotFound, "no swarm secret: set SEPAL_SWARM_SECRET or SEPAL_SWARM_SECRET_FILE");
 }
 
+Result<SwarmSecret> SwarmSecret::from_file_or_environment(const std::string& file) {
+  return file.empty() ? from_environment() : from_file(file);
+}
+
 Proof SwarmSecret::prove(const std::string& purpose, const Nonce& first, const Nonce& second) const {
   std::vector<std::uint8_t> message(purpose.begin(), purpose.end());
   message.push_back(0);

@@ -28,6 +28,8 @@ class SwarmSecret {
   static Result<SwarmSecret> from_file(const std::filesystem::path& path);
   /// From $SEPAL_SWARM_SECRET, else the file named by $SEPAL_SWARM_SECRET_FILE.
   static Result<SwarmSecret> from_environment();
+  /// From `file` when it is not empty, else from_environment().
+  static Result<SwarmSecret> from_file_or_environment(const std::string& file);
 
   /// HMAC-SHA256 over `purpose` and the two nonces.
   Proof prove(const std::string& purpose, const Nonce& first, const Nonce& second) const;

@@ -13,6 +13,9 @@ trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 checked=0; failed=0
 for config in "$models"/*/config.json; do
   model=$(dirname "$config"); name=$(basename "$model")
+  if ! /usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])).get("architectures") != ["LlamaForCausalLM"])' "$config"; then
+    echo "skipped: $name (an architecture sepal does not run yet)"; continue
+  fi
   "$here/../bench/make_heldout_text.sh" "$sepal" "$model" "$dir/$name.txt" 21000 || { failed=$((failed + 1)); continue; }
   run() {  # label, then the command's arguments
     local label=$1; shift

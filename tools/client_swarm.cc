@@ -38,8 +38,11 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
        "swarm: hosts announce this many tokens/s per block instead of measuring")
       ("listen", po::value(&o.listen_file), "swarm: admit hosts joining at run time (sepal serve --join FILE);\n"
                                             "the port's name goes to FILE (needs ompi-server, see docs/operations.md)")
-      ("secret-file", po::value(&o.secret_file), "swarm secret that joining processes must know (with --listen)")
-      ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change");
+      ("secret-file", po::value(&o.secret_file), "swarm secret that joining processes must know (with --listen;\n"
+                                                 "else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
+      ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")
+      ("route-timeout", po::value(&o.route_timeout_s)->default_value(30.0),
+       "swarm: seconds a step waits for some host to serve each of its blocks before it fails");
 }
 
 int launched_world_size() {
@@ -49,7 +52,20 @@ int launched_world_size() {
   return 1;
 }
 
-bool wants_swarm(const SwarmOptions& options) { return launched_world_size() > 1 || options.spawn_hosts > 0; }
+bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
+  if (launched_world_size() > 1 || options.spawn_hosts > 0) return true;
+  // One process: a swarm flag would be silently ignored, so it is a mistake.
+  for (const char* name : {"transport", "mode", "wan", "config", "replicas", "max-blocks", "throughput", "listen",
+                           "secret-file", "block-map-log", "route-timeout"}) {
+    if (vm.count(name) && !vm[name].defaulted()) {
+      throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
+    }
+  }
+  if (vm.count("no-wire-compression") && vm["no-wire-compression"].as<bool>()) {
+    throw UsageError{"--no-wire-compression applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
+  }
+  return false;
+}
 
 namespace {
 
@@ -60,7 +76,9 @@ void check(const SwarmOptions& o) {
   if (o.replicas < 1) throw UsageError{"--replicas must be at least 1"};
   if (o.max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
   if (!std::isfinite(o.throughput) || o.throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
-  if (!o.listen_file.empty() && o.secret_file.empty()) throw UsageError{"--listen needs --secret-file"};
+  if (!std::isfinite(o.route_timeout_s) || o.route_timeout_s <= 0 || o.route_timeout_s > 86400) {
+    throw UsageError{"--route-timeout must be a number of seconds above 0 (at most a day)"};
+  }
   if (!o.listen_file.empty() && o.transport != "ucx") throw UsageError{"--listen needs --transport ucx"};
   if (launched_world_size() > 1 && o.spawn_hosts > 0) {
     throw UsageError{"--hosts starts hosts itself; do not also launch with mpirun -np > 1"};
@@ -79,10 +97,12 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   const WanConfig wan = wan_settings(options.config_path, options.wan);
   const WeightLoading loading = weight_loading(weights, vm);
   std::optional<SwarmSecret> secret;
-  if (!options.secret_file.empty()) {
-    auto s = SwarmSecret::from_file(options.secret_file);
-    if (!s.is_ok()) fail(s.status().message());
+  if (!options.listen_file.empty()) {
+    auto s = SwarmSecret::from_file_or_environment(options.secret_file);
+    if (!s.is_ok()) fail("--listen needs a swarm secret: ", s.status().message(), " (or give --secret-file)");
     secret = std::move(s).value();
+  } else if (!options.secret_file.empty()) {
+    throw UsageError{"--secret-file is for --listen (a client that admits joining hosts)"};
   }
   // A write to a host that has gone (a TCP socket of Open MPI's) must fail, not end the client.
   std::signal(SIGPIPE, SIG_IGN);
@@ -146,7 +166,10 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
     client->push_inbox_ = std::make_shared<PushInbox>();
     system.spawn_with_id<PushReceiver>(kPushReceiverActorId, client->push_inbox_);
   }
-  client->router_ = std::make_unique<SwarmRouter>(system, ActorRef<BalancerProtocol>{{client->swarm_->self(), kBalancerActorId}});
+  SwarmRouterOptions router_options;
+  router_options.route_wait = std::chrono::milliseconds(static_cast<std::int64_t>(options.route_timeout_s * 1000));
+  client->router_ = std::make_unique<SwarmRouter>(system, ActorRef<BalancerProtocol>{{client->swarm_->self(), kBalancerActorId}},
+                                                  router_options);
   if (Status s = client->router_->wait_until_ready(hosts, std::chrono::minutes(5)); !s.is_ok()) fail(s.message());
   return client;
 }

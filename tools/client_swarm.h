@@ -32,18 +32,21 @@ struct SwarmOptions {
   int replicas = 1;
   std::int64_t max_blocks = 0;
   double throughput = 0;
+  double route_timeout_s = 30;
   bool wire_compression = true;
 };
 
 /// Adds the swarm options (--hosts, --transport, --mode, --wan, --config, --replicas,
-/// --max-blocks, --throughput, --listen, --secret-file, --block-map-log, --no-wire-compression).
+/// --max-blocks, --throughput, --listen, --secret-file, --block-map-log, --route-timeout,
+/// --no-wire-compression).
 void add_swarm_options(boost::program_options::options_description& description, SwarmOptions& options);
 
 /// How many processes mpirun (or srun) launched together with this one; 1 when alone.
 int launched_world_size();
 
-/// True when the options or the launch ask for a swarm rather than a single process.
-bool wants_swarm(const SwarmOptions& options);
+/// True when the options or the launch ask for a swarm rather than a single process. Throws
+/// UsageError when swarm flags were given to a single process (they would do nothing).
+bool wants_swarm(const SwarmOptions& options, const boost::program_options::variables_map& vm);
 
 /// The client's view of a running swarm.
 class ClientSwarm {

@@ -101,7 +101,7 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   std::unique_ptr<ClientSwarm> swarm;
-  if (wants_swarm(swarm_options)) {
+  if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host

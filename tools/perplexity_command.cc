@@ -113,7 +113,7 @@ int perplexity_command(int argc, char** argv) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   std::unique_ptr<ClientSwarm> swarm;
-  if (wants_swarm(swarm_options)) {
+  if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host

@@ -30,7 +30,8 @@ int serve_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
       ("join", po::value(&join_file), "join the swarm whose port name is in this file (sepal generate --listen)")
-      ("secret-file", po::value(&secret_file), "the swarm's secret (with --join)")
+      ("secret-file", po::value(&secret_file), "the swarm's secret (with --join; else $SEPAL_SWARM_SECRET or\n"
+                                               "$SEPAL_SWARM_SECRET_FILE)")
       ("spawned", "started by sepal generate --hosts (internal)")
       ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
       ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
@@ -49,7 +50,7 @@ int serve_command(int argc, char** argv) {
   po::notify(vm);
   const bool spawned = vm.count("spawned") > 0;
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
-  if (vm.count("join") && !vm.count("secret-file")) throw UsageError{"--join needs --secret-file"};
+  if (spawned && vm.count("secret-file")) throw UsageError{"--secret-file is for --join"};
   const WeightLoading loading = weight_loading(weights, vm);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
   if (!spawned && transport_name != "ucx") throw UsageError{"--join needs --transport ucx"};
@@ -66,8 +67,8 @@ int serve_command(int argc, char** argv) {
   if (spawned) {
     swarm = SwarmProcess::over_comm(merge_with_parent(), "host", settings);
   } else {
-    auto secret = SwarmSecret::from_file(secret_file);
-    if (!secret.is_ok()) fail(secret.status().message());
+    auto secret = SwarmSecret::from_file_or_environment(secret_file);
+    if (!secret.is_ok()) fail("--join needs the swarm's secret: ", secret.status().message());
     if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
     swarm = SwarmProcess::join(join_file, secret.value(), "host", settings);
   }

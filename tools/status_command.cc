@@ -21,7 +21,7 @@ int status_command(int argc, char** argv) {
   options.add_options()
       ("help,h", "show this help")
       ("join", po::value(&join_file)->required(), "the swarm's port file (sepal generate --listen)")
-      ("secret-file", po::value(&secret_file)->required(), "the swarm's secret")
+      ("secret-file", po::value(&secret_file), "the swarm's secret (else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
       ("json", "print the map as one JSON object");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -30,8 +30,8 @@ int status_command(int argc, char** argv) {
     return 0;
   }
   po::notify(vm);
-  auto secret = SwarmSecret::from_file(secret_file);
-  if (!secret.is_ok()) fail(secret.status().message());
+  auto secret = SwarmSecret::from_file_or_environment(secret_file);
+  if (!secret.is_ok()) fail("sepal status needs the swarm's secret: ", secret.status().message());
   if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
   auto swarm = SwarmProcess::join(join_file, secret.value(), "observer", SwarmSettings{});
   // A reply can miss a newcomer whose address the client's side is still connecting to: ask again.
