@@ -1,6 +1,7 @@
 // Which MAC authenticates frames fastest here: HMAC-SHA256, ChaCha20-Poly1305 over additional
-// data only, and AES-256-GCM over additional data only (GMAC, what runtime/link_auth uses), on a
-// decode step's frame (4 KiB), a chunk (1 MiB), and a header (48 B). Prints GB/s and ns per
+// data only, and AES-256-GCM over additional data only (GMAC), on a header (48 B), a decode step's
+// frame (4 KiB) and a chunk (1 MiB); and runtime/link_auth's LinkMac, which uses the fastest for
+// each (GMAC for headers, ChaCha20-Poly1305 for payloads). Prints GB/s and ns per
 // message, and each against HMAC-SHA256 measured in the same run. OpenSSL's EVP interfaces, as
 // the transport uses them: one context per link, the key set once, a fresh nonce per message.
 #include <openssl/evp.h>
@@ -91,7 +92,7 @@ int main() {
     const struct {
       const char* name;
       double t;
-    } rows[] = {{"hmac-sha256", t_hmac}, {"chacha20-poly1305", t_chacha}, {"aes-256-gcm (gmac)", t_gcm}, {"sepal LinkMac (gmac)", t_link}};
+    } rows[] = {{"hmac-sha256", t_hmac}, {"chacha20-poly1305", t_chacha}, {"aes-256-gcm (gmac)", t_gcm}, {"sepal LinkMac payload", t_link}};
     for (const auto& r : rows) {
       std::printf("%-22s %10zu %12.0f %10.2f %8.2f\n", r.name, size, r.t * 1e9, size / r.t / 1e9, t_hmac / r.t);
     }

@@ -14,8 +14,12 @@
 namespace sepal {
 
 struct LinkMac::Context {
-  EVP_CIPHER_CTX* cipher = nullptr;
-  ~Context() { EVP_CIPHER_CTX_free(cipher); }
+  EVP_CIPHER_CTX* header = nullptr;   // AES-256-GCM
+  EVP_CIPHER_CTX* payload = nullptr;  // ChaCha20-Poly1305
+  ~Context() {
+    EVP_CIPHER_CTX_free(header);
+    EVP_CIPHER_CTX_free(payload);
+  }
 };
 
 namespace {
@@ -39,21 +43,34 @@ std::array<std::uint8_t, 12> nonce_of(std::uint32_t sender, TagDomain domain, st
 
 }  // namespace
 
-LinkMac::LinkMac(const LinkKey& key) : context_(std::make_unique<Context>()) {
-  context_->cipher = EVP_CIPHER_CTX_new();
-  if (!context_->cipher) crypto_failure("EVP_CIPHER_CTX_new");
-  if (EVP_EncryptInit_ex(context_->cipher, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(context_->cipher, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
-      EVP_EncryptInit_ex(context_->cipher, nullptr, nullptr, key.data(), nullptr) != 1) {
+namespace {
+
+// An AEAD used over additional data only, keyed with HMAC(key, purpose): each primitive gets a key
+// of its own.
+EVP_CIPHER_CTX* keyed_aead(const EVP_CIPHER* cipher, const LinkKey& key, std::string_view purpose) {
+  const LinkKey subkey = hmac_sha256(key, {reinterpret_cast<const std::uint8_t*>(purpose.data()), purpose.size()});
+  EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+  if (!c) crypto_failure("EVP_CIPHER_CTX_new");
+  if (EVP_EncryptInit_ex(c, cipher, nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 12, nullptr) != 1 ||
+      EVP_EncryptInit_ex(c, nullptr, nullptr, subkey.data(), nullptr) != 1) {
     crypto_failure("EVP_EncryptInit_ex");
   }
+  return c;
+}
+
+}  // namespace
+
+LinkMac::LinkMac(const LinkKey& key) : context_(std::make_unique<Context>()) {
+  context_->header = keyed_aead(EVP_aes_256_gcm(), key, "sepal-mac-header");
+  context_->payload = keyed_aead(EVP_chacha20_poly1305(), key, "sepal-mac-payload");
 }
 
 LinkMac::~LinkMac() = default;
 
 LinkTag LinkMac::tag(std::uint32_t sender, TagDomain domain, std::uint64_t sequence,
                      std::span<const ConstSegment> parts) {
-  EVP_CIPHER_CTX* c = context_->cipher;
+  EVP_CIPHER_CTX* c = domain == TagDomain::kHeader ? context_->header : context_->payload;
   const auto iv = nonce_of(sender, domain, sequence);
   if (EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, iv.data()) != 1) crypto_failure("EVP_EncryptInit_ex");
   constexpr std::size_t kStep = std::size_t{1} << 30;  // EVP takes int lengths
@@ -70,8 +87,8 @@ LinkTag LinkMac::tag(std::uint32_t sender, TagDomain domain, std::uint64_t seque
   int out = 0;
   if (EVP_EncryptFinal_ex(c, none, &out) != 1) crypto_failure("EVP_EncryptFinal_ex");
   LinkTag t{};
-  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, static_cast<int>(t.size()), t.data()) != 1) {
-    crypto_failure("EVP_CTRL_GCM_GET_TAG");
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(t.size()), t.data()) != 1) {
+    crypto_failure("EVP_CTRL_AEAD_GET_TAG");
   }
   return t;
 }
