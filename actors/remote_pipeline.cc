@@ -1,6 +1,7 @@
 #include "actors/remote_pipeline.h"
 
 #include <cstring>
+#include <future>
 
 #include "actors/hidden_codec.h"
 #include "actors/push_grant.h"
@@ -33,12 +34,13 @@ RemotePipeline::RemotePipeline(ActorSystem& system, RoutePlanner& planner, std::
   inputs_.resize(route_.size());
   for (std::size_t i = 0; i < route_.size(); ++i) {
     Status opened = open_on(route_[i]);
+    bool retryable = true;
     int attempts = 0;
     while (!opened.is_ok()) {
-      if (!host_lost(opened.code()) || ++attempts > options_.max_failovers) fail(opened.message());
+      if (!retryable || !host_lost(opened.code()) || ++attempts > options_.max_failovers) fail(opened.message());
       log(LogLevel::kWarn, describe(route_[i]), " unusable (", opened.to_string(), "); routing around it");
       planner_.report_failure(route_[i].host.address.peer);
-      opened = replace_hop(i);
+      opened = replace_hop(i, retryable);
     }
   }
   std::string text;
@@ -89,30 +91,32 @@ RemotePipeline::Hidden RemotePipeline::received(const TensorPayload& t, std::int
 }
 
 RemotePipeline::Hidden RemotePipeline::encode(const float* hidden, std::int64_t n) const {
-  TensorPayload payload = encode_hidden(hidden, n, hidden_size_, options_.wire_compression);
-  std::vector<float> sent = values(payload, n);  // what the host will see: compression rounds
-  return Hidden{std::move(payload), std::move(sent)};
+  // Only the payload: inputs are kept (for replay) as the bytes the host received.
+  return Hidden{encode_hidden(hidden, n, hidden_size_, options_.wire_compression), {}};
 }
 
-Status RemotePipeline::replace_hop(std::size_t i) {
+Status RemotePipeline::replace_hop(std::size_t i, bool& retryable) {
   const RouteHop old = route_[i];
   auto planned = planner_.route(old.first, old.last);
-  if (!planned.is_ok()) return planned.status();
+  retryable = planned.is_ok();
+  if (!planned.is_ok()) {
+    return error(planned.status().code(), "blocks [", old.first, ", ", old.last, ") have no host left: ",
+                 planned.status().message());
+  }
   std::vector<RouteHop> hops = std::move(planned).value();
-  std::vector<std::vector<float>> inputs(hops.size());
+  std::vector<std::vector<TensorPayload>> inputs(hops.size());
   // Rebuild the new hosts' caches by replaying what the old hop has seen.
-  std::vector<float> x = inputs_[i];
+  std::vector<TensorPayload> x = inputs_[i];
   for (std::size_t j = 0; j < hops.size(); ++j) {
     SEPAL_RETURN_IF_ERROR(open_on(hops[j]));
     inputs[j] = x;
-    if (length_ == 0) continue;
-    const TensorPayload replay = encode_hidden(x.data(), length_, hidden_size_, options_.wire_compression);
-    auto rebuilt = system_.request_sync(hops[j].host, Step{hops[j].session, 0, replay, tag_}, options_.timeout);
+    if (x.empty()) continue;
+    auto rebuilt = replay(hops[j], x);
     if (!rebuilt.is_ok()) {
       planner_.report_failure(hops[j].host.address.peer);
       return error(rebuilt.status().code(), "replay on ", describe(hops[j]), " failed: ", rebuilt.status().to_string());
     }
-    x = received(rebuilt->hidden, length_).values;
+    x = std::move(rebuilt).value();
   }
   std::string text;
   for (const auto& hop : hops) text += (text.empty() ? "" : " -> ") + describe(hop);
@@ -124,6 +128,31 @@ Status RemotePipeline::replace_hop(std::size_t i) {
   inputs_.insert(inputs_.begin() + static_cast<std::ptrdiff_t>(i), inputs.begin(), inputs.end());
   ++failovers_;
   return Status::ok();
+}
+
+Result<std::vector<TensorPayload>> RemotePipeline::replay(const RouteHop& hop, const std::vector<TensorPayload>& steps) {
+  // A few steps in flight hide the round trips; the host handles a session's steps in order and
+  // refuses one whose position is not its length, so order cannot silently go wrong.
+  constexpr std::size_t kInFlight = 8;
+  std::vector<std::future<Result<StepResult>>> answers;
+  answers.reserve(steps.size());
+  std::vector<TensorPayload> outputs;
+  outputs.reserve(steps.size());
+  std::int64_t position = 0;
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    while (answers.size() < steps.size() && answers.size() < k + kInFlight) {
+      const TensorPayload& step = steps[answers.size()];
+      auto promise = std::make_shared<std::promise<Result<StepResult>>>();
+      answers.push_back(promise->get_future());
+      system_.request(hop.host, Step{hop.session, position, step, tag_}, options_.timeout,
+                      [promise](Result<StepResult> r) { promise->set_value(std::move(r)); });
+      position += hidden_tokens(step);
+    }
+    auto answer = answers[k].get();
+    if (!answer.is_ok()) return answer.status();
+    outputs.push_back(received(answer->hidden, hidden_tokens(steps[k])).payload);
+  }
+  return outputs;
 }
 
 Result<RemotePipeline::Hidden> RemotePipeline::step_hop(std::size_t i, const Hidden& input, bool rollback) {
@@ -140,7 +169,7 @@ Result<RemotePipeline::Hidden> RemotePipeline::step_hop(std::size_t i, const Hid
       auto result = system_.request_sync(hop.host, Step{hop.session, length_, input.payload, tag_}, options_.timeout);
       if (result.is_ok()) {
         Hidden out = received(result->hidden, n);
-        inputs_[i].insert(inputs_[i].end(), input.values.begin(), input.values.end());
+        inputs_[i].push_back(input.payload);
         return out;
       }
       failed = result.status();
@@ -151,10 +180,11 @@ Result<RemotePipeline::Hidden> RemotePipeline::step_hop(std::size_t i, const Hid
     log(LogLevel::kWarn, describe(hop), " lost: ", failed.to_string());
     planner_.report_failure(hop.host.address.peer);
     // A new route for the hop's blocks; a failure there moves on to yet another route.
-    last_error = replace_hop(i);
-    while (!last_error.is_ok() && host_lost(last_error.code()) && ++attempt <= options_.max_failovers) {
+    bool retryable = true;
+    last_error = replace_hop(i, retryable);
+    while (!last_error.is_ok() && retryable && host_lost(last_error.code()) && ++attempt <= options_.max_failovers) {
       log(LogLevel::kWarn, "re-routing blocks [", hop.first, ", ", hop.last, ") failed: ", last_error.to_string());
-      last_error = replace_hop(i);
+      last_error = replace_hop(i, retryable);
     }
     if (!last_error.is_ok()) return last_error;
     rollback = false;  // fresh sessions are at length_ already
@@ -202,7 +232,7 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
     PushInbox::Outcome outcome = options_.push_inbox->wait(session_, sent.is_ok() ? options_.timeout : std::chrono::milliseconds(0));
     // The hops whose outputs arrived are done; their inputs are kept for replay.
     for (const TensorPayload& out : outcome.outputs) {
-      inputs_[resume].insert(inputs_[resume].end(), current.values.begin(), current.values.end());
+      inputs_[resume].push_back(current.payload);
       current = received(out, n);
       ++resume;
     }
@@ -214,12 +244,13 @@ void RemotePipeline::forward(float* hidden, std::int64_t n) {
   }
   auto out = relay_from(resume, std::move(current), rollback);
   if (!out.is_ok()) {
-    for (auto& in : inputs_) in.resize(static_cast<std::size_t>(length_ * hidden_size_));  // keep replay consistent
+    for (auto& in : inputs_) in.resize(static_cast<std::size_t>(steps_));  // keep replay consistent
     fail(out.status().message());
   }
   const std::vector<float>& result = out->values;
   std::memcpy(hidden, result.data(), result.size() * sizeof(float));
   length_ += n;
+  ++steps_;
 }
 
 }  // namespace sepal

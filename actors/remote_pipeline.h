@@ -7,7 +7,10 @@
 // When a host fails (transport failure, missed heartbeats, timeout, or it left or moved and its
 // session vanished), the planner is told (it avoids the host for a while) and gives a new route
 // for that hop's blocks; the inputs the hop has seen are replayed there to rebuild the caches and
-// the step goes on, so the output does not change.
+// the step goes on. Replay sends the very payloads the old hop received, step by step in the
+// shapes decoding used (pipelined, not one batch): every kernel then sees the batch it saw
+// before (int8 outlier columns and float summation orders depend on the batch), so the rebuilt
+// cache is the one decoding built, bit for bit, and the output does not change.
 //
 // Thread-safety: one generation at a time; blocks in request_sync, so not from a handler.
 
@@ -36,6 +39,7 @@ class RoutePlanner {
  public:
   virtual ~RoutePlanner() = default;
   /// Hops covering blocks [first, last) in order over hosts believed usable (may wait for one).
+  /// An error means none appeared within the planner's own bound: final, the step fails with it.
   virtual Result<std::vector<RouteHop>> route(std::int64_t first, std::int64_t last) = 0;
   /// `peer` failed a request: avoid it for a while.
   virtual void report_failure(PeerId peer) = 0;
@@ -72,8 +76,12 @@ class RemotePipeline final : public BlockPipeline {
 
  private:
   Status open_on(RouteHop& hop);
-  // Replaces hop i by a new route for its blocks, replaying its inputs there.
-  Status replace_hop(std::size_t i);
+  // Replaces hop i by a new route for its blocks, replaying its inputs there. `retryable` is false
+  // when there was no route at all (the planner has waited already), true when a host of the new
+  // route failed.
+  Status replace_hop(std::size_t i, bool& retryable);
+  // Sends `steps` to `hop` in order (a few in flight), from position 0; its outputs, one per step.
+  Result<std::vector<TensorPayload>> replay(const RouteHop& hop, const std::vector<TensorPayload>& steps);
   // Steps hops i.. in relay mode from `input`; `rollback` first resets them to length_ (after a
   // failed push, when some may have advanced).
   // Hidden states as sent and as the receiver sees them, each payload decoded once.
@@ -88,7 +96,7 @@ class RemotePipeline final : public BlockPipeline {
   std::vector<float> values(const TensorPayload& t, std::int64_t n) const;
   // A hop's output, checked, decoded and counted.
   Hidden received(const TensorPayload& t, std::int64_t n);
-  // The client's input to the first hop.
+  // The client's input to the first hop (payload only; its values are not needed).
   Hidden encode(const float* hidden, std::int64_t n) const;
 
   ActorSystem& system_;
@@ -104,7 +112,9 @@ class RemotePipeline final : public BlockPipeline {
   std::int64_t received_bytes_ = 0;
   std::int64_t received_token_hops_ = 0;
   std::vector<RouteHop> route_;
-  std::vector<std::vector<float>> inputs_;  ///< every input each hop has seen, for replay
+  std::int64_t steps_ = 0;  ///< forward() calls completed
+  /// Every input each hop has seen, one payload per completed step, for replay.
+  std::vector<std::vector<TensorPayload>> inputs_;
 };
 
 }  // namespace sepal

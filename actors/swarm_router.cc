@@ -110,7 +110,11 @@ Result<std::vector<RouteHop>> SwarmRouter::route(std::int64_t first, std::int64_
   auto pause = options_.retry_first;
   while (true) {
     auto hops = try_route(first, last);
-    if (hops.is_ok() || std::chrono::steady_clock::now() + pause > deadline) return hops;
+    if (hops.is_ok()) return hops;
+    if (std::chrono::steady_clock::now() + pause > deadline) {
+      return error(hops.status().code(), hops.status().message(), " (waited ",
+                   std::chrono::duration_cast<std::chrono::seconds>(options_.route_wait).count(), " s for a host)");
+    }
     log(LogLevel::kInfo, "no route yet (", hops.status().message(), "); retrying in ", pause.count(), " ms");
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, options_.retry_max);

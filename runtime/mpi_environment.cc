@@ -16,6 +16,11 @@ Status initialise(int* argc, char*** argv) {
   if (already) {
     MPI_Query_thread(&provided);
   } else {
+    // A member that dies must never take the others with it. Under mpirun that is the user's
+    // --enable-recovery; a singleton that spawns (generate --hosts, a coordinator adding hosts)
+    // starts its own Open MPI daemon at init, which reads this from the environment and would
+    // otherwise abort every spawned process when one of them is killed (docs/operations.md).
+    setenv("OMPI_MCA_orte_enable_recovery", "1", /*overwrite=*/0);
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS) return mpi_status(rc, "MPI_Init_thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <cctype>
+#include <cstring>
 #include <thread>
 
 #include "actors/balancer.h"
@@ -15,6 +17,7 @@
 #include "actors/remote_pipeline.h"
 #include "actors/route_planning.h"
 #include "actors/swarm_router.h"
+#include "model/synthetic_checkpoint.h"
 #include "runtime/inproc_transport.h"
 #include "tests/test_util.h"
 
@@ -78,8 +81,8 @@ Reference stories260k_reference() {
 
 class InprocSwarm {
  public:
-  explicit InprocSwarm(const std::filesystem::path& model)
-      : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)) {
+  explicit InprocSwarm(const std::filesystem::path& model, DType dtype = DType::kF32)
+      : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)), dtype_(dtype) {
     hub_ = InprocHub::create(20ms);
     client_transport_ = hub_->endpoint();
     client_ = std::make_unique<ActorSystem>(*client_transport_, scheduler_);
@@ -120,7 +123,7 @@ class InprocSwarm {
     options.throughput = throughput;
     options.announce_period = 100ms;
     options.load = [this](BlockRange r) {
-      return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, DType::kF32));
+      return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, dtype_));
     };
     h.agent = std::make_unique<HostAgent>(*h.system, *h.host, balancer_, options);
     const Status joined = h.agent->join(10s);
@@ -169,6 +172,7 @@ class InprocSwarm {
   SwarmRouter& router() { return *router_; }
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
+  DType dtype() const { return dtype_; }
   std::shared_ptr<PushInbox> inbox() const { return inbox_; }
 
  private:
@@ -187,6 +191,7 @@ class InprocSwarm {
 
   ModelConfig config_;
   Checkpoint checkpoint_;
+  DType dtype_;
   ThreadPoolScheduler scheduler_{4};
   std::shared_ptr<InprocHub> hub_;
   std::unique_ptr<InprocTransport> client_transport_;
@@ -300,25 +305,49 @@ TEST(Balancer, RefusesAnotherModelAndBadAnnouncements) {
 struct EventRun {
   std::vector<std::int32_t> ids;
   int failovers = 0;
+  std::vector<float> outputs;  ///< every forward's output hidden states, in order
 };
-EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event,
-                             bool wire_compression = false) {
+
+// Passes forwards through and keeps their outputs: bit-for-bit comparisons see what a text
+// comparison (greedy argmax) would miss.
+class RecordingPipeline final : public BlockPipeline {
+ public:
+  explicit RecordingPipeline(BlockPipeline& inner) : inner_(inner) {}
+  void forward(float* hidden, std::int64_t n) override {
+    inner_.forward(hidden, n);
+    const auto count = static_cast<std::size_t>(n * hidden_size_);
+    outputs.insert(outputs.end(), hidden, hidden + count);
+  }
+  std::int64_t length() const override { return inner_.length(); }
+  std::int64_t hidden_size_ = 0;
+  std::vector<float> outputs;
+
+ private:
+  BlockPipeline& inner_;
+};
+GenerationRequest stories260k_request() {
   const Reference ref = stories260k_reference();
-  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
   GenerationRequest request;
   request.prompt_ids = ref.prompt_ids;
   request.max_new_tokens = ref.max_new_tokens;
+  return request;
+}
+EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event,
+                             bool wire_compression = false, const GenerationRequest& request = stories260k_request()) {
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), swarm.dtype());
   RemotePipelineOptions options;
   options.timeout = 10s;
   options.wire_compression = wire_compression;  // f32 by default: the text is the reference's
   if (push) options.push_inbox = swarm.inbox();
   RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
                           session_capacity(swarm.config(), request), 7, options);
+  RecordingPipeline recording(pipeline);
+  recording.hidden_size_ = swarm.config().hidden_size;
   std::size_t count = 0;
-  const auto result = generate(ends, pipeline, request, [&](std::int32_t) {
+  const auto result = generate(ends, recording, request, [&](std::int32_t) {
     if (++count == at && event) event(pipeline);
   });
-  return {result.generated_ids, pipeline.failovers()};
+  return {result.generated_ids, pipeline.failovers(), std::move(recording.outputs)};
 }
 
 class SwarmEvents : public ::testing::TestWithParam<bool> {};  // push or relay
@@ -401,6 +430,73 @@ TEST_P(SwarmEvents, AJoinDuringGenerationIsPlacedAndTheTextDoesNotChange) {
   // Blocks 0, 1, 3, 4 have one host, block 2 two: the leftmost weakest pair is [0, 2).
   EXPECT_EQ(assigned(map, joined), (BlockRange{0, 2}));
 }
+
+// Failover with int8 weights: LLM.int8() picks its outlier columns per batch, and prompts (more
+// than kStreamingMaxTokens rows) take another kernel path than decode steps, so a replay must
+// feed the new host the steps in the shapes decoding used for the rebuilt cache to be the same
+// bits. On tinystories-656K and on a synthetic model of real width (TinyLlama's 2048 x 5632, with
+// outlier features), killed right after the prompt and in the middle of decoding.
+class Int8Failovers : public ::testing::TestWithParam<std::tuple<std::string, std::size_t, bool>> {};
+
+// Written once for all the cases that use it.
+std::filesystem::path int8_failover_model(const std::string& name) {
+  if (name != "synthetic-2048") return test::models_dir() / name;
+  static const test::TempDir dir;
+  SyntheticSpec spec;
+  spec.hidden_size = 2048;
+  spec.intermediate_size = 5632;
+  spec.num_layers = 2;
+  spec.num_heads = 32;
+  spec.num_kv_heads = 4;
+  spec.vocab_size = 512;
+  spec.dtype = DType::kBF16;
+  spec.outlier_dims = 6;
+  spec.seed = 11;
+  const auto path = dir / "synthetic";
+  if (!std::filesystem::exists(path / "config.json")) write_synthetic_checkpoint(spec, path);
+  return path;
+}
+
+TEST_P(Int8Failovers, AReplayRebuildsTheCacheDecodingBuilt) {
+  const auto& [name, kill_at, push] = GetParam();
+  const auto model = int8_failover_model(name);
+  GenerationRequest request;
+  request.prompt_ids = {1, 43, 87, 130, 211, 64, 300, 9};
+  request.max_new_tokens = 24;
+  EventRun uninterrupted;
+  for (bool kill : {false, true}) {
+    InprocSwarm swarm(model, DType::kI8);
+    const std::int64_t half = swarm.config().num_layers / 2;
+    for (int i = 0; i < 2; ++i) {  // [0, half) [half, L) twice: every route splits at the same block
+      swarm.add_host(half, 10);
+      swarm.add_host(swarm.config().num_layers - half, 10);
+    }
+    ASSERT_TRUE(swarm.router().wait_until_ready(4, 20s).is_ok());
+    const EventRun run = generate_with_event(swarm, push, kill_at, [&](RemotePipeline& p) {
+      if (kill) swarm.kill(p.route().front().host.address.peer);
+    }, /*wire_compression=*/false, request);
+    ASSERT_EQ(run.ids.size(), 24u);
+    EXPECT_EQ(run.failovers, kill ? 1 : 0);
+    if (!kill) {
+      uninterrupted = run;
+      continue;
+    }
+    EXPECT_EQ(run.ids, uninterrupted.ids) << name << ", killed after token " << kill_at;
+    // Bit for bit: the hidden states the rebuilt caches give are the ones decoding gave.
+    ASSERT_EQ(run.outputs.size(), uninterrupted.outputs.size());
+    EXPECT_EQ(std::memcmp(run.outputs.data(), uninterrupted.outputs.data(), run.outputs.size() * sizeof(float)), 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Int8Failovers,
+                         ::testing::Combine(::testing::Values("tinystories-656K", "synthetic-2048"),
+                                            ::testing::Values(std::size_t{1}, std::size_t{13}), ::testing::Bool()),
+                         [](const auto& info) {
+                           std::string n = std::get<0>(info.param);
+                           for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return n + "_kill_after_" + std::to_string(std::get<1>(info.param)) +
+                                  (std::get<2>(info.param) ? "_push" : "_relay");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Modes, SwarmEvents, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "push" : "relay"; });
