@@ -28,6 +28,9 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
       ("mode", po::value(&o.mode)->default_value("push"),
        "swarm: push (hosts forward hidden states to the next host) or relay (through the client)")
       ("no-wire-compression", po::bool_switch(), "swarm: send hidden states as f32 instead of 8-bit blockwise")
+      ("no-link-authentication", po::bool_switch(),
+       "swarm: no MAC on UCX messages (only where no outsider can reach the network;\n"
+       "every member must be started with it)")
       ("wan", po::value(&o.wan), "swarm: emulate a WAN on every link (rtt_ms=..,bandwidth_mbps=..,loss=..)")
       ("config", po::value(&o.config_path), "config file; its [wan] section sets the WAN link")
       ("replicas", po::value(&o.replicas)->default_value(1),
@@ -61,8 +64,10 @@ bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
     }
   }
-  if (vm.count("no-wire-compression") && vm["no-wire-compression"].as<bool>()) {
-    throw UsageError{"--no-wire-compression applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
+  for (const char* name : {"no-wire-compression", "no-link-authentication"}) {
+    if (vm.count(name) && vm[name].as<bool>()) {
+      throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
+    }
   }
   return false;
 }
@@ -117,6 +122,8 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
       options.max_blocks > 0 ? std::min(options.max_blocks, config.num_layers)
                              : std::min<std::int64_t>(config.num_layers, (config.num_layers * options.replicas + hosts - 1) / hosts);
   SwarmSettings settings{options.transport, wan, {}};
+  settings.authenticate = !vm["no-link-authentication"].as<bool>();
+  if (!settings.authenticate && options.transport != "ucx") throw UsageError{"--no-link-authentication is for --transport ucx"};
   MPI_Comm comm = MPI_COMM_WORLD;
   if (options.spawn_hosts > 0) {
     std::vector<std::string> args{"serve", "--spawned", "--model", model_dir, "--transport", options.transport,
@@ -125,6 +132,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
     if (!options.config_path.empty()) args.insert(args.end(), {"--config", options.config_path});
     if (!options.wan.empty()) args.insert(args.end(), {"--wan", options.wan});
     if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
+    if (!settings.authenticate) args.push_back("--no-link-authentication");
     std::fprintf(stderr, "sepal: starting %d block hosts\n", options.spawn_hosts);
     comm = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, options.spawn_hosts,
                            std::chrono::seconds(120));

@@ -39,7 +39,8 @@ int serve_command(int argc, char** argv) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("transport", po::value(&transport_name)->default_value("ucx"), "ucx or mpi (mpi only with --spawned)")
       ("wan", po::value(&wan_text), "emulate a WAN on this host's links (rtt_ms=..,bandwidth_mbps=..)")
-      ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link");
+      ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link")
+      ("no-link-authentication", po::bool_switch(), "no MAC on UCX messages (the whole swarm must agree)");
   add_weight_options(options, weights);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -63,6 +64,7 @@ int serve_command(int argc, char** argv) {
   (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
 
   SwarmSettings settings{transport_name, wan, {}};
+  settings.authenticate = !vm["no-link-authentication"].as<bool>();
   std::unique_ptr<SwarmProcess> swarm;
   if (spawned) {
     swarm = SwarmProcess::over_comm(merge_with_parent(), "host", settings);

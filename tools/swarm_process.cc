@@ -29,7 +29,7 @@ std::unique_ptr<SwarmProcess> SwarmProcess::over_comm(MPI_Comm comm, const std::
     if (!t.is_ok()) fail(t.status().to_string());
     p->transport_ = wrap(std::move(t).value(), settings.wan);
   } else {
-    auto t = UcxTransport::create_over_mpi(comm, UcxOptions{kLiveness}, &p->keys_);
+    auto t = UcxTransport::create_over_mpi(comm, UcxOptions{kLiveness, settings.authenticate}, &p->keys_);
     if (!t.is_ok()) fail(t.status().to_string());
     p->transport_ = wrap(std::move(t).value(), settings.wan);
   }
@@ -48,7 +48,7 @@ std::unique_ptr<SwarmProcess> SwarmProcess::join(const std::string& port_file, c
   if (!inter.is_ok()) fail("cannot reach the swarm through ", port_file, ": ", inter.status().message());
   std::unique_ptr<SwarmProcess> p(new SwarmProcess());
   auto joined = join_swarm(inter.value(), secret, role, [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
-    auto t = UcxTransport::create(id, UcxOptions{kLiveness});
+    auto t = UcxTransport::create(id, UcxOptions{kLiveness, settings.authenticate});
     if (!t.is_ok()) return t.status();
     p->transport_ = wrap(std::move(t).value(), settings.wan);
     const auto a = p->transport_->address();

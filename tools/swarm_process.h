@@ -25,6 +25,8 @@ struct SwarmSettings {
   std::string transport = "ucx";  ///< ucx or mpi (mpi: no joins at run time)
   WanConfig wan;
   MembershipOptions membership{std::chrono::milliseconds(250), std::chrono::milliseconds(3000)};
+  /// UCX: a MAC on every message (runtime/link_auth.h). Every member must agree.
+  bool authenticate = true;
 };
 
 class SwarmProcess {
