@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "kernels/error.h"
+#include "model/utf8.h"
 #include "model/tokenizer.h"
 
 namespace sepal {
@@ -94,8 +95,17 @@ class Regex {
       pcre2_get_error_message(error, message, sizeof(message));
       fail(where, ": cannot compile regex at offset ", offset, ": ", reinterpret_cast<char*>(message));
     }
+    // Bounds on backtracking, so a pathological pattern or text fails with a message instead of
+    // running for hours or exhausting the stack.
+    context_ = pcre2_match_context_create(nullptr);
+    if (!context_) fail(where, ": out of memory for a regex");
+    pcre2_set_match_limit(context_, kMatchLimit);
+    pcre2_set_depth_limit(context_, kDepthLimit);
   }
-  ~Regex() { pcre2_code_free(code_); }
+  ~Regex() {
+    pcre2_match_context_free(context_);
+    pcre2_code_free(code_);
+  }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
@@ -106,8 +116,14 @@ class Regex {
     std::size_t start = 0;
     while (start <= text.size()) {
       const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
-                                 start, PCRE2_NO_UTF_CHECK, data, nullptr);
-      if (rc < 0) break;
+                                 start, PCRE2_NO_UTF_CHECK, data, context_);
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        pcre2_match_data_free(data);
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(rc, message, sizeof(message));
+        fail("pre-tokenizer regex failed on a word of ", text.size(), " bytes: ", reinterpret_cast<char*>(message));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data);
       if (ov[1] == ov[0]) {  // empty match: step one character
         start = ov[0] + 1;
@@ -122,7 +138,10 @@ class Regex {
   }
 
  private:
+  static constexpr std::uint32_t kMatchLimit = 10'000'000;
+  static constexpr std::uint32_t kDepthLimit = 10'000;
   pcre2_code* code_ = nullptr;
+  pcre2_match_context* context_ = nullptr;
 };
 
 enum class SplitBehavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWithNext };
@@ -186,6 +205,8 @@ class HfBpeTokenizer final : public Tokenizer {
   }
 
   std::vector<std::int32_t> encode(std::string_view text) const override {
+    // Checked once here: the regexes then run with PCRE2's own (per-call) UTF check off.
+    if (auto bad = first_invalid_utf8(text)) fail("the text is not valid UTF-8 (byte ", *bad, " of ", text.size(), ")");
     std::vector<std::int32_t> ids;
     bool first = true;
     for (const auto& [segment, added_id] : split_added_tokens(text)) {
@@ -434,7 +455,7 @@ class HfBpeTokenizer final : public Tokenizer {
         case NormalizerStep::Kind::kPrepend: s = step.a + s; break;
         case NormalizerStep::Kind::kReplace: s = replace_all(s, step.a, step.b); break;
         case NormalizerStep::Kind::kLowercase:
-          for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          s = utf8_lowercase(s);
           break;
       }
     }
@@ -625,7 +646,7 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(const std::string& json_text, cons
   json root;
   try {
     root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number too large
     fail(where, ": not valid JSON (", e.what(), ")");
   }
   if (!root.is_object() || !root.contains("model")) fail(where, ": no tokenizer model");

@@ -40,8 +40,16 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
       new MappedFile(path, static_cast<const std::byte*>(data), size));
 }
 
+std::shared_ptr<const MappedFile> MappedFile::in_memory(std::vector<std::byte> bytes, const std::filesystem::path& name) {
+  auto* file = new MappedFile(name, nullptr, 0);
+  file->owned_ = std::move(bytes);
+  file->data_ = file->owned_.data();
+  file->size_ = file->owned_.size();
+  return std::shared_ptr<const MappedFile>(file);
+}
+
 MappedFile::~MappedFile() {
-  if (size_ > 0) ::munmap(const_cast<std::byte*>(data_), size_);
+  if (size_ > 0 && owned_.empty()) ::munmap(const_cast<std::byte*>(data_), size_);
 }
 
 }  // namespace sepal

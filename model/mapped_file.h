@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <vector>
 #include <span>
 
 namespace sepal {
@@ -16,6 +17,8 @@ class MappedFile {
  public:
   /// Maps `path`; throws sepal::Error naming the file when it cannot be opened or mapped.
   static std::shared_ptr<const MappedFile> open(const std::filesystem::path& path);
+  /// A file's bytes held in memory instead (fuzzers, tests): `name` stands for its path.
+  static std::shared_ptr<const MappedFile> in_memory(std::vector<std::byte> bytes, const std::filesystem::path& name);
 
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -33,6 +36,7 @@ class MappedFile {
   std::filesystem::path path_;
   const std::byte* data_;
   std::size_t size_;
+  std::vector<std::byte> owned_;  ///< in_memory(): the bytes; empty for a mapping
 };
 
 }  // namespace sepal

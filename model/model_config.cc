@@ -21,8 +21,14 @@ std::int64_t positive_int(const json& config, const std::string& key, const std:
   }
   const json& v = config[key];
   if (!v.is_number_integer()) fail(where, ": '", key, "' must be an integer, got ", v.dump());
+  // Far above any real model, far below what overflows a size computed from these.
+  constexpr std::int64_t kLimit = std::int64_t{1} << 24;
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(kLimit)) {
+    fail(where, ": '", key, "' is ", v.dump(), ", more than the limit of ", kLimit);
+  }
   const auto value = v.get<std::int64_t>();
   if (value <= 0) fail(where, ": '", key, "' must be positive, got ", value);
+  if (value > kLimit) fail(where, ": '", key, "' is ", value, ", more than the limit of ", kLimit);
   return value;
 }
 
@@ -67,9 +73,11 @@ std::vector<std::int32_t> token_ids(const json& config, const std::string& key,
   if (!config.contains(key) || config[key].is_null()) return ids;
   const json& v = config[key];
   auto add = [&](const json& x) {
-    if (!x.is_number_integer() || x.get<std::int64_t>() < 0) {
-      fail(where, ": '", key, "' must be a non-negative integer or a list of them");
-    }
+    // Checked before narrowing: 2^32 + 2 must not become 2.
+    const bool in_range = x.is_number_unsigned() ? x.get<std::uint64_t>() <= INT32_MAX
+                          : x.is_number_integer() ? x.get<std::int64_t>() >= 0 && x.get<std::int64_t>() <= INT32_MAX
+                                                  : false;
+    if (!in_range) fail(where, ": '", key, "' must be a token id (0 to 2^31 - 1) or a list of them");
     ids.push_back(static_cast<std::int32_t>(x.get<std::int64_t>()));
   };
   if (v.is_array()) {
@@ -80,17 +88,7 @@ std::vector<std::int32_t> token_ids(const json& config, const std::string& key,
   return ids;
 }
 
-}  // namespace
-
-ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
-  json config;
-  try {
-    config = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    fail(where, ": not valid JSON (", e.what(), ")");
-  }
-  if (!config.is_object()) fail(where, ": not a JSON object");
-
+ModelConfig parse_model_config(const json& config, const std::string& where) {
   ModelConfig c;
   if (config.contains("architectures") && config["architectures"].is_array() &&
       !config["architectures"].empty() && config["architectures"][0].is_string()) {
@@ -145,6 +143,23 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     fail(where, ": bos_token_id ", c.bos_token_id, " is outside the vocabulary (", c.vocab_size, ")");
   }
   return c;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  json config;
+  try {
+    config = json::parse(json_text);
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 4e94967298
+    fail(where, ": not valid JSON (", e.what(), ")");
+  }
+  if (!config.is_object()) fail(where, ": not a JSON object");
+  try {
+    return parse_model_config(config, where);
+  } catch (const json::exception& e) {  // a value of the wrong type where the code did not look
+    fail(where, ": a value has the wrong type (", e.what(), ")");
+  }
 }
 
 ModelConfig read_model_config(const std::filesystem::path& dir) {

@@ -71,7 +71,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
   json header;
   try {
     header = json::parse(header_begin, header_begin + header_len);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail(where, ": header is not valid JSON (", e.what(), ")");
   }
   if (!header.is_object()) fail(where, ": header is not a JSON object");
@@ -140,7 +140,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     json parsed;
     try {
       parsed = json::parse(in);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       fail(index.string(), ": not valid JSON (", e.what(), ")");
     }
     if (!parsed.contains("weight_map") || !parsed["weight_map"].is_object()) {

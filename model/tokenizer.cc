@@ -1,36 +1,12 @@
 #include "model/tokenizer.h"
 
 #include "kernels/error.h"
+#include "model/utf8.h"
 
 namespace sepal {
 namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// Length of the UTF-8 sequence starting with `lead`, or 0 if `lead` cannot start one.
-int sequence_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-// Whether s[0..len) is a complete, valid sequence (no overlongs, surrogates or > U+10FFFF).
-bool valid_sequence(const unsigned char* s, int len) {
-  for (int i = 1; i < len; ++i) {
-    if ((s[i] & 0xC0) != 0x80) return false;
-  }
-  if (len == 3) {
-    if (s[0] == 0xE0 && s[1] < 0xA0) return false;
-    if (s[0] == 0xED && s[1] >= 0xA0) return false;
-  }
-  if (len == 4) {
-    if (s[0] == 0xF0 && s[1] < 0x90) return false;
-    if (s[0] == 0xF4 && s[1] >= 0x90) return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -64,7 +40,7 @@ std::string TextStream::take_complete(bool final) {
   std::size_t i = 0;
   const auto* s = reinterpret_cast<const unsigned char*>(pending_.data());
   while (i < pending_.size()) {
-    const int len = sequence_length(s[i]);
+    const int len = utf8_sequence_length(s[i]);
     if (len == 0) {
       out += kReplacement;
       ++i;
@@ -84,7 +60,7 @@ std::string TextStream::take_complete(bool final) {
       ++i;
       continue;
     }
-    if (valid_sequence(s + i, len)) {
+    if (utf8_valid_sequence(s + i, len)) {
       out.append(pending_, i, static_cast<std::size_t>(len));
       i += static_cast<std::size_t>(len);
     } else {

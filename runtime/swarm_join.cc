@@ -8,6 +8,7 @@
 #include <fstream>
 #include <future>
 
+#include "runtime/join_messages.h"
 #include "runtime/log.h"
 #include "runtime/mpi_environment.h"
 
@@ -15,39 +16,7 @@ namespace sepal {
 namespace {
 
 constexpr int kJoinTag = 7401;
-constexpr std::uint16_t kJoinVersion = 2;
 constexpr std::size_t kMaxHandshakeBytes = 1 << 20;
-
-struct JoinChallenge {
-  static constexpr std::uint16_t kTypeId = 0x0210;
-  std::uint16_t version = kJoinVersion;
-  std::vector<std::uint8_t> nonce;
-  SEPAL_FIELDS(version, nonce)
-};
-struct JoinRequest {
-  static constexpr std::uint16_t kTypeId = 0x0211;
-  std::vector<std::uint8_t> proof;
-  std::vector<std::uint8_t> nonce;
-  std::string role;
-  std::string origin;
-  SEPAL_FIELDS(proof, nonce, role, origin)
-};
-struct JoinWelcome {
-  static constexpr std::uint16_t kTypeId = 0x0212;
-  bool admitted = false;
-  std::string reason;
-  std::vector<std::uint8_t> proof;  ///< over every other field (welcome_purpose)
-  PeerId assigned = 0;
-  std::vector<MemberInfo> members;
-  /// For each member, the key of its link with the joiner, wrapped (wrap_context).
-  std::vector<std::vector<std::uint8_t>> wrapped_keys;
-  SEPAL_FIELDS(admitted, reason, proof, assigned, members, wrapped_keys)
-};
-struct JoinAddress {
-  static constexpr std::uint16_t kTypeId = 0x0213;
-  std::vector<std::uint8_t> address;
-  SEPAL_FIELDS(address)
-};
 
 template <typename T>
 bool to_array(const std::vector<std::uint8_t>& v, std::array<std::uint8_t, 32>* out) {

@@ -13,7 +13,7 @@ packages=(
   libopenmpi-dev openmpi-bin libucx-dev ucx-utils   # distributed runtime
   libhdf5-dev hdf5-tools            # checkpoints of prompt tuning
   python3-matplotlib                # benchmark plots
-  clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz_wire.sh
+  clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge
 )
 missing=()

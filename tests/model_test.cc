@@ -91,6 +91,12 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");
+  // 2^32 + 2 must not be read as 2; sizes past any real model are refused before any arithmetic.
+  expect_error([&] { parse_model_config(with("bos_token_id", 4294967298ull), "c"); }, "must be a token id");
+  expect_error([&] { parse_model_config(with("eos_token_id", {2, 4294967299ull}), "c"); }, "must be a token id");
+  expect_error([&] { parse_model_config(with("hidden_size", 1ll << 40), "c"); }, "more than the limit");
+  expect_error([&] { parse_model_config(with("vocab_size", 18446744073709551615ull), "c"); }, "more than the limit");
+  expect_error([&] { parse_model_config(with("hidden_act", 3), "c"); }, "wrong type");
   expect_error([] { read_model_config("/nonexistent/model"); }, "does not exist");
 }
 

@@ -6,6 +6,7 @@
 
 #include "kernels/error.h"
 #include "model/tokenizer.h"
+#include "model/utf8.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -116,6 +117,50 @@ TEST(TextStream, HoldsPartialCharactersAndReplacesInvalidBytes) {
   EXPECT_EQ(stream.push(0xE2), "");
   EXPECT_EQ(stream.finish(), "\xEF\xBF\xBD");  // unfinished at the end
   EXPECT_EQ(stream.push(260), "");  // special tokens decode to nothing
+}
+
+TEST(HfBpe, RefusesTextThatIsNotUtf8BeforeAnyRegexRuns) {
+  // PCRE2 runs with its UTF check off (checked once per text instead): invalid bytes must never
+  // reach it.
+  const auto tok = parse_hf_tokenizer(byte_level_json({{"type", "ByteLevel"}}), "t");
+  for (const std::string bad : {"ab\xC3", "\xFF", "a\xED\xA0\x80b", "\xC0\xAF", "ok \xF4\x90\x80\x80"}) {
+    try {
+      tok->encode(bad);
+      ADD_FAILURE() << "encoded invalid UTF-8";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not valid UTF-8"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(tok->decode(tok->encode("fine \xC3\xA9")), "fine \xC3\xA9");
+}
+
+TEST(HfBpe, ARegexThatBacktracksWithoutEndFailsWithAMessage) {
+  const json catastrophic = {{"type", "Split"}, {"pattern", {{"Regex", "(a|aa)+\\d"}}}, {"behavior", "Isolated"}};
+  const auto tok = parse_hf_tokenizer(byte_level_json(catastrophic), "t");
+  try {
+    tok->encode(std::string(40, 'a'));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Utf8, LowercaseFollowsUnicodeAsHuggingFaceDoes) {
+  // Rust's str::to_lowercase, which the tokenizers library's Lowercase normalizer calls.
+  EXPECT_EQ(utf8_lowercase("HeLLo"), "hello");
+  EXPECT_EQ(utf8_lowercase("\xC3\x80\xC3\x89\xC3\x8E"), "\xC3\xA0\xC3\xA9\xC3\xAE");          // ÀÉÎ
+  EXPECT_EQ(utf8_lowercase("\xD0\x9F\xD1\x80\xD0\x98"), "\xD0\xBF\xD1\x80\xD0\xB8");          // ПрИ
+  EXPECT_EQ(utf8_lowercase("\xC4\xB0"), "i\xCC\x87");                                    // İ: two code points
+  EXPECT_EQ(utf8_lowercase("\xE1\xBA\x9E"), "\xC3\x9F");                                // ẞ to ß
+  EXPECT_EQ(utf8_lowercase("\xE2\x84\xAA"), "k");                                        // Kelvin sign
+  // Final sigma: ΟΔΟΣ ΣΑΣ. -> οδος σας. ; a lone Σ stays σ.
+  EXPECT_EQ(utf8_lowercase("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3 \xCE\xA3\xCE\x91\xCE\xA3."),
+            "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x82 \xCF\x83\xCE\xB1\xCF\x82.");
+  EXPECT_EQ(utf8_lowercase("\xCE\xA3"), "\xCF\x83");
+  EXPECT_EQ(utf8_lowercase("\xF0\x90\x90\x80"), "\xF0\x90\x90\xA8");  // Deseret, outside the BMP
+  EXPECT_EQ(utf8_lowercase("\xE6\x97\xA5 1!"), "\xE6\x97\xA5 1!");
+  EXPECT_FALSE(first_invalid_utf8("\xE6\x97\xA5"));
+  EXPECT_EQ(first_invalid_utf8("ab\xE6\x97"), std::optional<std::size_t>(2));
 }
 
 TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {

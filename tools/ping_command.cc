@@ -13,6 +13,7 @@
 
 #include "kernels/error.h"
 #include "runtime/inproc_transport.h"
+#include "runtime/log.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/mpi_transport.h"
 #include "runtime/ucx_transport.h"
@@ -41,6 +42,12 @@ class PingPeer final : public TransportHandler {
   explicit PingPeer(Transport& t) : transport_(t) {}
 
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override {
+    // Only well-formed ping messages count; anything else (short, another type) is dropped.
+    auto envelope = decode_envelope(*frame);
+    if (!envelope.is_ok() || envelope->type_id != PingMessage::kTypeId || frame->size() < sizeof(FrameHeader) + 1) {
+      log(LogLevel::kWarn, "ping: dropped a frame of ", frame->size(), " bytes from peer ", from, " that is not a ping");
+      return;
+    }
     std::uint8_t phase = 0;
     std::memcpy(&phase, frame->data() + sizeof(FrameHeader), 1);
     if (responder_) {
@@ -170,7 +177,8 @@ int ping_command(int argc, char** argv) {
       ("config", po::value(&config_path), "config file; its [wan] section sets the same keys (--wan overrides)")
       ("sizes", po::value(&sizes)->multitoken(), "message sizes in bytes (default 8 B to 64 MiB, x8 steps)")
       ("iterations", po::value(&iterations)->default_value(0), "round trips per size (0: by size)")
-      ("json", "print a JSON array of rows instead of a table");
+      ("json", "print a JSON array of rows instead of a table")
+      ("no-link-authentication", po::bool_switch(), "ucx: no MAC on messages (to measure what it costs)");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -182,6 +190,8 @@ int ping_command(int argc, char** argv) {
     throw UsageError{"--transport must be inproc, mpi or ucx, got '" + transport_name + "'"};
   }
   if (iterations < 0) throw UsageError{"--iterations must be at least 0"};
+  const bool authenticate = !vm["no-link-authentication"].as<bool>();
+  if (!authenticate && transport_name != "ucx") throw UsageError{"--no-link-authentication is for --transport ucx"};
   if (sizes.empty()) {
     for (std::size_t s = 8; s <= (std::size_t{64} << 20); s *= 8) sizes.push_back(s);
     sizes.push_back(std::size_t{1} << 20);
@@ -218,7 +228,9 @@ int ping_command(int argc, char** argv) {
       if (!t.is_ok()) fail(t.status().to_string());
       mine = wrap(std::move(t).value());
     } else {
-      auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD);
+      UcxOptions ucx;
+      ucx.authenticate = authenticate;
+      auto t = UcxTransport::create_over_mpi(MPI_COMM_WORLD, ucx);
       if (!t.is_ok()) fail(t.status().to_string());
       mine = wrap(std::move(t).value());
     }

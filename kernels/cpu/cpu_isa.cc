@@ -1,5 +1,7 @@
 #include "kernels/cpu_isa.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 
 namespace sepal {
@@ -22,12 +24,19 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
   return std::nullopt;
 }
 
+namespace {
+// CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not know "f16c").
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+}  // namespace
+
 bool cpu_supports(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kGeneric: return true;
     case CpuIsa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case CpuIsa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");

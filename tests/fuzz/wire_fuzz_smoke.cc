@@ -1,5 +1,5 @@
 // Runs the wire fuzz target on random mutations of valid frames for a given number of seconds
-// (default 5) without libFuzzer: a crash fails the test. scripts/fuzz_wire.sh does the
+// (default 5) without libFuzzer: a crash fails the test. scripts/fuzz.sh (fuzz_wire) does the
 // coverage-guided run with libFuzzer and AddressSanitizer.
 #include <chrono>
 #include <cstring>

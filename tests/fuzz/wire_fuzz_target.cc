@@ -1,6 +1,6 @@
 // Fuzz target for frame decoding: any bytes must decode to a message or a kMalformed Status,
 // never crash, read out of bounds, or allocate without bound. Built with libFuzzer by
-// scripts/fuzz_wire.sh, and run on mutated frames by the wire_fuzz_smoke ctest.
+// scripts/fuzz.sh (fuzz_wire), and run on mutated frames by the wire_fuzz_smoke ctest.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

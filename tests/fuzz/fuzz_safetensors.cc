@@ -1,0 +1,23 @@
+// Fuzz target: a safetensors file from any bytes. Parsing must succeed or throw sepal::Error
+// with a message; every tensor it accepts must lie inside the file.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/error.h"
+#include "model/safetensors.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::byte>(data[i]);
+  try {
+    auto file = sepal::MappedFile::in_memory(std::move(bytes), "fuzz.safetensors");
+    const auto tensors = sepal::read_safetensors(file);
+    volatile std::uint8_t sink = 0;
+    for (const auto& [name, t] : tensors) {
+      for (std::size_t i = 0; i < t.bytes; ++i) sink = sink ^ static_cast<std::uint8_t>(t.data[i]);
+    }
+  } catch (const sepal::Error&) {
+  }
+  return 0;
+}

@@ -1,0 +1,70 @@
+// Writes one valid frame of every message fuzz_protocol decodes into a folder: the seed corpus
+// kept in tests/fuzz/corpus/fuzz_protocol (regenerate after a protocol change).
+//   protocol_seeds DIR
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "actors/protocol/balancer.h"
+#include "actors/protocol/block_host.h"
+#include "runtime/join_messages.h"
+#include "runtime/membership.h"
+#include "runtime/wire.h"
+
+namespace {
+
+using namespace sepal;
+
+std::string directory;
+int written = 0;
+
+template <typename M>
+void write(const M& m) {
+  const auto frame = encode(Envelope{1, 2, 3, 4, FrameKind::kRequest}, m).flatten();
+  std::ofstream out(directory + "/" + std::to_string(M::kTypeId) + "_" + std::to_string(written++), std::ios::binary);
+  out.write(reinterpret_cast<const char*>(frame->data()), static_cast<std::streamsize>(frame->size()));
+}
+
+TensorPayload hidden(std::int64_t n, std::int64_t h) {
+  std::vector<float> v(static_cast<std::size_t>(n * h), 0.5f);
+  return TensorPayload::copy_of(ElementType::kF32, {n, h}, v.data(), v.size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: protocol_seeds DIR\n");
+    return 2;
+  }
+  directory = argv[1];
+  write(HostInfo{});
+  write(OpenSession{7, 64, 0, 2});
+  write(Step{7, 0, hidden(3, 8), 1});
+  write(Rollback{7, 2, 3});
+  write(CloseSession{7});
+  write(Shutdown{});
+  PushStep push;
+  push.session = 7;
+  push.hidden = hidden(1, 8);
+  push.next.push_back(PushTarget{{2, 5}, 9, std::vector<std::uint8_t>(32, 1)});
+  write(push);
+  write(PushedOutput{});
+  write(Announce{"stories260K", 5, 2, 10.0, 0, 2, 0, 2, false});
+  write(GetBlockMap{});
+  write(Heartbeat{});
+  write(MemberJoined{MemberInfo{4, "host", {1, 2, 3}}, std::vector<std::uint8_t>(48, 2)});
+  write(MemberLeaving{});
+  write(JoinChallenge{kJoinVersion, std::vector<std::uint8_t>(32, 3)});
+  write(JoinRequest{std::vector<std::uint8_t>(32, 4), std::vector<std::uint8_t>(32, 5), "host", "node1:123"});
+  JoinWelcome welcome;
+  welcome.admitted = true;
+  welcome.assigned = 3;
+  welcome.members = {MemberInfo{0, "client", {9}}, MemberInfo{3, "host", {8}}};
+  welcome.wrapped_keys = {std::vector<std::uint8_t>(48, 6), std::vector<std::uint8_t>(48, 7)};
+  write(welcome);
+  write(JoinAddress{{1, 2, 3, 4}});
+  std::printf("%d seed frames in %s\n", written, directory.c_str());
+  return 0;
+}
