@@ -51,6 +51,17 @@ std::int64_t BlockHost::cache_bytes_used() const {
   return total;
 }
 
+std::int64_t BlockHost::client_cache_bytes(PeerId client, std::int64_t* sessions) const {
+  std::int64_t bytes = 0;
+  *sessions = 0;
+  for (const auto& [key, s] : sessions_) {
+    if (key.first != client) continue;
+    bytes += s.cache.bytes();
+    ++*sessions;
+  }
+  return bytes;
+}
+
 void BlockHost::expire_idle(Scheduler::Clock::time_point now) {
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (now - it->second.last_used > options_.idle_timeout) it = sessions_.erase(it);
@@ -112,10 +123,25 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   }
   const std::int64_t needed =
       2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float));
+  // Room for the session's cache and for the working memory of its largest step.
+  const std::int64_t working = blocks_->step_working_bytes(std::min(m.max_length, options_.max_step_tokens));
   const std::int64_t free = options_.cache_budget_bytes - cache_bytes_used();
-  if (needed > free) {
+  if (needed + working > free) {
     return error(StatusCode::kResourceExhausted, "a session of ", m.max_length, " positions needs ", needed,
-                 " bytes of cache; ", free, " of the host's ", options_.cache_budget_bytes, " are free");
+                 " bytes of cache and ", working, " of working memory; ", free, " of the host's budget of ",
+                 options_.cache_budget_bytes, " are free");
+  }
+  std::int64_t client_sessions = 0;
+  const std::int64_t client_bytes = client_cache_bytes(ctx.sender().peer, &client_sessions);
+  if (client_sessions >= options_.max_sessions_per_client) {
+    return error(StatusCode::kResourceExhausted, "peer ", ctx.sender().peer, " has ", client_sessions,
+                 " sessions open here, the limit per client");
+  }
+  const std::int64_t client_limit =
+      options_.max_cache_bytes_per_client > 0 ? options_.max_cache_bytes_per_client : options_.cache_budget_bytes / 2;
+  if (client_bytes + needed > client_limit) {
+    return error(StatusCode::kResourceExhausted, "peer ", ctx.sender().peer, " holds ", client_bytes,
+                 " bytes of cache here; ", needed, " more would pass the limit per client of ", client_limit);
   }
   Session s{blocks_->new_cache(m.max_length, first, last), first, 0, ctx.system().scheduler().now()};
   const std::int64_t bytes = s.cache.bytes();
@@ -135,6 +161,16 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
   auto decoded = decode_hidden(hidden, hidden_size);
   if (!decoded.is_ok()) return decoded.status();
   const std::int64_t n = hidden.shape[0];
+  if (n > options_.max_step_tokens) {
+    return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens; the limit per step is ",
+                 options_.max_step_tokens);
+  }
+  if (const std::int64_t working = blocks_->step_working_bytes(n);
+      cache_bytes_used() + working > options_.cache_budget_bytes) {
+    return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens needs ", working,
+                 " bytes of working memory; the caches leave ", options_.cache_budget_bytes - cache_bytes_used(),
+                 " of the budget");
+  }
   if (position != s.cache.length()) {
     return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
                  s.cache.length(), " positions");

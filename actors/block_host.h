@@ -28,7 +28,14 @@ namespace sepal {
 
 /// How a block host runs.
 struct BlockHostOptions {
+  /// KV caches plus the working memory of the step being run (BlockStack::step_working_bytes).
   std::int64_t cache_budget_bytes = std::int64_t{2} << 30;
+  /// Per client (sending process): sessions open at once, and bytes of KV cache held (0: half
+  /// of the budget), so that one client cannot take the host from the others.
+  std::int64_t max_sessions_per_client = 64;
+  std::int64_t max_cache_bytes_per_client = 0;
+  /// Tokens in one step.
+  std::int64_t max_step_tokens = 4096;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
   /// The swarm's coordinator: the only peer whose Shutdown the host obeys.
@@ -82,6 +89,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
                                  Scheduler::Clock::time_point now);
   void expire_idle(Scheduler::Clock::time_point now);
   std::int64_t cache_bytes_used() const;
+  std::int64_t client_cache_bytes(PeerId client, std::int64_t* sessions) const;
   HostInfoReply info_locked() const;
 
   std::mutex mutex_;  // guards everything below; held through each handler

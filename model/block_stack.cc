@@ -87,6 +87,14 @@ std::int64_t BlockStack::weight_bytes() const {
   return total;
 }
 
+std::int64_t BlockStack::step_working_bytes(std::int64_t n) const {
+  const ModelConfig& c = config_;
+  const std::int64_t scratch = 2 * c.hidden_size + 2 * c.q_size() + 2 * c.kv_size() + 2 * c.intermediate_size;
+  const std::int64_t step_io = 2 * c.hidden_size;                                         // decoded input, encoded output
+  const std::int64_t int8_copies = 5 * std::max(c.hidden_size, c.intermediate_size) / 4;  // codes + inlier copy
+  return n * (scratch + step_io + int8_copies) * static_cast<std::int64_t>(sizeof(float));
+}
+
 KvCache BlockStack::new_cache(std::int64_t capacity) const {
   if (capacity <= 0 || capacity > config_.max_position_embeddings) {
     fail("session length ", capacity, " must be between 1 and max_position_embeddings (",

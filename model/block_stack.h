@@ -29,6 +29,9 @@ class BlockStack {
   const ModelConfig& config() const { return config_; }
   /// Bytes of weights held in memory for these blocks.
   std::int64_t weight_bytes() const;
+  /// Memory one forward() of n tokens works in, besides weights and cache: its scratch buffers,
+  /// the int8 activation copies, and a step's input and output on a host (an upper estimate).
+  std::int64_t step_working_bytes(std::int64_t n) const;
 
   /// A cache for one session of up to `capacity` positions (at most max_position_embeddings)
   /// over every block of the stack.

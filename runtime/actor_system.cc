@@ -21,18 +21,26 @@ Envelope reply_envelope(const Envelope& request, FrameKind kind) {
 
 }  // namespace actor_detail
 
-// An actor and its mailbox. `scheduled` is true while a drain task is queued or running, so an
-// actor never runs on two threads at once.
+// An actor and its mailbox: system items (peer failures) first, then one queue per sending peer,
+// served in turn. `scheduled` is true while a drain task is queued or running, so an actor never
+// runs on two threads at once.
 struct ActorSystem::Cell {
+  struct Queue {
+    std::deque<std::pair<std::size_t, std::function<void()>>> items;  // (bytes, item)
+    std::size_t bytes = 0;
+    std::uint64_t refused = 0;  // messages refused since the queue was last below its bounds
+  };
   std::uint32_t id;
   std::unique_ptr<Actor> actor;
   std::mutex mutex;
-  std::deque<std::function<void()>> mailbox;
+  std::deque<std::function<void()>> system;
+  std::map<PeerId, Queue> queues;
+  std::deque<PeerId> turn;  // senders with queued messages, in the order they are served
   bool scheduled = false;
 };
 
-ActorSystem::ActorSystem(Transport& transport, Scheduler& scheduler)
-    : transport_(transport), scheduler_(scheduler) {}
+ActorSystem::ActorSystem(Transport& transport, Scheduler& scheduler, MailboxLimits limits)
+    : transport_(transport), scheduler_(scheduler), limits_(limits) {}
 
 ActorSystem::~ActorSystem() { stop(); }
 
@@ -153,17 +161,55 @@ void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
     }
     return;
   }
+  const std::size_t bytes = frame->size();
+  Status queued = enqueue(cell, from, bytes, [this, cell, from, e, frame = std::move(frame)]() mutable {
+    ActorContext ctx(*this, {self(), cell->id}, from, e);
+    cell->actor->receive(ctx, std::move(frame));
+  });
+  if (!queued.is_ok() && e.kind == FrameKind::kRequest) {
+    actor_detail::send_reply(*this, from, e, encode_error(actor_detail::reply_envelope(e, FrameKind::kErrorReply), queued));
+  }
+}
+
+Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<PeerId> from, std::size_t bytes,
+                          std::function<void()> item) {
   bool schedule = false;
+  std::uint64_t refused = 0;
+  std::size_t queued = 0, queued_bytes = 0;
   {
     std::lock_guard lock(cell->mutex);
-    cell->mailbox.push_back([this, cell, from, e, frame = std::move(frame)]() mutable {
-      ActorContext ctx(*this, {self(), cell->id}, from, e);
-      cell->actor->receive(ctx, std::move(frame));
-    });
-    schedule = !cell->scheduled;
-    cell->scheduled = true;
+    if (!from) {
+      cell->system.push_back(std::move(item));
+    } else {
+      Cell::Queue& q = cell->queues[*from];
+      if (q.items.size() >= limits_.max_messages || q.bytes + bytes > limits_.max_bytes) {
+        refused = ++q.refused;
+        queued = q.items.size();
+        queued_bytes = q.bytes;
+      } else {
+        if (q.items.empty()) cell->turn.push_back(*from);
+        q.items.emplace_back(bytes, std::move(item));
+        q.bytes += bytes;
+        q.refused = 0;
+      }
+    }
+    if (refused == 0) {
+      schedule = !cell->scheduled;
+      cell->scheduled = true;
+    }
+  }
+  if (refused > 0) {
+    // Logged at the first refusal of a burst and every 1000th after it.
+    if (refused % 1000 == 1) {
+      log(LogLevel::kWarn, "actor ", cell->id, ": peer ", *from, " has ", queued, " messages (", queued_bytes,
+          " bytes) waiting, its limit; refusing its messages until they drain (", refused, " so far)");
+    }
+    return error(StatusCode::kResourceExhausted, "peer ", *from, " has ", queued, " messages (", queued_bytes,
+                 " bytes) waiting at actor ", cell->id, " of peer ", self(), ", the limit per sender (",
+                 limits_.max_messages, " messages, ", limits_.max_bytes, " bytes); retry later");
   }
   if (schedule) scheduler_.post([this, cell] { drain(cell); });
+  return Status::ok();
 }
 
 void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
@@ -172,12 +218,23 @@ void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
     std::function<void()> item;
     {
       std::lock_guard lock(cell->mutex);
-      if (cell->mailbox.empty()) {
+      if (!cell->system.empty()) {
+        item = std::move(cell->system.front());
+        cell->system.pop_front();
+      } else if (!cell->turn.empty()) {
+        // One message of the sender whose turn it is; it goes to the back if it has more.
+        const PeerId sender = cell->turn.front();
+        cell->turn.pop_front();
+        Cell::Queue& q = cell->queues[sender];
+        item = std::move(q.items.front().second);
+        q.bytes -= q.items.front().first;
+        q.items.pop_front();
+        if (!q.items.empty()) cell->turn.push_back(sender);
+        else cell->queues.erase(sender);
+      } else {
         cell->scheduled = false;
         return;
       }
-      item = std::move(cell->mailbox.front());
-      cell->mailbox.pop_front();
     }
     item();
   }
@@ -213,14 +270,7 @@ void ActorSystem::on_peer_failed(PeerId peer, const Status& why) {
     watchers = failure_watchers_;
   }
   for (auto& cell : cells) {
-    bool schedule = false;
-    {
-      std::lock_guard lock(cell->mutex);
-      cell->mailbox.push_back([this, cell, peer, why] { cell->actor->on_peer_failed(*this, peer, why); });
-      schedule = !cell->scheduled;
-      cell->scheduled = true;
-    }
-    if (schedule) scheduler_.post([this, cell] { drain(cell); });
+    (void)enqueue(cell, std::nullopt, 0, [this, cell, peer, why] { cell->actor->on_peer_failed(*this, peer, why); });
   }
   for (auto& w : watchers) scheduler_.post([w, peer, why] { w(peer, why); });
 }

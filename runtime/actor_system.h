@@ -3,6 +3,12 @@
 // run on. Routes frames to actors and replies to waiting requests; requests have timeouts, and a
 // request to a peer that fails is answered with kPeerFailed at once, so nothing waits forever.
 //
+// Each actor's mailbox keeps one queue per sending peer and serves the senders in turn, one
+// message each, so a peer that floods an actor delays every other peer by at most one of its
+// messages per message of theirs. Each queue is bounded (MailboxLimits): past the bound a request
+// is refused at once with kResourceExhausted naming the limit (backpressure: the sender retries
+// later), and a one-way message is dropped and logged.
+//
 // Thread-safety: send, request, spawn and after may be called from any thread. request_sync
 // blocks the calling thread and must not be called from a handler.
 
@@ -12,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "runtime/actor.h"
 #include "runtime/scheduler.h"
@@ -19,11 +26,17 @@
 
 namespace sepal {
 
+/// Bounds of one actor's queue of messages from one peer.
+struct MailboxLimits {
+  std::size_t max_messages = 4096;
+  std::size_t max_bytes = std::size_t{256} << 20;
+};
+
 /// The actors of one process.
 class ActorSystem final : private TransportHandler {
  public:
   /// The system does not own the transport or the scheduler; both must outlive it.
-  ActorSystem(Transport& transport, Scheduler& scheduler);
+  ActorSystem(Transport& transport, Scheduler& scheduler, MailboxLimits limits = {});
   ~ActorSystem() override;
   ActorSystem(const ActorSystem&) = delete;
   ActorSystem& operator=(const ActorSystem&) = delete;
@@ -125,12 +138,16 @@ class ActorSystem final : private TransportHandler {
   void fail_requests_to(PeerId peer, const Status& why);
   void deliver(PeerId from, std::shared_ptr<const Buffer> frame);
   void drain(const std::shared_ptr<Cell>& cell);
+  // Queues `item` in `cell` (from `from`, or as a system item when `from` is empty) and schedules
+  // the cell's drain if needed; kResourceExhausted when `from`'s queue is full.
+  Status enqueue(const std::shared_ptr<Cell>& cell, std::optional<PeerId> from, std::size_t bytes, std::function<void()> item);
 
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;
   void on_peer_failed(PeerId peer, const Status& why) override;
 
   Transport& transport_;
   Scheduler& scheduler_;
+  const MailboxLimits limits_;
   std::mutex mutex_;
   std::map<std::uint32_t, std::shared_ptr<Cell>> cells_;
   std::map<std::uint64_t, Pending> pending_;

@@ -3,6 +3,8 @@
 // message at a time under a real thread pool.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <atomic>
 #include <thread>
 
@@ -283,6 +285,84 @@ TEST(ThreadedActors, DeferredRepliesLargeTensorsAndOneMessageAtATime) {
   EXPECT_EQ(total->amount, 1000);
   a.stop();
   b.stop();
+  scheduler.shutdown();
+}
+
+// Holds its first Add until released (so later messages queue up), and records what it handles.
+class GateActor final : public TypedActor<GateActor, EchoProtocol> {
+ public:
+  explicit GateActor(std::shared_future<void> gate) : gate_(std::move(gate)) {}
+  std::string name() const override { return "gate"; }
+  Result<EchoReply> handle(ActorContext&, const Echo& m) {
+    record(m.text);
+    return EchoReply{m.text, {}};
+  }
+  void handle(ActorContext&, const Add&) {
+    if (!waited_) gate_.wait();
+    waited_ = true;
+    record("add");
+  }
+  Result<Add> handle(ActorContext&, const Count&) { return Add{}; }
+  Result<EchoReply> handle(ActorContext&, const Explode&) { return EchoReply{}; }
+  Result<EchoReply> handle(ActorContext&, const Later&) { return EchoReply{}; }
+  std::vector<std::string> handled() {
+    std::lock_guard lock(mutex_);
+    return handled_;
+  }
+
+ private:
+  void record(const std::string& what) {
+    std::lock_guard lock(mutex_);
+    handled_.push_back(what);
+  }
+  std::shared_future<void> gate_;
+  bool waited_ = false;
+  std::mutex mutex_;
+  std::vector<std::string> handled_;
+};
+
+TEST(Mailboxes, AFloodingPeerIsBoundedAndOthersAreServedInTurn) {
+  ThreadPoolScheduler scheduler(4);
+  auto hub = InprocHub::create();
+  auto tf = hub->endpoint(), tq = hub->endpoint(), th = hub->endpoint();
+  ActorSystem flooder(*tf, scheduler), quiet(*tq, scheduler), host(*th, scheduler, MailboxLimits{8, 1 << 20});
+  for (ActorSystem* s : {&flooder, &quiet, &host}) ASSERT_TRUE(s->start().is_ok());
+  std::promise<void> open;
+  auto* gate = new GateActor(open.get_future().share());
+  const auto actor = host.adopt_with_id(5, std::unique_ptr<GateActor>(gate));
+
+  // The first Add holds the actor; 8 more fill the flooder's queue; the rest are dropped.
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(flooder.send(actor, Add{1}).is_ok());
+  auto refused = flooder.request_sync(actor, Echo{"flooder", {}}, 5000ms);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("the limit per sender (8 messages"), std::string::npos)
+      << refused.status().message();
+
+  // Another peer's request has its own queue: it is served after at most one more Add.
+  std::promise<Result<EchoReply>> answer;
+  quiet.request(actor, Echo{"quiet", {}}, 5000ms, [&](Result<EchoReply> r) { answer.set_value(std::move(r)); });
+  std::this_thread::sleep_for(50ms);  // the request is queued behind the held Add
+  open.set_value();
+  auto r = answer.get_future().get();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  auto wait_for_count = [&](std::size_t n) {
+    for (int i = 0; i < 500 && gate->handled().size() < n; ++i) std::this_thread::sleep_for(10ms);
+  };
+  wait_for_count(9);
+  std::this_thread::sleep_for(50ms);
+  const auto handled = gate->handled();
+  // The held Add, the 8 its queue holds (one more when the drain took the first before the queue
+  // filled), and the quiet peer's Echo: the other 90 or so Adds were refused.
+  const auto adds = std::count(handled.begin(), handled.end(), "add");
+  EXPECT_GE(adds, 8);
+  EXPECT_LE(adds, 10);
+  const auto at = std::find(handled.begin(), handled.end(), "quiet") - handled.begin();
+  EXPECT_LE(at, 2) << "the quiet peer waited behind the flood";
+  // Once drained, the flooder is served again.
+  auto again = flooder.request_sync(actor, Echo{"again", {}}, 5000ms);
+  EXPECT_TRUE(again.is_ok()) << again.status().to_string();
+  for (ActorSystem* s : {&flooder, &quiet, &host}) s->stop();
   scheduler.shutdown();
 }
 

@@ -147,11 +147,41 @@ TensorPayload hidden_rows(std::int64_t n, std::int64_t width, float value = 0.1f
   return TensorPayload::copy_of(ElementType::kF32, {n, width}, v.data(), v.size());
 }
 
+TEST(BlockHost, PerClientLimitsAndStepWorkingMemoryNameTheLimit) {
+  BlockHostOptions options;
+  options.cache_budget_bytes = 1 << 20;
+  options.max_sessions_per_client = 2;
+  options.max_cache_bytes_per_client = 40 << 10;  // 80 positions of stories260K's 2 blocks
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 2}}, options);
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  auto expect_refused = [](const auto& result, const std::string& needle) {
+    ASSERT_FALSE(result.is_ok()) << "accepted; expected a refusal about " << needle;
+    EXPECT_EQ(result.status().code(), StatusCode::kResourceExhausted) << result.status().to_string();
+    EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
+  };
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64}, 5s).is_ok());  // 32 KiB
+  expect_refused(c.request_sync(host, OpenSession{2, 32}, 5s), "would pass the limit per client of 40960");
+  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 8}, 5s).is_ok());
+  expect_refused(c.request_sync(host, OpenSession{4, 8}, 5s), "has 2 sessions open here, the limit per client");
+  // A step's working memory counts in the budget: a prompt far larger than the budget allows.
+  BlockHostOptions tight;
+  tight.cache_budget_bytes = 64 << 10;
+  tight.max_cache_bytes_per_client = 64 << 10;
+  LocalSwarm small(test::models_dir() / "stories260K", {{0, 2}}, tight);
+  const auto small_host = small.route()[0].host;
+  expect_refused(small.client().request_sync(small_host, OpenSession{1, 64}, 5s), "of working memory");
+  ASSERT_TRUE(small.client().request_sync(small_host, OpenSession{2, 4}, 5s).is_ok());
+}
+
 TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
   BlockHostOptions options;
-  // stories260K, 2 blocks: 2 (K, V) * 2 blocks * 4 KV heads * 8 dims * 4 B = 512 B a position, so
-  // 64 KiB holds 128 positions: sessions of 64 fit twice, one of 512 never.
-  options.cache_budget_bytes = 64 << 10;
+  // stories260K, 2 blocks: 2 (K, V) * 2 blocks * 4 KV heads * 8 dims * 4 B = 512 B a position; a
+  // step of up to 4 tokens works in 4 * 4028 B. So 96 KiB holds two sessions of 64 positions with
+  // the working memory of a step, and never one of 512.
+  options.cache_budget_bytes = 96 << 10;
+  options.max_cache_bytes_per_client = 96 << 10;
+  options.max_step_tokens = 4;
   LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 2}}, options);
   ActorSystem& c = swarm.client();
   const auto host = swarm.route()[0].host;
@@ -183,7 +213,7 @@ TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
                 StatusCode::kInvalidArgument, "scale 0 of token 0");
   }
   expect_code(c.request_sync(host, Step{1, 5, hidden_rows(1, h)}, 5s), StatusCode::kInvalidArgument, "holds 0 positions");
-  expect_code(c.request_sync(host, Step{1, 0, hidden_rows(65, h)}, 5s), StatusCode::kInvalidArgument, "pass the session's length of 64");
+  expect_code(c.request_sync(host, Step{1, 0, hidden_rows(5, h)}, 5s), StatusCode::kResourceExhausted, "the limit per step is 4");
   expect_code(c.request_sync(host, OpenSession{2, 100000}, 5s), StatusCode::kInvalidArgument, "max_position_embeddings");
   expect_code(c.request_sync(host, OpenSession{3, 512}, 5s), StatusCode::kResourceExhausted, "bytes of cache");
   expect_code(c.request_sync(host, OpenSession{1, 8}, 5s), StatusCode::kInvalidArgument, "already open");
