@@ -28,7 +28,10 @@ struct ActorSystem::Cell {
   struct Queue {
     std::deque<std::pair<std::size_t, std::function<void()>>> items;  // (bytes, item)
     std::size_t bytes = 0;
-    std::uint64_t refused = 0;  // messages refused since the queue was last below its bounds
+  };
+  struct Refusals {
+    std::uint64_t count = 0;  // messages refused, ever
+    std::chrono::steady_clock::time_point logged{};
   };
   std::uint32_t id;
   std::unique_ptr<Actor> actor;
@@ -36,6 +39,7 @@ struct ActorSystem::Cell {
   std::deque<std::function<void()>> system;
   std::map<PeerId, Queue> queues;
   std::deque<PeerId> turn;  // senders with queued messages, in the order they are served
+  std::map<PeerId, Refusals> refusals;
   bool scheduled = false;
 };
 
@@ -175,6 +179,7 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
                           std::function<void()> item) {
   bool schedule = false;
   std::uint64_t refused = 0;
+  bool log_refusal = false;
   std::size_t queued = 0, queued_bytes = 0;
   {
     std::lock_guard lock(cell->mutex);
@@ -183,14 +188,20 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
     } else {
       Cell::Queue& q = cell->queues[*from];
       if (q.items.size() >= limits_.max_messages || q.bytes + bytes > limits_.max_bytes) {
-        refused = ++q.refused;
+        Cell::Refusals& r = cell->refusals[*from];
+        refused = ++r.count;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - r.logged > std::chrono::seconds(10)) {  // logged at most every 10 s per sender
+          r.logged = now;
+          log_refusal = true;
+        }
         queued = q.items.size();
         queued_bytes = q.bytes;
+        if (q.items.empty()) cell->queues.erase(*from);
       } else {
         if (q.items.empty()) cell->turn.push_back(*from);
         q.items.emplace_back(bytes, std::move(item));
         q.bytes += bytes;
-        q.refused = 0;
       }
     }
     if (refused == 0) {
@@ -199,10 +210,9 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
     }
   }
   if (refused > 0) {
-    // Logged at the first refusal of a burst and every 1000th after it.
-    if (refused % 1000 == 1) {
+    if (log_refusal) {
       log(LogLevel::kWarn, "actor ", cell->id, ": peer ", *from, " has ", queued, " messages (", queued_bytes,
-          " bytes) waiting, its limit; refusing its messages until they drain (", refused, " so far)");
+          " bytes) waiting, its limit; refusing its messages until they drain (", refused, " refused so far)");
     }
     return error(StatusCode::kResourceExhausted, "peer ", *from, " has ", queued, " messages (", queued_bytes,
                  " bytes) waiting at actor ", cell->id, " of peer ", self(), ", the limit per sender (",

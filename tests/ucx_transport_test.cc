@@ -4,8 +4,13 @@
 // handler, and A's frames still do. A frame over B's size limit is refused before B allocates it.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
 #include <fstream>
 #include <string>
+#include <thread>
+#include <atomic>
+#include <cstdio>
 
 #include "runtime/membership.h"
 #include "runtime/ucx_transport.h"
@@ -67,9 +72,9 @@ class UcxDefences : public ::testing::Test {
   virtual UcxOptions b_options() { return UcxOptions{test_liveness()}; }
 
   // A's frame reaches B (and only A's: every forged one was dropped before it).
-  void expect_only_genuine_frame_arrives() {
+  void expect_only_genuine_frame_arrives(std::chrono::milliseconds wait = 5000ms) {
     ASSERT_TRUE(a_->transport->send(1, sequence_frame(0, 1, 42)).is_ok());
-    auto f = b_->inbox.next(5000ms);
+    auto f = b_->inbox.next(wait);
     ASSERT_TRUE(f.has_value()) << "A's frame did not arrive";
     EXPECT_EQ(f->first, 0u);
     auto m = decode_message<Sequence>(f->second);
@@ -136,6 +141,61 @@ TEST_F(UcxFrameLimit, OversizedFrameIsRefusedBeforeAllocation) {
   expect_only_genuine_frame_arrives();  // queued after the big ones: they were all consumed
   const std::size_t growth = peak_rss_bytes() - before;
   EXPECT_LT(growth, std::size_t{32} << 20) << "B's peak memory grew by " << growth << " bytes";
+}
+
+// Resident memory of this process outside the mapping that starts at `excluded` (VmRSS minus
+// that mapping's Rss in /proc/self/smaps).
+std::size_t rss_outside(const void* excluded) {
+  std::size_t rss = 0, mapping = 0;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = std::stoull(line.substr(6)) * 1024;
+  }
+  std::ifstream smaps("/proc/self/smaps");
+  char start[32];
+  std::snprintf(start, sizeof(start), "%lx-", reinterpret_cast<unsigned long>(excluded));
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    if (line.find('-') != std::string::npos && line.find(' ') != std::string::npos && std::isxdigit(line[0])) {
+      inside = line.rfind(start, 0) == 0;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      mapping = std::stoull(line.substr(4)) * 1024;
+    }
+  }
+  return rss > mapping ? rss - mapping : 0;
+}
+
+TEST_F(UcxDefences, AFrameOfFourGibibytesIsRefusedAtItsFirstChunk) {
+  // A member sends a frame of 4 GiB (a read-only anonymous mapping) to a peer with the default
+  // 1 GiB limit: the first chunk's header names the size, the peer refuses the frame there and
+  // drops its other chunks unread. Memory is sampled while the sender works through the 4 GiB,
+  // leaving out the sender's own mapping (its pages count once read, here).
+  const std::size_t size = std::size_t{4} << 30;
+  void* mapped = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(mapped, MAP_FAILED);
+  TensorPayload zeros;
+  zeros.type = ElementType::kU8;
+  zeros.shape = {static_cast<std::int64_t>(size)};
+  zeros.data = static_cast<const std::byte*>(mapped);
+  zeros.bytes = size;
+  zeros.owner = std::shared_ptr<const void>(mapped, [size](const void* p) { munmap(const_cast<void*>(p), size); });
+  const std::size_t before = rss_outside(mapped);
+  std::atomic<bool> sampling{true};
+  std::atomic<std::size_t> peak{before};
+  std::thread sampler([&] {
+    while (sampling) {
+      peak = std::max(peak.load(), rss_outside(mapped));
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  ASSERT_TRUE(a_->transport->send(1, encode(Envelope{}, Blob{size, false, zeros})).is_ok());
+  expect_only_genuine_frame_arrives(scaled(60000ms));  // queued after the 4 GiB: all of it was consumed
+  sampling = false;
+  sampler.join();
+  zeros = {};  // unmapped only now: a sample taken while it goes would miscount
+  const std::size_t growth = peak - before;
+  EXPECT_LT(growth, std::size_t{64} << 20) << "memory outside the sender's mapping grew by " << growth << " bytes";
 }
 
 }  // namespace
