@@ -133,7 +133,7 @@ Status RemotePipeline::replace_hop(std::size_t i, bool& retryable) {
 Result<std::vector<TensorPayload>> RemotePipeline::replay(const RouteHop& hop, const std::vector<TensorPayload>& steps) {
   // A few steps in flight hide the round trips; the host handles a session's steps in order and
   // refuses one whose position is not its length, so order cannot silently go wrong.
-  constexpr std::size_t kInFlight = 8;
+  constexpr std::size_t kInFlight = 32;
   std::vector<std::future<Result<StepResult>>> answers;
   answers.reserve(steps.size());
   std::vector<TensorPayload> outputs;
