@@ -18,6 +18,7 @@
 #include "actors/route_planning.h"
 #include "actors/swarm_router.h"
 #include "model/synthetic_checkpoint.h"
+#include "runtime/faulty_transport.h"
 #include "runtime/inproc_transport.h"
 #include "tests/test_util.h"
 
@@ -84,7 +85,9 @@ class InprocSwarm {
   explicit InprocSwarm(const std::filesystem::path& model, DType dtype = DType::kF32)
       : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)), dtype_(dtype) {
     hub_ = InprocHub::create(20ms);
-    client_transport_ = hub_->endpoint();
+    auto faulty = std::make_unique<FaultyTransport>(hub_->endpoint());
+    client_faults_ = faulty.get();
+    client_transport_ = std::move(faulty);
     client_ = std::make_unique<ActorSystem>(*client_transport_, scheduler_);
     BalancerOptions options;
     options.on_change = [this](const BlockMapReply& map, const std::string& event) {
@@ -138,6 +141,9 @@ class InprocSwarm {
     hub_->kill(peer);
   }
   void leave(PeerId peer) { EXPECT_TRUE(host(peer).agent->leave().is_ok()); }
+  // Nothing passes between the client and `peer` (either way) until heal().
+  void partition(PeerId peer) { client_faults_->partition(peer); }
+  void heal(PeerId peer) { client_faults_->heal(peer); }
   void restart_balancer() {
     client_->remove(balancer_.address);
     balancer_ = client_->spawn_with_id<Balancer>(kBalancerActorId, BalancerOptions{});
@@ -194,7 +200,8 @@ class InprocSwarm {
   DType dtype_;
   ThreadPoolScheduler scheduler_{4};
   std::shared_ptr<InprocHub> hub_;
-  std::unique_ptr<InprocTransport> client_transport_;
+  std::unique_ptr<Transport> client_transport_;
+  FaultyTransport* client_faults_ = nullptr;
   std::unique_ptr<ActorSystem> client_;
   ActorRef<BalancerProtocol> balancer_;
   std::shared_ptr<PushInbox> inbox_;
@@ -333,10 +340,11 @@ GenerationRequest stories260k_request() {
   return request;
 }
 EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event,
-                             bool wire_compression = false, const GenerationRequest& request = stories260k_request()) {
+                             bool wire_compression = false, const GenerationRequest& request = stories260k_request(),
+                             std::chrono::milliseconds timeout = 10s) {
   const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), swarm.dtype());
   RemotePipelineOptions options;
-  options.timeout = 10s;
+  options.timeout = timeout;
   options.wire_compression = wire_compression;  // f32 by default: the text is the reference's
   if (push) options.push_inbox = swarm.inbox();
   RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
@@ -496,6 +504,38 @@ INSTANTIATE_TEST_SUITE_P(Models, Int8Failovers,
                            for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
                            return n + "_kill_after_" + std::to_string(std::get<1>(info.param)) +
                                   (std::get<2>(info.param) ? "_push" : "_relay");
+                         });
+
+// The partition row of the fault matrix (tests/run_fault_matrix.sh has the others): the client
+// loses contact with the route's first host right after the prompt, early or late; with no
+// heartbeats here, its requests time out (after 1 s), it routes around the host, and the text
+// is the reference's. Healed, the host still answers.
+class SwarmPartitions : public ::testing::TestWithParam<std::tuple<std::size_t, bool>> {};
+
+TEST_P(SwarmPartitions, APartitionedHostIsRoutedAroundAndServesAgainWhenHealed) {
+  const auto& [at, push] = GetParam();
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  for (int i = 0; i < 4; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3) [2,5)
+  ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
+  PeerId cut = 0;
+  const auto started = std::chrono::steady_clock::now();
+  const EventRun run = generate_with_event(swarm, push, at, [&](RemotePipeline& p) {
+    cut = p.route().front().host.address.peer;
+    swarm.partition(cut);
+  }, /*wire_compression=*/false, stories260k_request(), 1s);
+  EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
+  EXPECT_GE(run.failovers, 1);
+  std::printf("partition after token %zu (%s): done in %.1f s with %d failover(s)\n", at, push ? "push" : "relay",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), run.failovers);
+  swarm.heal(cut);
+  auto info = swarm.client().request_sync(ActorRef<BlockHostProtocol>{{cut, kBlockHostActorId}}, HostInfo{}, 5s);
+  EXPECT_TRUE(info.is_ok()) << info.status().to_string();
+}
+
+INSTANTIATE_TEST_SUITE_P(Points, SwarmPartitions,
+                         ::testing::Combine(::testing::Values(std::size_t{1}, std::size_t{10}, std::size_t{40}), ::testing::Bool()),
+                         [](const auto& info) {
+                           return "after_" + std::to_string(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_push" : "_relay");
                          });
 
 INSTANTIATE_TEST_SUITE_P(Modes, SwarmEvents, ::testing::Bool(),
