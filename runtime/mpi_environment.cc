@@ -1,5 +1,6 @@
 #include "runtime/mpi_environment.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +9,8 @@
 
 namespace sepal {
 namespace {
+
+std::atomic<int> g_exit_code{0};
 
 Status initialise(int* argc, char*** argv) {
   int already = 0;
@@ -33,7 +36,7 @@ Status initialise(int* argc, char*** argv) {
       std::thread([] {
         std::this_thread::sleep_for(std::chrono::seconds(5));
         std::fflush(nullptr);
-        std::_Exit(0);
+        std::_Exit(g_exit_code.load());
       }).detach();
       MPI_Finalize();
     });
@@ -45,6 +48,8 @@ Status initialise(int* argc, char*** argv) {
 }
 
 }  // namespace
+
+void set_process_exit_code(int code) { g_exit_code = code; }
 
 Status mpi_init(int* argc, char*** argv) {
   static std::once_flag once;

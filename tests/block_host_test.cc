@@ -2,6 +2,8 @@
 // reference; bad requests get error replies while the host keeps serving; rollback; idle expiry.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include "model/tokenizer.h"
 #include "runtime/deterministic_transport.h"
 #include "runtime/inproc_transport.h"
+#include "runtime/link_auth.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -145,6 +148,69 @@ INSTANTIATE_TEST_SUITE_P(
 TensorPayload hidden_rows(std::int64_t n, std::int64_t width, float value = 0.1f) {
   std::vector<float> v(static_cast<std::size_t>(n * width), value);
   return TensorPayload::copy_of(ElementType::kF32, {n, width}, v.data(), v.size());
+}
+
+// Gives every link a key, as UCX links between admitted members have, so that the host checks
+// push grants (in-process links carry none).
+class KeyedTransport final : public Transport {
+ public:
+  explicit KeyedTransport(std::unique_ptr<Transport> inner) : inner_(std::move(inner)) {}
+  PeerId self() const override { return inner_->self(); }
+  std::string name() const override { return inner_->name() + "+keys"; }
+  std::vector<PeerId> peers() const override { return inner_->peers(); }
+  Status start(TransportHandler* handler) override { return inner_->start(handler); }
+  Status send(PeerId to, OutgoingFrame frame) override { return inner_->send(to, std::move(frame)); }
+  std::optional<LinkKey> link_key(PeerId) const override { return key_; }
+  void stop() override { inner_->stop(); }
+
+ private:
+  std::unique_ptr<Transport> inner_;
+  LinkKey key_ = random_link_key();
+};
+
+TEST(BlockHost, ClientsReachOnlyTheirOwnSessionsAndOnlyTheCoordinatorStopsTheHost) {
+  const auto model = test::models_dir() / "stories260K";
+  const ModelConfig config = read_model_config(model);
+  const Checkpoint checkpoint = Checkpoint::open(model);
+  ThreadPoolScheduler scheduler(2);
+  auto hub = InprocHub::create();
+  auto owner_t = hub->endpoint(), other_t = hub->endpoint(), observer_t = hub->endpoint();
+  KeyedTransport host_t(hub->endpoint());
+  ActorSystem owner(*owner_t, scheduler), other(*other_t, scheduler), observer(*observer_t, scheduler),
+      host_system(host_t, scheduler);
+  std::atomic<int> shutdowns{0};
+  BlockHostOptions options;
+  options.coordinator = owner.self();
+  options.on_shutdown = [&](const std::string&) { ++shutdowns; };
+  auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32));
+  const auto host = host_system.spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options);
+  for (ActorSystem* s : {&owner, &other, &observer, &host_system}) ASSERT_TRUE(s->start().is_ok());
+  const std::int64_t h = config.hidden_size;
+
+  ASSERT_TRUE(owner.request_sync(host, OpenSession{1, 32}, 5s).is_ok());
+  ASSERT_TRUE(owner.request_sync(host, Step{1, 0, hidden_rows(3, h)}, 5s).is_ok());
+  // Another client naming session 1 reaches nothing of the owner's: its own namespace is empty.
+  EXPECT_EQ(other.request_sync(host, Step{1, 3, hidden_rows(1, h)}, 5s).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(other.request_sync(host, Rollback{1, 0}, 5s).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(other.request_sync(host, CloseSession{1}, 5s).status().code(), StatusCode::kNotFound);
+  // Nor can it push into the owner's session without the owner's grant for the hop.
+  const ActorAddress owner_receiver{owner.self(), kPushReceiverActorId};
+  ASSERT_TRUE(other.send(host, PushStep{owner_receiver, 9, 1, 3, 0, 0, {}, hidden_rows(1, h), {}}).is_ok());
+  ASSERT_TRUE(other.send(host, PushStep{owner_receiver, 9, 1, 3, 0, 0, {}, hidden_rows(1, h), std::vector<std::uint8_t>(32, 7)}).is_ok());
+  // An observer's Shutdown is ignored; the coordinator's is obeyed.
+  ASSERT_TRUE(observer.send(host, Shutdown{"forged"}).is_ok());
+  ASSERT_TRUE(other.send(host, Shutdown{"forged"}).is_ok());
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(shutdowns.load(), 0);
+  // The owner's session is untouched: still 3 positions long.
+  auto next = owner.request_sync(host, Step{1, 3, hidden_rows(1, h)}, 5s);
+  ASSERT_TRUE(next.is_ok()) << next.status().to_string();
+  EXPECT_EQ(next->length, 4);
+  ASSERT_TRUE(owner.send(host, Shutdown{"done"}).is_ok());
+  for (int i = 0; i < 100 && shutdowns.load() == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(shutdowns.load(), 1);
+  for (ActorSystem* s : {&owner, &other, &observer, &host_system}) s->stop();
+  scheduler.shutdown();
 }
 
 TEST(BlockHost, PerClientLimitsAndStepWorkingMemoryNameTheLimit) {

@@ -35,6 +35,9 @@ int run_host(SwarmProcess& swarm, const HostSettings& settings) {
   BlockHostOptions options;
   options.model_name = model_name;
   options.cache_budget_bytes = settings.cache_budget_bytes;
+  options.max_sessions_per_client = settings.max_sessions_per_client;
+  options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
+  options.max_step_tokens = settings.max_step_tokens;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   auto actor = std::make_unique<BlockHost>(nullptr, options);
   BlockHost& host = *actor;

@@ -16,6 +16,9 @@ struct HostSettings {
   std::int64_t max_blocks = 0;  ///< 0: every block
   double throughput = 0;        ///< 0: measure
   std::int64_t cache_budget_bytes = std::int64_t{2} << 30;
+  std::int64_t max_sessions_per_client = 64;
+  std::int64_t max_cache_bytes_per_client = 0;  ///< 0: half of the budget
+  std::int64_t max_step_tokens = 4096;
 };
 
 /// Serves until the swarm ends; returns the process exit code.

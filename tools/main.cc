@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/error.h"
+#include "runtime/mpi_environment.h"
 #include "tools/commands.h"
 
 namespace {
@@ -24,7 +25,7 @@ constexpr const char* kUsage =
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -59,4 +60,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sepal %s: error: %s\n", command.c_str(), e.what());
     return 1;
   }
+}
+
+int main(int argc, char** argv) {
+  const int code = run(argc, argv);
+  // MPI_Finalize may be cut short at exit (a dead peer makes it wait): the code must survive it.
+  sepal::set_process_exit_code(code);
+  return code;
 }

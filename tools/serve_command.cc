@@ -22,7 +22,7 @@ int serve_command(int argc, char** argv) {
   namespace po = boost::program_options;
   WeightOptions weights;
   std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file;
-  std::int64_t max_blocks = 0, cache_mb = 2048;
+  std::int64_t max_blocks = 0, cache_mb = 2048, client_sessions = 64, client_cache_mb = 0, step_tokens = 4096;
   double throughput = 0;
   int threads = 0;
   po::options_description options("sepal serve: serve blocks of a model in a swarm");
@@ -35,7 +35,12 @@ int serve_command(int argc, char** argv) {
       ("spawned", "started by sepal generate --hosts (internal)")
       ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
       ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
-      ("cache-mb", po::value(&cache_mb)->default_value(2048), "memory for the sessions' KV caches, MB")
+      ("cache-mb", po::value(&cache_mb)->default_value(2048),
+       "memory for the sessions' KV caches and the working memory of a step, MB")
+      ("client-sessions", po::value(&client_sessions)->default_value(64), "sessions one client may hold open here")
+      ("client-cache-mb", po::value(&client_cache_mb)->default_value(0),
+       "KV cache one client may hold here, MB (0: half of --cache-mb)")
+      ("max-step-tokens", po::value(&step_tokens)->default_value(4096), "tokens one step may carry")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("transport", po::value(&transport_name)->default_value("ucx"), "ucx or mpi (mpi only with --spawned)")
       ("wan", po::value(&wan_text), "emulate a WAN on this host's links (rtt_ms=..,bandwidth_mbps=..)")
@@ -58,6 +63,9 @@ int serve_command(int argc, char** argv) {
   if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
   if (!std::isfinite(throughput) || throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
   if (cache_mb <= 0) throw UsageError{"--cache-mb must be above 0"};
+  if (client_sessions <= 0) throw UsageError{"--client-sessions must be above 0"};
+  if (client_cache_mb < 0 || client_cache_mb > cache_mb) throw UsageError{"--client-cache-mb must be between 0 and --cache-mb"};
+  if (step_tokens <= 0) throw UsageError{"--max-step-tokens must be above 0"};
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (threads > 0) set_compute_threads(threads);
   const WanConfig wan = wan_settings(config_path, wan_text);
@@ -74,8 +82,8 @@ int serve_command(int argc, char** argv) {
     if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
     swarm = SwarmProcess::join(join_file, secret.value(), "host", settings);
   }
-  HostSettings host{model_dir, loading, max_blocks, throughput,
-                    cache_mb << 20};
+  HostSettings host{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions, client_cache_mb << 20,
+                    step_tokens};
   return run_host(*swarm, host);
 }
 
