@@ -187,7 +187,9 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
       cell->system.push_back(std::move(item));
     } else {
       Cell::Queue& q = cell->queues[*from];
-      if (q.items.size() >= limits_.max_messages || q.bytes + bytes > limits_.max_bytes) {
+      // An empty queue takes any one message (the transport bounds frames), so a frame larger than
+      // the byte bound is not refused for ever.
+      if (!q.items.empty() && (q.items.size() >= limits_.max_messages || q.bytes + bytes > limits_.max_bytes)) {
         Cell::Refusals& r = cell->refusals[*from];
         refused = ++r.count;
         const auto now = std::chrono::steady_clock::now();
@@ -197,7 +199,6 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
         }
         queued = q.items.size();
         queued_bytes = q.bytes;
-        if (q.items.empty()) cell->queues.erase(*from);
       } else {
         if (q.items.empty()) cell->turn.push_back(*from);
         q.items.emplace_back(bytes, std::move(item));

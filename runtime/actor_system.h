@@ -26,7 +26,7 @@
 
 namespace sepal {
 
-/// Bounds of one actor's queue of messages from one peer.
+/// Bounds of one actor's queue of messages from one peer (an empty queue takes any one message).
 struct MailboxLimits {
   std::size_t max_messages = 4096;
   std::size_t max_bytes = std::size_t{256} << 20;

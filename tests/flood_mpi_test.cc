@@ -23,20 +23,12 @@
 #include "model/safetensors.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/ucx_transport.h"
+#include "tests/test_util.h"
 
 namespace sepal {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::size_t peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
 
 // Every route is the one host, all blocks.
 class OneHost final : public RoutePlanner {
@@ -77,7 +69,7 @@ int run(const std::string& models) {
   }
   if (Status s = system.start(); !s.is_ok()) return verdict(rank, s.to_string());
   MPI_Barrier(MPI_COMM_WORLD);  // the host serves
-  const std::size_t rss_before = peak_rss_bytes();
+  const std::size_t rss_before = test::peak_rss_bytes();
   const ActorRef<BlockHostProtocol> host{{0, kBlockHostActorId}};
   std::string failure;
   MPI_Request done;
@@ -150,7 +142,7 @@ int run(const std::string& models) {
   } else {
     MPI_Ibarrier(MPI_COMM_WORLD, &done);
     MPI_Wait(&done, MPI_STATUS_IGNORE);
-    const std::size_t growth = peak_rss_bytes() - rss_before;
+    const std::size_t growth = test::peak_rss_bytes() - rss_before;
     std::printf("rank 0: peak memory grew by %.1f MiB during the flood\n", static_cast<double>(growth) / (1 << 20));
     if (growth >= (std::size_t{96} << 20)) failure = "the host's memory grew by " + std::to_string(growth) + " bytes";
   }

@@ -22,6 +22,15 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
 std::filesystem::path models_dir() {
   if (const char* dir = std::getenv("SEPAL_MODELS_DIR")) return dir;
   return std::filesystem::path(SEPAL_SOURCE_DIR) / ".." / "shared" / "models";

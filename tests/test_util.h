@@ -26,6 +26,9 @@ class TempDir {
 /// ../shared/models next to the source tree, or $SEPAL_MODELS_DIR.
 std::filesystem::path models_dir();
 
+/// Peak resident memory of this process (VmHWM), in bytes.
+std::size_t peak_rss_bytes();
+
 /// Writes `bytes` to `path`.
 void write_file(const std::filesystem::path& path, const std::string& bytes);
 /// Reads a whole file.

@@ -14,22 +14,13 @@
 
 #include "runtime/membership.h"
 #include "runtime/ucx_transport.h"
+#include "tests/test_util.h"
 #include "tests/transport_conformance.h"
 
 namespace sepal::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Peak resident memory of this process (VmHWM), in bytes.
-std::size_t peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
 
 struct Endpoint {
   std::unique_ptr<UcxTransport> transport;
