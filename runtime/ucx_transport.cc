@@ -622,6 +622,10 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   // Shared-memory transports report peer failures only with this set; without it UCX would drop
   // them from endpoints that ask for error handling and fall back to TCP.
   setenv("UCX_MM_ERROR_HANDLING", "y", /*overwrite=*/0);
+  // UCX's own endpoint check: on shared memory it asks whether the peer process still exists, so
+  // a killed peer is reported within this interval, however long our liveness timeout is (the
+  // default is 20 s). Over TCP a broken connection is reported at once anyway.
+  setenv("UCX_KEEPALIVE_INTERVAL", "200ms", /*overwrite=*/0);
   auto state = std::make_unique<State>(options);
   state->self = self;
   ucp_config_t* config = nullptr;

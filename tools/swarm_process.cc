@@ -12,11 +12,12 @@
 namespace sepal::tools {
 namespace {
 
-// Keepalives every 100 ms; a peer silent for 1 s is dead. Between nodes a killed process shows
-// at once as a broken connection; on one node (shared memory) only this timeout finds it, and
-// it bounds the recovery from kill -9 (tests/run_fault_matrix.sh). Chunks count as proof of
-// life, so a busy peer in the middle of a large frame is not taken for dead.
-const LivenessOptions kLiveness{std::chrono::milliseconds(100), std::chrono::milliseconds(1000)};
+// Keepalives every 100 ms; a peer silent for 2 s is dead (a stopped or partitioned one). A killed
+// process is found sooner, by UCX itself: a broken connection between nodes, and on one node its
+// keepalive, which checks that the peer process still exists (UcxTransport sets its interval).
+// Chunks count as proof of life, so a busy peer in the middle of a large frame is not taken for
+// dead, and a 1 s timeout proved too short with every core busy.
+const LivenessOptions kLiveness{std::chrono::milliseconds(100), std::chrono::milliseconds(2000)};
 
 std::unique_ptr<Transport> wrap(std::unique_ptr<Transport> t, const WanConfig& wan) {
   if (wan.enabled()) return std::make_unique<WanTransport>(std::move(t), wan);
