@@ -158,19 +158,19 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
     return error(StatusCode::kCancelled, "step of attempt ", tag, " is older than attempt ", s.tag);
   }
   const std::int64_t hidden_size = blocks_->config().hidden_size;
-  auto decoded = decode_hidden(hidden, hidden_size);
-  if (!decoded.is_ok()) return decoded.status();
-  const std::int64_t n = hidden.shape[0];
+  // The limits first: nothing is decoded (allocated) for a step that will be refused.
+  const std::int64_t n = hidden_tokens(hidden);
   if (n > options_.max_step_tokens) {
     return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens; the limit per step is ",
                  options_.max_step_tokens);
   }
-  if (const std::int64_t working = blocks_->step_working_bytes(n);
-      cache_bytes_used() + working > options_.cache_budget_bytes) {
+  const std::int64_t working = blocks_->step_working_bytes(n), left = options_.cache_budget_bytes - cache_bytes_used();
+  if (working > left) {
     return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens needs ", working,
-                 " bytes of working memory; the caches leave ", options_.cache_budget_bytes - cache_bytes_used(),
-                 " of the budget");
+                 " bytes of working memory; the caches leave ", left, " of the budget");
   }
+  auto decoded = decode_hidden(hidden, hidden_size);
+  if (!decoded.is_ok()) return decoded.status();
   if (position != s.cache.length()) {
     return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
                  s.cache.length(), " positions");
