@@ -198,7 +198,7 @@ void WireWriter::write(const T& value) {
     write_tensor(value);
   } else {
     static_assert(HasFields<T>, "a wire field must be a scalar, string, vector, optional, TensorPayload or a struct with SEPAL_FIELDS");
-    std::apply([this](const auto&... f) { (write(f), ...); }, value.fields());
+    std::apply([&](const auto&... f) { (write(f), ...); }, value.fields());
   }
 }
 
@@ -251,7 +251,7 @@ void WireReader::read(T& value) {
     read_tensor(value);
   } else {
     static_assert(HasFields<T>);
-    std::apply([this](auto&... f) { (read(f), ...); }, value.fields());
+    std::apply([&](auto&... f) { (read(f), ...); }, value.fields());
   }
 }
 
