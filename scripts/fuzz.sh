@@ -9,9 +9,17 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 build=build-fuzz
 if [ ! -f "$build/build.ninja" ]; then
-  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DSEPAL_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+  mkdir -p "$build"
+  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DSEPAL_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 fi
-cmake --build "$build" --target fuzzers
+echo "fuzz: building the targets with clang, ASan and UBSan in $build"
+# Quiet unless it fails: clang's warnings are the main build's business.
+if ! cmake --build "$build" --target fuzzers > "$build/build.log" 2>&1; then
+  tail -40 "$build/build.log"
+  echo "fuzz: the build failed (whole log: $build/build.log)"
+  exit 1
+fi
 mkdir -p "$build/crashes"
 failed=0
 for target in $(ls "$build/bin" | grep '^fuzz_'); do
