@@ -181,7 +181,8 @@ TEST_F(UcxDefences, AFrameOfFourGibibytesIsRefusedAtItsFirstChunk) {
     }
   });
   ASSERT_TRUE(a_->transport->send(1, encode(Envelope{}, Blob{size, false, zeros})).is_ok());
-  expect_only_genuine_frame_arrives(scaled(60000ms));  // queued after the 4 GiB: all of it was consumed
+  // The sender reads and tags all 4 GiB first: minutes on a loaded machine where page faults are slow.
+  expect_only_genuine_frame_arrives(scaled(240000ms));  // queued after the 4 GiB: all of it was consumed
   sampling = false;
   sampler.join();
   zeros = {};  // unmapped only now: a sample taken while it goes would miscount
