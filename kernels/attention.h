@@ -15,7 +15,7 @@ struct AttentionDims {
 
 /// Causal attention. q is [n, heads, head_dim]; keys and values are [kv_heads, capacity, head_dim]
 /// and already hold positions [0, start + n). Query row t (position start + t) attends to
-/// positions [0, start + t]. out is [n, heads * head_dim]. Uses the OpenMP pool over (row, head).
+/// positions [0, start + t]. out is [n, heads * head_dim]. Uses the thread pool (kernels/parallel.h) over (row, head).
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
                       float* out);

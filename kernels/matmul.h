@@ -1,9 +1,9 @@
 #pragma once
 // Matrix products of activations with weight matrices: y = x · Wᵀ.
 //
-// Thread-safety: each call is independent; it uses the OpenMP thread pool and may be called from
-// any single thread at a time per output buffer. Inside an enclosing OpenMP parallel region it
-// runs on the calling thread only.
+// Thread-safety: each call is independent; it uses the kernels' thread pool (kernels/parallel.h)
+// and may be called from any thread, one call at a time per output buffer. Inside a task of that
+// pool it runs on the calling thread only.
 
 #include <cstdint>
 

@@ -16,7 +16,7 @@ void check(cudaError_t e, const char* call) {
 void check(cublasStatus_t s, const char* call) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt ", call, " failed: status ", static_cast<int>(s));
 }
-#define SEPAL_CUDA(call) check((call), #call)
+#define SEPAL_CUDA_CHECK(call) check((call), #call)
 
 // Device memory that frees itself.
 template <typename T>
@@ -34,7 +34,7 @@ struct Buffer {
     if (count <= n) return;
     if (p) cudaFree(p);
     p = nullptr;
-    SEPAL_CUDA(cudaMalloc(&p, count * sizeof(T)));
+    SEPAL_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
     n = count;
   }
 };
@@ -122,21 +122,21 @@ bool device_available() {
 void quantize_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int8_t* q, float* scales) {
   Buffer<float> dx(rows * cols), ds(rows);
   Buffer<std::int8_t> dq(rows * cols);
-  SEPAL_CUDA(cudaMemcpy(dx.p, x, rows * cols * sizeof(float), cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(dx.p, x, rows * cols * sizeof(float), cudaMemcpyHostToDevice));
   quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads>>>(dx.p, cols, nullptr, dq.p, ds.p);
-  SEPAL_CUDA(cudaGetLastError());
-  SEPAL_CUDA(cudaMemcpy(q, dq.p, rows * cols, cudaMemcpyDeviceToHost));
-  SEPAL_CUDA(cudaMemcpy(scales, ds.p, rows * sizeof(float), cudaMemcpyDeviceToHost));
+  SEPAL_CUDA_CHECK(cudaGetLastError());
+  SEPAL_CUDA_CHECK(cudaMemcpy(q, dq.p, rows * cols, cudaMemcpyDeviceToHost));
+  SEPAL_CUDA_CHECK(cudaMemcpy(scales, ds.p, rows * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 void dequantize_rows(const std::int8_t* q, const float* scales, std::int64_t rows, std::int64_t cols, float* out) {
   Buffer<std::int8_t> dq(rows * cols);
   Buffer<float> ds(rows), dout(rows * cols);
-  SEPAL_CUDA(cudaMemcpy(dq.p, q, rows * cols, cudaMemcpyHostToDevice));
-  SEPAL_CUDA(cudaMemcpy(ds.p, scales, rows * sizeof(float), cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(dq.p, q, rows * cols, cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(ds.p, scales, rows * sizeof(float), cudaMemcpyHostToDevice));
   dequantize_rows_kernel<<<grid(rows * cols), kThreads>>>(dq.p, ds.p, rows, cols, dout.p);
-  SEPAL_CUDA(cudaGetLastError());
-  SEPAL_CUDA(cudaMemcpy(out, dout.p, rows * cols * sizeof(float), cudaMemcpyDeviceToHost));
+  SEPAL_CUDA_CHECK(cudaGetLastError());
+  SEPAL_CUDA_CHECK(cudaMemcpy(out, dout.p, rows * cols * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 struct Int8Matmul::Device {
@@ -162,9 +162,9 @@ Int8Matmul::Int8Matmul(const WeightView& view) : device_(std::make_unique<Device
   d.threshold = view.outlier_threshold > 0 ? view.outlier_threshold : INFINITY;
   d.w.resize(d.rows * d.cols);
   d.w_scale.resize(d.rows);
-  SEPAL_CUDA(cudaMemcpy(d.w.p, view.data, d.rows * d.cols, cudaMemcpyHostToDevice));
-  SEPAL_CUDA(cudaMemcpy(d.w_scale.p, view.scales, d.rows * sizeof(float), cudaMemcpyHostToDevice));
-  SEPAL_CUDA(cublasLtCreate(&d.lt));
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.w.p, view.data, d.rows * d.cols, cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.w_scale.p, view.scales, d.rows * sizeof(float), cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cublasLtCreate(&d.lt));
   d.workspace.resize(4 << 20);
 }
 
@@ -185,34 +185,34 @@ void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
   d.y.resize(n * rows);
   d.flags.resize(cols);
   d.outlier_cols.resize(cols);
-  SEPAL_CUDA(cudaMemcpy(d.x.p, x, n * cols * sizeof(float), cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.x.p, x, n * cols * sizeof(float), cudaMemcpyHostToDevice));
 
   // Outlier columns: flagged on the device, listed on the host (they are few).
   find_outliers_kernel<<<grid(cols), kThreads>>>(d.x.p, n, cols, d.threshold, d.flags.p);
-  SEPAL_CUDA(cudaGetLastError());
+  SEPAL_CUDA_CHECK(cudaGetLastError());
   std::vector<int> flags(static_cast<std::size_t>(cols)), list;
-  SEPAL_CUDA(cudaMemcpy(flags.data(), d.flags.p, cols * sizeof(int), cudaMemcpyDeviceToHost));
+  SEPAL_CUDA_CHECK(cudaMemcpy(flags.data(), d.flags.p, cols * sizeof(int), cudaMemcpyDeviceToHost));
   for (std::int64_t c = 0; c < cols; ++c) {
     if (flags[c] == 2) fail("int8 matmul: the activations hold NaN or infinity");
     if (flags[c]) list.push_back(static_cast<int>(c));
   }
   if (!list.empty()) {
-    SEPAL_CUDA(cudaMemcpy(d.outlier_cols.p, list.data(), list.size() * sizeof(int), cudaMemcpyHostToDevice));
+    SEPAL_CUDA_CHECK(cudaMemcpy(d.outlier_cols.p, list.data(), list.size() * sizeof(int), cudaMemcpyHostToDevice));
   }
   quantize_rows_kernel<<<static_cast<unsigned>(n), kThreads>>>(d.x.p, cols, d.flags.p, d.xq.p, d.x_scale.p);
-  SEPAL_CUDA(cudaGetLastError());
-  if (padded > n) SEPAL_CUDA(cudaMemset(d.xq.p + n * cols, 0, (padded - n) * cols));
+  SEPAL_CUDA_CHECK(cudaGetLastError());
+  if (padded > n) SEPAL_CUDA_CHECK(cudaMemset(d.xq.p + n * cols, 0, (padded - n) * cols));
 
   // acc (column-major [rows, n], i.e. row-major [n, rows]) = Wᵀ-op(W) · Xq in int32: the "TN"
   // layout cuBLASLt's int8 kernels take. W row-major [rows, cols] is column-major [cols, rows].
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  SEPAL_CUDA(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32I));
+  SEPAL_CUDA_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32I));
   const cublasOperation_t transpose = CUBLAS_OP_T;
-  SEPAL_CUDA(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  SEPAL_CUDA(cublasLtMatrixLayoutCreate(&a, CUDA_R_8I, cols, rows, cols));
-  SEPAL_CUDA(cublasLtMatrixLayoutCreate(&b, CUDA_R_8I, cols, padded, cols));
-  SEPAL_CUDA(cublasLtMatrixLayoutCreate(&c, CUDA_R_32I, rows, padded, rows));
+  SEPAL_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  SEPAL_CUDA_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8I, cols, rows, cols));
+  SEPAL_CUDA_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8I, cols, padded, cols));
+  SEPAL_CUDA_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32I, rows, padded, rows));
   const std::int32_t alpha = 1, beta = 0;
   const cublasStatus_t status = cublasLtMatmul(d.lt, op, &alpha, d.w.p, a, d.xq.p, b, &beta, d.acc.p, c, d.acc.p, c,
                                                nullptr, d.workspace.p, d.workspace.n, nullptr);
@@ -224,8 +224,8 @@ void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
 
   epilogue_kernel<<<grid(n * rows), kThreads>>>(d.acc.p, d.x_scale.p, d.w_scale.p, d.x.p, d.w.p, d.outlier_cols.p,
                                                 static_cast<int>(list.size()), n, rows, cols, d.y.p);
-  SEPAL_CUDA(cudaGetLastError());
-  SEPAL_CUDA(cudaMemcpy(y, d.y.p, n * rows * sizeof(float), cudaMemcpyDeviceToHost));
+  SEPAL_CUDA_CHECK(cudaGetLastError());
+  SEPAL_CUDA_CHECK(cudaMemcpy(y, d.y.p, n * rows * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace sepal::cuda
