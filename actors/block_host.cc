@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "actors/hidden_codec.h"
+#include "actors/protocol/client_driver.h"
 #include "actors/push_grant.h"
 #include "runtime/log.h"
 #include "kernels/error.h"
@@ -228,7 +229,7 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   if (!push_allowed(ctx, m)) return;
   const SessionKey key{m.client.peer, m.session};
   auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
-  const ActorRef<PushReceiverProtocol> client{m.client};
+  const ActorRef<ClientDriverProtocol> client{m.client};
   PushedOutput report{m.request, m.tag, m.hop, ctx.self().peer, 0, "", {}};
   if (!out.is_ok()) {
     if (out.status().code() == StatusCode::kCancelled) return;  // a stale attempt: the client moved on

@@ -1,23 +1,23 @@
 #pragma once
-// A block host's dealings with the balancer: it announces the host when joining, loads the
-// blocks the balancer assigns, then re-announces every period (throughput, sessions, blocks
-// served) and follows the balancer's moves by loading the new range and swapping it in. Leaving
-// gracefully refuses new work, tells the balancer, and stops announcing.
+// A block host's dealings with the balancer, as an actor: it announces the host when joining,
+// loads the blocks the balancer assigns, then re-announces every period (throughput, sessions,
+// blocks served) and follows the balancer's moves by loading the new range and swapping it in.
+// Leaving gracefully refuses new work, tells the balancer, and stops announcing. Every wait is a
+// timer or a request answered in the agent's turn; loading blocks (seconds of reading weights)
+// runs on a thread of its own, whose result comes back in the agent's turn.
 //
-// Thread-safety: join/start/leave/stop from one controlling thread; the announce loop runs on its
-// own thread.
+// Thread-safety: an actor (actors/protocol/host_agent.h); the blocking facade
+// (actors/blocking_facade.h) offers join and leave to a thread that can wait.
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "actors/block_host.h"
 #include "actors/block_placement.h"
 #include "actors/protocol/balancer.h"
+#include "actors/protocol/host_agent.h"
 
 namespace sepal {
 
@@ -28,41 +28,46 @@ struct HostAgentOptions {
   double throughput = 0;        ///< declared tokens/s per block, announced as is; 0: measured
   std::chrono::milliseconds announce_period{1000};
   std::chrono::milliseconds request_timeout{10000};
-  /// Loads blocks [first, last) (throws sepal::Error on failure).
+  std::chrono::milliseconds join_retry{100};  ///< between announcements the balancer did not answer
+  /// Loads blocks [first, last) (throws sepal::Error on failure); runs on the loading thread.
   std::function<std::shared_ptr<const BlockStack>(BlockRange)> load;
 };
 
-class HostAgent {
+class HostAgent final : public TypedActor<HostAgent, HostAgentProtocol> {
  public:
+  /// The agent of `host` (an actor of `system` that outlives it), to be added to `system` under
+  /// kHostAgentActorId.
   HostAgent(ActorSystem& system, BlockHost& host, ActorRef<BalancerProtocol> balancer, HostAgentOptions options);
-  ~HostAgent();
+  ~HostAgent() override;
 
-  /// Announces the host, loads the assigned blocks and serves them; returns once it serves.
-  Status join(std::chrono::milliseconds timeout);
-  /// Starts announcing every period and following moves.
-  void start();
-  /// Graceful leave: no new sessions or steps, the balancer forgets the host, announcing stops.
-  Status leave();
-  /// Stops announcing (the host still serves).
-  void stop();
-  /// The blocks served now.
-  BlockRange serving() const;
+  std::string name() const override { return "host agent"; }
+  Result<HostJoined> handle(ActorContext& ctx, const JoinSwarm& m);
+  Result<HostLeft> handle(ActorContext& ctx, const LeaveSwarm& m);
+  void handle(ActorContext& ctx, const StopAnnouncing& m);
 
  private:
-  Announce announcement(bool leaving);
+  using Done = std::function<void(Status)>;
+  Announce announcement(bool leaving) const;
   // One announcement; loads and swaps in a new range when the answer asks for one.
-  Status announce_once();
-  Status serve(BlockRange range);
+  void announce(Done done);
+  // Loads `range` on the loading thread and serves it.
+  void serve(BlockRange range, Done done);
+  void try_join(std::shared_ptr<ReplyHandle<HostJoined>> reply, Scheduler::Clock::time_point deadline, Status last);
+  void tick();
 
   ActorSystem& system_;
   BlockHost& host_;
   ActorRef<BalancerProtocol> balancer_;
   HostAgentOptions options_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
   BlockRange serving_;
+  bool busy_ = false;        ///< an announcement (or a load) is under way
+  bool announcing_ = false;  ///< periodic announcements run
   bool stopping_ = false;
-  std::thread loop_;
+  std::thread loader_;
 };
+
+/// Adds an agent for `host` to `system` under kHostAgentActorId.
+ActorRef<HostAgentProtocol> add_host_agent(ActorSystem& system, BlockHost& host, ActorRef<BalancerProtocol> balancer,
+                                           HostAgentOptions options);
 
 }  // namespace sepal

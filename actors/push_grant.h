@@ -20,7 +20,7 @@ namespace sepal {
 /// What a grant covers: hop `hop` of push `request` at `position`, attempt `tag`, on the client's
 /// `session` at the granted host, forwarding to `next` (nullopt: the last hop).
 struct PushGrantScope {
-  ActorAddress client;  ///< the client's push receiver
+  ActorAddress client;  ///< the client driver that receives the outputs
   std::uint64_t request = 0;
   std::uint64_t session = 0;
   std::int64_t position = 0;

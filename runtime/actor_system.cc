@@ -21,7 +21,7 @@ Envelope reply_envelope(const Envelope& request, FrameKind kind) {
 
 }  // namespace actor_detail
 
-// An actor and its mailbox: system items (peer failures) first, then one queue per sending peer,
+// An actor and its mailbox: system items (peer failures, continuations) first, then one queue per sending peer,
 // served in turn. `scheduled` is true while a drain task is queued or running, so an actor never
 // runs on two threads at once.
 struct ActorSystem::Cell {
@@ -73,8 +73,13 @@ ActorAddress ActorSystem::add_actor(std::uint32_t id, std::unique_ptr<Actor> act
 }
 
 void ActorSystem::remove(ActorAddress address) {
+  std::shared_ptr<Cell> gone;  // destroyed outside the lock: an actor's destructor may wait on a thread that posts here
   std::lock_guard lock(mutex_);
-  if (address.peer == transport_.self()) cells_.erase(address.id);
+  if (address.peer != transport_.self()) return;
+  if (auto it = cells_.find(address.id); it != cells_.end()) {
+    gone = std::move(it->second);
+    cells_.erase(it);
+  }
 }
 
 std::uint64_t ActorSystem::next_request_id() {
@@ -118,6 +123,16 @@ Status ActorSystem::send_frame(PeerId to, OutgoingFrame frame) {
     return Status::ok();
   }
   return transport_.send(to, std::move(frame));
+}
+
+bool ActorSystem::run_in_turn(std::uint32_t actor, Scheduler::Task task) {
+  std::shared_ptr<Cell> cell;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = cells_.find(actor); it != cells_.end()) cell = it->second;
+  }
+  if (!cell) return false;
+  return enqueue(cell, std::nullopt, 0, std::move(task)).is_ok();
 }
 
 void ActorSystem::after(std::chrono::milliseconds delay, Scheduler::Task task) {

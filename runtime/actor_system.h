@@ -106,6 +106,28 @@ class ActorSystem final : private TransportHandler {
     return future.get();
   }
 
+  /// Runs `task` in the turn of local actor `actor`: never at the same time as its handlers, so
+  /// the task may touch the actor's state (how an actor goes on after a reply or a timer, as a
+  /// CAF actor's continuation does). False, and `task` dropped, when no such actor exists.
+  bool run_in_turn(std::uint32_t actor, Scheduler::Task task);
+
+  /// A request made by local actor `self` whose `done` runs in that actor's turn (dropped if the
+  /// actor is gone by then).
+  template <typename P, AcceptedBy<P> M>
+    requires RequestMessage<M>
+  void request_in_turn(std::uint32_t self, const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout,
+                       std::function<void(Result<typename M::Reply>)> done) {
+    using Reply = typename M::Reply;
+    request(to, message, timeout, [this, self, done = std::move(done)](Result<Reply> r) {
+      run_in_turn(self, [done, r = std::move(r)]() mutable { done(std::move(r)); });
+    }, self);
+  }
+
+  /// Runs `task` in the turn of local actor `actor` after `delay` (a timer of that actor).
+  void after_in_turn(std::uint32_t actor, std::chrono::milliseconds delay, Scheduler::Task task) {
+    after(delay, [this, actor, task = std::move(task)]() mutable { run_in_turn(actor, std::move(task)); });
+  }
+
   /// Runs `task` on the scheduler after `delay`.
   void after(std::chrono::milliseconds delay, Scheduler::Task task);
   /// Calls `watcher` (on the scheduler) whenever a peer fails; for membership.

@@ -11,6 +11,7 @@
 #include <span>
 #include <vector>
 
+#include "runtime/process_exit.h"
 #include "runtime/status.h"
 
 namespace sepal {
@@ -24,11 +25,6 @@ Status mpi_status(int rc, const char* call);
 
 /// Collective over `comm`: every rank's `mine` (of any length), in rank order.
 Result<std::vector<std::vector<std::byte>>> mpi_allgather_bytes(MPI_Comm comm, std::span<const std::byte> mine);
-
-/// The status the process exits with. When MPI_Finalize at exit waits longer than a few seconds
-/// for a dead peer, the process ends with this status (default 0) instead of waiting; a program
-/// sets it before returning from main.
-void set_process_exit_code(int code);
 
 /// This process's rank and the size of MPI_COMM_WORLD (after mpi_init).
 int mpi_world_rank();

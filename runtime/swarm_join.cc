@@ -257,36 +257,6 @@ Result<std::vector<MemberInfo>> exchange_members(MPI_Comm comm, const std::strin
   return members;
 }
 
-Result<MPI_Comm> spawn_one(const std::string& command, const std::vector<std::string>& args,
-                           std::chrono::milliseconds timeout) {
-  SEPAL_RETURN_IF_ERROR(mpi_init());
-  struct Outcome {
-    int rc = MPI_SUCCESS;
-    int child_error = MPI_SUCCESS;
-    MPI_Comm comm = MPI_COMM_NULL;
-  };
-  auto promise = std::make_shared<std::promise<Outcome>>();
-  auto future = promise->get_future();
-  std::thread([promise, command, args] {
-    std::vector<std::string> owned = args;
-    std::vector<char*> argv;
-    for (auto& a : owned) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    Outcome o;
-    o.rc = MPI_Comm_spawn(command.c_str(), argv.data(), 1, MPI_INFO_NULL, 0, MPI_COMM_SELF, &o.comm, &o.child_error);
-    promise->set_value(o);
-  }).detach();
-  if (future.wait_for(timeout) != std::future_status::ready) {
-    log(LogLevel::kError, "MPI_Comm_spawn of ", command, " did not return in ", timeout.count(),
-        " ms (a known Open MPI/PMIx hang); abandoning it");
-    return error(StatusCode::kTimeout, "MPI_Comm_spawn did not return in ", timeout.count(), " ms");
-  }
-  const Outcome o = future.get();
-  SEPAL_RETURN_IF_ERROR(mpi_status(o.rc, "MPI_Comm_spawn"));
-  SEPAL_RETURN_IF_ERROR(mpi_status(o.child_error, "MPI_Comm_spawn (child start)"));
-  return o.comm;
-}
-
 Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port_file,
                                                          std::function<void(MPI_Comm)> on_connect) {
   SEPAL_RETURN_IF_ERROR(mpi_init());

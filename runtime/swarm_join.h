@@ -1,9 +1,8 @@
 #pragma once
 // Joining a running swarm. MPI provides the first contact, UCX (or any transport with run-time
 // connect) the data plane afterwards:
-//   - spawn_one(): the coordinator starts one process with MPI_Comm_spawn from MPI_COMM_SELF,
-//     under a watchdog, because repeated spawns sometimes hang forever with Debian's Open MPI and
-//     PMIx (docs/runtime.md);
+//   - spawn_processes() (runtime/process_spawn.h): the coordinator starts a process with
+//     MPI_Comm_spawn, under a watchdog;
 //   - JoinListener / connect_to_swarm(): a separately launched job connects through an MPI port
 //     (MPI_Open_port / MPI_Comm_accept / MPI_Comm_connect; both jobs need the same ompi-server).
 // Over the resulting intercommunicator, admit_joiner() and join_swarm() run a mutual
@@ -58,11 +57,6 @@ Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, con
 /// Collective over `comm`: every rank's role and transport address, as the initial members of a
 /// swarm launched together (PeerId = rank).
 Result<std::vector<MemberInfo>> exchange_members(MPI_Comm comm, const std::string& role, const Transport& transport);
-
-/// Starts one process `command args...` with MPI_Comm_spawn from MPI_COMM_SELF. kTimeout when the
-/// call has not returned after `timeout` (the stuck call is abandoned; the swarm goes on).
-Result<MPI_Comm> spawn_one(const std::string& command, const std::vector<std::string>& args,
-                           std::chrono::milliseconds timeout);
 
 /// Accepts joiners from other jobs on an MPI port until destroyed. MPI cannot interrupt a pending
 /// MPI_Comm_accept, so after destruction its thread stays blocked until the process exits.

@@ -10,12 +10,13 @@
 
 #include "actors/block_host.h"
 #include "actors/hidden_codec.h"
-#include "actors/push_receiver.h"
-#include "actors/remote_pipeline.h"
+#include "actors/client_driver.h"
+#include "actors/blocking_facade.h"
 #include "model/tokenizer.h"
 #include "runtime/deterministic_transport.h"
 #include "runtime/inproc_transport.h"
 #include "runtime/link_auth.h"
+#include "tests/fixed_routes.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -62,26 +63,26 @@ class LocalSwarm {
   std::vector<RouteHop> route_;
 };
 
-// A fixed route with no alternatives: a failed host cannot be replaced.
-class FixedRoute final : public RoutePlanner {
- public:
-  explicit FixedRoute(std::vector<RouteHop> route) : route_(std::move(route)) {}
-  Result<std::vector<RouteHop>> route(std::int64_t first, std::int64_t last) override {
-    std::vector<RouteHop> out;
-    for (const auto& hop : route_) {
-      if (hop.first >= first && hop.last <= last && !failed_.count(hop.host.address.peer)) out.push_back(hop);
-    }
-    if (out.empty() || out.front().first != first || out.back().last != last) {
-      return error(StatusCode::kNotFound, "no host for blocks [", first, ", ", last, ")");
-    }
-    return out;
-  }
-  void report_failure(PeerId peer) override { failed_.insert(peer); }
-
- private:
-  std::vector<RouteHop> route_;
-  std::set<PeerId> failed_;
-};
+// A session through the swarm's fixed route, by a driver on the client.
+std::unique_ptr<DriverSession> open_session(LocalSwarm& swarm, std::int64_t capacity, bool push, bool compression) {
+  ClientDriverOptions options;
+  options.num_blocks = swarm.config().num_layers;
+  options.push = push;
+  options.wire_compression = compression;
+  const auto driver = add_client_driver(swarm.client(), std::make_unique<test::FixedRoutes>(swarm.route()), options);
+  auto session = DriverSession::open(swarm.client(), driver, capacity);
+  EXPECT_TRUE(session.is_ok()) << session.status().to_string();
+  return session.is_ok() ? std::move(session).value() : nullptr;
+}
+std::int64_t failovers(DriverSession& session) {
+  auto report = session.report();
+  return report.is_ok() ? report->failovers : -1;
+}
+double wire_bytes_per_token_hop(DriverSession& session) {
+  auto report = session.report();
+  if (!report.is_ok() || report->received_token_hops == 0) return 0;
+  return static_cast<double>(report->received_bytes) / static_cast<double>(report->received_token_hops);
+}
 
 using SplitAndMode = std::tuple<std::vector<std::pair<int, int>>, bool>;
 class Splits : public ::testing::TestWithParam<SplitAndMode> {};
@@ -95,18 +96,12 @@ TEST_P(Splits, GreedyGenerationMatchesTheReference) {
   GenerationRequest request;
   request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
   request.max_new_tokens = ref["max_new_tokens"].get<int>();
-  RemotePipelineOptions options;
-  options.wire_compression = false;  // f32 hidden states: exactly the reference
-  if (push) {
-    options.push_inbox = std::make_shared<PushInbox>();
-    swarm.client().spawn_with_id<PushReceiver>(kPushReceiverActorId, options.push_inbox);
-  }
-  FixedRoute planner(swarm.route());
-  RemotePipeline pipeline(swarm.client(), planner, swarm.config().num_layers, session_capacity(swarm.config(), request),
-                          /*session=*/42, options);
-  const auto result = generate(ends, pipeline, request, [](std::int32_t) {});
+  // f32 hidden states: exactly the reference
+  auto pipeline = open_session(swarm, session_capacity(swarm.config(), request), push, /*compression=*/false);
+  ASSERT_TRUE(pipeline);
+  const auto result = generate(ends, *pipeline, request, [](std::int32_t) {});
   EXPECT_EQ(result.generated_ids, ref["generated_ids"].get<std::vector<std::int32_t>>());
-  EXPECT_EQ(pipeline.failovers(), 0);
+  EXPECT_EQ(failovers(*pipeline), 0);
 }
 
 TEST(CompressedHiddenStates, PushAndRelayAgreeAndEachHopSendsAQuarterOfTheBytes) {
@@ -118,17 +113,11 @@ TEST(CompressedHiddenStates, PushAndRelayAgreeAndEachHopSendsAQuarterOfTheBytes)
     GenerationRequest request;
     request.prompt_ids = {1, 403, 407, 261, 378};
     request.max_new_tokens = 60;
-    RemotePipelineOptions options;  // compressed by default
-    if (push) {
-      options.push_inbox = std::make_shared<PushInbox>();
-      swarm.client().spawn_with_id<PushReceiver>(kPushReceiverActorId, options.push_inbox);
-    }
-    FixedRoute planner(swarm.route());
-    RemotePipeline pipeline(swarm.client(), planner, swarm.config().num_layers,
-                            session_capacity(swarm.config(), request), /*session=*/43, options);
-    runs.push_back(generate(ends, pipeline, request, [](std::int32_t) {}).generated_ids);
+    auto pipeline = open_session(swarm, session_capacity(swarm.config(), request), push, /*compression=*/true);
+    ASSERT_TRUE(pipeline);
+    runs.push_back(generate(ends, *pipeline, request, [](std::int32_t) {}).generated_ids);
     const double f32_bytes = 4.0 * static_cast<double>(swarm.config().hidden_size);
-    EXPECT_LE(pipeline.wire_bytes_per_token_hop() / f32_bytes, 0.27);
+    EXPECT_LE(wire_bytes_per_token_hop(*pipeline) / f32_bytes, 0.27);
   }
   EXPECT_EQ(runs[0].size(), 60u);
   EXPECT_EQ(runs[0], runs[1]);
@@ -194,7 +183,7 @@ TEST(BlockHost, ClientsReachOnlyTheirOwnSessionsAndOnlyTheCoordinatorStopsTheHos
   EXPECT_EQ(other.request_sync(host, Rollback{1, 0}, 5s).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(other.request_sync(host, CloseSession{1}, 5s).status().code(), StatusCode::kNotFound);
   // Nor can it push into the owner's session without the owner's grant for the hop.
-  const ActorAddress owner_receiver{owner.self(), kPushReceiverActorId};
+  const ActorAddress owner_receiver{owner.self(), kClientDriverActorId};
   ASSERT_TRUE(other.send(host, PushStep{owner_receiver, 9, 1, 3, 0, 0, {}, hidden_rows(1, h), {}}).is_ok());
   ASSERT_TRUE(other.send(host, PushStep{owner_receiver, 9, 1, 3, 0, 0, {}, hidden_rows(1, h), std::vector<std::uint8_t>(32, 7)}).is_ok());
   // An observer's Shutdown is ignored; the coordinator's is obeyed.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include <cmath>
 
@@ -108,6 +109,40 @@ TEST(Generate, StreamsTextWithoutJson) {
   EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << r.out;
 }
 
+TEST(Generate, APromptsFileGivesEachPromptWhatItGivesAlone) {
+  const test::TempDir dir;
+  const std::string model = (test::models_dir() / "stories260K").string();
+  test::write_file(dir / "prompts.txt",
+                   "Once upon a time\n"
+                   "\n"
+                   "{\"prompt\": \"The dog\", \"max_new_tokens\": 7, \"temperature\": 0.9, \"seed\": 4}\n"
+                   "{\"prompt\": \"Lily\", \"top_k\": 5, \"temperature\": 1.0}\n");
+  const auto r = run_sepal({"generate", "--model", model, "--prompts-file", (dir / "prompts.txt").string(),
+                            "--max-new-tokens", "12", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<json> lines;
+  std::istringstream out(r.out);
+  for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 3u);
+  const std::vector<std::vector<std::string>> alone{
+      {"--prompt", "Once upon a time", "--max-new-tokens", "12"},
+      {"--prompt", "The dog", "--max-new-tokens", "7", "--temperature", "0.9", "--seed", "4"},
+      {"--prompt", "Lily", "--max-new-tokens", "12", "--top-k", "5", "--temperature", "1.0"}};
+  for (std::size_t i = 0; i < alone.size(); ++i) {
+    std::vector<std::string> args{"--model", model};
+    args.insert(args.end(), alone[i].begin(), alone[i].end());
+    EXPECT_EQ(lines[i]["index"], i);
+    EXPECT_EQ(lines[i]["generated_ids"], generate_json(args)["generated_ids"]) << "prompt " << i;
+  }
+  EXPECT_EQ(lines[1]["generated_ids"].size(), 7u);
+  // Without --json: the texts, in order, one after another.
+  const auto text = run_sepal({"generate", "--model", model, "--prompts-file", (dir / "prompts.txt").string(),
+                               "--max-new-tokens", "12"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(text.out.rfind("Once upon a time", 0), 0u) << text.out;
+  EXPECT_NE(text.out.find("The dog"), std::string::npos);
+}
+
 // ---- bad input: a non-zero exit and one line on stderr naming the problem ----
 
 void expect_failure(const std::vector<std::string>& args, const std::string& needle) {
@@ -190,6 +225,24 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"generate", "--model", model, "--max-new-tokens", "-3"}, "--max-new-tokens");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "lots"}, "max-new-tokens");
   expect_failure({"generate", "--model", model, "--dtype", "int4"}, "--dtype must be f32, bf16 or int8, got 'int4'");
+  const test::TempDir dir;
+  const auto prompts = [&](const std::string& name, const std::string& text) {
+    test::write_file(dir / name, text);
+    return (dir / name).string();
+  };
+  expect_failure({"generate", "--model", model, "--prompts-file", "/nonexistent/prompts"}, "cannot read the prompts file");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("empty", "\n \n")}, "holds no prompt");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("field", "{\"prompt\": \"x\", \"temp\": 1}\n")},
+                 "field:1: unknown field \"temp\"");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("range", "ok\n{\"prompt\": \"x\", \"top_p\": 2}\n")},
+                 "range:2: top_p must be in (0, 1]");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("type", "{\"prompt\": 3}\n")},
+                 "\"prompt\" must be a string");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("json", "{\"prompt\": \"x\"\n")}, "not a JSON object");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("utf8", "caf\xc3\n")}, "not valid UTF-8");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("both", "x\n"), "--prompt", "y"},
+                 "give --prompt or --prompts-file, not both");
+  expect_failure({"generate", "--model", model, "--concurrency", "2"}, "--concurrency is for --prompts-file");
   expect_failure({"generate", "--model", model, "--dtype", "int8", "--outlier-threshold", "-1"}, "--outlier-threshold");
   expect_failure({"generate", "--model", model, "--dtype", "int8", "--outlier-threshold", "nan"}, "--outlier-threshold");
   expect_failure({"generate", "--model", model, "--dtype", "int8", "--mmap-weights"}, "--mmap-weights cannot be used");

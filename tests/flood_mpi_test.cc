@@ -17,32 +17,20 @@
 #include <thread>
 
 #include "actors/block_host.h"
-#include "actors/remote_pipeline.h"
+#include "actors/client_driver.h"
+#include "actors/blocking_facade.h"
 #include "kernels/error.h"
 #include "model/model_ends.h"
 #include "model/safetensors.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/ucx_transport.h"
+#include "tests/fixed_routes.h"
 #include "tests/test_util.h"
 
 namespace sepal {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Every route is the one host, all blocks.
-class OneHost final : public RoutePlanner {
- public:
-  OneHost(PeerId host, std::int64_t blocks) : host_(host), blocks_(blocks) {}
-  Result<std::vector<RouteHop>> route(std::int64_t first, std::int64_t last) override {
-    return std::vector<RouteHop>{RouteHop{ActorRef<BlockHostProtocol>{{host_, kBlockHostActorId}}, first, last}};
-  }
-  void report_failure(PeerId) override {}
-
- private:
-  PeerId host_;
-  std::int64_t blocks_;
-};
 
 int verdict(int rank, const std::string& failure) {
   if (failure.empty()) std::printf("rank %d: passed\n", rank);
@@ -84,11 +72,14 @@ int run(const std::string& models) {
     std::this_thread::sleep_for(500ms);  // the flood is under way
     try {
       const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
-      OneHost planner(0, config.num_layers);
-      RemotePipelineOptions options;
+      ClientDriverOptions options;
+      options.num_blocks = config.num_layers;
       options.wire_compression = false;
-      RemotePipeline pipeline(system, planner, config.num_layers, session_capacity(config, request), 1, options);
-      const auto result = generate(ends, pipeline, request, [](std::int32_t) {});
+      const std::vector<RouteHop> one_host{RouteHop{ActorRef<BlockHostProtocol>{{0, kBlockHostActorId}}, 0, config.num_layers}};
+      const auto driver = add_client_driver(system, std::make_unique<test::FixedRoutes>(one_host), options);
+      auto pipeline = DriverSession::open(system, driver, session_capacity(config, request));
+      if (!pipeline.is_ok()) fail(pipeline.status().message());
+      const auto result = generate(ends, *pipeline.value(), request, [](std::int32_t) {});
       if (result.generated_ids != ref["generated_ids"].get<std::vector<std::int32_t>>()) {
         failure = "the text differs from the reference";
       } else {

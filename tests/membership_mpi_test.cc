@@ -21,6 +21,7 @@
 #include "runtime/membership.h"
 #include "runtime/mpi_transport.h"
 #include "runtime/mpi_environment.h"
+#include "runtime/process_spawn.h"
 #include "runtime/swarm_join.h"
 #include "runtime/ucx_transport.h"
 
@@ -193,7 +194,7 @@ int swarm(int argc, char** argv) {
 
   if (rank == 0) {
     // 1. A spawned joiner with the secret.
-    auto inter = spawn_one(argv[0], {"child", argv[2], "admitted"}, 60000ms);
+    auto inter = spawn_processes(argv[0], {"child", argv[2], "admitted"}, 1, 60000ms);
     CHECK(inter.is_ok(), "spawn failed: " + inter.status().to_string());
     auto admitted = admit_joiner(inter.value(), secret.value(), node.keys, m, "spawned child");
     CHECK(admitted.is_ok(), "admission failed: " + admitted.status().to_string());
@@ -201,7 +202,7 @@ int swarm(int argc, char** argv) {
     CHECK(m.wait_until([](const auto& a) { return a.size() == 4; }, 10000ms), "joiner not seen alive");
     CHECK(m.wait_until([&](const auto&) { return m.state(joiner_id) == MemberState::kLeft; }, 20000ms), "joiner did not leave");
     // 2. A spawned joiner with a wrong secret is refused, and nothing changes.
-    auto inter2 = spawn_one(argv[0], {"child", argv[3], "refused"}, 60000ms);
+    auto inter2 = spawn_processes(argv[0], {"child", argv[3], "refused"}, 1, 60000ms);
     CHECK(inter2.is_ok(), "second spawn failed: " + inter2.status().to_string());
     auto refused = admit_joiner(inter2.value(), secret.value(), node.keys, m, "spawned child without the secret");
     CHECK(!refused.is_ok() && refused.status().code() == StatusCode::kRefused, "wrong secret admitted: " + refused.status().to_string());
@@ -335,7 +336,7 @@ void exchange_over(MpiTransport& t, PeerId other, Collector& inbox) {
 
 int intercomm_parent(int, char** argv) {
   g_who = "intercomm parent";
-  auto inter = spawn_one(argv[0], {"intercomm-child"}, 60000ms);
+  auto inter = spawn_processes(argv[0], {"intercomm-child"}, 1, 60000ms);
   CHECK(inter.is_ok(), "spawn failed: " + inter.status().to_string());
   auto t = MpiTransport::create(MPI_COMM_SELF, kLiveness);
   CHECK(t.is_ok(), t.status().to_string());

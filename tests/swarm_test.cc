@@ -6,17 +6,18 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <thread>
 
 #include "actors/balancer.h"
-#include "actors/block_host.h"
-#include "actors/host_agent.h"
-#include "actors/push_receiver.h"
-#include "actors/remote_pipeline.h"
+#include "actors/balancer_route_planner.h"
+#include "actors/blocking_facade.h"
+#include "actors/client_driver.h"
+#include "actors/client_node.h"
+#include "actors/host_node.h"
 #include "actors/route_planning.h"
-#include "actors/swarm_router.h"
 #include "model/synthetic_checkpoint.h"
 #include "runtime/faulty_transport.h"
 #include "runtime/inproc_transport.h"
@@ -89,22 +90,34 @@ class InprocSwarm {
     client_faults_ = faulty.get();
     client_transport_ = std::move(faulty);
     client_ = std::make_unique<ActorSystem>(*client_transport_, scheduler_);
-    BalancerOptions options;
-    options.on_change = [this](const BlockMapReply& map, const std::string& event) {
+    world_.coordinator = client_->self();
+    ClientActorSettings settings;
+    settings.on_block_map_change = [this](const BlockMapReply& map, const std::string& event) {
       std::lock_guard lock(mutex_);
       events_.push_back(event);
       last_map_ = map;
     };
-    balancer_ = client_->spawn_with_id<Balancer>(kBalancerActorId, options);
-    inbox_ = std::make_shared<PushInbox>();
-    client_->spawn_with_id<PushReceiver>(kPushReceiverActorId, inbox_);
+    settings.route_wait = 20s;
+    settings.driver.num_blocks = config_.num_layers;
+    driver_ = add_client_actors(*client_, world_, settings);  // as a client node does
+    balancer_ = world_.balancer();
     EXPECT_TRUE(client_->start().is_ok());
-    SwarmRouterOptions router;
-    router.route_wait = 20s;
-    router_ = std::make_unique<SwarmRouter>(*client_, balancer_, router);
+  }
+  // Replaces the client's driver by one with `options`; no session may be open.
+  void use_driver(ClientDriverOptions options) {
+    client_->remove(driver_.address);
+    options.num_blocks = config_.num_layers;
+    BalancerRoutePlannerOptions planner;
+    planner.route_wait = 20s;
+    driver_ = add_client_driver(*client_,
+                                std::make_unique<BalancerRoutePlanner>(*client_, kClientDriverActorId, balancer_, planner),
+                                options);
+  }
+  Status wait_until_ready(std::int64_t hosts, std::chrono::milliseconds timeout) {
+    return await_swarm_ready(*client_, driver_, hosts, timeout).status();
   }
   ~InprocSwarm() {
-    for (auto& h : hosts_) h.agent.reset();
+    for (auto& h : hosts_) (void)h.system->send(h.agent, StopAnnouncing{});
     for (auto& h : hosts_) h.system->stop();
     client_->stop();
     scheduler_.shutdown();
@@ -115,10 +128,6 @@ class InprocSwarm {
     Host h;
     h.transport = hub_->endpoint();
     h.system = std::make_unique<ActorSystem>(*h.transport, scheduler_);
-    auto actor = std::make_unique<BlockHost>(nullptr, BlockHostOptions{});
-    h.host = actor.get();
-    h.system->adopt_with_id(kBlockHostActorId, std::move(actor));
-    EXPECT_TRUE(h.system->start().is_ok());
     HostAgentOptions options;
     options.model = "stories260K";
     options.num_blocks = config_.num_layers;
@@ -128,19 +137,24 @@ class InprocSwarm {
     options.load = [this](BlockRange r) {
       return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, dtype_));
     };
-    h.agent = std::make_unique<HostAgent>(*h.system, *h.host, balancer_, options);
-    const Status joined = h.agent->join(10s);
-    EXPECT_TRUE(joined.is_ok()) << joined.to_string();
-    h.agent->start();
+    const HostActors actors = add_host_actors(*h.system, world_, BlockHostOptions{}, options);  // as a host node does
+    h.agent = actors.agent;
+    EXPECT_TRUE(h.system->start().is_ok());
+    const auto joined = join_swarm(*h.system, h.agent, 10s);
+    EXPECT_TRUE(joined.is_ok()) << joined.status().to_string();
     const PeerId peer = h.system->self();
     hosts_.push_back(std::move(h));
     return peer;
   }
   void kill(PeerId peer) {
-    host(peer).agent->stop();
+    Host& h = host(peer);
+    (void)h.system->send(h.agent, StopAnnouncing{});
     hub_->kill(peer);
   }
-  void leave(PeerId peer) { EXPECT_TRUE(host(peer).agent->leave().is_ok()); }
+  void leave(PeerId peer) {
+    Host& h = host(peer);
+    EXPECT_TRUE(leave_swarm(*h.system, h.agent).is_ok());
+  }
   // Nothing passes between the client and `peer` (either way) until heal().
   void partition(PeerId peer) { client_faults_->partition(peer); }
   void heal(PeerId peer) { client_faults_->heal(peer); }
@@ -150,7 +164,7 @@ class InprocSwarm {
   }
 
   BlockMapReply map() {
-    auto m = router_->block_map();
+    auto m = client_->request_sync(balancer_, GetBlockMap{}, 10s);
     EXPECT_TRUE(m.is_ok()) << m.status().to_string();
     return m.is_ok() ? m.value() : BlockMapReply{};
   }
@@ -175,18 +189,16 @@ class InprocSwarm {
   }
 
   ActorSystem& client() { return *client_; }
-  SwarmRouter& router() { return *router_; }
+  ActorRef<ClientDriverProtocol> driver() const { return driver_; }
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
   DType dtype() const { return dtype_; }
-  std::shared_ptr<PushInbox> inbox() const { return inbox_; }
 
  private:
   struct Host {
     std::unique_ptr<InprocTransport> transport;
     std::unique_ptr<ActorSystem> system;
-    BlockHost* host = nullptr;
-    std::unique_ptr<HostAgent> agent;
+    ActorRef<HostAgentProtocol> agent;
   };
   Host& host(PeerId peer) {
     for (auto& h : hosts_) {
@@ -203,9 +215,9 @@ class InprocSwarm {
   std::unique_ptr<Transport> client_transport_;
   FaultyTransport* client_faults_ = nullptr;
   std::unique_ptr<ActorSystem> client_;
+  SwarmWorld world_;
   ActorRef<BalancerProtocol> balancer_;
-  std::shared_ptr<PushInbox> inbox_;
-  std::unique_ptr<SwarmRouter> router_;
+  ActorRef<ClientDriverProtocol> driver_;
   std::vector<Host> hosts_;
   std::mutex mutex_;
   std::vector<std::string> events_;
@@ -339,23 +351,40 @@ GenerationRequest stories260k_request() {
   request.max_new_tokens = ref.max_new_tokens;
   return request;
 }
-EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(RemotePipeline&)>& event,
+// The route's first and last hosts of a session.
+PeerId first_host(DriverSession& session) {
+  auto report = session.report();
+  EXPECT_TRUE(report.is_ok()) << report.status().to_string();
+  return report.is_ok() && !report->route.empty() ? report->route.front().host : 0;
+}
+PeerId last_host(DriverSession& session) {
+  auto report = session.report();
+  EXPECT_TRUE(report.is_ok()) << report.status().to_string();
+  return report.is_ok() && !report->route.empty() ? report->route.back().host : 0;
+}
+
+EventRun generate_with_event(InprocSwarm& swarm, bool push, std::size_t at, const std::function<void(DriverSession&)>& event,
                              bool wire_compression = false, const GenerationRequest& request = stories260k_request(),
                              std::chrono::milliseconds timeout = 10s) {
   const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), swarm.dtype());
-  RemotePipelineOptions options;
+  ClientDriverOptions options;
   options.timeout = timeout;
   options.wire_compression = wire_compression;  // f32 by default: the text is the reference's
-  if (push) options.push_inbox = swarm.inbox();
-  RemotePipeline pipeline(swarm.client(), swarm.router(), swarm.config().num_layers,
-                          session_capacity(swarm.config(), request), 7, options);
+  options.push = push;
+  swarm.use_driver(options);
+  auto session = DriverSession::open(swarm.client(), swarm.driver(), session_capacity(swarm.config(), request));
+  EXPECT_TRUE(session.is_ok()) << session.status().to_string();
+  if (!session.is_ok()) return {};
+  DriverSession& pipeline = *session.value();
   RecordingPipeline recording(pipeline);
   recording.hidden_size_ = swarm.config().hidden_size;
   std::size_t count = 0;
   const auto result = generate(ends, recording, request, [&](std::int32_t) {
     if (++count == at && event) event(pipeline);
   });
-  return {result.generated_ids, pipeline.failovers(), std::move(recording.outputs)};
+  auto report = pipeline.report();
+  EXPECT_TRUE(report.is_ok());
+  return {result.generated_ids, report.is_ok() ? static_cast<int>(report->failovers) : -1, std::move(recording.outputs)};
 }
 
 class SwarmEvents : public ::testing::TestWithParam<bool> {};  // push or relay
@@ -370,9 +399,9 @@ TEST_P(SwarmEvents, WithCompressedHiddenStatesAKilledHostIsReplacedAndTheTextDoe
     swarm.add_host(3, 10);
     swarm.add_host(2, 10);
     swarm.add_host(3, 10);
-    ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
-    const EventRun run = generate_with_event(swarm, GetParam(), 20, [&](RemotePipeline& p) {
-      if (kill) swarm.kill(p.route().front().host.address.peer);
+    ASSERT_TRUE(swarm.wait_until_ready(4, 10s).is_ok());
+    const EventRun run = generate_with_event(swarm, GetParam(), 20, [&](DriverSession& p) {
+      if (kill) swarm.kill(first_host(p));
     }, /*wire_compression=*/true);
     EXPECT_EQ(run.failovers, kill ? 1 : 0);
     if (!kill) uninterrupted = run.ids;
@@ -385,7 +414,7 @@ TEST_P(SwarmEvents, NoEventGivesTheReference) {
   swarm.add_host(2, 10);
   swarm.add_host(2, 10);
   swarm.add_host(2, 10);
-  ASSERT_TRUE(swarm.router().wait_until_ready(3, 10s).is_ok());
+  ASSERT_TRUE(swarm.wait_until_ready(3, 10s).is_ok());
   const EventRun run = generate_with_event(swarm, GetParam(), 0, nullptr);
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
   EXPECT_EQ(run.failovers, 0);
@@ -394,10 +423,10 @@ TEST_P(SwarmEvents, NoEventGivesTheReference) {
 TEST_P(SwarmEvents, AKilledHostIsReplacedAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   for (int i = 0; i < 4; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3) [2,5)
-  ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
+  ASSERT_TRUE(swarm.wait_until_ready(4, 10s).is_ok());
   PeerId killed = 0;
-  const EventRun run = generate_with_event(swarm, GetParam(), 10, [&](RemotePipeline& p) {
-    killed = p.route().back().host.address.peer;
+  const EventRun run = generate_with_event(swarm, GetParam(), 10, [&](DriverSession& p) {
+    killed = last_host(p);
     swarm.kill(killed);
   });
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
@@ -413,8 +442,8 @@ TEST_P(SwarmEvents, AKilledHostIsReplacedAndTheTextDoesNotChange) {
 TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10), c = swarm.add_host(3, 10);
-  ASSERT_TRUE(swarm.router().wait_until_ready(3, 10s).is_ok());
-  const EventRun run = generate_with_event(swarm, GetParam(), 12, [&](RemotePipeline&) { swarm.leave(b); });
+  ASSERT_TRUE(swarm.wait_until_ready(3, 10s).is_ok());
+  const EventRun run = generate_with_event(swarm, GetParam(), 12, [&](DriverSession&) { swarm.leave(b); });
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
   EXPECT_GE(run.failovers, 1);
   const BlockMapReply map = swarm.settled_map();
@@ -426,9 +455,9 @@ TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoe
 TEST_P(SwarmEvents, AJoinDuringGenerationIsPlacedAndTheTextDoesNotChange) {
   InprocSwarm swarm(test::models_dir() / "stories260K");
   const PeerId a = swarm.add_host(3, 10), b = swarm.add_host(3, 10);
-  ASSERT_TRUE(swarm.router().wait_until_ready(2, 10s).is_ok());
+  ASSERT_TRUE(swarm.wait_until_ready(2, 10s).is_ok());
   PeerId joined = 0;
-  const EventRun run = generate_with_event(swarm, GetParam(), 8, [&](RemotePipeline&) { joined = swarm.add_host(2, 10); });
+  const EventRun run = generate_with_event(swarm, GetParam(), 8, [&](DriverSession&) { joined = swarm.add_host(2, 10); });
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
   EXPECT_EQ(run.failovers, 0);
   const BlockMapReply map = swarm.settled_map();
@@ -479,9 +508,9 @@ TEST_P(Int8Failovers, AReplayRebuildsTheCacheDecodingBuilt) {
       swarm.add_host(half, 10);
       swarm.add_host(swarm.config().num_layers - half, 10);
     }
-    ASSERT_TRUE(swarm.router().wait_until_ready(4, 20s).is_ok());
-    const EventRun run = generate_with_event(swarm, push, kill_at, [&](RemotePipeline& p) {
-      if (kill) swarm.kill(p.route().front().host.address.peer);
+    ASSERT_TRUE(swarm.wait_until_ready(4, 20s).is_ok());
+    const EventRun run = generate_with_event(swarm, push, kill_at, [&](DriverSession& p) {
+      if (kill) swarm.kill(first_host(p));
     }, /*wire_compression=*/false, request);
     ASSERT_EQ(run.ids.size(), 24u);
     EXPECT_EQ(run.failovers, kill ? 1 : 0);
@@ -516,11 +545,11 @@ TEST_P(SwarmPartitions, APartitionedHostIsRoutedAroundAndServesAgainWhenHealed) 
   const auto& [at, push] = GetParam();
   InprocSwarm swarm(test::models_dir() / "stories260K");
   for (int i = 0; i < 4; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3) [2,5)
-  ASSERT_TRUE(swarm.router().wait_until_ready(4, 10s).is_ok());
+  ASSERT_TRUE(swarm.wait_until_ready(4, 10s).is_ok());
   PeerId cut = 0;
   const auto started = std::chrono::steady_clock::now();
-  const EventRun run = generate_with_event(swarm, push, at, [&](RemotePipeline& p) {
-    cut = p.route().front().host.address.peer;
+  const EventRun run = generate_with_event(swarm, push, at, [&](DriverSession& p) {
+    cut = first_host(p);
     swarm.partition(cut);
   }, /*wire_compression=*/false, stories260k_request(), 1s);
   EXPECT_EQ(run.ids, stories260k_reference().generated_ids);
@@ -537,6 +566,53 @@ INSTANTIATE_TEST_SUITE_P(Points, SwarmPartitions,
                          [](const auto& info) {
                            return "after_" + std::to_string(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_push" : "_relay");
                          });
+
+// Many sessions of one client at once: 8 generations (different prompts, greedy and sampled)
+// through 3 hosts, together, while one host is killed; each must give exactly what it gave alone.
+TEST(SwarmSessions, EightGenerationsAtOnceEachGiveWhatTheyGaveAlone) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  for (int i = 0; i < 3; ++i) swarm.add_host(3, 10);  // [0,3) [2,5) [0,3): the first blocks have a replica
+  ASSERT_TRUE(swarm.wait_until_ready(3, 10s).is_ok());
+  ClientDriverOptions options;
+  options.wire_compression = false;  // routes that split elsewhere after the failover give the same bits
+  swarm.use_driver(options);
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  std::vector<GenerationRequest> requests(8);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    requests[i].prompt_ids = {1, static_cast<std::int32_t>(300 + 17 * i), static_cast<std::int32_t>(40 + i), 261};
+    requests[i].max_new_tokens = 40;
+    if (i % 2) requests[i].sampling = SamplingParams{0.8f, 20, 0.95f};
+    requests[i].seed = 100 + i;
+  }
+  std::atomic<std::int64_t> failovers{0};
+  auto run = [&](const GenerationRequest& request, const std::function<void(std::size_t, DriverSession&)>& on_token) {
+    auto session = DriverSession::open(swarm.client(), swarm.driver(), session_capacity(swarm.config(), request));
+    if (!session.is_ok()) return std::vector<std::int32_t>{};
+    std::size_t count = 0;
+    auto ids = generate(ends, *session.value(), request, [&](std::int32_t) {
+      if (on_token) on_token(++count, *session.value());
+    }).generated_ids;
+    if (auto report = session.value()->report(); report.is_ok()) failovers += report->failovers;
+    return ids;
+  };
+  std::vector<std::vector<std::int32_t>> alone, together(requests.size());
+  for (const auto& r : requests) alone.push_back(run(r, nullptr));
+  ASSERT_EQ(failovers.load(), 0);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    threads.emplace_back([&, i] {
+      together[i] = run(requests[i], [&](std::size_t tokens, DriverSession& session) {
+        if (i == 3 && tokens == 12) swarm.kill(first_host(session));  // a host that session's route uses
+      });
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GE(failovers.load(), 1);  // the sessions routed through the killed host moved
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(alone[i].size(), 40u) << "prompt " << i;
+    EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
+  }
+}
 
 INSTANTIATE_TEST_SUITE_P(Modes, SwarmEvents, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "push" : "relay"; });

@@ -9,6 +9,8 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace sepal::test {
 
 TempDir::TempDir() {
@@ -39,6 +41,12 @@ std::filesystem::path models_dir() {
 void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+GreedyReference greedy_reference(const std::string& model) {
+  const auto ref = nlohmann::json::parse(read_file(models_dir() / "reference" / (model + ".greedy.json")));
+  return {ref["prompt_ids"].get<std::vector<std::int32_t>>(), ref["generated_ids"].get<std::vector<std::int32_t>>(),
+          ref["max_new_tokens"].get<std::int64_t>()};
 }
 
 std::string read_file(const std::filesystem::path& path) {

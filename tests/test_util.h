@@ -26,6 +26,14 @@ class TempDir {
 /// ../shared/models next to the source tree, or $SEPAL_MODELS_DIR.
 std::filesystem::path models_dir();
 
+/// A greedy reference of ../shared/models/reference (computed by independent float64 code).
+struct GreedyReference {
+  std::vector<std::int32_t> prompt_ids, generated_ids;
+  std::int64_t max_new_tokens = 0;
+};
+/// reference/<model>.greedy.json.
+GreedyReference greedy_reference(const std::string& model);
+
 /// Peak resident memory of this process (VmHWM), in bytes.
 std::size_t peak_rss_bytes();
 

@@ -6,13 +6,10 @@
 #include <filesystem>
 #include <iostream>
 
-#include "actors/balancer.h"
-#include "actors/push_receiver.h"
+#include "actors/swarm_launch.h"
 #include "kernels/error.h"
-#include "runtime/mpi_environment.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
-#include "tools/host_process.h"
 #include "tools/wan_options.h"
 
 namespace sepal::tools {
@@ -46,13 +43,6 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
       ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")
       ("route-timeout", po::value(&o.route_timeout_s)->default_value(30.0),
        "swarm: seconds a step waits for some host to serve each of its blocks before it fails");
-}
-
-int launched_world_size() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
-    if (const char* v = std::getenv(name)) return std::atoi(v);
-  }
-  return 1;
 }
 
 bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
@@ -99,7 +89,13 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   SwarmOptions options = options_in;
   options.wire_compression = !vm["no-wire-compression"].as<bool>();
   check(options);
-  const WanConfig wan = wan_settings(options.config_path, options.wan);
+  SwarmNodeSettings settings;
+  settings.transport.name = options.transport;
+  settings.transport.wan = wan_settings(options.config_path, options.wan);
+  settings.transport.authenticate = !vm["no-link-authentication"].as<bool>();
+  if (!settings.transport.authenticate && options.transport != "ucx") {
+    throw UsageError{"--no-link-authentication is for --transport ucx"};
+  }
   const WeightLoading loading = weight_loading(weights, vm);
   std::optional<SwarmSecret> secret;
   if (!options.listen_file.empty()) {
@@ -111,49 +107,34 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   }
   // A write to a host that has gone (a TCP socket of Open MPI's) must fail, not end the client.
   std::signal(SIGPIPE, SIG_IGN);
-  std::unique_ptr<ClientSwarm> client(new ClientSwarm);
-  client->options_ = options;
-  client->num_blocks_ = config.num_layers;
-  if (Status s = mpi_init(argc, argv); !s.is_ok()) fail(s.to_string());
   const int launched = launched_world_size();
   const int hosts = launched > 1 ? launched - 1 : options.spawn_hosts;
-  client->host_count_ = hosts;
   const std::int64_t span =
       options.max_blocks > 0 ? std::min(options.max_blocks, config.num_layers)
                              : std::min<std::int64_t>(config.num_layers, (config.num_layers * options.replicas + hosts - 1) / hosts);
-  SwarmSettings settings{options.transport, wan, {}};
-  settings.authenticate = !vm["no-link-authentication"].as<bool>();
-  if (!settings.authenticate && options.transport != "ucx") throw UsageError{"--no-link-authentication is for --transport ucx"};
-  MPI_Comm comm = MPI_COMM_WORLD;
-  if (options.spawn_hosts > 0) {
-    std::vector<std::string> args{"serve", "--spawned", "--model", model_dir, "--transport", options.transport,
-                                  "--max-blocks", std::to_string(span), "--throughput", std::to_string(options.throughput)};
-    for (auto& a : weight_arguments(weights, vm)) args.push_back(std::move(a));
-    if (!options.config_path.empty()) args.insert(args.end(), {"--config", options.config_path});
-    if (!options.wan.empty()) args.insert(args.end(), {"--wan", options.wan});
-    if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
-    if (!settings.authenticate) args.push_back("--no-link-authentication");
-    std::fprintf(stderr, "sepal: starting %d block hosts\n", options.spawn_hosts);
-    comm = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), args, options.spawn_hosts,
-                           std::chrono::seconds(120));
-  }
-  if (mpi_world_rank() > 0 && launched > 1) {
-    // A block host under mpirun.
-    auto swarm = SwarmProcess::over_comm(comm, "host", settings);
-    host_exit = run_host(*swarm, HostSettings{model_dir, loading, span, options.throughput});
-    return nullptr;
-  }
-  client->swarm_ = SwarmProcess::over_comm(comm, "client", settings);
-  if (!options.listen_file.empty()) client->swarm_->listen(options.listen_file, *secret);
+  ClientLaunch launch;
+  launch.node = settings;
+  launch.spawn_hosts = options.spawn_hosts;
+  launch.host_args = {"serve", "--spawned", "--model", model_dir, "--transport", options.transport,
+                      "--max-blocks", std::to_string(span), "--throughput", std::to_string(options.throughput)};
+  for (auto& a : weight_arguments(weights, vm)) launch.host_args.push_back(std::move(a));
+  if (!options.config_path.empty()) launch.host_args.insert(launch.host_args.end(), {"--config", options.config_path});
+  if (!options.wan.empty()) launch.host_args.insert(launch.host_args.end(), {"--wan", options.wan});
+  if (threads > 0) launch.host_args.insert(launch.host_args.end(), {"--threads", std::to_string(threads)});
+  if (!settings.transport.authenticate) launch.host_args.push_back("--no-link-authentication");
+  launch.listen_file = options.listen_file;
+  launch.secret = std::move(secret);
+  launch.host = HostSettings{model_dir, loading, span, options.throughput};
 
-  // The balancer places the hosts as they announce themselves.
+  std::unique_ptr<ClientSwarm> client(new ClientSwarm);
+  client->options_ = options;
+  client->host_count_ = hosts;
   if (!options.block_map_log.empty()) {
     client->map_log_.open(options.block_map_log, std::ios::app);
     if (!client->map_log_) fail("cannot write the block map log ", options.block_map_log);
   }
   ClientSwarm* self = client.get();
-  BalancerOptions balancer;
-  balancer.on_change = [self](const BlockMapReply& map, const std::string& event) {
+  launch.client.actors.on_block_map_change = [self](const BlockMapReply& map, const std::string& event) {
     std::lock_guard lock(self->map_log_mutex_);
     if (self->map_log_.is_open()) {
       nlohmann::json line = block_map_json(map);
@@ -161,73 +142,52 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
       self->map_log_ << line.dump() << std::endl;
     }
   };
-  Membership& membership = client->swarm_->membership();
-  balancer.may_host = [&membership](PeerId peer) {
-    for (const MemberInfo& m : membership.alive()) {
-      if (m.peer == peer) return m.role == "host";
-    }
-    return false;
-  };
-  ActorSystem& system = client->swarm_->system();
-  system.spawn_with_id<Balancer>(kBalancerActorId, balancer);
-  if (options.mode == "push") {
-    client->push_inbox_ = std::make_shared<PushInbox>();
-    system.spawn_with_id<PushReceiver>(kPushReceiverActorId, client->push_inbox_);
+  launch.client.actors.route_wait = std::chrono::milliseconds(static_cast<std::int64_t>(options.route_timeout_s * 1000));
+  launch.client.actors.driver.num_blocks = config.num_layers;
+  launch.client.actors.driver.push = options.mode == "push";
+  launch.client.actors.driver.wire_compression = options.wire_compression;
+  auto started = launch_client(argc, argv, std::move(launch));
+  if (!started.is_ok()) fail(started.status().message());
+  if (!started.value()) {  // this rank served as a block host until the swarm ended
+    host_exit = 0;
+    return nullptr;
   }
-  SwarmRouterOptions router_options;
-  router_options.route_wait = std::chrono::milliseconds(static_cast<std::int64_t>(options.route_timeout_s * 1000));
-  client->router_ = std::make_unique<SwarmRouter>(system, ActorRef<BalancerProtocol>{{client->swarm_->self(), kBalancerActorId}},
-                                                  router_options);
-  if (Status s = client->router_->wait_until_ready(hosts, std::chrono::minutes(5)); !s.is_ok()) fail(s.message());
+  client->client_ = std::move(started).value();
   return client;
 }
 
-ClientSwarm::~ClientSwarm() {
-  try {
-    shutdown();
-  } catch (...) {
+std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity) {
+  auto session = client_->open(capacity);
+  if (!session.is_ok()) fail("no route through the swarm: ", session.status().message());
+  return std::move(session).value();
+}
+
+std::string ClientSwarm::route_text(const DriverSession& session) {
+  std::string text;
+  if (auto report = session.report(); report.is_ok()) {
+    for (const auto& hop : report->route) {
+      text += (text.empty() ? "" : " -> ") + ("host " + std::to_string(hop.host) + " [" + std::to_string(hop.first) +
+                                              ", " + std::to_string(hop.last) + ")");
+    }
   }
+  return text;
 }
 
-std::unique_ptr<RemotePipeline> ClientSwarm::open(std::int64_t capacity, std::uint64_t session) {
-  RemotePipelineOptions pipeline_options;
-  pipeline_options.push_inbox = push_inbox_;
-  pipeline_options.wire_compression = options_.wire_compression;
-  return std::make_unique<RemotePipeline>(swarm_->system(), *router_, num_blocks_, capacity, session, pipeline_options);
-}
-
-nlohmann::json ClientSwarm::stats(const RemotePipeline& pipeline) {
+nlohmann::json ClientSwarm::stats(const DriverSession& session) {
+  auto report = session.report();
+  if (!report.is_ok()) return {};
   nlohmann::json route = nlohmann::json::array();
-  for (const auto& hop : pipeline.route()) {
-    route.push_back({{"host", hop.host.address.peer}, {"first", hop.first}, {"last", hop.last}});
-  }
+  for (const auto& hop : report->route) route.push_back({{"host", hop.host}, {"first", hop.first}, {"last", hop.last}});
+  const double per_token_hop = report->received_token_hops > 0 ? static_cast<double>(report->received_bytes) /
+                                                                     static_cast<double>(report->received_token_hops)
+                                                               : 0.0;
   nlohmann::json out{{"route", route},
                      {"mode", options_.mode},
                      {"wire_compression", options_.wire_compression},
-                     {"failovers", pipeline.failovers()},
-                     {"wire_bytes_per_token_hop", pipeline.wire_bytes_per_token_hop()}};
-  if (auto map = router_->block_map(); map.is_ok()) out["block_map"] = block_map_json(map.value());
+                     {"failovers", report->failovers},
+                     {"wire_bytes_per_token_hop", per_token_hop}};
+  if (auto map = client_->block_map(); map.is_ok()) out["block_map"] = block_map_json(map.value());
   return out;
-}
-
-void ClientSwarm::shutdown() {
-  if (shut_down_ || !swarm_) return;
-  shut_down_ = true;
-  // What the command printed goes out now: ending the swarm and MPI can take the process down
-  // without the usual flush at exit (a finalize that waits on a dead rank is cut short).
-  std::cout.flush();
-  std::fflush(nullptr);
-  for (const auto& m : swarm_->membership().alive()) {
-    if (m.peer == swarm_->self()) continue;
-    (void)swarm_->system().send(ActorRef<BlockHostProtocol>{{m.peer, kBlockHostActorId}}, Shutdown{"client finished"});
-  }
-  // Hosts leave the membership as they end; waiting for that keeps spawned hosts from outliving
-  // this process (their output goes through it).
-  const PeerId self = swarm_->self();
-  (void)swarm_->membership().wait_until([self](const std::vector<MemberInfo>& alive) {
-    return alive.size() == 1 && alive.front().peer == self;
-  }, std::chrono::seconds(10));
-  swarm_->stop();
 }
 
 }  // namespace sepal::tools

@@ -1,38 +1,24 @@
-// sepal generate: load a model, tokenize a prompt, stream generated text (or print JSON).
+// sepal generate: load a model, tokenize a prompt, stream generated text (or print JSON); with
+// --prompts-file, many prompts at once, each its own session through the swarm.
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <chrono>
-#include <filesystem>
-#include <future>
-#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
-#include "kernels/parallel.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
-#include "model/block_stack.h"
+#include "kernels/parallel.h"
 #include "model/generation.h"
 #include "model/model_config.h"
-#include "model/model_ends.h"
-#include "model/safetensors.h"
 #include "model/tokenizer.h"
-#include <fstream>
-
-#include "actors/balancer.h"
-#include "actors/push_receiver.h"
-#include "actors/remote_pipeline.h"
-#include "actors/swarm_router.h"
-#include "runtime/mpi_environment.h"
-#include "tools/block_map_json.h"
-#include "tools/commands.h"
-#include "tools/host_process.h"
-#include "tools/swarm_process.h"
 #include "tools/client_model.h"
 #include "tools/client_swarm.h"
+#include "tools/commands.h"
+#include "tools/prompt_list.h"
 #include "tools/weight_options.h"
 
 namespace sepal::tools {
@@ -55,28 +41,105 @@ const char* stop_reason_name(StopReason r) {
   return "?";
 }
 
+GenerationRequest make_request(const ModelConfig& config, const Tokenizer& tokenizer, const PromptSpec& spec) {
+  GenerationRequest request;
+  if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
+  for (auto id : tokenizer.encode(spec.text)) request.prompt_ids.push_back(id);
+  if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
+  request.max_new_tokens = spec.max_new_tokens;
+  request.sampling = SamplingParams{static_cast<float>(spec.temperature), static_cast<std::int32_t>(spec.top_k),
+                                    static_cast<float>(spec.top_p)};
+  request.seed = spec.seed;
+  return request;
+}
+
+// One prompt's generation and what --json prints about it.
+struct Outcome {
+  GenerationRequest request;
+  GenerationResult result;
+  std::string text;
+  std::string error;  ///< non-empty: the generation failed with this reason
+  nlohmann::json swarm_stats;
+};
+
+// Generates `request` through `pipeline`, calling `emit` with each piece of text (the prompt's
+// first, without its BOS).
+Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPipeline& pipeline, GenerationRequest request,
+                   const std::function<void(const std::string&)>& emit) {
+  Outcome o;
+  o.request = std::move(request);
+  TextStream stream(*model.tokenizer);
+  auto piece = [&](const std::string& text) {
+    o.text += text;
+    if (emit) emit(text);
+  };
+  const std::size_t skip = config.bos_token_id >= 0 ? 1 : 0;
+  for (std::size_t i = skip; i < o.request.prompt_ids.size(); ++i) piece(stream.push(o.request.prompt_ids[i]));
+  o.result = generate(model.ends, pipeline, o.request, [&](std::int32_t id) {
+    if (id < model.tokenizer->vocab_size()) piece(stream.push(id));
+  });
+  piece(stream.finish());
+  return o;
+}
+
+double decode_tokens_per_s(const GenerationResult& r) {
+  const auto generated = static_cast<double>(r.generated_ids.size());
+  return r.decode_seconds > 0 && generated > 1 ? (generated - 1) / r.decode_seconds : 0.0;
+}
+
+nlohmann::json outcome_json(const Outcome& o) {
+  nlohmann::json out;
+  out["prompt_ids"] = o.request.prompt_ids;
+  if (!o.error.empty()) {
+    out["error"] = o.error;
+    return out;
+  }
+  out["generated_ids"] = o.result.generated_ids;
+  out["text"] = o.text;
+  out["stop_reason"] = stop_reason_name(o.result.stop);
+  const auto prompt_tokens = static_cast<double>(o.request.prompt_ids.size());
+  out["stats"] = {{"prompt_tokens", o.request.prompt_ids.size()},
+                  {"generated_tokens", o.result.generated_ids.size()},
+                  {"prompt_tokens_per_s", o.result.prompt_seconds > 0 ? prompt_tokens / o.result.prompt_seconds : 0.0},
+                  {"decode_tokens_per_s", decode_tokens_per_s(o.result)},
+                  {"time_to_first_token_s", o.result.prompt_seconds}};
+  if (o.swarm_stats.is_object()) {
+    nlohmann::json stats = o.swarm_stats;
+    if (stats.contains("block_map")) {
+      out["block_map"] = stats["block_map"];
+      stats.erase("block_map");
+    }
+    out["stats"].update(stats);
+  }
+  return out;
+}
+
 }  // namespace
 
 int generate_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
-  std::string model_dir, prompt;
-  std::int64_t max_new_tokens = 128, top_k = 0;
-  double temperature = 0.0, top_p = 1.0;
-  std::uint64_t seed = 0;
-  int threads = 0;
+  std::string model_dir, prompts_file;
+  PromptSpec defaults;
+  int threads = 0, concurrency = 0;
   po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
-      ("prompt", po::value(&prompt)->default_value(""), "prompt text (empty: start from BOS)")
-      ("max-new-tokens", po::value(&max_new_tokens)->default_value(128), "tokens to generate at most")
-      ("temperature", po::value(&temperature)->default_value(0.0), "sampling temperature; 0 is greedy")
-      ("top-k", po::value(&top_k)->default_value(0), "sample among the k likeliest tokens (0: all)")
-      ("top-p", po::value(&top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
-      ("seed", po::value(&seed)->default_value(0), "random seed for sampling")
+      ("prompt", po::value(&defaults.text)->default_value(""), "prompt text (empty: start from BOS)")
+      ("prompts-file", po::value(&prompts_file),
+       "generate for every prompt of FILE at once (one line of text or one JSON object per prompt,\n"
+       "e.g. {\"prompt\": \"Once\", \"max_new_tokens\": 32, \"temperature\": 0.8, \"seed\": 1});\n"
+       "prints the texts in order, or one JSON line per prompt with --json")
+      ("concurrency", po::value(&concurrency)->default_value(0),
+       "with --prompts-file: sessions run at once through the swarm (0: every prompt)")
+      ("max-new-tokens", po::value(&defaults.max_new_tokens)->default_value(128), "tokens to generate at most")
+      ("temperature", po::value(&defaults.temperature)->default_value(0.0), "sampling temperature; 0 is greedy")
+      ("top-k", po::value(&defaults.top_k)->default_value(0), "sample among the k likeliest tokens (0: all)")
+      ("top-p", po::value(&defaults.top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
+      ("seed", po::value(&defaults.seed)->default_value(0), "random seed for sampling")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
-      ("json", "print one JSON object with ids, text and stats instead of streaming text");
+      ("json", "print JSON with ids, text and stats instead of streaming text");
   add_weight_options(options, weights);
   add_swarm_options(options, swarm_options);
   po::variables_map vm;
@@ -87,14 +150,14 @@ int generate_command(int argc, char** argv) {
   }
   po::notify(vm);
   const bool json_output = vm.count("json") > 0;
-
-  if (max_new_tokens < 0) throw UsageError{"--max-new-tokens must be at least 0"};
-  if (!std::isfinite(temperature) || temperature < 0) throw UsageError{"--temperature must be a number >= 0"};
-  if (top_k < 0 || top_k > (1 << 30)) throw UsageError{"--top-k must be at least 0"};
-  if (!std::isfinite(top_p) || top_p <= 0 || top_p > 1) throw UsageError{"--top-p must be in (0, 1]"};
+  check_prompt_spec(defaults, "");
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
+  if (concurrency < 0) throw UsageError{"--concurrency must be at least 0"};
+  if (!vm["concurrency"].defaulted() && prompts_file.empty()) throw UsageError{"--concurrency is for --prompts-file"};
+  if (!prompts_file.empty() && !vm["prompt"].defaulted()) throw UsageError{"give --prompt or --prompts-file, not both"};
+  const std::vector<PromptSpec> prompts =
+      prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
   const WeightLoading loading = weight_loading(weights, vm);
-  const std::string& dtype_text = weights.dtype;
   if (threads > 0) set_compute_threads(threads);
 
   // Everything that can be checked cheaply is checked before anything is started or loaded.
@@ -106,108 +169,107 @@ int generate_command(int argc, char** argv) {
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
-
   const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
-  const Tokenizer* tokenizer = model.tokenizer.get();
-  const ModelEnds& ends = model.ends;
-  GenerationRequest request;
-  if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
-  for (auto id : tokenizer->encode(prompt)) request.prompt_ids.push_back(id);
-  if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
-  request.max_new_tokens = max_new_tokens;
-  request.sampling = SamplingParams{static_cast<float>(temperature), static_cast<std::int32_t>(top_k),
-                                    static_cast<float>(top_p)};
-  request.seed = seed;
-  const std::int64_t capacity = session_capacity(config, request);
-
-  const std::int64_t weight_bytes = model.weight_bytes();
-
-  std::unique_ptr<BlockPipeline> pipeline;
-  RemotePipeline* remote = nullptr;
-  if (model.blocks) {
-    pipeline = std::make_unique<LocalPipeline>(*model.blocks, capacity);
-  } else {
-    auto owned = swarm->open(capacity, /*session=*/1);
-    remote = owned.get();
-    pipeline = std::move(owned);
-    std::string route;
-    for (const auto& hop : remote->route()) {
-      route += (route.empty() ? "" : " -> ") + ("host " + std::to_string(hop.host.address.peer) + " [" +
-                                                std::to_string(hop.first) + ", " + std::to_string(hop.last) + ")");
-    }
-    std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(), route.c_str());
-  }
-  const double load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  std::vector<GenerationRequest> requests;
+  for (const PromptSpec& spec : prompts) requests.push_back(make_request(config, *model.tokenizer, spec));
+  for (const auto& request : requests) (void)session_capacity(config, request);  // every prompt fits
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights here, %s kernels, %d threads, %.2f s\n",
-               model_dir.c_str(), static_cast<long long>(config.num_layers), weight_bytes / 1e6,
-               dtype_text.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(),
-               compute_threads(), load_seconds);
+               model_dir.c_str(), static_cast<long long>(config.num_layers), model.weight_bytes() / 1e6,
+               weights.dtype.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(), compute_threads(),
+               load_seconds);
 
-  TextStream stream(*tokenizer);
-  std::string text;
-  auto emit = [&](const std::string& piece) {
-    text += piece;
-    if (!json_output) {
+  // One prompt streams its text as it comes; several are generated at once and printed in order.
+  const bool streaming = prompts_file.empty() && !json_output;
+  std::function<void(const std::string&)> emit;
+  if (streaming) {
+    emit = [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
+    };
+  }
+  std::vector<Outcome> outcomes(requests.size());
+  auto run = [&](std::size_t i) {
+    try {
+      const std::int64_t capacity = session_capacity(config, requests[i]);
+      if (!swarm) {
+        LocalPipeline pipeline(*model.blocks, capacity);
+        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit);
+        return;
+      }
+      auto session = swarm->open(capacity);
+      if (i == 0 && streaming) std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(),
+                                            ClientSwarm::route_text(*session).c_str());
+      outcomes[i] = run_prompt(config, model, *session, requests[i], emit);
+      if (json_output) outcomes[i].swarm_stats = swarm->stats(*session);
+    } catch (const std::exception& e) {
+      if (prompts.size() == 1) throw;
+      outcomes[i].request = requests[i];
+      outcomes[i].error = e.what();
     }
   };
-  const std::size_t skip = config.bos_token_id >= 0 ? 1 : 0;
-  for (std::size_t i = skip; i < request.prompt_ids.size(); ++i) emit(stream.push(request.prompt_ids[i]));
-
-  const GenerationResult result = generate(ends, *pipeline, request, [&](std::int32_t id) {
-    if (id < tokenizer->vocab_size()) emit(stream.push(id));
-  });
-  emit(stream.finish());
-
-  const auto prompt_tokens = static_cast<double>(request.prompt_ids.size());
-  const auto generated = static_cast<double>(result.generated_ids.size());
-  const double prompt_tps = result.prompt_seconds > 0 ? prompt_tokens / result.prompt_seconds : 0.0;
-  const double decode_tps =
-      result.decode_seconds > 0 && generated > 1 ? (generated - 1) / result.decode_seconds : 0.0;
-  if (result.stop == StopReason::kMaxPositions) {
-    std::fprintf(stderr, "\nsepal: stopped at max_position_embeddings (%lld)\n",
-                 static_cast<long long>(config.max_position_embeddings));
+  const auto started = std::chrono::steady_clock::now();
+  // Local blocks use every core for one prompt at a time; a swarm's sessions overlap their round
+  // trips, so they run together.
+  const std::size_t at_once = !swarm ? 1 : concurrency > 0 ? static_cast<std::size_t>(concurrency) : requests.size();
+  for (std::size_t first = 0; first < requests.size(); first += at_once) {
+    std::vector<std::thread> workers;
+    const std::size_t end = std::min(requests.size(), first + at_once);
+    for (std::size_t i = first + 1; i < end; ++i) workers.emplace_back(run, i);
+    run(first);
+    for (auto& w : workers) w.join();
   }
-  if (json_output) {
-    nlohmann::json out;
-    out["prompt_ids"] = request.prompt_ids;
-    out["generated_ids"] = result.generated_ids;
-    out["text"] = text;
-    out["stop_reason"] = stop_reason_name(result.stop);
-    out["stats"] = {{"prompt_tokens", request.prompt_ids.size()},
-                    {"generated_tokens", result.generated_ids.size()},
-                    {"prompt_tokens_per_s", prompt_tps},
-                    {"decode_tokens_per_s", decode_tps},
-                    {"time_to_first_token_s", result.prompt_seconds},
-                    {"load_seconds", load_seconds},
-                    {"weight_bytes", weight_bytes},
-                    {"peak_rss_bytes", peak_rss_bytes()},
-                    {"dtype", dtype_text},
-                    {"cpu_isa", cpu_isa_name(active_cpu_isa())},
-                    {"threads", compute_threads()},
-                    {"host_ranks", swarm ? swarm->host_count() : 0}};
-    if (remote) {
-      nlohmann::json stats = swarm->stats(*remote);
-      if (stats.contains("block_map")) {
-        out["block_map"] = stats["block_map"];
-        stats.erase("block_map");
-      }
-      out["stats"].update(stats);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  int failed = 0;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    const Outcome& o = outcomes[i];
+    if (!o.error.empty()) {
+      ++failed;
+      std::fprintf(stderr, "sepal: prompt %zu failed: %s\n", i + 1, o.error.c_str());
     }
-    std::cout << out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
-  } else {
+    if (o.result.stop == StopReason::kMaxPositions) {
+      std::fprintf(stderr, "sepal: prompt %zu stopped at max_position_embeddings (%lld)\n", i + 1,
+                   static_cast<long long>(config.max_position_embeddings));
+    }
+    if (json_output) {
+      nlohmann::json out = outcome_json(o);
+      if (o.error.empty()) {
+        out["stats"].update({{"load_seconds", load_seconds},
+                             {"weight_bytes", model.weight_bytes()},
+                             {"peak_rss_bytes", peak_rss_bytes()},
+                             {"dtype", weights.dtype},
+                             {"cpu_isa", cpu_isa_name(active_cpu_isa())},
+                             {"threads", compute_threads()},
+                             {"host_ranks", swarm ? swarm->host_count() : 0}});
+      }
+      if (!prompts_file.empty()) out["index"] = i;
+      // One prompt: the object spread over lines as before; a prompts file: one line each.
+      std::cout << out.dump(prompts_file.empty() ? 1 : -1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << std::endl;
+    } else if (!streaming && o.error.empty()) {
+      std::fwrite(o.text.data(), 1, o.text.size(), stdout);
+      std::printf("\n");
+    }
+  }
+  if (streaming) {
     std::printf("\n");
     std::fflush(stdout);  // the text's last line before the statistics, on a shared terminal
+    const Outcome& o = outcomes.front();
+    const double prompt_tps = o.result.prompt_seconds > 0
+                                  ? static_cast<double>(o.request.prompt_ids.size()) / o.result.prompt_seconds
+                                  : 0.0;
     std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
-                 request.prompt_ids.size(), prompt_tps, result.generated_ids.size(), decode_tps);
+                 o.request.prompt_ids.size(), prompt_tps, o.result.generated_ids.size(), decode_tokens_per_s(o.result));
+  } else if (!prompts_file.empty()) {
+    std::size_t generated = 0;
+    for (const Outcome& o : outcomes) generated += o.result.generated_ids.size();
+    std::fprintf(stderr, "sepal: %zu prompts, %zu at a time, in %.3f s: %zu tokens generated (%.1f tokens/s)\n",
+                 outcomes.size(), at_once, seconds, generated, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
   }
-  if (swarm) {
-    pipeline.reset();  // closes the sessions
-    swarm->shutdown();
-  }
-  return 0;
+  std::fflush(stdout);
+  if (swarm) swarm->shutdown();
+  return failed == 0 ? 0 : 1;
 }
 
 }  // namespace sepal::tools

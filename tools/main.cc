@@ -6,7 +6,7 @@
 #include <string>
 
 #include "kernels/error.h"
-#include "runtime/mpi_environment.h"
+#include "runtime/process_exit.h"
 #include "tools/commands.h"
 
 namespace {

@@ -145,7 +145,7 @@ int perplexity_command(int argc, char** argv) {
       LocalPipeline pipeline(*model.blocks, n);
       pipeline.forward(hidden.data(), n);
     } else {
-      auto pipeline = swarm->open(n, static_cast<std::uint64_t>(window + 1));
+      auto pipeline = swarm->open(n);
       pipeline->forward(hidden.data(), n);
       swarm_stats = swarm->stats(*pipeline);
     }

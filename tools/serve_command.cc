@@ -7,12 +7,11 @@
 #include <cmath>
 #include <iostream>
 
-#include "kernels/parallel.h"
+#include "actors/swarm_launch.h"
 #include "kernels/error.h"
-#include "runtime/mpi_environment.h"
+#include "kernels/parallel.h"
+#include "model/model_config.h"
 #include "tools/commands.h"
-#include "tools/host_process.h"
-#include "tools/swarm_process.h"
 #include "tools/wan_options.h"
 #include "tools/weight_options.h"
 
@@ -71,20 +70,24 @@ int serve_command(int argc, char** argv) {
   const WanConfig wan = wan_settings(config_path, wan_text);
   (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
 
-  SwarmSettings settings{transport_name, wan, {}};
-  settings.authenticate = !vm["no-link-authentication"].as<bool>();
-  std::unique_ptr<SwarmProcess> swarm;
-  if (spawned) {
-    swarm = SwarmProcess::over_comm(merge_with_parent(), "host", settings);
-  } else {
+  SwarmNodeSettings settings;
+  settings.transport.name = transport_name;
+  settings.transport.wan = wan;
+  settings.transport.authenticate = !vm["no-link-authentication"].as<bool>();
+  HostLaunch launch;
+  launch.node = settings;
+  launch.spawned = spawned;
+  launch.join_file = join_file;
+  if (!spawned) {
     auto secret = SwarmSecret::from_file_or_environment(secret_file);
     if (!secret.is_ok()) fail("--join needs the swarm's secret: ", secret.status().message());
-    if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
-    swarm = SwarmProcess::join(join_file, secret.value(), "host", settings);
+    launch.secret = std::move(secret).value();
   }
-  HostSettings host{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions, client_cache_mb << 20,
-                    step_tokens};
-  return run_host(*swarm, host);
+  launch.host = HostSettings{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions,
+                             client_cache_mb << 20, step_tokens};
+  const Status served = run_host(&argc, &argv, launch);
+  if (!served.is_ok()) fail(served.message());
+  return 0;
 }
 
 }  // namespace sepal::tools

@@ -5,12 +5,10 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "actors/protocol/balancer.h"
+#include "actors/swarm_launch.h"
 #include "kernels/error.h"
-#include "runtime/mpi_environment.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
-#include "tools/swarm_process.h"
 
 namespace sepal::tools {
 
@@ -32,18 +30,8 @@ int status_command(int argc, char** argv) {
   po::notify(vm);
   auto secret = SwarmSecret::from_file_or_environment(secret_file);
   if (!secret.is_ok()) fail("sepal status needs the swarm's secret: ", secret.status().message());
-  if (Status s = mpi_init(&argc, &argv); !s.is_ok()) fail(s.to_string());
-  auto swarm = SwarmProcess::join(join_file, secret.value(), "observer", SwarmSettings{});
-  // A reply can miss a newcomer whose address the client's side is still connecting to: ask again.
-  auto map = swarm->system().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}}, GetBlockMap{},
-                                          std::chrono::seconds(5));
-  for (int attempt = 1; attempt < 4 && !map.is_ok() && map.status().code() == StatusCode::kTimeout; ++attempt) {
-    map = swarm->system().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}}, GetBlockMap{},
-                                       std::chrono::seconds(5));
-  }
-  (void)swarm->membership().leave(std::chrono::seconds(5));
-  swarm->stop();
-  if (!map.is_ok()) fail("the balancer did not answer: ", map.status().message());
+  auto map = observe_block_map(&argc, &argv, join_file, secret.value());
+  if (!map.is_ok()) fail(map.status().message());
   if (vm.count("json")) {
     std::cout << block_map_json(map.value()).dump(1) << "\n";
   } else {

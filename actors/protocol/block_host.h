@@ -26,9 +26,6 @@ namespace sepal {
 /// Well-known actor id of the block host in a host process.
 inline constexpr std::uint32_t kBlockHostActorId = 3;
 
-/// Well-known actor id of the client's receiver of pushed outputs.
-inline constexpr std::uint32_t kPushReceiverActorId = 5;
-
 struct HostInfoReply {
   static constexpr std::uint16_t kTypeId = 0x0401;
   std::string model;            ///< the model folder's name
@@ -129,7 +126,7 @@ struct PushTarget {
 /// (which also names the one target it may be forwarded to); without one it is dropped.
 struct PushStep {
   static constexpr std::uint16_t kTypeId = 0x040B;
-  ActorAddress client;  ///< the client's push receiver; client.peer owns the sessions
+  ActorAddress client;  ///< the client driver (receives the outputs); client.peer owns the sessions
   std::uint64_t request = 0;  ///< the client's id for the whole pushed step (echoed in PushedOutput)
   std::uint64_t session = 0;
   std::int64_t position = 0;
@@ -145,8 +142,9 @@ struct BlockHostProtocol {
   using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown, PushStep>;
 };
 
-/// One-way, host to client: the output of hop `hop` of attempt `tag`, or why it failed
-/// (code != 0: a StatusCode; `host` is the peer that failed or reported it).
+/// One-way, host to client (the client driver, actors/protocol/client_driver.h): the output of
+/// hop `hop` of attempt `tag`, or why it failed (code != 0: a StatusCode; `host` is the peer that
+/// failed or reported it).
 struct PushedOutput {
   static constexpr std::uint16_t kTypeId = 0x040C;
   std::uint64_t request = 0;
@@ -157,10 +155,6 @@ struct PushedOutput {
   std::string message;
   TensorPayload hidden;
   SEPAL_FIELDS(request, tag, hop, host, code, message, hidden)
-};
-
-struct PushReceiverProtocol {
-  using accepts = Accepts<PushedOutput>;
 };
 
 }  // namespace sepal

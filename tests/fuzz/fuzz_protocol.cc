@@ -1,4 +1,4 @@
-// Fuzz target: every message another process can send — the block host's, push receiver's,
+// Fuzz target: every message another process can send — the block host's, client driver's,
 // balancer's and membership's requests and replies, and the join handshake — decoded from any
 // bytes. Each must decode or give kMalformed: no crash, no read out of bounds, no allocation
 // beyond a small multiple of the frame. Decoded hidden states also go through the hidden-state
@@ -10,6 +10,7 @@
 #include "actors/hidden_codec.h"
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/block_host.h"
+#include "actors/protocol/client_driver.h"
 #include "runtime/join_messages.h"
 #include "runtime/membership.h"
 #include "runtime/wire.h"
@@ -49,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!decode_envelope(*frame).is_ok()) return 0;
   const std::shared_ptr<const Buffer> shared = frame;
   decode_protocol(shared, BlockHostProtocol::accepts{});
-  decode_protocol(shared, PushReceiverProtocol::accepts{});
+  decode_protocol(shared, ClientDriverProtocol::accepts{});
   decode_protocol(shared, BalancerProtocol::accepts{});
   decode_protocol(shared, MembershipProtocol::accepts{});
   decode_protocol(shared, Accepts<JoinChallenge, JoinRequest, JoinWelcome, JoinAddress>{});

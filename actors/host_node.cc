@@ -1,4 +1,4 @@
-#include "tools/host_process.h"
+#include "actors/host_node.h"
 
 #include <unistd.h>
 
@@ -9,13 +9,12 @@
 #include <future>
 #include <thread>
 
-#include "actors/block_host.h"
-#include "actors/host_agent.h"
-#include "kernels/error.h"
+#include "actors/blocking_facade.h"
+#include "actors/swarm_node.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 
-namespace sepal::tools {
+namespace sepal {
 namespace {
 
 std::atomic<bool> g_leave{false};
@@ -23,11 +22,28 @@ extern "C" void request_leave(int) { g_leave = true; }
 
 }  // namespace
 
-int run_host(SwarmProcess& swarm, const HostSettings& settings) {
-  const ModelConfig config = read_model_config(settings.model_dir);
-  const Checkpoint checkpoint = Checkpoint::open(settings.model_dir);
+HostActors add_host_actors(ActorSystem& system, const SwarmWorld& world, BlockHostOptions host, HostAgentOptions agent) {
+  host.coordinator = world.coordinator;
+  auto actor = std::make_unique<BlockHost>(nullptr, std::move(host));
+  HostActors out;
+  out.host = actor.get();
+  system.adopt_with_id(kBlockHostActorId, std::move(actor));
+  out.agent = add_host_agent(system, *out.host, world.balancer(), std::move(agent));
+  return out;
+}
+
+Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
+  std::optional<ModelConfig> config;
+  std::optional<Checkpoint> checkpoint;
+  try {
+    config = read_model_config(settings.model_dir);
+    checkpoint.emplace(Checkpoint::open(settings.model_dir));
+  } catch (const std::exception& e) {
+    return error(StatusCode::kInvalidArgument, e.what());
+  }
   const std::string model_name = std::filesystem::path(settings.model_dir).filename().string();
-  ActorSystem& system = swarm.system();
+  ActorSystem& system = node.system();
+  const SwarmWorld& world = node.world();
 
   auto ended = std::make_shared<std::promise<std::string>>();
   auto ended_once = std::make_shared<std::once_flag>();
@@ -38,54 +54,58 @@ int run_host(SwarmProcess& swarm, const HostSettings& settings) {
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
   options.max_step_tokens = settings.max_step_tokens;
+  options.coordinator = world.coordinator;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
-  auto actor = std::make_unique<BlockHost>(nullptr, options);
-  BlockHost& host = *actor;
-  system.adopt_with_id(kBlockHostActorId, std::move(actor));
-  system.watch_peer_failures([end](PeerId peer, const Status&) {
-    if (peer == 0) end("the client is gone");
+  const PeerId coordinator = world.coordinator;
+  system.watch_peer_failures([end, coordinator](PeerId peer, const Status&) {
+    if (peer == coordinator) end("the coordinator is gone");
   });
 
   HostAgentOptions agent_options;
   agent_options.model = model_name;
-  agent_options.num_blocks = config.num_layers;
-  agent_options.max_blocks = settings.max_blocks > 0 ? settings.max_blocks : config.num_layers;
+  agent_options.num_blocks = config->num_layers;
+  agent_options.max_blocks = settings.max_blocks > 0 ? settings.max_blocks : config->num_layers;
   agent_options.throughput = settings.throughput;
-  const PeerId self = swarm.self();
-  agent_options.load = [&checkpoint, &config, &settings, self](BlockRange r) {
-    auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint, config, r.first, r.last, settings.loading));
+  const PeerId self = node.self();
+  const ModelConfig& model = *config;
+  const Checkpoint& weights = *checkpoint;
+  agent_options.load = [&weights, &model, &settings, self](BlockRange r) {
+    auto blocks = std::make_shared<const BlockStack>(BlockStack::load(weights, model, r.first, r.last, settings.loading));
     std::fprintf(stderr, "sepal: host %u (pid %d) serves blocks [%lld, %lld): %.1f MB of %s weights\n", self, getpid(),
                  static_cast<long long>(r.first), static_cast<long long>(r.last), blocks->weight_bytes() / 1e6,
                  std::string(dtype_name(settings.loading.dtype)).c_str());
     return blocks;
   };
-  HostAgent agent(system, host, {{0, kBalancerActorId}}, agent_options);
+  const HostActors actors = add_host_actors(system, world, options, agent_options);
   std::signal(SIGTERM, request_leave);
   std::signal(SIGINT, request_leave);
-  if (Status s = agent.join(std::chrono::minutes(5)); !s.is_ok()) fail("cannot join the swarm: ", s.message());
-  agent.start();
+  if (auto joined = join_swarm(system, actors.agent, std::chrono::minutes(5)); !joined.is_ok()) {
+    system.remove(actors.agent.address);
+    return error(joined.status().code(), "cannot join the swarm: ", joined.status().message());
+  }
 
   auto done = ended->get_future();
   while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
     if (!g_leave) continue;
     std::fprintf(stderr, "sepal: host %u leaving the swarm\n", self);
-    const Status left = agent.leave();
+    const Status left = leave_swarm(system, actors.agent);
     if (!left.is_ok()) std::fprintf(stderr, "sepal: host %u: the balancer did not acknowledge the leave: %s\n", self, left.to_string().c_str());
-    (void)swarm.membership().leave(std::chrono::seconds(5));
-    swarm.stop();
+    (void)node.membership().leave(std::chrono::seconds(5));
+    node.stop();
     std::fprintf(stderr, "sepal: host %u left\n", self);
     std::fflush(stderr);
     std::_Exit(0);  // not MPI_Finalize: it would wait for the ranks that stay
   }
-  agent.stop();
+  (void)system.send(actors.agent, StopAnnouncing{});
   std::fprintf(stderr, "sepal: host %u done (%s)\n", self, done.get().c_str());
   std::fflush(stderr);
   // The client waits for the hosts to leave the membership before it ends; a spawned host's
   // output goes through the client's process, so later writes must not kill it (SIGPIPE).
   std::signal(SIGPIPE, SIG_IGN);
-  (void)swarm.membership().leave(std::chrono::seconds(2));
-  swarm.stop();
-  return 0;
+  (void)node.membership().leave(std::chrono::seconds(2));
+  node.stop();
+  system.remove(actors.agent.address);  // its loading thread, if any, ends before the node does
+  return Status::ok();
 }
 
-}  // namespace sepal::tools
+}  // namespace sepal

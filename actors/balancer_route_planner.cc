@@ -1,0 +1,148 @@
+#include "actors/balancer_route_planner.h"
+
+#include "actors/route_planning.h"
+#include "runtime/log.h"
+
+namespace sepal {
+
+namespace {
+
+// Why a block map is not ready to serve yet; empty when it is.
+std::string not_ready(const Result<BlockMapReply>& map, std::int64_t min_hosts) {
+  if (!map.is_ok()) return "no answer from the balancer: " + map.status().to_string();
+  if (map->num_blocks <= 0) return "no host has announced itself";
+  std::vector<bool> served(static_cast<std::size_t>(map->num_blocks), false);
+  std::int64_t measured = 0;
+  for (const auto& h : map->hosts) {
+    if (h.serving_first != h.first || h.serving_last != h.last) {
+      return "host " + std::to_string(h.peer) + " is moving to blocks [" + std::to_string(h.first) + ", " +
+             std::to_string(h.last) + ")";
+    }
+    if (h.throughput > 0) ++measured;
+    for (auto b = std::max<std::int64_t>(h.serving_first, 0); b < std::min(h.serving_last, map->num_blocks); ++b) {
+      served[static_cast<std::size_t>(b)] = true;
+    }
+  }
+  for (std::size_t b = 0; b < served.size(); ++b) {
+    if (!served[b]) return "block " + std::to_string(b) + " of " + std::to_string(map->num_blocks) + " has no host yet";
+  }
+  if (measured < min_hosts) {
+    return std::to_string(measured) + " of " + std::to_string(min_hosts) + " hosts have measured their throughput";
+  }
+  return {};
+}
+
+// The probes of one planning attempt: every usable host's answer and round trip.
+struct Probes {
+  std::size_t waiting = 0;
+  std::vector<RouteCandidate> candidates;
+  std::vector<PeerId> failed;
+};
+
+}  // namespace
+
+BalancerRoutePlanner::BalancerRoutePlanner(ActorSystem& system, std::uint32_t driver, ActorRef<BalancerProtocol> balancer,
+                                           BalancerRoutePlannerOptions options)
+    : system_(system), driver_(driver), balancer_(balancer), options_(options) {}
+
+void BalancerRoutePlanner::report_failure(PeerId peer) {
+  Avoid& a = avoid_[peer];
+  ++a.failures;
+  auto span = options_.avoid_first * (1 << std::min(a.failures - 1, 16));
+  if (span > options_.avoid_max) span = options_.avoid_max;
+  a.until = system_.scheduler().now() + span;
+  log(LogLevel::kInfo, "avoiding host ", peer, " for ", span.count(), " ms (failure ", a.failures, ")");
+}
+
+std::set<PeerId> BalancerRoutePlanner::avoided() const {
+  std::set<PeerId> out;
+  const auto now = system_.scheduler().now();
+  for (const auto& [peer, a] : avoid_) {
+    if (now < a.until) out.insert(peer);
+  }
+  return out;
+}
+
+void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, RouteDone done) {
+  system_.request_in_turn(driver_, balancer_, GetBlockMap{}, options_.request_timeout,
+                          [this, first, last, done](Result<BlockMapReply> map) {
+    if (!map.is_ok()) return done(error(map.status().code(), "the balancer did not answer: ", map.status().to_string()));
+    const std::set<PeerId> avoid = avoided();
+    // Ask every usable host at once; the answer's delay is its round trip.
+    auto probes = std::make_shared<Probes>();
+    std::vector<PeerId> asked;
+    for (const HostRecord& h : map->hosts) {
+      if (avoid.count(h.peer) || h.serving_first >= h.serving_last || h.serving_last <= first || h.serving_first >= last) continue;
+      asked.push_back(h.peer);
+    }
+    probes->waiting = asked.size();
+    auto finish = [this, first, last, probes, done] {
+      for (PeerId peer : probes->failed) report_failure(peer);
+      auto planned = plan_route(probes->candidates, first, last);
+      if (!planned.is_ok()) return done(planned.status());
+      std::vector<RouteHop> hops;
+      for (const auto& h : planned.value()) {
+        hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{h.peer, kBlockHostActorId}}, h.blocks.first, h.blocks.last});
+      }
+      done(std::move(hops));
+    };
+    if (asked.empty()) return finish();
+    ActorSystem* system = &system_;  // outlives its requests; this planner may not
+    const std::uint32_t driver = driver_;
+    for (PeerId peer : asked) {
+      const auto sent = system_.scheduler().now();
+      // Timed where the answer arrives, not where the driver gets to it.
+      system_.request(ActorRef<BlockHostProtocol>{{peer, kBlockHostActorId}}, HostInfo{}, options_.request_timeout,
+                      [system, driver, peer, sent, probes, finish](Result<HostInfoReply> info) {
+        const double rtt = std::chrono::duration<double>(system->scheduler().now() - sent).count();
+        system->run_in_turn(driver, [peer, rtt, probes, finish, info = std::move(info)] {
+          if (!info.is_ok()) {
+            probes->failed.push_back(peer);
+          } else if (!info->leaving && info->first < info->last) {
+            probes->candidates.push_back(RouteCandidate{peer, {info->first, info->last}, info->tokens_per_second, rtt});
+          }
+          if (--probes->waiting == 0) finish();
+        });
+      }, driver_);
+    }
+  });
+}
+
+void BalancerRoutePlanner::route(std::int64_t first, std::int64_t last, RouteDone done) {
+  retry_route(first, last, system_.scheduler().now() + options_.route_wait, options_.retry_first, std::move(done));
+}
+
+void BalancerRoutePlanner::retry_route(std::int64_t first, std::int64_t last, Clock::time_point deadline,
+                                       std::chrono::milliseconds pause, RouteDone done) {
+  try_route(first, last, [this, first, last, deadline, pause, done](Result<std::vector<RouteHop>> hops) {
+    if (hops.is_ok()) return done(std::move(hops));
+    if (system_.scheduler().now() + pause > deadline) {
+      return done(error(hops.status().code(), hops.status().message(), " (waited ",
+                        std::chrono::duration_cast<std::chrono::seconds>(options_.route_wait).count(), " s for a host)"));
+    }
+    log(LogLevel::kInfo, "no route yet (", hops.status().message(), "); retrying in ", pause.count(), " ms");
+    system_.after_in_turn(driver_, pause, [this, first, last, deadline, pause, done] {
+      retry_route(first, last, deadline, std::min(pause * 2, options_.retry_max), done);
+    });
+  });
+}
+
+void BalancerRoutePlanner::await_ready(std::int64_t min_hosts, std::chrono::milliseconds timeout, ReadyDone done) {
+  poll_ready(min_hosts, system_.scheduler().now() + timeout, timeout, std::move(done));
+}
+
+void BalancerRoutePlanner::poll_ready(std::int64_t min_hosts, Clock::time_point deadline, std::chrono::milliseconds timeout,
+                                      ReadyDone done) {
+  system_.request_in_turn(driver_, balancer_, GetBlockMap{}, options_.request_timeout,
+                          [this, min_hosts, deadline, timeout, done](Result<BlockMapReply> map) {
+    const std::string missing = not_ready(map, min_hosts);
+    if (missing.empty()) return done(std::move(map));
+    if (system_.scheduler().now() >= deadline) {
+      return done(error(StatusCode::kTimeout, "the swarm was not ready in ", timeout.count(), " ms: ", missing));
+    }
+    system_.after_in_turn(driver_, options_.ready_poll,
+                          [this, min_hosts, deadline, timeout, done] { poll_ready(min_hosts, deadline, timeout, done); });
+  });
+}
+
+}  // namespace sepal

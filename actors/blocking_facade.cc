@@ -1,0 +1,66 @@
+#include "actors/blocking_facade.h"
+
+#include <cstring>
+
+#include "actors/hidden_codec.h"
+#include "kernels/error.h"
+
+namespace sepal {
+namespace {
+
+// The actors answer every request themselves (each host request, route wait and failover the
+// driver makes is bounded), so this bound is only a backstop against an actor that is gone.
+constexpr std::chrono::hours kDriverAnswer{1};
+
+}  // namespace
+
+Result<std::unique_ptr<DriverSession>> DriverSession::open(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
+                                                           std::int64_t capacity) {
+  auto opened = system.request_sync(driver, OpenInference{capacity}, kDriverAnswer);
+  if (!opened.is_ok()) return opened.status();
+  return std::unique_ptr<DriverSession>(new DriverSession(system, driver, opened->session, opened->hidden_size));
+}
+
+DriverSession::~DriverSession() { (void)system_.request_sync(driver_, CloseInference{id_}, std::chrono::seconds(10)); }
+
+void DriverSession::forward(float* hidden, std::int64_t n) {
+  const auto count = static_cast<std::size_t>(n * hidden_size_);
+  // The caller's buffer is only borrowed for the request: the driver encodes it before answering.
+  TensorPayload in;
+  in.type = ElementType::kF32;
+  in.shape = {n, hidden_size_};
+  in.data = reinterpret_cast<const std::byte*>(hidden);
+  in.bytes = count * sizeof(float);
+  auto out = system_.request_sync(driver_, InferenceStep{id_, in}, kDriverAnswer);
+  if (!out.is_ok()) fail(out.status().message());
+  auto values = decode_hidden(out->hidden, hidden_size_);
+  if (!values.is_ok() || values->size() != count) fail("the driver answered a step with malformed hidden states");
+  std::memcpy(hidden, values->data(), count * sizeof(float));
+  length_ = out->length;
+}
+
+Result<InferenceReport> DriverSession::report() const {
+  return system_.request_sync(driver_, DescribeInference{id_}, kDriverAnswer);
+}
+
+Result<BlockMapReply> await_swarm_ready(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
+                                        std::int64_t min_hosts, std::chrono::milliseconds timeout) {
+  return system.request_sync(driver, AwaitSwarmReady{min_hosts, timeout.count()}, timeout + std::chrono::seconds(30));
+}
+
+Result<BlockMapReply> fetch_block_map(ActorSystem& system, ActorRef<BalancerProtocol> balancer,
+                                      std::chrono::milliseconds timeout) {
+  return system.request_sync(balancer, GetBlockMap{}, timeout);
+}
+
+Result<HostJoined> join_swarm(ActorSystem& system, ActorRef<HostAgentProtocol> agent, std::chrono::milliseconds timeout) {
+  // The agent answers by the deadline, unless a load of blocks is under way then: that may take
+  // minutes for a large model, so the backstop is generous.
+  return system.request_sync(agent, JoinSwarm{timeout.count()}, timeout + kDriverAnswer);
+}
+
+Status leave_swarm(ActorSystem& system, ActorRef<HostAgentProtocol> agent) {
+  return system.request_sync(agent, LeaveSwarm{}, std::chrono::seconds(30)).status();
+}
+
+}  // namespace sepal

@@ -1,0 +1,62 @@
+#pragma once
+// The blocking side of the actors, for threads that can wait: the generation loop, the nodes'
+// main threads, the commands, tests. Each call is a request to an actor and waits for its answer,
+// so none may be made from an actor's handler; inside actors/, only this file waits. Many threads
+// may each run their own session of the client driver at once; the driver interleaves them.
+//
+// Thread-safety: a DriverSession belongs to one thread at a time; the functions are thread-safe.
+
+#include <chrono>
+#include <memory>
+
+#include "actors/protocol/balancer.h"
+#include "actors/protocol/client_driver.h"
+#include "actors/protocol/host_agent.h"
+#include "model/generation.h"
+#include "runtime/actor_system.h"
+
+namespace sepal {
+
+/// An inference session of the driver as a BlockPipeline, so that the generation loop
+/// (model/generation.h) drives a swarm as it drives local blocks.
+class DriverSession final : public BlockPipeline {
+ public:
+  /// Opens a session of `capacity` positions through every block; the error names the host and
+  /// its reason when no route opens.
+  static Result<std::unique_ptr<DriverSession>> open(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
+                                                     std::int64_t capacity);
+  /// Closes the session (its hosts free their caches).
+  ~DriverSession() override;
+
+  /// Throws sepal::Error with the driver's one-line reason when the step fails.
+  void forward(float* hidden, std::int64_t n) override;
+  std::int64_t length() const override { return length_; }
+  std::uint64_t id() const { return id_; }
+  /// Route and counters.
+  Result<InferenceReport> report() const;
+
+ private:
+  DriverSession(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::uint64_t id, std::int64_t hidden_size)
+      : system_(system), driver_(driver), id_(id), hidden_size_(hidden_size) {}
+
+  ActorSystem& system_;
+  ActorRef<ClientDriverProtocol> driver_;
+  std::uint64_t id_;
+  std::int64_t hidden_size_;
+  std::int64_t length_ = 0;
+};
+
+/// Waits until the driver's swarm can serve (AwaitSwarmReady); the block map then.
+Result<BlockMapReply> await_swarm_ready(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
+                                        std::int64_t min_hosts, std::chrono::milliseconds timeout);
+
+/// The balancer's block map.
+Result<BlockMapReply> fetch_block_map(ActorSystem& system, ActorRef<BalancerProtocol> balancer,
+                                      std::chrono::milliseconds timeout);
+
+/// Has the host agent join the swarm (JoinSwarm); the blocks it serves then.
+Result<HostJoined> join_swarm(ActorSystem& system, ActorRef<HostAgentProtocol> agent, std::chrono::milliseconds timeout);
+/// Has the host agent leave gracefully (LeaveSwarm); an error when the balancer did not acknowledge.
+Status leave_swarm(ActorSystem& system, ActorRef<HostAgentProtocol> agent);
+
+}  // namespace sepal

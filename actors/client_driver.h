@@ -1,0 +1,137 @@
+#pragma once
+// The client driver: the actor that runs a client's inference sessions through the block hosts
+// (actors/protocol/client_driver.h). It owns the sessions (ids it allocates; many at once), their
+// routes, the push inbox, failover and replay; the route planner it is given owns the view of the
+// swarm and the avoid-list. Nothing here blocks: every wait is a request or a timer whose answer
+// comes back in the driver's turn (ActorSystem::request_in_turn).
+//
+// A step runs in one of two modes:
+//   - relay: the driver steps each hop in turn and gets each hop's output back;
+//   - push: the driver sends the step to the first host, the hosts forward it along the route,
+//     and each also pushes its output here (kept for replay); a push that fails part-way goes on
+//     by relay from the first hop without an output.
+// When a host fails (transport failure, timeout, or it left or moved and its session vanished),
+// the planner is told (it avoids the host for a while) and plans a new route for that hop's
+// blocks; the inputs the hop has seen are replayed there, step by step in the shapes decoding
+// used (pipelined), so every kernel sees the batch it saw before (int8 outlier columns and float
+// summation orders depend on the batch): the rebuilt cache is the one decoding built, bit for
+// bit, and the output does not change.
+//
+// Thread-safety: an actor; use it through messages (or actors/blocking_facade.h).
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "actors/protocol/client_driver.h"
+#include "actors/route_planner.h"
+#include "runtime/actor_system.h"
+
+namespace sepal {
+
+struct ClientDriverOptions {
+  std::int64_t num_blocks = 0;               ///< the model's blocks; every session runs all of them
+  std::chrono::milliseconds timeout{60000};  ///< per request to a host, and per pushed step
+  bool push = true;                          ///< host-to-host push (else relay)
+  bool wire_compression = true;              ///< hidden states 8-bit blockwise (actors/hidden_codec.h)
+  int max_failovers = 16;                    ///< per step (and per open), before giving up
+};
+
+class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol> {
+ public:
+  /// The driver of `system`, to be added there under `id` (its continuations run in that actor's
+  /// turn). `planner` must answer in that turn too.
+  ClientDriver(ActorSystem& system, std::uint32_t id, std::unique_ptr<RoutePlanner> planner, ClientDriverOptions options);
+  ~ClientDriver() override;
+
+  std::string name() const override { return "client driver"; }
+  Result<InferenceOpened> handle(ActorContext& ctx, const OpenInference& m);
+  Result<InferenceOutput> handle(ActorContext& ctx, const InferenceStep& m);
+  Result<InferenceClosed> handle(ActorContext& ctx, const CloseInference& m);
+  Result<InferenceReport> handle(ActorContext& ctx, const DescribeInference& m);
+  Result<BlockMapReply> handle(ActorContext& ctx, const AwaitSwarmReady& m);
+  void handle(ActorContext& ctx, const PushedOutput& m);
+  void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
+
+ private:
+  struct Hop {
+    RouteHop at;
+    std::uint64_t session = 0;           ///< the host's session id
+    std::vector<TensorPayload> inputs;   ///< every input of a completed step, for replay
+  };
+  // The outputs of a pushed step as they arrive (hop order), or why it broke off.
+  struct PushAttempt {
+    std::uint64_t tag = 0;
+    std::vector<PeerId> peers;
+    std::vector<std::optional<TensorPayload>> outputs;
+    std::optional<std::pair<PeerId, Status>> failure;
+    bool settled() const;
+  };
+  struct Session;
+  using Continue = std::function<void(Session&)>;
+  using Failed = std::function<void(Session&, Status)>;
+
+  // The session `id` if it still runs operation `op` (a continuation of an ended one finds none).
+  Session* live(std::uint64_t id, std::uint64_t op);
+  // Ends the session's operation with `status` (an error) and answers its caller.
+  void fail_operation(Session& s, const Status& status);
+  // Runs `body` on the live session, failing its operation if `body` throws.
+  void resume(std::uint64_t id, std::uint64_t op, const std::function<void(Session&)>& body);
+
+  // Opening: hops i.. of the route, each checked and given a host session.
+  void open_hops(Session& s, std::size_t i);
+  // Asks `hop`'s host what it serves and opens a session there; `done` gets the host's session id.
+  void open_on(Session& s, const RouteHop& hop, std::function<void(Session&, Result<std::uint64_t>)> done);
+
+  // Stepping.
+  void start_push(Session& s);
+  void finish_push(Session& s);
+  // Steps hops i.. by relay from `input` (`rollback`: first reset each to the session's length).
+  void relay_from(Session& s, std::size_t i, TensorPayload input, bool rollback);
+  void step_hop(Session& s, std::size_t i, TensorPayload input, bool rollback);
+  void hop_lost(Session& s, std::size_t i, TensorPayload input, const Status& why);
+  void complete_step(Session& s, TensorPayload output);
+  // Checks a hop's output for n tokens (decoding it) and counts its bytes.
+  Status accept_output(Session& s, const TensorPayload& t, std::int64_t n);
+
+  // Failover: a new route for hop i's blocks, its inputs replayed there, trying other routes while
+  // their hosts fail (up to max_failovers for the operation). `done` gets how many hops replaced
+  // hop i.
+  void failover(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>)> done);
+  // One try of it; `retryable` is false when there was no route at all (the planner waited).
+  void replace_hop(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>, bool retryable)> done);
+  struct Replacement;
+  void rebuild(Session& s, std::shared_ptr<Replacement> r);
+  // Sends `steps` to `hop` in order (a few in flight), from position 0; `done` gets its outputs.
+  void replay(Session& s, const Hop& hop, std::vector<TensorPayload> steps,
+              std::function<void(Session&, Result<std::vector<TensorPayload>>)> done);
+
+  // A request to a host whose answer continues operation `op` of session `id`.
+  template <typename M>
+  void ask(Session& s, const ActorRef<BlockHostProtocol>& host, const M& m,
+           std::function<void(Session&, Result<typename M::Reply>)> done);
+
+  ActorSystem& system_;
+  const std::uint32_t id_;
+  std::unique_ptr<RoutePlanner> planner_;
+  const ClientDriverOptions options_;
+  std::int64_t hidden_size_ = 0;  ///< learnt from the first host; every host must agree
+  std::uint64_t next_session_ = 0;
+  std::uint64_t next_op_ = 0;
+  std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+  std::set<PeerId> failed_peers_;
+};
+
+}  // namespace sepal
+
+namespace sepal {
+
+/// Adds a client driver to `system` under kClientDriverActorId (where hosts push outputs);
+/// `planner` must answer in that actor's turn (built with kClientDriverActorId).
+ActorRef<ClientDriverProtocol> add_client_driver(ActorSystem& system, std::unique_ptr<RoutePlanner> planner,
+                                                 ClientDriverOptions options);
+
+}  // namespace sepal

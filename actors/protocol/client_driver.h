@@ -1,0 +1,110 @@
+#pragma once
+// What the client driver accepts and answers. The driver is the client's actor: it holds the
+// inference sessions of every generation running in its process (ids allocated by the driver,
+// many open at once), routes them through the block hosts, and fails over when a host goes. The
+// processes's own threads talk to it through the blocking facade (actors/blocking_facade.h);
+// hosts talk to it only to push outputs (PushedOutput). Requests from any other process are
+// refused.
+//
+// Hidden states in and out are tensors [n, hidden_size]: the caller sends f32; the answer is the
+// last host's output as that host sent it (f32, or 8-bit blockwise: actors/hidden_codec.h).
+
+#include <cstdint>
+#include <vector>
+
+#include "actors/protocol/balancer.h"
+#include "actors/protocol/block_host.h"
+#include "runtime/actor.h"
+#include "runtime/tensor_payload.h"
+
+namespace sepal {
+
+/// Well-known actor id of the client driver; hosts push outputs to it.
+inline constexpr std::uint32_t kClientDriverActorId = 5;
+
+struct InferenceOpened {
+  static constexpr std::uint16_t kTypeId = 0x0601;
+  std::uint64_t session = 0;
+  std::int64_t hidden_size = 0;
+  SEPAL_FIELDS(session, hidden_size)
+};
+/// Opens an inference session of up to `max_length` positions through every block: a route is
+/// planned and a session opened on each of its hosts.
+struct OpenInference {
+  static constexpr std::uint16_t kTypeId = 0x0602;
+  using Reply = InferenceOpened;
+  std::int64_t max_length = 0;
+  SEPAL_FIELDS(max_length)
+};
+
+struct InferenceOutput {
+  static constexpr std::uint16_t kTypeId = 0x0603;
+  std::int64_t length = 0;  ///< the session's length after the step
+  TensorPayload hidden;     ///< [n, hidden_size], f32 or compressed
+  SEPAL_FIELDS(length, hidden)
+};
+/// Runs f32 hidden[n, hidden_size] through every block as the session's next n positions. One
+/// step of a session at a time; other sessions' steps run meanwhile.
+struct InferenceStep {
+  static constexpr std::uint16_t kTypeId = 0x0604;
+  using Reply = InferenceOutput;
+  std::uint64_t session = 0;
+  TensorPayload hidden;
+  SEPAL_FIELDS(session, hidden)
+};
+
+struct InferenceClosed {
+  static constexpr std::uint16_t kTypeId = 0x0605;
+  std::uint64_t session = 0;
+  SEPAL_FIELDS(session)
+};
+/// Ends the session (a step under way fails with kCancelled) and frees its hosts' caches.
+struct CloseInference {
+  static constexpr std::uint16_t kTypeId = 0x0606;
+  using Reply = InferenceClosed;
+  std::uint64_t session = 0;
+  SEPAL_FIELDS(session)
+};
+
+/// One hop of a session's route.
+struct InferenceHop {
+  std::uint32_t host = 0;
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+  SEPAL_FIELDS(host, first, last)
+};
+struct InferenceReport {
+  static constexpr std::uint16_t kTypeId = 0x0607;
+  std::vector<InferenceHop> route;
+  std::int64_t length = 0;
+  std::int64_t failovers = 0;         ///< times a hop moved to other hosts
+  std::int64_t received_bytes = 0;    ///< hidden-state bytes the hops sent back
+  std::int64_t received_token_hops = 0;  ///< tokens times hops those bytes covered
+  bool push = false;                  ///< host-to-host push (else relay through the client)
+  bool wire_compression = false;
+  SEPAL_FIELDS(route, length, failovers, received_bytes, received_token_hops, push, wire_compression)
+};
+/// The session's route and counters.
+struct DescribeInference {
+  static constexpr std::uint16_t kTypeId = 0x0608;
+  using Reply = InferenceReport;
+  std::uint64_t session = 0;
+  SEPAL_FIELDS(session)
+};
+
+/// Answers once the swarm can serve: every block has a host, at least `min_hosts` hosts have
+/// measured their throughput, and no move the balancer ordered is under way; kTimeout, naming
+/// what is missing, after `timeout_ms`.
+struct AwaitSwarmReady {
+  static constexpr std::uint16_t kTypeId = 0x0609;
+  using Reply = BlockMapReply;
+  std::int64_t min_hosts = 0;
+  std::int64_t timeout_ms = 0;
+  SEPAL_FIELDS(min_hosts, timeout_ms)
+};
+
+struct ClientDriverProtocol {
+  using accepts = Accepts<OpenInference, InferenceStep, CloseInference, DescribeInference, AwaitSwarmReady, PushedOutput>;
+};
+
+}  // namespace sepal

@@ -1,0 +1,88 @@
+#include "actors/swarm_launch.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "actors/blocking_facade.h"
+#include "actors/swarm_node.h"
+#include "runtime/mpi_environment.h"
+#include "runtime/process_spawn.h"
+
+namespace sepal {
+
+int launched_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  }
+  return 1;
+}
+
+Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, ClientLaunch launch) {
+  const int launched = launched_world_size();
+  if (launched > 1 && launch.spawn_hosts > 0) {
+    return error(StatusCode::kInvalidArgument, "--hosts starts hosts itself; do not also launch with mpirun -np > 1");
+  }
+  // Hosts spawned on this machine by a process typed in a shell: let Open MPI put more processes
+  // than cores here, and keep its TCP on loopback unless hosts may join from elsewhere.
+  if (launch.spawn_hosts > 0) prepare_local_spawn_environment(/*loopback_only=*/launch.listen_file.empty());
+  SEPAL_RETURN_IF_ERROR(mpi_init(argc, argv));
+  MPI_Comm comm = MPI_COMM_WORLD;
+  if (launch.spawn_hosts > 0) {
+    std::fprintf(stderr, "sepal: starting %d block hosts\n", launch.spawn_hosts);
+    auto merged = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), launch.host_args,
+                                  launch.spawn_hosts, std::chrono::seconds(120));
+    if (!merged.is_ok()) {
+      return error(merged.status().code(), "cannot start ", launch.spawn_hosts, " block hosts: ", merged.status().message());
+    }
+    comm = merged.value();
+  }
+  if (launched > 1 && mpi_world_rank() > 0) {
+    // A block host under mpirun: the same node as sepal serve runs.
+    auto node = SwarmNode::over_comm(comm, kHostRole, launch.node);
+    if (!node.is_ok()) return node.status();
+    SEPAL_RETURN_IF_ERROR(serve_blocks(*node.value(), launch.host));
+    return std::unique_ptr<ClientNode>();
+  }
+  auto node = SwarmNode::over_comm(comm, kClientRole, launch.node);
+  if (!node.is_ok()) return node.status();
+  if (!launch.listen_file.empty()) {
+    if (!launch.secret) return error(StatusCode::kInvalidArgument, "admitting joiners needs a swarm secret");
+    SEPAL_RETURN_IF_ERROR(node.value()->listen(launch.listen_file, *launch.secret));
+  }
+  launch.client.expected_hosts = launched > 1 ? launched - 1 : launch.spawn_hosts;
+  return ClientNode::start(std::move(node).value(), std::move(launch.client));
+}
+
+Status run_host(int* argc, char*** argv, const HostLaunch& launch) {
+  SEPAL_RETURN_IF_ERROR(mpi_init(argc, argv));
+  Result<std::unique_ptr<SwarmNode>> node = error(StatusCode::kInternal, "no node");
+  if (launch.spawned) {
+    auto parent = merge_with_parent();
+    if (!parent.is_ok()) return parent.status();
+    node = SwarmNode::over_comm(parent.value(), kHostRole, launch.node);
+  } else {
+    if (!launch.secret) return error(StatusCode::kInvalidArgument, "joining a swarm needs its secret");
+    node = SwarmNode::join(launch.join_file, *launch.secret, kHostRole, launch.node);
+  }
+  if (!node.is_ok()) return node.status();
+  return serve_blocks(*node.value(), launch.host);
+}
+
+Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret) {
+  SEPAL_RETURN_IF_ERROR(mpi_init(argc, argv));
+  auto node = SwarmNode::join(join_file, secret, kObserverRole, SwarmNodeSettings{});
+  if (!node.is_ok()) return node.status();
+  SwarmNode& swarm = *node.value();
+  // A reply can miss a newcomer whose address the client's side is still connecting to: ask again.
+  auto map = fetch_block_map(swarm.system(), swarm.world().balancer(), std::chrono::seconds(5));
+  for (int attempt = 1; attempt < 4 && !map.is_ok() && map.status().code() == StatusCode::kTimeout; ++attempt) {
+    map = fetch_block_map(swarm.system(), swarm.world().balancer(), std::chrono::seconds(5));
+  }
+  (void)swarm.membership().leave(std::chrono::seconds(5));
+  swarm.stop();
+  if (!map.is_ok()) return error(map.status().code(), "the balancer did not answer: ", map.status().message());
+  return map;
+}
+
+}  // namespace sepal

@@ -1,0 +1,61 @@
+#pragma once
+// One process's place in a swarm, assembled in one place for every kind of node (client, host,
+// observer) and for the tests' in-process swarms alike: its transport (by name, WAN-emulated if
+// asked: runtime/transport_factory.h), scheduler, actor system and membership (heartbeats, joins,
+// leaves). Three ways in:
+//   - over_comm: every rank of a communicator together (mpirun, or a parent and the hosts it
+//     spawned, merged); peer id = rank, rank 0 the coordinator;
+//   - join: a separately launched process, through an MPI port (sepal serve --join, sepal status);
+//   - listen: the coordinator admits such joiners.
+//
+// Thread-safety: set up and torn down from the main thread; the members are thread-safe.
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "actors/node_settings.h"
+#include "actors/swarm_world.h"
+#include "runtime/actor_system.h"
+#include "runtime/membership.h"
+#include "runtime/swarm_join.h"
+#include "runtime/swarm_secret.h"
+#include "runtime/transport_factory.h"
+
+namespace sepal {
+
+class SwarmNode {
+ public:
+  /// Collective over `comm`.
+  static Result<std::unique_ptr<SwarmNode>> over_comm(MPI_Comm comm, const std::string& role, const SwarmNodeSettings& settings);
+  /// Joins the swarm listening on the port named in `port_file` (UCX only).
+  static Result<std::unique_ptr<SwarmNode>> join(const std::string& port_file, const SwarmSecret& secret,
+                                                 const std::string& role, const SwarmNodeSettings& settings);
+  ~SwarmNode();
+
+  /// Admits processes that join with `secret` through a port whose name goes to `port_file`.
+  Status listen(const std::string& port_file, SwarmSecret secret);
+
+  ActorSystem& system() { return *system_; }
+  Membership& membership() { return *membership_; }
+  PeerId self() const { return system_->self(); }
+  const SwarmWorld& world() const { return world_; }
+  /// Stops the actor system (flushing what was sent).
+  void stop();
+
+ private:
+  SwarmNode() = default;
+  Status start(const MemberInfo& self, const std::vector<MemberInfo>& members, const SwarmNodeSettings& settings);
+
+  SwarmWorld world_;
+  LinkKeyAuthority keys_;  ///< derives the link keys (used where this process is the coordinator)
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<ThreadPoolScheduler> scheduler_;
+  std::unique_ptr<ActorSystem> system_;
+  std::unique_ptr<Membership> membership_;
+  std::unique_ptr<JoinListener> listener_;
+  bool stopped_ = false;
+};
+
+}  // namespace sepal

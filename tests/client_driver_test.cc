@@ -1,0 +1,358 @@
+// The client driver stepped message by message: one process, a ManualScheduler (virtual clock),
+// the deterministic network, and the fault-injection transport around every process. Hosts
+// [0,2) [2,5) [0,2) [2,5) serve stories260K; a fault is injected at a chosen message (a host
+// killed as the prompt reaches it, in the middle of a push, between steps; a straggler that never
+// answers in time; a lost reply), and the text must be the greedy reference while the driver's
+// state (route, failovers, length) says what happened. Several sessions interleave without
+// touching each other.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <optional>
+
+#include "actors/block_host.h"
+#include "actors/client_driver.h"
+#include "actors/hidden_codec.h"
+#include "model/generation.h"
+#include "runtime/deterministic_transport.h"
+#include "runtime/faulty_transport.h"
+#include "tests/fixed_routes.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kTimeout = 2000ms;  // the driver's per-request timeout, in virtual time
+
+class ManualSwarm {
+ public:
+  explicit ManualSwarm(bool push) : config_(read_model_config(model())), checkpoint_(Checkpoint::open(model())) {
+    net_ = DeterministicNetwork::create(scheduler_);
+    add_node();  // the client: peer 0
+    std::vector<RouteHop> hosts;
+    for (auto [first, last] : {std::pair{0, 2}, {2, 5}, {0, 2}, {2, 5}}) {
+      Node& node = add_node();
+      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32));
+      hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, BlockHostOptions{}), first, last});
+    }
+    auto planner = std::make_unique<test::FixedRoutes>(hosts);
+    planner_ = planner.get();
+    ClientDriverOptions options;
+    options.num_blocks = config_.num_layers;
+    options.timeout = kTimeout;
+    options.push = push;
+    options.wire_compression = false;
+    driver_ = add_client_driver(*nodes_[client_]->system, std::move(planner), options);
+    for (auto& n : nodes_) EXPECT_TRUE(n->system->start().is_ok());
+  }
+  ~ManualSwarm() {
+    for (auto& n : nodes_) n->system->stop();
+  }
+
+  static std::filesystem::path model() { return test::models_dir() / "stories260K"; }
+  const ModelConfig& config() const { return config_; }
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  FaultyTransport& faults(PeerId peer) { return *nodes_.at(peer)->faults; }
+  void kill(PeerId peer) { net_->kill(peer); }
+  const test::FixedRoutes& planner() const { return *planner_; }
+  /// Called after every task the scheduler runs, with the frames sent by it.
+  std::function<void(const std::vector<DeterministicNetwork::Sent>&)> on_sent;
+
+  /// Asks the driver and runs the world until it answers: tasks first, then the virtual clock,
+  /// 100 ms at a time (up to a virtual minute).
+  template <typename M>
+  Result<typename M::Reply> call(const M& message) {
+    std::optional<Result<typename M::Reply>> answer;
+    nodes_[client_]->system->request(driver_, message, std::chrono::hours(1),
+                                     [&](Result<typename M::Reply> r) { answer = std::move(r); });
+    for (int idle = 0; !answer && idle < 600;) {
+      if (scheduler_.run_one()) {
+        idle = 0;
+        auto sent = net_->take_log();
+        if (on_sent && !sent.empty()) on_sent(sent);
+      } else {
+        scheduler_.advance(100ms);
+        ++idle;
+      }
+    }
+    if (!answer) return error(StatusCode::kTimeout, "the driver did not answer within a virtual minute");
+    return std::move(*answer);
+  }
+
+ private:
+  struct Node {
+    FaultyTransport* faults = nullptr;
+    std::unique_ptr<Transport> transport;
+    std::unique_ptr<ActorSystem> system;
+  };
+  Node& add_node() {
+    auto node = std::make_unique<Node>();
+    auto faulty = std::make_unique<FaultyTransport>(net_->endpoint());
+    node->faults = faulty.get();
+    node->transport = std::move(faulty);
+    node->system = std::make_unique<ActorSystem>(*node->transport, scheduler_);
+    nodes_.push_back(std::move(node));
+    return *nodes_.back();
+  }
+
+  ModelConfig config_;
+  Checkpoint checkpoint_;
+  ManualScheduler scheduler_;
+  std::shared_ptr<DeterministicNetwork> net_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  PeerId client_ = 0;
+  test::FixedRoutes* planner_ = nullptr;
+  ActorRef<ClientDriverProtocol> driver_;
+};
+
+// A session of the driver as the generation loop's pipeline, driven through ManualSwarm::call.
+class ManualSession final : public BlockPipeline {
+ public:
+  ManualSession(ManualSwarm& swarm, std::int64_t capacity) : swarm_(swarm) {
+    auto opened = swarm_.call(OpenInference{capacity});
+    if (!opened.is_ok()) throw std::runtime_error(opened.status().to_string());
+    id_ = opened->session;
+    hidden_size_ = opened->hidden_size;
+  }
+  void forward(float* hidden, std::int64_t n) override {
+    const auto count = static_cast<std::size_t>(n * hidden_size_);
+    auto out = swarm_.call(InferenceStep{id_, TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, count)});
+    if (!out.is_ok()) throw std::runtime_error(out.status().to_string());
+    auto values = decode_hidden(out->hidden, hidden_size_);
+    ASSERT_TRUE(values.is_ok());
+    std::memcpy(hidden, values->data(), count * sizeof(float));
+    length_ = out->length;
+  }
+  std::int64_t length() const override { return length_; }
+  InferenceReport report() {
+    auto r = swarm_.call(DescribeInference{id_});
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? r.value() : InferenceReport{};
+  }
+  std::uint64_t id() const { return id_; }
+
+ private:
+  ManualSwarm& swarm_;
+  std::uint64_t id_ = 0;
+  std::int64_t hidden_size_ = 0;
+  std::int64_t length_ = 0;
+};
+
+GenerationRequest reference_request() {
+  const auto ref = test::greedy_reference("stories260K");
+  GenerationRequest request;
+  request.prompt_ids = ref.prompt_ids;
+  request.max_new_tokens = ref.max_new_tokens;
+  return request;
+}
+
+struct Generated {
+  std::vector<std::int32_t> ids;
+  InferenceReport report;
+};
+
+// Generates the reference; `between_steps` runs after each token with its count.
+Generated generate_reference(ManualSwarm& swarm, const std::function<void(std::size_t, ManualSession&)>& between_steps = nullptr) {
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  const GenerationRequest request = reference_request();
+  ManualSession session(swarm, session_capacity(swarm.config(), request));
+  std::size_t tokens = 0;
+  Generated run;
+  run.ids = generate(ends, session, request, [&](std::int32_t) {
+    if (between_steps) between_steps(++tokens, session);
+  }).generated_ids;
+  run.report = session.report();
+  return run;
+}
+
+bool on_route(const InferenceReport& report, PeerId peer) {
+  for (const auto& hop : report.route) {
+    if (hop.host == peer) return true;
+  }
+  return false;
+}
+
+// Checks the text and the driver's state after one failover away from `gone`.
+void expect_recovered(const Generated& run, PeerId gone) {
+  const auto ref = test::greedy_reference("stories260K");
+  EXPECT_EQ(run.ids, ref.generated_ids);
+  EXPECT_EQ(run.report.failovers, 1);
+  EXPECT_FALSE(on_route(run.report, gone)) << "the route still uses host " << gone;
+  EXPECT_EQ(run.report.length, static_cast<std::int64_t>(ref.prompt_ids.size() + ref.generated_ids.size()) - 1);
+  ASSERT_EQ(run.report.route.size(), 2u);
+  EXPECT_EQ(run.report.route[0].last, run.report.route[1].first);
+}
+
+class DriverFaults : public ::testing::TestWithParam<bool> {};  // push or relay
+
+TEST_P(DriverFaults, NoFaultGivesTheReference) {
+  ManualSwarm swarm(GetParam());
+  const Generated run = generate_reference(swarm);
+  EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
+  EXPECT_EQ(run.report.failovers, 0);
+  EXPECT_EQ(run.report.push, GetParam());
+}
+
+TEST_P(DriverFaults, AHostKilledAsThePromptReachesItIsReplaced) {
+  ManualSwarm swarm(GetParam());
+  PeerId killed = 0;
+  // The first step's frame to the route's second host (a Step in relay, a forwarded PushStep in
+  // push): that host dies before it reads it, with the first hop's cache already built.
+  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
+    for (const auto& f : sent) {
+      const bool step = f.envelope.type_id == Step::kTypeId || f.envelope.type_id == PushStep::kTypeId;
+      if (!killed && step && f.to != 0 && f.to != 1 && f.to != 3) {
+        killed = f.to;
+        swarm.kill(killed);
+      }
+    }
+  };
+  const Generated run = generate_reference(swarm);
+  ASSERT_NE(killed, 0u);
+  expect_recovered(run, killed);
+}
+
+TEST_P(DriverFaults, AHostKilledBetweenStepsIsReplacedAndItsCacheReplayed) {
+  ManualSwarm swarm(GetParam());
+  PeerId killed = 0;
+  const Generated run = generate_reference(swarm, [&](std::size_t tokens, ManualSession& session) {
+    if (tokens == 7) {
+      killed = session.report().route.front().host;
+      swarm.kill(killed);
+    }
+  });
+  expect_recovered(run, killed);
+}
+
+TEST_P(DriverFaults, AStragglerIsTimedOutAndRoutedAround) {
+  ManualSwarm swarm(GetParam());
+  PeerId slow = 0;
+  // From token 5 on, the route's last host gets nothing the client sends (it lives on, silent
+  // to this client): the driver's request (or the push) times out after 2 virtual seconds.
+  const Generated run = generate_reference(swarm, [&](std::size_t tokens, ManualSession& session) {
+    if (tokens == 5) {
+      slow = session.report().route.back().host;
+      swarm.faults(0).partition(slow);
+    }
+  });
+  expect_recovered(run, slow);
+  EXPECT_TRUE(swarm.planner().failed().count(slow));
+}
+
+TEST_P(DriverFaults, ALostReplyIsRecoveredFrom) {
+  const bool push = GetParam();
+  ManualSwarm swarm(push);
+  PeerId lossy = 0;
+  // The route's last host loses its next frame to the client after token 9. In relay that is a
+  // step's reply: the request times out, and the hop moves to the replica, rebuilt by replay. In
+  // push it is the pushed output: the push times out, and the driver relays that hop again after
+  // a rollback, on the same host, which still answers.
+  const Generated run = generate_reference(swarm, [&](std::size_t tokens, ManualSession& session) {
+    if (tokens == 9) {
+      lossy = session.report().route.back().host;
+      swarm.faults(lossy).drop_next(0, 1);
+    }
+  });
+  if (!push) return expect_recovered(run, lossy);
+  EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
+  EXPECT_EQ(run.report.failovers, 0);
+  EXPECT_TRUE(on_route(run.report, lossy));
+}
+
+TEST(DriverPush, AHostKilledInTheMiddleOfAPushIsReplaced) {
+  ManualSwarm swarm(/*push=*/true);
+  PeerId killed = 0;
+  int pushes_seen = 0;
+  // The third pushed step: its first host forwards to the second, which dies as the frame
+  // arrives; the driver has the first hop's output already and relays on from the replica.
+  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
+    for (const auto& f : sent) {
+      if (killed || f.envelope.type_id != PushStep::kTypeId || f.from == 0) continue;
+      if (++pushes_seen == 3) {
+        killed = f.to;
+        swarm.kill(killed);
+      }
+    }
+  };
+  const Generated run = generate_reference(swarm);
+  ASSERT_NE(killed, 0u);
+  expect_recovered(run, killed);
+}
+
+TEST(DriverSessions, InterleavedSessionsAreIndependent) {
+  ManualSwarm swarm(/*push=*/true);
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  const GenerationRequest request = reference_request();
+  const std::int64_t capacity = session_capacity(swarm.config(), request);
+  // Three sessions, stepped in turn one token each: the ids differ, each text is the reference.
+  std::vector<std::unique_ptr<ManualSession>> sessions;
+  for (int i = 0; i < 3; ++i) sessions.push_back(std::make_unique<ManualSession>(swarm, capacity));
+  EXPECT_NE(sessions[0]->id(), sessions[1]->id());
+  std::vector<std::vector<float>> hidden(3);
+  std::vector<std::vector<std::int32_t>> ids(3, request.prompt_ids);
+  const std::int64_t h = swarm.config().hidden_size;
+  std::vector<float> logits(static_cast<std::size_t>(swarm.config().vocab_size));
+  const auto ref = test::greedy_reference("stories260K");
+  for (std::size_t t = 0; t < ref.generated_ids.size(); ++t) {
+    for (int i = 0; i < 3; ++i) {
+      // The prompt at first, then the last token, as the generation loop feeds them.
+      const std::size_t from = t == 0 ? 0 : ids[i].size() - 1;
+      const auto n = static_cast<std::int64_t>(ids[i].size() - from);
+      hidden[i].resize(static_cast<std::size_t>(n * h));
+      ends.embed(ids[i].data() + from, n, hidden[i].data());
+      sessions[i]->forward(hidden[i].data(), n);
+      ends.logits(hidden[i].data() + (n - 1) * h, 1, logits.data());
+      ids[i].push_back(static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<std::int32_t> generated(ids[i].begin() + static_cast<std::ptrdiff_t>(request.prompt_ids.size()), ids[i].end());
+    EXPECT_EQ(generated, ref.generated_ids) << "session " << i;
+  }
+}
+
+TEST(DriverSessions, BadRequestsAreRefusedAndTheSessionGoesOn) {
+  ManualSwarm swarm(/*push=*/false);
+  ManualSession session(swarm, 16);
+  const std::int64_t h = swarm.config().hidden_size;
+  std::vector<float> row(static_cast<std::size_t>(h), 0.1f);
+  // A wrong width, another type, a session that does not exist, more positions than opened.
+  auto wide = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kF32, {1, h + 1}, row.data(), row.size())});
+  EXPECT_EQ(wide.status().code(), StatusCode::kInvalidArgument);
+  std::vector<std::int32_t> ints(static_cast<std::size_t>(h), 1);
+  auto typed = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kI32, {1, h}, ints.data(), ints.size())});
+  EXPECT_EQ(typed.status().code(), StatusCode::kInvalidArgument);
+  auto missing = swarm.call(InferenceStep{999, TensorPayload::copy_of(ElementType::kF32, {1, h}, row.data(), row.size())});
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  std::vector<float> many(static_cast<std::size_t>(17 * h), 0.1f);
+  auto overfull = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kF32, {17, h}, many.data(), many.size())});
+  EXPECT_EQ(overfull.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(swarm.call(OpenInference{0}).status().code(), StatusCode::kInvalidArgument);
+  // The session still steps.
+  session.forward(row.data(), 1);
+  EXPECT_EQ(session.length(), 1);
+  auto closed = swarm.call(CloseInference{session.id()});
+  EXPECT_TRUE(closed.is_ok());
+  EXPECT_EQ(swarm.call(DescribeInference{session.id()}).status().code(), StatusCode::kNotFound);
+}
+
+TEST(DriverSessions, WithNoHostLeftTheStepFailsWithOneLineNamingTheBlocks) {
+  ManualSwarm swarm(/*push=*/false);
+  ManualSession session(swarm, 16);
+  const std::int64_t h = swarm.config().hidden_size;
+  std::vector<float> row(static_cast<std::size_t>(h), 0.1f);
+  session.forward(row.data(), 1);
+  for (PeerId host : {2u, 4u}) swarm.kill(host);  // both hosts of [2, 5)
+  auto step = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kF32, {1, h}, row.data(), row.size())});
+  ASSERT_FALSE(step.is_ok());
+  EXPECT_NE(step.status().message().find("blocks [2, 5) have no host left"), std::string::npos) << step.status().message();
+  EXPECT_EQ(step.status().message().find('\n'), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, DriverFaults, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "push" : "relay"; });
+
+}  // namespace
+}  // namespace sepal

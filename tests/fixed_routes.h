@@ -1,0 +1,37 @@
+#pragma once
+// A route planner with no balancer behind it, for tests: a fixed list of hosts and their blocks.
+// It plans over them with plan_route (so replicas are alternatives) and never uses a host that
+// failed again, so a host with no replica cannot be replaced (its blocks then have no route).
+
+#include <set>
+#include <vector>
+
+#include "actors/route_planner.h"
+#include "actors/route_planning.h"
+
+namespace sepal::test {
+
+class FixedRoutes final : public RoutePlanner {
+ public:
+  /// Each hop names a host and the blocks it serves.
+  explicit FixedRoutes(std::vector<RouteHop> hosts) : hosts_(std::move(hosts)) {}
+  void route(std::int64_t first, std::int64_t last, RouteDone done) override {
+    std::vector<RouteCandidate> candidates;
+    for (const auto& h : hosts_) candidates.push_back({h.host.address.peer, {h.first, h.last}, 10.0, 0.001});
+    auto planned = plan_route(candidates, first, last, failed_);
+    if (!planned.is_ok()) return done(planned.status());
+    std::vector<RouteHop> hops;
+    for (const auto& p : planned.value()) {
+      hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{p.peer, kBlockHostActorId}}, p.blocks.first, p.blocks.last});
+    }
+    done(std::move(hops));
+  }
+  void report_failure(PeerId peer) override { failed_.insert(peer); }
+  const std::set<PeerId>& failed() const { return failed_; }
+
+ private:
+  std::vector<RouteHop> hosts_;
+  std::set<PeerId> failed_;
+};
+
+}  // namespace sepal::test
