@@ -15,7 +15,9 @@ fig, ax = plt.subplots(figsize=(5.5, 4))
 ax.plot(at_once, seconds, "-o", label="measured")
 ax.plot(at_once, [seconds[0] / n for n in at_once], ":", color="gray", label="ideal overlap (1/n)")
 ax.axhline(0.3 * seconds[0], color="red", linestyle="--", linewidth=0.8, label="goal for 8 (0.3 of one by one)")
-ax.set(xscale="log", xticks=at_once, xticklabels=[str(n) for n in at_once], xlabel="sessions at once",
+ax.set_xscale("log", base=2)
+ax.minorticks_off()
+ax.set(xticks=at_once, xticklabels=[str(n) for n in at_once], xlabel="sessions at once",
        ylabel="seconds for 8 prompts", title=f"8 prompts through 3 hosts, {rtt} ms RTT links")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)

@@ -30,7 +30,7 @@ for n in 1 2 4 8; do
   echo "$n,$seconds,$tokens" >> "$csv"
   echo "$n at a time: $seconds s for $tokens tokens" >&2
 done
-python3 - "$out" "$csv" <<'PY'
+/usr/bin/python3 - "$out" "$csv" <<'PY'
 import csv, json, sys
 out, path = sys.argv[1], sys.argv[2]
 ids = {n: [json.loads(l)["generated_ids"] for l in open(f"{out}/ids{n}.jsonl")] for n in (1, 2, 4, 8)}
@@ -41,4 +41,4 @@ print(f"one after another: {rows[1]:.2f} s; all 8 at once: {rows[8]:.2f} s; rati
       f"(goal <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'}); ids identical at every concurrency: {same}")
 sys.exit(0 if same else 1)
 PY
-python3 bench/plot_sessions.py "$csv" bench/results/sessions.png "$rtt" && echo "wrote bench/results/sessions.png" >&2
+/usr/bin/python3 bench/plot_sessions.py "$csv" bench/results/sessions.png "$rtt" && echo "wrote bench/results/sessions.png" >&2

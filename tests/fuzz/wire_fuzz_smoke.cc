@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "tests/wire_messages.h"
+#include "tests/runtime/wire_messages.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 

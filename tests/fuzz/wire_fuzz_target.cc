@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "runtime/wire.h"
-#include "tests/wire_messages.h"
+#include "tests/runtime/wire_messages.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto frame = sepal::Buffer::allocate(size);

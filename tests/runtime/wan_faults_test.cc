@@ -7,7 +7,7 @@
 #include "runtime/inproc_transport.h"
 #include "runtime/wan_link.h"
 #include "runtime/wan_transport.h"
-#include "tests/transport_conformance.h"
+#include "tests/runtime/transport_conformance.h"
 
 namespace sepal {
 namespace {

@@ -24,7 +24,7 @@
 #include "model/safetensors.h"
 #include "runtime/mpi_environment.h"
 #include "runtime/ucx_transport.h"
-#include "tests/fixed_routes.h"
+#include "tests/actors/fixed_routes.h"
 #include "tests/test_util.h"
 
 namespace sepal {

@@ -15,7 +15,7 @@ set -uo pipefail
 sepal=$1; models=$2; shift 2
 faults=("$@")
 [ ${#faults[@]} -eq 0 ] && faults=(kill stop term)
-source "$(dirname "$0")/../scripts/mpi_env.sh"
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 run() {

@@ -9,7 +9,7 @@
 #include "runtime/mpi_environment.h"
 #include "runtime/mpi_transport.h"
 #include "runtime/ucx_transport.h"
-#include "tests/transport_conformance.h"
+#include "tests/runtime/transport_conformance.h"
 
 namespace sepal::test {
 namespace {

@@ -7,7 +7,7 @@
 #   run_swarm_events_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
-source "$(dirname "$0")/../scripts/mpi_env.sh"
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 server=""
 trap 'kill $server 2>/dev/null; rm -rf "$dir"; clean_mpi_leftovers' EXIT

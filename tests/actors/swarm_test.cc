@@ -535,7 +535,7 @@ INSTANTIATE_TEST_SUITE_P(Models, Int8Failovers,
                                   (std::get<2>(info.param) ? "_push" : "_relay");
                          });
 
-// The partition row of the fault matrix (tests/run_fault_matrix.sh has the others): the client
+// The partition row of the fault matrix (tests/tools/run_fault_matrix.sh has the others): the client
 // loses contact with the route's first host right after the prompt, early or late; with no
 // heartbeats here, its requests time out (after 1 s), it routes around the host, and the text
 // is the reference's. Healed, the host still answers.

@@ -9,7 +9,7 @@
 #   run_distributed_generate.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
-source "$(dirname "$0")/../scripts/mpi_env.sh"
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
 out=$(mktemp -d)
 trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
 checked=0; failed=0

@@ -4,7 +4,7 @@
 #include "runtime/faulty_transport.h"
 #include "runtime/inproc_transport.h"
 #include "runtime/wan_transport.h"
-#include "tests/transport_conformance.h"
+#include "tests/runtime/transport_conformance.h"
 
 namespace sepal::test {
 namespace {

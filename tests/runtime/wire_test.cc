@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "runtime/wire.h"
-#include "tests/wire_messages.h"
+#include "tests/runtime/wire_messages.h"
 
 namespace sepal {
 namespace {

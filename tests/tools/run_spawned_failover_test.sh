@@ -7,7 +7,7 @@
 #   run_spawned_failover_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
-source "$(dirname "$0")/../scripts/mpi_env.sh"
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'pkill -9 -f "$dir" 2>/dev/null; rm -rf "$dir"; clean_mpi_leftovers' EXIT
 failed=0

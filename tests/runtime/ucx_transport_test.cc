@@ -15,7 +15,7 @@
 #include "runtime/membership.h"
 #include "runtime/ucx_transport.h"
 #include "tests/test_util.h"
-#include "tests/transport_conformance.h"
+#include "tests/runtime/transport_conformance.h"
 
 namespace sepal::test {
 namespace {

@@ -3,7 +3,7 @@
 #   run_connect_test.sh BINARY
 set -uo pipefail
 bin=$1
-source "$(dirname "$0")/../scripts/mpi_env.sh"
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
 printf 'sepal-test-swarm-secret-0123456789\n' > "$dir/secret"

@@ -7,7 +7,7 @@
 set -uo pipefail
 sepal=$1; models=$2
 here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../scripts/mpi_env.sh"
+source "$here/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 checked=0; failed=0
@@ -16,7 +16,7 @@ for config in "$models"/*/config.json; do
   if ! /usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])).get("architectures") != ["LlamaForCausalLM"])' "$config"; then
     echo "skipped: $name (an architecture sepal does not run yet)"; continue
   fi
-  "$here/../bench/make_heldout_text.sh" "$sepal" "$model" "$dir/$name.txt" 21000 || { failed=$((failed + 1)); continue; }
+  "$here/../../bench/make_heldout_text.sh" "$sepal" "$model" "$dir/$name.txt" 21000 || { failed=$((failed + 1)); continue; }
   run() {  # label, then the command's arguments
     local label=$1; shift
     if ! timeout 300 "$@" --model "$model" --text "$dir/$name.txt" --json > "$dir/$label.json" 2> "$dir/err.log"; then

@@ -16,7 +16,7 @@
 #include "runtime/deterministic_transport.h"
 #include "runtime/inproc_transport.h"
 #include "runtime/link_auth.h"
-#include "tests/fixed_routes.h"
+#include "tests/actors/fixed_routes.h"
 #include "tests/test_util.h"
 
 namespace sepal {

@@ -16,7 +16,7 @@
 #include "model/generation.h"
 #include "runtime/deterministic_transport.h"
 #include "runtime/faulty_transport.h"
-#include "tests/fixed_routes.h"
+#include "tests/actors/fixed_routes.h"
 #include "tests/test_util.h"
 
 namespace sepal {
