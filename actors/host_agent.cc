@@ -8,7 +8,11 @@ HostAgent::HostAgent(ActorSystem& system, BlockHost& host, ActorRef<BalancerProt
     : system_(system), host_(host), balancer_(balancer), options_(std::move(options)) {}
 
 HostAgent::~HostAgent() {
-  if (loader_.joinable()) loader_.join();
+  if (!loader_.joinable()) return;
+  // The loading thread holds the agent's cell for a moment while it posts its result; if the
+  // agent goes meanwhile, the thread itself may be the one destroying it, and it is ending anyway.
+  if (loader_.get_id() == std::this_thread::get_id()) loader_.detach();
+  else loader_.join();
 }
 
 Announce HostAgent::announcement(bool leaving) const {

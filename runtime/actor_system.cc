@@ -46,7 +46,17 @@ struct ActorSystem::Cell {
 ActorSystem::ActorSystem(Transport& transport, Scheduler& scheduler, MailboxLimits limits)
     : transport_(transport), scheduler_(scheduler), limits_(limits) {}
 
-ActorSystem::~ActorSystem() { stop(); }
+ActorSystem::~ActorSystem() {
+  stop();
+  // The actors go while the system is whole: an actor's destructor may wait for a thread that
+  // still posts to the system (run_in_turn then finds no actor and drops the task).
+  std::map<std::uint32_t, std::shared_ptr<Cell>> cells;
+  {
+    std::lock_guard lock(mutex_);
+    cells.swap(cells_);
+  }
+  cells.clear();
+}
 
 Status ActorSystem::start() { return transport_.start(this); }
 

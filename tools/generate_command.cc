@@ -16,7 +16,7 @@
 #include "model/model_config.h"
 #include "model/tokenizer.h"
 #include "tools/client_model.h"
-#include "tools/client_swarm.h"
+#include "tools/swarm_flags.h"
 #include "tools/commands.h"
 #include "tools/prompt_list.h"
 #include "tools/weight_options.h"

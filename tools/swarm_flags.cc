@@ -1,4 +1,4 @@
-#include "tools/client_swarm.h"
+#include "tools/swarm_flags.h"
 
 #include <cmath>
 #include <csignal>
