@@ -135,6 +135,17 @@ class ReplayWindow {
   std::uint64_t seen_ = 0;  // bit i: highest_ - i was seen
 };
 
+// A chunk whose frame would pass the peer's receive budget, held until frames are delivered:
+// a rendezvous descriptor (the data stays with the sender) or UCX's persistent eager data, or else
+// a copy.
+struct DeferredChunk {
+  AmHeader header;
+  void* data = nullptr;
+  std::size_t length = 0;
+  std::uint64_t recv_attr = 0;
+  std::vector<std::byte> copy;  // when UCX's data would not outlive the callback
+};
+
 struct PeerState {
   PeerId id = 0;
   ucp_ep_h ep = nullptr;
@@ -147,6 +158,8 @@ struct PeerState {
   // Receiving.
   ReplayWindow replay;
   std::deque<std::shared_ptr<IncomingFrame>> receives;
+  std::size_t receiving_bytes = 0;      // bytes of the frames in `receives`
+  std::deque<DeferredChunk> deferred;   // chunks held back (in order) while over the receive budget
   bool rejected_logged = false;  // a message that failed a check was logged for this peer
   bool failed = false;           // error reported or goodbye received
   bool reported = false;
@@ -277,29 +290,86 @@ struct UcxTransport::State {
     switch (static_cast<Kind>(h.kind)) {
       case Kind::kKeepalive: return UCS_OK;
       case Kind::kBye: self->on_bye(peer); return UCS_OK;
-      case Kind::kChunk: self->on_chunk(peer, h, data, length, param); return UCS_OK;
+      case Kind::kChunk: return self->take_chunk(peer, h, data, length, param->recv_attr);
     }
     self->reject(&peer, h.sender, "unknown message kind");
     return UCS_OK;
   }
 
-  void on_chunk(PeerState& peer, const AmHeader& h, void* data, std::size_t length, const ucp_am_recv_param_t* param) {
+  // A chunk, now or (past the peer's receive budget) later: UCX keeps rendezvous data with the
+  // sender meanwhile, so a peer that sends faster than its frames are delivered is slowed at the
+  // source instead of filling this process's memory. A new frame waits while the peer's frames
+  // being received would pass max_receiving_bytes with it (one frame alone always passes), and
+  // every chunk after a waiting one waits too, so order holds.
+  ucs_status_t take_chunk(PeerState& peer, const AmHeader& h, void* data, std::size_t length, std::uint64_t recv_attr) {
     if (h.frame_bytes == 0 || h.frame_bytes > options.max_frame_bytes) {
-      return reject(&peer, h.sender, "frame size out of bounds");
+      reject(&peer, h.sender, "frame size out of bounds");
+      return UCS_OK;
     }
     if (h.offset >= h.frame_bytes || length != std::min<std::uint64_t>(UcxTransport::kChunkBytes, h.frame_bytes - h.offset)) {
-      return reject(&peer, h.sender, "chunk does not fit its frame");
+      reject(&peer, h.sender, "chunk does not fit its frame");
+      return UCS_OK;
     }
+    const bool over = h.offset == 0 && peer.receiving_bytes > 0 &&
+                      h.frame_bytes > options.max_receiving_bytes - std::min(options.max_receiving_bytes, peer.receiving_bytes);
+    if (peer.deferred.empty() && !over) {
+      on_chunk(peer, h, data, length, recv_attr);
+      return UCS_OK;
+    }
+    DeferredChunk d{h, data, length, recv_attr, {}};
+    if (recv_attr & (UCP_AM_RECV_ATTR_FLAG_RNDV | UCP_AM_RECV_ATTR_FLAG_DATA)) {
+      peer.deferred.push_back(std::move(d));
+      return UCS_INPROGRESS;  // UCX keeps the descriptor until received or released
+    }
+    const auto* bytes = static_cast<const std::byte*>(data);
+    d.copy.assign(bytes, bytes + length);
+    d.data = d.copy.data();
+    d.recv_attr = 0;
+    peer.deferred.push_back(std::move(d));
+    return UCS_OK;
+  }
+
+  // Takes the peer's held-back chunks while its budget allows (outside UCX callbacks).
+  bool resume_deferred(PeerState& peer) {
+    bool resumed = false;
+    while (!peer.deferred.empty() && !peer.failed) {
+      DeferredChunk& d = peer.deferred.front();
+      const AmHeader& h = d.header;
+      if (h.offset == 0 && peer.receiving_bytes > 0 &&
+          h.frame_bytes > options.max_receiving_bytes - std::min(options.max_receiving_bytes, peer.receiving_bytes)) {
+        break;
+      }
+      on_chunk(peer, h, d.data, d.length, d.recv_attr);
+      if ((d.recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) && !(d.recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+        ucp_am_data_release(worker, d.data);  // copied into the frame by on_chunk
+      }
+      peer.deferred.pop_front();
+      resumed = true;
+    }
+    return resumed;
+  }
+
+  // Gives UCX back the descriptors a gone peer's held-back chunks keep.
+  void drop_deferred(PeerState& peer) {
+    for (DeferredChunk& d : peer.deferred) {
+      if (d.recv_attr & (UCP_AM_RECV_ATTR_FLAG_RNDV | UCP_AM_RECV_ATTR_FLAG_DATA)) ucp_am_data_release(worker, d.data);
+    }
+    peer.deferred.clear();
+  }
+
+  void on_chunk(PeerState& peer, const AmHeader& h, void* data, std::size_t length, std::uint64_t recv_attr) {
     std::shared_ptr<IncomingFrame> frame;
     if (!peer.receives.empty() && !peer.receives.back()->complete()) frame = peer.receives.back();
     if (h.offset == 0) {
       if (frame) {
         reject(&peer, h.sender, "a frame started before the previous one was complete");
+        peer.receiving_bytes -= frame->buffer->size();
         peer.receives.pop_back();
       }
       frame = std::make_shared<IncomingFrame>();
       frame->buffer = Buffer::allocate(h.frame_bytes);
       if (!frame->buffer) return reject(&peer, h.sender, "no memory for the frame");
+      peer.receiving_bytes += h.frame_bytes;
       peer.receives.push_back(frame);
     } else if (!frame || frame->buffer->size() != h.frame_bytes || frame->next_offset != h.offset) {
       return reject(&peer, h.sender, "chunk out of order");
@@ -308,7 +378,7 @@ struct UcxTransport::State {
     frame->chunks.push_back(ReceivedChunk{h.offset, length, h.sequence, h.payload_tag});
     const std::size_t index = frame->chunks.size() - 1;
     std::byte* target = frame->buffer->data() + h.offset;
-    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+    if (recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
       p.cb.recv_am = on_receive_done;
@@ -482,9 +552,12 @@ struct UcxTransport::State {
         }
         auto frame = std::move(peer->receives.front());
         peer->receives.pop_front();
+        peer->receiving_bytes -= frame->buffer->size();
         if (verified(*peer, *frame)) handler->on_frame(id, std::move(frame->buffer));
         progressed = true;
       }
+      if (peer->failed) drop_deferred(*peer);
+      else progressed |= resume_deferred(*peer);
     }
     return progressed;
   }
@@ -498,6 +571,8 @@ struct UcxTransport::State {
         if (it->second->reported) continue;
         it->second->failed = it->second->reported = true;
         it->second->receives.clear();
+        it->second->receiving_bytes = 0;
+        drop_deferred(*it->second);
       }
       liveness.forget(id);
       {
@@ -520,7 +595,7 @@ struct UcxTransport::State {
 
   bool receiving() const {
     for (const auto& [id, peer] : peers) {
-      if (!peer->receives.empty()) return true;
+      if (!peer->receives.empty() || !peer->deferred.empty()) return true;
     }
     return false;
   }

@@ -11,7 +11,8 @@
 // anything, and the payload's tag before the frame is delivered; the sender is the peer whose key
 // verified. Frames travel in chunks of at most kChunkBytes, at most kSendWindowBytes in flight per
 // peer, so keepalives never wait behind a large frame and a peer that is slow, not dead, keeps
-// being heard: each chunk is proof of life. Chunks are sent as iov (tensors are not copied);
+// being heard: each chunk is proof of life. What a peer has being received is bounded too
+// (UcxOptions::max_receiving_bytes). Chunks are sent as iov (tensors are not copied);
 // large ones arrive by rendezvous straight into the frame's aligned buffer.
 //
 // Thread-safety: all public methods are thread-safe. The UCX worker is used by the progress
@@ -38,6 +39,11 @@ struct UcxOptions {
   /// tagging; bench/run_ping.sh measures what that costs).
   bool authenticate = true;
   std::size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  /// Bytes of one peer's frames being received and not yet delivered. Past it, the peer's next
+  /// frames wait in UCX (rendezvous data stays with the sender, whose send window then stops
+  /// it), so a peer that floods this process is slowed at the source; one frame alone always
+  /// passes, whatever its size.
+  std::size_t max_receiving_bytes = std::size_t{32} << 20;
 };
 
 /// UCX active-message transport.

@@ -69,7 +69,10 @@ int run(const std::string& models) {
     GenerationRequest request;
     request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
     request.max_new_tokens = ref["max_new_tokens"].get<std::int64_t>();
-    std::this_thread::sleep_for(500ms);  // the flood is under way
+    // The flood runs a few seconds first: its window (4000 steps of 32 KiB, 125 MiB) is more than
+    // the bound, so a host that took in whatever a peer sends would show it (it did: 105 MiB
+    // after 8 s, before the transport bounded what a peer may have being received).
+    std::this_thread::sleep_for(4s);
     try {
       const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
       ClientDriverOptions options;
