@@ -1,13 +1,25 @@
 #pragma once
-// Measures this machine's read bandwidth the way a decode step uses memory: every thread streams
-// its own contiguous slice of a buffer far larger than the caches.
+// This machine's read bandwidth, the roofline of decode: the fastest read it does over a buffer
+// the size of the weights a token streams. Several read kernels (AVX-512 with 4 and 8
+// accumulators, with and without software prefetch; AVX2) at every thread count from 1 to the
+// kernels' threads are tried, each the best of a few passes over memory in huge pages; the best
+// of all is the roofline, so a decode that reads faster than it means the probe is wrong, and
+// the benchmark says so.
+//
+// Thread-safety: call from one thread; it uses threads of its own.
 
 #include <cstdint>
+#include <string>
 
 namespace sepal::bench {
 
-/// Best-of-`repeats` read bandwidth in bytes per second over a buffer of `bytes`, with all
-/// the kernels' threads (kernels/parallel.h).
-double measure_read_bandwidth(std::int64_t bytes, int repeats);
+struct ReadBandwidth {
+  double bytes_per_second = 0;
+  std::string kernel;  ///< the read kernel that reached it
+  int threads = 0;     ///< and with how many threads
+};
+
+/// The fastest read over a buffer of `bytes` (best of `repeats` passes per kernel and thread count).
+ReadBandwidth measure_read_bandwidth(std::int64_t bytes, int repeats);
 
 }  // namespace sepal::bench

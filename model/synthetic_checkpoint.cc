@@ -125,6 +125,9 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
   } else if (name == "llama-7b") {
     s.hidden_size = 4096; s.intermediate_size = 11008; s.num_layers = 32; s.num_heads = 32;
     s.num_kv_heads = 32; s.vocab_size = 32000; s.max_position_embeddings = 4096;
+  } else if (name == "stories-110m") {
+    s.hidden_size = 768; s.intermediate_size = 2048; s.num_layers = 12; s.num_heads = 12;
+    s.num_kv_heads = 12; s.vocab_size = 32000; s.max_position_embeddings = 1024;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;

@@ -35,7 +35,7 @@ struct SyntheticSpec {
   double outlier_scale = 20.0;
 };
 
-/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-15m"); nullopt if unknown.
+/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m"); nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 
 /// Throws sepal::Error naming the first invalid field (non-positive sizes, heads not dividing,
