@@ -340,8 +340,10 @@ void ClientDriver::handle(ActorContext& ctx, const PushedOutput& m) {
   if (m.hop < 0 || m.hop >= static_cast<std::int64_t>(a.outputs.size())) return;
   const PeerId from = ctx.sender().peer;
   if (std::find(a.peers.begin(), a.peers.end(), from) == a.peers.end()) {
-    log(LogLevel::kWarn, "client driver: dropped a pushed output for session ", m.request, " from peer ", from,
-        ", which is not on its route");
+    if (off_route_logged_.insert(from).second) {  // once per peer: a sender must not flood the log
+      log(LogLevel::kWarn, "client driver: dropped a pushed output for session ", m.request, " from peer ", from,
+          ", which is not on its route (logged once per peer)");
+    }
     return;
   }
   if (m.code != 0) {

@@ -123,6 +123,7 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   std::uint64_t next_op_ = 0;
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::set<PeerId> failed_peers_;
+  std::set<PeerId> off_route_logged_;  ///< peers whose pushed output for a route they are not on was logged
 };
 
 }  // namespace sepal

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
 
 #include "actors/blocking_facade.h"
 #include "actors/swarm_node.h"
@@ -33,7 +34,14 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
     auto merged = spawn_and_merge(std::filesystem::read_symlink("/proc/self/exe").string(), launch.host_args,
                                   launch.spawn_hosts, std::chrono::seconds(120));
     if (!merged.is_ok()) {
-      return error(merged.status().code(), "cannot start ", launch.spawn_hosts, " block hosts: ", merged.status().message());
+      // The usual cause on one machine is Open MPI's slot count; sepal lifts it unless the
+      // environment set it otherwise.
+      const char* oversubscribe = std::getenv("OMPI_MCA_rmaps_base_oversubscribe");
+      const std::string hint = oversubscribe && std::string(oversubscribe) != "1"
+                                   ? " (OMPI_MCA_rmaps_base_oversubscribe is " + std::string(oversubscribe) +
+                                         " here: set it to 1 to start more processes than cores)"
+                                   : "";
+      return error(merged.status().code(), "cannot start ", launch.spawn_hosts, " block hosts: ", merged.status().message(), hint);
     }
     comm = merged.value();
   }

@@ -55,6 +55,8 @@ class ManualSwarm {
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
   FaultyTransport& faults(PeerId peer) { return *nodes_.at(peer)->faults; }
+  ActorSystem& system(PeerId peer) { return *nodes_.at(peer)->system; }
+  ActorRef<ClientDriverProtocol> driver() const { return driver_; }
   void kill(PeerId peer) { net_->kill(peer); }
   const test::FixedRoutes& planner() const { return *planner_; }
   /// Called after every task the scheduler runs, with the frames sent by it.
@@ -349,6 +351,38 @@ TEST(DriverSessions, WithNoHostLeftTheStepFailsWithOneLineNamingTheBlocks) {
   ASSERT_FALSE(step.is_ok());
   EXPECT_NE(step.status().message().find("blocks [2, 5) have no host left"), std::string::npos) << step.status().message();
   EXPECT_EQ(step.status().message().find('\n'), std::string::npos);
+}
+
+TEST(DriverTrust, OnlyItsOwnProcessAsksAndOnlyTheRouteItsHostsPush) {
+  ManualSwarm swarm(/*push=*/true);
+  // A host asks the client's driver for a session: refused.
+  std::optional<Result<InferenceOpened>> answer;
+  swarm.system(3).request(swarm.driver(), OpenInference{16}, 10s, [&](Result<InferenceOpened> r) { answer = r; });
+  for (int i = 0; i < 10 && !answer; ++i) (void)swarm.call(DescribeInference{12345});  // runs the world
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(answer->status().code(), StatusCode::kRefused);
+  // Host 3 is not on the route (1 -> 2): while the session runs, it pushes forged outputs for
+  // every attempt tag the driver could be at, for both hops. None is taken: the text is the
+  // reference and no failover happened.
+  const std::int64_t h = swarm.config().hidden_size;
+  std::vector<float> junk(static_cast<std::size_t>(h), 7.0f);
+  int forged = 0;
+  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
+    for (const auto& f : sent) {
+      if (f.envelope.type_id != PushStep::kTypeId || f.from != 0 || forged > 2000) continue;
+      for (std::uint64_t tag = 1; tag <= 60; ++tag) {
+        for (std::int64_t hop : {0, 1}) {
+          PushedOutput out{1, tag, hop, 3, 0, "", TensorPayload::copy_of(ElementType::kF32, {1, h}, junk.data(), junk.size())};
+          (void)swarm.system(3).send(ActorRef<ClientDriverProtocol>{{0, kClientDriverActorId}}, out);
+          ++forged;
+        }
+      }
+    }
+  };
+  const Generated run = generate_reference(swarm);
+  EXPECT_GT(forged, 0);
+  EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
+  EXPECT_EQ(run.report.failovers, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, DriverFaults, ::testing::Bool(),
