@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Decode/prompt speed on the TinyLlama-1.1B shape (f32 and bf16) against the memory roofline,
-# measured in the same run; writes bench/results/decode.csv and decode.png.
-# Synthetic checkpoints (6.6 GB) go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
+# Decode and prompt speed at f32, bf16, int8 and int8 with outliers, on the TinyLlama-1.1B and
+# stories-110M shapes, against the memory roofline measured in the same run (the fastest read of a
+# buffer of each row's streamed bytes); writes bench/results/decode-PRESET.csv and .png. A decode
+# faster than the roofline fails the run (the probe would be wrong). Synthetic checkpoints (7 GB)
+# go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
+#   bench/run_decode.sh [decode_bench flags]     # e.g. --decode-tokens 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/bin/decode_bench ] || scripts/build.sh
-build/bin/decode_bench --model-dir "${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}" --csv bench/results/decode.csv "$@"
-/usr/bin/python3 bench/plot_decode.py bench/results/decode.csv bench/results/decode.png
+mkdir -p bench/results
+for preset in stories-110m tinyllama-1.1b; do
+  build/bin/decode_bench --model-dir "${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}" --preset "$preset" \
+    --csv "bench/results/decode-$preset.csv" "$@"
+  /usr/bin/python3 bench/plot_decode.py "bench/results/decode-$preset.csv" "bench/results/decode-$preset.png"
+done
