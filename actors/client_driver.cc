@@ -155,14 +155,16 @@ Result<InferenceOutput> ClientDriver::handle(ActorContext& ctx, const InferenceS
   Session& s = *it->second;
   if (s.op != 0) return error(StatusCode::kInvalidArgument, "session ", m.session, " has an operation under way");
   const TensorPayload& t = m.hidden;
-  if (t.type != ElementType::kF32 || t.shape.size() != 2 || t.shape[1] != hidden_size_ || t.shape[0] < 1 ||
-      t.bytes != static_cast<std::size_t>(t.shape[0] * hidden_size_) * sizeof(float)) {
+  if (t.type != ElementType::kF32 || t.shape.size() != 2 || t.shape[1] != hidden_size_ || t.shape[0] < 1) {
     return error(StatusCode::kInvalidArgument, "a step takes f32 hidden states [n >= 1, ", hidden_size_, "]");
   }
   const std::int64_t n = t.shape[0];
-  if (s.length + n > s.capacity) {
+  if (n > s.capacity - s.length) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " holds ", s.capacity, " positions; ", s.length,
                  " are used and the step has ", n);
+  }
+  if (t.bytes != static_cast<std::size_t>(n * hidden_size_) * sizeof(float)) {  // n is at most the capacity here
+    return error(StatusCode::kInvalidArgument, "a step of ", n, " tokens has ", t.bytes, " bytes of hidden states");
   }
   // Encoded before the reply is deferred: a throw here (NaN in compressed form) answers at once.
   TensorPayload input = encode_hidden(t.as<float>(), n, hidden_size_, options_.wire_compression);
