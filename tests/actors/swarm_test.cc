@@ -5,7 +5,6 @@
 // after each event, and a restarted balancer rebuilds it from the hosts' announcements.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <atomic>
 #include <cctype>
 #include <cstring>
@@ -27,7 +26,6 @@ namespace sepal {
 namespace {
 
 using namespace std::chrono_literals;
-using nlohmann::json;
 
 // ---- route planning (pure) ----
 
@@ -71,15 +69,7 @@ TEST(RoutePlanning, NamesTheBlockNobodyServes) {
 
 // ---- a swarm in one process ----
 
-struct Reference {
-  std::vector<std::int32_t> prompt_ids, generated_ids;
-  std::int64_t max_new_tokens = 0;
-};
-Reference stories260k_reference() {
-  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
-  return {ref["prompt_ids"].get<std::vector<std::int32_t>>(), ref["generated_ids"].get<std::vector<std::int32_t>>(),
-          ref["max_new_tokens"].get<std::int64_t>()};
-}
+test::GreedyReference stories260k_reference() { return test::greedy_reference("stories260K"); }
 
 class InprocSwarm {
  public:
@@ -345,7 +335,7 @@ class RecordingPipeline final : public BlockPipeline {
   BlockPipeline& inner_;
 };
 GenerationRequest stories260k_request() {
-  const Reference ref = stories260k_reference();
+  const test::GreedyReference ref = stories260k_reference();
   GenerationRequest request;
   request.prompt_ids = ref.prompt_ids;
   request.max_new_tokens = ref.max_new_tokens;
