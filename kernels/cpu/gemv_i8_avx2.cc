@@ -26,7 +26,7 @@ inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8
   for (; k + 32 <= cols; k += 32) {
     __m256i xv[N], xa[N];
     for (int t = 0; t < N; ++t) {
-      xv[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + t * cols + k));
+      xv[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + t * x.ldq + k));
       xa[t] = _mm256_abs_epi8(xv[t]);
     }
     for (int r = 0; r < R; ++r) {
@@ -41,7 +41,7 @@ inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8
     const std::int8_t* row = w + r * cols;
     for (int t = 0; t < N; ++t) {
       std::int32_t dot = reduce(acc[r][t]);
-      const std::int8_t* q = x.q + t * cols;
+      const std::int8_t* q = x.q + t * x.ldq;
       for (std::int64_t j = k; j < cols; ++j) dot += static_cast<std::int32_t>(q[j]) * row[j];
       y[t * ldy + r] = finish_i8_row(x, t, row, scales[r], dot);
     }

@@ -1,67 +1,71 @@
-// Compiled with -mavx512f -mavx512bw -mavx512vnni. VPDPBUSD multiplies unsigned by signed bytes
-// into int32 without saturation: the activations are offset to q + 128 (a flip of the sign bit)
-// and 128 * Σ w, accumulated alongside at one extra instruction per weight vector, is taken off.
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni. Blocks of 16 rows: accumulators per
+// row, the 16 rows' reduced together into one vector and finished 16 outputs at a time
+// (kernels/cpu/i8_rows_avx512.h).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "kernels/cpu/gemv_i8.h"
+#include "kernels/cpu/i8_rows_avx512.h"
 
 namespace sepal::cpu {
 namespace {
 
-constexpr int kRowsPerStep = 4;
-constexpr std::int64_t kPrefetchBytes = 512;
+// The block is read row after row, in memory order, with a software prefetch this far ahead:
+// one stream the hardware prefetcher follows too (16 rows read side by side were 16 short
+// streams, each missing at its start).
+constexpr std::int64_t kPrefetchBytes = 2048;
 
-template <int R, int N>
-inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8_t* w, const float* scales,
-                      std::int64_t ldy, float* y) {
-  __m512i acc[R][N], wsum[R];
-  for (int r = 0; r < R; ++r) {
-    wsum[r] = _mm512_setzero_si512();
-    for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_si512();
-  }
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (std::int64_t k = 0; k < cols; k += 64) {
-    const std::int64_t left = cols - k;
-    const __mmask64 m = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
-    __m512i xv[N];
-    for (int t = 0; t < N; ++t) xv[t] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x.q + t * cols + k), flip);
-    for (int r = 0; r < R; ++r) {
-      const std::int8_t* row = w + r * cols + k;
-      _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i wv = _mm512_maskz_loadu_epi8(m, row);  // zero past the end: no contribution
-      wsum[r] = _mm512_dpbusd_epi32(wsum[r], ones, wv);
-      for (int t = 0; t < N; ++t) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], xv[t], wv);
+// Rows r0 .. r0 + count (count <= 16) for N tokens.
+template <int N>
+void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t count, std::int64_t ldy,
+             float* y, float* outlier_w) {
+  const std::int64_t cols = w.cols;
+  const auto* rows = static_cast<const std::int8_t*>(w.data) + r0 * cols;
+  if (x.outliers > 0) gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, outlier_w);
+  __m512i sums[N][16];
+  for (std::int64_t i = 0; i < 16; ++i) {
+    // Two accumulators per token, for even and odd steps: half the dependency chain.
+    __m512i acc[N][2];
+    for (int t = 0; t < N; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+    if (i < count) {
+      const std::int8_t* row = rows + i * cols;
+      for (std::int64_t k = 0, step = 0; k < cols; k += 64, step ^= 1) {
+        const std::int64_t left = cols - k;
+        const __mmask64 m = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+        _mm_prefetch(reinterpret_cast<const char*>(row + k) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512i wv = flip_sign_bits(_mm512_maskz_loadu_epi8(m, row + k));
+        for (int t = 0; t < N; ++t)  // the activations are zero past cols (the padding)
+          acc[t][step] = _mm512_dpbusd_epi32(acc[t][step], wv, _mm512_loadu_si512(x.q + t * x.ldq + k));
+      }
     }
+    for (int t = 0; t < N; ++t) sums[t][i] = _mm512_add_epi32(acc[t][0], acc[t][1]);
   }
-  for (int r = 0; r < R; ++r) {
-    const std::int32_t offset = 128 * _mm512_reduce_add_epi32(wsum[r]);
-    for (int t = 0; t < N; ++t) {
-      const std::int32_t dot = _mm512_reduce_add_epi32(acc[r][t]) - offset;
-      y[t * ldy + r] = finish_i8_row(x, t, w + r * cols, scales[r], dot);
-    }
+  const __mmask16 valid = first_rows(count);
+  for (int t = 0; t < N; ++t) {
+    const __m512 out = finish_i8_rows16(x, t, reduce16_epi32(sums[t]), outlier_w, w.scales + r0, valid);
+    _mm512_mask_storeu_ps(y + t * ldy + r0, valid, out);
   }
 }
 
 template <int N>
-void gemv_n(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t r1, std::int64_t ldy,
-            float* y) {
-  const auto* data = static_cast<const std::int8_t*>(w.data);
-  std::int64_t r = r0;
-  for (; r + kRowsPerStep <= r1; r += kRowsPerStep)
-    dot_block<kRowsPerStep, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r);
-  for (; r < r1; ++r) dot_block<1, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r);
+void gemv_n(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t r1, std::int64_t ldy, float* y,
+            float* outlier_w) {
+  for (std::int64_t r = r0; r < r1; r += 16) block16<N>(x, w, r, std::min<std::int64_t>(16, r1 - r), ldy, y, outlier_w);
 }
 
 }  // namespace
 
 void gemv_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView& w, std::int64_t r0,
                         std::int64_t r1, std::int64_t ldy, float* y) {
+  thread_local std::vector<float> outlier_w;
+  outlier_w.resize(static_cast<std::size_t>(16 * x.outliers));
   switch (n) {
-    case 1: return gemv_n<1>(x, w, r0, r1, ldy, y);
-    case 2: return gemv_n<2>(x, w, r0, r1, ldy, y);
-    case 3: return gemv_n<3>(x, w, r0, r1, ldy, y);
-    default: return gemv_n<4>(x, w, r0, r1, ldy, y);
+    case 1: return gemv_n<1>(x, w, r0, r1, ldy, y, outlier_w.data());
+    case 2: return gemv_n<2>(x, w, r0, r1, ldy, y, outlier_w.data());
+    case 3: return gemv_n<3>(x, w, r0, r1, ldy, y, outlier_w.data());
+    default: return gemv_n<4>(x, w, r0, r1, ldy, y, outlier_w.data());
   }
 }
 

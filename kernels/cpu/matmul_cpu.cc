@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/matmul_i8.h"
 #include "kernels/cpu/row_slices.h"
@@ -78,6 +79,8 @@ void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIs
   }
   if (n <= kStreamingMaxTokens) {
     matmul_streaming(x, n, w, y, isa);
+  } else if (isa >= CpuIsa::kAvx512) {
+    cpu::gemm_avx512(x, n, w, y);
   } else if (w.dtype == DType::kF32) {
     matmul_blocked_f32(x, n, w, y);
   } else {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/matmul_i8.h"
 #include "kernels/cpu/row_slices.h"
@@ -26,48 +27,60 @@ GemvI8Fn gemv_i8_for(CpuIsa isa) {
   return gemv_i8_generic;
 }
 
-// Activations of all n tokens, quantized, with their outlier columns split off.
+// Activations of all n tokens, quantized, with their outlier columns split off. Reused between
+// calls on the same thread.
 struct QuantizedActivations {
+  std::int64_t ldq = 0;
   std::vector<std::int8_t> q;
   std::vector<float> scale;
+  std::vector<std::int32_t> qsum;
   std::vector<std::int32_t> outlier_cols;
   std::vector<float> outlier_x;
+  std::vector<char> is_outlier;
+  std::vector<float> inliers;
 
   // Tokens from t0 on; without their outlier part when `with_outliers` is false.
-  I8Activations tokens(std::int64_t t0, std::int64_t cols, bool with_outliers = true) const {
+  I8Activations tokens(std::int64_t t0, bool with_outliers = true) const {
     const auto outliers = static_cast<std::int64_t>(outlier_cols.size());
-    return I8Activations{q.data() + t0 * cols, scale.data() + t0, outlier_cols.data(), with_outliers ? outliers : 0,
-                         outlier_x.data() + t0 * outliers};
+    return I8Activations{q.data() + t0 * ldq,       ldq, scale.data() + t0, qsum.data() + t0, outlier_cols.data(),
+                         with_outliers ? outliers : 0, outlier_x.data() + t0 * outliers};
   }
 };
 
-QuantizedActivations quantize_activations(const float* x, std::int64_t n, std::int64_t cols, float threshold) {
-  QuantizedActivations a;
-  std::vector<char> outlier(static_cast<std::size_t>(cols), 0);
+const QuantizedActivations& quantize_activations(const float* x, std::int64_t n, std::int64_t cols, float threshold) {
+  thread_local QuantizedActivations a;
+  a.is_outlier.assign(static_cast<std::size_t>(cols), 0);
   for (std::int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
     for (std::int64_t k = 0; k < cols; ++k) {
       if (!std::isfinite(xt[k])) fail("int8 matmul: the activations hold NaN or infinity");
-      if (std::fabs(xt[k]) >= threshold) outlier[static_cast<std::size_t>(k)] = 1;
+      if (std::fabs(xt[k]) >= threshold) a.is_outlier[static_cast<std::size_t>(k)] = 1;
     }
   }
+  a.outlier_cols.clear();
   for (std::int64_t k = 0; k < cols; ++k) {
-    if (outlier[static_cast<std::size_t>(k)]) a.outlier_cols.push_back(static_cast<std::int32_t>(k));
+    if (a.is_outlier[static_cast<std::size_t>(k)]) a.outlier_cols.push_back(static_cast<std::int32_t>(k));
   }
   const auto outliers = static_cast<std::int64_t>(a.outlier_cols.size());
-  a.q.resize(static_cast<std::size_t>(n * cols));
+  a.ldq = (cols + kI8RowAlign - 1) / kI8RowAlign * kI8RowAlign;
+  a.q.assign(static_cast<std::size_t>(n * a.ldq), 0);
   a.scale.resize(static_cast<std::size_t>(n));
+  a.qsum.resize(static_cast<std::size_t>(n));
   a.outlier_x.resize(static_cast<std::size_t>(n * outliers));
-  std::vector<float> inliers(static_cast<std::size_t>(cols));
+  a.inliers.resize(static_cast<std::size_t>(cols));
   for (std::int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
-    std::copy(xt, xt + cols, inliers.begin());
+    std::copy(xt, xt + cols, a.inliers.begin());
     for (std::int64_t j = 0; j < outliers; ++j) {
       const std::int32_t k = a.outlier_cols[static_cast<std::size_t>(j)];
       a.outlier_x[static_cast<std::size_t>(t * outliers + j)] = xt[k];
-      inliers[static_cast<std::size_t>(k)] = 0.0f;
+      a.inliers[static_cast<std::size_t>(k)] = 0.0f;
     }
-    a.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, a.q.data() + t * cols);
+    std::int8_t* qt = a.q.data() + t * a.ldq;
+    a.scale[static_cast<std::size_t>(t)] = quantize_row_i8(a.inliers.data(), cols, qt);
+    std::int32_t sum = 0;
+    for (std::int64_t k = 0; k < cols; ++k) sum += qt[k];
+    a.qsum[static_cast<std::size_t>(t)] = sum;
   }
   return a;
 }
@@ -78,14 +91,18 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
   SEPAL_CHECK(w.scales != nullptr, "int8 weights need their scales");
   const GemvI8Fn gemv = gemv_i8_for(isa);
   const float threshold = w.outlier_threshold > 0 ? w.outlier_threshold : INFINITY;
-  const QuantizedActivations a = quantize_activations(x, n, w.cols, threshold);
+  const QuantizedActivations& a = quantize_activations(x, n, w.cols, threshold);
   if (n <= kStreamingMaxTokens) {
     // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
-    const I8Activations all = a.tokens(0, w.cols);
+    const I8Activations all = a.tokens(0);
     for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(all, n, w, r0, r1, w.rows, y); });
     return;
   }
-  // Prompts: the int8 part runs in panels of rows that stay in cache while every group of tokens
+  if (isa >= CpuIsa::kAvx512Vnni) {  // prompts in register tiles, outliers included
+    gemm_i8_avx512vnni(a.tokens(0), n, w, y);
+    return;
+  }
+  // Prompts below VNNI: the int8 part runs in panels of rows that stay in cache while every group of tokens
   // passes over them, so the weights are read from memory once however many tokens there are.
   // The outlier part of a panel is one small float product, Xo[n, k] · Wo[rows, k]ᵀ, with the k
   // outlier columns of the panel's rows gathered and dequantized.
@@ -97,7 +114,7 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
     const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows), rows = r1 - r0;
     for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) {
       const std::int64_t group = std::min(kStreamingMaxTokens, n - t0);
-      gemv(a.tokens(t0, w.cols, /*with_outliers=*/false), group, w, r0, r1, w.rows, y + t0 * w.rows);
+      gemv(a.tokens(t0, /*with_outliers=*/false), group, w, r0, r1, w.rows, y + t0 * w.rows);
     }
     if (k == 0) return;
     thread_local std::vector<float> wo, outlier_y;

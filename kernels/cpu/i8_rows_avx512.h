@@ -1,0 +1,63 @@
+#pragma once
+// Pieces shared by the AVX-512 VNNI int8 kernels (decode and prompt), so that both turn the same
+// int32 dot products into the same floats. Internal to kernels/cpu; include only from translation
+// units compiled with AVX-512 F/BW.
+//
+// The weights enter VPDPBUSD as its unsigned operand, offset to w + 128 (a flip of the sign bit),
+// against the signed activations; Σ (w + 128) q = Σ w q + 128 Σ q, and Σ q is one number per
+// token (I8Activations::qsum), taken off once per output.
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/cpu/gemv_i8.h"
+
+namespace sepal::cpu {
+
+inline __m512i flip_sign_bits(__m512i v) { return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80))); }
+
+/// Sixteen accumulators to one vector: lane i = the sum of acc[i]'s lanes.
+inline __m512i reduce16_epi32(const __m512i acc[16]) {
+  __m512i pairs[8], quads[4];
+  for (int i = 0; i < 8; ++i)  // lanes per 128 bits: a0+a2, b0+b2, a1+a3, b1+b3
+    pairs[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2 * i], acc[2 * i + 1]),
+                                _mm512_unpackhi_epi32(acc[2 * i], acc[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)  // per 128 bits: the partial sums of rows 4i..4i+3
+    quads[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(pairs[2 * i], pairs[2 * i + 1]),
+                                _mm512_unpackhi_epi64(pairs[2 * i], pairs[2 * i + 1]));
+  // Sum the four 128-bit lanes of each quad, quad g landing in lane g.
+  const __m512i a = _mm512_add_epi32(_mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512i b = _mm512_add_epi32(_mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/// Outputs of 16 rows for token t from their offset sums Σ (w + 128) q: the scaling, plus the
+/// outlier part with `outlier_w[j * 16 + i]` = w[row i, outlier column j] as float.
+inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i offset_dots,
+                               const float* outlier_w, const float* row_scales, __mmask16 rows) {
+  const __m512i dots = _mm512_sub_epi32(offset_dots, _mm512_set1_epi32(128 * x.qsum[t]));
+  __m512 sum = _mm512_mul_ps(_mm512_set1_ps(x.scale[t]), _mm512_cvtepi32_ps(dots));
+  const float* xo = x.outlier_x + t * x.outliers;
+  for (std::int64_t j = 0; j < x.outliers; ++j)
+    sum = _mm512_fmadd_ps(_mm512_set1_ps(xo[j]), _mm512_loadu_ps(outlier_w + j * 16), sum);
+  return _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(rows, row_scales));
+}
+
+/// outlier_w[j * 16 + i] = w[r0 + i, outlier column j] for the rows in `rows` (0 for the others).
+inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w, std::int64_t cols, std::int64_t r0,
+                                   std::int64_t count, float* outlier_w) {
+  for (std::int64_t j = 0; j < x.outliers; ++j) {
+    for (std::int64_t i = 0; i < 16; ++i)
+      outlier_w[j * 16 + i] = i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
+  }
+}
+
+inline __mmask16 first_rows(std::int64_t count) {
+  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+}  // namespace sepal::cpu
