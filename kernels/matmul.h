@@ -6,6 +6,7 @@
 // pool it runs on the calling thread only.
 
 #include <cstdint>
+#include <span>
 
 #include "kernels/cpu_isa.h"
 #include "kernels/dtype.h"
@@ -45,5 +46,14 @@ void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
 
 /// Same, with an explicit CPU level (tests compare the levels with each other).
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa);
+
+/// Several products of the same activations: ys[i][n, ws[i].rows] = x[n, cols] · ws[i]ᵀ, every
+/// ws[i] with the same cols. When the matrices share a dtype (and, for int8, an outlier
+/// threshold) they run as one parallel pass over all their rows, with one quantization of x for
+/// int8: a block's q/k/v or gate/up projections at the cost of one product. Every output is
+/// bit for bit what matmul() gives for its matrix alone. ws and ys have the same length.
+void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys);
+void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+                 CpuIsa isa);
 
 }  // namespace sepal

@@ -40,9 +40,9 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
-  matmul(s.normed.data(), n, w.q_proj.view, s.q.data());
-  matmul(s.normed.data(), n, w.k_proj.view, s.k.data());
-  matmul(s.normed.data(), n, w.v_proj.view, s.v.data());
+  const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
+  float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
+  matmul_many(s.normed.data(), n, qkv, qkv_out);
   rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
   rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
   store_kv(s.k.data(), n, start, c.num_kv_heads, c.head_dim, capacity, keys);
@@ -53,8 +53,9 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   add_in_place(hidden, s.proj.data(), n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
-  matmul(s.normed.data(), n, w.gate_proj.view, s.gate.data());
-  matmul(s.normed.data(), n, w.up_proj.view, s.up.data());
+  const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
+  float* const gate_up_out[] = {s.gate.data(), s.up.data()};
+  matmul_many(s.normed.data(), n, gate_up, gate_up_out);
   silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
   matmul(s.gate.data(), n, w.down_proj.view, s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);

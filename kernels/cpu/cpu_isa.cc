@@ -12,6 +12,7 @@ std::string_view cpu_isa_name(CpuIsa isa) {
     case CpuIsa::kAvx2: return "avx2";
     case CpuIsa::kAvx512: return "avx512";
     case CpuIsa::kAvx512Vnni: return "avx512vnni";
+    case CpuIsa::kAvx512Bf16: return "avx512bf16";
   }
   return "?";
 }
@@ -21,6 +22,7 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
   if (name == "avx2") return CpuIsa::kAvx2;
   if (name == "avx512") return CpuIsa::kAvx512;
   if (name == "avx512vnni") return CpuIsa::kAvx512Vnni;
+  if (name == "avx512bf16") return CpuIsa::kAvx512Bf16;
   return std::nullopt;
 }
 
@@ -42,6 +44,8 @@ bool cpu_supports(CpuIsa isa) {
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     case CpuIsa::kAvx512Vnni:
       return cpu_supports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512vnni");
+    case CpuIsa::kAvx512Bf16:
+      return cpu_supports(CpuIsa::kAvx512Vnni) && __builtin_cpu_supports("avx512bf16");
   }
   return false;
 }
@@ -49,7 +53,7 @@ bool cpu_supports(CpuIsa isa) {
 namespace {
 CpuIsa detect_active_isa() {
   CpuIsa best = CpuIsa::kGeneric;
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAvx512Bf16}) {
     if (cpu_supports(isa)) best = isa;
   }
   if (const char* requested = std::getenv("SEPAL_CPU_ISA")) {

@@ -8,7 +8,11 @@
 // dimension in order, so a token's result does not depend on the other tokens in the call, on
 // where its tile falls, or on the thread count.
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/matmul.h"
@@ -18,11 +22,32 @@ namespace sepal::cpu {
 /// Rows per packed strip: one task's share of the weights.
 inline constexpr std::int64_t kGemmStripRows = 32;
 
-/// y[n, w.rows] = x[n, w.cols] · wᵀ for f32 or bf16 weights (AVX-512 F).
-void gemm_avx512(const float* x, std::int64_t n, const WeightView& w, float* y);
+/// ys[i][n, ws[i].rows] = x[n, cols] · ws[i]ᵀ for f32 or bf16 weights (AVX-512 F), every strip
+/// of every matrix one task of one parallel pass.
+void gemm_avx512(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys);
 
 /// LLM.int8() for n tokens (AVX-512 VNNI), outliers included: the same outputs, bit for bit, as
 /// gemv_i8_avx512vnni gives for each token alone.
-void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView& w, float* y);
+void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,
+                        std::span<float* const> ys);
+
+/// Tasks of one parallel pass over the strips of several matrices: (matrix, strip) by task.
+struct StripTasks {
+  explicit StripTasks(std::span<const WeightView> ws) {
+    std::int64_t total = 0;
+    for (const WeightView& w : ws)
+      ends_.push_back(total += (w.rows + kGemmStripRows - 1) / kGemmStripRows);
+  }
+  std::int64_t count() const { return ends_.empty() ? 0 : ends_.back(); }
+  std::pair<std::size_t, std::int64_t> at(std::int64_t task) const {
+    const auto i = static_cast<std::size_t>(std::upper_bound(ends_.begin(), ends_.end(), task) -
+                                            ends_.begin());
+    return {i, task - (i == 0 ? 0 : ends_[i - 1])};
+  }
+
+ private:
+  std::vector<std::int64_t> ends_;  // cumulative strip counts
+};
 
 }  // namespace sepal::cpu

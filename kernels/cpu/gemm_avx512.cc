@@ -32,7 +32,8 @@ void pack_strip(const T* w, std::int64_t cols, std::int64_t rows, float* p) {
       const __mmask16 m = first(cols - k0);
       __m512 r[16];
       for (int i = 0; i < 16; ++i)
-        r[i] = first_row + i < rows ? load16(w + (first_row + i) * cols + k0, m) : _mm512_setzero_ps();
+        r[i] =
+            first_row + i < rows ? load16(w + (first_row + i) * cols + k0, m) : _mm512_setzero_ps();
       transpose16x16(r);
       const std::int64_t ks = std::min<std::int64_t>(16, cols - k0);
       for (std::int64_t c = 0; c < ks; ++c) _mm512_storeu_ps(p + (k0 + c) * 32 + first_row, r[c]);
@@ -42,8 +43,8 @@ void pack_strip(const T* w, std::int64_t cols, std::int64_t rows, float* p) {
 
 // y[t, 0..32) for T tokens against a packed strip; m0/m1 mask the rows that exist.
 template <int T>
-void tile(const float* x, std::int64_t cols, const float* p, float* y, std::int64_t ldy, __mmask16 m0,
-          __mmask16 m1) {
+void tile(const float* x, std::int64_t cols, const float* p, float* y, std::int64_t ldy,
+          __mmask16 m0, __mmask16 m1) {
   __m512 acc[T][2];
 #pragma GCC unroll 12
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
@@ -63,35 +64,39 @@ void tile(const float* x, std::int64_t cols, const float* p, float* y, std::int6
   }
 }
 
-using TileFn = void (*)(const float*, std::int64_t, const float*, float*, std::int64_t, __mmask16, __mmask16);
-constexpr TileFn kTiles[kTileTokens + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>, tile<4>,  tile<5>, tile<6>,
-                                            tile<7>,  tile<8>,  tile<9>, tile<10>, tile<11>, tile<12>};
+using TileFn = void (*)(const float*, std::int64_t, const float*, float*, std::int64_t, __mmask16,
+                        __mmask16);
+constexpr TileFn kTiles[kTileTokens + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>, tile<4>,
+                                            tile<5>,  tile<6>,  tile<7>, tile<8>, tile<9>,
+                                            tile<10>, tile<11>, tile<12>};
 
 template <typename T>
-void gemm_typed(const float* x, std::int64_t n, const WeightView& w, float* y) {
+void gemm_strip(const float* x, std::int64_t n, const WeightView& w, float* y, std::int64_t s) {
   const T* data = static_cast<const T*>(w.data);
-  const std::int64_t strips = (w.rows + kGemmStripRows - 1) / kGemmStripRows;
-  parallel_for(strips, [&](std::int64_t s) {
-    thread_local std::vector<float> packed;
-    packed.resize(static_cast<std::size_t>(w.cols * kGemmStripRows));
-    const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
-    pack_strip(data + r0 * w.cols, w.cols, rows, packed.data());
-    const __mmask16 m0 = first(rows), m1 = first(std::max<std::int64_t>(0, rows - 16));
-    for (std::int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
-      const auto tokens = static_cast<int>(std::min<std::int64_t>(kTileTokens, n - t0));
-      kTiles[tokens](x + t0 * w.cols, w.cols, packed.data(), y + t0 * w.rows + r0, w.rows, m0, m1);
-    }
-  });
+  thread_local std::vector<float> packed;
+  packed.resize(static_cast<std::size_t>(w.cols * kGemmStripRows));
+  const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
+  pack_strip(data + r0 * w.cols, w.cols, rows, packed.data());
+  const __mmask16 m0 = first(rows), m1 = first(std::max<std::int64_t>(0, rows - 16));
+  for (std::int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
+    const auto tokens = static_cast<int>(std::min<std::int64_t>(kTileTokens, n - t0));
+    kTiles[tokens](x + t0 * w.cols, w.cols, packed.data(), y + t0 * w.rows + r0, w.rows, m0, m1);
+  }
 }
 
 }  // namespace
 
-void gemm_avx512(const float* x, std::int64_t n, const WeightView& w, float* y) {
-  if (w.dtype == DType::kF32) {
-    gemm_typed<float>(x, n, w, y);
-  } else {
-    gemm_typed<std::uint16_t>(x, n, w, y);
-  }
+void gemm_avx512(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys) {
+  const StripTasks tasks(ws);
+  parallel_for(tasks.count(), [&](std::int64_t task) {
+    const auto [i, strip] = tasks.at(task);
+    if (ws[i].dtype == DType::kF32) {
+      gemm_strip<float>(x, n, ws[i], ys[i], strip);
+    } else {
+      gemm_strip<std::uint16_t>(x, n, ws[i], ys[i], strip);
+    }
+  });
 }
 
 }  // namespace sepal::cpu

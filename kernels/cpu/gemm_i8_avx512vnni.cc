@@ -20,7 +20,8 @@ constexpr int kTileTokens = 12;
 
 // Packs rows [0, rows) of the strip (rows <= 32); groups past cols hold 128 (w = 0), which the
 // zero padding of the activations multiplies away anyway.
-void pack_strip(const std::int8_t* w, std::int64_t cols, std::int64_t rows, std::int64_t groups, std::uint8_t* p) {
+void pack_strip(const std::int8_t* w, std::int64_t cols, std::int64_t rows, std::int64_t groups,
+                std::uint8_t* p) {
   for (int half = 0; half < 2; ++half) {
     const std::int64_t first_row = 16 * half;
     for (std::int64_t k0 = 0; k0 < groups * 4; k0 += 64) {
@@ -28,20 +29,23 @@ void pack_strip(const std::int8_t* w, std::int64_t cols, std::int64_t rows, std:
       const __mmask64 m = left >= 64 ? ~__mmask64{0} : left <= 0 ? 0 : (__mmask64{1} << left) - 1;
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
-        const __m512i v = first_row + i < rows ? _mm512_maskz_loadu_epi8(m, w + (first_row + i) * cols + k0)
-                                               : _mm512_setzero_si512();
+        const __m512i v = first_row + i < rows
+                              ? _mm512_maskz_loadu_epi8(m, w + (first_row + i) * cols + k0)
+                              : _mm512_setzero_si512();
         r[i] = _mm512_castsi512_ps(flip_sign_bits(v));
       }
       transpose16x16(r);  // r[c]: group k0 / 4 + c of the 16 rows
       const std::int64_t count = std::min<std::int64_t>(16, groups - k0 / 4);
-      for (std::int64_t c = 0; c < count; ++c) _mm512_storeu_ps(p + ((k0 / 4 + c) * 32 + first_row) * 4, r[c]);
+      for (std::int64_t c = 0; c < count; ++c)
+        _mm512_storeu_ps(p + ((k0 / 4 + c) * 32 + first_row) * 4, r[c]);
     }
   }
 }
 
 // 32-row sums Σ (w + 128) q for T tokens, as two vectors per token.
 template <int T>
-void tile(const std::int8_t* q, std::int64_t ldq, std::int64_t groups, const std::uint8_t* p, __m512i out[][2]) {
+void tile(const std::int8_t* q, std::int64_t ldq, std::int64_t groups, const std::uint8_t* p,
+          __m512i out[][2]) {
   __m512i acc[T][2];
 #pragma GCC unroll 12
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
@@ -63,27 +67,35 @@ void tile(const std::int8_t* q, std::int64_t ldq, std::int64_t groups, const std
   }
 }
 
-using TileFn = void (*)(const std::int8_t*, std::int64_t, std::int64_t, const std::uint8_t*, __m512i[][2]);
-constexpr TileFn kTiles[kTileTokens + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>, tile<4>,  tile<5>, tile<6>,
-                                            tile<7>,  tile<8>,  tile<9>, tile<10>, tile<11>, tile<12>};
+using TileFn = void (*)(const std::int8_t*, std::int64_t, std::int64_t, const std::uint8_t*,
+                        __m512i[][2]);
+constexpr TileFn kTiles[kTileTokens + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>, tile<4>,
+                                            tile<5>,  tile<6>,  tile<7>, tile<8>, tile<9>,
+                                            tile<10>, tile<11>, tile<12>};
 
 }  // namespace
 
-void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView& w, float* y) {
-  const auto* data = static_cast<const std::int8_t*>(w.data);
-  const std::int64_t groups = (w.cols + 3) / 4;
-  const std::int64_t strips = (w.rows + kGemmStripRows - 1) / kGemmStripRows;
-  parallel_for(strips, [&](std::int64_t s) {
+void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,
+                        std::span<float* const> ys) {
+  const StripTasks tasks(ws);
+  parallel_for(tasks.count(), [&](std::int64_t task) {
+    const auto [i, s] = tasks.at(task);
+    const WeightView& w = ws[i];
+    float* y = ys[i];
+    const auto* data = static_cast<const std::int8_t*>(w.data);
+    const std::int64_t groups = (w.cols + 3) / 4;
     thread_local std::vector<std::uint8_t> packed;
     thread_local std::vector<float> outlier_w;
     packed.resize(static_cast<std::size_t>(groups * kGemmStripRows * 4));
     outlier_w.resize(static_cast<std::size_t>(2 * 16 * x.outliers));
     const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
     pack_strip(data + r0 * w.cols, w.cols, rows, groups, packed.data());
-    const std::int64_t counts[2] = {std::min<std::int64_t>(16, rows), std::max<std::int64_t>(0, rows - 16)};
+    const std::int64_t counts[2] = {std::min<std::int64_t>(16, rows),
+                                    std::max<std::int64_t>(0, rows - 16)};
     for (int half = 0; half < 2; ++half) {
       if (x.outliers > 0 && counts[half] > 0)
-        gather_outlier_weights(x, data, w.cols, r0 + 16 * half, counts[half], outlier_w.data() + half * 16 * x.outliers);
+        gather_outlier_weights(x, data, w.cols, r0 + 16 * half, counts[half],
+                               outlier_w.data() + half * 16 * x.outliers);
     }
     for (std::int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
       const auto tokens = static_cast<int>(std::min<std::int64_t>(kTileTokens, n - t0));
@@ -94,8 +106,9 @@ void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView
           if (counts[half] == 0) continue;
           const std::int64_t r = r0 + 16 * half;
           const __mmask16 valid = first_rows(counts[half]);
-          const __m512 out = finish_i8_rows16(x, t0 + t, sums[t][half], outlier_w.data() + half * 16 * x.outliers,
-                                              w.scales + r, valid);
+          const __m512 out =
+              finish_i8_rows16(x, t0 + t, sums[t][half], outlier_w.data() + half * 16 * x.outliers,
+                               w.scales + r, valid);
           _mm512_mask_storeu_ps(y + (t0 + t) * w.rows + r, valid, out);
         }
       }

@@ -18,12 +18,26 @@ namespace {
 constexpr std::int64_t kPrefetchBytes = 2048;
 
 // Rows r0 .. r0 + count (count <= 16) for N tokens.
+// One step of 64 columns from k for N tokens into accumulators acc[t][A]; the activations are
+// zero past cols (the padding).
+template <int N, int A>
+inline void step(const std::int8_t* row, std::int64_t k, __mmask64 m, const std::int8_t* q,
+                 std::int64_t ldq, __m512i acc[][2]) {
+  _mm_prefetch(reinterpret_cast<const char*>(row + k) + kPrefetchBytes, _MM_HINT_T0);
+  const __m512i wv = flip_sign_bits(_mm512_maskz_loadu_epi8(m, row + k));
+  for (int t = 0; t < N; ++t)
+    acc[t][A] = _mm512_dpbusd_epi32(acc[t][A], wv, _mm512_loadu_si512(q + t * ldq + k));
+}
+
 template <int N>
-void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t count, std::int64_t ldy,
-             float* y, float* outlier_w) {
+void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t count,
+             std::int64_t ldy, float* y, float* outlier_w) {
   const std::int64_t cols = w.cols;
   const auto* rows = static_cast<const std::int8_t*>(w.data) + r0 * cols;
-  if (x.outliers > 0) gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, outlier_w);
+  const std::int8_t* q = x.q;
+  const std::int64_t ldq = x.ldq;
+  if (x.outliers > 0)
+    gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, outlier_w);
   __m512i sums[N][16];
   for (std::int64_t i = 0; i < 16; ++i) {
     // Two accumulators per token, for even and odd steps: half the dependency chain.
@@ -31,41 +45,49 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
     for (int t = 0; t < N; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
     if (i < count) {
       const std::int8_t* row = rows + i * cols;
-      for (std::int64_t k = 0, step = 0; k < cols; k += 64, step ^= 1) {
-        const std::int64_t left = cols - k;
-        const __mmask64 m = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
-        _mm_prefetch(reinterpret_cast<const char*>(row + k) + kPrefetchBytes, _MM_HINT_T0);
-        const __m512i wv = flip_sign_bits(_mm512_maskz_loadu_epi8(m, row + k));
-        for (int t = 0; t < N; ++t)  // the activations are zero past cols (the padding)
-          acc[t][step] = _mm512_dpbusd_epi32(acc[t][step], wv, _mm512_loadu_si512(x.q + t * x.ldq + k));
+      std::int64_t k = 0;
+      for (; k + 128 <= cols; k += 128) {
+        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, acc);
+        step<N, 1>(row, k + 64, ~__mmask64{0}, q, ldq, acc);
       }
+      if (k + 64 <= cols) {
+        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, acc);
+        k += 64;
+      }
+      if (k < cols) step<N, 1>(row, k, (__mmask64{1} << (cols - k)) - 1, q, ldq, acc);
     }
     for (int t = 0; t < N; ++t) sums[t][i] = _mm512_add_epi32(acc[t][0], acc[t][1]);
   }
   const __mmask16 valid = first_rows(count);
   for (int t = 0; t < N; ++t) {
-    const __m512 out = finish_i8_rows16(x, t, reduce16_epi32(sums[t]), outlier_w, w.scales + r0, valid);
+    const __m512 out =
+        finish_i8_rows16(x, t, reduce16_epi32(sums[t]), outlier_w, w.scales + r0, valid);
     _mm512_mask_storeu_ps(y + t * ldy + r0, valid, out);
   }
 }
 
 template <int N>
-void gemv_n(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t r1, std::int64_t ldy, float* y,
-            float* outlier_w) {
-  for (std::int64_t r = r0; r < r1; r += 16) block16<N>(x, w, r, std::min<std::int64_t>(16, r1 - r), ldy, y, outlier_w);
+void gemv_n(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t r1,
+            std::int64_t ldy, float* y, float* outlier_w) {
+  for (std::int64_t r = r0; r < r1; r += 16)
+    block16<N>(x, w, r, std::min<std::int64_t>(16, r1 - r), ldy, y, outlier_w);
 }
 
 }  // namespace
 
-void gemv_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView& w, std::int64_t r0,
-                        std::int64_t r1, std::int64_t ldy, float* y) {
+void gemv_i8_avx512vnni(const I8Activations& x, std::int64_t n, const WeightView& w,
+                        std::int64_t r0, std::int64_t r1, std::int64_t ldy, float* y) {
   thread_local std::vector<float> outlier_w;
   outlier_w.resize(static_cast<std::size_t>(16 * x.outliers));
   switch (n) {
-    case 1: return gemv_n<1>(x, w, r0, r1, ldy, y, outlier_w.data());
-    case 2: return gemv_n<2>(x, w, r0, r1, ldy, y, outlier_w.data());
-    case 3: return gemv_n<3>(x, w, r0, r1, ldy, y, outlier_w.data());
-    default: return gemv_n<4>(x, w, r0, r1, ldy, y, outlier_w.data());
+    case 1:
+      return gemv_n<1>(x, w, r0, r1, ldy, y, outlier_w.data());
+    case 2:
+      return gemv_n<2>(x, w, r0, r1, ldy, y, outlier_w.data());
+    case 3:
+      return gemv_n<3>(x, w, r0, r1, ldy, y, outlier_w.data());
+    default:
+      return gemv_n<4>(x, w, r0, r1, ldy, y, outlier_w.data());
   }
 }
 

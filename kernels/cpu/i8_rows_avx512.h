@@ -15,7 +15,9 @@
 
 namespace sepal::cpu {
 
-inline __m512i flip_sign_bits(__m512i v) { return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80))); }
+inline __m512i flip_sign_bits(__m512i v) {
+  return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+}
 
 /// Sixteen accumulators to one vector: lane i = the sum of acc[i]'s lanes.
 inline __m512i reduce16_epi32(const __m512i acc[16]) {
@@ -27,10 +29,12 @@ inline __m512i reduce16_epi32(const __m512i acc[16]) {
     quads[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(pairs[2 * i], pairs[2 * i + 1]),
                                 _mm512_unpackhi_epi64(pairs[2 * i], pairs[2 * i + 1]));
   // Sum the four 128-bit lanes of each quad, quad g landing in lane g.
-  const __m512i a = _mm512_add_epi32(_mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                     _mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512i b = _mm512_add_epi32(_mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                     _mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512i a =
+      _mm512_add_epi32(_mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512i b =
+      _mm512_add_epi32(_mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
   return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
                           _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
 }
@@ -48,11 +52,12 @@ inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i o
 }
 
 /// outlier_w[j * 16 + i] = w[r0 + i, outlier column j] for the rows in `rows` (0 for the others).
-inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w, std::int64_t cols, std::int64_t r0,
-                                   std::int64_t count, float* outlier_w) {
+inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w, std::int64_t cols,
+                                   std::int64_t r0, std::int64_t count, float* outlier_w) {
   for (std::int64_t j = 0; j < x.outliers; ++j) {
     for (std::int64_t i = 0; i < 16; ++i)
-      outlier_w[j * 16 + i] = i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
+      outlier_w[j * 16 + i] =
+          i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
   }
 }
 

@@ -16,20 +16,29 @@ namespace {
 
 cpu::GemvFn gemv_for(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAvx512Bf16:
+      return cpu::gemv_avx512bf16;
     case CpuIsa::kAvx512Vnni:
-    case CpuIsa::kAvx512: return cpu::gemv_avx512;
-    case CpuIsa::kAvx2: return cpu::gemv_avx2;
-    case CpuIsa::kGeneric: break;
+    case CpuIsa::kAvx512:
+      return cpu::gemv_avx512;
+    case CpuIsa::kAvx2:
+      return cpu::gemv_avx2;
+    case CpuIsa::kGeneric:
+      break;
   }
   return cpu::gemv_generic;
 }
 
-// Streaming path: every thread reads one contiguous slice of rows, once.
-void matmul_streaming(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
+// Streaming path: every thread reads one contiguous slice of rows (of all the matrices), once.
+void matmul_streaming(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                      std::span<float* const> ys, CpuIsa isa) {
   const cpu::GemvFn gemv = gemv_for(isa);
-  cpu::for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(x, n, w, r0, r1, y); });
+  std::vector<std::int64_t> rows;
+  for (const WeightView& w : ws) rows.push_back(w.rows);
+  cpu::for_each_row_slice(
+      std::span<const std::int64_t>(rows),
+      [&](std::size_t i, std::int64_t r0, std::int64_t r1) { gemv(x, n, ws[i], r0, r1, ys[i]); });
 }
-
 // Blocked path for f32: OpenBLAS (its single-threaded build) on panels of rows, one per task.
 // The panels have a fixed size, not one per thread, so that the result does not depend on the
 // thread count (OpenBLAS treats a panel's last columns differently from the others).
@@ -38,9 +47,10 @@ void matmul_blocked_f32(const float* x, std::int64_t n, const WeightView& w, flo
   const auto* weights = static_cast<const float*>(w.data);
   parallel_for((w.rows + kPanelRows - 1) / kPanelRows, [&](std::int64_t p) {
     const std::int64_t r0 = p * kPanelRows, rows = std::min(kPanelRows, w.rows - r0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), weights + r0 * w.cols,
-                static_cast<int>(w.cols), 0.0f, y + r0, static_cast<int>(w.rows));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                static_cast<int>(rows), static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols),
+                weights + r0 * w.cols, static_cast<int>(w.cols), 0.0f, y + r0,
+                static_cast<int>(w.rows));
   });
 }
 
@@ -56,36 +66,69 @@ void matmul_blocked_bf16(const float* x, std::int64_t n, const WeightView& w, fl
     const std::int64_t rows = std::min(kPanelRows, w.rows - r0);
     const std::uint16_t* src = bits + r0 * w.cols;
     for (std::int64_t i = 0; i < rows * w.cols; ++i) panel[i] = bf16_to_f32(src[i]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), panel.data(),
-                static_cast<int>(w.cols), 0.0f, y + r0, static_cast<int>(w.rows));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                static_cast<int>(rows), static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols),
+                panel.data(), static_cast<int>(w.cols), 0.0f, y + r0, static_cast<int>(w.rows));
   });
+}
+
+// Products that can share one pass: same dtype, same input width, and for int8 the same
+// outlier threshold (their activations quantize the same way).
+bool fusable(std::span<const WeightView> ws) {
+  for (const WeightView& w : ws) {
+    if (w.dtype != ws[0].dtype || w.cols != ws[0].cols) return false;
+    if (w.dtype == DType::kI8 && !(w.outlier_threshold == ws[0].outlier_threshold)) return false;
+  }
+  return true;
 }
 
 }  // namespace
 
-void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
-  SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16 || w.dtype == DType::kI8,
-              "matmul weights must be f32, bf16 or int8");
-  SEPAL_CHECK(n >= 0 && w.rows >= 0 && w.cols >= 0);
-  if (n == 0 || w.rows == 0) return;
-  if (w.cols == 0) {
-    std::fill(y, y + n * w.rows, 0.0f);
+void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys, CpuIsa isa) {
+  SEPAL_CHECK(ws.size() == ys.size(), "matmul_many needs one output per matrix");
+  SEPAL_CHECK(n >= 0);
+  for (const WeightView& w : ws) {
+    SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16 || w.dtype == DType::kI8,
+                "matmul weights must be f32, bf16 or int8");
+    SEPAL_CHECK(w.rows >= 0 && w.cols >= 0);
+    SEPAL_CHECK(w.dtype != DType::kI8 || w.scales != nullptr, "int8 weights need their scales");
+  }
+  if (ws.empty() || n == 0) return;
+  if (ws.size() > 1 && !fusable(ws)) {
+    for (std::size_t i = 0; i < ws.size(); ++i)
+      matmul_many(x, n, ws.subspan(i, 1), ys.subspan(i, 1), isa);
     return;
   }
-  if (w.dtype == DType::kI8) {
-    cpu::matmul_i8(x, n, w, y, isa);
+  if (ws[0].cols == 0) {
+    for (std::size_t i = 0; i < ws.size(); ++i) std::fill(ys[i], ys[i] + n * ws[i].rows, 0.0f);
     return;
   }
-  if (n <= kStreamingMaxTokens) {
-    matmul_streaming(x, n, w, y, isa);
+  if (ws[0].dtype == DType::kI8) {
+    cpu::matmul_i8(x, n, ws, ys, isa);
+  } else if (n <= kStreamingMaxTokens) {
+    matmul_streaming(x, n, ws, ys, isa);
   } else if (isa >= CpuIsa::kAvx512) {
-    cpu::gemm_avx512(x, n, w, y);
-  } else if (w.dtype == DType::kF32) {
-    matmul_blocked_f32(x, n, w, y);
+    cpu::gemm_avx512(x, n, ws, ys);
   } else {
-    matmul_blocked_bf16(x, n, w, y);
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      if (ws[i].rows == 0) continue;
+      if (ws[i].dtype == DType::kF32) {
+        matmul_blocked_f32(x, n, ws[i], ys[i]);
+      } else {
+        matmul_blocked_bf16(x, n, ws[i], ys[i]);
+      }
+    }
   }
+}
+
+void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys) {
+  matmul_many(x, n, ws, ys, active_cpu_isa());
+}
+
+void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
+  matmul_many(x, n, std::span<const WeightView>(&w, 1), std::span<float* const>(&y, 1), isa);
 }
 
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y) {

@@ -2,12 +2,15 @@
 // The int8 branch of matmul() (kernels/matmul.h). Internal to kernels/cpu.
 
 #include <cstdint>
+#include <span>
 
 #include "kernels/matmul.h"
 
 namespace sepal::cpu {
 
-/// y[n, w.rows] = x[n, w.cols] · wᵀ for LLM.int8() weights (w.dtype == kI8).
-void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa);
+/// ys[i][n, ws[i].rows] = x[n, cols] · ws[i]ᵀ for LLM.int8() weights of one input width and one
+/// outlier threshold: x is quantized once, and the rows of all the matrices share one pass.
+void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+               CpuIsa isa);
 
 }  // namespace sepal::cpu

@@ -10,8 +10,8 @@
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/matmul_i8.h"
 #include "kernels/cpu/row_slices.h"
-#include "kernels/parallel.h"
 #include "kernels/error.h"
+#include "kernels/parallel.h"
 #include "kernels/quantize.h"
 
 namespace sepal::cpu {
@@ -19,10 +19,14 @@ namespace {
 
 GemvI8Fn gemv_i8_for(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kAvx512Vnni: return gemv_i8_avx512vnni;
+    case CpuIsa::kAvx512Bf16:
+    case CpuIsa::kAvx512Vnni:
+      return gemv_i8_avx512vnni;
     case CpuIsa::kAvx512:
-    case CpuIsa::kAvx2: return gemv_i8_avx2;
-    case CpuIsa::kGeneric: break;
+    case CpuIsa::kAvx2:
+      return gemv_i8_avx2;
+    case CpuIsa::kGeneric:
+      break;
   }
   return gemv_i8_generic;
 }
@@ -42,12 +46,18 @@ struct QuantizedActivations {
   // Tokens from t0 on; without their outlier part when `with_outliers` is false.
   I8Activations tokens(std::int64_t t0, bool with_outliers = true) const {
     const auto outliers = static_cast<std::int64_t>(outlier_cols.size());
-    return I8Activations{q.data() + t0 * ldq,       ldq, scale.data() + t0, qsum.data() + t0, outlier_cols.data(),
-                         with_outliers ? outliers : 0, outlier_x.data() + t0 * outliers};
+    return I8Activations{q.data() + t0 * ldq,
+                         ldq,
+                         scale.data() + t0,
+                         qsum.data() + t0,
+                         outlier_cols.data(),
+                         with_outliers ? outliers : 0,
+                         outlier_x.data() + t0 * outliers};
   }
 };
 
-const QuantizedActivations& quantize_activations(const float* x, std::int64_t n, std::int64_t cols, float threshold) {
+const QuantizedActivations& quantize_activations(const float* x, std::int64_t n, std::int64_t cols,
+                                                 float threshold) {
   thread_local QuantizedActivations a;
   a.is_outlier.assign(static_cast<std::size_t>(cols), 0);
   for (std::int64_t t = 0; t < n; ++t) {
@@ -59,7 +69,8 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
   }
   a.outlier_cols.clear();
   for (std::int64_t k = 0; k < cols; ++k) {
-    if (a.is_outlier[static_cast<std::size_t>(k)]) a.outlier_cols.push_back(static_cast<std::int32_t>(k));
+    if (a.is_outlier[static_cast<std::size_t>(k)])
+      a.outlier_cols.push_back(static_cast<std::int32_t>(k));
   }
   const auto outliers = static_cast<std::int64_t>(a.outlier_cols.size());
   a.ldq = (cols + kI8RowAlign - 1) / kI8RowAlign * kI8RowAlign;
@@ -85,30 +96,16 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
   return a;
 }
 
-}  // namespace
-
-void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {
-  SEPAL_CHECK(w.scales != nullptr, "int8 weights need their scales");
-  const GemvI8Fn gemv = gemv_i8_for(isa);
-  const float threshold = w.outlier_threshold > 0 ? w.outlier_threshold : INFINITY;
-  const QuantizedActivations& a = quantize_activations(x, n, w.cols, threshold);
-  if (n <= kStreamingMaxTokens) {
-    // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
-    const I8Activations all = a.tokens(0);
-    for_each_row_slice(w.rows, [&](std::int64_t r0, std::int64_t r1) { gemv(all, n, w, r0, r1, w.rows, y); });
-    return;
-  }
-  if (isa >= CpuIsa::kAvx512Vnni) {  // prompts in register tiles, outliers included
-    gemm_i8_avx512vnni(a.tokens(0), n, w, y);
-    return;
-  }
-  // Prompts below VNNI: the int8 part runs in panels of rows that stay in cache while every group of tokens
-  // passes over them, so the weights are read from memory once however many tokens there are.
-  // The outlier part of a panel is one small float product, Xo[n, k] · Wo[rows, k]ᵀ, with the k
-  // outlier columns of the panel's rows gathered and dequantized.
+// Prompts below VNNI: the int8 part runs in panels of rows that stay in cache while every group
+// of tokens passes over them, so the weights are read from memory once however many tokens there
+// are. The outlier part of a panel is one small float product, Xo[n, k] · Wo[rows, k]ᵀ, with the k
+// outlier columns of the panel's rows gathered and dequantized.
+void matmul_i8_blocked(const QuantizedActivations& a, std::int64_t n, const WeightView& w, float* y,
+                       GemvI8Fn gemv) {
   const auto k = static_cast<std::int64_t>(a.outlier_cols.size());
   const auto* data = static_cast<const std::int8_t*>(w.data);
-  const std::int64_t panel_rows = std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
+  const std::int64_t panel_rows =
+      std::max<std::int64_t>(16, (128 << 10) / std::max<std::int64_t>(w.cols, 1) / 16 * 16);
   const std::int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
   parallel_for(panels, [&](std::int64_t p) {
     const std::int64_t r0 = p * panel_rows, r1 = std::min(w.rows, r0 + panel_rows), rows = r1 - r0;
@@ -122,16 +119,44 @@ void matmul_i8(const float* x, std::int64_t n, const WeightView& w, float* y, Cp
     outlier_y.resize(static_cast<std::size_t>(n * rows));
     for (std::int64_t r = r0; r < r1; ++r) {
       for (std::int64_t j = 0; j < k; ++j) {
-        wo[static_cast<std::size_t>((r - r0) * k + j)] = static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
+        wo[static_cast<std::size_t>((r - r0) * k + j)] =
+            static_cast<float>(data[r * w.cols + a.outlier_cols[j]]) * w.scales[r];
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows), static_cast<int>(k),
-                1.0f, a.outlier_x.data(), static_cast<int>(k), wo.data(), static_cast<int>(k), 0.0f, outlier_y.data(),
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                static_cast<int>(rows), static_cast<int>(k), 1.0f, a.outlier_x.data(),
+                static_cast<int>(k), wo.data(), static_cast<int>(k), 0.0f, outlier_y.data(),
                 static_cast<int>(rows));
     for (std::int64_t t = 0; t < n; ++t) {
-      for (std::int64_t r = 0; r < rows; ++r) y[t * w.rows + r0 + r] += outlier_y[static_cast<std::size_t>(t * rows + r)];
+      for (std::int64_t r = 0; r < rows; ++r)
+        y[t * w.rows + r0 + r] += outlier_y[static_cast<std::size_t>(t * rows + r)];
     }
   });
+}
+
+}  // namespace
+
+void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws,
+               std::span<float* const> ys, CpuIsa isa) {
+  const GemvI8Fn gemv = gemv_i8_for(isa);
+  const float threshold = ws[0].outlier_threshold > 0 ? ws[0].outlier_threshold : INFINITY;
+  const QuantizedActivations& a = quantize_activations(x, n, ws[0].cols, threshold);
+  if (n <= kStreamingMaxTokens) {
+    // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
+    const I8Activations all = a.tokens(0);
+    std::vector<std::int64_t> rows;
+    for (const WeightView& w : ws) rows.push_back(w.rows);
+    for_each_row_slice(std::span<const std::int64_t>(rows),
+                       [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
+                         gemv(all, n, ws[i], r0, r1, ws[i].rows, ys[i]);
+                       });
+    return;
+  }
+  if (isa >= CpuIsa::kAvx512Vnni) {  // prompts in register tiles, outliers included
+    gemm_i8_avx512vnni(a.tokens(0), n, ws, ys);
+    return;
+  }
+  for (std::size_t i = 0; i < ws.size(); ++i) matmul_i8_blocked(a, n, ws[i], ys[i], gemv);
 }
 
 }  // namespace sepal::cpu

@@ -99,11 +99,11 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
     const float* qv = q + task * hd;
     const float* k = keys + kv * capacity * hd;
     const float* v = values + kv * capacity * hd;
-    for (std::int64_t p = 0; p < visible; ++p) scores[p] = cpu::dot(qv, k + p * hd, hd) * scale;
+    cpu::dot_rows(qv, k, visible, hd, scale, scores.data());
     softmax(scores.data(), visible);
     float* o = out + task * hd;
     std::fill(o, o + hd, 0.0f);
-    for (std::int64_t p = 0; p < visible; ++p) cpu::axpy(scores[p], v + p * hd, o, hd);
+    cpu::add_weighted_rows(scores.data(), v, visible, hd, o);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);

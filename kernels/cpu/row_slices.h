@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 
 #include "kernels/parallel.h"
 
@@ -25,6 +26,21 @@ void for_each_row_slice(std::int64_t rows, F&& f) {
     const std::int64_t r0 = std::min(rows, units * i / slices * 16);
     const std::int64_t r1 = std::min(rows, units * (i + 1) / slices * 16);
     if (r0 < r1) f(r0, r1);
+  });
+}
+
+/// The same over several matrices' rows laid end to end (one parallel pass for all of them):
+/// calls f(i, r0, r1) for rows [r0, r1) of matrix i.
+template <typename F>
+void for_each_row_slice(std::span<const std::int64_t> rows, F&& f) {
+  std::int64_t total = 0;
+  for (std::int64_t r : rows) total += r;
+  for_each_row_slice(total, [&](std::int64_t g0, std::int64_t g1) {
+    std::int64_t base = 0;
+    for (std::size_t i = 0; i < rows.size() && base < g1; base += rows[i], ++i) {
+      const std::int64_t r0 = std::max(g0, base) - base, r1 = std::min(g1, base + rows[i]) - base;
+      if (r0 < r1) f(i, r0, r1);
+    }
   });
 }
 

@@ -4,16 +4,25 @@
 
 namespace sepal::cpu {
 
-SEPAL_CLONES float dot(const float* a, const float* b, std::int64_t count) {
-  float sum = 0.0f;
+SEPAL_CLONES void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale,
+                           float* out) {
+  for (std::int64_t p = 0; p < count; ++p) {
+    const float* row = rows + p * dim;
+    float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (std::int64_t i = 0; i < count; ++i) sum += a[i] * b[i];
-  return sum;
+    for (std::int64_t i = 0; i < dim; ++i) sum += q[i] * row[i];
+    out[p] = sum * scale;
+  }
 }
 
-SEPAL_CLONES void axpy(float alpha, const float* x, float* y, std::int64_t count) {
+SEPAL_CLONES void add_weighted_rows(const float* weights, const float* rows, std::int64_t count, std::int64_t dim,
+                                    float* out) {
+  for (std::int64_t p = 0; p < count; ++p) {
+    const float* row = rows + p * dim;
+    const float weight = weights[p];
 #pragma omp simd
-  for (std::int64_t i = 0; i < count; ++i) y[i] += alpha * x[i];
+    for (std::int64_t i = 0; i < dim; ++i) out[i] += weight * row[i];
+  }
 }
 
 SEPAL_CLONES float sum_squares(const float* x, std::int64_t count) {

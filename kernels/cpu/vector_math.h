@@ -6,10 +6,10 @@
 
 namespace sepal::cpu {
 
-/// Sum of a[i] * b[i].
-float dot(const float* a, const float* b, std::int64_t count);
-/// y[i] += alpha * x[i].
-void axpy(float alpha, const float* x, float* y, std::int64_t count);
+/// out[p] = scale * Σ_i q[i] * rows[p * dim + i] for p < count (attention scores over a key cache).
+void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale, float* out);
+/// out[i] += Σ_p weights[p] * rows[p * dim + i] for i < dim (attention over a value cache).
+void add_weighted_rows(const float* weights, const float* rows, std::int64_t count, std::int64_t dim, float* out);
 /// Sum of x[i]².
 float sum_squares(const float* x, std::int64_t count);
 /// y[i] = x[i] * scale * w[i].
