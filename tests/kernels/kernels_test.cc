@@ -51,11 +51,7 @@ TEST_P(MatmulTest, MatchesDoubleReference) {
       for (int k = 0; k < cols; ++k) s += static_cast<double>(x[t * cols + k]) * wf[r * cols + k];
       ref[t * rows + r] = s;
     }
-  // The bf16 level carries the activations as two bf16 halves (16 significant bits, relative
-  // error below 2^-17, kernels/cpu/gemv_avx512bf16.cc) on the streaming path; every other path
-  // multiplies them in f32.
-  const bool split_activations = isa == CpuIsa::kAvx512Bf16 && dtype == DType::kBF16 && n <= kStreamingMaxTokens;
-  EXPECT_LT(normalized_error(y, ref), split_activations ? 1e-5 : 2e-6);
+  EXPECT_LT(normalized_error(y, ref), 2e-6);
 }
 
 std::string matmul_case_name(const ::testing::TestParamInfo<MatmulCase>& info) {
