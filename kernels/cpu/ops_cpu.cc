@@ -7,6 +7,7 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/cpu/vector_math.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
@@ -89,6 +90,7 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
   const std::int64_t hd = dims.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::int64_t tasks = n * dims.heads;
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto head = [&](std::int64_t task) {
     thread_local std::vector<float> scores;
     scores.resize(static_cast<std::size_t>(start + n));
@@ -99,11 +101,13 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
     const float* qv = q + task * hd;
     const float* k = keys + kv * capacity * hd;
     const float* v = values + kv * capacity * hd;
-    cpu::dot_rows(qv, k, visible, hd, scale, scores.data());
+    if (!(wide && cpu::dot_rows_avx512(qv, k, visible, hd, scale, scores.data())))
+      cpu::dot_rows(qv, k, visible, hd, scale, scores.data());
     softmax(scores.data(), visible);
     float* o = out + task * hd;
     std::fill(o, o + hd, 0.0f);
-    cpu::add_weighted_rows(scores.data(), v, visible, hd, o);
+    if (!(wide && cpu::add_weighted_rows_avx512(scores.data(), v, visible, hd, o)))
+      cpu::add_weighted_rows(scores.data(), v, visible, hd, o);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -122,7 +126,8 @@ void silu_mul(float* gate, const float* up, std::int64_t count) {
   };
   constexpr std::int64_t kChunk = 1 << 14;
   if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk, [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+    parallel_for((count + kChunk - 1) / kChunk,
+                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
   } else {
     span(0, count);
   }
@@ -149,7 +154,8 @@ void softmax(float* x, std::int64_t count) {
 double log_sum_exp(const float* x, std::int64_t count) {
   if (count <= 0) return -INFINITY;
   double max_value = x[0];
-  for (std::int64_t i = 1; i < count; ++i) max_value = std::max(max_value, static_cast<double>(x[i]));
+  for (std::int64_t i = 1; i < count; ++i)
+    max_value = std::max(max_value, static_cast<double>(x[i]));
   if (std::isinf(max_value)) return max_value;
   double sum = 0.0;
   for (std::int64_t i = 0; i < count; ++i) sum += std::exp(static_cast<double>(x[i]) - max_value);

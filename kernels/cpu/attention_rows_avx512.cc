@@ -1,0 +1,110 @@
+// Compiled with -mavx512f -mavx512dq. The two loops of attention over a key/value cache, for head
+// dimensions that are a multiple of 16 up to kMaxRowsDim: scores for 16 cached positions at a time
+// (one accumulator each, reduced together), and the weighted sum of value rows with the output
+// held in registers.
+#include <immintrin.h>
+
+#include "kernels/cpu/vector_math.h"
+
+namespace sepal::cpu {
+namespace {
+
+inline __m512 reduce16_ps(const __m512 acc[16]) {
+  __m512 pairs[8], quads[4];
+  for (int i = 0; i < 8; ++i)
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]),
+                             _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(pairs[2 * i]), b = _mm512_castps_pd(pairs[2 * i + 1]);
+    quads[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  const __m512 a = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 b = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+template <int V>  // V vectors of 16 per row
+void dot_rows_v(const float* q, const float* rows, std::int64_t count, float scale, float* out) {
+  constexpr std::int64_t dim = 16 * V;
+  __m512 qv[V];
+  for (int v = 0; v < V; ++v) qv[v] = _mm512_loadu_ps(q + 16 * v);
+  const __m512 s = _mm512_set1_ps(scale);
+  std::int64_t p = 0;
+  for (; p + 16 <= count; p += 16) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) {
+      const float* row = rows + (p + i) * dim;
+      acc[i] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(row));
+      for (int v = 1; v < V; ++v)
+        acc[i] = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(row + 16 * v), acc[i]);
+    }
+    _mm512_storeu_ps(out + p, _mm512_mul_ps(reduce16_ps(acc), s));
+  }
+  for (; p < count; ++p) {
+    const float* row = rows + p * dim;
+    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(row));
+    for (int v = 1; v < V; ++v) acc = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(row + 16 * v), acc);
+    out[p] = _mm512_reduce_add_ps(acc) * scale;
+  }
+}
+
+template <int V>
+void add_weighted_rows_v(const float* weights, const float* rows, std::int64_t count, float* out) {
+  constexpr std::int64_t dim = 16 * V;
+  __m512 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm512_loadu_ps(out + 16 * v);
+  for (std::int64_t p = 0; p < count; ++p) {
+    const __m512 w = _mm512_set1_ps(weights[p]);
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(rows + p * dim + 16 * v), acc[v]);
+  }
+  for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + 16 * v, acc[v]);
+}
+
+}  // namespace
+
+bool dot_rows_avx512(const float* q, const float* rows, std::int64_t count, std::int64_t dim,
+                     float scale, float* out) {
+  switch (dim) {
+    case 32:
+      return dot_rows_v<2>(q, rows, count, scale, out), true;
+    case 64:
+      return dot_rows_v<4>(q, rows, count, scale, out), true;
+    case 80:
+      return dot_rows_v<5>(q, rows, count, scale, out), true;
+    case 96:
+      return dot_rows_v<6>(q, rows, count, scale, out), true;
+    case 128:
+      return dot_rows_v<8>(q, rows, count, scale, out), true;
+    case 256:
+      return dot_rows_v<16>(q, rows, count, scale, out), true;
+    default:
+      return false;
+  }
+}
+
+bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int64_t count,
+                              std::int64_t dim, float* out) {
+  switch (dim) {
+    case 32:
+      return add_weighted_rows_v<2>(weights, rows, count, out), true;
+    case 64:
+      return add_weighted_rows_v<4>(weights, rows, count, out), true;
+    case 80:
+      return add_weighted_rows_v<5>(weights, rows, count, out), true;
+    case 96:
+      return add_weighted_rows_v<6>(weights, rows, count, out), true;
+    case 128:
+      return add_weighted_rows_v<8>(weights, rows, count, out), true;
+    case 256:
+      return add_weighted_rows_v<16>(weights, rows, count, out), true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace sepal::cpu
