@@ -1,0 +1,135 @@
+// What callers may rely on when products share work: matmul_many gives every matrix exactly what
+// matmul gives it alone, and a token's prompt-path result does not depend on the other tokens in
+// its batch (nor, for int8 with VNNI, on whether it was decoded alone or in a prompt).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu_isa.h"
+#include "kernels/dtype.h"
+#include "kernels/matmul.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+// One matrix's storage in every dtype, from the same random floats.
+struct Matrix {
+  std::int64_t rows = 0, cols = 0;
+  std::vector<float> f32;
+  std::vector<std::uint16_t> bf16;
+  std::vector<std::int8_t> i8;
+  std::vector<float> scales;
+
+  Matrix(std::int64_t r, std::int64_t c, unsigned seed) : rows(r), cols(c) {
+    f32 = test::random_floats(static_cast<std::size_t>(r * c), seed, 0.1f);
+    for (float v : f32) bf16.push_back(f32_to_bf16(v));
+    i8.resize(f32.size());
+    for (std::int64_t row = 0; row < r; ++row) {
+      float amax = 0;
+      for (std::int64_t k = 0; k < c; ++k) amax = std::max(amax, std::fabs(f32[static_cast<std::size_t>(row * c + k)]));
+      scales.push_back(amax / 127.0f);
+      for (std::int64_t k = 0; k < c; ++k) {
+        const auto i = static_cast<std::size_t>(row * c + k);
+        i8[i] = static_cast<std::int8_t>(std::lround(f32[i] / scales.back()));
+      }
+    }
+  }
+
+  WeightView view(DType dtype, float threshold = 6.0f) const {
+    switch (dtype) {
+      case DType::kBF16: return {dtype, rows, cols, bf16.data()};
+      case DType::kI8: return {dtype, rows, cols, i8.data(), scales.data(), threshold};
+      default: return {DType::kF32, rows, cols, f32.data()};
+    }
+  }
+};
+
+std::vector<CpuIsa> supported_levels() {
+  std::vector<CpuIsa> levels;
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAvx512Bf16})
+    if (cpu_supports(isa)) levels.push_back(isa);
+  return levels;
+}
+
+TEST(MatmulMany, EveryOutputIsWhatMatmulGivesAlone) {
+  const std::int64_t cols = 200;
+  const Matrix a(40, cols, 1), b(300, cols, 2), c(17, cols, 3);
+  for (CpuIsa isa : supported_levels()) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+      for (std::int64_t n : {1, 3, 17}) {
+        auto x = test::random_floats(static_cast<std::size_t>(n * cols), 4);
+        x[5] = 8.0f;  // an outlier column for int8
+        const WeightView ws[] = {a.view(dtype), b.view(dtype), c.view(dtype)};
+        std::vector<float> ya(static_cast<std::size_t>(n * 40)), yb(static_cast<std::size_t>(n * 300)),
+            yc(static_cast<std::size_t>(n * 17));
+        float* const ys[] = {ya.data(), yb.data(), yc.data()};
+        matmul_many(x.data(), n, ws, ys, isa);
+        for (int i = 0; i < 3; ++i) {
+          std::vector<float> alone(static_cast<std::size_t>(n * ws[i].rows));
+          matmul(x.data(), n, ws[i], alone.data(), isa);
+          const std::vector<float> fused(ys[i], ys[i] + alone.size());
+          ASSERT_EQ(fused, alone) << cpu_isa_name(isa) << " " << dtype_name(dtype) << " n=" << n << " matrix " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulMany, MixedDtypesAndEmptyListsAreHandled) {
+  const std::int64_t cols = 64, n = 6;
+  const Matrix a(20, cols, 5), b(33, cols, 6);
+  const auto x = test::random_floats(static_cast<std::size_t>(n * cols), 7);
+  const WeightView ws[] = {a.view(DType::kF32), b.view(DType::kI8)};
+  std::vector<float> ya(static_cast<std::size_t>(n * 20)), yb(static_cast<std::size_t>(n * 33));
+  float* const ys[] = {ya.data(), yb.data()};
+  matmul_many(x.data(), n, ws, ys);
+  std::vector<float> alone(yb.size());
+  matmul(x.data(), n, ws[1], alone.data());
+  EXPECT_EQ(yb, alone);
+  matmul_many(x.data(), n, std::span<const WeightView>(), std::span<float* const>());  // nothing to do
+}
+
+// Prompt-sized batches (more than kStreamingMaxTokens tokens): tokens 3..22 of a 29-token batch
+// computed as a batch of their own (other tiles, other tile positions) give the same bits. Below
+// AVX-512, f32 and bf16 prompts go to OpenBLAS, whose edge tiles round differently: not promised.
+TEST(MatmulBatch, APromptTokensResultDoesNotDependOnItsBatch) {
+  const std::int64_t cols = 300, rows = 77, n = 29, first = 3, sub = 20;
+  const Matrix m(rows, cols, 8);
+  const auto x = test::random_floats(static_cast<std::size_t>(n * cols), 9);
+  for (CpuIsa isa : supported_levels()) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+      if (dtype != DType::kI8 && isa < CpuIsa::kAvx512) continue;
+      // Without outliers: LLM.int8() picks its outlier columns over the whole batch, by design.
+      const WeightView w = m.view(dtype, INFINITY);
+      std::vector<float> all(static_cast<std::size_t>(n * rows)), part(static_cast<std::size_t>(sub * rows));
+      matmul(x.data(), n, w, all.data(), isa);
+      matmul(x.data() + first * cols, sub, w, part.data(), isa);
+      const std::vector<float> same(all.begin() + first * rows, all.begin() + (first + sub) * rows);
+      EXPECT_EQ(part, same) << cpu_isa_name(isa) << " " << dtype_name(dtype);
+    }
+  }
+}
+
+// With VNNI the int8 sums are exact and decode and prompts finish them the same way: a token
+// decoded alone gives the bits it gets inside a prompt, outliers included when they are the same.
+TEST(MatmulBatch, Int8DecodeAndPromptAgreeBitForBitWithVnni) {
+  if (!cpu_supports(CpuIsa::kAvx512Vnni)) GTEST_SKIP() << "CPU lacks avx512vnni";
+  const std::int64_t cols = 300, rows = 77, n = 9;
+  const Matrix m(rows, cols, 10);
+  auto x = test::random_floats(static_cast<std::size_t>(n * cols), 11);
+  for (std::int64_t t = 0; t < n; ++t) x[static_cast<std::size_t>(t * cols + 17)] = t % 2 ? 7.5f : -9.0f;
+  const WeightView w = m.view(DType::kI8, 6.0f);
+  std::vector<float> prompt(static_cast<std::size_t>(n * rows));
+  matmul(x.data(), n, w, prompt.data(), CpuIsa::kAvx512Vnni);
+  for (std::int64_t t = 0; t < n; ++t) {
+    std::vector<float> alone(static_cast<std::size_t>(rows));
+    matmul(x.data() + t * cols, 1, w, alone.data(), CpuIsa::kAvx512Vnni);
+    const std::vector<float> in_prompt(prompt.begin() + t * rows, prompt.begin() + (t + 1) * rows);
+    EXPECT_EQ(alone, in_prompt) << "token " << t;
+  }
+}
+
+}  // namespace
+}  // namespace sepal
