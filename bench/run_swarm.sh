@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Swarm decode speed and time to first token on the TinyLlama-1.1B shape (bf16): 1 to 4 hosts,
+# Swarm decode speed and time to first token on the TinyLlama-1.1B shape (bf16; or
+# SEPAL_BENCH_PRESET / SEPAL_BENCH_DTYPE, e.g. stories-110m and int8): 1 to 4 hosts,
 # loopback and emulated WANs (1 Gbit/s 5 ms RTT; 100 Mbit/s 100 ms RTT), host-to-host push
 # against client relay, compared in the same run with the single-process speed and with the
 # physical floor: single-process compute plus one one-way link latency (and transfer) per link a
 # token crosses (client -> host 1 -> ... -> host N -> client). Writes bench/results/swarm.csv and
-# swarm.png. Synthetic checkpoints go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
+# swarm.png (swarm-PRESET-DTYPE.* for other shapes). SEPAL_BENCH_NETWORKS="loopback" limits the
+# networks (default: loopback 5:1000 100:100, RTT ms:Mbit/s). Synthetic checkpoints go to ${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}.
 # Every configuration (the single process too) runs SEPAL_BENCH_REPEATS times (default 3) and
 # reports its median run: on a shared machine one run can lose a core to another process.
 #   bench/run_swarm.sh [MAX_HOSTS]            # or SEPAL_BENCH_HOSTS="1 3" for a chosen list
@@ -13,11 +15,16 @@ cd "$(dirname "$0")/.."
 source scripts/mpi_env.sh
 max_hosts=${1:-4}
 models=${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}
-model="$models/tinyllama-1.1b-bf16"
+preset=${SEPAL_BENCH_PRESET:-tinyllama-1.1b}
+dtype=${SEPAL_BENCH_DTYPE:-bf16}
+# int8 is quantized from the bf16 checkpoint while loading.
+stored=$([ "$dtype" = int8 ] && echo bf16 || echo "$dtype")
+model="$models/$preset-$stored"
 [ -x build/bin/sepal ] || scripts/build.sh
-[ -f "$model/model.safetensors" ] || build/bin/sepal synth --preset tinyllama-1.1b --dtype bf16 --out "$model"
+[ -f "$model/model.safetensors" ] || build/bin/sepal synth --preset "$preset" --dtype "$stored" --out "$model"
 mkdir -p bench/results
-csv=bench/results/swarm.csv
+name=$([ "$preset-$dtype" = tinyllama-1.1b-bf16 ] && echo swarm || echo "swarm-$preset-$dtype")
+csv=bench/results/$name.csv
 prompt="The quick brown fox jumps over the lazy dog while the children watch from the old stone bridge"
 tokens=32
 repeats=${SEPAL_BENCH_REPEATS:-3}
@@ -25,7 +32,7 @@ run() {  # run OUT_JSON ARGS...: `repeats` generations; the median one's JSON on
   local out=$1; shift
   local runs=()
   for ((i = 0; i < repeats; i++)); do
-    timeout 600 "$@" --model "$model" --dtype bf16 --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out.$i" 2> /tmp/sepal-swarm-bench.err \
+    timeout 600 "$@" --model "$model" --dtype "$dtype" --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out.$i" 2> /tmp/sepal-swarm-bench.err \
       || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
     runs+=("$out.$i")
   done
@@ -44,7 +51,7 @@ single_tps=$(stat /tmp/sepal-single.json decode_tokens_per_s)
 single_ttft=$(stat /tmp/sepal-single.json time_to_first_token_s)
 echo "single process (median of $repeats): $single_tps tokens/s, first token after $single_ttft s"
 hidden_bytes=$(/usr/bin/python3 -c 'import json,sys; print(4 * json.load(open(sys.argv[1]))["hidden_size"])' "$model/config.json")
-for network in loopback "5:1000" "100:100"; do
+for network in ${SEPAL_BENCH_NETWORKS:-loopback 5:1000 100:100}; do
   if [ "$network" = loopback ]; then rtt=0; bw=0; wan=(); else rtt=${network%%:*}; bw=${network##*:}; wan=(--wan "rtt_ms=$rtt,bandwidth_mbps=$bw"); fi
   for hosts in ${SEPAL_BENCH_HOSTS:-$(seq 1 "$max_hosts")}; do
     for mode in push relay; do
@@ -66,5 +73,5 @@ PY
     done
   done
 done
-/usr/bin/python3 bench/plot_swarm.py "$csv" bench/results/swarm.png
-echo "wrote $csv and bench/results/swarm.png"
+/usr/bin/python3 bench/plot_swarm.py "$csv" "bench/results/$name.png"
+echo "wrote $csv and bench/results/$name.png"

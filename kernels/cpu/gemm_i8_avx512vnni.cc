@@ -17,6 +17,7 @@ namespace sepal::cpu {
 namespace {
 
 constexpr int kTileTokens = 12;
+constexpr std::int64_t kPackPrefetchBytes = 512;
 
 // Packs rows [0, rows) of the strip (rows <= 32); groups past cols hold 128 (w = 0), which the
 // zero padding of the activations multiplies away anyway.
@@ -29,9 +30,13 @@ void pack_strip(const std::int8_t* w, std::int64_t cols, std::int64_t rows, std:
       const __mmask64 m = left >= 64 ? ~__mmask64{0} : left <= 0 ? 0 : (__mmask64{1} << left) - 1;
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
-        const __m512i v = first_row + i < rows
-                              ? _mm512_maskz_loadu_epi8(m, w + (first_row + i) * cols + k0)
-                              : _mm512_setzero_si512();
+        const std::int8_t* row = w + (first_row + i) * cols + k0;
+        __m512i v = _mm512_setzero_si512();
+        if (first_row + i < rows) {
+          // 16 rows read side by side are 16 short streams: fetch ahead of each.
+          _mm_prefetch(reinterpret_cast<const char*>(row) + kPackPrefetchBytes, _MM_HINT_T0);
+          v = _mm512_maskz_loadu_epi8(m, row);
+        }
         r[i] = _mm512_castsi512_ps(flip_sign_bits(v));
       }
       transpose16x16(r);  // r[c]: group k0 / 4 + c of the 16 rows

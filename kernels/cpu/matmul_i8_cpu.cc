@@ -41,7 +41,6 @@ struct QuantizedActivations {
   std::vector<std::int32_t> outlier_cols;
   std::vector<float> outlier_x;
   std::vector<char> is_outlier;
-  std::vector<float> inliers;
 
   // Tokens from t0 on; without their outlier part when `with_outliers` is false.
   I8Activations tokens(std::int64_t t0, bool with_outliers = true) const {
@@ -78,20 +77,27 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
   a.scale.resize(static_cast<std::size_t>(n));
   a.qsum.resize(static_cast<std::size_t>(n));
   a.outlier_x.resize(static_cast<std::size_t>(n * outliers));
-  a.inliers.resize(static_cast<std::size_t>(cols));
-  for (std::int64_t t = 0; t < n; ++t) {
+  // The workers see their own thread-local `a`: the lambda reaches the caller's through `q`.
+  QuantizedActivations& q = a;
+  auto quantize_token = [&](std::int64_t t) {
+    thread_local std::vector<float> inliers;
     const float* xt = x + t * cols;
-    std::copy(xt, xt + cols, a.inliers.begin());
+    inliers.assign(xt, xt + cols);
     for (std::int64_t j = 0; j < outliers; ++j) {
-      const std::int32_t k = a.outlier_cols[static_cast<std::size_t>(j)];
-      a.outlier_x[static_cast<std::size_t>(t * outliers + j)] = xt[k];
-      a.inliers[static_cast<std::size_t>(k)] = 0.0f;
+      const std::int32_t k = q.outlier_cols[static_cast<std::size_t>(j)];
+      q.outlier_x[static_cast<std::size_t>(t * outliers + j)] = xt[k];
+      inliers[static_cast<std::size_t>(k)] = 0.0f;
     }
-    std::int8_t* qt = a.q.data() + t * a.ldq;
-    a.scale[static_cast<std::size_t>(t)] = quantize_row_i8(a.inliers.data(), cols, qt);
+    std::int8_t* qt = q.q.data() + t * q.ldq;
+    q.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, qt);
     std::int32_t sum = 0;
     for (std::int64_t k = 0; k < cols; ++k) sum += qt[k];
-    a.qsum[static_cast<std::size_t>(t)] = sum;
+    q.qsum[static_cast<std::size_t>(t)] = sum;
+  };
+  if (n > kStreamingMaxTokens) {
+    parallel_for(n, quantize_token);  // prompts: tokens in parallel
+  } else {
+    for (std::int64_t t = 0; t < n; ++t) quantize_token(t);
   }
   return a;
 }
