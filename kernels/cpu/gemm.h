@@ -27,6 +27,13 @@ inline constexpr std::int64_t kGemmStripRows = 32;
 void gemm_avx512(const float* x, std::int64_t n, std::span<const WeightView> ws,
                  std::span<float* const> ys);
 
+/// The f32 register tile behind gemm_avx512, for the other AVX-512 kernels: y[t, 0..32) for
+/// `tokens` (1..12) tokens of x (leading dimension k) against a strip packed as p[j * 32 + i];
+/// each output is one chain of fused multiply-adds over j from zero. rows_lo / rows_hi are the
+/// store masks of rows 0..15 and 16..31.
+void gemm_f32_tile(const float* x, int tokens, std::int64_t k, const float* packed, float* y,
+                   std::int64_t ldy, std::uint16_t rows_lo, std::uint16_t rows_hi);
+
 /// LLM.int8() for n tokens (AVX-512 VNNI), outliers included: the same outputs, bit for bit, as
 /// gemv_i8_avx512vnni gives for each token alone.
 void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,

@@ -94,6 +94,11 @@ void gemm_strip(const float* x, std::int64_t n, const WeightView& w, float* y, s
 
 }  // namespace
 
+void gemm_f32_tile(const float* x, int tokens, std::int64_t k, const float* packed, float* y,
+                   std::int64_t ldy, std::uint16_t rows_lo, std::uint16_t rows_hi) {
+  kTiles[tokens](x, k, packed, y, ldy, rows_lo, rows_hi);
+}
+
 void gemm_avx512(const float* x, std::int64_t n, std::span<const WeightView> ws,
                  std::span<float* const> ys) {
   const StripTasks tasks(ws);

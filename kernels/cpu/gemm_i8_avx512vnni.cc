@@ -90,29 +90,33 @@ void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const 
     const auto* data = static_cast<const std::int8_t*>(w.data);
     const std::int64_t groups = (w.cols + 3) / 4;
     thread_local std::vector<std::uint8_t> packed;
-    thread_local std::vector<float> outlier_w;
+    thread_local std::vector<float>
+        outlier_w;  // the strip's outlier columns, packed as an f32 strip
     packed.resize(static_cast<std::size_t>(groups * kGemmStripRows * 4));
-    outlier_w.resize(static_cast<std::size_t>(2 * 16 * x.outliers));
     const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
     pack_strip(data + r0 * w.cols, w.cols, rows, groups, packed.data());
+    if (x.outliers > 0) {
+      outlier_w.resize(static_cast<std::size_t>(kGemmStripRows * x.outliers));
+      gather_outlier_weights(x, data, w.cols, r0, rows, kGemmStripRows, outlier_w.data());
+    }
     const std::int64_t counts[2] = {std::min<std::int64_t>(16, rows),
                                     std::max<std::int64_t>(0, rows - 16)};
-    for (int half = 0; half < 2; ++half) {
-      if (x.outliers > 0 && counts[half] > 0)
-        gather_outlier_weights(x, data, w.cols, r0 + 16 * half, counts[half],
-                               outlier_w.data() + half * 16 * x.outliers);
-    }
     for (std::int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
       const auto tokens = static_cast<int>(std::min<std::int64_t>(kTileTokens, n - t0));
       __m512i sums[kTileTokens][2];
       kTiles[tokens](x.q + t0 * x.ldq, x.ldq, groups, packed.data(), sums);
+      // The outlier part of the tile: a float product over the outlier columns, in the f32 tile.
+      alignas(64) float outliers[kTileTokens][kGemmStripRows] = {};
+      if (x.outliers > 0)
+        gemm_f32_tile(x.outlier_x + t0 * x.outliers, tokens, x.outliers, outlier_w.data(),
+                      &outliers[0][0], kGemmStripRows, 0xffff, 0xffff);
       for (int t = 0; t < tokens; ++t) {
         for (int half = 0; half < 2; ++half) {
           if (counts[half] == 0) continue;
           const std::int64_t r = r0 + 16 * half;
           const __mmask16 valid = first_rows(counts[half]);
           const __m512 out =
-              finish_i8_rows16(x, t0 + t, sums[t][half], outlier_w.data() + half * 16 * x.outliers,
+              finish_i8_rows16(x, t0 + t, sums[t][half], _mm512_load_ps(&outliers[t][16 * half]),
                                w.scales + r, valid);
           _mm512_mask_storeu_ps(y + (t0 + t) * w.rows + r, valid, out);
         }

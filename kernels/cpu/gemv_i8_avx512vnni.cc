@@ -37,7 +37,8 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
   const std::int8_t* q = x.q;
   const std::int64_t ldq = x.ldq;
   if (x.outliers > 0)
-    gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, outlier_w);
+    gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, 16,
+                           outlier_w);
   __m512i sums[N][16];
   for (std::int64_t i = 0; i < 16; ++i) {
     // Two accumulators per token, for even and odd steps: half the dependency chain.
@@ -60,8 +61,8 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
   }
   const __mmask16 valid = first_rows(count);
   for (int t = 0; t < N; ++t) {
-    const __m512 out =
-        finish_i8_rows16(x, t, reduce16_epi32(sums[t]), outlier_w, w.scales + r0, valid);
+    const __m512 out = finish_i8_rows16(x, t, reduce16_epi32(sums[t]),
+                                        outlier_sums16(x, t, outlier_w, 16), w.scales + r0, valid);
     _mm512_mask_storeu_ps(y + t * ldy + r0, valid, out);
   }
 }

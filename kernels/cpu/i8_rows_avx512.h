@@ -39,24 +39,35 @@ inline __m512i reduce16_epi32(const __m512i acc[16]) {
                           _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/// Outputs of 16 rows for token t from their offset sums Σ (w + 128) q: the scaling, plus the
-/// outlier part with `outlier_w[j * 16 + i]` = w[row i, outlier column j] as float.
-inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i offset_dots,
-                               const float* outlier_w, const float* row_scales, __mmask16 rows) {
-  const __m512i dots = _mm512_sub_epi32(offset_dots, _mm512_set1_epi32(128 * x.qsum[t]));
-  __m512 sum = _mm512_mul_ps(_mm512_set1_ps(x.scale[t]), _mm512_cvtepi32_ps(dots));
+/// The outlier part of 16 rows for token t: one chain of fused multiply-adds from zero over the
+/// outlier columns j, with outlier_w[j * ld + i] = w[row i, outlier column j] as float. The
+/// prompt kernel's f32 tile (gemm_f32_tile) computes the same chain, bit for bit.
+inline __m512 outlier_sums16(const I8Activations& x, std::int64_t t, const float* outlier_w,
+                             std::int64_t ld) {
+  __m512 sum = _mm512_setzero_ps();
   const float* xo = x.outlier_x + t * x.outliers;
   for (std::int64_t j = 0; j < x.outliers; ++j)
-    sum = _mm512_fmadd_ps(_mm512_set1_ps(xo[j]), _mm512_loadu_ps(outlier_w + j * 16), sum);
+    sum = _mm512_fmadd_ps(_mm512_set1_ps(xo[j]), _mm512_loadu_ps(outlier_w + j * ld), sum);
+  return sum;
+}
+
+/// Outputs of 16 rows for token t from their offset sums Σ (w + 128) q and their outlier part:
+/// (scale_x * dot + outliers) * scale_w.
+inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i offset_dots,
+                               __m512 outliers, const float* row_scales, __mmask16 rows) {
+  const __m512i dots = _mm512_sub_epi32(offset_dots, _mm512_set1_epi32(128 * x.qsum[t]));
+  const __m512 sum =
+      _mm512_fmadd_ps(_mm512_set1_ps(x.scale[t]), _mm512_cvtepi32_ps(dots), outliers);
   return _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(rows, row_scales));
 }
 
-/// outlier_w[j * 16 + i] = w[r0 + i, outlier column j] for the rows in `rows` (0 for the others).
+/// outlier_w[j * ld + i] = w[r0 + i, outlier column j] for i < count, 0 for count <= i < ld.
 inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w, std::int64_t cols,
-                                   std::int64_t r0, std::int64_t count, float* outlier_w) {
+                                   std::int64_t r0, std::int64_t count, std::int64_t ld,
+                                   float* outlier_w) {
   for (std::int64_t j = 0; j < x.outliers; ++j) {
-    for (std::int64_t i = 0; i < 16; ++i)
-      outlier_w[j * 16 + i] =
+    for (std::int64_t i = 0; i < ld; ++i)
+      outlier_w[j * ld + i] =
           i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
   }
 }
