@@ -117,7 +117,12 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
 }
 
 void silu_mul(float* gate, const float* up, std::int64_t count) {
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) {
+      cpu::silu_mul_avx512(gate + i0, up + i0, i1 - i0);
+      return;
+    }
 #pragma omp simd
     for (std::int64_t i = i0; i < i1; ++i) {
       const float g = gate[i];
@@ -140,6 +145,10 @@ void add_in_place(float* y, const float* x, std::int64_t count) {
 
 void softmax(float* x, std::int64_t count) {
   if (count <= 0) return;
+  if (active_cpu_isa() >= CpuIsa::kAvx512) {
+    cpu::softmax_avx512(x, count);
+    return;
+  }
   float max_value = x[0];
   for (std::int64_t i = 1; i < count; ++i) max_value = std::max(max_value, x[i]);
   double sum = 0.0;

@@ -16,6 +16,10 @@ bool dot_rows_avx512(const float* q, const float* rows, std::int64_t count, std:
                      float* out);
 bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int64_t count, std::int64_t dim,
                               float* out);
+/// softmax() and silu_mul() (kernels/softmax.h, kernels/activation.h) with a 16-lane exponential;
+/// call only where cpu_supports(CpuIsa::kAvx512).
+void softmax_avx512(float* x, std::int64_t count);
+void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
 /// Sum of x[i]².
 float sum_squares(const float* x, std::int64_t count);
 /// y[i] = x[i] * scale * w[i].

@@ -233,6 +233,30 @@ TEST(Activation, SiluMulMatchesReference) {
   EXPECT_LT(normalized_error(g, ref), 1e-6);
 }
 
+// Over the whole range of the exponential: large negative gates (e^-g overflows), large positive
+// ones (e^-g underflows), and everything between.
+TEST(Activation, SiluMulHoldsAtTheEndsOfTheRange) {
+  std::vector<float> g = {-200.0f, -88.0f, -20.0f, -1e-3f, 0.0f, 1e-3f, 20.0f, 88.0f, 200.0f};
+  const std::vector<float> u(g.size(), 1.5f);
+  std::vector<double> ref;
+  for (float v : g) ref.push_back(v / (1.0 + std::exp(-static_cast<double>(v))) * 1.5);
+  silu_mul(g.data(), u.data(), static_cast<std::int64_t>(g.size()));
+  for (std::size_t i = 0; i < g.size(); ++i) EXPECT_NEAR(g[i], ref[i], 1e-6 * std::max(1.0, std::fabs(ref[i]))) << i;
+}
+
+TEST(Softmax, MatchesReferenceOverAWideRange) {
+  for (int count : {1, 7, 16, 33, 1000}) {
+    auto x = random_floats(static_cast<std::size_t>(count), 40 + count, 30.0f);
+    double max_value = -INFINITY, sum = 0;
+    for (float v : x) max_value = std::max(max_value, static_cast<double>(v));
+    std::vector<double> ref;
+    for (float v : x) sum += std::exp(v - max_value);
+    for (float v : x) ref.push_back(std::exp(v - max_value) / sum);
+    softmax(x.data(), count);
+    for (int i = 0; i < count; ++i) EXPECT_NEAR(x[i], ref[i], 1e-6 * ref[i] + 1e-12) << count << " " << i;
+  }
+}
+
 TEST(Softmax, SumsToOneAndIsStable) {
   std::vector<float> x = {1000.0f, 1001.0f, 999.0f, -INFINITY};
   softmax(x.data(), 4);
