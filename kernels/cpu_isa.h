@@ -13,10 +13,9 @@ enum class CpuIsa {
   kAvx2,
   kAvx512,      ///< AVX-512 F/BW/VL/DQ
   kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
-  kAvx512Bf16,  ///< and BF16 dot products (VDPBF16PS)
 };
 
-/// Name of a level ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16").
+/// Name of a level ("generic", "avx2", "avx512", "avx512vnni").
 std::string_view cpu_isa_name(CpuIsa isa);
 
 /// Parses a level name; nullopt when unknown.

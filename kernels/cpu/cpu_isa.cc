@@ -8,11 +8,14 @@ namespace sepal {
 
 std::string_view cpu_isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kGeneric: return "generic";
-    case CpuIsa::kAvx2: return "avx2";
-    case CpuIsa::kAvx512: return "avx512";
-    case CpuIsa::kAvx512Vnni: return "avx512vnni";
-    case CpuIsa::kAvx512Bf16: return "avx512bf16";
+    case CpuIsa::kGeneric:
+      return "generic";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kAvx512Vnni:
+      return "avx512vnni";
   }
   return "?";
 }
@@ -22,7 +25,6 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
   if (name == "avx2") return CpuIsa::kAvx2;
   if (name == "avx512") return CpuIsa::kAvx512;
   if (name == "avx512vnni") return CpuIsa::kAvx512Vnni;
-  if (name == "avx512bf16") return CpuIsa::kAvx512Bf16;
   return std::nullopt;
 }
 
@@ -36,7 +38,8 @@ bool has_f16c() {
 
 bool cpu_supports(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kGeneric: return true;
+    case CpuIsa::kGeneric:
+      return true;
     case CpuIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case CpuIsa::kAvx512:
@@ -44,8 +47,6 @@ bool cpu_supports(CpuIsa isa) {
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     case CpuIsa::kAvx512Vnni:
       return cpu_supports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512vnni");
-    case CpuIsa::kAvx512Bf16:
-      return cpu_supports(CpuIsa::kAvx512Vnni) && __builtin_cpu_supports("avx512bf16");
   }
   return false;
 }
@@ -53,7 +54,7 @@ bool cpu_supports(CpuIsa isa) {
 namespace {
 CpuIsa detect_active_isa() {
   CpuIsa best = CpuIsa::kGeneric;
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAvx512Bf16}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni}) {
     if (cpu_supports(isa)) best = isa;
   }
   if (const char* requested = std::getenv("SEPAL_CPU_ISA")) {

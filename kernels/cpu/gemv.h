@@ -19,8 +19,6 @@ void gemv_avx2(const float* x, std::int64_t n, const WeightView& w, std::int64_t
                std::int64_t r1, float* y);
 void gemv_avx512(const float* x, std::int64_t n, const WeightView& w, std::int64_t r0,
                  std::int64_t r1, float* y);
-/// bf16 with VDPBF16PS (f32 goes to gemv_avx512).
-void gemv_avx512bf16(const float* x, std::int64_t n, const WeightView& w, std::int64_t r0, std::int64_t r1,
-                     float* y);
+
 
 }  // namespace sepal::cpu

@@ -16,8 +16,6 @@ namespace {
 
 cpu::GemvFn gemv_for(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kAvx512Bf16:
-      return cpu::gemv_avx512bf16;
     case CpuIsa::kAvx512Vnni:
     case CpuIsa::kAvx512:
       return cpu::gemv_avx512;

@@ -19,7 +19,6 @@ namespace {
 
 GemvI8Fn gemv_i8_for(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kAvx512Bf16:
     case CpuIsa::kAvx512Vnni:
       return gemv_i8_avx512vnni;
     case CpuIsa::kAvx512:

@@ -62,7 +62,7 @@ std::string matmul_case_name(const ::testing::TestParamInfo<MatmulCase>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MatmulTest,
-    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16),
+    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512),
                        ::testing::Values(DType::kF32, DType::kBF16),
                        ::testing::Values(1, 2, 3, 4, 7, 33),      // streaming and blocked paths
                        ::testing::Values(1, 5, 64, 172, 259),     // rows: tails of 4 and of 16

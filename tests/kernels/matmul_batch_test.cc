@@ -48,7 +48,7 @@ struct Matrix {
 
 std::vector<CpuIsa> supported_levels() {
   std::vector<CpuIsa> levels;
-  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAvx512Bf16})
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni})
     if (cpu_supports(isa)) levels.push_back(isa);
   return levels;
 }
