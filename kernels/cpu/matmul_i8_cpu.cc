@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemv_i8.h"
+#include "kernels/cpu/i8_activations.h"
 #include "kernels/cpu/matmul_i8.h"
 #include "kernels/cpu/row_slices.h"
 #include "kernels/error.h"
@@ -39,7 +40,7 @@ struct QuantizedActivations {
   std::vector<std::int32_t> qsum;
   std::vector<std::int32_t> outlier_cols;
   std::vector<float> outlier_x;
-  std::vector<char> is_outlier;
+  std::vector<std::uint8_t> is_outlier;
 
   // Tokens from t0 on; without their outlier part when `with_outliers` is false.
   I8Activations tokens(std::int64_t t0, bool with_outliers = true) const {
@@ -55,16 +56,20 @@ struct QuantizedActivations {
 };
 
 const QuantizedActivations& quantize_activations(const float* x, std::int64_t n, std::int64_t cols,
-                                                 float threshold) {
+                                                 float threshold, CpuIsa isa) {
   thread_local QuantizedActivations a;
   a.is_outlier.assign(static_cast<std::size_t>(cols), 0);
-  for (std::int64_t t = 0; t < n; ++t) {
-    const float* xt = x + t * cols;
-    for (std::int64_t k = 0; k < cols; ++k) {
-      if (!std::isfinite(xt[k])) fail("int8 matmul: the activations hold NaN or infinity");
-      if (std::fabs(xt[k]) >= threshold) a.is_outlier[static_cast<std::size_t>(k)] = 1;
+  const bool wide = isa >= CpuIsa::kAvx512;
+  bool finite = true;
+  if (wide) {
+    finite = mark_outlier_columns_avx512(x, n, cols, threshold, a.is_outlier.data());
+  } else {
+    for (std::int64_t i = 0; i < n * cols; ++i) {
+      finite = finite && std::isfinite(x[i]);
+      if (std::fabs(x[i]) >= threshold) a.is_outlier[static_cast<std::size_t>(i % cols)] = 1;
     }
   }
+  if (!finite) fail("int8 matmul: the activations hold NaN or infinity");
   a.outlier_cols.clear();
   for (std::int64_t k = 0; k < cols; ++k) {
     if (a.is_outlier[static_cast<std::size_t>(k)])
@@ -79,15 +84,20 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
   // The workers see their own thread-local `a`: the lambda reaches the caller's through `q`.
   QuantizedActivations& q = a;
   auto quantize_token = [&](std::int64_t t) {
-    thread_local std::vector<float> inliers;
     const float* xt = x + t * cols;
-    inliers.assign(xt, xt + cols);
-    for (std::int64_t j = 0; j < outliers; ++j) {
-      const std::int32_t k = q.outlier_cols[static_cast<std::size_t>(j)];
-      q.outlier_x[static_cast<std::size_t>(t * outliers + j)] = xt[k];
-      inliers[static_cast<std::size_t>(k)] = 0.0f;
-    }
+    for (std::int64_t j = 0; j < outliers; ++j)
+      q.outlier_x[static_cast<std::size_t>(t * outliers + j)] =
+          xt[q.outlier_cols[static_cast<std::size_t>(j)]];
     std::int8_t* qt = q.q.data() + t * q.ldq;
+    if (wide) {
+      q.scale[static_cast<std::size_t>(t)] = quantize_inliers_avx512(
+          xt, cols, q.is_outlier.data(), qt, &q.qsum[static_cast<std::size_t>(t)]);
+      return;
+    }
+    thread_local std::vector<float> inliers;
+    inliers.assign(xt, xt + cols);
+    for (std::int64_t j = 0; j < outliers; ++j)
+      inliers[static_cast<std::size_t>(q.outlier_cols[static_cast<std::size_t>(j)])] = 0.0f;
     q.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, qt);
     std::int32_t sum = 0;
     for (std::int64_t k = 0; k < cols; ++k) sum += qt[k];
@@ -145,7 +155,7 @@ void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws,
                std::span<float* const> ys, CpuIsa isa) {
   const GemvI8Fn gemv = gemv_i8_for(isa);
   const float threshold = ws[0].outlier_threshold > 0 ? ws[0].outlier_threshold : INFINITY;
-  const QuantizedActivations& a = quantize_activations(x, n, ws[0].cols, threshold);
+  const QuantizedActivations& a = quantize_activations(x, n, ws[0].cols, threshold, isa);
   if (n <= kStreamingMaxTokens) {
     // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
     const I8Activations all = a.tokens(0);

@@ -131,5 +131,23 @@ TEST(MatmulBatch, Int8DecodeAndPromptAgreeBitForBitWithVnni) {
   }
 }
 
+// The AVX-512 levels quantize the activations 16 lanes at a time, the others one by one: the
+// bytes must be the same. The avx512 level runs the same int8 kernel as avx2 on them (VNNI is the
+// level above), so equal quantization means equal outputs.
+TEST(MatmulBatch, VectorAndScalarQuantizationGiveTheSameBytes) {
+  if (!cpu_supports(CpuIsa::kAvx512)) GTEST_SKIP() << "CPU lacks avx512";
+  const std::int64_t cols = 203, rows = 40;
+  const Matrix m(rows, cols, 12);
+  for (std::int64_t n : {1, 4, 17}) {
+    auto x = test::random_floats(static_cast<std::size_t>(n * cols), 13, 3.0f);  // some beyond 6: outliers
+    x[3] = 0.0f;
+    const WeightView w = m.view(DType::kI8, 6.0f);
+    std::vector<float> scalar(static_cast<std::size_t>(n * rows)), vector(scalar.size());
+    matmul(x.data(), n, w, scalar.data(), CpuIsa::kAvx2);
+    matmul(x.data(), n, w, vector.data(), CpuIsa::kAvx512);
+    EXPECT_EQ(scalar, vector) << n << " tokens";
+  }
+}
+
 }  // namespace
 }  // namespace sepal
