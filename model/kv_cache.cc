@@ -1,6 +1,7 @@
 #include "model/kv_cache.h"
 
 #include "kernels/error.h"
+#include "model/huge_buffer.h"
 
 namespace sepal {
 
@@ -9,12 +10,13 @@ KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_d
     : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity) {
   SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0);
   const auto size = static_cast<std::size_t>(blocks * block_stride());
-  keys_.resize(size);
-  values_.resize(size);
+  memory_ = allocate_huge_buffer(2 * size * sizeof(float));
+  keys_ = static_cast<float*>(memory_.get());
+  values_ = keys_ + size;
 }
 
 std::int64_t KvCache::bytes() const {
-  return static_cast<std::int64_t>((keys_.size() + values_.size()) * sizeof(float));
+  return 2 * blocks_ * block_stride() * static_cast<std::int64_t>(sizeof(float));
 }
 
 void KvCache::set_length(std::int64_t length) {

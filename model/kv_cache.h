@@ -4,7 +4,7 @@
 // Thread-safety: not thread-safe; one session is advanced by one thread at a time.
 
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace sepal {
 
@@ -14,6 +14,10 @@ class KvCache {
  public:
   /// A cache for `blocks` blocks holding up to `capacity` positions.
   KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity);
+  KvCache(KvCache&&) noexcept = default;
+  KvCache& operator=(KvCache&&) noexcept = default;
+  KvCache(const KvCache&) = delete;  // one session's memory; sessions are moved, not copied
+  KvCache& operator=(const KvCache&) = delete;
 
   std::int64_t blocks() const { return blocks_; }
   std::int64_t capacity() const { return capacity_; }
@@ -25,9 +29,9 @@ class KvCache {
   std::int64_t bytes() const;
 
   /// Key array of block `block` (0-based within the range).
-  float* keys(std::int64_t block) { return keys_.data() + block * block_stride(); }
+  float* keys(std::int64_t block) { return keys_ + block * block_stride(); }
   /// Value array of block `block`.
-  float* values(std::int64_t block) { return values_.data() + block * block_stride(); }
+  float* values(std::int64_t block) { return values_ + block * block_stride(); }
 
   /// Marks positions [0, length) as valid; `length` must not exceed capacity.
   void set_length(std::int64_t length);
@@ -39,8 +43,9 @@ class KvCache {
 
   std::int64_t blocks_, kv_heads_, head_dim_, capacity_;
   std::int64_t length_ = 0;
-  std::vector<float> keys_;
-  std::vector<float> values_;
+  std::shared_ptr<void> memory_;  // keys, then values; huge pages (model/huge_buffer.h)
+  float* keys_ = nullptr;
+  float* values_ = nullptr;
 };
 
 }  // namespace sepal

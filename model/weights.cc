@@ -12,6 +12,7 @@
 #include "kernels/error.h"
 #include "kernels/parallel.h"
 #include "kernels/quantize.h"
+#include "model/huge_buffer.h"
 
 namespace sepal {
 namespace {
@@ -23,22 +24,6 @@ void for_each_chunk(std::int64_t n, F&& f) {
   parallel_for((n + kChunk - 1) / kChunk, [&](std::int64_t c) {
     for (std::int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i) f(i);
   });
-}
-
-// Owned weight memory: large buffers are anonymous mappings advised to use huge pages, which
-// spares the TLB when a token streams through gigabytes of weights.
-std::shared_ptr<void> allocate_weight_buffer(std::size_t bytes) {
-  constexpr std::size_t kHugePage = 2u << 20;
-  if (bytes >= kHugePage) {
-    const std::size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = ::mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes of weights");
-    ::madvise(p, rounded, MADV_HUGEPAGE);
-    return std::shared_ptr<void>(p, [rounded](void* q) { ::munmap(q, rounded); });
-  }
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-  if (!p) fail("out of memory allocating ", bytes, " bytes of weights");
-  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
 
 float element_as_f32(const TensorRef& t, std::int64_t i) {
@@ -98,7 +83,7 @@ HeldMatrix hold_int8_matrix(const TensorRef& t, const WeightLoading& loading) {
   m.view.outlier_threshold = loading.outlier_threshold;
   const std::int64_t rows = m.view.rows, cols = m.view.cols;
   const std::int64_t scales_offset = (rows * cols + 63) / 64 * 64;
-  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
+  auto buffer = allocate_huge_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
   auto* q = static_cast<std::int8_t*>(buffer.get());
   auto* scales = reinterpret_cast<float*>(q + scales_offset);
   std::atomic<std::int64_t> bad_row{rows};  // the first row that holds NaN or infinity
@@ -139,7 +124,7 @@ HeldMatrix hold_stored_int8_matrix(const TensorRef& t, const TensorRef* scales_t
   m.view.cols = cols;
   if (loading.dtype == DType::kI8) {
     const std::int64_t scales_offset = (rows * cols + 63) / 64 * 64;
-    auto buffer = allocate_weight_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
+    auto buffer = allocate_huge_buffer(static_cast<std::size_t>(scales_offset + rows * 4));
     auto* data = static_cast<std::int8_t*>(buffer.get());
     std::memcpy(data, q, static_cast<std::size_t>(rows * cols));
     auto* held_scales = reinterpret_cast<float*>(data + scales_offset);
@@ -152,7 +137,7 @@ HeldMatrix hold_stored_int8_matrix(const TensorRef& t, const TensorRef* scales_t
     return m;
   }
   m.view.dtype = loading.dtype;
-  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(rows * cols) * dtype_size(loading.dtype));
+  auto buffer = allocate_huge_buffer(static_cast<std::size_t>(rows * cols) * dtype_size(loading.dtype));
   parallel_for(rows, [&](std::int64_t r) {
     for (std::int64_t k = 0; k < cols; ++k) {
       const float v = static_cast<float>(q[r * cols + k]) * scales[static_cast<std::size_t>(r)];
@@ -192,7 +177,7 @@ HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const W
     return m;
   }
   const std::int64_t n = t.elements();
-  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(n) * dtype_size(dtype));
+  auto buffer = allocate_huge_buffer(static_cast<std::size_t>(n) * dtype_size(dtype));
   if (dtype == DType::kF32) {
     auto* out = static_cast<float*>(buffer.get());
     for_each_chunk(n, [&](std::int64_t i) { out[i] = element_as_f32(t, i); });
@@ -218,7 +203,7 @@ HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
     v.storage = t.file;
     return v;
   }
-  auto buffer = allocate_weight_buffer(static_cast<std::size_t>(v.size) * 4);
+  auto buffer = allocate_huge_buffer(static_cast<std::size_t>(v.size) * 4);
   auto* out = static_cast<float*>(buffer.get());
   for (std::int64_t i = 0; i < v.size; ++i) out[i] = element_as_f32(t, i);
   v.data = out;
