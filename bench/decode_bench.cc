@@ -1,7 +1,7 @@
 // Prompt and decode speed at batch 1 against the memory-bandwidth roofline, measured in the same
-// run: roofline tokens/s = read bandwidth / weight bytes streamed per token, the bandwidth being
-// the fastest read this machine does over a buffer of those bytes (bench/memory_bandwidth.h); a
-// decode faster than that fails the benchmark. Rows: f32, bf16, LLM.int8(), and int8 on a model
+// run: roofline tokens/s = read bandwidth / bytes streamed per token (weights and the key/value
+// cache attention reads), the bandwidth being the fastest read this machine does over a buffer of
+// those bytes (bench/memory_bandwidth.h); a decode faster than that fails the benchmark. Rows: f32, bf16, LLM.int8(), and int8 on a model
 // with outlier feature dimensions; ratios of int8 to f32.
 //
 //   build/bin/decode_bench [--model-dir DIR] [--preset tinyllama-1.1b] [--prompt-tokens 128]
@@ -46,10 +46,13 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   const ModelEnds ends = ModelEnds::load(ckpt, config, loading);
   const BlockStack blocks = BlockStack::load(ckpt, config, 0, config.num_layers, loading);
   // Bytes one decode step reads: every block, the final norm and the head (not the embedding
-  // table, of which it reads one row).
+  // table, of which it reads one row), and the keys and values attention reads back (f32, at the
+  // decode steps' mean context).
+  const double kv_read = 2.0 * 4.0 * static_cast<double>(config.num_layers * config.num_kv_heads * config.head_dim) *
+                         (prompt_tokens + decode_tokens / 2.0);
   const double streamed = static_cast<double>(blocks.weight_bytes()) +
                           static_cast<double>(config.vocab_size * config.hidden_size * dtype_size(dtype)) +
-                          (dtype == DType::kI8 ? 4.0 * static_cast<double>(config.vocab_size) : 0.0);
+                          (dtype == DType::kI8 ? 4.0 * static_cast<double>(config.vocab_size) : 0.0) + kv_read;
   std::vector<std::int32_t> ids(static_cast<std::size_t>(prompt_tokens));
   for (int i = 0; i < prompt_tokens; ++i) ids[i] = 3 + (i * 7919) % static_cast<int>(config.vocab_size - 3);
   std::vector<float> hidden(static_cast<std::size_t>(prompt_tokens) * config.hidden_size);
