@@ -67,9 +67,13 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
     KvCache warm = blocks.new_cache(prompt_tokens + 2);
     prompt_pass(warm);
   }
-  // Rounds of one prompt and decode_tokens steps each, the best round's speeds kept: the probe
-  // below keeps its best pass too, so both sides are measured the same way on a shared machine.
+  // Rounds of one prompt and decode_tokens steps each, then the bandwidth probe over a buffer as
+  // large as what a token streams (a small model's weights may sit partly in the last-level cache;
+  // the probe's buffer then does too). The best speeds and the best bandwidth are kept, all taken
+  // over the same stretch of time: on a shared machine the bandwidth moves by tens of percent
+  // from one minute to the next, and a probe taken at another moment than the decode misjudges it.
   double prompt_tps = 0, decode_tps = 0;
+  bench::ReadBandwidth bandwidth;
   for (int round = 0; round < rounds; ++round) {
     KvCache cache = blocks.new_cache(prompt_tokens + decode_tokens + 1);
     auto t = Clock::now();
@@ -86,11 +90,10 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
                    rounds, i + 1, decode_tokens);
     }
     decode_tps = std::max(decode_tps, decode_tokens / since(t));
+    const bench::ReadBandwidth probe = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 2);
+    if (probe.bytes_per_second > bandwidth.bytes_per_second) bandwidth = probe;
   }
   std::fprintf(stderr, "\n");
-  // The roofline for this row: the fastest read of a buffer as large as what a token streams (a
-  // small model's weights may sit partly in the last-level cache; the probe's buffer then does too).
-  const bench::ReadBandwidth bandwidth = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 3);
   const double roofline = bandwidth.bytes_per_second / streamed;
   return Row{label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label,
              static_cast<double>(ends.weight_bytes() + blocks.weight_bytes()),
