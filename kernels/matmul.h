@@ -35,13 +35,19 @@ struct WeightView {
   }
 };
 
+/// The longest int8 row: Σ (w + 128) q over it must fit in an int32 (255 · 127 · 65536 < 2^31).
+inline constexpr std::int64_t kMaxInt8Cols = 65536;
+
 /// Up to this many tokens take the streaming path (each weight row read once for all tokens);
-/// more take the blocked path.
+/// more take the blocked path: register-tile GEMMs at the AVX-512 levels, OpenBLAS panels (f32,
+/// bf16) or cached panels (int8) below.
 inline constexpr std::int64_t kStreamingMaxTokens = 4;
 
-/// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap. int8
-/// weights take the streaming path at memory bandwidth for up to kStreamingMaxTokens tokens and a
-/// blocked path (panels of rows kept in cache for all tokens) for more.
+/// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap.
+/// Results do not depend on the thread count. At the AVX-512 levels a token's result on the
+/// blocked path does not depend on the other tokens of the call (for int8: given the same outlier
+/// columns, which LLM.int8() picks over the whole call); with VNNI an int8 token's result is the
+/// same bits decoded alone or inside a prompt. f32 and bf16 decode and prompts round differently.
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
 
 /// Same, with an explicit CPU level (tests compare the levels with each other).

@@ -1,12 +1,13 @@
 // Compiled with -mavx512f -mavx512dq -mfma. The exponential 16 lanes at a time, for softmax and
 // SiLU: n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a
-// degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0 below
-// the f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over the
-// whole f32 range; the kernels' tests check softmax and SiLU against double references.
+// degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0
+// below the f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over
+// the whole f32 range; the kernels' tests check softmax and SiLU against double references.
 #include <immintrin.h>
 
 #include <cmath>
 
+#include "kernels/cpu/lanes_avx512.h"
 #include "kernels/cpu/vector_math.h"
 
 namespace sepal::cpu {
@@ -29,27 +30,28 @@ inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-inline __mmask16 first(std::int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
-}
-
 }  // namespace
 
 void softmax_avx512(float* x, std::int64_t count) {
   __m512 top = _mm512_set1_ps(-INFINITY);
-  for (std::int64_t i = 0; i < count; i += 16) top = _mm512_max_ps(top, _mm512_mask_loadu_ps(top, first(count - i), x + i));
+  for (std::int64_t i = 0; i < count; i += 16)
+    top = _mm512_max_ps(top, _mm512_mask_loadu_ps(top, first_lanes(count - i), x + i));
   const __m512 max_value = _mm512_set1_ps(_mm512_reduce_max_ps(top));
-  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();  // in double, as the portable path
+  __m512d sum_lo = _mm512_setzero_pd(),
+          sum_hi = _mm512_setzero_pd();  // in double, as the portable path
   for (std::int64_t i = 0; i < count; i += 16) {
-    const __mmask16 m = first(count - i);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), max_value)));
+    const __mmask16 m = first_lanes(count - i);
+    const __m512 e =
+        _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), max_value)));
     _mm512_mask_storeu_ps(x + i, m, e);
     sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-    sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    sum_hi = _mm512_add_pd(
+        sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
   }
-  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi))));
+  const __m512 inv =
+      _mm512_set1_ps(static_cast<float>(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi))));
   for (std::int64_t i = 0; i < count; i += 16) {
-    const __mmask16 m = first(count - i);
+    const __mmask16 m = first_lanes(count - i);
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
   }
 }
@@ -57,9 +59,10 @@ void softmax_avx512(float* x, std::int64_t count) {
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (std::int64_t i = 0; i < count; i += 16) {
-    const __mmask16 m = first(count - i);
+    const __mmask16 m = first_lanes(count - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    const __m512 silu =
+        _mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
   }
 }

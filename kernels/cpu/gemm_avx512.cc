@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/lanes_avx512.h"
 #include "kernels/cpu/transpose_avx512.h"
 #include "kernels/parallel.h"
 
@@ -20,17 +21,13 @@ inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
-inline __mmask16 first(std::int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
-}
-
 // p[k * 32 + j] = w[j, k] as f32 for the strip's `rows` rows (zero for j >= rows), k < cols.
 template <typename T>
 void pack_strip(const T* w, std::int64_t cols, std::int64_t rows, float* p) {
   for (int half = 0; half < 2; ++half) {
     const std::int64_t first_row = 16 * half;
     for (std::int64_t k0 = 0; k0 < cols; k0 += 16) {
-      const __mmask16 m = first(cols - k0);
+      const __mmask16 m = first_lanes(cols - k0);
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         const T* row = w + (first_row + i) * cols + k0;
@@ -85,7 +82,7 @@ void gemm_strip(const float* x, std::int64_t n, const WeightView& w, float* y, s
   packed.resize(static_cast<std::size_t>(w.cols * kGemmStripRows));
   const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
   pack_strip(data + r0 * w.cols, w.cols, rows, packed.data());
-  const __mmask16 m0 = first(rows), m1 = first(std::max<std::int64_t>(0, rows - 16));
+  const __mmask16 m0 = first_lanes(rows), m1 = first_lanes(std::max<std::int64_t>(0, rows - 16));
   for (std::int64_t t0 = 0; t0 < n; t0 += kTileTokens) {
     const auto tokens = static_cast<int>(std::min<std::int64_t>(kTileTokens, n - t0));
     kTiles[tokens](x + t0 * w.cols, w.cols, packed.data(), y + t0 * w.rows + r0, w.rows, m0, m1);

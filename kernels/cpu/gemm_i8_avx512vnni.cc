@@ -114,7 +114,7 @@ void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const 
         for (int half = 0; half < 2; ++half) {
           if (counts[half] == 0) continue;
           const std::int64_t r = r0 + 16 * half;
-          const __mmask16 valid = first_rows(counts[half]);
+          const __mmask16 valid = first_lanes(counts[half]);
           const __m512 out =
               finish_i8_rows16(x, t0 + t, sums[t][half], _mm512_load_ps(&outliers[t][16 * half]),
                                w.scales + r, valid);

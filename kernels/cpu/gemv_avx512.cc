@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "kernels/cpu/gemv.h"
+#include "kernels/cpu/lanes_avx512.h"
 
 namespace sepal::cpu {
 namespace {
@@ -18,25 +19,6 @@ inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps
 inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
   const __m256i bits = _mm256_maskz_loadu_epi16(m, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-
-// Sixteen accumulators to one vector: lane i = the sum of acc[i]'s lanes.
-inline __m512 reduce16_ps(const __m512 acc[16]) {
-  __m512 pairs[8], quads[4];
-  for (int i = 0; i < 8; ++i)
-    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]),
-                             _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(pairs[2 * i]), b = _mm512_castps_pd(pairs[2 * i + 1]);
-    quads[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  const __m512 a = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512 b = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 // Accumulators per token for kChains<N> interleaved steps (FMA latency 4, two units).
@@ -90,8 +72,7 @@ void block16(const float* x, const WeightView& w, std::int64_t r0, std::int64_t 
       sums[t][i] = sum;
     }
   }
-  const __mmask16 valid =
-      count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
+  const __mmask16 valid = first_lanes(count);
   for (int t = 0; t < N; ++t)
     _mm512_mask_storeu_ps(y + t * w.rows + r0, valid, reduce16_ps(sums[t]));
 }

@@ -59,7 +59,7 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
     }
     for (int t = 0; t < N; ++t) sums[t][i] = _mm512_add_epi32(acc[t][0], acc[t][1]);
   }
-  const __mmask16 valid = first_rows(count);
+  const __mmask16 valid = first_lanes(count);
   for (int t = 0; t < N; ++t) {
     const __m512 out = finish_i8_rows16(x, t, reduce16_epi32(sums[t]),
                                         outlier_sums16(x, t, outlier_w, 16), w.scales + r0, valid);

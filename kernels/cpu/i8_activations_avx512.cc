@@ -2,13 +2,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/i8_activations.h"
+#include "kernels/cpu/lanes_avx512.h"
 
 namespace sepal::cpu {
 namespace {
-
-inline __mmask16 first(std::int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
-}
 
 inline __m512 abs16(__m512 v) {
   return _mm512_castsi512_ps(
@@ -30,7 +27,7 @@ bool mark_outlier_columns_avx512(const float* x, std::int64_t n, std::int64_t co
   for (std::int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
     for (std::int64_t k = 0; k < cols; k += 16) {
-      const __mmask16 valid = first(cols - k);
+      const __mmask16 valid = first_lanes(cols - k);
       const __m512 v = _mm512_maskz_loadu_ps(valid, xt + k);
       bad |= _mm512_mask_fpclass_ps_mask(valid, v, 0x99);  // quiet or signalling NaN, +inf, -inf
       const __mmask16 large = _mm512_mask_cmp_ps_mask(valid, abs16(v), limit, _CMP_GE_OQ);
@@ -44,7 +41,7 @@ float quantize_inliers_avx512(const float* x, std::int64_t cols, const std::uint
                               std::int8_t* q, std::int32_t* qsum) {
   __m512 top = _mm512_setzero_ps();
   for (std::int64_t k = 0; k < cols; k += 16) {
-    const __mmask16 in = inliers(is_outlier, k, first(cols - k));
+    const __mmask16 in = inliers(is_outlier, k, first_lanes(cols - k));
     top = _mm512_mask_max_ps(top, in, top, abs16(_mm512_maskz_loadu_ps(in, x + k)));
   }
   const float absmax = _mm512_reduce_max_ps(top);
@@ -56,7 +53,7 @@ float quantize_inliers_avx512(const float* x, std::int64_t cols, const std::uint
   }
   const __m512 inverse = _mm512_set1_ps(127.0f / absmax);
   for (std::int64_t k = 0; k < cols; k += 16) {
-    const __mmask16 valid = first(cols - k);
+    const __mmask16 valid = first_lanes(cols - k);
     const __mmask16 in = inliers(is_outlier, k, valid);
     // Round to nearest even, as quantize_row_i8 does; 0 in the outlier columns.
     const __m512i v =

@@ -12,31 +12,12 @@
 #include <cstdint>
 
 #include "kernels/cpu/gemv_i8.h"
+#include "kernels/cpu/lanes_avx512.h"
 
 namespace sepal::cpu {
 
 inline __m512i flip_sign_bits(__m512i v) {
   return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
-}
-
-/// Sixteen accumulators to one vector: lane i = the sum of acc[i]'s lanes.
-inline __m512i reduce16_epi32(const __m512i acc[16]) {
-  __m512i pairs[8], quads[4];
-  for (int i = 0; i < 8; ++i)  // lanes per 128 bits: a0+a2, b0+b2, a1+a3, b1+b3
-    pairs[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2 * i], acc[2 * i + 1]),
-                                _mm512_unpackhi_epi32(acc[2 * i], acc[2 * i + 1]));
-  for (int i = 0; i < 4; ++i)  // per 128 bits: the partial sums of rows 4i..4i+3
-    quads[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(pairs[2 * i], pairs[2 * i + 1]),
-                                _mm512_unpackhi_epi64(pairs[2 * i], pairs[2 * i + 1]));
-  // Sum the four 128-bit lanes of each quad, quad g landing in lane g.
-  const __m512i a =
-      _mm512_add_epi32(_mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                       _mm512_shuffle_i32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512i b =
-      _mm512_add_epi32(_mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                       _mm512_shuffle_i32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 /// The outlier part of 16 rows for token t: one chain of fused multiply-adds from zero over the
@@ -70,10 +51,6 @@ inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w,
       outlier_w[j * ld + i] =
           i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
   }
-}
-
-inline __mmask16 first_rows(std::int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
 
 }  // namespace sepal::cpu

@@ -91,6 +91,8 @@ void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
                 "matmul weights must be f32, bf16 or int8");
     SEPAL_CHECK(w.rows >= 0 && w.cols >= 0);
     SEPAL_CHECK(w.dtype != DType::kI8 || w.scales != nullptr, "int8 weights need their scales");
+    SEPAL_CHECK(w.dtype != DType::kI8 || w.cols <= kMaxInt8Cols, "int8 rows of ", w.cols,
+                " values would overflow the kernels' int32 sums (at most ", kMaxInt8Cols, ")");
   }
   if (ws.empty() || n == 0) return;
   if (ws.size() > 1 && !fusable(ws)) {

@@ -4,8 +4,8 @@
 
 namespace sepal::cpu {
 
-SEPAL_CLONES void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale,
-                           float* out) {
+SEPAL_CLONES void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim,
+                           float scale, float* out) {
   for (std::int64_t p = 0; p < count; ++p) {
     const float* row = rows + p * dim;
     float sum = 0.0f;
@@ -15,8 +15,8 @@ SEPAL_CLONES void dot_rows(const float* q, const float* rows, std::int64_t count
   }
 }
 
-SEPAL_CLONES void add_weighted_rows(const float* weights, const float* rows, std::int64_t count, std::int64_t dim,
-                                    float* out) {
+SEPAL_CLONES void add_weighted_rows(const float* weights, const float* rows, std::int64_t count,
+                                    std::int64_t dim, float* out) {
   for (std::int64_t p = 0; p < count; ++p) {
     const float* row = rows + p * dim;
     const float weight = weights[p];

@@ -7,15 +7,17 @@
 namespace sepal::cpu {
 
 /// out[p] = scale * Σ_i q[i] * rows[p * dim + i] for p < count (attention scores over a key cache).
-void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale, float* out);
+void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale,
+              float* out);
 /// out[i] += Σ_p weights[p] * rows[p * dim + i] for i < dim (attention over a value cache).
-void add_weighted_rows(const float* weights, const float* rows, std::int64_t count, std::int64_t dim, float* out);
+void add_weighted_rows(const float* weights, const float* rows, std::int64_t count,
+                       std::int64_t dim, float* out);
 /// The same two for AVX-512 F, for the head dimensions 32, 64, 80, 96, 128 and 256; false (and
 /// nothing done) for any other. Call only where cpu_supports(CpuIsa::kAvx512).
-bool dot_rows_avx512(const float* q, const float* rows, std::int64_t count, std::int64_t dim, float scale,
-                     float* out);
-bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int64_t count, std::int64_t dim,
-                              float* out);
+bool dot_rows_avx512(const float* q, const float* rows, std::int64_t count, std::int64_t dim,
+                     float scale, float* out);
+bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int64_t count,
+                              std::int64_t dim, float* out);
 /// softmax() and silu_mul() (kernels/softmax.h, kernels/activation.h) with a 16-lane exponential;
 /// call only where cpu_supports(CpuIsa::kAvx512).
 void softmax_avx512(float* x, std::int64_t count);

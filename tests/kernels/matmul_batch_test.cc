@@ -8,6 +8,7 @@
 
 #include "kernels/cpu_isa.h"
 #include "kernels/dtype.h"
+#include "kernels/error.h"
 #include "kernels/matmul.h"
 #include "tests/test_util.h"
 
@@ -89,6 +90,14 @@ TEST(MatmulMany, MixedDtypesAndEmptyListsAreHandled) {
   matmul(x.data(), n, ws[1], alone.data());
   EXPECT_EQ(yb, alone);
   matmul_many(x.data(), n, std::span<const WeightView>(), std::span<float* const>());  // nothing to do
+}
+
+TEST(MatmulMany, Int8RowsTooLongForInt32SumsAreRefused) {
+  const std::vector<std::int8_t> q(1, 1);
+  const std::vector<float> scales(1, 1.0f), x(1, 1.0f);
+  std::vector<float> y(1);
+  const WeightView w{DType::kI8, 1, kMaxInt8Cols + 1, q.data(), scales.data()};  // never read
+  EXPECT_THROW(matmul(x.data(), 1, w, y.data()), Error);
 }
 
 // Prompt-sized batches (more than kStreamingMaxTokens tokens): tokens 3..22 of a 29-token batch
