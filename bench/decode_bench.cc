@@ -67,14 +67,19 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
     KvCache warm = blocks.new_cache(prompt_tokens + 2);
     prompt_pass(warm);
   }
-  // Rounds of one prompt and decode_tokens steps each, then the bandwidth probe over a buffer as
-  // large as what a token streams (a small model's weights may sit partly in the last-level cache;
-  // the probe's buffer then does too). The best speeds and the best bandwidth are kept, all taken
+  // Rounds of one prompt and decode_tokens steps each, between runs of the bandwidth probe over a
+  // buffer as large as what a token streams (a small model's weights may sit partly in the
+  // last-level cache; the probe's buffer then does too). The best speeds and the best bandwidth are kept, all taken
   // over the same stretch of time: on a shared machine the bandwidth moves by tens of percent
   // from one minute to the next, and a probe taken at another moment than the decode misjudges it.
   double prompt_tps = 0, decode_tps = 0;
   bench::ReadBandwidth bandwidth;
+  auto probe = [&] {
+    const bench::ReadBandwidth b = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 2);
+    if (b.bytes_per_second > bandwidth.bytes_per_second) bandwidth = b;
+  };
   for (int round = 0; round < rounds; ++round) {
+    probe();  // before and after every round
     KvCache cache = blocks.new_cache(prompt_tokens + decode_tokens + 1);
     auto t = Clock::now();
     prompt_pass(cache);
@@ -90,8 +95,7 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
                    rounds, i + 1, decode_tokens);
     }
     decode_tps = std::max(decode_tps, decode_tokens / since(t));
-    const bench::ReadBandwidth probe = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 2);
-    if (probe.bytes_per_second > bandwidth.bytes_per_second) bandwidth = probe;
+    probe();
   }
   std::fprintf(stderr, "\n");
   const double roofline = bandwidth.bytes_per_second / streamed;
