@@ -31,11 +31,9 @@ cpu::GemvFn gemv_for(CpuIsa isa) {
 void matmul_streaming(const float* x, std::int64_t n, std::span<const WeightView> ws,
                       std::span<float* const> ys, CpuIsa isa) {
   const cpu::GemvFn gemv = gemv_for(isa);
-  std::vector<std::int64_t> rows;
-  for (const WeightView& w : ws) rows.push_back(w.rows);
-  cpu::for_each_row_slice(
-      std::span<const std::int64_t>(rows),
-      [&](std::size_t i, std::int64_t r0, std::int64_t r1) { gemv(x, n, ws[i], r0, r1, ys[i]); });
+  cpu::for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
+    gemv(x, n, ws[i], r0, r1, ys[i]);
+  });
 }
 // Blocked path for f32: OpenBLAS (its single-threaded build) on panels of rows, one per task.
 // The panels have a fixed size, not one per thread, so that the result does not depend on the

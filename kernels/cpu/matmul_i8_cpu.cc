@@ -159,12 +159,9 @@ void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws,
   if (n <= kStreamingMaxTokens) {
     // Decode: every thread streams one contiguous slice of rows once, at memory bandwidth.
     const I8Activations all = a.tokens(0);
-    std::vector<std::int64_t> rows;
-    for (const WeightView& w : ws) rows.push_back(w.rows);
-    for_each_row_slice(std::span<const std::int64_t>(rows),
-                       [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
-                         gemv(all, n, ws[i], r0, r1, ws[i].rows, ys[i]);
-                       });
+    for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
+      gemv(all, n, ws[i], r0, r1, ws[i].rows, ys[i]);
+    });
     return;
   }
   if (isa >= CpuIsa::kAvx512Vnni) {  // prompts in register tiles, outliers included

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/matmul.h"
 #include "kernels/parallel.h"
 
 namespace sepal::cpu {
@@ -33,15 +34,16 @@ void for_each_row_slice(std::int64_t rows, F&& f) {
 }
 
 /// The same over several matrices' rows laid end to end (one parallel pass for all of them):
-/// calls f(i, r0, r1) for rows [r0, r1) of matrix i.
+/// calls f(i, r0, r1) for rows [r0, r1) of matrix ws[i].
 template <typename F>
-void for_each_row_slice(std::span<const std::int64_t> rows, F&& f) {
+void for_each_row_slice(std::span<const WeightView> ws, F&& f) {
   std::int64_t total = 0;
-  for (std::int64_t r : rows) total += r;
+  for (const WeightView& w : ws) total += w.rows;
   for_each_row_slice(total, [&](std::int64_t g0, std::int64_t g1) {
     std::int64_t base = 0;
-    for (std::size_t i = 0; i < rows.size() && base < g1; base += rows[i], ++i) {
-      const std::int64_t r0 = std::max(g0, base) - base, r1 = std::min(g1, base + rows[i]) - base;
+    for (std::size_t i = 0; i < ws.size() && base < g1; base += ws[i].rows, ++i) {
+      const std::int64_t r0 = std::max(g0, base) - base,
+                         r1 = std::min(g1, base + ws[i].rows) - base;
       if (r0 < r1) f(i, r0, r1);
     }
   });
