@@ -1,22 +1,16 @@
 #!/usr/bin/python3
 """Plots bench/results/decode.csv (from decode_bench) as decode tokens/s against the roofline."""
-import csv
 import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from plot_csv import read_rows  # noqa: E402
 
 
 def main() -> int:
-    src = sys.argv[1] if len(sys.argv) > 1 else "bench/results/decode.csv"
-    dst = sys.argv[2] if len(sys.argv) > 2 else src.rsplit(".", 1)[0] + ".png"
-    with open(src, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        print(f"plot_decode: {src} has no rows", file=sys.stderr)
-        return 1
+    rows, dst = read_rows("plot_decode", "bench/results/decode.csv")
     labels = [r["dtype"] for r in rows]
     decode = [float(r["decode_tokens_per_s"]) for r in rows]
     roof = [float(r["roofline_tokens_per_s"]) for r in rows]

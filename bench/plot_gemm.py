@@ -1,23 +1,17 @@
 #!/usr/bin/python3
 """Plots bench/results/gemm.csv (from gemm_bench): GFLOP/s of the register-tile GEMMs and of the
 baseline path, per shape and dtype, with the machine's peak."""
-import csv
 import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from plot_csv import read_rows  # noqa: E402
 
 
 def main() -> int:
-    src = sys.argv[1] if len(sys.argv) > 1 else "bench/results/gemm.csv"
-    dst = sys.argv[2] if len(sys.argv) > 2 else src.rsplit(".", 1)[0] + ".png"
-    with open(src, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        print(f"plot_gemm: {src} has no rows", file=sys.stderr)
-        return 1
+    rows, dst = read_rows("plot_gemm", "bench/results/gemm.csv")
     labels = [f'{r["preset"]}\n{r["dtype"]}' for r in rows]
     native = [float(r["gflops"]) for r in rows]
     baseline = [float(r["baseline_gflops"]) for r in rows]
@@ -32,7 +26,7 @@ def main() -> int:
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set_ylabel("GFLOP/s (int8: GOP/s)")
     ax.set_title(f'Prompt products of one block, {rows[0]["tokens"]} tokens, {rows[0]["threads"]} threads '
-                 "(labels: fraction of peak)")
+                 "(labels: fraction of peak; int8: of the VNNI peak)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(dst, dpi=120)
