@@ -1,0 +1,204 @@
+// CPU input gradients of the forward ops (kernels/gradients.h).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/vector_math.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/dtype.h"
+#include "kernels/error.h"
+#include "kernels/gradients.h"
+#include "kernels/parallel.h"
+#include "kernels/softmax.h"
+
+#define SEPAL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+namespace sepal {
+namespace {
+
+// matmul_input_grad works on tiles of kTileTokens tokens × kTileCols input columns: the tile's
+// sums stay in registers while the weight strip's rows stream past, each row widened once per
+// tile. A task is one column strip for a block of tokens, so the strip stays in cache between
+// its tiles.
+constexpr std::int64_t kTileCols = 64;
+constexpr std::int64_t kTileTokens = 6;
+constexpr std::int64_t kTaskTokens = 8 * kTileTokens;
+
+// dx[t, c0 + c] = Σ_r dy[t, r] · w[r, c0 + c] for t < tokens (at most kTileTokens), c < width
+// (at most kTileCols); each sum runs over r in order.
+SEPAL_CLONES void input_grad_tile(const float* dy, std::int64_t tokens, const WeightView& w, std::int64_t c0,
+                                  std::int64_t width, float* dx) {
+  float acc[kTileTokens][kTileCols] = {};
+  float row[kTileCols] = {};
+  const std::int64_t rows = w.rows, cols = w.cols;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (w.dtype == DType::kF32) {
+      const float* src = static_cast<const float*>(w.data) + r * cols + c0;
+      for (std::int64_t c = 0; c < width; ++c) row[c] = src[c];
+    } else if (w.dtype == DType::kBF16) {
+      const std::uint16_t* src = static_cast<const std::uint16_t*>(w.data) + r * cols + c0;
+#pragma omp simd
+      for (std::int64_t c = 0; c < width; ++c) row[c] = bf16_to_f32(src[c]);
+    } else {
+      const std::int8_t* src = static_cast<const std::int8_t*>(w.data) + r * cols + c0;
+      const float scale = w.scales[r];
+#pragma omp simd
+      for (std::int64_t c = 0; c < width; ++c) row[c] = static_cast<float>(src[c]) * scale;
+    }
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float a = dy[t * rows + r];
+#pragma omp simd
+      for (std::int64_t c = 0; c < kTileCols; ++c) acc[t][c] += a * row[c];
+    }
+  }
+  for (std::int64_t t = 0; t < tokens; ++t) std::copy(acc[t], acc[t] + width, dx + t * cols + c0);
+}
+
+}  // namespace
+
+void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, float* dx) {
+  SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16 || w.dtype == DType::kI8,
+              "matmul_input_grad: weights must be f32, bf16 or int8, not ", dtype_name(w.dtype));
+  SEPAL_CHECK(w.dtype != DType::kI8 || w.scales != nullptr, "matmul_input_grad: int8 weights without scales");
+  if (n <= 0 || w.cols <= 0) return;
+  const std::int64_t strips = (w.cols + kTileCols - 1) / kTileCols;
+  const std::int64_t blocks = (n + kTaskTokens - 1) / kTaskTokens;
+  auto task = [&](std::int64_t k) {
+    const std::int64_t strip = k % strips, block = k / strips;
+    const std::int64_t c0 = strip * kTileCols, width = std::min(kTileCols, w.cols - c0);
+    const std::int64_t end = std::min(n, (block + 1) * kTaskTokens);
+    for (std::int64_t t0 = block * kTaskTokens; t0 < end; t0 += kTileTokens) {
+      input_grad_tile(dy + t0 * w.rows, std::min(kTileTokens, end - t0), w, c0, width, dx + t0 * w.cols);
+    }
+  };
+  if (n * w.rows * w.cols > (1 << 16)) {
+    parallel_for(strips * blocks, task);
+  } else {
+    for (std::int64_t k = 0; k < strips * blocks; ++k) task(k);
+  }
+}
+
+void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                        const float* dy, float* dx) {
+  SEPAL_CHECK(dim > 0);
+  auto row = [&](std::int64_t t) {
+    const float* in = x + t * dim;
+    const float* g = dy + t * dim;
+    float* out = dx + t * dim;
+    const float mean_square = cpu::sum_squares(in, dim) / static_cast<float>(dim);
+    const float r = 1.0f / std::sqrt(mean_square + eps);
+    double dot = 0.0;  // Σ dy·weight·x
+    for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(g[i]) * weight[i] * in[i];
+    const float k = static_cast<float>(dot) * r * r * r / static_cast<float>(dim);
+    for (std::int64_t i = 0; i < dim; ++i) out[i] = r * g[i] * weight[i] - k * in[i];
+  };
+  if (n > 8) {
+    parallel_for(n, row);
+  } else {
+    for (std::int64_t t = 0; t < n; ++t) row(t);
+  }
+}
+
+void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                         std::int64_t count) {
+  SEPAL_CHECK(dgate != dup, "silu_mul_input_grad: dgate and dup must differ");
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i], u = up[i], d = dout[i];
+      const float s = 1.0f / (1.0f + std::exp(-g));
+      const float silu = g * s;
+      dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
+      dup[i] = d * silu;
+    }
+  };
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count > (1 << 16)) {
+    parallel_for((count + kChunk - 1) / kChunk,
+                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+  } else {
+    span(0, count);
+  }
+}
+
+void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                 const std::int64_t* positions, const double* inv_freq) {
+  const std::int64_t half = head_dim / 2;
+  std::vector<float> cos_table(static_cast<std::size_t>(half));
+  std::vector<float> sin_table(static_cast<std::size_t>(half));
+  for (std::int64_t t = 0; t < n; ++t) {
+    // The same tables as the forward rotation (kernels/cpu/ops_cpu.cc), applied transposed.
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+      cos_table[i] = static_cast<float>(std::cos(angle));
+      sin_table[i] = static_cast<float>(std::sin(angle));
+    }
+    for (std::int64_t h = 0; h < heads; ++h) {
+      float* v = dx + (t * heads + h) * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * cos_table[i] + b * sin_table[i];
+        v[i + half] = b * cos_table[i] - a * sin_table[i];
+      }
+    }
+  }
+}
+
+void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
+                                 const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
+                                 float* dvalues) {
+  SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
+  if (n <= 0) return;
+  const std::int64_t group = dims.heads / dims.kv_heads;
+  const std::int64_t hd = dims.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
+  auto kv_head = [&](std::int64_t g) {
+    thread_local std::vector<float> probs, dprobs;
+    probs.resize(static_cast<std::size_t>(n));
+    dprobs.resize(static_cast<std::size_t>(n));
+    const float* k = keys + g * n * hd;
+    const float* v = values + g * n * hd;
+    float* dk = dkeys + g * n * hd;
+    float* dv = dvalues + g * n * hd;
+    std::fill(dk, dk + n * hd, 0.0f);
+    std::fill(dv, dv + n * hd, 0.0f);
+    for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t visible = i + 1;
+        const float* qi = q + (i * dims.heads + h) * hd;
+        const float* doi = dout + (i * dims.heads + h) * hd;
+        // The forward's probabilities, computed as attention_causal computes them.
+        if (!(wide && cpu::dot_rows_avx512(qi, k, visible, hd, scale, probs.data())))
+          cpu::dot_rows(qi, k, visible, hd, scale, probs.data());
+        softmax(probs.data(), visible);
+        cpu::dot_rows(doi, v, visible, hd, 1.0f, dprobs.data());
+        double mean = 0.0;  // Σ p·dp, the softmax's centre
+        for (std::int64_t j = 0; j < visible; ++j) mean += static_cast<double>(probs[j]) * dprobs[j];
+        const float centre = static_cast<float>(mean);
+        // dprobs becomes the scaled score gradient.
+        for (std::int64_t j = 0; j < visible; ++j) dprobs[j] = probs[j] * (dprobs[j] - centre) * scale;
+        float* dqi = dq + (i * dims.heads + h) * hd;
+        std::fill(dqi, dqi + hd, 0.0f);
+        cpu::add_weighted_rows(dprobs.data(), k, visible, hd, dqi);
+        for (std::int64_t j = 0; j < visible; ++j) {
+          const float ds = dprobs[j], p = probs[j];
+          float* dkj = dk + j * hd;
+          float* dvj = dv + j * hd;
+#pragma omp simd
+          for (std::int64_t d = 0; d < hd; ++d) {
+            dkj[d] += ds * qi[d];
+            dvj[d] += p * doi[d];
+          }
+        }
+      }
+    }
+  };
+  if (dims.heads * n * n * hd > 32768) {
+    parallel_for(dims.kv_heads, kv_head);
+  } else {
+    for (std::int64_t g = 0; g < dims.kv_heads; ++g) kv_head(g);
+  }
+}
+
+}  // namespace sepal

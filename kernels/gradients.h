@@ -1,0 +1,50 @@
+#pragma once
+// Input gradients of the forward ops (kernels/matmul.h, rmsnorm.h, activation.h, rope.h,
+// attention.h), for training passes over frozen weights: only the gradient with respect to each
+// op's input is computed, never one for a weight.
+//
+// Every result is deterministic: each element is one sum in a fixed order, so it does not depend
+// on the thread count, and a token's result does not depend on the other tokens of the call.
+// Each op is checked against central finite differences of a float64 forward
+// (tests/kernels/gradients_test.cc).
+//
+// Thread-safety: as the forward ops; they use the kernels' thread pool (kernels/parallel.h).
+
+#include <cstdint>
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+
+namespace sepal {
+
+/// dx[n, w.cols] = dy[n, w.rows] · w: the input gradient of y = x · wᵀ. int8 weights take part
+/// dequantized (data[r, c] · scales[r]), the outlier columns included, as bitsandbytes does.
+/// dx must not overlap dy.
+void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, float* dx);
+
+/// The input gradient of rmsnorm(x, weight, eps) (kernels/rmsnorm.h), given its output's
+/// gradient dy, for n rows of `dim`. dx may equal dy.
+void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                        const float* dy, float* dx);
+
+/// The input gradients of out = silu(gate) · up (kernels/activation.h), given gate and up as they
+/// went in and out's gradient dout. dgate and dup may equal dout (not each other).
+void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                         std::int64_t count);
+
+/// The input gradient of rope_rotate_half (kernels/rope.h): the rotation by the opposite angle,
+/// in place on dx[n, heads, head_dim].
+void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                 const std::int64_t* positions, const double* inv_freq);
+
+/// The input gradients of causal attention over one whole sequence of n positions (no cache
+/// before it): q is [n, heads, head_dim]; keys and values are [kv_heads, n, head_dim] (the cache
+/// layout of attention_causal with capacity n and start 0); dout is [n, heads * head_dim].
+/// Writes dq [n, heads, head_dim], dkeys and dvalues [kv_heads, n, head_dim] (the gradients of
+/// the query heads sharing a key/value head summed, in head order). Parallel over key/value
+/// heads.
+void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
+                                 const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
+                                 float* dvalues);
+
+}  // namespace sepal

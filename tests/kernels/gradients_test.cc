@@ -1,0 +1,265 @@
+// The input gradients (kernels/gradients.h) against central finite differences of a float64
+// forward written here from the ops' definitions, and their determinism: the same bits at any
+// thread count and for a token alone or inside a batch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <numeric>
+
+#include "kernels/dtype.h"
+#include "kernels/gradients.h"
+#include "kernels/parallel.h"
+#include "kernels/quantize.h"
+#include "kernels/rope.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using test::normalized_error;
+using test::random_floats;
+using Vec = std::vector<double>;
+
+std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+// The gradient of loss(x) at x by central differences (step h), for every element of x.
+Vec finite_differences(const std::function<double(const Vec&)>& loss, Vec x, double h = 1e-5) {
+  Vec grad(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + h;
+    const double up = loss(x);
+    x[i] = keep - h;
+    const double down = loss(x);
+    x[i] = keep;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+
+// ---- matmul ----
+
+struct Weights {
+  std::vector<float> f32;         // the values the product uses (dequantized / rounded)
+  std::vector<std::uint16_t> bf16;
+  std::vector<std::int8_t> i8;
+  std::vector<float> scales;
+  WeightView view;
+};
+
+Weights make_weights(DType dtype, std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+  Weights w;
+  w.f32 = random_floats(static_cast<std::size_t>(rows * cols), seed, 0.2f);
+  w.view = WeightView{dtype, rows, cols, w.f32.data()};
+  if (dtype == DType::kBF16) {
+    for (float& v : w.f32) {
+      w.bf16.push_back(f32_to_bf16(v));
+      v = bf16_to_f32(w.bf16.back());
+    }
+    w.view.data = w.bf16.data();
+  } else if (dtype == DType::kI8) {
+    w.i8.resize(w.f32.size());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      w.scales.push_back(quantize_row_i8(&w.f32[r * cols], cols, &w.i8[r * cols]));
+      for (std::int64_t c = 0; c < cols; ++c) w.f32[r * cols + c] = w.i8[r * cols + c] * w.scales.back();
+    }
+    w.view.data = w.i8.data();
+    w.view.scales = w.scales.data();
+  }
+  return w;
+}
+
+class MatmulInputGradTest : public ::testing::TestWithParam<std::tuple<DType, int, int, int>> {};
+
+TEST_P(MatmulInputGradTest, MatchesFiniteDifferences) {
+  const auto [dtype, n, rows, cols] = GetParam();
+  const Weights w = make_weights(dtype, rows, cols, 7);
+  const auto x = random_floats(static_cast<std::size_t>(n * cols), 1);
+  const auto dy = random_floats(static_cast<std::size_t>(n * rows), 2);
+  std::vector<float> dx(x.size(), NAN);
+  matmul_input_grad(dy.data(), n, w.view, dx.data());
+  const auto loss = [&](const Vec& xs) {  // Σ dy · (x · wᵀ), with the weights the product uses
+    double s = 0;
+    for (int t = 0; t < n; ++t)
+      for (int r = 0; r < rows; ++r) {
+        double y = 0;
+        for (int c = 0; c < cols; ++c) y += xs[t * cols + c] * w.f32[r * cols + c];
+        s += dy[t * rows + r] * y;
+      }
+    return s;
+  };
+  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulInputGradTest,
+                         ::testing::Values(std::tuple{DType::kF32, 1, 37, 70}, std::tuple{DType::kF32, 13, 64, 130},
+                                           std::tuple{DType::kBF16, 5, 37, 70}, std::tuple{DType::kBF16, 7, 70, 64},
+                                           std::tuple{DType::kI8, 1, 40, 70}, std::tuple{DType::kI8, 9, 33, 129}));
+
+TEST(MatmulInputGrad, SameBitsAtAnyThreadCountAndForATokenAlone) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+    const std::int64_t n = 61, rows = 300, cols = 200;
+    const Weights w = make_weights(dtype, rows, cols, 3);
+    const auto dy = random_floats(static_cast<std::size_t>(n * rows), 4);
+    std::vector<float> two(static_cast<std::size_t>(n * cols)), one(two.size()), alone(static_cast<std::size_t>(cols));
+    const int threads = compute_threads();
+    set_compute_threads(2);
+    matmul_input_grad(dy.data(), n, w.view, two.data());
+    set_compute_threads(1);
+    matmul_input_grad(dy.data(), n, w.view, one.data());
+    set_compute_threads(threads);
+    EXPECT_EQ(two, one) << dtype_name(dtype);
+    matmul_input_grad(dy.data() + 50 * rows, 1, w.view, alone.data());
+    EXPECT_TRUE(std::equal(alone.begin(), alone.end(), two.begin() + 50 * cols)) << dtype_name(dtype);
+  }
+}
+
+// ---- rmsnorm ----
+
+TEST(RmsnormInputGrad, MatchesFiniteDifferences) {
+  const int n = 11, dim = 48;
+  const float eps = 1e-5f;
+  const auto x = random_floats(n * dim, 5, 2.0f);
+  const auto weight = random_floats(dim, 6);
+  const auto dy = random_floats(n * dim, 7);
+  std::vector<float> dx(x.size(), NAN);
+  rmsnorm_input_grad(x.data(), n, dim, weight.data(), eps, dy.data(), dx.data());
+  const auto loss = [&](const Vec& xs) {
+    double s = 0;
+    for (int t = 0; t < n; ++t) {
+      double ms = 0;
+      for (int i = 0; i < dim; ++i) ms += xs[t * dim + i] * xs[t * dim + i];
+      const double r = 1 / std::sqrt(ms / dim + eps);
+      for (int i = 0; i < dim; ++i) s += dy[t * dim + i] * xs[t * dim + i] * r * weight[i];
+    }
+    return s;
+  };
+  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+  std::vector<float> in_place = dy;  // dx may be dy
+  rmsnorm_input_grad(x.data(), n, dim, weight.data(), eps, in_place.data(), in_place.data());
+  EXPECT_EQ(in_place, dx);
+}
+
+// ---- silu_mul ----
+
+TEST(SiluMulInputGrad, MatchesFiniteDifferences) {
+  const int count = 257;
+  const auto gate = random_floats(count, 8, 6.0f);
+  const auto up = random_floats(count, 9, 2.0f);
+  const auto dout = random_floats(count, 10);
+  std::vector<float> dgate(count, NAN), dup(count, NAN);
+  silu_mul_input_grad(gate.data(), up.data(), dout.data(), dgate.data(), dup.data(), count);
+  const auto loss_of = [&](const Vec& g, const Vec& u) {
+    double s = 0;
+    for (int i = 0; i < count; ++i) s += dout[i] * g[i] / (1 + std::exp(-g[i])) * u[i];
+    return s;
+  };
+  const Vec g = widen(gate), u = widen(up);
+  EXPECT_LT(normalized_error(dgate, finite_differences([&](const Vec& x) { return loss_of(x, u); }, g)), 1e-5);
+  EXPECT_LT(normalized_error(dup, finite_differences([&](const Vec& x) { return loss_of(g, x); }, u)), 1e-5);
+}
+
+// ---- rope ----
+
+TEST(RopeInputGrad, MatchesFiniteDifferences) {
+  const int n = 5, heads = 3, hd = 16;
+  const auto inv_freq = rope_inverse_frequencies(hd, 10000.0, RopeScaling{});
+  const std::vector<std::int64_t> positions{0, 3, 4, 17, 250};
+  const auto x = random_floats(n * heads * hd, 11);
+  const auto dy = random_floats(x.size(), 12);
+  std::vector<float> dx = dy;
+  rope_rotate_half_input_grad(dx.data(), n, heads, hd, positions.data(), inv_freq.data());
+  const auto loss = [&](const Vec& xs) {
+    double s = 0;
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < hd / 2; ++i) {
+          const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+          const int base = (t * heads + h) * hd;
+          const double a = xs[base + i], b = xs[base + i + hd / 2];
+          s += dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
+               dy[base + i + hd / 2] * (b * std::cos(angle) + a * std::sin(angle));
+        }
+    return s;
+  };
+  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+}
+
+// ---- attention ----
+
+// Σ dout · attention(q, k, v) in float64, causal over one sequence; layouts as the kernel's.
+double attention_loss(const Vec& q, const Vec& k, const Vec& v, int n, const AttentionDims& d,
+                      const std::vector<float>& dout) {
+  const int group = static_cast<int>(d.heads / d.kv_heads), hd = static_cast<int>(d.head_dim);
+  double s = 0;
+  for (int i = 0; i < n; ++i)
+    for (int h = 0; h < d.heads; ++h) {
+      const int g = h / group;
+      std::vector<double> p(i + 1);
+      double top = -INFINITY;
+      for (int j = 0; j <= i; ++j) {
+        double dotp = 0;
+        for (int e = 0; e < hd; ++e) dotp += q[(i * d.heads + h) * hd + e] * k[(g * n + j) * hd + e];
+        p[j] = dotp / std::sqrt(static_cast<double>(hd));
+        top = std::max(top, p[j]);
+      }
+      double z = 0;
+      for (double& e : p) z += (e = std::exp(e - top));
+      for (int e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int j = 0; j <= i; ++j) o += p[j] / z * v[(g * n + j) * hd + e];
+        s += dout[(i * d.heads + h) * hd + e] * o;
+      }
+    }
+  return s;
+}
+
+class AttentionInputGradTest : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+
+TEST_P(AttentionInputGradTest, MatchesFiniteDifferences) {
+  const auto [n, heads, kv_heads, hd] = GetParam();
+  const AttentionDims dims{heads, kv_heads, hd};
+  const auto q = random_floats(static_cast<std::size_t>(n * heads * hd), 13, 1.5f);
+  const auto k = random_floats(static_cast<std::size_t>(kv_heads * n * hd), 14, 1.5f);
+  const auto v = random_floats(k.size(), 15);
+  const auto dout = random_floats(q.size(), 16);
+  std::vector<float> dq(q.size(), NAN), dk(k.size(), NAN), dv(v.size(), NAN);
+  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq.data(), dk.data(), dv.data());
+  const Vec qd = widen(q), kd = widen(k), vd = widen(v);
+  const auto fq = finite_differences([&](const Vec& x) { return attention_loss(x, kd, vd, n, dims, dout); }, qd);
+  const auto fk = finite_differences([&](const Vec& x) { return attention_loss(qd, x, vd, n, dims, dout); }, kd);
+  const auto fv = finite_differences([&](const Vec& x) { return attention_loss(qd, kd, x, n, dims, dout); }, vd);
+  EXPECT_LT(normalized_error(dq, fq), 2e-5);
+  EXPECT_LT(normalized_error(dk, fk), 2e-5);
+  EXPECT_LT(normalized_error(dv, fv), 2e-5);
+}
+
+// (n, heads, kv_heads, head_dim): plain heads, grouped-query heads, and head dims with and
+// without the AVX-512 score kernel.
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionInputGradTest,
+                         ::testing::Values(std::tuple{1, 2, 2, 8}, std::tuple{7, 4, 2, 8}, std::tuple{6, 4, 1, 32},
+                                           std::tuple{9, 2, 2, 64}));
+
+TEST(AttentionInputGrad, SameBitsAtAnyThreadCount) {
+  const int n = 40, heads = 8, kv_heads = 4, hd = 32;
+  const AttentionDims dims{heads, kv_heads, hd};
+  const auto q = random_floats(static_cast<std::size_t>(n * heads * hd), 17);
+  const auto k = random_floats(static_cast<std::size_t>(kv_heads * n * hd), 18);
+  const auto v = random_floats(k.size(), 19);
+  const auto dout = random_floats(q.size(), 20);
+  std::vector<float> dq1(q.size()), dk1(k.size()), dv1(v.size()), dq2 = dq1, dk2 = dk1, dv2 = dv1;
+  const int threads = compute_threads();
+  set_compute_threads(1);
+  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq1.data(), dk1.data(), dv1.data());
+  set_compute_threads(2);
+  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq2.data(), dk2.data(), dv2.data());
+  set_compute_threads(threads);
+  EXPECT_EQ(dq1, dq2);
+  EXPECT_EQ(dk1, dk2);
+  EXPECT_EQ(dv1, dv2);
+}
+
+}  // namespace
+}  // namespace sepal
