@@ -6,6 +6,7 @@
 // Thread-safety: immutable after load; forward() may run concurrently on distinct caches.
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/kv_cache.h"
@@ -14,6 +15,15 @@
 #include "model/weights.h"
 
 namespace sepal {
+
+/// Trainable vectors added to the input of every block of a training pass (deep prompt tuning):
+/// block i of the pass gets values[i, k, :] added at position offset + k of every sequence, for
+/// k < count. values is [blocks of the pass, count, hidden_size].
+struct DeepPrompts {
+  const float* values = nullptr;
+  std::int64_t count = 0;
+  std::int64_t offset = 0;
+};
 
 /// Blocks [first, last) of a Llama-family model.
 class BlockStack {
@@ -46,11 +56,36 @@ class BlockStack {
   /// The same through blocks [first, first + cache.blocks()) only, a part of the stack's range.
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
 
+  // ---- training passes (model/block_training.cc) ----
+  // A batch of whole sequences packed one after another: hidden[T, hidden_size] with T the sum of
+  // `lengths`; each sequence starts at position 0 and attends only to itself. No cache. The pass
+  // runs blocks [first, first + blocks), a part of the stack's range; `prompts` may be null.
+  // Results do not depend on the thread count. Throw sepal::Error for a bad range, an empty or
+  // non-positive length, or deep prompts that do not fit inside every sequence.
+
+  /// Runs the sequences through the blocks in place.
+  void forward_sequences(float* hidden, std::span<const std::int64_t> lengths, std::int64_t first,
+                         std::int64_t blocks, const DeepPrompts* prompts) const;
+  /// The backward of forward_sequences: given the pass's `input` (as forward_sequences got it) and
+  /// `grad` = d loss / d output, overwrites grad with d loss / d input and, with prompts, writes
+  /// d loss / d prompts into prompt_grads [blocks, count, hidden_size]. The forward is recomputed
+  /// from `input` (weights and activations are never kept between calls), one block at a time:
+  /// the cost is about three forward passes, the memory one block's activations plus each
+  /// block's input.
+  void backward_sequences(const float* input, std::span<const std::int64_t> lengths, std::int64_t first,
+                          std::int64_t blocks, const DeepPrompts* prompts, float* grad,
+                          float* prompt_grads) const;
+  /// Memory one training pass of `tokens` tokens through `blocks` blocks works in (an upper estimate).
+  std::int64_t training_working_bytes(std::int64_t tokens, std::int64_t blocks) const;
+
  private:
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0;
   std::vector<BlockWeights> blocks_;
   std::vector<double> inv_freq_;
+
+  void check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
+                           const DeepPrompts* prompts) const;
 };
 
 }  // namespace sepal
