@@ -30,3 +30,5 @@ find_package(Threads REQUIRED)
 find_package(MPI REQUIRED COMPONENTS CXX)
 pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+# HDF5 (Debian's serial build): prompt-tuning checkpoints (model/tuning_checkpoint.h).
+find_package(HDF5 REQUIRED COMPONENTS C)

@@ -1,8 +1,13 @@
 #include "model/model_ends.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/error.h"
+#include "kernels/gradients.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
+#include "kernels/softmax.h"
 
 namespace sepal {
 
@@ -30,6 +35,48 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
   rmsnorm(hidden, n, config_.hidden_size, head_.final_norm.data,
           static_cast<float>(config_.rms_norm_eps), normed.data());
   matmul(normed.data(), n, head_.lm_head.view, out);
+}
+
+double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,
+                                float* grad) const {
+  const std::int64_t h = config_.hidden_size, vocab = config_.vocab_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  constexpr std::int64_t kChunk = 64;
+  std::vector<std::int64_t> rows;  // the rows with a target, in order
+  for (std::int64_t t = 0; t < n; ++t) {
+    if (targets[t] < 0) continue;
+    if (targets[t] >= vocab) fail("target token id ", targets[t], " is outside the vocabulary of ", vocab);
+    rows.push_back(t);
+  }
+  if (grad) std::fill(grad, grad + n * h, 0.0f);
+  std::vector<float> x, normed, logits, d_normed, d_x;
+  double total = 0;
+  for (std::size_t c0 = 0; c0 < rows.size(); c0 += kChunk) {
+    const std::int64_t m = std::min<std::int64_t>(kChunk, static_cast<std::int64_t>(rows.size() - c0));
+    x.resize(static_cast<std::size_t>(m * h));
+    normed.resize(x.size());
+    logits.resize(static_cast<std::size_t>(m * vocab));
+    for (std::int64_t i = 0; i < m; ++i) std::copy_n(hidden + rows[c0 + i] * h, h, x.begin() + i * h);
+    rmsnorm(x.data(), m, h, head_.final_norm.data, eps, normed.data());
+    matmul(normed.data(), m, head_.lm_head.view, logits.data());
+    for (std::int64_t i = 0; i < m; ++i) {
+      float* row = logits.data() + i * vocab;
+      const std::int32_t target = targets[rows[c0 + i]];
+      const double lse = log_sum_exp(row, vocab);
+      total += lse - row[target];
+      if (!grad) continue;
+      // d/d logits of -log softmax[target]: softmax - one_hot(target), scaled by weight.
+      for (std::int64_t v = 0; v < vocab; ++v) row[v] = static_cast<float>(std::exp(row[v] - lse)) * weight;
+      row[target] -= weight;
+    }
+    if (!grad) continue;
+    d_normed.resize(x.size());
+    d_x.resize(x.size());
+    matmul_input_grad(logits.data(), m, head_.lm_head.view, d_normed.data());
+    rmsnorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());
+    for (std::int64_t i = 0; i < m; ++i) std::copy_n(d_x.begin() + i * h, h, grad + rows[c0 + i] * h);
+  }
+  return total;
 }
 
 std::int64_t ModelEnds::weight_bytes() const {

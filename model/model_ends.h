@@ -24,6 +24,13 @@ class ModelEnds {
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
   /// logits[n, vocab] = head(norm(hidden[n, hidden])).
   void logits(const float* hidden, std::int64_t n, float* out) const;
+  /// Next-token cross-entropy over the rows of hidden[n, hidden]: the sum, over rows t with
+  /// targets[t] >= 0, of -log softmax(logits(hidden[t]))[targets[t]], in double. With `grad`
+  /// non-null, also writes grad[n, hidden] = weight · d(sum) / d hidden (zero on rows without a
+  /// target); the norm and head are frozen. Rows are processed in chunks, so the logits of only a
+  /// few rows are held at once. Throws sepal::Error for a target outside the vocabulary.
+  double cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,
+                       float* grad) const;
 
   /// Bytes of weights held (a tied head is counted once).
   std::int64_t weight_bytes() const;

@@ -7,12 +7,11 @@
 #include <numeric>
 
 #include "kernels/cpu_isa.h"
-#include "kernels/dtype.h"
-#include "kernels/rope.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
 #include "model/block_stack.h"
 #include "model/synthetic_checkpoint.h"
+#include "tests/model/reference_llama.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -39,108 +38,6 @@ double dot(const std::vector<float>& a, const std::vector<float>& b) {
   return s;
 }
 
-// ---- a float64 forward of the blocks, written here from Llama's definition ----
-
-std::vector<double> matrix(const HeldMatrix& m) {
-  std::vector<double> out(static_cast<std::size_t>(m.view.rows * m.view.cols));
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    out[i] = m.view.dtype == DType::kBF16 ? bf16_to_f32(static_cast<const std::uint16_t*>(m.view.data)[i])
-                                          : static_cast<const float*>(m.view.data)[i];
-  }
-  return out;
-}
-
-// y[t, r] = Σ_c x[t, c] w[r, c]
-std::vector<double> linear(const std::vector<double>& x, const HeldMatrix& m) {
-  const std::vector<double> w = matrix(m);
-  const std::int64_t rows = m.view.rows, cols = m.view.cols, n = static_cast<std::int64_t>(x.size()) / cols;
-  std::vector<double> y(static_cast<std::size_t>(n * rows));
-  for (std::int64_t t = 0; t < n; ++t)
-    for (std::int64_t r = 0; r < rows; ++r) {
-      double s = 0;
-      for (std::int64_t c = 0; c < cols; ++c) s += x[t * cols + c] * w[r * cols + c];
-      y[t * rows + r] = s;
-    }
-  return y;
-}
-
-std::vector<double> rms(const std::vector<double>& x, const HeldVector& weight, double eps) {
-  const std::int64_t dim = weight.size, n = static_cast<std::int64_t>(x.size()) / dim;
-  std::vector<double> y(x.size());
-  for (std::int64_t t = 0; t < n; ++t) {
-    double ms = 0;
-    for (std::int64_t i = 0; i < dim; ++i) ms += x[t * dim + i] * x[t * dim + i];
-    const double r = 1 / std::sqrt(ms / dim + eps);
-    for (std::int64_t i = 0; i < dim; ++i) y[t * dim + i] = x[t * dim + i] * r * weight.data[i];
-  }
-  return y;
-}
-
-void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const std::vector<std::int64_t>& pos,
-            const std::vector<double>& inv_freq) {
-  for (std::size_t t = 0; t < pos.size(); ++t)
-    for (std::int64_t h = 0; h < heads; ++h)
-      for (std::int64_t i = 0; i < hd / 2; ++i) {
-        double* v = &x[(t * heads + h) * hd];
-        const double a = v[i], b = v[i + hd / 2], angle = pos[t] * inv_freq[i];
-        v[i] = a * std::cos(angle) - b * std::sin(angle);
-        v[i + hd / 2] = b * std::cos(angle) + a * std::sin(angle);
-      }
-}
-
-// The blocks [first, first + blocks) over packed sequences, deep prompts added at each block.
-std::vector<double> reference_forward(const std::filesystem::path& dir, DType dtype, std::vector<double> x,
-                                      const std::vector<std::int64_t>& lengths, std::int64_t first,
-                                      std::int64_t blocks, const std::vector<double>& prompts,
-                                      std::int64_t prompt_count, std::int64_t offset) {
-  const ModelConfig c = read_model_config(dir);
-  const Checkpoint ckpt = Checkpoint::open(dir);
-  const std::int64_t h = c.hidden_size, hd = c.head_dim, group = c.num_heads / c.num_kv_heads;
-  const auto inv_freq = rope_inverse_frequencies(hd, c.rope_theta, c.rope_scaling);
-  std::vector<std::int64_t> pos, starts;
-  for (std::int64_t n : lengths) {
-    starts.push_back(static_cast<std::int64_t>(pos.size()));
-    for (std::int64_t p = 0; p < n; ++p) pos.push_back(p);
-  }
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const BlockWeights w = load_block_weights(ckpt, c, first + b, WeightLoading(dtype));
-    for (std::int64_t start : starts)
-      for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
-    const auto n1 = rms(x, w.input_norm, c.rms_norm_eps);
-    auto q = linear(n1, w.q_proj), k = linear(n1, w.k_proj);
-    const auto v = linear(n1, w.v_proj);
-    rotate(q, c.num_heads, hd, pos, inv_freq);
-    rotate(k, c.num_kv_heads, hd, pos, inv_freq);
-    std::vector<double> attn(q.size());
-    for (std::size_t s = 0; s < starts.size(); ++s)
-      for (std::int64_t i = 0; i < lengths[s]; ++i)
-        for (std::int64_t head = 0; head < c.num_heads; ++head) {
-          const std::int64_t ti = starts[s] + i, g = head / group;
-          std::vector<double> p(static_cast<std::size_t>(i + 1));
-          double top = -INFINITY, z = 0;
-          for (std::int64_t j = 0; j <= i; ++j) {
-            double d = 0;
-            for (std::int64_t e = 0; e < hd; ++e)
-              d += q[(ti * c.num_heads + head) * hd + e] * k[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
-            top = std::max(top, p[j] = d / std::sqrt(static_cast<double>(hd)));
-          }
-          for (double& e : p) z += (e = std::exp(e - top));
-          for (std::int64_t j = 0; j <= i; ++j)
-            for (std::int64_t e = 0; e < hd; ++e)
-              attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
-        }
-    const auto o = linear(attn, w.o_proj);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    const auto n2 = rms(x, w.post_attention_norm, c.rms_norm_eps);
-    auto gate = linear(n2, w.gate_proj);
-    const auto up = linear(n2, w.up_proj);
-    for (std::size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
-    const auto down = linear(gate, w.down_proj);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
-  }
-  return x;
-}
-
 // One training pass set up for checking: inputs, the output's gradient, optional deep prompts.
 struct Pass {
   const BlockStack* stack;
@@ -163,7 +60,7 @@ struct Pass {
   }
   // Σ dy · forward(x, prompts), by the float64 reference.
   double loss(const std::vector<double>& x, const std::vector<double>& p) const {
-    const auto out = reference_forward(dir, dtype, x, lengths, first, blocks, p, deep.count, deep.offset);
+    const auto out = test::reference_forward(dir, dtype, x, lengths, first, blocks, p, deep.count, deep.offset);
     double s = 0;
     for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
     return s;

@@ -1,0 +1,26 @@
+#pragma once
+// A float64 forward of Llama blocks and of the LM head's loss, written from the model's definition
+// and independent of the kernels: the reference that the training passes' gradients are checked
+// against by finite differences.
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "kernels/dtype.h"
+
+namespace sepal::test {
+
+/// Blocks [first, first + blocks) of the model in `dir` (weights held as `dtype`: f32 or bf16)
+/// over packed sequences x[T, hidden], with deep prompts [blocks, prompt_count, hidden] added at
+/// positions [offset, offset + prompt_count) of every sequence before each block.
+std::vector<double> reference_forward(const std::filesystem::path& dir, DType dtype, std::vector<double> x,
+                                      const std::vector<std::int64_t>& lengths, std::int64_t first,
+                                      std::int64_t blocks, const std::vector<double>& prompts,
+                                      std::int64_t prompt_count, std::int64_t offset);
+
+/// Σ over rows with targets[t] >= 0 of -log softmax(head(norm(x[t])))[targets[t]].
+double reference_cross_entropy(const std::filesystem::path& dir, const std::vector<double>& x,
+                               const std::vector<std::int32_t>& targets);
+
+}  // namespace sepal::test
