@@ -10,6 +10,8 @@ namespace sepal::tools {
 int generate_command(int argc, char** argv);
 /// `sepal perplexity`: how well a model predicts a text, locally or across a swarm.
 int perplexity_command(int argc, char** argv);
+/// `sepal tune`: prompt tuning (ptune, deep-ptune) with HDF5 checkpoints.
+int tune_command(int argc, char** argv);
 /// `sepal quantize`: writes an int8 copy of a checkpoint.
 int quantize_command(int argc, char** argv);
 /// `sepal synth`: writes a synthetic checkpoint.

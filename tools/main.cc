@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   generate text with a model (sepal generate --help)\n"
     "  perplexity how well a model predicts a text (sepal perplexity --help)\n"
+    "  tune       train a soft prompt or deep prompts for a frozen model (sepal tune --help)\n"
     "  quantize   write an int8 (LLM.int8()) copy of a checkpoint (sepal quantize --help)\n"
     "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n"
     "  serve      serve blocks of a model in a swarm (sepal serve --help)\n"
@@ -34,12 +35,13 @@ static int run(int argc, char** argv) {
   try {
     if (command == "generate") return sepal::tools::generate_command(argc - 1, argv + 1);
     if (command == "perplexity") return sepal::tools::perplexity_command(argc - 1, argv + 1);
+    if (command == "tune") return sepal::tools::tune_command(argc - 1, argv + 1);
     if (command == "quantize") return sepal::tools::quantize_command(argc - 1, argv + 1);
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
     if (command == "ping") return sepal::tools::ping_command(argc - 1, argv + 1);
     if (command == "serve") return sepal::tools::serve_command(argc - 1, argv + 1);
     if (command == "status") return sepal::tools::status_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, perplexity, quantize, serve, status, synth, ping)\n",
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, perplexity, tune, quantize, serve, status, synth, ping)\n",
                  command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {
