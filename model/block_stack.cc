@@ -1,5 +1,6 @@
 #include "model/block_stack.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -119,7 +120,8 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
   forward(hidden, n, cache, first_);
 }
 
-void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const {
+void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
+                         const DeepPrompts* prompts) const {
   SEPAL_CHECK(first >= first_ && first + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");
@@ -132,7 +134,15 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   std::iota(positions.begin(), positions.end(), start);
   Scratch scratch(config_, n);
+  // The deep prompts' rows that fall in this step: positions [from, to).
+  const std::int64_t h = config_.hidden_size;
+  const std::int64_t from = prompts ? std::max(start, prompts->offset) : 0;
+  const std::int64_t to = prompts ? std::min(start + n, prompts->offset + prompts->count) : 0;
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
+    if (from < to) {
+      add_in_place(hidden + (from - start) * h, prompts->values + (i * prompts->count + from - prompts->offset) * h,
+                   (to - from) * h);
+    }
     block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), hidden, n, start,
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch);
   }

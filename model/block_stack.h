@@ -53,8 +53,11 @@ class BlockStack {
   /// [cache.length(), cache.length() + n), then advances the cache. Throws sepal::Error, leaving
   /// the cache unchanged, when the positions would pass the cache capacity.
   void forward(float* hidden, std::int64_t n, KvCache& cache) const;
-  /// The same through blocks [first, first + cache.blocks()) only, a part of the stack's range.
-  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
+  /// The same through blocks [first, first + cache.blocks()) only, a part of the stack's range,
+  /// with deep prompts (may be null; values for those blocks) added to the input of each block at
+  /// the positions of [cache.length(), cache.length() + n) that they cover.
+  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
+               const DeepPrompts* prompts = nullptr) const;
 
   // ---- training passes (model/block_training.cc) ----
   // A batch of whole sequences packed one after another: hidden[T, hidden_size] with T the sum of

@@ -17,16 +17,32 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity)
+LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts)
     : blocks_(blocks), cache_(blocks.new_cache(capacity)) {
   SEPAL_CHECK(blocks.first() == 0 && blocks.last() == blocks.config().num_layers,
               "a local pipeline needs every block of the model");
+  if (prompts && prompts->count > 0) {
+    prompt_values_.assign(prompts->values, prompts->values + blocks.last() * prompts->count * blocks.config().hidden_size);
+    prompts_ = DeepPrompts{prompt_values_.data(), prompts->count, prompts->offset};
+  }
 }
 
-void LocalPipeline::forward(float* hidden, std::int64_t n) { blocks_.forward(hidden, n, cache_); }
+void LocalPipeline::forward(float* hidden, std::int64_t n) {
+  blocks_.forward(hidden, n, cache_, 0, prompts_ ? &*prompts_ : nullptr);
+}
+
+// Rows of the soft prompt, if any.
+std::int64_t soft_rows(const ModelConfig& config, const GenerationRequest& request) {
+  const auto values = static_cast<std::int64_t>(request.soft_prompt.size());
+  if (values % config.hidden_size != 0) fail("a soft prompt of ", values, " values is not whole rows of ", config.hidden_size);
+  if (request.soft_prompt_at < 0 || request.soft_prompt_at > static_cast<std::int64_t>(request.prompt_ids.size())) {
+    fail("the soft prompt's place ", request.soft_prompt_at, " is outside the prompt");
+  }
+  return values / config.hidden_size;
+}
 
 std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest& request) {
-  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size());
+  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size()) + soft_rows(config, request);
   if (prompt > config.max_position_embeddings) {
     fail("the prompt has ", prompt, " tokens, more than the model's max_position_embeddings (",
          config.max_position_embeddings, ")");
@@ -40,8 +56,15 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   const ModelConfig& config = ends.config();
   if (request.prompt_ids.empty()) fail("the prompt has no tokens");
   const std::int64_t capacity = session_capacity(config, request);
-  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size());
   const std::int64_t hidden_size = config.hidden_size;
+  // The prompt's input rows: the ids' embeddings with the soft prompt's rows among them.
+  const std::int64_t soft = soft_rows(config, request), at = request.soft_prompt_at;
+  const auto prompt = static_cast<std::int64_t>(request.prompt_ids.size()) + soft;
+  std::vector<float> prompt_rows(static_cast<std::size_t>(prompt * hidden_size));
+  ends.embed(request.prompt_ids.data(), at, prompt_rows.data());
+  std::copy(request.soft_prompt.begin(), request.soft_prompt.end(), prompt_rows.begin() + at * hidden_size);
+  ends.embed(request.prompt_ids.data() + at, static_cast<std::int64_t>(request.prompt_ids.size()) - at,
+             prompt_rows.data() + (at + soft) * hidden_size);
 
   GenerationResult result;
   if (request.max_new_tokens <= 0) return result;
@@ -52,8 +75,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   auto start = std::chrono::steady_clock::now();
   for (std::int64_t offset = 0; offset < prompt; offset += kPromptChunk) {
     const std::int64_t n = std::min(kPromptChunk, prompt - offset);
-    hidden.resize(static_cast<std::size_t>(n * hidden_size));
-    ends.embed(request.prompt_ids.data() + offset, n, hidden.data());
+    hidden.assign(prompt_rows.begin() + offset * hidden_size, prompt_rows.begin() + (offset + n) * hidden_size);
     pipeline.forward(hidden.data(), n);
     if (offset + n == prompt) ends.logits(hidden.data() + (n - 1) * hidden_size, 1, logits.data());
   }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "kernels/sampling.h"
@@ -27,19 +28,26 @@ class BlockPipeline {
 /// A pipeline over blocks held in this process.
 class LocalPipeline final : public BlockPipeline {
  public:
-  /// A session of up to `capacity` positions over `blocks`, which must cover the whole model.
-  LocalPipeline(const BlockStack& blocks, std::int64_t capacity);
+  /// A session of up to `capacity` positions over `blocks`, which must cover the whole model,
+  /// with deep prompts for every block (copied; none when null).
+  LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts = nullptr);
   void forward(float* hidden, std::int64_t n) override;
   std::int64_t length() const override { return cache_.length(); }
 
  private:
   const BlockStack& blocks_;
   KvCache cache_;
+  std::vector<float> prompt_values_;
+  std::optional<DeepPrompts> prompts_;
 };
 
 /// What to generate.
 struct GenerationRequest {
   std::vector<std::int32_t> prompt_ids;  ///< non-empty; BOS first when the model has one
+  /// A trained soft prompt: rows [N, hidden_size] inserted before prompt_ids[soft_prompt_at]
+  /// (model/prompt_tuning.h); empty for none. The session then holds N more positions.
+  std::vector<float> soft_prompt;
+  std::int64_t soft_prompt_at = 0;
   std::int64_t max_new_tokens = 0;
   SamplingParams sampling;
   std::uint64_t seed = 0;

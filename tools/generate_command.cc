@@ -15,6 +15,7 @@
 #include "model/generation.h"
 #include "model/model_config.h"
 #include "model/tokenizer.h"
+#include "tools/adapter.h"
 #include "tools/client_model.h"
 #include "tools/swarm_flags.h"
 #include "tools/commands.h"
@@ -119,7 +120,7 @@ nlohmann::json outcome_json(const Outcome& o) {
 int generate_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
-  std::string model_dir, prompts_file;
+  std::string model_dir, prompts_file, adapter_file;
   PromptSpec defaults;
   int threads = 0, concurrency = 0;
   po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
@@ -142,6 +143,7 @@ int generate_command(int argc, char** argv) {
       ("json", "print JSON with ids, text and stats instead of streaming text");
   add_weight_options(options, weights);
   add_swarm_options(options, swarm_options);
+  add_adapter_option(options, adapter_file);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -163,6 +165,10 @@ int generate_command(int argc, char** argv) {
   // Everything that can be checked cheaply is checked before anything is started or loaded.
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
+  const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
+  if (adapter && adapter->method == TuningMethod::kDeepPtune && wants_swarm(swarm_options, vm)) {
+    throw UsageError{"a deep-ptune adapter runs only with local blocks for now (a ptune adapter works across hosts)"};
+  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
@@ -171,7 +177,13 @@ int generate_command(int argc, char** argv) {
   }
   const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
   std::vector<GenerationRequest> requests;
-  for (const PromptSpec& spec : prompts) requests.push_back(make_request(config, *model.tokenizer, spec));
+  for (const PromptSpec& spec : prompts) {
+    requests.push_back(make_request(config, *model.tokenizer, spec));
+    if (adapter) {
+      requests.back().soft_prompt = adapter->soft;
+      requests.back().soft_prompt_at = std::min<std::int64_t>(adapter->offset, requests.back().prompt_ids.size());
+    }
+  }
   for (const auto& request : requests) (void)session_capacity(config, request);  // every prompt fits
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   std::fprintf(stderr, "sepal: loaded %s: %lld blocks, %.1f MB of %s weights here, %s kernels, %d threads, %.2f s\n",
@@ -193,7 +205,8 @@ int generate_command(int argc, char** argv) {
     try {
       const std::int64_t capacity = session_capacity(config, requests[i]);
       if (!swarm) {
-        LocalPipeline pipeline(*model.blocks, capacity);
+        const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
+        LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr);
         outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit);
         return;
       }

@@ -21,6 +21,9 @@
 #include "model/model_config.h"
 #include "model/model_ends.h"
 #include "model/tokenizer.h"
+#include "model/tuning_data.h"
+#include "model/prompt_tuning.h"
+#include "tools/adapter.h"
 #include "tools/client_model.h"
 #include "tools/swarm_flags.h"
 #include "tools/commands.h"
@@ -67,25 +70,80 @@ double negative_log_likelihood(const float* logits, std::int64_t vocab, const st
   return total;
 }
 
+
+// --data: each example through the blocks as one sequence (with the adapter's prompt), its
+// completion's tokens scored.
+int score_data_file(const std::string& data_file, const ClientModel& model, const ModelConfig& config,
+                    const PromptParameters* adapter, ClientSwarm* swarm, bool json_output, const std::string& dtype,
+                    std::chrono::steady_clock::time_point start) {
+  const std::int64_t room = config.max_position_embeddings - (adapter ? adapter->tokens : 0);
+  const std::vector<Example> examples = read_examples(data_file, *model.tokenizer, config, room);
+  const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
+  double nll = 0;
+  std::int64_t scored = 0;
+  const bool tty = isatty(STDERR_FILENO);
+  for (std::size_t i = 0; i < examples.size(); ++i) {
+    const Example* one[] = {&examples[i]};
+    PromptedBatch b = build_batch(model.ends, one, adapter);
+    const std::int64_t n = b.lengths[0];
+    if (model.blocks) {
+      LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr);
+      pipeline.forward(b.hidden.data(), n);
+    } else {
+      auto pipeline = swarm->open(n);
+      pipeline->forward(b.hidden.data(), n);
+    }
+    nll += model.ends.cross_entropy(b.hidden.data(), n, b.targets.data(), 0.0f, nullptr);
+    scored += b.scored;
+    if (tty) {
+      std::fprintf(stderr, "sepal: example %zu of %zu, %lld tokens, mean nll %.4f\r", i + 1, examples.size(),
+                   static_cast<long long>(scored), nll / static_cast<double>(scored));
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  const double mean = nll / static_cast<double>(scored);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (json_output) {
+    std::cout << nlohmann::json{{"tokens", scored},
+                                {"examples", examples.size()},
+                                {"nll", mean},
+                                {"perplexity", std::exp(mean)},
+                                {"adapter", adapter ? std::string(tuning_method_name(adapter->method)) : "none"},
+                                {"stats", {{"dtype", dtype}, {"seconds", seconds}, {"host_ranks", swarm ? swarm->host_count() : 0}}}}
+                     .dump(1)
+              << std::endl;
+  } else {
+    std::printf("perplexity %.4f (mean nll %.5f) over %lld scored tokens of %zu examples in %s%s\n", std::exp(mean), mean,
+                static_cast<long long>(scored), examples.size(), data_file.c_str(),
+                adapter ? (", with a " + std::string(tuning_method_name(adapter->method)) + " adapter").c_str() : "");
+  }
+  if (swarm) swarm->shutdown();
+  return 0;
+}
+
 }  // namespace
 
 int perplexity_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
-  std::string model_dir, text_file;
+  std::string model_dir, text_file, data_file, adapter_file;
   std::int64_t context = 0, max_tokens = 0;
   int threads = 0;
   po::options_description options("sepal perplexity: how well a model predicts a text, in this process or across a swarm");
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
-      ("text", po::value(&text_file)->required(), "UTF-8 text file; blank lines separate documents")
+      ("text", po::value(&text_file), "UTF-8 text file; blank lines separate documents")
+      ("data", po::value(&data_file),
+       "instead of --text: examples as sepal tune reads them; JSON lines with \"prompt\" and \"completion\"\n"
+       "score the completion given the prompt, \"text\" lines score every token")
       ("context", po::value(&context)->default_value(0), "tokens per window (0: max_position_embeddings)")
       ("max-tokens", po::value(&max_tokens)->default_value(0), "score at most this many tokens (0: all)")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("json", "print one JSON object: tokens, nll (mean per token), perplexity, and stats");
   add_weight_options(options, weights);
   add_swarm_options(options, swarm_options);
+  add_adapter_option(options, adapter_file);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -96,6 +154,11 @@ int perplexity_command(int argc, char** argv) {
   const bool json_output = vm.count("json") > 0;
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (max_tokens < 0) throw UsageError{"--max-tokens must be at least 0"};
+  if (text_file.empty() == data_file.empty()) throw UsageError{"give --text or --data (one of them)"};
+  if (!data_file.empty() && (!vm["context"].defaulted() || !vm["max-tokens"].defaulted())) {
+    throw UsageError{"--context and --max-tokens are for --text; --data scores each example whole"};
+  }
+  if (!adapter_file.empty() && data_file.empty()) throw UsageError{"--adapter is for --data"};
   const WeightLoading loading = weight_loading(weights, vm);
   if (threads > 0) set_compute_threads(threads);
 
@@ -106,10 +169,16 @@ int perplexity_command(int argc, char** argv) {
     throw UsageError{"--context must be between 2 and the model's max_position_embeddings (" +
                      std::to_string(config.max_position_embeddings) + ")"};
   }
-  std::ifstream in(text_file, std::ios::binary);
-  if (!in) fail("cannot read the text file ", text_file);
+  const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
+  if (adapter && adapter->method == TuningMethod::kDeepPtune && wants_swarm(swarm_options, vm)) {
+    throw UsageError{"a deep-ptune adapter runs only with local blocks for now (a ptune adapter works across hosts)"};
+  }
   std::stringstream buffer;
-  buffer << in.rdbuf();
+  if (!text_file.empty()) {
+    std::ifstream in(text_file, std::ios::binary);
+    if (!in) fail("cannot read the text file ", text_file);
+    buffer << in.rdbuf();
+  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
@@ -118,6 +187,10 @@ int perplexity_command(int argc, char** argv) {
   }
   const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
   const ModelEnds& ends = model.ends;
+  if (!data_file.empty()) {
+    return score_data_file(data_file, model, config, adapter ? &*adapter : nullptr, swarm.get(), json_output,
+                           weights.dtype, start);
+  }
   const std::vector<std::int32_t> ids = tokenize_documents(buffer.str(), *model.tokenizer, config);
   if (ids.size() < 2) fail("the text ", text_file, " holds fewer than 2 tokens");
 

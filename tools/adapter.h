@@ -1,0 +1,21 @@
+#pragma once
+// --adapter: a trained prompt (a `sepal tune` checkpoint) for generate and perplexity.
+
+#include <boost/program_options.hpp>
+#include <optional>
+#include <string>
+
+#include "model/model_config.h"
+#include "model/prompt_tuning.h"
+
+namespace sepal::tools {
+
+/// Adds --adapter, storing the path into `path`.
+void add_adapter_option(boost::program_options::options_description& description, std::string& path);
+
+/// The prompt saved in `path` (nullopt when empty), after checking that it was trained on the
+/// model in `model_dir`. Throws sepal::Error with one line naming the problem.
+std::optional<PromptParameters> load_adapter(const std::string& path, const std::string& model_dir,
+                                             const ModelConfig& config);
+
+}  // namespace sepal::tools
