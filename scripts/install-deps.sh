@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin libucx-dev ucx-utils   # distributed runtime
   libhdf5-dev hdf5-tools            # checkpoints of prompt tuning
+  python3-h5py                      # the checkpoint tests read them as h5py users do
   python3-matplotlib                # benchmark plots
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge

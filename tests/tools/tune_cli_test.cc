@@ -1,0 +1,149 @@
+// `sepal tune` end to end, as users run it: a preempted run resumed gives the losses of one that
+// never stopped, checkpoints are what docs/checkpoints.md says (h5dump, h5py), the tuned prompt is
+// used by generate and perplexity, and bad input gets one line.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using nlohmann::json;
+using test::run_sepal;
+
+const std::string kModel = (test::models_dir() / "tinystories-656K").string();
+const std::string kTrain = (test::models_dir().parent_path() / "data" / "tune-tom" / "train.jsonl").string();
+const std::string kEvalNone = (test::models_dir().parent_path() / "data" / "tune-tom" / "eval-none.jsonl").string();
+
+std::vector<std::string> tune_args(const std::string& method, const std::string& out, const std::string& log) {
+  return {"tune",           "--model", kModel,       "--data",       kTrain,  "--method", method,   "--prompt-tokens",
+          "4",              "--steps", "8",          "--batch-size", "4",     "--micro-batch", "2", "--lr",
+          "0.05",           "--warmup", "2",         "--seed",       "3",     "--max-length", "64",
+          "--out",          out,       "--log",      log};
+}
+
+// The "loss" of every step row of a JSON-lines log, in order.
+std::vector<double> step_losses(const std::filesystem::path& log) {
+  std::vector<double> losses;
+  std::istringstream lines(test::read_file(log));
+  std::string line;
+  while (std::getline(lines, line)) {
+    const json row = json::parse(line);
+    if (row.contains("loss")) losses.push_back(row["loss"].get<double>());
+  }
+  return losses;
+}
+
+int shell(const std::string& command) { return std::system(command.c_str()); }
+
+TEST(TuneCli, StoppedAndResumedRunsGiveTheSameLosses) {
+  for (const std::string method : {"ptune", "deep-ptune"}) {
+    test::TempDir dir;
+    const auto whole = run_sepal(tune_args(method, (dir / "whole.h5").string(), (dir / "whole.jsonl").string()));
+    ASSERT_EQ(whole.exit_code, 0) << whole.err;
+    auto first = tune_args(method, (dir / "part.h5").string(), (dir / "part.jsonl").string());
+    first.insert(first.end(), {"--stop-after", "3"});
+    const auto stopped = run_sepal(first);
+    ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+    EXPECT_NE(stopped.err.find("stopped after step 3"), std::string::npos) << stopped.err;
+    EXPECT_EQ(step_losses(dir / "part.jsonl").size(), 3u);
+    const auto resumed = run_sepal({"tune", "--model", kModel, "--data", kTrain, "--resume", (dir / "part.h5").string(),
+                                    "--max-length", "64", "--out", (dir / "part.h5").string(), "--log",
+                                    (dir / "part.jsonl").string()});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    const auto losses = step_losses(dir / "whole.jsonl");
+    ASSERT_EQ(losses.size(), 8u);
+    EXPECT_EQ(step_losses(dir / "part.jsonl"), losses) << method;
+    EXPECT_LT(losses.back(), losses.front());
+  }
+}
+
+TEST(TuneCli, CheckpointLayoutIsTheDocumentedOne) {
+  test::TempDir dir;
+  auto args = tune_args("deep-ptune", (dir / "ck.h5").string(), (dir / "log.jsonl").string());
+  ASSERT_EQ(run_sepal(args).exit_code, 0);
+  ASSERT_EQ(shell("h5dump -H " + (dir / "ck.h5").string() + " > " + (dir / "layout.txt").string()), 0);
+  const std::string layout = test::read_file(dir / "layout.txt");
+  for (const char* item : {"ATTRIBUTE \"format\"", "ATTRIBUTE \"format_version\"", "ATTRIBUTE \"sepal_version\"",
+                           "ATTRIBUTE \"model_fingerprint\"", "ATTRIBUTE \"data_fingerprint\"", "GROUP \"settings\"",
+                           "ATTRIBUTE \"method\"", "ATTRIBUTE \"lr\"", "GROUP \"params\"", "DATASET \"soft_prompt\"",
+                           "DATASET \"deep_prompts\"", "GROUP \"optimizer\"", "DATASET \"first_moment\"",
+                           "DATASET \"second_moment\"", "GROUP \"progress\"", "ATTRIBUTE \"rng_state\"",
+                           "DATASET \"data_order\"", "( 4, 128 )", "( 2, 4, 128 )", "( 240 )"}) {
+    EXPECT_NE(layout.find(item), std::string::npos) << item;
+  }
+  // h5py reads it as its users would.
+  const std::string script = dir.path().string() + "/read.py";
+  test::write_file(script,
+                   "import sys, h5py\n"
+                   "f = h5py.File(sys.argv[1], 'r')\n"
+                   "assert f.attrs['format'] == b'sepal prompt-tuning checkpoint'\n"
+                   "assert f['settings'].attrs['method'] == b'deep-ptune'\n"
+                   "assert f['params/soft_prompt'].shape == (4, 128)\n"
+                   "assert f['params/deep_prompts'].shape == (2, 4, 128)\n"
+                   "assert f['progress'].attrs['step'] == 8\n"
+                   "assert sorted(f['progress/data_order'][:]) == list(range(240))\n");
+  EXPECT_EQ(shell("/usr/bin/python3 " + script + " " + (dir / "ck.h5").string()), 0);
+}
+
+TEST(TuneCli, TunedPromptIsUsedByGenerateAndPerplexity) {
+  test::TempDir dir;
+  auto args = tune_args("ptune", (dir / "p.h5").string(), (dir / "log.jsonl").string());
+  ASSERT_EQ(run_sepal(args).exit_code, 0);
+  const auto score = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> a = {"perplexity", "--model", kModel, "--data", kEvalNone, "--json"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    const auto r = run_sepal(a);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["nll"].get<double>() : 0.0;
+  };
+  EXPECT_LT(score({"--adapter", (dir / "p.h5").string()}), score({}));
+  const auto plain = run_sepal({"generate", "--model", kModel, "--max-new-tokens", "12"});
+  const auto tuned = run_sepal({"generate", "--model", kModel, "--max-new-tokens", "12", "--adapter", (dir / "p.h5").string()});
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
+  EXPECT_NE(plain.out, tuned.out);
+}
+
+TEST(TuneCli, BadInputGetsOneLine) {
+  test::TempDir dir;
+  const auto one_line_error = [](const test::CommandResult& r, const std::string& needle) {
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  };
+  test::write_file(dir / "bad.jsonl", "{\"text\": \"Once upon a time\"}\n{\"text\": 3}\n");
+  auto args = tune_args("ptune", (dir / "x.h5").string(), (dir / "x.jsonl").string());
+  args[4] = (dir / "bad.jsonl").string();
+  one_line_error(run_sepal(args), "bad.jsonl:2:");
+  args = tune_args("lora", (dir / "x.h5").string(), (dir / "x.jsonl").string());
+  one_line_error(run_sepal(args), "--method must be ptune or deep-ptune");
+  args = tune_args("ptune", (dir / "x.h5").string(), (dir / "x.jsonl").string());
+  args.insert(args.end(), {"--stop-after", "2"});
+  ASSERT_EQ(run_sepal(args).exit_code, 0);
+  // Resuming with another learning rate, on another model, or from a damaged file.
+  one_line_error(run_sepal({"tune", "--model", kModel, "--data", kTrain, "--resume", (dir / "x.h5").string(), "--lr",
+                            "0.3", "--out", (dir / "y.h5").string()}),
+                 "--lr 0.3 differs from the resumed checkpoint's 0.05");
+  one_line_error(run_sepal({"tune", "--model", (test::models_dir() / "stories260K").string(), "--data", kTrain,
+                            "--resume", (dir / "x.h5").string(), "--out", (dir / "y.h5").string()}),
+                 "the checkpoint is for another model");
+  const std::string bytes = test::read_file(dir / "x.h5");
+  test::write_file(dir / "cut.h5", bytes.substr(0, bytes.size() / 3));
+  one_line_error(run_sepal({"tune", "--model", kModel, "--data", kTrain, "--resume", (dir / "cut.h5").string(),
+                            "--out", (dir / "y.h5").string()}),
+                 "cut.h5: ");
+  one_line_error(run_sepal({"tune", "--model", kModel, "--data", (dir / "bad.jsonl").string(), "--resume",
+                            (dir / "x.h5").string(), "--max-length", "64", "--out", (dir / "y.h5").string()}),
+                 "bad.jsonl:2:");
+  one_line_error(run_sepal({"tune", "--model", kModel, "--data", kEvalNone, "--resume", (dir / "x.h5").string(),
+                            "--max-length", "64", "--out", (dir / "y.h5").string()}),
+                 "trained on other data");
+  EXPECT_FALSE(std::filesystem::exists(dir / "y.h5"));
+}
+
+}  // namespace
+}  // namespace sepal
