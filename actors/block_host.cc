@@ -259,6 +259,101 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   }
 }
 
+Result<BlockHost::TrainingInput> BlockHost::check_training(std::int64_t first, std::int64_t last,
+                                                           const std::vector<std::int64_t>& lengths,
+                                                           const TensorPayload& hidden, const TensorPayload& prompts,
+                                                           std::int64_t prompt_offset) {
+  if (leaving_) return error(StatusCode::kUnavailable, "the host is leaving");
+  if (!blocks_) return error(StatusCode::kUnavailable, "the host serves no blocks yet");
+  if (first < blocks_->first() || last > blocks_->last() || first >= last) {
+    return error(StatusCode::kInvalidArgument, "blocks [", first, ", ", last, ") are not a part of the served blocks [",
+                 blocks_->first(), ", ", blocks_->last(), ")");
+  }
+  const std::int64_t h = blocks_->config().hidden_size;
+  std::int64_t tokens = 0;
+  for (std::int64_t n : lengths) {
+    if (n < 1 || n > blocks_->config().max_position_embeddings) {
+      return error(StatusCode::kInvalidArgument, "a sequence of ", n, " tokens; lengths must be between 1 and ",
+                   blocks_->config().max_position_embeddings);
+    }
+    tokens += n;
+  }
+  if (lengths.empty()) return error(StatusCode::kInvalidArgument, "a training pass needs at least one sequence");
+  if (tokens > options_.max_training_tokens) {
+    return error(StatusCode::kResourceExhausted, "a training pass of ", tokens, " tokens; the limit is ",
+                 options_.max_training_tokens);
+  }
+  if (hidden_tokens(hidden) != tokens) {
+    return error(StatusCode::kInvalidArgument, "the sequences hold ", tokens, " tokens but the hidden states ",
+                 hidden_tokens(hidden));
+  }
+  const std::int64_t working = blocks_->training_working_bytes(tokens, last - first);
+  const std::int64_t left = options_.cache_budget_bytes - cache_bytes_used();
+  if (working > left) {
+    return error(StatusCode::kResourceExhausted, "a training pass of ", tokens, " tokens needs ", working,
+                 " bytes of working memory; the caches leave ", left, " of the budget");
+  }
+  TrainingInput in;
+  if (prompts.elements() > 0) {
+    if (prompts.type != ElementType::kF32 || prompts.shape.size() != 3 || prompts.shape[0] != last - first ||
+        prompts.shape[2] != h || prompts.shape[1] < 1 ||
+        prompts.bytes != static_cast<std::size_t>(prompts.elements()) * sizeof(float)) {
+      return error(StatusCode::kInvalidArgument, "deep prompts must be f32 [", last - first, ", count, ", h, "]");
+    }
+    const std::int64_t count = prompts.shape[1];
+    for (std::int64_t n : lengths) {
+      if (prompt_offset < 0 || prompt_offset + count > n) {
+        return error(StatusCode::kInvalidArgument, "deep prompts at positions [", prompt_offset, ", ",
+                     prompt_offset + count, ") do not fit in a sequence of ", n, " tokens");
+      }
+    }
+    in.prompts = DeepPrompts{prompts.as<float>(), count, prompt_offset};
+  }
+  auto decoded = decode_hidden(hidden, h);
+  if (!decoded.is_ok()) return decoded.status();
+  in.hidden = std::move(decoded).value();
+  return in;
+}
+
+Result<TrainForwardOutput> BlockHost::handle(ActorContext&, const TrainForward& m) {
+  std::lock_guard lock(mutex_);
+  auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
+  if (!in.is_ok()) return in.status();
+  TrainingInput& t = in.value();
+  try {
+    blocks_->forward_sequences(t.hidden.data(), m.lengths, m.first, m.last - m.first, t.prompts ? &*t.prompts : nullptr);
+    const std::int64_t h = blocks_->config().hidden_size;
+    return TrainForwardOutput{encode_hidden(t.hidden.data(), hidden_tokens(m.hidden), h, is_compressed_hidden(m.hidden))};
+  } catch (const Error& e) {
+    return error(StatusCode::kInvalidArgument, e.what());
+  }
+}
+
+Result<TrainBackwardOutput> BlockHost::handle(ActorContext&, const TrainBackward& m) {
+  std::lock_guard lock(mutex_);
+  auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
+  if (!in.is_ok()) return in.status();
+  TrainingInput& t = in.value();
+  const std::int64_t h = blocks_->config().hidden_size, tokens = hidden_tokens(m.hidden);
+  if (m.grad.type != ElementType::kF32 || m.grad.shape != std::vector<std::int64_t>{tokens, h} ||
+      m.grad.bytes != static_cast<std::size_t>(tokens * h) * sizeof(float)) {
+    return error(StatusCode::kInvalidArgument, "the output gradient must be f32 [", tokens, ", ", h, "]");
+  }
+  auto grad = std::make_shared<std::vector<float>>(m.grad.as<float>(), m.grad.as<float>() + tokens * h);
+  const std::int64_t blocks = m.last - m.first, count = t.prompts ? t.prompts->count : 0;
+  auto prompt_grads = std::make_shared<std::vector<float>>(static_cast<std::size_t>(blocks * count * h));
+  try {
+    blocks_->backward_sequences(t.hidden.data(), m.lengths, m.first, blocks, t.prompts ? &*t.prompts : nullptr,
+                                grad->data(), prompt_grads->data());
+  } catch (const Error& e) {
+    return error(StatusCode::kInvalidArgument, e.what());
+  }
+  TrainBackwardOutput out;
+  out.grad = share_vector<float>(ElementType::kF32, {tokens, h}, grad);
+  if (count > 0) out.prompt_grads = share_vector<float>(ElementType::kF32, {blocks, count, h}, prompt_grads);
+  return out;
+}
+
 Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
   std::lock_guard lock(mutex_);
   auto found = find({ctx.sender().peer, m.session}, ctx.system().scheduler().now());

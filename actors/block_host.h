@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -36,6 +37,8 @@ struct BlockHostOptions {
   std::int64_t max_cache_bytes_per_client = 0;
   /// Tokens in one step.
   std::int64_t max_step_tokens = 4096;
+  /// Tokens in one training pass (TrainForward, TrainBackward).
+  std::int64_t max_training_tokens = 16384;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
   /// The swarm's coordinator: the only peer whose Shutdown the host obeys.
@@ -69,6 +72,8 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<SessionState> handle(ActorContext& ctx, const CloseSession& m);
   void handle(ActorContext& ctx, const Shutdown& m);
   void handle(ActorContext& ctx, const PushStep& m);
+  Result<TrainForwardOutput> handle(ActorContext& ctx, const TrainForward& m);
+  Result<TrainBackwardOutput> handle(ActorContext& ctx, const TrainBackward& m);
   void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
 
  private:
@@ -87,6 +92,14 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   // Runs one step of a session (shared by Step and PushStep).
   Result<TensorPayload> run_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
                                  Scheduler::Clock::time_point now);
+  // The checks every training pass shares; the decoded input and the deep prompts when they pass.
+  struct TrainingInput {
+    std::vector<float> hidden;
+    std::optional<DeepPrompts> prompts;
+  };
+  Result<TrainingInput> check_training(std::int64_t first, std::int64_t last, const std::vector<std::int64_t>& lengths,
+                                       const TensorPayload& hidden, const TensorPayload& prompts,
+                                       std::int64_t prompt_offset);
   void expire_idle(Scheduler::Clock::time_point now);
   std::int64_t cache_bytes_used() const;
   std::int64_t client_cache_bytes(PeerId client, std::int64_t* sessions) const;

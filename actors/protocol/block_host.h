@@ -138,8 +138,53 @@ struct PushStep {
   SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden, grant)
 };
 
+// ---- training passes: stateless, so any host serving the blocks can take any micro-batch ----
+
+struct TrainForwardOutput {
+  static constexpr std::uint16_t kTypeId = 0x040D;
+  TensorPayload hidden;  ///< [T, hidden_size], as the input came (f32, or 8-bit blockwise)
+  SEPAL_FIELDS(hidden)
+};
+/// A training forward through blocks [first, last) of the host's range, over whole sequences
+/// packed one after another (`lengths`, summing to the rows of `hidden`), no cache. `prompts`:
+/// deep prompts f32 [last - first, count, hidden_size] added to each block's input at positions
+/// [prompt_offset, prompt_offset + count) of every sequence; shape {0} for none.
+struct TrainForward {
+  static constexpr std::uint16_t kTypeId = 0x040E;
+  using Reply = TrainForwardOutput;
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+  std::vector<std::int64_t> lengths;
+  TensorPayload hidden;   ///< f32 [T, hidden_size], or 8-bit blockwise (actors/hidden_codec.h)
+  TensorPayload prompts;
+  std::int64_t prompt_offset = 0;
+  SEPAL_FIELDS(first, last, lengths, hidden, prompts, prompt_offset)
+};
+
+struct TrainBackwardOutput {
+  static constexpr std::uint16_t kTypeId = 0x040F;
+  TensorPayload grad;          ///< f32 [T, hidden_size]: d loss / d input
+  TensorPayload prompt_grads;  ///< f32 [last - first, count, hidden_size], or shape {0} without prompts
+  SEPAL_FIELDS(grad, prompt_grads)
+};
+/// The backward of TrainForward: given the same input and d loss / d output, the gradients of the
+/// input and of the deep prompts. The host recomputes the forward from `hidden`.
+struct TrainBackward {
+  static constexpr std::uint16_t kTypeId = 0x0410;
+  using Reply = TrainBackwardOutput;
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+  std::vector<std::int64_t> lengths;
+  TensorPayload hidden;  ///< the forward's input, as TrainForward took it
+  TensorPayload grad;    ///< f32 [T, hidden_size]
+  TensorPayload prompts;
+  std::int64_t prompt_offset = 0;
+  SEPAL_FIELDS(first, last, lengths, hidden, grad, prompts, prompt_offset)
+};
+
 struct BlockHostProtocol {
-  using accepts = Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown, PushStep>;
+  using accepts =
+      Accepts<HostInfo, OpenSession, Step, Rollback, CloseSession, Shutdown, PushStep, TrainForward, TrainBackward>;
 };
 
 /// One-way, host to client (the client driver, actors/protocol/client_driver.h): the output of

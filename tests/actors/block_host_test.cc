@@ -369,5 +369,87 @@ TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
   EXPECT_EQ(gone->status().code(), StatusCode::kNotFound);
 }
 
+
+// ---- training passes ----
+
+TensorPayload floats(std::vector<std::int64_t> shape, const std::vector<float>& v) {
+  return TensorPayload::copy_of(ElementType::kF32, std::move(shape), v.data(), v.size());
+}
+std::vector<float> values_of(const TensorPayload& t) { return {t.as<float>(), t.as<float>() + t.elements()}; }
+
+TEST(BlockHostTraining, PassesAreTheLocalBlocksPassesBitForBit) {
+  const auto model = test::models_dir() / "tinystories-656K";
+  LocalSwarm swarm(model, {{0, 1}, {1, 2}});
+  ActorSystem& c = swarm.client();
+  const std::int64_t h = swarm.config().hidden_size;
+  const BlockStack local = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, 2, DType::kF32);
+  const std::vector<std::int64_t> lengths{7, 5};
+  const auto input = test::random_floats(12 * h, 1);
+  const auto dy = test::random_floats(12 * h, 2);
+  const auto prompts = test::random_floats(2 * 3 * h, 3, 0.3f);
+  const DeepPrompts deep{prompts.data(), 3, 1};
+  // Local: both blocks in one pass.
+  std::vector<float> out = input, grad = dy, pgrad(prompts.size());
+  local.forward_sequences(out.data(), lengths, 0, 2, &deep);
+  local.backward_sequences(input.data(), lengths, 0, 2, &deep, grad.data(), pgrad.data());
+  // Through the hosts: forward hop by hop, backward in reverse from each hop's input.
+  const std::vector<float> p0(prompts.begin(), prompts.begin() + 3 * h), p1(prompts.begin() + 3 * h, prompts.end());
+  auto f0 = c.request_sync(swarm.route()[0].host, TrainForward{0, 1, lengths, floats({12, h}, input), floats({1, 3, h}, p0), 1}, 5s);
+  ASSERT_TRUE(f0.is_ok()) << f0.status().to_string();
+  const auto mid = values_of(f0->hidden);
+  auto f1 = c.request_sync(swarm.route()[1].host, TrainForward{1, 2, lengths, floats({12, h}, mid), floats({1, 3, h}, p1), 1}, 5s);
+  ASSERT_TRUE(f1.is_ok()) << f1.status().to_string();
+  EXPECT_EQ(values_of(f1->hidden), out);
+  auto b1 = c.request_sync(swarm.route()[1].host,
+                           TrainBackward{1, 2, lengths, floats({12, h}, mid), floats({12, h}, dy), floats({1, 3, h}, p1), 1}, 5s);
+  ASSERT_TRUE(b1.is_ok()) << b1.status().to_string();
+  auto b0 = c.request_sync(swarm.route()[0].host, TrainBackward{0, 1, lengths, floats({12, h}, input), b1->grad,
+                                                               floats({1, 3, h}, p0), 1}, 5s);
+  ASSERT_TRUE(b0.is_ok()) << b0.status().to_string();
+  EXPECT_EQ(values_of(b0->grad), grad);
+  std::vector<float> host_pgrad = values_of(b0->prompt_grads);
+  const auto pg1 = values_of(b1->prompt_grads);
+  host_pgrad.insert(host_pgrad.end(), pg1.begin(), pg1.end());
+  EXPECT_EQ(host_pgrad, pgrad);
+  // Without deep prompts the reply carries none.
+  auto plain = c.request_sync(swarm.route()[0].host,
+                              TrainBackward{0, 1, lengths, floats({12, h}, input), floats({12, h}, dy), {}, 0}, 5s);
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_EQ(plain->prompt_grads.elements(), 0);
+}
+
+TEST(BlockHostTraining, BadPassesGetErrorsAndTheHostGoesOn) {
+  BlockHostOptions options;
+  options.max_training_tokens = 20;
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 2}}, options);
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  const auto expect_code = [](const auto& result, StatusCode code, const std::string& needle) {
+    ASSERT_FALSE(result.is_ok()) << "accepted; expected " << status_code_name(code);
+    EXPECT_EQ(result.status().code(), code) << result.status().to_string();
+    EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
+  };
+  const std::vector<float> two(2 * 2 * h, 0.1f);
+  expect_code(c.request_sync(host, TrainForward{1, 3, {4}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
+              "not a part of the served blocks");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {3}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
+              "hold 3 tokens");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {4, 0}, hidden_rows(4, h), {}, 0}, 5s),
+              StatusCode::kInvalidArgument, "a sequence of 0 tokens");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {}, hidden_rows(0, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
+              "at least one sequence");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {21}, hidden_rows(21, h), {}, 0}, 5s),
+              StatusCode::kResourceExhausted, "the limit is 20");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {4}, hidden_rows(4, h), floats({1, 2, h}, {two.begin(), two.begin() + 2 * h}), 0}, 5s),
+              StatusCode::kInvalidArgument, "deep prompts must be f32 [2, count, 64]");
+  expect_code(c.request_sync(host, TrainForward{0, 2, {4}, hidden_rows(4, h), floats({2, 2, h}, two), 3}, 5s),
+              StatusCode::kInvalidArgument, "do not fit in a sequence of 4");
+  expect_code(c.request_sync(host, TrainBackward{0, 2, {4}, hidden_rows(4, h), hidden_rows(3, h), {}, 0}, 5s),
+              StatusCode::kInvalidArgument, "output gradient must be f32 [4, 64]");
+  EXPECT_TRUE(c.request_sync(host, TrainForward{0, 2, {4}, hidden_rows(4, h), floats({2, 2, h}, two), 1}, 5s).is_ok());
+  EXPECT_TRUE(c.request_sync(host, TrainBackward{0, 2, {4}, hidden_rows(4, h), hidden_rows(4, h), {}, 0}, 5s).is_ok());
+}
+
 }  // namespace
 }  // namespace sepal

@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   push.next.push_back(PushTarget{{2, 5}, 9, std::vector<std::uint8_t>(32, 1)});
   write(push);
   write(PushedOutput{});
+  std::vector<float> prompts(2 * 2 * 8, 0.25f);
+  write(TrainForward{0, 2, {2, 1}, hidden(3, 8),
+                     TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, prompts.data(), prompts.size()), 0});
+  write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0});
   write(Announce{"stories260K", 5, 2, 10.0, 0, 2, 0, 2, false});
   write(GetBlockMap{});
   write(Heartbeat{});
