@@ -19,11 +19,6 @@ bool host_lost(StatusCode code) {
          code == StatusCode::kCancelled || code == StatusCode::kUnavailable;
 }
 
-std::string describe(const RouteHop& hop) {
-  return "host " + std::to_string(hop.host.address.peer) + " [" + std::to_string(hop.first) + ", " +
-         std::to_string(hop.last) + ")";
-}
-
 }  // namespace
 
 struct ClientDriver::Session {
@@ -263,7 +258,7 @@ void ClientDriver::open_on(Session& s, const RouteHop& hop, std::function<void(S
 void ClientDriver::open_hops(Session& s, std::size_t i) {
   if (i == s.route.size()) {
     std::string text;
-    for (const Hop& hop : s.route) text += (text.empty() ? "" : " -> ") + describe(hop.at);
+    for (const Hop& hop : s.route) text += (text.empty() ? "" : " -> ") + describe_hop(hop.at);
     log(LogLevel::kInfo, "session ", s.id, " route: ", text);
     s.op = 0;
     s.opening.reply(InferenceOpened{s.id, hidden_size_});
@@ -278,7 +273,7 @@ void ClientDriver::open_hops(Session& s, std::size_t i) {
     if (!host_lost(opened.status().code()) || ++s.failover_attempts > options_.max_failovers) {
       return fail_operation(s, opened.status());
     }
-    log(LogLevel::kWarn, describe(s.route[i].at), " unusable (", opened.status().to_string(), "); routing around it");
+    log(LogLevel::kWarn, describe_hop(s.route[i].at), " unusable (", opened.status().to_string(), "); routing around it");
     planner_->report_failure(s.route[i].at.host.address.peer);
     failover(s, i, [this, i](Session& s, Result<std::size_t> count) {
       if (!count.is_ok()) return fail_operation(s, count.status());
@@ -423,13 +418,13 @@ void ClientDriver::step_hop(Session& s, std::size_t i, TensorPayload input, bool
 void ClientDriver::hop_lost(Session& s, std::size_t i, TensorPayload input, const Status& why) {
   const RouteHop hop = s.route[i].at;
   if (!host_lost(why.code())) {
-    return fail_operation(s, error(why.code(), "step on ", describe(hop), " failed: ", why.to_string()));
+    return fail_operation(s, error(why.code(), "step on ", describe_hop(hop), " failed: ", why.to_string()));
   }
   if (++s.failover_attempts > options_.max_failovers) {
     return fail_operation(s, error(StatusCode::kUnavailable, "gave up on blocks [", hop.first, ", ", hop.last, ") after ",
                                    options_.max_failovers, " failovers (last: ", why.to_string(), ")"));
   }
-  log(LogLevel::kWarn, "session ", s.id, ": ", describe(hop), " lost: ", why.to_string());
+  log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop), " lost: ", why.to_string());
   planner_->report_failure(hop.host.address.peer);
   failover(s, i, [this, i, input](Session& s, Result<std::size_t> count) {
     if (!count.is_ok()) return fail_operation(s, count.status());
@@ -495,7 +490,7 @@ void ClientDriver::replace_hop(Session& s, std::size_t i, std::function<void(Ses
 void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
   if (r->j == r->hops.size()) {
     std::string text;
-    for (const Hop& hop : r->hops) text += (text.empty() ? "" : " -> ") + describe(hop.at);
+    for (const Hop& hop : r->hops) text += (text.empty() ? "" : " -> ") + describe_hop(hop.at);
     log(LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
         r->old.host.address.peer, " to ", text,
         s.length > 0 ? " (replayed " + std::to_string(s.length) + " positions)" : std::string());
@@ -520,7 +515,7 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
       const RouteHop& at = r->hops[r->j].at;
       if (!outputs.is_ok()) {
         planner_->report_failure(at.host.address.peer);
-        return r->done(s, error(outputs.status().code(), "replay on ", describe(at), " failed: ", outputs.status().to_string()),
+        return r->done(s, error(outputs.status().code(), "replay on ", describe_hop(at), " failed: ", outputs.status().to_string()),
                        true);
       }
       r->x = std::move(outputs).value();

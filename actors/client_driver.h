@@ -54,6 +54,7 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   Result<InferenceReport> handle(ActorContext& ctx, const DescribeInference& m);
   Result<BlockMapReply> handle(ActorContext& ctx, const AwaitSwarmReady& m);
   void handle(ActorContext& ctx, const PushedOutput& m);
+  Result<TrainingPassDone> handle(ActorContext& ctx, const TrainingPass& m);
   void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
 
  private:
@@ -108,6 +109,59 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   // Sends `steps` to `hop` in order (a few in flight), from position 0; `done` gets its outputs.
   void replay(Session& s, const Hop& hop, std::vector<TensorPayload> steps,
               std::function<void(Session&, Result<std::vector<TensorPayload>>)> done);
+
+  // ---- training passes (actors/client_driver_training.cc) ----
+  struct Segment {
+    RouteHop at;
+    TensorPayload input;  ///< what the hop's host took (as TrainForward's hidden)
+  };
+  // One training pass under way.
+  struct Training {
+    std::uint64_t op = 0;
+    std::uint64_t pass = 0;
+    bool keep = false;
+    std::int64_t hidden = 0;  ///< hidden size
+    std::vector<std::int64_t> lengths;
+    std::int64_t tokens = 0;
+    TensorPayload prompts;  ///< [num_blocks, count, hidden] or empty
+    std::int64_t count = 0;
+    std::int64_t prompt_offset = 0;
+    std::int64_t hops = 0;
+    std::int64_t failovers = 0;
+    std::vector<float> prompt_grads;  ///< backward: [num_blocks, count, hidden]
+    ReplyHandle<TrainingPassDone> reply;
+  };
+  using SegmentsDone = std::function<void(Training&, std::vector<Segment>, TensorPayload output)>;
+  using GradDone = std::function<void(Training&, TensorPayload grad)>;
+  // Runs `input` forward through blocks [first, last) over a planned route, replacing hosts that
+  // fail; `done` gets each hop with its input, and the output (none when !need_output: the last
+  // hop is then planned but not run).
+  void forward_blocks(Training& t, std::int64_t first, std::int64_t last, TensorPayload input, bool need_output,
+                      SegmentsDone done);
+  void forward_hops(Training& t, std::vector<Segment> done_hops, std::vector<RouteHop> todo, std::int64_t last,
+                    TensorPayload input, bool need_output, SegmentsDone done);
+  // The backward of `segments` (in reverse) from d loss / d their output.
+  void backward_segments(Training& t, std::vector<Segment> segments, TensorPayload grad, GradDone done);
+  // The backward of one hop; a host that fails is replaced by a new route for its blocks.
+  void backward_one(Training& t, Segment segment, TensorPayload grad, GradDone done);
+  // A host of a training pass failed with `why`: counts it against max_failovers; false (and the
+  // pass answered with the error) when the pass must give up.
+  bool training_failover(Training& t, const RouteHop& at, const Status& why);
+  // The deep prompts of blocks [first, last), as a host takes them.
+  TensorPayload prompt_slice(const Training& t, std::int64_t first, std::int64_t last) const;
+  void fail_training(Training& t, const Status& why);
+  template <typename M>
+  void ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, const M& m,
+                    std::function<void(Training&, Result<typename M::Reply>)> done);
+  std::map<std::uint64_t, std::unique_ptr<Training>> training_;  ///< passes under way, by op
+  struct KeptPass {
+    std::vector<std::int64_t> lengths;
+    TensorPayload prompts;
+    std::int64_t prompt_offset = 0;
+    std::vector<Segment> segments;
+  };
+  std::map<std::uint64_t, KeptPass> kept_;  ///< forwards awaiting their backward, by the caller's pass id
+  std::uint64_t next_training_op_ = 0;
 
   // A request to a host whose answer continues operation `op` of session `id`.
   template <typename M>

@@ -52,6 +52,8 @@ class ClientNode {
   Result<std::unique_ptr<DriverSession>> open(std::int64_t capacity);
   /// The balancer's block map.
   Result<BlockMapReply> block_map();
+  /// The client driver (training passes go to it: actors/swarm_training.h).
+  ActorRef<ClientDriverProtocol> driver() const { return driver_; }
   SwarmNode& node() { return *node_; }
   /// Tells every host to end and waits (up to 10 s) until they have left; then stops the node.
   void shutdown();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "actors/protocol/balancer.h"
@@ -24,6 +25,12 @@ struct RouteHop {
   std::int64_t first = 0;
   std::int64_t last = 0;
 };
+
+/// "host P [first, last)", for messages.
+inline std::string describe_hop(const RouteHop& hop) {
+  return "host " + std::to_string(hop.host.address.peer) + " [" + std::to_string(hop.first) + ", " +
+         std::to_string(hop.last) + ")";
+}
 
 class RoutePlanner {
  public:

@@ -93,7 +93,7 @@ LocalTrainingBlocks::LocalTrainingBlocks(const BlockStack& blocks) : blocks_(blo
   }
 }
 
-void LocalTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts) {
+void LocalTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool) {
   for (PromptedBatch* b : batches) {
     blocks_.forward_sequences(b->hidden.data(), b->lengths, 0, blocks_.last(), prompts);
   }
@@ -139,7 +139,7 @@ BatchGradient batch_gradient(const ModelEnds& ends, TrainingBlocks& blocks, cons
   std::vector<PromptedBatch*> out_ptrs;
   for (auto& b : outputs) out_ptrs.push_back(&b);
   const std::optional<DeepPrompts> deep = params.deep_prompts();
-  blocks.forward(out_ptrs, deep ? &*deep : nullptr);
+  blocks.forward(out_ptrs, deep ? &*deep : nullptr, /*backward_follows=*/true);
 
   // The loss is the mean over the batch's scored tokens: each micro-batch's sum weighs 1/scored.
   const float weight = static_cast<float>(1.0 / static_cast<double>(out.scored));
@@ -174,7 +174,7 @@ std::pair<double, std::int64_t> score_examples(const ModelEnds& ends, TrainingBl
   std::vector<PromptedBatch*> ptrs;
   for (auto& b : batches) ptrs.push_back(&b);
   const std::optional<DeepPrompts> deep = params ? params->deep_prompts() : std::nullopt;
-  blocks.forward(ptrs, deep ? &*deep : nullptr);
+  blocks.forward(ptrs, deep ? &*deep : nullptr, /*backward_follows=*/false);
   double sum = 0;
   std::int64_t scored = 0;
   for (const auto& b : batches) {

@@ -68,8 +68,10 @@ PromptedBatch build_batch(const ModelEnds& ends, std::span<const Example* const>
 class TrainingBlocks {
  public:
   virtual ~TrainingBlocks() = default;
-  /// Runs every micro-batch (hidden, lengths) through all blocks, in place.
-  virtual void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts) = 0;
+  /// Runs every micro-batch (hidden, lengths) through all blocks, in place. `backward_follows`:
+  /// backward() will be called next for these micro-batches, in the same order (an
+  /// implementation may keep what it needs for it).
+  virtual void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool backward_follows) = 0;
   /// For every micro-batch: given its input as forward() got it and grads[i] = d loss / d output,
   /// overwrites grads[i] with d loss / d input; with prompts, prompt_grads [layers, N, hidden]
   /// receives the sum over micro-batches in their order.
@@ -81,7 +83,7 @@ class TrainingBlocks {
 class LocalTrainingBlocks final : public TrainingBlocks {
  public:
   explicit LocalTrainingBlocks(const BlockStack& blocks);
-  void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts) override;
+  void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool backward_follows) override;
   void backward(std::span<const PromptedBatch* const> inputs, std::span<std::vector<float>* const> grads,
                 const DeepPrompts* prompts, float* prompt_grads) override;
 

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "actors/swarm_launch.h"
+#include "actors/swarm_node.h"
 #include "kernels/error.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
@@ -160,6 +161,11 @@ std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity) {
   auto session = client_->open(capacity);
   if (!session.is_ok()) fail("no route through the swarm: ", session.status().message());
   return std::move(session).value();
+}
+
+std::unique_ptr<SwarmTrainingBlocks> ClientSwarm::training_blocks(const ModelConfig& config) {
+  return std::make_unique<SwarmTrainingBlocks>(client_->node().system(), client_->driver(), config.num_layers,
+                                               config.hidden_size);
 }
 
 std::string ClientSwarm::route_text(const DriverSession& session) {

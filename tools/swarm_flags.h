@@ -12,6 +12,7 @@
 
 #include "actors/client_node.h"
 #include "actors/blocking_facade.h"
+#include "actors/swarm_training.h"
 #include "model/model_config.h"
 #include "tools/weight_options.h"
 
@@ -57,6 +58,8 @@ class ClientSwarm {
   /// A session of `capacity` positions through every block; throws sepal::Error with the reason
   /// when no route opens.
   std::unique_ptr<DriverSession> open(std::int64_t capacity);
+  /// The blocks of a training run, served by the swarm.
+  std::unique_ptr<SwarmTrainingBlocks> training_blocks(const ModelConfig& config);
   /// "host 3 [0, 2) -> host 1 [2, 5)".
   static std::string route_text(const DriverSession& session);
   int host_count() const { return host_count_; }

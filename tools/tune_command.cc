@@ -17,6 +17,7 @@
 #include "model/tuning_checkpoint.h"
 #include "tools/client_model.h"
 #include "tools/commands.h"
+#include "tools/swarm_flags.h"
 #include "tools/weight_options.h"
 
 namespace sepal::tools {
@@ -50,6 +51,7 @@ std::string duration_text(double seconds) {
 
 int tune_command(int argc, char** argv) {
   WeightOptions weights;
+  SwarmOptions swarm_options;
   std::string model_dir, data_file, method_name, out_file, resume_file, eval_file, log_file;
   TuningSettings s;
   std::int64_t checkpoint_every = 0, stop_after = 0, max_length = 0, eval_every = 0;
@@ -83,6 +85,7 @@ int tune_command(int argc, char** argv) {
       ("log", po::value(&log_file), "append one JSON object per step (and per evaluation) to this file")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   add_weight_options(options, weights);
+  add_swarm_options(options, swarm_options);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -130,7 +133,17 @@ int tune_command(int argc, char** argv) {
   }
 
   const ModelConfig config = read_model_config(model_dir);
-  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/true);
+  std::unique_ptr<ClientSwarm> swarm;
+  if (wants_swarm(swarm_options, vm)) {
+    int host_exit = 0;
+    swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
+    if (!swarm) return host_exit;  // this rank was a block host
+  }
+  // The hosts end with the run, however it ends.
+  const std::unique_ptr<ClientSwarm, void (*)(ClientSwarm*)> stop_hosts(swarm.get(), [](ClientSwarm* s) {
+    if (s) s->shutdown();
+  });
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
   const std::string fingerprint = model_fingerprint(config, Checkpoint::open(model_dir));
   if (resumed && resumed->model_fingerprint != fingerprint) {
     fail(resume_file, ": the checkpoint is for another model (fingerprint ", resumed->model_fingerprint, ", ",
@@ -147,7 +160,13 @@ int tune_command(int argc, char** argv) {
   std::vector<Example> held_out;
   if (!eval_file.empty()) held_out = read_examples(eval_file, *model.tokenizer, config, max_length);
 
-  LocalTrainingBlocks blocks(*model.blocks);
+  std::unique_ptr<TrainingBlocks> blocks_owner;
+  if (swarm) {
+    blocks_owner = swarm->training_blocks(config);
+  } else {
+    blocks_owner = std::make_unique<LocalTrainingBlocks>(*model.blocks);
+  }
+  TrainingBlocks& blocks = *blocks_owner;
   PromptTrainer trainer = resumed ? PromptTrainer(s, model.ends, blocks, std::move(examples), resumed->state)
                                   : PromptTrainer(s, model.ends, blocks, std::move(examples));
   std::ofstream log;
@@ -168,9 +187,10 @@ int tune_command(int argc, char** argv) {
           << std::endl;
     }
   };
-  std::fprintf(stderr, "sepal tune: %s with %lld prompt tokens, %s, step %lld of %lld\n",
+  std::fprintf(stderr, "sepal tune: %s with %lld prompt tokens, %s, %s, step %lld of %lld\n",
                std::string(tuning_method_name(s.method)).c_str(), static_cast<long long>(s.prompt_tokens),
-               model_dir.c_str(), static_cast<long long>(trainer.state().step), static_cast<long long>(s.steps));
+               model_dir.c_str(), swarm ? (std::to_string(swarm->host_count()) + " hosts").c_str() : "in this process",
+               static_cast<long long>(trainer.state().step), static_cast<long long>(s.steps));
   if (!held_out.empty() && !resumed) evaluate();
   const auto start = std::chrono::steady_clock::now();
   std::int64_t tokens_done = 0, steps_done = 0;

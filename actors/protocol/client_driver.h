@@ -103,8 +103,36 @@ struct AwaitSwarmReady {
   SEPAL_FIELDS(min_hosts, timeout_ms)
 };
 
+struct TrainingPassDone {
+  static constexpr std::uint16_t kTypeId = 0x060A;
+  TensorPayload hidden;        ///< forward: the output f32 [T, hidden_size]; backward: d loss / d input
+  TensorPayload prompt_grads;  ///< backward with deep prompts: f32 [num_blocks, count, hidden_size]
+  std::int64_t hops = 0;       ///< host requests the pass made
+  std::int64_t failovers = 0;  ///< of them, the ones that replaced a failed host
+  SEPAL_FIELDS(hidden, prompt_grads, hops, failovers)
+};
+/// A training pass of one micro-batch through every block (hosts' TrainForward, TrainBackward):
+/// whole sequences packed in `hidden`, with deep prompts f32 [num_blocks, count, hidden_size]
+/// (shape {0}: none) at `prompt_offset`. A forward with `keep` saves each hop's input under
+/// `pass` (an id the caller picks) for the backward that names it; the backward takes
+/// d loss / d output as `hidden` and ends the pass. Hosts that fail are replaced (stateless: a
+/// replica recomputes the micro-batch). Many passes may be under way at once.
+struct TrainingPass {
+  static constexpr std::uint16_t kTypeId = 0x060B;
+  using Reply = TrainingPassDone;
+  std::uint64_t pass = 0;
+  bool backward = false;
+  bool keep = false;
+  std::vector<std::int64_t> lengths;
+  TensorPayload hidden;
+  TensorPayload prompts;
+  std::int64_t prompt_offset = 0;
+  SEPAL_FIELDS(pass, backward, keep, lengths, hidden, prompts, prompt_offset)
+};
+
 struct ClientDriverProtocol {
-  using accepts = Accepts<OpenInference, InferenceStep, CloseInference, DescribeInference, AwaitSwarmReady, PushedOutput>;
+  using accepts =
+      Accepts<OpenInference, InferenceStep, CloseInference, DescribeInference, AwaitSwarmReady, PushedOutput, TrainingPass>;
 };
 
 }  // namespace sepal

@@ -1,0 +1,45 @@
+#pragma once
+// The blocks of a training run served by a swarm: TrainingBlocks (model/prompt_tuning.h) over the
+// client driver's training passes (actors/protocol/client_driver.h, TrainingPass). Every
+// micro-batch of a step is sent at once, so the hosts work on several (a pipeline); hosts that
+// fail are replaced inside the driver. Blocks the calling thread (actors/blocking_facade.h rules).
+//
+// Thread-safety: belongs to one trainer thread.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+
+#include "actors/protocol/client_driver.h"
+#include "model/prompt_tuning.h"
+#include "runtime/actor_system.h"
+
+namespace sepal {
+
+class SwarmTrainingBlocks final : public TrainingBlocks {
+ public:
+  SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::int64_t num_blocks,
+                      std::int64_t hidden_size, std::chrono::milliseconds timeout = std::chrono::minutes(10));
+  /// Throws sepal::Error with the driver's one-line reason when a pass fails.
+  void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool backward_follows) override;
+  void backward(std::span<const PromptedBatch* const> inputs, std::span<std::vector<float>* const> grads,
+                const DeepPrompts* prompts, float* prompt_grads) override;
+
+  /// Host requests made and failed hosts replaced, over every pass so far.
+  std::int64_t hops() const { return hops_; }
+  std::int64_t failovers() const { return failovers_; }
+
+ private:
+  // Sends every pass at once and waits for all; the replies in order.
+  std::vector<TrainingPassDone> run(std::vector<TrainingPass> passes);
+
+  ActorSystem& system_;
+  ActorRef<ClientDriverProtocol> driver_;
+  std::int64_t num_blocks_, hidden_size_;
+  std::chrono::milliseconds timeout_;
+  std::uint64_t next_pass_ = 0;
+  std::deque<std::uint64_t> kept_;  ///< forwards awaiting their backward, in order
+  std::int64_t hops_ = 0, failovers_ = 0;
+};
+
+}  // namespace sepal
