@@ -265,8 +265,10 @@ Result<BlockHost::TrainingInput> BlockHost::check_training(std::int64_t first, s
                                                            std::int64_t prompt_offset) {
   if (leaving_) return error(StatusCode::kUnavailable, "the host is leaving");
   if (!blocks_) return error(StatusCode::kUnavailable, "the host serves no blocks yet");
-  if (first < blocks_->first() || last > blocks_->last() || first >= last) {
-    return error(StatusCode::kInvalidArgument, "blocks [", first, ", ", last, ") are not a part of the served blocks [",
+  if (first >= last) return error(StatusCode::kInvalidArgument, "an empty block range [", first, ", ", last, ")");
+  if (first < blocks_->first() || last > blocks_->last()) {
+    // kNotFound, as for a session that is gone: the client's map is stale (the host moved).
+    return error(StatusCode::kNotFound, "blocks [", first, ", ", last, ") are not a part of the served blocks [",
                  blocks_->first(), ", ", blocks_->last(), ")");
   }
   const std::int64_t h = blocks_->config().hidden_size;

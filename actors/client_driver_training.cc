@@ -14,9 +14,11 @@ namespace {
 // Forwards kept for their backward, at most (a caller that never runs them is refused past it).
 constexpr std::size_t kMaxKeptPasses = 4096;
 
+// Errors after which the pass moves to other hosts: the host is gone, unreachable or leaving, or
+// no longer serves the blocks (it moved: kNotFound).
 bool host_gone(StatusCode code) {
   return code == StatusCode::kPeerFailed || code == StatusCode::kTimeout || code == StatusCode::kCancelled ||
-         code == StatusCode::kUnavailable;
+         code == StatusCode::kUnavailable || code == StatusCode::kNotFound;
 }
 
 }  // namespace

@@ -19,19 +19,28 @@ TensorPayload prompts_payload(const DeepPrompts* prompts, std::int64_t blocks, s
 SwarmTrainingBlocks::SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
                                          std::int64_t num_blocks, std::int64_t hidden_size,
                                          std::chrono::milliseconds timeout)
-    : system_(system), driver_(driver), num_blocks_(num_blocks), hidden_size_(hidden_size), timeout_(timeout) {}
+    : SwarmTrainingBlocks(
+          [&system, driver, timeout](std::vector<TrainingPass> passes) {
+            std::vector<std::future<Result<TrainingPassDone>>> answers;
+            for (TrainingPass& p : passes) {
+              auto promise = std::make_shared<std::promise<Result<TrainingPassDone>>>();
+              answers.push_back(promise->get_future());
+              system.request(driver, p, timeout,
+                             [promise](Result<TrainingPassDone> r) { promise->set_value(std::move(r)); });
+            }
+            std::vector<Result<TrainingPassDone>> out;
+            for (auto& a : answers) out.push_back(a.get());  // every answer is awaited: none outlives the call
+            return out;
+          },
+          num_blocks, hidden_size) {}
+
+SwarmTrainingBlocks::SwarmTrainingBlocks(PassRunner runner, std::int64_t num_blocks, std::int64_t hidden_size)
+    : runner_(std::move(runner)), num_blocks_(num_blocks), hidden_size_(hidden_size) {}
 
 std::vector<TrainingPassDone> SwarmTrainingBlocks::run(std::vector<TrainingPass> passes) {
-  std::vector<std::future<Result<TrainingPassDone>>> answers;
-  for (TrainingPass& p : passes) {
-    auto promise = std::make_shared<std::promise<Result<TrainingPassDone>>>();
-    answers.push_back(promise->get_future());
-    system_.request(driver_, p, timeout_, [promise](Result<TrainingPassDone> r) { promise->set_value(std::move(r)); });
-  }
   std::vector<TrainingPassDone> out;
   std::optional<Status> first_error;
-  for (auto& a : answers) {  // every answer is awaited, so none outlives this call
-    Result<TrainingPassDone> r = a.get();
+  for (Result<TrainingPassDone>& r : runner_(std::move(passes))) {
     if (!r.is_ok()) {
       if (!first_error) first_error = r.status();
       continue;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 
 #include "actors/protocol/client_driver.h"
 #include "model/prompt_tuning.h"
@@ -18,8 +19,13 @@ namespace sepal {
 
 class SwarmTrainingBlocks final : public TrainingBlocks {
  public:
+  /// Sends passes to the driver and returns their answers in order, once all have come.
+  using PassRunner = std::function<std::vector<Result<TrainingPassDone>>(std::vector<TrainingPass>)>;
+  /// Passes go to `driver` through `system`, all at once, each waited for up to `timeout`.
   SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::int64_t num_blocks,
                       std::int64_t hidden_size, std::chrono::milliseconds timeout = std::chrono::minutes(10));
+  /// Passes go through `runner` (tests step a virtual clock in it).
+  SwarmTrainingBlocks(PassRunner runner, std::int64_t num_blocks, std::int64_t hidden_size);
   /// Throws sepal::Error with the driver's one-line reason when a pass fails.
   void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool backward_follows) override;
   void backward(std::span<const PromptedBatch* const> inputs, std::span<std::vector<float>* const> grads,
@@ -33,10 +39,8 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   // Sends every pass at once and waits for all; the replies in order.
   std::vector<TrainingPassDone> run(std::vector<TrainingPass> passes);
 
-  ActorSystem& system_;
-  ActorRef<ClientDriverProtocol> driver_;
+  PassRunner runner_;
   std::int64_t num_blocks_, hidden_size_;
-  std::chrono::milliseconds timeout_;
   std::uint64_t next_pass_ = 0;
   std::deque<std::uint64_t> kept_;  ///< forwards awaiting their backward, in order
   std::int64_t hops_ = 0, failovers_ = 0;

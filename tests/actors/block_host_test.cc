@@ -431,8 +431,10 @@ TEST(BlockHostTraining, BadPassesGetErrorsAndTheHostGoesOn) {
     EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
   };
   const std::vector<float> two(2 * 2 * h, 0.1f);
-  expect_code(c.request_sync(host, TrainForward{1, 3, {4}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
+  expect_code(c.request_sync(host, TrainForward{1, 3, {4}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kNotFound,
               "not a part of the served blocks");
+  expect_code(c.request_sync(host, TrainForward{1, 1, {4}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
+              "an empty block range");
   expect_code(c.request_sync(host, TrainForward{0, 2, {3}, hidden_rows(4, h), {}, 0}, 5s), StatusCode::kInvalidArgument,
               "hold 3 tokens");
   expect_code(c.request_sync(host, TrainForward{0, 2, {4, 0}, hidden_rows(4, h), {}, 0}, 5s),

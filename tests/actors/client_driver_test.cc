@@ -13,10 +13,14 @@
 #include "actors/block_host.h"
 #include "actors/client_driver.h"
 #include "actors/hidden_codec.h"
+#include "actors/swarm_training.h"
 #include "model/generation.h"
+#include "model/prompt_tuning.h"
+#include "model/tokenizer.h"
 #include "runtime/deterministic_transport.h"
 #include "runtime/faulty_transport.h"
 #include "tests/actors/fixed_routes.h"
+#include "tests/model/reference_llama.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -28,11 +32,12 @@ constexpr auto kTimeout = 2000ms;  // the driver's per-request timeout, in virtu
 
 class ManualSwarm {
  public:
-  explicit ManualSwarm(bool push) : config_(read_model_config(model())), checkpoint_(Checkpoint::open(model())) {
+  explicit ManualSwarm(bool push, std::vector<std::pair<int, int>> ranges = {{0, 2}, {2, 5}, {0, 2}, {2, 5}})
+      : config_(read_model_config(model())), checkpoint_(Checkpoint::open(model())) {
     net_ = DeterministicNetwork::create(scheduler_);
     add_node();  // the client: peer 0
     std::vector<RouteHop> hosts;
-    for (auto [first, last] : {std::pair{0, 2}, {2, 5}, {0, 2}, {2, 5}}) {
+    for (auto [first, last] : ranges) {
       Node& node = add_node();
       auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32));
       hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, BlockHostOptions{}), first, last});
@@ -81,6 +86,31 @@ class ManualSwarm {
     }
     if (!answer) return error(StatusCode::kTimeout, "the driver did not answer within a virtual minute");
     return std::move(*answer);
+  }
+  /// Sends every message at once and runs the world until all are answered; answers in order.
+  template <typename M>
+  std::vector<Result<typename M::Reply>> call_all(const std::vector<M>& messages) {
+    std::vector<std::optional<Result<typename M::Reply>>> answers(messages.size());
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      nodes_[client_]->system->request(driver_, messages[i], std::chrono::hours(1),
+                                       [&answers, i](Result<typename M::Reply> r) { answers[i] = std::move(r); });
+    }
+    const auto all = [&] { return std::all_of(answers.begin(), answers.end(), [](const auto& a) { return a.has_value(); }); };
+    for (int idle = 0; !all() && idle < 600;) {
+      if (scheduler_.run_one()) {
+        idle = 0;
+        auto sent = net_->take_log();
+        if (on_sent && !sent.empty()) on_sent(sent);
+      } else {
+        scheduler_.advance(100ms);
+        ++idle;
+      }
+    }
+    std::vector<Result<typename M::Reply>> out;
+    for (auto& a : answers) {
+      out.push_back(a ? std::move(*a) : error(StatusCode::kTimeout, "the driver did not answer within a virtual minute"));
+    }
+    return out;
   }
 
  private:
@@ -387,6 +417,138 @@ TEST(DriverTrust, OnlyItsOwnProcessAsksAndOnlyTheRouteItsHostsPush) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, DriverFaults, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "push" : "relay"; });
+
+
+// ---- training passes ----
+
+// A 3-host pipeline of stories260K with a replica of every hop.
+std::vector<std::pair<int, int>> three_hops() { return {{0, 1}, {1, 3}, {3, 5}, {0, 1}, {1, 3}, {3, 5}}; }
+
+SwarmTrainingBlocks manual_blocks(ManualSwarm& swarm) {
+  return SwarmTrainingBlocks([&swarm](std::vector<TrainingPass> passes) { return swarm.call_all(passes); },
+                             swarm.config().num_layers, swarm.config().hidden_size);
+}
+
+struct TrainingCase {
+  ModelEnds ends;
+  std::vector<Example> examples;
+  std::vector<const Example*> batch;
+  PromptParameters params;
+};
+TrainingCase training_case(const ManualSwarm& swarm) {
+  TrainingCase c{ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32), {}, {}, {}};
+  const auto tokenizer = load_tokenizer(ManualSwarm::model());
+  test::TempDir dir;
+  test::write_file(dir / "d.jsonl",
+                   "{\"text\": \"Once upon a time there was a cat.\"}\n"
+                   "{\"prompt\": \"Lily went out.\", \"completion\": \" She saw a big tree.\"}\n"
+                   "{\"text\": \"The sun was hot.\"}\n");
+  c.examples = read_examples(dir / "d.jsonl", *tokenizer, swarm.config(), 64);
+  for (const Example& e : c.examples) c.batch.push_back(&e);
+  c.params = initial_prompt_parameters(TuningMethod::kDeepPtune, 3, c.ends, 4);
+  for (std::size_t i = 0; i < c.params.deep.size(); ++i) c.params.deep[i] = 0.05f * std::sin(0.7f * static_cast<float>(i));
+  return c;
+}
+
+BatchGradient local_gradient(const ManualSwarm& swarm, const TrainingCase& c) {
+  const BlockStack all = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, swarm.config().num_layers, DType::kF32);
+  LocalTrainingBlocks local(all);
+  return batch_gradient(c.ends, local, c.params, c.batch, 2);
+}
+
+TEST(DriverTraining, ThreeHostGradientsAreOneProcessGradientsAndMatchFiniteDifferences) {
+  ManualSwarm swarm(false, three_hops());
+  const TrainingCase c = training_case(swarm);
+  SwarmTrainingBlocks blocks = manual_blocks(swarm);
+  const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);  // two micro-batches
+  EXPECT_EQ(blocks.hops(), 2 * 3 * 2);  // 2 micro-batches, forward and backward, 3 hops each
+  EXPECT_EQ(blocks.failovers(), 0);
+  const BatchGradient local = local_gradient(swarm, c);
+  EXPECT_EQ(remote.loss_sum, local.loss_sum);
+  EXPECT_EQ(remote.grad, local.grad);  // f32 on the wire: bit for bit
+  // The soft and deep prompts' gradients against float64 finite differences of the whole model.
+  const PromptedBatch built = build_batch(c.ends, c.batch, &c.params);
+  const std::vector<double> soft(c.params.soft.begin(), c.params.soft.end()), deep(c.params.deep.begin(), c.params.deep.end());
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto u = test::random_floats(c.params.size(), 70 + k);
+    constexpr double kStep = 1e-5;
+    std::vector<double> s_up = soft, s_down = soft, d_up = deep, d_down = deep;
+    for (std::size_t i = 0; i < soft.size(); ++i) {
+      s_up[i] += kStep * u[i];
+      s_down[i] -= kStep * u[i];
+    }
+    for (std::size_t i = 0; i < deep.size(); ++i) {
+      d_up[i] += kStep * u[soft.size() + i];
+      d_down[i] -= kStep * u[soft.size() + i];
+    }
+    const double numeric = (test::reference_batch_loss(ManualSwarm::model(), built, c.params, s_up, d_up) -
+                            test::reference_batch_loss(ManualSwarm::model(), built, c.params, s_down, d_down)) /
+                           (2 * kStep);
+    double analytic = 0;
+    for (std::size_t i = 0; i < u.size(); ++i) analytic += static_cast<double>(remote.grad[i]) * u[i];
+    EXPECT_NEAR(numeric, analytic, 1e-4 * std::max(1.0, std::abs(analytic))) << "direction " << k;
+  }
+}
+
+// A host killed as a training pass reaches it: the driver recomputes the pass on the replica and
+// the gradients do not change.
+void expect_recomputed(std::uint16_t killed_message, int nth) {
+  ManualSwarm swarm(false, three_hops());
+  const TrainingCase c = training_case(swarm);
+  PeerId killed = 0;
+  int seen = 0;
+  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
+    for (const auto& f : sent) {
+      if (!killed && f.envelope.type_id == killed_message && f.from == 0 && ++seen == nth) {
+        killed = f.to;
+        swarm.kill(killed);
+      }
+    }
+  };
+  SwarmTrainingBlocks blocks = manual_blocks(swarm);
+  const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
+  ASSERT_NE(killed, 0u);
+  EXPECT_GE(blocks.failovers(), 1);
+  EXPECT_TRUE(swarm.planner().failed().count(killed));
+  const BatchGradient local = local_gradient(swarm, c);
+  EXPECT_EQ(remote.loss_sum, local.loss_sum);
+  EXPECT_EQ(remote.grad, local.grad);
+}
+
+TEST(DriverTraining, AHostKilledInTheForwardIsReplacedAndTheGradientsDoNotChange) {
+  expect_recomputed(TrainForward::kTypeId, 2);  // the second hop of the first micro-batch
+}
+
+TEST(DriverTraining, AHostKilledInTheBackwardIsReplacedAndTheGradientsDoNotChange) {
+  expect_recomputed(TrainBackward::kTypeId, 1);  // the last hop, first in the backward
+}
+
+TEST(DriverTraining, BadPassesAreRefused) {
+  ManualSwarm swarm(false, three_hops());
+  const std::int64_t h = swarm.config().hidden_size;
+  std::vector<float> x(static_cast<std::size_t>(4 * h), 0.1f);
+  const auto rows = [&](std::int64_t n) {
+    return TensorPayload::copy_of(ElementType::kF32, {n, h}, x.data(), static_cast<std::size_t>(n * h));
+  };
+  const auto expect_code = [](const Result<TrainingPassDone>& r, StatusCode code, const std::string& needle) {
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), code) << r.status().to_string();
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+  };
+  expect_code(swarm.call(TrainingPass{1, true, false, {}, rows(4), {}, 0}), StatusCode::kNotFound, "no kept forward");
+  expect_code(swarm.call(TrainingPass{1, false, true, {3}, rows(4), {}, 0}), StatusCode::kInvalidArgument,
+              "takes f32 [3, 64]");
+  expect_code(swarm.call(TrainingPass{1, false, true, {}, rows(0), {}, 0}), StatusCode::kInvalidArgument,
+              "at least one sequence");
+  expect_code(swarm.call(TrainingPass{1, false, true, {4}, rows(4), rows(2), 0}), StatusCode::kInvalidArgument,
+              "deep prompts must be f32 [5, count, 64]");
+  ASSERT_TRUE(swarm.call(TrainingPass{1, false, true, {4}, rows(4), {}, 0}).is_ok());
+  expect_code(swarm.call(TrainingPass{1, false, true, {4}, rows(4), {}, 0}), StatusCode::kInvalidArgument,
+              "kept already");
+  // A backward with the wrong gradient shape keeps the forward for a correct one.
+  expect_code(swarm.call(TrainingPass{1, true, false, {}, rows(3), {}, 0}), StatusCode::kInvalidArgument, "[4, 64]");
+  EXPECT_TRUE(swarm.call(TrainingPass{1, true, false, {}, rows(4), {}, 0}).is_ok());
+}
 
 }  // namespace
 }  // namespace sepal

@@ -91,21 +91,6 @@ TEST(TuningData, BadFilesNameTheLine) {
 
 // ---- gradients of the whole model's loss ----
 
-// The mean loss over a batch's scored tokens by the float64 reference, with the soft prompt's rows
-// of the blocks' input and the deep prompts replaced by the values given.
-double reference_loss(const PromptedBatch& batch, const PromptParameters& p, const std::vector<double>& soft,
-                      const std::vector<double>& deep) {
-  std::vector<double> x(batch.hidden.begin(), batch.hidden.end());
-  std::int64_t start = 0;
-  for (std::int64_t length : batch.lengths) {
-    std::copy(soft.begin(), soft.end(), x.begin() + (start + p.offset) * p.hidden_size);
-    start += length;
-  }
-  const auto out = test::reference_forward(real_model(), DType::kF32, x, batch.lengths, 0, p.layers, deep,
-                                           deep.empty() ? 0 : p.tokens, p.offset);
-  return test::reference_cross_entropy(real_model(), out, batch.targets) / static_cast<double>(batch.scored);
-}
-
 TEST(PromptTuning, SoftAndDeepPromptGradientsMatchFiniteDifferences) {
   const Model& m = model();
   TempDir dir;
@@ -121,7 +106,7 @@ TEST(PromptTuning, SoftAndDeepPromptGradientsMatchFiniteDifferences) {
     const PromptedBatch built = build_batch(m.ends, batch, &p);
     ASSERT_EQ(g.scored, built.scored);
     const std::vector<double> soft(p.soft.begin(), p.soft.end()), deep(p.deep.begin(), p.deep.end());
-    EXPECT_NEAR(g.loss_sum / g.scored, reference_loss(built, p, soft, deep), 1e-4);
+    EXPECT_NEAR(g.loss_sum / g.scored, test::reference_batch_loss(real_model(), built, p, soft, deep), 1e-4);
     // Directional derivatives along random directions of all parameters.
     for (std::uint64_t k = 0; k < 2; ++k) {
       const auto u = test::random_floats(p.size(), 90 + k);
@@ -136,7 +121,7 @@ TEST(PromptTuning, SoftAndDeepPromptGradientsMatchFiniteDifferences) {
         d_down[i] -= kStep * u[soft.size() + i];
       }
       const double numeric =
-          (reference_loss(built, p, s_up, d_up) - reference_loss(built, p, s_down, d_down)) / (2 * kStep);
+          (test::reference_batch_loss(real_model(), built, p, s_up, d_up) - test::reference_batch_loss(real_model(), built, p, s_down, d_down)) / (2 * kStep);
       double analytic = 0;
       for (std::size_t i = 0; i < u.size(); ++i) analytic += static_cast<double>(g.grad[i]) * u[i];
       EXPECT_NEAR(numeric, analytic, 1e-4 * std::max(1.0, std::abs(analytic)))

@@ -131,4 +131,17 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
   return total;
 }
 
+double reference_batch_loss(const std::filesystem::path& dir, const PromptedBatch& batch, const PromptParameters& p,
+                            const std::vector<double>& soft, const std::vector<double>& deep) {
+  std::vector<double> x(batch.hidden.begin(), batch.hidden.end());
+  std::int64_t start = 0;
+  for (std::int64_t length : batch.lengths) {
+    std::copy(soft.begin(), soft.end(), x.begin() + (start + p.offset) * p.hidden_size);
+    start += length;
+  }
+  const auto out = reference_forward(dir, DType::kF32, x, batch.lengths, 0, p.layers, deep,
+                                     deep.empty() ? 0 : p.tokens, p.offset);
+  return reference_cross_entropy(dir, out, batch.targets) / static_cast<double>(batch.scored);
+}
+
 }  // namespace sepal::test

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/dtype.h"
+#include "model/prompt_tuning.h"
 
 namespace sepal::test {
 
@@ -22,5 +23,10 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
 /// Σ over rows with targets[t] >= 0 of -log softmax(head(norm(x[t])))[targets[t]].
 double reference_cross_entropy(const std::filesystem::path& dir, const std::vector<double>& x,
                                const std::vector<std::int32_t>& targets);
+
+/// The mean loss over a micro-batch's scored tokens (model/prompt_tuning.h), the soft prompt's
+/// rows of every sequence's input replaced by `soft` and the deep prompts by `deep` (all blocks).
+double reference_batch_loss(const std::filesystem::path& dir, const PromptedBatch& batch, const PromptParameters& p,
+                            const std::vector<double>& soft, const std::vector<double>& deep);
 
 }  // namespace sepal::test
