@@ -15,15 +15,27 @@
 namespace sepal {
 namespace {
 
-// One block's activations over the batch, as its backward needs them. Keys and values are per
-// sequence in the attention kernels' layout [kv_heads, length, head_dim], one sequence after
-// another.
+// One block's activations over the batch, as its backward needs them, and the scratch of the
+// forward and backward; allocated once per pass and reused by every block (fresh memory costs a
+// page fault per page). Keys and values are per sequence in the attention kernels' layout
+// [kv_heads, length, head_dim], one sequence after another.
 struct Activations {
   std::vector<float> input, normed1, q, keys, values, attn, mid, normed2, gate, up, act;
+  std::vector<float> k_rows, v_rows;  // forward scratch: keys and values as the projections give them
+  // backward scratch
+  std::vector<float> d_act, d_gate, d_up, d_norm, part, d_attn, dq, dk_heads, dv_heads, dk, dv;
   Activations(const ModelConfig& c, std::int64_t t)
       : input(t * c.hidden_size), normed1(t * c.hidden_size), q(t * c.q_size()), keys(t * c.kv_size()),
         values(t * c.kv_size()), attn(t * c.q_size()), mid(t * c.hidden_size), normed2(t * c.hidden_size),
-        gate(t * c.intermediate_size), up(t * c.intermediate_size), act(t * c.intermediate_size) {}
+        gate(t * c.intermediate_size), up(t * c.intermediate_size), act(t * c.intermediate_size),
+        k_rows(t * c.kv_size()), v_rows(t * c.kv_size()) {}
+  // Sizes the backward's scratch (not needed by a forward-only pass).
+  void for_backward(const ModelConfig& c, std::int64_t t) {
+    const auto inter = static_cast<std::size_t>(t * c.intermediate_size), h = static_cast<std::size_t>(t * c.hidden_size);
+    const auto q = static_cast<std::size_t>(t * c.q_size()), kv = static_cast<std::size_t>(t * c.kv_size());
+    d_act.resize(inter), d_gate.resize(inter), d_up.resize(inter), d_norm.resize(h), part.resize(h);
+    d_attn.resize(q), dq.resize(q), dk_heads.resize(kv), dv_heads.resize(kv), dk.resize(kv), dv.resize(kv);
+  }
 };
 
 // The batch's layout: where each sequence starts and every token's position in its sequence.
@@ -69,7 +81,8 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
   std::copy_n(hidden, t * h, a.input.data());
   rmsnorm(hidden, t, h, w.input_norm.data, eps, a.normed1.data());
-  std::vector<float> k(t * kv), v(t * kv);
+  std::vector<float>& k = a.k_rows;
+  std::vector<float>& v = a.v_rows;
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {a.q.data(), k.data(), v.data()};
   matmul_many(a.normed1.data(), t, qkv, qkv_out);
@@ -99,12 +112,12 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
 
 // The backward of one block: grad holds d loss / d output and becomes d loss / d input.
 void block_backward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq, const Packing& pack,
-                    const Activations& a, float* grad) {
+                    Activations& a, float* grad) {
   const std::int64_t t = pack.tokens, h = c.hidden_size, kv = c.kv_size(), qs = c.q_size();
   const std::int64_t inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
-  std::vector<float> d_act(t * inter), d_gate(t * inter), d_up(t * inter), d_norm(t * h), part(t * h);
+  std::vector<float>&d_act = a.d_act, &d_gate = a.d_gate, &d_up = a.d_up, &d_norm = a.d_norm, &part = a.part;
 
   // MLP: out = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid).
   matmul_input_grad(grad, t, w.down_proj.view, d_act.data());
@@ -116,7 +129,8 @@ void block_backward(const ModelConfig& c, const BlockWeights& w, const double* i
   add_in_place(grad, d_norm.data(), t * h);  // now d loss / d mid
 
   // Attention: mid = input + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(input).
-  std::vector<float> d_attn(t * qs), dq(t * qs), dk_heads(t * kv), dv_heads(t * kv), dk(t * kv), dv(t * kv);
+  std::vector<float>&d_attn = a.d_attn, &dq = a.dq, &dk_heads = a.dk_heads, &dv_heads = a.dv_heads, &dk = a.dk,
+                    &dv = a.dv;
   matmul_input_grad(grad, t, w.o_proj.view, d_attn.data());
   for (std::size_t s = 0; s < pack.starts.size(); ++s) {
     const std::int64_t start = pack.starts[s];
@@ -182,6 +196,7 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
   std::vector<float> inputs(static_cast<std::size_t>(blocks * t * h));
   std::vector<float> hidden(input, input + t * h);
   Activations a(config_, t);
+  a.for_backward(config_, t);
   for (std::int64_t i = 0; i < blocks; ++i) {
     std::copy(hidden.begin(), hidden.end(), inputs.begin() + i * t * h);
     if (i + 1 == blocks) break;

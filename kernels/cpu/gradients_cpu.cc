@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/input_grad.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/dtype.h"
@@ -16,43 +17,9 @@
 namespace sepal {
 namespace {
 
-// matmul_input_grad works on tiles of kTileTokens tokens × kTileCols input columns: the tile's
-// sums stay in registers while the weight strip's rows stream past, each row widened once per
-// tile. A task is one column strip for a block of tokens, so the strip stays in cache between
-// its tiles.
-constexpr std::int64_t kTileCols = 64;
-constexpr std::int64_t kTileTokens = 6;
-constexpr std::int64_t kTaskTokens = 8 * kTileTokens;
-
-// dx[t, c0 + c] = Σ_r dy[t, r] · w[r, c0 + c] for t < tokens (at most kTileTokens), c < width
-// (at most kTileCols); each sum runs over r in order.
-SEPAL_CLONES void input_grad_tile(const float* dy, std::int64_t tokens, const WeightView& w, std::int64_t c0,
-                                  std::int64_t width, float* dx) {
-  float acc[kTileTokens][kTileCols] = {};
-  float row[kTileCols] = {};
-  const std::int64_t rows = w.rows, cols = w.cols;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    if (w.dtype == DType::kF32) {
-      const float* src = static_cast<const float*>(w.data) + r * cols + c0;
-      for (std::int64_t c = 0; c < width; ++c) row[c] = src[c];
-    } else if (w.dtype == DType::kBF16) {
-      const std::uint16_t* src = static_cast<const std::uint16_t*>(w.data) + r * cols + c0;
-#pragma omp simd
-      for (std::int64_t c = 0; c < width; ++c) row[c] = bf16_to_f32(src[c]);
-    } else {
-      const std::int8_t* src = static_cast<const std::int8_t*>(w.data) + r * cols + c0;
-      const float scale = w.scales[r];
-#pragma omp simd
-      for (std::int64_t c = 0; c < width; ++c) row[c] = static_cast<float>(src[c]) * scale;
-    }
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      const float a = dy[t * rows + r];
-#pragma omp simd
-      for (std::int64_t c = 0; c < kTileCols; ++c) acc[t][c] += a * row[c];
-    }
-  }
-  for (std::int64_t t = 0; t < tokens; ++t) std::copy(acc[t], acc[t] + width, dx + t * cols + c0);
-}
+// A task is one column strip of kInputGradCols for a block of tokens, so the strip stays in cache
+// between its tiles.
+constexpr std::int64_t kTaskTokens = 32 * cpu::kInputGradTokens;
 
 }  // namespace
 
@@ -61,14 +28,19 @@ void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, flo
               "matmul_input_grad: weights must be f32, bf16 or int8, not ", dtype_name(w.dtype));
   SEPAL_CHECK(w.dtype != DType::kI8 || w.scales != nullptr, "matmul_input_grad: int8 weights without scales");
   if (n <= 0 || w.cols <= 0) return;
-  const std::int64_t strips = (w.cols + kTileCols - 1) / kTileCols;
+  const std::int64_t strips = (w.cols + cpu::kInputGradCols - 1) / cpu::kInputGradCols;
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   const std::int64_t blocks = (n + kTaskTokens - 1) / kTaskTokens;
   auto task = [&](std::int64_t k) {
     const std::int64_t strip = k % strips, block = k / strips;
-    const std::int64_t c0 = strip * kTileCols, width = std::min(kTileCols, w.cols - c0);
-    const std::int64_t end = std::min(n, (block + 1) * kTaskTokens);
-    for (std::int64_t t0 = block * kTaskTokens; t0 < end; t0 += kTileTokens) {
-      input_grad_tile(dy + t0 * w.rows, std::min(kTileTokens, end - t0), w, c0, width, dx + t0 * w.cols);
+    const std::int64_t c0 = strip * cpu::kInputGradCols, width = std::min(cpu::kInputGradCols, w.cols - c0);
+    const std::int64_t begin = block * kTaskTokens, end = std::min(n, (block + 1) * kTaskTokens);
+    if (wide) {
+      cpu::input_grad_strip_avx512(dy + begin * w.rows, end - begin, w, c0, width, dx + begin * w.cols);
+      return;
+    }
+    for (std::int64_t t0 = begin; t0 < end; t0 += cpu::kInputGradTokens) {
+      cpu::input_grad_tile(dy + t0 * w.rows, std::min(cpu::kInputGradTokens, end - t0), w, c0, width, dx + t0 * w.cols);
     }
   };
   if (n * w.rows * w.cols > (1 << 16)) {
