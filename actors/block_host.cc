@@ -144,7 +144,22 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
     return error(StatusCode::kResourceExhausted, "peer ", ctx.sender().peer, " holds ", client_bytes,
                  " bytes of cache here; ", needed, " more would pass the limit per client of ", client_limit);
   }
-  Session s{blocks_->new_cache(m.max_length, first, last), first, 0, ctx.system().scheduler().now()};
+  Session s{blocks_->new_cache(m.max_length, first, last), first, 0, ctx.system().scheduler().now(), {}, 0, 0};
+  if (m.prompts.elements() > 0) {
+    const TensorPayload& p = m.prompts;
+    if (p.type != ElementType::kF32 || p.shape.size() != 3 || p.shape[0] != last - first || p.shape[2] != c.hidden_size ||
+        p.shape[1] < 1 || p.bytes != static_cast<std::size_t>(p.elements()) * sizeof(float)) {
+      return error(StatusCode::kInvalidArgument, "deep prompts must be f32 [", last - first, ", count, ", c.hidden_size,
+                   "]");
+    }
+    if (m.prompt_offset < 0 || m.prompt_offset + p.shape[1] > m.max_length) {
+      return error(StatusCode::kInvalidArgument, "deep prompts at positions [", m.prompt_offset, ", ",
+                   m.prompt_offset + p.shape[1], ") do not fit in a session of ", m.max_length);
+    }
+    s.prompts.assign(p.as<float>(), p.as<float>() + p.elements());
+    s.prompt_count = p.shape[1];
+    s.prompt_offset = m.prompt_offset;
+  }
   const std::int64_t bytes = s.cache.bytes();
   sessions_.emplace(SessionKey{ctx.sender().peer, m.session}, std::move(s));
   return SessionOpened{m.session, bytes};
@@ -184,7 +199,8 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
   std::vector<float> out = std::move(decoded).value();
   const auto start = std::chrono::steady_clock::now();
   try {
-    blocks_->forward(out.data(), n, s.cache, s.first);
+    const DeepPrompts prompts{s.prompts.data(), s.prompt_count, s.prompt_offset};
+    blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr);
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }

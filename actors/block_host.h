@@ -84,6 +84,8 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     std::int64_t first = 0;  ///< the session's first block
     std::uint64_t tag = 0;   ///< newest attempt seen
     Scheduler::Clock::time_point last_used;
+    std::vector<float> prompts;  ///< deep prompts of the session's blocks, [blocks, count, hidden]
+    std::int64_t prompt_count = 0, prompt_offset = 0;
   };
 
   Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);

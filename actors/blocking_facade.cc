@@ -15,8 +15,9 @@ constexpr std::chrono::hours kDriverAnswer{1};
 }  // namespace
 
 Result<std::unique_ptr<DriverSession>> DriverSession::open(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
-                                                           std::int64_t capacity) {
-  auto opened = system.request_sync(driver, OpenInference{capacity}, kDriverAnswer);
+                                                           std::int64_t capacity, TensorPayload prompts,
+                                                           std::int64_t prompt_offset) {
+  auto opened = system.request_sync(driver, OpenInference{capacity, std::move(prompts), prompt_offset}, kDriverAnswer);
   if (!opened.is_ok()) return opened.status();
   return std::unique_ptr<DriverSession>(new DriverSession(system, driver, opened->session, opened->hidden_size));
 }

@@ -24,6 +24,8 @@ bool host_lost(StatusCode code) {
 struct ClientDriver::Session {
   std::uint64_t id = 0;
   std::int64_t capacity = 0;
+  TensorPayload prompts;  ///< deep prompts of every block, or empty
+  std::int64_t prompt_offset = 0;
   std::int64_t length = 0;
   std::int64_t steps = 0;  ///< steps completed
   std::uint64_t tag = 0;   ///< the current attempt (hosts ignore older ones)
@@ -121,10 +123,18 @@ Result<InferenceOpened> ClientDriver::handle(ActorContext& ctx, const OpenInfere
   if (m.max_length <= 0 || m.max_length > (std::int64_t{1} << 31)) {
     return error(StatusCode::kInvalidArgument, "a session needs between 1 and 2^31 positions, not ", m.max_length);
   }
+  const TensorPayload& p = m.prompts;
+  if (p.elements() > 0 && (p.type != ElementType::kF32 || p.shape.size() != 3 || p.shape[0] != options_.num_blocks ||
+                           p.shape[1] < 1 || p.shape[2] < 1 ||
+                           p.bytes != static_cast<std::size_t>(p.elements()) * sizeof(float))) {
+    return error(StatusCode::kInvalidArgument, "deep prompts must be f32 [", options_.num_blocks, ", count, hidden]");
+  }
   auto owned = std::make_unique<Session>();
   Session& s = *owned;
   s.id = ++next_session_;
   s.capacity = m.max_length;
+  s.prompts = m.prompts;
+  s.prompt_offset = m.prompt_offset;
   s.op = ++next_op_;
   s.opening = ctx.defer_reply<InferenceOpened>();
   sessions_[s.id] = std::move(owned);
@@ -245,7 +255,14 @@ void ClientDriver::open_on(Session& s, const RouteHop& hop, std::function<void(S
     }
     hidden_size_ = info->hidden_size;
     const std::uint64_t session = (s.id << 20) + ++s.next_hop_session;
-    ask(s, hop.host, OpenSession{session, s.capacity, hop.first, hop.last},
+    TensorPayload prompts;
+    if (s.prompts.elements() > 0) {  // this hop's blocks' part
+      const std::int64_t row = s.prompts.shape[1] * s.prompts.shape[2];
+      prompts = TensorPayload::copy_of(ElementType::kF32, {hop.last - hop.first, s.prompts.shape[1], s.prompts.shape[2]},
+                                       s.prompts.as<float>() + hop.first * row,
+                                       static_cast<std::size_t>((hop.last - hop.first) * row));
+    }
+    ask(s, hop.host, OpenSession{session, s.capacity, hop.first, hop.last, prompts, s.prompt_offset},
         [peer, session, done](Session& s, Result<SessionOpened> opened) {
           if (!opened.is_ok()) {
             return done(s, error(opened.status().code(), "host ", peer, " refused the session: ", opened.status().to_string()));

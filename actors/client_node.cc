@@ -41,8 +41,9 @@ Result<std::unique_ptr<ClientNode>> ClientNode::start(std::unique_ptr<SwarmNode>
 
 ClientNode::~ClientNode() { shutdown(); }
 
-Result<std::unique_ptr<DriverSession>> ClientNode::open(std::int64_t capacity) {
-  return DriverSession::open(node_->system(), driver_, capacity);
+Result<std::unique_ptr<DriverSession>> ClientNode::open(std::int64_t capacity, TensorPayload prompts,
+                                                        std::int64_t prompt_offset) {
+  return DriverSession::open(node_->system(), driver_, capacity, std::move(prompts), prompt_offset);
 }
 
 Result<BlockMapReply> ClientNode::block_map() {

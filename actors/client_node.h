@@ -48,8 +48,9 @@ class ClientNode {
   /// shutdown().
   ~ClientNode();
 
-  /// A session of `capacity` positions through every block.
-  Result<std::unique_ptr<DriverSession>> open(std::int64_t capacity);
+  /// A session of `capacity` positions through every block (with deep prompts: DriverSession::open).
+  Result<std::unique_ptr<DriverSession>> open(std::int64_t capacity, TensorPayload prompts = {},
+                                              std::int64_t prompt_offset = 0);
   /// The balancer's block map.
   Result<BlockMapReply> block_map();
   /// The client driver (training passes go to it: actors/swarm_training.h).

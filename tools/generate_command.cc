@@ -166,9 +166,6 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  if (adapter && adapter->method == TuningMethod::kDeepPtune && wants_swarm(swarm_options, vm)) {
-    throw UsageError{"a deep-ptune adapter runs only with local blocks for now (a ptune adapter works across hosts)"};
-  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
@@ -210,7 +207,7 @@ int generate_command(int argc, char** argv) {
         outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit);
         return;
       }
-      auto session = swarm->open(capacity);
+      auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);
       if (i == 0 && streaming) std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(),
                                             ClientSwarm::route_text(*session).c_str());
       outcomes[i] = run_prompt(config, model, *session, requests[i], emit);

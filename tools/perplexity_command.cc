@@ -90,7 +90,7 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
       LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr);
       pipeline.forward(b.hidden.data(), n);
     } else {
-      auto pipeline = swarm->open(n);
+      auto pipeline = swarm->open(n, adapter);
       pipeline->forward(b.hidden.data(), n);
     }
     nll += model.ends.cross_entropy(b.hidden.data(), n, b.targets.data(), 0.0f, nullptr);
@@ -170,9 +170,6 @@ int perplexity_command(int argc, char** argv) {
                      std::to_string(config.max_position_embeddings) + ")"};
   }
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  if (adapter && adapter->method == TuningMethod::kDeepPtune && wants_swarm(swarm_options, vm)) {
-    throw UsageError{"a deep-ptune adapter runs only with local blocks for now (a ptune adapter works across hosts)"};
-  }
   std::stringstream buffer;
   if (!text_file.empty()) {
     std::ifstream in(text_file, std::ios::binary);

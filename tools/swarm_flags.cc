@@ -157,8 +157,13 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   return client;
 }
 
-std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity) {
-  auto session = client_->open(capacity);
+std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity, const PromptParameters* adapter) {
+  TensorPayload prompts;
+  if (adapter && adapter->method == TuningMethod::kDeepPtune) {
+    prompts = TensorPayload::copy_of(ElementType::kF32, {adapter->layers, adapter->tokens, adapter->hidden_size},
+                                     adapter->deep.data(), adapter->deep.size());
+  }
+  auto session = client_->open(capacity, std::move(prompts), adapter ? adapter->offset : 0);
   if (!session.is_ok()) fail("no route through the swarm: ", session.status().message());
   return std::move(session).value();
 }

@@ -14,6 +14,7 @@
 #include "actors/blocking_facade.h"
 #include "actors/swarm_training.h"
 #include "model/model_config.h"
+#include "model/prompt_tuning.h"
 #include "tools/weight_options.h"
 
 namespace sepal::tools {
@@ -57,7 +58,8 @@ class ClientSwarm {
 
   /// A session of `capacity` positions through every block; throws sepal::Error with the reason
   /// when no route opens.
-  std::unique_ptr<DriverSession> open(std::int64_t capacity);
+  /// With `adapter`, its deep prompts (deep-ptune) go to the hosts with the session.
+  std::unique_ptr<DriverSession> open(std::int64_t capacity, const PromptParameters* adapter = nullptr);
   /// The blocks of a training run, served by the swarm.
   std::unique_ptr<SwarmTrainingBlocks> training_blocks(const ModelConfig& config);
   /// "host 3 [0, 2) -> host 1 [2, 5)".

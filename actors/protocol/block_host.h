@@ -53,6 +53,9 @@ struct SessionOpened {
 /// Opens a session of up to `max_length` positions through blocks [first, last), a part of the
 /// host's range (first == last == 0: all of it). Refused (kResourceExhausted) when its cache would
 /// not fit in the host's budget, kUnavailable while the host is leaving or loading other blocks.
+/// `prompts`: a tuned prompt's deep prompts for these blocks, f32 [last - first, count,
+/// hidden_size], added to each block's input at positions [prompt_offset, prompt_offset + count)
+/// (model/prompt_tuning.h); shape {0} for none.
 struct OpenSession {
   static constexpr std::uint16_t kTypeId = 0x0404;
   using Reply = SessionOpened;
@@ -60,7 +63,9 @@ struct OpenSession {
   std::int64_t max_length = 0;
   std::int64_t first = 0;
   std::int64_t last = 0;
-  SEPAL_FIELDS(session, max_length, first, last)
+  TensorPayload prompts;
+  std::int64_t prompt_offset = 0;
+  SEPAL_FIELDS(session, max_length, first, last, prompts, prompt_offset)
 };
 
 struct StepResult {

@@ -30,11 +30,15 @@ struct InferenceOpened {
 };
 /// Opens an inference session of up to `max_length` positions through every block: a route is
 /// planned and a session opened on each of its hosts.
+/// `prompts`: a tuned prompt's deep prompts for every block, f32 [num_blocks, count,
+/// hidden_size] at `prompt_offset` (each host gets its blocks' part); shape {0} for none.
 struct OpenInference {
   static constexpr std::uint16_t kTypeId = 0x0602;
   using Reply = InferenceOpened;
   std::int64_t max_length = 0;
-  SEPAL_FIELDS(max_length)
+  TensorPayload prompts;
+  std::int64_t prompt_offset = 0;
+  SEPAL_FIELDS(max_length, prompts, prompt_offset)
 };
 
 struct InferenceOutput {

@@ -453,5 +453,41 @@ TEST(BlockHostTraining, BadPassesGetErrorsAndTheHostGoesOn) {
   EXPECT_TRUE(c.request_sync(host, TrainBackward{0, 2, {4}, hidden_rows(4, h), hidden_rows(4, h), {}, 0}, 5s).is_ok());
 }
 
+
+TEST(BlockHostTraining, DeepPromptsTravelWithTheSessionAndGiveTheLocalStates) {
+  const auto model = test::models_dir() / "tinystories-656K";
+  LocalSwarm swarm(model, {{0, 1}, {1, 2}});
+  const std::int64_t h = swarm.config().hidden_size;
+  const auto prompts = test::random_floats(2 * 3 * h, 7, 0.3f);
+  const DeepPrompts deep{prompts.data(), 3, 1};
+  const BlockStack local = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, 2, DType::kF32);
+  LocalPipeline expected(local, 16, &deep);
+  ClientDriverOptions options;
+  options.num_blocks = 2;
+  options.push = false;
+  options.wire_compression = false;
+  const auto driver = add_client_driver(swarm.client(), std::make_unique<test::FixedRoutes>(swarm.route()), options);
+  auto session = DriverSession::open(swarm.client(), driver, 16, floats({2, 3, h}, prompts), 1);
+  ASSERT_TRUE(session.is_ok()) << session.status().to_string();
+  // A prompt that covers the deep prompts' positions, then steps past them one at a time.
+  for (std::int64_t n : {2, 3, 1, 1}) {
+    auto a = test::random_floats(static_cast<std::size_t>(n * h), 10 + n);
+    auto b = a;
+    expected.forward(a.data(), n);
+    session.value()->forward(b.data(), n);
+    EXPECT_EQ(a, b) << "step of " << n;
+  }
+  // Prompts of the wrong shape are refused at the driver and at the host.
+  EXPECT_FALSE(DriverSession::open(swarm.client(), driver, 16, floats({1, 3, h}, {prompts.begin(), prompts.begin() + 3 * h}), 1).is_ok());
+  auto refused = swarm.client().request_sync(swarm.route()[0].host,
+                                             OpenSession{77, 16, 0, 1, floats({1, 3, h - 1}, {prompts.begin(), prompts.begin() + 3 * (h - 1)}), 1}, 5s);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("deep prompts must be f32 [1, count, 128]"), std::string::npos);
+  refused = swarm.client().request_sync(swarm.route()[0].host,
+                                        OpenSession{78, 3, 0, 1, floats({1, 3, h}, {prompts.begin(), prompts.begin() + 3 * h}), 1}, 5s);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("do not fit in a session of 3"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sepal

@@ -8,6 +8,7 @@
 
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/block_host.h"
+#include "actors/protocol/client_driver.h"
 #include "runtime/join_messages.h"
 #include "runtime/membership.h"
 #include "runtime/wire.h"
@@ -40,7 +41,8 @@ int main(int argc, char** argv) {
   }
   directory = argv[1];
   write(HostInfo{});
-  write(OpenSession{7, 64, 0, 2});
+  std::vector<float> deep(2 * 2 * 8, 0.125f);
+  write(OpenSession{7, 64, 0, 2, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
   write(Step{7, 0, hidden(3, 8), 1});
   write(Rollback{7, 2, 3});
   write(CloseSession{7});
@@ -55,6 +57,8 @@ int main(int argc, char** argv) {
   write(TrainForward{0, 2, {2, 1}, hidden(3, 8),
                      TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, prompts.data(), prompts.size()), 0});
   write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0});
+  write(TrainingPass{4, false, true, {2, 1}, hidden(3, 8), {}, 0});
+  write(OpenInference{64, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
   write(Announce{"stories260K", 5, 2, 10.0, 0, 2, 0, 2, false});
   write(GetBlockMap{});
   write(Heartbeat{});
