@@ -92,30 +92,6 @@ void silu_mul_input_grad(const float* gate, const float* up, const float* dout, 
   }
 }
 
-void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                                 const std::int64_t* positions, const double* inv_freq) {
-  const std::int64_t half = head_dim / 2;
-  std::vector<float> cos_table(static_cast<std::size_t>(half));
-  std::vector<float> sin_table(static_cast<std::size_t>(half));
-  for (std::int64_t t = 0; t < n; ++t) {
-    // The same tables as the forward rotation (kernels/cpu/ops_cpu.cc), applied transposed.
-    for (std::int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(positions[t]) * inv_freq[i];
-      cos_table[i] = static_cast<float>(std::cos(angle));
-      sin_table[i] = static_cast<float>(std::sin(angle));
-    }
-    for (std::int64_t h = 0; h < heads; ++h) {
-      float* v = dx + (t * heads + h) * head_dim;
-      for (std::int64_t i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_table[i] + b * sin_table[i];
-        v[i + half] = b * cos_table[i] - a * sin_table[i];
-      }
-    }
-  }
-}
-
 void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
                                  const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
                                  float* dvalues) {

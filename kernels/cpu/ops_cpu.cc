@@ -9,6 +9,7 @@
 #include "kernels/cpu/vector_math.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
+#include "kernels/gradients.h"
 #include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -58,8 +59,13 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
   return inv_freq;
 }
 
-void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                      const std::int64_t* positions, const double* inv_freq) {
+namespace {
+
+// Rotates each head's pairs (i, i + half) by the angle of its position, or by its opposite
+// (`inverse`: the transpose, which is the rotation's input gradient). One set of tables for both,
+// so the gradient rotates by exactly the rounded angles the forward used.
+void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
+                const double* inv_freq, bool inverse) {
   const std::int64_t half = head_dim / 2;
   std::vector<float> cos_table(static_cast<std::size_t>(half));
   std::vector<float> sin_table(static_cast<std::size_t>(half));
@@ -68,6 +74,7 @@ void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t
       const double angle = static_cast<double>(positions[t]) * inv_freq[i];
       cos_table[i] = static_cast<float>(std::cos(angle));
       sin_table[i] = static_cast<float>(std::sin(angle));
+      if (inverse) sin_table[i] = -sin_table[i];
     }
     for (std::int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;
@@ -79,6 +86,18 @@ void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t
       }
     }
   }
+}
+
+}  // namespace
+
+void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                      const std::int64_t* positions, const double* inv_freq) {
+  rope_apply(x, n, heads, head_dim, positions, inv_freq, /*inverse=*/false);
+}
+
+void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                 const std::int64_t* positions, const double* inv_freq) {
+  rope_apply(dx, n, heads, head_dim, positions, inv_freq, /*inverse=*/true);
 }
 
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,

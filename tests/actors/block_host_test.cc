@@ -176,7 +176,7 @@ TEST(BlockHost, ClientsReachOnlyTheirOwnSessionsAndOnlyTheCoordinatorStopsTheHos
   for (ActorSystem* s : {&owner, &other, &observer, &host_system}) ASSERT_TRUE(s->start().is_ok());
   const std::int64_t h = config.hidden_size;
 
-  ASSERT_TRUE(owner.request_sync(host, OpenSession{1, 32}, 5s).is_ok());
+  ASSERT_TRUE(owner.request_sync(host, OpenSession{1, 32, 0, 0, {}, 0}, 5s).is_ok());
   ASSERT_TRUE(owner.request_sync(host, Step{1, 0, hidden_rows(3, h)}, 5s).is_ok());
   // Another client naming session 1 reaches nothing of the owner's: its own namespace is empty.
   EXPECT_EQ(other.request_sync(host, Step{1, 3, hidden_rows(1, h)}, 5s).status().code(), StatusCode::kNotFound);
@@ -215,18 +215,18 @@ TEST(BlockHost, PerClientLimitsAndStepWorkingMemoryNameTheLimit) {
     EXPECT_EQ(result.status().code(), StatusCode::kResourceExhausted) << result.status().to_string();
     EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
   };
-  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64}, 5s).is_ok());  // 32 KiB
-  expect_refused(c.request_sync(host, OpenSession{2, 32}, 5s), "would pass the limit per client of 40960");
-  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 8}, 5s).is_ok());
-  expect_refused(c.request_sync(host, OpenSession{4, 8}, 5s), "has 2 sessions open here, the limit per client");
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64, 0, 0, {}, 0}, 5s).is_ok());  // 32 KiB
+  expect_refused(c.request_sync(host, OpenSession{2, 32, 0, 0, {}, 0}, 5s), "would pass the limit per client of 40960");
+  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 8, 0, 0, {}, 0}, 5s).is_ok());
+  expect_refused(c.request_sync(host, OpenSession{4, 8, 0, 0, {}, 0}, 5s), "has 2 sessions open here, the limit per client");
   // A step's working memory counts in the budget: a prompt far larger than the budget allows.
   BlockHostOptions tight;
   tight.cache_budget_bytes = 64 << 10;
   tight.max_cache_bytes_per_client = 64 << 10;
   LocalSwarm small(test::models_dir() / "stories260K", {{0, 2}}, tight);
   const auto small_host = small.route()[0].host;
-  expect_refused(small.client().request_sync(small_host, OpenSession{1, 64}, 5s), "of working memory");
-  ASSERT_TRUE(small.client().request_sync(small_host, OpenSession{2, 4}, 5s).is_ok());
+  expect_refused(small.client().request_sync(small_host, OpenSession{1, 64, 0, 0, {}, 0}, 5s), "of working memory");
+  ASSERT_TRUE(small.client().request_sync(small_host, OpenSession{2, 4, 0, 0, {}, 0}, 5s).is_ok());
 }
 
 TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
@@ -241,7 +241,7 @@ TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
   ActorSystem& c = swarm.client();
   const auto host = swarm.route()[0].host;
   const std::int64_t h = swarm.config().hidden_size;
-  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64, 0, 0, {}, 0}, 5s).is_ok());
 
   auto expect_code = [](const auto& result, StatusCode code, const std::string& needle) {
     ASSERT_FALSE(result.is_ok()) << "accepted; expected " << status_code_name(code);
@@ -269,18 +269,18 @@ TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {
   }
   expect_code(c.request_sync(host, Step{1, 5, hidden_rows(1, h)}, 5s), StatusCode::kInvalidArgument, "holds 0 positions");
   expect_code(c.request_sync(host, Step{1, 0, hidden_rows(5, h)}, 5s), StatusCode::kResourceExhausted, "the limit per step is 4");
-  expect_code(c.request_sync(host, OpenSession{2, 100000}, 5s), StatusCode::kInvalidArgument, "max_position_embeddings");
-  expect_code(c.request_sync(host, OpenSession{3, 512}, 5s), StatusCode::kResourceExhausted, "bytes of cache");
-  expect_code(c.request_sync(host, OpenSession{1, 8}, 5s), StatusCode::kInvalidArgument, "already open");
+  expect_code(c.request_sync(host, OpenSession{2, 100000, 0, 0, {}, 0}, 5s), StatusCode::kInvalidArgument, "max_position_embeddings");
+  expect_code(c.request_sync(host, OpenSession{3, 512, 0, 0, {}, 0}, 5s), StatusCode::kResourceExhausted, "bytes of cache");
+  expect_code(c.request_sync(host, OpenSession{1, 8, 0, 0, {}, 0}, 5s), StatusCode::kInvalidArgument, "already open");
   expect_code(c.request_sync(host, Rollback{1, 3}, 5s), StatusCode::kInvalidArgument, "cannot roll session 1 back to 3");
-  expect_code(c.request_sync(host, OpenSession{5, 8, 1, 3}, 5s), StatusCode::kInvalidArgument, "not a part of the served blocks [0, 2)");
+  expect_code(c.request_sync(host, OpenSession{5, 8, 1, 3, {}, 0}, 5s), StatusCode::kInvalidArgument, "not a part of the served blocks [0, 2)");
 
   // After all that, the session still works, and so does a second one.
   auto ok = c.request_sync(host, Step{1, 0, hidden_rows(3, h)}, 5s);
   ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
   EXPECT_EQ(ok->length, 3);
   ASSERT_TRUE(c.request_sync(host, Step{1, 3, hidden_rows(1, h)}, 5s).is_ok());  // a decode step is measured
-  ASSERT_TRUE(c.request_sync(host, OpenSession{4, 64}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{4, 64, 0, 0, {}, 0}, 5s).is_ok());
   auto info = c.request_sync(host, HostInfo{}, 5s);
   ASSERT_TRUE(info.is_ok());
   EXPECT_EQ(info->sessions, 2);
@@ -294,7 +294,7 @@ TEST(BlockHost, RollbackRecomputesTheSameStates) {
   ActorSystem& c = swarm.client();
   const auto host = swarm.route()[0].host;
   const std::int64_t h = swarm.config().hidden_size;
-  ASSERT_TRUE(c.request_sync(host, OpenSession{7, 32}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{7, 32, 0, 0, {}, 0}, 5s).is_ok());
   ASSERT_TRUE(c.request_sync(host, Step{7, 0, hidden_rows(4, h, 0.2f)}, 5s).is_ok());
   auto first = c.request_sync(host, Step{7, 4, hidden_rows(2, h, 0.3f)}, 5s);
   ASSERT_TRUE(first.is_ok());
@@ -313,8 +313,8 @@ TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {
   LocalSwarm whole(test::models_dir() / "stories260K", {{0, 5}});
   LocalSwarm part(test::models_dir() / "stories260K", {{1, 4}});
   const std::int64_t h = whole.config().hidden_size;
-  ASSERT_TRUE(whole.client().request_sync(whole.route()[0].host, OpenSession{1, 16, 1, 4}, 5s).is_ok());
-  ASSERT_TRUE(part.client().request_sync(part.route()[0].host, OpenSession{1, 16}, 5s).is_ok());
+  ASSERT_TRUE(whole.client().request_sync(whole.route()[0].host, OpenSession{1, 16, 1, 4, {}, 0}, 5s).is_ok());
+  ASSERT_TRUE(part.client().request_sync(part.route()[0].host, OpenSession{1, 16, 0, 0, {}, 0}, 5s).is_ok());
   auto a = whole.client().request_sync(whole.route()[0].host, Step{1, 0, hidden_rows(3, h, 0.25f)}, 5s);
   auto b = part.client().request_sync(part.route()[0].host, Step{1, 0, hidden_rows(3, h, 0.25f)}, 5s);
   ASSERT_TRUE(a.is_ok() && b.is_ok());
@@ -327,7 +327,7 @@ TEST(BlockHost, StepsOfAnOlderAttemptAreIgnored) {
   ActorSystem& c = swarm.client();
   const auto host = swarm.route()[0].host;
   const std::int64_t h = swarm.config().hidden_size;
-  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 16}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 16, 0, 0, {}, 0}, 5s).is_ok());
   ASSERT_TRUE(c.request_sync(host, Step{3, 0, hidden_rows(2, h), 5}, 5s).is_ok());
   ASSERT_TRUE(c.request_sync(host, Rollback{3, 0, 6}, 5s).is_ok());
   auto stale = c.request_sync(host, Step{3, 0, hidden_rows(2, h), 5}, 5s);
@@ -353,7 +353,7 @@ TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
   auto host = host_system.spawn_with_id<BlockHost>(
       kBlockHostActorId, std::make_shared<const BlockStack>(BlockStack::load(ckpt, config, 0, 5, DType::kF32)), options);
   std::optional<Result<SessionOpened>> opened;
-  client.request(host, OpenSession{5, 16}, 60s, [&](Result<SessionOpened> r) { opened = std::move(r); });
+  client.request(host, OpenSession{5, 16, 0, 0, {}, 0}, 60s, [&](Result<SessionOpened> r) { opened = std::move(r); });
   scheduler.run_all();
   ASSERT_TRUE(opened && opened->is_ok());
   scheduler.advance(9s);

@@ -71,21 +71,7 @@ class ManualSwarm {
   /// 100 ms at a time (up to a virtual minute).
   template <typename M>
   Result<typename M::Reply> call(const M& message) {
-    std::optional<Result<typename M::Reply>> answer;
-    nodes_[client_]->system->request(driver_, message, std::chrono::hours(1),
-                                     [&](Result<typename M::Reply> r) { answer = std::move(r); });
-    for (int idle = 0; !answer && idle < 600;) {
-      if (scheduler_.run_one()) {
-        idle = 0;
-        auto sent = net_->take_log();
-        if (on_sent && !sent.empty()) on_sent(sent);
-      } else {
-        scheduler_.advance(100ms);
-        ++idle;
-      }
-    }
-    if (!answer) return error(StatusCode::kTimeout, "the driver did not answer within a virtual minute");
-    return std::move(*answer);
+    return std::move(call_all(std::vector<M>{message}).front());
   }
   /// Sends every message at once and runs the world until all are answered; answers in order.
   template <typename M>
@@ -143,7 +129,7 @@ class ManualSwarm {
 class ManualSession final : public BlockPipeline {
  public:
   ManualSession(ManualSwarm& swarm, std::int64_t capacity) : swarm_(swarm) {
-    auto opened = swarm_.call(OpenInference{capacity});
+    auto opened = swarm_.call(OpenInference{capacity, {}, 0});
     if (!opened.is_ok()) throw std::runtime_error(opened.status().to_string());
     id_ = opened->session;
     hidden_size_ = opened->hidden_size;
@@ -361,7 +347,7 @@ TEST(DriverSessions, BadRequestsAreRefusedAndTheSessionGoesOn) {
   std::vector<float> many(static_cast<std::size_t>(17 * h), 0.1f);
   auto overfull = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kF32, {17, h}, many.data(), many.size())});
   EXPECT_EQ(overfull.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(swarm.call(OpenInference{0}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(swarm.call(OpenInference{0, {}, 0}).status().code(), StatusCode::kInvalidArgument);
   // The session still steps.
   session.forward(row.data(), 1);
   EXPECT_EQ(session.length(), 1);
@@ -387,7 +373,7 @@ TEST(DriverTrust, OnlyItsOwnProcessAsksAndOnlyTheRouteItsHostsPush) {
   ManualSwarm swarm(/*push=*/true);
   // A host asks the client's driver for a session: refused.
   std::optional<Result<InferenceOpened>> answer;
-  swarm.system(3).request(swarm.driver(), OpenInference{16}, 10s, [&](Result<InferenceOpened> r) { answer = r; });
+  swarm.system(3).request(swarm.driver(), OpenInference{16, {}, 0}, 10s, [&](Result<InferenceOpened> r) { answer = r; });
   for (int i = 0; i < 10 && !answer; ++i) (void)swarm.call(DescribeInference{12345});  // runs the world
   ASSERT_TRUE(answer.has_value());
   EXPECT_EQ(answer->status().code(), StatusCode::kRefused);
@@ -467,27 +453,7 @@ TEST(DriverTraining, ThreeHostGradientsAreOneProcessGradientsAndMatchFiniteDiffe
   EXPECT_EQ(remote.loss_sum, local.loss_sum);
   EXPECT_EQ(remote.grad, local.grad);  // f32 on the wire: bit for bit
   // The soft and deep prompts' gradients against float64 finite differences of the whole model.
-  const PromptedBatch built = build_batch(c.ends, c.batch, &c.params);
-  const std::vector<double> soft(c.params.soft.begin(), c.params.soft.end()), deep(c.params.deep.begin(), c.params.deep.end());
-  for (std::uint64_t k = 0; k < 2; ++k) {
-    const auto u = test::random_floats(c.params.size(), 70 + k);
-    constexpr double kStep = 1e-5;
-    std::vector<double> s_up = soft, s_down = soft, d_up = deep, d_down = deep;
-    for (std::size_t i = 0; i < soft.size(); ++i) {
-      s_up[i] += kStep * u[i];
-      s_down[i] -= kStep * u[i];
-    }
-    for (std::size_t i = 0; i < deep.size(); ++i) {
-      d_up[i] += kStep * u[soft.size() + i];
-      d_down[i] -= kStep * u[soft.size() + i];
-    }
-    const double numeric = (test::reference_batch_loss(ManualSwarm::model(), built, c.params, s_up, d_up) -
-                            test::reference_batch_loss(ManualSwarm::model(), built, c.params, s_down, d_down)) /
-                           (2 * kStep);
-    double analytic = 0;
-    for (std::size_t i = 0; i < u.size(); ++i) analytic += static_cast<double>(remote.grad[i]) * u[i];
-    EXPECT_NEAR(numeric, analytic, 1e-4 * std::max(1.0, std::abs(analytic))) << "direction " << k;
-  }
+  test::expect_prompt_gradient(ManualSwarm::model(), build_batch(c.ends, c.batch, &c.params), c.params, remote.grad, 70);
 }
 
 // A host killed as a training pass reaches it: the driver recomputes the pass on the replica and

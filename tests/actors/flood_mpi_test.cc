@@ -102,7 +102,7 @@ int run(const std::string& models) {
     std::vector<float> rows(static_cast<std::size_t>(n * h), 0.25f);
     const TensorPayload payload = TensorPayload::copy_of(ElementType::kF32, {n, h}, rows.data(), rows.size());
     for (std::uint64_t s = 1; s <= 8; ++s) {
-      (void)system.request_sync(host, OpenSession{s, config.max_position_embeddings}, 10s);
+      (void)system.request_sync(host, OpenSession{s, config.max_position_embeddings, 0, 0, {}, 0}, 10s);
     }
     MPI_Ibarrier(MPI_COMM_WORLD, &done);
     int finished = 0;

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include <gtest/gtest.h>
+
 #include "kernels/rope.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "tests/test_util.h"
 
 namespace sepal::test {
 namespace {
@@ -142,6 +145,30 @@ double reference_batch_loss(const std::filesystem::path& dir, const PromptedBatc
   const auto out = reference_forward(dir, DType::kF32, x, batch.lengths, 0, p.layers, deep,
                                      deep.empty() ? 0 : p.tokens, p.offset);
   return reference_cross_entropy(dir, out, batch.targets) / static_cast<double>(batch.scored);
+}
+
+void expect_prompt_gradient(const std::filesystem::path& dir, const PromptedBatch& batch, const PromptParameters& p,
+                            const std::vector<float>& grad, std::uint64_t seed, double tolerance) {
+  const std::vector<double> soft(p.soft.begin(), p.soft.end()), deep(p.deep.begin(), p.deep.end());
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto u = random_floats(p.size(), seed + k);
+    std::vector<double> s_up = soft, s_down = soft, d_up = deep, d_down = deep;
+    for (std::size_t i = 0; i < soft.size(); ++i) {
+      s_up[i] += kStep * u[i];
+      s_down[i] -= kStep * u[i];
+    }
+    for (std::size_t i = 0; i < deep.size(); ++i) {
+      d_up[i] += kStep * u[soft.size() + i];
+      d_down[i] -= kStep * u[soft.size() + i];
+    }
+    const double numeric =
+        (reference_batch_loss(dir, batch, p, s_up, d_up) - reference_batch_loss(dir, batch, p, s_down, d_down)) /
+        (2 * kStep);
+    double analytic = 0;
+    for (std::size_t i = 0; i < u.size(); ++i) analytic += static_cast<double>(grad[i]) * u[i];
+    EXPECT_NEAR(numeric, analytic, tolerance * std::max(1.0, std::abs(analytic))) << "direction " << k;
+  }
 }
 
 }  // namespace sepal::test

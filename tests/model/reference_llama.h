@@ -29,4 +29,10 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
 double reference_batch_loss(const std::filesystem::path& dir, const PromptedBatch& batch, const PromptParameters& p,
                             const std::vector<double>& soft, const std::vector<double>& deep);
 
+/// Checks `grad` (d mean loss / d parameters, in PromptParameters::flat() order) against central
+/// differences of reference_batch_loss along two random directions (seeded), within `tolerance`
+/// relative to the directional derivative (gtest expectations).
+void expect_prompt_gradient(const std::filesystem::path& dir, const PromptedBatch& batch, const PromptParameters& p,
+                            const std::vector<float>& grad, std::uint64_t seed, double tolerance = 1e-4);
+
 }  // namespace sepal::test

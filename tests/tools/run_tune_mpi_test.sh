@@ -3,7 +3,9 @@
 #   1. mpirun -np 4 (3 hosts), 10 steps of deep-ptune: the same losses as one process;
 #   2. mpirun -np 5 --replicas 2, 20 steps: the busiest host is killed (kill -9) after step 5; the
 #      driver recomputes its micro-batches on the replica and the losses stay the same;
-#   3. a run stopped after step 4 under mpirun and resumed in one process: the same losses.
+#   3. a run stopped after step 4 under mpirun and resumed in one process: the same losses;
+#   4. the client killed (kill -9) after step 7 of a run that checkpoints every 3 steps: resumed
+#      from the last checkpoint, every step's loss is the uninterrupted run's.
 #   run_tune_mpi_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -71,4 +73,27 @@ timeout 300 mpirun -np 3 "$sepal" tune --model "$models/tinystories-656K" --data
   --resume "$dir/part.h5" --log "$dir/part.jsonl" --out "$dir/part.h5" 2> "$dir/err.txt" \
   || { echo "FAILED: the resumed run"; tail -3 "$dir/err.txt"; failed=$((failed + 1)); }
 same "stopped after step 4 under mpirun, resumed in one process" "$dir/one.jsonl" "$dir/part.jsonl"
+
+# 4. The client killed mid-run; the resumed run's steps (the last row of each) are the straight run's.
+tune 10 "$dir/killed.jsonl" "$dir/killed.h5" --checkpoint-every 3 2> /dev/null &
+job=$!
+for _ in $(seq 6000); do
+  [ -f "$dir/killed.jsonl" ] && [ "$(wc -l < "$dir/killed.jsonl")" -ge 7 ] && break
+  sleep 0.01
+done
+kill -9 $job 2> /dev/null; wait $job 2> /dev/null
+at=$(wc -l < "$dir/killed.jsonl")
+"$sepal" tune --model "$models/tinystories-656K" --data "$models/../data/tune-tom/train.jsonl" --max-length 96 \
+  --resume "$dir/killed.h5" --log "$dir/killed.jsonl" --out "$dir/killed.h5" 2> "$dir/err.txt" \
+  || { echo "FAILED: the run resumed after the kill"; tail -3 "$dir/err.txt"; failed=$((failed + 1)); }
+/usr/bin/python3 - "$dir/killed.jsonl" "$dir/last-per-step.jsonl" <<'PY'
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    rows[row["step"]] = line
+with open(sys.argv[2], "w") as out:
+    out.writelines(rows[s] for s in sorted(rows))
+PY
+same "client killed after $at steps, resumed from its last checkpoint" "$dir/one.jsonl" "$dir/last-per-step.jsonl"
 exit $failed
