@@ -1,9 +1,13 @@
-// sepal tune: prompt tuning (ptune, deep-ptune) of a model held in this process, with HDF5
-// checkpoints that resume a run exactly (model/prompt_trainer.h, model/tuning_checkpoint.h).
+// sepal tune: prompt tuning (ptune, deep-ptune) with HDF5 checkpoints that resume a run exactly
+// (model/prompt_trainer.h, model/tuning_checkpoint.h), in this process or through a swarm.
+// Preemptible: SIGTERM or SIGUSR1 (a batch system's warning before a time limit or preemption)
+// ends the run after the step under way with a checkpoint and exit status 75 (EX_TEMPFAIL: "run
+// me again"); slurm/tune.sbatch requeues the job on it and resumes.
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -24,6 +28,12 @@ namespace sepal::tools {
 namespace {
 
 namespace po = boost::program_options;
+
+// Exit status of a run stopped by a signal with its checkpoint written: try again later.
+constexpr int kExitRequeue = 75;
+
+volatile std::sig_atomic_t stop_signal = 0;
+extern "C" void request_stop(int signal) { stop_signal = signal; }
 
 // With --resume, a setting given on the command line must be the checkpoint's.
 template <typename T>
@@ -192,6 +202,8 @@ int tune_command(int argc, char** argv) {
                model_dir.c_str(), swarm ? (std::to_string(swarm->host_count()) + " hosts").c_str() : "in this process",
                static_cast<long long>(trainer.state().step), static_cast<long long>(s.steps));
   if (!held_out.empty() && !resumed) evaluate();
+  std::signal(SIGTERM, request_stop);
+  std::signal(SIGUSR1, request_stop);
   const auto start = std::chrono::steady_clock::now();
   std::int64_t tokens_done = 0, steps_done = 0;
   StepReport last;
@@ -222,6 +234,13 @@ int tune_command(int argc, char** argv) {
     }
     if (!held_out.empty() && eval_every > 0 && last.step % eval_every == 0 && last.step != s.steps) evaluate();
     if (checkpoint_every > 0 && last.step % checkpoint_every == 0) save();
+    if (stop_signal != 0 && !trainer.done()) {
+      save();
+      std::fprintf(stderr, "%ssepal tune: %s after step %lld: wrote %s; exit %d asks to be run again (--resume %s)\n",
+                   tty ? "\n" : "", stop_signal == SIGTERM ? "SIGTERM" : "SIGUSR1", static_cast<long long>(last.step),
+                   out_file.c_str(), kExitRequeue, out_file.c_str());
+      return kExitRequeue;
+    }
     if (stop_after > 0 && last.step >= stop_after && !trainer.done()) {
       save();
       std::fprintf(stderr, "%ssepal tune: stopped after step %lld; continue with --resume %s\n", tty ? "\n" : "",

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The Slurm scripts against a real (single-node) Slurm, started here and stopped afterwards
+# (tests/slurm/slurm_cluster.sh), also when a check fails:
+#   tune: slurm/tune.sbatch runs deep-ptune; `scontrol requeue` stops it mid-run; Slurm runs it
+#         again, it resumes from its checkpoint, and its final checkpoint (h5diff) and the loss of
+#         every step equal those of an uninterrupted run.
+#   run_slurm_test.sh SEPAL_BINARY MODELS_DIR
+set -uo pipefail
+sepal=$(realpath "$1"); models=$(realpath "$2")
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+dir=$(mktemp -d /tmp/sepal-slurm.XXXXXX)
+cluster=$dir/cluster
+trap '"$here/slurm_cluster.sh" down "$cluster"; rm -rf "$dir"' EXIT
+conf=$("$here/slurm_cluster.sh" up "$cluster") || { echo "FAILED: no Slurm"; exit 1; }
+export SLURM_CONF=$conf
+failed=0
+job_state() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+wait_state() {  # JOB STATE SECONDS
+  for _ in $(seq $(($3 * 10))); do [ "$(job_state "$1")" = "$2" ] && return 0; sleep 0.1; done
+  return 1
+}
+losses() {  # the last row of each step, in step order
+  /usr/bin/python3 -c '
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    if "loss" in row: rows[row["step"]] = row["loss"]
+print(" ".join(repr(rows[s]) for s in sorted(rows)))' "$1"
+}
+
+# ---- tune: requeued mid-run, resumed, the same run ----
+args=(--model "$models/tinystories-656K" --data "$models/../data/tune-tom/train.jsonl" --method deep-ptune
+      --prompt-tokens 4 --steps 30 --batch-size 8 --micro-batch 4 --lr 0.05 --warmup 3 --seed 2 --max-length 96
+      --checkpoint-every 5)
+"$sepal" tune --out "$dir/ref.h5" --log "$dir/ref.jsonl" "${args[@]}" 2> "$dir/ref.err" \
+  || { echo "FAILED: the uninterrupted run"; tail -3 "$dir/ref.err"; exit 1; }
+cd "$root"
+job=$(sbatch --parsable --output="$dir/tune-%j.out" --export="ALL,SEPAL=$sepal" slurm/tune.sbatch "$dir/job.h5" \
+  "${args[@]}" --log "$dir/job.jsonl")
+for _ in $(seq 1200); do
+  [ -f "$dir/job.jsonl" ] && [ "$(wc -l < "$dir/job.jsonl")" -ge 8 ] && break
+  sleep 0.1
+done
+at=$(wc -l < "$dir/job.jsonl" 2>/dev/null || echo 0)
+scontrol requeue "$job"
+if wait_state "$job" COMPLETED 300; then
+  runs=$(grep -c "^sepal-tune: job $job, run" "$dir/tune-$job.out")
+  if [ "$runs" -ge 2 ] && [ "$(losses "$dir/ref.jsonl")" = "$(losses "$dir/job.jsonl")" ] && h5diff -q "$dir/ref.h5" "$dir/job.h5"; then
+    echo "ok: tune job $job requeued after $at steps, resumed (runs: $runs): 30 losses and the checkpoint equal the uninterrupted run's"
+  else
+    echo "FAILED: tune job $job: runs $runs, losses equal? $([ "$(losses "$dir/ref.jsonl")" = "$(losses "$dir/job.jsonl")" ] && echo yes || echo no), checkpoint equal? $(h5diff -q "$dir/ref.h5" "$dir/job.h5" && echo yes || echo no)"
+    tail -5 "$dir/tune-$job.out"; failed=$((failed + 1))
+  fi
+else
+  echo "FAILED: tune job $job did not complete (state $(job_state "$job"))"; tail -8 "$dir/tune-$job.out"
+  failed=$((failed + 1))
+fi
+exit $failed
