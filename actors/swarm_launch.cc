@@ -16,6 +16,11 @@ int launched_world_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
     if (const char* v = std::getenv(name)) return std::atoi(v);
   }
+  // A task of `srun -n N`: srun's PMIx does not always say the size in the environment, and MPI
+  // may not even see it (mpi_init then refuses; docs/operations.md, Slurm).
+  if (std::getenv("SLURM_PROCID")) {
+    if (const char* v = std::getenv("SLURM_STEP_NUM_TASKS")) return std::atoi(v);
+  }
   return 1;
 }
 

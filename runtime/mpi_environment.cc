@@ -44,6 +44,17 @@ Status initialise(int* argc, char*** argv) {
   if (provided < MPI_THREAD_MULTIPLE) {
     return error(StatusCode::kUnavailable, "the MPI library does not provide MPI_THREAD_MULTIPLE");
   }
+  // srun starts every task; when its PMI plugin and the MPI library disagree, each task starts
+  // alone as a singleton and the job would run as many separate swarms (measured with Debian's
+  // Slurm 22.05 pmix_v4 and Open MPI 4.1: `srun --mpi=pmix`). Refuse rather than do that.
+  const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (step_tasks && std::atoi(step_tasks) > 1 && size == 1 && std::getenv("SLURM_PROCID")) {
+    return error(StatusCode::kUnavailable, "srun started ", step_tasks,
+                 " tasks but MPI sees each alone (srun's --mpi plugin and this MPI library disagree): run mpirun "
+                 "inside the allocation instead (docs/operations.md, Slurm)");
+  }
   return Status::ok();
 }
 

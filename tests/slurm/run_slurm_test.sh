@@ -4,6 +4,8 @@
 #   tune: slurm/tune.sbatch runs deep-ptune; `scontrol requeue` stops it mid-run; Slurm runs it
 #         again, it resumes from its checkpoint, and its final checkpoint (h5diff) and the loss of
 #         every step equal those of an uninterrupted run.
+#   swarm: slurm/generate.sbatch, 4 tasks on the one node (a client and 3 hosts), started by
+#         mpirun inside the allocation and by srun --mpi=pmix: the text of one process.
 #   run_slurm_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$(realpath "$1"); models=$(realpath "$2")
@@ -57,4 +59,32 @@ else
   echo "FAILED: tune job $job did not complete (state $(job_state "$job"))"; tail -8 "$dir/tune-$job.out"
   failed=$((failed + 1))
 fi
+
+# ---- swarm: the whole swarm in one job, both launchers ----
+source "$root/scripts/mpi_env.sh"  # root's Open MPI settings, passed into the jobs
+expected=$("$sepal" generate --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 60 --json 2>/dev/null \
+  | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
+for launch in mpirun srun; do
+  job=$(sbatch --parsable -O -N 1 -n 4 --output="$dir/generate-$launch-%j.out" \
+    --export="ALL,SEPAL=$sepal,SEPAL_MAP_BY=ppr:4:node,SEPAL_LAUNCH=$launch" slurm/generate.sbatch \
+    "$models/stories260K" "Once upon a time" --max-new-tokens 60)
+  if wait_state "$job" COMPLETED 180; then
+    got=$(/usr/bin/python3 - "$dir/generate-$launch-$job.out" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+start = text.index("{")
+out = json.JSONDecoder().raw_decode(text[start:])[0]
+print(out["stats"]["host_ranks"], out["text"])
+PY
+)
+    if [ "$got" = "3 $expected" ]; then
+      echo "ok: swarm job $job ($launch, a client and 3 hosts): the text of one process"
+    else
+      echo "FAILED: swarm job $job ($launch): got '$got'"; failed=$((failed + 1))
+    fi
+  else
+    echo "FAILED: swarm job $job ($launch) did not complete (state $(job_state "$job"))"
+    tail -5 "$dir/generate-$launch-$job.out"; failed=$((failed + 1))
+  fi
+done
 exit $failed
