@@ -6,7 +6,7 @@
 #         every step equal those of an uninterrupted run.
 #   swarm: slurm/generate.sbatch, 4 tasks on the one node (a client and 3 hosts), started by
 #         mpirun inside the allocation and by srun --mpi=pmix: the text of one process.
-#   run_slurm_test.sh SEPAL_BINARY MODELS_DIR
+#   run_slurm_test.sh SEPAL_BINARY MODELS_DIR      # SEPAL_SLURM_ONLY=tune|swarm: one part
 set -uo pipefail
 sepal=$(realpath "$1"); models=$(realpath "$2")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,8 +18,14 @@ conf=$("$here/slurm_cluster.sh" up "$cluster") || { echo "FAILED: no Slurm"; exi
 export SLURM_CONF=$conf
 failed=0
 job_state() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
-wait_state() {  # JOB STATE SECONDS
-  for _ in $(seq $(($3 * 10))); do [ "$(job_state "$1")" = "$2" ] && return 0; sleep 0.1; done
+wait_state() {  # JOB STATE SECONDS: true once the job is in STATE; false if it ends in another
+  for _ in $(seq $(($3 * 10))); do
+    case "$(job_state "$1")" in
+      "$2") return 0 ;;
+      COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) return 1 ;;
+    esac
+    sleep 0.1
+  done
   return 1
 }
 losses() {  # the last row of each step, in step order
@@ -32,13 +38,17 @@ for line in open(sys.argv[1]):
 print(" ".join(repr(rows[s]) for s in sorted(rows)))' "$1"
 }
 
+part() { [ -z "${SEPAL_SLURM_ONLY:-}" ] || [ "$SEPAL_SLURM_ONLY" = "$1" ]; }
+cd "$root"
+source "$root/scripts/mpi_env.sh"  # root's Open MPI settings, passed into the jobs
+
 # ---- tune: requeued mid-run, resumed, the same run ----
+if part tune; then
 args=(--model "$models/tinystories-656K" --data "$models/../data/tune-tom/train.jsonl" --method deep-ptune
       --prompt-tokens 4 --steps 30 --batch-size 8 --micro-batch 4 --lr 0.05 --warmup 3 --seed 2 --max-length 96
       --checkpoint-every 5)
 "$sepal" tune --out "$dir/ref.h5" --log "$dir/ref.jsonl" "${args[@]}" 2> "$dir/ref.err" \
   || { echo "FAILED: the uninterrupted run"; tail -3 "$dir/ref.err"; exit 1; }
-cd "$root"
 job=$(sbatch --parsable --output="$dir/tune-%j.out" --export="ALL,SEPAL=$sepal" slurm/tune.sbatch "$dir/job.h5" \
   "${args[@]}" --log "$dir/job.jsonl")
 for _ in $(seq 1200); do
@@ -60,8 +70,10 @@ else
   failed=$((failed + 1))
 fi
 
+fi
+
 # ---- swarm: the whole swarm in one job, both launchers ----
-source "$root/scripts/mpi_env.sh"  # root's Open MPI settings, passed into the jobs
+if part swarm; then
 expected=$("$sepal" generate --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 60 --json 2>/dev/null \
   | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
 for launch in mpirun srun; do
@@ -87,4 +99,6 @@ PY
     tail -5 "$dir/generate-$launch-$job.out"; failed=$((failed + 1))
   fi
 done
+fi
+
 exit $failed
