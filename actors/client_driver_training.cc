@@ -70,6 +70,15 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     }
     t->count = p.shape[1];
   }
+  // Encoded before the reply is deferred: a throw here (NaN in compressed form) answers at once.
+  TensorPayload input;
+  if (!m.backward) {
+    try {
+      input = encode_hidden(x.as<float>(), t->tokens, h, options_.wire_compression);
+    } catch (const std::exception& e) {
+      return error(StatusCode::kInvalidArgument, "training pass ", m.pass, ": ", e.what());
+    }
+  }
   if (m.backward) {
     segments = std::move(kept_.at(m.pass).segments);
     kept_.erase(m.pass);
@@ -91,7 +100,6 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
       training_.erase(t.op);
     });
   } else {
-    TensorPayload input = encode_hidden(x.as<float>(), pass.tokens, h, options_.wire_compression);
     forward_blocks(pass, 0, blocks, std::move(input), true,
                    [this](Training& t, std::vector<Segment> segments, TensorPayload output) {
                      auto decoded = decode_hidden(output, t.hidden);

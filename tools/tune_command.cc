@@ -248,9 +248,14 @@ int tune_command(int argc, char** argv) {
       return 0;
     }
   }
-  if (tty) std::fprintf(stderr, "\n");
+  if (tty && steps_done > 0) std::fprintf(stderr, "\n");
   save();
   if (!held_out.empty()) evaluate();
+  if (steps_done == 0) {  // resumed from a checkpoint of a finished run
+    std::printf("the run had taken all its %lld steps already; wrote %s\n", static_cast<long long>(s.steps),
+                out_file.c_str());
+    return 0;
+  }
   std::printf("trained %s with %lld prompt tokens for %lld steps; last loss %.4f; wrote %s\n",
               std::string(tuning_method_name(s.method)).c_str(), static_cast<long long>(s.prompt_tokens),
               static_cast<long long>(s.steps), last.loss, out_file.c_str());

@@ -12,7 +12,6 @@
 #include "kernels/parallel.h"
 #include "kernels/softmax.h"
 
-#define SEPAL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 namespace sepal {
 namespace {

@@ -298,10 +298,15 @@ class GateActor final : public TypedActor<GateActor, EchoProtocol> {
     return EchoReply{m.text, {}};
   }
   void handle(ActorContext&, const Add&) {
-    if (!waited_) gate_.wait();
+    if (!waited_) {
+      entered_.set_value();
+      gate_.wait();
+    }
     waited_ = true;
     record("add");
   }
+  /// Ready once the first Add is being handled (and held).
+  std::future<void> entered() { return entered_.get_future(); }
   Result<Add> handle(ActorContext&, const Count&) { return Add{}; }
   Result<EchoReply> handle(ActorContext&, const Explode&) { return EchoReply{}; }
   Result<EchoReply> handle(ActorContext&, const Later&) { return EchoReply{}; }
@@ -316,6 +321,7 @@ class GateActor final : public TypedActor<GateActor, EchoProtocol> {
     handled_.push_back(what);
   }
   std::shared_future<void> gate_;
+  std::promise<void> entered_;
   bool waited_ = false;
   std::mutex mutex_;
   std::vector<std::string> handled_;
@@ -331,8 +337,13 @@ TEST(Mailboxes, AFloodingPeerIsBoundedAndOthersAreServedInTurn) {
   auto* gate = new GateActor(open.get_future().share());
   const auto actor = host.adopt_with_id(5, std::unique_ptr<GateActor>(gate));
 
-  // The first Add holds the actor; 8 more fill the flooder's queue; the rest are dropped.
-  for (int i = 0; i < 100; ++i) ASSERT_TRUE(flooder.send(actor, Add{1}).is_ok());
+  // The first Add holds the actor; 8 more fill the flooder's queue; the rest are dropped. The
+  // flood starts once the first is held: sent all at once, they could fill the queue before the
+  // actor takes the first, leaving room for the request below on a busy machine.
+  auto entered = gate->entered();
+  ASSERT_TRUE(flooder.send(actor, Add{1}).is_ok());
+  ASSERT_EQ(entered.wait_for(5s), std::future_status::ready);
+  for (int i = 1; i < 100; ++i) ASSERT_TRUE(flooder.send(actor, Add{1}).is_ok());
   auto refused = flooder.request_sync(actor, Echo{"flooder", {}}, 5000ms);
   ASSERT_FALSE(refused.is_ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
