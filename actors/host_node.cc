@@ -13,6 +13,7 @@
 #include "actors/swarm_node.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
+#include "runtime/mpi_environment.h"
 
 namespace sepal {
 namespace {
@@ -94,7 +95,10 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
     node.stop();
     std::fprintf(stderr, "sepal: host %u left\n", self);
     std::fflush(stderr);
-    std::_Exit(0);  // not MPI_Finalize: it would wait for the ranks that stay
+    // A host launched with the swarm must not MPI_Finalize: it would wait for the ranks that
+    // stay. A joined host's MPI job is its own: finalising lets its mpirun (a Slurm job) end well.
+    if (node.joined()) mpi_finalize_now();
+    std::_Exit(0);
   }
   (void)system.send(actors.agent, StopAnnouncing{});
   std::fprintf(stderr, "sepal: host %u done (%s)\n", self, done.get().c_str());

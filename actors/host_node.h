@@ -38,7 +38,8 @@ struct HostActors {
 HostActors add_host_actors(ActorSystem& system, const SwarmWorld& world, BlockHostOptions host, HostAgentOptions agent);
 
 /// Serves until the swarm ends. A graceful leave (SIGTERM, SIGINT) ends the process itself, with
-/// status 0, without MPI_Finalize (which would wait for the ranks that stay). An error when the
+/// status 0, without MPI_Finalize (which would wait for the ranks that stay) unless the host
+/// joined through a port (then its MPI job is its own, and it finalises). An error when the
 /// model cannot be read or the balancer does not place the host.
 Status serve_blocks(SwarmNode& node, const HostSettings& settings);
 

@@ -24,6 +24,7 @@ Result<std::unique_ptr<SwarmNode>> SwarmNode::join(const std::string& port_file,
     return error(inter.status().code(), "cannot reach the swarm through ", port_file, ": ", inter.status().message());
   }
   std::unique_ptr<SwarmNode> node(new SwarmNode());
+  node->joined_ = true;
   auto joined = join_swarm(inter.value(), secret, role, [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
     auto t = transport_for_joiner(id, settings.transport);
     if (!t.is_ok()) return t.status();

@@ -41,6 +41,9 @@ class SwarmNode {
   Membership& membership() { return *membership_; }
   PeerId self() const { return system_->self(); }
   const SwarmWorld& world() const { return world_; }
+  /// Whether this node joined through a port (`join`): its MPI job holds no other member, so
+  /// it can finalise MPI without waiting for anyone.
+  bool joined() const { return joined_; }
   /// Stops the actor system (flushing what was sent).
   void stop();
 
@@ -56,6 +59,7 @@ class SwarmNode {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<JoinListener> listener_;
   bool stopped_ = false;
+  bool joined_ = false;
 };
 
 }  // namespace sepal

@@ -27,19 +27,7 @@ Status initialise(int* argc, char*** argv) {
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS) return mpi_status(rc, "MPI_Init_thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    std::atexit([] {
-      int finalized = 0;
-      MPI_Finalized(&finalized);
-      if (finalized) return;
-      // MPI_Finalize can wait forever for a rank that was killed (there is no ULFM here): give it
-      // a few seconds, then end the process without it (flushing the output first).
-      std::thread([] {
-        std::this_thread::sleep_for(std::chrono::seconds(5));
-        std::fflush(nullptr);
-        std::_Exit(g_exit_code.load());
-      }).detach();
-      MPI_Finalize();
-    });
+    std::atexit(mpi_finalize_now);
   }
   if (provided < MPI_THREAD_MULTIPLE) {
     return error(StatusCode::kUnavailable, "the MPI library does not provide MPI_THREAD_MULTIPLE");
@@ -61,6 +49,21 @@ Status initialise(int* argc, char*** argv) {
 }  // namespace
 
 void set_process_exit_code(int code) { g_exit_code = code; }
+
+void mpi_finalize_now() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  // MPI_Finalize can wait forever for a rank that was killed (there is no ULFM here): give it a
+  // few seconds, then end the process without it (flushing the output first).
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::fflush(nullptr);
+    std::_Exit(g_exit_code.load());
+  }).detach();
+  MPI_Finalize();
+}
 
 Status mpi_init(int* argc, char*** argv) {
   static std::once_flag once;

@@ -20,6 +20,11 @@ namespace sepal {
 /// MPI_THREAD_MULTIPLE.
 Status mpi_init(int* argc = nullptr, char*** argv = nullptr);
 
+/// Finalises MPI now if it was initialised and is not yet finalised (also done at exit). Should
+/// MPI_Finalize wait more than 5 s (for a peer that died), the process ends without it, with the
+/// status of set_process_exit_code. mpirun takes a process that ends without it for a failure.
+void mpi_finalize_now();
+
 /// Status of an MPI return code, naming the call.
 Status mpi_status(int rc, const char* call);
 

@@ -46,7 +46,9 @@ int status_command(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  std::_Exit(0);  // not MPI_Finalize: this observer's job is independent of the swarm's
+  // MPI_Finalize at exit: the join's intercommunicator is disconnected, so it waits for no one,
+  // and mpirun (a Slurm job) sees a proper exit.
+  return 0;
 }
 
 }  // namespace sepal::tools

@@ -6,7 +6,10 @@
 #         every step equal those of an uninterrupted run.
 #   swarm: slurm/generate.sbatch, 4 tasks on the one node (a client and 3 hosts), started by
 #         mpirun inside the allocation and by srun --mpi=pmix: the text of one process.
-#   run_slurm_test.sh SEPAL_BINARY MODELS_DIR      # SEPAL_SLURM_ONLY=tune|swarm: one part
+#   join: slurm/swarm.sbatch runs a long-lived swarm; a slurm/join.sbatch host joins it, the
+#         slurm/status.sbatch job's block map lists it, `scancel` makes it leave gracefully (the
+#         balancer logs a leave, not a failure), and the swarm's text is that of one process.
+#   run_slurm_test.sh SEPAL_BINARY MODELS_DIR      # SEPAL_SLURM_ONLY=tune|swarm|join: one part
 set -uo pipefail
 sepal=$(realpath "$1"); models=$(realpath "$2")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -99,6 +102,95 @@ PY
     tail -5 "$dir/generate-$launch-$job.out"; failed=$((failed + 1))
   fi
 done
+fi
+
+# ---- join: a host job joins a running swarm job, shows in a status job, leaves on scancel ----
+if part join; then
+model=$models/stories260K
+# 480 tokens at an 80 ms round trip on every link (about a minute): long enough for four more
+# jobs to come and go.
+gen=(--max-new-tokens 480 --wan rtt_ms=80 --no-wire-compression)
+expected=$("$sepal" generate --model "$model" --prompt "Once upon a time" "${gen[@]:0:2}" --json 2>/dev/null \
+  | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
+shared=$dir/shared; mkdir -p "$shared"
+head -c 48 /dev/urandom | base64 > "$shared/secret"
+# --oversubscribe (sharing CPUs) overrides the scripts' --exclusive: here four jobs share 2 CPUs.
+swarm=$(sbatch --parsable --oversubscribe -O -N 1 -n 3 --output="$dir/swarm-%j.out" --error="$dir/swarm-%j.err" \
+  --export="ALL,SEPAL=$sepal,SEPAL_MAP_BY=ppr:3:node" slurm/swarm.sbatch "$shared" "$model" "Once upon a time" "${gen[@]}")
+log=$dir/swarm-$swarm.err  # the text alone goes to swarm-JOB.out
+wait_for() {  # FILE PATTERN SECONDS
+  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1
+}
+jobs_seen=()
+host_job() {  # [--array=1-N]: sets join and newcomers (one per element); false if one did not join
+  join=$(sbatch --parsable --oversubscribe "$@" --output="$dir/join-%j.out" --export="ALL,SEPAL=$sepal" \
+    slurm/join.sbatch "$shared" "$model" --max-blocks 2 --wan rtt_ms=80)
+  jobs_seen+=("$join")
+  local want=1 outs=()
+  [ $# -gt 0 ] && want=${1##*-}
+  newcomers=()
+  for _ in $(seq 600); do
+    outs=($(grep -l "serves blocks" "$dir"/join-*.out 2>/dev/null))
+    newcomers=($(sed -n 's/^sepal: host \([0-9]*\) (pid .*serves blocks.*/\1/p' "${outs[@]}" /dev/null | sort -u \
+      | comm -23 - <(printf '%s\n' "${left[@]}" | sort)))
+    [ "${#newcomers[@]}" -ge "$want" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+left=()
+left_gracefully() {  # all newcomers logged as leaving within 60 s
+  for _ in $(seq 600); do
+    local all=1
+    for n in "${newcomers[@]}"; do grep -q "\"leave $n[;\"]" "$shared/block-map.jsonl" 2>/dev/null || all=0; done
+    [ $all = 1 ] && { left+=("${newcomers[@]}"); return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+step=""
+if ! wait_for "$log" "^sepal: route" 120; then step="the swarm job did not start generating"
+elif ! host_job; then step="the host job $join did not join"
+else
+  newcomer=${newcomers[0]}
+  status=$(sbatch --parsable --oversubscribe --output="$dir/status-%j.out" --export="ALL,SEPAL=$sepal" slurm/status.sbatch "$shared")
+  jobs_seen+=("$status")
+  if ! wait_state "$status" COMPLETED 60; then step="the status job $status did not complete"
+  elif ! grep -q "^ *$newcomer  " "$dir/status-$status.out"; then step="the status job's block map does not list host $newcomer"
+  else
+    echo "ok: host job $join joined the swarm job $swarm as host $newcomer; status job $status lists it:"
+    grep -v "^ *$" "$dir/status-$status.out" | sed 's/^/    /'
+    # scancel: SIGTERM to every process of the job.
+    scancel "$join"
+    if ! left_gracefully; then step="host $newcomer did not leave on scancel"
+    else
+      echo "ok: on scancel, host $newcomer left gracefully (the balancer logged a leave, not a failure)"
+      # Two hosts as a job array; the time limit's warning (--signal=B:TERM@60) goes to each
+      # batch shell alone, as here.
+      if ! host_job --array=1-2; then step="the host job array $join did not join (hosts: ${newcomers[*]})"
+      else
+        scancel --batch --signal=TERM "$join"
+        if ! left_gracefully; then step="hosts ${newcomers[*]} did not leave on the warning signal"
+        elif ! wait_state "${join}_1" COMPLETED 60 || ! wait_state "${join}_2" COMPLETED 60; then
+          step="job array $join did not complete after its hosts left (states $(job_state "${join}_1") $(job_state "${join}_2"))"
+        else echo "ok: on the time limit's warning signal, the hosts ${newcomers[*]} of job array $join left gracefully and both jobs completed"
+        fi
+      fi
+    fi
+  fi
+fi
+if [ -n "$step" ]; then
+  echo "FAILED: $step"; failed=$((failed + 1)); scancel "$swarm" "${jobs_seen[@]}" 2>/dev/null
+  for f in "$log" "$dir"/join-*.out "$dir"/status-*.out; do
+    [ -f "$f" ] && { echo "--- $f"; tail -8 "$f"; }
+  done
+elif ! wait_state "$swarm" COMPLETED 240; then
+  echo "FAILED: the swarm job $swarm did not complete (state $(job_state "$swarm"))"; tail -8 "$log"; failed=$((failed + 1))
+elif [ "$(cat "$dir/swarm-$swarm.out")" = "$expected" ]; then
+  echo "ok: the swarm job's text is that of one process"
+else
+  echo "FAILED: the swarm job's text changed"; tail -8 "$log"; failed=$((failed + 1))
+fi
 fi
 
 exit $failed

@@ -70,7 +70,6 @@ JobRequeue=1
 KillWait=30
 InactiveLimit=0
 MinJobAge=600
-SchedulerParameters=defer_batch
 NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
