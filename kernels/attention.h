@@ -20,4 +20,15 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
                       float* out);
 
+/// Attention of the nodes of a token tree (speculative decoding). The cache holds positions
+/// [0, start) of the sequence, and tree node i at slot start + i. parents[i] is the node's parent
+/// (an earlier node) or -1 for a node that follows the sequence directly; a node at depth d (its
+/// ancestors) sits at position start + d. q is [n, heads, head_dim] for nodes [first, first + n);
+/// parents covers nodes [0, first + n). Node i attends to positions [0, start), its ancestors and
+/// itself, and its row equals, bit for bit, attention_causal's row for the same keys stored as a
+/// sequence. out is [n, heads * head_dim]. Throws sepal::Error for a parent that is not an
+/// earlier node or slots past the capacity.
+void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out);
+
 }  // namespace sepal

@@ -34,31 +34,56 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
   }
 }
 
+// A tree step, for block_forward: the nodes' parents (attention_tree) and the first new node.
+struct TreeRows {
+  const std::int32_t* parents = nullptr;
+  std::int64_t first = 0;
+};
+
+// Rows [n] at cache slots [start, start + n) (start + tree->first with a tree, whose rows then
+// attend along their paths), rotated by `positions`.
 void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq,
                    float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
-                   float* keys, float* values, std::int64_t capacity, Scratch& s) {
+                   float* keys, float* values, std::int64_t capacity, Scratch& s, const TreeRows* tree = nullptr) {
   const std::int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
+  // A tree's rows take the products in pieces of decode size, so that each row is rounded as
+  // when decoded alone (kernels/matmul.h: prompts and decode round differently); int8 rows one at
+  // a time, as LLM.int8() picks its outlier columns over all the rows of a product.
+  const std::int64_t piece = !tree ? n : w.q_proj.view.dtype == DType::kI8 ? 1 : kStreamingMaxTokens;
+  auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
+    std::vector<float*> at(ys.size());
+    for (std::int64_t r = 0; r < n; r += piece) {
+      for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;
+      matmul_many(x + r * ws[0].cols, std::min(piece, n - r), ws, at);
+    }
+  };
   rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
-  matmul_many(s.normed.data(), n, qkv, qkv_out);
+  products(s.normed.data(), qkv, qkv_out);
   rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
   rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
-  store_kv(s.k.data(), n, start, c.num_kv_heads, c.head_dim, capacity, keys);
-  store_kv(s.v.data(), n, start, c.num_kv_heads, c.head_dim, capacity, values);
-  attention_causal(s.q.data(), n, start, keys, values, capacity,
-                   AttentionDims{c.num_heads, c.num_kv_heads, c.head_dim}, s.attn.data());
-  matmul(s.attn.data(), n, w.o_proj.view, s.proj.data());
+  const std::int64_t slot = tree ? start + tree->first : start;
+  store_kv(s.k.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
+  store_kv(s.v.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
+  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  if (tree) {
+    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data());
+  } else {
+    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data());
+  }
+  float* const proj_out[] = {s.proj.data()};
+  products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   add_in_place(hidden, s.proj.data(), n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {s.gate.data(), s.up.data()};
-  matmul_many(s.normed.data(), n, gate_up, gate_up_out);
+  products(s.normed.data(), gate_up, gate_up_out);
   silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
-  matmul(s.gate.data(), n, w.down_proj.view, s.proj.data());
+  products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   add_in_place(hidden, s.proj.data(), n * h);
 }
 
@@ -147,6 +172,35 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch);
   }
   cache.set_length(start + n);
+}
+
+void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
+                              std::int64_t first_block) const {
+  SEPAL_CHECK(first_block >= first_ && first_block + cache.blocks() <= last_ && cache.blocks() > 0 &&
+              cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
+              "cache does not belong to this block range");
+  const auto nodes = static_cast<std::int64_t>(parents.size());
+  const std::int64_t first = nodes - n;
+  if (n <= 0) return;
+  if (first < 0) fail("a tree step of ", n, " nodes has ", nodes, " parents");
+  const std::int64_t start = cache.length();
+  std::vector<std::int64_t> depth(static_cast<std::size_t>(nodes));
+  for (std::int64_t i = 0; i < nodes; ++i) {
+    const std::int32_t parent = parents[static_cast<std::size_t>(i)];
+    if (parent < -1 || parent >= i) fail("tree node ", i, " has parent ", parent, ", not an earlier node");
+    depth[i] = parent < 0 ? 0 : depth[parent] + 1;
+  }
+  if (start + nodes > cache.capacity()) {
+    fail("a tree of ", nodes, " nodes after position ", start, " passes the session's ", cache.capacity(), " slots");
+  }
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
+  for (std::int64_t t = 0; t < n; ++t) positions[t] = start + depth[first + t];
+  Scratch scratch(config_, n);
+  const TreeRows tree{parents.data(), first};
+  for (std::int64_t i = 0; i < cache.blocks(); ++i) {
+    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_.data(), hidden, n, start,
+                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree);
+  }
 }
 
 }  // namespace sepal

@@ -59,6 +59,18 @@ class BlockStack {
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
                const DeepPrompts* prompts = nullptr) const;
 
+  /// A step of a token tree (speculative decoding) through blocks [first_block, first_block +
+  /// cache.blocks()): hidden[n, hidden_size] are the tree's last n nodes, of parents.size() in
+  /// all; parents[i] is node i's parent (an earlier node) or -1 for a node that follows the
+  /// session's sequence. Node i is stored at cache slot length() + i, sits at position length() +
+  /// its depth and attends to the sequence and its own ancestors (kernels/attention.h:
+  /// attention_tree), so its output equals, bit for bit, that of the same path run as a sequence.
+  /// The cache's length does not change: KvCache::keep_path then keeps one path of the tree.
+  /// Earlier nodes must already be stored (by earlier calls for the same tree). Throws sepal::Error
+  /// for a malformed tree or one that does not fit in the cache.
+  void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
+                    std::int64_t first_block) const;
+
   // ---- training passes (model/block_training.cc) ----
   // A batch of whole sequences packed one after another: hidden[T, hidden_size] with T the sum of
   // `lengths`; each sequence starts at position 0 and attends only to itself. No cache. The pass

@@ -31,6 +31,24 @@ void LocalPipeline::forward(float* hidden, std::int64_t n) {
   blocks_.forward(hidden, n, cache_, 0, prompts_ ? &*prompts_ : nullptr);
 }
 
+void BlockPipeline::forward_tree(float*, std::int64_t, std::span<const std::int32_t>) {
+  fail("this pipeline does not run token trees (speculative decoding)");
+}
+
+void BlockPipeline::keep_path(std::span<const std::int32_t>) {
+  fail("this pipeline does not run token trees (speculative decoding)");
+}
+
+void LocalPipeline::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) {
+  if (prompts_ && cache_.length() < prompts_->offset + prompts_->count) {
+    fail("a token tree cannot start inside the deep prompts' positions");
+  }
+  if (n != static_cast<std::int64_t>(parents.size())) fail("a tree step of ", n, " rows has ", parents.size(), " parents");
+  blocks_.forward_tree(hidden, n, parents, cache_, 0);
+}
+
+void LocalPipeline::keep_path(std::span<const std::int32_t> path) { cache_.keep_path(path); }
+
 // Rows of the soft prompt, if any.
 std::int64_t soft_rows(const ModelConfig& config, const GenerationRequest& request) {
   const auto values = static_cast<std::int64_t>(request.soft_prompt.size());
@@ -52,7 +70,8 @@ std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest
 
 GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
                           const GenerationRequest& request,
-                          const std::function<void(std::int32_t)>& on_token) {
+                          const std::function<void(std::int32_t)>& on_token,
+                          const Speculation* speculation) {
   const ModelConfig& config = ends.config();
   if (request.prompt_ids.empty()) fail("the prompt has no tokens");
   const std::int64_t capacity = session_capacity(config, request);
@@ -84,9 +103,9 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     return std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) !=
            config.eos_token_ids.end();
   };
-  hidden.resize(static_cast<std::size_t>(hidden_size));
-  while (true) {
-    const std::int32_t token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+  // Takes a chosen token; whether generation goes on, given the positions the session would hold
+  // once that token's predecessor is in it.
+  auto take = [&](std::int32_t token, std::int64_t length) {
     result.generated_ids.push_back(token);
     if (result.generated_ids.size() == 1) {
       result.prompt_seconds = seconds_since(start);
@@ -95,19 +114,70 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     on_token(token);
     if (is_eos(token)) {
       result.stop = StopReason::kEos;
-      break;
+      return false;
     }
     if (static_cast<std::int64_t>(result.generated_ids.size()) >= request.max_new_tokens) {
       result.stop = StopReason::kMaxNewTokens;
-      break;
+      return false;
     }
-    if (pipeline.length() >= capacity) {
+    if (length >= capacity) {
       result.stop = StopReason::kMaxPositions;
-      break;
+      return false;
     }
-    ends.embed(&token, 1, hidden.data());
-    pipeline.forward(hidden.data(), 1);
-    ends.logits(hidden.data(), 1, logits.data());
+    return true;
+  };
+  std::int32_t token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+  if (speculation) {
+    if (!speculation->draft) fail("speculative decoding needs a draft");
+    if (speculation->tree_size < 1) fail("the tree size must be at least 1");
+    if (!pipeline.runs_trees()) fail("this pipeline does not run token trees (speculative decoding)");
+    speculation->draft->start(request.prompt_ids);
+    std::vector<std::int32_t> path;
+    bool going = take(token, pipeline.length());
+    while (going) {
+      const std::int64_t length = pipeline.length();
+      const auto draft_start = std::chrono::steady_clock::now();
+      const TokenTree tree = speculation->draft->propose(token, std::min(speculation->tree_size, capacity - length));
+      result.draft_seconds += seconds_since(draft_start);
+      const std::int64_t n = tree.size();
+      if (n < 1 || tree.tokens[0] != token || static_cast<std::int64_t>(tree.parents.size()) != n) fail("the draft proposed a malformed tree");
+      hidden.resize(static_cast<std::size_t>(n * hidden_size));
+      ends.embed(tree.tokens.data(), n, hidden.data());
+      pipeline.forward_tree(hidden.data(), n, tree.parents);
+      std::vector<float> tree_logits(static_cast<std::size_t>(n * config.vocab_size));
+      ends.logits(hidden.data(), n, tree_logits.data());
+      const std::vector<std::int64_t> depth = tree.depths();
+      std::int32_t node = 0;
+      while (true) {
+        const float* at = tree_logits.data() + node * config.vocab_size;
+        token = speculation->choose ? speculation->choose(at, config.vocab_size, tree, node, request.sampling, rng)
+                                    : sample_token(at, config.vocab_size, request.sampling, rng);
+        going = take(token, length + depth[static_cast<std::size_t>(node)] + 1);
+        const std::int32_t next = going ? tree.child(node, token) : -1;
+        if (next < 0) break;
+        node = next;
+      }
+      const auto yielded = static_cast<std::size_t>(depth[static_cast<std::size_t>(node)] + 1);
+      if (result.tokens_per_step.size() <= yielded) result.tokens_per_step.resize(yielded + 1, 0);
+      ++result.tokens_per_step[yielded];
+      if (!going) break;
+      path.assign(yielded, 0);
+      for (std::int32_t i = node, k = static_cast<std::int32_t>(yielded) - 1; i >= 0; i = tree.parents[static_cast<std::size_t>(i)], --k) {
+        path[static_cast<std::size_t>(k)] = i;
+      }
+      pipeline.keep_path(path);
+      const auto keep_start = std::chrono::steady_clock::now();
+      speculation->draft->keep(path);
+      result.draft_seconds += seconds_since(keep_start);
+    }
+  } else {
+    hidden.resize(static_cast<std::size_t>(hidden_size));
+    while (take(token, pipeline.length())) {
+      ends.embed(&token, 1, hidden.data());
+      pipeline.forward(hidden.data(), 1);
+      ends.logits(hidden.data(), 1, logits.data());
+      token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+    }
   }
   result.decode_seconds = seconds_since(start);
   return result;

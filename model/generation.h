@@ -7,11 +7,14 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "kernels/sampling.h"
 #include "model/block_stack.h"
+#include "model/draft_source.h"
 #include "model/model_ends.h"
+#include "model/token_tree.h"
 
 namespace sepal {
 
@@ -23,6 +26,17 @@ class BlockPipeline {
   virtual void forward(float* hidden, std::int64_t n) = 0;
   /// Positions the session holds so far.
   virtual std::int64_t length() const = 0;
+
+  // ---- token trees (speculative decoding) ----
+  /// Whether forward_tree and keep_path work.
+  virtual bool runs_trees() const { return false; }
+  /// Runs hidden[n, hidden_size], the nodes of a token tree (`parents` as in
+  /// BlockStack::forward_tree; n == parents.size()), through every block in place, after the
+  /// session's sequence; the length does not change. Throws sepal::Error where trees do not run.
+  virtual void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents);
+  /// Keeps `path` of the last tree (node indices from the root, each the parent of the next) as
+  /// the session's next positions and forgets the rest.
+  virtual void keep_path(std::span<const std::int32_t> path);
 };
 
 /// A pipeline over blocks held in this process.
@@ -33,6 +47,9 @@ class LocalPipeline final : public BlockPipeline {
   LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts = nullptr);
   void forward(float* hidden, std::int64_t n) override;
   std::int64_t length() const override { return cache_.length(); }
+  bool runs_trees() const override { return true; }
+  void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) override;
+  void keep_path(std::span<const std::int32_t> path) override;
 
  private:
   const BlockStack& blocks_;
@@ -53,6 +70,22 @@ struct GenerationRequest {
   std::uint64_t seed = 0;
 };
 
+/// The token a verified tree's node chooses, given the target's logits there: by default
+/// sample_token (greedy or sampled as the request says, one draw of the generator), which keeps
+/// the text exactly that of decoding without a draft. Tests put wrong choosers here.
+using TreeTokenChooser = std::function<std::int32_t(const float* logits, std::int64_t vocab, const TokenTree& tree,
+                                                    std::int32_t node, const SamplingParams& sampling, Rng& rng)>;
+
+/// Speculative decoding (staged tree verification): after each token chosen, `draft` proposes a
+/// tree of up to tree_size nodes rooted at it, the pipeline runs the whole tree in one step, and
+/// the walk from the root chooses each next token from the target's logits at the node reached,
+/// going on while the choice is a child in the tree: one step yields one token or more.
+struct Speculation {
+  DraftSource* draft = nullptr;  ///< not owned
+  std::int64_t tree_size = 16;
+  TreeTokenChooser choose;       ///< empty: sample_token
+};
+
 /// Why generation stopped.
 enum class StopReason { kEos, kMaxNewTokens, kMaxPositions };
 
@@ -62,6 +95,9 @@ struct GenerationResult {
   StopReason stop = StopReason::kMaxNewTokens;
   double prompt_seconds = 0.0;  ///< prompt forward pass and the first token
   double decode_seconds = 0.0;  ///< every later token
+  // With speculation:
+  std::vector<std::int64_t> tokens_per_step;  ///< [k]: tree steps that yielded k tokens
+  double draft_seconds = 0.0;                  ///< time the draft took (part of decode_seconds)
 };
 
 /// Positions a session needs for a request: the prompt plus the tokens fed back, capped at the
@@ -71,8 +107,12 @@ std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest
 /// Runs the prompt through `pipeline`, then samples up to max_new_tokens, calling `on_token` with
 /// each new id as soon as it is chosen. Stops at an EOS id of the config, after max_new_tokens, or
 /// when the next position would pass max_position_embeddings.
+/// With `speculation` (its draft set), decodes by tree steps instead: the ids are the same as
+/// without (greedy or sampled, for every seed) as long as the pipeline's rows do not depend on the
+/// batch they run in. Throws sepal::Error when the pipeline cannot run trees.
 GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
                           const GenerationRequest& request,
-                          const std::function<void(std::int32_t)>& on_token);
+                          const std::function<void(std::int32_t)>& on_token,
+                          const Speculation* speculation = nullptr);
 
 }  // namespace sepal

@@ -1,5 +1,7 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
 #include "kernels/error.h"
 #include "model/huge_buffer.h"
 
@@ -27,6 +29,27 @@ void KvCache::set_length(std::int64_t length) {
 void KvCache::truncate(std::int64_t length) {
   SEPAL_CHECK(length >= 0 && length <= length_, "cannot roll back to ", length, " from ", length_);
   length_ = length;
+}
+
+void KvCache::keep_path(std::span<const std::int32_t> path) {
+  const auto kept = static_cast<std::int64_t>(path.size());
+  std::int32_t previous = -1;
+  for (const std::int32_t node : path) {
+    if (node <= previous || length_ + node >= capacity_) fail("tree path node ", node, " is out of order or past the cache");
+    previous = node;
+  }
+  for (std::int64_t b = 0; b < blocks_; ++b) {
+    for (float* base : {keys(b), values(b)}) {
+      for (std::int64_t h = 0; h < kv_heads_; ++h) {
+        float* head = base + h * capacity_ * head_dim_;
+        for (std::int64_t i = 0; i < kept; ++i) {
+          const std::int64_t from = length_ + path[static_cast<std::size_t>(i)], to = length_ + i;
+          if (from != to) std::copy(head + from * head_dim_, head + (from + 1) * head_dim_, head + to * head_dim_);
+        }
+      }
+    }
+  }
+  length_ += kept;
 }
 
 }  // namespace sepal

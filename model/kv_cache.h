@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 namespace sepal {
 
@@ -37,6 +38,11 @@ class KvCache {
   void set_length(std::int64_t length);
   /// Forgets positions from `length` on (rollback); `length` must not exceed the current length.
   void truncate(std::int64_t length);
+  /// After a tree step (BlockStack::forward_tree): appends the tree nodes `path` (increasing node
+  /// indices, each the parent of the next) to the sequence, moving each node's keys and values
+  /// from slot length() + node to the next position, and forgets the other nodes. Throws
+  /// sepal::Error when the path does not fit.
+  void keep_path(std::span<const std::int32_t> path);
 
  private:
   std::int64_t block_stride() const { return kv_heads_ * capacity_ * head_dim_; }

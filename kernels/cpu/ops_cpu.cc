@@ -100,6 +100,33 @@ void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, 
   rope_apply(dx, n, heads, head_dim, positions, inv_freq, /*inverse=*/true);
 }
 
+namespace {
+
+// One query row of attention: scores against `prefix` contiguous key rows and then `tail` more
+// (gathered elsewhere), softmax, and the weighted sum of the matching value rows into o. With a
+// tail, prefix is a multiple of 16, so the scores are grouped (and rounded) exactly as one call
+// over all prefix + tail rows would group them: a row's result does not depend on where its
+// keys were stored.
+void attend(const float* qv, const float* k, const float* v, std::int64_t prefix, const float* tail_k,
+            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float* o) {
+  thread_local std::vector<float> scores;
+  scores.resize(static_cast<std::size_t>(prefix + tail));
+  auto dots = [&](const float* rows, std::int64_t count, float* out) {
+    if (!(wide && cpu::dot_rows_avx512(qv, rows, count, hd, scale, out))) cpu::dot_rows(qv, rows, count, hd, scale, out);
+  };
+  auto weighted = [&](const float* weights, const float* rows, std::int64_t count) {
+    if (!(wide && cpu::add_weighted_rows_avx512(weights, rows, count, hd, o))) cpu::add_weighted_rows(weights, rows, count, hd, o);
+  };
+  dots(k, prefix, scores.data());
+  if (tail > 0) dots(tail_k, tail, scores.data() + prefix);
+  softmax(scores.data(), prefix + tail);
+  std::fill(o, o + hd, 0.0f);
+  weighted(scores.data(), v, prefix);
+  if (tail > 0) weighted(scores.data() + prefix, tail_v, tail);
+}
+
+}  // namespace
+
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
                       float* out) {
@@ -111,24 +138,59 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
   const std::int64_t tasks = n * dims.heads;
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto head = [&](std::int64_t task) {
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<std::size_t>(start + n));
     const std::int64_t t = task / dims.heads;
-    const std::int64_t h = task % dims.heads;
-    const std::int64_t kv = h / group;
-    const std::int64_t visible = start + t + 1;
-    const float* qv = q + task * hd;
-    const float* k = keys + kv * capacity * hd;
-    const float* v = values + kv * capacity * hd;
-    if (!(wide && cpu::dot_rows_avx512(qv, k, visible, hd, scale, scores.data())))
-      cpu::dot_rows(qv, k, visible, hd, scale, scores.data());
-    softmax(scores.data(), visible);
-    float* o = out + task * hd;
-    std::fill(o, o + hd, 0.0f);
-    if (!(wide && cpu::add_weighted_rows_avx512(scores.data(), v, visible, hd, o)))
-      cpu::add_weighted_rows(scores.data(), v, visible, hd, o);
+    const std::int64_t kv = (task % dims.heads) / group;
+    attend(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
+           scale, wide, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
+    parallel_for(tasks, head);
+  } else {
+    for (std::int64_t task = 0; task < tasks; ++task) head(task);
+  }
+}
+
+void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out) {
+  SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
+  SEPAL_CHECK(first >= 0 && n >= 0 && start + first + n <= capacity, "tree attention past the cache capacity");
+  for (std::int64_t i = 0; i < first + n; ++i) {
+    SEPAL_CHECK(parents[i] >= -1 && parents[i] < i, "tree node ", i, " has parent ", parents[i], ", not an earlier node");
+  }
+  const std::int64_t group = dims.heads / dims.kv_heads;
+  const std::int64_t hd = dims.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::int64_t prefix = start & ~std::int64_t{15};  // read in place; the rest is gathered
+  // Each node's key slots past the prefix, in position order: the cache's [prefix, start), then
+  // the node's ancestors from the root down, then the node itself.
+  std::vector<std::vector<std::int64_t>> slots(static_cast<std::size_t>(n));
+  std::int64_t longest = 0;
+  for (std::int64_t t = 0; t < n; ++t) {
+    auto& s = slots[static_cast<std::size_t>(t)];
+    for (std::int64_t node = first + t; node >= 0; node = parents[node]) s.push_back(start + node);
+    for (std::int64_t p = start - 1; p >= prefix; --p) s.push_back(p);
+    std::reverse(s.begin(), s.end());
+    longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(s.size()));
+  }
+  const std::int64_t tasks = n * dims.heads;
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
+  auto head = [&](std::int64_t task) {
+    thread_local std::vector<float> tail_k, tail_v;
+    const std::int64_t t = task / dims.heads;
+    const std::int64_t kv = (task % dims.heads) / group;
+    const float* k = keys + kv * capacity * hd;
+    const float* v = values + kv * capacity * hd;
+    const auto& s = slots[static_cast<std::size_t>(t)];
+    const auto tail = static_cast<std::int64_t>(s.size());
+    tail_k.resize(static_cast<std::size_t>(longest * hd));
+    tail_v.resize(static_cast<std::size_t>(longest * hd));
+    for (std::int64_t r = 0; r < tail; ++r) {
+      std::copy(k + s[r] * hd, k + (s[r] + 1) * hd, tail_k.begin() + r * hd);
+      std::copy(v + s[r] * hd, v + (s[r] + 1) * hd, tail_v.begin() + r * hd);
+    }
+    attend(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide, out + task * hd);
+  };
+  if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);
   } else {
     for (std::int64_t task = 0; task < tasks; ++task) head(task);

@@ -1,0 +1,72 @@
+#include "model/token_tree.h"
+
+#include <algorithm>
+#include <cmath>
+#include <queue>
+#include <tuple>
+
+#include "kernels/error.h"
+
+namespace sepal {
+
+std::int32_t TokenTree::child(std::int32_t node, std::int32_t token) const {
+  for (std::size_t i = static_cast<std::size_t>(node) + 1; i < tokens.size(); ++i) {
+    if (parents[i] == node && tokens[i] == token) return static_cast<std::int32_t>(i);
+  }
+  return -1;
+}
+
+std::vector<std::int64_t> TokenTree::depths() const {
+  std::vector<std::int64_t> depth(tokens.size(), 0);
+  for (std::size_t i = 1; i < tokens.size(); ++i) depth[i] = depth[static_cast<std::size_t>(parents[i])] + 1;
+  return depth;
+}
+
+TokenTree grow_tree(std::int32_t root, std::int64_t size,
+                    const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass) {
+  TokenTree tree;
+  tree.tokens.push_back(root);
+  tree.parents.push_back(-1);
+  tree.mass.push_back(1.0);
+  // (path mass, -order, parent, token): the heaviest first; among equals, the one offered first.
+  using Candidate = std::tuple<double, std::int64_t, std::int32_t, std::int32_t>;
+  std::priority_queue<Candidate> frontier;
+  std::int64_t order = 0;
+  auto offer = [&](std::int32_t node) {
+    if (tree.size() >= size) return;
+    for (const auto& [token, p] : expand(tree, node)) {
+      const double mass = tree.mass[static_cast<std::size_t>(node)] * p;
+      if (mass >= min_mass) frontier.emplace(mass, -order++, node, token);
+    }
+  };
+  offer(0);
+  while (tree.size() < size && !frontier.empty()) {
+    const auto [mass, unused, parent, token] = frontier.top();
+    frontier.pop();
+    tree.tokens.push_back(token);
+    tree.parents.push_back(parent);
+    tree.mass.push_back(mass);
+    offer(static_cast<std::int32_t>(tree.size() - 1));
+  }
+  return tree;
+}
+
+DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int64_t width) {
+  SEPAL_CHECK(vocab > 0 && width > 0);
+  const float top = *std::max_element(logits, logits + vocab);
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - top);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
+  for (std::int64_t i = 0; i < vocab; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+  const std::int64_t k = std::min(width, vocab);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                    [&](std::int32_t a, std::int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  DraftCandidates out;
+  for (std::int64_t i = 0; i < k; ++i) {
+    const std::int32_t id = ids[static_cast<std::size_t>(i)];
+    out.emplace_back(id, std::exp(static_cast<double>(logits[id]) - top) / sum);
+  }
+  return out;
+}
+
+}  // namespace sepal

@@ -1,0 +1,42 @@
+#pragma once
+// A tree of candidate tokens for speculative decoding: node 0 is the root (the last token chosen,
+// not yet in the session), every other node continues its parent. Nodes are in creation order,
+// so a parent always comes before its children.
+//
+// Thread-safety: a plain value.
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace sepal {
+
+struct TokenTree {
+  std::vector<std::int32_t> tokens;   ///< token of each node
+  std::vector<std::int32_t> parents;  ///< parent of each node; -1 for the root
+  std::vector<double> mass;           ///< the draft's probability of the path to each node (root: 1)
+
+  std::int64_t size() const { return static_cast<std::int64_t>(tokens.size()); }
+  /// The child of `node` with `token`, or -1.
+  std::int32_t child(std::int32_t node, std::int32_t token) const;
+  /// Depth of each node (root 0).
+  std::vector<std::int64_t> depths() const;
+};
+
+/// A draft's candidates for the token after a node: (token, probability), best first.
+using DraftCandidates = std::vector<std::pair<std::int32_t, double>>;
+
+/// Grows a tree from `root` to at most `size` nodes, best first: the next node is always the
+/// candidate whose path has the most probability mass (so the tree is wide where the draft is
+/// unsure and deep where it is sure). `expand(tree, node)` gives the candidates after a node just
+/// added (it is called for every node but the last ones); candidates below `min_mass` of path
+/// mass are never added.
+TokenTree grow_tree(std::int32_t root, std::int64_t size,
+                    const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass = 1e-4);
+
+/// The `width` likeliest tokens of softmax(logits) (probabilities at temperature 1), best first.
+DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int64_t width);
+
+}  // namespace sepal

@@ -1,0 +1,300 @@
+// Speculative decoding: tree attention equals sequential attention bit for bit, a tree step's
+// kept path equals the same tokens run one by one, and generation with every draft source gives
+// exactly the ids of generation without one (greedy against the float64 references, sampled for
+// many seeds); sampled tokens follow the target's distribution (chi-square), and a verifier that
+// trusts the draft fails that test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/error.h"
+#include "model/draft_source.h"
+#include "model/generation.h"
+#include "model/model_config.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+// ---- tree attention ----
+
+TEST(TreeAttention, EachNodeEqualsItsPathRunAsASequence) {
+  // A tree of 7 nodes: 0 -> {1, 2}, 1 -> {3, 4}, 2 -> {5}, 4 -> {6}; another root-level node.
+  const std::vector<std::int32_t> parents = {-1, 0, 0, 1, 1, 2, 4, -1};
+  const auto nodes = static_cast<std::int64_t>(parents.size());
+  for (const std::int64_t hd : {64, 24}) {  // a width with AVX-512 rows and one without
+    for (const std::int64_t start : {0, 5, 16, 37}) {
+      const AttentionDims dims{4, 2, hd};
+      const std::int64_t capacity = start + nodes + 4;
+      const auto keys = test::random_floats(static_cast<std::size_t>(dims.kv_heads * capacity * hd), 11 + start);
+      const auto values = test::random_floats(keys.size(), 12 + start);
+      const auto q = test::random_floats(static_cast<std::size_t>(nodes * dims.heads * hd), 13 + start);
+      std::vector<float> out(q.size());
+      attention_tree(q.data(), 0, nodes, start, parents.data(), keys.data(), values.data(), capacity, dims, out.data());
+      // The same in two calls (nodes [0, 3) then [3, nodes)).
+      std::vector<float> split(q.size());
+      attention_tree(q.data(), 0, 3, start, parents.data(), keys.data(), values.data(), capacity, dims, split.data());
+      attention_tree(q.data() + 3 * dims.heads * hd, 3, nodes - 3, start, parents.data(), keys.data(), values.data(), capacity,
+                     dims, split.data() + 3 * dims.heads * hd);
+      EXPECT_EQ(out, split);
+      for (std::int64_t t = 0; t < nodes; ++t) {
+        std::vector<std::int64_t> path;
+        for (std::int64_t i = t; i >= 0; i = parents[static_cast<std::size_t>(i)]) path.insert(path.begin(), i);
+        // A cache holding the sequence and then the path, in order.
+        std::vector<float> k2(keys.size()), v2(values.size());
+        for (std::int64_t h = 0; h < dims.kv_heads; ++h) {
+          auto copy_row = [&](std::int64_t from, std::int64_t to) {
+            std::copy_n(keys.begin() + (h * capacity + from) * hd, hd, k2.begin() + (h * capacity + to) * hd);
+            std::copy_n(values.begin() + (h * capacity + from) * hd, hd, v2.begin() + (h * capacity + to) * hd);
+          };
+          for (std::int64_t p = 0; p < start; ++p) copy_row(p, p);
+          for (std::size_t i = 0; i < path.size(); ++i) copy_row(start + path[i], start + static_cast<std::int64_t>(i));
+        }
+        const std::int64_t position = start + static_cast<std::int64_t>(path.size()) - 1;
+        std::vector<float> one(static_cast<std::size_t>(dims.heads * hd));
+        attention_causal(q.data() + t * dims.heads * hd, 1, position, k2.data(), v2.data(), capacity, dims, one.data());
+        EXPECT_TRUE(std::equal(one.begin(), one.end(), out.begin() + t * dims.heads * hd))
+            << "node " << t << ", start " << start << ", head_dim " << hd;
+      }
+    }
+  }
+  std::vector<float> any(64 * 4);
+  const std::vector<std::int32_t> bad = {-1, 1};
+  EXPECT_THROW(attention_tree(any.data(), 0, 2, 0, bad.data(), any.data(), any.data(), 8, AttentionDims{1, 1, 64}, any.data()),
+               Error);
+}
+
+// ---- model level ----
+
+class Speculative : public ::testing::Test {
+ protected:
+  void load(const std::string& model, DType dtype = DType::kF32) {
+    dir_ = test::models_dir() / model;
+    config_ = read_model_config(dir_);
+    checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir_));
+    ends_ = std::make_unique<ModelEnds>(ModelEnds::load(*checkpoint_, config_, dtype));
+    blocks_ = std::make_unique<BlockStack>(BlockStack::load(*checkpoint_, config_, 0, config_.num_layers, dtype));
+  }
+  GenerationResult run(const GenerationRequest& request, const Speculation* speculation = nullptr) {
+    LocalPipeline pipeline(*blocks_, session_capacity(config_, request));
+    return generate(*ends_, pipeline, request, [](std::int32_t) {}, speculation);
+  }
+  std::filesystem::path dir_;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<ModelEnds> ends_;
+  std::unique_ptr<BlockStack> blocks_;
+};
+
+TEST_F(Speculative, KeptPathEqualsTheTokensRunOneByOne) {
+  load("stories260K");
+  const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378};
+  const std::vector<std::int32_t> tokens = {432, 383, 300, 301, 290, 412};
+  const std::vector<std::int32_t> parents = {-1, 0, 0, 2, 1, 4};  // path 0 -> 1 -> 4 -> 5
+  auto embed = [&](std::span<const std::int32_t> ids) {
+    std::vector<float> h(ids.size() * config_.hidden_size);
+    ends_->embed(ids.data(), static_cast<std::int64_t>(ids.size()), h.data());
+    return h;
+  };
+  KvCache tree_cache = blocks_->new_cache(32), line_cache = blocks_->new_cache(32);
+  auto p1 = embed(prompt), p2 = embed(prompt);
+  blocks_->forward(p1.data(), 5, tree_cache);
+  blocks_->forward(p2.data(), 5, line_cache);
+  auto tree = embed(tokens);
+  blocks_->forward_tree(tree.data(), 6, parents, tree_cache, 0);
+  EXPECT_EQ(tree_cache.length(), 5);
+  const std::vector<std::int32_t> path = {0, 1, 4, 5};
+  std::vector<float> line;
+  for (const std::int32_t node : path) {
+    auto one = embed(std::span(&tokens[static_cast<std::size_t>(node)], 1));
+    blocks_->forward(one.data(), 1, line_cache);
+    const float* row = tree.data() + node * config_.hidden_size;
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), row)) << "node " << node;
+  }
+  tree_cache.keep_path(path);
+  ASSERT_EQ(tree_cache.length(), 9);
+  // The next step after the kept path computes what it computes after the sequence.
+  auto a = embed(std::vector<std::int32_t>{290}), b = a;
+  blocks_->forward(a.data(), 1, tree_cache);
+  blocks_->forward(b.data(), 1, line_cache);
+  EXPECT_EQ(a, b);
+  EXPECT_THROW(blocks_->forward_tree(tree.data(), 2, std::vector<std::int32_t>{-1, 1}, tree_cache, 0), Error);
+}
+
+TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {
+  for (const std::string model : {"stories260K", "tinystories-656K"}) {
+    load(model);
+    const auto reference = test::greedy_reference(model);
+    GenerationRequest request;
+    request.prompt_ids = reference.prompt_ids;
+    request.max_new_tokens = reference.max_new_tokens;
+    const BlockStack first_block = BlockStack::load(*checkpoint_, config_, 0, 1, DType::kF32);
+    const BlockStack int8_self = BlockStack::load(*checkpoint_, config_, 0, config_.num_layers, DType::kI8);
+    const std::int64_t capacity = session_capacity(config_, request);
+    struct Source {
+      std::string name;
+      std::unique_ptr<DraftSource> draft;
+    };
+    std::vector<Source> sources;
+    sources.push_back({"ngram 3", std::make_unique<NgramDraft>(3)});
+    sources.push_back({"first block", std::make_unique<ModelDraft>(first_block, *ends_, capacity)});
+    sources.push_back({"itself in int8", std::make_unique<ModelDraft>(int8_self, *ends_, capacity)});
+    for (auto& source : sources) {
+      for (const std::int64_t tree_size : {1, 4, 16}) {
+        Speculation speculation{source.draft.get(), tree_size, {}};
+        const auto result = run(request, &speculation);
+        EXPECT_EQ(result.generated_ids, reference.generated_ids) << model << ", " << source.name << ", tree " << tree_size;
+        std::int64_t steps = 0, tokens = 0;
+        for (std::size_t k = 0; k < result.tokens_per_step.size(); ++k) {
+          steps += result.tokens_per_step[k];
+          tokens += static_cast<std::int64_t>(k) * result.tokens_per_step[k];
+        }
+        EXPECT_EQ(tokens + 1, static_cast<std::int64_t>(result.generated_ids.size()));  // the first comes from the prompt
+        if (tree_size == 1) EXPECT_EQ(steps, tokens);  // a root alone yields one token a step
+        if (source.name == "itself in int8" && tree_size == 16) {
+          EXPECT_LT(steps * 3, tokens) << model << ": the model's own int8 copy should be right most of the time";
+        }
+      }
+    }
+  }
+}
+
+TEST_F(Speculative, SampledIdsAreThoseWithoutSpeculationForEverySeed) {
+  load("tinystories-656K");
+  GenerationRequest request;
+  request.prompt_ids = {1, 403, 407, 261};
+  request.max_new_tokens = 40;
+  request.sampling = SamplingParams{0.9f, 0, 0.95f};
+  const BlockStack two_blocks = BlockStack::load(*checkpoint_, config_, 0, 2, DType::kF32);
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    request.seed = seed;
+    const auto plain = run(request);
+    NgramDraft ngram(4);
+    ModelDraft early(two_blocks, *ends_, session_capacity(config_, request));
+    for (DraftSource* draft : std::initializer_list<DraftSource*>{&ngram, &early}) {
+      Speculation speculation{draft, 8, {}};
+      EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids) << "seed " << seed;
+    }
+  }
+}
+
+// The target's probability of each (first, second) token pair under top-k sampling, and the
+// chi-square statistic of `counts` (of `total` samples) against it.
+double chi_square(const std::map<std::pair<int, int>, double>& expected, const std::map<std::pair<int, int>, int>& counts,
+                  int total) {
+  double chi = 0.0;
+  for (const auto& [cell, p] : expected) {
+    const auto it = counts.find(cell);
+    const double observed = it == counts.end() ? 0.0 : it->second;
+    chi += (observed - p * total) * (observed - p * total) / (p * total);
+  }
+  for (const auto& [cell, n] : counts) {
+    if (!expected.count(cell)) chi += 1e9;  // a pair the target never produces
+  }
+  return chi;
+}
+
+TEST_F(Speculative, SampledTokensFollowTheTargetDistributionAndATrustingVerifierDoesNot) {
+  load("stories260K");
+  GenerationRequest request;
+  request.prompt_ids = {1, 403, 407, 261, 378};
+  request.max_new_tokens = 2;
+  request.sampling = SamplingParams{1.0f, 3, 1.0f};
+  // The exact joint distribution of the two tokens: p(a) p(b | a) over the top 3 of each.
+  auto top_probabilities = [&](const std::vector<std::int32_t>& ids) {
+    LocalPipeline pipeline(*blocks_, static_cast<std::int64_t>(ids.size()));
+    std::vector<float> h(ids.size() * config_.hidden_size), logits(config_.vocab_size);
+    ends_->embed(ids.data(), static_cast<std::int64_t>(ids.size()), h.data());
+    pipeline.forward(h.data(), static_cast<std::int64_t>(ids.size()));
+    ends_->logits(h.data() + (ids.size() - 1) * config_.hidden_size, 1, logits.data());
+    auto top = top_candidates(logits.data(), config_.vocab_size, 3);
+    double sum = 0.0;
+    for (const auto& c : top) sum += c.second;
+    for (auto& c : top) c.second /= sum;
+    return top;
+  };
+  std::map<std::pair<int, int>, double> expected;
+  for (const auto& [a, pa] : top_probabilities(request.prompt_ids)) {
+    auto ids = request.prompt_ids;
+    ids.push_back(a);
+    for (const auto& [b, pb] : top_probabilities(ids)) expected[{a, b}] = pa * pb;
+  }
+  ASSERT_EQ(expected.size(), 9u);
+  const BlockStack first_block = BlockStack::load(*checkpoint_, config_, 0, 1, DType::kF32);
+  // Accepts the draft's likeliest child with the draft's probability, without asking the target.
+  const TreeTokenChooser trusting = [](const float* logits, std::int64_t vocab, const TokenTree& tree, std::int32_t node,
+                                       const SamplingParams& sampling, Rng& rng) {
+    for (std::size_t c = static_cast<std::size_t>(node) + 1; c < tree.tokens.size(); ++c) {
+      if (tree.parents[c] != node) continue;
+      if (rng.uniform() < tree.mass[c] / tree.mass[static_cast<std::size_t>(node)]) return tree.tokens[c];
+      break;
+    }
+    return sample_token(logits, vocab, sampling, rng);
+  };
+  constexpr int kSamples = 3000;
+  // Chi-square critical value for 8 degrees of freedom at p = 0.001.
+  constexpr double kCritical = 26.12;
+  for (const bool exact : {true, false}) {
+    std::map<std::pair<int, int>, int> counts;
+    for (int s = 0; s < kSamples; ++s) {
+      request.seed = 1000 + static_cast<std::uint64_t>(s);
+      ModelDraft draft(first_block, *ends_, session_capacity(config_, request), 3);
+      Speculation speculation{&draft, 6, exact ? TreeTokenChooser{} : trusting};
+      const auto ids = run(request, &speculation).generated_ids;
+      ASSERT_EQ(ids.size(), 2u);
+      ++counts[{ids[0], ids[1]}];
+    }
+    const double chi = chi_square(expected, counts, kSamples);
+    if (exact) {
+      EXPECT_LT(chi, kCritical) << "speculative sampling left the target's distribution";
+    } else {
+      EXPECT_GT(chi, kCritical) << "the chi-square test does not catch a verifier that trusts the draft";
+    }
+  }
+}
+
+TEST_F(Speculative, Int8TargetsGiveTheirOwnDecodingIds) {
+  load("tinystories-656K", DType::kI8);
+  GenerationRequest request;
+  request.prompt_ids = {1, 403, 407, 261};
+  request.max_new_tokens = 60;
+  const auto plain = run(request);
+  NgramDraft ngram(3);
+  Speculation speculation{&ngram, 12, {}};
+  EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids);
+}
+
+TEST_F(Speculative, RefusesWhatCannotWork) {
+  load("stories260K");
+  GenerationRequest request;
+  request.prompt_ids = {1, 403};
+  request.max_new_tokens = 5;
+  Speculation none{nullptr, 4, {}};
+  EXPECT_THROW(run(request, &none), Error);
+  NgramDraft ngram(3);
+  Speculation zero{&ngram, 0, {}};
+  EXPECT_THROW(run(request, &zero), Error);
+  EXPECT_THROW(NgramDraft(1), Error);
+}
+
+TEST_F(Speculative, StopsWhereDecodingWithoutADraftStops) {
+  load("stories260K");
+  GenerationRequest request;
+  request.prompt_ids.assign(static_cast<std::size_t>(config_.max_position_embeddings - 6), 403);
+  request.prompt_ids[0] = 1;
+  request.max_new_tokens = 50;  // the positions run out first
+  const auto plain = run(request);
+  NgramDraft ngram(3);
+  Speculation speculation{&ngram, 16, {}};
+  const auto fast = run(request, &speculation);
+  EXPECT_EQ(fast.generated_ids, plain.generated_ids);
+  EXPECT_EQ(fast.stop, plain.stop);
+  EXPECT_EQ(plain.stop, StopReason::kMaxPositions);
+}
+
+}  // namespace
+}  // namespace sepal
