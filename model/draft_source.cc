@@ -55,10 +55,11 @@ void NgramDraft::keep(std::span<const std::int32_t> path) {
   for (const std::int32_t node : path) append(tree_.tokens.at(static_cast<std::size_t>(node)));
 }
 
-ModelDraft::ModelDraft(const BlockStack& blocks, const ModelEnds& ends, std::int64_t capacity, std::int64_t width)
-    : blocks_(blocks), ends_(ends), cache_(blocks.new_cache(capacity, 0, blocks.last())), width_(width) {
-  SEPAL_CHECK(blocks.first() == 0, "a draft model's blocks must start at block 0");
-  SEPAL_CHECK(width > 0);
+ModelDraft::ModelDraft(const BlockStack& blocks, std::int64_t num_blocks, const ModelEnds& ends, std::int64_t capacity,
+                       std::int64_t width)
+    : blocks_(blocks), ends_(ends), cache_(blocks.new_cache(capacity, 0, num_blocks)), width_(width) {
+  if (blocks.first() != 0) fail("a draft model's blocks must start at block 0");
+  if (width <= 0) fail("a draft needs at least one child per node");
   hidden_.resize(static_cast<std::size_t>(blocks.config().hidden_size));
   logits_.resize(static_cast<std::size_t>(ends.config().vocab_size));
 }

@@ -54,15 +54,16 @@ class NgramDraft final : public DraftSource {
   TokenTree tree_;
 };
 
-/// A model as a draft: blocks [0, blocks.last()) of `blocks` (all of a small model's, or the
-/// target's first K) and the head of `ends`, which must share the target's vocabulary. Each
-/// proposed node costs one one-token step of those blocks (a tree step: the draft's cache keeps
-/// the tree like the target's). Children per node: up to `width`.
+/// A model as a draft: blocks [0, num_blocks) of `blocks` (all of a small model's, or the
+/// target's first K: an early exit) and the head of `ends`, which must share the target's
+/// vocabulary. Each proposed node costs one one-token step of those blocks (a tree step: the
+/// draft's cache keeps the tree like the target's). Children per node: up to `width`.
 class ModelDraft final : public DraftSource {
  public:
-  /// `blocks` must start at block 0; `capacity` as the target session's. Both referenced objects
-  /// must outlive the draft.
-  ModelDraft(const BlockStack& blocks, const ModelEnds& ends, std::int64_t capacity, std::int64_t width = 4);
+  /// `blocks` must start at block 0 and hold num_blocks; `capacity` as the target session's.
+  /// Both referenced objects must outlive the draft. Throws sepal::Error otherwise.
+  ModelDraft(const BlockStack& blocks, std::int64_t num_blocks, const ModelEnds& ends, std::int64_t capacity,
+             std::int64_t width = 4);
   void start(std::span<const std::int32_t> prompt) override;
   TokenTree propose(std::int32_t root, std::int64_t size) override;
   void keep(std::span<const std::int32_t> path) override;

@@ -17,6 +17,7 @@
 #include "model/tokenizer.h"
 #include "tools/adapter.h"
 #include "tools/client_model.h"
+#include "tools/draft_options.h"
 #include "tools/swarm_flags.h"
 #include "tools/commands.h"
 #include "tools/prompt_list.h"
@@ -66,7 +67,7 @@ struct Outcome {
 // Generates `request` through `pipeline`, calling `emit` with each piece of text (the prompt's
 // first, without its BOS).
 Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPipeline& pipeline, GenerationRequest request,
-                   const std::function<void(const std::string&)>& emit) {
+                   const std::function<void(const std::string&)>& emit, const Drafts* drafts) {
   Outcome o;
   o.request = std::move(request);
   TextStream stream(*model.tokenizer);
@@ -76,9 +77,15 @@ Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPip
   };
   const std::size_t skip = config.bos_token_id >= 0 ? 1 : 0;
   for (std::size_t i = skip; i < o.request.prompt_ids.size(); ++i) piece(stream.push(o.request.prompt_ids[i]));
+  std::unique_ptr<DraftSource> draft;
+  Speculation speculation;
+  if (drafts) {
+    draft = drafts->make(session_capacity(config, o.request));
+    speculation = Speculation{draft.get(), drafts->tree_size(), {}};
+  }
   o.result = generate(model.ends, pipeline, o.request, [&](std::int32_t id) {
     if (id < model.tokenizer->vocab_size()) piece(stream.push(id));
-  });
+  }, drafts ? &speculation : nullptr);
   piece(stream.finish());
   return o;
 }
@@ -104,6 +111,17 @@ nlohmann::json outcome_json(const Outcome& o) {
                   {"prompt_tokens_per_s", o.result.prompt_seconds > 0 ? prompt_tokens / o.result.prompt_seconds : 0.0},
                   {"decode_tokens_per_s", decode_tokens_per_s(o.result)},
                   {"time_to_first_token_s", o.result.prompt_seconds}};
+  if (!o.result.tokens_per_step.empty()) {
+    std::int64_t steps = 0, tokens = 0;
+    for (std::size_t k = 0; k < o.result.tokens_per_step.size(); ++k) {
+      steps += o.result.tokens_per_step[k];
+      tokens += static_cast<std::int64_t>(k) * o.result.tokens_per_step[k];
+    }
+    out["stats"]["speculation"] = {{"tree_steps", steps},
+                                   {"mean_accepted_tokens", steps > 0 ? static_cast<double>(tokens) / steps : 0.0},
+                                   {"tokens_per_step", o.result.tokens_per_step},
+                                   {"draft_seconds", o.result.draft_seconds}};
+  }
   if (o.swarm_stats.is_object()) {
     nlohmann::json stats = o.swarm_stats;
     if (stats.contains("block_map")) {
@@ -120,6 +138,7 @@ nlohmann::json outcome_json(const Outcome& o) {
 int generate_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
+  DraftOptions draft_options;
   std::string model_dir, prompts_file, adapter_file;
   PromptSpec defaults;
   int threads = 0, concurrency = 0;
@@ -144,6 +163,7 @@ int generate_command(int argc, char** argv) {
   add_weight_options(options, weights);
   add_swarm_options(options, swarm_options);
   add_adapter_option(options, adapter_file);
+  add_draft_options(options, draft_options);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -166,13 +186,21 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
+  const bool speculative = !draft_options.model_dir.empty() || draft_options.layers != 0 || draft_options.ngram != 0;
+  if (speculative && adapter) throw UsageError{"speculative decoding with --adapter is not supported yet"};
   std::unique_ptr<ClientSwarm> swarm;
-  if (wants_swarm(swarm_options, vm)) {
+  const bool over_swarm = wants_swarm(swarm_options, vm);
+  if (speculative && over_swarm) {
+    throw UsageError{"speculative decoding runs in one process for now (tree steps through a swarm are not built yet)"};
+  }
+  if (over_swarm) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
   const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const std::unique_ptr<Drafts> drafts =
+      Drafts::load(draft_options, vm, model_dir, config, *model.tokenizer, model.ends, model.blocks.get(), loading);
   std::vector<GenerationRequest> requests;
   for (const PromptSpec& spec : prompts) {
     requests.push_back(make_request(config, *model.tokenizer, spec));
@@ -187,6 +215,10 @@ int generate_command(int argc, char** argv) {
                model_dir.c_str(), static_cast<long long>(config.num_layers), model.weight_bytes() / 1e6,
                weights.dtype.c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str(), compute_threads(),
                load_seconds);
+  if (drafts) {
+    std::fprintf(stderr, "sepal: speculative decoding: %s, trees of up to %lld tokens, %.1f MB of draft weights\n",
+                 drafts->description().c_str(), static_cast<long long>(drafts->tree_size()), drafts->weight_bytes() / 1e6);
+  }
 
   // One prompt streams its text as it comes; several are generated at once and printed in order.
   const bool streaming = prompts_file.empty() && !json_output;
@@ -204,13 +236,13 @@ int generate_command(int argc, char** argv) {
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
         LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr);
-        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit);
+        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, drafts.get());
         return;
       }
       auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);
       if (i == 0 && streaming) std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(),
                                             ClientSwarm::route_text(*session).c_str());
-      outcomes[i] = run_prompt(config, model, *session, requests[i], emit);
+      outcomes[i] = run_prompt(config, model, *session, requests[i], emit, drafts.get());
       if (json_output) outcomes[i].swarm_stats = swarm->stats(*session);
     } catch (const std::exception& e) {
       if (prompts.size() == 1) throw;

@@ -141,8 +141,8 @@ TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {
     };
     std::vector<Source> sources;
     sources.push_back({"ngram 3", std::make_unique<NgramDraft>(3)});
-    sources.push_back({"first block", std::make_unique<ModelDraft>(first_block, *ends_, capacity)});
-    sources.push_back({"itself in int8", std::make_unique<ModelDraft>(int8_self, *ends_, capacity)});
+    sources.push_back({"first block", std::make_unique<ModelDraft>(first_block, 1, *ends_, capacity)});
+    sources.push_back({"itself in int8", std::make_unique<ModelDraft>(int8_self, config_.num_layers, *ends_, capacity)});
     for (auto& source : sources) {
       for (const std::int64_t tree_size : {1, 4, 16}) {
         Speculation speculation{source.draft.get(), tree_size, {}};
@@ -169,12 +169,11 @@ TEST_F(Speculative, SampledIdsAreThoseWithoutSpeculationForEverySeed) {
   request.prompt_ids = {1, 403, 407, 261};
   request.max_new_tokens = 40;
   request.sampling = SamplingParams{0.9f, 0, 0.95f};
-  const BlockStack two_blocks = BlockStack::load(*checkpoint_, config_, 0, 2, DType::kF32);
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
     request.seed = seed;
     const auto plain = run(request);
     NgramDraft ngram(4);
-    ModelDraft early(two_blocks, *ends_, session_capacity(config_, request));
+    ModelDraft early(*blocks_, 2, *ends_, session_capacity(config_, request));
     for (DraftSource* draft : std::initializer_list<DraftSource*>{&ngram, &early}) {
       Speculation speculation{draft, 8, {}};
       EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids) << "seed " << seed;
@@ -242,7 +241,7 @@ TEST_F(Speculative, SampledTokensFollowTheTargetDistributionAndATrustingVerifier
     std::map<std::pair<int, int>, int> counts;
     for (int s = 0; s < kSamples; ++s) {
       request.seed = 1000 + static_cast<std::uint64_t>(s);
-      ModelDraft draft(first_block, *ends_, session_capacity(config_, request), 3);
+      ModelDraft draft(first_block, 1, *ends_, session_capacity(config_, request), 3);
       Speculation speculation{&draft, 6, exact ? TreeTokenChooser{} : trusting};
       const auto ids = run(request, &speculation).generated_ids;
       ASSERT_EQ(ids.size(), 2u);

@@ -50,6 +50,47 @@ TEST(Generate, ReproducesEveryReferenceGeneration) {
   EXPECT_GE(checked, 2);
 }
 
+TEST(Generate, SpeculationWithEachDraftGivesTheTextOfDecoding) {
+  const auto model = (test::models_dir() / "tinystories-656K").string();
+  const std::vector<std::string> common = {"--model", model, "--prompt", "The dog ran", "--max-new-tokens", "60",
+                                           "--temperature", "0.8", "--seed", "5"};
+  const json plain = generate_json(common);
+  const std::vector<std::vector<std::string>> drafts = {
+      {"--draft-ngram", "3"}, {"--draft-layers", "1", "--tree-size", "8"}, {"--draft-model", model, "--draft-dtype", "int8"}};
+  for (const auto& draft : drafts) {
+    auto args = common;
+    args.insert(args.end(), draft.begin(), draft.end());
+    const json out = generate_json(args);
+    SCOPED_TRACE(draft.front());
+    EXPECT_EQ(out["generated_ids"], plain["generated_ids"]);
+    EXPECT_EQ(out["text"], plain["text"]);
+    const json& spec = out["stats"]["speculation"];
+    EXPECT_GE(spec["mean_accepted_tokens"].get<double>(), 1.0);
+    EXPECT_GT(spec["tree_steps"].get<int>(), 0);
+    EXPECT_GT(out["stats"]["decode_tokens_per_s"].get<double>(), 0.0);
+  }
+}
+
+TEST(Generate, SpeculationRefusesWhatCannotWork) {
+  const auto models = test::models_dir();
+  const auto target = (models / "stories260K").string();
+  auto error_of = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"generate", "--model", target, "--max-new-tokens", "4"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_sepal(args);
+    EXPECT_NE(r.exit_code, 0);
+    return r.err;
+  };
+  EXPECT_NE(error_of({"--draft-model", (models / "babyllama-tok105").string()}).find("different tokenizer or vocabulary"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--draft-ngram", "3", "--draft-layers", "1"}).find("give one of"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-layers", "5"}).find("--draft-layers must be between 1 and 4"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-ngram", "3", "--tree-size", "0"}).find("--tree-size must be between"), std::string::npos);
+  EXPECT_NE(error_of({"--tree-size", "4"}).find("--tree-size is for speculative decoding"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-ngram", "3", "--draft-dtype", "int8"}).find("--draft-dtype is for"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-ngram", "3", "--hosts", "2"}).find("runs in one process for now"), std::string::npos);
+}
+
 TEST(Generate, EmptyPromptStartsFromBos) {
   const json out = generate_json({"--model", (test::models_dir() / "stories260K").string(), "--max-new-tokens", "5"});
   EXPECT_EQ(out["prompt_ids"], json::array({1}));
