@@ -47,7 +47,9 @@ inline constexpr std::int64_t kStreamingMaxTokens = 4;
 /// Results do not depend on the thread count. At the AVX-512 levels a token's result on the
 /// blocked path does not depend on the other tokens of the call (for int8: given the same outlier
 /// columns, which LLM.int8() picks over the whole call); with VNNI an int8 token's result is the
-/// same bits decoded alone or inside a prompt. f32 and bf16 decode and prompts round differently.
+/// same bits decoded alone or inside a prompt. f32 and bf16 decode and prompts round differently;
+/// on the streaming path a token's result does not depend on the other tokens of the call (for
+/// int8: given the same outlier columns).
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
 
 /// Same, with an explicit CPU level (tests compare the levels with each other).

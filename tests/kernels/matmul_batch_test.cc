@@ -123,6 +123,27 @@ TEST(MatmulBatch, APromptTokensResultDoesNotDependOnItsBatch) {
 
 // With VNNI the int8 sums are exact and decode and prompts finish them the same way: a token
 // decoded alone gives the bits it gets inside a prompt, outliers included when they are the same.
+TEST(MatmulBatch, ADecodeTokensResultDoesNotDependOnTheOthersOfItsCall) {
+  // The streaming path (up to kStreamingMaxTokens tokens): what speculative decoding's tree
+  // steps rely on to give decoding's bits.
+  const std::int64_t cols = 200;
+  const Matrix m(70, cols, 21);
+  for (CpuIsa isa : supported_levels()) {
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      const auto x = test::random_floats(static_cast<std::size_t>(kStreamingMaxTokens * cols), 22);
+      for (std::int64_t n = 2; n <= kStreamingMaxTokens; ++n) {
+        std::vector<float> together(static_cast<std::size_t>(n * m.rows)), alone(static_cast<std::size_t>(m.rows));
+        matmul(x.data(), n, m.view(dtype), together.data(), isa);
+        for (std::int64_t t = 0; t < n; ++t) {
+          matmul(x.data() + t * cols, 1, m.view(dtype), alone.data(), isa);
+          ASSERT_TRUE(std::equal(alone.begin(), alone.end(), together.begin() + t * m.rows))
+              << cpu_isa_name(isa) << " " << dtype_name(dtype) << " token " << t << " of " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST(MatmulBatch, Int8DecodeAndPromptAgreeBitForBitWithVnni) {
   if (!cpu_supports(CpuIsa::kAvx512Vnni)) GTEST_SKIP() << "CPU lacks avx512vnni";
   const std::int64_t cols = 300, rows = 77, n = 9;
