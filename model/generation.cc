@@ -133,6 +133,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     if (!pipeline.runs_trees()) fail("this pipeline does not run token trees (speculative decoding)");
     speculation->draft->start(request.prompt_ids);
     std::vector<std::int32_t> path;
+    std::vector<float> tree_logits;
     bool going = take(token, pipeline.length());
     while (going) {
       const std::int64_t length = pipeline.length();
@@ -144,7 +145,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
       hidden.resize(static_cast<std::size_t>(n * hidden_size));
       ends.embed(tree.tokens.data(), n, hidden.data());
       pipeline.forward_tree(hidden.data(), n, tree.parents);
-      std::vector<float> tree_logits(static_cast<std::size_t>(n * config.vocab_size));
+      tree_logits.resize(static_cast<std::size_t>(n * config.vocab_size));
       ends.logits(hidden.data(), n, tree_logits.data());
       const std::vector<std::int64_t> depth = tree.depths();
       std::int32_t node = 0;
