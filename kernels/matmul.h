@@ -43,6 +43,11 @@ inline constexpr std::int64_t kMaxInt8Cols = 65536;
 /// bf16) or cached panels (int8) below.
 inline constexpr std::int64_t kStreamingMaxTokens = 4;
 
+/// The most tokens one call may take for each token's result to be the bits that token gets
+/// alone (decoding): kStreamingMaxTokens, or 1 for int8, whose outlier columns LLM.int8() picks
+/// over every token of the call. Verifying a token tree takes its products in pieces of this.
+inline std::int64_t alone_exact_tokens(const WeightView& w) { return w.dtype == DType::kI8 ? 1 : kStreamingMaxTokens; }
+
 /// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap.
 /// Results do not depend on the thread count. At the AVX-512 levels a token's result on the
 /// blocked path does not depend on the other tokens of the call (for int8: given the same outlier

@@ -48,11 +48,13 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   const std::int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // A tree's rows take the products in pieces of decode size, so that each row is rounded as
-  // when decoded alone (kernels/matmul.h: prompts and decode round differently); int8 rows one at
-  // a time, as LLM.int8() picks its outlier columns over all the rows of a product.
-  const std::int64_t piece = !tree ? n : w.q_proj.view.dtype == DType::kI8 ? 1 : kStreamingMaxTokens;
+  // A tree's rows take the products in pieces that give each row the bits it gets decoded alone
+  // (kernels/matmul.h: prompts and decode round differently; int8 picks outlier columns per call).
   auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
+    std::int64_t piece = n;
+    if (tree) {
+      for (const WeightView& v : ws) piece = std::min(piece, alone_exact_tokens(v));
+    }
     std::vector<float*> at(ys.size());
     for (std::int64_t r = 0; r < n; r += piece) {
       for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;

@@ -146,7 +146,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
       ends.embed(tree.tokens.data(), n, hidden.data());
       pipeline.forward_tree(hidden.data(), n, tree.parents);
       tree_logits.resize(static_cast<std::size_t>(n * config.vocab_size));
-      ends.logits(hidden.data(), n, tree_logits.data());
+      ends.logits_each_alone(hidden.data(), n, tree_logits.data());
       const std::vector<std::int64_t> depth = tree.depths();
       std::int32_t node = 0;
       while (true) {

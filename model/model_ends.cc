@@ -37,6 +37,13 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
   matmul(normed.data(), n, head_.lm_head.view, out);
 }
 
+void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
+  const std::int64_t piece = alone_exact_tokens(head_.lm_head.view);
+  for (std::int64_t r = 0; r < n; r += piece) {
+    logits(hidden + r * config_.hidden_size, std::min(piece, n - r), out + r * config_.vocab_size);
+  }
+}
+
 double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,
                                 float* grad) const {
   const std::int64_t h = config_.hidden_size, vocab = config_.vocab_size;

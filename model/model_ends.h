@@ -24,6 +24,9 @@ class ModelEnds {
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
   /// logits[n, vocab] = head(norm(hidden[n, hidden])).
   void logits(const float* hidden, std::int64_t n, float* out) const;
+  /// The same, each row's logits the bits logits() gives that row alone (a token tree's rows
+  /// then choose what decoding would), in as few products as that allows.
+  void logits_each_alone(const float* hidden, std::int64_t n, float* out) const;
   /// Next-token cross-entropy over the rows of hidden[n, hidden]: the sum, over rows t with
   /// targets[t] >= 0, of -log softmax(logits(hidden[t]))[targets[t]], in double. With `grad`
   /// non-null, also writes grad[n, hidden] = weight · d(sum) / d hidden (zero on rows without a

@@ -256,15 +256,39 @@ TEST_F(Speculative, SampledTokensFollowTheTargetDistributionAndATrustingVerifier
   }
 }
 
+TEST_F(Speculative, EachTreeRowsLogitsAreItsLogitsAlone) {
+  for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+    load("stories260K", dtype);
+    const std::int64_t h = config_.hidden_size, vocab = config_.vocab_size, n = 11;
+    std::vector<float> hidden(static_cast<std::size_t>(n * h));
+    for (std::size_t i = 0; i < hidden.size(); ++i) hidden[i] = std::sin(0.37f * static_cast<float>(i)) * (i % 13 == 0 ? 9.f : 1.f);
+    std::vector<float> all(static_cast<std::size_t>(n * vocab)), one(static_cast<std::size_t>(vocab));
+    ends_->logits_each_alone(hidden.data(), n, all.data());
+    for (std::int64_t t = 0; t < n; ++t) {
+      ends_->logits(hidden.data() + t * h, 1, one.data());
+      EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + t * vocab)) << dtype_name(dtype) << " row " << t;
+    }
+  }
+}
+
 TEST_F(Speculative, Int8TargetsGiveTheirOwnDecodingIds) {
-  load("tinystories-656K", DType::kI8);
+  // Greedy and sampled, with an n-gram draft and with the model's own int8 weights as the draft
+  // (long paths accepted, trees wider than a decode product).
+  load("stories260K", DType::kI8);
   GenerationRequest request;
   request.prompt_ids = {1, 403, 407, 261};
-  request.max_new_tokens = 60;
-  const auto plain = run(request);
-  NgramDraft ngram(3);
-  Speculation speculation{&ngram, 12, {}};
-  EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids);
+  request.max_new_tokens = 80;
+  for (std::uint64_t seed = 0; seed <= 4; ++seed) {
+    request.seed = seed;
+    request.sampling = seed == 0 ? SamplingParams{} : SamplingParams{0.8f, 0, 1.0f};
+    const auto plain = run(request);
+    NgramDraft ngram(3);
+    ModelDraft self(*blocks_, config_.num_layers, *ends_, session_capacity(config_, request));
+    for (DraftSource* draft : std::initializer_list<DraftSource*>{&ngram, &self}) {
+      Speculation speculation{draft, 24, {}};
+      EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids) << "seed " << seed;
+    }
+  }
 }
 
 TEST_F(Speculative, RefusesWhatCannotWork) {
