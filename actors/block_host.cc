@@ -7,6 +7,7 @@
 #include "actors/hidden_codec.h"
 #include "actors/protocol/client_driver.h"
 #include "actors/push_grant.h"
+#include "actors/tree_step.h"
 #include "runtime/log.h"
 #include "kernels/error.h"
 
@@ -166,7 +167,8 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
 }
 
 Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position, std::uint64_t tag,
-                                          const TensorPayload& hidden, Scheduler::Clock::time_point now) {
+                                          const TensorPayload& hidden, const std::vector<std::int32_t>& parents,
+                                          const std::vector<std::int32_t>& keep, Scheduler::Clock::time_point now) {
   auto found = find(key, now);
   if (!found.is_ok()) return found.status();
   Session& s = *found.value();
@@ -187,9 +189,21 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
   }
   auto decoded = decode_hidden(hidden, hidden_size);
   if (!decoded.is_ok()) return decoded.status();
-  if (position != s.cache.length()) {
+  // Everything is checked before the cache changes: a refused step leaves the session as it was.
+  if (!keep.empty()) {
+    if (std::string why = tree_path_error(keep, s.tree); !why.empty()) return error(StatusCode::kInvalidArgument, why);
+  }
+  const std::int64_t start = s.cache.length() + static_cast<std::int64_t>(keep.size());
+  if (position != start) {
     return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
-                 s.cache.length(), " positions");
+                 start, " positions");
+  }
+  const bool tree = !parents.empty();
+  if (tree) {
+    if (std::string why = token_tree_error(parents, n); !why.empty()) return error(StatusCode::kInvalidArgument, why);
+    if (s.prompt_count > 0 && position < s.prompt_offset + s.prompt_count) {
+      return error(StatusCode::kInvalidArgument, "a token tree cannot start inside the deep prompts' positions");
+    }
   }
   if (position + n > s.cache.capacity()) {
     return error(StatusCode::kInvalidArgument, "positions [", position, ", ", position + n,
@@ -197,14 +211,21 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
   }
   if (tag != 0) s.tag = tag;
   std::vector<float> out = std::move(decoded).value();
-  const auto start = std::chrono::steady_clock::now();
+  const auto begin = std::chrono::steady_clock::now();
   try {
-    const DeepPrompts prompts{s.prompts.data(), s.prompt_count, s.prompt_offset};
-    blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr);
+    if (!keep.empty()) s.cache.keep_path(keep);
+    s.tree.clear();
+    if (tree) {
+      blocks_->forward_tree(out.data(), n, parents, s.cache, s.first);
+      s.tree = parents;
+    } else {
+      const DeepPrompts prompts{s.prompts.data(), s.prompt_count, s.prompt_offset};
+      blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr);
+    }
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   if (seconds > 0 && n == 1) {  // decode steps measure the throughput that routing cares about
     const double rate = static_cast<double>(s.cache.blocks()) / seconds;
     tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.9 * tokens_per_second_ + 0.1 * rate;
@@ -220,7 +241,7 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
 Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
   std::lock_guard lock(mutex_);
   const SessionKey key{ctx.sender().peer, m.session};
-  auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
+  auto out = run_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, ctx.system().scheduler().now());
   if (!out.is_ok()) return out.status();
   return StepResult{sessions_.at(key).cache.length(), std::move(out).value()};
 }
@@ -244,7 +265,7 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   std::lock_guard lock(mutex_);
   if (!push_allowed(ctx, m)) return;
   const SessionKey key{m.client.peer, m.session};
-  auto out = run_step(key, m.position, m.tag, m.hidden, ctx.system().scheduler().now());
+  auto out = run_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, ctx.system().scheduler().now());
   const ActorRef<ClientDriverProtocol> client{m.client};
   PushedOutput report{m.request, m.tag, m.hop, ctx.self().peer, 0, "", {}};
   if (!out.is_ok()) {
@@ -263,7 +284,7 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
     next = ActorRef<BlockHostProtocol>{m.next.front().host};
     PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
                      std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), std::move(out).value(),
-                     m.next.front().grant};
+                     m.next.front().grant, m.parents, m.keep};
     pushed = ctx.system().send(next, forward, ctx.self().id);
   }
   (void)ctx.system().send(client, report, ctx.self().id);
@@ -383,6 +404,7 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
   }
   if (m.tag != 0) s.tag = std::max(s.tag, m.tag);
   s.cache.truncate(m.length);
+  s.tree.clear();
   return SessionState{m.session, m.length};
 }
 

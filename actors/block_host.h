@@ -20,6 +20,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "actors/protocol/block_host.h"
 #include "model/block_stack.h"
@@ -86,13 +87,16 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     Scheduler::Clock::time_point last_used;
     std::vector<float> prompts;  ///< deep prompts of the session's blocks, [blocks, count, hidden]
     std::int64_t prompt_count = 0, prompt_offset = 0;
+    std::vector<std::int32_t> tree;  ///< the parents of the token tree held after the sequence; empty: none
   };
 
   Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);
   // Whether the sender of `m` may push into the session it names (logs a refusal once per peer).
   bool push_allowed(ActorContext& ctx, const PushStep& m);
-  // Runs one step of a session (shared by Step and PushStep).
+  // Runs one step of a session (shared by Step and PushStep): keeps `keep` of the held tree, then
+  // runs the rows as the next positions or (with `parents`) as a token tree.
   Result<TensorPayload> run_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
+                                 const std::vector<std::int32_t>& parents, const std::vector<std::int32_t>& keep,
                                  Scheduler::Clock::time_point now);
   // The checks every training pass shares; the decoded input and the deep prompts when they pass.
   struct TrainingInput {

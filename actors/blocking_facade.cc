@@ -24,7 +24,20 @@ Result<std::unique_ptr<DriverSession>> DriverSession::open(ActorSystem& system, 
 
 DriverSession::~DriverSession() { (void)system_.request_sync(driver_, CloseInference{id_}, std::chrono::seconds(10)); }
 
-void DriverSession::forward(float* hidden, std::int64_t n) {
+void DriverSession::forward(float* hidden, std::int64_t n) { step(hidden, n, {}); }
+
+void DriverSession::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) {
+  if (static_cast<std::int64_t>(parents.size()) != n) fail("a tree step of ", n, " rows has ", parents.size(), " parents");
+  step(hidden, n, parents);
+}
+
+void DriverSession::keep_path(std::span<const std::int32_t> path) {
+  if (!keep_.empty()) fail("a path of this tree is kept already");
+  keep_.assign(path.begin(), path.end());
+  length_ += static_cast<std::int64_t>(path.size());
+}
+
+void DriverSession::step(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) {
   const auto count = static_cast<std::size_t>(n * hidden_size_);
   // The caller's buffer is only borrowed for the request: the driver encodes it before answering.
   TensorPayload in;
@@ -32,7 +45,10 @@ void DriverSession::forward(float* hidden, std::int64_t n) {
   in.shape = {n, hidden_size_};
   in.data = reinterpret_cast<const std::byte*>(hidden);
   in.bytes = count * sizeof(float);
-  auto out = system_.request_sync(driver_, InferenceStep{id_, in}, kDriverAnswer);
+  std::vector<std::int32_t> keep = std::move(keep_);
+  keep_.clear();
+  const InferenceStep m{id_, in, std::vector<std::int32_t>(parents.begin(), parents.end()), std::move(keep)};
+  auto out = system_.request_sync(driver_, m, kDriverAnswer);
   if (!out.is_ok()) fail(out.status().message());
   auto values = decode_hidden(out->hidden, hidden_size_);
   if (!values.is_ok() || values->size() != count) fail("the driver answered a step with malformed hidden states");

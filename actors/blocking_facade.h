@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/client_driver.h"
@@ -33,6 +35,11 @@ class DriverSession final : public BlockPipeline {
   /// Throws sepal::Error with the driver's one-line reason when the step fails.
   void forward(float* hidden, std::int64_t n) override;
   std::int64_t length() const override { return length_; }
+  /// Token trees run on the hosts; a kept path travels with the next step (no round trip of its
+  /// own), so length() counts it at once.
+  bool runs_trees() const override { return true; }
+  void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) override;
+  void keep_path(std::span<const std::int32_t> path) override;
   std::uint64_t id() const { return id_; }
   /// Route and counters.
   Result<InferenceReport> report() const;
@@ -41,11 +48,15 @@ class DriverSession final : public BlockPipeline {
   DriverSession(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::uint64_t id, std::int64_t hidden_size)
       : system_(system), driver_(driver), id_(id), hidden_size_(hidden_size) {}
 
+  // One step through the driver (InferenceStep), with the kept path waiting for it.
+  void step(float* hidden, std::int64_t n, std::span<const std::int32_t> parents);
+
   ActorSystem& system_;
   ActorRef<ClientDriverProtocol> driver_;
   std::uint64_t id_;
   std::int64_t hidden_size_;
   std::int64_t length_ = 0;
+  std::vector<std::int32_t> keep_;  // a path of the last tree, sent with the next step
 };
 
 /// Waits until the driver's swarm can serve (AwaitSwarmReady); the block map then.

@@ -2,6 +2,7 @@
 
 #include "actors/hidden_codec.h"
 #include "actors/push_grant.h"
+#include "actors/tree_step.h"
 #include "runtime/log.h"
 
 namespace sepal {
@@ -22,12 +23,18 @@ bool host_lost(StatusCode code) {
 }  // namespace
 
 struct ClientDriver::Session {
+  // A step's token-tree fields (InferenceStep).
+  struct Shape {
+    std::vector<std::int32_t> parents, keep;
+  };
   std::uint64_t id = 0;
   std::int64_t capacity = 0;
   TensorPayload prompts;  ///< deep prompts of every block, or empty
   std::int64_t prompt_offset = 0;
   std::int64_t length = 0;
+  std::vector<std::int32_t> tree;  ///< parents of the token tree the hosts hold (the last step's), or empty
   std::int64_t steps = 0;  ///< steps completed
+  std::vector<Shape> shapes;  ///< each completed step's tree fields, for replay
   std::uint64_t tag = 0;   ///< the current attempt (hosts ignore older ones)
   std::uint64_t next_hop_session = 0;
   std::int64_t failovers = 0;
@@ -43,6 +50,9 @@ struct ClientDriver::Session {
   int failover_attempts = 0;
   // The step under way.
   std::int64_t n = 0;
+  Shape shape;
+  // Where the step's rows go: after the kept path.
+  std::int64_t position() const { return length + static_cast<std::int64_t>(shape.keep.size()); }
   bool rollback_rest = false;
   std::optional<PushAttempt> push;
   TensorPayload push_input;
@@ -164,8 +174,19 @@ Result<InferenceOutput> ClientDriver::handle(ActorContext& ctx, const InferenceS
     return error(StatusCode::kInvalidArgument, "a step takes f32 hidden states [n >= 1, ", hidden_size_, "]");
   }
   const std::int64_t n = t.shape[0];
-  if (n > s.capacity - s.length) {
-    return error(StatusCode::kInvalidArgument, "session ", m.session, " holds ", s.capacity, " positions; ", s.length,
+  if (!m.keep.empty()) {
+    if (std::string why = tree_path_error(m.keep, s.tree); !why.empty()) {
+      return error(StatusCode::kInvalidArgument, "session ", m.session, ": ", why);
+    }
+  }
+  if (!m.parents.empty()) {
+    if (std::string why = token_tree_error(m.parents, n); !why.empty()) {
+      return error(StatusCode::kInvalidArgument, "session ", m.session, ": ", why);
+    }
+  }
+  const std::int64_t used = s.length + static_cast<std::int64_t>(m.keep.size());
+  if (n > s.capacity - used) {
+    return error(StatusCode::kInvalidArgument, "session ", m.session, " holds ", s.capacity, " positions; ", used,
                  " are used and the step has ", n);
   }
   if (t.bytes != static_cast<std::size_t>(n * hidden_size_) * sizeof(float)) {  // n is at most the capacity here
@@ -177,6 +198,7 @@ Result<InferenceOutput> ClientDriver::handle(ActorContext& ctx, const InferenceS
   s.stepping = ctx.defer_reply<InferenceOutput>();
   s.failover_attempts = 0;
   s.n = n;
+  s.shape = Session::Shape{m.parents, m.keep};
   ++s.tag;
   if (options_.push && s.route.size() > 1 && !s.dirty) {
     s.push_input = std::move(input);
@@ -313,7 +335,7 @@ void ClientDriver::start_push(Session& s) {
   for (std::size_t i = 0; i < next.size(); ++i) {
     const auto key = system_.transport().link_key(next[i].host.peer);
     if (!key) continue;
-    PushGrantScope scope{receiver, s.id, next[i].session, s.length, s.tag, static_cast<std::int64_t>(i + 1), std::nullopt};
+    PushGrantScope scope{receiver, s.id, next[i].session, s.position(), s.tag, static_cast<std::int64_t>(i + 1), std::nullopt};
     if (i + 1 < next.size()) scope.next = next[i + 1];
     next[i].grant = make_push_grant(scope, *key);
   }
@@ -329,7 +351,8 @@ void ClientDriver::start_push(Session& s) {
   }
   s.push = std::move(attempt);
   if (!s.push->failure) {
-    const PushStep step{receiver, s.id, s.route[0].session, s.length, s.tag, 0, next, s.push_input, {}};
+    const PushStep step{receiver, s.id, s.route[0].session, s.position(), s.tag, 0, next, s.push_input, {},
+                        s.shape.parents, s.shape.keep};
     if (Status sent = system_.send(s.route[0].at.host, step, id_); !sent.is_ok()) s.push->failure = {peers[0], sent};
   }
   if (s.push->settled()) return finish_push(s);
@@ -418,7 +441,8 @@ void ClientDriver::step_hop(Session& s, std::size_t i, TensorPayload input, bool
   const Hop& hop = s.route[i];
   const auto host = hop.at.host;
   auto step = [this, i, input, host](Session& s) {
-    ask(s, host, Step{s.route[i].session, s.length, input, s.tag}, [this, i, input](Session& s, Result<StepResult> r) {
+    const Step m{s.route[i].session, s.position(), input, s.tag, s.shape.parents, s.shape.keep};
+    ask(s, host, m, [this, i, input](Session& s, Result<StepResult> r) {
       if (!r.is_ok()) return hop_lost(s, i, input, r.status());
       if (Status ok = accept_output(s, r->hidden, s.n); !ok.is_ok()) return fail_operation(s, ok);
       s.route[i].inputs.push_back(input);
@@ -426,9 +450,16 @@ void ClientDriver::step_hop(Session& s, std::size_t i, TensorPayload input, bool
     });
   };
   if (!rollback) return step(s);
-  ask(s, host, Rollback{hop.session, s.length, s.tag}, [this, i, input, step](Session& s, Result<SessionState> r) {
+  // The host may be past the session (it ran this step, or part of it): back to the length, and
+  // the token tree the last step left there is run again (its output is known already).
+  ask(s, host, Rollback{hop.session, s.length, s.tag}, [this, i, input, step, host](Session& s, Result<SessionState> r) {
     if (!r.is_ok()) return hop_lost(s, i, input, r.status());
-    step(s);
+    if (s.tree.empty()) return step(s);
+    const Step again{s.route[i].session, s.length, s.route[i].inputs.back(), s.tag, s.tree, {}};
+    ask(s, host, again, [i, input, step, this](Session& s, Result<StepResult> r) {
+      if (!r.is_ok()) return hop_lost(s, i, input, r.status());
+      step(s);
+    });
   });
 }
 
@@ -450,7 +481,10 @@ void ClientDriver::hop_lost(Session& s, std::size_t i, TensorPayload input, cons
 }
 
 void ClientDriver::complete_step(Session& s, TensorPayload output) {
-  s.length += s.n;
+  s.length = s.position() + (s.shape.parents.empty() ? s.n : 0);
+  s.tree = s.shape.parents;
+  s.shapes.push_back(std::move(s.shape));
+  s.shape = {};
   ++s.steps;
   s.dirty = false;
   s.op = 0;
@@ -566,8 +600,11 @@ void ClientDriver::replay(Session& s, const Hop& hop, std::vector<TensorPayload>
     while (r->sent < r->steps.size() && r->sent < r->outputs.size() + kReplayInFlight) {
       const std::size_t k = r->sent++;
       const TensorPayload& step = r->steps[k];
+      const Session::Shape& shape = s.shapes.at(k);  // the steps replayed are completed ones
+      r->position += static_cast<std::int64_t>(shape.keep.size());
       auto again = weak.lock();
-      ask(s, r->host, Step{r->session, r->position, step, s.tag}, [this, r, k, again](Session& s, Result<StepResult> answer) {
+      const Step m{r->session, r->position, step, s.tag, shape.parents, shape.keep};
+      ask(s, r->host, m, [this, r, k, again](Session& s, Result<StepResult> answer) {
         if (r->over) return;
         if (!answer.is_ok()) {
           r->over = true;
@@ -589,7 +626,7 @@ void ClientDriver::replay(Session& s, const Hop& hop, std::vector<TensorPayload>
         }
         if (again) (*again)(s);
       });
-      r->position += hidden_tokens(step);
+      if (shape.parents.empty()) r->position += hidden_tokens(step);
     }
   };
   (*pump)(s);

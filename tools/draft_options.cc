@@ -32,14 +32,12 @@ void check_same_vocabulary(const Tokenizer& target, const Tokenizer& draft, cons
 
 }  // namespace
 
-std::unique_ptr<Drafts> Drafts::load(const DraftOptions& o, const po::variables_map& vm, const std::string& target_dir,
-                                     const ModelConfig& target, const Tokenizer& tokenizer, const ModelEnds& target_ends,
-                                     const BlockStack* target_blocks, const WeightLoading& target_loading) {
+bool check_draft_options(const DraftOptions& o, const po::variables_map& vm, const ModelConfig& target) {
   const int sources = !o.model_dir.empty() + (o.layers != 0) + (o.ngram != 0);
   if (sources == 0) {
     if (!vm["tree-size"].defaulted()) throw UsageError{"--tree-size is for speculative decoding: add --draft-model, --draft-layers or --draft-ngram"};
     if (!o.dtype.empty()) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
-    return nullptr;
+    return false;
   }
   if (sources > 1) throw UsageError{"give one of --draft-model, --draft-layers and --draft-ngram"};
   if (o.tree_size < 1 || o.tree_size > 256) throw UsageError{"--tree-size must be between 1 and 256"};
@@ -49,10 +47,21 @@ std::unique_ptr<Drafts> Drafts::load(const DraftOptions& o, const po::variables_
                      std::to_string(target.num_layers) + " blocks)"};
   }
   if (!o.dtype.empty() && o.ngram != 0) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
-  WeightLoading loading = target_loading;
   if (!o.dtype.empty()) {
     const auto dtype = parse_dtype(o.dtype);
     if (!dtype || *dtype == DType::kF16) throw UsageError{"--draft-dtype must be f32, bf16 or int8, got '" + o.dtype + "'"};
+  }
+  if (!o.model_dir.empty()) (void)read_model_config(o.model_dir);  // a bad folder fails before a swarm starts
+  return true;
+}
+
+std::unique_ptr<Drafts> Drafts::load(const DraftOptions& o, const po::variables_map& vm, const std::string& target_dir,
+                                     const ModelConfig& target, const Tokenizer& tokenizer, const ModelEnds& target_ends,
+                                     const BlockStack* target_blocks, const WeightLoading& target_loading) {
+  if (!check_draft_options(o, vm, target)) return nullptr;
+  WeightLoading loading = target_loading;
+  if (!o.dtype.empty()) {
+    const auto dtype = parse_dtype(o.dtype);
     loading.dtype = *dtype;
     if (*dtype == DType::kI8) loading.in_place = false;  // quantized while loading
   }

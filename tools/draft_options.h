@@ -28,6 +28,10 @@ struct DraftOptions {
 /// Adds the flags, storing into `options`.
 void add_draft_options(boost::program_options::options_description& description, DraftOptions& options);
 
+/// Checks the flags (UsageError) without loading anything; whether a draft is asked for.
+bool check_draft_options(const DraftOptions& options, const boost::program_options::variables_map& vm,
+                         const ModelConfig& target);
+
 /// What the drafts of every session share: the draft model's weights (or the target's first
 /// blocks), loaded once.
 class Drafts {

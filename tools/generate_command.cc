@@ -186,13 +186,10 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  const bool speculative = !draft_options.model_dir.empty() || draft_options.layers != 0 || draft_options.ngram != 0;
+  const bool speculative = check_draft_options(draft_options, vm, config);
   if (speculative && adapter) throw UsageError{"speculative decoding with --adapter is not supported yet"};
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
-  if (speculative && over_swarm) {
-    throw UsageError{"speculative decoding runs in one process for now (tree steps through a swarm are not built yet)"};
-  }
   if (over_swarm) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);

@@ -6,6 +6,14 @@
 // Hidden states travel as f32 tensors [n, hidden_size]. A step names the position it starts at,
 // which must be the session's current length.
 //
+// Token trees (speculative decoding): a step with `parents` runs its n rows as the nodes of a
+// token tree after the session's sequence (node i attends to the sequence and to its ancestors;
+// parents[i] is an earlier node, or -1 for a root); the session's length does not change and the
+// host holds the tree until the next step. That step (of either kind) may name a path of it in
+// `keep` (a root, then each node's child): the host first appends those nodes' keys and values to
+// the sequence, in place, and forgets the rest of the tree. Its `position` is then the length
+// after the keep. Rollback forgets a held tree too.
+//
 // Two ways to run a route of several hosts:
 //   - client relay: the client sends Step to each host in turn and gets each result back;
 //   - host-to-host push: the client sends PushStep to the first host, each host forwards its
@@ -83,7 +91,9 @@ struct Step {
   std::int64_t position = 0;
   TensorPayload hidden;  ///< f32 [n, hidden_size]
   std::uint64_t tag = 0;  ///< the client's attempt; 0: unchecked
-  SEPAL_FIELDS(session, position, hidden, tag)
+  std::vector<std::int32_t> parents;  ///< a token tree's n parents; empty: the next n positions
+  std::vector<std::int32_t> keep;     ///< a path of the held tree to keep first; empty: none
+  SEPAL_FIELDS(session, position, hidden, tag, parents, keep)
 };
 
 struct SessionState {
@@ -140,7 +150,9 @@ struct PushStep {
   std::vector<PushTarget> next;
   TensorPayload hidden;
   std::vector<std::uint8_t> grant;  ///< the client's grant for this hop
-  SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden, grant)
+  std::vector<std::int32_t> parents;  ///< as in Step
+  std::vector<std::int32_t> keep;     ///< as in Step
+  SEPAL_FIELDS(client, request, session, position, tag, hop, next, hidden, grant, parents, keep)
 };
 
 // ---- training passes: stateless, so any host serving the blocks can take any micro-batch ----

@@ -47,14 +47,19 @@ struct InferenceOutput {
   TensorPayload hidden;     ///< [n, hidden_size], f32 or compressed
   SEPAL_FIELDS(length, hidden)
 };
-/// Runs f32 hidden[n, hidden_size] through every block as the session's next n positions. One
-/// step of a session at a time; other sessions' steps run meanwhile.
+/// Runs f32 hidden[n, hidden_size] through every block as the session's next n positions, or,
+/// with `parents`, as the nodes of a token tree after them (the length does not change; the
+/// hosts hold the tree until the next step). `keep`: a path of the tree the last step ran (a
+/// root, then each node's child) to append to the session first. One step of a session at a
+/// time; other sessions' steps run meanwhile.
 struct InferenceStep {
   static constexpr std::uint16_t kTypeId = 0x0604;
   using Reply = InferenceOutput;
   std::uint64_t session = 0;
   TensorPayload hidden;
-  SEPAL_FIELDS(session, hidden)
+  std::vector<std::int32_t> parents;
+  std::vector<std::int32_t> keep;
+  SEPAL_FIELDS(session, hidden, parents, keep)
 };
 
 struct InferenceClosed {

@@ -308,6 +308,74 @@ TEST(BlockHost, RollbackRecomputesTheSameStates) {
   EXPECT_EQ(std::memcmp(first->hidden.data, again->hidden.data, first->hidden.bytes), 0);
 }
 
+// Rows that differ from each other: row i of a step is `seed` + i/8 in every column, with a ramp.
+TensorPayload varied_rows(std::int64_t n, std::int64_t width, float seed) {
+  std::vector<float> v(static_cast<std::size_t>(n * width));
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j < width; ++j) v[static_cast<std::size_t>(i * width + j)] = seed + 0.125f * static_cast<float>(i) - 0.01f * static_cast<float>(j % 7);
+  }
+  return TensorPayload::copy_of(ElementType::kF32, {n, width}, v.data(), v.size());
+}
+
+// Row `i` of a [n, width] f32 payload.
+std::vector<float> row_of(const TensorPayload& t, std::int64_t i) {
+  const std::int64_t width = t.shape[1];
+  return std::vector<float>(t.as<float>() + i * width, t.as<float>() + (i + 1) * width);
+}
+
+TEST(BlockHost, ATreeStepsPathIsWhatDecodingComputesAndIsKeptInPlace) {
+  const auto expect_code = [](const auto& result, StatusCode code, const std::string& needle) {
+    ASSERT_FALSE(result.is_ok()) << "accepted; expected " << status_code_name(code);
+    EXPECT_EQ(result.status().code(), code) << result.status().to_string();
+    EXPECT_NE(result.status().message().find(needle), std::string::npos) << result.status().message();
+  };
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 5}});
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  // Session 1 decodes a prompt of 3, then the tree's nodes 0, 1 and 3 one by one, then one more.
+  // Session 2 runs the prompt, the tree {-1, 0, 0, 1} in one step, then keeps the path 0 -> 1 -> 3
+  // with the same last row in one step.
+  const TensorPayload prompt = varied_rows(3, h, 0.3f), tree = varied_rows(4, h, -0.2f), last = varied_rows(1, h, 0.05f);
+  for (std::uint64_t session : {1, 2}) ASSERT_TRUE(c.request_sync(host, OpenSession{session, 16, 0, 0, {}, 0}, 5s).is_ok());
+  for (std::uint64_t session : {1, 2}) ASSERT_TRUE(c.request_sync(host, Step{session, 0, prompt}, 5s).is_ok());
+  std::vector<std::vector<float>> decoded;
+  std::int64_t position = 3;
+  for (std::int64_t node : {0, 1, 3}) {
+    const auto row = row_of(tree, node);
+    auto out = c.request_sync(host, Step{1, position++, TensorPayload::copy_of(ElementType::kF32, {1, h}, row.data(), row.size())}, 5s);
+    ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+    decoded.push_back(row_of(out->hidden, 0));
+  }
+  auto after = c.request_sync(host, Step{1, position, last}, 5s);
+  ASSERT_TRUE(after.is_ok());
+
+  const std::vector<std::int32_t> parents = {-1, 0, 0, 1};
+  auto verified = c.request_sync(host, Step{2, 3, tree, 0, parents, {}}, 5s);
+  ASSERT_TRUE(verified.is_ok()) << verified.status().to_string();
+  EXPECT_EQ(verified->length, 3);  // a tree does not lengthen the session
+  EXPECT_EQ(row_of(verified->hidden, 0), decoded[0]);
+  EXPECT_EQ(row_of(verified->hidden, 1), decoded[1]);
+  EXPECT_EQ(row_of(verified->hidden, 3), decoded[2]);
+  // Refused, and the session stays as it was: a path that is not one, a wrong position, a
+  // malformed tree.
+  expect_code(c.request_sync(host, Step{2, 6, last, 0, {}, {0, 2, 3}}, 5s), StatusCode::kInvalidArgument, "not a path");
+  expect_code(c.request_sync(host, Step{2, 3, last, 0, {}, {0, 1, 3}}, 5s), StatusCode::kInvalidArgument, "holds 6 positions");
+  expect_code(c.request_sync(host, Step{2, 6, varied_rows(2, h, 0.f), 0, {-1, 1}, {0, 1, 3}}, 5s),
+              StatusCode::kInvalidArgument, "not an earlier node");
+  expect_code(c.request_sync(host, Step{2, 6, varied_rows(2, h, 0.f), 0, {-1}, {0, 1, 3}}, 5s), StatusCode::kInvalidArgument,
+              "names 1 parents");
+  auto kept = c.request_sync(host, Step{2, 6, last, 0, {}, {0, 1, 3}}, 5s);
+  ASSERT_TRUE(kept.is_ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->length, 7);
+  EXPECT_EQ(row_of(kept->hidden, 0), row_of(after->hidden, 0));
+  // The tree is gone once a path of it is kept, and after a rollback.
+  expect_code(c.request_sync(host, Step{2, 8, last, 0, {}, {0}}, 5s), StatusCode::kInvalidArgument, "holds no token tree");
+  ASSERT_TRUE(c.request_sync(host, Step{2, 7, tree, 0, parents, {}}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, Rollback{2, 7}, 5s).is_ok());
+  expect_code(c.request_sync(host, Step{2, 8, last, 0, {}, {0}}, 5s), StatusCode::kInvalidArgument, "holds no token tree");
+}
+
 TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {
   // A session through blocks [1, 4) of a [0, 5) host equals hosts [1, 4) would compute.
   LocalSwarm whole(test::models_dir() / "stories260K", {{0, 5}});

@@ -3,8 +3,9 @@
 // [0,2) [2,5) [0,2) [2,5) serve stories260K; a fault is injected at a chosen message (a host
 // killed as the prompt reaches it, in the middle of a push, between steps; a straggler that never
 // answers in time; a lost reply), and the text must be the greedy reference while the driver's
-// state (route, failovers, length) says what happened. Several sessions interleave without
-// touching each other.
+// state (route, failovers, length) says what happened. Every fault is also injected into
+// speculative decoding (token trees drafted by the model's first 2 blocks, verified through the
+// hosts), whose text must be the same. Several sessions interleave without touching each other.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -134,9 +135,19 @@ class ManualSession final : public BlockPipeline {
     id_ = opened->session;
     hidden_size_ = opened->hidden_size;
   }
-  void forward(float* hidden, std::int64_t n) override {
+  void forward(float* hidden, std::int64_t n) override { step(hidden, n, {}); }
+  bool runs_trees() const override { return true; }
+  void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents) override {
+    step(hidden, n, std::vector<std::int32_t>(parents.begin(), parents.end()));
+  }
+  void keep_path(std::span<const std::int32_t> path) override {
+    keep_.assign(path.begin(), path.end());
+    length_ += static_cast<std::int64_t>(path.size());
+  }
+  void step(float* hidden, std::int64_t n, std::vector<std::int32_t> parents) {
     const auto count = static_cast<std::size_t>(n * hidden_size_);
-    auto out = swarm_.call(InferenceStep{id_, TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, count)});
+    auto out = swarm_.call(InferenceStep{id_, TensorPayload::copy_of(ElementType::kF32, {n, hidden_size_}, hidden, count),
+                                         std::move(parents), std::exchange(keep_, {})});
     if (!out.is_ok()) throw std::runtime_error(out.status().to_string());
     auto values = decode_hidden(out->hidden, hidden_size_);
     ASSERT_TRUE(values.is_ok());
@@ -156,6 +167,7 @@ class ManualSession final : public BlockPipeline {
   std::uint64_t id_ = 0;
   std::int64_t hidden_size_ = 0;
   std::int64_t length_ = 0;
+  std::vector<std::int32_t> keep_;
 };
 
 GenerationRequest reference_request() {
@@ -169,18 +181,29 @@ GenerationRequest reference_request() {
 struct Generated {
   std::vector<std::int32_t> ids;
   InferenceReport report;
+  bool speculative = false;
+  std::vector<std::int64_t> tokens_per_step;
 };
 
-// Generates the reference; `between_steps` runs after each token with its count.
-Generated generate_reference(ManualSwarm& swarm, const std::function<void(std::size_t, ManualSession&)>& between_steps = nullptr) {
+// Generates the reference, by decoding or (`speculative`) by token trees of up to 8 nodes that
+// the model's first 2 blocks draft; `between_steps` runs after each token with its count.
+Generated generate_reference(ManualSwarm& swarm, const std::function<void(std::size_t, ManualSession&)>& between_steps = nullptr,
+                             bool speculative = false) {
   const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
   const GenerationRequest request = reference_request();
-  ManualSession session(swarm, session_capacity(swarm.config(), request));
+  const std::int64_t capacity = session_capacity(swarm.config(), request);
+  ManualSession session(swarm, capacity);
+  const BlockStack draft_blocks = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, 2, DType::kF32);
+  ModelDraft draft(draft_blocks, 2, ends, capacity);
+  const Speculation speculation{&draft, 8, {}};
   std::size_t tokens = 0;
   Generated run;
-  run.ids = generate(ends, session, request, [&](std::int32_t) {
+  const GenerationResult result = generate(ends, session, request, [&](std::int32_t) {
     if (between_steps) between_steps(++tokens, session);
-  }).generated_ids;
+  }, speculative ? &speculation : nullptr);
+  run.ids = result.generated_ids;
+  run.tokens_per_step = result.tokens_per_step;
+  run.speculative = speculative;
   run.report = session.report();
   return run;
 }
@@ -198,23 +221,36 @@ void expect_recovered(const Generated& run, PeerId gone) {
   EXPECT_EQ(run.ids, ref.generated_ids);
   EXPECT_EQ(run.report.failovers, 1);
   EXPECT_FALSE(on_route(run.report, gone)) << "the route still uses host " << gone;
-  EXPECT_EQ(run.report.length, static_cast<std::int64_t>(ref.prompt_ids.size() + ref.generated_ids.size()) - 1);
+  const auto decoded = static_cast<std::int64_t>(ref.prompt_ids.size() + ref.generated_ids.size()) - 1;
+  if (run.speculative) {
+    // The last tree's accepted path is never kept (generation ended in that step).
+    EXPECT_LE(run.report.length, decoded);
+    EXPECT_GE(run.report.length, decoded - 8);
+    EXPECT_GT(run.tokens_per_step.size(), 2u) << "no tree step yielded more than one token";
+  } else {
+    EXPECT_EQ(run.report.length, decoded);
+  }
   ASSERT_EQ(run.report.route.size(), 2u);
   EXPECT_EQ(run.report.route[0].last, run.report.route[1].first);
 }
 
-class DriverFaults : public ::testing::TestWithParam<bool> {};  // push or relay
+// Push or relay; decoding or speculation.
+class DriverFaults : public ::testing::TestWithParam<std::tuple<bool, bool>> {
+ protected:
+  bool push() const { return std::get<0>(GetParam()); }
+  bool speculative() const { return std::get<1>(GetParam()); }
+};
 
 TEST_P(DriverFaults, NoFaultGivesTheReference) {
-  ManualSwarm swarm(GetParam());
-  const Generated run = generate_reference(swarm);
+  ManualSwarm swarm(push());
+  const Generated run = generate_reference(swarm, nullptr, speculative());
   EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
   EXPECT_EQ(run.report.failovers, 0);
-  EXPECT_EQ(run.report.push, GetParam());
+  EXPECT_EQ(run.report.push, push());
 }
 
 TEST_P(DriverFaults, AHostKilledAsThePromptReachesItIsReplaced) {
-  ManualSwarm swarm(GetParam());
+  ManualSwarm swarm(push());
   PeerId killed = 0;
   // The first step's frame to the route's second host (a Step in relay, a forwarded PushStep in
   // push): that host dies before it reads it, with the first hop's cache already built.
@@ -227,25 +263,25 @@ TEST_P(DriverFaults, AHostKilledAsThePromptReachesItIsReplaced) {
       }
     }
   };
-  const Generated run = generate_reference(swarm);
+  const Generated run = generate_reference(swarm, nullptr, speculative());
   ASSERT_NE(killed, 0u);
   expect_recovered(run, killed);
 }
 
 TEST_P(DriverFaults, AHostKilledBetweenStepsIsReplacedAndItsCacheReplayed) {
-  ManualSwarm swarm(GetParam());
+  ManualSwarm swarm(push());
   PeerId killed = 0;
   const Generated run = generate_reference(swarm, [&](std::size_t tokens, ManualSession& session) {
     if (tokens == 7) {
       killed = session.report().route.front().host;
       swarm.kill(killed);
     }
-  });
+  }, speculative());
   expect_recovered(run, killed);
 }
 
 TEST_P(DriverFaults, AStragglerIsTimedOutAndRoutedAround) {
-  ManualSwarm swarm(GetParam());
+  ManualSwarm swarm(push());
   PeerId slow = 0;
   // From token 5 on, the route's last host gets nothing the client sends (it lives on, silent
   // to this client): the driver's request (or the push) times out after 2 virtual seconds.
@@ -254,14 +290,13 @@ TEST_P(DriverFaults, AStragglerIsTimedOutAndRoutedAround) {
       slow = session.report().route.back().host;
       swarm.faults(0).partition(slow);
     }
-  });
+  }, speculative());
   expect_recovered(run, slow);
   EXPECT_TRUE(swarm.planner().failed().count(slow));
 }
 
 TEST_P(DriverFaults, ALostReplyIsRecoveredFrom) {
-  const bool push = GetParam();
-  ManualSwarm swarm(push);
+  ManualSwarm swarm(push());
   PeerId lossy = 0;
   // The route's last host loses its next frame to the client after token 9. In relay that is a
   // step's reply: the request times out, and the hop moves to the replica, rebuilt by replay. In
@@ -272,14 +307,16 @@ TEST_P(DriverFaults, ALostReplyIsRecoveredFrom) {
       lossy = session.report().route.back().host;
       swarm.faults(lossy).drop_next(0, 1);
     }
-  });
-  if (!push) return expect_recovered(run, lossy);
+  }, speculative());
+  if (!push()) return expect_recovered(run, lossy);
   EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
   EXPECT_EQ(run.report.failovers, 0);
   EXPECT_TRUE(on_route(run.report, lossy));
 }
 
 TEST(DriverPush, AHostKilledInTheMiddleOfAPushIsReplaced) {
+ for (const bool speculative : {false, true}) {
+  SCOPED_TRACE(speculative ? "speculative" : "decoding");
   ManualSwarm swarm(/*push=*/true);
   PeerId killed = 0;
   int pushes_seen = 0;
@@ -294,9 +331,10 @@ TEST(DriverPush, AHostKilledInTheMiddleOfAPushIsReplaced) {
       }
     }
   };
-  const Generated run = generate_reference(swarm);
+  const Generated run = generate_reference(swarm, nullptr, speculative);
   ASSERT_NE(killed, 0u);
   expect_recovered(run, killed);
+ }
 }
 
 TEST(DriverSessions, InterleavedSessionsAreIndependent) {
@@ -348,9 +386,24 @@ TEST(DriverSessions, BadRequestsAreRefusedAndTheSessionGoesOn) {
   auto overfull = swarm.call(InferenceStep{session.id(), TensorPayload::copy_of(ElementType::kF32, {17, h}, many.data(), many.size())});
   EXPECT_EQ(overfull.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(swarm.call(OpenInference{0, {}, 0}).status().code(), StatusCode::kInvalidArgument);
+  // Token-tree fields that do not fit: a path kept with no tree held, parents that are not a
+  // tree, a count of parents other than the rows.
+  std::vector<float> rows(static_cast<std::size_t>(3 * h), 0.1f);
+  auto three = [&] { return TensorPayload::copy_of(ElementType::kF32, {3, h}, rows.data(), rows.size()); };
+  auto no_tree = swarm.call(InferenceStep{session.id(), three(), {}, {0}});
+  EXPECT_EQ(no_tree.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(no_tree.status().message().find("holds no token tree"), std::string::npos) << no_tree.status().message();
+  EXPECT_EQ(swarm.call(InferenceStep{session.id(), three(), {-1, 2, 0}, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(swarm.call(InferenceStep{session.id(), three(), {-1, 0}, {}}).status().code(), StatusCode::kInvalidArgument);
+  // A tree runs; a path that is not one of it is refused; the tree is still held for a good one.
+  ASSERT_TRUE(swarm.call(InferenceStep{session.id(), three(), {-1, 0, 0}, {}}).is_ok());
+  EXPECT_EQ(swarm.call(InferenceStep{session.id(), three(), {}, {0, 1, 2}}).status().code(), StatusCode::kInvalidArgument);
+  auto kept = swarm.call(InferenceStep{session.id(), three(), {}, {0, 2}});
+  ASSERT_TRUE(kept.is_ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->length, 5);  // 2 kept, then 3 positions
   // The session still steps.
   session.forward(row.data(), 1);
-  EXPECT_EQ(session.length(), 1);
+  EXPECT_EQ(session.length(), 6);
   auto closed = swarm.call(CloseInference{session.id()});
   EXPECT_TRUE(closed.is_ok());
   EXPECT_EQ(swarm.call(DescribeInference{session.id()}).status().code(), StatusCode::kNotFound);
@@ -401,8 +454,11 @@ TEST(DriverTrust, OnlyItsOwnProcessAsksAndOnlyTheRouteItsHostsPush) {
   EXPECT_EQ(run.report.failovers, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, DriverFaults, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "push" : "relay"; });
+INSTANTIATE_TEST_SUITE_P(Modes, DriverFaults, ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) ? "push" : "relay") +
+                                  (std::get<1>(info.param) ? "_speculative" : "");
+                         });
 
 
 // ---- training passes ----

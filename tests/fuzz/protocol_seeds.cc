@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   std::vector<float> deep(2 * 2 * 8, 0.125f);
   write(OpenSession{7, 64, 0, 2, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
   write(Step{7, 0, hidden(3, 8), 1});
+  write(Step{7, 5, hidden(3, 8), 2, {-1, 0, 0}, {0, 1}});  // a token tree after a kept path
   write(Rollback{7, 2, 3});
   write(CloseSession{7});
   write(Shutdown{});
@@ -51,6 +52,10 @@ int main(int argc, char** argv) {
   push.session = 7;
   push.hidden = hidden(1, 8);
   push.next.push_back(PushTarget{{2, 5}, 9, std::vector<std::uint8_t>(32, 1)});
+  write(push);
+  push.parents = {-1, 0};
+  push.hidden = hidden(2, 8);
+  push.keep = {0, 2};
   write(push);
   write(PushedOutput{});
   std::vector<float> prompts(2 * 2 * 8, 0.25f);

@@ -10,17 +10,21 @@
 # (the goal for kill -9 is under 2 s). The partition row of the matrix runs in process, through
 # the fault-injection transport (swarm_test, SwarmFaults). Hidden states travel as f32: routes
 # vary between runs, and each hop boundary quantizes compressed ones.
-#   run_fault_matrix.sh SEPAL_BINARY MODELS_DIR [FAULTS...]    # default: kill stop term
+# Flags after `--` go to every generate run (e.g. a draft: the faults then hit tree steps).
+#   run_fault_matrix.sh SEPAL_BINARY MODELS_DIR [FAULTS...] [-- GENERATE_FLAGS...]   # default: kill stop term
 set -uo pipefail
 sepal=$1; models=$2; shift 2
-faults=("$@")
+faults=(); extra=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do faults+=("$1"); shift; done
+[ $# -gt 0 ] && shift && extra=("$@")
 [ ${#faults[@]} -eq 0 ] && faults=(kill stop term)
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 run() {
   timeout 180 mpirun -np 5 --enable-recovery "$sepal" generate --model "$models/stories260K" \
-    --prompt "Once upon a time" --max-new-tokens 200 --replicas 2 --wan rtt_ms=10 --no-wire-compression "$@"
+    --prompt "Once upon a time" --max-new-tokens 200 --replicas 2 --wan rtt_ms=10 --no-wire-compression \
+    ${extra[@]+"${extra[@]}"} "$@"
 }
 now() { date +%s.%N; }
 run > "$dir/expected.txt" 2> "$dir/err.txt" || { echo "FAILED: the uninterrupted run"; tail -5 "$dir/err.txt"; exit 1; }
