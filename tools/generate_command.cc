@@ -186,8 +186,7 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  const bool speculative = check_draft_options(draft_options, vm, config);
-  if (speculative && adapter) throw UsageError{"speculative decoding with --adapter is not supported yet"};
+  (void)check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
   if (over_swarm) {

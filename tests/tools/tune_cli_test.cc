@@ -106,6 +106,15 @@ TEST(TuneCli, TunedPromptIsUsedByGenerateAndPerplexity) {
   const auto tuned = run_sepal({"generate", "--model", kModel, "--max-new-tokens", "12", "--adapter", (dir / "p.h5").string()});
   ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
   EXPECT_NE(plain.out, tuned.out);
+  // With a draft (which drafts without the tuned prompt), the text is the tuned one.
+  for (const std::vector<std::string>& draft : {std::vector<std::string>{"--draft-ngram", "3"},
+                                                std::vector<std::string>{"--draft-layers", "1", "--tree-size", "8"}}) {
+    std::vector<std::string> a = {"generate", "--model", kModel, "--max-new-tokens", "12", "--adapter", (dir / "p.h5").string()};
+    a.insert(a.end(), draft.begin(), draft.end());
+    const auto speculative = run_sepal(a);
+    ASSERT_EQ(speculative.exit_code, 0) << speculative.err;
+    EXPECT_EQ(speculative.out, tuned.out) << draft.front();
+  }
 }
 
 TEST(TuneCli, BadInputGetsOneLine) {
