@@ -1,6 +1,7 @@
 #include "actors/blocking_facade.h"
 
 #include <cstring>
+#include <utility>
 
 #include "actors/hidden_codec.h"
 #include "kernels/error.h"
@@ -58,6 +59,44 @@ void DriverSession::step(float* hidden, std::int64_t n, std::span<const std::int
 
 Result<InferenceReport> DriverSession::report() const {
   return system_.request_sync(driver_, DescribeInference{id_}, kDriverAnswer);
+}
+
+DraftDecoderSession::DraftDecoderSession(ActorSystem& system, ActorRef<DraftDecoderProtocol> decoder, std::int64_t capacity)
+    : system_(system), decoder_(decoder), capacity_(capacity) {}
+
+DraftDecoderSession::~DraftDecoderSession() {
+  if (id_ != 0) (void)system_.request_sync(decoder_, CloseDraft{id_}, std::chrono::seconds(10));
+}
+
+void DraftDecoderSession::start(std::span<const std::int32_t> prompt) {
+  if (id_ != 0) (void)system_.request_sync(decoder_, CloseDraft{id_}, std::chrono::seconds(10));
+  id_ = 0;
+  auto opened = system_.request_sync(decoder_, OpenDraft{{prompt.begin(), prompt.end()}, capacity_}, kDriverAnswer);
+  if (!opened.is_ok()) fail("the draft decoder: ", opened.status().message());
+  id_ = opened->draft;
+  length_ = static_cast<std::int64_t>(prompt.size());
+  keep_.clear();
+}
+
+TokenTree DraftDecoderSession::propose(std::int32_t root, std::int64_t size) {
+  if (id_ == 0) fail("the draft was not started");
+  auto tree = system_.request_sync(decoder_, ProposeTree{id_, std::exchange(keep_, {}), root, size}, kDriverAnswer);
+  if (!tree.is_ok()) fail("the draft decoder: ", tree.status().message());
+  if (tree->anticipated) ++anticipated_;
+  return TokenTree{std::move(tree->tokens), std::move(tree->parents), std::move(tree->mass), std::move(tree->next_guess)};
+}
+
+void DraftDecoderSession::keep(std::span<const std::int32_t> path) {
+  keep_.assign(path.begin(), path.end());
+  length_ += static_cast<std::int64_t>(path.size());
+}
+
+void DraftDecoderSession::verifying(const TokenTree&) {
+  if (id_ != 0) (void)system_.send(decoder_, AnticipateTree{id_});  // a hint: lost, it only costs time
+}
+
+void DraftDecoderSession::rewind(std::int64_t, std::span<const std::int32_t>) {
+  fail("a draft of the draft decoder rewinds itself");
 }
 
 Result<BlockMapReply> await_swarm_ready(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,

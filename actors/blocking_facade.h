@@ -13,6 +13,7 @@
 
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/client_driver.h"
+#include "actors/protocol/draft_decoder.h"
 #include "actors/protocol/host_agent.h"
 #include "model/generation.h"
 #include "runtime/actor_system.h"
@@ -57,6 +58,34 @@ class DriverSession final : public BlockPipeline {
   std::int64_t hidden_size_;
   std::int64_t length_ = 0;
   std::vector<std::int32_t> keep_;  // a path of the last tree, sent with the next step
+};
+
+/// A draft of the draft decoder (actors/draft_decoder.h) as a DraftSource, so that the generation
+/// loop drafts through it: keep() is sent with the next propose(), and verifying() lets the
+/// decoder prepare the next tree meanwhile. Errors throw sepal::Error with the decoder's reason.
+class DraftDecoderSession final : public DraftSource {
+ public:
+  DraftDecoderSession(ActorSystem& system, ActorRef<DraftDecoderProtocol> decoder, std::int64_t capacity);
+  /// Closes the draft.
+  ~DraftDecoderSession() override;
+  void start(std::span<const std::int32_t> prompt) override;
+  TokenTree propose(std::int32_t root, std::int64_t size) override;
+  void keep(std::span<const std::int32_t> path) override;
+  void verifying(const TokenTree& tree) override;
+  std::int64_t length() const override { return length_; }
+  /// Not for a remote draft: throws.
+  void rewind(std::int64_t length, std::span<const std::int32_t> tokens) override;
+  /// Trees the decoder had prepared during the last verification (its guess was right).
+  std::int64_t anticipated() const { return anticipated_; }
+
+ private:
+  ActorSystem& system_;
+  ActorRef<DraftDecoderProtocol> decoder_;
+  std::int64_t capacity_;
+  std::uint64_t id_ = 0;
+  std::int64_t length_ = 0;
+  std::vector<std::int32_t> keep_;
+  std::int64_t anticipated_ = 0;
 };
 
 /// Waits until the driver's swarm can serve (AwaitSwarmReady); the block map then.

@@ -3,7 +3,8 @@
 # tokens/s with each draft source and tree size against decoding without a draft, measured in the
 # same run on the same network: loopback and emulated WANs (1 Gbit/s 5 ms RTT, 100 Mbit/s 100 ms
 # RTT). Reports the speed-up, the mean accepted tokens per tree step, the distribution of tokens
-# per step and the draft's share of the decode time. Writes bench/results/speculation.csv,
+# per step, the draft's share of the decode time (the time the generation waited on the draft)
+# and, with --draft-pipelining, the share of trees the draft decoder had prepared in time. Writes bench/results/speculation.csv,
 # speculation.png (speed-up against tree size) and speculation-accepted.png (tokens per step).
 # Greedy, so every run's text is the same (the script checks it).
 #   bench/run_speculation.sh
@@ -42,9 +43,10 @@ PY
 # Draft sources: name|flags|tree sizes.
 drafts=("n-gram 3|--draft-ngram 3|4 8 16"
         "first block|--draft-layers 1|4 8 16 32"
-        "model at int8|--draft-model $model --draft-dtype int8|4 8 16 32")
+        "model at int8|--draft-model $model --draft-dtype int8|4 8 16 32"
+        "model at int8, pipelined|--draft-model $model --draft-dtype int8 --draft-pipelining|8 16")
 [ "$layers" -ge 2 ] || drafts=("${drafts[0]}" "${drafts[2]}")
-echo "network,rtt_ms,draft,tree_size,decode_tokens_per_s,speedup,mean_accepted_tokens,draft_share,tokens_per_step" > "$csv"
+echo "network,rtt_ms,draft,tree_size,decode_tokens_per_s,speedup,mean_accepted_tokens,draft_share,anticipated_share,tokens_per_step" > "$csv"
 for network in ${SEPAL_BENCH_NETWORKS:-loopback 5:1000 100:100}; do
   if [ "$network" = loopback ]; then rtt=0; wan=(); else rtt=${network%%:*}; wan=(--wan "rtt_ms=$rtt,bandwidth_mbps=${network##*:}"); fi
   run "$work/plain.json" ${wan[@]+"${wan[@]}"}
@@ -68,8 +70,9 @@ tps = s["decode_tokens_per_s"]
 decode_s = (s["generated_tokens"] - 1) / tps if tps > 0 else 0
 share = spec.get("draft_seconds", 0) / decode_s if decode_s > 0 else 0
 hist = ";".join(str(c) for c in spec.get("tokens_per_step", []))
+anticipated = spec.get("anticipated_trees", 0) / spec["tree_steps"] if spec.get("tree_steps") else 0
 print(f"{network},{rtt},{name},{size},{tps:.2f},{tps / p['stats']['decode_tokens_per_s']:.3f},"
-      f"{spec.get('mean_accepted_tokens', 1.0):.3f},{share:.3f},{hist}")
+      f"{spec.get('mean_accepted_tokens', 1.0):.3f},{share:.3f},{anticipated:.3f},{hist}")
 PY
 )
       echo "$line" >> "$csv"

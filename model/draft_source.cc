@@ -18,6 +18,25 @@ void NgramDraft::append(std::int32_t token) {
   sequence_.push_back(token);
 }
 
+void NgramDraft::pop() {
+  const std::int32_t token = sequence_.back();
+  sequence_.pop_back();
+  const auto n = static_cast<std::int64_t>(sequence_.size());
+  for (std::int64_t k = 1; k < order_ && k <= n; ++k) {
+    auto context = next_.find(std::vector<std::int32_t>(sequence_.end() - k, sequence_.end()));
+    auto count = context->second.find(token);
+    if (--count->second == 0) context->second.erase(count);
+    if (context->second.empty()) next_.erase(context);
+  }
+}
+
+void NgramDraft::rewind(std::int64_t length, std::span<const std::int32_t> tokens) {
+  if (length < 0 || length > this->length()) fail("cannot rewind a draft of ", this->length(), " tokens to ", length);
+  while (this->length() > length) pop();
+  for (const std::int32_t t : tokens) append(t);
+  tree_ = {};
+}
+
 void NgramDraft::start(std::span<const std::int32_t> prompt) {
   sequence_.clear();
   next_.clear();
@@ -96,6 +115,23 @@ void ModelDraft::keep(std::span<const std::int32_t> path) {
     stored_ = needed;
   }
   cache_.keep_path(path);
+}
+
+}  // namespace sepal
+
+namespace sepal {
+
+void ModelDraft::rewind(std::int64_t length, std::span<const std::int32_t> tokens) {
+  if (length < 0 || length > cache_.length()) fail("cannot rewind a draft of ", cache_.length(), " tokens to ", length);
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  if (length + n > cache_.capacity()) fail("a draft of ", cache_.capacity(), " positions cannot hold ", length + n);
+  cache_.truncate(length);
+  tree_ = {};
+  stored_ = 0;
+  if (n == 0) return;
+  std::vector<float> rows(static_cast<std::size_t>(n * blocks_.config().hidden_size));
+  ends_.embed(tokens.data(), n, rows.data());
+  blocks_.forward(rows.data(), n, cache_, 0);
 }
 
 }  // namespace sepal

@@ -31,6 +31,16 @@ class DraftSource {
   /// The target kept `path` (node indices from the root, each the parent of the next) of the last
   /// proposed tree: those tokens join the sequence.
   virtual void keep(std::span<const std::int32_t> path) = 0;
+
+  /// The pipeline starts verifying `tree` (the last proposed): a draft may prepare its next tree
+  /// meanwhile (actors/draft_decoder.h guesses the outcome). Default: nothing.
+  virtual void verifying(const TokenTree& tree) { (void)tree; }
+  /// Tokens in the sequence (the prompt and every kept path).
+  virtual std::int64_t length() const = 0;
+  /// Forgets the sequence from `length` on, and the tree, then appends `tokens`: how a draft that
+  /// kept a guessed path comes back to the one the target kept. Throws sepal::Error when `length`
+  /// is past the sequence.
+  virtual void rewind(std::int64_t length, std::span<const std::int32_t> tokens) = 0;
 };
 
 /// Proposes what followed the same last tokens before: for the longest context of up to
@@ -43,9 +53,12 @@ class NgramDraft final : public DraftSource {
   void start(std::span<const std::int32_t> prompt) override;
   TokenTree propose(std::int32_t root, std::int64_t size) override;
   void keep(std::span<const std::int32_t> path) override;
+  std::int64_t length() const override { return static_cast<std::int64_t>(sequence_.size()); }
+  void rewind(std::int64_t length, std::span<const std::int32_t> tokens) override;
 
  private:
   void append(std::int32_t token);
+  void pop();
   DraftCandidates continuations(std::span<const std::int32_t> context) const;
 
   std::int64_t order_;
@@ -67,6 +80,8 @@ class ModelDraft final : public DraftSource {
   void start(std::span<const std::int32_t> prompt) override;
   TokenTree propose(std::int32_t root, std::int64_t size) override;
   void keep(std::span<const std::int32_t> path) override;
+  std::int64_t length() const override { return cache_.length(); }
+  void rewind(std::int64_t length, std::span<const std::int32_t> tokens) override;
 
  private:
   const BlockStack& blocks_;

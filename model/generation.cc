@@ -144,6 +144,9 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
       if (n < 1 || tree.tokens[0] != token || static_cast<std::int64_t>(tree.parents.size()) != n) fail("the draft proposed a malformed tree");
       hidden.resize(static_cast<std::size_t>(n * hidden_size));
       ends.embed(tree.tokens.data(), n, hidden.data());
+      const auto hint_start = std::chrono::steady_clock::now();
+      speculation->draft->verifying(tree);
+      result.draft_seconds += seconds_since(hint_start);
       pipeline.forward_tree(hidden.data(), n, tree.parents);
       tree_logits.resize(static_cast<std::size_t>(n * config.vocab_size));
       ends.logits_each_alone(hidden.data(), n, tree_logits.data());

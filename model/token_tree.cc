@@ -32,9 +32,12 @@ TokenTree grow_tree(std::int32_t root, std::int64_t size,
   using Candidate = std::tuple<double, std::int64_t, std::int32_t, std::int32_t>;
   std::priority_queue<Candidate> frontier;
   std::int64_t order = 0;
+  std::vector<DraftCandidates> offered;  // per node expanded
   auto offer = [&](std::int32_t node) {
     if (tree.size() >= size) return;
-    for (const auto& [token, p] : expand(tree, node)) {
+    offered.resize(static_cast<std::size_t>(node) + 1);
+    offered[static_cast<std::size_t>(node)] = expand(tree, node);
+    for (const auto& [token, p] : offered[static_cast<std::size_t>(node)]) {
       const double mass = tree.mass[static_cast<std::size_t>(node)] * p;
       if (mass >= min_mass) frontier.emplace(mass, -order++, node, token);
     }
@@ -48,7 +51,33 @@ TokenTree grow_tree(std::int32_t root, std::int64_t size,
     tree.mass.push_back(mass);
     offer(static_cast<std::int32_t>(tree.size() - 1));
   }
+  tree.next_guess.assign(tree.tokens.size(), -1);
+  for (std::size_t node = 0; node < offered.size() && node < tree.tokens.size(); ++node) {
+    for (const auto& [token, p] : offered[node]) {
+      if (tree.child(static_cast<std::int32_t>(node), token) < 0) {
+        tree.next_guess[node] = token;
+        break;
+      }
+    }
+  }
   return tree;
+}
+
+std::optional<TreeOutcome> likely_outcome(const TokenTree& tree) {
+  if (tree.next_guess.size() != tree.tokens.size()) return std::nullopt;
+  std::vector<double> stop(tree.mass);  // mass(X) minus its children's
+  for (std::size_t i = 1; i < tree.tokens.size(); ++i) stop[static_cast<std::size_t>(tree.parents[i])] -= tree.mass[i];
+  std::int32_t best = -1;
+  for (std::size_t i = 0; i < tree.tokens.size(); ++i) {
+    if (tree.next_guess[i] < 0) continue;
+    if (best < 0 || stop[i] > stop[static_cast<std::size_t>(best)]) best = static_cast<std::int32_t>(i);
+  }
+  if (best < 0) return std::nullopt;
+  TreeOutcome outcome;
+  for (std::int32_t i = best; i >= 0; i = tree.parents[static_cast<std::size_t>(i)]) outcome.path.push_back(i);
+  std::reverse(outcome.path.begin(), outcome.path.end());
+  outcome.next = tree.next_guess[static_cast<std::size_t>(best)];
+  return outcome;
 }
 
 DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int64_t width) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -17,6 +18,9 @@ struct TokenTree {
   std::vector<std::int32_t> tokens;   ///< token of each node
   std::vector<std::int32_t> parents;  ///< parent of each node; -1 for the root
   std::vector<double> mass;           ///< the draft's probability of the path to each node (root: 1)
+  /// Per node, the draft's likeliest next token that is not one of its children (-1: the node was
+  /// not expanded, or every candidate is a child); empty when the draft did not say.
+  std::vector<std::int32_t> next_guess;
 
   std::int64_t size() const { return static_cast<std::int64_t>(tokens.size()); }
   /// The child of `node` with `token`, or -1.
@@ -35,6 +39,18 @@ using DraftCandidates = std::vector<std::pair<std::int32_t, double>>;
 /// mass are never added.
 TokenTree grow_tree(std::int32_t root, std::int64_t size,
                     const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass = 1e-4);
+
+/// What verifying a tree yields: the path kept (node indices from the root) and the token the
+/// target chooses after it (the next tree's root).
+struct TreeOutcome {
+  std::vector<std::int32_t> path;
+  std::int32_t next = -1;
+};
+
+/// The outcome the draft itself finds likeliest: the walk stops at the node X with the most mass
+/// that none of its children takes (mass(X) minus its children's), X's next_guess coming next;
+/// only nodes with a next_guess count. None when no node has one.
+std::optional<TreeOutcome> likely_outcome(const TokenTree& tree);
 
 /// The `width` likeliest tokens of softmax(logits) (probabilities at temperature 1), best first.
 DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int64_t width);

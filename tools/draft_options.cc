@@ -16,7 +16,10 @@ void add_draft_options(po::options_description& description, DraftOptions& o) {
       ("draft-ngram", po::value(&o.ngram)->default_value(0),
        "speculative decoding with an n-gram draft of this order over the prompt and the text so far")
       ("draft-dtype", po::value(&o.dtype), "weights of --draft-model or --draft-layers: f32, bf16 or int8 (default: --dtype)")
-      ("tree-size", po::value(&o.tree_size)->default_value(16), "speculative decoding: tokens per verified tree, root included");
+      ("tree-size", po::value(&o.tree_size)->default_value(16), "speculative decoding: tokens per verified tree, root included")
+      ("draft-pipelining", po::bool_switch(&o.pipelining),
+       "with a swarm: while the hosts verify a tree, the draft guesses the outcome and prepares\n"
+       "the next tree (pays off where the draft is slow next to the round trip and guesses well)");
 }
 
 namespace {
@@ -37,6 +40,7 @@ bool check_draft_options(const DraftOptions& o, const po::variables_map& vm, con
   if (sources == 0) {
     if (!vm["tree-size"].defaulted()) throw UsageError{"--tree-size is for speculative decoding: add --draft-model, --draft-layers or --draft-ngram"};
     if (!o.dtype.empty()) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
+    if (o.pipelining) throw UsageError{"--draft-pipelining is for speculative decoding: add a draft"};
     return false;
   }
   if (sources > 1) throw UsageError{"give one of --draft-model, --draft-layers and --draft-ngram"};

@@ -23,6 +23,7 @@ struct DraftOptions {
   std::int64_t layers = 0;
   std::int64_t ngram = 0;
   std::int64_t tree_size = 16;
+  bool pipelining = false;  ///< with a swarm: prepare the next tree while the hosts verify one
 };
 
 /// Adds the flags, storing into `options`.

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "actors/draft_decoder.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
@@ -62,12 +63,16 @@ struct Outcome {
   std::string text;
   std::string error;  ///< non-empty: the generation failed with this reason
   nlohmann::json swarm_stats;
+  std::int64_t anticipated_trees = -1;  ///< trees the draft decoder prepared during verification (-1: no decoder)
 };
 
 // Generates `request` through `pipeline`, calling `emit` with each piece of text (the prompt's
 // first, without its BOS).
+// Makes the draft of one generation, of a session of `capacity` positions (null: no draft).
+using DraftMaker = std::function<std::unique_ptr<DraftSource>(std::int64_t capacity)>;
+
 Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPipeline& pipeline, GenerationRequest request,
-                   const std::function<void(const std::string&)>& emit, const Drafts* drafts) {
+                   const std::function<void(const std::string&)>& emit, const DraftMaker& make_draft, std::int64_t tree_size) {
   Outcome o;
   o.request = std::move(request);
   TextStream stream(*model.tokenizer);
@@ -79,14 +84,15 @@ Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPip
   for (std::size_t i = skip; i < o.request.prompt_ids.size(); ++i) piece(stream.push(o.request.prompt_ids[i]));
   std::unique_ptr<DraftSource> draft;
   Speculation speculation;
-  if (drafts) {
-    draft = drafts->make(session_capacity(config, o.request));
-    speculation = Speculation{draft.get(), drafts->tree_size(), {}};
+  if (make_draft) {
+    draft = make_draft(session_capacity(config, o.request));
+    speculation = Speculation{draft.get(), tree_size, {}};
   }
   o.result = generate(model.ends, pipeline, o.request, [&](std::int32_t id) {
     if (id < model.tokenizer->vocab_size()) piece(stream.push(id));
-  }, drafts ? &speculation : nullptr);
+  }, draft ? &speculation : nullptr);
   piece(stream.finish());
+  if (auto* remote = dynamic_cast<DraftDecoderSession*>(draft.get())) o.anticipated_trees = remote->anticipated();
   return o;
 }
 
@@ -121,6 +127,7 @@ nlohmann::json outcome_json(const Outcome& o) {
                                    {"mean_accepted_tokens", steps > 0 ? static_cast<double>(tokens) / steps : 0.0},
                                    {"tokens_per_step", o.result.tokens_per_step},
                                    {"draft_seconds", o.result.draft_seconds}};
+    if (o.anticipated_trees >= 0) out["stats"]["speculation"]["anticipated_trees"] = o.anticipated_trees;
   }
   if (o.swarm_stats.is_object()) {
     nlohmann::json stats = o.swarm_stats;
@@ -189,6 +196,9 @@ int generate_command(int argc, char** argv) {
   (void)check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
+  if (draft_options.pipelining && !over_swarm) {
+    throw UsageError{"--draft-pipelining is for a swarm (in one process the draft and the blocks share the cores)"};
+  }
   if (over_swarm) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
@@ -216,6 +226,20 @@ int generate_command(int argc, char** argv) {
                  drafts->description().c_str(), static_cast<long long>(drafts->tree_size()), drafts->weight_bytes() / 1e6);
   }
 
+  // Drafts: in this process, or, with a swarm, by the draft decoder actor, which prepares the next
+  // tree while the hosts verify one.
+  DraftMaker local_draft, swarm_draft;
+  if (drafts) {
+    local_draft = [&](std::int64_t capacity) { return drafts->make(capacity); };
+    if (swarm) {
+      const auto decoder = add_draft_decoder(swarm->system(), local_draft, draft_options.pipelining);
+      swarm_draft = [&swarm, decoder](std::int64_t capacity) -> std::unique_ptr<DraftSource> {
+        return std::make_unique<DraftDecoderSession>(swarm->system(), decoder, capacity);
+      };
+    }
+  }
+  const std::int64_t tree_size = drafts ? drafts->tree_size() : 0;
+
   // One prompt streams its text as it comes; several are generated at once and printed in order.
   const bool streaming = prompts_file.empty() && !json_output;
   std::function<void(const std::string&)> emit;
@@ -232,13 +256,13 @@ int generate_command(int argc, char** argv) {
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
         LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr);
-        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, drafts.get());
+        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, local_draft, tree_size);
         return;
       }
       auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);
       if (i == 0 && streaming) std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(),
                                             ClientSwarm::route_text(*session).c_str());
-      outcomes[i] = run_prompt(config, model, *session, requests[i], emit, drafts.get());
+      outcomes[i] = run_prompt(config, model, *session, requests[i], emit, swarm_draft, tree_size);
       if (json_output) outcomes[i].swarm_stats = swarm->stats(*session);
     } catch (const std::exception& e) {
       if (prompts.size() == 1) throw;

@@ -168,6 +168,8 @@ std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity, const Pr
   return std::move(session).value();
 }
 
+ActorSystem& ClientSwarm::system() { return client_->node().system(); }
+
 std::unique_ptr<SwarmTrainingBlocks> ClientSwarm::training_blocks(const ModelConfig& config) {
   return std::make_unique<SwarmTrainingBlocks>(client_->node().system(), client_->driver(), config.num_layers,
                                                config.hidden_size);

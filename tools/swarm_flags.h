@@ -65,6 +65,8 @@ class ClientSwarm {
   /// "host 3 [0, 2) -> host 1 [2, 5)".
   static std::string route_text(const DriverSession& session);
   int host_count() const { return host_count_; }
+  /// The client's actor system (the client driver's; the draft decoder joins it).
+  ActorSystem& system();
   /// Route, mode, failovers, wire compression and block map of `session`, for --json.
   nlohmann::json stats(const DriverSession& session);
   /// Tells every host to end and waits (up to 10 s) until they have left.

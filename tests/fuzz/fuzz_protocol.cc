@@ -11,6 +11,7 @@
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/block_host.h"
 #include "actors/protocol/client_driver.h"
+#include "actors/protocol/draft_decoder.h"
 #include "runtime/join_messages.h"
 #include "runtime/membership.h"
 #include "runtime/wire.h"
@@ -51,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::shared_ptr<const Buffer> shared = frame;
   decode_protocol(shared, BlockHostProtocol::accepts{});
   decode_protocol(shared, ClientDriverProtocol::accepts{});
+  decode_protocol(shared, DraftDecoderProtocol::accepts{});
   decode_protocol(shared, BalancerProtocol::accepts{});
   decode_protocol(shared, MembershipProtocol::accepts{});
   decode_protocol(shared, Accepts<JoinChallenge, JoinRequest, JoinWelcome, JoinAddress>{});

@@ -9,6 +9,7 @@
 #include "actors/protocol/balancer.h"
 #include "actors/protocol/block_host.h"
 #include "actors/protocol/client_driver.h"
+#include "actors/protocol/draft_decoder.h"
 #include "runtime/join_messages.h"
 #include "runtime/membership.h"
 #include "runtime/wire.h"
@@ -64,6 +65,12 @@ int main(int argc, char** argv) {
   write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0});
   write(TrainingPass{4, false, true, {2, 1}, hidden(3, 8), {}, 0});
   write(OpenInference{64, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
+  write(OpenDraft{{1, 403, 407}, 64});
+  write(DraftOpened{3});
+  write(ProposeTree{3, {0, 1}, 261, 8});
+  write(DraftTree{{261, 5, 9}, {-1, 0, 0}, {1.0, 0.6, 0.3}, {7, -1, -1}, true});
+  write(AnticipateTree{3});
+  write(CloseDraft{3});
   write(Announce{"stories260K", 5, 2, 10.0, 0, 2, 0, 2, false});
   write(GetBlockMap{});
   write(Heartbeat{});

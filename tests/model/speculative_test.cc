@@ -256,6 +256,66 @@ TEST_F(Speculative, SampledTokensFollowTheTargetDistributionAndATrustingVerifier
   }
 }
 
+TEST(TokenTrees, TheLikeliestOutcomeIsWhereTheDraftExpectsTheWalkToStop) {
+  // 0 -> 1 (0.7) -> 3 (0.6); 0 -> 2 (0.2). Stops: root 1 - 0.9 = 0.1, node 1 0.7 - 0.6 = 0.1,
+  // node 2 0.2, node 3 0.6 but not expanded (no next guess).
+  TokenTree tree{{10, 11, 12, 13}, {-1, 0, 0, 1}, {1.0, 0.7, 0.2, 0.6}, {20, 21, 22, -1}};
+  std::optional<TreeOutcome> outcome = likely_outcome(tree);
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->path, (std::vector<std::int32_t>{0, 2}));
+  EXPECT_EQ(outcome->next, 22);
+  tree.next_guess[3] = 23;  // now node 3 counts: 0.6
+  outcome = likely_outcome(tree);
+  EXPECT_EQ(outcome->path, (std::vector<std::int32_t>{0, 1, 3}));
+  EXPECT_EQ(outcome->next, 23);
+  tree.next_guess.clear();
+  EXPECT_FALSE(likely_outcome(tree).has_value());
+  // grow_tree records each expanded node's best candidate that did not become a child.
+  const TokenTree grown = grow_tree(5, 3, [](const TokenTree&, std::int32_t node) {
+    return DraftCandidates{{node == 0 ? 6 : 8, 0.5}, {7, 0.3}, {9, 0.2}};
+  });
+  // Root: 6 (0.5) and 7 (0.3) become children, 9 does not; node 1 (token 6): 8 (0.25) does not.
+  EXPECT_EQ(grown.tokens, (std::vector<std::int32_t>{5, 6, 7}));
+  EXPECT_EQ(grown.next_guess, (std::vector<std::int32_t>{9, 8, -1}));
+}
+
+TEST_F(Speculative, ARewoundDraftProposesAsOneThatKeptThoseTokens) {
+  load("stories260K");
+  const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 403, 407, 261};
+  for (const bool ngram : {true, false}) {
+    SCOPED_TRACE(ngram ? "n-gram" : "model");
+    auto make = [&]() -> std::unique_ptr<DraftSource> {
+      if (ngram) return std::make_unique<NgramDraft>(3);
+      return std::make_unique<ModelDraft>(*blocks_, 2, *ends_, 64);
+    };
+    // `a` keeps a path it guessed, then rewinds to the tokens kept instead; `b` keeps those.
+    auto a = make(), b = make();
+    a->start(prompt);
+    b->start(prompt);
+    const TokenTree ta = a->propose(403, 8), tb = b->propose(403, 8);
+    ASSERT_EQ(ta.tokens, tb.tokens);
+    const std::int64_t length = a->length();
+    std::vector<std::int32_t> deepest = {0};
+    while (true) {
+      std::int32_t child = -1;
+      for (std::int32_t i = 0; i < ta.size(); ++i) {
+        if (ta.parents[static_cast<std::size_t>(i)] == deepest.back()) child = i;
+      }
+      if (child < 0) break;
+      deepest.push_back(child);
+    }
+    a->keep(deepest);
+    (void)a->propose(17, 8);
+    a->rewind(length, std::vector<std::int32_t>{403});
+    b->keep(std::vector<std::int32_t>{0});
+    EXPECT_EQ(a->length(), b->length());
+    const TokenTree ra = a->propose(407, 8), rb = b->propose(407, 8);
+    EXPECT_EQ(ra.tokens, rb.tokens);
+    EXPECT_EQ(ra.parents, rb.parents);
+    EXPECT_THROW(a->rewind(a->length() + 1, {}), Error);
+  }
+}
+
 TEST_F(Speculative, EachTreeRowsLogitsAreItsLogitsAlone) {
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     load("stories260K", dtype);

@@ -88,6 +88,8 @@ TEST(Generate, SpeculationRefusesWhatCannotWork) {
   EXPECT_NE(error_of({"--draft-ngram", "3", "--tree-size", "0"}).find("--tree-size must be between"), std::string::npos);
   EXPECT_NE(error_of({"--tree-size", "4"}).find("--tree-size is for speculative decoding"), std::string::npos);
   EXPECT_NE(error_of({"--draft-ngram", "3", "--draft-dtype", "int8"}).find("--draft-dtype is for"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-pipelining"}).find("--draft-pipelining is for speculative decoding"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-ngram", "3", "--draft-pipelining"}).find("is for a swarm"), std::string::npos);
   // A bad draft folder is refused before a swarm starts.
   EXPECT_NE(error_of({"--draft-model", "/nonexistent-draft", "--hosts", "2"}).find("/nonexistent-draft"), std::string::npos);
 }

@@ -2,7 +2,8 @@
 # Speculative decoding through a swarm (token trees verified by the hosts in one step each):
 #   - with f32 hidden states, every greedy reference is reproduced over 3 hosts with each draft
 #     source (n-gram, the model's first block, the model itself at int8), over UCX with push and
-#     over MPI with relay, and with hosts spawned from a plain shell (--hosts 3);
+#     over MPI with relay, with hosts spawned from a plain shell (--hosts 3), and with the draft
+#     decoder preparing trees during verification (--draft-pipelining);
 #   - with 8-bit hidden states on the wire and int8 hosts, each model's text with a draft equals
 #     its text without one (one block a host, so one route and one set of hop boundaries), and
 #     so does a sampled text (temperature 0.8, a fixed seed);
@@ -54,6 +55,12 @@ PY
   # shellcheck disable=SC2086
   timeout 120 "$sepal" "${gen[@]}" --hosts 3 --no-wire-compression ${drafts[0]} > "$out/run.json" 2> "$out/err.log"
   check "$model with --hosts 3, ${drafts[0]}" "$out/run.json" "$ref"
+  # The draft decoder guessing each outcome and preparing the next tree meanwhile.
+  # shellcheck disable=SC2086
+  timeout 120 mpirun -np 4 "$sepal" "${gen[@]}" --no-wire-compression ${drafts[1]} --draft-pipelining \
+    > "$out/run.json" 2> "$out/err.log"
+  check "$model over 3 hosts, ${drafts[1]} --draft-pipelining" "$out/run.json" "$ref"
+  grep -q '"anticipated_trees"' "$out/run.json" || { echo "FAILED: no anticipated_trees in --json"; failed=$((failed + 1)); }
   # Compressed hidden states and int8 hosts, greedy and sampled: the text of decoding.
   hosts=$layers  # one block a host: one route
   for sampling in "" "--temperature 0.8 --seed 7"; do
