@@ -2,8 +2,8 @@
 # Many sessions at once: `sepal generate --prompts-file` with 8 prompts (plain lines and JSON
 # lines with their own max_new_tokens, temperature and seed) over `--hosts 3` typed as in a plain
 # shell (no mpirun, no MPI variables), f32 hidden states. Each prompt's generated_ids must be what
-# the prompt gives alone in one process; with 8-bit hidden states, all at once must give what one
-# at a time gives. Bad prompts files get one clear line and exit status 2.
+# the prompt gives alone in one process, with speculative decoding too (8 drafts at once in the
+# draft decoder); with 8-bit hidden states, all at once must give what one at a time gives. Bad prompts files get one clear line and exit status 2.
 #   run_prompts_file_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -57,6 +57,22 @@ for i, (t, a) in enumerate(zip(together, alone)):
     assert t["index"] == i, t["index"]
     assert t["generated_ids"] == a, f"prompt {i}: {t['generated_ids']} != {a}"
 print("ok: 8 prompts at once over 3 spawned hosts, each as alone in one process")
+PY
+# Speculative decoding, 8 sessions at once through the draft decoder (each its own draft, the
+# decoder guessing ahead): each prompt's ids as alone in one process without a draft.
+timeout 300 "${plain_env[@]}" "$sepal" generate --model "$model" --hosts 3 --prompts-file "$out/prompts.txt" \
+  --max-new-tokens 20 --no-wire-compression --json --draft-model "$model" --draft-dtype int8 --tree-size 8 \
+  --draft-pipelining > "$out/speculative.jsonl" 2> "$out/speculative.err"
+check test $? -eq 0 || tail -5 "$out/speculative.err"
+check /usr/bin/python3 - "$out/speculative.jsonl" "$out/alone.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+alone = [json.loads(l) for l in open(sys.argv[2])]
+assert len(runs) == 8 == len(alone), (len(runs), len(alone))
+for i, (t, a) in enumerate(zip(runs, alone)):
+    assert t["generated_ids"] == a, f"prompt {i}: {t['generated_ids']} != {a}"
+    assert t["stats"]["speculation"]["tree_steps"] > 0 or len(a) <= 1, f"prompt {i} did not speculate"
+print("ok: 8 speculative sessions at once over 3 spawned hosts, each as alone in one process")
 PY
 # 8-bit hidden states: at once, and one at a time, give the same ids.
 timeout 300 "${plain_env[@]}" "$sepal" generate --model "$model" --hosts 3 --prompts-file "$out/prompts.txt" \
