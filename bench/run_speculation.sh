@@ -33,18 +33,13 @@ run() {  # run OUT_JSON ARGS...: `repeats` generations; the median one's JSON on
       --json "$@" > "$out.$i" 2> "$work/err" || { echo "run failed: $*" >&2; tail -5 "$work/err" >&2; return 1; }
     runs+=("$out.$i")
   done
-  /usr/bin/python3 - "$out" "${runs[@]}" <<'PY'
-import json, shutil, sys
-out, runs = sys.argv[1], sys.argv[2:]
-runs.sort(key=lambda f: json.load(open(f))["stats"]["decode_tokens_per_s"])
-shutil.copy(runs[len(runs) // 2], out)
-PY
+  /usr/bin/python3 bench/median_run.py "$out" "${runs[@]}"
 }
 # Draft sources: name|flags|tree sizes.
 drafts=("n-gram 3|--draft-ngram 3|4 8 16"
         "first block|--draft-layers 1|4 8 16 32"
         "model at int8|--draft-model $model --draft-dtype int8|4 8 16 32"
-        "model at int8, pipelined|--draft-model $model --draft-dtype int8 --draft-pipelining|8 16")
+        "model at int8 + pipelining|--draft-model $model --draft-dtype int8 --draft-pipelining|8 16")
 [ "$layers" -ge 2 ] || drafts=("${drafts[0]}" "${drafts[2]}")
 echo "network,rtt_ms,draft,tree_size,decode_tokens_per_s,speedup,mean_accepted_tokens,draft_share,anticipated_share,tokens_per_step" > "$csv"
 for network in ${SEPAL_BENCH_NETWORKS:-loopback 5:1000 100:100}; do

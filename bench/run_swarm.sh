@@ -36,12 +36,7 @@ run() {  # run OUT_JSON ARGS...: `repeats` generations; the median one's JSON on
       || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
     runs+=("$out.$i")
   done
-  /usr/bin/python3 - "$out" "${runs[@]}" <<'PY'
-import json, shutil, sys
-out, runs = sys.argv[1], sys.argv[2:]
-runs.sort(key=lambda f: json.load(open(f))["stats"]["decode_tokens_per_s"])
-shutil.copy(runs[len(runs) // 2], out)
-PY
+  /usr/bin/python3 bench/median_run.py "$out" "${runs[@]}"
 }
 stat() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"][sys.argv[2]])' "$1" "$2"; }
 

@@ -31,14 +31,7 @@ PY
   checked=$((checked + 1))
 }
 for ref in "$models"/reference/*.greedy.json; do
-  read -r model prompt max_new layers < <(/usr/bin/python3 - "$ref" "$models" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-c = json.load(open(f"{sys.argv[2]}/{r['model']}/config.json"))
-print(r["model"], json.dumps(r["prompt"]).replace(" ", "\u0001"), r["max_new_tokens"],
-      c["num_hidden_layers"] if c.get("architectures") == ["LlamaForCausalLM"] else 0)
-PY
-)
+  read -r model prompt max_new layers < <(/usr/bin/python3 "$(dirname "$0")/reference_fields.py" "$ref" "$models")
   if [ "$layers" -eq 0 ]; then echo "skipped: $model (an architecture sepal does not run yet)"; continue; fi
   prompt=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1].replace("\u0001"," ")))' "$prompt")
   gen=(generate --model "$models/$model" --prompt "$prompt" --max-new-tokens "$max_new" --json)

@@ -1,0 +1,10 @@
+"""Copies the run with the median decode_tokens_per_s among sepal generate --json outputs to OUT:
+on a shared machine one run can lose a core to another process.
+  median_run.py OUT RUN_JSON..."""
+import json
+import shutil
+import sys
+
+out, runs = sys.argv[1], sys.argv[2:]
+runs.sort(key=lambda f: json.load(open(f))["stats"]["decode_tokens_per_s"])
+shutil.copy(runs[len(runs) // 2], out)
