@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "model/gguf_model.h"
 
 namespace sepal {
 namespace {
@@ -163,6 +164,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 }
 
 ModelConfig read_model_config(const std::filesystem::path& dir) {
+  if (is_gguf_file(dir)) return gguf_model_config(GgufFile::open(dir));
   if (!std::filesystem::is_directory(dir)) fail("model folder ", dir.string(), " does not exist");
   const auto path = dir / "config.json";
   std::ifstream in(path);

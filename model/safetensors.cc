@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "model/gguf_model.h"
 
 namespace sepal {
 namespace {
@@ -96,7 +97,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     TensorRef ref;
     ref.name = name;
     ref.dtype = *dtype;
-    ref.file = file;
+    ref.storage = file;
     std::uint64_t elements = 1;
     for (const auto& d : entry["shape"]) {
       const auto dim = static_cast<std::uint64_t>(checked_int(d, what + " shape"));
@@ -133,6 +134,10 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
 Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   Checkpoint checkpoint;
   checkpoint.dir_ = dir;
+  if (is_gguf_file(dir)) {
+    checkpoint.tensors_ = gguf_checkpoint_tensors(GgufFile::open(dir));
+    return checkpoint;
+  }
   const auto single = dir / "model.safetensors";
   const auto index = dir / "model.safetensors.index.json";
   if (std::filesystem::exists(index)) {

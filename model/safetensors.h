@@ -25,7 +25,7 @@ struct TensorRef {
   std::vector<std::int64_t> shape;
   const std::byte* data = nullptr;
   std::size_t bytes = 0;
-  std::shared_ptr<const MappedFile> file;  ///< keeps `data` valid
+  std::shared_ptr<const void> storage;  ///< keeps `data` valid (the file's mapping, or converted values)
 
   /// Number of elements (product of the shape).
   std::int64_t elements() const;
@@ -52,7 +52,8 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
 /// All tensors of a model folder.
 class Checkpoint {
  public:
-  /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json.
+  /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
+  /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
   static Checkpoint open(const std::filesystem::path& dir);
 
   /// The tensor called `name`, or nullopt.

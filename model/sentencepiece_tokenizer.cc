@@ -16,6 +16,16 @@ class SentencePieceTokenizer final : public Tokenizer {
   explicit SentencePieceTokenizer(const std::filesystem::path& file) {
     const auto status = processor_.Load(file.string());
     if (!status.ok()) fail("cannot load SentencePiece model ", file.string(), ": ", status.ToString());
+    describe_pieces();
+  }
+  SentencePieceTokenizer(const std::string& serialized, const std::string& where) {
+    const auto status = processor_.LoadFromSerializedProto(serialized);
+    if (!status.ok()) fail("cannot load the SentencePiece model of ", where, ": ", status.ToString());
+    describe_pieces();
+  }
+
+  // Each piece's bytes, and whether decoding drops a leading space.
+  void describe_pieces() {
     const int n = processor_.GetPieceSize();
     token_bytes_.resize(static_cast<std::size_t>(n));
     for (int id = 0; id < n; ++id) {
@@ -68,6 +78,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& file) {
   return std::make_unique<SentencePieceTokenizer>(file);
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where) {
+  return std::make_unique<SentencePieceTokenizer>(serialized, where);
 }
 
 }  // namespace sepal

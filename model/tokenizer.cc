@@ -1,6 +1,7 @@
 #include "model/tokenizer.h"
 
 #include "kernels/error.h"
+#include "model/gguf_model.h"
 #include "model/utf8.h"
 
 namespace sepal {
@@ -73,6 +74,7 @@ std::string TextStream::take_complete(bool final) {
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
+  if (is_gguf_file(dir)) return gguf_tokenizer(GgufFile::open(dir));
   if (std::filesystem::exists(dir / "tokenizer.model")) {
     return load_sentencepiece_tokenizer(dir / "tokenizer.model");
   }

@@ -41,11 +41,14 @@ class Tokenizer {
 };
 
 /// Loads the tokenizer of a model folder: tokenizer.model (SentencePiece) when present, else
-/// tokenizer.json. Throws sepal::Error naming the file when neither exists or it is unsupported.
+/// tokenizer.json; or of a GGUF file, from its metadata (model/gguf_model.h). Throws
+/// sepal::Error naming the file when neither exists or it is unsupported.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 
 /// A SentencePiece model file.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& file);
+/// A SentencePiece model from its serialized ModelProto (`where` names its source in errors).
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where);
 
 /// A Hugging Face tokenizer.json file.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& file);

@@ -173,7 +173,7 @@ HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const W
   m.view.cols = t.shape.size() > 1 ? t.shape[1] : 1;
   if (loading.in_place && usable_in_place(t, dtype)) {
     m.view.data = t.data;
-    m.storage = t.file;
+    m.storage = t.storage;
     return m;
   }
   const std::int64_t n = t.elements();
@@ -200,7 +200,7 @@ HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
   v.size = t.elements();
   if (loading.in_place && usable_in_place(t, DType::kF32)) {
     v.data = reinterpret_cast<const float*>(t.data);
-    v.storage = t.file;
+    v.storage = t.storage;
     return v;
   }
   auto buffer = allocate_huge_buffer(static_cast<std::size_t>(v.size) * 4);

@@ -22,6 +22,8 @@ int ping_command(int argc, char** argv);
 int serve_command(int argc, char** argv);
 /// sepal status: print a running swarm's block map.
 int status_command(int argc, char** argv);
+/// sepal tokenize: the ids a model's tokenizer gives for a text.
+int tokenize_command(int argc, char** argv);
 
 /// Thrown for invalid command-line usage; main() prints it with the usage hint and exits 2.
 struct UsageError {

@@ -94,6 +94,54 @@ TEST(Generate, SpeculationRefusesWhatCannotWork) {
   EXPECT_NE(error_of({"--draft-model", "/nonexistent-draft", "--hosts", "2"}).find("/nonexistent-draft"), std::string::npos);
 }
 
+TEST(Generate, AGgufFileGivesTheReference) {
+  // stories260K as published for llama.cpp: prompt ids and text included, in int8 too.
+  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
+  const auto gguf = (test::models_dir() / "stories260K" / "original" / "stories260K.gguf").string();
+  const json out = generate_json({"--model", gguf, "--prompt", ref["prompt"], "--max-new-tokens",
+                                  std::to_string(ref["max_new_tokens"].get<int>())});
+  EXPECT_EQ(out["prompt_ids"], ref["prompt_ids"]);
+  EXPECT_EQ(out["generated_ids"], ref["generated_ids"]);
+  EXPECT_EQ(out["text"], ref["text"]);
+  EXPECT_EQ(generate_json({"--model", gguf, "--prompt", "Once", "--max-new-tokens", "8", "--dtype", "int8"})["generated_ids"].size(), 8u);
+}
+
+TEST(Tokenize, IdsOfAFolderAndOfItsGgufAndTheFlags) {
+  const auto folder = (test::models_dir() / "stories260K").string();
+  const auto gguf = (test::models_dir() / "stories260K" / "original" / "stories260K.gguf").string();
+  auto ids = [](const std::vector<std::string>& args) {
+    std::vector<std::string> a = {"tokenize"};
+    a.insert(a.end(), args.begin(), args.end());
+    const auto r = run_sepal(a);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  for (const std::string text : {"Once upon a time", "Lily's dog ran\tfast.\nThe end", "12 345 caf\xC3\xA9 \xE4\xB8\xAD"}) {
+    EXPECT_EQ(ids({"--model", folder, "--text", text}), ids({"--model", gguf, "--text", text})) << text;
+  }
+  EXPECT_EQ(ids({"--model", gguf, "--text", "Once upon a time"}), "1 403 407 261 378\n");
+  EXPECT_EQ(ids({"--model", gguf, "--text", "Once upon a time", "--no-bos"}), "403 407 261 378\n");
+  const json j = json::parse(ids({"--model", gguf, "--text", "Once", "--json"}));
+  EXPECT_EQ(j["ids"], json::array({1, 403}));
+  EXPECT_EQ(j["pieces"], json::array({"", " Once"}));  // each id's bytes: SentencePiece's space marker is a space
+  // --file takes the bytes as they are: a final newline is a token.
+  test::TempDir dir;
+  test::write_file(dir / "t.txt", "Once upon a time\n");
+  EXPECT_NE(ids({"--model", gguf, "--file", (dir / "t.txt").string()}), ids({"--model", gguf, "--text", "Once upon a time"}));
+  auto error_of = [](const std::vector<std::string>& args) {
+    std::vector<std::string> a = {"tokenize"};
+    a.insert(a.end(), args.begin(), args.end());
+    const auto r = run_sepal(a);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    return r.err;
+  };
+  EXPECT_NE(error_of({"--model", gguf}).find("give --text or --file"), std::string::npos);
+  EXPECT_NE(error_of({"--model", gguf, "--text", "a", "--file", "x"}).find("give --text or --file"), std::string::npos);
+  test::write_file(dir / "junk.gguf", "GGUF\x03\x00\x00\x00junk");
+  EXPECT_NE(error_of({"--model", (dir / "junk.gguf").string(), "--text", "a"}).find("junk.gguf"), std::string::npos);
+}
+
 TEST(Generate, EmptyPromptStartsFromBos) {
   const json out = generate_json({"--model", (test::models_dir() / "stories260K").string(), "--max-new-tokens", "5"});
   EXPECT_EQ(out["prompt_ids"], json::array({1}));

@@ -5,7 +5,8 @@
 # relay; and `sepal generate --hosts 2` from a plain shell must too. With 8-bit compressed hidden
 # states (the default) and one block a host (so one route), push and relay over UCX and MPI must
 # give one same text (compression happens at every hop boundary), and each hop's
-# answer must take at most 0.27 of the f32 bytes.
+# answer must take at most 0.27 of the f32 bytes. stories260K's GGUF file gives its reference over 3
+# hosts too (mpirun and spawned).
 #   run_distributed_generate.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -72,6 +73,19 @@ PY
   if [ "$rc" -eq 0 ] && /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
   then echo "ok: $model with --hosts 2"
   else echo "FAILED: $model with --hosts 2 (exit $rc)"; tail -5 "$out/err.log"; failed=$((failed + 1))
+  fi
+  checked=$((checked + 1))
+done
+# A GGUF file across hosts: stories260K as published for llama.cpp gives its reference.
+gguf="$models/stories260K/original/stories260K.gguf"
+for launch in "mpirun -np 4" ""; do
+  extra=(); [ -z "$launch" ] && extra=(--hosts 3)
+  # shellcheck disable=SC2086  # the launcher splits on spaces
+  timeout 120 $launch "$sepal" generate --model "$gguf" --prompt "Once upon a time" --max-new-tokens 200 \
+    --no-wire-compression --json ${extra[@]+"${extra[@]}"} > "$out/run.json" 2> "$out/err.log"
+  if /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["prompt_ids"]==r["prompt_ids"] and d["stats"]["host_ranks"]==3 else 1)' "$out/run.json" "$models/reference/stories260K.greedy.json"
+  then echo "ok: stories260K.gguf over 3 hosts (${launch:-spawned})"
+  else echo "FAILED: stories260K.gguf over 3 hosts (${launch:-spawned})"; tail -5 "$out/err.log"; failed=$((failed + 1))
   fi
   checked=$((checked + 1))
 done

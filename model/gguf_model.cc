@@ -1,0 +1,137 @@
+#include "model/gguf_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/error.h"
+#include "model/gguf_dequantize.h"
+
+namespace sepal {
+namespace {
+
+using json = nlohmann::json;
+
+std::string architecture(const GgufFile& file) {
+  const auto arch = file.string("general.architecture");
+  if (!arch) fail(file.where(), ": no general.architecture");
+  if (*arch != "llama") fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama)");
+  return *arch;
+}
+
+std::int64_t required(const GgufFile& file, const std::string& key) {
+  const auto v = file.integer(key);
+  if (!v) fail(file.where(), ": no ", key);
+  return *v;
+}
+
+// The Hugging Face name of a GGUF llama tensor, or empty for one sepal does not use.
+std::string hf_name(const std::string& name) {
+  static const std::map<std::string, std::string> top = {
+      {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"}};
+  static const std::map<std::string, std::string> block = {
+      {"attn_q.weight", "self_attn.q_proj.weight"},      {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},      {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"attn_norm.weight", "input_layernorm.weight"},    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},       {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  if (auto it = top.find(name); it != top.end()) return it->second;
+  if (name.rfind("blk.", 0) != 0) return {};
+  const auto dot = name.find('.', 4);
+  if (dot == std::string::npos) return {};
+  const std::string layer = name.substr(4, dot - 4);
+  if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
+  auto it = block.find(name.substr(dot + 1));
+  return it == block.end() ? std::string() : "model.layers." + layer + "." + it->second;
+}
+
+// llama.cpp stores each head's query and key rows interleaved (pairs rotated together); Hugging
+// Face stores the two halves apart. Row h*d + 2j + s of the file is row h*d + s*d/2 + j here.
+std::vector<float> unpermute_rows(const std::vector<float>& in, std::int64_t heads, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t d = rows / heads;
+  std::vector<float> out(in.size());
+  for (std::int64_t h = 0; h < heads; ++h) {
+    for (std::int64_t j = 0; j < d / 2; ++j) {
+      for (std::int64_t s = 0; s < 2; ++s) {
+        const float* from = in.data() + (h * d + 2 * j + s) * cols;
+        std::copy(from, from + cols, out.data() + (h * d + s * d / 2 + j) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelConfig gguf_model_config(const GgufFile& file) {
+  const std::string arch = architecture(file);
+  json c;
+  c["architectures"] = {"LlamaForCausalLM"};
+  c["hidden_size"] = required(file, arch + ".embedding_length");
+  c["intermediate_size"] = required(file, arch + ".feed_forward_length");
+  c["num_hidden_layers"] = required(file, arch + ".block_count");
+  c["num_attention_heads"] = required(file, arch + ".attention.head_count");
+  if (auto kv = file.integer(arch + ".attention.head_count_kv")) c["num_key_value_heads"] = *kv;
+  if (auto k = file.integer(arch + ".attention.key_length")) c["head_dim"] = *k;
+  c["max_position_embeddings"] = required(file, arch + ".context_length");
+  if (auto eps = file.number(arch + ".attention.layer_norm_rms_epsilon")) c["rms_norm_eps"] = *eps;
+  if (auto theta = file.number(arch + ".rope.freq_base")) c["rope_theta"] = *theta;
+  if (auto scaling = file.string(arch + ".rope.scaling.type"); scaling && *scaling != "none") {
+    fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported");
+  }
+  const auto* tokens = file.array("tokenizer.ggml.tokens");
+  const auto embd = file.tensors().find("token_embd.weight");
+  if (embd == file.tensors().end() || embd->second.dims.size() != 2) fail(file.where(), ": no token_embd.weight matrix");
+  c["vocab_size"] = embd->second.dims[1];
+  if (tokens && static_cast<std::int64_t>(tokens->size()) != embd->second.dims[1]) {
+    fail(file.where(), ": the vocabulary has ", tokens->size(), " tokens but token_embd.weight ", embd->second.dims[1], " rows");
+  }
+  if (auto bos = file.integer("tokenizer.ggml.bos_token_id"); bos && file.boolean("tokenizer.ggml.add_bos_token").value_or(true)) {
+    c["bos_token_id"] = *bos;
+  }
+  if (auto eos = file.integer("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *eos;
+  c["tie_word_embeddings"] = file.tensors().count("output.weight") == 0;
+  if (auto rope = file.integer(arch + ".rope.dimension_count")) {
+    const std::int64_t head_dim = c.contains("head_dim") ? c["head_dim"].get<std::int64_t>()
+                                                          : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
+    if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
+  }
+  return parse_model_config(c.dump(), file.where());
+}
+
+std::map<std::string, TensorRef> gguf_checkpoint_tensors(const GgufFile& file) {
+  const ModelConfig config = gguf_model_config(file);
+  std::map<std::string, TensorRef> out;
+  for (const auto& [name, t] : file.tensors()) {
+    const std::string hf = hf_name(name);
+    if (hf.empty()) continue;
+    TensorRef ref;
+    ref.name = hf;
+    ref.shape.assign(t.dims.rbegin(), t.dims.rend());  // ggml lists the contiguous dimension first
+    const bool query = hf.find("q_proj") != std::string::npos, key = hf.find("k_proj") != std::string::npos;
+    const auto type = static_cast<GgmlType>(t.type);
+    if (!query && !key && (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16)) {
+      ref.dtype = type == GgmlType::kF32 ? DType::kF32 : type == GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+      ref.data = t.data;
+      ref.bytes = t.bytes;
+      ref.storage = file.file();
+    } else {
+      auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(t.elements()));
+      dequantize_ggml(t.type, t.data, t.elements(), values->data());
+      if (query || key) {
+        const std::int64_t heads = query ? config.num_heads : config.num_kv_heads;
+        if (ref.shape.size() != 2 || ref.shape[0] != heads * config.head_dim) {
+          fail(file.where(), ": tensor ", name, " has ", t.dims.size() == 2 ? t.dims[1] : 0, " rows, not ", heads * config.head_dim);
+        }
+        *values = unpermute_rows(*values, heads, ref.shape[0], ref.shape[1]);
+      }
+      ref.dtype = DType::kF32;
+      ref.data = reinterpret_cast<const std::byte*>(values->data());
+      ref.bytes = values->size() * sizeof(float);
+      ref.storage = values;
+    }
+    out.emplace(hf, std::move(ref));
+  }
+  return out;
+}
+
+}  // namespace sepal

@@ -1,0 +1,126 @@
+// The tokenizer of a GGUF file's metadata. A `llama` vocabulary (tokenizer.ggml.tokens, .scores,
+// .token_type) is a SentencePiece BPE model's pieces: it becomes that model's ModelProto, written
+// here in protobuf's wire format (the fields of sentencepiece_model.proto that SentencePiece
+// reads for BPE), and SentencePiece itself encodes. As llama.cpp does: the dummy space prefix as
+// tokenizer.ggml.add_space_prefix says (default on), whitespace kept as it is, byte fallback when
+// the vocabulary has byte pieces.
+#include <cstring>
+
+#include "kernels/error.h"
+#include "model/gguf_model.h"
+
+namespace sepal {
+namespace {
+
+// Protobuf's wire format, as much of it as a ModelProto needs.
+class Proto {
+ public:
+  void varint_field(int field, std::uint64_t v) {
+    key(field, 0);
+    varint(v);
+  }
+  void float_field(int field, float v) {
+    key(field, 5);
+    char b[4];
+    std::memcpy(b, &v, 4);
+    out_.append(b, 4);
+  }
+  void bytes_field(int field, const std::string& v) {
+    key(field, 2);
+    varint(v.size());
+    out_ += v;
+  }
+  const std::string& bytes() const { return out_; }
+
+ private:
+  void key(int field, int wire_type) { varint(static_cast<std::uint64_t>(field) << 3 | static_cast<std::uint64_t>(wire_type)); }
+  void varint(std::uint64_t v) {
+    while (v >= 0x80) {
+      out_ += static_cast<char>((v & 0x7F) | 0x80);
+      v >>= 7;
+    }
+    out_ += static_cast<char>(v);
+  }
+  std::string out_;
+};
+
+// SentencePiece's piece types, which GGUF's token types follow.
+enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+
+std::int64_t optional_id(const GgufFile& file, const std::string& key, std::int64_t vocab, std::int64_t fallback) {
+  const auto id = file.integer(key);
+  if (!id) return fallback;
+  if (*id >= vocab && *id != 0xFFFFFFFF) fail(file.where(), ": ", key, " ", *id, " is outside the vocabulary of ", vocab);
+  return *id >= vocab ? -1 : *id;  // llama.cpp writes 2^32 - 1 for "none"
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file) {
+  const auto model = file.string("tokenizer.ggml.model");
+  if (!model) fail(file.where(), ": no tokenizer.ggml.model (the file holds no tokenizer)");
+  if (*model != "llama") {
+    fail(file.where(), ": GGUF tokenizer model '", *model, "' is not supported (supported: llama, SentencePiece vocabularies)");
+  }
+  const auto* tokens = file.array("tokenizer.ggml.tokens");
+  const auto* scores = file.array("tokenizer.ggml.scores");
+  const auto* types = file.array("tokenizer.ggml.token_type");
+  if (!tokens || tokens->empty()) fail(file.where(), ": no tokenizer.ggml.tokens");
+  const auto vocab = static_cast<std::int64_t>(tokens->size());
+  if ((scores && scores->size() != tokens->size()) || (types && types->size() != tokens->size())) {
+    fail(file.where(), ": tokenizer.ggml.scores and .token_type must have one entry per token (", vocab, ")");
+  }
+  // Byte fallback needs all 256 byte pieces (SentencePiece refuses it otherwise); with fewer,
+  // the byte pieces are left unused and unknown bytes become the unknown token.
+  int bytes = 0;
+  for (const auto& t : types ? *types : std::vector<GgufValue::Scalar>{}) {
+    const auto* u = std::get_if<std::uint64_t>(&t);
+    const auto* n = std::get_if<std::int64_t>(&t);
+    bytes += (u && *u == kByte) || (n && *n == kByte) ? 1 : 0;
+  }
+  const bool byte_fallback = bytes == 256;
+  Proto proto;
+  for (std::int64_t i = 0; i < vocab; ++i) {
+    const auto* text = std::get_if<std::string>(&(*tokens)[static_cast<std::size_t>(i)]);
+    if (!text) fail(file.where(), ": token ", i, " of tokenizer.ggml.tokens is not a string");
+    double score = 0;
+    if (scores) {
+      const auto* s = std::get_if<double>(&(*scores)[static_cast<std::size_t>(i)]);
+      if (!s) fail(file.where(), ": score ", i, " of tokenizer.ggml.scores is not a number");
+      score = *s;
+    }
+    std::int64_t type = kNormal;
+    if (types) {
+      const auto& v = (*types)[static_cast<std::size_t>(i)];
+      if (const auto* u = std::get_if<std::uint64_t>(&v)) type = static_cast<std::int64_t>(*u);
+      else if (const auto* n = std::get_if<std::int64_t>(&v)) type = *n;
+      else fail(file.where(), ": type ", i, " of tokenizer.ggml.token_type is not an integer");
+      if (type < kNormal || type > kByte) fail(file.where(), ": token ", i, " has type ", type, ", which GGUF does not define");
+    }
+    if (type == kByte && !byte_fallback) type = kUnused;
+    Proto piece;
+    piece.bytes_field(1, *text);
+    piece.float_field(2, static_cast<float>(score));
+    piece.varint_field(3, static_cast<std::uint64_t>(type));
+    proto.bytes_field(1, piece.bytes());
+  }
+  Proto trainer;
+  trainer.varint_field(3, 2);  // model_type BPE
+  trainer.varint_field(4, static_cast<std::uint64_t>(vocab));
+  trainer.varint_field(35, byte_fallback ? 1 : 0);
+  const auto id = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };  // -1 as protobuf writes int32 -1
+  trainer.varint_field(40, id(optional_id(file, "tokenizer.ggml.unknown_token_id", vocab, 0)));
+  trainer.varint_field(41, id(optional_id(file, "tokenizer.ggml.bos_token_id", vocab, -1)));
+  trainer.varint_field(42, id(optional_id(file, "tokenizer.ggml.eos_token_id", vocab, -1)));
+  trainer.varint_field(43, id(optional_id(file, "tokenizer.ggml.padding_token_id", vocab, -1)));
+  proto.bytes_field(2, trainer.bytes());
+  Proto normalizer;
+  normalizer.bytes_field(1, "identity");
+  normalizer.varint_field(3, file.boolean("tokenizer.ggml.add_space_prefix").value_or(true) ? 1 : 0);
+  normalizer.varint_field(4, 0);  // remove_extra_whitespaces: llama.cpp keeps them
+  normalizer.varint_field(5, 1);  // escape_whitespaces
+  proto.bytes_field(3, normalizer.bytes());
+  return sentencepiece_tokenizer_from_proto(proto.bytes(), file.where());
+}
+
+}  // namespace sepal

@@ -1,0 +1,339 @@
+// GGUF files: the shared stories260K.gguf loads as the Hugging Face folder does (configuration,
+// tokenizer ids, every weight, the greedy reference); ggml's block formats dequantize as their
+// documented layouts say (blocks built here code by code); malformed files get one line.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "kernels/dtype.h"
+#include "kernels/error.h"
+#include "model/generation.h"
+#include "model/gguf.h"
+#include "model/gguf_dequantize.h"
+#include "model/gguf_model.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+std::filesystem::path shared_gguf() { return test::models_dir() / "stories260K" / "original" / "stories260K.gguf"; }
+
+TEST(GgufModel, Stories260KIsTheHuggingFaceModel) {
+  const ModelConfig hf = read_model_config(test::models_dir() / "stories260K");
+  const ModelConfig g = read_model_config(shared_gguf());
+  EXPECT_EQ(g.hidden_size, hf.hidden_size);
+  EXPECT_EQ(g.intermediate_size, hf.intermediate_size);
+  EXPECT_EQ(g.num_layers, hf.num_layers);
+  EXPECT_EQ(g.num_heads, hf.num_heads);
+  EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
+  EXPECT_EQ(g.head_dim, hf.head_dim);
+  EXPECT_EQ(g.vocab_size, hf.vocab_size);
+  EXPECT_FLOAT_EQ(static_cast<float>(g.rms_norm_eps), static_cast<float>(hf.rms_norm_eps));
+  EXPECT_EQ(g.bos_token_id, hf.bos_token_id);
+  EXPECT_EQ(g.eos_token_ids, hf.eos_token_ids);
+  // Every weight the blocks and head read, bit for bit (the query and key rows un-permuted).
+  const Checkpoint a = Checkpoint::open(test::models_dir() / "stories260K"), b = Checkpoint::open(shared_gguf());
+  int compared = 0;
+  for (const auto& [name, t] : b.tensors()) {
+    const TensorRef* ref = a.find(name);
+    if (!ref && name == "lm_head.weight") ref = a.find("model.embed_tokens.weight");
+    ASSERT_NE(ref, nullptr) << name;
+    EXPECT_EQ(t.shape, ref->shape) << name;
+    ASSERT_EQ(t.bytes, ref->bytes) << name;
+    EXPECT_EQ(std::memcmp(t.data, ref->data, t.bytes), 0) << name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 3 + 9 * hf.num_layers);
+}
+
+TEST(GgufModel, Stories260KTokenizesAndGeneratesTheReference) {
+  const auto ref = test::greedy_reference("stories260K");
+  const auto tokenizer = load_tokenizer(shared_gguf());
+  std::vector<std::int32_t> ids = {1};
+  for (const auto id : tokenizer->encode("Once upon a time")) ids.push_back(id);
+  EXPECT_EQ(ids, ref.prompt_ids);
+  const ModelConfig config = read_model_config(shared_gguf());
+  const Checkpoint checkpoint = Checkpoint::open(shared_gguf());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  GenerationRequest request;
+  request.prompt_ids = ref.prompt_ids;
+  request.max_new_tokens = ref.max_new_tokens;
+  LocalPipeline pipeline(blocks, session_capacity(config, request));
+  EXPECT_EQ(generate(ends, pipeline, request, [](std::int32_t) {}).generated_ids, ref.generated_ids);
+}
+
+// ---- block formats, built code by code from ggml's layouts ----
+
+std::uint16_t f16(float v) { return f32_to_f16(v); }
+void put16(std::vector<std::uint8_t>& b, std::size_t at, std::uint16_t v) { std::memcpy(b.data() + at, &v, 2); }
+std::vector<float> decode(GgmlType type, const std::vector<std::uint8_t>& block, std::int64_t n) {
+  std::vector<float> out(static_cast<std::size_t>(n));
+  dequantize_ggml(static_cast<std::uint32_t>(type), reinterpret_cast<const std::byte*>(block.data()), n, out.data());
+  return out;
+}
+
+TEST(GgufDequantize, SimpleBlocks) {
+  std::mt19937 rng(7);
+  std::vector<int> code(32), high(32);
+  for (int j = 0; j < 32; ++j) {
+    code[j] = static_cast<int>(rng() % 16);
+    high[j] = static_cast<int>(rng() % 2);
+  }
+  // Q4_0: d, then byte j holds values j (low nibble) and j + 16 (high nibble).
+  std::vector<std::uint8_t> b(18);
+  put16(b, 0, f16(0.5f));
+  for (int j = 0; j < 16; ++j) b[2 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+  auto y = decode(GgmlType::kQ4_0, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], (code[j] - 8) * 0.5f) << "Q4_0 " << j;
+  // Q4_1: d, m.
+  b.assign(20, 0);
+  put16(b, 0, f16(0.25f));
+  put16(b, 2, f16(-1.5f));
+  for (int j = 0; j < 16; ++j) b[4 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+  y = decode(GgmlType::kQ4_1, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], code[j] * 0.25f - 1.5f) << "Q4_1 " << j;
+  // Q5_0 and Q5_1: bit j of the u32 is value j's fifth bit.
+  std::uint32_t qh = 0;
+  for (int j = 0; j < 32; ++j) qh |= static_cast<std::uint32_t>(high[j]) << j;
+  b.assign(22, 0);
+  put16(b, 0, f16(2.0f));
+  std::memcpy(b.data() + 2, &qh, 4);
+  for (int j = 0; j < 16; ++j) b[6 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+  y = decode(GgmlType::kQ5_0, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], (code[j] + 16 * high[j] - 16) * 2.0f) << "Q5_0 " << j;
+  b.assign(24, 0);
+  put16(b, 0, f16(0.125f));
+  put16(b, 2, f16(3.0f));
+  std::memcpy(b.data() + 4, &qh, 4);
+  for (int j = 0; j < 16; ++j) b[8 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+  y = decode(GgmlType::kQ5_1, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], (code[j] + 16 * high[j]) * 0.125f + 3.0f) << "Q5_1 " << j;
+  // Q8_0: d, 32 signed bytes.
+  b.assign(34, 0);
+  put16(b, 0, f16(-0.75f));
+  for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(j * 8 - 128));
+  y = decode(GgmlType::kQ8_0, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], static_cast<float>(j * 8 - 128) * -0.75f) << "Q8_0 " << j;
+  // F16, BF16.
+  b = {0x00, 0x3C, 0x00, 0xC0};  // 1.0, -2.0
+  EXPECT_EQ(decode(GgmlType::kF16, b, 2), (std::vector<float>{1.0f, -2.0f}));
+  b = {0x80, 0x3F, 0x40, 0xC0};  // 1.0, -3.0
+  EXPECT_EQ(decode(GgmlType::kBF16, b, 2), (std::vector<float>{1.0f, -3.0f}));
+}
+
+// The K-quants: 256 values in 16 groups of 16 (Q2_K, Q3_K, Q6_K) or 8 of 32 (Q4_K, Q5_K), each
+// with its own scale (and min). Every value's code and group are chosen at random, encoded at
+// the place the layout gives it, and checked after decoding.
+TEST(GgufDequantize, KQuantBlocks) {
+  std::mt19937 rng(11);
+  const float d = 0.5f, dmin = 0.25f;
+  {  // Q2_K: scales[16] (scale low nibble, min high nibble), qs[64] (2-bit codes), d, dmin.
+    std::vector<std::uint8_t> b(84, 0);
+    std::vector<int> scale(16), min(16), code(256);
+    for (int g = 0; g < 16; ++g) {
+      scale[g] = static_cast<int>(rng() % 16);
+      min[g] = static_cast<int>(rng() % 16);
+      b[static_cast<std::size_t>(g)] = static_cast<std::uint8_t>(scale[g] | min[g] << 4);
+    }
+    // Value v = 128h + 32s + 16p + l (half h, shift step s, part p): qs[32h + 16p + l], bits 2s.
+    for (int v = 0; v < 256; ++v) {
+      code[v] = static_cast<int>(rng() % 4);
+      const int h = v / 128, s = v % 128 / 32, p = v % 32 / 16, l = v % 16;
+      b[16 + 32 * h + 16 * p + l] |= static_cast<std::uint8_t>(code[v] << (2 * s));
+    }
+    put16(b, 80, f16(d));
+    put16(b, 82, f16(dmin));
+    const auto y = decode(GgmlType::kQ2_K, b, 256);
+    for (int v = 0; v < 256; ++v) EXPECT_EQ(y[v], d * scale[v / 16] * code[v] - dmin * min[v / 16]) << "Q2_K " << v;
+  }
+  {  // Q3_K: hmask[32], qs[64], 12 bytes of 6-bit scales, d. Value = d (scale - 32) (code - 4 unless high).
+    std::vector<std::uint8_t> b(110, 0);
+    std::vector<int> scale(16), code(256), high(256);
+    for (int g = 0; g < 16; ++g) {
+      scale[g] = static_cast<int>(rng() % 64);
+      // Low 4 bits: bytes 0..7 (groups 0..7 low nibble, 8..15 high nibble); high 2 bits: byte
+      // 8 + g % 4, bits 2 (g / 4).
+      if (g < 8) b[96 + g] |= static_cast<std::uint8_t>(scale[g] & 15);
+      else b[96 + g - 8] |= static_cast<std::uint8_t>((scale[g] & 15) << 4);
+      b[96 + 8 + g % 4] |= static_cast<std::uint8_t>((scale[g] >> 4) << (2 * (g / 4)));
+    }
+    for (int v = 0; v < 256; ++v) {
+      code[v] = static_cast<int>(rng() % 4);
+      high[v] = static_cast<int>(rng() % 2);
+      const int h = v / 128, s = v % 128 / 32, p = v % 32 / 16, l = v % 16;
+      b[32 + 32 * h + 16 * p + l] |= static_cast<std::uint8_t>(code[v] << (2 * s));
+      if (high[v]) b[static_cast<std::size_t>(16 * p + l)] |= static_cast<std::uint8_t>(1 << (4 * h + s));
+    }
+    put16(b, 108, f16(d));
+    const auto y = decode(GgmlType::kQ3_K, b, 256);
+    for (int v = 0; v < 256; ++v) EXPECT_EQ(y[v], d * (scale[v / 16] - 32) * (code[v] - (high[v] ? 0 : 4))) << "Q3_K " << v;
+  }
+  // Q4_K and Q5_K: 8 6-bit scales and mins in 12 bytes: groups 0..3 in the low 6 bits of bytes
+  // 0..3 (scales) and 4..7 (mins); groups 4..7 in the nibbles of bytes 8..11 with their top 2
+  // bits in the top bits of bytes 0..3 (scales) and 4..7 (mins).
+  auto pack_scales = [](std::uint8_t* p, const std::vector<int>& scale, const std::vector<int>& min) {
+    for (int g = 0; g < 4; ++g) {
+      p[g] = static_cast<std::uint8_t>(scale[g] | (scale[g + 4] >> 4) << 6);
+      p[g + 4] = static_cast<std::uint8_t>(min[g] | (min[g + 4] >> 4) << 6);
+      p[g + 8] = static_cast<std::uint8_t>((scale[g + 4] & 15) | (min[g + 4] & 15) << 4);
+    }
+  };
+  for (const bool five : {false, true}) {  // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: qh[32] before qs
+    std::vector<std::uint8_t> b(five ? 176 : 144, 0);
+    std::vector<int> scale(8), min(8), code(256);
+    for (int g = 0; g < 8; ++g) {
+      scale[g] = static_cast<int>(rng() % 64);
+      min[g] = static_cast<int>(rng() % 64);
+    }
+    put16(b, 0, f16(d));
+    put16(b, 2, f16(dmin));
+    pack_scales(b.data() + 4, scale, min);
+    const std::size_t qs = five ? 48 : 16;
+    // Value v = 64k + 32n + l: qs[32k + l], low nibble (n = 0) or high; Q5_K's fifth bit in
+    // qh[l], bit 2k + n.
+    for (int v = 0; v < 256; ++v) {
+      code[v] = static_cast<int>(rng() % (five ? 32 : 16));
+      const int k = v / 64, n = v % 64 / 32, l = v % 32;
+      b[qs + static_cast<std::size_t>(32 * k + l)] |= static_cast<std::uint8_t>((code[v] & 15) << (4 * n));
+      if (five && code[v] >= 16) b[16 + static_cast<std::size_t>(l)] |= static_cast<std::uint8_t>(1 << (2 * k + n));
+    }
+    const auto y = decode(five ? GgmlType::kQ5_K : GgmlType::kQ4_K, b, 256);
+    for (int v = 0; v < 256; ++v) {
+      const float scale_f = d * static_cast<float>(scale[v / 32]), min_f = dmin * static_cast<float>(min[v / 32]);
+      EXPECT_EQ(y[v], scale_f * static_cast<float>(code[v]) - min_f) << (five ? "Q5_K " : "Q4_K ") << v;
+    }
+  }
+  {  // Q6_K: ql[128], qh[64], scales[16] (signed), d; value = d scale (code - 32).
+    std::vector<std::uint8_t> b(210, 0);
+    std::vector<int> scale(16), code(256);
+    for (int g = 0; g < 16; ++g) {
+      scale[g] = static_cast<int>(rng() % 256) - 128;
+      b[192 + static_cast<std::size_t>(g)] = static_cast<std::uint8_t>(static_cast<std::int8_t>(scale[g]));
+    }
+    // Value v = 128h + 32q + l (quarter q): low 4 bits in ql[64h + l + 32 (q & 1)], nibble q / 2;
+    // high 2 bits in qh[32h + l], bits 2q.
+    for (int v = 0; v < 256; ++v) {
+      code[v] = static_cast<int>(rng() % 64);
+      const int h = v / 128, q = v % 128 / 32, l = v % 32;
+      b[static_cast<std::size_t>(64 * h + l + 32 * (q & 1))] |= static_cast<std::uint8_t>((code[v] & 15) << (4 * (q / 2)));
+      b[128 + static_cast<std::size_t>(32 * h + l)] |= static_cast<std::uint8_t>((code[v] >> 4) << (2 * q));
+    }
+    put16(b, 208, f16(d));
+    const auto y = decode(GgmlType::kQ6_K, b, 256);
+    for (int v = 0; v < 256; ++v) EXPECT_EQ(y[v], d * static_cast<float>(scale[v / 16]) * static_cast<float>(code[v] - 32)) << "Q6_K " << v;
+  }
+}
+
+// ---- the container ----
+
+// A GGUF file written field by field.
+class GgufWriter {
+ public:
+  explicit GgufWriter(std::uint32_t version = 3) {
+    u32(0x46554747);
+    u32(version);
+  }
+  void u32(std::uint32_t v) { raw(&v, 4); }
+  void u64(std::uint64_t v) { raw(&v, 8); }
+  void str(const std::string& s) {
+    u64(s.size());
+    raw(s.data(), s.size());
+  }
+  void raw(const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    bytes_.insert(bytes_.end(), b, b + n);
+  }
+  void pad(std::size_t alignment) { bytes_.resize((bytes_.size() + alignment - 1) / alignment * alignment, 0); }
+  std::vector<std::byte> bytes() const {
+    std::vector<std::byte> out(bytes_.size());
+    std::memcpy(out.data(), bytes_.data(), bytes_.size());
+    return out;
+  }
+  std::vector<std::uint8_t> bytes_;
+};
+
+// A file with one string, one u32 and one f32 array of metadata, and one F32 tensor [4, 2].
+GgufWriter small_file(std::uint64_t offset = 0, std::uint32_t type = 0, std::uint32_t dims = 2) {
+  GgufWriter w;
+  w.u64(1);  // tensors
+  w.u64(3);  // metadata
+  w.str("general.architecture");
+  w.u32(8);
+  w.str("llama");
+  w.str("llama.block_count");
+  w.u32(4);
+  w.u32(5);
+  w.str("tokenizer.ggml.scores");
+  w.u32(9);
+  w.u32(6);
+  w.u64(2);
+  const float s[2] = {0.5f, -1.0f};
+  w.raw(s, 8);
+  w.str("blk.0.attn_v.weight");
+  w.u32(dims);
+  for (std::uint32_t d = 0; d < dims; ++d) w.u64(d == 0 ? 4 : 2);
+  w.u32(type);
+  w.u64(offset);
+  w.pad(32);
+  const float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  w.raw(v, 32);
+  return w;
+}
+
+GgufFile parse(const GgufWriter& w) { return GgufFile::parse(MappedFile::in_memory(w.bytes(), "test.gguf")); }
+
+void expect_refused(const GgufWriter& w, const std::string& needle) {
+  try {
+    (void)parse(w);
+    ADD_FAILURE() << "accepted; expected: " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+  }
+}
+
+TEST(GgufFile, ReadsMetadataAndTensors) {
+  const GgufFile g = parse(small_file());
+  EXPECT_EQ(g.version(), 3u);
+  EXPECT_EQ(g.string("general.architecture"), "llama");
+  EXPECT_EQ(g.integer("llama.block_count"), 5);
+  ASSERT_NE(g.array("tokenizer.ggml.scores"), nullptr);
+  EXPECT_EQ(g.array("tokenizer.ggml.scores")->size(), 2u);
+  EXPECT_FALSE(g.integer("missing").has_value());
+  EXPECT_THROW((void)g.integer("general.architecture"), Error);
+  const GgufTensor& t = g.tensors().at("blk.0.attn_v.weight");
+  EXPECT_EQ(t.dims, (std::vector<std::int64_t>{4, 2}));
+  EXPECT_EQ(t.bytes, 32u);
+  float first;
+  std::memcpy(&first, t.data, 4);
+  EXPECT_EQ(first, 1.0f);
+}
+
+TEST(GgufFile, MalformedFilesGetOneLine) {
+  GgufWriter bad_magic = small_file();
+  bad_magic.bytes_[0] = 'X';
+  expect_refused(bad_magic, "bad magic");
+  GgufWriter v1 = small_file();
+  v1.bytes_[4] = 1;
+  expect_refused(v1, "version 1 is not supported");
+  GgufWriter truncated = small_file();
+  truncated.bytes_.resize(40);
+  expect_refused(truncated, "test.gguf");
+  expect_refused(small_file(64), "past the end");
+  expect_refused(small_file(8), "not aligned");
+  expect_refused(small_file(0, 99), "type 99, which sepal does not read");
+  expect_refused(small_file(0, 8), "not a multiple of Q8_0's blocks of 32");
+  expect_refused(small_file(0, 0, 5), "5 dimensions");
+  GgufWriter huge = small_file();
+  const std::uint64_t absurd = std::uint64_t{1} << 60;
+  std::memcpy(huge.bytes_.data() + 16, &absurd, 8);  // the metadata count
+  expect_refused(huge, "does not fit in the file");
+  // A vocabulary that is not a llama one, a tokenizer that is missing: one line each.
+  EXPECT_THROW((void)gguf_tokenizer(parse(small_file())), Error);
+  EXPECT_THROW((void)gguf_model_config(parse(small_file())), Error);
+}
+
+}  // namespace
+}  // namespace sepal
