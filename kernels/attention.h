@@ -3,6 +3,7 @@
 // heads (several query heads share one key/value head).
 
 #include <cstdint>
+#include <vector>
 
 namespace sepal {
 
@@ -13,12 +14,19 @@ struct AttentionDims {
   std::int64_t head_dim = 0;
 };
 
+/// ALiBi's slope of each head (BLOOM), as Press et al. and Hugging Face define them: for a power
+/// of two h, 2^(-8 i / h) for i = 1..h; otherwise those of the largest power of two below h, then
+/// every other slope of twice that.
+std::vector<float> alibi_slopes(std::int64_t heads);
+
 /// Causal attention. q is [n, heads, head_dim]; keys and values are [kv_heads, capacity, head_dim]
 /// and already hold positions [0, start + n). Query row t (position start + t) attends to
-/// positions [0, start + t]. out is [n, heads * head_dim]. Uses the thread pool (kernels/parallel.h) over (row, head).
+/// positions [0, start + t]. With `alibi` (a slope per head), the score of key position p gets
+/// slope * p added (ALiBi; the same as slope * (p - query position) after the softmax). out is
+/// [n, heads * head_dim]. Uses the thread pool (kernels/parallel.h) over (row, head).
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out);
+                      float* out, const float* alibi = nullptr);
 
 /// Attention of the nodes of a token tree (speculative decoding). The cache holds positions
 /// [0, start) of the sequence, and tree node i at slot start + i. parents[i] is the node's parent
@@ -29,6 +37,7 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
 /// sequence. out is [n, heads * head_dim]. Throws sepal::Error for a parent that is not an
 /// earlier node or slots past the capacity.
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
-                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out);
+                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                    const float* alibi = nullptr);
 
 }  // namespace sepal

@@ -40,26 +40,71 @@ struct TreeRows {
   std::int64_t first = 0;
 };
 
+// The products of a block: a tree's rows in pieces that give each row the bits it gets decoded
+// alone (kernels/matmul.h: prompts and decode round differently; int8 picks outlier columns per
+// call), the rows of a step or prompt at once.
+void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys) {
+  std::int64_t piece = n;
+  if (tree) {
+    for (const WeightView& v : ws) piece = std::min(piece, alone_exact_tokens(v));
+  }
+  std::vector<float*> at(ys.size());
+  for (std::int64_t r = 0; r < n; r += piece) {
+    for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;
+    matmul_many(x + r * ws[0].cols, std::min(piece, n - r), ws, at);
+  }
+}
+
+// A BLOOM block (Hugging Face's BloomBlock with apply_residual_connection_post_layernorm false):
+// x += dense(attention_alibi(qkv(ln1(x)))) + bias; x += 4h_to_h(gelu(h_to_4h(ln2(x)))) + bias.
+void bloom_block_forward(const ModelConfig& c, const BlockWeights& w, const float* alibi, float* hidden, std::int64_t n,
+                         std::int64_t start, float* keys, float* values, std::int64_t capacity, Scratch& s,
+                         const TreeRows* tree) {
+  const std::int64_t h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  layernorm(hidden, n, h, w.input_norm.data, w.input_norm_bias.data, eps, s.normed.data());
+  const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
+  float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
+  block_products(s.normed.data(), n, tree != nullptr, qkv, qkv_out);
+  add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
+  add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
+  add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
+  const std::int64_t slot = tree ? start + tree->first : start;
+  store_kv(s.k.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
+  store_kv(s.v.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
+  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  if (tree) {
+    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data(), alibi);
+  } else {
+    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data(), alibi);
+  }
+  float* const proj_out[] = {s.proj.data()};
+  block_products(s.attn.data(), n, tree != nullptr, std::span(&w.o_proj.view, 1), proj_out);
+  add_bias(s.proj.data(), n, h, w.o_bias.data);
+  add_in_place(hidden, s.proj.data(), n * h);
+  layernorm(hidden, n, h, w.post_attention_norm.data, w.post_attention_norm_bias.data, eps, s.normed.data());
+  float* const up_out[] = {s.up.data()};
+  block_products(s.normed.data(), n, tree != nullptr, std::span(&w.up_proj.view, 1), up_out);
+  add_bias(s.up.data(), n, c.intermediate_size, w.up_bias.data);
+  gelu_tanh(s.up.data(), n * c.intermediate_size);
+  block_products(s.up.data(), n, tree != nullptr, std::span(&w.down_proj.view, 1), proj_out);
+  add_bias(s.proj.data(), n, h, w.down_bias.data);
+  add_in_place(hidden, s.proj.data(), n * h);
+}
+
 // Rows [n] at cache slots [start, start + n) (start + tree->first with a tree, whose rows then
-// attend along their paths), rotated by `positions`.
-void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq,
+// attend along their paths), rotated by `positions` (Llama) or biased by `alibi` (BLOOM).
+void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq, const float* alibi,
                    float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
                    float* keys, float* values, std::int64_t capacity, Scratch& s, const TreeRows* tree = nullptr) {
+  if (c.family == ModelFamily::kBloom) {
+    return bloom_block_forward(c, w, alibi, hidden, n, start, keys, values, capacity, s, tree);
+  }
   const std::int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // A tree's rows take the products in pieces that give each row the bits it gets decoded alone
-  // (kernels/matmul.h: prompts and decode round differently; int8 picks outlier columns per call).
   auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
-    std::int64_t piece = n;
-    if (tree) {
-      for (const WeightView& v : ws) piece = std::min(piece, alone_exact_tokens(v));
-    }
-    std::vector<float*> at(ys.size());
-    for (std::int64_t r = 0; r < n; r += piece) {
-      for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;
-      matmul_many(x + r * ws[0].cols, std::min(piece, n - r), ws, at);
-    }
+    block_products(x, n, tree != nullptr, ws, ys);
   };
   rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
@@ -107,6 +152,7 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
     stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, loading));
   }
   stack.inv_freq_ = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling);
+  if (config.family == ModelFamily::kBloom) stack.alibi_ = alibi_slopes(config.num_heads);
   return stack;
 }
 
@@ -170,7 +216,7 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
       add_in_place(hidden + (from - start) * h, prompts->values + (i * prompts->count + from - prompts->offset) * h,
                    (to - from) * h);
     }
-    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), hidden, n, start,
+    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch);
   }
   cache.set_length(start + n);
@@ -200,7 +246,7 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   Scratch scratch(config_, n);
   const TreeRows tree{parents.data(), first};
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
-    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_.data(), hidden, n, start,
+    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree);
   }
 }

@@ -98,6 +98,7 @@ class BlockStack {
   std::int64_t first_ = 0, last_ = 0;
   std::vector<BlockWeights> blocks_;
   std::vector<double> inv_freq_;
+  std::vector<float> alibi_;  ///< BLOOM: ALiBi slope of each head
 
   void check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                            const DeepPrompts* prompts) const;

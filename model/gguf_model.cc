@@ -114,6 +114,7 @@ std::map<std::string, TensorRef> gguf_checkpoint_tensors(const GgufFile& file) {
       ref.data = t.data;
       ref.bytes = t.bytes;
       ref.storage = file.file();
+      ref.mapped = true;
     } else {
       auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(t.elements()));
       dequantize_ggml(t.type, t.data, t.elements(), values->data());

@@ -12,7 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM"};
+const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -89,6 +89,34 @@ std::vector<std::int32_t> token_ids(const json& config, const std::string& key,
   return ids;
 }
 
+// Token ids shared by both families: BOS (one) and EOS (one or several), inside the vocabulary.
+void parse_special_tokens(const json& config, ModelConfig& c, const std::string& where);
+
+// BLOOM's config.json: hidden_size (or n_embed), n_layer, n_head, layer_norm_epsilon; no
+// positions limit of its own (ALiBi), so seq_length when given, else 2048.
+ModelConfig parse_bloom_config(const json& config, ModelConfig c, const std::string& where) {
+  c.family = ModelFamily::kBloom;
+  if (config.value("apply_residual_connection_post_layernorm", false)) {
+    fail(where, ": apply_residual_connection_post_layernorm=true is not supported");
+  }
+  c.hidden_size = positive_int(config, config.contains("n_embed") && !config.contains("hidden_size") ? "n_embed" : "hidden_size", where);
+  c.num_layers = positive_int(config, config.contains("n_layer") ? "n_layer" : "num_hidden_layers", where);
+  c.num_heads = positive_int(config, config.contains("n_head") ? "n_head" : "num_attention_heads", where);
+  if (c.hidden_size % c.num_heads != 0) {
+    fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of n_head ", c.num_heads);
+  }
+  c.num_kv_heads = c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.intermediate_size = 4 * c.hidden_size;
+  c.vocab_size = positive_int(config, "vocab_size", where);
+  c.max_position_embeddings = positive_int(config, "seq_length", where, 2048);
+  c.rms_norm_eps = positive_number(config, "layer_norm_epsilon", where, 1e-5);
+  c.tie_word_embeddings = config.value("tie_word_embeddings", true);
+  if (!c.tie_word_embeddings) fail(where, ": BLOOM with an untied head is not supported");
+  parse_special_tokens(config, c, where);
+  return c;
+}
+
 ModelConfig parse_model_config(const json& config, const std::string& where) {
   ModelConfig c;
   if (config.contains("architectures") && config["architectures"].is_array() &&
@@ -102,8 +130,9 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, BloomForCausalLM)");
   }
+  if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   const std::string act = config.value("hidden_act", std::string("silu"));
   if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
   if (config.value("attention_bias", false)) fail(where, ": attention_bias=true is not supported");
@@ -133,6 +162,11 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
     c.tie_word_embeddings = config["tie_word_embeddings"];
   }
+  parse_special_tokens(config, c, where);
+  return c;
+}
+
+void parse_special_tokens(const json& config, ModelConfig& c, const std::string& where) {
   const auto bos = token_ids(config, "bos_token_id", where);
   if (bos.size() > 1) fail(where, ": 'bos_token_id' must be a single id");
   c.bos_token_id = bos.empty() ? -1 : bos[0];
@@ -143,7 +177,6 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (c.bos_token_id >= c.vocab_size) {
     fail(where, ": bos_token_id ", c.bos_token_id, " is outside the vocabulary (", c.vocab_size, ")");
   }
-  return c;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 #pragma once
-// The architecture of a Llama-family model, read from a Hugging Face config.json.
+// The architecture of a model (Llama family or BLOOM), read from a Hugging Face config.json.
 //
 // Thread-safety: an immutable value.
 
@@ -12,9 +12,16 @@
 
 namespace sepal {
 
-/// Hyper-parameters of a Llama-family decoder. Validated on construction by read_model_config.
+/// The block architectures sepal runs.
+enum class ModelFamily {
+  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention, no biases
+  kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
+};
+
+/// Hyper-parameters of a decoder. Validated on construction by read_model_config.
 struct ModelConfig {
   std::string architecture;  ///< e.g. "LlamaForCausalLM"
+  ModelFamily family = ModelFamily::kLlama;
   std::int64_t hidden_size = 0;
   std::int64_t intermediate_size = 0;
   std::int64_t num_layers = 0;
@@ -23,7 +30,7 @@ struct ModelConfig {
   std::int64_t head_dim = 0;
   std::int64_t vocab_size = 0;
   std::int64_t max_position_embeddings = 0;
-  double rms_norm_eps = 1e-6;
+  double rms_norm_eps = 1e-6;  ///< Llama's RMSNorm; BLOOM's LayerNorm epsilon for kBloom
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;

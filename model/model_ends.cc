@@ -28,12 +28,24 @@ void ModelEnds::embed(const std::int32_t* tokens, std::int64_t n, float* out) co
     }
     embedding_row(embedding_, tokens[t], out + t * config_.hidden_size);
   }
+  if (config_.family == ModelFamily::kBloom) {
+    layernorm(out, n, config_.hidden_size, embedding_.norm.data, embedding_.norm_bias.data,
+              static_cast<float>(config_.rms_norm_eps), out);
+  }
+}
+
+void ModelEnds::final_norm(const float* hidden, std::int64_t n, float* out) const {
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  if (config_.family == ModelFamily::kBloom) {
+    layernorm(hidden, n, config_.hidden_size, head_.final_norm.data, head_.final_norm_bias.data, eps, out);
+  } else {
+    rmsnorm(hidden, n, config_.hidden_size, head_.final_norm.data, eps, out);
+  }
 }
 
 void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
   std::vector<float> normed(static_cast<std::size_t>(n * config_.hidden_size));
-  rmsnorm(hidden, n, config_.hidden_size, head_.final_norm.data,
-          static_cast<float>(config_.rms_norm_eps), normed.data());
+  final_norm(hidden, n, normed.data());
   matmul(normed.data(), n, head_.lm_head.view, out);
 }
 
@@ -55,6 +67,7 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     if (targets[t] >= vocab) fail("target token id ", targets[t], " is outside the vocabulary of ", vocab);
     rows.push_back(t);
   }
+  if (grad && config_.family != ModelFamily::kLlama) fail("tuning ", config_.architecture, " models is not supported yet");
   if (grad) std::fill(grad, grad + n * h, 0.0f);
   std::vector<float> x, normed, logits, d_normed, d_x;
   double total = 0;
@@ -64,7 +77,7 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     normed.resize(x.size());
     logits.resize(static_cast<std::size_t>(m * vocab));
     for (std::int64_t i = 0; i < m; ++i) std::copy_n(hidden + rows[c0 + i] * h, h, x.begin() + i * h);
-    rmsnorm(x.data(), m, h, head_.final_norm.data, eps, normed.data());
+    final_norm(x.data(), m, normed.data());
     matmul(normed.data(), m, head_.lm_head.view, logits.data());
     for (std::int64_t i = 0; i < m; ++i) {
       float* row = logits.data() + i * vocab;
@@ -87,7 +100,8 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
 }
 
 std::int64_t ModelEnds::weight_bytes() const {
-  std::int64_t total = embedding_.table.view.bytes() + head_.final_norm.size * 4;
+  std::int64_t total = embedding_.table.view.bytes() + (head_.final_norm.size + head_.final_norm_bias.size) * 4 +
+                       (embedding_.norm.size + embedding_.norm_bias.size) * 4;
   if (head_.lm_head.view.data != embedding_.table.view.data) total += head_.lm_head.view.bytes();
   return total;
 }

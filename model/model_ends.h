@@ -24,6 +24,8 @@ class ModelEnds {
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
   /// logits[n, vocab] = head(norm(hidden[n, hidden])).
   void logits(const float* hidden, std::int64_t n, float* out) const;
+  /// out[n, hidden] = the final norm of hidden[n, hidden] (RMSNorm; BLOOM's LayerNorm).
+  void final_norm(const float* hidden, std::int64_t n, float* out) const;
   /// The same, each row's logits the bits logits() gives that row alone (a token tree's rows
   /// then choose what decoding would), in as few products as that allows.
   void logits_each_alone(const float* hidden, std::int64_t n, float* out) const;

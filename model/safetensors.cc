@@ -98,6 +98,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     ref.name = name;
     ref.dtype = *dtype;
     ref.storage = file;
+    ref.mapped = true;
     std::uint64_t elements = 1;
     for (const auto& d : entry["shape"]) {
       const auto dim = static_cast<std::uint64_t>(checked_int(d, what + " shape"));

@@ -26,6 +26,7 @@ struct TensorRef {
   const std::byte* data = nullptr;
   std::size_t bytes = 0;
   std::shared_ptr<const void> storage;  ///< keeps `data` valid (the file's mapping, or converted values)
+  bool mapped = false;  ///< `data` lies in a read-only file mapping (its pages may be dropped once copied)
 
   /// Number of elements (product of the shape).
   std::int64_t elements() const;

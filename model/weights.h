@@ -39,26 +39,32 @@ struct HeldVector {
   std::shared_ptr<const void> storage;
 };
 
-/// Weights of one decoder block (attention + MLP with their norms).
+/// Weights of one decoder block (attention + MLP with their norms). Llama: no biases, a gated
+/// MLP. BLOOM: LayerNorm biases, the fused query_key_value split into q, k and v (with their
+/// biases), dense as o_proj, dense_h_to_4h as up_proj, dense_4h_to_h as down_proj, no gate.
 struct BlockWeights {
   std::int64_t layer = 0;
   HeldVector input_norm;
   HeldVector post_attention_norm;
   HeldMatrix q_proj, k_proj, v_proj, o_proj;
   HeldMatrix gate_proj, up_proj, down_proj;
+  HeldVector input_norm_bias, post_attention_norm_bias;          ///< BLOOM
+  HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;
 };
 
-/// Token embedding table [vocab, hidden].
+/// Token embedding table [vocab, hidden]; BLOOM normalises the embeddings (a LayerNorm).
 struct EmbeddingWeights {
   HeldMatrix table;
+  HeldVector norm, norm_bias;  ///< BLOOM
 };
 
 /// Final norm and LM head [vocab, hidden]; with tied embeddings the head shares the table.
 struct HeadWeights {
   HeldVector final_norm;
+  HeldVector final_norm_bias;  ///< BLOOM
   HeldMatrix lm_head;
 };
 

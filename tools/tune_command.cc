@@ -143,6 +143,7 @@ int tune_command(int argc, char** argv) {
   }
 
   const ModelConfig config = read_model_config(model_dir);
+  if (config.family != ModelFamily::kLlama) fail("tuning ", config.architecture, " models is not supported yet");
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;

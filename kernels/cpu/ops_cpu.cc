@@ -33,6 +33,48 @@ void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weig
   }
 }
 
+void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias, float eps,
+               float* y) {
+  SEPAL_CHECK(dim > 0);
+  auto row = [&](std::int64_t t) {
+    const float* in = x + t * dim;
+    double sum = 0, sum_sq = 0;
+    for (std::int64_t i = 0; i < dim; ++i) sum += in[i];
+    const double mean = sum / static_cast<double>(dim);
+    for (std::int64_t i = 0; i < dim; ++i) sum_sq += (in[i] - mean) * (in[i] - mean);
+    const double inv = 1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps);
+    float* out = y + t * dim;
+    for (std::int64_t i = 0; i < dim; ++i) {
+      out[i] = static_cast<float>((in[i] - mean) * inv) * weight[i] + bias[i];
+    }
+  };
+  if (n > 8) {
+    parallel_for(n, row);
+  } else {
+    for (std::int64_t t = 0; t < n; ++t) row(t);
+  }
+}
+
+std::vector<float> alibi_slopes(std::int64_t heads) {
+  SEPAL_CHECK(heads > 0);
+  std::int64_t power = 1;
+  while (power * 2 <= heads) power *= 2;
+  auto slopes_of = [](std::int64_t count, std::int64_t from, std::int64_t step, std::int64_t n) {
+    const double base = std::pow(2.0, -8.0 / static_cast<double>(n));
+    std::vector<float> out;
+    for (std::int64_t i = from; out.size() < static_cast<std::size_t>(count); i += step) {
+      out.push_back(static_cast<float>(std::pow(base, static_cast<double>(i))));
+    }
+    return out;
+  };
+  std::vector<float> slopes = slopes_of(power, 1, 1, power);
+  if (power < heads) {
+    const std::vector<float> extra = slopes_of(std::min(power, heads - power), 1, 2, 2 * power);
+    slopes.insert(slopes.end(), extra.begin(), extra.end());
+  }
+  return slopes;
+}
+
 std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta,
                                              const RopeScaling& scaling) {
   SEPAL_CHECK(head_dim > 0 && head_dim % 2 == 0, "head_dim must be even, got ", head_dim);
@@ -108,7 +150,7 @@ namespace {
 // over all prefix + tail rows would group them: a row's result does not depend on where its
 // keys were stored.
 void attend(const float* qv, const float* k, const float* v, std::int64_t prefix, const float* tail_k,
-            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float* o) {
+            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope, float* o) {
   thread_local std::vector<float> scores;
   scores.resize(static_cast<std::size_t>(prefix + tail));
   auto dots = [&](const float* rows, std::int64_t count, float* out) {
@@ -119,6 +161,9 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
   };
   dots(k, prefix, scores.data());
   if (tail > 0) dots(tail_k, tail, scores.data() + prefix);
+  if (slope != 0.0f) {  // ALiBi: key position p is score p
+    for (std::int64_t p = 0; p < prefix + tail; ++p) scores[static_cast<std::size_t>(p)] += slope * static_cast<float>(p);
+  }
   softmax(scores.data(), prefix + tail);
   std::fill(o, o + hd, 0.0f);
   weighted(scores.data(), v, prefix);
@@ -129,7 +174,7 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
 
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out) {
+                      float* out, const float* alibi) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
   const std::int64_t group = dims.heads / dims.kv_heads;
@@ -141,7 +186,7 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
     attend(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
-           scale, wide, out + task * hd);
+           scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -151,7 +196,8 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
 }
 
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
-                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out) {
+                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                    const float* alibi) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(first >= 0 && n >= 0 && start + first + n <= capacity, "tree attention past the cache capacity");
   for (std::int64_t i = 0; i < first + n; ++i) {
@@ -188,7 +234,8 @@ void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int
       std::copy(k + s[r] * hd, k + (s[r] + 1) * hd, tail_k.begin() + r * hd);
       std::copy(v + s[r] * hd, v + (s[r] + 1) * hd, tail_v.begin() + r * hd);
     }
-    attend(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide, out + task * hd);
+    attend(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
+           alibi ? alibi[task % dims.heads] : 0.0f, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);
@@ -222,6 +269,17 @@ void silu_mul(float* gate, const float* up, std::int64_t count) {
 void add_in_place(float* y, const float* x, std::int64_t count) {
 #pragma omp simd
   for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void gelu_tanh(float* x, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float v = x[i];
+    x[i] = v * 0.5f * (1.0f + std::tanh(0.79788456f * v * (1.0f + 0.044715f * v * v)));
+  }
+}
+
+void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) {
+  for (std::int64_t t = 0; t < n; ++t) add_in_place(rows + t * dim, bias, dim);
 }
 
 void softmax(float* x, std::int64_t count) {

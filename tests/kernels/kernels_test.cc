@@ -127,6 +127,27 @@ TEST(RmsNorm, MatchesReference) {
   }
 }
 
+TEST(LayerNorm, MatchesReference) {
+  for (int dim : {1, 64, 172, 2048}) {
+    const int n = 3;
+    auto x = random_floats(static_cast<std::size_t>(n) * dim, 15, 3.0f);
+    for (auto& v : x) v += 5.0f;  // a mean far from zero
+    const auto w = random_floats(dim, 16), b = random_floats(dim, 17);
+    std::vector<float> y(x.size());
+    layernorm(x.data(), n, dim, w.data(), b.data(), 1e-5f, y.data());
+    std::vector<double> ref(x.size());
+    for (int t = 0; t < n; ++t) {
+      double mean = 0, var = 0;
+      for (int i = 0; i < dim; ++i) mean += x[t * dim + i];
+      mean /= dim;
+      for (int i = 0; i < dim; ++i) var += (x[t * dim + i] - mean) * (x[t * dim + i] - mean);
+      const double inv = 1.0 / std::sqrt(var / dim + 1e-5);
+      for (int i = 0; i < dim; ++i) ref[t * dim + i] = (x[t * dim + i] - mean) * inv * w[i] + b[i];
+    }
+    EXPECT_LT(normalized_error(y, ref), 1e-6) << dim;
+  }
+}
+
 // ---- rope ----
 
 std::vector<double> reference_inv_freq(int head_dim, double theta) {
@@ -222,6 +243,52 @@ TEST(Attention, CausalGqaMatchesReference) {
   EXPECT_LT(normalized_error(out, ref), 1e-5);
 }
 
+TEST(Attention, AlibiSlopesFollowPressEtAl) {
+  const std::vector<float> eight = alibi_slopes(8);
+  ASSERT_EQ(eight.size(), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(eight[i], static_cast<float>(std::pow(2.0, -(i + 1))));
+  // 12 heads: the 8 of the largest power of two below, then every other slope of 16 heads.
+  const std::vector<float> twelve = alibi_slopes(12);
+  ASSERT_EQ(twelve.size(), 12u);
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(twelve[8 + i], static_cast<float>(std::pow(2.0, -0.5 * (2 * i + 1))));
+}
+
+TEST(Attention, CausalAlibiMatchesReferenceAndTreesFollowIt) {
+  const int heads = 4, hd = 8, capacity = 24, start = 7, n = 5;
+  const auto q = random_floats(static_cast<std::size_t>(n) * heads * hd, 18);
+  const auto k = random_floats(static_cast<std::size_t>(heads) * capacity * hd, 19);
+  const auto v = random_floats(static_cast<std::size_t>(heads) * capacity * hd, 20);
+  const std::vector<float> slopes = alibi_slopes(heads);
+  std::vector<float> out(static_cast<std::size_t>(n) * heads * hd);
+  attention_causal(q.data(), n, start, k.data(), v.data(), capacity, {heads, heads, hd}, out.data(), slopes.data());
+  std::vector<double> ref(out.size());
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h) {
+      const int visible = start + t + 1;
+      std::vector<double> s(visible);
+      double mx = -1e300;
+      for (int p = 0; p < visible; ++p) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += static_cast<double>(q[(t * heads + h) * hd + i]) * k[(h * capacity + p) * hd + i];
+        s[p] = d / std::sqrt(static_cast<double>(hd)) + slopes[h] * static_cast<double>(p - (start + t));
+        mx = std::max(mx, s[p]);
+      }
+      double z = 0;
+      for (auto& e : s) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double acc = 0;
+        for (int p = 0; p < visible; ++p) acc += s[p] / z * v[(h * capacity + p) * hd + i];
+        ref[(t * heads + h) * hd + i] = acc;
+      }
+    }
+  EXPECT_LT(normalized_error(out, ref), 1e-5);
+  // A chain of tree nodes is that sequence, bit for bit.
+  const std::vector<std::int32_t> chain = {-1, 0, 1, 2, 3};
+  std::vector<float> tree(out.size());
+  attention_tree(q.data(), 0, n, start, chain.data(), k.data(), v.data(), capacity, {heads, heads, hd}, tree.data(), slopes.data());
+  EXPECT_EQ(tree, out);
+}
+
 // ---- activations and softmax ----
 
 TEST(Activation, SiluMulMatchesReference) {
@@ -235,6 +302,18 @@ TEST(Activation, SiluMulMatchesReference) {
 
 // Over the whole range of the exponential: large negative gates (e^-g overflows), large positive
 // ones (e^-g underflows), and everything between.
+TEST(Activation, GeluTanhMatchesReference) {
+  std::vector<float> x;
+  for (int i = -400; i <= 400; ++i) x.push_back(static_cast<float>(i) / 40.0f);
+  std::vector<float> y = x;
+  gelu_tanh(y.data(), static_cast<std::int64_t>(y.size()));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double ref = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (v + 0.044715 * v * v * v)));
+    EXPECT_NEAR(y[i], ref, 2e-6 * (1.0 + std::abs(ref))) << v;
+  }
+}
+
 TEST(Activation, SiluMulHoldsAtTheEndsOfTheRange) {
   std::vector<float> g = {-200.0f, -88.0f, -20.0f, -1e-3f, 0.0f, 1e-3f, 20.0f, 88.0f, 200.0f};
   const std::vector<float> u(g.size(), 1.5f);

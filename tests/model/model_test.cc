@@ -77,13 +77,36 @@ TEST(ModelConfig, ReadsHeadDimAndLlama3Scaling) {
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
 }
 
+TEST(ModelConfig, ReadsBloom) {
+  const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
+  EXPECT_EQ(c.family, ModelFamily::kBloom);
+  EXPECT_EQ(c.hidden_size, 128);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_heads, 8);
+  EXPECT_EQ(c.num_kv_heads, 8);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.intermediate_size, 512);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.bos_token_id, 1);
+  // Published BLOOM configs name the width n_embed.
+  const json bloom = {{"architectures", {"BloomForCausalLM"}}, {"n_embed", 96}, {"n_layer", 2}, {"n_head", 12}, {"vocab_size", 100}};
+  EXPECT_EQ(parse_model_config(bloom.dump(), "c").hidden_size, 96);
+  json bad = bloom;
+  bad["n_head"] = 7;
+  expect_error([&] { parse_model_config(bad.dump(), "c"); }, "not a multiple of n_head");
+  bad = bloom;
+  bad["apply_residual_connection_post_layernorm"] = true;
+  expect_error([&] { parse_model_config(bad.dump(), "c"); }, "apply_residual_connection_post_layernorm");
+}
+
 TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   auto with = [](const std::string& key, const json& value) {
     json j = json::parse(kGoodConfig);
     if (value.is_null()) j.erase(key); else j[key] = value;
     return j.dump();
   };
-  expect_error([&] { parse_model_config(with("architectures", {"BloomForCausalLM"}), "c"); }, "unsupported architecture 'BloomForCausalLM'");
+  expect_error([&] { parse_model_config(with("architectures", {"FalconForCausalLM"}), "c"); }, "unsupported architecture 'FalconForCausalLM'");
   expect_error([&] { parse_model_config(with("hidden_size", nullptr), "c"); }, "missing 'hidden_size'");
   expect_error([&] { parse_model_config(with("hidden_size", -4), "c"); }, "'hidden_size' must be positive");
   expect_error([&] { parse_model_config(with("num_key_value_heads", 3), "c"); }, "not a multiple of num_key_value_heads");
@@ -304,7 +327,7 @@ TEST(SyntheticModel, ShapeThatDisagreesWithConfigIsNamed) {
   expect_error([&] {
     const Checkpoint c = Checkpoint::open(dir.path());
     BlockStack::load(c, read_model_config(dir.path()), 0, 1, DType::kF32);
-  }, "mlp.gate_proj.weight' has shape [100, 64] but config.json implies [128, 64]");
+  }, "mlp.gate_proj.weight' has shape [100, 64] but the model's configuration implies [128, 64]");
 }
 
 TEST(SyntheticModel, UntiedHeadIsItsOwnMatrix) {

@@ -9,5 +9,8 @@ import sys
 
 r = json.load(open(sys.argv[1]))
 c = json.load(open(f"{sys.argv[2]}/{r['model']}/config.json"))
+blocks = {"LlamaForCausalLM": lambda: c["num_hidden_layers"],
+          "BloomForCausalLM": lambda: c.get("n_layer", c.get("num_hidden_layers"))}
+arch = (c.get("architectures") or [""])[0]
 print(r["model"], json.dumps(r["prompt"]).replace(" ", "\u0001"), r["max_new_tokens"],
-      c["num_hidden_layers"] if c.get("architectures") == ["LlamaForCausalLM"] else 0)
+      blocks[arch]() if arch in blocks else 0)
