@@ -1,0 +1,227 @@
+// BLOOM shapes that are not in ../shared: 12 heads (ALiBi's extra slopes), names without the
+// "transformer." prefix as published checkpoints store them, bf16 weights in two shards, the
+// width given as n_embed. The logits of a prompt and of each decoded token must be those of a
+// float64 implementation written here from Hugging Face's modeling_bloom (fused QKV per head,
+// ALiBi from the slopes' definition, LayerNorms, tanh GELU), and speculative trees the same as
+// decoding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "kernels/dtype.h"
+#include "model/block_stack.h"
+#include "model/generation.h"
+#include "model/model_ends.h"
+#include "model/safetensors.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+constexpr int kHidden = 96, kHeads = 12, kLayers = 2, kVocab = 64, kFfn = 4 * kHidden;
+constexpr int kHd = kHidden / kHeads;
+
+// Weights as bf16 would hold them, kept as double for the reference.
+struct Tensor {
+  std::vector<std::int64_t> shape;
+  std::vector<double> values;
+};
+
+class SyntheticBloom {
+ public:
+  SyntheticBloom() : rng_(42) {
+    add("word_embeddings.weight", {kVocab, kHidden}, 1.0);
+    add("word_embeddings_layernorm.weight", {kHidden}, 0.2, 1.0);
+    add("word_embeddings_layernorm.bias", {kHidden}, 0.1);
+    for (int l = 0; l < kLayers; ++l) {
+      const std::string p = "h." + std::to_string(l) + ".";
+      add(p + "input_layernorm.weight", {kHidden}, 0.2, 1.0);
+      add(p + "input_layernorm.bias", {kHidden}, 0.1);
+      add(p + "self_attention.query_key_value.weight", {3 * kHidden, kHidden}, 0.15);
+      add(p + "self_attention.query_key_value.bias", {3 * kHidden}, 0.1);
+      add(p + "self_attention.dense.weight", {kHidden, kHidden}, 0.1);
+      add(p + "self_attention.dense.bias", {kHidden}, 0.05);
+      add(p + "post_attention_layernorm.weight", {kHidden}, 0.2, 1.0);
+      add(p + "post_attention_layernorm.bias", {kHidden}, 0.1);
+      add(p + "mlp.dense_h_to_4h.weight", {kFfn, kHidden}, 0.1);
+      add(p + "mlp.dense_h_to_4h.bias", {kFfn}, 0.05);
+      add(p + "mlp.dense_4h_to_h.weight", {kHidden, kFfn}, 0.05);
+      add(p + "mlp.dense_4h_to_h.bias", {kHidden}, 0.05);
+    }
+    add("ln_f.weight", {kHidden}, 0.2, 1.0);
+    add("ln_f.bias", {kHidden}, 0.1);
+  }
+
+  // Writes the checkpoint: config.json, two bf16 shards and their index.
+  void write(const std::filesystem::path& dir) const {
+    const nlohmann::json config = {{"architectures", {"BloomForCausalLM"}}, {"n_embed", kHidden}, {"n_layer", kLayers},
+                                   {"n_head", kHeads}, {"vocab_size", kVocab}, {"layer_norm_epsilon", 1e-5},
+                                   {"bos_token_id", 1}, {"eos_token_id", 2}, {"seq_length", 64}};
+    test::write_file(dir / "config.json", config.dump());
+    std::vector<TensorToWrite> shards[2];
+    nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+    int k = 0;
+    for (const auto& [name, t] : tensors_) {
+      TensorToWrite w{name, "BF16", t.shape, std::vector<std::byte>(t.values.size() * 2)};
+      for (std::size_t i = 0; i < t.values.size(); ++i) {
+        const std::uint16_t b = f32_to_bf16(static_cast<float>(t.values[i]));
+        std::memcpy(w.bytes.data() + 2 * i, &b, 2);
+      }
+      const int shard = k++ % 2;
+      index["weight_map"][name] = "model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
+      shards[shard].push_back(std::move(w));
+    }
+    for (int s = 0; s < 2; ++s) write_safetensors(dir / ("model-0000" + std::to_string(s + 1) + "-of-00002.safetensors"), shards[s]);
+    test::write_file(dir / "model.safetensors.index.json", index.dump());
+  }
+
+  const Tensor& operator[](const std::string& name) const { return tensors_.at(name); }
+
+ private:
+  void add(const std::string& name, std::vector<std::int64_t> shape, double scale, double offset = 0.0) {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Tensor t{std::move(shape), {}};
+    for (std::int64_t i = 0; i < n; ++i) t.values.push_back(bf16_to_f32(f32_to_bf16(static_cast<float>(offset + scale * normal(rng_)))));
+    tensors_[name] = std::move(t);
+  }
+  std::mt19937 rng_;
+  std::map<std::string, Tensor> tensors_;
+};
+
+// ---- the float64 reference ----
+
+std::vector<double> layer_norm(const std::vector<double>& x, const Tensor& w, const Tensor& b) {
+  std::vector<double> y(x.size());
+  for (std::size_t t = 0; t < x.size() / kHidden; ++t) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < kHidden; ++i) mean += x[t * kHidden + i] / kHidden;
+    for (int i = 0; i < kHidden; ++i) var += (x[t * kHidden + i] - mean) * (x[t * kHidden + i] - mean) / kHidden;
+    for (int i = 0; i < kHidden; ++i) y[t * kHidden + i] = (x[t * kHidden + i] - mean) / std::sqrt(var + 1e-5) * w.values[i] + b.values[i];
+  }
+  return y;
+}
+
+std::vector<double> linear(const std::vector<double>& x, const Tensor& w, const Tensor& b) {
+  const std::int64_t out = w.shape[0], in = w.shape[1], n = static_cast<std::int64_t>(x.size()) / in;
+  std::vector<double> y(static_cast<std::size_t>(n * out));
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double acc = b.values[o];
+      for (std::int64_t i = 0; i < in; ++i) acc += x[t * in + i] * w.values[o * in + i];
+      y[t * out + o] = acc;
+    }
+  return y;
+}
+
+// Logits of every position of `ids`, all at once (causal), as modeling_bloom computes them.
+std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<std::int32_t>& ids) {
+  const int n = static_cast<int>(ids.size());
+  std::vector<double> x(static_cast<std::size_t>(n * kHidden));
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < kHidden; ++i) x[t * kHidden + i] = m["word_embeddings.weight"].values[ids[t] * kHidden + i];
+  x = layer_norm(x, m["word_embeddings_layernorm.weight"], m["word_embeddings_layernorm.bias"]);
+  // ALiBi slopes by their definition: 8 heads' 2^(-8i/8), then 16 heads' odd ones.
+  std::vector<double> slopes;
+  for (int i = 1; i <= 8; ++i) slopes.push_back(std::pow(2.0, -8.0 * i / 8));
+  for (int i = 1; slopes.size() < kHeads; i += 2) slopes.push_back(std::pow(2.0, -8.0 * i / 16));
+  for (int l = 0; l < kLayers; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    const auto qkv = linear(layer_norm(x, m[p + "input_layernorm.weight"], m[p + "input_layernorm.bias"]),
+                            m[p + "self_attention.query_key_value.weight"], m[p + "self_attention.query_key_value.bias"]);
+    std::vector<double> context(x.size());
+    for (int h = 0; h < kHeads; ++h) {
+      auto at = [&](int t, int which, int i) { return qkv[t * 3 * kHidden + h * 3 * kHd + which * kHd + i]; };
+      for (int t = 0; t < n; ++t) {
+        std::vector<double> s(static_cast<std::size_t>(t + 1));
+        double mx = -1e300, z = 0;
+        for (int u = 0; u <= t; ++u) {
+          double d = 0;
+          for (int i = 0; i < kHd; ++i) d += at(t, 0, i) * at(u, 1, i);
+          s[u] = d / std::sqrt(static_cast<double>(kHd)) + slopes[h] * u;
+          mx = std::max(mx, s[u]);
+        }
+        for (auto& e : s) z += (e = std::exp(e - mx));
+        for (int i = 0; i < kHd; ++i) {
+          double acc = 0;
+          for (int u = 0; u <= t; ++u) acc += s[u] / z * at(u, 2, i);
+          context[t * kHidden + h * kHd + i] = acc;
+        }
+      }
+    }
+    const auto attn = linear(context, m[p + "self_attention.dense.weight"], m[p + "self_attention.dense.bias"]);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += attn[i];
+    auto up = linear(layer_norm(x, m[p + "post_attention_layernorm.weight"], m[p + "post_attention_layernorm.bias"]),
+                     m[p + "mlp.dense_h_to_4h.weight"], m[p + "mlp.dense_h_to_4h.bias"]);
+    for (auto& v : up) v = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    const auto down = linear(up, m[p + "mlp.dense_4h_to_h.weight"], m[p + "mlp.dense_4h_to_h.bias"]);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+  }
+  x = layer_norm(x, m["ln_f.weight"], m["ln_f.bias"]);
+  std::vector<double> logits(static_cast<std::size_t>(n * kVocab));
+  for (int t = 0; t < n; ++t)
+    for (int v = 0; v < kVocab; ++v) {
+      double acc = 0;
+      for (int i = 0; i < kHidden; ++i) acc += x[t * kHidden + i] * m["word_embeddings.weight"].values[v * kHidden + i];
+      logits[t * kVocab + v] = acc;
+    }
+  return logits;
+}
+
+TEST(Bloom, AnotherShapeMatchesAFloat64Reference) {
+  const SyntheticBloom model;
+  test::TempDir dir;
+  model.write(dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  EXPECT_EQ(config.family, ModelFamily::kBloom);
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, kLayers, DType::kF32);
+  const std::vector<std::int32_t> ids = {1, 17, 5, 33, 60, 9, 41, 12, 3, 28};
+  const auto ref = reference_logits(model, ids);
+  // A prompt of 6, then 4 tokens decoded one by one.
+  KvCache cache = blocks.new_cache(16);
+  std::vector<float> hidden(static_cast<std::size_t>(ids.size() * kHidden)), logits(static_cast<std::size_t>(ids.size() * kVocab));
+  ends.embed(ids.data(), 6, hidden.data());
+  blocks.forward(hidden.data(), 6, cache);
+  for (std::size_t t = 6; t < ids.size(); ++t) {
+    ends.embed(&ids[t], 1, hidden.data() + t * kHidden);
+    blocks.forward(hidden.data() + t * kHidden, 1, cache);
+  }
+  ends.logits(hidden.data(), static_cast<std::int64_t>(ids.size()), logits.data());
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    worst = std::max(worst, std::abs(logits[i] - ref[i]));
+    scale = std::max(scale, std::abs(ref[i]));
+  }
+  EXPECT_LT(worst, 1e-4 * std::max(1.0, scale)) << "largest logit " << scale;
+}
+
+TEST(Bloom, SpeculationGivesDecodingsTokens) {
+  const SyntheticBloom model;
+  test::TempDir dir;
+  model.write(dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, kLayers, DType::kF32);
+  GenerationRequest request;
+  request.prompt_ids = {1, 17, 5, 33};
+  request.max_new_tokens = 30;
+  for (const std::uint64_t seed : {0u, 1u, 2u}) {
+    request.seed = seed;
+    request.sampling = seed == 0 ? SamplingParams{} : SamplingParams{0.9f, 0, 1.0f};
+    LocalPipeline plain(blocks, session_capacity(config, request));
+    const auto want = generate(ends, plain, request, [](std::int32_t) {}).generated_ids;
+    LocalPipeline tree(blocks, session_capacity(config, request));
+    ModelDraft draft(blocks, 1, ends, session_capacity(config, request));
+    const Speculation speculation{&draft, 8, {}};
+    EXPECT_EQ(generate(ends, tree, request, [](std::int32_t) {}, &speculation).generated_ids, want) << "seed " << seed;
+  }
+}
+
+}  // namespace
+}  // namespace sepal
