@@ -22,22 +22,25 @@ std::vector<float> alibi_slopes(std::int64_t heads);
 /// Causal attention. q is [n, heads, head_dim]; keys and values are [kv_heads, capacity, head_dim]
 /// and already hold positions [0, start + n). Query row t (position start + t) attends to
 /// positions [0, start + t]. With `alibi` (a slope per head), the score of key position p gets
-/// slope * p added (ALiBi; the same as slope * (p - query position) after the softmax). out is
+/// slope * p added (ALiBi; the same as slope * (p - query position) after the softmax). With a
+/// `window` > 0 (Mistral's sliding window), a query at position q attends only to positions
+/// (q - window, q]. out is
 /// [n, heads * head_dim]. Uses the thread pool (kernels/parallel.h) over (row, head).
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out, const float* alibi = nullptr);
+                      float* out, const float* alibi = nullptr, std::int64_t window = 0);
 
 /// Attention of the nodes of a token tree (speculative decoding). The cache holds positions
 /// [0, start) of the sequence, and tree node i at slot start + i. parents[i] is the node's parent
 /// (an earlier node) or -1 for a node that follows the sequence directly; a node at depth d (its
 /// ancestors) sits at position start + d. q is [n, heads, head_dim] for nodes [first, first + n);
-/// parents covers nodes [0, first + n). Node i attends to positions [0, start), its ancestors and
+/// parents covers nodes [0, first + n) (`alibi` and `window` as for attention_causal). Node i
+/// attends to positions [0, start), its ancestors and
 /// itself, and its row equals, bit for bit, attention_causal's row for the same keys stored as a
 /// sequence. out is [n, heads * head_dim]. Throws sepal::Error for a parent that is not an
 /// earlier node or slots past the capacity.
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi = nullptr);
+                    const float* alibi = nullptr, std::int64_t window = 0);
 
 }  // namespace sepal

@@ -110,6 +110,11 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
   products(s.normed.data(), qkv, qkv_out);
+  if (c.attention_bias) {
+    add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
+    add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
+    add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
+  }
   rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
   rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
   const std::int64_t slot = tree ? start + tree->first : start;
@@ -117,9 +122,10 @@ void block_forward(const ModelConfig& c, const BlockWeights& w, const double* in
   store_kv(s.v.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
   const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
   if (tree) {
-    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data());
+    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data(), nullptr,
+                   c.sliding_window);
   } else {
-    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data());
+    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data(), nullptr, c.sliding_window);
   }
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);

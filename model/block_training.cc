@@ -156,7 +156,9 @@ void block_backward(const ModelConfig& c, const BlockWeights& w, const double* i
 
 void BlockStack::check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                                      const DeepPrompts* prompts) const {
-  if (config_.family != ModelFamily::kLlama) fail("training passes through ", config_.architecture, " blocks are not supported yet");
+  if (config_.family != ModelFamily::kLlama || config_.attention_bias || config_.sliding_window > 0) {
+    fail("training passes through ", config_.architecture, " blocks are not supported yet");
+  }
   if (blocks <= 0 || first < first_ || first + blocks > last_) {
     fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }

@@ -12,7 +12,8 @@ namespace {
 
 using nlohmann::json;
 
-const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "BloomForCausalLM"};
+const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                                          "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -130,12 +131,19 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   const std::string act = config.value("hidden_act", std::string("silu"));
   if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
-  if (config.value("attention_bias", false)) fail(where, ": attention_bias=true is not supported");
+  // Qwen2's q, k and v projections always have biases (its config does not say so).
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || config.value("attention_bias", false);
+  if (config.value("use_sliding_window", false)) {
+    fail(where, ": use_sliding_window=true (Qwen2's windows on some layers) is not supported");
+  }
+  if (c.architecture == "MistralForCausalLM" && config.contains("sliding_window") && !config["sliding_window"].is_null()) {
+    c.sliding_window = positive_int(config, "sliding_window", where);
+  }
   if (config.value("mlp_bias", false)) fail(where, ": mlp_bias=true is not supported");
 
   c.hidden_size = positive_int(config, "hidden_size", where);

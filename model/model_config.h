@@ -34,6 +34,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
+  bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
+  std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral); 0: all
   std::int32_t bos_token_id = -1;             ///< -1 when the model has none
   std::vector<std::int32_t> eos_token_ids;    ///< generation stops at any of these
 

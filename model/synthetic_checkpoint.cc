@@ -40,6 +40,11 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     t.push_back({p + "self_attn.k_proj.weight", {kv, s.hidden_size}});
     t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
+    if (s.architecture == "Qwen2ForCausalLM") {
+      for (const auto& [name, size] : {std::pair{"q_proj", q}, std::pair{"k_proj", kv}, std::pair{"v_proj", kv}}) {
+        t.push_back({p + "self_attn." + name + ".bias", {size}});
+      }
+    }
     t.push_back({p + "post_attention_layernorm.weight", {s.hidden_size}, true});
     t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
     t.push_back({p + "mlp.up_proj.weight", {s.intermediate_size, s.hidden_size}});
@@ -57,8 +62,8 @@ std::int64_t elements(const TensorSpec& t) {
 }
 
 json config_json(const SyntheticSpec& s) {
-  json config = json{{"architectures", {"LlamaForCausalLM"}},
-              {"model_type", "llama"},
+  json config = json{{"architectures", {s.architecture}},
+              {"model_type", s.architecture == "Qwen2ForCausalLM" ? "qwen2" : s.architecture == "MistralForCausalLM" ? "mistral" : "llama"},
               {"hidden_act", "silu"},
               {"hidden_size", s.hidden_size},
               {"intermediate_size", s.intermediate_size},
@@ -74,6 +79,7 @@ json config_json(const SyntheticSpec& s) {
               {"eos_token_id", 2},
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
   if (s.head_dim > 0) config["head_dim"] = s.head_dim;
+  if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
   return config;
 }
 
@@ -149,6 +155,12 @@ void validate(const SyntheticSpec& s) {
   positive(s.num_kv_heads, "kv-heads");
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
+  if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "MistralForCausalLM") {
+    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM or MistralForCausalLM, not ", s.architecture);
+  }
+  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM")) {
+    fail("a sliding window is for MistralForCausalLM, and positive");
+  }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
   if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0) {
     fail("--hidden ", s.hidden_size, " must be a multiple of --heads ", s.num_heads, " (or give --head-dim)");

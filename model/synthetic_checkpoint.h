@@ -25,6 +25,10 @@ struct SyntheticSpec {
   std::int64_t vocab_size = 512;
   std::int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
+  /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written) or
+  /// "MistralForCausalLM" (with `sliding_window`).
+  std::string architecture = "LlamaForCausalLM";
+  std::int64_t sliding_window = 0;  ///< Mistral: written to config.json when > 0
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights

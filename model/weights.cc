@@ -342,6 +342,16 @@ BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig&
   b.gate_proj = matrix("mlp.gate_proj.weight", ffn, h);
   b.up_proj = matrix("mlp.up_proj.weight", ffn, h);
   b.down_proj = matrix("mlp.down_proj.weight", h, ffn);
+  if (config.attention_bias) {
+    auto bias = [&](const std::string& name, std::int64_t size) {
+      const TensorRef& t = checkpoint.get(p + name);
+      expect_shape(t, {size});
+      return hold_vector(t, loading);
+    };
+    b.q_bias = bias("self_attn.q_proj.bias", config.q_size());
+    b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
+    b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
+  }
   return b;
 }
 

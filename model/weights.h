@@ -49,7 +49,7 @@ struct BlockWeights {
   HeldMatrix q_proj, k_proj, v_proj, o_proj;
   HeldMatrix gate_proj, up_proj, down_proj;
   HeldVector input_norm_bias, post_attention_norm_bias;          ///< BLOOM
-  HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM
+  HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM; q, k, v also Qwen2
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;

@@ -149,9 +149,23 @@ namespace {
 // tail, prefix is a multiple of 16, so the scores are grouped (and rounded) exactly as one call
 // over all prefix + tail rows would group them: a row's result does not depend on where its
 // keys were stored.
+// One query row against keys [0, prefix) in place and `tail` more gathered after them (key
+// index = position). Keys before `lowest` are outside the sliding window and skipped.
 void attend(const float* qv, const float* k, const float* v, std::int64_t prefix, const float* tail_k,
-            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope, float* o) {
+            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope,
+            std::int64_t lowest, float* o) {
   thread_local std::vector<float> scores;
+  const std::int64_t skip_prefix = std::min(lowest, prefix);
+  const std::int64_t skip_tail = std::min(tail, std::max<std::int64_t>(lowest - prefix, 0));
+  k += skip_prefix * hd;
+  v += skip_prefix * hd;
+  prefix -= skip_prefix;
+  if (tail > 0) {
+    tail_k += skip_tail * hd;
+    tail_v += skip_tail * hd;
+    tail -= skip_tail;
+  }
+  const std::int64_t first_position = skip_prefix + skip_tail;
   scores.resize(static_cast<std::size_t>(prefix + tail));
   auto dots = [&](const float* rows, std::int64_t count, float* out) {
     if (!(wide && cpu::dot_rows_avx512(qv, rows, count, hd, scale, out))) cpu::dot_rows(qv, rows, count, hd, scale, out);
@@ -161,8 +175,10 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
   };
   dots(k, prefix, scores.data());
   if (tail > 0) dots(tail_k, tail, scores.data() + prefix);
-  if (slope != 0.0f) {  // ALiBi: key position p is score p
-    for (std::int64_t p = 0; p < prefix + tail; ++p) scores[static_cast<std::size_t>(p)] += slope * static_cast<float>(p);
+  if (slope != 0.0f) {  // ALiBi: the key at position p scores slope * p more
+    for (std::int64_t p = 0; p < prefix + tail; ++p) {
+      scores[static_cast<std::size_t>(p)] += slope * static_cast<float>(first_position + p);
+    }
   }
   softmax(scores.data(), prefix + tail);
   std::fill(o, o + hd, 0.0f);
@@ -174,7 +190,7 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
 
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out, const float* alibi) {
+                      float* out, const float* alibi, std::int64_t window) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
   const std::int64_t group = dims.heads / dims.kv_heads;
@@ -185,8 +201,9 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
   auto head = [&](std::int64_t task) {
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
+    const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
     attend(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
-           scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, out + task * hd);
+           scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -197,7 +214,7 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
 
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi) {
+                    const float* alibi, std::int64_t window) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(first >= 0 && n >= 0 && start + first + n <= capacity, "tree attention past the cache capacity");
   for (std::int64_t i = 0; i < first + n; ++i) {
@@ -234,8 +251,10 @@ void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int
       std::copy(k + s[r] * hd, k + (s[r] + 1) * hd, tail_k.begin() + r * hd);
       std::copy(v + s[r] * hd, v + (s[r] + 1) * hd, tail_v.begin() + r * hd);
     }
+    const std::int64_t position = prefix + tail - 1;  // the node's own position
+    const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
     attend(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
-           alibi ? alibi[task % dims.heads] : 0.0f, out + task * hd);
+           alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);

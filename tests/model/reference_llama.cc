@@ -82,7 +82,16 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
     const auto n1 = rms(x, w.input_norm, c.rms_norm_eps);
     auto q = linear(n1, w.q_proj), k = linear(n1, w.k_proj);
-    const auto v = linear(n1, w.v_proj);
+    auto v = linear(n1, w.v_proj);
+    if (c.attention_bias) {  // read from the file here, not through the loader's bias fields
+      const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
+      for (auto [name, rows] : {std::pair{"q_proj.bias", &q}, std::pair{"k_proj.bias", &k}, std::pair{"v_proj.bias", &v}}) {
+        const TensorRef& t = ckpt.get(p + name);
+        const auto width = static_cast<std::size_t>(t.elements());
+        const auto* values = reinterpret_cast<const float*>(t.data);
+        for (std::size_t i = 0; i < rows->size(); ++i) (*rows)[i] += values[i % width];
+      }
+    }
     rotate(q, c.num_heads, hd, pos, inv_freq);
     rotate(k, c.num_kv_heads, hd, pos, inv_freq);
     std::vector<double> attn(q.size());
@@ -92,14 +101,17 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           const std::int64_t ti = starts[s] + i, g = head / group;
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
-          for (std::int64_t j = 0; j <= i; ++j) {
+          // A sliding window (Mistral) keeps positions (i - window, i].
+          const std::int64_t lowest = c.sliding_window > 0 ? std::max<std::int64_t>(0, i - c.sliding_window + 1) : 0;
+          for (std::int64_t j = 0; j < lowest; ++j) p[j] = -INFINITY;
+          for (std::int64_t j = lowest; j <= i; ++j) {
             double d = 0;
             for (std::int64_t e = 0; e < hd; ++e)
               d += q[(ti * c.num_heads + head) * hd + e] * k[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
             top = std::max(top, p[j] = d / std::sqrt(static_cast<double>(hd)));
           }
           for (double& e : p) z += (e = std::exp(e - top));
-          for (std::int64_t j = 0; j <= i; ++j)
+          for (std::int64_t j = lowest; j <= i; ++j)
             for (std::int64_t e = 0; e < hd; ++e)
               attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
         }

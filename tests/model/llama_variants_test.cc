@@ -1,0 +1,82 @@
+// Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v)
+// and Mistral (a sliding window shorter than the sequence). A prompt and decode steps past the
+// window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
+// token trees the ids of decoding, and training passes a one-line refusal.
+#include <gtest/gtest.h>
+
+#include "kernels/error.h"
+#include "model/block_stack.h"
+#include "model/generation.h"
+#include "model/model_ends.h"
+#include "model/synthetic_checkpoint.h"
+#include "tests/model/reference_llama.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
+  SyntheticSpec s;
+  s.hidden_size = 64;
+  s.intermediate_size = 128;
+  s.num_layers = 2;
+  s.num_heads = 4;
+  s.num_kv_heads = 2;
+  s.vocab_size = 300;
+  s.max_position_embeddings = 64;
+  s.weight_std = 0.15;
+  s.seed = 5;
+  s.architecture = architecture;
+  s.sliding_window = window;
+  return s;
+}
+
+class LlamaVariants : public ::testing::TestWithParam<std::pair<std::string, std::int64_t>> {};
+
+TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
+  const auto [architecture, window] = GetParam();
+  test::TempDir dir;
+  write_synthetic_checkpoint(variant(architecture, window), dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
+  EXPECT_EQ(config.sliding_window, window);
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  const std::vector<std::int32_t> ids = {1, 77, 140, 9, 211, 33, 54, 180, 96, 12, 250, 7, 41};
+  const auto n = static_cast<std::int64_t>(ids.size()), h = config.hidden_size;
+  std::vector<float> hidden(static_cast<std::size_t>(n * h));
+  ends.embed(ids.data(), n, hidden.data());
+  const std::vector<double> input(hidden.begin(), hidden.end());
+  KvCache cache = blocks.new_cache(n);
+  blocks.forward(hidden.data(), 8, cache);  // a prompt of 8, then decode steps
+  for (std::int64_t t = 8; t < n; ++t) blocks.forward(hidden.data() + t * h, 1, cache);
+  const auto ref = test::reference_forward(dir.path(), DType::kF32, input, {n}, 0, config.num_layers, {}, 0, 0);
+  double worst = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(hidden[i] - ref[i]) / (1.0 + std::abs(ref[i])));
+  EXPECT_LT(worst, 1e-5);
+
+  GenerationRequest request;
+  request.prompt_ids = {1, 77, 140};
+  request.max_new_tokens = 25;
+  request.sampling = SamplingParams{0.9f, 0, 1.0f};
+  request.seed = 3;
+  LocalPipeline plain(blocks, session_capacity(config, request));
+  const auto want = generate(ends, plain, request, [](std::int32_t) {}).generated_ids;
+  LocalPipeline tree(blocks, session_capacity(config, request));
+  ModelDraft draft(blocks, 1, ends, session_capacity(config, request));
+  const Speculation speculation{&draft, 8, {}};
+  EXPECT_EQ(generate(ends, tree, request, [](std::int32_t) {}, &speculation).generated_ids, want);
+
+  std::vector<float> rows(static_cast<std::size_t>(4 * h), 0.1f);
+  const std::vector<std::int64_t> lengths = {4};
+  EXPECT_THROW(blocks.forward_sequences(rows.data(), lengths, 0, 1, nullptr), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
+                         ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5}),
+                         [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
+
+}  // namespace
+}  // namespace sepal
