@@ -14,7 +14,7 @@ checked=0; failed=0
 for config in "$models"/*/config.json; do
   model=$(dirname "$config"); name=$(basename "$model")
   if ! /usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])).get("architectures") != ["LlamaForCausalLM"])' "$config"; then
-    echo "skipped: $name (an architecture sepal does not run yet)"; continue
+    echo "skipped: $name (not a trained Llama: the held-out text is sampled from the model itself)"; continue
   fi
   "$here/../../bench/make_heldout_text.sh" "$sepal" "$model" "$dir/$name.txt" 21000 || { failed=$((failed + 1)); continue; }
   run() {  # label, then the command's arguments
