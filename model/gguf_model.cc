@@ -98,9 +98,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   return parse_model_config(c.dump(), file.where());
 }
 
-std::map<std::string, TensorRef> gguf_checkpoint_tensors(const GgufFile& file) {
+Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
-  std::map<std::string, TensorRef> out;
+  auto shared = std::make_shared<const GgufFile>(file);
+  std::map<std::string, TensorRef> tensors;
+  std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
     const std::string hf = hf_name(name);
     if (hf.empty()) continue;
@@ -116,23 +118,27 @@ std::map<std::string, TensorRef> gguf_checkpoint_tensors(const GgufFile& file) {
       ref.storage = file.file();
       ref.mapped = true;
     } else {
-      auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(t.elements()));
-      dequantize_ggml(t.type, t.data, t.elements(), values->data());
+      std::int64_t heads = 0;
       if (query || key) {
-        const std::int64_t heads = query ? config.num_heads : config.num_kv_heads;
+        heads = query ? config.num_heads : config.num_kv_heads;
         if (ref.shape.size() != 2 || ref.shape[0] != heads * config.head_dim) {
-          fail(file.where(), ": tensor ", name, " has ", t.dims.size() == 2 ? t.dims[1] : 0, " rows, not ", heads * config.head_dim);
+          fail(file.where(), ": tensor ", name, " has ", ref.shape[0], " rows, not ", heads * config.head_dim);
         }
-        *values = unpermute_rows(*values, heads, ref.shape[0], ref.shape[1]);
       }
       ref.dtype = DType::kF32;
-      ref.data = reinterpret_cast<const std::byte*>(values->data());
-      ref.bytes = values->size() * sizeof(float);
-      ref.storage = values;
+      ref.bytes = static_cast<std::size_t>(t.elements()) * sizeof(float);
+      conversions[hf] = [shared, name = name, heads](TensorRef& out) {
+        const GgufTensor& t = shared->tensors().at(name);
+        auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(t.elements()));
+        dequantize_ggml(t.type, t.data, t.elements(), values->data());
+        if (heads > 0) *values = unpermute_rows(*values, heads, out.shape[0], out.shape[1]);
+        out.data = reinterpret_cast<const std::byte*>(values->data());
+        out.storage = values;
+      };
     }
-    out.emplace(hf, std::move(ref));
+    tensors.emplace(hf, std::move(ref));
   }
-  return out;
+  return Checkpoint::from_tensors(file.file()->path(), std::move(tensors), std::move(conversions));
 }
 
 }  // namespace sepal

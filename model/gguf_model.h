@@ -21,8 +21,11 @@ namespace sepal {
 /// for a missing or bad value, and for other architectures.
 ModelConfig gguf_model_config(const GgufFile& file);
 
-/// Its tensors by Hugging Face name. Throws sepal::Error for a tensor of an unexpected shape.
-std::map<std::string, TensorRef> gguf_checkpoint_tensors(const GgufFile& file);
+/// Its tensors by Hugging Face name: F32, F16 and BF16 ones in place in the file's mapping, the
+/// others (quantized, or the query and key rows to reorder) converted to f32 when first asked
+/// for, so that a host reading a few blocks converts only those. Throws sepal::Error for a
+/// tensor of an unexpected shape.
+Checkpoint gguf_checkpoint(const GgufFile& file);
 
 /// Its tokenizer: `llama` vocabularies (SentencePiece pieces with scores and types) through
 /// SentencePiece itself. Throws sepal::Error for other tokenizer models and malformed vocabularies.

@@ -40,7 +40,8 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
                                                        const std::function<void(double)>& progress) {
   std::vector<TensorToWrite> out;
   std::size_t done = 0;
-  for (const auto& [name, t] : checkpoint.tensors()) {
+  for (const auto& [name, listed] : checkpoint.tensors()) {
+    const TensorRef& t = checkpoint.get(name);  // its values (a GGUF file converts them when asked)
     if (t.shape.size() == 2 && t.dtype != DType::kI8) {
       const std::int64_t rows = t.shape[0], cols = t.shape[1];
       TensorToWrite q{name, "I8", t.shape, std::vector<std::byte>(static_cast<std::size_t>(rows * cols))};

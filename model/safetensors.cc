@@ -135,10 +135,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
 Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   Checkpoint checkpoint;
   checkpoint.dir_ = dir;
-  if (is_gguf_file(dir)) {
-    checkpoint.tensors_ = gguf_checkpoint_tensors(GgufFile::open(dir));
-    return checkpoint;
-  }
+  if (is_gguf_file(dir)) return gguf_checkpoint(GgufFile::open(dir));
   const auto single = dir / "model.safetensors";
   const auto index = dir / "model.safetensors.index.json";
   if (std::filesystem::exists(index)) {
@@ -187,9 +184,24 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   return checkpoint;
 }
 
+Checkpoint Checkpoint::from_tensors(std::filesystem::path source, std::map<std::string, TensorRef> tensors,
+                                    std::map<std::string, Conversion> conversions) {
+  Checkpoint checkpoint;
+  checkpoint.dir_ = std::move(source);
+  checkpoint.tensors_ = std::move(tensors);
+  checkpoint.conversions_ = std::move(conversions);
+  return checkpoint;
+}
+
 const TensorRef* Checkpoint::find(const std::string& name) const {
+  std::lock_guard lock(*mutex_);
   const auto it = tensors_.find(name);
-  return it == tensors_.end() ? nullptr : &it->second;
+  if (it == tensors_.end()) return nullptr;
+  if (auto c = conversions_.find(name); c != conversions_.end()) {
+    c->second(it->second);
+    conversions_.erase(c);
+  }
+  return &it->second;
 }
 
 const TensorRef& Checkpoint::get(const std::string& name) const {

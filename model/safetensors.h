@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,12 +63,23 @@ class Checkpoint {
   const TensorRef* find(const std::string& name) const;
   /// The tensor called `name`; throws naming the tensor and the folder when it is missing.
   const TensorRef& get(const std::string& name) const;
-  /// Every tensor, by name.
+  /// Every tensor's name, type and shape. A tensor that is converted when first asked for (a
+  /// quantized GGUF tensor) has no data here yet: read values through find() or get().
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+
+  /// Fills in a tensor's values when it is first asked for (GGUF: dequantization).
+  using Conversion = std::function<void(TensorRef&)>;
+  /// A checkpoint of `tensors`, those named in `conversions` converted on first use.
+  static Checkpoint from_tensors(std::filesystem::path source, std::map<std::string, TensorRef> tensors,
+                                 std::map<std::string, Conversion> conversions);
 
  private:
   std::filesystem::path dir_;
-  std::map<std::string, TensorRef> tensors_;
+  // Guarded by the mutex where conversions are pending (lookups convert); a shared_ptr keeps
+  // Checkpoint movable.
+  std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();
+  mutable std::map<std::string, TensorRef> tensors_;
+  mutable std::map<std::string, Conversion> conversions_;
 };
 
 }  // namespace sepal

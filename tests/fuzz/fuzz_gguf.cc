@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     try {
       (void)sepal::gguf_model_config(file);
-      (void)sepal::gguf_checkpoint_tensors(file);
+      const sepal::Checkpoint checkpoint = sepal::gguf_checkpoint(file);
+      for (const auto& [name, listed] : checkpoint.tensors()) (void)checkpoint.get(name).data;
     } catch (const sepal::Error&) {
     }
     try {
