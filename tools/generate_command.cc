@@ -152,7 +152,7 @@ int generate_command(int argc, char** argv) {
   po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
   options.add_options()
       ("help,h", "show this help")
-      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
       ("prompt", po::value(&defaults.text)->default_value(""), "prompt text (empty: start from BOS)")
       ("prompts-file", po::value(&prompts_file),
        "generate for every prompt of FILE at once (one line of text or one JSON object per prompt,\n"

@@ -132,7 +132,7 @@ int perplexity_command(int argc, char** argv) {
   po::options_description options("sepal perplexity: how well a model predicts a text, in this process or across a swarm");
   options.add_options()
       ("help,h", "show this help")
-      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
       ("text", po::value(&text_file), "UTF-8 text file; blank lines separate documents")
       ("data", po::value(&data_file),
        "instead of --text: examples as sepal tune reads them; JSON lines with \"prompt\" and \"completion\"\n"

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "kernels/error.h"
+#include "model/gguf.h"
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
@@ -33,6 +34,9 @@ int quantize_command(int argc, char** argv) {
   }
   po::notify(vm);
   namespace fs = std::filesystem;
+  if (is_gguf_file(model_dir)) {
+    throw UsageError{"--model " + model_dir + " is a GGUF file; sepal quantize writes folders (load the file with --dtype int8)"};
+  }
   (void)read_model_config(model_dir);  // a bad folder fails before anything is written
   if (fs::exists(fs::path(out_dir) / "model.safetensors") || fs::exists(fs::path(out_dir) / "config.json")) {
     throw UsageError{"--out " + out_dir + " already holds a model; give an empty folder"};

@@ -27,7 +27,7 @@ int serve_command(int argc, char** argv) {
   po::options_description options("sepal serve: serve blocks of a model in a swarm");
   options.add_options()
       ("help,h", "show this help")
-      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
       ("join", po::value(&join_file), "join the swarm whose port name is in this file (sepal generate --listen)")
       ("secret-file", po::value(&secret_file), "the swarm's secret (with --join; else $SEPAL_SWARM_SECRET or\n"
                                                "$SEPAL_SWARM_SECRET_FILE)")

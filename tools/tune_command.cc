@@ -70,7 +70,7 @@ int tune_command(int argc, char** argv) {
       "sepal tune: train a soft prompt (ptune) or deep prompts (deep-ptune) for a frozen model");
   options.add_options()
       ("help,h", "show this help")
-      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
+      ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
       ("data", po::value(&data_file)->required(),
        "training data: JSON lines with \"text\", or \"prompt\" and \"completion\"; or plain text, blank lines between documents")
       ("method", po::value(&method_name), "ptune or deep-ptune")
