@@ -1,5 +1,8 @@
 #include "model/weights.h"
 
+#include "model/arch/weight_loaders.h"
+#include "model/weight_holding.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -24,38 +27,6 @@ void for_each_chunk(std::int64_t n, F&& f) {
   parallel_for((n + kChunk - 1) / kChunk, [&](std::int64_t c) {
     for (std::int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i) f(i);
   });
-}
-
-float element_as_f32(const TensorRef& t, std::int64_t i) {
-  switch (t.dtype) {
-    case DType::kF32: {
-      float v;
-      std::memcpy(&v, t.data + i * 4, 4);
-      return v;
-    }
-    case DType::kF16: {
-      std::uint16_t h;
-      std::memcpy(&h, t.data + i * 2, 2);
-      return f16_to_f32(h);
-    }
-    case DType::kBF16: {
-      std::uint16_t h;
-      std::memcpy(&h, t.data + i * 2, 2);
-      return bf16_to_f32(h);
-    }
-    case DType::kI8: break;
-  }
-  fail("tensor '", t.name, "' is int8 where floating-point values are expected");
-}
-
-void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {
-  if (t.shape != std::vector<std::int64_t>(shape)) {
-    std::string expected = "[";
-    std::size_t i = 0;
-    for (auto d : shape) expected += (i++ ? ", " : "") + std::to_string(d);
-    expected += "]";
-    fail("tensor '", t.name, "' has shape ", t.shape_string(), " but the model's configuration implies ", expected);
-  }
 }
 
 // Weights used in place need their natural alignment; a misaligned tensor is copied instead.
@@ -160,6 +131,40 @@ std::string scales_name_for(const std::string& name) {
   return name + ".SCB";
 }
 
+}  // namespace
+
+float element_as_f32(const TensorRef& t, std::int64_t i) {
+  switch (t.dtype) {
+    case DType::kF32: {
+      float v;
+      std::memcpy(&v, t.data + i * 4, 4);
+      return v;
+    }
+    case DType::kF16: {
+      std::uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return f16_to_f32(h);
+    }
+    case DType::kBF16: {
+      std::uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return bf16_to_f32(h);
+    }
+    case DType::kI8: break;
+  }
+  fail("tensor '", t.name, "' is int8 where floating-point values are expected");
+}
+
+void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {
+  if (t.shape != std::vector<std::int64_t>(shape)) {
+    std::string expected = "[";
+    std::size_t i = 0;
+    for (auto d : shape) expected += (i++ ? ", " : "") + std::to_string(d);
+    expected += "]";
+    fail("tensor '", t.name, "' has shape ", t.shape_string(), " but the model's configuration implies ", expected);
+  }
+}
+
 HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading) {
   if (t.dtype == DType::kI8) {
     const std::string scales = scales_name_for(t.name);
@@ -212,21 +217,6 @@ HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
   return v;
 }
 
-std::string layer_prefix(std::int64_t layer) {
-  return "model.layers." + std::to_string(layer) + ".";
-}
-
-const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const ModelConfig& config) {
-  if (const auto* t = checkpoint.find("model.embed_tokens.weight")) return *t;
-  if (config.tie_word_embeddings) {
-    if (const auto* t = checkpoint.find("lm_head.weight")) return *t;
-    fail("checkpoint has neither model.embed_tokens.weight nor lm_head.weight");
-  }
-  return checkpoint.get("model.embed_tokens.weight");
-}
-
-}  // namespace
-
 std::int64_t BlockWeights::bytes() const {
   std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
   for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias}) {
@@ -238,177 +228,25 @@ std::int64_t BlockWeights::bytes() const {
   return total;
 }
 
-namespace {
-
-// A BLOOM tensor: published checkpoints name them without the "transformer." prefix, the
-// converted ones with it.
-const TensorRef& bloom_tensor(const Checkpoint& checkpoint, const std::string& name) {
-  if (const auto* t = checkpoint.find("transformer." + name)) return *t;
-  if (const auto* t = checkpoint.find(name)) return *t;
-  return checkpoint.get("transformer." + name);
-}
-
-// Rows [first, first + count) of every `stride` rows of a [rows, cols] tensor (or a vector), as f32.
-TensorRef gather_rows(const TensorRef& t, std::int64_t heads, std::int64_t stride, std::int64_t first, std::int64_t count) {
-  const std::int64_t cols = t.shape.size() > 1 ? t.shape[1] : 1;
-  auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(heads * count * cols));
-  for (std::int64_t h = 0; h < heads; ++h) {
-    for (std::int64_t r = 0; r < count; ++r) {
-      for (std::int64_t c = 0; c < cols; ++c) {
-        (*values)[static_cast<std::size_t>((h * count + r) * cols + c)] = element_as_f32(t, (h * stride + first + r) * cols + c);
-      }
-    }
-  }
-  TensorRef out;
-  out.name = t.name;
-  out.dtype = DType::kF32;
-  out.shape = t.shape.size() > 1 ? std::vector<std::int64_t>{heads * count, cols} : std::vector<std::int64_t>{heads * count};
-  out.data = reinterpret_cast<const std::byte*>(values->data());
-  out.bytes = values->size() * sizeof(float);
-  out.storage = values;
-  return out;
-}
-
-BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
-                                      const WeightLoading& loading) {
-  const std::string p = "h." + std::to_string(layer) + ".";
-  const std::int64_t h = config.hidden_size, ffn = config.intermediate_size, hd = config.head_dim;
-  const std::int64_t heads = config.num_heads;
-  auto tensor = [&](const std::string& name, std::initializer_list<std::int64_t> shape) -> const TensorRef& {
-    const TensorRef& t = bloom_tensor(checkpoint, p + name);
-    expect_shape(t, shape);
-    return t;
-  };
-  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
-    return hold_matrix(checkpoint, tensor(name, {rows, cols}), loading);
-  };
-  auto vector = [&](const std::string& name, std::int64_t size) { return hold_vector(tensor(name, {size}), loading); };
-  BlockWeights b;
-  b.layer = layer;
-  b.input_norm = vector("input_layernorm.weight", h);
-  b.input_norm_bias = vector("input_layernorm.bias", h);
-  b.post_attention_norm = vector("post_attention_layernorm.weight", h);
-  b.post_attention_norm_bias = vector("post_attention_layernorm.bias", h);
-  // query_key_value's rows are [heads, 3, head_dim]: each head's query, key and value rows.
-  const TensorRef& qkv = tensor("self_attention.query_key_value.weight", {3 * h, h});
-  const TensorRef& qkv_bias = tensor("self_attention.query_key_value.bias", {3 * h});
-  if (qkv.dtype == DType::kI8) fail("int8 BLOOM checkpoints are not supported (load f32 or bf16 with --dtype int8)");
-  WeightLoading split = loading;
-  split.in_place = false;
-  b.q_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, 0, hd), split);
-  b.k_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, hd, hd), split);
-  b.v_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, 2 * hd, hd), split);
-  b.q_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, 0, hd), split);
-  b.k_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, hd, hd), split);
-  b.v_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, 2 * hd, hd), split);
-  b.o_proj = matrix("self_attention.dense.weight", h, h);
-  b.o_bias = vector("self_attention.dense.bias", h);
-  b.up_proj = matrix("mlp.dense_h_to_4h.weight", ffn, h);
-  b.up_bias = vector("mlp.dense_h_to_4h.bias", ffn);
-  b.down_proj = matrix("mlp.dense_4h_to_h.weight", h, ffn);
-  b.down_bias = vector("mlp.dense_4h_to_h.bias", h);
-  return b;
-}
-
-}  // namespace
-
 BlockWeights load_block_weights(const Checkpoint& checkpoint, const ModelConfig& config,
                                 std::int64_t layer, const WeightLoading& loading) {
   if (layer < 0 || layer >= config.num_layers) {
     fail("block ", layer, " does not exist: the model has ", config.num_layers, " blocks");
   }
   if (config.family == ModelFamily::kBloom) return load_bloom_block_weights(checkpoint, config, layer, loading);
-  const std::string p = layer_prefix(layer);
-  const std::int64_t h = config.hidden_size;
-  const std::int64_t ffn = config.intermediate_size;
-  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
-    const TensorRef& t = checkpoint.get(p + name);
-    expect_shape(t, {rows, cols});
-    return hold_matrix(checkpoint, t, loading);
-  };
-  auto vector = [&](const std::string& name) {
-    const TensorRef& t = checkpoint.get(p + name);
-    expect_shape(t, {h});
-    return hold_vector(t, loading);
-  };
-  BlockWeights b;
-  b.layer = layer;
-  b.input_norm = vector("input_layernorm.weight");
-  b.post_attention_norm = vector("post_attention_layernorm.weight");
-  b.q_proj = matrix("self_attn.q_proj.weight", config.q_size(), h);
-  b.k_proj = matrix("self_attn.k_proj.weight", config.kv_size(), h);
-  b.v_proj = matrix("self_attn.v_proj.weight", config.kv_size(), h);
-  b.o_proj = matrix("self_attn.o_proj.weight", h, config.q_size());
-  b.gate_proj = matrix("mlp.gate_proj.weight", ffn, h);
-  b.up_proj = matrix("mlp.up_proj.weight", ffn, h);
-  b.down_proj = matrix("mlp.down_proj.weight", h, ffn);
-  if (config.attention_bias) {
-    auto bias = [&](const std::string& name, std::int64_t size) {
-      const TensorRef& t = checkpoint.get(p + name);
-      expect_shape(t, {size});
-      return hold_vector(t, loading);
-    };
-    b.q_bias = bias("self_attn.q_proj.bias", config.q_size());
-    b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
-    b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
-  }
-  return b;
+  return load_llama_block_weights(checkpoint, config, layer, loading);
 }
 
 EmbeddingWeights load_embedding_weights(const Checkpoint& checkpoint, const ModelConfig& config,
                                         const WeightLoading& loading) {
-  if (config.family == ModelFamily::kBloom) {
-    const TensorRef& t = bloom_tensor(checkpoint, "word_embeddings.weight");
-    expect_shape(t, {config.vocab_size, config.hidden_size});
-    EmbeddingWeights e{hold_matrix(checkpoint, t, loading), {}, {}};
-    for (auto [name, out] : {std::pair{"word_embeddings_layernorm.weight", &e.norm}, std::pair{"word_embeddings_layernorm.bias", &e.norm_bias}}) {
-      const TensorRef& v = bloom_tensor(checkpoint, name);
-      expect_shape(v, {config.hidden_size});
-      *out = hold_vector(v, loading);
-    }
-    return e;
-  }
-  const TensorRef& t = find_embedding_tensor(checkpoint, config);
-  expect_shape(t, {config.vocab_size, config.hidden_size});
-  return EmbeddingWeights{hold_matrix(checkpoint, t, loading), {}, {}};
+  if (config.family == ModelFamily::kBloom) return load_bloom_embedding(checkpoint, config, loading);
+  return load_llama_embedding(checkpoint, config, loading);
 }
 
 HeadWeights load_head_weights(const Checkpoint& checkpoint, const ModelConfig& config,
                               const WeightLoading& loading, const EmbeddingWeights* embedding) {
-  HeadWeights head;
-  if (config.family == ModelFamily::kBloom) {
-    const TensorRef& norm = bloom_tensor(checkpoint, "ln_f.weight");
-    const TensorRef& bias = bloom_tensor(checkpoint, "ln_f.bias");
-    expect_shape(norm, {config.hidden_size});
-    expect_shape(bias, {config.hidden_size});
-    head.final_norm = hold_vector(norm, loading);
-    head.final_norm_bias = hold_vector(bias, loading);
-    if (embedding) {
-      head.lm_head = embedding->table;
-    } else {
-      const TensorRef& t = bloom_tensor(checkpoint, "word_embeddings.weight");
-      expect_shape(t, {config.vocab_size, config.hidden_size});
-      head.lm_head = hold_matrix(checkpoint, t, loading);
-    }
-    return head;
-  }
-  const TensorRef& norm = checkpoint.get("model.norm.weight");
-  expect_shape(norm, {config.hidden_size});
-  head.final_norm = hold_vector(norm, loading);
-  if (config.tie_word_embeddings) {
-    if (embedding) {
-      head.lm_head = embedding->table;
-    } else {
-      const TensorRef& t = find_embedding_tensor(checkpoint, config);
-      expect_shape(t, {config.vocab_size, config.hidden_size});
-      head.lm_head = hold_matrix(checkpoint, t, loading);
-    }
-  } else {
-    const TensorRef& t = checkpoint.get("lm_head.weight");
-    expect_shape(t, {config.vocab_size, config.hidden_size});
-    head.lm_head = hold_matrix(checkpoint, t, loading);
-  }
-  return head;
+  if (config.family == ModelFamily::kBloom) return load_bloom_head(checkpoint, config, loading, embedding);
+  return load_llama_head(checkpoint, config, loading, embedding);
 }
 
 void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float* out) {

@@ -1,0 +1,64 @@
+#pragma once
+// What the blocks of every architecture (model/arch/*_block.cc) share: the arguments of one
+// block's forward, its scratch buffers, how a step's rows go into the KV cache, and how its
+// products run (a token tree's rows in pieces that keep decoding's bits).
+//
+// Thread-safety: a BlockCall and its Scratch belong to one forward call.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+/// Scratch buffers of one forward call, sized for n rows.
+struct Scratch {
+  std::vector<float> normed, q, k, v, attn, proj, gate, up;
+  explicit Scratch(const ModelConfig& c, std::int64_t n)
+      : normed(n * c.hidden_size), q(n * c.q_size()), k(n * c.kv_size()), v(n * c.kv_size()),
+        attn(n * c.q_size()), proj(n * c.hidden_size), gate(n * c.intermediate_size),
+        up(n * c.intermediate_size) {}
+};
+
+/// A tree step: the nodes' parents (attention_tree) and the first new node.
+struct TreeRows {
+  const std::int32_t* parents = nullptr;
+  std::int64_t first = 0;
+};
+
+/// One block's forward: rows hidden[n, hidden_size], in place, at cache slots [start, start + n)
+/// (start + tree->first with a tree, whose rows then attend along their paths), at `positions`.
+struct BlockCall {
+  const ModelConfig& config;
+  const BlockWeights& weights;
+  const double* inv_freq;  ///< RoPE (Llama)
+  const float* alibi;      ///< ALiBi slopes (BLOOM)
+  float* hidden;
+  std::int64_t n;
+  std::int64_t start;
+  const std::int64_t* positions;
+  float* keys;
+  float* values;
+  std::int64_t capacity;
+  Scratch& scratch;
+  const TreeRows* tree;
+};
+
+/// Copies rows [n, kv_heads, head_dim] into the cache layout [kv_heads, capacity, head_dim].
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
+              std::int64_t head_dim, std::int64_t capacity, float* cache);
+
+/// ys[i] = x · ws[i]ᵀ for n rows; with `tree`, in pieces that give each row the bits it gets
+/// decoded alone (kernels/matmul.h: prompts and decode round differently; int8 picks outlier
+/// columns per call).
+void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys);
+
+/// The block forward of each architecture.
+void llama_block_forward(const BlockCall& call);
+void bloom_block_forward(const BlockCall& call);
+
+}  // namespace sepal

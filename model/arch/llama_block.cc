@@ -1,0 +1,64 @@
+// The Llama family's block (Llama, Qwen2, Mistral).
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "model/arch/block_parts.h"
+
+namespace sepal {
+
+// A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
+// down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(x); with Qwen2's q, k, v biases and Mistral's
+// sliding window where the config has them.
+void llama_block_forward(const BlockCall& call) {
+  const ModelConfig& c = call.config;
+  const BlockWeights& w = call.weights;
+  const double* inv_freq = call.inv_freq;
+  float* hidden = call.hidden;
+  const std::int64_t n = call.n, start = call.start, capacity = call.capacity;
+  const std::int64_t* positions = call.positions;
+  float* keys = call.keys;
+  float* values = call.values;
+  Scratch& s = call.scratch;
+  const TreeRows* tree = call.tree;
+  const std::int64_t h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
+    block_products(x, n, tree != nullptr, ws, ys);
+  };
+  rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
+  const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
+  float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
+  products(s.normed.data(), qkv, qkv_out);
+  if (c.attention_bias) {
+    add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
+    add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
+    add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
+  }
+  rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
+  rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
+  const std::int64_t slot = tree ? start + tree->first : start;
+  store_kv(s.k.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
+  store_kv(s.v.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
+  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  if (tree) {
+    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data(), nullptr,
+                   c.sliding_window);
+  } else {
+    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data(), nullptr, c.sliding_window);
+  }
+  float* const proj_out[] = {s.proj.data()};
+  products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
+  add_in_place(hidden, s.proj.data(), n * h);
+
+  rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
+  const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
+  float* const gate_up_out[] = {s.gate.data(), s.up.data()};
+  products(s.normed.data(), gate_up, gate_up_out);
+  silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
+  products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
+  add_in_place(hidden, s.proj.data(), n * h);
+}
+
+}  // namespace sepal

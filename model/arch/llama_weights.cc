@@ -1,0 +1,93 @@
+// The Llama family's weights (Llama, Qwen2, Mistral) under Hugging Face's names.
+#include "kernels/error.h"
+#include "model/arch/weight_loaders.h"
+#include "model/weight_holding.h"
+
+namespace sepal {
+namespace {
+
+std::string layer_prefix(std::int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".";
+}
+
+const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const ModelConfig& config) {
+  if (const auto* t = checkpoint.find("model.embed_tokens.weight")) return *t;
+  if (config.tie_word_embeddings) {
+    if (const auto* t = checkpoint.find("lm_head.weight")) return *t;
+    fail("checkpoint has neither model.embed_tokens.weight nor lm_head.weight");
+  }
+  return checkpoint.get("model.embed_tokens.weight");
+}
+
+}  // namespace
+
+BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
+                                      const WeightLoading& loading) {
+  const std::string p = layer_prefix(layer);
+  const std::int64_t h = config.hidden_size;
+  const std::int64_t ffn = config.intermediate_size;
+  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+    const TensorRef& t = checkpoint.get(p + name);
+    expect_shape(t, {rows, cols});
+    return hold_matrix(checkpoint, t, loading);
+  };
+  auto vector = [&](const std::string& name) {
+    const TensorRef& t = checkpoint.get(p + name);
+    expect_shape(t, {h});
+    return hold_vector(t, loading);
+  };
+  BlockWeights b;
+  b.layer = layer;
+  b.input_norm = vector("input_layernorm.weight");
+  b.post_attention_norm = vector("post_attention_layernorm.weight");
+  b.q_proj = matrix("self_attn.q_proj.weight", config.q_size(), h);
+  b.k_proj = matrix("self_attn.k_proj.weight", config.kv_size(), h);
+  b.v_proj = matrix("self_attn.v_proj.weight", config.kv_size(), h);
+  b.o_proj = matrix("self_attn.o_proj.weight", h, config.q_size());
+  b.gate_proj = matrix("mlp.gate_proj.weight", ffn, h);
+  b.up_proj = matrix("mlp.up_proj.weight", ffn, h);
+  b.down_proj = matrix("mlp.down_proj.weight", h, ffn);
+  if (config.attention_bias) {
+    auto bias = [&](const std::string& name, std::int64_t size) {
+      const TensorRef& t = checkpoint.get(p + name);
+      expect_shape(t, {size});
+      return hold_vector(t, loading);
+    };
+    b.q_bias = bias("self_attn.q_proj.bias", config.q_size());
+    b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
+    b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
+  }
+  return b;
+}
+
+EmbeddingWeights load_llama_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading) {
+  const TensorRef& t = find_embedding_tensor(checkpoint, config);
+  expect_shape(t, {config.vocab_size, config.hidden_size});
+  return EmbeddingWeights{hold_matrix(checkpoint, t, loading), {}, {}};
+}
+
+
+HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
+                            const EmbeddingWeights* embedding) {
+  HeadWeights head;
+  const TensorRef& norm = checkpoint.get("model.norm.weight");
+  expect_shape(norm, {config.hidden_size});
+  head.final_norm = hold_vector(norm, loading);
+  if (config.tie_word_embeddings) {
+    if (embedding) {
+      head.lm_head = embedding->table;
+    } else {
+      const TensorRef& t = find_embedding_tensor(checkpoint, config);
+      expect_shape(t, {config.vocab_size, config.hidden_size});
+      head.lm_head = hold_matrix(checkpoint, t, loading);
+    }
+  } else {
+    const TensorRef& t = checkpoint.get("lm_head.weight");
+    expect_shape(t, {config.vocab_size, config.hidden_size});
+    head.lm_head = hold_matrix(checkpoint, t, loading);
+  }
+  return head;
+}
+
+
+}  // namespace sepal

@@ -1,0 +1,24 @@
+#pragma once
+// How a loader (model/weights.cc, model/arch/*_weights.cc) turns a checkpoint's tensors into
+// held weights: checked shapes, values as f32, matrices and vectors held as WeightLoading says.
+//
+// Thread-safety: pure functions of their arguments.
+
+#include <cstdint>
+#include <initializer_list>
+
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+/// Element i of a floating-point tensor as f32; throws sepal::Error for an int8 one.
+float element_as_f32(const TensorRef& t, std::int64_t i);
+/// Throws sepal::Error naming the tensor when its shape is not `shape`.
+void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape);
+/// A weight matrix held as `loading` asks (converted, int8-quantized, or in place).
+HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading);
+/// A vector of f32 weights (norm scales, biases).
+HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading);
+
+}  // namespace sepal
