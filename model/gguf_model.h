@@ -28,7 +28,8 @@ ModelConfig gguf_model_config(const GgufFile& file);
 Checkpoint gguf_checkpoint(const GgufFile& file);
 
 /// Its tokenizer: `llama` vocabularies (SentencePiece pieces with scores and types) through
-/// SentencePiece itself. Throws sepal::Error for other tokenizer models and malformed vocabularies.
+/// SentencePiece itself, `gpt2` ones (byte-level BPE) through model/hf_tokenizer.cc. Throws
+/// sepal::Error for other tokenizer models and pre-tokenizers, and malformed vocabularies.
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file);
 
 }  // namespace sepal

@@ -3,8 +3,12 @@
 // here in protobuf's wire format (the fields of sentencepiece_model.proto that SentencePiece
 // reads for BPE), and SentencePiece itself encodes. As llama.cpp does: the dummy space prefix as
 // tokenizer.ggml.add_space_prefix says (default on), whitespace kept as it is, byte fallback when
-// the vocabulary has byte pieces.
+// the vocabulary has all 256 byte pieces. A `gpt2` vocabulary (byte-level BPE with merges) becomes
+// the tokenizer.json Hugging Face would hold for it, with GPT-2's pre-tokenizer (the only one of
+// tokenizer.ggml.pre's names read so far), and model/hf_tokenizer.cc encodes.
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
 #include "model/gguf_model.h"
@@ -54,13 +58,58 @@ std::int64_t optional_id(const GgufFile& file, const std::string& key, std::int6
   return *id >= vocab ? -1 : *id;  // llama.cpp writes 2^32 - 1 for "none"
 }
 
+// A `gpt2` vocabulary (byte-level BPE: tokens, merges, and the pre-tokenizer llama.cpp names in
+// tokenizer.ggml.pre) as the tokenizer.json Hugging Face would write for it; control and
+// user-defined tokens are added tokens, matched before the model.
+std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
+  const auto* tokens = file.array("tokenizer.ggml.tokens");
+  const auto* merges = file.array("tokenizer.ggml.merges");
+  const auto* types = file.array("tokenizer.ggml.token_type");
+  if (!tokens || tokens->empty()) fail(file.where(), ": no tokenizer.ggml.tokens");
+  if (!merges) fail(file.where(), ": a gpt2 vocabulary needs tokenizer.ggml.merges");
+  if (types && types->size() != tokens->size()) fail(file.where(), ": tokenizer.ggml.token_type must have one entry per token");
+  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array(), merge_list = nlohmann::json::array();
+  for (std::size_t i = 0; i < tokens->size(); ++i) {
+    const auto* text = std::get_if<std::string>(&(*tokens)[i]);
+    if (!text) fail(file.where(), ": token ", i, " of tokenizer.ggml.tokens is not a string");
+    vocab[*text] = i;
+    std::int64_t type = kNormal;
+    if (types) {
+      if (const auto* u = std::get_if<std::uint64_t>(&(*types)[i])) type = static_cast<std::int64_t>(*u);
+      else if (const auto* n = std::get_if<std::int64_t>(&(*types)[i])) type = *n;
+    }
+    if (type == kControl || type == kUserDefined) {
+      added.push_back({{"id", i}, {"content", *text}, {"special", type == kControl}});
+    }
+  }
+  for (std::size_t i = 0; i < merges->size(); ++i) {
+    const auto* m = std::get_if<std::string>(&(*merges)[i]);
+    if (!m) fail(file.where(), ": merge ", i, " of tokenizer.ggml.merges is not a string");
+    merge_list.push_back(*m);
+  }
+  const std::string pre = file.string("tokenizer.ggml.pre").value_or("default");
+  nlohmann::json pre_tokenizer;
+  if (pre == "default" || pre == "gpt-2") {
+    pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  } else {
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2)");
+  }
+  const nlohmann::json tokenizer = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}, {"byte_fallback", false}}},
+      {"pre_tokenizer", pre_tokenizer},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"added_tokens", added}};
+  return parse_hf_tokenizer(tokenizer.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), file.where());
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file) {
   const auto model = file.string("tokenizer.ggml.model");
   if (!model) fail(file.where(), ": no tokenizer.ggml.model (the file holds no tokenizer)");
+  if (*model == "gpt2") return gpt2_tokenizer(file);
   if (*model != "llama") {
-    fail(file.where(), ": GGUF tokenizer model '", *model, "' is not supported (supported: llama, SentencePiece vocabularies)");
+    fail(file.where(), ": GGUF tokenizer model '", *model, "' is not supported (supported: llama, gpt2)");
   }
   const auto* tokens = file.array("tokenizer.ggml.tokens");
   const auto* scores = file.array("tokenizer.ggml.scores");
