@@ -28,7 +28,35 @@ struct TensorSpec {
   bool is_norm = false;
 };
 
+// BLOOM's tensors, under its published names with the "transformer." prefix.
+std::vector<TensorSpec> bloom_tensor_specs(const SyntheticSpec& s) {
+  const std::int64_t h = s.hidden_size, ffn = s.intermediate_size;
+  std::vector<TensorSpec> t;
+  t.push_back({"transformer.word_embeddings.weight", {s.vocab_size, h}});
+  t.push_back({"transformer.word_embeddings_layernorm.weight", {h}, true});
+  t.push_back({"transformer.word_embeddings_layernorm.bias", {h}});
+  for (std::int64_t l = 0; l < s.num_layers; ++l) {
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {h}, true});
+    t.push_back({p + "input_layernorm.bias", {h}});
+    t.push_back({p + "self_attention.query_key_value.weight", {3 * h, h}});
+    t.push_back({p + "self_attention.query_key_value.bias", {3 * h}});
+    t.push_back({p + "self_attention.dense.weight", {h, h}});
+    t.push_back({p + "self_attention.dense.bias", {h}});
+    t.push_back({p + "post_attention_layernorm.weight", {h}, true});
+    t.push_back({p + "post_attention_layernorm.bias", {h}});
+    t.push_back({p + "mlp.dense_h_to_4h.weight", {ffn, h}});
+    t.push_back({p + "mlp.dense_h_to_4h.bias", {ffn}});
+    t.push_back({p + "mlp.dense_4h_to_h.weight", {h, ffn}});
+    t.push_back({p + "mlp.dense_4h_to_h.bias", {h}});
+  }
+  t.push_back({"transformer.ln_f.weight", {h}, true});
+  t.push_back({"transformer.ln_f.bias", {h}});
+  return t;
+}
+
 std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
+  if (s.architecture == "BloomForCausalLM") return bloom_tensor_specs(s);
   const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   const std::int64_t q = s.num_heads * head_dim, kv = s.num_kv_heads * head_dim;
   std::vector<TensorSpec> t;
@@ -62,6 +90,12 @@ std::int64_t elements(const TensorSpec& t) {
 }
 
 json config_json(const SyntheticSpec& s) {
+  if (s.architecture == "BloomForCausalLM") {
+    return json{{"architectures", {"BloomForCausalLM"}}, {"model_type", "bloom"}, {"hidden_size", s.hidden_size},
+                {"n_layer", s.num_layers}, {"n_head", s.num_heads}, {"vocab_size", s.vocab_size},
+                {"layer_norm_epsilon", 1e-5}, {"seq_length", s.max_position_embeddings}, {"tie_word_embeddings", true},
+                {"bos_token_id", 1}, {"eos_token_id", 2}};
+  }
   json config = json{{"architectures", {s.architecture}},
               {"model_type", s.architecture == "Qwen2ForCausalLM" ? "qwen2" : s.architecture == "MistralForCausalLM" ? "mistral" : "llama"},
               {"hidden_act", "silu"},
@@ -134,6 +168,10 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
   } else if (name == "stories-110m") {
     s.hidden_size = 768; s.intermediate_size = 2048; s.num_layers = 12; s.num_heads = 12;
     s.num_kv_heads = 12; s.vocab_size = 32000; s.max_position_embeddings = 1024;
+  } else if (name == "bloom-1.1b") {  // BLOOM blocks of about TinyLlama's size (BLOOM's own vocabulary is 250880)
+    s.architecture = "BloomForCausalLM";
+    s.hidden_size = 2048; s.intermediate_size = 8192; s.num_layers = 20; s.num_heads = 16;
+    s.num_kv_heads = 16; s.vocab_size = 32000; s.max_position_embeddings = 2048; s.tie_word_embeddings = true;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
@@ -155,8 +193,14 @@ void validate(const SyntheticSpec& s) {
   positive(s.num_kv_heads, "kv-heads");
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
-  if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "MistralForCausalLM") {
-    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM or MistralForCausalLM, not ", s.architecture);
+  if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "MistralForCausalLM" &&
+      s.architecture != "BloomForCausalLM") {
+    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM or BloomForCausalLM, not ",
+         s.architecture);
+  }
+  if (s.architecture == "BloomForCausalLM" &&
+      (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
+    fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM")) {
     fail("a sliding window is for MistralForCausalLM, and positive");
@@ -226,7 +270,7 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
       Rng rng(spec.seed * 0x9e3779b97f4a7c15ull + ti * 0x100000001b3ull + static_cast<std::uint64_t>(c0 / kChunk));
       for (std::int64_t i = 0; i < count; ++i) {
         float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
-        if (t.is_norm && t.name.find("layers.") != std::string::npos && is_outlier_dim(spec, c0 + i)) {
+        if (t.is_norm && (t.name.find("layers.") != std::string::npos || t.name.find(".h.") != std::string::npos) && is_outlier_dim(spec, c0 + i)) {
           v = static_cast<float>(spec.outlier_scale);
         }
         std::byte* dst = buffer.data() + i * static_cast<std::int64_t>(esize);

@@ -25,8 +25,8 @@ struct SyntheticSpec {
   std::int64_t vocab_size = 512;
   std::int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
-  /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written) or
-  /// "MistralForCausalLM" (with `sliding_window`).
+  /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written),
+  /// "MistralForCausalLM" (with `sliding_window`) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
   std::int64_t sliding_window = 0;  ///< Mistral: written to config.json when > 0
   DType dtype = DType::kF32;
@@ -39,7 +39,8 @@ struct SyntheticSpec {
   double outlier_scale = 20.0;
 };
 
-/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m"); nullopt if unknown.
+/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b");
+/// nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 
 /// Throws sepal::Error naming the first invalid field (non-positive sizes, heads not dividing,

@@ -17,7 +17,7 @@ int synth_command(int argc, char** argv) {
   options.add_options()
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
-      ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m")
+      ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b")
       ("arch", po::value(&arch)->default_value("llama"), "architecture (llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")

@@ -11,10 +11,12 @@
 #include <random>
 
 #include "kernels/dtype.h"
+#include "kernels/error.h"
 #include "model/block_stack.h"
 #include "model/generation.h"
 #include "model/model_ends.h"
 #include "model/safetensors.h"
+#include "model/synthetic_checkpoint.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -221,6 +223,33 @@ TEST(Bloom, SpeculationGivesDecodingsTokens) {
     const Speculation speculation{&draft, 8, {}};
     EXPECT_EQ(generate(ends, tree, request, [](std::int32_t) {}, &speculation).generated_ids, want) << "seed " << seed;
   }
+}
+
+TEST(Bloom, SyntheticCheckpointsLoadAndGenerate) {
+  // sepal synth's BLOOM (the decode benchmark's bloom-1.1b preset, here small).
+  SyntheticSpec spec;
+  spec.architecture = "BloomForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 256;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 4;
+  spec.vocab_size = 300;
+  spec.tie_word_embeddings = true;
+  test::TempDir dir;
+  write_synthetic_checkpoint(spec, dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  EXPECT_EQ(config.family, ModelFamily::kBloom);
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kI8);
+  GenerationRequest request;
+  request.prompt_ids = {1, 40, 50};
+  request.max_new_tokens = 6;
+  LocalPipeline pipeline(blocks, session_capacity(config, request));
+  EXPECT_EQ(generate(ends, pipeline, request, [](std::int32_t) {}).generated_ids.size(), 6u);
+  spec.intermediate_size = 200;  // not 4 hidden
+  EXPECT_THROW(validate(spec), Error);
 }
 
 }  // namespace
