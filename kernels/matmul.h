@@ -40,21 +40,19 @@ inline constexpr std::int64_t kMaxInt8Cols = 65536;
 
 /// Up to this many tokens take the streaming path (each weight row read once for all tokens);
 /// more take the blocked path: register-tile GEMMs at the AVX-512 levels, OpenBLAS panels (f32,
-/// bf16) or cached panels (int8) below.
+/// bf16) or cached panels (int8) below. On the streaming path each token's result is the bits it
+/// gets alone (decoding), at every dtype: int8 splits off each token's own outlier columns. So
+/// verifying a token tree takes its products in pieces of this many rows.
 inline constexpr std::int64_t kStreamingMaxTokens = 4;
-
-/// The most tokens one call may take for each token's result to be the bits that token gets
-/// alone (decoding): kStreamingMaxTokens, or 1 for int8, whose outlier columns LLM.int8() picks
-/// over every token of the call. Verifying a token tree takes its products in pieces of this.
-inline std::int64_t alone_exact_tokens(const WeightView& w) { return w.dtype == DType::kI8 ? 1 : kStreamingMaxTokens; }
 
 /// y[n, w.rows] = x[n, w.cols] · wᵀ, with the active CPU level. x and y must not overlap.
 /// Results do not depend on the thread count. At the AVX-512 levels a token's result on the
 /// blocked path does not depend on the other tokens of the call (for int8: given the same outlier
 /// columns, which LLM.int8() picks over the whole call); with VNNI an int8 token's result is the
 /// same bits decoded alone or inside a prompt. f32 and bf16 decode and prompts round differently;
-/// on the streaming path a token's result does not depend on the other tokens of the call (for
-/// int8: given the same outlier columns).
+/// on the streaming path a token's result does not depend on the other tokens of the call (int8
+/// included: there each token's outlier columns are its own; longer calls pick them over every
+/// token, as LLM.int8() does).
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y);
 
 /// Same, with an explicit CPU level (tests compare the levels with each other).

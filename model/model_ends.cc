@@ -50,7 +50,7 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
 }
 
 void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
-  const std::int64_t piece = alone_exact_tokens(head_.lm_head.view);
+  const std::int64_t piece = kStreamingMaxTokens;  // each row's bits are those it gets alone
   for (std::int64_t r = 0; r < n; r += piece) {
     logits(hidden + r * config_.hidden_size, std::min(piece, n - r), out + r * config_.vocab_size);
   }

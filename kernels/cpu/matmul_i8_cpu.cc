@@ -55,19 +55,36 @@ struct QuantizedActivations {
   }
 };
 
+// A call of up to kStreamingMaxTokens tokens (decode, a token tree's rows) gives each token the
+// bits it gets alone: a token's own outlier columns are split off, its values in the other
+// columns of the call's outlier set are zero (adding a zero product leaves a sum's bits as they
+// are). Longer calls split off the columns where any token has an outlier, as LLM.int8() does.
 const QuantizedActivations& quantize_activations(const float* x, std::int64_t n, std::int64_t cols,
                                                  float threshold, CpuIsa isa) {
   thread_local QuantizedActivations a;
-  a.is_outlier.assign(static_cast<std::size_t>(cols), 0);
+  thread_local std::vector<std::uint8_t> token_outliers;  // per token, for calls taken token by token
+  const bool per_token = n > 1 && n <= kStreamingMaxTokens;
   const bool wide = isa >= CpuIsa::kAvx512;
-  bool finite = true;
-  if (wide) {
-    finite = mark_outlier_columns_avx512(x, n, cols, threshold, a.is_outlier.data());
-  } else {
-    for (std::int64_t i = 0; i < n * cols; ++i) {
-      finite = finite && std::isfinite(x[i]);
-      if (std::fabs(x[i]) >= threshold) a.is_outlier[static_cast<std::size_t>(i % cols)] = 1;
+  auto mark = [&](const float* rows, std::int64_t count, std::uint8_t* is_outlier) {
+    if (wide) return mark_outlier_columns_avx512(rows, count, cols, threshold, is_outlier);
+    bool finite = true;
+    for (std::int64_t i = 0; i < count * cols; ++i) {
+      finite = finite && std::isfinite(rows[i]);
+      if (std::fabs(rows[i]) >= threshold) is_outlier[i % cols] = 1;
     }
+    return finite;
+  };
+  a.is_outlier.assign(static_cast<std::size_t>(cols), 0);
+  bool finite = true;
+  if (per_token) {
+    token_outliers.assign(static_cast<std::size_t>(n * cols), 0);
+    for (std::int64_t t = 0; t < n; ++t) {
+      std::uint8_t* own = token_outliers.data() + t * cols;
+      finite = mark(x + t * cols, 1, own) && finite;
+      for (std::int64_t k = 0; k < cols; ++k) a.is_outlier[static_cast<std::size_t>(k)] |= own[k];
+    }
+  } else {
+    finite = mark(x, n, a.is_outlier.data());
   }
   if (!finite) fail("int8 matmul: the activations hold NaN or infinity");
   a.outlier_cols.clear();
@@ -83,21 +100,25 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
   a.outlier_x.resize(static_cast<std::size_t>(n * outliers));
   // The workers see their own thread-local `a`: the lambda reaches the caller's through `q`.
   QuantizedActivations& q = a;
+  const std::uint8_t* per_token_outliers = token_outliers.data();
   auto quantize_token = [&](std::int64_t t) {
     const float* xt = x + t * cols;
-    for (std::int64_t j = 0; j < outliers; ++j)
-      q.outlier_x[static_cast<std::size_t>(t * outliers + j)] =
-          xt[q.outlier_cols[static_cast<std::size_t>(j)]];
+    const std::uint8_t* is_outlier = per_token ? per_token_outliers + t * cols : q.is_outlier.data();
+    for (std::int64_t j = 0; j < outliers; ++j) {
+      const std::int32_t col = q.outlier_cols[static_cast<std::size_t>(j)];
+      q.outlier_x[static_cast<std::size_t>(t * outliers + j)] = is_outlier[col] ? xt[col] : 0.0f;
+    }
     std::int8_t* qt = q.q.data() + t * q.ldq;
     if (wide) {
-      q.scale[static_cast<std::size_t>(t)] = quantize_inliers_avx512(
-          xt, cols, q.is_outlier.data(), qt, &q.qsum[static_cast<std::size_t>(t)]);
+      q.scale[static_cast<std::size_t>(t)] =
+          quantize_inliers_avx512(xt, cols, is_outlier, qt, &q.qsum[static_cast<std::size_t>(t)]);
       return;
     }
     thread_local std::vector<float> inliers;
     inliers.assign(xt, xt + cols);
-    for (std::int64_t j = 0; j < outliers; ++j)
-      inliers[static_cast<std::size_t>(q.outlier_cols[static_cast<std::size_t>(j)])] = 0.0f;
+    for (std::int64_t k = 0; k < cols; ++k) {
+      if (is_outlier[k]) inliers[static_cast<std::size_t>(k)] = 0.0f;
+    }
     q.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, qt);
     std::int32_t sum = 0;
     for (std::int64_t k = 0; k < cols; ++k) sum += qt[k];

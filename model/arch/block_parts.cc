@@ -15,10 +15,7 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
 }
 
 void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys) {
-  std::int64_t piece = n;
-  if (tree) {
-    for (const WeightView& v : ws) piece = std::min(piece, alone_exact_tokens(v));
-  }
+  const std::int64_t piece = tree ? std::min(n, kStreamingMaxTokens) : n;
   std::vector<float*> at(ys.size());
   for (std::int64_t r = 0; r < n; r += piece) {
     for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;

@@ -53,8 +53,8 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
               std::int64_t head_dim, std::int64_t capacity, float* cache);
 
 /// ys[i] = x · ws[i]ᵀ for n rows; with `tree`, in pieces that give each row the bits it gets
-/// decoded alone (kernels/matmul.h: prompts and decode round differently; int8 picks outlier
-/// columns per call).
+/// decoded alone (kernels/matmul.h: prompts and decode round differently, so pieces of at most
+/// kStreamingMaxTokens rows).
 void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys);
 
 /// The block forward of each architecture.

@@ -35,15 +35,18 @@ QuantizedMatrix quantize(const std::vector<float>& w, std::int64_t rows, std::in
   return m;
 }
 
-// The LLM.int8() product written out plainly, in double.
+// The LLM.int8() product written out plainly, in double: outlier columns over every token of
+// the call, or each token's own on the streaming path (up to kStreamingMaxTokens tokens).
 std::vector<double> reference(const std::vector<float>& x, std::int64_t n, const QuantizedMatrix& m, std::int64_t rows,
                               std::int64_t cols, float threshold) {
-  std::vector<bool> outlier(static_cast<std::size_t>(cols), false);
-  for (std::int64_t t = 0; t < n; ++t)
-    for (std::int64_t k = 0; k < cols; ++k)
-      if (std::fabs(x[t * cols + k]) >= threshold) outlier[k] = true;
   std::vector<double> y(static_cast<std::size_t>(n * rows));
   for (std::int64_t t = 0; t < n; ++t) {
+    std::vector<bool> outlier(static_cast<std::size_t>(cols), false);
+    for (std::int64_t u = 0; u < n; ++u) {
+      if (n <= kStreamingMaxTokens && u != t) continue;
+      for (std::int64_t k = 0; k < cols; ++k)
+        if (std::fabs(x[u * cols + k]) >= threshold) outlier[k] = true;
+    }
     std::vector<float> inliers(x.begin() + t * cols, x.begin() + (t + 1) * cols);
     for (std::int64_t k = 0; k < cols; ++k)
       if (outlier[k]) inliers[k] = 0;

@@ -125,17 +125,28 @@ TEST(MatmulBatch, APromptTokensResultDoesNotDependOnItsBatch) {
 // decoded alone gives the bits it gets inside a prompt, outliers included when they are the same.
 TEST(MatmulBatch, ADecodeTokensResultDoesNotDependOnTheOthersOfItsCall) {
   // The streaming path (up to kStreamingMaxTokens tokens): what speculative decoding's tree
-  // steps rely on to give decoding's bits.
+  // steps rely on to give decoding's bits. Int8 with outlier columns in some tokens only (each
+  // token's own are split off), and without any.
   const std::int64_t cols = 200;
   const Matrix m(70, cols, 21);
+  auto x = test::random_floats(static_cast<std::size_t>(kStreamingMaxTokens * cols), 22);
+  x[17] = 9.0f;                 // token 0
+  x[2 * cols + 17] = -7.5f;     // token 2, the same column
+  x[3 * cols + 150] = 6.5f;     // token 3, another
+  x[1 * cols + 199] = -12.0f;   // token 1, the last column
+  struct Case {
+    DType dtype;
+    float threshold;
+  };
   for (CpuIsa isa : supported_levels()) {
-    for (DType dtype : {DType::kF32, DType::kBF16}) {
-      const auto x = test::random_floats(static_cast<std::size_t>(kStreamingMaxTokens * cols), 22);
+    for (const Case c : {Case{DType::kF32, 6.0f}, Case{DType::kBF16, 6.0f}, Case{DType::kI8, 6.0f}, Case{DType::kI8, INFINITY}}) {
+      const DType dtype = c.dtype;
+      const WeightView w = m.view(dtype, c.threshold);
       for (std::int64_t n = 2; n <= kStreamingMaxTokens; ++n) {
         std::vector<float> together(static_cast<std::size_t>(n * m.rows)), alone(static_cast<std::size_t>(m.rows));
-        matmul(x.data(), n, m.view(dtype), together.data(), isa);
+        matmul(x.data(), n, w, together.data(), isa);
         for (std::int64_t t = 0; t < n; ++t) {
-          matmul(x.data() + t * cols, 1, m.view(dtype), alone.data(), isa);
+          matmul(x.data() + t * cols, 1, w, alone.data(), isa);
           ASSERT_TRUE(std::equal(alone.begin(), alone.end(), together.begin() + t * m.rows))
               << cpu_isa_name(isa) << " " << dtype_name(dtype) << " token " << t << " of " << n;
         }
