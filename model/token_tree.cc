@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <queue>
+#include <functional>
+#include <set>
 #include <tuple>
 
 #include "kernels/error.h"
@@ -23,20 +24,26 @@ std::vector<std::int64_t> TokenTree::depths() const {
 }
 
 TokenTree grow_tree(std::int32_t root, std::int64_t size,
-                    const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass) {
+                    const std::function<DraftCandidates(const TokenTree&, std::int32_t, std::span<const TreeCandidate>)>& expand,
+                    double min_mass) {
   TokenTree tree;
   tree.tokens.push_back(root);
   tree.parents.push_back(-1);
   tree.mass.push_back(1.0);
   // (path mass, -order, parent, token): the heaviest first; among equals, the one offered first.
   using Candidate = std::tuple<double, std::int64_t, std::int32_t, std::int32_t>;
-  std::priority_queue<Candidate> frontier;
+  std::set<Candidate, std::greater<>> frontier;
   std::int64_t order = 0;
   std::vector<DraftCandidates> offered;  // per node expanded
+  std::vector<TreeCandidate> upcoming;
   auto offer = [&](std::int32_t node) {
     if (tree.size() >= size) return;
+    upcoming.clear();
+    for (auto it = frontier.begin(); it != frontier.end() && static_cast<std::int64_t>(upcoming.size()) < size - tree.size(); ++it) {
+      upcoming.emplace_back(std::get<2>(*it), std::get<3>(*it));
+    }
     offered.resize(static_cast<std::size_t>(node) + 1);
-    offered[static_cast<std::size_t>(node)] = expand(tree, node);
+    offered[static_cast<std::size_t>(node)] = expand(tree, node, upcoming);
     for (const auto& [token, p] : offered[static_cast<std::size_t>(node)]) {
       const double mass = tree.mass[static_cast<std::size_t>(node)] * p;
       if (mass >= min_mass) frontier.emplace(mass, -order++, node, token);
@@ -44,8 +51,8 @@ TokenTree grow_tree(std::int32_t root, std::int64_t size,
   };
   offer(0);
   while (tree.size() < size && !frontier.empty()) {
-    const auto [mass, unused, parent, token] = frontier.top();
-    frontier.pop();
+    const auto [mass, unused, parent, token] = *frontier.begin();
+    frontier.erase(frontier.begin());
     tree.tokens.push_back(token);
     tree.parents.push_back(parent);
     tree.mass.push_back(mass);
@@ -61,6 +68,13 @@ TokenTree grow_tree(std::int32_t root, std::int64_t size,
     }
   }
   return tree;
+}
+
+TokenTree grow_tree(std::int32_t root, std::int64_t size,
+                    const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass) {
+  return grow_tree(
+      root, size, [&](const TokenTree& tree, std::int32_t node, std::span<const TreeCandidate>) { return expand(tree, node); },
+      min_mass);
 }
 
 std::optional<TreeOutcome> likely_outcome(const TokenTree& tree) {

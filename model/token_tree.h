@@ -32,11 +32,20 @@ struct TokenTree {
 /// A draft's candidates for the token after a node: (token, probability), best first.
 using DraftCandidates = std::vector<std::pair<std::int32_t, double>>;
 
+/// A candidate the tree may take next: (parent node, token).
+using TreeCandidate = std::pair<std::int32_t, std::int32_t>;
+
 /// Grows a tree from `root` to at most `size` nodes, best first: the next node is always the
 /// candidate whose path has the most probability mass (so the tree is wide where the draft is
-/// unsure and deep where it is sure). `expand(tree, node)` gives the candidates after a node just
-/// added (it is called for every node but the last ones); candidates below `min_mass` of path
-/// mass are never added.
+/// unsure and deep where it is sure; on equal mass, the one offered first). `expand(tree, node,
+/// upcoming)` gives the candidates after a node just added (it is called for every node but the
+/// last ones); `upcoming` lists the heaviest candidates already offered and not taken, best
+/// first, at most as many as the tree may still add: the nodes the tree adds next unless the new
+/// node's own candidates are heavier. Candidates below `min_mass` of path mass are never added.
+TokenTree grow_tree(std::int32_t root, std::int64_t size,
+                    const std::function<DraftCandidates(const TokenTree&, std::int32_t, std::span<const TreeCandidate>)>& expand,
+                    double min_mass = 1e-4);
+/// The same, for a draft that does not look ahead.
 TokenTree grow_tree(std::int32_t root, std::int64_t size,
                     const std::function<DraftCandidates(const TokenTree&, std::int32_t)>& expand, double min_mass = 1e-4);
 

@@ -14,7 +14,8 @@ void add_draft_options(po::options_description& description, DraftOptions& o) {
       ("draft-layers", po::value(&o.layers)->default_value(0),
        "speculative decoding with the model's own first K blocks and head as the draft")
       ("draft-ngram", po::value(&o.ngram)->default_value(0),
-       "speculative decoding with an n-gram draft of this order over the prompt and the text so far")
+       "speculative decoding with an n-gram draft of this order over the prompt and the text so far;\n"
+       "with --draft-model or --draft-layers, the second stage that speculates that draft's own decoding")
       ("draft-dtype", po::value(&o.dtype), "weights of --draft-model or --draft-layers: f32, bf16 or int8 (default: --dtype)")
       ("tree-size", po::value(&o.tree_size)->default_value(16), "speculative decoding: tokens per verified tree, root included")
       ("draft-pipelining", po::bool_switch(&o.pipelining),
@@ -36,21 +37,21 @@ void check_same_vocabulary(const Tokenizer& target, const Tokenizer& draft, cons
 }  // namespace
 
 bool check_draft_options(const DraftOptions& o, const po::variables_map& vm, const ModelConfig& target) {
-  const int sources = !o.model_dir.empty() + (o.layers != 0) + (o.ngram != 0);
-  if (sources == 0) {
+  const int models = !o.model_dir.empty() + (o.layers != 0);
+  if (models + (o.ngram != 0) == 0) {
     if (!vm["tree-size"].defaulted()) throw UsageError{"--tree-size is for speculative decoding: add --draft-model, --draft-layers or --draft-ngram"};
     if (!o.dtype.empty()) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
     if (o.pipelining) throw UsageError{"--draft-pipelining is for speculative decoding: add a draft"};
     return false;
   }
-  if (sources > 1) throw UsageError{"give one of --draft-model, --draft-layers and --draft-ngram"};
+  if (models > 1) throw UsageError{"give one of --draft-model and --draft-layers"};
   if (o.tree_size < 1 || o.tree_size > 256) throw UsageError{"--tree-size must be between 1 and 256"};
   if (o.ngram != 0 && (o.ngram < 2 || o.ngram > 16)) throw UsageError{"--draft-ngram must be an order between 2 and 16"};
   if (o.layers != 0 && (o.layers < 1 || o.layers >= target.num_layers)) {
     throw UsageError{"--draft-layers must be between 1 and " + std::to_string(target.num_layers - 1) + " (the model has " +
                      std::to_string(target.num_layers) + " blocks)"};
   }
-  if (!o.dtype.empty() && o.ngram != 0) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
+  if (!o.dtype.empty() && models == 0) throw UsageError{"--draft-dtype is for --draft-model or --draft-layers"};
   if (!o.dtype.empty()) {
     const auto dtype = parse_dtype(o.dtype);
     if (!dtype || *dtype == DType::kF16) throw UsageError{"--draft-dtype must be f32, bf16 or int8, got '" + o.dtype + "'"};
@@ -72,8 +73,8 @@ std::unique_ptr<Drafts> Drafts::load(const DraftOptions& o, const po::variables_
   std::unique_ptr<Drafts> drafts(new Drafts());
   drafts->tree_size_ = o.tree_size;
   const std::string dtype_text(dtype_name(loading.dtype));
-  if (o.ngram != 0) {
-    drafts->ngram_ = o.ngram;
+  drafts->ngram_ = o.ngram;  // with a model draft: its second stage
+  if (o.model_dir.empty() && o.layers == 0) {
     drafts->description_ = "an n-gram draft of order " + std::to_string(o.ngram);
   } else if (o.layers != 0) {
     drafts->layers_ = o.layers;
@@ -96,12 +97,13 @@ std::unique_ptr<Drafts> Drafts::load(const DraftOptions& o, const po::variables_
     drafts->layers_ = config.num_layers;
     drafts->description_ = o.model_dir + " (" + dtype_text + ")";
   }
+  if (o.ngram != 0 && drafts->layers_ != 0) drafts->description_ += ", staged with an n-gram of order " + std::to_string(o.ngram);
   return drafts;
 }
 
 std::unique_ptr<DraftSource> Drafts::make(std::int64_t capacity) const {
-  if (ngram_ > 0) return std::make_unique<NgramDraft>(ngram_);
-  return std::make_unique<ModelDraft>(*blocks_, layers_, *ends_, capacity);
+  if (layers_ == 0) return std::make_unique<NgramDraft>(ngram_);
+  return std::make_unique<ModelDraft>(*blocks_, layers_, *ends_, capacity, ModelDraft::kWidth, ModelDraft::kGuesses, ngram_);
 }
 
 std::int64_t Drafts::weight_bytes() const {

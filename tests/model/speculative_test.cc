@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <map>
 #include <memory>
 
@@ -143,6 +144,11 @@ TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {
     sources.push_back({"ngram 3", std::make_unique<NgramDraft>(3)});
     sources.push_back({"first block", std::make_unique<ModelDraft>(first_block, 1, *ends_, capacity)});
     sources.push_back({"itself in int8", std::make_unique<ModelDraft>(int8_self, config_.num_layers, *ends_, capacity)});
+    sources.push_back({"first block, guessing nothing", std::make_unique<ModelDraft>(first_block, 1, *ends_, capacity, ModelDraft::kWidth, 0)});
+    sources.push_back({"first block, staged",
+                       std::make_unique<ModelDraft>(first_block, 1, *ends_, capacity, ModelDraft::kWidth, ModelDraft::kGuesses, 3)});
+    sources.push_back({"itself in int8, staged", std::make_unique<ModelDraft>(int8_self, config_.num_layers, *ends_, capacity,
+                                                                              ModelDraft::kWidth, ModelDraft::kGuesses, 2)});
     for (auto& source : sources) {
       for (const std::int64_t tree_size : {1, 4, 16}) {
         Speculation speculation{source.draft.get(), tree_size, {}};
@@ -163,6 +169,73 @@ TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {
   }
 }
 
+// A staged draft (an n-gram guessing the model draft's own decoding) that checks every tree it
+// proposes against an unstaged copy of the same draft, and that both keep the same sequence.
+class ComparedDraft final : public DraftSource {
+ public:
+  ComparedDraft(ModelDraft& staged, ModelDraft& plain) : staged_(staged), plain_(plain) {}
+  void start(std::span<const std::int32_t> prompt) override {
+    staged_.start(prompt);
+    plain_.start(prompt);
+  }
+  TokenTree propose(std::int32_t root, std::int64_t size) override {
+    TokenTree tree = staged_.propose(root, size);
+    const TokenTree other = plain_.propose(root, size);
+    EXPECT_EQ(tree.tokens, other.tokens);
+    EXPECT_EQ(tree.parents, other.parents);
+    EXPECT_EQ(tree.mass, other.mass);
+    EXPECT_EQ(tree.next_guess, other.next_guess);
+    ++trees;
+    return tree;
+  }
+  void keep(std::span<const std::int32_t> path) override {
+    staged_.keep(path);
+    plain_.keep(path);
+    EXPECT_EQ(staged_.length(), plain_.length());
+  }
+  std::int64_t length() const override { return staged_.length(); }
+  void rewind(std::int64_t length, std::span<const std::int32_t> tokens) override {
+    staged_.rewind(length, tokens);
+    plain_.rewind(length, tokens);
+  }
+  std::int64_t trees = 0;
+
+ private:
+  ModelDraft& staged_;
+  ModelDraft& plain_;
+};
+
+TEST_F(Speculative, GuessingDraftsGrowTheSameTreesInFewerSteps) {
+  for (const char* model : {"stories260K", "tinystories-656K"}) {
+    load(model);
+    const auto reference = test::greedy_reference(model);
+    GenerationRequest request;
+    request.prompt_ids = reference.prompt_ids;
+    request.max_new_tokens = reference.max_new_tokens;
+    const std::int64_t capacity = session_capacity(config_, request);
+    const BlockStack first_block = BlockStack::load(*checkpoint_, config_, 0, 1, DType::kF32);
+    for (const std::int64_t tree_size : {4, 16, 48}) {
+      std::int64_t steps[3] = {};
+      for (const std::int64_t stage_two : {0, 3}) {
+        ModelDraft guessing(first_block, 1, *ends_, capacity, ModelDraft::kWidth, ModelDraft::kGuesses, stage_two);
+        ModelDraft plain(first_block, 1, *ends_, capacity, ModelDraft::kWidth, 0);
+        ComparedDraft compared(guessing, plain);
+        Speculation speculation{&compared, tree_size, {}};
+        EXPECT_EQ(run(request, &speculation).generated_ids, reference.generated_ids) << model << ", tree " << tree_size;
+        ASSERT_GT(compared.trees, 0);
+        steps[0] = plain.steps();
+        steps[stage_two == 0 ? 1 : 2] = guessing.steps();
+      }
+      std::cout << model << ", trees of " << tree_size << ": " << steps[0] << " draft steps guessing nothing, " << steps[1]
+                << " guessing wide, " << steps[2] << " wide and deep (n-gram)\n";
+      EXPECT_LE(steps[1], steps[0]) << model << ", tree " << tree_size;
+      EXPECT_LE(steps[2], steps[0]) << model << ", tree " << tree_size;
+      // Where the first block is unsure, the tree grows wide and the wide guesses are taken.
+      if (std::string(model) == "tinystories-656K" && tree_size > 4) EXPECT_LT(steps[1] * 2, steps[0]) << "tree " << tree_size;
+    }
+  }
+}
+
 TEST_F(Speculative, SampledIdsAreThoseWithoutSpeculationForEverySeed) {
   load("tinystories-656K");
   GenerationRequest request;
@@ -174,7 +247,8 @@ TEST_F(Speculative, SampledIdsAreThoseWithoutSpeculationForEverySeed) {
     const auto plain = run(request);
     NgramDraft ngram(4);
     ModelDraft early(*blocks_, 2, *ends_, session_capacity(config_, request));
-    for (DraftSource* draft : std::initializer_list<DraftSource*>{&ngram, &early}) {
+    ModelDraft staged(*blocks_, 1, *ends_, session_capacity(config_, request), ModelDraft::kWidth, ModelDraft::kGuesses, 3);
+    for (DraftSource* draft : std::initializer_list<DraftSource*>{&ngram, &early, &staged}) {
       Speculation speculation{draft, 8, {}};
       EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids) << "seed " << seed;
     }

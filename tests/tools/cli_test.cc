@@ -56,7 +56,10 @@ TEST(Generate, SpeculationWithEachDraftGivesTheTextOfDecoding) {
                                            "--temperature", "0.8", "--seed", "5"};
   const json plain = generate_json(common);
   const std::vector<std::vector<std::string>> drafts = {
-      {"--draft-ngram", "3"}, {"--draft-layers", "1", "--tree-size", "8"}, {"--draft-model", model, "--draft-dtype", "int8"}};
+      {"--draft-ngram", "3"},
+      {"--draft-layers", "1", "--tree-size", "8"},
+      {"--draft-model", model, "--draft-dtype", "int8"},
+      {"--draft-layers", "1", "--draft-ngram", "3", "--tree-size", "24"}};  // staged: the n-gram below the model draft
   for (const auto& draft : drafts) {
     auto args = common;
     args.insert(args.end(), draft.begin(), draft.end());
@@ -83,7 +86,9 @@ TEST(Generate, SpeculationRefusesWhatCannotWork) {
   };
   EXPECT_NE(error_of({"--draft-model", (models / "babyllama-tok105").string()}).find("different tokenizer or vocabulary"),
             std::string::npos);
-  EXPECT_NE(error_of({"--draft-ngram", "3", "--draft-layers", "1"}).find("give one of"), std::string::npos);
+  EXPECT_NE(error_of({"--draft-model", target, "--draft-layers", "1"}).find("give one of --draft-model and --draft-layers"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--draft-layers", "1", "--draft-ngram", "1"}).find("--draft-ngram must be an order"), std::string::npos);
   EXPECT_NE(error_of({"--draft-layers", "5"}).find("--draft-layers must be between 1 and 4"), std::string::npos);
   EXPECT_NE(error_of({"--draft-ngram", "3", "--tree-size", "0"}).find("--tree-size must be between"), std::string::npos);
   EXPECT_NE(error_of({"--tree-size", "4"}).find("--tree-size is for speculative decoding"), std::string::npos);

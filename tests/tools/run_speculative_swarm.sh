@@ -48,11 +48,12 @@ for ref in "$models"/reference/*.greedy.json; do
   # shellcheck disable=SC2086
   timeout 120 "$sepal" "${gen[@]}" --hosts 3 --no-wire-compression ${drafts[0]} > "$out/run.json" 2> "$out/err.log"
   check "$model with --hosts 3, ${drafts[0]}" "$out/run.json" "$ref"
-  # The draft decoder guessing each outcome and preparing the next tree meanwhile.
+  # The draft decoder guessing each outcome and preparing the next tree meanwhile, with the n-gram
+  # as the second stage below the draft.
   # shellcheck disable=SC2086
-  timeout 120 mpirun -np 4 "$sepal" "${gen[@]}" --no-wire-compression ${drafts[1]} --draft-pipelining \
+  timeout 120 mpirun -np 4 "$sepal" "${gen[@]}" --no-wire-compression ${drafts[1]} --draft-ngram 3 --draft-pipelining \
     > "$out/run.json" 2> "$out/err.log"
-  check "$model over 3 hosts, ${drafts[1]} --draft-pipelining" "$out/run.json" "$ref"
+  check "$model over 3 hosts, ${drafts[1]} --draft-ngram 3 --draft-pipelining" "$out/run.json" "$ref"
   grep -q '"anticipated_trees"' "$out/run.json" || { echo "FAILED: no anticipated_trees in --json"; failed=$((failed + 1)); }
   # Compressed hidden states and int8 hosts, greedy and sampled: the text of decoding.
   hosts=$layers  # one block a host: one route
