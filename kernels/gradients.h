@@ -27,6 +27,15 @@ void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, flo
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                         const float* dy, float* dx);
 
+/// The input gradient of layernorm(x, weight, bias, eps) (kernels/rmsnorm.h), given its output's
+/// gradient dy, for n rows of `dim` (the bias does not take part). dx may equal dy.
+void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                          const float* dy, float* dx);
+
+/// The input gradient of gelu_tanh (kernels/activation.h), given its input x and its output's
+/// gradient dout. dx may equal dout.
+void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count);
+
 /// The input gradients of out = silu(gate) · up (kernels/activation.h), given gate and up as they
 /// went in and out's gradient dout. dgate and dup may equal dout (not each other).
 void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
@@ -41,10 +50,10 @@ void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, 
 /// before it): q is [n, heads, head_dim]; keys and values are [kv_heads, n, head_dim] (the cache
 /// layout of attention_causal with capacity n and start 0); dout is [n, heads * head_dim].
 /// Writes dq [n, heads, head_dim], dkeys and dvalues [kv_heads, n, head_dim] (the gradients of
-/// the query heads sharing a key/value head summed, in head order). Parallel over key/value
-/// heads.
+/// the query heads sharing a key/value head summed, in head order). `alibi` and `window` as for
+/// attention_causal. Parallel over key/value heads.
 void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
                                  const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
-                                 float* dvalues);
+                                 float* dvalues, const float* alibi = nullptr, std::int64_t window = 0);
 
 }  // namespace sepal

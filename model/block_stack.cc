@@ -10,7 +10,7 @@
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "model/arch/block_parts.h"
+#include "model/arch/architectures.h"
 
 namespace sepal {
 namespace {

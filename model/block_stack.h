@@ -19,6 +19,10 @@ namespace sepal {
 /// Trainable vectors added to the input of every block of a training pass (deep prompt tuning):
 /// block i of the pass gets values[i, k, :] added at position offset + k of every sequence, for
 /// k < count. values is [blocks of the pass, count, hidden_size].
+struct TrainingCall;
+struct Packing;
+struct Activations;
+
 struct DeepPrompts {
   const float* values = nullptr;
   std::int64_t count = 0;
@@ -102,6 +106,8 @@ class BlockStack {
 
   void check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                            const DeepPrompts* prompts) const;
+  /// Block `block`'s training pass over `pack` (model/arch/training_parts.h).
+  TrainingCall training_call(std::int64_t block, const Packing& pack, Activations& a) const;
 };
 
 }  // namespace sepal

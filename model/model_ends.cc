@@ -67,7 +67,6 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     if (targets[t] >= vocab) fail("target token id ", targets[t], " is outside the vocabulary of ", vocab);
     rows.push_back(t);
   }
-  if (grad && config_.family != ModelFamily::kLlama) fail("tuning ", config_.architecture, " models is not supported yet");
   if (grad) std::fill(grad, grad + n * h, 0.0f);
   std::vector<float> x, normed, logits, d_normed, d_x;
   double total = 0;
@@ -93,7 +92,11 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     d_normed.resize(x.size());
     d_x.resize(x.size());
     matmul_input_grad(logits.data(), m, head_.lm_head.view, d_normed.data());
-    rmsnorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());
+    if (config_.family == ModelFamily::kBloom) {
+      layernorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());
+    } else {
+      rmsnorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());
+    }
     for (std::int64_t i = 0; i < m; ++i) std::copy_n(d_x.begin() + i * h, h, grad + rows[c0 + i] * h);
   }
   return total;

@@ -1,6 +1,6 @@
 #include "model/weights.h"
 
-#include "model/arch/weight_loaders.h"
+#include "model/arch/architectures.h"
 #include "model/weight_holding.h"
 
 #include <sys/mman.h>

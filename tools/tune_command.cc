@@ -143,9 +143,6 @@ int tune_command(int argc, char** argv) {
   }
 
   const ModelConfig config = read_model_config(model_dir);
-  if (config.family != ModelFamily::kLlama || config.attention_bias || config.sliding_window > 0) {
-    fail("tuning ", config.architecture, " models is not supported yet");
-  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;

@@ -70,6 +70,60 @@ void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const 
   }
 }
 
+void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                          const float* dy, float* dx) {
+  SEPAL_CHECK(dim > 0);
+  auto row = [&](std::int64_t t) {
+    const float* in = x + t * dim;
+    const float* g = dy + t * dim;
+    float* out = dx + t * dim;
+    // With x̂ = (x - mean) r: dx = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)), ĝ = dy · weight; as the forward,
+    // the statistics in double.
+    double sum = 0, sum_sq = 0;
+    for (std::int64_t i = 0; i < dim; ++i) sum += in[i];
+    const double mean = sum / static_cast<double>(dim);
+    for (std::int64_t i = 0; i < dim; ++i) sum_sq += (in[i] - mean) * (in[i] - mean);
+    const double r = 1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps);
+    double g_mean = 0, gx_mean = 0;
+    for (std::int64_t i = 0; i < dim; ++i) {
+      const double gi = static_cast<double>(g[i]) * weight[i];
+      g_mean += gi;
+      gx_mean += gi * (in[i] - mean) * r;
+    }
+    g_mean /= static_cast<double>(dim);
+    gx_mean /= static_cast<double>(dim);
+    for (std::int64_t i = 0; i < dim; ++i) {
+      const double gi = static_cast<double>(g[i]) * weight[i];
+      out[i] = static_cast<float>(r * (gi - g_mean - (in[i] - mean) * r * gx_mean));
+    }
+  };
+  if (n > 8) {
+    parallel_for(n, row);
+  } else {
+    for (std::int64_t t = 0; t < n; ++t) row(t);
+  }
+}
+
+void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) {
+  // gelu(x) = x/2 (1 + tanh(u)), u = c (x + 0.044715 x³): gelu' = (1 + t)/2 + x/2 (1 - t²) u'.
+  constexpr float kC = 0.7978845608028654f, kA = 0.044715f;
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float v = x[i];
+      const float t = std::tanh(kC * (v + kA * v * v * v));
+      const float du = kC * (1.0f + 3.0f * kA * v * v);
+      dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+    }
+  };
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count > (1 << 16)) {
+    parallel_for((count + kChunk - 1) / kChunk,
+                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+  } else {
+    span(0, count);
+  }
+}
+
 void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                          std::int64_t count) {
   SEPAL_CHECK(dgate != dup, "silu_mul_input_grad: dgate and dup must differ");
@@ -93,7 +147,7 @@ void silu_mul_input_grad(const float* gate, const float* up, const float* dout, 
 
 void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
                                  const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
-                                 float* dvalues) {
+                                 float* dvalues, const float* alibi, std::int64_t window) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   if (n <= 0) return;
   const std::int64_t group = dims.heads / dims.kv_heads;
@@ -111,27 +165,35 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
     std::fill(dk, dk + n * hd, 0.0f);
     std::fill(dv, dv + n * hd, 0.0f);
     for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+      const float slope = alibi ? alibi[h] : 0.0f;
       for (std::int64_t i = 0; i < n; ++i) {
-        const std::int64_t visible = i + 1;
+        // Keys [lowest, i]: the causal mask and, with a window, its lower edge.
+        const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(i - window + 1, 0) : 0;
+        const std::int64_t visible = i + 1 - lowest;
         const float* qi = q + (i * dims.heads + h) * hd;
         const float* doi = dout + (i * dims.heads + h) * hd;
+        const float* ki = k + lowest * hd;
+        const float* vi = v + lowest * hd;
         // The forward's probabilities, computed as attention_causal computes them.
-        if (!(wide && cpu::dot_rows_avx512(qi, k, visible, hd, scale, probs.data())))
-          cpu::dot_rows(qi, k, visible, hd, scale, probs.data());
+        if (!(wide && cpu::dot_rows_avx512(qi, ki, visible, hd, scale, probs.data())))
+          cpu::dot_rows(qi, ki, visible, hd, scale, probs.data());
+        if (slope != 0.0f) {
+          for (std::int64_t j = 0; j < visible; ++j) probs[j] += slope * static_cast<float>(lowest + j);
+        }
         softmax(probs.data(), visible);
-        cpu::dot_rows(doi, v, visible, hd, 1.0f, dprobs.data());
+        cpu::dot_rows(doi, vi, visible, hd, 1.0f, dprobs.data());
         double mean = 0.0;  // Σ p·dp, the softmax's centre
         for (std::int64_t j = 0; j < visible; ++j) mean += static_cast<double>(probs[j]) * dprobs[j];
         const float centre = static_cast<float>(mean);
-        // dprobs becomes the scaled score gradient.
+        // dprobs becomes the scaled score gradient (ALiBi's bias is a constant: no gradient).
         for (std::int64_t j = 0; j < visible; ++j) dprobs[j] = probs[j] * (dprobs[j] - centre) * scale;
         float* dqi = dq + (i * dims.heads + h) * hd;
         std::fill(dqi, dqi + hd, 0.0f);
-        cpu::add_weighted_rows(dprobs.data(), k, visible, hd, dqi);
+        cpu::add_weighted_rows(dprobs.data(), ki, visible, hd, dqi);
         for (std::int64_t j = 0; j < visible; ++j) {
           const float ds = dprobs[j], p = probs[j];
-          float* dkj = dk + j * hd;
-          float* dvj = dv + j * hd;
+          float* dkj = dk + (lowest + j) * hd;
+          float* dvj = dv + (lowest + j) * hd;
 #pragma omp simd
           for (std::int64_t d = 0; d < hd; ++d) {
             dkj[d] += ds * qi[d];

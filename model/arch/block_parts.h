@@ -1,5 +1,5 @@
 #pragma once
-// What the blocks of every architecture (model/arch/*_block.cc) share: the arguments of one
+// What the blocks of every architecture (model/arch/<name>/block.cc) share: the arguments of one
 // block's forward, its scratch buffers, how a step's rows go into the KV cache, and how its
 // products run (a token tree's rows in pieces that keep decoding's bits).
 //
@@ -56,9 +56,5 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
 /// decoded alone (kernels/matmul.h: prompts and decode round differently, so pieces of at most
 /// kStreamingMaxTokens rows).
 void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys);
-
-/// The block forward of each architecture.
-void llama_block_forward(const BlockCall& call);
-void bloom_block_forward(const BlockCall& call);
 
 }  // namespace sepal

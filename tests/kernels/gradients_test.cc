@@ -142,6 +142,54 @@ TEST(RmsnormInputGrad, MatchesFiniteDifferences) {
   EXPECT_EQ(in_place, dx);
 }
 
+// ---- layernorm ----
+
+TEST(LayernormInputGrad, MatchesFiniteDifferences) {
+  const int n = 9, dim = 40;
+  const float eps = 1e-5f;
+  auto x = random_floats(n * dim, 31, 2.0f);
+  for (int i = 0; i < dim; ++i) x[i] += 3.0f;  // a row far from zero mean
+  const auto weight = random_floats(dim, 32);
+  const auto bias = random_floats(dim, 33);
+  const auto dy = random_floats(n * dim, 34);
+  std::vector<float> dx(x.size(), NAN);
+  layernorm_input_grad(x.data(), n, dim, weight.data(), eps, dy.data(), dx.data());
+  const auto loss = [&](const Vec& xs) {
+    double s = 0;
+    for (int t = 0; t < n; ++t) {
+      double mean = 0, var = 0;
+      for (int i = 0; i < dim; ++i) mean += xs[t * dim + i] / dim;
+      for (int i = 0; i < dim; ++i) var += (xs[t * dim + i] - mean) * (xs[t * dim + i] - mean) / dim;
+      const double r = 1 / std::sqrt(var + eps);
+      for (int i = 0; i < dim; ++i) s += dy[t * dim + i] * ((xs[t * dim + i] - mean) * r * weight[i] + bias[i]);
+    }
+    return s;
+  };
+  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+  std::vector<float> in_place = dy;  // dx may be dy
+  layernorm_input_grad(x.data(), n, dim, weight.data(), eps, in_place.data(), in_place.data());
+  EXPECT_EQ(in_place, dx);
+}
+
+// ---- gelu (tanh) ----
+
+TEST(GeluTanhInputGrad, MatchesFiniteDifferences) {
+  const int count = 301;
+  const auto x = random_floats(count, 35, 5.0f);
+  const auto dout = random_floats(count, 36);
+  std::vector<float> dx(count, NAN);
+  gelu_tanh_input_grad(x.data(), dout.data(), dx.data(), count);
+  const auto loss = [&](const Vec& xs) {
+    double s = 0;
+    for (int i = 0; i < count; ++i) {
+      const double v = xs[i];
+      s += dout[i] * 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    }
+    return s;
+  };
+  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+}
+
 // ---- silu_mul ----
 
 TEST(SiluMulInputGrad, MatchesFiniteDifferences) {
@@ -189,9 +237,10 @@ TEST(RopeInputGrad, MatchesFiniteDifferences) {
 
 // ---- attention ----
 
-// Σ dout · attention(q, k, v) in float64, causal over one sequence; layouts as the kernel's.
+// Σ dout · attention(q, k, v) in float64, causal over one sequence (with ALiBi slopes and a
+// sliding window when given); layouts as the kernel's.
 double attention_loss(const Vec& q, const Vec& k, const Vec& v, int n, const AttentionDims& d,
-                      const std::vector<float>& dout) {
+                      const std::vector<float>& dout, const std::vector<float>& slopes = {}, int window = 0) {
   const int group = static_cast<int>(d.heads / d.kv_heads), hd = static_cast<int>(d.head_dim);
   double s = 0;
   for (int i = 0; i < n; ++i)
@@ -202,7 +251,8 @@ double attention_loss(const Vec& q, const Vec& k, const Vec& v, int n, const Att
       for (int j = 0; j <= i; ++j) {
         double dotp = 0;
         for (int e = 0; e < hd; ++e) dotp += q[(i * d.heads + h) * hd + e] * k[(g * n + j) * hd + e];
-        p[j] = dotp / std::sqrt(static_cast<double>(hd));
+        p[j] = dotp / std::sqrt(static_cast<double>(hd)) + (slopes.empty() ? 0.0 : slopes[h] * (j - i));
+        if (window > 0 && j <= i - window) p[j] = -INFINITY;
         top = std::max(top, p[j]);
       }
       double z = 0;
@@ -216,31 +266,39 @@ double attention_loss(const Vec& q, const Vec& k, const Vec& v, int n, const Att
   return s;
 }
 
-class AttentionInputGradTest : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+class AttentionInputGradTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, bool, int>> {};
 
 TEST_P(AttentionInputGradTest, MatchesFiniteDifferences) {
-  const auto [n, heads, kv_heads, hd] = GetParam();
+  const auto [n, heads, kv_heads, hd, with_alibi, window] = GetParam();
+  const std::vector<float> slopes = with_alibi ? alibi_slopes(heads) : std::vector<float>{};
   const AttentionDims dims{heads, kv_heads, hd};
   const auto q = random_floats(static_cast<std::size_t>(n * heads * hd), 13, 1.5f);
   const auto k = random_floats(static_cast<std::size_t>(kv_heads * n * hd), 14, 1.5f);
   const auto v = random_floats(k.size(), 15);
   const auto dout = random_floats(q.size(), 16);
   std::vector<float> dq(q.size(), NAN), dk(k.size(), NAN), dv(v.size(), NAN);
-  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq.data(), dk.data(), dv.data());
+  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq.data(), dk.data(), dv.data(),
+                              with_alibi ? slopes.data() : nullptr, window);
   const Vec qd = widen(q), kd = widen(k), vd = widen(v);
-  const auto fq = finite_differences([&](const Vec& x) { return attention_loss(x, kd, vd, n, dims, dout); }, qd);
-  const auto fk = finite_differences([&](const Vec& x) { return attention_loss(qd, x, vd, n, dims, dout); }, kd);
-  const auto fv = finite_differences([&](const Vec& x) { return attention_loss(qd, kd, x, n, dims, dout); }, vd);
+  const auto loss = [&](const Vec& qs, const Vec& ks, const Vec& vs) {
+    return attention_loss(qs, ks, vs, n, dims, dout, slopes, window);
+  };
+  const auto fq = finite_differences([&](const Vec& x) { return loss(x, kd, vd); }, qd);
+  const auto fk = finite_differences([&](const Vec& x) { return loss(qd, x, vd); }, kd);
+  const auto fv = finite_differences([&](const Vec& x) { return loss(qd, kd, x); }, vd);
   EXPECT_LT(normalized_error(dq, fq), 2e-5);
   EXPECT_LT(normalized_error(dk, fk), 2e-5);
   EXPECT_LT(normalized_error(dv, fv), 2e-5);
 }
 
-// (n, heads, kv_heads, head_dim): plain heads, grouped-query heads, and head dims with and
-// without the AVX-512 score kernel.
+// (n, heads, kv_heads, head_dim, ALiBi, window): plain heads, grouped-query heads, head dims with
+// and without the AVX-512 score kernel; BLOOM's ALiBi (6 heads: the extra slopes) and Mistral's
+// sliding window.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionInputGradTest,
-                         ::testing::Values(std::tuple{1, 2, 2, 8}, std::tuple{7, 4, 2, 8}, std::tuple{6, 4, 1, 32},
-                                           std::tuple{9, 2, 2, 64}));
+                         ::testing::Values(std::tuple{1, 2, 2, 8, false, 0}, std::tuple{7, 4, 2, 8, false, 0},
+                                           std::tuple{6, 4, 1, 32, false, 0}, std::tuple{9, 2, 2, 64, false, 0},
+                                           std::tuple{8, 6, 6, 8, true, 0}, std::tuple{9, 4, 2, 16, false, 3},
+                                           std::tuple{10, 4, 4, 32, true, 4}));
 
 TEST(AttentionInputGrad, SameBitsAtAnyThreadCount) {
   const int n = 40, heads = 8, kv_heads = 4, hd = 32;

@@ -119,13 +119,10 @@ std::vector<double> linear(const std::vector<double>& x, const Tensor& w, const 
   return y;
 }
 
-// Logits of every position of `ids`, all at once (causal), as modeling_bloom computes them.
-std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<std::int32_t>& ids) {
-  const int n = static_cast<int>(ids.size());
-  std::vector<double> x(static_cast<std::size_t>(n * kHidden));
-  for (int t = 0; t < n; ++t)
-    for (int i = 0; i < kHidden; ++i) x[t * kHidden + i] = m["word_embeddings.weight"].values[ids[t] * kHidden + i];
-  x = layer_norm(x, m["word_embeddings_layernorm.weight"], m["word_embeddings_layernorm.bias"]);
+// The blocks over one sequence of hidden states x [n, hidden] (causal), as modeling_bloom
+// computes them.
+std::vector<double> reference_blocks(const SyntheticBloom& m, std::vector<double> x) {
+  const int n = static_cast<int>(x.size() / kHidden);
   // ALiBi slopes by their definition: 8 heads' 2^(-8i/8), then 16 heads' odd ones.
   std::vector<double> slopes;
   for (int i = 1; i <= 8; ++i) slopes.push_back(std::pow(2.0, -8.0 * i / 8));
@@ -162,7 +159,13 @@ std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<
     const auto down = linear(up, m[p + "mlp.dense_4h_to_h.weight"], m[p + "mlp.dense_4h_to_h.bias"]);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   }
-  x = layer_norm(x, m["ln_f.weight"], m["ln_f.bias"]);
+  return x;
+}
+
+// Logits of hidden states after the blocks: ln_f, then the tied head.
+std::vector<double> reference_head(const SyntheticBloom& m, const std::vector<double>& hidden) {
+  const int n = static_cast<int>(hidden.size() / kHidden);
+  const auto x = layer_norm(hidden, m["ln_f.weight"], m["ln_f.bias"]);
   std::vector<double> logits(static_cast<std::size_t>(n * kVocab));
   for (int t = 0; t < n; ++t)
     for (int v = 0; v < kVocab; ++v) {
@@ -171,6 +174,84 @@ std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<
       logits[t * kVocab + v] = acc;
     }
   return logits;
+}
+
+// Logits of every position of `ids`, all at once (causal), as modeling_bloom computes them.
+std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<std::int32_t>& ids) {
+  const int n = static_cast<int>(ids.size());
+  std::vector<double> x(static_cast<std::size_t>(n * kHidden));
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < kHidden; ++i) x[t * kHidden + i] = m["word_embeddings.weight"].values[ids[t] * kHidden + i];
+  x = layer_norm(x, m["word_embeddings_layernorm.weight"], m["word_embeddings_layernorm.bias"]);
+  return reference_head(m, reference_blocks(m, std::move(x)));
+}
+
+// d loss / d x along random directions u, central differences of the float64 `loss` against
+// grad · u.
+template <typename Loss>
+void expect_directional(const Loss& loss, const std::vector<float>& at, const std::vector<float>& grad, std::uint64_t seed) {
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto u = test::random_floats(at.size(), seed + k);
+    std::vector<double> up(at.begin(), at.end()), down = up;
+    double analytic = 0;
+    for (std::size_t i = 0; i < at.size(); ++i) {
+      up[i] += kStep * u[i];
+      down[i] -= kStep * u[i];
+      analytic += static_cast<double>(grad[i]) * u[i];
+    }
+    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
+    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "direction " << k;
+  }
+}
+
+TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
+  const SyntheticBloom model;
+  test::TempDir dir;
+  model.write(dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, kLayers, DType::kF32);
+  // The blocks: two packed sequences; loss Σ dy · blocks(x).
+  const std::vector<std::int64_t> lengths = {7, 5};
+  const auto x = test::random_floats(static_cast<std::size_t>(12 * kHidden), 51);
+  const auto dy = test::random_floats(x.size(), 52);
+  std::vector<float> grad = dy;
+  blocks.backward_sequences(x.data(), lengths, 0, kLayers, nullptr, grad.data(), nullptr);
+  expect_directional(
+      [&](const std::vector<double>& at) {
+        double s = 0;
+        std::size_t offset = 0;
+        for (const std::int64_t n : lengths) {
+          const std::vector<double> one(at.begin() + static_cast<std::ptrdiff_t>(offset),
+                                        at.begin() + static_cast<std::ptrdiff_t>(offset + n * kHidden));
+          const auto out = reference_blocks(model, one);
+          for (std::size_t i = 0; i < out.size(); ++i) s += dy[offset + i] * out[i];
+          offset += static_cast<std::size_t>(n * kHidden);
+        }
+        return s;
+      },
+      x, grad, 60);
+  // The head: cross-entropy through ln_f and the tied head.
+  const std::vector<std::int32_t> targets = {5, -1, 17, 63, 0, 40};
+  const auto hidden = test::random_floats(targets.size() * kHidden, 53, 2.0f);
+  std::vector<float> head_grad(hidden.size());
+  ends.cross_entropy(hidden.data(), static_cast<std::int64_t>(targets.size()), targets.data(), 1.0f, head_grad.data());
+  expect_directional(
+      [&](const std::vector<double>& at) {
+        const auto logits = reference_head(model, at);
+        double s = 0;
+        for (std::size_t t = 0; t < targets.size(); ++t) {
+          if (targets[t] < 0) continue;
+          double top = -1e300, z = 0;
+          for (int v = 0; v < kVocab; ++v) top = std::max(top, logits[t * kVocab + v]);
+          for (int v = 0; v < kVocab; ++v) z += std::exp(logits[t * kVocab + v] - top);
+          s += top + std::log(z) - logits[t * kVocab + targets[t]];
+        }
+        return s;
+      },
+      hidden, head_grad, 70);
 }
 
 TEST(Bloom, AnotherShapeMatchesAFloat64Reference) {

@@ -1,7 +1,8 @@
 // Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v)
 // and Mistral (a sliding window shorter than the sequence). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
-// token trees the ids of decoding, and training passes a one-line refusal.
+// token trees the ids of decoding, and training passes gradients that match central differences
+// of that reference (two sequences, one longer than the window).
 #include <gtest/gtest.h>
 
 #include "kernels/error.h"
@@ -68,9 +69,31 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const Speculation speculation{&draft, 8, {}};
   EXPECT_EQ(generate(ends, tree, request, [](std::int32_t) {}, &speculation).generated_ids, want);
 
-  std::vector<float> rows(static_cast<std::size_t>(4 * h), 0.1f);
-  const std::vector<std::int64_t> lengths = {4};
-  EXPECT_THROW(blocks.forward_sequences(rows.data(), lengths, 0, 1, nullptr), Error);
+  // Training: d (Σ dy · blocks(x)) / dx along random directions, against the reference.
+  const std::vector<std::int64_t> lengths = {9, 4};
+  const auto x = test::random_floats(static_cast<std::size_t>(13 * h), 21);
+  const auto dy = test::random_floats(x.size(), 22);
+  std::vector<float> grad = dy;
+  blocks.backward_sequences(x.data(), lengths, 0, config.num_layers, nullptr, grad.data(), nullptr);
+  auto loss = [&](const std::vector<double>& at) {
+    const auto out = test::reference_forward(dir.path(), DType::kF32, at, lengths, 0, config.num_layers, {}, 0, 0);
+    double s = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
+    return s;
+  };
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto u = test::random_floats(x.size(), 30 + k);
+    std::vector<double> up(x.begin(), x.end()), down = up;
+    double analytic = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      up[i] += kStep * u[i];
+      down[i] -= kStep * u[i];
+      analytic += static_cast<double>(grad[i]) * u[i];
+    }
+    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
+    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "direction " << k;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,

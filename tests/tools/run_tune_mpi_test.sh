@@ -5,7 +5,8 @@
 #      driver recomputes its micro-batches on the replica and the losses stay the same;
 #   3. a run stopped after step 4 under mpirun and resumed in one process: the same losses;
 #   4. the client killed (kill -9) after step 7 of a run that checkpoints every 3 steps: resumed
-#      from the last checkpoint, every step's loss is the uninterrupted run's.
+#      from the last checkpoint, every step's loss is the uninterrupted run's;
+#   5. BLOOM (bloom-synth) through 3 hosts: the losses of one process.
 #   run_tune_mpi_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -96,4 +97,19 @@ with open(sys.argv[2], "w") as out:
     out.writelines(rows[s] for s in sorted(rows))
 PY
 same "client killed after $at steps, resumed from its last checkpoint" "$dir/one.jsonl" "$dir/last-per-step.jsonl"
+
+# 5. BLOOM (ALiBi, LayerNorms, biases: model/arch/bloom/training.cc) through 3 hosts, one block each.
+bloom_tune() {  # LOG OUT [extra args...]
+  local log=$1 out=$2; shift 2
+  "$sepal" tune --model "$models/bloom-synth" --data "$models/../data/tune-tom/train.jsonl" --method deep-ptune \
+    --prompt-tokens 4 --steps 6 --batch-size 8 --micro-batch 2 --lr 0.05 --warmup 2 --seed 5 --max-length 96 \
+    --log "$log" --out "$out" "$@"
+}
+bloom_tune "$dir/bloom-one.jsonl" "$dir/bloom-one.h5" 2> "$dir/err.txt" \
+  || { echo "FAILED: BLOOM in one process"; tail -3 "$dir/err.txt"; failed=$((failed + 1)); }
+timeout 300 mpirun -np 4 "$sepal" tune --model "$models/bloom-synth" --data "$models/../data/tune-tom/train.jsonl" \
+  --method deep-ptune --prompt-tokens 4 --steps 6 --batch-size 8 --micro-batch 2 --lr 0.05 --warmup 2 --seed 5 \
+  --max-length 96 --log "$dir/bloom-swarm.jsonl" --out "$dir/bloom-swarm.h5" --no-wire-compression 2> "$dir/err.txt" \
+  || { echo "FAILED: BLOOM under mpirun -np 4"; tail -5 "$dir/err.txt"; failed=$((failed + 1)); }
+same "BLOOM: mpirun -np 4 (3 hosts) against one process" "$dir/bloom-one.jsonl" "$dir/bloom-swarm.jsonl"
 exit $failed

@@ -2,7 +2,7 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/rmsnorm.h"
-#include "model/arch/block_parts.h"
+#include "model/arch/architectures.h"
 
 namespace sepal {
 

@@ -1,7 +1,7 @@
 // BLOOM's weights, under the names of Hugging Face's BloomForCausalLM (with or without
 // "transformer."); the fused query_key_value is split per head at load time.
 #include "kernels/error.h"
-#include "model/arch/weight_loaders.h"
+#include "model/arch/architectures.h"
 #include "model/weight_holding.h"
 
 namespace sepal {

@@ -1,6 +1,6 @@
 // The Llama family's weights (Llama, Qwen2, Mistral) under Hugging Face's names.
 #include "kernels/error.h"
-#include "model/arch/weight_loaders.h"
+#include "model/arch/architectures.h"
 #include "model/weight_holding.h"
 
 namespace sepal {

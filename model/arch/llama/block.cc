@@ -3,7 +3,7 @@
 #include "kernels/attention.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "model/arch/block_parts.h"
+#include "model/arch/architectures.h"
 
 namespace sepal {
 

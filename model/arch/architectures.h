@@ -1,0 +1,37 @@
+#pragma once
+// What each architecture folder (model/arch/<name>/) provides: its weight loader (weights.cc:
+// tensor names and layouts turned into BlockWeights, EmbeddingWeights and HeadWeights, the
+// shapes checked against the config), its block forward for inference (block.cc) and its
+// training pass over packed sequences, forward and input-gradient backward (training.cc).
+// model/weights.cc, block_stack.cc and block_training.cc pick one by ModelConfig::family.
+//
+// Adding an architecture: a folder with these three files, its family in model_config.h, and a
+// case in the three dispatchers.
+
+#include "model/arch/block_parts.h"
+#include "model/arch/training_parts.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+// ---- Llama family (Llama, Qwen2's q/k/v biases, Mistral's sliding window): model/arch/llama/ ----
+BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
+                                      const WeightLoading& loading);
+EmbeddingWeights load_llama_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading);
+HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
+                            const EmbeddingWeights* embedding);
+void llama_block_forward(const BlockCall& call);
+void llama_training_forward(const TrainingCall& call, float* hidden);
+void llama_training_backward(const TrainingCall& call, float* grad);
+
+// ---- BLOOM: model/arch/bloom/ ----
+BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
+                                      const WeightLoading& loading);
+EmbeddingWeights load_bloom_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading);
+HeadWeights load_bloom_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
+                            const EmbeddingWeights* embedding);
+void bloom_block_forward(const BlockCall& call);
+void bloom_training_forward(const TrainingCall& call, float* hidden);
+void bloom_training_backward(const TrainingCall& call, float* grad);
+
+}  // namespace sepal

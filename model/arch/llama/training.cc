@@ -1,0 +1,79 @@
+// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Mistral's sliding window):
+// model/arch/llama/block.cc's forward over packed sequences, keeping what the backward needs, and
+// its input-gradient backward.
+#include <algorithm>
+
+#include "kernels/activation.h"
+#include "kernels/gradients.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "model/arch/architectures.h"
+
+namespace sepal {
+
+void llama_training_forward(const TrainingCall& call, float* hidden) {
+  const ModelConfig& c = call.config;
+  const BlockWeights& w = call.weights;
+  Activations& a = call.a;
+  const std::int64_t t = call.pack.tokens, h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  std::copy_n(hidden, t * h, a.input.data());
+  rmsnorm(hidden, t, h, w.input_norm.data, eps, a.normed1.data());
+  const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
+  float* const qkv_out[] = {a.q.data(), a.k_rows.data(), a.v_rows.data()};
+  matmul_many(a.normed1.data(), t, qkv, qkv_out);
+  if (c.attention_bias) {
+    add_bias(a.q.data(), t, c.q_size(), w.q_bias.data);
+    add_bias(a.k_rows.data(), t, c.kv_size(), w.k_bias.data);
+    add_bias(a.v_rows.data(), t, c.kv_size(), w.v_bias.data);
+  }
+  rope_rotate_half(a.q.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
+  rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
+  packed_attention(call, a.k_rows.data(), a.v_rows.data());
+  matmul(a.attn.data(), t, w.o_proj.view, hidden);
+  add_in_place(hidden, a.input.data(), t * h);
+  std::copy_n(hidden, t * h, a.mid.data());
+
+  rmsnorm(hidden, t, h, w.post_attention_norm.data, eps, a.normed2.data());
+  const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
+  float* const gate_up_out[] = {a.gate.data(), a.up.data()};
+  matmul_many(a.normed2.data(), t, gate_up, gate_up_out);
+  a.act = a.gate;
+  silu_mul(a.act.data(), a.up.data(), t * c.intermediate_size);
+  matmul(a.act.data(), t, w.down_proj.view, hidden);
+  add_in_place(hidden, a.mid.data(), t * h);
+}
+
+void llama_training_backward(const TrainingCall& call, float* grad) {
+  const ModelConfig& c = call.config;
+  const BlockWeights& w = call.weights;
+  Activations& a = call.a;
+  const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  // MLP: out = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid).
+  matmul_input_grad(grad, t, w.down_proj.view, a.d_act.data());
+  silu_mul_input_grad(a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
+  matmul_input_grad(a.d_gate.data(), t, w.gate_proj.view, a.d_norm.data());
+  matmul_input_grad(a.d_up.data(), t, w.up_proj.view, a.part.data());
+  add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  rmsnorm_input_grad(a.mid.data(), t, h, w.post_attention_norm.data, eps, a.d_norm.data(), a.d_norm.data());
+  add_in_place(grad, a.d_norm.data(), t * h);  // now d loss / d mid
+
+  // Attention: mid = input + o(attention(rope(q(n1) + bq), rope(k(n1) + bk), v(n1) + bv)),
+  // n1 = rmsnorm(input); the biases shift the projections and leave their input gradients alone.
+  matmul_input_grad(grad, t, w.o_proj.view, a.d_attn.data());
+  packed_attention_backward(call);
+  rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
+  rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
+  matmul_input_grad(a.dq.data(), t, w.q_proj.view, a.d_norm.data());
+  matmul_input_grad(a.dk.data(), t, w.k_proj.view, a.part.data());
+  add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  matmul_input_grad(a.dv.data(), t, w.v_proj.view, a.part.data());
+  add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  rmsnorm_input_grad(a.input.data(), t, h, w.input_norm.data, eps, a.d_norm.data(), a.d_norm.data());
+  add_in_place(grad, a.d_norm.data(), t * h);
+}
+
+}  // namespace sepal
