@@ -4,8 +4,8 @@
 // reads for BPE), and SentencePiece itself encodes. As llama.cpp does: the dummy space prefix as
 // tokenizer.ggml.add_space_prefix says (default on), whitespace kept as it is, byte fallback when
 // the vocabulary has all 256 byte pieces. A `gpt2` vocabulary (byte-level BPE with merges) becomes
-// the tokenizer.json Hugging Face would hold for it, with GPT-2's pre-tokenizer (the only one of
-// tokenizer.ggml.pre's names read so far), and model/hf_tokenizer.cc encodes.
+// the tokenizer.json Hugging Face would hold for it, with the pre-tokenizer tokenizer.ggml.pre
+// names (GPT-2's, or Llama 3's "llama-bpe"), and model/hf_tokenizer.cc encodes.
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -89,13 +89,30 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
   }
   const std::string pre = file.string("tokenizer.ggml.pre").value_or("default");
   nlohmann::json pre_tokenizer;
+  bool ignore_merges = false;  // a piece that is a whole token stays one (Llama 3's BPE)
   if (pre == "default" || pre == "gpt-2") {
     pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  } else if (pre == "llama-bpe") {
+    // Llama 3's split (its tokenizer.json): contractions, letters with one leading non-letter,
+    // digits in threes, punctuation runs, newlines, and whitespace; then bytes to characters.
+    const nlohmann::json split = {
+        {"type", "Split"},
+        {"pattern",
+         {{"Regex",
+           "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+           "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+        {"behavior", "Isolated"},
+        {"invert", false}};
+    pre_tokenizer = {{"type", "Sequence"},
+                     {"pretokenizers",
+                      {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    ignore_merges = true;
   } else {
-    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2)");
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe)");
   }
   const nlohmann::json tokenizer = {
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}, {"byte_fallback", false}}},
+      {"model",
+       {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}, {"byte_fallback", false}, {"ignore_merges", ignore_merges}}},
       {"pre_tokenizer", pre_tokenizer},
       {"decoder", {{"type", "ByteLevel"}}},
       {"added_tokens", added}};
