@@ -1,7 +1,7 @@
 #pragma once
 // Input gradients of the forward ops (kernels/matmul.h, rmsnorm.h, activation.h, rope.h,
-// attention.h), for training passes over frozen weights: only the gradient with respect to each
-// op's input is computed, never one for a weight.
+// attention.h), for training passes over frozen weights: the gradient with respect to each op's
+// input, and one weight gradient for adapters' small matrices.
 //
 // Every result is deterministic: each element is one sum in a fixed order, so it does not depend
 // on the thread count, and a token's result does not depend on the other tokens of the call.
@@ -21,6 +21,11 @@ namespace sepal {
 /// dequantized (data[r, c] · scales[r]), the outlier columns included, as bitsandbytes does.
 /// dx must not overlap dy.
 void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, float* dx);
+
+/// dw[rows, cols] += Σ_t dy[t, :]ᵀ x[t, :] over n rows: the weight gradient of y = x · wᵀ, for
+/// the small trainable matrices of adapters (model/block_adapters.h). Each element is one sum
+/// in row order, so the result does not depend on the thread count.
+void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::int64_t rows, std::int64_t cols, float* dw);
 
 /// The input gradient of rmsnorm(x, weight, eps) (kernels/rmsnorm.h), given its output's
 /// gradient dy, for n rows of `dim`. dx may equal dy.

@@ -11,19 +11,30 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "model/arch/architectures.h"
+#include "model/block_adapters.h"
 
 namespace sepal {
 namespace {
 
 void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq, const float* alibi,
                    float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
-                   float* keys, float* values, std::int64_t capacity, Scratch& s, const TreeRows* tree = nullptr) {
-  const BlockCall call{c, w, inv_freq, alibi, hidden, n, start, positions, keys, values, capacity, s, tree};
+                   float* keys, float* values, std::int64_t capacity, Scratch& s, const TreeRows* tree,
+                   const BlockAdapters* adapters) {
+  const BlockCall call{c, w, inv_freq, alibi, hidden, n, start, positions, keys, values, capacity, s, tree, adapters};
   if (c.family == ModelFamily::kBloom) return bloom_block_forward(call);
   llama_block_forward(call);
 }
 
 }  // namespace
+
+void BlockStack::check_adapters(const BlockAdapters* adapters, std::int64_t first, std::int64_t count) const {
+  if (!adapters) return;
+  if (first < adapters->first || first + count > adapters->first + adapters->blocks) {
+    fail("adapters for blocks [", adapters->first, ", ", adapters->first + adapters->blocks, ") do not cover blocks [", first,
+         ", ", first + count, ")");
+  }
+  validate(adapters->shape, config_);
+}
 
 BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& config,
                             std::int64_t first, std::int64_t last,
@@ -83,11 +94,12 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
 }
 
 void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
-                         const DeepPrompts* prompts) const {
+                         const DeepPrompts* prompts, const BlockAdapters* adapters) const {
   SEPAL_CHECK(first >= first_ && first + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");
   if (n <= 0) return;
+  check_adapters(adapters, first, cache.blocks());
   const std::int64_t start = cache.length();
   if (start + n > cache.capacity()) {
     fail("positions [", start, ", ", start + n, ") pass the session's length of ",
@@ -106,13 +118,13 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
                    (to - from) * h);
     }
     block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
-                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch);
+                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, nullptr, adapters);
   }
   cache.set_length(start + n);
 }
 
 void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
-                              std::int64_t first_block) const {
+                              std::int64_t first_block, const BlockAdapters* adapters) const {
   SEPAL_CHECK(first_block >= first_ && first_block + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");
@@ -120,6 +132,7 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   const std::int64_t first = nodes - n;
   if (n <= 0) return;
   if (first < 0) fail("a tree step of ", n, " nodes has ", nodes, " parents");
+  check_adapters(adapters, first_block, cache.blocks());
   const std::int64_t start = cache.length();
   std::vector<std::int64_t> depth(static_cast<std::size_t>(nodes));
   for (std::int64_t i = 0; i < nodes; ++i) {
@@ -136,7 +149,7 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   const TreeRows tree{parents.data(), first};
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
     block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
-                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree);
+                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree, adapters);
   }
 }
 

@@ -20,6 +20,7 @@ namespace sepal {
 /// block i of the pass gets values[i, k, :] added at position offset + k of every sequence, for
 /// k < count. values is [blocks of the pass, count, hidden_size].
 struct TrainingCall;
+struct BlockAdapters;
 struct Packing;
 struct Activations;
 
@@ -60,8 +61,10 @@ class BlockStack {
   /// The same through blocks [first, first + cache.blocks()) only, a part of the stack's range,
   /// with deep prompts (may be null; values for those blocks) added to the input of each block at
   /// the positions of [cache.length(), cache.length() + n) that they cover.
+  /// With `adapters` (model/block_adapters.h; covering those blocks), each block's projections
+  /// are adapted.
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
-               const DeepPrompts* prompts = nullptr) const;
+               const DeepPrompts* prompts = nullptr, const BlockAdapters* adapters = nullptr) const;
 
   /// A step of a token tree (speculative decoding) through blocks [first_block, first_block +
   /// cache.blocks()): hidden[n, hidden_size] are the tree's last n nodes, of parents.size() in
@@ -73,7 +76,7 @@ class BlockStack {
   /// Earlier nodes must already be stored (by earlier calls for the same tree). Throws sepal::Error
   /// for a malformed tree or one that does not fit in the cache.
   void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
-                    std::int64_t first_block) const;
+                    std::int64_t first_block, const BlockAdapters* adapters = nullptr) const;
 
   // ---- training passes (model/block_training.cc) ----
   // A batch of whole sequences packed one after another: hidden[T, hidden_size] with T the sum of
@@ -84,16 +87,19 @@ class BlockStack {
 
   /// Runs the sequences through the blocks in place.
   void forward_sequences(float* hidden, std::span<const std::int64_t> lengths, std::int64_t first,
-                         std::int64_t blocks, const DeepPrompts* prompts) const;
+                         std::int64_t blocks, const DeepPrompts* prompts, const BlockAdapters* adapters = nullptr) const;
   /// The backward of forward_sequences: given the pass's `input` (as forward_sequences got it) and
   /// `grad` = d loss / d output, overwrites grad with d loss / d input and, with prompts, writes
   /// d loss / d prompts into prompt_grads [blocks, count, hidden_size]. The forward is recomputed
   /// from `input` (weights and activations are never kept between calls), one block at a time:
   /// the cost is about three forward passes, the memory one block's activations plus each
   /// block's input.
+  /// With `adapters`, adapter_grads [blocks × values per block] receives d loss / d values of
+  /// blocks [first, first + blocks) (overwritten).
   void backward_sequences(const float* input, std::span<const std::int64_t> lengths, std::int64_t first,
                           std::int64_t blocks, const DeepPrompts* prompts, float* grad,
-                          float* prompt_grads) const;
+                          float* prompt_grads, const BlockAdapters* adapters = nullptr,
+                          float* adapter_grads = nullptr) const;
   /// Memory one training pass of `tokens` tokens through `blocks` blocks works in (an upper estimate).
   std::int64_t training_working_bytes(std::int64_t tokens, std::int64_t blocks) const;
 
@@ -107,7 +113,10 @@ class BlockStack {
   void check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                            const DeepPrompts* prompts) const;
   /// Block `block`'s training pass over `pack` (model/arch/training_parts.h).
-  TrainingCall training_call(std::int64_t block, const Packing& pack, Activations& a) const;
+  TrainingCall training_call(std::int64_t block, const Packing& pack, Activations& a, const BlockAdapters* adapters,
+                             float* adapter_grads) const;
+  /// Throws sepal::Error unless `adapters` (may be null) cover blocks [first, first + count) and fit the model.
+  void check_adapters(const BlockAdapters* adapters, std::int64_t first, std::int64_t count) const;
 };
 
 }  // namespace sepal

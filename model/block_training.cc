@@ -7,6 +7,7 @@
 #include "kernels/activation.h"
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
+#include "model/block_adapters.h"
 #include "model/block_stack.h"
 
 namespace sepal {
@@ -56,20 +57,25 @@ void BlockStack::check_training_pass(std::span<const std::int64_t> lengths, std:
 }
 
 void BlockStack::forward_sequences(float* hidden, std::span<const std::int64_t> lengths, std::int64_t first,
-                                   std::int64_t blocks, const DeepPrompts* prompts) const {
+                                   std::int64_t blocks, const DeepPrompts* prompts, const BlockAdapters* adapters) const {
   check_training_pass(lengths, first, blocks, prompts);
+  check_adapters(adapters, first, blocks);
   const Packing pack(lengths);
   Activations a(config_, pack.tokens);
   for (std::int64_t i = 0; i < blocks; ++i) {
     add_prompt(config_, prompts, i, pack, hidden);
-    block_forward(training_call(first + i, pack, a), hidden);
+    block_forward(training_call(first + i, pack, a, adapters, nullptr), hidden);
   }
 }
 
 void BlockStack::backward_sequences(const float* input, std::span<const std::int64_t> lengths, std::int64_t first,
                                     std::int64_t blocks, const DeepPrompts* prompts, float* grad,
-                                    float* prompt_grads) const {
+                                    float* prompt_grads, const BlockAdapters* adapters, float* adapter_grads) const {
   check_training_pass(lengths, first, blocks, prompts);
+  check_adapters(adapters, first, blocks);
+  if (adapters && !adapter_grads) fail("a backward pass with adapters needs somewhere to put their gradients");
+  const std::int64_t per_block = adapters ? adapters->shape.values_per_block(config_) : 0;
+  if (adapters) std::fill(adapter_grads, adapter_grads + blocks * per_block, 0.0f);
   const Packing pack(lengths);
   const std::int64_t h = config_.hidden_size, t = pack.tokens;
   // Each block's input (before its deep prompt), from one forward.
@@ -81,13 +87,13 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
     std::copy(hidden.begin(), hidden.end(), inputs.begin() + i * t * h);
     if (i + 1 == blocks) break;
     add_prompt(config_, prompts, i, pack, hidden.data());
-    block_forward(training_call(first + i, pack, a), hidden.data());
+    block_forward(training_call(first + i, pack, a, adapters, nullptr), hidden.data());
   }
   const bool with_prompts = prompts && prompts->count > 0;
   for (std::int64_t i = blocks - 1; i >= 0; --i) {
     std::copy_n(inputs.begin() + i * t * h, t * h, hidden.begin());
     add_prompt(config_, prompts, i, pack, hidden.data());
-    const TrainingCall call = training_call(first + i, pack, a);
+    const TrainingCall call = training_call(first + i, pack, a, adapters, adapters ? adapter_grads + i * per_block : nullptr);
     block_forward(call, hidden.data());
     block_backward(call, grad);
     if (!with_prompts) continue;
@@ -98,9 +104,10 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
   }
 }
 
-TrainingCall BlockStack::training_call(std::int64_t block, const Packing& pack, Activations& a) const {
+TrainingCall BlockStack::training_call(std::int64_t block, const Packing& pack, Activations& a,
+                                       const BlockAdapters* adapters, float* adapter_grads) const {
   return TrainingCall{config_, blocks_[static_cast<std::size_t>(block - first_)], inv_freq_.data(),
-                      alibi_.empty() ? nullptr : alibi_.data(), pack, a};
+                      alibi_.empty() ? nullptr : alibi_.data(), pack, a, adapters, adapter_grads};
 }
 
 std::int64_t BlockStack::training_working_bytes(std::int64_t tokens, std::int64_t blocks) const {

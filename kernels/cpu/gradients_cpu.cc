@@ -49,6 +49,25 @@ void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, flo
   }
 }
 
+void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::int64_t rows, std::int64_t cols, float* dw) {
+  if (n <= 0 || rows <= 0 || cols <= 0) return;
+  auto row = [&](std::int64_t r) {
+    float* out = dw + r * cols;
+    for (std::int64_t t = 0; t < n; ++t) {
+      const float g = dy[t * rows + r];
+      if (g == 0.0f) continue;
+      const float* xt = x + t * cols;
+#pragma omp simd
+      for (std::int64_t c = 0; c < cols; ++c) out[c] += g * xt[c];
+    }
+  };
+  if (n * rows * cols > (1 << 16)) {
+    parallel_for(rows, row);
+  } else {
+    for (std::int64_t r = 0; r < rows; ++r) row(r);
+  }
+}
+
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                         const float* dy, float* dx) {
   SEPAL_CHECK(dim > 0);

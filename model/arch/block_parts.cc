@@ -23,4 +23,11 @@ void block_products(const float* x, std::int64_t n, bool tree, std::span<const W
   }
 }
 
+void adapt_product(const BlockCall& call, Projection p, const float* x, float* y) {
+  if (!call.adapters) return;
+  if (const auto adapter = call.adapters->of(call.config, call.weights.layer, p)) {
+    apply_adapter(*adapter, projection_weight(call.weights, p), x, call.n, y);
+  }
+}
+
 }  // namespace sepal

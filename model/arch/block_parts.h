@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "model/block_adapters.h"
 #include "model/model_config.h"
 #include "model/weights.h"
 
@@ -46,7 +47,12 @@ struct BlockCall {
   std::int64_t capacity;
   Scratch& scratch;
   const TreeRows* tree;
+  const BlockAdapters* adapters;  ///< may be null (model/block_adapters.h)
 };
+
+/// y = x · wᵀ for n rows (already computed) becomes the adapted product when `call` has an
+/// adapter on projection p of its block.
+void adapt_product(const BlockCall& call, Projection p, const float* x, float* y);
 
 /// Copies rows [n, kv_heads, head_dim] into the cache layout [kv_heads, capacity, head_dim].
 void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,

@@ -71,4 +71,26 @@ void packed_attention_backward(const TrainingCall& call) {
   }
 }
 
+void adapt_product(const TrainingCall& call, Projection p, const float* x, float* y) {
+  if (!call.adapters) return;
+  if (const auto adapter = call.adapters->of(call.config, call.weights.layer, p)) {
+    apply_adapter(*adapter, projection_weight(call.weights, p), x, call.pack.tokens, y);
+  }
+}
+
+void product_input_grad(const TrainingCall& call, Projection p, const float* x, float* dy, float* dx) {
+  const WeightView& w = projection_weight(call.weights, p);
+  const std::int64_t t = call.pack.tokens;
+  const auto adapter = call.adapters ? call.adapters->of(call.config, call.weights.layer, p) : std::nullopt;
+  if (!adapter) {
+    matmul_input_grad(dy, t, w, dx);
+    return;
+  }
+  std::vector<float> own(static_cast<std::size_t>(t * w.cols), 0.0f);
+  adapter_backward(*adapter, w, x, t, dy, own.data(),
+                   call.adapter_grads + call.adapters->shape.offset_in_block(call.config, p));
+  matmul_input_grad(dy, t, w, dx);
+  for (std::size_t i = 0; i < own.size(); ++i) dx[i] += own[i];
+}
+
 }  // namespace sepal

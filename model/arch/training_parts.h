@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "model/block_adapters.h"
 #include "model/model_config.h"
 #include "model/weights.h"
 
@@ -47,7 +48,15 @@ struct TrainingCall {
   const float* alibi;      ///< ALiBi slopes (BLOOM)
   const Packing& pack;
   Activations& a;
+  const BlockAdapters* adapters = nullptr;  ///< may be null (model/block_adapters.h)
+  float* adapter_grads = nullptr;           ///< this block's adapter gradients, added to (backward)
 };
+
+/// As adapt_product (block_parts.h), over the pass's rows.
+void adapt_product(const TrainingCall& call, Projection p, const float* x, float* y);
+/// dx[t, cols] = d loss / d x of the (adapted) product y = x · wᵀ of projection p, given dy =
+/// d loss / d y; dy is scratch (PEQA rescales it). Adds the adapter's gradients.
+void product_input_grad(const TrainingCall& call, Projection p, const float* x, float* dy, float* dx);
 
 /// Causal attention of every packed sequence (the config's sliding window, the call's ALiBi):
 /// a.q [t, q_size] and keys and values as rows [t, kv_size] in; a.keys and a.values (the

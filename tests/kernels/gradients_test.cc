@@ -142,6 +142,29 @@ TEST(RmsnormInputGrad, MatchesFiniteDifferences) {
   EXPECT_EQ(in_place, dx);
 }
 
+// ---- weight gradient (adapters) ----
+
+TEST(MatmulWeightGrad, AddsTheOuterProductsAtAnyThreadCount) {
+  const int n = 37, rows = 70, cols = 53;
+  const auto dy = random_floats(n * rows, 71);
+  const auto x = random_floats(n * cols, 72);
+  const auto start = random_floats(rows * cols, 73);
+  std::vector<float> one = start, two = start;
+  const int threads = compute_threads();
+  set_compute_threads(1);
+  matmul_weight_grad(dy.data(), n, x.data(), rows, cols, one.data());
+  set_compute_threads(2);
+  matmul_weight_grad(dy.data(), n, x.data(), rows, cols, two.data());
+  set_compute_threads(threads);
+  EXPECT_EQ(one, two);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      double want = start[r * cols + c];
+      for (int t = 0; t < n; ++t) want += static_cast<double>(dy[t * rows + r]) * x[t * cols + c];
+      ASSERT_NEAR(one[r * cols + c], want, 1e-4) << r << ", " << c;
+    }
+}
+
 // ---- layernorm ----
 
 TEST(LayernormInputGrad, MatchesFiniteDifferences) {

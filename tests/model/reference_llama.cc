@@ -17,6 +17,11 @@ namespace {
 std::vector<double> matrix(const HeldMatrix& m) {
   std::vector<double> out(static_cast<std::size_t>(m.view.rows * m.view.cols));
   for (std::size_t i = 0; i < out.size(); ++i) {
+    if (m.view.dtype == DType::kI8) {
+      out[i] = static_cast<double>(static_cast<const std::int8_t*>(m.view.data)[i]) *
+               m.view.scales[i / static_cast<std::size_t>(m.view.cols)];
+      continue;
+    }
     out[i] = m.view.dtype == DType::kBF16 ? bf16_to_f32(static_cast<const std::uint16_t*>(m.view.data)[i])
                                           : static_cast<const float*>(m.view.data)[i];
   }
@@ -66,7 +71,8 @@ void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const s
 std::vector<double> reference_forward(const std::filesystem::path& dir, DType dtype, std::vector<double> x,
                                       const std::vector<std::int64_t>& lengths, std::int64_t first,
                                       std::int64_t blocks, const std::vector<double>& prompts,
-                                      std::int64_t prompt_count, std::int64_t offset) {
+                                      std::int64_t prompt_count, std::int64_t offset,
+                                      const ReferenceAdapters* adapters) {
   const ModelConfig c = read_model_config(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
   const std::int64_t h = c.hidden_size, hd = c.head_dim, group = c.num_heads / c.num_kv_heads;
@@ -78,11 +84,36 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   }
   for (std::int64_t b = 0; b < blocks; ++b) {
     const BlockWeights w = load_block_weights(ckpt, c, first + b, WeightLoading(dtype));
+    // x · Wᵀ of projection p, adapted.
+    auto linear = [&](const std::vector<double>& in, Projection p) {
+      const HeldMatrix& m = p == Projection::kQ ? w.q_proj : p == Projection::kK ? w.k_proj : p == Projection::kV ? w.v_proj
+                          : p == Projection::kO ? w.o_proj : p == Projection::kGate ? w.gate_proj
+                          : p == Projection::kUp ? w.up_proj : w.down_proj;
+      auto y = sepal::test::linear(in, m);
+      if (!adapters || !adapters->shape.targets_projection(p)) return y;
+      const std::int64_t rows = m.view.rows, cols = m.view.cols, n = static_cast<std::int64_t>(in.size()) / cols;
+      const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p);
+      if (adapters->shape.method == AdapterMethod::kPeqa) {
+        for (std::int64_t t = 0; t < n; ++t)
+          for (std::int64_t r = 0; r < rows; ++r) y[t * rows + r] *= 1 + v[r];
+        return y;
+      }
+      const std::int64_t rank = adapters->shape.rank;
+      const double scaling = adapters->shape.alpha / static_cast<double>(rank);
+      for (std::int64_t t = 0; t < n; ++t) {
+        std::vector<double> u(static_cast<std::size_t>(rank));
+        for (std::int64_t j = 0; j < rank; ++j)
+          for (std::int64_t i = 0; i < cols; ++i) u[j] += in[t * cols + i] * v[j * cols + i];
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t j = 0; j < rank; ++j) y[t * rows + r] += scaling * v[rank * cols + r * rank + j] * u[j];
+      }
+      return y;
+    };
     for (std::int64_t start : starts)
       for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
     const auto n1 = rms(x, w.input_norm, c.rms_norm_eps);
-    auto q = linear(n1, w.q_proj), k = linear(n1, w.k_proj);
-    auto v = linear(n1, w.v_proj);
+    auto q = linear(n1, Projection::kQ), k = linear(n1, Projection::kK);
+    auto v = linear(n1, Projection::kV);
     if (c.attention_bias) {  // read from the file here, not through the loader's bias fields
       const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
       for (auto [name, rows] : {std::pair{"q_proj.bias", &q}, std::pair{"k_proj.bias", &k}, std::pair{"v_proj.bias", &v}}) {
@@ -115,13 +146,13 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
             for (std::int64_t e = 0; e < hd; ++e)
               attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
         }
-    const auto o = linear(attn, w.o_proj);
+    const auto o = linear(attn, Projection::kO);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     const auto n2 = rms(x, w.post_attention_norm, c.rms_norm_eps);
-    auto gate = linear(n2, w.gate_proj);
-    const auto up = linear(n2, w.up_proj);
+    auto gate = linear(n2, Projection::kGate);
+    const auto up = linear(n2, Projection::kUp);
     for (std::size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
-    const auto down = linear(gate, w.down_proj);
+    const auto down = linear(gate, Projection::kDown);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   }
   return x;

@@ -31,6 +31,9 @@ void llama_block_forward(const BlockCall& call) {
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
   products(s.normed.data(), qkv, qkv_out);
+  adapt_product(call, Projection::kQ, s.normed.data(), s.q.data());
+  adapt_product(call, Projection::kK, s.normed.data(), s.k.data());
+  adapt_product(call, Projection::kV, s.normed.data(), s.v.data());
   if (c.attention_bias) {
     add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
     add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
@@ -50,14 +53,18 @@ void llama_block_forward(const BlockCall& call) {
   }
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
+  adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {s.gate.data(), s.up.data()};
   products(s.normed.data(), gate_up, gate_up_out);
+  adapt_product(call, Projection::kGate, s.normed.data(), s.gate.data());
+  adapt_product(call, Projection::kUp, s.normed.data(), s.up.data());
   silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
+  adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);
 }
 

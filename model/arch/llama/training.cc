@@ -23,6 +23,9 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {a.q.data(), a.k_rows.data(), a.v_rows.data()};
   matmul_many(a.normed1.data(), t, qkv, qkv_out);
+  adapt_product(call, Projection::kQ, a.normed1.data(), a.q.data());
+  adapt_product(call, Projection::kK, a.normed1.data(), a.k_rows.data());
+  adapt_product(call, Projection::kV, a.normed1.data(), a.v_rows.data());
   if (c.attention_bias) {
     add_bias(a.q.data(), t, c.q_size(), w.q_bias.data);
     add_bias(a.k_rows.data(), t, c.kv_size(), w.k_bias.data);
@@ -32,6 +35,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
   packed_attention(call, a.k_rows.data(), a.v_rows.data());
   matmul(a.attn.data(), t, w.o_proj.view, hidden);
+  adapt_product(call, Projection::kO, a.attn.data(), hidden);
   add_in_place(hidden, a.input.data(), t * h);
   std::copy_n(hidden, t * h, a.mid.data());
 
@@ -39,9 +43,12 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {a.gate.data(), a.up.data()};
   matmul_many(a.normed2.data(), t, gate_up, gate_up_out);
+  adapt_product(call, Projection::kGate, a.normed2.data(), a.gate.data());
+  adapt_product(call, Projection::kUp, a.normed2.data(), a.up.data());
   a.act = a.gate;
   silu_mul(a.act.data(), a.up.data(), t * c.intermediate_size);
   matmul(a.act.data(), t, w.down_proj.view, hidden);
+  adapt_product(call, Projection::kDown, a.act.data(), hidden);
   add_in_place(hidden, a.mid.data(), t * h);
 }
 
@@ -52,25 +59,27 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // MLP: out = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid).
-  matmul_input_grad(grad, t, w.down_proj.view, a.d_act.data());
+  // MLP: out = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted.
+  std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
+  product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
   silu_mul_input_grad(a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
-  matmul_input_grad(a.d_gate.data(), t, w.gate_proj.view, a.d_norm.data());
-  matmul_input_grad(a.d_up.data(), t, w.up_proj.view, a.part.data());
+  product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
+  product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
   rmsnorm_input_grad(a.mid.data(), t, h, w.post_attention_norm.data, eps, a.d_norm.data(), a.d_norm.data());
   add_in_place(grad, a.d_norm.data(), t * h);  // now d loss / d mid
 
   // Attention: mid = input + o(attention(rope(q(n1) + bq), rope(k(n1) + bk), v(n1) + bv)),
   // n1 = rmsnorm(input); the biases shift the projections and leave their input gradients alone.
-  matmul_input_grad(grad, t, w.o_proj.view, a.d_attn.data());
+  std::copy_n(grad, t * h, d_product.begin());
+  product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
   rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
   rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
-  matmul_input_grad(a.dq.data(), t, w.q_proj.view, a.d_norm.data());
-  matmul_input_grad(a.dk.data(), t, w.k_proj.view, a.part.data());
+  product_input_grad(call, Projection::kQ, a.normed1.data(), a.dq.data(), a.d_norm.data());
+  product_input_grad(call, Projection::kK, a.normed1.data(), a.dk.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
-  matmul_input_grad(a.dv.data(), t, w.v_proj.view, a.part.data());
+  product_input_grad(call, Projection::kV, a.normed1.data(), a.dv.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
   rmsnorm_input_grad(a.input.data(), t, h, w.input_norm.data, eps, a.d_norm.data(), a.d_norm.data());
   add_in_place(grad, a.d_norm.data(), t * h);

@@ -1,0 +1,161 @@
+#include "model/block_adapters.h"
+
+#include <algorithm>
+#include <array>
+
+#include "kernels/error.h"
+#include "kernels/gradients.h"
+#include "kernels/parallel.h"
+
+namespace sepal {
+namespace {
+
+constexpr std::array<std::string_view, kProjections> kNames = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                              "gate_proj", "up_proj", "down_proj"};
+
+WeightView f32_view(std::int64_t rows, std::int64_t cols, const float* data) {
+  return WeightView{DType::kF32, rows, cols, data};
+}
+
+}  // namespace
+
+std::optional<Projection> parse_projection(std::string_view name) {
+  for (int i = 0; i < kProjections; ++i) {
+    if (kNames[static_cast<std::size_t>(i)] == name) return static_cast<Projection>(i);
+  }
+  return std::nullopt;
+}
+
+std::string_view projection_name(Projection p) { return kNames[static_cast<std::size_t>(p)]; }
+
+std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Projection p) {
+  switch (p) {
+    case Projection::kQ: return {c.q_size(), c.hidden_size};
+    case Projection::kK: return {c.kv_size(), c.hidden_size};
+    case Projection::kV: return {c.kv_size(), c.hidden_size};
+    case Projection::kO: return {c.hidden_size, c.q_size()};
+    case Projection::kGate: return {c.intermediate_size, c.hidden_size};
+    case Projection::kUp: return {c.intermediate_size, c.hidden_size};
+    case Projection::kDown: return {c.hidden_size, c.intermediate_size};
+  }
+  return {0, 0};
+}
+
+const WeightView& projection_weight(const BlockWeights& w, Projection p) {
+  switch (p) {
+    case Projection::kQ: return w.q_proj.view;
+    case Projection::kK: return w.k_proj.view;
+    case Projection::kV: return w.v_proj.view;
+    case Projection::kO: return w.o_proj.view;
+    case Projection::kGate: return w.gate_proj.view;
+    case Projection::kUp: return w.up_proj.view;
+    case Projection::kDown: return w.down_proj.view;
+  }
+  return w.q_proj.view;
+}
+
+bool AdapterShape::targets_projection(Projection p) const {
+  return std::find(targets.begin(), targets.end(), p) != targets.end();
+}
+
+std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection p) const {
+  std::int64_t offset = 0;
+  for (const Projection t : targets) {
+    if (t == p) return offset;
+    const auto [rows, cols] = projection_shape(config, t);
+    offset += method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
+  }
+  fail("projection ", projection_name(p), " has no adapter");
+}
+
+std::int64_t AdapterShape::values_per_block(const ModelConfig& config) const {
+  std::int64_t total = 0;
+  for (const Projection t : targets) {
+    const auto [rows, cols] = projection_shape(config, t);
+    total += method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
+  }
+  return total;
+}
+
+void validate(const AdapterShape& shape, const ModelConfig& config) {
+  if (shape.targets.empty()) fail("an adapter needs at least one target projection");
+  for (std::size_t i = 1; i < shape.targets.size(); ++i) {
+    if (shape.targets[i] <= shape.targets[i - 1]) fail("adapter targets must be distinct, in q, k, v, o, gate, up, down order");
+  }
+  if (config.family != ModelFamily::kLlama) fail("adapters are for Llama-family blocks, not ", config.architecture);
+  if (shape.method == AdapterMethod::kLora) {
+    if (shape.rank < 1 || shape.rank > 1024) fail("the LoRA rank must be between 1 and 1024, got ", shape.rank);
+    if (!(shape.alpha > 0)) fail("the LoRA alpha must be positive, got ", shape.alpha);
+    for (const Projection t : shape.targets) {
+      const auto [rows, cols] = projection_shape(config, t);
+      if (shape.rank > std::min(rows, cols)) {
+        fail("a LoRA rank of ", shape.rank, " exceeds ", projection_name(t), "'s ", rows, " x ", cols);
+      }
+    }
+  }
+}
+
+std::optional<ProjectionAdapter> BlockAdapters::of(const ModelConfig& config, std::int64_t block, Projection p) const {
+  if (!values || block < first || block >= first + blocks || !shape.targets_projection(p)) return std::nullopt;
+  ProjectionAdapter a;
+  a.method = shape.method;
+  a.rank = shape.rank;
+  a.scaling = shape.method == AdapterMethod::kLora ? static_cast<float>(shape.alpha / static_cast<double>(shape.rank)) : 0.0f;
+  a.values = values + (block - first) * shape.values_per_block(config) + shape.offset_in_block(config, p);
+  return a;
+}
+
+void apply_adapter(const ProjectionAdapter& a, const WeightView& w, const float* x, std::int64_t n, float* y) {
+  if (n <= 0) return;
+  if (a.method == AdapterMethod::kPeqa) {
+    if (w.dtype != DType::kI8) fail("PEQA tunes the scales of int8 weights; load the model with --dtype int8");
+    for (std::int64_t t = 0; t < n; ++t) {
+      float* row = y + t * w.rows;
+      for (std::int64_t r = 0; r < w.rows; ++r) row[r] *= 1.0f + a.values[r];
+    }
+    return;
+  }
+  const float* lora_a = a.values;                 // [rank, cols]
+  const float* lora_b = a.values + a.rank * w.cols;  // [rows, rank]
+  std::vector<float> u(static_cast<std::size_t>(n * a.rank)), v(static_cast<std::size_t>(n * w.rows));
+  matmul(x, n, f32_view(a.rank, w.cols, lora_a), u.data());
+  matmul(u.data(), n, f32_view(w.rows, a.rank, lora_b), v.data());
+  for (std::int64_t i = 0; i < n * w.rows; ++i) y[i] += a.scaling * v[static_cast<std::size_t>(i)];
+}
+
+void adapter_backward(const ProjectionAdapter& a, const WeightView& w, const float* x, std::int64_t n, float* dy,
+                      float* dx, float* grads) {
+  if (n <= 0) return;
+  if (a.method == AdapterMethod::kPeqa) {
+    // d m_r = Σ_t dy'[t, r] y[t, r] with y the base product (recomputed); dy = dy' (1 + m).
+    std::vector<float> y(static_cast<std::size_t>(n * w.rows));
+    matmul(x, n, w, y.data());
+    parallel_for((w.rows + 63) / 64, [&](std::int64_t chunk) {
+      const std::int64_t r0 = chunk * 64, r1 = std::min(w.rows, r0 + 64);
+      for (std::int64_t r = r0; r < r1; ++r) {
+        double sum = 0;
+        for (std::int64_t t = 0; t < n; ++t) sum += static_cast<double>(dy[t * w.rows + r]) * y[static_cast<std::size_t>(t * w.rows + r)];
+        grads[r] += static_cast<float>(sum);
+        for (std::int64_t t = 0; t < n; ++t) dy[t * w.rows + r] *= 1.0f + a.values[r];
+      }
+    });
+    return;
+  }
+  // y' = y + c (x Aᵀ) Bᵀ: with u = x Aᵀ and g = c dy' B, dB += c dy'ᵀ u, dA += gᵀ x, dx += g A.
+  const std::int64_t rank = a.rank;
+  const float* lora_a = a.values;
+  const float* lora_b = a.values + rank * w.cols;
+  float* grad_a = grads;
+  float* grad_b = grads + rank * w.cols;
+  std::vector<float> u(static_cast<std::size_t>(n * rank)), g(u.size()), part(static_cast<std::size_t>(n * w.cols));
+  matmul(x, n, f32_view(rank, w.cols, lora_a), u.data());
+  for (float& e : u) e *= a.scaling;
+  matmul_weight_grad(dy, n, u.data(), w.rows, rank, grad_b);
+  matmul_input_grad(dy, n, f32_view(w.rows, rank, lora_b), g.data());
+  for (float& e : g) e *= a.scaling;
+  matmul_weight_grad(g.data(), n, x, rank, w.cols, grad_a);
+  matmul_input_grad(g.data(), n, f32_view(rank, w.cols, lora_a), part.data());
+  for (std::int64_t i = 0; i < n * w.cols; ++i) dx[i] += part[static_cast<std::size_t>(i)];
+}
+
+}  // namespace sepal

@@ -1,0 +1,90 @@
+#pragma once
+// Trainable adapters on a block range's projections, owned by the client and applied by whoever
+// runs the blocks (issue: PEQA and LoRA over remote blocks):
+//
+//   PEQA (Kim et al., 2023): on int8 weights W = diag(s) Q, a trainable m per output row makes the
+//     row's scale s (1 + m): y' = y (1 + m). The integer matrix stays as it is; a tuned model is
+//     the same int8 model with new scales.
+//   LoRA (Hu et al., 2021): y' = y + c (x Aᵀ) Bᵀ with A [r, in], B [out, r] and c = alpha / r;
+//     A starts random, B at zero, so training starts from the base model.
+//
+// Adapters apply to the product only (a projection's bias, where the architecture has one, comes
+// after). Values of a block range are one flat vector: block by block, target by target, in
+// Projection order (PEQA: m [rows]; LoRA: A then B).
+//
+// Thread-safety: plain values and functions; the backward accumulates into the caller's buffer.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+enum class AdapterMethod { kPeqa, kLora };
+
+/// A block's projections, in the order the values are laid out.
+enum class Projection { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int kProjections = 7;
+/// "q_proj" ... "down_proj" (Hugging Face's names, which PEFT uses); nullopt otherwise.
+std::optional<Projection> parse_projection(std::string_view name);
+std::string_view projection_name(Projection p);
+/// [rows, cols] of a projection's weight in a block of `config`.
+std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config, Projection p);
+/// The weight of projection p in a block.
+const WeightView& projection_weight(const BlockWeights& w, Projection p);
+
+/// What an adapter is; fixed for a run.
+struct AdapterShape {
+  AdapterMethod method = AdapterMethod::kLora;
+  std::int64_t rank = 0;      ///< LoRA
+  double alpha = 0;           ///< LoRA: the update is scaled by alpha / rank
+  std::vector<Projection> targets;  ///< in Projection order, no repeats
+
+  /// Values per block of `config`.
+  std::int64_t values_per_block(const ModelConfig& config) const;
+  /// Offset of target `p`'s values within a block's.
+  std::int64_t offset_in_block(const ModelConfig& config, Projection p) const;
+  bool targets_projection(Projection p) const;
+};
+/// Throws sepal::Error naming what is wrong (no targets, repeats, a rank outside [1, 1024] or
+/// beyond a target's sides, alpha not positive).
+void validate(const AdapterShape& shape, const ModelConfig& config);
+
+/// One projection's adapter in one block: a view into a block range's values.
+struct ProjectionAdapter {
+  AdapterMethod method = AdapterMethod::kLora;
+  std::int64_t rank = 0;
+  float scaling = 0;         ///< LoRA: alpha / rank
+  const float* values = nullptr;
+};
+
+/// Adapters of blocks [first, first + blocks): the values a host holds for the blocks it serves.
+struct BlockAdapters {
+  AdapterShape shape;
+  std::int64_t first = 0, blocks = 0;
+  const float* values = nullptr;  ///< [blocks × shape.values_per_block], not owned
+
+  /// The adapter of projection p in block `block` (absolute index), or nullopt when p is not a
+  /// target or the block is outside the range.
+  std::optional<ProjectionAdapter> of(const ModelConfig& config, std::int64_t block, Projection p) const;
+};
+
+/// y[n, w.rows] (the product x · wᵀ) becomes the adapted product, in place. x is [n, w.cols].
+/// PEQA needs int8 weights (it rescales rows). Each row's result depends only on that row.
+void apply_adapter(const ProjectionAdapter& a, const WeightView& w, const float* x, std::int64_t n, float* y);
+
+/// The backward of apply_adapter for n rows: dy holds d loss / d (adapted product) and becomes
+/// d loss / d (base product), the gradient matmul_input_grad then takes to the input (PEQA
+/// rescales it; LoRA leaves it); dx[n, w.cols] receives LoRA's own input gradient, added; and
+/// grads (the adapter's values' layout) receives d loss / d values, added. x as in the forward.
+void adapter_backward(const ProjectionAdapter& a, const WeightView& w, const float* x, std::int64_t n, float* dy,
+                      float* dx, float* grads);
+
+}  // namespace sepal

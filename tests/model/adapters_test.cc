@@ -1,0 +1,201 @@
+// PEQA and LoRA adapters on a block range (model/block_adapters.h): the adapted forward of the
+// training pass and of the cached (inference) pass against a float64 reference, and the gradients
+// of the input and of every adapter value against central differences of that reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "kernels/error.h"
+#include "model/block_adapters.h"
+#include "model/block_stack.h"
+#include "model/synthetic_checkpoint.h"
+#include "tests/model/reference_llama.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+SyntheticSpec small_llama() {
+  SyntheticSpec s;
+  s.hidden_size = 48;
+  s.intermediate_size = 96;
+  s.num_layers = 3;
+  s.num_heads = 4;
+  s.num_kv_heads = 2;
+  s.vocab_size = 300;
+  s.max_position_embeddings = 64;
+  s.weight_std = 0.15;
+  s.seed = 9;
+  return s;
+}
+
+struct Case {
+  const char* name;
+  AdapterMethod method;
+  std::vector<Projection> targets;
+  DType dtype;
+};
+
+class Adapters : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Adapters, ForwardAndGradientsMatchTheFloat64Reference) {
+  const Case& k = GetParam();
+  test::TempDir dir;
+  write_synthetic_checkpoint(small_llama(), dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  WeightLoading loading(k.dtype);
+  // Every column an outlier: the int8 product is then the float product of the dequantized
+  // weights, which the reference computes.
+  loading.outlier_threshold = 1e-30f;
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, loading);
+  AdapterShape shape;
+  shape.method = k.method;
+  shape.rank = k.method == AdapterMethod::kLora ? 3 : 0;
+  shape.alpha = 6.0;
+  shape.targets = k.targets;
+  validate(shape, config);
+  // Blocks [1, 3) of the stack, with values away from the starting point (B = 0, m = 0).
+  const std::int64_t first = 1, count = 2, per_block = shape.values_per_block(config);
+  const auto values = test::random_floats(static_cast<std::size_t>(count * per_block), 41, 0.3f);
+  const BlockAdapters adapters{shape, first, count, values.data()};
+  test::ReferenceAdapters reference{shape, std::vector<double>(values.begin(), values.end())};
+
+  const std::vector<std::int64_t> lengths = {7, 5};
+  const std::int64_t h = config.hidden_size, tokens = 12;
+  const auto x = test::random_floats(static_cast<std::size_t>(tokens * h), 42);
+  auto out = x;
+  blocks.forward_sequences(out.data(), lengths, first, count, nullptr, &adapters);
+  const auto want = test::reference_forward(dir.path(), k.dtype, std::vector<double>(x.begin(), x.end()), lengths, first,
+                                            count, {}, 0, 0, &reference);
+  double worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(out[i] - want[i]) / (1 + std::abs(want[i])));
+  EXPECT_LT(worst, 2e-5) << "adapted forward";
+
+  // The cached forward (a prompt of 4, then decode steps) adapts the same way.
+  KvCache cache = blocks.new_cache(8, first, first + count);
+  std::vector<float> cached(x.begin(), x.begin() + 7 * h);
+  blocks.forward(cached.data(), 4, cache, first, nullptr, &adapters);
+  for (std::int64_t t = 4; t < 7; ++t) blocks.forward(cached.data() + t * h, 1, cache, first, nullptr, &adapters);
+  for (std::int64_t i = 0; i < 7 * h; ++i) EXPECT_NEAR(cached[i], out[i], 1e-4 * (1 + std::abs(out[i]))) << i;
+
+  // Gradients: of Σ dy · blocks(x) with respect to x and to the adapter values.
+  const auto dy = test::random_floats(x.size(), 43);
+  std::vector<float> grad = dy, adapter_grads(values.size(), NAN);
+  blocks.backward_sequences(x.data(), lengths, first, count, nullptr, grad.data(), nullptr, &adapters, adapter_grads.data());
+  auto loss = [&](const std::vector<double>& at, const std::vector<double>& adapter_values) {
+    test::ReferenceAdapters r{shape, adapter_values};
+    const auto o = test::reference_forward(dir.path(), k.dtype, at, lengths, first, count, {}, 0, 0, &r);
+    double s = 0;
+    for (std::size_t i = 0; i < o.size(); ++i) s += dy[i] * o[i];
+    return s;
+  };
+  const std::vector<double> x0(x.begin(), x.end());
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t d = 0; d < 2; ++d) {
+    const auto u = test::random_floats(values.size(), 50 + d);
+    std::vector<double> up = reference.values, down = up;
+    double analytic = 0;
+    for (std::size_t i = 0; i < up.size(); ++i) {
+      up[i] += kStep * u[i];
+      down[i] -= kStep * u[i];
+      analytic += static_cast<double>(adapter_grads[i]) * u[i];
+    }
+    const double numeric = (loss(x0, up) - loss(x0, down)) / (2 * kStep);
+    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "adapter direction " << d;
+    const auto v = test::random_floats(x.size(), 60 + d);
+    std::vector<double> xu = x0, xd = x0;
+    double analytic_x = 0;
+    for (std::size_t i = 0; i < xu.size(); ++i) {
+      xu[i] += kStep * v[i];
+      xd[i] -= kStep * v[i];
+      analytic_x += static_cast<double>(grad[i]) * v[i];
+    }
+    const double numeric_x = (loss(xu, reference.values) - loss(xd, reference.values)) / (2 * kStep);
+    EXPECT_NEAR(numeric_x, analytic_x, 1e-3 * std::max(1.0, std::abs(analytic_x))) << "input direction " << d;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Methods, Adapters,
+    ::testing::Values(Case{"lora_q_v", AdapterMethod::kLora, {Projection::kQ, Projection::kV}, DType::kF32},
+                      Case{"lora_every_projection", AdapterMethod::kLora,
+                           {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
+                            Projection::kUp, Projection::kDown},
+                           DType::kF32},
+                      Case{"lora_on_int8", AdapterMethod::kLora, {Projection::kQ, Projection::kV, Projection::kDown}, DType::kI8},
+                      Case{"peqa", AdapterMethod::kPeqa,
+                           {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
+                            Projection::kUp, Projection::kDown},
+                           DType::kI8}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(AdaptersAtTheStart, LeaveTheModelAsItIs) {
+  // LoRA starts with B = 0 and PEQA with m = 0: the bits of the base model.
+  test::TempDir dir;
+  write_synthetic_checkpoint(small_llama(), dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kI8);
+  const auto x = test::random_floats(static_cast<std::size_t>(6 * config.hidden_size), 44);
+  auto plain = x;
+  const std::vector<std::int64_t> lengths = {6};
+  blocks.forward_sequences(plain.data(), lengths, 0, config.num_layers, nullptr);
+  for (const AdapterMethod method : {AdapterMethod::kPeqa, AdapterMethod::kLora}) {
+    AdapterShape shape{method, method == AdapterMethod::kLora ? 2 : 0, 4.0, {Projection::kQ, Projection::kV, Projection::kDown}};
+    std::vector<float> values(static_cast<std::size_t>(config.num_layers * shape.values_per_block(config)), 0.0f);
+    if (method == AdapterMethod::kLora) {  // A random, B zero
+      for (std::int64_t b = 0; b < config.num_layers; ++b) {
+        for (const Projection p : shape.targets) {
+          const auto [rows, cols] = projection_shape(config, p);
+          float* a = values.data() + b * shape.values_per_block(config) + shape.offset_in_block(config, p);
+          for (std::int64_t i = 0; i < shape.rank * cols; ++i) a[i] = 0.01f * static_cast<float>(i % 7);
+          (void)rows;
+        }
+      }
+    }
+    const BlockAdapters adapters{shape, 0, config.num_layers, values.data()};
+    auto adapted = x;
+    blocks.forward_sequences(adapted.data(), lengths, 0, config.num_layers, nullptr, &adapters);
+    EXPECT_EQ(adapted, plain);
+  }
+}
+
+TEST(AdaptersAreChecked, OneLineEach) {
+  test::TempDir dir;
+  write_synthetic_checkpoint(small_llama(), dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const BlockStack f32 = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 0, 1.0, {Projection::kQ}}, config); }).find("rank"),
+            std::string::npos);
+  EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 4, 1.0, {}}, config); }).find("at least one target"),
+            std::string::npos);
+  EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 4, 1.0, {Projection::kV, Projection::kQ}}, config); })
+                .find("distinct"),
+            std::string::npos);
+  const AdapterShape peqa{AdapterMethod::kPeqa, 0, 0.0, {Projection::kQ}};
+  std::vector<float> values(static_cast<std::size_t>(config.num_layers * peqa.values_per_block(config)), 0.1f);
+  const BlockAdapters on_f32{peqa, 0, config.num_layers, values.data()};
+  auto x = test::random_floats(static_cast<std::size_t>(4 * config.hidden_size), 45);
+  const std::vector<std::int64_t> lengths = {4};
+  EXPECT_NE(message([&] { f32.forward_sequences(x.data(), lengths, 0, config.num_layers, nullptr, &on_f32); }).find("--dtype int8"),
+            std::string::npos);
+  const BlockAdapters partial{peqa, 1, 1, values.data()};
+  EXPECT_NE(message([&] { f32.forward_sequences(x.data(), lengths, 0, 2, nullptr, &partial); }).find("do not cover"),
+            std::string::npos);
+  EXPECT_EQ(parse_projection("up_proj"), Projection::kUp);
+  EXPECT_FALSE(parse_projection("w1"));
+}
+
+}  // namespace
+}  // namespace sepal
