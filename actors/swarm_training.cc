@@ -53,8 +53,10 @@ std::vector<TrainingPassDone> SwarmTrainingBlocks::run(std::vector<TrainingPass>
   return out;
 }
 
-void SwarmTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts,
+void SwarmTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const BlockTuning& tuning,
                                   bool backward_follows) {
+  if (tuning.adapters) fail("PEQA and LoRA train in one process for now: block hosts do not hold adapters yet");
+  const DeepPrompts* prompts = tuning.prompts;
   const TensorPayload deep = prompts_payload(prompts, num_blocks_, hidden_size_);
   std::vector<TrainingPass> passes;
   for (PromptedBatch* b : batches) {
@@ -77,8 +79,10 @@ void SwarmTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const
 }
 
 void SwarmTrainingBlocks::backward(std::span<const PromptedBatch* const> inputs,
-                                   std::span<std::vector<float>* const> grads, const DeepPrompts* prompts,
-                                   float* prompt_grads) {
+                                   std::span<std::vector<float>* const> grads, const BlockTuning& tuning,
+                                   float* prompt_grads, float*) {
+  if (tuning.adapters) fail("PEQA and LoRA train in one process for now: block hosts do not hold adapters yet");
+  const DeepPrompts* prompts = tuning.prompts;
   if (kept_.size() != inputs.size()) {
     fail("a backward of ", inputs.size(), " micro-batches follows ", kept_.size(), " kept forwards");
   }

@@ -27,9 +27,9 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   /// Passes go through `runner` (tests step a virtual clock in it).
   SwarmTrainingBlocks(PassRunner runner, std::int64_t num_blocks, std::int64_t hidden_size);
   /// Throws sepal::Error with the driver's one-line reason when a pass fails.
-  void forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool backward_follows) override;
+  void forward(std::span<PromptedBatch* const> batches, const BlockTuning& tuning, bool backward_follows) override;
   void backward(std::span<const PromptedBatch* const> inputs, std::span<std::vector<float>* const> grads,
-                const DeepPrompts* prompts, float* prompt_grads) override;
+                const BlockTuning& tuning, float* prompt_grads, float* adapter_grads) override;
 
   /// Host requests made and failed hosts replaced, over every pass so far.
   std::int64_t hops() const { return hops_; }

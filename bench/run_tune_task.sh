@@ -4,19 +4,23 @@
 #   1. the model writes TRAIN + EVAL stories after the hard prompt (temperature 0.9, one seed each);
 #   2. train.jsonl holds the stories alone ({"text"}); eval-none.jsonl scores held-out stories
 #      with no prompt, eval-hard.jsonl after the hard prompt;
-#   3. ptune and deep-ptune train on train.jsonl (the hard prompt never shown), and each tuned
-#      prompt is scored on eval-none.jsonl.
-# Prints the losses and the fraction of the gap (no prompt -> hard prompt) each method recovers,
-# and writes bench/results/tune-task-NAME.csv and the loss curves (tune-task-NAME-METHOD.png).
+#   3. ptune, deep-ptune, peqa (int8 weights) and lora train on train.jsonl (the hard prompt never
+#      shown), and each tuned model is scored on eval-none.jsonl.
+# Prints the losses and the fraction of the gap (no prompt -> hard prompt) each method recovers
+# (peqa's against the int8 model's own gap), and writes bench/results/tune-task-NAME.csv and the
+# loss curves (tune-task-NAME-METHOD.png).
 #   bench/run_tune_task.sh MODEL_DIR "HARD PROMPT" [NAME] [TRAIN] [EVAL]
 # Settings: SEPAL_TUNE_STEPS (60), SEPAL_TUNE_TOKENS (8), SEPAL_TUNE_LR (0.1), SEPAL_TUNE_BATCH (8),
-# SEPAL_TUNE_STORY_TOKENS (160).
+# SEPAL_TUNE_STORY_TOKENS (160), SEPAL_TUNE_LORA_LR (0.03), SEPAL_TUNE_LORA_RANK (8),
+# SEPAL_TUNE_LORA_TARGETS (every projection), SEPAL_TUNE_PEQA_LR (0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/run_tune_task.sh MODEL_DIR \"HARD PROMPT\" [NAME] [TRAIN] [EVAL]" >&2; exit 2; }
 model=$1 hard=$2 name=${3:-task} train=${4:-240} eval=${5:-60}
 steps=${SEPAL_TUNE_STEPS:-60} tokens=${SEPAL_TUNE_TOKENS:-8} lr=${SEPAL_TUNE_LR:-0.1} batch=${SEPAL_TUNE_BATCH:-8}
 story_tokens=${SEPAL_TUNE_STORY_TOKENS:-160}
+lora_lr=${SEPAL_TUNE_LORA_LR:-0.03} lora_rank=${SEPAL_TUNE_LORA_RANK:-8} peqa_lr=${SEPAL_TUNE_PEQA_LR:-0.1}
+lora_targets=${SEPAL_TUNE_LORA_TARGETS:-q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj}
 [ -x build/bin/sepal ] || scripts/build.sh
 work=$(mktemp -d /tmp/sepal-tune-task.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -49,17 +53,27 @@ PY
 nll() { build/bin/sepal perplexity --model "$model" --data "$@" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
 none=$(nll "$work/eval-none.jsonl")
 with_hard=$(nll "$work/eval-hard.jsonl")
+none_int8=$(nll "$work/eval-none.jsonl" --dtype int8)
+hard_int8=$(nll "$work/eval-hard.jsonl" --dtype int8)
 csv=bench/results/tune-task-$name.csv
-echo "method,steps,prompt_tokens,eval_nll,none_nll,hard_nll,gap_recovered" > "$csv"
-echo "no prompt: $none   hard prompt: $with_hard"
-for method in ptune deep-ptune; do
-  build/bin/sepal tune --model "$model" --data "$work/train.jsonl" --method "$method" --prompt-tokens "$tokens" \
-    --steps "$steps" --batch-size "$batch" --lr "$lr" --warmup $((steps / 10)) --seed 1 --out "$work/$method.h5" \
+echo "method,steps,settings,eval_nll,none_nll,hard_nll,gap_recovered" > "$csv"
+echo "no prompt: $none   hard prompt: $with_hard   (int8: $none_int8, $hard_int8)"
+for method in ptune deep-ptune peqa lora; do
+  case $method in
+    ptune|deep-ptune) flags=(--prompt-tokens "$tokens" --lr "$lr"); scoring=(); base=$none; hard_base=$with_hard
+                      what="$tokens tokens, lr $lr" ;;
+    peqa) flags=(--dtype int8 --lr "$peqa_lr"); scoring=(--dtype int8); base=$none_int8; hard_base=$hard_int8
+          what="every projection's scales, lr $peqa_lr" ;;
+    lora) flags=(--lora-rank "$lora_rank" --lora-targets "$lora_targets" --lr "$lora_lr"); scoring=(); base=$none
+          hard_base=$with_hard; what="rank $lora_rank on $lora_targets, lr $lora_lr" ;;
+  esac
+  build/bin/sepal tune --model "$model" --data "$work/train.jsonl" --method "$method" "${flags[@]}" \
+    --steps "$steps" --batch-size "$batch" --warmup $((steps / 10)) --seed 1 --out "$work/$method.h5" \
     --log "$work/$method.jsonl" 2>/dev/null >/dev/null
-  tuned=$(nll "$work/eval-none.jsonl" --adapter "$work/$method.h5")
-  recovered=$(/usr/bin/python3 -c "print(round(($none - $tuned) / ($none - $with_hard), 3))")
-  echo "$method,$steps,$tokens,$tuned,$none,$with_hard,$recovered" >> "$csv"
-  echo "$method: $tuned (recovers $recovered of the gap)"
+  tuned=$(nll "$work/eval-none.jsonl" --adapter "$work/$method.h5" ${scoring[@]+"${scoring[@]}"})
+  recovered=$(/usr/bin/python3 -c "print(round(($base - $tuned) / ($base - $hard_base), 3))")
+  echo "$method,$steps,\"$what\",$tuned,$base,$hard_base,$recovered" >> "$csv"
+  echo "$method ($what): $tuned (recovers $recovered of the gap)"
   cp "$work/$method.jsonl" "bench/results/tune-task-$name-$method.jsonl"
   bench/plot_loss.py "bench/results/tune-task-$name-$method.jsonl" "bench/results/tune-task-$name-$method.png" >/dev/null
 done

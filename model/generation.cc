@@ -17,8 +17,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts)
-    : blocks_(blocks), cache_(blocks.new_cache(capacity)) {
+LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts,
+                             const BlockAdapters* adapters)
+    : blocks_(blocks), cache_(blocks.new_cache(capacity)), adapters_(adapters) {
   SEPAL_CHECK(blocks.first() == 0 && blocks.last() == blocks.config().num_layers,
               "a local pipeline needs every block of the model");
   if (prompts && prompts->count > 0) {
@@ -28,7 +29,7 @@ LocalPipeline::LocalPipeline(const BlockStack& blocks, std::int64_t capacity, co
 }
 
 void LocalPipeline::forward(float* hidden, std::int64_t n) {
-  blocks_.forward(hidden, n, cache_, 0, prompts_ ? &*prompts_ : nullptr);
+  blocks_.forward(hidden, n, cache_, 0, prompts_ ? &*prompts_ : nullptr, adapters_);
 }
 
 void BlockPipeline::forward_tree(float*, std::int64_t, std::span<const std::int32_t>) {
@@ -44,7 +45,7 @@ void LocalPipeline::forward_tree(float* hidden, std::int64_t n, std::span<const 
     fail("a token tree cannot start inside the deep prompts' positions");
   }
   if (n != static_cast<std::int64_t>(parents.size())) fail("a tree step of ", n, " rows has ", parents.size(), " parents");
-  blocks_.forward_tree(hidden, n, parents, cache_, 0);
+  blocks_.forward_tree(hidden, n, parents, cache_, 0, adapters_);
 }
 
 void LocalPipeline::keep_path(std::span<const std::int32_t> path) { cache_.keep_path(path); }

@@ -43,8 +43,10 @@ class BlockPipeline {
 class LocalPipeline final : public BlockPipeline {
  public:
   /// A session of up to `capacity` positions over `blocks`, which must cover the whole model,
-  /// with deep prompts for every block (copied; none when null).
-  LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts = nullptr);
+  /// with deep prompts for every block (copied; none when null) and adapters (not copied: they
+  /// must outlive the pipeline; none when null).
+  LocalPipeline(const BlockStack& blocks, std::int64_t capacity, const DeepPrompts* prompts = nullptr,
+                const BlockAdapters* adapters = nullptr);
   void forward(float* hidden, std::int64_t n) override;
   std::int64_t length() const override { return cache_.length(); }
   bool runs_trees() const override { return true; }
@@ -56,6 +58,7 @@ class LocalPipeline final : public BlockPipeline {
   KvCache cache_;
   std::vector<float> prompt_values_;
   std::optional<DeepPrompts> prompts_;
+  const BlockAdapters* adapters_ = nullptr;
 };
 
 /// What to generate.

@@ -11,7 +11,14 @@
 namespace sepal {
 
 void validate(const TuningSettings& s) {
-  if (s.prompt_tokens < 1) fail("--prompt-tokens must be at least 1, not ", s.prompt_tokens);
+  if (trains_adapters(s.method)) {
+    if (s.prompt_tokens != 0) fail("--prompt-tokens is for ptune and deep-ptune, not ", tuning_method_name(s.method));
+    if ((s.adapter.method == AdapterMethod::kPeqa) != (s.method == TuningMethod::kPeqa)) {
+      fail("the adapter settings are not ", tuning_method_name(s.method), "'s");
+    }
+  } else if (s.prompt_tokens < 1) {
+    fail("--prompt-tokens must be at least 1, not ", s.prompt_tokens);
+  }
   if (s.steps < 1) fail("--steps must be at least 1, not ", s.steps);
   if (s.batch_size < 1) fail("--batch-size must be at least 1, not ", s.batch_size);
   if (s.micro_batch < 1 || s.micro_batch > s.batch_size) {
@@ -28,7 +35,9 @@ PromptTrainer::PromptTrainer(TuningSettings settings, const ModelEnds& ends, Tra
     : settings_(settings), ends_(ends), blocks_(blocks), examples_(std::move(examples)) {
   validate(settings_);
   if (examples_.empty()) fail("no examples to train on");
-  state_.params = initial_prompt_parameters(settings_.method, settings_.prompt_tokens, ends_, settings_.seed);
+  state_.params = trains_adapters(settings_.method)
+                      ? initial_adapter_parameters(settings_.adapter, ends_.config(), settings_.seed)
+                      : initial_prompt_parameters(settings_.method, settings_.prompt_tokens, ends_, settings_.seed);
   state_.optimizer = AdamW(state_.params.size(), settings_.adamw);
   std::mt19937_64 rng(settings_.seed ^ 0x5eba15eedull);
   std::ostringstream text;
@@ -58,7 +67,9 @@ PromptTrainer::PromptTrainer(TuningSettings settings, const ModelEnds& ends, Tra
   const ModelConfig& c = ends_.config();
   if (p.method != settings_.method || p.tokens != settings_.prompt_tokens || p.hidden_size != c.hidden_size ||
       p.layers != c.num_layers || p.soft.size() != static_cast<std::size_t>(p.tokens * p.hidden_size) ||
-      p.deep.size() != (p.method == TuningMethod::kDeepPtune ? static_cast<std::size_t>(p.layers * p.tokens * p.hidden_size) : 0)) {
+      p.deep.size() != (p.method == TuningMethod::kDeepPtune ? static_cast<std::size_t>(p.layers * p.tokens * p.hidden_size) : 0) ||
+      p.adapter.size() !=
+          (trains_adapters(p.method) ? static_cast<std::size_t>(p.layers * settings_.adapter.values_per_block(c)) : 0)) {
     fail("the saved parameters do not fit ", tuning_method_name(settings_.method), " with ", settings_.prompt_tokens,
          " tokens on this model");
   }

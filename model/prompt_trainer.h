@@ -18,7 +18,8 @@ namespace sepal {
 /// What a run is asked to do; fixed for the run (a checkpoint keeps it).
 struct TuningSettings {
   TuningMethod method = TuningMethod::kPtune;
-  std::int64_t prompt_tokens = 0;
+  std::int64_t prompt_tokens = 0;  ///< ptune, deep-ptune
+  AdapterShape adapter;            ///< peqa, lora
   std::int64_t steps = 0;        ///< optimizer steps of the whole run
   std::int64_t batch_size = 0;   ///< examples per step
   std::int64_t micro_batch = 0;  ///< examples per pass through the blocks

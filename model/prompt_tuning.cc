@@ -1,6 +1,7 @@
 #include "model/prompt_tuning.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "kernels/activation.h"
@@ -11,23 +12,68 @@ namespace sepal {
 std::optional<TuningMethod> parse_tuning_method(std::string_view name) {
   if (name == "ptune") return TuningMethod::kPtune;
   if (name == "deep-ptune") return TuningMethod::kDeepPtune;
+  if (name == "peqa") return TuningMethod::kPeqa;
+  if (name == "lora") return TuningMethod::kLora;
   return std::nullopt;
 }
 
 std::string_view tuning_method_name(TuningMethod method) {
-  return method == TuningMethod::kPtune ? "ptune" : "deep-ptune";
+  switch (method) {
+    case TuningMethod::kPtune: return "ptune";
+    case TuningMethod::kDeepPtune: return "deep-ptune";
+    case TuningMethod::kPeqa: return "peqa";
+    case TuningMethod::kLora: return "lora";
+  }
+  return "?";
 }
 
 std::vector<float> PromptParameters::flat() const {
   std::vector<float> out(soft);
   out.insert(out.end(), deep.begin(), deep.end());
+  out.insert(out.end(), adapter.begin(), adapter.end());
   return out;
 }
 
 void PromptParameters::assign_flat(const std::vector<float>& values) {
-  SEPAL_CHECK(values.size() == size(), "prompt parameters: ", values.size(), " values for ", size());
-  std::copy_n(values.begin(), soft.size(), soft.begin());
-  std::copy(values.begin() + static_cast<std::ptrdiff_t>(soft.size()), values.end(), deep.begin());
+  SEPAL_CHECK(values.size() == size(), "tuned parameters: ", values.size(), " values for ", size());
+  auto at = values.begin();
+  for (std::vector<float>* part : {&soft, &deep, &adapter}) {
+    std::copy_n(at, part->size(), part->begin());
+    at += static_cast<std::ptrdiff_t>(part->size());
+  }
+}
+
+std::optional<BlockAdapters> PromptParameters::block_adapters() const {
+  if (!trains_adapters(method)) return std::nullopt;
+  return BlockAdapters{adapter_shape, 0, layers, adapter.data()};
+}
+
+HeldTuning::HeldTuning(const PromptParameters* params)
+    : prompts(params ? params->deep_prompts() : std::nullopt), adapters(params ? params->block_adapters() : std::nullopt) {}
+
+PromptParameters initial_adapter_parameters(const AdapterShape& shape, const ModelConfig& c, std::uint64_t seed) {
+  validate(shape, c);
+  PromptParameters p;
+  p.method = shape.method == AdapterMethod::kPeqa ? TuningMethod::kPeqa : TuningMethod::kLora;
+  p.hidden_size = c.hidden_size;
+  p.layers = c.num_layers;
+  p.offset = c.bos_token_id >= 0 ? 1 : 0;
+  p.adapter_shape = shape;
+  const std::int64_t per_block = shape.values_per_block(c);
+  p.adapter.assign(static_cast<std::size_t>(c.num_layers * per_block), 0.0f);
+  if (shape.method == AdapterMethod::kLora) {
+    std::mt19937_64 rng(seed);
+    for (std::int64_t b = 0; b < c.num_layers; ++b) {
+      for (const Projection t : shape.targets) {
+        const auto cols = projection_shape(c, t).second;
+        std::uniform_real_distribution<float> uniform(-1.0f / std::sqrt(static_cast<float>(cols)),
+                                                      1.0f / std::sqrt(static_cast<float>(cols)));
+        float* a = p.adapter.data() + b * per_block + shape.offset_in_block(c, t);
+        for (std::int64_t i = 0; i < shape.rank * cols; ++i) a[i] = uniform(rng);
+      }
+    }
+  }
+  return p;
 }
 
 std::optional<DeepPrompts> PromptParameters::deep_prompts() const {
@@ -93,22 +139,27 @@ LocalTrainingBlocks::LocalTrainingBlocks(const BlockStack& blocks) : blocks_(blo
   }
 }
 
-void LocalTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const DeepPrompts* prompts, bool) {
+void LocalTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const BlockTuning& tuning, bool) {
   for (PromptedBatch* b : batches) {
-    blocks_.forward_sequences(b->hidden.data(), b->lengths, 0, blocks_.last(), prompts);
+    blocks_.forward_sequences(b->hidden.data(), b->lengths, 0, blocks_.last(), tuning.prompts, tuning.adapters);
   }
 }
 
 void LocalTrainingBlocks::backward(std::span<const PromptedBatch* const> inputs,
-                                   std::span<std::vector<float>* const> grads, const DeepPrompts* prompts,
-                                   float* prompt_grads) {
+                                   std::span<std::vector<float>* const> grads, const BlockTuning& tuning,
+                                   float* prompt_grads, float* adapter_grads) {
+  const DeepPrompts* prompts = tuning.prompts;
   const std::int64_t size = prompts ? blocks_.last() * prompts->count * blocks_.config().hidden_size : 0;
-  std::vector<float> one(static_cast<std::size_t>(size));
+  const std::int64_t adapter_size =
+      tuning.adapters ? blocks_.last() * tuning.adapters->shape.values_per_block(blocks_.config()) : 0;
+  std::vector<float> one(static_cast<std::size_t>(size)), one_adapter(static_cast<std::size_t>(adapter_size));
   if (prompts) std::fill(prompt_grads, prompt_grads + size, 0.0f);
+  if (tuning.adapters) std::fill(adapter_grads, adapter_grads + adapter_size, 0.0f);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     blocks_.backward_sequences(inputs[i]->hidden.data(), inputs[i]->lengths, 0, blocks_.last(), prompts,
-                               grads[i]->data(), one.data());
+                               grads[i]->data(), one.data(), tuning.adapters, one_adapter.data());
     if (prompts) add_in_place(prompt_grads, one.data(), size);
+    if (tuning.adapters) add_in_place(adapter_grads, one_adapter.data(), adapter_size);
   }
 }
 
@@ -138,8 +189,8 @@ BatchGradient batch_gradient(const ModelEnds& ends, TrainingBlocks& blocks, cons
   std::vector<PromptedBatch> outputs = inputs;
   std::vector<PromptedBatch*> out_ptrs;
   for (auto& b : outputs) out_ptrs.push_back(&b);
-  const std::optional<DeepPrompts> deep = params.deep_prompts();
-  blocks.forward(out_ptrs, deep ? &*deep : nullptr, /*backward_follows=*/true);
+  const HeldTuning tuning(&params);
+  blocks.forward(out_ptrs, tuning.view(), /*backward_follows=*/true);
 
   // The loss is the mean over the batch's scored tokens: each micro-batch's sum weighs 1/scored.
   const float weight = static_cast<float>(1.0 / static_cast<double>(out.scored));
@@ -155,7 +206,8 @@ BatchGradient batch_gradient(const ModelEnds& ends, TrainingBlocks& blocks, cons
     in_ptrs.push_back(&inputs[i]);
   }
   out.grad.assign(params.size(), 0.0f);
-  blocks.backward(in_ptrs, grad_ptrs, deep ? &*deep : nullptr, out.grad.data() + params.soft.size());
+  blocks.backward(in_ptrs, grad_ptrs, tuning.view(), out.grad.data() + params.soft.size(),
+                  out.grad.data() + params.soft.size() + params.deep.size());
   // The soft prompt's gradient: its rows of every sequence's input gradient, summed in order.
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     std::int64_t start = 0;
@@ -173,8 +225,8 @@ std::pair<double, std::int64_t> score_examples(const ModelEnds& ends, TrainingBl
   std::vector<PromptedBatch> batches = micro_batches(ends, examples, micro_batch, params);
   std::vector<PromptedBatch*> ptrs;
   for (auto& b : batches) ptrs.push_back(&b);
-  const std::optional<DeepPrompts> deep = params ? params->deep_prompts() : std::nullopt;
-  blocks.forward(ptrs, deep ? &*deep : nullptr, /*backward_follows=*/false);
+  const HeldTuning tuning(params);
+  blocks.forward(ptrs, tuning.view(), /*backward_follows=*/false);
   double sum = 0;
   std::int64_t scored = 0;
   for (const auto& b : batches) {

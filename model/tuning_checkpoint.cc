@@ -247,13 +247,26 @@ void save_tuning_checkpoint(const std::filesystem::path& path, const TuningCheck
       set_double(cx, g, "adam_beta2", s.adamw.beta2);
       set_double(cx, g, "adam_eps", s.adamw.eps);
       set_double(cx, g, "weight_decay", s.adamw.weight_decay);
+      if (trains_adapters(s.method)) {
+        std::string targets;
+        for (const Projection t : s.adapter.targets) targets += (targets.empty() ? "" : ",") + std::string(projection_name(t));
+        set_string(cx, g, "adapter_targets", targets);
+        set_int(cx, g, "lora_rank", s.adapter.rank);
+        set_double(cx, g, "lora_alpha", s.adapter.alpha);
+      }
     }
     const auto n = static_cast<hsize_t>(p.tokens), h = static_cast<hsize_t>(p.hidden_size);
     {
       Id g = make_group(cx, file, "params");
       set_int(cx, g, "prompt_offset", p.offset);
       set_int(cx, g, "layers", p.layers);
-      write_dataset(cx, g, "soft_prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, p.soft.data(), {n, h});
+      set_int(cx, g, "hidden_size", p.hidden_size);
+      if (trains_adapters(p.method)) {
+        write_dataset(cx, g, "adapter", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, p.adapter.data(),
+                      {static_cast<hsize_t>(p.layers), static_cast<hsize_t>(p.adapter.size() / static_cast<std::size_t>(p.layers))});
+      } else {
+        write_dataset(cx, g, "soft_prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, p.soft.data(), {n, h});
+      }
       if (p.method == TuningMethod::kDeepPtune) {
         write_dataset(cx, g, "deep_prompts", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, p.deep.data(),
                       {static_cast<hsize_t>(p.layers), n, h});
@@ -322,6 +335,20 @@ TuningCheckpoint load_tuning_checkpoint(const std::filesystem::path& path) {
     s.adamw.beta2 = get_double(cx, g, where, "adam_beta2");
     s.adamw.eps = get_double(cx, g, where, "adam_eps");
     s.adamw.weight_decay = get_double(cx, g, where, "weight_decay");
+    if (trains_adapters(s.method)) {
+      s.adapter.method = s.method == TuningMethod::kPeqa ? AdapterMethod::kPeqa : AdapterMethod::kLora;
+      s.adapter.rank = get_int(cx, g, where, "lora_rank");
+      s.adapter.alpha = get_double(cx, g, where, "lora_alpha");
+      const std::string targets = get_string(cx, g, where, "adapter_targets");
+      std::size_t at = 0;
+      while (at <= targets.size()) {
+        const std::size_t comma = std::min(targets.find(',', at), targets.size());
+        const auto p = parse_projection(std::string_view(targets).substr(at, comma - at));
+        if (!p) cx.fail("settings/adapter_targets names an unknown projection: \"", targets, "\"");
+        s.adapter.targets.push_back(*p);
+        at = comma + 1;
+      }
+    }
   }
   try {
     validate(s);
@@ -336,6 +363,19 @@ TuningCheckpoint load_tuning_checkpoint(const std::filesystem::path& path) {
     p.tokens = s.prompt_tokens;
     p.offset = get_int(cx, g, "params/", "prompt_offset");
     p.layers = get_int(cx, g, "params/", "layers");
+    if (trains_adapters(p.method)) {
+      p.hidden_size = get_int(cx, g, "params/", "hidden_size");
+      if (p.layers < 1 || p.layers > 100000 || p.hidden_size < 1) cx.fail("params: ", p.layers, " layers of ", p.hidden_size);
+      p.adapter_shape = s.adapter;
+      if (H5Lexists(g, "adapter", H5P_DEFAULT) <= 0) cx.fail("dataset params/adapter is missing");
+      Id set(H5Dopen2(g, "adapter", H5P_DEFAULT), H5Dclose);
+      Id space(H5Dget_space(set), H5Sclose);
+      hsize_t dims[2] = {0, 0};
+      if (H5Sget_simple_extent_ndims(space) != 2) cx.fail("dataset params/adapter should have 2 dimensions");
+      H5Sget_simple_extent_dims(space, dims, nullptr);
+      if (dims[0] != static_cast<hsize_t>(p.layers)) cx.fail("dataset params/adapter has ", dims[0], " blocks, not ", p.layers);
+      p.adapter = read_dataset<float>(cx, g, "params/", "adapter", H5T_NATIVE_FLOAT, {dims[0], dims[1]});
+    } else {
     if (p.layers < 1 || p.tokens < 1) cx.fail("params: ", p.layers, " layers and ", p.tokens, " prompt tokens");
     if (H5Lexists(g, "soft_prompt", H5P_DEFAULT) <= 0) cx.fail("dataset params/soft_prompt is missing");
     Id set(H5Dopen2(g, "soft_prompt", H5P_DEFAULT), H5Dclose);
@@ -346,10 +386,12 @@ TuningCheckpoint load_tuning_checkpoint(const std::filesystem::path& path) {
     p.hidden_size = static_cast<std::int64_t>(dims[1]);
     p.soft = read_dataset<float>(cx, g, "params/", "soft_prompt", H5T_NATIVE_FLOAT,
                                  {static_cast<hsize_t>(p.tokens), dims[1]});
+    }
     if (p.method == TuningMethod::kDeepPtune) {
       if (H5Lexists(g, "deep_prompts", H5P_DEFAULT) <= 0) cx.fail("dataset params/deep_prompts is missing");
       p.deep = read_dataset<float>(cx, g, "params/", "deep_prompts", H5T_NATIVE_FLOAT,
-                                   {static_cast<hsize_t>(p.layers), static_cast<hsize_t>(p.tokens), dims[1]});
+                                   {static_cast<hsize_t>(p.layers), static_cast<hsize_t>(p.tokens),
+                                    static_cast<hsize_t>(p.hidden_size)});
     }
   }
   {

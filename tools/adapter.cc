@@ -7,7 +7,7 @@ namespace sepal::tools {
 
 void add_adapter_option(boost::program_options::options_description& description, std::string& path) {
   description.add_options()("adapter", boost::program_options::value(&path),
-                            "a prompt trained by sepal tune (its HDF5 checkpoint), put where it was trained");
+                            "a prompt or adapters trained by sepal tune (its HDF5 checkpoint), applied as trained");
 }
 
 std::optional<PromptParameters> load_adapter(const std::string& path, const std::string& model_dir,
@@ -20,6 +20,16 @@ std::optional<PromptParameters> load_adapter(const std::string& path, const std:
          " has ", fingerprint, ")");
   }
   return std::move(ck.state.params);
+}
+
+void check_adapter_use(const PromptParameters* adapter, bool over_swarm, const WeightLoading& loading) {
+  if (!adapter || !trains_adapters(adapter->method)) return;
+  if (over_swarm) {
+    fail("--adapter: ", tuning_method_name(adapter->method), " adapters run in one process for now: block hosts do not hold adapters yet");
+  }
+  if (adapter->method == TuningMethod::kPeqa && loading.dtype != DType::kI8) {
+    fail("--adapter: a PEQA adapter holds int8 scales: add --dtype int8");
+  }
 }
 
 }  // namespace sepal::tools

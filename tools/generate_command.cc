@@ -196,6 +196,8 @@ int generate_command(int argc, char** argv) {
   (void)check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
+  check_adapter_use(adapter ? &*adapter : nullptr, over_swarm, loading);
+  const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {
     throw UsageError{"--draft-pipelining is for a swarm (in one process the draft and the blocks share the cores)"};
   }
@@ -255,7 +257,7 @@ int generate_command(int argc, char** argv) {
       const std::int64_t capacity = session_capacity(config, requests[i]);
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
-        LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr);
+        LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
         outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, local_draft, tree_size);
         return;
       }

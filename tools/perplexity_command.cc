@@ -79,6 +79,7 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
   const std::int64_t room = config.max_position_embeddings - (adapter ? adapter->tokens : 0);
   const std::vector<Example> examples = read_examples(data_file, *model.tokenizer, config, room);
   const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
+  const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   double nll = 0;
   std::int64_t scored = 0;
   const bool tty = isatty(STDERR_FILENO);
@@ -87,7 +88,7 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
     PromptedBatch b = build_batch(model.ends, one, adapter);
     const std::int64_t n = b.lengths[0];
     if (model.blocks) {
-      LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr);
+      LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
       pipeline.forward(b.hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n, adapter);
@@ -170,6 +171,7 @@ int perplexity_command(int argc, char** argv) {
                      std::to_string(config.max_position_embeddings) + ")"};
   }
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
+  check_adapter_use(adapter ? &*adapter : nullptr, wants_swarm(swarm_options, vm), loading);
   std::stringstream buffer;
   if (!text_file.empty()) {
     std::ifstream in(text_file, std::ios::binary);

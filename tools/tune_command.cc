@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -57,6 +59,15 @@ std::string duration_text(double seconds) {
   return text;
 }
 
+// "4 prompt tokens", "rank 8 on q_proj,v_proj", "the scales of 7 projections a block".
+std::string trained_what(const TuningSettings& s) {
+  if (s.method == TuningMethod::kPeqa) return "the scales of every projection";
+  if (s.method != TuningMethod::kLora) return std::to_string(s.prompt_tokens) + " prompt tokens";
+  std::string targets;
+  for (const Projection t : s.adapter.targets) targets += (targets.empty() ? "" : ",") + std::string(projection_name(t));
+  return "rank " + std::to_string(s.adapter.rank) + " on " + targets;
+}
+
 }  // namespace
 
 int tune_command(int argc, char** argv) {
@@ -64,17 +75,25 @@ int tune_command(int argc, char** argv) {
   SwarmOptions swarm_options;
   std::string model_dir, data_file, method_name, out_file, resume_file, eval_file, log_file;
   TuningSettings s;
+  std::string lora_targets = "q_proj,v_proj";
+  std::int64_t lora_rank = 8;
+  double lora_alpha = 16;
   std::int64_t checkpoint_every = 0, stop_after = 0, max_length = 0, eval_every = 0;
   int threads = 0;
   po::options_description options(
-      "sepal tune: train a soft prompt (ptune) or deep prompts (deep-ptune) for a frozen model");
+      "sepal tune: train a soft prompt (ptune), deep prompts (deep-ptune), int8 scales (peqa) or LoRA\n"
+      "factors (lora) for a frozen model");
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
       ("data", po::value(&data_file)->required(),
        "training data: JSON lines with \"text\", or \"prompt\" and \"completion\"; or plain text, blank lines between documents")
-      ("method", po::value(&method_name), "ptune or deep-ptune")
-      ("prompt-tokens", po::value(&s.prompt_tokens), "trainable prompt vectors N")
+      ("method", po::value(&method_name), "ptune, deep-ptune, peqa (needs --dtype int8) or lora")
+      ("prompt-tokens", po::value(&s.prompt_tokens), "ptune, deep-ptune: trainable prompt vectors N")
+      ("lora-rank", po::value(&lora_rank)->default_value(lora_rank), "lora: rank r of each update")
+      ("lora-alpha", po::value(&lora_alpha)->default_value(lora_alpha), "lora: the update is scaled by alpha / r")
+      ("lora-targets", po::value(&lora_targets)->default_value(lora_targets),
+       "lora: projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
       ("steps", po::value(&s.steps), "optimizer steps of the whole run (a resumed run ends at the same step)")
       ("batch-size", po::value(&s.batch_size), "examples per step")
       ("micro-batch", po::value(&s.micro_batch), "examples per pass through the blocks (default: the batch size)")
@@ -117,6 +136,10 @@ int tune_command(int argc, char** argv) {
     resumed = load_tuning_checkpoint(resume_file);
     const TuningSettings& saved = resumed->settings;
     must_match(vm, "method", method_name, std::string(tuning_method_name(saved.method)));
+    if (saved.method == TuningMethod::kLora) {
+      must_match(vm, "lora-rank", lora_rank, saved.adapter.rank);
+      must_match(vm, "lora-alpha", lora_alpha, saved.adapter.alpha);
+    }
     must_match(vm, "prompt-tokens", s.prompt_tokens, saved.prompt_tokens);
     must_match(vm, "steps", s.steps, saved.steps);
     must_match(vm, "batch-size", s.batch_size, saved.batch_size);
@@ -128,12 +151,40 @@ int tune_command(int argc, char** argv) {
     must_match(vm, "max-grad-norm", s.max_grad_norm, saved.max_grad_norm);
     s = saved;
   } else {
-    for (const char* flag : {"method", "prompt-tokens", "steps", "batch-size", "lr"}) {
+    for (const char* flag : {"method", "steps", "batch-size", "lr"}) {
       if (!vm.count(flag)) throw UsageError{std::string("--") + flag + " is required (unless --resume)"};
     }
     const auto method = parse_tuning_method(method_name);
-    if (!method) throw UsageError{"--method must be ptune or deep-ptune, not " + method_name};
+    if (!method) throw UsageError{"--method must be ptune, deep-ptune, peqa or lora, not " + method_name};
     s.method = *method;
+    if (!trains_adapters(s.method) && !vm.count("prompt-tokens")) {
+      throw UsageError{"--prompt-tokens is required for " + method_name + " (unless --resume)"};
+    }
+    if (s.method != TuningMethod::kLora) {
+      for (const char* flag : {"lora-rank", "lora-alpha", "lora-targets"}) {
+        if (!vm[flag].defaulted()) throw UsageError{std::string("--") + flag + " is for --method lora"};
+      }
+    }
+    if (s.method == TuningMethod::kLora) {
+      s.adapter = AdapterShape{AdapterMethod::kLora, lora_rank, lora_alpha, {}};
+      std::size_t at = 0;
+      while (at <= lora_targets.size()) {
+        const std::size_t comma = std::min(lora_targets.find(',', at), lora_targets.size());
+        const std::string name = lora_targets.substr(at, comma - at);
+        const auto p = parse_projection(name);
+        if (!p) throw UsageError{"--lora-targets: '" + name + "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"};
+        s.adapter.targets.push_back(*p);
+        at = comma + 1;
+      }
+      std::sort(s.adapter.targets.begin(), s.adapter.targets.end());
+      if (std::adjacent_find(s.adapter.targets.begin(), s.adapter.targets.end()) != s.adapter.targets.end()) {
+        throw UsageError{"--lora-targets names a projection twice"};
+      }
+    } else if (s.method == TuningMethod::kPeqa) {
+      s.adapter = AdapterShape{AdapterMethod::kPeqa, 0, 0.0,
+                               {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
+                                Projection::kUp, Projection::kDown}};
+    }
     if (!vm.count("micro-batch")) s.micro_batch = s.batch_size;
   }
   try {
@@ -143,6 +194,15 @@ int tune_command(int argc, char** argv) {
   }
 
   const ModelConfig config = read_model_config(model_dir);
+  if (trains_adapters(s.method)) {
+    if (s.method == TuningMethod::kPeqa && loading.dtype != DType::kI8) {
+      throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
+    }
+    validate(s.adapter, config);
+    if (wants_swarm(swarm_options, vm)) {
+      fail("--method ", tuning_method_name(s.method), " trains in one process for now: block hosts do not hold adapters yet");
+    }
+  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
@@ -197,8 +257,8 @@ int tune_command(int argc, char** argv) {
           << std::endl;
     }
   };
-  std::fprintf(stderr, "sepal tune: %s with %lld prompt tokens, %s, %s, step %lld of %lld\n",
-               std::string(tuning_method_name(s.method)).c_str(), static_cast<long long>(s.prompt_tokens),
+  std::fprintf(stderr, "sepal tune: %s with %s, %s, %s, step %lld of %lld\n",
+               std::string(tuning_method_name(s.method)).c_str(), trained_what(s).c_str(),
                model_dir.c_str(), swarm ? (std::to_string(swarm->host_count()) + " hosts").c_str() : "in this process",
                static_cast<long long>(trainer.state().step), static_cast<long long>(s.steps));
   if (!held_out.empty() && !resumed) evaluate();
@@ -256,8 +316,8 @@ int tune_command(int argc, char** argv) {
                 out_file.c_str());
     return 0;
   }
-  std::printf("trained %s with %lld prompt tokens for %lld steps; last loss %.4f; wrote %s\n",
-              std::string(tuning_method_name(s.method)).c_str(), static_cast<long long>(s.prompt_tokens),
+  std::printf("trained %s with %s for %lld steps; last loss %.4f; wrote %s\n",
+              std::string(tuning_method_name(s.method)).c_str(), trained_what(s).c_str(),
               static_cast<long long>(s.steps), last.loss, out_file.c_str());
   return 0;
 }

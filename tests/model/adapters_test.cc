@@ -9,6 +9,7 @@
 #include "kernels/error.h"
 #include "model/block_adapters.h"
 #include "model/block_stack.h"
+#include "model/prompt_tuning.h"
 #include "model/synthetic_checkpoint.h"
 #include "tests/model/reference_llama.h"
 #include "tests/test_util.h"
@@ -130,6 +131,55 @@ INSTANTIATE_TEST_SUITE_P(
                             Projection::kUp, Projection::kDown},
                            DType::kI8}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(AdapterTuning, BatchGradientMatchesCentralDifferencesOfTheReferenceLoss) {
+  // The whole tuning objective: the mean next-token loss through every block and the head, with
+  // LoRA on q, v and down; the gradient batch_gradient gives, in flat() order.
+  test::TempDir dir;
+  write_synthetic_checkpoint(small_llama(), dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const AdapterShape shape{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kV, Projection::kDown}};
+  PromptParameters params = initial_adapter_parameters(shape, config, 7);
+  // Away from B = 0, so that A's gradient is not zero.
+  const auto moved = test::random_floats(params.adapter.size(), 46, 0.2f);
+  for (std::size_t i = 0; i < moved.size(); ++i) params.adapter[i] += moved[i];
+  std::vector<Example> examples(3);
+  for (std::size_t e = 0; e < examples.size(); ++e) {
+    for (int i = 0; i < 6 + static_cast<int>(e) * 2; ++i) examples[e].ids.push_back(static_cast<std::int32_t>((i * 37 + e * 11) % 300));
+    examples[e].scored.assign(examples[e].ids.size(), 1);
+  }
+  std::vector<const Example*> views;
+  for (const auto& e : examples) views.push_back(&e);
+  LocalTrainingBlocks local(blocks);
+  const BatchGradient g = batch_gradient(ends, local, params, views, 2);
+  ASSERT_EQ(g.grad.size(), params.size());
+  // The reference: the same packed rows through the float64 blocks and head.
+  const PromptedBatch batch = build_batch(ends, views, &params);
+  auto loss = [&](const std::vector<double>& values) {
+    test::ReferenceAdapters r{shape, values};
+    const auto out = test::reference_forward(dir.path(), DType::kF32, std::vector<double>(batch.hidden.begin(), batch.hidden.end()),
+                                             batch.lengths, 0, config.num_layers, {}, 0, 0, &r);
+    return test::reference_cross_entropy(dir.path(), out, batch.targets) / static_cast<double>(batch.scored);
+  };
+  const std::vector<double> at(params.adapter.begin(), params.adapter.end());
+  EXPECT_NEAR(g.loss_sum / static_cast<double>(g.scored), loss(at), 1e-4);
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t d = 0; d < 2; ++d) {
+    const auto u = test::random_floats(at.size(), 80 + d);
+    std::vector<double> up = at, down = at;
+    double analytic = 0;
+    for (std::size_t i = 0; i < at.size(); ++i) {
+      up[i] += kStep * u[i];
+      down[i] -= kStep * u[i];
+      analytic += static_cast<double>(g.grad[i]) * u[i];
+    }
+    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
+    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1e-2, std::abs(analytic))) << "direction " << d;
+  }
+}
 
 TEST(AdaptersAtTheStart, LeaveTheModelAsItIs) {
   // LoRA starts with B = 0 and PEQA with m = 0: the bits of the base model.

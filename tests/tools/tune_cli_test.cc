@@ -22,10 +22,15 @@ const std::string kTrain = (test::models_dir().parent_path() / "data" / "tune-to
 const std::string kEvalNone = (test::models_dir().parent_path() / "data" / "tune-tom" / "eval-none.jsonl").string();
 
 std::vector<std::string> tune_args(const std::string& method, const std::string& out, const std::string& log) {
-  return {"tune",           "--model", kModel,       "--data",       kTrain,  "--method", method,   "--prompt-tokens",
-          "4",              "--steps", "8",          "--batch-size", "4",     "--micro-batch", "2", "--lr",
-          "0.05",           "--warmup", "2",         "--seed",       "3",     "--max-length", "64",
-          "--out",          out,       "--log",      log};
+  const bool prompt = method == "ptune" || method == "deep-ptune";
+  std::vector<std::string> args = {"tune",    "--model", kModel, "--data",       kTrain, "--method", method, "--steps",
+                                   "8",       "--batch-size", "4", "--micro-batch", "2", "--lr", prompt ? "0.05" : "0.01",
+                                   "--warmup", "2",      "--seed", "3",          "--max-length", "64", "--out", out,
+                                   "--log",   log};
+  if (prompt) args.insert(args.end(), {"--prompt-tokens", "4"});
+  if (method == "peqa") args.insert(args.end(), {"--dtype", "int8"});
+  if (method == "lora") args.insert(args.end(), {"--lora-rank", "4", "--lora-targets", "q_proj,v_proj,down_proj"});
+  return args;
 }
 
 // The "loss" of every step row of a JSON-lines log, in order.
@@ -43,7 +48,7 @@ std::vector<double> step_losses(const std::filesystem::path& log) {
 int shell(const std::string& command) { return std::system(command.c_str()); }
 
 TEST(TuneCli, StoppedAndResumedRunsGiveTheSameLosses) {
-  for (const std::string method : {"ptune", "deep-ptune"}) {
+  for (const std::string method : {"ptune", "deep-ptune", "peqa", "lora"}) {
     test::TempDir dir;
     const auto whole = run_sepal(tune_args(method, (dir / "whole.h5").string(), (dir / "whole.jsonl").string()));
     ASSERT_EQ(whole.exit_code, 0) << whole.err;
@@ -53,9 +58,11 @@ TEST(TuneCli, StoppedAndResumedRunsGiveTheSameLosses) {
     ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
     EXPECT_NE(stopped.err.find("stopped after step 3"), std::string::npos) << stopped.err;
     EXPECT_EQ(step_losses(dir / "part.jsonl").size(), 3u);
-    const auto resumed = run_sepal({"tune", "--model", kModel, "--data", kTrain, "--resume", (dir / "part.h5").string(),
-                                    "--max-length", "64", "--out", (dir / "part.h5").string(), "--log",
-                                    (dir / "part.jsonl").string()});
+    std::vector<std::string> resume = {"tune", "--model", kModel, "--data", kTrain, "--resume", (dir / "part.h5").string(),
+                                       "--max-length", "64", "--out", (dir / "part.h5").string(), "--log",
+                                       (dir / "part.jsonl").string()};
+    if (method == "peqa") resume.insert(resume.end(), {"--dtype", "int8"});
+    const auto resumed = run_sepal(resume);
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
     const auto losses = step_losses(dir / "whole.jsonl");
     ASSERT_EQ(losses.size(), 8u);
@@ -119,6 +126,39 @@ TEST(TuneCli, TunedPromptIsUsedByGenerateAndPerplexity) {
   }
 }
 
+TEST(TuneCli, PeqaAndLoraAdaptersReproduceTheirTunedLoss) {
+  for (const std::string method : {"peqa", "lora"}) {
+    test::TempDir dir;
+    auto args = tune_args(method, (dir / "a.h5").string(), (dir / "log.jsonl").string());
+    // Held-out examples whole and one at a time, as perplexity reads them (int8 picks its outlier
+    // columns over each product's tokens, so a packed micro-batch scores differently).
+    args.erase(std::find(args.begin(), args.end(), "--max-length"), std::find(args.begin(), args.end(), "--max-length") + 2);
+    args[std::find(args.begin(), args.end(), "--micro-batch") - args.begin() + 1] = "1";
+    args.insert(args.end(), {"--eval", kEvalNone});
+    const auto r = run_sepal(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    // The log's evaluations: before training and at the end.
+    std::vector<double> evals;
+    std::istringstream lines(test::read_file(dir / "log.jsonl"));
+    std::string line;
+    while (std::getline(lines, line)) {
+      const json row = json::parse(line);
+      if (row.contains("eval_loss")) evals.push_back(row["eval_loss"].get<double>());
+    }
+    ASSERT_EQ(evals.size(), 2u) << method;
+    EXPECT_LT(evals[1], evals[0]) << method << ": training lowers the held-out loss";
+    std::vector<std::string> score = {"perplexity", "--model", kModel, "--data", kEvalNone, "--json", "--adapter",
+                                      (dir / "a.h5").string()};
+    if (method == "peqa") score.insert(score.end(), {"--dtype", "int8"});
+    const auto p = run_sepal(score);
+    ASSERT_EQ(p.exit_code, 0) << p.err;
+    EXPECT_NEAR(json::parse(p.out)["nll"].get<double>(), evals[1], 1e-6 * evals[1]) << method;
+    std::vector<std::string> gen = {"generate", "--model", kModel, "--max-new-tokens", "8", "--adapter", (dir / "a.h5").string()};
+    if (method == "peqa") gen.insert(gen.end(), {"--dtype", "int8"});
+    EXPECT_EQ(run_sepal(gen).exit_code, 0) << method;
+  }
+}
+
 TEST(TuneCli, BadInputGetsOneLine) {
   test::TempDir dir;
   const auto one_line_error = [](const test::CommandResult& r, const std::string& needle) {
@@ -130,8 +170,9 @@ TEST(TuneCli, BadInputGetsOneLine) {
   auto args = tune_args("ptune", (dir / "x.h5").string(), (dir / "x.jsonl").string());
   args[4] = (dir / "bad.jsonl").string();
   one_line_error(run_sepal(args), "bad.jsonl:2:");
-  args = tune_args("lora", (dir / "x.h5").string(), (dir / "x.jsonl").string());
-  one_line_error(run_sepal(args), "--method must be ptune or deep-ptune");
+  args = tune_args("qlora", (dir / "x.h5").string(), (dir / "x.jsonl").string());
+  args.insert(args.end(), {"--prompt-tokens", "4"});
+  one_line_error(run_sepal(args), "--method must be ptune, deep-ptune, peqa or lora");
   args = tune_args("ptune", (dir / "x.h5").string(), (dir / "x.jsonl").string());
   args.insert(args.end(), {"--stop-after", "2"});
   ASSERT_EQ(run_sepal(args).exit_code, 0);
@@ -154,6 +195,29 @@ TEST(TuneCli, BadInputGetsOneLine) {
                             "--max-length", "64", "--out", (dir / "y.h5").string()}),
                  "trained on other data");
   EXPECT_FALSE(std::filesystem::exists(dir / "y.h5"));
+  // Adapters: their flags, int8 for PEQA, one process for now.
+  auto with = [&](const std::string& method, std::vector<std::string> extra) {
+    auto a = tune_args(method, (dir / "z.h5").string(), (dir / "z.jsonl").string());
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run_sepal(a);
+  };
+  one_line_error(with("ptune", {"--lora-rank", "2"}), "--lora-rank is for --method lora");
+  one_line_error(with("lora", {"--prompt-tokens", "4"}), "--prompt-tokens is for ptune and deep-ptune");
+  auto lora_with = [&](std::vector<std::string> extra) {
+    auto a = tune_args("ptune", (dir / "z.h5").string(), (dir / "z.jsonl").string());
+    a.erase(std::find(a.begin(), a.end(), "--prompt-tokens"), a.end());
+    a[std::find(a.begin(), a.end(), "ptune") - a.begin()] = "lora";
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run_sepal(a);
+  };
+  one_line_error(lora_with({"--lora-targets", "q_proj,w1"}), "'w1' is not one of");
+  one_line_error(lora_with({"--lora-targets", "q_proj,q_proj"}), "names a projection twice");
+  one_line_error(lora_with({"--lora-rank", "0"}), "rank must be between 1 and 1024");
+  auto peqa = tune_args("peqa", (dir / "z.h5").string(), (dir / "z.jsonl").string());
+  peqa.erase(std::find(peqa.begin(), peqa.end(), "--dtype"), peqa.end());
+  one_line_error(run_sepal(peqa), "add --dtype int8");
+  one_line_error(with("lora", {"--hosts", "2"}), "trains in one process for now");
+  EXPECT_FALSE(std::filesystem::exists(dir / "z.h5"));
 }
 
 TEST(TuneCli, BloomTrainsAndItsAdapterGenerates) {
