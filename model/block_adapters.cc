@@ -6,6 +6,7 @@
 #include "kernels/error.h"
 #include "kernels/gradients.h"
 #include "kernels/parallel.h"
+#include "model/arch/architectures.h"
 
 namespace sepal {
 namespace {
@@ -52,6 +53,11 @@ const WeightView& projection_weight(const BlockWeights& w, Projection p) {
     case Projection::kDown: return w.down_proj.view;
   }
   return w.q_proj.view;
+}
+
+std::string projection_tensor_name(const ModelConfig& config, std::int64_t layer, Projection p) {
+  if (config.family != ModelFamily::kLlama) fail("adapters are for Llama-family blocks, not ", config.architecture);
+  return llama_projection_tensor(layer, p);
 }
 
 bool AdapterShape::targets_projection(Projection p) const {

@@ -40,6 +40,10 @@ std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config
 /// The weight of projection p in a block.
 const WeightView& projection_weight(const BlockWeights& w, Projection p);
 
+/// The checkpoint tensor holding projection p's weight in block `layer` (Hugging Face's name).
+/// Throws sepal::Error for an architecture adapters do not support.
+std::string projection_tensor_name(const ModelConfig& config, std::int64_t layer, Projection p);
+
 /// What an adapter is; fixed for a run.
 struct AdapterShape {
   AdapterMethod method = AdapterMethod::kLora;

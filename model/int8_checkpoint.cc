@@ -1,5 +1,7 @@
 #include "model/int8_checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -66,6 +68,27 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
     if (progress) progress(static_cast<double>(++done) / static_cast<double>(checkpoint.tensors().size()));
   }
   return out;
+}
+
+void fold_peqa_scales(const ModelConfig& config, const BlockAdapters& adapters, std::vector<TensorToWrite>& tensors) {
+  if (adapters.shape.method != AdapterMethod::kPeqa) fail("only PEQA adapters fold into int8 scales");
+  for (std::int64_t b = adapters.first; b < adapters.first + adapters.blocks; ++b) {
+    for (const Projection p : adapters.shape.targets) {
+      const std::string name = scales_name(projection_tensor_name(config, b, p));
+      const auto it = std::find_if(tensors.begin(), tensors.end(), [&](const TensorToWrite& t) { return t.name == name; });
+      if (it == tensors.end() || it->dtype != "F32") fail("the int8 checkpoint has no F32 scales '", name, "'");
+      const auto rows = static_cast<std::int64_t>(it->bytes.size() / 4);
+      if (rows != projection_shape(config, p).first) fail("scales '", name, "' hold ", rows, " rows");
+      const float* m = adapters.of(config, b, p)->values;
+      for (std::int64_t r = 0; r < rows; ++r) {
+        float absmax;
+        std::memcpy(&absmax, it->bytes.data() + r * 4, 4);
+        absmax *= 1.0f + m[r];
+        if (!(absmax >= 0) || !std::isfinite(absmax)) fail("the tuned scale of row ", r, " of '", name, "' is ", absmax, " (not a scale int8 checkpoints can hold)");
+        std::memcpy(it->bytes.data() + r * 4, &absmax, 4);
+      }
+    }
+  }
 }
 
 }  // namespace sepal

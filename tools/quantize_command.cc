@@ -1,6 +1,6 @@
 // sepal quantize: writes an LLM.int8() copy of a checkpoint (model/int8_checkpoint.h), so that
-// hosts read a quarter of the bytes and skip quantizing. The other files of the folder (config,
-// tokenizer) are copied.
+// hosts read a quarter of the bytes and skip quantizing; with --adapter, a PEQA-tuned one. The
+// other files of the folder (config, tokenizer) are copied.
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -14,18 +14,21 @@
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
+#include "tools/adapter.h"
 #include "tools/commands.h"
 
 namespace sepal::tools {
 
 int quantize_command(int argc, char** argv) {
   namespace po = boost::program_options;
-  std::string model_dir, out_dir;
+  std::string model_dir, out_dir, adapter_file;
   po::options_description options("sepal quantize: write an int8 (LLM.int8()) copy of a checkpoint");
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout)")
-      ("out", po::value(&out_dir)->required(), "folder for the int8 checkpoint (created; must not hold model files)");
+      ("out", po::value(&out_dir)->required(), "folder for the int8 checkpoint (created; must not hold model files)")
+      ("adapter", po::value(&adapter_file),
+       "a PEQA checkpoint (sepal tune --method peqa): write the tuned int8 model, its scales folded in");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -37,7 +40,12 @@ int quantize_command(int argc, char** argv) {
   if (is_gguf_file(model_dir)) {
     throw UsageError{"--model " + model_dir + " is a GGUF file; sepal quantize writes folders (load the file with --dtype int8)"};
   }
-  (void)read_model_config(model_dir);  // a bad folder fails before anything is written
+  const ModelConfig config = read_model_config(model_dir);  // a bad folder fails before anything is written
+  const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
+  if (adapter && adapter->method != TuningMethod::kPeqa) {
+    throw UsageError{"--adapter: a " + std::string(tuning_method_name(adapter->method)) +
+                     " checkpoint does not fold into int8 scales; sepal quantize takes PEQA checkpoints"};
+  }
   if (fs::exists(fs::path(out_dir) / "model.safetensors") || fs::exists(fs::path(out_dir) / "config.json")) {
     throw UsageError{"--out " + out_dir + " already holds a model; give an empty folder"};
   }
@@ -45,9 +53,10 @@ int quantize_command(int argc, char** argv) {
   if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec)) throw UsageError{"--out must differ from --model"};
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const bool tty = isatty(STDERR_FILENO);
-  const auto tensors = quantize_checkpoint_tensors(checkpoint, [&](double done) {
+  auto tensors = quantize_checkpoint_tensors(checkpoint, [&](double done) {
     if (tty) std::fprintf(stderr, "\rsepal quantize: %3.0f%%", done * 100);
   });
+  if (adapter) fold_peqa_scales(config, *adapter->block_adapters(), tensors);
   std::int64_t in_bytes = 0, out_bytes = 0;
   for (const auto& [name, t] : checkpoint.tensors()) in_bytes += static_cast<std::int64_t>(t.bytes);
   for (const auto& t : tensors) out_bytes += static_cast<std::int64_t>(t.bytes.size());

@@ -20,6 +20,8 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
 EmbeddingWeights load_llama_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading);
 HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
                             const EmbeddingWeights* embedding);
+/// Hugging Face's name of a projection's weight: "model.layers.L.self_attn.q_proj.weight", ...
+std::string llama_projection_tensor(std::int64_t layer, Projection p);
 void llama_block_forward(const BlockCall& call);
 void llama_training_forward(const TrainingCall& call, float* hidden);
 void llama_training_backward(const TrainingCall& call, float* grad);

@@ -156,6 +156,22 @@ TEST(TuneCli, PeqaAndLoraAdaptersReproduceTheirTunedLoss) {
     std::vector<std::string> gen = {"generate", "--model", kModel, "--max-new-tokens", "8", "--adapter", (dir / "a.h5").string()};
     if (method == "peqa") gen.insert(gen.end(), {"--dtype", "int8"});
     EXPECT_EQ(run_sepal(gen).exit_code, 0) << method;
+    // sepal quantize --adapter: a PEQA model is an int8 checkpoint of the base one's size with
+    // new scales, scoring what the base with the adapter scores; LoRA does not fold in.
+    const auto quantize = run_sepal({"quantize", "--model", kModel, "--out", (dir / "tuned").string(), "--adapter",
+                                     (dir / "a.h5").string()});
+    if (method == "lora") {
+      EXPECT_NE(quantize.exit_code, 0);
+      EXPECT_NE(quantize.err.find("takes PEQA checkpoints"), std::string::npos) << quantize.err;
+      continue;
+    }
+    ASSERT_EQ(quantize.exit_code, 0) << quantize.err;
+    ASSERT_EQ(run_sepal({"quantize", "--model", kModel, "--out", (dir / "base").string()}).exit_code, 0);
+    EXPECT_EQ(std::filesystem::file_size(dir / "tuned" / "model.safetensors"),
+              std::filesystem::file_size(dir / "base" / "model.safetensors"));
+    const auto tuned = run_sepal({"perplexity", "--model", (dir / "tuned").string(), "--data", kEvalNone, "--json", "--dtype", "int8"});
+    ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
+    EXPECT_NEAR(json::parse(tuned.out)["nll"].get<double>(), evals[1], 1e-4 * evals[1]);
   }
 }
 

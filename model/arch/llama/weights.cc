@@ -21,13 +21,18 @@ const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const Model
 
 }  // namespace
 
+std::string llama_projection_tensor(std::int64_t layer, Projection p) {
+  const bool attention = p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO;
+  return layer_prefix(layer) + (attention ? "self_attn." : "mlp.") + std::string(projection_name(p)) + ".weight";
+}
+
 BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
                                       const WeightLoading& loading) {
   const std::string p = layer_prefix(layer);
   const std::int64_t h = config.hidden_size;
   const std::int64_t ffn = config.intermediate_size;
-  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
-    const TensorRef& t = checkpoint.get(p + name);
+  auto matrix = [&](Projection projection, std::int64_t rows, std::int64_t cols) {
+    const TensorRef& t = checkpoint.get(llama_projection_tensor(layer, projection));
     expect_shape(t, {rows, cols});
     return hold_matrix(checkpoint, t, loading);
   };
@@ -40,13 +45,13 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   b.layer = layer;
   b.input_norm = vector("input_layernorm.weight");
   b.post_attention_norm = vector("post_attention_layernorm.weight");
-  b.q_proj = matrix("self_attn.q_proj.weight", config.q_size(), h);
-  b.k_proj = matrix("self_attn.k_proj.weight", config.kv_size(), h);
-  b.v_proj = matrix("self_attn.v_proj.weight", config.kv_size(), h);
-  b.o_proj = matrix("self_attn.o_proj.weight", h, config.q_size());
-  b.gate_proj = matrix("mlp.gate_proj.weight", ffn, h);
-  b.up_proj = matrix("mlp.up_proj.weight", ffn, h);
-  b.down_proj = matrix("mlp.down_proj.weight", h, ffn);
+  b.q_proj = matrix(Projection::kQ, config.q_size(), h);
+  b.k_proj = matrix(Projection::kK, config.kv_size(), h);
+  b.v_proj = matrix(Projection::kV, config.kv_size(), h);
+  b.o_proj = matrix(Projection::kO, h, config.q_size());
+  b.gate_proj = matrix(Projection::kGate, ffn, h);
+  b.up_proj = matrix(Projection::kUp, ffn, h);
+  b.down_proj = matrix(Projection::kDown, h, ffn);
   if (config.attention_bias) {
     auto bias = [&](const std::string& name, std::int64_t size) {
       const TensorRef& t = checkpoint.get(p + name);
