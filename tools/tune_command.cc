@@ -19,6 +19,7 @@
 #include "kernels/error.h"
 #include "kernels/parallel.h"
 #include "model/model_config.h"
+#include "model/peft_adapter.h"
 #include "model/prompt_trainer.h"
 #include "model/tuning_checkpoint.h"
 #include "tools/client_model.h"
@@ -75,7 +76,7 @@ int tune_command(int argc, char** argv) {
   SwarmOptions swarm_options;
   std::string model_dir, data_file, method_name, out_file, resume_file, eval_file, log_file;
   TuningSettings s;
-  std::string lora_targets = "q_proj,v_proj";
+  std::string lora_targets = "q_proj,v_proj", export_peft;
   std::int64_t lora_rank = 8;
   double lora_alpha = 16;
   std::int64_t checkpoint_every = 0, stop_after = 0, max_length = 0, eval_every = 0;
@@ -94,6 +95,8 @@ int tune_command(int argc, char** argv) {
       ("lora-alpha", po::value(&lora_alpha)->default_value(lora_alpha), "lora: the update is scaled by alpha / r")
       ("lora-targets", po::value(&lora_targets)->default_value(lora_targets),
        "lora: projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+      ("export-peft", po::value(&export_peft),
+       "lora: also write the adapter in Hugging Face PEFT's layout into this folder, with every checkpoint")
       ("steps", po::value(&s.steps), "optimizer steps of the whole run (a resumed run ends at the same step)")
       ("batch-size", po::value(&s.batch_size), "examples per step")
       ("micro-batch", po::value(&s.micro_batch), "examples per pass through the blocks (default: the batch size)")
@@ -192,6 +195,7 @@ int tune_command(int argc, char** argv) {
   } catch (const Error& e) {
     throw UsageError{e.what()};
   }
+  if (!export_peft.empty() && s.method != TuningMethod::kLora) throw UsageError{"--export-peft is for --method lora"};
 
   const ModelConfig config = read_model_config(model_dir);
   if (trains_adapters(s.method)) {
@@ -247,6 +251,7 @@ int tune_command(int argc, char** argv) {
   const bool tty = isatty(STDERR_FILENO);
   const auto save = [&] {
     save_tuning_checkpoint(out_file, {s, trainer.state(), fingerprint, data_fingerprint, sepal_version()});
+    if (!export_peft.empty()) write_peft_adapter(export_peft, config, trainer.state().params, model_dir);
   };
   const auto evaluate = [&] {
     const auto [loss, tokens] = trainer.evaluate(held_out);
