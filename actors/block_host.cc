@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "actors/adapter_payload.h"
 #include "actors/hidden_codec.h"
 #include "actors/protocol/client_driver.h"
 #include "actors/push_grant.h"
@@ -161,6 +162,12 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
     s.prompt_count = p.shape[1];
     s.prompt_offset = m.prompt_offset;
   }
+  auto adapters = received_adapters(m.adapter, c, first, last);
+  if (!adapters.is_ok()) return adapters.status();
+  if (adapters.value()) {
+    s.adapter_shape = adapters.value()->shape;
+    s.adapter_values.assign(m.adapter.values.as<float>(), m.adapter.values.as<float>() + m.adapter.values.elements());
+  }
   const std::int64_t bytes = s.cache.bytes();
   sessions_.emplace(SessionKey{ctx.sender().peer, m.session}, std::move(s));
   return SessionOpened{m.session, bytes};
@@ -215,12 +222,14 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
   try {
     if (!keep.empty()) s.cache.keep_path(keep);
     s.tree.clear();
+    const std::optional<BlockAdapters> adapters = s.adapters();
     if (tree) {
-      blocks_->forward_tree(out.data(), n, parents, s.cache, s.first);
+      blocks_->forward_tree(out.data(), n, parents, s.cache, s.first, adapters ? &*adapters : nullptr);
       s.tree = parents;
     } else {
       const DeepPrompts prompts{s.prompts.data(), s.prompt_count, s.prompt_offset};
-      blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr);
+      blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr,
+                       adapters ? &*adapters : nullptr);
     }
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
@@ -359,8 +368,12 @@ Result<TrainForwardOutput> BlockHost::handle(ActorContext&, const TrainForward& 
   auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
   if (!in.is_ok()) return in.status();
   TrainingInput& t = in.value();
+  auto adapters = received_adapters(m.adapter, blocks_->config(), m.first, m.last);
+  if (!adapters.is_ok()) return adapters.status();
+  const auto& a = adapters.value();
   try {
-    blocks_->forward_sequences(t.hidden.data(), m.lengths, m.first, m.last - m.first, t.prompts ? &*t.prompts : nullptr);
+    blocks_->forward_sequences(t.hidden.data(), m.lengths, m.first, m.last - m.first, t.prompts ? &*t.prompts : nullptr,
+                               a ? &*a : nullptr);
     const std::int64_t h = blocks_->config().hidden_size;
     return TrainForwardOutput{encode_hidden(t.hidden.data(), hidden_tokens(m.hidden), h, is_compressed_hidden(m.hidden))};
   } catch (const Error& e) {
@@ -378,18 +391,24 @@ Result<TrainBackwardOutput> BlockHost::handle(ActorContext&, const TrainBackward
       m.grad.bytes != static_cast<std::size_t>(tokens * h) * sizeof(float)) {
     return error(StatusCode::kInvalidArgument, "the output gradient must be f32 [", tokens, ", ", h, "]");
   }
+  auto adapters = received_adapters(m.adapter, blocks_->config(), m.first, m.last);
+  if (!adapters.is_ok()) return adapters.status();
+  const auto& a = adapters.value();
   auto grad = std::make_shared<std::vector<float>>(m.grad.as<float>(), m.grad.as<float>() + tokens * h);
   const std::int64_t blocks = m.last - m.first, count = t.prompts ? t.prompts->count : 0;
+  const std::int64_t per_block = a ? a->shape.values_per_block(blocks_->config()) : 0;
   auto prompt_grads = std::make_shared<std::vector<float>>(static_cast<std::size_t>(blocks * count * h));
+  auto adapter_grads = std::make_shared<std::vector<float>>(static_cast<std::size_t>(blocks * per_block));
   try {
     blocks_->backward_sequences(t.hidden.data(), m.lengths, m.first, blocks, t.prompts ? &*t.prompts : nullptr,
-                                grad->data(), prompt_grads->data());
+                                grad->data(), prompt_grads->data(), a ? &*a : nullptr, a ? adapter_grads->data() : nullptr);
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
   TrainBackwardOutput out;
   out.grad = share_vector<float>(ElementType::kF32, {tokens, h}, grad);
   if (count > 0) out.prompt_grads = share_vector<float>(ElementType::kF32, {blocks, count, h}, prompt_grads);
+  if (a) out.adapter_grads = share_vector<float>(ElementType::kF32, {blocks, per_block}, adapter_grads);
   return out;
 }
 

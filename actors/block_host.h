@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "actors/protocol/block_host.h"
+#include "model/block_adapters.h"
 #include "model/block_stack.h"
 #include "runtime/actor_system.h"
 
@@ -88,6 +89,13 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     std::vector<float> prompts;  ///< deep prompts of the session's blocks, [blocks, count, hidden]
     std::int64_t prompt_count = 0, prompt_offset = 0;
     std::vector<std::int32_t> tree;  ///< the parents of the token tree held after the sequence; empty: none
+    std::optional<AdapterShape> adapter_shape;  ///< the session's adapters (model/block_adapters.h), if any
+    std::vector<float> adapter_values;          ///< [blocks, values per block]
+    /// The adapters as the blocks take them; none without.
+    std::optional<BlockAdapters> adapters() const {
+      if (!adapter_shape) return std::nullopt;
+      return BlockAdapters{*adapter_shape, first, cache.blocks(), adapter_values.data()};
+    }
   };
 
   Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);

@@ -17,8 +17,9 @@ constexpr std::chrono::hours kDriverAnswer{1};
 
 Result<std::unique_ptr<DriverSession>> DriverSession::open(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
                                                            std::int64_t capacity, TensorPayload prompts,
-                                                           std::int64_t prompt_offset) {
-  auto opened = system.request_sync(driver, OpenInference{capacity, std::move(prompts), prompt_offset}, kDriverAnswer);
+                                                           std::int64_t prompt_offset, AdapterPayload adapter) {
+  auto opened = system.request_sync(driver, OpenInference{capacity, std::move(prompts), prompt_offset, std::move(adapter)},
+                                    kDriverAnswer);
   if (!opened.is_ok()) return opened.status();
   return std::unique_ptr<DriverSession>(new DriverSession(system, driver, opened->session, opened->hidden_size));
 }

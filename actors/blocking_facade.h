@@ -26,10 +26,11 @@ class DriverSession final : public BlockPipeline {
  public:
   /// Opens a session of `capacity` positions through every block; the error names the host and
   /// its reason when no route opens.
-  /// `prompts`: a tuned prompt's deep prompts for every block (OpenInference), or empty.
+  /// `prompts`: a tuned prompt's deep prompts for every block (OpenInference), or empty;
+  /// `adapter`: PEQA or LoRA adapters of every block, or empty.
   static Result<std::unique_ptr<DriverSession>> open(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
                                                      std::int64_t capacity, TensorPayload prompts = {},
-                                                     std::int64_t prompt_offset = 0);
+                                                     std::int64_t prompt_offset = 0, AdapterPayload adapter = {});
   /// Closes the session (its hosts free their caches).
   ~DriverSession() override;
 

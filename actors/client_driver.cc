@@ -1,5 +1,6 @@
 #include "actors/client_driver.h"
 
+#include "actors/adapter_payload.h"
 #include "actors/hidden_codec.h"
 #include "actors/push_grant.h"
 #include "actors/tree_step.h"
@@ -22,6 +23,16 @@ bool host_lost(StatusCode code) {
 
 }  // namespace
 
+Status ClientDriver::check_adapter(const AdapterPayload& a) const {
+  if (!has_adapter(a)) return Status::ok();
+  const TensorPayload& v = a.values;
+  if (v.type != ElementType::kF32 || v.shape.size() != 2 || v.shape[0] != options_.num_blocks || v.shape[1] < 1 ||
+      v.bytes != static_cast<std::size_t>(v.elements()) * sizeof(float)) {
+    return error(StatusCode::kInvalidArgument, "adapter values must be f32 [", options_.num_blocks, ", values per block]");
+  }
+  return Status::ok();
+}
+
 struct ClientDriver::Session {
   // A step's token-tree fields (InferenceStep).
   struct Shape {
@@ -31,6 +42,7 @@ struct ClientDriver::Session {
   std::int64_t capacity = 0;
   TensorPayload prompts;  ///< deep prompts of every block, or empty
   std::int64_t prompt_offset = 0;
+  AdapterPayload adapter;  ///< adapters of every block, or none
   std::int64_t length = 0;
   std::vector<std::int32_t> tree;  ///< parents of the token tree the hosts hold (the last step's), or empty
   std::int64_t steps = 0;  ///< steps completed
@@ -139,12 +151,14 @@ Result<InferenceOpened> ClientDriver::handle(ActorContext& ctx, const OpenInfere
                            p.bytes != static_cast<std::size_t>(p.elements()) * sizeof(float))) {
     return error(StatusCode::kInvalidArgument, "deep prompts must be f32 [", options_.num_blocks, ", count, hidden]");
   }
+  if (Status bad = check_adapter(m.adapter); !bad.is_ok()) return bad;
   auto owned = std::make_unique<Session>();
   Session& s = *owned;
   s.id = ++next_session_;
   s.capacity = m.max_length;
   s.prompts = m.prompts;
   s.prompt_offset = m.prompt_offset;
+  s.adapter = m.adapter;
   s.op = ++next_op_;
   s.opening = ctx.defer_reply<InferenceOpened>();
   sessions_[s.id] = std::move(owned);
@@ -284,7 +298,9 @@ void ClientDriver::open_on(Session& s, const RouteHop& hop, std::function<void(S
                                        s.prompts.as<float>() + hop.first * row,
                                        static_cast<std::size_t>((hop.last - hop.first) * row));
     }
-    ask(s, hop.host, OpenSession{session, s.capacity, hop.first, hop.last, prompts, s.prompt_offset},
+    ask(s, hop.host,
+        OpenSession{session, s.capacity, hop.first, hop.last, prompts, s.prompt_offset,
+                    slice_adapter(s.adapter, hop.first, hop.last)},
         [peer, session, done](Session& s, Result<SessionOpened> opened) {
           if (!opened.is_ok()) {
             return done(s, error(opened.status().code(), "host ", peer, " refused the session: ", opened.status().to_string()));

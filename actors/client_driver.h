@@ -126,9 +126,11 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
     TensorPayload prompts;  ///< [num_blocks, count, hidden] or empty
     std::int64_t count = 0;
     std::int64_t prompt_offset = 0;
+    AdapterPayload adapter;  ///< adapters of every block, or none
     std::int64_t hops = 0;
     std::int64_t failovers = 0;
-    std::vector<float> prompt_grads;  ///< backward: [num_blocks, count, hidden]
+    std::vector<float> prompt_grads;   ///< backward: [num_blocks, count, hidden]
+    std::vector<float> adapter_grads;  ///< backward: [num_blocks, values per block]
     ReplyHandle<TrainingPassDone> reply;
   };
   using SegmentsDone = std::function<void(Training&, std::vector<Segment>, TensorPayload output)>;
@@ -154,10 +156,14 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   void ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, const M& m,
                     std::function<void(Training&, Result<typename M::Reply>)> done);
   std::map<std::uint64_t, std::unique_ptr<Training>> training_;  ///< passes under way, by op
+  /// kInvalidArgument unless `a` is empty or f32 [num_blocks, values per block].
+  Status check_adapter(const AdapterPayload& a) const;
+
   struct KeptPass {
     std::vector<std::int64_t> lengths;
     TensorPayload prompts;
     std::int64_t prompt_offset = 0;
+    AdapterPayload adapter;
     std::vector<Segment> segments;
   };
   std::map<std::uint64_t, KeptPass> kept_;  ///< forwards awaiting their backward, by the caller's pass id

@@ -4,6 +4,7 @@
 // on whatever route now covers its blocks: with f32 on the wire the gradients do not change.
 #include <cstring>
 
+#include "actors/adapter_payload.h"
 #include "actors/client_driver.h"
 #include "actors/hidden_codec.h"
 #include "runtime/log.h"
@@ -43,6 +44,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     t->lengths = kept->second.lengths;  // the kept pass ends only once the request is accepted
     t->prompts = kept->second.prompts;
     t->prompt_offset = kept->second.prompt_offset;
+    t->adapter = kept->second.adapter;
   } else {
     if (m.keep && kept_.count(m.pass)) return error(StatusCode::kInvalidArgument, "training pass ", m.pass, " is kept already");
     if (m.keep && kept_.size() >= kMaxKeptPasses) {
@@ -51,6 +53,8 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     t->lengths = m.lengths;
     t->prompts = m.prompts;
     t->prompt_offset = m.prompt_offset;
+    if (Status bad = check_adapter(m.adapter); !bad.is_ok()) return bad;
+    t->adapter = m.adapter;
   }
   for (std::int64_t n : t->lengths) {
     if (n < 1) return error(StatusCode::kInvalidArgument, "a sequence of ", n, " tokens");
@@ -88,13 +92,18 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
   training_[t->op] = std::move(t);
   if (m.backward) {
     pass.prompt_grads.assign(static_cast<std::size_t>(blocks * pass.count * h), 0.0f);
+    if (has_adapter(pass.adapter)) pass.adapter_grads.assign(static_cast<std::size_t>(pass.adapter.values.elements()), 0.0f);
     TensorPayload grad = TensorPayload::copy_of(ElementType::kF32, {pass.tokens, h}, x.as<float>(),
                                                 static_cast<std::size_t>(pass.tokens * h));
     backward_segments(pass, std::move(segments), std::move(grad), [this](Training& t, TensorPayload grad) {
-      TrainingPassDone done{std::move(grad), {}, t.hops, t.failovers};
+      TrainingPassDone done{std::move(grad), {}, {}, t.hops, t.failovers};
       if (t.count > 0) {
         done.prompt_grads = TensorPayload::copy_of(ElementType::kF32, {options_.num_blocks, t.count, t.hidden},
                                                    t.prompt_grads.data(), t.prompt_grads.size());
+      }
+      if (has_adapter(t.adapter)) {
+        done.adapter_grads = TensorPayload::copy_of(ElementType::kF32, t.adapter.values.shape, t.adapter_grads.data(),
+                                                    t.adapter_grads.size());
       }
       t.reply.reply(std::move(done));
       training_.erase(t.op);
@@ -107,9 +116,11 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
                      const std::vector<float>& out = decoded.value();
                      t.reply.reply(TrainingPassDone{TensorPayload::copy_of(ElementType::kF32, {t.tokens, t.hidden},
                                                                            out.data(), out.size()),
-                                                    {}, t.hops, t.failovers});
+                                                    {}, {}, t.hops, t.failovers});
                      hidden_size_ = t.hidden;
-                     if (t.keep) kept_[t.pass] = KeptPass{t.lengths, t.prompts, t.prompt_offset, std::move(segments)};
+                     if (t.keep) {
+                       kept_[t.pass] = KeptPass{t.lengths, t.prompts, t.prompt_offset, t.adapter, std::move(segments)};
+                     }
                      training_.erase(t.op);
                    });
   }
@@ -185,7 +196,8 @@ void ClientDriver::forward_hops(Training& t, std::vector<Segment> done_hops, std
     done_hops.push_back(Segment{hop, std::move(input)});
     return done(t, std::move(done_hops), {});
   }
-  TrainForward m{hop.first, hop.last, t.lengths, input, prompt_slice(t, hop.first, hop.last), t.prompt_offset};
+  TrainForward m{hop.first,    hop.last, t.lengths, input, prompt_slice(t, hop.first, hop.last), t.prompt_offset,
+                 slice_adapter(t.adapter, hop.first, hop.last)};
   ask_training<TrainForward>(
       t, hop.host, m,
       [this, done_hops = std::move(done_hops), todo = std::move(todo), last, input, need_output,
@@ -233,8 +245,8 @@ void ClientDriver::backward_segments(Training& t, std::vector<Segment> segments,
 
 void ClientDriver::backward_one(Training& t, Segment segment, TensorPayload grad, GradDone done) {
   const RouteHop hop = segment.at;
-  TrainBackward m{hop.first, hop.last, t.lengths, segment.input, grad, prompt_slice(t, hop.first, hop.last),
-                  t.prompt_offset};
+  TrainBackward m{hop.first,      hop.last, t.lengths, segment.input, grad, prompt_slice(t, hop.first, hop.last),
+                  t.prompt_offset, slice_adapter(t.adapter, hop.first, hop.last)};
   ask_training<TrainBackward>(
       t, hop.host, m,
       [this, segment = std::move(segment), grad, done = std::move(done)](Training& t,
@@ -265,6 +277,16 @@ void ClientDriver::backward_one(Training& t, Segment segment, TensorPayload grad
         if (t.count > 0) {
           std::memcpy(t.prompt_grads.data() + hop.first * t.count * h, out.prompt_grads.data,
                       out.prompt_grads.bytes);
+        }
+        if (has_adapter(t.adapter)) {
+          const std::int64_t per_block = t.adapter.values.shape[1];
+          const TensorPayload& g = out.adapter_grads;
+          if (g.type != ElementType::kF32 || g.shape != std::vector<std::int64_t>{blocks, per_block} ||
+              g.bytes != static_cast<std::size_t>(blocks * per_block) * sizeof(float)) {
+            return fail_training(t, error(StatusCode::kInternal, describe_hop(hop),
+                                          " answered adapter gradients of the wrong shape"));
+          }
+          std::memcpy(t.adapter_grads.data() + hop.first * per_block, g.data, g.bytes);
         }
         done(t, out.grad);
       });

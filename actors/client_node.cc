@@ -42,8 +42,8 @@ Result<std::unique_ptr<ClientNode>> ClientNode::start(std::unique_ptr<SwarmNode>
 ClientNode::~ClientNode() { shutdown(); }
 
 Result<std::unique_ptr<DriverSession>> ClientNode::open(std::int64_t capacity, TensorPayload prompts,
-                                                        std::int64_t prompt_offset) {
-  return DriverSession::open(node_->system(), driver_, capacity, std::move(prompts), prompt_offset);
+                                                        std::int64_t prompt_offset, AdapterPayload adapter) {
+  return DriverSession::open(node_->system(), driver_, capacity, std::move(prompts), prompt_offset, std::move(adapter));
 }
 
 Result<BlockMapReply> ClientNode::block_map() {

@@ -48,9 +48,10 @@ class ClientNode {
   /// shutdown().
   ~ClientNode();
 
-  /// A session of `capacity` positions through every block (with deep prompts: DriverSession::open).
+  /// A session of `capacity` positions through every block (with deep prompts and adapters:
+  /// DriverSession::open).
   Result<std::unique_ptr<DriverSession>> open(std::int64_t capacity, TensorPayload prompts = {},
-                                              std::int64_t prompt_offset = 0);
+                                              std::int64_t prompt_offset = 0, AdapterPayload adapter = {});
   /// The balancer's block map.
   Result<BlockMapReply> block_map();
   /// The client driver (training passes go to it: actors/swarm_training.h).

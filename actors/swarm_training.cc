@@ -1,5 +1,7 @@
 #include "actors/swarm_training.h"
 
+#include "actors/adapter_payload.h"
+
 #include <future>
 
 #include "kernels/activation.h"
@@ -17,8 +19,7 @@ TensorPayload prompts_payload(const DeepPrompts* prompts, std::int64_t blocks, s
 }  // namespace
 
 SwarmTrainingBlocks::SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver,
-                                         std::int64_t num_blocks, std::int64_t hidden_size,
-                                         std::chrono::milliseconds timeout)
+                                         const ModelConfig& config, std::chrono::milliseconds timeout)
     : SwarmTrainingBlocks(
           [&system, driver, timeout](std::vector<TrainingPass> passes) {
             std::vector<std::future<Result<TrainingPassDone>>> answers;
@@ -32,10 +33,10 @@ SwarmTrainingBlocks::SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDri
             for (auto& a : answers) out.push_back(a.get());  // every answer is awaited: none outlives the call
             return out;
           },
-          num_blocks, hidden_size) {}
+          config) {}
 
-SwarmTrainingBlocks::SwarmTrainingBlocks(PassRunner runner, std::int64_t num_blocks, std::int64_t hidden_size)
-    : runner_(std::move(runner)), num_blocks_(num_blocks), hidden_size_(hidden_size) {}
+SwarmTrainingBlocks::SwarmTrainingBlocks(PassRunner runner, const ModelConfig& config)
+    : runner_(std::move(runner)), config_(config), num_blocks_(config.num_layers), hidden_size_(config.hidden_size) {}
 
 std::vector<TrainingPassDone> SwarmTrainingBlocks::run(std::vector<TrainingPass> passes) {
   std::vector<TrainingPassDone> out;
@@ -55,15 +56,15 @@ std::vector<TrainingPassDone> SwarmTrainingBlocks::run(std::vector<TrainingPass>
 
 void SwarmTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const BlockTuning& tuning,
                                   bool backward_follows) {
-  if (tuning.adapters) fail("PEQA and LoRA train in one process for now: block hosts do not hold adapters yet");
   const DeepPrompts* prompts = tuning.prompts;
+  const AdapterPayload adapter = tuning.adapters ? adapter_payload(*tuning.adapters, config_) : AdapterPayload{};
   const TensorPayload deep = prompts_payload(prompts, num_blocks_, hidden_size_);
   std::vector<TrainingPass> passes;
   for (PromptedBatch* b : batches) {
     const auto tokens = static_cast<std::int64_t>(b->targets.size());
     TrainingPass p{++next_pass_, false, backward_follows, b->lengths,
                    TensorPayload::copy_of(ElementType::kF32, {tokens, hidden_size_}, b->hidden.data(), b->hidden.size()),
-                   deep, prompts ? prompts->offset : 0};
+                   deep, prompts ? prompts->offset : 0, adapter};
     passes.push_back(std::move(p));
   }
   const std::vector<TrainingPassDone> done = run(passes);
@@ -80,8 +81,7 @@ void SwarmTrainingBlocks::forward(std::span<PromptedBatch* const> batches, const
 
 void SwarmTrainingBlocks::backward(std::span<const PromptedBatch* const> inputs,
                                    std::span<std::vector<float>* const> grads, const BlockTuning& tuning,
-                                   float* prompt_grads, float*) {
-  if (tuning.adapters) fail("PEQA and LoRA train in one process for now: block hosts do not hold adapters yet");
+                                   float* prompt_grads, float* adapter_grads) {
   const DeepPrompts* prompts = tuning.prompts;
   if (kept_.size() != inputs.size()) {
     fail("a backward of ", inputs.size(), " micro-batches follows ", kept_.size(), " kept forwards");
@@ -92,12 +92,15 @@ void SwarmTrainingBlocks::backward(std::span<const PromptedBatch* const> inputs,
     passes.push_back(TrainingPass{kept_[i], true, false, {},
                                   TensorPayload::copy_of(ElementType::kF32, {tokens, hidden_size_}, grads[i]->data(),
                                                          grads[i]->size()),
-                                  {}, 0});
+                                  {}, 0, {}});
   }
   kept_.clear();
   const std::vector<TrainingPassDone> done = run(std::move(passes));
   const std::int64_t size = prompts && prompts->count > 0 ? num_blocks_ * prompts->count * hidden_size_ : 0;
   if (size > 0) std::fill(prompt_grads, prompt_grads + size, 0.0f);
+  if (tuning.adapters) {
+    std::fill(adapter_grads, adapter_grads + num_blocks_ * tuning.adapters->shape.values_per_block(config_), 0.0f);
+  }
   for (std::size_t i = 0; i < inputs.size(); ++i) {  // in micro-batch order, as local blocks sum them
     const TensorPayload& g = done[i].hidden;
     if (g.type != ElementType::kF32 || g.bytes != grads[i]->size() * sizeof(float)) {
@@ -108,6 +111,12 @@ void SwarmTrainingBlocks::backward(std::span<const PromptedBatch* const> inputs,
       const TensorPayload& p = done[i].prompt_grads;
       if (p.type != ElementType::kF32 || p.elements() != size) fail("the swarm answered deep-prompt gradients of the wrong size");
       add_in_place(prompt_grads, p.as<float>(), size);
+    }
+    if (tuning.adapters) {
+      const TensorPayload& a = done[i].adapter_grads;
+      const std::int64_t adapter_size = num_blocks_ * tuning.adapters->shape.values_per_block(config_);
+      if (a.type != ElementType::kF32 || a.elements() != adapter_size) fail("the swarm answered adapter gradients of the wrong size");
+      add_in_place(adapter_grads, a.as<float>(), adapter_size);
     }
   }
 }

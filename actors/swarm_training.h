@@ -22,10 +22,10 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   /// Sends passes to the driver and returns their answers in order, once all have come.
   using PassRunner = std::function<std::vector<Result<TrainingPassDone>>(std::vector<TrainingPass>)>;
   /// Passes go to `driver` through `system`, all at once, each waited for up to `timeout`.
-  SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::int64_t num_blocks,
-                      std::int64_t hidden_size, std::chrono::milliseconds timeout = std::chrono::minutes(10));
+  SwarmTrainingBlocks(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, const ModelConfig& config,
+                      std::chrono::milliseconds timeout = std::chrono::minutes(10));
   /// Passes go through `runner` (tests step a virtual clock in it).
-  SwarmTrainingBlocks(PassRunner runner, std::int64_t num_blocks, std::int64_t hidden_size);
+  SwarmTrainingBlocks(PassRunner runner, const ModelConfig& config);
   /// Throws sepal::Error with the driver's one-line reason when a pass fails.
   void forward(std::span<PromptedBatch* const> batches, const BlockTuning& tuning, bool backward_follows) override;
   void backward(std::span<const PromptedBatch* const> inputs, std::span<std::vector<float>* const> grads,
@@ -40,6 +40,7 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   std::vector<TrainingPassDone> run(std::vector<TrainingPass> passes);
 
   PassRunner runner_;
+  ModelConfig config_;
   std::int64_t num_blocks_, hidden_size_;
   std::uint64_t next_pass_ = 0;
   std::deque<std::uint64_t> kept_;  ///< forwards awaiting their backward, in order

@@ -39,7 +39,7 @@ namespace sepal {
 
 /// Version of the frame layout and of the messages' fields; a frame of any other version is
 /// rejected. 2: token-tree steps (actors/protocol/block_host.h).
-inline constexpr std::uint16_t kWireVersion = 2;
+inline constexpr std::uint16_t kWireVersion = 3;
 /// "SEPL" little-endian.
 inline constexpr std::uint32_t kWireMagic = 0x4C504553;
 /// Upper bounds that keep a hostile frame from asking for absurd work.

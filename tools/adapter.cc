@@ -25,11 +25,8 @@ std::optional<PromptParameters> load_adapter(const std::string& path, const std:
   return std::move(ck.state.params);
 }
 
-void check_adapter_use(const PromptParameters* adapter, bool over_swarm, const WeightLoading& loading) {
+void check_adapter_use(const PromptParameters* adapter, const WeightLoading& loading) {
   if (!adapter || !trains_adapters(adapter->method)) return;
-  if (over_swarm) {
-    fail("--adapter: ", tuning_method_name(adapter->method), " adapters run in one process for now: block hosts do not hold adapters yet");
-  }
   if (adapter->method == TuningMethod::kPeqa && loading.dtype != DType::kI8) {
     fail("--adapter: a PEQA adapter holds int8 scales: add --dtype int8");
   }

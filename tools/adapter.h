@@ -19,8 +19,7 @@ void add_adapter_option(boost::program_options::options_description& description
 std::optional<PromptParameters> load_adapter(const std::string& path, const std::string& model_dir,
                                              const ModelConfig& config);
 
-/// Refuses (one line) what cannot run yet: PEQA or LoRA adapters over block hosts, and PEQA on
-/// weights not loaded as int8.
-void check_adapter_use(const PromptParameters* adapter, bool over_swarm, const WeightLoading& loading);
+/// Refuses (one line) a PEQA adapter on weights not loaded as int8 (here and on the hosts).
+void check_adapter_use(const PromptParameters* adapter, const WeightLoading& loading);
 
 }  // namespace sepal::tools

@@ -196,7 +196,7 @@ int generate_command(int argc, char** argv) {
   (void)check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
-  check_adapter_use(adapter ? &*adapter : nullptr, over_swarm, loading);
+  check_adapter_use(adapter ? &*adapter : nullptr, loading);
   const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {
     throw UsageError{"--draft-pipelining is for a swarm (in one process the draft and the blocks share the cores)"};

@@ -171,7 +171,7 @@ int perplexity_command(int argc, char** argv) {
                      std::to_string(config.max_position_embeddings) + ")"};
   }
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  check_adapter_use(adapter ? &*adapter : nullptr, wants_swarm(swarm_options, vm), loading);
+  check_adapter_use(adapter ? &*adapter : nullptr, loading);
   std::stringstream buffer;
   if (!text_file.empty()) {
     std::ifstream in(text_file, std::ios::binary);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "actors/adapter_payload.h"
 #include "actors/swarm_launch.h"
 #include "actors/swarm_node.h"
 #include "kernels/error.h"
@@ -163,7 +164,8 @@ std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity, const Pr
     prompts = TensorPayload::copy_of(ElementType::kF32, {adapter->layers, adapter->tokens, adapter->hidden_size},
                                      adapter->deep.data(), adapter->deep.size());
   }
-  auto session = client_->open(capacity, std::move(prompts), adapter ? adapter->offset : 0);
+  auto session = client_->open(capacity, std::move(prompts), adapter ? adapter->offset : 0,
+                               adapter ? adapter_payload(*adapter) : AdapterPayload{});
   if (!session.is_ok()) fail("no route through the swarm: ", session.status().message());
   return std::move(session).value();
 }
@@ -171,8 +173,7 @@ std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity, const Pr
 ActorSystem& ClientSwarm::system() { return client_->node().system(); }
 
 std::unique_ptr<SwarmTrainingBlocks> ClientSwarm::training_blocks(const ModelConfig& config) {
-  return std::make_unique<SwarmTrainingBlocks>(client_->node().system(), client_->driver(), config.num_layers,
-                                               config.hidden_size);
+  return std::make_unique<SwarmTrainingBlocks>(client_->node().system(), client_->driver(), config);
 }
 
 std::string ClientSwarm::route_text(const DriverSession& session) {

@@ -203,9 +203,6 @@ int tune_command(int argc, char** argv) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
     }
     validate(s.adapter, config);
-    if (wants_swarm(swarm_options, vm)) {
-      fail("--method ", tuning_method_name(s.method), " trains in one process for now: block hosts do not hold adapters yet");
-    }
   }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {

@@ -52,6 +52,18 @@ struct HostInfo {
   SEPAL_FIELDS()
 };
 
+/// Trainable adapters (model/block_adapters.h) on the projections of a message's blocks: PEQA
+/// row offsets or LoRA factors, the client's, applied by the host. `values` f32 [blocks, values per
+/// block] in that header's layout; shape {0} for none.
+struct AdapterPayload {
+  std::int64_t method = 0;            ///< 0: PEQA, 1: LoRA
+  std::int64_t rank = 0;              ///< LoRA
+  double alpha = 0;                   ///< LoRA
+  std::vector<std::int64_t> targets;  ///< projections (q, k, v, o, gate, up, down = 0..6), increasing
+  TensorPayload values;
+  SEPAL_FIELDS(method, rank, alpha, targets, values)
+};
+
 struct SessionOpened {
   static constexpr std::uint16_t kTypeId = 0x0403;
   std::uint64_t session = 0;
@@ -63,7 +75,8 @@ struct SessionOpened {
 /// not fit in the host's budget, kUnavailable while the host is leaving or loading other blocks.
 /// `prompts`: a tuned prompt's deep prompts for these blocks, f32 [last - first, count,
 /// hidden_size], added to each block's input at positions [prompt_offset, prompt_offset + count)
-/// (model/prompt_tuning.h); shape {0} for none.
+/// (model/prompt_tuning.h); shape {0} for none. `adapter`: adapters of these blocks, held for the
+/// session.
 struct OpenSession {
   static constexpr std::uint16_t kTypeId = 0x0404;
   using Reply = SessionOpened;
@@ -73,7 +86,8 @@ struct OpenSession {
   std::int64_t last = 0;
   TensorPayload prompts;
   std::int64_t prompt_offset = 0;
-  SEPAL_FIELDS(session, max_length, first, last, prompts, prompt_offset)
+  AdapterPayload adapter;
+  SEPAL_FIELDS(session, max_length, first, last, prompts, prompt_offset, adapter)
 };
 
 struct StepResult {
@@ -165,7 +179,8 @@ struct TrainForwardOutput {
 /// A training forward through blocks [first, last) of the host's range, over whole sequences
 /// packed one after another (`lengths`, summing to the rows of `hidden`), no cache. `prompts`:
 /// deep prompts f32 [last - first, count, hidden_size] added to each block's input at positions
-/// [prompt_offset, prompt_offset + count) of every sequence; shape {0} for none.
+/// [prompt_offset, prompt_offset + count) of every sequence; shape {0} for none. `adapter`: the
+/// adapters of these blocks, applied.
 struct TrainForward {
   static constexpr std::uint16_t kTypeId = 0x040E;
   using Reply = TrainForwardOutput;
@@ -175,17 +190,19 @@ struct TrainForward {
   TensorPayload hidden;   ///< f32 [T, hidden_size], or 8-bit blockwise (actors/hidden_codec.h)
   TensorPayload prompts;
   std::int64_t prompt_offset = 0;
-  SEPAL_FIELDS(first, last, lengths, hidden, prompts, prompt_offset)
+  AdapterPayload adapter;
+  SEPAL_FIELDS(first, last, lengths, hidden, prompts, prompt_offset, adapter)
 };
 
 struct TrainBackwardOutput {
   static constexpr std::uint16_t kTypeId = 0x040F;
   TensorPayload grad;          ///< f32 [T, hidden_size]: d loss / d input
   TensorPayload prompt_grads;  ///< f32 [last - first, count, hidden_size], or shape {0} without prompts
-  SEPAL_FIELDS(grad, prompt_grads)
+  TensorPayload adapter_grads;  ///< f32 [last - first, values per block], or shape {0} without adapters
+  SEPAL_FIELDS(grad, prompt_grads, adapter_grads)
 };
 /// The backward of TrainForward: given the same input and d loss / d output, the gradients of the
-/// input and of the deep prompts. The host recomputes the forward from `hidden`.
+/// input, of the deep prompts and of the adapters. The host recomputes the forward from `hidden`.
 struct TrainBackward {
   static constexpr std::uint16_t kTypeId = 0x0410;
   using Reply = TrainBackwardOutput;
@@ -196,7 +213,8 @@ struct TrainBackward {
   TensorPayload grad;    ///< f32 [T, hidden_size]
   TensorPayload prompts;
   std::int64_t prompt_offset = 0;
-  SEPAL_FIELDS(first, last, lengths, hidden, grad, prompts, prompt_offset)
+  AdapterPayload adapter;
+  SEPAL_FIELDS(first, last, lengths, hidden, grad, prompts, prompt_offset, adapter)
 };
 
 struct BlockHostProtocol {

@@ -38,7 +38,8 @@ struct OpenInference {
   std::int64_t max_length = 0;
   TensorPayload prompts;
   std::int64_t prompt_offset = 0;
-  SEPAL_FIELDS(max_length, prompts, prompt_offset)
+  AdapterPayload adapter;  ///< for every block; values shape {0}: none
+  SEPAL_FIELDS(max_length, prompts, prompt_offset, adapter)
 };
 
 struct InferenceOutput {
@@ -116,9 +117,10 @@ struct TrainingPassDone {
   static constexpr std::uint16_t kTypeId = 0x060A;
   TensorPayload hidden;        ///< forward: the output f32 [T, hidden_size]; backward: d loss / d input
   TensorPayload prompt_grads;  ///< backward with deep prompts: f32 [num_blocks, count, hidden_size]
+  TensorPayload adapter_grads;  ///< backward with adapters: f32 [num_blocks, values per block]
   std::int64_t hops = 0;       ///< host requests the pass made
   std::int64_t failovers = 0;  ///< of them, the ones that replaced a failed host
-  SEPAL_FIELDS(hidden, prompt_grads, hops, failovers)
+  SEPAL_FIELDS(hidden, prompt_grads, adapter_grads, hops, failovers)
 };
 /// A training pass of one micro-batch through every block (hosts' TrainForward, TrainBackward):
 /// whole sequences packed in `hidden`, with deep prompts f32 [num_blocks, count, hidden_size]
@@ -136,7 +138,8 @@ struct TrainingPass {
   TensorPayload hidden;
   TensorPayload prompts;
   std::int64_t prompt_offset = 0;
-  SEPAL_FIELDS(pass, backward, keep, lengths, hidden, prompts, prompt_offset)
+  AdapterPayload adapter;  ///< for every block (forward; a backward uses its kept forward's)
+  SEPAL_FIELDS(pass, backward, keep, lengths, hidden, prompts, prompt_offset, adapter)
 };
 
 struct ClientDriverProtocol {

@@ -376,6 +376,52 @@ TEST(BlockHost, ATreeStepsPathIsWhatDecodingComputesAndIsKeptInPlace) {
   expect_code(c.request_sync(host, Step{2, 8, last, 0, {}, {0}}, 5s), StatusCode::kInvalidArgument, "holds no token tree");
 }
 
+TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
+  // Blocks [1, 4) of stories260K on one host; sessions with LoRA adapters A and B and one without
+  // interleave their steps: each gets what the blocks give locally with its own adapter.
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{1, 4}});
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const ModelConfig& config = swarm.config();
+  const std::int64_t h = config.hidden_size;
+  const AdapterShape shape{AdapterMethod::kLora, 2, 3.0, {Projection::kQ, Projection::kV, Projection::kUp}};
+  const std::int64_t per_block = shape.values_per_block(config);
+  std::vector<std::vector<float>> values = {test::random_floats(static_cast<std::size_t>(3 * per_block), 91, 0.3f),
+                                            test::random_floats(static_cast<std::size_t>(3 * per_block), 92, 0.3f)};
+  auto payload = [&](const std::vector<float>& v) {
+    AdapterPayload p{1, shape.rank, shape.alpha, {0, 2, 5}, TensorPayload::copy_of(ElementType::kF32, {3, per_block}, v.data(), v.size())};
+    return p;
+  };
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 16, 1, 4, {}, 0, payload(values[0])}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{2, 16, 1, 4, {}, 0, payload(values[1])}, 5s).is_ok());
+  ASSERT_TRUE(c.request_sync(host, OpenSession{3, 16, 1, 4, {}, 0}, 5s).is_ok());
+  const BlockStack local = BlockStack::load(swarm.checkpoint(), config, 1, 4, DType::kF32);
+  std::vector<KvCache> caches;
+  for (int i = 0; i < 3; ++i) caches.push_back(local.new_cache(16));
+  for (const std::int64_t n : {3, 1, 1}) {
+    for (std::uint64_t session : {1, 2, 3}) {
+      const TensorPayload rows = varied_rows(n, h, 0.1f * static_cast<float>(session));
+      const std::int64_t position = caches[session - 1].length();
+      auto out = c.request_sync(host, Step{session, position, rows}, 5s);
+      ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+      std::vector<float> want(rows.as<float>(), rows.as<float>() + n * h);
+      const BlockAdapters adapters{shape, 1, 3, session < 3 ? values[session - 1].data() : nullptr};
+      local.forward(want.data(), n, caches[session - 1], 1, nullptr, session < 3 ? &adapters : nullptr);
+      for (std::int64_t t = 0; t < n; ++t) EXPECT_EQ(row_of(out->hidden, t), std::vector<float>(want.begin() + t * h, want.begin() + (t + 1) * h)) << "session " << session;
+    }
+  }
+  // Adapters that do not fit: refused in one line, no session opened.
+  AdapterPayload short_rows = payload(values[0]);
+  const std::vector<float> seven(21, 0.f);
+  short_rows.values = TensorPayload::copy_of(ElementType::kF32, {3, 7}, seven.data(), seven.size());
+  auto refused = c.request_sync(host, OpenSession{4, 16, 1, 4, {}, 0, short_rows}, 5s);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("adapter values must be f32"), std::string::npos) << refused.status().message();
+  AdapterPayload bad = payload(values[0]);
+  bad.targets = {0, 9};
+  EXPECT_FALSE(c.request_sync(host, OpenSession{5, 16, 1, 4, {}, 0, bad}, 5s).is_ok());
+}
+
 TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {
   // A session through blocks [1, 4) of a [0, 5) host equals hosts [1, 4) would compute.
   LocalSwarm whole(test::models_dir() / "stories260K", {{0, 5}});

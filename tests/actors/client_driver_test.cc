@@ -33,14 +33,15 @@ constexpr auto kTimeout = 2000ms;  // the driver's per-request timeout, in virtu
 
 class ManualSwarm {
  public:
-  explicit ManualSwarm(bool push, std::vector<std::pair<int, int>> ranges = {{0, 2}, {2, 5}, {0, 2}, {2, 5}})
+  explicit ManualSwarm(bool push, std::vector<std::pair<int, int>> ranges = {{0, 2}, {2, 5}, {0, 2}, {2, 5}},
+                       DType dtype = DType::kF32)
       : config_(read_model_config(model())), checkpoint_(Checkpoint::open(model())) {
     net_ = DeterministicNetwork::create(scheduler_);
     add_node();  // the client: peer 0
     std::vector<RouteHop> hosts;
     for (auto [first, last] : ranges) {
       Node& node = add_node();
-      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32));
+      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, dtype));
       hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, BlockHostOptions{}), first, last});
     }
     auto planner = std::make_unique<test::FixedRoutes>(hosts);
@@ -468,7 +469,7 @@ std::vector<std::pair<int, int>> three_hops() { return {{0, 1}, {1, 3}, {3, 5}, 
 
 SwarmTrainingBlocks manual_blocks(ManualSwarm& swarm) {
   return SwarmTrainingBlocks([&swarm](std::vector<TrainingPass> passes) { return swarm.call_all(passes); },
-                             swarm.config().num_layers, swarm.config().hidden_size);
+                             swarm.config());
 }
 
 struct TrainingCase {
@@ -510,6 +511,32 @@ TEST(DriverTraining, ThreeHostGradientsAreOneProcessGradientsAndMatchFiniteDiffe
   EXPECT_EQ(remote.grad, local.grad);  // f32 on the wire: bit for bit
   // The soft and deep prompts' gradients against float64 finite differences of the whole model.
   test::expect_prompt_gradient(ManualSwarm::model(), build_batch(c.ends, c.batch, &c.params), c.params, remote.grad, 70);
+}
+
+// Adapters through 3 hosts (each hop holds its blocks' slice): LoRA and PEQA gradients are one
+// process's, bit for bit (the local ones are checked against float64 central differences in
+// tests/model/adapters_test.cc), also when a host dies in the backward.
+TEST(DriverTraining, AdapterGradientsThroughThreeHostsAreOneProcessGradients) {
+  for (const AdapterMethod method : {AdapterMethod::kLora, AdapterMethod::kPeqa}) {
+    const DType dtype = method == AdapterMethod::kPeqa ? DType::kI8 : DType::kF32;
+    ManualSwarm swarm(false, three_hops(), dtype);
+    TrainingCase c = training_case(swarm);
+    const AdapterShape shape{method, method == AdapterMethod::kLora ? 2 : 0, 4.0,
+                             method == AdapterMethod::kLora ? std::vector<Projection>{Projection::kQ, Projection::kV, Projection::kDown}
+                                                            : std::vector<Projection>{Projection::kQ, Projection::kK, Projection::kV,
+                                                                                      Projection::kO, Projection::kGate,
+                                                                                      Projection::kUp, Projection::kDown}};
+    c.params = initial_adapter_parameters(shape, swarm.config(), 5);
+    for (std::size_t i = 0; i < c.params.adapter.size(); ++i) c.params.adapter[i] += 0.05f * std::sin(0.3f * static_cast<float>(i));
+    SwarmTrainingBlocks blocks = manual_blocks(swarm);
+    const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
+    const BlockStack all = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, swarm.config().num_layers, dtype);
+    LocalTrainingBlocks local_blocks(all);
+    const BatchGradient local = batch_gradient(c.ends, local_blocks, c.params, c.batch, 2);
+    EXPECT_EQ(remote.loss_sum, local.loss_sum);
+    ASSERT_EQ(remote.grad.size(), c.params.adapter.size());
+    EXPECT_EQ(remote.grad, local.grad) << (method == AdapterMethod::kLora ? "lora" : "peqa");
+  }
 }
 
 // A host killed as a training pass reaches it: the driver recomputes the pass on the replica and

@@ -64,6 +64,15 @@ int main(int argc, char** argv) {
                      TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, prompts.data(), prompts.size()), 0});
   write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0});
   write(TrainingPass{4, false, true, {2, 1}, hidden(3, 8), {}, 0});
+  // Adapters: LoRA of rank 1 on q and v of a 2-block, 8-wide model, and PEQA.
+  std::vector<float> lora(2 * 32, 0.01f);
+  const AdapterPayload adapter{1, 1, 2.0, {0, 2},
+                               TensorPayload::copy_of(ElementType::kF32, {2, 32}, lora.data(), lora.size())};
+  write(OpenSession{8, 64, 0, 2, {}, 0, adapter});
+  write(TrainForward{0, 2, {3}, hidden(3, 8), {}, 0, adapter});
+  write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0, adapter});
+  write(TrainingPass{5, false, true, {3}, hidden(3, 8), {}, 0, adapter});
+  write(OpenInference{64, {}, 0, AdapterPayload{0, 0, 0.0, {6}, TensorPayload::copy_of(ElementType::kF32, {2, 8}, lora.data(), 16)}});
   write(OpenInference{64, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
   write(OpenDraft{{1, 403, 407}, 64});
   write(DraftOpened{3});

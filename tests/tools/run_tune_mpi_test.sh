@@ -6,7 +6,8 @@
 #   3. a run stopped after step 4 under mpirun and resumed in one process: the same losses;
 #   4. the client killed (kill -9) after step 7 of a run that checkpoints every 3 steps: resumed
 #      from the last checkpoint, every step's loss is the uninterrupted run's;
-#   5. BLOOM (bloom-synth) through 3 hosts: the losses of one process.
+#   5. BLOOM (bloom-synth) through 3 hosts: the losses of one process;
+#   6. LoRA and PEQA adapters through 3 hosts: the losses of one process; LoRA generates its text.
 #   run_tune_mpi_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -112,4 +113,22 @@ timeout 300 mpirun -np 4 "$sepal" tune --model "$models/bloom-synth" --data "$mo
   --max-length 96 --log "$dir/bloom-swarm.jsonl" --out "$dir/bloom-swarm.h5" --no-wire-compression 2> "$dir/err.txt" \
   || { echo "FAILED: BLOOM under mpirun -np 4"; tail -5 "$dir/err.txt"; failed=$((failed + 1)); }
 same "BLOOM: mpirun -np 4 (3 hosts) against one process" "$dir/bloom-one.jsonl" "$dir/bloom-swarm.jsonl"
+
+# 6. LoRA and PEQA adapters through 3 hosts (each holds its blocks' slice): the losses of one
+#    process; then the LoRA adapter generates through the hosts the text it generates here.
+for method in lora peqa; do
+  extra=(--lora-rank 4 --lora-targets q_proj,v_proj,down_proj); [ "$method" = peqa ] && extra=(--dtype int8)
+  common=(tune --model "$models/tinystories-656K" --data "$models/../data/tune-tom/train.jsonl" --method "$method"
+          --steps 6 --batch-size 8 --micro-batch 2 --lr 0.02 --seed 5 --max-length 96 "${extra[@]}")
+  "$sepal" "${common[@]}" --log "$dir/$method-one.jsonl" --out "$dir/$method-one.h5" 2> "$dir/err.txt" \
+    || { echo "FAILED: $method in one process"; tail -3 "$dir/err.txt"; failed=$((failed + 1)); }
+  timeout 300 mpirun -np 4 "$sepal" "${common[@]}" --log "$dir/$method-swarm.jsonl" --out "$dir/$method-swarm.h5" \
+    --no-wire-compression 2> "$dir/err.txt" || { echo "FAILED: $method under mpirun -np 4"; tail -5 "$dir/err.txt"; failed=$((failed + 1)); }
+  same "$method: mpirun -np 4 (3 hosts) against one process" "$dir/$method-one.jsonl" "$dir/$method-swarm.jsonl"
+done
+gen=(generate --model "$models/tinystories-656K" --prompt "Tom had a" --max-new-tokens 40 --adapter "$dir/lora-one.h5")
+here=$("$sepal" "${gen[@]}" 2> /dev/null)
+there=$(timeout 120 mpirun -np 4 "$sepal" "${gen[@]}" --no-wire-compression 2> "$dir/err.txt")
+if [ -n "$here" ] && [ "$here" = "$there" ]; then echo "ok: a LoRA adapter generates the same text through 3 hosts"
+else echo "FAILED: LoRA generation: here '$here', through hosts '$there'"; tail -3 "$dir/err.txt"; failed=$((failed + 1)); fi
 exit $failed

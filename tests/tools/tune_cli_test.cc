@@ -211,7 +211,7 @@ TEST(TuneCli, BadInputGetsOneLine) {
                             "--max-length", "64", "--out", (dir / "y.h5").string()}),
                  "trained on other data");
   EXPECT_FALSE(std::filesystem::exists(dir / "y.h5"));
-  // Adapters: their flags, int8 for PEQA, one process for now.
+  // Adapters: their flags, int8 for PEQA.
   auto with = [&](const std::string& method, std::vector<std::string> extra) {
     auto a = tune_args(method, (dir / "z.h5").string(), (dir / "z.jsonl").string());
     a.insert(a.end(), extra.begin(), extra.end());
@@ -232,7 +232,6 @@ TEST(TuneCli, BadInputGetsOneLine) {
   auto peqa = tune_args("peqa", (dir / "z.h5").string(), (dir / "z.jsonl").string());
   peqa.erase(std::find(peqa.begin(), peqa.end(), "--dtype"), peqa.end());
   one_line_error(run_sepal(peqa), "add --dtype int8");
-  one_line_error(with("lora", {"--hosts", "2"}), "trains in one process for now");
   EXPECT_FALSE(std::filesystem::exists(dir / "z.h5"));
 }
 
