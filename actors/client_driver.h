@@ -129,6 +129,7 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
     AdapterPayload adapter;  ///< adapters of every block, or none
     std::int64_t hops = 0;
     std::int64_t failovers = 0;
+    std::int64_t tensor_bytes = 0;  ///< of the host requests and replies
     std::vector<float> prompt_grads;   ///< backward: [num_blocks, count, hidden]
     std::vector<float> adapter_grads;  ///< backward: [num_blocks, values per block]
     ReplyHandle<TrainingPassDone> reply;

@@ -22,6 +22,16 @@ bool host_gone(StatusCode code) {
          code == StatusCode::kUnavailable || code == StatusCode::kNotFound;
 }
 
+// Tensor bytes of a training request or reply (what the wire spends on the pass).
+std::int64_t tensor_bytes(const TrainForward& m) { return static_cast<std::int64_t>(m.hidden.bytes + m.prompts.bytes + m.adapter.values.bytes); }
+std::int64_t tensor_bytes(const TrainBackward& m) {
+  return static_cast<std::int64_t>(m.hidden.bytes + m.grad.bytes + m.prompts.bytes + m.adapter.values.bytes);
+}
+std::int64_t tensor_bytes(const TrainForwardOutput& r) { return static_cast<std::int64_t>(r.hidden.bytes); }
+std::int64_t tensor_bytes(const TrainBackwardOutput& r) {
+  return static_cast<std::int64_t>(r.grad.bytes + r.prompt_grads.bytes + r.adapter_grads.bytes);
+}
+
 }  // namespace
 
 
@@ -96,7 +106,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     TensorPayload grad = TensorPayload::copy_of(ElementType::kF32, {pass.tokens, h}, x.as<float>(),
                                                 static_cast<std::size_t>(pass.tokens * h));
     backward_segments(pass, std::move(segments), std::move(grad), [this](Training& t, TensorPayload grad) {
-      TrainingPassDone done{std::move(grad), {}, {}, t.hops, t.failovers};
+      TrainingPassDone done{std::move(grad), {}, {}, t.hops, t.failovers, t.tensor_bytes};
       if (t.count > 0) {
         done.prompt_grads = TensorPayload::copy_of(ElementType::kF32, {options_.num_blocks, t.count, t.hidden},
                                                    t.prompt_grads.data(), t.prompt_grads.size());
@@ -116,7 +126,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
                      const std::vector<float>& out = decoded.value();
                      t.reply.reply(TrainingPassDone{TensorPayload::copy_of(ElementType::kF32, {t.tokens, t.hidden},
                                                                            out.data(), out.size()),
-                                                    {}, {}, t.hops, t.failovers});
+                                                    {}, {}, t.hops, t.failovers, t.tensor_bytes});
                      hidden_size_ = t.hidden;
                      if (t.keep) {
                        kept_[t.pass] = KeptPass{t.lengths, t.prompts, t.prompt_offset, t.adapter, std::move(segments)};
@@ -131,10 +141,12 @@ template <typename M>
 void ClientDriver::ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, const M& m,
                                 std::function<void(Training&, Result<typename M::Reply>)> done) {
   ++t.hops;
+  t.tensor_bytes += tensor_bytes(m);
   const std::uint64_t op = t.op;
   system_.request_in_turn(id_, host, m, options_.timeout, [this, op, done = std::move(done)](Result<typename M::Reply> r) {
     auto it = training_.find(op);
     if (it == training_.end()) return;  // the pass ended
+    if (r.is_ok()) it->second->tensor_bytes += tensor_bytes(r.value());
     try {
       done(*it->second, std::move(r));
     } catch (const std::exception& e) {

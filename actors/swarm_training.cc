@@ -48,6 +48,7 @@ std::vector<TrainingPassDone> SwarmTrainingBlocks::run(std::vector<TrainingPass>
     }
     hops_ += r->hops;
     failovers_ += r->failovers;
+    tensor_bytes_ += r->tensor_bytes;
     out.push_back(std::move(r).value());
   }
   if (first_error) fail("training pass through the swarm failed: ", first_error->message());

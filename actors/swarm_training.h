@@ -34,6 +34,8 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   /// Host requests made and failed hosts replaced, over every pass so far.
   std::int64_t hops() const { return hops_; }
   std::int64_t failovers() const { return failovers_; }
+  /// Tensor bytes between the client driver and the hosts (requests and replies), so far.
+  std::int64_t tensor_bytes() const { return tensor_bytes_; }
 
  private:
   // Sends every pass at once and waits for all; the replies in order.
@@ -44,7 +46,7 @@ class SwarmTrainingBlocks final : public TrainingBlocks {
   std::int64_t num_blocks_, hidden_size_;
   std::uint64_t next_pass_ = 0;
   std::deque<std::uint64_t> kept_;  ///< forwards awaiting their backward, in order
-  std::int64_t hops_ = 0, failovers_ = 0;
+  std::int64_t hops_ = 0, failovers_ = 0, tensor_bytes_ = 0;
 };
 
 }  // namespace sepal

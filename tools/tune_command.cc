@@ -16,6 +16,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "actors/swarm_training.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
 #include "model/model_config.h"
@@ -317,6 +318,12 @@ int tune_command(int argc, char** argv) {
     std::printf("the run had taken all its %lld steps already; wrote %s\n", static_cast<long long>(s.steps),
                 out_file.c_str());
     return 0;
+  }
+  if (const auto* through = dynamic_cast<const SwarmTrainingBlocks*>(&blocks)) {
+    std::fprintf(stderr, "sepal tune: %lld host requests (%lld failovers), %.2f MB of tensors to and from the hosts, %.3f MB a step\n",
+                 static_cast<long long>(through->hops()), static_cast<long long>(through->failovers()),
+                 static_cast<double>(through->tensor_bytes()) / 1e6,
+                 static_cast<double>(through->tensor_bytes()) / 1e6 / static_cast<double>(steps_done));
   }
   std::printf("trained %s with %s for %lld steps; last loss %.4f; wrote %s\n",
               std::string(tuning_method_name(s.method)).c_str(), trained_what(s).c_str(),

@@ -120,7 +120,8 @@ struct TrainingPassDone {
   TensorPayload adapter_grads;  ///< backward with adapters: f32 [num_blocks, values per block]
   std::int64_t hops = 0;       ///< host requests the pass made
   std::int64_t failovers = 0;  ///< of them, the ones that replaced a failed host
-  SEPAL_FIELDS(hidden, prompt_grads, adapter_grads, hops, failovers)
+  std::int64_t tensor_bytes = 0;  ///< tensor bytes of those requests and their replies
+  SEPAL_FIELDS(hidden, prompt_grads, adapter_grads, hops, failovers, tensor_bytes)
 };
 /// A training pass of one micro-batch through every block (hosts' TrainForward, TrainBackward):
 /// whole sequences packed in `hidden`, with deep prompts f32 [num_blocks, count, hidden_size]
