@@ -97,4 +97,21 @@ std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float scale)
   return v;
 }
 
+void expect_directional(const std::function<double(const std::vector<double>&)>& loss, const std::vector<float>& at,
+                        const std::vector<float>& grad, std::uint64_t seed, double tolerance, double floor) {
+  constexpr double kStep = 1e-5;
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto u = random_floats(at.size(), seed + k);
+    std::vector<double> up(at.begin(), at.end()), down = up;
+    double analytic = 0;
+    for (std::size_t i = 0; i < at.size(); ++i) {
+      up[i] += kStep * u[i];
+      down[i] -= kStep * u[i];
+      analytic += static_cast<double>(grad[i]) * u[i];
+    }
+    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
+    EXPECT_NEAR(numeric, analytic, tolerance * std::max(floor, std::abs(analytic))) << "direction " << k;
+  }
+}
+
 }  // namespace sepal::test

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,5 +58,11 @@ double normalized_error(const std::vector<float>& a, const std::vector<double>& 
 
 /// Deterministic pseudo-random floats in [-scale, scale].
 std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float scale = 1.0f);
+
+/// Checks `grad` (d loss / d x at `at`) along two random directions u (seeded) against central
+/// differences of the float64 `loss` (step 1e-5): |numeric - grad · u| within `tolerance` times
+/// max(floor, |grad · u|), as gtest expectations.
+void expect_directional(const std::function<double(const std::vector<double>&)>& loss, const std::vector<float>& at,
+                        const std::vector<float>& grad, std::uint64_t seed, double tolerance, double floor = 1.0);
 
 }  // namespace sepal::test

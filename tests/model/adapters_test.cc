@@ -93,29 +93,8 @@ TEST_P(Adapters, ForwardAndGradientsMatchTheFloat64Reference) {
     return s;
   };
   const std::vector<double> x0(x.begin(), x.end());
-  constexpr double kStep = 1e-5;
-  for (std::uint64_t d = 0; d < 2; ++d) {
-    const auto u = test::random_floats(values.size(), 50 + d);
-    std::vector<double> up = reference.values, down = up;
-    double analytic = 0;
-    for (std::size_t i = 0; i < up.size(); ++i) {
-      up[i] += kStep * u[i];
-      down[i] -= kStep * u[i];
-      analytic += static_cast<double>(adapter_grads[i]) * u[i];
-    }
-    const double numeric = (loss(x0, up) - loss(x0, down)) / (2 * kStep);
-    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "adapter direction " << d;
-    const auto v = test::random_floats(x.size(), 60 + d);
-    std::vector<double> xu = x0, xd = x0;
-    double analytic_x = 0;
-    for (std::size_t i = 0; i < xu.size(); ++i) {
-      xu[i] += kStep * v[i];
-      xd[i] -= kStep * v[i];
-      analytic_x += static_cast<double>(grad[i]) * v[i];
-    }
-    const double numeric_x = (loss(xu, reference.values) - loss(xd, reference.values)) / (2 * kStep);
-    EXPECT_NEAR(numeric_x, analytic_x, 1e-3 * std::max(1.0, std::abs(analytic_x))) << "input direction " << d;
-  }
+  test::expect_directional([&](const std::vector<double>& v) { return loss(x0, v); }, values, adapter_grads, 50, 1e-3);
+  test::expect_directional([&](const std::vector<double>& at) { return loss(at, reference.values); }, x, grad, 60, 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -166,19 +145,7 @@ TEST(AdapterTuning, BatchGradientMatchesCentralDifferencesOfTheReferenceLoss) {
   };
   const std::vector<double> at(params.adapter.begin(), params.adapter.end());
   EXPECT_NEAR(g.loss_sum / static_cast<double>(g.scored), loss(at), 1e-4);
-  constexpr double kStep = 1e-5;
-  for (std::uint64_t d = 0; d < 2; ++d) {
-    const auto u = test::random_floats(at.size(), 80 + d);
-    std::vector<double> up = at, down = at;
-    double analytic = 0;
-    for (std::size_t i = 0; i < at.size(); ++i) {
-      up[i] += kStep * u[i];
-      down[i] -= kStep * u[i];
-      analytic += static_cast<double>(g.grad[i]) * u[i];
-    }
-    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
-    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1e-2, std::abs(analytic))) << "direction " << d;
-  }
+  test::expect_directional(loss, params.adapter, g.grad, 80, 1e-3, 1e-2);
 }
 
 TEST(AdaptersAtTheStart, LeaveTheModelAsItIs) {

@@ -32,12 +32,6 @@ Loaded load(const std::filesystem::path& dir, DType dtype) {
 
 std::filesystem::path real_model() { return test::models_dir() / "tinystories-656K"; }
 
-double dot(const std::vector<float>& a, const std::vector<float>& b) {
-  double s = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
-  return s;
-}
-
 // One training pass set up for checking: inputs, the output's gradient, optional deep prompts.
 struct Pass {
   const BlockStack* stack;
@@ -74,25 +68,6 @@ struct Pass {
   }
 };
 
-// The directional derivative of `loss` (float64) along random directions u by central
-// differences, against grad · u.
-template <typename Loss>
-void expect_directional(const Loss& loss, const std::vector<float>& at, const std::vector<float>& grad,
-                        std::uint64_t seed, double tolerance) {
-  constexpr double kStep = 1e-5;
-  for (std::uint64_t k = 0; k < 2; ++k) {
-    const auto u = random_floats(at.size(), seed + k);
-    std::vector<double> up(at.begin(), at.end()), down = up;
-    for (std::size_t i = 0; i < at.size(); ++i) {
-      up[i] += kStep * u[i];
-      down[i] -= kStep * u[i];
-    }
-    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
-    const double analytic = dot(grad, u);
-    EXPECT_NEAR(numeric, analytic, tolerance * std::max(1.0, std::abs(analytic))) << "direction " << k;
-  }
-}
-
 TEST(BlockTraining, PackedForwardIsTheCachedForwardOfEachSequence) {
   const Loaded m = load(real_model(), DType::kF32);
   const std::vector<std::int64_t> lengths{5, 9, 6};  // each past the decode path's 4 tokens
@@ -121,8 +96,8 @@ TEST(BlockTraining, InputAndDeepPromptGradientsMatchFiniteDifferencesOnARealMode
     const Pass pass(m, real_model(), DType::kF32, {6, 11}, first, blocks, 3, 10 + first);
     const auto [grad, pgrad] = pass.gradients();
     const std::vector<double> input(pass.input.begin(), pass.input.end()), prompts(pass.prompts.begin(), pass.prompts.end());
-    expect_directional([&](const std::vector<double>& x) { return pass.loss(x, prompts); }, pass.input, grad, 100, 1e-4);
-    expect_directional([&](const std::vector<double>& p) { return pass.loss(input, p); }, pass.prompts, pgrad, 200, 1e-4);
+    test::expect_directional([&](const std::vector<double>& x) { return pass.loss(x, prompts); }, pass.input, grad, 100, 1e-4);
+    test::expect_directional([&](const std::vector<double>& p) { return pass.loss(input, p); }, pass.prompts, pgrad, 200, 1e-4);
   }
 }
 
@@ -149,8 +124,8 @@ TEST(BlockTraining, Bf16GradientsMatchFiniteDifferences) {
   const Pass pass(m, dir / "m", DType::kBF16, {7, 4}, 0, 2, 2, 30);
   const auto [grad, pgrad] = pass.gradients();
   const std::vector<double> input(pass.input.begin(), pass.input.end()), prompts(pass.prompts.begin(), pass.prompts.end());
-  expect_directional([&](const std::vector<double>& x) { return pass.loss(x, prompts); }, pass.input, grad, 300, 1e-4);
-  expect_directional([&](const std::vector<double>& p) { return pass.loss(input, p); }, pass.prompts, pgrad, 400, 1e-4);
+  test::expect_directional([&](const std::vector<double>& x) { return pass.loss(x, prompts); }, pass.input, grad, 300, 1e-4);
+  test::expect_directional([&](const std::vector<double>& p) { return pass.loss(input, p); }, pass.prompts, pgrad, 400, 1e-4);
 }
 
 TEST(BlockTraining, Int8BackwardUsesTheDequantizedWeights) {

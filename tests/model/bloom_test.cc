@@ -186,25 +186,6 @@ std::vector<double> reference_logits(const SyntheticBloom& m, const std::vector<
   return reference_head(m, reference_blocks(m, std::move(x)));
 }
 
-// d loss / d x along random directions u, central differences of the float64 `loss` against
-// grad · u.
-template <typename Loss>
-void expect_directional(const Loss& loss, const std::vector<float>& at, const std::vector<float>& grad, std::uint64_t seed) {
-  constexpr double kStep = 1e-5;
-  for (std::uint64_t k = 0; k < 2; ++k) {
-    const auto u = test::random_floats(at.size(), seed + k);
-    std::vector<double> up(at.begin(), at.end()), down = up;
-    double analytic = 0;
-    for (std::size_t i = 0; i < at.size(); ++i) {
-      up[i] += kStep * u[i];
-      down[i] -= kStep * u[i];
-      analytic += static_cast<double>(grad[i]) * u[i];
-    }
-    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
-    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "direction " << k;
-  }
-}
-
 TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
   const SyntheticBloom model;
   test::TempDir dir;
@@ -219,7 +200,7 @@ TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
   const auto dy = test::random_floats(x.size(), 52);
   std::vector<float> grad = dy;
   blocks.backward_sequences(x.data(), lengths, 0, kLayers, nullptr, grad.data(), nullptr);
-  expect_directional(
+  test::expect_directional(
       [&](const std::vector<double>& at) {
         double s = 0;
         std::size_t offset = 0;
@@ -232,13 +213,13 @@ TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
         }
         return s;
       },
-      x, grad, 60);
+      x, grad, 60, 1e-3);
   // The head: cross-entropy through ln_f and the tied head.
   const std::vector<std::int32_t> targets = {5, -1, 17, 63, 0, 40};
   const auto hidden = test::random_floats(targets.size() * kHidden, 53, 2.0f);
   std::vector<float> head_grad(hidden.size());
   ends.cross_entropy(hidden.data(), static_cast<std::int64_t>(targets.size()), targets.data(), 1.0f, head_grad.data());
-  expect_directional(
+  test::expect_directional(
       [&](const std::vector<double>& at) {
         const auto logits = reference_head(model, at);
         double s = 0;
@@ -251,7 +232,7 @@ TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
         }
         return s;
       },
-      hidden, head_grad, 70);
+      hidden, head_grad, 70, 1e-3);
 }
 
 TEST(Bloom, AnotherShapeMatchesAFloat64Reference) {

@@ -81,19 +81,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
     return s;
   };
-  constexpr double kStep = 1e-5;
-  for (std::uint64_t k = 0; k < 2; ++k) {
-    const auto u = test::random_floats(x.size(), 30 + k);
-    std::vector<double> up(x.begin(), x.end()), down = up;
-    double analytic = 0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      up[i] += kStep * u[i];
-      down[i] -= kStep * u[i];
-      analytic += static_cast<double>(grad[i]) * u[i];
-    }
-    const double numeric = (loss(up) - loss(down)) / (2 * kStep);
-    EXPECT_NEAR(numeric, analytic, 1e-3 * std::max(1.0, std::abs(analytic))) << "direction " << k;
-  }
+  test::expect_directional(loss, x, grad, 30, 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
