@@ -10,23 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/mpi_env.sh
-models=${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}
-model=$models/tune-768x4
 steps=${SEPAL_BENCH_STEPS:-6}
 [ -x build/bin/sepal ] && [ -x build/bin/training_bench ] || scripts/build.sh
-[ -f "$model/model.safetensors" ] || build/bin/sepal synth --out "$model" --hidden 768 --intermediate 2048 --layers 4 \
-  --heads 12 --kv-heads 12 --vocab 32000 --max-positions 1024 2>/dev/null
-mkdir -p bench/results
-work=$(mktemp -d /tmp/sepal-train-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-/usr/bin/python3 - "$work/data.txt" <<'PY'
-import random, sys
-random.seed(1)
-words = "the a cat dog sun big little red blue ran jumped happy sad tree park ball girl boy played saw went home".split()
-with open(sys.argv[1], "w") as f:
-    for _ in range(64):
-        f.write(" ".join(random.choice(words) for _ in range(200)).capitalize() + ".\n\n")
-PY
+source bench/tune_bench_setup.sh
 tune() {  # LABEL, then the launcher
   local label=$1; shift
   "$@" build/bin/sepal tune --model "$model" --data "$work/data.txt" --method deep-ptune --prompt-tokens 8 \

