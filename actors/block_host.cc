@@ -50,7 +50,7 @@ HostInfoReply BlockHost::info() {
 
 std::int64_t BlockHost::cache_bytes_used() const {
   std::int64_t total = 0;
-  for (const auto& [key, s] : sessions_) total += s.cache.bytes();
+  for (const auto& [key, s] : sessions_) total += s.bytes();
   return total;
 }
 
@@ -59,7 +59,7 @@ std::int64_t BlockHost::client_cache_bytes(PeerId client, std::int64_t* sessions
   *sessions = 0;
   for (const auto& [key, s] : sessions_) {
     if (key.first != client) continue;
-    bytes += s.cache.bytes();
+    bytes += s.bytes();
     ++*sessions;
   }
   return bytes;
@@ -124,14 +124,16 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   if (sessions_.count({ctx.sender().peer, m.session})) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " is already open");
   }
+  // The cache and the adapters the session holds (checked in full below, before anything is kept).
   const std::int64_t needed =
-      2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float));
+      2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float)) +
+      static_cast<std::int64_t>(m.adapter.values.bytes);
   // Room for the session's cache and for the working memory of its largest step.
   const std::int64_t working = blocks_->step_working_bytes(std::min(m.max_length, options_.max_step_tokens));
   const std::int64_t free = options_.cache_budget_bytes - cache_bytes_used();
   if (needed + working > free) {
     return error(StatusCode::kResourceExhausted, "a session of ", m.max_length, " positions needs ", needed,
-                 " bytes of cache and ", working, " of working memory; ", free, " of the host's budget of ",
+                 " bytes of cache (and adapters) and ", working, " of working memory; ", free, " of the host's budget of ",
                  options_.cache_budget_bytes, " are free");
   }
   std::int64_t client_sessions = 0;
@@ -168,7 +170,7 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
     s.adapter_shape = adapters.value()->shape;
     s.adapter_values.assign(m.adapter.values.as<float>(), m.adapter.values.as<float>() + m.adapter.values.elements());
   }
-  const std::int64_t bytes = s.cache.bytes();
+  const std::int64_t bytes = s.bytes();
   sessions_.emplace(SessionKey{ctx.sender().peer, m.session}, std::move(s));
   return SessionOpened{m.session, bytes};
 }

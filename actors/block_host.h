@@ -91,6 +91,8 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     std::vector<std::int32_t> tree;  ///< the parents of the token tree held after the sequence; empty: none
     std::optional<AdapterShape> adapter_shape;  ///< the session's adapters (model/block_adapters.h), if any
     std::vector<float> adapter_values;          ///< [blocks, values per block]
+    /// Memory the session holds here: its cache and its adapters.
+    std::int64_t bytes() const { return cache.bytes() + static_cast<std::int64_t>(adapter_values.size() * sizeof(float)); }
     /// The adapters as the blocks take them; none without.
     std::optional<BlockAdapters> adapters() const {
       if (!adapter_shape) return std::nullopt;

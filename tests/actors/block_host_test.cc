@@ -420,6 +420,18 @@ TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
   AdapterPayload bad = payload(values[0]);
   bad.targets = {0, 9};
   EXPECT_FALSE(c.request_sync(host, OpenSession{5, 16, 1, 4, {}, 0, bad}, 5s).is_ok());
+
+  // A session's adapters count against the client's share of the budget, as its cache does: with
+  // room for one cache and a little more, the session opens without them and is refused with them.
+  const std::int64_t cache = 2 * 3 * config.num_kv_heads * config.head_dim * 16 * 4;
+  BlockHostOptions options;
+  options.max_cache_bytes_per_client = cache + 1024;
+  LocalSwarm small(test::models_dir() / "stories260K", {{1, 4}}, options);
+  const auto small_host = small.route()[0].host;
+  auto refused_memory = small.client().request_sync(small_host, OpenSession{1, 16, 1, 4, {}, 0, payload(values[0])}, 5s);
+  ASSERT_FALSE(refused_memory.is_ok());
+  EXPECT_EQ(refused_memory.status().code(), StatusCode::kResourceExhausted) << refused_memory.status().to_string();
+  EXPECT_TRUE(small.client().request_sync(small_host, OpenSession{2, 16, 1, 4, {}, 0}, 5s).is_ok());
 }
 
 TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {
