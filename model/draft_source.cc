@@ -90,13 +90,13 @@ void NgramDraft::keep(std::span<const std::int32_t> path) {
 }
 
 ModelDraft::ModelDraft(const BlockStack& blocks, std::int64_t num_blocks, const ModelEnds& ends, std::int64_t capacity,
-                       std::int64_t width, std::int64_t guesses, std::int64_t stage_two_order)
+                       std::int64_t width, std::int64_t guesses, std::int64_t stage_two_order, bool learning)
     : blocks_(blocks),
       ends_(ends),
       cache_(blocks.new_cache(capacity, 0, num_blocks)),
       width_(width),
       guesses_(guesses),
-      policy_(guesses + kStageTwoDepth) {
+      policy_(guesses + kStageTwoDepth, learning) {
   if (blocks.first() != 0) fail("a draft model's blocks must start at block 0");
   if (width <= 0) fail("a draft needs at least one child per node");
   if (guesses < 0) fail("a draft cannot guess ", guesses, " rows a step");

@@ -97,8 +97,10 @@ class ModelDraft final : public DraftSource {
   static constexpr std::int64_t kStageTwoDepth = 4;   ///< the second stage's guesses a step, at most
   /// `blocks` must start at block 0 and hold num_blocks; `capacity` as the target session's.
   /// Both referenced objects must outlive the draft. Throws sepal::Error otherwise.
+  /// `learning` false: every guess runs, whatever it costs (GuessPolicy).
   ModelDraft(const BlockStack& blocks, std::int64_t num_blocks, const ModelEnds& ends, std::int64_t capacity,
-             std::int64_t width = kWidth, std::int64_t guesses = kGuesses, std::int64_t stage_two_order = 0);
+             std::int64_t width = kWidth, std::int64_t guesses = kGuesses, std::int64_t stage_two_order = 0,
+             bool learning = true);
   void start(std::span<const std::int32_t> prompt) override;
   TokenTree propose(std::int32_t root, std::int64_t size) override;
   void keep(std::span<const std::int32_t> path) override;

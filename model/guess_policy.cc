@@ -11,8 +11,8 @@ constexpr double kForget = 0.97;  // weight of a step or guess one step older
 
 }  // namespace
 
-GuessPolicy::GuessPolicy(std::int64_t kinds)
-    : taken_(static_cast<std::size_t>(kinds), 1.0), offered_(static_cast<std::size_t>(kinds), 2.0) {
+GuessPolicy::GuessPolicy(std::int64_t kinds, bool learning)
+    : taken_(static_cast<std::size_t>(kinds), 1.0), offered_(static_cast<std::size_t>(kinds), 2.0), learning_(learning) {
   if (kinds < 0) fail("a guess policy needs a number of kinds, got ", kinds);
 }
 
@@ -21,7 +21,7 @@ double GuessPolicy::taken_share(std::int64_t kind) const {
 }
 
 bool GuessPolicy::worth(std::int64_t kind) const {
-  return exploring() || taken_share(kind) * (a_ + b_) > b_;
+  return !learning_ || exploring() || taken_share(kind) * (a_ + b_) > b_;
 }
 
 void GuessPolicy::ran(std::int64_t rows, double seconds) {

@@ -18,8 +18,9 @@ class GuessPolicy {
  public:
   static constexpr std::int64_t kExploreEvery = 16;
 
-  /// Kinds of guess, numbered [0, kinds).
-  explicit GuessPolicy(std::int64_t kinds);
+  /// Kinds of guess, numbered [0, kinds). `learning` false: every guess runs (tests count steps
+  /// that do not depend on the machine's speed).
+  explicit GuessPolicy(std::int64_t kinds, bool learning = true);
   /// Whether the step now being put together should run a guess of `kind`.
   bool worth(std::int64_t kind) const;
   /// A step of `rows` rows took `seconds`.
@@ -40,6 +41,7 @@ class GuessPolicy {
   double sw_ = 0, sn_ = 0, snn_ = 0, st_ = 0, snt_ = 0;  // weighted sums for the line
   double a_ = 0, b_ = 0;
   std::int64_t steps_ = 0;
+  bool learning_ = true;
 };
 
 }  // namespace sepal

@@ -15,6 +15,7 @@
 #include "kernels/error.h"
 #include "model/draft_source.h"
 #include "model/generation.h"
+#include "model/guess_policy.h"
 #include "model/model_config.h"
 #include "tests/test_util.h"
 
@@ -217,7 +218,9 @@ TEST_F(Speculative, GuessingDraftsGrowTheSameTreesInFewerSteps) {
     for (const std::int64_t tree_size : {4, 16, 48}) {
       std::int64_t steps[3] = {};
       for (const std::int64_t stage_two : {0, 3}) {
-        ModelDraft guessing(first_block, 1, *ends_, capacity, ModelDraft::kWidth, ModelDraft::kGuesses, stage_two);
+        // Every guess runs: the step counts do not depend on how fast this machine is just now.
+        ModelDraft guessing(first_block, 1, *ends_, capacity, ModelDraft::kWidth, ModelDraft::kGuesses, stage_two,
+                            /*learning=*/false);
         ModelDraft plain(first_block, 1, *ends_, capacity, ModelDraft::kWidth, 0);
         ComparedDraft compared(guessing, plain);
         Speculation speculation{&compared, tree_size, {}};
@@ -328,6 +331,34 @@ TEST_F(Speculative, SampledTokensFollowTheTargetDistributionAndATrustingVerifier
       EXPECT_GT(chi, kCritical) << "the chi-square test does not catch a verifier that trusts the draft";
     }
   }
+}
+
+TEST(GuessPolicy, GuessesWhatPaysForItself) {
+  // Steps of 1 row take 1 ms and each more row 0.1 ms: a guess pays when the tree takes more than
+  // 0.1 / 1.1 of them. Kind 0's are taken 3 times in 4, kind 1's 1 in 50.
+  GuessPolicy policy(2);
+  for (int step = 0; step < 200; ++step) {
+    const std::int64_t rows = step % 3 == 0 ? 9 : 1;
+    policy.ran(rows, 1e-3 + 1e-4 * static_cast<double>(rows - 1));
+    policy.guessed(0, step % 4 != 0);
+    policy.guessed(1, step % 50 == 0);
+  }
+  EXPECT_NEAR(policy.row_seconds(), 1e-4, 1e-6);
+  EXPECT_NEAR(policy.step_seconds(), 0.9e-3, 1e-6);
+  policy.ran(1, 1e-3);  // a step that is not an exploring one (201 is not a multiple of 16)
+  EXPECT_TRUE(policy.worth(0));
+  EXPECT_FALSE(policy.worth(1));
+  // Where a row costs as much as a step (arithmetic-bound), even kind 0 does not pay.
+  GuessPolicy dear(1);
+  for (int step = 0; step < 200; ++step) {
+    const std::int64_t rows = step % 3 == 0 ? 9 : 1;
+    dear.ran(rows, 1e-3 * static_cast<double>(rows));
+    dear.guessed(0, step % 4 != 0);
+  }
+  dear.ran(1, 1e-3);
+  EXPECT_FALSE(dear.worth(0));
+  // Not learning: everything runs.
+  EXPECT_TRUE(GuessPolicy(1, false).worth(0));
 }
 
 TEST(TokenTrees, TheLikeliestOutcomeIsWhereTheDraftExpectsTheWalkToStop) {
