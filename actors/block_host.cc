@@ -34,6 +34,7 @@ void BlockHost::set_blocks(std::shared_ptr<const BlockStack> blocks, double toke
   std::lock_guard lock(mutex_);
   blocks_ = std::move(blocks);
   sessions_.clear();
+  held_adapters_.clear();
   if (tokens_per_second > 0) tokens_per_second_ = tokens_per_second;
 }
 
@@ -41,6 +42,7 @@ void BlockHost::set_leaving() {
   std::lock_guard lock(mutex_);
   leaving_ = true;
   sessions_.clear();
+  held_adapters_.clear();
 }
 
 HostInfoReply BlockHost::info() {
@@ -51,6 +53,7 @@ HostInfoReply BlockHost::info() {
 std::int64_t BlockHost::cache_bytes_used() const {
   std::int64_t total = 0;
   for (const auto& [key, s] : sessions_) total += s.bytes();
+  for (const HeldAdapter& h : held_adapters_) total += static_cast<std::int64_t>(h.adapter.values.bytes);
   return total;
 }
 
@@ -70,6 +73,44 @@ void BlockHost::expire_idle(Scheduler::Clock::time_point now) {
     if (now - it->second.last_used > options_.idle_timeout) it = sessions_.erase(it);
     else ++it;
   }
+  std::erase_if(held_adapters_, [&](const HeldAdapter& h) { return now - h.last_used > options_.idle_timeout; });
+}
+
+Result<std::optional<BlockAdapters>> BlockHost::training_adapters(PeerId client, const AdapterPayload& p,
+                                                                  std::int64_t first, std::int64_t last,
+                                                                  Scheduler::Clock::time_point now) {
+  const ModelConfig& config = blocks_->config();
+  auto same = [&](const HeldAdapter& h) {
+    return h.client == client && h.key == p.held && h.first == first && h.last == last;
+  };
+  if (p.held != 0 && !has_adapter(p)) {
+    for (HeldAdapter& h : held_adapters_) {
+      if (!same(h)) continue;
+      h.last_used = now;
+      return received_adapters(h.adapter, config, first, last);
+    }
+    return error(StatusCode::kFailedPrecondition, "adapters ", p.held, " of blocks [", first, ", ", last,
+                 ") are not held here (never sent, or freed); send them again");
+  }
+  auto adapters = received_adapters(p, config, first, last);
+  if (!adapters.is_ok() || !adapters.value() || p.held == 0) return adapters;
+  std::erase_if(held_adapters_, same);
+  std::vector<HeldAdapter>::iterator oldest = held_adapters_.end();
+  std::size_t kept = 0;
+  for (auto it = held_adapters_.begin(); it != held_adapters_.end(); ++it) {
+    if (it->client != client) continue;
+    ++kept;
+    if (oldest == held_adapters_.end() || it->last_used < oldest->last_used) oldest = it;
+  }
+  if (kept >= kHeldAdaptersPerClient) held_adapters_.erase(oldest);
+  // Kept only where the budget has room (the pass still runs: the sender resends them next time).
+  if (cache_bytes_used() + static_cast<std::int64_t>(p.values.bytes) <= options_.cache_budget_bytes) {
+    HeldAdapter h{client, p.held, first, last, p, now};
+    h.adapter.values = TensorPayload::copy_of(ElementType::kF32, p.values.shape, p.values.as<float>(),
+                                              static_cast<std::size_t>(p.values.elements()));
+    held_adapters_.push_back(std::move(h));
+  }
+  return adapters;
 }
 
 HostInfoReply BlockHost::info_locked() const {
@@ -365,12 +406,13 @@ Result<BlockHost::TrainingInput> BlockHost::check_training(std::int64_t first, s
   return in;
 }
 
-Result<TrainForwardOutput> BlockHost::handle(ActorContext&, const TrainForward& m) {
+Result<TrainForwardOutput> BlockHost::handle(ActorContext& ctx, const TrainForward& m) {
   std::lock_guard lock(mutex_);
+  expire_idle(ctx.system().scheduler().now());
   auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
   if (!in.is_ok()) return in.status();
   TrainingInput& t = in.value();
-  auto adapters = received_adapters(m.adapter, blocks_->config(), m.first, m.last);
+  auto adapters = training_adapters(ctx.sender().peer, m.adapter, m.first, m.last, ctx.system().scheduler().now());
   if (!adapters.is_ok()) return adapters.status();
   const auto& a = adapters.value();
   try {
@@ -383,8 +425,9 @@ Result<TrainForwardOutput> BlockHost::handle(ActorContext&, const TrainForward& 
   }
 }
 
-Result<TrainBackwardOutput> BlockHost::handle(ActorContext&, const TrainBackward& m) {
+Result<TrainBackwardOutput> BlockHost::handle(ActorContext& ctx, const TrainBackward& m) {
   std::lock_guard lock(mutex_);
+  expire_idle(ctx.system().scheduler().now());
   auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
   if (!in.is_ok()) return in.status();
   TrainingInput& t = in.value();
@@ -393,7 +436,7 @@ Result<TrainBackwardOutput> BlockHost::handle(ActorContext&, const TrainBackward
       m.grad.bytes != static_cast<std::size_t>(tokens * h) * sizeof(float)) {
     return error(StatusCode::kInvalidArgument, "the output gradient must be f32 [", tokens, ", ", h, "]");
   }
-  auto adapters = received_adapters(m.adapter, blocks_->config(), m.first, m.last);
+  auto adapters = training_adapters(ctx.sender().peer, m.adapter, m.first, m.last, ctx.system().scheduler().now());
   if (!adapters.is_ok()) return adapters.status();
   const auto& a = adapters.value();
   auto grad = std::make_shared<std::vector<float>>(m.grad.as<float>(), m.grad.as<float>() + tokens * h);
@@ -449,6 +492,7 @@ void BlockHost::handle(ActorContext& ctx, const Shutdown& m) {
       return;
     }
     sessions_.clear();
+    held_adapters_.clear();
   }
   if (options_.on_shutdown) options_.on_shutdown(m.reason);
 }
@@ -460,6 +504,7 @@ void BlockHost::on_peer_failed(ActorSystem&, PeerId peer, const Status&) {
     if (it->first.first == peer) it = sessions_.erase(it);
     else ++it;
   }
+  std::erase_if(held_adapters_, [&](const HeldAdapter& h) { return h.client == peer; });
 }
 
 }  // namespace sepal

@@ -116,6 +116,11 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<TrainingInput> check_training(std::int64_t first, std::int64_t last, const std::vector<std::int64_t>& lengths,
                                        const TensorPayload& hidden, const TensorPayload& prompts,
                                        std::int64_t prompt_offset);
+  // The adapters a training pass from `client` applies to blocks [first, last): those of `p`, or
+  // (p.held without values) those the client left here under that key; `p`'s values are kept
+  // under p.held when it has one. The view points into `p` or into the kept copy.
+  Result<std::optional<BlockAdapters>> training_adapters(PeerId client, const AdapterPayload& p, std::int64_t first,
+                                                         std::int64_t last, Scheduler::Clock::time_point now);
   void expire_idle(Scheduler::Clock::time_point now);
   std::int64_t cache_bytes_used() const;
   std::int64_t client_cache_bytes(PeerId client, std::int64_t* sessions) const;
@@ -126,6 +131,17 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   BlockHostOptions options_;
   bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
+  // Training adapters clients left here (AdapterPayload::held), at most kHeldAdaptersPerClient
+  // per client; counted with the caches against the budget.
+  struct HeldAdapter {
+    PeerId client = 0;
+    std::uint64_t key = 0;
+    std::int64_t first = 0, last = 0;
+    AdapterPayload adapter;  ///< owns its values
+    Scheduler::Clock::time_point last_used;
+  };
+  static constexpr std::size_t kHeldAdaptersPerClient = 4;
+  std::vector<HeldAdapter> held_adapters_;
   double tokens_per_second_ = 0;  // per block; exponential average of measured decode steps
   std::set<PeerId> refused_logged_;  // peers whose refused messages were logged
 };

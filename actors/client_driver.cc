@@ -400,7 +400,7 @@ void ClientDriver::handle(ActorContext& ctx, const PushedOutput& m) {
     return;
   }
   if (m.code != 0) {
-    const bool known = m.code > 0 && m.code <= static_cast<std::int32_t>(StatusCode::kInternal);
+    const bool known = m.code > 0 && m.code <= static_cast<std::int32_t>(kLastStatusCode);
     const StatusCode code = known ? static_cast<StatusCode>(m.code) : StatusCode::kInternal;
     if (!a.failure) a.failure = {m.host, Status(code, "host " + std::to_string(m.host) + ": " + m.message)};
   } else if (a.peers[static_cast<std::size_t>(m.hop)] == from) {

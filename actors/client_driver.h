@@ -127,6 +127,7 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
     std::int64_t count = 0;
     std::int64_t prompt_offset = 0;
     AdapterPayload adapter;  ///< adapters of every block, or none
+    std::uint64_t adapter_key = 0;  ///< what hosts keep `adapter` under (AdapterPayload::held); 0: none
     std::int64_t hops = 0;
     std::int64_t failovers = 0;
     std::int64_t tensor_bytes = 0;  ///< of the host requests and replies
@@ -153,9 +154,17 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   // The deep prompts of blocks [first, last), as a host takes them.
   TensorPayload prompt_slice(const Training& t, std::int64_t first, std::int64_t last) const;
   void fail_training(Training& t, const Status& why);
+  // Sends a training request to `host` with the pass's adapters for m.first..m.last: by key alone
+  // where the host keeps them already, else in full (once more in full, if the host answers that it
+  // keeps nothing under the key).
   template <typename M>
-  void ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, const M& m,
+  void ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, M m,
                     std::function<void(Training&, Result<typename M::Reply>)> done);
+  // The adapters of blocks [first, last) for a request to `host`: the key alone when the host
+  // keeps them (as far as the driver knows), else the values (and the host is taken to keep them).
+  AdapterPayload hop_adapter(const Training& t, PeerId host, std::int64_t first, std::int64_t last, bool full);
+  // The key for training adapters `a` (0 for none): the last key while they are unchanged.
+  std::uint64_t adapter_key(const AdapterPayload& a);
   std::map<std::uint64_t, std::unique_ptr<Training>> training_;  ///< passes under way, by op
   /// kInvalidArgument unless `a` is empty or f32 [num_blocks, values per block].
   Status check_adapter(const AdapterPayload& a) const;
@@ -165,8 +174,21 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
     TensorPayload prompts;
     std::int64_t prompt_offset = 0;
     AdapterPayload adapter;
+    std::uint64_t adapter_key = 0;
     std::vector<Segment> segments;
   };
+  // Adapters a host keeps for this driver (as far as it knows), newest last; at most
+  // kHeldAdaptersPerHost per host, as the host keeps.
+  struct HeldAdapter {
+    PeerId host = 0;
+    std::uint64_t key = 0;
+    std::int64_t first = 0, last = 0;
+    bool operator==(const HeldAdapter&) const = default;
+  };
+  static constexpr std::size_t kHeldAdaptersPerHost = 4;
+  std::vector<HeldAdapter> held_adapters_;
+  AdapterPayload last_adapter_;  ///< the newest training adapters (a copy), under last_adapter_key_
+  std::uint64_t last_adapter_key_ = 0;
   std::map<std::uint64_t, KeptPass> kept_;  ///< forwards awaiting their backward, by the caller's pass id
   std::uint64_t next_training_op_ = 0;
 

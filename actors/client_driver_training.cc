@@ -2,6 +2,7 @@
 // micro-batch forward through a planned route of hosts, each hop's input kept for the backward,
 // and the backward in reverse. Hosts are stateless for training, so a failed hop is recomputed
 // on whatever route now covers its blocks: with f32 on the wire the gradients do not change.
+#include <algorithm>
 #include <cstring>
 
 #include "actors/adapter_payload.h"
@@ -55,6 +56,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     t->prompts = kept->second.prompts;
     t->prompt_offset = kept->second.prompt_offset;
     t->adapter = kept->second.adapter;
+    t->adapter_key = kept->second.adapter_key;
   } else {
     if (m.keep && kept_.count(m.pass)) return error(StatusCode::kInvalidArgument, "training pass ", m.pass, " is kept already");
     if (m.keep && kept_.size() >= kMaxKeptPasses) {
@@ -65,6 +67,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
     t->prompt_offset = m.prompt_offset;
     if (Status bad = check_adapter(m.adapter); !bad.is_ok()) return bad;
     t->adapter = m.adapter;
+    t->adapter_key = adapter_key(m.adapter);
   }
   for (std::int64_t n : t->lengths) {
     if (n < 1) return error(StatusCode::kInvalidArgument, "a sequence of ", n, " tokens");
@@ -129,7 +132,8 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
                                                     {}, {}, t.hops, t.failovers, t.tensor_bytes});
                      hidden_size_ = t.hidden;
                      if (t.keep) {
-                       kept_[t.pass] = KeptPass{t.lengths, t.prompts, t.prompt_offset, t.adapter, std::move(segments)};
+                       kept_[t.pass] = KeptPass{t.lengths, t.prompts, t.prompt_offset, t.adapter, t.adapter_key,
+                                                         std::move(segments)};
                      }
                      training_.erase(t.op);
                    });
@@ -137,15 +141,62 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
   return TrainingPassDone{};  // answered later, through the deferred reply
 }
 
+std::uint64_t ClientDriver::adapter_key(const AdapterPayload& a) {
+  if (!has_adapter(a)) return 0;
+  const AdapterPayload& b = last_adapter_;
+  const bool same = has_adapter(b) && a.method == b.method && a.rank == b.rank && a.alpha == b.alpha &&
+                    a.targets == b.targets && a.values.type == b.values.type && a.values.shape == b.values.shape &&
+                    a.values.bytes == b.values.bytes && std::memcmp(a.values.data, b.values.data, a.values.bytes) == 0;
+  if (!same) {
+    last_adapter_ = a;
+    last_adapter_.values = TensorPayload::copy_of(ElementType::kF32, a.values.shape, a.values.as<float>(),
+                                                  static_cast<std::size_t>(a.values.elements()));
+    ++last_adapter_key_;
+  }
+  return last_adapter_key_;
+}
+
+AdapterPayload ClientDriver::hop_adapter(const Training& t, PeerId host, std::int64_t first, std::int64_t last,
+                                         bool full) {
+  if (!has_adapter(t.adapter)) return {};
+  const HeldAdapter held{host, t.adapter_key, first, last};
+  auto it = std::find(held_adapters_.begin(), held_adapters_.end(), held);
+  if (!full && it != held_adapters_.end()) {
+    AdapterPayload key_only;
+    key_only.held = t.adapter_key;
+    return key_only;
+  }
+  if (it != held_adapters_.end()) held_adapters_.erase(it);
+  // As the host does: its oldest goes when it keeps as many as it may.
+  const auto of_host = std::count_if(held_adapters_.begin(), held_adapters_.end(),
+                                     [&](const HeldAdapter& h) { return h.host == host; });
+  if (of_host >= static_cast<std::ptrdiff_t>(kHeldAdaptersPerHost)) {
+    held_adapters_.erase(std::find_if(held_adapters_.begin(), held_adapters_.end(),
+                                      [&](const HeldAdapter& h) { return h.host == host; }));
+  }
+  held_adapters_.push_back(held);
+  AdapterPayload p = slice_adapter(t.adapter, first, last);
+  p.held = t.adapter_key;
+  return p;
+}
+
 template <typename M>
-void ClientDriver::ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, const M& m,
+void ClientDriver::ask_training(Training& t, const ActorRef<BlockHostProtocol>& host, M m,
                                 std::function<void(Training&, Result<typename M::Reply>)> done) {
+  const bool full = m.adapter.held != 0;  // a resend after the host kept nothing under the key
+  m.adapter = hop_adapter(t, host.address.peer, m.first, m.last, full);
   ++t.hops;
   t.tensor_bytes += tensor_bytes(m);
   const std::uint64_t op = t.op;
-  system_.request_in_turn(id_, host, m, options_.timeout, [this, op, done = std::move(done)](Result<typename M::Reply> r) {
+  system_.request_in_turn(id_, host, m, options_.timeout, [this, op, host, m, done = std::move(done)](Result<typename M::Reply> r) mutable {
     auto it = training_.find(op);
     if (it == training_.end()) return;  // the pass ended
+    if (!r.is_ok() && r.status().code() == StatusCode::kFailedPrecondition && m.adapter.held != 0 &&
+        !has_adapter(m.adapter)) {
+      // The host keeps nothing under the key (it restarted, moved, or let it go): once more in full.
+      std::erase(held_adapters_, HeldAdapter{host.address.peer, m.adapter.held, m.first, m.last});
+      return ask_training<M>(*it->second, host, std::move(m), std::move(done));
+    }
     if (r.is_ok()) it->second->tensor_bytes += tensor_bytes(r.value());
     try {
       done(*it->second, std::move(r));
@@ -208,8 +259,7 @@ void ClientDriver::forward_hops(Training& t, std::vector<Segment> done_hops, std
     done_hops.push_back(Segment{hop, std::move(input)});
     return done(t, std::move(done_hops), {});
   }
-  TrainForward m{hop.first,    hop.last, t.lengths, input, prompt_slice(t, hop.first, hop.last), t.prompt_offset,
-                 slice_adapter(t.adapter, hop.first, hop.last)};
+  TrainForward m{hop.first, hop.last, t.lengths, input, prompt_slice(t, hop.first, hop.last), t.prompt_offset, {}};
   ask_training<TrainForward>(
       t, hop.host, m,
       [this, done_hops = std::move(done_hops), todo = std::move(todo), last, input, need_output,
@@ -258,7 +308,7 @@ void ClientDriver::backward_segments(Training& t, std::vector<Segment> segments,
 void ClientDriver::backward_one(Training& t, Segment segment, TensorPayload grad, GradDone done) {
   const RouteHop hop = segment.at;
   TrainBackward m{hop.first,      hop.last, t.lengths, segment.input, grad, prompt_slice(t, hop.first, hop.last),
-                  t.prompt_offset, slice_adapter(t.adapter, hop.first, hop.last)};
+                  t.prompt_offset, {}};
   ask_training<TrainBackward>(
       t, hop.host, m,
       [this, segment = std::move(segment), grad, done = std::move(done)](Training& t,

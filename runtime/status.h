@@ -25,7 +25,10 @@ enum class StatusCode {
   kResourceExhausted,  ///< memory or capacity limit
   kCancelled,          ///< shut down before completion
   kInternal,           ///< a bug
+  kFailedPrecondition, ///< the receiver lacks state the request relies on (send it again in full)
 };
+/// The highest code (codes from outside above it are malformed).
+inline constexpr StatusCode kLastStatusCode = StatusCode::kFailedPrecondition;
 
 /// Name of a code, e.g. "timeout".
 const char* status_code_name(StatusCode code);

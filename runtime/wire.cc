@@ -227,7 +227,7 @@ OutgoingFrame encode_error(Envelope envelope, const Status& status) {
 Status decode_error(std::shared_ptr<const Buffer> frame) {
   auto body = decode_message<ErrorBody>(std::move(frame));
   if (!body.is_ok()) return body.status();
-  if (body->code == 0 || body->code > static_cast<std::uint16_t>(StatusCode::kInternal)) {
+  if (body->code == 0 || body->code > static_cast<std::uint16_t>(kLastStatusCode)) {
     return error(StatusCode::kMalformed, "error reply with unknown code ", body->code);
   }
   return Status(static_cast<StatusCode>(body->code), body->message);

@@ -38,8 +38,9 @@ static_assert(std::endian::native == std::endian::little, "the wire format is li
 namespace sepal {
 
 /// Version of the frame layout and of the messages' fields; a frame of any other version is
-/// rejected. 2: token-tree steps (actors/protocol/block_host.h).
-inline constexpr std::uint16_t kWireVersion = 3;
+/// rejected. 2: token-tree steps (actors/protocol/block_host.h); 3: adapters; 4: adapters held
+/// between training passes, and the failed-precondition status.
+inline constexpr std::uint16_t kWireVersion = 4;
 /// "SEPL" little-endian.
 inline constexpr std::uint32_t kWireMagic = 0x4C504553;
 /// Upper bounds that keep a hostile frame from asking for absurd work.

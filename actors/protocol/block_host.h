@@ -55,13 +55,20 @@ struct HostInfo {
 /// Trainable adapters (model/block_adapters.h) on the projections of a message's blocks: PEQA
 /// row offsets or LoRA factors, the client's, applied by the host. `values` f32 [blocks, values per
 /// block] in that header's layout; shape {0} for none.
+///
+/// `held` (training passes only; 0: not held): the sender's key for these adapters of these
+/// blocks. With values, the host keeps them under the key (a few per client, newest kept, freed
+/// with the client, when idle, or when the host's blocks change); without values (the rest of the
+/// fields are then ignored), the host applies what it keeps under the key, and answers
+/// kFailedPrecondition when it keeps nothing there: the sender then sends the values again.
 struct AdapterPayload {
   std::int64_t method = 0;            ///< 0: PEQA, 1: LoRA
   std::int64_t rank = 0;              ///< LoRA
   double alpha = 0;                   ///< LoRA
   std::vector<std::int64_t> targets;  ///< projections (q, k, v, o, gate, up, down = 0..6), increasing
   TensorPayload values;
-  SEPAL_FIELDS(method, rank, alpha, targets, values)
+  std::uint64_t held = 0;
+  SEPAL_FIELDS(method, rank, alpha, targets, values, held)
 };
 
 struct SessionOpened {

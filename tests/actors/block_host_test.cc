@@ -48,6 +48,8 @@ class LocalSwarm {
     scheduler_.shutdown();
   }
   ActorSystem& client() { return *systems_[0]; }
+  /// The system of host i - 1 (0: the client's), to send from another process.
+  ActorSystem& system(std::size_t i) { return *systems_.at(i); }
   const std::vector<RouteHop>& route() const { return route_; }
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
@@ -542,6 +544,61 @@ TEST(BlockHostTraining, PassesAreTheLocalBlocksPassesBitForBit) {
                               TrainBackward{0, 1, lengths, floats({12, h}, input), floats({12, h}, dy), {}, 0}, 5s);
   ASSERT_TRUE(plain.is_ok());
   EXPECT_EQ(plain->prompt_grads.elements(), 0);
+}
+
+// Adapters left on a host for training passes (AdapterPayload::held) serve their sender, their
+// key and their blocks only; the key alone gives what the values give; values that are refused
+// are not kept.
+TEST(BlockHostTraining, KeptAdaptersServeOnlyTheirSenderKeyAndBlocks) {
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{1, 4}, {0, 1}});
+  ActorSystem& c = swarm.client();
+  ActorSystem& other = swarm.system(2);  // the second host's process, as another client
+  const auto host = swarm.route()[0].host;
+  const ModelConfig& config = swarm.config();
+  const std::int64_t h = config.hidden_size;
+  const AdapterShape shape{AdapterMethod::kLora, 2, 3.0, {Projection::kQ, Projection::kDown}};
+  const std::int64_t per_block = shape.values_per_block(config);
+  const std::vector<float> values = test::random_floats(static_cast<std::size_t>(3 * per_block), 93, 0.3f);
+  const auto full = [&](std::uint64_t key, const std::vector<float>& v) {
+    return AdapterPayload{1, shape.rank, shape.alpha, {0, 6}, floats({3, per_block}, v), key};
+  };
+  const auto key_only = [](std::uint64_t key) {
+    AdapterPayload p;
+    p.held = key;
+    return p;
+  };
+  const TensorPayload rows = varied_rows(5, h, 0.2f);
+  auto sent = c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, full(7, values)}, 5s);
+  ASSERT_TRUE(sent.is_ok()) << sent.status().to_string();
+  auto kept = c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, key_only(7)}, 5s);
+  ASSERT_TRUE(kept.is_ok()) << kept.status().to_string();
+  EXPECT_EQ(row_of(kept->hidden, 4), row_of(sent->hidden, 4));
+  auto plain = c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0}, 5s);
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_NE(row_of(plain->hidden, 4), row_of(sent->hidden, 4));  // the adapters do act
+  const TensorPayload grad = varied_rows(5, h, 0.3f);
+  auto back_sent = c.request_sync(host, TrainBackward{1, 4, {5}, rows, grad, {}, 0, full(7, values)}, 5s);
+  auto back_kept = c.request_sync(host, TrainBackward{1, 4, {5}, rows, grad, {}, 0, key_only(7)}, 5s);
+  ASSERT_TRUE(back_sent.is_ok() && back_kept.is_ok());
+  EXPECT_EQ(row_of(back_kept->grad, 0), row_of(back_sent->grad, 0));
+  EXPECT_EQ(back_kept->adapter_grads.bytes, back_sent->adapter_grads.bytes);
+  EXPECT_EQ(0, std::memcmp(back_kept->adapter_grads.data, back_sent->adapter_grads.data, back_sent->adapter_grads.bytes));
+
+  const auto expect_not_kept = [](const auto& result) {
+    ASSERT_FALSE(result.is_ok());
+    EXPECT_EQ(result.status().code(), StatusCode::kFailedPrecondition) << result.status().to_string();
+    EXPECT_NE(result.status().message().find("are not held here"), std::string::npos) << result.status().message();
+  };
+  expect_not_kept(c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, key_only(8)}, 5s));      // another key
+  expect_not_kept(other.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, key_only(7)}, 5s));  // another client
+  expect_not_kept(c.request_sync(host, TrainForward{1, 3, {5}, rows, {}, 0, key_only(7)}, 5s));      // other blocks
+  std::vector<float> nan_values = values;
+  nan_values[5] = std::nanf("");
+  EXPECT_EQ(c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, full(9, nan_values)}, 5s).status().code(),
+            StatusCode::kInvalidArgument);
+  expect_not_kept(c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, key_only(9)}, 5s));
+  // Still served after the refusals.
+  EXPECT_TRUE(c.request_sync(host, TrainForward{1, 4, {5}, rows, {}, 0, key_only(7)}, 5s).is_ok());
 }
 
 TEST(BlockHostTraining, BadPassesGetErrorsAndTheHostGoesOn) {

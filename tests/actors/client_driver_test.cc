@@ -65,6 +65,8 @@ class ManualSwarm {
   ActorSystem& system(PeerId peer) { return *nodes_.at(peer)->system; }
   ActorRef<ClientDriverProtocol> driver() const { return driver_; }
   void kill(PeerId peer) { net_->kill(peer); }
+  /// Moves the virtual clock (nothing runs meanwhile).
+  void advance(std::chrono::milliseconds by) { scheduler_.advance(by); }
   const test::FixedRoutes& planner() const { return *planner_; }
   /// Called after every task the scheduler runs, with the frames sent by it.
   std::function<void(const std::vector<DeterministicNetwork::Sent>&)> on_sent;
@@ -515,7 +517,7 @@ TEST(DriverTraining, ThreeHostGradientsAreOneProcessGradientsAndMatchFiniteDiffe
 
 // Adapters through 3 hosts (each hop holds its blocks' slice): LoRA and PEQA gradients are one
 // process's, bit for bit (the local ones are checked against float64 central differences in
-// tests/model/adapters_test.cc), also when a host dies in the backward.
+// tests/model/adapters_test.cc).
 TEST(DriverTraining, AdapterGradientsThroughThreeHostsAreOneProcessGradients) {
   for (const AdapterMethod method : {AdapterMethod::kLora, AdapterMethod::kPeqa}) {
     const DType dtype = method == AdapterMethod::kPeqa ? DType::kI8 : DType::kF32;
@@ -537,6 +539,37 @@ TEST(DriverTraining, AdapterGradientsThroughThreeHostsAreOneProcessGradients) {
     ASSERT_EQ(remote.grad.size(), c.params.adapter.size());
     EXPECT_EQ(remote.grad, local.grad) << (method == AdapterMethod::kLora ? "lora" : "peqa");
   }
+}
+
+// Hosts keep a training run's adapters between passes: each host gets them once for each new
+// value (the first micro-batch of a step), not with every micro-batch; a host that let them go
+// (idle past its timeout) answers so, and gets them again. The gradients never change.
+TEST(DriverTraining, HostsKeepTrainingAdaptersBetweenPasses) {
+  ManualSwarm swarm(false, three_hops());
+  TrainingCase c = training_case(swarm);
+  const AdapterShape shape{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kV}};
+  c.params = initial_adapter_parameters(shape, swarm.config(), 5);
+  for (std::size_t i = 0; i < c.params.adapter.size(); ++i) c.params.adapter[i] += 0.05f * std::sin(0.3f * static_cast<float>(i));
+  const std::int64_t adapter_bytes = static_cast<std::int64_t>(c.params.adapter.size() * sizeof(float));
+  SwarmTrainingBlocks blocks = manual_blocks(swarm);
+  // The tensor bytes of one step of two micro-batches, its gradients checked against one process's.
+  const auto step = [&] {
+    const std::int64_t before = blocks.tensor_bytes();
+    const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
+    const BatchGradient local = local_gradient(swarm, c);
+    EXPECT_EQ(remote.loss_sum, local.loss_sum);
+    EXPECT_EQ(remote.grad, local.grad);
+    return blocks.tensor_bytes() - before;
+  };
+  const std::int64_t first = step(), kept = step();
+  EXPECT_EQ(first - kept, adapter_bytes);  // once through the hosts, then never again while unchanged
+  EXPECT_EQ(blocks.failovers(), 0);
+  c.params.adapter[3] += 0.01f;  // an optimizer step
+  EXPECT_EQ(step() - kept, adapter_bytes);
+  swarm.advance(std::chrono::minutes(6));  // past the hosts' idle timeout
+  EXPECT_GE(step() - kept, adapter_bytes);  // plus the refused requests' hidden states
+  EXPECT_EQ(blocks.failovers(), 0);
+  EXPECT_EQ(step() - kept, 0);
 }
 
 // A host killed as a training pass reaches it: the driver recomputes the pass on the replica and

@@ -72,6 +72,12 @@ int main(int argc, char** argv) {
   write(TrainForward{0, 2, {3}, hidden(3, 8), {}, 0, adapter});
   write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0, adapter});
   write(TrainingPass{5, false, true, {3}, hidden(3, 8), {}, 0, adapter});
+  AdapterPayload held = adapter;  // kept on the host under key 9, then named by the key alone
+  held.held = 9;
+  write(TrainForward{0, 2, {3}, hidden(3, 8), {}, 0, held});
+  AdapterPayload key_only;
+  key_only.held = 9;
+  write(TrainBackward{0, 2, {3}, hidden(3, 8), hidden(3, 8), {}, 0, key_only});
   write(OpenInference{64, {}, 0, AdapterPayload{0, 0, 0.0, {6}, TensorPayload::copy_of(ElementType::kF32, {2, 8}, lora.data(), 16)}});
   write(OpenInference{64, TensorPayload::copy_of(ElementType::kF32, {2, 2, 8}, deep.data(), deep.size()), 1});
   write(OpenDraft{{1, 403, 407}, 64});
