@@ -16,6 +16,7 @@ packages=(
   python3-matplotlib                # benchmark plots
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge
+  libcpp-httplib-dev                # the HTTP server of `sepal serve-api`
   slurm-wlm munge                   # the Slurm tests run a real single-node Slurm
 )
 missing=()
