@@ -72,7 +72,7 @@ std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest
 GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
                           const GenerationRequest& request,
                           const std::function<void(std::int32_t)>& on_token,
-                          const Speculation* speculation) {
+                          const Speculation* speculation, const ChoiceObserver& on_choice) {
   const ModelConfig& config = ends.config();
   if (request.prompt_ids.empty()) fail("the prompt has no tokens");
   const std::int64_t capacity = session_capacity(config, request);
@@ -106,12 +106,13 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   };
   // Takes a chosen token; whether generation goes on, given the positions the session would hold
   // once that token's predecessor is in it.
-  auto take = [&](std::int32_t token, std::int64_t length) {
+  auto take = [&](std::int32_t token, std::int64_t length, const float* chosen_from) {
     result.generated_ids.push_back(token);
     if (result.generated_ids.size() == 1) {
       result.prompt_seconds = seconds_since(start);
       start = std::chrono::steady_clock::now();
     }
+    if (on_choice) on_choice(token, chosen_from);
     on_token(token);
     if (is_eos(token)) {
       result.stop = StopReason::kEos;
@@ -135,7 +136,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     speculation->draft->start(request.prompt_ids);
     std::vector<std::int32_t> path;
     std::vector<float> tree_logits;
-    bool going = take(token, pipeline.length());
+    bool going = take(token, pipeline.length(), logits.data());
     while (going) {
       const std::int64_t length = pipeline.length();
       const auto draft_start = std::chrono::steady_clock::now();
@@ -157,7 +158,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
         const float* at = tree_logits.data() + node * config.vocab_size;
         token = speculation->choose ? speculation->choose(at, config.vocab_size, tree, node, request.sampling, rng)
                                     : sample_token(at, config.vocab_size, request.sampling, rng);
-        going = take(token, length + depth[static_cast<std::size_t>(node)] + 1);
+        going = take(token, length + depth[static_cast<std::size_t>(node)] + 1, at);
         const std::int32_t next = going ? tree.child(node, token) : -1;
         if (next < 0) break;
         node = next;
@@ -177,7 +178,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     }
   } else {
     hidden.resize(static_cast<std::size_t>(hidden_size));
-    while (take(token, pipeline.length())) {
+    while (take(token, pipeline.length(), logits.data())) {
       ends.embed(&token, 1, hidden.data());
       pipeline.forward(hidden.data(), 1);
       ends.logits(hidden.data(), 1, logits.data());

@@ -107,8 +107,12 @@ struct GenerationResult {
 /// model's max_position_embeddings. Throws sepal::Error when the prompt alone does not fit.
 std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest& request);
 
+/// Called with each chosen id and the logits it was chosen from ([vocab_size], the model's own,
+/// before temperature or filters), just before on_token.
+using ChoiceObserver = std::function<void(std::int32_t id, const float* logits)>;
+
 /// Runs the prompt through `pipeline`, then samples up to max_new_tokens, calling `on_token` with
-/// each new id as soon as it is chosen. Stops at an EOS id of the config, after max_new_tokens, or
+/// each new id as soon as it is chosen (and `on_choice`, when set, just before). Stops at an EOS id of the config, after max_new_tokens, or
 /// when the next position would pass max_position_embeddings.
 /// With `speculation` (its draft set), decodes by tree steps instead: the ids are the same as
 /// without (greedy or sampled, for every seed) as long as the pipeline's rows do not depend on the
@@ -116,6 +120,6 @@ std::int64_t session_capacity(const ModelConfig& config, const GenerationRequest
 GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
                           const GenerationRequest& request,
                           const std::function<void(std::int32_t)>& on_token,
-                          const Speculation* speculation = nullptr);
+                          const Speculation* speculation = nullptr, const ChoiceObserver& on_choice = {});
 
 }  // namespace sepal

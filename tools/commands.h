@@ -20,6 +20,8 @@ int synth_command(int argc, char** argv);
 int ping_command(int argc, char** argv);
 /// sepal serve: a block host joining a swarm (or started by sepal generate --hosts).
 int serve_command(int argc, char** argv);
+/// sepal serve-api: the OpenAI-compatible HTTP API.
+int serve_api_command(int argc, char** argv);
 /// sepal status: print a running swarm's block map.
 int status_command(int argc, char** argv);
 /// sepal tokenize: the ids a model's tokenizer gives for a text.

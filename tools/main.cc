@@ -21,6 +21,7 @@ constexpr const char* kUsage =
     "  quantize   write an int8 (LLM.int8()) copy of a checkpoint (sepal quantize --help)\n"
     "  synth      write a synthetic checkpoint for benchmarks (sepal synth --help)\n"
     "  serve      serve blocks of a model in a swarm (sepal serve --help)\n"
+    "  serve-api  an OpenAI-compatible HTTP API for a model or a swarm (sepal serve-api --help)\n"
     "  status     print a running swarm's block map (sepal status --help)\n"
     "  tokenize   the token ids a model's tokenizer gives for a text (sepal tokenize --help)\n"
     "  ping       transport round trip and bandwidth between two ranks (sepal ping --help)\n";
@@ -41,9 +42,10 @@ static int run(int argc, char** argv) {
     if (command == "synth") return sepal::tools::synth_command(argc - 1, argv + 1);
     if (command == "ping") return sepal::tools::ping_command(argc - 1, argv + 1);
     if (command == "serve") return sepal::tools::serve_command(argc - 1, argv + 1);
+    if (command == "serve-api") return sepal::tools::serve_api_command(argc - 1, argv + 1);
     if (command == "status") return sepal::tools::status_command(argc - 1, argv + 1);
     if (command == "tokenize") return sepal::tools::tokenize_command(argc - 1, argv + 1);
-    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, perplexity, tune, quantize, serve, status, synth, ping, tokenize)\n",
+    std::fprintf(stderr, "sepal: error: unknown command '%s' (commands: generate, perplexity, tune, quantize, serve, serve-api, status, synth, ping, tokenize)\n",
                  command.c_str());
     return 2;
   } catch (const sepal::tools::UsageError& e) {

@@ -1,0 +1,372 @@
+#include "actors/api/api_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+
+#include "kernels/error.h"
+#include "runtime/log.h"
+
+namespace sepal::api {
+
+using nlohmann::json;
+
+namespace {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Turns of the generations: up to `running` at once, up to `waiting` more queue for one.
+class Admission {
+ public:
+  Admission(std::int64_t running, std::int64_t waiting, std::shared_ptr<ApiCounters> counters)
+      : running_(running), waiting_(waiting), counters_(std::move(counters)) {}
+
+  // A turn (released when the last copy goes), or null when the queue is full.
+  std::shared_ptr<void> enter() {
+    std::unique_lock lock(mutex_);
+    if (in_turn_ >= running_ && queued_ >= waiting_) return nullptr;
+    ++queued_;
+    ++counters_->waiting;
+    wake_.wait(lock, [&] { return in_turn_ < running_; });
+    --queued_;
+    --counters_->waiting;
+    ++in_turn_;
+    ++counters_->running;
+    return std::shared_ptr<void>(this, [this](void*) {
+      std::lock_guard lock(mutex_);
+      --in_turn_;
+      --counters_->running;
+      wake_.notify_one();
+    });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::int64_t running_, waiting_, in_turn_ = 0, queued_ = 0;
+  std::shared_ptr<ApiCounters> counters_;
+};
+
+json completion_logprobs(const ServedModel& m, const std::vector<TokenLogprob>& tokens, std::size_t text_start) {
+  json out{{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+           {"text_offset", json::array()}};
+  std::size_t offset = text_start;
+  for (const TokenLogprob& t : tokens) {
+    const std::string& text = m.tokenizer->token_bytes(t.id);
+    out["tokens"].push_back(text);
+    out["token_logprobs"].push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [id, lp] : t.top) top[m.tokenizer->token_bytes(id)] = lp;
+    out["top_logprobs"].push_back(top);
+    out["text_offset"].push_back(offset);
+    offset += text.size();
+  }
+  return out;
+}
+
+json chat_token(const ServedModel& m, std::int32_t id, double logprob) {
+  const std::string& text = m.tokenizer->token_bytes(id);
+  json bytes = json::array();
+  for (const unsigned char c : text) bytes.push_back(static_cast<int>(c));
+  return json{{"token", text}, {"logprob", logprob}, {"bytes", bytes}};
+}
+
+json chat_logprobs(const ServedModel& m, const std::vector<TokenLogprob>& tokens) {
+  json content = json::array();
+  for (const TokenLogprob& t : tokens) {
+    json entry = chat_token(m, t.id, t.logprob);
+    entry["top_logprobs"] = json::array();
+    for (const auto& [id, lp] : t.top) entry["top_logprobs"].push_back(chat_token(m, id, lp));
+    content.push_back(entry);
+  }
+  return json{{"content", content}, {"refusal", nullptr}};
+}
+
+}  // namespace
+
+struct ApiServer::Impl {
+  ServedModel model;
+  ApiServerOptions options;
+  std::shared_ptr<ApiCounters> counters;
+  Admission admission;
+  httplib::Server http;
+  std::atomic<std::uint64_t> next_id{1};
+  std::int64_t created = unix_seconds();
+
+  Impl(ServedModel m, ApiServerOptions o, std::shared_ptr<ApiCounters> c)
+      : model(std::move(m)),
+        options(std::move(o)),
+        counters(c),
+        admission(model.one_at_a_time ? 1 : options.max_running, options.max_waiting, c) {}
+
+  void reply_error(httplib::Response& res, const ApiError& e) {
+    ++counters->errors;
+    res.status = e.http_status;
+    res.set_content(dump(error_body(e)), "application/json");
+  }
+
+  json model_json() const {
+    return json{{"id", model.name}, {"object", "model"}, {"created", created}, {"owned_by", "sepal"}};
+  }
+
+  // One prompt of the request, as ids.
+  struct Prompt {
+    std::vector<std::int32_t> ids;
+    std::size_t text_bytes = 0;  // of the prompt's text (the completions' text_offset starts there)
+  };
+
+  // The request's prompts, checked against the model; an error as OpenAI words it.
+  std::optional<ApiError> prompts_of(const CompletionRequest& r, std::vector<Prompt>& out) {
+    const std::int64_t vocab = model.config->vocab_size;
+    try {
+      if (r.chat) {
+        const std::string text = render_chat(model.chat_form, r.messages);
+        out.push_back(Prompt{prompt_ids_of(model, text), text.size()});
+      }
+      for (const std::string& p : r.prompts) out.push_back(Prompt{prompt_ids_of(model, p), p.size()});
+      for (const auto& ids : r.prompt_ids) {
+        for (const std::int32_t id : ids) {
+          if (id >= vocab) return invalid("token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab), "prompt");
+        }
+        out.push_back(Prompt{ids, model.tokenizer->decode(ids).size()});
+      }
+    } catch (const Error& e) {
+      return invalid(std::string("the prompt cannot be tokenized: ") + e.what(), r.chat ? "messages" : "prompt");
+    }
+    const std::int64_t context = model.config->max_position_embeddings;
+    for (const Prompt& p : out) {
+      if (p.ids.empty()) return invalid("the prompt is empty and the model has no BOS token to start from", "prompt");
+      const auto length = static_cast<std::int64_t>(p.ids.size());
+      const std::int64_t wanted = length + r.max_tokens.value_or(1);
+      if (wanted > context) {
+        ApiError e = invalid("This model's maximum context length is " + std::to_string(context) +
+                                 " tokens. However, you requested " + std::to_string(wanted) + " tokens (" +
+                                 std::to_string(length) + " in the prompt, " + std::to_string(wanted - length) +
+                                 " for the completion). Please reduce the prompt or the completion length.",
+                             r.chat ? "messages" : "prompt");
+        e.code = "context_length_exceeded";
+        return e;
+      }
+    }
+    return std::nullopt;
+  }
+
+  json usage_json(std::int64_t prompt, std::int64_t completion) const {
+    return json{{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  }
+
+  void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
+    ++counters->requests;
+    auto parsed = parse_completion_request(req.body, chat, options.limits);
+    if (auto* e = std::get_if<ApiError>(&parsed)) return reply_error(res, *e);
+    CompletionRequest r = std::move(std::get<CompletionRequest>(parsed));
+    if (r.model != model.name) {
+      return reply_error(res, ApiError{404, "invalid_request_error",
+                                       "The model '" + r.model + "' does not exist; this server serves '" + model.name + "'",
+                                       "model", "model_not_found"});
+    }
+    auto prompts = std::make_shared<std::vector<Prompt>>();
+    if (auto e = prompts_of(r, *prompts)) return reply_error(res, *e);
+    std::shared_ptr<void> turn = admission.enter();
+    if (!turn) {
+      ++counters->rejected;
+      return reply_error(res, ApiError{429, "rate_limit_exceeded",
+                                       "the server is at its limit of running and waiting requests; retry later", {},
+                                       "rate_limit_exceeded"});
+    }
+    const std::uint64_t base_seed = r.seed ? *r.seed : std::random_device{}() * 0x100000001ull;
+    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
+    const std::int64_t created_at = unix_seconds();
+    json head{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at},
+              {"model", model.name}, {"system_fingerprint", "sepal"}};
+    const std::int64_t context = model.config->max_position_embeddings;
+    const auto max_new = [context, max_tokens = r.max_tokens](const Prompt& p) {
+      return max_tokens.value_or(context - static_cast<std::int64_t>(p.ids.size()));
+    };
+    if (!r.stream) {
+      json choices = json::array();
+      std::int64_t prompt_tokens = 0, completion_tokens = 0;
+      try {
+        for (std::size_t p = 0; p < prompts->size(); ++p) {
+          const Prompt& prompt = (*prompts)[p];
+          prompt_tokens += static_cast<std::int64_t>(prompt.ids.size());
+          for (std::int64_t i = 0; i < r.n; ++i) {
+            const ChoiceResult c = run_choice(model, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i), {});
+            completion_tokens += c.completion_tokens;
+            json choice{{"index", static_cast<std::int64_t>(p) * r.n + i}, {"finish_reason", c.finish_reason}};
+            if (chat) {
+              choice["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+              choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
+            } else {
+              choice["text"] = c.text;
+              choice["logprobs"] = r.logprobs ? completion_logprobs(model, c.tokens, prompt.text_bytes) : json(nullptr);
+            }
+            choices.push_back(choice);
+          }
+        }
+      } catch (const std::exception& e) {
+        return reply_error(res, ApiError{503, "server_error", std::string("generation failed: ") + e.what(), {}, {}});
+      }
+      counters->prompt_tokens += prompt_tokens;
+      counters->completion_tokens += completion_tokens;
+      head["choices"] = choices;
+      head["usage"] = usage_json(prompt_tokens, completion_tokens);
+      res.set_content(dump(head), "application/json");
+      return;
+    }
+    // Streamed: server-sent events, one per piece of text; the turn is held until the stream ends.
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, r, prompts, head, turn, base_seed, chat, max_new](std::size_t, httplib::DataSink& sink) {
+          const auto send = [&](const json& event) {
+            const std::string line = "data: " + dump(event) + "\n\n";
+            return sink.write(line.data(), line.size());
+          };
+          const auto chunk = [&](json choice) {
+            json event = head;
+            event["object"] = chat ? "chat.completion.chunk" : "text_completion";
+            event["choices"] = json::array({std::move(choice)});
+            if (r.include_usage) event["usage"] = nullptr;
+            return event;
+          };
+          std::int64_t prompt_tokens = 0, completion_tokens = 0;
+          try {
+            for (std::size_t p = 0; p < prompts->size(); ++p) {
+              const Prompt& prompt = (*prompts)[p];
+              prompt_tokens += static_cast<std::int64_t>(prompt.ids.size());
+              for (std::int64_t i = 0; i < r.n; ++i) {
+                const std::int64_t index = static_cast<std::int64_t>(p) * r.n + i;
+                std::size_t offset = prompt.text_bytes;
+                if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                         {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+                  throw ClientGone{};
+                }
+                const ChoiceResult c = run_choice(model, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i),
+                                                  [&](const ChoiceDelta& d) {
+                  json choice{{"index", index}, {"finish_reason", nullptr}};
+                  if (chat) {
+                    choice["delta"] = {{"content", d.text}};
+                    choice["logprobs"] = r.logprobs ? chat_logprobs(model, d.tokens) : json(nullptr);
+                  } else {
+                    choice["text"] = d.text;
+                    choice["logprobs"] = r.logprobs ? completion_logprobs(model, d.tokens, offset) : json(nullptr);
+                    for (const TokenLogprob& t : d.tokens) offset += model.tokenizer->token_bytes(t.id).size();
+                  }
+                  return send(chunk(choice));
+                });
+                completion_tokens += c.completion_tokens;
+                json last{{"index", index}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+                if (chat) last["delta"] = json::object();
+                else last["text"] = "";
+                if (!send(chunk(last))) throw ClientGone{};
+              }
+            }
+            counters->prompt_tokens += prompt_tokens;
+            counters->completion_tokens += completion_tokens;
+            if (r.include_usage) {
+              json event = head;
+              event["object"] = chat ? "chat.completion.chunk" : "text_completion";
+              event["choices"] = json::array();
+              event["usage"] = usage_json(prompt_tokens, completion_tokens);
+              if (!send(event)) throw ClientGone{};
+            }
+            const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+          } catch (const ClientGone&) {
+            ++counters->disconnects;
+            return false;  // the connection is closed; the session ended as the stack unwound
+          } catch (const std::exception& e) {
+            ++counters->errors;
+            (void)send(error_body(ApiError{503, "server_error", std::string("generation failed: ") + e.what(), {}, {}}));
+            sink.done();
+          }
+          return true;
+        });
+  }
+
+  void routes() {
+    http.set_payload_max_length(static_cast<std::size_t>(options.max_body_bytes));
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (options.api_keys.empty() || req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string prefix = "Bearer ";
+      if (auth.rfind(prefix, 0) == 0 && options.api_keys.count(auth.substr(prefix.size()))) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      ++counters->requests;
+      reply_error(res, ApiError{401, "invalid_request_error",
+                                auth.empty() ? "You didn't provide an API key (Authorization: Bearer KEY)."
+                                             : "Incorrect API key provided.",
+                                {}, "invalid_api_key"});
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+      ++counters->requests;
+      res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}), "application/json");
+    });
+    http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      ++counters->requests;
+      if (req.matches[1] != model.name) {
+        return reply_error(res, ApiError{404, "invalid_request_error", "The model '" + req.matches[1].str() + "' does not exist",
+                                         "model", "model_not_found"});
+      }
+      res.set_content(dump(model_json()), "application/json");
+    });
+    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, false); });
+    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, true); });
+    // What httplib answers by itself (unknown paths, bodies over the limit) in OpenAI's shape too.
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      ++counters->errors;
+      std::string message = "HTTP " + std::to_string(res.status);
+      if (res.status == 404) message = "Unknown request URL: " + req.method + " " + req.path;
+      if (res.status == 413) message = "the request body is larger than this server's limit of " + std::to_string(options.max_body_bytes) + " bytes";
+      if (res.status == 405) message = "Method " + req.method + " is not allowed for " + req.path;
+      res.set_content(dump(error_body(ApiError{res.status, "invalid_request_error", message, {}, {}})), "application/json");
+    });
+    http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      reply_error(res, ApiError{500, "server_error", "internal error: " + what, {}, {}});
+    });
+    const auto threads = static_cast<std::size_t>((model.one_at_a_time ? 1 : options.max_running) + options.max_waiting + 4);
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  }
+};
+
+ApiServer::ApiServer(ServedModel model, ApiServerOptions options) : counters_(std::make_shared<ApiCounters>()) {
+  impl_ = std::make_unique<Impl>(std::move(model), std::move(options), counters_);
+  impl_->routes();
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+Status ApiServer::start() {
+  httplib::Server& http = impl_->http;
+  const ApiServerOptions& o = impl_->options;
+  port_ = o.port == 0 ? http.bind_to_any_port(o.bind) : (http.bind_to_port(o.bind, o.port) ? o.port : -1);
+  if (port_ < 0) return error(StatusCode::kUnavailable, "cannot listen on ", o.bind, ":", o.port, " (in use, or not an address of this machine)");
+  thread_ = std::thread([&http] { http.listen_after_bind(); });
+  return Status::ok();
+}
+
+void ApiServer::stop() {
+  if (!thread_.joinable()) return;
+  impl_->http.stop();
+  thread_.join();
+}
+
+}  // namespace sepal::api

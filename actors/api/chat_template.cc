@@ -1,0 +1,108 @@
+#include "actors/api/chat_template.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/error.h"
+
+namespace sepal::api {
+
+const char* chat_form_name(ChatForm form) {
+  switch (form) {
+    case ChatForm::kPlain: return "plain";
+    case ChatForm::kChatMl: return "chatml";
+    case ChatForm::kLlama3: return "llama3";
+    case ChatForm::kLlama2: return "llama2";
+    case ChatForm::kZephyr: return "zephyr";
+  }
+  return "?";
+}
+
+ChatForm recognise_chat_template(const std::string& jinja) {
+  if (jinja.find("<|im_start|>") != std::string::npos) return ChatForm::kChatMl;
+  if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatForm::kLlama3;
+  if (jinja.find("[INST]") != std::string::npos) return ChatForm::kLlama2;
+  if (jinja.find("<|user|>") != std::string::npos) return ChatForm::kZephyr;
+  return ChatForm::kPlain;
+}
+
+ChatForm chat_form_of_model(const std::filesystem::path& model, std::string* jinja) {
+  const std::filesystem::path file = model / "tokenizer_config.json";
+  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return ChatForm::kPlain;
+  std::ifstream in(file);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, false);
+  if (config.is_discarded() || !config.is_object()) fail(file.string(), ": not a JSON object");
+  if (!config.contains("chat_template")) return ChatForm::kPlain;
+  const nlohmann::json& t = config["chat_template"];
+  std::string found;
+  if (t.is_string()) {
+    found = t.get<std::string>();
+  } else if (t.is_array()) {  // named templates: the default one
+    for (const auto& named : t) {
+      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+          named["template"].is_string()) {
+        found = named["template"].get<std::string>();
+      }
+    }
+  }
+  if (jinja) *jinja = found;
+  return recognise_chat_template(found);
+}
+
+std::string render_chat(ChatForm form, const std::vector<ChatMessage>& messages) {
+  std::string out;
+  switch (form) {
+    case ChatForm::kChatMl:
+      for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+      return out + "<|im_start|>assistant\n";
+    case ChatForm::kLlama3:
+      for (const ChatMessage& m : messages) {
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
+      }
+      return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    case ChatForm::kZephyr:
+      for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + "</s>\n";
+      return out + "<|assistant|>\n";
+    case ChatForm::kLlama2: {
+      // System text goes into the first user turn; each user turn opens an [INST] block.
+      std::string system;
+      bool first_turn = true;
+      for (const ChatMessage& m : messages) {
+        if (m.role == "system") {
+          system += (system.empty() ? "" : "\n") + m.content;
+        } else if (m.role == "user") {
+          if (!first_turn) out += "<s>";
+          out += "[INST] ";
+          if (!system.empty()) {
+            out += "<<SYS>>\n" + system + "\n<</SYS>>\n\n";
+            system.clear();
+          }
+          out += m.content + " [/INST]";
+          first_turn = false;
+        } else {
+          out += " " + m.content + " </s>";
+        }
+      }
+      return out;
+    }
+    case ChatForm::kPlain: {
+      std::string system;
+      for (const ChatMessage& m : messages) {
+        if (m.role == "system") system += (system.empty() ? "" : "\n\n") + m.content;
+      }
+      if (!system.empty()) out += system + "\n\n";
+      for (const ChatMessage& m : messages) {
+        if (m.role == "user") out += "User: " + m.content + "\n";
+        else if (m.role == "assistant") out += "Assistant: " + m.content + "\n";
+      }
+      return out + "Assistant:";
+    }
+  }
+  return out;
+}
+
+}  // namespace sepal::api

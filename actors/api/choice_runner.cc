@@ -1,0 +1,108 @@
+#include "actors/api/choice_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "actors/api/stop_strings.h"
+#include "kernels/error.h"
+
+namespace sepal::api {
+
+namespace {
+// Unwinds generate() once a stop string matched.
+struct Stopped {};
+}  // namespace
+
+std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text) {
+  std::vector<std::int32_t> ids;
+  if (model.config->bos_token_id >= 0) ids.push_back(model.config->bos_token_id);
+  for (const std::int32_t id : model.tokenizer->encode(text)) ids.push_back(id);
+  return ids;
+}
+
+TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t id, std::int64_t top) {
+  double most = logits[0];
+  for (std::int64_t i = 1; i < vocab; ++i) most = std::max(most, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - most);
+  const double log_sum = most + std::log(sum);
+  TokenLogprob t;
+  t.id = id;
+  t.logprob = static_cast<double>(logits[id]) - log_sum;
+  if (top > 0) {
+    std::vector<std::int32_t> order(static_cast<std::size_t>(vocab));
+    std::iota(order.begin(), order.end(), 0);
+    const auto k = static_cast<std::ptrdiff_t>(std::min(top, vocab));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (std::ptrdiff_t i = 0; i < k; ++i) t.top.emplace_back(order[i], static_cast<double>(logits[order[i]]) - log_sum);
+  }
+  return t;
+}
+
+ChoiceResult run_choice(const ServedModel& model, const std::vector<std::int32_t>& prompt_ids,
+                        const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,
+                        const std::function<bool(const ChoiceDelta&)>& on_delta) {
+  const ModelConfig& config = *model.config;
+  GenerationRequest g;
+  g.prompt_ids = prompt_ids;
+  g.max_new_tokens = max_new_tokens;
+  g.sampling = SamplingParams{static_cast<float>(request.temperature), 0, static_cast<float>(request.top_p)};
+  g.seed = seed;
+  std::unique_ptr<BlockPipeline> session = model.open_session(session_capacity(config, g));
+
+  // The text continues the prompt's: the stream first takes the prompt's ids (a leading space of
+  // the reply is kept, as in the text `sepal generate` prints).
+  TextStream stream(*model.tokenizer);
+  for (const std::int32_t id : prompt_ids) (void)stream.push(id);
+  StopStrings stops(request.stop);
+  ChoiceResult result;
+  ChoiceDelta pending;
+  const auto show = [&](const std::string& text) {
+    const std::string shown = stops.push(text);
+    result.text += shown;
+    pending.text += shown;
+    if (on_delta && (!pending.text.empty() || stops.stopped())) {
+      if (!on_delta(pending)) throw ClientGone{};
+      pending = {};
+    }
+    if (stops.stopped()) throw Stopped{};
+  };
+  const auto is_eos = [&](std::int32_t id) {
+    return std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
+  };
+  ChoiceObserver observe;
+  if (request.logprobs) {
+    observe = [&](std::int32_t id, const float* logits) {
+      if (is_eos(id)) return;
+      TokenLogprob t = token_logprob(logits, config.vocab_size, id, *request.logprobs);
+      result.tokens.push_back(t);
+      pending.tokens.push_back(std::move(t));
+    };
+  }
+  bool stopped = false;
+  GenerationResult generated;
+  std::int64_t count = 0;
+  try {
+    generated = generate(*model.ends, *session, g, [&](std::int32_t id) {
+      ++count;
+      if (id < model.tokenizer->vocab_size()) show(stream.push(id));
+    }, nullptr, observe);
+    show(stream.finish());
+    const std::string rest = stops.finish();
+    result.text += rest;
+    pending.text += rest;
+  } catch (const Stopped&) {
+    stopped = true;
+  }
+  result.completion_tokens = stopped ? count : static_cast<std::int64_t>(generated.generated_ids.size());
+  result.finish_reason = stopped || generated.stop == StopReason::kEos ? "stop" : "length";
+  if (on_delta && (!pending.text.empty() || !pending.tokens.empty())) {
+    if (!on_delta(pending)) throw ClientGone{};
+  }
+  return result;
+}
+
+}  // namespace sepal::api

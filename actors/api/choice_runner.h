@@ -1,0 +1,76 @@
+#pragma once
+// One choice of a completion: the prompt's ids through a session of the served model, sampled as
+// the request says, with its text shown as it comes (stop strings held back and cut), and the
+// log probabilities of the chosen tokens when asked.
+//
+// Thread-safety: run_choice runs on the calling thread (an HTTP worker's); the served model's
+// parts are shared read-only, each choice opens its own session.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/api/chat_template.h"
+#include "actors/api/openai_request.h"
+#include "model/generation.h"
+#include "model/model_config.h"
+#include "model/model_ends.h"
+#include "model/tokenizer.h"
+
+namespace sepal::api {
+
+/// What the API serves: the client's side of a model, and sessions through its blocks.
+struct ServedModel {
+  std::string name;  ///< the id clients name in `model`
+  const ModelConfig* config = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  const ModelEnds* ends = nullptr;
+  /// A session of `capacity` positions through every block, in this process or through a swarm;
+  /// throws sepal::Error with the reason when none opens.
+  std::function<std::unique_ptr<BlockPipeline>(std::int64_t capacity)> open_session;
+  /// Generations take turns (blocks in this process use every core for one).
+  bool one_at_a_time = false;
+  ChatForm chat_form = ChatForm::kPlain;
+};
+
+/// A chosen token's log probability (natural log, of the model's distribution before temperature
+/// and filters) and the likeliest alternatives, likeliest first.
+struct TokenLogprob {
+  std::int32_t id = 0;
+  double logprob = 0;
+  std::vector<std::pair<std::int32_t, double>> top;
+};
+
+/// Text that may be shown now, and the tokens chosen since the last piece.
+struct ChoiceDelta {
+  std::string text;
+  std::vector<TokenLogprob> tokens;
+};
+
+struct ChoiceResult {
+  std::string text;
+  std::vector<TokenLogprob> tokens;     ///< with logprobs: every chosen token but an EOS
+  std::string finish_reason;            ///< "stop" (EOS or a stop string) or "length"
+  std::int64_t completion_tokens = 0;   ///< ids generated, an EOS included
+};
+
+/// Thrown out of run_choice when `on_delta` returns false (the client is gone).
+struct ClientGone {};
+
+/// The prompt ids of a request's prompt text (BOS first when the model has one).
+std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text);
+
+/// Generates one choice for `prompt_ids` with up to `max_new_tokens` tokens and sampling seed
+/// `seed`; `on_delta` (may be empty) gets the text as it may be shown and returns false to stop.
+/// Throws sepal::Error when no session opens or the swarm fails, ClientGone as above.
+ChoiceResult run_choice(const ServedModel& model, const std::vector<std::int32_t>& prompt_ids,
+                        const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,
+                        const std::function<bool(const ChoiceDelta&)>& on_delta);
+
+/// The log probability of `id` under `logits` [vocab], with the `top` likeliest alternatives.
+TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t id, std::int64_t top);
+
+}  // namespace sepal::api

@@ -1,0 +1,240 @@
+#include "actors/api/openai_request.h"
+
+#include <cmath>
+#include <set>
+
+namespace sepal::api {
+
+using nlohmann::json;
+
+json error_body(const ApiError& e) {
+  return json{{"error",
+               {{"message", e.message},
+                {"type", e.type},
+                {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+                {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
+}
+
+ApiError invalid(std::string message, std::string param) {
+  return ApiError{400, "invalid_request_error", std::move(message), std::move(param), {}};
+}
+
+namespace {
+
+// The first problem found, thrown inside the parser and returned as a value at its edge.
+struct Bad {
+  ApiError error;
+};
+[[noreturn]] void bad(std::string message, std::string param) { throw Bad{invalid(std::move(message), std::move(param))}; }
+
+bool present(const json& body, const char* key) { return body.contains(key) && !body[key].is_null(); }
+
+std::int64_t integer(const json& v, const char* key, std::int64_t low, std::int64_t high) {
+  if (!v.is_number_integer()) bad(std::string("'") + key + "' must be an integer", key);
+  const auto x = v.get<std::int64_t>();
+  if (x < low || x > high) {
+    bad(std::string("'") + key + "' is " + std::to_string(x) + "; it must be between " + std::to_string(low) + " and " +
+            std::to_string(high),
+        key);
+  }
+  return x;
+}
+
+double number(const json& v, const char* key, double low, double high, bool low_open) {
+  if (!v.is_number()) bad(std::string("'") + key + "' must be a number", key);
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x > high || x < low || (low_open && x == low)) {
+    bad(std::string("'") + key + "' must be " + (low_open ? "above " : "at least ") + json(low).dump() + " and at most " +
+            json(high).dump(),
+        key);
+  }
+  return x;
+}
+
+std::string text_of(const json& content, const std::string& param) {
+  if (content.is_null()) return {};
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) bad("'content' must be a string or an array of text parts", param);
+  std::string text;
+  for (const json& part : content) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+      bad("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported", param);
+    }
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+void read_messages(const json& body, CompletionRequest& r) {
+  if (!body.contains("messages")) bad("'messages' is a required property", "messages");
+  const json& messages = body["messages"];
+  if (!messages.is_array() || messages.empty()) bad("'messages' must be a non-empty array", "messages");
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const std::string param = "messages[" + std::to_string(i) + "]";
+    const json& m = messages[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) bad(param + " needs a string 'role'", param);
+    std::string role = m["role"].get<std::string>();
+    if (role == "developer") role = "system";
+    if (role != "system" && role != "user" && role != "assistant") {
+      bad(param + ": role '" + role + "' is not supported (system, developer, user, assistant)", param + ".role");
+    }
+    for (const auto& [key, value] : m.items()) {
+      if (key != "role" && key != "content" && key != "name") {
+        bad(param + ": '" + key + "' is not supported", param + "." + key);
+      }
+    }
+    if (!m.contains("content") && role != "assistant") bad(param + " needs 'content'", param + ".content");
+    r.messages.push_back(ChatMessage{role, text_of(m.value("content", json(nullptr)), param + ".content")});
+  }
+}
+
+void read_prompts(const json& body, CompletionRequest& r, const RequestLimits& limits) {
+  if (!body.contains("prompt")) bad("'prompt' is a required property", "prompt");
+  const json& p = body["prompt"];
+  const auto ids_of = [](const json& a) {
+    std::vector<std::int32_t> ids;
+    for (const json& id : a) {
+      if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() > INT32_MAX) {
+        bad("token ids in 'prompt' must be non-negative integers", "prompt");
+      }
+      ids.push_back(static_cast<std::int32_t>(id.get<std::int64_t>()));
+    }
+    return ids;
+  };
+  if (p.is_string()) {
+    r.prompts.push_back(p.get<std::string>());
+  } else if (p.is_array() && !p.empty() && p[0].is_number()) {
+    r.prompt_ids.push_back(ids_of(p));
+  } else if (p.is_array() && !p.empty() && p[0].is_array()) {
+    for (const json& one : p) {
+      if (!one.is_array() || one.empty()) bad("'prompt' must hold strings, or arrays of token ids", "prompt");
+      r.prompt_ids.push_back(ids_of(one));
+    }
+  } else if (p.is_array() && !p.empty()) {
+    for (const json& one : p) {
+      if (!one.is_string()) bad("'prompt' must be a string, an array of strings, or token ids", "prompt");
+      r.prompts.push_back(one.get<std::string>());
+    }
+  } else {
+    bad("'prompt' must be a string, a non-empty array of strings, or token ids", "prompt");
+  }
+  const auto count = static_cast<std::int64_t>(r.prompts.size() + r.prompt_ids.size());
+  if (count > limits.max_prompts) {
+    bad("'prompt' holds " + std::to_string(count) + " prompts; this server takes at most " +
+            std::to_string(limits.max_prompts) + " in one request",
+        "prompt");
+  }
+}
+
+CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits) {
+  if (!body.is_object()) bad("the request body must be a JSON object", {});
+  static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
+                                               "stream", "stream_options", "logprobs", "user", "presence_penalty",
+                                               "frequency_penalty", "logit_bias"};
+  static const std::set<std::string> chat_only = {"messages", "top_logprobs", "max_completion_tokens"};
+  static const std::set<std::string> completion_only = {"prompt", "echo", "best_of", "suffix"};
+  for (const auto& [key, value] : body.items()) {
+    if (!common.count(key) && !(chat ? chat_only : completion_only).count(key)) {
+      bad("Unrecognized request argument supplied: " + key, key);
+    }
+  }
+  CompletionRequest r;
+  r.chat = chat;
+  if (!body.contains("model") || !body["model"].is_string()) bad("'model' is a required string", "model");
+  r.model = body["model"].get<std::string>();
+  if (chat) read_messages(body, r);
+  else read_prompts(body, r, limits);
+  constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
+  if (present(body, "max_tokens")) r.max_tokens = integer(body["max_tokens"], "max_tokens", 1, kMaxTokens);
+  if (chat && present(body, "max_completion_tokens")) {
+    r.max_tokens = integer(body["max_completion_tokens"], "max_completion_tokens", 1, kMaxTokens);
+  }
+  if (!chat && !r.max_tokens) r.max_tokens = 16;  // the completions API's default
+  if (present(body, "temperature")) r.temperature = number(body["temperature"], "temperature", 0.0, 2.0, false);
+  if (present(body, "top_p")) r.top_p = number(body["top_p"], "top_p", 0.0, 1.0, true);
+  if (present(body, "seed")) {
+    if (!body["seed"].is_number_integer()) bad("'seed' must be an integer", "seed");
+    r.seed = body["seed"].is_number_unsigned() ? body["seed"].get<std::uint64_t>()
+                                               : static_cast<std::uint64_t>(body["seed"].get<std::int64_t>());
+  }
+  if (present(body, "stop")) {
+    const json& s = body["stop"];
+    if (s.is_string()) r.stop.push_back(s.get<std::string>());
+    else if (s.is_array()) {
+      for (const json& one : s) {
+        if (!one.is_string()) bad("'stop' must be a string or an array of strings", "stop");
+        r.stop.push_back(one.get<std::string>());
+      }
+    } else {
+      bad("'stop' must be a string or an array of strings", "stop");
+    }
+    if (static_cast<std::int64_t>(r.stop.size()) > limits.max_stop) {
+      bad("'stop' holds more than " + std::to_string(limits.max_stop) + " strings", "stop");
+    }
+    for (const std::string& one : r.stop) {
+      if (one.empty()) bad("'stop' strings must not be empty", "stop");
+    }
+  }
+  if (present(body, "n")) r.n = integer(body["n"], "n", 1, limits.max_n);
+  if (present(body, "stream")) {
+    if (!body["stream"].is_boolean()) bad("'stream' must be true or false", "stream");
+    r.stream = body["stream"].get<bool>();
+  }
+  if (present(body, "stream_options")) {
+    const json& o = body["stream_options"];
+    if (!r.stream) bad("'stream_options' is only allowed with 'stream': true", "stream_options");
+    if (!o.is_object()) bad("'stream_options' must be an object", "stream_options");
+    for (const auto& [key, value] : o.items()) {
+      if (key != "include_usage" || !value.is_boolean()) bad("'stream_options' takes include_usage: true or false", "stream_options");
+      r.include_usage = value.get<bool>();
+    }
+  }
+  if (chat) {
+    const bool wanted = present(body, "logprobs") && (body["logprobs"].is_boolean() ? body["logprobs"].get<bool>()
+                                                                                    : (bad("'logprobs' must be true or false", "logprobs"), false));
+    if (present(body, "top_logprobs")) {
+      if (!wanted) bad("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+      r.logprobs = integer(body["top_logprobs"], "top_logprobs", 0, limits.max_top_logprobs_chat);
+    } else if (wanted) {
+      r.logprobs = 0;
+    }
+  } else if (present(body, "logprobs")) {
+    r.logprobs = integer(body["logprobs"], "logprobs", 0, limits.max_top_logprobs_completions);
+  }
+  // Accepted at their neutral values only: anything else would be ignored, and silently so.
+  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
+    if (present(body, key) && number(body[key], key, -2.0, 2.0, false) != 0.0) {
+      bad(std::string("'") + key + "' is not supported (only 0)", key);
+    }
+  }
+  if (present(body, "logit_bias") && !(body["logit_bias"].is_object() && body["logit_bias"].empty())) {
+    bad("'logit_bias' is not supported", "logit_bias");
+  }
+  if (present(body, "echo") && !(body["echo"].is_boolean() && !body["echo"].get<bool>())) bad("'echo' is not supported", "echo");
+  if (present(body, "best_of") && !(body["best_of"].is_number_integer() && body["best_of"].get<std::int64_t>() == 1)) {
+    bad("'best_of' is not supported (only 1)", "best_of");
+  }
+  if (present(body, "suffix")) bad("'suffix' is not supported", "suffix");
+  if (present(body, "user") && !body["user"].is_string()) bad("'user' must be a string", "user");
+  return r;
+}
+
+}  // namespace
+
+std::variant<CompletionRequest, ApiError> parse_completion_request(const std::string& body, bool chat,
+                                                                   const RequestLimits& limits) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    return invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                   "your HTTP library correctly. The OpenAI API expects a JSON payload.)");
+  }
+  try {
+    return parse(parsed, chat, limits);
+  } catch (const Bad& b) {
+    return b.error;
+  } catch (const json::exception& e) {
+    return invalid(std::string("the request does not fit the API: ") + e.what());
+  }
+}
+
+}  // namespace sepal::api

@@ -1,0 +1,71 @@
+#pragma once
+// The requests of the OpenAI-compatible API (`sepal serve-api`) as checked values, and its error
+// shape. Parsing takes a request body as it came over HTTP and either gives a request every field
+// of which is in range, or the error OpenAI's API would answer (HTTP status, type, message, the
+// offending parameter).
+//
+// Thread-safety: plain functions and values.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sepal::api {
+
+/// An error as OpenAI's API answers it: {"error": {"message", "type", "param", "code"}}.
+struct ApiError {
+  int http_status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;  ///< the request field at fault, or empty
+  std::string code;   ///< e.g. "model_not_found", "invalid_api_key", or empty
+};
+/// The JSON body of an error reply.
+nlohmann::json error_body(const ApiError& e);
+/// A 400 invalid_request_error about `param`.
+ApiError invalid(std::string message, std::string param = {});
+
+struct ChatMessage {
+  std::string role;  ///< system, user, assistant (developer counts as system)
+  std::string content;
+};
+
+/// What a completion or chat request asks for, checked.
+struct CompletionRequest {
+  bool chat = false;
+  std::string model;
+  /// Completions: the prompts (one per string; an array of token ids is one prompt).
+  std::vector<std::string> prompts;
+  std::vector<std::vector<std::int32_t>> prompt_ids;  ///< prompts given as token ids (then `prompts` is empty)
+  std::vector<ChatMessage> messages;                  ///< chat
+  std::optional<std::int64_t> max_tokens;             ///< none: completions 16, chat up to the context
+  double temperature = 1.0;
+  double top_p = 1.0;
+  std::optional<std::uint64_t> seed;
+  std::vector<std::string> stop;
+  std::int64_t n = 1;
+  bool stream = false;
+  bool include_usage = false;  ///< stream_options.include_usage
+  /// Log probabilities: none, or of the chosen token with this many alternatives (completions'
+  /// `logprobs: k`; chat's `logprobs: true` with `top_logprobs: k`).
+  std::optional<std::int64_t> logprobs;
+};
+
+/// Bounds the server puts on a request.
+struct RequestLimits {
+  std::int64_t max_n = 8;
+  std::int64_t max_stop = 4;             ///< stop strings (OpenAI's limit)
+  std::int64_t max_prompts = 16;         ///< prompts in one completions request
+  std::int64_t max_top_logprobs_completions = 5;
+  std::int64_t max_top_logprobs_chat = 20;
+};
+
+/// Parses a /v1/completions (chat false) or /v1/chat/completions (chat true) body.
+std::variant<CompletionRequest, ApiError> parse_completion_request(const std::string& body, bool chat,
+                                                                   const RequestLimits& limits);
+
+}  // namespace sepal::api

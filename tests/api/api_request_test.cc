@@ -1,0 +1,206 @@
+// The OpenAI API's pieces without HTTP: request checking (every field in range, OpenAI's error
+// shape naming the parameter), stop strings over streamed text, chat templates, log probabilities,
+// and one choice's text and tokens against the generation loop's.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "actors/api/chat_template.h"
+#include "actors/api/choice_runner.h"
+#include "actors/api/openai_request.h"
+#include "actors/api/stop_strings.h"
+#include "kernels/error.h"
+#include "model/safetensors.h"
+#include "tests/test_util.h"
+
+namespace sepal::api {
+namespace {
+
+CompletionRequest ok(const std::string& body, bool chat = false) {
+  auto r = parse_completion_request(body, chat, RequestLimits{});
+  if (auto* e = std::get_if<ApiError>(&r)) ADD_FAILURE() << body << ": " << e->message;
+  return std::get_if<CompletionRequest>(&r) ? std::get<CompletionRequest>(r) : CompletionRequest{};
+}
+
+ApiError refused(const std::string& body, bool chat = false) {
+  auto r = parse_completion_request(body, chat, RequestLimits{});
+  if (std::holds_alternative<CompletionRequest>(r)) ADD_FAILURE() << body << ": accepted";
+  return std::holds_alternative<ApiError>(r) ? std::get<ApiError>(r) : ApiError{};
+}
+
+TEST(ApiRequest, FieldsAreReadAsOpenAIDefinesThem) {
+  const CompletionRequest c = ok(R"({"model": "m", "prompt": "Once", "temperature": 0, "stop": "\n", "logprobs": 2,
+                                     "seed": -3, "n": 2, "stream": true, "stream_options": {"include_usage": true}})");
+  EXPECT_EQ(c.prompts, std::vector<std::string>{"Once"});
+  EXPECT_EQ(c.max_tokens, 16);  // the completions API's default
+  EXPECT_EQ(c.temperature, 0.0);
+  EXPECT_EQ(c.stop, std::vector<std::string>{"\n"});
+  EXPECT_EQ(c.logprobs, 2);
+  EXPECT_EQ(c.seed, static_cast<std::uint64_t>(-3));
+  EXPECT_TRUE(c.stream && c.include_usage);
+  EXPECT_EQ(c.n, 2);
+  EXPECT_EQ(ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_ids, (std::vector<std::vector<std::int32_t>>{{1, 2, 3}}));
+  EXPECT_EQ(ok(R"({"model": "m", "prompt": ["a", "b"]})").prompts.size(), 2u);
+  const CompletionRequest chat = ok(R"({"model": "m", "messages": [{"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]}],
+      "logprobs": true, "top_logprobs": 3, "max_completion_tokens": 5})", true);
+  ASSERT_EQ(chat.messages.size(), 2u);
+  EXPECT_EQ(chat.messages[0].role, "system");
+  EXPECT_EQ(chat.messages[1].content, "Hi!");
+  EXPECT_EQ(chat.logprobs, 3);
+  EXPECT_EQ(chat.max_tokens, 5);
+  EXPECT_FALSE(ok(R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})", true).max_tokens);
+}
+
+TEST(ApiRequest, BadFieldsNameTheParameter) {
+  const auto param = [](const std::string& body, bool chat = false) { return refused(body, chat).param; };
+  EXPECT_EQ(refused("{not json").http_status, 400);
+  EXPECT_EQ(param(R"({"prompt": "x"})"), "model");
+  EXPECT_EQ(param(R"({"model": "m"})"), "prompt");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "max_tokens": -1})"), "max_tokens");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "max_tokens": 1.5})"), "max_tokens");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "temperature": 2.5})"), "temperature");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "top_p": 0})"), "top_p");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "n": 9})"), "n");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]})"), "stop");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stop": [""]})"), "stop");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logprobs": 6})"), "logprobs");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "frequency_penalty": 0.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "echo": true})"), "echo");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}})"), "stream_options");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": [-1]})"), "prompt");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "tools": []})"), "tools");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "messages": []})"), "messages");  // not a completions field
+  EXPECT_EQ(param(R"({"model": "m", "messages": []})", true), "messages");
+  EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "tool", "content": "x"}]})", true), "messages[0].role");
+  EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", true),
+            "top_logprobs");
+  EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", true),
+            "messages[0].content");
+  const nlohmann::json body = error_body(refused(R"({"model": "m", "prompt": "x", "n": 0})"));
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(body["error"]["param"], "n");
+  EXPECT_TRUE(body["error"]["code"].is_null());
+}
+
+// Whatever the pieces, the text shown is the text before the first stop string, and nothing that
+// could still be a stop string's beginning is shown early.
+TEST(ApiStopStrings, CutAtTheFirstStopWhateverThePieces) {
+  const std::string text = "Once upon a time. The end. More";
+  for (std::size_t piece = 1; piece <= 5; ++piece) {
+    StopStrings stops({"The end", "e. T"});
+    std::string shown;
+    for (std::size_t i = 0; i < text.size() && !stops.stopped(); i += piece) {
+      const std::string out = stops.push(text.substr(i, piece));
+      shown += out;
+      EXPECT_EQ(text.compare(0, shown.size(), shown), 0);
+      EXPECT_EQ(shown.find("e. T"), std::string::npos);
+    }
+    shown += stops.finish();
+    EXPECT_TRUE(stops.stopped());
+    EXPECT_EQ(shown, "Once upon a tim") << "pieces of " << piece;
+  }
+  StopStrings none({"xyz"});
+  std::string shown = none.push("abx");
+  EXPECT_EQ(shown, "ab");  // "x" may begin the stop string
+  shown += none.push("y");
+  shown += none.finish();
+  EXPECT_EQ(shown, "abxy");
+}
+
+TEST(ApiChatTemplate, CommonFormsAreRecognisedAndRendered) {
+  EXPECT_EQ(recognise_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}..."), ChatForm::kChatMl);
+  EXPECT_EQ(recognise_chat_template("{{ '<|start_header_id|>' + message['role'] }}"), ChatForm::kLlama3);
+  EXPECT_EQ(recognise_chat_template("{{ bos_token + '[INST] ' + content }}"), ChatForm::kLlama2);
+  EXPECT_EQ(recognise_chat_template("{{ '<|user|>\\n' + message['content'] }}"), ChatForm::kZephyr);
+  EXPECT_EQ(recognise_chat_template("{{ something else }}"), ChatForm::kPlain);
+  const std::vector<ChatMessage> m = {{"system", "Be kind."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Tell"}};
+  EXPECT_EQ(render_chat(ChatForm::kPlain, m), "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Tell\nAssistant:");
+  EXPECT_EQ(render_chat(ChatForm::kChatMl, m),
+            "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+            "<|im_start|>user\nTell<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(render_chat(ChatForm::kLlama2, m),
+            "[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Tell [/INST]");
+  EXPECT_EQ(render_chat(ChatForm::kLlama3, {{"user", "Hi"}}),
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(render_chat(ChatForm::kZephyr, {{"user", "Hi"}}), "<|user|>\nHi</s>\n<|assistant|>\n");
+  // A folder without tokenizer_config.json, and one whose config has no template: plain.
+  EXPECT_EQ(chat_form_of_model(test::models_dir() / "stories260K"), ChatForm::kPlain);
+  EXPECT_EQ(chat_form_of_model(test::models_dir() / "tinystories-656K"), ChatForm::kPlain);
+  test::TempDir dir;
+  test::write_file(dir / "tokenizer_config.json", R"({"chat_template": "{% for m in messages %}<|im_start|>{% endfor %}"})");
+  std::string jinja;
+  EXPECT_EQ(chat_form_of_model(dir.path(), &jinja), ChatForm::kChatMl);
+  EXPECT_NE(jinja.find("<|im_start|>"), std::string::npos);
+  test::write_file(dir / "tokenizer_config.json", "{broken");
+  EXPECT_THROW(chat_form_of_model(dir.path()), Error);
+}
+
+TEST(ApiLogprobs, AreTheLogSoftmaxAndTheLikeliestAlternatives) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f};
+  const TokenLogprob t = token_logprob(logits.data(), 4, 2, 3);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x));
+  EXPECT_NEAR(t.logprob, 2.0 - std::log(sum), 1e-12);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);  // ties: the lower id first
+  EXPECT_EQ(t.top[1].first, 3);
+  EXPECT_EQ(t.top[2].first, 2);
+  EXPECT_TRUE(token_logprob(logits.data(), 4, 0, 0).top.empty());
+}
+
+// A choice's text is what the generation loop writes after the prompt, its streamed pieces add up
+// to it, and a stop string ends it early with finish_reason "stop".
+TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
+  const auto dir = test::models_dir() / "stories260K";
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  const auto tokenizer = load_tokenizer(dir);
+  ServedModel model{"m", &config, tokenizer.get(), &ends,
+                    [&](std::int64_t capacity) { return std::make_unique<LocalPipeline>(blocks, capacity); }, true,
+                    ChatForm::kPlain};
+  CompletionRequest r;
+  r.temperature = 0;
+  r.logprobs = 2;
+  const std::vector<std::int32_t> prompt = prompt_ids_of(model, "Once upon a time");
+  std::string pieces;
+  std::size_t streamed_tokens = 0;
+  const ChoiceResult c = run_choice(model, prompt, r, 20, 0, [&](const ChoiceDelta& d) {
+    pieces += d.text;
+    streamed_tokens += d.tokens.size();
+    return true;
+  });
+  // The loop's own text, as `sepal generate` writes it after the prompt.
+  GenerationRequest g{prompt, {}, 0, 20, SamplingParams{}, 0};
+  LocalPipeline pipeline(blocks, session_capacity(config, g));
+  TextStream stream(*tokenizer);
+  std::string all;
+  for (const std::int32_t id : prompt) all += stream.push(id);
+  const std::size_t prompt_text = all.size();
+  const GenerationResult want = generate(ends, pipeline, g, [&](std::int32_t id) { all += stream.push(id); });
+  all += stream.finish();
+  EXPECT_EQ(c.text, all.substr(prompt_text));
+  EXPECT_EQ(pieces, c.text);
+  EXPECT_EQ(c.completion_tokens, static_cast<std::int64_t>(want.generated_ids.size()));
+  EXPECT_EQ(c.finish_reason, "length");
+  ASSERT_EQ(c.tokens.size(), want.generated_ids.size());
+  EXPECT_EQ(streamed_tokens, c.tokens.size());
+  for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+    EXPECT_EQ(c.tokens[i].id, want.generated_ids[i]);
+    EXPECT_EQ(c.tokens[i].top.at(0).first, want.generated_ids[i]);  // greedy: the likeliest
+  }
+  const std::string stop = c.text.substr(c.text.size() / 2, 3);
+  r.stop = {stop};
+  const ChoiceResult stopped = run_choice(model, prompt, r, 20, 0, {});
+  EXPECT_EQ(stopped.text, c.text.substr(0, c.text.find(stop)));
+  EXPECT_EQ(stopped.finish_reason, "stop");
+  // A client that leaves: the choice ends at once.
+  int calls = 0;
+  EXPECT_THROW(run_choice(model, prompt, r, 20, 0, [&](const ChoiceDelta&) { return ++calls < 2; }), ClientGone);
+  EXPECT_EQ(calls, 2);
+}
+
+}  // namespace
+}  // namespace sepal::api
