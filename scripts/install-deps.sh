@@ -17,6 +17,7 @@ packages=(
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge
   libcpp-httplib-dev                # the HTTP server of `sepal serve-api`
+  chromium                          # its status page's test loads the page headless
   slurm-wlm munge                   # the Slurm tests run a real single-node Slurm
 )
 missing=()

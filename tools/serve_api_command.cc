@@ -1,5 +1,6 @@
 // sepal serve-api: the OpenAI-compatible HTTP API (actors/api/api_server.h) in front of a model
-// in this process or a swarm (the swarm flags of generate); serves until SIGINT or SIGTERM.
+// in this process or a swarm (the swarm flags of generate), with the live status page at / and
+// Prometheus metrics at /metrics; serves until SIGINT or SIGTERM.
 #include <boost/program_options.hpp>
 #include <atomic>
 #include <chrono>
@@ -107,6 +108,7 @@ int serve_api_command(int argc, char** argv) {
   served.one_at_a_time = !swarm;
   if (swarm) {
     served.open_session = [&swarm](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> { return swarm->open(capacity); };
+    served.swarm_status = [&swarm] { return swarm->status(); };
   } else {
     served.open_session = [&model](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
       return std::make_unique<LocalPipeline>(*model.blocks, capacity);

@@ -1,5 +1,6 @@
 #include "tools/swarm_flags.h"
 
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -138,6 +139,9 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   ClientSwarm* self = client.get();
   launch.client.actors.on_block_map_change = [self](const BlockMapReply& map, const std::string& event) {
     std::lock_guard lock(self->map_log_mutex_);
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    self->events_.push_back({{"time", std::chrono::duration<double>(now).count()}, {"event", event}, {"version", map.version}});
+    if (self->events_.size() > kKeptEvents) self->events_.pop_front();
     if (self->map_log_.is_open()) {
       nlohmann::json line = block_map_json(map);
       line["event"] = event;
@@ -171,6 +175,16 @@ std::unique_ptr<DriverSession> ClientSwarm::open(std::int64_t capacity, const Pr
 }
 
 ActorSystem& ClientSwarm::system() { return client_->node().system(); }
+
+nlohmann::json ClientSwarm::status() {
+  nlohmann::json out{{"hosts_launched", host_count_}, {"block_map", nullptr}};
+  if (auto map = client_->block_map(); map.is_ok()) out["block_map"] = block_map_json(map.value());
+  else out["error"] = map.status().to_string();
+  std::lock_guard lock(map_log_mutex_);
+  out["events"] = nlohmann::json::array();
+  for (const auto& e : events_) out["events"].push_back(e);
+  return out;
+}
 
 std::unique_ptr<SwarmTrainingBlocks> ClientSwarm::training_blocks(const ModelConfig& config) {
   return std::make_unique<SwarmTrainingBlocks>(client_->node().system(), client_->driver(), config);

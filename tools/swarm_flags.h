@@ -4,6 +4,7 @@
 // The nodes themselves are assembled in actors/ (client_node.h, host_node.h, swarm_node.h).
 
 #include <boost/program_options.hpp>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,10 @@ class ClientSwarm {
   nlohmann::json stats(const DriverSession& session);
   /// Tells every host to end and waits (up to 10 s) until they have left.
   void shutdown() { client_->shutdown(); }
+  /// The block map now and the latest changes of it (newest last, at most kKeptEvents), each
+  /// {"time": unix seconds, "event": "join 3" / "failure 2" / "leave 1; move ...", "version"}.
+  nlohmann::json status();
+  static constexpr std::size_t kKeptEvents = 100;
 
  private:
   ClientSwarm() = default;
@@ -78,7 +83,8 @@ class ClientSwarm {
   SwarmOptions options_;
   int host_count_ = 0;
   std::ofstream map_log_;
-  std::mutex map_log_mutex_;
+  std::mutex map_log_mutex_;  ///< guards map_log_ and events_
+  std::deque<nlohmann::json> events_;
   std::unique_ptr<ClientNode> client_;
 };
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <random>
 
+#include "actors/api/status_page.h"
 #include "kernels/error.h"
 #include "runtime/log.h"
 
@@ -292,6 +293,20 @@ struct ApiServer::Impl {
         });
   }
 
+  json status_json() {
+    const ApiCounters& c = *counters;
+    json st{{"model", model.name},
+            {"mode", model.swarm_status ? "swarm" : "local"},
+            {"uptime_s", unix_seconds() - created},
+            {"api",
+             {{"requests", c.requests.load()}, {"errors", c.errors.load()}, {"running", c.running.load()},
+              {"waiting", c.waiting.load()}, {"rejected", c.rejected.load()}, {"disconnects", c.disconnects.load()},
+              {"prompt_tokens", c.prompt_tokens.load()}, {"completion_tokens", c.completion_tokens.load()}}},
+            {"swarm", nullptr}};
+    if (model.swarm_status) st["swarm"] = model.swarm_status();
+    return st;
+  }
+
   void routes() {
     http.set_payload_max_length(static_cast<std::size_t>(options.max_body_bytes));
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -307,6 +322,18 @@ struct ApiServer::Impl {
                                              : "Incorrect API key provided.",
                                 {}, "invalid_api_key"});
       return httplib::Server::HandlerResponse::Handled;
+    });
+    // The status page, its data and the metrics: no key needed (they show no text of anyone's).
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(status_page_html(), "text/html; charset=utf-8");
+    });
+    http.Get("/favicon.ico", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+    http.Get("/status", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Cache-Control", "no-store");
+      res.set_content(dump(status_json()), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(prometheus_metrics(status_json()), "text/plain; version=0.0.4");
     });
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       ++counters->requests;

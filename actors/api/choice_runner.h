@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "actors/api/chat_template.h"
 #include "actors/api/openai_request.h"
 #include "model/generation.h"
@@ -34,6 +36,9 @@ struct ServedModel {
   /// Generations take turns (blocks in this process use every core for one).
   bool one_at_a_time = false;
   ChatForm chat_form = ChatForm::kPlain;
+  /// The swarm's block map and recent changes (actors/api/status_page.h's "swarm"); empty for
+  /// blocks in this process.
+  std::function<nlohmann::json()> swarm_status;
 };
 
 /// A chosen token's log probability (natural log, of the model's distribution before temperature
