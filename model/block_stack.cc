@@ -123,6 +123,70 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
   cache.set_length(start + n);
 }
 
+void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t first, std::int64_t blocks) const {
+  if (first < first_ || first + blocks > last_ || blocks <= 0) {
+    fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
+  }
+  const std::int64_t h = config_.hidden_size;
+  std::int64_t rows = 0;
+  std::vector<RowSegment> segments;
+  for (std::size_t j = 0; j < steps.size(); ++j) {
+    const BatchedStep& step = steps[j];
+    SEPAL_CHECK(step.cache && step.hidden, "a batched step without rows or cache");
+    const KvCache& cache = *step.cache;
+    if (cache.blocks() != blocks || cache.kv_heads() != config_.num_kv_heads || cache.head_dim() != config_.head_dim) {
+      fail("batched step ", j, ": its cache does not belong to blocks [", first, ", ", first + blocks, ")");
+    }
+    if (step.n < 1 || step.n > kStreamingMaxTokens) {
+      fail("batched step ", j, " has ", step.n, " rows; a batched step has 1 to ", kStreamingMaxTokens);
+    }
+    if (cache.length() + step.n > cache.capacity()) {
+      fail("batched step ", j, ": positions [", cache.length(), ", ", cache.length() + step.n, ") pass the session's length of ",
+           cache.capacity(), " positions");
+    }
+    for (std::size_t i = 0; i < j; ++i) {
+      if (steps[i].cache == step.cache) fail("batched steps ", i, " and ", j, " share a cache");
+    }
+    check_adapters(step.adapters, first, blocks);
+    segments.push_back(RowSegment{rows, step.n, cache.length(), nullptr, nullptr, cache.capacity(), step.adapters});
+    rows += step.n;
+  }
+  if (rows == 0) return;
+  std::vector<float> hidden(static_cast<std::size_t>(rows * h));
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
+  for (std::size_t j = 0; j < steps.size(); ++j) {
+    const RowSegment& seg = segments[j];
+    std::copy(steps[j].hidden, steps[j].hidden + seg.n * h, hidden.begin() + seg.row * h);
+    std::iota(positions.begin() + seg.row, positions.begin() + seg.row + seg.n, seg.start);
+  }
+  Scratch scratch(config_, rows);
+  for (std::int64_t i = 0; i < blocks; ++i) {
+    for (std::size_t j = 0; j < steps.size(); ++j) {
+      RowSegment& seg = segments[j];
+      seg.keys = steps[j].cache->keys(i);
+      seg.values = steps[j].cache->values(i);
+      // The deep prompts' rows that fall in this step, as forward() adds them.
+      if (const DeepPrompts* p = steps[j].prompts) {
+        const std::int64_t from = std::max(seg.start, p->offset), to = std::min(seg.start + seg.n, p->offset + p->count);
+        if (from < to) {
+          add_in_place(hidden.data() + (seg.row + from - seg.start) * h, p->values + (i * p->count + from - p->offset) * h,
+                       (to - from) * h);
+        }
+      }
+    }
+    const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(),
+                         alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), nullptr,
+                         nullptr, 0, scratch, nullptr, nullptr, segments};
+    if (config_.family == ModelFamily::kBloom) bloom_block_forward(call);
+    else llama_block_forward(call);
+  }
+  for (std::size_t j = 0; j < steps.size(); ++j) {
+    const RowSegment& seg = segments[j];
+    std::copy(hidden.begin() + seg.row * h, hidden.begin() + (seg.row + seg.n) * h, steps[j].hidden);
+    steps[j].cache->set_length(seg.start + seg.n);
+  }
+}
+
 void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
                               std::int64_t first_block, const BlockAdapters* adapters) const {
   SEPAL_CHECK(first_block >= first_ && first_block + cache.blocks() <= last_ && cache.blocks() > 0 &&

@@ -30,6 +30,15 @@ struct DeepPrompts {
   std::int64_t offset = 0;
 };
 
+/// One session's step in BlockStack::forward_batch.
+struct BatchedStep {
+  float* hidden = nullptr;  ///< [n, hidden_size], in place
+  std::int64_t n = 0;
+  KvCache* cache = nullptr;
+  const DeepPrompts* prompts = nullptr;       ///< may be null
+  const BlockAdapters* adapters = nullptr;    ///< may be null
+};
+
 /// Blocks [first, last) of a Llama-family model.
 class BlockStack {
  public:
@@ -65,6 +74,17 @@ class BlockStack {
   /// are adapted.
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first,
                const DeepPrompts* prompts = nullptr, const BlockAdapters* adapters = nullptr) const;
+
+  /// The steps of several sessions at once (a host batching its sessions' decode steps), through
+  /// blocks [first, first + blocks), a part of the stack's range that every step's cache covers:
+  /// each step's rows hidden[n, hidden_size] run in place as its session's next n positions, with
+  /// its deep prompts and adapters (each may be null). Every step ends as forward() gives it alone,
+  /// bit for bit: the products run in calls of at most kStreamingMaxTokens rows, which give each
+  /// row the bits it gets alone, and a step of that many rows alone runs in one such call. The
+  /// weights are read once per kStreamingMaxTokens rows instead of once per step. Throws
+  /// sepal::Error, changing no cache, for a step of more than kStreamingMaxTokens rows, a cache of
+  /// other blocks or given twice, positions past a cache's capacity, or adapters that do not fit.
+  void forward_batch(std::span<const BatchedStep> steps, std::int64_t first, std::int64_t blocks) const;
 
   /// A step of a token tree (speculative decoding) through blocks [first_block, first_block +
   /// cache.blocks()): hidden[n, hidden_size] are the tree's last n nodes, of parents.size() in

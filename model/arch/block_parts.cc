@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kernels/attention.h"
+
 namespace sepal {
 
 void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
@@ -24,10 +26,35 @@ void block_products(const float* x, std::int64_t n, bool tree, std::span<const W
 }
 
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y) {
-  if (!call.adapters) return;
-  if (const auto adapter = call.adapters->of(call.config, call.weights.layer, p)) {
-    apply_adapter(*adapter, projection_weight(call.weights, p), x, call.n, y);
+  const WeightView& w = projection_weight(call.weights, p);
+  for (const RowSegment& seg : call.segments) {
+    if (!seg.adapters) continue;
+    if (const auto adapter = seg.adapters->of(call.config, call.weights.layer, p)) {
+      apply_adapter(*adapter, w, x + seg.row * w.cols, seg.n, y + seg.row * w.rows);
+    }
   }
+  if (!call.adapters) return;
+  if (const auto adapter = call.adapters->of(call.config, call.weights.layer, p)) apply_adapter(*adapter, w, x, call.n, y);
+}
+
+void store_and_attend(const BlockCall& call, const float* q, const float* k, const float* v, float* out) {
+  const ModelConfig& c = call.config;
+  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, float* keys, float* values,
+                       std::int64_t capacity) {
+    const std::int64_t slot = call.tree ? start + call.tree->first : start;
+    store_kv(k + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
+    store_kv(v + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
+    if (call.tree) {
+      attention_tree(q + row * c.q_size(), call.tree->first, n, start, call.tree->parents, keys, values, capacity, dims,
+                     out + row * c.q_size(), call.alibi, c.sliding_window);
+    } else {
+      attention_causal(q + row * c.q_size(), n, start, keys, values, capacity, dims, out + row * c.q_size(), call.alibi,
+                       c.sliding_window);
+    }
+  };
+  if (call.segments.empty()) return one(0, call.n, call.start, call.keys, call.values, call.capacity);
+  for (const RowSegment& seg : call.segments) one(seg.row, seg.n, seg.start, seg.keys, seg.values, seg.capacity);
 }
 
 }  // namespace sepal

@@ -31,8 +31,20 @@ struct TreeRows {
   std::int64_t first = 0;
 };
 
+/// One session's rows in a batched call (BlockStack::forward_batch): rows [row, row + n) of the
+/// call, at slots [start, start + n) of the session's own cache, with its own adapters.
+struct RowSegment {
+  std::int64_t row = 0, n = 0, start = 0;
+  float* keys = nullptr;
+  float* values = nullptr;
+  std::int64_t capacity = 0;
+  const BlockAdapters* adapters = nullptr;
+};
+
 /// One block's forward: rows hidden[n, hidden_size], in place, at cache slots [start, start + n)
 /// (start + tree->first with a tree, whose rows then attend along their paths), at `positions`.
+/// With `segments`, the rows are the steps of several sessions instead (start, keys, values,
+/// capacity and adapters are then each segment's), every row's products as it gets them alone.
 struct BlockCall {
   const ModelConfig& config;
   const BlockWeights& weights;
@@ -48,7 +60,17 @@ struct BlockCall {
   Scratch& scratch;
   const TreeRows* tree;
   const BlockAdapters* adapters;  ///< may be null (model/block_adapters.h)
+  std::span<const RowSegment> segments = {};
 };
+
+/// Whether the call's products must give each row the bits it gets alone (a tree's rows, or the
+/// steps of several sessions).
+inline bool rows_alone(const BlockCall& call) { return call.tree != nullptr || !call.segments.empty(); }
+
+/// Stores the call's keys k [n, kv_size] and values v in the cache(s) and writes the attention of
+/// its queries q [n, q_size] to out: causal, along a tree's paths, or each segment in its own
+/// cache; with the config's sliding window and the call's ALiBi slopes (may be null).
+void store_and_attend(const BlockCall& call, const float* q, const float* k, const float* v, float* out);
 
 /// y = x · wᵀ for n rows (already computed) becomes the adapted product when `call` has an
 /// adapter on projection p of its block.

@@ -15,17 +15,14 @@ void llama_block_forward(const BlockCall& call) {
   const BlockWeights& w = call.weights;
   const double* inv_freq = call.inv_freq;
   float* hidden = call.hidden;
-  const std::int64_t n = call.n, start = call.start, capacity = call.capacity;
+  const std::int64_t n = call.n;
   const std::int64_t* positions = call.positions;
-  float* keys = call.keys;
-  float* values = call.values;
   Scratch& s = call.scratch;
-  const TreeRows* tree = call.tree;
   const std::int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
-    block_products(x, n, tree != nullptr, ws, ys);
+    block_products(x, n, rows_alone(call), ws, ys);
   };
   rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
@@ -41,16 +38,7 @@ void llama_block_forward(const BlockCall& call) {
   }
   rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
   rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);
-  const std::int64_t slot = tree ? start + tree->first : start;
-  store_kv(s.k.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
-  store_kv(s.v.data(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
-  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
-  if (tree) {
-    attention_tree(s.q.data(), tree->first, n, start, tree->parents, keys, values, capacity, dims, s.attn.data(), nullptr,
-                   c.sliding_window);
-  } else {
-    attention_causal(s.q.data(), n, start, keys, values, capacity, dims, s.attn.data(), nullptr, c.sliding_window);
-  }
+  store_and_attend(call, s.q.data(), s.k.data(), s.v.data(), s.attn.data());
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());

@@ -1,0 +1,86 @@
+// Steps of several sessions through one BlockStack::forward_batch call end exactly as each
+// session's forward() alone: f32, bf16 and int8 Llama blocks and BLOOM's, steps of 1 to 4 rows,
+// sessions at different lengths, one with LoRA adapters and one with deep prompts over its first
+// decode positions. What a host batching its sessions' steps relies on.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/error.h"
+#include "kernels/matmul.h"
+#include "model/block_adapters.h"
+#include "model/block_stack.h"
+#include "model/model_config.h"
+#include "model/prompt_tuning.h"
+#include "model/safetensors.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+void expect_batched_equals_alone(const std::string& model, DType dtype, bool adapters) {
+  const auto dir = test::models_dir() / model;
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  // A part of the range, as a host serving blocks [1, 3) of a session over [1, 3).
+  const BlockStack stack = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+  const std::int64_t first = 1, blocks = std::min<std::int64_t>(2, config.num_layers - 1), h = config.hidden_size;
+  constexpr int kSessions = 5;
+  std::vector<KvCache> alone, batched;
+  const std::vector<std::int64_t> prompt_lengths = {3, 1, 9, 6, 2};
+  for (int i = 0; i < kSessions; ++i) {
+    alone.push_back(stack.new_cache(40, first, first + blocks));
+    batched.push_back(stack.new_cache(40, first, first + blocks));
+  }
+  // Session 1: LoRA on q, v and down; session 2: deep prompts at positions [7, 11).
+  const AdapterShape shape{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kV, Projection::kDown}};
+  std::vector<float> lora = test::random_floats(static_cast<std::size_t>(config.num_layers * shape.values_per_block(config)), 5, 0.2f);
+  const BlockAdapters lora_view{shape, 0, config.num_layers, lora.data()};
+  const BlockAdapters* session_adapters[kSessions] = {nullptr, adapters ? &lora_view : nullptr, nullptr, nullptr, nullptr};
+  const std::vector<float> deep_values = test::random_floats(static_cast<std::size_t>(blocks * 4 * h), 6, 0.5f);
+  const DeepPrompts deep{deep_values.data(), 4, 7};
+  const DeepPrompts* session_prompts[kSessions] = {nullptr, nullptr, &deep, nullptr, nullptr};
+  for (int i = 0; i < kSessions; ++i) {
+    auto rows = test::random_floats(static_cast<std::size_t>(prompt_lengths[i] * h), 10 + i);
+    auto copy = rows;
+    stack.forward(rows.data(), prompt_lengths[i], alone[i], first, session_prompts[i], session_adapters[i]);
+    stack.forward(copy.data(), prompt_lengths[i], batched[i], first, session_prompts[i], session_adapters[i]);
+  }
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::vector<float>> want, got;
+    std::vector<BatchedStep> steps;
+    for (int i = 0; i < kSessions; ++i) {
+      const std::int64_t n = 1 + (round + i) % kStreamingMaxTokens;
+      want.push_back(test::random_floats(static_cast<std::size_t>(n * h), 100 * round + i));
+      got.push_back(want.back());
+      stack.forward(want.back().data(), n, alone[i], first, session_prompts[i], session_adapters[i]);
+    }
+    for (int i = 0; i < kSessions; ++i) {
+      steps.push_back(BatchedStep{got[i].data(), static_cast<std::int64_t>(got[i].size()) / h, &batched[i],
+                                  session_prompts[i], session_adapters[i]});
+    }
+    stack.forward_batch(steps, first, blocks);
+    for (int i = 0; i < kSessions; ++i) {
+      EXPECT_EQ(got[i], want[i]) << model << " " << dtype_name(dtype) << ": round " << round << ", session " << i;
+      EXPECT_EQ(batched[i].length(), alone[i].length());
+    }
+  }
+  // Refused, with no cache changed: a step of too many rows, a cache twice, a cache too short.
+  std::vector<float> rows = test::random_floats(static_cast<std::size_t>(8 * h), 77);
+  const std::int64_t before = batched[0].length();
+  EXPECT_THROW(stack.forward_batch(std::vector<BatchedStep>{{rows.data(), 1, &batched[0]}, {rows.data() + h, 5, &batched[1]}}, first, blocks), Error);
+  EXPECT_THROW(stack.forward_batch(std::vector<BatchedStep>{{rows.data(), 1, &batched[0]}, {rows.data() + h, 1, &batched[0]}}, first, blocks), Error);
+  KvCache short_cache = stack.new_cache(2, first, first + blocks);
+  EXPECT_THROW(stack.forward_batch(std::vector<BatchedStep>{{rows.data(), 1, &batched[0]}, {rows.data() + h, 3, &short_cache}}, first, blocks), Error);
+  KvCache other_blocks = stack.new_cache(8, 0, config.num_layers);  // more blocks than the batch runs
+  EXPECT_THROW(stack.forward_batch(std::vector<BatchedStep>{{rows.data(), 1, &other_blocks}}, first, blocks), Error);
+  EXPECT_EQ(batched[0].length(), before);
+}
+
+TEST(BatchedSteps, LlamaF32EqualsEachSessionAlone) { expect_batched_equals_alone("stories260K", DType::kF32, true); }
+TEST(BatchedSteps, LlamaBf16EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kBF16, true); }
+TEST(BatchedSteps, LlamaInt8EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kI8, true); }
+TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone("bloom-synth", DType::kF32, false); }
+
+}  // namespace
+}  // namespace sepal
