@@ -1,5 +1,6 @@
 #include "actors/block_host.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <vector>
@@ -216,9 +217,10 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   return SessionOpened{m.session, bytes};
 }
 
-Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position, std::uint64_t tag,
-                                          const TensorPayload& hidden, const std::vector<std::int32_t>& parents,
-                                          const std::vector<std::int32_t>& keep, Scheduler::Clock::time_point now) {
+Result<BlockHost::ReadyStep> BlockHost::prepare_step(SessionKey key, std::int64_t position, std::uint64_t tag,
+                                                     const TensorPayload& hidden, const std::vector<std::int32_t>& parents,
+                                                     const std::vector<std::int32_t>& keep,
+                                                     Scheduler::Clock::time_point now) {
   auto found = find(key, now);
   if (!found.is_ok()) return found.status();
   Session& s = *found.value();
@@ -232,7 +234,8 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
     return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens; the limit per step is ",
                  options_.max_step_tokens);
   }
-  const std::int64_t working = blocks_->step_working_bytes(n), left = options_.cache_budget_bytes - cache_bytes_used();
+  const std::int64_t working = blocks_->step_working_bytes(n + batched_rows_),
+                     left = options_.cache_budget_bytes - cache_bytes_used();
   if (working > left) {
     return error(StatusCode::kResourceExhausted, "a step of ", n, " tokens needs ", working,
                  " bytes of working memory; the caches leave ", left, " of the budget");
@@ -248,8 +251,7 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
     return error(StatusCode::kInvalidArgument, "step at position ", position, " but session ", key.second, " holds ",
                  start, " positions");
   }
-  const bool tree = !parents.empty();
-  if (tree) {
+  if (!parents.empty()) {
     if (std::string why = token_tree_error(parents, n); !why.empty()) return error(StatusCode::kInvalidArgument, why);
     if (s.prompt_count > 0 && position < s.prompt_offset + s.prompt_count) {
       return error(StatusCode::kInvalidArgument, "a token tree cannot start inside the deep prompts' positions");
@@ -260,42 +262,139 @@ Result<TensorPayload> BlockHost::run_step(SessionKey key, std::int64_t position,
                  ") pass the session's length of ", s.cache.capacity());
   }
   if (tag != 0) s.tag = tag;
-  std::vector<float> out = std::move(decoded).value();
+  return ReadyStep{key, n, std::move(decoded).value(), is_compressed_hidden(hidden), parents, keep};
+}
+
+Result<TensorPayload> BlockHost::output_of(const ReadyStep& step, const Session& s) {
+  // The answer takes the form of the request: compressed in, compressed out.
+  try {
+    return encode_hidden(step.rows.data(), step.n, blocks_->config().hidden_size, step.compressed);
+  } catch (const Error& e) {
+    return error(StatusCode::kInternal, "blocks [", s.first, ", ", s.first + s.cache.blocks(), "): ", e.what());
+  }
+}
+
+Result<TensorPayload> BlockHost::run_alone(ReadyStep& step, Scheduler::Clock::time_point now) {
+  auto found = find(step.key, now);
+  if (!found.is_ok()) return found.status();
+  Session& s = *found.value();
   const auto begin = std::chrono::steady_clock::now();
   try {
-    if (!keep.empty()) s.cache.keep_path(keep);
+    if (!step.keep.empty()) s.cache.keep_path(step.keep);
     s.tree.clear();
     const std::optional<BlockAdapters> adapters = s.adapters();
-    if (tree) {
-      blocks_->forward_tree(out.data(), n, parents, s.cache, s.first, adapters ? &*adapters : nullptr);
-      s.tree = parents;
+    if (!step.parents.empty()) {
+      blocks_->forward_tree(step.rows.data(), step.n, step.parents, s.cache, s.first, adapters ? &*adapters : nullptr);
+      s.tree = step.parents;
     } else {
       const DeepPrompts prompts{s.prompts.data(), s.prompt_count, s.prompt_offset};
-      blocks_->forward(out.data(), n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr,
+      blocks_->forward(step.rows.data(), step.n, s.cache, s.first, s.prompt_count > 0 ? &prompts : nullptr,
                        adapters ? &*adapters : nullptr);
     }
   } catch (const Error& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-  if (seconds > 0 && n == 1) {  // decode steps measure the throughput that routing cares about
-    const double rate = static_cast<double>(s.cache.blocks()) / seconds;
-    tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.9 * tokens_per_second_ + 0.1 * rate;
+  if (seconds > 0 && step.n == 1) measured(static_cast<double>(s.cache.blocks()) / seconds);
+  return output_of(step, s);
+}
+
+void BlockHost::measured(double rate) {
+  // Decode steps measure the throughput that routing cares about (per block, batch 1).
+  tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.9 * tokens_per_second_ + 0.1 * rate;
+}
+
+bool BlockHost::batchable(const ReadyStep& step) const {
+  return options_.batch_steps && step.n <= kStreamingMaxTokens && step.parents.empty() && step.keep.empty();
+}
+
+void BlockHost::before_step(SessionKey key, Scheduler::Clock::time_point now) {
+  // A session's steps run in order: one of its steps still waiting in the batch runs first, so
+  // that the next is checked against the session as that step leaves it.
+  if (std::any_of(batch_.begin(), batch_.end(), [&](const PendingStep& p) { return p.step.key == key; })) run_batch(now);
+}
+
+void BlockHost::take_step(ReadyStep step, StepDone done, Scheduler::Clock::time_point now) {
+  if (!batchable(step)) run_batch(now);
+  if (batchable(step)) {
+    batched_rows_ += step.n;
+    batch_.push_back(PendingStep{std::move(step), std::move(done)});
+    return;
   }
-  // The answer takes the form of the request: compressed in, compressed out.
-  try {
-    return encode_hidden(out.data(), n, hidden_size, is_compressed_hidden(hidden));
-  } catch (const Error& e) {
-    return error(StatusCode::kInternal, "blocks [", s.first, ", ", s.first + s.cache.blocks(), "): ", e.what());
+  auto out = run_alone(step, now);
+  const std::int64_t length = out.is_ok() ? sessions_.at(step.key).cache.length() : 0;
+  done(std::move(out), length);
+}
+
+void BlockHost::run_batch(Scheduler::Clock::time_point now) {
+  if (batch_.empty()) return;
+  std::vector<PendingStep> batch = std::move(batch_);
+  batch_.clear();
+  batched_rows_ = 0;
+  // Sessions over the same blocks run together; one whose session is gone gets its error.
+  std::map<std::pair<std::int64_t, std::int64_t>, std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto found = find(batch[i].step.key, now);
+    if (!found.is_ok()) {
+      batch[i].done(found.status(), 0);
+      continue;
+    }
+    groups[{found.value()->first, found.value()->cache.blocks()}].push_back(i);
   }
+  for (const auto& [range, members] : groups) {
+    std::vector<BatchedStep> steps;
+    std::vector<std::optional<BlockAdapters>> adapters;
+    std::vector<DeepPrompts> prompts;
+    adapters.reserve(members.size());
+    prompts.reserve(members.size());
+    for (const std::size_t i : members) {
+      Session& s = sessions_.at(batch[i].step.key);
+      s.tree.clear();
+      adapters.push_back(s.adapters());
+      prompts.push_back(DeepPrompts{s.prompts.data(), s.prompt_count, s.prompt_offset});
+      steps.push_back(BatchedStep{batch[i].step.rows.data(), batch[i].step.n, &s.cache,
+                                  s.prompt_count > 0 ? &prompts.back() : nullptr,
+                                  adapters.back() ? &*adapters.back() : nullptr});
+    }
+    const auto begin = std::chrono::steady_clock::now();
+    Status ran = Status::ok();
+    try {
+      blocks_->forward_batch(steps, range.first, range.second);
+    } catch (const Error& e) {
+      ran = error(StatusCode::kInvalidArgument, e.what());
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    if (ran.is_ok() && seconds > 0 && members.size() == 1 && steps[0].n == 1) {
+      measured(static_cast<double>(range.second) / seconds);
+    }
+    ++batches_run_;
+    batched_steps_run_ += static_cast<std::int64_t>(members.size());
+    for (const std::size_t i : members) {
+      const Session& s = sessions_.at(batch[i].step.key);
+      if (!ran.is_ok()) batch[i].done(ran, 0);
+      else batch[i].done(output_of(batch[i].step, s), s.cache.length());
+    }
+  }
+}
+
+void BlockHost::on_mailbox_empty(ActorSystem& system) {
+  std::lock_guard lock(mutex_);
+  run_batch(system.scheduler().now());
 }
 
 Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
   std::lock_guard lock(mutex_);
   const SessionKey key{ctx.sender().peer, m.session};
-  auto out = run_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, ctx.system().scheduler().now());
-  if (!out.is_ok()) return out.status();
-  return StepResult{sessions_.at(key).cache.length(), std::move(out).value()};
+  const auto now = ctx.system().scheduler().now();
+  before_step(key, now);
+  auto step = prepare_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, now);
+  if (!step.is_ok()) return step.status();
+  auto reply = ctx.defer_reply<StepResult>();
+  take_step(std::move(step).value(), [reply](Result<TensorPayload> out, std::int64_t length) {
+    if (!out.is_ok()) return reply.reply(out.status());
+    reply.reply(StepResult{length, std::move(out).value()});
+  }, now);
+  return StepResult{};  // answered through the deferred reply
 }
 
 bool BlockHost::push_allowed(ActorContext& ctx, const PushStep& m) {
@@ -317,14 +416,25 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   std::lock_guard lock(mutex_);
   if (!push_allowed(ctx, m)) return;
   const SessionKey key{m.client.peer, m.session};
-  auto out = run_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, ctx.system().scheduler().now());
+  const auto now = ctx.system().scheduler().now();
+  before_step(key, now);
+  auto step = prepare_step(key, m.position, m.tag, m.hidden, m.parents, m.keep, now);
+  ActorSystem& system = ctx.system();
+  const ActorAddress self = ctx.self();
+  if (!step.is_ok()) return push_onward(system, self, m, step.status());
+  take_step(std::move(step).value(), [&system, self, m](Result<TensorPayload> out, std::int64_t) {
+    push_onward(system, self, m, std::move(out));
+  }, now);
+}
+
+void BlockHost::push_onward(ActorSystem& system, ActorAddress self, const PushStep& m, Result<TensorPayload> out) {
   const ActorRef<ClientDriverProtocol> client{m.client};
-  PushedOutput report{m.request, m.tag, m.hop, ctx.self().peer, 0, "", {}};
+  PushedOutput report{m.request, m.tag, m.hop, self.peer, 0, "", {}};
   if (!out.is_ok()) {
     if (out.status().code() == StatusCode::kCancelled) return;  // a stale attempt: the client moved on
     report.code = static_cast<std::int32_t>(out.status().code());
     report.message = out.status().message();
-    (void)ctx.system().send(client, report, ctx.self().id);
+    (void)system.send(client, report, self.id);
     return;
   }
   report.hidden = out.value();
@@ -337,14 +447,14 @@ void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
     PushStep forward{m.client, m.request, m.next.front().session, m.position, m.tag, m.hop + 1,
                      std::vector<PushTarget>(m.next.begin() + 1, m.next.end()), std::move(out).value(),
                      m.next.front().grant, m.parents, m.keep};
-    pushed = ctx.system().send(next, forward, ctx.self().id);
+    pushed = system.send(next, forward, self.id);
   }
-  (void)ctx.system().send(client, report, ctx.self().id);
+  (void)system.send(client, report, self.id);
   if (!pushed.is_ok()) {
-    (void)ctx.system().send(client, PushedOutput{m.request, m.tag, m.hop + 1, next.address.peer,
-                                                 static_cast<std::int32_t>(StatusCode::kPeerFailed),
-                                                 "cannot push to the next host: " + pushed.message(), {}},
-                            ctx.self().id);
+    (void)system.send(client, PushedOutput{m.request, m.tag, m.hop + 1, next.address.peer,
+                                           static_cast<std::int32_t>(StatusCode::kPeerFailed),
+                                           "cannot push to the next host: " + pushed.message(), {}},
+                      self.id);
   }
 }
 
@@ -408,6 +518,7 @@ Result<BlockHost::TrainingInput> BlockHost::check_training(std::int64_t first, s
 
 Result<TrainForwardOutput> BlockHost::handle(ActorContext& ctx, const TrainForward& m) {
   std::lock_guard lock(mutex_);
+  run_batch(ctx.system().scheduler().now());  // the steps gathered so far go first
   expire_idle(ctx.system().scheduler().now());
   auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
   if (!in.is_ok()) return in.status();
@@ -427,6 +538,7 @@ Result<TrainForwardOutput> BlockHost::handle(ActorContext& ctx, const TrainForwa
 
 Result<TrainBackwardOutput> BlockHost::handle(ActorContext& ctx, const TrainBackward& m) {
   std::lock_guard lock(mutex_);
+  run_batch(ctx.system().scheduler().now());  // the steps gathered so far go first
   expire_idle(ctx.system().scheduler().now());
   auto in = check_training(m.first, m.last, m.lengths, m.hidden, m.prompts, m.prompt_offset);
   if (!in.is_ok()) return in.status();
@@ -459,6 +571,7 @@ Result<TrainBackwardOutput> BlockHost::handle(ActorContext& ctx, const TrainBack
 
 Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
   std::lock_guard lock(mutex_);
+  run_batch(ctx.system().scheduler().now());  // the steps gathered so far go first
   auto found = find({ctx.sender().peer, m.session}, ctx.system().scheduler().now());
   if (!found.is_ok()) return found.status();
   Session& s = *found.value();
@@ -474,6 +587,7 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
 
 Result<SessionState> BlockHost::handle(ActorContext& ctx, const CloseSession& m) {
   std::lock_guard lock(mutex_);
+  run_batch(ctx.system().scheduler().now());  // the steps gathered so far go first
   auto found = find({ctx.sender().peer, m.session}, ctx.system().scheduler().now());
   if (!found.is_ok()) return found.status();
   const std::int64_t length = found.value()->cache.length();

@@ -41,6 +41,10 @@ struct BlockHostOptions {
   std::int64_t max_step_tokens = 4096;
   /// Tokens in one training pass (TrainForward, TrainBackward).
   std::int64_t max_training_tokens = 16384;
+  /// Batch the steps of different sessions (up to kStreamingMaxTokens rows each, no token tree)
+  /// that wait for the host together: one forward for all (BlockStack::forward_batch), each
+  /// session's states exactly as alone.
+  bool batch_steps = true;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
   /// The swarm's coordinator: the only peer whose Shutdown the host obeys.
@@ -77,6 +81,13 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<TrainForwardOutput> handle(ActorContext& ctx, const TrainForward& m);
   Result<TrainBackwardOutput> handle(ActorContext& ctx, const TrainBackward& m);
   void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) override;
+  /// Runs the steps gathered since the last batch (the host's mailbox is empty).
+  void on_mailbox_empty(ActorSystem& system) override;
+  /// Batches run and the steps they held (for tests and benchmarks).
+  std::pair<std::int64_t, std::int64_t> batches() {
+    std::lock_guard lock(mutex_);
+    return {batches_run_, batched_steps_run_};
+  }
 
  private:
   // Sessions are keyed by the client's process and its session id, so clients cannot collide.
@@ -103,11 +114,37 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<Session*> find(SessionKey key, Scheduler::Clock::time_point now);
   // Whether the sender of `m` may push into the session it names (logs a refusal once per peer).
   bool push_allowed(ActorContext& ctx, const PushStep& m);
-  // Runs one step of a session (shared by Step and PushStep): keeps `keep` of the held tree, then
-  // runs the rows as the next positions or (with `parents`) as a token tree.
-  Result<TensorPayload> run_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
+  // A step (Step or PushStep) checked against its session, its rows decoded: what is left is to
+  // run it (keep `keep` of the held tree, then the rows as the next positions or as a token tree).
+  struct ReadyStep {
+    SessionKey key;
+    std::int64_t n = 0;
+    std::vector<float> rows;
+    bool compressed = false;  ///< the answer takes the request's form
+    std::vector<std::int32_t> parents, keep;
+  };
+  // What becomes of a step's output (or error) and the session's length after it.
+  using StepDone = std::function<void(Result<TensorPayload>, std::int64_t length)>;
+  struct PendingStep {
+    ReadyStep step;
+    StepDone done;
+  };
+  Result<ReadyStep> prepare_step(SessionKey key, std::int64_t position, std::uint64_t tag, const TensorPayload& hidden,
                                  const std::vector<std::int32_t>& parents, const std::vector<std::int32_t>& keep,
                                  Scheduler::Clock::time_point now);
+  bool batchable(const ReadyStep& step) const;
+  // Before a step of session `key` is checked: its step waiting in the batch, if any, runs.
+  void before_step(SessionKey key, Scheduler::Clock::time_point now);
+  // Runs `step` now, or gathers it into the batch (which runs when the mailbox empties, or first
+  // when this step's session already waits in it).
+  void take_step(ReadyStep step, StepDone done, Scheduler::Clock::time_point now);
+  Result<TensorPayload> run_alone(ReadyStep& step, Scheduler::Clock::time_point now);
+  // Runs the gathered steps, one forward per block range, and answers each.
+  void run_batch(Scheduler::Clock::time_point now);
+  Result<TensorPayload> output_of(const ReadyStep& step, const Session& s);
+  void measured(double tokens_per_second);
+  // A pushed step's output goes to the next host and to the client (or its error to the client).
+  static void push_onward(ActorSystem& system, ActorAddress self, const PushStep& m, Result<TensorPayload> out);
   // The checks every training pass shares; the decoded input and the deep prompts when they pass.
   struct TrainingInput {
     std::vector<float> hidden;
@@ -131,6 +168,9 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   BlockHostOptions options_;
   bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
+  std::vector<PendingStep> batch_;  // steps gathered for the next batch
+  std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
+  std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
   // Training adapters clients left here (AdapterPayload::held), at most kHeldAdaptersPerClient
   // per client; counted with the caches against the budget.
   struct HeldAdapter {

@@ -121,6 +121,10 @@ class Actor {
   virtual void receive(ActorContext& ctx, std::shared_ptr<const Buffer> frame) = 0;
   /// A peer process failed or left. Default: ignored.
   virtual void on_peer_failed(ActorSystem& system, PeerId peer, const Status& why) {}
+  /// In the actor's turn, once it has handled every message that was waiting for it (its mailbox
+  /// is empty), after it handled at least one: an actor that gathers work from several messages
+  /// (a block host batching its sessions' steps) runs it here. Default: nothing.
+  virtual void on_mailbox_empty(ActorSystem& system) {}
   /// Name for logs.
   virtual std::string name() const = 0;
 };

@@ -41,6 +41,7 @@ struct ActorSystem::Cell {
   std::deque<PeerId> turn;  // senders with queued messages, in the order they are served
   std::map<PeerId, Refusals> refusals;
   bool scheduled = false;
+  bool handled_since_empty = false;  // touched by the draining thread only (scheduled is true)
 };
 
 ActorSystem::ActorSystem(Transport& transport, Scheduler& scheduler, MailboxLimits limits)
@@ -252,6 +253,7 @@ void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
   // A bounded batch, then yield the thread to other actors.
   for (int i = 0; i < 16; ++i) {
     std::function<void()> item;
+    bool emptied = false;
     {
       std::lock_guard lock(cell->mutex);
       if (!cell->system.empty()) {
@@ -267,11 +269,19 @@ void ActorSystem::drain(const std::shared_ptr<Cell>& cell) {
         q.items.pop_front();
         if (!q.items.empty()) cell->turn.push_back(sender);
         else cell->queues.erase(sender);
+      } else if (cell->handled_since_empty) {
+        cell->handled_since_empty = false;
+        emptied = true;
       } else {
         cell->scheduled = false;
         return;
       }
     }
+    if (emptied) {
+      cell->actor->on_mailbox_empty(*this);
+      continue;
+    }
+    cell->handled_since_empty = true;
     item();
   }
   scheduler_.post([this, cell] { drain(cell); });

@@ -498,6 +498,68 @@ TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
 }
 
 
+// Steps of several sessions that reach the host together run as one batch, and each session gets
+// what its blocks give it alone; a session's second step while its first waits runs after it.
+TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
+  ManualScheduler scheduler;
+  auto network = DeterministicNetwork::create(scheduler);
+  auto tc = network->endpoint(), th = network->endpoint();
+  ActorSystem client(*tc, scheduler), host_system(*th, scheduler);
+  ASSERT_TRUE(client.start().is_ok());
+  ASSERT_TRUE(host_system.start().is_ok());
+  const auto model = test::models_dir() / "tinystories-656K";
+  const ModelConfig config = read_model_config(model);
+  const Checkpoint ckpt = Checkpoint::open(model);
+  const std::int64_t h = config.hidden_size, blocks = config.num_layers;
+  auto owned = std::make_unique<BlockHost>(
+      std::make_shared<const BlockStack>(BlockStack::load(ckpt, config, 0, blocks, DType::kI8)), BlockHostOptions{});
+  BlockHost* host_actor = owned.get();
+  const auto host = host_system.adopt_with_id(kBlockHostActorId, std::move(owned));
+  const BlockStack local = BlockStack::load(ckpt, config, 0, blocks, DType::kI8);
+  constexpr int kSessions = 6;
+  std::vector<KvCache> caches;
+  for (std::uint64_t id = 1; id <= kSessions; ++id) {
+    std::optional<Result<SessionOpened>> opened;
+    client.request(host, OpenSession{id, 32, 0, 0, {}, 0}, 60s, [&](Result<SessionOpened> r) { opened = std::move(r); });
+    scheduler.run_all();
+    ASSERT_TRUE(opened && opened->is_ok());
+    caches.push_back(local.new_cache(32));
+  }
+  // Prompts of different lengths, one at a time; then rounds of 1 to 4 rows, every session at once.
+  for (std::int64_t round = 0; round < 4; ++round) {
+    std::vector<std::optional<Result<StepResult>>> got(kSessions);
+    std::vector<std::vector<float>> want(kSessions);
+    for (int i = 0; i < kSessions; ++i) {
+      const std::int64_t n = round == 0 ? 2 + i : 1 + (i + round) % 4;
+      const TensorPayload rows = varied_rows(n, h, 0.1f * static_cast<float>(i + 1) + 0.01f * static_cast<float>(round));
+      want[i].assign(rows.as<float>(), rows.as<float>() + n * h);
+      local.forward(want[i].data(), n, caches[i]);
+      client.request(host, Step{static_cast<std::uint64_t>(i + 1), caches[i].length() - n, rows}, 60s,
+                     [&got, i](Result<StepResult> r) { got[i] = std::move(r); });
+      if (round == 0) scheduler.run_all();
+    }
+    scheduler.run_all();
+    for (int i = 0; i < kSessions; ++i) {
+      ASSERT_TRUE(got[i] && got[i]->is_ok()) << (got[i] ? got[i]->status().to_string() : "no answer");
+      EXPECT_EQ((*got[i])->length, caches[i].length());
+      const std::int64_t n = hidden_tokens((*got[i])->hidden);
+      for (std::int64_t t = 0; t < n; ++t) {
+        EXPECT_EQ(row_of((*got[i])->hidden, t), std::vector<float>(want[i].begin() + t * h, want[i].begin() + (t + 1) * h))
+            << "round " << round << ", session " << i + 1;
+      }
+    }
+  }
+  const auto [batches, steps] = host_actor->batches();
+  EXPECT_EQ(steps - batches, 3 * (kSessions - 1)) << batches << " batches held " << steps << " steps";
+  // Two steps of one session sent back to back: the second is checked after the first ran.
+  std::optional<Result<StepResult>> first, second;
+  client.request(host, Step{1, caches[0].length(), varied_rows(1, h, 0.5f)}, 60s, [&](Result<StepResult> r) { first = std::move(r); });
+  client.request(host, Step{1, caches[0].length() + 1, varied_rows(1, h, 0.6f)}, 60s, [&](Result<StepResult> r) { second = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(first && first->is_ok() && second && second->is_ok()) << (second ? second->status().to_string() : "");
+  EXPECT_EQ((*second)->length, caches[0].length() + 2);
+}
+
 // ---- training passes ----
 
 TensorPayload floats(std::vector<std::int64_t> shape, const std::vector<float>& v) {

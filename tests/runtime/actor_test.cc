@@ -176,6 +176,45 @@ TEST_F(DeterministicActors, OneWayMessagesAreProcessedInOrder) {
   EXPECT_EQ(total->value().amount, 15);
 }
 
+// An actor that gathers work from its messages and runs it when its mailbox is empty.
+class GatheringActor final : public TypedActor<GatheringActor, EchoProtocol> {
+ public:
+  std::string name() const override { return "gathering"; }
+  Result<EchoReply> handle(ActorContext&, const Echo&) { return EchoReply{}; }
+  void handle(ActorContext&, const Add& m) { pending_.push_back(m.amount); }
+  Result<Add> handle(ActorContext&, const Count&) { return Add{static_cast<std::int64_t>(batches_.size())}; }
+  Result<EchoReply> handle(ActorContext&, const Explode&) { return EchoReply{}; }
+  Result<EchoReply> handle(ActorContext&, const Later&) { return EchoReply{}; }
+  void on_mailbox_empty(ActorSystem&) override {
+    if (!pending_.empty()) batches_.push_back(std::move(pending_));
+    pending_.clear();
+    ++emptied_;
+  }
+  std::vector<std::vector<std::int64_t>> batches_;
+  int emptied_ = 0;
+
+ private:
+  std::vector<std::int64_t> pending_;
+};
+
+TEST_F(DeterministicActors, AnActorHearsWhenItsMailboxEmptiesAndGathersWhatCameMeanwhile) {
+  auto owned = std::make_unique<GatheringActor>();
+  GatheringActor* gather = owned.get();
+  const ActorRef<EchoProtocol> ref = b_->adopt_with_id(9, std::move(owned));
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(a_->send(ref, Add{i}).is_ok());
+  scheduler_.run_all();
+  ASSERT_EQ(gather->batches_.size(), 1u);  // the five arrived before the actor ran: one batch
+  EXPECT_EQ(gather->batches_[0], (std::vector<std::int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(gather->emptied_, 1);
+  ASSERT_TRUE(a_->send(ref, Add{6}).is_ok());
+  scheduler_.run_all();
+  ASSERT_EQ(gather->batches_.size(), 2u);
+  EXPECT_EQ(gather->batches_[1], std::vector<std::int64_t>{6});
+  EXPECT_EQ(gather->emptied_, 2);  // once per emptying, never while idle
+  scheduler_.run_all();
+  EXPECT_EQ(gather->emptied_, 2);
+}
+
 TEST_F(DeterministicActors, TimeoutOnTheVirtualClock) {
   std::optional<Result<EchoReply>> got;
   a_->request(echo_, Later{false}, 500ms, [&](Result<EchoReply> r) { got = std::move(r); });
