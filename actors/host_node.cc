@@ -55,6 +55,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
   options.max_step_tokens = settings.max_step_tokens;
+  options.batch_steps = settings.batch_steps;
   options.coordinator = world.coordinator;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;
@@ -101,7 +102,9 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
     std::_Exit(0);
   }
   (void)system.send(actors.agent, StopAnnouncing{});
-  std::fprintf(stderr, "sepal: host %u done (%s)\n", self, done.get().c_str());
+  const auto [batches, batched] = actors.host->batches();
+  std::fprintf(stderr, "sepal: host %u done (%s); %lld batches of sessions' steps held %lld steps\n", self,
+               done.get().c_str(), static_cast<long long>(batches), static_cast<long long>(batched));
   std::fflush(stderr);
   // The client waits for the hosts to leave the membership before it ends; a spawned host's
   // output goes through the client's process, so later writes must not kill it (SIGPIPE).

@@ -26,6 +26,7 @@ struct HostSettings {
   std::int64_t max_sessions_per_client = 64;
   std::int64_t max_cache_bytes_per_client = 0;  ///< 0: half of the budget
   std::int64_t max_step_tokens = 4096;
+  bool batch_steps = true;  ///< BlockHostOptions::batch_steps
 };
 
 /// A host's actors on `system`: the block host (serving nothing yet) and its agent, which joins

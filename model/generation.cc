@@ -97,7 +97,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     const std::int64_t n = std::min(kPromptChunk, prompt - offset);
     hidden.assign(prompt_rows.begin() + offset * hidden_size, prompt_rows.begin() + (offset + n) * hidden_size);
     pipeline.forward(hidden.data(), n);
-    if (offset + n == prompt) ends.logits(hidden.data() + (n - 1) * hidden_size, 1, logits.data());
+    if (offset + n == prompt) ends.logits_of_row(hidden.data() + (n - 1) * hidden_size, logits.data());
   }
 
   auto is_eos = [&](std::int32_t id) {
@@ -181,7 +181,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     while (take(token, pipeline.length(), logits.data())) {
       ends.embed(&token, 1, hidden.data());
       pipeline.forward(hidden.data(), 1);
-      ends.logits(hidden.data(), 1, logits.data());
+      ends.logits_of_row(hidden.data(), logits.data());  // batched with other generations' rows
       token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
     }
   }

@@ -18,7 +18,16 @@ ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& confi
   ends.config_ = config;
   ends.embedding_ = load_embedding_weights(checkpoint, config, loading);
   ends.head_ = load_head_weights(checkpoint, config, loading, &ends.embedding_);
+  // Up to 16 rows a batch: 4 products of kStreamingMaxTokens rows, each row as alone.
+  ends.head_batcher_ = std::make_shared<RowBatcher>(config.hidden_size, config.vocab_size, 4 * kStreamingMaxTokens);
   return ends;
+}
+
+void ModelEnds::logits_of_row(const float* hidden, float* out) const {
+  if (!head_batcher_) return logits(hidden, 1, out);  // not loaded through load()
+  head_batcher_->row(hidden, out, [this](const float* rows, std::int64_t n, float* logits) {
+    logits_each_alone(rows, n, logits);
+  });
 }
 
 void ModelEnds::embed(const std::int32_t* tokens, std::int64_t n, float* out) const {

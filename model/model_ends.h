@@ -5,9 +5,11 @@
 // Thread-safety: immutable after load; methods may run concurrently.
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/model_config.h"
+#include "model/row_batcher.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -29,6 +31,14 @@ class ModelEnds {
   /// The same, each row's logits the bits logits() gives that row alone (a token tree's rows
   /// then choose what decoding would), in as few products as that allows.
   void logits_each_alone(const float* hidden, std::int64_t n, float* out) const;
+  /// logits[vocab] of one row, the bits logits() gives it, computed together with the rows other
+  /// threads ask for at the same time (model/row_batcher.h): concurrent generations share the
+  /// head's weight reads. Copies of this object share the batching.
+  void logits_of_row(const float* hidden, float* out) const;
+  /// Head batches run through logits_of_row so far, and the rows they held.
+  std::pair<std::int64_t, std::int64_t> head_batches() const {
+    return head_batcher_ ? head_batcher_->batches() : std::pair<std::int64_t, std::int64_t>{0, 0};
+  }
   /// Next-token cross-entropy over the rows of hidden[n, hidden]: the sum, over rows t with
   /// targets[t] >= 0, of -log softmax(logits(hidden[t]))[targets[t]], in double. With `grad`
   /// non-null, also writes grad[n, hidden] = weight · d(sum) / d hidden (zero on rows without a
@@ -45,6 +55,7 @@ class ModelEnds {
   ModelConfig config_;
   EmbeddingWeights embedding_;
   HeadWeights head_;
+  std::shared_ptr<RowBatcher> head_batcher_;
 };
 
 }  // namespace sepal

@@ -44,7 +44,8 @@ int serve_command(int argc, char** argv) {
       ("transport", po::value(&transport_name)->default_value("ucx"), "ucx or mpi (mpi only with --spawned)")
       ("wan", po::value(&wan_text), "emulate a WAN on this host's links (rtt_ms=..,bandwidth_mbps=..)")
       ("config", po::value(&config_path), "config file; its [wan] section sets the WAN link")
-      ("no-link-authentication", po::bool_switch(), "no MAC on UCX messages (the whole swarm must agree)");
+      ("no-link-authentication", po::bool_switch(), "no MAC on UCX messages (the whole swarm must agree)")
+      ("no-step-batching", po::bool_switch(), "run each session's step alone, never batched with other sessions' steps");
   add_weight_options(options, weights);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -84,7 +85,7 @@ int serve_command(int argc, char** argv) {
     launch.secret = std::move(secret).value();
   }
   launch.host = HostSettings{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions,
-                             client_cache_mb << 20, step_tokens};
+                             client_cache_mb << 20, step_tokens, !vm["no-step-batching"].as<bool>()};
   const Status served = run_host(&argc, &argv, launch);
   if (!served.is_ok()) fail(served.message());
   return 0;

@@ -28,6 +28,8 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
       ("mode", po::value(&o.mode)->default_value("push"),
        "swarm: push (hosts forward hidden states to the next host) or relay (through the client)")
       ("no-wire-compression", po::bool_switch(), "swarm: send hidden states as f32 instead of 8-bit blockwise")
+      ("no-step-batching", po::bool_switch(),
+       "swarm: hosts run each session's step alone, never batched with other sessions' steps")
       ("no-link-authentication", po::bool_switch(),
        "swarm: no MAC on UCX messages (only where no outsider can reach the network;\n"
        "every member must be started with it)")
@@ -57,7 +59,7 @@ bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
     }
   }
-  for (const char* name : {"no-wire-compression", "no-link-authentication"}) {
+  for (const char* name : {"no-wire-compression", "no-link-authentication", "no-step-batching"}) {
     if (vm.count(name) && vm[name].as<bool>()) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
     }
@@ -91,6 +93,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
                                                 int threads, int& host_exit) {
   SwarmOptions options = options_in;
   options.wire_compression = !vm["no-wire-compression"].as<bool>();
+  options.step_batching = !vm["no-step-batching"].as<bool>();
   check(options);
   SwarmNodeSettings settings;
   settings.transport.name = options.transport;
@@ -125,9 +128,11 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   if (!options.wan.empty()) launch.host_args.insert(launch.host_args.end(), {"--wan", options.wan});
   if (threads > 0) launch.host_args.insert(launch.host_args.end(), {"--threads", std::to_string(threads)});
   if (!settings.transport.authenticate) launch.host_args.push_back("--no-link-authentication");
+  if (!options.step_batching) launch.host_args.push_back("--no-step-batching");
   launch.listen_file = options.listen_file;
   launch.secret = std::move(secret);
   launch.host = HostSettings{model_dir, loading, span, options.throughput};
+  launch.host.batch_steps = options.step_batching;
 
   std::unique_ptr<ClientSwarm> client(new ClientSwarm);
   client->options_ = options;

@@ -34,11 +34,12 @@ struct SwarmOptions {
   double throughput = 0;
   double route_timeout_s = 30;
   bool wire_compression = true;
+  bool step_batching = true;
 };
 
 /// Adds the swarm options (--hosts, --transport, --mode, --wan, --config, --replicas,
 /// --max-blocks, --throughput, --listen, --secret-file, --block-map-log, --route-timeout,
-/// --no-wire-compression, --no-link-authentication).
+/// --no-wire-compression, --no-link-authentication, --no-step-batching).
 void add_swarm_options(boost::program_options::options_description& description, SwarmOptions& options);
 
 /// True when the options or the launch ask for a swarm rather than a single process. Throws
