@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <list>
 #include <thread>
 
 #include "actors/api/api_server.h"
@@ -18,6 +19,7 @@
 #include "kernels/parallel.h"
 #include "model/generation.h"
 #include "model/model_config.h"
+#include "tools/adapter.h"
 #include "tools/client_model.h"
 #include "tools/commands.h"
 #include "tools/swarm_flags.h"
@@ -50,6 +52,7 @@ int serve_api_command(int argc, char** argv) {
   SwarmOptions swarm_options;
   api::ApiServerOptions server;
   std::string model_dir, model_name, key_file;
+  std::vector<std::string> adapter_specs;
   int threads = 0;
   po::options_description options(
       "sepal serve-api: an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)\n"
@@ -61,6 +64,9 @@ int serve_api_command(int argc, char** argv) {
       ("bind", po::value(&server.bind)->default_value("127.0.0.1"), "address to listen on (0.0.0.0: every interface)")
       ("port", po::value(&server.port)->default_value(8000), "TCP port (0: any free port, printed)")
       ("api-key-file", po::value(&key_file), "require \"Authorization: Bearer KEY\" with a KEY of FILE (one per line)")
+      ("adapter", po::value(&adapter_specs)->composing(),
+       "NAME=PATH: also serve a tuned prompt or PEQA/LoRA adapters (a sepal tune checkpoint or a PEFT\n"
+       "folder) as model NAME (repeatable); its sessions share the hosts with the base model's")
       ("max-running", po::value(&server.max_running)->default_value(16),
        "generations at once (a model in this process runs one at a time)")
       ("max-waiting", po::value(&server.max_waiting)->default_value(64),
@@ -91,6 +97,20 @@ int serve_api_command(int argc, char** argv) {
 
   const ModelConfig config = read_model_config(model_dir);
   const api::ChatForm chat_form = api::chat_form_of_model(model_dir);
+  // Every adapter is read and checked before a swarm starts.
+  std::vector<std::pair<std::string, PromptParameters>> adapters;
+  for (const std::string& spec : adapter_specs) {
+    const std::size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) throw UsageError{"--adapter takes NAME=PATH, got '" + spec + "'"};
+    const std::string name = spec.substr(0, eq);
+    if (name == model_name) throw UsageError{"--adapter " + name + ": the base model already has that name"};
+    for (const auto& [other, params] : adapters) {
+      if (other == name) throw UsageError{"--adapter " + name + " is given twice"};
+    }
+    auto params = load_adapter(spec.substr(eq + 1), model_dir, config);
+    check_adapter_use(&*params, loading);
+    adapters.emplace_back(name, std::move(*params));
+  }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
@@ -98,6 +118,29 @@ int serve_api_command(int argc, char** argv) {
     if (!swarm) return host_exit;  // this rank was a block host
   }
   const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  // The tuned variants; what their sessions point to lives here until the server stops.
+  std::list<PromptParameters> tuned;
+  std::list<std::optional<BlockAdapters>> block_adapters;
+  std::vector<api::ServedAdapter> served_adapters;
+  for (const auto& [name, params] : adapters) {
+    tuned.push_back(params);
+    const PromptParameters& p = tuned.back();
+    block_adapters.push_back(p.block_adapters());
+    const BlockAdapters* blocks_adapters = block_adapters.back() ? &*block_adapters.back() : nullptr;
+    api::ServedAdapter a;
+    a.name = name;
+    a.soft_prompt = p.soft;
+    a.soft_prompt_at = p.offset;
+    if (swarm) {
+      a.open_session = [&swarm, &p](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> { return swarm->open(capacity, &p); };
+    } else {
+      a.open_session = [&model, &p, blocks_adapters](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
+        const std::optional<DeepPrompts> deep = p.deep_prompts();
+        return std::make_unique<LocalPipeline>(*model.blocks, capacity, deep ? &*deep : nullptr, blocks_adapters);
+      };
+    }
+    served_adapters.push_back(std::move(a));
+  }
 
   api::ServedModel served;
   served.name = model_name;
@@ -106,6 +149,7 @@ int serve_api_command(int argc, char** argv) {
   served.ends = &model.ends;
   served.chat_form = chat_form;
   served.one_at_a_time = !swarm;
+  served.adapters = std::move(served_adapters);
   if (swarm) {
     served.open_session = [&swarm](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> { return swarm->open(capacity); };
     served.swarm_status = [&swarm] { return swarm->status(); };

@@ -113,8 +113,34 @@ struct ApiServer::Impl {
     res.set_content(dump(error_body(e)), "application/json");
   }
 
-  json model_json() const {
-    return json{{"id", model.name}, {"object", "model"}, {"created", created}, {"owned_by", "sepal"}};
+  // The base model's id, or a tuned variant's (with its base as root).
+  json model_json(const ServedAdapter* adapter) const {
+    json m{{"id", adapter ? adapter->name : model.name}, {"object", "model"}, {"created", created}, {"owned_by", "sepal"}};
+    if (adapter) m["root"] = model.name;
+    return m;
+  }
+  json models_json() const {
+    json data = json::array({model_json(nullptr)});
+    for (const ServedAdapter& a : model.adapters) data.push_back(model_json(&a));
+    return json{{"object", "list"}, {"data", data}};
+  }
+  // The variant a request names: null for the base model; false when no such model is served.
+  bool find_variant(const std::string& name, const ServedAdapter** adapter) const {
+    *adapter = nullptr;
+    if (name == model.name) return true;
+    for (const ServedAdapter& a : model.adapters) {
+      if (a.name == name) {
+        *adapter = &a;
+        return true;
+      }
+    }
+    return false;
+  }
+  ApiError unknown_model(const std::string& name) const {
+    std::string served = "'" + model.name + "'";
+    for (const ServedAdapter& a : model.adapters) served += ", '" + a.name + "'";
+    return ApiError{404, "invalid_request_error", "The model '" + name + "' does not exist; this server serves " + served,
+                    "model", "model_not_found"};
   }
 
   // One prompt of the request, as ids.
@@ -124,7 +150,7 @@ struct ApiServer::Impl {
   };
 
   // The request's prompts, checked against the model; an error as OpenAI words it.
-  std::optional<ApiError> prompts_of(const CompletionRequest& r, std::vector<Prompt>& out) {
+  std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
     const std::int64_t vocab = model.config->vocab_size;
     try {
       if (r.chat) {
@@ -145,7 +171,7 @@ struct ApiServer::Impl {
     for (const Prompt& p : out) {
       if (p.ids.empty()) return invalid("the prompt is empty and the model has no BOS token to start from", "prompt");
       const auto length = static_cast<std::int64_t>(p.ids.size());
-      const std::int64_t wanted = length + r.max_tokens.value_or(1);
+      const std::int64_t wanted = length + extra_positions(adapter, *model.config) + r.max_tokens.value_or(1);
       if (wanted > context) {
         ApiError e = invalid("This model's maximum context length is " + std::to_string(context) +
                                  " tokens. However, you requested " + std::to_string(wanted) + " tokens (" +
@@ -168,13 +194,10 @@ struct ApiServer::Impl {
     auto parsed = parse_completion_request(req.body, chat, options.limits);
     if (auto* e = std::get_if<ApiError>(&parsed)) return reply_error(res, *e);
     CompletionRequest r = std::move(std::get<CompletionRequest>(parsed));
-    if (r.model != model.name) {
-      return reply_error(res, ApiError{404, "invalid_request_error",
-                                       "The model '" + r.model + "' does not exist; this server serves '" + model.name + "'",
-                                       "model", "model_not_found"});
-    }
+    const ServedAdapter* adapter = nullptr;
+    if (!find_variant(r.model, &adapter)) return reply_error(res, unknown_model(r.model));
     auto prompts = std::make_shared<std::vector<Prompt>>();
-    if (auto e = prompts_of(r, *prompts)) return reply_error(res, *e);
+    if (auto e = prompts_of(r, adapter, *prompts)) return reply_error(res, *e);
     std::shared_ptr<void> turn = admission.enter();
     if (!turn) {
       ++counters->rejected;
@@ -187,7 +210,7 @@ struct ApiServer::Impl {
     const std::int64_t created_at = unix_seconds();
     json head{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at},
               {"model", model.name}, {"system_fingerprint", "sepal"}};
-    const std::int64_t context = model.config->max_position_embeddings;
+    const std::int64_t context = model.config->max_position_embeddings - extra_positions(adapter, *model.config);
     const auto max_new = [context, max_tokens = r.max_tokens](const Prompt& p) {
       return max_tokens.value_or(context - static_cast<std::int64_t>(p.ids.size()));
     };
@@ -199,7 +222,8 @@ struct ApiServer::Impl {
           const Prompt& prompt = (*prompts)[p];
           prompt_tokens += static_cast<std::int64_t>(prompt.ids.size());
           for (std::int64_t i = 0; i < r.n; ++i) {
-            const ChoiceResult c = run_choice(model, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i), {});
+            const ChoiceResult c =
+                run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i), {});
             completion_tokens += c.completion_tokens;
             json choice{{"index", static_cast<std::int64_t>(p) * r.n + i}, {"finish_reason", c.finish_reason}};
             if (chat) {
@@ -225,7 +249,7 @@ struct ApiServer::Impl {
     // Streamed: server-sent events, one per piece of text; the turn is held until the stream ends.
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
-        "text/event-stream", [this, r, prompts, head, turn, base_seed, chat, max_new](std::size_t, httplib::DataSink& sink) {
+        "text/event-stream", [this, r, adapter, prompts, head, turn, base_seed, chat, max_new](std::size_t, httplib::DataSink& sink) {
           const auto send = [&](const json& event) {
             const std::string line = "data: " + dump(event) + "\n\n";
             return sink.write(line.data(), line.size());
@@ -249,7 +273,7 @@ struct ApiServer::Impl {
                                          {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
                   throw ClientGone{};
                 }
-                const ChoiceResult c = run_choice(model, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i),
+                const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i),
                                                   [&](const ChoiceDelta& d) {
                   json choice{{"index", index}, {"finish_reason", nullptr}};
                   if (chat) {
@@ -337,15 +361,13 @@ struct ApiServer::Impl {
     });
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       ++counters->requests;
-      res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}), "application/json");
+      res.set_content(dump(models_json()), "application/json");
     });
     http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       ++counters->requests;
-      if (req.matches[1] != model.name) {
-        return reply_error(res, ApiError{404, "invalid_request_error", "The model '" + req.matches[1].str() + "' does not exist",
-                                         "model", "model_not_found"});
-      }
-      res.set_content(dump(model_json()), "application/json");
+      const ServedAdapter* adapter = nullptr;
+      if (!find_variant(req.matches[1].str(), &adapter)) return reply_error(res, unknown_model(req.matches[1].str()));
+      res.set_content(dump(model_json(adapter)), "application/json");
     });
     http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, false); });
     http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, true); });

@@ -42,7 +42,11 @@ TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t
   return t;
 }
 
-ChoiceResult run_choice(const ServedModel& model, const std::vector<std::int32_t>& prompt_ids,
+std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& config) {
+  return adapter ? static_cast<std::int64_t>(adapter->soft_prompt.size()) / config.hidden_size : 0;
+}
+
+ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
                         const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,
                         const std::function<bool(const ChoiceDelta&)>& on_delta) {
   const ModelConfig& config = *model.config;
@@ -51,7 +55,12 @@ ChoiceResult run_choice(const ServedModel& model, const std::vector<std::int32_t
   g.max_new_tokens = max_new_tokens;
   g.sampling = SamplingParams{static_cast<float>(request.temperature), 0, static_cast<float>(request.top_p)};
   g.seed = seed;
-  std::unique_ptr<BlockPipeline> session = model.open_session(session_capacity(config, g));
+  if (adapter) {  // as `sepal generate --adapter` puts it
+    g.soft_prompt = adapter->soft_prompt;
+    g.soft_prompt_at = std::min<std::int64_t>(adapter->soft_prompt_at, static_cast<std::int64_t>(prompt_ids.size()));
+  }
+  const std::int64_t capacity = session_capacity(config, g);
+  std::unique_ptr<BlockPipeline> session = adapter ? adapter->open_session(capacity) : model.open_session(capacity);
 
   // The text continues the prompt's: the stream first takes the prompt's ids (a leading space of
   // the reply is kept, as in the text `sepal generate` prints).

@@ -24,6 +24,15 @@
 
 namespace sepal::api {
 
+/// A tuned prompt or adapters (`sepal tune`) served under a model id of their own.
+struct ServedAdapter {
+  std::string name;
+  std::vector<float> soft_prompt;   ///< ptune's rows [N, hidden_size], or empty
+  std::int64_t soft_prompt_at = 0;  ///< inserted before this prompt id (at most the prompt's length)
+  /// A session of `capacity` positions with the adapter's deep prompts or block adapters.
+  std::function<std::unique_ptr<BlockPipeline>(std::int64_t capacity)> open_session;
+};
+
 /// What the API serves: the client's side of a model, and sessions through its blocks.
 struct ServedModel {
   std::string name;  ///< the id clients name in `model`
@@ -39,6 +48,8 @@ struct ServedModel {
   /// The swarm's block map and recent changes (actors/api/status_page.h's "swarm"); empty for
   /// blocks in this process.
   std::function<nlohmann::json()> swarm_status;
+  /// Tuned variants, each its own model id; sessions of different ones share the hosts.
+  std::vector<ServedAdapter> adapters;
 };
 
 /// A chosen token's log probability (natural log, of the model's distribution before temperature
@@ -69,11 +80,16 @@ struct ClientGone {};
 std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text);
 
 /// Generates one choice for `prompt_ids` with up to `max_new_tokens` tokens and sampling seed
-/// `seed`; `on_delta` (may be empty) gets the text as it may be shown and returns false to stop.
-/// Throws sepal::Error when no session opens or the swarm fails, ClientGone as above.
-ChoiceResult run_choice(const ServedModel& model, const std::vector<std::int32_t>& prompt_ids,
+/// `seed`, through `adapter` (null: the base model); `on_delta` (may be empty) gets the text as it
+/// may be shown and returns false to stop. Throws sepal::Error when no session opens or the swarm
+/// fails, ClientGone as above.
+ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
                         const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,
                         const std::function<bool(const ChoiceDelta&)>& on_delta);
+
+/// The positions a session of this prompt needs besides the prompt and the completion: the
+/// adapter's soft prompt rows.
+std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& config);
 
 /// The log probability of `id` under `logits` [vocab], with the `top` likeliest alternatives.
 TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t id, std::int64_t top);

@@ -167,7 +167,7 @@ TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
   const std::vector<std::int32_t> prompt = prompt_ids_of(model, "Once upon a time");
   std::string pieces;
   std::size_t streamed_tokens = 0;
-  const ChoiceResult c = run_choice(model, prompt, r, 20, 0, [&](const ChoiceDelta& d) {
+  const ChoiceResult c = run_choice(model, nullptr, prompt, r, 20, 0, [&](const ChoiceDelta& d) {
     pieces += d.text;
     streamed_tokens += d.tokens.size();
     return true;
@@ -193,12 +193,12 @@ TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
   }
   const std::string stop = c.text.substr(c.text.size() / 2, 3);
   r.stop = {stop};
-  const ChoiceResult stopped = run_choice(model, prompt, r, 20, 0, {});
+  const ChoiceResult stopped = run_choice(model, nullptr, prompt, r, 20, 0, {});
   EXPECT_EQ(stopped.text, c.text.substr(0, c.text.find(stop)));
   EXPECT_EQ(stopped.finish_reason, "stop");
   // A client that leaves: the choice ends at once.
   int calls = 0;
-  EXPECT_THROW(run_choice(model, prompt, r, 20, 0, [&](const ChoiceDelta&) { return ++calls < 2; }), ClientGone);
+  EXPECT_THROW(run_choice(model, nullptr, prompt, r, 20, 0, [&](const ChoiceDelta&) { return ++calls < 2; }), ClientGone);
   EXPECT_EQ(calls, 2);
 }
 

@@ -7,15 +7,7 @@
 set -uo pipefail
 sepal=$1 models=$2
 model=$models/stories260K
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../../scripts/mpi_env.sh"
-dir=$(mktemp -d)
-server=0
-cleanup() {
-  [ "$server" -gt 0 ] && kill -9 "$server" 2> /dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/serve_api.sh"
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
 (cd "$dir" && timeout 120 npm pack --silent openai@6.49.0 > /dev/null && tar xzf openai-6.49.0.tgz) \
   || { echo "FAILED: cannot fetch openai from the npm registry"; exit 1; }
@@ -37,23 +29,12 @@ for p, r in zip(prompts, rows):
 json.dump(out, open(f"{d}/expected.json", "w"))
 PY
 echo "sk-sepal-test-$RANDOM$RANDOM" > "$dir/keys"
-"$sepal" serve-api --model "$model" --port 0 --hosts 3 --no-wire-compression --api-key-file "$dir/keys" \
-  > "$dir/server.out" 2> "$dir/server.err" &
-server=$!
-for _ in $(seq 1 240); do grep -q "serving" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
-port=$(sed -n 's/.*at http:\/\/127.0.0.1:\([0-9]*\)\/v1.*/\1/p' "$dir/server.err")
-[ -n "$port" ] || { echo "FAILED: the server did not start"; cat "$dir/server.err"; exit 1; }
+start_server "$sepal" --model "$model" --hosts 3 --no-wire-compression --api-key-file "$dir/keys"
 status=0
-timeout 240 node "$here/openai_client_test.cjs" "$dir/package" "http://127.0.0.1:$port/v1" stories260K "$(cat "$dir/keys")" \
+timeout 240 node "$(dirname "$0")/openai_client_test.cjs" "$dir/package" "http://127.0.0.1:$port/v1" stories260K "$(cat "$dir/keys")" \
   "$dir/expected.json" || status=1
-kill -TERM $server
-for _ in $(seq 1 80); do kill -0 $server 2> /dev/null || break; sleep 0.25; done
-if kill -0 $server 2> /dev/null; then echo "FAILED: the server did not end within 20 s of SIGTERM"; status=1; fi
-wait $server; code=$?
-server=0
-[ $code -eq 0 ] || { echo "FAILED: the server exited with $code"; status=1; }
+stop_server || status=1
 grep -q "1 clients left mid-stream" "$dir/server.err" || { echo "FAILED: the departed client was not counted"; status=1; }
-if pgrep -f "sepal serve --join" > /dev/null && pgrep -f "$dir" > /dev/null; then echo "FAILED: a host outlived the server"; status=1; fi
 tail -3 "$dir/server.err"
 [ $status -eq 0 ] && echo "PASSED" || { echo "--- server log"; cat "$dir/server.err"; }
 exit $status

@@ -5,26 +5,14 @@
 #   run_status_page_test.sh SEPAL_BINARY MODELS_DIR [SCREENSHOT.png]
 set -uo pipefail
 sepal=$1 models=$2 screenshot=${3:-}
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../../scripts/mpi_env.sh"
-dir=$(mktemp -d)
-server=0
-cleanup() {
-  [ "$server" -gt 0 ] && kill -9 "$server" 2> /dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/serve_api.sh"
 browser=$(command -v chromium || command -v chromium-browser) || { echo "FAILED: chromium is needed (scripts/install-deps.sh)"; exit 1; }
 dom() {  # the page's DOM once its script has polled /status
   timeout 60 "$browser" --headless --disable-gpu --no-sandbox --user-data-dir="$dir/profile" \
     --virtual-time-budget=3000 --dump-dom "http://127.0.0.1:$port/" 2> /dev/null
 }
 hosts_shown() { grep -o 'id="host-[0-9]*">host [0-9]*: blocks \[[0-9]*, [0-9]*)' | sed 's/.*">//' | sort; }
-"$sepal" serve-api --model "$models/stories260K" --port 0 --hosts 3 > "$dir/server.out" 2> "$dir/server.err" &
-server=$!
-for _ in $(seq 1 240); do grep -q "serving" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
-port=$(sed -n 's/.*at http:\/\/127.0.0.1:\([0-9]*\)\/v1.*/\1/p' "$dir/server.err")
-[ -n "$port" ] || { echo "FAILED: the server did not start"; cat "$dir/server.err"; exit 1; }
+start_server "$sepal" --model "$models/stories260K" --hosts 3
 status=0
 fail() { echo "FAILED: $*"; status=1; }
 dom > "$dir/before.html"
@@ -49,9 +37,6 @@ cat "$dir/after.txt"
 grep -q "^host 1: blocks" "$dir/after.txt" && fail "the dead host 1 is still on the page"
 [ "$(wc -l < "$dir/after.txt")" -eq 2 ] || fail "the page shows $(wc -l < "$dir/after.txt") hosts after the failure, not 2"
 grep -q 'class="failure"[^>]*>[^<]*failure 1' "$dir/after.html" || fail "the failure is not among the recent changes"
-kill -TERM $server
-for _ in $(seq 1 80); do kill -0 $server 2> /dev/null || break; sleep 0.25; done
-kill -0 $server 2> /dev/null && fail "the server did not end within 20 s of SIGTERM"
-server=0
+stop_server || status=1
 [ $status -eq 0 ] && echo "PASSED" || { echo "--- server log"; cat "$dir/server.err"; }
 exit $status

@@ -1,0 +1,42 @@
+# What the serve-api tests share (source it): a temporary folder, and a `sepal serve-api` started
+# on a free port and stopped by SIGTERM.
+#   source serve_api.sh    # sets dir; defines start_server, stop_server
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../../scripts/mpi_env.sh"
+dir=$(mktemp -d)
+server=0
+cleanup() {
+  [ "$server" -gt 0 ] && kill -9 "$server" 2> /dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# start_server SEPAL ARGS...: `SEPAL serve-api ARGS --port 0` in the background, its log in
+# $dir/server.err; sets server (the pid) and port, or fails the test.
+start_server() {
+  local sepal=$1
+  shift
+  "$sepal" serve-api "$@" --port 0 > "$dir/server.out" 2> "$dir/server.err" &
+  server=$!
+  for _ in $(seq 1 240); do grep -q "serving" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
+  port=$(sed -n 's/.*at http:\/\/127.0.0.1:\([0-9]*\)\/v1.*/\1/p' "$dir/server.err")
+  [ -n "$port" ] || { echo "FAILED: the server did not start"; cat "$dir/server.err"; exit 1; }
+}
+
+# stop_server: SIGTERM, then the server must end within 20 s and exit 0, and every host process it
+# started must end too; prints FAILED lines and returns 1 otherwise.
+stop_server() {
+  kill -TERM $server
+  for _ in $(seq 1 80); do kill -0 $server 2> /dev/null || break; sleep 0.25; done
+  if kill -0 $server 2> /dev/null; then echo "FAILED: the server did not end within 20 s of SIGTERM"; return 1; fi
+  wait $server
+  local code=$?
+  server=0
+  [ $code -eq 0 ] || { echo "FAILED: the server exited with $code"; return 1; }
+  # Its hosts end with it (the ones killed on purpose are gone already).
+  local pid
+  for pid in $(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)).*/\1/p' "$dir/server.err"); do
+    for _ in $(seq 1 20); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+    if kill -0 "$pid" 2> /dev/null; then echo "FAILED: host process $pid outlived the server"; kill -9 "$pid"; return 1; fi
+  done
+}
