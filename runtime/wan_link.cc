@@ -30,6 +30,17 @@ Result<WanConfig> parse_wan_config(const std::string& text) {
     if (value.empty() || *end != '\0' || !std::isfinite(v) || v < 0) {
       return error(StatusCode::kInvalidArgument, "WAN setting ", key, "='", value, "' is not a number >= 0");
     }
+    // Bounds that keep every delay a link computes within its clock's range.
+    constexpr double kMaxMs = 3.6e6;                      // an hour
+    constexpr double kMinMbps = 1e-3, kMaxMbps = 1e7;    // 1 kbit/s to 10 Tbit/s
+    constexpr double kMaxMss = 1 << 24;
+    if ((key == "rtt_ms" || key == "jitter_ms") && v > kMaxMs) {
+      return error(StatusCode::kInvalidArgument, "WAN ", key, " must be at most ", kMaxMs, " (an hour), got ", v);
+    }
+    if (key == "bandwidth_mbps" && v != 0 && (v < kMinMbps || v > kMaxMbps)) {
+      return error(StatusCode::kInvalidArgument, "WAN bandwidth_mbps must be 0 (unlimited) or between ", kMinMbps, " and ",
+                   kMaxMbps, ", got ", v);
+    }
     if (key == "rtt_ms") c.rtt_ms = v;
     else if (key == "jitter_ms") c.jitter_ms = v;
     else if (key == "bandwidth_mbps") c.bandwidth_mbps = v;
@@ -37,7 +48,7 @@ Result<WanConfig> parse_wan_config(const std::string& text) {
       if (v >= 1) return error(StatusCode::kInvalidArgument, "WAN loss must be below 1, got ", v);
       c.loss = v;
     } else if (key == "mss_bytes") {
-      if (v < 1) return error(StatusCode::kInvalidArgument, "WAN mss_bytes must be at least 1");
+      if (v < 1 || v > kMaxMss) return error(StatusCode::kInvalidArgument, "WAN mss_bytes must be between 1 and ", kMaxMss);
       c.mss_bytes = static_cast<std::size_t>(v);
     } else {
       return error(StatusCode::kInvalidArgument, "unknown WAN setting '", key,

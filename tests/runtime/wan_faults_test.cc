@@ -73,7 +73,8 @@ TEST(WanConfig, ParsesAndRejects) {
   EXPECT_EQ(c->jitter_ms, 2);
   EXPECT_EQ(c->loss, 0.01);
   EXPECT_FALSE(parse_wan_config("").value().enabled());
-  for (const char* bad : {"rtt_ms=abc", "rtt_ms=-5", "latency=3", "rtt_ms", "loss=1.5", "rtt_ms=2,jitter_ms=5"}) {
+  for (const char* bad : {"rtt_ms=abc", "rtt_ms=-5", "latency=3", "rtt_ms", "loss=1.5", "rtt_ms=2,jitter_ms=5",
+                          "mss_bytes=2.3e32", "rtt_ms=1e300", "bandwidth_mbps=1e-300", "bandwidth_mbps=1e30"}) {
     const auto r = parse_wan_config(bad);
     EXPECT_FALSE(r.is_ok()) << bad;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
