@@ -185,6 +185,25 @@ struct ApiServer::Impl {
     return std::nullopt;
   }
 
+  struct Tokens {
+    std::int64_t prompt = 0, completion = 0;
+  };
+  // Runs every choice of a request, prompt by prompt and n of each: choice(prompt, index, seed
+  // offset) returns its completion tokens. The tokens of the whole request, counted on success.
+  template <typename Choice>
+  Tokens each_choice(const CompletionRequest& r, const std::vector<Prompt>& prompts, Choice choice) {
+    Tokens used;
+    for (std::size_t p = 0; p < prompts.size(); ++p) {
+      used.prompt += static_cast<std::int64_t>(prompts[p].ids.size());
+      for (std::int64_t i = 0; i < r.n; ++i) {
+        used.completion += choice(prompts[p], static_cast<std::int64_t>(p) * r.n + i, static_cast<std::uint64_t>(i));
+      }
+    }
+    counters->prompt_tokens += used.prompt;
+    counters->completion_tokens += used.completion;
+    return used;
+  }
+
   json usage_json(std::int64_t prompt, std::int64_t completion) const {
     return json{{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
   }
@@ -216,33 +235,26 @@ struct ApiServer::Impl {
     };
     if (!r.stream) {
       json choices = json::array();
-      std::int64_t prompt_tokens = 0, completion_tokens = 0;
+      Tokens used;
       try {
-        for (std::size_t p = 0; p < prompts->size(); ++p) {
-          const Prompt& prompt = (*prompts)[p];
-          prompt_tokens += static_cast<std::int64_t>(prompt.ids.size());
-          for (std::int64_t i = 0; i < r.n; ++i) {
-            const ChoiceResult c =
-                run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i), {});
-            completion_tokens += c.completion_tokens;
-            json choice{{"index", static_cast<std::int64_t>(p) * r.n + i}, {"finish_reason", c.finish_reason}};
-            if (chat) {
-              choice["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
-              choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
-            } else {
-              choice["text"] = c.text;
-              choice["logprobs"] = r.logprobs ? completion_logprobs(model, c.tokens, prompt.text_bytes) : json(nullptr);
-            }
-            choices.push_back(choice);
+        used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
+          const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + seed_offset, {});
+          json choice{{"index", index}, {"finish_reason", c.finish_reason}};
+          if (chat) {
+            choice["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+            choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
+          } else {
+            choice["text"] = c.text;
+            choice["logprobs"] = r.logprobs ? completion_logprobs(model, c.tokens, prompt.text_bytes) : json(nullptr);
           }
-        }
+          choices.push_back(choice);
+          return c.completion_tokens;
+        });
       } catch (const std::exception& e) {
         return reply_error(res, ApiError{503, "server_error", std::string("generation failed: ") + e.what(), {}, {}});
       }
-      counters->prompt_tokens += prompt_tokens;
-      counters->completion_tokens += completion_tokens;
       head["choices"] = choices;
-      head["usage"] = usage_json(prompt_tokens, completion_tokens);
+      head["usage"] = usage_json(used.prompt, used.completion);
       res.set_content(dump(head), "application/json");
       return;
     }
@@ -261,45 +273,38 @@ struct ApiServer::Impl {
             if (r.include_usage) event["usage"] = nullptr;
             return event;
           };
-          std::int64_t prompt_tokens = 0, completion_tokens = 0;
+          Tokens used;
           try {
-            for (std::size_t p = 0; p < prompts->size(); ++p) {
-              const Prompt& prompt = (*prompts)[p];
-              prompt_tokens += static_cast<std::int64_t>(prompt.ids.size());
-              for (std::int64_t i = 0; i < r.n; ++i) {
-                const std::int64_t index = static_cast<std::int64_t>(p) * r.n + i;
-                std::size_t offset = prompt.text_bytes;
-                if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                         {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
-                  throw ClientGone{};
-                }
-                const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + static_cast<std::uint64_t>(i),
-                                                  [&](const ChoiceDelta& d) {
-                  json choice{{"index", index}, {"finish_reason", nullptr}};
-                  if (chat) {
-                    choice["delta"] = {{"content", d.text}};
-                    choice["logprobs"] = r.logprobs ? chat_logprobs(model, d.tokens) : json(nullptr);
-                  } else {
-                    choice["text"] = d.text;
-                    choice["logprobs"] = r.logprobs ? completion_logprobs(model, d.tokens, offset) : json(nullptr);
-                    for (const TokenLogprob& t : d.tokens) offset += model.tokenizer->token_bytes(t.id).size();
-                  }
-                  return send(chunk(choice));
-                });
-                completion_tokens += c.completion_tokens;
-                json last{{"index", index}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
-                if (chat) last["delta"] = json::object();
-                else last["text"] = "";
-                if (!send(chunk(last))) throw ClientGone{};
+            used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
+              std::size_t offset = prompt.text_bytes;
+              if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                       {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+                throw ClientGone{};
               }
-            }
-            counters->prompt_tokens += prompt_tokens;
-            counters->completion_tokens += completion_tokens;
+              const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + seed_offset,
+                                                [&](const ChoiceDelta& d) {
+                json choice{{"index", index}, {"finish_reason", nullptr}};
+                if (chat) {
+                  choice["delta"] = {{"content", d.text}};
+                  choice["logprobs"] = r.logprobs ? chat_logprobs(model, d.tokens) : json(nullptr);
+                } else {
+                  choice["text"] = d.text;
+                  choice["logprobs"] = r.logprobs ? completion_logprobs(model, d.tokens, offset) : json(nullptr);
+                  for (const TokenLogprob& t : d.tokens) offset += model.tokenizer->token_bytes(t.id).size();
+                }
+                return send(chunk(choice));
+              });
+              json last{{"index", index}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+              if (chat) last["delta"] = json::object();
+              else last["text"] = "";
+              if (!send(chunk(last))) throw ClientGone{};
+              return c.completion_tokens;
+            });
             if (r.include_usage) {
               json event = head;
               event["object"] = chat ? "chat.completion.chunk" : "text_completion";
               event["choices"] = json::array();
-              event["usage"] = usage_json(prompt_tokens, completion_tokens);
+              event["usage"] = usage_json(used.prompt, used.completion);
               if (!send(event)) throw ClientGone{};
             }
             const std::string done = "data: [DONE]\n\n";
