@@ -319,6 +319,8 @@ void BlockHost::take_step(ReadyStep step, StepDone done, Scheduler::Clock::time_
   if (batchable(step)) {
     batched_rows_ += step.n;
     batch_.push_back(PendingStep{std::move(step), std::move(done)});
+    // A mailbox that never empties must not hold the steps back for ever.
+    if (batched_rows_ >= kMaxBatchRows) run_batch(now);
     return;
   }
   auto out = run_alone(step, now);

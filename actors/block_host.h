@@ -168,6 +168,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   BlockHostOptions options_;
   bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
+  static constexpr std::int64_t kMaxBatchRows = 64;  // a batch this big runs without waiting for the mailbox
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
   std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
