@@ -11,7 +11,7 @@
 # loss curves (tune-task-NAME-METHOD.png).
 #   bench/run_tune_task.sh MODEL_DIR "HARD PROMPT" [NAME] [TRAIN] [EVAL]
 # Settings: SEPAL_TUNE_STEPS (60), SEPAL_TUNE_TOKENS (8), SEPAL_TUNE_LR (0.1), SEPAL_TUNE_BATCH (8),
-# SEPAL_TUNE_STORY_TOKENS (160), SEPAL_TUNE_LORA_LR (0.03), SEPAL_TUNE_LORA_RANK (8),
+# SEPAL_TUNE_STORY_TOKENS (160), SEPAL_TUNE_LORA_LR (0.01), SEPAL_TUNE_LORA_RANK (8),
 # SEPAL_TUNE_LORA_TARGETS (every projection), SEPAL_TUNE_PEQA_LR (0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 model=$1 hard=$2 name=${3:-task} train=${4:-240} eval=${5:-60}
 steps=${SEPAL_TUNE_STEPS:-60} tokens=${SEPAL_TUNE_TOKENS:-8} lr=${SEPAL_TUNE_LR:-0.1} batch=${SEPAL_TUNE_BATCH:-8}
 story_tokens=${SEPAL_TUNE_STORY_TOKENS:-160}
-lora_lr=${SEPAL_TUNE_LORA_LR:-0.03} lora_rank=${SEPAL_TUNE_LORA_RANK:-8} peqa_lr=${SEPAL_TUNE_PEQA_LR:-0.1}
+lora_lr=${SEPAL_TUNE_LORA_LR:-0.01} lora_rank=${SEPAL_TUNE_LORA_RANK:-8} peqa_lr=${SEPAL_TUNE_PEQA_LR:-0.1}
 lora_targets=${SEPAL_TUNE_LORA_TARGETS:-q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj}
 [ -x build/bin/sepal ] || scripts/build.sh
 work=$(mktemp -d /tmp/sepal-tune-task.XXXXXX)
