@@ -466,13 +466,22 @@ TEST(BlockHost, StepsOfAnOlderAttemptAreIgnored) {
   EXPECT_EQ(fresh->length, 2);
 }
 
-TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
+// A client's and a host's process on a virtual clock: messages move when the test runs the scheduler.
+struct VirtualClockPair {
   ManualScheduler scheduler;
-  auto network = DeterministicNetwork::create(scheduler);
-  auto tc = network->endpoint(), th = network->endpoint();
-  ActorSystem client(*tc, scheduler), host_system(*th, scheduler);
-  ASSERT_TRUE(client.start().is_ok());
-  ASSERT_TRUE(host_system.start().is_ok());
+  std::shared_ptr<DeterministicNetwork> network = DeterministicNetwork::create(scheduler);
+  std::unique_ptr<Transport> client_transport = network->endpoint(), host_transport = network->endpoint();
+  ActorSystem client{*client_transport, scheduler}, host_system{*host_transport, scheduler};
+  VirtualClockPair() {
+    EXPECT_TRUE(client.start().is_ok());
+    EXPECT_TRUE(host_system.start().is_ok());
+  }
+};
+
+TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
+  VirtualClockPair world;
+  ManualScheduler& scheduler = world.scheduler;
+  ActorSystem &client = world.client, &host_system = world.host_system;
   const auto model = test::models_dir() / "stories260K";
   const ModelConfig config = read_model_config(model);
   const Checkpoint ckpt = Checkpoint::open(model);
@@ -501,12 +510,9 @@ TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
 // Steps of several sessions that reach the host together run as one batch, and each session gets
 // what its blocks give it alone; a session's second step while its first waits runs after it.
 TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
-  ManualScheduler scheduler;
-  auto network = DeterministicNetwork::create(scheduler);
-  auto tc = network->endpoint(), th = network->endpoint();
-  ActorSystem client(*tc, scheduler), host_system(*th, scheduler);
-  ASSERT_TRUE(client.start().is_ok());
-  ASSERT_TRUE(host_system.start().is_ok());
+  VirtualClockPair world;
+  ManualScheduler& scheduler = world.scheduler;
+  ActorSystem &client = world.client, &host_system = world.host_system;
   const auto model = test::models_dir() / "tinystories-656K";
   const ModelConfig config = read_model_config(model);
   const Checkpoint ckpt = Checkpoint::open(model);
