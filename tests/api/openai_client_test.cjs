@@ -110,8 +110,9 @@ async function main() {
 
   // A client that leaves mid-stream: the server ends its generation (counted at shutdown).
   const controller = new AbortController();
-  const long = await client.completions.create({ model, prompt: expected[1].prompt, max_tokens: 400, temperature: 0, stream: true },
-                                               { signal: controller.signal });
+  // (8 choices of 400 tokens: still generating when the client leaves)
+  const long = await client.completions.create({ model, prompt: expected[1].prompt, max_tokens: 400, n: 8, temperature: 0,
+                                                 stream: true }, { signal: controller.signal });
   let seen = 0;
   try {
     for await (const chunk of long) {
@@ -123,6 +124,17 @@ async function main() {
   check(seen >= 2, 'a stream left after 2 chunks');
   const after = await client.completions.create({ model, prompt: expected[2].prompt, max_tokens: MAX, temperature: 0 });
   check(after.choices[0].text === expected[2].completion, 'still serving after the errors and the departure');
+  // The departed client's session is closed on the hosts (they announce their open sessions every
+  // second), not left to their idle timeout.
+  const root = baseURL.replace(/\/v1$/, '');
+  await new Promise((r) => setTimeout(r, 2500));  // two announcements past the departure
+  let open = -1;
+  for (let i = 0; i < 80 && open !== 0; i++) {
+    const st = await (await fetch(`${root}/status`)).json();
+    open = st.swarm.block_map.hosts.reduce((n, h) => n + h.sessions, 0);
+    if (open !== 0) await new Promise((r) => setTimeout(r, 250));
+  }
+  check(open === 0, `every session closed on the hosts (${open} open)`);
   if (failures) {
     console.log(`${failures} checks FAILED`);
     process.exit(1);
