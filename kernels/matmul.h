@@ -67,4 +67,13 @@ void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
 void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
                  CpuIsa isa);
 
+/// matmul_many where every row's result is the bits it gets alone (decoded by itself, or in any
+/// call of up to kStreamingMaxTokens rows), for any n: the rows run in groups of
+/// kStreamingMaxTokens on the streaming path, all groups over one cache-sized tile of weight rows
+/// before the next, so the weights are read from memory once for all of them. For rows that do
+/// not share a prompt: the steps of several sessions batched together, a token tree's nodes.
+void matmul_many_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys);
+void matmul_many_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+                       CpuIsa isa);
+
 }  // namespace sepal

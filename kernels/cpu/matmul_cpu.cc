@@ -78,10 +78,7 @@ bool fusable(std::span<const WeightView> ws) {
   return true;
 }
 
-}  // namespace
-
-void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
-                 std::span<float* const> ys, CpuIsa isa) {
+void check_products(std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys) {
   SEPAL_CHECK(ws.size() == ys.size(), "matmul_many needs one output per matrix");
   SEPAL_CHECK(n >= 0);
   for (const WeightView& w : ws) {
@@ -92,6 +89,13 @@ void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
     SEPAL_CHECK(w.dtype != DType::kI8 || w.cols <= kMaxInt8Cols, "int8 rows of ", w.cols,
                 " values would overflow the kernels' int32 sums (at most ", kMaxInt8Cols, ")");
   }
+}
+
+}  // namespace
+
+void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys, CpuIsa isa) {
+  check_products(n, ws, ys);
   if (ws.empty() || n == 0) return;
   if (ws.size() > 1 && !fusable(ws)) {
     for (std::size_t i = 0; i < ws.size(); ++i)
@@ -123,6 +127,29 @@ void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
 void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
                  std::span<float* const> ys) {
   matmul_many(x, n, ws, ys, active_cpu_isa());
+}
+
+void matmul_many_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+                       CpuIsa isa) {
+  if (n <= kStreamingMaxTokens || ws.empty()) return matmul_many(x, n, ws, ys, isa);
+  if (ws.size() > 1 && !fusable(ws)) {
+    for (std::size_t i = 0; i < ws.size(); ++i) matmul_many_alone(x, n, ws.subspan(i, 1), ys.subspan(i, 1), isa);
+    return;
+  }
+  check_products(n, ws, ys);
+  if (ws[0].cols == 0) return matmul_many(x, n, ws, ys, isa);
+  if (ws[0].dtype == DType::kI8) return cpu::matmul_i8_alone(x, n, ws, ys, isa);
+  const cpu::GemvFn gemv = gemv_for(isa);
+  const auto row_bytes = static_cast<std::int64_t>(dtype_size(ws[0].dtype)) * ws[0].cols;
+  cpu::for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
+    cpu::for_each_tile_and_group(r0, r1, row_bytes, n, [&](std::int64_t t0, std::int64_t count, std::int64_t a, std::int64_t b) {
+      gemv(x + t0 * ws[i].cols, count, ws[i], a, b, ys[i] + t0 * ws[i].rows);
+    });
+  });
+}
+
+void matmul_many_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys) {
+  matmul_many_alone(x, n, ws, ys, active_cpu_isa());
 }
 
 void matmul(const float* x, std::int64_t n, const WeightView& w, float* y, CpuIsa isa) {

@@ -13,4 +13,9 @@ namespace sepal::cpu {
 void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
                CpuIsa isa);
 
+/// The same with every token's result the bits it gets alone (matmul_many_alone): groups of
+/// kStreamingMaxTokens tokens, each quantized as a call of its own, over tiles of rows.
+void matmul_i8_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+                     CpuIsa isa);
+
 }  // namespace sepal::cpu

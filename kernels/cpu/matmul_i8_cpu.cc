@@ -192,4 +192,28 @@ void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws,
   for (std::size_t i = 0; i < ws.size(); ++i) matmul_i8_blocked(a, n, ws[i], ys[i], gemv);
 }
 
+void matmul_i8_alone(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys,
+                     CpuIsa isa) {
+  if (n <= kStreamingMaxTokens) return matmul_i8(x, n, ws, ys, isa);
+  const GemvI8Fn gemv = gemv_i8_for(isa);
+  const float threshold = ws[0].outlier_threshold > 0 ? ws[0].outlier_threshold : INFINITY;
+  // Each group of tokens quantized as a call of its own: its outlier columns are those of its
+  // tokens only (the union over all the tokens would make every token's float part longer).
+  thread_local std::vector<QuantizedActivations> groups;
+  const std::int64_t count = (n + kStreamingMaxTokens - 1) / kStreamingMaxTokens;
+  groups.resize(static_cast<std::size_t>(std::max<std::int64_t>(count, static_cast<std::int64_t>(groups.size()))));
+  for (std::int64_t g = 0; g < count; ++g) {
+    const std::int64_t t0 = g * kStreamingMaxTokens;
+    groups[static_cast<std::size_t>(g)] =
+        quantize_activations(x + t0 * ws[0].cols, std::min(kStreamingMaxTokens, n - t0), ws[0].cols, threshold, isa);
+  }
+  const std::vector<QuantizedActivations>& quantized = groups;  // the workers see their own thread_local
+  for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
+    for_each_tile_and_group(r0, r1, ws[i].cols, n, [&](std::int64_t t0, std::int64_t rows, std::int64_t a0, std::int64_t a1) {
+      const QuantizedActivations& a = quantized[static_cast<std::size_t>(t0 / kStreamingMaxTokens)];
+      gemv(a.tokens(0), rows, ws[i], a0, a1, ws[i].rows, ys[i] + t0 * ws[i].rows);
+    });
+  });
+}
+
 }  // namespace sepal::cpu

@@ -49,4 +49,19 @@ void for_each_row_slice(std::span<const WeightView> ws, F&& f) {
   });
 }
 
+/// Rows [r0, r1) of a matrix whose rows take row_bytes each, for n tokens in groups of
+/// kStreamingMaxTokens: calls f(t0, count, a, b) for every group over tiles [a, b) of about
+/// kTileBytes, every group over one tile before the next tile, so a tile is read from memory once
+/// and from cache by the other groups.
+inline constexpr std::int64_t kTileBytes = 96 << 10;
+
+template <typename F>
+void for_each_tile_and_group(std::int64_t r0, std::int64_t r1, std::int64_t row_bytes, std::int64_t n, F&& f) {
+  const std::int64_t tile = std::max<std::int64_t>(16, kTileBytes / std::max<std::int64_t>(row_bytes, 1) / 16 * 16);
+  for (std::int64_t a = r0; a < r1; a += tile) {
+    const std::int64_t b = std::min(r1, a + tile);
+    for (std::int64_t t0 = 0; t0 < n; t0 += kStreamingMaxTokens) f(t0, std::min(kStreamingMaxTokens, n - t0), a, b);
+  }
+}
+
 }  // namespace sepal::cpu

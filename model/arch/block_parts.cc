@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/attention.h"
+#include "kernels/parallel.h"
 
 namespace sepal {
 
@@ -16,12 +17,12 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
   }
 }
 
-void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys) {
-  const std::int64_t piece = tree ? std::min(n, kStreamingMaxTokens) : n;
-  std::vector<float*> at(ys.size());
-  for (std::int64_t r = 0; r < n; r += piece) {
-    for (std::size_t i = 0; i < ys.size(); ++i) at[i] = ys[i] + r * ws[i].rows;
-    matmul_many(x + r * ws[0].cols, std::min(piece, n - r), ws, at);
+void block_products(const float* x, std::int64_t n, bool alone, std::span<const WeightView> ws,
+                    std::span<float* const> ys) {
+  if (alone) {
+    matmul_many_alone(x, n, ws, ys);
+  } else {
+    matmul_many(x, n, ws, ys);
   }
 }
 
@@ -54,7 +55,12 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
     }
   };
   if (call.segments.empty()) return one(0, call.n, call.start, call.keys, call.values, call.capacity);
-  for (const RowSegment& seg : call.segments) one(seg.row, seg.n, seg.start, seg.keys, seg.values, seg.capacity);
+  // Sessions in parallel (each one's heads then run inline in its task): one fork and join for
+  // the batch instead of one per session. A row's attention is the same computed either way.
+  parallel_for(static_cast<std::int64_t>(call.segments.size()), [&](std::int64_t i) {
+    const RowSegment& seg = call.segments[static_cast<std::size_t>(i)];
+    one(seg.row, seg.n, seg.start, seg.keys, seg.values, seg.capacity);
+  });
 }
 
 }  // namespace sepal

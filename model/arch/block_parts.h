@@ -80,9 +80,9 @@ void adapt_product(const BlockCall& call, Projection p, const float* x, float* y
 void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
               std::int64_t head_dim, std::int64_t capacity, float* cache);
 
-/// ys[i] = x · ws[i]ᵀ for n rows; with `tree`, in pieces that give each row the bits it gets
-/// decoded alone (kernels/matmul.h: prompts and decode round differently, so pieces of at most
-/// kStreamingMaxTokens rows).
-void block_products(const float* x, std::int64_t n, bool tree, std::span<const WeightView> ws, std::span<float* const> ys);
+/// ys[i] = x · ws[i]ᵀ for n rows; with `alone`, each row's the bits it gets decoded alone
+/// (matmul_many_alone: prompts and decode round differently).
+void block_products(const float* x, std::int64_t n, bool alone, std::span<const WeightView> ws,
+                    std::span<float* const> ys);
 
 }  // namespace sepal

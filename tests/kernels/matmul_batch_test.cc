@@ -155,6 +155,37 @@ TEST(MatmulBatch, ADecodeTokensResultDoesNotDependOnTheOthersOfItsCall) {
   }
 }
 
+// matmul_many_alone: any number of rows, each the bits it gets decoded alone, over matrices
+// sharing one pass, with tiles of weight rows smaller than a thread's slice; int8 with outlier
+// columns that only some rows have, in different groups of kStreamingMaxTokens.
+TEST(MatmulBatch, ManyRowsAloneGiveEachRowItsDecodeBits) {
+  const std::int64_t cols = 200;
+  const Matrix a(700, cols, 31), b(90, cols, 32);
+  for (const std::int64_t n : {5, 16, 23}) {
+    auto x = test::random_floats(static_cast<std::size_t>(n * cols), 33);
+    x[17] = 9.0f;                          // row 0
+    x[(n - 1) * cols + 17] = -7.5f;        // the last row, the same column
+    x[6 % n * cols + 150] = 6.5f;          // another group's row, another column
+    for (CpuIsa isa : supported_levels()) {
+      for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+        const WeightView ws[] = {a.view(dtype, 6.0f), b.view(dtype, 6.0f)};
+        std::vector<float> ya(static_cast<std::size_t>(n * a.rows)), yb(static_cast<std::size_t>(n * b.rows));
+        float* const ys[] = {ya.data(), yb.data()};
+        matmul_many_alone(x.data(), n, ws, ys, isa);
+        for (std::int64_t t = 0; t < n; ++t) {
+          std::vector<float> alone_a(static_cast<std::size_t>(a.rows)), alone_b(static_cast<std::size_t>(b.rows));
+          matmul(x.data() + t * cols, 1, ws[0], alone_a.data(), isa);
+          matmul(x.data() + t * cols, 1, ws[1], alone_b.data(), isa);
+          ASSERT_TRUE(std::equal(alone_a.begin(), alone_a.end(), ya.begin() + t * a.rows))
+              << cpu_isa_name(isa) << " " << dtype_name(dtype) << " row " << t << " of " << n;
+          ASSERT_TRUE(std::equal(alone_b.begin(), alone_b.end(), yb.begin() + t * b.rows))
+              << cpu_isa_name(isa) << " " << dtype_name(dtype) << " row " << t << " of " << n << " (second matrix)";
+        }
+      }
+    }
+  }
+}
+
 TEST(MatmulBatch, Int8DecodeAndPromptAgreeBitForBitWithVnni) {
   if (!cpu_supports(CpuIsa::kAvx512Vnni)) GTEST_SKIP() << "CPU lacks avx512vnni";
   const std::int64_t cols = 300, rows = 77, n = 9;
