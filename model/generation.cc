@@ -178,10 +178,12 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     }
   } else {
     hidden.resize(static_cast<std::size_t>(hidden_size));
+    // Batched with other generations' rows, in step with them.
+    const auto member = ends.join_head_batches();
     while (take(token, pipeline.length(), logits.data())) {
       ends.embed(&token, 1, hidden.data());
       pipeline.forward(hidden.data(), 1);
-      ends.logits_of_row(hidden.data(), logits.data());  // batched with other generations' rows
+      ends.logits_of_row(hidden.data(), logits.data(), member.get());
       token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
     }
   }

@@ -18,16 +18,16 @@ ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& confi
   ends.config_ = config;
   ends.embedding_ = load_embedding_weights(checkpoint, config, loading);
   ends.head_ = load_head_weights(checkpoint, config, loading, &ends.embedding_);
-  // Up to 16 rows a batch: 4 products of kStreamingMaxTokens rows, each row as alone.
-  ends.head_batcher_ = std::make_shared<RowBatcher>(config.hidden_size, config.vocab_size, 4 * kStreamingMaxTokens);
+  // Up to 64 rows a batch, each row as alone, the head's weights read once for all.
+  ends.head_batcher_ = std::make_shared<RowBatcher>(config.hidden_size, config.vocab_size, 64);
   return ends;
 }
 
-void ModelEnds::logits_of_row(const float* hidden, float* out) const {
+void ModelEnds::logits_of_row(const float* hidden, float* out, RowBatcher::Membership* member) const {
   if (!head_batcher_) return logits(hidden, 1, out);  // not loaded through load()
   head_batcher_->row(hidden, out, [this](const float* rows, std::int64_t n, float* logits) {
     logits_each_alone(rows, n, logits);
-  });
+  }, member);
 }
 
 void ModelEnds::embed(const std::int32_t* tokens, std::int64_t n, float* out) const {
@@ -59,10 +59,10 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
 }
 
 void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
-  const std::int64_t piece = kStreamingMaxTokens;  // each row's bits are those it gets alone
-  for (std::int64_t r = 0; r < n; r += piece) {
-    logits(hidden + r * config_.hidden_size, std::min(piece, n - r), out + r * config_.vocab_size);
-  }
+  std::vector<float> normed(static_cast<std::size_t>(n * config_.hidden_size));
+  final_norm(hidden, n, normed.data());
+  float* const outs[] = {out};
+  matmul_many_alone(normed.data(), n, std::span(&head_.lm_head.view, 1), outs);
 }
 
 double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,

@@ -34,7 +34,13 @@ class ModelEnds {
   /// logits[vocab] of one row, the bits logits() gives it, computed together with the rows other
   /// threads ask for at the same time (model/row_batcher.h): concurrent generations share the
   /// head's weight reads. Copies of this object share the batching.
-  void logits_of_row(const float* hidden, float* out) const;
+  /// `member` (may be null): the caller's membership of the batching, from join_head_batches().
+  void logits_of_row(const float* hidden, float* out, RowBatcher::Membership* member = nullptr) const;
+  /// Joins the head's batching as a generation that asks one row a token (model/row_batcher.h:
+  /// batches then wait for every member's row, a bounded time); null when there is no batching.
+  std::unique_ptr<RowBatcher::Membership> join_head_batches() const {
+    return head_batcher_ ? head_batcher_->join() : nullptr;
+  }
   /// Head batches run through logits_of_row so far, and the rows they held.
   std::pair<std::int64_t, std::int64_t> head_batches() const {
     return head_batcher_ ? head_batcher_->batches() : std::pair<std::int64_t, std::int64_t>{0, 0};

@@ -8,16 +8,51 @@ namespace sepal {
 RowBatcher::RowBatcher(std::int64_t in_width, std::int64_t out_width, std::int64_t max_rows)
     : in_width_(in_width), out_width_(out_width), max_rows_(std::max<std::int64_t>(max_rows, 1)) {}
 
-void RowBatcher::row(const float* in, float* out, const Compute& compute) {
-  Request mine{in, out};
+RowBatcher::Membership::~Membership() {
+  std::lock_guard lock(batcher_.mutex_);
+  batcher_.members_.erase(this);
+  batcher_.arrived_.notify_all();
+}
+
+std::unique_ptr<RowBatcher::Membership> RowBatcher::join() {
+  std::unique_ptr<Membership> m(new Membership(*this));
+  std::lock_guard lock(mutex_);
+  m->back = Clock::now();
+  members_.insert(m.get());
+  return m;
+}
+
+RowBatcher::Clock::time_point RowBatcher::gathered_by() const {
+  if (static_cast<std::int64_t>(queue_.size()) >= max_rows_ || away_seconds_ <= 0) return Clock::time_point::min();
+  const auto patience = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(2 * away_seconds_));
+  // The latest moment a missing member stops being waited for.
+  auto by = Clock::time_point::min();
+  for (const Membership* m : members_) {
+    if (!m->queued) by = std::max(by, m->back + patience);
+  }
+  return by;
+}
+
+void RowBatcher::row(const float* in, float* out, const Compute& compute, Membership* member) {
+  Request mine{in, out, member};
   std::unique_lock lock(mutex_);
+  if (member) {
+    const double away = std::chrono::duration<double>(Clock::now() - member->back).count();
+    away_seconds_ = away_seconds_ > 0 ? 0.75 * away_seconds_ + 0.25 * away : away;
+    member->queued = true;
+  }
   queue_.push_back(&mine);
+  arrived_.notify_all();  // the thread that gathers the next batch counts again
   while (!mine.done) {
-    if (busy_) {
+    if (busy_ || queue_.front() != &mine) {
       finished_.wait(lock);
       continue;
     }
-    // This thread computes the next batch: the oldest requests, which may or may not hold its own.
+    // This thread's row is the oldest: it gathers the next batch and computes it.
+    if (const auto by = gathered_by(); Clock::now() < by) {
+      arrived_.wait_until(lock, by);
+      continue;
+    }
     busy_ = true;
     std::vector<Request*> batch;
     while (!queue_.empty() && static_cast<std::int64_t>(batch.size()) < max_rows_) {
@@ -42,9 +77,14 @@ void RowBatcher::row(const float* in, float* out, const Compute& compute) {
       failed = std::current_exception();
     }
     lock.lock();
+    const auto now = Clock::now();
     for (Request* r : batch) {
       r->failed = failed;
       r->done = true;
+      if (r->member) {
+        r->member->queued = false;
+        r->member->back = now;
+      }
     }
     ++batches_;
     rows_ += n;
@@ -62,6 +102,11 @@ std::pair<std::int64_t, std::int64_t> RowBatcher::batches() const {
 std::int64_t RowBatcher::waiting() const {
   std::lock_guard lock(mutex_);
   return static_cast<std::int64_t>(queue_.size());
+}
+
+std::int64_t RowBatcher::members() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::int64_t>(members_.size());
 }
 
 }  // namespace sepal

@@ -330,6 +330,11 @@ int generate_command(int argc, char** argv) {
     for (const Outcome& o : outcomes) generated += o.result.generated_ids.size();
     std::fprintf(stderr, "sepal: %zu prompts, %zu at a time, in %.3f s: %zu tokens generated (%.1f tokens/s)\n",
                  outcomes.size(), at_once, seconds, generated, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
+    const auto [head_batches, head_rows] = model.ends.head_batches();
+    if (at_once > 1 && head_batches > 0) {
+      std::fprintf(stderr, "sepal: LM head: %lld batches of %.2f rows on average\n", static_cast<long long>(head_batches),
+                   static_cast<double>(head_rows) / static_cast<double>(head_batches));
+    }
   }
   std::fflush(stdout);
   if (swarm) swarm->shutdown();

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -50,6 +52,55 @@ TEST(RowBatcher, RowsThatWaitTogetherGoInOneBatchAndEachGetsItsOwnResult) {
   EXPECT_THROW(batcher.row(row, &out, broken), std::runtime_error);
   batcher.row(row, &out, sum);
   EXPECT_EQ(out, 3.0f);
+}
+
+// Members stay in step: a batch waits for a member that comes back a little later than the others
+// (within twice the time members stay away), does not wait for ever for one that stops asking,
+// and no longer waits for one that left.
+TEST(RowBatcher, ABatchWaitsForItsMembersForABoundedTime) {
+  RowBatcher batcher(1, 1, 16);
+  std::mutex sizes_mutex;
+  std::vector<std::int64_t> sizes;
+  const RowBatcher::Compute copy = [&](const float* rows, std::int64_t n, float* out) {
+    std::lock_guard lock(sizes_mutex);
+    sizes.push_back(n);
+    std::copy(rows, rows + n, out);
+  };
+  auto a = batcher.join(), b = batcher.join();
+  EXPECT_EQ(batcher.members(), 2);
+  // Rounds: both away for 100 ms between rows, b back 5 ms after a. From the second round on
+  // (once away times are measured) a waits for b: one batch a round.
+  constexpr int kRounds = 4;
+  std::thread late([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(105));
+      float in = 2, out = 0;
+      batcher.row(&in, &out, copy, b.get());
+      EXPECT_EQ(out, 2.0f);
+    }
+  });
+  for (int r = 0; r < kRounds; ++r) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    float in = 1, out = 0;
+    batcher.row(&in, &out, copy, a.get());
+    EXPECT_EQ(out, 1.0f);
+  }
+  late.join();
+  {
+    std::lock_guard lock(sizes_mutex);
+    ASSERT_GE(sizes.size(), 2u);
+    EXPECT_EQ(sizes.back(), 2) << "the last round ran without waiting for b";
+    sizes.clear();
+  }
+  // b stops asking but stays a member: a's row still runs, alone, after its patience.
+  float in = 3, out = 0;
+  batcher.row(&in, &out, copy, a.get());
+  EXPECT_EQ(out, 3.0f);
+  // b leaves: a's rows run at once, alone.
+  b.reset();
+  EXPECT_EQ(batcher.members(), 1);
+  batcher.row(&in, &out, copy, a.get());
+  EXPECT_EQ(sizes, (std::vector<std::int64_t>{1, 1}));
 }
 
 // Generation threads' head rows: whatever batches they land in, each row's logits are the bits
