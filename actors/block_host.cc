@@ -318,6 +318,8 @@ void BlockHost::take_step(ReadyStep step, StepDone done, Scheduler::Clock::time_
   if (!batchable(step)) run_batch(now);
   if (batchable(step)) {
     batched_rows_ += step.n;
+    if (batch_.empty()) gathering_since_ = now;
+    last_arrival_ = now;
     batch_.push_back(PendingStep{std::move(step), std::move(done)});
     // A mailbox that never empties must not hold the steps back for ever.
     if (batched_rows_ >= kMaxBatchRows) run_batch(now);
@@ -333,6 +335,9 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
   std::vector<PendingStep> batch = std::move(batch_);
   batch_.clear();
   batched_rows_ = 0;
+  last_batch_.clear();
+  last_spread_seconds_ = std::chrono::duration<double>(last_arrival_ - gathering_since_).count();
+  const auto batch_begin = std::chrono::steady_clock::now();
   // Sessions over the same blocks run together; one whose session is gone gets its error.
   std::map<std::pair<std::int64_t, std::int64_t>, std::vector<std::size_t>> groups;
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -371,21 +376,53 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
     }
     ++batches_run_;
     batched_steps_run_ += static_cast<std::int64_t>(members.size());
+    for (const std::size_t i : members) last_batch_.insert(batch[i].step.key);
     for (const std::size_t i : members) {
       const Session& s = sessions_.at(batch[i].step.key);
       if (!ran.is_ok()) batch[i].done(ran, 0);
       else batch[i].done(output_of(batch[i].step, s), s.cache.length());
     }
   }
+  last_batch_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_begin).count();
+}
+
+Scheduler::Clock::time_point BlockHost::gathered_by() const {
+  bool missing = false;
+  for (const SessionKey& key : last_batch_) {
+    if (!sessions_.contains(key)) continue;
+    missing = std::none_of(batch_.begin(), batch_.end(), [&](const PendingStep& p) { return p.step.key == key; });
+    if (missing) break;
+  }
+  if (!missing) return Scheduler::Clock::time_point::min();
+  // Twice the spread of the last batch's arrivals, at least a quarter of its time, at most all of it.
+  const double seconds = std::min(last_batch_seconds_, std::max(0.25 * last_batch_seconds_, 2 * last_spread_seconds_));
+  const auto patience = std::chrono::duration<double>(seconds);
+  return gathering_since_ + std::chrono::duration_cast<Scheduler::Clock::duration>(patience);
+}
+
+void BlockHost::run_batch_at(ActorSystem& system, Scheduler::Clock::time_point by) {
+  if (gather_timer_) return;
+  gather_timer_ = true;
+  system.scheduler().post_at(by, [this, &system, id = self_id_] {
+    system.run_in_turn(id, [this, &system] {
+      std::lock_guard lock(mutex_);
+      gather_timer_ = false;
+      run_batch(system.scheduler().now());
+    });
+  });
 }
 
 void BlockHost::on_mailbox_empty(ActorSystem& system) {
   std::lock_guard lock(mutex_);
-  run_batch(system.scheduler().now());
+  if (batch_.empty()) return;
+  const auto now = system.scheduler().now();
+  if (const auto by = gathered_by(); now < by) return run_batch_at(system, by);
+  run_batch(now);
 }
 
 Result<StepResult> BlockHost::handle(ActorContext& ctx, const Step& m) {
   std::lock_guard lock(mutex_);
+  self_id_ = ctx.self().id;
   const SessionKey key{ctx.sender().peer, m.session};
   const auto now = ctx.system().scheduler().now();
   before_step(key, now);
@@ -416,6 +453,7 @@ bool BlockHost::push_allowed(ActorContext& ctx, const PushStep& m) {
 
 void BlockHost::handle(ActorContext& ctx, const PushStep& m) {
   std::lock_guard lock(mutex_);
+  self_id_ = ctx.self().id;
   if (!push_allowed(ctx, m)) return;
   const SessionKey key{m.client.peer, m.session};
   const auto now = ctx.system().scheduler().now();

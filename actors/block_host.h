@@ -141,6 +141,13 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<TensorPayload> run_alone(ReadyStep& step, Scheduler::Clock::time_point now);
   // Runs the gathered steps, one forward per block range, and answers each.
   void run_batch(Scheduler::Clock::time_point now);
+  // When the gathered steps may run: now (time_point::min()) when every session of the last batch
+  // that is still open has its step here, else once they have waited for the rest (steps a client
+  // sends together reach the host a little apart) twice as long as the last batch's steps took to
+  // arrive, at least a quarter of its running time and at most all of it.
+  Scheduler::Clock::time_point gathered_by() const;
+  // Runs the batch at `by` unless it ran before (a timer in this actor's turn).
+  void run_batch_at(ActorSystem& system, Scheduler::Clock::time_point by);
   Result<TensorPayload> output_of(const ReadyStep& step, const Session& s);
   void measured(double tokens_per_second);
   // A pushed step's output goes to the next host and to the client (or its error to the client).
@@ -172,6 +179,13 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
   std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
+  std::set<SessionKey> last_batch_;                     // the sessions of the last batch
+  double last_batch_seconds_ = 0;                       // how long it ran
+  Scheduler::Clock::time_point gathering_since_{};      // when batch_ took its first step
+  Scheduler::Clock::time_point last_arrival_{};         // and its latest
+  double last_spread_seconds_ = 0;                      // from the first to the last of the last batch
+  bool gather_timer_ = false;                           // a run_batch_at is armed
+  std::uint32_t self_id_ = 0;                           // this actor's id (for its timers)
   // Training adapters clients left here (AdapterPayload::held), at most kHeldAdaptersPerClient
   // per client; counted with the caches against the budget.
   struct HeldAdapter {

@@ -532,7 +532,9 @@ TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
     caches.push_back(local.new_cache(32));
   }
   // Prompts of different lengths, one at a time; then rounds of 1 to 4 rows, every session at once.
+  std::pair<std::int64_t, std::int64_t> after_prompts;
   for (std::int64_t round = 0; round < 4; ++round) {
+    if (round == 1) after_prompts = host_actor->batches();
     std::vector<std::optional<Result<StepResult>>> got(kSessions);
     std::vector<std::vector<float>> want(kSessions);
     for (int i = 0; i < kSessions; ++i) {
@@ -555,8 +557,10 @@ TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
       }
     }
   }
+  // Each round after the prompts was one batch of every session.
   const auto [batches, steps] = host_actor->batches();
-  EXPECT_EQ(steps - batches, 3 * (kSessions - 1)) << batches << " batches held " << steps << " steps";
+  EXPECT_EQ(batches - after_prompts.first, 3) << batches << " batches held " << steps << " steps";
+  EXPECT_EQ(steps - after_prompts.second, 3 * kSessions) << batches << " batches held " << steps << " steps";
   // Two steps of one session sent back to back: the second is checked after the first ran.
   std::optional<Result<StepResult>> first, second;
   client.request(host, Step{1, caches[0].length(), varied_rows(1, h, 0.5f)}, 60s, [&](Result<StepResult> r) { first = std::move(r); });
@@ -564,6 +568,68 @@ TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
   scheduler.run_all();
   ASSERT_TRUE(first && first->is_ok() && second && second->is_ok()) << (second ? second->status().to_string() : "");
   EXPECT_EQ((*second)->length, caches[0].length() + 2);
+}
+
+// A batch waits for the sessions of the last batch: it runs when the last of them arrives, when
+// the host has waited long enough for one that does not come (a timer, here on the virtual
+// clock), or at once when the missing session has closed.
+TEST(BlockHost, ABatchWaitsForTheSessionsOfTheLastOneForABoundedTime) {
+  VirtualClockPair world;
+  ManualScheduler& scheduler = world.scheduler;
+  ActorSystem &client = world.client, &host_system = world.host_system;
+  const auto model = test::models_dir() / "tinystories-656K";
+  const ModelConfig config = read_model_config(model);
+  const Checkpoint ckpt = Checkpoint::open(model);
+  const std::int64_t h = config.hidden_size;
+  auto owned = std::make_unique<BlockHost>(
+      std::make_shared<const BlockStack>(BlockStack::load(ckpt, config, 0, config.num_layers, DType::kF32)), BlockHostOptions{});
+  BlockHost* host_actor = owned.get();
+  const auto host = host_system.adopt_with_id(kBlockHostActorId, std::move(owned));
+  constexpr int kSessions = 3;
+  std::vector<std::int64_t> length(kSessions + 1, 0);
+  for (std::uint64_t id = 1; id <= kSessions; ++id) {
+    std::optional<Result<SessionOpened>> opened;
+    client.request(host, OpenSession{id, 32, 0, 0, {}, 0}, 60s, [&](Result<SessionOpened> r) { opened = std::move(r); });
+    scheduler.run_all();
+    ASSERT_TRUE(opened && opened->is_ok());
+  }
+  std::vector<std::optional<Result<StepResult>>> got(kSessions + 1);
+  auto step = [&](int id) {
+    got[id].reset();
+    client.request(host, Step{static_cast<std::uint64_t>(id), length[id]++, varied_rows(1, h, 0.1f * id)}, 60s,
+                   [&got, id](Result<StepResult> r) { got[id] = std::move(r); });
+  };
+  // Round 1: all three together, one batch.
+  for (int id = 1; id <= kSessions; ++id) step(id);
+  scheduler.run_all();
+  for (int id = 1; id <= kSessions; ++id) ASSERT_TRUE(got[id] && got[id]->is_ok());
+  auto before = host_actor->batches();
+  // Round 2: sessions 1 and 2 wait for 3; its step completes the batch.
+  step(1);
+  step(2);
+  scheduler.run_all();
+  EXPECT_FALSE(got[1].has_value()) << "ran without waiting for session 3";
+  step(3);
+  scheduler.run_all();
+  for (int id = 1; id <= kSessions; ++id) ASSERT_TRUE(got[id] && got[id]->is_ok());
+  EXPECT_EQ(host_actor->batches().first - before.first, 1);
+  // Round 3: session 3 does not come; after the host's patience the two run without it.
+  step(1);
+  step(2);
+  scheduler.run_all();
+  EXPECT_FALSE(got[1].has_value());
+  scheduler.advance(1s);
+  scheduler.run_all();
+  ASSERT_TRUE(got[1] && got[1]->is_ok() && got[2] && got[2]->is_ok());
+  // Round 4: session 3 (of the batch before last) has closed: nothing to wait for.
+  std::optional<Result<SessionState>> closed;
+  client.request(host, CloseSession{3}, 60s, [&](Result<SessionState> r) { closed = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(closed && closed->is_ok());
+  step(1);
+  step(2);
+  scheduler.run_all();
+  EXPECT_TRUE(got[1] && got[1]->is_ok() && got[2] && got[2]->is_ok()) << "waited for a closed session";
 }
 
 // ---- training passes ----
