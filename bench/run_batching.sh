@@ -5,12 +5,15 @@
 # --no-step-batching, in this one run, on a synthetic model of real width (768 wide, 2048 MLP, 6 blocks, 32000
 # vocabulary; random weights prove nothing but speed). Checks that every prompt gave the same ids
 # batched and not (a session's states do not depend on its batch), prints tokens/s against the
-# unbatched single client, and writes bench/results/batching.csv and batching.png.
+# unbatched single client, and writes bench/results/batching.csv and batching.png. Each figure is
+# the median of SEPAL_BENCH_RUNS runs (3; this machine's speed moves by a third from one run to
+# the next), SEPAL_BENCH_TOKENS tokens each (128).
 #   bench/run_batching.sh [DTYPE]      # f32 (default), bf16 or int8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dtype=${1:-f32}
-tokens=${SEPAL_BENCH_TOKENS:-64}
+tokens=${SEPAL_BENCH_TOKENS:-128}
+runs=${SEPAL_BENCH_RUNS:-3}
 [ -x build/bin/sepal ] || scripts/build.sh
 models=${SEPAL_BENCH_MODELS:-/tmp/sepal-bench}
 model=$models/batch-768x6
@@ -30,10 +33,15 @@ for hosts in 1 3; do
       flag=()
       [ "$batching" = off ] && flag=(--no-step-batching)
       run=$hosts-$clients-$batching
-      build/bin/sepal generate --model "$model" --dtype "$dtype" --hosts "$hosts" --prompts-file "$out/prompts$clients.txt" \
-        --max-new-tokens "$tokens" --json "${flag[@]}" > "$out/ids-$run.jsonl" 2> "$out/err-$run.log" \
-        || { tail -5 "$out/err-$run.log"; exit 1; }
-      line=$(grep -E "^sepal: [0-9]+ prompts, [0-9]+ at a time" "$out/err-$run.log")
+      lines=()
+      for r in $(seq "$runs"); do
+        build/bin/sepal generate --model "$model" --dtype "$dtype" --hosts "$hosts" --prompts-file "$out/prompts$clients.txt" \
+          --max-new-tokens "$tokens" --json "${flag[@]}" > "$out/ids-$run.jsonl" 2> "$out/err-$run.log" \
+          || { tail -5 "$out/err-$run.log"; exit 1; }
+        lines+=("$(grep -E "^sepal: [0-9]+ prompts, [0-9]+ at a time" "$out/err-$run.log")")
+      done
+      # The median run by tokens/s.
+      line=$(printf '%s\n' "${lines[@]}" | sed -E 's/.*\(([0-9.]+) tokens\/s\).*/\1 &/' | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)' | cut -d' ' -f2-)
       seconds=$(sed -E 's/.* in ([0-9.]+) s: .*/\1/' <<<"$line")
       generated=$(sed -E 's/.*: ([0-9]+) tokens generated.*/\1/' <<<"$line")
       rate=$(/usr/bin/python3 -c "print(round($generated / $seconds, 1))")
