@@ -29,6 +29,10 @@ std::optional<Projection> parse_projection(std::string_view name) {
 
 std::string_view projection_name(Projection p) { return kNames[static_cast<std::size_t>(p)]; }
 
+bool block_has_projection(const ModelConfig& config, Projection p) {
+  return !(config.family == ModelFamily::kBloom && p == Projection::kGate);
+}
+
 std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Projection p) {
   switch (p) {
     case Projection::kQ: return {c.q_size(), c.hidden_size};
@@ -56,7 +60,10 @@ const WeightView& projection_weight(const BlockWeights& w, Projection p) {
 }
 
 std::string projection_tensor_name(const ModelConfig& config, std::int64_t layer, Projection p) {
-  if (config.family != ModelFamily::kLlama) fail("adapters are for Llama-family blocks, not ", config.architecture);
+  if (config.family != ModelFamily::kLlama) {
+    fail("PEFT folders and int8 checkpoints with tuned scales name Llama-family tensors; ", config.architecture,
+         "'s adapters are kept in sepal's HDF5 checkpoints (--out)");
+  }
   return llama_projection_tensor(layer, p);
 }
 
@@ -88,7 +95,9 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
   for (std::size_t i = 1; i < shape.targets.size(); ++i) {
     if (shape.targets[i] <= shape.targets[i - 1]) fail("adapter targets must be distinct, in q, k, v, o, gate, up, down order");
   }
-  if (config.family != ModelFamily::kLlama) fail("adapters are for Llama-family blocks, not ", config.architecture);
+  for (const Projection t : shape.targets) {
+    if (!block_has_projection(config, t)) fail(config.architecture, " blocks have no ", projection_name(t), " (BLOOM's MLP is up_proj, GELU, down_proj)");
+  }
   if (shape.method == AdapterMethod::kLora) {
     if (shape.rank < 1 || shape.rank > 1024) fail("the LoRA rank must be between 1 and 1024, got ", shape.rank);
     if (!(shape.alpha > 0)) fail("the LoRA alpha must be positive, got ", shape.alpha);

@@ -35,6 +35,8 @@ inline constexpr int kProjections = 7;
 /// "q_proj" ... "down_proj" (Hugging Face's names, which PEFT uses); nullopt otherwise.
 std::optional<Projection> parse_projection(std::string_view name);
 std::string_view projection_name(Projection p);
+/// Whether a block of `config` has projection p (BLOOM has no gate_proj).
+bool block_has_projection(const ModelConfig& config, Projection p);
 /// [rows, cols] of a projection's weight in a block of `config`.
 std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config, Projection p);
 /// The weight of projection p in a block.

@@ -199,6 +199,9 @@ int tune_command(int argc, char** argv) {
   if (!export_peft.empty() && s.method != TuningMethod::kLora) throw UsageError{"--export-peft is for --method lora"};
 
   const ModelConfig config = read_model_config(model_dir);
+  if (s.method == TuningMethod::kPeqa) {  // every quantized matrix the model's blocks have
+    std::erase_if(s.adapter.targets, [&](Projection p) { return !block_has_projection(config, p); });
+  }
   if (trains_adapters(s.method)) {
     if (s.method == TuningMethod::kPeqa && loading.dtype != DType::kI8) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
