@@ -207,6 +207,13 @@ int tune_command(int argc, char** argv) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
     }
     validate(s.adapter, config);
+    if (!export_peft.empty()) {  // refused before training, not at the first checkpoint
+      try {
+        (void)projection_tensor_name(config, 0, s.adapter.targets.front());
+      } catch (const Error& e) {
+        throw UsageError{std::string("--export-peft: ") + e.what()};
+      }
+    }
   }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {

@@ -252,6 +252,37 @@ TEST(TuneCli, BloomTrainsAndItsAdapterGenerates) {
   const auto g = run_sepal({"generate", "--model", bloom, "--adapter", (dir / "b.h5").string(), "--prompt", "Tom",
                             "--max-new-tokens", "5"});
   EXPECT_EQ(g.exit_code, 0) << g.err;
+  // LoRA on every projection BLOOM has, and PEQA (every int8 projection: no gate): the loss falls
+  // and the adapter loads in generate.
+  for (const std::string method : {"lora", "peqa"}) {
+    auto a = tune_args(method, (dir / (method + ".h5")).string(), (dir / (method + ".jsonl")).string());
+    a[2] = bloom;
+    a[std::find(a.begin(), a.end(), "--steps") - a.begin() + 1] = "12";
+    if (method == "lora") a.back() = "q_proj,k_proj,v_proj,o_proj,up_proj,down_proj";
+    const auto t = run_sepal(a);
+    ASSERT_EQ(t.exit_code, 0) << method << ": " << t.err;
+    const auto l = step_losses(dir / (method + ".jsonl"));
+    ASSERT_EQ(l.size(), 12u) << method;
+    EXPECT_LT(l[9] + l[10] + l[11], l[0] + l[1] + l[2]) << method;
+    std::vector<std::string> gen = {"generate", "--model", bloom, "--adapter", (dir / (method + ".h5")).string(),
+                                    "--prompt", "Tom", "--max-new-tokens", "5"};
+    if (method == "peqa") gen.insert(gen.end(), {"--dtype", "int8"});
+    const auto gm = run_sepal(gen);
+    EXPECT_EQ(gm.exit_code, 0) << method << ": " << gm.err;
+  }
+  // BLOOM has no gate_proj, and PEFT's layout names Llama tensors: one line each, before training.
+  auto lora = tune_args("lora", (dir / "x.h5").string(), (dir / "x.jsonl").string());
+  lora[2] = bloom;
+  lora.back() = "gate_proj";
+  auto r2 = run_sepal(lora);
+  EXPECT_NE(r2.exit_code, 0);
+  EXPECT_NE(r2.err.find("no gate_proj"), std::string::npos) << r2.err;
+  lora.back() = "q_proj";
+  lora.insert(lora.end(), {"--export-peft", (dir / "peft").string()});
+  r2 = run_sepal(lora);
+  EXPECT_NE(r2.exit_code, 0);
+  EXPECT_NE(r2.err.find("--export-peft: PEFT folders"), std::string::npos) << r2.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.h5"));
 }
 
 
