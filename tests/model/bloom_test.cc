@@ -206,6 +206,21 @@ std::vector<double> reference_blocks(const SyntheticBloom& m, std::vector<double
   return x;
 }
 
+// The blocks over packed sequences of `lengths` rows each (each causal on its own).
+std::vector<double> reference_packed(const SyntheticBloom& m, const std::vector<double>& x,
+                                     std::span<const std::int64_t> lengths, const ReferenceLora* lora = nullptr) {
+  std::vector<double> out;
+  std::size_t offset = 0;
+  for (const std::int64_t n : lengths) {
+    const std::vector<double> one(x.begin() + static_cast<std::ptrdiff_t>(offset),
+                                  x.begin() + static_cast<std::ptrdiff_t>(offset + n * kHidden));
+    const auto o = reference_blocks(m, one, lora);
+    out.insert(out.end(), o.begin(), o.end());
+    offset += static_cast<std::size_t>(n * kHidden);
+  }
+  return out;
+}
+
 // Logits of hidden states after the blocks: ln_f, then the tied head.
 std::vector<double> reference_head(const SyntheticBloom& m, const std::vector<double>& hidden) {
   const int n = static_cast<int>(hidden.size() / kHidden);
@@ -246,15 +261,9 @@ TEST(Bloom, TrainingGradientsMatchCentralDifferencesOfTheFloat64Reference) {
   blocks.backward_sequences(x.data(), lengths, 0, kLayers, nullptr, grad.data(), nullptr);
   test::expect_directional(
       [&](const std::vector<double>& at) {
+        const auto out = reference_packed(model, at, lengths);
         double s = 0;
-        std::size_t offset = 0;
-        for (const std::int64_t n : lengths) {
-          const std::vector<double> one(at.begin() + static_cast<std::ptrdiff_t>(offset),
-                                        at.begin() + static_cast<std::ptrdiff_t>(offset + n * kHidden));
-          const auto out = reference_blocks(model, one);
-          for (std::size_t i = 0; i < out.size(); ++i) s += dy[offset + i] * out[i];
-          offset += static_cast<std::size_t>(n * kHidden);
-        }
+        for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
         return s;
       },
       x, grad, 60, 1e-3);
@@ -302,16 +311,7 @@ TEST(Bloom, LoraMatchesTheFloat64ReferenceAndItsCentralDifferences) {
   const BlockAdapters adapters{shape, 0, kLayers, values.data()};
   auto reference = [&](const std::vector<double>& lora_values, const std::vector<double>& x, std::span<const std::int64_t> lengths) {
     const ReferenceLora lora{2, 2.5, lora_values};
-    std::vector<double> out;
-    std::size_t offset = 0;
-    for (const std::int64_t n : lengths) {
-      const std::vector<double> one(x.begin() + static_cast<std::ptrdiff_t>(offset),
-                                    x.begin() + static_cast<std::ptrdiff_t>(offset + n * kHidden));
-      const auto o = reference_blocks(model, one, &lora);
-      out.insert(out.end(), o.begin(), o.end());
-      offset += static_cast<std::size_t>(n * kHidden);
-    }
-    return out;
+    return reference_packed(model, x, lengths, &lora);
   };
   const std::vector<std::int64_t> lengths = {7, 5};
   const auto x = test::random_floats(static_cast<std::size_t>(12 * kHidden), 62);
