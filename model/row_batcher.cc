@@ -23,8 +23,17 @@ std::unique_ptr<RowBatcher::Membership> RowBatcher::join() {
 }
 
 RowBatcher::Clock::time_point RowBatcher::gathered_by() const {
-  if (static_cast<std::int64_t>(queue_.size()) >= max_rows_ || away_seconds_ <= 0) return Clock::time_point::min();
-  const auto patience = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(2 * away_seconds_));
+  if (static_cast<std::int64_t>(queue_.size()) >= max_rows_) return Clock::time_point::min();
+  // The members' typical time away: the median of their averages, so that a few slow members (a
+  // stalled stream) do not make the others wait longer for everyone.
+  std::vector<double> aways;
+  for (const Membership* m : members_) {
+    if (m->away_seconds > 0) aways.push_back(m->away_seconds);
+  }
+  if (aways.empty()) return Clock::time_point::min();
+  std::nth_element(aways.begin(), aways.begin() + static_cast<std::ptrdiff_t>(aways.size() / 2), aways.end());
+  const double typical = aways[aways.size() / 2];
+  const auto patience = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(2 * typical));
   // The latest moment a missing member stops being waited for.
   auto by = Clock::time_point::min();
   for (const Membership* m : members_) {
@@ -38,7 +47,7 @@ void RowBatcher::row(const float* in, float* out, const Compute& compute, Member
   std::unique_lock lock(mutex_);
   if (member) {
     const double away = std::chrono::duration<double>(Clock::now() - member->back).count();
-    away_seconds_ = away_seconds_ > 0 ? 0.75 * away_seconds_ + 0.25 * away : away;
+    member->away_seconds = member->away_seconds > 0 ? 0.75 * member->away_seconds + 0.25 * away : away;
     member->queued = true;
   }
   queue_.push_back(&mine);

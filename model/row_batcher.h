@@ -8,9 +8,10 @@
 // then waits for a row from every member, so that generations that run side by side stay in step
 // (one head batch, then every session's step reaching the hosts together, where they batch too)
 // instead of splitting into groups that each pay for a full read of the weights. It waits no longer
-// than the members' patience: twice the average time a member stays away between two rows (a
-// round through the hosts). A member away longer than that (stalled, or slow to ask) is not waited
-// for until it comes back. A batcher without members computes at once, as does one whose members
+// than the members' patience: twice the typical time a member stays away between two rows (a
+// round through the hosts; the median over the members of each one's average, so a few slow
+// members do not lengthen it). A member away longer than that (stalled, or slow to ask) is not
+// waited for until it comes back. A batcher without members computes at once, as does one whose members
 // are all here.
 //
 // Thread-safety: row(), join() and the counters may be called from any number of threads; a
@@ -48,7 +49,8 @@ class RowBatcher {
     friend class RowBatcher;
     explicit Membership(RowBatcher& batcher) : batcher_(batcher) {}
     RowBatcher& batcher_;
-    Clock::time_point back;  ///< when its last row was done (or it joined)
+    Clock::time_point back;    ///< when its last row was done (or it joined)
+    double away_seconds = 0;   ///< average time away between rows (0: not measured)
     bool queued = false;
   };
   /// Joins as a member; see the file comment.
@@ -81,7 +83,6 @@ class RowBatcher {
   std::condition_variable arrived_;   // a row arrived or a member left (for the oldest row's thread)
   std::deque<Request*> queue_;
   std::set<Membership*> members_;
-  double away_seconds_ = 0;  // average time members stay away between rows (0: not measured)
   bool busy_ = false;
   std::int64_t batches_ = 0, rows_ = 0;
 };
