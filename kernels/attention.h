@@ -19,6 +19,11 @@ struct AttentionDims {
 /// every other slope of twice that.
 std::vector<float> alibi_slopes(std::int64_t heads);
 
+/// Copies rows [n, kv_heads, head_dim] into slots [start, start + n) of a cache laid out
+/// [kv_heads, capacity, head_dim].
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+              std::int64_t capacity, float* cache);
+
 /// Causal attention. q is [n, heads, head_dim]; keys and values are [kv_heads, capacity, head_dim]
 /// and already hold positions [0, start + n). Query row t (position start + t) attends to
 /// positions [0, start + t]. With `alibi` (a slope per head), the score of key position p gets

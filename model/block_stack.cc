@@ -56,6 +56,11 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
   return stack;
 }
 
+const BlockWeights& BlockStack::block_weights(std::int64_t layer) const {
+  SEPAL_CHECK(layer >= first_ && layer < last_, "block ", layer, " is not held here");
+  return blocks_[static_cast<std::size_t>(layer - first_)];
+}
+
 std::int64_t BlockStack::weight_bytes() const {
   std::int64_t total = 0;
   for (const auto& b : blocks_) total += b.bytes();

@@ -123,6 +123,13 @@ class BlockStack {
   /// Memory one training pass of `tokens` tokens through `blocks` blocks works in (an upper estimate).
   std::int64_t training_working_bytes(std::int64_t tokens, std::int64_t blocks) const;
 
+  /// The weights of block `layer` (first() <= layer < last()), e.g. to copy them to a device.
+  const BlockWeights& block_weights(std::int64_t layer) const;
+  /// RoPE's inverse frequencies (head_dim / 2 of them) and, for BLOOM, ALiBi's slope of each head
+  /// (empty otherwise).
+  std::span<const double> inverse_frequencies() const { return inv_freq_; }
+  std::span<const float> alibi() const { return alibi_; }
+
  private:
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0;

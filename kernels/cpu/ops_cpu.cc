@@ -188,6 +188,16 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
 
 }  // namespace
 
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+              std::int64_t capacity, float* cache) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (std::int64_t h = 0; h < kv_heads; ++h) {
+      const float* src = rows + (t * kv_heads + h) * head_dim;
+      std::copy(src, src + head_dim, cache + (h * capacity + start + t) * head_dim);
+    }
+  }
+}
+
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
                       float* out, const float* alibi, std::int64_t window) {

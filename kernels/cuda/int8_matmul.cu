@@ -1,45 +1,12 @@
-#include <cublasLt.h>
-#include <cuda_runtime.h>
-
 #include <cmath>
 #include <string>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/int8_matmul.h"
-#include "kernels/error.h"
+#include "kernels/cuda/int8_product.h"
 
 namespace sepal::cuda {
 namespace {
-
-void check(cudaError_t e, const char* call) {
-  if (e != cudaSuccess) fail("CUDA ", call, " failed: ", cudaGetErrorString(e));
-}
-void check(cublasStatus_t s, const char* call) {
-  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt ", call, " failed: status ", static_cast<int>(s));
-}
-#define SEPAL_CUDA_CHECK(call) check((call), #call)
-
-// Device memory that frees itself.
-template <typename T>
-struct Buffer {
-  T* p = nullptr;
-  std::size_t n = 0;
-  Buffer() = default;
-  explicit Buffer(std::size_t count) { resize(count); }
-  ~Buffer() {
-    if (p) cudaFree(p);
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  void resize(std::size_t count) {
-    if (count <= n) return;
-    if (p) cudaFree(p);
-    p = nullptr;
-    SEPAL_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
-    n = count;
-  }
-};
-
-constexpr int kThreads = 256;
 
 __device__ float block_max(float v) {
   __shared__ float shared[kThreads / 32];
@@ -110,8 +77,6 @@ __global__ void epilogue_kernel(const std::int32_t* acc, const float* x_scale, c
   y[i] = sum * w_scale[r];
 }
 
-unsigned grid(std::int64_t items) { return static_cast<unsigned>((items + kThreads - 1) / kThreads); }
-
 }  // namespace
 
 bool device_available() {
@@ -139,67 +104,35 @@ void dequantize_rows(const std::int8_t* q, const float* scales, std::int64_t row
   SEPAL_CUDA_CHECK(cudaMemcpy(out, dout.p, rows * cols * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
-struct Int8Matmul::Device {
-  std::int64_t rows = 0, cols = 0;
-  float threshold = 6.0f;
-  Buffer<std::int8_t> w;
-  Buffer<float> w_scale;
-  cublasLtHandle_t lt = nullptr;
-  // Per call, grown as needed.
-  Buffer<float> x, x_scale, y;
-  Buffer<std::int8_t> xq;
-  Buffer<std::int32_t> acc;
-  Buffer<int> flags, outlier_cols;
-  Buffer<char> workspace;
-};
-
-Int8Matmul::Int8Matmul(const WeightView& view) : device_(std::make_unique<Device>()) {
-  SEPAL_CHECK(view.dtype == DType::kI8 && view.scales, "Int8Matmul needs int8 weights with their scales");
-  SEPAL_CHECK(view.cols % 4 == 0 && view.rows % 4 == 0, "cuBLASLt int8 needs rows and cols divisible by 4");
-  Device& d = *device_;
-  d.rows = view.rows;
-  d.cols = view.cols;
-  d.threshold = view.outlier_threshold > 0 ? view.outlier_threshold : INFINITY;
-  d.w.resize(d.rows * d.cols);
-  d.w_scale.resize(d.rows);
-  SEPAL_CUDA_CHECK(cudaMemcpy(d.w.p, view.data, d.rows * d.cols, cudaMemcpyHostToDevice));
-  SEPAL_CUDA_CHECK(cudaMemcpy(d.w_scale.p, view.scales, d.rows * sizeof(float), cudaMemcpyHostToDevice));
-  SEPAL_CUDA_CHECK(cublasLtCreate(&d.lt));
-  d.workspace.resize(4 << 20);
-}
-
-Int8Matmul::~Int8Matmul() {
-  if (device_ && device_->lt) cublasLtDestroy(device_->lt);
-}
-
-void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
-  SEPAL_CHECK(n >= 0);
+void int8_product(cublasLtHandle_t lt, Int8Scratch& d, const float* x, std::int64_t n, const WeightView& w, float* y) {
+  SEPAL_CHECK(n >= 0 && w.dtype == DType::kI8 && w.rows % 4 == 0 && w.cols % 4 == 0);
   if (n == 0) return;
-  Device& d = *device_;
-  const std::int64_t rows = d.rows, cols = d.cols;
+  const std::int64_t rows = w.rows, cols = w.cols;
+  const float threshold = w.outlier_threshold > 0 ? w.outlier_threshold : INFINITY;
+  const auto* wq = static_cast<const std::int8_t*>(w.data);
   const std::int64_t padded = (n + 3) / 4 * 4;  // cuBLASLt's int8 kernels want dimensions divisible by 4
-  d.x.resize(n * cols);
   d.x_scale.resize(n);
   d.xq.resize(padded * cols);
   d.acc.resize(padded * rows);
-  d.y.resize(n * rows);
   d.flags.resize(cols);
   d.outlier_cols.resize(cols);
-  SEPAL_CUDA_CHECK(cudaMemcpy(d.x.p, x, n * cols * sizeof(float), cudaMemcpyHostToDevice));
+  d.workspace.resize(4 << 20);
 
   // Outlier columns: flagged on the device, listed on the host (they are few).
-  find_outliers_kernel<<<grid(cols), kThreads>>>(d.x.p, n, cols, d.threshold, d.flags.p);
+  find_outliers_kernel<<<grid(cols), kThreads>>>(x, n, cols, threshold, d.flags.p);
   SEPAL_CUDA_CHECK(cudaGetLastError());
-  std::vector<int> flags(static_cast<std::size_t>(cols)), list;
-  SEPAL_CUDA_CHECK(cudaMemcpy(flags.data(), d.flags.p, cols * sizeof(int), cudaMemcpyDeviceToHost));
+  d.host_flags.resize(static_cast<std::size_t>(cols));
+  d.outlier_list.clear();
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.host_flags.data(), d.flags.p, cols * sizeof(int), cudaMemcpyDeviceToHost));
   for (std::int64_t c = 0; c < cols; ++c) {
-    if (flags[c] == 2) fail("int8 matmul: the activations hold NaN or infinity");
-    if (flags[c]) list.push_back(static_cast<int>(c));
+    if (d.host_flags[c] == 2) fail("int8 matmul: the activations hold NaN or infinity");
+    if (d.host_flags[c]) d.outlier_list.push_back(static_cast<int>(c));
   }
-  if (!list.empty()) {
-    SEPAL_CUDA_CHECK(cudaMemcpy(d.outlier_cols.p, list.data(), list.size() * sizeof(int), cudaMemcpyHostToDevice));
+  if (!d.outlier_list.empty()) {
+    SEPAL_CUDA_CHECK(cudaMemcpy(d.outlier_cols.p, d.outlier_list.data(), d.outlier_list.size() * sizeof(int),
+                                cudaMemcpyHostToDevice));
   }
-  quantize_rows_kernel<<<static_cast<unsigned>(n), kThreads>>>(d.x.p, cols, d.flags.p, d.xq.p, d.x_scale.p);
+  quantize_rows_kernel<<<static_cast<unsigned>(n), kThreads>>>(x, cols, d.flags.p, d.xq.p, d.x_scale.p);
   SEPAL_CUDA_CHECK(cudaGetLastError());
   if (padded > n) SEPAL_CUDA_CHECK(cudaMemset(d.xq.p + n * cols, 0, (padded - n) * cols));
 
@@ -214,7 +147,7 @@ void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
   SEPAL_CUDA_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8I, cols, padded, cols));
   SEPAL_CUDA_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32I, rows, padded, rows));
   const std::int32_t alpha = 1, beta = 0;
-  const cublasStatus_t status = cublasLtMatmul(d.lt, op, &alpha, d.w.p, a, d.xq.p, b, &beta, d.acc.p, c, d.acc.p, c,
+  const cublasStatus_t status = cublasLtMatmul(lt, op, &alpha, wq, a, d.xq.p, b, &beta, d.acc.p, c, d.acc.p, c,
                                                nullptr, d.workspace.p, d.workspace.n, nullptr);
   cublasLtMatrixLayoutDestroy(c);
   cublasLtMatrixLayoutDestroy(b);
@@ -222,10 +155,47 @@ void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
   cublasLtMatmulDescDestroy(op);
   check(status, "cublasLtMatmul");
 
-  epilogue_kernel<<<grid(n * rows), kThreads>>>(d.acc.p, d.x_scale.p, d.w_scale.p, d.x.p, d.w.p, d.outlier_cols.p,
-                                                static_cast<int>(list.size()), n, rows, cols, d.y.p);
+  epilogue_kernel<<<grid(n * rows), kThreads>>>(d.acc.p, d.x_scale.p, w.scales, x, wq, d.outlier_cols.p,
+                                                static_cast<int>(d.outlier_list.size()), n, rows, cols, y);
   SEPAL_CUDA_CHECK(cudaGetLastError());
-  SEPAL_CUDA_CHECK(cudaMemcpy(y, d.y.p, n * rows * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+struct Int8Matmul::Device {
+  WeightView view;
+  Buffer<std::int8_t> w;
+  Buffer<float> w_scale;
+  cublasLtHandle_t lt = nullptr;
+  Buffer<float> x, y;  // per call, grown as needed
+  Int8Scratch scratch;
+};
+
+Int8Matmul::Int8Matmul(const WeightView& view) : device_(std::make_unique<Device>()) {
+  SEPAL_CHECK(view.dtype == DType::kI8 && view.scales, "Int8Matmul needs int8 weights with their scales");
+  SEPAL_CHECK(view.cols % 4 == 0 && view.rows % 4 == 0, "cuBLASLt int8 needs rows and cols divisible by 4");
+  Device& d = *device_;
+  d.w.resize(view.rows * view.cols);
+  d.w_scale.resize(view.rows);
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.w.p, view.data, view.rows * view.cols, cudaMemcpyHostToDevice));
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.w_scale.p, view.scales, view.rows * sizeof(float), cudaMemcpyHostToDevice));
+  d.view = view;
+  d.view.data = d.w.p;
+  d.view.scales = d.w_scale.p;
+  SEPAL_CUDA_CHECK(cublasLtCreate(&d.lt));
+}
+
+Int8Matmul::~Int8Matmul() {
+  if (device_ && device_->lt) cublasLtDestroy(device_->lt);
+}
+
+void Int8Matmul::forward(const float* x, std::int64_t n, float* y) {
+  SEPAL_CHECK(n >= 0);
+  if (n == 0) return;
+  Device& d = *device_;
+  d.x.resize(n * d.view.cols);
+  d.y.resize(n * d.view.rows);
+  SEPAL_CUDA_CHECK(cudaMemcpy(d.x.p, x, n * d.view.cols * sizeof(float), cudaMemcpyHostToDevice));
+  int8_product(d.lt, d.scratch, d.x.p, n, d.view, d.y.p);
+  SEPAL_CUDA_CHECK(cudaMemcpy(y, d.y.p, n * d.view.rows * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace sepal::cuda

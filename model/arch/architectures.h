@@ -5,14 +5,19 @@
 // training pass over packed sequences, forward and input-gradient backward (training.cc).
 // model/weights.cc, block_stack.cc and block_training.cc pick one by ModelConfig::family.
 //
-// Adding an architecture: a folder with these three files, its family in model_config.h, and a
-// case in the three dispatchers.
+// Its block forward on a device (device_block.cc: the same block in kernels/backend.h's ops) is
+// picked by model/device_blocks.cc.
+//
+// Adding an architecture: a folder with these four files, its family in model_config.h, and a
+// case in the four dispatchers.
 
 #include "model/arch/block_parts.h"
 #include "model/arch/training_parts.h"
 #include "model/weights.h"
 
 namespace sepal {
+
+struct DeviceBlockCall;  // model/arch/device_parts.h
 
 // ---- Llama family (Llama, Qwen2's q/k/v biases, Mistral's sliding window): model/arch/llama/ ----
 BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
@@ -25,6 +30,7 @@ std::string llama_projection_tensor(std::int64_t layer, Projection p);
 void llama_block_forward(const BlockCall& call);
 void llama_training_forward(const TrainingCall& call, float* hidden);
 void llama_training_backward(const TrainingCall& call, float* grad);
+void llama_device_block_forward(const DeviceBlockCall& call);
 
 // ---- BLOOM: model/arch/bloom/ ----
 BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
@@ -35,5 +41,6 @@ HeadWeights load_bloom_head(const Checkpoint& checkpoint, const ModelConfig& con
 void bloom_block_forward(const BlockCall& call);
 void bloom_training_forward(const TrainingCall& call, float* hidden);
 void bloom_training_backward(const TrainingCall& call, float* grad);
+void bloom_device_block_forward(const DeviceBlockCall& call);
 
 }  // namespace sepal

@@ -7,16 +7,6 @@
 
 namespace sepal {
 
-void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
-              std::int64_t head_dim, std::int64_t capacity, float* cache) {
-  for (std::int64_t t = 0; t < n; ++t) {
-    for (std::int64_t h = 0; h < kv_heads; ++h) {
-      const float* src = rows + (t * kv_heads + h) * head_dim;
-      std::copy(src, src + head_dim, cache + (h * capacity + start + t) * head_dim);
-    }
-  }
-}
-
 void block_products(const float* x, std::int64_t n, bool alone, std::span<const WeightView> ws,
                     std::span<float* const> ys) {
   if (alone) {

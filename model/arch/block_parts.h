@@ -76,10 +76,6 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
 /// adapter on projection p of its block.
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y);
 
-/// Copies rows [n, kv_heads, head_dim] into the cache layout [kv_heads, capacity, head_dim].
-void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
-              std::int64_t head_dim, std::int64_t capacity, float* cache);
-
 /// ys[i] = x · ws[i]ᵀ for n rows; with `alone`, each row's the bits it gets decoded alone
 /// (matmul_many_alone: prompts and decode round differently).
 void block_products(const float* x, std::int64_t n, bool alone, std::span<const WeightView> ws,

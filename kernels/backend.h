@@ -1,0 +1,101 @@
+#pragma once
+// The device seam: one interface per op, a CPU and a CUDA implementation behind it, chosen at run
+// time by a Device value (kernels/device.h). Callers hold pointers into the backend's memory and
+// never test for CUDA themselves; what a backend can do is asked with info() and holds().
+//
+// Every op has the contract of its CPU kernel (kernels/matmul.h, rmsnorm.h, rope.h, attention.h,
+// activation.h): the CPU backend calls those kernels, so it is the numerical oracle of the others,
+// which match it within a per-op tolerance (tests/kernels/backend_ops_test.cc).
+//
+// Memory: every pointer an op takes is the backend's memory (for the CPU backend, host memory),
+// from allocate(), except where a comment says host. Ops run in call order; copy_out() returns
+// once the results are in host memory.
+//
+// Thread-safety: one thread at a time per backend object; open one backend per thread.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kernels/attention.h"
+#include "kernels/device.h"
+#include "kernels/matmul.h"
+
+namespace sepal {
+
+/// What a backend is and has.
+struct BackendInfo {
+  Device device;
+  std::string name;               ///< "NVIDIA H200", "CPU (AVX-512 VNNI)"
+  std::int64_t memory_bytes = 0;  ///< the device's memory in all
+  std::int64_t free_bytes = 0;    ///< free now
+};
+
+/// A weight matrix in a backend's memory: its view's data and scales point there.
+struct DeviceMatrix {
+  WeightView view;
+  std::shared_ptr<void> storage;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual BackendInfo info() const = 0;
+  /// Whether matmul() takes weights of this type.
+  virtual bool holds(DType dtype) const = 0;
+
+  // ---- memory ----
+  /// `bytes` of the backend's memory, freed when the last copy of the pointer goes. Throws
+  /// sepal::Error in one line when the device is out of memory.
+  virtual std::shared_ptr<void> allocate(std::int64_t bytes) = 0;
+  /// Host memory `src` into the backend's memory `dst`.
+  virtual void copy_in(void* dst, const void* src, std::int64_t bytes) = 0;
+  /// The backend's memory `src` into host memory `dst`, after every op called before it.
+  virtual void copy_out(void* dst, const void* src, std::int64_t bytes) = 0;
+
+  // ---- ops (pointers in the backend's memory) ----
+  /// y[n, w.rows] = x[n, w.cols] · wᵀ (kernels/matmul.h; for int8, LLM.int8() with the outlier
+  /// columns of the whole call).
+  virtual void matmul(const float* x, std::int64_t n, const DeviceMatrix& w, float* y) = 0;
+  virtual void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps, float* y) = 0;
+  virtual void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias,
+                         float eps, float* y) = 0;
+  virtual void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) = 0;
+  virtual void add_in_place(float* y, const float* x, std::int64_t count) = 0;
+  virtual void silu_mul(float* gate, const float* up, std::int64_t count) = 0;
+  virtual void gelu_tanh(float* x, std::int64_t count) = 0;
+  /// kernels/rope.h; positions [n] and inv_freq [head_dim / 2] in the backend's memory.
+  virtual void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                const std::int64_t* positions, const double* inv_freq) = 0;
+  /// kernels/attention.h: store_kv.
+  virtual void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
+                        std::int64_t head_dim, std::int64_t capacity, float* cache) = 0;
+  /// kernels/attention.h: attention_causal (alibi may be null).
+  virtual void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
+                                const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                                const float* alibi, std::int64_t window) = 0;
+
+  // ---- helpers over the above ----
+  /// A copy of host `values` in the backend's memory.
+  template <typename T>
+  std::shared_ptr<void> upload(const T* values, std::int64_t count) {
+    auto memory = allocate(count * static_cast<std::int64_t>(sizeof(T)));
+    copy_in(memory.get(), values, count * static_cast<std::int64_t>(sizeof(T)));
+    return memory;
+  }
+  /// A copy of a host weight matrix (and its int8 scales) in the backend's memory. Throws
+  /// sepal::Error when the backend does not hold its type or shape.
+  virtual DeviceMatrix upload_matrix(const WeightView& host);
+};
+
+/// The CPU backend: host memory, the CPU kernels.
+std::unique_ptr<Backend> open_cpu_backend();
+/// The CUDA backend on GPU `index` (kernels/cuda/cuda_backend.cu). In a build without CUDA
+/// (kernels/cuda_absent.cc), and where the GPU cannot be used, throws sepal::Error in one line
+/// saying why.
+std::unique_ptr<Backend> open_cuda_backend(int index);
+/// The backend of `device`: one of the two above.
+std::unique_ptr<Backend> open_backend(const Device& device);
+
+}  // namespace sepal

@@ -1,0 +1,77 @@
+// The CPU backend: host memory and the CPU kernels, which every other backend is checked against.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/activation.h"
+#include "kernels/backend.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/error.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+
+namespace sepal {
+namespace {
+
+std::int64_t physical_memory(int name) {
+  const long pages = sysconf(name), size = sysconf(_SC_PAGESIZE);
+  return pages > 0 && size > 0 ? static_cast<std::int64_t>(pages) * size : 0;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  BackendInfo info() const override {
+    return {Device{}, std::string("CPU (") + std::string(cpu_isa_name(active_cpu_isa())) + ")",
+            physical_memory(_SC_PHYS_PAGES), physical_memory(_SC_AVPHYS_PAGES)};
+  }
+  bool holds(DType dtype) const override { return dtype != DType::kF16; }
+
+  std::shared_ptr<void> allocate(std::int64_t bytes) override {
+    SEPAL_CHECK(bytes >= 0);
+    const auto rounded = static_cast<std::size_t>((bytes + 63) / 64 * 64);
+    void* memory = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (!memory) fail("out of host memory allocating ", bytes, " bytes");
+    return std::shared_ptr<void>(memory, std::free);
+  }
+  void copy_in(void* dst, const void* src, std::int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<std::size_t>(bytes));
+  }
+  void copy_out(void* dst, const void* src, std::int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<std::size_t>(bytes));
+  }
+
+  void matmul(const float* x, std::int64_t n, const DeviceMatrix& w, float* y) override { sepal::matmul(x, n, w.view, y); }
+  void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps, float* y) override {
+    sepal::rmsnorm(x, n, dim, weight, eps, y);
+  }
+  void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias, float eps,
+                 float* y) override {
+    sepal::layernorm(x, n, dim, weight, bias, eps, y);
+  }
+  void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) override {
+    sepal::add_bias(rows, n, dim, bias);
+  }
+  void add_in_place(float* y, const float* x, std::int64_t count) override { sepal::add_in_place(y, x, count); }
+  void silu_mul(float* gate, const float* up, std::int64_t count) override { sepal::silu_mul(gate, up, count); }
+  void gelu_tanh(float* x, std::int64_t count) override { sepal::gelu_tanh(x, count); }
+  void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                        const std::int64_t* positions, const double* inv_freq) override {
+    sepal::rope_rotate_half(x, n, heads, head_dim, positions, inv_freq);
+  }
+  void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+                std::int64_t capacity, float* cache) override {
+    sepal::store_kv(rows, n, start, kv_heads, head_dim, capacity, cache);
+  }
+  void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys, const float* values,
+                        std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
+                        std::int64_t window) override {
+    sepal::attention_causal(q, n, start, keys, values, capacity, dims, out, alibi, window);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> open_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace sepal

@@ -1,0 +1,240 @@
+// Every op of a backend (kernels/backend.h) against the CPU kernels, the numerical oracle, with a
+// tolerance per op. The backend is $SEPAL_TEST_DEVICE (default cpu, where every op must give the
+// CPU kernel's bits): ctest runs it as backend_ops_test on the CPU and, labelled gpu, as
+// backend_ops_test_cuda on a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/backend.h"
+#include "kernels/error.h"
+#include "kernels/quantize.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+using test::random_floats;
+
+Device device_under_test() {
+  const char* text = std::getenv("SEPAL_TEST_DEVICE");
+  return parse_device(text && *text ? text : "cpu");
+}
+
+class BackendOps : public ::testing::Test {
+ protected:
+  void SetUp() override { backend_ = open_backend(device_under_test()); }
+
+  // A device copy of host values, and the way back.
+  template <typename T>
+  T* in(const std::vector<T>& host) {
+    held_.push_back(backend_->upload(host.data(), static_cast<std::int64_t>(host.size())));
+    return static_cast<T*>(held_.back().get());
+  }
+  std::vector<float> out(const float* device, std::size_t count) {
+    std::vector<float> host(count);
+    backend_->copy_out(host.data(), device, static_cast<std::int64_t>(count * sizeof(float)));
+    return host;
+  }
+  // Within `tolerance` of the CPU's result, normalised; the same bits on the CPU backend.
+  void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tolerance, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    if (device_under_test().is_cpu()) {
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << what << ": not the CPU's bits";
+      return;
+    }
+    const std::vector<double> reference(want.begin(), want.end());
+    EXPECT_LT(test::normalized_error(got, reference), tolerance) << what;
+    for (std::size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(std::isfinite(got[i])) << what << " at " << i;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::vector<std::shared_ptr<void>> held_;
+};
+
+TEST_F(BackendOps, InfoNamesTheDeviceAndItsMemory) {
+  const BackendInfo info = backend_->info();
+  EXPECT_EQ(info.device, device_under_test());
+  EXPECT_FALSE(info.name.empty());
+  EXPECT_GT(info.memory_bytes, 0);
+  EXPECT_GT(info.free_bytes, 0);
+  EXPECT_LE(info.free_bytes, info.memory_bytes);
+  EXPECT_TRUE(backend_->holds(DType::kF32) && backend_->holds(DType::kBF16) && backend_->holds(DType::kI8));
+}
+
+// f32, bf16 and int8 weights (with outlier columns), decode's few rows and prompts', rows of a
+// multiple of 8 columns and not.
+TEST_F(BackendOps, MatmulMatchesTheCpu) {
+  for (const std::int64_t cols : {256, 204}) {
+    const std::int64_t rows = 96;
+    const auto wf = random_floats(static_cast<std::size_t>(rows * cols), 3, 0.05f);
+    std::vector<std::uint16_t> wb(wf.size());
+    for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+    std::vector<std::int8_t> wq(wf.size());
+    std::vector<float> scales(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_i8(wf.data() + r * cols, cols, wq.data() + r * cols);
+    const WeightView views[] = {{DType::kF32, rows, cols, wf.data()},
+                                {DType::kBF16, rows, cols, wb.data()},
+                                {DType::kI8, rows, cols, wq.data(), scales.data()}};
+    for (const WeightView& view : views) {
+      const DeviceMatrix m = backend_->upload_matrix(view);
+      for (const std::int64_t n : {1, 3, 8, 9, 40}) {
+        auto x = random_floats(static_cast<std::size_t>(n * cols), 10 + n);
+        x[static_cast<std::size_t>(cols / 3)] = 9.0f;  // an outlier column for int8
+        std::vector<float> want(static_cast<std::size_t>(n * rows));
+        matmul(x.data(), n, view, want.data());
+        float* y = in(std::vector<float>(want.size()));
+        backend_->matmul(in(x), n, m, y);
+        // bf16 prompts multiply bf16 activations on a GPU (cuBLAS); decode keeps them f32.
+        const double tolerance = view.dtype == DType::kF32 ? 1e-5 : view.dtype == DType::kBF16 ? 1e-2 : 2e-2;
+        expect_close(out(y, want.size()), want, tolerance,
+                     std::string(dtype_name(view.dtype)) + " n=" + std::to_string(n) + " cols=" + std::to_string(cols));
+      }
+    }
+  }
+}
+
+TEST_F(BackendOps, NormsAndElementWiseOpsMatchTheCpu) {
+  const std::int64_t n = 5, dim = 300;
+  const auto x = random_floats(static_cast<std::size_t>(n * dim), 1, 2.0f);
+  const auto weight = random_floats(static_cast<std::size_t>(dim), 2);
+  const auto bias = random_floats(static_cast<std::size_t>(dim), 3);
+  const auto other = random_floats(x.size(), 4, 3.0f);
+  {
+    std::vector<float> want(x.size());
+    rmsnorm(x.data(), n, dim, weight.data(), 1e-5f, want.data());
+    float* y = in(std::vector<float>(x.size()));
+    backend_->rmsnorm(in(x), n, dim, in(weight), 1e-5f, y);
+    expect_close(out(y, x.size()), want, 1e-6, "rmsnorm");
+  }
+  {
+    std::vector<float> want(x.size());
+    layernorm(x.data(), n, dim, weight.data(), bias.data(), 1e-5f, want.data());
+    float* y = in(std::vector<float>(x.size()));
+    backend_->layernorm(in(x), n, dim, in(weight), in(bias), 1e-5f, y);
+    expect_close(out(y, x.size()), want, 1e-6, "layernorm");
+  }
+  {
+    auto want = x;
+    add_bias(want.data(), n, dim, bias.data());
+    float* y = in(x);
+    backend_->add_bias(y, n, dim, in(bias));
+    expect_close(out(y, x.size()), want, 1e-7, "add_bias");
+  }
+  {
+    auto want = x;
+    add_in_place(want.data(), other.data(), n * dim);
+    float* y = in(x);
+    backend_->add_in_place(y, in(other), n * dim);
+    expect_close(out(y, x.size()), want, 1e-7, "add_in_place");
+  }
+  {
+    auto want = x;
+    silu_mul(want.data(), other.data(), n * dim);
+    float* y = in(x);
+    backend_->silu_mul(y, in(other), n * dim);
+    expect_close(out(y, x.size()), want, 1e-6, "silu_mul");
+  }
+  {
+    auto want = x;
+    gelu_tanh(want.data(), n * dim);
+    float* y = in(x);
+    backend_->gelu_tanh(y, n * dim);
+    expect_close(out(y, x.size()), want, 1e-6, "gelu_tanh");
+  }
+}
+
+TEST_F(BackendOps, RotationsMatchTheCpu) {
+  const std::int64_t n = 6, heads = 4, head_dim = 64;
+  RopeScaling scaling;
+  const std::vector<double> inv_freq = rope_inverse_frequencies(head_dim, 10000.0, scaling);
+  const std::vector<std::int64_t> positions = {0, 1, 7, 100, 1000, 4095};
+  const auto x = random_floats(static_cast<std::size_t>(n * heads * head_dim), 5);
+  auto want = x;
+  rope_rotate_half(want.data(), n, heads, head_dim, positions.data(), inv_freq.data());
+  float* y = in(x);
+  backend_->rope_rotate_half(y, n, heads, head_dim, in(positions), in(inv_freq));
+  expect_close(out(y, x.size()), want, 1e-6, "rope");
+}
+
+// Keys stored and attended to: grouped heads, a prompt after earlier positions and a decode row,
+// ALiBi, a sliding window, head sizes of 64 and 80.
+TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
+  struct Case {
+    std::int64_t heads, kv_heads, head_dim, start, n, window;
+    bool alibi;
+  };
+  for (const Case c : {Case{4, 2, 64, 0, 9, 0, false}, Case{4, 2, 64, 9, 1, 0, false}, Case{6, 6, 80, 30, 5, 0, true},
+                       Case{4, 1, 64, 40, 3, 16, false}, Case{8, 8, 128, 300, 2, 0, false}}) {
+    const std::int64_t capacity = c.start + c.n + 3;
+    const AttentionDims dims{c.heads, c.kv_heads, c.head_dim};
+    const std::int64_t cache_size = c.kv_heads * capacity * c.head_dim;
+    const std::int64_t total = c.start + c.n;
+    // The cache's earlier positions, then this call's keys and values stored by store_kv.
+    const auto old_rows = random_floats(static_cast<std::size_t>(total * c.kv_heads * c.head_dim), 20);
+    const auto old_values = random_floats(old_rows.size(), 21);
+    std::vector<float> keys(static_cast<std::size_t>(cache_size)), values(keys.size());
+    store_kv(old_rows.data(), total, 0, c.kv_heads, c.head_dim, capacity, keys.data());
+    store_kv(old_values.data(), total, 0, c.kv_heads, c.head_dim, capacity, values.data());
+    const std::size_t step = static_cast<std::size_t>(c.start * c.kv_heads * c.head_dim);
+    std::vector<float> new_keys(old_rows.begin() + step, old_rows.end()), new_values(old_values.begin() + step, old_values.end());
+    std::vector<float> device_keys(keys.size()), device_values(values.size());
+    store_kv(old_rows.data(), c.start, 0, c.kv_heads, c.head_dim, capacity, device_keys.data());
+    store_kv(old_values.data(), c.start, 0, c.kv_heads, c.head_dim, capacity, device_values.data());
+    float* dk = in(device_keys);
+    float* dv = in(device_values);
+    backend_->store_kv(in(new_keys), c.n, c.start, c.kv_heads, c.head_dim, capacity, dk);
+    backend_->store_kv(in(new_values), c.n, c.start, c.kv_heads, c.head_dim, capacity, dv);
+    const std::string what = "attention heads=" + std::to_string(c.heads) + " start=" + std::to_string(c.start);
+    const auto stored_keys = out(dk, keys.size());
+    for (std::int64_t h = 0; h < c.kv_heads; ++h) {  // slots past the positions are not compared
+      for (std::int64_t p = 0; p < total * c.head_dim; ++p) {
+        const std::size_t i = static_cast<std::size_t>(h * capacity * c.head_dim + p);
+        ASSERT_EQ(stored_keys[i], keys[i]) << what << ": stored key " << i;
+      }
+    }
+    const auto q = random_floats(static_cast<std::size_t>(c.n * c.heads * c.head_dim), 22, 2.0f);
+    const std::vector<float> slopes = alibi_slopes(c.heads);
+    std::vector<float> want(q.size());
+    attention_causal(q.data(), c.n, c.start, keys.data(), values.data(), capacity, dims, want.data(),
+                     c.alibi ? slopes.data() : nullptr, c.window);
+    float* o = in(std::vector<float>(q.size()));
+    backend_->attention_causal(in(q), c.n, c.start, dk, dv, capacity, dims, o, c.alibi ? in(slopes) : nullptr, c.window);
+    expect_close(out(o, q.size()), want, 1e-5, what);
+  }
+}
+
+TEST_F(BackendOps, WeightsOfATypeItDoesNotHoldAreRefusedInOneLine) {
+  const std::vector<std::uint16_t> w(16);
+  try {
+    backend_->upload_matrix(WeightView{DType::kF16, 4, 4, w.data()});
+    FAIL() << "f16 weights were taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not hold f16"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Devices, NamesParseAndBadOnesAreRefusedInOneLine) {
+  EXPECT_EQ(parse_device("cpu"), Device{});
+  EXPECT_EQ(parse_device("cuda"), (Device{DeviceKind::kCuda, 0}));
+  EXPECT_EQ(parse_device("cuda:3"), (Device{DeviceKind::kCuda, 3}));
+  EXPECT_EQ(device_name(parse_device("cuda:3")), "cuda:3");
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "CPU", ""}) {
+    try {
+      parse_device(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("expected cpu, cuda or cuda:N"), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sepal

@@ -1,0 +1,125 @@
+// Blocks on a device (model/device_blocks.h) against BlockStack on the CPU: Llama with grouped
+// heads, Qwen2's biases, Mistral's sliding window and BLOOM's ALiBi, at f32, bf16 and int8, over a
+// prompt, decode steps, a step of several rows and a prompt longer than one device call. The
+// backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
+// GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/error.h"
+#include "model/block_stack.h"
+#include "model/device_blocks.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "model/synthetic_checkpoint.h"
+#include "tests/test_util.h"
+
+namespace sepal {
+namespace {
+
+Device device_under_test() {
+  const char* text = std::getenv("SEPAL_TEST_DEVICE");
+  return parse_device(text && *text ? text : "cpu");
+}
+
+struct Shape {
+  const char* name;
+  SyntheticSpec spec;
+};
+
+std::vector<Shape> shapes() {
+  SyntheticSpec llama;
+  llama.hidden_size = 128, llama.intermediate_size = 352, llama.num_layers = 3, llama.num_heads = 4, llama.num_kv_heads = 2;
+  llama.vocab_size = 512, llama.max_position_embeddings = 1024, llama.seed = 7;
+  llama.outlier_dims = 2;  // int8's outlier columns take part
+  SyntheticSpec qwen = llama;
+  qwen.architecture = "Qwen2ForCausalLM", qwen.seed = 8;
+  SyntheticSpec mistral = llama;
+  mistral.architecture = "MistralForCausalLM", mistral.sliding_window = 6, mistral.seed = 9;
+  SyntheticSpec bloom = llama;
+  bloom.architecture = "BloomForCausalLM", bloom.num_kv_heads = 4, bloom.intermediate_size = 512, bloom.seed = 10;
+  return {{"llama", llama}, {"qwen2", qwen}, {"mistral", mistral}, {"bloom", bloom}};
+}
+
+double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }
+
+void expect_rows(const std::vector<float>& got, const std::vector<float>& want, DType dtype, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  if (device_under_test().is_cpu()) {
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << what << ": not BlockStack's bits";
+    return;
+  }
+  const std::vector<double> reference(want.begin(), want.end());
+  EXPECT_LT(test::normalized_error(got, reference), tolerance(dtype)) << what;
+}
+
+class DeviceBlocks : public ::testing::TestWithParam<DType> {};
+
+TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
+  const DType dtype = GetParam();
+  std::shared_ptr<Backend> backend = open_backend(device_under_test());
+  for (const Shape& shape : shapes()) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(shape.spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    const BlockStack cpu = BlockStack::load(Checkpoint::open(dir.path()), config, 0, config.num_layers, dtype);
+    const DeviceBlockStack device(cpu, backend);
+    EXPECT_EQ(device.weight_bytes(), cpu.weight_bytes());
+    KvCache cache = cpu.new_cache(700);
+    DeviceSession session = device.new_session(700);
+    EXPECT_EQ(session.bytes(), cache.bytes());
+    const std::int64_t h = config.hidden_size;
+    // A prompt, decode steps, a step of 3 rows, and a prompt of more rows than one device call
+    // (512), which the CPU runs in the same pieces.
+    const std::vector<std::vector<std::int64_t>> steps = {{9}, {1}, {1}, {1}, {3}, {1}, {512, 88}};
+    int seed = 0;
+    for (const auto& pieces : steps) {
+      std::int64_t n = 0;
+      for (const std::int64_t p : pieces) n += p;
+      auto want = test::random_floats(static_cast<std::size_t>(n * h), ++seed);
+      auto got = want;
+      std::int64_t done = 0;
+      for (const std::int64_t p : pieces) {
+        cpu.forward(want.data() + done * h, p, cache);
+        done += p;
+      }
+      device.forward(got.data(), n, session);
+      expect_rows(got, want, dtype,
+                  std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": " + std::to_string(n) +
+                      " rows at " + std::to_string(session.length() - n));
+      ASSERT_EQ(session.length(), cache.length());
+    }
+    // Past the capacity: refused, the session unchanged.
+    std::vector<float> rows(static_cast<std::size_t>(100 * h));
+    try {
+      device.forward(rows.data(), 100, session);
+      ADD_FAILURE() << "positions past the capacity were taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("pass the session's length of 700"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(session.length(), cache.length());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, DeviceBlocks, ::testing::Values(DType::kF32, DType::kBF16, DType::kI8),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
+  test::TempDir dir;
+  SyntheticSpec spec;
+  spec.hidden_size = 64, spec.intermediate_size = 128, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
+  spec.max_position_embeddings = 64;
+  write_synthetic_checkpoint(spec, dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const BlockStack cpu = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);
+  const DeviceBlockStack device(cpu, open_backend(device_under_test()));
+  EXPECT_THROW(device.new_session(65), Error);
+  EXPECT_THROW(device.new_session(0), Error);
+  EXPECT_EQ(device.new_session(64).capacity(), 64);
+}
+
+}  // namespace
+}  // namespace sepal
