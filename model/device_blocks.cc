@@ -113,6 +113,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, DeviceSession& ses
          session.capacity_, " positions");
   }
   const std::int64_t h = config_.hidden_size;
+  const std::lock_guard lock(turn_);
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
     ensure_scratch(session, rows);

@@ -9,11 +9,12 @@
 // Llama-family and BLOOM blocks. What does not (yet): token trees, batches of several sessions,
 // deep prompts, adapters and the training passes; they stay on the CPU's BlockStack.
 //
-// Thread-safety: a DeviceBlockStack is immutable after construction, but its backend runs one
-// call at a time: forward() calls must not overlap.
+// Thread-safety: a DeviceBlockStack is immutable after construction; forward() may be called from
+// any thread (calls take turns on the backend, which runs one at a time).
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -91,6 +92,7 @@ class DeviceBlockStack {
   std::shared_ptr<Backend> backend_;
   std::vector<DeviceBlockWeights> blocks_;
   std::shared_ptr<void> inv_freq_, alibi_;
+  mutable std::mutex turn_;  // one forward at a time on the backend
 
   void ensure_scratch(DeviceSession& session, std::int64_t rows) const;
 };

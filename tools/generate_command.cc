@@ -148,6 +148,7 @@ int generate_command(int argc, char** argv) {
   DraftOptions draft_options;
   std::string model_dir, prompts_file, adapter_file;
   PromptSpec defaults;
+  std::string device_text;
   int threads = 0, concurrency = 0;
   po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
   options.add_options()
@@ -168,6 +169,7 @@ int generate_command(int argc, char** argv) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("json", "print JSON with ids, text and stats instead of streaming text");
   add_weight_options(options, weights);
+  add_device_option(options, device_text);
   add_swarm_options(options, swarm_options);
   add_adapter_option(options, adapter_file);
   add_draft_options(options, draft_options);
@@ -187,15 +189,17 @@ int generate_command(int argc, char** argv) {
   const std::vector<PromptSpec> prompts =
       prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
   const WeightLoading loading = weight_loading(weights, vm);
+  const Device device = device_option(device_text);
   if (threads > 0) set_compute_threads(threads);
 
   // Everything that can be checked cheaply is checked before anything is started or loaded.
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  (void)check_draft_options(draft_options, vm, config);  // before a swarm starts
+  const bool with_draft = check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
+  check_device_use(device, over_swarm, adapter.has_value(), with_draft);
   check_adapter_use(adapter ? &*adapter : nullptr, loading);
   const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {
@@ -206,7 +210,7 @@ int generate_command(int argc, char** argv) {
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
-  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm, device);
   const std::unique_ptr<Drafts> drafts =
       Drafts::load(draft_options, vm, model_dir, config, *model.tokenizer, model.ends, model.blocks.get(), loading);
   std::vector<GenerationRequest> requests;
@@ -257,8 +261,9 @@ int generate_command(int argc, char** argv) {
       const std::int64_t capacity = session_capacity(config, requests[i]);
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
-        LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
-        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, local_draft, tree_size);
+        const auto pipeline =
+            model.local_pipeline(capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
+        outcomes[i] = run_prompt(config, model, *pipeline, requests[i], emit, local_draft, tree_size);
         return;
       }
       auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);

@@ -87,9 +87,8 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
     const Example* one[] = {&examples[i]};
     PromptedBatch b = build_batch(model.ends, one, adapter);
     const std::int64_t n = b.lengths[0];
-    if (model.blocks) {
-      LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
-      pipeline.forward(b.hidden.data(), n);
+    if (model.holds_blocks()) {
+      model.local_pipeline(n, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr)->forward(b.hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n, adapter);
       pipeline->forward(b.hidden.data(), n);
@@ -127,7 +126,7 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
 int perplexity_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
-  std::string model_dir, text_file, data_file, adapter_file;
+  std::string model_dir, text_file, data_file, adapter_file, device_text;
   std::int64_t context = 0, max_tokens = 0;
   int threads = 0;
   po::options_description options("sepal perplexity: how well a model predicts a text, in this process or across a swarm");
@@ -143,6 +142,7 @@ int perplexity_command(int argc, char** argv) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("json", "print one JSON object: tokens, nll (mean per token), perplexity, and stats");
   add_weight_options(options, weights);
+  add_device_option(options, device_text);
   add_swarm_options(options, swarm_options);
   add_adapter_option(options, adapter_file);
   po::variables_map vm;
@@ -161,6 +161,7 @@ int perplexity_command(int argc, char** argv) {
   }
   if (!adapter_file.empty() && data_file.empty()) throw UsageError{"--adapter is for --data"};
   const WeightLoading loading = weight_loading(weights, vm);
+  const Device device = device_option(device_text);
   if (threads > 0) set_compute_threads(threads);
 
   const auto start = std::chrono::steady_clock::now();
@@ -179,12 +180,13 @@ int perplexity_command(int argc, char** argv) {
     buffer << in.rdbuf();
   }
   std::unique_ptr<ClientSwarm> swarm;
+  check_device_use(device, wants_swarm(swarm_options, vm), adapter.has_value());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
-  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm, device);
   const ModelEnds& ends = model.ends;
   if (!data_file.empty()) {
     return score_data_file(data_file, model, config, adapter ? &*adapter : nullptr, swarm.get(), json_output,
@@ -211,9 +213,8 @@ int perplexity_command(int argc, char** argv) {
     hidden.resize(static_cast<std::size_t>(n * h));
     logits.resize(static_cast<std::size_t>(n * vocab));
     ends.embed(ids.data() + begin, n, hidden.data());
-    if (model.blocks) {
-      LocalPipeline pipeline(*model.blocks, n);
-      pipeline.forward(hidden.data(), n);
+    if (model.holds_blocks()) {
+      model.local_pipeline(n)->forward(hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n);
       pipeline->forward(hidden.data(), n);

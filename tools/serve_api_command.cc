@@ -51,7 +51,7 @@ int serve_api_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
   api::ApiServerOptions server;
-  std::string model_dir, model_name, key_file;
+  std::string model_dir, model_name, key_file, device_text;
   std::vector<std::string> adapter_specs;
   int threads = 0;
   po::options_description options(
@@ -75,6 +75,7 @@ int serve_api_command(int argc, char** argv) {
       ("max-n", po::value(&server.limits.max_n)->default_value(8), "largest n (choices per prompt) a request may ask")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   add_weight_options(options, weights);
+  add_device_option(options, device_text);
   add_swarm_options(options, swarm_options);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -91,6 +92,7 @@ int serve_api_command(int argc, char** argv) {
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (!key_file.empty()) server.api_keys = read_api_keys(key_file);
   const WeightLoading loading = weight_loading(weights, vm);
+  const Device device = device_option(device_text);
   if (threads > 0) set_compute_threads(threads);
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).filename().string();
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).parent_path().filename().string();
@@ -112,12 +114,13 @@ int serve_api_command(int argc, char** argv) {
     adapters.emplace_back(name, std::move(*params));
   }
   std::unique_ptr<ClientSwarm> swarm;
+  check_device_use(device, wants_swarm(swarm_options, vm), !adapters.empty());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
     if (!swarm) return host_exit;  // this rank was a block host
   }
-  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm, device);
   // The tuned variants; what their sessions point to lives here until the server stops.
   std::list<PromptParameters> tuned;
   std::list<std::optional<BlockAdapters>> block_adapters;
@@ -136,7 +139,7 @@ int serve_api_command(int argc, char** argv) {
     } else {
       a.open_session = [&model, &p, blocks_adapters](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
         const std::optional<DeepPrompts> deep = p.deep_prompts();
-        return std::make_unique<LocalPipeline>(*model.blocks, capacity, deep ? &*deep : nullptr, blocks_adapters);
+        return model.local_pipeline(capacity, deep ? &*deep : nullptr, blocks_adapters);
       };
     }
     served_adapters.push_back(std::move(a));
@@ -155,7 +158,7 @@ int serve_api_command(int argc, char** argv) {
     served.swarm_status = [&swarm] { return swarm->status(); };
   } else {
     served.open_session = [&model](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
-      return std::make_unique<LocalPipeline>(*model.blocks, capacity);
+      return model.local_pipeline(capacity);
     };
   }
   api::ApiServer api(std::move(served), server);

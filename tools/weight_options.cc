@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/error.h"
 #include "tools/commands.h"
 
 namespace sepal::tools {
@@ -32,6 +33,29 @@ WeightLoading weight_loading(const WeightOptions& options, const po::variables_m
   WeightLoading loading(*dtype, vm.count("mmap-weights") > 0);
   loading.outlier_threshold = options.outlier_threshold;
   return loading;
+}
+
+void add_device_option(po::options_description& description, std::string& device) {
+  description.add_options()
+      ("device", po::value(&device)->default_value("cpu"),
+       "where the blocks held here run: cpu, cuda or cuda:N (GPU N: weights, KV cache and the forward\n"
+       "on the device; decode and prompts, without adapters or drafts)");
+}
+
+Device device_option(const std::string& text) {
+  try {
+    return parse_device(text);
+  } catch (const Error& e) {
+    throw UsageError{std::string("--device: ") + e.what()};
+  }
+}
+
+void check_device_use(const Device& device, bool over_swarm, bool with_adapter, bool with_draft) {
+  if (device.is_cpu()) return;
+  const std::string flag = "--device " + device_name(device);
+  if (over_swarm) throw UsageError{flag + " is for blocks held in this process; a swarm's hosts run on their CPUs"};
+  if (with_adapter) throw UsageError{flag + ": adapters and tuned prompts run on the CPU only"};
+  if (with_draft) throw UsageError{flag + ": speculative decoding (token trees) runs on the CPU only"};
 }
 
 std::vector<std::string> weight_arguments(const WeightOptions& options, const po::variables_map& vm) {

@@ -373,6 +373,29 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"status", "--join", "/nonexistent/port"}, "needs the swarm's secret");
 }
 
+// --device: listed, checked, and on a machine without a usable GPU (or a build without CUDA) a
+// GPU asked for fails in one line before anything loads. Where a GPU is, gpu_cli_test runs it.
+TEST(Flags, DeviceIsListedCheckedAndAMissingGpuIsSaidInOneLine) {
+  const auto model = (test::models_dir() / "stories260K").string();
+  for (const char* command : {"generate", "perplexity", "serve-api"}) {
+    const auto help = run_sepal({command, "--help"});
+    EXPECT_NE(help.out.find("--device"), std::string::npos) << command;
+  }
+  expect_failure({"generate", "--model", model, "--device", "gpu"}, "unknown device \"gpu\": expected cpu, cuda or cuda:N");
+  expect_failure({"generate", "--model", model, "--device", "cuda", "--hosts", "2"},
+                 "--device cuda:0 is for blocks held in this process");
+  expect_failure({"generate", "--model", model, "--device", "cuda", "--draft-ngram", "3"},
+                 "speculative decoding (token trees) runs on the CPU only");
+  const auto r = run_sepal({"generate", "--model", model, "--device", "cuda:0", "--max-new-tokens", "4"});
+  if (r.exit_code == 0) GTEST_SKIP() << "a GPU is usable here";
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(r.err.find("--device cuda:0: no usable CUDA GPU here") != std::string::npos ||
+              r.err.find("--device cuda:0: this sepal was built without CUDA") != std::string::npos)
+      << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
 TEST(Ping, InprocRowsAsJson) {
   const auto r = run_sepal({"ping", "--transport", "inproc", "--sizes", "8", "65536", "--iterations", "20", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
