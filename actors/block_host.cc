@@ -51,6 +51,11 @@ HostInfoReply BlockHost::info() {
   return info_locked();
 }
 
+void BlockHost::limit_cache_budget(std::int64_t bytes) {
+  std::lock_guard lock(mutex_);
+  options_.cache_budget_bytes = std::min(options_.cache_budget_bytes, std::max<std::int64_t>(bytes, 0));
+}
+
 std::int64_t BlockHost::cache_bytes_used() const {
   std::int64_t total = 0;
   for (const auto& [key, s] : sessions_) total += s.bytes();
@@ -166,6 +171,10 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   if (sessions_.count({ctx.sender().peer, m.session})) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " is already open");
   }
+  if (blocks_->backend() && (m.prompts.elements() > 0 || has_adapter(m.adapter))) {
+    return error(StatusCode::kFailedPrecondition, "deep prompts and adapters run on the CPU only; this host's blocks are on ",
+                 device_name(blocks_->device()));
+  }
   // The cache and the adapters the session holds (checked in full below, before anything is kept).
   const std::int64_t needed =
       2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float)) +
@@ -190,7 +199,13 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
     return error(StatusCode::kResourceExhausted, "peer ", ctx.sender().peer, " holds ", client_bytes,
                  " bytes of cache here; ", needed, " more would pass the limit per client of ", client_limit);
   }
-  Session s{blocks_->new_cache(m.max_length, first, last), first, 0, ctx.system().scheduler().now(), {}, 0, 0};
+  std::optional<KvCache> cache;
+  try {
+    cache.emplace(blocks_->new_cache(m.max_length, first, last));  // on a GPU, its memory may run out
+  } catch (const Error& e) {
+    return error(StatusCode::kResourceExhausted, e.what());
+  }
+  Session s{std::move(*cache), first, 0, ctx.system().scheduler().now(), {}, 0, 0};
   if (m.prompts.elements() > 0) {
     const TensorPayload& p = m.prompts;
     if (p.type != ElementType::kF32 || p.shape.size() != 3 || p.shape[0] != last - first || p.shape[2] != c.hidden_size ||
@@ -305,7 +320,9 @@ void BlockHost::measured(double rate) {
 }
 
 bool BlockHost::batchable(const ReadyStep& step) const {
-  return options_.batch_steps && step.n <= kStreamingMaxTokens && step.parents.empty() && step.keep.empty();
+  // Batches run on the CPU only (BlockStack::forward_batch); blocks on a device run steps alone.
+  return options_.batch_steps && !blocks_->backend() && step.n <= kStreamingMaxTokens && step.parents.empty() &&
+         step.keep.empty();
 }
 
 void BlockHost::before_step(SessionKey key, Scheduler::Clock::time_point now) {

@@ -43,7 +43,7 @@ struct BlockHostOptions {
   std::int64_t max_training_tokens = 16384;
   /// Batch the steps of different sessions (up to kStreamingMaxTokens rows each, no token tree)
   /// that wait for the host together: one forward for all (BlockStack::forward_batch), each
-  /// session's states exactly as alone.
+  /// session's states exactly as alone. Blocks on a device run each step alone.
   bool batch_steps = true;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
@@ -70,6 +70,9 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   void set_leaving();
   /// What HostInfo answers.
   HostInfoReply info();
+  /// Lowers the budget of caches and working memory to `bytes` when that is less (a GPU host: what
+  /// its device has free once the weights are loaded).
+  void limit_cache_budget(std::int64_t bytes);
 
   Result<HostInfoReply> handle(ActorContext& ctx, const HostInfo& m);
   Result<SessionOpened> handle(ActorContext& ctx, const OpenSession& m);

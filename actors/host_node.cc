@@ -36,9 +36,11 @@ HostActors add_host_actors(ActorSystem& system, const SwarmWorld& world, BlockHo
 Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   std::optional<ModelConfig> config;
   std::optional<Checkpoint> checkpoint;
+  std::shared_ptr<Backend> backend;  // null: the CPU
   try {
     config = read_model_config(settings.model_dir);
     checkpoint.emplace(Checkpoint::open(settings.model_dir));
+    if (!settings.device.is_cpu()) backend = open_backend(settings.device);
   } catch (const std::exception& e) {
     return error(StatusCode::kInvalidArgument, e.what());
   }
@@ -55,7 +57,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
   options.max_step_tokens = settings.max_step_tokens;
-  options.batch_steps = settings.batch_steps;
+  options.batch_steps = settings.batch_steps && !backend;  // batches run on the CPU only
   options.coordinator = world.coordinator;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;
@@ -71,14 +73,26 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   const PeerId self = node.self();
   const ModelConfig& model = *config;
   const Checkpoint& weights = *checkpoint;
-  agent_options.load = [&weights, &model, &settings, self](BlockRange r) {
-    auto blocks = std::make_shared<const BlockStack>(BlockStack::load(weights, model, r.first, r.last, settings.loading));
-    std::fprintf(stderr, "sepal: host %u (pid %d) serves blocks [%lld, %lld): %.1f MB of %s weights\n", self, getpid(),
+  auto host_actor = std::make_shared<std::atomic<BlockHost*>>(nullptr);
+  agent_options.load = [&weights, &model, &settings, self, backend, host_actor](BlockRange r) {
+    BlockStack stack = BlockStack::load(weights, model, r.first, r.last, settings.loading);
+    std::string where = "";
+    if (backend) {
+      stack.place_on(backend);
+      const BackendInfo info = backend->info();
+      where = " on " + device_name(info.device) + " (" + info.name + ", " + std::to_string(info.free_bytes >> 20) +
+              " MiB free)";
+      // The caches go in what the device has left, with a tenth kept for the libraries' own use.
+      if (BlockHost* host = host_actor->load()) host->limit_cache_budget(info.free_bytes / 10 * 9);
+    }
+    auto blocks = std::make_shared<const BlockStack>(std::move(stack));
+    std::fprintf(stderr, "sepal: host %u (pid %d) serves blocks [%lld, %lld): %.1f MB of %s weights%s\n", self, getpid(),
                  static_cast<long long>(r.first), static_cast<long long>(r.last), blocks->weight_bytes() / 1e6,
-                 std::string(dtype_name(settings.loading.dtype)).c_str());
+                 std::string(dtype_name(settings.loading.dtype)).c_str(), where.c_str());
     return blocks;
   };
   const HostActors actors = add_host_actors(system, world, options, agent_options);
+  host_actor->store(actors.host);
   std::signal(SIGTERM, request_leave);
   std::signal(SIGINT, request_leave);
   if (auto joined = join_swarm(system, actors.agent, std::chrono::minutes(5)); !joined.is_ok()) {

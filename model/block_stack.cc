@@ -12,6 +12,7 @@
 #include "kernels/rope.h"
 #include "model/arch/architectures.h"
 #include "model/block_adapters.h"
+#include "model/device_blocks.h"
 
 namespace sepal {
 namespace {
@@ -56,12 +57,29 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
   return stack;
 }
 
+void BlockStack::place_on(std::shared_ptr<Backend> backend) {
+  SEPAL_CHECK(backend && !device_, "blocks placed twice");
+  device_ = std::make_shared<const DeviceBlockStack>(config_, first_, blocks_, inv_freq_, alibi_, std::move(backend));
+  blocks_.clear();
+  blocks_.shrink_to_fit();
+}
+
+Device BlockStack::device() const { return device_ ? device_->backend().info().device : Device{}; }
+
+Backend* BlockStack::backend() const { return device_ ? &device_->backend() : nullptr; }
+
+void BlockStack::check_on_cpu(const char* what) const {
+  if (device_) fail(what, " run on the CPU only; these blocks are on ", device_name(device()));
+}
+
 const BlockWeights& BlockStack::block_weights(std::int64_t layer) const {
+  check_on_cpu("reading the weights back");
   SEPAL_CHECK(layer >= first_ && layer < last_, "block ", layer, " is not held here");
   return blocks_[static_cast<std::size_t>(layer - first_)];
 }
 
 std::int64_t BlockStack::weight_bytes() const {
+  if (device_) return device_->weight_bytes();
   std::int64_t total = 0;
   for (const auto& b : blocks_) total += b.bytes();
   return total;
@@ -91,6 +109,7 @@ KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::in
   if (first < first_ || last > last_ || first >= last) {
     fail("blocks [", first, ", ", last, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
+  if (device_) return device_->new_cache(capacity, first, last);
   return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity);
 }
 
@@ -103,12 +122,17 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
   SEPAL_CHECK(first >= first_ && first + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");
+  SEPAL_CHECK(cache.on_device() == (device_ != nullptr), "a cache of another device");
   if (n <= 0) return;
   check_adapters(adapters, first, cache.blocks());
   const std::int64_t start = cache.length();
   if (start + n > cache.capacity()) {
     fail("positions [", start, ", ", start + n, ") pass the session's length of ",
          cache.capacity(), " positions");
+  }
+  if (device_) {
+    if ((prompts && prompts->count > 0) || adapters) check_on_cpu("deep prompts and adapters");
+    return device_->forward(hidden, n, cache, first);
   }
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   std::iota(positions.begin(), positions.end(), start);
@@ -129,6 +153,7 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
 }
 
 void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t first, std::int64_t blocks) const {
+  check_on_cpu("batches of several sessions");
   if (first < first_ || first + blocks > last_ || blocks <= 0) {
     fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
@@ -194,6 +219,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
 
 void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
                               std::int64_t first_block, const BlockAdapters* adapters) const {
+  check_on_cpu("token trees (speculative decoding)");
   SEPAL_CHECK(first_block >= first_ && first_block + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");

@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "model/kv_cache.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
@@ -23,6 +24,7 @@ struct TrainingCall;
 struct BlockAdapters;
 struct Packing;
 struct Activations;
+class DeviceBlockStack;
 
 struct DeepPrompts {
   const float* values = nullptr;
@@ -51,8 +53,19 @@ class BlockStack {
   std::int64_t first() const { return first_; }
   std::int64_t last() const { return last_; }
   const ModelConfig& config() const { return config_; }
-  /// Bytes of weights held in memory for these blocks.
+  /// Bytes of weights held in memory (a device's, once placed) for these blocks.
   std::int64_t weight_bytes() const;
+
+  /// Moves the weights into `backend`'s memory (a GPU's: model/device_blocks.h) and frees the host
+  /// copies: from now on caches are made there and forward() runs there. Token trees, batches of
+  /// several sessions, deep prompts, adapters and the training passes then refuse in one line
+  /// (they run on the CPU only). Throws sepal::Error, leaving the stack on the CPU, when the
+  /// backend cannot hold the weights.
+  void place_on(std::shared_ptr<Backend> backend);
+  /// The device the blocks run on: the CPU unless placed.
+  Device device() const;
+  /// The backend they were placed on; null on the CPU.
+  Backend* backend() const;
   /// Memory one forward() of n tokens works in, besides weights and cache: its scratch buffers,
   /// the int8 activation copies, and a step's input and output on a host (an upper estimate).
   std::int64_t step_working_bytes(std::int64_t n) const;
@@ -136,6 +149,10 @@ class BlockStack {
   std::vector<BlockWeights> blocks_;
   std::vector<double> inv_freq_;
   std::vector<float> alibi_;  ///< BLOOM: ALiBi slope of each head
+  std::shared_ptr<const DeviceBlockStack> device_;  ///< once placed on a device
+
+  /// Throws sepal::Error saying `what` runs on the CPU only, when the blocks are on a device.
+  void check_on_cpu(const char* what) const;
 
   void check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                            const DeepPrompts* prompts) const;

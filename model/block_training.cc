@@ -37,6 +37,7 @@ void block_backward(const TrainingCall& call, float* grad) {
 
 void BlockStack::check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                                      const DeepPrompts* prompts) const {
+  check_on_cpu("training passes");
   if (blocks <= 0 || first < first_ || first + blocks > last_) {
     fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }

@@ -1,5 +1,6 @@
 #include "model/device_blocks.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include "kernels/error.h"
@@ -33,12 +34,13 @@ void device_block_forward(const DeviceBlockCall& call) {
 
 }  // namespace
 
-DeviceBlockStack::DeviceBlockStack(const BlockStack& blocks, std::shared_ptr<Backend> backend)
-    : config_(blocks.config()), first_(blocks.first()), last_(blocks.last()), backend_(std::move(backend)) {
+DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first, const std::vector<BlockWeights>& weights,
+                                   std::span<const double> inv_freq, std::span<const float> alibi,
+                                   std::shared_ptr<Backend> backend)
+    : config_(config), first_(first), last_(first + static_cast<std::int64_t>(weights.size())), backend_(std::move(backend)) {
   SEPAL_CHECK(backend_ != nullptr);
   Backend& b = *backend_;
-  for (std::int64_t layer = first_; layer < last_; ++layer) {
-    const BlockWeights& w = blocks.block_weights(layer);
+  for (const BlockWeights& w : weights) {
     DeviceBlockWeights d;
     d.input_norm = upload_vector(b, w.input_norm);
     d.post_attention_norm = upload_vector(b, w.post_attention_norm);
@@ -60,33 +62,19 @@ DeviceBlockStack::DeviceBlockStack(const BlockStack& blocks, std::shared_ptr<Bac
     weight_bytes_ += w.bytes();
     blocks_.push_back(std::move(d));
   }
-  const auto inv_freq = blocks.inverse_frequencies();
   inv_freq_ = b.upload(inv_freq.data(), static_cast<std::int64_t>(inv_freq.size()));
-  const auto alibi = blocks.alibi();
   if (!alibi.empty()) alibi_ = b.upload(alibi.data(), static_cast<std::int64_t>(alibi.size()));
 }
 
-std::int64_t DeviceBlockStack::session_bytes(std::int64_t capacity) const {
-  return 2 * (last_ - first_) * config_.num_kv_heads * capacity * config_.head_dim *
-         static_cast<std::int64_t>(sizeof(float));
+KvCache DeviceBlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const {
+  SEPAL_CHECK(first >= first_ && last <= last_ && first < last && capacity > 0);
+  const std::int64_t bytes = 2 * (last - first) * config_.num_kv_heads * capacity * config_.head_dim *
+                             static_cast<std::int64_t>(sizeof(float));
+  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, backend_->allocate(bytes));
 }
 
-DeviceSession DeviceBlockStack::new_session(std::int64_t capacity) const {
-  if (capacity <= 0 || capacity > config_.max_position_embeddings) {
-    fail("session length ", capacity, " must be between 1 and max_position_embeddings (",
-         config_.max_position_embeddings, ")");
-  }
-  DeviceSession session;
-  session.capacity_ = capacity;
-  session.blocks_ = last_ - first_;
-  session.block_stride_ = config_.num_kv_heads * capacity * config_.head_dim;
-  session.bytes_ = session_bytes(capacity);
-  session.cache_ = backend_->allocate(session.bytes_);
-  return session;
-}
-
-void DeviceBlockStack::ensure_scratch(DeviceSession& session, std::int64_t rows) const {
-  DeviceScratch& s = session.scratch_;
+void DeviceBlockStack::ensure_scratch(std::int64_t rows) const {
+  DeviceScratch& s = scratch_;
   if (s.rows >= rows) return;
   const ModelConfig& c = config_;
   const std::int64_t sizes[] = {c.hidden_size, c.hidden_size, c.q_size(), c.kv_size(), c.kv_size(),
@@ -105,51 +93,41 @@ void DeviceBlockStack::ensure_scratch(DeviceSession& session, std::int64_t rows)
   s.rows = rows;
 }
 
-void DeviceBlockStack::forward(float* hidden, std::int64_t n, DeviceSession& session) const {
-  SEPAL_CHECK(session.blocks_ == last_ - first_ && session.cache_, "the session does not belong to these blocks");
+void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const {
+  SEPAL_CHECK(cache.on_device() && first >= first_ && first + cache.blocks() <= last_ &&
+                  cache.length() + n <= cache.capacity(),
+              "the cache does not belong to these blocks on the device");
   if (n <= 0) return;
-  if (session.length_ + n > session.capacity_) {
-    fail("positions [", session.length_, ", ", session.length_ + n, ") pass the session's length of ",
-         session.capacity_, " positions");
-  }
   const std::int64_t h = config_.hidden_size;
   const std::lock_guard lock(turn_);
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
-    ensure_scratch(session, rows);
-    const DeviceScratch& s = session.scratch_;
-    const std::int64_t start = session.length_;
+    ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)));
+    const DeviceScratch& s = scratch_;
+    const std::int64_t start = cache.length();
     std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
     std::iota(positions.begin(), positions.end(), start);
     backend_->copy_in(s.positions, positions.data(), rows * 8);
     backend_->copy_in(s.hidden, hidden + done * h, rows * h * 4);
-    auto* cache = static_cast<float*>(session.cache_.get());
-    const std::int64_t blocks = last_ - first_;
-    for (std::int64_t i = 0; i < blocks; ++i) {
+    for (std::int64_t i = 0; i < cache.blocks(); ++i) {
       const DeviceBlockCall call{config_,
-                                 blocks_[static_cast<std::size_t>(i)],
+                                 blocks_[static_cast<std::size_t>(first - first_ + i)],
                                  *backend_,
                                  static_cast<const double*>(inv_freq_.get()),
                                  static_cast<const float*>(alibi_.get()),
                                  s.hidden,
                                  rows,
                                  start,
-                                 cache + i * session.block_stride_,
-                                 cache + (blocks + i) * session.block_stride_,
-                                 session.capacity_,
+                                 cache.keys(i),
+                                 cache.values(i),
+                                 cache.capacity(),
                                  s};
       device_block_forward(call);
     }
     backend_->copy_out(hidden + done * h, s.hidden, rows * h * 4);
-    session.length_ = start + rows;
+    cache.set_length(start + rows);
     done += rows;
   }
-}
-
-DevicePipeline::DevicePipeline(const DeviceBlockStack& blocks, std::int64_t capacity)
-    : blocks_(blocks), session_(blocks.new_session(capacity)) {
-  SEPAL_CHECK(blocks.first() == 0 && blocks.last() == blocks.config().num_layers,
-              "a pipeline needs every block of the model");
 }
 
 }  // namespace sepal

@@ -1,25 +1,28 @@
 #pragma once
 // Blocks on a device (kernels/backend.h): a BlockStack's weights copied into a backend's memory,
-// each session's KV cache there too, and the forward of decode and prompts run by the backend's
-// ops. On a GPU the hidden states cross to the host once per call, in and out; nothing else does.
-// The same code runs on the CPU backend, where it must give BlockStack's own results
-// (tests/model/device_blocks_test.cc): the forward is checked here even without a GPU.
+// each session's KV cache there too (a KvCache on_device()), and the forward of decode and prompts
+// run by the backend's ops. On a GPU the hidden states cross to the host once per call, in and
+// out; nothing else does. A BlockStack placed on a device (BlockStack::place_on) runs through one
+// of these; the same code runs on the CPU backend, where it must give the CPU blocks' own results
+// (tests/model/device_blocks_test.cc), so the forward is checked here even without a GPU.
 //
 // What runs on a device: the forward of decode and prompts, f32, bf16 and int8 (LLM.int8()),
 // Llama-family and BLOOM blocks. What does not (yet): token trees, batches of several sessions,
-// deep prompts, adapters and the training passes; they stay on the CPU's BlockStack.
+// deep prompts, adapters and the training passes.
 //
-// Thread-safety: a DeviceBlockStack is immutable after construction; forward() may be called from
-// any thread (calls take turns on the backend, which runs one at a time).
+// Thread-safety: immutable after construction but for its working buffers; forward() may be
+// called from any thread (calls take turns on the backend, which runs one at a time).
 
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "kernels/backend.h"
-#include "model/block_stack.h"
-#include "model/generation.h"
+#include "model/kv_cache.h"
+#include "model/model_config.h"
+#include "model/weights.h"
 
 namespace sepal {
 
@@ -45,46 +48,26 @@ struct DeviceScratch {
   std::shared_ptr<void> storage;
 };
 
-/// One session's keys and values for every block of a DeviceBlockStack, in the backend's memory,
-/// laid out as KvCache's, and its working buffers.
-class DeviceSession {
- public:
-  std::int64_t length() const { return length_; }
-  std::int64_t capacity() const { return capacity_; }
-  /// Bytes of device memory the session holds.
-  std::int64_t bytes() const { return bytes_; }
-
- private:
-  friend class DeviceBlockStack;
-  std::int64_t length_ = 0, capacity_ = 0, bytes_ = 0, blocks_ = 0, block_stride_ = 0;
-  std::shared_ptr<void> cache_;  // keys of every block, then values
-  DeviceScratch scratch_;
-};
-
 class DeviceBlockStack {
  public:
-  /// Copies the weights of `blocks` into `backend`'s memory (the BlockStack may go afterwards).
-  /// Throws sepal::Error in one line when the backend does not hold their type or runs out of
-  /// memory.
-  DeviceBlockStack(const BlockStack& blocks, std::shared_ptr<Backend> backend);
+  /// Copies blocks [first, first + weights.size()) into `backend`'s memory. Throws sepal::Error in
+  /// one line when the backend does not hold their type or runs out of memory.
+  DeviceBlockStack(const ModelConfig& config, std::int64_t first, const std::vector<BlockWeights>& weights,
+                   std::span<const double> inv_freq, std::span<const float> alibi, std::shared_ptr<Backend> backend);
 
   std::int64_t first() const { return first_; }
   std::int64_t last() const { return last_; }
-  const ModelConfig& config() const { return config_; }
   Backend& backend() const { return *backend_; }
   /// Bytes of weights in the backend's memory.
   std::int64_t weight_bytes() const { return weight_bytes_; }
-  /// Bytes of a session of `capacity` positions (its cache) in the backend's memory.
-  std::int64_t session_bytes(std::int64_t capacity) const;
 
-  /// A session of up to `capacity` positions (1 to max_position_embeddings). Throws sepal::Error
-  /// when the device runs out of memory.
-  DeviceSession new_session(std::int64_t capacity) const;
+  /// A cache in the backend's memory for blocks [first, last) of the stack and `capacity`
+  /// positions (checked by the caller). Throws sepal::Error when the device is out of memory.
+  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const;
 
-  /// Runs host rows hidden[n, hidden_size] through every block in place, as the session's next n
-  /// positions, and advances it. Throws sepal::Error, leaving the session unchanged, when the
-  /// positions would pass its capacity.
-  void forward(float* hidden, std::int64_t n, DeviceSession& session) const;
+  /// Runs host rows hidden[n, hidden_size] in place through blocks [first, first +
+  /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it.
+  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
 
  private:
   ModelConfig config_;
@@ -92,21 +75,10 @@ class DeviceBlockStack {
   std::shared_ptr<Backend> backend_;
   std::vector<DeviceBlockWeights> blocks_;
   std::shared_ptr<void> inv_freq_, alibi_;
-  mutable std::mutex turn_;  // one forward at a time on the backend
+  mutable std::mutex turn_;         // one forward at a time on the backend; guards scratch_
+  mutable DeviceScratch scratch_;   // grown to the largest call
 
-  void ensure_scratch(DeviceSession& session, std::int64_t rows) const;
-};
-
-/// A generation's blocks on a device (model/generation.h): decode and prompts; no token trees.
-class DevicePipeline final : public BlockPipeline {
- public:
-  DevicePipeline(const DeviceBlockStack& blocks, std::int64_t capacity);
-  void forward(float* hidden, std::int64_t n) override { blocks_.forward(hidden, n, session_); }
-  std::int64_t length() const override { return session_.length(); }
-
- private:
-  const DeviceBlockStack& blocks_;
-  DeviceSession session_;
+  void ensure_scratch(std::int64_t rows) const;
 };
 
 }  // namespace sepal

@@ -17,6 +17,15 @@ KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_d
   values_ = keys_ + size;
 }
 
+KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
+                 std::shared_ptr<void> device_memory)
+    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), on_device_(true) {
+  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0 && device_memory);
+  memory_ = std::move(device_memory);
+  keys_ = static_cast<float*>(memory_.get());
+  values_ = keys_ + blocks * block_stride();
+}
+
 std::int64_t KvCache::bytes() const {
   return 2 * blocks_ * block_stride() * static_cast<std::int64_t>(sizeof(float));
 }
@@ -32,6 +41,7 @@ void KvCache::truncate(std::int64_t length) {
 }
 
 void KvCache::keep_path(std::span<const std::int32_t> path) {
+  if (on_device_) fail("token trees (speculative decoding) run on the CPU only, not on a device's cache");
   const auto kept = static_cast<std::int64_t>(path.size());
   std::int32_t previous = -1;
   for (const std::int32_t node : path) {

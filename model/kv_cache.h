@@ -10,11 +10,16 @@
 namespace sepal {
 
 /// Per-block key and value arrays of one session, laid out [kv_heads, capacity, head_dim] so
-/// that one head's history is contiguous. Positions [0, length()) are valid.
+/// that one head's history is contiguous. Positions [0, length()) are valid. The arrays are in
+/// host memory, or in a device's (on_device(): made by a BlockStack placed on a device; only its
+/// backend's ops may touch them).
 class KvCache {
  public:
   /// A cache for `blocks` blocks holding up to `capacity` positions.
   KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity);
+  /// The same in `device_memory` (at least bytes() of a device's memory, which the cache keeps).
+  KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
+          std::shared_ptr<void> device_memory);
   KvCache(KvCache&&) noexcept = default;
   KvCache& operator=(KvCache&&) noexcept = default;
   KvCache(const KvCache&) = delete;  // one session's memory; sessions are moved, not copied
@@ -28,6 +33,8 @@ class KvCache {
   std::int64_t length() const { return length_; }
   /// Bytes of memory the cache holds.
   std::int64_t bytes() const;
+  /// Whether the arrays are in a device's memory.
+  bool on_device() const { return on_device_; }
 
   /// Key array of block `block` (0-based within the range).
   float* keys(std::int64_t block) { return keys_ + block * block_stride(); }
@@ -41,7 +48,8 @@ class KvCache {
   /// After a tree step (BlockStack::forward_tree): appends the tree nodes `path` (increasing node
   /// indices, each the parent of the next) to the sequence, moving each node's keys and values
   /// from slot length() + node to the next position, and forgets the other nodes. Throws
-  /// sepal::Error when the path does not fit.
+  /// sepal::Error when the path does not fit, and for a cache on a device (token trees run on the
+  /// CPU).
   void keep_path(std::span<const std::int32_t> path);
 
  private:
@@ -49,6 +57,7 @@ class KvCache {
 
   std::int64_t blocks_, kv_heads_, head_dim_, capacity_;
   std::int64_t length_ = 0;
+  bool on_device_ = false;
   std::shared_ptr<void> memory_;  // keys, then values; huge pages (model/huge_buffer.h)
   float* keys_ = nullptr;
   float* values_ = nullptr;

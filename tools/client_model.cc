@@ -22,31 +22,18 @@ ClientModel load_client_model(const std::string& dir, const ModelConfig& config,
                  static_cast<long long>(config.num_layers), std::string(dtype_name(loading.dtype)).c_str());
   }
   const Checkpoint checkpoint = Checkpoint::open(dir);
-  ClientModel model{std::move(tokenizer), ModelEnds::load(checkpoint, config, loading), nullptr, nullptr};
+  ClientModel model{std::move(tokenizer), ModelEnds::load(checkpoint, config, loading), nullptr};
   if (with_blocks) {
     model.blocks = std::make_unique<BlockStack>(BlockStack::load(checkpoint, config, 0, config.num_layers, loading));
   }
   if (backend) {
-    model.device_blocks = std::make_unique<DeviceBlockStack>(*model.blocks, backend);
-    model.blocks.reset();
+    model.blocks->place_on(backend);
     const BackendInfo info = backend->info();
     std::fprintf(stderr, "sepal: blocks on %s (%s): %.1f MB of weights, %.0f of %.0f MiB free\n",
-                 device_name(info.device).c_str(), info.name.c_str(), model.device_blocks->weight_bytes() / 1e6,
+                 device_name(info.device).c_str(), info.name.c_str(), model.blocks->weight_bytes() / 1e6,
                  info.free_bytes / 1048576.0, info.memory_bytes / 1048576.0);
   }
   return model;
-}
-
-std::unique_ptr<BlockPipeline> ClientModel::local_pipeline(std::int64_t capacity, const DeepPrompts* prompts,
-                                                           const BlockAdapters* adapters) const {
-  if (device_blocks) {
-    if ((prompts && prompts->count > 0) || adapters) {
-      fail("adapters and deep prompts run on the CPU only; use --device cpu");
-    }
-    return std::make_unique<DevicePipeline>(*device_blocks, capacity);
-  }
-  SEPAL_CHECK(blocks != nullptr, "no blocks held in this process");
-  return std::make_unique<LocalPipeline>(*blocks, capacity, prompts, adapters);
 }
 
 }  // namespace sepal::tools

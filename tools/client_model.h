@@ -8,8 +8,6 @@
 
 #include "kernels/device.h"
 #include "model/block_stack.h"
-#include "model/device_blocks.h"
-#include "model/generation.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
 #include "model/tokenizer.h"
@@ -20,19 +18,10 @@ namespace sepal::tools {
 struct ClientModel {
   std::unique_ptr<Tokenizer> tokenizer;
   ModelEnds ends;
-  std::unique_ptr<BlockStack> blocks;  ///< on the CPU; null when a swarm serves them or they are on a device
-  std::unique_ptr<DeviceBlockStack> device_blocks;  ///< on a GPU (--device cuda); null otherwise
+  std::unique_ptr<BlockStack> blocks;  ///< null when a swarm serves them; on --device
 
-  /// Whether this process holds the blocks (on the CPU or a device).
-  bool holds_blocks() const { return blocks || device_blocks; }
   /// Bytes of weights held in this process (and its device).
-  std::int64_t weight_bytes() const {
-    return ends.weight_bytes() + (blocks ? blocks->weight_bytes() : 0) + (device_blocks ? device_blocks->weight_bytes() : 0);
-  }
-  /// A session of up to `capacity` positions over the blocks held here, with deep prompts and
-  /// adapters (each may be null; on the CPU only: a device refuses them in one line).
-  std::unique_ptr<BlockPipeline> local_pipeline(std::int64_t capacity, const DeepPrompts* prompts = nullptr,
-                                                const BlockAdapters* adapters = nullptr) const;
+  std::int64_t weight_bytes() const { return ends.weight_bytes() + (blocks ? blocks->weight_bytes() : 0); }
 };
 
 /// Loads it from `dir`, the blocks on `device` when with_blocks (the device is opened first, so

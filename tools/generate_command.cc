@@ -199,7 +199,7 @@ int generate_command(int argc, char** argv) {
   const bool with_draft = check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
-  check_device_use(device, over_swarm, adapter.has_value(), with_draft);
+  check_device_use(device, adapter.has_value(), with_draft);
   check_adapter_use(adapter ? &*adapter : nullptr, loading);
   const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {
@@ -261,9 +261,8 @@ int generate_command(int argc, char** argv) {
       const std::int64_t capacity = session_capacity(config, requests[i]);
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
-        const auto pipeline =
-            model.local_pipeline(capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
-        outcomes[i] = run_prompt(config, model, *pipeline, requests[i], emit, local_draft, tree_size);
+        LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
+        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, local_draft, tree_size);
         return;
       }
       auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);

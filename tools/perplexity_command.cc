@@ -87,8 +87,9 @@ int score_data_file(const std::string& data_file, const ClientModel& model, cons
     const Example* one[] = {&examples[i]};
     PromptedBatch b = build_batch(model.ends, one, adapter);
     const std::int64_t n = b.lengths[0];
-    if (model.holds_blocks()) {
-      model.local_pipeline(n, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr)->forward(b.hidden.data(), n);
+    if (model.blocks) {
+      LocalPipeline pipeline(*model.blocks, n, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
+      pipeline.forward(b.hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n, adapter);
       pipeline->forward(b.hidden.data(), n);
@@ -180,7 +181,7 @@ int perplexity_command(int argc, char** argv) {
     buffer << in.rdbuf();
   }
   std::unique_ptr<ClientSwarm> swarm;
-  check_device_use(device, wants_swarm(swarm_options, vm), adapter.has_value());
+  check_device_use(device, adapter.has_value());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
@@ -213,8 +214,9 @@ int perplexity_command(int argc, char** argv) {
     hidden.resize(static_cast<std::size_t>(n * h));
     logits.resize(static_cast<std::size_t>(n * vocab));
     ends.embed(ids.data() + begin, n, hidden.data());
-    if (model.holds_blocks()) {
-      model.local_pipeline(n)->forward(hidden.data(), n);
+    if (model.blocks) {
+      LocalPipeline pipeline(*model.blocks, n);
+      pipeline.forward(hidden.data(), n);
     } else {
       auto pipeline = swarm->open(n);
       pipeline->forward(hidden.data(), n);

@@ -114,7 +114,7 @@ int serve_api_command(int argc, char** argv) {
     adapters.emplace_back(name, std::move(*params));
   }
   std::unique_ptr<ClientSwarm> swarm;
-  check_device_use(device, wants_swarm(swarm_options, vm), !adapters.empty());
+  check_device_use(device, !adapters.empty());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);
@@ -139,7 +139,7 @@ int serve_api_command(int argc, char** argv) {
     } else {
       a.open_session = [&model, &p, blocks_adapters](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
         const std::optional<DeepPrompts> deep = p.deep_prompts();
-        return model.local_pipeline(capacity, deep ? &*deep : nullptr, blocks_adapters);
+        return std::make_unique<LocalPipeline>(*model.blocks, capacity, deep ? &*deep : nullptr, blocks_adapters);
       };
     }
     served_adapters.push_back(std::move(a));
@@ -158,7 +158,7 @@ int serve_api_command(int argc, char** argv) {
     served.swarm_status = [&swarm] { return swarm->status(); };
   } else {
     served.open_session = [&model](std::int64_t capacity) -> std::unique_ptr<BlockPipeline> {
-      return model.local_pipeline(capacity);
+      return std::make_unique<LocalPipeline>(*model.blocks, capacity);
     };
   }
   api::ApiServer api(std::move(served), server);

@@ -20,7 +20,7 @@ namespace sepal::tools {
 int serve_command(int argc, char** argv) {
   namespace po = boost::program_options;
   WeightOptions weights;
-  std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file;
+  std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file, device_text;
   std::int64_t max_blocks = 0, cache_mb = 2048, client_sessions = 64, client_cache_mb = 0, step_tokens = 4096;
   double throughput = 0;
   int threads = 0;
@@ -47,6 +47,7 @@ int serve_command(int argc, char** argv) {
       ("no-link-authentication", po::bool_switch(), "no MAC on UCX messages (the whole swarm must agree)")
       ("no-step-batching", po::bool_switch(), "run each session's step alone, never batched with other sessions' steps");
   add_weight_options(options, weights);
+  add_device_option(options, device_text);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
   if (vm.count("help")) {
@@ -58,6 +59,7 @@ int serve_command(int argc, char** argv) {
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
   if (spawned && vm.count("secret-file")) throw UsageError{"--secret-file is for --join"};
   const WeightLoading loading = weight_loading(weights, vm);
+  const Device device = device_option(device_text);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
   if (!spawned && transport_name != "ucx") throw UsageError{"--join needs --transport ucx"};
   if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};
@@ -85,7 +87,7 @@ int serve_command(int argc, char** argv) {
     launch.secret = std::move(secret).value();
   }
   launch.host = HostSettings{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions,
-                             client_cache_mb << 20, step_tokens, !vm["no-step-batching"].as<bool>()};
+                             client_cache_mb << 20, step_tokens, !vm["no-step-batching"].as<bool>(), device};
   const Status served = run_host(&argc, &argv, launch);
   if (!served.is_ok()) fail(served.message());
   return 0;

@@ -103,6 +103,8 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
     throw UsageError{"--no-link-authentication is for --transport ucx"};
   }
   const WeightLoading loading = weight_loading(weights, vm);
+  // --device (where the command has one): where the hosts' blocks run.
+  const Device device = vm.count("device") ? device_option(vm["device"].as<std::string>()) : Device{};
   std::optional<SwarmSecret> secret;
   if (!options.listen_file.empty()) {
     auto s = SwarmSecret::from_file_or_environment(options.secret_file);
@@ -115,6 +117,8 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   std::signal(SIGPIPE, SIG_IGN);
   const int launched = launched_world_size();
   const int hosts = launched > 1 ? launched - 1 : options.spawn_hosts;
+  // Hosts spawned here use this node's GPU: a missing one is said before any host starts.
+  if (!device.is_cpu() && launched <= 1) (void)open_backend(device);
   const std::int64_t span =
       options.max_blocks > 0 ? std::min(options.max_blocks, config.num_layers)
                              : std::min<std::int64_t>(config.num_layers, (config.num_layers * options.replicas + hosts - 1) / hosts);
@@ -129,10 +133,12 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   if (threads > 0) launch.host_args.insert(launch.host_args.end(), {"--threads", std::to_string(threads)});
   if (!settings.transport.authenticate) launch.host_args.push_back("--no-link-authentication");
   if (!options.step_batching) launch.host_args.push_back("--no-step-batching");
+  if (!device.is_cpu()) launch.host_args.insert(launch.host_args.end(), {"--device", device_name(device)});
   launch.listen_file = options.listen_file;
   launch.secret = std::move(secret);
   launch.host = HostSettings{model_dir, loading, span, options.throughput};
   launch.host.batch_steps = options.step_batching;
+  launch.host.device = device;
 
   std::unique_ptr<ClientSwarm> client(new ClientSwarm);
   client->options_ = options;

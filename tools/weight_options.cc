@@ -38,8 +38,9 @@ WeightLoading weight_loading(const WeightOptions& options, const po::variables_m
 void add_device_option(po::options_description& description, std::string& device) {
   description.add_options()
       ("device", po::value(&device)->default_value("cpu"),
-       "where the blocks held here run: cpu, cuda or cuda:N (GPU N: weights, KV cache and the forward\n"
-       "on the device; decode and prompts, without adapters or drafts)");
+       "where the blocks run (in this process, or with a swarm on its hosts): cpu, cuda or cuda:N\n"
+       "(GPU N: weights, KV caches and the forward on the device; decode and prompts, without\n"
+       "adapters or drafts)");
 }
 
 Device device_option(const std::string& text) {
@@ -50,10 +51,9 @@ Device device_option(const std::string& text) {
   }
 }
 
-void check_device_use(const Device& device, bool over_swarm, bool with_adapter, bool with_draft) {
+void check_device_use(const Device& device, bool with_adapter, bool with_draft) {
   if (device.is_cpu()) return;
   const std::string flag = "--device " + device_name(device);
-  if (over_swarm) throw UsageError{flag + " is for blocks held in this process; a swarm's hosts run on their CPUs"};
   if (with_adapter) throw UsageError{flag + ": adapters and tuned prompts run on the CPU only"};
   if (with_draft) throw UsageError{flag + ": speculative decoding (token trees) runs on the CPU only"};
 }

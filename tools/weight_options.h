@@ -27,10 +27,9 @@ void add_device_option(boost::program_options::options_description& description,
 /// The device --device names. Throws UsageError when the text is not one.
 Device device_option(const std::string& text);
 
-/// Throws UsageError when --device names a GPU where the command cannot use one: with a swarm
-/// (the hosts hold the blocks; hosts on GPUs are not built yet) or with adapters, deep prompts or
-/// drafts (they run on the CPU only).
-void check_device_use(const Device& device, bool over_swarm, bool with_adapter, bool with_draft = false);
+/// Throws UsageError when --device names a GPU where the command cannot use one: with adapters,
+/// tuned prompts or drafts (they run on the CPU only).
+void check_device_use(const Device& device, bool with_adapter, bool with_draft = false);
 
 /// The same options as arguments for another sepal process.
 std::vector<std::string> weight_arguments(const WeightOptions& options, const boost::program_options::variables_map& vm);

@@ -28,8 +28,9 @@ using nlohmann::json;
 // A swarm in one process: a client system and one system per host, over in-process transports.
 class LocalSwarm {
  public:
+  /// With `backend`, every host's blocks are placed on it (BlockStack::place_on).
   LocalSwarm(const std::filesystem::path& model, const std::vector<std::pair<int, int>>& ranges,
-             BlockHostOptions options = {})
+             BlockHostOptions options = {}, std::shared_ptr<Backend> backend = nullptr)
       : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)) {
     hub_ = InprocHub::create();
     transports_.push_back(hub_->endpoint());
@@ -37,7 +38,9 @@ class LocalSwarm {
     for (const auto& [first, last] : ranges) {
       transports_.push_back(hub_->endpoint());
       systems_.push_back(std::make_unique<ActorSystem>(*transports_.back(), scheduler_));
-      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32));
+      BlockStack stack = BlockStack::load(checkpoint_, config_, first, last, DType::kF32);
+      if (backend) stack.place_on(backend);
+      auto blocks = std::make_shared<const BlockStack>(std::move(stack));
       hosts_.push_back(systems_.back()->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options));
       route_.push_back(RouteHop{hosts_.back(), first, last});
     }
@@ -434,6 +437,45 @@ TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
   ASSERT_FALSE(refused_memory.is_ok());
   EXPECT_EQ(refused_memory.status().code(), StatusCode::kResourceExhausted) << refused_memory.status().to_string();
   EXPECT_TRUE(small.client().request_sync(small_host, OpenSession{2, 16, 1, 4, {}, 0}, 5s).is_ok());
+}
+
+// Hosts whose blocks are on a device (here the CPU backend, which runs the device forward; on a
+// GPU the same code runs the CUDA backend): greedy generation through two of them gives the
+// reference, steps of several sessions run alone, and what runs on the CPU only is refused in one
+// line while the host goes on serving.
+TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
+  const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 3}, {3, 5}}, {}, open_cpu_backend());
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), DType::kF32);
+  GenerationRequest request;
+  request.prompt_ids = ref["prompt_ids"].get<std::vector<std::int32_t>>();
+  request.max_new_tokens = ref["max_new_tokens"].get<int>();
+  auto pipeline = open_session(swarm, session_capacity(swarm.config(), request), /*push=*/true, /*compression=*/false);
+  ASSERT_TRUE(pipeline);
+  EXPECT_EQ(generate(ends, *pipeline, request, [](std::int32_t) {}).generated_ids,
+            ref["generated_ids"].get<std::vector<std::int32_t>>());
+
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  const AdapterShape shape{AdapterMethod::kLora, 2, 3.0, {Projection::kQ}};
+  const std::vector<float> values(static_cast<std::size_t>(3 * shape.values_per_block(swarm.config())), 0.1f);
+  const AdapterPayload adapter{1, shape.rank, shape.alpha, {0},
+                               TensorPayload::copy_of(ElementType::kF32, {3, shape.values_per_block(swarm.config())},
+                                                      values.data(), values.size())};
+  auto refused = c.request_sync(host, OpenSession{1, 16, 0, 3, {}, 0, adapter}, 5s);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("adapters run on the CPU only; this host's blocks are on cpu"),
+            std::string::npos)
+      << refused.status().message();
+  ASSERT_TRUE(c.request_sync(host, OpenSession{2, 16, 0, 3, {}, 0}, 5s).is_ok());
+  auto tree = c.request_sync(host, Step{2, 0, varied_rows(2, h, 0.2f), 0, {-1, 0}}, 5s);
+  ASSERT_FALSE(tree.is_ok());
+  EXPECT_NE(tree.status().message().find("token trees (speculative decoding) run on the CPU only"), std::string::npos)
+      << tree.status().message();
+  auto step = c.request_sync(host, Step{2, 0, varied_rows(2, h, 0.2f)}, 5s);
+  ASSERT_TRUE(step.is_ok()) << step.status().to_string();
+  EXPECT_EQ(step->length, 2);
 }
 
 TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {

@@ -1,4 +1,5 @@
-// Blocks on a device (model/device_blocks.h) against BlockStack on the CPU: Llama with grouped
+// Blocks placed on a device (BlockStack::place_on, model/device_blocks.h) against the same blocks
+// on the CPU: Llama with grouped
 // heads, Qwen2's biases, Mistral's sliding window and BLOOM's ALiBi, at f32, bf16 and int8, over a
 // prompt, decode steps, a step of several rows and a prompt longer than one device call. The
 // backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 
 #include "kernels/error.h"
 #include "model/block_stack.h"
@@ -65,11 +67,16 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     test::TempDir dir;
     write_synthetic_checkpoint(shape.spec, dir.path());
     const ModelConfig config = read_model_config(dir.path());
-    const BlockStack cpu = BlockStack::load(Checkpoint::open(dir.path()), config, 0, config.num_layers, dtype);
-    const DeviceBlockStack device(cpu, backend);
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    device.place_on(backend);
+    EXPECT_EQ(device.device(), device_under_test());
+    EXPECT_EQ(device.backend(), backend.get());
     EXPECT_EQ(device.weight_bytes(), cpu.weight_bytes());
     KvCache cache = cpu.new_cache(700);
-    DeviceSession session = device.new_session(700);
+    KvCache session = device.new_cache(700);
+    EXPECT_TRUE(session.on_device());
     EXPECT_EQ(session.bytes(), cache.bytes());
     const std::int64_t h = config.hidden_size;
     // A prompt, decode steps, a step of 3 rows, and a prompt of more rows than one device call
@@ -101,6 +108,28 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
       EXPECT_NE(std::string(e.what()).find("pass the session's length of 700"), std::string::npos) << e.what();
     }
     EXPECT_EQ(session.length(), cache.length());
+    // What runs on the CPU only says so in one line.
+    const std::string on = "run on the CPU only; these blocks are on " + device_name(device_under_test());
+    auto expect_cpu_only = [&](const std::function<void()>& call, const char* what) {
+      try {
+        call();
+        ADD_FAILURE() << what << " ran on the device";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(on), std::string::npos) << what << ": " << e.what();
+      }
+    };
+    std::vector<float> row(static_cast<std::size_t>(h));
+    const std::vector<std::int32_t> parents = {-1};
+    expect_cpu_only([&] { device.forward_tree(row.data(), 1, parents, session, 0); }, "a token tree");
+    BatchedStep step{row.data(), 1, &session};
+    expect_cpu_only([&] { device.forward_batch(std::span(&step, 1), 0, config.num_layers); }, "a batch");
+    const std::vector<float> prompt_values(static_cast<std::size_t>(config.num_layers * h));
+    const DeepPrompts prompts{prompt_values.data(), 1, 0};
+    expect_cpu_only([&] { device.forward(row.data(), 1, session, 0, &prompts); }, "deep prompts");
+    const std::vector<std::int64_t> lengths = {1};
+    expect_cpu_only([&] { device.forward_sequences(row.data(), lengths, 0, 1, nullptr); }, "training");
+    expect_cpu_only([&] { (void)device.block_weights(0); }, "reading weights");
+    EXPECT_THROW(session.keep_path(std::vector<std::int32_t>{0}), Error);
   }
 }
 
@@ -114,11 +143,11 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   spec.max_position_embeddings = 64;
   write_synthetic_checkpoint(spec, dir.path());
   const ModelConfig config = read_model_config(dir.path());
-  const BlockStack cpu = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);
-  const DeviceBlockStack device(cpu, open_backend(device_under_test()));
-  EXPECT_THROW(device.new_session(65), Error);
-  EXPECT_THROW(device.new_session(0), Error);
-  EXPECT_EQ(device.new_session(64).capacity(), 64);
+  BlockStack device = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);
+  device.place_on(open_backend(device_under_test()));
+  EXPECT_THROW(device.new_cache(65), Error);
+  EXPECT_THROW(device.new_cache(0), Error);
+  EXPECT_EQ(device.new_cache(64).capacity(), 64);
 }
 
 }  // namespace

@@ -382,8 +382,6 @@ TEST(Flags, DeviceIsListedCheckedAndAMissingGpuIsSaidInOneLine) {
     EXPECT_NE(help.out.find("--device"), std::string::npos) << command;
   }
   expect_failure({"generate", "--model", model, "--device", "gpu"}, "unknown device \"gpu\": expected cpu, cuda or cuda:N");
-  expect_failure({"generate", "--model", model, "--device", "cuda", "--hosts", "2"},
-                 "--device cuda:0 is for blocks held in this process");
   expect_failure({"generate", "--model", model, "--device", "cuda", "--draft-ngram", "3"},
                  "speculative decoding (token trees) runs on the CPU only");
   const auto r = run_sepal({"generate", "--model", model, "--device", "cuda:0", "--max-new-tokens", "4"});
