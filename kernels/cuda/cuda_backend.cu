@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/int8_product.h"
 
@@ -427,8 +428,8 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+Backend* new_cuda_backend(int index) { return new CudaBackend(index); }
+
 }  // namespace cuda
-
-std::unique_ptr<Backend> open_cuda_backend(int index) { return std::make_unique<cuda::CudaBackend>(index); }
-
 }  // namespace sepal
