@@ -69,7 +69,8 @@ std::string shell_quote(const std::string& s) {
 
 CommandResult run_sepal(const std::vector<std::string>& args) {
   TempDir tmp;
-  std::string cmd = shell_quote(std::string(SEPAL_BINARY_DIR) + "/bin/sepal");
+  const char* program = std::getenv("SEPAL_PROGRAM");  // a packed build run elsewhere (scripts/gpu_check.sh)
+  std::string cmd = shell_quote(program && *program ? std::string(program) : std::string(SEPAL_BINARY_DIR) + "/bin/sepal");
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " > " + shell_quote((tmp / "out").string()) + " 2> " + shell_quote((tmp / "err").string()) + " < /dev/null";
   const int status = std::system(cmd.c_str());

@@ -50,7 +50,7 @@ struct CommandResult {
   std::string err;
 };
 
-/// Runs `build/bin/sepal` with the arguments (each shell-quoted).
+/// Runs `build/bin/sepal` ($SEPAL_PROGRAM when set) with the arguments (each shell-quoted).
 CommandResult run_sepal(const std::vector<std::string>& args);
 
 /// ||a - b|| / max(||b||, tiny): the normalised error the kernel tests bound per op.

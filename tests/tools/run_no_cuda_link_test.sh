@@ -7,5 +7,6 @@ set -uo pipefail
 sepal=$1
 linked=$(ldd "$sepal" | grep -i -E 'libcuda|libcudart|libcublas|libnccl|libnvidia' || true)
 if [ -n "$linked" ]; then echo "FAILED: $sepal links CUDA libraries:"; echo "$linked"; exit 1; fi
-"$sepal" generate --help | grep -q -- '--device' || { echo "FAILED: generate --help lists no --device"; exit 1; }
+help=$("$sepal" generate --help)
+grep -q -- '--device' <<< "$help" || { echo "FAILED: generate --help lists no --device"; exit 1; }
 echo "ok: $sepal links no CUDA library"
