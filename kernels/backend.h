@@ -11,10 +11,13 @@
 // from allocate(), except where a comment says host. Ops run in call order; copy_out() returns
 // once the results are in host memory.
 //
-// Thread-safety: one thread at a time per backend object; open one backend per thread.
+// Thread-safety: memory (allocate, copy_in, copy_out, upload) may be used from any thread; ops run
+// one caller at a time, who holds turn() through its sequence of ops (they share the backend's
+// working memory).
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "kernels/attention.h"
@@ -87,6 +90,12 @@ class Backend {
   /// A copy of a host weight matrix (and its int8 scales) in the backend's memory. Throws
   /// sepal::Error when the backend does not hold its type or shape.
   virtual DeviceMatrix upload_matrix(const WeightView& host);
+
+  /// Held through a sequence of ops (see Thread-safety).
+  std::mutex& turn() { return turn_; }
+
+ private:
+  std::mutex turn_;
 };
 
 /// The CPU backend: host memory, the CPU kernels.

@@ -99,7 +99,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
               "the cache does not belong to these blocks on the device");
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
-  const std::lock_guard lock(turn_);
+  const std::lock_guard lock(backend_->turn());
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
     ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)));

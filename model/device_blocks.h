@@ -11,11 +11,11 @@
 // deep prompts, adapters and the training passes.
 //
 // Thread-safety: immutable after construction but for its working buffers; forward() may be
-// called from any thread (calls take turns on the backend, which runs one at a time).
+// called from any thread: it holds the backend's turn() (stacks sharing a backend, such as a
+// host's old and newly loaded blocks, take turns).
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
@@ -75,8 +75,7 @@ class DeviceBlockStack {
   std::shared_ptr<Backend> backend_;
   std::vector<DeviceBlockWeights> blocks_;
   std::shared_ptr<void> inv_freq_, alibi_;
-  mutable std::mutex turn_;         // one forward at a time on the backend; guards scratch_
-  mutable DeviceScratch scratch_;   // grown to the largest call
+  mutable DeviceScratch scratch_;  // grown to the largest call; guarded by the backend's turn()
 
   void ensure_scratch(std::int64_t rows) const;
 };
