@@ -320,9 +320,7 @@ void BlockHost::measured(double rate) {
 }
 
 bool BlockHost::batchable(const ReadyStep& step) const {
-  // Batches run on the CPU only (BlockStack::forward_batch); blocks on a device run steps alone.
-  return options_.batch_steps && !blocks_->backend() && step.n <= kStreamingMaxTokens && step.parents.empty() &&
-         step.keep.empty();
+  return options_.batch_steps && step.n <= kStreamingMaxTokens && step.parents.empty() && step.keep.empty();
 }
 
 void BlockHost::before_step(SessionKey key, Scheduler::Clock::time_point now) {

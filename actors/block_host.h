@@ -43,7 +43,7 @@ struct BlockHostOptions {
   std::int64_t max_training_tokens = 16384;
   /// Batch the steps of different sessions (up to kStreamingMaxTokens rows each, no token tree)
   /// that wait for the host together: one forward for all (BlockStack::forward_batch), each
-  /// session's states exactly as alone. Blocks on a device run each step alone.
+  /// session's states exactly as alone.
   bool batch_steps = true;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;

@@ -57,7 +57,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
   options.max_step_tokens = settings.max_step_tokens;
-  options.batch_steps = settings.batch_steps && !backend;  // batches run on the CPU only
+  options.batch_steps = settings.batch_steps;
   options.coordinator = world.coordinator;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;

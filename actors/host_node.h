@@ -27,7 +27,7 @@ struct HostSettings {
   std::int64_t max_sessions_per_client = 64;
   std::int64_t max_cache_bytes_per_client = 0;  ///< 0: half of the budget
   std::int64_t max_step_tokens = 4096;
-  bool batch_steps = true;  ///< BlockHostOptions::batch_steps (off on a GPU: batches run on the CPU)
+  bool batch_steps = true;  ///< BlockHostOptions::batch_steps
   /// Where the blocks run: on a GPU, weights and KV caches are in its memory, and the cache budget
   /// is at most what the device has free once the weights are loaded.
   Device device;

@@ -58,8 +58,9 @@ class Backend {
   virtual void copy_out(void* dst, const void* src, std::int64_t bytes) = 0;
 
   // ---- ops (pointers in the backend's memory) ----
-  /// y[n, w.rows] = x[n, w.cols] · wᵀ (kernels/matmul.h; for int8, LLM.int8() with the outlier
-  /// columns of the whole call).
+  /// y[n, w.rows] = x[n, w.cols] · wᵀ (kernels/matmul.h). In calls of up to kStreamingMaxTokens
+  /// rows every backend gives each row the result it gets alone (for int8, its own outlier
+  /// columns); longer calls take LLM.int8()'s outlier columns over the whole call.
   virtual void matmul(const float* x, std::int64_t n, const DeviceMatrix& w, float* y) = 0;
   virtual void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps, float* y) = 0;
   virtual void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias,

@@ -153,7 +153,6 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
 }
 
 void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t first, std::int64_t blocks) const {
-  check_on_cpu("batches of several sessions");
   if (first < first_ || first + blocks > last_ || blocks <= 0) {
     fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
@@ -177,11 +176,14 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     for (std::size_t i = 0; i < j; ++i) {
       if (steps[i].cache == step.cache) fail("batched steps ", i, " and ", j, " share a cache");
     }
+    SEPAL_CHECK(cache.on_device() == (device_ != nullptr), "a cache of another device");
+    if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
     segments.push_back(RowSegment{rows, step.n, cache.length(), nullptr, nullptr, cache.capacity(), step.adapters});
     rows += step.n;
   }
   if (rows == 0) return;
+  if (device_) return device_->forward_batch(steps, first);
   std::vector<float> hidden(static_cast<std::size_t>(rows * h));
   std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
   for (std::size_t j = 0; j < steps.size(); ++j) {

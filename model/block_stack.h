@@ -57,9 +57,9 @@ class BlockStack {
   std::int64_t weight_bytes() const;
 
   /// Moves the weights into `backend`'s memory (a GPU's: model/device_blocks.h) and frees the host
-  /// copies: from now on caches are made there and forward() runs there. Token trees, batches of
-  /// several sessions, deep prompts, adapters and the training passes then refuse in one line
-  /// (they run on the CPU only). Throws sepal::Error, leaving the stack on the CPU, when the
+  /// copies: from now on caches are made there and forward() and forward_batch() run there. Token
+  /// trees, deep prompts, adapters and the training passes then refuse in one line (they run on
+  /// the CPU only). Throws sepal::Error, leaving the stack on the CPU, when the
   /// backend cannot hold the weights.
   void place_on(std::shared_ptr<Backend> backend);
   /// The device the blocks run on: the CPU unless placed.

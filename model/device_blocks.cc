@@ -130,4 +130,56 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
   }
 }
 
+void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const {
+  const std::int64_t h = config_.hidden_size;
+  std::int64_t rows = 0;
+  for (const BatchedStep& step : steps) rows += step.n;
+  if (rows == 0) return;
+  const std::int64_t blocks = steps.front().cache->blocks();
+  std::vector<float> hidden(static_cast<std::size_t>(rows * h));
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
+  std::vector<DeviceSegment> segments;
+  for (const BatchedStep& step : steps) {
+    SEPAL_CHECK(step.cache->on_device() && step.cache->blocks() == blocks && first >= first_ && first + blocks <= last_ &&
+                    step.cache->length() + step.n <= step.cache->capacity(),
+                "a batched step's cache does not belong to these blocks on the device");
+    const DeviceSegment seg{segments.empty() ? 0 : segments.back().row + segments.back().n, step.n,
+                            step.cache->length(), step.cache->capacity(), nullptr, nullptr};
+    std::copy(step.hidden, step.hidden + step.n * h, hidden.begin() + seg.row * h);
+    std::iota(positions.begin() + seg.row, positions.begin() + seg.row + seg.n, seg.start);
+    segments.push_back(seg);
+  }
+  const std::lock_guard lock(backend_->turn());
+  ensure_scratch(rows);
+  const DeviceScratch& s = scratch_;
+  backend_->copy_in(s.positions, positions.data(), rows * 8);
+  backend_->copy_in(s.hidden, hidden.data(), rows * h * 4);
+  for (std::int64_t i = 0; i < blocks; ++i) {
+    for (std::size_t j = 0; j < steps.size(); ++j) {
+      segments[j].keys = steps[j].cache->keys(i);
+      segments[j].values = steps[j].cache->values(i);
+    }
+    const DeviceBlockCall call{config_,
+                               blocks_[static_cast<std::size_t>(first - first_ + i)],
+                               *backend_,
+                               static_cast<const double*>(inv_freq_.get()),
+                               static_cast<const float*>(alibi_.get()),
+                               s.hidden,
+                               rows,
+                               0,
+                               nullptr,
+                               nullptr,
+                               0,
+                               s,
+                               segments};
+    device_block_forward(call);
+  }
+  backend_->copy_out(hidden.data(), s.hidden, rows * h * 4);
+  for (std::size_t j = 0; j < steps.size(); ++j) {
+    const DeviceSegment& seg = segments[j];
+    std::copy(hidden.begin() + seg.row * h, hidden.begin() + (seg.row + seg.n) * h, steps[j].hidden);
+    steps[j].cache->set_length(seg.start + seg.n);
+  }
+}
+
 }  // namespace sepal

@@ -6,9 +6,9 @@
 // of these; the same code runs on the CPU backend, where it must give the CPU blocks' own results
 // (tests/model/device_blocks_test.cc), so the forward is checked here even without a GPU.
 //
-// What runs on a device: the forward of decode and prompts, f32, bf16 and int8 (LLM.int8()),
-// Llama-family and BLOOM blocks. What does not (yet): token trees, batches of several sessions,
-// deep prompts, adapters and the training passes.
+// What runs on a device: the forward of decode and prompts and batches of several sessions'
+// steps, f32, bf16 and int8 (LLM.int8()), Llama-family and BLOOM blocks. What does not (yet):
+// token trees, deep prompts, adapters and the training passes.
 //
 // Thread-safety: immutable after construction but for its working buffers; forward() may be
 // called from any thread: it holds the backend's turn() (stacks sharing a backend, such as a
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "model/block_stack.h"
 #include "model/kv_cache.h"
 #include "model/model_config.h"
 #include "model/weights.h"
@@ -68,6 +69,11 @@ class DeviceBlockStack {
   /// Runs host rows hidden[n, hidden_size] in place through blocks [first, first +
   /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it.
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
+
+  /// BlockStack::forward_batch's steps (checked by the caller; no deep prompts or adapters)
+  /// through blocks [first, first + their caches' blocks): one pass for all of them, each step's
+  /// rows ending as forward() gives them alone (bit for bit on the CPU backend).
+  void forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const;
 
  private:
   ModelConfig config_;

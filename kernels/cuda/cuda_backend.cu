@@ -321,7 +321,12 @@ class CudaBackend final : public Backend {
     const WeightView& w = m.view;
     if (n <= 0) return;
     enter();
-    if (w.dtype == DType::kI8) return int8_product(lt_, int8_, x, n, w, y);
+    if (w.dtype == DType::kI8) {
+      if (n > kStreamingMaxTokens) return int8_product(lt_, int8_, x, n, w, y);
+      // Decode's few rows each take their own outlier columns, as on the CPU (kernels/matmul.h).
+      for (std::int64_t r = 0; r < n; ++r) int8_product(lt_, int8_, x + r * w.cols, 1, w, y + r * w.rows);
+      return;
+    }
     SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "the CUDA backend multiplies f32, bf16 and int8");
     if (n <= kGemvMaxRows) {
       const auto blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);

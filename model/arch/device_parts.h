@@ -3,13 +3,23 @@
 // backend's memory. Each architecture's device_block.cc runs its block with the backend's ops, in
 // the order of its CPU block.cc.
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
 
 #include "kernels/backend.h"
 #include "model/device_blocks.h"
 #include "model/model_config.h"
 
 namespace sepal {
+
+/// One session's rows in a batched call (DeviceBlockStack::forward_batch): rows [row, row + n) at
+/// slots [start, start + n) of its own cache.
+struct DeviceSegment {
+  std::int64_t row = 0, n = 0, start = 0, capacity = 0;
+  float* keys = nullptr;
+  float* values = nullptr;
+};
 
 struct DeviceBlockCall {
   const ModelConfig& config;
@@ -24,17 +34,34 @@ struct DeviceBlockCall {
   float* values;
   std::int64_t capacity;
   const DeviceScratch& scratch;
+  /// With segments, the rows are the steps of several sessions (start, keys, values and capacity
+  /// are then each segment's), every row's products as it gets them alone.
+  std::span<const DeviceSegment> segments = {};
 };
+
+/// y = x · wᵀ over the call's rows; the rows of several sessions go in calls of at most
+/// kStreamingMaxTokens rows, in which every backend gives each row the bits it gets alone.
+inline void device_products(const DeviceBlockCall& call, const float* x, const DeviceMatrix& w, float* y) {
+  if (call.segments.empty()) return call.backend.matmul(x, call.n, w, y);
+  for (std::int64_t r = 0; r < call.n; r += kStreamingMaxTokens) {
+    call.backend.matmul(x + r * w.view.cols, std::min(kStreamingMaxTokens, call.n - r), w, y + r * w.view.rows);
+  }
+}
 
 /// Stores the call's keys and values in its cache and writes the attention of s.q to s.attn.
 inline void device_store_and_attend(const DeviceBlockCall& call) {
   const ModelConfig& c = call.config;
   const DeviceScratch& s = call.scratch;
-  call.backend.store_kv(s.k, call.n, call.start, c.num_kv_heads, c.head_dim, call.capacity, call.keys);
-  call.backend.store_kv(s.v, call.n, call.start, c.num_kv_heads, c.head_dim, call.capacity, call.values);
-  call.backend.attention_causal(s.q, call.n, call.start, call.keys, call.values, call.capacity,
-                                AttentionDims{c.num_heads, c.num_kv_heads, c.head_dim}, s.attn, call.alibi,
-                                c.sliding_window);
+  Backend& b = call.backend;
+  const auto one = [&](const DeviceSegment& seg) {
+    b.store_kv(s.k + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.keys);
+    b.store_kv(s.v + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.values);
+    b.attention_causal(s.q + seg.row * c.q_size(), seg.n, seg.start, seg.keys, seg.values, seg.capacity,
+                       AttentionDims{c.num_heads, c.num_kv_heads, c.head_dim}, s.attn + seg.row * c.q_size(), call.alibi,
+                       c.sliding_window);
+  };
+  if (call.segments.empty()) return one(DeviceSegment{0, call.n, call.start, call.capacity, call.keys, call.values});
+  for (const DeviceSegment& seg : call.segments) one(seg);
 }
 
 }  // namespace sepal

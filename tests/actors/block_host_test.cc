@@ -441,8 +441,8 @@ TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
 
 // Hosts whose blocks are on a device (here the CPU backend, which runs the device forward; on a
 // GPU the same code runs the CUDA backend): greedy generation through two of them gives the
-// reference, steps of several sessions run alone, and what runs on the CPU only is refused in one
-// line while the host goes on serving.
+// reference, and what runs on the CPU only is refused in one line while the host goes on serving
+// (their batches: OnADeviceStepsThatArriveTogether... below).
 TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
   const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
   LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 3}, {3, 5}}, {}, open_cpu_backend());
@@ -551,7 +551,9 @@ TEST(BlockHost, IdleSessionsExpireOnTheVirtualClock) {
 
 // Steps of several sessions that reach the host together run as one batch, and each session gets
 // what its blocks give it alone; a session's second step while its first waits runs after it.
-TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
+// With `on_device`, the host's blocks are placed on a device (the CPU backend, which runs the
+// device forward and its batches; on a GPU the same code runs the CUDA backend).
+void expect_steps_that_arrive_together_batch(bool on_device) {
   VirtualClockPair world;
   ManualScheduler& scheduler = world.scheduler;
   ActorSystem &client = world.client, &host_system = world.host_system;
@@ -559,8 +561,9 @@ TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
   const ModelConfig config = read_model_config(model);
   const Checkpoint ckpt = Checkpoint::open(model);
   const std::int64_t h = config.hidden_size, blocks = config.num_layers;
-  auto owned = std::make_unique<BlockHost>(
-      std::make_shared<const BlockStack>(BlockStack::load(ckpt, config, 0, blocks, DType::kI8)), BlockHostOptions{});
+  BlockStack served = BlockStack::load(ckpt, config, 0, blocks, DType::kI8);
+  if (on_device) served.place_on(open_cpu_backend());
+  auto owned = std::make_unique<BlockHost>(std::make_shared<const BlockStack>(std::move(served)), BlockHostOptions{});
   BlockHost* host_actor = owned.get();
   const auto host = host_system.adopt_with_id(kBlockHostActorId, std::move(owned));
   const BlockStack local = BlockStack::load(ckpt, config, 0, blocks, DType::kI8);
@@ -610,6 +613,14 @@ TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
   scheduler.run_all();
   ASSERT_TRUE(first && first->is_ok() && second && second->is_ok()) << (second ? second->status().to_string() : "");
   EXPECT_EQ((*second)->length, caches[0].length() + 2);
+}
+
+TEST(BlockHost, StepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
+  expect_steps_that_arrive_together_batch(/*on_device=*/false);
+}
+
+TEST(BlockHost, OnADeviceStepsThatArriveTogetherRunAsOneBatchWithEachSessionsOwnStates) {
+  expect_steps_that_arrive_together_batch(/*on_device=*/true);
 }
 
 // A batch waits for the sessions of the last batch: it runs when the last of them arrives, when

@@ -121,15 +121,62 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     std::vector<float> row(static_cast<std::size_t>(h));
     const std::vector<std::int32_t> parents = {-1};
     expect_cpu_only([&] { device.forward_tree(row.data(), 1, parents, session, 0); }, "a token tree");
-    BatchedStep step{row.data(), 1, &session};
-    expect_cpu_only([&] { device.forward_batch(std::span(&step, 1), 0, config.num_layers); }, "a batch");
     const std::vector<float> prompt_values(static_cast<std::size_t>(config.num_layers * h));
     const DeepPrompts prompts{prompt_values.data(), 1, 0};
     expect_cpu_only([&] { device.forward(row.data(), 1, session, 0, &prompts); }, "deep prompts");
+    KvCache other = device.new_cache(8);
+    BatchedStep step{row.data(), 1, &other, &prompts};
+    expect_cpu_only([&] { device.forward_batch(std::span(&step, 1), 0, config.num_layers); }, "a batch with deep prompts");
     const std::vector<std::int64_t> lengths = {1};
     expect_cpu_only([&] { device.forward_sequences(row.data(), lengths, 0, 1, nullptr); }, "training");
     expect_cpu_only([&] { (void)device.block_weights(0); }, "reading weights");
     EXPECT_THROW(session.keep_path(std::vector<std::int32_t>{0}), Error);
+  }
+}
+
+// Steps of several sessions in one forward_batch on the device end as each session's forward()
+// alone: sessions at different lengths, steps of 1 to 4 rows, a part of the stack's range.
+TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
+  const DType dtype = GetParam();
+  std::shared_ptr<Backend> backend = open_backend(device_under_test());
+  for (const Shape& shape : shapes()) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(shape.spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    BlockStack device = BlockStack::load(Checkpoint::open(dir.path()), config, 0, config.num_layers, dtype);
+    device.place_on(backend);
+    const std::int64_t first = 1, blocks = config.num_layers - 1, h = config.hidden_size;
+    constexpr int kSessions = 5;
+    const std::int64_t prompt_lengths[kSessions] = {3, 1, 9, 6, 2};
+    std::vector<KvCache> alone, batched;
+    for (int i = 0; i < kSessions; ++i) {
+      alone.push_back(device.new_cache(40, first, first + blocks));
+      batched.push_back(device.new_cache(40, first, first + blocks));
+      auto rows = test::random_floats(static_cast<std::size_t>(prompt_lengths[i] * h), 10 + i);
+      auto copy = rows;
+      device.forward(rows.data(), prompt_lengths[i], alone[i], first);
+      device.forward(copy.data(), prompt_lengths[i], batched[i], first);
+    }
+    for (int round = 0; round < 5; ++round) {
+      std::vector<std::vector<float>> want, got;
+      std::vector<BatchedStep> steps;
+      for (int i = 0; i < kSessions; ++i) {
+        const std::int64_t n = 1 + (round + i) % kStreamingMaxTokens;
+        want.push_back(test::random_floats(static_cast<std::size_t>(n * h), 100 * round + i));
+        got.push_back(want.back());
+        device.forward(want.back().data(), n, alone[i], first);
+      }
+      for (int i = 0; i < kSessions; ++i) {
+        steps.push_back(BatchedStep{got[i].data(), static_cast<std::int64_t>(got[i].size()) / h, &batched[i]});
+      }
+      device.forward_batch(steps, first, blocks);
+      for (int i = 0; i < kSessions; ++i) {
+        expect_rows(got[i], want[i], dtype,
+                    std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": session " + std::to_string(i) +
+                        ", round " + std::to_string(round));
+        ASSERT_EQ(batched[i].length(), alone[i].length());
+      }
+    }
   }
 }
 

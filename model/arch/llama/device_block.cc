@@ -13,9 +13,9 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   b.rmsnorm(call.hidden, n, h, w.input_norm.data, eps, s.normed);
-  b.matmul(s.normed, n, w.q_proj, s.q);
-  b.matmul(s.normed, n, w.k_proj, s.k);
-  b.matmul(s.normed, n, w.v_proj, s.v);
+  device_products(call, s.normed, w.q_proj, s.q);
+  device_products(call, s.normed, w.k_proj, s.k);
+  device_products(call, s.normed, w.v_proj, s.v);
   if (c.attention_bias) {
     b.add_bias(s.q, n, c.q_size(), w.q_bias.data);
     b.add_bias(s.k, n, c.kv_size(), w.k_bias.data);
@@ -24,14 +24,14 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, s.positions, call.inv_freq);
   b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, s.positions, call.inv_freq);
   device_store_and_attend(call);
-  b.matmul(s.attn, n, w.o_proj, s.proj);
+  device_products(call, s.attn, w.o_proj, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 
   b.rmsnorm(call.hidden, n, h, w.post_attention_norm.data, eps, s.normed);
-  b.matmul(s.normed, n, w.gate_proj, s.gate);
-  b.matmul(s.normed, n, w.up_proj, s.up);
+  device_products(call, s.normed, w.gate_proj, s.gate);
+  device_products(call, s.normed, w.up_proj, s.up);
   b.silu_mul(s.gate, s.up, n * c.intermediate_size);
-  b.matmul(s.gate, n, w.down_proj, s.proj);
+  device_products(call, s.gate, w.down_proj, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 }
 
