@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/error.h"
 #include "kernels/gradients.h"
 #include "kernels/matmul.h"
@@ -53,13 +54,13 @@ void ModelEnds::final_norm(const float* hidden, std::int64_t n, float* out) cons
 }
 
 void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
-  std::vector<float> normed(static_cast<std::size_t>(n * config_.hidden_size));
+  AlignedFloats normed(static_cast<std::size_t>(n * config_.hidden_size));  // the head reads it in 64-byte loads
   final_norm(hidden, n, normed.data());
   matmul(normed.data(), n, head_.lm_head.view, out);
 }
 
 void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
-  std::vector<float> normed(static_cast<std::size_t>(n * config_.hidden_size));
+  AlignedFloats normed(static_cast<std::size_t>(n * config_.hidden_size));  // the head reads it in 64-byte loads
   final_norm(hidden, n, normed.data());
   float* const outs[] = {out};
   matmul_many_alone(normed.data(), n, std::span(&head_.lm_head.view, 1), outs);

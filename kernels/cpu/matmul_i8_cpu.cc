@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/i8_activations.h"
@@ -35,7 +36,7 @@ GemvI8Fn gemv_i8_for(CpuIsa isa) {
 // calls on the same thread.
 struct QuantizedActivations {
   std::int64_t ldq = 0;
-  std::vector<std::int8_t> q;
+  std::vector<std::int8_t, CacheLineAllocator<std::int8_t>> q;  // rows of ldq bytes, each on a cache line
   std::vector<float> scale;
   std::vector<std::int32_t> qsum;
   std::vector<std::int32_t> outlier_cols;

@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/matmul.h"
 #include "model/block_adapters.h"
 #include "model/model_config.h"
@@ -18,7 +19,7 @@ namespace sepal {
 
 /// Scratch buffers of one forward call, sized for n rows.
 struct Scratch {
-  std::vector<float> normed, q, k, v, attn, proj, gate, up;
+  AlignedFloats normed, q, k, v, attn, proj, gate, up;  // the products' inputs start on cache lines
   explicit Scratch(const ModelConfig& c, std::int64_t n)
       : normed(n * c.hidden_size), q(n * c.q_size()), k(n * c.kv_size()), v(n * c.kv_size()),
         attn(n * c.q_size()), proj(n * c.hidden_size), gate(n * c.intermediate_size),
