@@ -263,9 +263,8 @@ class CudaBackend final : public Backend {
            e != cudaSuccess ? cudaGetErrorString(e) : "the driver sees none", ")");
     }
     if (index >= count) fail("--device cuda:", index, ": this machine has ", count, " CUDA GPU(s), numbered from 0");
-    enter();
-    SEPAL_CUDA_CHECK(cublasCreate(&blas_));
-    SEPAL_CUDA_CHECK(cublasLtCreate(&lt_));
+    // No context yet: a process that only checks for the GPU (a client whose hosts use it) takes
+    // none of its memory. The cuBLAS handles come with the first product.
   }
   ~CudaBackend() override {
     if (lt_) cublasLtDestroy(lt_);
@@ -322,9 +321,9 @@ class CudaBackend final : public Backend {
     if (n <= 0) return;
     enter();
     if (w.dtype == DType::kI8) {
-      if (n > kStreamingMaxTokens) return int8_product(lt_, int8_, x, n, w, y);
+      if (n > kStreamingMaxTokens) return int8_product(lt(), int8_, x, n, w, y);
       // Decode's few rows each take their own outlier columns, as on the CPU (kernels/matmul.h).
-      for (std::int64_t r = 0; r < n; ++r) int8_product(lt_, int8_, x + r * w.cols, 1, w, y + r * w.rows);
+      for (std::int64_t r = 0; r < n; ++r) int8_product(lt(), int8_, x + r * w.cols, 1, w, y + r * w.rows);
       return;
     }
     SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "the CUDA backend multiplies f32, bf16 and int8");
@@ -342,14 +341,14 @@ class CudaBackend final : public Backend {
     const float one = 1.0f, zero = 0.0f;
     const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols), tokens = static_cast<int>(n);
     if (w.dtype == DType::kF32) {
-      SEPAL_CUDA_CHECK(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, tokens, cols, &one,
+      SEPAL_CUDA_CHECK(cublasSgemm(blas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, tokens, cols, &one,
                                    static_cast<const float*>(w.data), cols, x, cols, &zero, y, rows));
       return;
     }
     x_bf16_.resize(static_cast<std::size_t>(n * w.cols));
     to_bf16_kernel<<<grid(n * w.cols), kThreads>>>(x, n * w.cols, x_bf16_.p);
     launched();
-    SEPAL_CUDA_CHECK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, tokens, cols, &one, w.data, CUDA_R_16BF, cols,
+    SEPAL_CUDA_CHECK(cublasGemmEx(blas(), CUBLAS_OP_T, CUBLAS_OP_N, rows, tokens, cols, &one, w.data, CUDA_R_16BF, cols,
                                   x_bf16_.p, CUDA_R_16BF, cols, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
                                   CUBLAS_GEMM_DEFAULT));
   }
@@ -424,6 +423,14 @@ class CudaBackend final : public Backend {
 
  private:
   void enter() const { SEPAL_CUDA_CHECK(cudaSetDevice(index_)); }
+  cublasHandle_t blas() {
+    if (!blas_) SEPAL_CUDA_CHECK(cublasCreate(&blas_));
+    return blas_;
+  }
+  cublasLtHandle_t lt() {
+    if (!lt_) SEPAL_CUDA_CHECK(cublasLtCreate(&lt_));
+    return lt_;
+  }
 
   int index_ = 0;
   cublasHandle_t blas_ = nullptr;
