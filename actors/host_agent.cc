@@ -1,5 +1,7 @@
 #include "actors/host_agent.h"
 
+#include <pthread.h>
+
 #include "runtime/log.h"
 
 namespace sepal {
@@ -27,6 +29,7 @@ void HostAgent::serve(BlockRange range, Done done) {
   if (loader_.joinable()) loader_.join();  // the previous load has posted its result already
   ActorSystem* system = &system_;
   loader_ = std::thread([this, system, range, done, load = options_.load, declared = options_.throughput] {
+    pthread_setname_np(pthread_self(), "sepal-loader");
     std::shared_ptr<const BlockStack> blocks;
     double throughput = declared;
     Status status;

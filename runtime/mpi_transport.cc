@@ -1,5 +1,7 @@
 #include "runtime/mpi_transport.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <deque>
 #include <map>
@@ -300,7 +302,10 @@ Status MpiTransport::start(TransportHandler* handler) {
   state_->handler = handler;
   const auto now = PeerLiveness::Clock::now();
   for (PeerId p : peers()) state_->liveness.watch(p, now);
-  state_->thread = std::thread([s = state_.get()] { s->run(); });
+  state_->thread = std::thread([s = state_.get()] {
+    pthread_setname_np(pthread_self(), "sepal-mpi");
+    s->run();
+  });
   return Status::ok();
 }
 

@@ -1,5 +1,6 @@
 #include "runtime/ucx_transport.h"
 
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <ucp/api/ucp.h>
@@ -821,7 +822,10 @@ Status UcxTransport::start(TransportHandler* handler) {
       state_->liveness.watch(id, now);
     }
   }
-  state_->thread = std::thread([s = state_.get()] { s->run(); });
+  state_->thread = std::thread([s = state_.get()] {
+    pthread_setname_np(pthread_self(), "sepal-ucx");
+    s->run();
+  });
   return Status::ok();
 }
 

@@ -1,5 +1,7 @@
 #include "runtime/wan_transport.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <map>
@@ -79,7 +81,10 @@ std::vector<PeerId> WanTransport::peers() const { return inner_->peers(); }
 
 Status WanTransport::start(TransportHandler* handler) {
   SEPAL_RETURN_IF_ERROR(inner_->start(handler));
-  scheduler_->thread = std::thread([s = scheduler_.get()] { s->run(); });
+  scheduler_->thread = std::thread([s = scheduler_.get()] {
+    pthread_setname_np(pthread_self(), "sepal-wan");
+    s->run();
+  });
   return Status::ok();
 }
 

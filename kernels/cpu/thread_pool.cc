@@ -165,7 +165,10 @@ class ThreadPool {
     (void)sched_getaffinity(0, sizeof(process_cpus_), &process_cpus_);
     // A worker waits for the generation after this one: the job about to be published.
     const std::uint64_t now = generation_.load();
-    for (int i = 1, n = threads_.load(); i < n; ++i) workers_.emplace_back([this, now] { work(now); });
+    for (int i = 1, n = threads_.load(); i < n; ++i) workers_.emplace_back([this, now] {
+      pthread_setname_np(pthread_self(), "sepal-compute");
+      work(now);
+    });
   }
 
   // Keeps the workers off the CPU the calling thread runs on (they may use every other CPU of the
