@@ -99,29 +99,31 @@ std::uint64_t ActorSystem::next_request_id() {
 }
 
 void ActorSystem::add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete) {
-  {
-    std::lock_guard lock(mutex_);
-    pending_[id] = Pending{peer, std::move(complete)};
-    if (auto gone = departed_.find(peer); gone != departed_.end()) {
-      const Status why = gone->second;
-      scheduler_.post([this, id, why] { fail_pending(id, why); });
-      return;
-    }
+  std::lock_guard lock(mutex_);
+  Pending& pending = pending_[id] = Pending{peer, std::move(complete), {}};
+  if (auto gone = departed_.find(peer); gone != departed_.end()) {
+    const Status why = gone->second;
+    scheduler_.post([this, id, why] { fail_pending(id, why); });
+    return;
   }
-  scheduler_.post_at(scheduler_.now() + timeout, [this, id, timeout] {
+  // Armed under the lock, so that a reply that comes at once finds the timer to cancel.
+  pending.timeout = scheduler_.post_at(scheduler_.now() + timeout, [this, id, timeout] {
     fail_pending(id, error(StatusCode::kTimeout, "no reply within ", timeout.count(), " ms"));
   });
 }
 
 void ActorSystem::fail_pending(std::uint64_t id, const Status& why) {
   Completion complete;
+  Scheduler::Timer timeout;
   {
     std::lock_guard lock(mutex_);
     auto it = pending_.find(id);
     if (it == pending_.end()) return;
     complete = std::move(it->second.complete);
+    timeout = it->second.timeout;
     pending_.erase(it);
   }
+  scheduler_.cancel(timeout);  // none left when this is the timeout
   scheduler_.post([complete = std::move(complete), why] { complete(Envelope{}, nullptr, why); });
 }
 
@@ -166,13 +168,16 @@ void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
   const Envelope e = envelope.value();
   if (e.kind == FrameKind::kReply || e.kind == FrameKind::kErrorReply) {
     Completion complete;
+    Scheduler::Timer timeout;
     {
       std::lock_guard lock(mutex_);
       auto it = pending_.find(e.request_id);
       if (it == pending_.end() || it->second.peer != from) return;  // late (timed out) or forged
       complete = std::move(it->second.complete);
+      timeout = it->second.timeout;
       pending_.erase(it);
     }
+    scheduler_.cancel(timeout);
     scheduler_.post([complete = std::move(complete), e, frame = std::move(frame)]() mutable {
       complete(e, std::move(frame), Status::ok());
     });

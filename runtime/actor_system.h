@@ -151,6 +151,7 @@ class ActorSystem final : private TransportHandler {
   struct Pending {
     PeerId peer;
     Completion complete;
+    Scheduler::Timer timeout;  ///< cancelled when the request completes otherwise
   };
 
   ActorAddress add_actor(std::uint32_t id, std::unique_ptr<Actor> actor);

@@ -41,17 +41,26 @@ void ThreadPoolScheduler::post(Task task) {
   ready_.notify_one();
 }
 
-void ThreadPoolScheduler::post_at(Clock::time_point when, Task task) {
+Scheduler::Timer ThreadPoolScheduler::post_at(Clock::time_point when, Task task) {
   bool earliest = false;
+  Timer timer;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) return;
-    earliest = timers_.empty() || when < timers_.begin()->first;
-    timers_.emplace(when, std::move(task));
+    timer = Timer{when, next_timer_++};
+    if (stopping_) return timer;
+    earliest = timers_.empty() || when < timers_.begin()->first.when;
+    timers_.emplace(timer, std::move(task));
   }
   // The timer thread sleeps until the earliest timer: a later one needs no wake-up (every
   // request arms its timeout, so this saves a context switch per request).
   if (earliest) timer_ready_.notify_one();
+  return timer;
+}
+
+bool ThreadPoolScheduler::cancel(const Timer& timer) {
+  // The timer thread may wake for the cancelled deadline and find nothing due: harmless.
+  std::lock_guard lock(mutex_);
+  return timers_.erase(timer) > 0;
 }
 
 void ThreadPoolScheduler::work() {
@@ -74,7 +83,7 @@ void ThreadPoolScheduler::time() {
       timer_ready_.wait(lock);
       continue;
     }
-    const auto when = timers_.begin()->first;
+    const auto when = timers_.begin()->first.when;
     if (Clock::now() < when) {
       timer_ready_.wait_until(lock, when);
       continue;
@@ -93,9 +102,16 @@ void ManualScheduler::post(Task task) {
   tasks_.push_back(std::move(task));
 }
 
-void ManualScheduler::post_at(Clock::time_point when, Task task) {
+Scheduler::Timer ManualScheduler::post_at(Clock::time_point when, Task task) {
   std::lock_guard lock(mutex_);
-  timers_.emplace(when, std::move(task));
+  const Timer timer{when, next_timer_++};
+  timers_.emplace(timer, std::move(task));
+  return timer;
+}
+
+bool ManualScheduler::cancel(const Timer& timer) {
+  std::lock_guard lock(mutex_);
+  return timers_.erase(timer) > 0;
 }
 
 Scheduler::Clock::time_point ManualScheduler::now() const {
@@ -124,7 +140,7 @@ int ManualScheduler::run_all(int limit) {
 void ManualScheduler::advance(Clock::duration by) {
   std::lock_guard lock(mutex_);
   now_ += by;
-  while (!timers_.empty() && timers_.begin()->first <= now_) {
+  while (!timers_.empty() && timers_.begin()->first.when <= now_) {
     tasks_.push_back(std::move(timers_.begin()->second));
     timers_.erase(timers_.begin());
   }

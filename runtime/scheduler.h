@@ -24,11 +24,20 @@ class Scheduler {
  public:
   using Clock = std::chrono::steady_clock;
   using Task = std::function<void()>;
+  /// A timer posted with post_at, to cancel it.
+  struct Timer {
+    Clock::time_point when;
+    std::uint64_t id = 0;
+    friend auto operator<=>(const Timer&, const Timer&) = default;
+  };
   virtual ~Scheduler() = default;
   /// Runs `task` soon.
   virtual void post(Task task) = 0;
   /// Runs `task` at or after `when` (by now()).
-  virtual void post_at(Clock::time_point when, Task task) = 0;
+  virtual Timer post_at(Clock::time_point when, Task task) = 0;
+  /// Drops `timer`'s task unless it is already due: true when it will not run. (A request's
+  /// timeout is cancelled when the reply comes, so that it does not wake a thread later for nothing.)
+  virtual bool cancel(const Timer& timer) = 0;
   /// The scheduler's clock.
   virtual Clock::time_point now() const = 0;
 };
@@ -39,7 +48,8 @@ class ThreadPoolScheduler final : public Scheduler {
   explicit ThreadPoolScheduler(int threads);
   ~ThreadPoolScheduler() override;
   void post(Task task) override;
-  void post_at(Clock::time_point when, Task task) override;
+  Timer post_at(Clock::time_point when, Task task) override;
+  bool cancel(const Timer& timer) override;
   Clock::time_point now() const override { return Clock::now(); }
   /// Stops the threads after the tasks already posted; later posts are dropped. Idempotent.
   void shutdown();
@@ -51,7 +61,8 @@ class ThreadPoolScheduler final : public Scheduler {
   std::mutex mutex_;
   std::condition_variable ready_, timer_ready_;
   std::deque<Task> tasks_;
-  std::multimap<Clock::time_point, Task> timers_;
+  std::map<Timer, Task> timers_;
+  std::uint64_t next_timer_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
   std::thread timer_;
@@ -62,7 +73,8 @@ class ManualScheduler final : public Scheduler {
  public:
   ManualScheduler();
   void post(Task task) override;
-  void post_at(Clock::time_point when, Task task) override;
+  Timer post_at(Clock::time_point when, Task task) override;
+  bool cancel(const Timer& timer) override;
   Clock::time_point now() const override;
 
   /// Runs the oldest ready task; false when none is ready.
@@ -77,7 +89,8 @@ class ManualScheduler final : public Scheduler {
  private:
   mutable std::mutex mutex_;
   std::deque<Task> tasks_;
-  std::multimap<Clock::time_point, Task> timers_;
+  std::map<Timer, Task> timers_;
+  std::uint64_t next_timer_ = 0;
   Clock::time_point now_;
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include "runtime/actor_system.h"
@@ -227,6 +228,45 @@ TEST_F(DeterministicActors, TimeoutOnTheVirtualClock) {
   scheduler_.run_all();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->status().code(), StatusCode::kTimeout);
+}
+
+TEST_F(DeterministicActors, AnsweredRequestsLeaveNoTimeoutBehind) {
+  // A request's timeout is cancelled by its reply (or its peer's failure): past the deadline no
+  // task is due, so no thread would wake for it.
+  std::optional<Result<EchoReply>> got, failed;
+  a_->request(echo_, Echo{"hi", {}}, 500ms, [&](Result<EchoReply> r) { got = std::move(r); });
+  scheduler_.run_all();
+  ASSERT_TRUE(got.has_value() && got->is_ok());
+  a_->request(echo_, Later{false}, 500ms, [&](Result<EchoReply> r) { failed = std::move(r); });
+  scheduler_.run_all();
+  network_->kill(1);
+  scheduler_.run_all();
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(failed->status().code(), StatusCode::kPeerFailed);
+  scheduler_.advance(1000ms);
+  EXPECT_EQ(scheduler_.ready(), 0u);
+}
+
+TEST(Schedulers, ACancelledTimerNeverRuns) {
+  ManualScheduler manual;
+  int ran = 0;
+  const auto first = manual.post_at(manual.now() + 10ms, [&] { ran += 1; });
+  manual.post_at(manual.now() + 10ms, [&] { ran += 10; });
+  EXPECT_TRUE(manual.cancel(first));
+  EXPECT_FALSE(manual.cancel(first));
+  manual.advance(10ms);
+  manual.run_all();
+  EXPECT_EQ(ran, 10);
+
+  ThreadPoolScheduler pool(1);
+  std::atomic<int> fired{0};
+  const auto late = pool.post_at(pool.now() + 50ms, [&] { fired += 1; });
+  std::promise<void> later_one;
+  pool.post_at(pool.now() + 100ms, [&] { later_one.set_value(); });
+  EXPECT_TRUE(pool.cancel(late));
+  later_one.get_future().wait();
+  EXPECT_EQ(fired.load(), 0);
+  EXPECT_FALSE(pool.cancel(late));
 }
 
 TEST_F(DeterministicActors, PeerFailureAnswersPendingRequestsAtOnce) {
