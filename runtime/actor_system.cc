@@ -98,9 +98,10 @@ std::uint64_t ActorSystem::next_request_id() {
   return next_request_id_++;
 }
 
-void ActorSystem::add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete) {
+void ActorSystem::add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Delivery delivery,
+                              Completion complete) {
   std::lock_guard lock(mutex_);
-  Pending& pending = pending_[id] = Pending{peer, std::move(complete), {}};
+  Pending& pending = pending_[id] = Pending{peer, std::move(complete), delivery, {}};
   if (auto gone = departed_.find(peer); gone != departed_.end()) {
     const Status why = gone->second;
     scheduler_.post([this, id, why] { fail_pending(id, why); });
@@ -169,15 +170,18 @@ void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
   if (e.kind == FrameKind::kReply || e.kind == FrameKind::kErrorReply) {
     Completion complete;
     Scheduler::Timer timeout;
+    Delivery delivery;
     {
       std::lock_guard lock(mutex_);
       auto it = pending_.find(e.request_id);
       if (it == pending_.end() || it->second.peer != from) return;  // late (timed out) or forged
       complete = std::move(it->second.complete);
       timeout = it->second.timeout;
+      delivery = it->second.delivery;
       pending_.erase(it);
     }
     scheduler_.cancel(timeout);
+    if (delivery == Delivery::kWhereItArrives) return complete(e, std::move(frame), Status::ok());
     scheduler_.post([complete = std::move(complete), e, frame = std::move(frame)]() mutable {
       complete(e, std::move(frame), Status::ok());
     });

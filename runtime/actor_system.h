@@ -83,27 +83,31 @@ class ActorSystem final : private TransportHandler {
   void request(const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout,
                std::function<void(Result<typename M::Reply>)> done, std::uint32_t from_actor = 0) {
     using Reply = typename M::Reply;
-    const std::uint64_t id = next_request_id();
-    Envelope e{0, from_actor, to.address.id, id, FrameKind::kRequest};
-    add_pending(id, to.address.peer, timeout,
-                [done = std::move(done)](const Envelope& reply, std::shared_ptr<const Buffer> frame, Status status) {
-                  if (!status.is_ok()) return done(status);
-                  if (reply.kind == FrameKind::kErrorReply) return done(decode_error(std::move(frame)));
-                  done(decode_message<Reply>(std::move(frame)));
-                });
-    if (Status s = send_frame(to.address.peer, encode(e, message)); !s.is_ok()) fail_pending(id, s);
+    send_request(to, message, timeout, from_actor, Delivery::kOnScheduler,
+                 [done = std::move(done)](const Envelope& reply, std::shared_ptr<const Buffer> frame, Status status) {
+                   done(decode_reply<Reply>(reply, std::move(frame), status));
+                 });
   }
 
   /// A request from a thread that can wait (a driver, a test, a tool): blocks until the reply,
-  /// an error or the timeout.
+  /// an error or the timeout. The reply wakes the waiting thread directly, which decodes it.
   template <typename P, AcceptedBy<P> M>
     requires RequestMessage<M>
   Result<typename M::Reply> request_sync(const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout) {
     using Reply = typename M::Reply;
-    auto promise = std::make_shared<std::promise<Result<Reply>>>();
+    struct Raw {
+      Envelope reply;
+      std::shared_ptr<const Buffer> frame;
+      Status status;
+    };
+    auto promise = std::make_shared<std::promise<Raw>>();
     auto future = promise->get_future();
-    request(to, message, timeout, [promise](Result<Reply> r) { promise->set_value(std::move(r)); });
-    return future.get();
+    send_request(to, message, timeout, 0, Delivery::kWhereItArrives,
+                 [promise](const Envelope& reply, std::shared_ptr<const Buffer> frame, Status status) {
+                   promise->set_value(Raw{reply, std::move(frame), std::move(status)});
+                 });
+    Raw raw = future.get();
+    return decode_reply<Reply>(raw.reply, std::move(raw.frame), raw.status);
   }
 
   /// Runs `task` in the turn of local actor `actor`: never at the same time as its handlers, so
@@ -118,9 +122,14 @@ class ActorSystem final : private TransportHandler {
   void request_in_turn(std::uint32_t self, const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout,
                        std::function<void(Result<typename M::Reply>)> done) {
     using Reply = typename M::Reply;
-    request(to, message, timeout, [this, self, done = std::move(done)](Result<Reply> r) {
-      run_in_turn(self, [done, r = std::move(r)]() mutable { done(std::move(r)); });
-    }, self);
+    // The reply goes straight into the actor's mailbox, and is decoded in its turn.
+    send_request(to, message, timeout, self, Delivery::kWhereItArrives,
+                 [this, self, done = std::move(done)](const Envelope& reply, std::shared_ptr<const Buffer> frame,
+                                                      Status status) {
+                   run_in_turn(self, [done, reply, frame = std::move(frame), status = std::move(status)]() mutable {
+                     done(decode_reply<Reply>(reply, std::move(frame), status));
+                   });
+                 });
   }
 
   /// Runs `task` in the turn of local actor `actor` after `delay` (a timer of that actor).
@@ -148,15 +157,37 @@ class ActorSystem final : private TransportHandler {
  private:
   struct Cell;
   using Completion = std::function<void(const Envelope&, std::shared_ptr<const Buffer>, Status)>;
+  // Where a reply's completion runs: in a task of its own on the scheduler (a caller's callback,
+  // which may do anything), or at once on the thread the reply arrives on (a completion that only
+  // hands the frame on: into an actor's mailbox, or to a waiting thread). The second saves a
+  // thread wake-up per reply on the critical path of every pipeline hop.
+  enum class Delivery { kOnScheduler, kWhereItArrives };
   struct Pending {
     PeerId peer;
     Completion complete;
+    Delivery delivery = Delivery::kOnScheduler;
     Scheduler::Timer timeout;  ///< cancelled when the request completes otherwise
   };
 
+  template <typename Reply>
+  static Result<Reply> decode_reply(const Envelope& reply, std::shared_ptr<const Buffer> frame, const Status& status) {
+    if (!status.is_ok()) return status;
+    if (reply.kind == FrameKind::kErrorReply) return decode_error(std::move(frame));
+    return decode_message<Reply>(std::move(frame));
+  }
+  template <typename P, typename M>
+  void send_request(const ActorRef<P>& to, const M& message, std::chrono::milliseconds timeout, std::uint32_t from_actor,
+                    Delivery delivery, Completion complete) {
+    const std::uint64_t id = next_request_id();
+    Envelope e{0, from_actor, to.address.id, id, FrameKind::kRequest};
+    add_pending(id, to.address.peer, timeout, delivery, std::move(complete));
+    if (Status s = send_frame(to.address.peer, encode(e, message)); !s.is_ok()) fail_pending(id, s);
+  }
+
   ActorAddress add_actor(std::uint32_t id, std::unique_ptr<Actor> actor);
   std::uint64_t next_request_id();
-  void add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Completion complete);
+  void add_pending(std::uint64_t id, PeerId peer, std::chrono::milliseconds timeout, Delivery delivery,
+                   Completion complete);
   void fail_pending(std::uint64_t id, const Status& why);
   void fail_requests_to(PeerId peer, const Status& why);
   void deliver(PeerId from, std::shared_ptr<const Buffer> frame);
