@@ -1,5 +1,8 @@
 #include "runtime/mpi_environment.h"
 
+#include <signal.h>
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +14,37 @@ namespace sepal {
 namespace {
 
 std::atomic<int> g_exit_code{0};
+std::atomic<bool> g_singleton{false};         // started without mpirun (nor spawned by a process)
+std::atomic<bool> g_without_finalize{false};  // see mpi_end_without_finalize
+std::mutex g_children_mutex;
+std::vector<pid_t> g_children;  // processes on this machine to wait for at exit
+
+// Waits up to `limit` for every process in `pids` to end (they are not our children: no waitpid).
+void wait_for_processes(const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (const pid_t pid : pids) {
+    while (kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+void finalize_at_exit() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized && g_without_finalize.load()) {
+    std::fflush(nullptr);
+    std::vector<pid_t> children;
+    {
+      std::lock_guard lock(g_children_mutex);
+      children = g_children;
+    }
+    wait_for_processes(children, std::chrono::seconds(5));
+    std::_Exit(g_exit_code.load());
+  }
+  mpi_finalize_now();
+}
 
 Status initialise(int* argc, char*** argv) {
   int already = 0;
@@ -24,10 +58,12 @@ Status initialise(int* argc, char*** argv) {
     // starts its own Open MPI daemon at init, which reads this from the environment and would
     // otherwise abort every spawned process when one of them is killed (docs/operations.md).
     setenv("OMPI_MCA_orte_enable_recovery", "1", /*overwrite=*/0);
+    // mpirun, srun and a spawning parent all tell their processes who they are before MPI_Init.
+    g_singleton = !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMIX_RANK") && !std::getenv("PMI_RANK");
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS) return mpi_status(rc, "MPI_Init_thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    std::atexit(mpi_finalize_now);
+    std::atexit(finalize_at_exit);
   }
   if (provided < MPI_THREAD_MULTIPLE) {
     return error(StatusCode::kUnavailable, "the MPI library does not provide MPI_THREAD_MULTIPLE");
@@ -50,6 +86,14 @@ Status initialise(int* argc, char*** argv) {
 
 void set_process_exit_code(int code) { g_exit_code = code; }
 
+bool mpi_started_alone() { return g_singleton.load(); }
+
+void mpi_end_without_finalize(std::span<const int> children_here) {
+  std::lock_guard lock(g_children_mutex);
+  g_children.insert(g_children.end(), children_here.begin(), children_here.end());
+  g_without_finalize = true;
+}
+
 void mpi_finalize_now() {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
@@ -59,6 +103,7 @@ void mpi_finalize_now() {
   // few seconds, then end the process without it (flushing the output first).
   std::thread([] {
     std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::fprintf(stderr, "sepal: MPI_Finalize did not return in 5 s; ending without it\n");
     std::fflush(nullptr);
     std::_Exit(g_exit_code.load());
   }).detach();

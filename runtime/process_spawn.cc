@@ -1,6 +1,10 @@
 #include "runtime/process_spawn.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <future>
 #include <memory>
 #include <thread>
@@ -9,6 +13,22 @@
 #include "runtime/mpi_environment.h"
 
 namespace sepal {
+namespace {
+
+// Where a process runs, as spawn_and_merge gathers it.
+struct ProcessPlace {
+  int pid = 0;
+  char host[64] = {};
+};
+
+ProcessPlace this_process_place() {
+  ProcessPlace p;
+  p.pid = static_cast<int>(getpid());
+  (void)gethostname(p.host, sizeof p.host - 1);
+  return p;
+}
+
+}  // namespace
 
 void prepare_local_spawn_environment(bool loopback_only) {
   // Read by the Open MPI daemon a singleton starts at MPI_Init (docs/operations.md).
@@ -64,6 +84,17 @@ Result<MPI_Comm> spawn_and_merge(const std::string& command, const std::vector<s
   if (!inter.is_ok()) return inter.status();
   MPI_Comm merged = MPI_COMM_NULL;
   SEPAL_MPI_RETURN_IF_ERROR(MPI_Intercomm_merge(inter.value(), /*high=*/0, &merged));
+  // Each child's pid and machine, for a singleton to wait for them at exit.
+  std::vector<ProcessPlace> places(static_cast<std::size_t>(count) + 1);
+  const ProcessPlace mine = this_process_place();
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Gather(&mine, sizeof mine, MPI_BYTE, places.data(), sizeof mine, MPI_BYTE, 0, merged));
+  if (mpi_started_alone()) {
+    std::vector<int> here;
+    for (std::size_t i = 1; i < places.size(); ++i) {
+      if (std::strncmp(places[i].host, mine.host, sizeof mine.host) == 0) here.push_back(places[i].pid);
+    }
+    mpi_end_without_finalize(here);
+  }
   return merged;
 }
 
@@ -74,6 +105,8 @@ Result<MPI_Comm> merge_with_parent() {
   if (parent == MPI_COMM_NULL) return error(StatusCode::kNotFound, "not started by sepal generate --hosts (no parent process)");
   MPI_Comm merged = MPI_COMM_NULL;
   SEPAL_MPI_RETURN_IF_ERROR(MPI_Intercomm_merge(parent, /*high=*/1, &merged));
+  const ProcessPlace mine = this_process_place();
+  SEPAL_MPI_RETURN_IF_ERROR(MPI_Gather(&mine, sizeof mine, MPI_BYTE, nullptr, 0, MPI_BYTE, 0, merged));
   return merged;
 }
 

@@ -30,6 +30,8 @@ Result<MPI_Comm> spawn_processes(const std::string& command, const std::vector<s
                                  std::chrono::milliseconds timeout);
 
 /// spawn_processes, then the intercommunicator merged (this process rank 0, the new ones after).
+/// When this process is a singleton it will end without MPI_Finalize, after the new ones
+/// (mpi_end_without_finalize). The new ones must call merge_with_parent.
 Result<MPI_Comm> spawn_and_merge(const std::string& command, const std::vector<std::string>& args, int count,
                                  std::chrono::milliseconds timeout);
 

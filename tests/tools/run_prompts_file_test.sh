@@ -3,7 +3,9 @@
 # lines with their own max_new_tokens, temperature and seed) over `--hosts 3` typed as in a plain
 # shell (no mpirun, no MPI variables), f32 hidden states. Each prompt's generated_ids must be what
 # the prompt gives alone in one process, with speculative decoding too (8 drafts at once in the
-# draft decoder); with 8-bit hidden states, all at once must give what one at a time gives. Bad prompts files get one clear line and exit status 2.
+# draft decoder); with 8-bit hidden states, all at once must give what one at a time gives. Every
+# run ends without an MPI complaint or a 5 s finalize, and leaves no host behind. Bad prompts
+# files get one clear line and exit status 2.
 #   run_prompts_file_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -89,6 +91,16 @@ b = [json.loads(l)["generated_ids"] for l in open(sys.argv[2])]
 assert len(a) == 8 and a == b
 print("ok: compressed hidden states, 8 at a time == 1 at a time")
 PY
+# Every run ended cleanly: the client's MPI_Finalize not cut short by its watchdog, no MPI or
+# PMIx complaint, and no host outlived the command.
+for err in together speculative c8 c1; do
+  check test "$(grep -c -i -E "did not return in 5 s|PMIX ERROR|Broken pipe|mca_btl" "$out/$err.err")" -eq 0 \
+    || grep -i -E "did not return|PMIX|pipe|mca_btl" "$out/$err.err"
+  for pid in $(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)).*/\1/p' "$out/$err.err"); do
+    check test ! -e "/proc/$pid"
+  done
+  check test "$(grep -c "^sepal: host [0-9]* (pid" "$out/$err.err")" -ge 3 || grep "(pid" "$out/$err.err"
+done
 # Bad files: one line, exit 2, nothing started.
 printf '{"prompt": "x", "colour": 3}\n' > "$out/bad1.txt"
 printf '{"prompt": "x", "max_new_tokens": -1}\n' > "$out/bad2.txt"
