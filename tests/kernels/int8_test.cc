@@ -196,5 +196,35 @@ TEST(Blockwise, ErrorIsSmallRelativeToTheBlockAndRequantizingChangesNothing) {
   EXPECT_THROW(quantize_blockwise(bad.data(), 10, codes.data(), absmax.data()), Error);
 }
 
+TEST(Blockwise, EveryValueGetsItsNearestCodeTheLowerOnATie) {
+  // Values at every code point, at the midpoints between neighbours, just either side of both,
+  // and random ones; the block's absmax is 1, so each value is quantized as it is.
+  const auto& code = dynamic_code();
+  std::vector<float> values;
+  for (std::size_t j = 0; j < code.size(); ++j) {
+    values.push_back(code[j]);
+    values.push_back(std::nextafter(code[j], 2.0f));
+    values.push_back(std::nextafter(code[j], -2.0f));
+    if (j + 1 < code.size()) {
+      const float mid = code[j] + (code[j + 1] - code[j]) / 2;
+      for (const float v : {mid, std::nextafter(mid, 2.0f), std::nextafter(mid, -2.0f)}) values.push_back(v);
+    }
+  }
+  for (const float v : random_floats(4000, 7)) values.push_back(std::clamp(v / 3, -1.0f, 1.0f));
+  for (const float v : values) {
+    // A block of two: the value and 1 (so the absmax is 1 and v is quantized unscaled).
+    const float x[2] = {std::clamp(v, -1.0f, 1.0f), 1.0f};
+    std::uint8_t codes[2];
+    float absmax = 0;
+    quantize_blockwise(x, 2, codes, &absmax);
+    ASSERT_EQ(absmax, 1.0f);
+    std::size_t best = 0;
+    for (std::size_t j = 1; j < code.size(); ++j) {
+      if (std::fabs(x[0] - code[j]) < std::fabs(x[0] - code[best])) best = j;
+    }
+    EXPECT_EQ(codes[0], best) << "value " << x[0];
+  }
+}
+
 }  // namespace
 }  // namespace sepal
