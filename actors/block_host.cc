@@ -350,8 +350,20 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
   std::vector<PendingStep> batch = std::move(batch_);
   batch_.clear();
   batched_rows_ = 0;
-  last_batch_.clear();
   last_spread_seconds_ = std::chrono::duration<double>(last_arrival_ - gathering_since_).count();
+  // A session seen twice closes a round: its sessions are the ones the next round waits for.
+  // Sessions that have ended leave both (a host with many short sessions would keep them all).
+  const auto ended = [&](const SessionKey& key) { return !sessions_.contains(key); };
+  std::erase_if(round_, ended);
+  std::erase_if(expected_, ended);
+  if (std::any_of(batch.begin(), batch.end(), [&](const PendingStep& p) { return round_.contains(p.step.key); })) {
+    round_spread_seconds_ = std::chrono::duration<double>(round_last_arrival_ - round_since_).count();
+    expected_ = std::move(round_);
+    round_.clear();
+  }
+  if (round_.empty()) round_since_ = gathering_since_;
+  round_last_arrival_ = last_arrival_;
+  for (const PendingStep& p : batch) round_.insert(p.step.key);
   const auto batch_begin = std::chrono::steady_clock::now();
   // Sessions over the same blocks run together; one whose session is gone gets its error.
   std::map<std::pair<std::int64_t, std::int64_t>, std::vector<std::size_t>> groups;
@@ -391,7 +403,6 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
     }
     ++batches_run_;
     batched_steps_run_ += static_cast<std::int64_t>(members.size());
-    for (const std::size_t i : members) last_batch_.insert(batch[i].step.key);
     for (const std::size_t i : members) {
       const Session& s = sessions_.at(batch[i].step.key);
       if (!ran.is_ok()) batch[i].done(ran, 0);
@@ -402,15 +413,22 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
 }
 
 Scheduler::Clock::time_point BlockHost::gathered_by() const {
+  // A step of a session this round has run already opens the next round: then the whole of this
+  // one is expected.
+  const bool next_round =
+      std::any_of(batch_.begin(), batch_.end(), [&](const PendingStep& p) { return round_.contains(p.step.key); });
+  const std::set<SessionKey>& expected = next_round ? round_ : expected_;
   bool missing = false;
-  for (const SessionKey& key : last_batch_) {
-    if (!sessions_.contains(key)) continue;
+  for (const SessionKey& key : expected) {
+    if (!sessions_.contains(key) || (!next_round && round_.contains(key))) continue;
     missing = std::none_of(batch_.begin(), batch_.end(), [&](const PendingStep& p) { return p.step.key == key; });
     if (missing) break;
   }
   if (!missing) return Scheduler::Clock::time_point::min();
-  // Twice the spread of the last batch's arrivals, at least a quarter of its time, at most all of it.
-  const double seconds = std::min(last_batch_seconds_, std::max(0.25 * last_batch_seconds_, 2 * last_spread_seconds_));
+  // Twice the spread of the last round's arrivals, at least a quarter of the last batch's time, at
+  // most all of it (so a step at most doubles its time here waiting for a session that is late).
+  const double spread = std::max(last_spread_seconds_, round_spread_seconds_);
+  const double seconds = std::min(last_batch_seconds_, std::max(0.25 * last_batch_seconds_, 2 * spread));
   const auto patience = std::chrono::duration<double>(seconds);
   return gathering_since_ + std::chrono::duration_cast<Scheduler::Clock::duration>(patience);
 }

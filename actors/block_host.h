@@ -144,10 +144,11 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   Result<TensorPayload> run_alone(ReadyStep& step, Scheduler::Clock::time_point now);
   // Runs the gathered steps, one forward per block range, and answers each.
   void run_batch(Scheduler::Clock::time_point now);
-  // When the gathered steps may run: now (time_point::min()) when every session of the last batch
-  // that is still open has its step here, else once they have waited for the rest (steps a client
-  // sends together reach the host a little apart) twice as long as the last batch's steps took to
-  // arrive, at least a quarter of its running time and at most all of it.
+  // When the gathered steps may run: now (time_point::min()) when every session of the last round
+  // that is still open and has not run in this round has its step here, else once they have waited
+  // for the rest (steps a client sends together reach the host a little apart) twice as long as
+  // the last round's steps took to arrive, at least a quarter of the last batch's running time and
+  // at most all of it.
   Scheduler::Clock::time_point gathered_by() const;
   // Runs the batch at `by` unless it ran before (a timer in this actor's turn).
   void run_batch_at(ActorSystem& system, Scheduler::Clock::time_point by);
@@ -182,12 +183,17 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
   std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
-  std::set<SessionKey> last_batch_;                     // the sessions of the last batch
   double last_batch_seconds_ = 0;                       // how long it ran
   Scheduler::Clock::time_point gathering_since_{};      // when batch_ took its first step
   Scheduler::Clock::time_point last_arrival_{};         // and its latest
   double last_spread_seconds_ = 0;                      // from the first to the last of the last batch
   bool gather_timer_ = false;                           // a run_batch_at is armed
+  // A round: the sessions batched since the last time one of them came again (a client's
+  // sessions in lock-step each step once a round, whether their steps ran in one batch or more).
+  std::set<SessionKey> round_;                          // this round's sessions so far
+  std::set<SessionKey> expected_;                       // the previous round's
+  Scheduler::Clock::time_point round_since_{}, round_last_arrival_{};  // this round's first and last arrival
+  double round_spread_seconds_ = 0;                     // from the first to the last arrival of the previous round
   std::uint32_t self_id_ = 0;                           // this actor's id (for its timers)
   // Training adapters clients left here (AdapterPayload::held), at most kHeldAdaptersPerClient
   // per client; counted with the caches against the budget.
