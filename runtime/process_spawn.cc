@@ -4,10 +4,10 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <future>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "runtime/log.h"
 #include "runtime/mpi_environment.h"
