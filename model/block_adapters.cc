@@ -59,12 +59,23 @@ const WeightView& projection_weight(const BlockWeights& w, Projection p) {
   return w.q_proj.view;
 }
 
-std::string projection_tensor_name(const ModelConfig& config, std::int64_t layer, Projection p) {
-  if (config.family != ModelFamily::kLlama) {
-    fail("PEFT folders and int8 checkpoints with tuned scales name Llama-family tensors; ", config.architecture,
-         "'s adapters are kept in sepal's HDF5 checkpoints (--out)");
+ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
+  switch (config.family) {
+    case ModelFamily::kLlama: return llama_projection_module(config, layer, p);
+    case ModelFamily::kBloom: return bloom_projection_module(config, layer, p);
   }
-  return llama_projection_tensor(layer, p);
+  fail("adapters are not supported for ", config.architecture);
+}
+
+std::vector<Projection> projections_named(const ModelConfig& config, std::string_view name) {
+  std::vector<Projection> out;
+  for (int i = 0; i < kProjections; ++i) {
+    const auto p = static_cast<Projection>(i);
+    if (block_has_projection(config, p) && (projection_name(p) == name || projection_module(config, 0, p).target == name)) {
+      out.push_back(p);
+    }
+  }
+  return out;
 }
 
 bool AdapterShape::targets_projection(Projection p) const {

@@ -42,9 +42,27 @@ std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config
 /// The weight of projection p in a block.
 const WeightView& projection_weight(const BlockWeights& w, Projection p);
 
-/// The checkpoint tensor holding projection p's weight in block `layer` (Hugging Face's name).
-/// Throws sepal::Error for an architecture adapters do not support.
-std::string projection_tensor_name(const ModelConfig& config, std::int64_t layer, Projection p);
+/// Where projection p of a block sits in the architecture's Hugging Face module (the layout PEFT
+/// adapters and checkpoints name): the module's path ("model.layers.L.self_attn.q_proj",
+/// "transformer.h.L.self_attention.query_key_value"), its name in PEFT's target_modules
+/// ("q_proj", "query_key_value"), its rows, and which of them are p's. A fused module holds
+/// several projections, interleaved: row i of p is module row (i / group) · stride + offset +
+/// i % group (BLOOM's query_key_value is [heads, 3, head_dim]). An unfused module has group =
+/// stride = rows and offset 0.
+struct ProjectionModule {
+  std::string path;
+  std::string target;
+  std::int64_t rows = 0;
+  std::int64_t group = 0, stride = 0, offset = 0;
+
+  std::int64_t module_row(std::int64_t i) const { return (i / group) * stride + offset + i % group; }
+};
+/// Projection p's module in block `layer` of `config`.
+ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p);
+/// The projections a name selects in blocks of `config`: sepal's ("q_proj" ... "down_proj") or a
+/// module's target name in the architecture's own layout ("query_key_value" is BLOOM's q, k and
+/// v). Empty when the name selects none.
+std::vector<Projection> projections_named(const ModelConfig& config, std::string_view name);
 
 /// What an adapter is; fixed for a run.
 struct AdapterShape {

@@ -18,6 +18,9 @@ float element_as_f32(const TensorRef& t, std::int64_t i);
 void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape);
 /// A weight matrix held as `loading` asks (converted, int8-quantized, or in place).
 HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading);
+/// An int8 matrix whose row scales (bitsandbytes' SCB, each row's absmax) are `scales` rather than
+/// the checkpoint's tensor named after it: rows taken out of a fused int8 tensor.
+HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const WeightLoading& loading);
 /// A vector of f32 weights (norm scales, biases).
 HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading);
 

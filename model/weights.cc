@@ -165,6 +165,11 @@ void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape)
   }
 }
 
+HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const WeightLoading& loading) {
+  if (t.dtype != DType::kI8) fail("tensor '", t.name, "' is not int8");
+  return hold_stored_int8_matrix(t, &scales, scales.name, loading);
+}
+
 HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading) {
   if (t.dtype == DType::kI8) {
     const std::string scales = scales_name_for(t.name);

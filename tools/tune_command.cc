@@ -95,7 +95,8 @@ int tune_command(int argc, char** argv) {
       ("lora-rank", po::value(&lora_rank)->default_value(lora_rank), "lora: rank r of each update")
       ("lora-alpha", po::value(&lora_alpha)->default_value(lora_alpha), "lora: the update is scaled by alpha / r")
       ("lora-targets", po::value(&lora_targets)->default_value(lora_targets),
-       "lora: projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+       "lora: projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
+       "or the architecture's module names: BLOOM's query_key_value, dense, dense_h_to_4h, dense_4h_to_h)")
       ("export-peft", po::value(&export_peft),
        "lora: also write the adapter in Hugging Face PEFT's layout into this folder, with every checkpoint")
       ("steps", po::value(&s.steps), "optimizer steps of the whole run (a resumed run ends at the same step)")
@@ -135,6 +136,7 @@ int tune_command(int argc, char** argv) {
   const WeightLoading loading = weight_loading(weights, vm);
   if (threads > 0) set_compute_threads(threads);
 
+  const ModelConfig config = read_model_config(model_dir);
   std::optional<TuningCheckpoint> resumed;
   if (!resume_file.empty()) {
     resumed = load_tuning_checkpoint(resume_file);
@@ -175,9 +177,11 @@ int tune_command(int argc, char** argv) {
       while (at <= lora_targets.size()) {
         const std::size_t comma = std::min(lora_targets.find(',', at), lora_targets.size());
         const std::string name = lora_targets.substr(at, comma - at);
-        const auto p = parse_projection(name);
-        if (!p) throw UsageError{"--lora-targets: '" + name + "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"};
-        s.adapter.targets.push_back(*p);
+        const auto named = projections_named(config, name);
+        if (named.empty()) {
+          throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'"};
+        }
+        s.adapter.targets.insert(s.adapter.targets.end(), named.begin(), named.end());
         at = comma + 1;
       }
       std::sort(s.adapter.targets.begin(), s.adapter.targets.end());
@@ -198,7 +202,6 @@ int tune_command(int argc, char** argv) {
   }
   if (!export_peft.empty() && s.method != TuningMethod::kLora) throw UsageError{"--export-peft is for --method lora"};
 
-  const ModelConfig config = read_model_config(model_dir);
   if (s.method == TuningMethod::kPeqa) {  // every quantized matrix the model's blocks have
     std::erase_if(s.adapter.targets, [&](Projection p) { return !block_has_projection(config, p); });
   }
@@ -207,13 +210,6 @@ int tune_command(int argc, char** argv) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
     }
     validate(s.adapter, config);
-    if (!export_peft.empty()) {  // refused before training, not at the first checkpoint
-      try {
-        (void)projection_tensor_name(config, 0, s.adapter.targets.front());
-      } catch (const Error& e) {
-        throw UsageError{std::string("--export-peft: ") + e.what()};
-      }
-    }
   }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {

@@ -25,8 +25,8 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
 EmbeddingWeights load_llama_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading);
 HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
                             const EmbeddingWeights* embedding);
-/// Hugging Face's name of a projection's weight: "model.layers.L.self_attn.q_proj.weight", ...
-std::string llama_projection_tensor(std::int64_t layer, Projection p);
+/// A projection's Hugging Face module: "model.layers.L.self_attn.q_proj", ... (unfused).
+ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p);
 void llama_block_forward(const BlockCall& call);
 void llama_training_forward(const TrainingCall& call, float* hidden);
 void llama_training_backward(const TrainingCall& call, float* grad);
@@ -38,6 +38,10 @@ BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelC
 EmbeddingWeights load_bloom_embedding(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading);
 HeadWeights load_bloom_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
                             const EmbeddingWeights* embedding);
+/// A projection's module in BloomForCausalLM: q, k and v are rows of the fused
+/// "transformer.h.L.self_attention.query_key_value"; o, up and down are "...self_attention.dense",
+/// "...mlp.dense_h_to_4h" and "...mlp.dense_4h_to_h".
+ProjectionModule bloom_projection_module(const ModelConfig& config, std::int64_t layer, Projection p);
 void bloom_block_forward(const BlockCall& call);
 void bloom_training_forward(const TrainingCall& call, float* hidden);
 void bloom_training_backward(const TrainingCall& call, float* grad);

@@ -1,7 +1,12 @@
-"""A LoRA adapter "trained elsewhere", in Hugging Face PEFT's layout, and the model with it merged,
-written independently of sepal: random factors (F16) for some projections, and every targeted
-weight replaced by W + lora_alpha / r · B A computed in float64.
-  peft_merge.py MODEL_DIR PEFT_OUT MERGED_OUT"""
+"""LoRA adapters in Hugging Face PEFT's layout, merged into a model's weights, independently of
+sepal: every adapted weight becomes W + alpha / r · B A, computed in float64, with a module's r and
+alpha from rank_pattern and alpha_pattern where a key names it (PEFT's rule: the module's path is
+the key or ends with "." + key).
+  peft_merge.py make MODEL_DIR PEFT_OUT MERGED_OUT   an adapter "trained elsewhere" (random F16
+      factors, other targets, ranks and alphas than sepal's defaults) and the model with it merged
+  peft_merge.py merge MODEL_DIR PEFT_DIR MERGED_OUT  the model with an existing adapter merged
+Llama (q_proj ... down_proj) and BLOOM (fused query_key_value, dense, dense_h_to_4h,
+dense_4h_to_h) checkpoints in Hugging Face's layout."""
 import json
 import os
 import shutil
@@ -10,8 +15,9 @@ import sys
 
 import numpy as np
 
-model, peft_dir, merged_dir = sys.argv[1:4]
+mode, model, peft_dir, merged_dir = sys.argv[1:5]
 DTYPES = {"F32": np.float32, "F16": np.float16}
+PREFIX = "base_model.model."
 
 
 def read(path):
@@ -41,27 +47,64 @@ def write(path, tensors):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
-config = json.load(open(os.path.join(model, "config.json")))
+def pattern_value(pattern, path, default):
+    for key, value in (pattern or {}).items():
+        if path == key or path.endswith("." + key):
+            return value
+    return default
+
+
+def merge(weights, adapter, config):
+    for name, a in adapter.items():
+        if not name.endswith(".lora_A.weight"):
+            continue
+        path = name[len(PREFIX):-len(".lora_A.weight")]
+        b = adapter[PREFIX + path + ".lora_B.weight"]
+        r = pattern_value(config.get("rank_pattern"), path, config["r"])
+        alpha = pattern_value(config.get("alpha_pattern"), path, config["lora_alpha"])
+        assert a.shape[0] == r and b.shape[1] == r, (path, a.shape, b.shape, r)
+        w = weights[path + ".weight"]
+        weights[path + ".weight"] = (w.astype(np.float64) + alpha / r * (b.astype(np.float64) @ a.astype(np.float64))).astype(np.float32)
+
+
+def random_adapter(model_config, weights):
+    """Random F16 factors: Llama's q_proj (rank 3), o_proj (rank 2) and up_proj (alpha 7); BLOOM's
+    fused query_key_value (one A for q, k and v, rank 4) and dense_4h_to_h (alpha 7)."""
+    rng = np.random.default_rng(11)
+    if model_config.get("model_type") == "bloom":
+        layers, targets = model_config["n_layer"], ["query_key_value", "dense_4h_to_h"]
+        paths = lambda layer: [f"transformer.h.{layer}.self_attention.query_key_value", f"transformer.h.{layer}.mlp.dense_4h_to_h"]
+        config = {"r": 3, "lora_alpha": 5.0, "rank_pattern": {"query_key_value": 4}, "alpha_pattern": {"dense_4h_to_h": 7.0}}
+    else:
+        layers, targets = model_config["num_hidden_layers"], ["q_proj", "o_proj", "up_proj"]
+        paths = lambda layer: [f"model.layers.{layer}.self_attn.q_proj", f"model.layers.{layer}.self_attn.o_proj",
+                               f"model.layers.{layer}.mlp.up_proj"]
+        config = {"r": 3, "lora_alpha": 5.0, "rank_pattern": {"o_proj": 2}, "alpha_pattern": {"up_proj": 7.0}}
+    adapter = {}
+    for layer in range(layers):
+        for path in paths(layer):
+            w = weights[path + ".weight"]
+            r = pattern_value(config["rank_pattern"], path, config["r"])
+            adapter[f"{PREFIX}{path}.lora_A.weight"] = (rng.standard_normal((r, w.shape[1])) * 0.2).astype(np.float16)
+            adapter[f"{PREFIX}{path}.lora_B.weight"] = (rng.standard_normal((w.shape[0], r)) * 0.2).astype(np.float16)
+    config.update({"peft_type": "LORA", "task_type": "CAUSAL_LM", "target_modules": targets, "lora_dropout": 0.05,
+                   "bias": "none", "fan_in_fan_out": False, "base_model_name_or_path": model})
+    return adapter, config
+
+
+model_config = json.load(open(os.path.join(model, "config.json")))
 weights = read(os.path.join(model, "model.safetensors"))
-rank, alpha, targets = 3, 5.0, ["q_proj", "o_proj", "up_proj"]
-rng = np.random.default_rng(11)
-adapter = {}
-for layer in range(config["num_hidden_layers"]):
-    for t in targets:
-        part = "self_attn" if t in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
-        name = f"model.layers.{layer}.{part}.{t}"
-        w = weights[name + ".weight"]
-        a = (rng.standard_normal((rank, w.shape[1])) * 0.2).astype(np.float16)
-        b = (rng.standard_normal((w.shape[0], rank)) * 0.2).astype(np.float16)
-        adapter[f"base_model.model.{name}.lora_A.weight"] = a
-        adapter[f"base_model.model.{name}.lora_B.weight"] = b
-        merged = w.astype(np.float64) + alpha / rank * (b.astype(np.float64) @ a.astype(np.float64))
-        weights[name + ".weight"] = merged.astype(np.float32)
-os.makedirs(peft_dir, exist_ok=True)
-write(os.path.join(peft_dir, "adapter_model.safetensors"), adapter)
-json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "target_modules": targets,
-           "lora_dropout": 0.05, "bias": "none", "fan_in_fan_out": False, "base_model_name_or_path": model},
-          open(os.path.join(peft_dir, "adapter_config.json"), "w"))
+if mode == "make":
+    adapter, config = random_adapter(model_config, weights)
+    os.makedirs(peft_dir, exist_ok=True)
+    write(os.path.join(peft_dir, "adapter_model.safetensors"), adapter)
+    json.dump(config, open(os.path.join(peft_dir, "adapter_config.json"), "w"))
+elif mode == "merge":
+    adapter = read(os.path.join(peft_dir, "adapter_model.safetensors"))
+    config = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
+else:
+    sys.exit(f"peft_merge.py: mode must be make or merge, not {mode}")
+merge(weights, adapter, config)
 os.makedirs(merged_dir, exist_ok=True)
 for f in os.listdir(model):
     if os.path.isfile(os.path.join(model, f)) and not f.endswith(".safetensors"):

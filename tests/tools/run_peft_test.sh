@@ -1,52 +1,95 @@
 #!/usr/bin/env bash
-# LoRA in Hugging Face PEFT's layout (model/peft_adapter.h):
-#   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys) and
+# LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K) and on
+# BLOOM (bloom-synth, whose q, k and v are one fused query_key_value):
+#   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys; BLOOM's fused
+#      module with its rank and alpha in rank_pattern and alpha_pattern) and
 #      adapter_model.safetensors (PEFT's tensor names); the folder as --adapter scores exactly what
-#      the HDF5 checkpoint scores;
-#   2. an adapter "trained elsewhere" (tests/tools/peft_merge.py: F16 factors on other targets,
-#      another rank and alpha) scores what the model with it merged into the weights scores;
-#   3. a folder of another kind is refused in one line.
+#      the HDF5 checkpoint scores, and the model with the folder merged into its weights by an
+#      independent script (tests/tools/peft_merge.py) scores the same;
+#   2. an adapter "trained elsewhere" (peft_merge.py make: F16 factors on other targets, ranks and
+#      alphas, per module through rank_pattern and alpha_pattern) scores what the model with it
+#      merged into the weights scores;
+#   3. a folder of another kind, and a pattern key sepal cannot read, are refused in one line.
 #   run_peft_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-model=$models/tinystories-656K
 data=$models/../data/tune-tom
 failed=0
 nll() { "$sepal" perplexity --data "$data/eval-none.jsonl" --json "$@" 2>"$dir/err" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
-"$sepal" tune --model "$model" --data "$data/train.jsonl" --method lora --lora-rank 4 --lora-targets q_proj,v_proj,down_proj \
-  --steps 6 --batch-size 4 --lr 0.02 --seed 2 --out "$dir/lora.h5" --export-peft "$dir/peft" 2> "$dir/err" > /dev/null \
-  || { echo "FAILED: sepal tune --export-peft"; tail -3 "$dir/err"; exit 1; }
-/usr/bin/python3 - "$dir/peft" <<'PY' || failed=$((failed + 1))
+close() {  # close WHAT A B: A and B within 1e-5 relative
+  /usr/bin/python3 -c "
+import sys
+what, a, b = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+assert abs(a - b) < 1e-5 * abs(b), f'{what}: {a} against {b}'
+print(f'ok: {what}: {a} against {b}')" "$@" || failed=$((failed + 1))
+}
+
+# check_model NAME TARGETS EXPECTED_CONFIG_AND_NAMES (Python asserts on c, the config, and names)
+check_model() {
+  local name=$1 targets=$2 expect=$3 model=$models/$1 out=$dir/$1
+  mkdir -p "$out"
+  "$sepal" tune --model "$model" --data "$data/train.jsonl" --method lora --lora-rank 4 --lora-targets "$targets" \
+    --steps 6 --batch-size 4 --lr 0.02 --seed 2 --out "$out/lora.h5" --export-peft "$out/peft" 2> "$dir/err" > /dev/null \
+    || { echo "FAILED: $name: sepal tune --export-peft"; tail -3 "$dir/err"; failed=$((failed + 1)); return; }
+  /usr/bin/python3 - "$out/peft" "$expect" <<'PY' || failed=$((failed + 1))
 import json, struct, sys
-d = sys.argv[1]
+d, expect = sys.argv[1:3]
 c = json.load(open(f"{d}/adapter_config.json"))
 for key, want in {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": 16.0, "bias": "none"}.items():
     assert c[key] == want, f"adapter_config.json: {key} = {c[key]!r}, not {want!r}"
-assert sorted(c["target_modules"]) == ["down_proj", "q_proj", "v_proj"], c["target_modules"]
 raw = open(f"{d}/adapter_model.safetensors", "rb").read()
 names = set(json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])) - {"__metadata__"}
-assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names, sorted(names)[:4]
-assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names, sorted(names)[:4]
-assert len(names) == 2 * 3 * 2, len(names)
+exec(expect)
 print("ok: the export has PEFT's config keys and tensor names")
 PY
-a=$(nll --model "$model" --adapter "$dir/lora.h5"); b=$(nll --model "$model" --adapter "$dir/peft")
-[ -n "$a" ] && [ "$a" = "$b" ] && echo "ok: the PEFT folder scores what the checkpoint scores ($a)" \
-  || { echo "FAILED: checkpoint $a, PEFT folder $b"; failed=$((failed + 1)); }
-/usr/bin/python3 "$here/peft_merge.py" "$model" "$dir/elsewhere" "$dir/merged" || exit 1
-plain=$(nll --model "$model"); with=$(nll --model "$model" --adapter "$dir/elsewhere"); merged=$(nll --model "$dir/merged")
-/usr/bin/python3 -c "
+  local a b merged
+  a=$(nll --model "$model" --adapter "$out/lora.h5"); b=$(nll --model "$model" --adapter "$out/peft")
+  [ -n "$a" ] && [ "$a" = "$b" ] && echo "ok: $name: the PEFT folder scores what the checkpoint scores ($a)" \
+    || { echo "FAILED: $name: checkpoint $a, PEFT folder $b"; failed=$((failed + 1)); }
+  /usr/bin/python3 "$here/peft_merge.py" merge "$model" "$out/peft" "$out/merged-export" || { failed=$((failed + 1)); return; }
+  merged=$(nll --model "$out/merged-export")
+  close "$name: the export merged into the weights, against the checkpoint" "$merged" "$a"
+
+  /usr/bin/python3 "$here/peft_merge.py" make "$model" "$out/elsewhere" "$out/merged" || { failed=$((failed + 1)); return; }
+  local plain with
+  plain=$(nll --model "$model"); with=$(nll --model "$model" --adapter "$out/elsewhere"); merged=$(nll --model "$out/merged")
+  /usr/bin/python3 -c "
 import sys
-plain, with_, merged = map(float, sys.argv[1:4])
-assert abs(with_ - plain) > 1e-3, f'the adapter changed nothing ({plain} and {with_})'
-assert abs(with_ - merged) < 1e-5 * merged, f'base + adapter {with_}, merged weights {merged}'
-print(f'ok: an adapter trained elsewhere scores {with_}, its merged model {merged} (base {plain})')" "$plain" "$with" "$merged" \
-  || failed=$((failed + 1))
+plain, with_ = map(float, sys.argv[1:3])
+assert abs(with_ - plain) > 1e-3, f'the adapter changed nothing ({plain} and {with_})'" "$plain" "$with" \
+    || { echo "FAILED: $name: the adapter trained elsewhere changed nothing"; failed=$((failed + 1)); }
+  close "$name: an adapter trained elsewhere, against its merged model (base $plain)" "$with" "$merged"
+}
+
+check_model tinystories-656K q_proj,v_proj,down_proj '
+assert sorted(c["target_modules"]) == ["down_proj", "q_proj", "v_proj"], c["target_modules"]
+assert not c["rank_pattern"] and not c["alpha_pattern"], c
+assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names, sorted(names)[:4]
+assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names, sorted(names)[:4]
+assert len(names) == 2 * 3 * 2, len(names)'
+# BLOOM: q and v are one LoRA of rank 8 on the fused query_key_value (alpha 32 keeps 16 / 4).
+check_model bloom-synth q_proj,v_proj,dense_4h_to_h '
+assert sorted(c["target_modules"]) == ["dense_4h_to_h", "query_key_value"], c["target_modules"]
+assert c["rank_pattern"] == {"query_key_value": 8} and c["alpha_pattern"] == {"query_key_value": 32.0}, c
+assert "base_model.model.transformer.h.0.self_attention.query_key_value.lora_A.weight" in names, sorted(names)[:4]
+assert "base_model.model.transformer.h.2.mlp.dense_4h_to_h.lora_B.weight" in names, sorted(names)[:4]
+assert len(names) == 3 * 2 * 2, len(names)'
+
+refused() {  # refused WHAT FOLDER EXPECTED_TEXT
+  "$sepal" perplexity --model "$models/tinystories-656K" --data "$data/eval-none.jsonl" --adapter "$2" 2> "$dir/err" > /dev/null
+  grep -q "$3" "$dir/err" && [ "$(wc -l < "$dir/err")" -eq 1 ] && echo "ok: $1 refused in one line" \
+    || { echo "FAILED: $1: $(cat "$dir/err")"; failed=$((failed + 1)); }
+}
 mkdir -p "$dir/ia3" && echo '{"peft_type": "IA3", "target_modules": ["k_proj"]}' > "$dir/ia3/adapter_config.json"
-"$sepal" perplexity --model "$model" --data "$data/eval-none.jsonl" --adapter "$dir/ia3" 2> "$dir/err" > /dev/null
-grep -q "PEFT type 'IA3' is not supported" "$dir/err" && [ "$(wc -l < "$dir/err")" -eq 1 ] && echo "ok: IA3 refused in one line" \
-  || { echo "FAILED: IA3 folder: $(cat "$dir/err")"; failed=$((failed + 1)); }
+refused "an IA3 folder" "$dir/ia3" "PEFT type 'IA3' is not supported"
+cp -r "$dir/tinystories-656K/elsewhere" "$dir/regex"
+/usr/bin/python3 -c "
+import json, sys
+p = sys.argv[1] + '/adapter_config.json'
+c = json.load(open(p)); c['rank_pattern'] = {r'layers\.\d+\.self_attn\.o_proj': 2}
+json.dump(c, open(p, 'w'))" "$dir/regex"
+refused "a regular expression in rank_pattern" "$dir/regex" "regular expressions are not supported"
 exit $failed

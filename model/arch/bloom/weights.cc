@@ -1,5 +1,7 @@
 // BLOOM's weights, under the names of Hugging Face's BloomForCausalLM (with or without
 // "transformer."); the fused query_key_value is split per head at load time.
+#include <cstring>
+
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/weight_holding.h"
@@ -15,28 +17,45 @@ const TensorRef& bloom_tensor(const Checkpoint& checkpoint, const std::string& n
   return checkpoint.get("transformer." + name);
 }
 
-// Rows [first, first + count) of every `stride` rows of a [rows, cols] tensor (or a vector), as f32.
-TensorRef gather_rows(const TensorRef& t, std::int64_t heads, std::int64_t stride, std::int64_t first, std::int64_t count) {
+// A fused tensor's rows (or a vector's elements) that are one projection's, in its own dtype.
+TensorRef gather_rows(const TensorRef& t, const ProjectionModule& m, std::int64_t count) {
   const std::int64_t cols = t.shape.size() > 1 ? t.shape[1] : 1;
-  auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(heads * count * cols));
-  for (std::int64_t h = 0; h < heads; ++h) {
-    for (std::int64_t r = 0; r < count; ++r) {
-      for (std::int64_t c = 0; c < cols; ++c) {
-        (*values)[static_cast<std::size_t>((h * count + r) * cols + c)] = element_as_f32(t, (h * stride + first + r) * cols + c);
-      }
-    }
+  const auto row_bytes = static_cast<std::size_t>(cols) * dtype_size(t.dtype);
+  auto bytes = std::make_shared<std::vector<std::byte>>(static_cast<std::size_t>(count) * row_bytes);
+  for (std::int64_t r = 0; r < count; ++r) {
+    std::memcpy(bytes->data() + static_cast<std::size_t>(r) * row_bytes,
+                t.data + static_cast<std::size_t>(m.module_row(r)) * row_bytes, row_bytes);
   }
   TensorRef out;
   out.name = t.name;
-  out.dtype = DType::kF32;
-  out.shape = t.shape.size() > 1 ? std::vector<std::int64_t>{heads * count, cols} : std::vector<std::int64_t>{heads * count};
-  out.data = reinterpret_cast<const std::byte*>(values->data());
-  out.bytes = values->size() * sizeof(float);
-  out.storage = values;
+  out.dtype = t.dtype;
+  out.shape = t.shape.size() > 1 ? std::vector<std::int64_t>{count, cols} : std::vector<std::int64_t>{count};
+  out.data = bytes->data();
+  out.bytes = bytes->size();
+  out.storage = bytes;
   return out;
 }
 
 }  // namespace
+
+ProjectionModule bloom_projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
+  const std::string prefix = "transformer.h." + std::to_string(layer) + ".";
+  const std::int64_t h = config.hidden_size, hd = config.head_dim;
+  switch (p) {
+    case Projection::kQ:
+    case Projection::kK:
+    case Projection::kV: {
+      const std::int64_t part = p == Projection::kQ ? 0 : p == Projection::kK ? 1 : 2;
+      return {prefix + "self_attention.query_key_value", "query_key_value", 3 * h, hd, 3 * hd, part * hd};
+    }
+    case Projection::kO: return {prefix + "self_attention.dense", "dense", h, h, h, 0};
+    case Projection::kUp: return {prefix + "mlp.dense_h_to_4h", "dense_h_to_4h", config.intermediate_size,
+                                  config.intermediate_size, config.intermediate_size, 0};
+    case Projection::kDown: return {prefix + "mlp.dense_4h_to_h", "dense_4h_to_h", h, h, h, 0};
+    case Projection::kGate: break;
+  }
+  fail(config.architecture, " blocks have no ", projection_name(p));
+}
 
 BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
                                       const WeightLoading& loading) {
@@ -61,15 +80,19 @@ BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelC
   // query_key_value's rows are [heads, 3, head_dim]: each head's query, key and value rows.
   const TensorRef& qkv = tensor("self_attention.query_key_value.weight", {3 * h, h});
   const TensorRef& qkv_bias = tensor("self_attention.query_key_value.bias", {3 * h});
-  if (qkv.dtype == DType::kI8) fail("int8 BLOOM checkpoints are not supported (load f32 or bf16 with --dtype int8)");
+  // An int8 checkpoint (sepal quantize) holds the fused rows' scales too, in the same order.
+  const TensorRef* qkv_scales = qkv.dtype == DType::kI8 ? &tensor("self_attention.query_key_value.SCB", {3 * h}) : nullptr;
   WeightLoading split = loading;
   split.in_place = false;
-  b.q_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, 0, hd), split);
-  b.k_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, hd, hd), split);
-  b.v_proj = hold_matrix(checkpoint, gather_rows(qkv, heads, 3 * hd, 2 * hd, hd), split);
-  b.q_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, 0, hd), split);
-  b.k_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, hd, hd), split);
-  b.v_bias = hold_vector(gather_rows(qkv_bias, heads, 3 * hd, 2 * hd, hd), split);
+  for (const auto& [part, weight, bias] : {std::tuple{Projection::kQ, &b.q_proj, &b.q_bias},
+                                           std::tuple{Projection::kK, &b.k_proj, &b.k_bias},
+                                           std::tuple{Projection::kV, &b.v_proj, &b.v_bias}}) {
+    const ProjectionModule m = bloom_projection_module(config, layer, part);
+    const TensorRef rows = gather_rows(qkv, m, heads * hd);
+    *weight = qkv_scales ? hold_int8_rows(rows, gather_rows(*qkv_scales, m, heads * hd), split)
+                         : hold_matrix(checkpoint, rows, split);
+    *bias = hold_vector(gather_rows(qkv_bias, m, heads * hd), split);
+  }
   b.o_proj = matrix("self_attention.dense.weight", h, h);
   b.o_bias = vector("self_attention.dense.bias", h);
   b.up_proj = matrix("mlp.dense_h_to_4h.weight", ffn, h);

@@ -21,9 +21,11 @@ const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const Model
 
 }  // namespace
 
-std::string llama_projection_tensor(std::int64_t layer, Projection p) {
+ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
   const bool attention = p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO;
-  return layer_prefix(layer) + (attention ? "self_attn." : "mlp.") + std::string(projection_name(p)) + ".weight";
+  const std::int64_t rows = projection_shape(config, p).first;
+  return {layer_prefix(layer) + (attention ? "self_attn." : "mlp.") + std::string(projection_name(p)),
+          std::string(projection_name(p)), rows, rows, rows, 0};
 }
 
 BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
@@ -32,7 +34,7 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   const std::int64_t h = config.hidden_size;
   const std::int64_t ffn = config.intermediate_size;
   auto matrix = [&](Projection projection, std::int64_t rows, std::int64_t cols) {
-    const TensorRef& t = checkpoint.get(llama_projection_tensor(layer, projection));
+    const TensorRef& t = checkpoint.get(llama_projection_module(config, layer, projection).path + ".weight");
     expect_shape(t, {rows, cols});
     return hold_matrix(checkpoint, t, loading);
   };
