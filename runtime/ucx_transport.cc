@@ -167,6 +167,18 @@ struct PeerState {
   std::vector<std::pair<PeerId, Status>>* failures = nullptr;  ///< the transport's, for callbacks
 };
 
+// Whether this thread holds a UCX worker's lock (State::worker_mutex): a send() made from inside
+// a pass (a handler that answers a frame) queues its frame instead of trying the lock again.
+thread_local bool t_in_worker_pass = false;
+
+class InWorkerPass {
+ public:
+  InWorkerPass() { t_in_worker_pass = true; }
+  ~InWorkerPass() { t_in_worker_pass = false; }
+  InWorkerPass(const InWorkerPass&) = delete;
+  InWorkerPass& operator=(const InWorkerPass&) = delete;
+};
+
 struct Command {
   enum class Kind { kSend, kAddPeer } kind;
   PeerId peer;
@@ -188,7 +200,7 @@ struct UcxTransport::State {
   std::thread thread;
   std::atomic<bool> running{false};
   std::atomic<bool> draining{false};
-  std::size_t sends_in_flight = 0;  // progress thread only
+  std::size_t sends_in_flight = 0;  // under worker_mutex
 
   // Waiting for work: the progress thread blocks in epoll on the worker's event fd and on
   // `command_fd`, which send() and connect() signal while `blocked` says it may be asleep.
@@ -201,7 +213,11 @@ struct UcxTransport::State {
   std::map<PeerId, bool> public_failed;
   std::map<PeerId, LinkKey> public_keys;
 
-  // Progress-thread only (and the create() thread before start()).
+  // The worker and what follows are used under worker_mutex (and by the create() thread before
+  // start()): by the progress thread, which holds it but while it waits for events, and by a
+  // thread in send() that finds it free, which then posts its frame itself rather than wake the
+  // progress thread; a small frame leaves inline, so an idle progress thread is not woken.
+  std::mutex worker_mutex;
   std::map<PeerId, std::unique_ptr<PeerState>> peers;
   std::vector<std::pair<PeerId, Status>> failures;  // found inside callbacks, reported after
   std::set<PeerId> unknown_logged;                  // claimed senders we have no link with
@@ -616,12 +632,32 @@ struct UcxTransport::State {
     [[maybe_unused]] const ssize_t written = ::write(command_fd, &one, sizeof(one));
   }
 
-  // Blocks until UCX has an event, a command is queued, or a keepalive may be due.
-  void block(const ProgressBackoff& backoff) {
-    const ucs_status_t armed = ucp_worker_arm(worker);
+  // After queueing a send: posts the queued frames on this thread when the worker is free (the
+  // progress thread waits for events), and wakes the progress thread only when something is left
+  // for it (a frame still in flight or waiting for the window, a failure to report). Otherwise,
+  // or from inside a pass, the progress thread takes the command on its next pass.
+  void post_or_wake() {
+    if (!t_in_worker_pass && running.load(std::memory_order_acquire) && !draining.load(std::memory_order_acquire)) {
+      std::unique_lock lock(worker_mutex, std::try_to_lock);
+      if (lock.owns_lock()) {
+        const InWorkerPass pass;
+        run_commands();
+        post_waiting();
+        if (!sending() && failures.empty()) return;
+      }
+    }
+    wake();
+  }
+
+  // Blocks until UCX has an event, a command is queued, or a keepalive may be due; releases
+  // `worker` (the progress thread's hold on worker_mutex) while it waits.
+  void block(const ProgressBackoff& backoff, std::unique_lock<std::mutex>& worker) {
+    const ucs_status_t armed = ucp_worker_arm(this->worker);
     if (armed == UCS_ERR_BUSY) return;  // events arrived meanwhile: progress them first
     if (armed != UCS_OK) {              // no wakeup on this transport: poll gently
+      worker.unlock();
       std::this_thread::sleep_for(backoff.sleep_step());
+      worker.lock();
       return;
     }
     blocked.store(true);
@@ -633,11 +669,15 @@ struct UcxTransport::State {
     if (!queued) {
       // Keepalives go out every keepalive period; waking at a quarter of it keeps them on time.
       const long timeout_ms = std::clamp<long>(liveness.options().keepalive_period.count() / 4, 1, 50);
+      t_in_worker_pass = false;
+      worker.unlock();
       epoll_event events[2];
       (void)::epoll_wait(epoll_fd, events, 2, static_cast<int>(timeout_ms));
       std::uint64_t count = 0;
       while (::read(command_fd, &count, sizeof(count)) == sizeof(count)) {
       }
+      worker.lock();
+      t_in_worker_pass = true;
     }
     blocked.store(false);
   }
@@ -645,6 +685,8 @@ struct UcxTransport::State {
   void run() {
     ProgressBackoff backoff;
     std::optional<std::chrono::steady_clock::time_point> drain_deadline;
+    std::unique_lock worker_lock(worker_mutex);
+    const InWorkerPass pass;
     while (running.load(std::memory_order_acquire)) {
       if (draining.load(std::memory_order_acquire)) {
         const auto now = std::chrono::steady_clock::now();
@@ -659,11 +701,12 @@ struct UcxTransport::State {
       report_failures();
       // Transfers in flight need the worker progressed: no backing off until they finish.
       if (busy || sending() || receiving()) backoff.busy();
-      else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) block(backoff);
+      else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) block(backoff, worker_lock);
     }
   }
 
   void shutdown() {
+    const std::lock_guard worker_lock(worker_mutex);  // a late send() finds it taken and only queues
     // Goodbye first: closing an endpoint fires the other side's error handler.
     for (auto& [id, peer] : peers) {
       if (!peer->failed) send_message(*peer, Kind::kBye, nullptr);
@@ -714,7 +757,7 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   SEPAL_UCS_RETURN_IF_ERROR(init);
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // one thread at a time, under worker_mutex
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_create(state->context, &wp, &state->worker));
   int worker_fd = -1;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_get_efd(state->worker, &worker_fd));
@@ -832,12 +875,14 @@ Status UcxTransport::start(TransportHandler* handler) {
 Status UcxTransport::send(PeerId to, OutgoingFrame frame) {
   SEPAL_RETURN_IF_ERROR(frame.status());
   if (frame.size() == 0) return error(StatusCode::kInvalidArgument, "empty frame");
-  std::lock_guard lock(state_->mutex);
-  const auto it = state_->public_failed.find(to);
-  if (it == state_->public_failed.end()) return error(StatusCode::kNotFound, "no peer ", to);
-  if (it->second) return error(StatusCode::kPeerFailed, "peer ", to, " has failed or left");
-  state_->commands.push_back(Command{Command::Kind::kSend, to, std::move(frame), {}, {}});
-  state_->wake();
+  {
+    std::lock_guard lock(state_->mutex);
+    const auto it = state_->public_failed.find(to);
+    if (it == state_->public_failed.end()) return error(StatusCode::kNotFound, "no peer ", to);
+    if (it->second) return error(StatusCode::kPeerFailed, "peer ", to, " has failed or left");
+    state_->commands.push_back(Command{Command::Kind::kSend, to, std::move(frame), {}, {}});
+  }
+  state_->post_or_wake();
   return Status::ok();
 }
 

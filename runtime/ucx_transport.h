@@ -15,8 +15,11 @@
 // (UcxOptions::max_receiving_bytes). Chunks are sent as iov (tensors are not copied);
 // large ones arrive by rendezvous straight into the frame's aligned buffer.
 //
-// Thread-safety: all public methods are thread-safe. The UCX worker is used by the progress
-// thread only (UCS_THREAD_MODE_SINGLE); other threads hand it work through a queue.
+// Thread-safety: all public methods are thread-safe. The UCX worker is used by one thread at a
+// time (UCS_THREAD_MODE_SERIALIZED, under a lock): the progress thread, which receives, delivers
+// and keeps links alive; and a thread in send() that finds the worker free (the progress thread
+// waiting for events), which posts its frame itself, so a small frame leaves without waking the
+// progress thread. Otherwise frames reach the progress thread through a queue.
 
 #include <mpi.h>
 
