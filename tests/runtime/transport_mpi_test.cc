@@ -81,6 +81,36 @@ TEST_F(TransportConformance, IdleUcxProgressThreadSleeps) {
   EXPECT_LT(switches, 200) << "context switches in 500 ms of idleness";
   bounded_barrier();
 }
+// A small frame sent while the UCX progress thread waits for events leaves from the sending
+// thread: rank 0 sends 300 of them a millisecond apart, and its process switches context about
+// once per send (the sender's own sleep), not twice (the progress thread woken for each).
+TEST_F(TransportConformance, ASmallSendDoesNotWakeAnIdleUcxProgressThread) {
+  if (g_kind != "ucx") GTEST_SKIP() << "the MPI transport's progress thread polls";
+  constexpr int kSends = 300;
+  bounded_barrier();
+  if (mpi_world_rank() == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // past the polling after the barrier
+    rusage before{}, after{};
+    getrusage(RUSAGE_SELF, &before);
+    for (int i = 0; i < kSends; ++i) {
+      ASSERT_TRUE(g_transport->send(1, encode(Envelope{}, Sequence{0, 11, static_cast<std::uint64_t>(i)})).is_ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    getrusage(RUSAGE_SELF, &after);
+    // Voluntary switches only: a busy machine's preemptions are involuntary ones.
+    const long switches = after.ru_nvcsw - before.ru_nvcsw;
+    EXPECT_LT(switches, kSends + 150) << "voluntary context switches while sending " << kSends << " small frames";
+  } else if (mpi_world_rank() == 1) {
+    for (int i = 0; i < kSends; ++i) {
+      auto f = g_inbox->next(scaled(std::chrono::milliseconds(10000)));
+      ASSERT_TRUE(f.has_value()) << "got " << i << " of " << kSends;
+      auto m = decode_message<Sequence>(f->second);
+      ASSERT_TRUE(m.is_ok());
+      EXPECT_EQ(m->index, static_cast<std::uint64_t>(i));
+    }
+  }
+  bounded_barrier();
+}
 TEST_F(TransportConformance, DeadPeerIsReported) {
   auto c = context();
   scenario_peer_death(c);
