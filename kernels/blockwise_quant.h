@@ -16,6 +16,8 @@
 #include <array>
 #include <cstdint>
 
+#include "kernels/cpu_isa.h"
+
 namespace sepal {
 
 /// Values per block (one f32 absmax each).
@@ -28,8 +30,10 @@ const std::array<float, 256>& dynamic_code();
 constexpr std::int64_t blockwise_blocks(std::int64_t n) { return (n + kBlockwiseBlock - 1) / kBlockwiseBlock; }
 
 /// Quantizes x[0, n) into codes[0, n) and absmax[0, blockwise_blocks(n)). Throws sepal::Error
-/// when x holds NaN or infinity.
+/// when x holds NaN or infinity. Every CPU level gives the same codes; `isa` picks the kernels
+/// (the active level by default).
 void quantize_blockwise(const float* x, std::int64_t n, std::uint8_t* codes, float* absmax);
+void quantize_blockwise(const float* x, std::int64_t n, std::uint8_t* codes, float* absmax, CpuIsa isa);
 
 /// out[i] = code[codes[i]] * absmax[block of i]. The absmax values must be finite and >= 0
 /// (check them first when they came from outside).

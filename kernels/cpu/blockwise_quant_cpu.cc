@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/blockwise_quant.h"
+#include "kernels/cpu/blockwise_codes.h"
 #include "kernels/error.h"
 
 namespace sepal {
@@ -30,12 +31,15 @@ std::array<float, 256> make_dynamic_code() {
   return code;
 }
 
+// The entry nearest to v in [-1, 1] (= [code[0], code[255]]), the lower on a tie. Without
+// branches: on hidden states a binary search's branches mispredict about half the time.
 inline std::uint8_t nearest_code(const std::array<float, 256>& code, float v) {
-  const auto it = std::lower_bound(code.begin(), code.end(), v);
-  if (it == code.begin()) return 0;
-  if (it == code.end()) return 255;
-  const auto hi = static_cast<std::size_t>(it - code.begin());
-  return static_cast<std::uint8_t>(v - code[hi - 1] <= code[hi] - v ? hi - 1 : hi);
+  // Entries below v: at most 255, since v <= code[255].
+  unsigned pos = 0;
+  for (unsigned half = 128; half >= 1; half /= 2) pos += static_cast<unsigned>(code[pos + half - 1] < v) * half;
+  const unsigned lo = pos - (pos > 0);
+  const unsigned lower = static_cast<unsigned>(pos > 0) & static_cast<unsigned>(v - code[lo] <= code[pos] - v);
+  return static_cast<std::uint8_t>(pos - lower);
 }
 
 }  // namespace
@@ -46,6 +50,10 @@ const std::array<float, 256>& dynamic_code() {
 }
 
 void quantize_blockwise(const float* x, std::int64_t n, std::uint8_t* codes, float* absmax) {
+  quantize_blockwise(x, n, codes, absmax, active_cpu_isa());
+}
+
+void quantize_blockwise(const float* x, std::int64_t n, std::uint8_t* codes, float* absmax, CpuIsa isa) {
   const auto& code = dynamic_code();
   for (std::int64_t b = 0; b * kBlockwiseBlock < n; ++b) {
     const std::int64_t begin = b * kBlockwiseBlock, end = std::min(n, begin + kBlockwiseBlock);
@@ -58,6 +66,10 @@ void quantize_blockwise(const float* x, std::int64_t n, std::uint8_t* codes, flo
     absmax[b] = amax;
     if (amax == 0.0f) {
       std::fill(codes + begin, codes + end, nearest_code(code, 0.0f));
+      continue;
+    }
+    if (isa >= CpuIsa::kAvx512 && cpu_supports(CpuIsa::kAvx512)) {
+      cpu::nearest_codes_avx512(x + begin, end - begin, amax, code.data(), codes + begin);
       continue;
     }
     for (std::int64_t i = begin; i < end; ++i) codes[i] = nearest_code(code, x[i] / amax);

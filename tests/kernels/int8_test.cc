@@ -211,18 +211,44 @@ TEST(Blockwise, EveryValueGetsItsNearestCodeTheLowerOnATie) {
     }
   }
   for (const float v : random_floats(4000, 7)) values.push_back(std::clamp(v / 3, -1.0f, 1.0f));
-  for (const float v : values) {
-    // A block of two: the value and 1 (so the absmax is 1 and v is quantized unscaled).
-    const float x[2] = {std::clamp(v, -1.0f, 1.0f), 1.0f};
-    std::uint8_t codes[2];
-    float absmax = 0;
-    quantize_blockwise(x, 2, codes, &absmax);
-    ASSERT_EQ(absmax, 1.0f);
-    std::size_t best = 0;
-    for (std::size_t j = 1; j < code.size(); ++j) {
-      if (std::fabs(x[0] - code[j]) < std::fabs(x[0] - code[best])) best = j;
+  for (const CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx512}) {
+    if (!cpu_supports(isa)) continue;
+    for (const float v : values) {
+      // A block of two: the value and 1 (so the absmax is 1 and v is quantized unscaled).
+      const float x[2] = {std::clamp(v, -1.0f, 1.0f), 1.0f};
+      std::uint8_t codes[2];
+      float absmax = 0;
+      quantize_blockwise(x, 2, codes, &absmax, isa);
+      ASSERT_EQ(absmax, 1.0f);
+      std::size_t best = 0;
+      for (std::size_t j = 1; j < code.size(); ++j) {
+        if (std::fabs(x[0] - code[j]) < std::fabs(x[0] - code[best])) best = j;
+      }
+      EXPECT_EQ(codes[0], best) << cpu_isa_name(isa) << ": value " << x[0];
     }
-    EXPECT_EQ(codes[0], best) << "value " << x[0];
+  }
+}
+
+TEST(Blockwise, EveryCpuLevelGivesTheSameCodes) {
+  // Rows of every length around the 16- and 64-value steps and the 256-value blocks, at scales
+  // from tiny to large, with values on the code's points after scaling; the generic search (the
+  // one TheCodeIs... and EveryValueGets... check against the code itself) is the oracle.
+  const auto& code = dynamic_code();
+  for (const std::int64_t n : {1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 768, 2051}) {
+    for (const float scale : {1e-6f, 1.0f, 37.5f}) {
+      auto x = random_floats(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n));
+      for (std::int64_t i = 0; i < n; i += 7) x[static_cast<std::size_t>(i)] = code[static_cast<std::size_t>(i % 256)];
+      for (float& v : x) v *= scale;
+      std::vector<std::uint8_t> want(static_cast<std::size_t>(n)), got(want.size());
+      std::vector<float> want_absmax(static_cast<std::size_t>(blockwise_blocks(n))), got_absmax(want_absmax.size());
+      quantize_blockwise(x.data(), n, want.data(), want_absmax.data(), CpuIsa::kGeneric);
+      for (const CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni}) {
+        if (!cpu_supports(isa)) continue;
+        quantize_blockwise(x.data(), n, got.data(), got_absmax.data(), isa);
+        EXPECT_EQ(got, want) << cpu_isa_name(isa) << ", n " << n << ", scale " << scale;
+        EXPECT_EQ(got_absmax, want_absmax);
+      }
+    }
   }
 }
 
