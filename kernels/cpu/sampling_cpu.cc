@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/error.h"
 #include "kernels/sampling.h"
 
@@ -44,7 +45,13 @@ double Rng::normal() {
 
 std::int32_t argmax(const float* logits, std::int64_t vocab) {
   SEPAL_CHECK(vocab > 0);
-  return static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
+  // std::max_element's answer, vectorized: the first of the largest values; a NaN is never larger,
+  // so a NaN first value stays the answer.
+  if (std::isnan(logits[0])) return 0;
+  const float largest = cpu::max_value(logits, vocab);
+  std::int64_t i = 0;
+  while (i + 1 < vocab && logits[i] != largest) ++i;
+  return static_cast<std::int32_t>(i);
 }
 
 std::int32_t sample_token(const float* logits, std::int64_t vocab, const SamplingParams& params,

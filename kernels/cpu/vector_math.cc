@@ -25,6 +25,13 @@ SEPAL_CLONES void add_weighted_rows(const float* weights, const float* rows, std
   }
 }
 
+SEPAL_CLONES float max_value(const float* x, std::int64_t count) {
+  float m = x[0];
+#pragma omp simd reduction(max : m)
+  for (std::int64_t i = 1; i < count; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
 SEPAL_CLONES float sum_squares(const float* x, std::int64_t count) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)

@@ -22,6 +22,8 @@ bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int6
 /// call only where cpu_supports(CpuIsa::kAvx512).
 void softmax_avx512(float* x, std::int64_t count);
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
+/// The largest of x[0, count), NaN values ignored; x[0] must not be NaN.
+float max_value(const float* x, std::int64_t count);
 /// Sum of x[i]².
 float sum_squares(const float* x, std::int64_t count);
 /// y[i] = x[i] * scale * w[i].

@@ -354,6 +354,24 @@ TEST(Sampling, GreedyIsArgmaxWithFirstTie) {
   EXPECT_EQ(sample_token(logits.data(), 4, {}, rng), 1);
 }
 
+TEST(Sampling, ArgmaxIsStdMaxElement) {
+  // Vocabularies of every length around the vector widths, the largest value anywhere, ties,
+  // infinities, signed zeros and NaN (std::max_element never takes a NaN, but keeps a NaN first).
+  for (const std::int64_t n : {1, 2, 15, 16, 17, 63, 64, 65, 1000, 32000}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      auto x = random_floats(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n * 10 + trial), 3.0f);
+      const auto at = [&](std::int64_t i) -> float& { return x[static_cast<std::size_t>(i % n)]; };
+      if (trial == 1) at(n - 1) = 50.0f;                             // the last
+      if (trial == 2) at(n / 3) = at(2 * n / 3) = 50.0f;             // a tie
+      if (trial == 3) at(n / 2) = INFINITY, at(n / 4) = NAN;         // infinity, NaN before it
+      if (trial == 4) std::fill(x.begin(), x.end(), -0.0f), at(n / 2) = 0.0f;  // signed zeros
+      if (trial == 5) at(0) = NAN;                                   // NaN first
+      const auto want = std::max_element(x.begin(), x.end()) - x.begin();
+      EXPECT_EQ(argmax(x.data(), n), want) << "n " << n << ", trial " << trial;
+    }
+  }
+}
+
 TEST(Sampling, SameSeedSameTokensDifferentSeedDifferent) {
   const auto logits = random_floats(500, 13, 2.0f);
   SamplingParams p{1.0f, 0, 1.0f};
