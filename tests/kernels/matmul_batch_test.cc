@@ -157,15 +157,19 @@ TEST(MatmulBatch, ADecodeTokensResultDoesNotDependOnTheOthersOfItsCall) {
 
 // matmul_many_alone: any number of rows, each the bits it gets decoded alone, over matrices
 // sharing one pass, with tiles of weight rows smaller than a thread's slice; int8 with outlier
-// columns that only some rows have, in different groups of kStreamingMaxTokens.
+// columns that only some rows have, in different groups of kStreamingMaxTokens, and (n = 48)
+// outlier columns in every row, 96 in the call.
 TEST(MatmulBatch, ManyRowsAloneGiveEachRowItsDecodeBits) {
   const std::int64_t cols = 200;
   const Matrix a(700, cols, 31), b(90, cols, 32);
-  for (const std::int64_t n : {5, 16, 23}) {
+  for (const std::int64_t n : {5, 16, 23, 48}) {
     auto x = test::random_floats(static_cast<std::size_t>(n * cols), 33);
     x[17] = 9.0f;                          // row 0
     x[(n - 1) * cols + 17] = -7.5f;        // the last row, the same column
     x[6 % n * cols + 150] = 6.5f;          // another group's row, another column
+    if (n == 48) {
+      for (std::int64_t t = 0; t < n; ++t) x[t * cols + (t * 3) % cols] = x[t * cols + (t * 3 + 1) % cols] = 8.0f;
+    }
     for (CpuIsa isa : supported_levels()) {
       for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
         const WeightView ws[] = {a.view(dtype, 6.0f), b.view(dtype, 6.0f)};
