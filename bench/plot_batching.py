@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 
 from plot_csv import read_rows
 
-rows, dst = read_rows("plot_batching", "bench/results/batching.csv")
+rows, dst = read_rows("plot_batching", "bench/results/batching-f32.csv")
 hosts = sorted({r["hosts"] for r in rows}, key=int)
 fig, axes = plt.subplots(1, len(hosts), figsize=(5 * len(hosts), 4), sharey=True, squeeze=False)
 for ax, h in zip(axes[0], hosts):

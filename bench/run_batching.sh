@@ -5,7 +5,7 @@
 # --no-step-batching, in this one run, on a synthetic model of real width (768 wide, 2048 MLP, 6 blocks, 32000
 # vocabulary; random weights prove nothing but speed). Checks that every prompt gave the same ids
 # batched and not (a session's states do not depend on its batch), prints tokens/s against the
-# unbatched single client, and writes bench/results/batching.csv and batching.png. Each figure is
+# unbatched single client, and writes bench/results/batching-DTYPE.csv and .png. Each figure is
 # the median of SEPAL_BENCH_RUNS runs (3; this machine's speed moves by a third from one run to
 # the next), SEPAL_BENCH_TOKENS tokens each (128).
 #   bench/run_batching.sh [DTYPE]      # f32 (default), bf16 or int8
@@ -24,7 +24,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 words=(the a cat dog sun big little red blue ran jumped happy sad tree park ball girl boy played saw)
 for i in $(seq 0 15); do echo "${words[$i]} ${words[$(( (i * 7 + 3) % 20 ))]} ${words[$(( (i * 3 + 1) % 20 ))]}"; done > "$out/all.txt"
-csv=bench/results/batching.csv
+csv=bench/results/batching-$dtype.csv
 echo "dtype,hosts,clients,batching,seconds,tokens,tokens_per_s,steps_per_batch" > "$csv"
 for hosts in 1 3; do
   for clients in 1 4 16; do
@@ -72,4 +72,4 @@ for h in (1, 3):
 print(f"ids identical batched and not, at every host count: {same}")
 sys.exit(0 if same else 1)
 PY
-/usr/bin/python3 bench/plot_batching.py "$csv" bench/results/batching.png && echo "wrote bench/results/batching.png" >&2
+/usr/bin/python3 bench/plot_batching.py "$csv" "${csv%.csv}.png" && echo "wrote ${csv%.csv}.png" >&2
