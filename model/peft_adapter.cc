@@ -200,9 +200,14 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
     fail(where, "/adapter_config.json: not valid JSON (", e.what(), ")");
   }
   if (!c.is_object()) fail(where, "/adapter_config.json: not a JSON object");
-  const std::string type = c.value("peft_type", std::string());
+  const std::string type = c.contains("peft_type") && c["peft_type"].is_string() ? c["peft_type"].get<std::string>()
+                                                                                  : c.value("peft_type", json()).dump();
   if (type != "LORA") fail(where, ": PEFT type '", type, "' is not supported (only LORA)");
-  auto flag = [&](const char* key) { return c.contains(key) && c[key].is_boolean() && c[key].get<bool>(); };
+  auto flag = [&](const char* key) {
+    if (!c.contains(key) || c[key].is_null()) return false;
+    if (!c[key].is_boolean()) fail(where, ": ", key, " must be true or false, not ", c[key].dump());
+    return c[key].get<bool>();
+  };
   if (flag("use_rslora")) fail(where, ": rank-stabilised LoRA (use_rslora) is not supported");
   if (flag("use_dora")) fail(where, ": DoRA (use_dora) is not supported");
   if (flag("fan_in_fan_out")) fail(where, ": fan_in_fan_out (transposed weights) is not supported");

@@ -9,7 +9,8 @@
 #   2. an adapter "trained elsewhere" (peft_merge.py make: F16 factors on other targets, ranks and
 #      alphas, per module through rank_pattern and alpha_pattern) scores what the model with it
 #      merged into the weights scores;
-#   3. a folder of another kind, and a pattern key sepal cannot read, are refused in one line.
+#   3. a folder of another kind, settings of the wrong type and a pattern key sepal cannot read are
+#      refused in one line.
 #   run_peft_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -85,6 +86,11 @@ refused() {  # refused WHAT FOLDER EXPECTED_TEXT
 }
 mkdir -p "$dir/ia3" && echo '{"peft_type": "IA3", "target_modules": ["k_proj"]}' > "$dir/ia3/adapter_config.json"
 refused "an IA3 folder" "$dir/ia3" "PEFT type 'IA3' is not supported"
+mkdir -p "$dir/typed" && echo '{"peft_type": 5}' > "$dir/typed/adapter_config.json"
+refused "a numeric peft_type" "$dir/typed" "PEFT type '5' is not supported"
+mkdir -p "$dir/dora" && echo '{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "use_dora": "yes"}' \
+  > "$dir/dora/adapter_config.json"
+refused "a use_dora that is not a boolean" "$dir/dora" 'use_dora must be true or false, not "yes"'
 cp -r "$dir/tinystories-656K/elsewhere" "$dir/regex"
 /usr/bin/python3 -c "
 import json, sys
