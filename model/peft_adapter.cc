@@ -98,12 +98,12 @@ class ModulePattern {
 
 std::string module_target_list(const ModelConfig& config) {
   std::string out;
+  std::set<std::string> listed;
   for (int i = 0; i < kProjections; ++i) {
     const auto p = static_cast<Projection>(i);
     if (!block_has_projection(config, p)) continue;
     const std::string target = projection_module(config, 0, p).target;
-    if (out.find(target) != std::string::npos) continue;
-    out += (out.empty() ? "" : ", ") + target;
+    if (listed.insert(target).second) out += (out.empty() ? "" : ", ") + target;
   }
   return out;
 }
