@@ -45,13 +45,16 @@ RowBatcher::Clock::time_point RowBatcher::gathered_by() const {
 void RowBatcher::row(const float* in, float* out, const Compute& compute, Membership* member) {
   Request mine{in, out, member};
   std::unique_lock lock(mutex_);
+  const auto gathered_before = gathered_by();
   if (member) {
     const double away = std::chrono::duration<double>(Clock::now() - member->back).count();
     member->away_seconds = member->away_seconds > 0 ? 0.75 * member->away_seconds + 0.25 * away : away;
     member->queued = true;
   }
   queue_.push_back(&mine);
-  arrived_.notify_all();  // the thread that gathers the next batch counts again
+  // The thread that gathers the next batch waits until gathered_by(): wake it only when this row
+  // brought that moment earlier (the last member came, the batch filled), not at every arrival.
+  if (gathered_by() < gathered_before) arrived_.notify_all();
   while (!mine.done) {
     if (busy_ || queue_.front() != &mine) {
       finished_.wait(lock);

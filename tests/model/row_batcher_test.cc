@@ -103,6 +103,30 @@ TEST(RowBatcher, ABatchWaitsForItsMembersForABoundedTime) {
   EXPECT_EQ(sizes, (std::vector<std::int64_t>{1, 1}));
 }
 
+// The thread that gathers a batch is woken when the last member's row arrives, not left asleep
+// until its patience runs out: a's row (after 600 ms away, so a's patience is 1.2 s from b's
+// last row) is done within 300 ms of b's, not 550 ms later.
+TEST(RowBatcher, ABatchRunsWhenItsLastMemberArrives) {
+  RowBatcher batcher(1, 1, 16);
+  const RowBatcher::Compute copy = [](const float* rows, std::int64_t n, float* out) { std::copy(rows, rows + n, out); };
+  auto a = batcher.join(), b = batcher.join();
+  std::atomic<std::int64_t> b_asked_ns{0};
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(650));
+    float in = 2, out = 0;
+    b_asked_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+    batcher.row(&in, &out, copy, b.get());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  float in = 1, out = 0;
+  batcher.row(&in, &out, copy, a.get());
+  const auto done = std::chrono::steady_clock::now().time_since_epoch().count();
+  late.join();
+  EXPECT_EQ(batcher.batches(), (std::pair<std::int64_t, std::int64_t>{1, 2})) << "a did not wait for b";
+  EXPECT_LT(std::chrono::nanoseconds(done - b_asked_ns.load()), std::chrono::milliseconds(300))
+      << "a's batch waited for its patience after b's row had come";
+}
+
 // Generation threads' head rows: whatever batches they land in, each row's logits are the bits
 // logits() gives it alone.
 TEST(RowBatcher, TheSharedHeadGivesEachThreadTheLogitsOfItsRowAlone) {
