@@ -177,7 +177,7 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   }
   // The cache and the adapters the session holds (checked in full below, before anything is kept).
   const std::int64_t needed =
-      2 * (last - first) * c.num_kv_heads * c.head_dim * m.max_length * static_cast<std::int64_t>(sizeof(float)) +
+      m.max_length * KvCache::bytes_per_position(last - first, c.num_kv_heads, c.head_dim, blocks_->kv_dtype()) +
       static_cast<std::int64_t>(m.adapter.values.bytes);
   // Room for the session's cache and for the working memory of its largest step.
   const std::int64_t working = blocks_->step_working_bytes(std::min(m.max_length, options_.max_step_tokens));

@@ -5,7 +5,7 @@
 // per round and the rows per second each way, and checks that batched and alone give the same
 // bits. Writes a CSV row per K.
 //
-//   build/bin/batch_forward_bench --model-dir DIR [--dtype f32|bf16|int8] [--sessions 1,4,16]
+//   build/bin/batch_forward_bench --model-dir DIR [--dtype f32|bf16|int8] [--kv-dtype f32|bf16] [--sessions 1,4,16]
 //                                 [--context 64] [--rounds 5] [--csv bench/results/batch_forward.csv]
 
 #include <boost/program_options.hpp>
@@ -63,11 +63,12 @@ struct Timing {
 
 int main(int argc, char** argv) {
   namespace po = boost::program_options;
-  std::string model_dir, dtype_name = "f32", sessions_list = "1,4,16", csv = "bench/results/batch_forward.csv";
+  std::string model_dir, dtype_name = "f32", kv_dtype_name = "f32", sessions_list = "1,4,16", csv = "bench/results/batch_forward.csv";
   std::int64_t context = 64, rounds = 5;
   po::options_description opts("batch_forward_bench options");
   opts.add_options()("help", "show this help")("model-dir", po::value(&model_dir)->required(), "model directory")(
       "dtype", po::value(&dtype_name), "weights in memory: f32, bf16 or int8")(
+      "kv-dtype", po::value(&kv_dtype_name), "the sessions' key/value caches: f32 or bf16")(
       "sessions", po::value(&sessions_list), "session counts, comma-separated")(
       "context", po::value(&context), "positions each session holds before the timed steps")(
       "rounds", po::value(&rounds), "timed rounds (best taken)")("csv", po::value(&csv), "CSV output");
@@ -85,13 +86,17 @@ int main(int argc, char** argv) {
     if (!parsed || (*parsed != DType::kF32 && *parsed != DType::kBF16 && *parsed != DType::kI8))
       fail("--dtype must be f32, bf16 or int8, got '", dtype_name, "'");
     const DType dtype = *parsed;
+    const std::optional<DType> kv_dtype = parse_dtype(kv_dtype_name);
+    if (!kv_dtype || !kv_dtype_supported(*kv_dtype)) fail("--kv-dtype must be f32 or bf16, got '", kv_dtype_name, "'");
+    WeightLoading loading(dtype);
+    loading.kv_dtype = *kv_dtype;
     const ModelConfig config = read_model_config(model_dir);
     const Checkpoint checkpoint = Checkpoint::open(model_dir);
-    const BlockStack stack = BlockStack::load(checkpoint, config, 0, config.num_layers, WeightLoading(dtype));
-    const ModelEnds ends = ModelEnds::load(checkpoint, config, WeightLoading(dtype));
+    const BlockStack stack = BlockStack::load(checkpoint, config, 0, config.num_layers, loading);
+    const ModelEnds ends = ModelEnds::load(checkpoint, config, loading);
     const std::int64_t h = config.hidden_size, vocab = config.vocab_size, blocks = config.num_layers;
-    std::printf("batch_forward_bench: %s at %s, %lld blocks, %lld wide; %s kernels, %d threads; context %lld\n",
-                model_dir.c_str(), dtype_name.c_str(), static_cast<long long>(blocks), static_cast<long long>(h),
+    std::printf("batch_forward_bench: %s at %s (caches %s), %lld blocks, %lld wide; %s kernels, %d threads; context %lld\n",
+                model_dir.c_str(), dtype_name.c_str(), kv_dtype_name.c_str(), static_cast<long long>(blocks), static_cast<long long>(h),
                 std::string(cpu_isa_name(active_cpu_isa())).c_str(), compute_threads(), static_cast<long long>(context));
     std::ofstream out(csv);
     if (!out) fail("cannot write ", csv);

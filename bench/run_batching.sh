@@ -7,11 +7,13 @@
 # batched and not (a session's states do not depend on its batch), prints tokens/s against the
 # unbatched single client, and writes bench/results/batching-DTYPE.csv and .png. Each figure is
 # the median of SEPAL_BENCH_RUNS runs (3; this machine's speed moves by a third from one run to
-# the next), SEPAL_BENCH_TOKENS tokens each (128).
-#   bench/run_batching.sh [DTYPE]      # f32 (default), bf16 or int8
+# the next), SEPAL_BENCH_TOKENS tokens each (128). KV_DTYPE: the hosts' key/value caches (f32 or
+# bf16; the CSV is then batching-DTYPE-kv-bf16.csv).
+#   bench/run_batching.sh [DTYPE [KV_DTYPE]]     # f32 (default), bf16 or int8; f32 (default) or bf16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dtype=${1:-f32}
+kv_dtype=${2:-f32}
 tokens=${SEPAL_BENCH_TOKENS:-128}
 runs=${SEPAL_BENCH_RUNS:-3}
 [ -x build/bin/sepal ] || scripts/build.sh
@@ -25,6 +27,8 @@ trap 'rm -rf "$out"' EXIT
 words=(the a cat dog sun big little red blue ran jumped happy sad tree park ball girl boy played saw)
 for i in $(seq 0 15); do echo "${words[$i]} ${words[$(( (i * 7 + 3) % 20 ))]} ${words[$(( (i * 3 + 1) % 20 ))]}"; done > "$out/all.txt"
 csv=bench/results/batching-$dtype.csv
+label=$dtype  # the CSV's dtype column, which the plot's titles show
+[ "$kv_dtype" = f32 ] || { csv=bench/results/batching-$dtype-kv-$kv_dtype.csv; label="$dtype ($kv_dtype caches)"; }
 echo "dtype,hosts,clients,batching,seconds,tokens,tokens_per_s,steps_per_batch" > "$csv"
 for hosts in 1 3; do
   for clients in 1 4 16; do
@@ -35,7 +39,7 @@ for hosts in 1 3; do
       run=$hosts-$clients-$batching
       lines=()
       for r in $(seq "$runs"); do
-        build/bin/sepal generate --model "$model" --dtype "$dtype" --hosts "$hosts" --prompts-file "$out/prompts$clients.txt" \
+        build/bin/sepal generate --model "$model" --dtype "$dtype" --kv-dtype "$kv_dtype" --hosts "$hosts" --prompts-file "$out/prompts$clients.txt" \
           --max-new-tokens "$tokens" --json "${flag[@]}" > "$out/ids-$run.jsonl" 2> "$out/err-$run.log" \
           || { tail -5 "$out/err-$run.log"; exit 1; }
         lines+=("$(grep -E "^sepal: [0-9]+ prompts, [0-9]+ at a time" "$out/err-$run.log")")
@@ -48,7 +52,7 @@ for hosts in 1 3; do
       # The hosts' own count: steps per batch over all of them (0 without batching).
       per_batch=$(sed -n 's/.*; \([0-9]*\) batches of sessions. steps held \([0-9]*\) steps/\1 \2/p' "$out/err-$run.log" |
         awk '{b += $1; s += $2} END {print (b > 0 ? sprintf("%.2f", s / b) : 0)}')
-      echo "$dtype,$hosts,$clients,$batching,$seconds,$generated,$rate,$per_batch" >> "$csv"
+      echo "$label,$hosts,$clients,$batching,$seconds,$generated,$rate,$per_batch" >> "$csv"
       echo "$hosts hosts, $clients clients, batching $batching: $generated tokens in $seconds s ($rate tokens/s, $per_batch steps a batch)" >&2
     done
   done

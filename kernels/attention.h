@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/dtype.h"
+
 namespace sepal {
 
 /// Head layout of one attention layer. heads must be a multiple of kv_heads.
@@ -19,10 +21,25 @@ struct AttentionDims {
 /// every other slope of twice that.
 std::vector<float> alibi_slopes(std::int64_t heads);
 
+/// A cache's key or value array [kv_heads, capacity, head_dim] of one block: f32 elements, or
+/// bf16 (DType::kBF16: half the memory, and half the bytes attention reads; rounded to nearest
+/// even when stored, read back exactly). The functions below take either; with bf16 each row's
+/// attention is the f32 computation over the rounded keys and values.
+struct KvArray {
+  void* data = nullptr;
+  DType dtype = DType::kF32;  ///< kF32 or kBF16
+};
+
+/// Whether a cache can hold elements of `dtype` (f32 and bf16).
+constexpr bool kv_dtype_supported(DType dtype) { return dtype == DType::kF32 || dtype == DType::kBF16; }
+
 /// Copies rows [n, kv_heads, head_dim] into slots [start, start + n) of a cache laid out
 /// [kv_heads, capacity, head_dim].
 void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
               std::int64_t capacity, float* cache);
+/// The same into a cache of either type.
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+              std::int64_t capacity, KvArray cache);
 
 /// Causal attention. q is [n, heads, head_dim]; keys and values are [kv_heads, capacity, head_dim]
 /// and already hold positions [0, start + n). Query row t (position start + t) attends to
@@ -34,6 +51,10 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
                       float* out, const float* alibi = nullptr, std::int64_t window = 0);
+/// The same over a cache of either type (keys and values of the same type).
+void attention_causal(const float* q, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
+                      std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi = nullptr,
+                      std::int64_t window = 0);
 
 /// Attention of the nodes of a token tree (speculative decoding). The cache holds positions
 /// [0, start) of the sequence, and tree node i at slot start + i. parents[i] is the node's parent
@@ -46,6 +67,10 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
 /// earlier node or slots past the capacity.
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                    const float* alibi = nullptr, std::int64_t window = 0);
+/// The same over a cache of either type (keys and values of the same type).
+void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                    KvArray keys, KvArray values, std::int64_t capacity, const AttentionDims& dims, float* out,
                     const float* alibi = nullptr, std::int64_t window = 0);
 
 }  // namespace sepal

@@ -19,7 +19,7 @@ namespace {
 
 void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq, const float* alibi,
                    float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
-                   float* keys, float* values, std::int64_t capacity, Scratch& s, const TreeRows* tree,
+                   KvArray keys, KvArray values, std::int64_t capacity, Scratch& s, const TreeRows* tree,
                    const BlockAdapters* adapters) {
   const BlockCall call{c, w, inv_freq, alibi, hidden, n, start, positions, keys, values, capacity, s, tree, adapters};
   if (c.family == ModelFamily::kBloom) return bloom_block_forward(call);
@@ -45,7 +45,9 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
          " blocks");
   }
   if (loading.dtype == DType::kF16) fail("weights can be held as f32, bf16 or int8, not f16");
+  if (!kv_dtype_supported(loading.kv_dtype)) fail("key/value caches can be held as f32 or bf16, not ", dtype_name(loading.kv_dtype));
   BlockStack stack;
+  stack.kv_dtype_ = loading.kv_dtype;
   stack.config_ = config;
   stack.first_ = first;
   stack.last_ = last;
@@ -59,6 +61,7 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
 
 void BlockStack::place_on(std::shared_ptr<Backend> backend) {
   SEPAL_CHECK(backend && !device_, "blocks placed twice");
+  if (kv_dtype_ != DType::kF32) fail("key/value caches on a device are f32; ", dtype_name(kv_dtype_), " caches are CPU only");
   device_ = std::make_shared<const DeviceBlockStack>(config_, first_, blocks_, inv_freq_, alibi_, std::move(backend));
   blocks_.clear();
   blocks_.shrink_to_fit();
@@ -110,7 +113,7 @@ KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::in
     fail("blocks [", first, ", ", last, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
   if (device_) return device_->new_cache(capacity, first, last);
-  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity);
+  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, kv_dtype_);
 }
 
 void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
@@ -179,7 +182,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     SEPAL_CHECK(cache.on_device() == (device_ != nullptr), "a cache of another device");
     if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
-    segments.push_back(RowSegment{rows, step.n, cache.length(), nullptr, nullptr, cache.capacity(), step.adapters});
+    segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, cache.capacity(), step.adapters});
     rows += step.n;
   }
   if (rows == 0) return;
@@ -207,8 +210,8 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
       }
     }
     const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(),
-                         alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), nullptr,
-                         nullptr, 0, scratch, nullptr, nullptr, segments};
+                         alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), {}, {}, 0,
+                         scratch, nullptr, nullptr, segments};
     if (config_.family == ModelFamily::kBloom) bloom_block_forward(call);
     else llama_block_forward(call);
   }

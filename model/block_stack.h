@@ -70,6 +70,8 @@ class BlockStack {
   /// the int8 activation copies, and a step's input and output on a host (an upper estimate).
   std::int64_t step_working_bytes(std::int64_t n) const;
 
+  /// Element type of the sessions' caches (WeightLoading::kv_dtype; f32 on a device).
+  DType kv_dtype() const { return kv_dtype_; }
   /// A cache for one session of up to `capacity` positions (at most max_position_embeddings)
   /// over every block of the stack.
   KvCache new_cache(std::int64_t capacity) const;
@@ -149,6 +151,7 @@ class BlockStack {
   std::vector<BlockWeights> blocks_;
   std::vector<double> inv_freq_;
   std::vector<float> alibi_;  ///< BLOOM: ALiBi slope of each head
+  DType kv_dtype_ = DType::kF32;  ///< element type of the caches new_cache() makes on the CPU
   std::shared_ptr<const DeviceBlockStack> device_;  ///< once placed on a device
 
   /// Throws sepal::Error saying `what` runs on the CPU only, when the blocks are on a device.

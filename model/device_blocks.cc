@@ -68,8 +68,8 @@ DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first
 
 KvCache DeviceBlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const {
   SEPAL_CHECK(first >= first_ && last <= last_ && first < last && capacity > 0);
-  const std::int64_t bytes = 2 * (last - first) * config_.num_kv_heads * capacity * config_.head_dim *
-                             static_cast<std::int64_t>(sizeof(float));
+  const std::int64_t bytes =
+      capacity * KvCache::bytes_per_position(last - first, config_.num_kv_heads, config_.head_dim, DType::kF32);
   return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, backend_->allocate(bytes));
 }
 
@@ -118,8 +118,8 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
                                  s.hidden,
                                  rows,
                                  start,
-                                 cache.keys(i),
-                                 cache.values(i),
+                                 cache.keys_f32(i),
+                                 cache.values_f32(i),
                                  cache.capacity(),
                                  s};
       device_block_forward(call);
@@ -156,8 +156,8 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
   backend_->copy_in(s.hidden, hidden.data(), rows * h * 4);
   for (std::int64_t i = 0; i < blocks; ++i) {
     for (std::size_t j = 0; j < steps.size(); ++j) {
-      segments[j].keys = steps[j].cache->keys(i);
-      segments[j].values = steps[j].cache->values(i);
+      segments[j].keys = steps[j].cache->keys_f32(i);
+      segments[j].values = steps[j].cache->values_f32(i);
     }
     const DeviceBlockCall call{config_,
                                blocks_[static_cast<std::size_t>(first - first_ + i)],

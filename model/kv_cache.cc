@@ -8,13 +8,12 @@
 namespace sepal {
 
 KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
-                 std::int64_t capacity)
-    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity) {
+                 std::int64_t capacity, DType dtype)
+    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), dtype_(dtype) {
   SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0);
-  const auto size = static_cast<std::size_t>(blocks * block_stride());
-  memory_ = allocate_huge_buffer(2 * size * sizeof(float));
-  keys_ = static_cast<float*>(memory_.get());
-  values_ = keys_ + size;
+  if (!kv_dtype_supported(dtype)) fail("a key/value cache holds f32 or bf16, not ", dtype_name(dtype));
+  memory_ = allocate_huge_buffer(static_cast<std::size_t>(bytes()));
+  bytes_ = static_cast<std::byte*>(memory_.get());
 }
 
 KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
@@ -22,12 +21,24 @@ KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_d
     : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), on_device_(true) {
   SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0 && device_memory);
   memory_ = std::move(device_memory);
-  keys_ = static_cast<float*>(memory_.get());
-  values_ = keys_ + blocks * block_stride();
+  bytes_ = static_cast<std::byte*>(memory_.get());
 }
 
-std::int64_t KvCache::bytes() const {
-  return 2 * blocks_ * block_stride() * static_cast<std::int64_t>(sizeof(float));
+std::int64_t KvCache::bytes_per_position(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
+                                         DType dtype) {
+  return 2 * blocks * kv_heads * head_dim * static_cast<std::int64_t>(dtype_size(dtype));
+}
+
+std::int64_t KvCache::bytes() const { return capacity_ * bytes_per_position(blocks_, kv_heads_, head_dim_, dtype_); }
+
+float* KvCache::keys_f32(std::int64_t block) {
+  SEPAL_CHECK(dtype_ == DType::kF32, "an f32 cache");
+  return static_cast<float*>(keys(block).data);
+}
+
+float* KvCache::values_f32(std::int64_t block) {
+  SEPAL_CHECK(dtype_ == DType::kF32, "an f32 cache");
+  return static_cast<float*>(values(block).data);
 }
 
 void KvCache::set_length(std::int64_t length) {
@@ -48,13 +59,14 @@ void KvCache::keep_path(std::span<const std::int32_t> path) {
     if (node <= previous || length_ + node >= capacity_) fail("tree path node ", node, " is out of order or past the cache");
     previous = node;
   }
+  const std::int64_t row = head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_));  // bytes of one position
   for (std::int64_t b = 0; b < blocks_; ++b) {
-    for (float* base : {keys(b), values(b)}) {
+    for (const KvArray array : {keys(b), values(b)}) {
       for (std::int64_t h = 0; h < kv_heads_; ++h) {
-        float* head = base + h * capacity_ * head_dim_;
+        std::byte* head = static_cast<std::byte*>(array.data) + h * capacity_ * row;
         for (std::int64_t i = 0; i < kept; ++i) {
           const std::int64_t from = length_ + path[static_cast<std::size_t>(i)], to = length_ + i;
-          if (from != to) std::copy(head + from * head_dim_, head + (from + 1) * head_dim_, head + to * head_dim_);
+          if (from != to) std::copy(head + from * row, head + (from + 1) * row, head + to * row);
         }
       }
     }

@@ -7,17 +7,22 @@
 #include <memory>
 #include <span>
 
+#include "kernels/attention.h"
+
 namespace sepal {
 
 /// Per-block key and value arrays of one session, laid out [kv_heads, capacity, head_dim] so
 /// that one head's history is contiguous. Positions [0, length()) are valid. The arrays are in
 /// host memory, or in a device's (on_device(): made by a BlockStack placed on a device; only its
-/// backend's ops may touch them).
+/// backend's ops may touch them). Elements are f32, or bf16 in host memory (kernels/attention.h:
+/// KvArray).
 class KvCache {
  public:
-  /// A cache for `blocks` blocks holding up to `capacity` positions.
-  KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity);
-  /// The same in `device_memory` (at least bytes() of a device's memory, which the cache keeps).
+  /// A cache for `blocks` blocks holding up to `capacity` positions, of `dtype` elements (f32 or
+  /// bf16; sepal::Error otherwise).
+  KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
+          DType dtype = DType::kF32);
+  /// An f32 cache in `device_memory` (at least bytes() of a device's memory, which the cache keeps).
   KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
           std::shared_ptr<void> device_memory);
   KvCache(KvCache&&) noexcept = default;
@@ -35,11 +40,19 @@ class KvCache {
   std::int64_t bytes() const;
   /// Whether the arrays are in a device's memory.
   bool on_device() const { return on_device_; }
+  /// Element type: f32 or bf16.
+  DType dtype() const { return dtype_; }
+  /// Bytes one position takes over every block (keys and values).
+  static std::int64_t bytes_per_position(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
+                                         DType dtype);
 
   /// Key array of block `block` (0-based within the range).
-  float* keys(std::int64_t block) { return keys_ + block * block_stride(); }
+  KvArray keys(std::int64_t block) { return {bytes_ + block * block_bytes(), dtype_}; }
   /// Value array of block `block`.
-  float* values(std::int64_t block) { return values_ + block * block_stride(); }
+  KvArray values(std::int64_t block) { return {bytes_ + (blocks_ + block) * block_bytes(), dtype_}; }
+  /// The same as f32 pointers, for an f32 cache only (a device's caches are).
+  float* keys_f32(std::int64_t block);
+  float* values_f32(std::int64_t block);
 
   /// Marks positions [0, length) as valid; `length` must not exceed capacity.
   void set_length(std::int64_t length);
@@ -53,14 +66,16 @@ class KvCache {
   void keep_path(std::span<const std::int32_t> path);
 
  private:
-  std::int64_t block_stride() const { return kv_heads_ * capacity_ * head_dim_; }
+  std::int64_t block_bytes() const {
+    return kv_heads_ * capacity_ * head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_));
+  }
 
   std::int64_t blocks_, kv_heads_, head_dim_, capacity_;
+  DType dtype_ = DType::kF32;
   std::int64_t length_ = 0;
   bool on_device_ = false;
-  std::shared_ptr<void> memory_;  // keys, then values; huge pages (model/huge_buffer.h)
-  float* keys_ = nullptr;
-  float* values_ = nullptr;
+  std::shared_ptr<void> memory_;  // every block's keys, then every block's values; huge pages (model/huge_buffer.h)
+  std::byte* bytes_ = nullptr;
 };
 
 }  // namespace sepal

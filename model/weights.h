@@ -24,6 +24,7 @@ struct WeightLoading {
   DType dtype;    ///< type in memory: f32, bf16, or int8 (LLM.int8(), quantized while loading)
   bool in_place;  ///< use the file mapping directly where the stored type matches (not int8)
   float outlier_threshold = kDefaultOutlierThreshold;  ///< int8 only: see WeightView
+  DType kv_dtype = DType::kF32;  ///< the sessions' key/value caches: f32, or bf16 (half the memory; CPU only)
 };
 
 /// A weight matrix and whatever keeps its bytes alive.

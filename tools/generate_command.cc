@@ -189,7 +189,7 @@ int generate_command(int argc, char** argv) {
   const std::vector<PromptSpec> prompts =
       prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
   const WeightLoading loading = weight_loading(weights, vm);
-  const Device device = device_option(device_text);
+  const Device device = device_option(device_text, loading);
   if (threads > 0) set_compute_threads(threads);
 
   // Everything that can be checked cheaply is checked before anything is started or loaded.
@@ -307,6 +307,7 @@ int generate_command(int argc, char** argv) {
                              {"weight_bytes", model.weight_bytes()},
                              {"peak_rss_bytes", peak_rss_bytes()},
                              {"dtype", weights.dtype},
+                             {"kv_dtype", weights.kv_dtype},
                              {"cpu_isa", cpu_isa_name(active_cpu_isa())},
                              {"threads", compute_threads()},
                              {"host_ranks", swarm ? swarm->host_count() : 0}});

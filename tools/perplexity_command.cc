@@ -162,7 +162,7 @@ int perplexity_command(int argc, char** argv) {
   }
   if (!adapter_file.empty() && data_file.empty()) throw UsageError{"--adapter is for --data"};
   const WeightLoading loading = weight_loading(weights, vm);
-  const Device device = device_option(device_text);
+  const Device device = device_option(device_text, loading);
   if (threads > 0) set_compute_threads(threads);
 
   const auto start = std::chrono::steady_clock::now();
@@ -240,6 +240,7 @@ int perplexity_command(int argc, char** argv) {
                        {"perplexity", std::exp(mean)},
                        {"stats",
                         {{"dtype", weights.dtype},
+                         {"kv_dtype", weights.kv_dtype},
                          {"context", context},
                          {"windows", window},
                          {"text_tokens", total},

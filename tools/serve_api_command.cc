@@ -92,7 +92,7 @@ int serve_api_command(int argc, char** argv) {
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (!key_file.empty()) server.api_keys = read_api_keys(key_file);
   const WeightLoading loading = weight_loading(weights, vm);
-  const Device device = device_option(device_text);
+  const Device device = device_option(device_text, loading);
   if (threads > 0) set_compute_threads(threads);
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).filename().string();
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).parent_path().filename().string();

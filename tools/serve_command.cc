@@ -59,7 +59,7 @@ int serve_command(int argc, char** argv) {
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
   if (spawned && vm.count("secret-file")) throw UsageError{"--secret-file is for --join"};
   const WeightLoading loading = weight_loading(weights, vm);
-  const Device device = device_option(device_text);
+  const Device device = device_option(device_text, loading);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
   if (!spawned && transport_name != "ucx") throw UsageError{"--join needs --transport ucx"};
   if (max_blocks < 0) throw UsageError{"--max-blocks must be at least 0"};

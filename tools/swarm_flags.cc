@@ -104,7 +104,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   }
   const WeightLoading loading = weight_loading(weights, vm);
   // --device (where the command has one): where the hosts' blocks run.
-  const Device device = vm.count("device") ? device_option(vm["device"].as<std::string>()) : Device{};
+  const Device device = vm.count("device") ? device_option(vm["device"].as<std::string>(), loading) : Device{};
   std::optional<SwarmSecret> secret;
   if (!options.listen_file.empty()) {
     auto s = SwarmSecret::from_file_or_environment(options.secret_file);

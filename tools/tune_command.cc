@@ -118,7 +118,7 @@ int tune_command(int argc, char** argv) {
       ("eval-every", po::value(&eval_every)->default_value(0), "steps between evaluations (0: only before and at the end)")
       ("log", po::value(&log_file), "append one JSON object per step (and per evaluation) to this file")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
-  add_weight_options(options, weights);
+  add_weight_options(options, weights, /*kv_caches=*/false);
   add_swarm_options(options, swarm_options);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/attention.h"
 #include "kernels/error.h"
 #include "tools/commands.h"
 
@@ -9,7 +10,7 @@ namespace sepal::tools {
 
 namespace po = boost::program_options;
 
-void add_weight_options(po::options_description& description, WeightOptions& options) {
+void add_weight_options(po::options_description& description, WeightOptions& options, bool kv_caches) {
   description.add_options()
       ("dtype", po::value(&options.dtype)->default_value("f32"),
        "weights in memory: f32, bf16, or int8 (LLM.int8(): a quarter of f32's bytes)")
@@ -17,6 +18,12 @@ void add_weight_options(po::options_description& description, WeightOptions& opt
        "int8: activations of at least this magnitude are multiplied in floating point (inf: never)")
       ("mmap-weights", "use weights in place from the file mapping where the stored type matches:\n"
                        "faster to load and shared between processes, slower to decode (4 KiB pages)");
+  if (kv_caches) {
+    description.add_options()
+        ("kv-dtype", po::value(&options.kv_dtype)->default_value("f32"),
+         "the sessions' key/value caches (on the blocks' hosts): f32, or bf16 (half the memory\n"
+         "and half the bytes attention reads; keys and values rounded; CPU only)");
+  }
 }
 
 WeightLoading weight_loading(const WeightOptions& options, const po::variables_map& vm) {
@@ -30,8 +37,13 @@ WeightLoading weight_loading(const WeightOptions& options, const po::variables_m
   if (*dtype == DType::kI8 && vm.count("mmap-weights")) {
     throw UsageError{"--mmap-weights cannot be used with --dtype int8: the weights are quantized while loading"};
   }
+  const auto kv_dtype = parse_dtype(options.kv_dtype);
+  if (!kv_dtype || !kv_dtype_supported(*kv_dtype)) {
+    throw UsageError{"--kv-dtype must be f32 or bf16, got '" + options.kv_dtype + "'"};
+  }
   WeightLoading loading(*dtype, vm.count("mmap-weights") > 0);
   loading.outlier_threshold = options.outlier_threshold;
+  loading.kv_dtype = *kv_dtype;
   return loading;
 }
 
@@ -43,12 +55,18 @@ void add_device_option(po::options_description& description, std::string& device
        "adapters or drafts)");
 }
 
-Device device_option(const std::string& text) {
+Device device_option(const std::string& text, const WeightLoading& loading) {
+  Device device;
   try {
-    return parse_device(text);
+    device = parse_device(text);
   } catch (const Error& e) {
     throw UsageError{std::string("--device: ") + e.what()};
   }
+  if (!device.is_cpu() && loading.kv_dtype != DType::kF32) {
+    throw UsageError{"--kv-dtype " + std::string(dtype_name(loading.kv_dtype)) + " is for blocks on the CPU; caches on " +
+                     device_name(device) + " are f32"};
+  }
+  return device;
 }
 
 void check_device_use(const Device& device, bool with_adapter, bool with_draft) {
@@ -61,6 +79,7 @@ void check_device_use(const Device& device, bool with_adapter, bool with_draft) 
 std::vector<std::string> weight_arguments(const WeightOptions& options, const po::variables_map& vm) {
   std::vector<std::string> args{"--dtype", options.dtype, "--outlier-threshold", std::to_string(options.outlier_threshold)};
   if (vm.count("mmap-weights")) args.push_back("--mmap-weights");
+  if (vm.count("kv-dtype")) args.insert(args.end(), {"--kv-dtype", options.kv_dtype});
   return args;
 }
 

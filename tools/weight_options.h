@@ -1,6 +1,7 @@
 #pragma once
 // The options every command that loads weights shares: --dtype, --outlier-threshold and
-// --mmap-weights, checked once here.
+// --mmap-weights, and --kv-dtype where the command keeps sessions' key/value caches, checked once
+// here.
 
 #include <boost/program_options.hpp>
 #include <string>
@@ -13,10 +14,13 @@ namespace sepal::tools {
 struct WeightOptions {
   std::string dtype = "f32";
   float outlier_threshold = kDefaultOutlierThreshold;
+  std::string kv_dtype = "f32";
 };
 
-/// Adds --dtype, --outlier-threshold and --mmap-weights, storing into `options`.
-void add_weight_options(boost::program_options::options_description& description, WeightOptions& options);
+/// Adds --dtype, --outlier-threshold and --mmap-weights, and with `kv_caches` --kv-dtype, storing
+/// into `options`.
+void add_weight_options(boost::program_options::options_description& description, WeightOptions& options,
+                        bool kv_caches = true);
 
 /// The loading the parsed options ask for. Throws UsageError naming the bad option.
 WeightLoading weight_loading(const WeightOptions& options, const boost::program_options::variables_map& vm);
@@ -24,8 +28,9 @@ WeightLoading weight_loading(const WeightOptions& options, const boost::program_
 /// Adds --device: where the blocks this process holds run (cpu, cuda, cuda:N).
 void add_device_option(boost::program_options::options_description& description, std::string& device);
 
-/// The device --device names. Throws UsageError when the text is not one.
-Device device_option(const std::string& text);
+/// The device --device names. Throws UsageError when the text is not one, or when it is a GPU and
+/// `loading` asks for caches of another type than f32.
+Device device_option(const std::string& text, const WeightLoading& loading);
 
 /// Throws UsageError when --device names a GPU where the command cannot use one: with adapters,
 /// tuned prompts or drafts (they run on the CPU only).

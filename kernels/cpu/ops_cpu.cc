@@ -151,9 +151,10 @@ namespace {
 // keys were stored.
 // One query row against keys [0, prefix) in place and `tail` more gathered after them (key
 // index = position). Keys before `lowest` are outside the sliding window and skipped.
-void attend(const float* qv, const float* k, const float* v, std::int64_t prefix, const float* tail_k,
-            const float* tail_v, std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope,
-            std::int64_t lowest, float* o) {
+// T: the cache's element type (float, or std::uint16_t for bf16).
+template <typename T>
+void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const T* tail_k, const T* tail_v,
+            std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope, std::int64_t lowest, float* o) {
   thread_local std::vector<float> scores;
   const std::int64_t skip_prefix = std::min(lowest, prefix);
   const std::int64_t skip_tail = std::min(tail, std::max<std::int64_t>(lowest - prefix, 0));
@@ -167,10 +168,10 @@ void attend(const float* qv, const float* k, const float* v, std::int64_t prefix
   }
   const std::int64_t first_position = skip_prefix + skip_tail;
   scores.resize(static_cast<std::size_t>(prefix + tail));
-  auto dots = [&](const float* rows, std::int64_t count, float* out) {
+  auto dots = [&](const T* rows, std::int64_t count, float* out) {
     if (!(wide && cpu::dot_rows_avx512(qv, rows, count, hd, scale, out))) cpu::dot_rows(qv, rows, count, hd, scale, out);
   };
-  auto weighted = [&](const float* weights, const float* rows, std::int64_t count) {
+  auto weighted = [&](const float* weights, const T* rows, std::int64_t count) {
     if (!(wide && cpu::add_weighted_rows_avx512(weights, rows, count, hd, o))) cpu::add_weighted_rows(weights, rows, count, hd, o);
   };
   dots(k, prefix, scores.data());
@@ -198,9 +199,27 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
   }
 }
 
-void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
-                      const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out, const float* alibi, std::int64_t window) {
+void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+              std::int64_t capacity, KvArray cache) {
+  if (cache.dtype == DType::kF32) {
+    return store_kv(rows, n, start, kv_heads, head_dim, capacity, static_cast<float*>(cache.data));
+  }
+  SEPAL_CHECK(cache.dtype == DType::kBF16, "a key/value cache of f32 or bf16");
+  auto* out = static_cast<std::uint16_t*>(cache.data);
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (std::int64_t h = 0; h < kv_heads; ++h) {
+      const float* src = rows + (t * kv_heads + h) * head_dim;
+      std::uint16_t* dst = out + (h * capacity + start + t) * head_dim;
+      for (std::int64_t i = 0; i < head_dim; ++i) dst[i] = f32_to_bf16(src[i]);
+    }
+  }
+}
+
+namespace {
+
+template <typename T>
+void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, const T* values, std::int64_t capacity,
+            const AttentionDims& dims, float* out, const float* alibi, std::int64_t window) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
   const std::int64_t group = dims.heads / dims.kv_heads;
@@ -212,7 +231,7 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
-    attend(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
+    attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
            scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
@@ -222,9 +241,10 @@ void attention_causal(const float* q, std::int64_t n, std::int64_t start, const 
   }
 }
 
-void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
-                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi, std::int64_t window) {
+template <typename T>
+void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+          const T* keys, const T* values, std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
+          std::int64_t window) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
   SEPAL_CHECK(first >= 0 && n >= 0 && start + first + n <= capacity, "tree attention past the cache capacity");
   for (std::int64_t i = 0; i < first + n; ++i) {
@@ -248,11 +268,11 @@ void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int
   const std::int64_t tasks = n * dims.heads;
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto head = [&](std::int64_t task) {
-    thread_local std::vector<float> tail_k, tail_v;
+    thread_local std::vector<T> tail_k, tail_v;
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
-    const float* k = keys + kv * capacity * hd;
-    const float* v = values + kv * capacity * hd;
+    const T* k = keys + kv * capacity * hd;
+    const T* v = values + kv * capacity * hd;
     const auto& s = slots[static_cast<std::size_t>(t)];
     const auto tail = static_cast<std::int64_t>(s.size());
     tail_k.resize(static_cast<std::size_t>(longest * hd));
@@ -263,7 +283,7 @@ void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int
     }
     const std::int64_t position = prefix + tail - 1;  // the node's own position
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
-    attend(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
+    attend<T>(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
            alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
@@ -271,6 +291,44 @@ void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int
   } else {
     for (std::int64_t task = 0; task < tasks; ++task) head(task);
   }
+}
+
+}  // namespace
+
+void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys, const float* values,
+                      std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
+                      std::int64_t window) {
+  causal(q, n, start, keys, values, capacity, dims, out, alibi, window);
+}
+
+void attention_causal(const float* q, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
+                      std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
+                      std::int64_t window) {
+  SEPAL_CHECK(keys.dtype == values.dtype && kv_dtype_supported(keys.dtype), "a key/value cache of f32 or bf16");
+  if (keys.dtype == DType::kF32) {
+    return causal(q, n, start, static_cast<const float*>(keys.data), static_cast<const float*>(values.data), capacity,
+                  dims, out, alibi, window);
+  }
+  causal(q, n, start, static_cast<const std::uint16_t*>(keys.data), static_cast<const std::uint16_t*>(values.data),
+         capacity, dims, out, alibi, window);
+}
+
+void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                    const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                    const float* alibi, std::int64_t window) {
+  tree(q, first, n, start, parents, keys, values, capacity, dims, out, alibi, window);
+}
+
+void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                    KvArray keys, KvArray values, std::int64_t capacity, const AttentionDims& dims, float* out,
+                    const float* alibi, std::int64_t window) {
+  SEPAL_CHECK(keys.dtype == values.dtype && kv_dtype_supported(keys.dtype), "a key/value cache of f32 or bf16");
+  if (keys.dtype == DType::kF32) {
+    return tree(q, first, n, start, parents, static_cast<const float*>(keys.data),
+                static_cast<const float*>(values.data), capacity, dims, out, alibi, window);
+  }
+  tree(q, first, n, start, parents, static_cast<const std::uint16_t*>(keys.data),
+       static_cast<const std::uint16_t*>(values.data), capacity, dims, out, alibi, window);
 }
 
 void silu_mul(float* gate, const float* up, std::int64_t count) {

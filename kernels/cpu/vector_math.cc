@@ -1,5 +1,10 @@
 #include "kernels/cpu/vector_math.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "kernels/dtype.h"
+
 #define SEPAL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 namespace sepal::cpu {
@@ -22,6 +27,35 @@ SEPAL_CLONES void add_weighted_rows(const float* weights, const float* rows, std
     const float weight = weights[p];
 #pragma omp simd
     for (std::int64_t i = 0; i < dim; ++i) out[i] += weight * row[i];
+  }
+}
+
+// The bf16 rows are widened, a few at a time, and run through the f32 loops above: the same
+// arithmetic whatever each loop's vectorization, so a bf16 cache gives the f32 cache's bits for
+// the rounded values.
+namespace {
+constexpr std::int64_t kWidenedRows = 16;
+const float* widen_rows(const std::uint16_t* rows, std::int64_t count, std::int64_t dim) {
+  thread_local std::vector<float> widened;
+  widened.resize(static_cast<std::size_t>(count * dim));
+  for (std::int64_t i = 0; i < count * dim; ++i) widened[static_cast<std::size_t>(i)] = bf16_to_f32(rows[i]);
+  return widened.data();
+}
+}  // namespace
+
+void dot_rows(const float* q, const std::uint16_t* rows, std::int64_t count, std::int64_t dim, float scale,
+              float* out) {
+  for (std::int64_t p = 0; p < count; p += kWidenedRows) {
+    const std::int64_t n = std::min(kWidenedRows, count - p);
+    dot_rows(q, widen_rows(rows + p * dim, n, dim), n, dim, scale, out + p);
+  }
+}
+
+void add_weighted_rows(const float* weights, const std::uint16_t* rows, std::int64_t count, std::int64_t dim,
+                       float* out) {
+  for (std::int64_t p = 0; p < count; p += kWidenedRows) {
+    const std::int64_t n = std::min(kWidenedRows, count - p);
+    add_weighted_rows(weights + p, widen_rows(rows + p * dim, n, dim), n, dim, out);
   }
 }
 

@@ -12,11 +12,20 @@ void dot_rows(const float* q, const float* rows, std::int64_t count, std::int64_
 /// out[i] += Σ_p weights[p] * rows[p * dim + i] for i < dim (attention over a value cache).
 void add_weighted_rows(const float* weights, const float* rows, std::int64_t count,
                        std::int64_t dim, float* out);
-/// The same two for AVX-512 F, for the head dimensions 32, 64, 80, 96, 128 and 256; false (and
+/// The same two over bf16 rows (a bf16 key/value cache), each element read back exactly.
+void dot_rows(const float* q, const std::uint16_t* rows, std::int64_t count, std::int64_t dim, float scale,
+              float* out);
+void add_weighted_rows(const float* weights, const std::uint16_t* rows, std::int64_t count,
+                       std::int64_t dim, float* out);
+/// The same four for AVX-512 F, for the head dimensions 32, 64, 80, 96, 128 and 256; false (and
 /// nothing done) for any other. Call only where cpu_supports(CpuIsa::kAvx512).
 bool dot_rows_avx512(const float* q, const float* rows, std::int64_t count, std::int64_t dim,
                      float scale, float* out);
 bool add_weighted_rows_avx512(const float* weights, const float* rows, std::int64_t count,
+                              std::int64_t dim, float* out);
+bool dot_rows_avx512(const float* q, const std::uint16_t* rows, std::int64_t count, std::int64_t dim,
+                     float scale, float* out);
+bool add_weighted_rows_avx512(const float* weights, const std::uint16_t* rows, std::int64_t count,
                               std::int64_t dim, float* out);
 /// softmax() and silu_mul() (kernels/softmax.h, kernels/activation.h) with a 16-lane exponential;
 /// call only where cpu_supports(CpuIsa::kAvx512).

@@ -31,7 +31,7 @@ void adapt_product(const BlockCall& call, Projection p, const float* x, float* y
 void store_and_attend(const BlockCall& call, const float* q, const float* k, const float* v, float* out) {
   const ModelConfig& c = call.config;
   const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
-  const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, float* keys, float* values,
+  const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
                        std::int64_t capacity) {
     const std::int64_t slot = call.tree ? start + call.tree->first : start;
     store_kv(k + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);

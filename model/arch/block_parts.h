@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/aligned_vector.h"
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "model/block_adapters.h"
 #include "model/model_config.h"
@@ -36,8 +37,8 @@ struct TreeRows {
 /// call, at slots [start, start + n) of the session's own cache, with its own adapters.
 struct RowSegment {
   std::int64_t row = 0, n = 0, start = 0;
-  float* keys = nullptr;
-  float* values = nullptr;
+  KvArray keys;
+  KvArray values;
   std::int64_t capacity = 0;
   const BlockAdapters* adapters = nullptr;
 };
@@ -55,8 +56,8 @@ struct BlockCall {
   std::int64_t n;
   std::int64_t start;
   const std::int64_t* positions;
-  float* keys;
-  float* values;
+  KvArray keys;
+  KvArray values;
   std::int64_t capacity;
   Scratch& scratch;
   const TreeRows* tree;

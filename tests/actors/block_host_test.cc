@@ -30,7 +30,8 @@ class LocalSwarm {
  public:
   /// With `backend`, every host's blocks are placed on it (BlockStack::place_on).
   LocalSwarm(const std::filesystem::path& model, const std::vector<std::pair<int, int>>& ranges,
-             BlockHostOptions options = {}, std::shared_ptr<Backend> backend = nullptr)
+             BlockHostOptions options = {}, std::shared_ptr<Backend> backend = nullptr,
+             const WeightLoading& loading = DType::kF32)
       : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)) {
     hub_ = InprocHub::create();
     transports_.push_back(hub_->endpoint());
@@ -38,7 +39,7 @@ class LocalSwarm {
     for (const auto& [first, last] : ranges) {
       transports_.push_back(hub_->endpoint());
       systems_.push_back(std::make_unique<ActorSystem>(*transports_.back(), scheduler_));
-      BlockStack stack = BlockStack::load(checkpoint_, config_, first, last, DType::kF32);
+      BlockStack stack = BlockStack::load(checkpoint_, config_, first, last, loading);
       if (backend) stack.place_on(backend);
       auto blocks = std::make_shared<const BlockStack>(std::move(stack));
       hosts_.push_back(systems_.back()->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options));
@@ -232,6 +233,28 @@ TEST(BlockHost, PerClientLimitsAndStepWorkingMemoryNameTheLimit) {
   const auto small_host = small.route()[0].host;
   expect_refused(small.client().request_sync(small_host, OpenSession{1, 64, 0, 0, {}, 0}, 5s), "of working memory");
   ASSERT_TRUE(small.client().request_sync(small_host, OpenSession{2, 4, 0, 0, {}, 0}, 5s).is_ok());
+}
+
+TEST(BlockHost, Bf16CachesFitTwiceThePositionsInTheSameLimits) {
+  BlockHostOptions options;
+  options.cache_budget_bytes = 1 << 20;
+  options.max_sessions_per_client = 4;
+  options.max_cache_bytes_per_client = 40 << 10;  // stories260K's 2 blocks: 80 positions in f32, 160 in bf16
+  WeightLoading loading(DType::kF32);
+  loading.kv_dtype = DType::kBF16;
+  LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 2}}, options, nullptr, loading);
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 64, 0, 0, {}, 0}, 5s).is_ok());  // 16 KiB
+  ASSERT_TRUE(c.request_sync(host, OpenSession{2, 64, 0, 0, {}, 0}, 5s).is_ok());  // in f32, 64 KiB in all: refused
+  const auto third = c.request_sync(host, OpenSession{3, 64, 0, 0, {}, 0}, 5s);
+  ASSERT_FALSE(third.is_ok());
+  EXPECT_NE(third.status().message().find("holds 32768 bytes of cache here; 16384 more would pass the limit per client of 40960"),
+            std::string::npos)
+      << third.status().message();
+  auto step = c.request_sync(host, Step{1, 0, hidden_rows(3, swarm.config().hidden_size)}, 5s);
+  ASSERT_TRUE(step.is_ok()) << step.status().to_string();
+  EXPECT_EQ(step->length, 3);
 }
 
 TEST(BlockHost, BadRequestsGetErrorsAndTheHostGoesOn) {

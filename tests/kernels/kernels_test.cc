@@ -10,6 +10,7 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/dtype.h"
+#include "kernels/error.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -287,6 +288,46 @@ TEST(Attention, CausalAlibiMatchesReferenceAndTreesFollowIt) {
   std::vector<float> tree(out.size());
   attention_tree(q.data(), 0, n, start, chain.data(), k.data(), v.data(), capacity, {heads, heads, hd}, tree.data(), slopes.data());
   EXPECT_EQ(tree, out);
+}
+
+TEST(Attention, Bf16CacheGivesTheBitsOfF32OverTheRoundedValues) {
+  // Head widths with AVX-512 rows (64) and with the generic loops only (24); grouped heads, ALiBi
+  // and a window. Tree attention over the bf16 cache gives the same bits.
+  for (const int hd : {64, 24}) {
+    const int heads = 4, kv_heads = 2, capacity = 50, start = 33, n = 3;
+    const AttentionDims dims{heads, kv_heads, hd};
+    const auto rows = random_floats(static_cast<std::size_t>(start + n) * kv_heads * hd, 30 + hd);
+    const auto value_rows = random_floats(rows.size(), 31 + hd);
+    const auto q = random_floats(static_cast<std::size_t>(n) * heads * hd, 32 + hd);
+    const std::size_t size = static_cast<std::size_t>(kv_heads) * capacity * hd;
+    std::vector<std::uint16_t> k16(size), v16(size);
+    std::vector<float> k32(size), v32(size);
+    store_kv(rows.data(), start + n, 0, kv_heads, hd, capacity, KvArray{k16.data(), DType::kBF16});
+    store_kv(value_rows.data(), start + n, 0, kv_heads, hd, capacity, KvArray{v16.data(), DType::kBF16});
+    for (int t = 0; t < start + n; ++t)  // the stored bits are each value rounded to nearest even
+      for (int h = 0; h < kv_heads; ++h)
+        for (int i = 0; i < hd; ++i) {
+          const std::size_t slot = (static_cast<std::size_t>(h) * capacity + t) * hd + i;
+          const std::size_t row = (static_cast<std::size_t>(t) * kv_heads + h) * hd + i;
+          ASSERT_EQ(k16[slot], f32_to_bf16(rows[row]));
+          ASSERT_EQ(v16[slot], f32_to_bf16(value_rows[row]));
+        }
+    for (std::size_t i = 0; i < size; ++i) k32[i] = bf16_to_f32(k16[i]), v32[i] = bf16_to_f32(v16[i]);
+    const std::vector<float> slopes = alibi_slopes(heads);
+    for (const std::int64_t window : {0, 10}) {
+      std::vector<float> want(q.size()), got(q.size());
+      attention_causal(q.data(), n, start, k32.data(), v32.data(), capacity, dims, want.data(), slopes.data(), window);
+      attention_causal(q.data(), n, start, KvArray{k16.data(), DType::kBF16}, KvArray{v16.data(), DType::kBF16}, capacity,
+                       dims, got.data(), slopes.data(), window);
+      EXPECT_EQ(got, want) << "head_dim " << hd << ", window " << window;
+      const std::vector<std::int32_t> chain = {-1, 0, 1};  // the last n positions as a chain of tree nodes
+      attention_tree(q.data(), 0, n, start, chain.data(), KvArray{k16.data(), DType::kBF16}, KvArray{v16.data(), DType::kBF16},
+                     capacity, dims, got.data(), slopes.data(), window);
+      EXPECT_EQ(got, want) << "tree, head_dim " << hd << ", window " << window;
+    }
+  }
+  std::vector<float> any(64);
+  EXPECT_THROW(store_kv(any.data(), 1, 0, 1, 64, 1, KvArray{any.data(), DType::kI8}), Error);
 }
 
 // ---- activations and softmax ----

@@ -1,7 +1,7 @@
 // Steps of several sessions through one BlockStack::forward_batch call end exactly as each
 // session's forward() alone: f32, bf16 and int8 Llama blocks and BLOOM's, steps of 1 to 4 rows,
 // sessions at different lengths, one with LoRA adapters and one with deep prompts over its first
-// decode positions. What a host batching its sessions' steps relies on.
+// decode positions; with f32 and with bf16 key/value caches. What a host batching its sessions' steps relies on.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,12 +18,13 @@
 namespace sepal {
 namespace {
 
-void expect_batched_equals_alone(const std::string& model, DType dtype, bool adapters) {
+void expect_batched_equals_alone(const std::string& model, const WeightLoading& loading, bool adapters) {
+  const DType dtype = loading.dtype;
   const auto dir = test::models_dir() / model;
   const ModelConfig config = read_model_config(dir);
   const Checkpoint checkpoint = Checkpoint::open(dir);
   // A part of the range, as a host serving blocks [1, 3) of a session over [1, 3).
-  const BlockStack stack = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+  const BlockStack stack = BlockStack::load(checkpoint, config, 0, config.num_layers, loading);
   const std::int64_t first = 1, blocks = std::min<std::int64_t>(2, config.num_layers - 1), h = config.hidden_size;
   constexpr int kSessions = 5;
   std::vector<KvCache> alone, batched;
@@ -61,7 +62,7 @@ void expect_batched_equals_alone(const std::string& model, DType dtype, bool ada
     }
     stack.forward_batch(steps, first, blocks);
     for (int i = 0; i < kSessions; ++i) {
-      EXPECT_EQ(got[i], want[i]) << model << " " << dtype_name(dtype) << ": round " << round << ", session " << i;
+      EXPECT_EQ(got[i], want[i]) << model << " " << dtype_name(dtype) << ", caches " << dtype_name(loading.kv_dtype) << ": round " << round << ", session " << i;
       EXPECT_EQ(batched[i].length(), alone[i].length());
     }
   }
@@ -80,6 +81,13 @@ void expect_batched_equals_alone(const std::string& model, DType dtype, bool ada
 TEST(BatchedSteps, LlamaF32EqualsEachSessionAlone) { expect_batched_equals_alone("stories260K", DType::kF32, true); }
 TEST(BatchedSteps, LlamaBf16EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kBF16, true); }
 TEST(BatchedSteps, LlamaInt8EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kI8, true); }
+TEST(BatchedSteps, Bf16CachesEqualEachSessionAlone) {
+  WeightLoading loading(DType::kI8);
+  loading.kv_dtype = DType::kBF16;
+  expect_batched_equals_alone("tinystories-656K", loading, true);
+  loading.dtype = DType::kF32;
+  expect_batched_equals_alone("bloom-synth", loading, false);
+}
 TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone("bloom-synth", DType::kF32, false); }
 
 }  // namespace

@@ -74,12 +74,12 @@ TEST(TreeAttention, EachNodeEqualsItsPathRunAsASequence) {
 
 class Speculative : public ::testing::Test {
  protected:
-  void load(const std::string& model, DType dtype = DType::kF32) {
+  void load(const std::string& model, const WeightLoading& loading = DType::kF32) {
     dir_ = test::models_dir() / model;
     config_ = read_model_config(dir_);
     checkpoint_ = std::make_unique<Checkpoint>(Checkpoint::open(dir_));
-    ends_ = std::make_unique<ModelEnds>(ModelEnds::load(*checkpoint_, config_, dtype));
-    blocks_ = std::make_unique<BlockStack>(BlockStack::load(*checkpoint_, config_, 0, config_.num_layers, dtype));
+    ends_ = std::make_unique<ModelEnds>(ModelEnds::load(*checkpoint_, config_, loading));
+    blocks_ = std::make_unique<BlockStack>(BlockStack::load(*checkpoint_, config_, 0, config_.num_layers, loading));
   }
   GenerationResult run(const GenerationRequest& request, const Speculation* speculation = nullptr) {
     LocalPipeline pipeline(*blocks_, session_capacity(config_, request));
@@ -93,38 +93,43 @@ class Speculative : public ::testing::Test {
 };
 
 TEST_F(Speculative, KeptPathEqualsTheTokensRunOneByOne) {
-  load("stories260K");
-  const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378};
-  const std::vector<std::int32_t> tokens = {432, 383, 300, 301, 290, 412};
-  const std::vector<std::int32_t> parents = {-1, 0, 0, 2, 1, 4};  // path 0 -> 1 -> 4 -> 5
-  auto embed = [&](std::span<const std::int32_t> ids) {
-    std::vector<float> h(ids.size() * config_.hidden_size);
-    ends_->embed(ids.data(), static_cast<std::int64_t>(ids.size()), h.data());
-    return h;
-  };
-  KvCache tree_cache = blocks_->new_cache(32), line_cache = blocks_->new_cache(32);
-  auto p1 = embed(prompt), p2 = embed(prompt);
-  blocks_->forward(p1.data(), 5, tree_cache);
-  blocks_->forward(p2.data(), 5, line_cache);
-  auto tree = embed(tokens);
-  blocks_->forward_tree(tree.data(), 6, parents, tree_cache, 0);
-  EXPECT_EQ(tree_cache.length(), 5);
-  const std::vector<std::int32_t> path = {0, 1, 4, 5};
-  std::vector<float> line;
-  for (const std::int32_t node : path) {
-    auto one = embed(std::span(&tokens[static_cast<std::size_t>(node)], 1));
-    blocks_->forward(one.data(), 1, line_cache);
-    const float* row = tree.data() + node * config_.hidden_size;
-    EXPECT_TRUE(std::equal(one.begin(), one.end(), row)) << "node " << node;
+  for (const DType kv_dtype : {DType::kF32, DType::kBF16}) {  // the caches' element type
+    SCOPED_TRACE(dtype_name(kv_dtype));
+    WeightLoading loading(DType::kF32);
+    loading.kv_dtype = kv_dtype;
+    load("stories260K", loading);
+    const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378};
+    const std::vector<std::int32_t> tokens = {432, 383, 300, 301, 290, 412};
+    const std::vector<std::int32_t> parents = {-1, 0, 0, 2, 1, 4};  // path 0 -> 1 -> 4 -> 5
+    auto embed = [&](std::span<const std::int32_t> ids) {
+      std::vector<float> h(ids.size() * config_.hidden_size);
+      ends_->embed(ids.data(), static_cast<std::int64_t>(ids.size()), h.data());
+      return h;
+    };
+    KvCache tree_cache = blocks_->new_cache(32), line_cache = blocks_->new_cache(32);
+    auto p1 = embed(prompt), p2 = embed(prompt);
+    blocks_->forward(p1.data(), 5, tree_cache);
+    blocks_->forward(p2.data(), 5, line_cache);
+    auto tree = embed(tokens);
+    blocks_->forward_tree(tree.data(), 6, parents, tree_cache, 0);
+    EXPECT_EQ(tree_cache.length(), 5);
+    const std::vector<std::int32_t> path = {0, 1, 4, 5};
+    std::vector<float> line;
+    for (const std::int32_t node : path) {
+      auto one = embed(std::span(&tokens[static_cast<std::size_t>(node)], 1));
+      blocks_->forward(one.data(), 1, line_cache);
+      const float* row = tree.data() + node * config_.hidden_size;
+      EXPECT_TRUE(std::equal(one.begin(), one.end(), row)) << "node " << node;
+    }
+    tree_cache.keep_path(path);
+    ASSERT_EQ(tree_cache.length(), 9);
+    // The next step after the kept path computes what it computes after the sequence.
+    auto a = embed(std::vector<std::int32_t>{290}), b = a;
+    blocks_->forward(a.data(), 1, tree_cache);
+    blocks_->forward(b.data(), 1, line_cache);
+    EXPECT_EQ(a, b);
+    EXPECT_THROW(blocks_->forward_tree(tree.data(), 2, std::vector<std::int32_t>{-1, 1}, tree_cache, 0), Error);
   }
-  tree_cache.keep_path(path);
-  ASSERT_EQ(tree_cache.length(), 9);
-  // The next step after the kept path computes what it computes after the sequence.
-  auto a = embed(std::vector<std::int32_t>{290}), b = a;
-  blocks_->forward(a.data(), 1, tree_cache);
-  blocks_->forward(b.data(), 1, line_cache);
-  EXPECT_EQ(a, b);
-  EXPECT_THROW(blocks_->forward_tree(tree.data(), 2, std::vector<std::int32_t>{-1, 1}, tree_cache, 0), Error);
 }
 
 TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {

@@ -322,6 +322,11 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"generate", "--model", model, "--max-new-tokens", "-3"}, "--max-new-tokens");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "lots"}, "max-new-tokens");
   expect_failure({"generate", "--model", model, "--dtype", "int4"}, "--dtype must be f32, bf16 or int8, got 'int4'");
+  expect_failure({"generate", "--model", model, "--kv-dtype", "int8"}, "--kv-dtype must be f32 or bf16, got 'int8'");
+  expect_failure({"serve", "--model", model, "--spawned", "--kv-dtype", "f16"}, "--kv-dtype must be f32 or bf16, got 'f16'");
+  expect_failure({"generate", "--model", model, "--kv-dtype", "bf16", "--device", "cuda"},
+                 "--kv-dtype bf16 is for blocks on the CPU; caches on cuda:0 are f32");
+  expect_failure({"tune", "--model", model, "--kv-dtype", "bf16"}, "unrecognised option '--kv-dtype'");
   const test::TempDir dir;
   const auto prompts = [&](const std::string& name, const std::string& text) {
     test::write_file(dir / name, text);
