@@ -47,8 +47,8 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   const BlockStack blocks = BlockStack::load(ckpt, config, 0, config.num_layers, loading);
   // Bytes one decode step reads: every block, the final norm and the head (not the embedding
   // table, of which it reads one row), and the keys and values attention reads back (f32, at the
-  // decode steps' mean context).
-  const double kv_read = 2.0 * 4.0 * static_cast<double>(config.num_layers * config.num_kv_heads * config.head_dim) *
+  // decode steps' mean context), in the caches' type.
+  const double kv_read = 2.0 * static_cast<double>(dtype_size(loading.kv_dtype)) * static_cast<double>(config.num_layers * config.num_kv_heads * config.head_dim) *
                          (prompt_tokens + decode_tokens / 2.0);
   const double streamed = static_cast<double>(blocks.weight_bytes()) +
                           static_cast<double>(config.vocab_size * config.hidden_size * dtype_size(dtype)) +
@@ -99,7 +99,8 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   }
   std::fprintf(stderr, "\n");
   const double roofline = bandwidth.bytes_per_second / streamed;
-  return Row{label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label,
+  const std::string kv = loading.kv_dtype == DType::kF32 ? "" : " kv-" + std::string(dtype_name(loading.kv_dtype));
+  return Row{(label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label) + kv,
              static_cast<double>(ends.weight_bytes() + blocks.weight_bytes()),
              streamed, prompt_tps, decode_tps, roofline, decode_tps / roofline, bandwidth};
 }
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
   std::string model_dir = "/tmp/sepal-bench", preset = "tinyllama-1.1b", csv = "bench/results/decode.csv";
   int prompt_tokens = 128, decode_tokens = 32, rounds = 3;
   bool mmap_rows = false;
+  std::string kv_dtype_text = "f32";
   po::options_description options("decode_bench");
   options.add_options()("help,h", "help")
       ("model-dir", po::value(&model_dir), "where synthetic checkpoints live (written if missing)")
@@ -119,7 +121,8 @@ int main(int argc, char** argv) {
       ("decode-tokens", po::value(&decode_tokens), "decode steps per round")
       ("rounds", po::value(&rounds), "rounds of one prompt and the decode steps; the best is kept")
       ("csv", po::value(&csv), "CSV output")
-      ("mmap", po::bool_switch(&mmap_rows), "also time f32 and bf16 used in place from the file mapping");
+      ("mmap", po::bool_switch(&mmap_rows), "also time f32 and bf16 used in place from the file mapping")
+      ("kv-dtype", po::value(&kv_dtype_text), "the key/value caches of every row: f32 or bf16");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
@@ -136,6 +139,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "decode_bench: error: --prompt-tokens, --decode-tokens and --rounds must be at least 1\n");
     return 2;
   }
+  const auto kv_dtype = parse_dtype(kv_dtype_text);
+  if (!kv_dtype || !kv_dtype_supported(*kv_dtype)) {
+    std::fprintf(stderr, "decode_bench: error: --kv-dtype must be f32 or bf16, got '%s'\n", kv_dtype_text.c_str());
+    return 2;
+  }
+  // The loading of a row: weights as `dtype`, caches as --kv-dtype.
+  const auto loading = [&](DType dtype, bool in_place = false) {
+    WeightLoading l(dtype, in_place);
+    l.kv_dtype = *kv_dtype;
+    return l;
+  };
   const auto spec = synthetic_preset(preset);
   if (!spec) {
     std::fprintf(stderr, "decode_bench: error: unknown preset %s\n", preset.c_str());
@@ -161,15 +175,15 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const auto dir = checkpoint(dtype, 0);
-    rows.push_back(run(dir, WeightLoading(dtype), prompt_tokens, decode_tokens, rounds));
-    if (mmap_rows) rows.push_back(run(dir, WeightLoading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, rounds));
+    rows.push_back(run(dir, loading(dtype), prompt_tokens, decode_tokens, rounds));
+    if (mmap_rows) rows.push_back(run(dir, loading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, rounds));
   }
   // LLM.int8(), quantized from the bf16 checkpoint while loading; then a model whose block norms
   // make 8 hidden dimensions outliers, so every projection takes the decomposition's float part.
   const Row f32 = rows.front();
-  rows.push_back(run(checkpoint(DType::kBF16, 0), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, rounds));
+  rows.push_back(run(checkpoint(DType::kBF16, 0), loading(DType::kI8), prompt_tokens, decode_tokens, rounds));
   const Row int8 = rows.back();
-  rows.push_back(run(checkpoint(DType::kBF16, 8), WeightLoading(DType::kI8), prompt_tokens, decode_tokens, rounds,
+  rows.push_back(run(checkpoint(DType::kBF16, 8), loading(DType::kI8), prompt_tokens, decode_tokens, rounds,
                      "int8 outliers"));
   const Row outliers = rows.back();
 
