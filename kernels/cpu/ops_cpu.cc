@@ -231,8 +231,8 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
-    attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0, hd,
-           scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
+    attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0,
+              hd, scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -284,7 +284,7 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
     const std::int64_t position = prefix + tail - 1;  // the node's own position
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
     attend<T>(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
-           alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
+              alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);
