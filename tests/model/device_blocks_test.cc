@@ -197,5 +197,36 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   EXPECT_EQ(device.new_cache(64).capacity(), 64);
 }
 
+TEST(DeviceBlocks, Bf16CachesStayOnTheCpuAndOtherCacheTypesAreRefused) {
+  test::TempDir dir;
+  SyntheticSpec spec;
+  spec.hidden_size = 64, spec.intermediate_size = 128, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
+  write_synthetic_checkpoint(spec, dir.path());
+  const ModelConfig config = read_model_config(dir.path());
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  WeightLoading loading(DType::kF32);
+  loading.kv_dtype = DType::kBF16;
+  BlockStack blocks = BlockStack::load(checkpoint, config, 0, 1, loading);
+  EXPECT_EQ(blocks.new_cache(8).dtype(), DType::kBF16);
+  EXPECT_EQ(blocks.new_cache(8).bytes(), 8 * 2 * 2 * config.head_dim * 2);
+  try {
+    blocks.place_on(open_backend(device_under_test()));
+    ADD_FAILURE() << "bf16 caches were placed on a device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key/value caches on a device are f32; bf16 caches are CPU only"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(blocks.device().is_cpu());  // still runs where it was
+  std::vector<float> row(static_cast<std::size_t>(config.hidden_size), 0.5f);
+  KvCache cache = blocks.new_cache(4);
+  blocks.forward(row.data(), 1, cache);
+  EXPECT_EQ(cache.length(), 1);
+  for (const DType other : {DType::kF16, DType::kI8}) {
+    loading.kv_dtype = other;
+    EXPECT_THROW(BlockStack::load(checkpoint, config, 0, 1, loading), Error) << dtype_name(other);
+    EXPECT_THROW(KvCache(1, 2, 32, 4, other), Error) << dtype_name(other);
+  }
+}
+
 }  // namespace
 }  // namespace sepal
