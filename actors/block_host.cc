@@ -272,9 +272,9 @@ Result<BlockHost::ReadyStep> BlockHost::prepare_step(SessionKey key, std::int64_
       return error(StatusCode::kInvalidArgument, "a token tree cannot start inside the deep prompts' positions");
     }
   }
-  if (position + n > s.cache.capacity()) {
+  if (position + n > s.cache.max_positions()) {
     return error(StatusCode::kInvalidArgument, "positions [", position, ", ", position + n,
-                 ") pass the session's length of ", s.cache.capacity());
+                 ") pass the session's length of ", s.cache.max_positions());
   }
   if (tag != 0) s.tag = tag;
   return ReadyStep{key, n, std::move(decoded).value(), is_compressed_hidden(hidden), parents, keep};

@@ -129,10 +129,11 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
   if (n <= 0) return;
   check_adapters(adapters, first, cache.blocks());
   const std::int64_t start = cache.length();
-  if (start + n > cache.capacity()) {
+  if (start + n > cache.max_positions()) {
     fail("positions [", start, ", ", start + n, ") pass the session's length of ",
-         cache.capacity(), " positions");
+         cache.max_positions(), " positions");
   }
+  cache.reserve(start + n);
   if (device_) {
     if ((prompts && prompts->count > 0) || adapters) check_on_cpu("deep prompts and adapters");
     return device_->forward(hidden, n, cache, first);
@@ -165,16 +166,16 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
   for (std::size_t j = 0; j < steps.size(); ++j) {
     const BatchedStep& step = steps[j];
     SEPAL_CHECK(step.cache && step.hidden, "a batched step without rows or cache");
-    const KvCache& cache = *step.cache;
+    KvCache& cache = *step.cache;
     if (cache.blocks() != blocks || cache.kv_heads() != config_.num_kv_heads || cache.head_dim() != config_.head_dim) {
       fail("batched step ", j, ": its cache does not belong to blocks [", first, ", ", first + blocks, ")");
     }
     if (step.n < 1 || step.n > kStreamingMaxTokens) {
       fail("batched step ", j, " has ", step.n, " rows; a batched step has 1 to ", kStreamingMaxTokens);
     }
-    if (cache.length() + step.n > cache.capacity()) {
+    if (cache.length() + step.n > cache.max_positions()) {
       fail("batched step ", j, ": positions [", cache.length(), ", ", cache.length() + step.n, ") pass the session's length of ",
-           cache.capacity(), " positions");
+           cache.max_positions(), " positions");
     }
     for (std::size_t i = 0; i < j; ++i) {
       if (steps[i].cache == step.cache) fail("batched steps ", i, " and ", j, " share a cache");
@@ -182,6 +183,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     SEPAL_CHECK(cache.on_device() == (device_ != nullptr), "a cache of another device");
     if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
+    cache.reserve(cache.length() + step.n);
     segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, cache.capacity(), step.adapters});
     rows += step.n;
   }
@@ -240,9 +242,10 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
     if (parent < -1 || parent >= i) fail("tree node ", i, " has parent ", parent, ", not an earlier node");
     depth[i] = parent < 0 ? 0 : depth[parent] + 1;
   }
-  if (start + nodes > cache.capacity()) {
-    fail("a tree of ", nodes, " nodes after position ", start, " passes the session's ", cache.capacity(), " slots");
+  if (start + nodes > cache.max_positions()) {
+    fail("a tree of ", nodes, " nodes after position ", start, " passes the session's ", cache.max_positions(), " slots");
   }
+  cache.reserve(start + nodes);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   for (std::int64_t t = 0; t < n; ++t) positions[t] = start + depth[first + t];
   Scratch scratch(config_, n);

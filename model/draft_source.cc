@@ -165,7 +165,7 @@ std::int32_t ModelDraft::find_slot(std::int32_t parent, std::int32_t token) cons
 TokenTree ModelDraft::propose(std::int32_t root, std::int64_t size) {
   // Every node the tree takes goes into the draft's cache; so do guessed rows, while the rest of
   // the tree still fits.
-  const std::int64_t free = cache_.capacity() - cache_.length();
+  const std::int64_t free = cache_.max_positions() - cache_.length();
   size = std::min(size, free);
   forget_tree();
   auto expand = [&](const TokenTree& tree, std::int32_t node, std::span<const TreeCandidate> upcoming) -> DraftCandidates {
@@ -243,7 +243,7 @@ namespace sepal {
 void ModelDraft::rewind(std::int64_t length, std::span<const std::int32_t> tokens) {
   if (length < 0 || length > cache_.length()) fail("cannot rewind a draft of ", cache_.length(), " tokens to ", length);
   const auto n = static_cast<std::int64_t>(tokens.size());
-  if (length + n > cache_.capacity()) fail("a draft of ", cache_.capacity(), " positions cannot hold ", length + n);
+  if (length + n > cache_.max_positions()) fail("a draft of ", cache_.max_positions(), " positions cannot hold ", length + n);
   cache_.truncate(length);
   forget_tree();
   if (stage_two_) stage_two_->rewind(length, tokens);

@@ -7,19 +7,29 @@
 
 namespace sepal {
 
+namespace {
+
+// Positions a host-memory cache holds before its first growth: most sessions stay within them
+// (a prompt and a reply), and those that outgrow them move only a few times.
+constexpr std::int64_t kFirstCapacity = 256;
+
+}  // namespace
+
 KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
-                 std::int64_t capacity, DType dtype)
-    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), dtype_(dtype) {
-  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0);
+                 std::int64_t max_positions, DType dtype)
+    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions),
+      capacity_(std::min(max_positions, kFirstCapacity)), dtype_(dtype) {
+  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0);
   if (!kv_dtype_supported(dtype)) fail("a key/value cache holds f32 or bf16, not ", dtype_name(dtype));
   memory_ = allocate_huge_buffer(static_cast<std::size_t>(bytes()));
   bytes_ = static_cast<std::byte*>(memory_.get());
 }
 
-KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity,
+KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
                  std::shared_ptr<void> device_memory)
-    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), on_device_(true) {
-  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && capacity > 0 && device_memory);
+    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions),
+      capacity_(max_positions), on_device_(true) {
+  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0 && device_memory);
   memory_ = std::move(device_memory);
   bytes_ = static_cast<std::byte*>(memory_.get());
 }
@@ -41,8 +51,26 @@ float* KvCache::values_f32(std::int64_t block) {
   return static_cast<float*>(values(block).data);
 }
 
+void KvCache::reserve(std::int64_t positions) {
+  SEPAL_CHECK(positions <= max_positions_, "positions ", positions, " past the cache's ", max_positions_);
+  if (positions <= capacity_) return;
+  SEPAL_CHECK(!on_device_, "a device's cache is allocated whole");
+  const std::int64_t grown = std::min(max_positions_, std::max(positions, 2 * capacity_));
+  const std::int64_t row = head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_));  // bytes of one position
+  std::shared_ptr<void> memory = allocate_huge_buffer(static_cast<std::size_t>(grown * bytes_per_position(blocks_, kv_heads_, head_dim_, dtype_)));
+  auto* to = static_cast<std::byte*>(memory.get());
+  for (std::int64_t array = 0; array < 2 * blocks_ * kv_heads_; ++array) {  // keys' heads, then values'
+    const std::byte* from = bytes_ + array * capacity_ * row;
+    std::copy(from, from + capacity_ * row, to + array * grown * row);
+  }
+  memory_ = std::move(memory);
+  bytes_ = to;
+  capacity_ = grown;
+}
+
 void KvCache::set_length(std::int64_t length) {
-  SEPAL_CHECK(length >= 0 && length <= capacity_, "cache length ", length, " past capacity ", capacity_);
+  SEPAL_CHECK(length >= 0 && length <= capacity_, "cache length ", length, " past capacity ", capacity_,
+              " (reserve first)");
   length_ = length;
 }
 

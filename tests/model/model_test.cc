@@ -416,6 +416,70 @@ TEST_F(StoriesBlocks, RollbackRecomputesTheSameStates) {
   EXPECT_EQ(first, again);
 }
 
+TEST(KvCacheGrowth, MemoryFollowsThePositionsAndEveryRowMoves) {
+  const std::int64_t blocks = 2, heads = 3, head_dim = 4;
+  KvCache cache(blocks, heads, head_dim, 2000);
+  const std::int64_t per_position = KvCache::bytes_per_position(blocks, heads, head_dim, DType::kF32);
+  EXPECT_EQ(cache.max_positions(), 2000);
+  const std::int64_t first = cache.capacity();
+  EXPECT_LT(first, 500);
+  EXPECT_EQ(cache.bytes(), first * per_position);
+  auto value = [&](std::int64_t b, int array, std::int64_t h, std::int64_t p, std::int64_t d) {
+    return static_cast<float>(((b * 2 + array) * heads + h) * 100000 + p * 10 + d);
+  };
+  auto fill_or_check = [&](std::int64_t positions, bool fill) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      for (int array = 0; array < 2; ++array) {
+        float* base = array == 0 ? cache.keys_f32(b) : cache.values_f32(b);
+        for (std::int64_t h = 0; h < heads; ++h) {
+          for (std::int64_t p = 0; p < positions; ++p) {
+            for (std::int64_t d = 0; d < head_dim; ++d) {
+              float& slot = base[(h * cache.capacity() + p) * head_dim + d];
+              if (fill) slot = value(b, array, h, p, d);
+              else ASSERT_EQ(slot, value(b, array, h, p, d)) << b << " " << array << " " << h << " " << p;
+            }
+          }
+        }
+      }
+    }
+  };
+  fill_or_check(first, true);  // every slot, past length too: a token tree's rows wait there
+  cache.set_length(3);
+  cache.reserve(first);
+  EXPECT_EQ(cache.capacity(), first);
+  cache.reserve(first + 1);  // twice the capacity
+  EXPECT_EQ(cache.capacity(), 2 * first);
+  EXPECT_EQ(cache.bytes(), 2 * first * per_position);
+  EXPECT_EQ(cache.length(), 3);
+  fill_or_check(first, false);
+  cache.reserve(4 * first + 7);  // more than twice: the positions asked for
+  EXPECT_EQ(cache.capacity(), 4 * first + 7);
+  fill_or_check(first, false);
+  cache.reserve(4 * first + 8);  // twice, up to the session's length
+  EXPECT_EQ(cache.capacity(), 2000);
+  fill_or_check(first, false);
+  expect_error([&] { cache.reserve(2001); }, "past the cache's 2000");
+}
+
+TEST_F(StoriesBlocks, AGrowingCacheGivesTheStatesOfOneAllocatedWhole) {
+  const BlockStack blocks = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
+  const std::int64_t length = config_.max_position_embeddings;
+  KvCache growing = blocks.new_cache(length), whole = blocks.new_cache(length);
+  whole.reserve(length);
+  auto a = embed({1, 403, 407, 261, 378}), b = a;
+  blocks.forward(a.data(), 5, growing);
+  blocks.forward(b.data(), 5, whole);
+  EXPECT_EQ(a, b);
+  EXPECT_LT(growing.capacity(), length);
+  for (std::int64_t p = 5; p < length; ++p) {
+    auto x = embed({static_cast<std::int32_t>(50 + p % 400)}), y = x;
+    blocks.forward(x.data(), 1, growing);
+    blocks.forward(y.data(), 1, whole);
+    ASSERT_EQ(x, y) << "position " << p;
+  }
+  EXPECT_EQ(growing.capacity(), length);
+}
+
 TEST_F(StoriesBlocks, PositionsPastTheSessionAreRefusedWithoutDamage) {
   const BlockStack blocks = BlockStack::load(*checkpoint_, config_, 0, 5, DType::kF32);
   KvCache cache = blocks.new_cache(4);
