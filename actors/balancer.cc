@@ -1,5 +1,6 @@
 #include "actors/balancer.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace sepal {
@@ -56,7 +57,7 @@ BlockMapReply Balancer::snapshot() const {
   BlockMapReply r{model_, num_blocks_, version_, {}};
   for (const auto& [peer, h] : hosts_) {
     r.hosts.push_back(HostRecord{peer, h.assigned.first, h.assigned.last, h.serving.first, h.serving.last,
-                                 h.throughput, h.sessions, h.cache_bytes_free});
+                                 h.throughput, h.sessions, h.cache_bytes_free, h.numerics});
   }
   return r;
 }
@@ -78,6 +79,11 @@ Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   }
   if (!std::isfinite(m.throughput) || m.throughput < 0) {
     return error(StatusCode::kInvalidArgument, "throughput must be a finite number >= 0");
+  }
+  if (m.numerics.size() > kMaxNumericsLength ||
+      !std::all_of(m.numerics.begin(), m.numerics.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+    return error(StatusCode::kInvalidArgument, "numerics must be at most ", kMaxNumericsLength,
+                 " printable ASCII characters");
   }
   if (m.first < 0 || m.last < m.first || m.last > m.num_blocks) {
     return error(StatusCode::kInvalidArgument, "served blocks [", m.first, ", ", m.last, ") are not within the model's ",
@@ -101,7 +107,7 @@ Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   }
   auto it = hosts_.find(peer);
   if (it == hosts_.end()) {
-    Host h{m.max_blocks, m.throughput, serving, serving, m.sessions, m.cache_bytes_free};
+    Host h{m.max_blocks, m.throughput, serving, serving, m.sessions, m.cache_bytes_free, m.numerics};
     std::string event;
     if (serving.size() > 0) {
       event = "rejoin " + std::to_string(peer);  // a restarted balancer learns what hosts serve
@@ -122,6 +128,7 @@ Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   h.serving = serving;
   h.sessions = m.sessions;
   h.cache_bytes_free = m.cache_bytes_free;
+  h.numerics = m.numerics;
   if (moved || measured) {
     std::string event = moved ? "host " + std::to_string(peer) + " serves [" + std::to_string(serving.first) + ", " +
                                     std::to_string(serving.last) + ")"

@@ -45,6 +45,7 @@ class Balancer final : public TypedActor<Balancer, BalancerProtocol> {
     BlockRange serving;
     std::int64_t sessions = 0;
     std::int64_t cache_bytes_free = 0;
+    std::string numerics;
   };
 
   // The map the placement rules see (assigned ranges, unmeasured hosts at the mean throughput).

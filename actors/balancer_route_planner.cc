@@ -63,9 +63,9 @@ std::set<PeerId> BalancerRoutePlanner::avoided() const {
   return out;
 }
 
-void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, RouteDone done) {
+void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done) {
   system_.request_in_turn(driver_, balancer_, GetBlockMap{}, options_.request_timeout,
-                          [this, first, last, done](Result<BlockMapReply> map) {
+                          [this, first, last, numerics, done](Result<BlockMapReply> map) {
     if (!map.is_ok()) return done(error(map.status().code(), "the balancer did not answer: ", map.status().to_string()));
     const std::set<PeerId> avoid = avoided();
     // Ask every usable host at once; the answer's delay is its round trip.
@@ -76,13 +76,18 @@ void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, Rout
       asked.push_back(h.peer);
     }
     probes->waiting = asked.size();
-    auto finish = [this, first, last, probes, done] {
+    auto finish = [this, first, last, numerics, probes, done] {
       for (PeerId peer : probes->failed) report_failure(peer);
-      auto planned = plan_route(probes->candidates, first, last);
+      auto planned = plan_route_like(probes->candidates, first, last, numerics);
       if (!planned.is_ok()) return done(planned.status());
       std::vector<RouteHop> hops;
       for (const auto& h : planned.value()) {
-        hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{h.peer, kBlockHostActorId}}, h.blocks.first, h.blocks.last});
+        std::string announced;
+        for (const RouteCandidate& c : probes->candidates) {
+          if (c.peer == h.peer) announced = c.numerics;
+        }
+        hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{h.peer, kBlockHostActorId}}, h.blocks.first, h.blocks.last,
+                                announced});
       }
       done(std::move(hops));
     };
@@ -99,7 +104,8 @@ void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, Rout
           if (!info.is_ok()) {
             probes->failed.push_back(peer);
           } else if (!info->leaving && info->first < info->last) {
-            probes->candidates.push_back(RouteCandidate{peer, {info->first, info->last}, info->tokens_per_second, rtt});
+            probes->candidates.push_back(
+                RouteCandidate{peer, {info->first, info->last}, info->tokens_per_second, rtt, info->numerics});
           }
           if (--probes->waiting == 0) finish();
         });
@@ -108,21 +114,21 @@ void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, Rout
   });
 }
 
-void BalancerRoutePlanner::route(std::int64_t first, std::int64_t last, RouteDone done) {
-  retry_route(first, last, system_.scheduler().now() + options_.route_wait, options_.retry_first, std::move(done));
+void BalancerRoutePlanner::route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done) {
+  retry_route(first, last, numerics, system_.scheduler().now() + options_.route_wait, options_.retry_first, std::move(done));
 }
 
-void BalancerRoutePlanner::retry_route(std::int64_t first, std::int64_t last, Clock::time_point deadline,
-                                       std::chrono::milliseconds pause, RouteDone done) {
-  try_route(first, last, [this, first, last, deadline, pause, done](Result<std::vector<RouteHop>> hops) {
+void BalancerRoutePlanner::retry_route(std::int64_t first, std::int64_t last, const std::string& numerics,
+                                       Clock::time_point deadline, std::chrono::milliseconds pause, RouteDone done) {
+  try_route(first, last, numerics, [this, first, last, numerics, deadline, pause, done](Result<std::vector<RouteHop>> hops) {
     if (hops.is_ok()) return done(std::move(hops));
     if (system_.scheduler().now() + pause > deadline) {
       return done(error(hops.status().code(), hops.status().message(), " (waited ",
                         std::chrono::duration_cast<std::chrono::seconds>(options_.route_wait).count(), " s for a host)"));
     }
     log(LogLevel::kInfo, "no route yet (", hops.status().message(), "); retrying in ", pause.count(), " ms");
-    system_.after_in_turn(driver_, pause, [this, first, last, deadline, pause, done] {
-      retry_route(first, last, deadline, std::min(pause * 2, options_.retry_max), done);
+    system_.after_in_turn(driver_, pause, [this, first, last, numerics, deadline, pause, done] {
+      retry_route(first, last, numerics, deadline, std::min(pause * 2, options_.retry_max), done);
     });
   });
 }

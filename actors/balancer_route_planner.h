@@ -36,16 +36,16 @@ class BalancerRoutePlanner final : public RoutePlanner {
   BalancerRoutePlanner(ActorSystem& system, std::uint32_t driver, ActorRef<BalancerProtocol> balancer,
                        BalancerRoutePlannerOptions options = {});
 
-  void route(std::int64_t first, std::int64_t last, RouteDone done) override;
+  void route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done) override;
   void report_failure(PeerId peer) override;
   void await_ready(std::int64_t min_hosts, std::chrono::milliseconds timeout, ReadyDone done) override;
 
  private:
   using Clock = Scheduler::Clock;
   // One planning attempt over the hosts' current answers; then `done`.
-  void try_route(std::int64_t first, std::int64_t last, RouteDone done);
-  void retry_route(std::int64_t first, std::int64_t last, Clock::time_point deadline, std::chrono::milliseconds pause,
-                   RouteDone done);
+  void try_route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done);
+  void retry_route(std::int64_t first, std::int64_t last, const std::string& numerics, Clock::time_point deadline,
+                   std::chrono::milliseconds pause, RouteDone done);
   void poll_ready(std::int64_t min_hosts, Clock::time_point deadline, std::chrono::milliseconds timeout, ReadyDone done);
   std::set<PeerId> avoided() const;
 

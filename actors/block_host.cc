@@ -131,6 +131,7 @@ HostInfoReply BlockHost::info_locked() const {
   r.sessions = static_cast<std::int64_t>(sessions_.size());
   r.cache_bytes_free = options_.cache_budget_bytes - cache_bytes_used();
   r.leaving = leaving_;
+  r.numerics = options_.numerics;
   return r;
 }
 

@@ -47,6 +47,9 @@ struct BlockHostOptions {
   bool batch_steps = true;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::string model_name;
+  /// What decides the host's bits besides the model (model/weights.h: describe_numerics), answered
+  /// in HostInfo and announced.
+  std::string numerics;
   /// The swarm's coordinator: the only peer whose Shutdown the host obeys.
   PeerId coordinator = 0;
   /// Called (on the actor's thread) when a Shutdown message arrives from the coordinator.

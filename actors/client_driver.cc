@@ -163,7 +163,7 @@ Result<InferenceOpened> ClientDriver::handle(ActorContext& ctx, const OpenInfere
   s.opening = ctx.defer_reply<InferenceOpened>();
   sessions_[s.id] = std::move(owned);
   const std::uint64_t id = s.id, op = s.op;
-  planner_->route(0, options_.num_blocks, [this, id, op](Result<std::vector<RouteHop>> route) {
+  planner_->route(0, options_.num_blocks, {}, [this, id, op](Result<std::vector<RouteHop>> route) {
     resume(id, op, [&](Session& s) {
       if (!route.is_ok()) {
         return fail_operation(s, error(route.status().code(), "no route through the swarm: ", route.status().message()));
@@ -541,7 +541,7 @@ void ClientDriver::replace_hop(Session& s, std::size_t i, std::function<void(Ses
   r->old = s.route[i].at;
   r->done = std::move(done);
   const std::uint64_t id = s.id, op = s.op;
-  planner_->route(r->old.first, r->old.last, [this, id, op, r](Result<std::vector<RouteHop>> planned) {
+  planner_->route(r->old.first, r->old.last, r->old.numerics, [this, id, op, r](Result<std::vector<RouteHop>> planned) {
     resume(id, op, [&](Session& s) {
       if (!planned.is_ok()) {
         return r->done(s, error(planned.status().code(), "blocks [", r->old.first, ", ", r->old.last, ") have no host left: ",
@@ -561,6 +561,13 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
     log(LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
         r->old.host.address.peer, " to ", text,
         s.length > 0 ? " (replayed " + std::to_string(s.length) + " positions)" : std::string());
+    for (const Hop& hop : r->hops) {
+      if (hop.at.numerics == r->old.numerics) continue;
+      // No replica like the old host was left: its replacement computes other bits.
+      auto quoted = [](const std::string& numerics) { return numerics.empty() ? std::string("unannounced numerics") : "'" + numerics + "'"; };
+      log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop.at), " runs ", quoted(hop.at.numerics), ", not ",
+          quoted(r->old.numerics), " as host ", r->old.host.address.peer, " did: the text may change from here");
+    }
     const auto at = s.route.begin() + static_cast<std::ptrdiff_t>(r->i);
     s.route.insert(s.route.erase(at), r->hops.begin(), r->hops.end());
     ++s.failovers;

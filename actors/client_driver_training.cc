@@ -238,7 +238,7 @@ TensorPayload ClientDriver::prompt_slice(const Training& t, std::int64_t first, 
 void ClientDriver::forward_blocks(Training& t, std::int64_t first, std::int64_t last, TensorPayload input,
                                   bool need_output, SegmentsDone done) {
   const std::uint64_t op = t.op;
-  planner_->route(first, last, [this, op, last, input = std::move(input), need_output,
+  planner_->route(first, last, {}, [this, op, last, input = std::move(input), need_output,
                                 done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
     auto it = training_.find(op);
     if (it == training_.end()) return;
@@ -270,7 +270,7 @@ void ClientDriver::forward_hops(Training& t, std::vector<Segment> done_hops, std
           // A new route for the rest of the blocks, from this hop's input.
           const std::int64_t from = hop.first;
           const std::uint64_t op = t.op;
-          planner_->route(from, last, [this, op, done_hops = std::move(done_hops), last, input, need_output,
+          planner_->route(from, last, hop.numerics, [this, op, done_hops = std::move(done_hops), last, input, need_output,
                                        done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
             auto it = training_.find(op);
             if (it == training_.end()) return;

@@ -21,7 +21,7 @@ Announce HostAgent::announcement(bool leaving) const {
   const HostInfoReply info = host_.info();
   return Announce{options_.model, options_.num_blocks, options_.max_blocks,
                   options_.throughput > 0 ? options_.throughput : info.tokens_per_second,
-                  serving_.first, serving_.last, info.sessions, info.cache_bytes_free, leaving};
+                  serving_.first, serving_.last, info.sessions, info.cache_bytes_free, leaving, info.numerics};
 }
 
 void HostAgent::serve(BlockRange range, Done done) {

@@ -11,8 +11,10 @@
 
 #include "actors/blocking_facade.h"
 #include "actors/swarm_node.h"
+#include "kernels/cpu_isa.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
+#include "model/weights.h"
 #include "runtime/mpi_environment.h"
 
 namespace sepal {
@@ -53,6 +55,8 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   auto end = [ended, ended_once](const std::string& why) { std::call_once(*ended_once, [&] { ended->set_value(why); }); };
   BlockHostOptions options;
   options.model_name = model_name;
+  options.numerics = describe_numerics(settings.loading, backend ? device_name(backend->info().device) + " (" + backend->info().name + ")"
+                                                                 : "cpu " + std::string(cpu_isa_name(active_cpu_isa())));
   options.cache_budget_bytes = settings.cache_budget_bytes;
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;

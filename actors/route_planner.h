@@ -24,6 +24,7 @@ struct RouteHop {
   ActorRef<BlockHostProtocol> host;
   std::int64_t first = 0;
   std::int64_t last = 0;
+  std::string numerics;  ///< as the host answered (HostInfoReply); empty: not known
 };
 
 /// "host P [first, last)", for messages.
@@ -38,9 +39,11 @@ class RoutePlanner {
   using ReadyDone = std::function<void(Result<BlockMapReply>)>;
   virtual ~RoutePlanner() = default;
   /// Hops covering blocks [first, last) in order over hosts believed usable (the planner may wait
-  /// for one to appear). `done` runs exactly once, in the driver's turn, possibly before route()
-  /// returns. An error means no route appeared within the planner's own bound: it is final.
-  virtual void route(std::int64_t first, std::int64_t last, RouteDone done) = 0;
+  /// for one to appear). `numerics` (empty: any): a route over hosts that announce these numerics
+  /// where one exists (plan_route_like), so that a replacement for a failed hop gives its bits.
+  /// `done` runs exactly once, in the driver's turn, possibly before route() returns. An error
+  /// means no route appeared within the planner's own bound: it is final.
+  virtual void route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done) = 0;
   /// `peer` failed a request: avoid it for a while.
   virtual void report_failure(PeerId peer) = 0;
   /// `done` (once, in the driver's turn) when the swarm can serve: every block has a host, at least

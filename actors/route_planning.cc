@@ -81,6 +81,19 @@ Result<std::vector<PlannedHop>> plan_route(const std::vector<RouteCandidate>& ho
   return route;
 }
 
+Result<std::vector<PlannedHop>> plan_route_like(const std::vector<RouteCandidate>& hosts, std::int64_t first,
+                                                std::int64_t last, const std::string& numerics,
+                                                const std::set<PeerId>& avoid) {
+  if (!numerics.empty()) {
+    std::vector<RouteCandidate> alike;
+    for (const RouteCandidate& h : hosts) {
+      if (h.numerics == numerics) alike.push_back(h);
+    }
+    if (auto route = plan_route(alike, first, last, avoid); route.is_ok()) return route;
+  }
+  return plan_route(hosts, first, last, avoid);
+}
+
 double route_cost(const std::vector<RouteCandidate>& hosts, const std::vector<PlannedHop>& route) {
   const double fallback = mean_known_throughput(hosts);
   double cost = 0;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "actors/block_placement.h"
@@ -21,6 +22,7 @@ struct RouteCandidate {
   BlockRange serving;
   double throughput = 0;   ///< tokens/s through one block (<= 0: unknown)
   double rtt_seconds = 0;  ///< measured round trip from the client
+  std::string numerics;    ///< what decides its bits besides the model (model/weights.h: describe_numerics)
 };
 
 /// One hop of a planned route.
@@ -35,6 +37,13 @@ struct PlannedHop {
 /// of the known ones. Equal costs prefer fewer hops, then lower peer ids.
 Result<std::vector<PlannedHop>> plan_route(const std::vector<RouteCandidate>& hosts, std::int64_t first, std::int64_t last,
                                            const std::set<PeerId>& avoid = {});
+
+/// plan_route over the hosts whose numerics are `numerics` when they cover [first, last) (a
+/// failed hop's replacement then gives the failed host's bits, and the session its text), over
+/// every host otherwise or when `numerics` is empty.
+Result<std::vector<PlannedHop>> plan_route_like(const std::vector<RouteCandidate>& hosts, std::int64_t first,
+                                                std::int64_t last, const std::string& numerics,
+                                                const std::set<PeerId>& avoid = {});
 
 /// The cost plan_route minimises, in seconds, for `route` (used to compare routes in tests).
 double route_cost(const std::vector<RouteCandidate>& hosts, const std::vector<PlannedHop>& route);

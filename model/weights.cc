@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -265,6 +266,21 @@ void embedding_row(const EmbeddingWeights& embedding, std::int32_t token, float*
     const auto* row = static_cast<const std::uint16_t*>(v.data) + token * v.cols;
     for (std::int64_t i = 0; i < v.cols; ++i) out[i] = bf16_to_f32(row[i]);
   }
+}
+
+std::string describe_numerics(const WeightLoading& loading, std::string_view kernels) {
+  std::string out(dtype_name(loading.dtype));
+  out += " weights";
+  if (loading.dtype == DType::kI8) {
+    char threshold[32];
+    std::snprintf(threshold, sizeof threshold, "%g", static_cast<double>(loading.outlier_threshold));
+    out += std::string(" (outlier threshold ") + threshold + ")";
+  }
+  out += ", ";
+  out += dtype_name(loading.kv_dtype);
+  out += " caches, ";
+  out += kernels;
+  return out;
 }
 
 }  // namespace sepal

@@ -37,12 +37,13 @@ int status_command(int argc, char** argv) {
   } else {
     std::printf("%s: %lld blocks, %zu hosts (map version %llu)\n", map->model.c_str(),
                 static_cast<long long>(map->num_blocks), map->hosts.size(), static_cast<unsigned long long>(map->version));
-    std::printf("%6s  %-12s  %-12s  %14s  %8s\n", "host", "assigned", "serving", "tokens/s/block", "sessions");
+    std::printf("%6s  %-12s  %-12s  %14s  %8s  %s\n", "host", "assigned", "serving", "tokens/s/block", "sessions",
+                "numerics");
     for (const auto& h : map->hosts) {
       const std::string assigned = "[" + std::to_string(h.first) + ", " + std::to_string(h.last) + ")";
       const std::string serving = "[" + std::to_string(h.serving_first) + ", " + std::to_string(h.serving_last) + ")";
-      std::printf("%6u  %-12s  %-12s  %14.1f  %8lld\n", h.peer, assigned.c_str(), serving.c_str(), h.throughput,
-                  static_cast<long long>(h.sessions));
+      std::printf("%6u  %-12s  %-12s  %14.1f  %8lld  %s\n", h.peer, assigned.c_str(), serving.c_str(), h.throughput,
+                  static_cast<long long>(h.sessions), h.numerics.c_str());
     }
   }
   std::fflush(stdout);

@@ -31,7 +31,7 @@ constexpr const char* kPage = R"HTML(<!DOCTYPE html>
   .label { white-space: nowrap; padding-right: 8px; }
   table { border-collapse: collapse; background: #fff; }
   th, td { border: 1px solid #dde1e8; padding: 4px 10px; text-align: right; }
-  th:first-child, td:first-child { text-align: left; }
+  th:first-child, td:first-child, th:last-child, td:last-child { text-align: left; }
   #events li { font-family: ui-monospace, monospace; font-size: 12px; }
   #events li.failure { color: #c0392b; }
 </style>
@@ -46,7 +46,7 @@ constexpr const char* kPage = R"HTML(<!DOCTYPE html>
 <div class="map" id="map"><span class="muted">no swarm: the blocks run in this process</span></div>
 <h2>Hosts</h2>
 <table id="hosts"><thead><tr><th>host</th><th>assigned</th><th>serving</th><th>tokens/s per block</th>
-  <th>sessions</th><th>cache free</th></tr></thead><tbody></tbody></table>
+  <th>sessions</th><th>cache free</th><th>numerics</th></tr></thead><tbody></tbody></table>
 <h2>Recent changes</h2>
 <ol id="events" reversed></ol>
 <script>
@@ -88,7 +88,7 @@ function render(st) {
   for (const h of m.hosts) {
     const tr = el("tr");
     for (const v of ["host " + h.peer, "[" + h.first + ", " + h.last + ")", "[" + h.serving_first + ", " + h.serving_last + ")",
-                     h.throughput.toFixed(0), h.sessions, mb(h.cache_bytes_free)]) tr.append(el("td", "", String(v)));
+                     h.throughput.toFixed(0), h.sessions, mb(h.cache_bytes_free), h.numerics || ""]) tr.append(el("td", "", String(v)));
     body.append(tr);
   }
   const events = $("events"); events.replaceChildren();
@@ -110,6 +110,17 @@ poll();
 </body>
 </html>
 )HTML";
+
+// A label value in Prometheus' text format: backslash, double quote and newline escaped.
+std::string label_value(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
 
 void metric(std::ostringstream& out, const std::string& name, const char* type, const char* help,
             const std::vector<std::pair<std::string, double>>& samples) {
@@ -151,7 +162,7 @@ std::string prometheus_metrics(const json& status) {
   metric(out, "sepal_swarm_hosts", "gauge", "Hosts in the block map.", {{"", static_cast<double>(map.at("hosts").size())}});
   metric(out, "sepal_swarm_block_map_version", "gauge", "Version of the block map (grows with every change).",
          {{"", map.at("version").get<double>()}});
-  std::vector<std::pair<std::string, double>> first, last, serving, throughput, sessions, cache;
+  std::vector<std::pair<std::string, double>> first, last, serving, throughput, sessions, cache, numerics;
   std::vector<double> replicas(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)), 0.0);
   for (const json& h : map.at("hosts")) {
     const std::string label = "{peer=\"" + std::to_string(h.at("peer").get<std::int64_t>()) + "\"}";
@@ -162,6 +173,11 @@ std::string prometheus_metrics(const json& status) {
     throughput.emplace_back(label, h.at("throughput").get<double>());
     sessions.emplace_back(label, h.at("sessions").get<double>());
     cache.emplace_back(label, h.at("cache_bytes_free").get<double>());
+    if (h.contains("numerics")) {
+      numerics.emplace_back("{peer=\"" + std::to_string(h.at("peer").get<std::int64_t>()) + "\",numerics=\"" +
+                                label_value(h.at("numerics").get<std::string>()) + "\"}",
+                            1.0);
+    }
     for (std::int64_t b = std::max<std::int64_t>(sf, 0); b < std::min(sl, n); ++b) replicas[static_cast<std::size_t>(b)] += 1;
   }
   metric(out, "sepal_host_assigned_first_block", "gauge", "First block the balancer assigned to the host.", first);
@@ -170,6 +186,8 @@ std::string prometheus_metrics(const json& status) {
   metric(out, "sepal_host_throughput_tokens_per_second", "gauge", "Measured tokens/s through one of the host's blocks.", throughput);
   metric(out, "sepal_host_sessions", "gauge", "Inference sessions open on the host.", sessions);
   metric(out, "sepal_host_cache_bytes_free", "gauge", "Bytes of the host's cache budget still free.", cache);
+  metric(out, "sepal_host_numerics", "gauge",
+         "1 for each host, labelled with what decides its bits besides the model (weights, caches, kernels).", numerics);
   std::vector<std::pair<std::string, double>> per_block;
   for (std::size_t b = 0; b < replicas.size(); ++b) per_block.emplace_back("{block=\"" + std::to_string(b) + "\"}", replicas[b]);
   metric(out, "sepal_block_replicas", "gauge", "Hosts serving the block now.", per_block);

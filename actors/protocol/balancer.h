@@ -24,6 +24,9 @@ struct Assignment {
   SEPAL_FIELDS(first, last)
 };
 
+/// Longest `numerics` an announcement may carry.
+inline constexpr std::size_t kMaxNumericsLength = 200;
+
 /// A host's state. The sender's peer id identifies the host.
 struct Announce {
   static constexpr std::uint16_t kTypeId = 0x0502;
@@ -37,7 +40,9 @@ struct Announce {
   std::int64_t sessions = 0;
   std::int64_t cache_bytes_free = 0;
   bool leaving = false;           ///< graceful leave: forget this host and rebalance
-  SEPAL_FIELDS(model, num_blocks, max_blocks, throughput, first, last, sessions, cache_bytes_free, leaving)
+  std::string numerics;           ///< what decides its bits besides the model (HostInfoReply), at most
+                                  ///< kMaxNumericsLength printable characters
+  SEPAL_FIELDS(model, num_blocks, max_blocks, throughput, first, last, sessions, cache_bytes_free, leaving, numerics)
 };
 
 /// One host in the block map.
@@ -50,7 +55,8 @@ struct HostRecord {
   double throughput = 0;
   std::int64_t sessions = 0;
   std::int64_t cache_bytes_free = 0;
-  SEPAL_FIELDS(peer, first, last, serving_first, serving_last, throughput, sessions, cache_bytes_free)
+  std::string numerics;            ///< as announced
+  SEPAL_FIELDS(peer, first, last, serving_first, serving_last, throughput, sessions, cache_bytes_free, numerics)
 };
 
 struct BlockMapReply {

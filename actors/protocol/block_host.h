@@ -44,7 +44,8 @@ struct HostInfoReply {
   std::int64_t sessions = 0;     ///< open sessions
   std::int64_t cache_bytes_free = 0;
   bool leaving = false;          ///< the host is leaving and opens no more sessions
-  SEPAL_FIELDS(model, first, last, hidden_size, tokens_per_second, sessions, cache_bytes_free, leaving)
+  std::string numerics;          ///< what decides its bits besides the model (model/weights.h: describe_numerics)
+  SEPAL_FIELDS(model, first, last, hidden_size, tokens_per_second, sessions, cache_bytes_free, leaving, numerics)
 };
 struct HostInfo {
   static constexpr std::uint16_t kTypeId = 0x0402;

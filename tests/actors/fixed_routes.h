@@ -15,14 +15,19 @@ class FixedRoutes final : public RoutePlanner {
  public:
   /// Each hop names a host and the blocks it serves.
   explicit FixedRoutes(std::vector<RouteHop> hosts) : hosts_(std::move(hosts)) {}
-  void route(std::int64_t first, std::int64_t last, RouteDone done) override {
+  void route(std::int64_t first, std::int64_t last, const std::string& numerics, RouteDone done) override {
     std::vector<RouteCandidate> candidates;
-    for (const auto& h : hosts_) candidates.push_back({h.host.address.peer, {h.first, h.last}, 10.0, 0.001});
-    auto planned = plan_route(candidates, first, last, failed_);
+    for (const auto& h : hosts_) candidates.push_back({h.host.address.peer, {h.first, h.last}, 10.0, 0.001, h.numerics});
+    auto planned = plan_route_like(candidates, first, last, numerics, failed_);
     if (!planned.is_ok()) return done(planned.status());
     std::vector<RouteHop> hops;
     for (const auto& p : planned.value()) {
-      hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{p.peer, kBlockHostActorId}}, p.blocks.first, p.blocks.last});
+      std::string announced;
+      for (const auto& h : hosts_) {
+        if (h.host.address.peer == p.peer) announced = h.numerics;
+      }
+      hops.push_back(RouteHop{ActorRef<BlockHostProtocol>{{p.peer, kBlockHostActorId}}, p.blocks.first, p.blocks.last,
+                              announced});
     }
     done(std::move(hops));
   }

@@ -58,6 +58,19 @@ TEST(RoutePlanning, UsesPartsOfRangesAndAvoidsHosts) {
   EXPECT_EQ(sub.value(), (std::vector<PlannedHop>{{2, {6, 8}}}));
 }
 
+TEST(RoutePlanning, AReplacementKeepsToHostsOfTheSameNumericsWhileTheyCoverTheBlocks) {
+  const std::string f32 = "f32 weights, f32 caches, cpu avx512", int8 = "i8 weights (outlier threshold 6), f32 caches, cpu avx512";
+  // The int8 host is the cheapest by far; the f32 hosts cover [0, 8) together.
+  std::vector<RouteCandidate> hosts{{1, {0, 8}, 1000, 0.001, int8}, {2, {0, 4}, 10, 0.001, f32}, {3, {4, 8}, 10, 0.001, f32}};
+  EXPECT_EQ(plan_route_like(hosts, 0, 8, "").value(), (std::vector<PlannedHop>{{1, {0, 8}}}));
+  EXPECT_EQ(plan_route_like(hosts, 0, 8, f32).value(), (std::vector<PlannedHop>{{2, {0, 4}}, {3, {4, 8}}}));
+  EXPECT_EQ(plan_route_like(hosts, 2, 4, f32).value(), (std::vector<PlannedHop>{{2, {2, 4}}}));
+  // Host 3 avoided: the f32 hosts no longer cover [0, 8), so any host will do.
+  EXPECT_EQ(plan_route_like(hosts, 0, 8, f32, {3}).value(), (std::vector<PlannedHop>{{1, {0, 8}}}));
+  EXPECT_EQ(plan_route_like(hosts, 0, 8, "bf16 weights").value(), (std::vector<PlannedHop>{{1, {0, 8}}}));
+  EXPECT_FALSE(plan_route_like(hosts, 0, 9, f32).is_ok());
+}
+
 TEST(RoutePlanning, NamesTheBlockNobodyServes) {
   const std::vector<RouteCandidate> hosts{{1, {0, 3}, 10, 0}, {2, {4, 8}, 10, 0}};
   auto r = plan_route(hosts, 0, 8);
@@ -113,8 +126,9 @@ class InprocSwarm {
     scheduler_.shutdown();
   }
 
-  // A host that holds `max_blocks` blocks at `throughput` tokens/s per block; returns its peer id.
-  PeerId add_host(std::int64_t max_blocks, double throughput) {
+  // A host that holds `max_blocks` blocks at `throughput` tokens/s per block, with the swarm's
+  // weight type or `dtype`; returns its peer id.
+  PeerId add_host(std::int64_t max_blocks, double throughput, std::optional<DType> dtype = std::nullopt) {
     Host h;
     h.transport = hub_->endpoint();
     h.system = std::make_unique<ActorSystem>(*h.transport, scheduler_);
@@ -124,10 +138,13 @@ class InprocSwarm {
     options.max_blocks = max_blocks;
     options.throughput = throughput;
     options.announce_period = 100ms;
-    options.load = [this](BlockRange r) {
-      return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, dtype_));
+    const WeightLoading loading(dtype.value_or(dtype_));
+    options.load = [this, loading](BlockRange r) {
+      return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, loading));
     };
-    const HostActors actors = add_host_actors(*h.system, world_, BlockHostOptions{}, options);  // as a host node does
+    BlockHostOptions host_options;
+    host_options.numerics = describe_numerics(loading, "cpu");
+    const HostActors actors = add_host_actors(*h.system, world_, host_options, options);  // as a host node does
     h.agent = actors.agent;
     EXPECT_TRUE(h.system->start().is_ok());
     const auto joined = join_swarm(*h.system, h.agent, 10s);
@@ -308,6 +325,12 @@ TEST(Balancer, RefusesAnotherModelAndBadAnnouncements) {
   auto outside = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
                                              Announce{"stories260K", 5, 2, 1.0, 4, 7, 0, 0, false}, 5s);
   EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
+  for (const std::string numerics : {std::string(201, 'x'), std::string("f32\nweights"), std::string("f32 \x1b[31m")}) {
+    auto bad_numerics = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
+                                                    Announce{"stories260K", 5, 2, 1.0, 0, 0, 0, 0, false, numerics}, 5s);
+    EXPECT_EQ(bad_numerics.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(bad_numerics.status().message().find("printable ASCII"), std::string::npos);
+  }
 }
 
 // Generates the reference with an event at token `at`; returns the ids and the failovers.
@@ -440,6 +463,64 @@ TEST_P(SwarmEvents, AGracefulLeaveThatUncoversBlocksWaitsForTheMoveAndTheTextDoe
   ASSERT_EQ(map.hosts.size(), 2u);
   EXPECT_TRUE(covers(map));
   EXPECT_NE(assigned(map, a), assigned(map, c));  // one replica moved to the uncovered blocks
+}
+
+TEST_P(SwarmEvents, AFailoverKeepsToAReplicaOfTheFailedHostsNumerics) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  const PeerId a = swarm.add_host(5, 10), b = swarm.add_host(5, 10);  // f32, the whole model each
+  ASSERT_TRUE(swarm.wait_until_ready(2, 10s).is_ok());
+  PeerId fast = 0, first = 0;
+  std::vector<PeerId> after_first, after_second;
+  auto route_of = [](DriverSession& p) {
+    std::vector<PeerId> hosts;
+    if (auto report = p.report(); report.is_ok()) {
+      for (const auto& hop : report->route) hosts.push_back(hop.host);
+    }
+    return hosts;
+  };
+  std::size_t token = 0;
+  const GenerationRequest request = stories260k_request();
+  const ModelEnds ends = ModelEnds::load(swarm.checkpoint(), swarm.config(), swarm.dtype());
+  ClientDriverOptions options;
+  options.timeout = 10s;
+  options.wire_compression = false;
+  options.push = GetParam();
+  swarm.use_driver(options);
+  auto session = DriverSession::open(swarm.client(), swarm.driver(), session_capacity(swarm.config(), request));
+  ASSERT_TRUE(session.is_ok()) << session.status().to_string();
+  DriverSession& pipeline = *session.value();
+  const auto result = generate(ends, pipeline, request, [&](std::int32_t) {
+    ++token;
+    if (token == 6) {
+      // A bf16 replica of the whole model, a hundred times as fast as the f32 ones by its word:
+      // the cheapest route from now on, but not the same bits.
+      fast = swarm.add_host(5, 1000, DType::kBF16);
+      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (assigned(swarm.map(), fast).size() <= 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+      }
+      (void)swarm.settled_map();
+      first = first_host(pipeline);
+      swarm.kill(first);
+    }
+    if (token == 12) {
+      after_first = route_of(pipeline);
+      swarm.kill(after_first.empty() ? 0 : after_first.front());  // the last f32 host: only bf16 is left
+    }
+    if (token == 18) after_second = route_of(pipeline);
+  });
+  EXPECT_TRUE(first == a || first == b);
+  // The f32 replica, not the faster bf16 host, took the failed host's blocks: the text so far is
+  // the reference's.
+  EXPECT_EQ(after_first, std::vector<PeerId>{first == a ? b : a});
+  EXPECT_EQ(after_second, std::vector<PeerId>{fast});  // with none left, the bf16 host
+  ASSERT_GE(result.generated_ids.size(), 12u);
+  const auto reference = stories260k_reference().generated_ids;
+  EXPECT_TRUE(std::equal(result.generated_ids.begin(), result.generated_ids.begin() + 12, reference.begin()));
+  const BlockMapReply map = swarm.map();
+  const auto announced = std::find_if(map.hosts.begin(), map.hosts.end(), [&](const HostRecord& h) { return h.peer == fast; });
+  ASSERT_NE(announced, map.hosts.end());
+  EXPECT_EQ(announced->numerics, "bf16 weights, f32 caches, cpu");
 }
 
 TEST_P(SwarmEvents, AJoinDuringGenerationIsPlacedAndTheTextDoesNotChange) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The live status page of `sepal serve-api` over a 3-host swarm, loaded in headless Chromium: it
 # shows every host with its blocks; after one host is killed it shows the others only, and the
-# failure among the recent changes, without a reload. /metrics answers in Prometheus' format.
+# failure among the recent changes, without a reload. /metrics answers in Prometheus' format. The
+# page and /metrics show each host's numerics.
 #   run_status_page_test.sh SEPAL_BINARY MODELS_DIR [SCREENSHOT.png]
 set -uo pipefail
 sepal=$1 models=$2 screenshot=${3:-}
@@ -24,6 +25,10 @@ curl -s "http://127.0.0.1:$port/metrics" > "$dir/metrics"
 grep -q '^sepal_swarm_hosts 3$' "$dir/metrics" || fail "/metrics: sepal_swarm_hosts is not 3"
 grep -q '^# TYPE sepal_api_requests_total counter$' "$dir/metrics" || fail "/metrics: no typed request counter"
 [ "$(grep -c '^sepal_block_replicas{block="[0-9]*"} [1-9]' "$dir/metrics")" -eq 5 ] || fail "/metrics: a block without a replica"
+# Every host announces its numerics: on the page and as a labelled gauge.
+[ "$(grep -o '<td>f32 weights, f32 caches, cpu [a-z0-9]*</td>' "$dir/before.html" | wc -l)" -eq 3 ] || fail "the page does not show 3 hosts' numerics"
+[ "$(grep -c '^sepal_host_numerics{peer="[0-9]*",numerics="f32 weights, f32 caches, cpu [a-z0-9]*"} 1$' "$dir/metrics")" -eq 3 ] ||
+  fail "/metrics: not 3 hosts' numerics"
 [ -n "$screenshot" ] && timeout 60 "$browser" --headless --disable-gpu --no-sandbox --user-data-dir="$dir/profile" \
   --hide-scrollbars --virtual-time-budget=3000 --window-size=1100,760 --screenshot="$screenshot" "http://127.0.0.1:$port/" 2> /dev/null
 # Host 1 dies: the page follows the block map.

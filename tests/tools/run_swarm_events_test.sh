@@ -55,7 +55,7 @@ else echo "FAILED: the text changed"; failed=$((failed + 1)); fi
 grep -q "blocks \[.*) move from host $leaver" "$dir/err.txt" && echo "ok: the leaver's blocks were re-routed" \
   || { echo "FAILED: no re-route away from host $leaver"; failed=$((failed + 1)); }
 if /usr/bin/python3 - "$dir/map.jsonl" "$leaver" "$dir/status.txt" <<'PY'
-import json, sys
+import json, re, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 leaver = int(sys.argv[2])
 def covers(m):
@@ -76,6 +76,8 @@ final = lines[-1]
 assert covers(final) and any(h["peer"] == newcomer for h in final["hosts"]), "final map wrong"
 status = open(sys.argv[3]).read()
 assert "stories260K: 5 blocks" in status and f"{newcomer:6d}  " in status, "sepal status does not show the newcomer"
+newcomer_line = next(l for l in status.splitlines() if l.startswith(f"{newcomer:6d}  "))
+assert re.search(r"f32 weights, f32 caches, cpu [a-z0-9]+$", newcomer_line), "sepal status does not show the newcomer's numerics"
 print(f"ok: block map after the leave of {leaver} and the join of {newcomer}")
 PY
 then :; else echo "FAILED: block map checks"; failed=$((failed + 1)); fi
