@@ -1,6 +1,7 @@
 #include "runtime/actor_system.h"
 
 #include <deque>
+#include <vector>
 
 #include "runtime/log.h"
 
@@ -20,6 +21,18 @@ Envelope reply_envelope(const Envelope& request, FrameKind kind) {
 }
 
 }  // namespace actor_detail
+
+namespace {
+
+// The tasks a delivery pass on this thread holds back (TransportHandler::begin_delivery), and
+// the system they are for; inactive outside a pass.
+struct HeldTasks {
+  const ActorSystem* system = nullptr;
+  std::vector<Scheduler::Task> tasks;
+};
+thread_local HeldTasks t_held;
+
+}  // namespace
 
 // An actor and its mailbox: system items (peer failures, continuations) first, then one queue per sending peer,
 // served in turn. `scheduled` is true while a drain task is queued or running, so an actor never
@@ -160,6 +173,20 @@ void ActorSystem::watch_peer_failures(std::function<void(PeerId, const Status&)>
 
 void ActorSystem::on_frame(PeerId from, std::shared_ptr<const Buffer> frame) { deliver(from, std::move(frame)); }
 
+void ActorSystem::begin_delivery() { t_held.system = this; }
+
+void ActorSystem::end_delivery() {
+  std::vector<Scheduler::Task> tasks = std::move(t_held.tasks);
+  t_held.tasks.clear();
+  t_held.system = nullptr;
+  for (Scheduler::Task& task : tasks) scheduler_.post(std::move(task));
+}
+
+void ActorSystem::post_or_hold(Scheduler::Task task) {
+  if (t_held.system == this) t_held.tasks.push_back(std::move(task));
+  else scheduler_.post(std::move(task));
+}
+
 void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
   auto envelope = decode_envelope(*frame);
   if (!envelope.is_ok()) {
@@ -182,7 +209,7 @@ void ActorSystem::deliver(PeerId from, std::shared_ptr<const Buffer> frame) {
     }
     scheduler_.cancel(timeout);
     if (delivery == Delivery::kWhereItArrives) return complete(e, std::move(frame), Status::ok());
-    scheduler_.post([complete = std::move(complete), e, frame = std::move(frame)]() mutable {
+    post_or_hold([complete = std::move(complete), e, frame = std::move(frame)]() mutable {
       complete(e, std::move(frame), Status::ok());
     });
     return;
@@ -254,7 +281,7 @@ Status ActorSystem::enqueue(const std::shared_ptr<Cell>& cell, std::optional<Pee
                  " bytes) waiting at actor ", cell->id, " of peer ", self(), ", the limit per sender (",
                  limits_.max_messages, " messages, ", limits_.max_bytes, " bytes); retry later");
   }
-  if (schedule) scheduler_.post([this, cell] { drain(cell); });
+  if (schedule) post_or_hold([this, cell] { drain(cell); });
   return Status::ok();
 }
 

@@ -198,6 +198,10 @@ class ActorSystem final : private TransportHandler {
 
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;
   void on_peer_failed(PeerId peer, const Status& why) override;
+  void begin_delivery() override;
+  void end_delivery() override;
+  // Posts `task`, or holds it until end_delivery() when this thread is inside a delivery pass.
+  void post_or_hold(Scheduler::Task task);
 
   Transport& transport_;
   Scheduler& scheduler_;

@@ -88,6 +88,24 @@ void FaultyTransport::stop() {
   inner_->stop();
 }
 
+void FaultyTransport::begin_delivery() {
+  TransportHandler* handler;
+  {
+    std::lock_guard lock(mutex_);
+    handler = handler_;
+  }
+  if (handler) handler->begin_delivery();
+}
+
+void FaultyTransport::end_delivery() {
+  TransportHandler* handler;
+  {
+    std::lock_guard lock(mutex_);
+    handler = handler_;
+  }
+  if (handler) handler->end_delivery();
+}
+
 void FaultyTransport::on_frame(PeerId from, std::shared_ptr<const Buffer> frame) {
   TransportHandler* handler;
   {

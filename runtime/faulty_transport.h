@@ -50,6 +50,8 @@ class FaultyTransport final : public Transport, private TransportHandler {
  private:
   void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) override;
   void on_peer_failed(PeerId peer, const Status& why) override;
+  void begin_delivery() override;
+  void end_delivery() override;
 
   std::unique_ptr<Transport> inner_;
   TransportHandler* handler_ = nullptr;

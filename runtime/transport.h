@@ -39,6 +39,12 @@ class TransportHandler {
   virtual void on_frame(PeerId from, std::shared_ptr<const Buffer> frame) = 0;
   /// `peer` died or its link broke; no more frames will come from it.
   virtual void on_peer_failed(PeerId peer, const Status& why) = 0;
+  /// A transport that delivers frames in passes may bracket each pass, on the delivering thread:
+  /// the frames between are one arrival, and the handler may hold back the wake-ups they cause
+  /// until end_delivery(), so that steps of many sessions that arrived together wake an actor
+  /// once, not once each. Not nested.
+  virtual void begin_delivery() {}
+  virtual void end_delivery() {}
 };
 
 /// How transports watch their peers.

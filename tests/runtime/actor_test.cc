@@ -216,6 +216,51 @@ TEST_F(DeterministicActors, AnActorHearsWhenItsMailboxEmptiesAndGathersWhatCameM
   EXPECT_EQ(gather->emptied_, 2);
 }
 
+// A transport whose deliveries the test makes by hand, as a transport's progress thread would.
+class HandDelivery final : public Transport {
+ public:
+  PeerId self() const override { return 0; }
+  std::string name() const override { return "by hand"; }
+  std::vector<PeerId> peers() const override { return {1}; }
+  Status start(TransportHandler* handler) override {
+    handler_ = handler;
+    return Status::ok();
+  }
+  Status send(PeerId, OutgoingFrame) override { return Status::ok(); }
+  void stop() override {}
+  TransportHandler& handler() { return *handler_; }
+
+ private:
+  TransportHandler* handler_ = nullptr;
+};
+
+TEST(DeliveryPasses, TheFramesOfOnePassWakeTheActorOnceAtItsEnd) {
+  ManualScheduler scheduler;
+  HandDelivery transport;
+  ActorSystem system(transport, scheduler);
+  const auto echo = system.spawn<EchoActor>();
+  ASSERT_TRUE(system.start().is_ok());
+  auto frame = [&](std::int64_t amount) {
+    return encode(Envelope{0, 0, echo.address.id, 0, FrameKind::kOneWay}, Add{amount}).flatten();
+  };
+  transport.handler().begin_delivery();
+  for (std::int64_t i = 1; i <= 3; ++i) transport.handler().on_frame(1, frame(i));
+  EXPECT_EQ(scheduler.ready(), 0u);  // held: nothing woken while the pass delivers
+  transport.handler().end_delivery();
+  EXPECT_EQ(scheduler.ready(), 1u);  // one drain for the three
+  EXPECT_EQ(scheduler.run_all(), 1);
+  // Outside a pass a frame wakes the actor at once, as before.
+  transport.handler().on_frame(1, frame(4));
+  EXPECT_EQ(scheduler.ready(), 1u);
+  scheduler.run_all();
+  std::optional<Result<Add>> total;
+  system.request(echo, Count{}, 1s, [&](Result<Add> r) { total = std::move(r); });
+  scheduler.run_all();
+  ASSERT_TRUE(total && total->is_ok());
+  EXPECT_EQ(total->value().amount, 10);
+  system.stop();
+}
+
 TEST_F(DeterministicActors, TimeoutOnTheVirtualClock) {
   std::optional<Result<EchoReply>> got;
   a_->request(echo_, Later{false}, 500ms, [&](Result<EchoReply> r) { got = std::move(r); });
