@@ -12,6 +12,7 @@
 #include "actors/blocking_facade.h"
 #include "actors/swarm_node.h"
 #include "kernels/cpu_isa.h"
+#include "model/huge_buffer.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -55,9 +56,15 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   auto end = [ended, ended_once](const std::string& why) { std::call_once(*ended_once, [&] { ended->set_value(why); }); };
   BlockHostOptions options;
   options.model_name = model_name;
-  options.numerics = describe_numerics(settings.loading, backend ? device_name(backend->info().device) + " (" + backend->info().name + ")"
+  // Where the kernels run, as far as it decides the bits: the CPU's kernel level, or the GPU's
+  // model (not its index: two H200s compute alike).
+  options.numerics = describe_numerics(settings.loading, backend ? "cuda (" + backend->info().name + ")"
                                                                  : "cpu " + std::string(cpu_isa_name(active_cpu_isa())));
   options.cache_budget_bytes = settings.cache_budget_bytes;
+  // Sessions come and go all day: their freed caches (and blocks the host moves away from) are
+  // kept for the next ones, up to half the budget, so that a new session's cache is memory the
+  // process has touched already (model/huge_buffer.h). A GPU host's caches are on the device.
+  if (!backend) set_huge_buffer_reuse_limit(static_cast<std::size_t>(std::max<std::int64_t>(settings.cache_budget_bytes, 0) / 2));
   options.max_sessions_per_client = settings.max_sessions_per_client;
   options.max_cache_bytes_per_client = settings.max_cache_bytes_per_client;
   options.max_step_tokens = settings.max_step_tokens;

@@ -29,7 +29,7 @@ struct WeightLoading {
 
 /// What decides a host's output bits besides the model and the input: the weights' type (for
 /// int8, its outlier threshold), the caches' type, and `kernels`, where the blocks run ("cpu
-/// avx512vnni", "cuda:0 (NVIDIA H200)"). Two hosts that say the same give the same bits for the
+/// avx512vnni", "cuda (NVIDIA H200)"). Two hosts that say the same give the same bits for the
 /// same steps, so a session replayed from one to the other keeps its text; hosts announce it.
 std::string describe_numerics(const WeightLoading& loading, std::string_view kernels);
 

@@ -12,6 +12,7 @@
 #include "kernels/error.h"
 #include "model/block_stack.h"
 #include "model/generation.h"
+#include "model/huge_buffer.h"
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
@@ -414,6 +415,33 @@ TEST_F(StoriesBlocks, RollbackRecomputesTheSameStates) {
   auto again = embed({432, 383});
   blocks.forward(again.data(), 2, cache);
   EXPECT_EQ(first, again);
+}
+
+TEST(HugeBuffers, FreedBuffersAreKeptUpToTheLimitAndComeBackZeroed) {
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  set_huge_buffer_reuse_limit(10 * kMiB);
+  ASSERT_EQ(huge_buffer_bytes_kept(), 0u);
+  std::shared_ptr<void> a = allocate_huge_buffer(3 * kMiB);  // 4 MiB of 2 MiB pages
+  void* const first = a.get();
+  std::memset(first, 0xab, 3 * kMiB);
+  a.reset();
+  EXPECT_EQ(huge_buffer_bytes_kept(), 4 * kMiB);
+  std::shared_ptr<void> b = allocate_huge_buffer(3 * kMiB + 5);  // the same 4 MiB: reused, zeroed
+  EXPECT_EQ(b.get(), first);
+  EXPECT_EQ(huge_buffer_bytes_kept(), 0u);
+  const auto* bytes = static_cast<const unsigned char*>(b.get());
+  EXPECT_TRUE(std::all_of(bytes, bytes + 4 * kMiB, [](unsigned char c) { return c == 0; }));
+  std::shared_ptr<void> c = allocate_huge_buffer(6 * kMiB), d = allocate_huge_buffer(6 * kMiB);
+  c.reset();
+  d.reset();  // 12 MiB would pass the limit: returned to the system
+  EXPECT_EQ(huge_buffer_bytes_kept(), 6 * kMiB);
+  std::shared_ptr<void> e = allocate_huge_buffer(8 * kMiB);  // no kept buffer of that size
+  EXPECT_EQ(huge_buffer_bytes_kept(), 6 * kMiB);
+  set_huge_buffer_reuse_limit(0);  // releases what is kept
+  EXPECT_EQ(huge_buffer_bytes_kept(), 0u);
+  b.reset();
+  e.reset();
+  EXPECT_EQ(huge_buffer_bytes_kept(), 0u);
 }
 
 TEST(KvCacheGrowth, MemoryFollowsThePositionsAndEveryRowMoves) {
