@@ -183,11 +183,7 @@ struct MpiTransport::State {
   bool deliver(PeerLiveness::Clock::time_point now) {
     bool progressed = false;
     // One pass: the frames that completed together wake their actors once (TransportHandler).
-    handler->begin_delivery();
-    struct EndPass {
-      TransportHandler* handler;
-      ~EndPass() { handler->end_delivery(); }
-    } end_pass{handler};
+    const DeliveryPass pass(*handler);
     for (auto& [peer, queue] : receives) {
       while (!queue.empty()) {
         int done = 0;

@@ -47,6 +47,18 @@ class TransportHandler {
   virtual void end_delivery() {}
 };
 
+/// One delivery pass of a handler, for the scope of the object.
+class DeliveryPass {
+ public:
+  explicit DeliveryPass(TransportHandler& handler) : handler_(handler) { handler_.begin_delivery(); }
+  ~DeliveryPass() { handler_.end_delivery(); }
+  DeliveryPass(const DeliveryPass&) = delete;
+  DeliveryPass& operator=(const DeliveryPass&) = delete;
+
+ private:
+  TransportHandler& handler_;
+};
+
 /// How transports watch their peers.
 struct LivenessOptions {
   std::chrono::milliseconds keepalive_period{200};  ///< idle links get a keepalive this often

@@ -561,11 +561,7 @@ struct UcxTransport::State {
   bool deliver() {
     bool progressed = false;
     // One pass: the frames that completed together wake their actors once (TransportHandler).
-    handler->begin_delivery();
-    struct EndPass {
-      TransportHandler* handler;
-      ~EndPass() { handler->end_delivery(); }
-    } end_pass{handler};
+    const DeliveryPass pass(*handler);
     for (auto& [id, peer] : peers) {
       while (!peer->receives.empty()) {
         const auto& front = peer->receives.front();
