@@ -88,22 +88,17 @@ void FaultyTransport::stop() {
   inner_->stop();
 }
 
+TransportHandler* FaultyTransport::handler() {
+  std::lock_guard lock(mutex_);
+  return handler_;
+}
+
 void FaultyTransport::begin_delivery() {
-  TransportHandler* handler;
-  {
-    std::lock_guard lock(mutex_);
-    handler = handler_;
-  }
-  if (handler) handler->begin_delivery();
+  if (TransportHandler* h = handler()) h->begin_delivery();
 }
 
 void FaultyTransport::end_delivery() {
-  TransportHandler* handler;
-  {
-    std::lock_guard lock(mutex_);
-    handler = handler_;
-  }
-  if (handler) handler->end_delivery();
+  if (TransportHandler* h = handler()) h->end_delivery();
 }
 
 void FaultyTransport::on_frame(PeerId from, std::shared_ptr<const Buffer> frame) {

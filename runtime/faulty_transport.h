@@ -52,6 +52,8 @@ class FaultyTransport final : public Transport, private TransportHandler {
   void on_peer_failed(PeerId peer, const Status& why) override;
   void begin_delivery() override;
   void end_delivery() override;
+  // The handler frames go to (null before start), read under the lock.
+  TransportHandler* handler();
 
   std::unique_ptr<Transport> inner_;
   TransportHandler* handler_ = nullptr;
