@@ -561,10 +561,12 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
     log(LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
         r->old.host.address.peer, " to ", text,
         s.length > 0 ? " (replayed " + std::to_string(s.length) + " positions)" : std::string());
+    auto quoted = [](const std::string& numerics) {
+      return numerics.empty() ? std::string("unannounced numerics") : "'" + numerics + "'";
+    };
     for (const Hop& hop : r->hops) {
       if (hop.at.numerics == r->old.numerics) continue;
       // No replica like the old host was left: its replacement computes other bits.
-      auto quoted = [](const std::string& numerics) { return numerics.empty() ? std::string("unannounced numerics") : "'" + numerics + "'"; };
       log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop.at), " runs ", quoted(hop.at.numerics), ", not ",
           quoted(r->old.numerics), " as host ", r->old.host.address.peer, " did: the text may change from here");
     }
