@@ -535,6 +535,19 @@ void ClientDriver::failover(Session& s, std::size_t i, std::function<void(Sessio
   });
 }
 
+void ClientDriver::warn_numerics_change(const RouteHop& failed, const std::vector<RouteHop>& replacement,
+                                       const char* what) {
+  auto quoted = [](const std::string& numerics) {
+    return numerics.empty() ? std::string("unannounced numerics") : "'" + numerics + "'";
+  };
+  for (const RouteHop& hop : replacement) {
+    if (hop.last <= failed.first || hop.first >= failed.last || hop.numerics == failed.numerics) continue;
+    // No replica like the failed host was left: its replacement computes other bits.
+    log(LogLevel::kWarn, describe_hop(hop), " runs ", quoted(hop.numerics), ", not ", quoted(failed.numerics),
+        " as host ", failed.host.address.peer, " did: ", what, " may change from here");
+  }
+}
+
 void ClientDriver::replace_hop(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>, bool)> done) {
   auto r = std::make_shared<Replacement>();
   r->i = i;
@@ -561,15 +574,9 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
     log(LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
         r->old.host.address.peer, " to ", text,
         s.length > 0 ? " (replayed " + std::to_string(s.length) + " positions)" : std::string());
-    auto quoted = [](const std::string& numerics) {
-      return numerics.empty() ? std::string("unannounced numerics") : "'" + numerics + "'";
-    };
-    for (const Hop& hop : r->hops) {
-      if (hop.at.numerics == r->old.numerics) continue;
-      // No replica like the old host was left: its replacement computes other bits.
-      log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop.at), " runs ", quoted(hop.at.numerics), ", not ",
-          quoted(r->old.numerics), " as host ", r->old.host.address.peer, " did: the text may change from here");
-    }
+    std::vector<RouteHop> replacement;
+    for (const Hop& hop : r->hops) replacement.push_back(hop.at);
+    warn_numerics_change(r->old, replacement, "the text");
     const auto at = s.route.begin() + static_cast<std::ptrdiff_t>(r->i);
     s.route.insert(s.route.erase(at), r->hops.begin(), r->hops.end());
     ++s.failovers;

@@ -137,11 +137,15 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   };
   using SegmentsDone = std::function<void(Training&, std::vector<Segment>, TensorPayload output)>;
   using GradDone = std::function<void(Training&, TensorPayload grad)>;
+  // Logs, for each hop of `replacement` over `failed`'s blocks whose host announces other
+  // numerics than `failed`'s did, that `what` (the text, the losses) may change from here.
+  static void warn_numerics_change(const RouteHop& failed, const std::vector<RouteHop>& replacement, const char* what);
   // Runs `input` forward through blocks [first, last) over a planned route, replacing hosts that
   // fail; `done` gets each hop with its input, and the output (none when !need_output: the last
   // hop is then planned but not run).
-  void forward_blocks(Training& t, std::int64_t first, std::int64_t last, TensorPayload input, bool need_output,
-                      SegmentsDone done);
+  // `numerics`: preferred hosts' numerics (a failed hop's; empty: any), as RoutePlanner::route.
+  void forward_blocks(Training& t, std::int64_t first, std::int64_t last, const std::string& numerics,
+                      TensorPayload input, bool need_output, SegmentsDone done);
   void forward_hops(Training& t, std::vector<Segment> done_hops, std::vector<RouteHop> todo, std::int64_t last,
                     TensorPayload input, bool need_output, SegmentsDone done);
   // The backward of `segments` (in reverse) from d loss / d their output.

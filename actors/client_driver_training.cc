@@ -122,7 +122,7 @@ Result<TrainingPassDone> ClientDriver::handle(ActorContext& ctx, const TrainingP
       training_.erase(t.op);
     });
   } else {
-    forward_blocks(pass, 0, blocks, std::move(input), true,
+    forward_blocks(pass, 0, blocks, {}, std::move(input), true,
                    [this](Training& t, std::vector<Segment> segments, TensorPayload output) {
                      auto decoded = decode_hidden(output, t.hidden);
                      if (!decoded.is_ok()) return fail_training(t, decoded.status());
@@ -235,11 +235,11 @@ TensorPayload ClientDriver::prompt_slice(const Training& t, std::int64_t first, 
                                 t.prompts.as<float>() + first * row, static_cast<std::size_t>((last - first) * row));
 }
 
-void ClientDriver::forward_blocks(Training& t, std::int64_t first, std::int64_t last, TensorPayload input,
-                                  bool need_output, SegmentsDone done) {
+void ClientDriver::forward_blocks(Training& t, std::int64_t first, std::int64_t last, const std::string& numerics,
+                                  TensorPayload input, bool need_output, SegmentsDone done) {
   const std::uint64_t op = t.op;
-  planner_->route(first, last, {}, [this, op, last, input = std::move(input), need_output,
-                                done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
+  planner_->route(first, last, numerics, [this, op, last, input = std::move(input), need_output,
+                                          done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
     auto it = training_.find(op);
     if (it == training_.end()) return;
     if (!route.is_ok()) {
@@ -270,14 +270,15 @@ void ClientDriver::forward_hops(Training& t, std::vector<Segment> done_hops, std
           // A new route for the rest of the blocks, from this hop's input.
           const std::int64_t from = hop.first;
           const std::uint64_t op = t.op;
-          planner_->route(from, last, hop.numerics, [this, op, done_hops = std::move(done_hops), last, input, need_output,
-                                       done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
+          planner_->route(from, last, hop.numerics, [this, op, hop, done_hops = std::move(done_hops), last, input,
+                                                     need_output, done = std::move(done)](Result<std::vector<RouteHop>> route) mutable {
             auto it = training_.find(op);
             if (it == training_.end()) return;
             if (!route.is_ok()) {
               return fail_training(*it->second, error(route.status().code(), "no route through the swarm: ",
                                                       route.status().message()));
             }
+            warn_numerics_change(hop, route.value(), "the losses");
             std::vector<RouteHop> todo;
             for (const Segment& s : done_hops) todo.push_back(s.at);
             for (const RouteHop& h : route.value()) todo.push_back(h);
@@ -319,9 +320,12 @@ void ClientDriver::backward_one(Training& t, Segment segment, TensorPayload grad
           if (!training_failover(t, hop, r.status())) return;
           // Whatever now covers these blocks: run the forward through all of it but its last hop
           // (for their inputs), then the backward through each.
-          forward_blocks(t, hop.first, hop.last, segment.input, false,
-                         [this, grad = std::move(grad), done = std::move(done)](Training& t, std::vector<Segment> parts,
-                                                                                TensorPayload) mutable {
+          forward_blocks(t, hop.first, hop.last, hop.numerics, segment.input, false,
+                         [this, hop, grad = std::move(grad), done = std::move(done)](
+                             Training& t, std::vector<Segment> parts, TensorPayload) mutable {
+                           std::vector<RouteHop> replacement;
+                           for (const Segment& part : parts) replacement.push_back(part.at);
+                           warn_numerics_change(hop, replacement, "the losses");
                            backward_segments(t, std::move(parts), std::move(grad), std::move(done));
                          });
           return;

@@ -33,16 +33,23 @@ constexpr auto kTimeout = 2000ms;  // the driver's per-request timeout, in virtu
 
 class ManualSwarm {
  public:
+  /// Hosts of `ranges`, with `dtype` weights, or each its own of `dtypes` when given; each
+  /// announces its numerics.
   explicit ManualSwarm(bool push, std::vector<std::pair<int, int>> ranges = {{0, 2}, {2, 5}, {0, 2}, {2, 5}},
-                       DType dtype = DType::kF32)
+                       DType dtype = DType::kF32, std::vector<DType> dtypes = {})
       : config_(read_model_config(model())), checkpoint_(Checkpoint::open(model())) {
     net_ = DeterministicNetwork::create(scheduler_);
     add_node();  // the client: peer 0
     std::vector<RouteHop> hosts;
-    for (auto [first, last] : ranges) {
+    for (std::size_t i = 0; i < ranges.size(); ++i) {
+      const auto [first, last] = ranges[i];
       Node& node = add_node();
-      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, dtype));
-      hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, BlockHostOptions{}), first, last});
+      const WeightLoading loading(dtypes.empty() ? dtype : dtypes.at(i));
+      auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, loading));
+      BlockHostOptions options;
+      options.numerics = describe_numerics(loading, "cpu");
+      hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options), first, last,
+                               options.numerics});
     }
     auto planner = std::make_unique<test::FixedRoutes>(hosts);
     planner_ = planner.get();
@@ -595,6 +602,45 @@ void expect_recomputed(std::uint16_t killed_message, int nth) {
   const BatchGradient local = local_gradient(swarm, c);
   EXPECT_EQ(remote.loss_sum, local.loss_sum);
   EXPECT_EQ(remote.grad, local.grad);
+}
+
+// The same with a bf16 replica of the last hop that the plan would take first (the lower peer
+// id): the replacement is the f32 replica, the failed host's numerics, and the gradients are
+// still one process's. (Taking the bf16 host changes them.)
+void expect_recomputed_alike(std::uint16_t killed_message) {
+  ManualSwarm swarm(false, {{0, 1}, {1, 3}, {3, 5}, {3, 5}, {3, 5}}, DType::kF32,
+                    {DType::kF32, DType::kF32, DType::kF32, DType::kBF16, DType::kF32});
+  const TrainingCase c = training_case(swarm);
+  PeerId killed = 0;
+  std::set<PeerId> asked;
+  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
+    for (const auto& f : sent) {
+      if (f.from == 0 && (f.envelope.type_id == TrainForward::kTypeId || f.envelope.type_id == TrainBackward::kTypeId)) {
+        asked.insert(f.to);
+      }
+      if (!killed && f.envelope.type_id == killed_message && f.from == 0 && f.to == 3) {  // [3, 5) on the route
+        killed = f.to;
+        swarm.kill(killed);
+      }
+    }
+  };
+  SwarmTrainingBlocks blocks = manual_blocks(swarm);
+  const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
+  ASSERT_EQ(killed, 3u);
+  EXPECT_GE(blocks.failovers(), 1);
+  EXPECT_FALSE(asked.count(4)) << "the bf16 replica was used";
+  EXPECT_TRUE(asked.count(5));
+  const BatchGradient local = local_gradient(swarm, c);
+  EXPECT_EQ(remote.loss_sum, local.loss_sum);
+  EXPECT_EQ(remote.grad, local.grad);
+}
+
+TEST(DriverTraining, AHostKilledInTheForwardIsReplacedByAReplicaOfItsNumerics) {
+  expect_recomputed_alike(TrainForward::kTypeId);
+}
+
+TEST(DriverTraining, AHostKilledInTheBackwardIsReplacedByAReplicaOfItsNumerics) {
+  expect_recomputed_alike(TrainBackward::kTypeId);
 }
 
 TEST(DriverTraining, AHostKilledInTheForwardIsReplacedAndTheGradientsDoNotChange) {
