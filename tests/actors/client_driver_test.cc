@@ -579,46 +579,21 @@ TEST(DriverTraining, HostsKeepTrainingAdaptersBetweenPasses) {
   EXPECT_EQ(step() - kept, 0);
 }
 
-// A host killed as a training pass reaches it: the driver recomputes the pass on the replica and
-// the gradients do not change.
-void expect_recomputed(std::uint16_t killed_message, int nth) {
-  ManualSwarm swarm(false, three_hops());
-  const TrainingCase c = training_case(swarm);
-  PeerId killed = 0;
-  int seen = 0;
-  swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
-    for (const auto& f : sent) {
-      if (!killed && f.envelope.type_id == killed_message && f.from == 0 && ++seen == nth) {
-        killed = f.to;
-        swarm.kill(killed);
-      }
-    }
-  };
-  SwarmTrainingBlocks blocks = manual_blocks(swarm);
-  const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
-  ASSERT_NE(killed, 0u);
-  EXPECT_GE(blocks.failovers(), 1);
-  EXPECT_TRUE(swarm.planner().failed().count(killed));
-  const BatchGradient local = local_gradient(swarm, c);
-  EXPECT_EQ(remote.loss_sum, local.loss_sum);
-  EXPECT_EQ(remote.grad, local.grad);
-}
-
-// The same with a bf16 replica of the last hop that the plan would take first (the lower peer
-// id): the replacement is the f32 replica, the failed host's numerics, and the gradients are
-// still one process's. (Taking the bf16 host changes them.)
-void expect_recomputed_alike(std::uint16_t killed_message) {
-  ManualSwarm swarm(false, {{0, 1}, {1, 3}, {3, 5}, {3, 5}, {3, 5}}, DType::kF32,
-                    {DType::kF32, DType::kF32, DType::kF32, DType::kBF16, DType::kF32});
+// Training passes through `swarm` (the client's f32 gradient of training_case), killing the host
+// of the first `killed_message` that `kill` picks: the driver recomputes the pass on a replica,
+// and the gradients must be one process's. Returns the hosts the client sent passes to.
+std::set<PeerId> expect_recomputed(ManualSwarm& swarm, std::uint16_t killed_message,
+                                   const std::function<bool(const DeterministicNetwork::Sent&)>& kill) {
   const TrainingCase c = training_case(swarm);
   PeerId killed = 0;
   std::set<PeerId> asked;
   swarm.on_sent = [&](const std::vector<DeterministicNetwork::Sent>& sent) {
     for (const auto& f : sent) {
-      if (f.from == 0 && (f.envelope.type_id == TrainForward::kTypeId || f.envelope.type_id == TrainBackward::kTypeId)) {
-        asked.insert(f.to);
+      if (f.from != 0 || (f.envelope.type_id != TrainForward::kTypeId && f.envelope.type_id != TrainBackward::kTypeId)) {
+        continue;
       }
-      if (!killed && f.envelope.type_id == killed_message && f.from == 0 && f.to == 3) {  // [3, 5) on the route
+      asked.insert(f.to);
+      if (!killed && f.envelope.type_id == killed_message && kill(f)) {
         killed = f.to;
         swarm.kill(killed);
       }
@@ -626,13 +601,32 @@ void expect_recomputed_alike(std::uint16_t killed_message) {
   };
   SwarmTrainingBlocks blocks = manual_blocks(swarm);
   const BatchGradient remote = batch_gradient(c.ends, blocks, c.params, c.batch, 2);
-  ASSERT_EQ(killed, 3u);
+  EXPECT_NE(killed, 0u);
   EXPECT_GE(blocks.failovers(), 1);
-  EXPECT_FALSE(asked.count(4)) << "the bf16 replica was used";
-  EXPECT_TRUE(asked.count(5));
+  EXPECT_TRUE(swarm.planner().failed().count(killed));
   const BatchGradient local = local_gradient(swarm, c);
   EXPECT_EQ(remote.loss_sum, local.loss_sum);
   EXPECT_EQ(remote.grad, local.grad);
+  return asked;
+}
+
+// A host killed as the `nth` pass of `killed_message` reaches it, with a replica of every hop.
+void expect_recomputed(std::uint16_t killed_message, int nth) {
+  ManualSwarm swarm(false, three_hops());
+  int seen = 0;
+  expect_recomputed(swarm, killed_message, [&](const DeterministicNetwork::Sent&) { return ++seen == nth; });
+}
+
+// With a bf16 replica of the last hop that the plan would take first (the lower peer id), the
+// route's f32 host of the last hop killed: the replacement is the f32 replica, the failed host's
+// numerics, so the gradients are still one process's. (Taking the bf16 host changes them.)
+void expect_recomputed_alike(std::uint16_t killed_message) {
+  ManualSwarm swarm(false, {{0, 1}, {1, 3}, {3, 5}, {3, 5}, {3, 5}}, DType::kF32,
+                    {DType::kF32, DType::kF32, DType::kF32, DType::kBF16, DType::kF32});
+  const std::set<PeerId> asked =
+      expect_recomputed(swarm, killed_message, [](const DeterministicNetwork::Sent& f) { return f.to == 3; });
+  EXPECT_FALSE(asked.count(4)) << "the bf16 replica was used";
+  EXPECT_TRUE(asked.count(5));
 }
 
 TEST(DriverTraining, AHostKilledInTheForwardIsReplacedByAReplicaOfItsNumerics) {
