@@ -36,9 +36,6 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
   const auto* rows = static_cast<const std::int8_t*>(w.data) + r0 * cols;
   const std::int8_t* q = x.q;
   const std::int64_t ldq = x.ldq;
-  if (x.outliers > 0)
-    gather_outlier_weights(x, static_cast<const std::int8_t*>(w.data), cols, r0, count, 16,
-                           outlier_w);
   __m512i sums[N][16];
   for (std::int64_t i = 0; i < 16; ++i) {
     // Two accumulators per token, for even and odd steps: half the dependency chain.
@@ -57,6 +54,9 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
       }
       if (k < cols) step<N, 1>(row, k, (__mmask64{1} << (cols - k)) - 1, q, ldq, acc);
     }
+    // The row's outlier columns, read while its lines are in cache (gathered before the rows
+    // were streamed, each was a miss to memory: a quarter of a decode step's int8 time).
+    if (x.outliers > 0) gather_outlier_row(x, i < count ? rows + i * cols : nullptr, i, 16, outlier_w);
     for (int t = 0; t < N; ++t) sums[t][i] = _mm512_add_epi32(acc[t][0], acc[t][1]);
   }
   const __mmask16 valid = first_lanes(count);

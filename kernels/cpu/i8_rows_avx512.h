@@ -42,15 +42,20 @@ inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i o
   return _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(rows, row_scales));
 }
 
+/// outlier_w[j * ld + i] = row[outlier column j] as float for every outlier column j, or 0 with
+/// no row (null: a row past the block's end).
+inline void gather_outlier_row(const I8Activations& x, const std::int8_t* row, std::int64_t i, std::int64_t ld,
+                               float* outlier_w) {
+  for (std::int64_t j = 0; j < x.outliers; ++j)
+    outlier_w[j * ld + i] = row != nullptr ? static_cast<float>(row[x.outlier_cols[j]]) : 0.0f;
+}
+
 /// outlier_w[j * ld + i] = w[r0 + i, outlier column j] for i < count, 0 for count <= i < ld.
 inline void gather_outlier_weights(const I8Activations& x, const std::int8_t* w, std::int64_t cols,
                                    std::int64_t r0, std::int64_t count, std::int64_t ld,
                                    float* outlier_w) {
-  for (std::int64_t j = 0; j < x.outliers; ++j) {
-    for (std::int64_t i = 0; i < ld; ++i)
-      outlier_w[j * ld + i] =
-          i < count ? static_cast<float>(w[(r0 + i) * cols + x.outlier_cols[j]]) : 0.0f;
-  }
+  for (std::int64_t i = 0; i < ld; ++i)
+    gather_outlier_row(x, i < count ? w + (r0 + i) * cols : nullptr, i, ld, outlier_w);
 }
 
 }  // namespace sepal::cpu
