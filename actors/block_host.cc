@@ -312,6 +312,8 @@ Result<TensorPayload> BlockHost::run_alone(ReadyStep& step, Scheduler::Clock::ti
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   if (seconds > 0 && step.n == 1) measured(static_cast<double>(s.cache.blocks()) / seconds);
+  ++forwards_run_;
+  forward_seconds_ += seconds;
   return output_of(step, s);
 }
 
@@ -399,6 +401,8 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
       ran = error(StatusCode::kInvalidArgument, e.what());
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    ++forwards_run_;
+    forward_seconds_ += seconds;
     if (ran.is_ok() && seconds > 0 && members.size() == 1 && steps[0].n == 1) {
       measured(static_cast<double>(range.second) / seconds);
     }

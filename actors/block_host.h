@@ -94,6 +94,12 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     std::lock_guard lock(mutex_);
     return {batches_run_, batched_steps_run_};
   }
+  /// Inference forwards run (a batch counts once) and the seconds their blocks took, from the
+  /// forward's start to its output (what a step spends on this host besides waiting and the wire).
+  std::pair<std::int64_t, double> forwards() {
+    std::lock_guard lock(mutex_);
+    return {forwards_run_, forward_seconds_};
+  }
 
  private:
   // Sessions are keyed by the client's process and its session id, so clients cannot collide.
@@ -186,6 +192,8 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
   std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
+  std::int64_t forwards_run_ = 0;
+  double forward_seconds_ = 0;
   double last_batch_seconds_ = 0;                       // how long it ran
   Scheduler::Clock::time_point gathering_since_{};      // when batch_ took its first step
   Scheduler::Clock::time_point last_arrival_{};         // and its latest

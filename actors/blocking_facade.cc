@@ -50,7 +50,15 @@ void DriverSession::step(float* hidden, std::int64_t n, std::span<const std::int
   std::vector<std::int32_t> keep = std::move(keep_);
   keep_.clear();
   const InferenceStep m{id_, in, std::vector<std::int32_t>(parents.begin(), parents.end()), std::move(keep)};
+  const auto sent = std::chrono::steady_clock::now();
   auto out = system_.request_sync(driver_, m, kDriverAnswer);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  ++waits_.steps;
+  waits_.seconds += waited;
+  if (n == 1) {
+    ++waits_.single_row_steps;
+    waits_.single_row_seconds += waited;
+  }
   if (!out.is_ok()) fail(out.status().message());
   auto values = decode_hidden(out->hidden, hidden_size_);
   if (!values.is_ok() || values->size() != count) fail("the driver answered a step with malformed hidden states");

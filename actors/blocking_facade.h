@@ -46,6 +46,14 @@ class DriverSession final : public BlockPipeline {
   /// Route and counters.
   Result<InferenceReport> report() const;
 
+  /// Time this session's thread waited for the swarm's answers: every step, and the steps of
+  /// one row (decoding) apart. The rest of a generation's time is the client's own work.
+  struct Waits {
+    std::int64_t steps = 0, single_row_steps = 0;
+    double seconds = 0, single_row_seconds = 0;
+  };
+  const Waits& waits() const { return waits_; }
+
  private:
   DriverSession(ActorSystem& system, ActorRef<ClientDriverProtocol> driver, std::uint64_t id, std::int64_t hidden_size)
       : system_(system), driver_(driver), id_(id), hidden_size_(hidden_size) {}
@@ -59,6 +67,7 @@ class DriverSession final : public BlockPipeline {
   std::int64_t hidden_size_;
   std::int64_t length_ = 0;
   std::vector<std::int32_t> keep_;  // a path of the last tree, sent with the next step
+  Waits waits_;
 };
 
 /// A draft of the draft decoder (actors/draft_decoder.h) as a DraftSource, so that the generation

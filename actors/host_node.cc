@@ -130,6 +130,10 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   const auto [batches, batched] = actors.host->batches();
   std::fprintf(stderr, "sepal: host %u done (%s); %lld batches of sessions' steps held %lld steps\n", self,
                done.get().c_str(), static_cast<long long>(batches), static_cast<long long>(batched));
+  if (const auto [forwards, seconds] = actors.host->forwards(); forwards > 0) {
+    std::fprintf(stderr, "sepal: host %u ran %lld inference forwards in %.3f s (%.3f ms each)\n", self,
+                 static_cast<long long>(forwards), seconds, 1e3 * seconds / static_cast<double>(forwards));
+  }
   std::fflush(stderr);
   // The client waits for the hosts to leave the membership before it ends; a spawned host's
   // output goes through the client's process, so later writes must not kill it (SIGPIPE).

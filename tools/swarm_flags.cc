@@ -225,6 +225,12 @@ nlohmann::json ClientSwarm::stats(const DriverSession& session) {
                      {"wire_compression", options_.wire_compression},
                      {"failovers", report->failovers},
                      {"wire_bytes_per_token_hop", per_token_hop}};
+  // What the generation thread waited for the swarm (the rest of its time is the client's work).
+  const DriverSession::Waits& waits = session.waits();
+  out["swarm_wait_seconds"] = waits.seconds;
+  if (waits.single_row_steps > 0) {
+    out["decode_wait_ms_per_step"] = 1e3 * waits.single_row_seconds / static_cast<double>(waits.single_row_steps);
+  }
   if (auto map = client_->block_map(); map.is_ok()) out["block_map"] = block_map_json(map.value());
   return out;
 }

@@ -70,7 +70,16 @@ PY
   timeout 120 "$sepal" generate --model "$models/$model" --prompt "$prompt" --max-new-tokens "$max_new" --hosts 2 \
     --no-wire-compression --json > "$out/run.json" 2> "$out/err.log"
   rc=$?
-  if [ "$rc" -eq 0 ] && /usr/bin/python3 -c 'import json,sys; d,r=json.load(open(sys.argv[1])),json.load(open(sys.argv[2])); sys.exit(0 if d["generated_ids"]==r["generated_ids"] and d["stats"]["host_ranks"]==2 else 1)' "$out/run.json" "$ref"
+  # With the time the client waited for the swarm (each decode step at most a token's time) and
+  # each host's forwards: the prompt's, and one a decode step (none for the last token).
+  if [ "$rc" -eq 0 ] && /usr/bin/python3 - "$out/run.json" "$ref" "$out/err.log" <<'PY'
+import json, re, sys
+d, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+s, ids = d["stats"], d["generated_ids"]
+forwards = [int(n) for n in re.findall(r"ran (\d+) inference forwards", open(sys.argv[3]).read())]
+sys.exit(0 if ids == r["generated_ids"] and s["host_ranks"] == 2 and s["swarm_wait_seconds"] > 0
+         and 0 < s["decode_wait_ms_per_step"] <= 1000 / s["decode_tokens_per_s"] and forwards == [len(ids)] * 2 else 1)
+PY
   then echo "ok: $model with --hosts 2"
   else echo "FAILED: $model with --hosts 2 (exit $rc)"; tail -5 "$out/err.log"; failed=$((failed + 1))
   fi
