@@ -312,9 +312,17 @@ Result<TensorPayload> BlockHost::run_alone(ReadyStep& step, Scheduler::Clock::ti
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   if (seconds > 0 && step.n == 1) measured(static_cast<double>(s.cache.blocks()) / seconds);
-  ++forwards_run_;
-  forward_seconds_ += seconds;
+  count_forward(seconds, step.n == 1);
   return output_of(step, s);
+}
+
+void BlockHost::count_forward(double seconds, bool single_row) {
+  ++forwards_.count;
+  forwards_.seconds += seconds;
+  if (single_row) {
+    ++forwards_.single_row;
+    forwards_.single_row_seconds += seconds;
+  }
 }
 
 void BlockHost::measured(double rate) {
@@ -401,8 +409,7 @@ void BlockHost::run_batch(Scheduler::Clock::time_point now) {
       ran = error(StatusCode::kInvalidArgument, e.what());
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    ++forwards_run_;
-    forward_seconds_ += seconds;
+    count_forward(seconds, members.size() == 1 && steps[0].n == 1);
     if (ran.is_ok() && seconds > 0 && members.size() == 1 && steps[0].n == 1) {
       measured(static_cast<double>(range.second) / seconds);
     }

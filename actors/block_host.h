@@ -95,10 +95,15 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
     return {batches_run_, batched_steps_run_};
   }
   /// Inference forwards run (a batch counts once) and the seconds their blocks took, from the
-  /// forward's start to its output (what a step spends on this host besides waiting and the wire).
-  std::pair<std::int64_t, double> forwards() {
+  /// forward's start to its output (what a step spends on this host besides waiting and the wire),
+  /// all of them and those of a single row (one session's decode step).
+  struct Forwards {
+    std::int64_t count = 0, single_row = 0;
+    double seconds = 0, single_row_seconds = 0;
+  };
+  Forwards forwards() {
     std::lock_guard lock(mutex_);
-    return {forwards_run_, forward_seconds_};
+    return forwards_;
   }
 
  private:
@@ -163,6 +168,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   void run_batch_at(ActorSystem& system, Scheduler::Clock::time_point by);
   Result<TensorPayload> output_of(const ReadyStep& step, const Session& s);
   void measured(double tokens_per_second);
+  void count_forward(double seconds, bool single_row);  // forwards_
   // A pushed step's output goes to the next host and to the client (or its error to the client).
   static void push_onward(ActorSystem& system, ActorAddress self, const PushStep& m, Result<TensorPayload> out);
   // The checks every training pass shares; the decoded input and the deep prompts when they pass.
@@ -192,8 +198,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)
   std::int64_t batches_run_ = 0, batched_steps_run_ = 0;
-  std::int64_t forwards_run_ = 0;
-  double forward_seconds_ = 0;
+  Forwards forwards_;
   double last_batch_seconds_ = 0;                       // how long it ran
   Scheduler::Clock::time_point gathering_since_{};      // when batch_ took its first step
   Scheduler::Clock::time_point last_arrival_{};         // and its latest

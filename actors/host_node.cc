@@ -130,9 +130,10 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   const auto [batches, batched] = actors.host->batches();
   std::fprintf(stderr, "sepal: host %u done (%s); %lld batches of sessions' steps held %lld steps\n", self,
                done.get().c_str(), static_cast<long long>(batches), static_cast<long long>(batched));
-  if (const auto [forwards, seconds] = actors.host->forwards(); forwards > 0) {
-    std::fprintf(stderr, "sepal: host %u ran %lld inference forwards in %.3f s (%.3f ms each)\n", self,
-                 static_cast<long long>(forwards), seconds, 1e3 * seconds / static_cast<double>(forwards));
+  if (const BlockHost::Forwards f = actors.host->forwards(); f.count > 0) {
+    std::fprintf(stderr, "sepal: host %u ran %lld inference forwards in %.3f s; %lld of one row, %.3f ms each\n", self,
+                 static_cast<long long>(f.count), f.seconds, static_cast<long long>(f.single_row),
+                 f.single_row > 0 ? 1e3 * f.single_row_seconds / static_cast<double>(f.single_row) : 0.0);
   }
   std::fflush(stderr);
   // The client waits for the hosts to leave the membership before it ends; a spawned host's

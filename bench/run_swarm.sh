@@ -32,15 +32,18 @@ run() {  # run OUT_JSON ARGS...: `repeats` generations; the median one's JSON on
   local out=$1; shift
   local runs=()
   for ((i = 0; i < repeats; i++)); do
-    timeout 600 "$@" --model "$model" --dtype "$dtype" --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out.$i" 2> /tmp/sepal-swarm-bench.err \
-      || { echo "run failed: $*" >&2; tail -5 /tmp/sepal-swarm-bench.err >&2; return 1; }
+    timeout 600 "$@" --model "$model" --dtype "$dtype" --prompt "$prompt" --max-new-tokens "$tokens" --json > "$out.$i" 2> "$out.$i.err" \
+      || { echo "run failed: $*" >&2; tail -5 "$out.$i.err" >&2; return 1; }
     runs+=("$out.$i")
   done
   /usr/bin/python3 bench/median_run.py "$out" "${runs[@]}"
 }
 stat() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"][sys.argv[2]])' "$1" "$2"; }
 
-echo "hosts,network,rtt_ms,bandwidth_mbps,mode,decode_tokens_per_s,time_to_first_token_s,token_ms,single_token_ms,floor_ms,ratio_to_floor,ratio_to_single" > "$csv"
+# A swarm token's time, split: the client's own work (token_ms - its wait for the swarm), the
+# hosts' forwards of one row (each host's mean, summed) and the rest of the wait (links, wire
+# codec and hand-offs between threads and processes), all from the median run.
+echo "hosts,network,rtt_ms,bandwidth_mbps,mode,decode_tokens_per_s,time_to_first_token_s,token_ms,single_token_ms,floor_ms,ratio_to_floor,ratio_to_single,client_ms,hosts_forward_ms,links_ms" > "$csv"
 run /tmp/sepal-single.json build/bin/sepal generate
 single_tps=$(stat /tmp/sepal-single.json decode_tokens_per_s)
 single_ttft=$(stat /tmp/sepal-single.json time_to_first_token_s)
@@ -52,15 +55,19 @@ for network in ${SEPAL_BENCH_NETWORKS:-loopback 5:1000 100:100}; do
     for mode in push relay; do
       run /tmp/sepal-swarm.json mpirun -np $((hosts + 1)) build/bin/sepal generate --mode "$mode" "${wan[@]}"
       tps=$(stat /tmp/sepal-swarm.json decode_tokens_per_s); ttft=$(stat /tmp/sepal-swarm.json time_to_first_token_s)
-      line=$(/usr/bin/python3 - "$hosts" "$network" "$rtt" "$bw" "$mode" "$tps" "$ttft" "$single_tps" "$hidden_bytes" <<'PY'
-import sys
-hosts, network, rtt, bw, mode, tps, ttft, single_tps, hidden = sys.argv[1:]
+      line=$(/usr/bin/python3 - "$hosts" "$network" "$rtt" "$bw" "$mode" "$tps" "$ttft" "$single_tps" "$hidden_bytes" /tmp/sepal-swarm.json <<'PY'
+import json, re, sys
+hosts, network, rtt, bw, mode, tps, ttft, single_tps, hidden, run = sys.argv[1:]
+wait_ms = json.load(open(run))["stats"]["decode_wait_ms_per_step"]
+forwards = [float(m) for m in re.findall(r"of one row, ([0-9.]+) ms each", open(run + ".err").read())]
 hosts, rtt, bw, tps, ttft, single_tps, hidden = int(hosts), float(rtt), float(bw), float(tps), float(ttft), float(single_tps), int(hidden)
 token_ms = 1000 / tps
 single_ms = 1000 / single_tps
 link_ms = rtt / 2 + (hidden * 8 / (bw * 1e6) * 1000 if bw > 0 else 0)
 floor_ms = single_ms + (hosts + 1) * link_ms
-print(f"{hosts},{network},{rtt:g},{bw:g},{mode},{tps:.3f},{ttft:.4f},{token_ms:.2f},{single_ms:.2f},{floor_ms:.2f},{token_ms / floor_ms:.3f},{tps / single_tps:.3f}")
+hosts_ms = sum(forwards) if len(forwards) == hosts else float("nan")
+print(f"{hosts},{network},{rtt:g},{bw:g},{mode},{tps:.3f},{ttft:.4f},{token_ms:.2f},{single_ms:.2f},{floor_ms:.2f},{token_ms / floor_ms:.3f},{tps / single_tps:.3f},"
+      f"{token_ms - wait_ms:.2f},{hosts_ms:.2f},{wait_ms - hosts_ms:.2f}")
 PY
 )
       echo "$line" >> "$csv"
