@@ -40,8 +40,13 @@ int status_command(int argc, char** argv) {
     std::printf("%6s  %-12s  %-12s  %14s  %8s  %s\n", "host", "assigned", "serving", "tokens/s/block", "sessions",
                 "numerics");
     for (const auto& h : map->hosts) {
-      const std::string assigned = "[" + std::to_string(h.first) + ", " + std::to_string(h.last) + ")";
-      const std::string serving = "[" + std::to_string(h.serving_first) + ", " + std::to_string(h.serving_last) + ")";
+      const auto range = [](std::int64_t first, std::int64_t last) {
+        char text[48];
+        std::snprintf(text, sizeof text, "[%lld, %lld)", static_cast<long long>(first), static_cast<long long>(last));
+        return std::string(text);
+      };
+      const std::string assigned = range(h.first, h.last);
+      const std::string serving = range(h.serving_first, h.serving_last);
       std::printf("%6u  %-12s  %-12s  %14.1f  %8lld  %s\n", h.peer, assigned.c_str(), serving.c_str(), h.throughput,
                   static_cast<long long>(h.sessions), h.numerics.c_str());
     }

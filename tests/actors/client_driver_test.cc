@@ -140,7 +140,7 @@ class ManualSwarm {
 class ManualSession final : public BlockPipeline {
  public:
   ManualSession(ManualSwarm& swarm, std::int64_t capacity) : swarm_(swarm) {
-    auto opened = swarm_.call(OpenInference{capacity, {}, 0});
+    auto opened = swarm_.call(OpenInference{capacity, {}, 0, {}});
     if (!opened.is_ok()) throw std::runtime_error(opened.status().to_string());
     id_ = opened->session;
     hidden_size_ = opened->hidden_size;

@@ -96,7 +96,9 @@ TEST_F(DraftDecoderTest, PreparedAndRewoundTreesAreTheTreesOfALocalDraft) {
       (tree->anticipated ? hits : misses) += 1;
       EXPECT_EQ(tree->anticipated, guess && step % 2 == 0) << "step " << step;
     }
-    if (!ngram) EXPECT_GT(hits, 0);  // an n-gram draft offers few candidates: often every one is a child
+    if (!ngram) {
+      EXPECT_GT(hits, 0);  // an n-gram draft offers few candidates: often every one is a child
+    }
     EXPECT_GT(misses, 0);
     EXPECT_TRUE(system_->request_sync(decoder, CloseDraft{id}, 10s).is_ok());
   }

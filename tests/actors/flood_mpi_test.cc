@@ -80,7 +80,7 @@ int run(const std::string& models) {
       ClientDriverOptions options;
       options.num_blocks = config.num_layers;
       options.wire_compression = false;
-      const std::vector<RouteHop> one_host{RouteHop{ActorRef<BlockHostProtocol>{{0, kBlockHostActorId}}, 0, config.num_layers}};
+      const std::vector<RouteHop> one_host{RouteHop{ActorRef<BlockHostProtocol>{{0, kBlockHostActorId}}, 0, config.num_layers, {}}};
       const auto driver = add_client_driver(system, std::make_unique<test::FixedRoutes>(one_host), options);
       auto pipeline = DriverSession::open(system, driver, session_capacity(config, request));
       if (!pipeline.is_ok()) fail(pipeline.status().message());
@@ -104,7 +104,7 @@ int run(const std::string& models) {
     std::vector<float> rows(static_cast<std::size_t>(n * h), 0.25f);
     const TensorPayload payload = TensorPayload::copy_of(ElementType::kF32, {n, h}, rows.data(), rows.size());
     for (std::uint64_t s = 1; s <= 8; ++s) {
-      (void)system.request_sync(host, OpenSession{s, config.max_position_embeddings, 0, 0, {}, 0}, 10s);
+      (void)system.request_sync(host, OpenSession{s, config.max_position_embeddings, 0, 0, {}, 0, {}}, 10s);
     }
     MPI_Ibarrier(MPI_COMM_WORLD, &done);
     int finished = 0;
@@ -114,7 +114,7 @@ int run(const std::string& models) {
         ++outstanding;
         const std::uint64_t session = 1 + static_cast<std::uint64_t>(sent % 8);
         const std::int64_t position = (sent / 8) * n % config.max_position_embeddings;
-        system.request(host, Step{session, position, payload, 0}, 120s, [&](Result<StepResult> r) {
+        system.request(host, Step{session, position, payload, 0, {}, {}}, 120s, [&](Result<StepResult> r) {
           --outstanding;
           ++answered;
           if (!r.is_ok() && r.status().code() == StatusCode::kResourceExhausted) {

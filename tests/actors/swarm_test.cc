@@ -325,7 +325,7 @@ TEST(Balancer, RefusesAnotherModelAndBadAnnouncements) {
   auto outside = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
                                              Announce{"stories260K", 5, 2, 1.0, 4, 7, 0, 0, false}, 5s);
   EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
-  for (const std::string numerics : {std::string(201, 'x'), std::string("f32\nweights"), std::string("f32 \x1b[31m")}) {
+  for (const std::string& numerics : {std::string(201, 'x'), std::string("f32\nweights"), std::string("f32 \x1b[31m")}) {
     auto bad_numerics = swarm.client().request_sync(ActorRef<BalancerProtocol>{{0, kBalancerActorId}},
                                                     Announce{"stories260K", 5, 2, 1.0, 0, 0, 0, 0, false, numerics}, 5s);
     EXPECT_EQ(bad_numerics.status().code(), StatusCode::kInvalidArgument);

@@ -166,7 +166,9 @@ TEST_F(Speculative, GreedyIdsAreTheReferencesWithEveryDraft) {
           tokens += static_cast<std::int64_t>(k) * result.tokens_per_step[k];
         }
         EXPECT_EQ(tokens + 1, static_cast<std::int64_t>(result.generated_ids.size()));  // the first comes from the prompt
-        if (tree_size == 1) EXPECT_EQ(steps, tokens);  // a root alone yields one token a step
+        if (tree_size == 1) {
+          EXPECT_EQ(steps, tokens);  // a root alone yields one token a step
+        }
         if (source.name == "itself in int8" && tree_size == 16) {
           EXPECT_LT(steps * 3, tokens) << model << ": the model's own int8 copy should be right most of the time";
         }
@@ -239,7 +241,9 @@ TEST_F(Speculative, GuessingDraftsGrowTheSameTreesInFewerSteps) {
       EXPECT_LE(steps[1], steps[0]) << model << ", tree " << tree_size;
       EXPECT_LE(steps[2], steps[0]) << model << ", tree " << tree_size;
       // Where the first block is unsure, the tree grows wide and the wide guesses are taken.
-      if (std::string(model) == "tinystories-656K" && tree_size > 4) EXPECT_LT(steps[1] * 2, steps[0]) << "tree " << tree_size;
+      if (std::string(model) == "tinystories-656K" && tree_size > 4) {
+        EXPECT_LT(steps[1] * 2, steps[0]) << "tree " << tree_size;
+      }
     }
   }
 }
