@@ -75,5 +75,5 @@ PY
     done
   done
 done
-/usr/bin/python3 bench/plot_swarm.py "$csv" "bench/results/$name.png"
+/usr/bin/python3 bench/plot_swarm.py "$csv" "bench/results/$name.png" "$preset shape, $dtype"
 echo "wrote $csv and bench/results/$name.png"
