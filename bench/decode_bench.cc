@@ -9,13 +9,18 @@
 //
 // Synthetic checkpoints are written to --model-dir (default /tmp/sepal-bench) when missing.
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <iostream>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "bench/memory_bandwidth.h"
 #include "kernels/cpu_isa.h"
@@ -112,7 +117,7 @@ int main(int argc, char** argv) {
   std::string model_dir = "/tmp/sepal-bench", preset = "tinyllama-1.1b", csv = "bench/results/decode.csv";
   int prompt_tokens = 128, decode_tokens = 32, rounds = 3;
   bool mmap_rows = false;
-  std::string kv_dtype_text = "f32";
+  std::string kv_dtype_text = "f32", rows_text = "f32,bf16,int8,int8-outliers";
   po::options_description options("decode_bench");
   options.add_options()("help,h", "help")
       ("model-dir", po::value(&model_dir), "where synthetic checkpoints live (written if missing)")
@@ -122,7 +127,8 @@ int main(int argc, char** argv) {
       ("rounds", po::value(&rounds), "rounds of one prompt and the decode steps; the best is kept")
       ("csv", po::value(&csv), "CSV output")
       ("mmap", po::bool_switch(&mmap_rows), "also time f32 and bf16 used in place from the file mapping")
-      ("kv-dtype", po::value(&kv_dtype_text), "the key/value caches of every row: f32 or bf16");
+      ("kv-dtype", po::value(&kv_dtype_text), "the key/value caches of every row: f32 or bf16")
+      ("rows", po::value(&rows_text), "the rows to run, comma-separated: f32, bf16, int8, int8-outliers (default all)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
@@ -143,6 +149,18 @@ int main(int argc, char** argv) {
   if (!kv_dtype || !kv_dtype_supported(*kv_dtype)) {
     std::fprintf(stderr, "decode_bench: error: --kv-dtype must be f32 or bf16, got '%s'\n", kv_dtype_text.c_str());
     return 2;
+  }
+  const std::vector<std::string> known{"f32", "bf16", "int8", "int8-outliers"};
+  std::set<std::string> wanted;
+  for (std::size_t at = 0; at <= rows_text.size();) {
+    const std::size_t comma = std::min(rows_text.find(',', at), rows_text.size());
+    const std::string name = rows_text.substr(at, comma - at);
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::fprintf(stderr, "decode_bench: error: --rows takes f32, bf16, int8 and int8-outliers, not '%s'\n", name.c_str());
+      return 2;
+    }
+    wanted.insert(name);
+    at = comma + 1;
   }
   // The loading of a row: weights as `dtype`, caches as --kv-dtype.
   const auto loading = [&](DType dtype, bool in_place = false) {
@@ -173,19 +191,30 @@ int main(int argc, char** argv) {
     return dir;
   };
   std::vector<Row> rows;
+  std::map<std::string, Row> by_name;  // the rows without mmap, for the ratios
   for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const std::string name(dtype_name(dtype));
+    if (!wanted.contains(name)) continue;
     const auto dir = checkpoint(dtype, 0);
     rows.push_back(run(dir, loading(dtype), prompt_tokens, decode_tokens, rounds));
-    if (mmap_rows) rows.push_back(run(dir, loading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, rounds));
+    by_name[name] = rows.back();
+    if (mmap_rows) {
+      rows.push_back(run(dir, loading(dtype, /*in_place=*/true), prompt_tokens, decode_tokens, rounds));
+      by_name[name + " mmap"] = rows.back();
+    }
   }
   // LLM.int8(), quantized from the bf16 checkpoint while loading; then a model whose block norms
   // make 8 hidden dimensions outliers, so every projection takes the decomposition's float part.
-  const Row f32 = rows.front();
-  rows.push_back(run(checkpoint(DType::kBF16, 0), loading(DType::kI8), prompt_tokens, decode_tokens, rounds));
-  const Row int8 = rows.back();
-  rows.push_back(run(checkpoint(DType::kBF16, 8), loading(DType::kI8), prompt_tokens, decode_tokens, rounds,
-                     "int8 outliers"));
-  const Row outliers = rows.back();
+  if (wanted.contains("int8")) {
+    rows.push_back(run(checkpoint(DType::kBF16, 0), loading(DType::kI8), prompt_tokens, decode_tokens, rounds));
+    by_name["int8"] = rows.back();
+  }
+  if (wanted.contains("int8-outliers")) {
+    rows.push_back(run(checkpoint(DType::kBF16, 8), loading(DType::kI8), prompt_tokens, decode_tokens, rounds,
+                       "int8 outliers"));
+    by_name["int8-outliers"] = rows.back();
+  }
+  const auto both = [&](const char* a, const char* b) { return by_name.contains(a) && by_name.contains(b); };
 
   std::printf("\n%-14s %10s %14s %10s %10s %22s %12s %9s\n", "dtype", "weights GB", "streamed/token",
               "prompt t/s", "decode t/s", "read GB/s (kernel, thr)", "roofline t/s", "fraction");
@@ -201,16 +230,23 @@ int main(int argc, char** argv) {
     std::printf("decode_bench: a decode read its weights faster than the bandwidth probe: the probe is wrong, "
                 "so no fraction above can be trusted\n");
   }
-  if (mmap_rows) {
-    std::printf("bf16 / f32 decode speed: %.2fx (huge-page copies), %.2fx (mmap in place)\n",
-                rows[2].decode_tps / rows[0].decode_tps, rows[3].decode_tps / rows[1].decode_tps);
-  } else {
-    std::printf("bf16 / f32 decode speed: %.2fx\n", rows[1].decode_tps / rows[0].decode_tps);
+  if (both("f32", "bf16")) {
+    std::printf("bf16 / f32 decode speed: %.2fx", by_name["bf16"].decode_tps / by_name["f32"].decode_tps);
+    if (both("f32 mmap", "bf16 mmap")) {
+      std::printf(" (huge-page copies), %.2fx (mmap in place)", by_name["bf16 mmap"].decode_tps / by_name["f32 mmap"].decode_tps);
+    }
+    std::printf("\n");
   }
-  std::printf("\nint8 against f32 (same run): weight bytes %.3f, decode %.2fx, prompt %.2fx\n",
-              int8.weight_bytes / f32.weight_bytes, int8.decode_tps / f32.decode_tps, int8.prompt_tps / f32.prompt_tps);
-  std::printf("int8 with 8 outlier dimensions against int8 without: decode %.2fx, prompt %.2fx\n",
-              outliers.decode_tps / int8.decode_tps, outliers.prompt_tps / int8.prompt_tps);
+  if (both("f32", "int8")) {
+    const Row &f32 = by_name["f32"], &int8 = by_name["int8"];
+    std::printf("\nint8 against f32 (same run): weight bytes %.3f, decode %.2fx, prompt %.2fx\n",
+                int8.weight_bytes / f32.weight_bytes, int8.decode_tps / f32.decode_tps, int8.prompt_tps / f32.prompt_tps);
+  }
+  if (both("int8", "int8-outliers")) {
+    const Row &int8 = by_name["int8"], &outliers = by_name["int8-outliers"];
+    std::printf("int8 with 8 outlier dimensions against int8 without: decode %.2fx, prompt %.2fx\n",
+                outliers.decode_tps / int8.decode_tps, outliers.prompt_tps / int8.prompt_tps);
+  }
   std::filesystem::create_directories(std::filesystem::path(csv).parent_path());
   std::ofstream out(csv);
   out << "preset,dtype,threads,bandwidth_gbps,weight_bytes,streamed_bytes_per_token,prompt_tokens_per_s,"
