@@ -21,14 +21,26 @@ if ! cmake --build "$build" --target fuzzers > "$build/build.log" 2>&1; then
   exit 1
 fi
 mkdir -p "$build/crashes"
-failed=0
-for target in $(ls "$build/bin" | grep '^fuzz_'); do
-  corpus="$build/corpus/$target"
+# One target per core at a time: each is single-threaded, so the wall time is the targets'
+# seconds divided by the cores.
+fuzz_one() {  # TARGET: runs it; its exit status is libFuzzer's
+  local target=$1 corpus="$build/corpus/$1"
   mkdir -p "$corpus"
   [ -d "tests/fuzz/corpus/$target" ] && cp -n tests/fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
+  "$build/bin/$target" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+    -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" "$corpus" > "$build/$target.log" 2>&1
+}
+jobs=$(nproc)
+declare -A pid_of
+for target in $(ls "$build/bin" | grep '^fuzz_'); do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  fuzz_one "$target" &
+  pid_of[$target]=$!
+done
+failed=0
+for target in $(ls "$build/bin" | grep '^fuzz_'); do
   log="$build/$target.log"
-  if "$build/bin/$target" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
-       -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" "$corpus" > "$log" 2>&1; then
+  if wait "${pid_of[$target]}"; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     echo "fuzz: $target: $runs executions in ${seconds} s, no crash"
   else
