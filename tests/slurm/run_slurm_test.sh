@@ -87,7 +87,8 @@ if part swarm; then
 expected=$("$sepal" generate --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 60 --json 2>/dev/null \
   | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
 for launch in mpirun srun; do
-  job=$(sbatch --parsable -O -N 1 -n 4 --output="$dir/generate-$launch-%j.out" \
+  # stderr apart: the hosts' lines at exit would land inside the client's JSON on stdout.
+  job=$(sbatch --parsable -O -N 1 -n 4 --output="$dir/generate-$launch-%j.out" --error="$dir/generate-$launch-%j.err" \
     --export="ALL,SEPAL=$sepal,SEPAL_MAP_BY=ppr:4:node,SEPAL_LAUNCH=$launch" slurm/generate.sbatch \
     "$models/stories260K" "Once upon a time" --max-new-tokens 60)
   if wait_state "$job" COMPLETED 180; then
@@ -106,7 +107,7 @@ PY
     fi
   else
     echo "FAILED: swarm job $job ($launch) did not complete (state $(job_state "$job"))"
-    tail -5 "$dir/generate-$launch-$job.out"; failed=$((failed + 1))
+    tail -5 "$dir/generate-$launch-$job.out" "$dir/generate-$launch-$job.err"; failed=$((failed + 1))
   fi
 done
 fi
