@@ -163,6 +163,7 @@ struct PeerState {
   std::deque<DeferredChunk> deferred;   // chunks held back (in order) while over the receive budget
   bool rejected_logged = false;  // a message that failed a check was logged for this peer
   bool failed = false;           // error reported or goodbye received
+  bool said_goodbye = false;     // its goodbye arrived: it is closing, and waits for ours
   bool reported = false;
   std::vector<std::pair<PeerId, Status>>* failures = nullptr;  ///< the transport's, for callbacks
 };
@@ -415,6 +416,7 @@ struct UcxTransport::State {
 
   void on_bye(PeerState& peer) {
     peer.failed = true;  // leaving: its endpoint closing is not a failure
+    peer.said_goodbye = true;
     peer.reported = true;
     liveness.forget(peer.id);
     std::lock_guard lock(mutex);
@@ -709,13 +711,32 @@ struct UcxTransport::State {
 
   void shutdown() {
     const std::lock_guard worker_lock(worker_mutex);  // a late send() finds it taken and only queues
-    // Goodbye first: closing an endpoint fires the other side's error handler.
+    // Goodbye first: closing an endpoint fires the other side's error handler. A peer that said
+    // goodbye already gets ours too: it waits for it before closing.
     for (auto& [id, peer] : peers) {
-      if (!peer->failed) send_message(*peer, Kind::kBye, nullptr);
+      if (!peer->failed || peer->said_goodbye) send_message(*peer, Kind::kBye, nullptr);
     }
+    // Then up to 200 ms for the goodbyes to go out, ending sooner once every peer has left too
+    // (its goodbye arrived, or it failed) and ours are sent: a job whose ranks end together
+    // closes at once, and no peer that stays is left to mistake our closing for a failure.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-    while (std::chrono::steady_clock::now() < deadline) {
+    const auto all_left = [&] {
+      for (const auto& [id, peer] : peers) {
+        if (!peer->failed) return false;
+      }
+      return true;
+    };
+    while (std::chrono::steady_clock::now() < deadline && !(all_left() && !sending())) {
       if (ucp_worker_progress(worker) == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    // Our goodbyes completed here; a flush takes them to the peers before the endpoints close.
+    ucp_request_param_t flush_param{};
+    void* flush = ucp_worker_flush_nbx(worker, &flush_param);
+    if (UCS_PTR_IS_PTR(flush)) {
+      while (ucp_request_check_status(flush) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline) {
+        ucp_worker_progress(worker);
+      }
+      ucp_request_free(flush);
     }
     std::vector<void*> closing;
     for (auto& [id, peer] : peers) {
