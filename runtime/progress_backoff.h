@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
 
 namespace sepal {
 
@@ -22,27 +21,32 @@ class ProgressBackoff {
   static constexpr auto kSpin = std::chrono::microseconds(50);
 
   /// Call after a pass that did work.
-  void busy() { idle_since_.reset(); }
+  void busy() { idle_ = false; }
 
   /// Call after a pass that found nothing to do: true while the loop should poll again at once,
   /// false when it should block (wait for an event, or sleep for sleep_step()).
   bool keep_polling() {
     const auto now = Clock::now();
-    if (!idle_since_) idle_since_ = now;
-    return now - *idle_since_ < kSpin;
+    if (!idle_) {
+      idle_ = true;
+      idle_since_ = now;
+    }
+    return now - idle_since_ < kSpin;
   }
 
   /// For a loop without an event to wait for: how long to sleep now. Grows with the idle stretch
   /// from 20 µs to 500 µs, so a long-idle rank wakes 2000 times a second at most.
   std::chrono::microseconds sleep_step() const {
-    if (!idle_since_) return std::chrono::microseconds(0);
-    const auto idle =
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - *idle_since_);
+    if (!idle_) return std::chrono::microseconds(0);
+    const auto idle = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - idle_since_);
     return std::clamp(idle / 10, std::chrono::microseconds(20), std::chrono::microseconds(500));
   }
 
  private:
-  std::optional<Clock::time_point> idle_since_;
+  // Since when passes have found nothing to do (a plain pair: GCC 12 takes an optional time
+  // point here for uninitialised once inlined).
+  bool idle_ = false;
+  Clock::time_point idle_since_{};
 };
 
 }  // namespace sepal

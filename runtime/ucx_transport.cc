@@ -4,6 +4,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <ucp/api/ucp.h>
+#include <ucs/config/global_opts.h>
+#include <ucs/debug/log_def.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +30,8 @@ namespace {
 
 constexpr unsigned kAmMessage = 11;
 constexpr int kKeyTag = 7411;  // MPI tag of the link keys rank 0 hands out in create_over_mpi
+// The longest a closing transport waits for its goodbyes to go out (State::shutdown).
+constexpr auto kGoodbyeWait = std::chrono::milliseconds(200);
 
 enum class Kind : std::uint32_t { kChunk = 1, kKeepalive = 2, kBye = 3 };
 
@@ -163,7 +167,8 @@ struct PeerState {
   std::deque<DeferredChunk> deferred;   // chunks held back (in order) while over the receive budget
   bool rejected_logged = false;  // a message that failed a check was logged for this peer
   bool failed = false;           // error reported or goodbye received
-  bool said_goodbye = false;     // its goodbye arrived: it is closing, and waits for ours
+  /// When its goodbye arrived: for kGoodbyeWait after it, it is closing and waits for ours.
+  std::optional<std::chrono::steady_clock::time_point> goodbye_at;
   bool reported = false;
   std::vector<std::pair<PeerId, Status>>* failures = nullptr;  ///< the transport's, for callbacks
 };
@@ -416,7 +421,7 @@ struct UcxTransport::State {
 
   void on_bye(PeerState& peer) {
     peer.failed = true;  // leaving: its endpoint closing is not a failure
-    peer.said_goodbye = true;
+    peer.goodbye_at = std::chrono::steady_clock::now();
     peer.reported = true;
     liveness.forget(peer.id);
     std::lock_guard lock(mutex);
@@ -711,15 +716,18 @@ struct UcxTransport::State {
 
   void shutdown() {
     const std::lock_guard worker_lock(worker_mutex);  // a late send() finds it taken and only queues
-    // Goodbye first: closing an endpoint fires the other side's error handler. A peer that said
-    // goodbye already gets ours too: it waits for it before closing.
+    // Goodbye first: closing an endpoint fires the other side's error handler. A peer whose
+    // goodbye came within the wait below gets ours too: it is waiting for it. One that left
+    // earlier is gone (a send to it would never complete).
+    const auto now = std::chrono::steady_clock::now();
     for (auto& [id, peer] : peers) {
-      if (!peer->failed || peer->said_goodbye) send_message(*peer, Kind::kBye, nullptr);
+      const bool closing_too = peer->goodbye_at && now - *peer->goodbye_at < kGoodbyeWait;
+      if (!peer->failed || closing_too) send_message(*peer, Kind::kBye, nullptr);
     }
-    // Then up to 200 ms for the goodbyes to go out, ending sooner once every peer has left too
-    // (its goodbye arrived, or it failed) and ours are sent: a job whose ranks end together
+    // Then up to kGoodbyeWait for the goodbyes to go out, ending sooner once every peer has left
+    // too (its goodbye arrived, or it failed) and ours are sent: a job whose ranks end together
     // closes at once, and no peer that stays is left to mistake our closing for a failure.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    const auto deadline = now + kGoodbyeWait;
     const auto all_left = [&] {
       for (const auto& [id, peer] : peers) {
         if (!peer->failed) return false;
@@ -728,15 +736,6 @@ struct UcxTransport::State {
     };
     while (std::chrono::steady_clock::now() < deadline && !(all_left() && !sending())) {
       if (ucp_worker_progress(worker) == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    // Our goodbyes completed here; a flush takes them to the peers before the endpoints close.
-    ucp_request_param_t flush_param{};
-    void* flush = ucp_worker_flush_nbx(worker, &flush_param);
-    if (UCS_PTR_IS_PTR(flush)) {
-      while (ucp_request_check_status(flush) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline) {
-        ucp_worker_progress(worker);
-      }
-      ucp_request_free(flush);
     }
     std::vector<void*> closing;
     for (auto& [id, peer] : peers) {
@@ -768,6 +767,12 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   // a killed peer is reported within this interval, however long our liveness timeout is (the
   // default is 20 s). Over TCP a broken connection is reported at once anyway.
   setenv("UCX_KEEPALIVE_INTERVAL", "200ms", /*overwrite=*/0);
+  // UCX logs to stdout unless told otherwise, into the text and JSON a client prints there; its
+  // options were read when the library loaded, so the log is reopened on stderr.
+  if (std::getenv("UCX_LOG_FILE") == nullptr && ucs_global_opts_set_value("LOG_FILE", "stderr") == UCS_OK) {
+    ucs_log_cleanup();
+    ucs_log_init();
+  }
   auto state = std::make_unique<State>(options);
   state->self = self;
   ucp_config_t* config = nullptr;
