@@ -767,12 +767,18 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   // a killed peer is reported within this interval, however long our liveness timeout is (the
   // default is 20 s). Over TCP a broken connection is reported at once anyway.
   setenv("UCX_KEEPALIVE_INTERVAL", "200ms", /*overwrite=*/0);
-  // UCX logs to stdout unless told otherwise, into the text and JSON a client prints there; its
-  // options were read when the library loaded, so the log is reopened on stderr.
-  if (std::getenv("UCX_LOG_FILE") == nullptr && ucs_global_opts_set_value("LOG_FILE", "stderr") == UCS_OK) {
-    ucs_log_cleanup();
-    ucs_log_init();
-  }
+  // UCX logs to stdout unless told otherwise, into the text and JSON a client prints there. Its
+  // options were read when the library loaded, so the log is reopened on stderr, once a process
+  // (the processes it spawns read the variable when they load the library).
+  static std::once_flag log_on_stderr;
+  std::call_once(log_on_stderr, [] {
+    if (std::getenv("UCX_LOG_FILE") != nullptr) return;
+    setenv("UCX_LOG_FILE", "stderr", /*overwrite=*/0);
+    if (ucs_global_opts_set_value("LOG_FILE", "stderr") == UCS_OK) {
+      ucs_log_cleanup();
+      ucs_log_init();
+    }
+  });
   auto state = std::make_unique<State>(options);
   state->self = self;
   ucp_config_t* config = nullptr;
