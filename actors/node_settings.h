@@ -22,6 +22,8 @@ struct SwarmNodeSettings {
   TransportChoice transport{"ucx", kSwarmLiveness, true, {}};
   MembershipOptions membership{std::chrono::milliseconds(250), std::chrono::milliseconds(3000)};
   int scheduler_threads = 2;
+  /// Joining a running swarm: how long to wait for its port file and the connection to it.
+  std::chrono::milliseconds join_timeout{60000};
 };
 
 }  // namespace sepal

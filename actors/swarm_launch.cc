@@ -67,24 +67,27 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
   return ClientNode::start(std::move(node).value(), std::move(launch.client));
 }
 
-Status run_host(int* argc, char*** argv, const HostLaunch& launch) {
-  SEPAL_RETURN_IF_ERROR(mpi_init(argc, argv));
+HostExit run_host(int* argc, char*** argv, const HostLaunch& launch) {
+  if (Status s = mpi_init(argc, argv); !s.is_ok()) return {s};
   Result<std::unique_ptr<SwarmNode>> node = error(StatusCode::kInternal, "no node");
   if (launch.spawned) {
     auto parent = merge_with_parent();
-    if (!parent.is_ok()) return parent.status();
+    if (!parent.is_ok()) return {parent.status()};
     node = SwarmNode::over_comm(parent.value(), kHostRole, launch.node);
   } else {
-    if (!launch.secret) return error(StatusCode::kInvalidArgument, "joining a swarm needs its secret");
+    if (!launch.secret) return {error(StatusCode::kInvalidArgument, "joining a swarm needs its secret")};
     node = SwarmNode::join(launch.join_file, *launch.secret, kHostRole, launch.node);
   }
-  if (!node.is_ok()) return node.status();
-  return serve_blocks(*node.value(), launch.host);
+  if (!node.is_ok()) return {node.status()};
+  return {serve_blocks(*node.value(), launch.host), true};
 }
 
-Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret) {
+Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret,
+                                        std::chrono::milliseconds join_timeout) {
   SEPAL_RETURN_IF_ERROR(mpi_init(argc, argv));
-  auto node = SwarmNode::join(join_file, secret, kObserverRole, SwarmNodeSettings{});
+  SwarmNodeSettings settings;
+  settings.join_timeout = join_timeout;
+  auto node = SwarmNode::join(join_file, secret, kObserverRole, settings);
   if (!node.is_ok()) return node.status();
   SwarmNode& swarm = *node.value();
   // A reply can miss a newcomer whose address the client's side is still connecting to: ask again.

@@ -49,11 +49,19 @@ struct HostLaunch {
   HostSettings host;
 };
 
+/// How a block host process ended: `admitted` is false when it failed before it was a member of
+/// the swarm (a joining host whose handshake timed out can be started again).
+struct HostExit {
+  Status status;
+  bool admitted = false;
+};
+
 /// A block host process (sepal serve): its node, then serve_blocks() until the swarm ends.
-Status run_host(int* argc, char*** argv, const HostLaunch& launch);
+HostExit run_host(int* argc, char*** argv, const HostLaunch& launch);
 
 /// Joins the swarm whose port is in `join_file` as an observer for a moment (sepal status) and
 /// returns its balancer's block map.
-Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret);
+Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret,
+                                        std::chrono::milliseconds join_timeout);
 
 }  // namespace sepal

@@ -19,7 +19,7 @@ Result<std::unique_ptr<SwarmNode>> SwarmNode::over_comm(MPI_Comm comm, const std
 Result<std::unique_ptr<SwarmNode>> SwarmNode::join(const std::string& port_file, const SwarmSecret& secret,
                                                    const std::string& role, const SwarmNodeSettings& settings) {
   if (settings.transport.name != "ucx") return error(StatusCode::kInvalidArgument, "joining a running swarm needs --transport ucx");
-  auto inter = connect_to_swarm(port_file, std::chrono::seconds(60));
+  auto inter = connect_to_swarm(port_file, settings.join_timeout);
   if (!inter.is_ok()) {
     return error(inter.status().code(), "cannot reach the swarm through ", port_file, ": ", inter.status().message());
   }

@@ -63,6 +63,8 @@ Status initialise(int* argc, char*** argv) {
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS) return mpi_status(rc, "MPI_Init_thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    // Connect, accept and spawn run on MPI_COMM_SELF: a bad port name must be an error, not an abort.
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     std::atexit(finalize_at_exit);
   }
   if (provided < MPI_THREAD_MULTIPLE) {

@@ -37,7 +37,7 @@ Status send_message(MPI_Comm comm, const M& message, std::chrono::milliseconds t
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   int done = 0;
   while (!done) {
-    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    SEPAL_MPI_RETURN_IF_ERROR(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     if (done) break;
     if (std::chrono::steady_clock::now() > deadline) {
       MPI_Cancel(&request);
@@ -326,7 +326,10 @@ Result<MPI_Comm> connect_to_swarm(const std::string& port_file, std::chrono::mil
     return error(StatusCode::kTimeout, "MPI_Comm_connect to ", port_file, " did not complete (is ompi-server shared by both jobs?)");
   }
   const auto [rc, inter] = future.get();
-  SEPAL_RETURN_IF_ERROR(mpi_status(rc, "MPI_Comm_connect"));
+  if (const Status failed = mpi_status(rc, "MPI_Comm_connect"); !failed.is_ok()) {
+    return error(StatusCode::kInvalidArgument, failed.message(), " (does ", port_file,
+                 " hold the port of a running swarm, and does this job use its ompi-server?)");
+  }
   return inter;
 }
 

@@ -768,13 +768,12 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   // default is 20 s). Over TCP a broken connection is reported at once anyway.
   setenv("UCX_KEEPALIVE_INTERVAL", "200ms", /*overwrite=*/0);
   // UCX logs to stdout unless told otherwise, into the text and JSON a client prints there. Its
-  // options were read when the library loaded, so the log is reopened on stderr, once a process
-  // (the processes it spawns read the variable when they load the library).
+  // options were read when the library loaded, so the log is reopened on stderr, once a process.
   static std::once_flag log_on_stderr;
+  static bool log_file_unset = false;
   std::call_once(log_on_stderr, [] {
-    if (std::getenv("UCX_LOG_FILE") != nullptr) return;
-    setenv("UCX_LOG_FILE", "stderr", /*overwrite=*/0);
-    if (ucs_global_opts_set_value("LOG_FILE", "stderr") == UCS_OK) {
+    log_file_unset = std::getenv("UCX_LOG_FILE") == nullptr;
+    if (log_file_unset && ucs_global_opts_set_value("LOG_FILE", "stderr") == UCS_OK) {
       ucs_log_cleanup();
       ucs_log_init();
     }
@@ -793,6 +792,9 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::create(PeerId self, const Uc
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // one thread at a time, under worker_mutex
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_create(state->context, &wp, &state->worker));
+  // The processes this one spawns read the variable when they load the library. It is set only
+  // now: the first worker warns about UCX_ variables that appeared after the library read its own.
+  if (log_file_unset) setenv("UCX_LOG_FILE", "stderr", /*overwrite=*/0);
   int worker_fd = -1;
   SEPAL_UCS_RETURN_IF_ERROR(ucp_worker_get_efd(state->worker, &worker_fd));
   state->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);

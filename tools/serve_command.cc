@@ -12,6 +12,7 @@
 #include "kernels/parallel.h"
 #include "model/model_config.h"
 #include "tools/commands.h"
+#include "tools/exit_status.h"
 #include "tools/wan_options.h"
 #include "tools/weight_options.h"
 
@@ -22,7 +23,7 @@ int serve_command(int argc, char** argv) {
   WeightOptions weights;
   std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file, device_text;
   std::int64_t max_blocks = 0, cache_mb = 2048, client_sessions = 64, client_cache_mb = 0, step_tokens = 4096;
-  double throughput = 0;
+  double throughput = 0, join_timeout = 60;
   int threads = 0;
   po::options_description options("sepal serve: serve blocks of a model in a swarm");
   options.add_options()
@@ -31,6 +32,8 @@ int serve_command(int argc, char** argv) {
       ("join", po::value(&join_file), "join the swarm whose port name is in this file (sepal generate --listen)")
       ("secret-file", po::value(&secret_file), "the swarm's secret (with --join; else $SEPAL_SWARM_SECRET or\n"
                                                "$SEPAL_SWARM_SECRET_FILE)")
+      ("join-timeout", po::value(&join_timeout)->default_value(60.0),
+       "seconds to wait for the port file and the connection (then exit status 75: try again)")
       ("spawned", "started by sepal generate --hosts (internal)")
       ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
       ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
@@ -58,6 +61,7 @@ int serve_command(int argc, char** argv) {
   const bool spawned = vm.count("spawned") > 0;
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
   if (spawned && vm.count("secret-file")) throw UsageError{"--secret-file is for --join"};
+  if (!std::isfinite(join_timeout) || join_timeout <= 0) throw UsageError{"--join-timeout must be above 0 seconds"};
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
@@ -77,6 +81,7 @@ int serve_command(int argc, char** argv) {
   settings.transport.name = transport_name;
   settings.transport.wan = wan;
   settings.transport.authenticate = !vm["no-link-authentication"].as<bool>();
+  settings.join_timeout = join_timeout_ms(join_timeout);
   HostLaunch launch;
   launch.node = settings;
   launch.spawned = spawned;
@@ -88,9 +93,12 @@ int serve_command(int argc, char** argv) {
   }
   launch.host = HostSettings{model_dir, loading, max_blocks, throughput, cache_mb << 20, client_sessions,
                              client_cache_mb << 20, step_tokens, !vm["no-step-batching"].as<bool>(), device};
-  const Status served = run_host(&argc, &argv, launch);
-  if (!served.is_ok()) fail(served.message());
-  return 0;
+  const HostExit served = run_host(&argc, &argv, launch);
+  if (served.status.is_ok()) return 0;
+  if (!spawned && !served.admitted && join_failure_may_pass(served.status)) {
+    return exit_try_again("serve", served.status.message());
+  }
+  fail(served.status.message());
 }
 
 }  // namespace sepal::tools

@@ -1,6 +1,7 @@
 // sepal status: joins a running swarm for a moment and prints its block map: every host, the
 // blocks it is assigned and serves, its throughput and its open sessions.
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -9,17 +10,21 @@
 #include "kernels/error.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
+#include "tools/exit_status.h"
 
 namespace sepal::tools {
 
 int status_command(int argc, char** argv) {
   namespace po = boost::program_options;
   std::string join_file, secret_file;
+  double join_timeout = 60;
   po::options_description options("sepal status: print a running swarm's block map");
   options.add_options()
       ("help,h", "show this help")
       ("join", po::value(&join_file)->required(), "the swarm's port file (sepal generate --listen)")
       ("secret-file", po::value(&secret_file), "the swarm's secret (else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
+      ("join-timeout", po::value(&join_timeout)->default_value(60.0),
+       "seconds to wait for the port file and the connection (then exit status 75: try again)")
       ("json", "print the map as one JSON object");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -28,10 +33,14 @@ int status_command(int argc, char** argv) {
     return 0;
   }
   po::notify(vm);
+  if (!std::isfinite(join_timeout) || join_timeout <= 0) throw UsageError{"--join-timeout must be above 0 seconds"};
   auto secret = SwarmSecret::from_file_or_environment(secret_file);
   if (!secret.is_ok()) fail("sepal status needs the swarm's secret: ", secret.status().message());
-  auto map = observe_block_map(&argc, &argv, join_file, secret.value());
-  if (!map.is_ok()) fail(map.status().message());
+  auto map = observe_block_map(&argc, &argv, join_file, secret.value(), join_timeout_ms(join_timeout));
+  if (!map.is_ok()) {
+    if (join_failure_may_pass(map.status())) return exit_try_again("status", map.status().message());
+    fail(map.status().message());
+  }
   if (vm.count("json")) {
     std::cout << block_map_json(map.value()).dump(1) << "\n";
   } else {

@@ -136,7 +136,10 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   if (!device.is_cpu()) launch.host_args.insert(launch.host_args.end(), {"--device", device_name(device)});
   launch.listen_file = options.listen_file;
   launch.secret = std::move(secret);
-  launch.host = HostSettings{model_dir, loading, span, options.throughput};
+  launch.host.model_dir = model_dir;
+  launch.host.loading = loading;
+  launch.host.max_blocks = span;
+  launch.host.throughput = options.throughput;
   launch.host.batch_steps = options.step_batching;
   launch.host.device = device;
 

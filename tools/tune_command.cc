@@ -25,6 +25,7 @@
 #include "model/tuning_checkpoint.h"
 #include "tools/client_model.h"
 #include "tools/commands.h"
+#include "tools/exit_status.h"
 #include "tools/swarm_flags.h"
 #include "tools/weight_options.h"
 
@@ -32,9 +33,6 @@ namespace sepal::tools {
 namespace {
 
 namespace po = boost::program_options;
-
-// Exit status of a run stopped by a signal with its checkpoint written: try again later.
-constexpr int kExitRequeue = 75;
 
 volatile std::sig_atomic_t stop_signal = 0;
 extern "C" void request_stop(int signal) { stop_signal = signal; }
@@ -66,7 +64,10 @@ std::string trained_what(const TuningSettings& s) {
   if (s.method == TuningMethod::kPeqa) return "the scales of every projection";
   if (s.method != TuningMethod::kLora) return std::to_string(s.prompt_tokens) + " prompt tokens";
   std::string targets;
-  for (const Projection t : s.adapter.targets) targets += (targets.empty() ? "" : ",") + std::string(projection_name(t));
+  for (const Projection t : s.adapter.targets) {
+    if (!targets.empty()) targets += ',';  // appended: GCC 12 warns falsely about "..." + string
+    targets += projection_name(t);
+  }
   return "rank " + std::to_string(s.adapter.rank) + " on " + targets;
 }
 
@@ -307,8 +308,8 @@ int tune_command(int argc, char** argv) {
       save();
       std::fprintf(stderr, "%ssepal tune: %s after step %lld: wrote %s; exit %d asks to be run again (--resume %s)\n",
                    tty ? "\n" : "", stop_signal == SIGTERM ? "SIGTERM" : "SIGUSR1", static_cast<long long>(last.step),
-                   out_file.c_str(), kExitRequeue, out_file.c_str());
-      return kExitRequeue;
+                   out_file.c_str(), kExitTryAgain, out_file.c_str());
+      return kExitTryAgain;
     }
     if (stop_after > 0 && last.step >= stop_after && !trainer.done()) {
       save();

@@ -131,7 +131,7 @@ wait_for() {  # FILE PATTERN SECONDS
 }
 jobs_seen=()
 host_job() {  # [--array=1-N]: sets join and newcomers (one per element); false if one did not join
-  join=$(sbatch --parsable --oversubscribe "$@" --output="$dir/join-%j.out" --export="ALL,SEPAL=$sepal" \
+  join=$(sbatch --parsable --oversubscribe "$@" --output="$dir/join-%j.out" --export="ALL,SEPAL=${host_sepal:-$sepal}" \
     slurm/join.sbatch "$shared" "$model" --max-blocks 2 --wan rtt_ms=80)
   jobs_seen+=("$join")
   local want=1 outs=()
@@ -174,9 +174,25 @@ else
     else
       echo "ok: on scancel, host $newcomer left gracefully (the balancer logged a leave, not a failure)"
       # Two hosts as a job array; the time limit's warning (--signal=B:TERM@60) goes to each
-      # batch shell alone, as here.
+      # batch shell alone, as here. The first try of each looks for the port in a file that is
+      # not there and gives up after a second (exit status 75, as a join that timed out on a busy
+      # node): join.sbatch must start it again.
+      host_sepal=$dir/sepal-first-try-fails
+      cat > "$host_sepal" <<EOF
+#!/usr/bin/env bash
+mark=$dir/first-try-\${SLURM_ARRAY_TASK_ID:?}
+if [ -e "\$mark" ]; then exec "$sepal" "\$@"; fi
+touch "\$mark"
+args=()
+for a in "\$@"; do [ "\$a" = "$shared/swarm.port" ] && a=$shared/no-such.port; args+=("\$a"); done
+exec "$sepal" "\${args[@]}" --join-timeout 1
+EOF
+      chmod +x "$host_sepal"
       if ! host_job --array=1-2; then step="the host job array $join did not join (hosts: ${newcomers[*]})"
+      elif [ "$(grep -l "^sepal: joining failed (try 1 of 3)" "$dir"/join-*.out | wc -l)" != 2 ]; then
+        step="the hosts of job array $join did not try again after a failed first try"
       else
+        echo "ok: both hosts of job array $join joined at their second try, after a first that timed out"
         scancel --batch --signal=TERM "$join"
         if ! left_gracefully; then step="hosts ${newcomers[*]} did not leave on the warning signal"
         elif ! wait_state "${join}_1" COMPLETED 60 || ! wait_state "${join}_2" COMPLETED 60; then
@@ -190,7 +206,8 @@ fi
 if [ -n "$step" ]; then
   echo "FAILED: $step"; failed=$((failed + 1)); scancel "$swarm" "${jobs_seen[@]}" 2>/dev/null
   for f in "$log" "$dir"/join-*.out "$dir"/status-*.out; do
-    [ -f "$f" ] && { echo "--- $f"; tail -8 "$f"; }
+    # sepal's own lines (its errors come before mpirun's closing banner), then the last lines.
+    [ -f "$f" ] && { echo "--- $f"; grep "^sepal" "$f" | tail -12; echo "..."; tail -8 "$f"; }
   done
 elif ! wait_state "$swarm" COMPLETED 240; then
   echo "FAILED: the swarm job $swarm did not complete (state $(job_state "$swarm"))"; tail -8 "$log"; failed=$((failed + 1))

@@ -378,6 +378,29 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"status", "--join", "/nonexistent/port"}, "needs the swarm's secret");
 }
 
+// Joining a swarm that is not there within --join-timeout: exit status 75 (EX_TEMPFAIL), which the
+// slurm/ scripts answer with a new try; a port file that holds no port is an error for good.
+TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
+  const test::TempDir dir;
+  test::write_file(dir / "secret", std::string(48, 'k'));
+  const auto model = (test::models_dir() / "stories260K").string();
+  const std::string port = (dir / "no-swarm.port").string(), secret = (dir / "secret").string();
+  for (const auto& args : {std::vector<std::string>{"status", "--join", port, "--secret-file", secret, "--join-timeout", "0.5"},
+                           std::vector<std::string>{"serve", "--model", model, "--join", port, "--secret-file", secret,
+                                                    "--join-timeout", "0.5"}}) {
+    const auto r = run_sepal(args);
+    EXPECT_EQ(r.exit_code, 75) << r.err;
+    EXPECT_NE(r.err.find("no swarm port in " + port + " after 500 ms (exit status 75: a new try may succeed)"),
+              std::string::npos) << r.err;
+  }
+  test::write_file(dir / "garbage.port", "not a port\n");
+  const auto r = run_sepal({"status", "--join", (dir / "garbage.port").string(), "--secret-file", secret});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("does " + (dir / "garbage.port").string() + " hold the port of a running swarm"), std::string::npos) << r.err;
+  expect_failure({"status", "--join", port, "--secret-file", secret, "--join-timeout", "0"}, "--join-timeout must be above 0");
+  expect_failure({"serve", "--model", model, "--join", port, "--join-timeout", "nan"}, "--join-timeout must be above 0");
+}
+
 // --device: listed, checked, and on a machine without a usable GPU (or a build without CUDA) a
 // GPU asked for fails in one line before anything loads. Where a GPU is, gpu_cli_test runs it.
 TEST(Flags, DeviceIsListedCheckedAndAMissingGpuIsSaidInOneLine) {
