@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -313,6 +314,13 @@ Result<MPI_Comm> connect_to_swarm(const std::string& port_file, std::chrono::mil
       return error(StatusCode::kTimeout, "no swarm port in ", port_file, " after ", timeout.count(), " ms");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Port names are the MPI library's own; any of them is one word of printable characters.
+  const bool printable_word = std::all_of(port.begin(), port.end(), [](char c) { return c > ' ' && c < 127; });
+  if (!printable_word || port.size() >= MPI_MAX_PORT_NAME) {
+    return error(StatusCode::kInvalidArgument, port_file, " does not hold an MPI port name (its first line has ",
+                 printable_word ? "too many characters" : "spaces or unprintable characters",
+                 "): give the port file of a running swarm (sepal generate --listen, slurm/swarm.sbatch)");
   }
   auto promise = std::make_shared<std::promise<std::pair<int, MPI_Comm>>>();
   auto future = promise->get_future();

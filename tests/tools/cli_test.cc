@@ -393,10 +393,14 @@ TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
     EXPECT_NE(r.err.find("no swarm port in " + port + " after 500 ms (exit status 75: a new try may succeed)"),
               std::string::npos) << r.err;
   }
-  test::write_file(dir / "garbage.port", "not a port\n");
-  const auto r = run_sepal({"status", "--join", (dir / "garbage.port").string(), "--secret-file", secret});
+  test::write_file(dir / "text.port", "not a port\n");
+  expect_failure({"status", "--join", (dir / "text.port").string(), "--secret-file", secret},
+                 (dir / "text.port").string() + " does not hold an MPI port name (its first line has spaces");
+  // One word, but no port of Open MPI's: its library says so (over several lines), then sepal.
+  test::write_file(dir / "word.port", "garbage\n");
+  const auto r = run_sepal({"status", "--join", (dir / "word.port").string(), "--secret-file", secret});
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("does " + (dir / "garbage.port").string() + " hold the port of a running swarm"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("does " + (dir / "word.port").string() + " hold the port of a running swarm"), std::string::npos) << r.err;
   expect_failure({"status", "--join", port, "--secret-file", secret, "--join-timeout", "0"}, "--join-timeout must be above 0");
   expect_failure({"serve", "--model", model, "--join", port, "--join-timeout", "nan"}, "--join-timeout must be above 0");
 }
