@@ -115,9 +115,9 @@ fi
 # ---- join: a host job joins a running swarm job, shows in a status job, leaves on scancel ----
 if part join; then
 model=$models/stories260K
-# 480 tokens at an 80 ms round trip on every link (about a minute): long enough for four more
-# jobs to come and go.
-gen=(--max-new-tokens 480 --wan rtt_ms=80 --no-wire-compression)
+# 480 tokens (the model's context is 512) at a 120 ms round trip on every link (about 90 s):
+# long enough for four more jobs to come and go, two of them trying twice, on a busy machine.
+gen=(--max-new-tokens 480 --wan rtt_ms=120 --no-wire-compression)
 expected=$("$sepal" generate --model "$model" --prompt "Once upon a time" "${gen[@]:0:2}" --json 2>/dev/null \
   | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
 shared=$dir/shared; mkdir -p "$shared"
@@ -131,8 +131,9 @@ wait_for() {  # FILE PATTERN SECONDS
 }
 jobs_seen=()
 host_job() {  # [--array=1-N]: sets join and newcomers (one per element); false if one did not join
-  join=$(sbatch --parsable --oversubscribe "$@" --output="$dir/join-%j.out" --export="ALL,SEPAL=${host_sepal:-$sepal}" \
-    slurm/join.sbatch "$shared" "$model" --max-blocks 2 --wan rtt_ms=80)
+  join=$(sbatch --parsable --oversubscribe "$@" --output="$dir/join-%j.out" \
+    --export="ALL,SEPAL=${host_sepal:-$sepal},SEPAL_JOIN_RETRY_SECONDS=1" \
+    slurm/join.sbatch "$shared" "$model" --max-blocks 2 --wan rtt_ms=120)
   jobs_seen+=("$join")
   local want=1 outs=()
   [ $# -gt 0 ] && want=${1##*-}
