@@ -34,7 +34,7 @@ Result<std::unique_ptr<SwarmNode>> SwarmNode::join(const std::string& port_file,
                                      reinterpret_cast<const std::uint8_t*>(a.data()) + a.size());
   });
   if (!joined.is_ok()) {
-    return error(joined.status().code(), "the swarm did not admit this process: ", joined.status().message());
+    return error(joined.status().code(), "cannot join the swarm: ", joined.status().message());
   }
   MemberInfo self;
   for (std::size_t i = 0; i < joined->members.size(); ++i) {
@@ -65,7 +65,7 @@ Status SwarmNode::start(const MemberInfo& self, const std::vector<MemberInfo>& m
 Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret) {
   auto l = JoinListener::open(port_file, [this, secret](MPI_Comm inter) {
     auto r = admit_joiner(inter, secret, keys_, *membership_, "joining process");
-    if (!r.is_ok()) log(LogLevel::kWarn, "join refused: ", r.status().to_string());
+    if (!r.is_ok()) log(LogLevel::kWarn, r.status().message());
   });
   if (!l.is_ok()) return error(l.status().code(), "cannot listen for joining hosts: ", l.status().message());
   listener_ = std::move(l).value();

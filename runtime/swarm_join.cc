@@ -122,23 +122,27 @@ std::string this_origin() {
 Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, const LinkKeyAuthority& keys,
                                 Membership& membership, const std::string& origin, JoinOptions options) {
   MPI_Comm_set_errhandler(intercomm, MPI_ERRORS_RETURN);
+  std::string who = origin;  // the joiner's own word for itself once it has answered
   auto refuse = [&](const std::string& reason, StatusCode code) -> Status {
-    log(LogLevel::kWarn, "refused join from ", origin, ": ", reason);
     JoinWelcome no;
     no.admitted = false;
     no.reason = reason;
     (void)send_message(intercomm, no, options.step_timeout);
     disconnect(intercomm);
-    return error(code, "refused join from ", origin, ": ", reason);
+    return error(code, "refused the join of ", who, ": ", reason);
+  };
+  auto failed = [&](const Status& why) -> Status {
+    disconnect(intercomm);
+    return error(why.code(), "the join of ", who, " failed: ", why.message());
   };
   const Nonce ours = random_nonce();
   if (Status s = send_message(intercomm, JoinChallenge{kJoinVersion, to_vector(ours)}, options.step_timeout); !s.is_ok()) {
-    disconnect(intercomm);
-    return s;
+    return failed(s);
   }
   auto request = receive_message<JoinRequest>(intercomm, options.step_timeout);
   if (!request.is_ok()) return refuse("no valid answer to the challenge (" + request.status().message() + ")",
                                       request.status().code());
+  if (!request->origin.empty()) who = request->origin + " (" + origin + ")";
   Nonce theirs{};
   Proof proof{};
   if (!to_array<Nonce>(request->nonce, &theirs) || !to_array<Proof>(request->proof, &proof)) {
@@ -147,7 +151,6 @@ Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, c
   if (!secret.verify(proof, "sepal-join", ours, theirs)) {
     return refuse("wrong swarm secret (challenge answer did not verify)", StatusCode::kRefused);
   }
-  const std::string who = request->origin.empty() ? origin : request->origin;
   JoinWelcome welcome;
   welcome.admitted = true;
   welcome.assigned = membership.allocate_peer_id();
@@ -158,13 +161,10 @@ Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, c
     welcome.wrapped_keys.emplace_back(wrapped.begin(), wrapped.end());
   }
   welcome.proof = to_vector(secret.prove(welcome_purpose(welcome), theirs, ours));
-  SEPAL_RETURN_IF_ERROR(send_message(intercomm, welcome, options.step_timeout));
+  if (Status s = send_message(intercomm, welcome, options.step_timeout); !s.is_ok()) return failed(s);
   auto address = receive_message<JoinAddress>(intercomm, options.step_timeout);
+  if (!address.is_ok()) return failed(address.status());
   disconnect(intercomm);
-  if (!address.is_ok()) {
-    log(LogLevel::kWarn, "join from ", who, " abandoned: ", address.status().to_string());
-    return address.status();
-  }
   const MemberInfo member{welcome.assigned, request->role, address->address};
   SEPAL_RETURN_IF_ERROR(membership.admit(member, keys));
   log(LogLevel::kInfo, "admitted ", who, " as member ", member.peer, " (", member.role, ")");
@@ -199,7 +199,7 @@ Result<JoinResult> join_swarm(MPI_Comm intercomm, const SwarmSecret& secret, con
   }
   if (!welcome->admitted) {
     disconnect(intercomm);
-    return error(StatusCode::kRefused, "the swarm refused to admit this process: ", welcome->reason);
+    return error(StatusCode::kRefused, "refused: ", welcome->reason);
   }
   Proof proof{};
   if (!to_array<Proof>(welcome->proof, &proof) || !secret.verify(proof, welcome_purpose(welcome.value()), ours, theirs)) {

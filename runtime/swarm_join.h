@@ -6,7 +6,7 @@
 //   - JoinListener / connect_to_swarm(): a separately launched job connects through an MPI port
 //     (MPI_Open_port / MPI_Comm_accept / MPI_Comm_connect; both jobs need the same ompi-server).
 // Over the resulting intercommunicator, admit_joiner() and join_swarm() run a mutual
-// challenge-response on the swarm secret; a joiner without it is refused and the reason logged.
+// challenge-response on the swarm secret; a joiner without it is refused with the reason.
 // Both sides then disconnect the intercommunicator, so members come and go independently.
 //
 // Thread-safety: each function runs on its calling thread; JoinListener accepts on its own thread.
@@ -34,9 +34,10 @@ struct JoinOptions {
 /// Coordinator side, over an intercommunicator whose remote rank 0 is the joiner: challenges it,
 /// welcomes or refuses it, and admits it into `membership`. The welcome names the joiner's id,
 /// the members, and the key of the joiner's link to each (from `keys`, wrapped under a key both
-/// sides derive from the secret and the nonces), all covered by the welcome's proof. kRefused
-/// (logged with the reason) for a wrong secret; kTimeout for a joiner that stops answering.
-/// Disconnects `intercomm`.
+/// sides derive from the secret and the nonces), all covered by the welcome's proof. kRefused for
+/// a wrong secret; kTimeout for a joiner that stops answering; each error names the joiner
+/// (`origin`, and the host:pid it gives) and the reason, for the caller to log. Disconnects
+/// `intercomm`.
 Result<MemberInfo> admit_joiner(MPI_Comm intercomm, const SwarmSecret& secret, const LinkKeyAuthority& keys,
                                 Membership& membership, const std::string& origin, JoinOptions options = {});
 

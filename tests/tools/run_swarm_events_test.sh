@@ -3,7 +3,7 @@
 # separately launched job (sepal serve --join), and is inspected by sepal status, all during one
 # generation: the text must equal the reference, and the balancer's block map (the client's
 # --block-map-log) must, after the leave, no longer list the leaver and still serve every block,
-# and after the join list the newcomer with a range.
+# and after the join list the newcomer with a range; a process with the wrong secret is refused.
 #   run_swarm_events_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -47,6 +47,12 @@ for _ in $(seq 3000); do grep -q "serves blocks" "$dir/joiner.err" 2>/dev/null &
 timeout 60 mpirun --ompi-server "file:$dir/uri" -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" \
   > "$dir/status.txt" 2> "$dir/status.err"
 echo "--- sepal status"; cat "$dir/status.txt"
+# 4. A process with the wrong secret is refused: exit status 1 (not 75: trying again cannot help),
+# the reason on its last line, and the swarm logs whom it refused.
+printf 'not-the-swarm-secret-0123456789\n' > "$dir/wrong"
+timeout 60 mpirun --ompi-server "file:$dir/uri" -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/wrong" \
+  > /dev/null 2> "$dir/wrong.err"
+wrong_rc=$?
 wait $job
 wait $joiner
 
@@ -81,9 +87,15 @@ assert re.search(r"f32 weights, f32 caches, cpu [a-z0-9]+$", newcomer_line), "se
 print(f"ok: block map after the leave of {leaver} and the join of {newcomer}")
 PY
 then :; else echo "FAILED: block map checks"; failed=$((failed + 1)); fi
+if [ "$wrong_rc" = 1 ] && grep -q "^sepal status: error: cannot join the swarm: refused: wrong swarm secret" "$dir/wrong.err" \
+  && grep -q "refused the join of .*: wrong swarm secret" "$dir/err.txt"; then
+  echo "ok: a process with the wrong secret was refused (exit status 1) and the swarm logged it"
+else
+  echo "FAILED: the wrong secret: exit status $wrong_rc"; grep sepal "$dir/wrong.err"; failed=$((failed + 1))
+fi
 if [ "$failed" -ne 0 ]; then
   echo "--- client stderr"; tail -30 "$dir/err.txt"; echo "--- joiner stderr"; tail -10 "$dir/joiner.err"
   echo "--- status stderr"; grep -v "^ *$" "$dir/status.err" | head -5
 fi
-echo "$((3 - failed)) passed, $failed failed"
+echo "$((4 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
