@@ -238,15 +238,14 @@ struct UcxTransport::State {
   }
 
   // Logs a refused message once per peer (an attacker must not be able to flood the log).
-  void reject(PeerState* peer, std::uint32_t claimed, const char* why) {
+  void reject(PeerState* peer, std::uint32_t claimed, const char* why, LogLevel level = LogLevel::kWarn) {
     if (peer) {
       if (peer->rejected_logged) return;
       peer->rejected_logged = true;
     } else {
       if (unknown_logged.size() >= 64 || !unknown_logged.insert(claimed).second) return;
     }
-    log(LogLevel::kWarn, "ucx: dropped a message claiming to come from peer ", claimed, ": ", why,
-        " (logged once per peer)");
+    log(level, "ucx: dropped a message claiming to come from peer ", claimed, ": ", why, " (logged once per peer)");
   }
 
   // ---- callbacks (run inside ucp_worker_progress on the progress thread) ----
@@ -292,7 +291,9 @@ struct UcxTransport::State {
     std::memcpy(&h, header, sizeof(h));
     const auto it = self->peers.find(h.sender);
     if (it == self->peers.end()) {
-      self->reject(nullptr, h.sender, "no link with that peer");
+      // Every join does this once or twice: a newcomer links to every member at once, and its
+      // first messages can come before its admission reaches this process. Not worth a warning.
+      self->reject(nullptr, h.sender, "no link with that peer yet", LogLevel::kInfo);
       return UCS_OK;
     }
     PeerState& peer = *it->second;
