@@ -34,6 +34,14 @@ BlockHost::BlockHost(std::shared_ptr<const BlockStack> blocks, BlockHostOptions 
 void BlockHost::set_blocks(std::shared_ptr<const BlockStack> blocks, double tokens_per_second) {
   std::lock_guard lock(mutex_);
   blocks_ = std::move(blocks);
+  for (const auto& [key, session] : sessions_) {
+    if (!moved_sessions_.insert(key).second) continue;
+    moved_order_.push_back(key);
+    if (moved_order_.size() > kMaxMovedSessions) {
+      moved_sessions_.erase(moved_order_.front());
+      moved_order_.pop_front();
+    }
+  }
   sessions_.clear();
   held_adapters_.clear();
   if (tokens_per_second > 0) tokens_per_second_ = tokens_per_second;
@@ -140,6 +148,10 @@ Result<BlockHost::Session*> BlockHost::find(SessionKey key, Scheduler::Clock::ti
   auto it = sessions_.find(key);
   if (it == sessions_.end()) {
     if (leaving_) return error(StatusCode::kUnavailable, "the host is leaving; session ", key.second, " ended");
+    if (moved_sessions_.count(key) && blocks_) {
+      return error(StatusCode::kNotFound, "session ", key.second, " ended when this host moved to blocks [",
+                   blocks_->first(), ", ", blocks_->last(), ")");
+    }
     return error(StatusCode::kNotFound, "no session ", key.second, " from peer ", key.first,
                  " (never opened, closed, ended by a change of blocks, or idle for longer than the timeout)");
   }
@@ -206,7 +218,7 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   } catch (const Error& e) {
     return error(StatusCode::kResourceExhausted, e.what());
   }
-  Session s{std::move(*cache), first, 0, ctx.system().scheduler().now(), {}, 0, 0};
+  Session s{std::move(*cache), first, 0, ctx.system().scheduler().now(), {}, 0, 0, {}, std::nullopt, {}};
   if (m.prompts.elements() > 0) {
     const TensorPayload& p = m.prompts;
     if (p.type != ElementType::kF32 || p.shape.size() != 3 || p.shape[0] != last - first || p.shape[2] != c.hidden_size ||

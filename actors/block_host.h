@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <functional>
+#include <deque>
 #include <map>
 #include <optional>
 #include <memory>
@@ -194,6 +195,11 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   BlockHostOptions options_;
   bool leaving_ = false;
   std::map<SessionKey, Session> sessions_;
+  // Sessions ended by the last moves (set_blocks), the oldest forgotten past kMaxMovedSessions:
+  // a client that steps one of them learns that the host moved, not that it failed.
+  static constexpr std::size_t kMaxMovedSessions = 4096;
+  std::set<SessionKey> moved_sessions_;
+  std::deque<SessionKey> moved_order_;
   static constexpr std::int64_t kMaxBatchRows = 64;  // a batch this big runs without waiting for the mailbox
   std::vector<PendingStep> batch_;  // steps gathered for the next batch
   std::int64_t batched_rows_ = 0;   // their rows (counted in a new step's working memory)

@@ -21,6 +21,10 @@ bool host_lost(StatusCode code) {
          code == StatusCode::kCancelled || code == StatusCode::kUnavailable;
 }
 
+// The host answered, alive, that it holds no such session: it moved to other blocks (or dropped an
+// idle session). Its blocks go elsewhere, but it has not failed.
+bool host_moved(StatusCode code) { return code == StatusCode::kNotFound; }
+
 }  // namespace
 
 Status ClientDriver::check_adapter(const AdapterPayload& a) const {
@@ -77,6 +81,7 @@ struct ClientDriver::Replacement {
   std::size_t j = 0;                ///< the new hop being rebuilt
   std::vector<TensorPayload> x;     ///< its inputs: the old hop's, then each new hop's outputs
   std::function<void(Session&, Result<std::size_t>, bool)> done;
+  bool moved = false;  ///< the old host moved rather than failed
 };
 
 bool ClientDriver::PushAttempt::settled() const {
@@ -330,7 +335,7 @@ void ClientDriver::open_hops(Session& s, std::size_t i) {
     }
     log(LogLevel::kWarn, describe_hop(s.route[i].at), " unusable (", opened.status().to_string(), "); routing around it");
     planner_->report_failure(s.route[i].at.host.address.peer);
-    failover(s, i, [this, i](Session& s, Result<std::size_t> count) {
+    failover(s, i, /*moved=*/false, [this, i](Session& s, Result<std::size_t> count) {
       if (!count.is_ok()) return fail_operation(s, count.status());
       open_hops(s, i + count.value());  // the new hops are open already
     });
@@ -440,7 +445,8 @@ void ClientDriver::finish_push(Session& s) {
   }
   if (resume_at == s.route.size()) return complete_step(s, std::move(current));
   const Status why = attempt.failure ? attempt.failure->second : error(StatusCode::kInternal, "push ended early");
-  log(LogLevel::kWarn, "session ", s.id, ": push failed at hop ", resume_at, " (", why.to_string(), "); relaying from there");
+  log(host_moved(why.code()) ? LogLevel::kInfo : LogLevel::kWarn, "session ", s.id, ": push failed at hop ", resume_at,
+      " (", why.to_string(), "); relaying from there");
   ++s.tag;  // a new attempt: the failed push's stragglers are ignored
   relay_from(s, resume_at, std::move(current), /*rollback=*/true);  // later hops may have advanced
 }
@@ -488,9 +494,14 @@ void ClientDriver::hop_lost(Session& s, std::size_t i, TensorPayload input, cons
     return fail_operation(s, error(StatusCode::kUnavailable, "gave up on blocks [", hop.first, ", ", hop.last, ") after ",
                                    options_.max_failovers, " failovers (last: ", why.to_string(), ")"));
   }
-  log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop), " lost: ", why.to_string());
-  planner_->report_failure(hop.host.address.peer);
-  failover(s, i, [this, i, input](Session& s, Result<std::size_t> count) {
+  const bool moved = host_moved(why.code());
+  if (moved) {
+    log(LogLevel::kInfo, "session ", s.id, ": ", describe_hop(hop), " no longer holds it: ", why.message());
+  } else {
+    log(LogLevel::kWarn, "session ", s.id, ": ", describe_hop(hop), " lost: ", why.to_string());
+    planner_->report_failure(hop.host.address.peer);
+  }
+  failover(s, i, moved, [this, i, input](Session& s, Result<std::size_t> count) {
     if (!count.is_ok()) return fail_operation(s, count.status());
     step_hop(s, i, input, /*rollback=*/false);  // fresh sessions are at the length already
   });
@@ -522,14 +533,14 @@ Status ClientDriver::accept_output(Session& s, const TensorPayload& t, std::int6
 
 // ---- failover ----
 
-void ClientDriver::failover(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>)> done) {
+void ClientDriver::failover(Session& s, std::size_t i, bool moved, std::function<void(Session&, Result<std::size_t>)> done) {
   // A new route for the hop's blocks; a failure there moves on to yet another route.
-  replace_hop(s, i, [this, i, done](Session& s, Result<std::size_t> count, bool retryable) {
+  replace_hop(s, i, moved, [this, i, done](Session& s, Result<std::size_t> count, bool retryable) {
     if (!count.is_ok() && retryable && host_lost(count.status().code()) &&
         ++s.failover_attempts <= options_.max_failovers) {
       log(LogLevel::kWarn, "session ", s.id, ": re-routing blocks [", s.route[i].at.first, ", ", s.route[i].at.last,
           ") failed: ", count.status().to_string());
-      return failover(s, i, done);
+      return failover(s, i, /*moved=*/false, done);
     }
     done(s, std::move(count));
   });
@@ -548,8 +559,10 @@ void ClientDriver::warn_numerics_change(const RouteHop& failed, const std::vecto
   }
 }
 
-void ClientDriver::replace_hop(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>, bool)> done) {
+void ClientDriver::replace_hop(Session& s, std::size_t i, bool moved,
+                               std::function<void(Session&, Result<std::size_t>, bool)> done) {
   auto r = std::make_shared<Replacement>();
+  r->moved = moved;
   r->i = i;
   r->old = s.route[i].at;
   r->done = std::move(done);
@@ -571,7 +584,7 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
   if (r->j == r->hops.size()) {
     std::string text;
     for (const Hop& hop : r->hops) text += (text.empty() ? "" : " -> ") + describe_hop(hop.at);
-    log(LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
+    log(r->moved ? LogLevel::kInfo : LogLevel::kWarn, "session ", s.id, ": blocks [", r->old.first, ", ", r->old.last, ") move from host ",
         r->old.host.address.peer, " to ", text,
         s.length > 0 ? " (replayed " + std::to_string(s.length) + " positions)" : std::string());
     std::vector<RouteHop> replacement;

@@ -100,10 +100,12 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
 
   // Failover: a new route for hop i's blocks, its inputs replayed there, trying other routes while
   // their hosts fail (up to max_failovers for the operation). `done` gets how many hops replaced
-  // hop i.
-  void failover(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>)> done);
+  // hop i. `moved`: hop i's host is alive and serves other blocks now (the balancer moved it), a
+  // planned change that is logged at info, not as a warning.
+  void failover(Session& s, std::size_t i, bool moved, std::function<void(Session&, Result<std::size_t>)> done);
   // One try of it; `retryable` is false when there was no route at all (the planner waited).
-  void replace_hop(Session& s, std::size_t i, std::function<void(Session&, Result<std::size_t>, bool retryable)> done);
+  void replace_hop(Session& s, std::size_t i, bool moved,
+                   std::function<void(Session&, Result<std::size_t>, bool retryable)> done);
   struct Replacement;
   void rebuild(Session& s, std::shared_ptr<Replacement> r);
   // Sends `steps` to `hop` in order (a few in flight), from position 0; `done` gets its outputs.

@@ -43,7 +43,7 @@ RowBatcher::Clock::time_point RowBatcher::gathered_by() const {
 }
 
 void RowBatcher::row(const float* in, float* out, const Compute& compute, Membership* member) {
-  Request mine{in, out, member};
+  Request mine{in, out, member, false, {}};
   std::unique_lock lock(mutex_);
   const auto gathered_before = gathered_by();
   if (member) {

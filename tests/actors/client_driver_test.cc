@@ -48,7 +48,9 @@ class ManualSwarm {
       auto blocks = std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, loading));
       BlockHostOptions options;
       options.numerics = describe_numerics(loading, "cpu");
-      hosts.push_back(RouteHop{node.system->spawn_with_id<BlockHost>(kBlockHostActorId, blocks, options), first, last,
+      auto host = std::make_unique<BlockHost>(blocks, options);
+      block_hosts_.push_back(host.get());
+      hosts.push_back(RouteHop{node.system->adopt_with_id(kBlockHostActorId, std::move(host)), first, last,
                                options.numerics});
     }
     auto planner = std::make_unique<test::FixedRoutes>(hosts);
@@ -72,6 +74,13 @@ class ManualSwarm {
   ActorSystem& system(PeerId peer) { return *nodes_.at(peer)->system; }
   ActorRef<ClientDriverProtocol> driver() const { return driver_; }
   void kill(PeerId peer) { net_->kill(peer); }
+  /// Host `peer` serves blocks [first, last) from now on, and the planner knows it, as when the
+  /// balancer moves a host.
+  void move(PeerId peer, std::int64_t first, std::int64_t last) {
+    block_hosts_.at(peer - 1)->set_blocks(
+        std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, first, last, DType::kF32)), 0);
+    planner_->move(peer, first, last);
+  }
   /// Moves the virtual clock (nothing runs meanwhile).
   void advance(std::chrono::milliseconds by) { scheduler_.advance(by); }
   const test::FixedRoutes& planner() const { return *planner_; }
@@ -133,6 +142,7 @@ class ManualSwarm {
   std::vector<std::unique_ptr<Node>> nodes_;
   PeerId client_ = 0;
   test::FixedRoutes* planner_ = nullptr;
+  std::vector<BlockHost*> block_hosts_;  // host peer p is block_hosts_[p - 1]; owned by its system
   ActorRef<ClientDriverProtocol> driver_;
 };
 
@@ -322,6 +332,22 @@ TEST_P(DriverFaults, ALostReplyIsRecoveredFrom) {
   EXPECT_EQ(run.ids, test::greedy_reference("stories260K").generated_ids);
   EXPECT_EQ(run.report.failovers, 0);
   EXPECT_TRUE(on_route(run.report, lossy));
+}
+
+TEST_P(DriverFaults, AHostThatMovedToOtherBlocksIsLeftWithoutCountingItAsFailed) {
+  ManualSwarm swarm(push());
+  PeerId moved = 0;
+  // After token 6 the balancer moves the route's first host from [0, 2) to [2, 5): it ends its
+  // sessions and says so at the next step. Its blocks go to the replica, and the host, which
+  // answered, is not avoided as a failed one.
+  const Generated run = generate_reference(swarm, [&](std::size_t tokens, ManualSession& session) {
+    if (tokens == 6) {
+      moved = session.report().route.front().host;
+      swarm.move(moved, 2, 5);
+    }
+  }, speculative());
+  expect_recovered(run, moved);
+  EXPECT_FALSE(swarm.planner().failed().count(moved));
 }
 
 TEST(DriverPush, AHostKilledInTheMiddleOfAPushIsReplaced) {

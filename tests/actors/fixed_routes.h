@@ -32,6 +32,12 @@ class FixedRoutes final : public RoutePlanner {
     done(std::move(hops));
   }
   void report_failure(PeerId peer) override { failed_.insert(peer); }
+  /// Host `peer` serves [first, last) from now on (a balancer's map after it moved the host).
+  void move(PeerId peer, std::int64_t first, std::int64_t last) {
+    for (auto& h : hosts_) {
+      if (h.host.address.peer == peer) h.first = first, h.last = last;
+    }
+  }
   const std::set<PeerId>& failed() const { return failed_; }
 
  private:
