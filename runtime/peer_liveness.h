@@ -31,8 +31,12 @@ class PeerLiveness {
   }
   /// Peers that need a keepalive now; marks them as sent.
   std::vector<PeerId> keepalives_due(Clock::time_point now);
-  /// Peers silent for longer than the failure timeout.
-  std::vector<PeerId> overdue(Clock::time_point now) const;
+  /// Peers silent for longer than the failure timeout. The owner calls it every pass of its loop
+  /// (a few milliseconds apart at most): a gap of more than a quarter of the failure timeout since
+  /// the last call means this thread did not run (the process or the whole machine was paused or
+  /// starved, as a loaded 2-core machine starves it), and the peers, paused too or unheard by a
+  /// thread that was not there, are not blamed for that gap: it is added to their time.
+  std::vector<PeerId> overdue(Clock::time_point now);
 
  private:
   struct Times {
@@ -40,6 +44,7 @@ class PeerLiveness {
   };
   LivenessOptions options_;
   std::map<PeerId, Times> peers_;
+  Clock::time_point last_look_{};
 };
 
 }  // namespace sepal

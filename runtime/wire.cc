@@ -68,6 +68,7 @@ WireWriter::WireWriter(const Envelope& e) {
   h.dst_actor = e.dst_actor;
   h.request_id = e.request_id;
   h.kind = static_cast<std::uint8_t>(e.kind);
+  frame_.head_.reserve(256);  // a header and a message's fields, most of the time, in one allocation
   append(&h, sizeof(h));
 }
 

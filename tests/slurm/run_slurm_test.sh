@@ -159,6 +159,9 @@ left_gracefully() {  # all newcomers logged as leaving within 60 s
 }
 step=""
 if ! wait_for "$log" "^sepal: route" 120; then step="the swarm job did not start generating"
+elif SEPAL_JOIN_TRIES=0 bash slurm/join.sbatch "$shared" "$model" 2> "$dir/tries.err" \
+     || ! grep -q "SEPAL_JOIN_TRIES must be a whole number from 1 to 999, not '0'" "$dir/tries.err"; then
+  step="join.sbatch did not refuse SEPAL_JOIN_TRIES=0 ($(cat "$dir/tries.err"))"
 elif ! host_job; then step="the host job $join did not join"
 else
   newcomer=${newcomers[0]}
