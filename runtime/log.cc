@@ -3,7 +3,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
+
+#include <sys/time.h>
 
 namespace sepal {
 namespace {
@@ -23,6 +26,29 @@ LogLevel threshold() {
   return level;
 }
 
+// SEPAL_LOG_TIME=1: each line starts with the wall-clock time (UTC, to the millisecond), so the
+// logs of several processes can be laid side by side.
+bool timestamps() {
+  static const bool on = [] {
+    const char* v = std::getenv("SEPAL_LOG_TIME");
+    return v && !std::strcmp(v, "1");
+  }();
+  return on;
+}
+
+// "HH:MM:SS.mmm " or "".
+std::string time_prefix() {
+  if (!timestamps()) return {};
+  timeval now{};
+  gettimeofday(&now, nullptr);
+  tm utc{};
+  gmtime_r(&now.tv_sec, &utc);
+  char text[32];
+  std::snprintf(text, sizeof(text), "%02d:%02d:%02d.%03d ", utc.tm_hour, utc.tm_min, utc.tm_sec,
+                static_cast<int>(now.tv_usec / 1000));
+  return text;
+}
+
 }  // namespace
 
 bool log_enabled(LogLevel level) { return level >= threshold(); }
@@ -34,8 +60,9 @@ void set_log_prefix(const std::string& prefix) {
 
 void log_line(LogLevel level, const std::string& line) {
   static const char* names[] = {"debug", "info", "warn", "error"};
+  const std::string time = time_prefix();
   std::lock_guard lock(g_mutex);
-  std::fprintf(stderr, "sepal%s%s [%s] %s\n", g_prefix.empty() ? "" : " ", g_prefix.c_str(),
+  std::fprintf(stderr, "%ssepal%s%s [%s] %s\n", time.c_str(), g_prefix.empty() ? "" : " ", g_prefix.c_str(),
                names[static_cast<int>(level)], line.c_str());
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Minimal logging for the runtime and actors: one line per event, to stderr, with the process's
 // peer id, logged once where a problem is detected (UCX's logging rule). The threshold comes from
-// SEPAL_LOG=debug|info|warn|error (default warn).
+// SEPAL_LOG=debug|info|warn|error (default warn); SEPAL_LOG_TIME=1 starts each line with the time.
 //
 // Thread-safety: log lines from different threads do not interleave.
 

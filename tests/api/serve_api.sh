@@ -12,11 +12,12 @@ cleanup() {
 trap cleanup EXIT
 
 # start_server SEPAL ARGS...: `SEPAL serve-api ARGS --port 0` in the background, its log in
-# $dir/server.err; sets server (the pid) and port, or fails the test.
+# $dir/server.err (info lines with times, for a failure's post-mortem); sets server (the pid) and
+# port, or fails the test.
 start_server() {
   local sepal=$1
   shift
-  "$sepal" serve-api "$@" --port 0 > "$dir/server.out" 2> "$dir/server.err" &
+  SEPAL_LOG=info SEPAL_LOG_TIME=1 "$sepal" serve-api "$@" --port 0 > "$dir/server.out" 2> "$dir/server.err" &
   server=$!
   for _ in $(seq 1 240); do grep -q "serving" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
   port=$(sed -n 's/.*at http:\/\/127.0.0.1:\([0-9]*\)\/v1.*/\1/p' "$dir/server.err")
