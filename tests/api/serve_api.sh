@@ -19,7 +19,7 @@ start_server() {
   shift
   SEPAL_LOG=info SEPAL_LOG_TIME=1 "$sepal" serve-api "$@" --port 0 > "$dir/server.out" 2> "$dir/server.err" &
   server=$!
-  for _ in $(seq 1 240); do grep -q "serving" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
+  for _ in $(seq 1 240); do grep -qs "^sepal: serving .* at http://" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
   port=$(sed -n 's/.*at http:\/\/127.0.0.1:\([0-9]*\)\/v1.*/\1/p' "$dir/server.err")
   [ -n "$port" ] || { echo "FAILED: the server did not start"; cat "$dir/server.err"; exit 1; }
 }
