@@ -38,6 +38,7 @@ struct Membership::State {
   std::vector<std::function<void(const MembershipEvent&)>> listeners;
   PeerId highest_id = 0;
   std::uint64_t generation = 0;  // bumped on every membership change
+  Scheduler::Clock::time_point last_tick{};  // when tick() last looked
   bool stopped = false;
 
   // Records a transition (only out of kAlive) and tells the listeners.
@@ -108,17 +109,30 @@ struct Membership::State {
       (void)system->send(ActorRef<MembershipProtocol>{{peer, kMembershipActorId}}, Heartbeat{self}, kMembershipActorId);
     }
     const auto now = system->scheduler().now();
-    std::vector<PeerId> silent;
+    std::vector<std::pair<PeerId, Scheduler::Clock::duration>> silent;
     {
       std::lock_guard lock(mutex);
+      // A tick much later than its period means this process did not run (paused, or starved on
+      // a loaded machine): the members are not blamed for that time (as PeerLiveness does).
+      if (last_tick != Scheduler::Clock::time_point{} && now - last_tick > options.heartbeat_period + options.failure_timeout / 4) {
+        const auto away = now - last_tick - options.heartbeat_period;
+        for (auto& [id, e] : members) e.last_heard = std::min(now, e.last_heard + away);
+        log(LogLevel::kInfo, "membership: this process did not run for ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(away).count(), " ms; members not blamed for it");
+      }
+      last_tick = now;
       for (const auto& [id, e] : members) {
-        if (id != self && e.state == MemberState::kAlive && now - e.last_heard > options.failure_timeout) silent.push_back(id);
+        if (id != self && e.state == MemberState::kAlive && now - e.last_heard > options.failure_timeout) {
+          silent.emplace_back(id, now - e.last_heard);
+        }
       }
     }
-    for (PeerId p : silent) {
-      transition(p, MemberState::kFailed, "no heartbeat for longer than the failure timeout");
+    for (const auto& [p, quiet] : silent) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count();
+      transition(p, MemberState::kFailed, "no heartbeat for " + std::to_string(ms) + " ms (longer than the failure timeout)");
       // The whole process reacts, as to a transport failure: pending requests fail now.
-      system->declare_peer_failed(p, error(StatusCode::kPeerFailed, "peer ", p, " sent no heartbeat for longer than the failure timeout"));
+      system->declare_peer_failed(p, error(StatusCode::kPeerFailed, "peer ", p, " sent no heartbeat for ", ms,
+                                           " ms (longer than the failure timeout)"));
     }
     auto self_ptr = this;
     system->after(options.heartbeat_period, [self_ptr, keep = keep_alive] { self_ptr->tick(); });

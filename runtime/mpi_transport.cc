@@ -212,7 +212,8 @@ struct MpiTransport::State {
       }
     }
     for (PeerId peer : liveness.overdue(now)) {
-      fail_peer(peer, error(StatusCode::kPeerFailed, "peer ", peer, " silent for longer than the failure timeout"));
+      fail_peer(peer, error(StatusCode::kPeerFailed, "peer ", peer, " silent for longer than the failure timeout (",
+                            liveness.silent_for(peer, now).count(), " ms)"));
     }
   }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "runtime/log.h"
+
 namespace sepal {
 
 std::vector<PeerId> PeerLiveness::keepalives_due(Clock::time_point now) {
@@ -19,6 +21,9 @@ std::vector<PeerId> PeerLiveness::overdue(Clock::time_point now) {
   if (last_look_ != Clock::time_point{} && now - last_look_ > options_.failure_timeout / 4) {
     const auto away = now - last_look_;
     for (auto& [peer, t] : peers_) t.heard = std::min(now, t.heard + away);
+    log(LogLevel::kInfo, "this process's progress thread did not run for ",
+        std::chrono::duration_cast<std::chrono::milliseconds>(away).count(),
+        " ms (a paused or starved process): its peers are not blamed for that time");
   }
   last_look_ = now;
   std::vector<PeerId> late;
@@ -26,6 +31,12 @@ std::vector<PeerId> PeerLiveness::overdue(Clock::time_point now) {
     if (now - t.heard > options_.failure_timeout) late.push_back(peer);
   }
   return late;
+}
+
+std::chrono::milliseconds PeerLiveness::silent_for(PeerId peer, Clock::time_point now) const {
+  const auto it = peers_.find(peer);
+  if (it == peers_.end()) return std::chrono::milliseconds(0);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.heard);
 }
 
 }  // namespace sepal

@@ -37,6 +37,8 @@ class PeerLiveness {
   /// starved, as a loaded 2-core machine starves it), and the peers, paused too or unheard by a
   /// thread that was not there, are not blamed for that gap: it is added to their time.
   std::vector<PeerId> overdue(Clock::time_point now);
+  /// How long `peer` has been silent as of `now` (after overdue()'s allowance), for messages.
+  std::chrono::milliseconds silent_for(PeerId peer, Clock::time_point now) const;
 
  private:
   struct Times {

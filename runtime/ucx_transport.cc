@@ -616,7 +616,8 @@ struct UcxTransport::State {
       if (auto it = peers.find(id); it != peers.end() && !it->second->failed) send_message(*it->second, Kind::kKeepalive, nullptr);
     }
     for (PeerId id : liveness.overdue(now)) {
-      failures.emplace_back(id, error(StatusCode::kPeerFailed, "peer ", id, " silent for longer than the failure timeout"));
+      failures.emplace_back(id, error(StatusCode::kPeerFailed, "peer ", id, " silent for longer than the failure timeout (",
+                                      liveness.silent_for(id, now).count(), " ms)"));
     }
   }
 
