@@ -28,7 +28,7 @@ struct ClientLaunch {
   /// >0: start this many hosts with MPI_Comm_spawn, running `this executable host_args...`.
   int spawn_hosts = 0;
   std::vector<std::string> host_args;
-  /// Non-empty: admit hosts joining at run time through a port named in this file.
+  /// Non-empty: admit hosts joining at run time through the join address written to this file.
   std::string listen_file;
   std::optional<SwarmSecret> secret;
   /// What a host rank serves (under mpirun, every rank but 0 is a host).
@@ -44,7 +44,7 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
 struct HostLaunch {
   SwarmNodeSettings node;
   bool spawned = false;           ///< started by `sepal generate --hosts` (merge with the parent)
-  std::string join_file;          ///< else: join through the port named in this file
+  std::string join_file;          ///< else: join through the join address in this file
   std::optional<SwarmSecret> secret;
   HostSettings host;
 };

@@ -63,8 +63,8 @@ Status SwarmNode::start(const MemberInfo& self, const std::vector<MemberInfo>& m
 }
 
 Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret) {
-  auto l = JoinListener::open(port_file, [this, secret](MPI_Comm inter) {
-    auto r = admit_joiner(inter, secret, keys_, *membership_, "joining process");
+  auto l = JoinListener::open(port_file, [this, secret](JoinConnection link) {
+    auto r = admit_joiner(link, secret, keys_, *membership_, "from " + link.peer());
     if (!r.is_ok()) log(LogLevel::kWarn, r.status().message());
   });
   if (!l.is_ok()) return error(l.status().code(), "cannot listen for joining hosts: ", l.status().message());
@@ -75,6 +75,7 @@ Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret) {
 void SwarmNode::stop() {
   if (stopped_) return;
   stopped_ = true;
+  listener_.reset();  // no admissions into a stopping node
   system_->stop();
 }
 

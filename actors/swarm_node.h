@@ -5,7 +5,8 @@
 // leaves). Three ways in:
 //   - over_comm: every rank of a communicator together (mpirun, or a parent and the hosts it
 //     spawned, merged); peer id = rank, rank 0 the coordinator;
-//   - join: a separately launched process, through an MPI port (sepal serve --join, sepal status);
+//   - join: a separately launched process, through the swarm's join address (a TCP port named in
+//     a port file: runtime/join_socket.h; sepal serve --join, sepal status);
 //   - listen: the coordinator admits such joiners.
 //
 // Thread-safety: set up and torn down from the main thread; the members are thread-safe.
@@ -29,19 +30,20 @@ class SwarmNode {
  public:
   /// Collective over `comm`.
   static Result<std::unique_ptr<SwarmNode>> over_comm(MPI_Comm comm, const std::string& role, const SwarmNodeSettings& settings);
-  /// Joins the swarm listening on the port named in `port_file` (UCX only).
+  /// Joins the swarm whose join address is in `port_file` (UCX only).
   static Result<std::unique_ptr<SwarmNode>> join(const std::string& port_file, const SwarmSecret& secret,
                                                  const std::string& role, const SwarmNodeSettings& settings);
   ~SwarmNode();
 
-  /// Admits processes that join with `secret` through a port whose name goes to `port_file`.
+  /// Admits processes that join with `secret` through a TCP port whose address goes to
+  /// `port_file` (removed again when this node stops).
   Status listen(const std::string& port_file, SwarmSecret secret);
 
   ActorSystem& system() { return *system_; }
   Membership& membership() { return *membership_; }
   PeerId self() const { return system_->self(); }
   const SwarmWorld& world() const { return world_; }
-  /// Whether this node joined through a port (`join`): its MPI job holds no other member, so
+  /// Whether this node joined through a port file (`join`): its MPI job holds no other member, so
   /// it can finalise MPI without waiting for anyone.
   bool joined() const { return joined_; }
   /// Stops the actor system (flushing what was sent).

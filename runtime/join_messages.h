@@ -1,5 +1,5 @@
 #pragma once
-// The join handshake's messages (runtime/swarm_join.h), sent over the joining intercommunicator
+// The join handshake's messages (runtime/swarm_join.h), sent over the join connection
 // before the joiner is a member: everything in them is untrusted until the proofs check out.
 
 #include <cstdint>

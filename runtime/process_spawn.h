@@ -1,6 +1,6 @@
 #pragma once
-// Starting processes with MPI_Comm_spawn, written once: the coordinator adding one host
-// (runtime/swarm_join.h) and `sepal generate --hosts N` both come here. MPI_Comm_spawn has no
+// Starting processes with MPI_Comm_spawn, written once: `sepal generate --hosts N` and the tests
+// that spawn joiners come here. MPI_Comm_spawn has no
 // timeout of its own and sometimes hangs with Debian's Open MPI and PMIx (docs/runtime.md), so it
 // runs on a thread that is abandoned if it does not return in time.
 //

@@ -29,7 +29,7 @@ int serve_command(int argc, char** argv) {
   options.add_options()
       ("help,h", "show this help")
       ("model", po::value(&model_dir)->required(), "model folder (Hugging Face layout) or GGUF file")
-      ("join", po::value(&join_file), "join the swarm whose port name is in this file (sepal generate --listen)")
+      ("join", po::value(&join_file), "join the swarm whose join address is in this file (sepal generate --listen)")
       ("secret-file", po::value(&secret_file), "the swarm's secret (with --join; else $SEPAL_SWARM_SECRET or\n"
                                                "$SEPAL_SWARM_SECRET_FILE)")
       ("join-timeout", po::value(&join_timeout)->default_value(60.0),

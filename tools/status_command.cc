@@ -61,8 +61,8 @@ int status_command(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  // MPI_Finalize at exit: the join's intercommunicator is disconnected, so it waits for no one,
-  // and mpirun (a Slurm job) sees a proper exit.
+  // MPI_Finalize at exit: this job shares no communicator with the swarm (the join used a TCP
+  // connection), so it waits for no one, and mpirun (a Slurm job) sees a proper exit.
   return 0;
 }
 

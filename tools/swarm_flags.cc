@@ -42,7 +42,7 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
       ("throughput", po::value(&o.throughput)->default_value(0.0),
        "swarm: hosts announce this many tokens/s per block instead of measuring")
       ("listen", po::value(&o.listen_file), "swarm: admit hosts joining at run time (sepal serve --join FILE);\n"
-                                            "the port's name goes to FILE (needs ompi-server, see docs/operations.md)")
+                                            "the join address (tcp://HOST:PORT) goes to FILE, on a file system the joiners see")
       ("secret-file", po::value(&o.secret_file), "swarm secret that joining processes must know (with --listen;\n"
                                                  "else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
       ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")

@@ -1,11 +1,11 @@
 // Membership across processes, as users launch them:
 //   mpirun -np 3 membership_mpi_test swarm GOOD_SECRET_FILE BAD_SECRET_FILE
-//     rank 0 spawns a joiner with the secret (admitted, talks to rank 1, leaves gracefully) and
-//     one with a wrong secret (refused, logged); then rank 2 is killed with SIGKILL and the
-//     survivors see it failed within the timeout and go on.
+//     rank 0 listens on a join port and spawns a joiner with the secret (admitted, talks to
+//     rank 1, leaves gracefully) and one with a wrong secret (refused, logged); then rank 2 is
+//     killed with SIGKILL and the survivors see it failed within the timeout and go on.
 //   mpirun -np 2 membership_mpi_test listen PORT_FILE SECRET_FILE     (job A)
-//   mpirun -np 1 membership_mpi_test connect PORT_FILE SECRET_FILE    (job B, same ompi-server)
-//     a separately launched job joins by connect/accept, talks to rank 1, leaves gracefully.
+//   mpirun -np 1 membership_mpi_test connect PORT_FILE SECRET_FILE    (job B)
+//     a separately launched job joins through the port file, talks to rank 1, leaves gracefully.
 // Every process prints "<who>: passed" or "<who>: FAILED: why"; tests/run_mpi_test.sh counts them.
 #include <unistd.h>
 
@@ -141,8 +141,10 @@ void start_world_node(Node& node, int rank) {
   node.start(members->at(rank), members.value());
 }
 
-int joiner(Node& node, MPI_Comm intercomm, const SwarmSecret& secret, bool expect_admitted) {
-  auto joined = join_swarm(intercomm, secret, "host", [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
+int joiner(Node& node, const std::string& port_file, const SwarmSecret& secret, bool expect_admitted) {
+  auto link = connect_to_swarm(port_file, 60000ms);
+  CHECK(link.is_ok(), link.status().to_string());
+  auto joined = join_swarm(link.value(), secret, "host", [&](PeerId id) -> Result<std::vector<std::uint8_t>> {
     auto t = UcxTransport::create(id, UcxOptions{kLiveness});
     if (!t.is_ok()) return t.status();
     node.transport = std::move(t).value();
@@ -179,8 +181,32 @@ int joiner(Node& node, MPI_Comm intercomm, const SwarmSecret& secret, bool expec
   verdict(true);
 }
 
+// The admissions a listener made, in order, for the main thread.
+class Admissions {
+ public:
+  void add(Result<MemberInfo> r) {
+    std::lock_guard lock(mutex_);
+    results_.push_back(std::move(r));
+    ready_.notify_all();
+  }
+  Result<MemberInfo> next(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    if (!ready_.wait_for(lock, timeout, [&] { return !results_.empty(); })) {
+      return error(StatusCode::kTimeout, "no joiner came");
+    }
+    auto r = std::move(results_.front());
+    results_.pop_front();
+    return r;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Result<MemberInfo>> results_;
+};
+
 int swarm(int argc, char** argv) {
-  CHECK(argc >= 4, "usage: swarm GOOD_SECRET_FILE BAD_SECRET_FILE");
+  CHECK(argc >= 5, "usage: swarm GOOD_SECRET_FILE BAD_SECRET_FILE PORT_FILE");
   const int rank = mpi_world_rank();
   g_who = "rank " + std::to_string(rank);
   CHECK(mpi_world_size() == 3, "run with mpirun -np 3");
@@ -193,18 +219,23 @@ int swarm(int argc, char** argv) {
   MPI_Barrier(MPI_COMM_WORLD);
 
   if (rank == 0) {
+    Admissions admissions;
+    auto listener = JoinListener::open(argv[4], [&](JoinConnection link) {
+      admissions.add(admit_joiner(link, secret.value(), node.keys, m, "spawned child"));
+    });
+    CHECK(listener.is_ok(), listener.status().to_string());
     // 1. A spawned joiner with the secret.
-    auto inter = spawn_processes(argv[0], {"child", argv[2], "admitted"}, 1, 60000ms);
+    auto inter = spawn_processes(argv[0], {"child", argv[2], "admitted", argv[4]}, 1, 60000ms);
     CHECK(inter.is_ok(), "spawn failed: " + inter.status().to_string());
-    auto admitted = admit_joiner(inter.value(), secret.value(), node.keys, m, "spawned child");
+    auto admitted = admissions.next(60000ms);
     CHECK(admitted.is_ok(), "admission failed: " + admitted.status().to_string());
     const PeerId joiner_id = admitted->peer;
     CHECK(m.wait_until([](const auto& a) { return a.size() == 4; }, 10000ms), "joiner not seen alive");
     CHECK(m.wait_until([&](const auto&) { return m.state(joiner_id) == MemberState::kLeft; }, 20000ms), "joiner did not leave");
     // 2. A spawned joiner with a wrong secret is refused, and nothing changes.
-    auto inter2 = spawn_processes(argv[0], {"child", argv[3], "refused"}, 1, 60000ms);
+    auto inter2 = spawn_processes(argv[0], {"child", argv[3], "refused", argv[4]}, 1, 60000ms);
     CHECK(inter2.is_ok(), "second spawn failed: " + inter2.status().to_string());
-    auto refused = admit_joiner(inter2.value(), secret.value(), node.keys, m, "spawned child without the secret");
+    auto refused = admissions.next(60000ms);
     CHECK(!refused.is_ok() && refused.status().code() == StatusCode::kRefused, "wrong secret admitted: " + refused.status().to_string());
     CHECK(m.alive().size() == 3, "membership changed after a refused join");
     // 3. Kill -9 of rank 2: seen as failed within the timeout, and the rest goes on.
@@ -240,14 +271,11 @@ int swarm(int argc, char** argv) {
 
 int child(int argc, char** argv) {
   g_who = "spawned child";
-  CHECK(argc >= 4, "usage: child SECRET_FILE admitted|refused");
+  CHECK(argc >= 5, "usage: child SECRET_FILE admitted|refused PORT_FILE");
   auto secret = SwarmSecret::from_file(argv[2]);
   CHECK(secret.is_ok(), secret.status().to_string());
-  MPI_Comm parent = MPI_COMM_NULL;
-  MPI_Comm_get_parent(&parent);
-  CHECK(parent != MPI_COMM_NULL, "not spawned");
   Node node;
-  return joiner(node, parent, secret.value(), std::string(argv[3]) == "admitted");
+  return joiner(node, argv[4], secret.value(), std::string(argv[3]) == "admitted");
 }
 
 int listen(int argc, char** argv) {
@@ -261,8 +289,8 @@ int listen(int argc, char** argv) {
   Membership& m = *node.membership;
   std::unique_ptr<JoinListener> listener;
   if (rank == 0) {
-    auto l = JoinListener::open(argv[2], [&](MPI_Comm inter) {
-      auto r = admit_joiner(inter, secret.value(), node.keys, m, "connected job");
+    auto l = JoinListener::open(argv[2], [&](JoinConnection link) {
+      auto r = admit_joiner(link, secret.value(), node.keys, m, "connected job");
       if (!r.is_ok()) std::printf("listening rank 0: %s\n", r.status().to_string().c_str());
     });
     CHECK(l.is_ok(), l.status().to_string());
@@ -281,10 +309,8 @@ int connect(int argc, char** argv) {
   g_who = "connecting job";
   auto secret = SwarmSecret::from_file(argv[3]);
   CHECK(secret.is_ok(), secret.status().to_string());
-  auto inter = connect_to_swarm(argv[2], 60000ms);
-  CHECK(inter.is_ok(), inter.status().to_string());
   Node node;
-  return joiner(node, inter.value(), secret.value(), true);
+  return joiner(node, argv[2], secret.value(), true);
 }
 
 struct Numbered {

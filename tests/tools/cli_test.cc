@@ -379,7 +379,7 @@ TEST(Flags, InvalidValuesAreNamed) {
 }
 
 // Joining a swarm that is not there within --join-timeout: exit status 75 (EX_TEMPFAIL), which the
-// slurm/ scripts answer with a new try; a port file that holds no port is an error for good.
+// slurm/ scripts answer with a new try; a port file that holds no join address is an error for good.
 TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
   const test::TempDir dir;
   test::write_file(dir / "secret", std::string(48, 'k'));
@@ -390,17 +390,20 @@ TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
                                                     "--join-timeout", "0.5"}}) {
     const auto r = run_sepal(args);
     EXPECT_EQ(r.exit_code, 75) << r.err;
-    EXPECT_NE(r.err.find("no swarm port in " + port + " after 500 ms (exit status 75: a new try may succeed)"),
+    EXPECT_NE(r.err.find("no swarm address in " + port + " after 500 ms (exit status 75: a new try may succeed)"),
               std::string::npos) << r.err;
   }
-  test::write_file(dir / "text.port", "not a port\n");
-  expect_failure({"status", "--join", (dir / "text.port").string(), "--secret-file", secret},
-                 (dir / "text.port").string() + " does not hold an MPI port name (its first line has spaces");
-  // One word, but no port of Open MPI's: its library says so (over several lines), then sepal.
-  test::write_file(dir / "word.port", "garbage\n");
-  const auto r = run_sepal({"status", "--join", (dir / "word.port").string(), "--secret-file", secret});
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("does " + (dir / "word.port").string() + " hold the port of a running swarm"), std::string::npos) << r.err;
+  for (const char* bad : {"not a port\n", "garbage\n", "tcp://127.0.0.1:70000\n", "tcp://:5000\n", "tcp://host name:5\n"}) {
+    test::write_file(dir / "bad.port", bad);
+    expect_failure({"status", "--join", (dir / "bad.port").string(), "--secret-file", secret},
+                   (dir / "bad.port").string() + " does not hold a swarm's join address (tcp://HOST:PORT on its first line)");
+  }
+  // The port file of a swarm that has ended: nothing listens there. A new try may find a new file.
+  test::write_file(dir / "stale.port", "tcp://127.0.0.1:1\n");
+  const auto stale = run_sepal({"status", "--join", (dir / "stale.port").string(), "--secret-file", secret});
+  EXPECT_EQ(stale.exit_code, 75) << stale.err;
+  EXPECT_NE(stale.err.find("cannot connect to 127.0.0.1:1: Connection refused (nothing listens there: has the swarm ended?)"),
+            std::string::npos) << stale.err;
   expect_failure({"status", "--join", port, "--secret-file", secret, "--join-timeout", "0"}, "--join-timeout must be above 0");
   expect_failure({"serve", "--model", model, "--join", port, "--join-timeout", "nan"}, "--join-timeout must be above 0");
 }

@@ -9,22 +9,18 @@ set -uo pipefail
 sepal=$1; models=$2
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
-server=""
-trap 'kill $server 2>/dev/null; rm -rf "$dir"; clean_mpi_leftovers' EXIT
+trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 ref="$models/reference/stories260K.greedy.json"
 /usr/bin/python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["text"])' "$ref" > "$dir/expected.txt"
 total=$(wc -c < "$dir/expected.txt")
 printf 'sepal-test-swarm-secret-0123456789\n' > "$dir/secret"
-ompi-server --no-daemonize --report-uri "$dir/uri" > "$dir/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do [ -s "$dir/uri" ] && break; sleep 0.05; done
 
 wait_bytes() { for _ in $(seq 6000); do [ "$(wc -c < "$dir/out.txt")" -ge "$1" ] && return 0; sleep 0.005; done; return 1; }
 
 : > "$dir/out.txt"
 # 3 hosts of 3 blocks each: [0,3), [2,5) and a replica of [0,3); a 20 ms round trip on every link;
 # f32 hidden states, so that the text is the reference's.
-timeout 240 mpirun --ompi-server "file:$dir/uri" -np 4 --enable-recovery "$sepal" generate \
+timeout 240 mpirun -np 4 --enable-recovery "$sepal" generate \
   --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 200 --max-blocks 3 \
   --wan rtt_ms=20 --no-wire-compression --listen "$dir/port" --secret-file "$dir/secret" --block-map-log "$dir/map.jsonl" \
   > "$dir/out.txt" 2> "$dir/err.txt" &
@@ -39,18 +35,18 @@ echo "leave: host $leaver (pid $pid) at $(wc -c < "$dir/out.txt") bytes"
 # 2. A host joins from another job, at 50%.
 wait_bytes $((total * 5 / 10))
 echo "join: at $(wc -c < "$dir/out.txt") bytes"
-timeout 120 mpirun --ompi-server "file:$dir/uri" -np 1 "$sepal" serve --join "$dir/port" --secret-file "$dir/secret" \
+timeout 120 mpirun -np 1 "$sepal" serve --join "$dir/port" --secret-file "$dir/secret" \
   --model "$models/stories260K" --max-blocks 2 --wan rtt_ms=20 > "$dir/joiner.out" 2> "$dir/joiner.err" &
 joiner=$!
-# 3. sepal status once the newcomer serves.
+# 3. sepal status once the newcomer serves, started without mpirun (joins need none).
 for _ in $(seq 3000); do grep -q "serves blocks" "$dir/joiner.err" 2>/dev/null && break; sleep 0.01; done
-timeout 60 mpirun --ompi-server "file:$dir/uri" -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" \
+timeout 60 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" \
   > "$dir/status.txt" 2> "$dir/status.err"
 echo "--- sepal status"; cat "$dir/status.txt"
 # 4. A process with the wrong secret is refused: exit status 1 (not 75: trying again cannot help),
 # the reason on its last line, and the swarm logs whom it refused.
 printf 'not-the-swarm-secret-0123456789\n' > "$dir/wrong"
-timeout 60 mpirun --ompi-server "file:$dir/uri" -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/wrong" \
+timeout 60 mpirun -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/wrong" \
   > /dev/null 2> "$dir/wrong.err"
 wrong_rc=$?
 wait $job
