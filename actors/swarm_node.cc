@@ -63,7 +63,7 @@ Status SwarmNode::start(const MemberInfo& self, const std::vector<MemberInfo>& m
 }
 
 Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret) {
-  auto l = JoinListener::open(port_file, [this, secret](JoinConnection link) {
+  auto l = JoinListener::open(port_file, [this, secret](JoinConnection& link) {
     auto r = admit_joiner(link, secret, keys_, *membership_, "from " + link.peer());
     if (!r.is_ok()) log(LogLevel::kWarn, r.status().message());
   });

@@ -243,7 +243,7 @@ Result<std::shared_ptr<const Buffer>> JoinConnection::receive(std::chrono::milli
 }
 
 Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port_file,
-                                                         std::function<void(JoinConnection)> on_connect) {
+                                                         std::function<void(JoinConnection&)> on_connect) {
   auto fd = listen_anywhere();
   if (!fd.is_ok()) return fd.status();
   std::unique_ptr<JoinListener> listener(new JoinListener());
@@ -280,14 +280,26 @@ Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port
       }
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      on_connect(JoinConnection(fd, describe(reinterpret_cast<sockaddr*>(&from))));
+      JoinConnection link(fd, describe(reinterpret_cast<sockaddr*>(&from)));
+      {
+        std::lock_guard lock(self->current_mutex_);
+        if (self->closing_.load()) return;
+        self->current_fd_ = fd;
+      }
+      on_connect(link);
+      std::lock_guard lock(self->current_mutex_);
+      self->current_fd_ = -1;  // before `link` closes the socket: its number may be reused
     }
   });
   return listener;
 }
 
 JoinListener::~JoinListener() {
-  closing_ = true;
+  {
+    std::lock_guard lock(current_mutex_);
+    closing_ = true;
+    if (current_fd_ >= 0) ::shutdown(current_fd_, SHUT_RDWR);
+  }
   if (thread_.joinable()) thread_.join();
   if (fd_ >= 0) ::close(fd_);
   std::error_code ignored;

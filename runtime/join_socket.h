@@ -18,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -60,8 +61,9 @@ class JoinListener {
   /// `port_file` (atomically: readers never see half a line), and calls `on_connect` on the
   /// listener's thread with each new connection.
   static Result<std::unique_ptr<JoinListener>> open(const std::string& port_file,
-                                                    std::function<void(JoinConnection)> on_connect);
-  /// Stops accepting (within 200 ms), waits for the callback under way, removes the port file.
+                                                    std::function<void(JoinConnection&)> on_connect);
+  /// Stops accepting (within 200 ms), cuts the connection of a handshake under way (its callback
+  /// then fails at once), waits for the callback to return, removes the port file.
   ~JoinListener();
   /// What the port file holds.
   const std::string& address() const { return address_; }
@@ -72,6 +74,8 @@ class JoinListener {
   std::string address_;
   std::string port_file_;
   std::atomic<bool> closing_{false};
+  std::mutex current_mutex_;
+  int current_fd_ = -1;  ///< the connection the callback is handling, under current_mutex_
   std::thread thread_;
 };
 

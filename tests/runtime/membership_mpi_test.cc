@@ -220,7 +220,7 @@ int swarm(int argc, char** argv) {
 
   if (rank == 0) {
     Admissions admissions;
-    auto listener = JoinListener::open(argv[4], [&](JoinConnection link) {
+    auto listener = JoinListener::open(argv[4], [&](JoinConnection& link) {
       admissions.add(admit_joiner(link, secret.value(), node.keys, m, "spawned child"));
     });
     CHECK(listener.is_ok(), listener.status().to_string());
@@ -289,7 +289,7 @@ int listen(int argc, char** argv) {
   Membership& m = *node.membership;
   std::unique_ptr<JoinListener> listener;
   if (rank == 0) {
-    auto l = JoinListener::open(argv[2], [&](JoinConnection link) {
+    auto l = JoinListener::open(argv[2], [&](JoinConnection& link) {
       auto r = admit_joiner(link, secret.value(), node.keys, m, "connected job");
       if (!r.is_ok()) std::printf("listening rank 0: %s\n", r.status().to_string().c_str());
     });
