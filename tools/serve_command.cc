@@ -13,6 +13,7 @@
 #include "model/model_config.h"
 #include "tools/commands.h"
 #include "tools/exit_status.h"
+#include "tools/failure_timeout.h"
 #include "tools/wan_options.h"
 #include "tools/weight_options.h"
 
@@ -23,7 +24,7 @@ int serve_command(int argc, char** argv) {
   WeightOptions weights;
   std::string model_dir, transport_name = "ucx", wan_text, config_path, join_file, secret_file, device_text;
   std::int64_t max_blocks = 0, cache_mb = 2048, client_sessions = 64, client_cache_mb = 0, step_tokens = 4096;
-  double throughput = 0, join_timeout = 60;
+  double throughput = 0, join_timeout = 60, failure_timeout = 5;
   int threads = 0;
   po::options_description options("sepal serve: serve blocks of a model in a swarm");
   options.add_options()
@@ -34,6 +35,8 @@ int serve_command(int argc, char** argv) {
                                                "$SEPAL_SWARM_SECRET_FILE)")
       ("join-timeout", po::value(&join_timeout)->default_value(60.0),
        "seconds to wait for the port file and the connection (then exit status 75: try again)")
+      ("failure-timeout", po::value(&failure_timeout)->default_value(5.0),
+       "seconds a peer may be silent before this host takes it for dead")
       ("spawned", "started by sepal generate --hosts (internal)")
       ("max-blocks", po::value(&max_blocks)->default_value(0), "blocks this host holds at most (0: all)")
       ("throughput", po::value(&throughput)->default_value(0.0), "announce this many tokens/s per block (0: measure)")
@@ -62,6 +65,7 @@ int serve_command(int argc, char** argv) {
   if (spawned == (vm.count("join") > 0)) throw UsageError{"give exactly one of --join PORT_FILE and --spawned"};
   if (spawned && vm.count("secret-file")) throw UsageError{"--secret-file is for --join"};
   if (!std::isfinite(join_timeout) || join_timeout <= 0) throw UsageError{"--join-timeout must be above 0 seconds"};
+  check_failure_timeout(failure_timeout);
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
   if (transport_name != "ucx" && transport_name != "mpi") throw UsageError{"--transport must be ucx or mpi, got '" + transport_name + "'"};
@@ -78,6 +82,7 @@ int serve_command(int argc, char** argv) {
   (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
 
   SwarmNodeSettings settings;
+  settings.set_failure_timeout(failure_timeout_ms(failure_timeout));
   settings.transport.name = transport_name;
   settings.transport.wan = wan;
   settings.transport.authenticate = !vm["no-link-authentication"].as<bool>();

@@ -13,6 +13,7 @@
 #include "kernels/error.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
+#include "tools/failure_timeout.h"
 #include "tools/wan_options.h"
 
 namespace sepal::tools {
@@ -47,14 +48,17 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
                                                  "else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
       ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")
       ("route-timeout", po::value(&o.route_timeout_s)->default_value(30.0),
-       "swarm: seconds a step waits for some host to serve each of its blocks before it fails");
+       "swarm: seconds a step waits for some host to serve each of its blocks before it fails")
+      ("failure-timeout", po::value(&o.failure_timeout_s)->default_value(5.0),
+       "swarm: seconds a peer may be silent before it is taken for dead (a killed one is found at once);\n"
+       "longer on loaded nodes or slow links, shorter for a faster failover from a hung host");
 }
 
 bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
   if (launched_world_size() > 1 || options.spawn_hosts > 0) return true;
   // One process: a swarm flag would be silently ignored, so it is a mistake.
   for (const char* name : {"transport", "mode", "wan", "config", "replicas", "max-blocks", "throughput", "listen",
-                           "secret-file", "block-map-log", "route-timeout"}) {
+                           "secret-file", "block-map-log", "route-timeout", "failure-timeout"}) {
     if (vm.count(name) && !vm[name].defaulted()) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
     }
@@ -79,6 +83,7 @@ void check(const SwarmOptions& o) {
   if (!std::isfinite(o.route_timeout_s) || o.route_timeout_s <= 0 || o.route_timeout_s > 86400) {
     throw UsageError{"--route-timeout must be a number of seconds above 0 (at most a day)"};
   }
+  check_failure_timeout(o.failure_timeout_s);
   if (!o.listen_file.empty() && o.transport != "ucx") throw UsageError{"--listen needs --transport ucx"};
   if (launched_world_size() > 1 && o.spawn_hosts > 0) {
     throw UsageError{"--hosts starts hosts itself; do not also launch with mpirun -np > 1"};
@@ -96,6 +101,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   options.step_batching = !vm["no-step-batching"].as<bool>();
   check(options);
   SwarmNodeSettings settings;
+  settings.set_failure_timeout(failure_timeout_ms(options.failure_timeout_s));
   settings.transport.name = options.transport;
   settings.transport.wan = wan_settings(options.config_path, options.wan);
   settings.transport.authenticate = !vm["no-link-authentication"].as<bool>();
@@ -126,7 +132,8 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   launch.node = settings;
   launch.spawn_hosts = options.spawn_hosts;
   launch.host_args = {"serve", "--spawned", "--model", model_dir, "--transport", options.transport,
-                      "--max-blocks", std::to_string(span), "--throughput", std::to_string(options.throughput)};
+                      "--max-blocks", std::to_string(span), "--throughput", std::to_string(options.throughput),
+                      "--failure-timeout", std::to_string(options.failure_timeout_s)};
   for (auto& a : weight_arguments(weights, vm)) launch.host_args.push_back(std::move(a));
   if (!options.config_path.empty()) launch.host_args.insert(launch.host_args.end(), {"--config", options.config_path});
   if (!options.wan.empty()) launch.host_args.insert(launch.host_args.end(), {"--wan", options.wan});

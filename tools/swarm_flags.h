@@ -33,12 +33,14 @@ struct SwarmOptions {
   std::int64_t max_blocks = 0;
   double throughput = 0;
   double route_timeout_s = 30;
+  double failure_timeout_s = 5;
   bool wire_compression = true;
   bool step_batching = true;
 };
 
 /// Adds the swarm options (--hosts, --transport, --mode, --wan, --config, --replicas,
 /// --max-blocks, --throughput, --listen, --secret-file, --block-map-log, --route-timeout,
+/// --failure-timeout,
 /// --no-wire-compression, --no-link-authentication, --no-step-batching).
 void add_swarm_options(boost::program_options::options_description& description, SwarmOptions& options);
 

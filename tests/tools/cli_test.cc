@@ -406,6 +406,13 @@ TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
             std::string::npos) << stale.err;
   expect_failure({"status", "--join", port, "--secret-file", secret, "--join-timeout", "0"}, "--join-timeout must be above 0");
   expect_failure({"serve", "--model", model, "--join", port, "--join-timeout", "nan"}, "--join-timeout must be above 0");
+  for (const char* bad : {"0.1", "nan", "7200", "-1"}) {
+    expect_failure({"serve", "--model", model, "--join", port, "--failure-timeout", bad},
+                   "--failure-timeout must be a number of seconds from 0.5 to 3600");
+    expect_failure({"generate", "--model", model, "--hosts", "2", "--failure-timeout", bad},
+                   "--failure-timeout must be a number of seconds from 0.5 to 3600");
+  }
+  expect_failure({"generate", "--model", model, "--failure-timeout", "3"}, "--failure-timeout applies to a swarm");
 }
 
 // --device: listed, checked, and on a machine without a usable GPU (or a build without CUDA) a
