@@ -262,7 +262,11 @@ Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port
   }
   std::error_code renamed;
   std::filesystem::rename(tmp, port_file, renamed);  // readers never see a half-written line
-  if (renamed) return error(StatusCode::kUnavailable, "cannot write the port file ", port_file, ": ", renamed.message());
+  if (renamed) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    return error(StatusCode::kUnavailable, "cannot write the port file ", port_file, ": ", renamed.message());
+  }
   JoinListener* self = listener.get();
   listener->thread_ = std::thread([self, on_connect = std::move(on_connect)] {
     while (!self->closing_.load()) {
