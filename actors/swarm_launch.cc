@@ -61,7 +61,7 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
   if (!node.is_ok()) return node.status();
   if (!launch.listen_file.empty()) {
     if (!launch.secret) return error(StatusCode::kInvalidArgument, "admitting joiners needs a swarm secret");
-    SEPAL_RETURN_IF_ERROR(node.value()->listen(launch.listen_file, *launch.secret));
+    SEPAL_RETURN_IF_ERROR(node.value()->listen(launch.listen_file, *launch.secret, launch.listen_host));
   }
   launch.client.expected_hosts = launched > 1 ? launched - 1 : launch.spawn_hosts;
   return ClientNode::start(std::move(node).value(), std::move(launch.client));

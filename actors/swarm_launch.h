@@ -30,6 +30,8 @@ struct ClientLaunch {
   std::vector<std::string> host_args;
   /// Non-empty: admit hosts joining at run time through the join address written to this file.
   std::string listen_file;
+  /// The host name or address written in listen_file (empty: this machine's host name).
+  std::string listen_host;
   std::optional<SwarmSecret> secret;
   /// What a host rank serves (under mpirun, every rank but 0 is a host).
   HostSettings host;

@@ -62,11 +62,14 @@ Status SwarmNode::start(const MemberInfo& self, const std::vector<MemberInfo>& m
   return membership_->start();
 }
 
-Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret) {
-  auto l = JoinListener::open(port_file, [this, secret](JoinConnection& link) {
-    auto r = admit_joiner(link, secret, keys_, *membership_, "from " + link.peer());
-    if (!r.is_ok()) log(LogLevel::kWarn, r.status().message());
-  });
+Status SwarmNode::listen(const std::string& port_file, SwarmSecret secret, const std::string& advertised_host) {
+  auto l = JoinListener::open(
+      port_file,
+      [this, secret](JoinConnection& link) {
+        auto r = admit_joiner(link, secret, keys_, *membership_, "from " + link.peer());
+        if (!r.is_ok()) log(LogLevel::kWarn, r.status().message());
+      },
+      advertised_host);
   if (!l.is_ok()) return error(l.status().code(), "cannot listen for joining hosts: ", l.status().message());
   listener_ = std::move(l).value();
   return Status::ok();

@@ -36,8 +36,9 @@ class SwarmNode {
   ~SwarmNode();
 
   /// Admits processes that join with `secret` through a TCP port whose address goes to
-  /// `port_file` (removed again when this node stops).
-  Status listen(const std::string& port_file, SwarmSecret secret);
+  /// `port_file` (removed again when this node stops), naming this machine `advertised_host`
+  /// there (empty: its host name).
+  Status listen(const std::string& port_file, SwarmSecret secret, const std::string& advertised_host = {});
 
   ActorSystem& system() { return *system_; }
   Membership& membership() { return *membership_; }

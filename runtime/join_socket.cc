@@ -146,6 +146,12 @@ int bound_port(int fd) {
 }
 
 // Splits "tcp://HOST:PORT" (HOST may be "[v6 address]"); false when it is not that.
+bool is_host_text(const std::string& host) {
+  return !host.empty() && host.size() <= 255 && std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':';
+  });
+}
+
 bool parse_address(const std::string& text, std::string* host, std::string* port) {
   if (text.compare(0, kScheme.size(), kScheme) != 0) return false;
   const std::string rest = text.substr(kScheme.size());
@@ -154,12 +160,9 @@ bool parse_address(const std::string& text, std::string* host, std::string* port
   *host = rest.substr(0, colon);
   *port = rest.substr(colon + 1);
   if (host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  const bool host_ok = !host->empty() && std::all_of(host->begin(), host->end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':';
-  });
   const bool port_ok = port->size() <= 5 && std::all_of(port->begin(), port->end(), [](char c) { return c >= '0' && c <= '9'; }) &&
                        std::stoi(*port) >= 1 && std::stoi(*port) <= 65535;
-  return host_ok && port_ok;
+  return is_host_text(*host) && port_ok;
 }
 
 // Connects to one resolved address before the deadline; the socket, or -1 with `why` set.
@@ -242,16 +245,40 @@ Result<std::shared_ptr<const Buffer>> JoinConnection::receive(std::chrono::milli
   return std::shared_ptr<const Buffer>(std::move(message));
 }
 
+Status check_join_host(const std::string& host) {
+  std::string bare = host;
+  const bool bracketed = bare.size() >= 2 && bare.front() == '[' && bare.back() == ']';
+  if (bracketed) bare = bare.substr(1, bare.size() - 2);
+  if (!is_host_text(bare)) {
+    return error(StatusCode::kInvalidArgument, "'", host,
+                 "' is not a host name or an IP address (letters, digits, '.', '-', '_'; ':' in IPv6)");
+  }
+  if (bracketed || bare.find(':') != std::string::npos) {
+    in6_addr ignored{};
+    if (::inet_pton(AF_INET6, bare.c_str(), &ignored) != 1) {
+      return error(StatusCode::kInvalidArgument, "'", host, "' is not an IPv6 address");
+    }
+  }
+  return Status::ok();
+}
+
 Result<std::unique_ptr<JoinListener>> JoinListener::open(const std::string& port_file,
-                                                         std::function<void(JoinConnection&)> on_connect) {
+                                                         std::function<void(JoinConnection&)> on_connect,
+                                                         const std::string& advertised_host) {
+  std::string host = advertised_host;
+  if (host.empty()) {
+    char name[256] = {};
+    if (::gethostname(name, sizeof(name) - 1) != 0 || !name[0]) {
+      return error(StatusCode::kUnavailable, "cannot read this machine's host name: ", std::strerror(errno));
+    }
+    host = name;
+  }
+  SEPAL_RETURN_IF_ERROR(check_join_host(host));
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
   auto fd = listen_anywhere();
   if (!fd.is_ok()) return fd.status();
   std::unique_ptr<JoinListener> listener(new JoinListener());
   listener->fd_ = fd.value();
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) != 0 || !host[0]) {
-    return error(StatusCode::kUnavailable, "cannot read this machine's host name: ", std::strerror(errno));
-  }
   listener->address_ = std::string(kScheme) + host + ":" + std::to_string(bound_port(listener->fd_));
   listener->port_file_ = port_file;
   const std::string tmp = port_file + ".tmp";

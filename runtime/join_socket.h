@@ -57,11 +57,14 @@ class JoinConnection {
 /// Accepts joiners on a TCP port until destroyed.
 class JoinListener {
  public:
-  /// Listens on an ephemeral port of every interface, writes "tcp://HOSTNAME:PORT" to
-  /// `port_file` (atomically: readers never see half a line), and calls `on_connect` on the
-  /// listener's thread with each new connection.
+  /// Listens on an ephemeral port of every interface, writes "tcp://HOST:PORT" to `port_file`
+  /// (atomically: readers never see half a line), and calls `on_connect` on the listener's
+  /// thread with each new connection. HOST is `advertised_host` (a name or an IPv4/IPv6 address
+  /// that joiners reach this machine by; see check_join_host), or this machine's host name when
+  /// it is empty.
   static Result<std::unique_ptr<JoinListener>> open(const std::string& port_file,
-                                                    std::function<void(JoinConnection&)> on_connect);
+                                                    std::function<void(JoinConnection&)> on_connect,
+                                                    const std::string& advertised_host = {});
   /// Stops accepting (within 200 ms), cuts the connection of a handshake under way (its callback
   /// then fails at once), waits for the callback to return, removes the port file.
   ~JoinListener();
@@ -78,6 +81,10 @@ class JoinListener {
   int current_fd_ = -1;  ///< the connection the callback is handling, under current_mutex_
   std::thread thread_;
 };
+
+/// kInvalidArgument unless `host` can stand in a join address: a host name (letters, digits,
+/// '.', '-', '_'), an IPv4 address or an IPv6 address (with or without brackets).
+Status check_join_host(const std::string& host);
 
 /// Reads the join address from `port_file` (waiting for the file to appear) and connects to it.
 /// kTimeout if the file does not appear or the connection does not complete within `timeout`;

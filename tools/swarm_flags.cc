@@ -11,6 +11,7 @@
 #include "actors/swarm_launch.h"
 #include "actors/swarm_node.h"
 #include "kernels/error.h"
+#include "runtime/join_socket.h"
 #include "tools/block_map_json.h"
 #include "tools/commands.h"
 #include "tools/failure_timeout.h"
@@ -44,6 +45,8 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
        "swarm: hosts announce this many tokens/s per block instead of measuring")
       ("listen", po::value(&o.listen_file), "swarm: admit hosts joining at run time (sepal serve --join FILE);\n"
                                             "the join address (tcp://HOST:PORT) goes to FILE, on a file system the joiners see")
+      ("listen-host", po::value(&o.listen_host), "swarm: the host name or IP address joiners reach this machine by, written\n"
+                                                 "in --listen's FILE (default: this machine's host name)")
       ("secret-file", po::value(&o.secret_file), "swarm secret that joining processes must know (with --listen;\n"
                                                  "else $SEPAL_SWARM_SECRET or $SEPAL_SWARM_SECRET_FILE)")
       ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")
@@ -57,7 +60,7 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
 bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
   if (launched_world_size() > 1 || options.spawn_hosts > 0) return true;
   // One process: a swarm flag would be silently ignored, so it is a mistake.
-  for (const char* name : {"transport", "mode", "wan", "config", "replicas", "max-blocks", "throughput", "listen",
+  for (const char* name : {"transport", "mode", "wan", "config", "replicas", "max-blocks", "throughput", "listen", "listen-host",
                            "secret-file", "block-map-log", "route-timeout", "failure-timeout"}) {
     if (vm.count(name) && !vm[name].defaulted()) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
@@ -85,6 +88,10 @@ void check(const SwarmOptions& o) {
   }
   check_failure_timeout(o.failure_timeout_s);
   if (!o.listen_file.empty() && o.transport != "ucx") throw UsageError{"--listen needs --transport ucx"};
+  if (!o.listen_host.empty()) {
+    if (o.listen_file.empty()) throw UsageError{"--listen-host is for --listen (the address written in its file)"};
+    if (const Status s = check_join_host(o.listen_host); !s.is_ok()) throw UsageError{"--listen-host: " + s.message()};
+  }
   if (launched_world_size() > 1 && o.spawn_hosts > 0) {
     throw UsageError{"--hosts starts hosts itself; do not also launch with mpirun -np > 1"};
   }
@@ -142,6 +149,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
   if (!options.step_batching) launch.host_args.push_back("--no-step-batching");
   if (!device.is_cpu()) launch.host_args.insert(launch.host_args.end(), {"--device", device_name(device)});
   launch.listen_file = options.listen_file;
+  launch.listen_host = options.listen_host;
   launch.secret = std::move(secret);
   launch.host.model_dir = model_dir;
   launch.host.loading = loading;

@@ -26,6 +26,7 @@ struct SwarmOptions {
   std::string wan;
   std::string config_path;
   std::string listen_file;
+  std::string listen_host;
   std::string secret_file;
   std::string block_map_log;
   int spawn_hosts = 0;

@@ -66,6 +66,41 @@ TEST(JoinSocket, MessagesRoundTripThroughTheListenersPortFile) {
   EXPECT_FALSE(std::filesystem::exists(port_file)) << "the port file outlived its listener";
 }
 
+// The address joiners use can be named: an IPv4 address, an IPv6 one (bracketed in the file) or
+// a host name; what cannot stand in an address is refused before anything listens.
+TEST(JoinSocket, TheAdvertisedHostIsWhatJoinersConnectTo) {
+  const test::TempDir dir;
+  const auto port_file = (dir / "swarm.port").string();
+  for (const std::string host : {"127.0.0.1", "::1", "[::1]", "localhost"}) {
+    std::promise<std::string> seen;
+    auto listener = JoinListener::open(
+        port_file,
+        [&](JoinConnection& link) {
+          auto message = link.receive(5s);
+          seen.set_value(message.is_ok() ? text_of(*message.value()) : message.status().to_string());
+        },
+        host);
+    ASSERT_TRUE(listener.is_ok()) << host << ": " << listener.status().to_string();
+    const std::string address = read_line(port_file);
+    const std::string expected_host = host == "::1" ? "[::1]" : host;
+    EXPECT_EQ(address.rfind("tcp://" + expected_host + ":", 0), 0u) << address;
+    auto link = connect_to_swarm(port_file, 5s);
+    if (!link.is_ok() && host.find(':') != std::string::npos) {
+      GTEST_LOG_(INFO) << "no IPv6 loopback here: " << link.status().to_string();
+      continue;
+    }
+    ASSERT_TRUE(link.is_ok()) << host << ": " << link.status().to_string();
+    ASSERT_TRUE(link->send(*bytes_of("via " + host), 5s).is_ok());
+    EXPECT_EQ(seen.get_future().get(), "via " + host);
+  }
+  for (const std::string& bad : std::vector<std::string>{"my host", "evil\nline", "node:1", "[node]", "a/b", std::string(300, 'a')}) {
+    EXPECT_EQ(check_join_host(bad).code(), StatusCode::kInvalidArgument) << bad;
+    auto refused = JoinListener::open(port_file, [](JoinConnection&) {}, bad);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_FALSE(std::filesystem::exists(port_file));
+}
+
 TEST(JoinSocket, ASilentOrClosingPeerCostsAtMostTheTimeout) {
   const test::TempDir dir;
   const auto port_file = (dir / "swarm.port").string();

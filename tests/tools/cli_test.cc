@@ -413,6 +413,14 @@ TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
                    "--failure-timeout must be a number of seconds from 0.5 to 3600");
   }
   expect_failure({"generate", "--model", model, "--failure-timeout", "3"}, "--failure-timeout applies to a swarm");
+  // --listen-host: only with --listen, and only what can stand in an address.
+  expect_failure({"generate", "--model", model, "--hosts", "2", "--listen-host", "node1"},
+                 "--listen-host is for --listen (the address written in its file)");
+  for (const char* bad : {"my node", "node:7", "[node1]", "a/b"}) {
+    expect_failure({"generate", "--model", model, "--hosts", "2", "--listen", port, "--listen-host", bad},
+                   std::string("--listen-host: '") + bad + "' is not");
+  }
+  expect_failure({"generate", "--model", model, "--listen", port, "--listen-host", "node1"}, "--listen applies to a swarm");
 }
 
 // --device: listed, checked, and on a machine without a usable GPU (or a build without CUDA) a

@@ -19,10 +19,11 @@ wait_bytes() { for _ in $(seq 6000); do [ "$(wc -c < "$dir/out.txt")" -ge "$1" ]
 
 : > "$dir/out.txt"
 # 3 hosts of 3 blocks each: [0,3), [2,5) and a replica of [0,3); a 20 ms round trip on every link;
-# f32 hidden states, so that the text is the reference's.
+# f32 hidden states, so that the text is the reference's. The port file names the swarm by the
+# address --listen-host gives.
 timeout 240 mpirun -np 4 --enable-recovery "$sepal" generate \
   --model "$models/stories260K" --prompt "Once upon a time" --max-new-tokens 200 --max-blocks 3 \
-  --wan rtt_ms=20 --no-wire-compression --listen "$dir/port" --secret-file "$dir/secret" --block-map-log "$dir/map.jsonl" \
+  --wan rtt_ms=20 --no-wire-compression --listen "$dir/port" --listen-host 127.0.0.1 --secret-file "$dir/secret" --block-map-log "$dir/map.jsonl" \
   > "$dir/out.txt" 2> "$dir/err.txt" &
 job=$!
 failed=0
@@ -35,6 +36,7 @@ echo "leave: host $leaver (pid $pid) at $(wc -c < "$dir/out.txt") bytes"
 # 2. A host joins from another job, at 50%.
 wait_bytes $((total * 5 / 10))
 echo "join: at $(wc -c < "$dir/out.txt") bytes"
+port_line=$(head -1 "$dir/port" 2>/dev/null)
 timeout 120 mpirun -np 1 "$sepal" serve --join "$dir/port" --secret-file "$dir/secret" \
   --model "$models/stories260K" --max-blocks 2 --wan rtt_ms=20 > "$dir/joiner.out" 2> "$dir/joiner.err" &
 joiner=$!
@@ -83,6 +85,8 @@ assert re.search(r"f32 weights, f32 caches, cpu [a-z0-9]+$", newcomer_line), "se
 print(f"ok: block map after the leave of {leaver} and the join of {newcomer}")
 PY
 then :; else echo "FAILED: block map checks"; failed=$((failed + 1)); fi
+if [[ "$port_line" =~ ^tcp://127\.0\.0\.1:[0-9]+$ ]]; then echo "ok: the port file holds $port_line"
+else echo "FAILED: the port file holds '$port_line', not --listen-host's address"; failed=$((failed + 1)); fi
 if [ "$wrong_rc" = 1 ] && grep -q "^sepal status: error: cannot join the swarm: refused: wrong swarm secret" "$dir/wrong.err" \
   && grep -q "refused the join of .*: wrong swarm secret" "$dir/err.txt"; then
   echo "ok: a process with the wrong secret was refused (exit status 1) and the swarm logged it"
@@ -93,5 +97,5 @@ if [ "$failed" -ne 0 ]; then
   echo "--- client stderr"; tail -30 "$dir/err.txt"; echo "--- joiner stderr"; tail -10 "$dir/joiner.err"
   echo "--- status stderr"; grep -v "^ *$" "$dir/status.err" | head -5
 fi
-echo "$((4 - failed)) passed, $failed failed"
+echo "$((5 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
