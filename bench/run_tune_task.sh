@@ -12,7 +12,9 @@
 #   bench/run_tune_task.sh MODEL_DIR "HARD PROMPT" [NAME] [TRAIN] [EVAL]
 # Settings: SEPAL_TUNE_STEPS (60), SEPAL_TUNE_TOKENS (8), SEPAL_TUNE_LR (0.1), SEPAL_TUNE_BATCH (8),
 # SEPAL_TUNE_STORY_TOKENS (160), SEPAL_TUNE_LORA_LR (0.01), SEPAL_TUNE_LORA_RANK (8),
-# SEPAL_TUNE_LORA_TARGETS (every projection), SEPAL_TUNE_PEQA_LR (0.1).
+# SEPAL_TUNE_LORA_TARGETS (every projection), SEPAL_TUNE_PEQA_LR (0.1),
+# SEPAL_TUNE_METHODS (the methods to train, default "ptune deep-ptune peqa lora"),
+# SEPAL_TUNE_DATA (a folder that keeps the stories: written on the first run, reused after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/run_tune_task.sh MODEL_DIR \"HARD PROMPT\" [NAME] [TRAIN] [EVAL]" >&2; exit 2; }
@@ -22,9 +24,17 @@ story_tokens=${SEPAL_TUNE_STORY_TOKENS:-160}
 lora_lr=${SEPAL_TUNE_LORA_LR:-0.01} lora_rank=${SEPAL_TUNE_LORA_RANK:-8} peqa_lr=${SEPAL_TUNE_PEQA_LR:-0.1}
 lora_targets=${SEPAL_TUNE_LORA_TARGETS:-q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj}
 [ -x build/bin/sepal ] || scripts/build.sh
+methods=${SEPAL_TUNE_METHODS:-ptune deep-ptune peqa lora}
+for method in $methods; do
+  case $method in ptune|deep-ptune|peqa|lora) ;; *) echo "run_tune_task.sh: unknown method '$method' in SEPAL_TUNE_METHODS" >&2; exit 2 ;; esac
+done
 work=$(mktemp -d /tmp/sepal-tune-task.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p bench/results
+data=${SEPAL_TUNE_DATA:-$work}
+mkdir -p bench/results "$data"
+if [ -s "$data/train.jsonl" ] && [ -s "$data/eval-none.jsonl" ] && [ -s "$data/eval-hard.jsonl" ]; then
+  echo "reusing the stories in $data" >&2
+else
 /usr/bin/python3 - "$hard" "$((train + eval))" > "$work/prompts.jsonl" <<'PY'
 import json, sys
 for seed in range(1, int(sys.argv[2]) + 1):
@@ -50,15 +60,17 @@ with open(f"{work}/train.jsonl", "w") as t, open(f"{work}/eval-none.jsonl", "w")
             n.write(json.dumps({"prompt": "", "completion": story}) + "\n")
             h.write(json.dumps({"prompt": hard, "completion": " " + story}) + "\n")
 PY
+[ "$data" = "$work" ] || cp "$work/train.jsonl" "$work/eval-none.jsonl" "$work/eval-hard.jsonl" "$data/"
+fi
 nll() { build/bin/sepal perplexity --model "$model" --data "$@" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
-none=$(nll "$work/eval-none.jsonl")
-with_hard=$(nll "$work/eval-hard.jsonl")
-none_int8=$(nll "$work/eval-none.jsonl" --dtype int8)
-hard_int8=$(nll "$work/eval-hard.jsonl" --dtype int8)
+none=$(nll "$data/eval-none.jsonl")
+with_hard=$(nll "$data/eval-hard.jsonl")
+none_int8=$(nll "$data/eval-none.jsonl" --dtype int8)
+hard_int8=$(nll "$data/eval-hard.jsonl" --dtype int8)
 csv=bench/results/tune-task-$name.csv
 echo "method,steps,settings,eval_nll,none_nll,hard_nll,gap_recovered" > "$csv"
 echo "no prompt: $none   hard prompt: $with_hard   (int8: $none_int8, $hard_int8)"
-for method in ptune deep-ptune peqa lora; do
+for method in $methods; do
   case $method in
     ptune|deep-ptune) flags=(--prompt-tokens "$tokens" --lr "$lr"); scoring=(); base=$none; hard_base=$with_hard
                       what="$tokens tokens, lr $lr" ;;
@@ -67,10 +79,10 @@ for method in ptune deep-ptune peqa lora; do
     lora) flags=(--lora-rank "$lora_rank" --lora-targets "$lora_targets" --lr "$lora_lr"); scoring=(); base=$none
           hard_base=$with_hard; what="rank $lora_rank on $lora_targets, lr $lora_lr" ;;
   esac
-  build/bin/sepal tune --model "$model" --data "$work/train.jsonl" --method "$method" "${flags[@]}" \
+  build/bin/sepal tune --model "$model" --data "$data/train.jsonl" --method "$method" "${flags[@]}" \
     --steps "$steps" --batch-size "$batch" --warmup $((steps / 10)) --seed 1 --out "$work/$method.h5" \
     --log "$work/$method.jsonl" 2>/dev/null >/dev/null
-  tuned=$(nll "$work/eval-none.jsonl" --adapter "$work/$method.h5" ${scoring[@]+"${scoring[@]}"})
+  tuned=$(nll "$data/eval-none.jsonl" --adapter "$work/$method.h5" ${scoring[@]+"${scoring[@]}"})
   recovered=$(/usr/bin/python3 -c "print(round(($base - $tuned) / ($base - $hard_base), 3))")
   echo "$method,$steps,\"$what\",$tuned,$base,$hard_base,$recovered" >> "$csv"
   echo "$method ($what): $tuned (recovers $recovered of the gap)"
