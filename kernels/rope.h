@@ -7,10 +7,13 @@
 
 namespace sepal {
 
-/// Frequency scaling of rotary embeddings. kLlama3 is Llama 3.1's piecewise scaling.
+/// Frequency scaling of rotary embeddings. kLlama3 is Llama 3.1's piecewise scaling (from its
+/// parameters); kFactors divides each inverse frequency by its own factor (freq_factors, head_dim/2
+/// of them: what GGUF files store as rope_freqs.weight, llama.cpp's form of the same scaling).
 struct RopeScaling {
-  enum class Kind { kNone, kLlama3 };
+  enum class Kind { kNone, kLlama3, kFactors };
   Kind kind = Kind::kNone;
+  std::vector<double> freq_factors;  ///< kFactors: each > 0
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;

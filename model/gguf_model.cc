@@ -1,5 +1,9 @@
 #include "model/gguf_model.h"
 
+#include <cmath>
+#include <optional>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
@@ -9,6 +13,8 @@ namespace sepal {
 namespace {
 
 using json = nlohmann::json;
+
+constexpr const char* kRopeFactors = "rope_freqs.weight";
 
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
@@ -60,6 +66,24 @@ std::vector<float> unpermute_rows(const std::vector<float>& in, std::int64_t hea
   return out;
 }
 
+// Llama 3.1's RoPE scaling as llama.cpp's converter stores it: rope_freqs.weight, one factor per
+// pair of head dimensions, dividing that pair's inverse frequency. Absent: no scaling.
+std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, std::int64_t head_dim) {
+  const auto it = file.tensors().find(kRopeFactors);
+  if (it == file.tensors().end()) return std::nullopt;
+  const GgufTensor& t = it->second;
+  if (t.dims.size() != 1 || t.dims[0] != head_dim / 2) {
+    fail(file.where(), ": ", kRopeFactors, " must hold ", head_dim / 2, " factors (head_dim / 2), not ", t.elements());
+  }
+  std::vector<float> values(static_cast<std::size_t>(t.elements()));
+  dequantize_ggml(t.type, t.data, t.elements(), values.data());
+  std::vector<double> factors(values.begin(), values.end());
+  for (const double f : factors) {
+    if (!(f > 0.0) || !std::isfinite(f)) fail(file.where(), ": ", kRopeFactors, " holds ", f, " (factors must be positive)");
+  }
+  return factors;
+}
+
 }  // namespace
 
 ModelConfig gguf_model_config(const GgufFile& file) {
@@ -78,6 +102,9 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   if (auto scaling = file.string(arch + ".rope.scaling.type"); scaling && *scaling != "none") {
     fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported");
   }
+  if (auto experts = file.integer(arch + ".expert_count"); experts && *experts > 0) {
+    fail(file.where(), ": a mixture of experts (", *experts, " experts) is not supported");
+  }
   const auto* tokens = file.array("tokenizer.ggml.tokens");
   const auto embd = file.tensors().find("token_embd.weight");
   if (embd == file.tensors().end() || embd->second.dims.size() != 2) fail(file.where(), ": no token_embd.weight matrix");
@@ -95,7 +122,12 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                                                           : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
     if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
   }
-  return parse_model_config(c.dump(), file.where());
+  ModelConfig config = parse_model_config(c.dump(), file.where());
+  if (auto factors = rope_frequency_factors(file, config.head_dim)) {
+    config.rope_scaling.kind = RopeScaling::Kind::kFactors;
+    config.rope_scaling.freq_factors = std::move(*factors);
+  }
+  return config;
 }
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
@@ -105,7 +137,12 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
     const std::string hf = hf_name(name);
-    if (hf.empty()) continue;
+    if (name == kRopeFactors) continue;  // read into the configuration
+    if (hf.empty()) {
+      // A tensor of a variant sepal does not run (biases, experts, ...): left out, the model
+      // would compute something else.
+      fail(file.where(), ": tensor ", name, " is not one sepal reads (a llama variant it does not support)");
+    }
     TensorRef ref;
     ref.name = hf;
     ref.shape.assign(t.dims.rbegin(), t.dims.rend());  // ggml lists the contiguous dimension first

@@ -98,6 +98,15 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
       }
     }
   }
+  if (scaling.kind == RopeScaling::Kind::kFactors) {
+    SEPAL_CHECK(scaling.freq_factors.size() == inv_freq.size(), "RoPE needs ", inv_freq.size(),
+                " frequency factors (head_dim / 2), got ", scaling.freq_factors.size());
+    for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+      SEPAL_CHECK(scaling.freq_factors[i] > 0.0 && std::isfinite(scaling.freq_factors[i]),
+                  "RoPE frequency factors must be positive, got ", scaling.freq_factors[i]);
+      inv_freq[i] /= scaling.freq_factors[i];
+    }
+  }
   return inv_freq;
 }
 

@@ -211,6 +211,21 @@ TEST(Rope, Llama3ScalingFollowsThePiecewiseRule) {
   EXPECT_GT(blended, 0);
 }
 
+// GGUF's form of the scaling (rope_freqs.weight): each inverse frequency divided by its factor.
+TEST(Rope, FrequencyFactorsDivideEachInverseFrequency) {
+  RopeScaling s;
+  s.kind = RopeScaling::Kind::kFactors;
+  s.freq_factors = {1.0, 2.0, 3.5, 8.0};
+  const auto scaled = rope_inverse_frequencies(8, 10000.0, s);
+  const auto plain = reference_inv_freq(8, 10000.0);
+  ASSERT_EQ(scaled.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(scaled[i], plain[i] / s.freq_factors[i]);
+  s.freq_factors = {1.0, 2.0, 3.0};
+  EXPECT_THROW((void)rope_inverse_frequencies(8, 10000.0, s), Error);
+  s.freq_factors = {1.0, 2.0, 0.0, 8.0};
+  EXPECT_THROW((void)rope_inverse_frequencies(8, 10000.0, s), Error);
+}
+
 // ---- attention ----
 
 TEST(Attention, CausalGqaMatchesReference) {

@@ -154,4 +154,5 @@ def main():
     write_gguf(twin, nkv, metadata, dequantized)
 
 
-main()
+if __name__ == "__main__":
+    main()
