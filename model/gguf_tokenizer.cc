@@ -88,31 +88,35 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
     merge_list.push_back(*m);
   }
   const std::string pre = file.string("tokenizer.ggml.pre").value_or("default");
-  nlohmann::json pre_tokenizer;
+  nlohmann::json pre_tokenizer, normalizer;
   bool ignore_merges = false;  // a piece that is a whole token stays one (Llama 3's BPE)
   if (pre == "default" || pre == "gpt-2") {
     pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
-  } else if (pre == "llama-bpe") {
+  } else if (pre == "llama-bpe" || pre == "qwen2") {
     // Llama 3's split (its tokenizer.json): contractions, letters with one leading non-letter,
     // digits in threes, punctuation runs, newlines, and whitespace; then bytes to characters.
+    // Qwen2's (its tokenizer.json) is the same with single digits, after NFC normalization.
+    const std::string digits = pre == "qwen2" ? "\\p{N}" : "\\p{N}{1,3}";
     const nlohmann::json split = {
         {"type", "Split"},
         {"pattern",
          {{"Regex",
-           "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+           "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" + digits + "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
            "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
         {"behavior", "Isolated"},
         {"invert", false}};
     pre_tokenizer = {{"type", "Sequence"},
                      {"pretokenizers",
                       {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
-    ignore_merges = true;
+    ignore_merges = pre == "llama-bpe";
+    if (pre == "qwen2") normalizer = {{"type", "NFC"}};
   } else {
-    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe)");
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2)");
   }
   const nlohmann::json tokenizer = {
       {"model",
        {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}, {"byte_fallback", false}, {"ignore_merges", ignore_merges}}},
+      {"normalizer", normalizer},
       {"pre_tokenizer", pre_tokenizer},
       {"decoder", {{"type", "ByteLevel"}}},
       {"added_tokens", added}};

@@ -164,9 +164,10 @@ struct PreTokenizerStep {
 };
 
 struct NormalizerStep {
-  enum class Kind { kPrepend, kReplace, kLowercase };
+  enum class Kind { kPrepend, kReplace, kLowercase, kUnicode };
   Kind kind;
   std::string a, b;
+  UnicodeForm form = UnicodeForm::kNfc;  ///< kUnicode
 };
 
 struct DecoderStep {
@@ -297,8 +298,15 @@ class HfBpeTokenizer final : public Tokenizer {
                               n.at("content").get<std::string>()});
     } else if (type == "Lowercase") {
       normalizers_.push_back({NormalizerStep::Kind::kLowercase, "", ""});
+    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+      const UnicodeForm form = type == "NFC"   ? UnicodeForm::kNfc
+                               : type == "NFD" ? UnicodeForm::kNfd
+                               : type == "NFKC" ? UnicodeForm::kNfkc
+                                                : UnicodeForm::kNfkd;
+      normalizers_.push_back({NormalizerStep::Kind::kUnicode, "", "", form});
     } else {
-      fail(where_, ": normalizer '", type, "' is not supported (supported: Sequence, Prepend, Replace, Lowercase)");
+      fail(where_, ": normalizer '", type,
+           "' is not supported (supported: Sequence, Prepend, Replace, Lowercase, NFC, NFD, NFKC, NFKD)");
     }
   }
 
@@ -457,6 +465,7 @@ class HfBpeTokenizer final : public Tokenizer {
         case NormalizerStep::Kind::kLowercase:
           s = utf8_lowercase(s);
           break;
+        case NormalizerStep::Kind::kUnicode: s = utf8_normalize(s, step.form); break;
       }
     }
     return s;

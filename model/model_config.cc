@@ -212,7 +212,17 @@ ModelConfig read_model_config(const std::filesystem::path& dir) {
   if (!in) fail("cannot read ", path.string(), ": no such file");
   std::stringstream text;
   text << in.rdbuf();
-  return parse_model_config(text.str(), path.string());
+  ModelConfig config = parse_model_config(text.str(), path.string());
+  // The tokenizer decides whether prompts start with BOS: Qwen2's config.json names a BOS id that
+  // its tokenizer never adds.
+  if (std::ifstream tokenizer_config(dir / "tokenizer_config.json"); tokenizer_config) {
+    const json t = json::parse(tokenizer_config, nullptr, /*allow_exceptions=*/false);
+    if (t.is_discarded()) fail("cannot parse ", (dir / "tokenizer_config.json").string(), ": not JSON");
+    if (t.is_object() && t.contains("add_bos_token") && t["add_bos_token"].is_boolean() && !t["add_bos_token"].get<bool>()) {
+      config.bos_token_id = -1;
+    }
+  }
+  return config;
 }
 
 }  // namespace sepal

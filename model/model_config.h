@@ -36,7 +36,9 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
   std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral); 0: all
-  std::int32_t bos_token_id = -1;             ///< -1 when the model has none
+  /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
+  /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).
+  std::int32_t bos_token_id = -1;
   std::vector<std::int32_t> eos_token_ids;    ///< generation stops at any of these
 
   /// Width of the query projection output (num_heads * head_dim).

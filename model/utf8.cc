@@ -1,8 +1,10 @@
 #include "model/utf8.h"
 
 #include <locale.h>
+#include <utf8proc.h>
 #include <wctype.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/error.h"
@@ -134,6 +136,28 @@ std::string utf8_lowercase(std::string_view text) {
     }
   }
   return out;
+}
+
+std::string utf8_normalize(std::string_view text, UnicodeForm form) {
+  if (text.empty() || first_invalid_utf8(text)) return std::string(text);
+  int options = UTF8PROC_STABLE;
+  switch (form) {
+    case UnicodeForm::kNfc: options |= UTF8PROC_COMPOSE; break;
+    case UnicodeForm::kNfd: options |= UTF8PROC_DECOMPOSE; break;
+    case UnicodeForm::kNfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+    case UnicodeForm::kNfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+  }
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          static_cast<utf8proc_ssize_t>(text.size()), &out,
+                                          static_cast<utf8proc_option_t>(options));
+  if (n < 0) {
+    std::free(out);
+    fail("Unicode normalization failed: ", utf8proc_errmsg(n));
+  }
+  std::string result(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
+  std::free(out);
+  return result;
 }
 
 }  // namespace sepal

@@ -1,6 +1,7 @@
 #pragma once
-// UTF-8 text: validation, and lowercase as Hugging Face's tokenizers do it (Rust's
-// str::to_lowercase: Unicode's full lowercase mapping, with the final-sigma rule).
+// UTF-8 text: validation, lowercase as Hugging Face's tokenizers do it (Rust's
+// str::to_lowercase: Unicode's full lowercase mapping, with the final-sigma rule), and the Unicode
+// normalization forms.
 
 #include <cstddef>
 #include <optional>
@@ -24,5 +25,12 @@ std::optional<std::size_t> first_invalid_utf8(std::string_view text);
 /// characters in between are skipped). Throws sepal::Error when this system has no C.UTF-8
 /// locale.
 std::string utf8_lowercase(std::string_view text);
+
+/// Unicode normalization forms (Hugging Face's NFC, NFD, NFKC and NFKD normalizers).
+enum class UnicodeForm { kNfc, kNfd, kNfkc, kNfkd };
+
+/// `text` in the normalization form (utf8proc's Unicode tables). Text that is not valid UTF-8
+/// cannot be normalized and is returned as it is (Hugging Face's tokenizers take only valid text).
+std::string utf8_normalize(std::string_view text, UnicodeForm form);
 
 }  // namespace sepal

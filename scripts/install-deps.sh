@@ -8,6 +8,7 @@ packages=(
   nlohmann-json3-dev                # config.json, tokenizer.json, safetensors headers
   libsentencepiece-dev              # tokenizer.model
   libpcre2-dev                      # byte-level BPE pre-tokenizer regexes (\p{L}, \p{N})
+  libutf8proc-dev                   # Unicode normalization of tokenizer.json normalizers (NFC, ...)
   libboost-program-options-dev      # the sepal command line
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin libucx-dev ucx-utils   # distributed runtime

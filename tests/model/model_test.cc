@@ -66,6 +66,20 @@ TEST(ModelConfig, ParsesFieldsAndDefaults) {
   EXPECT_FALSE(c.tie_word_embeddings);
 }
 
+// A folder's prompts start with config.json's BOS unless tokenizer_config.json says its tokenizer
+// adds none (Qwen2); a tokenizer_config.json that is not JSON is an error, not ignored.
+TEST(ModelConfig, TokenizerConfigDecidesWhetherPromptsStartWithBos) {
+  const test::TempDir dir;
+  test::write_file(dir / "config.json", kGoodConfig);
+  EXPECT_EQ(read_model_config(dir.path()).bos_token_id, 1);
+  test::write_file(dir / "tokenizer_config.json", R"({"add_bos_token": true, "bos_token": "<s>"})");
+  EXPECT_EQ(read_model_config(dir.path()).bos_token_id, 1);
+  test::write_file(dir / "tokenizer_config.json", R"({"add_bos_token": false, "bos_token": null})");
+  EXPECT_EQ(read_model_config(dir.path()).bos_token_id, -1);
+  test::write_file(dir / "tokenizer_config.json", "{not json");
+  EXPECT_THROW((void)read_model_config(dir.path()), Error);
+}
+
 TEST(ModelConfig, ReadsHeadDimAndLlama3Scaling) {
   json j = json::parse(kGoodConfig);
   j["head_dim"] = 16;

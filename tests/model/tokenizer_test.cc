@@ -163,6 +163,26 @@ TEST(Utf8, LowercaseFollowsUnicodeAsHuggingFaceDoes) {
   EXPECT_EQ(first_invalid_utf8("ab\xE6\x97"), std::optional<std::size_t>(2));
 }
 
+// The four normalization forms of tokenizer.json normalizers (NFC: Qwen2's), from Unicode's
+// examples: composition, canonical order of marks, compatibility mappings, Hangul.
+TEST(Utf8, NormalizationFormsAreUnicodes) {
+  const std::string e_acute = "\xC3\xA9", e_plus_mark = "e\xCC\x81";  // é, e + U+0301
+  EXPECT_EQ(utf8_normalize(e_plus_mark, UnicodeForm::kNfc), e_acute);
+  EXPECT_EQ(utf8_normalize(e_acute, UnicodeForm::kNfd), e_plus_mark);
+  // U+1E9B U+0323 (long s with dot above, dot below): NFC keeps the letter, NFKC makes it an s.
+  const std::string s_dots = "\xE1\xBA\x9B\xCC\xA3";
+  EXPECT_EQ(utf8_normalize(s_dots, UnicodeForm::kNfc), s_dots);
+  EXPECT_EQ(utf8_normalize(s_dots, UnicodeForm::kNfkc), "\xE1\xB9\xA9");            // U+1E69
+  EXPECT_EQ(utf8_normalize(s_dots, UnicodeForm::kNfd), "\xC5\xBF\xCC\xA3\xCC\x87");  // ſ, below, above
+  EXPECT_EQ(utf8_normalize(s_dots, UnicodeForm::kNfkd), "s\xCC\xA3\xCC\x87");
+  EXPECT_EQ(utf8_normalize("\xEF\xAC\x81", UnicodeForm::kNfc), "\xEF\xAC\x81");  // the ligature fi stays
+  EXPECT_EQ(utf8_normalize("\xEF\xAC\x81", UnicodeForm::kNfkc), "fi");
+  EXPECT_EQ(utf8_normalize("\xE1\x84\x80\xE1\x85\xA1", UnicodeForm::kNfc), "\xEA\xB0\x80");  // jamo to 가
+  EXPECT_EQ(utf8_normalize("plain ascii", UnicodeForm::kNfkd), "plain ascii");
+  EXPECT_EQ(utf8_normalize("", UnicodeForm::kNfc), "");
+  EXPECT_EQ(utf8_normalize("e\xCC\x81\xFF", UnicodeForm::kNfc), "e\xCC\x81\xFF");  // not UTF-8: as it is
+}
+
 TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
   auto expect_error = [](const std::string& text, const std::string& needle) {
     try {
@@ -175,7 +195,7 @@ TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
   expect_error("{", "not valid JSON");
   expect_error(R"({"model":{"type":"Unigram","vocab":[]}})", "model type 'Unigram' is not supported");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}})", "missing from the vocab");
-  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"NFKC"}})", "normalizer 'NFKC'");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"BertNormalizer"}})", "normalizer 'BertNormalizer'");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":"x"},"merges":[]}})", "not an integer");
   try {
     load_tokenizer("/nonexistent");

