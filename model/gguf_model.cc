@@ -19,7 +19,9 @@ constexpr const char* kRopeFactors = "rope_freqs.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama") fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama)");
+  if (*arch != "llama" && *arch != "qwen2") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2)");
+  }
   return *arch;
 }
 
@@ -29,8 +31,9 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
   return *v;
 }
 
-// The Hugging Face name of a GGUF llama tensor, or empty for one sepal does not use.
-std::string hf_name(const std::string& name) {
+// The Hugging Face name of a GGUF tensor of the architecture, or empty for one sepal does not use
+// (biases but Qwen2's on q, k and v).
+std::string hf_name(const std::string& name, const std::string& arch) {
   static const std::map<std::string, std::string> top = {
       {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
       {"output.weight", "lm_head.weight"}};
@@ -40,14 +43,19 @@ std::string hf_name(const std::string& name) {
       {"attn_norm.weight", "input_layernorm.weight"},    {"ffn_norm.weight", "post_attention_layernorm.weight"},
       {"ffn_gate.weight", "mlp.gate_proj.weight"},       {"ffn_up.weight", "mlp.up_proj.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"}};
+  static const std::map<std::string, std::string> qwen2_biases = {
+      {"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"}, {"attn_v.bias", "self_attn.v_proj.bias"}};
   if (auto it = top.find(name); it != top.end()) return it->second;
   if (name.rfind("blk.", 0) != 0) return {};
   const auto dot = name.find('.', 4);
   if (dot == std::string::npos) return {};
   const std::string layer = name.substr(4, dot - 4);
   if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
-  auto it = block.find(name.substr(dot + 1));
-  return it == block.end() ? std::string() : "model.layers." + layer + "." + it->second;
+  const std::string part = name.substr(dot + 1);
+  auto it = block.find(part);
+  if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
+  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part))) return {};
+  return "model.layers." + layer + "." + it->second;
 }
 
 // llama.cpp stores each head's query and key rows interleaved (pairs rotated together); Hugging
@@ -89,7 +97,7 @@ std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, 
 ModelConfig gguf_model_config(const GgufFile& file) {
   const std::string arch = architecture(file);
   json c;
-  c["architectures"] = {"LlamaForCausalLM"};
+  c["architectures"] = {arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};  // qwen2: q, k, v biases
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
   c["num_hidden_layers"] = required(file, arch + ".block_count");
@@ -132,11 +140,15 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
+  // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
+  // qwen2 model's it leaves as they are (llama.cpp rotates those halves apart, as Hugging Face).
+  const std::string arch = architecture(file);
+  const bool interleaved = arch == "llama";
   auto shared = std::make_shared<const GgufFile>(file);
   std::map<std::string, TensorRef> tensors;
   std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
-    const std::string hf = hf_name(name);
+    const std::string hf = hf_name(name, arch);
     if (name == kRopeFactors) continue;  // read into the configuration
     if (hf.empty()) {
       // A tensor of a variant sepal does not run (biases, experts, ...): left out, the model
@@ -146,7 +158,8 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
     TensorRef ref;
     ref.name = hf;
     ref.shape.assign(t.dims.rbegin(), t.dims.rend());  // ggml lists the contiguous dimension first
-    const bool query = hf.find("q_proj") != std::string::npos, key = hf.find("k_proj") != std::string::npos;
+    const bool query = interleaved && hf.find("q_proj") != std::string::npos,
+               key = interleaved && hf.find("k_proj") != std::string::npos;
     const auto type = static_cast<GgmlType>(t.type);
     if (!query && !key && (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16)) {
       ref.dtype = type == GgmlType::kF32 ? DType::kF32 : type == GgmlType::kF16 ? DType::kF16 : DType::kBF16;

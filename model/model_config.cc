@@ -136,8 +136,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   const std::string act = config.value("hidden_act", std::string("silu"));
   if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
-  // Qwen2's q, k and v projections always have biases (its config does not say so).
-  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || config.value("attention_bias", false);
+  // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's
+  // attention_bias puts one on o_proj too, which sepal does not apply: refused, not left out.
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM";
+  if (!c.attention_bias && config.value("attention_bias", false)) {
+    fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
+         c.architecture, " (Qwen2's biases on q, k and v are)");
+  }
   if (config.value("use_sliding_window", false)) {
     fail(where, ": use_sliding_window=true (Qwen2's windows on some layers) is not supported");
   }

@@ -3,7 +3,9 @@
 // documented layouts say (blocks built here code by code); malformed files get one line.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
 
 #include "kernels/dtype.h"
@@ -12,6 +14,7 @@
 #include "model/gguf.h"
 #include "model/gguf_dequantize.h"
 #include "model/gguf_model.h"
+#include "model/synthetic_checkpoint.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -314,6 +317,131 @@ TEST(GgufFile, ReadsMetadataAndTensors) {
   float first;
   std::memcpy(&first, t.data, 4);
   EXPECT_EQ(first, 1.0f);
+}
+
+// ---- a qwen2 file ----
+
+// Appends one metadata entry: key, GGUF type, value bytes.
+void put_kv(GgufWriter& w, const std::string& key, std::uint32_t type, const void* value, std::size_t bytes) {
+  w.str(key);
+  w.u32(type);
+  w.raw(value, bytes);
+}
+
+// What llama.cpp's converter writes for a Hugging Face Qwen2 folder (f32 tensors): qwen2.* keys,
+// GGUF tensor names with ggml's dimension order (fastest first), the query and key rows as they
+// are (llama.cpp rotates Qwen2's halves apart), no output.weight when the head is tied.
+GgufWriter qwen2_gguf(const std::filesystem::path& folder) {
+  const ModelConfig c = read_model_config(folder);
+  const Checkpoint hf = Checkpoint::open(folder);
+  std::vector<std::pair<std::string, std::string>> names = {
+      {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}};
+  if (!c.tie_word_embeddings) names.emplace_back("output.weight", "lm_head.weight");
+  const std::vector<std::pair<std::string, std::string>> block = {
+      {"attn_norm.weight", "input_layernorm.weight"},   {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_q.bias", "self_attn.q_proj.bias"},         {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_k.bias", "self_attn.k_proj.bias"},         {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_v.bias", "self_attn.v_proj.bias"},         {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"ffn_norm.weight", "post_attention_layernorm.weight"}, {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},          {"ffn_down.weight", "mlp.down_proj.weight"}};
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    for (const auto& [g, h] : block) {
+      names.emplace_back("blk." + std::to_string(l) + "." + g, "model.layers." + std::to_string(l) + "." + h);
+    }
+  }
+  GgufWriter w;
+  w.u64(names.size());
+  w.u64(9);
+  const std::string arch = "qwen2";
+  w.str("general.architecture");
+  w.u32(8);
+  w.str(arch);
+  const auto u32 = [&](const std::string& key, std::int64_t v) {
+    const auto x = static_cast<std::uint32_t>(v);
+    put_kv(w, key, 4, &x, 4);
+  };
+  const auto f32 = [&](const std::string& key, double v) {
+    const auto x = static_cast<float>(v);
+    put_kv(w, key, 6, &x, 4);
+  };
+  u32("qwen2.context_length", c.max_position_embeddings);
+  u32("qwen2.embedding_length", c.hidden_size);
+  u32("qwen2.feed_forward_length", c.intermediate_size);
+  u32("qwen2.block_count", c.num_layers);
+  u32("qwen2.attention.head_count", c.num_heads);
+  u32("qwen2.attention.head_count_kv", c.num_kv_heads);
+  f32("qwen2.rope.freq_base", c.rope_theta);
+  f32("qwen2.attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  std::uint64_t offset = 0;
+  for (const auto& [g, h] : names) {
+    const TensorRef& t = hf.get(h);
+    EXPECT_EQ(t.dtype, DType::kF32) << h;
+    w.str(g);
+    w.u32(static_cast<std::uint32_t>(t.shape.size()));
+    for (auto d = t.shape.rbegin(); d != t.shape.rend(); ++d) w.u64(static_cast<std::uint64_t>(*d));
+    w.u32(0);  // F32
+    w.u64(offset);
+    offset += (t.bytes + 31) / 32 * 32;
+  }
+  w.pad(32);
+  for (const auto& [g, h] : names) {
+    const TensorRef& t = hf.get(h);
+    w.raw(t.data, t.bytes);
+    w.pad(32);
+  }
+  return w;
+}
+
+// A qwen2 GGUF file is its Hugging Face folder: the same configuration (biases on q, k and v),
+// every tensor bit for bit (no rows reordered), the same hidden states.
+TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) {
+  const test::TempDir dir;
+  SyntheticSpec spec;
+  spec.architecture = "Qwen2ForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 96;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.vocab_size = 300;
+  spec.max_position_embeddings = 64;
+  spec.weight_std = 0.15;
+  spec.tie_word_embeddings = true;
+  spec.seed = 11;
+  write_synthetic_checkpoint(spec, dir / "hf");
+  const auto gguf = dir / "qwen2.gguf";
+  {
+    const GgufWriter w = qwen2_gguf(dir / "hf");
+    std::ofstream out(gguf, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(w.bytes_.data()), static_cast<std::streamsize>(w.bytes_.size()));
+  }
+  const ModelConfig hf = read_model_config(dir / "hf"), g = read_model_config(gguf);
+  EXPECT_EQ(g.architecture, "Qwen2ForCausalLM");
+  EXPECT_TRUE(g.attention_bias);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
+  EXPECT_EQ(g.head_dim, hf.head_dim);
+  const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
+  int compared = 0;
+  for (const auto& [name, listed] : b.tensors()) {
+    const TensorRef& t = b.get(name);
+    const TensorRef* ref = a.find(name);
+    ASSERT_NE(ref, nullptr) << name;
+    EXPECT_EQ(t.shape, ref->shape) << name;
+    ASSERT_EQ(t.bytes, ref->bytes) << name;
+    EXPECT_EQ(std::memcmp(t.data, ref->data, t.bytes), 0) << name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 2 + 12 * spec.num_layers);
+  const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
+  const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
+  std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  y = x;
+  KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
+  from_hf.forward(x.data(), 5, ca);
+  from_gguf.forward(y.data(), 5, cb);
+  EXPECT_EQ(x, y);
 }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {

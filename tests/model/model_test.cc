@@ -126,6 +126,9 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(with("hidden_size", -4), "c"); }, "'hidden_size' must be positive");
   expect_error([&] { parse_model_config(with("num_key_value_heads", 3), "c"); }, "not a multiple of num_key_value_heads");
   expect_error([&] { parse_model_config(with("hidden_act", "gelu"), "c"); }, "unsupported hidden_act");
+  expect_error([&] { parse_model_config(with("attention_bias", true), "c"); },
+               "attention_bias=true (biases on every attention projection, o_proj's too) is not supported for LlamaForCausalLM");
+  EXPECT_FALSE(parse_model_config(with("attention_bias", false), "c").attention_bias);
   expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");
