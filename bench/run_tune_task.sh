@@ -41,8 +41,14 @@ for seed in range(1, int(sys.argv[2]) + 1):
     print(json.dumps({"prompt": sys.argv[1], "seed": seed}))
 PY
 echo "writing $((train + eval)) stories after: $hard" >&2
-build/bin/sepal generate --model "$model" --prompts-file "$work/prompts.jsonl" --temperature 0.9 \
-  --max-new-tokens "$story_tokens" --json 2>/dev/null > "$work/stories.jsonl"
+# In files of 4096 prompts, the most one generate takes.
+split -l 4096 "$work/prompts.jsonl" "$work/prompts-part-"
+: > "$work/stories.jsonl"
+for part in "$work"/prompts-part-*; do
+  build/bin/sepal generate --model "$model" --prompts-file "$part" --temperature 0.9 \
+    --max-new-tokens "$story_tokens" --json 2> "$work/generate.err" >> "$work/stories.jsonl" \
+    || { echo "run_tune_task.sh: generating the stories failed: $(tail -1 "$work/generate.err")" >&2; exit 1; }
+done
 /usr/bin/python3 - "$hard" "$train" "$work" <<'PY'
 import json, sys
 hard, train, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
