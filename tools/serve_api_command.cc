@@ -98,7 +98,7 @@ int serve_api_command(int argc, char** argv) {
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).parent_path().filename().string();
 
   const ModelConfig config = read_model_config(model_dir);
-  const api::ChatForm chat_form = api::chat_form_of_model(model_dir);
+  const api::ChatTemplate chat_template = api::chat_template_of_model(model_dir);
   // Every adapter is read and checked before a swarm starts.
   std::vector<std::pair<std::string, PromptParameters>> adapters;
   for (const std::string& spec : adapter_specs) {
@@ -150,7 +150,7 @@ int serve_api_command(int argc, char** argv) {
   served.config = &config;
   served.tokenizer = model.tokenizer.get();
   served.ends = &model.ends;
-  served.chat_form = chat_form;
+  served.chat_template = chat_template;
   served.one_at_a_time = !swarm;
   served.adapters = std::move(served_adapters);
   if (swarm) {
@@ -171,7 +171,7 @@ int serve_api_command(int argc, char** argv) {
   std::fprintf(stderr, "sepal: serving %s as '%s' at http://%s:%d/v1 (%s, chat template: %s, %s kernels)\n",
                model_dir.c_str(), model_name.c_str(), server.bind.c_str(), api.port(),
                swarm ? ("a swarm of " + std::to_string(swarm->host_count()) + " hosts").c_str() : "blocks in this process",
-               api::chat_form_name(chat_form), std::string(cpu_isa_name(active_cpu_isa())).c_str());
+               (std::string(api::chat_form_name(chat_template.form)) + (chat_template.default_system.empty() ? "" : " with its default system message")).c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str());
   std::fflush(stderr);
   while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::fprintf(stderr, "sepal: signal %d: stopping the API\n", g_signal.load());

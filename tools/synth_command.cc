@@ -2,6 +2,8 @@
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <string>
 
 #include "kernels/dtype.h"
 #include "model/synthetic_checkpoint.h"
@@ -18,7 +20,8 @@ int synth_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
       ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b")
-      ("arch", po::value(&arch)->default_value("llama"), "architecture (llama)")
+      ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v) or bloom\n"
+                                                         "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
       ("layers", po::value(&spec.num_layers), "number of blocks")
@@ -40,13 +43,22 @@ int synth_command(int argc, char** argv) {
     std::cout << options << "\n";
     return 0;
   }
-  if (arch != "llama") throw UsageError{"--arch '" + arch + "' is not supported (supported: llama)"};
+  static const std::map<std::string, std::string> kArchitectures = {
+      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+  arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
+  const auto architecture = kArchitectures.find(arch);
+  if (architecture == kArchitectures.end()) {
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, bloom)"};
+  }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
     const auto p = synthetic_preset(preset);
-    if (!p) throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m)"};
+    if (!p) {
+      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b)"};
+    }
     spec = *p;
   }
+  if (!vm["arch"].defaulted() || !vm.count("preset")) spec.architecture = architecture->second;
   po::notify(vm);  // explicit shape flags override the preset
   if (vm.count("tied")) spec.tie_word_embeddings = true;
   const auto dtype = parse_dtype(dtype_text);

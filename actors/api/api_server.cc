@@ -154,7 +154,7 @@ struct ApiServer::Impl {
     const std::int64_t vocab = model.config->vocab_size;
     try {
       if (r.chat) {
-        const std::string text = render_chat(model.chat_form, r.messages);
+        const std::string text = render_chat(model.chat_template, r.messages);
         out.push_back(Prompt{prompt_ids_of(model, text), text.size()});
       }
       for (const std::string& p : r.prompts) out.push_back(Prompt{prompt_ids_of(model, p), p.size()});

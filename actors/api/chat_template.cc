@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
+#include "model/gguf.h"
 
 namespace sepal::api {
 
@@ -20,23 +21,62 @@ const char* chat_form_name(ChatForm form) {
   return "?";
 }
 
-ChatForm recognise_chat_template(const std::string& jinja) {
-  if (jinja.find("<|im_start|>") != std::string::npos) return ChatForm::kChatMl;
-  if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatForm::kLlama3;
-  if (jinja.find("[INST]") != std::string::npos) return ChatForm::kLlama2;
-  if (jinja.find("<|user|>") != std::string::npos) return ChatForm::kZephyr;
-  return ChatForm::kPlain;
+namespace {
+
+// A system message written as one literal in the template, '<|im_start|>system\n TEXT <|im_end|>'
+// (Jinja's \n escape, or a real newline), where the chat has none of its own: the text, or empty
+// when the template writes none (its system block takes the first message's content instead).
+std::string chatml_default_system(const std::string& jinja) {
+  for (const std::string& open : {std::string("'<|im_start|>system\\n"), std::string("'<|im_start|>system\n"),
+                                  std::string("\"<|im_start|>system\\n"), std::string("\"<|im_start|>system\n")}) {
+    const char quote = open[0];
+    for (std::size_t at = jinja.find(open); at != std::string::npos; at = jinja.find(open, at + 1)) {
+      const std::size_t start = at + open.size();
+      const std::size_t end = jinja.find("<|im_end|>", start);
+      const std::size_t closing = jinja.find(quote, start);
+      if (end == std::string::npos || closing < end || end == start) continue;  // not one literal
+      std::string text = jinja.substr(start, end - start);
+      if (text.find_first_of("{}") != std::string::npos) continue;
+      // Jinja string escapes that such a text may hold.
+      std::string out;
+      for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '\\' && i + 1 < text.size()) {
+          const char c = text[++i];
+          out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+        } else {
+          out += text[i];
+        }
+      }
+      return out;
+    }
+  }
+  return {};
 }
 
-ChatForm chat_form_of_model(const std::filesystem::path& model, std::string* jinja) {
+}  // namespace
+
+ChatTemplate recognise_chat_template(const std::string& jinja) {
+  if (jinja.find("<|im_start|>") != std::string::npos) return {ChatForm::kChatMl, chatml_default_system(jinja)};
+  if (jinja.find("<|start_header_id|>") != std::string::npos) return {ChatForm::kLlama3, {}};
+  if (jinja.find("[INST]") != std::string::npos) return {ChatForm::kLlama2, {}};
+  if (jinja.find("<|user|>") != std::string::npos) return {ChatForm::kZephyr, {}};
+  return {};
+}
+
+ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja) {
+  if (is_gguf_file(model)) {
+    const std::string found = GgufFile::open(model).string("tokenizer.chat_template").value_or("");
+    if (jinja) *jinja = found;
+    return recognise_chat_template(found);
+  }
   const std::filesystem::path file = model / "tokenizer_config.json";
-  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return ChatForm::kPlain;
+  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return {};
   std::ifstream in(file);
   std::stringstream text;
   text << in.rdbuf();
   const nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, false);
   if (config.is_discarded() || !config.is_object()) fail(file.string(), ": not a JSON object");
-  if (!config.contains("chat_template")) return ChatForm::kPlain;
+  if (!config.contains("chat_template")) return {};
   const nlohmann::json& t = config["chat_template"];
   std::string found;
   if (t.is_string()) {
@@ -53,10 +93,13 @@ ChatForm chat_form_of_model(const std::filesystem::path& model, std::string* jin
   return recognise_chat_template(found);
 }
 
-std::string render_chat(ChatForm form, const std::vector<ChatMessage>& messages) {
+std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages) {
   std::string out;
-  switch (form) {
+  switch (chat_template.form) {
     case ChatForm::kChatMl:
+      if (!chat_template.default_system.empty() && (messages.empty() || messages.front().role != "system")) {
+        out += "<|im_start|>system\n" + chat_template.default_system + "<|im_end|>\n";
+      }
       for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       return out + "<|im_start|>assistant\n";
     case ChatForm::kLlama3:

@@ -1,8 +1,10 @@
 #pragma once
-// Chat messages as one prompt. A model's tokenizer_config.json may carry a Jinja `chat_template`;
-// rather than run Jinja, the common forms are recognised by their markers and rendered here:
-// ChatML (<|im_start|>), Llama 3 (<|start_header_id|>), Llama 2 and Mistral ([INST]) and Zephyr
-// (<|user|>). Anything else, or no template, gets the plain form:
+// Chat messages as one prompt. A model's tokenizer_config.json (or a GGUF file's
+// tokenizer.chat_template) may carry a Jinja `chat_template`; rather than run Jinja, the common
+// forms are recognised by their markers and rendered here: ChatML (<|im_start|>), Llama 3
+// (<|start_header_id|>), Llama 2 and Mistral ([INST]) and Zephyr (<|user|>). A ChatML template
+// that writes a system message of its own when the chat has none (Qwen2's "You are a helpful
+// assistant.") is read for that text. Anything else, or no template, gets the plain form:
 //
 //   {system messages, one per paragraph}\n\n      (when there are any)
 //   User: {content}\n
@@ -27,15 +29,23 @@ enum class ChatForm { kPlain, kChatMl, kLlama3, kLlama2, kZephyr };
 /// "plain", "chatml", "llama3", "llama2", "zephyr".
 const char* chat_form_name(ChatForm form);
 
-/// The form of a chat_template text (empty: plain).
-ChatForm recognise_chat_template(const std::string& jinja);
+/// A recognised template.
+struct ChatTemplate {
+  ChatForm form = ChatForm::kPlain;
+  /// ChatML: the system message the template writes when the chat does not start with one
+  /// (empty: none).
+  std::string default_system;
+};
 
-/// The form for a model folder: its tokenizer_config.json's chat_template, if the file has one
-/// (a file that does not parse is an error: sepal::Error naming it); plain otherwise, also for a
-/// GGUF file. `jinja` gets the template text found, or stays empty.
-ChatForm chat_form_of_model(const std::filesystem::path& model, std::string* jinja = nullptr);
+/// The template of a chat_template text (empty: plain).
+ChatTemplate recognise_chat_template(const std::string& jinja);
+
+/// The template of a model: a folder's tokenizer_config.json chat_template, or a GGUF file's
+/// tokenizer.chat_template (a file that does not parse is an error: sepal::Error naming it);
+/// plain when there is none. `jinja` gets the template text found, or stays empty.
+ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja = nullptr);
 
 /// The prompt text of `messages`, ending where the assistant's reply begins.
-std::string render_chat(ChatForm form, const std::vector<ChatMessage>& messages);
+std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages);
 
 }  // namespace sepal::api

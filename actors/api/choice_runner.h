@@ -44,7 +44,7 @@ struct ServedModel {
   std::function<std::unique_ptr<BlockPipeline>(std::int64_t capacity)> open_session;
   /// Generations take turns (blocks in this process use every core for one).
   bool one_at_a_time = false;
-  ChatForm chat_form = ChatForm::kPlain;
+  ChatTemplate chat_template;
   /// The swarm's block map and recent changes (actors/api/status_page.h's "swarm"); empty for
   /// blocks in this process.
   std::function<nlohmann::json()> swarm_status;

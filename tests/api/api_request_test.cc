@@ -109,31 +109,78 @@ TEST(ApiStopStrings, CutAtTheFirstStopWhateverThePieces) {
 }
 
 TEST(ApiChatTemplate, CommonFormsAreRecognisedAndRendered) {
-  EXPECT_EQ(recognise_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}..."), ChatForm::kChatMl);
-  EXPECT_EQ(recognise_chat_template("{{ '<|start_header_id|>' + message['role'] }}"), ChatForm::kLlama3);
-  EXPECT_EQ(recognise_chat_template("{{ bos_token + '[INST] ' + content }}"), ChatForm::kLlama2);
-  EXPECT_EQ(recognise_chat_template("{{ '<|user|>\\n' + message['content'] }}"), ChatForm::kZephyr);
-  EXPECT_EQ(recognise_chat_template("{{ something else }}"), ChatForm::kPlain);
+  EXPECT_EQ(recognise_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}...").form, ChatForm::kChatMl);
+  EXPECT_EQ(recognise_chat_template("{{ '<|start_header_id|>' + message['role'] }}").form, ChatForm::kLlama3);
+  EXPECT_EQ(recognise_chat_template("{{ bos_token + '[INST] ' + content }}").form, ChatForm::kLlama2);
+  EXPECT_EQ(recognise_chat_template("{{ '<|user|>\\n' + message['content'] }}").form, ChatForm::kZephyr);
+  EXPECT_EQ(recognise_chat_template("{{ something else }}").form, ChatForm::kPlain);
   const std::vector<ChatMessage> m = {{"system", "Be kind."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Tell"}};
-  EXPECT_EQ(render_chat(ChatForm::kPlain, m), "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Tell\nAssistant:");
-  EXPECT_EQ(render_chat(ChatForm::kChatMl, m),
+  EXPECT_EQ(render_chat({ChatForm::kPlain, {}}, m), "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Tell\nAssistant:");
+  EXPECT_EQ(render_chat({ChatForm::kChatMl, {}}, m),
             "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
             "<|im_start|>user\nTell<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat(ChatForm::kLlama2, m),
+  EXPECT_EQ(render_chat({ChatForm::kLlama2, {}}, m),
             "[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Tell [/INST]");
-  EXPECT_EQ(render_chat(ChatForm::kLlama3, {{"user", "Hi"}}),
+  EXPECT_EQ(render_chat({ChatForm::kLlama3, {}}, {{"user", "Hi"}}),
             "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(render_chat(ChatForm::kZephyr, {{"user", "Hi"}}), "<|user|>\nHi</s>\n<|assistant|>\n");
+  EXPECT_EQ(render_chat({ChatForm::kZephyr, {}}, {{"user", "Hi"}}), "<|user|>\nHi</s>\n<|assistant|>\n");
   // A folder without tokenizer_config.json, and one whose config has no template: plain.
-  EXPECT_EQ(chat_form_of_model(test::models_dir() / "stories260K"), ChatForm::kPlain);
-  EXPECT_EQ(chat_form_of_model(test::models_dir() / "tinystories-656K"), ChatForm::kPlain);
+  EXPECT_EQ(chat_template_of_model(test::models_dir() / "stories260K").form, ChatForm::kPlain);
+  EXPECT_EQ(chat_template_of_model(test::models_dir() / "tinystories-656K").form, ChatForm::kPlain);
   test::TempDir dir;
   test::write_file(dir / "tokenizer_config.json", R"({"chat_template": "{% for m in messages %}<|im_start|>{% endfor %}"})");
   std::string jinja;
-  EXPECT_EQ(chat_form_of_model(dir.path(), &jinja), ChatForm::kChatMl);
+  EXPECT_EQ(chat_template_of_model(dir.path(), &jinja).form, ChatForm::kChatMl);
   EXPECT_NE(jinja.find("<|im_start|>"), std::string::npos);
   test::write_file(dir / "tokenizer_config.json", "{broken");
-  EXPECT_THROW(chat_form_of_model(dir.path()), Error);
+  EXPECT_THROW(chat_template_of_model(dir.path()), Error);
+}
+
+// A ChatML template that writes its own system message when a chat has none (Qwen2's form: one
+// literal, with Jinja's \\n or a real newline): that text, before the chat, only then; a template
+// whose system block holds the first message's content has none.
+TEST(ApiChatTemplate, AChatMlTemplatesOwnSystemMessageIsWrittenWhenTheChatHasNone) {
+  const std::string qwen_like =
+      "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+      "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+      "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+      "{%- endfor %}";
+  const ChatTemplate t = recognise_chat_template(qwen_like);
+  EXPECT_EQ(t.form, ChatForm::kChatMl);
+  EXPECT_EQ(t.default_system, "You are a helpful assistant.");
+  EXPECT_EQ(render_chat(t, {{"user", "Hi"}}),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(render_chat(t, {{"system", "Be brief."}, {"user", "Hi"}}),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(recognise_chat_template("{{ \"<|im_start|>system\nLine one\\tand two<|im_end|>\" }}").default_system,
+            "Line one\tand two");
+  EXPECT_EQ(recognise_chat_template("{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}").default_system, "");
+  EXPECT_EQ(recognise_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}...").default_system, "");
+}
+
+// A GGUF file's template is its tokenizer.chat_template metadata.
+TEST(ApiChatTemplate, AGgufFilesTemplateIsItsMetadata) {
+  const test::TempDir dir;
+  std::string bytes = "GGUF";
+  const auto u32 = [&](std::uint32_t v) { bytes.append(reinterpret_cast<const char*>(&v), 4); };
+  const auto u64 = [&](std::uint64_t v) { bytes.append(reinterpret_cast<const char*>(&v), 8); };
+  const auto str = [&](const std::string& s) { u64(s.size()); bytes += s; };
+  u32(3);
+  u64(0);  // tensors
+  u64(2);  // metadata
+  str("general.architecture");
+  u32(8);
+  str("llama");
+  str("tokenizer.chat_template");
+  u32(8);
+  str("{% for m in messages %}{{ '<|im_start|>' + m.role }}{% endfor %}");
+  bytes.resize((bytes.size() + 31) / 32 * 32, '\0');
+  test::write_file(dir / "chat.gguf", bytes);
+  std::string jinja;
+  EXPECT_EQ(chat_template_of_model(dir / "chat.gguf", &jinja).form, ChatForm::kChatMl);
+  EXPECT_NE(jinja.find("<|im_start|>"), std::string::npos);
+  EXPECT_EQ(chat_template_of_model(test::models_dir() / "stories260K" / "original" / "stories260K.gguf").form, ChatForm::kPlain);
 }
 
 TEST(ApiLogprobs, AreTheLogSoftmaxAndTheLikeliestAlternatives) {

