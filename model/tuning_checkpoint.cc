@@ -249,7 +249,10 @@ void save_tuning_checkpoint(const std::filesystem::path& path, const TuningCheck
       set_double(cx, g, "weight_decay", s.adamw.weight_decay);
       if (trains_adapters(s.method)) {
         std::string targets;
-        for (const Projection t : s.adapter.targets) targets += (targets.empty() ? "" : ",") + std::string(projection_name(t));
+        for (const Projection t : s.adapter.targets) {
+          if (!targets.empty()) targets += ',';
+          targets += projection_name(t);
+        }
         set_string(cx, g, "adapter_targets", targets);
         set_int(cx, g, "lora_rank", s.adapter.rank);
         set_double(cx, g, "lora_alpha", s.adapter.alpha);
