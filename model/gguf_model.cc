@@ -153,7 +153,7 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
     if (hf.empty()) {
       // A tensor of a variant sepal does not run (biases, experts, ...): left out, the model
       // would compute something else.
-      fail(file.where(), ": tensor ", name, " is not one sepal reads (a llama variant it does not support)");
+      fail(file.where(), ": tensor ", name, " is not one sepal reads (a variant of ", arch, " it does not support)");
     }
     TensorRef ref;
     ref.name = hf;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "actors/api/chat_template.h"
 #include "actors/draft_decoder.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
@@ -146,7 +147,7 @@ int generate_command(int argc, char** argv) {
   WeightOptions weights;
   SwarmOptions swarm_options;
   DraftOptions draft_options;
-  std::string model_dir, prompts_file, adapter_file;
+  std::string model_dir, prompts_file, adapter_file, system_message;
   PromptSpec defaults;
   std::string device_text;
   int threads = 0, concurrency = 0;
@@ -167,6 +168,9 @@ int generate_command(int argc, char** argv) {
       ("top-p", po::value(&defaults.top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
       ("seed", po::value(&defaults.seed)->default_value(0), "random seed for sampling")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("chat", "each prompt is a user's message, written in the model's chat template (as serve-api's\n"
+               "chat completions write it; the plain User:/Assistant: form without one)")
+      ("system", po::value(&system_message), "with --chat: a system message before each prompt")
       ("json", "print JSON with ids, text and stats instead of streaming text");
   add_weight_options(options, weights);
   add_device_option(options, device_text);
@@ -186,8 +190,20 @@ int generate_command(int argc, char** argv) {
   if (concurrency < 0) throw UsageError{"--concurrency must be at least 0"};
   if (!vm["concurrency"].defaulted() && prompts_file.empty()) throw UsageError{"--concurrency is for --prompts-file"};
   if (!prompts_file.empty() && !vm["prompt"].defaulted()) throw UsageError{"give --prompt or --prompts-file, not both"};
-  const std::vector<PromptSpec> prompts =
+  if (vm.count("system") && !vm.count("chat")) throw UsageError{"--system is for --chat"};
+  std::vector<PromptSpec> prompts =
       prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
+  if (vm.count("chat")) {
+    const api::ChatTemplate chat_template = api::chat_template_of_model(model_dir);
+    for (PromptSpec& spec : prompts) {
+      std::vector<api::ChatMessage> messages;
+      if (vm.count("system")) messages.push_back({"system", system_message});
+      messages.push_back({"user", spec.text});
+      spec.text = api::render_chat(chat_template, messages);
+    }
+    std::fprintf(stderr, "sepal: chat template: %s%s\n", api::chat_form_name(chat_template.form),
+                 chat_template.default_system.empty() ? "" : " with its default system message");
+  }
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
   if (threads > 0) set_compute_threads(threads);

@@ -153,6 +153,32 @@ TEST(Generate, EmptyPromptStartsFromBos) {
   EXPECT_EQ(out["generated_ids"].size(), 5u);
 }
 
+// --chat writes the prompt as a user's message in the model's chat template: a folder whose
+// tokenizer_config.json has one (ChatML here), and the plain form without; --system goes first.
+TEST(Generate, ChatWritesThePromptInTheModelsTemplate) {
+  const auto plain_model = (test::models_dir() / "tinystories-656K").string();
+  json out = generate_json({"--model", plain_model, "--chat", "--prompt", "Hi", "--max-new-tokens", "2"});
+  EXPECT_EQ(out["text"].get<std::string>().rfind("User: Hi\nAssistant:", 0), 0u) << out["text"];
+  out = generate_json({"--model", plain_model, "--chat", "--system", "Be kind.", "--prompt", "Hi", "--max-new-tokens", "2"});
+  EXPECT_EQ(out["text"].get<std::string>().rfind("Be kind.\n\nUser: Hi\nAssistant:", 0), 0u) << out["text"];
+  const test::TempDir dir;
+  for (const auto& f : std::filesystem::directory_iterator(test::models_dir() / "tinystories-656K")) {
+    if (f.path().filename() != "tokenizer_config.json") std::filesystem::create_symlink(f.path(), dir / f.path().filename().string());
+  }
+  test::write_file(dir / "tokenizer_config.json",
+                   R"({"chat_template": "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"})");
+  out = generate_json({"--model", dir.path().string(), "--chat", "--prompt", "Hi", "--max-new-tokens", "2"});
+  const std::string chatml = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+  const auto r = run_sepal({"tokenize", "--model", dir.path().string(), "--text", chatml});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string ids;
+  for (const auto& id : out["prompt_ids"]) {
+    if (!ids.empty()) ids += ' ';
+    ids += std::to_string(id.get<int>());
+  }
+  EXPECT_EQ(ids + "\n", r.out);
+}
+
 TEST(Generate, SamplingIsReproducibleBySeed) {
   auto run = [](const char* seed) {
     return generate_json({"--model", (test::models_dir() / "tinystories-656K").string(), "--prompt", "The dog",
@@ -413,6 +439,7 @@ TEST(Flags, AJoinThatTimesOutExitsWithStatus75) {
                    "--failure-timeout must be a number of seconds from 0.5 to 3600");
   }
   expect_failure({"generate", "--model", model, "--failure-timeout", "3"}, "--failure-timeout applies to a swarm");
+  expect_failure({"generate", "--model", model, "--system", "Be kind."}, "--system is for --chat");
   // --listen-host: only with --listen, and only what can stand in an address.
   expect_failure({"generate", "--model", model, "--hosts", "2", "--listen-host", "node1"},
                  "--listen-host is for --listen (the address written in its file)");

