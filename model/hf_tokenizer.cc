@@ -275,6 +275,7 @@ class HfBpeTokenizer final : public Tokenizer {
       if (!t.contains("id") || !t.contains("content") || !t["content"].is_string()) {
         fail(where_, ": added token without id or content");
       }
+      if (!t["id"].is_number_integer()) fail(where_, ": the id of added token ", t["content"].dump(), " is not an integer");
       const std::string content = t["content"];
       set_token(t["id"].get<std::int64_t>(), content);
       const auto id = static_cast<std::int32_t>(t["id"].get<std::int64_t>());

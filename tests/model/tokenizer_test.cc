@@ -195,6 +195,12 @@ TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
   expect_error("{", "not valid JSON");
   expect_error(R"({"model":{"type":"Unigram","vocab":[]}})", "model type 'Unigram' is not supported");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}})", "missing from the vocab");
+  // An id past every integer type is a float to the JSON parser: refused, not converted (found by
+  // fuzz_tokenizer_json).
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":1e112,"content":"<x>"}]})",
+               "the id of added token \"<x>\" is not an integer");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":18446744073709551615,"content":"<x>"}]})",
+               "out of range");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"BertNormalizer"}})", "normalizer 'BertNormalizer'");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":"x"},"merges":[]}})", "not an integer");
   try {
