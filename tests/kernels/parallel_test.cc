@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/cpu/row_slices.h"
 #include "kernels/dtype.h"
 #include "kernels/matmul.h"
 #include "kernels/parallel.h"
@@ -167,6 +168,53 @@ TEST_F(ParallelTest, ResizingBetweenCallsKeepsWorking) {
     parallel_for(1000, [&](std::int64_t i) { sum.fetch_add(i); });
     ASSERT_EQ(sum.load(), 999 * 1000 / 2);
   }
+}
+
+// The streaming kernels' row slices cover every row once, in ranges of whole 16-row units, for
+// any thread count; a slice whose owner stalls is finished by the other thread from its end.
+TEST_F(ParallelTest, RowSlicesCoverEveryRowOnceAndStalledSlicesAreTaken) {
+  for (int threads : {1, 2, 3, 5}) {
+    set_compute_threads(threads);
+    for (std::int64_t rows : {0, 1, 63, 64, 65, 1000, 4099}) {
+      std::vector<std::atomic<int>> runs(static_cast<std::size_t>(rows));
+      std::atomic<bool> misaligned{false};
+      cpu::for_each_row_slice(rows, 512, [&](std::int64_t r0, std::int64_t r1) {
+        if (r0 % 16 != 0 || (r1 % 16 != 0 && r1 != rows)) misaligned = true;
+        for (std::int64_t r = r0; r < r1; ++r) runs[static_cast<std::size_t>(r)].fetch_add(1);
+      });
+      EXPECT_FALSE(misaligned) << threads << " threads, " << rows << " rows";
+      for (std::int64_t r = 0; r < rows; ++r)
+        ASSERT_EQ(runs[static_cast<std::size_t>(r)].load(), 1) << threads << " threads, " << rows << " rows, row " << r;
+    }
+  }
+  // 2 threads, 1024 rows of 2 KiB: slices [0, 512) and [512, 1024) in chunks of 16 rows. The
+  // owner of the first slice holds its first chunk until the rest of its slice has been done.
+  set_compute_threads(2);
+  const std::int64_t rows = 1024;
+  std::vector<std::atomic<int>> runs(static_cast<std::size_t>(rows));
+  std::atomic<int> done_in_first{0};
+  std::mutex mutex;
+  std::set<std::thread::id> first_slice_threads;
+  bool waited_out = false;
+  cpu::for_each_row_slice(rows, 2048, [&](std::int64_t r0, std::int64_t r1) {
+    if (r0 < 512) {
+      std::lock_guard lock(mutex);
+      first_slice_threads.insert(std::this_thread::get_id());
+    }
+    if (r0 == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (done_in_first.load() < 512 - (r1 - r0) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      waited_out = done_in_first.load() < 512 - (r1 - r0);
+    }
+    for (std::int64_t r = r0; r < r1; ++r) {
+      runs[static_cast<std::size_t>(r)].fetch_add(1);
+      if (r < 512 && r0 != 0) done_in_first.fetch_add(1);
+    }
+  });
+  EXPECT_FALSE(waited_out) << "nobody took the stalled slice's rows";
+  EXPECT_EQ(first_slice_threads.size(), 2u);
+  for (std::int64_t r = 0; r < rows; ++r) ASSERT_EQ(runs[static_cast<std::size_t>(r)].load(), 1) << "row " << r;
 }
 
 // Each output element is computed by one task in a fixed order, so the thread count must not
