@@ -201,8 +201,7 @@ int generate_command(int argc, char** argv) {
       messages.push_back({"user", spec.text});
       spec.text = api::render_chat(chat_template, messages);
     }
-    std::fprintf(stderr, "sepal: chat template: %s%s\n", api::chat_form_name(chat_template.form),
-                 chat_template.default_system.empty() ? "" : " with its default system message");
+    std::fprintf(stderr, "sepal: chat template: %s\n", api::describe_chat_template(chat_template).c_str());
   }
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);

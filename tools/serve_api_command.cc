@@ -171,7 +171,7 @@ int serve_api_command(int argc, char** argv) {
   std::fprintf(stderr, "sepal: serving %s as '%s' at http://%s:%d/v1 (%s, chat template: %s, %s kernels)\n",
                model_dir.c_str(), model_name.c_str(), server.bind.c_str(), api.port(),
                swarm ? ("a swarm of " + std::to_string(swarm->host_count()) + " hosts").c_str() : "blocks in this process",
-               (std::string(api::chat_form_name(chat_template.form)) + (chat_template.default_system.empty() ? "" : " with its default system message")).c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str());
+               api::describe_chat_template(chat_template).c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str());
   std::fflush(stderr);
   while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::fprintf(stderr, "sepal: signal %d: stopping the API\n", g_signal.load());

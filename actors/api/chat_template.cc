@@ -1,5 +1,6 @@
 #include "actors/api/chat_template.h"
 
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -53,14 +54,76 @@ std::string chatml_default_system(const std::string& jinja) {
   return {};
 }
 
+// The text of a Jinja string literal from `at` up to (not including) `stop`: the closing quote,
+// or "\\n" for a line's end (Jinja's escape, or a newline in the literal itself); empty when the
+// text runs into anything else that ends a literal, or into the template's end.
+std::string literal_until(const std::string& jinja, std::size_t at, const std::string& stop) {
+  std::string out;
+  for (std::size_t i = at; i < jinja.size(); ++i) {
+    if (jinja.compare(i, stop.size(), stop) == 0 || (stop == "\\n" && jinja[i] == '\n')) return out;
+    if (jinja[i] == '"' || jinja[i] == '\'' || jinja[i] == '\n' || jinja[i] == '{' || jinja[i] == '}') return {};
+    out += jinja[i];
+  }
+  return {};
+}
+
+// Llama 3.1's system block: "Cutting Knowledge Date: CUTOFF\n" and "Today Date: " + date_string,
+// the date from strftime_now when the template calls it, else its `set date_string = "..."`.
+void read_knowledge_header(const std::string& jinja, ChatTemplate& t) {
+  const std::string cutoff_marker = "Cutting Knowledge Date: ";
+  const std::size_t cutoff = jinja.find(cutoff_marker);
+  if (cutoff == std::string::npos || jinja.find("Today Date: ") == std::string::npos) return;
+  t.knowledge_cutoff = literal_until(jinja, cutoff + cutoff_marker.size(), "\\n");
+  if (t.knowledge_cutoff.empty()) return;
+  t.date_from_clock = jinja.find("strftime_now") != std::string::npos;
+  for (const std::string& set : {std::string("set date_string = \""), std::string("set date_string = '")}) {
+    if (const std::size_t at = jinja.find(set); at != std::string::npos && t.fixed_date.empty())
+      t.fixed_date = literal_until(jinja, at + set.size(), set.substr(set.size() - 1));
+  }
+  if (!t.date_from_clock && t.fixed_date.empty()) t.knowledge_cutoff.clear();  // a date we cannot read
+}
+
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char text[32];
+  return std::strftime(text, sizeof(text), "%d %b %Y", &local) > 0 ? std::string(text) : std::string();
+}
+
+std::string trimmed(const std::string& s, bool trim) {
+  if (!trim) return s;
+  const char* space = " \t\n\r\f\v";
+  const std::size_t first = s.find_first_not_of(space);
+  if (first == std::string::npos) return {};
+  return s.substr(first, s.find_last_not_of(space) - first + 1);
+}
+
 }  // namespace
 
+std::string describe_chat_template(const ChatTemplate& t) {
+  std::string text = chat_form_name(t.form);
+  if (!t.default_system.empty()) text += " with its default system message";
+  if (!t.knowledge_cutoff.empty())
+    text += " with its knowledge-date header (" + (t.date_from_clock ? std::string("today's date") : t.fixed_date) + ")";
+  return text;
+}
+
 ChatTemplate recognise_chat_template(const std::string& jinja) {
-  if (jinja.find("<|im_start|>") != std::string::npos) return {ChatForm::kChatMl, chatml_default_system(jinja)};
-  if (jinja.find("<|start_header_id|>") != std::string::npos) return {ChatForm::kLlama3, {}};
-  if (jinja.find("[INST]") != std::string::npos) return {ChatForm::kLlama2, {}};
-  if (jinja.find("<|user|>") != std::string::npos) return {ChatForm::kZephyr, {}};
-  return {};
+  ChatTemplate t;
+  if (jinja.find("<|im_start|>") != std::string::npos) {
+    t.form = ChatForm::kChatMl;
+    t.default_system = chatml_default_system(jinja);
+  } else if (jinja.find("<|start_header_id|>") != std::string::npos) {
+    t.form = ChatForm::kLlama3;
+    t.trims = jinja.find("trim") != std::string::npos;
+    read_knowledge_header(jinja, t);
+  } else if (jinja.find("[INST]") != std::string::npos) {
+    t.form = ChatForm::kLlama2;
+  } else if (jinja.find("<|user|>") != std::string::npos) {
+    t.form = ChatForm::kZephyr;
+  }
+  return t;
 }
 
 ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja) {
@@ -102,11 +165,25 @@ std::string render_chat(const ChatTemplate& chat_template, const std::vector<Cha
       }
       for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       return out + "<|im_start|>assistant\n";
-    case ChatForm::kLlama3:
-      for (const ChatMessage& m : messages) {
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
+    case ChatForm::kLlama3: {
+      std::size_t first = 0;
+      if (!chat_template.knowledge_cutoff.empty()) {
+        // The first message, when it is a system message, goes inside the template's own block.
+        std::string system;
+        if (!messages.empty() && messages.front().role == "system") {
+          system = trimmed(messages.front().content, true);
+          first = 1;
+        }
+        out += "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: " + chat_template.knowledge_cutoff +
+               "\nToday Date: " + (chat_template.date_from_clock ? today() : chat_template.fixed_date) + "\n\n" +
+               system + "<|eot_id|>";
+      }
+      for (std::size_t i = first; i < messages.size(); ++i) {
+        out += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n" +
+               trimmed(messages[i].content, chat_template.trims) + "<|eot_id|>";
       }
       return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    }
     case ChatForm::kZephyr:
       for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + "</s>\n";
       return out + "<|assistant|>\n";

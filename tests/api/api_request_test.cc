@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <ctime>
 
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
@@ -157,6 +159,52 @@ TEST(ApiChatTemplate, AChatMlTemplatesOwnSystemMessageIsWrittenWhenTheChatHasNon
             "Line one\tand two");
   EXPECT_EQ(recognise_chat_template("{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}").default_system, "");
   EXPECT_EQ(recognise_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}...").default_system, "");
+}
+
+// Llama 3 templates trim each message; Llama 3.1's and later open every chat with a system block
+// holding the knowledge cutoff and a date (today's when the template calls strftime_now, else its
+// date_string), the chat's first system message inside it.
+TEST(ApiChatTemplate, Llama31sKnowledgeDateHeaderAndTrimmedMessages) {
+  const std::string llama30 =
+      "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+      "+ message['content'] | trim + '<|eot_id|>' %}{{ content }}{% endfor %}";
+  const ChatTemplate t30 = recognise_chat_template(llama30);
+  EXPECT_TRUE(t30.trims);
+  EXPECT_EQ(t30.knowledge_cutoff, "");
+  EXPECT_EQ(render_chat(t30, {{"system", " Be brief.\n"}, {"user", "Hi "}}),
+            "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  const std::string header =
+      "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+      "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}{{- system_message }}{{- \"<|eot_id|>\" }}"
+      "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
+      "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}";
+  const ChatTemplate t31 =
+      recognise_chat_template("{%- if not date_string is defined %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}" + header);
+  EXPECT_EQ(t31.knowledge_cutoff, "December 2023");
+  EXPECT_FALSE(t31.date_from_clock);
+  EXPECT_EQ(describe_chat_template(t31), "llama3 with its knowledge-date header (26 Jul 2024)");
+  const std::string system_block = "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ";
+  EXPECT_EQ(render_chat(t31, {{"system", " Be brief. "}, {"user", "Hi"}, {"system", "late"}}),
+            system_block + "26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>system<|end_header_id|>\n\nlate<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(render_chat(t31, {{"user", "Hi"}}),
+            system_block + "26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  const ChatTemplate t32 = recognise_chat_template(
+      "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}{%- else %}"
+      "{%- set date_string = \"26 Jul 2024\" %}{%- endif %}" + header);
+  EXPECT_TRUE(t32.date_from_clock);
+  EXPECT_EQ(describe_chat_template(t32), "llama3 with its knowledge-date header (today's date)");
+  char today[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::strftime(today, sizeof(today), "%d %b %Y", &local);
+  const std::string rendered = render_chat(t32, {{"user", "Hi"}});
+  EXPECT_EQ(rendered.substr(0, system_block.size() + std::strlen(today)), system_block + today) << rendered;
+  // A header whose date cannot be read is left out rather than written wrong.
+  EXPECT_EQ(recognise_chat_template(header).knowledge_cutoff, "");
 }
 
 // A GGUF file's template is its tokenizer.chat_template metadata.
