@@ -138,6 +138,18 @@ std::string utf8_lowercase(std::string_view text) {
   return out;
 }
 
+std::string utf8_uppercase(std::string_view text) {
+  if (first_invalid_utf8(text)) fail("uppercase: the text is not valid UTF-8");
+  const locale_t l = unicode_locale();
+  std::string out;
+  out.reserve(text.size());
+  for (const char32_t c : code_points(text)) {
+    if (c < 0x80) out += static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
+    else append(out, static_cast<char32_t>(towupper_l(static_cast<wint_t>(c), l)));
+  }
+  return out;
+}
+
 std::string utf8_normalize(std::string_view text, UnicodeForm form) {
   if (text.empty() || first_invalid_utf8(text)) return std::string(text);
   int options = UTF8PROC_STABLE;

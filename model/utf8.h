@@ -26,6 +26,10 @@ std::optional<std::size_t> first_invalid_utf8(std::string_view text);
 /// locale.
 std::string utf8_lowercase(std::string_view text);
 
+/// Unicode uppercase of valid UTF-8 text, code point by code point (the simple mapping: "ß" stays
+/// itself, where Python's str.upper() writes "SS"). Throws sepal::Error as utf8_lowercase does.
+std::string utf8_uppercase(std::string_view text);
+
 /// Unicode normalization forms (Hugging Face's NFC, NFD, NFKC and NFKD normalizers).
 enum class UnicodeForm { kNfc, kNfd, kNfkc, kNfkd };
 

@@ -195,11 +195,15 @@ int generate_command(int argc, char** argv) {
       prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
   if (vm.count("chat")) {
     const api::ChatTemplate chat_template = api::chat_template_of_model(model_dir);
+    const bool adds_bos = read_model_config(model_dir).bos_token_id >= 0;
     for (PromptSpec& spec : prompts) {
       std::vector<api::ChatMessage> messages;
       if (vm.count("system")) messages.push_back({"system", system_message});
       messages.push_back({"user", spec.text});
-      spec.text = api::render_chat(chat_template, messages);
+      auto rendered = api::render_chat(chat_template, messages, adds_bos);
+      if (auto* error = std::get_if<api::jinja::TemplateError>(&rendered))
+        fail("the model's chat template refused the chat: ", error->message);
+      spec.text = std::move(std::get<std::string>(rendered));
     }
     std::fprintf(stderr, "sepal: chat template: %s\n", api::describe_chat_template(chat_template).c_str());
   }

@@ -154,7 +154,10 @@ struct ApiServer::Impl {
     const std::int64_t vocab = model.config->vocab_size;
     try {
       if (r.chat) {
-        const std::string text = render_chat(model.chat_template, r.messages);
+        auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0);
+        if (auto* error = std::get_if<jinja::TemplateError>(&rendered))
+          return invalid("the model's chat template refused the messages: " + error->message, "messages");
+        const std::string& text = std::get<std::string>(rendered);
         out.push_back(Prompt{prompt_ids_of(model, text), text.size()});
       }
       for (const std::string& p : r.prompts) out.push_back(Prompt{prompt_ids_of(model, p), p.size()});

@@ -102,10 +102,12 @@ std::string trimmed(const std::string& s, bool trim) {
 }  // namespace
 
 std::string describe_chat_template(const ChatTemplate& t) {
+  if (t.jinja) return "the model's own (Jinja)";
   std::string text = chat_form_name(t.form);
   if (!t.default_system.empty()) text += " with its default system message";
   if (!t.knowledge_cutoff.empty())
     text += " with its knowledge-date header (" + (t.date_from_clock ? std::string("today's date") : t.fixed_date) + ")";
+  if (!t.jinja_error.empty()) text += " (recognised: the model's template could not be run: " + t.jinja_error + ")";
   return text;
 }
 
@@ -126,37 +128,110 @@ ChatTemplate recognise_chat_template(const std::string& jinja) {
   return t;
 }
 
-ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja) {
-  if (is_gguf_file(model)) {
-    const std::string found = GgufFile::open(model).string("tokenizer.chat_template").value_or("");
-    if (jinja) *jinja = found;
-    return recognise_chat_template(found);
+ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens) {
+  ChatTemplate t = recognise_chat_template(jinja);
+  t.special_tokens = std::move(special_tokens);
+  if (jinja.empty()) return t;
+  auto parsed = jinja::Template::parse(jinja);
+  if (auto* error = std::get_if<jinja::TemplateError>(&parsed)) {
+    t.jinja_error = error->message;
+  } else {
+    t.jinja = std::make_shared<const jinja::Template>(std::move(std::get<jinja::Template>(parsed)));
   }
-  const std::filesystem::path file = model / "tokenizer_config.json";
-  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return {};
+  return t;
+}
+
+namespace {
+
+constexpr const char* kSpecialTokens[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+
+nlohmann::json read_json_object(const std::filesystem::path& file) {
   std::ifstream in(file);
   std::stringstream text;
   text << in.rdbuf();
-  const nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, false);
-  if (config.is_discarded() || !config.is_object()) fail(file.string(), ": not a JSON object");
-  if (!config.contains("chat_template")) return {};
-  const nlohmann::json& t = config["chat_template"];
+  const nlohmann::json parsed = nlohmann::json::parse(text.str(), nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) fail(file.string(), ": not a JSON object");
+  return parsed;
+}
+
+// A special token as tokenizer_config.json and special_tokens_map.json write it: a string, or an
+// AddedToken object's "content".
+std::string token_text(const nlohmann::json& config, const char* key) {
+  if (!config.contains(key)) return {};
+  const nlohmann::json& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return {};
+}
+
+}  // namespace
+
+ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja) {
+  nlohmann::ordered_json special = nlohmann::ordered_json::object();
+  if (is_gguf_file(model)) {
+    const GgufFile file = GgufFile::open(model);
+    const std::string found = file.string("tokenizer.chat_template").value_or("");
+    if (jinja) *jinja = found;
+    const auto* tokens = file.array("tokenizer.ggml.tokens");
+    const char* ids[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                         "tokenizer.ggml.padding_token_id"};
+    for (std::size_t i = 0; i < 4; ++i) {
+      const auto id = file.integer(ids[i]);
+      if (!tokens || !id || *id < 0 || static_cast<std::size_t>(*id) >= tokens->size()) continue;
+      if (const auto* text = std::get_if<std::string>(&(*tokens)[static_cast<std::size_t>(*id)])) special[kSpecialTokens[i]] = *text;
+    }
+    return chat_template_of_text(found, std::move(special));
+  }
+  const std::filesystem::path file = model / "tokenizer_config.json";
+  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return {};
+  const nlohmann::json config = read_json_object(file);
+  nlohmann::json token_map = nlohmann::json::object();
+  if (std::filesystem::exists(model / "special_tokens_map.json")) token_map = read_json_object(model / "special_tokens_map.json");
+  for (const char* key : kSpecialTokens) {
+    std::string text = token_text(config, key);
+    if (text.empty()) text = token_text(token_map, key);
+    if (!text.empty()) special[key] = text;
+  }
   std::string found;
-  if (t.is_string()) {
-    found = t.get<std::string>();
-  } else if (t.is_array()) {  // named templates: the default one
-    for (const auto& named : t) {
-      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
-          named["template"].is_string()) {
-        found = named["template"].get<std::string>();
+  if (config.contains("chat_template")) {
+    const nlohmann::json& t = config["chat_template"];
+    if (t.is_string()) {
+      found = t.get<std::string>();
+    } else if (t.is_array()) {  // named templates: the default one
+      for (const auto& named : t) {
+        if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+            named["template"].is_string()) {
+          found = named["template"].get<std::string>();
+        }
       }
     }
   }
   if (jinja) *jinja = found;
-  return recognise_chat_template(found);
+  return chat_template_of_text(found, std::move(special));
 }
 
-std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages) {
+std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
+                                                            const std::vector<ChatMessage>& messages,
+                                                            bool model_adds_bos) {
+  if (chat_template.jinja) {
+    nlohmann::ordered_json context = nlohmann::ordered_json::object();
+    context["messages"] = nlohmann::ordered_json::array();
+    for (const ChatMessage& m : messages) context["messages"].push_back({{"role", m.role}, {"content", m.content}});
+    context["add_generation_prompt"] = true;
+    context["tools"] = nullptr;
+    context["documents"] = nullptr;
+    for (const auto& [key, value] : chat_template.special_tokens.items()) context[key] = value;
+    auto rendered = chat_template.jinja->render(context);
+    if (auto* text = std::get_if<std::string>(&rendered)) {
+      const std::string bos = chat_template.special_tokens.value("bos_token", std::string());
+      if (model_adds_bos && !bos.empty() && text->compare(0, bos.size(), bos) == 0) text->erase(0, bos.size());
+    }
+    return rendered;
+  }
+  return render_recognised(chat_template, messages);
+}
+
+std::string render_recognised(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages) {
   std::string out;
   switch (chat_template.form) {
     case ChatForm::kChatMl:

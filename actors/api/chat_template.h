@@ -1,14 +1,14 @@
 #pragma once
 // Chat messages as one prompt. A model's tokenizer_config.json (or a GGUF file's
-// tokenizer.chat_template) may carry a Jinja `chat_template`; rather than run Jinja, the common
-// forms are recognised by their markers and rendered here: ChatML (<|im_start|>), Llama 3
-// (<|start_header_id|>), Llama 2 and Mistral ([INST]) and Zephyr (<|user|>). A ChatML template
-// that writes a system message of its own when the chat has none (Qwen2's "You are a helpful
-// assistant.") is read for that text. A Llama 3 template that trims each message does so here too;
-// one that opens every chat with a system block holding its knowledge cutoff and today's date
-// (Llama 3.1 and later) gets that block, the chat's first system message inside it, with today's
-// date when the template asks for the clock (strftime_now, as transformers gives it) and its
-// fixed date_string otherwise. Anything else, or no template, gets the plain form:
+// tokenizer.chat_template) carries its Jinja `chat_template`: it is run as transformers runs it
+// (actors/api/jinja_template.h), with the messages, add_generation_prompt, tools and documents
+// (none) and the tokenizer's special tokens (bos_token, eos_token, unk_token, pad_token), so the
+// prompt is the text apply_chat_template gives. A template the engine cannot parse falls back to
+// the common forms, recognised by their markers: ChatML (<|im_start|>; with the system message
+// the template writes when a chat has none, Qwen2's "You are a helpful assistant."), Llama 3
+// (<|start_header_id|>; messages trimmed where the template trims, and Llama 3.1's system block
+// with its knowledge cutoff and today's date, or its fixed date_string), Llama 2 and Mistral
+// ([INST]) and Zephyr (<|user|>). Anything else, or no template, gets the plain form:
 //
 //   {system messages, one per paragraph}\n\n      (when there are any)
 //   User: {content}\n
@@ -16,14 +16,20 @@
 //   ...
 //   Assistant:
 //
-// The BOS token is not part of the text: the caller starts the ids with it as for any prompt.
+// BOS: the caller starts every prompt's ids with the model's BOS token where the model has one,
+// so a BOS the template writes at the start is left out of the text then.
 //
-// Thread-safety: plain functions and values.
+// Thread-safety: plain functions and values; a ChatTemplate may render on several threads.
 
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "actors/api/jinja_template.h"
 #include "actors/api/openai_request.h"
 
 namespace sepal::api {
@@ -47,21 +53,40 @@ struct ChatTemplate {
   /// With knowledge_cutoff: today's date ("%d %b %Y", local time) when true, else fixed_date.
   bool date_from_clock = false;
   std::string fixed_date;
+  /// The template itself, run (null: the model has none, or it did not parse and `form` is used).
+  std::shared_ptr<const jinja::Template> jinja;
+  /// Why a template the model has could not be run (empty otherwise).
+  std::string jinja_error;
+  /// The special tokens a template sees: {"bos_token": "<s>", "eos_token": "</s>", ...}.
+  nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();
 };
 
-/// "chatml with its default system message", "llama3 with its knowledge-date header (today's
-/// date)": what serve-api and generate --chat print.
+/// "the model's own (Jinja)", "chatml with its default system message (recognised: the template
+/// could not be run: ...)": what serve-api and generate --chat print.
 std::string describe_chat_template(const ChatTemplate& chat_template);
 
-/// The template of a chat_template text (empty: plain).
+/// The form of a chat_template text recognised by its markers (empty: plain); no Jinja is run.
 ChatTemplate recognise_chat_template(const std::string& jinja);
 
-/// The template of a model: a folder's tokenizer_config.json chat_template, or a GGUF file's
-/// tokenizer.chat_template (a file that does not parse is an error: sepal::Error naming it);
-/// plain when there is none. `jinja` gets the template text found, or stays empty.
+/// A chat_template text to run, with its recognised form as the fallback should it not parse.
+ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens);
+
+/// The template of a model: a folder's tokenizer_config.json chat_template and special tokens
+/// (special_tokens_map.json's where the config names none), or a GGUF file's
+/// tokenizer.chat_template and the tokens its ids name (a file that does not parse is an error:
+/// sepal::Error naming it); plain when there is none. `jinja` gets the template text found, or
+/// stays empty.
 ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja = nullptr);
 
-/// The prompt text of `messages`, ending where the assistant's reply begins.
-std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages);
+/// The recognised form's text of `messages` (no Jinja run): what render_chat writes for a model
+/// whose template could not be run, or that has none.
+std::string render_recognised(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages);
+
+/// The prompt text of `messages`, ending where the assistant's reply begins; without a leading BOS
+/// when `model_adds_bos`. A template's error (its raise_exception, such as roles that do not
+/// alternate) comes back as the second alternative.
+std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
+                                                            const std::vector<ChatMessage>& messages,
+                                                            bool model_adds_bos);
 
 }  // namespace sepal::api

@@ -117,15 +117,15 @@ TEST(ApiChatTemplate, CommonFormsAreRecognisedAndRendered) {
   EXPECT_EQ(recognise_chat_template("{{ '<|user|>\\n' + message['content'] }}").form, ChatForm::kZephyr);
   EXPECT_EQ(recognise_chat_template("{{ something else }}").form, ChatForm::kPlain);
   const std::vector<ChatMessage> m = {{"system", "Be kind."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Tell"}};
-  EXPECT_EQ(render_chat({ChatForm::kPlain, {}}, m), "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Tell\nAssistant:");
-  EXPECT_EQ(render_chat({ChatForm::kChatMl, {}}, m),
+  EXPECT_EQ(render_recognised({ChatForm::kPlain, {}}, m), "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Tell\nAssistant:");
+  EXPECT_EQ(render_recognised({ChatForm::kChatMl, {}}, m),
             "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
             "<|im_start|>user\nTell<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat({ChatForm::kLlama2, {}}, m),
+  EXPECT_EQ(render_recognised({ChatForm::kLlama2, {}}, m),
             "[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Tell [/INST]");
-  EXPECT_EQ(render_chat({ChatForm::kLlama3, {}}, {{"user", "Hi"}}),
+  EXPECT_EQ(render_recognised({ChatForm::kLlama3, {}}, {{"user", "Hi"}}),
             "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(render_chat({ChatForm::kZephyr, {}}, {{"user", "Hi"}}), "<|user|>\nHi</s>\n<|assistant|>\n");
+  EXPECT_EQ(render_recognised({ChatForm::kZephyr, {}}, {{"user", "Hi"}}), "<|user|>\nHi</s>\n<|assistant|>\n");
   // A folder without tokenizer_config.json, and one whose config has no template: plain.
   EXPECT_EQ(chat_template_of_model(test::models_dir() / "stories260K").form, ChatForm::kPlain);
   EXPECT_EQ(chat_template_of_model(test::models_dir() / "tinystories-656K").form, ChatForm::kPlain);
@@ -150,10 +150,10 @@ TEST(ApiChatTemplate, AChatMlTemplatesOwnSystemMessageIsWrittenWhenTheChatHasNon
   const ChatTemplate t = recognise_chat_template(qwen_like);
   EXPECT_EQ(t.form, ChatForm::kChatMl);
   EXPECT_EQ(t.default_system, "You are a helpful assistant.");
-  EXPECT_EQ(render_chat(t, {{"user", "Hi"}}),
+  EXPECT_EQ(render_recognised(t, {{"user", "Hi"}}),
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
             "<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat(t, {{"system", "Be brief."}, {"user", "Hi"}}),
+  EXPECT_EQ(render_recognised(t, {{"system", "Be brief."}, {"user", "Hi"}}),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(recognise_chat_template("{{ \"<|im_start|>system\nLine one\\tand two<|im_end|>\" }}").default_system,
             "Line one\tand two");
@@ -171,7 +171,7 @@ TEST(ApiChatTemplate, Llama31sKnowledgeDateHeaderAndTrimmedMessages) {
   const ChatTemplate t30 = recognise_chat_template(llama30);
   EXPECT_TRUE(t30.trims);
   EXPECT_EQ(t30.knowledge_cutoff, "");
-  EXPECT_EQ(render_chat(t30, {{"system", " Be brief.\n"}, {"user", "Hi "}}),
+  EXPECT_EQ(render_recognised(t30, {{"system", " Be brief.\n"}, {"user", "Hi "}}),
             "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
             "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
   const std::string header =
@@ -185,10 +185,10 @@ TEST(ApiChatTemplate, Llama31sKnowledgeDateHeaderAndTrimmedMessages) {
   EXPECT_FALSE(t31.date_from_clock);
   EXPECT_EQ(describe_chat_template(t31), "llama3 with its knowledge-date header (26 Jul 2024)");
   const std::string system_block = "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ";
-  EXPECT_EQ(render_chat(t31, {{"system", " Be brief. "}, {"user", "Hi"}, {"system", "late"}}),
+  EXPECT_EQ(render_recognised(t31, {{"system", " Be brief. "}, {"user", "Hi"}, {"system", "late"}}),
             system_block + "26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
             "<|start_header_id|>system<|end_header_id|>\n\nlate<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(render_chat(t31, {{"user", "Hi"}}),
+  EXPECT_EQ(render_recognised(t31, {{"user", "Hi"}}),
             system_block + "26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   const ChatTemplate t32 = recognise_chat_template(
@@ -201,10 +201,57 @@ TEST(ApiChatTemplate, Llama31sKnowledgeDateHeaderAndTrimmedMessages) {
   std::tm local{};
   localtime_r(&now, &local);
   std::strftime(today, sizeof(today), "%d %b %Y", &local);
-  const std::string rendered = render_chat(t32, {{"user", "Hi"}});
+  const std::string rendered = render_recognised(t32, {{"user", "Hi"}});
   EXPECT_EQ(rendered.substr(0, system_block.size() + std::strlen(today)), system_block + today) << rendered;
   // A header whose date cannot be read is left out rather than written wrong.
   EXPECT_EQ(recognise_chat_template(header).knowledge_cutoff, "");
+}
+
+// A model's template is run as Jinja: its own logic decides the text (here a system message kept
+// for the last user turn, as Mistral's templates do), it sees the special tokens, and a BOS it
+// writes first is left to the caller when the model adds one. One the engine cannot parse falls
+// back to its recognised form and says why; a template's raise_exception reaches the caller.
+TEST(ApiChatTemplate, AModelsTemplateRunsAsJinja) {
+  const std::string mistral_like =
+      "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
+      "{%- else %}{%- set loop_messages = messages %}{%- endif %}{{- bos_token }}"
+      "{%- for message in loop_messages %}"
+      "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+      "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif %}"
+      "{%- if message['role'] == 'user' %}"
+      "{%- if loop.last and system is defined %}{{- '[INST]' + system + '\\n\\n' + message['content'] + '[/INST]' }}"
+      "{%- else %}{{- '[INST]' + message['content'] + '[/INST]' }}{%- endif %}"
+      "{%- else %}{{- message['content'] + eos_token }}{%- endif %}{%- endfor %}";
+  const ChatTemplate t = chat_template_of_text(mistral_like, {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
+  ASSERT_NE(t.jinja, nullptr) << t.jinja_error;
+  EXPECT_EQ(describe_chat_template(t), "the model's own (Jinja)");
+  const std::vector<ChatMessage> chat = {{"system", "Sys"}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Again"}};
+  const auto with_bos = render_chat(t, chat, false);
+  ASSERT_TRUE(std::holds_alternative<std::string>(with_bos));
+  EXPECT_EQ(std::get<std::string>(with_bos), "<s>[INST]Hi[/INST]Hello</s>[INST]Sys\n\nAgain[/INST]");
+  EXPECT_EQ(std::get<std::string>(render_chat(t, chat, true)), "[INST]Hi[/INST]Hello</s>[INST]Sys\n\nAgain[/INST]");
+  const auto refused = render_chat(t, {{"user", "a"}, {"user", "b"}}, true);
+  ASSERT_TRUE(std::holds_alternative<jinja::TemplateError>(refused));
+  EXPECT_EQ(std::get<jinja::TemplateError>(refused).message, "Conversation roles must alternate user/assistant/user/assistant/...");
+
+  const ChatTemplate fallback = chat_template_of_text("{% include 'chatml.jinja' %}<|im_start|>", {});
+  EXPECT_EQ(fallback.jinja, nullptr);
+  EXPECT_EQ(fallback.form, ChatForm::kChatMl);
+  EXPECT_NE(fallback.jinja_error.find("'include' is not supported"), std::string::npos) << fallback.jinja_error;
+  EXPECT_NE(describe_chat_template(fallback).find("chatml (recognised: the model's template could not be run: line 1:"), std::string::npos)
+      << describe_chat_template(fallback);
+  EXPECT_EQ(std::get<std::string>(render_chat(fallback, {{"user", "Hi"}}, true)), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+
+  // A folder's special tokens: tokenizer_config.json's (strings or AddedToken objects), else
+  // special_tokens_map.json's.
+  test::TempDir dir;
+  test::write_file(dir / "tokenizer_config.json",
+                   R"({"chat_template": "{{ bos_token }}|{{ eos_token }}|{{ unk_token }}|{{ pad_token is defined }}", )"
+                   R"("bos_token": {"content": "<B>", "lstrip": false}, "eos_token": "<E>"})");
+  test::write_file(dir / "special_tokens_map.json", R"({"unk_token": "<U>", "eos_token": "<not this>"})");
+  const ChatTemplate folder = chat_template_of_model(dir.path());
+  ASSERT_NE(folder.jinja, nullptr) << folder.jinja_error;
+  EXPECT_EQ(std::get<std::string>(render_chat(folder, {{"user", "Hi"}}, false)), "<B>|<E>|<U>|False");
 }
 
 // A GGUF file's template is its tokenizer.chat_template metadata.

