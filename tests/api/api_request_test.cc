@@ -263,18 +263,31 @@ TEST(ApiChatTemplate, AGgufFilesTemplateIsItsMetadata) {
   const auto str = [&](const std::string& s) { u64(s.size()); bytes += s; };
   u32(3);
   u64(0);  // tensors
-  u64(2);  // metadata
+  u64(4);  // metadata
   str("general.architecture");
   u32(8);
   str("llama");
   str("tokenizer.chat_template");
   u32(8);
-  str("{% for m in messages %}{{ '<|im_start|>' + m.role }}{% endfor %}");
+  str("{{ bos_token }}{% for m in messages %}{{ '<|im_start|>' + m.role }}{% endfor %}|{{ eos_token is defined }}");
+  str("tokenizer.ggml.tokens");
+  u32(9);  // an array
+  u32(8);  // of strings
+  u64(3);
+  str("<unk>");
+  str("<B>");
+  str("x");
+  str("tokenizer.ggml.bos_token_id");
+  u32(4);  // uint32
+  u32(1);
   bytes.resize((bytes.size() + 31) / 32 * 32, '\0');
   test::write_file(dir / "chat.gguf", bytes);
   std::string jinja;
-  EXPECT_EQ(chat_template_of_model(dir / "chat.gguf", &jinja).form, ChatForm::kChatMl);
+  const ChatTemplate t = chat_template_of_model(dir / "chat.gguf", &jinja);
+  EXPECT_EQ(t.form, ChatForm::kChatMl);
   EXPECT_NE(jinja.find("<|im_start|>"), std::string::npos);
+  // The special tokens are the vocabulary's at the ids the metadata names.
+  EXPECT_EQ(std::get<std::string>(render_chat(t, {{"user", "Hi"}}, false)), "<B><|im_start|>user|False");
   EXPECT_EQ(chat_template_of_model(test::models_dir() / "stories260K" / "original" / "stories260K.gguf").form, ChatForm::kPlain);
 }
 
