@@ -27,7 +27,9 @@ std::vector<char32_t> code_points(std::string_view text) {
   return out;
 }
 
-void append(std::string& out, char32_t c) {
+}  // namespace
+
+void utf8_append(std::string& out, char32_t c) {
   if (c < 0x80) {
     out += static_cast<char>(c);
   } else if (c < 0x800) {
@@ -44,6 +46,8 @@ void append(std::string& out, char32_t c) {
     out += static_cast<char>(0x80 | (c & 0x3F));
   }
 }
+
+namespace {
 
 locale_t unicode_locale() {
   static const locale_t locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
@@ -127,12 +131,12 @@ std::string utf8_lowercase(std::string_view text) {
     if (c < 0x80) {
       out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
     } else if (c == 0x0130) {  // LATIN CAPITAL LETTER I WITH DOT ABOVE: two code points
-      append(out, U'i');
-      append(out, 0x0307);
+      utf8_append(out, U'i');
+      utf8_append(out, 0x0307);
     } else if (c == 0x03A3) {  // GREEK CAPITAL LETTER SIGMA
-      append(out, final_sigma(cps, i, l) ? 0x03C2 : 0x03C3);
+      utf8_append(out, final_sigma(cps, i, l) ? 0x03C2 : 0x03C3);
     } else {
-      append(out, static_cast<char32_t>(towlower_l(static_cast<wint_t>(c), l)));
+      utf8_append(out, static_cast<char32_t>(towlower_l(static_cast<wint_t>(c), l)));
     }
   }
   return out;
@@ -145,7 +149,7 @@ std::string utf8_uppercase(std::string_view text) {
   out.reserve(text.size());
   for (const char32_t c : code_points(text)) {
     if (c < 0x80) out += static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
-    else append(out, static_cast<char32_t>(towupper_l(static_cast<wint_t>(c), l)));
+    else utf8_append(out, static_cast<char32_t>(towupper_l(static_cast<wint_t>(c), l)));
   }
   return out;
 }

@@ -10,6 +10,9 @@
 
 namespace sepal {
 
+/// Appends code point c (at most U+10FFFF) to out as UTF-8.
+void utf8_append(std::string& out, char32_t c);
+
 /// Length of the UTF-8 sequence a lead byte starts, or 0 if it cannot start one.
 int utf8_sequence_length(unsigned char lead);
 

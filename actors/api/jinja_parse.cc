@@ -3,11 +3,13 @@
 // recursive-descent parser with Jinja's operator precedence.
 #include <cctype>
 #include <cstdint>
+#include <initializer_list>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "actors/api/jinja_ast.h"
+#include "model/utf8.h"
 
 namespace sepal::api::jinja {
 namespace {
@@ -46,25 +48,6 @@ struct Token {
 
 [[noreturn]] void fail_at(int line, const std::string& what) {
   throw TemplateError{"line " + std::to_string(line) + ": " + what};
-}
-
-// Python's string escapes, as Jinja reads a literal.
-void append_code_point(std::uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
 }
 
 class Lexer {
@@ -270,7 +253,7 @@ class Lexer {
             cp = cp * 16 + static_cast<std::uint32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : std::tolower(h) - 'a' + 10);
           }
           if (cp > 0x10ffff) fail_at(line, "an escape past U+10FFFF");
-          append_code_point(cp, out);
+          utf8_append(out, cp);
           i += digits;
           break;
         }
@@ -407,6 +390,15 @@ class Parser {
     }
   }
 
+  // After a statement's name and arguments: the end of its tag, its body, and its closing tag.
+  Body block_until(const char* end) {
+    expect_block_end();
+    Body body = parse_body({end});
+    i_ += 2;  // {% and the end's name
+    expect_block_end();
+    return body;
+  }
+
   std::unique_ptr<Node> parse_statement() {
     const Token& name_token = next();
     const std::string name = name_token.text;
@@ -424,10 +416,7 @@ class Parser {
           n->conditions.push_back(parse_expression());
           expect_block_end();
         } else if (end == "else") {
-          expect_block_end();
-          n->bodies.push_back(parse_body({"endif"}));
-          i_ += 2;
-          expect_block_end();
+          n->bodies.push_back(block_until("endif"));
           return n;
         } else {
           expect_block_end();
@@ -450,11 +439,10 @@ class Parser {
       n->bodies.push_back(parse_body({"else", "endfor"}));
       ++i_;
       if (next().text == "else") {
+        n->bodies.push_back(block_until("endfor"));
+      } else {
         expect_block_end();
-        n->bodies.push_back(parse_body({"endfor"}));
-        i_ += 2;
       }
-      expect_block_end();
       return n;
     }
     if (name == "set") {
@@ -473,10 +461,7 @@ class Parser {
       if (n->targets.size() != 1 || !n->attribute.empty()) fail_at(n->line, "a block set takes one name");
       if (is_op("|")) fail_at(peek().line, "filtered block sets are not supported");
       n->kind = Node::Kind::kSetBlock;
-      expect_block_end();
-      n->bodies.push_back(parse_body({"endset"}));
-      i_ += 2;
-      expect_block_end();
+      n->bodies.push_back(block_until("endset"));
       return n;
     }
     if (name == "macro") {
@@ -494,10 +479,7 @@ class Parser {
         if (!is_op(")")) expect_op(",");
       }
       ++i_;
-      expect_block_end();
-      n->bodies.push_back(parse_body({"endmacro"}));
-      i_ += 2;
-      expect_block_end();
+      n->bodies.push_back(block_until("endmacro"));
       return n;
     }
     if (name == "break" || name == "continue") {
@@ -507,10 +489,7 @@ class Parser {
     }
     if (name == "generation") {
       n->kind = Node::Kind::kPlain;
-      expect_block_end();
-      n->bodies.push_back(parse_body({"endgeneration"}));
-      i_ += 2;
-      expect_block_end();
+      n->bodies.push_back(block_until("endgeneration"));
       return n;
     }
     fail_at(n->line, "the statement '" + name + "' is not supported");
@@ -579,23 +558,24 @@ class Parser {
     return e;
   }
 
-  ExprPtr parse_or() {
-    ExprPtr e = parse_and();
-    while (is_name("or")) {
+  // One left-associative level of binary operators: operands from `operand`, joined by any of
+  // `ops` (keywords when `keywords`, else operator tokens).
+  using Level = ExprPtr (Parser::*)();
+  ExprPtr chain(Level operand, std::initializer_list<const char*> ops, bool keywords) {
+    ExprPtr e = (this->*operand)();
+    for (;;) {
+      const char* found = nullptr;
+      for (const char* op : ops) {
+        if (keywords ? is_name(op) : is_op(op)) found = op;
+      }
+      if (!found) return e;
       const int line = next().line;
-      e = binary("or", std::move(e), parse_and(), line);
+      e = binary(found, std::move(e), (this->*operand)(), line);
     }
-    return e;
   }
 
-  ExprPtr parse_and() {
-    ExprPtr e = parse_not();
-    while (is_name("and")) {
-      const int line = next().line;
-      e = binary("and", std::move(e), parse_not(), line);
-    }
-    return e;
-  }
+  ExprPtr parse_or() { return chain(&Parser::parse_and, {"or"}, true); }
+  ExprPtr parse_and() { return chain(&Parser::parse_not, {"and"}, true); }
 
   ExprPtr parse_not() {
     if (is_name("not")) {
@@ -631,41 +611,12 @@ class Parser {
     }
   }
 
-  ExprPtr parse_math1() {
-    ExprPtr e = parse_concat();
-    while (is_op("+") || is_op("-")) {
-      const Token& op = next();
-      e = binary(op.text, std::move(e), parse_concat(), op.line);
-    }
-    return e;
-  }
-
-  ExprPtr parse_concat() {
-    ExprPtr e = parse_math2();
-    while (is_op("~")) {
-      const int line = next().line;
-      e = binary("~", std::move(e), parse_math2(), line);
-    }
-    return e;
-  }
-
-  ExprPtr parse_math2() {
-    ExprPtr e = parse_pow();
-    while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
-      const Token& op = next();
-      e = binary(op.text, std::move(e), parse_pow(), op.line);
-    }
-    return e;
-  }
-
-  ExprPtr parse_pow() {
-    ExprPtr e = parse_unary(true);
-    while (is_op("**")) {
-      const int line = next().line;
-      e = binary("**", std::move(e), parse_unary(true), line);
-    }
-    return e;
-  }
+  // Jinja's order: + and - bind looser than ~, which binds looser than * / // %, then **.
+  ExprPtr parse_math1() { return chain(&Parser::parse_concat, {"+", "-"}, false); }
+  ExprPtr parse_concat() { return chain(&Parser::parse_math2, {"~"}, false); }
+  ExprPtr parse_math2() { return chain(&Parser::parse_pow, {"*", "/", "//", "%"}, false); }
+  ExprPtr parse_pow() { return chain(&Parser::parse_filtered_unary, {"**"}, false); }
+  ExprPtr parse_filtered_unary() { return parse_unary(true); }
 
   ExprPtr parse_unary(bool with_filter) {
     Depth depth(*this);

@@ -41,3 +41,15 @@ stop_server() {
     if kill -0 "$pid" 2> /dev/null; then echo "FAILED: host process $pid outlived the server"; kill -9 "$pid"; return 1; fi
   done
 }
+
+# chat_prompt_tokens MODEL_NAME CHATS.json: each chat of the JSON list sent to the running server's
+# chat completions (1 token), its usage.prompt_tokens printed one a line; fails on an HTTP error.
+chat_prompt_tokens() {
+  /usr/bin/python3 - "$port" "$1" "$2" <<'PY'
+import json, sys, urllib.request
+for chat in json.load(open(sys.argv[3])):
+    body = json.dumps({"model": sys.argv[2], "messages": chat, "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
+PY
+}

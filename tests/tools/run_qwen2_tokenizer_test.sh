@@ -90,13 +90,7 @@ start_server "$sepal" --model "$dir/qwen"
 grep -q "chat template: the model's own (Jinja)" "$dir/server.err" \
   && echo "ok: serve-api runs the model's own template" \
   || { echo "FAILED: $(grep '^sepal: serving' "$dir/server.err")"; failed=$((failed + 1)); }
-/usr/bin/python3 - "$port" "$dir/chats.json" > "$dir/chat-got.txt" <<'PY' || failed=$((failed + 1))
-import json, sys, urllib.request
-for chat in json.load(open(sys.argv[2])):
-    body = json.dumps({"model": "qwen", "messages": chat, "max_tokens": 1}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
-    print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
-PY
+chat_prompt_tokens qwen "$dir/chats.json" > "$dir/chat-got.txt" || failed=$((failed + 1))
 if cmp -s "$dir/chat-expected.txt" "$dir/chat-got.txt"; then
   echo "ok: prompt tokens of each chat as apply_chat_template's: $(tr '\n' ' ' < "$dir/chat-got.txt")"
 else
