@@ -269,8 +269,7 @@ void to_json_at(const Value& v, bool ensure_ascii, int indent, bool sort_keys, i
       out += ']';
       return;
     }
-    case Value::Kind::kDict:
-    case Value::Kind::kNamespace: {
+    case Value::Kind::kDict: {
       if (v.as_dict().empty()) {
         out += "{}";
         return;
@@ -293,6 +292,7 @@ void to_json_at(const Value& v, bool ensure_ascii, int indent, bool sort_keys, i
       return;
     }
     case Value::Kind::kUndefined:
+    case Value::Kind::kNamespace:
     case Value::Kind::kFunction: break;
   }
   throw TemplateError{std::string("Object of type ") + v.type_name() + " is not JSON serializable"};
