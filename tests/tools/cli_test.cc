@@ -154,7 +154,8 @@ TEST(Generate, EmptyPromptStartsFromBos) {
 }
 
 // --chat writes the prompt as a user's message in the model's chat template: a folder whose
-// tokenizer_config.json has one (ChatML here), and the plain form without; --system goes first.
+// tokenizer_config.json has one (a ChatML template, run, with the generation prompt asked for),
+// and the plain form without; --system goes first.
 TEST(Generate, ChatWritesThePromptInTheModelsTemplate) {
   const auto plain_model = (test::models_dir() / "tinystories-656K").string();
   json out = generate_json({"--model", plain_model, "--chat", "--prompt", "Hi", "--max-new-tokens", "2"});
@@ -166,7 +167,8 @@ TEST(Generate, ChatWritesThePromptInTheModelsTemplate) {
     if (f.path().filename() != "tokenizer_config.json") std::filesystem::create_symlink(f.path(), dir / f.path().filename().string());
   }
   test::write_file(dir / "tokenizer_config.json",
-                   R"({"chat_template": "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"})");
+                   R"({"chat_template": "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %})"
+                   R"({% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"})");
   out = generate_json({"--model", dir.path().string(), "--chat", "--prompt", "Hi", "--max-new-tokens", "2"});
   const std::string chatml = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
   const auto r = run_sepal({"tokenize", "--model", dir.path().string(), "--text", chatml});
