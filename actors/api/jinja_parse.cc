@@ -21,7 +21,7 @@ constexpr int kMaxDepth = 128;
 const std::set<std::string>& known_filters() {
   static const std::set<std::string> names = {
       "abs",  "capitalize", "count",   "d",          "default", "dictsort", "e",         "escape", "first",
-      "float", "indent",    "int",     "items",      "join",    "last",     "length",    "list",   "lower",
+      "float", "format",    "indent",    "int",     "items",      "join",    "last",     "length",    "list",   "lower",
       "map",   "max",       "min",     "rejectattr", "reject",  "replace",  "reverse",   "round",  "safe",
       "select", "selectattr", "sort",  "string",     "sum",     "title",    "tojson",    "trim",   "unique",
       "upper", "wordcount"};

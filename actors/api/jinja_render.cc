@@ -3,7 +3,9 @@
 // filters, tests, methods and globals chat templates use, and the limits a template from outside
 // must not pass.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <string>
 #include <utility>
@@ -388,6 +390,89 @@ Value attribute_path(const Value& v, const std::string& path) {
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }
+}
+
+// Python's printf-style formatting, `format % args` (args a tuple, or one value): the
+// conversions s r d i u f F e E g G x X o c and %, with flags, width and precision.
+std::string percent_format(const std::string& format, const Value& args) {
+  const List items = args.is_tuple() ? args.as_list() : List{args};
+  std::size_t next = 0;
+  std::string out;
+  for (std::size_t i = 0; i < format.size(); ++i) {
+    if (format[i] != '%') {
+      out += format[i];
+      continue;
+    }
+    std::size_t j = i + 1;
+    std::string flags;
+    while (j < format.size() && std::string("-+ #0").find(format[j]) != std::string::npos) flags += format[j++];
+    std::string width, precision;
+    while (j < format.size() && std::isdigit(static_cast<unsigned char>(format[j]))) width += format[j++];
+    if (j < format.size() && format[j] == '.') {
+      precision = ".";
+      for (++j; j < format.size() && std::isdigit(static_cast<unsigned char>(format[j]));) precision += format[j++];
+    }
+    if (j >= format.size()) fail("incomplete format");
+    const char type = format[j];
+    i = j;
+    if (type == '%') {
+      out += '%';
+      continue;
+    }
+    if (next >= items.size()) fail("not enough arguments for format string");
+    const Value& v = items[next++];
+    if (width.size() > 3 || precision.size() > 4) fail("a format's width or precision is too large");
+    const std::string spec = "%" + flags + width + precision;
+    char buf[2048];  // width and precision of at most 3 digits: at most 1310 characters
+    if (type == 's' || type == 'r' || type == 'c') {
+      std::string text = type == 's' ? v.str() : type == 'r' ? v.repr() : std::string();
+      if (type == 'c') {
+        if (v.is_string() && v.length() == 1) text = v.as_string();
+        else if (v.kind() == Value::Kind::kInt && v.as_int() >= 0 && v.as_int() <= 0x10ffff) utf8_append(text, static_cast<char32_t>(v.as_int()));
+        else fail("%c requires an int or a char");
+      }
+      if (precision.size() > 1) {
+        const auto keep = static_cast<std::size_t>(std::stoul(precision.substr(1)));
+        const std::vector<std::size_t> ends = code_point_offsets(text);
+        if (keep < ends.size()) text.resize(keep == 0 ? 0 : ends[keep - 1]);
+      }
+      const auto pad = width.empty() ? 0 : static_cast<std::size_t>(std::stoul(width));
+      const std::size_t length = code_point_offsets(text).size();
+      if (length < pad) {
+        const std::string spaces(pad - length, ' ');
+        text = flags.find('-') != std::string::npos ? text + spaces : spaces + text;
+      }
+      out += text;
+    } else if (std::string("diu").find(type) != std::string::npos || std::string("xXo").find(type) != std::string::npos) {
+      if (!v.is_number()) fail(std::string("%") + type + " format: a real number is required, not " + v.type_name());
+      const std::int64_t n = v.kind() == Value::Kind::kFloat ? static_cast<std::int64_t>(std::trunc(v.as_float())) : v.as_int();
+      const char conv = type == 'i' || type == 'u' ? 'd' : type;
+      if (conv == 'd') {
+        std::snprintf(buf, sizeof(buf), (spec + "lld").c_str(), static_cast<long long>(n));
+      } else {  // Python writes negative hex and octal with a sign
+        std::string body_spec = spec;
+        body_spec.erase(std::remove(body_spec.begin(), body_spec.end(), '+'), body_spec.end());
+        std::snprintf(buf, sizeof(buf), (body_spec + "ll" + conv).c_str(),
+                      static_cast<unsigned long long>(n < 0 ? -static_cast<unsigned long long>(n) : static_cast<unsigned long long>(n)));
+        if (n < 0) {
+          std::string t = buf;
+          const std::size_t first = t.find_first_not_of(' ');
+          t.insert(first == std::string::npos ? 0 : first, "-");
+          std::snprintf(buf, sizeof(buf), "%s", t.c_str());
+        }
+      }
+      out += buf;
+    } else if (std::string("fFeEgG").find(type) != std::string::npos) {
+      if (!v.is_number()) fail(std::string("must be real number, not ") + v.type_name());
+      std::snprintf(buf, sizeof(buf), (spec + type).c_str(), v.as_float());
+      out += buf;
+    } else {
+      fail(std::string("unsupported format character '") + type + "'");
+    }
+    if (out.size() > kMaxOutput) checked(std::move(out));
+  }
+  if (next < items.size()) fail("not all arguments converted during string formatting");
+  return out;
 }
 
 class Renderer {
@@ -790,6 +875,7 @@ class Renderer {
     if (op == "in") return Value(contains(b, a));
     if (op == "not in") return Value(!contains(b, a));
     if (op == "~") return Value(checked(a.str() + b.str()));
+    if (op == "%" && a.is_string()) return Value(percent_format(a.as_string(), b));
     return arithmetic(op, a, b);
   }
 
@@ -1222,6 +1308,13 @@ class Renderer {
       if (m != "common" && m != "floor" && m != "ceil") fail("method must be 'common', 'ceil' or 'floor'");
       const double r = m == "floor" ? std::floor(x) : m == "ceil" ? std::ceil(x) : std::nearbyint(x);  // Python's round: half to even
       return Value(r / scale);
+    }
+    if (name == "format") {  // Jinja's: value % args
+      if (!a.keyword.empty()) fail("format: keyword arguments are not supported");
+      List args;
+      for (std::size_t i = 0; i < a.positional.size(); ++i) args.push_back(a.take(i, ""));
+      a.done();
+      return Value(percent_format(v.str(), Value::tuple(std::move(args))));
     }
     if (name == "wordcount") {
       a.done();
