@@ -1219,7 +1219,7 @@ class Renderer {
       return Value(std::move(out));
     }
     if (name == "map") {
-      const Value attr = a.take(99, "attribute"), fallback = a.take(98, "default");
+      const Value attr = a.take(Arguments::kKeywordOnly, "attribute"), fallback = a.take(Arguments::kKeywordOnly, "default");
       List out;
       if (!attr.is_undefined()) {
         a.done();

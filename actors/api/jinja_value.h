@@ -115,6 +115,9 @@ struct Arguments {
   std::vector<Value> positional;
   std::vector<std::pair<std::string, Value>> keyword;
 
+  /// For take(): an argument that can only be given by name.
+  static constexpr std::size_t kKeywordOnly = static_cast<std::size_t>(-1);
+
   /// The argument at position `index` or named `name`, or `fallback`; marks it used.
   Value take(std::size_t index, const std::string& name, Value fallback = Value());
   /// Fails when an argument was given that no take() asked for.
