@@ -168,6 +168,12 @@ int serve_api_command(int argc, char** argv) {
     if (swarm) swarm->shutdown();
     fail(started.message());
   }
+  if (chat_template.tool_format != api::ToolCallFormat::kNone) {
+    std::fprintf(stderr, "sepal: tool calls: read in the %s format the chat template teaches\n",
+                 api::tool_call_format_name(chat_template.tool_format));
+  } else {
+    std::fprintf(stderr, "sepal: tool calls: none (the chat template teaches no format sepal reads; requests with tools are refused)\n");
+  }
   std::fprintf(stderr, "sepal: serving %s as '%s' at http://%s:%d/v1 (%s, chat template: %s, %s kernels)\n",
                model_dir.c_str(), model_name.c_str(), server.bind.c_str(), api.port(),
                swarm ? ("a swarm of " + std::to_string(swarm->host_count()) + " hosts").c_str() : "blocks in this process",

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "actors/api/status_page.h"
 #include "kernels/error.h"
@@ -90,6 +91,15 @@ json chat_logprobs(const ServedModel& m, const std::vector<TokenLogprob>& tokens
   return json{{"content", content}, {"refusal", nullptr}};
 }
 
+// The names of the functions a request offers.
+std::set<std::string> tool_names(const CompletionRequest& r) {
+  std::set<std::string> names;
+  if (r.tools.is_array()) {
+    for (const auto& t : r.tools) names.insert(t["function"]["name"].get<std::string>());
+  }
+  return names;
+}
+
 }  // namespace
 
 struct ApiServer::Impl {
@@ -154,7 +164,12 @@ struct ApiServer::Impl {
     const std::int64_t vocab = model.config->vocab_size;
     try {
       if (r.chat) {
-        auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0);
+        if (!r.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kNone) {
+          return invalid("this model's chat template (" + describe_chat_template(model.chat_template) +
+                             ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON)",
+                         "tools");
+        }
+        auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0, r.tools);
         if (auto* error = std::get_if<jinja::TemplateError>(&rendered))
           return invalid("the model's chat template refused the messages: " + error->message, "messages");
         const std::string& text = std::get<std::string>(rendered);
@@ -242,14 +257,17 @@ struct ApiServer::Impl {
       try {
         used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
           const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + seed_offset, {});
-          json choice{{"index", index}, {"finish_reason", c.finish_reason}};
+          std::string finish_reason = c.finish_reason;
+          json choice{{"index", index}};
           if (chat) {
-            choice["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+            choice["message"] = assistant_message(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format,
+                                                  c.text, tool_names(r), r.parallel_tool_calls, finish_reason);
             choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
           } else {
             choice["text"] = c.text;
             choice["logprobs"] = r.logprobs ? completion_logprobs(model, c.tokens, prompt.text_bytes) : json(nullptr);
           }
+          choice["finish_reason"] = finish_reason;
           choices.push_back(choice);
           return c.completion_tokens;
         });
@@ -280,6 +298,7 @@ struct ApiServer::Impl {
           try {
             used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
               std::size_t offset = prompt.text_bytes;
+              ToolCallStream calls(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format);
               if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
                                        {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
                 throw ClientGone{};
@@ -288,7 +307,9 @@ struct ApiServer::Impl {
                                                 [&](const ChoiceDelta& d) {
                 json choice{{"index", index}, {"finish_reason", nullptr}};
                 if (chat) {
-                  choice["delta"] = {{"content", d.text}};
+                  std::string shown = calls.push(d.text);
+                  if (shown.empty() && d.tokens.empty() && !d.text.empty()) return true;  // held: it may be a call
+                  choice["delta"] = {{"content", std::move(shown)}};
                   choice["logprobs"] = r.logprobs ? chat_logprobs(model, d.tokens) : json(nullptr);
                 } else {
                   choice["text"] = d.text;
@@ -297,7 +318,15 @@ struct ApiServer::Impl {
                 }
                 return send(chunk(choice));
               });
-              json last{{"index", index}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+              std::string finish_reason = c.finish_reason;
+              if (!calls.held().empty()) {  // the end of the reply, held as it may hold calls
+                const json delta = held_delta(model.chat_template.tool_format, calls.held(), tool_names(r),
+                                              r.parallel_tool_calls, finish_reason);
+                if (!send(chunk({{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+                  throw ClientGone{};
+                }
+              }
+              json last{{"index", index}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
               if (chat) last["delta"] = json::object();
               else last["text"] = "";
               if (!send(chunk(last))) throw ClientGone{};

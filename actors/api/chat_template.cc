@@ -1,5 +1,6 @@
 #include "actors/api/chat_template.h"
 
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -128,15 +129,24 @@ ChatTemplate recognise_chat_template(const std::string& jinja) {
   return t;
 }
 
-ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens) {
+ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens,
+                                   const std::string& tool_use) {
   ChatTemplate t = recognise_chat_template(jinja);
-  t.special_tokens = std::move(special_tokens);
+  if (special_tokens.is_object()) t.special_tokens = std::move(special_tokens);
   if (jinja.empty()) return t;
   auto parsed = jinja::Template::parse(jinja);
   if (auto* error = std::get_if<jinja::TemplateError>(&parsed)) {
     t.jinja_error = error->message;
-  } else {
-    t.jinja = std::make_shared<const jinja::Template>(std::move(std::get<jinja::Template>(parsed)));
+    return t;
+  }
+  t.jinja = std::make_shared<const jinja::Template>(std::move(std::get<jinja::Template>(parsed)));
+  t.tool_format = tool_call_format_of(jinja);
+  if (!tool_use.empty()) {
+    auto tool_parsed = jinja::Template::parse(tool_use);
+    if (auto* tool_template = std::get_if<jinja::Template>(&tool_parsed)) {
+      t.tool_use = std::make_shared<const jinja::Template>(std::move(*tool_template));
+      t.tool_format = tool_call_format_of(tool_use);
+    }
   }
   return t;
 }
@@ -171,6 +181,7 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
   if (is_gguf_file(model)) {
     const GgufFile file = GgufFile::open(model);
     const std::string found = file.string("tokenizer.chat_template").value_or("");
+    const std::string tool_use = file.string("tokenizer.chat_template.tool_use").value_or("");
     if (jinja) *jinja = found;
     const auto* tokens = file.array("tokenizer.ggml.tokens");
     const char* ids[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
@@ -180,7 +191,7 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
       if (!tokens || !id || *id < 0 || static_cast<std::size_t>(*id) >= tokens->size()) continue;
       if (const auto* text = std::get_if<std::string>(&(*tokens)[static_cast<std::size_t>(*id)])) special[kSpecialTokens[i]] = *text;
     }
-    return chat_template_of_text(found, std::move(special));
+    return chat_template_of_text(found, std::move(special), tool_use);
   }
   const std::filesystem::path file = model / "tokenizer_config.json";
   if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return {};
@@ -192,41 +203,57 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
     if (text.empty()) text = token_text(token_map, key);
     if (!text.empty()) special[key] = text;
   }
-  std::string found;
+  std::string found, tool_use;
   if (config.contains("chat_template")) {
     const nlohmann::json& t = config["chat_template"];
     if (t.is_string()) {
       found = t.get<std::string>();
-    } else if (t.is_array()) {  // named templates: the default one
+    } else if (t.is_array()) {  // named templates: the default one, and the one for tools
       for (const auto& named : t) {
-        if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
-            named["template"].is_string()) {
-          found = named["template"].get<std::string>();
-        }
+        if (!named.is_object() || !named.contains("template") || !named["template"].is_string()) continue;
+        const std::string name = named.value("name", "");
+        if (name == "default") found = named["template"].get<std::string>();
+        if (name == "tool_use") tool_use = named["template"].get<std::string>();
       }
     }
   }
   if (jinja) *jinja = found;
-  return chat_template_of_text(found, std::move(special));
+  return chat_template_of_text(found, std::move(special), tool_use);
 }
 
 std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
                                                             const std::vector<ChatMessage>& messages,
-                                                            bool model_adds_bos) {
+                                                            bool model_adds_bos, const nlohmann::ordered_json& tools) {
   if (chat_template.jinja) {
+    // The messages as transformers hands them over: their fields as the request sent them.
     nlohmann::ordered_json context = nlohmann::ordered_json::object();
     context["messages"] = nlohmann::ordered_json::array();
-    for (const ChatMessage& m : messages) context["messages"].push_back({{"role", m.role}, {"content", m.content}});
+    for (const ChatMessage& m : messages) {
+      nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+      if (!m.name.empty()) message["name"] = m.name;
+      if (!m.tool_calls.is_null()) message["tool_calls"] = m.tool_calls;
+      if (!m.tool_call_id.empty()) message["tool_call_id"] = m.tool_call_id;
+      context["messages"].push_back(std::move(message));
+    }
     context["add_generation_prompt"] = true;
-    context["tools"] = nullptr;
+    context["tools"] = tools;
     context["documents"] = nullptr;
     for (const auto& [key, value] : chat_template.special_tokens.items()) context[key] = value;
-    auto rendered = chat_template.jinja->render(context);
+    const jinja::Template& run = !tools.is_null() && chat_template.tool_use ? *chat_template.tool_use : *chat_template.jinja;
+    auto rendered = run.render(context);
     if (auto* text = std::get_if<std::string>(&rendered)) {
       const std::string bos = chat_template.special_tokens.value("bos_token", std::string());
       if (model_adds_bos && !bos.empty() && text->compare(0, bos.size(), bos) == 0) text->erase(0, bos.size());
     }
     return rendered;
+  }
+  const bool tool_messages = std::any_of(messages.begin(), messages.end(), [](const ChatMessage& m) {
+    return m.role == "tool" || !m.tool_calls.is_null();
+  });
+  if (!tools.is_null() || tool_messages) {
+    return jinja::TemplateError{"tools and tool calls need the model's own chat template, and this model's is " +
+                                    describe_chat_template(chat_template),
+                                false};
   }
   return render_recognised(chat_template, messages);
 }

@@ -31,6 +31,7 @@
 
 #include "actors/api/jinja_template.h"
 #include "actors/api/openai_request.h"
+#include "actors/api/tool_calls.h"
 
 namespace sepal::api {
 
@@ -57,6 +58,12 @@ struct ChatTemplate {
   std::shared_ptr<const jinja::Template> jinja;
   /// Why a template the model has could not be run (empty otherwise).
   std::string jinja_error;
+  /// The model's named "tool_use" template, run instead of `jinja` for requests with tools, as
+  /// transformers does (null: none, or it did not parse).
+  std::shared_ptr<const jinja::Template> tool_use;
+  /// The tool-call format the template that runs with tools teaches (kNone: requests with tools
+  /// are refused).
+  ToolCallFormat tool_format = ToolCallFormat::kNone;
   /// The special tokens a template sees: {"bos_token": "<s>", "eos_token": "</s>", ...}.
   nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();
 };
@@ -68,12 +75,15 @@ std::string describe_chat_template(const ChatTemplate& chat_template);
 /// The form of a chat_template text recognised by its markers (empty: plain); no Jinja is run.
 ChatTemplate recognise_chat_template(const std::string& jinja);
 
-/// A chat_template text to run, with its recognised form as the fallback should it not parse.
-ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens);
+/// A chat_template text to run, with its recognised form as the fallback should it not parse, and
+/// the model's "tool_use" template (empty: none).
+ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens,
+                                   const std::string& tool_use = {});
 
-/// The template of a model: a folder's tokenizer_config.json chat_template and special tokens
+/// The template of a model: a folder's tokenizer_config.json chat_template (the one named
+/// "default" and the one named "tool_use" where it holds several) and special tokens
 /// (special_tokens_map.json's where the config names none), or a GGUF file's
-/// tokenizer.chat_template and the tokens its ids name (a file that does not parse is an error:
+/// tokenizer.chat_template (and tokenizer.chat_template.tool_use) and the tokens its ids name (a file that does not parse is an error:
 /// sepal::Error naming it); plain when there is none. `jinja` gets the template text found, or
 /// stays empty.
 ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::string* jinja = nullptr);
@@ -83,10 +93,13 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
 std::string render_recognised(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages);
 
 /// The prompt text of `messages`, ending where the assistant's reply begins; without a leading BOS
-/// when `model_adds_bos`. A template's error (its raise_exception, such as roles that do not
-/// alternate) comes back as the second alternative.
+/// when `model_adds_bos`. `tools` (null: none) is the template's `tools`, as the request sent
+/// them. A template's error (its raise_exception, such as roles that do not alternate) comes back
+/// as the second alternative, as does a chat with tools or tool calls for a model whose template
+/// is not run.
 std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
                                                             const std::vector<ChatMessage>& messages,
-                                                            bool model_adds_bos);
+                                                            bool model_adds_bos,
+                                                            const nlohmann::ordered_json& tools = nullptr);
 
 }  // namespace sepal::api

@@ -6,6 +6,7 @@
 namespace sepal::api {
 
 using nlohmann::json;
+using ojson = nlohmann::ordered_json;
 
 json error_body(const ApiError& e) {
   return json{{"error",
@@ -27,9 +28,9 @@ struct Bad {
 };
 [[noreturn]] void bad(std::string message, std::string param) { throw Bad{invalid(std::move(message), std::move(param))}; }
 
-bool present(const json& body, const char* key) { return body.contains(key) && !body[key].is_null(); }
+bool present(const ojson& body, const char* key) { return body.contains(key) && !body[key].is_null(); }
 
-std::int64_t integer(const json& v, const char* key, std::int64_t low, std::int64_t high) {
+std::int64_t integer(const ojson& v, const char* key, std::int64_t low, std::int64_t high) {
   if (!v.is_number_integer()) bad(std::string("'") + key + "' must be an integer", key);
   const auto x = v.get<std::int64_t>();
   if (x < low || x > high) {
@@ -40,23 +41,23 @@ std::int64_t integer(const json& v, const char* key, std::int64_t low, std::int6
   return x;
 }
 
-double number(const json& v, const char* key, double low, double high, bool low_open) {
+double number(const ojson& v, const char* key, double low, double high, bool low_open) {
   if (!v.is_number()) bad(std::string("'") + key + "' must be a number", key);
   const double x = v.get<double>();
   if (!std::isfinite(x) || x > high || x < low || (low_open && x == low)) {
-    bad(std::string("'") + key + "' must be " + (low_open ? "above " : "at least ") + json(low).dump() + " and at most " +
-            json(high).dump(),
+    bad(std::string("'") + key + "' must be " + (low_open ? "above " : "at least ") + ojson(low).dump() + " and at most " +
+            ojson(high).dump(),
         key);
   }
   return x;
 }
 
-std::string text_of(const json& content, const std::string& param) {
+std::string text_of(const ojson& content, const std::string& param) {
   if (content.is_null()) return {};
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array()) bad("'content' must be a string or an array of text parts", param);
   std::string text;
-  for (const json& part : content) {
+  for (const ojson& part : content) {
     if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
       bad("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported", param);
     }
@@ -65,35 +66,141 @@ std::string text_of(const json& content, const std::string& param) {
   return text;
 }
 
-void read_messages(const json& body, CompletionRequest& r) {
+std::string string_field(const ojson& m, const char* key, const std::string& param) {
+  if (!m.contains(key) || !m[key].is_string()) bad(param + " needs a string '" + key + "'", param + "." + key);
+  return m[key].get<std::string>();
+}
+
+// A function's name as OpenAI allows it: letters, digits, '_' and '-', 1 to 64 of them.
+void check_function_name(const std::string& name, const std::string& param) {
+  const bool fits = !name.empty() && name.size() <= 64 &&
+                    name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == std::string::npos;
+  if (!fits) bad(param + ": '" + name + "' is not a function name (1 to 64 of a-z, A-Z, 0-9, '_' and '-')", param);
+}
+
+// An assistant message's tool_calls as the template sees them (arguments parsed).
+ojson read_tool_calls(const ojson& calls, const std::string& param) {
+  if (!calls.is_array()) bad(param + " must be an array", param);
+  ojson out = ojson::array();
+  for (std::size_t j = 0; j < calls.size(); ++j) {
+    const std::string at = param + "[" + std::to_string(j) + "]";
+    const ojson& c = calls[j];
+    if (!c.is_object()) bad(at + " must be an object", at);
+    for (const auto& [key, value] : c.items()) {
+      if (key != "id" && key != "type" && key != "function") bad(at + ": '" + key + "' is not supported", at + "." + key);
+    }
+    if (c.value("type", "") != "function") bad(at + " needs 'type': 'function'", at + ".type");
+    if (!c.contains("function") || !c["function"].is_object()) bad(at + " needs a 'function' object", at + ".function");
+    const ojson& f = c["function"];
+    const std::string name = string_field(f, "name", at + ".function");
+    const std::string arguments = string_field(f, "arguments", at + ".function");
+    ojson parsed = ojson::parse(arguments, nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_object()) bad(at + ".function.arguments must be a JSON object (in a string)", at + ".function.arguments");
+    ojson call = ojson::object();
+    if (c.contains("id")) call["id"] = string_field(c, "id", at);
+    call["type"] = "function";
+    call["function"] = {{"name", name}, {"arguments", std::move(parsed)}};
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+void read_messages(const ojson& body, CompletionRequest& r) {
   if (!body.contains("messages")) bad("'messages' is a required property", "messages");
-  const json& messages = body["messages"];
+  const ojson& messages = body["messages"];
   if (!messages.is_array() || messages.empty()) bad("'messages' must be a non-empty array", "messages");
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const std::string param = "messages[" + std::to_string(i) + "]";
-    const json& m = messages[i];
+    const ojson& m = messages[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) bad(param + " needs a string 'role'", param);
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";
-    if (role != "system" && role != "user" && role != "assistant") {
-      bad(param + ": role '" + role + "' is not supported (system, developer, user, assistant)", param + ".role");
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
+      bad(param + ": role '" + role + "' is not supported (system, developer, user, assistant, tool)", param + ".role");
     }
+    ChatMessage message{role, {}};
     for (const auto& [key, value] : m.items()) {
-      if (key != "role" && key != "content" && key != "name") {
-        bad(param + ": '" + key + "' is not supported", param + "." + key);
+      const std::string at = param + "." + key;
+      if (key == "role" || key == "content") continue;
+      if (key == "name" && role != "tool") {
+        if (!value.is_string()) bad(at + " must be a string", at);
+        message.name = value.get<std::string>();
+      } else if (key == "tool_calls" && role == "assistant") {
+        if (!value.is_null()) message.tool_calls = read_tool_calls(value, at);
+      } else if (key == "tool_call_id" && role == "tool") {
+        if (!value.is_string()) bad(at + " must be a string", at);
+        message.tool_call_id = value.get<std::string>();
+      } else if (role == "assistant" && (key == "refusal" || key == "function_call" || key == "audio") && value.is_null()) {
+        // what an assistant message of a reply carries, sent back as the chat goes on
+      } else if (role == "assistant" && key == "annotations" && value.is_array() && value.empty()) {
+      } else {
+        bad(param + ": '" + key + "' is not supported in a message of role '" + role + "'", at);
       }
     }
-    if (!m.contains("content") && role != "assistant") bad(param + " needs 'content'", param + ".content");
-    r.messages.push_back(ChatMessage{role, text_of(m.value("content", json(nullptr)), param + ".content")});
+    if (role == "tool" && message.tool_call_id.empty()) bad(param + " (role 'tool') needs its 'tool_call_id'", param + ".tool_call_id");
+    const bool has_content = m.contains("content") && !m["content"].is_null();
+    if (!has_content && !(role == "assistant")) bad(param + " needs 'content'", param + ".content");
+    message.content = text_of(m.value("content", ojson(nullptr)), param + ".content");
+    r.messages.push_back(std::move(message));
   }
 }
 
-void read_prompts(const json& body, CompletionRequest& r, const RequestLimits& limits) {
+// `tools` and `tool_choice`: the functions offered, or none.
+void read_tools(const ojson& body, CompletionRequest& r, const RequestLimits& limits) {
+  const bool has_tools = present(body, "tools");
+  std::string choice = has_tools ? "auto" : "none";
+  if (present(body, "tool_choice")) {
+    const ojson& c = body["tool_choice"];
+    if (c.is_object()) bad("'tool_choice' naming a function is not supported: sepal cannot force a call (use 'auto' or 'none')", "tool_choice");
+    if (!c.is_string()) bad("'tool_choice' must be 'none', 'auto' or 'required'", "tool_choice");
+    choice = c.get<std::string>();
+    if (choice == "required") bad("'tool_choice': 'required' is not supported: sepal cannot force a call (use 'auto' or 'none')", "tool_choice");
+    if (choice != "none" && choice != "auto") bad("'tool_choice' must be 'none', 'auto' or 'required'", "tool_choice");
+    if (choice == "auto" && !has_tools) bad("'tool_choice' is only allowed when 'tools' are specified", "tool_choice");
+  }
+  if (present(body, "parallel_tool_calls")) {
+    if (!has_tools) bad("'parallel_tool_calls' is only allowed when 'tools' are specified", "parallel_tool_calls");
+    if (!body["parallel_tool_calls"].is_boolean()) bad("'parallel_tool_calls' must be true or false", "parallel_tool_calls");
+    r.parallel_tool_calls = body["parallel_tool_calls"].get<bool>();
+  }
+  if (!has_tools) return;
+  const ojson& tools = body["tools"];
+  if (!tools.is_array() || tools.empty()) bad("'tools' must be a non-empty array", "tools");
+  if (static_cast<std::int64_t>(tools.size()) > limits.max_tools) {
+    bad("'tools' holds " + std::to_string(tools.size()) + " functions; at most " + std::to_string(limits.max_tools) + " are allowed", "tools");
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < tools.size(); ++i) {
+    const std::string param = "tools[" + std::to_string(i) + "]";
+    const ojson& t = tools[i];
+    if (!t.is_object() || t.value("type", "") != "function") bad(param + " needs 'type': 'function'", param + ".type");
+    if (!t.contains("function") || !t["function"].is_object()) bad(param + " needs a 'function' object", param + ".function");
+    for (const auto& [key, value] : t.items()) {
+      if (key != "type" && key != "function") bad(param + ": '" + key + "' is not supported", param + "." + key);
+    }
+    const ojson& f = t["function"];
+    for (const auto& [key, value] : f.items()) {
+      const std::string at = param + ".function." + key;
+      if (key == "name" || (key == "description" && value.is_string()) || (key == "parameters" && value.is_object()) ||
+          (key == "strict" && (value.is_boolean() || value.is_null()))) {
+        continue;
+      }
+      if (key == "description" || key == "parameters") bad(at + " must be " + (key == "parameters" ? "an object (a JSON Schema)" : "a string"), at);
+      bad(param + ".function: '" + key + "' is not supported", at);
+    }
+    const std::string name = string_field(f, "name", param + ".function");
+    check_function_name(name, param + ".function.name");
+    if (!names.insert(name).second) bad(param + ": the function '" + name + "' is offered twice", param + ".function.name");
+  }
+  if (choice == "auto") r.tools = tools;
+}
+
+void read_prompts(const ojson& body, CompletionRequest& r, const RequestLimits& limits) {
   if (!body.contains("prompt")) bad("'prompt' is a required property", "prompt");
-  const json& p = body["prompt"];
-  const auto ids_of = [](const json& a) {
+  const ojson& p = body["prompt"];
+  const auto ids_of = [](const ojson& a) {
     std::vector<std::int32_t> ids;
-    for (const json& id : a) {
+    for (const ojson& id : a) {
       if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() > INT32_MAX) {
         bad("token ids in 'prompt' must be non-negative integers", "prompt");
       }
@@ -106,12 +213,12 @@ void read_prompts(const json& body, CompletionRequest& r, const RequestLimits& l
   } else if (p.is_array() && !p.empty() && p[0].is_number()) {
     r.prompt_ids.push_back(ids_of(p));
   } else if (p.is_array() && !p.empty() && p[0].is_array()) {
-    for (const json& one : p) {
+    for (const ojson& one : p) {
       if (!one.is_array() || one.empty()) bad("'prompt' must hold strings, or arrays of token ids", "prompt");
       r.prompt_ids.push_back(ids_of(one));
     }
   } else if (p.is_array() && !p.empty()) {
-    for (const json& one : p) {
+    for (const ojson& one : p) {
       if (!one.is_string()) bad("'prompt' must be a string, an array of strings, or token ids", "prompt");
       r.prompts.push_back(one.get<std::string>());
     }
@@ -126,12 +233,13 @@ void read_prompts(const json& body, CompletionRequest& r, const RequestLimits& l
   }
 }
 
-CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits) {
+CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limits) {
   if (!body.is_object()) bad("the request body must be a JSON object", {});
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
                                                "stream", "stream_options", "logprobs", "user", "presence_penalty",
                                                "frequency_penalty", "logit_bias"};
-  static const std::set<std::string> chat_only = {"messages", "top_logprobs", "max_completion_tokens"};
+  static const std::set<std::string> chat_only = {"messages", "top_logprobs", "max_completion_tokens", "tools",
+                                                  "tool_choice", "parallel_tool_calls"};
   static const std::set<std::string> completion_only = {"prompt", "echo", "best_of", "suffix"};
   for (const auto& [key, value] : body.items()) {
     if (!common.count(key) && !(chat ? chat_only : completion_only).count(key)) {
@@ -142,8 +250,12 @@ CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits
   r.chat = chat;
   if (!body.contains("model") || !body["model"].is_string()) bad("'model' is a required string", "model");
   r.model = body["model"].get<std::string>();
-  if (chat) read_messages(body, r);
-  else read_prompts(body, r, limits);
+  if (chat) {
+    read_messages(body, r);
+    read_tools(body, r, limits);
+  } else {
+    read_prompts(body, r, limits);
+  }
   constexpr std::int64_t kMaxTokens = std::int64_t{1} << 31;
   if (present(body, "max_tokens")) r.max_tokens = integer(body["max_tokens"], "max_tokens", 1, kMaxTokens);
   if (chat && present(body, "max_completion_tokens")) {
@@ -158,10 +270,10 @@ CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits
                                                : static_cast<std::uint64_t>(body["seed"].get<std::int64_t>());
   }
   if (present(body, "stop")) {
-    const json& s = body["stop"];
+    const ojson& s = body["stop"];
     if (s.is_string()) r.stop.push_back(s.get<std::string>());
     else if (s.is_array()) {
-      for (const json& one : s) {
+      for (const ojson& one : s) {
         if (!one.is_string()) bad("'stop' must be a string or an array of strings", "stop");
         r.stop.push_back(one.get<std::string>());
       }
@@ -181,7 +293,7 @@ CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits
     r.stream = body["stream"].get<bool>();
   }
   if (present(body, "stream_options")) {
-    const json& o = body["stream_options"];
+    const ojson& o = body["stream_options"];
     if (!r.stream) bad("'stream_options' is only allowed with 'stream': true", "stream_options");
     if (!o.is_object()) bad("'stream_options' must be an object", "stream_options");
     for (const auto& [key, value] : o.items()) {
@@ -223,7 +335,7 @@ CompletionRequest parse(const json& body, bool chat, const RequestLimits& limits
 
 std::variant<CompletionRequest, ApiError> parse_completion_request(const std::string& body, bool chat,
                                                                    const RequestLimits& limits) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  ojson parsed = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                    "your HTTP library correctly. The OpenAI API expects a JSON payload.)");
@@ -232,7 +344,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(const std::st
     return parse(parsed, chat, limits);
   } catch (const Bad& b) {
     return b.error;
-  } catch (const json::exception& e) {
+  } catch (const ojson::exception& e) {
     return invalid(std::string("the request does not fit the API: ") + e.what());
   }
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -30,8 +31,19 @@ nlohmann::json error_body(const ApiError& e);
 ApiError invalid(std::string message, std::string param = {});
 
 struct ChatMessage {
-  std::string role;  ///< system, user, assistant (developer counts as system)
+  ChatMessage() = default;
+  ChatMessage(std::string r, std::string c) : role(std::move(r)), content(std::move(c)) {}
+
+  std::string role;  ///< system, user, assistant, tool (developer counts as system)
+  /// The text; empty for an assistant message sent with null content (one that only calls tools),
+  /// as vLLM hands it to templates (Qwen3's fails on a null content).
   std::string content;
+  std::string name;           ///< the participant's name, or empty
+  /// An assistant's calls as the template sees them: [{"id", "type": "function", "function":
+  /// {"name", "arguments": {...}}}], the arguments parsed from their JSON text (transformers'
+  /// templates take them as a mapping); null when the message has none.
+  nlohmann::ordered_json tool_calls;
+  std::string tool_call_id;  ///< tool: the call this message answers
 };
 
 /// What a completion or chat request asks for, checked.
@@ -53,6 +65,12 @@ struct CompletionRequest {
   /// Log probabilities: none, or of the chosen token with this many alternatives (completions'
   /// `logprobs: k`; chat's `logprobs: true` with `top_logprobs: k`).
   std::optional<std::int64_t> logprobs;
+  /// Chat: the functions the model may call, as sent ([{"type": "function", "function": {"name",
+  /// "description", "parameters"}}], keys in the request's order); null when none, or when
+  /// tool_choice is "none" (the prompt then shows no tools and the reply is text).
+  nlohmann::ordered_json tools;
+  /// With tools: whether a reply may hold several calls (false: only its first is returned).
+  bool parallel_tool_calls = true;
 };
 
 /// Bounds the server puts on a request.
@@ -62,6 +80,7 @@ struct RequestLimits {
   std::int64_t max_prompts = 16;         ///< prompts in one completions request
   std::int64_t max_top_logprobs_completions = 5;
   std::int64_t max_top_logprobs_chat = 20;
+  std::int64_t max_tools = 128;  ///< OpenAI's limit
 };
 
 /// Parses a /v1/completions (chat false) or /v1/chat/completions (chat true) body.

@@ -11,6 +11,7 @@
 #include "actors/api/choice_runner.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/stop_strings.h"
+#include "actors/api/tool_calls.h"
 #include "kernels/error.h"
 #include "model/safetensors.h"
 #include "tests/test_util.h"
@@ -74,7 +75,7 @@ TEST(ApiRequest, BadFieldsNameTheParameter) {
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "tools": []})"), "tools");
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "messages": []})"), "messages");  // not a completions field
   EXPECT_EQ(param(R"({"model": "m", "messages": []})", true), "messages");
-  EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "tool", "content": "x"}]})", true), "messages[0].role");
+  EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "function", "content": "x"}]})", true), "messages[0].role");
   EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", true),
             "top_logprobs");
   EXPECT_EQ(param(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", true),
@@ -87,6 +88,191 @@ TEST(ApiRequest, BadFieldsNameTheParameter) {
 
 // Whatever the pieces, the text shown is the text before the first stop string, and nothing that
 // could still be a stop string's beginning is shown early.
+constexpr const char* kWeatherTool =
+    R"({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})";
+
+std::string chat_with(const std::string& fields) {
+  return R"({"model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}], )" + fields + "}";
+}
+
+TEST(ApiTools, ToolsCallsAndToolMessagesAreRead) {
+  const CompletionRequest r = ok(chat_with(std::string(R"("tools": [)") + kWeatherTool + R"(], "parallel_tool_calls": false)"), true);
+  ASSERT_TRUE(r.tools.is_array());
+  EXPECT_EQ(r.tools[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(r.tools[0]["function"].begin().key(), "name");  // the request's key order, for tojson
+  EXPECT_FALSE(r.parallel_tool_calls);
+  // tool_choice "none": validated, not shown to the template.
+  EXPECT_TRUE(ok(chat_with(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": "none")"), true).tools.is_null());
+  EXPECT_TRUE(ok(chat_with(R"("tool_choice": "none")"), true).tools.is_null());
+  // An assistant's calls (arguments as a JSON string, as OpenAI sends them) and the tool's answer,
+  // and an assistant message sent back as a reply gave it (refusal: null).
+  const CompletionRequest history = ok(R"({"model": "m", "messages": [{"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": null, "refusal": null, "tool_calls": [{"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"days\": 2}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "18 C"}]})", true);
+  ASSERT_EQ(history.messages.size(), 3u);
+  const ChatMessage& call = history.messages[1];
+  EXPECT_EQ(call.content, "");
+  EXPECT_EQ(call.tool_calls.dump(), R"([{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":{"city":"Paris","days":2}}}])");
+  EXPECT_EQ(history.messages[2].role, "tool");
+  EXPECT_EQ(history.messages[2].tool_call_id, "call_1");
+}
+
+TEST(ApiTools, BadToolsNameTheParameter) {
+  const auto param = [](const std::string& fields) { return refused(chat_with(fields), true).param; };
+  EXPECT_EQ(param(R"("tools": [])"), "tools");
+  EXPECT_EQ(param(R"("tools": [{"type": "retrieval"}])"), "tools[0].type");
+  EXPECT_EQ(param(R"("tools": [{"type": "function", "function": {"name": "a b"}}])"), "tools[0].function.name");
+  EXPECT_EQ(param(R"("tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}])"), "tools[0].function.parameters");
+  EXPECT_EQ(param(R"("tools": [{"type": "function", "function": {"name": "f", "extra": 1}}])"), "tools[0].function.extra");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + "," + kWeatherTool + "]"), "tools[1].function.name");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": "required")"), "tool_choice");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": {"type": "function", "function": {"name": "get_weather"}})"),
+            "tool_choice");
+  EXPECT_EQ(param(R"("tool_choice": "auto")"), "tool_choice");
+  EXPECT_EQ(param(R"("parallel_tool_calls": true)"), "parallel_tool_calls");
+  std::string many = R"("tools": [)";
+  for (int i = 0; i < 129; ++i) many += (i ? "," : "") + std::string(R"({"type": "function", "function": {"name": "f)") + std::to_string(i) + "\"}}";
+  EXPECT_EQ(param(many + "]"), "tools");
+  const auto message_param = [](const std::string& message) {
+    return refused(R"({"model": "m", "messages": [{"role": "user", "content": "x"}, )" + message + "]}", true).param;
+  };
+  EXPECT_EQ(message_param(R"({"role": "tool", "content": "18 C"})"), "messages[1].tool_call_id");
+  EXPECT_EQ(message_param(R"({"role": "user", "content": "x", "tool_call_id": "c"})"), "messages[1].tool_call_id");
+  EXPECT_EQ(message_param(R"({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "[1]"}}]})"),
+            "messages[1].tool_calls[0].function.arguments");
+  EXPECT_EQ(message_param(R"({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]})"),
+            "messages[1].tool_calls[0].function.arguments");
+  EXPECT_EQ(message_param(R"({"role": "assistant", "content": "x", "refusal": "no"})"), "messages[1].refusal");
+}
+
+TEST(ApiTools, TheFormatIsTheOneTheTemplateTeaches) {
+  EXPECT_EQ(tool_call_format_of("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>"), ToolCallFormat::kHermes);
+  EXPECT_EQ(tool_call_format_of(R"(<|start_header_id|>{% if tools %}{"name": function name, "parameters": ...}{% endif %})"),
+            ToolCallFormat::kLlama3Json);
+  EXPECT_EQ(tool_call_format_of("[AVAILABLE_TOOLS]{{ tools | tojson }}[TOOL_CALLS]"), ToolCallFormat::kNone);
+  EXPECT_EQ(tool_call_format_of("<|im_start|>{{ m.content }}"), ToolCallFormat::kNone);
+  // A named tool_use template (as Hermes 2 Pro ships) runs for requests with tools.
+  const ChatTemplate t = chat_template_of_text("{{ messages[0].content }}|default", {}, "{{ tools[0].function.name }}<tool_call>|tools");
+  EXPECT_EQ(t.tool_format, ToolCallFormat::kHermes);
+  const std::vector<ChatMessage> chat = {{"user", "Hi"}};
+  EXPECT_EQ(std::get<std::string>(render_chat(t, chat, false)), "Hi|default");
+  const auto tools = nlohmann::ordered_json::parse(std::string("[") + kWeatherTool + "]");
+  EXPECT_EQ(std::get<std::string>(render_chat(t, chat, false, tools)), "get_weather<tool_call>|tools");
+  // A model whose template is not run takes no tools and no tool messages.
+  const ChatTemplate fallback = recognise_chat_template("<|im_start|>");
+  EXPECT_TRUE(std::holds_alternative<jinja::TemplateError>(render_chat(fallback, chat, false, tools)));
+  ChatMessage answer{"tool", "18 C"};
+  answer.tool_call_id = "c";
+  EXPECT_TRUE(std::holds_alternative<jinja::TemplateError>(render_chat(fallback, {chat[0], answer}, false)));
+}
+
+TEST(ApiTools, HermesCallsAreReadFromTheReply) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  auto r = parse_tool_calls(ToolCallFormat::kHermes,
+                            "I will check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call>\n"
+                            "<tool_call>\n{\"name\": \"local_time\", \"arguments\": {\"zone\": \"Europe/Paris\"}}\n</tool_call>",
+                            names);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->content, "I will check.");
+  ASSERT_EQ(r->calls.size(), 2u);
+  EXPECT_EQ(r->calls[0].name, "get_weather");
+  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Paris","unit":"c"})");  // the model's key order
+  EXPECT_EQ(r->calls[1].arguments, R"({"zone":"Europe/Paris"})");
+  EXPECT_EQ(r->calls[0].id.rfind("call_", 0), 0u);
+  EXPECT_EQ(r->calls[0].id.size(), 29u);
+  EXPECT_NE(r->calls[0].id, r->calls[1].id);
+  // Only calls: no content. A call the end of the reply left open still counts.
+  r = parse_tool_calls(ToolCallFormat::kHermes, "<tool_call>\n{\"name\": \"local_time\", \"arguments\": {}}", names);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->content);
+  EXPECT_EQ(r->calls[0].arguments, "{}");
+  // Left as text: no call, a name not offered, JSON that does not parse, arguments not an object.
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kHermes, "It is sunny.", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kHermes, "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kHermes, "<tool_call>{\"name\": \"local_time\", \"arguments\": {</tool_call>", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kHermes, "<tool_call>{\"name\": \"local_time\", \"arguments\": [1]}</tool_call>", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kHermes, "<tool_call>{\"name\": \"local_time\"} </tool_call><tool_call>x</tool_call>", names));
+}
+
+TEST(ApiTools, Llama3JsonCallsAreTheWholeReply) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  auto r = parse_tool_calls(ToolCallFormat::kLlama3Json, " {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Lima; Peru\"}}", names);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->content);
+  ASSERT_EQ(r->calls.size(), 1u);
+  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Lima; Peru"})");
+  r = parse_tool_calls(ToolCallFormat::kLlama3Json,
+                       "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}; {\"name\": \"local_time\", \"arguments\": {\"zone\": \"UTC\"}}",
+                       names);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->calls.size(), 2u);
+  EXPECT_EQ(r->calls[1].name, "local_time");
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "The weather: {\"name\": \"get_weather\", \"parameters\": {}}", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "{\"name\": \"get_weather\", \"parameters\": {}} and more", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "{\"weather\": 1}", names));
+}
+
+// The reply as the API answers it: a message with its calls, or the text as it was.
+TEST(ApiTools, RepliesWithCallsAreAnsweredAsOpenAIDoes) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  const std::string two = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>\n"
+                          "<tool_call>{\"name\": \"local_time\", \"arguments\": {\"zone\": \"UTC\"}}</tool_call>";
+  std::string finish = "stop";
+  nlohmann::json m = assistant_message(ToolCallFormat::kHermes, two, names, true, finish);
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_TRUE(m["content"].is_null());
+  EXPECT_TRUE(m["refusal"].is_null());
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], R"({"city":"Oslo"})");
+  EXPECT_FALSE(m["tool_calls"][0].contains("index"));
+  finish = "stop";
+  EXPECT_EQ(assistant_message(ToolCallFormat::kHermes, two, names, false, finish)["tool_calls"].size(), 1u);  // parallel_tool_calls: false
+  finish = "length";
+  m = assistant_message(ToolCallFormat::kHermes, "<tool_call>{\"name\": \"get_weather\", \"argu", names, true, finish);
+  EXPECT_EQ(finish, "length");  // cut short: the text as it is
+  EXPECT_EQ(m["content"], "<tool_call>{\"name\": \"get_weather\", \"argu");
+  EXPECT_FALSE(m.contains("tool_calls"));
+  finish = "stop";
+  m = assistant_message(ToolCallFormat::kNone, two, names, true, finish);  // no tools in the request
+  EXPECT_EQ(m["content"], two);
+  EXPECT_EQ(finish, "stop");
+  // Streamed: the held end of the reply becomes the calls' delta, indexed.
+  finish = "stop";
+  const std::string held = two.substr(0) + " Done.";
+  nlohmann::json d = held_delta(ToolCallFormat::kHermes, held, names, true, finish);
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_EQ(d["content"], "Done.");
+  ASSERT_EQ(d["tool_calls"].size(), 2u);
+  EXPECT_EQ(d["tool_calls"][1]["index"], 1);
+  EXPECT_EQ(d["tool_calls"][1]["function"]["arguments"], R"({"zone":"UTC"})");
+  finish = "stop";
+  EXPECT_EQ(held_delta(ToolCallFormat::kHermes, "<tool_call>oops", names, true, finish), (nlohmann::json{{"content", "<tool_call>oops"}}));
+  EXPECT_EQ(finish, "stop");
+}
+
+// The stream shows what cannot be a call at once and holds the rest, whatever the pieces.
+TEST(ApiTools, StreamedTextIsHeldFromWhereACallMayBegin) {
+  const auto split = [](ToolCallFormat format, const std::string& text, std::size_t piece) {
+    ToolCallStream stream(format);
+    std::string shown;
+    for (std::size_t at = 0; at < text.size(); at += piece) shown += stream.push(text.substr(at, piece));
+    return std::make_pair(shown, stream.held());
+  };
+  const std::string hermes = "Checking <tool<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+  for (std::size_t piece : {1u, 2u, 5u, 100u}) {
+    EXPECT_EQ(split(ToolCallFormat::kHermes, hermes, piece),
+              std::make_pair(std::string("Checking <tool"), hermes.substr(hermes.find("<tool_call>")))) << piece;
+    EXPECT_EQ(split(ToolCallFormat::kHermes, "No call here <tool", piece), std::make_pair(std::string("No call here "), std::string("<tool")));
+    EXPECT_EQ(split(ToolCallFormat::kLlama3Json, " \n{\"name\": \"f\"}", piece), std::make_pair(std::string(), std::string(" \n{\"name\": \"f\"}")));
+    EXPECT_EQ(split(ToolCallFormat::kLlama3Json, "  It is {sunny}.", piece), std::make_pair(std::string("  It is {sunny}."), std::string()));
+    EXPECT_EQ(split(ToolCallFormat::kNone, "<tool_call>{", piece), std::make_pair(std::string("<tool_call>{"), std::string()));
+  }
+}
+
 TEST(ApiStopStrings, CutAtTheFirstStopWhateverThePieces) {
   const std::string text = "Once upon a time. The end. More";
   for (std::size_t piece = 1; piece <= 5; ++piece) {

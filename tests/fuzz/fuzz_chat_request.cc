@@ -1,0 +1,57 @@
+// Fuzz target: a chat completions request body (HTTP input) with tools. Parsing must give a
+// request or an ApiError; a parsed chat then renders through a template that shows tools, calls
+// and tool messages, and each message's text, read as a model's reply, goes through both call
+// formats whole and streamed in pieces. Any exception, a crash or a sanitizer report is a finding;
+// so is a stream that loses or invents text.
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <variant>
+
+#include "actors/api/chat_template.h"
+#include "actors/api/openai_request.h"
+#include "actors/api/tool_calls.h"
+
+namespace {
+
+using namespace sepal::api;
+
+const ChatTemplate& tool_template() {
+  static const ChatTemplate t = chat_template_of_text(
+      "{% if tools %}{% for t in tools %}{{ t | tojson }}\n{% endfor %}{% endif %}"
+      "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
+      "{% for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}</tool_call>{% endfor %}"
+      "{% if m.tool_call_id is defined %}[{{ m.tool_call_id }}]{% endif %}{% endfor %}<|assistant|>",
+      nlohmann::ordered_json::object());
+  return t;
+}
+
+void read_reply(const std::string& text, const std::set<std::string>& names) {
+  for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json}) {
+    std::string finish = "stop";
+    (void)assistant_message(format, text, names, true, finish);
+    ToolCallStream stream(format);
+    std::string shown;
+    const std::size_t piece = 1 + text.size() % 7;
+    for (std::size_t at = 0; at < text.size(); at += piece) shown += stream.push(text.substr(at, piece));
+    if (shown + stream.held() != text) __builtin_trap();
+    (void)held_delta(format, stream.held(), names, false, finish);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string body(reinterpret_cast<const char*>(data), size);
+  auto parsed = parse_completion_request(body, /*chat=*/true, RequestLimits{});
+  auto* request = std::get_if<CompletionRequest>(&parsed);
+  if (!request) return 0;
+  (void)render_chat(tool_template(), request->messages, false, request->tools);
+  std::set<std::string> names;
+  if (request->tools.is_array()) {
+    for (const auto& t : request->tools) names.insert(t["function"]["name"].get<std::string>());
+  }
+  for (const ChatMessage& m : request->messages) read_reply(m.content, names);
+  return 0;
+}
