@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <unordered_map>
 
 #include "kernels/error.h"
 
@@ -86,9 +88,26 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   ends.embed(request.prompt_ids.data() + at, static_cast<std::int64_t>(request.prompt_ids.size()) - at,
              prompt_rows.data() + (at + soft) * hidden_size);
 
+  for (const auto& [id, bias] : request.adjustments.bias) {
+    if (id < 0 || id >= config.vocab_size) fail("a logit bias names token ", id, ", outside the vocabulary of ", config.vocab_size);
+    if (!std::isfinite(bias)) fail("the logit bias of token ", id, " is not a finite number");
+  }
   GenerationResult result;
   if (request.max_new_tokens <= 0) return result;
   Rng rng(request.seed);
+  // The logits a choice is made from: the model's, or a copy with the request's adjustments.
+  std::unordered_map<std::int32_t, std::int64_t> generated_counts;
+  std::vector<float> adjusted;
+  const auto choice_logits = [&](const float* model_logits) -> const float* {
+    const LogitAdjustments& a = request.adjustments;
+    if (a.empty()) return model_logits;
+    adjusted.assign(model_logits, model_logits + config.vocab_size);
+    for (const auto& [id, bias] : a.bias) adjusted[static_cast<std::size_t>(id)] += bias;
+    for (const auto& [id, count] : generated_counts) {
+      adjusted[static_cast<std::size_t>(id)] -= a.presence_penalty + a.frequency_penalty * static_cast<float>(count);
+    }
+    return adjusted.data();
+  };
   std::vector<float> logits(static_cast<std::size_t>(config.vocab_size));
   std::vector<float> hidden;
 
@@ -108,6 +127,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   // once that token's predecessor is in it.
   auto take = [&](std::int32_t token, std::int64_t length, const float* chosen_from) {
     result.generated_ids.push_back(token);
+    if (!request.adjustments.empty()) ++generated_counts[token];
     if (result.generated_ids.size() == 1) {
       result.prompt_seconds = seconds_since(start);
       start = std::chrono::steady_clock::now();
@@ -128,7 +148,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
     }
     return true;
   };
-  std::int32_t token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+  std::int32_t token = sample_token(choice_logits(logits.data()), config.vocab_size, request.sampling, rng);
   if (speculation) {
     if (!speculation->draft) fail("speculative decoding needs a draft");
     if (speculation->tree_size < 1) fail("the tree size must be at least 1");
@@ -156,8 +176,9 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
       std::int32_t node = 0;
       while (true) {
         const float* at = tree_logits.data() + node * config.vocab_size;
-        token = speculation->choose ? speculation->choose(at, config.vocab_size, tree, node, request.sampling, rng)
-                                    : sample_token(at, config.vocab_size, request.sampling, rng);
+        const float* from = choice_logits(at);
+        token = speculation->choose ? speculation->choose(from, config.vocab_size, tree, node, request.sampling, rng)
+                                    : sample_token(from, config.vocab_size, request.sampling, rng);
         going = take(token, length + depth[static_cast<std::size_t>(node)] + 1, at);
         const std::int32_t next = going ? tree.child(node, token) : -1;
         if (next < 0) break;
@@ -184,7 +205,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
       ends.embed(&token, 1, hidden.data());
       pipeline.forward(hidden.data(), 1);
       ends.logits_of_row(hidden.data(), logits.data(), member.get());
-      token = sample_token(logits.data(), config.vocab_size, request.sampling, rng);
+      token = sample_token(choice_logits(logits.data()), config.vocab_size, request.sampling, rng);
     }
   }
   result.decode_seconds = seconds_since(start);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "kernels/sampling.h"
@@ -61,6 +62,17 @@ class LocalPipeline final : public BlockPipeline {
   const BlockAdapters* adapters_ = nullptr;
 };
 
+/// Changes to the logits before each choice, as OpenAI's API defines them: `bias[id]` added to
+/// that token's logit, and for every token already generated in this request (the prompt does
+/// not count), `presence_penalty` subtracted once and `frequency_penalty` once per time it was
+/// generated. Log probabilities reported to a ChoiceObserver stay the model's own.
+struct LogitAdjustments {
+  std::vector<std::pair<std::int32_t, float>> bias;  ///< (token id, added logit)
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  bool empty() const { return bias.empty() && presence_penalty == 0.0f && frequency_penalty == 0.0f; }
+};
+
 /// What to generate.
 struct GenerationRequest {
   std::vector<std::int32_t> prompt_ids;  ///< non-empty; BOS first when the model has one
@@ -70,6 +82,7 @@ struct GenerationRequest {
   std::int64_t soft_prompt_at = 0;
   std::int64_t max_new_tokens = 0;
   SamplingParams sampling;
+  LogitAdjustments adjustments;  ///< applied to every choice, greedy ones included
   std::uint64_t seed = 0;
 };
 

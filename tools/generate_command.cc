@@ -53,6 +53,11 @@ GenerationRequest make_request(const ModelConfig& config, const Tokenizer& token
   request.max_new_tokens = spec.max_new_tokens;
   request.sampling = SamplingParams{static_cast<float>(spec.temperature), static_cast<std::int32_t>(spec.top_k),
                                     static_cast<float>(spec.top_p)};
+  for (const auto& [id, bias] : spec.logit_bias) {
+    if (id >= config.vocab_size) fail("--logit-bias names token ", id, ", outside the vocabulary of ", config.vocab_size);
+  }
+  request.adjustments = LogitAdjustments{spec.logit_bias, static_cast<float>(spec.presence_penalty),
+                                         static_cast<float>(spec.frequency_penalty)};
   request.seed = spec.seed;
   return request;
 }
@@ -150,6 +155,7 @@ int generate_command(int argc, char** argv) {
   std::string model_dir, prompts_file, adapter_file, system_message;
   PromptSpec defaults;
   std::string device_text;
+  std::vector<std::string> logit_bias_texts;
   int threads = 0, concurrency = 0;
   po::options_description options("sepal generate: generate text with a model, in this process or across a swarm");
   options.add_options()
@@ -167,6 +173,11 @@ int generate_command(int argc, char** argv) {
       ("top-k", po::value(&defaults.top_k)->default_value(0), "sample among the k likeliest tokens (0: all)")
       ("top-p", po::value(&defaults.top_p)->default_value(1.0), "nucleus sampling mass, in (0, 1]")
       ("seed", po::value(&defaults.seed)->default_value(0), "random seed for sampling")
+      ("presence-penalty", po::value(&defaults.presence_penalty)->default_value(0.0),
+       "subtracted once from the logit of every token generated so far, in [-2, 2] (OpenAI's)")
+      ("frequency-penalty", po::value(&defaults.frequency_penalty)->default_value(0.0),
+       "subtracted from a token's logit once per time it was generated, in [-2, 2] (OpenAI's)")
+      ("logit-bias", po::value(&logit_bias_texts)->composing(), "ID=BIAS: added to that token's logit, in [-100, 100]\n(repeatable)")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("chat", "each prompt is a user's message, written in the model's chat template (as serve-api's\n"
                "chat completions write it; the plain User:/Assistant: form without one)")
@@ -185,6 +196,7 @@ int generate_command(int argc, char** argv) {
   }
   po::notify(vm);
   const bool json_output = vm.count("json") > 0;
+  for (const std::string& text : logit_bias_texts) defaults.logit_bias.push_back(parse_logit_bias(text));
   check_prompt_spec(defaults, "");
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (concurrency < 0) throw UsageError{"--concurrency must be at least 0"};

@@ -1,12 +1,14 @@
 #pragma once
 // The prompts of `sepal generate`: the one given with --prompt, or many read from --prompts-file.
 // A prompts file has one prompt per line: either plain text, or a JSON object
-//   {"prompt": "...", "max_new_tokens": 64, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 7}
+//   {"prompt": "...", "max_new_tokens": 64, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 7,
+//    "presence_penalty": 0.5, "frequency_penalty": 0.5, "logit_bias": {"13": -100}}
 // whose fields other than "prompt" are optional and default to the command line's values. Blank
 // lines are skipped; a line that starts with '{' is JSON.
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sepal::tools {
@@ -19,7 +21,13 @@ struct PromptSpec {
   std::int64_t top_k = 0;
   double top_p = 1.0;
   std::uint64_t seed = 0;
+  double presence_penalty = 0.0;   ///< model/generation.h's LogitAdjustments, in OpenAI's ranges
+  double frequency_penalty = 0.0;
+  std::vector<std::pair<std::int32_t, float>> logit_bias;
 };
+
+/// A logit bias given as "ID=BIAS" (--logit-bias); throws UsageError naming it when malformed.
+std::pair<std::int32_t, float> parse_logit_bias(const std::string& text);
 
 /// Throws UsageError naming the bad value: as a flag when `where` is empty, else as the JSON field
 /// at `where` (file:line).

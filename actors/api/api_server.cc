@@ -162,6 +162,9 @@ struct ApiServer::Impl {
   // The request's prompts, checked against the model; an error as OpenAI words it.
   std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
     const std::int64_t vocab = model.config->vocab_size;
+    for (const auto& [id, bias] : r.logit_bias) {
+      if (id >= vocab) return invalid("'logit_bias' names token " + std::to_string(id) + ", outside the vocabulary of " + std::to_string(vocab), "logit_bias");
+    }
     try {
       if (r.chat) {
         if (!r.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kNone) {

@@ -54,6 +54,8 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
   g.prompt_ids = prompt_ids;
   g.max_new_tokens = max_new_tokens;
   g.sampling = SamplingParams{static_cast<float>(request.temperature), 0, static_cast<float>(request.top_p)};
+  g.adjustments = LogitAdjustments{request.logit_bias, static_cast<float>(request.presence_penalty),
+                                   static_cast<float>(request.frequency_penalty)};
   g.seed = seed;
   if (adapter) {  // as `sepal generate --adapter` puts it
     g.soft_prompt = adapter->soft_prompt;

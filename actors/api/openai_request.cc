@@ -313,14 +313,29 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
   } else if (present(body, "logprobs")) {
     r.logprobs = integer(body["logprobs"], "logprobs", 0, limits.max_top_logprobs_completions);
   }
-  // Accepted at their neutral values only: anything else would be ignored, and silently so.
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    if (present(body, key) && number(body[key], key, -2.0, 2.0, false) != 0.0) {
-      bad(std::string("'") + key + "' is not supported (only 0)", key);
+  if (present(body, "presence_penalty")) r.presence_penalty = number(body["presence_penalty"], "presence_penalty", -2.0, 2.0, false);
+  if (present(body, "frequency_penalty")) r.frequency_penalty = number(body["frequency_penalty"], "frequency_penalty", -2.0, 2.0, false);
+  if (present(body, "logit_bias")) {
+    const ojson& b = body["logit_bias"];
+    if (!b.is_object()) bad("'logit_bias' must be an object of token ids (as strings) and biases", "logit_bias");
+    if (static_cast<std::int64_t>(b.size()) > limits.max_logit_bias) {
+      bad("'logit_bias' names " + std::to_string(b.size()) + " tokens; this server takes at most " +
+              std::to_string(limits.max_logit_bias),
+          "logit_bias");
     }
-  }
-  if (present(body, "logit_bias") && !(body["logit_bias"].is_object() && body["logit_bias"].empty())) {
-    bad("'logit_bias' is not supported", "logit_bias");
+    for (const auto& [key, value] : b.items()) {
+      const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+      const long long id = digits ? std::stoll(key) : -1;
+      if (id < 0 || id > INT32_MAX) bad("'logit_bias' keys must be token ids (non-negative integers, as strings); '" + key + "' is not", "logit_bias");
+      if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < -100 || value.get<double>() > 100) {
+        bad("'logit_bias' values must be numbers from -100 to 100 (token " + key + ")", "logit_bias");
+      }
+      r.logit_bias.emplace_back(static_cast<std::int32_t>(id), value.get<float>());
+    }
+    std::set<std::int32_t> ids;
+    for (const auto& entry : r.logit_bias) {
+      if (!ids.insert(entry.first).second) bad("'logit_bias' names token " + std::to_string(entry.first) + " twice", "logit_bias");
+    }
   }
   if (present(body, "echo") && !(body["echo"].is_boolean() && !body["echo"].get<bool>())) bad("'echo' is not supported", "echo");
   if (present(body, "best_of") && !(body["best_of"].is_number_integer() && body["best_of"].get<std::int64_t>() == 1)) {

@@ -65,6 +65,11 @@ struct CompletionRequest {
   /// Log probabilities: none, or of the chosen token with this many alternatives (completions'
   /// `logprobs: k`; chat's `logprobs: true` with `top_logprobs: k`).
   std::optional<std::int64_t> logprobs;
+  /// Logit changes before every choice (model/generation.h's LogitAdjustments): token id and
+  /// added logit, each id once; penalties on the tokens generated so far.
+  std::vector<std::pair<std::int32_t, float>> logit_bias;
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
   /// Chat: the functions the model may call, as sent ([{"type": "function", "function": {"name",
   /// "description", "parameters"}}], keys in the request's order); null when none, or when
   /// tool_choice is "none" (the prompt then shows no tools and the reply is text).
@@ -81,6 +86,7 @@ struct RequestLimits {
   std::int64_t max_top_logprobs_completions = 5;
   std::int64_t max_top_logprobs_chat = 20;
   std::int64_t max_tools = 128;  ///< OpenAI's limit
+  std::int64_t max_logit_bias = 1024;  ///< tokens in logit_bias
 };
 
 /// Parses a /v1/completions (chat false) or /v1/chat/completions (chat true) body.

@@ -42,6 +42,11 @@ TEST(ApiRequest, FieldsAreReadAsOpenAIDefinesThem) {
   EXPECT_EQ(c.seed, static_cast<std::uint64_t>(-3));
   EXPECT_TRUE(c.stream && c.include_usage);
   EXPECT_EQ(c.n, 2);
+  const CompletionRequest biased = ok(R"({"model": "m", "prompt": "x", "logit_bias": {"50256": -100, "13": 2.5},
+                                          "presence_penalty": 0.5, "frequency_penalty": -1})");
+  EXPECT_EQ(biased.logit_bias, (std::vector<std::pair<std::int32_t, float>>{{50256, -100.0f}, {13, 2.5f}}));
+  EXPECT_EQ(biased.presence_penalty, 0.5);
+  EXPECT_EQ(biased.frequency_penalty, -1.0);
   EXPECT_EQ(ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_ids, (std::vector<std::vector<std::int32_t>>{{1, 2, 3}}));
   EXPECT_EQ(ok(R"({"model": "m", "prompt": ["a", "b"]})").prompts.size(), 2u);
   const CompletionRequest chat = ok(R"({"model": "m", "messages": [{"role": "developer", "content": "Be brief."},
@@ -68,7 +73,11 @@ TEST(ApiRequest, BadFieldsNameTheParameter) {
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]})"), "stop");
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stop": [""]})"), "stop");
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logprobs": 6})"), "logprobs");
-  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "frequency_penalty": 0.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "frequency_penalty": 2.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logit_bias": {"12": 101}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logit_bias": {"-1": 1}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logit_bias": {"7": 1, "007": 2}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "logit_bias": [1]})"), "logit_bias");
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "echo": true})"), "echo");
   EXPECT_EQ(param(R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}})"), "stream_options");
   EXPECT_EQ(param(R"({"model": "m", "prompt": [-1]})"), "prompt");
@@ -514,7 +523,7 @@ TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
     return true;
   });
   // The loop's own text, as `sepal generate` writes it after the prompt.
-  GenerationRequest g{prompt, {}, 0, 20, SamplingParams{}, 0};
+  GenerationRequest g{prompt, {}, 0, 20, SamplingParams{}, {}, 0};
   LocalPipeline pipeline(blocks, session_capacity(config, g));
   TextStream stream(*tokenizer);
   std::string all;

@@ -1,8 +1,10 @@
 // The official OpenAI client (npm `openai`) against `sepal serve-api`, as its users call it:
 // models, completions and chat, streamed and not, logprobs, 8 clients at once, and the errors.
-//   node openai_client_test.cjs OPENAI_PACKAGE_DIR BASE_URL MODEL API_KEY EXPECTED.json
+//   node openai_client_test.cjs OPENAI_PACKAGE_DIR BASE_URL MODEL API_KEY EXPECTED.json ADJUSTED.json
 // EXPECTED.json: [{"prompt": P, "completion": greedy text `sepal generate` writes after P}]
-const [pkg, baseURL, model, apiKey, expectedFile] = process.argv.slice(2);
+// ADJUSTED.json: {"prompt", "completion", "logit_bias", "presence_penalty", "frequency_penalty"}:
+// the greedy text `sepal generate` writes with those adjustments.
+const [pkg, baseURL, model, apiKey, expectedFile, adjustedFile] = process.argv.slice(2);
 const OpenAI = require(pkg).default ?? require(pkg);
 const fs = require('fs');
 const expected = JSON.parse(fs.readFileSync(expectedFile, 'utf8'));
@@ -62,6 +64,14 @@ async function main() {
     check(s.text === expected[i].completion && s.finish === 'length' && s.usage && s.usage.completion_tokens === MAX,
           `streamed client ${i}: ${JSON.stringify(s.text)}, ${s.finish}`);
   });
+
+  // Logit bias and penalties: `sepal generate`'s text with the same adjustments.
+  const adjusted = JSON.parse(fs.readFileSync(adjustedFile, 'utf8'));
+  const { completion, prompt, ...adjustments } = adjusted;
+  const a = await client.completions.create({ model, prompt, max_tokens: MAX, temperature: 0, ...adjustments });
+  check(a.choices[0].text === completion && completion !== expected[0].completion,
+        `logit_bias and penalties: ${JSON.stringify(a.choices[0].text)} == ${JSON.stringify(completion)}`);
+  await expectError(client.completions.create({ model, prompt, logit_bias: { '99999999': 1 } }), 400, 'a logit_bias outside the vocabulary');
 
   // Log probabilities: one per token, natural logs, the chosen token among the alternatives.
   const lp = await client.completions.create({ model, prompt: expected[0].prompt, max_tokens: 8, temperature: 0, logprobs: 3 });

@@ -5,6 +5,7 @@
 // trusts the draft fails that test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -265,6 +266,45 @@ TEST_F(Speculative, SampledIdsAreThoseWithoutSpeculationForEverySeed) {
       EXPECT_EQ(run(request, &speculation).generated_ids, plain.generated_ids) << "seed " << seed;
     }
   }
+}
+
+// Logit biases and presence and frequency penalties: each greedy choice is the argmax of the
+// model's logits (as the observer sees them) with the bias added and the penalties of the tokens
+// generated before it taken off; with a draft the ids are the same, sampled ones too.
+TEST_F(Speculative, LogitAdjustmentsChangeEveryChoiceAsOpenAIDefinesThem) {
+  load("tinystories-656K");
+  GenerationRequest request;
+  request.prompt_ids = {1, 403, 407, 261};
+  request.max_new_tokens = 40;
+  const auto plain = run(request);
+  request.adjustments = LogitAdjustments{{{plain.generated_ids[0], -100.0f}, {13, 1.5f}}, 0.4f, 0.7f};
+  std::vector<std::vector<float>> seen;
+  LocalPipeline pipeline(*blocks_, session_capacity(config_, request));
+  const auto adjusted = generate(*ends_, pipeline, request, [](std::int32_t) {}, nullptr,
+                                 [&](std::int32_t, const float* logits) { seen.emplace_back(logits, logits + config_.vocab_size); });
+  ASSERT_EQ(seen.size(), adjusted.generated_ids.size());
+  EXPECT_NE(adjusted.generated_ids[0], plain.generated_ids[0]);
+  std::map<std::int32_t, int> counts;
+  for (std::size_t step = 0; step < seen.size(); ++step) {
+    std::vector<double> x(seen[step].begin(), seen[step].end());
+    x[static_cast<std::size_t>(plain.generated_ids[0])] -= 100.0;
+    x[13] += 1.5;
+    for (const auto& [id, n] : counts) x[static_cast<std::size_t>(id)] -= 0.4 + 0.7 * n;
+    const auto best = static_cast<std::int32_t>(std::max_element(x.begin(), x.end()) - x.begin());
+    EXPECT_EQ(adjusted.generated_ids[step], best) << "step " << step;
+    ++counts[adjusted.generated_ids[step]];
+  }
+  EXPECT_NE(adjusted.generated_ids, plain.generated_ids);
+  for (const float temperature : {0.0f, 0.9f}) {
+    request.sampling = SamplingParams{temperature, 0, 0.95f};
+    request.seed = 5;
+    const auto without = run(request);
+    ModelDraft draft(*blocks_, 2, *ends_, session_capacity(config_, request));
+    Speculation speculation{&draft, 8, {}};
+    EXPECT_EQ(run(request, &speculation).generated_ids, without.generated_ids) << "temperature " << temperature;
+  }
+  request.adjustments.bias = {{static_cast<std::int32_t>(config_.vocab_size), 1.0f}};
+  EXPECT_THROW(run(request), Error);
 }
 
 // The target's probability of each (first, second) token pair under top-k sampling, and the

@@ -241,18 +241,21 @@ TEST(Generate, APromptsFileGivesEachPromptWhatItGivesAlone) {
                    "Once upon a time\n"
                    "\n"
                    "{\"prompt\": \"The dog\", \"max_new_tokens\": 7, \"temperature\": 0.9, \"seed\": 4}\n"
-                   "{\"prompt\": \"Lily\", \"top_k\": 5, \"temperature\": 1.0}\n");
+                   "{\"prompt\": \"Lily\", \"top_k\": 5, \"temperature\": 1.0}\n"
+                   "{\"prompt\": \"Sam\", \"presence_penalty\": 0.5, \"frequency_penalty\": 1.2, \"logit_bias\": {\"269\": -100, \"5\": 1}}\n");
   const auto r = run_sepal({"generate", "--model", model, "--prompts-file", (dir / "prompts.txt").string(),
                             "--max-new-tokens", "12", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<json> lines;
   std::istringstream out(r.out);
   for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
-  ASSERT_EQ(lines.size(), 3u);
+  ASSERT_EQ(lines.size(), 4u);
   const std::vector<std::vector<std::string>> alone{
       {"--prompt", "Once upon a time", "--max-new-tokens", "12"},
       {"--prompt", "The dog", "--max-new-tokens", "7", "--temperature", "0.9", "--seed", "4"},
-      {"--prompt", "Lily", "--max-new-tokens", "12", "--top-k", "5", "--temperature", "1.0"}};
+      {"--prompt", "Lily", "--max-new-tokens", "12", "--top-k", "5", "--temperature", "1.0"},
+      {"--prompt", "Sam", "--max-new-tokens", "12", "--presence-penalty", "0.5", "--frequency-penalty", "1.2",
+       "--logit-bias", "269=-100", "--logit-bias", "5=1"}};
   for (std::size_t i = 0; i < alone.size(); ++i) {
     std::vector<std::string> args{"--model", model};
     args.insert(args.end(), alone[i].begin(), alone[i].end());
@@ -260,6 +263,9 @@ TEST(Generate, APromptsFileGivesEachPromptWhatItGivesAlone) {
     EXPECT_EQ(lines[i]["generated_ids"], generate_json(args)["generated_ids"]) << "prompt " << i;
   }
   EXPECT_EQ(lines[1]["generated_ids"].size(), 7u);
+  // The adjustments change the text: token 269, "Sam"'s first greedy token, never comes.
+  EXPECT_EQ(generate_json({"--model", model, "--prompt", "Sam", "--max-new-tokens", "12"})["generated_ids"][0], 269);
+  for (const auto& id : lines[3]["generated_ids"]) EXPECT_NE(id, 269);
   // Without --json: the texts, in order, one after another.
   const auto text = run_sepal({"generate", "--model", model, "--prompts-file", (dir / "prompts.txt").string(),
                                "--max-new-tokens", "12"});
@@ -347,6 +353,12 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"generate", "--model", model, "--top-p", "0"}, "--top-p");
   expect_failure({"generate", "--model", model, "--top-p", "1.5"}, "--top-p");
   expect_failure({"generate", "--model", model, "--top-k", "-2"}, "--top-k");
+  expect_failure({"generate", "--model", model, "--presence-penalty", "2.5"}, "--presence-penalty must be in [-2, 2]");
+  expect_failure({"generate", "--model", model, "--frequency-penalty", "nan"}, "--frequency-penalty must be in [-2, 2]");
+  expect_failure({"generate", "--model", model, "--logit-bias", "13"}, "--logit-bias takes TOKEN_ID=BIAS");
+  expect_failure({"generate", "--model", model, "--logit-bias", "13=-101"}, "--logit-bias: biases are in [-100, 100]");
+  expect_failure({"generate", "--model", model, "--logit-bias", "13=1", "--logit-bias", "13=2"}, "token 13 is given twice");
+  expect_failure({"generate", "--model", model, "--logit-bias", "512=1"}, "--logit-bias names token 512, outside the vocabulary of 512");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "-3"}, "--max-new-tokens");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "lots"}, "max-new-tokens");
   expect_failure({"generate", "--model", model, "--dtype", "int4"}, "--dtype must be f32, bf16 or int8, got 'int4'");
@@ -366,6 +378,8 @@ TEST(Flags, InvalidValuesAreNamed) {
                  "field:1: unknown field \"temp\"");
   expect_failure({"generate", "--model", model, "--prompts-file", prompts("range", "ok\n{\"prompt\": \"x\", \"top_p\": 2}\n")},
                  "range:2: top_p must be in (0, 1]");
+  expect_failure({"generate", "--model", model, "--prompts-file", prompts("bias", "{\"prompt\": \"x\", \"logit_bias\": {\"a\": 1}}\n")},
+                 "bias:1: logit_bias keys must be token ids, not 'a'");
   expect_failure({"generate", "--model", model, "--prompts-file", prompts("type", "{\"prompt\": 3}\n")},
                  "\"prompt\" must be a string");
   expect_failure({"generate", "--model", model, "--prompts-file", prompts("json", "{\"prompt\": \"x\"\n")}, "not a JSON object");
