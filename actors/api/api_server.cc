@@ -169,7 +169,7 @@ struct ApiServer::Impl {
       if (r.chat) {
         if (!r.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kNone) {
           return invalid("this model's chat template (" + describe_chat_template(model.chat_template) +
-                             ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON)",
+                             ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS])",
                          "tools");
         }
         auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0, r.tools);

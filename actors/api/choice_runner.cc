@@ -93,13 +93,21 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
       pending.tokens.push_back(std::move(t));
     };
   }
+  // Mistral's calls open with a special token, which decodes to nothing: with tools, it is
+  // written into the text, where the reply's calls are read from.
+  std::int32_t calls_token = -1;
+  if (!request.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kMistral) {
+    calls_token = model.tokenizer->token_id(kMistralToolCalls);
+    if (calls_token >= 0 && !model.tokenizer->token_bytes(calls_token).empty()) calls_token = -1;  // it decodes as itself
+  }
   bool stopped = false;
   GenerationResult generated;
   std::int64_t count = 0;
   try {
     generated = generate(*model.ends, *session, g, [&](std::int32_t id) {
       ++count;
-      if (id < model.tokenizer->vocab_size()) show(stream.push(id));
+      if (id == calls_token) show(kMistralToolCalls);
+      else if (id < model.tokenizer->vocab_size()) show(stream.push(id));
     }, nullptr, observe);
     show(stream.finish());
     const std::string rest = stops.finish();

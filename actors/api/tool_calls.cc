@@ -1,5 +1,6 @@
 #include "actors/api/tool_calls.h"
 
+#include <cstring>
 #include <random>
 
 namespace sepal::api {
@@ -22,11 +23,10 @@ std::string_view trim(std::string_view s) {
 
 // One call from its JSON text: an object with a `name` the request offered and its arguments as
 // an object under one of `argument_keys` (or that object's JSON text as a string).
-std::optional<ToolCall> call_of(std::string_view text, const std::set<std::string>& names,
-                                std::initializer_list<const char*> argument_keys) {
-  const ojson j = ojson::parse(text, nullptr, /*allow_exceptions=*/false);
+std::optional<ToolCall> call_of(const ojson& j, const std::set<std::string>& names,
+                                std::initializer_list<const char*> argument_keys, ToolCallFormat format) {
   if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return std::nullopt;
-  ToolCall call{new_tool_call_id(), j["name"].get<std::string>(), "{}"};
+  ToolCall call{new_tool_call_id(format), j["name"].get<std::string>(), "{}"};
   if (!names.count(call.name)) return std::nullopt;
   for (const char* key : argument_keys) {
     if (!j.contains(key)) continue;
@@ -36,6 +36,11 @@ std::optional<ToolCall> call_of(std::string_view text, const std::set<std::strin
     call.arguments = args.dump(-1, ' ', false, ojson::error_handler_t::replace);
   }
   return call;
+}
+
+std::optional<ToolCall> call_of(std::string_view text, const std::set<std::string>& names,
+                                std::initializer_list<const char*> argument_keys, ToolCallFormat format) {
+  return call_of(ojson::parse(text, nullptr, /*allow_exceptions=*/false), names, argument_keys, format);
 }
 
 std::optional<ParsedReply> parse_hermes(const std::string& text, const std::set<std::string>& names) {
@@ -49,7 +54,7 @@ std::optional<ParsedReply> parse_hermes(const std::string& text, const std::set<
     const std::size_t body = open + kOpen.size();
     const std::size_t close = text.find(kClose, body);  // an unclosed call runs to the end (EOS came first)
     auto call = call_of(std::string_view(text).substr(body, (close == std::string::npos ? text.size() : close) - body),
-                        names, {"arguments"});
+                        names, {"arguments"}, ToolCallFormat::kHermes);
     if (!call) return std::nullopt;
     reply.calls.push_back(std::move(*call));
     at = close == std::string::npos ? text.size() : close + kClose.size();
@@ -94,10 +99,27 @@ std::optional<ParsedReply> parse_llama3(const std::string& text, const std::set<
   ParsedReply reply;
   for (const std::string_view piece : split_calls(rest)) {
     if (blank(piece) && !reply.calls.empty()) continue;  // a trailing ';'
-    auto call = call_of(trim(piece), names, {"parameters", "arguments"});
+    auto call = call_of(trim(piece), names, {"parameters", "arguments"}, ToolCallFormat::kLlama3Json);
     if (!call) return std::nullopt;
     reply.calls.push_back(std::move(*call));
   }
+  return reply;
+}
+
+// Text, then [TOOL_CALLS] and a JSON array of calls (or one call) to the end.
+std::optional<ParsedReply> parse_mistral(const std::string& text, const std::set<std::string>& names) {
+  const std::size_t open = text.find(kMistralToolCalls);
+  if (open == std::string::npos) return std::nullopt;
+  const ojson j = ojson::parse(trim(std::string_view(text).substr(open + std::strlen(kMistralToolCalls))), nullptr,
+                               /*allow_exceptions=*/false);
+  ParsedReply reply;
+  for (const ojson& one : j.is_array() ? j : ojson::array({j})) {
+    auto call = call_of(one, names, {"arguments"}, ToolCallFormat::kMistral);
+    if (!call) return std::nullopt;
+    reply.calls.push_back(std::move(*call));
+  }
+  if (reply.calls.empty()) return std::nullopt;
+  if (!blank(std::string_view(text).substr(0, open))) reply.content = std::string(trim(std::string_view(text).substr(0, open)));
   return reply;
 }
 
@@ -109,6 +131,8 @@ const char* tool_call_format_name(ToolCallFormat format) {
       return "hermes";
     case ToolCallFormat::kLlama3Json:
       return "llama3_json";
+    case ToolCallFormat::kMistral:
+      return "mistral";
     case ToolCallFormat::kNone:
       break;
   }
@@ -118,6 +142,7 @@ const char* tool_call_format_name(ToolCallFormat format) {
 ToolCallFormat tool_call_format_of(const std::string& template_text) {
   if (template_text.find("tools") == std::string::npos) return ToolCallFormat::kNone;
   if (template_text.find(kOpen) != std::string::npos) return ToolCallFormat::kHermes;
+  if (template_text.find(kMistralToolCalls) != std::string::npos) return ToolCallFormat::kMistral;
   if (template_text.find("<|start_header_id|>") != std::string::npos &&
       template_text.find("\"parameters\"") != std::string::npos) {
     return ToolCallFormat::kLlama3Json;
@@ -132,17 +157,20 @@ std::optional<ParsedReply> parse_tool_calls(ToolCallFormat format, const std::st
       return parse_hermes(text, names);
     case ToolCallFormat::kLlama3Json:
       return parse_llama3(text, names);
+    case ToolCallFormat::kMistral:
+      return parse_mistral(text, names);
     case ToolCallFormat::kNone:
       break;
   }
   return std::nullopt;
 }
 
-std::string new_tool_call_id() {
+std::string new_tool_call_id(ToolCallFormat format) {
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   thread_local std::mt19937_64 random{std::random_device{}()};
-  std::string id = "call_";
-  for (int i = 0; i < 24; ++i) id += kAlphabet[random() % (sizeof(kAlphabet) - 1)];
+  const bool mistral = format == ToolCallFormat::kMistral;
+  std::string id = mistral ? "" : "call_";
+  for (int i = 0; i < (mistral ? 9 : 24); ++i) id += kAlphabet[random() % (sizeof(kAlphabet) - 1)];
   return id;
 }
 
@@ -195,18 +223,19 @@ std::string ToolCallStream::push(const std::string& text) {
     if (kPythonTag.substr(0, start.size()) == start) return {};  // a tag begun
     format_ = ToolCallFormat::kNone;  // plain text: shown as it comes from now on
   }
-  if (format_ == ToolCallFormat::kHermes) {
-    const std::size_t open = held_.find(kOpen);
+  if (format_ == ToolCallFormat::kHermes || format_ == ToolCallFormat::kMistral) {
+    const std::string_view marker = format_ == ToolCallFormat::kHermes ? kOpen : std::string_view(kMistralToolCalls);
+    const std::size_t open = held_.find(marker);
     if (open != std::string::npos) {
       in_calls_ = true;
       std::string shown = held_.substr(0, open);
       held_.erase(0, open);
       return shown;
     }
-    // Hold back an end that could still become <tool_call>.
+    // Hold back an end that could still become the marker.
     std::size_t keep = 0;
-    for (std::size_t n = std::min(held_.size(), kOpen.size() - 1); n > 0; --n) {
-      if (std::string_view(held_).substr(held_.size() - n) == kOpen.substr(0, n)) {
+    for (std::size_t n = std::min(held_.size(), marker.size() - 1); n > 0; --n) {
+      if (std::string_view(held_).substr(held_.size() - n) == marker.substr(0, n)) {
         keep = n;
         break;
       }

@@ -4,7 +4,12 @@
 //     call is `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, with text around them;
 //   - Llama 3 JSON (Llama 3.1 to 3.3 templates that ask for `{"name": function name,
 //     "parameters": ...}`): the whole reply is one call, or several joined by ';', after an
-//     optional <|python_tag|>.
+//     optional <|python_tag|>;
+//   - Mistral (templates that write [TOOL_CALLS], Mistral 7B v0.3 and Nemo): text, then
+//     `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`. [TOOL_CALLS] is a special token,
+//     which decoded text leaves out: the choice runner writes it into the reply's text when the
+//     model generates it for a request with tools. Its templates take call ids of 9 letters and
+//     digits, so these calls get such ids.
 // A reply whose calls do not parse, or name a function the request did not offer, is left as
 // text: nothing the model wrote is dropped (vLLM's hermes and llama3_json parsers read the same
 // formats).
@@ -20,17 +25,20 @@
 
 namespace sepal::api {
 
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
 
-/// "hermes", "llama3_json", "none".
+/// The text that opens Mistral's calls (a special token of its vocabulary).
+inline constexpr const char* kMistralToolCalls = "[TOOL_CALLS]";
+
+/// "hermes", "llama3_json", "mistral", "none".
 const char* tool_call_format_name(ToolCallFormat format);
 
 /// The format a chat template's text teaches (kNone: it renders no tools, or in a format sepal
-/// does not read, such as Mistral's [TOOL_CALLS], a special token that decodes to nothing).
+/// does not read).
 ToolCallFormat tool_call_format_of(const std::string& template_text);
 
 struct ToolCall {
-  std::string id;         ///< "call_" and 24 letters and digits
+  std::string id;         ///< "call_" and 24 letters and digits; Mistral: 9 letters and digits
   std::string name;
   std::string arguments;  ///< a JSON object's text, keys in the model's order
 };
@@ -45,8 +53,8 @@ struct ParsedReply {
 std::optional<ParsedReply> parse_tool_calls(ToolCallFormat format, const std::string& text,
                                             const std::set<std::string>& names);
 
-/// A new call id.
-std::string new_tool_call_id();
+/// A new call id in `format`'s form.
+std::string new_tool_call_id(ToolCallFormat format = ToolCallFormat::kHermes);
 
 /// A reply's calls as OpenAI's API lists them ({"id", "type": "function", "function": {"name",
 /// "arguments"}}, with "index" when streamed); only the first when `parallel` is false.
@@ -65,8 +73,8 @@ nlohmann::json held_delta(ToolCallFormat format, const std::string& held, const 
                           bool parallel, std::string& finish_reason);
 
 /// Streamed text split into what may be shown as content now and what may belong to calls,
-/// held until the reply ends: for Hermes, everything from the first <tool_call> (and an end
-/// that could still become one); for Llama 3 JSON, the whole reply when its first character
+/// held until the reply ends: for Hermes and Mistral, everything from the first <tool_call> or
+/// [TOOL_CALLS] (and an end that could still become one); for Llama 3 JSON, the whole reply when its first character
 /// other than white space is '{' or it starts with <|python_tag|>.
 class ToolCallStream {
  public:

