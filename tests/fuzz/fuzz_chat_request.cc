@@ -28,7 +28,7 @@ const ChatTemplate& tool_template() {
 }
 
 void read_reply(const std::string& text, const std::set<std::string>& names) {
-  for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json}) {
+  for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
     std::string finish = "stop";
     (void)assistant_message(format, text, names, true, finish);
     ToolCallStream stream(format);
