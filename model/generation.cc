@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <unordered_map>
 
 #include "kernels/error.h"
@@ -98,13 +99,24 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   // The logits a choice is made from: the model's, or a copy with the request's adjustments.
   std::unordered_map<std::int32_t, std::int64_t> generated_counts;
   std::vector<float> adjusted;
+  std::vector<char> allowed;
   const auto choice_logits = [&](const float* model_logits) -> const float* {
     const LogitAdjustments& a = request.adjustments;
-    if (a.empty()) return model_logits;
+    if (a.empty() && !request.constraint) return model_logits;
     adjusted.assign(model_logits, model_logits + config.vocab_size);
     for (const auto& [id, bias] : a.bias) adjusted[static_cast<std::size_t>(id)] += bias;
     for (const auto& [id, count] : generated_counts) {
       adjusted[static_cast<std::size_t>(id)] -= a.presence_penalty + a.frequency_penalty * static_cast<float>(count);
+    }
+    if (request.constraint) {
+      allowed.assign(static_cast<std::size_t>(config.vocab_size), 0);
+      request.constraint->allowed(allowed);
+      bool any = false;
+      for (std::size_t id = 0; id < allowed.size(); ++id) {
+        if (allowed[id]) any = true;
+        else adjusted[id] = -std::numeric_limits<float>::infinity();
+      }
+      if (!any) fail("the reply's grammar allows no token here");
     }
     return adjusted.data();
   };
@@ -128,6 +140,7 @@ GenerationResult generate(const ModelEnds& ends, BlockPipeline& pipeline,
   auto take = [&](std::int32_t token, std::int64_t length, const float* chosen_from) {
     result.generated_ids.push_back(token);
     if (!request.adjustments.empty()) ++generated_counts[token];
+    if (request.constraint) request.constraint->take(token);
     if (result.generated_ids.size() == 1) {
       result.prompt_seconds = seconds_since(start);
       start = std::chrono::steady_clock::now();

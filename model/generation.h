@@ -73,6 +73,17 @@ struct LogitAdjustments {
   bool empty() const { return bias.empty() && presence_penalty == 0.0f && frequency_penalty == 0.0f; }
 };
 
+/// A grammar the reply must follow (JSON mode): which ids may come next, and each id chosen.
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  /// Sets allowed[id] (sized to the vocabulary, all 0 on the way in) for every id that may come
+  /// next.
+  virtual void allowed(std::vector<char>& allowed) const = 0;
+  /// Follows a chosen id.
+  virtual void take(std::int32_t id) = 0;
+};
+
 /// What to generate.
 struct GenerationRequest {
   std::vector<std::int32_t> prompt_ids;  ///< non-empty; BOS first when the model has one
@@ -84,6 +95,9 @@ struct GenerationRequest {
   SamplingParams sampling;
   LogitAdjustments adjustments;  ///< applied to every choice, greedy ones included
   std::uint64_t seed = 0;
+  /// Every choice is among the ids it allows (after the adjustments; the others' logits become
+  /// -inf); none: any id. Not owned. A constraint that allows no id ends generation with an error.
+  TokenConstraint* constraint = nullptr;
 };
 
 /// The token a verified tree's node chooses, given the target's logits there: by default

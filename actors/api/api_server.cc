@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "actors/api/json_mode.h"
 #include "actors/api/status_page.h"
 #include "kernels/error.h"
 #include "runtime/log.h"
@@ -162,6 +163,14 @@ struct ApiServer::Impl {
   // The request's prompts, checked against the model; an error as OpenAI words it.
   std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
     const std::int64_t vocab = model.config->vocab_size;
+    if (r.json_object && model.config->eos_token_ids.empty()) {
+      return invalid("JSON mode needs a model with an EOS token to end the object with", "response_format");
+    }
+    if (r.json_object) {
+      if (const char c = missing_json_token(*model.tokenizer)) {
+        return invalid(std::string("JSON mode cannot run on this model: no token of its vocabulary writes '") + c + "'", "response_format");
+      }
+    }
     for (const auto& [id, bias] : r.logit_bias) {
       if (id >= vocab) return invalid("'logit_bias' names token " + std::to_string(id) + ", outside the vocabulary of " + std::to_string(vocab), "logit_bias");
     }

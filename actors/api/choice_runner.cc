@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
+#include "actors/api/json_mode.h"
 #include "actors/api/stop_strings.h"
 #include "kernels/error.h"
 
@@ -60,6 +62,11 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
   if (adapter) {  // as `sepal generate --adapter` puts it
     g.soft_prompt = adapter->soft_prompt;
     g.soft_prompt_at = std::min<std::int64_t>(adapter->soft_prompt_at, static_cast<std::int64_t>(prompt_ids.size()));
+  }
+  std::optional<JsonObjectConstraint> json_object;
+  if (request.json_object) {
+    json_object.emplace(*model.tokenizer, config.eos_token_ids, config.vocab_size);
+    g.constraint = &*json_object;
   }
   const std::int64_t capacity = session_capacity(config, g);
   std::unique_ptr<BlockPipeline> session = adapter ? adapter->open_session(capacity) : model.open_session(capacity);

@@ -239,7 +239,7 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
                                                "stream", "stream_options", "logprobs", "user", "presence_penalty",
                                                "frequency_penalty", "logit_bias"};
   static const std::set<std::string> chat_only = {"messages", "top_logprobs", "max_completion_tokens", "tools",
-                                                  "tool_choice", "parallel_tool_calls"};
+                                                  "tool_choice", "parallel_tool_calls", "response_format"};
   static const std::set<std::string> completion_only = {"prompt", "echo", "best_of", "suffix"};
   for (const auto& [key, value] : body.items()) {
     if (!common.count(key) && !(chat ? chat_only : completion_only).count(key)) {
@@ -253,6 +253,16 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
   if (chat) {
     read_messages(body, r);
     read_tools(body, r, limits);
+    if (present(body, "response_format")) {
+      const ojson& f = body["response_format"];
+      const std::string type = f.is_object() && f.contains("type") && f["type"].is_string() ? f["type"].get<std::string>() : "";
+      if (type == "json_schema") bad("'response_format' json_schema is not supported (json_object and text are)", "response_format");
+      if ((type != "text" && type != "json_object") || f.size() != 1) {
+        bad("'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_object\"}", "response_format");
+      }
+      r.json_object = type == "json_object";
+      if (r.json_object && !r.tools.is_null()) bad("'response_format' json_object cannot be combined with tools", "response_format");
+    }
   } else {
     read_prompts(body, r, limits);
   }

@@ -76,6 +76,9 @@ struct CompletionRequest {
   nlohmann::ordered_json tools;
   /// With tools: whether a reply may hold several calls (false: only its first is returned).
   bool parallel_tool_calls = true;
+  /// Chat: response_format {"type": "json_object"}: the reply is a JSON object
+  /// (actors/api/json_mode.h).
+  bool json_object = false;
 };
 
 /// Bounds the server puts on a request.

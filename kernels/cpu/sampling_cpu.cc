@@ -94,7 +94,12 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
     target -= probs[i];
     if (target < 0.0) return order[i];
   }
-  return order[nucleus - 1];
+  // Rounding left some of the draw: the last token that has any probability (never one whose
+  // logit is -inf, which a grammar forbids).
+  for (std::size_t i = nucleus; i-- > 1;) {
+    if (probs[i] > 0.0) return order[i];
+  }
+  return order[0];
 }
 
 }  // namespace sepal

@@ -9,10 +9,13 @@
 
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
+#include "actors/api/json_mode.h"
+#include "actors/api/json_prefix.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/stop_strings.h"
 #include "actors/api/tool_calls.h"
 #include "kernels/error.h"
+#include "model/draft_source.h"
 #include "model/safetensors.h"
 #include "tests/test_util.h"
 
@@ -141,6 +144,12 @@ TEST(ApiTools, BadToolsNameTheParameter) {
             "tool_choice");
   EXPECT_EQ(param(R"("tool_choice": "auto")"), "tool_choice");
   EXPECT_EQ(param(R"("parallel_tool_calls": true)"), "parallel_tool_calls");
+  EXPECT_TRUE(ok(chat_with(R"("response_format": {"type": "json_object"})"), true).json_object);
+  EXPECT_FALSE(ok(chat_with(R"("response_format": {"type": "text"})"), true).json_object);
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})"), "response_format");
+  EXPECT_EQ(param(R"("response_format": {"type": "xml"})"), "response_format");
+  EXPECT_EQ(param(R"("response_format": "json_object")"), "response_format");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "response_format": {"type": "json_object"})"), "response_format");
   std::string many = R"("tools": [)";
   for (int i = 0; i < 129; ++i) many += (i ? "," : "") + std::string(R"({"type": "function", "function": {"name": "f)") + std::to_string(i) + "\"}}";
   EXPECT_EQ(param(many + "]"), "tools");
@@ -288,6 +297,81 @@ TEST(ApiTools, RepliesWithCallsAreAnsweredAsOpenAIDoes) {
   finish = "stop";
   EXPECT_EQ(held_delta(ToolCallFormat::kHermes, "<tool_call>oops", names, true, finish), (nlohmann::json{{"content", "<tool_call>oops"}}));
   EXPECT_EQ(finish, "stop");
+}
+
+// JSON mode's grammar: every prefix of an object is taken, the first byte no object can continue
+// with is refused, and complete() holds only once the top-level object has closed.
+TEST(ApiJsonMode, ObjectsAreReadByteByByte) {
+  const std::vector<std::string> objects = {
+      "{}", " {\"a\": 1}", "{\"a\":[1,2.5,-3e+2,0.1E-9,true,false,null,\"x\\\"\\u00e9\\n\"],\"b\":{\"c\":{}}}",
+      "{\n  \"k\": [ ],\n\t\"l\": \"\xc3\xa9\"\n}", "{\"a\" : -0 , \"b\":[[[]]]}"};
+  for (const std::string& text : objects) {
+    JsonPrefix p;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      EXPECT_FALSE(p.complete()) << text << " at " << i;
+      ASSERT_TRUE(p.feed(static_cast<unsigned char>(text[i]))) << text << " at " << i;
+    }
+    EXPECT_TRUE(p.complete()) << text;
+    EXPECT_TRUE(nlohmann::json::parse(text).is_object()) << text;
+    EXPECT_FALSE(p.feed(' '));  // nothing after the object
+  }
+  // Each refused where the first bad byte is (the state stays before it).
+  const std::vector<std::pair<std::string, std::size_t>> bad = {
+      {"[1]", 0}, {"\"a\"", 0}, {"{a", 1}, {"{\"a\" 1", 5}, {"{\"a\":}", 5}, {"{\"a\":1,}", 7}, {"{\"a\":01", 6},
+      {"{\"a\":1.}", 7}, {"{\"a\":1e}", 7}, {"{\"a\":tru}", 8}, {"{\"a\":\"\\x\"}", 7}, {"{\"a\":\"\\u12g", 10},
+      {"{\"a\":[1}", 7}, {"{\"a\":{]", 6}, {"{\"a\":\"\x01\"}", 6}, {"{\"a\":-}", 6}, {"{}}", 2}, {"{\"a\":1]", 6}};
+  for (const auto& [text, at] : bad) {
+    JsonPrefix p;
+    for (std::size_t i = 0; i < at; ++i) ASSERT_TRUE(p.feed(static_cast<unsigned char>(text[i]))) << text << " at " << i;
+    EXPECT_FALSE(p.feed(static_cast<unsigned char>(text[at]))) << text << " at " << at;
+    EXPECT_EQ(p.complete(), text == "{}}") << text;
+  }
+  // White space between tokens: one space, or a newline and up to 20 spaces or tabs.
+  EXPECT_TRUE(JsonPrefix().feed("{\n" + std::string(20, ' ') + "\"a\":1}"));
+  EXPECT_FALSE(JsonPrefix().feed("{\n" + std::string(21, ' ')));
+  EXPECT_FALSE(JsonPrefix().feed("{  "));
+  EXPECT_FALSE(JsonPrefix().feed("{\t"));
+  EXPECT_TRUE(JsonPrefix().feed("{\"a  b\": \"  \"}"));  // inside strings, anything
+  // Nesting past the limit.
+  std::string deep = "{\"a\":";
+  for (int i = 1; i < JsonPrefix::kMaxDepth; ++i) deep += "[";
+  JsonPrefix p;
+  EXPECT_TRUE(p.feed(deep));
+  EXPECT_FALSE(p.feed('['));
+  EXPECT_TRUE(p.feed(']'));
+}
+
+// Whatever bytes it takes whole, a complete object is one nlohmann parses (random mutations of
+// valid objects).
+TEST(ApiJsonMode, WhatItCompletesParses) {
+  const std::string base = "{\"a\": [1, -2.5e3, true, null, \"s\\\"t\"], \"b\": {\"c\": false}}";
+  const std::string alphabet = "{}[]\":,-+.0123456789eEtrufalsn\\ \n\tx";
+  Rng rng(7);
+  int completed = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::string text = base;
+    for (int k = 0; k < 3; ++k) {
+      const auto at = static_cast<std::size_t>(rng.next() % text.size());
+      const char c = alphabet[rng.next() % alphabet.size()];
+      switch (rng.next() % 3) {
+        case 0: text[at] = c; break;
+        case 1: text.insert(at, 1, c); break;
+        default: text.erase(at, 1);
+      }
+    }
+    JsonPrefix p;
+    const bool took = p.feed(text);
+    if (took && p.complete()) {
+      ++completed;
+      EXPECT_TRUE(nlohmann::json::accept(text)) << text;
+    } else if (!took) {
+      // Refused text: nlohmann rejects it too unless it only broke the white-space rule.
+      if (nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object()) {
+        EXPECT_NE(text.find_first_of("\t\n "), std::string::npos) << text;
+      }
+    }
+  }
+  EXPECT_GT(completed, 100);
 }
 
 // The stream shows what cannot be a call at once and holds the rest, whatever the pieces.
@@ -528,6 +612,50 @@ TEST(ApiLogprobs, AreTheLogSoftmaxAndTheLikeliestAlternatives) {
 
 // A choice's text is what the generation loop writes after the prompt, its streamed pieces add up
 // to it, and a stop string ends it early with finish_reason "stop".
+// JSON mode on a real model: every choice is the likeliest token whose bytes keep the text a JSON
+// object's beginning (worked out here from JsonPrefix and the token bytes, as the mask should be),
+// the reply stays such a beginning, and a draft changes no id.
+TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
+  const auto dir = test::models_dir() / "stories260K";
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  const auto tokenizer = load_tokenizer(dir);
+  ASSERT_EQ(missing_json_token(*tokenizer), 0);
+  GenerationRequest g;
+  for (const std::int32_t id : tokenizer->encode("Tell me about a cat.")) g.prompt_ids.push_back(id);
+  g.prompt_ids.insert(g.prompt_ids.begin(), config.bos_token_id);
+  g.max_new_tokens = 60;
+  JsonObjectConstraint constraint(*tokenizer, config.eos_token_ids, config.vocab_size);
+  g.constraint = &constraint;
+  std::vector<std::vector<float>> seen;
+  LocalPipeline pipeline(blocks, session_capacity(config, g));
+  const auto result = generate(ends, pipeline, g, [](std::int32_t) {}, nullptr,
+                               [&](std::int32_t, const float* logits) { seen.emplace_back(logits, logits + config.vocab_size); });
+  ASSERT_EQ(seen.size(), result.generated_ids.size());
+  JsonPrefix text;
+  for (std::size_t step = 0; step < seen.size(); ++step) {
+    std::int32_t best = -1;
+    for (std::int32_t id = 0; id < config.vocab_size; ++id) {
+      const std::string& bytes = tokenizer->token_bytes(id);
+      JsonPrefix next = text;
+      const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
+      const bool fits = text.complete() ? eos : !bytes.empty() && next.feed(bytes);
+      if (fits && (best < 0 || seen[step][id] > seen[step][best])) best = id;
+    }
+    ASSERT_EQ(result.generated_ids[step], best) << "step " << step;
+    if (!text.complete()) ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+  }
+  EXPECT_EQ(tokenizer->decode(result.generated_ids).find_first_not_of(' '), tokenizer->decode(result.generated_ids).find('{'));
+  JsonObjectConstraint again(*tokenizer, config.eos_token_ids, config.vocab_size);
+  g.constraint = &again;
+  ModelDraft draft(blocks, 1, ends, session_capacity(config, g));
+  Speculation speculation{&draft, 8, {}};
+  LocalPipeline second(blocks, session_capacity(config, g));
+  EXPECT_EQ(generate(ends, second, g, [](std::int32_t) {}, &speculation).generated_ids, result.generated_ids);
+}
+
 TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
   const auto dir = test::models_dir() / "stories260K";
   const ModelConfig config = read_model_config(dir);

@@ -73,6 +73,19 @@ async function main() {
         `logit_bias and penalties: ${JSON.stringify(a.choices[0].text)} == ${JSON.stringify(completion)}`);
   await expectError(client.completions.create({ model, prompt, logit_bias: { '99999999': 1 } }), 400, 'a logit_bias outside the vocabulary');
 
+  // JSON mode: the reply is a JSON object's beginning (the whole object when it ends by itself),
+  // the same streamed.
+  const jsonRequest = { model, messages: [{ role: 'user', content: 'Describe a cat as JSON.' }], max_tokens: MAX, temperature: 0,
+                        response_format: { type: 'json_object' } };
+  const js = await client.chat.completions.create(jsonRequest);
+  const jsText = js.choices[0].message.content;
+  const jsStream = await streamedText(client.chat.completions.create({ ...jsonRequest, stream: true }), true);
+  let whole = js.choices[0].finish_reason !== 'stop';
+  try { whole = whole || (typeof JSON.parse(jsText) === 'object'); } catch (e) { whole = false; }
+  check(jsText.trimStart().startsWith('{') && whole && jsStream.text === jsText, `JSON mode: ${JSON.stringify(jsText)}, ${js.choices[0].finish_reason}`);
+  await expectError(client.chat.completions.create({ ...jsonRequest, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }),
+                    400, 'response_format json_schema');
+
   // Log probabilities: one per token, natural logs, the chosen token among the alternatives.
   const lp = await client.completions.create({ model, prompt: expected[0].prompt, max_tokens: 8, temperature: 0, logprobs: 3 });
   const l = lp.choices[0].logprobs;

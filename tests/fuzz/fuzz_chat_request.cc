@@ -1,8 +1,9 @@
 // Fuzz target: a chat completions request body (HTTP input) with tools. Parsing must give a
 // request or an ApiError; a parsed chat then renders through a template that shows tools, calls
 // and tool messages, and each message's text, read as a model's reply, goes through both call
-// formats whole and streamed in pieces. Any exception, a crash or a sanitizer report is a finding;
-// so is a stream that loses or invents text.
+// formats whole and streamed in pieces, and through JSON mode's grammar. Any exception, a crash or
+// a sanitizer report is a finding; so is a stream that loses or invents text, or an object the
+// grammar completes that is not JSON.
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -10,6 +11,7 @@
 #include <variant>
 
 #include "actors/api/chat_template.h"
+#include "actors/api/json_prefix.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/tool_calls.h"
 
@@ -38,6 +40,9 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
     if (shown + stream.held() != text) __builtin_trap();
     (void)held_delta(format, stream.held(), names, false, finish);
   }
+  // JSON mode's grammar: an object it completes is JSON.
+  JsonPrefix json;
+  if (json.feed(text) && json.complete() && !nlohmann::json::accept(text)) __builtin_trap();
 }
 
 }  // namespace
