@@ -14,6 +14,34 @@ std::string_view literal_word(char first) {
 
 }  // namespace
 
+// A byte of a string's text (not '"' or '\\'): UTF-8, no control characters.
+bool JsonPrefix::string_byte(unsigned char c) {
+  if (utf8_left_ > 0) {
+    if (c < utf8_low_ || c > utf8_high_) return false;
+    --utf8_left_;
+    utf8_low_ = 0x80;
+    utf8_high_ = 0xbf;
+    return true;
+  }
+  if (high_surrogate_) return false;  // "\uD83D" must go on with "\uDE00"
+  if (c < 0x20) return false;
+  if (c < 0x80) return true;
+  if (c >= 0xc2 && c <= 0xdf) {
+    utf8_left_ = 1;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    utf8_left_ = 2;
+    if (c == 0xe0) utf8_low_ = 0xa0;
+    if (c == 0xed) utf8_high_ = 0x9f;  // no surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    utf8_left_ = 3;
+    if (c == 0xf0) utf8_low_ = 0x90;
+    if (c == 0xf4) utf8_high_ = 0x8f;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 bool JsonPrefix::take_space(unsigned char c) {
   if (!space(c)) return false;
   constexpr std::uint8_t kMaxIndent = 20;
@@ -125,27 +153,35 @@ bool JsonPrefix::feed(unsigned char c) {
       ok = after_value(c);
       break;
     case State::kString:
-      ok = c >= 0x20;
-      if (c == '"') {
-        state_ = key_ ? State::kColon : State::kAfterValue;
-        key_ = false;
-      } else if (c == '\\') {
-        state_ = State::kEscape;
+      if ((c == '"' || c == '\\') && utf8_left_ == 0) {
+        ok = c == '\\' || !high_surrogate_;
+        state_ = c == '\\' ? State::kEscape : key_ ? State::kColon : State::kAfterValue;
+        if (c == '"') key_ = false;
+      } else {
+        ok = string_byte(c);
       }
       break;
     case State::kEscape:
-      ok = c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't' || c == 'u';
+      ok = c == 'u' || (!high_surrogate_ && (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                                              c == 'r' || c == 't'));
       if (c == 'u') {
         count_ = 0;
+        escape_ = 0;
         state_ = State::kUnicode;
       } else {
         state_ = State::kString;
       }
       break;
-    case State::kUnicode:
+    case State::kUnicode: {
       ok = hex(c);
-      if (++count_ == 4) state_ = State::kString;
+      escape_ = static_cast<std::uint16_t>(escape_ * 16 + (digit(c) ? c - '0' : (c | 0x20) - 'a' + 10));
+      if (++count_ < 4) break;
+      state_ = State::kString;
+      const bool high = escape_ >= 0xd800 && escape_ <= 0xdbff, low = escape_ >= 0xdc00 && escape_ <= 0xdfff;
+      if (high_surrogate_ != low) ok = false;  // a low one right after a high one, and only there
+      high_surrogate_ = high;
       break;
+    }
     case State::kMinus:
       ok = digit(c);
       state_ = c == '0' ? State::kZero : State::kInteger;

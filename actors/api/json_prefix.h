@@ -3,8 +3,9 @@
 // JSON object (RFC 8259; an object at the top, as OpenAI's JSON mode asks): each byte is either
 // accepted or refused, and complete() says the object has closed. The state is a small value
 // with no allocation, so it can be copied for every token of a vocabulary to try it.
-// Nesting deeper than kMaxDepth is refused. Bytes of 0x80 and above are accepted inside strings
-// (UTF-8 is the tokenizer's business). White space between tokens is held to what llama.cpp's
+// Nesting deeper than kMaxDepth is refused. Strings must be UTF-8 (a character may be split
+// across tokens) and their \u escapes proper: a high surrogate followed by a low one, and no
+// low surrogate alone (as nlohmann's parser and most others require). White space between tokens is held to what llama.cpp's
 // JSON grammar allows, one space or a newline and up to 20 spaces or tabs, so that a model cannot
 // fill its reply with it.
 //
@@ -61,6 +62,11 @@ class JsonPrefix {
   bool key_ = false;           // the string being read is an object's key
   std::uint8_t depth_ = 0;
   std::uint8_t count_ = 0;     // hex digits read, or the literal's bytes matched
+  std::uint8_t utf8_left_ = 0;  // continuation bytes the current character still needs
+  std::uint8_t utf8_low_ = 0x80, utf8_high_ = 0xbf;  // the range of the next continuation byte
+  std::uint16_t escape_ = 0;    // the \u escape's value so far
+  bool high_surrogate_ = false; // a high surrogate was escaped: a low one must follow at once
+  bool string_byte(unsigned char c);
   std::uint8_t space_ = 0;     // this run of white space: 0 none, 1 a space, 2 + n a newline and n more
   bool spaced_ = false;        // the byte being fed was white space between tokens
   char literal_ = 0;           // 't', 'f' or 'n'

@@ -326,6 +326,15 @@ TEST(ApiJsonMode, ObjectsAreReadByteByByte) {
     EXPECT_FALSE(p.feed(static_cast<unsigned char>(text[at]))) << text << " at " << at;
     EXPECT_EQ(p.complete(), text == "{}}") << text;
   }
+  // Strings are UTF-8 (a character may come in pieces) with proper surrogate escapes.
+  EXPECT_TRUE(JsonPrefix().feed("{\"\xf0\x9f\x98"));
+  EXPECT_FALSE(JsonPrefix().feed("{\"\xf0\x9f\x98\""));   // the character is unfinished
+  EXPECT_FALSE(JsonPrefix().feed("{\"\xc0\xaf"));           // overlong
+  EXPECT_FALSE(JsonPrefix().feed("{\"\xed\xa0\x80"));      // a surrogate in UTF-8
+  EXPECT_TRUE(JsonPrefix().feed("{\"\\ud83d\\ude00\":1}"));
+  EXPECT_FALSE(JsonPrefix().feed("{\"\\ud83d\""));          // a high surrogate alone
+  EXPECT_FALSE(JsonPrefix().feed("{\"\\ude00"));             // a low one alone
+  EXPECT_FALSE(JsonPrefix().feed("{\"\\ud83d\\n"));
   // White space between tokens: one space, or a newline and up to 20 spaces or tabs.
   EXPECT_TRUE(JsonPrefix().feed("{\n" + std::string(20, ' ') + "\"a\":1}"));
   EXPECT_FALSE(JsonPrefix().feed("{\n" + std::string(21, ' ')));
@@ -645,7 +654,9 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
       if (fits && (best < 0 || seen[step][id] > seen[step][best])) best = id;
     }
     ASSERT_EQ(result.generated_ids[step], best) << "step " << step;
-    if (!text.complete()) ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+    if (!text.complete()) {
+      ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+    }
   }
   EXPECT_EQ(tokenizer->decode(result.generated_ids).find_first_not_of(' '), tokenizer->decode(result.generated_ids).find('{'));
   JsonObjectConstraint again(*tokenizer, config.eos_token_ids, config.vocab_size);
