@@ -16,6 +16,7 @@ packages=(
   python3-h5py                      # the checkpoint tests read them as h5py users do
   python3-matplotlib                # benchmark plots
   python3-jinja2                    # the chat-template engine's test runs Jinja2 itself as the oracle
+  python3-jsonschema                # structured outputs are checked against the reference JSON Schema validator
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge
   libcpp-httplib-dev                # the HTTP server of `sepal serve-api`

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -10,6 +11,7 @@
 
 #include "actors/api/json_mode.h"
 #include "actors/api/status_page.h"
+#include "actors/api/structured_output.h"
 #include "kernels/error.h"
 #include "runtime/log.h"
 
@@ -163,7 +165,7 @@ struct ApiServer::Impl {
   // The request's prompts, checked against the model; an error as OpenAI words it.
   std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
     const std::int64_t vocab = model.config->vocab_size;
-    if (r.json_object && model.config->eos_token_ids.empty()) {
+    if ((r.json_object || r.structure) && model.config->eos_token_ids.empty()) {
       return invalid("JSON mode needs a model with an EOS token to end the object with", "response_format");
     }
     if (r.json_object) {
@@ -215,6 +217,31 @@ struct ApiServer::Impl {
     return std::nullopt;
   }
 
+  // The grammar the reply follows: tool_choice "required" or naming a function gives the calls'
+  // in the model's format; response_format json_schema's came with the request. The model's
+  // vocabulary must be able to begin it.
+  std::optional<ApiError> structure_of(CompletionRequest& r) const {
+    const bool forced = !r.tools.is_null() && (r.tool_required || !r.tool_forced.empty());
+    const char* param = forced ? "tool_choice" : "response_format";
+    if (forced) {
+      if (model.config->eos_token_ids.empty()) return invalid("forcing calls needs a model with an EOS token to end them with", param);
+      auto output = forced_calls_output(model.chat_template.tool_format, r.tools, r.tool_forced, r.parallel_tool_calls,
+                                        calls_token(model, r));
+      if (auto* why = std::get_if<std::string>(&output)) return invalid("the calls cannot be forced: " + *why, "tools");
+      r.structure = std::get<std::shared_ptr<const StructuredOutput>>(output);
+    }
+    if (!r.structure) return std::nullopt;
+    GrammarConstraint first(*r.structure, *model.vocab_trie, model.config->eos_token_ids);
+    std::vector<char> allowed(static_cast<std::size_t>(model.config->vocab_size), 0);
+    first.allowed(allowed);
+    if (std::find(allowed.begin(), allowed.end(), 1) == allowed.end()) {
+      return invalid(std::string("this model's vocabulary has no token to begin the ") +
+                         (forced ? "calls" : "schema's JSON") + " with",
+                     param);
+    }
+    return std::nullopt;
+  }
+
   struct Tokens {
     std::int64_t prompt = 0, completion = 0;
   };
@@ -247,6 +274,7 @@ struct ApiServer::Impl {
     if (!find_variant(r.model, &adapter)) return reply_error(res, unknown_model(r.model));
     auto prompts = std::make_shared<std::vector<Prompt>>();
     if (auto e = prompts_of(r, adapter, *prompts)) return reply_error(res, *e);
+    if (auto e = structure_of(r)) return reply_error(res, *e);
     std::shared_ptr<void> turn = admission.enter();
     if (!turn) {
       ++counters->rejected;
@@ -446,6 +474,7 @@ struct ApiServer::Impl {
 };
 
 ApiServer::ApiServer(ServedModel model, ApiServerOptions options) : counters_(std::make_shared<ApiCounters>()) {
+  if (!model.vocab_trie) model.vocab_trie = std::make_shared<const VocabTrie>(*model.tokenizer, model.config->vocab_size);
   impl_ = std::make_unique<Impl>(std::move(model), std::move(options), counters_);
   impl_->routes();
 }

@@ -48,6 +48,13 @@ std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& co
   return adapter ? static_cast<std::int64_t>(adapter->soft_prompt.size()) / config.hidden_size : 0;
 }
 
+std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request) {
+  if (request.tools.is_null() || model.chat_template.tool_format != ToolCallFormat::kMistral) return -1;
+  const std::int32_t id = model.tokenizer->token_id(kMistralToolCalls);
+  if (id >= 0 && !model.tokenizer->token_bytes(id).empty()) return -1;  // it decodes as itself
+  return id;
+}
+
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
                         const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,
                         const std::function<bool(const ChoiceDelta&)>& on_delta) {
@@ -64,9 +71,15 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
     g.soft_prompt_at = std::min<std::int64_t>(adapter->soft_prompt_at, static_cast<std::int64_t>(prompt_ids.size()));
   }
   std::optional<JsonObjectConstraint> json_object;
+  std::shared_ptr<const VocabTrie> trie;
+  std::optional<GrammarConstraint> structure;
   if (request.json_object) {
     json_object.emplace(*model.tokenizer, config.eos_token_ids, config.vocab_size);
     g.constraint = &*json_object;
+  } else if (request.structure) {
+    trie = model.vocab_trie ? model.vocab_trie : std::make_shared<const VocabTrie>(*model.tokenizer, config.vocab_size);
+    structure.emplace(*request.structure, *trie, config.eos_token_ids);
+    g.constraint = &*structure;
   }
   const std::int64_t capacity = session_capacity(config, g);
   std::unique_ptr<BlockPipeline> session = adapter ? adapter->open_session(capacity) : model.open_session(capacity);
@@ -102,18 +115,14 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
   }
   // Mistral's calls open with a special token, which decodes to nothing: with tools, it is
   // written into the text, where the reply's calls are read from.
-  std::int32_t calls_token = -1;
-  if (!request.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kMistral) {
-    calls_token = model.tokenizer->token_id(kMistralToolCalls);
-    if (calls_token >= 0 && !model.tokenizer->token_bytes(calls_token).empty()) calls_token = -1;  // it decodes as itself
-  }
+  const std::int32_t calls_id = calls_token(model, request);
   bool stopped = false;
   GenerationResult generated;
   std::int64_t count = 0;
   try {
     generated = generate(*model.ends, *session, g, [&](std::int32_t id) {
       ++count;
-      if (id == calls_token) show(kMistralToolCalls);
+      if (id == calls_id) show(kMistralToolCalls);
       else if (id < model.tokenizer->vocab_size()) show(stream.push(id));
     }, nullptr, observe);
     show(stream.finish());

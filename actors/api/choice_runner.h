@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/api/chat_template.h"
+#include "actors/api/grammar_constraint.h"
 #include "actors/api/openai_request.h"
 #include "model/generation.h"
 #include "model/model_config.h"
@@ -50,6 +51,8 @@ struct ServedModel {
   std::function<nlohmann::json()> swarm_status;
   /// Tuned variants, each its own model id; sessions of different ones share the hosts.
   std::vector<ServedAdapter> adapters;
+  /// The vocabulary as a trie, for structured outputs; null: built for each choice that needs it.
+  std::shared_ptr<const VocabTrie> vocab_trie;
 };
 
 /// A chosen token's log probability (natural log, of the model's distribution before temperature
@@ -76,12 +79,17 @@ struct ChoiceResult {
 /// Thrown out of run_choice when `on_delta` returns false (the client is gone).
 struct ClientGone {};
 
+/// Mistral's [TOOL_CALLS] token, which the choice writes into the text for a request with tools,
+/// or -1 (no tools, another format, or a vocabulary where it decodes as itself).
+std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request);
+
 /// The prompt ids of a request's prompt text (BOS first when the model has one).
 std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text);
 
 /// Generates one choice for `prompt_ids` with up to `max_new_tokens` tokens and sampling seed
 /// `seed`, through `adapter` (null: the base model); `on_delta` (may be empty) gets the text as it
-/// may be shown and returns false to stop. For a request with tools and a Mistral template, the
+/// may be shown and returns false to stop. The request's `structure` or JSON mode constrains the
+/// tokens chosen (the vocabulary's trie, when the model has none, is built here). For a request with tools and a Mistral template, the
 /// special token [TOOL_CALLS] is written into the text (actors/api/tool_calls.h). Throws sepal::Error when no session opens or the swarm
 /// fails, ClientGone as above.
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <set>
 
+#include "actors/api/structured_output.h"
+
 namespace sepal::api {
 
 using nlohmann::json;
@@ -75,7 +77,7 @@ std::string string_field(const ojson& m, const char* key, const std::string& par
 void check_function_name(const std::string& name, const std::string& param) {
   const bool fits = !name.empty() && name.size() <= 64 &&
                     name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == std::string::npos;
-  if (!fits) bad(param + ": '" + name + "' is not a function name (1 to 64 of a-z, A-Z, 0-9, '_' and '-')", param);
+  if (!fits) bad(param + ": '" + name + "' is not a valid name (1 to 64 of a-z, A-Z, 0-9, '_' and '-')", param);
 }
 
 // An assistant message's tool_calls as the template sees them (arguments parsed).
@@ -151,12 +153,22 @@ void read_tools(const ojson& body, CompletionRequest& r, const RequestLimits& li
   std::string choice = has_tools ? "auto" : "none";
   if (present(body, "tool_choice")) {
     const ojson& c = body["tool_choice"];
-    if (c.is_object()) bad("'tool_choice' naming a function is not supported: sepal cannot force a call (use 'auto' or 'none')", "tool_choice");
-    if (!c.is_string()) bad("'tool_choice' must be 'none', 'auto' or 'required'", "tool_choice");
-    choice = c.get<std::string>();
-    if (choice == "required") bad("'tool_choice': 'required' is not supported: sepal cannot force a call (use 'auto' or 'none')", "tool_choice");
-    if (choice != "none" && choice != "auto") bad("'tool_choice' must be 'none', 'auto' or 'required'", "tool_choice");
-    if (choice == "auto" && !has_tools) bad("'tool_choice' is only allowed when 'tools' are specified", "tool_choice");
+    if (c.is_object()) {
+      if (c.value("type", "") != "function" || !c.contains("function") || !c["function"].is_object() ||
+          !c["function"].contains("name") || !c["function"]["name"].is_string() || c.size() != 2 || c["function"].size() != 1) {
+        bad("'tool_choice' naming a function must be {\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice");
+      }
+      choice = "function";
+      r.tool_forced = c["function"]["name"].get<std::string>();
+    } else {
+      if (!c.is_string()) bad("'tool_choice' must be 'none', 'auto', 'required' or name a function", "tool_choice");
+      choice = c.get<std::string>();
+      if (choice != "none" && choice != "auto" && choice != "required") {
+        bad("'tool_choice' must be 'none', 'auto', 'required' or name a function", "tool_choice");
+      }
+    }
+    if (choice != "none" && !has_tools) bad("'tool_choice' is only allowed when 'tools' are specified", "tool_choice");
+    r.tool_required = choice == "required";
   }
   if (present(body, "parallel_tool_calls")) {
     if (!has_tools) bad("'parallel_tool_calls' is only allowed when 'tools' are specified", "parallel_tool_calls");
@@ -192,7 +204,41 @@ void read_tools(const ojson& body, CompletionRequest& r, const RequestLimits& li
     check_function_name(name, param + ".function.name");
     if (!names.insert(name).second) bad(param + ": the function '" + name + "' is offered twice", param + ".function.name");
   }
-  if (choice == "auto") r.tools = tools;
+  if (!r.tool_forced.empty() && !names.count(r.tool_forced)) {
+    bad("'tool_choice' names the function '" + r.tool_forced + "', which 'tools' does not offer", "tool_choice");
+  }
+  if (choice != "none") r.tools = tools;
+}
+
+// `response_format`: text, a JSON object, or JSON a schema validates.
+void read_response_format(const ojson& f, CompletionRequest& r) {
+  const std::string type = f.is_object() && f.contains("type") && f["type"].is_string() ? f["type"].get<std::string>() : "";
+  if (type == "json_schema") {
+    if (!f.contains("json_schema") || !f["json_schema"].is_object() || f.size() != 2) {
+      bad("'response_format' json_schema needs a 'json_schema' object: {\"name\", \"schema\", \"strict\", \"description\"}", "response_format");
+    }
+    const ojson& js = f["json_schema"];
+    for (const auto& [key, value] : js.items()) {
+      const std::string at = "response_format.json_schema." + key;
+      if (key == "name") check_function_name(string_field(js, "name", "response_format.json_schema"), at);
+      else if (key == "description" && value.is_string()) continue;
+      else if (key == "strict" && (value.is_boolean() || value.is_null())) continue;  // sepal always keeps the schema
+      else if (key == "schema" && (value.is_object() || value.is_boolean())) continue;
+      else bad("'" + at + "' is not supported (name, schema, strict, description are)", at);
+    }
+    if (!js.contains("name")) bad("'response_format.json_schema' needs its 'name'", "response_format.json_schema.name");
+    auto output = json_schema_output(js.contains("schema") ? js["schema"] : ojson::object());
+    if (auto* why = std::get_if<std::string>(&output)) {
+      bad("'response_format.json_schema.schema' cannot be followed: " + *why, "response_format.json_schema.schema");
+    }
+    r.structure = std::get<std::shared_ptr<const StructuredOutput>>(output);
+  } else {
+    if ((type != "text" && type != "json_object") || f.size() != 1) {
+      bad("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {...}}", "response_format");
+    }
+    r.json_object = type == "json_object";
+  }
+  if (type != "text" && !r.tools.is_null()) bad("'response_format' " + type + " cannot be combined with tools", "response_format");
 }
 
 void read_prompts(const ojson& body, CompletionRequest& r, const RequestLimits& limits) {
@@ -253,16 +299,7 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
   if (chat) {
     read_messages(body, r);
     read_tools(body, r, limits);
-    if (present(body, "response_format")) {
-      const ojson& f = body["response_format"];
-      const std::string type = f.is_object() && f.contains("type") && f["type"].is_string() ? f["type"].get<std::string>() : "";
-      if (type == "json_schema") bad("'response_format' json_schema is not supported (json_object and text are)", "response_format");
-      if ((type != "text" && type != "json_object") || f.size() != 1) {
-        bad("'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_object\"}", "response_format");
-      }
-      r.json_object = type == "json_object";
-      if (r.json_object && !r.tools.is_null()) bad("'response_format' json_object cannot be combined with tools", "response_format");
-    }
+    if (present(body, "response_format")) read_response_format(body["response_format"], r);
   } else {
     read_prompts(body, r, limits);
   }

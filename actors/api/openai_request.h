@@ -7,6 +7,7 @@
 // Thread-safety: plain functions and values.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -14,6 +15,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "actors/api/grammar_constraint.h"
 
 namespace sepal::api {
 
@@ -76,9 +79,17 @@ struct CompletionRequest {
   nlohmann::ordered_json tools;
   /// With tools: whether a reply may hold several calls (false: only its first is returned).
   bool parallel_tool_calls = true;
+  /// With tools: tool_choice "required" (the reply is calls), or the name of the one function
+  /// the reply must call (tool_choice {"type": "function", "function": {"name"}}); both empty
+  /// and false for "auto".
+  bool tool_required = false;
+  std::string tool_forced;
   /// Chat: response_format {"type": "json_object"}: the reply is a JSON object
   /// (actors/api/json_mode.h).
   bool json_object = false;
+  /// What the reply must follow besides: response_format json_schema's grammar (set by parsing),
+  /// or forced calls' (set by the server, which knows the model's call format); null for none.
+  std::shared_ptr<const StructuredOutput> structure;
 };
 
 /// Bounds the server puts on a request.

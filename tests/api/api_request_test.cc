@@ -6,11 +6,14 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <random>
 
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
 #include "actors/api/json_mode.h"
 #include "actors/api/json_prefix.h"
+#include "actors/api/json_schema.h"
+#include "actors/api/structured_output.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/stop_strings.h"
 #include "actors/api/tool_calls.h"
@@ -139,14 +142,27 @@ TEST(ApiTools, BadToolsNameTheParameter) {
   EXPECT_EQ(param(R"("tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}])"), "tools[0].function.parameters");
   EXPECT_EQ(param(R"("tools": [{"type": "function", "function": {"name": "f", "extra": 1}}])"), "tools[0].function.extra");
   EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + "," + kWeatherTool + "]"), "tools[1].function.name");
-  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": "required")"), "tool_choice");
-  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": {"type": "function", "function": {"name": "get_weather"}})"),
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": "always")"), "tool_choice");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": {"type": "function", "function": {"name": "nope"}})"),
+            "tool_choice");
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "tool_choice": {"type": "function", "name": "get_weather"})"),
             "tool_choice");
   EXPECT_EQ(param(R"("tool_choice": "auto")"), "tool_choice");
+  EXPECT_EQ(param(R"("tool_choice": "required")"), "tool_choice");
   EXPECT_EQ(param(R"("parallel_tool_calls": true)"), "parallel_tool_calls");
   EXPECT_TRUE(ok(chat_with(R"("response_format": {"type": "json_object"})"), true).json_object);
   EXPECT_FALSE(ok(chat_with(R"("response_format": {"type": "text"})"), true).json_object);
-  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})"), "response_format");
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"schema": {}}})"), "response_format.json_schema.name");
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x y"}})"), "response_format.json_schema.name");
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}})"), "response_format.json_schema.schema");
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x", "extra": 3}})"), "response_format.json_schema.extra");
+  EXPECT_EQ(param(R"("response_format": {"type": "json_schema"})"), "response_format");
+  const ApiError pattern = refused(chat_with(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x",
+      "schema": {"type": "object", "properties": {"id": {"type": "string", "pattern": "^[a-z]+$"}}}}})"), true);
+  EXPECT_EQ(pattern.param, "response_format.json_schema.schema");
+  EXPECT_NE(pattern.message.find("at #/properties/id: 'pattern' is not supported"), std::string::npos) << pattern.message;
+  EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "response_format": {"type": "json_schema", "json_schema": {"name": "x"}})"),
+            "response_format");
   EXPECT_EQ(param(R"("response_format": {"type": "xml"})"), "response_format");
   EXPECT_EQ(param(R"("response_format": "json_object")"), "response_format");
   EXPECT_EQ(param(std::string(R"("tools": [)") + kWeatherTool + R"(], "response_format": {"type": "json_object"})"), "response_format");
@@ -163,6 +179,124 @@ TEST(ApiTools, BadToolsNameTheParameter) {
   EXPECT_EQ(message_param(R"({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]})"),
             "messages[1].tool_calls[0].function.arguments");
   EXPECT_EQ(message_param(R"({"role": "assistant", "content": "x", "refusal": "no"})"), "messages[1].refusal");
+}
+
+TEST(ApiTools, ToolChoiceForcesCallsOrNamesOne) {
+  const std::string tools = std::string(R"("tools": [)") + kWeatherTool + R"(, {"type": "function", "function": {"name": "now"}}])";
+  const CompletionRequest required = ok(chat_with(tools + R"(, "tool_choice": "required")"), true);
+  EXPECT_TRUE(required.tool_required);
+  EXPECT_TRUE(required.tool_forced.empty());
+  ASSERT_TRUE(required.tools.is_array());
+  const CompletionRequest named = ok(chat_with(tools + R"(, "tool_choice": {"type": "function", "function": {"name": "now"}})"), true);
+  EXPECT_FALSE(named.tool_required);
+  EXPECT_EQ(named.tool_forced, "now");
+  const CompletionRequest automatic = ok(chat_with(tools + R"(, "tool_choice": "auto")"), true);
+  EXPECT_FALSE(automatic.tool_required || !automatic.tool_forced.empty() || automatic.structure);
+}
+
+TEST(ApiJsonSchema, ResponseFormatCompilesTheSchema) {
+  const CompletionRequest r = ok(chat_with(R"("response_format": {"type": "json_schema", "json_schema": {"name": "person",
+      "strict": true, "description": "a person", "schema": {"type": "object", "properties": {"name": {"type": "string"}},
+      "required": ["name"], "additionalProperties": false}}})"), true);
+  ASSERT_TRUE(r.structure);
+  EXPECT_FALSE(r.json_object);
+  GrammarReader reader(r.structure->grammar, r.structure->start);
+  EXPECT_TRUE(reader.feed(R"({"name": "Ada"})"));
+  EXPECT_TRUE(reader.complete());
+  GrammarReader other(r.structure->grammar, r.structure->start);
+  EXPECT_FALSE(other.feed(R"({"age")"));
+  EXPECT_TRUE(ok(chat_with(R"("response_format": {"type": "json_schema", "json_schema": {"name": "any"}})"), true).structure);
+}
+
+// The reader keeps every way to go on: an ambiguous grammar, right recursion that costs no depth,
+// left recursion found before reading, nesting bounded.
+TEST(ApiGrammar, TheReaderFollowsEveryWayAndBoundsItsWork) {
+  Grammar g;
+  const Grammar::Rule ab = g.new_rule(), start = g.new_rule();
+  g.add(ab, g.literal("a"));
+  g.add(ab, g.literal("ab"));
+  std::vector<Grammar::Symbol> seq = {Grammar::call(ab)};
+  for (const auto& s : g.literal("bc")) seq.push_back(s);
+  g.add(start, seq);  // "abc" (a, bc) or "abbc" (ab, bc)
+  for (const std::string text : {"abc", "abbc"}) {
+    GrammarReader r(g, start);
+    EXPECT_TRUE(r.feed(text)) << text;
+    EXPECT_TRUE(r.complete()) << text;
+    EXPECT_FALSE(r.can_continue()) << text;
+  }
+  GrammarReader partial(g, start);
+  EXPECT_TRUE(partial.feed("ab"));
+  EXPECT_FALSE(partial.complete());
+  EXPECT_FALSE(partial.feed('x'));
+  EXPECT_TRUE(partial.feed("c"));  // a refused byte changed nothing
+  EXPECT_FALSE(g.left_recursive());
+
+  const Grammar::Rule list = g.new_rule();  // list ::= "" | "x" list
+  g.add(list, {});
+  g.add(list, {g.literal("x")[0], Grammar::call(list)});
+  GrammarReader many(g, list);
+  EXPECT_TRUE(many.feed(std::string(100000, 'x')));
+  EXPECT_TRUE(many.complete() && many.can_continue());
+
+  Grammar left;
+  const Grammar::Rule l = left.new_rule(), opt = left.new_rule();
+  left.add(opt, {});
+  left.add(l, {Grammar::call(opt), Grammar::call(l), left.literal("y")[0]});  // l ::= opt l "y", opt nullable
+  left.add(l, left.literal("y"));
+  EXPECT_EQ(left.left_recursive(), l);
+
+  Grammar json;
+  JsonSchemaGrammar schema(json);
+  const Grammar::Rule any = schema.any_value();
+  GrammarReader nested(json, any);
+  EXPECT_TRUE(nested.feed(std::string(64, '[') + "1" + std::string(64, ']')));
+  EXPECT_TRUE(nested.complete());
+  GrammarReader deep(json, any);
+  EXPECT_FALSE(deep.feed(std::string(1000, '[')));
+}
+
+// The constraint's mask, walked over the vocabulary's trie with its answers kept by state, is
+// the one trying every token on a copy of the reader gives, at every step of random replies on
+// real tokenizers.
+TEST(ApiJsonSchema, TheTrieWalkAllowsExactlyTheTokensThatFit) {
+  // bloom-synth's cut vocabulary has no brackets: a string or an integer there.
+  const std::pair<const char*, const char*> cases[] = {
+      {"stories260K", R"({"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
+          "tags": {"type": "array", "items": {"enum": ["a", "b c", 1]}}, "n": {"type": ["integer", "null"]}},
+          "required": ["name"], "additionalProperties": false})"},
+      {"bloom-synth", R"({"anyOf": [{"type": "string", "maxLength": 12}, {"type": "integer"}]})"}};
+  for (const auto& [model, schema] : cases) {
+    auto compiled = json_schema_output(nlohmann::ordered_json::parse(schema));
+    ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(compiled)) << std::get<std::string>(compiled);
+    const StructuredOutput& output = *std::get<std::shared_ptr<const StructuredOutput>>(compiled);
+    const auto dir = test::models_dir() / model;
+    const ModelConfig config = read_model_config(dir);
+    const auto tokenizer = load_tokenizer(dir);
+    const VocabTrie trie(*tokenizer, config.vocab_size);
+    std::mt19937_64 random(5);
+    for (int reply = 0; reply < 6; ++reply) {
+      GrammarConstraint constraint(output, trie, config.eos_token_ids);
+      GrammarReader shadow(output.grammar, output.start);
+      for (int step = 0; step < 80; ++step) {
+        std::vector<char> mask(static_cast<std::size_t>(config.vocab_size), 0);
+        constraint.allowed(mask);
+        std::vector<std::int32_t> fits;
+        for (std::int32_t id = 0; id < config.vocab_size; ++id) {
+          const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
+          GrammarReader copy = shadow;
+          const std::string& bytes = id < tokenizer->vocab_size() ? tokenizer->token_bytes(id) : std::string();
+          const bool want = (eos && shadow.complete()) || (!bytes.empty() && copy.feed(bytes));
+          ASSERT_EQ(mask[static_cast<std::size_t>(id)] != 0, want) << model << " reply " << reply << " step " << step << " id " << id;
+          if (want) fits.push_back(id);
+        }
+        ASSERT_FALSE(fits.empty()) << model << " reply " << reply << " step " << step;
+        const std::int32_t id = fits[random() % fits.size()];
+        if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end()) break;
+        constraint.take(id);
+        ASSERT_TRUE(shadow.feed(tokenizer->token_bytes(id)));
+      }
+    }
+  }
 }
 
 TEST(ApiTools, TheFormatIsTheOneTheTemplateTeaches) {
@@ -665,6 +799,79 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
   Speculation speculation{&draft, 8, {}};
   LocalPipeline second(blocks, session_capacity(config, g));
   EXPECT_EQ(generate(ends, second, g, [](std::int32_t) {}, &speculation).generated_ids, result.generated_ids);
+}
+
+// A JSON schema on a real model: every greedy choice is the likeliest token the grammar allows
+// (worked out here by trying every token on a copy of the reader), the reply is an object the
+// schema validates, sampled replies too, and a draft changes no id.
+TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {
+  const auto dir = test::models_dir() / "stories260K";
+  const ModelConfig config = read_model_config(dir);
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  const auto tokenizer = load_tokenizer(dir);
+  auto compiled = json_schema_output(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}, "pet": {"enum": ["cat", "dog"]}},
+      "required": ["name", "age", "pet"], "additionalProperties": false})"));
+  ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(compiled));
+  const auto output = std::get<std::shared_ptr<const StructuredOutput>>(compiled);
+  const VocabTrie trie(*tokenizer, config.vocab_size);
+  const auto is_eos = [&](std::int32_t id) {
+    return std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
+  };
+  GenerationRequest g;
+  g.prompt_ids = tokenizer->encode("Tom had a dog.");
+  g.prompt_ids.insert(g.prompt_ids.begin(), config.bos_token_id);
+  g.max_new_tokens = 120;
+  GrammarConstraint constraint(*output, trie, config.eos_token_ids);
+  g.constraint = &constraint;
+  std::vector<std::vector<float>> seen;
+  LocalPipeline pipeline(blocks, session_capacity(config, g));
+  const auto result = generate(ends, pipeline, g, [](std::int32_t) {}, nullptr,
+                               [&](std::int32_t, const float* logits) { seen.emplace_back(logits, logits + config.vocab_size); });
+  ASSERT_EQ(result.stop, StopReason::kEos);
+  GrammarReader text(output->grammar, output->start);
+  for (std::size_t step = 0; step < seen.size(); ++step) {
+    std::int32_t best = -1;
+    for (std::int32_t id = 0; id < config.vocab_size; ++id) {
+      GrammarReader next = text;
+      const bool fits = (is_eos(id) && text.complete()) || (!tokenizer->token_bytes(id).empty() && next.feed(tokenizer->token_bytes(id)));
+      if (fits && (best < 0 || seen[step][id] > seen[step][best])) best = id;
+    }
+    ASSERT_EQ(result.generated_ids[step], best) << "step " << step;
+    if (!is_eos(best)) ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+  }
+  const auto check_reply = [](const std::string& reply) {
+    const auto j = nlohmann::json::parse(reply, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << reply;
+    EXPECT_EQ(j.size(), 3u) << reply;
+    EXPECT_TRUE(j["name"].is_string() && j["name"].get<std::string>().size() <= 8 * 4) << reply;
+    EXPECT_TRUE(j["age"].is_number_integer()) << reply;
+    EXPECT_TRUE(j["pet"] == "cat" || j["pet"] == "dog") << reply;
+  };
+  std::vector<std::int32_t> ids(result.generated_ids.begin(), result.generated_ids.end() - 1);
+  check_reply(tokenizer->decode(ids));
+  GrammarConstraint again(*output, trie, config.eos_token_ids);
+  g.constraint = &again;
+  ModelDraft draft(blocks, 1, ends, session_capacity(config, g));
+  Speculation speculation{&draft, 8, {}};
+  LocalPipeline second(blocks, session_capacity(config, g));
+  EXPECT_EQ(generate(ends, second, g, [](std::int32_t) {}, &speculation).generated_ids, result.generated_ids);
+  // Through the API's choice runner: greedy and sampled replies are objects the schema validates.
+  ServedModel model{"m", &config, tokenizer.get(), &ends,
+                    [&](std::int64_t capacity) { return std::make_unique<LocalPipeline>(blocks, capacity); }, true,
+                    ChatForm::kPlain};
+  CompletionRequest r;
+  r.structure = output;
+  for (const double temperature : {0.0, 1.0}) {
+    r.temperature = temperature;
+    for (std::uint64_t seed = 0; seed < 3; ++seed) {
+      const ChoiceResult c = run_choice(model, nullptr, g.prompt_ids, r, 200, seed, {});
+      EXPECT_EQ(c.finish_reason, "stop") << c.text;
+      check_reply(c.text);
+    }
+  }
 }
 
 TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {

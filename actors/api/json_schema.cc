@@ -1,0 +1,380 @@
+#include "actors/api/json_schema.h"
+
+#include <set>
+
+namespace sepal::api {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using Symbols = std::vector<Grammar::Symbol>;
+
+const std::set<std::string> kAnnotations = {"title",    "description", "default",    "examples",  "$schema", "$id",
+                                            "$comment", "deprecated",  "readOnly",   "writeOnly", "$defs",   "definitions"};
+const std::set<std::string> kConstraints = {"type",     "properties", "required",  "additionalProperties",
+                                            "items",    "minItems",   "maxItems",  "minLength",
+                                            "maxLength", "enum",      "const",     "anyOf",
+                                            "allOf",    "$ref"};
+const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
+
+Symbols operator+(Symbols a, const Symbols& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+Symbols call(Grammar::Rule r) { return {Grammar::call(r)}; }
+
+bool matches_type(const ojson& v, const std::string& type) {
+  if (type == "object") return v.is_object();
+  if (type == "array") return v.is_array();
+  if (type == "string") return v.is_string();
+  if (type == "number") return v.is_number();
+  if (type == "integer") return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<std::int64_t>(v.get<double>())));
+  if (type == "boolean") return v.is_boolean();
+  return v.is_null();
+}
+
+}  // namespace
+
+void JsonSchemaGrammar::fail(const std::string& at, const std::string& why) const { throw SchemaError{"at " + at + ": " + why}; }
+
+void JsonSchemaGrammar::check_size(const std::string& at) const {
+  if (g_.elements() > kMaxElements) fail(at, "the schema needs too large a grammar (lower its length and item bounds)");
+}
+
+Grammar::Rule JsonSchemaGrammar::rule_of(std::initializer_list<Symbols> alternatives) {
+  const Grammar::Rule r = g_.new_rule();
+  for (const Symbols& a : alternatives) g_.add(r, a);
+  return r;
+}
+
+// `item` from `min` to `max` times (no bound: any number).
+Grammar::Rule JsonSchemaGrammar::repeat(Grammar::Rule item, std::int64_t min, std::optional<std::int64_t> max) {
+  Grammar::Rule tail;
+  if (!max) {
+    tail = g_.new_rule();
+    g_.add(tail, {});
+    g_.add(tail, {Grammar::call(item), Grammar::call(tail)});
+  } else {
+    tail = rule_of({{}});
+    for (std::int64_t k = min; k < *max; ++k) tail = rule_of({{}, {Grammar::call(item), Grammar::call(tail)}});
+  }
+  Symbols all;
+  for (std::int64_t i = 0; i < min; ++i) all.push_back(Grammar::call(item));
+  all.push_back(Grammar::call(tail));
+  return rule_of({all});
+}
+
+Grammar::Rule JsonSchemaGrammar::whitespace() {
+  if (ws_) return *ws_;
+  Grammar::Rule indent = rule_of({{}});
+  for (int i = 0; i < 20; ++i) indent = rule_of({{}, {g_.bytes(ByteSet::of(" \t")), Grammar::call(indent)}});
+  ws_ = rule_of({{}, g_.literal(" "), g_.literal("\n") + call(indent)});
+  return *ws_;
+}
+
+// One character of a string's text: UTF-8 (no surrogates, nothing overlong), no control
+// characters, escapes with proper surrogate pairs.
+Grammar::Rule JsonSchemaGrammar::string_char() {
+  if (char_) return *char_;
+  const auto set = [&](ByteSet s) { return g_.bytes(s); };
+  const auto cont = [&] { return set(ByteSet::range(0x80, 0xbf)); };
+  const ByteSet hex = ByteSet::range('0', '9').add('a', 'f').add('A', 'F');
+  const auto h = [&] { return set(hex); };
+  const Grammar::Rule plain_escape = rule_of({
+      {set(ByteSet::range('0', '9').add('a', 'c').add('A', 'C').add('e', 'f').add('E', 'F')), h(), h(), h()},
+      {set(ByteSet::of("dD")), set(ByteSet::range('0', '7')), h(), h()},
+  });
+  const ByteSet text = ByteSet::range(0x20, 0x21).add(0x23, 0x5b).add(0x5d, 0x7f);
+  char_ = rule_of({
+      {set(text)},
+      g_.literal("\\") + Symbols{set(ByteSet::of("\"\\/bfnrt"))},
+      g_.literal("\\u") + call(plain_escape),
+      g_.literal("\\u") + Symbols{set(ByteSet::of("dD")), set(ByteSet::of("89abAB")), h(), h()} + g_.literal("\\u") +
+          Symbols{set(ByteSet::of("dD")), set(ByteSet::range('c', 'f').add('C', 'F')), h(), h()},
+      {set(ByteSet::range(0xc2, 0xdf)), cont()},
+      {set(ByteSet::of("\xe0")), set(ByteSet::range(0xa0, 0xbf)), cont()},
+      {set(ByteSet::range(0xe1, 0xec).add(0xee, 0xef)), cont(), cont()},
+      {set(ByteSet::of("\xed")), set(ByteSet::range(0x80, 0x9f)), cont()},
+      {set(ByteSet::of("\xf0")), set(ByteSet::range(0x90, 0xbf)), cont(), cont()},
+      {set(ByteSet::range(0xf1, 0xf3)), cont(), cont(), cont()},
+      {set(ByteSet::of("\xf4")), set(ByteSet::range(0x80, 0x8f)), cont(), cont()},
+  });
+  return *char_;
+}
+
+Grammar::Rule JsonSchemaGrammar::string() {
+  if (!string_) string_ = rule_of({g_.literal("\"") + call(repeat(string_char(), 0, std::nullopt)) + g_.literal("\"")});
+  return *string_;
+}
+
+Grammar::Rule JsonSchemaGrammar::digits(std::int64_t min, std::int64_t max) {
+  return repeat(rule_of({{g_.bytes(ByteSet::range('0', '9'))}}), min, max);
+}
+
+Grammar::Rule JsonSchemaGrammar::integer() {
+  if (integer_) return *integer_;
+  const Grammar::Rule magnitude = rule_of({g_.literal("0"), {g_.bytes(ByteSet::range('1', '9')), Grammar::call(digits(0, 15))}});
+  integer_ = rule_of({call(magnitude), g_.literal("-") + call(magnitude)});
+  return *integer_;
+}
+
+Grammar::Rule JsonSchemaGrammar::number() {
+  if (number_) return *number_;
+  const Grammar::Rule fraction = rule_of({{}, g_.literal(".") + call(digits(1, 16))});
+  const Grammar::Rule sign = rule_of({{}, {g_.bytes(ByteSet::of("+-"))}});
+  const Grammar::Rule exponent = rule_of({{}, {g_.bytes(ByteSet::of("eE")), Grammar::call(sign), Grammar::call(digits(1, 3))}});
+  number_ = rule_of({{Grammar::call(integer()), Grammar::call(fraction), Grammar::call(exponent)}});
+  return *number_;
+}
+
+// `{`, members whose values follow `value`, `}`.
+Grammar::Rule JsonSchemaGrammar::members(Grammar::Rule value) {
+  const Grammar::Rule ws = whitespace();
+  const Grammar::Rule member =
+      rule_of({call(string()) + call(ws) + g_.literal(":") + call(ws) + call(value) + call(ws)});
+  const Grammar::Rule more = g_.new_rule();
+  g_.add(more, {});
+  g_.add(more, g_.literal(",") + call(ws) + call(member) + call(more));
+  const Grammar::Rule body = rule_of({{}, call(member) + call(more)});
+  return rule_of({g_.literal("{") + call(ws) + call(body) + g_.literal("}")});
+}
+
+Grammar::Rule JsonSchemaGrammar::any_object() {
+  if (!object_) object_ = members(any_value());
+  return *object_;
+}
+
+Grammar::Rule JsonSchemaGrammar::any_value() {
+  if (value_) return *value_;
+  value_ = g_.new_rule();
+  const Grammar::Rule ws = whitespace();
+  const Grammar::Rule item = rule_of({call(*value_) + call(ws)});
+  const Grammar::Rule more = g_.new_rule();
+  g_.add(more, {});
+  g_.add(more, g_.literal(",") + call(ws) + call(item) + call(more));
+  const Grammar::Rule items = rule_of({{}, call(item) + call(more)});
+  const Grammar::Rule array = rule_of({g_.literal("[") + call(ws) + call(items) + g_.literal("]")});
+  for (const Symbols& alternative : {call(any_object()), call(array), call(string()), call(number()), g_.literal("true"),
+                                     g_.literal("false"), g_.literal("null")}) {
+    g_.add(*value_, alternative);
+  }
+  return *value_;
+}
+
+// Exactly `value`, with white space between its tokens as anywhere else.
+Grammar::Rule JsonSchemaGrammar::literal_value(const ojson& value) {
+  const auto text = [](const ojson& v) { return v.dump(-1, ' ', false, ojson::error_handler_t::strict); };
+  if (!value.is_object() && !value.is_array()) return rule_of({g_.literal(text(value))});
+  const Grammar::Rule ws = whitespace();
+  Symbols out = g_.literal(value.is_object() ? "{" : "[") + call(ws);
+  bool first = true;
+  for (const auto& [key, item] : value.items()) {
+    if (!first) out = out + g_.literal(",") + call(ws);
+    first = false;
+    if (value.is_object()) out = out + g_.literal(text(key)) + call(ws) + g_.literal(":") + call(ws);
+    out = out + call(literal_value(item)) + call(ws);
+  }
+  return rule_of({out + g_.literal(value.is_object() ? "}" : "]")});
+}
+
+namespace {
+
+std::optional<std::int64_t> bound(const ojson& schema, const char* key, const std::string& at, std::int64_t max) {
+  if (!schema.contains(key)) return std::nullopt;
+  const ojson& v = schema[key];
+  if (!v.is_number_integer() || v.get<std::int64_t>() < 0) throw SchemaError{"at " + at + ": '" + key + "' must be a non-negative integer"};
+  if (v.get<std::int64_t>() > max) {
+    throw SchemaError{"at " + at + ": '" + key + "' above " + std::to_string(max) + " is not supported"};
+  }
+  return v.get<std::int64_t>();
+}
+
+}  // namespace
+
+Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::string& at) {
+  const auto min = bound(schema, "minLength", at, kMaxRepeat);
+  const auto max = bound(schema, "maxLength", at, kMaxRepeat);
+  if (!min && !max) return string();
+  if (min && max && *min > *max) fail(at, "'minLength' is above 'maxLength'");
+  return rule_of({g_.literal("\"") + call(repeat(string_char(), min.value_or(0), max)) + g_.literal("\"")});
+}
+
+Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string& at, int depth) {
+  const auto min = bound(schema, "minItems", at, kMaxRepeat).value_or(0);
+  const auto max = bound(schema, "maxItems", at, kMaxRepeat);
+  if (max && min > *max) fail(at, "'minItems' is above 'maxItems'");
+  const Grammar::Rule ws = whitespace();
+  const Symbols open = g_.literal("[") + call(ws);
+  if (max && *max == 0) return rule_of({open + g_.literal("]")});
+  const Grammar::Rule item = schema.contains("items") ? schema_rule(schema["items"], at + "/items", depth + 1) : any_value();
+  const Grammar::Rule next = rule_of({g_.literal(",") + call(ws) + call(item) + call(ws)});
+  const Grammar::Rule rest = repeat(next, min > 0 ? min - 1 : 0, max ? std::optional<std::int64_t>(*max - 1) : std::nullopt);
+  const Symbols full = open + call(item) + call(ws) + call(rest) + g_.literal("]");
+  if (min > 0) return rule_of({full});
+  return rule_of({open + g_.literal("]"), full});
+}
+
+Grammar::Rule JsonSchemaGrammar::object_of(const ojson& schema, const std::string& at, int depth) {
+  std::set<std::string> required;
+  if (schema.contains("required")) {
+    const ojson& r = schema["required"];
+    if (!r.is_array()) fail(at, "'required' must be an array of property names");
+    for (const ojson& name : r) {
+      if (!name.is_string()) fail(at, "'required' must be an array of property names");
+      required.insert(name.get<std::string>());
+    }
+  }
+  const ojson additional = schema.contains("additionalProperties") ? schema["additionalProperties"] : ojson(true);
+  if (!additional.is_boolean() && !additional.is_object()) fail(at, "'additionalProperties' must be a boolean or a schema");
+  const Grammar::Rule ws = whitespace();
+  if (schema.contains("properties") && !schema["properties"].is_object()) fail(at, "'properties' must be an object");
+  if (!schema.contains("properties") || schema["properties"].empty()) {
+    if (!required.empty()) fail(at, "'required' names '" + *required.begin() + "', which 'properties' does not define");
+    if (additional.is_boolean() && !additional.get<bool>()) return rule_of({g_.literal("{") + call(ws) + g_.literal("}")});
+    if (additional.is_boolean()) return any_object();
+    return members(schema_rule(additional, at + "/additionalProperties", depth + 1));
+  }
+  const ojson& properties = schema["properties"];
+  for (const std::string& name : required) {
+    if (!properties.contains(name)) fail(at, "'required' names '" + name + "', which 'properties' does not define");
+  }
+  // Properties in order: A(i) starts the members at property i with none written yet, B(i)
+  // after one was (so a comma comes first); an optional property may be skipped.
+  Grammar::Rule after = rule_of({{}}), first = rule_of({{}});
+  std::vector<std::pair<std::string, const ojson*>> listed;
+  for (const auto& [name, sub] : properties.items()) listed.emplace_back(name, &sub);
+  for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
+    const std::string key = ojson(it->first).dump(-1, ' ', false, ojson::error_handler_t::strict);
+    const Grammar::Rule value = schema_rule(*it->second, at + "/properties/" + it->first, depth + 1);
+    const Grammar::Rule member = rule_of({g_.literal(key) + call(ws) + g_.literal(":") + call(ws) + call(value) + call(ws)});
+    const bool optional = !required.count(it->first);
+    const Grammar::Rule b = g_.new_rule(), a = g_.new_rule();
+    g_.add(b, g_.literal(",") + call(ws) + call(member) + call(after));
+    g_.add(a, call(member) + call(after));
+    if (optional) {
+      g_.add(b, call(after));
+      g_.add(a, call(first));
+    }
+    after = b;
+    first = a;
+  }
+  return rule_of({g_.literal("{") + call(ws) + call(first) + g_.literal("}")});
+}
+
+Grammar::Rule JsonSchemaGrammar::reference(const std::string& ref, const std::string& at) {
+  if (auto it = refs_.find(ref); it != refs_.end()) return it->second;
+  if (ref.empty() || ref[0] != '#') fail(at, "'$ref' " + ref + " is not supported: only references within the schema (#/...) are");
+  const ojson* target = nullptr;
+  try {
+    const nlohmann::json_pointer<std::string> pointer(ref.substr(1));
+    if (root_->contains(pointer)) target = &root_->at(pointer);
+  } catch (const nlohmann::json::exception&) {
+  }
+  if (!target) fail(at, "'$ref' " + ref + " points to nothing in the schema");
+  const Grammar::Rule r = g_.new_rule();
+  refs_[ref] = r;
+  g_.add(r, call(schema_rule(*target, ref, 0)));
+  return r;
+}
+
+Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::string& at, int depth) {
+  if (depth > 64) fail(at, "schemas nested deeper than 64 are not supported");
+  check_size(at);
+  if (schema.is_boolean()) {
+    if (!schema.get<bool>()) fail(at, "the schema false allows no value");
+    return any_value();
+  }
+  if (!schema.is_object()) fail(at, "a schema must be an object or a boolean");
+  std::set<std::string> constraints;
+  for (const auto& [key, value] : schema.items()) {
+    if (kAnnotations.count(key)) continue;
+    if (!kConstraints.count(key)) fail(at, "'" + key + "' is not supported");
+    constraints.insert(key);
+  }
+  const auto alone = [&](const char* keyword, std::set<std::string> also = {}) {
+    for (const std::string& c : constraints) {
+      if (c == keyword || also.count(c)) continue;
+      std::string why = "'";
+      why.append(keyword).append("' beside '").append(c).append("' is not supported");
+      fail(at, why);
+    }
+  };
+  if (constraints.count("$ref")) {
+    alone("$ref");
+    if (!schema["$ref"].is_string()) fail(at, "'$ref' must be a string");
+    return reference(schema["$ref"].get<std::string>(), at);
+  }
+  if (constraints.count("anyOf") || constraints.count("allOf")) {
+    const char* keyword = constraints.count("anyOf") ? "anyOf" : "allOf";
+    alone(keyword);
+    const ojson& list = schema[keyword];
+    if (!list.is_array() || list.empty()) fail(at, "'" + std::string(keyword) + "' must be a non-empty array of schemas");
+    if (keyword == std::string("allOf")) {
+      if (list.size() != 1) fail(at, "'allOf' of more than one schema is not supported");
+      return schema_rule(list[0], at + "/allOf/0", depth + 1);
+    }
+    const Grammar::Rule r = g_.new_rule();
+    for (std::size_t i = 0; i < list.size(); ++i) g_.add(r, call(schema_rule(list[i], at + "/anyOf/" + std::to_string(i), depth + 1)));
+    return r;
+  }
+  std::vector<std::string> types;
+  if (schema.contains("type")) {
+    const ojson& t = schema["type"];
+    for (const ojson& one : t.is_array() ? t : ojson::array({t})) {
+      if (!one.is_string() || !kTypes.count(one.get<std::string>())) {
+        fail(at, "'type' must be one of object, array, string, number, integer, boolean, null, or a list of them");
+      }
+      types.push_back(one.get<std::string>());
+    }
+    if (types.empty()) fail(at, "'type' lists no type");
+  }
+  if (constraints.count("enum") || constraints.count("const")) {
+    if (constraints.count("enum") && constraints.count("const")) fail(at, "'enum' beside 'const' is not supported");
+    const char* keyword = constraints.count("enum") ? "enum" : "const";
+    alone(keyword, {"type"});
+    const ojson values = keyword == std::string("const") ? ojson::array({schema["const"]}) : schema["enum"];
+    if (!values.is_array() || values.empty()) fail(at, "'enum' must be a non-empty array");
+    const Grammar::Rule r = g_.new_rule();
+    bool any = false;
+    for (const ojson& v : values) {
+      if (!types.empty() && std::none_of(types.begin(), types.end(), [&](const std::string& t) { return matches_type(v, t); })) continue;
+      g_.add(r, call(literal_value(v)));
+      any = true;
+    }
+    if (!any) fail(at, "no value of '" + std::string(keyword) + "' has the schema's type");
+    return r;
+  }
+  if (types.empty()) {  // no type: the one the keywords speak of, or any value
+    const bool object = constraints.count("properties") || constraints.count("required") || constraints.count("additionalProperties");
+    const bool array = constraints.count("items") || constraints.count("minItems") || constraints.count("maxItems");
+    const bool string = constraints.count("minLength") || constraints.count("maxLength");
+    if (object + array + string > 1) fail(at, "keywords of several types without a 'type' are not supported");
+    if (!object && !array && !string) return any_value();
+    types.push_back(object ? "object" : array ? "array" : "string");
+  }
+  const Grammar::Rule r = g_.new_rule();
+  for (const std::string& type : types) {
+    Grammar::Rule one;
+    if (type == "object") one = object_of(schema, at, depth);
+    else if (type == "array") one = array_of(schema, at, depth);
+    else if (type == "string") one = string_of(schema, at);
+    else if (type == "number") one = number();
+    else if (type == "integer") one = integer();
+    else if (type == "boolean") one = rule_of({g_.literal("true"), g_.literal("false")});
+    else one = rule_of({g_.literal("null")});
+    g_.add(r, call(one));
+  }
+  return r;
+}
+
+Grammar::Rule JsonSchemaGrammar::compile(const ojson& schema) {
+  root_ = &schema;
+  refs_.clear();
+  const Grammar::Rule r = schema_rule(schema, "#", 0);
+  if (g_.left_recursive()) fail("#", "its '$ref's loop back without any text between them");
+  root_ = nullptr;
+  return r;
+}
+
+}  // namespace sepal::api

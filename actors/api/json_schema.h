@@ -1,0 +1,78 @@
+#pragma once
+// JSON Schema as a grammar (actors/api/grammar.h): the rule for JSON texts a schema validates, for
+// structured outputs and forced tool calls. The grammar is sound, not complete: every text it
+// matches is valid under the schema, while some valid texts are left out, as in llama.cpp's and
+// Outlines' converters:
+//   - an object's properties come in the schema's order, the required ones always, others may be
+//     left out; properties the schema does not list are written only where it names none
+//     (`additionalProperties` a schema, true or absent, and no `properties`);
+//   - integers have at most 16 digits, fractions 16 and exponents 3;
+//   - white space between tokens is one space, or a newline and up to 20 spaces or tabs (the
+//     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it).
+// Taken: type (one or a list), properties, required, additionalProperties, items, minItems,
+// maxItems, minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to "#" or a
+// JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
+// and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
+// readOnly, writeOnly). Any other keyword (pattern, format, minimum, oneOf, ...) is refused with
+// its name and place: sepal does not drop a constraint it cannot keep.
+//
+// Thread-safety: one compiler per grammar being built.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/api/grammar.h"
+
+namespace sepal::api {
+
+/// Why a schema cannot be followed: "at #/properties/age: 'minimum' is not supported".
+struct SchemaError {
+  std::string message;
+};
+
+class JsonSchemaGrammar {
+ public:
+  static constexpr std::int64_t kMaxRepeat = 1024;       ///< minLength..maxItems bounds
+  static constexpr std::size_t kMaxElements = 1 << 21;   ///< the grammar's size
+  explicit JsonSchemaGrammar(Grammar& grammar) : g_(grammar) {}
+
+  /// The rule for the JSON texts `schema` validates, its $refs resolved within itself; throws
+  /// SchemaError.
+  Grammar::Rule compile(const nlohmann::ordered_json& schema);
+  /// Optional white space between tokens.
+  Grammar::Rule whitespace();
+  /// Any JSON value; any object.
+  Grammar::Rule any_value();
+  Grammar::Rule any_object();
+  /// A JSON string (the quotes included).
+  Grammar::Rule string();
+
+ private:
+  using Symbols = std::vector<Grammar::Symbol>;
+  Grammar::Rule rule_of(std::initializer_list<Symbols> alternatives);
+  Grammar::Rule repeat(Grammar::Rule item, std::int64_t min, std::optional<std::int64_t> max);
+  Grammar::Rule string_char();
+  Grammar::Rule digits(std::int64_t min, std::int64_t max);
+  Grammar::Rule integer();
+  Grammar::Rule number();
+  Grammar::Rule literal_value(const nlohmann::ordered_json& value);
+  Grammar::Rule object_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
+  Grammar::Rule array_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
+  Grammar::Rule string_of(const nlohmann::ordered_json& schema, const std::string& at);
+  Grammar::Rule members(Grammar::Rule value);
+  Grammar::Rule schema_rule(const nlohmann::ordered_json& schema, const std::string& at, int depth);
+  Grammar::Rule reference(const std::string& ref, const std::string& at);
+  [[noreturn]] void fail(const std::string& at, const std::string& why) const;
+  void check_size(const std::string& at) const;
+
+  Grammar& g_;
+  const nlohmann::ordered_json* root_ = nullptr;
+  std::map<std::string, Grammar::Rule> refs_;
+  std::optional<Grammar::Rule> ws_, value_, object_, string_, char_, integer_, number_;
+};
+
+}  // namespace sepal::api

@@ -1,0 +1,105 @@
+#include "actors/api/structured_output.h"
+
+#include "actors/api/json_schema.h"
+
+namespace sepal::api {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using Symbols = std::vector<Grammar::Symbol>;
+
+Symbols operator+(Symbols a, const Symbols& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+Symbols call(Grammar::Rule r) { return {Grammar::call(r)}; }
+
+// The arguments of calls to `function`: what its `parameters` validate (any object without them).
+Grammar::Rule arguments(JsonSchemaGrammar& json, const ojson& function, const std::string& at) {
+  if (!function.contains("parameters")) return json.any_object();
+  const ojson& parameters = function["parameters"];
+  if (parameters.contains("type") && parameters["type"] != "object") {
+    throw SchemaError{"at " + at + ": a function's parameters must be an object schema"};
+  }
+  if (parameters.empty() || (parameters.size() == 1 && parameters.contains("type"))) return json.any_object();
+  return json.compile(parameters);
+}
+
+}  // namespace
+
+std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_output(const ojson& schema) {
+  auto out = std::make_shared<StructuredOutput>();
+  try {
+    JsonSchemaGrammar json(out->grammar);
+    out->start = json.compile(schema);
+  } catch (const SchemaError& e) {
+    return e.message;
+  }
+  return std::shared_ptr<const StructuredOutput>(std::move(out));
+}
+
+std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_output(
+    ToolCallFormat format, const ojson& tools, const std::string& only, bool parallel, std::int32_t calls_token) {
+  auto out = std::make_shared<StructuredOutput>();
+  Grammar& g = out->grammar;
+  try {
+    JsonSchemaGrammar json(g);
+    const char* arguments_key = format == ToolCallFormat::kLlama3Json ? "parameters" : "arguments";
+    // One call of any function offered (or of the named one), its JSON object.
+    const Grammar::Rule call_object = g.new_rule();
+    for (std::size_t i = 0; i < tools.size(); ++i) {
+      const ojson& function = tools[i]["function"];
+      const std::string name = function["name"].get<std::string>();
+      if (!only.empty() && name != only) continue;
+      const Grammar::Rule args = arguments(json, function, "tools[" + std::to_string(i) + "].function.parameters");
+      g.add(call_object, g.literal("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ") + call(args) +
+                             g.literal("}"));
+    }
+    if (g.alternatives(call_object).empty()) return "no function named '" + only + "' is offered in 'tools'";
+    Symbols one, separator;
+    switch (format) {
+      case ToolCallFormat::kHermes:
+        one = g.literal("<tool_call>\n") + call(call_object) + g.literal("\n</tool_call>");
+        separator = g.literal("\n");
+        break;
+      case ToolCallFormat::kLlama3Json:
+        one = call(call_object);
+        separator = g.literal("; ");
+        break;
+      case ToolCallFormat::kMistral:
+        one = call(call_object);
+        separator = g.literal(", ");
+        break;
+      case ToolCallFormat::kNone:
+        return "this model's chat template teaches no call format";
+    }
+    const Grammar::Rule single = g.new_rule();
+    g.add(single, one);
+    Grammar::Rule calls = single;
+    if (parallel) {  // one call, then any number more
+      const Grammar::Rule more = g.new_rule();
+      g.add(more, {});
+      g.add(more, separator + call(single) + call(more));
+      calls = g.new_rule();
+      g.add(calls, call(single) + call(more));
+    }
+    out->start = g.new_rule();
+    if (format == ToolCallFormat::kMistral) {
+      Symbols open = calls_token >= 0 ? Symbols{} : g.literal(kMistralToolCalls);
+      const Grammar::Rule space = g.new_rule();
+      g.add(space, {});
+      g.add(space, g.literal(" "));
+      g.add(out->start, open + call(space) + g.literal("[") + call(calls) + g.literal("]"));
+      out->first_token = calls_token;
+    } else {
+      g.add(out->start, call(calls));
+    }
+  } catch (const SchemaError& e) {
+    return e.message;
+  }
+  return std::shared_ptr<const StructuredOutput>(std::move(out));
+}
+
+}  // namespace sepal::api

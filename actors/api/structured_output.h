@@ -1,0 +1,36 @@
+#pragma once
+// The grammars of the API's structured outputs (actors/api/grammar_constraint.h's
+// StructuredOutput):
+//   - `response_format: {"type": "json_schema", ...}`: the reply is one JSON value the schema
+//     validates (actors/api/json_schema.h says which schemas, and how);
+//   - `tool_choice: "required"` or naming a function: the reply is calls, in the format the
+//     model's template teaches (actors/api/tool_calls.h), of the offered functions (or the named
+//     one), their arguments following each function's `parameters`; one call, or several where
+//     parallel calls are allowed.
+//
+// Thread-safety: plain functions.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/api/grammar_constraint.h"
+#include "actors/api/tool_calls.h"
+
+namespace sepal::api {
+
+/// The output for `schema`, or why it cannot be followed (actors/api/json_schema.h's SchemaError
+/// message).
+std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_output(const nlohmann::ordered_json& schema);
+
+/// The output of forced calls in `format` to `tools` (the request's list, checked) or only to the
+/// one named `only` (empty: any of them), several when `parallel`. `calls_token` is Mistral's
+/// [TOOL_CALLS] token when it decodes to nothing (-1 otherwise: the text then holds it).
+std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_output(
+    ToolCallFormat format, const nlohmann::ordered_json& tools, const std::string& only, bool parallel,
+    std::int32_t calls_token);
+
+}  // namespace sepal::api
