@@ -8,10 +8,15 @@
 #     it), tokenized by the package's own encoder;
 #   - the official OpenAI client (npm `openai`) sends tools, streamed and not: the replies have
 #     OpenAI's shape and the streamed text is the whole text (greedy, so the same);
-#   - tool_choice "required" is a 400, and a model whose template takes no tools refuses them;
+#   - tool_choice "required" gives calls of offered functions with the arguments their parameters
+#     ask for (streamed, the same calls), naming a function calls it once, an unknown name is a
+#     400; response_format json_schema gives the JSON its schema validates (forced by the
+#     grammar: the synthetic weights would write neither); a model whose template takes no tools
+#     refuses them;
 #   - Mistral: [TOOL_CALLS], forced by a logit bias, is written into the reply's text with tools
 #     (streamed too) and decodes to nothing without them.
-# The synthetic weights write no calls; reading calls from replies is checked in api_request_test.
+# Left alone, the synthetic weights write no calls; reading calls from replies is checked in
+# api_request_test too.
 #   run_api_tools_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -58,9 +63,63 @@ const client = new OpenAI({baseURL: url, apiKey: 'none'});
   // The chat goes on with the reply as the client gives it back (refusal: null and all).
   const next = await client.chat.completions.create({...request, messages: [...messages, choice.message, {role: 'user', content: 'And tomorrow?'}]});
   assert.ok(next.choices[0].message.role === 'assistant');
-  await assert.rejects(client.chat.completions.create({...request, tool_choice: 'required'}),
+  console.log(`ok: the OpenAI client: ${choice.finish_reason}, ${calls.length} calls, the streamed text equal (${streamed.length} characters), the chat continued`);
+  // Forced calls: the reply is calls of offered functions whose arguments have the parameters'
+  // required keys and types; streamed, the same calls; a named function is the one called.
+  // The synthetic weights never close a string or end a list of their own: these tools bound
+  // every string and list (and one call at a time; several are checked in json_schema_oracle).
+  const tools = [{type: 'function', function: {name: 'get_weather', parameters: {type: 'object', properties: {
+                    city: {type: 'string', maxLength: 12}, unit: {type: 'string', enum: ['celsius', 'fahrenheit']}},
+                    required: ['city', 'unit']}}},
+                 {type: 'function', function: {name: 'local_time', description: 'The time now',
+                                               parameters: {type: 'object', properties: {}, additionalProperties: false}}}];
+  const checkCalls = (calls, only) => {
+    assert.ok(calls.length >= 1);
+    for (const c of calls) {
+      const tool = tools.find(t => t.function.name === c.function.name);
+      assert.ok(tool && (!only || c.function.name === only), c.function.name);
+      const args = JSON.parse(c.function.arguments), p = tool.function.parameters || {};
+      for (const key of p.required || []) assert.ok(key in args, `${key} missing in ${c.function.arguments}`);
+      for (const [key, value] of Object.entries(args)) {
+        const type = (p.properties || {})[key] && p.properties[key].type;
+        assert.ok(!type || typeof value === (type === 'integer' ? 'number' : type), `${key}: ${c.function.arguments}`);
+      }
+    }
+  };
+  const forced = {...request, tools, max_tokens: 400, tool_choice: 'required', parallel_tool_calls: false};
+  let t0 = Date.now();
+  const required = (await client.chat.completions.create(forced)).choices[0];
+  const requiredMs = Date.now() - t0;
+  assert.strictEqual(required.finish_reason, 'tool_calls', JSON.stringify(required.message));
+  checkCalls(required.message.tool_calls);
+  const requiredStreamed = [];
+  for await (const chunk of await client.chat.completions.create({...forced, stream: true})) {
+    if (chunk.choices[0].delta.tool_calls) requiredStreamed.push(...chunk.choices[0].delta.tool_calls);
+  }
+  assert.deepStrictEqual(requiredStreamed.map(c => [c.function.name, c.function.arguments]),
+                         required.message.tool_calls.map(c => [c.function.name, c.function.arguments]));
+  const name = tools[0].function.name;
+  const named = (await client.chat.completions.create({...forced, temperature: 1, seed: 3,
+                                                        tool_choice: {type: 'function', function: {name}}})).choices[0];
+  assert.strictEqual(named.message.tool_calls.length, 1);
+  checkCalls(named.message.tool_calls, name);
+  await assert.rejects(client.chat.completions.create({...request, tool_choice: {type: 'function', function: {name: 'nope'}}}),
                        e => e.status === 400 && e.param === 'tool_choice');
-  console.log(`ok: the OpenAI client: ${choice.finish_reason}, ${calls.length} calls, the streamed text equal (${streamed.length} characters), the chat continued; tool_choice "required" refused`);
+  console.log(`ok: tool_choice "required" gives ${required.message.tool_calls.length} call(s) of ${required.message.tool_calls.map(c => c.function.name)} (${requiredMs} ms), the same streamed; naming ${name} calls it once`);
+  // Structured output: the reply is the JSON the schema validates.
+  const schema = {type: 'object', properties: {city: {type: 'string', maxLength: 10}, celsius: {type: 'integer'},
+                                              sky: {type: 'string', enum: ['clear', 'cloudy']}},
+                  required: ['city', 'celsius', 'sky'], additionalProperties: false};
+  t0 = Date.now();
+  const structured = (await client.chat.completions.create({model, messages, max_tokens: 400, temperature: 1, seed: 1,
+      response_format: {type: 'json_schema', json_schema: {name: 'weather', schema, strict: true}}})).choices[0];
+  const structuredMs = Date.now() - t0;
+  assert.strictEqual(structured.finish_reason, 'stop');
+  const value = JSON.parse(structured.message.content);
+  assert.deepStrictEqual(Object.keys(value), ['city', 'celsius', 'sky']);
+  assert.ok(typeof value.city === 'string' && [...value.city].length <= 10 && Number.isInteger(value.celsius) &&
+            ['clear', 'cloudy'].includes(value.sky), structured.message.content);
+  console.log(`ok: response_format json_schema: ${structured.message.content.length} characters the schema validates (${structuredMs} ms)`);
 })().catch(e => { console.log(`FAILED: ${e.stack || e}`); process.exit(1); });
 JS
 failed=0
