@@ -1,9 +1,12 @@
 // Fuzz target: a chat completions request body (HTTP input) with tools. Parsing must give a
 // request or an ApiError; a parsed chat then renders through a template that shows tools, calls
 // and tool messages, and each message's text, read as a model's reply, goes through both call
-// formats whole and streamed in pieces, and through JSON mode's grammar. Any exception, a crash or
-// a sanitizer report is a finding; so is a stream that loses or invents text, or an object the
-// grammar completes that is not JSON.
+// formats whole and streamed in pieces, and through JSON mode's grammar, the request's JSON
+// schema (compiled while parsing) and the grammar of forced calls in each format. Any exception,
+// a crash or a sanitizer report is a finding; so is a stream that loses or invents text, an
+// object JSON mode's grammar completes that is not JSON, a text a schema's grammar completes
+// that is not JSON, a text the generic object grammar completes that JSON mode refuses, or forced
+// calls the grammar completes that the format's reader does not read as calls.
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -12,7 +15,9 @@
 
 #include "actors/api/chat_template.h"
 #include "actors/api/json_prefix.h"
+#include "actors/api/json_schema.h"
 #include "actors/api/openai_request.h"
+#include "actors/api/structured_output.h"
 #include "actors/api/tool_calls.h"
 
 namespace {
@@ -29,6 +34,21 @@ const ChatTemplate& tool_template() {
   return t;
 }
 
+bool completes(const StructuredOutput& output, const std::string& text) {
+  GrammarReader reader(output.grammar, output.start);
+  return reader.feed(text) && reader.complete();
+}
+
+const StructuredOutput& any_object() {
+  static const StructuredOutput o = [] {
+    StructuredOutput out;
+    JsonSchemaGrammar json(out.grammar);
+    out.start = json.any_object();
+    return out;
+  }();
+  return o;
+}
+
 void read_reply(const std::string& text, const std::set<std::string>& names) {
   for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
     std::string finish = "stop";
@@ -43,6 +63,12 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
   // JSON mode's grammar: an object it completes is JSON.
   JsonPrefix json;
   if (json.feed(text) && json.complete() && !nlohmann::json::accept(text)) __builtin_trap();
+  // The schema grammar's generic object is narrower than JSON mode's (no leading white space,
+  // bounded digits).
+  if (completes(any_object(), text)) {
+    JsonPrefix again;
+    if (!again.feed(text) || !again.complete()) __builtin_trap();
+  }
 }
 
 }  // namespace
@@ -58,5 +84,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& t : request->tools) names.insert(t["function"]["name"].get<std::string>());
   }
   for (const ChatMessage& m : request->messages) read_reply(m.content, names);
+  if (request->structure) {
+    for (const ChatMessage& m : request->messages) {
+      if (completes(*request->structure, m.content) && !nlohmann::json::accept(m.content)) __builtin_trap();
+    }
+  }
+  if (request->tools.is_array()) {
+    for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
+      auto forced = forced_calls_output(format, request->tools, request->tool_forced, request->parallel_tool_calls, -1);
+      auto* output = std::get_if<std::shared_ptr<const StructuredOutput>>(&forced);
+      if (!output) continue;
+      for (const ChatMessage& m : request->messages) {
+        if (completes(**output, m.content) && !parse_tool_calls(format, m.content, names)) __builtin_trap();
+      }
+    }
+  }
   return 0;
 }
