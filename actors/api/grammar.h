@@ -78,6 +78,14 @@ class Grammar {
   std::vector<ByteSet> sets_;
 };
 
+/// Symbols one after the other.
+inline std::vector<Grammar::Symbol> operator+(std::vector<Grammar::Symbol> a, const std::vector<Grammar::Symbol>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+/// A call of `rule` as a sequence, to join with `+`.
+inline std::vector<Grammar::Symbol> call(Grammar::Rule rule) { return {Grammar::call(rule)}; }
+
 /// Follows a grammar's `start` rule byte by byte.
 class GrammarReader {
  public:

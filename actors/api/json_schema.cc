@@ -17,13 +17,6 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "allOf",    "$ref"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
-Symbols operator+(Symbols a, const Symbols& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-Symbols call(Grammar::Rule r) { return {Grammar::call(r)}; }
-
 bool matches_type(const ojson& v, const std::string& type) {
   if (type == "object") return v.is_object();
   if (type == "array") return v.is_array();

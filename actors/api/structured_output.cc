@@ -9,13 +9,6 @@ namespace {
 using ojson = nlohmann::ordered_json;
 using Symbols = std::vector<Grammar::Symbol>;
 
-Symbols operator+(Symbols a, const Symbols& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-Symbols call(Grammar::Rule r) { return {Grammar::call(r)}; }
-
 // The arguments of calls to `function`: what its `parameters` validate (any object without them).
 Grammar::Rule arguments(JsonSchemaGrammar& json, const ojson& function, const std::string& at) {
   if (!function.contains("parameters")) return json.any_object();
@@ -24,7 +17,11 @@ Grammar::Rule arguments(JsonSchemaGrammar& json, const ojson& function, const st
     throw SchemaError{"at " + at + ": a function's parameters must be an object schema"};
   }
   if (parameters.empty() || (parameters.size() == 1 && parameters.contains("type"))) return json.any_object();
-  return json.compile(parameters);
+  try {
+    return json.compile(parameters);
+  } catch (const SchemaError& e) {
+    throw SchemaError{at + ": " + e.message};
+  }
 }
 
 }  // namespace

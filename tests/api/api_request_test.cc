@@ -753,18 +753,27 @@ TEST(ApiLogprobs, AreTheLogSoftmaxAndTheLikeliestAlternatives) {
   EXPECT_TRUE(token_logprob(logits.data(), 4, 0, 0).top.empty());
 }
 
+// stories260K in this process at f32: its config, ends, blocks and tokenizer.
+struct Stories260K {
+  std::filesystem::path dir = test::models_dir() / "stories260K";
+  ModelConfig config = read_model_config(dir);
+  Checkpoint checkpoint = Checkpoint::open(dir);
+  ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(dir);
+};
+
 // A choice's text is what the generation loop writes after the prompt, its streamed pieces add up
 // to it, and a stop string ends it early with finish_reason "stop".
 // JSON mode on a real model: every choice is the likeliest token whose bytes keep the text a JSON
 // object's beginning (worked out here from JsonPrefix and the token bytes, as the mask should be),
 // the reply stays such a beginning, and a draft changes no id.
 TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
-  const auto dir = test::models_dir() / "stories260K";
-  const ModelConfig config = read_model_config(dir);
-  const Checkpoint checkpoint = Checkpoint::open(dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
-  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
-  const auto tokenizer = load_tokenizer(dir);
+  const Stories260K loaded;
+  const ModelConfig& config = loaded.config;
+  const ModelEnds& ends = loaded.ends;
+  const BlockStack& blocks = loaded.blocks;
+  const auto& tokenizer = loaded.tokenizer;
   ASSERT_EQ(missing_json_token(*tokenizer), 0);
   GenerationRequest g;
   for (const std::int32_t id : tokenizer->encode("Tell me about a cat.")) g.prompt_ids.push_back(id);
@@ -805,12 +814,11 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
 // (worked out here by trying every token on a copy of the reader), the reply is an object the
 // schema validates, sampled replies too, and a draft changes no id.
 TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {
-  const auto dir = test::models_dir() / "stories260K";
-  const ModelConfig config = read_model_config(dir);
-  const Checkpoint checkpoint = Checkpoint::open(dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
-  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
-  const auto tokenizer = load_tokenizer(dir);
+  const Stories260K loaded;
+  const ModelConfig& config = loaded.config;
+  const ModelEnds& ends = loaded.ends;
+  const BlockStack& blocks = loaded.blocks;
+  const auto& tokenizer = loaded.tokenizer;
   auto compiled = json_schema_output(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
       "name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}, "pet": {"enum": ["cat", "dog"]}},
       "required": ["name", "age", "pet"], "additionalProperties": false})"));
@@ -840,7 +848,9 @@ TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {
       if (fits && (best < 0 || seen[step][id] > seen[step][best])) best = id;
     }
     ASSERT_EQ(result.generated_ids[step], best) << "step " << step;
-    if (!is_eos(best)) ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+    if (!is_eos(best)) {
+      ASSERT_TRUE(text.feed(tokenizer->token_bytes(best)));
+    }
   }
   const auto check_reply = [](const std::string& reply) {
     const auto j = nlohmann::json::parse(reply, nullptr, false);
@@ -875,12 +885,11 @@ TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {
 }
 
 TEST(ApiChoice, TextPiecesAndStopsFollowTheGenerationLoop) {
-  const auto dir = test::models_dir() / "stories260K";
-  const ModelConfig config = read_model_config(dir);
-  const Checkpoint checkpoint = Checkpoint::open(dir);
-  const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
-  const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
-  const auto tokenizer = load_tokenizer(dir);
+  const Stories260K loaded;
+  const ModelConfig& config = loaded.config;
+  const ModelEnds& ends = loaded.ends;
+  const BlockStack& blocks = loaded.blocks;
+  const auto& tokenizer = loaded.tokenizer;
   ServedModel model{"m", &config, tokenizer.get(), &ends,
                     [&](std::int64_t capacity) { return std::make_unique<LocalPipeline>(blocks, capacity); }, true,
                     ChatForm::kPlain};
