@@ -1,5 +1,6 @@
 // The official OpenAI client (npm `openai`) against `sepal serve-api`, as its users call it:
-// models, completions and chat, streamed and not, logprobs, 8 clients at once, and the errors.
+// models, completions and chat, streamed and not, logprobs, JSON mode and JSON schemas, 8 clients
+// at once, and the errors.
 //   node openai_client_test.cjs OPENAI_PACKAGE_DIR BASE_URL MODEL API_KEY EXPECTED.json ADJUSTED.json
 // EXPECTED.json: [{"prompt": P, "completion": greedy text `sepal generate` writes after P}]
 // ADJUSTED.json: {"prompt", "completion", "logit_bias", "presence_penalty", "frequency_penalty"}:
@@ -83,8 +84,24 @@ async function main() {
   let whole = js.choices[0].finish_reason !== 'stop';
   try { whole = whole || (typeof JSON.parse(jsText) === 'object'); } catch (e) { whole = false; }
   check(jsText.trimStart().startsWith('{') && whole && jsStream.text === jsText, `JSON mode: ${JSON.stringify(jsText)}, ${js.choices[0].finish_reason}`);
-  await expectError(client.chat.completions.create({ ...jsonRequest, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }),
-                    400, 'response_format json_schema');
+  // Structured output: the whole reply is the JSON the schema validates, the same streamed; a
+  // keyword sepal cannot keep is a 400 that names it.
+  const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' },
+                                                 pet: { enum: ['cat', 'dog'] } },
+                   required: ['name', 'age', 'pet'], additionalProperties: false };
+  const schemaRequest = { ...jsonRequest, max_tokens: 200, response_format: { type: 'json_schema', json_schema: { name: 'cat', schema, strict: true } } };
+  const structured = await client.chat.completions.create(schemaRequest);
+  const sText = structured.choices[0].message.content;
+  const sStream = await streamedText(client.chat.completions.create({ ...schemaRequest, stream: true }), true);
+  let valid = false;
+  try {
+    const v = JSON.parse(sText);
+    valid = JSON.stringify(Object.keys(v)) === '["name","age","pet"]' && typeof v.name === 'string' && [...v.name].length <= 8 &&
+            Number.isInteger(v.age) && ['cat', 'dog'].includes(v.pet);
+  } catch (e) { valid = false; }
+  check(valid && structured.choices[0].finish_reason === 'stop' && sStream.text === sText, `response_format json_schema: ${JSON.stringify(sText)}`);
+  await expectError(client.chat.completions.create({ ...schemaRequest, response_format: { type: 'json_schema',
+                      json_schema: { name: 'x', schema: { type: 'string', pattern: '^a+$' } } } }), 400, 'a json_schema with a pattern');
 
   // Log probabilities: one per token, natural logs, the chosen token among the alternatives.
   const lp = await client.completions.create({ model, prompt: expected[0].prompt, max_tokens: 8, temperature: 0, logprobs: 3 });
