@@ -1,5 +1,7 @@
 #include "actors/api/json_schema.h"
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 namespace sepal::api {
@@ -14,7 +16,8 @@ const std::set<std::string> kAnnotations = {"title",    "description", "default"
 const std::set<std::string> kConstraints = {"type",     "properties", "required",  "additionalProperties",
                                             "items",    "minItems",   "maxItems",  "minLength",
                                             "maxLength", "enum",      "const",     "anyOf",
-                                            "allOf",    "$ref"};
+                                            "allOf",    "$ref",       "minimum",   "maximum",
+                                            "exclusiveMinimum", "exclusiveMaximum"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -119,6 +122,110 @@ Grammar::Rule JsonSchemaGrammar::number() {
   const Grammar::Rule exponent = rule_of({{}, {g_.bytes(ByteSet::of("eE")), Grammar::call(sign), Grammar::call(digits(1, 3))}});
   number_ = rule_of({{Grammar::call(integer()), Grammar::call(fraction), Grammar::call(exponent)}});
   return *number_;
+}
+
+namespace {
+
+constexpr std::int64_t kLargest = 9'999'999'999'999'999;  // the integers the grammar writes have 16 digits at most
+
+// "'key' rest", built without operator+ (which trips GCC 12's -Wrestrict on string temporaries).
+std::string keyword(const char* key, const char* rest) {
+  std::string out = "'";
+  out.append(key).append("'").append(rest);
+  return out;
+}
+
+std::int64_t power_of_ten(int n) {
+  std::int64_t p = 1;
+  while (n-- > 0) p *= 10;
+  return p;
+}
+
+}  // namespace
+
+// Digit strings of from.size() digits, from `from` to `to` (same length, from <= to).
+JsonSchemaGrammar::Symbols JsonSchemaGrammar::same_length(const std::string& from, const std::string& to) {
+  if (from.empty()) return {};
+  const std::size_t n = from.size();
+  const ByteSet any_digit = ByteSet::range('0', '9');
+  if (from.find_first_not_of('0') == std::string::npos && to.find_first_not_of('9') == std::string::npos) {
+    Symbols all;
+    for (std::size_t i = 0; i < n; ++i) all.push_back(g_.bytes(any_digit));
+    return all;
+  }
+  const auto first = static_cast<unsigned char>(from[0]), last = static_cast<unsigned char>(to[0]);
+  if (first == last) return Symbols{g_.bytes(ByteSet::range(first, first))} + same_length(from.substr(1), to.substr(1));
+  if (n == 1) return {g_.bytes(ByteSet::range(first, last))};
+  const Grammar::Rule r = g_.new_rule();
+  g_.add(r, Symbols{g_.bytes(ByteSet::range(first, first))} + same_length(from.substr(1), std::string(n - 1, '9')));
+  if (first + 1 <= last - 1) {
+    Symbols middle{g_.bytes(ByteSet::range(static_cast<unsigned char>(first + 1), static_cast<unsigned char>(last - 1)))};
+    for (std::size_t i = 1; i < n; ++i) middle.push_back(g_.bytes(any_digit));
+    g_.add(r, middle);
+  }
+  g_.add(r, Symbols{g_.bytes(ByteSet::range(last, last))} + same_length(std::string(n - 1, '0'), to.substr(1)));
+  return call(r);
+}
+
+// The decimal texts (no sign, no leading zero) of the integers from lo to hi, 0 <= lo <= hi.
+Grammar::Rule JsonSchemaGrammar::natural_range(std::int64_t lo, std::int64_t hi) {
+  const Grammar::Rule r = g_.new_rule();
+  for (int digits = 1; digits <= 16; ++digits) {
+    const std::int64_t a = std::max(lo, digits == 1 ? 0 : power_of_ten(digits - 1));
+    const std::int64_t b = std::min(hi, power_of_ten(digits) - 1);
+    if (a <= b) g_.add(r, same_length(std::to_string(a), std::to_string(b)));
+  }
+  return r;
+}
+
+Grammar::Rule JsonSchemaGrammar::integer_of(const ojson& schema, const std::string& at) {
+  const char* keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+  if (std::none_of(std::begin(keys), std::end(keys), [&](const char* k) { return schema.contains(k); })) return integer();
+  const auto bound_of = [&](const char* key) {
+    if (!schema[key].is_number()) fail(at, keyword(key, " must be a number"));
+    return std::clamp(schema[key].get<double>(), -2.0 * kLargest, 2.0 * kLargest);
+  };
+  double lo = -static_cast<double>(kLargest), hi = static_cast<double>(kLargest);
+  if (schema.contains("minimum")) lo = std::max(lo, std::ceil(bound_of("minimum")));
+  if (schema.contains("exclusiveMinimum")) lo = std::max(lo, std::floor(bound_of("exclusiveMinimum")) + 1);
+  if (schema.contains("maximum")) hi = std::min(hi, std::floor(bound_of("maximum")));
+  if (schema.contains("exclusiveMaximum")) hi = std::min(hi, std::ceil(bound_of("exclusiveMaximum")) - 1);
+  if (lo > hi) fail(at, "no integer of at most 16 digits lies within its bounds");
+  const auto low = static_cast<std::int64_t>(lo), high = static_cast<std::int64_t>(hi);
+  const Grammar::Rule r = g_.new_rule();
+  if (high >= 0) g_.add(r, call(natural_range(std::max<std::int64_t>(low, 0), high)));
+  if (low < 0) g_.add(r, g_.literal("-") + call(natural_range(std::max<std::int64_t>(-high, 1), -low)));
+  return r;
+}
+
+Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::string& at) {
+  for (const char* key : {"exclusiveMinimum", "exclusiveMaximum"}) {
+    if (schema.contains(key)) fail(at, keyword(key, " on a number is not supported (it is on an integer)"));
+  }
+  if (!schema.contains("minimum") && !schema.contains("maximum")) return number();
+  const auto whole = [&](const char* key) {
+    const ojson& v = schema[key];
+    const bool fits = v.is_number() && v.get<double>() >= 0 && v.get<double>() <= static_cast<double>(kLargest) &&
+                      std::floor(v.get<double>()) == v.get<double>();
+    if (!fits) {
+      fail(at, keyword(key, " on a number must be a whole number of 0 or more (sepal's grammar bounds no other numbers)"));
+    }
+    return static_cast<std::int64_t>(v.get<double>());
+  };
+  if (!schema.contains("minimum")) fail(at, "'maximum' on a number needs a 'minimum' of 0 or more");
+  const std::int64_t lo = whole("minimum");
+  const std::int64_t hi = schema.contains("maximum") ? whole("maximum") : kLargest;
+  if (lo > hi) fail(at, "'minimum' is above 'maximum'");
+  const Grammar::Rule fraction = rule_of({{}, g_.literal(".") + call(digits(1, 16))});
+  const Grammar::Rule r = g_.new_rule();
+  if (!schema.contains("maximum")) {
+    g_.add(r, call(natural_range(lo, hi)) + call(fraction));
+    return r;
+  }
+  if (lo < hi) g_.add(r, call(natural_range(lo, hi - 1)) + call(fraction));
+  const Grammar::Rule zeros = rule_of({{}, g_.literal(".") + call(repeat(rule_of({g_.literal("0")}), 1, 16))});
+  g_.add(r, g_.literal(std::to_string(hi)) + call(zeros));
+  return r;
 }
 
 // `{`, members whose values follow `value`, `}`.
@@ -352,8 +459,8 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
     if (type == "object") one = object_of(schema, at, depth);
     else if (type == "array") one = array_of(schema, at, depth);
     else if (type == "string") one = string_of(schema, at);
-    else if (type == "number") one = number();
-    else if (type == "integer") one = integer();
+    else if (type == "number") one = number_of(schema, at);
+    else if (type == "integer") one = integer_of(schema, at);
     else if (type == "boolean") one = rule_of({g_.literal("true"), g_.literal("false")});
     else one = rule_of({g_.literal("null")});
     g_.add(r, call(one));

@@ -10,11 +10,14 @@
 //   - white space between tokens is one space, or a newline and up to 20 spaces or tabs (the
 //     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it).
 // Taken: type (one or a list), properties, required, additionalProperties, items, minItems,
-// maxItems, minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to "#" or a
+// maxItems, minLength, maxLength, minimum, maximum, exclusiveMinimum and exclusiveMaximum on
+// integers (and minimum and maximum on numbers when they are whole and the minimum is 0 or more:
+// such numbers are written without exponents), enum, const, anyOf, allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
 // and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
 // readOnly, writeOnly). Any other keyword (pattern, format, minimum, oneOf, ...) is refused with
-// its name and place: sepal does not drop a constraint it cannot keep.
+// its name and place: sepal does not drop a constraint it cannot keep. Keywords of another type
+// than the value's are ignored, as JSON Schema says (minLength on an integer, say).
 //
 // Thread-safety: one compiler per grammar being built.
 
@@ -59,6 +62,10 @@ class JsonSchemaGrammar {
   Grammar::Rule digits(std::int64_t min, std::int64_t max);
   Grammar::Rule integer();
   Grammar::Rule number();
+  Grammar::Rule natural_range(std::int64_t lo, std::int64_t hi);
+  Symbols same_length(const std::string& from, const std::string& to);
+  Grammar::Rule integer_of(const nlohmann::ordered_json& schema, const std::string& at);
+  Grammar::Rule number_of(const nlohmann::ordered_json& schema, const std::string& at);
   Grammar::Rule literal_value(const nlohmann::ordered_json& value);
   Grammar::Rule object_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule array_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);

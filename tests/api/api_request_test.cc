@@ -255,6 +255,27 @@ TEST(ApiGrammar, TheReaderFollowsEveryWayAndBoundsItsWork) {
   EXPECT_FALSE(deep.feed(std::string(1000, '[')));
 }
 
+// Integer bounds: every integer in a window is accepted exactly when it lies in the bounds, in
+// JSON's form only (no leading zeros, no "-0").
+TEST(ApiJsonSchema, IntegerBoundsAcceptExactlyTheirRange) {
+  const std::pair<std::int64_t, std::int64_t> ranges[] = {{0, 0}, {-5, 5}, {7, 7}, {99, 1000}, {-1000, -100}, {1, 9},
+                                                          {10, 99}, {123, 45678}, {-37, 0}, {-20000, 19999}};
+  for (const auto& [lo, hi] : ranges) {
+    Grammar g;
+    JsonSchemaGrammar json(g);
+    const Grammar::Rule rule = json.compile(nlohmann::ordered_json{{"type", "integer"}, {"minimum", lo}, {"maximum", hi}});
+    const auto accepts = [&](const std::string& text) {
+      GrammarReader r(g, rule);
+      return r.feed(text) && r.complete();
+    };
+    for (std::int64_t n = -21000; n <= 50000; ++n) {
+      ASSERT_EQ(accepts(std::to_string(n)), lo <= n && n <= hi) << n << " in [" << lo << ", " << hi << "]";
+    }
+    EXPECT_FALSE(accepts("0" + std::to_string(std::max<std::int64_t>(lo, 1))));
+    EXPECT_FALSE(accepts("-0"));
+  }
+}
+
 // The constraint's mask, walked over the vocabulary's trie with its answers kept by state, is
 // the one trying every token on a copy of the reader gives, at every step of random replies on
 // real tokenizers.
