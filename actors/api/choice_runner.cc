@@ -5,7 +5,6 @@
 #include <numeric>
 #include <optional>
 
-#include "actors/api/json_mode.h"
 #include "actors/api/stop_strings.h"
 #include "kernels/error.h"
 
@@ -70,13 +69,9 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
     g.soft_prompt = adapter->soft_prompt;
     g.soft_prompt_at = std::min<std::int64_t>(adapter->soft_prompt_at, static_cast<std::int64_t>(prompt_ids.size()));
   }
-  std::optional<JsonObjectConstraint> json_object;
   std::shared_ptr<const VocabTrie> trie;
   std::optional<GrammarConstraint> structure;
-  if (request.json_object) {
-    json_object.emplace(*model.tokenizer, config.eos_token_ids, config.vocab_size);
-    g.constraint = &*json_object;
-  } else if (request.structure) {
+  if (request.structure) {
     trie = model.vocab_trie ? model.vocab_trie : std::make_shared<const VocabTrie>(*model.tokenizer, config.vocab_size);
     structure.emplace(*request.structure, *trie, config.eos_token_ids);
     g.constraint = &*structure;

@@ -241,24 +241,29 @@ Grammar::Rule JsonSchemaGrammar::members(Grammar::Rule value) {
 }
 
 Grammar::Rule JsonSchemaGrammar::any_object() {
-  if (!object_) object_ = members(any_value());
+  any_value();
   return *object_;
 }
 
+// Values holding up to kMaxNesting containers, one inside the other: value(k) holds k at most,
+// built from value(k - 1) up.
 Grammar::Rule JsonSchemaGrammar::any_value() {
   if (value_) return *value_;
-  value_ = g_.new_rule();
   const Grammar::Rule ws = whitespace();
-  const Grammar::Rule item = rule_of({call(*value_) + call(ws)});
-  const Grammar::Rule more = g_.new_rule();
-  g_.add(more, {});
-  g_.add(more, g_.literal(",") + call(ws) + call(item) + call(more));
-  const Grammar::Rule items = rule_of({{}, call(item) + call(more)});
-  const Grammar::Rule array = rule_of({g_.literal("[") + call(ws) + call(items) + g_.literal("]")});
-  for (const Symbols& alternative : {call(any_object()), call(array), call(string()), call(number()), g_.literal("true"),
-                                     g_.literal("false"), g_.literal("null")}) {
-    g_.add(*value_, alternative);
+  Grammar::Rule inner = rule_of({call(string()), call(number()), g_.literal("true"), g_.literal("false"), g_.literal("null")});
+  for (int k = 1; k <= kMaxNesting; ++k) {
+    const Grammar::Rule object = members(inner);
+    const Grammar::Rule item = rule_of({call(inner) + call(ws)});
+    const Grammar::Rule more = g_.new_rule();
+    g_.add(more, {});
+    g_.add(more, g_.literal(",") + call(ws) + call(item) + call(more));
+    const Grammar::Rule items = rule_of({{}, call(item) + call(more)});
+    const Grammar::Rule array = rule_of({g_.literal("[") + call(ws) + call(items) + g_.literal("]")});
+    inner = rule_of({call(object), call(array), call(string()), call(number()), g_.literal("true"), g_.literal("false"),
+                     g_.literal("null")});
+    if (k == kMaxNesting) object_ = object;
   }
+  value_ = inner;
   return *value_;
 }
 

@@ -7,6 +7,8 @@
 //     left out; properties the schema does not list are written only where it names none
 //     (`additionalProperties` a schema, true or absent, and no `properties`);
 //   - integers have at most 16 digits, fractions 16 and exponents 3;
+//   - a value the schema leaves open (`{}`, `additionalProperties: true`) nests up to kMaxNesting
+//     containers;
 //   - white space between tokens is one space, or a newline and up to 20 spaces or tabs (the
 //     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it).
 // Taken: type (one or a list), properties, required, additionalProperties, items, minItems,
@@ -41,6 +43,7 @@ class JsonSchemaGrammar {
  public:
   static constexpr std::int64_t kMaxRepeat = 1024;       ///< minLength..maxItems bounds
   static constexpr std::size_t kMaxElements = 1 << 21;   ///< the grammar's size
+  static constexpr int kMaxNesting = 64;                 ///< containers in an open value
   explicit JsonSchemaGrammar(Grammar& grammar) : g_(grammar) {}
 
   /// The rule for the JSON texts `schema` validates, its $refs resolved within itself; throws
@@ -48,7 +51,7 @@ class JsonSchemaGrammar {
   Grammar::Rule compile(const nlohmann::ordered_json& schema);
   /// Optional white space between tokens.
   Grammar::Rule whitespace();
-  /// Any JSON value; any object.
+  /// Any JSON value (up to kMaxNesting containers deep); any object (the object one of them).
   Grammar::Rule any_value();
   Grammar::Rule any_object();
   /// A JSON string (the quotes included).

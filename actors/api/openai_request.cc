@@ -237,6 +237,7 @@ void read_response_format(const ojson& f, CompletionRequest& r) {
       bad("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {...}}", "response_format");
     }
     r.json_object = type == "json_object";
+    if (r.json_object) r.structure = json_object_output();
   }
   if (type != "text" && !r.tools.is_null()) bad("'response_format' " + type + " cannot be combined with tools", "response_format");
 }

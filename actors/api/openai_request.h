@@ -84,11 +84,12 @@ struct CompletionRequest {
   /// and false for "auto".
   bool tool_required = false;
   std::string tool_forced;
-  /// Chat: response_format {"type": "json_object"}: the reply is a JSON object
-  /// (actors/api/json_mode.h).
+  /// Chat: response_format {"type": "json_object"}: the reply is a JSON object (`structure` is
+  /// then JSON mode's grammar).
   bool json_object = false;
-  /// What the reply must follow besides: response_format json_schema's grammar (set by parsing),
-  /// or forced calls' (set by the server, which knows the model's call format); null for none.
+  /// What the reply must follow: response_format json_object's or json_schema's grammar (set by
+  /// parsing), or forced calls' (set by the server, which knows the model's call format)
+  /// (actors/api/structured_output.h); null for none.
   std::shared_ptr<const StructuredOutput> structure;
 };
 

@@ -26,6 +26,17 @@ Grammar::Rule arguments(JsonSchemaGrammar& json, const ojson& function, const st
 
 }  // namespace
 
+std::shared_ptr<const StructuredOutput> json_object_output() {
+  static const std::shared_ptr<const StructuredOutput> output = [] {
+    auto out = std::make_shared<StructuredOutput>();
+    JsonSchemaGrammar json(out->grammar);
+    out->start = out->grammar.new_rule();
+    out->grammar.add(out->start, call(json.whitespace()) + call(json.any_object()));
+    return out;
+  }();
+  return output;
+}
+
 std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_output(const ojson& schema) {
   auto out = std::make_shared<StructuredOutput>();
   try {

@@ -1,6 +1,8 @@
 #pragma once
 // The grammars of the API's structured outputs (actors/api/grammar_constraint.h's
 // StructuredOutput):
+//   - `response_format: {"type": "json_object"}` (JSON mode): the reply is a JSON object, after
+//     white space held as between its tokens;
 //   - `response_format: {"type": "json_schema", ...}`: the reply is one JSON value the schema
 //     validates (actors/api/json_schema.h says which schemas, and how);
 //   - `tool_choice: "required"` or naming a function: the reply is calls, in the format the
@@ -21,6 +23,9 @@
 #include "actors/api/tool_calls.h"
 
 namespace sepal::api {
+
+/// JSON mode's output (one, shared).
+std::shared_ptr<const StructuredOutput> json_object_output();
 
 /// The output for `schema`, or why it cannot be followed (actors/api/json_schema.h's SchemaError
 /// message).

@@ -11,7 +11,6 @@
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
 #include "actors/api/json_mode.h"
-#include "actors/api/json_prefix.h"
 #include "actors/api/json_schema.h"
 #include "actors/api/structured_output.h"
 #include "actors/api/openai_request.h"
@@ -454,6 +453,17 @@ TEST(ApiTools, RepliesWithCallsAreAnsweredAsOpenAIDoes) {
   EXPECT_EQ(finish, "stop");
 }
 
+// JSON mode's grammar (actors/api/structured_output.h) read byte by byte.
+class JsonObjectText {
+ public:
+  bool feed(unsigned char c) { return reader_.feed(c); }
+  bool feed(const std::string& text) { return reader_.feed(text); }
+  bool complete() const { return reader_.complete(); }
+
+ private:
+  GrammarReader reader_{json_object_output()->grammar, json_object_output()->start};
+};
+
 // JSON mode's grammar: every prefix of an object is taken, the first byte no object can continue
 // with is refused, and complete() holds only once the top-level object has closed.
 TEST(ApiJsonMode, ObjectsAreReadByteByByte) {
@@ -461,7 +471,7 @@ TEST(ApiJsonMode, ObjectsAreReadByteByByte) {
       "{}", " {\"a\": 1}", "{\"a\":[1,2.5,-3e+2,0.1E-9,true,false,null,\"x\\\"\\u00e9\\n\"],\"b\":{\"c\":{}}}",
       "{\n  \"k\": [ ],\n\t\"l\": \"\xc3\xa9\"\n}", "{\"a\" : -0 , \"b\":[[[]]]}"};
   for (const std::string& text : objects) {
-    JsonPrefix p;
+    JsonObjectText p;
     for (std::size_t i = 0; i < text.size(); ++i) {
       EXPECT_FALSE(p.complete()) << text << " at " << i;
       ASSERT_TRUE(p.feed(static_cast<unsigned char>(text[i]))) << text << " at " << i;
@@ -476,30 +486,30 @@ TEST(ApiJsonMode, ObjectsAreReadByteByByte) {
       {"{\"a\":1.}", 7}, {"{\"a\":1e}", 7}, {"{\"a\":tru}", 8}, {"{\"a\":\"\\x\"}", 7}, {"{\"a\":\"\\u12g", 10},
       {"{\"a\":[1}", 7}, {"{\"a\":{]", 6}, {"{\"a\":\"\x01\"}", 6}, {"{\"a\":-}", 6}, {"{}}", 2}, {"{\"a\":1]", 6}};
   for (const auto& [text, at] : bad) {
-    JsonPrefix p;
+    JsonObjectText p;
     for (std::size_t i = 0; i < at; ++i) ASSERT_TRUE(p.feed(static_cast<unsigned char>(text[i]))) << text << " at " << i;
     EXPECT_FALSE(p.feed(static_cast<unsigned char>(text[at]))) << text << " at " << at;
     EXPECT_EQ(p.complete(), text == "{}}") << text;
   }
   // Strings are UTF-8 (a character may come in pieces) with proper surrogate escapes.
-  EXPECT_TRUE(JsonPrefix().feed("{\"\xf0\x9f\x98"));
-  EXPECT_FALSE(JsonPrefix().feed("{\"\xf0\x9f\x98\""));   // the character is unfinished
-  EXPECT_FALSE(JsonPrefix().feed("{\"\xc0\xaf"));           // overlong
-  EXPECT_FALSE(JsonPrefix().feed("{\"\xed\xa0\x80"));      // a surrogate in UTF-8
-  EXPECT_TRUE(JsonPrefix().feed("{\"\\ud83d\\ude00\":1}"));
-  EXPECT_FALSE(JsonPrefix().feed("{\"\\ud83d\""));          // a high surrogate alone
-  EXPECT_FALSE(JsonPrefix().feed("{\"\\ude00"));             // a low one alone
-  EXPECT_FALSE(JsonPrefix().feed("{\"\\ud83d\\n"));
+  EXPECT_TRUE(JsonObjectText().feed("{\"\xf0\x9f\x98"));
+  EXPECT_FALSE(JsonObjectText().feed("{\"\xf0\x9f\x98\""));   // the character is unfinished
+  EXPECT_FALSE(JsonObjectText().feed("{\"\xc0\xaf"));           // overlong
+  EXPECT_FALSE(JsonObjectText().feed("{\"\xed\xa0\x80"));      // a surrogate in UTF-8
+  EXPECT_TRUE(JsonObjectText().feed("{\"\\ud83d\\ude00\":1}"));
+  EXPECT_FALSE(JsonObjectText().feed("{\"\\ud83d\""));          // a high surrogate alone
+  EXPECT_FALSE(JsonObjectText().feed("{\"\\ude00"));             // a low one alone
+  EXPECT_FALSE(JsonObjectText().feed("{\"\\ud83d\\n"));
   // White space between tokens: one space, or a newline and up to 20 spaces or tabs.
-  EXPECT_TRUE(JsonPrefix().feed("{\n" + std::string(20, ' ') + "\"a\":1}"));
-  EXPECT_FALSE(JsonPrefix().feed("{\n" + std::string(21, ' ')));
-  EXPECT_FALSE(JsonPrefix().feed("{  "));
-  EXPECT_FALSE(JsonPrefix().feed("{\t"));
-  EXPECT_TRUE(JsonPrefix().feed("{\"a  b\": \"  \"}"));  // inside strings, anything
+  EXPECT_TRUE(JsonObjectText().feed("{\n" + std::string(20, ' ') + "\"a\":1}"));
+  EXPECT_FALSE(JsonObjectText().feed("{\n" + std::string(21, ' ')));
+  EXPECT_FALSE(JsonObjectText().feed("{  "));
+  EXPECT_FALSE(JsonObjectText().feed("{\t"));
+  EXPECT_TRUE(JsonObjectText().feed("{\"a  b\": \"  \"}"));  // inside strings, anything
   // Nesting past the limit.
   std::string deep = "{\"a\":";
-  for (int i = 1; i < JsonPrefix::kMaxDepth; ++i) deep += "[";
-  JsonPrefix p;
+  for (int i = 1; i < JsonSchemaGrammar::kMaxNesting; ++i) deep += "[";
+  JsonObjectText p;
   EXPECT_TRUE(p.feed(deep));
   EXPECT_FALSE(p.feed('['));
   EXPECT_TRUE(p.feed(']'));
@@ -523,7 +533,7 @@ TEST(ApiJsonMode, WhatItCompletesParses) {
         default: text.erase(at, 1);
       }
     }
-    JsonPrefix p;
+    JsonObjectText p;
     const bool took = p.feed(text);
     if (took && p.complete()) {
       ++completed;
@@ -787,7 +797,7 @@ struct Stories260K {
 // A choice's text is what the generation loop writes after the prompt, its streamed pieces add up
 // to it, and a stop string ends it early with finish_reason "stop".
 // JSON mode on a real model: every choice is the likeliest token whose bytes keep the text a JSON
-// object's beginning (worked out here from JsonPrefix and the token bytes, as the mask should be),
+// object's beginning (worked out here from JsonObjectText and the token bytes, as the mask should be),
 // the reply stays such a beginning, and a draft changes no id.
 TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
   const Stories260K loaded;
@@ -800,19 +810,20 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
   for (const std::int32_t id : tokenizer->encode("Tell me about a cat.")) g.prompt_ids.push_back(id);
   g.prompt_ids.insert(g.prompt_ids.begin(), config.bos_token_id);
   g.max_new_tokens = 60;
-  JsonObjectConstraint constraint(*tokenizer, config.eos_token_ids, config.vocab_size);
+  const VocabTrie trie(*tokenizer, config.vocab_size);
+  GrammarConstraint constraint(*json_object_output(), trie, config.eos_token_ids);
   g.constraint = &constraint;
   std::vector<std::vector<float>> seen;
   LocalPipeline pipeline(blocks, session_capacity(config, g));
   const auto result = generate(ends, pipeline, g, [](std::int32_t) {}, nullptr,
                                [&](std::int32_t, const float* logits) { seen.emplace_back(logits, logits + config.vocab_size); });
   ASSERT_EQ(seen.size(), result.generated_ids.size());
-  JsonPrefix text;
+  JsonObjectText text;
   for (std::size_t step = 0; step < seen.size(); ++step) {
     std::int32_t best = -1;
     for (std::int32_t id = 0; id < config.vocab_size; ++id) {
       const std::string& bytes = tokenizer->token_bytes(id);
-      JsonPrefix next = text;
+      JsonObjectText next = text;
       const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
       const bool fits = text.complete() ? eos : !bytes.empty() && next.feed(bytes);
       if (fits && (best < 0 || seen[step][id] > seen[step][best])) best = id;
@@ -823,7 +834,7 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
     }
   }
   EXPECT_EQ(tokenizer->decode(result.generated_ids).find_first_not_of(' '), tokenizer->decode(result.generated_ids).find('{'));
-  JsonObjectConstraint again(*tokenizer, config.eos_token_ids, config.vocab_size);
+  GrammarConstraint again(*json_object_output(), trie, config.eos_token_ids);
   g.constraint = &again;
   ModelDraft draft(blocks, 1, ends, session_capacity(config, g));
   Speculation speculation{&draft, 8, {}};

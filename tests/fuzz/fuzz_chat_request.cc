@@ -5,8 +5,8 @@
 // schema (compiled while parsing) and the grammar of forced calls in each format. Any exception,
 // a crash or a sanitizer report is a finding; so is a stream that loses or invents text, an
 // object JSON mode's grammar completes that is not JSON, a text a schema's grammar completes
-// that is not JSON, a text the generic object grammar completes that JSON mode refuses, or forced
-// calls the grammar completes that the format's reader does not read as calls.
+// that is not JSON, or forced calls the grammar completes that the format's reader does not read
+// as calls.
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -14,8 +14,6 @@
 #include <variant>
 
 #include "actors/api/chat_template.h"
-#include "actors/api/json_prefix.h"
-#include "actors/api/json_schema.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/structured_output.h"
 #include "actors/api/tool_calls.h"
@@ -39,16 +37,6 @@ bool completes(const StructuredOutput& output, const std::string& text) {
   return reader.feed(text) && reader.complete();
 }
 
-const StructuredOutput& any_object() {
-  static const StructuredOutput o = [] {
-    StructuredOutput out;
-    JsonSchemaGrammar json(out.grammar);
-    out.start = json.any_object();
-    return out;
-  }();
-  return o;
-}
-
 void read_reply(const std::string& text, const std::set<std::string>& names) {
   for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
     std::string finish = "stop";
@@ -61,14 +49,7 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
     (void)held_delta(format, stream.held(), names, false, finish);
   }
   // JSON mode's grammar: an object it completes is JSON.
-  JsonPrefix json;
-  if (json.feed(text) && json.complete() && !nlohmann::json::accept(text)) __builtin_trap();
-  // The schema grammar's generic object is narrower than JSON mode's (no leading white space,
-  // bounded digits).
-  if (completes(any_object(), text)) {
-    JsonPrefix again;
-    if (!again.feed(text) || !again.complete()) __builtin_trap();
-  }
+  if (completes(*json_object_output(), text) && !nlohmann::json::accept(text)) __builtin_trap();
 }
 
 }  // namespace
