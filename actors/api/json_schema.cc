@@ -17,7 +17,7 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "items",    "minItems",   "maxItems",  "minLength",
                                             "maxLength", "enum",      "const",     "anyOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
-                                            "exclusiveMinimum", "exclusiveMaximum"};
+                                            "exclusiveMinimum", "exclusiveMaximum", "format"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -297,7 +297,71 @@ std::optional<std::int64_t> bound(const ojson& schema, const char* key, const st
 
 }  // namespace
 
+// The text (without quotes) of a string `format`: RFC 3339's date, time (with its offset) and
+// date-time, a UUID, a dotted IPv4 address, an email address. Each is a sound subset: years
+// 1000 to 9999, February up to the 28th, no leap second, an upper-case T and Z, no leading zeros
+// in addresses, and plain email addresses (words of letters, digits and _+- joined by single
+// dots before the @; letters and digits in each name of the domain; a top-level domain of 2 to
+// 10 letters).
+Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::string& at) {
+  const auto set = [&](ByteSet b) { return g_.bytes(b); };
+  const auto digit = [&] { return set(ByteSet::range('0', '9')); };
+  const auto one = [&](char c) { return set(ByteSet::range(static_cast<unsigned char>(c), static_cast<unsigned char>(c))); };
+  const auto span = [&](char a, char b) { return set(ByteSet::range(static_cast<unsigned char>(a), static_cast<unsigned char>(b))); };
+  const auto times = [&](const Grammar::Rule item, std::int64_t min, std::int64_t max) { return call(repeat(item, min, max)); };
+  const Grammar::Rule hex = rule_of({{set(ByteSet::range('0', '9').add('a', 'f').add('A', 'F'))}});
+  const auto date = [&] {
+    const Grammar::Rule day31 = rule_of({{one('0'), span('1', '9')}, {span('1', '2'), digit()}, {one('3'), span('0', '1')}});
+    const Grammar::Rule day30 = rule_of({{one('0'), span('1', '9')}, {span('1', '2'), digit()}, g_.literal("30")});
+    const Grammar::Rule day28 = rule_of({{one('0'), span('1', '9')}, {one('1'), digit()}, {one('2'), span('0', '8')}});
+    const Grammar::Rule month_day = rule_of({
+        Symbols{one('0'), set(ByteSet::of("13578"))} + g_.literal("-") + call(day31),
+        g_.literal("1") + Symbols{set(ByteSet::of("02"))} + g_.literal("-") + call(day31),
+        Symbols{one('0'), set(ByteSet::of("469"))} + g_.literal("-") + call(day30),
+        g_.literal("11-") + call(day30),
+        g_.literal("02-") + call(day28),
+    });
+    return Symbols{span('1', '9'), digit(), digit(), digit()} + g_.literal("-") + call(month_day);
+  };
+  const auto time = [&] {
+    const Grammar::Rule hour = rule_of({{span('0', '1'), digit()}, {one('2'), span('0', '3')}});
+    const Grammar::Rule minute = rule_of({{span('0', '5'), digit()}});
+    const Grammar::Rule fraction = rule_of({{}, g_.literal(".") + call(digits(1, 9))});
+    const Grammar::Rule offset = rule_of({g_.literal("Z"), Symbols{set(ByteSet::of("+-"))} + call(hour) + g_.literal(":") + call(minute)});
+    return call(hour) + g_.literal(":") + call(minute) + g_.literal(":") + call(minute) + call(fraction) + call(offset);
+  };
+  Symbols text;
+  if (name == "date") {
+    text = date();
+  } else if (name == "time") {
+    text = time();
+  } else if (name == "date-time") {
+    text = date() + g_.literal("T") + time();
+  } else if (name == "uuid") {
+    text = times(hex, 8, 8) + g_.literal("-") + times(hex, 4, 4) + g_.literal("-") + times(hex, 4, 4) + g_.literal("-") +
+           times(hex, 4, 4) + g_.literal("-") + times(hex, 12, 12);
+  } else if (name == "ipv4") {
+    const Grammar::Rule octet = natural_range(0, 255);
+    text = call(octet) + g_.literal(".") + call(octet) + g_.literal(".") + call(octet) + g_.literal(".") + call(octet);
+  } else if (name == "email") {
+    const Grammar::Rule atom = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9').add('_', '_').add('+', '+').add('-', '-'))}});
+    const Grammar::Rule alnum = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9'))}});
+    const Grammar::Rule letter = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z'))}});
+    const Grammar::Rule dotted = rule_of({g_.literal(".") + times(atom, 1, 32)});
+    const Grammar::Rule label = rule_of({times(alnum, 1, 63) + g_.literal(".")});
+    text = times(atom, 1, 32) + times(dotted, 0, 3) + g_.literal("@") + times(label, 1, 4) + times(letter, 2, 10);
+  } else {
+    fail(at, "'format' " + name + " is not supported (date, time, date-time, uuid, ipv4 and email are)");
+  }
+  return rule_of({g_.literal("\"") + text + g_.literal("\"")});
+}
+
 Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::string& at) {
+  if (schema.contains("format")) {
+    if (!schema["format"].is_string()) fail(at, "'format' must be a string");
+    if (schema.contains("minLength") || schema.contains("maxLength")) fail(at, "'format' beside 'minLength' or 'maxLength' is not supported");
+    return format(schema["format"].get<std::string>(), at);
+  }
   const auto min = bound(schema, "minLength", at, kMaxRepeat);
   const auto max = bound(schema, "maxLength", at, kMaxRepeat);
   if (!min && !max) return string();

@@ -14,10 +14,11 @@
 // Taken: type (one or a list), properties, required, additionalProperties, items, minItems,
 // maxItems, minLength, maxLength, minimum, maximum, exclusiveMinimum and exclusiveMaximum on
 // integers (and minimum and maximum on numbers when they are whole and the minimum is 0 or more:
-// such numbers are written without exponents), enum, const, anyOf, allOf of one schema, $ref to "#" or a
+// such numbers are written without exponents), format (date, time, date-time, uuid, ipv4,
+// email: sound subsets, see format()), enum, const, anyOf, allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
 // and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
-// readOnly, writeOnly). Any other keyword (pattern, format, minimum, oneOf, ...) is refused with
+// readOnly, writeOnly). Any other keyword (pattern, oneOf, ...) is refused with
 // its name and place: sepal does not drop a constraint it cannot keep. Keywords of another type
 // than the value's are ignored, as JSON Schema says (minLength on an integer, say).
 //
@@ -73,6 +74,7 @@ class JsonSchemaGrammar {
   Grammar::Rule object_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule array_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule string_of(const nlohmann::ordered_json& schema, const std::string& at);
+  Grammar::Rule format(const std::string& name, const std::string& at);
   Grammar::Rule members(Grammar::Rule value);
   Grammar::Rule schema_rule(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule reference(const std::string& ref, const std::string& at);

@@ -12,6 +12,7 @@ reader expects, names an offered function (the forced one when named) and has ar
 parameters validate; one call only when parallel calls are off.
 Usage: json_schema_oracle.py STRUCTURED_SAMPLE_TOOL
 """
+import datetime
 import json
 import os
 import re
@@ -45,8 +46,25 @@ def schema_file(schema):
     return f.name
 
 
+# Formats are asserted: jsonschema's own checks (date, uuid, ipv4, email), and RFC 3339's time and
+# date-time (Debian has no rfc3339-validator for jsonschema to use): the form, then Python's parser.
+FORMATS = jsonschema.FormatChecker()
+TIME = r"\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)"
+
+
+@FORMATS.checks("time", raises=ValueError)
+def is_time(s):
+    return not isinstance(s, str) or (re.fullmatch(TIME, s) is not None and datetime.time.fromisoformat(s.upper()) is not None)
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def is_date_time(s):
+    return not isinstance(s, str) or (re.fullmatch(r"\d{4}-\d\d-\d\d[Tt]" + TIME, s) is not None and
+                                      datetime.datetime.fromisoformat(s.upper()) is not None)
+
+
 def validator(schema):
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=FORMATS)
 
 
 def sample_case(name, case):
