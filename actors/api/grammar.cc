@@ -46,6 +46,26 @@ std::vector<Grammar::Symbol> Grammar::literal(std::string_view text) {
   return out;
 }
 
+Grammar::Rule Grammar::repeat(Rule item, std::int64_t min, std::optional<std::int64_t> max) {
+  Rule tail = new_rule();
+  add(tail, {});
+  if (!max) {
+    add(tail, {call(item), call(tail)});
+  } else {
+    for (std::int64_t k = min; k < *max; ++k) {
+      const Rule longer = new_rule();
+      add(longer, {});
+      add(longer, {call(item), call(tail)});
+      tail = longer;
+    }
+  }
+  std::vector<Symbol> all(static_cast<std::size_t>(min), call(item));
+  all.push_back(call(tail));
+  const Rule out = new_rule();
+  add(out, all);
+  return out;
+}
+
 std::optional<Grammar::Rule> Grammar::left_recursive() const {
   // Rules that can match the empty string, to a fixed point.
   std::vector<char> nullable(rules_.size(), 0);

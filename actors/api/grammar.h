@@ -62,6 +62,8 @@ class Grammar {
   static Symbol call(Rule rule) { return Symbol{true, rule}; }
   /// The symbols that match exactly `text`.
   std::vector<Symbol> literal(std::string_view text);
+  /// A new rule matching `item` from `min` to `max` times (no max: any number).
+  Rule repeat(Rule item, std::int64_t min, std::optional<std::int64_t> max);
 
   /// The first rule that can reach itself without reading a byte, or none.
   std::optional<Rule> left_recursive() const;

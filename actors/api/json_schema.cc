@@ -4,6 +4,8 @@
 #include <cmath>
 #include <set>
 
+#include "actors/api/regex_grammar.h"
+
 namespace sepal::api {
 
 namespace {
@@ -17,7 +19,7 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "items",    "minItems",   "maxItems",  "minLength",
                                             "maxLength", "enum",      "const",     "anyOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
-                                            "exclusiveMinimum", "exclusiveMaximum", "format"};
+                                            "exclusiveMinimum", "exclusiveMaximum", "format", "pattern"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -42,23 +44,6 @@ Grammar::Rule JsonSchemaGrammar::rule_of(std::initializer_list<Symbols> alternat
   const Grammar::Rule r = g_.new_rule();
   for (const Symbols& a : alternatives) g_.add(r, a);
   return r;
-}
-
-// `item` from `min` to `max` times (no bound: any number).
-Grammar::Rule JsonSchemaGrammar::repeat(Grammar::Rule item, std::int64_t min, std::optional<std::int64_t> max) {
-  Grammar::Rule tail;
-  if (!max) {
-    tail = g_.new_rule();
-    g_.add(tail, {});
-    g_.add(tail, {Grammar::call(item), Grammar::call(tail)});
-  } else {
-    tail = rule_of({{}});
-    for (std::int64_t k = min; k < *max; ++k) tail = rule_of({{}, {Grammar::call(item), Grammar::call(tail)}});
-  }
-  Symbols all;
-  for (std::int64_t i = 0; i < min; ++i) all.push_back(Grammar::call(item));
-  all.push_back(Grammar::call(tail));
-  return rule_of({all});
 }
 
 Grammar::Rule JsonSchemaGrammar::whitespace() {
@@ -100,12 +85,12 @@ Grammar::Rule JsonSchemaGrammar::string_char() {
 }
 
 Grammar::Rule JsonSchemaGrammar::string() {
-  if (!string_) string_ = rule_of({g_.literal("\"") + call(repeat(string_char(), 0, std::nullopt)) + g_.literal("\"")});
+  if (!string_) string_ = rule_of({g_.literal("\"") + call(g_.repeat(string_char(), 0, std::nullopt)) + g_.literal("\"")});
   return *string_;
 }
 
 Grammar::Rule JsonSchemaGrammar::digits(std::int64_t min, std::int64_t max) {
-  return repeat(rule_of({{g_.bytes(ByteSet::range('0', '9'))}}), min, max);
+  return g_.repeat(rule_of({{g_.bytes(ByteSet::range('0', '9'))}}), min, max);
 }
 
 Grammar::Rule JsonSchemaGrammar::integer() {
@@ -223,7 +208,7 @@ Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::strin
     return r;
   }
   if (lo < hi) g_.add(r, call(natural_range(lo, hi - 1)) + call(fraction));
-  const Grammar::Rule zeros = rule_of({{}, g_.literal(".") + call(repeat(rule_of({g_.literal("0")}), 1, 16))});
+  const Grammar::Rule zeros = rule_of({{}, g_.literal(".") + call(g_.repeat(rule_of({g_.literal("0")}), 1, 16))});
   g_.add(r, g_.literal(std::to_string(hi)) + call(zeros));
   return r;
 }
@@ -308,7 +293,7 @@ Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::stri
   const auto digit = [&] { return set(ByteSet::range('0', '9')); };
   const auto one = [&](char c) { return set(ByteSet::range(static_cast<unsigned char>(c), static_cast<unsigned char>(c))); };
   const auto span = [&](char a, char b) { return set(ByteSet::range(static_cast<unsigned char>(a), static_cast<unsigned char>(b))); };
-  const auto times = [&](const Grammar::Rule item, std::int64_t min, std::int64_t max) { return call(repeat(item, min, max)); };
+  const auto times = [&](const Grammar::Rule item, std::int64_t min, std::int64_t max) { return call(g_.repeat(item, min, max)); };
   const Grammar::Rule hex = rule_of({{set(ByteSet::range('0', '9').add('a', 'f').add('A', 'F'))}});
   const auto date = [&] {
     const Grammar::Rule day31 = rule_of({{one('0'), span('1', '9')}, {span('1', '2'), digit()}, {one('3'), span('0', '1')}});
@@ -357,6 +342,13 @@ Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::stri
 }
 
 Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::string& at) {
+  if (schema.contains("pattern")) {
+    if (!schema["pattern"].is_string()) fail(at, "'pattern' must be a string");
+    for (const char* other : {"format", "minLength", "maxLength"}) {
+      if (schema.contains(other)) fail(at, keyword("pattern", " beside '") + other + "' is not supported");
+    }
+    return rule_of({g_.literal("\"") + call(pattern_rule(g_, schema["pattern"].get<std::string>(), at)) + g_.literal("\"")});
+  }
   if (schema.contains("format")) {
     if (!schema["format"].is_string()) fail(at, "'format' must be a string");
     if (schema.contains("minLength") || schema.contains("maxLength")) fail(at, "'format' beside 'minLength' or 'maxLength' is not supported");
@@ -366,7 +358,7 @@ Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::strin
   const auto max = bound(schema, "maxLength", at, kMaxRepeat);
   if (!min && !max) return string();
   if (min && max && *min > *max) fail(at, "'minLength' is above 'maxLength'");
-  return rule_of({g_.literal("\"") + call(repeat(string_char(), min.value_or(0), max)) + g_.literal("\"")});
+  return rule_of({g_.literal("\"") + call(g_.repeat(string_char(), min.value_or(0), max)) + g_.literal("\"")});
 }
 
 Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string& at, int depth) {
@@ -378,7 +370,7 @@ Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string
   if (max && *max == 0) return rule_of({open + g_.literal("]")});
   const Grammar::Rule item = schema.contains("items") ? schema_rule(schema["items"], at + "/items", depth + 1) : any_value();
   const Grammar::Rule next = rule_of({g_.literal(",") + call(ws) + call(item) + call(ws)});
-  const Grammar::Rule rest = repeat(next, min > 0 ? min - 1 : 0, max ? std::optional<std::int64_t>(*max - 1) : std::nullopt);
+  const Grammar::Rule rest = g_.repeat(next, min > 0 ? min - 1 : 0, max ? std::optional<std::int64_t>(*max - 1) : std::nullopt);
   const Symbols full = open + call(item) + call(ws) + call(rest) + g_.literal("]");
   if (min > 0) return rule_of({full});
   return rule_of({open + g_.literal("]"), full});

@@ -61,7 +61,6 @@ class JsonSchemaGrammar {
  private:
   using Symbols = std::vector<Grammar::Symbol>;
   Grammar::Rule rule_of(std::initializer_list<Symbols> alternatives);
-  Grammar::Rule repeat(Grammar::Rule item, std::int64_t min, std::optional<std::int64_t> max);
   Grammar::Rule string_char();
   Grammar::Rule digits(std::int64_t min, std::int64_t max);
   Grammar::Rule integer();

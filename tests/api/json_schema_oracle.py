@@ -6,7 +6,7 @@ validate (the grammar is sound); the case's valid instances, written as json.dum
 (compact, ASCII-escaped and indented), are accepted whole (it is not too narrow for them); its
 refused texts, each invalid for the validator, are refused; its "narrower" texts, valid for
 the validator, are refused by design (properties out of the schema's order, lone surrogate
-escapes), which the case documents and the test keeps true. Unsupported schemas fail with their
+escapes, \\u escapes of a pattern's characters), which the case documents and the test keeps true. Unsupported schemas fail with their
 message. Forced tool calls, in each call format, are drawn too: each parses as the format's
 reader expects, names an offered function (the forced one when named) and has arguments its
 parameters validate; one call only when parallel calls are off.
@@ -90,11 +90,18 @@ def sample_case(name, case):
             seen |= set(json.loads(t).keys())
         for key in schema["properties"]:
             check(key in seen, f"{name}: no draw writes the property {key!r}")
-    written = []
+    written, escaped = [], []
     for instance in case.get("valid", []):
         check(not list(v.iter_errors(instance)), f"{name}: the case's valid instance is invalid: {instance}")
-        written += [json.dumps(instance, ensure_ascii=False), json.dumps(instance), json.dumps(instance, indent=2),
-                    json.dumps(instance, separators=(",", ":"))]
+        written += [json.dumps(instance, ensure_ascii=False), json.dumps(instance, ensure_ascii=False, indent=2),
+                    json.dumps(instance, ensure_ascii=False, separators=(",", ":"))]
+        escaped += [json.dumps(instance), json.dumps(instance, indent=2)]
+    # A pattern's characters are written one way (raw UTF-8 and the short escapes): where the case
+    # says so, \u escapes of them are refused by design.
+    if case.get("ascii_escapes") == "narrower":
+        case.setdefault("narrower", []).extend(t for t in escaped if t not in written)
+    else:
+        written += escaped
     refused = case.get("refused", [])
     for t in refused:
         try:
