@@ -15,10 +15,11 @@
 // maxItems, minLength, maxLength, minimum, maximum, exclusiveMinimum and exclusiveMaximum on
 // integers (and minimum and maximum on numbers when they are whole and the minimum is 0 or more:
 // such numbers are written without exponents), format (date, time, date-time, uuid, ipv4,
-// email: sound subsets, see format()), enum, const, anyOf, allOf of one schema, $ref to "#" or a
+// email: sound subsets, see format()), pattern (actors/api/regex_grammar.h), enum, const, anyOf,
+// allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
 // and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
-// readOnly, writeOnly). Any other keyword (pattern, oneOf, ...) is refused with
+// readOnly, writeOnly). Any other keyword (oneOf, not, minProperties, ...) is refused with
 // its name and place: sepal does not drop a constraint it cannot keep. Keywords of another type
 // than the value's are ignored, as JSON Schema says (minLength on an integer, say).
 //

@@ -84,8 +84,8 @@ async function main() {
   let whole = js.choices[0].finish_reason !== 'stop';
   try { whole = whole || (typeof JSON.parse(jsText) === 'object'); } catch (e) { whole = false; }
   check(jsText.trimStart().startsWith('{') && whole && jsStream.text === jsText, `JSON mode: ${JSON.stringify(jsText)}, ${js.choices[0].finish_reason}`);
-  // Structured output: the whole reply is the JSON the schema validates, the same streamed; a
-  // keyword sepal cannot keep is a 400 that names it.
+  // Structured output: the whole reply is the JSON the schema validates, the same streamed; what
+  // sepal cannot keep (a back-reference in a pattern) is a 400 that names it.
   const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' },
                                                  pet: { enum: ['cat', 'dog'] } },
                    required: ['name', 'age', 'pet'], additionalProperties: false };
@@ -101,7 +101,7 @@ async function main() {
   } catch (e) { valid = false; }
   check(valid && structured.choices[0].finish_reason === 'stop' && sStream.text === sText, `response_format json_schema: ${JSON.stringify(sText)}`);
   await expectError(client.chat.completions.create({ ...schemaRequest, response_format: { type: 'json_schema',
-                      json_schema: { name: 'x', schema: { type: 'string', pattern: '^a+$' } } } }), 400, 'a json_schema with a pattern');
+                      json_schema: { name: 'x', schema: { type: 'string', pattern: '^(a)\\1$' } } } }), 400, 'a json_schema with a back-reference');
 
   // Log probabilities: one per token, natural logs, the chosen token among the alternatives.
   const lp = await client.completions.create({ model, prompt: expected[0].prompt, max_tokens: 8, temperature: 0, logprobs: 3 });
