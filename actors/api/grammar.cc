@@ -66,8 +66,7 @@ Grammar::Rule Grammar::repeat(Rule item, std::int64_t min, std::optional<std::in
   return out;
 }
 
-std::optional<Grammar::Rule> Grammar::left_recursive() const {
-  // Rules that can match the empty string, to a fixed point.
+std::vector<char> Grammar::nullable_rules() const {
   std::vector<char> nullable(rules_.size(), 0);
   const auto alternative_nullable = [&](std::uint32_t at) {
     for (; elements_[at].kind != Element::Kind::kEnd; ++at) {
@@ -75,7 +74,7 @@ std::optional<Grammar::Rule> Grammar::left_recursive() const {
     }
     return true;
   };
-  for (bool changed = true; changed;) {
+  for (bool changed = true; changed;) {  // to a fixed point
     changed = false;
     for (Rule r = 0; r < rules_.size(); ++r) {
       if (nullable[r]) continue;
@@ -88,6 +87,11 @@ std::optional<Grammar::Rule> Grammar::left_recursive() const {
       }
     }
   }
+  return nullable;
+}
+
+std::optional<Grammar::Rule> Grammar::left_recursive() const {
+  const std::vector<char> nullable = nullable_rules();
   // A cycle among "begins with" edges: A -> B when B can come first in an alternative of A.
   std::vector<char> color(rules_.size(), 0);  // 0 unseen, 1 on the path, 2 done
   std::optional<Rule> found;

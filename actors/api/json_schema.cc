@@ -533,7 +533,7 @@ Grammar::Rule JsonSchemaGrammar::compile(const ojson& schema) {
   root_ = &schema;
   refs_.clear();
   const Grammar::Rule r = schema_rule(schema, "#", 0);
-  if (g_.left_recursive()) fail("#", "its '$ref's loop back without any text between them");
+  if (g_.left_recursive()) fail("#", "its '$ref's loop back without any text between them");  // patterns cannot
   root_ = nullptr;
   return r;
 }

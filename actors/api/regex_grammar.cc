@@ -1,5 +1,6 @@
 #include "actors/api/regex_grammar.h"
 
+#include <algorithm>
 #include <bitset>
 #include <cctype>
 #include <cstdint>
@@ -155,6 +156,9 @@ class Parser {
       return item;
     }
     if (more() && peek() == '?') ++i_;  // lazy: the same strings
+    // A group that can match nothing, repeated without bound, would loop without reading: it
+    // is taken up to `min` times (or once), a part of the same strings.
+    if (!max && g_.can_be_empty(item)) max = std::max<std::int64_t>(min, 1);
     return g_.repeat(item, min, max);
   }
 
