@@ -6,7 +6,8 @@ validate (the grammar is sound); the case's valid instances, written as json.dum
 (compact, ASCII-escaped and indented), are accepted whole (it is not too narrow for them); its
 refused texts, each invalid for the validator, are refused; its "narrower" texts, valid for
 the validator, are refused by design (properties out of the schema's order, lone surrogate
-escapes, \\u escapes of a pattern's characters), which the case documents and the test keeps true. Unsupported schemas fail with their
+escapes, \\u escapes of a pattern's characters, a newline before a pattern's $, which Python's
+$ allows and ECMA-262's does not), which the case documents and the test keeps true. Unsupported schemas fail with their
 message. Forced tool calls, in each call format, are drawn too: each parses as the format's
 reader expects, names an offered function (the forced one when named) and has arguments its
 parameters validate; one call only when parallel calls are off.
