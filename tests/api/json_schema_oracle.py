@@ -21,7 +21,11 @@ import subprocess
 import sys
 import tempfile
 
-import jsonschema
+try:
+    import jsonschema
+except ImportError:
+    print("FAILED: python3-jsonschema is needed (scripts/install-deps.sh)")
+    sys.exit(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = os.path.join(HERE, "json_schemas")
