@@ -31,7 +31,9 @@ class Rng {
 /// Index of the largest logit (the first one on ties).
 std::int32_t argmax(const float* logits, std::int64_t vocab);
 
-/// Samples a token id from logits (not modified) with the given parameters.
+/// Samples a token id from logits (not modified) with the given parameters: one uniform draw of
+/// `rng`, walked over the tokens' probabilities (in id order without top-k and top-p, likeliest
+/// first with them). A token whose logit is -inf is never drawn.
 std::int32_t sample_token(const float* logits, std::int64_t vocab, const SamplingParams& params,
                           Rng& rng);
 

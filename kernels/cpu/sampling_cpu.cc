@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
-#include <numeric>
 #include <vector>
 
 #include "kernels/cpu/vector_math.h"
@@ -57,11 +57,39 @@ std::int32_t argmax(const float* logits, std::int64_t vocab) {
 std::int32_t sample_token(const float* logits, std::int64_t vocab, const SamplingParams& params,
                           Rng& rng) {
   if (params.temperature <= 0.0f) return argmax(logits, vocab);
-  // Candidates sorted by logit, descending; ties keep the lower id first.
-  std::vector<std::int32_t> order(static_cast<std::size_t>(vocab));
-  std::iota(order.begin(), order.end(), 0);
-  std::int64_t keep = vocab;
-  if (params.top_k > 0 && params.top_k < vocab) keep = params.top_k;
+  if (params.top_k <= 0 && params.top_p >= 1.0f) {
+    // Every token, by its probability, in id order: one pass and no sort, which on a vocabulary of
+    // 150 000 tokens costs a fraction of a millisecond where sorting it cost 20.
+    const double max_logit = cpu::max_value(logits, vocab);
+    thread_local std::vector<double> probs;
+    probs.resize(static_cast<std::size_t>(vocab));
+    double total = 0.0;
+    for (std::int64_t i = 0; i < vocab; ++i) {
+      probs[static_cast<std::size_t>(i)] = std::exp((logits[i] - max_logit) / params.temperature);
+      total += probs[static_cast<std::size_t>(i)];
+    }
+    double target = rng.uniform() * total;
+    for (std::int64_t i = 0; i < vocab; ++i) {
+      target -= probs[static_cast<std::size_t>(i)];
+      if (target < 0.0) return static_cast<std::int32_t>(i);
+    }
+    // Rounding left some of the draw: the last token with any probability (never one whose
+    // logit is -inf, which a grammar forbids).
+    for (std::int64_t i = vocab; i-- > 0;) {
+      if (probs[static_cast<std::size_t>(i)] > 0.0) return static_cast<std::int32_t>(i);
+    }
+    return argmax(logits, vocab);
+  }
+  // Top-k or top-p: candidates sorted by logit, descending; ties keep the lower id first. Tokens
+  // a grammar forbids (-inf) have no probability and are left out of the sort.
+  std::vector<std::int32_t> order;
+  order.reserve(static_cast<std::size_t>(vocab));
+  for (std::int32_t i = 0; i < vocab; ++i) {
+    if (logits[i] != -std::numeric_limits<float>::infinity()) order.push_back(i);
+  }
+  if (order.empty()) return argmax(logits, vocab);
+  auto keep = static_cast<std::int64_t>(order.size());
+  if (params.top_k > 0 && params.top_k < keep) keep = params.top_k;
   auto by_logit = [&](std::int32_t a, std::int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };

@@ -441,6 +441,28 @@ TEST(Sampling, SameSeedSameTokensDifferentSeedDifferent) {
   EXPECT_NE(draw(7), draw(8));
 }
 
+// Every path draws tokens as often as their softmax says, and never one whose logit is -inf (a
+// grammar's mask), on a small vocabulary and on one of 150 000 where all but four are masked.
+TEST(Sampling, DrawsFollowTheSoftmaxAndSkipMaskedTokens) {
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  for (const std::int64_t vocab : {std::int64_t{8}, std::int64_t{150000}}) {
+    std::vector<float> logits(static_cast<std::size_t>(vocab), kMasked);
+    const std::int64_t ids[] = {1, vocab / 2, vocab - 3, vocab - 1};
+    const double p[] = {0.4, 0.3, 0.2, 0.1};
+    for (int k = 0; k < 4; ++k) logits[static_cast<std::size_t>(ids[k])] = static_cast<float>(std::log(p[k]) + 2.0);
+    for (const SamplingParams params : {SamplingParams{1.0f, 0, 1.0f}, SamplingParams{1.0f, 10, 1.0f}, SamplingParams{1.0f, 0, 0.999f}}) {
+      Rng rng(11);
+      std::map<std::int64_t, int> counts;
+      const int draws = vocab > 100 ? 2000 : 20000;  // the tolerance is 3.5 standard deviations or more
+      for (int i = 0; i < draws; ++i) ++counts[sample_token(logits.data(), vocab, params, rng)];
+      ASSERT_EQ(counts.size(), 4u) << vocab;
+      for (int k = 0; k < 4; ++k) {
+        EXPECT_NEAR(counts[ids[k]] / double(draws), p[k], vocab > 100 ? 0.04 : 0.015) << vocab << " id " << ids[k];
+      }
+    }
+  }
+}
+
 TEST(Sampling, TopKAndTopPRestrictTheCandidates) {
   // Probabilities at temperature 1: 0.5, 0.25, 0.125, 0.125.
   const std::vector<float> logits = {std::log(4.f), std::log(2.f), 0.f, 0.f};
