@@ -13,11 +13,13 @@ namespace {
 using ojson = nlohmann::ordered_json;
 using Symbols = std::vector<Grammar::Symbol>;
 
-const std::set<std::string> kAnnotations = {"title",    "description", "default",    "examples",  "$schema", "$id",
-                                            "$comment", "deprecated",  "readOnly",   "writeOnly", "$defs",   "definitions"};
+const std::set<std::string> kAnnotations = {"title",      "description", "default",  "examples",
+                                            "$schema",    "$id",         "$comment", "deprecated",
+                                            "readOnly",   "writeOnly",   "$defs",    "definitions",
+                                            "discriminator"};  // OpenAPI's, which validators ignore
 const std::set<std::string> kConstraints = {"type",     "properties", "required",  "additionalProperties",
                                             "items",    "minItems",   "maxItems",  "minLength",
-                                            "maxLength", "enum",      "const",     "anyOf",
+                                            "maxLength", "enum",      "const",     "anyOf",     "oneOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
                                             "exclusiveMinimum", "exclusiveMaximum", "format", "pattern"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
@@ -423,6 +425,54 @@ Grammar::Rule JsonSchemaGrammar::object_of(const ojson& schema, const std::strin
   return rule_of({g_.literal("{") + call(ws) + call(first) + g_.literal("}")});
 }
 
+// `schema`, its $refs followed (null where one points to nothing).
+const ojson* JsonSchemaGrammar::resolved(const ojson& schema) const {
+  const ojson* s = &schema;
+  for (int hops = 0; hops < 32 && s->is_object() && s->contains("$ref") && (*s)["$ref"].is_string(); ++hops) {
+    const std::string ref = (*s)["$ref"].get<std::string>();
+    if (ref.empty() || ref[0] != '#') return nullptr;
+    try {
+      const nlohmann::json_pointer<std::string> pointer(ref.substr(1));
+      if (!root_->contains(pointer)) return nullptr;
+      s = &root_->at(pointer);
+    } catch (const nlohmann::json::exception&) {
+      return nullptr;
+    }
+  }
+  return s;
+}
+
+// Whether no value can match two of `schemas`: each is an object schema that requires one same
+// property with a constant value (const, or an enum of one), the values all different. Then
+// oneOf means anyOf.
+bool JsonSchemaGrammar::tells_apart(const ojson& schemas) const {
+  const ojson* first = resolved(schemas[0]);
+  if (!first || !first->is_object() || !first->contains("properties") || !(*first)["properties"].is_object()) return false;
+  for (const auto& [name, unused] : (*first)["properties"].items()) {
+    std::vector<ojson> values;
+    for (const ojson& one : schemas) {
+      const ojson* s = resolved(one);
+      if (!s || !s->is_object() || !s->contains("required") || !(*s)["required"].is_array() ||
+          std::find((*s)["required"].begin(), (*s)["required"].end(), ojson(name)) == (*s)["required"].end() ||
+          !s->contains("properties") || !(*s)["properties"].is_object() || !(*s)["properties"].contains(name)) {
+        break;
+      }
+      const ojson* p = resolved((*s)["properties"][name]);
+      if (!p || !p->is_object()) break;
+      if (p->contains("const")) values.push_back((*p)["const"]);
+      else if (p->contains("enum") && (*p)["enum"].is_array() && (*p)["enum"].size() == 1) values.push_back((*p)["enum"][0]);
+      else break;
+    }
+    if (values.size() != schemas.size()) continue;
+    bool distinct = true;
+    for (std::size_t i = 0; i < values.size() && distinct; ++i) {
+      for (std::size_t j = i + 1; j < values.size(); ++j) distinct = distinct && values[i] != values[j];
+    }
+    if (distinct) return true;
+  }
+  return false;
+}
+
 Grammar::Rule JsonSchemaGrammar::reference(const std::string& ref, const std::string& at) {
   if (auto it = refs_.find(ref); it != refs_.end()) return it->second;
   if (ref.empty() || ref[0] != '#') fail(at, "'$ref' " + ref + " is not supported: only references within the schema (#/...) are");
@@ -466,17 +516,22 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
     if (!schema["$ref"].is_string()) fail(at, "'$ref' must be a string");
     return reference(schema["$ref"].get<std::string>(), at);
   }
-  if (constraints.count("anyOf") || constraints.count("allOf")) {
-    const char* keyword = constraints.count("anyOf") ? "anyOf" : "allOf";
+  if (constraints.count("anyOf") || constraints.count("allOf") || constraints.count("oneOf")) {
+    const char* keyword = constraints.count("anyOf") ? "anyOf" : constraints.count("allOf") ? "allOf" : "oneOf";
     alone(keyword);
     const ojson& list = schema[keyword];
     if (!list.is_array() || list.empty()) fail(at, "'" + std::string(keyword) + "' must be a non-empty array of schemas");
+    if (keyword == std::string("oneOf") && !tells_apart(list)) {
+      fail(at, "'oneOf' is supported only where one required property of constant value tells its schemas apart (a discriminated union)");
+    }
     if (keyword == std::string("allOf")) {
       if (list.size() != 1) fail(at, "'allOf' of more than one schema is not supported");
       return schema_rule(list[0], at + "/allOf/0", depth + 1);
     }
     const Grammar::Rule r = g_.new_rule();
-    for (std::size_t i = 0; i < list.size(); ++i) g_.add(r, call(schema_rule(list[i], at + "/anyOf/" + std::to_string(i), depth + 1)));
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      g_.add(r, call(schema_rule(list[i], at + "/" + keyword + "/" + std::to_string(i), depth + 1)));
+    }
     return r;
   }
   std::vector<std::string> types;

@@ -16,10 +16,11 @@
 // integers (and minimum and maximum on numbers when they are whole and the minimum is 0 or more:
 // such numbers are written without exponents), format (date, time, date-time, uuid, ipv4,
 // email: sound subsets, see format()), pattern (actors/api/regex_grammar.h), enum, const, anyOf,
-// allOf of one schema, $ref to "#" or a
+// oneOf where a required property of constant value tells the schemas apart (a discriminated
+// union, as Pydantic writes them), allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
 // and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
-// readOnly, writeOnly). Any other keyword (oneOf, not, minProperties, ...) is refused with
+// readOnly, writeOnly, discriminator). Any other keyword (not, minProperties, ...) is refused with
 // its name and place: sepal does not drop a constraint it cannot keep. Keywords of another type
 // than the value's are ignored, as JSON Schema says (minLength on an integer, say).
 //
@@ -78,6 +79,8 @@ class JsonSchemaGrammar {
   Grammar::Rule members(Grammar::Rule value);
   Grammar::Rule schema_rule(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule reference(const std::string& ref, const std::string& at);
+  const nlohmann::ordered_json* resolved(const nlohmann::ordered_json& schema) const;
+  bool tells_apart(const nlohmann::ordered_json& schemas) const;
   [[noreturn]] void fail(const std::string& at, const std::string& why) const;
   void check_size(const std::string& at) const;
 
