@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "actors/api/json_schema.h"
+#include "model/utf8.h"
 
 namespace sepal::api {
 
@@ -47,21 +48,7 @@ std::string json_text(std::uint32_t c) {
   static const char kHex[] = "0123456789abcdef";
   if (c < 0x20) return std::string("\\u00") + kHex[c >> 4] + kHex[c & 15];
   std::string out;
-  if (c < 0x80) {
-    out += static_cast<char>(c);
-  } else if (c < 0x800) {
-    out += static_cast<char>(0xc0 | (c >> 6));
-    out += static_cast<char>(0x80 | (c & 0x3f));
-  } else if (c < 0x10000) {
-    out += static_cast<char>(0xe0 | (c >> 12));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (c & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (c >> 18));
-    out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (c & 0x3f));
-  }
+  utf8_append(out, static_cast<char32_t>(c));
   return out;
 }
 
