@@ -66,8 +66,13 @@ Grammar::Rule Grammar::repeat(Rule item, std::int64_t min, std::optional<std::in
   return out;
 }
 
-std::vector<char> Grammar::nullable_rules() const {
+std::vector<char> Grammar::nullable_rules(const std::vector<Rule>& among) const {
   std::vector<char> nullable(rules_.size(), 0);
+  std::vector<Rule> all;
+  if (among.empty()) {
+    for (Rule r = 0; r < rules_.size(); ++r) all.push_back(r);
+  }
+  const std::vector<Rule>& rules = among.empty() ? all : among;
   const auto alternative_nullable = [&](std::uint32_t at) {
     for (; elements_[at].kind != Element::Kind::kEnd; ++at) {
       if (elements_[at].kind == Element::Kind::kBytes || !nullable[elements_[at].index]) return false;
@@ -76,7 +81,7 @@ std::vector<char> Grammar::nullable_rules() const {
   };
   for (bool changed = true; changed;) {  // to a fixed point
     changed = false;
-    for (Rule r = 0; r < rules_.size(); ++r) {
+    for (const Rule r : rules) {
       if (nullable[r]) continue;
       for (const std::uint32_t at : rules_[r]) {
         if (alternative_nullable(at)) {
@@ -88,6 +93,28 @@ std::vector<char> Grammar::nullable_rules() const {
     }
   }
   return nullable;
+}
+
+bool Grammar::can_be_empty(Rule rule) const {
+  // The rules `rule` reaches, then the fixed point over them alone.
+  std::vector<char> seen(rules_.size(), 0);
+  std::vector<Rule> reached{rule}, todo{rule};
+  seen[rule] = 1;
+  while (!todo.empty()) {
+    const Rule r = todo.back();
+    todo.pop_back();
+    for (std::uint32_t at : rules_[r]) {
+      for (; elements_[at].kind != Element::Kind::kEnd; ++at) {
+        const Element& e = elements_[at];
+        if (e.kind == Element::Kind::kRule && !seen[e.index]) {
+          seen[e.index] = 1;
+          reached.push_back(e.index);
+          todo.push_back(e.index);
+        }
+      }
+    }
+  }
+  return nullable_rules(reached)[rule] != 0;
 }
 
 std::optional<Grammar::Rule> Grammar::left_recursive() const {

@@ -65,8 +65,8 @@ class Grammar {
   /// A new rule matching `item` from `min` to `max` times (no max: any number).
   Rule repeat(Rule item, std::int64_t min, std::optional<std::int64_t> max);
 
-  /// Whether `rule` can match the empty string.
-  bool can_be_empty(Rule rule) const { return nullable_rules()[rule] != 0; }
+  /// Whether `rule` can match the empty string (looking at the rules it reaches only).
+  bool can_be_empty(Rule rule) const;
   /// The first rule that can reach itself without reading a byte, or none.
   std::optional<Rule> left_recursive() const;
 
@@ -77,7 +77,8 @@ class Grammar {
   const ByteSet& set(std::uint32_t index) const { return sets_[index]; }
 
  private:
-  std::vector<char> nullable_rules() const;  // per rule: can match the empty string
+  // Per rule of `among` (every rule when empty): whether it can match the empty string.
+  std::vector<char> nullable_rules(const std::vector<Rule>& among = {}) const;
 
   std::vector<std::vector<std::uint32_t>> rules_;  // each alternative's first element
   std::vector<Element> elements_;                  // alternatives one after another, each closed by kEnd
