@@ -445,7 +445,7 @@ std::string percent_format(const std::string& format, const Value& args) {
       out += text;
     } else if (std::string("diu").find(type) != std::string::npos || std::string("xXo").find(type) != std::string::npos) {
       if (!v.is_number()) fail(std::string("%") + type + " format: a real number is required, not " + v.type_name());
-      const std::int64_t n = v.kind() == Value::Kind::kFloat ? static_cast<std::int64_t>(std::trunc(v.as_float())) : v.as_int();
+      const std::int64_t n = v.as_int();  // a float truncates toward zero, as Python's int() does; out of range fails
       const char conv = type == 'i' || type == 'u' ? 'd' : type;
       if (conv == 'd') {
         std::snprintf(buf, sizeof(buf), (spec + "lld").c_str(), static_cast<long long>(n));
