@@ -1,6 +1,7 @@
 #include "actors/api/json_schema.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <set>
 
@@ -21,7 +22,8 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "items",    "minItems",   "maxItems",  "minLength",
                                             "maxLength", "enum",      "const",     "anyOf",     "oneOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
-                                            "exclusiveMinimum", "exclusiveMaximum", "format", "pattern"};
+                                            "exclusiveMinimum", "exclusiveMaximum", "format", "pattern",
+                                            "prefixItems", "additionalItems"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -185,33 +187,154 @@ Grammar::Rule JsonSchemaGrammar::integer_of(const ojson& schema, const std::stri
   return r;
 }
 
-Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::string& at) {
-  for (const char* key : {"exclusiveMinimum", "exclusiveMaximum"}) {
-    if (schema.contains(key)) fail(at, keyword(key, " on a number is not supported (it is on an integer)"));
+namespace {
+
+// A bound as an exact decimal: the magnitude's whole part (no leading zeros) and fraction (no
+// trailing zeros); zero is never negative.
+struct Decimal {
+  bool negative = false;
+  std::string whole = "0";
+  std::string fraction;
+};
+
+Decimal decimal_of_text(std::string text) {
+  Decimal d;
+  if (!text.empty() && text[0] == '-') {
+    d.negative = true;
+    text.erase(0, 1);
   }
-  if (!schema.contains("minimum") && !schema.contains("maximum")) return number();
-  const auto whole = [&](const char* key) {
-    const ojson& v = schema[key];
-    const bool fits = v.is_number() && v.get<double>() >= 0 && v.get<double>() <= static_cast<double>(kLargest) &&
-                      std::floor(v.get<double>()) == v.get<double>();
-    if (!fits) {
-      fail(at, keyword(key, " on a number must be a whole number of 0 or more (sepal's grammar bounds no other numbers)"));
-    }
-    return static_cast<std::int64_t>(v.get<double>());
-  };
-  if (!schema.contains("minimum")) fail(at, "'maximum' on a number needs a 'minimum' of 0 or more");
-  const std::int64_t lo = whole("minimum");
-  const std::int64_t hi = schema.contains("maximum") ? whole("maximum") : kLargest;
-  if (lo > hi) fail(at, "'minimum' is above 'maximum'");
-  const Grammar::Rule fraction = rule_of({{}, g_.literal(".") + call(digits(1, 16))});
+  const std::size_t point = text.find('.');
+  d.whole = text.substr(0, point);
+  d.fraction = point == std::string::npos ? "" : text.substr(point + 1);
+  d.whole.erase(0, std::min(d.whole.find_first_not_of('0'), d.whole.size() - 1));
+  while (!d.fraction.empty() && d.fraction.back() == '0') d.fraction.pop_back();
+  if (d.whole == "0" && d.fraction.empty()) d.negative = false;
+  return d;
+}
+
+// The shortest decimal that reads back as `v` (std::to_chars), written out without an exponent.
+Decimal decimal_of(double v) {
+  char buf[400];  // the longest fixed-notation double, 5e-324, is 326 characters
+  const auto written = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
+  return decimal_of_text(std::string(buf, written.ptr));
+}
+
+int compare_magnitudes(const Decimal& a, const Decimal& b) {
+  if (a.whole.size() != b.whole.size()) return a.whole.size() < b.whole.size() ? -1 : 1;
+  if (const int c = a.whole.compare(b.whole); c != 0) return c < 0 ? -1 : 1;
+  const std::size_t n = std::max(a.fraction.size(), b.fraction.size());
+  const int c = (a.fraction + std::string(n - a.fraction.size(), '0')).compare(b.fraction + std::string(n - b.fraction.size(), '0'));
+  return c < 0 ? -1 : c > 0 ? 1 : 0;
+}
+
+int compare(const Decimal& a, const Decimal& b) {
+  if (a.negative != b.negative) return a.negative ? -1 : 1;
+  return a.negative ? -compare_magnitudes(a, b) : compare_magnitudes(a, b);
+}
+
+Decimal negated(Decimal d) {
+  if (d.whole != "0" || !d.fraction.empty()) d.negative = !d.negative;
+  return d;
+}
+
+}  // namespace
+
+// Digit sequences of up to k digits (at least one unless allow_empty), as the digits after a
+// decimal point, whose value lies within [0.lo, 0.hi]; no lo is 0, no hi is 1 (excluded).
+Grammar::Rule JsonSchemaGrammar::fraction_digits(const std::optional<std::string>& lo, const std::optional<std::string>& hi,
+                                                 int k, bool allow_empty) {
   const Grammar::Rule r = g_.new_rule();
-  if (!schema.contains("maximum")) {
-    g_.add(r, call(natural_range(lo, hi)) + call(fraction));
+  const bool no_lo = !lo || lo->empty();
+  if (allow_empty && no_lo) g_.add(r, {});
+  if (k == 0) return r;
+  const char a = no_lo ? '0' : (*lo)[0];
+  const char b = !hi ? '9' : hi->empty() ? '0' : (*hi)[0];
+  const auto digit = [&](char from, char to) {
+    return g_.bytes(ByteSet::range(static_cast<unsigned char>(from), static_cast<unsigned char>(to)));
+  };
+  const auto rest = [](const std::optional<std::string>& s) -> std::optional<std::string> {
+    if (!s) return std::nullopt;
+    return s->empty() ? std::string() : s->substr(1);
+  };
+  // The first digit: at a lower bound, at an upper bound, or strictly within (any digits after).
+  if (!no_lo && a == b && hi) {
+    g_.add(r, Symbols{digit(a, a), Grammar::call(fraction_digits(rest(lo), rest(hi), k - 1, true))});
     return r;
   }
-  if (lo < hi) g_.add(r, call(natural_range(lo, hi - 1)) + call(fraction));
-  const Grammar::Rule zeros = rule_of({{}, g_.literal(".") + call(g_.repeat(rule_of({g_.literal("0")}), 1, 16))});
-  g_.add(r, g_.literal(std::to_string(hi)) + call(zeros));
+  char from = '0', to = '9';
+  if (!no_lo) {
+    g_.add(r, Symbols{digit(a, a), Grammar::call(fraction_digits(rest(lo), std::nullopt, k - 1, true))});
+    from = static_cast<char>(a + 1);
+  }
+  if (hi) {
+    g_.add(r, Symbols{digit(b, b), Grammar::call(fraction_digits(std::nullopt, rest(hi), k - 1, true))});
+    to = static_cast<char>(b - 1);
+  }
+  if (from <= to) g_.add(r, Symbols{digit(from, to), Grammar::call(digits(0, k - 1))});
+  return r;
+}
+
+// The texts (no sign, no exponent; at most 16 digits before the point and 16 after) of the
+// numbers from lo to hi, 0 <= lo <= hi.
+Grammar::Rule JsonSchemaGrammar::magnitude_range(const std::string& lo_whole, const std::string& lo_fraction,
+                                                 const std::string& hi_whole, const std::string& hi_fraction) {
+  constexpr int kFractionDigits = 16;
+  const std::optional<std::string> no_bound;
+  const auto fraction = [&](const std::optional<std::string>& from, const std::optional<std::string>& to) {
+    const Grammar::Rule f = g_.new_rule();
+    if (!from || from->empty()) g_.add(f, {});
+    g_.add(f, g_.literal(".") + call(fraction_digits(from, to, kFractionDigits, false)));
+    return f;
+  };
+  const std::int64_t low = std::stoll(lo_whole), high = std::stoll(hi_whole);
+  const Grammar::Rule r = g_.new_rule();
+  if (low == high) {
+    g_.add(r, g_.literal(lo_whole) + call(fraction(lo_fraction, hi_fraction)));
+    return r;
+  }
+  g_.add(r, g_.literal(lo_whole) + call(fraction(lo_fraction, no_bound)));
+  if (low + 1 <= high - 1) g_.add(r, call(natural_range(low + 1, high - 1)) + call(fraction(no_bound, no_bound)));
+  g_.add(r, g_.literal(hi_whole) + call(fraction(no_bound, hi_fraction)));
+  return r;
+}
+
+// Numbers within minimum/maximum/exclusiveMinimum/exclusiveMaximum, as exact decimals without
+// exponents. A bound is the shortest decimal its double reads back as (the bound as written,
+// unless written with more than 17 digits); an exclusive bound is the inclusive bound of the
+// next double inward, so that what the grammar lets through also passes a validator that
+// compares doubles (1.5000000000000001 reads as 1.5).
+Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::string& at) {
+  const char* keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+  if (std::none_of(std::begin(keys), std::end(keys), [&](const char* k) { return schema.contains(k); })) return number();
+  const Decimal largest = decimal_of_text("9999999999999999.9999999999999999");
+  std::optional<Decimal> lo, hi;
+  for (const char* key : keys) {
+    if (!schema.contains(key)) continue;
+    const ojson& v = schema[key];
+    if (!v.is_number()) fail(at, keyword(key, " must be a number"));
+    const std::string name = key;
+    const bool upper = name.find("aximum") != std::string::npos;
+    const bool exclusive = name.rfind("exclusive", 0) == 0;
+    Decimal d;
+    if (exclusive) {
+      d = decimal_of(std::nextafter(v.get<double>(), upper ? -HUGE_VAL : HUGE_VAL));
+    } else if (v.is_number_integer()) {
+      d = decimal_of_text(v.dump());
+    } else {
+      d = decimal_of(v.get<double>());
+    }
+    std::optional<Decimal>& slot = upper ? hi : lo;
+    if (!slot || (upper ? compare(d, *slot) < 0 : compare(d, *slot) > 0)) slot = d;
+  }
+  if (!lo || compare(*lo, negated(largest)) < 0) lo = negated(largest);
+  if (!hi || compare(*hi, largest) > 0) hi = largest;
+  if (compare(*lo, *hi) > 0) fail(at, "no number of at most 16 digits before the point and 16 after lies within its bounds");
+  const Grammar::Rule r = g_.new_rule();
+  const auto range = [&](const Decimal& from, const Decimal& to) {
+    return call(magnitude_range(from.whole, from.fraction, to.whole, to.fraction));
+  };
+  if (!hi->negative) g_.add(r, range(lo->negative ? Decimal{} : *lo, *hi));
+  if (lo->negative) g_.add(r, g_.literal("-") + range(hi->negative ? negated(*hi) : Decimal{}, negated(*lo)));
   return r;
 }
 
@@ -363,17 +486,52 @@ Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::strin
   return rule_of({g_.literal("\"") + call(g_.repeat(string_char(), min.value_or(0), max)) + g_.literal("\"")});
 }
 
+// Arrays: the items of `prefixItems` (or `items` as an array, draft 7's tuples) one by one, then
+// items following `items` (`additionalItems` after draft 7's tuples; none where it is false),
+// minItems to maxItems of them in all.
 Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string& at, int depth) {
-  const auto min = bound(schema, "minItems", at, kMaxRepeat).value_or(0);
-  const auto max = bound(schema, "maxItems", at, kMaxRepeat);
+  auto min = bound(schema, "minItems", at, kMaxRepeat).value_or(0);
+  auto max = bound(schema, "maxItems", at, kMaxRepeat);
   if (max && min > *max) fail(at, "'minItems' is above 'maxItems'");
+  const bool draft7_tuple = schema.contains("items") && schema["items"].is_array();
+  if (schema.contains("prefixItems") && draft7_tuple) fail(at, "'prefixItems' beside an array of 'items' is not supported");
+  if (schema.contains("additionalItems") && !draft7_tuple) fail(at, "'additionalItems' is supported only after an array of 'items'");
+  const char* prefix_key = draft7_tuple ? "items" : "prefixItems";
+  const char* rest_key = draft7_tuple ? "additionalItems" : "items";
+  std::vector<Grammar::Rule> prefix;
+  if (schema.contains(prefix_key)) {
+    const ojson& list = schema[prefix_key];
+    if (!list.is_array()) fail(at, keyword(prefix_key, " must be an array of schemas"));
+    if (list.size() > static_cast<std::size_t>(kMaxRepeat)) fail(at, keyword(prefix_key, " of more than 1024 schemas is not supported"));
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      prefix.push_back(schema_rule(list[i], at + "/" + prefix_key + "/" + std::to_string(i), depth + 1));
+    }
+  }
+  std::optional<Grammar::Rule> rest;
+  if (!schema.contains(rest_key) || schema[rest_key] != ojson(false)) {
+    rest = schema.contains(rest_key) ? schema_rule(schema[rest_key], at + "/" + rest_key, depth + 1) : any_value();
+  }
+  const auto n = static_cast<std::int64_t>(prefix.size());
+  if (!rest) max = std::min<std::int64_t>(max.value_or(n), n);
+  if (max && min > *max) fail(at, "'minItems' is above the number of items the array may hold");
   const Grammar::Rule ws = whitespace();
   const Symbols open = g_.literal("[") + call(ws);
   if (max && *max == 0) return rule_of({open + g_.literal("]")});
-  const Grammar::Rule item = schema.contains("items") ? schema_rule(schema["items"], at + "/items", depth + 1) : any_value();
-  const Grammar::Rule next = rule_of({g_.literal(",") + call(ws) + call(item) + call(ws)});
-  const Grammar::Rule rest = g_.repeat(next, min > 0 ? min - 1 : 0, max ? std::optional<std::int64_t>(*max - 1) : std::nullopt);
-  const Symbols full = open + call(item) + call(ws) + call(rest) + g_.literal("]");
+  // more(i): what follows the first i items (i >= 1): further items, then the end.
+  Grammar::Rule more = rule_of({{}});
+  if (rest && (!max || *max > n)) {
+    const Grammar::Rule next = rule_of({g_.literal(",") + call(ws) + call(*rest) + call(ws)});
+    const std::int64_t from = std::max<std::int64_t>(n, 1);
+    more = g_.repeat(next, std::max<std::int64_t>(min - from, 0), max ? std::optional<std::int64_t>(*max - from) : std::nullopt);
+  }
+  for (std::int64_t i = n - 1; i >= 1; --i) {
+    const Grammar::Rule before = g_.new_rule();
+    if (i >= min) g_.add(before, {});
+    if (!max || i < *max) g_.add(before, g_.literal(",") + call(ws) + call(prefix[static_cast<std::size_t>(i)]) + call(ws) + call(more));
+    more = before;
+  }
+  const Grammar::Rule first = n > 0 ? prefix[0] : *rest;
+  const Symbols full = open + call(first) + call(ws) + call(more) + g_.literal("]");
   if (min > 0) return rule_of({full});
   return rule_of({open + g_.literal("]"), full});
 }
@@ -563,11 +721,15 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
   }
   if (types.empty()) {  // no type: the one the keywords speak of, or any value
     const bool object = constraints.count("properties") || constraints.count("required") || constraints.count("additionalProperties");
-    const bool array = constraints.count("items") || constraints.count("minItems") || constraints.count("maxItems");
-    const bool string = constraints.count("minLength") || constraints.count("maxLength");
-    if (object + array + string > 1) fail(at, "keywords of several types without a 'type' are not supported");
-    if (!object && !array && !string) return any_value();
-    types.push_back(object ? "object" : array ? "array" : "string");
+    const bool array = constraints.count("items") || constraints.count("minItems") || constraints.count("maxItems") ||
+                       constraints.count("prefixItems") || constraints.count("additionalItems");
+    const bool string = constraints.count("minLength") || constraints.count("maxLength") || constraints.count("pattern") ||
+                        constraints.count("format");
+    const bool number = constraints.count("minimum") || constraints.count("maximum") || constraints.count("exclusiveMinimum") ||
+                        constraints.count("exclusiveMaximum");
+    if (object + array + string + number > 1) fail(at, "keywords of several types without a 'type' are not supported");
+    if (!object && !array && !string && !number) return any_value();
+    types.push_back(object ? "object" : array ? "array" : string ? "string" : "number");
   }
   const Grammar::Rule r = g_.new_rule();
   for (const std::string& type : types) {

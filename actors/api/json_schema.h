@@ -11,10 +11,12 @@
 //     containers;
 //   - white space between tokens is one space, or a newline and up to 20 spaces or tabs (the
 //     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it).
-// Taken: type (one or a list), properties, required, additionalProperties, items, minItems,
-// maxItems, minLength, maxLength, minimum, maximum, exclusiveMinimum and exclusiveMaximum on
-// integers (and minimum and maximum on numbers when they are whole and the minimum is 0 or more:
-// such numbers are written without exponents), format (date, time, date-time, uuid, ipv4,
+// Taken: type (one or a list; without one, the type the keywords speak of), properties, required,
+// additionalProperties, items, prefixItems (and draft 7's items as an array, with
+// additionalItems), minItems, maxItems, minLength, maxLength, minimum, maximum,
+// exclusiveMinimum and exclusiveMaximum (exact on integers; on numbers any decimal bounds, the
+// numbers then written without exponents, each exclusive bound taken as the next double inward
+// so that a validator comparing doubles agrees), format (date, time, date-time, uuid, ipv4,
 // email: sound subsets, see format()), pattern (actors/api/regex_grammar.h), enum, const, anyOf,
 // oneOf where a required property of constant value tells the schemas apart (a discriminated
 // union, as Pydantic writes them), allOf of one schema, $ref to "#" or a
@@ -69,6 +71,10 @@ class JsonSchemaGrammar {
   Grammar::Rule number();
   Grammar::Rule natural_range(std::int64_t lo, std::int64_t hi);
   Symbols same_length(const std::string& from, const std::string& to);
+  Grammar::Rule fraction_digits(const std::optional<std::string>& lo, const std::optional<std::string>& hi, int k,
+                                bool allow_empty);
+  Grammar::Rule magnitude_range(const std::string& lo_whole, const std::string& lo_fraction, const std::string& hi_whole,
+                                const std::string& hi_fraction);
   Grammar::Rule integer_of(const nlohmann::ordered_json& schema, const std::string& at);
   Grammar::Rule number_of(const nlohmann::ordered_json& schema, const std::string& at);
   Grammar::Rule literal_value(const nlohmann::ordered_json& value);

@@ -276,6 +276,88 @@ TEST(ApiJsonSchema, IntegerBoundsAcceptExactlyTheirRange) {
   }
 }
 
+// Number bounds, fractional, negative and exclusive: every number on a grid of 0.00001 is accepted
+// exactly when it lies in the bounds, written with and without trailing zeros; an exclusive
+// bound also refuses a text that reads back as the bound's double.
+TEST(ApiJsonSchema, NumberBoundsAcceptExactlyTheirRange) {
+  struct Case {
+    const char* schema;
+    std::int64_t lo, hi;  // in units of 0.00001; INT64_MIN / INT64_MAX where unbounded
+    bool lo_open, hi_open;
+  };
+  constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
+  const Case cases[] = {
+      {R"({"minimum": -1.5, "maximum": 2.25})", -150000, 225000, false, false},
+      {R"({"exclusiveMinimum": -1, "exclusiveMaximum": 1})", -100000, 100000, true, true},
+      {R"({"minimum": 0.1, "maximum": 0.3})", 10000, 30000, false, false},
+      {R"({"minimum": -0.75, "maximum": -0.25})", -75000, -25000, false, false},
+      {R"({"exclusiveMinimum": 0, "maximum": 0.001})", 0, 100, true, false},
+      {R"({"minimum": 3.14159, "maximum": 3.1416})", 314159, 314160, false, false},
+      {R"({"minimum": 2, "exclusiveMaximum": 2.5, "maximum": 7})", 200000, 250000, false, true},
+      {R"({"maximum": -2.5})", -kNone, -250000, false, false},
+      {R"({"exclusiveMinimum": 10.05, "minimum": 3})", 1005000, kNone, true, false},
+      {R"({"minimum": -0.00003, "maximum": 0.00002})", -3, 2, false, false},
+  };
+  const auto text_of = [](std::int64_t units, int min_fraction) {
+    const std::int64_t magnitude = units < 0 ? -units : units;
+    const std::string digits = std::to_string(magnitude % 100000);
+    std::string fraction(5 - digits.size(), '0');
+    fraction.append(digits);
+    while (!fraction.empty() && fraction.back() == '0') fraction.pop_back();
+    if (static_cast<int>(fraction.size()) < min_fraction) fraction.append(static_cast<std::size_t>(min_fraction) - fraction.size(), '0');
+    std::string text = units < 0 ? "-" : "";
+    text.append(std::to_string(magnitude / 100000));
+    if (!fraction.empty()) text.append(".").append(fraction);
+    return text;
+  };
+  for (const Case& c : cases) {
+    Grammar g;
+    JsonSchemaGrammar json(g);
+    nlohmann::ordered_json schema = nlohmann::ordered_json::parse(c.schema);
+    schema["type"] = "number";
+    const Grammar::Rule rule = json.compile(schema);
+    const auto accepts = [&](const std::string& text) {
+      GrammarReader r(g, rule);
+      return r.feed(text) && r.complete();
+    };
+    const auto inside = [&](std::int64_t v) {
+      return (c.lo == -kNone || (c.lo_open ? v > c.lo : v >= c.lo)) && (c.hi == kNone || (c.hi_open ? v < c.hi : v <= c.hi));
+    };
+    std::vector<std::int64_t> values;
+    for (std::int64_t v = -1200000; v <= 1200000; v += 1000) values.push_back(v + 7);
+    for (std::int64_t v = -1200000; v <= 1200000; v += 1000) values.push_back(v);
+    for (const std::int64_t bound : {c.lo, c.hi}) {
+      if (bound == kNone || bound == -kNone) continue;
+      for (std::int64_t v = bound - 300; v <= bound + 300; ++v) values.push_back(v);
+    }
+    for (const std::int64_t v : values) {
+      for (const int min_fraction : {0, 7}) {
+        const std::string text = text_of(v, min_fraction);
+        ASSERT_EQ(accepts(text), inside(v)) << text << " under " << c.schema;
+      }
+    }
+    EXPECT_FALSE(accepts("1e0")) << c.schema;  // bounded numbers come without exponents
+    EXPECT_FALSE(accepts("01")) << c.schema;
+  }
+  Grammar g;
+  JsonSchemaGrammar json(g);
+  const Grammar::Rule open = json.compile(nlohmann::ordered_json::parse(R"({"type": "number", "exclusiveMinimum": 1.5, "maximum": 2})"));
+  const auto accepts = [&](const std::string& text) {
+    GrammarReader r(g, open);
+    return r.feed(text) && r.complete();
+  };
+  EXPECT_FALSE(accepts("1.5000000000000001"));  // reads back as 1.5
+  EXPECT_TRUE(accepts("1.5000000000000002"));
+  EXPECT_TRUE(accepts("2.0000"));
+  EXPECT_FALSE(accepts("2.0000000000000001"));
+  for (const char* impossible : {R"({"type": "number", "minimum": 2, "maximum": 1})", R"({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1})",
+                                 R"({"type": "number", "minimum": 1e17})", R"({"minimum": "1"})"}) {
+    Grammar none;
+    JsonSchemaGrammar refused(none);
+    EXPECT_THROW(refused.compile(nlohmann::ordered_json::parse(impossible)), SchemaError) << impossible;
+  }
+}
+
 // The constraint's mask, walked over the vocabulary's trie with its answers kept by state, is
 // the one trying every token on a copy of the reader gives, at every step of random replies on
 // real tokenizers.

@@ -69,7 +69,9 @@ def is_date_time(s):
 
 
 def validator(schema):
-    return jsonschema.Draft202012Validator(schema, format_checker=FORMATS)
+    """The validator of the draft the schema names ($schema), 2020-12 where it names none."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema, format_checker=FORMATS)
 
 
 def sample_case(name, case):
