@@ -350,6 +350,19 @@ TEST(ApiJsonSchema, NumberBoundsAcceptExactlyTheirRange) {
   EXPECT_TRUE(accepts("1.5000000000000002"));
   EXPECT_TRUE(accepts("2.0000"));
   EXPECT_FALSE(accepts("2.0000000000000001"));
+  // Keywords without a type speak of their type: a pattern alone allows only its strings.
+  for (const auto& [schema, good, bad] : {std::tuple{R"({"pattern": "^ab$"})", R"("ab")", R"("b")"},
+                                          std::tuple{R"({"pattern": "^ab$"})", R"("ab")", "1"},
+                                          std::tuple{R"({"format": "date"})", R"("2024-02-28")", "[]"},
+                                          std::tuple{R"({"exclusiveMaximum": 0})", "-1", R"("x")"},
+                                          std::tuple{R"({"prefixItems": [{"type": "null"}]})", "[null, 1]", "[1]"}}) {
+    Grammar typeless;
+    JsonSchemaGrammar compiler(typeless);
+    const Grammar::Rule rule = compiler.compile(nlohmann::ordered_json::parse(schema));
+    GrammarReader yes(typeless, rule), no(typeless, rule);
+    EXPECT_TRUE(yes.feed(good) && yes.complete()) << schema << " " << good;
+    EXPECT_FALSE(no.feed(bad) && no.complete()) << schema << " " << bad;
+  }
   for (const char* impossible : {R"({"type": "number", "minimum": 2, "maximum": 1})", R"({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1})",
                                  R"({"type": "number", "minimum": 1e17})", R"({"minimum": "1"})"}) {
     Grammar none;
