@@ -59,6 +59,8 @@ DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first
     d.o_bias = upload_vector(b, w.o_bias);
     d.up_bias = upload_vector(b, w.up_bias);
     d.down_bias = upload_vector(b, w.down_bias);
+    d.q_norm = upload_vector(b, w.q_norm);
+    d.k_norm = upload_vector(b, w.k_norm);
     weight_bytes_ += w.bytes();
     blocks_.push_back(std::move(d));
   }

@@ -38,6 +38,7 @@ struct DeviceBlockWeights {
   DeviceVector input_norm, post_attention_norm, input_norm_bias, post_attention_norm_bias;
   DeviceMatrix q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
   DeviceVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;
+  DeviceVector q_norm, k_norm;  ///< Qwen3
 };
 
 /// Working buffers of a forward of up to `rows` rows in a backend's memory.

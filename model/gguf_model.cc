@@ -19,8 +19,8 @@ constexpr const char* kRopeFactors = "rope_freqs.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3)");
   }
   return *arch;
 }
@@ -32,7 +32,7 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
 }
 
 // The Hugging Face name of a GGUF tensor of the architecture, or empty for one sepal does not use
-// (biases but Qwen2's on q, k and v).
+// (biases but Qwen2's on q, k and v; Qwen3's q and k norms but in qwen3 files).
 std::string hf_name(const std::string& name, const std::string& arch) {
   static const std::map<std::string, std::string> top = {
       {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
@@ -45,6 +45,8 @@ std::string hf_name(const std::string& name, const std::string& arch) {
       {"ffn_down.weight", "mlp.down_proj.weight"}};
   static const std::map<std::string, std::string> qwen2_biases = {
       {"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"}, {"attn_v.bias", "self_attn.v_proj.bias"}};
+  static const std::map<std::string, std::string> qwen3_norms = {
+      {"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}};
   if (auto it = top.find(name); it != top.end()) return it->second;
   if (name.rfind("blk.", 0) != 0) return {};
   const auto dot = name.find('.', 4);
@@ -54,7 +56,8 @@ std::string hf_name(const std::string& name, const std::string& arch) {
   const std::string part = name.substr(dot + 1);
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
-  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part))) return {};
+  if (it == block.end() && arch == "qwen3") it = qwen3_norms.find(part);
+  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (arch != "qwen3" && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
 }
 
@@ -97,13 +100,17 @@ std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, 
 ModelConfig gguf_model_config(const GgufFile& file) {
   const std::string arch = architecture(file);
   json c;
-  c["architectures"] = {arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};  // qwen2: q, k, v biases
+  // qwen2: q, k, v biases; qwen3: q and k norms
+  c["architectures"] = {arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
   c["num_hidden_layers"] = required(file, arch + ".block_count");
   c["num_attention_heads"] = required(file, arch + ".attention.head_count");
   if (auto kv = file.integer(arch + ".attention.head_count_kv")) c["num_key_value_heads"] = *kv;
   if (auto k = file.integer(arch + ".attention.key_length")) c["head_dim"] = *k;
+  if (auto v = file.integer(arch + ".attention.value_length"); v && (!c.contains("head_dim") || *v != c["head_dim"].get<std::int64_t>())) {
+    fail(file.where(), ": ", arch, ".attention.value_length ", *v, " differs from the key length (heads of values as wide as keys are supported)");
+  }
   c["max_position_embeddings"] = required(file, arch + ".context_length");
   if (auto eps = file.number(arch + ".attention.layer_norm_rms_epsilon")) c["rms_norm_eps"] = *eps;
   if (auto theta = file.number(arch + ".rope.freq_base")) c["rope_theta"] = *theta;
@@ -141,7 +148,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
-  // qwen2 model's it leaves as they are (llama.cpp rotates those halves apart, as Hugging Face).
+  // qwen2 or qwen3 model's it leaves as they are (llama.cpp rotates those halves apart, as Hugging
+  // Face).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama";
   auto shared = std::make_shared<const GgufFile>(file);

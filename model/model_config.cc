@@ -13,7 +13,7 @@ namespace {
 using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                                          "BloomForCausalLM"};
+                                                          "Qwen3ForCausalLM", "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -131,20 +131,22 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   const std::string act = config.value("hidden_act", std::string("silu"));
   if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
-  // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's
-  // attention_bias puts one on o_proj too, which sepal does not apply: refused, not left out.
+  // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's and
+  // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
+  // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
   if (!c.attention_bias && config.value("attention_bias", false)) {
     fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
          c.architecture, " (Qwen2's biases on q, k and v are)");
   }
   if (config.value("use_sliding_window", false)) {
-    fail(where, ": use_sliding_window=true (Qwen2's windows on some layers) is not supported");
+    fail(where, ": use_sliding_window=true (Qwen2's and Qwen3's windows on some layers) is not supported");
   }
   if (c.architecture == "MistralForCausalLM" && config.contains("sliding_window") && !config["sliding_window"].is_null()) {
     c.sliding_window = positive_int(config, "sliding_window", where);

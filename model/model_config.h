@@ -14,7 +14,7 @@ namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention, no biases
+  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -35,6 +35,7 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
+  bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
   std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral); 0: all
   /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
   /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).

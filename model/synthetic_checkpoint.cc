@@ -25,7 +25,8 @@ bool is_outlier_dim(const SyntheticSpec& spec, std::int64_t dim) {
 struct TensorSpec {
   std::string name;
   std::vector<std::int64_t> shape;
-  bool is_norm = false;
+  bool is_norm = false;      // all ones (outlier dimensions aside)
+  bool around_one = false;   // 1 ± 0.5, uniform: a norm whose weights a test must see applied
 };
 
 // BLOOM's tensors, under its published names with the "transformer." prefix.
@@ -73,6 +74,10 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
     }
+    if (s.architecture == "Qwen3ForCausalLM") {
+      t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true});
+      t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true});
+    }
     t.push_back({p + "post_attention_layernorm.weight", {s.hidden_size}, true});
     t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
     t.push_back({p + "mlp.up_proj.weight", {s.intermediate_size, s.hidden_size}});
@@ -97,7 +102,10 @@ json config_json(const SyntheticSpec& s) {
                 {"bos_token_id", 1}, {"eos_token_id", 2}};
   }
   json config = json{{"architectures", {s.architecture}},
-              {"model_type", s.architecture == "Qwen2ForCausalLM" ? "qwen2" : s.architecture == "MistralForCausalLM" ? "mistral" : "llama"},
+              {"model_type", s.architecture == "Qwen2ForCausalLM"     ? "qwen2"
+                             : s.architecture == "Qwen3ForCausalLM"   ? "qwen3"
+                             : s.architecture == "MistralForCausalLM" ? "mistral"
+                                                                      : "llama"},
               {"hidden_act", "silu"},
               {"hidden_size", s.hidden_size},
               {"intermediate_size", s.intermediate_size},
@@ -193,9 +201,9 @@ void validate(const SyntheticSpec& s) {
   positive(s.num_kv_heads, "kv-heads");
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
-  if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "MistralForCausalLM" &&
-      s.architecture != "BloomForCausalLM") {
-    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM or BloomForCausalLM, not ",
+  if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
+      s.architecture != "MistralForCausalLM" && s.architecture != "BloomForCausalLM") {
+    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM or BloomForCausalLM, not ",
          s.architecture);
   }
   if (s.architecture == "BloomForCausalLM" &&
@@ -269,7 +277,9 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
       const std::int64_t count = std::min(kChunk, n - c0);
       Rng rng(spec.seed * 0x9e3779b97f4a7c15ull + ti * 0x100000001b3ull + static_cast<std::uint64_t>(c0 / kChunk));
       for (std::int64_t i = 0; i < count; ++i) {
-        float v = t.is_norm ? 1.0f : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        float v = t.is_norm      ? 1.0f
+                  : t.around_one ? static_cast<float>(1.0 + (rng.uniform() - 0.5))
+                                 : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
         if (t.is_norm && (t.name.find("layers.") != std::string::npos || t.name.find(".h.") != std::string::npos) && is_outlier_dim(spec, c0 + i)) {
           v = static_cast<float>(spec.outlier_scale);
         }

@@ -25,7 +25,8 @@ struct SyntheticSpec {
   std::int64_t vocab_size = 512;
   std::int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
-  /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written),
+  /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written), "Qwen3ForCausalLM"
+  /// (q_norm and k_norm are written),
   /// "MistralForCausalLM" (with `sliding_window`) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
   std::int64_t sliding_window = 0;  ///< Mistral: written to config.json when > 0

@@ -225,7 +225,7 @@ HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
 
 std::int64_t BlockWeights::bytes() const {
   std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
-  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias}) {
+  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm}) {
     total += v->size * 4;
   }
   for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {

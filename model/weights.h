@@ -57,6 +57,7 @@ struct BlockWeights {
   HeldMatrix gate_proj, up_proj, down_proj;
   HeldVector input_norm_bias, post_attention_norm_bias;          ///< BLOOM
   HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM; q, k, v also Qwen2
+  HeldVector q_norm, k_norm;  ///< Qwen3: RMSNorm weights [head_dim] applied to each head of q and k
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;

@@ -20,7 +20,8 @@ int synth_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
       ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b")
-      ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v) or bloom\n"
+      ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v), qwen3\n"
+                                                         "(q and k norms) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -44,11 +45,12 @@ int synth_command(int argc, char** argv) {
     return 0;
   }
   static const std::map<std::string, std::string> kArchitectures = {
-      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
+      {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();

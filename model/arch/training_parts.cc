@@ -32,7 +32,8 @@ Activations::Activations(const ModelConfig& c, std::int64_t t)
     : input(t * c.hidden_size), normed1(t * c.hidden_size), q(t * c.q_size()), keys(t * c.kv_size()),
       values(t * c.kv_size()), attn(t * c.q_size()), mid(t * c.hidden_size), normed2(t * c.hidden_size),
       gate(c.family == ModelFamily::kBloom ? 0 : t * c.intermediate_size), up(t * c.intermediate_size),
-      act(t * c.intermediate_size), k_rows(t * c.kv_size()), v_rows(t * c.kv_size()) {}
+      act(t * c.intermediate_size), k_rows(t * c.kv_size()), v_rows(t * c.kv_size()),
+      q_raw(c.qk_norm ? t * c.q_size() : 0), k_raw(c.qk_norm ? t * c.kv_size() : 0) {}
 
 void Activations::for_backward(const ModelConfig& c, std::int64_t t) {
   const auto inter = static_cast<std::size_t>(t * c.intermediate_size), h = static_cast<std::size_t>(t * c.hidden_size);

@@ -32,6 +32,7 @@ struct Packing {
 struct Activations {
   std::vector<float> input, normed1, q, keys, values, attn, mid, normed2, gate, up, act;
   std::vector<float> k_rows, v_rows;  // forward scratch: keys and values as the projections give them
+  std::vector<float> q_raw, k_raw;    // Qwen3: q and k before each head's RMSNorm (empty otherwise)
   // backward scratch
   std::vector<float> d_act, d_gate, d_up, d_norm, part, d_attn, dq, dk_heads, dv_heads, dk, dv;
   Activations(const ModelConfig& c, std::int64_t t);

@@ -1,6 +1,6 @@
 // Blocks placed on a device (BlockStack::place_on, model/device_blocks.h) against the same blocks
-// on the CPU: Llama with grouped
-// heads, Qwen2's biases, Mistral's sliding window and BLOOM's ALiBi, at f32, bf16 and int8, over a
+// on the CPU: Llama with grouped heads, Qwen2's biases, Qwen3's q and k norms (heads wider than
+// hidden / heads), Mistral's sliding window and BLOOM's ALiBi, at f32, bf16 and int8, over a
 // prompt, decode steps, a step of several rows and a prompt longer than one device call. The
 // backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
 // GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
@@ -39,11 +39,13 @@ std::vector<Shape> shapes() {
   llama.outlier_dims = 2;  // int8's outlier columns take part
   SyntheticSpec qwen = llama;
   qwen.architecture = "Qwen2ForCausalLM", qwen.seed = 8;
+  SyntheticSpec qwen3 = llama;
+  qwen3.architecture = "Qwen3ForCausalLM", qwen3.head_dim = 64, qwen3.seed = 11;  // q 256 wide from 128
   SyntheticSpec mistral = llama;
   mistral.architecture = "MistralForCausalLM", mistral.sliding_window = 6, mistral.seed = 9;
   SyntheticSpec bloom = llama;
   bloom.architecture = "BloomForCausalLM", bloom.num_kv_heads = 4, bloom.intermediate_size = 512, bloom.seed = 10;
-  return {{"llama", llama}, {"qwen2", qwen}, {"mistral", mistral}, {"bloom", bloom}};
+  return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }

@@ -328,7 +328,7 @@ TEST(GgufFile, ReadsMetadataAndTensors) {
   EXPECT_EQ(first, 1.0f);
 }
 
-// ---- a qwen2 file ----
+// ---- qwen2 and qwen3 files ----
 
 // Appends one metadata entry: key, GGUF type, value bytes.
 void put_kv(GgufWriter& w, const std::string& key, std::uint32_t type, const void* value, std::size_t bytes) {
@@ -337,22 +337,29 @@ void put_kv(GgufWriter& w, const std::string& key, std::uint32_t type, const voi
   w.raw(value, bytes);
 }
 
-// What llama.cpp's converter writes for a Hugging Face Qwen2 folder (f32 tensors): qwen2.* keys,
-// GGUF tensor names with ggml's dimension order (fastest first), the query and key rows as they
-// are (llama.cpp rotates Qwen2's halves apart), no output.weight when the head is tied.
-GgufWriter qwen2_gguf(const std::filesystem::path& folder) {
+// What llama.cpp's converter writes for a Hugging Face Qwen2 or Qwen3 folder (f32 tensors):
+// ARCH.* keys (Qwen3's head width as key_length and value_length), GGUF tensor names with ggml's
+// dimension order (fastest first), the query and key rows as they are (llama.cpp rotates their
+// halves apart), Qwen2's q, k and v biases or Qwen3's q and k norms, no output.weight when the
+// head is tied.
+GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arch) {
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   std::vector<std::pair<std::string, std::string>> names = {
       {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}};
   if (!c.tie_word_embeddings) names.emplace_back("output.weight", "lm_head.weight");
-  const std::vector<std::pair<std::string, std::string>> block = {
+  std::vector<std::pair<std::string, std::string>> block = {
       {"attn_norm.weight", "input_layernorm.weight"},   {"attn_q.weight", "self_attn.q_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},         {"attn_k.weight", "self_attn.k_proj.weight"},
-      {"attn_k.bias", "self_attn.k_proj.bias"},         {"attn_v.weight", "self_attn.v_proj.weight"},
-      {"attn_v.bias", "self_attn.v_proj.bias"},         {"attn_output.weight", "self_attn.o_proj.weight"},
-      {"ffn_norm.weight", "post_attention_layernorm.weight"}, {"ffn_gate.weight", "mlp.gate_proj.weight"},
-      {"ffn_up.weight", "mlp.up_proj.weight"},          {"ffn_down.weight", "mlp.down_proj.weight"}};
+      {"attn_k.weight", "self_attn.k_proj.weight"},     {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  if (arch == "qwen2") {
+    block.insert(block.end(), {{"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"},
+                               {"attn_v.bias", "self_attn.v_proj.bias"}});
+  } else {
+    block.insert(block.end(), {{"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}});
+  }
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     for (const auto& [g, h] : block) {
       names.emplace_back("blk." + std::to_string(l) + "." + g, "model.layers." + std::to_string(l) + "." + h);
@@ -360,8 +367,7 @@ GgufWriter qwen2_gguf(const std::filesystem::path& folder) {
   }
   GgufWriter w;
   w.u64(names.size());
-  w.u64(9);
-  const std::string arch = "qwen2";
+  w.u64(arch == "qwen3" ? 11 : 9);
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -373,14 +379,18 @@ GgufWriter qwen2_gguf(const std::filesystem::path& folder) {
     const auto x = static_cast<float>(v);
     put_kv(w, key, 6, &x, 4);
   };
-  u32("qwen2.context_length", c.max_position_embeddings);
-  u32("qwen2.embedding_length", c.hidden_size);
-  u32("qwen2.feed_forward_length", c.intermediate_size);
-  u32("qwen2.block_count", c.num_layers);
-  u32("qwen2.attention.head_count", c.num_heads);
-  u32("qwen2.attention.head_count_kv", c.num_kv_heads);
-  f32("qwen2.rope.freq_base", c.rope_theta);
-  f32("qwen2.attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  u32(arch + ".context_length", c.max_position_embeddings);
+  u32(arch + ".embedding_length", c.hidden_size);
+  u32(arch + ".feed_forward_length", c.intermediate_size);
+  u32(arch + ".block_count", c.num_layers);
+  u32(arch + ".attention.head_count", c.num_heads);
+  u32(arch + ".attention.head_count_kv", c.num_kv_heads);
+  f32(arch + ".rope.freq_base", c.rope_theta);
+  f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  if (arch == "qwen3") {
+    u32(arch + ".attention.key_length", c.head_dim);
+    u32(arch + ".attention.value_length", c.head_dim);
+  }
   std::uint64_t offset = 0;
   for (const auto& [g, h] : names) {
     const TensorRef& t = hf.get(h);
@@ -401,12 +411,14 @@ GgufWriter qwen2_gguf(const std::filesystem::path& folder) {
   return w;
 }
 
-// A qwen2 GGUF file is its Hugging Face folder: the same configuration (biases on q, k and v),
-// every tensor bit for bit (no rows reordered), the same hidden states.
-TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) {
+// A qwen2 or qwen3 GGUF file is its Hugging Face folder: the same configuration (biases on q, k
+// and v; q and k norms and heads wider than hidden / heads), every tensor bit for bit (no rows
+// reordered), the same hidden states.
+void expect_file_is_its_folder(const std::string& arch) {
   const test::TempDir dir;
   SyntheticSpec spec;
-  spec.architecture = "Qwen2ForCausalLM";
+  spec.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM";
+  if (arch == "qwen3") spec.head_dim = 32;
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.num_layers = 2;
@@ -418,20 +430,21 @@ TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) {
   spec.tie_word_embeddings = true;
   spec.seed = 11;
   write_synthetic_checkpoint(spec, dir / "hf");
-  const auto gguf = dir / "qwen2.gguf";
+  const auto gguf = dir / (arch + ".gguf");
   {
-    const GgufWriter w = qwen2_gguf(dir / "hf");
+    const GgufWriter w = qwen_gguf(dir / "hf", arch);
     std::ofstream out(gguf, std::ios::binary);
     out.write(reinterpret_cast<const char*>(w.bytes_.data()), static_cast<std::streamsize>(w.bytes_.size()));
   }
   const ModelConfig hf = read_model_config(dir / "hf"), g = read_model_config(gguf);
-  EXPECT_EQ(g.architecture, "Qwen2ForCausalLM");
-  EXPECT_TRUE(g.attention_bias);
+  EXPECT_EQ(g.architecture, spec.architecture);
+  EXPECT_EQ(g.attention_bias, arch == "qwen2");
+  EXPECT_EQ(g.qk_norm, arch == "qwen3");
   EXPECT_TRUE(g.tie_word_embeddings);
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
-  EXPECT_EQ(same_tensors(a, b), 2 + 12 * spec.num_layers);
+  EXPECT_EQ(same_tensors(a, b), 2 + (arch == "qwen2" ? 12 : 11) * spec.num_layers);
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -442,6 +455,9 @@ TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) {
   from_gguf.forward(y.data(), 5, cb);
   EXPECT_EQ(x, y);
 }
+
+TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2"); }
+TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();

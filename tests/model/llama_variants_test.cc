@@ -1,5 +1,6 @@
-// Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v)
-// and Mistral (a sliding window shorter than the sequence). A prompt and decode steps past the
+// Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v),
+// Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads) and Mistral (a
+// sliding window shorter than the sequence). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -29,6 +30,7 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
   s.seed = 5;
   s.architecture = architecture;
   s.sliding_window = window;
+  if (architecture == "Qwen3ForCausalLM") s.head_dim = 24;  // q: 4 heads of 24 = 96 wide, from 64
   return s;
 }
 
@@ -40,6 +42,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   write_synthetic_checkpoint(variant(architecture, window), dir.path());
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
+  EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM");
   EXPECT_EQ(config.sliding_window, window);
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
   const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
@@ -86,6 +89,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5}),
                          [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
 

@@ -129,6 +129,17 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(with("attention_bias", true), "c"); },
                "attention_bias=true (biases on every attention projection, o_proj's too) is not supported for LlamaForCausalLM");
   EXPECT_FALSE(parse_model_config(with("attention_bias", false), "c").attention_bias);
+  json qwen3 = json::parse(kGoodConfig);
+  qwen3["architectures"] = {"Qwen3ForCausalLM"};
+  qwen3["attention_bias"] = false;
+  qwen3["head_dim"] = 128;  // wider than hidden / heads, as Qwen3's are
+  const ModelConfig q3 = parse_model_config(qwen3.dump(), "c");
+  EXPECT_TRUE(q3.qk_norm && !q3.attention_bias && q3.head_dim == 128);
+  qwen3["attention_bias"] = true;
+  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "is not supported for Qwen3ForCausalLM");
+  qwen3["attention_bias"] = false;
+  qwen3["use_sliding_window"] = true;
+  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "use_sliding_window=true");
   expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");

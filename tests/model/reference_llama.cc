@@ -123,6 +123,21 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         for (std::size_t i = 0; i < rows->size(); ++i) (*rows)[i] += values[i % width];
       }
     }
+    if (c.qk_norm) {  // Qwen3: each head of q and k RMS-normalised with its own weights, read from the file
+      const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
+      for (auto [name, rows] : {std::pair{"q_norm.weight", &q}, std::pair{"k_norm.weight", &k}}) {
+        const TensorRef& t = ckpt.get(p + name);
+        EXPECT_EQ(t.elements(), hd);
+        const auto* weight = reinterpret_cast<const float*>(t.data);
+        for (std::size_t head = 0; head < rows->size() / static_cast<std::size_t>(hd); ++head) {
+          double* r = rows->data() + head * static_cast<std::size_t>(hd);
+          double ms = 0;
+          for (std::int64_t e = 0; e < hd; ++e) ms += r[e] * r[e];
+          const double scale = 1 / std::sqrt(ms / static_cast<double>(hd) + c.rms_norm_eps);
+          for (std::int64_t e = 0; e < hd; ++e) r[e] *= scale * weight[e];
+        }
+      }
+    }
     rotate(q, c.num_heads, hd, pos, inv_freq);
     rotate(k, c.num_kv_heads, hd, pos, inv_freq);
     std::vector<double> attn(q.size());

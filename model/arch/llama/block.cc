@@ -1,4 +1,4 @@
-// The Llama family's block (Llama, Qwen2, Mistral).
+// The Llama family's block (Llama, Qwen2, Qwen3, Mistral).
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/rmsnorm.h"
@@ -8,8 +8,8 @@
 namespace sepal {
 
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
-// down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(x); with Qwen2's q, k, v biases and Mistral's
-// sliding window where the config has them.
+// down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(x); with Qwen2's q, k, v biases, Qwen3's RMSNorm of
+// each head of q and k, and Mistral's sliding window where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -35,6 +35,10 @@ void llama_block_forward(const BlockCall& call) {
     add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
     add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
     add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
+  }
+  if (c.qk_norm) {
+    rmsnorm(s.q.data(), n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q.data());
+    rmsnorm(s.k.data(), n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k.data());
   }
   rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, positions, inv_freq);
   rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, positions, inv_freq);

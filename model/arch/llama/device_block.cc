@@ -21,6 +21,10 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
     b.add_bias(s.k, n, c.kv_size(), w.k_bias.data);
     b.add_bias(s.v, n, c.kv_size(), w.v_bias.data);
   }
+  if (c.qk_norm) {
+    b.rmsnorm(s.q, n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q);
+    b.rmsnorm(s.k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k);
+  }
   b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, s.positions, call.inv_freq);
   b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, s.positions, call.inv_freq);
   device_store_and_attend(call);

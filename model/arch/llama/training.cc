@@ -1,4 +1,5 @@
-// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Mistral's sliding window):
+// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's q/k norms, Mistral's
+// sliding window):
 // model/arch/llama/block.cc's forward over packed sequences, keeping what the backward needs, and
 // its input-gradient backward.
 #include <algorithm>
@@ -30,6 +31,12 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     add_bias(a.q.data(), t, c.q_size(), w.q_bias.data);
     add_bias(a.k_rows.data(), t, c.kv_size(), w.k_bias.data);
     add_bias(a.v_rows.data(), t, c.kv_size(), w.v_bias.data);
+  }
+  if (c.qk_norm) {
+    a.q_raw = a.q;
+    a.k_raw = a.k_rows;
+    rmsnorm(a.q.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.q.data());
+    rmsnorm(a.k_rows.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.k_rows.data());
   }
   rope_rotate_half(a.q.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
   rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
@@ -69,13 +76,18 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   rmsnorm_input_grad(a.mid.data(), t, h, w.post_attention_norm.data, eps, a.d_norm.data(), a.d_norm.data());
   add_in_place(grad, a.d_norm.data(), t * h);  // now d loss / d mid
 
-  // Attention: mid = input + o(attention(rope(q(n1) + bq), rope(k(n1) + bk), v(n1) + bv)),
-  // n1 = rmsnorm(input); the biases shift the projections and leave their input gradients alone.
+  // Attention: mid = input + o(attention(rope(qn(q(n1) + bq)), rope(kn(k(n1) + bk)), v(n1) + bv)),
+  // n1 = rmsnorm(input), qn and kn Qwen3's per-head norms (else identities); the biases shift the
+  // projections and leave their input gradients alone.
   std::copy_n(grad, t * h, d_product.begin());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
   rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
   rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq);
+  if (c.qk_norm) {
+    rmsnorm_input_grad(a.q_raw.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.dq.data(), a.dq.data());
+    rmsnorm_input_grad(a.k_raw.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.dk.data(), a.dk.data());
+  }
   product_input_grad(call, Projection::kQ, a.normed1.data(), a.dq.data(), a.d_norm.data());
   product_input_grad(call, Projection::kK, a.normed1.data(), a.dk.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);

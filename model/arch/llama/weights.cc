@@ -1,4 +1,4 @@
-// The Llama family's weights (Llama, Qwen2, Mistral) under Hugging Face's names.
+// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral) under Hugging Face's names.
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/weight_holding.h"
@@ -63,6 +63,13 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     b.q_bias = bias("self_attn.q_proj.bias", config.q_size());
     b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
     b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
+  }
+  if (config.qk_norm) {
+    for (auto [name, held] : {std::pair{"self_attn.q_norm.weight", &b.q_norm}, std::pair{"self_attn.k_norm.weight", &b.k_norm}}) {
+      const TensorRef& t = checkpoint.get(p + name);
+      expect_shape(t, {config.head_dim});
+      *held = hold_vector(t, loading);
+    }
   }
   return b;
 }
