@@ -54,6 +54,7 @@ int serve_api_command(int argc, char** argv) {
   std::string model_dir, model_name, key_file, device_text;
   std::vector<std::string> adapter_specs;
   int threads = 0;
+  std::string reasoning_format = "auto";
   po::options_description options(
       "sepal serve-api: an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)\n"
       "in front of a model in this process or a swarm");
@@ -73,6 +74,9 @@ int serve_api_command(int argc, char** argv) {
        "requests waiting for a turn; more get HTTP 429")
       ("max-body-bytes", po::value(&server.max_body_bytes)->default_value(1 << 20), "request bodies over this get HTTP 413")
       ("max-n", po::value(&server.limits.max_n)->default_value(8), "largest n (choices per prompt) a request may ask")
+      ("reasoning-format", po::value(&reasoning_format)->default_value("auto"),
+       "auto: where the chat template teaches <think> ... </think>, chat replies give the thinking as\n"
+       "reasoning_content apart from content; none: the whole reply is content")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   add_weight_options(options, weights);
   add_device_option(options, device_text);
@@ -90,6 +94,10 @@ int serve_api_command(int argc, char** argv) {
   if (server.max_body_bytes < 1024) throw UsageError{"--max-body-bytes must be at least 1024"};
   if (server.limits.max_n < 1) throw UsageError{"--max-n must be at least 1"};
   if (threads < 0) throw UsageError{"--threads must be at least 0"};
+  if (reasoning_format != "auto" && reasoning_format != "none") {
+    throw UsageError{"--reasoning-format must be auto or none, not '" + reasoning_format + "'"};
+  }
+  server.split_reasoning = reasoning_format == "auto";
   if (!key_file.empty()) server.api_keys = read_api_keys(key_file);
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
@@ -173,6 +181,10 @@ int serve_api_command(int argc, char** argv) {
                  api::tool_call_format_name(chat_template.tool_format));
   } else {
     std::fprintf(stderr, "sepal: tool calls: none (the chat template teaches no format sepal reads; requests with tools are refused)\n");
+  }
+  if (chat_template.thinks) {
+    std::fprintf(stderr, "sepal: reasoning: the chat template teaches <think>; %s\n",
+                 server.split_reasoning ? "replies give it as reasoning_content" : "left in content (--reasoning-format none)");
   }
   std::fprintf(stderr, "sepal: serving %s as '%s' at http://%s:%d/v1 (%s, chat template: %s, %s kernels)\n",
                model_dir.c_str(), model_name.c_str(), server.bind.c_str(), api.port(),

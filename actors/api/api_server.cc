@@ -10,6 +10,7 @@
 #include <set>
 
 #include "actors/api/json_mode.h"
+#include "actors/api/reasoning.h"
 #include "actors/api/status_page.h"
 #include "actors/api/structured_output.h"
 #include "kernels/error.h"
@@ -160,7 +161,14 @@ struct ApiServer::Impl {
   struct Prompt {
     std::vector<std::int32_t> ids;
     std::size_t text_bytes = 0;  // of the prompt's text (the completions' text_offset starts there)
+    bool thinking_open = false;  // chat: the prompt leaves the reply inside <think>
   };
+
+  // Whether a chat reply's reasoning is split from its content: the template teaches thinking and
+  // no grammar makes the reply something else from its first token.
+  bool splits_reasoning(const CompletionRequest& r) const {
+    return r.chat && options.split_reasoning && model.chat_template.thinks && !r.json_object && !r.structure;
+  }
 
   // The request's prompts, checked against the model; an error as OpenAI words it.
   std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
@@ -183,11 +191,11 @@ struct ApiServer::Impl {
                              ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS])",
                          "tools");
         }
-        auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0, r.tools);
+        auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0, r.tools, r.template_kwargs);
         if (auto* error = std::get_if<jinja::TemplateError>(&rendered))
           return invalid("the model's chat template refused the messages: " + error->message, "messages");
         const std::string& text = std::get<std::string>(rendered);
-        out.push_back(Prompt{prompt_ids_of(model, text), text.size()});
+        out.push_back(Prompt{prompt_ids_of(model, text), text.size(), prompt_opens_thinking(text)});
       }
       for (const std::string& p : r.prompts) out.push_back(Prompt{prompt_ids_of(model, p), p.size()});
       for (const auto& ids : r.prompt_ids) {
@@ -300,8 +308,13 @@ struct ApiServer::Impl {
           std::string finish_reason = c.finish_reason;
           json choice{{"index", index}};
           if (chat) {
+            const ReasoningSplit split = splits_reasoning(r) ? split_reasoning(c.text, prompt.thinking_open) : ReasoningSplit{{}, c.text};
             choice["message"] = assistant_message(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format,
-                                                  c.text, tool_names(r), r.parallel_tool_calls, finish_reason);
+                                                  split.content, tool_names(r), r.parallel_tool_calls, finish_reason);
+            if (split.reasoning) {
+              choice["message"]["reasoning_content"] = *split.reasoning;
+              if (split.content.empty()) choice["message"]["content"] = nullptr;
+            }
             choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
           } else {
             choice["text"] = c.text;
@@ -339,6 +352,8 @@ struct ApiServer::Impl {
             used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
               std::size_t offset = prompt.text_bytes;
               ToolCallStream calls(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format);
+              const bool split = splits_reasoning(r);
+              ReasoningStream thinking(prompt.thinking_open);
               if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
                                        {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
                 throw ClientGone{};
@@ -347,9 +362,13 @@ struct ApiServer::Impl {
                                                 [&](const ChoiceDelta& d) {
                 json choice{{"index", index}, {"finish_reason", nullptr}};
                 if (chat) {
-                  std::string shown = calls.push(d.text);
-                  if (shown.empty() && d.tokens.empty() && !d.text.empty()) return true;  // held: it may be a call
-                  choice["delta"] = {{"content", std::move(shown)}};
+                  ReasoningStream::Piece piece = split ? thinking.push(d.text) : ReasoningStream::Piece{{}, d.text};
+                  std::string shown = piece.content.empty() ? std::string() : calls.push(piece.content);
+                  // Held: it may be a call, or a tag.
+                  if (shown.empty() && piece.reasoning.empty() && d.tokens.empty() && !d.text.empty()) return true;
+                  choice["delta"] = json::object();
+                  if (!piece.reasoning.empty()) choice["delta"]["reasoning_content"] = std::move(piece.reasoning);
+                  if (!shown.empty() || piece.reasoning.empty()) choice["delta"]["content"] = std::move(shown);
                   choice["logprobs"] = r.logprobs ? chat_logprobs(model, d.tokens) : json(nullptr);
                 } else {
                   choice["text"] = d.text;
@@ -359,6 +378,16 @@ struct ApiServer::Impl {
                 return send(chunk(choice));
               });
               std::string finish_reason = c.finish_reason;
+              if (split) {  // what the reasoning split held: a partial tag, or white space
+                const ReasoningStream::Piece rest = thinking.finish();
+                json delta = json::object();
+                if (!rest.reasoning.empty()) delta["reasoning_content"] = rest.reasoning;
+                const std::string shown = rest.content.empty() ? std::string() : calls.push(rest.content);
+                if (!shown.empty()) delta["content"] = shown;
+                if (!delta.empty() && !send(chunk({{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+                  throw ClientGone{};
+                }
+              }
               if (!calls.held().empty()) {  // the end of the reply, held as it may hold calls
                 const json delta = held_delta(model.chat_template.tool_format, calls.held(), tool_names(r),
                                               r.parallel_tool_calls, finish_reason);

@@ -33,6 +33,9 @@ struct ApiServerOptions {
   std::int64_t max_running = 16;
   std::int64_t max_waiting = 64;
   RequestLimits limits;
+  /// Where the chat template teaches thinking, chat replies give it as `reasoning_content` apart
+  /// from `content` (actors/api/reasoning.h); false: the whole reply is content.
+  bool split_reasoning = true;
 };
 
 /// Counters of the API, for logs and the status page.

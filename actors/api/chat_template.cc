@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/api/reasoning.h"
 #include "kernels/error.h"
 #include "model/gguf.h"
 
@@ -141,6 +142,7 @@ ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_j
   }
   t.jinja = std::make_shared<const jinja::Template>(std::move(std::get<jinja::Template>(parsed)));
   t.tool_format = tool_call_format_of(jinja);
+  t.thinks = template_thinks(jinja);
   if (!tool_use.empty()) {
     auto tool_parsed = jinja::Template::parse(tool_use);
     if (auto* tool_template = std::get_if<jinja::Template>(&tool_parsed)) {
@@ -223,10 +225,12 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
 
 std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
                                                             const std::vector<ChatMessage>& messages,
-                                                            bool model_adds_bos, const nlohmann::ordered_json& tools) {
+                                                            bool model_adds_bos, const nlohmann::ordered_json& tools,
+                                                            const nlohmann::ordered_json& kwargs) {
   if (chat_template.jinja) {
-    // The messages as transformers hands them over: their fields as the request sent them.
-    nlohmann::ordered_json context = nlohmann::ordered_json::object();
+    // The messages as transformers hands them over: their fields as the request sent them; the
+    // variables apply_chat_template's keyword arguments would set, then the server's own.
+    nlohmann::ordered_json context = kwargs.is_object() ? kwargs : nlohmann::ordered_json::object();
     context["messages"] = nlohmann::ordered_json::array();
     for (const ChatMessage& m : messages) {
       nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};

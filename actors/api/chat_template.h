@@ -64,6 +64,8 @@ struct ChatTemplate {
   /// The tool-call format the template that runs with tools teaches (kNone: requests with tools
   /// are refused).
   ToolCallFormat tool_format = ToolCallFormat::kNone;
+  /// Whether the template teaches thinking in <think> ... </think> (actors/api/reasoning.h).
+  bool thinks = false;
   /// The special tokens a template sees: {"bos_token": "<s>", "eos_token": "</s>", ...}.
   nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();
 };
@@ -96,10 +98,12 @@ std::string render_recognised(const ChatTemplate& chat_template, const std::vect
 /// when `model_adds_bos`. `tools` (null: none) is the template's `tools`, as the request sent
 /// them. A template's error (its raise_exception, such as roles that do not alternate) comes back
 /// as the second alternative, as does a chat with tools or tool calls for a model whose template
-/// is not run.
+/// is not run. `kwargs` (an object) are more variables for the template (a recognised form has
+/// none: they change nothing, as variables a template does not read).
 std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& chat_template,
                                                             const std::vector<ChatMessage>& messages,
                                                             bool model_adds_bos,
-                                                            const nlohmann::ordered_json& tools = nullptr);
+                                                            const nlohmann::ordered_json& tools = nullptr,
+                                                            const nlohmann::ordered_json& kwargs = nlohmann::ordered_json::object());
 
 }  // namespace sepal::api

@@ -286,7 +286,8 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
                                                "stream", "stream_options", "logprobs", "user", "presence_penalty",
                                                "frequency_penalty", "logit_bias"};
   static const std::set<std::string> chat_only = {"messages", "top_logprobs", "max_completion_tokens", "tools",
-                                                  "tool_choice", "parallel_tool_calls", "response_format"};
+                                                  "tool_choice", "parallel_tool_calls", "response_format",
+                                                  "chat_template_kwargs"};
   static const std::set<std::string> completion_only = {"prompt", "echo", "best_of", "suffix"};
   for (const auto& [key, value] : body.items()) {
     if (!common.count(key) && !(chat ? chat_only : completion_only).count(key)) {
@@ -301,6 +302,16 @@ CompletionRequest parse(const ojson& body, bool chat, const RequestLimits& limit
     read_messages(body, r);
     read_tools(body, r, limits);
     if (present(body, "response_format")) read_response_format(body["response_format"], r);
+    if (present(body, "chat_template_kwargs")) {
+      static const std::set<std::string> kSet = {"messages", "tools", "add_generation_prompt", "documents",
+                                                 "bos_token", "eos_token", "unk_token", "pad_token"};
+      const ojson& kwargs = body["chat_template_kwargs"];
+      if (!kwargs.is_object()) bad("'chat_template_kwargs' must be an object of template variables", "chat_template_kwargs");
+      for (const auto& [key, value] : kwargs.items()) {
+        if (kSet.count(key)) bad("'chat_template_kwargs' may not set '" + key + "': the server sets it", "chat_template_kwargs." + key);
+      }
+      r.template_kwargs = kwargs;
+    }
   } else {
     read_prompts(body, r, limits);
   }

@@ -91,6 +91,9 @@ struct CompletionRequest {
   /// parsing), or forced calls' (set by the server, which knows the model's call format)
   /// (actors/api/structured_output.h); null for none.
   std::shared_ptr<const StructuredOutput> structure;
+  /// Chat: chat_template_kwargs (vLLM's and SGLang's extension): more variables for the chat
+  /// template, such as Qwen3's enable_thinking; an object, none naming a variable the server sets.
+  nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();
 };
 
 /// Bounds the server puts on a request.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <random>
 
 #include "actors/api/chat_template.h"
@@ -14,6 +15,7 @@
 #include "actors/api/json_schema.h"
 #include "actors/api/structured_output.h"
 #include "actors/api/openai_request.h"
+#include "actors/api/reasoning.h"
 #include "actors/api/stop_strings.h"
 #include "actors/api/tool_calls.h"
 #include "kernels/error.h"
@@ -787,6 +789,81 @@ TEST(ApiChatTemplate, Llama31sKnowledgeDateHeaderAndTrimmedMessages) {
 // for the last user turn, as Mistral's templates do), it sees the special tokens, and a BOS it
 // writes first is left to the caller when the model adds one. One the engine cannot parse falls
 // back to its recognised form and says why; a template's raise_exception reaches the caller.
+// Reasoning: the text between <think> and </think> at the reply's start (or from it, when the
+// prompt opened thinking) is reasoning; the rest, without the white space after the tag, is the
+// answer. Streamed in pieces cut anywhere, the pieces join to the same split.
+TEST(ApiReasoning, ThinkingIsSplitFromTheAnswerWholeAndStreamed) {
+  struct Case {
+    std::string text;
+    bool open;
+    std::optional<std::string> reasoning;
+    std::string content;
+  };
+  const Case cases[] = {
+      {"<think>\nLet me see.\n</think>\n\nIt is 4.", false, "\nLet me see.\n", "It is 4."},
+      {"  <think>a</think>b", false, "a", "b"},
+      {"Plain answer, no <think> here", false, std::nullopt, "Plain answer, no <think> here"},
+      {"  plain", false, std::nullopt, "  plain"},
+      {"<think>cut off while thinking", false, "cut off while thinking", ""},
+      {"Okay, so 2+2.\n</think>\n\n4", true, "Okay, so 2+2.\n", "4"},
+      {"still thinking </thi", true, "still thinking </thi", ""},
+      {"</think></think>x", true, "", "</think>x"},
+      {"<thi", false, std::nullopt, "<thi"},
+      {"\n\n", false, std::nullopt, "\n\n"},
+      {"<think></think>   ", false, "", ""},
+      {"<think>é 中</think>\n<tool_call>{}</tool_call>", false, "é 中", "<tool_call>{}</tool_call>"},
+  };
+  for (const Case& c : cases) {
+    const ReasoningSplit whole = split_reasoning(c.text, c.open);
+    EXPECT_EQ(whole.reasoning, c.reasoning) << c.text;
+    EXPECT_EQ(whole.content, c.content) << c.text;
+    for (std::size_t cut = 0; cut <= c.text.size(); ++cut) {
+      for (std::size_t cut2 = cut; cut2 <= c.text.size(); cut2 += 3) {
+        ReasoningStream stream(c.open);
+        std::string reasoning, content;
+        for (const std::string& piece : {c.text.substr(0, cut), c.text.substr(cut, cut2 - cut), c.text.substr(cut2)}) {
+          const ReasoningStream::Piece p = stream.push(piece);
+          reasoning += p.reasoning;
+          content += p.content;
+        }
+        const ReasoningStream::Piece rest = stream.finish();
+        reasoning += rest.reasoning;
+        content += rest.content;
+        EXPECT_EQ(stream.thought(), c.reasoning.has_value()) << c.text << " cut at " << cut << ", " << cut2;
+        EXPECT_EQ(reasoning, c.reasoning.value_or("")) << c.text << " cut at " << cut << ", " << cut2;
+        EXPECT_EQ(content, c.content) << c.text << " cut at " << cut << ", " << cut2;
+      }
+    }
+  }
+  EXPECT_TRUE(prompt_opens_thinking("<|Assistant|><think>\n"));
+  EXPECT_FALSE(prompt_opens_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+  EXPECT_FALSE(prompt_opens_thinking("<|im_start|>assistant\n"));
+  EXPECT_TRUE(template_thinks("{{ '<think>\\n\\n</think>\\n\\n' }}"));
+  EXPECT_FALSE(template_thinks("{{ '<think>' }}"));
+}
+
+// chat_template_kwargs reach the template as variables (Qwen3's enable_thinking), and may not
+// set the server's own.
+TEST(ApiReasoning, ChatTemplateKwargsAreTemplateVariables) {
+  const ChatTemplate t = chat_template_of_text(
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+      "{% if add_generation_prompt %}<|im_start|>assistant\n"
+      "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}",
+      {});
+  ASSERT_NE(t.jinja, nullptr) << t.jinja_error;
+  EXPECT_TRUE(t.thinks);
+  const std::vector<ChatMessage> chat = {{"user", "Hi"}};
+  EXPECT_EQ(std::get<std::string>(render_chat(t, chat, false)), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  const CompletionRequest r = ok(chat_with(R"("chat_template_kwargs": {"enable_thinking": false})"), true);
+  EXPECT_EQ(std::get<std::string>(render_chat(t, chat, false, nullptr, r.template_kwargs)),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  EXPECT_EQ(refused(chat_with(R"("chat_template_kwargs": ["enable_thinking"])"), true).param, "chat_template_kwargs");
+  EXPECT_EQ(refused(chat_with(R"("chat_template_kwargs": {"messages": []})"), true).param, "chat_template_kwargs.messages");
+  EXPECT_EQ(refused(chat_with(R"("chat_template_kwargs": {"add_generation_prompt": false})"), true).param,
+            "chat_template_kwargs.add_generation_prompt");
+  EXPECT_EQ(refused(R"({"model": "m", "prompt": "x", "chat_template_kwargs": {}})", false).param, "chat_template_kwargs");
+}
+
 TEST(ApiChatTemplate, AModelsTemplateRunsAsJinja) {
   const std::string mistral_like =
       "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
