@@ -6,7 +6,7 @@
 // a crash or a sanitizer report is a finding; so is a stream that loses or invents text, an
 // object JSON mode's grammar completes that is not JSON, a text a schema's grammar completes
 // that is not JSON, or forced calls the grammar completes that the format's reader does not read
-// as calls.
+// as calls, or a reasoning split whose streamed pieces join to other parts than the whole split's.
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -15,6 +15,7 @@
 
 #include "actors/api/chat_template.h"
 #include "actors/api/openai_request.h"
+#include "actors/api/reasoning.h"
 #include "actors/api/structured_output.h"
 #include "actors/api/tool_calls.h"
 
@@ -27,7 +28,8 @@ const ChatTemplate& tool_template() {
       "{% if tools %}{% for t in tools %}{{ t | tojson }}\n{% endfor %}{% endif %}"
       "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
       "{% for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}</tool_call>{% endfor %}"
-      "{% if m.tool_call_id is defined %}[{{ m.tool_call_id }}]{% endif %}{% endfor %}<|assistant|>",
+      "{% if m.tool_call_id is defined %}[{{ m.tool_call_id }}]{% endif %}{% endfor %}<|assistant|>"
+      "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% else %}{{ extra }}{% endif %}",
       nlohmann::ordered_json::object());
   return t;
 }
@@ -48,6 +50,23 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
     if (shown + stream.held() != text) __builtin_trap();
     (void)held_delta(format, stream.held(), names, false, finish);
   }
+  // The reasoning split, whole and streamed in pieces, from the reply's start and inside <think>.
+  for (const bool open : {false, true}) {
+    const ReasoningSplit whole = split_reasoning(text, open);
+    ReasoningStream stream(open);
+    std::string reasoning, content;
+    const std::size_t piece = 1 + text.size() % 5;
+    for (std::size_t at = 0; at < text.size(); at += piece) {
+      const ReasoningStream::Piece p = stream.push(text.substr(at, piece));
+      reasoning += p.reasoning;
+      content += p.content;
+    }
+    const ReasoningStream::Piece rest = stream.finish();
+    if (reasoning + rest.reasoning != whole.reasoning.value_or("") || content + rest.content != whole.content ||
+        stream.thought() != whole.reasoning.has_value()) {
+      __builtin_trap();
+    }
+  }
   // JSON mode's grammar: an object it completes is JSON.
   if (completes(*json_object_output(), text) && !nlohmann::json::accept(text)) __builtin_trap();
 }
@@ -59,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto parsed = parse_completion_request(body, /*chat=*/true, RequestLimits{});
   auto* request = std::get_if<CompletionRequest>(&parsed);
   if (!request) return 0;
-  (void)render_chat(tool_template(), request->messages, false, request->tools);
+  (void)render_chat(tool_template(), request->messages, false, request->tools, request->template_kwargs);
   std::set<std::string> names;
   if (request->tools.is_array()) {
     for (const auto& t : request->tools) names.insert(t["function"]["name"].get<std::string>());
