@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "actors/api/regex_grammar.h"
 
@@ -23,7 +26,7 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "maxLength", "enum",      "const",     "anyOf",     "oneOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
                                             "exclusiveMinimum", "exclusiveMaximum", "format", "pattern",
-                                            "prefixItems", "additionalItems"};
+                                            "prefixItems", "additionalItems", "multipleOf"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -167,9 +170,147 @@ Grammar::Rule JsonSchemaGrammar::natural_range(std::int64_t lo, std::int64_t hi)
   return r;
 }
 
+// The decimal texts of the multiples of k from lo to hi (0 <= lo <= hi <= kLargest, k >= 2): at
+// lo's and hi's lengths, the digits walked from the left with the remainder so far (mod k) and
+// whether they still follow lo's or hi's digits (rules free of both depend only on the digits
+// left and the remainder); the lengths between, as one automaton. Only states from which a
+// multiple can be finished are written, so that the reader never takes a digit it cannot
+// complete.
+Grammar::Rule JsonSchemaGrammar::multiples_range(std::int64_t lo, std::int64_t hi, std::int64_t k) {
+  const auto digit = [&](int d) {
+    return g_.bytes(ByteSet::range(static_cast<unsigned char>('0' + d), static_cast<unsigned char>('0' + d)));
+  };
+  // free[left][r]: `left` more digits, any, after a prefix of remainder r, ending on a multiple.
+  std::vector<std::vector<std::optional<Grammar::Rule>>> free(17, std::vector<std::optional<Grammar::Rule>>(static_cast<std::size_t>(k)));
+  std::vector<std::vector<char>> free_live(17, std::vector<char>(static_cast<std::size_t>(k), 0));
+  free_live[0][0] = 1;
+  for (int left = 1; left <= 16; ++left) {
+    for (std::int64_t r = 0; r < k; ++r) {
+      for (int d = 0; d <= 9 && !free_live[left][r]; ++d) free_live[left][r] = free_live[left - 1][(10 * r + d) % k];
+    }
+  }
+  std::function<Grammar::Rule(int, std::int64_t)> free_rule = [&](int left, std::int64_t r) {
+    auto& slot = free[left][static_cast<std::size_t>(r)];
+    if (slot) return *slot;
+    const Grammar::Rule rule = g_.new_rule();
+    slot = rule;
+    if (left == 0) {
+      g_.add(rule, {});
+      return rule;
+    }
+    for (int d = 0; d <= 9; ++d) {
+      const std::int64_t next = (10 * r + d) % k;
+      if (!free_live[left - 1][static_cast<std::size_t>(next)]) continue;
+      g_.add(rule, Symbols{digit(d), Grammar::call(free_rule(left - 1, next))});
+    }
+    return rule;
+  };
+  // One length's multiples from a to b (same number of digits).
+  const auto one_length = [&](std::int64_t a, std::int64_t b) -> std::optional<Grammar::Rule> {
+    const int length = static_cast<int>(std::to_string(a).size());
+    const std::string from = std::to_string(a), to = std::to_string(b);
+    // Whether digits pos.. can finish a multiple, given remainder r and the bounds still followed.
+    std::map<std::tuple<int, bool, bool, std::int64_t>, bool> live;
+    std::function<bool(int, bool, bool, std::int64_t)> alive = [&](int pos, bool low, bool high, std::int64_t r) -> bool {
+      if (pos == length) return r == 0;
+      if (!low && !high) return free_live[length - pos][static_cast<std::size_t>(r)] != 0;
+      const auto key = std::make_tuple(pos, low, high, r);
+      if (auto it = live.find(key); it != live.end()) return it->second;
+      bool any = false;
+      const int first = low ? from[pos] - '0' : 0, last = high ? to[pos] - '0' : 9;
+      for (int d = first; d <= last && !any; ++d) any = alive(pos + 1, low && d == first, high && d == last, (10 * r + d) % k);
+      return live[key] = any;
+    };
+    std::map<std::tuple<int, bool, bool, std::int64_t>, Grammar::Rule> rules;
+    std::function<Grammar::Rule(int, bool, bool, std::int64_t)> rule_at = [&](int pos, bool low, bool high, std::int64_t r) {
+      if (!low && !high) return free_rule(length - pos, r);
+      const auto key = std::make_tuple(pos, low, high, r);
+      if (auto it = rules.find(key); it != rules.end()) return it->second;
+      const Grammar::Rule rule = g_.new_rule();
+      rules[key] = rule;
+      if (pos == length) {
+        g_.add(rule, {});
+        return rule;
+      }
+      const int first = low ? from[pos] - '0' : 0, last = high ? to[pos] - '0' : 9;
+      for (int d = first; d <= last; ++d) {
+        const bool l = low && d == first, h = high && d == last;
+        const std::int64_t next = (10 * r + d) % k;
+        if (alive(pos + 1, l, h, next)) g_.add(rule, Symbols{digit(d), Grammar::call(rule_at(pos + 1, l, h, next))});
+      }
+      return rule;
+    };
+    if (!alive(0, true, true, 0)) return std::nullopt;
+    return rule_at(0, true, true, 0);
+  };
+  // The lengths strictly between lo's and hi's: a first digit of 1 to 9, then digits until a
+  // multiple of between `shortest` and `longest` digits ends. Walked as one automaton over
+  // (remainder, digits still due, digits still allowed), so that the reader holds a few ways
+  // at once rather than one per length.
+  const auto middle = [&](int shortest, int longest) -> std::optional<Grammar::Rule> {
+    std::map<std::tuple<std::int64_t, int, int>, bool> live;
+    std::function<bool(std::int64_t, int, int)> alive = [&](std::int64_t r, int due, int allowed) -> bool {
+      if (due == 0 && r == 0) return true;
+      if (allowed == 0) return false;
+      const auto key = std::make_tuple(r, due, allowed);
+      if (auto it = live.find(key); it != live.end()) return it->second;
+      bool any = false;
+      for (int d = 0; d <= 9 && !any; ++d) any = alive((10 * r + d) % k, std::max(due - 1, 0), allowed - 1);
+      return live[key] = any;
+    };
+    std::map<std::tuple<std::int64_t, int, int>, Grammar::Rule> rules;
+    std::function<Grammar::Rule(std::int64_t, int, int)> rule_at = [&](std::int64_t r, int due, int allowed) {
+      const auto key = std::make_tuple(r, due, allowed);
+      if (auto it = rules.find(key); it != rules.end()) return it->second;
+      const Grammar::Rule rule = g_.new_rule();
+      rules[key] = rule;
+      if (due == 0 && r == 0) g_.add(rule, {});
+      for (int d = 0; d <= 9 && allowed > 0; ++d) {
+        const std::int64_t next = (10 * r + d) % k;
+        if (alive(next, std::max(due - 1, 0), allowed - 1)) {
+          g_.add(rule, Symbols{digit(d), Grammar::call(rule_at(next, std::max(due - 1, 0), allowed - 1))});
+        }
+      }
+      return rule;
+    };
+    const Grammar::Rule first = g_.new_rule();
+    bool any = false;
+    for (int d = 1; d <= 9; ++d) {
+      if (!alive(d % k, shortest - 1, longest - 1)) continue;
+      g_.add(first, Symbols{digit(d), Grammar::call(rule_at(d % k, shortest - 1, longest - 1))});
+      any = true;
+    }
+    if (!any) return std::nullopt;
+    return first;
+  };
+  const Grammar::Rule out = g_.new_rule();
+  const int lo_length = static_cast<int>(std::to_string(lo).size()), hi_length = static_cast<int>(std::to_string(hi).size());
+  const auto add = [&](std::optional<Grammar::Rule> r) {
+    if (r) g_.add(out, {Grammar::call(*r)});
+  };
+  if (lo_length == hi_length) {
+    add(one_length(lo, hi));
+  } else {
+    add(one_length(lo, power_of_ten(lo_length) - 1));
+    if (lo_length + 1 <= hi_length - 1) add(middle(lo_length + 1, hi_length - 1));
+    add(one_length(power_of_ten(hi_length - 1), hi));
+  }
+  return out;
+}
+
 Grammar::Rule JsonSchemaGrammar::integer_of(const ojson& schema, const std::string& at) {
-  const char* keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+  const char* keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"};
   if (std::none_of(std::begin(keys), std::end(keys), [&](const char* k) { return schema.contains(k); })) return integer();
+  std::int64_t k = 1;
+  if (schema.contains("multipleOf")) {
+    const ojson& m = schema["multipleOf"];
+    if (!m.is_number() || !(m.get<double>() > 0)) fail(at, "'multipleOf' must be a number above 0");
+    if (std::floor(m.get<double>()) != m.get<double>()) {
+      fail(at, "'multipleOf' of a fraction is not supported (validators comparing doubles disagree on it; whole numbers are)");
+    }
+    if (m.get<double>() > static_cast<double>(kMaxMultiple)) fail(at, "'multipleOf' above " + std::to_string(kMaxMultiple) + " is not supported");
+    k = static_cast<std::int64_t>(m.get<double>());
+  }
   const auto bound_of = [&](const char* key) {
     if (!schema[key].is_number()) fail(at, keyword(key, " must be a number"));
     return std::clamp(schema[key].get<double>(), -2.0 * kLargest, 2.0 * kLargest);
@@ -181,9 +322,22 @@ Grammar::Rule JsonSchemaGrammar::integer_of(const ojson& schema, const std::stri
   if (schema.contains("exclusiveMaximum")) hi = std::min(hi, std::ceil(bound_of("exclusiveMaximum")) - 1);
   if (lo > hi) fail(at, "no integer of at most 16 digits lies within its bounds");
   const auto low = static_cast<std::int64_t>(lo), high = static_cast<std::int64_t>(hi);
+  // The multiples of k within [low, high], as magnitudes: the non-negative ones, and the negative
+  // ones' (a multiple's magnitude is one).
+  const auto range = [&](std::int64_t a, std::int64_t b) { return k > 1 ? multiples_range(a, b, k) : natural_range(a, b); };
+  const auto has_multiple = [&](std::int64_t a, std::int64_t b) { return (a + k - 1) / k * k <= b; };
   const Grammar::Rule r = g_.new_rule();
-  if (high >= 0) g_.add(r, call(natural_range(std::max<std::int64_t>(low, 0), high)));
-  if (low < 0) g_.add(r, g_.literal("-") + call(natural_range(std::max<std::int64_t>(-high, 1), -low)));
+  bool any = false;
+  if (high >= 0 && has_multiple(std::max<std::int64_t>(low, 0), high)) {
+    g_.add(r, call(range(std::max<std::int64_t>(low, 0), high)));
+    any = true;
+  }
+  if (low < 0 && has_multiple(std::max<std::int64_t>(-high, 1), -low)) {
+    g_.add(r, g_.literal("-") + call(range(std::max<std::int64_t>(-high, 1), -low)));
+    any = true;
+  }
+  if (!any) fail(at, "no multiple of " + std::to_string(k) + " lies within its bounds");
+  check_size(at);
   return r;
 }
 
@@ -304,6 +458,7 @@ Grammar::Rule JsonSchemaGrammar::magnitude_range(const std::string& lo_whole, co
 // next double inward, so that what the grammar lets through also passes a validator that
 // compares doubles (1.5000000000000001 reads as 1.5).
 Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::string& at) {
+  if (schema.contains("multipleOf")) return integer_of(schema, at);  // whole multiples: integers, a sound subset
   const char* keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
   if (std::none_of(std::begin(keys), std::end(keys), [&](const char* k) { return schema.contains(k); })) return number();
   const Decimal largest = decimal_of_text("9999999999999999.9999999999999999");
@@ -407,10 +562,12 @@ std::optional<std::int64_t> bound(const ojson& schema, const char* key, const st
 
 }  // namespace
 
-// The text (without quotes) of a string `format`: RFC 3339's date, time (with its offset) and
-// date-time, a UUID, a dotted IPv4 address, an email address. Each is a sound subset: years
-// 1000 to 9999, February up to the 28th, no leap second, an upper-case T and Z, no leading zeros
-// in addresses, and plain email addresses (words of letters, digits and _+- joined by single
+// The text (without quotes) of a string `format`: RFC 3339's date, time (with its offset),
+// date-time and duration, a UUID, a dotted IPv4 address, an IPv6 address, an RFC 1123 host name,
+// an email address. Each is a sound subset: years 1000 to 9999, February up to the 28th, no leap
+// second, an upper-case T and Z, up to 9 digits a duration's number, no leading zeros in IPv4
+// addresses, IPv6's full form of eight groups (no "::"), host names of up to 4 labels of up to
+// 62 characters, and plain email addresses (words of letters, digits and _+- joined by single
 // dots before the @; letters and digits in each name of the domain; a top-level domain of 2 to
 // 10 letters).
 Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::string& at) {
@@ -460,8 +617,30 @@ Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::stri
     const Grammar::Rule dotted = rule_of({g_.literal(".") + times(atom, 1, 32)});
     const Grammar::Rule label = rule_of({times(alnum, 1, 63) + g_.literal(".")});
     text = times(atom, 1, 32) + times(dotted, 0, 3) + g_.literal("@") + times(label, 1, 4) + times(letter, 2, 10);
+  } else if (name == "ipv6") {  // the full form: eight groups, none left out
+    const Grammar::Rule group = rule_of({times(hex, 1, 4)});
+    const Grammar::Rule more = rule_of({g_.literal(":") + call(group)});
+    text = call(group) + times(more, 7, 7);
+  } else if (name == "hostname") {  // RFC 1123: up to 4 labels of up to 62 letters, digits and inner hyphens
+    const Grammar::Rule alnum = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9'))}});
+    const Grammar::Rule inner = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9').add('-', '-'))}});
+    const Grammar::Rule tail = rule_of({times(inner, 0, 60) + call(alnum)});
+    const Grammar::Rule label = rule_of({call(alnum) + times(rule_of({{}, call(tail)}), 1, 1)});
+    const Grammar::Rule dotted = rule_of({g_.literal(".") + call(label)});
+    text = call(label) + times(dotted, 0, 3);
+  } else if (name == "duration") {  // RFC 3339's ISO 8601 durations (Appendix A), up to 9 digits a number
+    const auto number = [&](const char* unit) { return times(rule_of({{digit()}}), 1, 9) + g_.literal(unit); };
+    const Grammar::Rule second = rule_of({number("S")});
+    const Grammar::Rule minute = rule_of({number("M") + times(second, 0, 1)});
+    const Grammar::Rule hour = rule_of({number("H") + times(minute, 0, 1)});
+    const Grammar::Rule time = rule_of({g_.literal("T") + call(rule_of({call(hour), call(minute), call(second)}))});
+    const Grammar::Rule day = rule_of({number("D")});
+    const Grammar::Rule month = rule_of({number("M") + times(day, 0, 1)});
+    const Grammar::Rule year = rule_of({number("Y") + times(month, 0, 1)});
+    const Grammar::Rule date = rule_of({call(rule_of({call(day), call(month), call(year)})) + times(time, 0, 1)});
+    text = g_.literal("P") + call(rule_of({call(date), call(time), number("W")}));
   } else {
-    fail(at, "'format' " + name + " is not supported (date, time, date-time, uuid, ipv4 and email are)");
+    fail(at, "'format' " + name + " is not supported (date, time, date-time, duration, uuid, ipv4, ipv6, hostname and email are)");
   }
   return rule_of({g_.literal("\"") + text + g_.literal("\"")});
 }
@@ -726,7 +905,7 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
     const bool string = constraints.count("minLength") || constraints.count("maxLength") || constraints.count("pattern") ||
                         constraints.count("format");
     const bool number = constraints.count("minimum") || constraints.count("maximum") || constraints.count("exclusiveMinimum") ||
-                        constraints.count("exclusiveMaximum");
+                        constraints.count("exclusiveMaximum") || constraints.count("multipleOf");
     if (object + array + string + number > 1) fail(at, "keywords of several types without a 'type' are not supported");
     if (!object && !array && !string && !number) return any_value();
     types.push_back(object ? "object" : array ? "array" : string ? "string" : "number");

@@ -16,8 +16,9 @@
 // additionalItems), minItems, maxItems, minLength, maxLength, minimum, maximum,
 // exclusiveMinimum and exclusiveMaximum (exact on integers; on numbers any decimal bounds, the
 // numbers then written without exponents, each exclusive bound taken as the next double inward
-// so that a validator comparing doubles agrees), format (date, time, date-time, uuid, ipv4,
-// email: sound subsets, see format()), pattern (actors/api/regex_grammar.h), enum, const, anyOf,
+// so that a validator comparing doubles agrees), multipleOf of a whole number up to
+// kMaxMultiple (exact on integers; numbers then written as integers), format (date, time,
+// date-time, duration, uuid, ipv4, ipv6, hostname, email: sound subsets, see format()), pattern (actors/api/regex_grammar.h), enum, const, anyOf,
 // oneOf where a required property of constant value tells the schemas apart (a discriminated
 // union, as Pydantic writes them), allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
@@ -49,6 +50,7 @@ class JsonSchemaGrammar {
   static constexpr std::int64_t kMaxRepeat = 1024;       ///< minLength..maxItems bounds
   static constexpr std::size_t kMaxElements = 1 << 21;   ///< the grammar's size
   static constexpr int kMaxNesting = 64;                 ///< containers in an open value
+  static constexpr std::int64_t kMaxMultiple = 1000;     ///< multipleOf
   explicit JsonSchemaGrammar(Grammar& grammar) : g_(grammar) {}
 
   /// The rule for the JSON texts `schema` validates, its $refs resolved within itself; throws
@@ -70,6 +72,7 @@ class JsonSchemaGrammar {
   Grammar::Rule integer();
   Grammar::Rule number();
   Grammar::Rule natural_range(std::int64_t lo, std::int64_t hi);
+  Grammar::Rule multiples_range(std::int64_t lo, std::int64_t hi, std::int64_t k);
   Symbols same_length(const std::string& from, const std::string& to);
   Grammar::Rule fraction_digits(const std::optional<std::string>& lo, const std::optional<std::string>& hi, int k,
                                 bool allow_empty);

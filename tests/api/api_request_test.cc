@@ -8,6 +8,7 @@
 #include <ctime>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
@@ -370,6 +371,58 @@ TEST(ApiJsonSchema, NumberBoundsAcceptExactlyTheirRange) {
     Grammar none;
     JsonSchemaGrammar refused(none);
     EXPECT_THROW(refused.compile(nlohmann::ordered_json::parse(impossible)), SchemaError) << impossible;
+  }
+}
+
+// multipleOf on integers: exactly the multiples within the bounds, and every digit the reader
+// takes leads on to one (no prefix it accepts is a dead end).
+TEST(ApiJsonSchema, MultiplesAcceptExactlyTheirValuesAndNeverDeadEnd) {
+  struct Case {
+    std::int64_t k, lo, hi;
+  };
+  const Case cases[] = {{2, -20, 20}, {3, 0, 1000}, {7, -1000, 49999}, {10, 5, 95}, {12, -20000, -13}, {97, 96, 20000},
+                        {1000, -20000, 49999}, {13, 40000, 40100}, {9, -9, -9},
+                        // Many lengths at once (the reader must not drop the negative ones' way).
+                        {7, -9999999999999999, 9999999999999999}, {3, -100, 9999999999999999}, {11, -9999999999999999, 30}};
+  for (const Case& c : cases) {
+    Grammar g;
+    JsonSchemaGrammar json(g);
+    const Grammar::Rule rule = json.compile(nlohmann::ordered_json{{"type", "integer"}, {"multipleOf", c.k}, {"minimum", c.lo}, {"maximum", c.hi}});
+    std::set<std::string> prefixes;
+    for (std::int64_t n = -21000; n <= 50000; ++n) {
+      const std::string text = std::to_string(n);
+      GrammarReader r(g, rule);
+      const bool inside = c.lo <= n && n <= c.hi && n % c.k == 0;
+      ASSERT_EQ(r.feed(text) && r.complete(), inside) << n << " multipleOf " << c.k << " in [" << c.lo << ", " << c.hi << "]";
+      if (inside) {
+        for (std::size_t i = 0; i <= text.size(); ++i) prefixes.insert(text.substr(0, i));
+      }
+    }
+    if (c.lo < -21000 || c.hi > 50000) continue;  // the prefixes of multiples beyond the window are not listed
+    std::vector<std::string> frontier = {""};
+    while (!frontier.empty()) {
+      const std::string p = frontier.back();
+      frontier.pop_back();
+      ASSERT_TRUE(prefixes.count(p)) << "'" << p << "' is accepted but no multiple of " << c.k << " in bounds begins so";
+      for (const char ch : std::string("-0123456789")) {
+        GrammarReader r(g, rule);
+        if (r.feed(p + ch)) frontier.push_back(p + ch);
+      }
+    }
+  }
+  Grammar g;
+  JsonSchemaGrammar json(g);
+  const Grammar::Rule five = json.compile(nlohmann::ordered_json::parse(R"({"type": "number", "multipleOf": 5, "minimum": -2.5})"));
+  for (const auto& [text, want] : {std::pair{"0", true}, std::pair{"25", true}, std::pair{"-5", false}, std::pair{"2.5", false},
+                                   std::pair{"10.0", false}, std::pair{"7", false}}) {
+    GrammarReader r(g, five);
+    EXPECT_EQ(r.feed(text) && r.complete(), want) << text;  // whole multiples, written as integers
+  }
+  for (const char* refused : {R"({"type": "integer", "multipleOf": 0.5})", R"({"type": "integer", "multipleOf": 0})",
+                              R"({"type": "integer", "multipleOf": 5000})", R"({"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 6})"}) {
+    Grammar none;
+    JsonSchemaGrammar compiler(none);
+    EXPECT_THROW(compiler.compile(nlohmann::ordered_json::parse(refused)), SchemaError) << refused;
   }
 }
 

@@ -68,6 +68,22 @@ def is_date_time(s):
                                       datetime.datetime.fromisoformat(s.upper()) is not None)
 
 
+# RFC 1123 host names and RFC 3339's durations (Appendix A), which jsonschema checks only with
+# packages Debian does not have (fqdn, isoduration).
+@FORMATS.checks("hostname", raises=ValueError)
+def is_hostname(s):
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    return not isinstance(s, str) or (len(s) <= 253 and re.fullmatch(rf"{label}(\.{label})*", s) is not None)
+
+
+@FORMATS.checks("duration", raises=ValueError)
+def is_duration(s):
+    second, minute, hour = r"\d+S", r"\d+M(\d+S)?", r"\d+H(\d+M(\d+S)?)?"
+    time = rf"T({hour}|{minute}|{second})"
+    date = rf"(\d+D|\d+M(\d+D)?|\d+Y(\d+M(\d+D)?)?)({time})?"
+    return not isinstance(s, str) or re.fullmatch(rf"P({date}|{time}|\d+W)", s) is not None
+
+
 def validator(schema):
     """The validator of the draft the schema names ($schema), 2020-12 where it names none."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
