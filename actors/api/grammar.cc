@@ -46,6 +46,44 @@ std::vector<Grammar::Symbol> Grammar::literal(std::string_view text) {
   return out;
 }
 
+Grammar::Rule Grammar::choice(const std::vector<std::pair<std::string, std::vector<Symbol>>>& branches) {
+  std::vector<std::size_t> order(branches.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return branches[a].first < branches[b].first; });
+  // node(from, to, depth): the branches order[from, to), which share their first `depth` bytes.
+  const auto node = [&](const auto& self, std::size_t from, std::size_t to, std::size_t depth) -> Rule {
+    const Rule rule = new_rule();
+    std::size_t i = from;
+    while (i < to) {
+      const std::string& text = branches[order[i]].first;
+      if (text.size() == depth) {  // this branch's text ends here: its symbols
+        add(rule, branches[order[i]].second);
+        ++i;
+        continue;
+      }
+      std::size_t j = i + 1;
+      while (j < to && branches[order[j]].first.size() > depth && branches[order[j]].first[depth] == text[depth]) ++j;
+      // Bytes every branch of [i, j) shares from `depth` on, read as one run.
+      std::size_t common = depth + 1;
+      while (true) {
+        bool all = true;
+        for (std::size_t k = i; k < j && all; ++k) {
+          const std::string& t = branches[order[k]].first;
+          all = t.size() > common && t[common] == text[common];
+        }
+        if (!all) break;
+        ++common;
+      }
+      std::vector<Symbol> run = literal(std::string_view(text).substr(depth, common - depth));
+      run.push_back(call(self(self, i, j, common)));
+      add(rule, run);
+      i = j;
+    }
+    return rule;
+  };
+  return node(node, 0, branches.size(), 0);
+}
+
 Grammar::Rule Grammar::repeat(Rule item, std::int64_t min, std::optional<std::int64_t> max) {
   Rule tail = new_rule();
   add(tail, {});

@@ -64,6 +64,11 @@ class Grammar {
   std::vector<Symbol> literal(std::string_view text);
   /// A new rule matching `item` from `min` to `max` times (no max: any number).
   Rule repeat(Rule item, std::int64_t min, std::optional<std::int64_t> max);
+  /// A new rule matching any branch: its text, then its symbols. The texts are laid out as a
+  /// trie (alternatives that share a beginning read it once), so that a reader holds one way per
+  /// distinct next byte rather than one per branch: enums of many values and many tools stay
+  /// within GrammarReader::kMaxHeads.
+  Rule choice(const std::vector<std::pair<std::string, std::vector<Symbol>>>& branches);
 
   /// Whether `rule` can match the empty string (looking at the rules it reaches only).
   bool can_be_empty(Rule rule) const;

@@ -888,14 +888,19 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
     alone(keyword, {"type"});
     const ojson values = keyword == std::string("const") ? ojson::array({schema["const"]}) : schema["enum"];
     if (!values.is_array() || values.empty()) fail(at, "'enum' must be a non-empty array");
+    // Scalars as one trie of their texts (an enum of hundreds of values is read a byte at a
+    // time, not as hundreds of ways); objects and arrays, with white space inside, apart.
     const Grammar::Rule r = g_.new_rule();
+    std::vector<std::pair<std::string, Symbols>> scalars;
     bool any = false;
     for (const ojson& v : values) {
       if (!types.empty() && std::none_of(types.begin(), types.end(), [&](const std::string& t) { return matches_type(v, t); })) continue;
-      g_.add(r, call(literal_value(v)));
       any = true;
+      if (v.is_object() || v.is_array()) g_.add(r, call(literal_value(v)));
+      else scalars.emplace_back(v.dump(-1, ' ', false, ojson::error_handler_t::strict), Symbols{});
     }
     if (!any) fail(at, "no value of '" + std::string(keyword) + "' has the schema's type");
+    if (!scalars.empty()) g_.add(r, call(g_.choice(scalars)));
     return r;
   }
   if (types.empty()) {  // no type: the one the keywords speak of, or any value

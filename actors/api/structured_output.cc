@@ -55,17 +55,18 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
   try {
     JsonSchemaGrammar json(g);
     const char* arguments_key = format == ToolCallFormat::kLlama3Json ? "parameters" : "arguments";
-    // One call of any function offered (or of the named one), its JSON object.
-    const Grammar::Rule call_object = g.new_rule();
+    // One call of any function offered (or of the named one), its JSON object; the names as one
+    // trie, so that a reader holds a way per next byte of a name, not one per function.
+    std::vector<std::pair<std::string, Symbols>> named;
     for (std::size_t i = 0; i < tools.size(); ++i) {
       const ojson& function = tools[i]["function"];
       const std::string name = function["name"].get<std::string>();
       if (!only.empty() && name != only) continue;
       const Grammar::Rule args = arguments(json, function, "tools[" + std::to_string(i) + "].function.parameters");
-      g.add(call_object, g.literal("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ") + call(args) +
-                             g.literal("}"));
+      named.emplace_back("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ", call(args) + g.literal("}"));
     }
-    if (g.alternatives(call_object).empty()) return "no function named '" + only + "' is offered in 'tools'";
+    if (named.empty()) return "no function named '" + only + "' is offered in 'tools'";
+    const Grammar::Rule call_object = g.choice(named);
     Symbols one, separator;
     switch (format) {
       case ToolCallFormat::kHermes:

@@ -426,6 +426,39 @@ TEST(ApiJsonSchema, MultiplesAcceptExactlyTheirValuesAndNeverDeadEnd) {
   }
 }
 
+// Hundreds of enum values and 128 functions stay reachable: their texts are read as one trie,
+// so the reader never holds more ways than its bound.
+TEST(ApiJsonSchema, ManyChoicesStayReachable) {
+  nlohmann::ordered_json values = nlohmann::ordered_json::array();
+  for (int i = 0; i < 300; ++i) values.push_back("value_" + std::to_string(i));
+  for (int i = 0; i < 100; ++i) values.push_back(i * 7);
+  values.push_back(nullptr);
+  values.push_back(nlohmann::ordered_json{{"k", 1}});
+  Grammar g;
+  JsonSchemaGrammar json(g);
+  const Grammar::Rule rule = json.compile(nlohmann::ordered_json{{"enum", values}});
+  const auto accepts = [&](const std::string& text) {
+    GrammarReader r(g, rule);
+    return r.feed(text) && r.complete();
+  };
+  for (const auto& v : values) EXPECT_TRUE(accepts(v.dump())) << v.dump();
+  for (const char* other : {"\"value_300\"", "\"value_\"", "8", "700", "\"value_1\" ", "{\"k\": 2}"}) EXPECT_FALSE(accepts(other)) << other;
+
+  nlohmann::ordered_json tools = nlohmann::ordered_json::array();
+  for (int i = 0; i < 128; ++i) {
+    tools.push_back({{"type", "function"}, {"function", {{"name", "tool_" + std::to_string(i)}, {"parameters", {{"type", "object"}, {"properties", {{"n", {{"type", "integer"}}}}}, {"required", {"n"}}}}}}});
+  }
+  const auto forced = forced_calls_output(ToolCallFormat::kHermes, tools, "", false, -1);
+  const auto& output = *std::get<std::shared_ptr<const StructuredOutput>>(forced);
+  for (int i = 0; i < 128; ++i) {
+    GrammarReader r(output.grammar, output.start);
+    const std::string text = "<tool_call>\n{\"name\": \"tool_" + std::to_string(i) + "\", \"arguments\": {\"n\": 3}}\n</tool_call>";
+    EXPECT_TRUE(r.feed(text) && r.complete()) << text;
+  }
+  GrammarReader unknown(output.grammar, output.start);
+  EXPECT_FALSE(unknown.feed("<tool_call>\n{\"name\": \"tool_128\""));
+}
+
 // The constraint's mask, walked over the vocabulary's trie with its answers kept by state, is
 // the one trying every token on a copy of the reader gives, at every step of random replies on
 // real tokenizers.
