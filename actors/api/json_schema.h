@@ -10,7 +10,10 @@
 //   - a value the schema leaves open (`{}`, `additionalProperties: true`) nests up to kMaxNesting
 //     containers;
 //   - white space between tokens is one space, or a newline and up to 20 spaces or tabs (the
-//     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it).
+//     rule llama.cpp's JSON grammar uses; without it a model can fill its reply with it);
+//   - where more than GrammarReader::kMaxHeads ways begin alike (an anyOf of more than 64
+//     schemas, an object of more than 64 optional properties), the later ones may be out of
+//     reach; enums and function names are laid out as tries (Grammar::choice) and are not.
 // Taken: type (one or a list; without one, the type the keywords speak of), properties, required,
 // additionalProperties, items, prefixItems (and draft 7's items as an array, with
 // additionalItems), minItems, maxItems, minLength, maxLength, minimum, maximum,
