@@ -180,6 +180,10 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
     s.architecture = "BloomForCausalLM";
     s.hidden_size = 2048; s.intermediate_size = 8192; s.num_layers = 20; s.num_heads = 16;
     s.num_kv_heads = 16; s.vocab_size = 32000; s.max_position_embeddings = 2048; s.tie_word_embeddings = true;
+  } else if (name == "qwen3-0.6b") {  // Qwen3-0.6B's shape: heads of 128, wider than hidden / heads
+    s.architecture = "Qwen3ForCausalLM";
+    s.hidden_size = 1024; s.intermediate_size = 3072; s.num_layers = 28; s.num_heads = 16; s.head_dim = 128;
+    s.num_kv_heads = 8; s.vocab_size = 151936; s.max_position_embeddings = 40960; s.tie_word_embeddings = true;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;

@@ -19,7 +19,8 @@ int synth_command(int argc, char** argv) {
   options.add_options()
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
-      ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b")
+      ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b,\n"
+                                             "qwen3-0.6b")
       ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v), qwen3\n"
                                                          "(q and k norms) or bloom\n"
                                                          "(default: the preset's, else llama)")
@@ -56,7 +57,7 @@ int synth_command(int argc, char** argv) {
     preset = vm["preset"].as<std::string>();
     const auto p = synthetic_preset(preset);
     if (!p) {
-      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b)"};
+      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b, qwen3-0.6b)"};
     }
     spec = *p;
   }
