@@ -132,6 +132,9 @@ void read_messages(const ojson& body, CompletionRequest& r) {
       } else if (key == "tool_call_id" && role == "tool") {
         if (!value.is_string()) bad(at + " must be a string", at);
         message.tool_call_id = value.get<std::string>();
+      } else if (role == "assistant" && key == "reasoning_content") {
+        if (!value.is_null() && !value.is_string()) bad(at + " must be a string or null", at);
+        if (value.is_string()) message.reasoning_content = value.get<std::string>();
       } else if (role == "assistant" && (key == "refusal" || key == "function_call" || key == "audio") && value.is_null()) {
         // what an assistant message of a reply carries, sent back as the chat goes on
       } else if (role == "assistant" && key == "annotations" && value.is_array() && value.empty()) {

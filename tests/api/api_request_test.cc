@@ -948,6 +948,20 @@ TEST(ApiReasoning, ChatTemplateKwargsAreTemplateVariables) {
   EXPECT_EQ(refused(chat_with(R"("chat_template_kwargs": {"add_generation_prompt": false})"), true).param,
             "chat_template_kwargs.add_generation_prompt");
   EXPECT_EQ(refused(R"({"model": "m", "prompt": "x", "chat_template_kwargs": {}})", false).param, "chat_template_kwargs");
+
+  // An assistant message sent back with its reasoning_content: the template sees it.
+  const ChatTemplate past = chat_template_of_text(
+      "{% for m in messages %}{% if m.reasoning_content is defined %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+      "{{ m.content }}|{% endfor %}",
+      {});
+  const CompletionRequest back = ok(R"({"model": "m", "messages": [{"role": "user", "content": "2+2?"},
+      {"role": "assistant", "content": "4", "reasoning_content": "add them"}, {"role": "assistant", "content": "x", "reasoning_content": null},
+      {"role": "user", "content": "ok"}]})", true);
+  EXPECT_EQ(std::get<std::string>(render_chat(past, back.messages, false)), "2+2?|<think>add them</think>4|x|ok|");
+  EXPECT_EQ(refused(R"({"model": "m", "messages": [{"role": "assistant", "content": "4", "reasoning_content": 3}]})", true).param,
+            "messages[0].reasoning_content");
+  EXPECT_EQ(refused(R"({"model": "m", "messages": [{"role": "user", "content": "4", "reasoning_content": "x"}]})", true).param,
+            "messages[0].reasoning_content");
 }
 
 TEST(ApiChatTemplate, AModelsTemplateRunsAsJinja) {

