@@ -228,8 +228,13 @@ struct MpiTransport::State {
       }
       bool busy = post_sends();
       busy |= complete_sends();
+      // Arrivals until there are none, for kProgressStretch at most (progress_backoff.h).
+      const auto stretch_end = now + kProgressStretch;
       for (MPI_Comm comm : communicators()) {
-        while (probe(comm, now)) busy = true;
+        while (probe(comm, now)) {
+          busy = true;
+          if (PeerLiveness::Clock::now() >= stretch_end) break;
+        }
       }
       busy |= deliver(now);
       check_liveness(now);

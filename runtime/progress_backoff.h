@@ -1,5 +1,6 @@
 #pragma once
-// How a progress thread waits when there is nothing to do: spin for a few tens of microseconds
+// How long a progress thread drains events in one pass (kProgressStretch), and how it waits
+// when there is nothing to do: spin for a few tens of microseconds
 // (a reply to a small message often comes that soon), then block. A transport that can wait for
 // an event (UCX's wakeup file descriptor) blocks on it; one that cannot (MPI) sleeps in growing
 // steps. Never sched_yield: on a node with more busy threads than cores each yield is a context
@@ -12,6 +13,11 @@
 #include <chrono>
 
 namespace sepal {
+
+/// The longest a pass of a progress loop drains its library's events back to back (a flood of
+/// small frames, a long transfer on a starved machine keep them coming) before it delivers what
+/// arrived, sends keepalives and checks its peers' liveness.
+inline constexpr std::chrono::milliseconds kProgressStretch{5};
 
 /// Idle policy for a polling loop.
 class ProgressBackoff {

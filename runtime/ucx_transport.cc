@@ -706,7 +706,12 @@ struct UcxTransport::State {
       }
       bool busy = run_commands();
       busy |= post_waiting();
-      while (ucp_worker_progress(worker) != 0) busy = true;
+      // UCX's events until it has none, for kProgressStretch at most (progress_backoff.h).
+      const auto stretch_end = std::chrono::steady_clock::now() + kProgressStretch;
+      while (ucp_worker_progress(worker) != 0) {
+        busy = true;
+        if (std::chrono::steady_clock::now() >= stretch_end) break;
+      }
       busy |= deliver();
       check_liveness();
       report_failures();

@@ -30,10 +30,12 @@ inline std::chrono::milliseconds scaled(std::chrono::milliseconds ms) {
   return std::chrono::milliseconds(static_cast<long>(ms.count() * time_scale()));
 }
 
-/// The liveness settings the suite runs with: the swarm's (tools/swarm_process.cc). With 1 s, all
-/// three ranks once declared each other dead in the middle of a 256 MiB frame with every core busy.
+/// The liveness settings the suite runs with: the swarm's (kSwarmLiveness, actors/node_settings.h).
+/// Shorter timeouts declared live ranks dead in the middle of a 256 MiB frame on a loaded machine:
+/// 1 s with every core busy, and 2 s once in CI, beside another test, where one rank went unheard
+/// by both others for 2 s (the starvation docs/operations.md describes).
 inline LivenessOptions test_liveness() {
-  return LivenessOptions{std::chrono::milliseconds(100), std::chrono::milliseconds(2000)};
+  return LivenessOptions{std::chrono::milliseconds(100), std::chrono::milliseconds(5000)};
 }
 
 struct Sequence {
@@ -208,7 +210,8 @@ inline void scenario_peer_death(RankContext& c) {
     c.die();
     return;
   }
-  const auto deadline = std::chrono::steady_clock::now() + scaled(std::chrono::milliseconds(4000));
+  // Within the failure timeout (UCX finds a killed process sooner, by itself), with room to spare.
+  const auto deadline = std::chrono::steady_clock::now() + scaled(test_liveness().failure_timeout + std::chrono::milliseconds(2000));
   // Keep sending to the victim: this must neither block nor hang.
   bool refused = false;
   while (std::chrono::steady_clock::now() < deadline && !refused) {
