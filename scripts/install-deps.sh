@@ -17,6 +17,7 @@ packages=(
   python3-matplotlib                # benchmark plots
   python3-jinja2                    # the chat-template engine's test runs Jinja2 itself as the oracle
   python3-jsonschema                # structured outputs are checked against the reference JSON Schema validator
+  python3-rfc3987                   # ... which checks URIs with it
   clang libclang-rt-14-dev          # libFuzzer for scripts/fuzz.sh
   libssl-dev                        # HMAC-SHA256 for the join challenge
   libcpp-httplib-dev                # the HTTP server of `sepal serve-api`

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 
 #include "kernels/error.h"
 
@@ -153,6 +154,41 @@ bool Grammar::can_be_empty(Rule rule) const {
     }
   }
   return nullable_rules(reached)[rule] != 0;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> Grammar::length_bounds(Rule rule) const {
+  using Bounds = std::pair<std::uint64_t, std::uint64_t>;
+  enum : char { kUnseen, kOnPath, kDone };
+  std::vector<char> state(rules_.size(), kUnseen);
+  std::vector<Bounds> bounds(rules_.size());
+  // Depth first over the rules `rule` reaches; false on a cycle or a rule that matches nothing.
+  const auto visit = [&](const auto& self, Rule r) -> bool {
+    if (state[r] == kDone) return true;
+    if (state[r] == kOnPath || rules_[r].empty()) return false;
+    state[r] = kOnPath;
+    Bounds b{std::numeric_limits<std::uint64_t>::max(), 0};
+    for (std::uint32_t at : rules_[r]) {
+      Bounds alt{0, 0};
+      for (; elements_[at].kind != Element::Kind::kEnd; ++at) {
+        const Element& e = elements_[at];
+        if (e.kind == Element::Kind::kRule) {
+          if (!self(self, e.index)) return false;
+          alt.first += bounds[e.index].first;
+          alt.second += bounds[e.index].second;
+        } else {
+          alt.first += 1;
+          alt.second += 1;
+        }
+      }
+      b.first = std::min(b.first, alt.first);
+      b.second = std::max(b.second, alt.second);
+    }
+    bounds[r] = b;
+    state[r] = kDone;
+    return true;
+  };
+  if (!visit(visit, rule)) return std::nullopt;
+  return bounds[rule];
 }
 
 std::optional<Grammar::Rule> Grammar::left_recursive() const {

@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sepal::api {
@@ -72,6 +73,9 @@ class Grammar {
 
   /// Whether `rule` can match the empty string (looking at the rules it reaches only).
   bool can_be_empty(Rule rule) const;
+  /// The fewest and the most bytes a text of `rule` has; nullopt when `rule` reaches itself (so
+  /// its texts may be of any length) or reaches a rule without alternatives.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> length_bounds(Rule rule) const;
   /// The first rule that can reach itself without reading a byte, or none.
   std::optional<Rule> left_recursive() const;
 

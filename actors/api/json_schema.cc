@@ -564,12 +564,14 @@ std::optional<std::int64_t> bound(const ojson& schema, const char* key, const st
 
 // The text (without quotes) of a string `format`: RFC 3339's date, time (with its offset),
 // date-time and duration, a UUID, a dotted IPv4 address, an IPv6 address, an RFC 1123 host name,
-// an email address. Each is a sound subset: years 1000 to 9999, February up to the 28th, no leap
+// an email address, an RFC 3986 URI. Each is a sound subset: years 1000 to 9999, February up to the 28th, no leap
 // second, an upper-case T and Z, up to 9 digits a duration's number, no leading zeros in IPv4
 // addresses, IPv6's full form of eight groups (no "::"), host names of up to 4 labels of up to
 // 62 characters, and plain email addresses (words of letters, digits and _+- joined by single
 // dots before the @; letters and digits in each name of the domain; a top-level domain of 2 to
-// 10 letters).
+// 10 letters), and URIs without user names or IP literals in the authority, schemes of up to 16
+// characters, hosts of up to 128, paths and queries of up to 240 and fragments of up to 64 (each
+// character possibly %-escaped): 2041 characters at most.
 Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::string& at) {
   const auto set = [&](ByteSet b) { return g_.bytes(b); };
   const auto digit = [&] { return set(ByteSet::range('0', '9')); };
@@ -639,8 +641,28 @@ Grammar::Rule JsonSchemaGrammar::format(const std::string& name, const std::stri
     const Grammar::Rule year = rule_of({number("Y") + times(month, 0, 1)});
     const Grammar::Rule date = rule_of({call(rule_of({call(day), call(month), call(year)})) + times(time, 0, 1)});
     text = g_.literal("P") + call(rule_of({call(date), call(time), number("W")}));
+  } else if (name == "uri") {  // RFC 3986: scheme ":" hier-part ["?" query] ["#" fragment]
+    const ByteSet unreserved_sub = ByteSet::of("-._~!$&'()*+,;=").add('a', 'z').add('A', 'Z').add('0', '9');
+    const Grammar::Rule pct = rule_of({g_.literal("%") + call(hex) + call(hex)});
+    // A host's characters (reg-name: an IPv4 address is one too), a path's (pchar), a query's.
+    const Grammar::Rule host_char = rule_of({{set(unreserved_sub)}, call(pct)});
+    const Grammar::Rule pchar = rule_of({{set(ByteSet(unreserved_sub).add(':', ':').add('@', '@'))}, call(pct)});
+    const Grammar::Rule path_char = rule_of({call(pchar), g_.literal("/")});
+    const Grammar::Rule query_char = rule_of({call(pchar), g_.literal("/"), g_.literal("?")});
+    const Grammar::Rule port = rule_of({g_.literal(":") + times(rule_of({{digit()}}), 0, 5)});
+    const Grammar::Rule path_abempty = rule_of({{}, g_.literal("/") + times(path_char, 0, 239)});
+    const Grammar::Rule hier_part = rule_of({
+        g_.literal("//") + times(host_char, 0, 128) + times(port, 0, 1) + call(path_abempty),  // authority, no userinfo
+        call(pchar) + times(path_char, 0, 239),                                                 // path-rootless
+        {},                                                                                     // path-empty
+    });
+    const Grammar::Rule query = rule_of({g_.literal("?") + times(query_char, 0, 240)});
+    const Grammar::Rule fragment = rule_of({g_.literal("#") + times(query_char, 0, 64)});
+    const Grammar::Rule scheme_char = rule_of({{set(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9').add('+', '+').add('-', '.'))}});
+    text = Symbols{set(ByteSet::range('a', 'z').add('A', 'Z'))} + times(scheme_char, 0, 15) + g_.literal(":") + call(hier_part) +
+           times(query, 0, 1) + times(fragment, 0, 1);
   } else {
-    fail(at, "'format' " + name + " is not supported (date, time, date-time, duration, uuid, ipv4, ipv6, hostname and email are)");
+    fail(at, "'format' " + name + " is not supported (date, time, date-time, duration, uuid, ipv4, ipv6, hostname, email and uri are)");
   }
   return rule_of({g_.literal("\"") + text + g_.literal("\"")});
 }
@@ -655,8 +677,22 @@ Grammar::Rule JsonSchemaGrammar::string_of(const ojson& schema, const std::strin
   }
   if (schema.contains("format")) {
     if (!schema["format"].is_string()) fail(at, "'format' must be a string");
-    if (schema.contains("minLength") || schema.contains("maxLength")) fail(at, "'format' beside 'minLength' or 'maxLength' is not supported");
-    return format(schema["format"].get<std::string>(), at);
+    const std::string name = schema["format"].get<std::string>();
+    const Grammar::Rule rule = format(name, at);
+    // Length bounds are kept where every text of the format keeps them (a URL of at most 2083
+    // characters, as Pydantic's HttpUrl asks: the format's texts are ASCII, a byte a character).
+    const auto min = bound(schema, "minLength", at, std::numeric_limits<std::int64_t>::max());
+    const auto max = bound(schema, "maxLength", at, std::numeric_limits<std::int64_t>::max());
+    if (min || max) {
+      const auto lengths = g_.length_bounds(rule);  // with its two quotes
+      if (!lengths) fail(at, "'format' " + name + " beside 'minLength' or 'maxLength' is not supported");
+      const std::uint64_t shortest = lengths->first - 2, longest = lengths->second - 2;
+      if (shortest < static_cast<std::uint64_t>(min.value_or(0)) || (max && longest > static_cast<std::uint64_t>(*max))) {
+        fail(at, "'format' " + name + " (texts of " + std::to_string(shortest) + " to " + std::to_string(longest) +
+                     " characters here) beside 'minLength' or 'maxLength' that not all of them keep is not supported");
+      }
+    }
+    return rule;
   }
   const auto min = bound(schema, "minLength", at, kMaxRepeat);
   const auto max = bound(schema, "maxLength", at, kMaxRepeat);

@@ -248,6 +248,12 @@ TEST(ApiGrammar, TheReaderFollowsEveryWayAndBoundsItsWork) {
   left.add(l, left.literal("y"));
   EXPECT_EQ(left.left_recursive(), l);
 
+  // Lengths: "abc" or "abbc" is 3 to 4 bytes; a repeat multiplies; recursion has none.
+  EXPECT_EQ(g.length_bounds(start), (std::pair<std::uint64_t, std::uint64_t>{3, 4}));
+  EXPECT_EQ(g.length_bounds(g.repeat(start, 2, 5)), (std::pair<std::uint64_t, std::uint64_t>{6, 20}));
+  EXPECT_EQ(g.length_bounds(list), std::nullopt);
+  EXPECT_EQ(g.length_bounds(g.new_rule()), std::nullopt);  // matches nothing
+
   Grammar json;
   JsonSchemaGrammar schema(json);
   const Grammar::Rule any = schema.any_value();

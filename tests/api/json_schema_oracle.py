@@ -51,7 +51,7 @@ def schema_file(schema):
     return f.name
 
 
-# Formats are asserted: jsonschema's own checks (date, uuid, ipv4, email), and RFC 3339's time and
+# Formats are asserted: jsonschema's own checks (date, uuid, ipv4, email, uri), and RFC 3339's time and
 # date-time (Debian has no rfc3339-validator for jsonschema to use): the form, then Python's parser.
 FORMATS = jsonschema.FormatChecker()
 TIME = r"\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)"
@@ -82,6 +82,12 @@ def is_duration(s):
     time = rf"T({hour}|{minute}|{second})"
     date = rf"(\d+D|\d+M(\d+D)?|\d+Y(\d+M(\d+D)?)?)({time})?"
     return not isinstance(s, str) or re.fullmatch(rf"P({date}|{time}|\d+W)", s) is not None
+
+
+# URIs: jsonschema checks them with rfc3987 (Debian's python3-rfc3987); without it, it would not.
+if "uri" not in FORMATS.checkers:
+    print("FAILED: python3-rfc3987 is needed to check URIs (scripts/install-deps.sh)")
+    sys.exit(1)
 
 
 def validator(schema):
