@@ -13,7 +13,7 @@ namespace {
 using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                                          "Qwen3ForCausalLM", "BloomForCausalLM"};
+                                                          "Qwen3ForCausalLM", "Phi3ForCausalLM", "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -54,6 +54,7 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& where) {
   else if (s.contains("type") && s["type"].is_string()) type = s["type"];
   if (type == "default") return scaling;
   if (type != "llama3") {
+    // Phi-3's long-context variants ("longrope", formerly "su") among them.
     fail(where, ": rope_scaling type '", type, "' is not supported (supported: llama3, default)");
   }
   scaling.kind = RopeScaling::Kind::kLlama3;
@@ -131,7 +132,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   const std::string act = config.value("hidden_act", std::string("silu"));
@@ -141,6 +142,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
   c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+  // Phi-3 fuses q, k, v and gate, up; the long-context variants' LongRoPE and Phi-4-mini's partial
+  // rotary embeddings are refused below, not left out.
+  c.fused_projections = c.architecture == "Phi3ForCausalLM";
+  if (config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null() &&
+      !(config["partial_rotary_factor"].is_number() && config["partial_rotary_factor"].get<double>() == 1.0)) {
+    fail(where, ": partial_rotary_factor ", config["partial_rotary_factor"].dump(), " (rotary embeddings on part of each head) is not supported");
+  }
   if (!c.attention_bias && config.value("attention_bias", false)) {
     fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
          c.architecture, " (Qwen2's biases on q, k and v are)");
@@ -148,7 +156,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (config.value("use_sliding_window", false)) {
     fail(where, ": use_sliding_window=true (Qwen2's and Qwen3's windows on some layers) is not supported");
   }
-  if (c.architecture == "MistralForCausalLM" && config.contains("sliding_window") && !config["sliding_window"].is_null()) {
+  if ((c.architecture == "MistralForCausalLM" || c.architecture == "Phi3ForCausalLM") && config.contains("sliding_window") &&
+      !config["sliding_window"].is_null()) {
     c.sliding_window = positive_int(config, "sliding_window", where);
   }
   if (config.value("mlp_bias", false)) fail(where, ": mlp_bias=true is not supported");

@@ -14,7 +14,7 @@ namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3)
+  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -36,7 +36,10 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
   bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
-  std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral); 0: all
+  /// q, k and v stored as one qkv_proj, gate and up as one gate_up_proj, each the parts' rows one
+  /// after the other (Phi-3); split into the usual projections while loading.
+  bool fused_projections = false;
+  std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral, Phi-3); 0: all
   /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
   /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).
   std::int32_t bos_token_id = -1;

@@ -65,9 +65,14 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   for (std::int64_t l = 0; l < s.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     t.push_back({p + "input_layernorm.weight", {s.hidden_size}, true});
-    t.push_back({p + "self_attn.q_proj.weight", {q, s.hidden_size}});
-    t.push_back({p + "self_attn.k_proj.weight", {kv, s.hidden_size}});
-    t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
+    const bool fused = s.architecture == "Phi3ForCausalLM";
+    if (fused) {
+      t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, s.hidden_size}});
+    } else {
+      t.push_back({p + "self_attn.q_proj.weight", {q, s.hidden_size}});
+      t.push_back({p + "self_attn.k_proj.weight", {kv, s.hidden_size}});
+      t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
+    }
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
     if (s.architecture == "Qwen2ForCausalLM") {
       for (const auto& [name, size] : {std::pair{"q_proj", q}, std::pair{"k_proj", kv}, std::pair{"v_proj", kv}}) {
@@ -79,8 +84,12 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true});
     }
     t.push_back({p + "post_attention_layernorm.weight", {s.hidden_size}, true});
-    t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
-    t.push_back({p + "mlp.up_proj.weight", {s.intermediate_size, s.hidden_size}});
+    if (fused) {
+      t.push_back({p + "mlp.gate_up_proj.weight", {2 * s.intermediate_size, s.hidden_size}});
+    } else {
+      t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
+      t.push_back({p + "mlp.up_proj.weight", {s.intermediate_size, s.hidden_size}});
+    }
     t.push_back({p + "mlp.down_proj.weight", {s.hidden_size, s.intermediate_size}});
   }
   t.push_back({"model.norm.weight", {s.hidden_size}, true});
@@ -105,6 +114,7 @@ json config_json(const SyntheticSpec& s) {
               {"model_type", s.architecture == "Qwen2ForCausalLM"     ? "qwen2"
                              : s.architecture == "Qwen3ForCausalLM"   ? "qwen3"
                              : s.architecture == "MistralForCausalLM" ? "mistral"
+                             : s.architecture == "Phi3ForCausalLM"    ? "phi3"
                                                                       : "llama"},
               {"hidden_act", "silu"},
               {"hidden_size", s.hidden_size},
@@ -184,6 +194,10 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
     s.architecture = "Qwen3ForCausalLM";
     s.hidden_size = 1024; s.intermediate_size = 3072; s.num_layers = 28; s.num_heads = 16; s.head_dim = 128;
     s.num_kv_heads = 8; s.vocab_size = 151936; s.max_position_embeddings = 40960; s.tie_word_embeddings = true;
+  } else if (name == "phi3-mini") {  // Phi-3-mini-4k's shape: fused projections, a window of 2047
+    s.architecture = "Phi3ForCausalLM";
+    s.hidden_size = 3072; s.intermediate_size = 8192; s.num_layers = 32; s.num_heads = 32;
+    s.num_kv_heads = 32; s.vocab_size = 32064; s.max_position_embeddings = 4096; s.sliding_window = 2047;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
@@ -206,16 +220,16 @@ void validate(const SyntheticSpec& s) {
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
-      s.architecture != "MistralForCausalLM" && s.architecture != "BloomForCausalLM") {
-    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM or BloomForCausalLM, not ",
-         s.architecture);
+      s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "BloomForCausalLM") {
+    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM or "
+         "BloomForCausalLM, not ", s.architecture);
   }
   if (s.architecture == "BloomForCausalLM" &&
       (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
     fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
-  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM, and positive");
+  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM")) {
+    fail("a sliding window is for MistralForCausalLM and Phi3ForCausalLM, and positive");
   }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
   if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0) {

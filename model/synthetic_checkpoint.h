@@ -27,9 +27,10 @@ struct SyntheticSpec {
   bool tie_word_embeddings = false;
   /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written), "Qwen3ForCausalLM"
   /// (q_norm and k_norm are written),
-  /// "MistralForCausalLM" (with `sliding_window`) or "BloomForCausalLM".
+  /// "MistralForCausalLM" (with `sliding_window`), "Phi3ForCausalLM" (qkv_proj and gate_up_proj
+  /// fused; `sliding_window` too) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
-  std::int64_t sliding_window = 0;  ///< Mistral: written to config.json when > 0
+  std::int64_t sliding_window = 0;  ///< Mistral, Phi-3: written to config.json when > 0
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights
@@ -40,7 +41,8 @@ struct SyntheticSpec {
   double outlier_scale = 20.0;
 };
 
-/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b");
+/// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b",
+/// "qwen3-0.6b", "phi3-mini");
 /// nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 

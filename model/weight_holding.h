@@ -21,6 +21,9 @@ HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const W
 /// An int8 matrix whose row scales (bitsandbytes' SCB, each row's absmax) are `scales` rather than
 /// the checkpoint's tensor named after it: rows taken out of a fused int8 tensor.
 HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const WeightLoading& loading);
+/// Rows [first, first + count) of a matrix (elements, of a vector) as a tensor of their own that
+/// shares `t`'s bytes: one projection's part of a fused tensor whose parts follow each other.
+TensorRef row_range(const TensorRef& t, std::int64_t first, std::int64_t count);
 /// A vector of f32 weights (norm scales, biases).
 HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading);
 

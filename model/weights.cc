@@ -166,6 +166,17 @@ void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape)
   }
 }
 
+TensorRef row_range(const TensorRef& t, std::int64_t first, std::int64_t count) {
+  SEPAL_CHECK(!t.shape.empty() && first >= 0 && count >= 0 && first + count <= t.shape[0], "rows out of the tensor");
+  const std::int64_t cols = t.shape.size() > 1 ? t.shape[1] : 1;
+  const auto row_bytes = static_cast<std::size_t>(cols) * dtype_size(t.dtype);
+  TensorRef part = t;
+  part.shape[0] = count;
+  part.data = t.data + static_cast<std::size_t>(first) * row_bytes;
+  part.bytes = static_cast<std::size_t>(count) * row_bytes;
+  return part;
+}
+
 HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const WeightLoading& loading) {
   if (t.dtype != DType::kI8) fail("tensor '", t.name, "' is not int8");
   return hold_stored_int8_matrix(t, &scales, scales.name, loading);

@@ -1,6 +1,7 @@
 // Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v),
-// Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads) and Mistral (a
-// sliding window shorter than the sequence). A prompt and decode steps past the
+// Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads), Mistral (a
+// sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
+// window too; the reference reads the fused tensors itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -44,6 +45,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM");
   EXPECT_EQ(config.sliding_window, window);
+  EXPECT_EQ(config.fused_projections, architecture == "Phi3ForCausalLM");
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
   const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
   const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
@@ -90,7 +92,8 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
-                                           std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5}),
+                                           std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
+                                           std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6}),
                          [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
 
 }  // namespace

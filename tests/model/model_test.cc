@@ -140,6 +140,26 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   qwen3["attention_bias"] = false;
   qwen3["use_sliding_window"] = true;
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "use_sliding_window=true");
+  // Phi-3-mini-4k-instruct's config.json: fused projections, a window of 2047.
+  const ModelConfig phi3 = parse_model_config(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
+      "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
+      "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 4096,
+      "model_type": "phi3", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+      "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+      "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false,
+      "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 32064})", "phi3");
+  EXPECT_TRUE(phi3.fused_projections && !phi3.qk_norm && !phi3.attention_bias);
+  EXPECT_EQ(phi3.sliding_window, 2047);
+  EXPECT_EQ(phi3.head_dim, 96);
+  // Phi-3.5's LongRoPE and Phi-4-mini's partial rotary embeddings are refused, not left out.
+  json phi35 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
+  phi35["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 1.0}}, {"long_factor", {2.0, 2.0}}};
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "rope_scaling type 'longrope' is not supported");
+  json phi4 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
+  phi4["partial_rotary_factor"] = 0.75;
+  expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 0.75");
+  phi4["partial_rotary_factor"] = 1.0;
+  EXPECT_TRUE(parse_model_config(phi4.dump(), "c").fused_projections);
   expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");

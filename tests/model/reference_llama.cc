@@ -42,6 +42,22 @@ std::vector<double> linear(const std::vector<double>& x, const HeldMatrix& m) {
   return y;
 }
 
+// y[t, r] = Σ_c x[t, c] w[first + r, c] over `count` rows of an f32 tensor of the file (one part of
+// Phi-3's fused qkv_proj or gate_up_proj, read here without the loader's split).
+std::vector<double> linear_rows(const std::vector<double>& x, const TensorRef& w, std::int64_t first, std::int64_t count) {
+  EXPECT_EQ(w.dtype, DType::kF32) << w.name;
+  const std::int64_t cols = w.shape.at(1), n = static_cast<std::int64_t>(x.size()) / cols;
+  const auto* values = reinterpret_cast<const float*>(w.data);
+  std::vector<double> y(static_cast<std::size_t>(n * count));
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t r = 0; r < count; ++r) {
+      double s = 0;
+      for (std::int64_t c = 0; c < cols; ++c) s += x[t * cols + c] * values[(first + r) * cols + c];
+      y[t * count + r] = s;
+    }
+  return y;
+}
+
 std::vector<double> rms(const std::vector<double>& x, const HeldVector& weight, double eps) {
   const std::int64_t dim = weight.size, n = static_cast<std::int64_t>(x.size()) / dim;
   std::vector<double> y(x.size());
@@ -89,7 +105,20 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       const HeldMatrix& m = p == Projection::kQ ? w.q_proj : p == Projection::kK ? w.k_proj : p == Projection::kV ? w.v_proj
                           : p == Projection::kO ? w.o_proj : p == Projection::kGate ? w.gate_proj
                           : p == Projection::kUp ? w.up_proj : w.down_proj;
-      auto y = sepal::test::linear(in, m);
+      std::vector<double> y;
+      if (c.fused_projections && p != Projection::kO && p != Projection::kDown) {
+        // Phi-3: qkv_proj holds q's rows, then k's, then v's; gate_up_proj gate's, then up's.
+        const std::string layer = "model.layers." + std::to_string(first + b) + ".";
+        const std::int64_t q_rows = c.num_heads * hd, kv_rows = c.num_kv_heads * hd, ffn = c.intermediate_size;
+        if (p == Projection::kGate || p == Projection::kUp) {
+          y = linear_rows(in, ckpt.get(layer + "mlp.gate_up_proj.weight"), p == Projection::kGate ? 0 : ffn, ffn);
+        } else {
+          const std::int64_t at = p == Projection::kQ ? 0 : p == Projection::kK ? q_rows : q_rows + kv_rows;
+          y = linear_rows(in, ckpt.get(layer + "self_attn.qkv_proj.weight"), at, p == Projection::kQ ? q_rows : kv_rows);
+        }
+      } else {
+        y = sepal::test::linear(in, m);
+      }
       if (!adapters || !adapters->shape.targets_projection(p)) return y;
       const std::int64_t rows = m.view.rows, cols = m.view.cols, n = static_cast<std::int64_t>(in.size()) / cols;
       const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K) and on
-# BLOOM (bloom-synth, whose q, k and v are one fused query_key_value):
+# LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K), on
+# BLOOM (bloom-synth, whose q, k and v are one fused query_key_value) and on a synthetic Phi-3
+# (qkv_proj and gate_up_proj fused):
 #   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys; BLOOM's fused
 #      module with its rank and alpha in rank_pattern and alpha_pattern) and
 #      adapter_model.safetensors (PEFT's tensor names); the folder as --adapter scores exactly what
@@ -29,8 +30,8 @@ print(f'ok: {what}: {a} against {b}')" "$@" || failed=$((failed + 1))
 }
 
 # check_model NAME TARGETS EXPECTED_CONFIG_AND_NAMES (Python asserts on c, the config, and names)
-check_model() {
-  local name=$1 targets=$2 expect=$3 model=$models/$1 out=$dir/$1
+check_model() {  # check_model NAME TARGETS EXPECT [MODEL_DIR, default MODELS_DIR/NAME]
+  local name=$1 targets=$2 expect=$3 model=${4:-$models/$1} out=$dir/$1
   mkdir -p "$out"
   "$sepal" tune --model "$model" --data "$data/train.jsonl" --method lora --lora-rank 4 --lora-targets "$targets" \
     --steps 6 --batch-size 4 --lr 0.02 --seed 2 --out "$out/lora.h5" --export-peft "$out/peft" 2> "$dir/err" > /dev/null \
@@ -78,6 +79,17 @@ assert c["rank_pattern"] == {"query_key_value": 8} and c["alpha_pattern"] == {"q
 assert "base_model.model.transformer.h.0.self_attention.query_key_value.lora_A.weight" in names, sorted(names)[:4]
 assert "base_model.model.transformer.h.2.mlp.dense_4h_to_h.lora_B.weight" in names, sorted(names)[:4]
 assert len(names) == 3 * 2 * 2, len(names)'
+
+# Phi-3 (synthetic): q and v are one LoRA of rank 8 on the fused qkv_proj; an adapter trained
+# elsewhere puts one A on the fused gate_up_proj, for gate and up.
+"$sepal" synth --arch phi3 --hidden 96 --intermediate 160 --layers 2 --heads 4 --kv-heads 2 --vocab 400 \
+  --out "$dir/phi3-synth" > /dev/null 2>&1 || { echo "FAILED: sepal synth --arch phi3"; failed=$((failed + 1)); }
+check_model phi3-synth q_proj,v_proj,down_proj '
+assert sorted(c["target_modules"]) == ["down_proj", "qkv_proj"], c["target_modules"]
+assert c["rank_pattern"] == {"qkv_proj": 8} and c["alpha_pattern"] == {"qkv_proj": 32.0}, c
+assert "base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight" in names, sorted(names)[:4]
+assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names, sorted(names)[:4]
+assert len(names) == 2 * 2 * 2, len(names)' "$dir/phi3-synth"
 
 refused() {  # refused WHAT FOLDER EXPECTED_TEXT
   "$sepal" perplexity --model "$models/tinystories-656K" --data "$data/eval-none.jsonl" --adapter "$2" 2> "$dir/err" > /dev/null

@@ -1,4 +1,5 @@
-// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral) under Hugging Face's names.
+// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3) under Hugging Face's names;
+// Phi-3's fused qkv_proj and gate_up_proj are split into views of their parts' rows.
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/weight_holding.h"
@@ -24,6 +25,20 @@ const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const Model
 ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
   const bool attention = p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO;
   const std::int64_t rows = projection_shape(config, p).first;
+  if (config.fused_projections) {
+    // Phi-3: qkv_proj's rows are q's, then k's, then v's; gate_up_proj's gate's, then up's.
+    const std::int64_t q = config.q_size(), kv = config.kv_size(), ffn = config.intermediate_size;
+    const std::string prefix = layer_prefix(layer);
+    switch (p) {
+      case Projection::kQ: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, q, q + 2 * kv, 0};
+      case Projection::kK: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, kv, q + 2 * kv, q};
+      case Projection::kV: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, kv, q + 2 * kv, q + kv};
+      case Projection::kGate: return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, 0};
+      case Projection::kUp: return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, ffn};
+      case Projection::kO:
+      case Projection::kDown: break;
+    }
+  }
   return {layer_prefix(layer) + (attention ? "self_attn." : "mlp.") + std::string(projection_name(p)),
           std::string(projection_name(p)), rows, rows, rows, 0};
 }
@@ -34,9 +49,16 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   const std::int64_t h = config.hidden_size;
   const std::int64_t ffn = config.intermediate_size;
   auto matrix = [&](Projection projection, std::int64_t rows, std::int64_t cols) {
-    const TensorRef& t = checkpoint.get(llama_projection_module(config, layer, projection).path + ".weight");
-    expect_shape(t, {rows, cols});
-    return hold_matrix(checkpoint, t, loading);
+    const ProjectionModule m = llama_projection_module(config, layer, projection);
+    const TensorRef& t = checkpoint.get(m.path + ".weight");
+    expect_shape(t, {m.rows, cols});
+    if (m.rows == rows) return hold_matrix(checkpoint, t, loading);
+    // A part of a fused module: its rows, and in an int8 checkpoint its rows' scales.
+    const TensorRef part = row_range(t, m.offset, rows);
+    if (t.dtype != DType::kI8) return hold_matrix(checkpoint, part, loading);
+    const TensorRef& scales = checkpoint.get(m.path + ".SCB");
+    expect_shape(scales, {m.rows});
+    return hold_int8_rows(part, row_range(scales, m.offset, rows), loading);
   };
   auto vector = [&](const std::string& name) {
     const TensorRef& t = checkpoint.get(p + name);
