@@ -19,8 +19,8 @@ constexpr const char* kRopeFactors = "rope_freqs.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3)");
   }
   return *arch;
 }
@@ -32,7 +32,8 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
 }
 
 // The Hugging Face name of a GGUF tensor of the architecture, or empty for one sepal does not use
-// (biases but Qwen2's on q, k and v; Qwen3's q and k norms but in qwen3 files).
+// (biases but Qwen2's on q, k and v; Qwen3's q and k norms but in qwen3 files; in phi3 files, q, k
+// and v apart or a gate apart: Phi-3 fuses them, as attn_qkv and, gate then up, ffn_up).
 std::string hf_name(const std::string& name, const std::string& arch) {
   static const std::map<std::string, std::string> top = {
       {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
@@ -48,12 +49,20 @@ std::string hf_name(const std::string& name, const std::string& arch) {
   static const std::map<std::string, std::string> qwen3_norms = {
       {"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}};
   if (auto it = top.find(name); it != top.end()) return it->second;
+  static const std::map<std::string, std::string> phi3_block = {
+      {"attn_qkv.weight", "self_attn.qkv_proj.weight"},  {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"attn_norm.weight", "input_layernorm.weight"},    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
   if (name.rfind("blk.", 0) != 0) return {};
   const auto dot = name.find('.', 4);
   if (dot == std::string::npos) return {};
   const std::string layer = name.substr(4, dot - 4);
   if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
   const std::string part = name.substr(dot + 1);
+  if (arch == "phi3") {
+    const auto fused = phi3_block.find(part);
+    return fused == phi3_block.end() ? std::string() : "model.layers." + layer + "." + fused->second;
+  }
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
   if (it == block.end() && arch == "qwen3") it = qwen3_norms.find(part);
@@ -101,7 +110,17 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   const std::string arch = architecture(file);
   json c;
   // qwen2: q, k, v biases; qwen3: q and k norms
-  c["architectures"] = {arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
+  c["architectures"] = {arch == "qwen2"   ? "Qwen2ForCausalLM"
+                        : arch == "qwen3" ? "Qwen3ForCausalLM"
+                        : arch == "phi3"  ? "Phi3ForCausalLM"
+                                          : "LlamaForCausalLM"};
+  if (arch == "phi3") {
+    if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
+    // Phi-3's long-context variants: LongRoPE, whose factors llama.cpp's converter stores as tensors.
+    for (const char* factors : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+      if (file.tensors().count(factors)) fail(file.where(), ": ", factors, ": LongRoPE (Phi-3's long-context variants) is not supported");
+    }
+  }
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
   c["num_hidden_layers"] = required(file, arch + ".block_count");
@@ -148,8 +167,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
-  // qwen2 or qwen3 model's it leaves as they are (llama.cpp rotates those halves apart, as Hugging
-  // Face).
+  // qwen2, qwen3 or phi3 model's it leaves as they are (llama.cpp rotates those halves apart, as
+  // Hugging Face).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama";
   auto shared = std::make_shared<const GgufFile>(file);

@@ -337,12 +337,13 @@ void put_kv(GgufWriter& w, const std::string& key, std::uint32_t type, const voi
   w.raw(value, bytes);
 }
 
-// What llama.cpp's converter writes for a Hugging Face Qwen2 or Qwen3 folder (f32 tensors):
-// ARCH.* keys (Qwen3's head width as key_length and value_length), GGUF tensor names with ggml's
-// dimension order (fastest first), the query and key rows as they are (llama.cpp rotates their
-// halves apart), Qwen2's q, k and v biases or Qwen3's q and k norms, no output.weight when the
-// head is tied.
-GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arch) {
+// What llama.cpp's converter writes for a Hugging Face Qwen2, Qwen3 or Phi-3 folder (f32 tensors):
+// ARCH.* keys (Qwen3's head width as key_length and value_length; Phi-3's window and rotary
+// width), GGUF tensor names with ggml's dimension order (fastest first), the query and key rows as
+// they are (llama.cpp rotates their halves apart), Qwen2's q, k and v biases, Qwen3's q and k
+// norms or Phi-3's fused attn_qkv and ffn_up (gate, then up), no output.weight when the head is
+// tied.
+GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arch, bool long_rope = false) {
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   std::vector<std::pair<std::string, std::string>> names = {
@@ -354,12 +355,18 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
       {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
       {"ffn_gate.weight", "mlp.gate_proj.weight"},      {"ffn_up.weight", "mlp.up_proj.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"}};
-  if (arch == "qwen2") {
+  if (arch == "phi3") {
+    block = {{"attn_norm.weight", "input_layernorm.weight"},    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
+             {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+             {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  } else if (arch == "qwen2") {
     block.insert(block.end(), {{"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"},
                                {"attn_v.bias", "self_attn.v_proj.bias"}});
   } else {
     block.insert(block.end(), {{"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}});
   }
+  // Phi-3's long-context variants carry LongRoPE's factors (any values do here: they are refused).
+  if (long_rope) names.emplace_back("rope_factors_long.weight", "model.norm.weight");
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     for (const auto& [g, h] : block) {
       names.emplace_back("blk." + std::to_string(l) + "." + g, "model.layers." + std::to_string(l) + "." + h);
@@ -367,7 +374,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   GgufWriter w;
   w.u64(names.size());
-  w.u64(arch == "qwen3" ? 11 : 9);
+  w.u64(arch == "qwen2" ? 9 : 11);
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -390,6 +397,10 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   if (arch == "qwen3") {
     u32(arch + ".attention.key_length", c.head_dim);
     u32(arch + ".attention.value_length", c.head_dim);
+  }
+  if (arch == "phi3") {
+    u32(arch + ".attention.sliding_window", c.sliding_window);
+    u32(arch + ".rope.dimension_count", c.head_dim);
   }
   std::uint64_t offset = 0;
   for (const auto& [g, h] : names) {
@@ -417,8 +428,9 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
 void expect_file_is_its_folder(const std::string& arch) {
   const test::TempDir dir;
   SyntheticSpec spec;
-  spec.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM";
+  spec.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "Phi3ForCausalLM";
   if (arch == "qwen3") spec.head_dim = 32;
+  if (arch == "phi3") spec.sliding_window = 3;
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.num_layers = 2;
@@ -440,11 +452,13 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.architecture, spec.architecture);
   EXPECT_EQ(g.attention_bias, arch == "qwen2");
   EXPECT_EQ(g.qk_norm, arch == "qwen3");
+  EXPECT_EQ(g.fused_projections, arch == "phi3");
+  EXPECT_EQ(g.sliding_window, hf.sliding_window);
   EXPECT_TRUE(g.tie_word_embeddings);
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
-  EXPECT_EQ(same_tensors(a, b), 2 + (arch == "qwen2" ? 12 : 11) * spec.num_layers);
+  EXPECT_EQ(same_tensors(a, b), 2 + (arch == "qwen2" ? 12 : arch == "qwen3" ? 11 : 6) * spec.num_layers);
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -454,10 +468,20 @@ void expect_file_is_its_folder(const std::string& arch) {
   from_hf.forward(x.data(), 5, ca);
   from_gguf.forward(y.data(), 5, cb);
   EXPECT_EQ(x, y);
+  if (arch == "phi3") {
+    try {
+      (void)gguf_model_config(parse(qwen_gguf(dir / "hf", arch, /*long_rope=*/true)));
+      ADD_FAILURE() << "a phi3 file with LongRoPE factors was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rope_factors_long.weight: LongRoPE (Phi-3's long-context variants) is not supported"),
+                std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2"); }
 TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
+TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();
