@@ -9,7 +9,9 @@ namespace sepal {
 
 /// Frequency scaling of rotary embeddings. kLlama3 is Llama 3.1's piecewise scaling (from its
 /// parameters); kFactors divides each inverse frequency by its own factor (freq_factors, head_dim/2
-/// of them: what GGUF files store as rope_freqs.weight, llama.cpp's form of the same scaling).
+/// of them: what GGUF files store as rope_freqs.weight, llama.cpp's form of the same scaling, and
+/// LongRoPE's short factors). `attention_factor` multiplies the rotation's cosines and sines
+/// (LongRoPE's magnitude scaling: attention scores grow by its square).
 struct RopeScaling {
   enum class Kind { kNone, kLlama3, kFactors };
   Kind kind = Kind::kNone;
@@ -18,15 +20,17 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   double original_max_position_embeddings = 8192.0;
+  double attention_factor = 1.0;
 };
 
 /// The head_dim/2 inverse frequencies theta^(-2i/head_dim), adjusted by the scaling.
 std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta,
                                              const RopeScaling& scaling);
 
-/// Rotates x[n, heads, head_dim] in place; row t is at position positions[t].
-/// inv_freq has head_dim/2 entries (from rope_inverse_frequencies).
+/// Rotates x[n, heads, head_dim] in place and multiplies it by `magnitude` (1, or
+/// RopeScaling::attention_factor); row t is at position positions[t]. inv_freq has head_dim/2
+/// entries (from rope_inverse_frequencies).
 void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                      const std::int64_t* positions, const double* inv_freq);
+                      const std::int64_t* positions, const double* inv_freq, double magnitude);
 
 }  // namespace sepal

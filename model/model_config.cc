@@ -1,5 +1,7 @@
 #include "model/model_config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -44,7 +46,51 @@ double positive_number(const json& config, const std::string& key, const std::st
   return value;
 }
 
-RopeScaling parse_rope_scaling(const json& config, const std::string& where) {
+// LongRoPE (Phi-3's long-context variants, Phi-3.5): each inverse frequency divided by its short
+// factor and the rotation scaled by the attention factor, as Hugging Face computes them for
+// positions within original_max_position_embeddings. Past it Hugging Face switches to the long
+// factors for the sequence (keys already cached keep the short ones), so sepal's context ends
+// there: `max_positions` is lowered to it.
+RopeScaling parse_longrope(const json& config, const json& s, const std::string& where, std::int64_t head_dim,
+                           std::int64_t& max_positions) {
+  RopeScaling scaling;
+  const auto factors = [&](const char* key) {
+    if (!s.contains(key) || !s[key].is_array() || static_cast<std::int64_t>(s[key].size()) != head_dim / 2) {
+      fail(where, ": rope_scaling '", key, "' must list ", head_dim / 2, " factors (head_dim / 2)");
+    }
+    std::vector<double> out;
+    for (const json& f : s[key]) {
+      if (!f.is_number() || !(f.get<double>() > 0.0) || !std::isfinite(f.get<double>())) {
+        fail(where, ": rope_scaling '", key, "' holds ", f.dump(), " (factors must be positive numbers)");
+      }
+      out.push_back(f.get<double>());
+    }
+    return out;
+  };
+  scaling.kind = RopeScaling::Kind::kFactors;
+  scaling.freq_factors = factors("short_factor");
+  (void)factors("long_factor");  // checked, though contexts never reach it
+  double original = 0, factor = 0;
+  if (config.contains("original_max_position_embeddings") && !config["original_max_position_embeddings"].is_null()) {
+    original = static_cast<double>(positive_int(config, "original_max_position_embeddings", where));
+    factor = static_cast<double>(max_positions) / original;
+  } else {
+    original = static_cast<double>(max_positions);
+    factor = positive_number(s, "factor", where + " rope_scaling", 1.0);
+  }
+  scaling.original_max_position_embeddings = original;
+  if (s.contains("attention_factor") && !s["attention_factor"].is_null()) {
+    scaling.attention_factor = positive_number(s, "attention_factor", where + " rope_scaling", 1.0);
+  } else if (factor > 1.0) {
+    if (original < 2) fail(where, ": LongRoPE needs an original context of at least 2 positions, not ", original);
+    scaling.attention_factor = std::sqrt(1.0 + std::log(factor) / std::log(original));
+  }
+  max_positions = std::min<std::int64_t>(max_positions, static_cast<std::int64_t>(original));
+  return scaling;
+}
+
+RopeScaling parse_rope_scaling(const json& config, const std::string& where, std::int64_t head_dim,
+                               std::int64_t& max_positions) {
   RopeScaling scaling;
   if (!config.contains("rope_scaling") || config["rope_scaling"].is_null()) return scaling;
   const json& s = config["rope_scaling"];
@@ -53,9 +99,9 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& where) {
   if (s.contains("rope_type") && s["rope_type"].is_string()) type = s["rope_type"];
   else if (s.contains("type") && s["type"].is_string()) type = s["type"];
   if (type == "default") return scaling;
+  if (type == "longrope" || type == "su") return parse_longrope(config, s, where, head_dim, max_positions);
   if (type != "llama3") {
-    // Phi-3's long-context variants ("longrope", formerly "su") among them.
-    fail(where, ": rope_scaling type '", type, "' is not supported (supported: llama3, default)");
+    fail(where, ": rope_scaling type '", type, "' is not supported (supported: llama3, longrope, default)");
   }
   scaling.kind = RopeScaling::Kind::kLlama3;
   scaling.factor = positive_number(s, "factor", where + " rope_scaling", 0.0);
@@ -142,8 +188,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
   c.qk_norm = c.architecture == "Qwen3ForCausalLM";
-  // Phi-3 fuses q, k, v and gate, up; the long-context variants' LongRoPE and Phi-4-mini's partial
-  // rotary embeddings are refused below, not left out.
+  // Phi-3 fuses q, k, v and gate, up; Phi-4-mini's partial rotary embeddings are refused, not left
+  // out.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
   if (config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null() &&
       !(config["partial_rotary_factor"].is_number() && config["partial_rotary_factor"].get<double>() == 1.0)) {
@@ -181,7 +227,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   }
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
   c.rope_theta = positive_number(config, "rope_theta", where, 10000.0);
-  c.rope_scaling = parse_rope_scaling(config, where);
+  c.rope_scaling = parse_rope_scaling(config, where, c.head_dim, c.max_position_embeddings);
   if (config.contains("tie_word_embeddings")) {
     if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
     c.tie_word_embeddings = config["tie_word_embeddings"];

@@ -132,6 +132,17 @@ json config_json(const SyntheticSpec& s) {
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
   if (s.head_dim > 0) config["head_dim"] = s.head_dim;
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
+  if (s.long_rope_original > 0) {
+    const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
+    json short_factor = json::array(), long_factor = json::array();
+    Rng rng(s.seed + 77);
+    for (std::int64_t i = 0; i < head_dim / 2; ++i) {
+      short_factor.push_back(1.0 + 3.0 * rng.uniform());
+      long_factor.push_back(1.0 + 3.0 * rng.uniform());
+    }
+    config["original_max_position_embeddings"] = s.long_rope_original;
+    config["rope_scaling"] = {{"type", "longrope"}, {"short_factor", short_factor}, {"long_factor", long_factor}};
+  }
   return config;
 }
 
@@ -232,6 +243,9 @@ void validate(const SyntheticSpec& s) {
     fail("a sliding window is for MistralForCausalLM and Phi3ForCausalLM, and positive");
   }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
+  if (s.long_rope_original < 0 || s.long_rope_original > s.max_position_embeddings) {
+    fail("LongRoPE's original context must be between 0 and max_position_embeddings");
+  }
   if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0) {
     fail("--hidden ", s.hidden_size, " must be a multiple of --heads ", s.num_heads, " (or give --head-dim)");
   }

@@ -31,6 +31,10 @@ struct SyntheticSpec {
   /// fused; `sliding_window` too) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
   std::int64_t sliding_window = 0;  ///< Mistral, Phi-3: written to config.json when > 0
+  /// LongRoPE as Phi-3's long-context variants write it: rope_scaling with head_dim/2 short and
+  /// long factors (random, 1 to 4) and original_max_position_embeddings this many positions (0:
+  /// none). The context then ends there.
+  std::int64_t long_rope_original = 0;
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights

@@ -116,15 +116,15 @@ namespace {
 // (`inverse`: the transpose, which is the rotation's input gradient). One set of tables for both,
 // so the gradient rotates by exactly the rounded angles the forward used.
 void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
-                const double* inv_freq, bool inverse) {
+                const double* inv_freq, double magnitude, bool inverse) {
   const std::int64_t half = head_dim / 2;
   std::vector<float> cos_table(static_cast<std::size_t>(half));
   std::vector<float> sin_table(static_cast<std::size_t>(half));
   for (std::int64_t t = 0; t < n; ++t) {
     for (std::int64_t i = 0; i < half; ++i) {
       const double angle = static_cast<double>(positions[t]) * inv_freq[i];
-      cos_table[i] = static_cast<float>(std::cos(angle));
-      sin_table[i] = static_cast<float>(std::sin(angle));
+      cos_table[i] = static_cast<float>(std::cos(angle) * magnitude);
+      sin_table[i] = static_cast<float>(std::sin(angle) * magnitude);
       if (inverse) sin_table[i] = -sin_table[i];
     }
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -142,13 +142,13 @@ void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_
 }  // namespace
 
 void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                      const std::int64_t* positions, const double* inv_freq) {
-  rope_apply(x, n, heads, head_dim, positions, inv_freq, /*inverse=*/false);
+                      const std::int64_t* positions, const double* inv_freq, double magnitude) {
+  rope_apply(x, n, heads, head_dim, positions, inv_freq, magnitude, /*inverse=*/false);
 }
 
 void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                                 const std::int64_t* positions, const double* inv_freq) {
-  rope_apply(dx, n, heads, head_dim, positions, inv_freq, /*inverse=*/true);
+                                 const std::int64_t* positions, const double* inv_freq, double magnitude) {
+  rope_apply(dx, n, heads, head_dim, positions, inv_freq, magnitude, /*inverse=*/true);
 }
 
 namespace {

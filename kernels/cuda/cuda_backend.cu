@@ -158,16 +158,17 @@ __global__ void gelu_tanh_kernel(float* x, std::int64_t count) {
   }
 }
 
-// Pairs (j, j + half) of each head rotated by position · inv_freq[j], the angle in double.
+// Pairs (j, j + half) of each head rotated by position · inv_freq[j], the angle in double, and
+// multiplied by the magnitude.
 __global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                            const std::int64_t* positions, const double* inv_freq) {
+                            const std::int64_t* positions, const double* inv_freq, double magnitude) {
   const std::int64_t half = head_dim / 2;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n * heads * half) return;
   const std::int64_t j = i % half, row = i / half;  // row = t * heads + h
   const std::int64_t t = row / heads;
   const double angle = static_cast<double>(positions[t]) * inv_freq[j];
-  const float c = static_cast<float>(cos(angle)), s = static_cast<float>(sin(angle));
+  const float c = static_cast<float>(cos(angle) * magnitude), s = static_cast<float>(sin(angle) * magnitude);
   float* v = x + row * head_dim;
   const float a = v[j], b = v[j + half];
   v[j] = a * c - b * s;
@@ -391,10 +392,10 @@ class CudaBackend final : public Backend {
     launched();
   }
   void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                        const std::int64_t* positions, const double* inv_freq) override {
+                        const std::int64_t* positions, const double* inv_freq, double magnitude) override {
     if (n * heads * (head_dim / 2) <= 0) return;
     enter();
-    rope_kernel<<<grid(n * heads * (head_dim / 2)), kThreads>>>(x, n, heads, head_dim, positions, inv_freq);
+    rope_kernel<<<grid(n * heads * (head_dim / 2)), kThreads>>>(x, n, heads, head_dim, positions, inv_freq, magnitude);
     launched();
   }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,

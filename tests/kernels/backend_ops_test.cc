@@ -157,9 +157,9 @@ TEST_F(BackendOps, RotationsMatchTheCpu) {
   const std::vector<std::int64_t> positions = {0, 1, 7, 100, 1000, 4095};
   const auto x = random_floats(static_cast<std::size_t>(n * heads * head_dim), 5);
   auto want = x;
-  rope_rotate_half(want.data(), n, heads, head_dim, positions.data(), inv_freq.data());
+  rope_rotate_half(want.data(), n, heads, head_dim, positions.data(), inv_freq.data(), 1.25);
   float* y = in(x);
-  backend_->rope_rotate_half(y, n, heads, head_dim, in(positions), in(inv_freq));
+  backend_->rope_rotate_half(y, n, heads, head_dim, in(positions), in(inv_freq), 1.25);
   expect_close(out(y, x.size()), want, 1e-6, "rope");
 }
 

@@ -241,7 +241,8 @@ TEST(RopeInputGrad, MatchesFiniteDifferences) {
   const auto x = random_floats(n * heads * hd, 11);
   const auto dy = random_floats(x.size(), 12);
   std::vector<float> dx = dy;
-  rope_rotate_half_input_grad(dx.data(), n, heads, hd, positions.data(), inv_freq.data());
+  const double magnitude = 1.3;  // LongRoPE's attention factor scales the rotation
+  rope_rotate_half_input_grad(dx.data(), n, heads, hd, positions.data(), inv_freq.data(), magnitude);
   const auto loss = [&](const Vec& xs) {
     double s = 0;
     for (int t = 0; t < n; ++t)
@@ -250,8 +251,8 @@ TEST(RopeInputGrad, MatchesFiniteDifferences) {
           const double angle = static_cast<double>(positions[t]) * inv_freq[i];
           const int base = (t * heads + h) * hd;
           const double a = xs[base + i], b = xs[base + i + hd / 2];
-          s += dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
-               dy[base + i + hd / 2] * (b * std::cos(angle) + a * std::sin(angle));
+          s += magnitude * (dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
+                            dy[base + i + hd / 2] * (b * std::cos(angle) + a * std::sin(angle)));
         }
     return s;
   };

@@ -165,7 +165,7 @@ TEST(Rope, RotateHalfMatchesReference) {
   const auto inv = rope_inverse_frequencies(hd, 10000.0, {});
   const auto ref_inv = reference_inv_freq(hd, 10000.0);
   for (int i = 0; i < hd / 2; ++i) EXPECT_NEAR(inv[i], ref_inv[i], 1e-15);
-  rope_rotate_half(x.data(), n, heads, hd, positions.data(), inv.data());
+  rope_rotate_half(x.data(), n, heads, hd, positions.data(), inv.data(), 1.0);
   std::vector<double> ref(x.size());
   for (int t = 0; t < n; ++t)
     for (int h = 0; h < heads; ++h)

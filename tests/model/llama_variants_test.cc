@@ -1,7 +1,8 @@
 // Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v),
 // Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads), Mistral (a
 // sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
-// window too; the reference reads the fused tensors itself). A prompt and decode steps past the
+// window, and LongRoPE's short factors and attention factor; the reference reads the fused tensors
+// itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -32,6 +33,10 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
   s.architecture = architecture;
   s.sliding_window = window;
   if (architecture == "Qwen3ForCausalLM") s.head_dim = 24;  // q: 4 heads of 24 = 96 wide, from 64
+  if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
+    s.max_position_embeddings = 128;
+    s.long_rope_original = 32;
+  }
   return s;
 }
 
@@ -46,6 +51,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM");
   EXPECT_EQ(config.sliding_window, window);
   EXPECT_EQ(config.fused_projections, architecture == "Phi3ForCausalLM");
+  if (architecture == "Phi3ForCausalLM") {  // the attention factor of the paper, from 128 / 32
+    EXPECT_DOUBLE_EQ(config.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(32.0)));
+    EXPECT_EQ(config.max_position_embeddings, 32);  // past it Hugging Face takes the long factors
+    EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kFactors);
+  }
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
   const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
   const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);

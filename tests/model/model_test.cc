@@ -151,10 +151,29 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   EXPECT_TRUE(phi3.fused_projections && !phi3.qk_norm && !phi3.attention_bias);
   EXPECT_EQ(phi3.sliding_window, 2047);
   EXPECT_EQ(phi3.head_dim, 96);
-  // Phi-3.5's LongRoPE and Phi-4-mini's partial rotary embeddings are refused, not left out.
+  // Phi-3.5's LongRoPE (head_dim 8 here: 4 factors each): the short factors, the attention factor
+  // from max / original positions (32 / 8), the context cut at the original 8; or a given factor.
   json phi35 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
-  phi35["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 1.0}}, {"long_factor", {2.0, 2.0}}};
-  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "rope_scaling type 'longrope' is not supported");
+  phi35["original_max_position_embeddings"] = 8;
+  phi35["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {2.0, 2.0, 4.0, 8.0}}};
+  const ModelConfig long_rope = parse_model_config(phi35.dump(), "c");
+  EXPECT_EQ(long_rope.rope_scaling.freq_factors, (std::vector<double>{1.0, 1.5, 2.0, 3.0}));
+  EXPECT_DOUBLE_EQ(long_rope.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(8.0)));
+  EXPECT_EQ(long_rope.max_position_embeddings, 8);
+  phi35["rope_scaling"]["attention_factor"] = 1.25;
+  EXPECT_DOUBLE_EQ(parse_model_config(phi35.dump(), "c").rope_scaling.attention_factor, 1.25);
+  phi35["original_max_position_embeddings"] = 1;
+  phi35["rope_scaling"].erase("attention_factor");
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "original context of at least 2 positions");
+  phi35["original_max_position_embeddings"] = 8;
+  phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0};
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "'short_factor' must list 4 factors (head_dim / 2)");
+  phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0, -3.0};
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "factors must be positive numbers");
+  phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0, 3.0};
+  phi35["rope_scaling"].erase("long_factor");
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "'long_factor' must list 4 factors");
+  // Phi-4-mini's partial rotary embeddings are refused, not left out.
   json phi4 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
   phi4["partial_rotary_factor"] = 0.75;
   expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 0.75");

@@ -71,14 +71,14 @@ std::vector<double> rms(const std::vector<double>& x, const HeldVector& weight, 
 }
 
 void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const std::vector<std::int64_t>& pos,
-            const std::vector<double>& inv_freq) {
+            const std::vector<double>& inv_freq, double magnitude) {
   for (std::size_t t = 0; t < pos.size(); ++t)
     for (std::int64_t h = 0; h < heads; ++h)
       for (std::int64_t i = 0; i < hd / 2; ++i) {
         double* v = &x[(t * heads + h) * hd];
         const double a = v[i], b = v[i + hd / 2], angle = pos[t] * inv_freq[i];
-        v[i] = a * std::cos(angle) - b * std::sin(angle);
-        v[i + hd / 2] = b * std::cos(angle) + a * std::sin(angle);
+        v[i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
+        v[i + hd / 2] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
       }
 }
 
@@ -167,8 +167,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         }
       }
     }
-    rotate(q, c.num_heads, hd, pos, inv_freq);
-    rotate(k, c.num_kv_heads, hd, pos, inv_freq);
+    rotate(q, c.num_heads, hd, pos, inv_freq, c.rope_scaling.attention_factor);
+    rotate(k, c.num_kv_heads, hd, pos, inv_freq, c.rope_scaling.attention_factor);
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)
