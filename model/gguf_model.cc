@@ -1,5 +1,6 @@
 #include "model/gguf_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -15,6 +16,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr const char* kRopeFactors = "rope_freqs.weight";
+constexpr const char* kRopeFactorsShort = "rope_factors_short.weight";  // phi3: LongRoPE
+constexpr const char* kRopeFactorsLong = "rope_factors_long.weight";
 
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
@@ -87,21 +90,45 @@ std::vector<float> unpermute_rows(const std::vector<float>& in, std::int64_t hea
 }
 
 // Llama 3.1's RoPE scaling as llama.cpp's converter stores it: rope_freqs.weight, one factor per
-// pair of head dimensions, dividing that pair's inverse frequency. Absent: no scaling.
-std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, std::int64_t head_dim) {
-  const auto it = file.tensors().find(kRopeFactors);
+// pair of head dimensions, dividing that pair's inverse frequency; or LongRoPE's factors
+// (rope_factors_short.weight, rope_factors_long.weight). Absent: no scaling.
+std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, std::int64_t head_dim, const char* name) {
+  const auto it = file.tensors().find(name);
   if (it == file.tensors().end()) return std::nullopt;
   const GgufTensor& t = it->second;
   if (t.dims.size() != 1 || t.dims[0] != head_dim / 2) {
-    fail(file.where(), ": ", kRopeFactors, " must hold ", head_dim / 2, " factors (head_dim / 2), not ", t.elements());
+    fail(file.where(), ": ", name, " must hold ", head_dim / 2, " factors (head_dim / 2), not ", t.elements());
   }
   std::vector<float> values(static_cast<std::size_t>(t.elements()));
   dequantize_ggml(t.type, t.data, t.elements(), values.data());
   std::vector<double> factors(values.begin(), values.end());
   for (const double f : factors) {
-    if (!(f > 0.0) || !std::isfinite(f)) fail(file.where(), ": ", kRopeFactors, " holds ", f, " (factors must be positive)");
+    if (!(f > 0.0) || !std::isfinite(f)) fail(file.where(), ": ", name, " holds ", f, " (factors must be positive)");
   }
   return factors;
+}
+
+// Phi-3's LongRoPE as llama.cpp's converter stores it: the factors as tensors, the attention factor
+// and the original context as keys. As from config.json (model_config.cc): the short factors, the
+// attention factor, and the context ended at the original length.
+void apply_longrope(const GgufFile& file, ModelConfig& config) {
+  auto short_factors = rope_frequency_factors(file, config.head_dim, kRopeFactorsShort);
+  const auto long_factors = rope_frequency_factors(file, config.head_dim, kRopeFactorsLong);
+  if (!short_factors && !long_factors) return;
+  if (!short_factors || !long_factors) fail(file.where(), ": LongRoPE needs both ", kRopeFactorsShort, " and ", kRopeFactorsLong);
+  const auto original = file.integer("phi3.rope.scaling.original_context_length");
+  if (!original || *original < 2) fail(file.where(), ": LongRoPE factors without phi3.rope.scaling.original_context_length (of at least 2)");
+  const double factor = static_cast<double>(config.max_position_embeddings) / static_cast<double>(*original);
+  double attention = factor > 1.0 ? std::sqrt(1.0 + std::log(factor) / std::log(static_cast<double>(*original))) : 1.0;
+  if (auto given = file.number("phi3.rope.scaling.attn_factor")) {
+    if (!(*given > 0.0) || !std::isfinite(*given)) fail(file.where(), ": phi3.rope.scaling.attn_factor is ", *given, " (must be positive)");
+    attention = *given;
+  }
+  config.rope_scaling.kind = RopeScaling::Kind::kFactors;
+  config.rope_scaling.freq_factors = std::move(*short_factors);
+  config.rope_scaling.attention_factor = attention;
+  config.rope_scaling.original_max_position_embeddings = static_cast<double>(*original);
+  config.max_position_embeddings = std::min(config.max_position_embeddings, *original);
 }
 
 }  // namespace
@@ -116,10 +143,6 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                                           : "LlamaForCausalLM"};
   if (arch == "phi3") {
     if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
-    // Phi-3's long-context variants: LongRoPE, whose factors llama.cpp's converter stores as tensors.
-    for (const char* factors : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
-      if (file.tensors().count(factors)) fail(file.where(), ": ", factors, ": LongRoPE (Phi-3's long-context variants) is not supported");
-    }
   }
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
@@ -157,10 +180,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
   }
   ModelConfig config = parse_model_config(c.dump(), file.where());
-  if (auto factors = rope_frequency_factors(file, config.head_dim)) {
+  if (auto factors = rope_frequency_factors(file, config.head_dim, kRopeFactors)) {
     config.rope_scaling.kind = RopeScaling::Kind::kFactors;
     config.rope_scaling.freq_factors = std::move(*factors);
   }
+  if (arch == "phi3") apply_longrope(file, config);
   return config;
 }
 
@@ -176,7 +200,9 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
     const std::string hf = hf_name(name, arch);
-    if (name == kRopeFactors) continue;  // read into the configuration
+    if (name == kRopeFactors || (arch == "phi3" && (name == kRopeFactorsShort || name == kRopeFactorsLong))) {
+      continue;  // read into the configuration
+    }
     if (hf.empty()) {
       // A tensor of a variant sepal does not run (biases, experts, ...): left out, the model
       // would compute something else.

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "kernels/dtype.h"
 #include "kernels/error.h"
 #include "model/generation.h"
@@ -343,7 +345,7 @@ void put_kv(GgufWriter& w, const std::string& key, std::uint32_t type, const voi
 // they are (llama.cpp rotates their halves apart), Qwen2's q, k and v biases, Qwen3's q and k
 // norms or Phi-3's fused attn_qkv and ffn_up (gate, then up), no output.weight when the head is
 // tied.
-GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arch, bool long_rope = false) {
+GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arch) {
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   std::vector<std::pair<std::string, std::string>> names = {
@@ -365,16 +367,32 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   } else {
     block.insert(block.end(), {{"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}});
   }
-  // Phi-3's long-context variants carry LongRoPE's factors (any values do here: they are refused).
-  if (long_rope) names.emplace_back("rope_factors_long.weight", "model.norm.weight");
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     for (const auto& [g, h] : block) {
       names.emplace_back("blk." + std::to_string(l) + "." + g, "model.layers." + std::to_string(l) + "." + h);
     }
   }
+  // Phi-3's long-context kind: LongRoPE's factors from config.json as f32 tensors, the original
+  // context and the attention factor as keys.
+  std::vector<std::pair<std::string, std::vector<float>>> factors;
+  std::int64_t original = 0;
+  double attn_factor = 1.0;
+  if (arch == "phi3") {
+    std::ifstream in(folder / "config.json");
+    const nlohmann::json config = nlohmann::json::parse(in);
+    if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
+      for (const char* kind : {"short", "long"}) {
+        factors.emplace_back(std::string("rope_factors_") + kind + ".weight",
+                             config["rope_scaling"][std::string(kind) + "_factor"].get<std::vector<float>>());
+      }
+      original = config["original_max_position_embeddings"];
+      const double scale = config["max_position_embeddings"].get<double>() / static_cast<double>(original);
+      attn_factor = std::sqrt(1 + std::log(scale) / std::log(static_cast<double>(original)));
+    }
+  }
   GgufWriter w;
-  w.u64(names.size());
-  w.u64(arch == "qwen2" ? 9 : 11);
+  w.u64(names.size() + factors.size());
+  w.u64((arch == "qwen2" ? 9 : 11) + (factors.empty() ? 0 : 2));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -401,6 +419,10 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   if (arch == "phi3") {
     u32(arch + ".attention.sliding_window", c.sliding_window);
     u32(arch + ".rope.dimension_count", c.head_dim);
+    if (!factors.empty()) {
+      u32(arch + ".rope.scaling.original_context_length", original);
+      f32(arch + ".rope.scaling.attn_factor", attn_factor);
+    }
   }
   std::uint64_t offset = 0;
   for (const auto& [g, h] : names) {
@@ -413,10 +435,22 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
     w.u64(offset);
     offset += (t.bytes + 31) / 32 * 32;
   }
+  for (const auto& [g, values] : factors) {
+    w.str(g);
+    w.u32(1);
+    w.u64(values.size());
+    w.u32(0);  // F32
+    w.u64(offset);
+    offset += (values.size() * 4 + 31) / 32 * 32;
+  }
   w.pad(32);
   for (const auto& [g, h] : names) {
     const TensorRef& t = hf.get(h);
     w.raw(t.data, t.bytes);
+    w.pad(32);
+  }
+  for (const auto& [g, values] : factors) {
+    w.raw(values.data(), values.size() * 4);
     w.pad(32);
   }
   return w;
@@ -430,7 +464,10 @@ void expect_file_is_its_folder(const std::string& arch) {
   SyntheticSpec spec;
   spec.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "Phi3ForCausalLM";
   if (arch == "qwen3") spec.head_dim = 32;
-  if (arch == "phi3") spec.sliding_window = 3;
+  if (arch == "phi3") {  // Phi-3.5's kind: a window, and LongRoPE at 4 times the original context
+    spec.sliding_window = 3;
+    spec.long_rope_original = 16;
+  }
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.num_layers = 2;
@@ -454,6 +491,13 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.qk_norm, arch == "qwen3");
   EXPECT_EQ(g.fused_projections, arch == "phi3");
   EXPECT_EQ(g.sliding_window, hf.sliding_window);
+  EXPECT_EQ(g.max_position_embeddings, hf.max_position_embeddings);
+  EXPECT_EQ(g.rope_scaling.kind, hf.rope_scaling.kind);
+  EXPECT_EQ(g.rope_scaling.freq_factors.size(), hf.rope_scaling.freq_factors.size());
+  for (std::size_t i = 0; i < g.rope_scaling.freq_factors.size(); ++i) {  // stored as f32 in the file
+    EXPECT_EQ(g.rope_scaling.freq_factors[i], static_cast<float>(hf.rope_scaling.freq_factors[i]));
+  }
+  EXPECT_NEAR(g.rope_scaling.attention_factor, hf.rope_scaling.attention_factor, 1e-7);  // an f32 key
   EXPECT_TRUE(g.tie_word_embeddings);
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
@@ -467,15 +511,12 @@ void expect_file_is_its_folder(const std::string& arch) {
   KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
   from_hf.forward(x.data(), 5, ca);
   from_gguf.forward(y.data(), 5, cb);
-  EXPECT_EQ(x, y);
-  if (arch == "phi3") {
-    try {
-      (void)gguf_model_config(parse(qwen_gguf(dir / "hf", arch, /*long_rope=*/true)));
-      ADD_FAILURE() << "a phi3 file with LongRoPE factors was accepted";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("rope_factors_long.weight: LongRoPE (Phi-3's long-context variants) is not supported"),
-                std::string::npos) << e.what();
-    }
+  if (arch == "phi3") {  // LongRoPE's factors and attention factor went through f32 in the file
+    double worst = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(x[i] - y[i])));
+    EXPECT_LT(worst, 1e-4);
+  } else {
+    EXPECT_EQ(x, y);
   }
 }
 
