@@ -275,6 +275,19 @@ ModelConfig read_model_config(const std::filesystem::path& dir) {
   std::stringstream text;
   text << in.rdbuf();
   ModelConfig config = parse_model_config(text.str(), path.string());
+  // generation_config.json's eos_token_id, where it has one, is what generation stops at, as in
+  // transformers' generate(): Phi-3's <|end|> and Llama 3's <|eot_id|> are only there.
+  if (std::ifstream generation(dir / "generation_config.json"); generation) {
+    const std::string where = (dir / "generation_config.json").string();
+    const json g = json::parse(generation, nullptr, /*allow_exceptions=*/false);
+    if (g.is_discarded() || !g.is_object()) fail("cannot parse ", where, ": not a JSON object");
+    if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
+      config.eos_token_ids = token_ids(g, "eos_token_id", where);
+      for (auto id : config.eos_token_ids) {
+        if (id >= config.vocab_size) fail(where, ": eos_token_id ", id, " is outside the vocabulary (", config.vocab_size, ")");
+      }
+    }
+  }
   // The tokenizer decides whether prompts start with BOS: Qwen2's config.json names a BOS id that
   // its tokenizer never adds.
   if (std::ifstream tokenizer_config(dir / "tokenizer_config.json"); tokenizer_config) {

@@ -51,7 +51,8 @@ struct ModelConfig {
   std::int64_t kv_size() const { return num_kv_heads * head_dim; }
 };
 
-/// Reads and validates `dir`/config.json (or a GGUF file's metadata: model/gguf_model.h). Throws sepal::Error with one line naming the field on
+/// Reads and validates `dir`/config.json (with generation_config.json's EOS ids where it names
+/// them, and tokenizer_config.json's add_bos_token) (or a GGUF file's metadata: model/gguf_model.h). Throws sepal::Error with one line naming the field on
 /// a missing folder or file, invalid JSON, an unsupported architecture or activation, or values
 /// that are missing, non-positive or inconsistent.
 ModelConfig read_model_config(const std::filesystem::path& dir);

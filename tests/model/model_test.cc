@@ -80,6 +80,26 @@ TEST(ModelConfig, TokenizerConfigDecidesWhetherPromptsStartWithBos) {
   EXPECT_THROW((void)read_model_config(dir.path()), Error);
 }
 
+// generation_config.json's EOS ids are what generation stops at, as transformers' generate() takes
+// them (Phi-3's <|end|>, Llama 3's <|eot_id|> are only there); a bad one is one line.
+TEST(ModelConfig, GenerationConfigNamesTheEosIds) {
+  const test::TempDir dir;
+  test::write_file(dir / "config.json", kGoodConfig);
+  EXPECT_EQ(read_model_config(dir.path()).eos_token_ids, (std::vector<std::int32_t>{2, 3}));
+  test::write_file(dir / "generation_config.json", R"({"bos_token_id": 1, "eos_token_id": [2, 7, 9]})");
+  EXPECT_EQ(read_model_config(dir.path()).eos_token_ids, (std::vector<std::int32_t>{2, 7, 9}));
+  test::write_file(dir / "generation_config.json", R"({"eos_token_id": 4, "do_sample": true})");
+  EXPECT_EQ(read_model_config(dir.path()).eos_token_ids, (std::vector<std::int32_t>{4}));
+  test::write_file(dir / "generation_config.json", R"({"temperature": 0.6})");  // none named: config.json's
+  EXPECT_EQ(read_model_config(dir.path()).eos_token_ids, (std::vector<std::int32_t>{2, 3}));
+  test::write_file(dir / "generation_config.json", R"({"eos_token_id": [2, 100]})");
+  expect_error([&] { (void)read_model_config(dir.path()); }, "eos_token_id 100 is outside the vocabulary (100)");
+  test::write_file(dir / "generation_config.json", R"({"eos_token_id": "2"})");
+  expect_error([&] { (void)read_model_config(dir.path()); }, "must be a token id");
+  test::write_file(dir / "generation_config.json", "[1, 2");
+  expect_error([&] { (void)read_model_config(dir.path()); }, "not a JSON object");
+}
+
 TEST(ModelConfig, ReadsHeadDimAndLlama3Scaling) {
   json j = json::parse(kGoodConfig);
   j["head_dim"] = 16;
