@@ -172,7 +172,13 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   if (auto bos = file.integer("tokenizer.ggml.bos_token_id"); bos && file.boolean("tokenizer.ggml.add_bos_token").value_or(true)) {
     c["bos_token_id"] = *bos;
   }
-  if (auto eos = file.integer("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *eos;
+  // Generation ends at the end of a text and, as llama.cpp ends it, at the end of a turn or of a
+  // message where the file names those tokens (Llama 3's <|eot_id|>, <|eom_id|>).
+  json eos = json::array();
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    if (auto id = file.integer(key); id && std::find(eos.begin(), eos.end(), json(*id)) == eos.end()) eos.push_back(*id);
+  }
+  if (!eos.empty()) c["eos_token_id"] = eos;
   c["tie_word_embeddings"] = file.tensors().count("output.weight") == 0;
   if (auto rope = file.integer(arch + ".rope.dimension_count")) {
     const std::int64_t head_dim = c.contains("head_dim") ? c["head_dim"].get<std::int64_t>()

@@ -392,7 +392,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   GgufWriter w;
   w.u64(names.size() + factors.size());
-  w.u64((arch == "qwen2" ? 9 : 11) + (factors.empty() ? 0 : 2));
+  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" ? 11 : 13) + (factors.empty() ? 0 : 2));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -419,6 +419,8 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   if (arch == "phi3") {
     u32(arch + ".attention.sliding_window", c.sliding_window);
     u32(arch + ".rope.dimension_count", c.head_dim);
+    u32("tokenizer.ggml.eos_token_id", 2);  // <|endoftext|>, and the end of a turn, <|end|>
+    u32("tokenizer.ggml.eot_token_id", 5);
     if (!factors.empty()) {
       u32(arch + ".rope.scaling.original_context_length", original);
       f32(arch + ".rope.scaling.attn_factor", attn_factor);
@@ -492,6 +494,7 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.fused_projections, arch == "phi3");
   EXPECT_EQ(g.sliding_window, hf.sliding_window);
   EXPECT_EQ(g.max_position_embeddings, hf.max_position_embeddings);
+  if (arch == "phi3") EXPECT_EQ(g.eos_token_ids, (std::vector<std::int32_t>{2, 5}));  // the end of a turn too
   EXPECT_EQ(g.rope_scaling.kind, hf.rope_scaling.kind);
   EXPECT_EQ(g.rope_scaling.freq_factors.size(), hf.rope_scaling.freq_factors.size());
   for (std::size_t i = 0; i < g.rope_scaling.freq_factors.size(); ++i) {  // stored as f32 in the file
