@@ -26,7 +26,7 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "maxLength", "enum",      "const",     "anyOf",     "oneOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
                                             "exclusiveMinimum", "exclusiveMaximum", "format", "pattern",
-                                            "prefixItems", "additionalItems", "multipleOf"};
+                                            "prefixItems", "additionalItems", "multipleOf", "uniqueItems"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -708,6 +708,10 @@ Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string
   auto min = bound(schema, "minItems", at, kMaxRepeat).value_or(0);
   auto max = bound(schema, "maxItems", at, kMaxRepeat);
   if (max && min > *max) fail(at, "'minItems' is above 'maxItems'");
+  if (schema.contains("uniqueItems")) {
+    if (!schema["uniqueItems"].is_boolean()) fail(at, "'uniqueItems' must be true or false");
+    if (schema["uniqueItems"].get<bool>()) return unique_items(schema, at, min, max);
+  }
   const bool draft7_tuple = schema.contains("items") && schema["items"].is_array();
   if (schema.contains("prefixItems") && draft7_tuple) fail(at, "'prefixItems' beside an array of 'items' is not supported");
   if (schema.contains("additionalItems") && !draft7_tuple) fail(at, "'additionalItems' is supported only after an array of 'items'");
@@ -749,6 +753,84 @@ Grammar::Rule JsonSchemaGrammar::array_of(const ojson& schema, const std::string
   const Symbols full = open + call(first) + call(ws) + call(more) + g_.literal("]");
   if (min > 0) return rule_of({full});
   return rule_of({open + g_.literal("]"), full});
+}
+
+// Arrays of distinct items drawn from a finite list of scalars: an enum or const (Pydantic's
+// set[SomeEnum], tags), or booleans. The items come in the list's order, each at most once, so
+// every array written is unique; the ones in another order are left out (sound, not complete).
+// After_j_k reads what may follow item j written as the k-th: the end (when k reaches minItems),
+// or a comma and a later item, offered only while enough later items remain to reach minItems,
+// so that no prefix is a dead end. Counts are tracked only where minItems above 1 or a maxItems
+// below the list's size asks for it.
+Grammar::Rule JsonSchemaGrammar::unique_items(const ojson& schema, const std::string& at, std::int64_t min,
+                                              std::optional<std::int64_t> max) {
+  const std::string why = "'uniqueItems' is supported for items of an 'enum' or 'const' of strings, numbers, booleans or "
+                          "null, or of type boolean";
+  if (schema.contains("prefixItems") || !schema.contains("items")) fail(at, why);
+  const ojson* items = resolved(schema["items"]);
+  if (!items || !items->is_object()) fail(at, why);
+  std::vector<std::string> types;
+  for (const auto& [key, value] : items->items()) {
+    if (!kAnnotations.count(key) && key != "enum" && key != "const" && key != "type") fail(at, why);
+  }
+  if (items->contains("type")) {
+    const ojson& t = (*items)["type"];
+    for (const ojson& one : t.is_array() ? t : ojson::array({t})) {
+      if (!one.is_string()) fail(at, why);
+      types.push_back(one.get<std::string>());
+    }
+  }
+  ojson listed;
+  if (items->contains("enum")) listed = (*items)["enum"];
+  else if (items->contains("const")) listed = ojson::array({(*items)["const"]});
+  else if (types == std::vector<std::string>{"boolean"}) listed = ojson::array({true, false});
+  if (!listed.is_array() || listed.empty()) fail(at, why);
+  std::vector<ojson> values;  // distinct as JSON Schema compares them (1 and 1.0 are one value)
+  for (const ojson& v : listed) {
+    if (v.is_object() || v.is_array()) fail(at, why);
+    if (!types.empty() && std::none_of(types.begin(), types.end(), [&](const std::string& t) { return matches_type(v, t); })) continue;
+    if (std::find(values.begin(), values.end(), v) == values.end()) values.push_back(v);
+  }
+  const auto m = static_cast<std::int64_t>(values.size());
+  if (m == 0) fail(at, "no value of the items' 'enum' has their type");
+  if (m > 256) fail(at, "'uniqueItems' over more than 256 values is not supported");
+  const std::int64_t most = std::min(max.value_or(m), m);
+  if (min > most) fail(at, "'minItems' is above the number of distinct values the items may take");
+  if (most == 0) return rule_of({g_.literal("[") + call(whitespace()) + g_.literal("]")});
+  const bool counted = min > 1 || most < m;
+  if (counted && m * most > 2048) fail(at, "'uniqueItems' with 'minItems' or 'maxItems' over so many values is not supported");
+  std::vector<std::string> texts;
+  for (const ojson& v : values) texts.push_back(v.dump(-1, ' ', false, ojson::error_handler_t::strict));
+  const Grammar::Rule ws = whitespace();
+  // after[k][j]: k is the count of items written (0 throughout when counts are not tracked).
+  const std::int64_t levels = counted ? most + 1 : 1;
+  std::vector<std::vector<Grammar::Rule>> after(static_cast<std::size_t>(levels), std::vector<Grammar::Rule>(static_cast<std::size_t>(m)));
+  const auto level = [&](std::int64_t k) { return counted ? k : 0; };
+  const auto feasible = [&](std::int64_t j, std::int64_t k) { return k + (m - 1 - j) >= min; };  // min reachable
+  // The later items that may come as the k-th, each with what follows it.
+  const auto next = [&](std::int64_t from, std::int64_t k) {
+    std::vector<std::pair<std::string, Symbols>> branches;
+    for (std::int64_t j = from; j < m; ++j) {
+      if (feasible(j, k)) branches.emplace_back(texts[static_cast<std::size_t>(j)], call(ws) + call(after[static_cast<std::size_t>(level(k))][static_cast<std::size_t>(j)]));
+    }
+    return branches;
+  };
+  for (std::int64_t k = counted ? most : 1; k >= 1; --k) {
+    for (std::int64_t j = m - 1; j >= 0; --j) {
+      const Grammar::Rule r = g_.new_rule();
+      if (!counted || k >= min) g_.add(r, {});
+      if (!counted || k < most) {
+        const auto branches = next(j + 1, counted ? k + 1 : 1);
+        if (!branches.empty()) g_.add(r, g_.literal(",") + call(ws) + call(g_.choice(branches)));
+      }
+      after[static_cast<std::size_t>(level(k))][static_cast<std::size_t>(j)] = r;
+    }
+  }
+  const Symbols open = g_.literal("[") + call(ws);
+  const Grammar::Rule r = g_.new_rule();
+  if (min == 0) g_.add(r, open + g_.literal("]"));
+  g_.add(r, open + call(g_.choice(next(0, 1))) + g_.literal("]"));
+  return r;
 }
 
 Grammar::Rule JsonSchemaGrammar::object_of(const ojson& schema, const std::string& at, int depth) {
@@ -942,7 +1024,8 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
   if (types.empty()) {  // no type: the one the keywords speak of, or any value
     const bool object = constraints.count("properties") || constraints.count("required") || constraints.count("additionalProperties");
     const bool array = constraints.count("items") || constraints.count("minItems") || constraints.count("maxItems") ||
-                       constraints.count("prefixItems") || constraints.count("additionalItems");
+                       constraints.count("prefixItems") || constraints.count("additionalItems") ||
+                       constraints.count("uniqueItems");
     const bool string = constraints.count("minLength") || constraints.count("maxLength") || constraints.count("pattern") ||
                         constraints.count("format");
     const bool number = constraints.count("minimum") || constraints.count("maximum") || constraints.count("exclusiveMinimum") ||

@@ -86,6 +86,8 @@ class JsonSchemaGrammar {
   Grammar::Rule literal_value(const nlohmann::ordered_json& value);
   Grammar::Rule object_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule array_of(const nlohmann::ordered_json& schema, const std::string& at, int depth);
+  Grammar::Rule unique_items(const nlohmann::ordered_json& schema, const std::string& at, std::int64_t min,
+                             std::optional<std::int64_t> max);
   Grammar::Rule string_of(const nlohmann::ordered_json& schema, const std::string& at);
   Grammar::Rule format(const std::string& name, const std::string& at);
   Grammar::Rule members(Grammar::Rule value);

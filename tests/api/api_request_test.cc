@@ -432,6 +432,56 @@ TEST(ApiJsonSchema, MultiplesAcceptExactlyTheirValuesAndNeverDeadEnd) {
   }
 }
 
+// uniqueItems over an enum: exactly the arrays of distinct values in the enum's order within
+// minItems and maxItems, and no prefix the reader takes is a dead end (minItems still reachable).
+TEST(ApiJsonSchema, UniqueItemsAcceptExactlyOrderedSetsAndNeverDeadEnd) {
+  const std::string letters = "abcde";
+  struct Bounds {
+    std::optional<int> min, max;
+  };
+  for (const Bounds& b : {Bounds{}, Bounds{1, {}}, Bounds{2, 3}, Bounds{{}, 2}, Bounds{5, {}}, Bounds{3, 3}, Bounds{0, 0}}) {
+    nlohmann::ordered_json schema = {{"type", "array"}, {"items", {{"enum", {"a", "b", "c", "d", "e"}}}}, {"uniqueItems", true}};
+    if (b.min) schema["minItems"] = *b.min;
+    if (b.max) schema["maxItems"] = *b.max;
+    Grammar g;
+    JsonSchemaGrammar json(g);
+    const Grammar::Rule rule = json.compile(schema);
+    std::set<std::string> prefixes;
+    std::vector<std::vector<int>> arrays = {{}};  // every array of up to 6 letters, repeats allowed
+    for (std::size_t at = 0; at < arrays.size(); ++at) {
+      if (arrays[at].size() < 6) {
+        for (int l = 0; l < 5; ++l) {
+          auto longer = arrays[at];
+          longer.push_back(l);
+          arrays.push_back(longer);
+        }
+      }
+    }
+    for (const auto& a : arrays) {
+      std::string text = "[";
+      for (std::size_t i = 0; i < a.size(); ++i) text += std::string(i ? "," : "") + "\"" + letters[static_cast<std::size_t>(a[i])] + "\"";
+      text += "]";
+      const bool inside = std::is_sorted(a.begin(), a.end()) && std::adjacent_find(a.begin(), a.end()) == a.end() &&
+                          static_cast<int>(a.size()) >= b.min.value_or(0) && static_cast<int>(a.size()) <= b.max.value_or(5);
+      GrammarReader r(g, rule);
+      ASSERT_EQ(r.feed(text) && r.complete(), inside) << text << " " << schema.dump();
+      if (inside) {
+        for (std::size_t i = 0; i <= text.size(); ++i) prefixes.insert(text.substr(0, i));
+      }
+    }
+    std::vector<std::string> frontier = {""};
+    while (!frontier.empty()) {
+      const std::string p = frontier.back();
+      frontier.pop_back();
+      ASSERT_TRUE(prefixes.count(p)) << "'" << p << "' is accepted but no array of " << schema.dump() << " begins so";
+      for (const char ch : std::string("[],\"abcde")) {
+        GrammarReader r(g, rule);
+        if (r.feed(p + ch)) frontier.push_back(p + ch);
+      }
+    }
+  }
+}
+
 // Hundreds of enum values and 128 functions stay reachable: their texts are read as one trie,
 // so the reader never holds more ways than its bound.
 TEST(ApiJsonSchema, ManyChoicesStayReachable) {
