@@ -5,8 +5,21 @@
 
 namespace sepal {
 
+/// The activation applied to a gated MLP's gate before it multiplies the up projection.
+enum class GateActivation {
+  kSilu,      ///< SwiGLU (Llama, Mistral, Qwen, Phi-3)
+  kGeluTanh,  ///< GeGLU with GELU's tanh approximation (Gemma)
+};
+
 /// gate[i] = silu(gate[i]) * up[i] for i < count (the SwiGLU of Llama's MLP), in place.
 void silu_mul(float* gate, const float* up, std::int64_t count);
+
+/// gate[i] = gelu_tanh(gate[i]) * up[i] for i < count (Gemma's GeGLU), in place; gelu_tanh as
+/// below, computed as x / (1 + e^(-2u)), which is x/2 (1 + tanh(u)).
+void gelu_tanh_mul(float* gate, const float* up, std::int64_t count);
+
+/// silu_mul or gelu_tanh_mul, as `activation` says.
+void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count);
 
 /// y[i] += x[i] for i < count.
 void add_in_place(float* y, const float* x, std::int64_t count);

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 
+#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/device.h"
 #include "kernels/matmul.h"
@@ -68,6 +69,12 @@ class Backend {
   virtual void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) = 0;
   virtual void add_in_place(float* y, const float* x, std::int64_t count) = 0;
   virtual void silu_mul(float* gate, const float* up, std::int64_t count) = 0;
+  virtual void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) = 0;
+  /// silu_mul or gelu_tanh_mul, as `activation` says.
+  void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count) {
+    if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul(gate, up, count);
+    silu_mul(gate, up, count);
+  }
   virtual void gelu_tanh(float* x, std::int64_t count) = 0;
   /// kernels/rope.h; positions [n] and inv_freq [head_dim / 2] in the backend's memory.
   virtual void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 
@@ -45,6 +46,12 @@ void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int
 /// went in and out's gradient dout. dgate and dup may equal dout (not each other).
 void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                          std::int64_t count);
+/// The same for out = gelu_tanh(gate) · up (gelu_tanh_mul).
+void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                              std::int64_t count);
+/// silu_mul_input_grad or gelu_tanh_mul_input_grad, as `activation` says.
+void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout,
+                         float* dgate, float* dup, std::int64_t count);
 
 /// The input gradient of rope_rotate_half (kernels/rope.h): the rotation by the opposite angle
 /// times the magnitude, in place on dx[n, heads, head_dim].

@@ -22,8 +22,8 @@ constexpr const char* kRopeFactorsLong = "rope_factors_long.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma)");
   }
   return *arch;
 }
@@ -140,6 +140,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   c["architectures"] = {arch == "qwen2"   ? "Qwen2ForCausalLM"
                         : arch == "qwen3" ? "Qwen3ForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
+                        : arch == "gemma" ? "GemmaForCausalLM"
                                           : "LlamaForCausalLM"};
   if (arch == "phi3") {
     if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
@@ -191,14 +192,16 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     config.rope_scaling.freq_factors = std::move(*factors);
   }
   if (arch == "phi3") apply_longrope(file, config);
+  // llama.cpp's converter stores Gemma's norms as the 1 + weight they scale by.
+  if (arch == "gemma") config.norm_weight_plus_one = false;
   return config;
 }
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
-  // qwen2, qwen3 or phi3 model's it leaves as they are (llama.cpp rotates those halves apart, as
-  // Hugging Face).
+  // qwen2, qwen3, phi3 or gemma model's it leaves as they are (llama.cpp rotates those halves
+  // apart, as Hugging Face).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama";
   auto shared = std::make_shared<const GgufFile>(file);

@@ -15,7 +15,8 @@ namespace {
 using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                                          "Qwen3ForCausalLM", "Phi3ForCausalLM", "BloomForCausalLM"};
+                                                          "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
+                                                          "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -178,11 +179,24 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
-  const std::string act = config.value("hidden_act", std::string("silu"));
-  if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
+  const bool gemma = c.architecture == "GemmaForCausalLM";
+  if (gemma) {
+    // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
+    // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
+    // there, the approximation); sepal does as transformers does now.
+    const json act = config.contains("hidden_activation") ? config["hidden_activation"] : json();
+    if (!act.is_null() && !(act.is_string() && (act == "gelu_pytorch_tanh" || act == "gelu_new"))) {
+      fail(where, ": unsupported hidden_activation ", act.dump(), " for Gemma (supported: gelu_pytorch_tanh)");
+    }
+    c.mlp_activation = GateActivation::kGeluTanh;
+    c.norm_weight_plus_one = true;
+  } else {
+    const std::string act = config.value("hidden_act", std::string("silu"));
+    if (act != "silu") fail(where, ": unsupported hidden_act '", act, "' (supported: silu)");
+  }
   // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's and
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
@@ -215,11 +229,12 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.num_kv_heads = positive_int(config, "num_key_value_heads", where, c.num_heads);
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
-  if (c.hidden_size % c.num_heads != 0 && !(config.contains("head_dim") && !config["head_dim"].is_null())) {
+  if (c.hidden_size % c.num_heads != 0 && !gemma && !(config.contains("head_dim") && !config["head_dim"].is_null())) {
     fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ",
          c.num_heads, " and no head_dim is given");
   }
-  c.head_dim = positive_int(config, "head_dim", where, c.hidden_size / c.num_heads);
+  // Gemma's heads are 256 wide unless its config says otherwise (transformers' default).
+  c.head_dim = positive_int(config, "head_dim", where, gemma ? 256 : c.hidden_size / c.num_heads);
   if (c.head_dim % 2 != 0) fail(where, ": head_dim ", c.head_dim, " must be even for rotary embeddings");
   if (c.num_heads % c.num_kv_heads != 0) {
     fail(where, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ",
@@ -228,6 +243,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
   c.rope_theta = positive_number(config, "rope_theta", where, 10000.0);
   c.rope_scaling = parse_rope_scaling(config, where, c.head_dim, c.max_position_embeddings);
+  if (gemma) {
+    c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+    c.tie_word_embeddings = true;  // Gemma's default
+  }
   if (config.contains("tie_word_embeddings")) {
     if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
     c.tie_word_embeddings = config["tie_word_embeddings"];

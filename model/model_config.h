@@ -8,13 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "kernels/activation.h"
 #include "kernels/rope.h"
 
 namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3)
+  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -39,6 +40,14 @@ struct ModelConfig {
   /// q, k and v stored as one qkv_proj, gate and up as one gate_up_proj, each the parts' rows one
   /// after the other (Phi-3); split into the usual projections while loading.
   bool fused_projections = false;
+  /// The MLP gate's activation: SiLU (SwiGLU), or GELU's tanh approximation (Gemma's GeGLU).
+  GateActivation mlp_activation = GateActivation::kSilu;
+  /// Every RMSNorm scales by 1 + weight rather than weight (Gemma's folders): the loader holds the
+  /// sum. False for GGUF files, which hold the sum already (llama.cpp's converter adds the one).
+  bool norm_weight_plus_one = false;
+  /// The token embeddings are multiplied by this before the first block (Gemma: √hidden_size,
+  /// rounded to f32 as Hugging Face's normalizer is); 1 elsewhere. Soft prompts sit after it.
+  float embedding_scale = 1.0f;
   std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral, Phi-3); 0: all
   /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
   /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).

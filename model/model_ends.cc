@@ -38,6 +38,9 @@ void ModelEnds::embed(const std::int32_t* tokens, std::int64_t n, float* out) co
     }
     embedding_row(embedding_, tokens[t], out + t * config_.hidden_size);
   }
+  if (config_.embedding_scale != 1.0f) {  // Gemma: √hidden_size
+    for (std::int64_t i = 0; i < n * config_.hidden_size; ++i) out[i] *= config_.embedding_scale;
+  }
   if (config_.family == ModelFamily::kBloom) {
     layernorm(out, n, config_.hidden_size, embedding_.norm.data, embedding_.norm_bias.data,
               static_cast<float>(config_.rms_norm_eps), out);

@@ -22,7 +22,8 @@ class ModelEnds {
   static ModelEnds load(const Checkpoint& checkpoint, const ModelConfig& config,
                         const WeightLoading& loading);
 
-  /// out[n, hidden] = embeddings of tokens[0..n). Throws sepal::Error on an id outside the vocabulary.
+  /// out[n, hidden] = embeddings of tokens[0..n), times the config's embedding_scale (BLOOM's:
+  /// LayerNorm-ed). Throws sepal::Error on an id outside the vocabulary.
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
   /// logits[n, vocab] = head(norm(hidden[n, hidden])).
   void logits(const float* hidden, std::int64_t n, float* out) const;

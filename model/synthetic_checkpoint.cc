@@ -27,6 +27,7 @@ struct TensorSpec {
   std::vector<std::int64_t> shape;
   bool is_norm = false;      // all ones (outlier dimensions aside)
   bool around_one = false;   // 1 ± 0.5, uniform: a norm whose weights a test must see applied
+  bool less_one = false;     // stored less one (Gemma's norms, which scale by 1 + weight)
 };
 
 // BLOOM's tensors, under its published names with the "transformer." prefix.
@@ -64,7 +65,14 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   t.push_back({"model.embed_tokens.weight", {s.vocab_size, s.hidden_size}});
   for (std::int64_t l = 0; l < s.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {s.hidden_size}, true});
+    // Gemma's norms scale by 1 + weight: stored less one, and random, so a test sees both.
+    const bool gemma = s.architecture == "GemmaForCausalLM";
+    const TensorSpec norm{"", {s.hidden_size}, !gemma, gemma, gemma};
+    auto add_norm = [&](const std::string& name) {
+      t.push_back(norm);
+      t.back().name = name;
+    };
+    add_norm(p + "input_layernorm.weight");
     const bool fused = s.architecture == "Phi3ForCausalLM";
     if (fused) {
       t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, s.hidden_size}});
@@ -83,7 +91,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true});
       t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true});
     }
-    t.push_back({p + "post_attention_layernorm.weight", {s.hidden_size}, true});
+    add_norm(p + "post_attention_layernorm.weight");
     if (fused) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * s.intermediate_size, s.hidden_size}});
     } else {
@@ -92,7 +100,8 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     }
     t.push_back({p + "mlp.down_proj.weight", {s.hidden_size, s.intermediate_size}});
   }
-  t.push_back({"model.norm.weight", {s.hidden_size}, true});
+  const bool gemma = s.architecture == "GemmaForCausalLM";
+  t.push_back({"model.norm.weight", {s.hidden_size}, !gemma, gemma, gemma});
   if (!s.tie_word_embeddings) t.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
   return t;
 }
@@ -115,8 +124,10 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Qwen3ForCausalLM"   ? "qwen3"
                              : s.architecture == "MistralForCausalLM" ? "mistral"
                              : s.architecture == "Phi3ForCausalLM"    ? "phi3"
+                             : s.architecture == "GemmaForCausalLM"   ? "gemma"
                                                                       : "llama"},
-              {"hidden_act", "silu"},
+              // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
+              {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu" : "silu"},
               {"hidden_size", s.hidden_size},
               {"intermediate_size", s.intermediate_size},
               {"num_hidden_layers", s.num_layers},
@@ -130,7 +141,10 @@ json config_json(const SyntheticSpec& s) {
               {"bos_token_id", 1},
               {"eos_token_id", 2},
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
-  if (s.head_dim > 0) config["head_dim"] = s.head_dim;
+  if (s.architecture == "GemmaForCausalLM") config["hidden_activation"] = "gelu_pytorch_tanh";
+  if (s.head_dim > 0 || s.architecture == "GemmaForCausalLM") {
+    config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
+  }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
   if (s.long_rope_original > 0) {
     const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
@@ -209,6 +223,10 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
     s.architecture = "Phi3ForCausalLM";
     s.hidden_size = 3072; s.intermediate_size = 8192; s.num_layers = 32; s.num_heads = 32;
     s.num_kv_heads = 32; s.vocab_size = 32064; s.max_position_embeddings = 4096; s.sliding_window = 2047;
+  } else if (name == "gemma-2b") {  // Gemma-2B's shape: one key/value head of 256, a vocabulary of 256000
+    s.architecture = "GemmaForCausalLM";
+    s.hidden_size = 2048; s.intermediate_size = 16384; s.num_layers = 18; s.num_heads = 8; s.head_dim = 256;
+    s.num_kv_heads = 1; s.vocab_size = 256000; s.max_position_embeddings = 8192; s.tie_word_embeddings = true;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
@@ -231,9 +249,10 @@ void validate(const SyntheticSpec& s) {
   positive(s.vocab_size, "vocab");
   positive(s.max_position_embeddings, "max-positions");
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
-      s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "BloomForCausalLM") {
-    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM or "
-         "BloomForCausalLM, not ", s.architecture);
+      s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
+      s.architecture != "BloomForCausalLM") {
+    fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
+         "GemmaForCausalLM or BloomForCausalLM, not ", s.architecture);
   }
   if (s.architecture == "BloomForCausalLM" &&
       (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
@@ -312,9 +331,11 @@ void write_synthetic_checkpoint(const SyntheticSpec& spec, const std::filesystem
         float v = t.is_norm      ? 1.0f
                   : t.around_one ? static_cast<float>(1.0 + (rng.uniform() - 0.5))
                                  : static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
-        if (t.is_norm && (t.name.find("layers.") != std::string::npos || t.name.find(".h.") != std::string::npos) && is_outlier_dim(spec, c0 + i)) {
+        if ((t.is_norm || t.less_one) && (t.name.find("layers.") != std::string::npos || t.name.find(".h.") != std::string::npos) &&
+            is_outlier_dim(spec, c0 + i)) {
           v = static_cast<float>(spec.outlier_scale);
         }
+        if (t.less_one) v -= 1.0f;
         std::byte* dst = buffer.data() + i * static_cast<std::int64_t>(esize);
         if (spec.dtype == DType::kF32) {
           std::memcpy(dst, &v, 4);

@@ -28,7 +28,8 @@ struct SyntheticSpec {
   /// "LlamaForCausalLM", "Qwen2ForCausalLM" (q, k and v biases are written), "Qwen3ForCausalLM"
   /// (q_norm and k_norm are written),
   /// "MistralForCausalLM" (with `sliding_window`), "Phi3ForCausalLM" (qkv_proj and gate_up_proj
-  /// fused; `sliding_window` too) or "BloomForCausalLM".
+  /// fused; `sliding_window` too), "GemmaForCausalLM" (norms stored less one, random around 1;
+  /// GeGLU; head_dim always written) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
   std::int64_t sliding_window = 0;  ///< Mistral, Phi-3: written to config.json when > 0
   /// LongRoPE as Phi-3's long-context variants write it: rope_scaling with head_dim/2 short and
@@ -46,7 +47,7 @@ struct SyntheticSpec {
 };
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b",
-/// "qwen3-0.6b", "phi3-mini");
+/// "qwen3-0.6b", "phi3-mini", "gemma-2b");
 /// nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -26,5 +27,8 @@ HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const Wei
 TensorRef row_range(const TensorRef& t, std::int64_t first, std::int64_t count);
 /// A vector of f32 weights (norm scales, biases).
 HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading);
+/// An RMSNorm's weights as it scales by them: hold_vector's, with one added to each where the
+/// config's norm_weight_plus_one says the file holds them less one (Gemma's folders).
+HeldVector hold_norm_weights(const TensorRef& t, const WeightLoading& loading, const ModelConfig& config);
 
 }  // namespace sepal

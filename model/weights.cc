@@ -234,6 +234,19 @@ HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
   return v;
 }
 
+HeldVector hold_norm_weights(const TensorRef& t, const WeightLoading& loading, const ModelConfig& config) {
+  if (!config.norm_weight_plus_one) return hold_vector(t, loading);
+  HeldVector v;
+  v.size = t.elements();
+  auto buffer = allocate_huge_buffer(static_cast<std::size_t>(v.size) * 4);
+  auto* out = static_cast<float*>(buffer.get());
+  // In f32, as Hugging Face's Gemma computes 1 + weight.float().
+  for (std::int64_t i = 0; i < v.size; ++i) out[i] = 1.0f + element_as_f32(t, i);
+  v.data = out;
+  v.storage = std::move(buffer);
+  return v;
+}
+
 std::int64_t BlockWeights::bytes() const {
   std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
   for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm}) {

@@ -20,10 +20,11 @@ int synth_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
       ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b,\n"
-                                             "qwen3-0.6b, phi3-mini")
+                                             "qwen3-0.6b, phi3-mini, gemma-2b")
       ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v), qwen3\n"
                                                          "(q and k norms), phi3 (fused qkv_proj and\n"
-                                                         "gate_up_proj) or bloom\n"
+                                                         "gate_up_proj), gemma (GeGLU, norms of 1 + w,\n"
+                                                         "scaled embeddings) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -48,17 +49,17 @@ int synth_command(int argc, char** argv) {
   }
   static const std::map<std::string, std::string> kArchitectures = {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
-      {"phi3", "Phi3ForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
     const auto p = synthetic_preset(preset);
     if (!p) {
-      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b, qwen3-0.6b, phi3-mini)"};
+      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b, qwen3-0.6b, phi3-mini, gemma-2b)"};
     }
     spec = *p;
   }

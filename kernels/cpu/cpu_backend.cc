@@ -54,6 +54,7 @@ class CpuBackend final : public Backend {
   }
   void add_in_place(float* y, const float* x, std::int64_t count) override { sepal::add_in_place(y, x, count); }
   void silu_mul(float* gate, const float* up, std::int64_t count) override { sepal::silu_mul(gate, up, count); }
+  void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) override { sepal::gelu_tanh_mul(gate, up, count); }
   void gelu_tanh(float* x, std::int64_t count) override { sepal::gelu_tanh(x, count); }
   void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {

@@ -164,6 +164,34 @@ void silu_mul_input_grad(const float* gate, const float* up, const float* dout, 
   }
 }
 
+void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                              std::int64_t count) {
+  SEPAL_CHECK(dgate != dup, "gelu_tanh_mul_input_grad: dgate and dup must differ");
+  constexpr float kC = 0.7978845608028654f, kA = 0.044715f;
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i], u = up[i], d = dout[i];
+      const float t = std::tanh(kC * (g + kA * g * g * g));
+      const float slope = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * kC * (1.0f + 3.0f * kA * g * g);
+      dgate[i] = d * u * slope;
+      dup[i] = d * 0.5f * g * (1.0f + t);
+    }
+  };
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count > (1 << 16)) {
+    parallel_for((count + kChunk - 1) / kChunk,
+                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+  } else {
+    span(0, count);
+  }
+}
+
+void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout,
+                         float* dgate, float* dup, std::int64_t count) {
+  if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul_input_grad(gate, up, dout, dgate, dup, count);
+  silu_mul_input_grad(gate, up, dout, dgate, dup, count);
+}
+
 void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
                                  const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
                                  float* dvalues, const float* alibi, std::int64_t window) {

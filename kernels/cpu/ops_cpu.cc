@@ -362,6 +362,34 @@ void silu_mul(float* gate, const float* up, std::int64_t count) {
   }
 }
 
+void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) {
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) {
+      cpu::gelu_tanh_mul_avx512(gate + i0, up + i0, i1 - i0);
+      return;
+    }
+#pragma omp simd
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i];
+      const float u = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+      gate[i] = g / (1.0f + std::exp(-2.0f * u)) * up[i];
+    }
+  };
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count > (1 << 16)) {
+    parallel_for((count + kChunk - 1) / kChunk,
+                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
+  } else {
+    span(0, count);
+  }
+}
+
+void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count) {
+  if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul(gate, up, count);
+  silu_mul(gate, up, count);
+}
+
 void add_in_place(float* y, const float* x, std::int64_t count) {
 #pragma omp simd
   for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];

@@ -150,6 +150,15 @@ __global__ void silu_mul_kernel(float* gate, const float* up, std::int64_t count
   }
 }
 
+__global__ void gelu_tanh_mul_kernel(float* gate, const float* up, std::int64_t count) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < count) {
+    const float g = gate[i];
+    const float u = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    gate[i] = g / (1.0f + expf(-2.0f * u)) * up[i];
+  }
+}
+
 __global__ void gelu_tanh_kernel(float* x, std::int64_t count) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i < count) {
@@ -383,6 +392,12 @@ class CudaBackend final : public Backend {
     if (count <= 0) return;
     enter();
     silu_mul_kernel<<<grid(count), kThreads>>>(gate, up, count);
+    launched();
+  }
+  void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) override {
+    if (count <= 0) return;
+    enter();
+    gelu_tanh_mul_kernel<<<grid(count), kThreads>>>(gate, up, count);
     launched();
   }
   void gelu_tanh(float* x, std::int64_t count) override {

@@ -143,6 +143,13 @@ TEST_F(BackendOps, NormsAndElementWiseOpsMatchTheCpu) {
   }
   {
     auto want = x;
+    gelu_tanh_mul(want.data(), other.data(), n * dim);
+    float* y = in(x);
+    backend_->gate_mul(GateActivation::kGeluTanh, y, in(other), n * dim);
+    expect_close(out(y, x.size()), want, 1e-6, "gelu_tanh_mul");
+  }
+  {
+    auto want = x;
     gelu_tanh(want.data(), n * dim);
     float* y = in(x);
     backend_->gelu_tanh(y, n * dim);

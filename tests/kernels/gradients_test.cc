@@ -232,6 +232,25 @@ TEST(SiluMulInputGrad, MatchesFiniteDifferences) {
   EXPECT_LT(normalized_error(dup, finite_differences([&](const Vec& x) { return loss_of(g, x); }, u)), 1e-5);
 }
 
+TEST(GeluTanhMulInputGrad, MatchesFiniteDifferences) {
+  const int count = 257;
+  const auto gate = random_floats(count, 18, 6.0f);
+  const auto up = random_floats(count, 19, 2.0f);
+  const auto dout = random_floats(count, 20);
+  std::vector<float> dgate(count, NAN), dup(count, NAN);
+  gate_mul_input_grad(GateActivation::kGeluTanh, gate.data(), up.data(), dout.data(), dgate.data(), dup.data(), count);
+  const auto loss_of = [&](const Vec& g, const Vec& u) {
+    double s = 0;
+    for (int i = 0; i < count; ++i) {
+      s += dout[i] * 0.5 * g[i] * (1 + std::tanh(std::sqrt(2 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i]))) * u[i];
+    }
+    return s;
+  };
+  const Vec g = widen(gate), u = widen(up);
+  EXPECT_LT(normalized_error(dgate, finite_differences([&](const Vec& x) { return loss_of(x, u); }, g)), 1e-5);
+  EXPECT_LT(normalized_error(dup, finite_differences([&](const Vec& x) { return loss_of(g, x); }, u)), 1e-5);
+}
+
 // ---- rope ----
 
 TEST(RopeInputGrad, MatchesFiniteDifferences) {

@@ -370,6 +370,25 @@ TEST(Activation, GeluTanhMatchesReference) {
   }
 }
 
+// Gemma's GeGLU over the exponential's whole range: gates far below 0 (e^(-2u) overflows), far
+// above (it underflows), and between. ctest also runs it with SEPAL_CPU_ISA=generic.
+TEST(Activation, GeluTanhMulMatchesReference) {
+  std::vector<float> g;
+  for (int i = -400; i <= 400; ++i) g.push_back(static_cast<float>(i) / 40.0f);
+  for (float v : {-1e4f, -90.0f, -1e-6f, 1e-6f, 90.0f, 1e4f}) g.push_back(v);
+  const auto u = random_floats(g.size(), 13, 3.0f);
+  std::vector<float> y = g;
+  gelu_tanh_mul(y.data(), u.data(), static_cast<std::int64_t>(y.size()));
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double v = g[i];
+    const double ref = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (v + 0.044715 * v * v * v))) * u[i];
+    EXPECT_NEAR(y[i], ref, 2e-6 * (1.0 + std::abs(ref))) << v << " at " << cpu_isa_name(active_cpu_isa());
+  }
+  std::vector<float> via = g;
+  gate_mul(GateActivation::kGeluTanh, via.data(), u.data(), static_cast<std::int64_t>(via.size()));
+  EXPECT_EQ(via, y);
+}
+
 TEST(Activation, SiluMulHoldsAtTheEndsOfTheRange) {
   std::vector<float> g = {-200.0f, -88.0f, -20.0f, -1e-3f, 0.0f, 1e-3f, 20.0f, 88.0f, 200.0f};
   const std::vector<float> u(g.size(), 1.5f);

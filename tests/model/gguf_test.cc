@@ -25,8 +25,9 @@ namespace {
 std::filesystem::path shared_gguf() { return test::models_dir() / "stories260K" / "original" / "stories260K.gguf"; }
 
 // How many of the GGUF checkpoint's tensors it compared with the folder's: each must be there
-// (an lm_head the folder ties to its embeddings as those), of the same shape, bit for bit.
-int same_tensors(const Checkpoint& folder, const Checkpoint& gguf) {
+// (an lm_head the folder ties to its embeddings as those), of the same shape, bit for bit (with
+// `norms_plus_one`, the f32 norms one more than the folder's, as Gemma's converter writes them).
+int same_tensors(const Checkpoint& folder, const Checkpoint& gguf, bool norms_plus_one = false) {
   int compared = 0;
   for (const auto& [name, listed] : gguf.tensors()) {
     const TensorRef& t = gguf.get(name);
@@ -36,7 +37,11 @@ int same_tensors(const Checkpoint& folder, const Checkpoint& gguf) {
     if (!ref) continue;
     EXPECT_EQ(t.shape, ref->shape) << name;
     EXPECT_EQ(t.bytes, ref->bytes) << name;
-    if (t.bytes == ref->bytes) {
+    if (norms_plus_one && name.ends_with("norm.weight") && t.bytes == ref->bytes) {
+      for (std::int64_t i = 0; i < t.elements(); ++i) {
+        EXPECT_EQ(reinterpret_cast<const float*>(t.data)[i], 1.0f + reinterpret_cast<const float*>(ref->data)[i]) << name;
+      }
+    } else if (t.bytes == ref->bytes) {
       EXPECT_EQ(std::memcmp(t.data, ref->data, t.bytes), 0) << name;
     }
     ++compared;
@@ -361,6 +366,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
     block = {{"attn_norm.weight", "input_layernorm.weight"},    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
              {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
              {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  } else if (arch == "gemma") {  // Llama's tensors
   } else if (arch == "qwen2") {
     block.insert(block.end(), {{"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"},
                                {"attn_v.bias", "self_attn.v_proj.bias"}});
@@ -392,7 +398,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   GgufWriter w;
   w.u64(names.size() + factors.size());
-  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" ? 11 : 13) + (factors.empty() ? 0 : 2));
+  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : 13) + (factors.empty() ? 0 : 2) - (arch == "gemma" ? 1 : 0));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -410,9 +416,9 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   u32(arch + ".block_count", c.num_layers);
   u32(arch + ".attention.head_count", c.num_heads);
   u32(arch + ".attention.head_count_kv", c.num_kv_heads);
-  f32(arch + ".rope.freq_base", c.rope_theta);
+  if (arch != "gemma") f32(arch + ".rope.freq_base", c.rope_theta);  // Gemma's converter leaves it out (10000)
   f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
-  if (arch == "qwen3") {
+  if (arch == "qwen3" || arch == "gemma") {
     u32(arch + ".attention.key_length", c.head_dim);
     u32(arch + ".attention.value_length", c.head_dim);
   }
@@ -448,7 +454,13 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   w.pad(32);
   for (const auto& [g, h] : names) {
     const TensorRef& t = hf.get(h);
-    w.raw(t.data, t.bytes);
+    if (arch == "gemma" && g.ends_with("norm.weight")) {  // Gemma's converter adds the one, in f32
+      std::vector<float> plus_one(static_cast<std::size_t>(t.elements()));
+      for (std::size_t i = 0; i < plus_one.size(); ++i) plus_one[i] = 1.0f + reinterpret_cast<const float*>(t.data)[i];
+      w.raw(plus_one.data(), t.bytes);
+    } else {
+      w.raw(t.data, t.bytes);
+    }
     w.pad(32);
   }
   for (const auto& [g, values] : factors) {
@@ -464,8 +476,11 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
 void expect_file_is_its_folder(const std::string& arch) {
   const test::TempDir dir;
   SyntheticSpec spec;
-  spec.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "Phi3ForCausalLM";
-  if (arch == "qwen3") spec.head_dim = 32;
+  spec.architecture = arch == "qwen2"   ? "Qwen2ForCausalLM"
+                      : arch == "qwen3" ? "Qwen3ForCausalLM"
+                      : arch == "gemma" ? "GemmaForCausalLM"
+                                        : "Phi3ForCausalLM";
+  if (arch == "qwen3" || arch == "gemma") spec.head_dim = 32;
   if (arch == "phi3") {  // Phi-3.5's kind: a window, and LongRoPE at 4 times the original context
     spec.sliding_window = 3;
     spec.long_rope_original = 16;
@@ -492,6 +507,10 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.attention_bias, arch == "qwen2");
   EXPECT_EQ(g.qk_norm, arch == "qwen3");
   EXPECT_EQ(g.fused_projections, arch == "phi3");
+  EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
+  EXPECT_EQ(g.embedding_scale, hf.embedding_scale);
+  EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma");
+  EXPECT_FALSE(g.norm_weight_plus_one);  // the file holds 1 + weight
   EXPECT_EQ(g.sliding_window, hf.sliding_window);
   EXPECT_EQ(g.max_position_embeddings, hf.max_position_embeddings);
   if (arch == "phi3") EXPECT_EQ(g.eos_token_ids, (std::vector<std::int32_t>{2, 5}));  // the end of a turn too
@@ -505,7 +524,7 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
-  EXPECT_EQ(same_tensors(a, b), 2 + (arch == "qwen2" ? 12 : arch == "qwen3" ? 11 : 6) * spec.num_layers);
+  EXPECT_EQ(same_tensors(a, b, arch == "gemma"), 2 + (arch == "qwen2" ? 12 : arch == "qwen3" ? 11 : arch == "gemma" ? 9 : 6) * spec.num_layers);
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -526,6 +545,7 @@ void expect_file_is_its_folder(const std::string& arch) {
 TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2"); }
 TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
 TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
+TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma"); }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();

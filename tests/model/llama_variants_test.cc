@@ -2,7 +2,8 @@
 // Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads), Mistral (a
 // sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
 // window, and LongRoPE's short factors and attention factor; the reference reads the fused tensors
-// itself). A prompt and decode steps past the
+// itself) and Gemma (GeGLU, norms scaling by 1 + weight, embeddings times √hidden, heads of their
+// own width, a tied head; the reference applies each itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -33,6 +34,11 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
   s.architecture = architecture;
   s.sliding_window = window;
   if (architecture == "Qwen3ForCausalLM") s.head_dim = 24;  // q: 4 heads of 24 = 96 wide, from 64
+  if (architecture == "GemmaForCausalLM") {  // Gemma-2B's kind: one key/value head, wider than hidden / heads
+    s.head_dim = 32;
+    s.num_kv_heads = 1;
+    s.tie_word_embeddings = true;
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -56,8 +62,21 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.max_position_embeddings, 32);  // past it Hugging Face takes the long factors
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kFactors);
   }
+  const bool gemma = architecture == "GemmaForCausalLM";
+  EXPECT_EQ(config.mlp_activation, gemma ? GateActivation::kGeluTanh : GateActivation::kSilu);
+  EXPECT_EQ(config.norm_weight_plus_one, gemma);
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
   const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+  {  // the embeddings: the table's rows, Gemma's times √hidden rounded to f32
+    const std::int32_t token = 140;
+    std::vector<float> row(static_cast<std::size_t>(config.hidden_size));
+    ends.embed(&token, 1, row.data());
+    const TensorRef& table = checkpoint.get("model.embed_tokens.weight");
+    const float scale = gemma ? static_cast<float>(std::sqrt(64.0)) : 1.0f;
+    for (std::int64_t i = 0; i < config.hidden_size; ++i) {
+      ASSERT_EQ(row[static_cast<std::size_t>(i)], reinterpret_cast<const float*>(table.data)[token * config.hidden_size + i] * scale);
+    }
+  }
   const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
   const std::vector<std::int32_t> ids = {1, 77, 140, 9, 211, 33, 54, 180, 96, 12, 250, 7, 41};
   const auto n = static_cast<std::int64_t>(ids.size()), h = config.hidden_size;
@@ -71,6 +90,12 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   double worst = 0;
   for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(hidden[i] - ref[i]) / (1.0 + std::abs(ref[i])));
   EXPECT_LT(worst, 1e-5);
+  // The head: the final norm (Gemma's 1 + weight) and the tied or untied projection.
+  std::vector<std::int32_t> targets(ids.begin() + 1, ids.end());
+  targets.push_back(-1);
+  const double head_loss = ends.cross_entropy(hidden.data(), n, targets.data(), 1.0f, nullptr);
+  const double ref_loss = test::reference_cross_entropy(dir.path(), std::vector<double>(hidden.begin(), hidden.end()), targets);
+  EXPECT_NEAR(head_loss, ref_loss, 1e-4 * std::abs(ref_loss));
 
   GenerationRequest request;
   request.prompt_ids = {1, 77, 140};
@@ -103,7 +128,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
-                                           std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6}),
+                                           std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
+                                           std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0}),
                          [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
 
 }  // namespace

@@ -199,6 +199,34 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 0.75");
   phi4["partial_rotary_factor"] = 1.0;
   EXPECT_TRUE(parse_model_config(phi4.dump(), "c").fused_projections);
+  // Gemma-2B's config.json: "hidden_act": "gelu" beside hidden_activation's tanh approximation,
+  // heads of 256 (wider than 2048 / 8), one key/value head, no tie_word_embeddings (tied).
+  json gemma = json::parse(R"({"architectures": ["GemmaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 2, "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh",
+      "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 16384, "max_position_embeddings": 8192,
+      "model_type": "gemma", "num_attention_heads": 8, "num_hidden_layers": 18, "num_key_value_heads": 1,
+      "pad_token_id": 0, "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 10000.0,
+      "torch_dtype": "bfloat16", "transformers_version": "4.38.0.dev0", "use_cache": true, "vocab_size": 256000})");
+  const ModelConfig gemma_2b = parse_model_config(gemma.dump(), "gemma");
+  EXPECT_EQ(gemma_2b.mlp_activation, GateActivation::kGeluTanh);
+  EXPECT_TRUE(gemma_2b.norm_weight_plus_one && gemma_2b.tie_word_embeddings);
+  EXPECT_EQ(gemma_2b.embedding_scale, static_cast<float>(std::sqrt(2048.0)));
+  EXPECT_EQ(gemma_2b.head_dim, 256);
+  EXPECT_EQ(gemma_2b.q_size(), 2048);
+  EXPECT_EQ(gemma_2b.kv_size(), 256);
+  gemma.erase("head_dim");  // transformers' GemmaConfig default
+  gemma.erase("hidden_activation");  // the tanh approximation, whatever hidden_act says
+  EXPECT_EQ(parse_model_config(gemma.dump(), "gemma").head_dim, 256);
+  EXPECT_EQ(parse_model_config(gemma.dump(), "gemma").mlp_activation, GateActivation::kGeluTanh);
+  gemma["hidden_activation"] = "relu";
+  expect_error([&] { parse_model_config(gemma.dump(), "gemma"); }, "unsupported hidden_activation \"relu\" for Gemma");
+  gemma["hidden_activation"] = "gelu_pytorch_tanh";
+  gemma["tie_word_embeddings"] = false;
+  EXPECT_FALSE(parse_model_config(gemma.dump(), "gemma").tie_word_embeddings);
+  // Elsewhere the gate is SiLU, norms scale by their weights, embeddings are as stored.
+  const ModelConfig llama = parse_model_config(kGoodConfig, "c");
+  EXPECT_TRUE(llama.mlp_activation == GateActivation::kSilu && !llama.norm_weight_plus_one && llama.embedding_scale == 1.0f);
+  expect_error([&] { parse_model_config(with("hidden_act", "gelu"), "c"); }, "unsupported hidden_act 'gelu'");
   expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");

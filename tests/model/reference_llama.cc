@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include <gtest/gtest.h>
 
 #include "kernels/rope.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
+#include "model/weight_holding.h"
 #include "model/weights.h"
 #include "tests/test_util.h"
 
@@ -58,14 +60,24 @@ std::vector<double> linear_rows(const std::vector<double>& x, const TensorRef& w
   return y;
 }
 
-std::vector<double> rms(const std::vector<double>& x, const HeldVector& weight, double eps) {
-  const std::int64_t dim = weight.size, n = static_cast<std::int64_t>(x.size()) / dim;
+// The weights an RMSNorm scales by, read from the file: Gemma's scale by 1 + weight.
+std::vector<double> norm_weights(const Checkpoint& ckpt, const ModelConfig& c, const std::string& name) {
+  const TensorRef& t = ckpt.get(name);
+  std::vector<double> w(static_cast<std::size_t>(t.elements()));
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    w[i] = element_as_f32(t, static_cast<std::int64_t>(i)) + (c.architecture == "GemmaForCausalLM" ? 1.0 : 0.0);
+  }
+  return w;
+}
+
+std::vector<double> rms(const std::vector<double>& x, const std::vector<double>& weight, double eps) {
+  const auto dim = static_cast<std::int64_t>(weight.size()), n = static_cast<std::int64_t>(x.size()) / dim;
   std::vector<double> y(x.size());
   for (std::int64_t t = 0; t < n; ++t) {
     double ms = 0;
     for (std::int64_t i = 0; i < dim; ++i) ms += x[t * dim + i] * x[t * dim + i];
     const double r = 1 / std::sqrt(ms / dim + eps);
-    for (std::int64_t i = 0; i < dim; ++i) y[t * dim + i] = x[t * dim + i] * r * weight.data[i];
+    for (std::int64_t i = 0; i < dim; ++i) y[t * dim + i] = x[t * dim + i] * r * weight[static_cast<std::size_t>(i)];
   }
   return y;
 }
@@ -140,7 +152,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     };
     for (std::int64_t start : starts)
       for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
-    const auto n1 = rms(x, w.input_norm, c.rms_norm_eps);
+    const std::string layer = "model.layers." + std::to_string(first + b) + ".";
+    const auto n1 = rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
     auto q = linear(n1, Projection::kQ), k = linear(n1, Projection::kK);
     auto v = linear(n1, Projection::kV);
     if (c.attention_bias) {  // read from the file here, not through the loader's bias fields
@@ -192,10 +205,15 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         }
     const auto o = linear(attn, Projection::kO);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    const auto n2 = rms(x, w.post_attention_norm, c.rms_norm_eps);
+    const auto n2 = rms(x, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
     auto gate = linear(n2, Projection::kGate);
     const auto up = linear(n2, Projection::kUp);
-    for (std::size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
+    for (std::size_t i = 0; i < gate.size(); ++i) {
+      const double g = gate[i];
+      gate[i] = c.architecture == "GemmaForCausalLM"  // GELU, tanh approximation; else SiLU
+                    ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (g + 0.044715 * g * g * g))) * up[i]
+                    : g / (1 + std::exp(-g)) * up[i];
+    }
     const auto down = linear(gate, Projection::kDown);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   }
@@ -208,7 +226,7 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
   const Checkpoint ckpt = Checkpoint::open(dir);
   const EmbeddingWeights embedding = load_embedding_weights(ckpt, c, WeightLoading(DType::kF32));
   const HeadWeights head = load_head_weights(ckpt, c, WeightLoading(DType::kF32), &embedding);
-  const auto logits = linear(rms(x, head.final_norm, c.rms_norm_eps), head.lm_head);
+  const auto logits = linear(rms(x, norm_weights(ckpt, c, "model.norm.weight"), c.rms_norm_eps), head.lm_head);
   double total = 0;
   for (std::size_t t = 0; t < targets.size(); ++t) {
     if (targets[t] < 0) continue;

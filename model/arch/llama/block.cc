@@ -1,4 +1,4 @@
-// The Llama family's block (Llama, Qwen2, Qwen3, Mistral).
+// The Llama family's block (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma).
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/rmsnorm.h"
@@ -8,8 +8,9 @@
 namespace sepal {
 
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
-// down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(x); with Qwen2's q, k, v biases, Qwen3's RMSNorm of
-// each head of q and k, and Mistral's sliding window where the config has them.
+// down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
+// biases, Qwen3's RMSNorm of each head of q and k, and Mistral's sliding window where the config
+// has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -54,7 +55,7 @@ void llama_block_forward(const BlockCall& call) {
   products(s.normed.data(), gate_up, gate_up_out);
   adapt_product(call, Projection::kGate, s.normed.data(), s.gate.data());
   adapt_product(call, Projection::kUp, s.normed.data(), s.up.data());
-  silu_mul(s.gate.data(), s.up.data(), n * c.intermediate_size);
+  gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), n * c.intermediate_size);
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);

@@ -34,7 +34,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   b.rmsnorm(call.hidden, n, h, w.post_attention_norm.data, eps, s.normed);
   device_products(call, s.normed, w.gate_proj, s.gate);
   device_products(call, s.normed, w.up_proj, s.up);
-  b.silu_mul(s.gate, s.up, n * c.intermediate_size);
+  b.gate_mul(c.mlp_activation, s.gate, s.up, n * c.intermediate_size);
   device_products(call, s.gate, w.down_proj, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 }

@@ -53,7 +53,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   adapt_product(call, Projection::kGate, a.normed2.data(), a.gate.data());
   adapt_product(call, Projection::kUp, a.normed2.data(), a.up.data());
   a.act = a.gate;
-  silu_mul(a.act.data(), a.up.data(), t * c.intermediate_size);
+  gate_mul(c.mlp_activation, a.act.data(), a.up.data(), t * c.intermediate_size);
   matmul(a.act.data(), t, w.down_proj.view, hidden);
   adapt_product(call, Projection::kDown, a.act.data(), hidden);
   add_in_place(hidden, a.mid.data(), t * h);
@@ -66,10 +66,10 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // MLP: out = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted.
+  // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted.
   std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
   product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
-  silu_mul_input_grad(a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
+  gate_mul_input_grad(c.mlp_activation, a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
   product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
   product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);

@@ -1,5 +1,6 @@
-// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3) under Hugging Face's names;
-// Phi-3's fused qkv_proj and gate_up_proj are split into views of their parts' rows.
+// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma) under Hugging Face's
+// names; Phi-3's fused qkv_proj and gate_up_proj are split into views of their parts' rows, and
+// Gemma's norms held as the 1 + weight they scale by.
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/weight_holding.h"
@@ -60,15 +61,15 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     expect_shape(scales, {m.rows});
     return hold_int8_rows(part, row_range(scales, m.offset, rows), loading);
   };
-  auto vector = [&](const std::string& name) {
+  auto norm = [&](const std::string& name) {
     const TensorRef& t = checkpoint.get(p + name);
     expect_shape(t, {h});
-    return hold_vector(t, loading);
+    return hold_norm_weights(t, loading, config);
   };
   BlockWeights b;
   b.layer = layer;
-  b.input_norm = vector("input_layernorm.weight");
-  b.post_attention_norm = vector("post_attention_layernorm.weight");
+  b.input_norm = norm("input_layernorm.weight");
+  b.post_attention_norm = norm("post_attention_layernorm.weight");
   b.q_proj = matrix(Projection::kQ, config.q_size(), h);
   b.k_proj = matrix(Projection::kK, config.kv_size(), h);
   b.v_proj = matrix(Projection::kV, config.kv_size(), h);
@@ -108,7 +109,7 @@ HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& con
   HeadWeights head;
   const TensorRef& norm = checkpoint.get("model.norm.weight");
   expect_shape(norm, {config.hidden_size});
-  head.final_norm = hold_vector(norm, loading);
+  head.final_norm = hold_norm_weights(norm, loading, config);
   if (config.tie_word_embeddings) {
     if (embedding) {
       head.lm_head = embedding->table;
