@@ -3,9 +3,12 @@
 // here in protobuf's wire format (the fields of sentencepiece_model.proto that SentencePiece
 // reads for BPE), and SentencePiece itself encodes. As llama.cpp does: the dummy space prefix as
 // tokenizer.ggml.add_space_prefix says (default on), whitespace kept as it is, byte fallback when
-// the vocabulary has all 256 byte pieces. A `gpt2` vocabulary (byte-level BPE with merges) becomes
+// the vocabulary has all 256 byte pieces, and control, user-defined and unknown pieces matched
+// where the text writes them (llama.cpp's parse_special; what Hugging Face does with added
+// tokens): a chat template's "<start_of_turn>" is its one token. A `gpt2` vocabulary (byte-level BPE with merges) becomes
 // the tokenizer.json Hugging Face would hold for it, with the pre-tokenizer tokenizer.ggml.pre
 // names (GPT-2's, or Llama 3's "llama-bpe"), and model/hf_tokenizer.cc encodes.
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -149,6 +152,7 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file) {
     bytes += (u && *u == kByte) || (n && *n == kByte) ? 1 : 0;
   }
   const bool byte_fallback = bytes == 256;
+  TextTokens in_text;  // control, user-defined and unknown pieces, matched where a prompt writes them (as llama.cpp)
   Proto proto;
   for (std::int64_t i = 0; i < vocab; ++i) {
     const auto* text = std::get_if<std::string>(&(*tokens)[static_cast<std::size_t>(i)]);
@@ -168,6 +172,9 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file) {
       if (type < kNormal || type > kByte) fail(file.where(), ": token ", i, " has type ", type, ", which GGUF does not define");
     }
     if (type == kByte && !byte_fallback) type = kUnused;
+    if ((type == kControl || type == kUserDefined || type == kUnknown) && !text->empty()) {
+      in_text.emplace_back(*text, static_cast<std::int32_t>(i));
+    }
     Proto piece;
     piece.bytes_field(1, *text);
     piece.float_field(2, static_cast<float>(score));
@@ -190,7 +197,8 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file) {
   normalizer.varint_field(4, 0);  // remove_extra_whitespaces: llama.cpp keeps them
   normalizer.varint_field(5, 1);  // escape_whitespaces
   proto.bytes_field(3, normalizer.bytes());
-  return sentencepiece_tokenizer_from_proto(proto.bytes(), file.where());
+  std::stable_sort(in_text.begin(), in_text.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  return sentencepiece_tokenizer_from_proto(proto.bytes(), file.where(), std::move(in_text));
 }
 
 }  // namespace sepal

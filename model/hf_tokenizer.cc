@@ -210,7 +210,7 @@ class HfBpeTokenizer final : public Tokenizer {
     if (auto bad = first_invalid_utf8(text)) fail("the text is not valid UTF-8 (byte ", *bad, " of ", text.size(), ")");
     std::vector<std::int32_t> ids;
     bool first = true;
-    for (const auto& [segment, added_id] : split_added_tokens(text)) {
+    for (const auto& [segment, added_id] : split_at_tokens(text, added_)) {
       if (added_id >= 0) {
         ids.push_back(added_id);
       } else {
@@ -431,32 +431,6 @@ class HfBpeTokenizer final : public Tokenizer {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
   }
 
-  std::vector<std::pair<std::string_view, std::int32_t>> split_added_tokens(std::string_view text) const {
-    std::vector<std::pair<std::string_view, std::int32_t>> segments;
-    std::size_t start = 0, i = 0;
-    while (i < text.size()) {
-      std::int32_t matched = -1;
-      std::size_t length = 0;
-      for (const auto& [content, id] : added_) {
-        if (text.compare(i, content.size(), content) == 0) {
-          matched = id;
-          length = content.size();
-          break;
-        }
-      }
-      if (matched < 0) {
-        ++i;
-        continue;
-      }
-      if (i > start) segments.emplace_back(text.substr(start, i - start), -1);
-      segments.emplace_back(text.substr(i, length), matched);
-      i += length;
-      start = i;
-    }
-    if (start < text.size()) segments.emplace_back(text.substr(start), -1);
-    return segments;
-  }
-
   std::string normalize(std::string_view text) const {
     std::string s(text);
     for (const auto& step : normalizers_) {
@@ -640,7 +614,7 @@ class HfBpeTokenizer final : public Tokenizer {
   std::vector<std::string> tokens_;
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges_;
-  std::vector<std::pair<std::string, std::int32_t>> added_;
+  TextTokens added_;  // longest first
   std::vector<std::int32_t> special_;
   std::vector<NormalizerStep> normalizers_;
   std::vector<PreTokenizerStep> pre_tokenizers_;

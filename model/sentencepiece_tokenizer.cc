@@ -18,7 +18,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (!status.ok()) fail("cannot load SentencePiece model ", file.string(), ": ", status.ToString());
     describe_pieces();
   }
-  SentencePieceTokenizer(const std::string& serialized, const std::string& where) {
+  SentencePieceTokenizer(const std::string& serialized, const std::string& where, TextTokens in_text)
+      : in_text_(std::move(in_text)) {
     const auto status = processor_.LoadFromSerializedProto(serialized);
     if (!status.ok()) fail("cannot load the SentencePiece model of ", where, ": ", status.ToString());
     describe_pieces();
@@ -57,10 +58,17 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
   std::vector<std::int32_t> encode(std::string_view text) const override {
-    std::vector<int> ids;
-    const auto status = processor_.Encode(text, &ids);
-    if (!status.ok()) fail("SentencePiece cannot encode the text: ", status.ToString());
-    return {ids.begin(), ids.end()};
+    if (in_text_.empty()) return encode_plain(text);
+    std::vector<std::int32_t> ids;
+    for (const auto& [segment, id] : split_at_tokens(text, in_text_)) {
+      if (id >= 0) {
+        ids.push_back(id);
+      } else {
+        const auto plain = encode_plain(segment);
+        ids.insert(ids.end(), plain.begin(), plain.end());
+      }
+    }
+    return ids;
   }
 
   bool strips_leading_space() const override { return strips_leading_space_; }
@@ -70,7 +78,15 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
  private:
+  std::vector<std::int32_t> encode_plain(std::string_view text) const {
+    std::vector<int> ids;
+    const auto status = processor_.Encode(text, &ids);
+    if (!status.ok()) fail("SentencePiece cannot encode the text: ", status.ToString());
+    return {ids.begin(), ids.end()};
+  }
+
   sentencepiece::SentencePieceProcessor processor_;
+  TextTokens in_text_;
   bool strips_leading_space_ = false;
 };
 
@@ -80,8 +96,9 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
   return std::make_unique<SentencePieceTokenizer>(file);
 }
 
-std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where) {
-  return std::make_unique<SentencePieceTokenizer>(serialized, where);
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where,
+                                                              TextTokens in_text) {
+  return std::make_unique<SentencePieceTokenizer>(serialized, where, std::move(in_text));
 }
 
 }  // namespace sepal

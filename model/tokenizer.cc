@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "model/tokenizer.h"
 
 #include "kernels/error.h"
@@ -16,6 +17,26 @@ const std::string& Tokenizer::token_bytes(std::int32_t id) const {
     fail("token id ", id, " is outside the tokenizer's vocabulary of ", vocab_size());
   }
   return token_bytes_[static_cast<std::size_t>(id)];
+}
+
+std::vector<std::pair<std::string_view, std::int32_t>> split_at_tokens(std::string_view text, const TextTokens& tokens) {
+  std::vector<std::pair<std::string_view, std::int32_t>> segments;
+  std::size_t start = 0, i = 0;
+  while (i < text.size()) {
+    const auto match = std::find_if(tokens.begin(), tokens.end(), [&](const auto& t) {
+      return !t.first.empty() && text.compare(i, t.first.size(), t.first) == 0;
+    });
+    if (match == tokens.end()) {
+      ++i;
+      continue;
+    }
+    if (i > start) segments.emplace_back(text.substr(start, i - start), -1);
+    segments.emplace_back(text.substr(i, match->first.size()), match->second);
+    i += match->first.size();
+    start = i;
+  }
+  if (start < text.size()) segments.emplace_back(text.substr(start), -1);
+  return segments;
 }
 
 std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {

@@ -40,6 +40,14 @@ class Tokenizer {
   std::vector<std::string> token_bytes_;
 };
 
+/// Tokens that are matched where their text is written in a prompt (added tokens, special or
+/// not; a GGUF vocabulary's control and user-defined pieces): text and id, longest text first.
+using TextTokens = std::vector<std::pair<std::string, std::int32_t>>;
+
+/// `text` split at each occurrence of one of `tokens` (the longest that matches at a place wins):
+/// plain segments with id -1 and the tokens found, in order.
+std::vector<std::pair<std::string_view, std::int32_t>> split_at_tokens(std::string_view text, const TextTokens& tokens);
+
 /// Loads the tokenizer of a model folder: tokenizer.model (SentencePiece) when present, else
 /// tokenizer.json; or of a GGUF file, from its metadata (model/gguf_model.h). Throws
 /// sepal::Error naming the file when neither exists or it is unsupported.
@@ -48,7 +56,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 /// A SentencePiece model file.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& file);
 /// A SentencePiece model from its serialized ModelProto (`where` names its source in errors).
-std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where);
+/// Where `in_text` names tokens, text is split at them first and each plain segment encoded on
+/// its own (with the model's dummy prefix, as llama.cpp encodes after a special token).
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& serialized, const std::string& where,
+                                                              TextTokens in_text = {});
 
 /// A Hugging Face tokenizer.json file.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& file);

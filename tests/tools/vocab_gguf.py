@@ -4,6 +4,8 @@ packages carry (the tokenizer tests fetch them):
   vocab_gguf.py llama VOCAB_JSON OUT.gguf              LLaMA (llama-tokenizer-js): `llama` SentencePiece BPE
   vocab_gguf.py llama3 VOCAB_JSON OUT.gguf             Llama 3 (llama3-tokenizer-js): `gpt2` model, pre `llama-bpe`
   vocab_gguf.py qwen2 TOKENIZER_JSON OUT.gguf          Qwen2.5 (its tokenizer.json): `gpt2` model, pre `qwen2`
+  vocab_gguf.py gemma TOKENIZER_JSON OUT.gguf          Gemma (its tokenizer.json): `llama` SentencePiece BPE, no
+                                                       dummy space prefix
 VOCAB_JSON holds {"vocab": [token per id], "merges": ["left right", ...]} in merge order.
 
 SentencePiece BPE merges the adjacent pair whose concatenation scores highest; Hugging Face's merge
@@ -131,8 +133,40 @@ def qwen2(tokenizer_json, out):
     g.write(out)
 
 
+def gemma(tokenizer_json, out):
+    """As llama.cpp's converter writes Gemma's SentencePiece vocabulary: scores in merge order (as
+    for LLaMA above), byte pieces BYTE, <unk> UNKNOWN, the other added special tokens CONTROL and
+    added tokens that are not special USER_DEFINED, no dummy space prefix (Gemma's SentencePiece
+    model adds none)."""
+    t = json.load(open(tokenizer_json, encoding="utf-8"))
+    assert t["model"]["type"] == "BPE" and len(t["model"]["vocab"]) == 256000, "not Gemma's vocabulary"
+    by_id = {i: s for s, i in t["model"]["vocab"].items()}
+    tokens = [by_id[i] for i in range(len(by_id))]
+    rank = {}
+    for r, merge in enumerate(t["model"]["merges"]):
+        left, right = merge.split(" ") if isinstance(merge, str) else merge
+        rank.setdefault(left + right, r)
+    types = [6 if tok.startswith("<0x") and len(tok) == 6 else 1 for tok in tokens]
+    for a in t["added_tokens"]:
+        types[a["id"]] = 2 if a["content"] == "<unk>" else 3 if a["special"] else 4
+    scores = [-float(rank.get(tok, 10**9)) if ty == 1 else 0.0 for tok, ty in zip(tokens, types)]
+    g = Gguf()
+    g.string("general.architecture", "gemma")
+    g.string("tokenizer.ggml.model", "llama")
+    g.strings("tokenizer.ggml.tokens", tokens)
+    g.numbers("tokenizer.ggml.scores", F32, "<f", scores)
+    g.numbers("tokenizer.ggml.token_type", I32, "<i", types)
+    g.u32("tokenizer.ggml.bos_token_id", tokens.index("<bos>"))
+    g.u32("tokenizer.ggml.eos_token_id", tokens.index("<eos>"))
+    g.u32("tokenizer.ggml.unknown_token_id", tokens.index("<unk>"))
+    g.u32("tokenizer.ggml.padding_token_id", tokens.index("<pad>"))
+    g.kv("tokenizer.ggml.add_space_prefix", BOOL, b"\x00")
+    g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x01")
+    g.write(out)
+
+
 if __name__ == "__main__":
-    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3, "qwen2": qwen2}
+    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3, "qwen2": qwen2, "gemma": gemma}
     if len(sys.argv) < 2 or sys.argv[1] not in kinds:
         sys.exit(__doc__)
     kinds[sys.argv[1]](*sys.argv[2:])
