@@ -2,6 +2,7 @@
 // Scaled dot-product attention of new query rows against a key/value cache, with grouped-query
 // heads (several query heads share one key/value head).
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,13 @@ struct AttentionDims {
   std::int64_t heads = 0;
   std::int64_t kv_heads = 0;
   std::int64_t head_dim = 0;
+  /// A score is q·k times this; 0 means 1/√head_dim (Gemma 2 takes 1/√query_pre_attn_scalar).
+  float scale = 0.0f;
+  /// Gemma 2's soft-capping: each scaled score s becomes softcap · tanh(s / softcap) before the
+  /// softmax (and before ALiBi's bias); 0: none.
+  float softcap = 0.0f;
+
+  float score_scale() const { return scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(head_dim)); }
 };
 
 /// ALiBi's slope of each head (BLOOM), as Press et al. and Hugging Face define them: for a power

@@ -42,6 +42,7 @@ DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first
   Backend& b = *backend_;
   for (const BlockWeights& w : weights) {
     DeviceBlockWeights d;
+    d.layer = w.layer;
     d.input_norm = upload_vector(b, w.input_norm);
     d.post_attention_norm = upload_vector(b, w.post_attention_norm);
     d.input_norm_bias = upload_vector(b, w.input_norm_bias);
@@ -61,6 +62,8 @@ DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first
     d.down_bias = upload_vector(b, w.down_bias);
     d.q_norm = upload_vector(b, w.q_norm);
     d.k_norm = upload_vector(b, w.k_norm);
+    d.attention_out_norm = upload_vector(b, w.attention_out_norm);
+    d.mlp_out_norm = upload_vector(b, w.mlp_out_norm);
     weight_bytes_ += w.bytes();
     blocks_.push_back(std::move(d));
   }

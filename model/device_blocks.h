@@ -35,10 +35,12 @@ struct DeviceVector {
 
 /// One block's weights in a backend's memory (model/weights.h: BlockWeights).
 struct DeviceBlockWeights {
+  std::int64_t layer = 0;  ///< the block's index in the model
   DeviceVector input_norm, post_attention_norm, input_norm_bias, post_attention_norm_bias;
   DeviceMatrix q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
   DeviceVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;
   DeviceVector q_norm, k_norm;  ///< Qwen3
+  DeviceVector attention_out_norm, mlp_out_norm;  ///< Gemma 2
 };
 
 /// Working buffers of a forward of up to `rows` rows in a backend's memory.

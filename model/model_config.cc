@@ -16,7 +16,7 @@ using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
-                                                          "BloomForCausalLM"};
+                                                          "Gemma2ForCausalLM", "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -166,6 +166,23 @@ ModelConfig parse_bloom_config(const json& config, ModelConfig c, const std::str
   return c;
 }
 
+// Gemma 2's additions to Gemma: soft-capping of attention scores and of the logits (null: none),
+// norms on the attention's and the MLP's outputs, a window on every other block. The scale of its
+// scores (query_pre_attn_scalar) and the blocks' windows need head_dim and num_hidden_layers, and
+// are set once those are read.
+void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) {
+  const auto cap = [&](const char* key) {
+    if (!config.contains(key) || config[key].is_null()) return 0.0f;
+    return static_cast<float>(positive_number(config, key, where, 0.0));
+  };
+  c.attention_softcap = cap("attn_logit_softcapping");
+  c.final_logit_softcap = cap("final_logit_softcapping");
+  c.output_norms = true;
+  if (config.contains("sliding_window") && !config["sliding_window"].is_null()) {
+    c.sliding_window = positive_int(config, "sliding_window", where);
+  }
+}
+
 ModelConfig parse_model_config(const json& config, const std::string& where) {
   ModelConfig c;
   if (config.contains("architectures") && config["architectures"].is_array() &&
@@ -179,10 +196,11 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
-  const bool gemma = c.architecture == "GemmaForCausalLM";
+  const bool gemma2 = c.architecture == "Gemma2ForCausalLM";
+  const bool gemma = c.architecture == "GemmaForCausalLM" || gemma2;
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
     // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
@@ -221,6 +239,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.sliding_window = positive_int(config, "sliding_window", where);
   }
   if (config.value("mlp_bias", false)) fail(where, ": mlp_bias=true is not supported");
+  if (gemma2) parse_gemma2(config, c, where);
 
   c.hidden_size = positive_int(config, "hidden_size", where);
   c.intermediate_size = positive_int(config, "intermediate_size", where);
@@ -250,6 +269,30 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (config.contains("tie_word_embeddings")) {
     if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
     c.tie_word_embeddings = config["tie_word_embeddings"];
+  }
+  if (gemma2) {
+    c.attention_scale = static_cast<float>(1.0 / std::sqrt(positive_number(config, "query_pre_attn_scalar", where,
+                                                                           static_cast<double>(c.head_dim))));
+    // Sliding blocks: layer_types where the config lists them, else every other block from the first.
+    if (c.sliding_window > 0) {
+      c.layer_windows.assign(static_cast<std::size_t>(c.num_layers), 0);
+      const bool listed = config.contains("layer_types") && !config["layer_types"].is_null();
+      if (listed && (!config["layer_types"].is_array() || config["layer_types"].size() != static_cast<std::size_t>(c.num_layers))) {
+        fail(where, ": 'layer_types' must list one type per layer (", c.num_layers, ")");
+      }
+      for (std::int64_t l = 0; l < c.num_layers; ++l) {
+        bool sliding = l % 2 == 0;
+        if (listed) {
+          const json& type = config["layer_types"][static_cast<std::size_t>(l)];
+          if (type != "sliding_attention" && type != "full_attention") {
+            fail(where, ": layer_types[", l, "] is ", type.dump(), " (sliding_attention or full_attention)");
+          }
+          sliding = type == "sliding_attention";
+        }
+        c.layer_windows[static_cast<std::size_t>(l)] = sliding ? c.sliding_window : 0;
+      }
+      c.sliding_window = 0;
+    }
   }
   parse_special_tokens(config, c, where);
   return c;

@@ -9,13 +9,14 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/rope.h"
 
 namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma)
+  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, Gemma 2)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -49,6 +50,17 @@ struct ModelConfig {
   /// rounded to f32 as Hugging Face's normalizer is); 1 elsewhere. Soft prompts sit after it.
   float embedding_scale = 1.0f;
   std::int64_t sliding_window = 0;    ///< a query attends to the last this many positions (Mistral, Phi-3); 0: all
+  /// Each block's window where blocks differ (Gemma 2: the window on even blocks, 0 on odd ones);
+  /// empty: every block has sliding_window.
+  std::vector<std::int64_t> layer_windows;
+  /// Attention scores are q·k times this; 0: 1/√head_dim (Gemma 2: 1/√query_pre_attn_scalar).
+  float attention_scale = 0.0f;
+  /// Gemma 2's soft-capping of attention scores and of the head's logits (cap · tanh(x / cap)); 0: none.
+  float attention_softcap = 0.0f;
+  float final_logit_softcap = 0.0f;
+  /// Gemma 2's sandwich norms: the attention's and the MLP's outputs RMS-normalised too, before
+  /// each joins the residual stream.
+  bool output_norms = false;
   /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
   /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).
   std::int32_t bos_token_id = -1;
@@ -58,6 +70,17 @@ struct ModelConfig {
   std::int64_t q_size() const { return num_heads * head_dim; }
   /// Width of the key and value projection outputs (num_kv_heads * head_dim).
   std::int64_t kv_size() const { return num_kv_heads * head_dim; }
+  /// The sliding window of block `layer` (0: none).
+  std::int64_t window_of(std::int64_t layer) const {
+    return layer_windows.empty() ? sliding_window : layer_windows.at(static_cast<std::size_t>(layer));
+  }
+  /// Every block's attention layout: heads, score scale and soft-capping.
+  AttentionDims attention_dims() const {
+    AttentionDims dims{num_heads, num_kv_heads, head_dim};
+    dims.scale = attention_scale;
+    dims.softcap = attention_softcap;
+    return dims;
+  }
 };
 
 /// Reads and validates `dir`/config.json (with generation_config.json's EOS ids where it names

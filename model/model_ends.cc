@@ -11,6 +11,15 @@
 #include "kernels/softmax.h"
 
 namespace sepal {
+namespace {
+
+// Gemma 2's soft-capping of the logits: cap · tanh(x / cap), in place.
+void cap_logits(float* logits, std::int64_t count, float cap) {
+  if (cap <= 0.0f) return;
+  for (std::int64_t i = 0; i < count; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
+}
+
+}  // namespace
 
 ModelEnds ModelEnds::load(const Checkpoint& checkpoint, const ModelConfig& config,
                           const WeightLoading& loading) {
@@ -60,6 +69,7 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
   AlignedFloats normed(static_cast<std::size_t>(n * config_.hidden_size));  // the head reads it in 64-byte loads
   final_norm(hidden, n, normed.data());
   matmul(normed.data(), n, head_.lm_head.view, out);
+  cap_logits(out, n * config_.vocab_size, config_.final_logit_softcap);
 }
 
 void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
@@ -67,6 +77,7 @@ void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* ou
   final_norm(hidden, n, normed.data());
   float* const outs[] = {out};
   matmul_many_alone(normed.data(), n, std::span(&head_.lm_head.view, 1), outs);
+  cap_logits(out, n * config_.vocab_size, config_.final_logit_softcap);
 }
 
 double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,
@@ -81,7 +92,8 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     rows.push_back(t);
   }
   if (grad) std::fill(grad, grad + n * h, 0.0f);
-  std::vector<float> x, normed, logits, d_normed, d_x;
+  std::vector<float> x, normed, logits, d_normed, d_x, capped;
+  const float cap = config_.final_logit_softcap;
   double total = 0;
   for (std::size_t c0 = 0; c0 < rows.size(); c0 += kChunk) {
     const std::int64_t m = std::min<std::int64_t>(kChunk, static_cast<std::int64_t>(rows.size() - c0));
@@ -91,6 +103,13 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     for (std::int64_t i = 0; i < m; ++i) std::copy_n(hidden + rows[c0 + i] * h, h, x.begin() + i * h);
     final_norm(x.data(), m, normed.data());
     matmul(normed.data(), m, head_.lm_head.view, logits.data());
+    if (cap > 0.0f) {  // Gemma 2: capped keeps tanh(logit / cap) for the gradient
+      capped.resize(logits.size());
+      for (std::size_t i = 0; i < logits.size(); ++i) {
+        capped[i] = std::tanh(logits[i] / cap);
+        logits[i] = cap * capped[i];
+      }
+    }
     for (std::int64_t i = 0; i < m; ++i) {
       float* row = logits.data() + i * vocab;
       const std::int32_t target = targets[rows[c0 + i]];
@@ -100,6 +119,10 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
       // d/d logits of -log softmax[target]: softmax - one_hot(target), scaled by weight.
       for (std::int64_t v = 0; v < vocab; ++v) row[v] = static_cast<float>(std::exp(row[v] - lse)) * weight;
       row[target] -= weight;
+      if (cap > 0.0f) {  // through cap · tanh(logit / cap)
+        const float* t = capped.data() + i * vocab;
+        for (std::int64_t v = 0; v < vocab; ++v) row[v] *= 1.0f - t[v] * t[v];
+      }
     }
     if (!grad) continue;
     d_normed.resize(x.size());

@@ -66,7 +66,8 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   for (std::int64_t l = 0; l < s.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     // Gemma's norms scale by 1 + weight: stored less one, and random, so a test sees both.
-    const bool gemma = s.architecture == "GemmaForCausalLM";
+    const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
+    const bool gemma2 = s.architecture == "Gemma2ForCausalLM";
     const TensorSpec norm{"", {s.hidden_size}, !gemma, gemma, gemma};
     auto add_norm = [&](const std::string& name) {
       t.push_back(norm);
@@ -92,6 +93,10 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true});
     }
     add_norm(p + "post_attention_layernorm.weight");
+    if (gemma2) {
+      add_norm(p + "pre_feedforward_layernorm.weight");
+      add_norm(p + "post_feedforward_layernorm.weight");
+    }
     if (fused) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * s.intermediate_size, s.hidden_size}});
     } else {
@@ -100,7 +105,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     }
     t.push_back({p + "mlp.down_proj.weight", {s.hidden_size, s.intermediate_size}});
   }
-  const bool gemma = s.architecture == "GemmaForCausalLM";
+  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
   t.push_back({"model.norm.weight", {s.hidden_size}, !gemma, gemma, gemma});
   if (!s.tie_word_embeddings) t.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
   return t;
@@ -125,9 +130,11 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "MistralForCausalLM" ? "mistral"
                              : s.architecture == "Phi3ForCausalLM"    ? "phi3"
                              : s.architecture == "GemmaForCausalLM"   ? "gemma"
+                             : s.architecture == "Gemma2ForCausalLM"  ? "gemma2"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
-              {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu" : "silu"},
+              {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
+                             : s.architecture == "Gemma2ForCausalLM" ? "gelu_pytorch_tanh" : "silu"},
               {"hidden_size", s.hidden_size},
               {"intermediate_size", s.intermediate_size},
               {"num_hidden_layers", s.num_layers},
@@ -141,8 +148,16 @@ json config_json(const SyntheticSpec& s) {
               {"bos_token_id", 1},
               {"eos_token_id", 2},
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
-  if (s.architecture == "GemmaForCausalLM") config["hidden_activation"] = "gelu_pytorch_tanh";
-  if (s.head_dim > 0 || s.architecture == "GemmaForCausalLM") {
+  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
+  if (gemma) config["hidden_activation"] = "gelu_pytorch_tanh";
+  if (s.architecture == "Gemma2ForCausalLM") {
+    config["attn_logit_softcapping"] = s.attention_softcap;
+    config["final_logit_softcapping"] = s.final_logit_softcap;
+    config["query_pre_attn_scalar"] = s.query_pre_attn_scalar > 0 ? s.query_pre_attn_scalar
+                                      : s.head_dim > 0            ? s.head_dim
+                                                                  : s.hidden_size / s.num_heads;
+  }
+  if (s.head_dim > 0 || gemma) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
@@ -227,6 +242,11 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
     s.architecture = "GemmaForCausalLM";
     s.hidden_size = 2048; s.intermediate_size = 16384; s.num_layers = 18; s.num_heads = 8; s.head_dim = 256;
     s.num_kv_heads = 1; s.vocab_size = 256000; s.max_position_embeddings = 8192; s.tie_word_embeddings = true;
+  } else if (name == "gemma2-2b") {  // Gemma-2-2B's shape: windows of 4096 on every other block
+    s.architecture = "Gemma2ForCausalLM";
+    s.hidden_size = 2304; s.intermediate_size = 9216; s.num_layers = 26; s.num_heads = 8; s.head_dim = 256;
+    s.num_kv_heads = 4; s.vocab_size = 256000; s.max_position_embeddings = 8192; s.tie_word_embeddings = true;
+    s.sliding_window = 4096;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
@@ -250,16 +270,20 @@ void validate(const SyntheticSpec& s) {
   positive(s.max_position_embeddings, "max-positions");
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
-      s.architecture != "BloomForCausalLM") {
+      s.architecture != "Gemma2ForCausalLM" && s.architecture != "BloomForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-         "GemmaForCausalLM or BloomForCausalLM, not ", s.architecture);
+         "GemmaForCausalLM, Gemma2ForCausalLM or BloomForCausalLM, not ", s.architecture);
   }
   if (s.architecture == "BloomForCausalLM" &&
       (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
     fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
-  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM and Phi3ForCausalLM, and positive");
+  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
+                                s.architecture != "Gemma2ForCausalLM")) {
+    fail("a sliding window is for MistralForCausalLM, Phi3ForCausalLM and Gemma2ForCausalLM, and positive");
+  }
+  if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0) {
+    fail("soft-capping and query_pre_attn_scalar must be positive");
   }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
   if (s.long_rope_original < 0 || s.long_rope_original > s.max_position_embeddings) {

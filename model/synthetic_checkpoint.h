@@ -29,9 +29,14 @@ struct SyntheticSpec {
   /// (q_norm and k_norm are written),
   /// "MistralForCausalLM" (with `sliding_window`), "Phi3ForCausalLM" (qkv_proj and gate_up_proj
   /// fused; `sliding_window` too), "GemmaForCausalLM" (norms stored less one, random around 1;
-  /// GeGLU; head_dim always written) or "BloomForCausalLM".
+  /// GeGLU; head_dim always written), "Gemma2ForCausalLM" (Gemma's, with norms of the attention's
+  /// and MLP's outputs and the soft-capping below) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
-  std::int64_t sliding_window = 0;  ///< Mistral, Phi-3: written to config.json when > 0
+  std::int64_t sliding_window = 0;  ///< Mistral, Phi-3, Gemma 2 (every other block): written to config.json when > 0
+  /// Gemma 2: its soft-capping of attention scores and of logits (its own are 50 and 30; random
+  /// weights need tighter caps for a test to see them), and query_pre_attn_scalar (0: head_dim).
+  double attention_softcap = 50.0, final_logit_softcap = 30.0;
+  std::int64_t query_pre_attn_scalar = 0;
   /// LongRoPE as Phi-3's long-context variants write it: rope_scaling with head_dim/2 short and
   /// long factors (random, 1 to 4) and original_max_position_embeddings this many positions (0:
   /// none). The context then ends there.
@@ -47,7 +52,7 @@ struct SyntheticSpec {
 };
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b",
-/// "qwen3-0.6b", "phi3-mini", "gemma-2b");
+/// "qwen3-0.6b", "phi3-mini", "gemma-2b", "gemma2-2b");
 /// nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 

@@ -249,7 +249,7 @@ HeldVector hold_norm_weights(const TensorRef& t, const WeightLoading& loading, c
 
 std::int64_t BlockWeights::bytes() const {
   std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
-  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm}) {
+  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm, &attention_out_norm, &mlp_out_norm}) {
     total += v->size * 4;
   }
   for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {

@@ -58,6 +58,10 @@ struct BlockWeights {
   HeldVector input_norm_bias, post_attention_norm_bias;          ///< BLOOM
   HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM; q, k, v also Qwen2
   HeldVector q_norm, k_norm;  ///< Qwen3: RMSNorm weights [head_dim] applied to each head of q and k
+  /// Gemma 2: RMSNorms of the attention's and the MLP's outputs (its post_attention_layernorm and
+  /// post_feedforward_layernorm; its pre_feedforward_layernorm is post_attention_norm above, the
+  /// norm before the MLP).
+  HeldVector attention_out_norm, mlp_out_norm;
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;

@@ -199,12 +199,13 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
   if (n <= 0) return;
   const std::int64_t group = dims.heads / dims.kv_heads;
   const std::int64_t hd = dims.head_dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = dims.score_scale(), softcap = dims.softcap;
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto kv_head = [&](std::int64_t g) {
-    thread_local std::vector<float> probs, dprobs;
+    thread_local std::vector<float> probs, dprobs, capped;
     probs.resize(static_cast<std::size_t>(n));
     dprobs.resize(static_cast<std::size_t>(n));
+    capped.resize(softcap > 0.0f ? static_cast<std::size_t>(n) : 0);
     const float* k = keys + g * n * hd;
     const float* v = values + g * n * hd;
     float* dk = dkeys + g * n * hd;
@@ -224,6 +225,12 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
         // The forward's probabilities, computed as attention_causal computes them.
         if (!(wide && cpu::dot_rows_avx512(qi, ki, visible, hd, scale, probs.data())))
           cpu::dot_rows(qi, ki, visible, hd, scale, probs.data());
+        if (softcap > 0.0f) {  // Gemma 2: capped[j] keeps tanh(s / softcap) for the gradient
+          for (std::int64_t j = 0; j < visible; ++j) {
+            capped[j] = std::tanh(probs[j] / softcap);
+            probs[j] = softcap * capped[j];
+          }
+        }
         if (slope != 0.0f) {
           for (std::int64_t j = 0; j < visible; ++j) probs[j] += slope * static_cast<float>(lowest + j);
         }
@@ -234,6 +241,9 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
         const float centre = static_cast<float>(mean);
         // dprobs becomes the scaled score gradient (ALiBi's bias is a constant: no gradient).
         for (std::int64_t j = 0; j < visible; ++j) dprobs[j] = probs[j] * (dprobs[j] - centre) * scale;
+        if (softcap > 0.0f) {  // through softcap · tanh(s / softcap): times 1 - tanh²
+          for (std::int64_t j = 0; j < visible; ++j) dprobs[j] *= 1.0f - capped[j] * capped[j];
+        }
         float* dqi = dq + (i * dims.heads + h) * hd;
         std::fill(dqi, dqi + hd, 0.0f);
         cpu::add_weighted_rows(dprobs.data(), ki, visible, hd, dqi);

@@ -163,7 +163,8 @@ namespace {
 // T: the cache's element type (float, or std::uint16_t for bf16).
 template <typename T>
 void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const T* tail_k, const T* tail_v,
-            std::int64_t tail, std::int64_t hd, float scale, bool wide, float slope, std::int64_t lowest, float* o) {
+            std::int64_t tail, std::int64_t hd, float scale, float softcap, bool wide, float slope, std::int64_t lowest,
+            float* o) {
   thread_local std::vector<float> scores;
   const std::int64_t skip_prefix = std::min(lowest, prefix);
   const std::int64_t skip_tail = std::min(tail, std::max<std::int64_t>(lowest - prefix, 0));
@@ -185,6 +186,9 @@ void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const 
   };
   dots(k, prefix, scores.data());
   if (tail > 0) dots(tail_k, tail, scores.data() + prefix);
+  if (softcap > 0.0f) {  // Gemma 2
+    for (float& x : scores) x = softcap * std::tanh(x / softcap);
+  }
   if (slope != 0.0f) {  // ALiBi: the key at position p scores slope * p more
     for (std::int64_t p = 0; p < prefix + tail; ++p) {
       scores[static_cast<std::size_t>(p)] += slope * static_cast<float>(first_position + p);
@@ -233,7 +237,7 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
   SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
   const std::int64_t group = dims.heads / dims.kv_heads;
   const std::int64_t hd = dims.head_dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = dims.score_scale();
   const std::int64_t tasks = n * dims.heads;
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto head = [&](std::int64_t task) {
@@ -241,7 +245,7 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
     const std::int64_t kv = (task % dims.heads) / group;
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
     attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0,
-              hd, scale, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
+              hd, scale, dims.softcap, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -261,7 +265,7 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
   }
   const std::int64_t group = dims.heads / dims.kv_heads;
   const std::int64_t hd = dims.head_dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = dims.score_scale();
   const std::int64_t prefix = start & ~std::int64_t{15};  // read in place; the rest is gathered
   // Each node's key slots past the prefix, in position order: the cache's [prefix, start), then
   // the node's ancestors from the root down, then the node itself.
@@ -292,7 +296,7 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
     }
     const std::int64_t position = prefix + tail - 1;  // the node's own position
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
-    attend<T>(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, wide,
+    attend<T>(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, dims.softcap, wide,
               alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {

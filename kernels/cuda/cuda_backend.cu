@@ -201,7 +201,7 @@ constexpr int kPerLane = kMaxHeadDim / 32;
 
 __global__ void attention_kernel(const float* q, std::int64_t start, const float* keys, const float* values,
                                  std::int64_t capacity, int heads, int group, int head_dim, float scale,
-                                 const float* alibi, std::int64_t window, float* out) {
+                                 float softcap, const float* alibi, std::int64_t window, float* out) {
   const std::int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -227,7 +227,9 @@ __global__ void attention_kernel(const float* q, std::int64_t start, const float
       const int d = lane + 32 * i;
       if (d < head_dim) s += qr[i] * kr[d];
     }
-    s = warp_sum(s) * scale + slope * static_cast<float>(p);
+    s = warp_sum(s) * scale;
+    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);  // Gemma 2
+    s += slope * static_cast<float>(p);
     const float m_new = fmaxf(m, s);
     const float keep = expf(m - m_new), e = expf(s - m_new);
     l = l * keep + e;
@@ -433,7 +435,7 @@ class CudaBackend final : public Backend {
     attention_kernel<<<blocks, 32 * kAttentionWarps>>>(q, start, keys, values, capacity, static_cast<int>(dims.heads),
                                                        static_cast<int>(dims.heads / dims.kv_heads),
                                                        static_cast<int>(dims.head_dim),
-                                                       1.0f / std::sqrt(static_cast<float>(dims.head_dim)), alibi, window, out);
+                                                       dims.score_scale(), dims.softcap, alibi, window, out);
     launched();
   }
 

@@ -30,7 +30,8 @@ void adapt_product(const BlockCall& call, Projection p, const float* x, float* y
 
 void store_and_attend(const BlockCall& call, const float* q, const float* k, const float* v, float* out) {
   const ModelConfig& c = call.config;
-  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  const AttentionDims dims = c.attention_dims();
+  const std::int64_t window = c.window_of(call.weights.layer);
   const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
                        std::int64_t capacity) {
     const std::int64_t slot = call.tree ? start + call.tree->first : start;
@@ -38,10 +39,10 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
     store_kv(v + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
     if (call.tree) {
       attention_tree(q + row * c.q_size(), call.tree->first, n, start, call.tree->parents, keys, values, capacity, dims,
-                     out + row * c.q_size(), call.alibi, c.sliding_window);
+                     out + row * c.q_size(), call.alibi, window);
     } else {
       attention_causal(q + row * c.q_size(), n, start, keys, values, capacity, dims, out + row * c.q_size(), call.alibi,
-                       c.sliding_window);
+                       window);
     }
   };
   if (call.segments.empty()) return one(0, call.n, call.start, call.keys, call.values, call.capacity);

@@ -57,8 +57,7 @@ inline void device_store_and_attend(const DeviceBlockCall& call) {
     b.store_kv(s.k + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.keys);
     b.store_kv(s.v + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.values);
     b.attention_causal(s.q + seg.row * c.q_size(), seg.n, seg.start, seg.keys, seg.values, seg.capacity,
-                       AttentionDims{c.num_heads, c.num_kv_heads, c.head_dim}, s.attn + seg.row * c.q_size(), call.alibi,
-                       c.sliding_window);
+                       c.attention_dims(), s.attn + seg.row * c.q_size(), call.alibi, c.window_of(call.weights.layer));
   };
   if (call.segments.empty()) return one(DeviceSegment{0, call.n, call.start, call.capacity, call.keys, call.values});
   for (const DeviceSegment& seg : call.segments) one(seg);

@@ -33,7 +33,8 @@ Activations::Activations(const ModelConfig& c, std::int64_t t)
       values(t * c.kv_size()), attn(t * c.q_size()), mid(t * c.hidden_size), normed2(t * c.hidden_size),
       gate(c.family == ModelFamily::kBloom ? 0 : t * c.intermediate_size), up(t * c.intermediate_size),
       act(t * c.intermediate_size), k_rows(t * c.kv_size()), v_rows(t * c.kv_size()),
-      q_raw(c.qk_norm ? t * c.q_size() : 0), k_raw(c.qk_norm ? t * c.kv_size() : 0) {}
+      q_raw(c.qk_norm ? t * c.q_size() : 0), k_raw(c.qk_norm ? t * c.kv_size() : 0),
+      o_raw(c.output_norms ? t * c.hidden_size : 0), down_raw(c.output_norms ? t * c.hidden_size : 0) {}
 
 void Activations::for_backward(const ModelConfig& c, std::int64_t t) {
   const auto inter = static_cast<std::size_t>(t * c.intermediate_size), h = static_cast<std::size_t>(t * c.hidden_size);
@@ -47,13 +48,13 @@ void packed_attention(const TrainingCall& call, const float* k_rows, const float
   const ModelConfig& c = call.config;
   Activations& a = call.a;
   const std::int64_t kv = c.kv_size(), qs = c.q_size();
-  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  const AttentionDims dims = c.attention_dims();
   for (std::size_t s = 0; s < call.pack.starts.size(); ++s) {
     const std::int64_t start = call.pack.starts[s], n = call.pack.length(s);
     rows_to_heads(k_rows + start * kv, n, c.num_kv_heads, c.head_dim, a.keys.data() + start * kv);
     rows_to_heads(v_rows + start * kv, n, c.num_kv_heads, c.head_dim, a.values.data() + start * kv);
     attention_causal(a.q.data() + start * qs, n, 0, a.keys.data() + start * kv, a.values.data() + start * kv, n, dims,
-                     a.attn.data() + start * qs, call.alibi, c.sliding_window);
+                     a.attn.data() + start * qs, call.alibi, c.window_of(call.weights.layer));
   }
 }
 
@@ -61,12 +62,12 @@ void packed_attention_backward(const TrainingCall& call) {
   const ModelConfig& c = call.config;
   Activations& a = call.a;
   const std::int64_t kv = c.kv_size(), qs = c.q_size();
-  const AttentionDims dims{c.num_heads, c.num_kv_heads, c.head_dim};
+  const AttentionDims dims = c.attention_dims();
   for (std::size_t s = 0; s < call.pack.starts.size(); ++s) {
     const std::int64_t start = call.pack.starts[s], n = call.pack.length(s);
     attention_causal_input_grad(a.q.data() + start * qs, a.keys.data() + start * kv, a.values.data() + start * kv, n, dims,
                                 a.d_attn.data() + start * qs, a.dq.data() + start * qs, a.dk_heads.data() + start * kv,
-                                a.dv_heads.data() + start * kv, call.alibi, c.sliding_window);
+                                a.dv_heads.data() + start * kv, call.alibi, c.window_of(call.weights.layer));
     heads_to_rows(a.dk_heads.data() + start * kv, n, c.num_kv_heads, c.head_dim, a.dk.data() + start * kv);
     heads_to_rows(a.dv_heads.data() + start * kv, n, c.num_kv_heads, c.head_dim, a.dv.data() + start * kv);
   }

@@ -171,16 +171,20 @@ TEST_F(BackendOps, RotationsMatchTheCpu) {
 }
 
 // Keys stored and attended to: grouped heads, a prompt after earlier positions and a decode row,
-// ALiBi, a sliding window, head sizes of 64 and 80.
+// ALiBi, a sliding window, head sizes of 64 and 80, Gemma 2's scale and soft-capping.
 TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
   struct Case {
     std::int64_t heads, kv_heads, head_dim, start, n, window;
     bool alibi;
+    float scale = 0.0f, softcap = 0.0f;
   };
   for (const Case c : {Case{4, 2, 64, 0, 9, 0, false}, Case{4, 2, 64, 9, 1, 0, false}, Case{6, 6, 80, 30, 5, 0, true},
-                       Case{4, 1, 64, 40, 3, 16, false}, Case{8, 8, 128, 300, 2, 0, false}}) {
+                       Case{4, 1, 64, 40, 3, 16, false}, Case{8, 8, 128, 300, 2, 0, false},
+                       Case{4, 2, 64, 20, 4, 8, false, 0.3f, 2.0f}}) {
     const std::int64_t capacity = c.start + c.n + 3;
-    const AttentionDims dims{c.heads, c.kv_heads, c.head_dim};
+    AttentionDims dims{c.heads, c.kv_heads, c.head_dim};
+    dims.scale = c.scale;
+    dims.softcap = c.softcap;
     const std::int64_t cache_size = c.kv_heads * capacity * c.head_dim;
     const std::int64_t total = c.start + c.n;
     // The cache's earlier positions, then this call's keys and values stored by store_kv.

@@ -294,7 +294,9 @@ double attention_loss(const Vec& q, const Vec& k, const Vec& v, int n, const Att
       for (int j = 0; j <= i; ++j) {
         double dotp = 0;
         for (int e = 0; e < hd; ++e) dotp += q[(i * d.heads + h) * hd + e] * k[(g * n + j) * hd + e];
-        p[j] = dotp / std::sqrt(static_cast<double>(hd)) + (slopes.empty() ? 0.0 : slopes[h] * (j - i));
+        p[j] = dotp * (d.scale > 0 ? d.scale : 1 / std::sqrt(static_cast<double>(hd)));
+        if (d.softcap > 0) p[j] = d.softcap * std::tanh(p[j] / d.softcap);
+        p[j] += slopes.empty() ? 0.0 : slopes[h] * (j - i);
         if (window > 0 && j <= i - window) p[j] = -INFINITY;
         top = std::max(top, p[j]);
       }
@@ -332,6 +334,29 @@ TEST_P(AttentionInputGradTest, MatchesFiniteDifferences) {
   EXPECT_LT(normalized_error(dq, fq), 2e-5);
   EXPECT_LT(normalized_error(dk, fk), 2e-5);
   EXPECT_LT(normalized_error(dv, fv), 2e-5);
+}
+
+// Gemma 2's attention: scores scaled by a given factor and soft-capped (tight, so most are in
+// tanh's bend), with grouped heads and a window.
+TEST(AttentionInputGrad, SoftCappedScoresMatchFiniteDifferences) {
+  const int n = 8, heads = 4, kv_heads = 2, hd = 16, window = 5;
+  AttentionDims dims{heads, kv_heads, hd};
+  dims.scale = 0.45f;
+  dims.softcap = 1.5f;
+  const auto q = random_floats(static_cast<std::size_t>(n * heads * hd), 23, 1.5f);
+  const auto k = random_floats(static_cast<std::size_t>(kv_heads * n * hd), 24, 1.5f);
+  const auto v = random_floats(k.size(), 25);
+  const auto dout = random_floats(q.size(), 26);
+  std::vector<float> dq(q.size(), NAN), dk(k.size(), NAN), dv(v.size(), NAN);
+  attention_causal_input_grad(q.data(), k.data(), v.data(), n, dims, dout.data(), dq.data(), dk.data(), dv.data(), nullptr,
+                              window);
+  const Vec qd = widen(q), kd = widen(k), vd = widen(v);
+  const auto loss = [&](const Vec& qs, const Vec& ks, const Vec& vs) {
+    return attention_loss(qs, ks, vs, n, dims, dout, {}, window);
+  };
+  EXPECT_LT(normalized_error(dq, finite_differences([&](const Vec& x) { return loss(x, kd, vd); }, qd)), 2e-5);
+  EXPECT_LT(normalized_error(dk, finite_differences([&](const Vec& x) { return loss(qd, x, vd); }, kd)), 2e-5);
+  EXPECT_LT(normalized_error(dv, finite_differences([&](const Vec& x) { return loss(qd, kd, x); }, vd)), 2e-5);
 }
 
 // (n, heads, kv_heads, head_dim, ALiBi, window): plain heads, grouped-query heads, head dims with

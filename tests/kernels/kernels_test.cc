@@ -259,6 +259,48 @@ TEST(Attention, CausalGqaMatchesReference) {
   EXPECT_LT(normalized_error(out, ref), 1e-5);
 }
 
+// Gemma 2's scores: a given scale (1/√query_pre_attn_scalar) and soft-capping, on heads of 64 (the
+// AVX-512 score kernel) and 24 (the generic loops), f32 and bf16 caches; a chain of tree nodes
+// gives the same bits.
+TEST(Attention, SoftCappedScoresMatchReference) {
+  for (const int hd : {64, 24}) {
+    const int heads = 4, kv_heads = 2, capacity = 40, start = 21, n = 4;
+    AttentionDims dims{heads, kv_heads, hd};
+    dims.scale = 0.3f;
+    dims.softcap = 2.0f;
+    const auto q = random_floats(static_cast<std::size_t>(n) * heads * hd, 48);
+    const auto k = random_floats(static_cast<std::size_t>(kv_heads) * capacity * hd, 49);
+    const auto v = random_floats(k.size(), 50);
+    std::vector<float> out(static_cast<std::size_t>(n) * heads * hd);
+    attention_causal(q.data(), n, start, k.data(), v.data(), capacity, dims, out.data());
+    std::vector<double> ref(out.size());
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h) {
+        const int kv = h / (heads / kv_heads), visible = start + t + 1;
+        std::vector<double> sc(visible);
+        double mx = -1e300;
+        for (int p = 0; p < visible; ++p) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += static_cast<double>(q[(t * heads + h) * hd + i]) * k[(kv * capacity + p) * hd + i];
+          sc[p] = 2.0 * std::tanh(d * 0.3 / 2.0);
+          mx = std::max(mx, sc[p]);
+        }
+        double z = 0;
+        for (auto& e : sc) z += (e = std::exp(e - mx));
+        for (int i = 0; i < hd; ++i) {
+          double acc = 0;
+          for (int p = 0; p < visible; ++p) acc += sc[p] / z * v[(kv * capacity + p) * hd + i];
+          ref[(t * heads + h) * hd + i] = acc;
+        }
+      }
+    EXPECT_LT(normalized_error(out, ref), 1e-5) << "head_dim " << hd;
+    const std::vector<std::int32_t> chain = {-1, 0, 1, 2};
+    std::vector<float> tree(out.size());
+    attention_tree(q.data(), 0, n, start, chain.data(), k.data(), v.data(), capacity, dims, tree.data());
+    EXPECT_EQ(tree, out) << "head_dim " << hd;
+  }
+}
+
 TEST(Attention, AlibiSlopesFollowPressEtAl) {
   const std::vector<float> eight = alibi_slopes(8);
   ASSERT_EQ(eight.size(), 8u);

@@ -3,7 +3,9 @@
 // sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
 // window, and LongRoPE's short factors and attention factor; the reference reads the fused tensors
 // itself) and Gemma (GeGLU, norms scaling by 1 + weight, embeddings times √hidden, heads of their
-// own width, a tied head; the reference applies each itself). A prompt and decode steps past the
+// own width, a tied head; the reference applies each itself) and Gemma 2 (with norms of the
+// attention's and the MLP's outputs, a scale of its own and soft-capped scores and logits, a window
+// on even blocks). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -39,6 +41,14 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
     s.num_kv_heads = 1;
     s.tie_word_embeddings = true;
   }
+  if (architecture == "Gemma2ForCausalLM") {  // caps tight enough for random weights to reach tanh's bend
+    s.head_dim = 32;
+    s.num_kv_heads = 2;
+    s.tie_word_embeddings = true;
+    s.attention_softcap = 0.8;
+    s.final_logit_softcap = 1.5;
+    s.query_pre_attn_scalar = 20;
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -55,14 +65,22 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM");
-  EXPECT_EQ(config.sliding_window, window);
+  const bool gemma2 = architecture == "Gemma2ForCausalLM";
+  if (gemma2) {  // the window on even blocks only
+    EXPECT_EQ(config.sliding_window, 0);
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
+    EXPECT_FLOAT_EQ(config.attention_scale, static_cast<float>(1 / std::sqrt(20.0)));
+    EXPECT_TRUE(config.output_norms && config.attention_softcap == 0.8f && config.final_logit_softcap == 1.5f);
+  } else {
+    EXPECT_EQ(config.sliding_window, window);
+  }
   EXPECT_EQ(config.fused_projections, architecture == "Phi3ForCausalLM");
   if (architecture == "Phi3ForCausalLM") {  // the attention factor of the paper, from 128 / 32
     EXPECT_DOUBLE_EQ(config.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(32.0)));
     EXPECT_EQ(config.max_position_embeddings, 32);  // past it Hugging Face takes the long factors
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kFactors);
   }
-  const bool gemma = architecture == "GemmaForCausalLM";
+  const bool gemma = architecture == "GemmaForCausalLM" || gemma2;
   EXPECT_EQ(config.mlp_activation, gemma ? GateActivation::kGeluTanh : GateActivation::kSilu);
   EXPECT_EQ(config.norm_weight_plus_one, gemma);
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
@@ -129,7 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
-                                           std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0}),
+                                           std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5}),
                          [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
 
 }  // namespace

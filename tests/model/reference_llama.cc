@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <numbers>
+
+#include <nlohmann/json.hpp>
 
 #include <gtest/gtest.h>
 
@@ -60,14 +63,34 @@ std::vector<double> linear_rows(const std::vector<double>& x, const TensorRef& w
   return y;
 }
 
+bool is_gemma(const ModelConfig& c) { return c.architecture == "GemmaForCausalLM" || c.architecture == "Gemma2ForCausalLM"; }
+
 // The weights an RMSNorm scales by, read from the file: Gemma's scale by 1 + weight.
 std::vector<double> norm_weights(const Checkpoint& ckpt, const ModelConfig& c, const std::string& name) {
   const TensorRef& t = ckpt.get(name);
   std::vector<double> w(static_cast<std::size_t>(t.elements()));
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    w[i] = element_as_f32(t, static_cast<std::int64_t>(i)) + (c.architecture == "GemmaForCausalLM" ? 1.0 : 0.0);
-  }
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = element_as_f32(t, static_cast<std::int64_t>(i)) + (is_gemma(c) ? 1.0 : 0.0);
   return w;
+}
+
+// Gemma 2's settings, read from config.json itself: the score scale (query_pre_attn_scalar), the
+// soft-capping of scores and logits (0: none) and the window of its even blocks.
+struct Gemma2Settings {
+  double scale = 0, attention_cap = 0, logit_cap = 0;
+  std::int64_t window = 0;
+};
+
+Gemma2Settings gemma2_settings(const std::filesystem::path& dir, const ModelConfig& c) {
+  Gemma2Settings g;
+  if (c.architecture != "Gemma2ForCausalLM") return g;
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  g.scale = 1 / std::sqrt(j.value("query_pre_attn_scalar", static_cast<double>(c.head_dim)));
+  const auto number = [&](const char* key) { return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0; };
+  g.attention_cap = number("attn_logit_softcapping");
+  g.logit_cap = number("final_logit_softcapping");
+  g.window = j.contains("sliding_window") && j["sliding_window"].is_number() ? j["sliding_window"].get<std::int64_t>() : 0;
+  return g;
 }
 
 std::vector<double> rms(const std::vector<double>& x, const std::vector<double>& weight, double eps) {
@@ -105,6 +128,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const Checkpoint ckpt = Checkpoint::open(dir);
   const std::int64_t h = c.hidden_size, hd = c.head_dim, group = c.num_heads / c.num_kv_heads;
   const auto inv_freq = rope_inverse_frequencies(hd, c.rope_theta, c.rope_scaling);
+  const Gemma2Settings gemma2 = gemma2_settings(dir, c);
+  const bool sandwich = c.architecture == "Gemma2ForCausalLM";
   std::vector<std::int64_t> pos, starts;
   for (std::int64_t n : lengths) {
     starts.push_back(static_cast<std::int64_t>(pos.size()));
@@ -189,32 +214,38 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           const std::int64_t ti = starts[s] + i, g = head / group;
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
-          // A sliding window (Mistral) keeps positions (i - window, i].
-          const std::int64_t lowest = c.sliding_window > 0 ? std::max<std::int64_t>(0, i - c.sliding_window + 1) : 0;
+          // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
+          const std::int64_t window = sandwich ? ((first + b) % 2 == 0 ? gemma2.window : 0) : c.sliding_window;
+          const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
           for (std::int64_t j = 0; j < lowest; ++j) p[j] = -INFINITY;
           for (std::int64_t j = lowest; j <= i; ++j) {
             double d = 0;
             for (std::int64_t e = 0; e < hd; ++e)
               d += q[(ti * c.num_heads + head) * hd + e] * k[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
-            top = std::max(top, p[j] = d / std::sqrt(static_cast<double>(hd)));
+            d *= gemma2.scale > 0 ? gemma2.scale : 1 / std::sqrt(static_cast<double>(hd));
+            if (gemma2.attention_cap > 0) d = gemma2.attention_cap * std::tanh(d / gemma2.attention_cap);
+            top = std::max(top, p[j] = d);
           }
           for (double& e : p) z += (e = std::exp(e - top));
           for (std::int64_t j = lowest; j <= i; ++j)
             for (std::int64_t e = 0; e < hd; ++e)
               attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
         }
-    const auto o = linear(attn, Projection::kO);
+    auto o = linear(attn, Projection::kO);
+    if (sandwich) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    const auto n2 = rms(x, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
+    const auto n2 = rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
+                        c.rms_norm_eps);
     auto gate = linear(n2, Projection::kGate);
     const auto up = linear(n2, Projection::kUp);
     for (std::size_t i = 0; i < gate.size(); ++i) {
       const double g = gate[i];
-      gate[i] = c.architecture == "GemmaForCausalLM"  // GELU, tanh approximation; else SiLU
+      gate[i] = is_gemma(c)  // GELU, tanh approximation; else SiLU
                     ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (g + 0.044715 * g * g * g))) * up[i]
                     : g / (1 + std::exp(-g)) * up[i];
     }
-    const auto down = linear(gate, Projection::kDown);
+    auto down = linear(gate, Projection::kDown);
+    if (sandwich) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   }
   return x;
@@ -226,7 +257,10 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
   const Checkpoint ckpt = Checkpoint::open(dir);
   const EmbeddingWeights embedding = load_embedding_weights(ckpt, c, WeightLoading(DType::kF32));
   const HeadWeights head = load_head_weights(ckpt, c, WeightLoading(DType::kF32), &embedding);
-  const auto logits = linear(rms(x, norm_weights(ckpt, c, "model.norm.weight"), c.rms_norm_eps), head.lm_head);
+  auto logits = linear(rms(x, norm_weights(ckpt, c, "model.norm.weight"), c.rms_norm_eps), head.lm_head);
+  if (const double cap = gemma2_settings(dir, c).logit_cap; cap > 0) {
+    for (double& l : logits) l = cap * std::tanh(l / cap);
+  }
   double total = 0;
   for (std::size_t t = 0; t < targets.size(); ++t) {
     if (targets[t] < 0) continue;

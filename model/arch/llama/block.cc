@@ -9,8 +9,8 @@ namespace sepal {
 
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
-// biases, Qwen3's RMSNorm of each head of q and k, and Mistral's sliding window where the config
-// has them.
+// biases, Qwen3's RMSNorm of each head of q and k, Mistral's sliding window, and Gemma 2's norms of
+// the attention's and the MLP's outputs, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -47,6 +47,7 @@ void llama_block_forward(const BlockCall& call) {
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());
+  if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.attention_out_norm.data, eps, s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
@@ -58,6 +59,7 @@ void llama_block_forward(const BlockCall& call) {
   gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), n * c.intermediate_size);
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());
+  if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.mlp_out_norm.data, eps, s.proj.data());
   add_in_place(hidden, s.proj.data(), n * h);
 }
 

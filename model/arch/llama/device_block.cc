@@ -29,6 +29,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, s.positions, call.inv_freq, c.rope_scaling.attention_factor);
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);
+  if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 
   b.rmsnorm(call.hidden, n, h, w.post_attention_norm.data, eps, s.normed);
@@ -36,6 +37,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   device_products(call, s.normed, w.up_proj, s.up);
   b.gate_mul(c.mlp_activation, s.gate, s.up, n * c.intermediate_size);
   device_products(call, s.gate, w.down_proj, s.proj);
+  if (c.output_norms) b.rmsnorm(s.proj, n, h, w.mlp_out_norm.data, eps, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 }
 

@@ -43,6 +43,10 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   packed_attention(call, a.k_rows.data(), a.v_rows.data());
   matmul(a.attn.data(), t, w.o_proj.view, hidden);
   adapt_product(call, Projection::kO, a.attn.data(), hidden);
+  if (c.output_norms) {  // Gemma 2
+    std::copy_n(hidden, t * h, a.o_raw.data());
+    rmsnorm(hidden, t, h, w.attention_out_norm.data, eps, hidden);
+  }
   add_in_place(hidden, a.input.data(), t * h);
   std::copy_n(hidden, t * h, a.mid.data());
 
@@ -56,6 +60,10 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   gate_mul(c.mlp_activation, a.act.data(), a.up.data(), t * c.intermediate_size);
   matmul(a.act.data(), t, w.down_proj.view, hidden);
   adapt_product(call, Projection::kDown, a.act.data(), hidden);
+  if (c.output_norms) {
+    std::copy_n(hidden, t * h, a.down_raw.data());
+    rmsnorm(hidden, t, h, w.mlp_out_norm.data, eps, hidden);
+  }
   add_in_place(hidden, a.mid.data(), t * h);
 }
 
@@ -66,8 +74,10 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted.
+  // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted;
+  // Gemma 2 normalises the down product (and below, the o product) before adding it.
   std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
+  if (c.output_norms) rmsnorm_input_grad(a.down_raw.data(), t, h, w.mlp_out_norm.data, eps, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
   gate_mul_input_grad(c.mlp_activation, a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
   product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
@@ -80,6 +90,7 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   // n1 = rmsnorm(input), qn and kn Qwen3's per-head norms (else identities); the biases shift the
   // projections and leave their input gradients alone.
   std::copy_n(grad, t * h, d_product.begin());
+  if (c.output_norms) rmsnorm_input_grad(a.o_raw.data(), t, h, w.attention_out_norm.data, eps, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
   rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);

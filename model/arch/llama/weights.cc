@@ -69,7 +69,13 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   BlockWeights b;
   b.layer = layer;
   b.input_norm = norm("input_layernorm.weight");
-  b.post_attention_norm = norm("post_attention_layernorm.weight");
+  if (config.output_norms) {  // Gemma 2: post_attention_layernorm normalises the attention's output
+    b.attention_out_norm = norm("post_attention_layernorm.weight");
+    b.post_attention_norm = norm("pre_feedforward_layernorm.weight");
+    b.mlp_out_norm = norm("post_feedforward_layernorm.weight");
+  } else {
+    b.post_attention_norm = norm("post_attention_layernorm.weight");
+  }
   b.q_proj = matrix(Projection::kQ, config.q_size(), h);
   b.k_proj = matrix(Projection::kK, config.kv_size(), h);
   b.v_proj = matrix(Projection::kV, config.kv_size(), h);
