@@ -114,6 +114,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const double head_loss = ends.cross_entropy(hidden.data(), n, targets.data(), 1.0f, nullptr);
   const double ref_loss = test::reference_cross_entropy(dir.path(), std::vector<double>(hidden.begin(), hidden.end()), targets);
   EXPECT_NEAR(head_loss, ref_loss, 1e-4 * std::abs(ref_loss));
+  // and its gradient (through Gemma 2's capped logits), along random directions
+  std::vector<float> head_grad(hidden.size());
+  ends.cross_entropy(hidden.data(), n, targets.data(), 1.0f, head_grad.data());
+  test::expect_directional([&](const std::vector<double>& at) { return test::reference_cross_entropy(dir.path(), at, targets); },
+                           hidden, head_grad, 31, 1e-3);
 
   GenerationRequest request;
   request.prompt_ids = {1, 77, 140};
