@@ -1,6 +1,7 @@
 // Blocks placed on a device (BlockStack::place_on, model/device_blocks.h) against the same blocks
 // on the CPU: Llama with grouped heads, Qwen2's biases, Qwen3's q and k norms (heads wider than
-// hidden / heads), Mistral's sliding window and BLOOM's ALiBi, at f32, bf16 and int8, over a
+// hidden / heads), Mistral's sliding window, Gemma's GeGLU, Gemma 2's output norms, capped
+// scores and window on every other block, and BLOOM's ALiBi, at f32, bf16 and int8, over a
 // prompt, decode steps, a step of several rows and a prompt longer than one device call. The
 // backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
 // GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
@@ -45,7 +46,13 @@ std::vector<Shape> shapes() {
   mistral.architecture = "MistralForCausalLM", mistral.sliding_window = 6, mistral.seed = 9;
   SyntheticSpec bloom = llama;
   bloom.architecture = "BloomForCausalLM", bloom.num_kv_heads = 4, bloom.intermediate_size = 512, bloom.seed = 10;
-  return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"bloom", bloom}};
+  SyntheticSpec gemma = llama;
+  gemma.architecture = "GemmaForCausalLM", gemma.head_dim = 64, gemma.num_kv_heads = 1, gemma.seed = 12;
+  SyntheticSpec gemma2 = llama;  // a window on blocks 0 and 2, tight caps, a scale of its own
+  gemma2.architecture = "Gemma2ForCausalLM", gemma2.head_dim = 64, gemma2.sliding_window = 6, gemma2.seed = 13;
+  gemma2.attention_softcap = 1.0, gemma2.query_pre_attn_scalar = 40;
+  return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
+          {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }

@@ -223,6 +223,40 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   gemma["hidden_activation"] = "gelu_pytorch_tanh";
   gemma["tie_word_embeddings"] = false;
   EXPECT_FALSE(parse_model_config(gemma.dump(), "gemma").tie_word_embeddings);
+  // Gemma-2-2B's config.json: soft-capping, query_pre_attn_scalar, a window of 4096 on even blocks.
+  json gemma2 = json::parse(R"({"architectures": ["Gemma2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107],
+      "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+      "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216,
+      "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26,
+      "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+      "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4",
+      "use_cache": true, "vocab_size": 256000})");
+  const ModelConfig gemma2_2b = parse_model_config(gemma2.dump(), "gemma2");
+  EXPECT_TRUE(gemma2_2b.output_norms && gemma2_2b.norm_weight_plus_one && gemma2_2b.mlp_activation == GateActivation::kGeluTanh);
+  EXPECT_EQ(gemma2_2b.attention_softcap, 50.0f);
+  EXPECT_EQ(gemma2_2b.final_logit_softcap, 30.0f);
+  EXPECT_EQ(gemma2_2b.attention_scale, 1.0f / 16.0f);
+  EXPECT_EQ(gemma2_2b.embedding_scale, static_cast<float>(std::sqrt(2304.0)));
+  EXPECT_EQ(gemma2_2b.sliding_window, 0);
+  ASSERT_EQ(gemma2_2b.layer_windows.size(), 26u);
+  for (std::int64_t l = 0; l < 26; ++l) EXPECT_EQ(gemma2_2b.window_of(l), l % 2 == 0 ? 4096 : 0) << l;
+  EXPECT_EQ(gemma2_2b.attention_dims().score_scale(), 1.0f / 16.0f);
+  EXPECT_EQ(gemma2_2b.eos_token_ids, (std::vector<std::int32_t>{1, 107}));
+  // Newer configs list each block's kind; null caps (some fine-tunes') are none.
+  json listed = gemma2;
+  listed["num_hidden_layers"] = 3;
+  listed["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
+  listed["attn_logit_softcapping"] = nullptr;
+  const ModelConfig from_list = parse_model_config(listed.dump(), "gemma2");
+  EXPECT_EQ(from_list.layer_windows, (std::vector<std::int64_t>{0, 4096, 4096}));
+  EXPECT_EQ(from_list.attention_softcap, 0.0f);
+  listed["layer_types"] = {"full_attention", "chunked_attention", "sliding_attention"};
+  expect_error([&] { parse_model_config(listed.dump(), "gemma2"); }, "layer_types[1] is \"chunked_attention\"");
+  listed["layer_types"] = {"full_attention"};
+  expect_error([&] { parse_model_config(listed.dump(), "gemma2"); }, "'layer_types' must list one type per layer (3)");
+  gemma2["final_logit_softcapping"] = -30.0;
+  expect_error([&] { parse_model_config(gemma2.dump(), "gemma2"); }, "'final_logit_softcapping' must be positive");
   // Elsewhere the gate is SiLU, norms scale by their weights, embeddings are as stored.
   const ModelConfig llama = parse_model_config(kGoodConfig, "c");
   EXPECT_TRUE(llama.mlp_activation == GateActivation::kSilu && !llama.norm_weight_plus_one && llama.embedding_scale == 1.0f);
