@@ -22,8 +22,8 @@ constexpr const char* kRopeFactorsLong = "rope_factors_long.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma" && *arch != "gemma2") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2)");
   }
   return *arch;
 }
@@ -65,6 +65,13 @@ std::string hf_name(const std::string& name, const std::string& arch) {
   if (arch == "phi3") {
     const auto fused = phi3_block.find(part);
     return fused == phi3_block.end() ? std::string() : "model.layers." + layer + "." + fused->second;
+  }
+  // Gemma 2's four norms: llama.cpp's ffn_norm is its pre_feedforward_layernorm.
+  static const std::map<std::string, std::string> gemma2_norms = {
+      {"post_attention_norm.weight", "post_attention_layernorm.weight"}, {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+      {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"}};
+  if (arch == "gemma2") {
+    if (const auto norm = gemma2_norms.find(part); norm != gemma2_norms.end()) return "model.layers." + layer + "." + norm->second;
   }
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
@@ -141,9 +148,15 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "qwen3" ? "Qwen3ForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
+                        : arch == "gemma2" ? "Gemma2ForCausalLM"
                                           : "LlamaForCausalLM"};
   if (arch == "phi3") {
     if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
+  }
+  if (arch == "gemma2") {  // as llama.cpp reads them: 4096, 50 and 30 where the file has no key
+    c["sliding_window"] = file.integer("gemma2.attention.sliding_window").value_or(4096);
+    c["attn_logit_softcapping"] = file.number("gemma2.attn_logit_softcapping").value_or(50.0);
+    c["final_logit_softcapping"] = file.number("gemma2.final_logit_softcapping").value_or(30.0);
   }
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
@@ -186,6 +199,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                                                           : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
     if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
   }
+  // Gemma 2's query_pre_attn_scalar is not in the file: llama.cpp takes hidden / heads for the
+  // 27B model (46 blocks), as gemma_pytorch does, and head_dim for the others.
+  if (arch == "gemma2" && c["num_hidden_layers"] == 46) {
+    c["query_pre_attn_scalar"] = c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
+  }
   ModelConfig config = parse_model_config(c.dump(), file.where());
   if (auto factors = rope_frequency_factors(file, config.head_dim, kRopeFactors)) {
     config.rope_scaling.kind = RopeScaling::Kind::kFactors;
@@ -193,14 +211,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   }
   if (arch == "phi3") apply_longrope(file, config);
   // llama.cpp's converter stores Gemma's norms as the 1 + weight they scale by.
-  if (arch == "gemma") config.norm_weight_plus_one = false;
+  if (arch == "gemma" || arch == "gemma2") config.norm_weight_plus_one = false;
   return config;
 }
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
-  // qwen2, qwen3, phi3 or gemma model's it leaves as they are (llama.cpp rotates those halves
+  // qwen2, qwen3, phi3, gemma or gemma2 model's it leaves as they are (llama.cpp rotates those halves
   // apart, as Hugging Face).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama";

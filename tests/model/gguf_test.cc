@@ -366,6 +366,13 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
     block = {{"attn_norm.weight", "input_layernorm.weight"},    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
              {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
              {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  } else if (arch == "gemma2") {  // and its norms: llama.cpp's ffn_norm is the norm before the MLP
+    block = {{"attn_norm.weight", "input_layernorm.weight"},     {"attn_q.weight", "self_attn.q_proj.weight"},
+             {"attn_k.weight", "self_attn.k_proj.weight"},       {"attn_v.weight", "self_attn.v_proj.weight"},
+             {"attn_output.weight", "self_attn.o_proj.weight"},  {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+             {"ffn_norm.weight", "pre_feedforward_layernorm.weight"}, {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+             {"ffn_gate.weight", "mlp.gate_proj.weight"},        {"ffn_up.weight", "mlp.up_proj.weight"},
+             {"ffn_down.weight", "mlp.down_proj.weight"}};
   } else if (arch == "gemma") {  // Llama's tensors
   } else if (arch == "qwen2") {
     block.insert(block.end(), {{"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"},
@@ -398,7 +405,8 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   GgufWriter w;
   w.u64(names.size() + factors.size());
-  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : 13) + (factors.empty() ? 0 : 2) - (arch == "gemma" ? 1 : 0));
+  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : arch == "gemma2" ? 14 : 13) + (factors.empty() ? 0 : 2) -
+        (arch == "gemma" || arch == "gemma2" ? 1 : 0));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -416,9 +424,15 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   u32(arch + ".block_count", c.num_layers);
   u32(arch + ".attention.head_count", c.num_heads);
   u32(arch + ".attention.head_count_kv", c.num_kv_heads);
-  if (arch != "gemma") f32(arch + ".rope.freq_base", c.rope_theta);  // Gemma's converter leaves it out (10000)
+  const bool gemma = arch == "gemma" || arch == "gemma2";
+  if (!gemma) f32(arch + ".rope.freq_base", c.rope_theta);  // Gemma's converter leaves it out (10000)
   f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
-  if (arch == "qwen3" || arch == "gemma") {
+  if (arch == "gemma2") {
+    u32(arch + ".attention.sliding_window", c.window_of(0));
+    f32(arch + ".attn_logit_softcapping", c.attention_softcap);
+    f32(arch + ".final_logit_softcapping", c.final_logit_softcap);
+  }
+  if (arch == "qwen3" || gemma) {
     u32(arch + ".attention.key_length", c.head_dim);
     u32(arch + ".attention.value_length", c.head_dim);
   }
@@ -454,7 +468,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   w.pad(32);
   for (const auto& [g, h] : names) {
     const TensorRef& t = hf.get(h);
-    if (arch == "gemma" && g.ends_with("norm.weight")) {  // Gemma's converter adds the one, in f32
+    if (gemma && g.ends_with("norm.weight")) {  // Gemma's converter adds the one, in f32
       std::vector<float> plus_one(static_cast<std::size_t>(t.elements()));
       for (std::size_t i = 0; i < plus_one.size(); ++i) plus_one[i] = 1.0f + reinterpret_cast<const float*>(t.data)[i];
       w.raw(plus_one.data(), t.bytes);
@@ -479,8 +493,14 @@ void expect_file_is_its_folder(const std::string& arch) {
   spec.architecture = arch == "qwen2"   ? "Qwen2ForCausalLM"
                       : arch == "qwen3" ? "Qwen3ForCausalLM"
                       : arch == "gemma" ? "GemmaForCausalLM"
+                      : arch == "gemma2" ? "Gemma2ForCausalLM"
                                         : "Phi3ForCausalLM";
-  if (arch == "qwen3" || arch == "gemma") spec.head_dim = 32;
+  if (arch == "qwen3" || arch == "gemma" || arch == "gemma2") spec.head_dim = 32;
+  if (arch == "gemma2") {  // a window on even blocks, caps random weights reach
+    spec.sliding_window = 3;
+    spec.attention_softcap = 0.8;
+    spec.final_logit_softcap = 1.5;
+  }
   if (arch == "phi3") {  // Phi-3.5's kind: a window, and LongRoPE at 4 times the original context
     spec.sliding_window = 3;
     spec.long_rope_original = 16;
@@ -509,7 +529,12 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.fused_projections, arch == "phi3");
   EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
   EXPECT_EQ(g.embedding_scale, hf.embedding_scale);
-  EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma");
+  EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma" || arch == "gemma2");
+  EXPECT_EQ(g.layer_windows, hf.layer_windows);
+  EXPECT_EQ(g.attention_softcap, hf.attention_softcap);
+  EXPECT_EQ(g.final_logit_softcap, hf.final_logit_softcap);
+  EXPECT_EQ(g.attention_scale, hf.attention_scale);
+  EXPECT_EQ(g.output_norms, arch == "gemma2");
   EXPECT_FALSE(g.norm_weight_plus_one);  // the file holds 1 + weight
   EXPECT_EQ(g.sliding_window, hf.sliding_window);
   EXPECT_EQ(g.max_position_embeddings, hf.max_position_embeddings);
@@ -524,7 +549,8 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
-  EXPECT_EQ(same_tensors(a, b, arch == "gemma"), 2 + (arch == "qwen2" ? 12 : arch == "qwen3" ? 11 : arch == "gemma" ? 9 : 6) * spec.num_layers);
+  EXPECT_EQ(same_tensors(a, b, arch == "gemma" || arch == "gemma2"),
+            2 + (arch == "qwen2" ? 12 : arch == "qwen3" || arch == "gemma2" ? 11 : arch == "gemma" ? 9 : 6) * spec.num_layers);
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -546,6 +572,7 @@ TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("q
 TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
 TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
 TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma"); }
+TEST(GgufModel, AGemma2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma2"); }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();
