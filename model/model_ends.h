@@ -25,7 +25,7 @@ class ModelEnds {
   /// out[n, hidden] = embeddings of tokens[0..n), times the config's embedding_scale (BLOOM's:
   /// LayerNorm-ed). Throws sepal::Error on an id outside the vocabulary.
   void embed(const std::int32_t* tokens, std::int64_t n, float* out) const;
-  /// logits[n, vocab] = head(norm(hidden[n, hidden])).
+  /// logits[n, vocab] = head(norm(hidden[n, hidden])), soft-capped where the config says (Gemma 2).
   void logits(const float* hidden, std::int64_t n, float* out) const;
   /// out[n, hidden] = the final norm of hidden[n, hidden] (RMSNorm; BLOOM's LayerNorm).
   void final_norm(const float* hidden, std::int64_t n, float* out) const;
