@@ -7,13 +7,14 @@
 
 namespace sepal {
 
-/// Frequency scaling of rotary embeddings. kLlama3 is Llama 3.1's piecewise scaling (from its
-/// parameters); kFactors divides each inverse frequency by its own factor (freq_factors, head_dim/2
+/// Frequency scaling of rotary embeddings. kLinear divides every inverse frequency by `factor`
+/// (positions interpolated: Hugging Face's "linear", Gemma 3's global blocks); kLlama3 is Llama
+/// 3.1's piecewise scaling (from its parameters); kFactors divides each inverse frequency by its own factor (freq_factors, head_dim/2
 /// of them: what GGUF files store as rope_freqs.weight, llama.cpp's form of the same scaling, and
 /// LongRoPE's short factors). `attention_factor` multiplies the rotation's cosines and sines
 /// (LongRoPE's magnitude scaling: attention scores grow by its square).
 struct RopeScaling {
-  enum class Kind { kNone, kLlama3, kFactors };
+  enum class Kind { kNone, kLinear, kLlama3, kFactors };
   Kind kind = Kind::kNone;
   std::vector<double> freq_factors;  ///< kFactors: each > 0
   double factor = 1.0;

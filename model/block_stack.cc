@@ -55,6 +55,10 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
     stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, loading));
   }
   stack.inv_freq_ = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling);
+  if (config.local_rope_theta > 0.0) {  // Gemma 3's sliding blocks: their own base, no scaling
+    const auto local = rope_inverse_frequencies(config.head_dim, config.local_rope_theta, RopeScaling{});
+    stack.inv_freq_.insert(stack.inv_freq_.end(), local.begin(), local.end());
+  }
   if (config.family == ModelFamily::kBloom) stack.alibi_ = alibi_slopes(config.num_heads);
   return stack;
 }
@@ -150,7 +154,7 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
       add_in_place(hidden + (from - start) * h, prompts->values + (i * prompts->count + from - prompts->offset) * h,
                    (to - from) * h);
     }
-    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
+    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, nullptr, adapters);
   }
   cache.set_length(start + n);
@@ -211,7 +215,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
         }
       }
     }
-    const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_.data(),
+    const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i),
                          alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), {}, {}, 0,
                          scratch, nullptr, nullptr, segments};
     if (config_.family == ModelFamily::kBloom) bloom_block_forward(call);
@@ -251,7 +255,7 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   Scratch scratch(config_, n);
   const TreeRows tree{parents.data(), first};
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
-    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_.data(), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
+    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_of(first_block + i), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
                   positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree, adapters);
   }
 }

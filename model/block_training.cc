@@ -107,7 +107,7 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
 
 TrainingCall BlockStack::training_call(std::int64_t block, const Packing& pack, Activations& a,
                                        const BlockAdapters* adapters, float* adapter_grads) const {
-  return TrainingCall{config_, blocks_[static_cast<std::size_t>(block - first_)], inv_freq_.data(),
+  return TrainingCall{config_, blocks_[static_cast<std::size_t>(block - first_)], inv_freq_of(block),
                       alibi_.empty() ? nullptr : alibi_.data(), pack, a, adapters, adapter_grads};
 }
 

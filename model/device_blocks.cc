@@ -34,6 +34,11 @@ void device_block_forward(const DeviceBlockCall& call) {
 
 }  // namespace
 
+const double* DeviceBlockStack::inv_freq_of(std::int64_t layer) const {
+  const auto* all = static_cast<const double*>(inv_freq_.get());
+  return config_.local_rope_of(layer) ? all + config_.head_dim / 2 : all;
+}
+
 DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first, const std::vector<BlockWeights>& weights,
                                    std::span<const double> inv_freq, std::span<const float> alibi,
                                    std::shared_ptr<Backend> backend)
@@ -118,7 +123,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
       const DeviceBlockCall call{config_,
                                  blocks_[static_cast<std::size_t>(first - first_ + i)],
                                  *backend_,
-                                 static_cast<const double*>(inv_freq_.get()),
+                                 inv_freq_of(first + i),
                                  static_cast<const float*>(alibi_.get()),
                                  s.hidden,
                                  rows,
@@ -167,7 +172,7 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
     const DeviceBlockCall call{config_,
                                blocks_[static_cast<std::size_t>(first - first_ + i)],
                                *backend_,
-                               static_cast<const double*>(inv_freq_.get()),
+                               inv_freq_of(first + i),
                                static_cast<const float*>(alibi_.get()),
                                s.hidden,
                                rows,

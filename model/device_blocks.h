@@ -79,6 +79,9 @@ class DeviceBlockStack {
   void forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const;
 
  private:
+  // Block `layer`'s RoPE inverse frequencies in the backend's memory (model/block_stack.h).
+  const double* inv_freq_of(std::int64_t layer) const;
+
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0, weight_bytes_ = 0;
   std::shared_ptr<Backend> backend_;

@@ -16,7 +16,7 @@ using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
-                                                          "Gemma2ForCausalLM", "BloomForCausalLM"};
+                                                          "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -101,8 +101,14 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& where, std
   else if (s.contains("type") && s["type"].is_string()) type = s["type"];
   if (type == "default") return scaling;
   if (type == "longrope" || type == "su") return parse_longrope(config, s, where, head_dim, max_positions);
+  if (type == "linear") {  // positions interpolated: every inverse frequency divided by the factor
+    scaling.kind = RopeScaling::Kind::kLinear;
+    scaling.factor = positive_number(s, "factor", where + " rope_scaling", 0.0);
+    if (scaling.factor <= 0.0) fail(where, ": rope_scaling needs 'factor'");
+    return scaling;
+  }
   if (type != "llama3") {
-    fail(where, ": rope_scaling type '", type, "' is not supported (supported: llama3, longrope, default)");
+    fail(where, ": rope_scaling type '", type, "' is not supported (supported: linear, llama3, longrope, default)");
   }
   scaling.kind = RopeScaling::Kind::kLlama3;
   scaling.factor = positive_number(s, "factor", where + " rope_scaling", 0.0);
@@ -166,10 +172,10 @@ ModelConfig parse_bloom_config(const json& config, ModelConfig c, const std::str
   return c;
 }
 
-// Gemma 2's additions to Gemma: soft-capping of attention scores and of the logits (null: none),
-// norms on the attention's and the MLP's outputs, a window on every other block. The scale of its
-// scores (query_pre_attn_scalar) and the blocks' windows need head_dim and num_hidden_layers, and
-// are set once those are read.
+// Gemma 2's additions to Gemma (Gemma 3's too): soft-capping of attention scores and of the logits
+// (null: none), norms on the attention's and the MLP's outputs, a window on some blocks. The scale
+// of its scores (query_pre_attn_scalar) and the blocks' windows need head_dim and
+// num_hidden_layers, and are set once those are read.
 void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) {
   const auto cap = [&](const char* key) {
     if (!config.contains(key) || config[key].is_null()) return 0.0f;
@@ -196,10 +202,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
-  const bool gemma2 = c.architecture == "Gemma2ForCausalLM";
+  // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
+  // base on sliding blocks.
+  const bool gemma3 = c.architecture == "Gemma3ForCausalLM";
+  const bool gemma2 = c.architecture == "Gemma2ForCausalLM" || gemma3;
   const bool gemma = c.architecture == "GemmaForCausalLM" || gemma2;
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
@@ -219,7 +228,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
-  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM" || gemma3;
   // Phi-3 fuses q, k, v and gate, up; Phi-4-mini's partial rotary embeddings are refused, not left
   // out.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
@@ -273,7 +282,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (gemma2) {
     c.attention_scale = static_cast<float>(1.0 / std::sqrt(positive_number(config, "query_pre_attn_scalar", where,
                                                                            static_cast<double>(c.head_dim))));
-    // Sliding blocks: layer_types where the config lists them, else every other block from the first.
+    // Sliding blocks: layer_types where the config lists them, else all but every
+    // sliding_window_pattern-th (Gemma 2: every other block from the first; Gemma 3: 5 of 6).
+    const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, gemma3 ? 6 : 2);
+    if (gemma3) c.local_rope_theta = positive_number(config, "rope_local_base_freq", where, 10000.0);
     if (c.sliding_window > 0) {
       c.layer_windows.assign(static_cast<std::size_t>(c.num_layers), 0);
       const bool listed = config.contains("layer_types") && !config["layer_types"].is_null();
@@ -281,7 +293,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
         fail(where, ": 'layer_types' must list one type per layer (", c.num_layers, ")");
       }
       for (std::int64_t l = 0; l < c.num_layers; ++l) {
-        bool sliding = l % 2 == 0;
+        bool sliding = (l + 1) % pattern != 0;
         if (listed) {
           const json& type = config["layer_types"][static_cast<std::size_t>(l)];
           if (type != "sliding_attention" && type != "full_attention") {

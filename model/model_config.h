@@ -16,7 +16,7 @@ namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, Gemma 2)
+  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -53,6 +53,9 @@ struct ModelConfig {
   /// Each block's window where blocks differ (Gemma 2: the window on even blocks, 0 on odd ones);
   /// empty: every block has sliding_window.
   std::vector<std::int64_t> layer_windows;
+  /// Sliding blocks rotate with this RoPE base and no rope_scaling (Gemma 3's
+  /// rope_local_base_freq); 0: every block as rope_theta and rope_scaling say.
+  double local_rope_theta = 0.0;
   /// Attention scores are q·k times this; 0: 1/√head_dim (Gemma 2: 1/√query_pre_attn_scalar).
   float attention_scale = 0.0f;
   /// Gemma 2's soft-capping of attention scores and of the head's logits (cap · tanh(x / cap)); 0: none.
@@ -74,6 +77,8 @@ struct ModelConfig {
   std::int64_t window_of(std::int64_t layer) const {
     return layer_windows.empty() ? sliding_window : layer_windows.at(static_cast<std::size_t>(layer));
   }
+  /// Whether block `layer` rotates with local_rope_theta.
+  bool local_rope_of(std::int64_t layer) const { return local_rope_theta > 0.0 && window_of(layer) > 0; }
   /// Every block's attention layout: heads, score scale and soft-capping.
   AttentionDims attention_dims() const {
     AttentionDims dims{num_heads, num_kv_heads, head_dim};

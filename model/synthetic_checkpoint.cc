@@ -66,8 +66,9 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   for (std::int64_t l = 0; l < s.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     // Gemma's norms scale by 1 + weight: stored less one, and random, so a test sees both.
-    const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
-    const bool gemma2 = s.architecture == "Gemma2ForCausalLM";
+    const bool gemma3 = s.architecture == "Gemma3ForCausalLM";
+    const bool gemma2 = s.architecture == "Gemma2ForCausalLM" || gemma3;
+    const bool gemma = s.architecture == "GemmaForCausalLM" || gemma2;
     const TensorSpec norm{"", {s.hidden_size}, !gemma, gemma, gemma};
     auto add_norm = [&](const std::string& name) {
       t.push_back(norm);
@@ -88,9 +89,9 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
     }
-    if (s.architecture == "Qwen3ForCausalLM") {
-      t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true});
-      t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true});
+    if (s.architecture == "Qwen3ForCausalLM" || gemma3) {
+      t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true, gemma3});
+      t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true, gemma3});
     }
     add_norm(p + "post_attention_layernorm.weight");
     if (gemma2) {
@@ -105,7 +106,8 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     }
     t.push_back({p + "mlp.down_proj.weight", {s.hidden_size, s.intermediate_size}});
   }
-  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
+  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM" ||
+                     s.architecture == "Gemma3ForCausalLM";
   t.push_back({"model.norm.weight", {s.hidden_size}, !gemma, gemma, gemma});
   if (!s.tie_word_embeddings) t.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
   return t;
@@ -131,10 +133,12 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Phi3ForCausalLM"    ? "phi3"
                              : s.architecture == "GemmaForCausalLM"   ? "gemma"
                              : s.architecture == "Gemma2ForCausalLM"  ? "gemma2"
+                             : s.architecture == "Gemma3ForCausalLM"  ? "gemma3_text"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
-                             : s.architecture == "Gemma2ForCausalLM" ? "gelu_pytorch_tanh" : "silu"},
+                             : s.architecture == "Gemma2ForCausalLM" || s.architecture == "Gemma3ForCausalLM" ? "gelu_pytorch_tanh"
+                                                                                                              : "silu"},
               {"hidden_size", s.hidden_size},
               {"intermediate_size", s.intermediate_size},
               {"num_hidden_layers", s.num_layers},
@@ -148,11 +152,22 @@ json config_json(const SyntheticSpec& s) {
               {"bos_token_id", 1},
               {"eos_token_id", 2},
               {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kF16 ? "float16" : "bfloat16"}};
-  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM";
+  const bool gemma3 = s.architecture == "Gemma3ForCausalLM";
+  const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM" || gemma3;
   if (gemma) config["hidden_activation"] = "gelu_pytorch_tanh";
-  if (s.architecture == "Gemma2ForCausalLM") {
-    config["attn_logit_softcapping"] = s.attention_softcap;
-    config["final_logit_softcapping"] = s.final_logit_softcap;
+  if (gemma3) {  // no soft-capping; its own RoPE base on sliding blocks
+    config["attn_logit_softcapping"] = nullptr;
+    config["final_logit_softcapping"] = nullptr;
+    config["sliding_window_pattern"] = s.sliding_window_pattern;
+    config["rope_theta"] = 1000000.0;
+    config["rope_local_base_freq"] = 10000.0;
+    config["rope_scaling"] = s.linear_rope_factor > 0 ? json{{"rope_type", "linear"}, {"factor", s.linear_rope_factor}} : json();
+  }
+  if (s.architecture == "Gemma2ForCausalLM" || gemma3) {
+    if (!gemma3) {
+      config["attn_logit_softcapping"] = s.attention_softcap;
+      config["final_logit_softcapping"] = s.final_logit_softcap;
+    }
     config["query_pre_attn_scalar"] = s.query_pre_attn_scalar > 0 ? s.query_pre_attn_scalar
                                       : s.head_dim > 0            ? s.head_dim
                                                                   : s.hidden_size / s.num_heads;
@@ -247,6 +262,11 @@ std::optional<SyntheticSpec> synthetic_preset(std::string_view name) {
     s.hidden_size = 2304; s.intermediate_size = 9216; s.num_layers = 26; s.num_heads = 8; s.head_dim = 256;
     s.num_kv_heads = 4; s.vocab_size = 256000; s.max_position_embeddings = 8192; s.tie_word_embeddings = true;
     s.sliding_window = 4096;
+  } else if (name == "gemma3-1b") {  // Gemma-3-1B's shape: windows of 512 on 5 blocks of 6
+    s.architecture = "Gemma3ForCausalLM";
+    s.hidden_size = 1152; s.intermediate_size = 6912; s.num_layers = 26; s.num_heads = 4; s.head_dim = 256;
+    s.num_kv_heads = 1; s.vocab_size = 262144; s.max_position_embeddings = 32768; s.tie_word_embeddings = true;
+    s.sliding_window = 512;
   } else if (name == "stories-15m") {
     s.hidden_size = 288; s.intermediate_size = 768; s.num_layers = 6; s.num_heads = 6;
     s.num_kv_heads = 6; s.vocab_size = 32000; s.max_position_embeddings = 256;
@@ -270,20 +290,21 @@ void validate(const SyntheticSpec& s) {
   positive(s.max_position_embeddings, "max-positions");
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
-      s.architecture != "Gemma2ForCausalLM" && s.architecture != "BloomForCausalLM") {
+      s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-         "GemmaForCausalLM, Gemma2ForCausalLM or BloomForCausalLM, not ", s.architecture);
+         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM or BloomForCausalLM, not ", s.architecture);
   }
   if (s.architecture == "BloomForCausalLM" &&
       (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
     fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
-                                s.architecture != "Gemma2ForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM, Phi3ForCausalLM and Gemma2ForCausalLM, and positive");
+                                s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM")) {
+    fail("a sliding window is for MistralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, and positive");
   }
-  if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0) {
-    fail("soft-capping and query_pre_attn_scalar must be positive");
+  if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0 || s.sliding_window_pattern < 1 ||
+      !(s.linear_rope_factor >= 0) || !std::isfinite(s.linear_rope_factor)) {
+    fail("soft-capping, query_pre_attn_scalar, the window pattern and the RoPE factor must be positive");
   }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
   if (s.long_rope_original < 0 || s.long_rope_original > s.max_position_embeddings) {

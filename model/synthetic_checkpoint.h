@@ -30,13 +30,19 @@ struct SyntheticSpec {
   /// "MistralForCausalLM" (with `sliding_window`), "Phi3ForCausalLM" (qkv_proj and gate_up_proj
   /// fused; `sliding_window` too), "GemmaForCausalLM" (norms stored less one, random around 1;
   /// GeGLU; head_dim always written), "Gemma2ForCausalLM" (Gemma's, with norms of the attention's
-  /// and MLP's outputs and the soft-capping below) or "BloomForCausalLM".
+  /// and MLP's outputs and the soft-capping below), "Gemma3ForCausalLM" (Gemma 2's without
+  /// soft-capping, with q and k norms stored less one and the RoPE below) or "BloomForCausalLM".
   std::string architecture = "LlamaForCausalLM";
   std::int64_t sliding_window = 0;  ///< Mistral, Phi-3, Gemma 2 (every other block): written to config.json when > 0
   /// Gemma 2: its soft-capping of attention scores and of logits (its own are 50 and 30; random
   /// weights need tighter caps for a test to see them), and query_pre_attn_scalar (0: head_dim).
   double attention_softcap = 50.0, final_logit_softcap = 30.0;
   std::int64_t query_pre_attn_scalar = 0;
+  /// Gemma 3: every this-many-th block attends to all positions, the others slide (with a
+  /// sliding_window) and rotate with a base of 10000 against rope_theta 1000000 elsewhere; a
+  /// linear RoPE factor (0: none) on the global blocks, as its 4B and larger models have.
+  std::int64_t sliding_window_pattern = 6;
+  double linear_rope_factor = 0;
   /// LongRoPE as Phi-3's long-context variants write it: rope_scaling with head_dim/2 short and
   /// long factors (random, 1 to 4) and original_max_position_embeddings this many positions (0:
   /// none). The context then ends there.
@@ -52,7 +58,7 @@ struct SyntheticSpec {
 };
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b",
-/// "qwen3-0.6b", "phi3-mini", "gemma-2b", "gemma2-2b");
+/// "qwen3-0.6b", "phi3-mini", "gemma-2b", "gemma2-2b", "gemma3-1b");
 /// nullopt if unknown.
 std::optional<SyntheticSpec> synthetic_preset(std::string_view name);
 

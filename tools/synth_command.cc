@@ -20,12 +20,13 @@ int synth_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("out", po::value(&out_dir)->required(), "output folder")
       ("preset", po::value(&preset), "named shape: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b,\n"
-                                             "qwen3-0.6b, phi3-mini, gemma-2b, gemma2-2b")
+                                             "qwen3-0.6b, phi3-mini, gemma-2b, gemma2-2b, gemma3-1b")
       ("arch", po::value(&arch)->default_value("llama"), "architecture: llama, qwen2 (biases on q, k and v), qwen3\n"
                                                          "(q and k norms), phi3 (fused qkv_proj and\n"
                                                          "gate_up_proj), gemma (GeGLU, norms of 1 + w,\n"
                                                          "scaled embeddings), gemma2 (and output\n"
-                                                         "norms, soft-capping) or bloom\n"
+                                                         "norms, soft-capping), gemma3 (output and\n"
+                                                         "q, k norms, local RoPE) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -51,17 +52,17 @@ int synth_command(int argc, char** argv) {
   static const std::map<std::string, std::string> kArchitectures = {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
-      {"bloom", "BloomForCausalLM"}};
+      {"gemma3", "Gemma3ForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
     const auto p = synthetic_preset(preset);
     if (!p) {
-      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b, qwen3-0.6b, phi3-mini, gemma-2b, gemma2-2b)"};
+      throw UsageError{"unknown --preset '" + preset + "' (known: tinyllama-1.1b, llama-7b, stories-110m, stories-15m, bloom-1.1b, qwen3-0.6b, phi3-mini, gemma-2b, gemma2-2b, gemma3-1b)"};
     }
     spec = *p;
   }

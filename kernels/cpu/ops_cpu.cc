@@ -82,6 +82,10 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
   for (std::size_t i = 0; i < inv_freq.size(); ++i) {
     inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
   }
+  if (scaling.kind == RopeScaling::Kind::kLinear) {
+    SEPAL_CHECK(scaling.factor > 0.0 && std::isfinite(scaling.factor), "a linear RoPE factor must be positive, got ", scaling.factor);
+    for (double& f : inv_freq) f /= scaling.factor;
+  }
   if (scaling.kind == RopeScaling::Kind::kLlama3) {
     const double old_len = scaling.original_max_position_embeddings;
     const double low_freq_wavelen = old_len / scaling.low_freq_factor;

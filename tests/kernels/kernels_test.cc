@@ -211,6 +211,20 @@ TEST(Rope, Llama3ScalingFollowsThePiecewiseRule) {
   EXPECT_GT(blended, 0);
 }
 
+// Linear scaling (positions interpolated; Gemma 3's global blocks): every inverse frequency
+// divided by the factor; a factor that is not positive is refused.
+TEST(Rope, LinearScalingDividesEveryInverseFrequency) {
+  RopeScaling s;
+  s.kind = RopeScaling::Kind::kLinear;
+  s.factor = 8.0;
+  const auto scaled = rope_inverse_frequencies(16, 1000000.0, s);
+  const auto plain = reference_inv_freq(16, 1000000.0);
+  ASSERT_EQ(scaled.size(), 8u);
+  for (std::size_t i = 0; i < 8; ++i) EXPECT_DOUBLE_EQ(scaled[i], plain[i] / 8.0);
+  s.factor = 0.0;
+  EXPECT_THROW((void)rope_inverse_frequencies(16, 1000000.0, s), Error);
+}
+
 // GGUF's form of the scaling (rope_freqs.weight): each inverse frequency divided by its factor.
 TEST(Rope, FrequencyFactorsDivideEachInverseFrequency) {
   RopeScaling s;

@@ -1,7 +1,7 @@
 // Blocks placed on a device (BlockStack::place_on, model/device_blocks.h) against the same blocks
 // on the CPU: Llama with grouped heads, Qwen2's biases, Qwen3's q and k norms (heads wider than
 // hidden / heads), Mistral's sliding window, Gemma's GeGLU, Gemma 2's output norms, capped
-// scores and window on every other block, and BLOOM's ALiBi, at f32, bf16 and int8, over a
+// scores and window on every other block, Gemma 3's RoPE base per block, and BLOOM's ALiBi, at f32, bf16 and int8, over a
 // prompt, decode steps, a step of several rows and a prompt longer than one device call. The
 // backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
 // GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
@@ -51,8 +51,11 @@ std::vector<Shape> shapes() {
   SyntheticSpec gemma2 = llama;  // a window on blocks 0 and 2, tight caps, a scale of its own
   gemma2.architecture = "Gemma2ForCausalLM", gemma2.head_dim = 64, gemma2.sliding_window = 6, gemma2.seed = 13;
   gemma2.attention_softcap = 1.0, gemma2.query_pre_attn_scalar = 40;
+  SyntheticSpec gemma3 = llama;  // blocks 0 and 1 slide with their own RoPE base, block 2 does not
+  gemma3.architecture = "Gemma3ForCausalLM", gemma3.head_dim = 64, gemma3.sliding_window = 6, gemma3.seed = 14;
+  gemma3.sliding_window_pattern = 3, gemma3.linear_rope_factor = 2;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
-          {"bloom", bloom}};
+          {"gemma3", gemma3}, {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }

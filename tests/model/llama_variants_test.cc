@@ -5,7 +5,8 @@
 // itself) and Gemma (GeGLU, norms scaling by 1 + weight, embeddings times √hidden, heads of their
 // own width, a tied head; the reference applies each itself) and Gemma 2 (with norms of the
 // attention's and the MLP's outputs, a scale of its own and soft-capped scores and logits, a window
-// on even blocks). A prompt and decode steps past the
+// on even blocks) and Gemma 3 (Gemma 2's without caps, with q and k norms of 1 + weight, its own
+// RoPE base on sliding blocks and a linear factor on the others). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -49,6 +50,14 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
     s.final_logit_softcap = 1.5;
     s.query_pre_attn_scalar = 20;
   }
+  if (architecture == "Gemma3ForCausalLM") {  // block 0 slides with its own RoPE base, block 1 takes a linear factor
+    s.head_dim = 32;
+    s.num_kv_heads = 1;
+    s.tie_word_embeddings = true;
+    s.sliding_window_pattern = 2;
+    s.linear_rope_factor = 4;
+    s.query_pre_attn_scalar = 24;
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -64,9 +73,15 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   write_synthetic_checkpoint(variant(architecture, window), dir.path());
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
-  EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM");
-  const bool gemma2 = architecture == "Gemma2ForCausalLM";
-  if (gemma2) {  // the window on even blocks only
+  EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Gemma3ForCausalLM");
+  const bool gemma3 = architecture == "Gemma3ForCausalLM";
+  const bool gemma2 = architecture == "Gemma2ForCausalLM" || gemma3;
+  if (gemma3) {  // q and k norms, no caps, a window and its own RoPE base on block 0
+    EXPECT_TRUE(config.qk_norm && config.output_norms && config.attention_softcap == 0 && config.final_logit_softcap == 0);
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
+    EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
+    EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  } else if (gemma2) {  // the window on even blocks only
     EXPECT_EQ(config.sliding_window, 0);
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_FLOAT_EQ(config.attention_scale, static_cast<float>(1 / std::sqrt(20.0)));
@@ -153,7 +168,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
                                            std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0},
-                                           std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5}),
+                                           std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5},
+                                           std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4}),
                          [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
 
 }  // namespace

@@ -257,11 +257,38 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(listed.dump(), "gemma2"); }, "'layer_types' must list one type per layer (3)");
   gemma2["final_logit_softcapping"] = -30.0;
   expect_error([&] { parse_model_config(gemma2.dump(), "gemma2"); }, "'final_logit_softcapping' must be positive");
+  // Gemma-3-1B's config.json: no caps, q and k norms, windows of 512 on 5 blocks of 6, RoPE bases
+  // of 10000 there and 1000000 elsewhere; the larger models' linear factor of 8.
+  json gemma3 = json::parse(R"({"architectures": ["Gemma3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "attn_logit_softcapping": null, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+      "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152,
+      "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768, "model_type": "gemma3_text",
+      "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1, "pad_token_id": 0,
+      "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000, "rope_scaling": null,
+      "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+      "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144})");
+  const ModelConfig gemma3_1b = parse_model_config(gemma3.dump(), "gemma3");
+  EXPECT_TRUE(gemma3_1b.qk_norm && gemma3_1b.output_norms && gemma3_1b.norm_weight_plus_one);
+  EXPECT_EQ(gemma3_1b.attention_softcap, 0.0f);
+  EXPECT_EQ(gemma3_1b.final_logit_softcap, 0.0f);
+  EXPECT_EQ(gemma3_1b.local_rope_theta, 10000.0);
+  EXPECT_EQ(gemma3_1b.rope_theta, 1000000.0);
+  for (std::int64_t l = 0; l < 26; ++l) {
+    const bool global = l % 6 == 5;
+    EXPECT_EQ(gemma3_1b.window_of(l), global ? 0 : 512) << l;
+    EXPECT_EQ(gemma3_1b.local_rope_of(l), !global) << l;
+  }
+  gemma3["rope_scaling"] = {{"factor", 8.0}, {"rope_type", "linear"}};
+  const ModelConfig gemma3_4b = parse_model_config(gemma3.dump(), "gemma3");
+  EXPECT_EQ(gemma3_4b.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  EXPECT_EQ(gemma3_4b.rope_scaling.factor, 8.0);
+  gemma3["rope_scaling"] = {{"rope_type", "linear"}};
+  expect_error([&] { parse_model_config(gemma3.dump(), "gemma3"); }, "rope_scaling needs 'factor'");
   // Elsewhere the gate is SiLU, norms scale by their weights, embeddings are as stored.
   const ModelConfig llama = parse_model_config(kGoodConfig, "c");
   EXPECT_TRUE(llama.mlp_activation == GateActivation::kSilu && !llama.norm_weight_plus_one && llama.embedding_scale == 1.0f);
   expect_error([&] { parse_model_config(with("hidden_act", "gelu"), "c"); }, "unsupported hidden_act 'gelu'");
-  expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn'");
+  expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn' is not supported (supported: linear, llama3, longrope, default)");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");
   // 2^32 + 2 must not be read as 2; sizes past any real model are refused before any arithmetic.

@@ -63,7 +63,9 @@ std::vector<double> linear_rows(const std::vector<double>& x, const TensorRef& w
   return y;
 }
 
-bool is_gemma(const ModelConfig& c) { return c.architecture == "GemmaForCausalLM" || c.architecture == "Gemma2ForCausalLM"; }
+bool is_gemma(const ModelConfig& c) {
+  return c.architecture == "GemmaForCausalLM" || c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
+}
 
 // The weights an RMSNorm scales by, read from the file: Gemma's scale by 1 + weight.
 std::vector<double> norm_weights(const Checkpoint& ckpt, const ModelConfig& c, const std::string& name) {
@@ -73,16 +75,26 @@ std::vector<double> norm_weights(const Checkpoint& ckpt, const ModelConfig& c, c
   return w;
 }
 
-// Gemma 2's settings, read from config.json itself: the score scale (query_pre_attn_scalar), the
-// soft-capping of scores and logits (0: none) and the window of its even blocks.
+// Gemma 2's and 3's settings, read from config.json itself: the score scale
+// (query_pre_attn_scalar), the soft-capping of scores and logits (0: none), the window, which
+// blocks slide (layer_types, else all but every sliding_window_pattern-th: 2 for Gemma 2, 6 for
+// Gemma 3), and Gemma 3's RoPE bases (rope_local_base_freq on sliding blocks) and linear factor.
 struct Gemma2Settings {
   double scale = 0, attention_cap = 0, logit_cap = 0;
-  std::int64_t window = 0;
+  std::int64_t window = 0, pattern = 2;
+  std::vector<bool> listed_sliding;
+  double local_theta = 0, global_theta = 0, linear_factor = 1;
+
+  bool sliding(std::int64_t layer) const {
+    if (window <= 0) return false;
+    return listed_sliding.empty() ? (layer + 1) % pattern != 0 : listed_sliding.at(static_cast<std::size_t>(layer));
+  }
 };
 
 Gemma2Settings gemma2_settings(const std::filesystem::path& dir, const ModelConfig& c) {
   Gemma2Settings g;
-  if (c.architecture != "Gemma2ForCausalLM") return g;
+  const bool gemma3 = c.architecture == "Gemma3ForCausalLM";
+  if (c.architecture != "Gemma2ForCausalLM" && !gemma3) return g;
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
   g.scale = 1 / std::sqrt(j.value("query_pre_attn_scalar", static_cast<double>(c.head_dim)));
@@ -90,7 +102,23 @@ Gemma2Settings gemma2_settings(const std::filesystem::path& dir, const ModelConf
   g.attention_cap = number("attn_logit_softcapping");
   g.logit_cap = number("final_logit_softcapping");
   g.window = j.contains("sliding_window") && j["sliding_window"].is_number() ? j["sliding_window"].get<std::int64_t>() : 0;
+  g.pattern = j.contains("sliding_window_pattern") ? j["sliding_window_pattern"].get<std::int64_t>() : gemma3 ? 6 : 2;
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    for (const auto& type : j["layer_types"]) g.listed_sliding.push_back(type == "sliding_attention");
+  }
+  if (gemma3) {
+    g.local_theta = j.value("rope_local_base_freq", 10000.0);
+    g.global_theta = j.value("rope_theta", 10000.0);
+    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) g.linear_factor = j["rope_scaling"]["factor"].get<double>();
+  }
   return g;
+}
+
+// Inverse frequencies theta^(-2i / head_dim) / factor.
+std::vector<double> plain_inverse_frequencies(std::int64_t head_dim, double theta, double factor) {
+  std::vector<double> f(static_cast<std::size_t>(head_dim / 2));
+  for (std::size_t i = 0; i < f.size(); ++i) f[i] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim)) / factor;
+  return f;
 }
 
 std::vector<double> rms(const std::vector<double>& x, const std::vector<double>& weight, double eps) {
@@ -129,7 +157,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const std::int64_t h = c.hidden_size, hd = c.head_dim, group = c.num_heads / c.num_kv_heads;
   const auto inv_freq = rope_inverse_frequencies(hd, c.rope_theta, c.rope_scaling);
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
-  const bool sandwich = c.architecture == "Gemma2ForCausalLM";
+  const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   std::vector<std::int64_t> pos, starts;
   for (std::int64_t n : lengths) {
     starts.push_back(static_cast<std::int64_t>(pos.size()));
@@ -190,23 +218,26 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         for (std::size_t i = 0; i < rows->size(); ++i) (*rows)[i] += values[i % width];
       }
     }
-    if (c.qk_norm) {  // Qwen3: each head of q and k RMS-normalised with its own weights, read from the file
+    if (c.qk_norm) {  // Qwen3, Gemma 3: each head of q and k RMS-normalised with its own weights, read from the file
       const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
       for (auto [name, rows] : {std::pair{"q_norm.weight", &q}, std::pair{"k_norm.weight", &k}}) {
-        const TensorRef& t = ckpt.get(p + name);
-        EXPECT_EQ(t.elements(), hd);
-        const auto* weight = reinterpret_cast<const float*>(t.data);
+        const std::vector<double> weight = norm_weights(ckpt, c, p + name);
+        EXPECT_EQ(static_cast<std::int64_t>(weight.size()), hd);
         for (std::size_t head = 0; head < rows->size() / static_cast<std::size_t>(hd); ++head) {
           double* r = rows->data() + head * static_cast<std::size_t>(hd);
           double ms = 0;
           for (std::int64_t e = 0; e < hd; ++e) ms += r[e] * r[e];
           const double scale = 1 / std::sqrt(ms / static_cast<double>(hd) + c.rms_norm_eps);
-          for (std::int64_t e = 0; e < hd; ++e) r[e] *= scale * weight[e];
+          for (std::int64_t e = 0; e < hd; ++e) r[e] *= scale * weight[static_cast<std::size_t>(e)];
         }
       }
     }
-    rotate(q, c.num_heads, hd, pos, inv_freq, c.rope_scaling.attention_factor);
-    rotate(k, c.num_kv_heads, hd, pos, inv_freq, c.rope_scaling.attention_factor);
+    // Gemma 3: sliding blocks rotate with their own base, the others with rope_theta and its linear factor.
+    const auto block_freq = gemma2.local_theta <= 0 ? inv_freq
+                            : gemma2.sliding(first + b) ? plain_inverse_frequencies(hd, gemma2.local_theta, 1)
+                                                        : plain_inverse_frequencies(hd, gemma2.global_theta, gemma2.linear_factor);
+    rotate(q, c.num_heads, hd, pos, block_freq, c.rope_scaling.attention_factor);
+    rotate(k, c.num_kv_heads, hd, pos, block_freq, c.rope_scaling.attention_factor);
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)
@@ -215,7 +246,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
           // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
-          const std::int64_t window = sandwich ? ((first + b) % 2 == 0 ? gemma2.window : 0) : c.sliding_window;
+          const std::int64_t window = sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0) : c.sliding_window;
           const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
           for (std::int64_t j = 0; j < lowest; ++j) p[j] = -INFINITY;
           for (std::int64_t j = lowest; j <= i; ++j) {

@@ -97,7 +97,7 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     for (auto [name, held] : {std::pair{"self_attn.q_norm.weight", &b.q_norm}, std::pair{"self_attn.k_norm.weight", &b.k_norm}}) {
       const TensorRef& t = checkpoint.get(p + name);
       expect_shape(t, {config.head_dim});
-      *held = hold_vector(t, loading);
+      *held = hold_norm_weights(t, loading, config);  // Gemma 3's: 1 + weight
     }
   }
   return b;
