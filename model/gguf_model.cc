@@ -22,8 +22,9 @@ constexpr const char* kRopeFactorsLong = "rope_factors_long.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma" && *arch != "gemma2") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma" && *arch != "gemma2" &&
+      *arch != "gemma3") {
+    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3)");
   }
   return *arch;
 }
@@ -70,13 +71,14 @@ std::string hf_name(const std::string& name, const std::string& arch) {
   static const std::map<std::string, std::string> gemma2_norms = {
       {"post_attention_norm.weight", "post_attention_layernorm.weight"}, {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
       {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"}};
-  if (arch == "gemma2") {
+  if (arch == "gemma2" || arch == "gemma3") {
     if (const auto norm = gemma2_norms.find(part); norm != gemma2_norms.end()) return "model.layers." + layer + "." + norm->second;
   }
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
-  if (it == block.end() && arch == "qwen3") it = qwen3_norms.find(part);
-  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (arch != "qwen3" && qwen3_norms.count(part))) return {};
+  const bool qk_norms = arch == "qwen3" || arch == "gemma3";
+  if (it == block.end() && qk_norms) it = qwen3_norms.find(part);
+  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
 }
 
@@ -149,6 +151,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
                         : arch == "gemma2" ? "Gemma2ForCausalLM"
+                        : arch == "gemma3" ? "Gemma3ForCausalLM"
                                           : "LlamaForCausalLM"};
   if (arch == "phi3") {
     if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
@@ -157,6 +160,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     c["sliding_window"] = file.integer("gemma2.attention.sliding_window").value_or(4096);
     c["attn_logit_softcapping"] = file.number("gemma2.attn_logit_softcapping").value_or(50.0);
     c["final_logit_softcapping"] = file.number("gemma2.final_logit_softcapping").value_or(30.0);
+  }
+  if (arch == "gemma3") {  // as llama.cpp: a window on 5 blocks of 6, which rotate with a base of 10000
+    c["sliding_window"] = required(file, "gemma3.attention.sliding_window");
+    c["sliding_window_pattern"] = 6;
+    c["rope_local_base_freq"] = 10000.0;
   }
   c["hidden_size"] = required(file, arch + ".embedding_length");
   c["intermediate_size"] = required(file, arch + ".feed_forward_length");
@@ -170,8 +178,12 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   c["max_position_embeddings"] = required(file, arch + ".context_length");
   if (auto eps = file.number(arch + ".attention.layer_norm_rms_epsilon")) c["rms_norm_eps"] = *eps;
   if (auto theta = file.number(arch + ".rope.freq_base")) c["rope_theta"] = *theta;
-  if (auto scaling = file.string(arch + ".rope.scaling.type"); scaling && *scaling != "none") {
-    fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported");
+  if (auto scaling = file.string(arch + ".rope.scaling.type"); scaling && *scaling == "linear") {
+    const auto factor = file.number(arch + ".rope.scaling.factor");
+    if (!factor) fail(file.where(), ": linear RoPE scaling without ", arch, ".rope.scaling.factor");
+    c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", *factor}};
+  } else if (scaling && *scaling != "none") {
+    fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear)");
   }
   if (auto experts = file.integer(arch + ".expert_count"); experts && *experts > 0) {
     fail(file.where(), ": a mixture of experts (", *experts, " experts) is not supported");
@@ -199,9 +211,9 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                                                           : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
     if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
   }
-  // Gemma 2's query_pre_attn_scalar is not in the file: llama.cpp takes hidden / heads for the
-  // 27B model (46 blocks), as gemma_pytorch does, and head_dim for the others.
-  if (arch == "gemma2" && c["num_hidden_layers"] == 46) {
+  // Gemma 2's and 3's query_pre_attn_scalar is not in the file: llama.cpp takes hidden / heads for
+  // the 27B models (46 and 62 blocks), as gemma_pytorch does, and head_dim for the others.
+  if ((arch == "gemma2" && c["num_hidden_layers"] == 46) || (arch == "gemma3" && c["num_hidden_layers"] == 62)) {
     c["query_pre_attn_scalar"] = c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
   }
   ModelConfig config = parse_model_config(c.dump(), file.where());
@@ -211,14 +223,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   }
   if (arch == "phi3") apply_longrope(file, config);
   // llama.cpp's converter stores Gemma's norms as the 1 + weight they scale by.
-  if (arch == "gemma" || arch == "gemma2") config.norm_weight_plus_one = false;
+  if (arch == "gemma" || arch == "gemma2" || arch == "gemma3") config.norm_weight_plus_one = false;
   return config;
 }
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
-  // qwen2, qwen3, phi3, gemma or gemma2 model's it leaves as they are (llama.cpp rotates those halves
+  // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
   // apart, as Hugging Face).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama";

@@ -366,13 +366,16 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
     block = {{"attn_norm.weight", "input_layernorm.weight"},    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
              {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
              {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
-  } else if (arch == "gemma2") {  // and its norms: llama.cpp's ffn_norm is the norm before the MLP
+  } else if (arch == "gemma2" || arch == "gemma3") {  // and its norms: llama.cpp's ffn_norm is the norm before the MLP
     block = {{"attn_norm.weight", "input_layernorm.weight"},     {"attn_q.weight", "self_attn.q_proj.weight"},
              {"attn_k.weight", "self_attn.k_proj.weight"},       {"attn_v.weight", "self_attn.v_proj.weight"},
              {"attn_output.weight", "self_attn.o_proj.weight"},  {"post_attention_norm.weight", "post_attention_layernorm.weight"},
              {"ffn_norm.weight", "pre_feedforward_layernorm.weight"}, {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
              {"ffn_gate.weight", "mlp.gate_proj.weight"},        {"ffn_up.weight", "mlp.up_proj.weight"},
              {"ffn_down.weight", "mlp.down_proj.weight"}};
+    if (arch == "gemma3") {
+      block.insert(block.end(), {{"attn_q_norm.weight", "self_attn.q_norm.weight"}, {"attn_k_norm.weight", "self_attn.k_norm.weight"}});
+    }
   } else if (arch == "gemma") {  // Llama's tensors
   } else if (arch == "qwen2") {
     block.insert(block.end(), {{"attn_q.bias", "self_attn.q_proj.bias"}, {"attn_k.bias", "self_attn.k_proj.bias"},
@@ -405,8 +408,9 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   GgufWriter w;
   w.u64(names.size() + factors.size());
-  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : arch == "gemma2" ? 14 : 13) + (factors.empty() ? 0 : 2) -
-        (arch == "gemma" || arch == "gemma2" ? 1 : 0));
+  const bool linear = c.rope_scaling.kind == RopeScaling::Kind::kLinear;
+  w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : arch == "gemma2" ? 14 : arch == "gemma3" ? 12 : 13) +
+        (factors.empty() ? 0 : 2) + (linear ? 2 : 0) - (arch == "gemma" || arch == "gemma2" ? 1 : 0));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -424,8 +428,15 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   u32(arch + ".block_count", c.num_layers);
   u32(arch + ".attention.head_count", c.num_heads);
   u32(arch + ".attention.head_count_kv", c.num_kv_heads);
-  const bool gemma = arch == "gemma" || arch == "gemma2";
-  if (!gemma) f32(arch + ".rope.freq_base", c.rope_theta);  // Gemma's converter leaves it out (10000)
+  const bool gemma = arch == "gemma" || arch == "gemma2" || arch == "gemma3";
+  if (arch != "gemma" && arch != "gemma2") f32(arch + ".rope.freq_base", c.rope_theta);  // Gemma's and Gemma 2's converters leave it out (10000)
+  if (arch == "gemma3") u32(arch + ".attention.sliding_window", c.window_of(0));
+  if (linear) {
+    w.str(arch + ".rope.scaling.type");
+    w.u32(8);
+    w.str("linear");
+    f32(arch + ".rope.scaling.factor", c.rope_scaling.factor);
+  }
   f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
   if (arch == "gemma2") {
     u32(arch + ".attention.sliding_window", c.window_of(0));
@@ -494,8 +505,13 @@ void expect_file_is_its_folder(const std::string& arch) {
                       : arch == "qwen3" ? "Qwen3ForCausalLM"
                       : arch == "gemma" ? "GemmaForCausalLM"
                       : arch == "gemma2" ? "Gemma2ForCausalLM"
+                      : arch == "gemma3" ? "Gemma3ForCausalLM"
                                         : "Phi3ForCausalLM";
-  if (arch == "qwen3" || arch == "gemma" || arch == "gemma2") spec.head_dim = 32;
+  if (arch == "qwen3" || arch == "gemma" || arch == "gemma2" || arch == "gemma3") spec.head_dim = 32;
+  if (arch == "gemma3") {  // llama.cpp's pattern: 5 sliding blocks of 6 (here the first two of two)
+    spec.sliding_window = 3;
+    spec.linear_rope_factor = 8;
+  }
   if (arch == "gemma2") {  // a window on even blocks, caps random weights reach
     spec.sliding_window = 3;
     spec.attention_softcap = 0.8;
@@ -525,20 +541,26 @@ void expect_file_is_its_folder(const std::string& arch) {
   const ModelConfig hf = read_model_config(dir / "hf"), g = read_model_config(gguf);
   EXPECT_EQ(g.architecture, spec.architecture);
   EXPECT_EQ(g.attention_bias, arch == "qwen2");
-  EXPECT_EQ(g.qk_norm, arch == "qwen3");
+  EXPECT_EQ(g.qk_norm, arch == "qwen3" || arch == "gemma3");
   EXPECT_EQ(g.fused_projections, arch == "phi3");
   EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
   EXPECT_EQ(g.embedding_scale, hf.embedding_scale);
-  EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma" || arch == "gemma2");
+  EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma" || arch == "gemma2" || arch == "gemma3");
+  EXPECT_EQ(g.local_rope_theta, hf.local_rope_theta);
+  EXPECT_EQ(g.rope_theta, hf.rope_theta);
+  EXPECT_EQ(g.rope_scaling.kind, hf.rope_scaling.kind);
+  EXPECT_EQ(g.rope_scaling.factor, hf.rope_scaling.factor);
   EXPECT_EQ(g.layer_windows, hf.layer_windows);
   EXPECT_EQ(g.attention_softcap, hf.attention_softcap);
   EXPECT_EQ(g.final_logit_softcap, hf.final_logit_softcap);
   EXPECT_EQ(g.attention_scale, hf.attention_scale);
-  EXPECT_EQ(g.output_norms, arch == "gemma2");
+  EXPECT_EQ(g.output_norms, arch == "gemma2" || arch == "gemma3");
   EXPECT_FALSE(g.norm_weight_plus_one);  // the file holds 1 + weight
   EXPECT_EQ(g.sliding_window, hf.sliding_window);
   EXPECT_EQ(g.max_position_embeddings, hf.max_position_embeddings);
-  if (arch == "phi3") EXPECT_EQ(g.eos_token_ids, (std::vector<std::int32_t>{2, 5}));  // the end of a turn too
+  if (arch == "phi3") {
+    EXPECT_EQ(g.eos_token_ids, (std::vector<std::int32_t>{2, 5}));  // the end of a turn too
+  }
   EXPECT_EQ(g.rope_scaling.kind, hf.rope_scaling.kind);
   EXPECT_EQ(g.rope_scaling.freq_factors.size(), hf.rope_scaling.freq_factors.size());
   for (std::size_t i = 0; i < g.rope_scaling.freq_factors.size(); ++i) {  // stored as f32 in the file
@@ -549,8 +571,9 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
-  EXPECT_EQ(same_tensors(a, b, arch == "gemma" || arch == "gemma2"),
-            2 + (arch == "qwen2" ? 12 : arch == "qwen3" || arch == "gemma2" ? 11 : arch == "gemma" ? 9 : 6) * spec.num_layers);
+  EXPECT_EQ(same_tensors(a, b, arch == "gemma" || arch == "gemma2" || arch == "gemma3"),
+            2 + (arch == "qwen2" ? 12 : arch == "qwen3" || arch == "gemma2" ? 11 : arch == "gemma3" ? 13 : arch == "gemma" ? 9 : 6) *
+                    spec.num_layers);
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -573,6 +596,7 @@ TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("q
 TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
 TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma"); }
 TEST(GgufModel, AGemma2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma2"); }
+TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma3"); }
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();
