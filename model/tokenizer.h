@@ -48,6 +48,11 @@ using TextTokens = std::vector<std::pair<std::string, std::int32_t>>;
 /// plain segments with id -1 and the tokens found, in order.
 std::vector<std::pair<std::string_view, std::int32_t>> split_at_tokens(std::string_view text, const TextTokens& tokens);
 
+/// tokenizer.encode(text), with a token the model cannot embed refused (sepal::Error, one line
+/// naming its id): a tokenizer may be larger than its model (Gemma 3's tokenizer.json adds
+/// <image_soft_token> past Gemma-3-1B's 262144 ids).
+std::vector<std::int32_t> encode_for_model(const Tokenizer& tokenizer, std::string_view text, std::int64_t model_vocab);
+
 /// Loads the tokenizer of a model folder: tokenizer.model (SentencePiece) when present, else
 /// tokenizer.json; or of a GGUF file, from its metadata (model/gguf_model.h). Throws
 /// sepal::Error naming the file when neither exists or it is unsupported.

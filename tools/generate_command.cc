@@ -48,7 +48,7 @@ const char* stop_reason_name(StopReason r) {
 GenerationRequest make_request(const ModelConfig& config, const Tokenizer& tokenizer, const PromptSpec& spec) {
   GenerationRequest request;
   if (config.bos_token_id >= 0) request.prompt_ids.push_back(config.bos_token_id);
-  for (auto id : tokenizer.encode(spec.text)) request.prompt_ids.push_back(id);
+  for (auto id : encode_for_model(tokenizer, spec.text, config.vocab_size)) request.prompt_ids.push_back(id);
   if (request.prompt_ids.empty()) fail("the prompt is empty and the model has no bos_token_id to start from");
   request.max_new_tokens = spec.max_new_tokens;
   request.sampling = SamplingParams{static_cast<float>(spec.temperature), static_cast<std::int32_t>(spec.top_k),

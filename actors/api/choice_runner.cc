@@ -18,7 +18,7 @@ struct Stopped {};
 std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text) {
   std::vector<std::int32_t> ids;
   if (model.config->bos_token_id >= 0) ids.push_back(model.config->bos_token_id);
-  for (const std::int32_t id : model.tokenizer->encode(text)) ids.push_back(id);
+  for (const std::int32_t id : encode_for_model(*model.tokenizer, text, model.config->vocab_size)) ids.push_back(id);
   return ids;
 }
 

@@ -4,7 +4,7 @@ packages carry (the tokenizer tests fetch them):
   vocab_gguf.py llama VOCAB_JSON OUT.gguf              LLaMA (llama-tokenizer-js): `llama` SentencePiece BPE
   vocab_gguf.py llama3 VOCAB_JSON OUT.gguf             Llama 3 (llama3-tokenizer-js): `gpt2` model, pre `llama-bpe`
   vocab_gguf.py qwen2 TOKENIZER_JSON OUT.gguf          Qwen2.5 (its tokenizer.json): `gpt2` model, pre `qwen2`
-  vocab_gguf.py gemma TOKENIZER_JSON OUT.gguf          Gemma (its tokenizer.json): `llama` SentencePiece BPE, no
+  vocab_gguf.py gemma TOKENIZER_JSON OUT.gguf          Gemma 1 to 3 (its tokenizer.json): `llama` SentencePiece BPE, no
                                                        dummy space prefix
 VOCAB_JSON holds {"vocab": [token per id], "merges": ["left right", ...]} in merge order.
 
@@ -139,7 +139,7 @@ def gemma(tokenizer_json, out):
     added tokens that are not special USER_DEFINED, no dummy space prefix (Gemma's SentencePiece
     model adds none)."""
     t = json.load(open(tokenizer_json, encoding="utf-8"))
-    assert t["model"]["type"] == "BPE" and len(t["model"]["vocab"]) == 256000, "not Gemma's vocabulary"
+    assert t["model"]["type"] == "BPE" and len(t["model"]["vocab"]) in (256000, 262144), "not Gemma's vocabulary"
     by_id = {i: s for s, i in t["model"]["vocab"].items()}
     tokens = [by_id[i] for i in range(len(by_id))]
     rank = {}
@@ -148,6 +148,8 @@ def gemma(tokenizer_json, out):
         rank.setdefault(left + right, r)
     types = [6 if tok.startswith("<0x") and len(tok) == 6 else 1 for tok in tokens]
     for a in t["added_tokens"]:
+        if a["id"] >= len(tokens):  # Gemma 3's <image_soft_token>, past the vocabulary: left out, as llama.cpp does
+            continue
         types[a["id"]] = 2 if a["content"] == "<unk>" else 3 if a["special"] else 4
     scores = [-float(rank.get(tok, 10**9)) if ty == 1 else 0.0 for tok, ty in zip(tokens, types)]
     g = Gguf()
