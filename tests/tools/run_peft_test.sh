@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K), on
 # BLOOM (bloom-synth, whose q, k and v are one fused query_key_value), on a synthetic Phi-3
-# (qkv_proj and gate_up_proj fused) and on synthetic Gemma and Gemma 2:
+# (qkv_proj and gate_up_proj fused) and on synthetic Gemma, Gemma 2 and Gemma 3:
 #   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys; BLOOM's fused
 #      module with its rank and alpha in rank_pattern and alpha_pattern) and
 #      adapter_model.safetensors (PEFT's tensor names); the folder as --adapter scores exactly what
@@ -104,6 +104,12 @@ assert len(names) == 2 * 3 * 2, len(names)' "$dir/gemma-synth"
 check_model gemma2-synth q_proj,o_proj,down_proj '
 assert sorted(c["target_modules"]) == ["down_proj", "o_proj", "q_proj"], c["target_modules"]
 assert len(names) == 2 * 3 * 2, len(names)' "$dir/gemma2-synth"
+# Gemma 3 (synthetic): through its q and k norms and its sliding blocks' own RoPE base.
+"$sepal" synth --arch gemma3 --hidden 64 --intermediate 160 --layers 3 --heads 4 --kv-heads 1 --head-dim 32 --vocab 400 \
+  --tied --out "$dir/gemma3-synth" > /dev/null 2>&1 || { echo "FAILED: sepal synth --arch gemma3"; failed=$((failed + 1)); }
+check_model gemma3-synth q_proj,k_proj,up_proj '
+assert sorted(c["target_modules"]) == ["k_proj", "q_proj", "up_proj"], c["target_modules"]
+assert len(names) == 3 * 3 * 2, len(names)' "$dir/gemma3-synth"
 
 refused() {  # refused WHAT FOLDER EXPECTED_TEXT
   "$sepal" perplexity --model "$models/tinystories-656K" --data "$data/eval-none.jsonl" --adapter "$2" 2> "$dir/err" > /dev/null
