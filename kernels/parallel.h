@@ -13,6 +13,7 @@
 // Thread-safety: every function may be called from any thread. parallel_for calls from different
 // threads run one after the other; a parallel_for inside a task runs inline on that task's thread.
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -42,6 +43,16 @@ void parallel_for(std::int64_t tasks, Body&& body) {
   detail::parallel_for_erased(
       tasks, [](void* b, std::int64_t task) { (*static_cast<B*>(b))(task); },
       const_cast<void*>(static_cast<const void*>(&body)));
+}
+
+/// Calls span(begin, end) over [0, count): once over all of it up to 65536 elements, else in
+/// chunks of 16384 spread over the pool. For element-wise kernels, whose results do not depend on
+/// the chunks.
+template <typename Span>
+void parallel_spans(std::int64_t count, Span&& span) {
+  constexpr std::int64_t kChunk = 1 << 14;
+  if (count <= (1 << 16)) return span(std::int64_t{0}, count);
+  parallel_for((count + kChunk - 1) / kChunk, [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
 }
 
 }  // namespace sepal

@@ -134,13 +134,7 @@ void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int
       dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
     }
   };
-  constexpr std::int64_t kChunk = 1 << 14;
-  if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk,
-                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
-  } else {
-    span(0, count);
-  }
+  parallel_spans(count, span);
 }
 
 void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
@@ -155,13 +149,7 @@ void silu_mul_input_grad(const float* gate, const float* up, const float* dout, 
       dup[i] = d * silu;
     }
   };
-  constexpr std::int64_t kChunk = 1 << 14;
-  if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk,
-                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
-  } else {
-    span(0, count);
-  }
+  parallel_spans(count, span);
 }
 
 void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
@@ -177,13 +165,7 @@ void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* d
       dup[i] = d * 0.5f * g * (1.0f + t);
     }
   };
-  constexpr std::int64_t kChunk = 1 << 14;
-  if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk,
-                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
-  } else {
-    span(0, count);
-  }
+  parallel_spans(count, span);
 }
 
 void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout,

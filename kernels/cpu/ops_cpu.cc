@@ -361,13 +361,7 @@ void silu_mul(float* gate, const float* up, std::int64_t count) {
       gate[i] = g / (1.0f + std::exp(-g)) * up[i];
     }
   };
-  constexpr std::int64_t kChunk = 1 << 14;
-  if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk,
-                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
-  } else {
-    span(0, count);
-  }
+  parallel_spans(count, span);
 }
 
 void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) {
@@ -384,13 +378,7 @@ void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) {
       gate[i] = g / (1.0f + std::exp(-2.0f * u)) * up[i];
     }
   };
-  constexpr std::int64_t kChunk = 1 << 14;
-  if (count > (1 << 16)) {
-    parallel_for((count + kChunk - 1) / kChunk,
-                 [&](std::int64_t c) { span(c * kChunk, std::min(count, (c + 1) * kChunk)); });
-  } else {
-    span(0, count);
-  }
+  parallel_spans(count, span);
 }
 
 void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count) {

@@ -1,6 +1,6 @@
 # What the serve-api tests share (source it): a temporary folder, and a `sepal serve-api` started
 # on a free port and stopped by SIGTERM.
-#   source serve_api.sh    # sets dir; defines start_server, stop_server, chat_prompt_tokens, npm_packages
+#   source serve_api.sh    # sets dir; defines start_server, stop_server, chat_prompt_tokens, post_status, npm_packages
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/mpi_env.sh"
 dir=$(mktemp -d)
@@ -51,6 +51,20 @@ for chat in json.load(open(sys.argv[3])):
     body = json.dumps({"model": sys.argv[2], "messages": chat, "max_tokens": 1}).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
     print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
+PY
+}
+
+# post_status PATH BODY: BODY (JSON) posted to the running server's PATH; prints "200" when it is
+# accepted, else the HTTP status and the error's message ("400 the model's chat template ...").
+post_status() {
+  /usr/bin/python3 - "$port" "$1" "$2" <<'PY'
+import json, sys, urllib.error, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", sys.argv[3].encode(), {"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req)
+    print(200)
+except urllib.error.HTTPError as e:
+    print(e.code, json.load(e)["error"]["message"])
 PY
 }
 

