@@ -1,5 +1,7 @@
 #include "actors/balancer_route_planner.h"
 
+#include <algorithm>
+
 #include "actors/route_planning.h"
 #include "runtime/log.h"
 
@@ -35,9 +37,29 @@ std::string not_ready(const Result<BlockMapReply>& map, std::int64_t min_hosts) 
 // The probes of one planning attempt: every usable host's answer and round trip.
 struct Probes {
   std::size_t waiting = 0;
+  std::size_t answered = 0;
   std::vector<RouteCandidate> candidates;
   std::vector<PeerId> failed;
+  bool grace_over = false;  // the first answer came probe_grace ago: stragglers are not awaited
+  bool finished = false;
 };
+
+// The route over the hosts not avoided where one exists, else with one of them (the soonest to be
+// forgiven that makes a route: `avoid` is in that order), else over every host: an avoided host is
+// a last resort, not refused while it is the only one serving a block.
+Result<std::vector<PlannedHop>> plan_preferring(const std::vector<RouteCandidate>& candidates, std::int64_t first,
+                                                std::int64_t last, const std::string& numerics,
+                                                const std::vector<PeerId>& avoid) {
+  const std::set<PeerId> all(avoid.begin(), avoid.end());
+  auto planned = plan_route_like(candidates, first, last, numerics, all);
+  if (planned.is_ok() || avoid.empty()) return planned;
+  for (PeerId peer : avoid) {
+    std::set<PeerId> others = all;
+    others.erase(peer);
+    if (auto with_one = plan_route_like(candidates, first, last, numerics, others); with_one.is_ok()) return with_one;
+  }
+  return plan_route_like(candidates, first, last, numerics);
+}
 
 }  // namespace
 
@@ -54,12 +76,15 @@ void BalancerRoutePlanner::report_failure(PeerId peer) {
   log(LogLevel::kInfo, "avoiding host ", peer, " for ", span.count(), " ms (failure ", a.failures, ")");
 }
 
-std::set<PeerId> BalancerRoutePlanner::avoided() const {
-  std::set<PeerId> out;
+std::vector<PeerId> BalancerRoutePlanner::avoided() const {
+  std::vector<std::pair<Clock::time_point, PeerId>> until;
   const auto now = system_.scheduler().now();
   for (const auto& [peer, a] : avoid_) {
-    if (now < a.until) out.insert(peer);
+    if (now < a.until) until.emplace_back(a.until, peer);
   }
+  std::sort(until.begin(), until.end());
+  std::vector<PeerId> out;
+  for (const auto& [when, peer] : until) out.push_back(peer);
   return out;
 }
 
@@ -67,18 +92,20 @@ void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, cons
   system_.request_in_turn(driver_, balancer_, GetBlockMap{}, options_.request_timeout,
                           [this, first, last, numerics, done](Result<BlockMapReply> map) {
     if (!map.is_ok()) return done(error(map.status().code(), "the balancer did not answer: ", map.status().to_string()));
-    const std::set<PeerId> avoid = avoided();
-    // Ask every usable host at once; the answer's delay is its round trip.
+    const std::vector<PeerId> avoid = avoided();
+    // Ask every host of these blocks at once; the answer's delay is its round trip.
     auto probes = std::make_shared<Probes>();
     std::vector<PeerId> asked;
     for (const HostRecord& h : map->hosts) {
-      if (avoid.count(h.peer) || h.serving_first >= h.serving_last || h.serving_last <= first || h.serving_first >= last) continue;
+      if (h.serving_first >= h.serving_last || h.serving_last <= first || h.serving_first >= last) continue;
       asked.push_back(h.peer);
     }
     probes->waiting = asked.size();
-    auto finish = [this, first, last, numerics, probes, done] {
+    auto finish = [this, first, last, numerics, avoid, probes, done] {
+      if (probes->finished) return;
+      probes->finished = true;
       for (PeerId peer : probes->failed) report_failure(peer);
-      auto planned = plan_route_like(probes->candidates, first, last, numerics);
+      auto planned = plan_preferring(probes->candidates, first, last, numerics, avoid);
       if (!planned.is_ok()) return done(planned.status());
       std::vector<RouteHop> hops;
       for (const auto& h : planned.value()) {
@@ -91,23 +118,37 @@ void BalancerRoutePlanner::try_route(std::int64_t first, std::int64_t last, cons
       }
       done(std::move(hops));
     };
+    // Past the grace, a route over the hosts that answered is taken without awaiting the others: a
+    // host that is alive but slow to answer (starved, or stalled) must not hold a failover up.
+    auto enough = [first, last, numerics, probes] {
+      return probes->grace_over && plan_route_like(probes->candidates, first, last, numerics).is_ok();
+    };
     if (asked.empty()) return finish();
     ActorSystem* system = &system_;  // outlives its requests; this planner may not
     const std::uint32_t driver = driver_;
+    const auto grace = options_.probe_grace;
     for (PeerId peer : asked) {
       const auto sent = system_.scheduler().now();
       // Timed where the answer arrives, not where the driver gets to it.
       system_.request(ActorRef<BlockHostProtocol>{{peer, kBlockHostActorId}}, HostInfo{}, options_.request_timeout,
-                      [system, driver, peer, sent, probes, finish](Result<HostInfoReply> info) {
+                      [system, driver, peer, sent, grace, probes, finish, enough](Result<HostInfoReply> info) {
         const double rtt = std::chrono::duration<double>(system->scheduler().now() - sent).count();
-        system->run_in_turn(driver, [peer, rtt, probes, finish, info = std::move(info)] {
+        system->run_in_turn(driver, [system, driver, peer, rtt, grace, probes, finish, enough, info = std::move(info)] {
+          if (probes->finished) return;
+          const bool first_answer = probes->answered++ == 0;
           if (!info.is_ok()) {
             probes->failed.push_back(peer);
           } else if (!info->leaving && info->first < info->last) {
             probes->candidates.push_back(
                 RouteCandidate{peer, {info->first, info->last}, info->tokens_per_second, rtt, info->numerics});
           }
-          if (--probes->waiting == 0) finish();
+          if (--probes->waiting == 0 || enough()) return finish();
+          if (first_answer) {
+            system->after_in_turn(driver, grace, [probes, finish, enough] {
+              probes->grace_over = true;
+              if (!probes->finished && enough()) finish();
+            });
+          }
         });
       }, driver_);
     }

@@ -2,10 +2,11 @@
 // The client driver's route planner over a live swarm: asks the balancer for the block map, asks
 // every host it may use for its current blocks and throughput (timing that request as the host's
 // round trip), and plans the cheapest route (actors/route_planning.h). A host that failed is
-// avoided for a while, twice as long after each repeated failure. When no route exists yet (a
-// block's only host died and the balancer is moving another one there), it tries again on a
-// timer with backoff until its deadline. Every wait is a timer of the driver's turn; nothing
-// blocks.
+// avoided for a while, twice as long after each repeated failure, unless a block has no other
+// host; a host slow to answer is not awaited past a grace once the others make a route. When no
+// route exists yet (a block's only host died and the balancer is moving another one there), it
+// tries again on a timer with backoff until its deadline. Every wait is a timer of the driver's
+// turn; nothing blocks.
 //
 // Thread-safety: used from the driver's turn only (actors/route_planner.h).
 
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <vector>
 
 #include "actors/protocol/balancer.h"
 #include "actors/route_planner.h"
@@ -28,6 +30,9 @@ struct BalancerRoutePlannerOptions {
   std::chrono::milliseconds retry_first{100};
   std::chrono::milliseconds retry_max{2000};
   std::chrono::milliseconds ready_poll{50};     ///< await_ready asks the balancer this often
+  /// How long after the first host's answer the others are awaited while those that answered
+  /// already make a route.
+  std::chrono::milliseconds probe_grace{500};
 };
 
 class BalancerRoutePlanner final : public RoutePlanner {
@@ -47,7 +52,8 @@ class BalancerRoutePlanner final : public RoutePlanner {
   void retry_route(std::int64_t first, std::int64_t last, const std::string& numerics, Clock::time_point deadline,
                    std::chrono::milliseconds pause, RouteDone done);
   void poll_ready(std::int64_t min_hosts, Clock::time_point deadline, std::chrono::milliseconds timeout, ReadyDone done);
-  std::set<PeerId> avoided() const;
+  // The hosts avoided now, the soonest to be forgiven first.
+  std::vector<PeerId> avoided() const;
 
   ActorSystem& system_;
   std::uint32_t driver_;

@@ -597,7 +597,8 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
   }
   open_on(s, r->hops[r->j].at, [this, r](Session& s, Result<std::uint64_t> opened) {
     if (!opened.is_ok()) {
-      if (host_lost(opened.status().code())) planner_->report_failure(r->hops[r->j].at.host.address.peer);
+      const StatusCode code = opened.status().code();
+      if (host_lost(code) && !host_moved(code)) planner_->report_failure(r->hops[r->j].at.host.address.peer);
       return r->done(s, opened.status(), true);
     }
     Hop& hop = r->hops[r->j];
@@ -610,7 +611,8 @@ void ClientDriver::rebuild(Session& s, std::shared_ptr<Replacement> r) {
     replay(s, hop, r->x, [this, r](Session& s, Result<std::vector<TensorPayload>> outputs) {
       const RouteHop& at = r->hops[r->j].at;
       if (!outputs.is_ok()) {
-        planner_->report_failure(at.host.address.peer);
+        // A host that moved to other blocks meanwhile answered: it has not failed.
+        if (!host_moved(outputs.status().code())) planner_->report_failure(at.host.address.peer);
         return r->done(s, error(outputs.status().code(), "replay on ", describe_hop(at), " failed: ", outputs.status().to_string()),
                        true);
       }

@@ -21,6 +21,8 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do faults+=("$1"); shift; done
 [ $# -gt 0 ] && shift && extra=("$@")
 [ ${#faults[@]} -eq 0 ] && faults=(kill stop term pause)
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
+# Info lines with times (a few dozen a run): a failed row prints the whole run's story.
+export SEPAL_LOG=${SEPAL_LOG:-info} SEPAL_LOG_TIME=1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 # A 2 s failure timeout (the default is 5 s) except for the pause: the 5 s stop must outlast it,
@@ -80,14 +82,14 @@ for fault in "${faults[@]}"; do
     wait $job
     wait  # the SIGCONT helper
     moved=$(grep -c "move from host $host" "$dir/err.txt")
-    if [ "$fault" = pause ]; then moved_ok=$([ "$moved" -eq 0 ] && ! grep -q "failed" "$dir/err.txt" && echo yes)
+    if [ "$fault" = pause ]; then moved_ok=$([ "$moved" -eq 0 ] && ! grep -qE "\[(warn|error)\].*failed" "$dir/err.txt" && echo yes)
     else moved_ok=$([ "$moved" -ge 1 ] && echo yes); fi
     if cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && [ "$moved_ok" = yes ]; then
       printf 'ok: %-4s host %s at %-6s (%4d bytes): text identical, next token %s s after the fault\n' \
         "$fault" "$host" "$point" "$at" "${recovery:-(none: the run ended)}"
     else
       echo "FAILED: $fault of host $host at $point ($at bytes): text identical? $(cmp -s <(head -c -1 "$dir/out.txt") "$dir/expected.txt" && echo yes || echo no), moved $moved times$([ "$fault" = pause ] && echo " (a pause must move none, and fail no one)")"
-      grep -E "sepal|error" "$dir/err.txt" | tail -8
+      grep -vE "^sepal: route|^$" "$dir/err.txt" | tail -60
       failed=$((failed + 1))
     fi
   done
