@@ -215,6 +215,9 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   // the 27B models (46 and 62 blocks), as gemma_pytorch does, and head_dim for the others.
   if ((arch == "gemma2" && c["num_hidden_layers"] == 46) || (arch == "gemma3" && c["num_hidden_layers"] == 62)) {
     c["query_pre_attn_scalar"] = c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
+  } else if (arch == "gemma2" || arch == "gemma3") {
+    c["query_pre_attn_scalar"] = c.contains("head_dim") ? c["head_dim"].get<std::int64_t>()
+                                                        : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
   }
   ModelConfig config = parse_model_config(c.dump(), file.where());
   if (auto factors = rope_frequency_factors(file, config.head_dim, kRopeFactors)) {

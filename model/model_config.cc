@@ -189,6 +189,31 @@ void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) 
   }
 }
 
+ModelConfig parse_model_config(const json& config, const std::string& where);
+
+// Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are
+// in text_config, where the released configs name few of them and transformers' defaults
+// (Gemma3TextConfig) fill the rest. sepal serves the language model (the weights: model/
+// safetensors.h); the special tokens at the top level are the chat model's.
+ModelConfig parse_gemma3_multimodal(const json& config, const std::string& where) {
+  if (!config.contains("text_config") || !config["text_config"].is_object()) {
+    fail(where, ": Gemma3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
+  }
+  // Those Gemma3ForCausalLM's parsing requires; it defaults the rest as transformers does.
+  json text = {{"vocab_size", 262208},      {"hidden_size", 2304},          {"intermediate_size", 9216},
+               {"num_hidden_layers", 26},   {"num_attention_heads", 8},     {"num_key_value_heads", 4},
+               {"max_position_embeddings", 131072}, {"sliding_window", 4096}, {"bos_token_id", 2},
+               {"eos_token_id", 1}};
+  text.update(config["text_config"]);
+  for (const char* key : {"bos_token_id", "eos_token_id"}) {
+    if (config.contains(key)) text[key] = config[key];
+  }
+  text["architectures"] = json::array({"Gemma3ForCausalLM"});
+  ModelConfig c = parse_model_config(text, where + " (text_config)");
+  c.architecture = "Gemma3ForConditionalGeneration";
+  return c;
+}
+
 ModelConfig parse_model_config(const json& config, const std::string& where) {
   ModelConfig c;
   if (config.contains("architectures") && config["architectures"].is_array() &&
@@ -199,10 +224,11 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   } else {
     fail(where, ": no 'architectures' entry naming the model class");
   }
+  if (c.architecture == "Gemma3ForConditionalGeneration") return parse_gemma3_multimodal(config, where);
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -269,7 +295,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
          c.num_kv_heads);
   }
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
-  c.rope_theta = positive_number(config, "rope_theta", where, 10000.0);
+  c.rope_theta = positive_number(config, "rope_theta", where, gemma3 ? 1000000.0 : 10000.0);  // transformers' defaults
   c.rope_scaling = parse_rope_scaling(config, where, c.head_dim, c.max_position_embeddings);
   if (gemma) {
     c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
@@ -280,8 +306,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.tie_word_embeddings = config["tie_word_embeddings"];
   }
   if (gemma2) {
-    c.attention_scale = static_cast<float>(1.0 / std::sqrt(positive_number(config, "query_pre_attn_scalar", where,
-                                                                           static_cast<double>(c.head_dim))));
+    c.attention_scale = static_cast<float>(1.0 / std::sqrt(positive_number(config, "query_pre_attn_scalar", where, 256.0)));
     // Sliding blocks: layer_types where the config lists them, else all but every
     // sliding_window_pattern-th (Gemma 2: every other block from the first; Gemma 3: 5 of 6).
     const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, gemma3 ? 6 : 2);

@@ -241,6 +241,9 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
   for (const auto& [name, t] : tensors) {
     std::string key = name;
     if (!key.starts_with("base_model.model.")) key = "base_model.model." + key;
+    // An adapter of a multimodal model's language model (Gemma 3 4B and up) names its modules
+    // under that model's prefix.
+    if (auto text = text_tower_tensor_name(key.substr(17))) key = "base_model.model." + *text;
     const auto dot_default = key.find(".default.weight");
     if (dot_default != std::string::npos) key = key.substr(0, dot_default) + ".weight";
     by_name[key] = &t;

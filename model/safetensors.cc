@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -132,6 +133,36 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
   return tensors;
 }
 
+std::optional<std::string> text_tower_tensor_name(const std::string& name) {
+  for (const char* prefix : {"language_model.model.", "model.language_model."}) {
+    if (name.starts_with(prefix)) return "model." + name.substr(std::string_view(prefix).size());
+  }
+  if (name == "language_model.lm_head.weight") return "lm_head.weight";
+  return std::nullopt;
+}
+
+namespace {
+
+// A multimodal checkpoint (Gemma3ForConditionalGeneration: its language model under
+// "language_model.model." or "model.language_model.", beside a vision tower and a projector) as
+// its language model alone, under a causal LM's names. Others are left as they are.
+void keep_text_tower(std::map<std::string, TensorRef>& tensors, const std::string& where) {
+  const bool multimodal = std::any_of(tensors.begin(), tensors.end(), [](const auto& t) {
+    return t.first.starts_with("language_model.model.") || t.first.starts_with("model.language_model.");
+  });
+  if (!multimodal) return;
+  std::map<std::string, TensorRef> text;
+  for (auto& [name, ref] : tensors) {
+    auto renamed = text_tower_tensor_name(name);
+    if (!renamed && name == "lm_head.weight") renamed = name;
+    if (!renamed) continue;  // the vision tower and the projector
+    if (!text.emplace(*renamed, std::move(ref)).second) fail(where, ": two tensors of the language model are both ", *renamed);
+  }
+  tensors = std::move(text);
+}
+
+}  // namespace
+
 Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   Checkpoint checkpoint;
   checkpoint.dir_ = dir;
@@ -181,6 +212,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     fail("no weights in ", dir.string(),
          ": expected model.safetensors or model.safetensors.index.json");
   }
+  keep_text_tower(checkpoint.tensors_, dir.string());
   return checkpoint;
 }
 

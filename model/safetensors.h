@@ -52,11 +52,18 @@ struct TensorToWrite {
 /// Writes a single-file safetensors checkpoint. Throws sepal::Error on I/O failure.
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors);
 
+/// The causal LM name ("model.layers.0...", "lm_head.weight") of a multimodal model's language
+/// model tensor ("language_model.model.layers.0...", "model.language_model.layers.0...",
+/// "language_model.lm_head.weight"); nullopt for any other name.
+std::optional<std::string> text_tower_tensor_name(const std::string& name);
+
 /// All tensors of a model folder.
 class Checkpoint {
  public:
   /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
-  /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
+  /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h). A
+  /// multimodal checkpoint (Gemma3ForConditionalGeneration) is its language model alone, under
+  /// a causal LM's names (text_tower_tensor_name); its vision tower is not read.
   static Checkpoint open(const std::filesystem::path& dir);
 
   /// The tensor called `name`, or nullopt.

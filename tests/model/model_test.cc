@@ -284,6 +284,45 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   EXPECT_EQ(gemma3_4b.rope_scaling.factor, 8.0);
   gemma3["rope_scaling"] = {{"rope_type", "linear"}};
   expect_error([&] { parse_model_config(gemma3.dump(), "gemma3"); }, "rope_scaling needs 'factor'");
+  // Gemma-3-4B-it's config.json (multimodal): text_config names six settings, transformers'
+  // defaults the rest; the top level's eos_token_id is the chat model's.
+  json gemma3_mm = json::parse(R"({"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+      "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02,
+      "mm_tokens_per_image": 256, "model_type": "gemma3",
+      "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                      "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+      "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+      "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+                        "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": false}})");
+  const ModelConfig gemma3_4b_it = parse_model_config(gemma3_mm.dump(), "gemma3-4b");
+  EXPECT_EQ(gemma3_4b_it.architecture, "Gemma3ForConditionalGeneration");
+  EXPECT_EQ(gemma3_4b_it.hidden_size, 2560);
+  EXPECT_EQ(gemma3_4b_it.intermediate_size, 10240);
+  EXPECT_EQ(gemma3_4b_it.num_layers, 34);
+  EXPECT_EQ(gemma3_4b_it.num_heads, 8);
+  EXPECT_EQ(gemma3_4b_it.num_kv_heads, 4);
+  EXPECT_EQ(gemma3_4b_it.head_dim, 256);
+  EXPECT_EQ(gemma3_4b_it.vocab_size, 262208);
+  EXPECT_EQ(gemma3_4b_it.max_position_embeddings, 131072);
+  EXPECT_FLOAT_EQ(gemma3_4b_it.attention_scale, 1.0f / 16.0f);
+  EXPECT_TRUE(gemma3_4b_it.qk_norm && gemma3_4b_it.output_norms && gemma3_4b_it.tie_word_embeddings);
+  EXPECT_EQ(gemma3_4b_it.rope_theta, 1000000.0);
+  EXPECT_EQ(gemma3_4b_it.local_rope_theta, 10000.0);
+  EXPECT_EQ(gemma3_4b_it.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  EXPECT_EQ(gemma3_4b_it.bos_token_id, 2);
+  EXPECT_EQ(gemma3_4b_it.eos_token_ids, (decltype(gemma3_4b_it.eos_token_ids){1, 106}));
+  for (std::int64_t l = 0; l < 34; ++l) EXPECT_EQ(gemma3_4b_it.window_of(l), l % 6 == 5 ? 0 : 1024) << l;
+  // The 27B's text_config sets its heads and query_pre_attn_scalar (hidden / heads).
+  gemma3_mm["text_config"].update(json::parse(R"({"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504,
+      "num_attention_heads": 32, "num_hidden_layers": 62, "num_key_value_heads": 16, "query_pre_attn_scalar": 168})"));
+  const ModelConfig gemma3_27b = parse_model_config(gemma3_mm.dump(), "gemma3-27b");
+  EXPECT_EQ(gemma3_27b.head_dim, 128);
+  EXPECT_EQ(gemma3_27b.num_heads, 32);
+  EXPECT_FLOAT_EQ(gemma3_27b.attention_scale, static_cast<float>(1.0 / std::sqrt(168.0)));
+  gemma3_mm["text_config"]["num_key_value_heads"] = 5;
+  expect_error([&] { parse_model_config(gemma3_mm.dump(), "gemma3-27b"); }, "gemma3-27b (text_config): num_attention_heads 32 is not a multiple of num_key_value_heads 5");
+  gemma3_mm.erase("text_config");
+  expect_error([&] { parse_model_config(gemma3_mm.dump(), "gemma3-27b"); }, "needs a 'text_config' object");
   // Elsewhere the gate is SiLU, norms scale by their weights, embeddings are as stored.
   const ModelConfig llama = parse_model_config(kGoodConfig, "c");
   EXPECT_TRUE(llama.mlp_activation == GateActivation::kSilu && !llama.norm_weight_plus_one && llama.embedding_scale == 1.0f);
@@ -314,6 +353,78 @@ TEST(Safetensors, ReadsValidFileAndSkipsMetadata) {
   float back[3];
   std::memcpy(back, a.data, 12);
   EXPECT_EQ(back[2], 3.f);
+}
+
+// A Gemma3ForConditionalGeneration folder, its language model under either of transformers'
+// prefixes beside a vision tower and a projector, is that language model: the same tensors under
+// a causal LM's names, the same hidden states and logits.
+TEST(Safetensors, AMultimodalGemma3FolderIsItsLanguageModel) {
+  const TempDir dir;
+  SyntheticSpec spec;
+  spec.architecture = "Gemma3ForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 96;
+  spec.num_layers = 3;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.head_dim = 32;
+  spec.vocab_size = 300;
+  spec.max_position_embeddings = 64;
+  spec.sliding_window = 3;
+  spec.sliding_window_pattern = 3;
+  spec.weight_std = 0.15;
+  spec.seed = 5;
+  write_synthetic_checkpoint(spec, dir / "text");
+  json text = json::parse(std::ifstream(dir / "text" / "config.json"));
+  text.erase("architectures");
+  const Checkpoint original = Checkpoint::open(dir / "text");
+  const ModelConfig config = read_model_config(dir / "text");
+  std::vector<float> x(static_cast<std::size_t>(4 * config.hidden_size));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::cos(0.21 * static_cast<double>(i)));
+  const auto outputs = [&](const Checkpoint& checkpoint, const ModelConfig& c) {
+    const BlockStack blocks = BlockStack::load(checkpoint, c, 0, c.num_layers, DType::kF32);
+    KvCache cache = blocks.new_cache(4);
+    std::vector<float> h = x, logits(static_cast<std::size_t>(4 * c.vocab_size));
+    blocks.forward(h.data(), 4, cache);
+    ModelEnds::load(checkpoint, c, DType::kF32).logits(h.data(), 4, logits.data());
+    h.insert(h.end(), logits.begin(), logits.end());
+    return h;
+  };
+  const std::vector<float> expected = outputs(original, config);
+  for (const std::string prefix : {"language_model.model.", "model.language_model."}) {
+    const auto folder = dir / ("mm-" + prefix);
+    std::filesystem::create_directories(folder);
+    std::vector<TensorToWrite> tensors;
+    for (const auto& [name, ref] : original.tensors()) {
+      ASSERT_EQ(ref.dtype, DType::kF32);
+      // The head: "language_model.lm_head.weight" in the first layout, "lm_head.weight" in the second.
+      const std::string renamed = name.starts_with("model.") ? prefix + name.substr(6)
+                                  : prefix == "language_model.model." ? "language_model." + name
+                                                                      : name;
+      tensors.push_back({renamed, "F32", ref.shape, std::vector<std::byte>(ref.data, ref.data + ref.bytes)});
+    }
+    for (const char* vision : {"vision_tower.vision_model.post_layernorm.weight", "multi_modal_projector.mm_soft_emb_norm.weight"}) {
+      tensors.push_back({vision, "F32", {2}, std::vector<std::byte>(8)});
+    }
+    write_safetensors(folder / "model.safetensors", tensors);
+    std::ofstream(folder / "config.json") << json{{"architectures", {"Gemma3ForConditionalGeneration"}},
+                                                  {"model_type", "gemma3"},
+                                                  {"text_config", text},
+                                                  {"vision_config", {{"model_type", "siglip_vision_model"}}}}
+                                                 .dump();
+    const ModelConfig mm = read_model_config(folder);
+    EXPECT_EQ(mm.architecture, "Gemma3ForConditionalGeneration");
+    EXPECT_EQ(mm.layer_windows, config.layer_windows);
+    EXPECT_EQ(mm.num_kv_heads, config.num_kv_heads);
+    const Checkpoint checkpoint = Checkpoint::open(folder);
+    std::vector<std::string> names, original_names;
+    for (const auto& [name, ref] : checkpoint.tensors()) names.push_back(name);
+    for (const auto& [name, ref] : original.tensors()) original_names.push_back(name);
+    EXPECT_EQ(names, original_names) << prefix;
+    EXPECT_EQ(outputs(checkpoint, mm), expected) << prefix;
+  }
+  EXPECT_EQ(text_tower_tensor_name("language_model.lm_head.weight"), "lm_head.weight");
+  EXPECT_EQ(text_tower_tensor_name("vision_tower.vision_model.head.weight"), std::nullopt);
 }
 
 TEST(Safetensors, RejectsCorruptFiles) {

@@ -110,6 +110,20 @@ assert len(names) == 2 * 3 * 2, len(names)' "$dir/gemma2-synth"
 check_model gemma3-synth q_proj,k_proj,up_proj '
 assert sorted(c["target_modules"]) == ["k_proj", "q_proj", "up_proj"], c["target_modules"]
 assert len(names) == 3 * 3 * 2, len(names)' "$dir/gemma3-synth"
+# The same Gemma 3 laid out as the 4B and larger are (Gemma3ForConditionalGeneration: a vision
+# tower beside the language model, under either of transformers' prefixes), with the adapter named
+# as PEFT names one of that model: the same scores as the text model with its own adapter.
+text_nll=$(nll --model "$dir/gemma3-synth" --adapter "$dir/gemma3-synth/peft")
+for layout in old new; do
+  mm=$dir/gemma3-multimodal-$layout
+  /usr/bin/python3 "$here/gemma3_multimodal.py" model "$dir/gemma3-synth" "$mm" --layout $layout \
+    && /usr/bin/python3 "$here/gemma3_multimodal.py" peft "$dir/gemma3-synth/peft" "$mm-peft" --layout $layout \
+    || { echo "FAILED: gemma3_multimodal.py ($layout)"; failed=$((failed + 1)); continue; }
+  mm_nll=$(nll --model "$mm" --adapter "$mm-peft")
+  [ -n "$text_nll" ] && [ "$mm_nll" = "$text_nll" ] \
+    && echo "ok: a multimodal Gemma 3 ($layout names) with its PEFT adapter scores what its text model does ($mm_nll)" \
+    || { echo "FAILED: multimodal Gemma 3 ($layout names): $mm_nll, its text model $text_nll"; cat "$dir/err"; failed=$((failed + 1)); }
+done
 
 refused() {  # refused WHAT FOLDER EXPECTED_TEXT
   "$sepal" perplexity --model "$models/tinystories-656K" --data "$data/eval-none.jsonl" --adapter "$2" 2> "$dir/err" > /dev/null
