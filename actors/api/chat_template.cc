@@ -195,9 +195,9 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
     }
     return chat_template_of_text(found, std::move(special), tool_use);
   }
+  if (!std::filesystem::is_directory(model)) return {};
   const std::filesystem::path file = model / "tokenizer_config.json";
-  if (!std::filesystem::is_directory(model) || !std::filesystem::exists(file)) return {};
-  const nlohmann::json config = read_json_object(file);
+  const nlohmann::json config = std::filesystem::exists(file) ? read_json_object(file) : nlohmann::json::object();
   nlohmann::json token_map = nlohmann::json::object();
   if (std::filesystem::exists(model / "special_tokens_map.json")) token_map = read_json_object(model / "special_tokens_map.json");
   for (const char* key : kSpecialTokens) {
@@ -218,6 +218,19 @@ ChatTemplate chat_template_of_model(const std::filesystem::path& model, std::str
         if (name == "tool_use") tool_use = named["template"].get<std::string>();
       }
     }
+  }
+  // Newer folders keep the template in a file of its own, which transformers takes over the
+  // config's; multimodal models' processors, in chat_template.json.
+  if (const auto own = model / "chat_template.jinja"; std::filesystem::exists(own)) {
+    std::ifstream in(own, std::ios::binary);
+    if (!in.is_open()) fail(own.string(), ": cannot be read");
+    std::stringstream text;
+    text << in.rdbuf();
+    found = text.str();
+  } else if (const auto processor = model / "chat_template.json"; found.empty() && std::filesystem::exists(processor)) {
+    const nlohmann::json t = read_json_object(processor);
+    if (!t.contains("chat_template") || !t["chat_template"].is_string()) fail(processor.string(), ": no chat_template string");
+    found = t["chat_template"].get<std::string>();
   }
   if (jinja) *jinja = found;
   return chat_template_of_text(found, std::move(special), tool_use);

@@ -82,8 +82,9 @@ ChatTemplate recognise_chat_template(const std::string& jinja);
 ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_json special_tokens,
                                    const std::string& tool_use = {});
 
-/// The template of a model: a folder's tokenizer_config.json chat_template (the one named
-/// "default" and the one named "tool_use" where it holds several) and special tokens
+/// The template of a model: a folder's chat_template.jinja, else its tokenizer_config.json
+/// chat_template (the one named "default" and the one named "tool_use" where it holds several),
+/// else its chat_template.json's (a multimodal processor's), and special tokens
 /// (special_tokens_map.json's where the config names none), or a GGUF file's
 /// tokenizer.chat_template (and tokenizer.chat_template.tool_use) and the tokens its ids name (a file that does not parse is an error:
 /// sepal::Error naming it); plain when there is none. `jinja` gets the template text found, or

@@ -854,6 +854,18 @@ TEST(ApiChatTemplate, CommonFormsAreRecognisedAndRendered) {
   std::string jinja;
   EXPECT_EQ(chat_template_of_model(dir.path(), &jinja).form, ChatForm::kChatMl);
   EXPECT_NE(jinja.find("<|im_start|>"), std::string::npos);
+  // chat_template.jinja, where a folder has one, is the template (as transformers takes it);
+  // chat_template.json (a multimodal processor's) where the config names none.
+  test::write_file(dir / "chat_template.jinja", "{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}\n");
+  EXPECT_EQ(chat_template_of_model(dir.path(), &jinja).form, ChatForm::kLlama2);
+  EXPECT_EQ(jinja, "{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}\n");
+  std::filesystem::remove(dir / "chat_template.jinja");
+  test::write_file(dir / "tokenizer_config.json", R"({"eos_token": "</s>"})");
+  test::write_file(dir / "chat_template.json", R"({"chat_template": "{{ bos_token }}{% for m in messages %}<|im_start|>{% endfor %}"})");
+  EXPECT_EQ(chat_template_of_model(dir.path(), &jinja).form, ChatForm::kChatMl);
+  test::write_file(dir / "chat_template.json", R"({"chat_template": 5})");
+  EXPECT_THROW(chat_template_of_model(dir.path()), Error);
+  std::filesystem::remove(dir / "chat_template.json");
   test::write_file(dir / "tokenizer_config.json", "{broken");
   EXPECT_THROW(chat_template_of_model(dir.path()), Error);
 }
