@@ -76,9 +76,10 @@ class Backend {
     silu_mul(gate, up, count);
   }
   virtual void gelu_tanh(float* x, std::int64_t count) = 0;
-  /// kernels/rope.h; positions [n] and inv_freq [head_dim / 2] in the backend's memory.
+  /// kernels/rope.h; positions [n] and inv_freq [rotary_dim / 2] in the backend's memory.
   virtual void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                                const std::int64_t* positions, const double* inv_freq, double magnitude) = 0;
+                                std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                double magnitude) = 0;
   /// kernels/attention.h: store_kv.
   virtual void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
                         std::int64_t head_dim, std::int64_t capacity, float* cache) = 0;

@@ -24,14 +24,17 @@ struct RopeScaling {
   double attention_factor = 1.0;
 };
 
-/// The head_dim/2 inverse frequencies theta^(-2i/head_dim), adjusted by the scaling.
+/// The head_dim/2 inverse frequencies theta^(-2i/head_dim), adjusted by the scaling (with partial
+/// rotary embeddings, pass the rotated dimensions as head_dim).
 std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta,
                                              const RopeScaling& scaling);
 
-/// Rotates x[n, heads, head_dim] in place and multiplies it by `magnitude` (1, or
-/// RopeScaling::attention_factor); row t is at position positions[t]. inv_freq has head_dim/2
-/// entries (from rope_inverse_frequencies).
-void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+/// Rotates the first `rotary_dim` dimensions of each head of x[n, heads, head_dim] in place
+/// (pairs i, i + rotary_dim/2; rotary_dim == head_dim: the whole head) and multiplies them by
+/// `magnitude` (1, or RopeScaling::attention_factor); the other dimensions pass unchanged. Row t
+/// is at position positions[t]. inv_freq has rotary_dim/2 entries (from
+/// rope_inverse_frequencies(rotary_dim, ...)).
+void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                       const std::int64_t* positions, const double* inv_freq, double magnitude);
 
 }  // namespace sepal

@@ -54,9 +54,9 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
   for (std::int64_t layer = first; layer < last; ++layer) {
     stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, loading));
   }
-  stack.inv_freq_ = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling);
+  stack.inv_freq_ = rope_inverse_frequencies(config.rope_dims(), config.rope_theta, config.rope_scaling);
   if (config.local_rope_theta > 0.0) {  // Gemma 3's sliding blocks: their own base, no scaling
-    const auto local = rope_inverse_frequencies(config.head_dim, config.local_rope_theta, RopeScaling{});
+    const auto local = rope_inverse_frequencies(config.rope_dims(), config.local_rope_theta, RopeScaling{});
     stack.inv_freq_.insert(stack.inv_freq_.end(), local.begin(), local.end());
   }
   if (config.family == ModelFamily::kBloom) stack.alibi_ = alibi_slopes(config.num_heads);

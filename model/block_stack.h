@@ -140,13 +140,13 @@ class BlockStack {
 
   /// The weights of block `layer` (first() <= layer < last()), e.g. to copy them to a device.
   const BlockWeights& block_weights(std::int64_t layer) const;
-  /// RoPE's inverse frequencies (head_dim / 2 of them; Gemma 3's sliding blocks' own after them)
+  /// RoPE's inverse frequencies (rope_dims() / 2 of them; Gemma 3's sliding blocks' own after them)
   /// and, for BLOOM, ALiBi's slope of each head (empty otherwise).
   std::span<const double> inverse_frequencies() const { return inv_freq_; }
   /// Block `layer`'s RoPE inverse frequencies: the model's, or its sliding blocks' own (Gemma 3),
   /// which inverse_frequencies() holds after them.
   const double* inv_freq_of(std::int64_t layer) const {
-    return config_.local_rope_of(layer) ? inv_freq_.data() + config_.head_dim / 2 : inv_freq_.data();
+    return config_.local_rope_of(layer) ? inv_freq_.data() + config_.rope_dims() / 2 : inv_freq_.data();
   }
   std::span<const float> alibi() const { return alibi_; }
 

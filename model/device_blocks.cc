@@ -36,7 +36,7 @@ void device_block_forward(const DeviceBlockCall& call) {
 
 const double* DeviceBlockStack::inv_freq_of(std::int64_t layer) const {
   const auto* all = static_cast<const double*>(inv_freq_.get());
-  return config_.local_rope_of(layer) ? all + config_.head_dim / 2 : all;
+  return config_.local_rope_of(layer) ? all + config_.rope_dims() / 2 : all;
 }
 
 DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first, const std::vector<BlockWeights>& weights,

@@ -101,12 +101,12 @@ std::vector<float> unpermute_rows(const std::vector<float>& in, std::int64_t hea
 // Llama 3.1's RoPE scaling as llama.cpp's converter stores it: rope_freqs.weight, one factor per
 // pair of head dimensions, dividing that pair's inverse frequency; or LongRoPE's factors
 // (rope_factors_short.weight, rope_factors_long.weight). Absent: no scaling.
-std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, std::int64_t head_dim, const char* name) {
+std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, std::int64_t rope_dims, const char* name) {
   const auto it = file.tensors().find(name);
   if (it == file.tensors().end()) return std::nullopt;
   const GgufTensor& t = it->second;
-  if (t.dims.size() != 1 || t.dims[0] != head_dim / 2) {
-    fail(file.where(), ": ", name, " must hold ", head_dim / 2, " factors (head_dim / 2), not ", t.elements());
+  if (t.dims.size() != 1 || t.dims[0] != rope_dims / 2) {
+    fail(file.where(), ": ", name, " must hold ", rope_dims / 2, " factors (half of the ", rope_dims, " rotated dimensions), not ", t.elements());
   }
   std::vector<float> values(static_cast<std::size_t>(t.elements()));
   dequantize_ggml(t.type, t.data, t.elements(), values.data());
@@ -121,8 +121,8 @@ std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, 
 // and the original context as keys. As from config.json (model_config.cc): the short factors, the
 // attention factor, and the context ended at the original length.
 void apply_longrope(const GgufFile& file, ModelConfig& config) {
-  auto short_factors = rope_frequency_factors(file, config.head_dim, kRopeFactorsShort);
-  const auto long_factors = rope_frequency_factors(file, config.head_dim, kRopeFactorsLong);
+  auto short_factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactorsShort);
+  const auto long_factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactorsLong);
   if (!short_factors && !long_factors) return;
   if (!short_factors || !long_factors) fail(file.where(), ": LongRoPE needs both ", kRopeFactorsShort, " and ", kRopeFactorsLong);
   const auto original = file.integer("phi3.rope.scaling.original_context_length");
@@ -209,7 +209,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   if (auto rope = file.integer(arch + ".rope.dimension_count")) {
     const std::int64_t head_dim = c.contains("head_dim") ? c["head_dim"].get<std::int64_t>()
                                                           : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
-    if (*rope != head_dim) fail(file.where(), ": partial rotary embeddings (", *rope, " of ", head_dim, " dimensions) are not supported");
+    // Rotary embeddings on part of each head (Phi-4-mini's 96 of 128).
+    if (*rope != head_dim) c["partial_rotary_factor"] = static_cast<double>(*rope) / static_cast<double>(head_dim);
   }
   // Gemma 2's and 3's query_pre_attn_scalar is not in the file: llama.cpp takes hidden / heads for
   // the 27B models (46 and 62 blocks), as gemma_pytorch does, and head_dim for the others.
@@ -220,7 +221,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                                                         : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
   }
   ModelConfig config = parse_model_config(c.dump(), file.where());
-  if (auto factors = rope_frequency_factors(file, config.head_dim, kRopeFactors)) {
+  if (auto factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactors)) {
     config.rope_scaling.kind = RopeScaling::Kind::kFactors;
     config.rope_scaling.freq_factors = std::move(*factors);
   }

@@ -57,7 +57,7 @@ RopeScaling parse_longrope(const json& config, const json& s, const std::string&
   RopeScaling scaling;
   const auto factors = [&](const char* key) {
     if (!s.contains(key) || !s[key].is_array() || static_cast<std::int64_t>(s[key].size()) != head_dim / 2) {
-      fail(where, ": rope_scaling '", key, "' must list ", head_dim / 2, " factors (head_dim / 2)");
+      fail(where, ": rope_scaling '", key, "' must list ", head_dim / 2, " factors (half of the ", head_dim, " rotated dimensions)");
     }
     std::vector<double> out;
     for (const json& f : s[key]) {
@@ -255,13 +255,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
   c.qk_norm = c.architecture == "Qwen3ForCausalLM" || gemma3;
-  // Phi-3 fuses q, k, v and gate, up; Phi-4-mini's partial rotary embeddings are refused, not left
-  // out.
+  // Phi-3 fuses q, k, v and gate, up.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
-  if (config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null() &&
-      !(config["partial_rotary_factor"].is_number() && config["partial_rotary_factor"].get<double>() == 1.0)) {
-    fail(where, ": partial_rotary_factor ", config["partial_rotary_factor"].dump(), " (rotary embeddings on part of each head) is not supported");
-  }
   if (!c.attention_bias && config.value("attention_bias", false)) {
     fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
          c.architecture, " (Qwen2's biases on q, k and v are)");
@@ -294,9 +289,23 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     fail(where, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ",
          c.num_kv_heads);
   }
+  // Rotary embeddings on the first int(head_dim * partial_rotary_factor) dimensions of each head
+  // (Phi-4-mini: 0.75), as transformers computes them.
+  if (config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null()) {
+    const double factor = positive_number(config, "partial_rotary_factor", where, 1.0);
+    if (factor != 1.0 && !c.fused_projections) {
+      fail(where, ": partial_rotary_factor ", factor, " (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only, not ", c.architecture);
+    }
+    const auto dims = static_cast<std::int64_t>(static_cast<double>(c.head_dim) * factor);
+    if (factor > 1.0 || dims < 2 || dims % 2 != 0) {
+      fail(where, ": partial_rotary_factor ", factor, " rotates ", dims, " of head_dim ", c.head_dim,
+           " dimensions (an even number from 2 to head_dim is needed)");
+    }
+    if (dims < c.head_dim) c.rotary_dim = dims;
+  }
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
   c.rope_theta = positive_number(config, "rope_theta", where, gemma3 ? 1000000.0 : 10000.0);  // transformers' defaults
-  c.rope_scaling = parse_rope_scaling(config, where, c.head_dim, c.max_position_embeddings);
+  c.rope_scaling = parse_rope_scaling(config, where, c.rope_dims(), c.max_position_embeddings);
   if (gemma) {
     c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
     c.tie_word_embeddings = true;  // Gemma's default

@@ -35,6 +35,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;  ///< Llama's RMSNorm; BLOOM's LayerNorm epsilon for kBloom
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  /// Dimensions of each head that rotate (the first ones; 0: all of head_dim). Phi-4-mini's
+  /// partial_rotary_factor 0.75 rotates 96 of 128.
+  std::int64_t rotary_dim = 0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
   bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
@@ -69,6 +72,8 @@ struct ModelConfig {
   std::int32_t bos_token_id = -1;
   std::vector<std::int32_t> eos_token_ids;    ///< generation stops at any of these
 
+  /// Dimensions of each head that RoPE rotates.
+  std::int64_t rope_dims() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   /// Width of the query projection output (num_heads * head_dim).
   std::int64_t q_size() const { return num_heads * head_dim; }
   /// Width of the key and value projection outputs (num_kv_heads * head_dim).

@@ -176,11 +176,13 @@ json config_json(const SyntheticSpec& s) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
+  const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
+  const auto rotary_dims = static_cast<std::int64_t>(static_cast<double>(head_dim) * s.partial_rotary_factor);
+  if (s.partial_rotary_factor != 1.0) config["partial_rotary_factor"] = s.partial_rotary_factor;
   if (s.long_rope_original > 0) {
-    const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
     json short_factor = json::array(), long_factor = json::array();
     Rng rng(s.seed + 77);
-    for (std::int64_t i = 0; i < head_dim / 2; ++i) {
+    for (std::int64_t i = 0; i < rotary_dims / 2; ++i) {
       short_factor.push_back(1.0 + 3.0 * rng.uniform());
       long_factor.push_back(1.0 + 3.0 * rng.uniform());
     }
@@ -307,6 +309,7 @@ void validate(const SyntheticSpec& s) {
     fail("soft-capping, query_pre_attn_scalar, the window pattern and the RoPE factor must be positive");
   }
   if (s.head_dim < 0) fail("--head-dim must be positive, got ", s.head_dim);
+  if (!(s.partial_rotary_factor > 0.0 && s.partial_rotary_factor <= 1.0)) fail("partial_rotary_factor must be in (0, 1]");
   if (s.long_rope_original < 0 || s.long_rope_original > s.max_position_embeddings) {
     fail("LongRoPE's original context must be between 0 and max_position_embeddings");
   }

@@ -47,6 +47,9 @@ struct SyntheticSpec {
   /// long factors (random, 1 to 4) and original_max_position_embeddings this many positions (0:
   /// none). The context then ends there.
   std::int64_t long_rope_original = 0;
+  /// Rotary embeddings on this share of each head's dimensions (Phi-4-mini: 0.75); 1: all. LongRoPE's
+  /// factors are then half the rotated dimensions.
+  double partial_rotary_factor = 1.0;
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights

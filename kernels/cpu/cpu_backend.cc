@@ -56,9 +56,9 @@ class CpuBackend final : public Backend {
   void silu_mul(float* gate, const float* up, std::int64_t count) override { sepal::silu_mul(gate, up, count); }
   void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) override { sepal::gelu_tanh_mul(gate, up, count); }
   void gelu_tanh(float* x, std::int64_t count) override { sepal::gelu_tanh(x, count); }
-  void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+  void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {
-    sepal::rope_rotate_half(x, n, heads, head_dim, positions, inv_freq, magnitude);
+    sepal::rope_rotate_half(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude);
   }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
                 std::int64_t capacity, float* cache) override {

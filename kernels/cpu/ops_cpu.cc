@@ -119,9 +119,11 @@ namespace {
 // Rotates each head's pairs (i, i + half) by the angle of its position, or by its opposite
 // (`inverse`: the transpose, which is the rotation's input gradient). One set of tables for both,
 // so the gradient rotates by exactly the rounded angles the forward used.
-void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, const std::int64_t* positions,
-                const double* inv_freq, double magnitude, bool inverse) {
-  const std::int64_t half = head_dim / 2;
+void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+                const std::int64_t* positions, const double* inv_freq, double magnitude, bool inverse) {
+  SEPAL_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "RoPE rotates an even number of a head's ",
+              head_dim, " dimensions, not ", rotary_dim);
+  const std::int64_t half = rotary_dim / 2;
   std::vector<float> cos_table(static_cast<std::size_t>(half));
   std::vector<float> sin_table(static_cast<std::size_t>(half));
   for (std::int64_t t = 0; t < n; ++t) {
@@ -145,14 +147,15 @@ void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_
 
 }  // namespace
 
-void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                       const std::int64_t* positions, const double* inv_freq, double magnitude) {
-  rope_apply(x, n, heads, head_dim, positions, inv_freq, magnitude, /*inverse=*/false);
+  rope_apply(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/false);
 }
 
 void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
-                                 const std::int64_t* positions, const double* inv_freq, double magnitude) {
-  rope_apply(dx, n, heads, head_dim, positions, inv_freq, magnitude, /*inverse=*/true);
+                                 std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                 double magnitude) {
+  rope_apply(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/true);
 }
 
 namespace {

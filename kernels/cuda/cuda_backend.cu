@@ -167,11 +167,11 @@ __global__ void gelu_tanh_kernel(float* x, std::int64_t count) {
   }
 }
 
-// Pairs (j, j + half) of each head rotated by position · inv_freq[j], the angle in double, and
-// multiplied by the magnitude.
-__global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+// Pairs (j, j + half) of each head's first rotary_dim dimensions rotated by position ·
+// inv_freq[j], the angle in double, and multiplied by the magnitude; the rest pass unchanged.
+__global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                             const std::int64_t* positions, const double* inv_freq, double magnitude) {
-  const std::int64_t half = head_dim / 2;
+  const std::int64_t half = rotary_dim / 2;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n * heads * half) return;
   const std::int64_t j = i % half, row = i / half;  // row = t * heads + h
@@ -408,11 +408,14 @@ class CudaBackend final : public Backend {
     gelu_tanh_kernel<<<grid(count), kThreads>>>(x, count);
     launched();
   }
-  void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+  void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {
-    if (n * heads * (head_dim / 2) <= 0) return;
+    SEPAL_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "RoPE rotates an even number of a head's ",
+                head_dim, " dimensions, not ", rotary_dim);
+    if (n * heads * (rotary_dim / 2) <= 0) return;
     enter();
-    rope_kernel<<<grid(n * heads * (head_dim / 2)), kThreads>>>(x, n, heads, head_dim, positions, inv_freq, magnitude);
+    rope_kernel<<<grid(n * heads * (rotary_dim / 2)), kThreads>>>(x, n, heads, head_dim, rotary_dim, positions, inv_freq,
+                                                                   magnitude);
     launched();
   }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,

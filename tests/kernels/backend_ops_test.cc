@@ -157,17 +157,20 @@ TEST_F(BackendOps, NormsAndElementWiseOpsMatchTheCpu) {
   }
 }
 
+// The whole head, and its first 48 of 64 dimensions (partial rotary embeddings).
 TEST_F(BackendOps, RotationsMatchTheCpu) {
   const std::int64_t n = 6, heads = 4, head_dim = 64;
-  RopeScaling scaling;
-  const std::vector<double> inv_freq = rope_inverse_frequencies(head_dim, 10000.0, scaling);
-  const std::vector<std::int64_t> positions = {0, 1, 7, 100, 1000, 4095};
-  const auto x = random_floats(static_cast<std::size_t>(n * heads * head_dim), 5);
-  auto want = x;
-  rope_rotate_half(want.data(), n, heads, head_dim, positions.data(), inv_freq.data(), 1.25);
-  float* y = in(x);
-  backend_->rope_rotate_half(y, n, heads, head_dim, in(positions), in(inv_freq), 1.25);
-  expect_close(out(y, x.size()), want, 1e-6, "rope");
+  for (const std::int64_t rotary_dim : {head_dim, std::int64_t{48}}) {
+    RopeScaling scaling;
+    const std::vector<double> inv_freq = rope_inverse_frequencies(rotary_dim, 10000.0, scaling);
+    const std::vector<std::int64_t> positions = {0, 1, 7, 100, 1000, 4095};
+    const auto x = random_floats(static_cast<std::size_t>(n * heads * head_dim), 5);
+    auto want = x;
+    rope_rotate_half(want.data(), n, heads, head_dim, rotary_dim, positions.data(), inv_freq.data(), 1.25);
+    float* y = in(x);
+    backend_->rope_rotate_half(y, n, heads, head_dim, rotary_dim, in(positions), in(inv_freq), 1.25);
+    expect_close(out(y, x.size()), want, 1e-6, "rope");
+  }
 }
 
 // Keys stored and attended to: grouped heads, a prompt after earlier positions and a decode row,

@@ -253,29 +253,34 @@ TEST(GeluTanhMulInputGrad, MatchesFiniteDifferences) {
 
 // ---- rope ----
 
+// The whole head, and part of it (partial rotary embeddings: the rest passes its gradient on).
 TEST(RopeInputGrad, MatchesFiniteDifferences) {
   const int n = 5, heads = 3, hd = 16;
-  const auto inv_freq = rope_inverse_frequencies(hd, 10000.0, RopeScaling{});
-  const std::vector<std::int64_t> positions{0, 3, 4, 17, 250};
-  const auto x = random_floats(n * heads * hd, 11);
-  const auto dy = random_floats(x.size(), 12);
-  std::vector<float> dx = dy;
-  const double magnitude = 1.3;  // LongRoPE's attention factor scales the rotation
-  rope_rotate_half_input_grad(dx.data(), n, heads, hd, positions.data(), inv_freq.data(), magnitude);
-  const auto loss = [&](const Vec& xs) {
-    double s = 0;
-    for (int t = 0; t < n; ++t)
-      for (int h = 0; h < heads; ++h)
-        for (int i = 0; i < hd / 2; ++i) {
-          const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+  for (const int rd : {16, 12}) {
+    const auto inv_freq = rope_inverse_frequencies(rd, 10000.0, RopeScaling{});
+    const std::vector<std::int64_t> positions{0, 3, 4, 17, 250};
+    const auto x = random_floats(n * heads * hd, 11);
+    const auto dy = random_floats(x.size(), 12);
+    std::vector<float> dx = dy;
+    const double magnitude = 1.3;  // LongRoPE's attention factor scales the rotation
+    rope_rotate_half_input_grad(dx.data(), n, heads, hd, rd, positions.data(), inv_freq.data(), magnitude);
+    const auto loss = [&](const Vec& xs) {
+      double s = 0;
+      for (int t = 0; t < n; ++t)
+        for (int h = 0; h < heads; ++h) {
           const int base = (t * heads + h) * hd;
-          const double a = xs[base + i], b = xs[base + i + hd / 2];
-          s += magnitude * (dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
-                            dy[base + i + hd / 2] * (b * std::cos(angle) + a * std::sin(angle)));
+          for (int i = 0; i < rd / 2; ++i) {
+            const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+            const double a = xs[base + i], b = xs[base + i + rd / 2];
+            s += magnitude * (dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
+                              dy[base + i + rd / 2] * (b * std::cos(angle) + a * std::sin(angle)));
+          }
+          for (int i = rd; i < hd; ++i) s += dy[base + i] * xs[base + i];
         }
-    return s;
-  };
-  EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
+      return s;
+    };
+    EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5) << rd;
+  }
 }
 
 // ---- attention ----

@@ -157,27 +157,34 @@ std::vector<double> reference_inv_freq(int head_dim, double theta) {
   return f;
 }
 
+// The whole head, and its first 10 of 16 dimensions (partial rotary embeddings, Phi-4-mini's
+// kind: the other 6 pass unchanged, unscaled).
 TEST(Rope, RotateHalfMatchesReference) {
   const int n = 4, heads = 3, hd = 16;
-  auto x = random_floats(static_cast<std::size_t>(n) * heads * hd, 7);
-  const auto original = x;
-  const std::vector<std::int64_t> positions = {0, 1, 17, 511};
-  const auto inv = rope_inverse_frequencies(hd, 10000.0, {});
-  const auto ref_inv = reference_inv_freq(hd, 10000.0);
-  for (int i = 0; i < hd / 2; ++i) EXPECT_NEAR(inv[i], ref_inv[i], 1e-15);
-  rope_rotate_half(x.data(), n, heads, hd, positions.data(), inv.data(), 1.0);
-  std::vector<double> ref(x.size());
-  for (int t = 0; t < n; ++t)
-    for (int h = 0; h < heads; ++h)
-      for (int i = 0; i < hd / 2; ++i) {
-        const double a = original[(t * heads + h) * hd + i], b = original[(t * heads + h) * hd + i + hd / 2];
-        const double ang = positions[t] * ref_inv[i];
-        ref[(t * heads + h) * hd + i] = a * std::cos(ang) - b * std::sin(ang);
-        ref[(t * heads + h) * hd + i + hd / 2] = b * std::cos(ang) + a * std::sin(ang);
-      }
-  EXPECT_LT(normalized_error(x, ref), 1e-6);
-  // Position 0 is the identity.
-  for (int i = 0; i < heads * hd; ++i) EXPECT_EQ(x[i], original[i]);
+  for (const int rd : {16, 10}) {
+    auto x = random_floats(static_cast<std::size_t>(n) * heads * hd, 7);
+    const auto original = x;
+    const std::vector<std::int64_t> positions = {0, 1, 17, 511};
+    const auto inv = rope_inverse_frequencies(rd, 10000.0, {});
+    const auto ref_inv = reference_inv_freq(rd, 10000.0);
+    for (int i = 0; i < rd / 2; ++i) EXPECT_NEAR(inv[i], ref_inv[i], 1e-15);
+    const double magnitude = 1.5;
+    rope_rotate_half(x.data(), n, heads, hd, rd, positions.data(), inv.data(), magnitude);
+    std::vector<double> ref(original.begin(), original.end());
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < rd / 2; ++i) {
+          const int base = (t * heads + h) * hd;
+          const double a = original[base + i], b = original[base + i + rd / 2];
+          const double ang = positions[t] * ref_inv[i];
+          ref[base + i] = magnitude * (a * std::cos(ang) - b * std::sin(ang));
+          ref[base + i + rd / 2] = magnitude * (b * std::cos(ang) + a * std::sin(ang));
+        }
+    EXPECT_LT(normalized_error(x, ref), 1e-6) << rd;
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = rd; i < hd; ++i) EXPECT_EQ(x[(t * heads + h) * hd + i], original[(t * heads + h) * hd + i]) << rd;
+  }
 }
 
 TEST(Rope, Llama3ScalingFollowsThePiecewiseRule) {

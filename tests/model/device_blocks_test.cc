@@ -54,8 +54,10 @@ std::vector<Shape> shapes() {
   SyntheticSpec gemma3 = llama;  // blocks 0 and 1 slide with their own RoPE base, block 2 does not
   gemma3.architecture = "Gemma3ForCausalLM", gemma3.head_dim = 64, gemma3.sliding_window = 6, gemma3.seed = 14;
   gemma3.sliding_window_pattern = 3, gemma3.linear_rope_factor = 2;
+  SyntheticSpec phi4 = llama;  // Phi-4-mini's kind: fused projections, rotary embeddings on 24 of each head's 32 dimensions
+  phi4.architecture = "Phi3ForCausalLM", phi4.partial_rotary_factor = 0.75, phi4.seed = 15;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
-          {"gemma3", gemma3}, {"bloom", bloom}};
+          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }

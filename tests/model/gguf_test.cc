@@ -449,7 +449,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   }
   if (arch == "phi3") {
     u32(arch + ".attention.sliding_window", c.sliding_window);
-    u32(arch + ".rope.dimension_count", c.head_dim);
+    u32(arch + ".rope.dimension_count", c.rope_dims());
     u32("tokenizer.ggml.eos_token_id", 2);  // <|endoftext|>, and the end of a turn, <|end|>
     u32("tokenizer.ggml.eot_token_id", 5);
     if (!factors.empty()) {
@@ -498,7 +498,8 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
 // A qwen2 or qwen3 GGUF file is its Hugging Face folder: the same configuration (biases on q, k
 // and v; q and k norms and heads wider than hidden / heads), every tensor bit for bit (no rows
 // reordered), the same hidden states.
-void expect_file_is_its_folder(const std::string& arch) {
+// `partial`: Phi-4-mini's kind, rotary embeddings on 3/4 of each head (12 of 16 dimensions).
+void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
   const test::TempDir dir;
   SyntheticSpec spec;
   spec.architecture = arch == "qwen2"   ? "Qwen2ForCausalLM"
@@ -520,6 +521,7 @@ void expect_file_is_its_folder(const std::string& arch) {
   if (arch == "phi3") {  // Phi-3.5's kind: a window, and LongRoPE at 4 times the original context
     spec.sliding_window = 3;
     spec.long_rope_original = 16;
+    if (partial) spec.partial_rotary_factor = 0.75;
   }
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
@@ -570,6 +572,8 @@ void expect_file_is_its_folder(const std::string& arch) {
   EXPECT_TRUE(g.tie_word_embeddings);
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);
   EXPECT_EQ(g.head_dim, hf.head_dim);
+  EXPECT_EQ(g.rope_dims(), partial ? 12 : hf.head_dim);
+  EXPECT_EQ(hf.rope_dims(), g.rope_dims());
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
   EXPECT_EQ(same_tensors(a, b, arch == "gemma" || arch == "gemma2" || arch == "gemma3"),
             2 + (arch == "qwen2" ? 12 : arch == "qwen3" || arch == "gemma2" ? 11 : arch == "gemma3" ? 13 : arch == "gemma" ? 9 : 6) *
@@ -594,6 +598,7 @@ void expect_file_is_its_folder(const std::string& arch) {
 TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2"); }
 TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
 TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
+TEST(GgufModel, APhi4MiniFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3", /*partial=*/true); }
 TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma"); }
 TEST(GgufModel, AGemma2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma2"); }
 TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma3"); }

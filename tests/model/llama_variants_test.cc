@@ -23,7 +23,9 @@
 namespace sepal {
 namespace {
 
-SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
+// `architecture` may end in "+partial": rotary embeddings on 3/4 of each head (Phi-4-mini's kind).
+SyntheticSpec variant(const std::string& name, std::int64_t window) {
+  const std::string architecture = name.substr(0, name.find('+'));
   SyntheticSpec s;
   s.hidden_size = 64;
   s.intermediate_size = 128;
@@ -61,6 +63,7 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
+    if (name.ends_with("+partial")) s.partial_rotary_factor = 0.75;  // 12 of 16 dimensions rotate
   }
   return s;
 }
@@ -68,10 +71,12 @@ SyntheticSpec variant(const std::string& architecture, std::int64_t window) {
 class LlamaVariants : public ::testing::TestWithParam<std::pair<std::string, std::int64_t>> {};
 
 TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
-  const auto [architecture, window] = GetParam();
+  const auto [name, window] = GetParam();
+  const std::string architecture = name.substr(0, name.find('+'));
   test::TempDir dir;
-  write_synthetic_checkpoint(variant(architecture, window), dir.path());
+  write_synthetic_checkpoint(variant(name, window), dir.path());
   const ModelConfig config = read_model_config(dir.path());
+  EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : config.head_dim);
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Gemma3ForCausalLM");
   const bool gemma3 = architecture == "Gemma3ForCausalLM";
@@ -167,10 +172,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
+                                           std::pair<std::string, std::int64_t>{"Phi3ForCausalLM+partial", 6},
                                            std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4}),
-                         [](const auto& info) { return info.param.first.substr(0, info.param.first.find("For")); });
+                         [](const auto& info) {
+                           const std::string& name = info.param.first;
+                           return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "");
+                         });
 
 }  // namespace
 }  // namespace sepal

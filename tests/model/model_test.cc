@@ -187,18 +187,42 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "original context of at least 2 positions");
   phi35["original_max_position_embeddings"] = 8;
   phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0};
-  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "'short_factor' must list 4 factors (head_dim / 2)");
+  expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "'short_factor' must list 4 factors (half of the 8 rotated dimensions)");
   phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0, -3.0};
   expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "factors must be positive numbers");
   phi35["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0, 3.0};
   phi35["rope_scaling"].erase("long_factor");
   expect_error([&] { parse_model_config(phi35.dump(), "c"); }, "'long_factor' must list 4 factors");
-  // Phi-4-mini's partial rotary embeddings are refused, not left out.
-  json phi4 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
-  phi4["partial_rotary_factor"] = 0.75;
-  expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 0.75");
+  // Phi-4-mini's config.json: rotary embeddings on 96 of each head's 128 dimensions, LongRoPE
+  // factors for those 96 (48), a tied head.
+  json phi4 = json::parse(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 199999, "embd_pdrop": 0.0, "eos_token_id": 199999, "full_attn_mod": 1, "hidden_act": "silu",
+      "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "interpolate_factor": 1,
+      "lm_head_bias": false, "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "phi3",
+      "num_attention_heads": 24, "num_hidden_layers": 32, "num_key_value_heads": 8,
+      "original_max_position_embeddings": 4096, "pad_token_id": 199999, "partial_rotary_factor": 0.75,
+      "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 262144,
+      "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 200064})");
+  phi4["rope_scaling"] = {{"type", "longrope"}, {"short_factor", std::vector<double>(48, 1.0)},
+                          {"long_factor", std::vector<double>(48, 2.0)}};
+  const ModelConfig phi4_mini = parse_model_config(phi4.dump(), "phi-4-mini");
+  EXPECT_EQ(phi4_mini.head_dim, 128);
+  EXPECT_EQ(phi4_mini.rope_dims(), 96);
+  EXPECT_EQ(phi4_mini.rope_scaling.freq_factors.size(), 48u);
+  EXPECT_EQ(phi4_mini.max_position_embeddings, 4096);  // LongRoPE: the context ends at the original length
+  EXPECT_TRUE(phi4_mini.fused_projections && phi4_mini.tie_word_embeddings);
+  phi4["rope_scaling"]["short_factor"] = std::vector<double>(64, 1.0);
+  expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "'short_factor' must list 48 factors (half of the 96 rotated dimensions)");
+  phi4.erase("rope_scaling");
+  phi4["partial_rotary_factor"] = 0.7;  // 89.6: 89 dimensions, odd
+  expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 0.7 rotates 89 of head_dim 128 dimensions");
+  phi4["partial_rotary_factor"] = 1.5;
+  expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 1.5 rotates 192");
   phi4["partial_rotary_factor"] = 1.0;
-  EXPECT_TRUE(parse_model_config(phi4.dump(), "c").fused_projections);
+  EXPECT_EQ(parse_model_config(phi4.dump(), "c").rope_dims(), 128);
+  // Elsewhere transformers rotates whole heads: a share is refused, not left out.
+  expect_error([&] { parse_model_config(with("partial_rotary_factor", 0.5), "c"); },
+               "partial_rotary_factor 0.5 (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only");
   // Gemma-2B's config.json: "hidden_act": "gelu" beside hidden_activation's tanh approximation,
   // heads of 256 (wider than 2048 / 8), one key/value head, no tie_word_embeddings (tied).
   json gemma = json::parse(R"({"architectures": ["GemmaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,

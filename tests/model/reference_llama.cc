@@ -97,7 +97,7 @@ Gemma2Settings gemma2_settings(const std::filesystem::path& dir, const ModelConf
   if (c.architecture != "Gemma2ForCausalLM" && !gemma3) return g;
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
-  g.scale = 1 / std::sqrt(j.value("query_pre_attn_scalar", static_cast<double>(c.head_dim)));
+  g.scale = 1 / std::sqrt(j.value("query_pre_attn_scalar", 256.0));  // transformers' default
   const auto number = [&](const char* key) { return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0; };
   g.attention_cap = number("attn_logit_softcapping");
   g.logit_cap = number("final_logit_softcapping");
@@ -108,7 +108,7 @@ Gemma2Settings gemma2_settings(const std::filesystem::path& dir, const ModelConf
   }
   if (gemma3) {
     g.local_theta = j.value("rope_local_base_freq", 10000.0);
-    g.global_theta = j.value("rope_theta", 10000.0);
+    g.global_theta = j.value("rope_theta", 1000000.0);  // transformers' default for Gemma 3
     if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) g.linear_factor = j["rope_scaling"]["factor"].get<double>();
   }
   return g;
@@ -133,16 +133,26 @@ std::vector<double> rms(const std::vector<double>& x, const std::vector<double>&
   return y;
 }
 
-void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const std::vector<std::int64_t>& pos,
+// Rotates the first `rd` dimensions of each head (pairs i, i + rd/2); the rest stay.
+void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, std::int64_t rd, const std::vector<std::int64_t>& pos,
             const std::vector<double>& inv_freq, double magnitude) {
   for (std::size_t t = 0; t < pos.size(); ++t)
     for (std::int64_t h = 0; h < heads; ++h)
-      for (std::int64_t i = 0; i < hd / 2; ++i) {
+      for (std::int64_t i = 0; i < rd / 2; ++i) {
         double* v = &x[(t * heads + h) * hd];
-        const double a = v[i], b = v[i + hd / 2], angle = pos[t] * inv_freq[i];
+        const double a = v[i], b = v[i + rd / 2], angle = pos[t] * inv_freq[i];
         v[i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
-        v[i + hd / 2] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
+        v[i + rd / 2] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
       }
+}
+
+// The dimensions of each head that rotate, from config.json itself: int(head_dim *
+// partial_rotary_factor), as transformers computes them.
+std::int64_t rotary_dims(const std::filesystem::path& dir, std::int64_t hd) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  if (!j.contains("partial_rotary_factor") || !j["partial_rotary_factor"].is_number()) return hd;
+  return static_cast<std::int64_t>(static_cast<double>(hd) * j["partial_rotary_factor"].get<double>());
 }
 
 }  // namespace
@@ -155,7 +165,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const ModelConfig c = read_model_config(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
   const std::int64_t h = c.hidden_size, hd = c.head_dim, group = c.num_heads / c.num_kv_heads;
-  const auto inv_freq = rope_inverse_frequencies(hd, c.rope_theta, c.rope_scaling);
+  const std::int64_t rd = rotary_dims(dir, hd);
+  const auto inv_freq = rope_inverse_frequencies(rd, c.rope_theta, c.rope_scaling);
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   std::vector<std::int64_t> pos, starts;
@@ -234,10 +245,10 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     }
     // Gemma 3: sliding blocks rotate with their own base, the others with rope_theta and its linear factor.
     const auto block_freq = gemma2.local_theta <= 0 ? inv_freq
-                            : gemma2.sliding(first + b) ? plain_inverse_frequencies(hd, gemma2.local_theta, 1)
-                                                        : plain_inverse_frequencies(hd, gemma2.global_theta, gemma2.linear_factor);
-    rotate(q, c.num_heads, hd, pos, block_freq, c.rope_scaling.attention_factor);
-    rotate(k, c.num_kv_heads, hd, pos, block_freq, c.rope_scaling.attention_factor);
+                            : gemma2.sliding(first + b) ? plain_inverse_frequencies(rd, gemma2.local_theta, 1)
+                                                        : plain_inverse_frequencies(rd, gemma2.global_theta, gemma2.linear_factor);
+    rotate(q, c.num_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor);
+    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor);
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)

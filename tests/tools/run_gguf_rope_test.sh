@@ -53,7 +53,7 @@ refused() {  # refused FILE NEEDLE
     echo "FAILED: exit status $rc, expected one line with: $2"; cat "$dir/refused.err"; failed=1
   fi
 }
-variant "$dir/three.gguf" rope-factors 1,1,8 && refused "$dir/three.gguf" "rope_freqs.weight must hold 4 factors (head_dim / 2), not 3"
+variant "$dir/three.gguf" rope-factors 1,1,8 && refused "$dir/three.gguf" "rope_freqs.weight must hold 4 factors (half of the 8 rotated dimensions), not 3"
 variant "$dir/zero.gguf" rope-factors 1,1,0,8 && refused "$dir/zero.gguf" "rope_freqs.weight holds 0 (factors must be positive)"
 variant "$dir/bias.gguf" tensor blk.0.attn_q.bias 64 \
   && refused "$dir/bias.gguf" "tensor blk.0.attn_q.bias is not one sepal reads (a variant of llama it does not support)"

@@ -38,8 +38,8 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     rmsnorm(a.q.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.q.data());
     rmsnorm(a.k_rows.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.k_rows.data());
   }
-  rope_rotate_half(a.q.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
-  rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rope_rotate_half(a.q.data(), t, c.num_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
   packed_attention(call, a.k_rows.data(), a.v_rows.data());
   matmul(a.attn.data(), t, w.o_proj.view, hidden);
   adapt_product(call, Projection::kO, a.attn.data(), hidden);
@@ -93,8 +93,8 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   if (c.output_norms) rmsnorm_input_grad(a.o_raw.data(), t, h, w.attention_out_norm.data, eps, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
-  rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
-  rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
   if (c.qk_norm) {
     rmsnorm_input_grad(a.q_raw.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.dq.data(), a.dq.data());
     rmsnorm_input_grad(a.k_raw.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.dk.data(), a.dk.data());
