@@ -40,7 +40,10 @@ void HostAgent::serve(BlockRange range, Done done) {
       status = error(StatusCode::kInvalidArgument, "cannot load blocks [", range.first, ", ", range.last, "): ", e.what());
     }
     system->run_in_turn(kHostAgentActorId, [this, range, done, blocks, throughput, status]() mutable {
-      if (!status.is_ok()) return done(status);
+      if (!status.is_ok()) {
+        load_failed_ = true;
+        return done(status);
+      }
       host_.set_blocks(std::move(blocks), throughput);
       serving_ = range;
       log(LogLevel::kInfo, "serving blocks [", range.first, ", ", range.last, ") at ", throughput, " tokens/s per block");
@@ -102,10 +105,22 @@ void HostAgent::tick() {
     busy_ = true;
     announce([this](Status s) {
       busy_ = false;
+      if (load_failed_ && !stopping_) return give_up(s);
       if (!s.is_ok() && !stopping_) log(LogLevel::kWarn, "announcement failed: ", s.to_string());
     });
   }
   system_.after_in_turn(kHostAgentActorId, options_.announce_period, [this] { tick(); });
+}
+
+void HostAgent::give_up(const Status& why) {
+  log(LogLevel::kError, why.message(), "; leaving the swarm");
+  stopping_ = true;
+  host_.set_leaving();
+  system_.request_in_turn(kHostAgentActorId, balancer_, announcement(true), options_.request_timeout,
+                          [this, why](Result<Assignment> ack) {
+                            if (!ack.is_ok()) log(LogLevel::kWarn, "the balancer did not acknowledge the leave: ", ack.status().to_string());
+                            if (options_.on_failure) options_.on_failure(why);
+                          });
 }
 
 void HostAgent::handle(ActorContext& ctx, const StopAnnouncing&) {

@@ -2,7 +2,10 @@
 // A block host's dealings with the balancer, as an actor: it announces the host when joining,
 // loads the blocks the balancer assigns, then re-announces every period (throughput, sessions,
 // blocks served) and follows the balancer's moves by loading the new range and swapping it in.
-// Leaving gracefully refuses new work, tells the balancer, and stops announcing. Every wait is a
+// Leaving gracefully refuses new work, tells the balancer, and stops announcing. A host that
+// cannot load the blocks the balancer moves it to (out of memory, a damaged shard) leaves the same
+// way and reports why (`on_failure`), so that the balancer places the blocks elsewhere instead of
+// waiting for a move that will not come. Every wait is a
 // timer or a request answered in the agent's turn; loading blocks (seconds of reading weights)
 // runs on a thread of its own, whose result comes back in the agent's turn.
 //
@@ -31,6 +34,9 @@ struct HostAgentOptions {
   std::chrono::milliseconds join_retry{100};  ///< between announcements the balancer did not answer
   /// Loads blocks [first, last) (throws sepal::Error on failure); runs on the loading thread.
   std::function<std::shared_ptr<const BlockStack>(BlockRange)> load;
+  /// Called in the agent's turn when the host left the swarm because the blocks of a move would
+  /// not load (the host serves nothing more); null: nothing is told.
+  std::function<void(const Status&)> on_failure;
 };
 
 class HostAgent final : public TypedActor<HostAgent, HostAgentProtocol> {
@@ -54,6 +60,8 @@ class HostAgent final : public TypedActor<HostAgent, HostAgentProtocol> {
   void serve(BlockRange range, Done done);
   void try_join(std::shared_ptr<ReplyHandle<HostJoined>> reply, Scheduler::Clock::time_point deadline, Status last);
   void tick();
+  // A move's blocks would not load: leaves the swarm, then tells on_failure.
+  void give_up(const Status& why);
 
   ActorSystem& system_;
   BlockHost& host_;
@@ -63,6 +71,7 @@ class HostAgent final : public TypedActor<HostAgent, HostAgentProtocol> {
   bool busy_ = false;        ///< an announcement (or a load) is under way
   bool announcing_ = false;  ///< periodic announcements run
   bool stopping_ = false;
+  bool load_failed_ = false;  ///< the blocks of an assignment would not load
   std::thread loader_;
 };
 

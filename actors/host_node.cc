@@ -72,11 +72,29 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.coordinator = world.coordinator;
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;
-  system.watch_peer_failures([end, coordinator](PeerId peer, const Status&) {
-    if (peer == coordinator) end("the coordinator is gone");
+  SwarmNode* swarm = &node;
+  system.watch_peer_failures([end, coordinator, swarm](PeerId peer, const Status&) {
+    if (peer != coordinator) return;
+    // A host that was itself stopped past the failure timeout finds everyone silent when it runs
+    // again: the swarm has dropped it, rather than the other way round.
+    if (const auto paused = swarm->membership().recent_pause()) {
+      char text[192];
+      std::snprintf(text, sizeof text,
+                    "this host did not run for %.1f s, longer than the failure timeout, and the swarm dropped it; start it again to rejoin",
+                    static_cast<double>(paused->count()) / 1e3);
+      return end(text);
+    }
+    end("the coordinator is gone");
   });
 
   HostAgentOptions agent_options;
+  // A move whose blocks would not load: the agent has left the swarm, and the host ends with the
+  // reason (the promise orders the write before the read below).
+  auto load_failure = std::make_shared<Status>();
+  agent_options.on_failure = [end, load_failure](const Status& why) {
+    *load_failure = why;
+    end(why.message() + "; left the swarm");
+  };
   agent_options.model = model_name;
   agent_options.num_blocks = config->num_layers;
   agent_options.max_blocks = settings.max_blocks > 0 ? settings.max_blocks : config->num_layers;
@@ -142,7 +160,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   (void)node.membership().leave(std::chrono::seconds(2));
   node.stop();
   system.remove(actors.agent.address);  // its loading thread, if any, ends before the node does
-  return Status::ok();
+  return *load_failure;
 }
 
 }  // namespace sepal

@@ -39,6 +39,10 @@ struct Membership::State {
   PeerId highest_id = 0;
   std::uint64_t generation = 0;  // bumped on every membership change
   Scheduler::Clock::time_point last_tick{};  // when tick() last looked
+  // The last time this process did not run for longer than the failure timeout: how long, and
+  // when it ran again.
+  Scheduler::Clock::duration last_pause{};
+  Scheduler::Clock::time_point last_pause_end{};
   bool stopped = false;
 
   // Records a transition (only out of kAlive) and tells the listeners.
@@ -117,6 +121,10 @@ struct Membership::State {
       if (last_tick != Scheduler::Clock::time_point{} && now - last_tick > options.heartbeat_period + options.failure_timeout / 4) {
         const auto away = now - last_tick - options.heartbeat_period;
         for (auto& [id, e] : members) e.last_heard = std::min(now, e.last_heard + away);
+        if (away > options.failure_timeout) {
+          last_pause = away;
+          last_pause_end = now;
+        }
         log(LogLevel::kInfo, "membership: this process did not run for ",
             std::chrono::duration_cast<std::chrono::milliseconds>(away).count(), " ms; members not blamed for it");
       }
@@ -226,6 +234,15 @@ Status Membership::start() {
   system_.spawn_with_id<Actor>(kMembershipActorId, state_);
   state_->tick();
   return Status::ok();
+}
+
+std::optional<std::chrono::milliseconds> Membership::recent_pause() const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->last_pause_end == Scheduler::Clock::time_point{} ||
+      state_->system->scheduler().now() - state_->last_pause_end > 3 * state_->options.failure_timeout) {
+    return std::nullopt;
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(state_->last_pause);
 }
 
 std::vector<MemberInfo> Membership::alive() const {

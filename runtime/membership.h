@@ -93,6 +93,10 @@ class Membership {
   Status start();
   /// Members currently alive (self included).
   std::vector<MemberInfo> alive() const;
+  /// How long this process itself last did not run (stopped, or starved), when that was longer
+  /// than the failure timeout and ended within three failure timeouts: the other members have
+  /// then likely declared it failed and dropped it. nullopt otherwise.
+  std::optional<std::chrono::milliseconds> recent_pause() const;
   /// A member's state; nullopt if never known.
   std::optional<MemberState> state(PeerId peer) const;
   /// Calls `listener` for every later state change.

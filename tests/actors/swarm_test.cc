@@ -17,6 +17,7 @@
 #include "actors/client_node.h"
 #include "actors/host_node.h"
 #include "actors/route_planning.h"
+#include "kernels/error.h"
 #include "model/synthetic_checkpoint.h"
 #include "runtime/faulty_transport.h"
 #include "runtime/inproc_transport.h"
@@ -127,8 +128,10 @@ class InprocSwarm {
   }
 
   // A host that holds `max_blocks` blocks at `throughput` tokens/s per block, with the swarm's
-  // weight type or `dtype`; returns its peer id.
-  PeerId add_host(std::int64_t max_blocks, double throughput, std::optional<DType> dtype = std::nullopt) {
+  // weight type or `dtype`, whose loads fail from the `fail_from_load`-th on (0: never); returns
+  // its peer id.
+  PeerId add_host(std::int64_t max_blocks, double throughput, std::optional<DType> dtype = std::nullopt,
+                  int fail_from_load = 0) {
     Host h;
     h.transport = hub_->endpoint();
     h.system = std::make_unique<ActorSystem>(*h.transport, scheduler_);
@@ -139,8 +142,14 @@ class InprocSwarm {
     options.throughput = throughput;
     options.announce_period = 100ms;
     const WeightLoading loading(dtype.value_or(dtype_));
-    options.load = [this, loading](BlockRange r) {
+    auto loads = std::make_shared<std::atomic<int>>(0);
+    options.load = [this, loading, loads, fail_from_load](BlockRange r) {
+      if (fail_from_load > 0 && ++*loads >= fail_from_load) throw Error("out of memory (a test's)");
       return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, loading));
+    };
+    options.on_failure = [this](const Status& why) {
+      std::lock_guard lock(mutex_);
+      failures_.push_back(why.message());
     };
     BlockHostOptions host_options;
     host_options.numerics = describe_numerics(loading, "cpu");
@@ -194,6 +203,11 @@ class InprocSwarm {
     std::lock_guard lock(mutex_);
     return events_;
   }
+  // What hosts that gave up (HostAgentOptions::on_failure) said.
+  std::vector<std::string> failures() {
+    std::lock_guard lock(mutex_);
+    return failures_;
+  }
 
   ActorSystem& client() { return *client_; }
   ActorRef<ClientDriverProtocol> driver() const { return driver_; }
@@ -228,6 +242,7 @@ class InprocSwarm {
   std::vector<Host> hosts_;
   std::mutex mutex_;
   std::vector<std::string> events_;
+  std::vector<std::string> failures_;
   BlockMapReply last_map_;
 };
 
@@ -268,6 +283,32 @@ TEST(Balancer, ALeaveThatUncoversBlocksMovesAReplicaThere) {
   const BlockRange ra = assigned(map, a), rc = assigned(map, c);
   EXPECT_TRUE((ra == BlockRange{0, 3} && rc == BlockRange{2, 5}) || (ra == BlockRange{2, 5} && rc == BlockRange{0, 3}));
   EXPECT_TRUE(covers(map));
+}
+
+// A host whose blocks for a move will not load leaves (and says why) rather than keeping the
+// balancer waiting for the move: the blocks it held stay with the other replica.
+TEST(Balancer, AHostThatCannotLoadItsMoveLeaves) {
+  InprocSwarm swarm(test::models_dir() / "stories260K");
+  // a and c load their first blocks and fail on any later load; b serves [2, 5).
+  const PeerId a = swarm.add_host(3, 10, std::nullopt, 2), b = swarm.add_host(3, 10),
+               c = swarm.add_host(3, 10, std::nullopt, 2);
+  swarm.leave(b);  // blocks 3 and 4 lose their only host: a replica of [0, 3) is moved there
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (swarm.failures().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(swarm.failures().size(), 1u);
+  EXPECT_EQ(swarm.failures()[0], "cannot load blocks [2, 5): out of memory (a test's)");
+  BlockMapReply map;
+  while (std::chrono::steady_clock::now() < deadline) {
+    map = swarm.settled_map();
+    if (map.hosts.size() == 1) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(map.hosts.size(), 1u) << "the host that could not move is still in the map";
+  const PeerId kept = map.hosts[0].peer, gone = kept == a ? c : a;
+  EXPECT_TRUE(kept == a || kept == c);
+  EXPECT_EQ(assigned(map, kept), (BlockRange{0, 3}));
+  const auto events = swarm.events();
+  EXPECT_NE(std::find(events.begin(), events.end(), "leave " + std::to_string(gone)), events.end());
 }
 
 TEST(Balancer, AFailureIsForgottenAndABalancedSwarmDoesNotMove) {

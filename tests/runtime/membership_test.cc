@@ -96,10 +96,27 @@ TEST_F(Swarm, APauseOfTheWholeProcessIsNotTheMembersSilence) {
   run_for(600ms);
   for (int i = 0; i < kMembers; ++i) EXPECT_EQ(alive_ids(i), (std::vector<PeerId>{0, 1, 2})) << "member " << i;
   EXPECT_TRUE(events_.empty());
+  // Each process knows it was paused past the failure timeout, for a while (a host that finds
+  // itself dropped says why).
+  for (int i = 0; i < kMembers; ++i) {
+    ASSERT_TRUE(members_[i]->recent_pause().has_value()) << "member " << i;
+    EXPECT_GE(members_[i]->recent_pause()->count(), 2500);
+    EXPECT_LE(members_[i]->recent_pause()->count(), 3000);
+  }
   // And silence after the pause still counts.
   members_[2].reset();
   run_for(1300ms);
   EXPECT_EQ(members_[0]->state(2), MemberState::kFailed);
+  run_for(3 * options_.failure_timeout);
+  EXPECT_FALSE(members_[0]->recent_pause().has_value()) << "an old pause is forgotten";
+}
+
+TEST_F(Swarm, APauseShorterThanTheFailureTimeoutIsNotRecorded) {
+  run_for(400ms);
+  scheduler_.advance(options_.failure_timeout / 2 + options_.heartbeat_period);
+  scheduler_.run_all();
+  run_for(200ms);
+  EXPECT_FALSE(members_[0]->recent_pause().has_value());
 }
 
 TEST_F(Swarm, GracefulLeaveIsNotAFailure) {
