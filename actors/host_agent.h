@@ -5,9 +5,9 @@
 // Leaving gracefully refuses new work, tells the balancer, and stops announcing. A host that
 // cannot load the blocks the balancer moves it to (out of memory, a damaged shard) leaves the same
 // way and reports why (`on_failure`), so that the balancer places the blocks elsewhere instead of
-// waiting for a move that will not come. Every wait is a
-// timer or a request answered in the agent's turn; loading blocks (seconds of reading weights)
-// runs on a thread of its own, whose result comes back in the agent's turn.
+// waiting for a move that will not come. Every wait is a timer or a request answered in the
+// agent's turn; loading blocks (seconds of reading weights) runs on a thread of its own, whose
+// result comes back in the agent's turn.
 //
 // Thread-safety: an actor (actors/protocol/host_agent.h); the blocking facade
 // (actors/blocking_facade.h) offers join and leave to a thread that can wait.

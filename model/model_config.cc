@@ -193,8 +193,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where);
 
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are
 // in text_config, where the released configs name few of them and transformers' defaults
-// (Gemma3TextConfig) fill the rest. sepal serves the language model (the weights: model/
-// safetensors.h); the special tokens at the top level are the chat model's.
+// (Gemma3TextConfig) fill the rest. sepal serves the language model alone (its tensors:
+// Checkpoint::open); the special tokens at the top level are the chat model's.
 ModelConfig parse_gemma3_multimodal(const json& config, const std::string& where) {
   if (!config.contains("text_config") || !config["text_config"].is_object()) {
     fail(where, ": Gemma3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
@@ -296,7 +296,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     if (factor != 1.0 && !c.fused_projections) {
       fail(where, ": partial_rotary_factor ", factor, " (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only, not ", c.architecture);
     }
-    const auto dims = static_cast<std::int64_t>(static_cast<double>(c.head_dim) * factor);
+    // int() as transformers takes it, past a rounding error (a GGUF file's 40 / 120 times 120).
+    const auto dims = static_cast<std::int64_t>(static_cast<double>(c.head_dim) * factor + 1e-9);
     if (factor > 1.0 || dims < 2 || dims % 2 != 0) {
       fail(where, ": partial_rotary_factor ", factor, " rotates ", dims, " of head_dim ", c.head_dim,
            " dimensions (an even number from 2 to head_dim is needed)");

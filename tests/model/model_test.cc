@@ -220,6 +220,10 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "partial_rotary_factor 1.5 rotates 192");
   phi4["partial_rotary_factor"] = 1.0;
   EXPECT_EQ(parse_model_config(phi4.dump(), "c").rope_dims(), 128);
+  phi4["partial_rotary_factor"] = 40.0 / 120.0;  // a GGUF file's rope.dimension_count over the head width
+  phi4["head_dim"] = 120;
+  EXPECT_EQ(parse_model_config(phi4.dump(), "c").rope_dims(), 40);
+  phi4.erase("head_dim");
   // Elsewhere transformers rotates whole heads: a share is refused, not left out.
   expect_error([&] { parse_model_config(with("partial_rotary_factor", 0.5), "c"); },
                "partial_rotary_factor 0.5 (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only");
