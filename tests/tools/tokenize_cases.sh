@@ -4,9 +4,10 @@
 #   write_case_files DIR          DIR/cases.json (a JSON list of strings) -> DIR/caseI.txt, the
 #                                 bytes exactly (no newline added or translated)
 #   check_cases SEPAL MODEL DIR [tokenize flags...]
-#                                 line I of DIR/expected.txt against `sepal tokenize` of
-#                                 DIR/caseI.txt; prints a line per case, sets `cases` to the
-#                                 number compared and `case_failures` to the number that differ
+#                                 line I of DIR/expected.txt against line I of one `sepal tokenize`
+#                                 of every DIR/caseI.txt (--file repeated: the tokenizer loads
+#                                 once); prints a line per case, sets `cases` to the number
+#                                 compared and `case_failures` to the number that differ
 
 write_case_files() {
   /usr/bin/python3 - "$1" <<'PY'
@@ -18,10 +19,13 @@ PY
 
 check_cases() {
   local sepal=$1 model=$2 dir=$3; shift 3
-  local expected got
+  local expected got files=() i
+  for ((i = 0; i < $(wc -l < "$dir/expected.txt"); i++)); do files+=(--file "$dir/case$i.txt"); done
+  "$sepal" tokenize --model "$model" "${files[@]}" "$@" > "$dir/got.txt" 2> "$dir/tokenize-err.txt" \
+    || echo "FAILED: sepal tokenize: $(cat "$dir/tokenize-err.txt")"
   cases=0; case_failures=0
   while IFS= read -r expected; do
-    got=$("$sepal" tokenize --model "$model" --file "$dir/case$cases.txt" "$@")
+    got=$(sed -n "$((cases + 1))p" "$dir/got.txt")
     if [ "$got" = "$expected" ]; then echo "ok: case $cases"
     else echo "FAILED: case $cases: $got (expected $expected)"; case_failures=$((case_failures + 1)); fi
     cases=$((cases + 1))
