@@ -36,7 +36,7 @@ HostActors add_host_actors(ActorSystem& system, const SwarmWorld& world, BlockHo
   return out;
 }
 
-Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
+HostEnd serve_blocks(SwarmNode& node, const HostSettings& settings) {
   std::optional<ModelConfig> config;
   std::optional<Checkpoint> checkpoint;
   std::shared_ptr<Backend> backend;  // null: the CPU
@@ -45,7 +45,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
     checkpoint.emplace(Checkpoint::open(settings.model_dir));
     if (!settings.device.is_cpu()) backend = open_backend(settings.device);
   } catch (const std::exception& e) {
-    return error(StatusCode::kInvalidArgument, e.what());
+    return {error(StatusCode::kInvalidArgument, e.what())};
   }
   const std::string model_name = std::filesystem::path(settings.model_dir).filename().string();
   ActorSystem& system = node.system();
@@ -73,18 +73,21 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;
   SwarmNode* swarm = &node;
-  system.watch_peer_failures([end, coordinator, swarm](PeerId peer, const Status&) {
+  // Written before end() and read after the promise is fulfilled.
+  auto dropped = std::make_shared<std::string>();
+  system.watch_peer_failures([end, coordinator, swarm, dropped](PeerId peer, const Status&) {
     if (peer != coordinator) return;
     // A host that was itself stopped past the failure timeout finds everyone silent when it runs
     // again: the swarm has dropped it, rather than the other way round.
     if (const auto paused = swarm->membership().recent_pause()) {
-      char text[192];
-      std::snprintf(text, sizeof text,
-                    "this host did not run for %.1f s, longer than the failure timeout, and the swarm dropped it; start it again to rejoin",
+      char text[160];
+      std::snprintf(text, sizeof text, "this host did not run for %.1f s, longer than the failure timeout, and the swarm dropped it",
                     static_cast<double>(paused->count()) / 1e3);
-      return end(text);
+      *dropped = text;
+    } else {
+      *dropped = "the coordinator is gone, or this host lost contact with it";
     }
-    end("the coordinator is gone");
+    end(*dropped);
   });
 
   HostAgentOptions agent_options;
@@ -126,7 +129,7 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   std::signal(SIGINT, request_leave);
   if (auto joined = join_swarm(system, actors.agent, std::chrono::minutes(5)); !joined.is_ok()) {
     system.remove(actors.agent.address);
-    return error(joined.status().code(), "cannot join the swarm: ", joined.status().message());
+    return {error(joined.status().code(), "cannot join the swarm: ", joined.status().message())};
   }
 
   auto done = ended->get_future();
@@ -160,7 +163,8 @@ Status serve_blocks(SwarmNode& node, const HostSettings& settings) {
   (void)node.membership().leave(std::chrono::seconds(2));
   node.stop();
   system.remove(actors.agent.address);  // its loading thread, if any, ends before the node does
-  return *load_failure;
+  if (!load_failure->is_ok()) return {*load_failure};
+  return {Status::ok(), *dropped};
 }
 
 }  // namespace sepal

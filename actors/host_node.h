@@ -42,10 +42,20 @@ struct HostActors {
 };
 HostActors add_host_actors(ActorSystem& system, const SwarmWorld& world, BlockHostOptions host, HostAgentOptions agent);
 
+/// How serve_blocks ended.
+struct HostEnd {
+  /// An error when the model cannot be read, the balancer does not place the host, or a move's
+  /// blocks would not load (the host has left the swarm).
+  Status status;
+  /// Not empty: the swarm dropped this host, and why: its coordinator went silent past the failure
+  /// timeout (gone, or cut off from this host), or this process itself did not run that long. A
+  /// host that joined through a port may join again; `status` is ok.
+  std::string dropped;
+};
+
 /// Serves until the swarm ends. A graceful leave (SIGTERM, SIGINT) ends the process itself, with
 /// status 0, without MPI_Finalize (which would wait for the ranks that stay) unless the host
-/// joined through a port (then its MPI job is its own, and it finalises). An error when the
-/// model cannot be read or the balancer does not place the host.
-Status serve_blocks(SwarmNode& node, const HostSettings& settings);
+/// joined through a port (then its MPI job is its own, and it finalises).
+HostEnd serve_blocks(SwarmNode& node, const HostSettings& settings);
 
 }  // namespace sepal

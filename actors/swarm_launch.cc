@@ -54,7 +54,7 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
     // A block host under mpirun: the same node as sepal serve runs.
     auto node = SwarmNode::over_comm(comm, kHostRole, launch.node);
     if (!node.is_ok()) return node.status();
-    SEPAL_RETURN_IF_ERROR(serve_blocks(*node.value(), launch.host));
+    SEPAL_RETURN_IF_ERROR(serve_blocks(*node.value(), launch.host).status);
     return std::unique_ptr<ClientNode>();
   }
   auto node = SwarmNode::over_comm(comm, kClientRole, launch.node);
@@ -79,7 +79,18 @@ HostExit run_host(int* argc, char*** argv, const HostLaunch& launch) {
     node = SwarmNode::join(launch.join_file, *launch.secret, kHostRole, launch.node);
   }
   if (!node.is_ok()) return {node.status()};
-  return {serve_blocks(*node.value(), launch.host), true};
+  if (launch.spawned) return {serve_blocks(*node.value(), launch.host).status, true};
+  // A joined host that the swarm dropped (it was stopped, or cut off, past the failure timeout)
+  // joins again through the same port file: a new member, placed afresh by the balancer.
+  for (;;) {
+    const HostEnd end = serve_blocks(*node.value(), launch.host);
+    if (!end.status.is_ok() || end.dropped.empty()) return {end.status, true};
+    node.value().reset();
+    std::fprintf(stderr, "sepal: joining the swarm again through %s\n", launch.join_file.c_str());
+    std::fflush(stderr);
+    node = SwarmNode::join(launch.join_file, *launch.secret, kHostRole, launch.node);
+    if (!node.is_ok()) return {node.status()};
+  }
 }
 
 Result<BlockMapReply> observe_block_map(int* argc, char*** argv, const std::string& join_file, const SwarmSecret& secret,

@@ -52,13 +52,16 @@ struct HostLaunch {
 };
 
 /// How a block host process ended: `admitted` is false when it failed before it was a member of
-/// the swarm (a joining host whose handshake timed out can be started again).
+/// the swarm (a joining host whose handshake timed out can be started again), or failed to join
+/// again after the swarm dropped it.
 struct HostExit {
   Status status;
   bool admitted = false;
 };
 
-/// A block host process (sepal serve): its node, then serve_blocks() until the swarm ends.
+/// A block host process (sepal serve): its node, then serve_blocks() until the swarm ends. A host
+/// that joined through a port and was dropped by the swarm (HostEnd::dropped) joins it again
+/// through the same port file, as a new member, as often as that happens.
 HostExit run_host(int* argc, char*** argv, const HostLaunch& launch);
 
 /// Joins the swarm whose port is in `join_file` as an observer for a moment (sepal status) and

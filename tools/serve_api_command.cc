@@ -188,7 +188,7 @@ int serve_api_command(int argc, char** argv) {
   }
   std::fprintf(stderr, "sepal: serving %s as '%s' at http://%s:%d/v1 (%s, chat template: %s, %s kernels)\n",
                model_dir.c_str(), model_name.c_str(), server.bind.c_str(), api.port(),
-               swarm ? ("a swarm of " + std::to_string(swarm->host_count()) + " hosts").c_str() : "blocks in this process",
+               swarm ? ("a swarm of " + std::to_string(swarm->host_count()) + (swarm->host_count() == 1 ? " host" : " hosts")).c_str() : "blocks in this process",
                api::describe_chat_template(chat_template).c_str(), std::string(cpu_isa_name(active_cpu_isa())).c_str());
   std::fflush(stderr);
   while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -44,8 +44,9 @@ int status_command(int argc, char** argv) {
   if (vm.count("json")) {
     std::cout << block_map_json(map.value()).dump(1) << "\n";
   } else {
-    std::printf("%s: %lld blocks, %zu hosts (map version %llu)\n", map->model.c_str(),
-                static_cast<long long>(map->num_blocks), map->hosts.size(), static_cast<unsigned long long>(map->version));
+    std::printf("%s: %lld blocks, %zu host%s (map version %llu)\n", map->model.c_str(),
+                static_cast<long long>(map->num_blocks), map->hosts.size(), map->hosts.size() == 1 ? "" : "s",
+                static_cast<unsigned long long>(map->version));
     std::printf("%6s  %-12s  %-12s  %14s  %8s  %s\n", "host", "assigned", "serving", "tokens/s/block", "sessions",
                 "numerics");
     for (const auto& h : map->hosts) {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A host that joined a swarm through its port file (sepal serve --join, no mpirun) and is then
+# stopped past the failure timeout is dropped by the swarm; when it runs again it must say so and
+# join again by itself, in the same process, as a new member. Then the swarm's own host is killed,
+# so that the rejoined host is the only one left: an API completion must still give the
+# reference text through it, and sepal status must list it.
+#   run_host_rejoin_test.sh SEPAL_BINARY MODELS_DIR
+set -uo pipefail
+sepal=$1; models=$2
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
+dir=$(mktemp -d)
+swarm="" joiner="" pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null
+  [ -n "$joiner" ] && kill -TERM "$joiner" 2>/dev/null
+  [ -n "$swarm" ] && kill -TERM "$swarm" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$dir"; clean_mpi_leftovers
+}
+trap cleanup EXIT
+model="$models/stories260K"
+ref="$models/reference/stories260K.greedy.json"
+printf 'sepal-test-swarm-secret-0123456789\n' > "$dir/secret"
+failed=0
+fail() { echo "FAILED: $*"; failed=$((failed + 1)); }
+# Waits up to $2 seconds for a line matching $1 in file $3.
+wait_line() { for _ in $(seq $(($2 * 20))); do grep -q "$1" "$3" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# The swarm: an API server (rank 0) and one host of every block (rank 1); a 2 s failure timeout;
+# f32 hidden states on the wire, so that the text is the reference.
+timeout 300 mpirun -np 2 --enable-recovery "$sepal" serve-api --model "$model" --port 0 --failure-timeout 2 --no-wire-compression \
+  --listen "$dir/port" --listen-host 127.0.0.1 --secret-file "$dir/secret" > "$dir/api.out" 2> "$dir/api.err" &
+swarm=$!
+wait_line "^sepal: serving .* at http://" 120 "$dir/api.err" || { cat "$dir/api.err"; exit 1; }
+url=$(sed -n 's/^sepal: serving .* at \(http:[^ ]*\) .*/\1/p' "$dir/api.err")
+first_host=$(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)) serves.*/\1/p' "$dir/api.err" | head -1)
+
+# The joiner, holding every block too.
+timeout 240 "$sepal" serve --join "$dir/port" --secret-file "$dir/secret" --model "$model" --max-blocks 5 \
+  --failure-timeout 2 > "$dir/joiner.out" 2> "$dir/joiner.err" &
+joiner=$!
+wait_line "serves blocks" 60 "$dir/joiner.err" || fail "the host did not join"
+first_id=$(sed -n 's/^sepal: host \([0-9]*\) (pid [0-9]*) serves.*/\1/p' "$dir/joiner.err" | head -1)
+pid=$(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)) serves.*/\1/p' "$dir/joiner.err" | head -1)
+
+# Stopped for 4 s, twice the failure timeout.
+kill -STOP "$pid"; sleep 4; kill -CONT "$pid"
+if wait_line "^sepal: joining the swarm again through $dir/port" 30 "$dir/joiner.err" \
+   && grep -q "^sepal: host $first_id done (this host did not run for [0-9.]* s, longer than the failure timeout, and the swarm dropped it)" "$dir/joiner.err"
+then echo "ok: the stopped host knew the swarm had dropped it, and joined again"
+else fail "the stopped host did not say it was dropped and join again"; fi
+for _ in $(seq 600); do [ "$(grep -c "serves blocks" "$dir/joiner.err")" -ge 2 ] && break; sleep 0.05; done
+second_id=$(sed -n 's/^sepal: host \([0-9]*\) (pid [0-9]*) serves.*/\1/p' "$dir/joiner.err" | sed -n 2p)
+second_pid=$(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)) serves.*/\1/p' "$dir/joiner.err" | sed -n 2p)
+if [ -n "$second_id" ] && [ "$second_id" != "$first_id" ] && [ "$second_pid" = "$pid" ]
+then echo "ok: host $first_id serves again as host $second_id, in the same process"
+else fail "the host did not serve again (ids: $first_id, ${second_id:-none})"; fi
+
+# The swarm's own host is killed: the rejoined host is the only one left.
+kill -KILL "$first_host"
+wait_line "member .* failed" 30 "$dir/api.err"
+if /usr/bin/python3 - "$url" "$ref" <<'PY'
+import json, sys, urllib.request
+url, ref = sys.argv[1], json.load(open(sys.argv[2]))
+body = {"model": "stories260K", "prompt": ref["prompt"], "max_tokens": len(ref["generated_ids"]), "temperature": 0}
+req = urllib.request.Request(url + "/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+try:
+    text = json.load(urllib.request.urlopen(req, timeout=120))["choices"][0]["text"]
+except Exception as e:
+    sys.exit(f"the request failed: {e}: {getattr(e, 'read', lambda: b'')().decode()}")
+if ref["prompt"] + text != ref["text"]:
+    sys.exit(f"the text differs: {text[:80]!r}")
+PY
+then echo "ok: the completion through the rejoined host is the reference"
+else fail "the completion through the rejoined host is not the reference"; fi
+timeout 60 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" > "$dir/status.txt" 2> "$dir/status.err"
+if grep -q "^ *$second_id  \[0, 5)  " "$dir/status.txt" && grep -q "^stories260K: 5 blocks, 1 host (map" "$dir/status.txt"
+then echo "ok: sepal status lists host $second_id alone, serving every block"
+else fail "sepal status:"; cat "$dir/status.txt" "$dir/status.err"; fi
+
+# A graceful leave still ends the rejoined host with status 0.
+kill -TERM "$pid"; wait "$joiner"; rc=$?
+joiner=""
+[ "$rc" = 0 ] && echo "ok: the rejoined host left on SIGTERM with status 0" || fail "the rejoined host's exit status on SIGTERM: $rc"
+if [ "$failed" -ne 0 ]; then
+  echo "--- swarm stderr"; tail -20 "$dir/api.err"; echo "--- joiner stderr"; tail -20 "$dir/joiner.err"
+fi
+echo "$((5 - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
