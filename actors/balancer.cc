@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace sepal {
 
@@ -20,19 +21,35 @@ BlockMap Balancer::placement_map() const {
   BlockMap map;
   map.num_blocks = num_blocks_;
   for (const auto& [peer, h] : hosts_) {
-    map.hosts.push_back(HostPlacement{peer, h.throughput > 0 ? h.throughput : fallback, h.assigned});
+    map.hosts.push_back(HostPlacement{peer, h.throughput > 0 ? h.throughput : fallback, h.overdue ? h.serving : h.assigned});
   }
   return map;
 }
 
+std::string Balancer::note_overdue_moves(Clock::time_point now) {
+  std::string event;
+  for (auto& [peer, h] : hosts_) {
+    if (h.overdue || !moving(h) || now - h.assigned_at < options_.move_timeout) continue;
+    h.overdue = true;
+    char within[32];
+    std::snprintf(within, sizeof within, "%.1f s", static_cast<double>(options_.move_timeout.count()) / 1e3);
+    const std::string what = "host " + std::to_string(peer) + " has not served [" + std::to_string(h.assigned.first) +
+                             ", " + std::to_string(h.assigned.last) + ") within " + within;
+    log(LogLevel::kWarn, "balancer: ", what, "; other hosts may move to cover its blocks");
+    event += (event.empty() ? "" : "; ") + what;
+  }
+  return event;
+}
+
 void Balancer::rebalance(std::string& event) {
   for (const auto& [peer, h] : hosts_) {
-    if (!(h.serving == h.assigned)) return;  // one move at a time: wait until it is done
+    if (moving(h) && !h.overdue) return;  // one move at a time: wait until it is done
   }
   const BlockMap map = placement_map();
   std::optional<std::pair<PeerId, BlockRange>> best;
   double best_weakest = map.weakest();
   for (const auto& [peer, h] : hosts_) {
+    if (moving(h)) continue;  // an overdue host: still loading (or stuck); its move stands
     auto candidate = better_range(map, peer, options_.min_gain);
     if (!candidate) continue;
     BlockMap moved = map;
@@ -51,6 +68,8 @@ void Balancer::rebalance(std::string& event) {
            std::to_string(h.assigned.last) + ") to [" + std::to_string(best->second.first) + ", " +
            std::to_string(best->second.last) + ")";
   h.assigned = best->second;
+  h.assigned_at = Clock::now();
+  h.overdue = false;
 }
 
 BlockMapReply Balancer::snapshot() const {
@@ -107,7 +126,7 @@ Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   }
   auto it = hosts_.find(peer);
   if (it == hosts_.end()) {
-    Host h{m.max_blocks, m.throughput, serving, serving, m.sessions, m.cache_bytes_free, m.numerics};
+    Host h{m.max_blocks, m.throughput, serving, serving, m.sessions, m.cache_bytes_free, m.numerics, Clock::now(), false};
     std::string event;
     if (serving.size() > 0) {
       event = "rejoin " + std::to_string(peer);  // a restarted balancer learns what hosts serve
@@ -129,10 +148,14 @@ Result<Assignment> Balancer::handle(ActorContext& ctx, const Announce& m) {
   h.sessions = m.sessions;
   h.cache_bytes_free = m.cache_bytes_free;
   h.numerics = m.numerics;
-  if (moved || measured) {
+  if (!moving(h)) h.overdue = false;
+  // Announcements come every second or so from every host: they are the balancer's clock.
+  const std::string overdue = note_overdue_moves(Clock::now());
+  if (moved || measured || !overdue.empty()) {
     std::string event = moved ? "host " + std::to_string(peer) + " serves [" + std::to_string(serving.first) + ", " +
                                     std::to_string(serving.last) + ")"
-                              : "host " + std::to_string(peer) + " measured";
+                              : measured ? "host " + std::to_string(peer) + " measured" : "";
+    if (!overdue.empty()) event += (event.empty() ? "" : "; ") + overdue;
     rebalance(event);
     changed(event);
   }

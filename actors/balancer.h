@@ -8,6 +8,7 @@
 // Thread-safety: an actor; its handlers run one at a time. The change callback runs on the
 // actor's thread.
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <string>
@@ -26,6 +27,10 @@ struct BalancerOptions {
   /// Whether a peer was admitted as a block host; announcements from others are refused. Null:
   /// every peer may host.
   std::function<bool(PeerId)> may_host;
+  /// A host that has not served its new range this long after it was assigned (a join or a move)
+  /// stops holding up other moves: until it serves it, placement counts only what it serves, and
+  /// other hosts may move to cover its blocks. Its own move stands.
+  std::chrono::milliseconds move_timeout{60000};
 };
 
 class Balancer final : public TypedActor<Balancer, BalancerProtocol> {
@@ -46,12 +51,20 @@ class Balancer final : public TypedActor<Balancer, BalancerProtocol> {
     std::int64_t sessions = 0;
     std::int64_t cache_bytes_free = 0;
     std::string numerics;
+    std::chrono::steady_clock::time_point assigned_at;  // when `assigned` last changed
+    bool overdue = false;  // serving != assigned for longer than the move timeout, and logged
   };
+  using Clock = std::chrono::steady_clock;
 
-  // The map the placement rules see (assigned ranges, unmeasured hosts at the mean throughput).
+  // Whether `h` has been assigned a range it does not serve yet.
+  static bool moving(const Host& h) { return !(h.serving == h.assigned); }
+  // The map the placement rules see: assigned ranges (served ones for overdue moves), unmeasured
+  // hosts at the mean throughput.
   BlockMap placement_map() const;
-  // Moves at most one host, when no move is under way and moving clearly helps.
+  // Moves at most one host, when no move is under way (but overdue ones) and moving clearly helps.
   void rebalance(std::string& event);
+  // Marks moves that ran past the move timeout; returns the event naming them ("" if none).
+  std::string note_overdue_moves(Clock::time_point now);
   BlockMapReply snapshot() const;
   void changed(const std::string& event);
 

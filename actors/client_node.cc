@@ -13,6 +13,7 @@ ActorRef<ClientDriverProtocol> add_client_actors(ActorSystem& system, const Swar
   BalancerOptions balancer;
   balancer.on_change = std::move(settings.on_block_map_change);
   balancer.may_host = std::move(settings.may_host);
+  balancer.move_timeout = settings.move_timeout;
   system.spawn_with_id<Balancer>(kBalancerActorId, balancer);
   BalancerRoutePlannerOptions planner;
   planner.route_wait = settings.route_wait;

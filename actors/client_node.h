@@ -30,6 +30,7 @@ struct ClientActorSettings {
   std::function<void(const BlockMapReply&, const std::string& event)> on_block_map_change;
   /// Whether a peer was admitted as a block host (null: any peer may host).
   std::function<bool(PeerId)> may_host;
+  std::chrono::milliseconds move_timeout{60000};     ///< BalancerOptions::move_timeout
 };
 
 /// Adds the balancer and the client driver of `world`'s coordinator to `system`; the driver.

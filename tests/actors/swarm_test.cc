@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstring>
+#include <future>
 #include <thread>
 
 #include "actors/balancer.h"
@@ -87,7 +88,8 @@ test::GreedyReference stories260k_reference() { return test::greedy_reference("s
 
 class InprocSwarm {
  public:
-  explicit InprocSwarm(const std::filesystem::path& model, DType dtype = DType::kF32)
+  explicit InprocSwarm(const std::filesystem::path& model, DType dtype = DType::kF32,
+                       std::chrono::milliseconds move_timeout = 60s)
       : config_(read_model_config(model)), checkpoint_(Checkpoint::open(model)), dtype_(dtype) {
     hub_ = InprocHub::create(20ms);
     auto faulty = std::make_unique<FaultyTransport>(hub_->endpoint());
@@ -102,6 +104,7 @@ class InprocSwarm {
       last_map_ = map;
     };
     settings.route_wait = 20s;
+    settings.move_timeout = move_timeout;
     settings.driver.num_blocks = config_.num_layers;
     driver_ = add_client_actors(*client_, world_, settings);  // as a client node does
     balancer_ = world_.balancer();
@@ -121,6 +124,9 @@ class InprocSwarm {
     return await_swarm_ready(*client_, driver_, hosts, timeout).status();
   }
   ~InprocSwarm() {
+    for (auto& h : hosts_) {
+      if (h.held_join.valid()) h.held_join.wait();  // the test released the loads
+    }
     for (auto& h : hosts_) (void)h.system->send(h.agent, StopAnnouncing{});
     for (auto& h : hosts_) h.system->stop();
     client_->stop();
@@ -128,10 +134,11 @@ class InprocSwarm {
   }
 
   // A host that holds `max_blocks` blocks at `throughput` tokens/s per block, with the swarm's
-  // weight type or `dtype`, whose loads fail from the `fail_from_load`-th on (0: never); returns
-  // its peer id.
+  // weight type or `dtype`, whose loads fail from the `fail_from_load`-th on (0: never) and wait
+  // while `hold_loads` is set; returns its peer id (once joined: with loads held, before it
+  // serves).
   PeerId add_host(std::int64_t max_blocks, double throughput, std::optional<DType> dtype = std::nullopt,
-                  int fail_from_load = 0) {
+                  int fail_from_load = 0, std::shared_ptr<std::atomic<bool>> hold_loads = nullptr) {
     Host h;
     h.transport = hub_->endpoint();
     h.system = std::make_unique<ActorSystem>(*h.transport, scheduler_);
@@ -143,7 +150,8 @@ class InprocSwarm {
     options.announce_period = 100ms;
     const WeightLoading loading(dtype.value_or(dtype_));
     auto loads = std::make_shared<std::atomic<int>>(0);
-    options.load = [this, loading, loads, fail_from_load](BlockRange r) {
+    options.load = [this, loading, loads, fail_from_load, hold_loads](BlockRange r) {
+      while (hold_loads && *hold_loads) std::this_thread::sleep_for(10ms);
       if (fail_from_load > 0 && ++*loads >= fail_from_load) throw Error("out of memory (a test's)");
       return std::make_shared<const BlockStack>(BlockStack::load(checkpoint_, config_, r.first, r.last, loading));
     };
@@ -156,9 +164,17 @@ class InprocSwarm {
     const HostActors actors = add_host_actors(*h.system, world_, host_options, options);  // as a host node does
     h.agent = actors.agent;
     EXPECT_TRUE(h.system->start().is_ok());
+    const PeerId peer = h.system->self();
+    if (hold_loads) {
+      // The join's answer waits for the first load: ask on a thread of its own.
+      ActorSystem* system = h.system.get();
+      const ActorRef<HostAgentProtocol> agent = h.agent;
+      h.held_join = std::async(std::launch::async, [system, agent] { return join_swarm(*system, agent, 60s).status(); });
+      hosts_.push_back(std::move(h));
+      return peer;
+    }
     const auto joined = join_swarm(*h.system, h.agent, 10s);
     EXPECT_TRUE(joined.is_ok()) << joined.status().to_string();
-    const PeerId peer = h.system->self();
     hosts_.push_back(std::move(h));
     return peer;
   }
@@ -220,6 +236,7 @@ class InprocSwarm {
     std::unique_ptr<InprocTransport> transport;
     std::unique_ptr<ActorSystem> system;
     ActorRef<HostAgentProtocol> agent;
+    std::future<Status> held_join;  // a join whose loads were held (add_host's hold_loads)
   };
   Host& host(PeerId peer) {
     for (auto& h : hosts_) {
@@ -309,6 +326,39 @@ TEST(Balancer, AHostThatCannotLoadItsMoveLeaves) {
   EXPECT_EQ(assigned(map, kept), (BlockRange{0, 3}));
   const auto events = swarm.events();
   EXPECT_NE(std::find(events.begin(), events.end(), "leave " + std::to_string(gone)), events.end());
+}
+
+TEST(Balancer, AHostStuckLoadingDoesNotHoldUpTheMovesThatCoverABlock) {
+  InprocSwarm swarm(test::models_dir() / "stories260K", DType::kF32, 500ms);
+  swarm.add_host(3, 10);
+  const PeerId b = swarm.add_host(3, 10);
+  swarm.add_host(3, 10);
+  EXPECT_EQ(assigned(swarm.settled_map(), b), (BlockRange{2, 5}));
+  // d joins and hangs loading its blocks; then b, the only host of blocks 3 and 4, leaves.
+  auto hold = std::make_shared<std::atomic<bool>>(true);
+  const PeerId d = swarm.add_host(3, 10, std::nullopt, 0, hold);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (assigned(swarm.map(), d).size() <= 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  swarm.leave(b);
+  // Once d's move is overdue, a or c moves to serve blocks 3 and 4 although d still loads.
+  BlockMapReply map;
+  while (std::chrono::steady_clock::now() < deadline) {
+    map = swarm.map();
+    if (covers(map)) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(covers(map)) << "no host serves some block while d is stuck";
+  const HostRecord* stuck = nullptr;
+  for (const auto& h : map.hosts) stuck = h.peer == d ? &h : stuck;
+  EXPECT_TRUE(stuck != nullptr && stuck->serving_last == stuck->serving_first) << "d was to be in the map, stuck loading";
+  const auto events = swarm.events();
+  EXPECT_NE(std::find_if(events.begin(), events.end(),
+                         [&](const std::string& e) { return e.find("host " + std::to_string(d) + " has not served") != std::string::npos; }),
+            events.end());
+  *hold = false;  // d loads at last: every host serves what it is assigned
+  map = swarm.settled_map();
+  EXPECT_TRUE(covers(map));
+  EXPECT_EQ(map.hosts.size(), 3u);
 }
 
 TEST(Balancer, AFailureIsForgottenAndABalancedSwarmDoesNotMove) {
