@@ -47,11 +47,21 @@ std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& co
   return adapter ? static_cast<std::int64_t>(adapter->soft_prompt.size()) / config.hidden_size : 0;
 }
 
-std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request) {
+namespace {
+
+// The id of special token `text` when a request with tools for a Mistral template needs it
+// written into the reply's text (it decodes to nothing), or -1.
+std::int32_t mistral_marker(const ServedModel& model, const CompletionRequest& request, const char* text) {
   if (request.tools.is_null() || model.chat_template.tool_format != ToolCallFormat::kMistral) return -1;
-  const std::int32_t id = model.tokenizer->token_id(kMistralToolCalls);
+  const std::int32_t id = model.tokenizer->token_id(text);
   if (id >= 0 && !model.tokenizer->token_bytes(id).empty()) return -1;  // it decodes as itself
   return id;
+}
+
+}  // namespace
+
+std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request) {
+  return mistral_marker(model, request, kMistralToolCalls);
 }
 
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
@@ -108,16 +118,20 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
       pending.tokens.push_back(std::move(t));
     };
   }
-  // Mistral's calls open with a special token, which decodes to nothing: with tools, it is
-  // written into the text, where the reply's calls are read from.
-  const std::int32_t calls_id = calls_token(model, request);
+  // Mistral's calls are marked with special tokens, which decode to nothing: with tools, they
+  // are written into the text, where the reply's calls are read from.
+  std::vector<std::pair<std::int32_t, const char*>> markers;
+  for (const char* text : {kMistralToolCalls, kMistralArgs, kMistralCallId}) {
+    if (const std::int32_t id = mistral_marker(model, request, text); id >= 0) markers.emplace_back(id, text);
+  }
   bool stopped = false;
   GenerationResult generated;
   std::int64_t count = 0;
   try {
     generated = generate(*model.ends, *session, g, [&](std::int32_t id) {
       ++count;
-      if (id == calls_id) show(kMistralToolCalls);
+      const auto marker = std::find_if(markers.begin(), markers.end(), [id](const auto& m) { return m.first == id; });
+      if (marker != markers.end()) show(marker->second);
       else if (id < model.tokenizer->vocab_size()) show(stream.push(id));
     }, nullptr, observe);
     show(stream.finish());

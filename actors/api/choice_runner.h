@@ -90,7 +90,7 @@ std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::str
 /// `seed`, through `adapter` (null: the base model); `on_delta` (may be empty) gets the text as it
 /// may be shown and returns false to stop. The request's `structure` constrains the
 /// tokens chosen (the vocabulary's trie, when the model has none, is built here). For a request with tools and a Mistral template, the
-/// special token [TOOL_CALLS] is written into the text (actors/api/tool_calls.h). Throws sepal::Error when no session opens or the swarm
+/// special tokens [TOOL_CALLS], [ARGS] and [CALL_ID] are written into the text (actors/api/tool_calls.h). Throws sepal::Error when no session opens or the swarm
 /// fails, ClientGone as above.
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
                         const CompletionRequest& request, std::int64_t max_new_tokens, std::uint64_t seed,

@@ -1,5 +1,6 @@
 #include "actors/api/tool_calls.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -65,25 +66,39 @@ std::optional<ParsedReply> parse_hermes(const std::string& text, const std::set<
   return reply;
 }
 
+// Walks JSON text a character at a time: the bracket depth outside strings.
+class JsonDepth {
+ public:
+  // Takes `c`; whether it stands outside a string (a quote that opens or closes one does not).
+  bool step(char c) {
+    if (in_string_) {
+      if (escaped_) escaped_ = false;
+      else if (c == '\\') escaped_ = true;
+      else if (c == '"') in_string_ = false;
+      return false;
+    }
+    if (c == '"') {
+      in_string_ = true;
+      return false;
+    }
+    if (c == '{' || c == '[') ++depth_;
+    if (c == '}' || c == ']') --depth_;
+    return true;
+  }
+  int depth() const { return depth_; }
+
+ private:
+  int depth_ = 0;
+  bool in_string_ = false, escaped_ = false;
+};
+
 // Top-level pieces of `text` separated by ';' (outside JSON strings and brackets).
 std::vector<std::string_view> split_calls(std::string_view text) {
   std::vector<std::string_view> pieces;
-  int depth = 0;
-  bool in_string = false, escaped = false;
+  JsonDepth json;
   std::size_t start = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    } else if (c == ';' && depth == 0) {
+    if (json.step(text[i]) && text[i] == ';' && json.depth() == 0) {
       pieces.push_back(text.substr(start, i - start));
       start = i + 1;
     }
@@ -106,17 +121,62 @@ std::optional<ParsedReply> parse_llama3(const std::string& text, const std::set<
   return reply;
 }
 
-// Text, then [TOOL_CALLS] and a JSON array of calls (or one call) to the end.
+// The length of the JSON object or array that `text` starts with (brackets outside strings
+// balanced), or npos when it does not close.
+std::size_t json_extent(std::string_view text) {
+  JsonDepth json;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (json.step(text[i]) && (text[i] == '}' || text[i] == ']') && json.depth() == 0) return i + 1;
+  }
+  return std::string_view::npos;
+}
+
+// Mistral v11 calls: `name[CALL_ID]id[ARGS]{...}` after each [TOOL_CALLS] ([CALL_ID]id optional;
+// [ARGS] too, the arguments then starting at the first '{'), nothing but white space after the
+// last.
+std::optional<ParsedReply> parse_mistral_v11(std::string_view calls, const std::set<std::string>& names) {
+  const std::string_view marker = kMistralToolCalls, args = kMistralArgs, call_id = kMistralCallId;
+  ParsedReply reply;
+  while (!blank(calls)) {
+    calls = trim(calls);
+    if (calls.substr(0, marker.size()) == marker) calls.remove_prefix(marker.size());  // the next call's
+    std::size_t name_end = std::min({calls.find(args), calls.find(call_id), calls.find('{')});
+    if (name_end == std::string_view::npos) return std::nullopt;
+    const std::string name(trim(calls.substr(0, name_end)));
+    calls.remove_prefix(name_end);
+    if (calls.substr(0, call_id.size()) == call_id) {
+      const std::size_t id_end = std::min(calls.find(args), calls.find('{'));
+      if (id_end == std::string_view::npos) return std::nullopt;
+      calls.remove_prefix(id_end);
+    }
+    if (calls.substr(0, args.size()) == args) calls = trim(calls.substr(args.size()));
+    const std::size_t extent = calls.empty() || calls.front() != '{' ? std::string_view::npos : json_extent(calls);
+    if (extent == std::string_view::npos) return std::nullopt;
+    const ojson arguments = ojson::parse(calls.substr(0, extent), nullptr, /*allow_exceptions=*/false);
+    auto call = call_of(ojson{{"name", name}, {"arguments", arguments}}, names, {"arguments"}, ToolCallFormat::kMistral);
+    if (!call) return std::nullopt;
+    reply.calls.push_back(std::move(*call));
+    calls.remove_prefix(extent);
+  }
+  if (reply.calls.empty()) return std::nullopt;
+  return reply;
+}
+
+// Text, then [TOOL_CALLS] and a JSON array of calls (or one call) to the end, or v11's calls.
 std::optional<ParsedReply> parse_mistral(const std::string& text, const std::set<std::string>& names) {
   const std::size_t open = text.find(kMistralToolCalls);
   if (open == std::string::npos) return std::nullopt;
-  const ojson j = ojson::parse(trim(std::string_view(text).substr(open + std::strlen(kMistralToolCalls))), nullptr,
-                               /*allow_exceptions=*/false);
+  const std::string_view calls = trim(std::string_view(text).substr(open + std::strlen(kMistralToolCalls)));
   ParsedReply reply;
-  for (const ojson& one : j.is_array() ? j : ojson::array({j})) {
-    auto call = call_of(one, names, {"arguments"}, ToolCallFormat::kMistral);
-    if (!call) return std::nullopt;
-    reply.calls.push_back(std::move(*call));
+  if (!calls.empty() && (calls.front() == '[' || calls.front() == '{')) {
+    const ojson j = ojson::parse(calls, nullptr, /*allow_exceptions=*/false);
+    for (const ojson& one : j.is_array() ? j : ojson::array({j})) {
+      auto call = call_of(one, names, {"arguments"}, ToolCallFormat::kMistral);
+      if (!call) return std::nullopt;
+      reply.calls.push_back(std::move(*call));
+    }
+  } else if (auto v11 = parse_mistral_v11(calls, names)) {
+    reply = std::move(*v11);
   }
   if (reply.calls.empty()) return std::nullopt;
   if (!blank(std::string_view(text).substr(0, open))) reply.content = std::string(trim(std::string_view(text).substr(0, open)));

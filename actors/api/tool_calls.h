@@ -5,11 +5,15 @@
 //   - Llama 3 JSON (Llama 3.1 to 3.3 templates that ask for `{"name": function name,
 //     "parameters": ...}`): the whole reply is one call, or several joined by ';', after an
 //     optional <|python_tag|>;
-//   - Mistral (templates that write [TOOL_CALLS], Mistral 7B v0.3 and Nemo): text, then
-//     `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`. [TOOL_CALLS] is a special token,
-//     which decoded text leaves out: the choice runner writes it into the reply's text when the
-//     model generates it for a request with tools. Its templates take call ids of 9 letters and
-//     digits, so these calls get such ids.
+//   - Mistral (templates that write [TOOL_CALLS]): text, then either
+//     `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` (Mistral 7B v0.3 and Nemo) or, from
+//     Mistral's tokenizer v11 on (Mistral Small 3.1 and later, Devstral, Magistral), a call each
+//     `[TOOL_CALLS]name[ARGS]{...}`, with `[CALL_ID]id` before [ARGS] in some. Both are read
+//     whatever the template shows (models write the form they were trained on). [TOOL_CALLS],
+//     [ARGS] and [CALL_ID] are special tokens, which decoded text leaves out: the choice runner
+//     writes them into the reply's text when the model generates them for a request with tools
+//     (without [ARGS], a v11 call's arguments start at its first '{'). Its templates take call
+//     ids of 9 letters and digits, so these calls get such ids.
 // A reply whose calls do not parse, or name a function the request did not offer, is left as
 // text: nothing the model wrote is dropped (vLLM's hermes and llama3_json parsers read the same
 // formats).
@@ -29,6 +33,9 @@ enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
 
 /// The text that opens Mistral's calls (a special token of its vocabulary).
 inline constexpr const char* kMistralToolCalls = "[TOOL_CALLS]";
+/// The special tokens between a v11 call's name and its arguments.
+inline constexpr const char* kMistralArgs = "[ARGS]";
+inline constexpr const char* kMistralCallId = "[CALL_ID]";
 
 /// "hermes", "llama3_json", "mistral", "none".
 const char* tool_call_format_name(ToolCallFormat format);

@@ -653,6 +653,42 @@ TEST(ApiTools, MistralCallsFollowTheirToken) {
   EXPECT_EQ(stream.held(), "[TOOL_CALLS][{");
 }
 
+// Mistral's tokenizer v11 on: a call each, `[TOOL_CALLS]name[ARGS]{...}`, [CALL_ID]id before
+// [ARGS] in some templates, and without [ARGS] where the text lost it.
+TEST(ApiTools, MistralV11CallsNameTheirFunctionBeforeTheArguments) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  auto r = parse_tool_calls(ToolCallFormat::kMistral,
+                            R"(Checking.[TOOL_CALLS]get_weather[ARGS]{"city": "Rome", "note": "a } and a [TOOL_CALLS]"})"
+                            "[TOOL_CALLS]local_time[CALL_ID]a1B2c3D4e[ARGS]{\"zone\": {\"name\": \"CET\"}}\n",
+                            names);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->content, "Checking.");
+  ASSERT_EQ(r->calls.size(), 2u);
+  EXPECT_EQ(r->calls[0].name, "get_weather");
+  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Rome","note":"a } and a [TOOL_CALLS]"})");
+  EXPECT_EQ(r->calls[1].name, "local_time");
+  EXPECT_EQ(r->calls[1].arguments, R"({"zone":{"name":"CET"}})");
+  EXPECT_EQ(r->calls[1].id.size(), 9u);
+  r = parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]local_time{}", names);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->calls.size(), 1u);
+  EXPECT_EQ(r->calls[0].arguments, "{}");
+  EXPECT_FALSE(r->content);
+  // Left as text: an unknown function, arguments that are not an object or do not close, a name
+  // without arguments, text after the last call.
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]get_time[ARGS]{}", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]get_weather[ARGS]\"Rome\"", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Ro", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]get_weather", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]local_time[ARGS]{} and then", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS]local_time[ARGS]{}[TOOL_CALLS]", names));
+  std::string finish = "stop";
+  const nlohmann::json m = assistant_message(ToolCallFormat::kMistral, "[TOOL_CALLS]local_time[ARGS]{\"zone\": \"UTC\"}",
+                                             names, true, finish);
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], R"({"zone":"UTC"})");
+}
+
 // The reply as the API answers it: a message with its calls, or the text as it was.
 TEST(ApiTools, RepliesWithCallsAreAnsweredAsOpenAIDoes) {
   const std::set<std::string> names = {"get_weather", "local_time"};

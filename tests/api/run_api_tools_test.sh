@@ -14,7 +14,8 @@
 #     grammar: the synthetic weights would write neither); a model whose template takes no tools
 #     refuses them;
 #   - Mistral: [TOOL_CALLS], forced by a logit bias, is written into the reply's text with tools
-#     (streamed too) and decodes to nothing without them.
+#     (streamed too) and decodes to nothing without them; so are [ARGS] and [CALL_ID] (tokenizer
+#     v11's, given to two unused ids of Nemo's vocabulary).
 # Left alone, the synthetic weights write no calls; reading calls from replies is checked in
 # api_request_test too.
 #   run_api_tools_test.sh SEPAL_BINARY
@@ -133,6 +134,25 @@ for version in qwen2_5 llama3_2 mistral_nemo; do
   "$sepal" synth --arch $arch --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab $vocab \
     --max-positions 2048 --tied --out "$dir/model" 2> /dev/null || { echo "FAILED: sepal synth"; exit 1; }
   cp "$package/models/tokenizer.json" "$package/models/tokenizer_config.json" "$dir/model/"
+  if [ $version = mistral_nemo ]; then
+    # Ids 32 and 33 as Mistral's tokenizer v11 names them: [ARGS] and [CALL_ID] (special tokens
+    # between a call's name and its arguments; unused in Nemo's vocabulary).
+    /usr/bin/python3 - "$dir/model" <<'PY' || exit 1
+import json, sys
+names = {"<SPECIAL_32>": "[ARGS]", "<SPECIAL_33>": "[CALL_ID]"}
+t = json.load(open(f"{sys.argv[1]}/tokenizer.json"))
+for a in t["added_tokens"]:
+    a["content"] = names.get(a["content"], a["content"])
+vocab = t["model"].get("vocab")
+if isinstance(vocab, dict):
+    t["model"]["vocab"] = {names.get(k, k): v for k, v in vocab.items()}
+json.dump(t, open(f"{sys.argv[1]}/tokenizer.json", "w"))
+c = json.load(open(f"{sys.argv[1]}/tokenizer_config.json"))
+for a in c["added_tokens_decoder"].values():
+    a["content"] = names.get(a["content"], a["content"])
+json.dump(c, open(f"{sys.argv[1]}/tokenizer_config.json", "w"))
+PY
+  fi
   # config.json's ids; the template and each chat's context as transformers would give them.
   /usr/bin/python3 - "$dir" "$tests/jinja_tools/weather.json" $bos $eos <<'PY' || exit 1
 import json, sys
@@ -189,9 +209,9 @@ PY
     /usr/bin/python3 - "$port" "$tests/jinja_tools/weather.json" <<'PY' || failed=$((failed + 1))
 import json, sys, urllib.request
 tools = json.load(open(sys.argv[2]))["tools"]
-def ask(with_tools, stream):
+def ask(with_tools, stream, token="9"):
     body = {"model": "model", "messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 3, "temperature": 0,
-            "logit_bias": {"9": 100}, "stream": stream}
+            "logit_bias": {token: 100}, "stream": stream}
     if with_tools:
         body["tools"] = tools
     req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", json.dumps(body).encode(),
@@ -209,6 +229,10 @@ marks = "[TOOL_CALLS]" * 3
 got = [ask(True, False), ask(True, True), ask(False, False)]
 assert got == [marks, marks, ""], got
 print("ok: [TOOL_CALLS] is written into the text with tools, streamed too, and decodes to nothing without them")
+for token, mark in (("32", "[ARGS]"), ("33", "[CALL_ID]")):
+    got = [ask(True, False, token), ask(True, True, token), ask(False, False, token)]
+    assert got == [mark * 3, mark * 3, ""], got
+print("ok: v11's [ARGS] and [CALL_ID] are written into the text with tools too")
 PY
   fi
   stop_server || failed=$((failed + 1))
