@@ -50,7 +50,7 @@ struct HostEnd {
   /// Not empty: the swarm dropped this host, and why: its coordinator went silent past the failure
   /// timeout (gone, or cut off from this host), or this process itself did not run that long. A
   /// host that joined through a port may join again; `status` is ok.
-  std::string dropped;
+  std::string dropped = {};
 };
 
 /// Serves until the swarm ends. A graceful leave (SIGTERM, SIGINT) ends the process itself, with

@@ -22,6 +22,9 @@ struct RopeScaling {
   double high_freq_factor = 4.0;
   double original_max_position_embeddings = 8192.0;
   double attention_factor = 1.0;
+  /// LongRoPE: the factors (in place of freq_factors) of a session longer than
+  /// original_max_position_embeddings; empty: none.
+  std::vector<double> long_freq_factors;
 };
 
 /// The head_dim/2 inverse frequencies theta^(-2i/head_dim), adjusted by the scaling (with partial

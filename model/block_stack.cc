@@ -54,11 +54,7 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
   for (std::int64_t layer = first; layer < last; ++layer) {
     stack.blocks_.push_back(load_block_weights(checkpoint, config, layer, loading));
   }
-  stack.inv_freq_ = rope_inverse_frequencies(config.rope_dims(), config.rope_theta, config.rope_scaling);
-  if (config.local_rope_theta > 0.0) {  // Gemma 3's sliding blocks: their own base, no scaling
-    const auto local = rope_inverse_frequencies(config.rope_dims(), config.local_rope_theta, RopeScaling{});
-    stack.inv_freq_.insert(stack.inv_freq_.end(), local.begin(), local.end());
-  }
+  stack.inv_freq_ = rope_tables(config);
   if (config.family == ModelFamily::kBloom) stack.alibi_ = alibi_slopes(config.num_heads);
   return stack;
 }
@@ -154,8 +150,9 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
       add_in_place(hidden + (from - start) * h, prompts->values + (i * prompts->count + from - prompts->offset) * h,
                    (to - from) * h);
     }
-    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
-                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, nullptr, adapters);
+    block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i, cache.max_positions()),
+                  alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start, positions.data(), cache.keys(i), cache.values(i),
+                  cache.capacity(), scratch, nullptr, adapters);
   }
   cache.set_length(start + n);
 }
@@ -188,7 +185,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
     cache.reserve(cache.length() + step.n);
-    segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, cache.capacity(), step.adapters});
+    segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, cache.capacity(), step.adapters, nullptr});
     rows += step.n;
   }
   if (rows == 0) return;
@@ -206,6 +203,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
       RowSegment& seg = segments[j];
       seg.keys = steps[j].cache->keys(i);
       seg.values = steps[j].cache->values(i);
+      seg.inv_freq = inv_freq_of(first + i, steps[j].cache->max_positions());
       // The deep prompts' rows that fall in this step, as forward() adds them.
       if (const DeepPrompts* p = steps[j].prompts) {
         const std::int64_t from = std::max(seg.start, p->offset), to = std::min(seg.start + seg.n, p->offset + p->count);
@@ -215,7 +213,8 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
         }
       }
     }
-    const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i),
+    // Each segment rotates with its session's table (seg.inv_freq).
+    const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], nullptr,
                          alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), {}, {}, 0,
                          scratch, nullptr, nullptr, segments};
     if (config_.family == ModelFamily::kBloom) bloom_block_forward(call);
@@ -255,8 +254,9 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   Scratch scratch(config_, n);
   const TreeRows tree{parents.data(), first};
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
-    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)], inv_freq_of(first_block + i), alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start,
-                  positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree, adapters);
+    block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)],
+                  inv_freq_of(first_block + i, cache.max_positions()), alibi_.empty() ? nullptr : alibi_.data(), hidden, n,
+                  start, positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree, adapters);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "kernels/backend.h"
 #include "model/kv_cache.h"
 #include "model/model_config.h"
+#include "model/rope_tables.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -140,13 +141,13 @@ class BlockStack {
 
   /// The weights of block `layer` (first() <= layer < last()), e.g. to copy them to a device.
   const BlockWeights& block_weights(std::int64_t layer) const;
-  /// RoPE's inverse frequencies (rope_dims() / 2 of them; Gemma 3's sliding blocks' own after them)
-  /// and, for BLOOM, ALiBi's slope of each head (empty otherwise).
+  /// RoPE's inverse frequencies (model/rope_tables.h: rope_dims() / 2 of them, then Gemma 3's
+  /// sliding blocks' own and LongRoPE's long factors' where the model has them) and, for BLOOM,
+  /// ALiBi's slope of each head (empty otherwise).
   std::span<const double> inverse_frequencies() const { return inv_freq_; }
-  /// Block `layer`'s RoPE inverse frequencies: the model's, or its sliding blocks' own (Gemma 3),
-  /// which inverse_frequencies() holds after them.
-  const double* inv_freq_of(std::int64_t layer) const {
-    return config_.local_rope_of(layer) ? inv_freq_.data() + config_.rope_dims() / 2 : inv_freq_.data();
+  /// Block `layer`'s RoPE inverse frequencies for a session of `session_positions` positions.
+  const double* inv_freq_of(std::int64_t layer, std::int64_t session_positions) const {
+    return inv_freq_.data() + rope_table_offset(config_, layer, session_positions);
   }
   std::span<const float> alibi() const { return alibi_; }
 

@@ -107,8 +107,11 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
 
 TrainingCall BlockStack::training_call(std::int64_t block, const Packing& pack, Activations& a,
                                        const BlockAdapters* adapters, float* adapter_grads) const {
-  return TrainingCall{config_, blocks_[static_cast<std::size_t>(block - first_)], inv_freq_of(block),
-                      alibi_.empty() ? nullptr : alibi_.data(), pack, a, adapters, adapter_grads};
+  // A session's table by its length: a sequence of one position takes the short one, and one past
+  // the original context (if the model has such) the long one.
+  const double* long_table = config_.long_rope_for(INT64_MAX) ? inv_freq_of(block, INT64_MAX) : nullptr;
+  return TrainingCall{config_, blocks_[static_cast<std::size_t>(block - first_)], inv_freq_of(block, 1),
+                      alibi_.empty() ? nullptr : alibi_.data(), pack, a, adapters, adapter_grads, long_table};
 }
 
 std::int64_t BlockStack::training_working_bytes(std::int64_t tokens, std::int64_t blocks) const {

@@ -6,6 +6,7 @@
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/arch/device_parts.h"
+#include "model/rope_tables.h"
 
 namespace sepal {
 namespace {
@@ -34,9 +35,8 @@ void device_block_forward(const DeviceBlockCall& call) {
 
 }  // namespace
 
-const double* DeviceBlockStack::inv_freq_of(std::int64_t layer) const {
-  const auto* all = static_cast<const double*>(inv_freq_.get());
-  return config_.local_rope_of(layer) ? all + config_.rope_dims() / 2 : all;
+const double* DeviceBlockStack::inv_freq_of(std::int64_t layer, std::int64_t session_positions) const {
+  return static_cast<const double*>(inv_freq_.get()) + rope_table_offset(config_, layer, session_positions);
 }
 
 DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first, const std::vector<BlockWeights>& weights,
@@ -123,7 +123,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
       const DeviceBlockCall call{config_,
                                  blocks_[static_cast<std::size_t>(first - first_ + i)],
                                  *backend_,
-                                 inv_freq_of(first + i),
+                                 inv_freq_of(first + i, cache.max_positions()),
                                  static_cast<const float*>(alibi_.get()),
                                  s.hidden,
                                  rows,
@@ -154,7 +154,7 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
                     step.cache->length() + step.n <= step.cache->capacity(),
                 "a batched step's cache does not belong to these blocks on the device");
     const DeviceSegment seg{segments.empty() ? 0 : segments.back().row + segments.back().n, step.n,
-                            step.cache->length(), step.cache->capacity(), nullptr, nullptr};
+                            step.cache->length(), step.cache->capacity(), nullptr, nullptr, nullptr};
     std::copy(step.hidden, step.hidden + step.n * h, hidden.begin() + seg.row * h);
     std::iota(positions.begin() + seg.row, positions.begin() + seg.row + seg.n, seg.start);
     segments.push_back(seg);
@@ -168,11 +168,12 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
     for (std::size_t j = 0; j < steps.size(); ++j) {
       segments[j].keys = steps[j].cache->keys_f32(i);
       segments[j].values = steps[j].cache->values_f32(i);
+      segments[j].inv_freq = inv_freq_of(first + i, steps[j].cache->max_positions());
     }
     const DeviceBlockCall call{config_,
                                blocks_[static_cast<std::size_t>(first - first_ + i)],
                                *backend_,
-                               inv_freq_of(first + i),
+                               nullptr,  // each segment rotates with its session's table
                                static_cast<const float*>(alibi_.get()),
                                s.hidden,
                                rows,

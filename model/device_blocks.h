@@ -80,7 +80,7 @@ class DeviceBlockStack {
 
  private:
   // Block `layer`'s RoPE inverse frequencies in the backend's memory (model/block_stack.h).
-  const double* inv_freq_of(std::int64_t layer) const;
+  const double* inv_freq_of(std::int64_t layer, std::int64_t session_positions) const;
 
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0, weight_bytes_ = 0;

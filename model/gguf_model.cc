@@ -118,11 +118,11 @@ std::optional<std::vector<double>> rope_frequency_factors(const GgufFile& file, 
 }
 
 // Phi-3's LongRoPE as llama.cpp's converter stores it: the factors as tensors, the attention factor
-// and the original context as keys. As from config.json (model_config.cc): the short factors, the
-// attention factor, and the context ended at the original length.
+// and the original context as keys. As from config.json (model_config.cc): the short and the long
+// factors and the attention factor.
 void apply_longrope(const GgufFile& file, ModelConfig& config) {
   auto short_factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactorsShort);
-  const auto long_factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactorsLong);
+  auto long_factors = rope_frequency_factors(file, config.rope_dims(), kRopeFactorsLong);
   if (!short_factors && !long_factors) return;
   if (!short_factors || !long_factors) fail(file.where(), ": LongRoPE needs both ", kRopeFactorsShort, " and ", kRopeFactorsLong);
   const auto original = file.integer("phi3.rope.scaling.original_context_length");
@@ -135,9 +135,9 @@ void apply_longrope(const GgufFile& file, ModelConfig& config) {
   }
   config.rope_scaling.kind = RopeScaling::Kind::kFactors;
   config.rope_scaling.freq_factors = std::move(*short_factors);
+  config.rope_scaling.long_freq_factors = std::move(*long_factors);
   config.rope_scaling.attention_factor = attention;
   config.rope_scaling.original_max_position_embeddings = static_cast<double>(*original);
-  config.max_position_embeddings = std::min(config.max_position_embeddings, *original);
 }
 
 }  // namespace

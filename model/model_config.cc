@@ -47,13 +47,12 @@ double positive_number(const json& config, const std::string& key, const std::st
   return value;
 }
 
-// LongRoPE (Phi-3's long-context variants, Phi-3.5): each inverse frequency divided by its short
-// factor and the rotation scaled by the attention factor, as Hugging Face computes them for
-// positions within original_max_position_embeddings. Past it Hugging Face switches to the long
-// factors for the sequence (keys already cached keep the short ones), so sepal's context ends
-// there: `max_positions` is lowered to it.
+// LongRoPE (Phi-3's long-context variants, Phi-3.5, Phi-4-mini): each inverse frequency divided
+// by its short factor, or its long factor in a session longer than
+// original_max_position_embeddings (ModelConfig::long_rope_for), and the rotation scaled by the
+// attention factor.
 RopeScaling parse_longrope(const json& config, const json& s, const std::string& where, std::int64_t head_dim,
-                           std::int64_t& max_positions) {
+                           std::int64_t max_positions) {
   RopeScaling scaling;
   const auto factors = [&](const char* key) {
     if (!s.contains(key) || !s[key].is_array() || static_cast<std::int64_t>(s[key].size()) != head_dim / 2) {
@@ -70,7 +69,7 @@ RopeScaling parse_longrope(const json& config, const json& s, const std::string&
   };
   scaling.kind = RopeScaling::Kind::kFactors;
   scaling.freq_factors = factors("short_factor");
-  (void)factors("long_factor");  // checked, though contexts never reach it
+  scaling.long_freq_factors = factors("long_factor");
   double original = 0, factor = 0;
   if (config.contains("original_max_position_embeddings") && !config["original_max_position_embeddings"].is_null()) {
     original = static_cast<double>(positive_int(config, "original_max_position_embeddings", where));
@@ -86,12 +85,11 @@ RopeScaling parse_longrope(const json& config, const json& s, const std::string&
     if (original < 2) fail(where, ": LongRoPE needs an original context of at least 2 positions, not ", original);
     scaling.attention_factor = std::sqrt(1.0 + std::log(factor) / std::log(original));
   }
-  max_positions = std::min<std::int64_t>(max_positions, static_cast<std::int64_t>(original));
   return scaling;
 }
 
 RopeScaling parse_rope_scaling(const json& config, const std::string& where, std::int64_t head_dim,
-                               std::int64_t& max_positions) {
+                               std::int64_t max_positions) {
   RopeScaling scaling;
   if (!config.contains("rope_scaling") || config["rope_scaling"].is_null()) return scaling;
   const json& s = config["rope_scaling"];

@@ -84,6 +84,14 @@ struct ModelConfig {
   }
   /// Whether block `layer` rotates with local_rope_theta.
   bool local_rope_of(std::int64_t layer) const { return local_rope_theta > 0.0 && window_of(layer) > 0; }
+  /// Whether a session (or sequence) of `positions` positions rotates with LongRoPE's long factors:
+  /// it is longer than the original context. Hugging Face takes them for every position of a
+  /// sequence that long; sepal decides by the session's length, so that a session's keys do not
+  /// depend on how its tokens came (prompt, decode steps, a replay to another host).
+  bool long_rope_for(std::int64_t positions) const {
+    return !rope_scaling.long_freq_factors.empty() &&
+           static_cast<double>(positions) > rope_scaling.original_max_position_embeddings;
+  }
   /// Every block's attention layout: heads, score scale and soft-capping.
   AttentionDims attention_dims() const {
     AttentionDims dims{num_heads, num_kv_heads, head_dim};

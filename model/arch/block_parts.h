@@ -41,12 +41,14 @@ struct RowSegment {
   KvArray values;
   std::int64_t capacity = 0;
   const BlockAdapters* adapters = nullptr;
+  const double* inv_freq = nullptr;  ///< RoPE: the session's table (model/rope_tables.h)
 };
 
 /// One block's forward: rows hidden[n, hidden_size], in place, at cache slots [start, start + n)
 /// (start + tree->first with a tree, whose rows then attend along their paths), at `positions`.
 /// With `segments`, the rows are the steps of several sessions instead (start, keys, values,
-/// capacity and adapters are then each segment's), every row's products as it gets them alone.
+/// capacity, adapters and RoPE's table are then each segment's), every row's products as it gets
+/// them alone.
 struct BlockCall {
   const ModelConfig& config;
   const BlockWeights& weights;

@@ -19,6 +19,7 @@ struct DeviceSegment {
   std::int64_t row = 0, n = 0, start = 0, capacity = 0;
   float* keys = nullptr;
   float* values = nullptr;
+  const double* inv_freq = nullptr;  ///< RoPE: the session's table on the device (model/rope_tables.h)
 };
 
 struct DeviceBlockCall {

@@ -52,6 +52,8 @@ struct TrainingCall {
   Activations& a;
   const BlockAdapters* adapters = nullptr;  ///< may be null (model/block_adapters.h)
   float* adapter_grads = nullptr;           ///< this block's adapter gradients, added to (backward)
+  /// RoPE of a sequence longer than the original context (LongRoPE; null: inv_freq for every one).
+  const double* long_inv_freq = nullptr;
 };
 
 /// As adapt_product (block_parts.h), over the pass's rows.

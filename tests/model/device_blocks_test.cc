@@ -54,8 +54,10 @@ std::vector<Shape> shapes() {
   SyntheticSpec gemma3 = llama;  // blocks 0 and 1 slide with their own RoPE base, block 2 does not
   gemma3.architecture = "Gemma3ForCausalLM", gemma3.head_dim = 64, gemma3.sliding_window = 6, gemma3.seed = 14;
   gemma3.sliding_window_pattern = 3, gemma3.linear_rope_factor = 2;
-  SyntheticSpec phi4 = llama;  // Phi-4-mini's kind: fused projections, rotary embeddings on 24 of each head's 32 dimensions
-  phi4.architecture = "Phi3ForCausalLM", phi4.partial_rotary_factor = 0.75, phi4.seed = 15;
+  // Phi-4-mini's kind: fused projections, rotary embeddings on 24 of each head's 32 dimensions,
+  // LongRoPE's long factors in sessions past 32 positions.
+  SyntheticSpec phi4 = llama;
+  phi4.architecture = "Phi3ForCausalLM", phi4.partial_rotary_factor = 0.75, phi4.seed = 15, phi4.long_rope_original = 32;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
           {"gemma3", gemma3}, {"phi4-mini", phi4}, {"bloom", bloom}};
 }
@@ -150,7 +152,8 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
 }
 
 // Steps of several sessions in one forward_batch on the device end as each session's forward()
-// alone: sessions at different lengths, steps of 1 to 4 rows, a part of the stack's range.
+// alone: sessions at different lengths (of 30 and 40 positions: with LongRoPE's factors, short
+// and long), steps of 1 to 4 rows, a part of the stack's range.
 TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
@@ -165,8 +168,9 @@ TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
     const std::int64_t prompt_lengths[kSessions] = {3, 1, 9, 6, 2};
     std::vector<KvCache> alone, batched;
     for (int i = 0; i < kSessions; ++i) {
-      alone.push_back(device.new_cache(40, first, first + blocks));
-      batched.push_back(device.new_cache(40, first, first + blocks));
+      const std::int64_t positions = i % 2 ? 30 : 40;
+      alone.push_back(device.new_cache(positions, first, first + blocks));
+      batched.push_back(device.new_cache(positions, first, first + blocks));
       auto rows = test::random_floats(static_cast<std::size_t>(prompt_lengths[i] * h), 10 + i);
       auto copy = rows;
       device.forward(rows.data(), prompt_lengths[i], alone[i], first);

@@ -568,6 +568,11 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
   for (std::size_t i = 0; i < g.rope_scaling.freq_factors.size(); ++i) {  // stored as f32 in the file
     EXPECT_EQ(g.rope_scaling.freq_factors[i], static_cast<float>(hf.rope_scaling.freq_factors[i]));
   }
+  EXPECT_EQ(g.rope_scaling.long_freq_factors.size(), hf.rope_scaling.long_freq_factors.size());
+  for (std::size_t i = 0; i < g.rope_scaling.long_freq_factors.size(); ++i) {
+    EXPECT_EQ(g.rope_scaling.long_freq_factors[i], static_cast<float>(hf.rope_scaling.long_freq_factors[i]));
+  }
+  EXPECT_EQ(g.rope_scaling.original_max_position_embeddings, hf.rope_scaling.original_max_position_embeddings);
   EXPECT_NEAR(g.rope_scaling.attention_factor, hf.rope_scaling.attention_factor, 1e-7);  // an f32 key
   EXPECT_TRUE(g.tie_word_embeddings);
   EXPECT_EQ(g.num_kv_heads, hf.num_kv_heads);

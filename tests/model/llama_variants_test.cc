@@ -68,6 +68,26 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
   return s;
 }
 
+// Training over sequences of `lengths`: d (Σ dy · blocks(x)) / dx along random directions, against
+// the reference.
+void expect_training_gradient(const std::filesystem::path& dir, const BlockStack& blocks, const std::vector<std::int64_t>& lengths,
+                              int seed) {
+  const ModelConfig& config = blocks.config();
+  std::int64_t rows = 0;
+  for (std::int64_t n : lengths) rows += n;
+  const auto x = test::random_floats(static_cast<std::size_t>(rows * config.hidden_size), seed);
+  const auto dy = test::random_floats(x.size(), seed + 1);
+  std::vector<float> grad = dy;
+  blocks.backward_sequences(x.data(), lengths, 0, config.num_layers, nullptr, grad.data(), nullptr);
+  auto loss = [&](const std::vector<double>& at) {
+    const auto out = test::reference_forward(dir, DType::kF32, at, lengths, 0, config.num_layers, {}, 0, 0);
+    double s = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
+    return s;
+  };
+  test::expect_directional(loss, x, grad, 30, 1e-3);
+}
+
 class LlamaVariants : public ::testing::TestWithParam<std::pair<std::string, std::int64_t>> {};
 
 TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
@@ -97,7 +117,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   EXPECT_EQ(config.fused_projections, architecture == "Phi3ForCausalLM");
   if (architecture == "Phi3ForCausalLM") {  // the attention factor of the paper, from 128 / 32
     EXPECT_DOUBLE_EQ(config.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(32.0)));
-    EXPECT_EQ(config.max_position_embeddings, 32);  // past it Hugging Face takes the long factors
+    EXPECT_EQ(config.max_position_embeddings, 128);  // sessions past the original 32 take the long factors
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kFactors);
   }
   const bool gemma = architecture == "GemmaForCausalLM" || gemma2;
@@ -152,19 +172,61 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const Speculation speculation{&draft, 8, {}};
   EXPECT_EQ(generate(ends, tree, request, [](std::int32_t) {}, &speculation).generated_ids, want);
 
-  // Training: d (Σ dy · blocks(x)) / dx along random directions, against the reference.
-  const std::vector<std::int64_t> lengths = {9, 4};
-  const auto x = test::random_floats(static_cast<std::size_t>(13 * h), 21);
-  const auto dy = test::random_floats(x.size(), 22);
-  std::vector<float> grad = dy;
-  blocks.backward_sequences(x.data(), lengths, 0, config.num_layers, nullptr, grad.data(), nullptr);
-  auto loss = [&](const std::vector<double>& at) {
-    const auto out = test::reference_forward(dir.path(), DType::kF32, at, lengths, 0, config.num_layers, {}, 0, 0);
-    double s = 0;
-    for (std::size_t i = 0; i < out.size(); ++i) s += dy[i] * out[i];
-    return s;
-  };
-  test::expect_directional(loss, x, grad, 30, 1e-3);
+  expect_training_gradient(dir.path(), blocks, {9, 4}, 21);
+}
+
+// LongRoPE past the original context (32 positions of 128 here): a session longer than it
+// rotates every position with the long factors, as Hugging Face's forward of a sequence that long
+// does, in one forward, decode steps, steps batched with a short session, and training; a session
+// within it keeps the short ones.
+TEST(LongRope, ASessionPastTheOriginalContextTakesTheLongFactors) {
+  for (const char* name : {"Phi3ForCausalLM", "Phi3ForCausalLM+partial"}) {
+    SCOPED_TRACE(name);
+    test::TempDir dir;
+    write_synthetic_checkpoint(variant(name, 6), dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    ASSERT_EQ(config.rope_scaling.long_freq_factors.size(), static_cast<std::size_t>(config.rope_dims() / 2));
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
+    const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+    const std::int64_t h = config.hidden_size, n_long = 40, n_short = 13;
+    std::vector<std::int32_t> ids;
+    for (std::int64_t t = 0; t < n_long; ++t) ids.push_back(static_cast<std::int32_t>((t * 37 + 5) % 250));
+    std::vector<float> input(static_cast<std::size_t>(n_long * h));
+    ends.embed(ids.data(), n_long, input.data());
+    auto worst_against = [&](const std::vector<float>& got, const std::vector<double>& ref) {
+      double worst = 0;
+      for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(got[i] - ref[i]) / (1.0 + std::abs(ref[i])));
+      return worst;
+    };
+    const auto ref_long = test::reference_forward(dir.path(), DType::kF32, std::vector<double>(input.begin(), input.end()),
+                                                  {n_long}, 0, config.num_layers, {}, 0, 0);
+    const auto ref_short = test::reference_forward(dir.path(), DType::kF32,
+                                                   std::vector<double>(input.begin(), input.begin() + n_short * h), {n_short}, 0,
+                                                   config.num_layers, {}, 0, 0);
+    // A prompt of 20, then decode steps, in a session of 40 positions.
+    std::vector<float> hidden = input;
+    KvCache cache = blocks.new_cache(n_long);
+    blocks.forward(hidden.data(), 20, cache);
+    for (std::int64_t t = 20; t < n_long; ++t) blocks.forward(hidden.data() + t * h, 1, cache);
+    EXPECT_LT(worst_against(hidden, ref_long), 1e-5);
+    // Its first rows differ from a short session's: the long factors were taken.
+    std::vector<float> short_hidden(input.begin(), input.begin() + n_short * h);
+    KvCache short_cache = blocks.new_cache(n_short);
+    blocks.forward(short_hidden.data(), n_short, short_cache);
+    EXPECT_LT(worst_against(short_hidden, ref_short), 1e-5);
+    EXPECT_GT(worst_against(std::vector<float>(hidden.begin(), hidden.begin() + n_short * h), ref_short), 1e-3);
+    // Both sessions' last steps batched: each row as its session gives it alone.
+    KvCache a = blocks.new_cache(n_long), b = blocks.new_cache(n_short);
+    std::vector<float> ha = input, hb(input.begin(), input.begin() + n_short * h);
+    blocks.forward(ha.data(), n_long - 1, a);
+    blocks.forward(hb.data(), n_short - 1, b);
+    const BatchedStep steps[] = {{ha.data() + (n_long - 1) * h, 1, &a}, {hb.data() + (n_short - 1) * h, 1, &b}};
+    blocks.forward_batch(steps, 0, config.num_layers);
+    EXPECT_LT(worst_against(ha, ref_long), 1e-5);
+    EXPECT_LT(worst_against(hb, ref_short), 1e-5);
+    expect_training_gradient(dir.path(), blocks, {36, 4}, 23);  // a long and a short sequence
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,

@@ -171,15 +171,19 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   EXPECT_TRUE(phi3.fused_projections && !phi3.qk_norm && !phi3.attention_bias);
   EXPECT_EQ(phi3.sliding_window, 2047);
   EXPECT_EQ(phi3.head_dim, 96);
-  // Phi-3.5's LongRoPE (head_dim 8 here: 4 factors each): the short factors, the attention factor
-  // from max / original positions (32 / 8), the context cut at the original 8; or a given factor.
+  // Phi-3.5's LongRoPE (head_dim 8 here: 4 factors each): the short and long factors, the
+  // attention factor from max / original positions (32 / 8), the whole context (sessions past the
+  // original 8 take the long factors); or a given attention factor.
   json phi35 = json::parse(with("architectures", {"Phi3ForCausalLM"}));
   phi35["original_max_position_embeddings"] = 8;
   phi35["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {2.0, 2.0, 4.0, 8.0}}};
   const ModelConfig long_rope = parse_model_config(phi35.dump(), "c");
   EXPECT_EQ(long_rope.rope_scaling.freq_factors, (std::vector<double>{1.0, 1.5, 2.0, 3.0}));
   EXPECT_DOUBLE_EQ(long_rope.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(8.0)));
-  EXPECT_EQ(long_rope.max_position_embeddings, 8);
+  EXPECT_EQ(long_rope.rope_scaling.long_freq_factors, (std::vector<double>{2.0, 2.0, 4.0, 8.0}));
+  EXPECT_EQ(long_rope.max_position_embeddings, 32);
+  EXPECT_FALSE(long_rope.long_rope_for(8));
+  EXPECT_TRUE(long_rope.long_rope_for(9));
   phi35["rope_scaling"]["attention_factor"] = 1.25;
   EXPECT_DOUBLE_EQ(parse_model_config(phi35.dump(), "c").rope_scaling.attention_factor, 1.25);
   phi35["original_max_position_embeddings"] = 1;
@@ -209,7 +213,8 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   EXPECT_EQ(phi4_mini.head_dim, 128);
   EXPECT_EQ(phi4_mini.rope_dims(), 96);
   EXPECT_EQ(phi4_mini.rope_scaling.freq_factors.size(), 48u);
-  EXPECT_EQ(phi4_mini.max_position_embeddings, 4096);  // LongRoPE: the context ends at the original length
+  EXPECT_EQ(phi4_mini.max_position_embeddings, 131072);  // sessions past 4096 take the long factors
+  EXPECT_TRUE(phi4_mini.long_rope_for(4097) && !phi4_mini.long_rope_for(4096));
   EXPECT_TRUE(phi4_mini.fused_projections && phi4_mini.tie_word_embeddings);
   phi4["rope_scaling"]["short_factor"] = std::vector<double>(64, 1.0);
   expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "'short_factor' must list 48 factors (half of the 96 rotated dimensions)");

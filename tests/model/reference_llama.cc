@@ -134,13 +134,16 @@ std::vector<double> rms(const std::vector<double>& x, const std::vector<double>&
 }
 
 // Rotates the first `rd` dimensions of each head (pairs i, i + rd/2); the rest stay.
+// Rows whose `long_rows` entry is set rotate with long_freq instead of inv_freq.
 void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, std::int64_t rd, const std::vector<std::int64_t>& pos,
-            const std::vector<double>& inv_freq, double magnitude) {
+            const std::vector<double>& inv_freq, double magnitude, const std::vector<double>& long_freq,
+            const std::vector<bool>& long_rows) {
   for (std::size_t t = 0; t < pos.size(); ++t)
     for (std::int64_t h = 0; h < heads; ++h)
       for (std::int64_t i = 0; i < rd / 2; ++i) {
         double* v = &x[(t * heads + h) * hd];
-        const double a = v[i], b = v[i + rd / 2], angle = pos[t] * inv_freq[i];
+        const double freq = long_rows[t] ? long_freq[i] : inv_freq[i];
+        const double a = v[i], b = v[i + rd / 2], angle = pos[t] * freq;
         v[i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
         v[i + rd / 2] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
       }
@@ -153,6 +156,25 @@ std::int64_t rotary_dims(const std::filesystem::path& dir, std::int64_t hd) {
   const nlohmann::json j = nlohmann::json::parse(in);
   if (!j.contains("partial_rotary_factor") || !j["partial_rotary_factor"].is_number()) return hd;
   return static_cast<std::int64_t>(static_cast<double>(hd) * j["partial_rotary_factor"].get<double>());
+}
+
+// LongRoPE from config.json itself: a sequence longer than original_max_position_embeddings
+// rotates every position with the frequencies of theta divided by rope_scaling's long factors (as
+// Hugging Face's forward of such a sequence does); none: an empty table.
+struct LongRope {
+  std::vector<double> freq;
+  std::int64_t original = 0;
+};
+LongRope long_rope(const std::filesystem::path& dir, std::int64_t rd, double theta) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  LongRope out;
+  if (!j.contains("rope_scaling") || !j["rope_scaling"].is_object() || !j["rope_scaling"].contains("long_factor")) return out;
+  out.freq = plain_inverse_frequencies(rd, theta, 1);
+  const auto factors = j["rope_scaling"]["long_factor"].get<std::vector<double>>();
+  for (std::size_t i = 0; i < out.freq.size(); ++i) out.freq[i] /= factors.at(i);
+  out.original = j.value("original_max_position_embeddings", std::int64_t{0});
+  return out;
 }
 
 }  // namespace
@@ -169,10 +191,15 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const auto inv_freq = rope_inverse_frequencies(rd, c.rope_theta, c.rope_scaling);
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
+  const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
+  std::vector<bool> long_rows;
   for (std::int64_t n : lengths) {
     starts.push_back(static_cast<std::int64_t>(pos.size()));
-    for (std::int64_t p = 0; p < n; ++p) pos.push_back(p);
+    for (std::int64_t p = 0; p < n; ++p) {
+      pos.push_back(p);
+      long_rows.push_back(!longrope.freq.empty() && n > longrope.original);
+    }
   }
   for (std::int64_t b = 0; b < blocks; ++b) {
     const BlockWeights w = load_block_weights(ckpt, c, first + b, WeightLoading(dtype));
@@ -247,8 +274,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     const auto block_freq = gemma2.local_theta <= 0 ? inv_freq
                             : gemma2.sliding(first + b) ? plain_inverse_frequencies(rd, gemma2.local_theta, 1)
                                                         : plain_inverse_frequencies(rd, gemma2.global_theta, gemma2.linear_factor);
-    rotate(q, c.num_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor);
-    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor);
+    rotate(q, c.num_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor, longrope.freq, long_rows);
+    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor, longrope.freq, long_rows);
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)

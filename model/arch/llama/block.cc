@@ -41,8 +41,16 @@ void llama_block_forward(const BlockCall& call) {
     rmsnorm(s.q.data(), n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q.data());
     rmsnorm(s.k.data(), n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k.data());
   }
-  rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
-  rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
+  if (call.segments.empty()) {
+    rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
+    rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
+  }
+  for (const RowSegment& seg : call.segments) {  // each session with its own table
+    rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
+                     seg.inv_freq, c.rope_scaling.attention_factor);
+    rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
+                     seg.inv_freq, c.rope_scaling.attention_factor);
+  }
   store_and_attend(call, s.q.data(), s.k.data(), s.v.data(), s.attn.data());
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);

@@ -25,8 +25,16 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
     b.rmsnorm(s.q, n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q);
     b.rmsnorm(s.k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k);
   }
-  b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
-  b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
+  if (call.segments.empty()) {
+    b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
+    b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
+  }
+  for (const DeviceSegment& seg : call.segments) {  // each session with its own table
+    b.rope_rotate_half(s.q + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
+                       seg.inv_freq, c.rope_scaling.attention_factor);
+    b.rope_rotate_half(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
+                       seg.inv_freq, c.rope_scaling.attention_factor);
+  }
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);

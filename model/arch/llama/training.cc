@@ -12,6 +12,25 @@
 #include "model/arch/architectures.h"
 
 namespace sepal {
+namespace {
+
+// RoPE (or, `input_grad`, its input gradient) of each packed sequence's rows x[rows, heads,
+// head_dim], with the table of a session of that sequence's length (LongRoPE's long one past the
+// original context).
+void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bool input_grad) {
+  const ModelConfig& c = call.config;
+  const Packing& pack = call.pack;
+  for (std::size_t s = 0; s < pack.starts.size(); ++s) {
+    const std::int64_t start = pack.starts[s], n = pack.length(s);
+    const double* table = call.long_inv_freq && c.long_rope_for(n) ? call.long_inv_freq : call.inv_freq;
+    float* rows = x + start * heads * c.head_dim;
+    const std::int64_t* positions = pack.positions.data() + start;
+    if (input_grad) rope_rotate_half_input_grad(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, c.rope_scaling.attention_factor);
+    else rope_rotate_half(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, c.rope_scaling.attention_factor);
+  }
+}
+
+}  // namespace
 
 void llama_training_forward(const TrainingCall& call, float* hidden) {
   const ModelConfig& c = call.config;
@@ -38,8 +57,8 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     rmsnorm(a.q.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.q.data());
     rmsnorm(a.k_rows.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.k_rows.data());
   }
-  rope_rotate_half(a.q.data(), t, c.num_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
-  rope_rotate_half(a.k_rows.data(), t, c.num_kv_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rotate_sequences(call, a.q.data(), c.num_heads, false);
+  rotate_sequences(call, a.k_rows.data(), c.num_kv_heads, false);
   packed_attention(call, a.k_rows.data(), a.v_rows.data());
   matmul(a.attn.data(), t, w.o_proj.view, hidden);
   adapt_product(call, Projection::kO, a.attn.data(), hidden);
@@ -93,8 +112,8 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   if (c.output_norms) rmsnorm_input_grad(a.o_raw.data(), t, h, w.attention_out_norm.data, eps, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
-  rope_rotate_half_input_grad(a.dq.data(), t, c.num_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
-  rope_rotate_half_input_grad(a.dk.data(), t, c.num_kv_heads, c.head_dim, c.rope_dims(), call.pack.positions.data(), call.inv_freq, c.rope_scaling.attention_factor);
+  rotate_sequences(call, a.dq.data(), c.num_heads, true);
+  rotate_sequences(call, a.dk.data(), c.num_kv_heads, true);
   if (c.qk_norm) {
     rmsnorm_input_grad(a.q_raw.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.dq.data(), a.dq.data());
     rmsnorm_input_grad(a.k_raw.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.dk.data(), a.dk.data());
