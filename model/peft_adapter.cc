@@ -23,6 +23,16 @@ std::string factor_name(const std::string& module_path, const char* factor) {
   return "base_model.model." + module_path + ".lora_" + factor + ".weight";
 }
 
+// A module's path in the model transformers builds from the folder: a causal LM's, or for a
+// multimodal Gemma 3 (Gemma3ForConditionalGeneration, since transformers 4.52) the language
+// model's layers under "model.language_model." (the reader takes either of its prefixes).
+std::string exported_module_path(const ModelConfig& config, const std::string& module_path) {
+  if (config.architecture == "Gemma3ForConditionalGeneration" && module_path.starts_with("model.")) {
+    return "model.language_model." + module_path.substr(6);
+  }
+  return module_path;
+}
+
 // The modules of block `layer` that `targets` adapt, each with the targets it holds, in order.
 struct AdaptedModule {
   ProjectionModule module;
@@ -154,8 +164,9 @@ void write_peft_adapter(const std::filesystem::path& dir, const ModelConfig& con
           }
         }
       }
-      tensors.push_back({factor_name(m.module.path, "A"), "F32", {rank, cols}, f32_bytes(a)});
-      tensors.push_back({factor_name(m.module.path, "B"), "F32", {m.module.rows, rank}, f32_bytes(bm)});
+      const std::string path = exported_module_path(config, m.module.path);
+      tensors.push_back({factor_name(path, "A"), "F32", {rank, cols}, f32_bytes(a)});
+      tensors.push_back({factor_name(path, "B"), "F32", {m.module.rows, rank}, f32_bytes(bm)});
       if (b == 0) {
         targets.push_back(m.module.target);
         if (parts > 1) {

@@ -26,7 +26,8 @@ const std::set<std::string> kConstraints = {"type",     "properties", "required"
                                             "maxLength", "enum",      "const",     "anyOf",     "oneOf",
                                             "allOf",    "$ref",       "minimum",   "maximum",
                                             "exclusiveMinimum", "exclusiveMaximum", "format", "pattern",
-                                            "prefixItems", "additionalItems", "multipleOf", "uniqueItems"};
+                                            "prefixItems", "additionalItems", "multipleOf", "uniqueItems",
+                                            "minProperties", "maxProperties"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
 bool matches_type(const ojson& v, const std::string& type) {
@@ -494,15 +495,61 @@ Grammar::Rule JsonSchemaGrammar::number_of(const ojson& schema, const std::strin
 }
 
 // `{`, members whose values follow `value`, `}`.
-Grammar::Rule JsonSchemaGrammar::members(Grammar::Rule value) {
+Grammar::Rule JsonSchemaGrammar::members(Grammar::Rule value, std::int64_t min, std::optional<std::int64_t> max) {
   const Grammar::Rule ws = whitespace();
   const Grammar::Rule member =
       rule_of({call(string()) + call(ws) + g_.literal(":") + call(ws) + call(value) + call(ws)});
-  const Grammar::Rule more = g_.new_rule();
-  g_.add(more, {});
-  g_.add(more, g_.literal(",") + call(ws) + call(member) + call(more));
-  const Grammar::Rule body = rule_of({{}, call(member) + call(more)});
+  if (max && *max == 0) return rule_of({g_.literal("{") + call(ws) + g_.literal("}")});
+  const Grammar::Rule next = rule_of({g_.literal(",") + call(ws) + call(member)});
+  // One member, then more up to the bound.
+  const Grammar::Rule more = g_.repeat(next, std::max<std::int64_t>(min - 1, 0),
+                                       max ? std::optional<std::int64_t>(*max - 1) : std::nullopt);
+  const Grammar::Rule some = rule_of({call(member) + call(more)});
+  const Grammar::Rule body = min > 0 ? some : rule_of({{}, call(some)});
   return rule_of({g_.literal("{") + call(ws) + call(body) + g_.literal("}")});
+}
+
+// The properties `properties` lists, in its order, the required ones always, with from `min` to
+// `max` of them written: S(i, c) holds the members from property i on with c written before
+// it (a comma first when c > 0); states that cannot reach `min` are left out.
+Grammar::Rule JsonSchemaGrammar::counted_members(const ojson& properties, const std::set<std::string>& required, std::int64_t min,
+                                                 std::optional<std::int64_t> max, const std::string& at, int depth) {
+  std::vector<std::pair<std::string, const ojson*>> listed;
+  for (const auto& [name, sub] : properties.items()) listed.emplace_back(name, &sub);
+  const auto n = static_cast<std::int64_t>(listed.size());
+  if (min > n) fail(at, "'minProperties' above the " + std::to_string(n) + " properties 'properties' lists is not supported");
+  const std::int64_t most = std::min(max.value_or(n), n);
+  const Grammar::Rule ws = whitespace();
+  std::vector<Grammar::Rule> members;
+  for (const auto& [name, sub] : listed) {
+    const std::string key = ojson(name).dump(-1, ' ', false, ojson::error_handler_t::strict);
+    const Grammar::Rule value = schema_rule(*sub, at + "/properties/" + name, depth + 1);
+    members.push_back(rule_of({g_.literal(key) + call(ws) + g_.literal(":") + call(ws) + call(value) + call(ws)}));
+  }
+  // The required properties from i on: they must all fit.
+  std::vector<std::int64_t> required_from(static_cast<std::size_t>(n + 1), 0);
+  for (std::int64_t i = n - 1; i >= 0; --i) required_from[i] = required_from[i + 1] + (required.count(listed[i].first) ? 1 : 0);
+  // next[c]: S(i + 1, c), built from the last property back; absent where it cannot succeed.
+  std::vector<std::optional<Grammar::Rule>> next(static_cast<std::size_t>(most + 1));
+  for (std::int64_t c = min; c <= most; ++c) next[c] = rule_of({{}});
+  for (std::int64_t i = n - 1; i >= 0; --i) {
+    std::vector<std::optional<Grammar::Rule>> here(static_cast<std::size_t>(most + 1));
+    const bool optional = !required.count(listed[i].first);
+    for (std::int64_t c = 0; c <= most; ++c) {
+      if (c + required_from[i] > most || c + (n - i) < min) continue;
+      std::vector<std::vector<Grammar::Symbol>> ways;
+      if (c + 1 <= most && next[c + 1]) {
+        ways.push_back((c > 0 ? g_.literal(",") + call(ws) : std::vector<Grammar::Symbol>{}) + call(members[i]) + call(*next[c + 1]));
+      }
+      if (optional && next[c]) ways.push_back({call(*next[c])});
+      if (ways.empty()) continue;
+      here[c] = g_.new_rule();
+      for (const auto& way : ways) g_.add(*here[c], way);
+    }
+    next = std::move(here);
+  }
+  if (!next[0]) fail(at, "no object of the properties 'properties' lists keeps 'minProperties' and 'maxProperties'");
+  return rule_of({g_.literal("{") + call(ws) + call(*next[0]) + g_.literal("}")});
 }
 
 Grammar::Rule JsonSchemaGrammar::any_object() {
@@ -846,16 +893,31 @@ Grammar::Rule JsonSchemaGrammar::object_of(const ojson& schema, const std::strin
   const ojson additional = schema.contains("additionalProperties") ? schema["additionalProperties"] : ojson(true);
   if (!additional.is_boolean() && !additional.is_object()) fail(at, "'additionalProperties' must be a boolean or a schema");
   const Grammar::Rule ws = whitespace();
+  const std::optional<std::int64_t> min_properties = bound(schema, "minProperties", at, kMaxRepeat);
+  const std::optional<std::int64_t> max_properties = bound(schema, "maxProperties", at, kMaxRepeat);
+  if (min_properties && max_properties && *min_properties > *max_properties) fail(at, "'minProperties' is above 'maxProperties'");
+  if (max_properties && static_cast<std::int64_t>(required.size()) > *max_properties) {
+    fail(at, "'required' names more properties than 'maxProperties' allows");
+  }
   if (schema.contains("properties") && !schema["properties"].is_object()) fail(at, "'properties' must be an object");
   if (!schema.contains("properties") || schema["properties"].empty()) {
     if (!required.empty()) fail(at, "'required' names '" + *required.begin() + "', which 'properties' does not define");
-    if (additional.is_boolean() && !additional.get<bool>()) return rule_of({g_.literal("{") + call(ws) + g_.literal("}")});
-    if (additional.is_boolean()) return any_object();
-    return members(schema_rule(additional, at + "/additionalProperties", depth + 1));
+    if (additional.is_boolean() && !additional.get<bool>()) {
+      if (min_properties.value_or(0) > 0) fail(at, "'minProperties' above 0 where 'additionalProperties' is false allows no object");
+      return rule_of({g_.literal("{") + call(ws) + g_.literal("}")});
+    }
+    // Members of any names may repeat one: at most one distinct name is all a count can rely on.
+    if (min_properties.value_or(0) > 1) fail(at, "'minProperties' above 1 is supported only for the properties 'properties' lists");
+    const Grammar::Rule value = additional.is_boolean() ? any_value() : schema_rule(additional, at + "/additionalProperties", depth + 1);
+    if (!min_properties && !max_properties && additional.is_boolean()) return any_object();
+    return members(value, min_properties.value_or(0), max_properties);
   }
   const ojson& properties = schema["properties"];
   for (const std::string& name : required) {
     if (!properties.contains(name)) fail(at, "'required' names '" + name + "', which 'properties' does not define");
+  }
+  if (min_properties || max_properties) {
+    return counted_members(properties, required, min_properties.value_or(0), max_properties, at, depth);
   }
   // Properties in order: A(i) starts the members at property i with none written yet, B(i)
   // after one was (so a comma comes first); an optional property may be skipped.
@@ -1022,7 +1084,8 @@ Grammar::Rule JsonSchemaGrammar::schema_rule(const ojson& schema, const std::str
     return r;
   }
   if (types.empty()) {  // no type: the one the keywords speak of, or any value
-    const bool object = constraints.count("properties") || constraints.count("required") || constraints.count("additionalProperties");
+    const bool object = constraints.count("properties") || constraints.count("required") || constraints.count("additionalProperties") ||
+                        constraints.count("minProperties") || constraints.count("maxProperties");
     const bool array = constraints.count("items") || constraints.count("minItems") || constraints.count("maxItems") ||
                        constraints.count("prefixItems") || constraints.count("additionalItems") ||
                        constraints.count("uniqueItems");

@@ -15,7 +15,9 @@
 //     schemas, an object of more than 64 optional properties), the later ones may be out of
 //     reach; enums and function names are laid out as tries (Grammar::choice) and are not.
 // Taken: type (one or a list; without one, the type the keywords speak of), properties, required,
-// additionalProperties, items, prefixItems (and draft 7's items as an array, with
+// additionalProperties, minProperties and maxProperties (over the properties `properties` lists;
+// for objects of any names, maxProperties and a minProperties of at most 1, since their members
+// may repeat a name), items, prefixItems (and draft 7's items as an array, with
 // additionalItems), minItems, maxItems, minLength, maxLength, minimum, maximum,
 // exclusiveMinimum and exclusiveMaximum (exact on integers; on numbers any decimal bounds, the
 // numbers then written without exponents, each exclusive bound taken as the next double inward
@@ -26,7 +28,7 @@
 // union, as Pydantic writes them), allOf of one schema, $ref to "#" or a
 // JSON pointer in the same document ($defs, definitions; recursion allowed), boolean schemas,
 // and annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
-// readOnly, writeOnly, discriminator). Any other keyword (not, minProperties, ...) is refused with
+// readOnly, writeOnly, discriminator). Any other keyword (not, patternProperties, ...) is refused with
 // its name and place: sepal does not drop a constraint it cannot keep. Keywords of another type
 // than the value's are ignored, as JSON Schema says (minLength on an integer, say).
 //
@@ -35,6 +37,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -90,7 +93,10 @@ class JsonSchemaGrammar {
                              std::optional<std::int64_t> max);
   Grammar::Rule string_of(const nlohmann::ordered_json& schema, const std::string& at);
   Grammar::Rule format(const std::string& name, const std::string& at);
-  Grammar::Rule members(Grammar::Rule value);
+  // An object of members of any names with `value`s, from `min` to `max` of them.
+  Grammar::Rule members(Grammar::Rule value, std::int64_t min = 0, std::optional<std::int64_t> max = std::nullopt);
+  Grammar::Rule counted_members(const nlohmann::ordered_json& properties, const std::set<std::string>& required, std::int64_t min,
+                                std::optional<std::int64_t> max, const std::string& at, int depth);
   Grammar::Rule schema_rule(const nlohmann::ordered_json& schema, const std::string& at, int depth);
   Grammar::Rule reference(const std::string& ref, const std::string& at);
   const nlohmann::ordered_json* resolved(const nlohmann::ordered_json& schema) const;

@@ -123,6 +123,24 @@ for layout in old new; do
   [ -n "$text_nll" ] && [ "$mm_nll" = "$text_nll" ] \
     && echo "ok: a multimodal Gemma 3 ($layout names) with its PEFT adapter scores what its text model does ($mm_nll)" \
     || { echo "FAILED: multimodal Gemma 3 ($layout names): $mm_nll, its text model $text_nll"; cat "$dir/err"; failed=$((failed + 1)); }
+  # Trained on the multimodal folder: the export names the modules as transformers' model of it
+  # does (model.language_model.layers...), and scores what the checkpoint does.
+  "$sepal" tune --model "$mm" --data "$data/train.jsonl" --method lora --lora-rank 4 --lora-targets q_proj,up_proj \
+    --steps 4 --batch-size 4 --lr 0.02 --seed 2 --out "$mm-tuned.h5" --export-peft "$mm-tuned" 2> "$dir/err" > /dev/null \
+    || { echo "FAILED: tune on the multimodal Gemma 3 ($layout names)"; tail -3 "$dir/err"; failed=$((failed + 1)); continue; }
+  if /usr/bin/python3 - "$mm-tuned/adapter_model.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+names = set(json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])) - {"__metadata__"}
+assert len(names) == 3 * 2 * 2, sorted(names)
+assert all(n.startswith("base_model.model.model.language_model.layers.") for n in names), sorted(names)[:2]
+assert "base_model.model.model.language_model.layers.2.mlp.up_proj.lora_B.weight" in names, sorted(names)[:2]
+PY
+  then echo "ok: an adapter trained on the multimodal Gemma 3 ($layout names) is exported under model.language_model."
+  else echo "FAILED: the multimodal Gemma 3's export names"; failed=$((failed + 1)); fi
+  a=$(nll --model "$mm" --adapter "$mm-tuned.h5"); b=$(nll --model "$mm" --adapter "$mm-tuned")
+  [ -n "$a" ] && [ "$a" = "$b" ] && echo "ok: its PEFT folder scores what its checkpoint scores ($a)" \
+    || { echo "FAILED: multimodal Gemma 3 ($layout names): checkpoint $a, PEFT folder $b"; failed=$((failed + 1)); }
 done
 
 refused() {  # refused WHAT FOLDER EXPECTED_TEXT
