@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "actors/blocking_facade.h"
@@ -53,7 +54,15 @@ HostEnd serve_blocks(SwarmNode& node, const HostSettings& settings) {
 
   auto ended = std::make_shared<std::promise<std::string>>();
   auto ended_once = std::make_shared<std::once_flag>();
-  auto end = [ended, ended_once](const std::string& why) { std::call_once(*ended_once, [&] { ended->set_value(why); }); };
+  // Not empty: the swarm dropped this host, and why. Written, if at all, by the call that ends
+  // serving, before the promise is fulfilled; read after it.
+  auto dropped = std::make_shared<std::string>();
+  auto end = [ended, ended_once, dropped](const std::string& why, bool dropped_by_swarm = false) {
+    std::call_once(*ended_once, [&] {
+      if (dropped_by_swarm) *dropped = why;
+      ended->set_value(why);
+    });
+  };
   BlockHostOptions options;
   options.model_name = model_name;
   // Where the kernels run, as far as it decides the bits: the CPU's kernel level, or the GPU's
@@ -73,21 +82,18 @@ HostEnd serve_blocks(SwarmNode& node, const HostSettings& settings) {
   options.on_shutdown = [end](const std::string& reason) { end(reason); };
   const PeerId coordinator = world.coordinator;
   SwarmNode* swarm = &node;
-  // Written before end() and read after the promise is fulfilled.
-  auto dropped = std::make_shared<std::string>();
-  system.watch_peer_failures([end, coordinator, swarm, dropped](PeerId peer, const Status&) {
+  system.watch_peer_failures([end, coordinator, swarm](PeerId peer, const Status&) {
     if (peer != coordinator) return;
     // A host that was itself stopped past the failure timeout finds everyone silent when it runs
     // again: the swarm has dropped it, rather than the other way round.
+    std::string why = "the coordinator is gone, or this host lost contact with it";
     if (const auto paused = swarm->membership().recent_pause()) {
       char text[160];
       std::snprintf(text, sizeof text, "this host did not run for %.1f s, longer than the failure timeout, and the swarm dropped it",
                     static_cast<double>(paused->count()) / 1e3);
-      *dropped = text;
-    } else {
-      *dropped = "the coordinator is gone, or this host lost contact with it";
+      why = text;
     }
-    end(*dropped);
+    end(why, /*dropped_by_swarm=*/true);  // unless serving ended already (the client finished)
   });
 
   HostAgentOptions agent_options;
