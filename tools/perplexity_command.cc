@@ -138,7 +138,8 @@ int perplexity_command(int argc, char** argv) {
       ("data", po::value(&data_file),
        "instead of --text: examples as sepal tune reads them; JSON lines with \"prompt\" and \"completion\"\n"
        "score the completion given the prompt, \"text\" lines score every token")
-      ("context", po::value(&context)->default_value(0), "tokens per window (0: max_position_embeddings)")
+      ("context", po::value(&context)->default_value(0),
+       "tokens per window (0: max_position_embeddings; a LongRoPE model's original context, within which it keeps its short factors)")
       ("max-tokens", po::value(&max_tokens)->default_value(0), "score at most this many tokens (0: all)")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("json", "print one JSON object: tokens, nll (mean per token), perplexity, and stats");
@@ -167,7 +168,11 @@ int perplexity_command(int argc, char** argv) {
 
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
-  if (context == 0) context = config.max_position_embeddings;
+  if (context == 0) {
+    context = config.long_rope_for(config.max_position_embeddings)
+                  ? static_cast<std::int64_t>(config.rope_scaling.original_max_position_embeddings)
+                  : config.max_position_embeddings;
+  }
   if (context < 2 || context > config.max_position_embeddings) {
     throw UsageError{"--context must be between 2 and the model's max_position_embeddings (" +
                      std::to_string(config.max_position_embeddings) + ")"};

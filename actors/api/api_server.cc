@@ -295,9 +295,9 @@ struct ApiServer::Impl {
     const std::int64_t created_at = unix_seconds();
     json head{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_at},
               {"model", model.name}, {"system_fingerprint", "sepal"}};
-    const std::int64_t context = model.config->max_position_embeddings - extra_positions(adapter, *model.config);
-    const auto max_new = [context, max_tokens = r.max_tokens](const Prompt& p) {
-      return max_tokens.value_or(context - static_cast<std::int64_t>(p.ids.size()));
+    const std::int64_t extra = extra_positions(adapter, *model.config);
+    const auto max_new = [config = model.config, extra, max_tokens = r.max_tokens](const Prompt& p) {
+      return max_tokens.value_or(default_max_tokens(*config, static_cast<std::int64_t>(p.ids.size()) + extra));
     };
     if (!r.stream) {
       json choices = json::array();

@@ -60,6 +60,15 @@ std::int32_t mistral_marker(const ServedModel& model, const CompletionRequest& r
 
 }  // namespace
 
+std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_positions) {
+  std::int64_t end = config.max_position_embeddings;
+  if (config.long_rope_for(end)) {
+    const auto original = static_cast<std::int64_t>(config.rope_scaling.original_max_position_embeddings);
+    if (prompt_positions < original) end = original;
+  }
+  return end - prompt_positions;
+}
+
 std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request) {
   return mistral_marker(model, request, kMistralToolCalls);
 }

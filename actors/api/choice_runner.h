@@ -100,6 +100,12 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
 /// adapter's soft prompt rows.
 std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& config);
 
+/// The most tokens a reply to a prompt taking `prompt_positions` positions (extra ones included)
+/// may have when the request names no max_tokens: up to the end of the context; for a LongRoPE
+/// model, up to the end of its original context while the prompt is within it, so that a short
+/// conversation keeps the short factors, as Hugging Face's would (ModelConfig::long_rope_for).
+std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_positions);
+
 /// The log probability of `id` under `logits` [vocab], with the `top` likeliest alternatives.
 TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t id, std::int64_t top);
 

@@ -653,6 +653,21 @@ TEST(ApiTools, MistralCallsFollowTheirToken) {
   EXPECT_EQ(stream.held(), "[TOOL_CALLS][{");
 }
 
+// Without max_tokens a reply may run to the end of the context; a LongRoPE model's, to the end of
+// its original context while the prompt is within it (its session keeps the short factors).
+TEST(ApiRequest, TheDefaultLengthKeepsAShortConversationOfALongRopeModelShort) {
+  ModelConfig plain;
+  plain.max_position_embeddings = 128;
+  EXPECT_EQ(default_max_tokens(plain, 10), 118);
+  ModelConfig phi = plain;
+  phi.rope_scaling.long_freq_factors = {1.0, 2.0};
+  phi.rope_scaling.original_max_position_embeddings = 32;
+  EXPECT_EQ(default_max_tokens(phi, 10), 22);
+  EXPECT_FALSE(phi.long_rope_for(10 + 22));
+  EXPECT_EQ(default_max_tokens(phi, 32), 96);  // a prompt that fills the original context: the whole context
+  EXPECT_EQ(default_max_tokens(phi, 40), 88);
+}
+
 // Mistral's tokenizer v11 on: a call each, `[TOOL_CALLS]name[ARGS]{...}`, [CALL_ID]id before
 // [ARGS] in some templates, and without [ARGS] where the text lost it.
 TEST(ApiTools, MistralV11CallsNameTheirFunctionBeforeTheArguments) {

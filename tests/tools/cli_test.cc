@@ -227,6 +227,30 @@ TEST(Perplexity, ScoresATextAsJson) {
   EXPECT_EQ(j["stats"]["windows"], 1);
 }
 
+// A LongRoPE model's windows are its original context by default (its short factors), or what
+// --context asks.
+TEST(Perplexity, ALongRopeModelsWindowsAreItsOriginalContext) {
+  const auto dir = test::TempDir();
+  const auto model = (dir.path() / "phi3").string();
+  auto r = run_sepal({"synth", "--arch", "phi3", "--hidden", "64", "--intermediate", "96", "--layers", "2", "--heads", "4",
+                      "--kv-heads", "2", "--vocab", "300", "--max-positions", "256", "--out", model});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json config = json::parse(std::ifstream(dir.path() / "phi3" / "config.json"));
+  config["original_max_position_embeddings"] = 64;
+  config["rope_scaling"] = {{"type", "longrope"}, {"short_factor", std::vector<double>(8, 1.0)}, {"long_factor", std::vector<double>(8, 2.0)}};
+  test::write_file(dir.path() / "phi3" / "config.json", config.dump());
+  std::string words;
+  for (int i = 0; i < 60; ++i) words += "once upon a time there was a cat ";
+  test::write_file(dir.path() / "t.txt", words);
+  const std::string text = (dir.path() / "t.txt").string();
+  r = run_sepal({"perplexity", "--model", model, "--text", text, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["stats"]["context"], 64);
+  r = run_sepal({"perplexity", "--model", model, "--text", text, "--json", "--context", "200"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["stats"]["context"], 200);
+}
+
 TEST(Generate, StreamsTextWithoutJson) {
   const auto r = run_sepal({"generate", "--model", (test::models_dir() / "stories260K").string(), "--prompt",
                             "Once upon a time", "--max-new-tokens", "30"});
