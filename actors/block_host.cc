@@ -188,10 +188,14 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
     return error(StatusCode::kFailedPrecondition, "deep prompts and adapters run on the CPU only; this host's blocks are on ",
                  device_name(blocks_->device()));
   }
-  // The cache and the adapters the session holds (checked in full below, before anything is kept).
-  const std::int64_t needed =
-      m.max_length * KvCache::bytes_per_position(last - first, c.num_kv_heads, c.head_dim, blocks_->kv_dtype()) +
-      static_cast<std::int64_t>(m.adapter.values.bytes);
+  // The most cache the session holds (blocks with a sliding window keep only it, on the CPU) and
+  // its adapters (checked in full below, before anything is kept).
+  const std::int64_t cache_bytes =
+      blocks_->backend()
+          ? m.max_length * KvCache::bytes_per_position(last - first, c.num_kv_heads, c.head_dim, blocks_->kv_dtype())
+          : KvCache::most_bytes(blocks_->windows(first, last), c.num_kv_heads, c.head_dim, blocks_->kv_dtype(),
+                                m.max_length, std::min(m.max_length, options_.max_step_tokens));
+  const std::int64_t needed = cache_bytes + static_cast<std::int64_t>(m.adapter.values.bytes);
   // Room for the session's cache and for the working memory of its largest step.
   const std::int64_t working = blocks_->step_working_bytes(std::min(m.max_length, options_.max_step_tokens));
   const std::int64_t free = options_.cache_budget_bytes - cache_bytes_used();
@@ -675,6 +679,10 @@ Result<SessionState> BlockHost::handle(ActorContext& ctx, const Rollback& m) {
   if (m.length < 0 || m.length > s.cache.length()) {
     return error(StatusCode::kInvalidArgument, "cannot roll session ", m.session, " back to ", m.length,
                  ": it holds ", s.cache.length(), " positions");
+  }
+  if (m.length > 0 && m.length < s.cache.earliest_length()) {
+    return error(StatusCode::kFailedPrecondition, "cannot roll session ", m.session, " back to ", m.length,
+                 ": its blocks with a sliding window keep positions from ", s.cache.earliest_length(), " on only");
   }
   if (m.tag != 0) s.tag = std::max(s.tag, m.tag);
   s.cache.truncate(m.length);

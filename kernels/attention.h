@@ -54,31 +54,34 @@ void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_
 /// positions [0, start + t]. With `alibi` (a slope per head), the score of key position p gets
 /// slope * p added (ALiBi; the same as slope * (p - query position) after the softmax). With a
 /// `window` > 0 (Mistral's sliding window), a query at position q attends only to positions
-/// (q - window, q]. out is
+/// (q - window, q]; the arrays' slot 0 may then hold a later position than 0, `held_from` (the
+/// positions before it are gone: a cache that keeps only its window, model/kv_cache.h), so that
+/// position p is at slot p - held_from; the window must not reach before it (sepal::Error). out is
 /// [n, heads * head_dim]. Uses the thread pool (kernels/parallel.h) over (row, head).
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                       const float* values, std::int64_t capacity, const AttentionDims& dims,
-                      float* out, const float* alibi = nullptr, std::int64_t window = 0);
+                      float* out, const float* alibi = nullptr, std::int64_t window = 0, std::int64_t held_from = 0);
 /// The same over a cache of either type (keys and values of the same type).
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
                       std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi = nullptr,
-                      std::int64_t window = 0);
+                      std::int64_t window = 0, std::int64_t held_from = 0);
 
 /// Attention of the nodes of a token tree (speculative decoding). The cache holds positions
 /// [0, start) of the sequence, and tree node i at slot start + i. parents[i] is the node's parent
 /// (an earlier node) or -1 for a node that follows the sequence directly; a node at depth d (its
 /// ancestors) sits at position start + d. q is [n, heads, head_dim] for nodes [first, first + n);
-/// parents covers nodes [0, first + n) (`alibi` and `window` as for attention_causal). Node i
+/// parents covers nodes [0, first + n) (`alibi`, `window` and `held_from` as for attention_causal:
+/// slots are then positions less held_from). Node i
 /// attends to positions [0, start), its ancestors and
 /// itself, and its row equals, bit for bit, attention_causal's row for the same keys stored as a
 /// sequence. out is [n, heads * head_dim]. Throws sepal::Error for a parent that is not an
 /// earlier node or slots past the capacity.
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi = nullptr, std::int64_t window = 0);
+                    const float* alibi = nullptr, std::int64_t window = 0, std::int64_t held_from = 0);
 /// The same over a cache of either type (keys and values of the same type).
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     KvArray keys, KvArray values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi = nullptr, std::int64_t window = 0);
+                    const float* alibi = nullptr, std::int64_t window = 0, std::int64_t held_from = 0);
 
 }  // namespace sepal

@@ -19,9 +19,9 @@ namespace {
 
 void block_forward(const ModelConfig& c, const BlockWeights& w, const double* inv_freq, const float* alibi,
                    float* hidden, std::int64_t n, std::int64_t start, const std::int64_t* positions,
-                   KvArray keys, KvArray values, std::int64_t capacity, Scratch& s, const TreeRows* tree,
-                   const BlockAdapters* adapters) {
-  const BlockCall call{c, w, inv_freq, alibi, hidden, n, start, positions, keys, values, capacity, s, tree, adapters};
+                   KvCache& cache, std::int64_t block, Scratch& s, const TreeRows* tree, const BlockAdapters* adapters) {
+  const BlockCall call{c, w, inv_freq, alibi, hidden, n, start, positions, cache.keys(block), cache.values(block),
+                       cache.capacity(block), cache.held_from(block), s, tree, adapters};
   if (c.family == ModelFamily::kBloom) return bloom_block_forward(call);
   llama_block_forward(call);
 }
@@ -104,7 +104,7 @@ KvCache BlockStack::new_cache(std::int64_t capacity) const {
   return new_cache(capacity, first_, last_);
 }
 
-KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const {
+KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last, KvKeep keep) const {
   if (capacity <= 0 || capacity > config_.max_position_embeddings) {
     fail("session length ", capacity, " must be between 1 and max_position_embeddings (",
          config_.max_position_embeddings, ")");
@@ -113,7 +113,13 @@ KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::in
     fail("blocks [", first, ", ", last, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
   if (device_) return device_->new_cache(capacity, first, last);
-  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, kv_dtype_);
+  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, kv_dtype_, windows(first, last), keep);
+}
+
+std::vector<std::int64_t> BlockStack::windows(std::int64_t first, std::int64_t last) const {
+  std::vector<std::int64_t> windows;
+  for (std::int64_t layer = first; layer < last; ++layer) windows.push_back(config_.window_of(layer));
+  return windows;
 }
 
 void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache) const {
@@ -151,8 +157,8 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
                    (to - from) * h);
     }
     block_forward(config_, blocks_[static_cast<std::size_t>(first - first_ + i)], inv_freq_of(first + i, cache.max_positions()),
-                  alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start, positions.data(), cache.keys(i), cache.values(i),
-                  cache.capacity(), scratch, nullptr, adapters);
+                  alibi_.empty() ? nullptr : alibi_.data(), hidden, n, start, positions.data(), cache, i, scratch, nullptr,
+                  adapters);
   }
   cache.set_length(start + n);
 }
@@ -185,7 +191,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
     cache.reserve(cache.length() + step.n);
-    segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, cache.capacity(), step.adapters, nullptr});
+    segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, 0, 0, step.adapters, nullptr});
     rows += step.n;
   }
   if (rows == 0) return;
@@ -203,6 +209,8 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
       RowSegment& seg = segments[j];
       seg.keys = steps[j].cache->keys(i);
       seg.values = steps[j].cache->values(i);
+      seg.capacity = steps[j].cache->capacity(i);
+      seg.held_from = steps[j].cache->held_from(i);
       seg.inv_freq = inv_freq_of(first + i, steps[j].cache->max_positions());
       // The deep prompts' rows that fall in this step, as forward() adds them.
       if (const DeepPrompts* p = steps[j].prompts) {
@@ -216,7 +224,7 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
     // Each segment rotates with its session's table (seg.inv_freq).
     const BlockCall call{config_, blocks_[static_cast<std::size_t>(first - first_ + i)], nullptr,
                          alibi_.empty() ? nullptr : alibi_.data(), hidden.data(), rows, 0, positions.data(), {}, {}, 0,
-                         scratch, nullptr, nullptr, segments};
+                         0, scratch, nullptr, nullptr, segments};
     if (config_.family == ModelFamily::kBloom) bloom_block_forward(call);
     else llama_block_forward(call);
   }
@@ -256,7 +264,7 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {
     block_forward(config_, blocks_[static_cast<std::size_t>(first_block - first_ + i)],
                   inv_freq_of(first_block + i, cache.max_positions()), alibi_.empty() ? nullptr : alibi_.data(), hidden, n,
-                  start, positions.data(), cache.keys(i), cache.values(i), cache.capacity(), scratch, &tree, adapters);
+                  start, positions.data(), cache, i, scratch, &tree, adapters);
   }
 }
 

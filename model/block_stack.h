@@ -76,8 +76,12 @@ class BlockStack {
   /// A cache for one session of up to `capacity` positions (at most max_position_embeddings)
   /// over every block of the stack.
   KvCache new_cache(std::int64_t capacity) const;
-  /// A cache for a session that runs only blocks [first, last), a part of the stack's range.
-  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const;
+  /// A cache for a session that runs only blocks [first, last), a part of the stack's range. Its
+  /// blocks with a sliding window keep only what the window reaches, unless `keep` says kAll (on
+  /// a device, every position is kept).
+  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last, KvKeep keep = KvKeep::kWindow) const;
+  /// The sliding window of each block of [first, last) (0: none).
+  std::vector<std::int64_t> windows(std::int64_t first, std::int64_t last) const;
 
   /// Runs hidden[n, hidden_size] through the blocks in place, as positions
   /// [cache.length(), cache.length() + n), then advances the cache. Throws sepal::Error, leaving
@@ -105,7 +109,7 @@ class BlockStack {
   /// A step of a token tree (speculative decoding) through blocks [first_block, first_block +
   /// cache.blocks()): hidden[n, hidden_size] are the tree's last n nodes, of parents.size() in
   /// all; parents[i] is node i's parent (an earlier node) or -1 for a node that follows the
-  /// session's sequence. Node i is stored at cache slot length() + i, sits at position length() +
+  /// session's sequence. Node i is stored in the cache slot of position length() + i, sits at position length() +
   /// its depth and attends to the sequence and its own ancestors (kernels/attention.h:
   /// attention_tree), so its output equals, bit for bit, that of the same path run as a sequence.
   /// The cache's length does not change: KvCache::keep_path then keeps one path of the tree.

@@ -105,7 +105,7 @@ void DeviceBlockStack::ensure_scratch(std::int64_t rows) const {
 
 void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const {
   SEPAL_CHECK(cache.on_device() && first >= first_ && first + cache.blocks() <= last_ &&
-                  cache.length() + n <= cache.capacity(),
+                  cache.length() + n <= cache.capacity(0),
               "the cache does not belong to these blocks on the device");
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
@@ -130,7 +130,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
                                  start,
                                  cache.keys_f32(i),
                                  cache.values_f32(i),
-                                 cache.capacity(),
+                                 cache.capacity(i),
                                  s};
       device_block_forward(call);
     }
@@ -151,10 +151,10 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
   std::vector<DeviceSegment> segments;
   for (const BatchedStep& step : steps) {
     SEPAL_CHECK(step.cache->on_device() && step.cache->blocks() == blocks && first >= first_ && first + blocks <= last_ &&
-                    step.cache->length() + step.n <= step.cache->capacity(),
+                    step.cache->length() + step.n <= step.cache->capacity(0),
                 "a batched step's cache does not belong to these blocks on the device");
     const DeviceSegment seg{segments.empty() ? 0 : segments.back().row + segments.back().n, step.n,
-                            step.cache->length(), step.cache->capacity(), nullptr, nullptr, nullptr};
+                            step.cache->length(), step.cache->capacity(0), nullptr, nullptr, nullptr};
     std::copy(step.hidden, step.hidden + step.n * h, hidden.begin() + seg.row * h);
     std::iota(positions.begin() + seg.row, positions.begin() + seg.row + seg.n, seg.start);
     segments.push_back(seg);

@@ -93,7 +93,7 @@ ModelDraft::ModelDraft(const BlockStack& blocks, std::int64_t num_blocks, const 
                        std::int64_t width, std::int64_t guesses, std::int64_t stage_two_order, bool learning)
     : blocks_(blocks),
       ends_(ends),
-      cache_(blocks.new_cache(capacity, 0, num_blocks)),
+      cache_(blocks.new_cache(capacity, 0, num_blocks, KvKeep::kAll)),  // rewind() goes back past guesses
       width_(width),
       guesses_(guesses),
       policy_(guesses + kStageTwoDepth, learning) {

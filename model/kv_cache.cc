@@ -1,6 +1,7 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/error.h"
 #include "model/huge_buffer.h"
@@ -13,25 +14,55 @@ namespace {
 // (a prompt and a reply), and those that outgrow them move only a few times.
 constexpr std::int64_t kFirstCapacity = 256;
 
+// The capacity a block that keeps only its window wants for `span` positions: room for a window
+// more, so that moving its positions down happens once every window or more.
+std::int64_t window_capacity(std::int64_t span, std::int64_t window, std::int64_t max_positions) {
+  return std::max(std::min(max_positions, span + window), std::min(max_positions, kFirstCapacity));
+}
+
 }  // namespace
 
-KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
-                 std::int64_t max_positions, DType dtype)
-    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions),
-      capacity_(std::min(max_positions, kFirstCapacity)), dtype_(dtype) {
+KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
+                 DType dtype, std::vector<std::int64_t> windows, KvKeep keep)
+    : kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions), dtype_(dtype) {
   SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0);
   if (!kv_dtype_supported(dtype)) fail("a key/value cache holds f32 or bf16, not ", dtype_name(dtype));
-  memory_ = allocate_huge_buffer(static_cast<std::size_t>(bytes()));
+  SEPAL_CHECK(windows.empty() || static_cast<std::int64_t>(windows.size()) == blocks, "a window per block");
+  arrays_.resize(static_cast<std::size_t>(blocks));
+  for (std::size_t b = 0; b < arrays_.size(); ++b) {
+    arrays_[b].capacity = std::min(max_positions, kFirstCapacity);
+    if (keep == KvKeep::kWindow && !windows.empty()) {
+      SEPAL_CHECK(windows[b] >= 0, "a window of ", windows[b], " positions");
+      arrays_[b].window = windows[b];
+    }
+  }
+  memory_ = allocate_huge_buffer(static_cast<std::size_t>(lay_out(arrays_)));
   bytes_ = static_cast<std::byte*>(memory_.get());
 }
 
 KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
                  std::shared_ptr<void> device_memory)
-    : blocks_(blocks), kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions),
-      capacity_(max_positions), on_device_(true) {
+    : kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions), on_device_(true) {
   SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0 && device_memory);
+  arrays_.resize(static_cast<std::size_t>(blocks));
+  for (Arrays& a : arrays_) a.capacity = max_positions;
+  lay_out(arrays_);
   memory_ = std::move(device_memory);
   bytes_ = static_cast<std::byte*>(memory_.get());
+}
+
+const KvCache::Arrays& KvCache::at(std::int64_t block) const {
+  SEPAL_CHECK(block >= 0 && block < blocks(), "block ", block, " of a cache of ", blocks());
+  return arrays_[static_cast<std::size_t>(block)];
+}
+
+std::int64_t KvCache::lay_out(std::vector<Arrays>& arrays) const {
+  std::int64_t offset = 0;
+  for (Arrays& a : arrays) {
+    a.offset = offset;
+    offset += 2 * array_bytes(a);
+  }
+  return offset;
 }
 
 std::int64_t KvCache::bytes_per_position(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim,
@@ -39,7 +70,23 @@ std::int64_t KvCache::bytes_per_position(std::int64_t blocks, std::int64_t kv_he
   return 2 * blocks * kv_heads * head_dim * static_cast<std::int64_t>(dtype_size(dtype));
 }
 
-std::int64_t KvCache::bytes() const { return capacity_ * bytes_per_position(blocks_, kv_heads_, head_dim_, dtype_); }
+std::int64_t KvCache::most_bytes(std::span<const std::int64_t> windows, std::int64_t kv_heads, std::int64_t head_dim,
+                                 DType dtype, std::int64_t max_positions, std::int64_t step_rows) {
+  std::int64_t positions = 0;
+  for (const std::int64_t window : windows) {
+    // reserve() drops what lies before length() - window + 1, so a step spans at most
+    // window - 1 + step_rows positions, and the arrays take a window more.
+    positions += window > 0 ? window_capacity(window - 1 + std::max<std::int64_t>(step_rows, 1), window, max_positions)
+                            : max_positions;
+  }
+  return positions * bytes_per_position(1, kv_heads, head_dim, dtype);
+}
+
+std::int64_t KvCache::bytes() const {
+  std::int64_t total = 0;
+  for (const Arrays& a : arrays_) total += 2 * array_bytes(a);
+  return total;
+}
 
 float* KvCache::keys_f32(std::int64_t block) {
   SEPAL_CHECK(dtype_ == DType::kF32, "an f32 cache");
@@ -53,29 +100,84 @@ float* KvCache::values_f32(std::int64_t block) {
 
 void KvCache::reserve(std::int64_t positions) {
   SEPAL_CHECK(positions <= max_positions_, "positions ", positions, " past the cache's ", max_positions_);
-  if (positions <= capacity_) return;
-  SEPAL_CHECK(!on_device_, "a device's cache is allocated whole");
-  const std::int64_t grown = std::min(max_positions_, std::max(positions, 2 * capacity_));
-  const std::int64_t row = head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_));  // bytes of one position
-  std::shared_ptr<void> memory = allocate_huge_buffer(static_cast<std::size_t>(grown * bytes_per_position(blocks_, kv_heads_, head_dim_, dtype_)));
+  std::vector<Arrays> plan = arrays_;
+  bool reallocate = false;
+  for (Arrays& a : plan) {
+    if (a.window > 0) {
+      // The coming step's queries, at length() or later, reach back to length() - window + 1.
+      const std::int64_t keep = std::max(a.held_from, length_ - a.window + 1);
+      const std::int64_t span = positions - keep;
+      const std::int64_t wanted = window_capacity(span, a.window, max_positions_);
+      if (positions - a.held_from <= a.capacity && a.capacity <= 2 * wanted) continue;  // fits, and not far too large
+      a.held_from = keep;
+      if (a.capacity > 2 * wanted) {  // after a long step
+        a.capacity = wanted;
+        reallocate = true;
+      } else if (a.capacity < wanted) {  // too small, or moving down would free less than a window
+        a.capacity = std::min(wanted, std::max(span, 2 * a.capacity));
+        reallocate = true;
+      }
+    } else if (positions > a.capacity) {
+      a.capacity = std::min(max_positions_, std::max(positions, 2 * a.capacity));
+      reallocate = true;
+    }
+  }
+  if (reallocate) SEPAL_CHECK(!on_device_, "a device's cache is allocated whole");
+  const std::int64_t row = row_bytes();
+  if (!reallocate) {  // blocks that keep their window move their positions down in place
+    for (std::size_t b = 0; b < plan.size(); ++b) {
+      const Arrays& was = arrays_[b];
+      const std::int64_t drop = plan[b].held_from - was.held_from;
+      if (drop == 0) continue;
+      for (std::int64_t array = 0; array < 2 * kv_heads_; ++array) {  // keys' heads, then values'
+        std::byte* head = bytes_ + was.offset + array * was.capacity * row;
+        std::memmove(head, head + drop * row, static_cast<std::size_t>((was.capacity - drop) * row));
+      }
+      arrays_[b].held_from = plan[b].held_from;
+    }
+    return;
+  }
+  std::shared_ptr<void> memory = allocate_huge_buffer(static_cast<std::size_t>(lay_out(plan)));
   auto* to = static_cast<std::byte*>(memory.get());
-  for (std::int64_t array = 0; array < 2 * blocks_ * kv_heads_; ++array) {  // keys' heads, then values'
-    const std::byte* from = bytes_ + array * capacity_ * row;
-    std::copy(from, from + capacity_ * row, to + array * grown * row);
+  for (std::size_t b = 0; b < plan.size(); ++b) {
+    const Arrays& was = arrays_[b];
+    const Arrays& now = plan[b];
+    const std::int64_t drop = now.held_from - was.held_from;
+    const std::int64_t rows = std::min(now.capacity, was.capacity - drop);  // the slots still wanted, tree rows too
+    for (std::int64_t array = 0; array < 2 * kv_heads_; ++array) {
+      const std::byte* from = bytes_ + was.offset + (array * was.capacity + drop) * row;
+      std::copy(from, from + rows * row, to + now.offset + array * now.capacity * row);
+    }
   }
   memory_ = std::move(memory);
   bytes_ = to;
-  capacity_ = grown;
+  arrays_ = std::move(plan);
 }
 
 void KvCache::set_length(std::int64_t length) {
-  SEPAL_CHECK(length >= 0 && length <= capacity_, "cache length ", length, " past capacity ", capacity_,
-              " (reserve first)");
+  for (const Arrays& a : arrays_) {
+    SEPAL_CHECK(length >= 0 && length <= a.held_from + a.capacity, "cache length ", length, " past the slots ",
+                a.held_from + a.capacity, " (reserve first)");
+  }
   length_ = length;
+}
+
+std::int64_t KvCache::earliest_length() const {
+  std::int64_t earliest = 0;
+  for (const Arrays& a : arrays_) {
+    if (a.held_from > 0) earliest = std::max(earliest, a.held_from + a.window - 1);
+  }
+  return earliest;
 }
 
 void KvCache::truncate(std::int64_t length) {
   SEPAL_CHECK(length >= 0 && length <= length_, "cannot roll back to ", length, " from ", length_);
+  if (length == 0) {
+    for (Arrays& a : arrays_) a.held_from = 0;  // nothing is kept: every slot is free again
+  } else if (length < earliest_length()) {
+    fail("cannot roll back to ", length, " positions: blocks with a sliding window keep positions from ",
+         earliest_length(), " on only");
+  }
   length_ = length;
 }
 
@@ -84,16 +186,22 @@ void KvCache::keep_path(std::span<const std::int32_t> path) {
   const auto kept = static_cast<std::int64_t>(path.size());
   std::int32_t previous = -1;
   for (const std::int32_t node : path) {
-    if (node <= previous || length_ + node >= capacity_) fail("tree path node ", node, " is out of order or past the cache");
+    for (const Arrays& a : arrays_) {
+      if (node <= previous || length_ + node >= a.held_from + a.capacity) {
+        fail("tree path node ", node, " is out of order or past the cache");
+      }
+    }
     previous = node;
   }
-  const std::int64_t row = head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_));  // bytes of one position
-  for (std::int64_t b = 0; b < blocks_; ++b) {
+  const std::int64_t row = row_bytes();
+  for (std::int64_t b = 0; b < blocks(); ++b) {
+    const Arrays& a = at(b);
     for (const KvArray array : {keys(b), values(b)}) {
       for (std::int64_t h = 0; h < kv_heads_; ++h) {
-        std::byte* head = static_cast<std::byte*>(array.data) + h * capacity_ * row;
+        std::byte* head = static_cast<std::byte*>(array.data) + h * a.capacity * row;
         for (std::int64_t i = 0; i < kept; ++i) {
-          const std::int64_t from = length_ + path[static_cast<std::size_t>(i)], to = length_ + i;
+          const std::int64_t from = length_ + path[static_cast<std::size_t>(i)] - a.held_from;
+          const std::int64_t to = length_ + i - a.held_from;
           if (from != to) std::copy(head + from * row, head + (from + 1) * row, head + to * row);
         }
       }

@@ -165,16 +165,17 @@ namespace {
 // tail, prefix is a multiple of 16, so the scores are grouped (and rounded) exactly as one call
 // over all prefix + tail rows would group them: a row's result does not depend on where its
 // keys were stored.
-// One query row against keys [0, prefix) in place and `tail` more gathered after them (key
-// index = position). Keys before `lowest` are outside the sliding window and skipped.
-// T: the cache's element type (float, or std::uint16_t for bf16).
+// One query row against `prefix` keys in place, the first at position `first`, and `tail` more
+// gathered after them (the next positions). Keys before position `lowest` are outside the
+// sliding window and skipped, so the rows computed start at `lowest` wherever the cache's
+// arrays begin. T: the cache's element type (float, or std::uint16_t for bf16).
 template <typename T>
 void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const T* tail_k, const T* tail_v,
-            std::int64_t tail, std::int64_t hd, float scale, float softcap, bool wide, float slope, std::int64_t lowest,
-            float* o) {
+            std::int64_t tail, std::int64_t hd, float scale, float softcap, bool wide, float slope, std::int64_t first,
+            std::int64_t lowest, float* o) {
   thread_local std::vector<float> scores;
-  const std::int64_t skip_prefix = std::min(lowest, prefix);
-  const std::int64_t skip_tail = std::min(tail, std::max<std::int64_t>(lowest - prefix, 0));
+  const std::int64_t skip_prefix = std::clamp<std::int64_t>(lowest - first, 0, prefix);
+  const std::int64_t skip_tail = std::clamp<std::int64_t>(lowest - first - prefix, 0, tail);
   k += skip_prefix * hd;
   v += skip_prefix * hd;
   prefix -= skip_prefix;
@@ -183,7 +184,7 @@ void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const 
     tail_v += skip_tail * hd;
     tail -= skip_tail;
   }
-  const std::int64_t first_position = skip_prefix + skip_tail;
+  const std::int64_t first_position = first + skip_prefix + skip_tail;
   scores.resize(static_cast<std::size_t>(prefix + tail));
   auto dots = [&](const T* rows, std::int64_t count, float* out) {
     if (!(wide && cpu::dot_rows_avx512(qv, rows, count, hd, scale, out))) cpu::dot_rows(qv, rows, count, hd, scale, out);
@@ -239,9 +240,12 @@ namespace {
 
 template <typename T>
 void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, const T* values, std::int64_t capacity,
-            const AttentionDims& dims, float* out, const float* alibi, std::int64_t window) {
+            const AttentionDims& dims, float* out, const float* alibi, std::int64_t window, std::int64_t held_from) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
-  SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
+  SEPAL_CHECK(held_from >= 0 && held_from <= start && start + n - held_from <= capacity,
+              "attention past the cache capacity");
+  SEPAL_CHECK(held_from == 0 || (window > 0 && start - window + 1 >= held_from),
+              "attention reaches positions before ", held_from, ", which the cache no longer holds");
   const std::int64_t group = dims.heads / dims.kv_heads;
   const std::int64_t hd = dims.head_dim;
   const float scale = dims.score_scale();
@@ -251,8 +255,9 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
     const std::int64_t t = task / dims.heads;
     const std::int64_t kv = (task % dims.heads) / group;
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
-    attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1, nullptr, nullptr, 0,
-              hd, scale, dims.softcap, wide, alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
+    attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1 - held_from, nullptr,
+              nullptr, 0, hd, scale, dims.softcap, wide, alibi ? alibi[task % dims.heads] : 0.0f, held_from, lowest,
+              out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -264,18 +269,22 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
 template <typename T>
 void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
           const T* keys, const T* values, std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
-          std::int64_t window) {
+          std::int64_t window, std::int64_t held_from) {
   SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
-  SEPAL_CHECK(first >= 0 && n >= 0 && start + first + n <= capacity, "tree attention past the cache capacity");
+  SEPAL_CHECK(first >= 0 && n >= 0 && held_from >= 0 && held_from <= start && start + first + n - held_from <= capacity,
+              "tree attention past the cache capacity");
+  SEPAL_CHECK(held_from == 0 || (window > 0 && start - window + 1 >= held_from),
+              "tree attention reaches positions before ", held_from, ", which the cache no longer holds");
   for (std::int64_t i = 0; i < first + n; ++i) {
     SEPAL_CHECK(parents[i] >= -1 && parents[i] < i, "tree node ", i, " has parent ", parents[i], ", not an earlier node");
   }
   const std::int64_t group = dims.heads / dims.kv_heads;
   const std::int64_t hd = dims.head_dim;
   const float scale = dims.score_scale();
-  const std::int64_t prefix = start & ~std::int64_t{15};  // read in place; the rest is gathered
-  // Each node's key slots past the prefix, in position order: the cache's [prefix, start), then
-  // the node's ancestors from the root down, then the node itself.
+  // Positions [held_from, prefix) are read in place; the rest is gathered.
+  const std::int64_t prefix = std::max(start & ~std::int64_t{15}, held_from);
+  // Each node's key positions past the prefix, in position order: the cache's [prefix, start),
+  // then the node's ancestors from the root down, then the node itself (slot = position - held_from).
   std::vector<std::vector<std::int64_t>> slots(static_cast<std::size_t>(n));
   std::int64_t longest = 0;
   for (std::int64_t t = 0; t < n; ++t) {
@@ -298,13 +307,14 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
     tail_k.resize(static_cast<std::size_t>(longest * hd));
     tail_v.resize(static_cast<std::size_t>(longest * hd));
     for (std::int64_t r = 0; r < tail; ++r) {
-      std::copy(k + s[r] * hd, k + (s[r] + 1) * hd, tail_k.begin() + r * hd);
-      std::copy(v + s[r] * hd, v + (s[r] + 1) * hd, tail_v.begin() + r * hd);
+      const std::int64_t slot = s[r] - held_from;
+      std::copy(k + slot * hd, k + (slot + 1) * hd, tail_k.begin() + r * hd);
+      std::copy(v + slot * hd, v + (slot + 1) * hd, tail_v.begin() + r * hd);
     }
     const std::int64_t position = prefix + tail - 1;  // the node's own position
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
-    attend<T>(q + task * hd, k, v, prefix, tail_k.data(), tail_v.data(), tail, hd, scale, dims.softcap, wide,
-              alibi ? alibi[task % dims.heads] : 0.0f, lowest, out + task * hd);
+    attend<T>(q + task * hd, k, v, prefix - held_from, tail_k.data(), tail_v.data(), tail, hd, scale, dims.softcap, wide,
+              alibi ? alibi[task % dims.heads] : 0.0f, held_from, lowest, out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);
@@ -317,38 +327,38 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
 
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys, const float* values,
                       std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
-                      std::int64_t window) {
-  causal(q, n, start, keys, values, capacity, dims, out, alibi, window);
+                      std::int64_t window, std::int64_t held_from) {
+  causal(q, n, start, keys, values, capacity, dims, out, alibi, window, held_from);
 }
 
 void attention_causal(const float* q, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
                       std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
-                      std::int64_t window) {
+                      std::int64_t window, std::int64_t held_from) {
   SEPAL_CHECK(keys.dtype == values.dtype && kv_dtype_supported(keys.dtype), "a key/value cache of f32 or bf16");
   if (keys.dtype == DType::kF32) {
     return causal(q, n, start, static_cast<const float*>(keys.data), static_cast<const float*>(values.data), capacity,
-                  dims, out, alibi, window);
+                  dims, out, alibi, window, held_from);
   }
   causal(q, n, start, static_cast<const std::uint16_t*>(keys.data), static_cast<const std::uint16_t*>(values.data),
-         capacity, dims, out, alibi, window);
+         capacity, dims, out, alibi, window, held_from);
 }
 
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi, std::int64_t window) {
-  tree(q, first, n, start, parents, keys, values, capacity, dims, out, alibi, window);
+                    const float* alibi, std::int64_t window, std::int64_t held_from) {
+  tree(q, first, n, start, parents, keys, values, capacity, dims, out, alibi, window, held_from);
 }
 
 void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
                     KvArray keys, KvArray values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                    const float* alibi, std::int64_t window) {
+                    const float* alibi, std::int64_t window, std::int64_t held_from) {
   SEPAL_CHECK(keys.dtype == values.dtype && kv_dtype_supported(keys.dtype), "a key/value cache of f32 or bf16");
   if (keys.dtype == DType::kF32) {
     return tree(q, first, n, start, parents, static_cast<const float*>(keys.data),
-                static_cast<const float*>(values.data), capacity, dims, out, alibi, window);
+                static_cast<const float*>(values.data), capacity, dims, out, alibi, window, held_from);
   }
   tree(q, first, n, start, parents, static_cast<const std::uint16_t*>(keys.data),
-       static_cast<const std::uint16_t*>(values.data), capacity, dims, out, alibi, window);
+       static_cast<const std::uint16_t*>(values.data), capacity, dims, out, alibi, window, held_from);
 }
 
 void silu_mul(float* gate, const float* up, std::int64_t count) {

@@ -33,19 +33,19 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
   const AttentionDims dims = c.attention_dims();
   const std::int64_t window = c.window_of(call.weights.layer);
   const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
-                       std::int64_t capacity) {
-    const std::int64_t slot = call.tree ? start + call.tree->first : start;
+                       std::int64_t capacity, std::int64_t held_from) {
+    const std::int64_t slot = (call.tree ? start + call.tree->first : start) - held_from;
     store_kv(k + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, keys);
     store_kv(v + row * c.kv_size(), n, slot, c.num_kv_heads, c.head_dim, capacity, values);
     if (call.tree) {
       attention_tree(q + row * c.q_size(), call.tree->first, n, start, call.tree->parents, keys, values, capacity, dims,
-                     out + row * c.q_size(), call.alibi, window);
+                     out + row * c.q_size(), call.alibi, window, held_from);
     } else {
       attention_causal(q + row * c.q_size(), n, start, keys, values, capacity, dims, out + row * c.q_size(), call.alibi,
-                       window);
+                       window, held_from);
     }
   };
-  if (call.segments.empty()) return one(0, call.n, call.start, call.keys, call.values, call.capacity);
+  if (call.segments.empty()) return one(0, call.n, call.start, call.keys, call.values, call.capacity, call.held_from);
   // Many sessions: in parallel (each one's heads then run inline in its task), one fork and join
   // for the batch instead of one per session. Few (a batch of one is a host's usual decode step):
   // one after another, each with its heads in parallel; sessions in parallel would leave all but
@@ -54,7 +54,7 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
   const auto sessions = static_cast<std::int64_t>(call.segments.size());
   const auto segment = [&](std::int64_t i) {
     const RowSegment& seg = call.segments[static_cast<std::size_t>(i)];
-    one(seg.row, seg.n, seg.start, seg.keys, seg.values, seg.capacity);
+    one(seg.row, seg.n, seg.start, seg.keys, seg.values, seg.capacity, seg.held_from);
   };
   if (sessions < 2 * static_cast<std::int64_t>(compute_threads())) {
     for (std::int64_t i = 0; i < sessions; ++i) segment(i);

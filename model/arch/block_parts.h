@@ -40,15 +40,16 @@ struct RowSegment {
   KvArray keys;
   KvArray values;
   std::int64_t capacity = 0;
+  std::int64_t held_from = 0;  ///< the position at the arrays' slot 0 (model/kv_cache.h)
   const BlockAdapters* adapters = nullptr;
   const double* inv_freq = nullptr;  ///< RoPE: the session's table (model/rope_tables.h)
 };
 
-/// One block's forward: rows hidden[n, hidden_size], in place, at cache slots [start, start + n)
-/// (start + tree->first with a tree, whose rows then attend along their paths), at `positions`.
-/// With `segments`, the rows are the steps of several sessions instead (start, keys, values,
-/// capacity, adapters and RoPE's table are then each segment's), every row's products as it gets
-/// them alone.
+/// One block's forward: rows hidden[n, hidden_size], in place, at cache positions [start, start +
+/// n) (start + tree->first with a tree, whose rows then attend along their paths), at `positions`;
+/// the arrays' slot 0 holds position held_from. With `segments`, the rows are the steps of several
+/// sessions instead (start, keys, values, capacity, held_from, adapters and RoPE's table are then
+/// each segment's), every row's products as it gets them alone.
 struct BlockCall {
   const ModelConfig& config;
   const BlockWeights& weights;
@@ -61,6 +62,7 @@ struct BlockCall {
   KvArray keys;
   KvArray values;
   std::int64_t capacity;
+  std::int64_t held_from;
   Scratch& scratch;
   const TreeRows* tree;
   const BlockAdapters* adapters;  ///< may be null (model/block_adapters.h)

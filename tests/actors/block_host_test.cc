@@ -12,6 +12,8 @@
 #include "actors/hidden_codec.h"
 #include "actors/client_driver.h"
 #include "actors/blocking_facade.h"
+#include "model/block_stack.h"
+#include "model/synthetic_checkpoint.h"
 #include "model/tokenizer.h"
 #include "runtime/deterministic_transport.h"
 #include "runtime/inproc_transport.h"
@@ -337,6 +339,7 @@ TEST(BlockHost, RollbackRecomputesTheSameStates) {
 }
 
 // Rows that differ from each other: row i of a step is `seed` + i/8 in every column, with a ramp.
+
 TensorPayload varied_rows(std::int64_t n, std::int64_t width, float seed) {
   std::vector<float> v(static_cast<std::size_t>(n * width));
   for (std::int64_t i = 0; i < n; ++i) {
@@ -349,6 +352,56 @@ TensorPayload varied_rows(std::int64_t n, std::int64_t width, float seed) {
 std::vector<float> row_of(const TensorPayload& t, std::int64_t i) {
   const std::int64_t width = t.shape[1];
   return std::vector<float>(t.as<float>() + i * width, t.as<float>() + (i + 1) * width);
+}
+
+// A model whose blocks have a sliding window: a session is admitted by the cache its window
+// needs (KvCache::most_bytes), not by its whole length, and served past the window with the
+// states of a cache that keeps every position; a rollback behind what the window dropped is
+// refused in one line, and the session goes on.
+TEST(BlockHost, BlocksWithASlidingWindowAdmitSessionsByTheirWindowAndServePastIt) {
+  test::TempDir dir;
+  SyntheticSpec spec;
+  spec.architecture = "MistralForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 128;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.vocab_size = 300;
+  spec.max_position_embeddings = 4096;
+  spec.sliding_window = 8;
+  write_synthetic_checkpoint(spec, dir.path());
+  BlockHostOptions options;
+  options.cache_budget_bytes = 512 << 10;  // 4096 positions of both blocks take 2 MiB; their windows 128 KiB
+  options.max_step_tokens = 16;
+  LocalSwarm swarm(dir.path(), {{0, 2}}, options);
+  ActorSystem& c = swarm.client();
+  const auto host = swarm.route()[0].host;
+  const std::int64_t h = swarm.config().hidden_size;
+  auto opened = c.request_sync(host, OpenSession{1, 4096, 0, 0, {}, 0}, 5s);
+  ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
+  const BlockStack local = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, 2, DType::kF32);
+  KvCache whole = local.new_cache(4096, 0, 2, KvKeep::kAll);
+  std::int64_t length = 0;
+  auto step = [&](std::int64_t n, float seed) {
+    const TensorPayload in = varied_rows(n, h, seed);
+    auto out = c.request_sync(host, Step{1, length, in}, 5s);
+    ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+    std::vector<float> want(in.as<float>(), in.as<float>() + n * h);
+    local.forward(want.data(), n, whole);
+    length += n;
+    ASSERT_EQ(out->length, length);
+    for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(row_of(out->hidden, i), std::vector<float>(want.begin() + i * h, want.begin() + (i + 1) * h)) << "position " << length - n + i;
+  };
+  step(16, 0.1f);
+  for (int t = 0; t < 300; ++t) step(1, 0.01f * static_cast<float>(t % 17) - 0.05f);
+  const auto refused = c.request_sync(host, Rollback{1, 100}, 5s);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("cannot roll session 1 back to 100: its blocks with a sliding window keep positions from"),
+            std::string::npos)
+      << refused.status().message();
+  step(3, 0.2f);
 }
 
 TEST(BlockHost, ATreeStepsPathIsWhatDecodingComputesAndIsKeptInPlace) {

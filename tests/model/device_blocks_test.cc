@@ -93,7 +93,7 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     KvCache cache = cpu.new_cache(700);
     KvCache session = device.new_cache(700);
     EXPECT_TRUE(session.on_device());
-    EXPECT_EQ(session.capacity(), 700);  // a device's cache is allocated whole
+    EXPECT_EQ(session.capacity(0), 700);  // a device's cache is allocated whole
     EXPECT_EQ(session.bytes(), 700 * KvCache::bytes_per_position(cache.blocks(), cache.kv_heads(), cache.head_dim(), DType::kF32));
     const std::int64_t h = config.hidden_size;
     // A prompt, decode steps, a step of 3 rows, and a prompt of more rows than one device call
@@ -213,7 +213,7 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   device.place_on(open_backend(device_under_test()));
   EXPECT_THROW(device.new_cache(65), Error);
   EXPECT_THROW(device.new_cache(0), Error);
-  EXPECT_EQ(device.new_cache(64).capacity(), 64);
+  EXPECT_EQ(device.new_cache(64).capacity(0), 64);
 }
 
 TEST(DeviceBlocks, Bf16CachesStayOnTheCpuAndOtherCacheTypesAreRefused) {

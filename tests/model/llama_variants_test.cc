@@ -229,6 +229,96 @@ TEST(LongRope, ASessionPastTheOriginalContextTakesTheLongFactors) {
   }
 }
 
+// Blocks with a sliding window keep only what it reaches (model/kv_cache.h): a session of a
+// thousand positions, windows of 5 (Mistral, every block) and 4 (Gemma 3, block 0 of 2), gives
+// the states of a cache that keeps every position, bit for bit, in a prompt, decode steps, a long
+// step (after which the arrays shrink again), token trees and batched steps, while the windowed
+// blocks' memory stays where KvCache::most_bytes says.
+TEST(SlidingWindows, BlocksKeepOnlyTheirWindowAndGiveTheStatesOfAWholeCache) {
+  for (const auto& [name, window] : {std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
+                                     std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4}}) {
+    SCOPED_TRACE(name);
+    test::TempDir dir;
+    SyntheticSpec spec = variant(name, window);
+    spec.max_position_embeddings = 2048;
+    write_synthetic_checkpoint(spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const BlockStack blocks = BlockStack::load(checkpoint, config, 0, config.num_layers, DType::kF32);
+    const std::int64_t h = config.hidden_size, layers = config.num_layers, length = 1400;
+    const std::vector<std::int64_t> windows = blocks.windows(0, layers);
+    EXPECT_EQ(windows, name == "MistralForCausalLM" ? (std::vector<std::int64_t>{5, 5}) : (std::vector<std::int64_t>{4, 0}));
+    KvCache kept = blocks.new_cache(length), whole = blocks.new_cache(length, 0, layers, KvKeep::kAll);
+    const auto rows = [&](std::int64_t n, int seed) { return test::random_floats(static_cast<std::size_t>(n * h), seed); };
+    const auto same_step = [&](std::int64_t n, int seed) {
+      auto a = rows(n, seed), b = a;
+      blocks.forward(a.data(), n, kept);
+      blocks.forward(b.data(), n, whole);
+      ASSERT_EQ(a, b) << "the step at " << kept.length() - n;
+    };
+    const std::int64_t most = KvCache::most_bytes(windows, config.num_kv_heads, config.head_dim, DType::kF32, length, 600);
+    same_step(300, 1);  // a prompt longer than the first arrays
+    for (std::int64_t t = 0; t < 300; ++t) same_step(1, 100 + static_cast<int>(t));
+    EXPECT_GT(kept.held_from(0), 0);
+    EXPECT_EQ(kept.held_from(1) > 0, windows[1] > 0);
+    EXPECT_EQ(kept.capacity(0), 300 + window);  // the prompt's, and a window more, however long the session
+    EXPECT_EQ(whole.held_from(0), 0);
+    EXPECT_LE(kept.bytes(), most);
+    EXPECT_LT(kept.bytes(), whole.bytes());
+    same_step(600, 2);  // a long step: the windowed arrays grow to hold it
+    EXPECT_GT(kept.capacity(0), 600);
+    EXPECT_LE(kept.bytes(), most);
+    same_step(1, 3);  // and shrink at the next, to the first arrays' size: this small a window needs no more
+    EXPECT_EQ(kept.capacity(0), 256);
+    // A token tree over both caches, in two stages, then one path kept and decoding on.
+    const std::vector<std::int32_t> parents = {-1, 0, 0, 1, 2, 3, -1, 6};
+    const auto tree_rows = rows(8, 4);
+    for (const std::int64_t first : {std::int64_t{0}, std::int64_t{5}}) {
+      const std::int64_t n = first == 0 ? 5 : 3;
+      std::vector<float> a(tree_rows.begin() + first * h, tree_rows.begin() + (first + n) * h), b = a;
+      const std::span<const std::int32_t> nodes(parents.data(), static_cast<std::size_t>(first + n));
+      blocks.forward_tree(a.data(), n, nodes, kept, 0);
+      blocks.forward_tree(b.data(), n, nodes, whole, 0);
+      ASSERT_EQ(a, b) << "tree nodes from " << first;
+    }
+    const std::vector<std::int32_t> path = {0, 1, 3};
+    kept.keep_path(path);
+    whole.keep_path(path);
+    for (std::int64_t t = 0; t < 20; ++t) same_step(1, 200 + static_cast<int>(t));
+    // Steps batched with another session's: each as alone.
+    KvCache other_kept = blocks.new_cache(length), other_whole = blocks.new_cache(length, 0, layers, KvKeep::kAll);
+    {
+      auto a = rows(270, 5), b = a;
+      blocks.forward(a.data(), 270, other_kept);
+      blocks.forward(b.data(), 270, other_whole);
+    }
+    for (int round = 0; round < 10; ++round) {
+      auto x = rows(1, 300 + round), y = rows(2, 400 + round), x2 = x, y2 = y;
+      const BatchedStep in_kept[] = {{x.data(), 1, &kept}, {y.data(), 2, &other_kept}};
+      const BatchedStep in_whole[] = {{x2.data(), 1, &whole}, {y2.data(), 2, &other_whole}};
+      blocks.forward_batch(in_kept, 0, layers);
+      blocks.forward_batch(in_whole, 0, layers);
+      ASSERT_EQ(x, x2);
+      ASSERT_EQ(y, y2);
+    }
+    EXPECT_GT(other_kept.held_from(0), 0);
+    // A rollback may not go back past the window of what was dropped; to 0 it starts afresh.
+    EXPECT_GT(kept.earliest_length(), 0);
+    try {
+      kept.truncate(kept.earliest_length() - 1);
+      ADD_FAILURE() << "a rollback past the window was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("keep positions from"), std::string::npos) << e.what();
+    }
+    kept.truncate(kept.earliest_length());
+    whole.truncate(kept.earliest_length());
+    same_step(3, 6);
+    kept.truncate(0);
+    whole.truncate(0);
+    same_step(280, 7);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},

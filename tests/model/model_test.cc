@@ -769,7 +769,7 @@ TEST(KvCacheGrowth, MemoryFollowsThePositionsAndEveryRowMoves) {
   KvCache cache(blocks, heads, head_dim, 2000);
   const std::int64_t per_position = KvCache::bytes_per_position(blocks, heads, head_dim, DType::kF32);
   EXPECT_EQ(cache.max_positions(), 2000);
-  const std::int64_t first = cache.capacity();
+  const std::int64_t first = cache.capacity(0);
   EXPECT_LT(first, 500);
   EXPECT_EQ(cache.bytes(), first * per_position);
   auto value = [&](std::int64_t b, int array, std::int64_t h, std::int64_t p, std::int64_t d) {
@@ -782,7 +782,7 @@ TEST(KvCacheGrowth, MemoryFollowsThePositionsAndEveryRowMoves) {
         for (std::int64_t h = 0; h < heads; ++h) {
           for (std::int64_t p = 0; p < positions; ++p) {
             for (std::int64_t d = 0; d < head_dim; ++d) {
-              float& slot = base[(h * cache.capacity() + p) * head_dim + d];
+              float& slot = base[(h * cache.capacity(0) + p) * head_dim + d];
               if (fill) slot = value(b, array, h, p, d);
               else ASSERT_EQ(slot, value(b, array, h, p, d)) << b << " " << array << " " << h << " " << p;
             }
@@ -794,19 +794,55 @@ TEST(KvCacheGrowth, MemoryFollowsThePositionsAndEveryRowMoves) {
   fill_or_check(first, true);  // every slot, past length too: a token tree's rows wait there
   cache.set_length(3);
   cache.reserve(first);
-  EXPECT_EQ(cache.capacity(), first);
+  EXPECT_EQ(cache.capacity(0), first);
   cache.reserve(first + 1);  // twice the capacity
-  EXPECT_EQ(cache.capacity(), 2 * first);
+  EXPECT_EQ(cache.capacity(0), 2 * first);
   EXPECT_EQ(cache.bytes(), 2 * first * per_position);
   EXPECT_EQ(cache.length(), 3);
   fill_or_check(first, false);
   cache.reserve(4 * first + 7);  // more than twice: the positions asked for
-  EXPECT_EQ(cache.capacity(), 4 * first + 7);
+  EXPECT_EQ(cache.capacity(0), 4 * first + 7);
   fill_or_check(first, false);
   cache.reserve(4 * first + 8);  // twice, up to the session's length
-  EXPECT_EQ(cache.capacity(), 2000);
+  EXPECT_EQ(cache.capacity(0), 2000);
   fill_or_check(first, false);
   expect_error([&] { cache.reserve(2001); }, "past the cache's 2000");
+}
+
+// A block with a sliding window of 300 beside one without: decoding 2000 positions, the windowed
+// block's arrays settle at twice the window and hold every position its next step reaches (the
+// values written for them, moved down in place), while the other block grows with the session.
+TEST(KvCacheWindow, AWindowedBlockHoldsWhatItsWindowReachesInTwiceTheWindow) {
+  const std::int64_t heads = 2, head_dim = 4, window = 300;
+  KvCache cache(2, heads, head_dim, 4000, DType::kF32, {0, window});
+  auto value = [](int array, std::int64_t h, std::int64_t p) { return static_cast<float>((array * 10 + h) * 100000 + p); };
+  for (std::int64_t length = 0; length < 2000; ++length) {
+    cache.reserve(length + 1);
+    for (std::int64_t b = 0; b < 2; ++b) {
+      for (int array = 0; array < 2; ++array) {
+        float* base = array == 0 ? cache.keys_f32(b) : cache.values_f32(b);
+        for (std::int64_t h = 0; h < heads; ++h) {
+          const std::int64_t slot = length - cache.held_from(b);
+          std::fill_n(base + (h * cache.capacity(b) + slot) * head_dim, head_dim, value(array, h, length));
+          for (std::int64_t p = std::max<std::int64_t>(length - window + 1, 0); p <= length; p += 37) {  // what the step reaches
+            ASSERT_EQ(base[(h * cache.capacity(b) + p - cache.held_from(b)) * head_dim + 3], value(array, h, p))
+                << "block " << b << " position " << p << " at length " << length;
+          }
+        }
+      }
+    }
+    cache.set_length(length + 1);
+  }
+  EXPECT_EQ(cache.held_from(0), 0);
+  EXPECT_GE(cache.capacity(0), 2000);
+  EXPECT_EQ(cache.capacity(1), 2 * window);
+  EXPECT_GT(cache.held_from(1), 2000 - 2 * window);
+  EXPECT_LE(cache.held_from(1), 2000 - window);
+  const std::int64_t windows[] = {0, window};
+  EXPECT_LE(cache.bytes(), KvCache::most_bytes(windows, heads, head_dim, DType::kF32, 4000, 1));
+  EXPECT_EQ(KvCache::most_bytes(windows, heads, head_dim, DType::kF32, 4000, 1),
+            (4000 + 2 * window) * KvCache::bytes_per_position(1, heads, head_dim, DType::kF32));
+  expect_error([&] { cache.truncate(cache.earliest_length() - 1); }, "keep positions from");
 }
 
 TEST_F(StoriesBlocks, AGrowingCacheGivesTheStatesOfOneAllocatedWhole) {
@@ -818,14 +854,14 @@ TEST_F(StoriesBlocks, AGrowingCacheGivesTheStatesOfOneAllocatedWhole) {
   blocks.forward(a.data(), 5, growing);
   blocks.forward(b.data(), 5, whole);
   EXPECT_EQ(a, b);
-  EXPECT_LT(growing.capacity(), length);
+  EXPECT_LT(growing.capacity(0), length);
   for (std::int64_t p = 5; p < length; ++p) {
     auto x = embed({static_cast<std::int32_t>(50 + p % 400)}), y = x;
     blocks.forward(x.data(), 1, growing);
     blocks.forward(y.data(), 1, whole);
     ASSERT_EQ(x, y) << "position " << p;
   }
-  EXPECT_EQ(growing.capacity(), length);
+  EXPECT_EQ(growing.capacity(0), length);
 }
 
 TEST_F(StoriesBlocks, PositionsPastTheSessionAreRefusedWithoutDamage) {
