@@ -52,6 +52,9 @@ void add_swarm_options(po::options_description& description, SwarmOptions& o) {
       ("block-map-log", po::value(&o.block_map_log), "swarm: append the block map to this file (JSON lines) at every change")
       ("route-timeout", po::value(&o.route_timeout_s)->default_value(30.0),
        "swarm: seconds a step waits for some host to serve each of its blocks before it fails")
+      ("move-timeout", po::value(&o.move_timeout_s)->default_value(60.0),
+       "swarm: seconds the balancer waits for a host it placed to serve its blocks before it moves\n"
+       "other hosts without waiting for it (a host stuck loading holds up no other move)")
       ("failure-timeout", po::value(&o.failure_timeout_s)->default_value(5.0),
        "swarm: seconds a peer may be silent before it is taken for dead (a killed one is found at once);\n"
        "longer on loaded nodes or slow links, shorter for a faster failover from a hung host");
@@ -61,7 +64,7 @@ bool wants_swarm(const SwarmOptions& options, const po::variables_map& vm) {
   if (launched_world_size() > 1 || options.spawn_hosts > 0) return true;
   // One process: a swarm flag would be silently ignored, so it is a mistake.
   for (const char* name : {"transport", "mode", "wan", "config", "replicas", "max-blocks", "throughput", "listen", "listen-host",
-                           "secret-file", "block-map-log", "route-timeout", "failure-timeout"}) {
+                           "secret-file", "block-map-log", "route-timeout", "move-timeout", "failure-timeout"}) {
     if (vm.count(name) && !vm[name].defaulted()) {
       throw UsageError{std::string("--") + name + " applies to a swarm: launch with mpirun -np N (N > 1) or add --hosts N"};
     }
@@ -85,6 +88,9 @@ void check(const SwarmOptions& o) {
   if (!std::isfinite(o.throughput) || o.throughput < 0) throw UsageError{"--throughput must be a number >= 0"};
   if (!std::isfinite(o.route_timeout_s) || o.route_timeout_s <= 0 || o.route_timeout_s > 86400) {
     throw UsageError{"--route-timeout must be a number of seconds above 0 (at most a day)"};
+  }
+  if (!std::isfinite(o.move_timeout_s) || o.move_timeout_s < 0.1 || o.move_timeout_s > 86400) {
+    throw UsageError{"--move-timeout must be a number of seconds from 0.1 to 86400"};
   }
   check_failure_timeout(o.failure_timeout_s);
   if (!o.listen_file.empty() && o.transport != "ucx") throw UsageError{"--listen needs --transport ucx"};
@@ -178,6 +184,7 @@ std::unique_ptr<ClientSwarm> ClientSwarm::start(int* argc, char*** argv, const S
     }
   };
   launch.client.actors.route_wait = std::chrono::milliseconds(static_cast<std::int64_t>(options.route_timeout_s * 1000));
+  launch.client.actors.move_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(options.move_timeout_s * 1000));
   launch.client.actors.driver.num_blocks = config.num_layers;
   launch.client.actors.driver.push = options.mode == "push";
   launch.client.actors.driver.wire_compression = options.wire_compression;

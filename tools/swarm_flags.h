@@ -34,6 +34,7 @@ struct SwarmOptions {
   std::int64_t max_blocks = 0;
   double throughput = 0;
   double route_timeout_s = 30;
+  double move_timeout_s = 60;
   double failure_timeout_s = 5;
   bool wire_compression = true;
   bool step_batching = true;

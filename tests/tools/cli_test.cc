@@ -440,6 +440,10 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"generate", "--model", model, "--hosts", "2", "--transport", "mpi", "--no-link-authentication"},
                  "--no-link-authentication is for --transport ucx");
   expect_failure({"generate", "--model", model, "--hosts", "2", "--route-timeout", "0"}, "--route-timeout");
+  expect_failure({"generate", "--model", model, "--hosts", "2", "--move-timeout", "0"},
+                 "--move-timeout must be a number of seconds from 0.1 to 86400");
+  expect_failure({"generate", "--model", model, "--hosts", "2", "--move-timeout", "nan"}, "--move-timeout");
+  expect_failure({"generate", "--model", model, "--move-timeout", "30"}, "--move-timeout applies to a swarm");
   expect_failure({"generate", "--model", model, "--hosts", "2", "--mode", "bogus"}, "--mode must be push or relay");
   expect_failure({"status", "--join", "/nonexistent/port"}, "needs the swarm's secret");
 }
