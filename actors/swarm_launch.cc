@@ -54,7 +54,26 @@ Result<std::unique_ptr<ClientNode>> launch_client(int* argc, char*** argv, Clien
     // A block host under mpirun: the same node as sepal serve runs.
     auto node = SwarmNode::over_comm(comm, kHostRole, launch.node);
     if (!node.is_ok()) return node.status();
-    SEPAL_RETURN_IF_ERROR(serve_blocks(*node.value(), launch.host).status);
+    HostEnd end = serve_blocks(*node.value(), launch.host);
+    // Dropped by the swarm (stopped, or cut off, past the failure timeout): where the swarm admits
+    // joiners (--listen, over UCX), the host joins again through its port file, as `serve --join`
+    // does: a new member, placed afresh. MPI's world is left as it is, for the job's end.
+    const bool can_join = !launch.listen_file.empty() && launch.secret && launch.node.transport.name == "ucx";
+    while (end.status.is_ok() && !end.dropped.empty() && can_join) {
+      node.value().reset();
+      std::fprintf(stderr, "sepal: joining the swarm again through %s\n", launch.listen_file.c_str());
+      std::fflush(stderr);
+      node = SwarmNode::join(launch.listen_file, *launch.secret, kHostRole, launch.node);
+      if (!node.is_ok()) {  // the job goes on without this host, as it would have before
+        std::fprintf(stderr, "sepal: this host ends: %s\n", node.status().message().c_str());
+        return std::unique_ptr<ClientNode>();
+      }
+      end = serve_blocks(*node.value(), launch.host);
+    }
+    if (end.status.is_ok() && !end.dropped.empty()) {
+      std::fprintf(stderr, "sepal: this host ends; it would join again where the swarm admits joiners (--listen, --transport ucx)\n");
+    }
+    SEPAL_RETURN_IF_ERROR(end.status);
     return std::unique_ptr<ClientNode>();
   }
   auto node = SwarmNode::over_comm(comm, kClientRole, launch.node);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A host that joined a swarm through its port file (sepal serve --join, no mpirun) and is then
-# stopped past the failure timeout is dropped by the swarm; when it runs again it must say so and
-# join again by itself, in the same process, as a new member. Then the swarm's own host is killed,
-# so that the rejoined host is the only one left: an API completion must still give the
-# reference text through it, and sepal status must list it.
+# Hosts that the swarm dropped join again by themselves, in the same process, as new members:
+# one that joined through the swarm's port file (sepal serve --join) and one that mpirun started
+# as a rank of the swarm's job, each stopped past the failure timeout in turn. Each must say it
+# was dropped and serve again. Then an API completion through them must give the reference text,
+# sepal status must list them alone, and both must still end with status 0: the joiner on
+# SIGTERM, the mpirun rank (its MPI world left as it was) when the job ends.
 #   run_host_rejoin_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -56,9 +57,18 @@ if [ -n "$second_id" ] && [ "$second_id" != "$first_id" ] && [ "$second_pid" = "
 then echo "ok: host $first_id serves again as host $second_id, in the same process"
 else fail "the host did not serve again (ids: $first_id, ${second_id:-none})"; fi
 
-# The swarm's own host is killed: the rejoined host is the only one left.
-kill -KILL "$first_host"
-wait_line "member .* failed" 30 "$dir/api.err"
+# The mpirun rank's host, stopped for 4 s too: it joins again through the swarm's port file.
+kill -STOP "$first_host"; sleep 4; kill -CONT "$first_host"
+if wait_line "^sepal: joining the swarm again through $dir/port" 30 "$dir/api.err" \
+   && grep -q "this host did not run for [0-9.]* s, longer than the failure timeout, and the swarm dropped it" "$dir/api.err"
+then echo "ok: the stopped mpirun rank knew the swarm had dropped it, and joined again"
+else fail "the stopped mpirun rank did not say it was dropped and join again"; fi
+for _ in $(seq 600); do [ "$(grep -c "^sepal: host [0-9]* (pid $first_host) serves" "$dir/api.err")" -ge 2 ] && break; sleep 0.05; done
+rank_id=$(sed -n "s/^sepal: host \([0-9]*\) (pid $first_host) serves.*/\1/p" "$dir/api.err" | sed -n 2p)
+[ -n "$rank_id" ] && echo "ok: the mpirun rank serves again as host $rank_id, in the same process" \
+  || fail "the mpirun rank did not serve again"
+
+# Both hosts the swarm now has joined again: a completion through them is the reference.
 if /usr/bin/python3 - "$url" "$ref" <<'PY'
 import json, sys, urllib.request
 url, ref = sys.argv[1], json.load(open(sys.argv[2]))
@@ -71,19 +81,25 @@ except Exception as e:
 if ref["prompt"] + text != ref["text"]:
     sys.exit(f"the text differs: {text[:80]!r}")
 PY
-then echo "ok: the completion through the rejoined host is the reference"
-else fail "the completion through the rejoined host is not the reference"; fi
+then echo "ok: the completion through the rejoined hosts is the reference"
+else fail "the completion through the rejoined hosts is not the reference"; fi
 timeout 60 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" > "$dir/status.txt" 2> "$dir/status.err"
-if grep -q "^ *$second_id  \[0, 5)  " "$dir/status.txt" && grep -q "^stories260K: 5 blocks, 1 host (map" "$dir/status.txt"
-then echo "ok: sepal status lists host $second_id alone, serving every block"
+if grep -q "^ *$second_id  \[0, 5)  " "$dir/status.txt" && grep -q "^ *$rank_id  \[0, 5)  " "$dir/status.txt" \
+   && grep -q "^stories260K: 5 blocks, 2 hosts (map" "$dir/status.txt"
+then echo "ok: sepal status lists hosts $second_id and $rank_id alone, each serving every block"
 else fail "sepal status:"; cat "$dir/status.txt" "$dir/status.err"; fi
 
-# A graceful leave still ends the rejoined host with status 0.
+# A graceful leave still ends the rejoined joiner with status 0, and the job's end the rank.
 kill -TERM "$pid"; wait "$joiner"; rc=$?
 joiner=""
-[ "$rc" = 0 ] && echo "ok: the rejoined host left on SIGTERM with status 0" || fail "the rejoined host's exit status on SIGTERM: $rc"
+[ "$rc" = 0 ] && echo "ok: the rejoined joiner left on SIGTERM with status 0" || fail "the rejoined joiner's exit status on SIGTERM: $rc"
+kill -TERM "$swarm"; wait "$swarm"; rc=$?
+swarm=""
+if [ "$rc" = 0 ] && grep -q "^sepal: host $rank_id done" "$dir/api.err"
+then echo "ok: the job ended with status 0, the rejoined rank's host done"
+else fail "the job's exit status on SIGTERM: $rc"; fi
 if [ "$failed" -ne 0 ]; then
   echo "--- swarm stderr"; tail -20 "$dir/api.err"; echo "--- joiner stderr"; tail -20 "$dir/joiner.err"
 fi
-echo "$((5 - failed)) passed, $failed failed"
+echo "$((8 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
