@@ -234,7 +234,7 @@ struct ApiServer::Impl {
     if (forced) {
       if (model.config->eos_token_ids.empty()) return invalid("forcing calls needs a model with an EOS token to end them with", param);
       auto output = forced_calls_output(model.chat_template.tool_format, r.tools, r.tool_forced, r.parallel_tool_calls,
-                                        calls_token(model, r));
+                                        call_markers(model, r));
       if (auto* why = std::get_if<std::string>(&output)) return invalid("the calls cannot be forced: " + *why, "tools");
       r.structure = std::get<std::shared_ptr<const StructuredOutput>>(output);
     }

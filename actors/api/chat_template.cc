@@ -142,12 +142,14 @@ ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_j
   }
   t.jinja = std::make_shared<const jinja::Template>(std::move(std::get<jinja::Template>(parsed)));
   t.tool_format = tool_call_format_of(jinja);
+  t.mistral_v11 = t.tool_format == ToolCallFormat::kMistral && jinja.find(kMistralArgs) != std::string::npos;
   t.thinks = template_thinks(jinja);
   if (!tool_use.empty()) {
     auto tool_parsed = jinja::Template::parse(tool_use);
     if (auto* tool_template = std::get_if<jinja::Template>(&tool_parsed)) {
       t.tool_use = std::make_shared<const jinja::Template>(std::move(*tool_template));
       t.tool_format = tool_call_format_of(tool_use);
+      t.mistral_v11 = t.tool_format == ToolCallFormat::kMistral && tool_use.find(kMistralArgs) != std::string::npos;
     }
   }
   return t;

@@ -64,6 +64,8 @@ struct ChatTemplate {
   /// The tool-call format the template that runs with tools teaches (kNone: requests with tools
   /// are refused).
   ToolCallFormat tool_format = ToolCallFormat::kNone;
+  /// Mistral: that template writes calls as tokenizer v11 does (`[TOOL_CALLS]name[ARGS]{...}`).
+  bool mistral_v11 = false;
   /// Whether the template teaches thinking in <think> ... </think> (actors/api/reasoning.h).
   bool thinks = false;
   /// The special tokens a template sees: {"bos_token": "<s>", "eos_token": "</s>", ...}.

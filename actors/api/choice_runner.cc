@@ -69,8 +69,9 @@ std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_p
   return end - prompt_positions;
 }
 
-std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request) {
-  return mistral_marker(model, request, kMistralToolCalls);
+CallMarkers call_markers(const ServedModel& model, const CompletionRequest& request) {
+  return CallMarkers{mistral_marker(model, request, kMistralToolCalls), mistral_marker(model, request, kMistralArgs),
+                     mistral_marker(model, request, kMistralCallId), model.chat_template.mistral_v11};
 }
 
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,

@@ -18,6 +18,7 @@
 #include "actors/api/chat_template.h"
 #include "actors/api/grammar_constraint.h"
 #include "actors/api/openai_request.h"
+#include "actors/api/structured_output.h"
 #include "model/generation.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
@@ -79,9 +80,10 @@ struct ChoiceResult {
 /// Thrown out of run_choice when `on_delta` returns false (the client is gone).
 struct ClientGone {};
 
-/// Mistral's [TOOL_CALLS] token, which the choice writes into the text for a request with tools,
-/// or -1 (no tools, another format, or a vocabulary where it decodes as itself).
-std::int32_t calls_token(const ServedModel& model, const CompletionRequest& request);
+/// Mistral's special tokens, which the choice writes into the text for a request with tools (-1:
+/// no tools, another format, a vocabulary without it or where it decodes as itself), and whether
+/// the model's template writes v11's calls: what forced calls are written with.
+CallMarkers call_markers(const ServedModel& model, const CompletionRequest& request);
 
 /// The prompt ids of a request's prompt text (BOS first when the model has one).
 std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::string& text);

@@ -3,13 +3,17 @@
 #include <algorithm>
 #include <functional>
 
+#include "kernels/error.h"
+
 namespace sepal::api {
 
 VocabTrie::VocabTrie(const Tokenizer& tokenizer, std::int64_t vocab)
     : tokenizer_(tokenizer), vocab_(std::min(vocab, tokenizer.vocab_size())) {
   std::vector<std::int32_t> ids;
   for (std::int32_t id = 0; id < vocab_; ++id) {
-    if (!tokenizer.token_bytes(id).empty()) ids.push_back(id);
+    const std::string& bytes = tokenizer.token_bytes(id);
+    const bool text = std::none_of(bytes.begin(), bytes.end(), [](char c) { return static_cast<unsigned char>(c) >= marker_byte(0); });
+    if (!bytes.empty() && text) ids.push_back(id);
   }
   std::sort(ids.begin(), ids.end(), [&](std::int32_t a, std::int32_t b) {
     return tokenizer.token_bytes(a) < tokenizer.token_bytes(b) || (tokenizer.token_bytes(a) == tokenizer.token_bytes(b) && a < b);
@@ -41,8 +45,9 @@ VocabTrie::VocabTrie(const Tokenizer& tokenizer, std::int64_t vocab)
 }
 
 GrammarConstraint::GrammarConstraint(const StructuredOutput& output, const VocabTrie& trie, std::vector<std::int32_t> eos_ids)
-    : output_(output), trie_(trie), eos_ids_(std::move(eos_ids)), first_pending_(output.first_token >= 0),
-      reader_(output.grammar, output.start) {}
+    : output_(output), trie_(trie), eos_ids_(std::move(eos_ids)), reader_(output.grammar, output.start) {
+  SEPAL_CHECK(output.markers.size() <= kMaxMarkers, "an output of ", output.markers.size(), " markers");
+}
 
 void GrammarConstraint::walk(std::uint32_t index, const GrammarReader::Heads& heads, std::size_t depth,
                              std::vector<char>& out) const {
@@ -61,10 +66,6 @@ void GrammarConstraint::walk(std::uint32_t index, const GrammarReader::Heads& he
 }
 
 void GrammarConstraint::allowed(std::vector<char>& allowed) const {
-  if (first_pending_) {
-    if (static_cast<std::size_t>(output_.first_token) < allowed.size()) allowed[static_cast<std::size_t>(output_.first_token)] = 1;
-    return;
-  }
   if (reader_.can_continue()) {
     const std::string key = reader_.key(reader_.heads());
     auto it = seen_.find(key);
@@ -72,6 +73,15 @@ void GrammarConstraint::allowed(std::vector<char>& allowed) const {
       if (seen_.size() >= 32) seen_.clear();
       std::vector<char> tokens(static_cast<std::size_t>(trie_.vocab()), 0);
       walk(0, reader_.heads(), 0, tokens);
+      for (std::size_t i = 0; i < output_.markers.size(); ++i) {  // the special tokens the grammar reads as bytes
+        const auto id = static_cast<std::size_t>(output_.markers[i]);
+        if (id >= tokens.size()) continue;
+        const std::size_t mark = reader_.mark();
+        GrammarReader::Heads next;
+        reader_.advance(reader_.heads(), marker_byte(i), next);
+        if (GrammarReader::open(next) || GrammarReader::ended(next)) tokens[id] = 1;
+        reader_.release(mark);
+      }
       it = seen_.emplace(key, std::move(tokens)).first;
     }
     const std::size_t n = std::min(allowed.size(), it->second.size());
@@ -85,11 +95,12 @@ void GrammarConstraint::allowed(std::vector<char>& allowed) const {
 }
 
 void GrammarConstraint::take(std::int32_t id) {
-  if (first_pending_) {
-    if (id == output_.first_token) first_pending_ = false;
-    return;
+  const auto marker = std::find(output_.markers.begin(), output_.markers.end(), id);
+  if (marker != output_.markers.end()) {
+    (void)reader_.feed(marker_byte(static_cast<std::size_t>(marker - output_.markers.begin())));
+  } else if (id >= 0 && id < trie_.vocab()) {
+    (void)reader_.feed(trie_.bytes(id));
   }
-  if (id >= 0 && id < trie_.vocab()) (void)reader_.feed(trie_.bytes(id));
 }
 
 }  // namespace sepal::api

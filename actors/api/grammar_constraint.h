@@ -2,7 +2,8 @@
 // A grammar (actors/api/grammar.h) as a constraint on generation: a token may come next only when
 // the reply's bytes with its bytes can still be read by the grammar; once the grammar's start
 // rule can end, an EOS may come, and only an EOS once nothing else can. Tokens that decode to
-// nothing are refused (except a special token the output opens with, as Mistral's calls do).
+// nothing are refused, but for the output's markers: special tokens (Mistral's [TOOL_CALLS] and
+// [ARGS]) that its grammar reads as bytes no UTF-8 text holds, marker_byte(i).
 //
 // Trying a vocabulary token by token is slow for large ones; the tokens are walked as a trie of
 // their bytes, so a refused prefix refuses every token that starts with it, and the tokens
@@ -26,7 +27,8 @@ namespace sepal::api {
 /// The tokens of a vocabulary as a trie of their bytes.
 class VocabTrie {
  public:
-  /// Tokens [0, min(vocab, tokenizer's)) with at least one byte.
+  /// Tokens [0, min(vocab, tokenizer's)) with at least one byte, and none that no UTF-8 text holds
+  /// (0xF8 to 0xFF: byte-fallback tokens), which stand for markers in a grammar.
   VocabTrie(const Tokenizer& tokenizer, std::int64_t vocab);
 
   struct Node {
@@ -52,13 +54,18 @@ class VocabTrie {
   std::vector<std::int32_t> token_ids_;
 };
 
-/// What a reply must follow: a grammar's start rule, after an optional special token.
+/// The byte a grammar reads for the output's marker i: 0xF8 + i, which no UTF-8 text holds.
+inline constexpr unsigned char marker_byte(std::size_t i) { return static_cast<unsigned char>(0xF8 + i); }
+/// Markers an output may have.
+inline constexpr std::size_t kMaxMarkers = 8;
+
+/// What a reply must follow: a grammar's start rule.
 struct StructuredOutput {
   Grammar grammar;
   Grammar::Rule start = 0;
-  /// A token the reply opens with before the grammar's text (Mistral's [TOOL_CALLS], which
-  /// decodes to nothing), or -1.
-  std::int32_t first_token = -1;
+  /// Special tokens that decode to nothing and that the reply writes where the grammar reads
+  /// marker_byte(i) for token i (Mistral's [TOOL_CALLS], [ARGS], [CALL_ID]); at most kMaxMarkers.
+  std::vector<std::int32_t> markers;
 };
 
 class GrammarConstraint final : public TokenConstraint {
@@ -68,7 +75,7 @@ class GrammarConstraint final : public TokenConstraint {
   void allowed(std::vector<char>& allowed) const override;
   void take(std::int32_t id) override;
   /// Whether the text read so far is a whole output.
-  bool complete() const { return !first_pending_ && reader_.complete(); }
+  bool complete() const { return reader_.complete(); }
 
  private:
   void walk(std::uint32_t node, const GrammarReader::Heads& heads, std::size_t depth, std::vector<char>& out) const;
@@ -76,7 +83,6 @@ class GrammarConstraint final : public TokenConstraint {
   const StructuredOutput& output_;
   const VocabTrie& trie_;
   std::vector<std::int32_t> eos_ids_;
-  bool first_pending_;
   mutable GrammarReader reader_;  // allowed() adds and drops frames past its state
   mutable std::vector<GrammarReader::Heads> scratch_;  // heads at each depth of the walk
   mutable std::unordered_map<std::string, std::vector<char>> seen_;  // allowed tokens by state

@@ -1,5 +1,7 @@
 #include "actors/api/structured_output.h"
 
+#include <algorithm>
+
 #include "actors/api/json_schema.h"
 
 namespace sepal::api {
@@ -49,21 +51,45 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_o
 }
 
 std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_output(
-    ToolCallFormat format, const ojson& tools, const std::string& only, bool parallel, std::int32_t calls_token) {
+    ToolCallFormat format, const ojson& tools, const std::string& only, bool parallel, const CallMarkers& markers) {
   auto out = std::make_shared<StructuredOutput>();
   Grammar& g = out->grammar;
+  // A Mistral special token: a marker where it decodes to nothing (written into the text by the
+  // choice runner), else its text.
+  const auto special = [&](const char* text, std::int32_t id) -> Symbols {
+    if (id < 0) return g.literal(text);
+    auto at = std::find(out->markers.begin(), out->markers.end(), id);
+    if (at == out->markers.end()) at = out->markers.insert(at, id);
+    const unsigned char byte = marker_byte(static_cast<std::size_t>(at - out->markers.begin()));
+    return {g.bytes(ByteSet::range(byte, byte))};
+  };
   try {
     JsonSchemaGrammar json(g);
+    const bool v11 = format == ToolCallFormat::kMistral && markers.v11;
     const char* arguments_key = format == ToolCallFormat::kLlama3Json ? "parameters" : "arguments";
-    // One call of any function offered (or of the named one), its JSON object; the names as one
-    // trie, so that a reader holds a way per next byte of a name, not one per function.
+    // One call of any function offered (or of the named one); the names as one trie, so that a
+    // reader holds a way per next byte of a name, not one per function. v11 writes the name, an
+    // optional [CALL_ID] and its id (where the vocabulary has the token), [ARGS] and the object.
+    Symbols call_id;
+    if (v11 && markers.call_id >= 0) {
+      const Grammar::Rule alnum = g.new_rule();
+      g.add(alnum, {g.bytes(ByteSet::range('a', 'z').add('A', 'Z').add('0', '9'))});
+      const Grammar::Rule id = g.new_rule();
+      g.add(id, {});
+      g.add(id, special(kMistralCallId, markers.call_id) + call(g.repeat(alnum, 9, 9)));
+      call_id = call(id);
+    }
     std::vector<std::pair<std::string, Symbols>> named;
     for (std::size_t i = 0; i < tools.size(); ++i) {
       const ojson& function = tools[i]["function"];
       const std::string name = function["name"].get<std::string>();
       if (!only.empty() && name != only) continue;
       const Grammar::Rule args = arguments(json, function, "tools[" + std::to_string(i) + "].function.parameters");
-      named.emplace_back("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ", call(args) + g.literal("}"));
+      if (v11) {
+        named.emplace_back(name, call_id + special(kMistralArgs, markers.args) + call(args));
+      } else {
+        named.emplace_back("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ", call(args) + g.literal("}"));
+      }
     }
     if (named.empty()) return "no function named '" + only + "' is offered in 'tools'";
     const Grammar::Rule call_object = g.choice(named);
@@ -78,8 +104,8 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
         separator = g.literal("; ");
         break;
       case ToolCallFormat::kMistral:
-        one = call(call_object);
-        separator = g.literal(", ");
+        one = v11 ? special(kMistralToolCalls, markers.calls) + call(call_object) : call(call_object);
+        separator = v11 ? Symbols{} : g.literal(", ");
         break;
       case ToolCallFormat::kNone:
         return "this model's chat template teaches no call format";
@@ -95,13 +121,11 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
       g.add(calls, call(single) + call(more));
     }
     out->start = g.new_rule();
-    if (format == ToolCallFormat::kMistral) {
-      Symbols open = calls_token >= 0 ? Symbols{} : g.literal(kMistralToolCalls);
+    if (format == ToolCallFormat::kMistral && !v11) {  // [TOOL_CALLS] and a JSON array
       const Grammar::Rule space = g.new_rule();
       g.add(space, {});
       g.add(space, g.literal(" "));
-      g.add(out->start, open + call(space) + g.literal("[") + call(calls) + g.literal("]"));
-      out->first_token = calls_token;
+      g.add(out->start, special(kMistralToolCalls, markers.calls) + call(space) + g.literal("[") + call(calls) + g.literal("]"));
     } else {
       g.add(out->start, call(calls));
     }

@@ -31,11 +31,20 @@ std::shared_ptr<const StructuredOutput> json_object_output();
 /// message).
 std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_output(const nlohmann::ordered_json& schema);
 
+/// Mistral's special tokens for forced calls: the ids of [TOOL_CALLS], [ARGS] and [CALL_ID] where
+/// they decode to nothing (the reply then writes the token: a marker of the output), or -1 (its
+/// text is written, or the vocabulary has no [CALL_ID]).
+struct CallMarkers {
+  std::int32_t calls = -1, args = -1, call_id = -1;
+  /// The template writes calls as tokenizer v11 does (`[TOOL_CALLS]name[ARGS]{...}`, each call
+  /// with its own [TOOL_CALLS]); else as a JSON array after one [TOOL_CALLS].
+  bool v11 = false;
+};
+
 /// The output of forced calls in `format` to `tools` (the request's list, checked) or only to the
-/// one named `only` (empty: any of them), several when `parallel`. `calls_token` is Mistral's
-/// [TOOL_CALLS] token when it decodes to nothing (-1 otherwise: the text then holds it).
+/// one named `only` (empty: any of them), several when `parallel`; Mistral's with `markers`.
 std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_output(
     ToolCallFormat format, const nlohmann::ordered_json& tools, const std::string& only, bool parallel,
-    std::int32_t calls_token);
+    const CallMarkers& markers = {});
 
 }  // namespace sepal::api

@@ -504,7 +504,7 @@ TEST(ApiJsonSchema, ManyChoicesStayReachable) {
   for (int i = 0; i < 128; ++i) {
     tools.push_back({{"type", "function"}, {"function", {{"name", "tool_" + std::to_string(i)}, {"parameters", {{"type", "object"}, {"properties", {{"n", {{"type", "integer"}}}}}, {"required", {"n"}}}}}}});
   }
-  const auto forced = forced_calls_output(ToolCallFormat::kHermes, tools, "", false, -1);
+  const auto forced = forced_calls_output(ToolCallFormat::kHermes, tools, "", false);
   const auto& output = *std::get<std::shared_ptr<const StructuredOutput>>(forced);
   for (int i = 0; i < 128; ++i) {
     GrammarReader r(output.grammar, output.start);
@@ -1237,6 +1237,82 @@ TEST(ApiChoice, JsonModeChoosesTheLikeliestTokenThatKeepsAnObject) {
 // A JSON schema on a real model: every greedy choice is the likeliest token the grammar allows
 // (worked out here by trying every token on a copy of the reader), the reply is an object the
 // schema validates, sampled replies too, and a draft changes no id.
+// Forced calls in the form of Mistral's tokenizer v11: each call [TOOL_CALLS]name[ARGS]{...}, the
+// special tokens (which decode to nothing) allowed exactly where the grammar reads their marker
+// bytes; a greedy reply of stories260K under the constraint is such a call, which the parser reads
+// back. The array form of v0.3 opens with its marker the same way.
+TEST(ApiChoice, ForcedMistralV11CallsWriteTheirSpecialTokensWhereTheGrammarReadsThem) {
+  const Stories260K loaded;
+  const ModelConfig& config = loaded.config;
+  const auto& tokenizer = loaded.tokenizer;
+  // Two ids that decode to nothing stand for [TOOL_CALLS] and [ARGS].
+  std::vector<std::int32_t> empty;
+  for (std::int32_t id = 0; id < config.vocab_size && empty.size() < 2; ++id) {
+    const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
+    if (!eos && tokenizer->token_bytes(id).empty()) empty.push_back(id);
+  }
+  ASSERT_EQ(empty.size(), 2u);
+  const std::int32_t calls = empty[0], args = empty[1];
+  const auto tools = nlohmann::ordered_json::parse(R"([
+      {"type": "function", "function": {"name": "run", "parameters": {"type": "object",
+          "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false}}},
+      {"type": "function", "function": {"name": "rest"}}])");
+  const auto parallel = forced_calls_output(ToolCallFormat::kMistral, tools, "", true, CallMarkers{calls, args, -1, true});
+  ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(parallel)) << std::get<std::string>(parallel);
+  const StructuredOutput& several = *std::get<std::shared_ptr<const StructuredOutput>>(parallel);
+  EXPECT_EQ(several.markers, (std::vector<std::int32_t>{calls, args}));
+  const std::string tc(1, static_cast<char>(marker_byte(0))), ar(1, static_cast<char>(marker_byte(1)));
+  const auto accepts = [](const StructuredOutput& output, const std::string& text) {
+    GrammarReader r(output.grammar, output.start);
+    return r.feed(text) && r.complete();
+  };
+  EXPECT_TRUE(accepts(several, tc + "run" + ar + "{\"n\": 3}"));
+  EXPECT_TRUE(accepts(several, tc + "run" + ar + "{\"n\": 3}" + tc + "rest" + ar + "{}"));
+  EXPECT_FALSE(accepts(several, "run" + ar + "{\"n\": 3}"));
+  EXPECT_FALSE(accepts(several, tc + "run{\"n\": 3}"));
+  EXPECT_FALSE(accepts(several, tc + "run[ARGS]{\"n\": 3}"));  // the token, not its name's text
+  EXPECT_FALSE(accepts(several, tc + "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
+  EXPECT_FALSE(accepts(several, tc + "run" + ar + "{\"n\": \"3\"}"));
+
+  // A greedy reply under the constraint: one call, the markers where the grammar reads them.
+  const auto one = forced_calls_output(ToolCallFormat::kMistral, tools, "run", false, CallMarkers{calls, args, -1, true});
+  const auto output = std::get<std::shared_ptr<const StructuredOutput>>(one);
+  const VocabTrie trie(*tokenizer, config.vocab_size);
+  GrammarConstraint constraint(*output, trie, config.eos_token_ids);
+  std::vector<char> allowed(static_cast<std::size_t>(config.vocab_size), 0);
+  constraint.allowed(allowed);
+  EXPECT_EQ(std::count(allowed.begin(), allowed.end(), 1), 1);  // [TOOL_CALLS] alone
+  EXPECT_EQ(allowed[static_cast<std::size_t>(calls)], 1);
+  GenerationRequest g;
+  g.prompt_ids = tokenizer->encode("Tom ran to the park.");
+  g.prompt_ids.insert(g.prompt_ids.begin(), config.bos_token_id);
+  g.max_new_tokens = 60;
+  g.constraint = &constraint;
+  LocalPipeline pipeline(loaded.blocks, session_capacity(config, g));
+  const GenerationResult result = generate(loaded.ends, pipeline, g, [](std::int32_t) {});
+  ASSERT_EQ(result.stop, StopReason::kEos);
+  std::string text;
+  for (std::size_t i = 0; i + 1 < result.generated_ids.size(); ++i) {
+    const std::int32_t id = result.generated_ids[i];
+    text += id == calls ? kMistralToolCalls : id == args ? kMistralArgs : tokenizer->token_bytes(id);
+  }
+  EXPECT_EQ(result.generated_ids.front(), calls);
+  EXPECT_EQ(std::count(result.generated_ids.begin(), result.generated_ids.end(), args), 1) << text;
+  const auto parsed = parse_tool_calls(ToolCallFormat::kMistral, text, {"run", "rest"});
+  ASSERT_TRUE(parsed.has_value()) << text;
+  ASSERT_EQ(parsed->calls.size(), 1u) << text;
+  EXPECT_EQ(parsed->calls[0].name, "run");
+  EXPECT_TRUE(nlohmann::json::parse(parsed->calls[0].arguments)["n"].is_number_integer()) << text;
+
+  // v0.3's array, after its one [TOOL_CALLS].
+  const auto array = forced_calls_output(ToolCallFormat::kMistral, tools, "", false, CallMarkers{calls, args, -1, false});
+  const StructuredOutput& listed = *std::get<std::shared_ptr<const StructuredOutput>>(array);
+  EXPECT_EQ(listed.markers, (std::vector<std::int32_t>{calls}));
+  EXPECT_TRUE(accepts(listed, tc + "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
+  EXPECT_FALSE(accepts(listed, "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
+  EXPECT_FALSE(accepts(listed, tc + "run" + ar + "{\"n\": 3}"));
+}
+
 TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {
   const Stories260K loaded;
   const ModelConfig& config = loaded.config;

@@ -15,7 +15,8 @@
 #     refuses them;
 #   - Mistral: [TOOL_CALLS], forced by a logit bias, is written into the reply's text with tools
 #     (streamed too) and decodes to nothing without them; so are [ARGS] and [CALL_ID] (tokenizer
-#     v11's, given to two unused ids of Nemo's vocabulary).
+#     v11's, given to two unused ids of Nemo's vocabulary); with Nemo's template made to write
+#     v11's calls, tool_choice "required" gives calls in that form.
 # Left alone, the synthetic weights write no calls; reading calls from replies is checked in
 # api_request_test too.
 #   run_api_tools_test.sh SEPAL_BINARY
@@ -237,6 +238,41 @@ PY
   fi
   stop_server || failed=$((failed + 1))
 done
+
+echo "--- Mistral's tokenizer v11 calls, forced"
+# Nemo's template made to write calls as v11's do ([TOOL_CALLS]name[ARGS]{...}): tool_choice
+# "required" must then give calls read from that form, the special tokens written by the grammar.
+/usr/bin/python3 - "$dir/model/tokenizer_config.json" <<'PY' || exit 1
+import json, sys
+c = json.load(open(sys.argv[1]))
+t = c["chat_template"]
+start = t.index('{{- "[TOOL_CALLS][" }}')
+end = t.index("{%- endfor %}", start) + len("{%- endfor %}")
+c["chat_template"] = t[:start] + ('{%- for tool_call in tool_calls %}{{- "[TOOL_CALLS]" + tool_call.function.name + "[ARGS]"'
+                                  ' + tool_call.function.arguments|tojson }}{%- endfor %}{{- eos_token }}') + t[end:]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+start_server "$sepal" --model "$dir/model"
+/usr/bin/python3 - "$port" "$tests/jinja_tools/weather.json" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.request
+tools = json.load(open(sys.argv[2]))["tools"]
+names = {t["function"]["name"] for t in tools}
+for parallel in (False, True):
+    body = {"model": "model", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "tool_choice": "required",
+            "parallel_tool_calls": parallel, "max_tokens": 300, "temperature": 0}
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    choice = json.load(urllib.request.urlopen(req))["choices"][0]
+    calls = choice["message"].get("tool_calls") or []
+    assert choice["finish_reason"] == "tool_calls" and calls, choice
+    assert not parallel and len(calls) == 1 or parallel, calls
+    for call in calls:
+        assert call["function"]["name"] in names, call
+        assert isinstance(json.loads(call["function"]["arguments"]), dict), call
+        assert len(call["id"]) == 9, call
+print("ok: forced calls in v11's form parse, one and several:", [c["function"]["name"] for c in calls])
+PY
+stop_server || failed=$((failed + 1))
 
 echo "--- a model whose template takes no tools"
 /usr/bin/python3 - "$dir/model/tokenizer_config.json" <<'PY'

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                                              : sepal::api::ToolCallFormat::kMistral;
     const std::string name = argv[4];
     return print_samples(sepal::api::forced_calls_output(format, read_json(argv[3]), name == "-" ? "" : name,
-                                                         std::string(argv[5]) == "1", -1),
+                                                         std::string(argv[5]) == "1"),
                          std::stol(argv[6]), std::stoul(argv[7]));
   }
   if (mode == "check" && argc == 3) {

@@ -91,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (request->tools.is_array()) {
     for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
-      auto forced = forced_calls_output(format, request->tools, request->tool_forced, request->parallel_tool_calls, -1);
+      auto forced = forced_calls_output(format, request->tools, request->tool_forced, request->parallel_tool_calls);
       auto* output = std::get_if<std::shared_ptr<const StructuredOutput>>(&forced);
       if (!output) continue;
       for (const ChatMessage& m : request->messages) {
