@@ -67,6 +67,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
     JsonSchemaGrammar json(g);
     const bool v11 = format == ToolCallFormat::kMistral && markers.v11;
     const char* arguments_key = format == ToolCallFormat::kLlama3Json ? "parameters" : "arguments";
+    const Symbols open_calls = format == ToolCallFormat::kMistral ? special(kMistralToolCalls, markers.calls) : Symbols{};
     // One call of any function offered (or of the named one); the names as one trie, so that a
     // reader holds a way per next byte of a name, not one per function. v11 writes the name, an
     // optional [CALL_ID] and its id (where the vocabulary has the token), [ARGS] and the object.
@@ -104,7 +105,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
         separator = g.literal("; ");
         break;
       case ToolCallFormat::kMistral:
-        one = v11 ? special(kMistralToolCalls, markers.calls) + call(call_object) : call(call_object);
+        one = v11 ? open_calls + call(call_object) : call(call_object);
         separator = v11 ? Symbols{} : g.literal(", ");
         break;
       case ToolCallFormat::kNone:
@@ -125,7 +126,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
       const Grammar::Rule space = g.new_rule();
       g.add(space, {});
       g.add(space, g.literal(" "));
-      g.add(out->start, special(kMistralToolCalls, markers.calls) + call(space) + g.literal("[") + call(calls) + g.literal("]"));
+      g.add(out->start, open_calls + call(space) + g.literal("[") + call(calls) + g.literal("]"));
     } else {
       g.add(out->start, call(calls));
     }

@@ -1245,18 +1245,18 @@ TEST(ApiChoice, ForcedMistralV11CallsWriteTheirSpecialTokensWhereTheGrammarReads
   const Stories260K loaded;
   const ModelConfig& config = loaded.config;
   const auto& tokenizer = loaded.tokenizer;
-  // Two ids that decode to nothing stand for [TOOL_CALLS] and [ARGS].
-  std::vector<std::int32_t> empty;
-  for (std::int32_t id = 0; id < config.vocab_size && empty.size() < 2; ++id) {
-    const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) != config.eos_token_ids.end();
-    if (!eos && tokenizer->token_bytes(id).empty()) empty.push_back(id);
-  }
-  ASSERT_EQ(empty.size(), 2u);
-  const std::int32_t calls = empty[0], args = empty[1];
+  // BOS, which decodes to nothing, stands for [TOOL_CALLS], and the token of "." for [ARGS]:
+  // none of the calls' texts below holds a '.', so only the marker can allow it.
+  const std::int32_t calls = config.bos_token_id;
+  ASSERT_TRUE(tokenizer->token_bytes(calls).empty());
+  const std::vector<std::int32_t> dot = tokenizer->encode(".");
+  const std::int32_t args = dot.back();
+  ASSERT_EQ(tokenizer->token_bytes(args), ".");
   const auto tools = nlohmann::ordered_json::parse(R"([
       {"type": "function", "function": {"name": "run", "parameters": {"type": "object",
           "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false}}},
-      {"type": "function", "function": {"name": "rest"}}])");
+      {"type": "function", "function": {"name": "rest", "parameters": {"type": "object", "properties": {},
+          "additionalProperties": false}}}])");
   const auto parallel = forced_calls_output(ToolCallFormat::kMistral, tools, "", true, CallMarkers{calls, args, -1, true});
   ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(parallel)) << std::get<std::string>(parallel);
   const StructuredOutput& several = *std::get<std::shared_ptr<const StructuredOutput>>(parallel);

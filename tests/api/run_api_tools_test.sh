@@ -259,7 +259,7 @@ tools = json.load(open(sys.argv[2]))["tools"]
 names = {t["function"]["name"] for t in tools}
 for parallel in (False, True):
     body = {"model": "model", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "tool_choice": "required",
-            "parallel_tool_calls": parallel, "max_tokens": 300, "temperature": 0}
+            "parallel_tool_calls": parallel, "max_tokens": 300, "temperature": 0, "logprobs": True}
     req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     choice = json.load(urllib.request.urlopen(req))["choices"][0]
@@ -270,7 +270,11 @@ for parallel in (False, True):
         assert call["function"]["name"] in names, call
         assert isinstance(json.loads(call["function"]["arguments"]), dict), call
         assert len(call["id"]) == 9, call
-print("ok: forced calls in v11's form parse, one and several:", [c["function"]["name"] for c in calls])
+    # [TOOL_CALLS] and [ARGS], the tokens of no text, once per call: not the array form's one.
+    tokens = [t["token"] for t in choice["logprobs"]["content"]]
+    assert tokens[0] == "" and 2 * len(calls) <= tokens.count("") <= 3 * len(calls), tokens  # [CALL_ID] may come too
+print("ok: forced calls in v11's form, its special tokens written by the grammar, parse, one and several:",
+      [c["function"]["name"] for c in calls])
 PY
 stop_server || failed=$((failed + 1))
 
