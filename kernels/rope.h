@@ -11,10 +11,13 @@ namespace sepal {
 /// (positions interpolated: Hugging Face's "linear", Gemma 3's global blocks); kLlama3 is Llama
 /// 3.1's piecewise scaling (from its parameters); kFactors divides each inverse frequency by its own factor (freq_factors, head_dim/2
 /// of them: what GGUF files store as rope_freqs.weight, llama.cpp's form of the same scaling, and
-/// LongRoPE's short factors). `attention_factor` multiplies the rotation's cosines and sines
-/// (LongRoPE's magnitude scaling: attention scores grow by its square).
+/// LongRoPE's short factors); kYarn is YaRN (Peng et al.; Hugging Face's "yarn": each inverse
+/// frequency blended between itself and itself over `factor` by a ramp over the dimensions whose
+/// wavelengths turn between beta_fast and beta_slow times within the original context).
+/// `attention_factor` multiplies the rotation's cosines and sines (LongRoPE's and YaRN's
+/// magnitude scaling: attention scores grow by its square).
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3, kFactors };
+  enum class Kind { kNone, kLinear, kLlama3, kFactors, kYarn };
   Kind kind = Kind::kNone;
   std::vector<double> freq_factors;  ///< kFactors: each > 0
   double factor = 1.0;
@@ -22,6 +25,9 @@ struct RopeScaling {
   double high_freq_factor = 4.0;
   double original_max_position_embeddings = 8192.0;
   double attention_factor = 1.0;
+  double beta_fast = 32.0;  ///< kYarn: the ramp's ends, in turns over the original context
+  double beta_slow = 1.0;
+  bool truncate = true;     ///< kYarn: the ramp's ends rounded out to whole dimensions
   /// LongRoPE: the factors (in place of freq_factors) of a session longer than
   /// original_max_position_embeddings; empty: none.
   std::vector<double> long_freq_factors;

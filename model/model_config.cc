@@ -88,6 +88,38 @@ RopeScaling parse_longrope(const json& config, const json& s, const std::string&
   return scaling;
 }
 
+// YaRN as Hugging Face reads it: `factor` (required), the original context from the section or
+// else max_position_embeddings, beta_fast and beta_slow (32 and 1), `truncate` (true), and the
+// attention factor given, or 0.1 ln(factor) + 1 (DeepSeek's: the ratio of that with `mscale` and
+// with `mscale_all_dim`).
+RopeScaling parse_yarn(const json& s, const std::string& where, std::int64_t max_positions) {
+  RopeScaling scaling;
+  scaling.kind = RopeScaling::Kind::kYarn;
+  const std::string at = where + " rope_scaling";
+  scaling.factor = positive_number(s, "factor", at, 0.0);
+  if (scaling.factor <= 0.0) fail(where, ": rope_scaling needs 'factor'");
+  scaling.original_max_position_embeddings =
+      positive_number(s, "original_max_position_embeddings", at, static_cast<double>(max_positions));
+  const auto optional = [&](const char* key, double fallback) {
+    return s.contains(key) && !s[key].is_null() ? positive_number(s, key, at, fallback) : fallback;
+  };
+  scaling.beta_fast = optional("beta_fast", 32.0);
+  scaling.beta_slow = optional("beta_slow", 1.0);
+  if (scaling.beta_fast <= scaling.beta_slow) fail(where, ": rope_scaling beta_fast must exceed beta_slow");
+  if (s.contains("truncate") && !s["truncate"].is_null()) {
+    if (!s["truncate"].is_boolean()) fail(where, ": rope_scaling 'truncate' must be true or false");
+    scaling.truncate = s["truncate"].get<bool>();
+  }
+  const auto mscale = [&](double m) { return scaling.factor <= 1.0 ? 1.0 : 0.1 * m * std::log(scaling.factor) + 1.0; };
+  if (s.contains("attention_factor") && !s["attention_factor"].is_null()) {
+    scaling.attention_factor = positive_number(s, "attention_factor", at, 1.0);
+  } else {
+    const double m = optional("mscale", 0.0), all = optional("mscale_all_dim", 0.0);
+    scaling.attention_factor = m > 0.0 && all > 0.0 ? mscale(m) / mscale(all) : mscale(1.0);
+  }
+  return scaling;
+}
+
 RopeScaling parse_rope_scaling(const json& config, const std::string& where, std::int64_t head_dim,
                                std::int64_t max_positions) {
   RopeScaling scaling;
@@ -105,8 +137,9 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& where, std
     if (scaling.factor <= 0.0) fail(where, ": rope_scaling needs 'factor'");
     return scaling;
   }
+  if (type == "yarn") return parse_yarn(s, where, max_positions);
   if (type != "llama3") {
-    fail(where, ": rope_scaling type '", type, "' is not supported (supported: linear, llama3, longrope, default)");
+    fail(where, ": rope_scaling type '", type, "' is not supported (supported: linear, llama3, longrope, yarn, default)");
   }
   scaling.kind = RopeScaling::Kind::kLlama3;
   scaling.factor = positive_number(s, "factor", where + " rope_scaling", 0.0);
@@ -305,6 +338,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
   c.rope_theta = positive_number(config, "rope_theta", where, gemma3 ? 1000000.0 : 10000.0);  // transformers' defaults
   c.rope_scaling = parse_rope_scaling(config, where, c.rope_dims(), c.max_position_embeddings);
+  if (c.rope_scaling.kind == RopeScaling::Kind::kYarn) {
+    // YaRN stretches the original context by its factor (Qwen2.5 and Qwen3 leave
+    // max_position_embeddings at the original), as vLLM takes it.
+    const double stretched = c.rope_scaling.original_max_position_embeddings * c.rope_scaling.factor;
+    if (stretched > 1e9) fail(where, ": rope_scaling stretches the context to ", stretched, " positions");
+    c.max_position_embeddings = std::max(c.max_position_embeddings, static_cast<std::int64_t>(std::llround(stretched)));
+  }
   if (gemma) {
     c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
     c.tie_word_embeddings = true;  // Gemma's default

@@ -102,6 +102,27 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
       }
     }
   }
+  if (scaling.kind == RopeScaling::Kind::kYarn) {
+    SEPAL_CHECK(scaling.factor > 0.0 && std::isfinite(scaling.factor), "a YaRN factor must be positive, got ", scaling.factor);
+    // The dimension (of head_dim) whose wavelength turns `turns` times within the original context.
+    const auto dimension = [&](double turns) {
+      return static_cast<double>(head_dim) * std::log(scaling.original_max_position_embeddings / (turns * 2.0 * std::numbers::pi)) /
+             (2.0 * std::log(theta));
+    };
+    double low = dimension(scaling.beta_fast), high = dimension(scaling.beta_slow);
+    if (scaling.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(head_dim - 1));
+    if (low == high) high += 0.001;
+    for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+      // 1 keeps the frequency (fast dimensions), 0 divides it by the factor (slow ones).
+      const double keep = 1.0 - std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+      inv_freq[i] = inv_freq[i] / scaling.factor * (1.0 - keep) + inv_freq[i] * keep;
+    }
+  }
   if (scaling.kind == RopeScaling::Kind::kFactors) {
     SEPAL_CHECK(scaling.freq_factors.size() == inv_freq.size(), "RoPE needs ", inv_freq.size(),
                 " frequency factors (head_dim / 2), got ", scaling.freq_factors.size());

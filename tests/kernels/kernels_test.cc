@@ -218,6 +218,40 @@ TEST(Rope, Llama3ScalingFollowsThePiecewiseRule) {
   EXPECT_GT(blended, 0);
 }
 
+// YaRN: the inverse frequencies Hugging Face's _compute_yarn_parameters gives (its steps written
+// out in numpy in float64, values pasted here), for a small head, Qwen2.5's 128-wide heads with
+// the factor of 4 over 32768 positions its card gives, and a ramp left untruncated.
+TEST(Rope, YarnBlendsEachFrequencyAsHuggingFaceDoes) {
+  struct Case {
+    std::int64_t head_dim;
+    double theta, factor, original, beta_fast, beta_slow;
+    bool truncate;
+    std::vector<std::pair<std::size_t, double>> want;  // (index, inverse frequency)
+  };
+  const Case cases[] = {
+      {16, 10000.0, 4.0, 64, 32, 1, true,
+       {{0, 1.0}, {1, 0.23717082451262847}, {2, 0.05}, {3, 0.007905694150420948}, {4, 0.0025},
+        {5, 0.000790569415042095}, {6, 0.00025}, {7, 7.905694150420948e-05}}},
+      {128, 1e6, 4.0, 32768, 32, 1, true,
+       {{0, 1.0}, {22, 0.008659643233600653}, {23, 0.006978305848598663}, {24, 0.005375321490790102},
+        {30, 0.001064360981247002}, {40, 4.4456985250973074e-05}, {41, 3.582531425592407e-05},
+        {63, 3.102344401879299e-07}}},
+      {32, 10000.0, 8.0, 16, 16, 2, false, {{0, 1.0}, {1, 0.07029266564879363}, {15, 2.2228492625486537e-05}}},
+  };
+  for (const Case& c : cases) {
+    RopeScaling s;
+    s.kind = RopeScaling::Kind::kYarn;
+    s.factor = c.factor;
+    s.original_max_position_embeddings = c.original;
+    s.beta_fast = c.beta_fast;
+    s.beta_slow = c.beta_slow;
+    s.truncate = c.truncate;
+    const auto got = rope_inverse_frequencies(c.head_dim, c.theta, s);
+    ASSERT_EQ(got.size(), static_cast<std::size_t>(c.head_dim / 2));
+    for (const auto& [i, want] : c.want) EXPECT_NEAR(got[i], want, 1e-12 * want) << c.head_dim << " dimension " << i;
+  }
+}
+
 // Linear scaling (positions interpolated; Gemma 3's global blocks): every inverse frequency
 // divided by the factor; a factor that is not positive is refused.
 TEST(Rope, LinearScalingDividesEveryInverseFrequency) {

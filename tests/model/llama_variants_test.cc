@@ -1,4 +1,5 @@
-// Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v),
+// Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v;
+// also with YaRN's rope scaling and its attention factor),
 // Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads), Mistral (a
 // sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
 // window, and LongRoPE's short factors and attention factor; the reference reads the fused tensors
@@ -11,6 +12,8 @@
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
 #include "model/block_stack.h"
@@ -95,8 +98,17 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const std::string architecture = name.substr(0, name.find('+'));
   test::TempDir dir;
   write_synthetic_checkpoint(variant(name, window), dir.path());
+  if (name.ends_with("+yarn")) {  // Qwen2.5's long context: YaRN's factor of 4 over 32 positions
+    auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
+    c["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
+    test::write_file(dir.path() / "config.json", c.dump());
+  }
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : config.head_dim);
+  if (name.ends_with("+yarn")) {
+    EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kYarn);
+    EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
+  }
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Gemma3ForCausalLM");
   const bool gemma3 = architecture == "Gemma3ForCausalLM";
@@ -321,6 +333,7 @@ TEST(SlidingWindows, BlocksKeepOnlyTheirWindowAndGiveTheStatesOfAWholeCache) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM+yarn", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
@@ -330,7 +343,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
-                           return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "");
+                           return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +
+                                  (name.ends_with("+yarn") ? "Yarn" : "");
                          });
 
 }  // namespace

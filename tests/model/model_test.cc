@@ -112,6 +112,48 @@ TEST(ModelConfig, ReadsHeadDimAndLlama3Scaling) {
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
 }
 
+// YaRN (Qwen2.5's and Qwen3's long context, DeepSeek's): its parameters and Hugging Face's
+// defaults, the attention factor 0.1 ln(factor) + 1 (or DeepSeek's ratio), and the context
+// stretched to the original times the factor; bad values refused in one line.
+TEST(ModelConfig, ReadsYarnAndStretchesTheContext) {
+  json j = json::parse(kGoodConfig);
+  j["max_position_embeddings"] = 32768;
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  const ModelConfig c = parse_model_config(j.dump(), "config.json");
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kYarn);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.original_max_position_embeddings, 32768.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_TRUE(c.rope_scaling.truncate);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  // Without an original context: max_position_embeddings is it.
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 2.0}, {"beta_fast", 16}, {"beta_slow", 2}, {"truncate", false}};
+  const ModelConfig plain = parse_model_config(j.dump(), "config.json");
+  EXPECT_DOUBLE_EQ(plain.rope_scaling.original_max_position_embeddings, 32768.0);
+  EXPECT_EQ(plain.max_position_embeddings, 65536);
+  EXPECT_DOUBLE_EQ(plain.rope_scaling.beta_fast, 16.0);
+  EXPECT_FALSE(plain.rope_scaling.truncate);
+  // DeepSeek's mscale and mscale_all_dim, and an attention factor given outright.
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}, {"mscale_all_dim", 0.5},
+                       {"original_max_position_embeddings", 4096}};
+  EXPECT_DOUBLE_EQ(parse_model_config(j.dump(), "c").rope_scaling.attention_factor,
+                   (0.1 * std::log(40.0) + 1.0) / (0.05 * std::log(40.0) + 1.0));
+  j["rope_scaling"]["attention_factor"] = 1.5;
+  EXPECT_DOUBLE_EQ(parse_model_config(j.dump(), "c").rope_scaling.attention_factor, 1.5);
+  const std::pair<json, const char*> bad[] = {
+      {{{"type", "yarn"}}, "rope_scaling needs 'factor'"},
+      {{{"type", "yarn"}, {"factor", 4.0}, {"beta_fast", 1}, {"beta_slow", 2}}, "beta_fast must exceed beta_slow"},
+      {{{"type", "yarn"}, {"factor", 4.0}, {"truncate", "yes"}}, "'truncate' must be true or false"},
+      {{{"type", "yarn"}, {"factor", -1.0}}, "'factor' must be positive"},
+      {{{"type", "dynamic"}, {"factor", 2.0}}, "supported: linear, llama3, longrope, yarn, default"}};
+  for (const auto& [scaling, message] : bad) {
+    j["rope_scaling"] = scaling;
+    expect_error([&] { (void)parse_model_config(j.dump(), "config.json"); }, message);
+  }
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);
@@ -360,7 +402,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   const ModelConfig llama = parse_model_config(kGoodConfig, "c");
   EXPECT_TRUE(llama.mlp_activation == GateActivation::kSilu && !llama.norm_weight_plus_one && llama.embedding_scale == 1.0f);
   expect_error([&] { parse_model_config(with("hidden_act", "gelu"), "c"); }, "unsupported hidden_act 'gelu'");
-  expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "yarn"}, {"factor", 2}}), "c"); }, "rope_scaling type 'yarn' is not supported (supported: linear, llama3, longrope, default)");
+  expect_error([&] { parse_model_config(with("rope_scaling", {{"type", "dynamic"}, {"factor", 2}}), "c"); }, "rope_scaling type 'dynamic' is not supported (supported: linear, llama3, longrope, yarn, default)");
   expect_error([&] { parse_model_config(with("eos_token_id", 500), "c"); }, "outside the vocabulary");
   expect_error([&] { parse_model_config("{not json", "c"); }, "not valid JSON");
   // 2^32 + 2 must not be read as 2; sizes past any real model are refused before any arithmetic.
