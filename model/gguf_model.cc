@@ -182,8 +182,22 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     const auto factor = file.number(arch + ".rope.scaling.factor");
     if (!factor) fail(file.where(), ": linear RoPE scaling without ", arch, ".rope.scaling.factor");
     c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", *factor}};
+  } else if (scaling && *scaling == "yarn") {  // as a Hugging Face config's (model_config.h)
+    const std::string key = arch + ".rope.scaling.";
+    const auto factor = file.number(key + "factor");
+    if (!factor) fail(file.where(), ": YaRN RoPE scaling without ", key, "factor");
+    c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", *factor}};
+    if (auto original = file.integer(key + "original_context_length")) c["rope_scaling"]["original_max_position_embeddings"] = *original;
+    if (auto beta = file.number(key + "yarn_beta_fast")) c["rope_scaling"]["beta_fast"] = *beta;
+    if (auto beta = file.number(key + "yarn_beta_slow")) c["rope_scaling"]["beta_slow"] = *beta;
+    // llama.cpp's own knobs, which Hugging Face's YaRN has no equal of (DeepSeek's log multiplier).
+    for (const char* knob : {"yarn_log_multiplier", "yarn_ext_factor", "yarn_attn_factor"}) {
+      if (auto v = file.number(key + knob); v && *v != (std::string(knob) == "yarn_log_multiplier" ? 0.0 : 1.0)) {
+        fail(file.where(), ": ", key, knob, " ", *v, " is not supported (YaRN is read as Hugging Face configs give it)");
+      }
+    }
   } else if (scaling && *scaling != "none") {
-    fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear)");
+    fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear, yarn)");
   }
   if (auto experts = file.integer(arch + ".expert_count"); experts && *experts > 0) {
     fail(file.where(), ": a mixture of experts (", *experts, " experts) is not supported");

@@ -409,8 +409,9 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   GgufWriter w;
   w.u64(names.size() + factors.size());
   const bool linear = c.rope_scaling.kind == RopeScaling::Kind::kLinear;
+  const bool yarn = c.rope_scaling.kind == RopeScaling::Kind::kYarn;
   w.u64((arch == "qwen2" ? 9 : arch == "qwen3" || arch == "gemma" ? 11 : arch == "gemma2" ? 14 : arch == "gemma3" ? 12 : 13) +
-        (factors.empty() ? 0 : 2) + (linear ? 2 : 0) - (arch == "gemma" || arch == "gemma2" ? 1 : 0));
+        (factors.empty() ? 0 : 2) + (linear ? 2 : 0) + (yarn ? 5 : 0) - (arch == "gemma" || arch == "gemma2" ? 1 : 0));
   w.str("general.architecture");
   w.u32(8);
   w.str(arch);
@@ -436,6 +437,15 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
     w.u32(8);
     w.str("linear");
     f32(arch + ".rope.scaling.factor", c.rope_scaling.factor);
+  }
+  if (yarn) {  // llama.cpp's keys for a YaRN config
+    w.str(arch + ".rope.scaling.type");
+    w.u32(8);
+    w.str("yarn");
+    f32(arch + ".rope.scaling.factor", c.rope_scaling.factor);
+    u32(arch + ".rope.scaling.original_context_length", static_cast<std::int64_t>(c.rope_scaling.original_max_position_embeddings));
+    f32(arch + ".rope.scaling.yarn_beta_fast", c.rope_scaling.beta_fast);
+    f32(arch + ".rope.scaling.yarn_beta_slow", c.rope_scaling.beta_slow);
   }
   f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
   if (arch == "gemma2") {
@@ -499,7 +509,7 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
 // and v; q and k norms and heads wider than hidden / heads), every tensor bit for bit (no rows
 // reordered), the same hidden states.
 // `partial`: Phi-4-mini's kind, rotary embeddings on 3/4 of each head (12 of 16 dimensions).
-void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
+void expect_file_is_its_folder(const std::string& arch, bool partial = false, bool yarn = false) {
   const test::TempDir dir;
   SyntheticSpec spec;
   spec.architecture = arch == "qwen2"   ? "Qwen2ForCausalLM"
@@ -534,6 +544,12 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
   spec.tie_word_embeddings = true;
   spec.seed = 11;
   write_synthetic_checkpoint(spec, dir / "hf");
+  if (yarn) {  // Qwen2.5's long context: YaRN, here 4 times an original 32 positions
+    auto config = nlohmann::json::parse(test::read_file(dir / "hf" / "config.json"));
+    config["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32},
+                              {"beta_fast", 16.0}, {"beta_slow", 2.0}};
+    test::write_file(dir / "hf" / "config.json", config.dump());
+  }
   const auto gguf = dir / (arch + ".gguf");
   {
     const GgufWriter w = qwen_gguf(dir / "hf", arch);
@@ -552,6 +568,8 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
   EXPECT_EQ(g.rope_theta, hf.rope_theta);
   EXPECT_EQ(g.rope_scaling.kind, hf.rope_scaling.kind);
   EXPECT_EQ(g.rope_scaling.factor, hf.rope_scaling.factor);
+  EXPECT_EQ(g.rope_scaling.beta_fast, hf.rope_scaling.beta_fast);
+  EXPECT_EQ(g.rope_scaling.beta_slow, hf.rope_scaling.beta_slow);
   EXPECT_EQ(g.layer_windows, hf.layer_windows);
   EXPECT_EQ(g.attention_softcap, hf.attention_softcap);
   EXPECT_EQ(g.final_logit_softcap, hf.final_logit_softcap);
@@ -601,6 +619,7 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false) {
 }
 
 TEST(GgufModel, AQwen2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2"); }
+TEST(GgufModel, AQwen2FileWithYarnIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen2", false, /*yarn=*/true); }
 TEST(GgufModel, AQwen3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("qwen3"); }
 TEST(GgufModel, APhi3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3"); }
 TEST(GgufModel, APhi4MiniFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("phi3", /*partial=*/true); }
