@@ -98,29 +98,37 @@ float* KvCache::values_f32(std::int64_t block) {
   return static_cast<float*>(values(block).data);
 }
 
+KvCache::Arrays KvCache::planned(Arrays a, std::int64_t positions) const {
+  if (a.window > 0) {
+    // The coming step's queries, at length() or later, reach back to length() - window + 1.
+    const std::int64_t keep = std::max(a.held_from, length_ - a.window + 1);
+    const std::int64_t span = positions - keep;
+    const std::int64_t wanted = window_capacity(span, a.window, max_positions_);
+    if (positions - a.held_from <= a.capacity && a.capacity <= 2 * wanted) return a;  // fits, and not far too large
+    a.held_from = keep;
+    if (a.capacity > 2 * wanted) {  // after a long step
+      a.capacity = wanted;
+    } else if (a.capacity < wanted) {  // too small, or moving down would free less than a window
+      a.capacity = std::min(wanted, std::max(span, 2 * a.capacity));
+    }
+  } else if (positions > a.capacity) {
+    a.capacity = std::min(max_positions_, std::max(positions, 2 * a.capacity));
+  }
+  return a;
+}
+
 void KvCache::reserve(std::int64_t positions) {
   SEPAL_CHECK(positions <= max_positions_, "positions ", positions, " past the cache's ", max_positions_);
-  std::vector<Arrays> plan = arrays_;
+  const auto settled = [&](const Arrays& a) {
+    const Arrays next = planned(a, positions);
+    return next.capacity == a.capacity && next.held_from == a.held_from;
+  };
+  if (std::all_of(arrays_.begin(), arrays_.end(), settled)) return;  // most steps: nothing moves
+  std::vector<Arrays> plan;
   bool reallocate = false;
-  for (Arrays& a : plan) {
-    if (a.window > 0) {
-      // The coming step's queries, at length() or later, reach back to length() - window + 1.
-      const std::int64_t keep = std::max(a.held_from, length_ - a.window + 1);
-      const std::int64_t span = positions - keep;
-      const std::int64_t wanted = window_capacity(span, a.window, max_positions_);
-      if (positions - a.held_from <= a.capacity && a.capacity <= 2 * wanted) continue;  // fits, and not far too large
-      a.held_from = keep;
-      if (a.capacity > 2 * wanted) {  // after a long step
-        a.capacity = wanted;
-        reallocate = true;
-      } else if (a.capacity < wanted) {  // too small, or moving down would free less than a window
-        a.capacity = std::min(wanted, std::max(span, 2 * a.capacity));
-        reallocate = true;
-      }
-    } else if (positions > a.capacity) {
-      a.capacity = std::min(max_positions_, std::max(positions, 2 * a.capacity));
-      reallocate = true;
-    }
+  for (const Arrays& a : arrays_) {
+    plan.push_back(planned(a, positions));
+    reallocate |= plan.back().capacity != a.capacity;
   }
   if (reallocate) SEPAL_CHECK(!on_device_, "a device's cache is allocated whole");
   const std::int64_t row = row_bytes();

@@ -119,6 +119,8 @@ class KvCache {
     std::int64_t offset = 0;      // bytes from the allocation's start to the keys; the values follow them
   };
   const Arrays& at(std::int64_t block) const;
+  // What block arrays `a` become for a step up to `positions` (reserve()).
+  Arrays planned(Arrays a, std::int64_t positions) const;
   std::int64_t row_bytes() const { return head_dim_ * static_cast<std::int64_t>(dtype_size(dtype_)); }
   std::int64_t array_bytes(const Arrays& a) const { return kv_heads_ * a.capacity * row_bytes(); }
   // Lays the blocks' arrays out one after another; returns the bytes they take.
