@@ -30,6 +30,8 @@ std::optional<Projection> parse_projection(std::string_view name) {
 std::string_view projection_name(Projection p) { return kNames[static_cast<std::size_t>(p)]; }
 
 bool block_has_projection(const ModelConfig& config, Projection p) {
+  const bool mlp = p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
+  if (mlp && config.mixture_of_experts()) return false;  // its experts take no adapters
   return !(config.family == ModelFamily::kBloom && p == Projection::kGate);
 }
 
@@ -107,7 +109,11 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
     if (shape.targets[i] <= shape.targets[i - 1]) fail("adapter targets must be distinct, in q, k, v, o, gate, up, down order");
   }
   for (const Projection t : shape.targets) {
-    if (!block_has_projection(config, t)) fail(config.architecture, " blocks have no ", projection_name(t), " (BLOOM's MLP is up_proj, GELU, down_proj)");
+    if (!block_has_projection(config, t)) {
+      fail(config.architecture, " blocks have no ", projection_name(t),
+           config.mixture_of_experts() ? " to adapt (the experts of a mixture take no adapters; q, k, v and o do)"
+                                       : " (BLOOM's MLP is up_proj, GELU, down_proj)");
+    }
   }
   if (shape.method == AdapterMethod::kLora) {
     if (shape.rank < 1 || shape.rank > 1024) fail("the LoRA rank must be between 1 and 1024, got ", shape.rank);

@@ -62,6 +62,10 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
 void BlockStack::place_on(std::shared_ptr<Backend> backend) {
   SEPAL_CHECK(backend && !device_, "blocks placed twice");
   if (kv_dtype_ != DType::kF32) fail("key/value caches on a device are f32; ", dtype_name(kv_dtype_), " caches are CPU only");
+  if (config_.mixture_of_experts()) {
+    fail("a mixture of experts (", config_.architecture, ") runs on the CPU only; its blocks cannot go on ",
+         device_name(backend->info().device));
+  }
   device_ = std::make_shared<const DeviceBlockStack>(config_, first_, blocks_, inv_freq_, alibi_, std::move(backend));
   blocks_.clear();
   blocks_.shrink_to_fit();
@@ -90,9 +94,11 @@ std::int64_t BlockStack::weight_bytes() const {
 
 std::int64_t BlockStack::step_working_bytes(std::int64_t n) const {
   const ModelConfig& c = config_;
-  const std::int64_t scratch = 2 * c.hidden_size + 2 * c.q_size() + 2 * c.kv_size() + 2 * c.intermediate_size;
-  const std::int64_t step_io = 2 * c.hidden_size;                                         // decoded input, encoded output
-  const std::int64_t int8_copies = 5 * std::max(c.hidden_size, c.intermediate_size) / 4;  // codes + inlier copy
+  const std::int64_t dense = c.any_dense_block() ? 2 * c.intermediate_size : 0;
+  const std::int64_t experts = c.mixture_of_experts() ? c.num_experts + 2 * c.hidden_size + 2 * c.moe_intermediate_size : 0;
+  const std::int64_t scratch = 2 * c.hidden_size + 2 * c.q_size() + 2 * c.kv_size() + dense + experts;
+  const std::int64_t step_io = 2 * c.hidden_size;                                    // decoded input, encoded output
+  const std::int64_t int8_copies = 5 * std::max(c.hidden_size, c.widest_mlp()) / 4;  // codes + inlier copy
   return n * (scratch + step_io + int8_copies) * static_cast<std::int64_t>(sizeof(float));
 }
 

@@ -116,10 +116,14 @@ TrainingCall BlockStack::training_call(std::int64_t block, const Packing& pack, 
 
 std::int64_t BlockStack::training_working_bytes(std::int64_t tokens, std::int64_t blocks) const {
   const ModelConfig& c = config_;
-  const std::int64_t activations = 4 * c.hidden_size + 2 * c.q_size() + 2 * c.kv_size() + 3 * c.intermediate_size;
-  const std::int64_t backward = 3 * c.intermediate_size + 2 * c.hidden_size + 3 * c.q_size() + 6 * c.kv_size();
+  const std::int64_t dense = c.any_dense_block() ? 3 * c.intermediate_size : 0;
+  // A sparse MLP keeps each choice's gate, up and output, its probabilities, and its passes' buffers.
+  const std::int64_t k = c.experts_per_token, inter = c.moe_intermediate_size;
+  const std::int64_t experts = c.mixture_of_experts() ? k * (2 * inter + c.hidden_size) + 2 * c.num_experts + 6 * inter + 5 * c.hidden_size : 0;
+  const std::int64_t activations = 4 * c.hidden_size + 2 * c.q_size() + 2 * c.kv_size() + dense + experts;
+  const std::int64_t backward = dense + 2 * c.hidden_size + 3 * c.q_size() + 6 * c.kv_size();
   const std::int64_t pass_io = (blocks + 3) * c.hidden_size;  // each block's input, the input, grad, hidden
-  const std::int64_t int8_copies = 5 * std::max(c.hidden_size, c.intermediate_size) / 4;
+  const std::int64_t int8_copies = 5 * std::max(c.hidden_size, c.widest_mlp()) / 4;
   return tokens * (activations + backward + pass_io + int8_copies + 2 * c.kv_size()) *
          static_cast<std::int64_t>(sizeof(float));
 }

@@ -16,7 +16,8 @@ using nlohmann::json;
 
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
-                                                          "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM"};
+                                                          "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
+                                                          "MixtralForCausalLM", "Qwen3MoeForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -245,6 +246,47 @@ ModelConfig parse_gemma3_multimodal(const json& config, const std::string& where
   return c;
 }
 
+// A mixture of experts: Mixtral's (num_local_experts experts of intermediate_size, their
+// probabilities renormalised over the picked ones) or Qwen3-MoE's (num_experts of
+// moe_intermediate_size, renormalised where norm_topk_prob says; dense blocks where
+// mlp_only_layers lists them or decoder_sparse_step skips them, as transformers builds them).
+void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
+  constexpr std::int64_t kMaxExperts = 4096;
+  const bool mixtral = c.architecture == "MixtralForCausalLM";
+  const std::string count_key = mixtral ? "num_local_experts" : "num_experts";
+  c.num_experts = positive_int(config, count_key, where);
+  if (c.num_experts > kMaxExperts) fail(where, ": '", count_key, "' is ", c.num_experts, ", more than the limit of ", kMaxExperts);
+  c.experts_per_token = positive_int(config, "num_experts_per_tok", where);
+  if (c.experts_per_token > c.num_experts) {
+    fail(where, ": num_experts_per_tok ", c.experts_per_token, " is more than the ", c.num_experts, " experts");
+  }
+  if (mixtral) {
+    c.moe_intermediate_size = c.intermediate_size;
+    return;
+  }
+  c.moe_intermediate_size = positive_int(config, "moe_intermediate_size", where);
+  if (config.contains("norm_topk_prob") && !config["norm_topk_prob"].is_null()) {
+    if (!config["norm_topk_prob"].is_boolean()) fail(where, ": 'norm_topk_prob' must be true or false");
+    c.moe_renormalize = config["norm_topk_prob"];
+  } else {
+    c.moe_renormalize = false;  // transformers' default
+  }
+  const std::int64_t step = positive_int(config, "decoder_sparse_step", where, 1);
+  std::vector<bool> dense(static_cast<std::size_t>(c.num_layers), false);
+  if (config.contains("mlp_only_layers") && !config["mlp_only_layers"].is_null()) {
+    if (!config["mlp_only_layers"].is_array()) fail(where, ": 'mlp_only_layers' must be a list of block indices");
+    for (const json& l : config["mlp_only_layers"]) {
+      if (!l.is_number_integer() || l.get<std::int64_t>() < 0 || l.get<std::int64_t>() >= c.num_layers) {
+        fail(where, ": mlp_only_layers holds ", l.dump(), " (block indices from 0 to ", c.num_layers - 1, ")");
+      }
+      dense[static_cast<std::size_t>(l.get<std::int64_t>())] = true;
+    }
+  }
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    if (dense[static_cast<std::size_t>(l)] || (l + 1) % step != 0) c.dense_layers.push_back(l);
+  }
+}
+
 ModelConfig parse_model_config(const json& config, const std::string& where) {
   ModelConfig c;
   if (config.contains("architectures") && config["architectures"].is_array() &&
@@ -259,7 +301,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen3MoeForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -285,7 +327,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
-  c.qk_norm = c.architecture == "Qwen3ForCausalLM" || gemma3;
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3;
   // Phi-3 fuses q, k, v and gate, up.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
   if (!c.attention_bias && config.value("attention_bias", false)) {
@@ -295,7 +337,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (config.value("use_sliding_window", false)) {
     fail(where, ": use_sliding_window=true (Qwen2's and Qwen3's windows on some layers) is not supported");
   }
-  if ((c.architecture == "MistralForCausalLM" || c.architecture == "Phi3ForCausalLM") && config.contains("sliding_window") &&
+  if ((c.architecture == "MistralForCausalLM" || c.architecture == "MixtralForCausalLM" || c.architecture == "Phi3ForCausalLM") &&
+      config.contains("sliding_window") &&
       !config["sliding_window"].is_null()) {
     c.sliding_window = positive_int(config, "sliding_window", where);
   }
@@ -309,6 +352,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.num_kv_heads = positive_int(config, "num_key_value_heads", where, c.num_heads);
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
+  if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen3MoeForCausalLM") parse_experts(config, c, where);
   if (c.hidden_size % c.num_heads != 0 && !gemma && !(config.contains("head_dim") && !config["head_dim"].is_null())) {
     fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ",
          c.num_heads, " and no head_dim is given");

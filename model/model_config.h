@@ -1,8 +1,9 @@
 #pragma once
-// The architecture of a model (Llama family or BLOOM), read from a Hugging Face config.json.
+// The architecture of a model (Llama family, with or without a mixture of experts, or BLOOM), read from a Hugging Face config.json.
 //
 // Thread-safety: an immutable value.
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -16,7 +17,8 @@ namespace sepal {
 
 /// The block architectures sepal runs.
 enum class ModelFamily {
-  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3)
+  kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3,
+           ///< and the mixtures of experts Mixtral and Qwen3-MoE)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -67,11 +69,34 @@ struct ModelConfig {
   /// Gemma 2's sandwich norms: the attention's and the MLP's outputs RMS-normalised too, before
   /// each joins the residual stream.
   bool output_norms = false;
+  /// A mixture of experts (Mixtral, Qwen3-MoE): the MLP of a sparse block is num_experts gated
+  /// MLPs of moe_intermediate_size, of which a router (a [num_experts, hidden] matrix) picks
+  /// experts_per_token for each row: the largest logits, weighted by their softmax probabilities,
+  /// which are scaled to sum to one where moe_renormalize (Mixtral; Qwen3-MoE's norm_topk_prob).
+  /// 0 experts: every block is dense.
+  std::int64_t num_experts = 0;
+  std::int64_t experts_per_token = 0;
+  std::int64_t moe_intermediate_size = 0;
+  bool moe_renormalize = true;
+  /// Blocks with a dense MLP of intermediate_size in a mixture of experts (Qwen3-MoE's
+  /// mlp_only_layers, and those decoder_sparse_step skips); empty: every block is sparse.
+  std::vector<std::int64_t> dense_layers;
   /// Prepended to every prompt; -1 when none is. A folder's config.json names it, unless its
   /// tokenizer_config.json says "add_bos_token": false (Qwen2's tokenizer adds none).
   std::int32_t bos_token_id = -1;
   std::vector<std::int32_t> eos_token_ids;    ///< generation stops at any of these
 
+  /// Whether the model has sparse blocks, and whether block `layer` is one.
+  bool mixture_of_experts() const { return num_experts > 0; }
+  bool sparse_block(std::int64_t layer) const {
+    if (num_experts == 0) return false;
+    for (std::int64_t l : dense_layers) if (l == layer) return false;
+    return true;
+  }
+  /// Whether some block has a dense MLP (of intermediate_size).
+  bool any_dense_block() const { return num_experts == 0 || !dense_layers.empty(); }
+  /// The widest MLP a block has: intermediate_size, or an expert's where that is wider.
+  std::int64_t widest_mlp() const { return std::max(intermediate_size, moe_intermediate_size); }
   /// Dimensions of each head that RoPE rotates.
   std::int64_t rope_dims() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   /// Width of the query projection output (num_heads * head_dim).

@@ -1,5 +1,6 @@
 #include "model/synthetic_checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -89,7 +90,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
     }
-    if (s.architecture == "Qwen3ForCausalLM" || gemma3) {
+    if (s.architecture == "Qwen3ForCausalLM" || s.architecture == "Qwen3MoeForCausalLM" || gemma3) {
       t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true, gemma3});
       t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true, gemma3});
     }
@@ -97,6 +98,20 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     if (gemma2) {
       add_norm(p + "pre_feedforward_layernorm.weight");
       add_norm(p + "post_feedforward_layernorm.weight");
+    }
+    const bool mixtral = s.architecture == "MixtralForCausalLM";
+    const bool dense = std::find(s.mlp_only_layers.begin(), s.mlp_only_layers.end(), l) != s.mlp_only_layers.end();
+    if ((mixtral || s.architecture == "Qwen3MoeForCausalLM") && !dense) {
+      const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
+      const std::int64_t inter = mixtral || s.moe_intermediate_size == 0 ? s.intermediate_size : s.moe_intermediate_size;
+      t.push_back({moe + "gate.weight", {s.num_experts, s.hidden_size}});
+      for (std::int64_t e = 0; e < s.num_experts; ++e) {
+        const std::string expert = moe + "experts." + std::to_string(e) + ".";
+        t.push_back({expert + (mixtral ? "w1" : "gate_proj") + ".weight", {inter, s.hidden_size}});
+        t.push_back({expert + (mixtral ? "w3" : "up_proj") + ".weight", {inter, s.hidden_size}});
+        t.push_back({expert + (mixtral ? "w2" : "down_proj") + ".weight", {s.hidden_size, inter}});
+      }
+      continue;
     }
     if (fused) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * s.intermediate_size, s.hidden_size}});
@@ -134,6 +149,8 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "GemmaForCausalLM"   ? "gemma"
                              : s.architecture == "Gemma2ForCausalLM"  ? "gemma2"
                              : s.architecture == "Gemma3ForCausalLM"  ? "gemma3_text"
+                             : s.architecture == "MixtralForCausalLM" ? "mixtral"
+                             : s.architecture == "Qwen3MoeForCausalLM" ? "qwen3_moe"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -176,6 +193,20 @@ json config_json(const SyntheticSpec& s) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
+  if (s.architecture == "MixtralForCausalLM") {
+    config["num_local_experts"] = s.num_experts;
+    config["num_experts_per_tok"] = s.experts_per_token;
+    config["router_aux_loss_coef"] = 0.02;
+  }
+  if (s.architecture == "Qwen3MoeForCausalLM") {
+    config["num_experts"] = s.num_experts;
+    config["num_experts_per_tok"] = s.experts_per_token;
+    config["moe_intermediate_size"] = s.moe_intermediate_size > 0 ? s.moe_intermediate_size : s.intermediate_size;
+    config["norm_topk_prob"] = s.norm_topk_prob;
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = s.mlp_only_layers;
+    config["use_sliding_window"] = false;
+  }
   const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   const auto rotary_dims = static_cast<std::int64_t>(static_cast<double>(head_dim) * s.partial_rotary_factor);
   if (s.partial_rotary_factor != 1.0) config["partial_rotary_factor"] = s.partial_rotary_factor;
@@ -292,17 +323,32 @@ void validate(const SyntheticSpec& s) {
   positive(s.max_position_embeddings, "max-positions");
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
-      s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM") {
+      s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
+      s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM or BloomForCausalLM, not ", s.architecture);
+         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM or BloomForCausalLM, not ",
+         s.architecture);
+  }
+  const bool moe = s.architecture == "MixtralForCausalLM" || s.architecture == "Qwen3MoeForCausalLM";
+  if (moe && (s.num_experts < 1 || s.num_experts > 4096 || s.experts_per_token < 1 || s.experts_per_token > s.num_experts)) {
+    fail("a mixture of experts needs 1 to 4096 --experts and 1 to that many --experts-per-token, got ", s.num_experts, " and ",
+         s.experts_per_token);
+  }
+  if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM and Qwen3MoeForCausalLM");
+  if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > (1 << 18)) fail("--moe-intermediate must be positive");
+  for (std::int64_t l : s.mlp_only_layers) {
+    if (s.architecture != "Qwen3MoeForCausalLM" || l < 0 || l >= s.num_layers) {
+      fail("dense blocks (mlp_only_layers) are for Qwen3MoeForCausalLM, within its blocks");
+    }
   }
   if (s.architecture == "BloomForCausalLM" &&
       (s.intermediate_size != 4 * s.hidden_size || s.num_kv_heads != s.num_heads || s.head_dim != 0)) {
     fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
+                                s.architecture != "MixtralForCausalLM" &&
                                 s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, and positive");
+    fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, and positive");
   }
   if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0 || s.sliding_window_pattern < 1 ||
       !(s.linear_rope_factor >= 0) || !std::isfinite(s.linear_rope_factor)) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernels/dtype.h"
 
@@ -50,6 +51,15 @@ struct SyntheticSpec {
   /// Rotary embeddings on this share of each head's dimensions (Phi-4-mini: 0.75); 1: all. LongRoPE's
   /// factors are then half the rotated dimensions.
   double partial_rotary_factor = 1.0;
+  /// "MixtralForCausalLM" (Mistral's blocks with block_sparse_moe: a router and experts w1, w3,
+  /// w2 of intermediate_size) and "Qwen3MoeForCausalLM" (Qwen3's with mlp.gate and mlp.experts of
+  /// moe_intermediate_size; blocks in mlp_only_layers dense, of intermediate_size): num_experts
+  /// experts, experts_per_token picked, renormalised where norm_topk_prob (Mixtral's always are).
+  std::int64_t num_experts = 0;
+  std::int64_t experts_per_token = 2;
+  std::int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = true;
+  std::vector<std::int64_t> mlp_only_layers;
   DType dtype = DType::kF32;
   std::uint64_t seed = 0;
   double weight_std = 0.02;  ///< standard deviation of the (uniform) random weights

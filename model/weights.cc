@@ -252,9 +252,10 @@ std::int64_t BlockWeights::bytes() const {
   for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm, &attention_out_norm, &mlp_out_norm}) {
     total += v->size * 4;
   }
-  for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
+  for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj, &router}) {
     total += m->view.bytes();
   }
+  for (const Expert& e : experts) total += e.gate_proj.view.bytes() + e.up_proj.view.bytes() + e.down_proj.view.bytes();
   return total;
 }
 

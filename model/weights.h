@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "kernels/matmul.h"
 #include "kernels/quantize.h"
@@ -62,6 +63,13 @@ struct BlockWeights {
   /// post_feedforward_layernorm; its pre_feedforward_layernorm is post_attention_norm above, the
   /// norm before the MLP).
   HeldVector attention_out_norm, mlp_out_norm;
+  /// A sparse block's MLP (ModelConfig::sparse_block): the router [num_experts, hidden] and each
+  /// expert's gate, up and down; gate_proj, up_proj and down_proj above are then empty.
+  HeldMatrix router;
+  struct Expert {
+    HeldMatrix gate_proj, up_proj, down_proj;
+  };
+  std::vector<Expert> experts;
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;

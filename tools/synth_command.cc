@@ -26,7 +26,9 @@ int synth_command(int argc, char** argv) {
                                                          "gate_up_proj), gemma (GeGLU, norms of 1 + w,\n"
                                                          "scaled embeddings), gemma2 (and output\n"
                                                          "norms, soft-capping), gemma3 (output and\n"
-                                                         "q, k norms, local RoPE) or bloom\n"
+                                                         "q, k norms, local RoPE), mixtral (Mistral's\n"
+                                                         "blocks, a mixture of experts), qwen3moe\n"
+                                                         "(Qwen3's, a mixture of experts) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -36,6 +38,9 @@ int synth_command(int argc, char** argv) {
       ("head-dim", po::value(&spec.head_dim), "attention head size (default hidden/heads)")
       ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
+      ("experts", po::value(&spec.num_experts), "mixtral, qwen3moe: experts per block (default 8)")
+      ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtral, qwen3moe: experts each token takes")
+      ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen3moe: an expert's MLP size (default --intermediate)")
       ("tied", "tie the LM head to the embeddings")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
       ("seed", po::value(&spec.seed)->default_value(0), "random seed")
@@ -52,11 +57,12 @@ int synth_command(int argc, char** argv) {
   static const std::map<std::string, std::string> kArchitectures = {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
-      {"gemma3", "Gemma3ForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
+      {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen3moe, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -69,6 +75,11 @@ int synth_command(int argc, char** argv) {
   if (!vm["arch"].defaulted() || !vm.count("preset")) spec.architecture = architecture->second;
   po::notify(vm);  // explicit shape flags override the preset
   if (vm.count("tied")) spec.tie_word_embeddings = true;
+  const bool moe = spec.architecture == "MixtralForCausalLM" || spec.architecture == "Qwen3MoeForCausalLM";
+  if (moe && !vm.count("experts")) spec.num_experts = 8;
+  if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted() || vm.count("moe-intermediate"))) {
+    throw UsageError{"--experts, --experts-per-token and --moe-intermediate are for --arch mixtral and qwen3moe"};
+  }
   const auto dtype = parse_dtype(dtype_text);
   if (!dtype || *dtype == DType::kI8) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};
   spec.dtype = *dtype;

@@ -12,6 +12,7 @@
 #include "kernels/aligned_vector.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
+#include "model/arch/experts.h"
 #include "model/block_adapters.h"
 #include "model/model_config.h"
 #include "model/weights.h"
@@ -21,10 +22,11 @@ namespace sepal {
 /// Scratch buffers of one forward call, sized for n rows.
 struct Scratch {
   AlignedFloats normed, q, k, v, attn, proj, gate, up;  // the products' inputs start on cache lines
+  ExpertScratch experts;  // sparse blocks' (model/arch/experts.h)
   explicit Scratch(const ModelConfig& c, std::int64_t n)
       : normed(n * c.hidden_size), q(n * c.q_size()), k(n * c.kv_size()), v(n * c.kv_size()),
-        attn(n * c.q_size()), proj(n * c.hidden_size), gate(n * c.intermediate_size),
-        up(n * c.intermediate_size) {}
+        attn(n * c.q_size()), proj(n * c.hidden_size), gate(c.any_dense_block() ? n * c.intermediate_size : 0),
+        up(c.any_dense_block() ? n * c.intermediate_size : 0), experts(c, n) {}
 };
 
 /// A tree step: the nodes' parents (attention_tree) and the first new node.

@@ -31,13 +31,13 @@ Packing::Packing(std::span<const std::int64_t> lengths) {
 Activations::Activations(const ModelConfig& c, std::int64_t t)
     : input(t * c.hidden_size), normed1(t * c.hidden_size), q(t * c.q_size()), keys(t * c.kv_size()),
       values(t * c.kv_size()), attn(t * c.q_size()), mid(t * c.hidden_size), normed2(t * c.hidden_size),
-      gate(c.family == ModelFamily::kBloom ? 0 : t * c.intermediate_size), up(t * c.intermediate_size),
-      act(t * c.intermediate_size), k_rows(t * c.kv_size()), v_rows(t * c.kv_size()),
+      gate(c.family == ModelFamily::kBloom || !c.any_dense_block() ? 0 : t * c.intermediate_size),
+      up(c.any_dense_block() ? t * c.intermediate_size : 0), act(c.any_dense_block() ? t * c.intermediate_size : 0), k_rows(t * c.kv_size()), v_rows(t * c.kv_size()),
       q_raw(c.qk_norm ? t * c.q_size() : 0), k_raw(c.qk_norm ? t * c.kv_size() : 0),
       o_raw(c.output_norms ? t * c.hidden_size : 0), down_raw(c.output_norms ? t * c.hidden_size : 0) {}
 
 void Activations::for_backward(const ModelConfig& c, std::int64_t t) {
-  const auto inter = static_cast<std::size_t>(t * c.intermediate_size), h = static_cast<std::size_t>(t * c.hidden_size);
+  const auto inter = static_cast<std::size_t>(c.any_dense_block() ? t * c.intermediate_size : 0), h = static_cast<std::size_t>(t * c.hidden_size);
   const auto q = static_cast<std::size_t>(t * c.q_size()), kv = static_cast<std::size_t>(t * c.kv_size());
   d_act.resize(inter), d_gate.resize(c.family == ModelFamily::kBloom ? 0 : inter), d_up.resize(inter);
   d_norm.resize(h), part.resize(h);

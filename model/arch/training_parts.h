@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "model/arch/experts.h"
 #include "model/block_adapters.h"
 #include "model/model_config.h"
 #include "model/weights.h"
@@ -34,6 +35,7 @@ struct Activations {
   std::vector<float> k_rows, v_rows;  // forward scratch: keys and values as the projections give them
   std::vector<float> q_raw, k_raw;    // Qwen3: q and k before each head's RMSNorm (empty otherwise)
   std::vector<float> o_raw, down_raw;  // Gemma 2: the o and down products before their output norms
+  ExpertActivations moe;               // a sparse block's MLP (model/arch/experts.h)
   // backward scratch
   std::vector<float> d_act, d_gate, d_up, d_norm, part, d_attn, dq, dk_heads, dv_heads, dk, dv;
   Activations(const ModelConfig& c, std::int64_t t);

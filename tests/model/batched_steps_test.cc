@@ -1,7 +1,7 @@
 // Steps of several sessions through one BlockStack::forward_batch call end exactly as each
 // session's forward() alone: f32, bf16 and int8 Llama blocks and BLOOM's, steps of 1 to 4 rows,
 // sessions at different lengths, one with LoRA adapters and one with deep prompts over its first
-// decode positions; with f32 and with bf16 key/value caches. What a host batching its sessions' steps relies on.
+// decode positions, and a mixture of experts at each type; with f32 and with bf16 key/value caches. What a host batching its sessions' steps relies on.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,14 +13,15 @@
 #include "model/model_config.h"
 #include "model/prompt_tuning.h"
 #include "model/safetensors.h"
+#include "model/synthetic_checkpoint.h"
 #include "tests/test_util.h"
 
 namespace sepal {
 namespace {
 
-void expect_batched_equals_alone(const std::string& model, const WeightLoading& loading, bool adapters) {
+void expect_batched_equals_alone(const std::filesystem::path& dir, const WeightLoading& loading, bool adapters) {
   const DType dtype = loading.dtype;
-  const auto dir = test::models_dir() / model;
+  const std::string model = dir.filename().string();
   const ModelConfig config = read_model_config(dir);
   const Checkpoint checkpoint = Checkpoint::open(dir);
   // A part of the range, as a host serving blocks [1, 3) of a session over [1, 3).
@@ -34,7 +35,10 @@ void expect_batched_equals_alone(const std::string& model, const WeightLoading& 
     batched.push_back(stack.new_cache(40, first, first + blocks));
   }
   // Session 1: LoRA on q, v and down; session 2: deep prompts at positions [7, 11).
-  const AdapterShape shape{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kV, Projection::kDown}};
+  // (A mixture of experts' MLP takes no adapters: q and v then.)
+  const AdapterShape shape{AdapterMethod::kLora, 2, 4.0,
+                           config.mixture_of_experts() ? std::vector<Projection>{Projection::kQ, Projection::kV}
+                                                       : std::vector<Projection>{Projection::kQ, Projection::kV, Projection::kDown}};
   std::vector<float> lora = test::random_floats(static_cast<std::size_t>(config.num_layers * shape.values_per_block(config)), 5, 0.2f);
   const BlockAdapters lora_view{shape, 0, config.num_layers, lora.data()};
   const BlockAdapters* session_adapters[kSessions] = {nullptr, adapters ? &lora_view : nullptr, nullptr, nullptr, nullptr};
@@ -78,17 +82,39 @@ void expect_batched_equals_alone(const std::string& model, const WeightLoading& 
   EXPECT_EQ(batched[0].length(), before);
 }
 
-TEST(BatchedSteps, LlamaF32EqualsEachSessionAlone) { expect_batched_equals_alone("stories260K", DType::kF32, true); }
-TEST(BatchedSteps, LlamaBf16EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kBF16, true); }
-TEST(BatchedSteps, LlamaInt8EqualsEachSessionAlone) { expect_batched_equals_alone("tinystories-656K", DType::kI8, true); }
+TEST(BatchedSteps, LlamaF32EqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "stories260K", DType::kF32, true); }
+TEST(BatchedSteps, LlamaBf16EqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "tinystories-656K", DType::kBF16, true); }
+TEST(BatchedSteps, LlamaInt8EqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "tinystories-656K", DType::kI8, true); }
 TEST(BatchedSteps, Bf16CachesEqualEachSessionAlone) {
   WeightLoading loading(DType::kI8);
   loading.kv_dtype = DType::kBF16;
-  expect_batched_equals_alone("tinystories-656K", loading, true);
+  expect_batched_equals_alone(test::models_dir() / "tinystories-656K", loading, true);
   loading.dtype = DType::kF32;
-  expect_batched_equals_alone("bloom-synth", loading, false);
+  expect_batched_equals_alone(test::models_dir() / "bloom-synth", loading, false);
 }
-TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone("bloom-synth", DType::kF32, false); }
+// A mixture of experts (Qwen3-MoE's kind: 3 of 6 experts, a dense block among sparse ones): each
+// row's experts run over the rows that picked them, gathered from every session of the step.
+TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
+  test::TempDir dir;
+  SyntheticSpec spec;
+  spec.architecture = "Qwen3MoeForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 96;
+  spec.moe_intermediate_size = 48;
+  spec.num_layers = 4;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.vocab_size = 300;
+  spec.num_experts = 6;
+  spec.experts_per_token = 3;
+  spec.mlp_only_layers = {2};
+  spec.weight_std = 0.1;
+  write_synthetic_checkpoint(spec, dir.path() / "qwen3moe");
+  for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+    expect_batched_equals_alone(dir.path() / "qwen3moe", dtype, true);
+  }
+}
+TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "bloom-synth", DType::kF32, false); }
 
 }  // namespace
 }  // namespace sepal

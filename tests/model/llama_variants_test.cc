@@ -7,7 +7,9 @@
 // own width, a tied head; the reference applies each itself) and Gemma 2 (with norms of the
 // attention's and the MLP's outputs, a scale of its own and soft-capped scores and logits, a window
 // on even blocks) and Gemma 3 (Gemma 2's without caps, with q and k norms of 1 + weight, its own
-// RoPE base on sliding blocks and a linear factor on the others). A prompt and decode steps past the
+// RoPE base on sliding blocks and a linear factor on the others), and the mixtures of experts
+// Mixtral (2 of 4 experts, renormalised, a window) and Qwen3-MoE (3 of 6 narrower experts, not
+// renormalised, a dense block after a sparse one; the reference routes from config.json itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -63,6 +65,18 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
     s.linear_rope_factor = 4;
     s.query_pre_attn_scalar = 24;
   }
+  if (architecture == "MixtralForCausalLM") {  // 2 of 4 experts, renormalised
+    s.num_experts = 4;
+    s.experts_per_token = 2;
+  }
+  if (architecture == "Qwen3MoeForCausalLM") {  // 3 of 6 narrower experts, not renormalised; block 1 dense
+    s.head_dim = 24;
+    s.num_experts = 6;
+    s.experts_per_token = 3;
+    s.moe_intermediate_size = 48;
+    s.norm_topk_prob = false;
+    s.mlp_only_layers = {1};
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -110,7 +124,17 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
   }
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
-  EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Gemma3ForCausalLM");
+  EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
+                                architecture == "Gemma3ForCausalLM");
+  if (architecture == "MixtralForCausalLM") {
+    EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 128 &&
+                config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
+  } else if (architecture == "Qwen3MoeForCausalLM") {
+    EXPECT_TRUE(config.num_experts == 6 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
+                !config.moe_renormalize && config.sparse_block(0) && !config.sparse_block(1));
+  } else {
+    EXPECT_FALSE(config.mixture_of_experts());
+  }
   const bool gemma3 = architecture == "Gemma3ForCausalLM";
   const bool gemma2 = architecture == "Gemma2ForCausalLM" || gemma3;
   if (gemma3) {  // q and k norms, no caps, a window and its own RoPE base on block 0
@@ -340,7 +364,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM+partial", 6},
                                            std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5},
-                                           std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4}),
+                                           std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4},
+                                           std::pair<std::string, std::int64_t>{"MixtralForCausalLM", 5},
+                                           std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

@@ -154,6 +154,60 @@ TEST(ModelConfig, ReadsYarnAndStretchesTheContext) {
   }
 }
 
+// Mixtures of experts as transformers reads their configs: Mixtral's num_local_experts of
+// intermediate_size, always renormalised; Qwen3-MoE's num_experts of moe_intermediate_size,
+// norm_topk_prob (false when absent), dense blocks from mlp_only_layers and decoder_sparse_step;
+// bad values refused in one line.
+TEST(ModelConfig, ReadsMixturesOfExperts) {
+  json j = json::parse(kGoodConfig);
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["sliding_window"] = nullptr;
+  const ModelConfig mixtral = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(mixtral.mixture_of_experts() && mixtral.num_experts == 8 && mixtral.experts_per_token == 2);
+  EXPECT_EQ(mixtral.moe_intermediate_size, mixtral.intermediate_size);
+  EXPECT_TRUE(mixtral.moe_renormalize && mixtral.dense_layers.empty() && !mixtral.any_dense_block());
+  EXPECT_EQ(mixtral.sliding_window, 0);
+  for (std::int64_t l = 0; l < mixtral.num_layers; ++l) EXPECT_TRUE(mixtral.sparse_block(l));
+  json k = j;
+  k.erase("num_local_experts");
+  expect_error([&] { (void)parse_model_config(k.dump(), "c"); }, "missing 'num_local_experts'");
+  k = j;
+  k["num_experts_per_tok"] = 9;
+  expect_error([&] { (void)parse_model_config(k.dump(), "c"); }, "num_experts_per_tok 9 is more than the 8 experts");
+  k["num_local_experts"] = 5000;
+  expect_error([&] { (void)parse_model_config(k.dump(), "c"); }, "more than the limit of 4096");
+
+  json q = json::parse(kGoodConfig);
+  q["architectures"] = {"Qwen3MoeForCausalLM"};
+  q["num_hidden_layers"] = 6;
+  q["num_experts"] = 128;
+  q["num_experts_per_tok"] = 8;
+  q["moe_intermediate_size"] = 96;
+  q["decoder_sparse_step"] = 2;
+  q["mlp_only_layers"] = {3};
+  const ModelConfig qwen = parse_model_config(q.dump(), "config.json");
+  EXPECT_TRUE(qwen.qk_norm && qwen.num_experts == 128 && qwen.experts_per_token == 8 && qwen.moe_intermediate_size == 96);
+  EXPECT_FALSE(qwen.moe_renormalize);  // transformers' default for norm_topk_prob
+  EXPECT_EQ(qwen.dense_layers, (std::vector<std::int64_t>{0, 2, 3, 4}));  // (l + 1) % 2 != 0, and block 3
+  EXPECT_TRUE(qwen.sparse_block(1) && qwen.sparse_block(5) && !qwen.sparse_block(3) && qwen.any_dense_block());
+  EXPECT_EQ(qwen.widest_mlp(), qwen.intermediate_size);
+  q["norm_topk_prob"] = true;
+  EXPECT_TRUE(parse_model_config(q.dump(), "c").moe_renormalize);
+  const std::pair<std::pair<const char*, json>, const char*> bad[] = {
+      {{"mlp_only_layers", {6}}, "mlp_only_layers holds 6 (block indices from 0 to 5)"},
+      {{"mlp_only_layers", "3"}, "'mlp_only_layers' must be a list of block indices"},
+      {{"norm_topk_prob", 1}, "'norm_topk_prob' must be true or false"},
+      {{"decoder_sparse_step", 0}, "'decoder_sparse_step' must be positive"},
+      {{"moe_intermediate_size", nullptr}, "missing 'moe_intermediate_size'"}};
+  for (const auto& [field, message] : bad) {
+    json b = q;
+    b[field.first] = field.second;
+    expect_error([&] { (void)parse_model_config(b.dump(), "config.json"); }, message);
+  }
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);

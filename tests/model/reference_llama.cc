@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <numeric>
 #include <numbers>
 
 #include <nlohmann/json.hpp>
@@ -177,6 +178,31 @@ LongRope long_rope(const std::filesystem::path& dir, std::int64_t rd, double the
   return out;
 }
 
+// A mixture of experts from config.json itself (Mixtral: num_local_experts, always renormalised,
+// tensors block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down); Qwen3-MoE: num_experts,
+// norm_topk_prob, mlp_only_layers, tensors mlp.experts.E.gate_proj, ...); count 0 for a dense block.
+struct Experts {
+  std::int64_t count = 0, per_token = 0;
+  bool renormalize = true;
+  std::string prefix, gate, up, down;
+};
+Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string arch = j["architectures"][0];
+  Experts out;
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  if (arch == "MixtralForCausalLM") {
+    out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "w1", "w3", "w2"};
+  } else if (arch == "Qwen3MoeForCausalLM") {
+    for (const auto& l : j.value("mlp_only_layers", nlohmann::json::array())) {
+      if (l.get<std::int64_t>() == layer) return out;
+    }
+    out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj"};
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<double> reference_forward(const std::filesystem::path& dir, DType dtype, std::vector<double> x,
@@ -305,15 +331,54 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     const auto n2 = rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
                         c.rms_norm_eps);
-    auto gate = linear(n2, Projection::kGate);
-    const auto up = linear(n2, Projection::kUp);
-    for (std::size_t i = 0; i < gate.size(); ++i) {
-      const double g = gate[i];
-      gate[i] = is_gemma(c)  // GELU, tanh approximation; else SiLU
-                    ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (g + 0.044715 * g * g * g))) * up[i]
-                    : g / (1 + std::exp(-g)) * up[i];
+    auto gated = [&](std::vector<double> gate, const std::vector<double>& up) {
+      for (std::size_t i = 0; i < gate.size(); ++i) {
+        const double g = gate[i];
+        gate[i] = is_gemma(c)  // GELU, tanh approximation; else SiLU
+                      ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (g + 0.044715 * g * g * g))) * up[i]
+                      : g / (1 + std::exp(-g)) * up[i];
+      }
+      return gate;
+    };
+    const Experts experts = experts_of(dir, first + b);
+    std::vector<double> down;
+    if (experts.count == 0) {
+      down = linear(gated(linear(n2, Projection::kGate), linear(n2, Projection::kUp)), Projection::kDown);
+    } else {
+      // A mixture of experts, from the file's tensors (f32) or the loader's (other types): the
+      // router's softmax, the k likeliest experts, their probabilities renormalised where the
+      // config says, and their outputs weighted and summed.
+      auto product = [&](const std::vector<double>& in, const std::string& name, const HeldMatrix& held) {
+        return dtype == DType::kF32 ? linear_rows(in, ckpt.get(name), 0, ckpt.get(name).shape.at(0)) : sepal::test::linear(in, held);
+      };
+      const std::int64_t rows = static_cast<std::int64_t>(n2.size()) / h;
+      const auto logits = product(n2, experts.prefix + "gate.weight", w.router);
+      down.assign(n2.size(), 0.0);
+      for (std::int64_t t = 0; t < rows; ++t) {
+        const double* l = logits.data() + t * experts.count;
+        const double top = *std::max_element(l, l + experts.count);
+        std::vector<double> p(static_cast<std::size_t>(experts.count));
+        double z = 0;
+        for (std::int64_t e = 0; e < experts.count; ++e) z += p[e] = std::exp(l[e] - top);
+        for (double& v : p) v /= z;
+        std::vector<std::int64_t> order(p.size());
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return p[a] > p[b]; });
+        order.resize(static_cast<std::size_t>(experts.per_token));
+        double picked = 0;
+        for (std::int64_t e : order) picked += p[e];
+        const std::vector<double> row(n2.begin() + t * h, n2.begin() + (t + 1) * h);
+        for (std::int64_t e : order) {
+          const std::string ex = experts.prefix + "experts." + std::to_string(e) + ".";
+          const BlockWeights::Expert& held = w.experts.at(static_cast<std::size_t>(e));
+          const auto y = product(gated(product(row, ex + experts.gate + ".weight", held.gate_proj),
+                                       product(row, ex + experts.up + ".weight", held.up_proj)),
+                                 ex + experts.down + ".weight", held.down_proj);
+          const double weight = experts.renormalize ? p[e] / picked : p[e];
+          for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += weight * y[i];
+        }
+      }
     }
-    auto down = linear(gate, Projection::kDown);
     if (sandwich) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   }

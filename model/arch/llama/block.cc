@@ -9,8 +9,9 @@ namespace sepal {
 
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
-// biases, Qwen3's RMSNorm of each head of q and k, Mistral's sliding window, and Gemma 2's norms of
-// the attention's and the MLP's outputs, where the config has them.
+// biases, Qwen3's RMSNorm of each head of q and k, Mistral's sliding window, Gemma 2's norms of
+// the attention's and the MLP's outputs, and a mixture of experts for the MLP (Mixtral,
+// Qwen3-MoE; model/arch/experts.h), where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -59,6 +60,11 @@ void llama_block_forward(const BlockCall& call) {
   add_in_place(hidden, s.proj.data(), n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
+  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE: the router's experts
+    experts_forward(c, w, s.normed.data(), n, rows_alone(call), s.experts, s.proj.data());
+    add_in_place(hidden, s.proj.data(), n * h);
+    return;
+  }
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {s.gate.data(), s.up.data()};
   products(s.normed.data(), gate_up, gate_up_out);

@@ -70,6 +70,11 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   std::copy_n(hidden, t * h, a.mid.data());
 
   rmsnorm(hidden, t, h, w.post_attention_norm.data, eps, a.normed2.data());
+  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE
+    experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden);
+    add_in_place(hidden, a.mid.data(), t * h);
+    return;
+  }
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {a.gate.data(), a.up.data()};
   matmul_many(a.normed2.data(), t, gate_up, gate_up_out);
@@ -96,12 +101,16 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted;
   // Gemma 2 normalises the down product (and below, the o product) before adding it.
   std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
-  if (c.output_norms) rmsnorm_input_grad(a.down_raw.data(), t, h, w.mlp_out_norm.data, eps, d_product.data(), d_product.data());
-  product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
-  gate_mul_input_grad(c.mlp_activation, a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
-  product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
-  product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
-  add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  if (c.sparse_block(w.layer)) {  // the experts and their router instead
+    experts_input_grad(c, w, t, a.moe, d_product.data(), a.d_norm.data());
+  } else {
+    if (c.output_norms) rmsnorm_input_grad(a.down_raw.data(), t, h, w.mlp_out_norm.data, eps, d_product.data(), d_product.data());
+    product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
+    gate_mul_input_grad(c.mlp_activation, a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
+    product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
+    product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
+    add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  }
   rmsnorm_input_grad(a.mid.data(), t, h, w.post_attention_norm.data, eps, a.d_norm.data(), a.d_norm.data());
   add_in_place(grad, a.d_norm.data(), t * h);  // now d loss / d mid
 

@@ -80,9 +80,29 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   b.k_proj = matrix(Projection::kK, config.kv_size(), h);
   b.v_proj = matrix(Projection::kV, config.kv_size(), h);
   b.o_proj = matrix(Projection::kO, h, config.q_size());
-  b.gate_proj = matrix(Projection::kGate, ffn, h);
-  b.up_proj = matrix(Projection::kUp, ffn, h);
-  b.down_proj = matrix(Projection::kDown, h, ffn);
+  if (config.sparse_block(layer)) {
+    // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen3-MoE's mlp (gate; experts'
+    // gate_proj, up_proj, down_proj).
+    const bool mixtral = config.architecture == "MixtralForCausalLM";
+    const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
+    const std::int64_t inter = config.moe_intermediate_size;
+    auto held = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+      const TensorRef& t = checkpoint.get(name);
+      expect_shape(t, {rows, cols});
+      return hold_matrix(checkpoint, t, loading);
+    };
+    b.router = held(moe + "gate.weight", config.num_experts, h);
+    for (std::int64_t e = 0; e < config.num_experts; ++e) {
+      const std::string expert = moe + "experts." + std::to_string(e) + ".";
+      b.experts.push_back({held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
+                           held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
+                           held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)});
+    }
+  } else {
+    b.gate_proj = matrix(Projection::kGate, ffn, h);
+    b.up_proj = matrix(Projection::kUp, ffn, h);
+    b.down_proj = matrix(Projection::kDown, h, ffn);
+  }
   if (config.attention_bias) {
     auto bias = [&](const std::string& name, std::int64_t size) {
       const TensorRef& t = checkpoint.get(p + name);

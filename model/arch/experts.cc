@@ -1,0 +1,202 @@
+#include "model/arch/experts.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/activation.h"
+#include "kernels/gradients.h"
+#include "kernels/matmul.h"
+#include "model/arch/block_parts.h"
+
+namespace sepal {
+namespace {
+
+// NaN logits (from NaN hidden states) order as the lowest, so that the sort's order stays strict.
+float orderable(float x) { return std::isnan(x) ? -INFINITY : x; }
+
+// For each expert in ascending order, the rows that picked it (ascending) and their choice slots.
+template <typename Body>
+void for_each_expert(const ExpertRouting& routing, std::int64_t n, std::int64_t experts, std::vector<std::int32_t>& rows,
+                     std::vector<std::int32_t>& slots, Body&& body) {
+  const std::int64_t k = routing.k;
+  std::vector<std::int64_t> count(static_cast<std::size_t>(experts) + 1, 0);
+  for (std::int64_t i = 0; i < n * k; ++i) ++count[static_cast<std::size_t>(routing.expert[static_cast<std::size_t>(i)]) + 1];
+  std::partial_sum(count.begin(), count.end(), count.begin());
+  rows.resize(static_cast<std::size_t>(n * k));
+  slots.resize(static_cast<std::size_t>(n * k));
+  std::vector<std::int64_t> next(count.begin(), count.end() - 1);
+  for (std::int64_t i = 0; i < n * k; ++i) {  // slots in row order: each expert's rows ascend
+    const auto e = static_cast<std::size_t>(routing.expert[static_cast<std::size_t>(i)]);
+    const auto at = static_cast<std::size_t>(next[e]++);
+    rows[at] = static_cast<std::int32_t>(i / k);
+    slots[at] = static_cast<std::int32_t>(i);
+  }
+  for (std::int64_t e = 0; e < experts; ++e) {
+    const std::int64_t from = count[static_cast<std::size_t>(e)], m = count[static_cast<std::size_t>(e) + 1] - from;
+    if (m > 0) body(e, m, rows.data() + from, slots.data() + from);
+  }
+}
+
+void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, std::int64_t m, float* out) {
+  for (std::int64_t i = 0; i < m; ++i) std::copy_n(x + rows[i] * width, width, out + i * width);
+}
+
+}  // namespace
+
+void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, ExpertRouting& routing) {
+  const std::int64_t experts = c.num_experts, k = c.experts_per_token;
+  routing.k = k;
+  routing.expert.resize(static_cast<std::size_t>(n * k));
+  routing.weight.resize(static_cast<std::size_t>(n * k));
+  routing.probs.resize(static_cast<std::size_t>(n * experts));
+  std::vector<std::int32_t> order(static_cast<std::size_t>(experts));
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* l = logits + r * experts;
+    float* p = routing.probs.data() + r * experts;
+    const float top = orderable(*std::max_element(l, l + experts, [](float a, float b) { return orderable(a) < orderable(b); }));
+    double z = 0;
+    for (std::int64_t e = 0; e < experts; ++e) z += std::exp(static_cast<double>(l[e]) - top);
+    for (std::int64_t e = 0; e < experts; ++e) p[e] = static_cast<float>(std::exp(static_cast<double>(l[e]) - top) / z);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+      const float la = orderable(l[a]), lb = orderable(l[b]);
+      return la > lb || (la == lb && a < b);
+    });
+    std::sort(order.begin(), order.begin() + k);
+    double picked = 0;
+    for (std::int64_t j = 0; j < k; ++j) picked += p[order[static_cast<std::size_t>(j)]];
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int32_t e = order[static_cast<std::size_t>(j)];
+      routing.expert[static_cast<std::size_t>(r * k + j)] = e;
+      routing.weight[static_cast<std::size_t>(r * k + j)] = c.moe_renormalize ? static_cast<float>(p[e] / picked) : p[e];
+    }
+  }
+}
+
+ExpertScratch::ExpertScratch(const ModelConfig& c, std::int64_t n)
+    : logits(c.mixture_of_experts() ? n * c.num_experts : 0), gathered(c.mixture_of_experts() ? n * c.hidden_size : 0),
+      gate(c.mixture_of_experts() ? n * c.moe_intermediate_size : 0),
+      up(c.mixture_of_experts() ? n * c.moe_intermediate_size : 0), out(c.mixture_of_experts() ? n * c.hidden_size : 0) {}
+
+void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
+                     ExpertScratch& s, float* out) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
+  float* const logits_out[] = {s.logits.data()};
+  block_products(x, n, alone, std::span(&w.router.view, 1), logits_out);
+  route_experts(c, s.logits.data(), n, s.routing);
+  std::fill(out, out + n * h, 0.0f);
+  for_each_expert(s.routing, n, c.num_experts, s.rows, s.slots,
+                  [&](std::int64_t e, std::int64_t m, const std::int32_t* rows, const std::int32_t* slots) {
+                    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(e)];
+                    gather_rows(x, h, rows, m, s.gathered.data());
+                    const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
+                    float* const gate_up_out[] = {s.gate.data(), s.up.data()};
+                    block_products(s.gathered.data(), m, alone, gate_up, gate_up_out);
+                    gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), m * inter);
+                    float* const down_out[] = {s.out.data()};
+                    block_products(s.gate.data(), m, alone, std::span(&ex.down_proj.view, 1), down_out);
+                    for (std::int64_t i = 0; i < m; ++i) {
+                      const float weight = s.routing.weight[static_cast<std::size_t>(slots[i])];
+                      float* row = out + rows[i] * h;
+                      const float* y = s.out.data() + i * h;
+                      for (std::int64_t d = 0; d < h; ++d) row[d] += weight * y[d];
+                    }
+                  });
+}
+
+void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t t,
+                              ExpertActivations& a, float* out) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = c.experts_per_token;
+  std::vector<float> logits(static_cast<std::size_t>(t * c.num_experts));
+  matmul(x, t, w.router.view, logits.data());
+  route_experts(c, logits.data(), t, a.routing);
+  a.gate.resize(static_cast<std::size_t>(t * k * inter));
+  a.up.resize(a.gate.size());
+  a.out.resize(static_cast<std::size_t>(t * k * h));
+  AlignedFloats gathered(static_cast<std::size_t>(t * h)), gate(static_cast<std::size_t>(t * inter)),
+      up(gate.size()), y(gathered.size());
+  std::vector<std::int32_t> rows, slots;
+  std::fill(out, out + t * h, 0.0f);
+  for_each_expert(a.routing, t, c.num_experts, rows, slots,
+                  [&](std::int64_t e, std::int64_t m, const std::int32_t* rs, const std::int32_t* ss) {
+                    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(e)];
+                    gather_rows(x, h, rs, m, gathered.data());
+                    const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
+                    float* const gate_up_out[] = {gate.data(), up.data()};
+                    matmul_many(gathered.data(), m, gate_up, gate_up_out);
+                    for (std::int64_t i = 0; i < m; ++i) {
+                      std::copy_n(gate.data() + i * inter, inter, a.gate.data() + ss[i] * inter);
+                      std::copy_n(up.data() + i * inter, inter, a.up.data() + ss[i] * inter);
+                    }
+                    gate_mul(c.mlp_activation, gate.data(), up.data(), m * inter);
+                    matmul(gate.data(), m, ex.down_proj.view, y.data());
+                    for (std::int64_t i = 0; i < m; ++i) {
+                      std::copy_n(y.data() + i * h, h, a.out.data() + ss[i] * h);
+                      const float weight = a.routing.weight[static_cast<std::size_t>(ss[i])];
+                      float* row = out + rs[i] * h;
+                      for (std::int64_t d = 0; d < h; ++d) row[d] += weight * y[static_cast<std::size_t>(i * h + d)];
+                    }
+                  });
+}
+
+void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t t, const ExpertActivations& a,
+                        const float* dout, float* dx) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = a.routing.k, experts = c.num_experts;
+  // The router: out_r = Σ_j weight_rj · y_rj, so d loss / d weight_rj = dout_r · y_rj; through the
+  // softmax (over the picked experts where renormalised, else over all) to the logits.
+  std::vector<float> d_logits(static_cast<std::size_t>(t * experts), 0.0f);
+  for (std::int64_t r = 0; r < t; ++r) {
+    std::vector<double> dw(static_cast<std::size_t>(k));
+    double weighted = 0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const float* y = a.out.data() + (r * k + j) * h;
+      double d = 0;
+      for (std::int64_t i = 0; i < h; ++i) d += static_cast<double>(dout[r * h + i]) * y[i];
+      dw[static_cast<std::size_t>(j)] = d;
+      weighted += a.routing.weight[static_cast<std::size_t>(r * k + j)] * d;
+    }
+    float* dl = d_logits.data() + r * experts;
+    const float* p = a.routing.probs.data() + r * experts;
+    if (c.moe_renormalize) {  // weight_j = softmax over the picked logits
+      for (std::int64_t j = 0; j < k; ++j) {
+        const auto e = a.routing.expert[static_cast<std::size_t>(r * k + j)];
+        dl[e] = static_cast<float>(a.routing.weight[static_cast<std::size_t>(r * k + j)] * (dw[static_cast<std::size_t>(j)] - weighted));
+      }
+    } else {  // weight_j = p_j, the softmax over every expert
+      for (std::int64_t e = 0; e < experts; ++e) dl[e] = static_cast<float>(-p[e] * weighted);
+      for (std::int64_t j = 0; j < k; ++j) {
+        const auto e = a.routing.expert[static_cast<std::size_t>(r * k + j)];
+        dl[e] += static_cast<float>(p[e] * dw[static_cast<std::size_t>(j)]);
+      }
+    }
+  }
+  matmul_input_grad(d_logits.data(), t, w.router.view, dx);
+  // Each expert over its rows: dy = weight · dout, back through down, the gate and gate, up.
+  AlignedFloats dy(static_cast<std::size_t>(t * h)), d_act(static_cast<std::size_t>(t * inter)), gate(d_act.size()),
+      up(d_act.size()), d_gate(d_act.size()), d_up(d_act.size()), dx_e(dy.size()), part(dy.size());
+  std::vector<std::int32_t> rows, slots;
+  for_each_expert(a.routing, t, experts, rows, slots,
+                  [&](std::int64_t e, std::int64_t m, const std::int32_t* rs, const std::int32_t* ss) {
+                    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(e)];
+                    for (std::int64_t i = 0; i < m; ++i) {
+                      const float weight = a.routing.weight[static_cast<std::size_t>(ss[i])];
+                      for (std::int64_t d = 0; d < h; ++d) dy[static_cast<std::size_t>(i * h + d)] = weight * dout[rs[i] * h + d];
+                      std::copy_n(a.gate.data() + ss[i] * inter, inter, gate.data() + i * inter);
+                      std::copy_n(a.up.data() + ss[i] * inter, inter, up.data() + i * inter);
+                    }
+                    matmul_input_grad(dy.data(), m, ex.down_proj.view, d_act.data());
+                    gate_mul_input_grad(c.mlp_activation, gate.data(), up.data(), d_act.data(), d_gate.data(), d_up.data(),
+                                        m * inter);
+                    matmul_input_grad(d_gate.data(), m, ex.gate_proj.view, dx_e.data());
+                    matmul_input_grad(d_up.data(), m, ex.up_proj.view, part.data());
+                    for (std::int64_t i = 0; i < m; ++i) {
+                      float* row = dx + rs[i] * h;
+                      for (std::int64_t d = 0; d < h; ++d) {
+                        row[d] += dx_e[static_cast<std::size_t>(i * h + d)] + part[static_cast<std::size_t>(i * h + d)];
+                      }
+                    }
+                  });
+}
+
+}  // namespace sepal

@@ -1,0 +1,69 @@
+#pragma once
+// The MLP of a sparse block (a mixture of experts: Mixtral, Qwen3-MoE): a router picks
+// experts_per_token of num_experts gated MLPs for each row, and the row's output is their outputs
+// weighted by the router's probabilities (ModelConfig's num_experts and the fields after it).
+//
+// Each expert runs once per call over the rows that picked it, gathered; a row's weighted outputs
+// are summed in ascending expert order, so a row's result depends only on its input and on which
+// rows share its experts' products (none, with `alone`: every row then gets the bits it gets
+// decoded alone, as block_parts.h's block_products gives them).
+//
+// Thread-safety: each call is independent; the products use the kernels' thread pool.
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/aligned_vector.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+
+namespace sepal {
+
+/// Which experts each of n rows takes and with what weights: row r's experts_per_token choices are
+/// expert[r * k + j] (ascending within the row) and weight[r * k + j].
+struct ExpertRouting {
+  std::int64_t k = 0;
+  std::vector<std::int32_t> expert;
+  std::vector<float> weight;
+  /// Every expert's softmax probability [n, num_experts] (the backward's; the picked weights are
+  /// these, renormalised over the picked ones where the config says so).
+  std::vector<float> probs;
+};
+
+/// Picks the experts of n rows from their router logits [n, num_experts]: the k largest (the
+/// lower index first among equal ones), weighted by the softmax over all experts, renormalised to
+/// sum to one over the k where moe_renormalize (as transformers computes them).
+void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, ExpertRouting& routing);
+
+/// Buffers of one sparse MLP call over up to n rows.
+struct ExpertScratch {
+  AlignedFloats logits, gathered, gate, up, out;
+  std::vector<std::int32_t> rows;  // an expert's rows
+  std::vector<std::int32_t> slots; // their choice slots (r * k + j)
+  ExpertRouting routing;
+  ExpertScratch(const ModelConfig& c, std::int64_t n);
+};
+
+/// out[n, hidden] = the sparse MLP of x[n, hidden] with block w's router and experts. With
+/// `alone`, each row's products are the bits it gets alone. x and out must not overlap.
+void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
+                     ExpertScratch& s, float* out);
+
+/// A training pass's record of a sparse MLP over t rows, for its backward: the routing, and for
+/// each choice slot (r * k + j) the expert's gate and up products [t * k, moe_intermediate_size]
+/// and its output before weighting [t * k, hidden].
+struct ExpertActivations {
+  ExpertRouting routing;
+  std::vector<float> gate, up, out;
+};
+
+/// experts_forward over a training pass's t rows, recording what the backward needs.
+void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t t,
+                              ExpertActivations& a, float* out);
+
+/// dx[t, hidden] = d loss / d x of that MLP given dout = d loss / d out: through each picked
+/// expert, and through the router's probabilities (the choice itself is piecewise constant).
+void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t t, const ExpertActivations& a,
+                        const float* dout, float* dx);
+
+}  // namespace sepal
