@@ -180,7 +180,9 @@ int tune_command(int argc, char** argv) {
         const std::string name = lora_targets.substr(at, comma - at);
         const auto named = projections_named(config, name);
         if (named.empty()) {
-          throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'"};
+          const bool expert = config.mixture_of_experts() && (name == "gate_proj" || name == "up_proj" || name == "down_proj");
+          throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'" +
+                           (expert ? " to adapt: the experts of a mixture take no adapters (q, k, v and o do)" : "")};
         }
         s.adapter.targets.insert(s.adapter.targets.end(), named.begin(), named.end());
         at = comma + 1;

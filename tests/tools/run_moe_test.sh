@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window)
+# and Qwen3-MoE (3 of 6 narrower experts, a dense block) checkpoints written by `sepal synth`:
+# - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
+# - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
+# - `sepal perplexity` over hosts is one process's;
+# - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
+#   write checkpoints that `generate --adapter` reads; LoRA on an expert's projection is refused
+#   in one line, exit status 2.
+#   run_moe_test.sh SEPAL_BINARY
+set -uo pipefail
+sepal=$1
+out=$(mktemp -d)
+trap 'rm -rf "$out"; rm -rf /dev/shm/vader_segment.* 2>/dev/null' EXIT
+failed=0
+check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
+ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
+plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
+
+"$sepal" synth --arch mixtral --out "$out/mixtral" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 \
+  --vocab 300 --experts 4 --experts-per-token 2 --seed 3 2> /dev/null || { echo "FAILED: synth mixtral"; exit 1; }
+"$sepal" synth --arch qwen3moe --out "$out/qwen3moe" --hidden 64 --intermediate 96 --moe-intermediate 48 --layers 4 \
+  --heads 4 --kv-heads 2 --vocab 300 --experts 6 --experts-per-token 3 --seed 4 2> /dev/null || { echo "FAILED: synth qwen3moe"; exit 1; }
+check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
+check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
+
+for model in mixtral qwen3moe; do
+  for dtype in f32 int8; do
+    one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
+    swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
+      --dtype "$dtype" --hosts 2 --no-wire-compression --json 2> "$out/swarm.err" | ids)
+    check test -n "$one"
+    check test "$one" = "$swarm" || { echo "$model $dtype: one process $one, two hosts $swarm"; tail -3 "$out/swarm.err"; }
+  done
+done
+
+# An int8 checkpoint of the mixture: its experts and routers quantized, generating what int8 loading does.
+"$sepal" quantize --model "$out/mixtral" --out "$out/mixtral-int8" 2> /dev/null
+check test -f "$out/mixtral-int8/model.safetensors"
+want=$("$sepal" generate --model "$out/mixtral" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+got=$("$sepal" generate --model "$out/mixtral-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+check test -n "$want"
+check test "$want" = "$got" || echo "int8 checkpoint $got, int8 loading $want"
+
+# Perplexity over hosts equals one process's (f32 on the wire).
+printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
+ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
+one=$("$sepal" perplexity --model "$out/qwen3moe" --text "$out/text.txt" --json 2> /dev/null | ppl)
+swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/qwen3moe" --text "$out/text.txt" --hosts 2 \
+  --no-wire-compression --json 2> /dev/null | ppl)
+check test -n "$one"
+check test "$one" = "$swarm" || echo "perplexity: one process $one, two hosts $swarm"
+
+# Training: LoRA on q and v, PEQA on the attention's int8 scales; an expert's projection refused.
+for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
+"$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-rank 2 --steps 3 --batch-size 2 --lr 0.01 \
+  --out "$out/lora.h5" > /dev/null 2> "$out/lora.err"
+check test $? -eq 0 || tail -3 "$out/lora.err"
+check test -f "$out/lora.h5"
+"$sepal" tune --model "$out/qwen3moe" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.01 \
+  --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
+check test $? -eq 0 || tail -3 "$out/peqa.err"
+check test -f "$out/peqa.h5"
+check /usr/bin/python3 - "$out/lora.h5" "$out/peqa.h5" <<'PY'
+import h5py, sys
+for path in sys.argv[1:]:
+    with h5py.File(path, "r") as f:
+        text = []
+        f.visititems(lambda name, obj: text.append(name))
+        joined = " ".join(text)
+        assert "experts" not in joined, joined
+PY
+"$sepal" generate --model "$out/mixtral" --adapter "$out/lora.h5" --prompt "The cat" --max-new-tokens 4 > /dev/null 2> "$out/gen.err"
+check test $? -eq 0 || tail -2 "$out/gen.err"
+"$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-targets q_proj,down_proj --steps 1 \
+  --batch-size 2 --lr 0.01 --out "$out/bad.h5" > /dev/null 2> "$out/bad.err"
+status=$?
+check test "$status" -eq 2
+check test "$(wc -l < "$out/bad.err")" -eq 1
+check grep -q "the experts of a mixture take no adapters" "$out/bad.err" || cat "$out/bad.err"
+exit $failed
