@@ -22,9 +22,10 @@ constexpr const char* kRopeFactorsLong = "rope_factors_long.weight";
 std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
-  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "phi3" && *arch != "gemma" && *arch != "gemma2" &&
-      *arch != "gemma3") {
-    fail(file.where(), ": GGUF architecture '", *arch, "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3)");
+  if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
+      *arch != "gemma2" && *arch != "gemma3") {
+    fail(file.where(), ": GGUF architecture '", *arch,
+         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3)");
   }
   return *arch;
 }
@@ -38,7 +39,35 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
 // The Hugging Face name of a GGUF tensor of the architecture, or empty for one sepal does not use
 // (biases but Qwen2's on q, k and v; Qwen3's q and k norms but in qwen3 files; in phi3 files, q, k
 // and v apart or a gate apart: Phi-3 fuses them, as attn_qkv and, gate then up, ffn_up).
-std::string hf_name(const std::string& name, const std::string& arch) {
+// A mixture of experts' tensors: a `llama` file with experts is Mixtral (block_sparse_moe: the
+// router, experts' w1, w3, w2), a `qwen3moe` file Qwen3-MoE (mlp: the router, experts' gate_proj,
+// up_proj, down_proj). llama.cpp stacks each block's experts in one tensor per projection
+// (ffn_gate_exps, ...); older Mixtral files hold one per expert (ffn_gate.E, ...).
+struct ExpertNames {
+  std::string prefix, gate, up, down;
+};
+ExpertNames expert_names(const std::string& arch, const std::string& layer) {
+  if (arch == "qwen3moe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
+  return {"model.layers." + layer + ".block_sparse_moe.", "w1", "w3", "w2"};
+}
+// "blk.L.<part>" split into L and part; false for another name.
+bool block_part(const std::string& name, std::string& layer, std::string& part) {
+  if (name.rfind("blk.", 0) != 0) return false;
+  const auto dot = name.find('.', 4);
+  if (dot == std::string::npos) return false;
+  layer = name.substr(4, dot - 4);
+  part = name.substr(dot + 1);
+  return !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
+}
+// The projection of a stacked experts tensor (ffn_gate_exps.weight: "gate", ...), or empty.
+std::string stacked_experts(const std::string& part) {
+  for (const char* p : {"gate", "up", "down"}) {
+    if (part == std::string("ffn_") + p + "_exps.weight") return p;
+  }
+  return {};
+}
+
+std::string hf_name(const std::string& name, const std::string& arch, bool experts) {
   static const std::map<std::string, std::string> top = {
       {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
       {"output.weight", "lm_head.weight"}};
@@ -57,12 +86,22 @@ std::string hf_name(const std::string& name, const std::string& arch) {
       {"attn_qkv.weight", "self_attn.qkv_proj.weight"},  {"attn_output.weight", "self_attn.o_proj.weight"},
       {"attn_norm.weight", "input_layernorm.weight"},    {"ffn_norm.weight", "post_attention_layernorm.weight"},
       {"ffn_up.weight", "mlp.gate_up_proj.weight"},      {"ffn_down.weight", "mlp.down_proj.weight"}};
-  if (name.rfind("blk.", 0) != 0) return {};
-  const auto dot = name.find('.', 4);
-  if (dot == std::string::npos) return {};
-  const std::string layer = name.substr(4, dot - 4);
-  if (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos) return {};
-  const std::string part = name.substr(dot + 1);
+  std::string layer, part;
+  if (!block_part(name, layer, part)) return {};
+  if (experts) {  // the router, and older Mixtral files' experts one by one; no dense MLP
+    const ExpertNames e = expert_names(arch, layer);
+    if (part == "ffn_gate_inp.weight") return e.prefix + "gate.weight";
+    for (const auto& [file_name, hf] : {std::pair{"gate", e.gate}, std::pair{"up", e.up}, std::pair{"down", e.down}}) {
+      const std::string head = std::string("ffn_") + file_name + ".";
+      if (part.rfind(head, 0) == 0 && part.ends_with(".weight")) {
+        const std::string index = part.substr(head.size(), part.size() - head.size() - 7);
+        if (!index.empty() && index.find_first_not_of("0123456789") == std::string::npos) {
+          return e.prefix + "experts." + index + "." + hf + ".weight";
+        }
+      }
+    }
+    if (part == "ffn_gate.weight" || part == "ffn_up.weight" || part == "ffn_down.weight") return {};
+  }
   if (arch == "phi3") {
     const auto fused = phi3_block.find(part);
     return fused == phi3_block.end() ? std::string() : "model.layers." + layer + "." + fused->second;
@@ -76,7 +115,7 @@ std::string hf_name(const std::string& name, const std::string& arch) {
   }
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
-  const bool qk_norms = arch == "qwen3" || arch == "gemma3";
+  const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3";
   if (it == block.end() && qk_norms) it = qwen3_norms.find(part);
   if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
@@ -146,8 +185,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   const std::string arch = architecture(file);
   json c;
   // qwen2: q, k, v biases; qwen3: q and k norms
+  const std::int64_t experts = file.integer(arch + ".expert_count").value_or(0);
   c["architectures"] = {arch == "qwen2"   ? "Qwen2ForCausalLM"
                         : arch == "qwen3" ? "Qwen3ForCausalLM"
+                        : arch == "qwen3moe" ? "Qwen3MoeForCausalLM"
+                        : arch == "llama" && experts > 0 ? "MixtralForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
                         : arch == "gemma2" ? "Gemma2ForCausalLM"
@@ -167,7 +209,9 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     c["rope_local_base_freq"] = 10000.0;
   }
   c["hidden_size"] = required(file, arch + ".embedding_length");
-  c["intermediate_size"] = required(file, arch + ".feed_forward_length");
+  c["intermediate_size"] = arch == "qwen3moe" && !file.integer(arch + ".feed_forward_length")
+                              ? required(file, arch + ".expert_feed_forward_length")
+                              : required(file, arch + ".feed_forward_length");
   c["num_hidden_layers"] = required(file, arch + ".block_count");
   c["num_attention_heads"] = required(file, arch + ".attention.head_count");
   if (auto kv = file.integer(arch + ".attention.head_count_kv")) c["num_key_value_heads"] = *kv;
@@ -199,8 +243,26 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   } else if (scaling && *scaling != "none") {
     fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear, yarn)");
   }
-  if (auto experts = file.integer(arch + ".expert_count"); experts && *experts > 0) {
-    fail(file.where(), ": a mixture of experts (", *experts, " experts) is not supported");
+  if (experts > 0 && arch != "llama" && arch != "qwen3moe") {
+    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama and qwen3moe files' are)");
+  }
+  if (arch == "qwen3moe" && experts <= 0) fail(file.where(), ": a qwen3moe file without qwen3moe.expert_count");
+  if (experts > 0) {  // as llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
+    c[arch == "llama" ? "num_local_experts" : "num_experts"] = experts;
+    c["num_experts_per_tok"] = required(file, arch + ".expert_used_count");
+    if (arch == "qwen3moe") {
+      c["moe_intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
+      c["norm_topk_prob"] = true;
+    }
+    if (auto shared = file.integer(arch + ".expert_shared_count"); shared && *shared > 0) {
+      fail(file.where(), ": shared experts (", arch, ".expert_shared_count ", *shared, ") are not supported");
+    }
+    if (auto gating = file.integer(arch + ".expert_gating_func"); gating && *gating != 1) {
+      fail(file.where(), ": ", arch, ".expert_gating_func ", *gating, " is not supported (1, a softmax, is)");
+    }
+    if (auto scale = file.number(arch + ".expert_weights_scale"); scale && *scale != 1.0) {
+      fail(file.where(), ": ", arch, ".expert_weights_scale ", *scale, " is not supported");
+    }
   }
   const auto* tokens = file.array("tokenizer.ggml.tokens");
   const auto embd = file.tensors().find("token_embd.weight");
@@ -245,6 +307,51 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   return config;
 }
 
+namespace {
+
+// One stacked experts tensor of a block ([experts, rows, cols], the experts' matrices one after
+// another) as each expert's tensor: slices of the file where stored as F32, F16 or BF16,
+// otherwise each expert's slice dequantized when first asked for.
+void add_stacked_experts(const GgufFile& file, const std::shared_ptr<const GgufFile>& shared, const std::string& name,
+                         const ExpertNames& names, const std::string& projection, const ModelConfig& config,
+                         std::map<std::string, TensorRef>& tensors, std::map<std::string, Checkpoint::Conversion>& conversions) {
+  const GgufTensor& t = file.tensors().at(name);
+  if (t.dims.size() != 3 || t.dims[2] != config.num_experts) {
+    fail(file.where(), ": tensor ", name, " must stack ", config.num_experts, " experts' matrices (3 dimensions)");
+  }
+  const auto experts = static_cast<std::size_t>(config.num_experts);
+  if (t.bytes % experts != 0) fail(file.where(), ": tensor ", name, " does not split into ", experts, " experts");
+  const std::size_t slice = t.bytes / experts;
+  const std::string& hf = projection == "gate" ? names.gate : projection == "up" ? names.up : names.down;
+  const auto type = static_cast<GgmlType>(t.type);
+  for (std::size_t e = 0; e < experts; ++e) {
+    TensorRef ref;
+    ref.name = names.prefix + "experts." + std::to_string(e) + "." + hf + ".weight";
+    ref.shape = {t.dims[1], t.dims[0]};
+    if (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16) {
+      ref.dtype = type == GgmlType::kF32 ? DType::kF32 : type == GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+      ref.data = t.data + e * slice;
+      ref.bytes = slice;
+      ref.storage = file.file();
+      ref.mapped = true;
+    } else {
+      ref.dtype = DType::kF32;
+      ref.bytes = static_cast<std::size_t>(t.dims[0] * t.dims[1]) * sizeof(float);
+      conversions[ref.name] = [shared, name, e, slice](TensorRef& out) {
+        const GgufTensor& t = shared->tensors().at(name);
+        const std::int64_t count = t.dims[0] * t.dims[1];
+        auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(count));
+        dequantize_ggml(t.type, t.data + e * slice, count, values->data());
+        out.data = reinterpret_cast<const std::byte*>(values->data());
+        out.storage = values;
+      };
+    }
+    tensors.emplace(ref.name, std::move(ref));
+  }
+}
+
+}  // namespace
+
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
@@ -256,7 +363,12 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   std::map<std::string, TensorRef> tensors;
   std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
-    const std::string hf = hf_name(name, arch);
+    std::string layer, part;
+    if (config.mixture_of_experts() && block_part(name, layer, part) && !stacked_experts(part).empty()) {
+      add_stacked_experts(file, shared, name, expert_names(arch, layer), stacked_experts(part), config, tensors, conversions);
+      continue;
+    }
+    const std::string hf = hf_name(name, arch, config.mixture_of_experts());
     if (name == kRopeFactors || (arch == "phi3" && (name == kRopeFactorsShort || name == kRopeFactorsLong))) {
       continue;  // read into the configuration
     }

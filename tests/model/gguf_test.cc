@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -626,6 +627,267 @@ TEST(GgufModel, APhi4MiniFileIsItsHuggingFaceFolder) { expect_file_is_its_folder
 TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma"); }
 TEST(GgufModel, AGemma2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma2"); }
 TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma3"); }
+
+// A mixture of experts as llama.cpp's converter writes it: Mixtral as a `llama` file (its query
+// and key rows interleaved for llama.cpp's rotation) and Qwen3-MoE as a `qwen3moe` file, with
+// expert_count, expert_used_count (and expert_feed_forward_length), the router as ffn_gate_inp
+// and each projection's experts stacked in one tensor [experts, rows, cols] (or, `split`, as older
+// Mixtral files hold them, ffn_gate.E one by one). `q8_down`: the stacked down projections in Q8_0.
+struct MoeFile {
+  std::string arch;  // "llama" (Mixtral) or "qwen3moe"
+  bool split = false, q8_down = false;
+  std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
+};
+
+// Q8_0 blocks of 32 values: an f16 scale (absmax / 127) and 32 rounded codes, as ggml's quantizer.
+std::vector<std::uint8_t> q8_0(const float* x, std::int64_t n) {
+  std::vector<std::uint8_t> out;
+  for (std::int64_t b = 0; b < n; b += 32) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[b + i]));
+    const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    const std::uint16_t d16 = f32_to_f16(d);
+    out.push_back(static_cast<std::uint8_t>(d16 & 0xff));
+    out.push_back(static_cast<std::uint8_t>(d16 >> 8));
+    for (int i = 0; i < 32; ++i) out.push_back(static_cast<std::uint8_t>(static_cast<std::int8_t>(std::lround(x[b + i] * id))));
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const MoeFile& f) {
+  const ModelConfig c = read_model_config(folder);
+  const Checkpoint hf = Checkpoint::open(folder);
+  const bool qwen = f.arch == "qwen3moe";
+  struct Tensor {
+    std::string name;
+    std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
+    std::uint32_t type = 0;           // 0 F32, 8 Q8_0
+    std::vector<std::uint8_t> data;
+  };
+  std::vector<Tensor> tensors;
+  auto f32_of = [&](const std::string& h) {
+    const TensorRef& t = hf.get(h);
+    const auto* v = reinterpret_cast<const float*>(t.data);
+    return std::vector<float>(v, v + t.elements());
+  };
+  auto add = [&](const std::string& g, const std::vector<std::int64_t>& shape, std::vector<float> v, bool q8 = false) {
+    Tensor t{g, {}, q8 ? 8u : 0u, {}};
+    for (auto d = shape.rbegin(); d != shape.rend(); ++d) t.dims.push_back(static_cast<std::uint64_t>(*d));
+    if (q8) {
+      t.data = q8_0(v.data(), static_cast<std::int64_t>(v.size()));
+    } else {
+      t.data.resize(v.size() * 4);
+      std::memcpy(t.data.data(), v.data(), t.data.size());
+    }
+    tensors.push_back(std::move(t));
+  };
+  // llama.cpp's interleave of a llama file's query and key rows: file row h*d + 2j + s is row h*d + s*d/2 + j.
+  auto interleave = [&](std::vector<float> v, std::int64_t heads, std::int64_t cols) {
+    std::vector<float> out(v.size());
+    const std::int64_t d = static_cast<std::int64_t>(v.size()) / cols / heads;
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t j = 0; j < d / 2; ++j)
+        for (std::int64_t s = 0; s < 2; ++s)
+          std::copy_n(v.data() + (h * d + s * d / 2 + j) * cols, cols, out.data() + (h * d + 2 * j + s) * cols);
+    return out;
+  };
+  add("token_embd.weight", {c.vocab_size, c.hidden_size}, f32_of("model.embed_tokens.weight"));
+  add("output_norm.weight", {c.hidden_size}, f32_of("model.norm.weight"));
+  if (!c.tie_word_embeddings) add("output.weight", {c.vocab_size, c.hidden_size}, f32_of("lm_head.weight"));
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
+    add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
+    auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
+    if (!qwen) {
+      q = interleave(q, c.num_heads, h);
+      k = interleave(k, c.num_kv_heads, h);
+    }
+    add(b + "attn_q.weight", {c.q_size(), h}, q);
+    add(b + "attn_k.weight", {c.kv_size(), h}, k);
+    add(b + "attn_v.weight", {c.kv_size(), h}, f32_of(p + "self_attn.v_proj.weight"));
+    add(b + "attn_output.weight", {h, c.q_size()}, f32_of(p + "self_attn.o_proj.weight"));
+    if (qwen) {
+      add(b + "attn_q_norm.weight", {c.head_dim}, f32_of(p + "self_attn.q_norm.weight"));
+      add(b + "attn_k_norm.weight", {c.head_dim}, f32_of(p + "self_attn.k_norm.weight"));
+    }
+    add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
+    const std::string moe = p + (qwen ? "mlp." : "block_sparse_moe.");
+    add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + "gate.weight"));
+    const std::pair<const char*, const char*> parts[] = {{"gate", qwen ? "gate_proj" : "w1"}, {"up", qwen ? "up_proj" : "w3"},
+                                                         {"down", qwen ? "down_proj" : "w2"}};
+    for (const auto& [g, name] : parts) {
+      const bool down = std::string(g) == "down";
+      const std::vector<std::int64_t> shape = down ? std::vector<std::int64_t>{h, inter} : std::vector<std::int64_t>{inter, h};
+      std::vector<float> stacked;
+      for (std::int64_t e = 0; e < c.num_experts; ++e) {
+        auto v = f32_of(moe + "experts." + std::to_string(e) + "." + name + ".weight");
+        if (f.split) add(b + "ffn_" + g + "." + std::to_string(e) + ".weight", shape, v);
+        stacked.insert(stacked.end(), v.begin(), v.end());
+      }
+      if (!f.split) add(b + "ffn_" + g + "_exps.weight", {c.num_experts, shape[0], shape[1]}, stacked, down && f.q8_down);
+    }
+  }
+  GgufWriter w;
+  w.u64(tensors.size());
+  std::vector<std::function<void()>> kvs;
+  const auto u32 = [&](const std::string& key, std::int64_t v) {
+    kvs.push_back([&w, key, v] {
+      const auto x = static_cast<std::uint32_t>(v);
+      put_kv(w, key, 4, &x, 4);
+    });
+  };
+  const auto f32 = [&](const std::string& key, double v) {
+    kvs.push_back([&w, key, v] {
+      const auto x = static_cast<float>(v);
+      put_kv(w, key, 6, &x, 4);
+    });
+  };
+  const std::string& a = f.arch;
+  u32(a + ".context_length", c.max_position_embeddings);
+  u32(a + ".embedding_length", h);
+  u32(a + ".feed_forward_length", c.intermediate_size);
+  u32(a + ".block_count", c.num_layers);
+  u32(a + ".attention.head_count", c.num_heads);
+  u32(a + ".attention.head_count_kv", c.num_kv_heads);
+  f32(a + ".rope.freq_base", c.rope_theta);
+  f32(a + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  u32(a + ".expert_count", c.num_experts);
+  u32(a + ".expert_used_count", c.experts_per_token);
+  if (qwen) {
+    u32(a + ".expert_feed_forward_length", inter);
+    u32(a + ".attention.key_length", c.head_dim);
+    u32(a + ".attention.value_length", c.head_dim);
+  }
+  for (const auto& [key, v] : f.extra_u32) u32(key, v);
+  w.u64(kvs.size() + 1);
+  w.str("general.architecture");
+  w.u32(8);
+  w.str(a);
+  for (const auto& kv : kvs) kv();
+  std::uint64_t offset = 0;
+  for (const Tensor& t : tensors) {
+    w.str(t.name);
+    w.u32(static_cast<std::uint32_t>(t.dims.size()));
+    for (std::uint64_t d : t.dims) w.u64(d);
+    w.u32(t.type);
+    w.u64(offset);
+    offset += (t.data.size() + 31) / 32 * 32;
+  }
+  w.pad(32);
+  for (const Tensor& t : tensors) {
+    w.raw(t.data.data(), t.data.size());
+    w.pad(32);
+  }
+  return w.bytes_;
+}
+
+// The file is its Hugging Face folder: the same configuration, every tensor bit for bit (a Q8_0
+// expert as its blocks dequantize, each expert its own slice), the same hidden states.
+void expect_moe_file_is_its_folder(const MoeFile& f) {
+  SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : ""));
+  const test::TempDir dir;
+  SyntheticSpec spec;
+  const bool qwen = f.arch == "qwen3moe";
+  spec.architecture = qwen ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM";
+  spec.hidden_size = 64;
+  spec.intermediate_size = 96;
+  spec.moe_intermediate_size = qwen ? 64 : 0;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.head_dim = qwen ? 32 : 0;
+  spec.vocab_size = 300;
+  spec.max_position_embeddings = 64;
+  spec.weight_std = 0.15;
+  spec.num_experts = qwen ? 6 : 4;
+  spec.experts_per_token = qwen ? 3 : 2;
+  spec.seed = 12;
+  write_synthetic_checkpoint(spec, dir / "hf");
+  const auto gguf = dir / "moe.gguf";
+  {
+    const auto bytes = moe_gguf(dir / "hf", f);
+    std::ofstream out(gguf, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  const ModelConfig hf = read_model_config(dir / "hf"), g = read_model_config(gguf);
+  EXPECT_EQ(g.architecture, spec.architecture);
+  EXPECT_EQ(g.num_experts, hf.num_experts);
+  EXPECT_EQ(g.experts_per_token, hf.experts_per_token);
+  EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
+  EXPECT_TRUE(g.moe_renormalize && g.dense_layers.empty());  // as llama.cpp runs both
+  EXPECT_EQ(g.qk_norm, qwen);
+  const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
+  int compared = 0;
+  for (const auto& [name, listed] : b.tensors()) {
+    const TensorRef& t = b.get(name);
+    const TensorRef& ref = a.get(name);
+    ASSERT_EQ(t.shape, ref.shape) << name;
+    const auto* got = reinterpret_cast<const float*>(t.data);
+    const auto* want = reinterpret_cast<const float*>(ref.data);
+    if (f.q8_down && name.find("down_proj") != std::string::npos) {  // each block of 32 as Q8_0 gives it back
+      const auto blocks = q8_0(want, ref.elements());
+      for (std::int64_t i = 0; i < ref.elements(); ++i) {
+        const std::uint8_t* block = blocks.data() + (i / 32) * 34;
+        const float d = f16_to_f32(static_cast<std::uint16_t>(block[0] | block[1] << 8));
+        ASSERT_EQ(got[i], d * static_cast<float>(static_cast<std::int8_t>(block[2 + i % 32]))) << name << " " << i;
+      }
+    } else {
+      ASSERT_EQ(std::memcmp(got, want, t.bytes), 0) << name;
+    }
+    ++compared;
+  }
+  // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen ? 9 : 7) + 3 * spec.num_experts));
+  const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
+  const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
+  std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  y = x;
+  KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
+  from_hf.forward(x.data(), 5, ca);
+  from_gguf.forward(y.data(), 5, cb);
+  if (f.q8_down) {
+    EXPECT_NE(x, y);
+  } else {
+    EXPECT_EQ(x, y);
+  }
+}
+
+TEST(GgufModel, AMixtralFileIsItsHuggingFaceFolder) {
+  expect_moe_file_is_its_folder({"llama"});
+  expect_moe_file_is_its_folder({"llama", /*split=*/true});
+}
+TEST(GgufModel, AQwen3MoeFileIsItsHuggingFaceFolder) {
+  expect_moe_file_is_its_folder({"qwen3moe"});
+  expect_moe_file_is_its_folder({"qwen3moe", false, /*q8_down=*/true});
+}
+
+// What llama.cpp runs for other mixtures, and sepal does not, is refused in one line.
+TEST(GgufModel, OtherMixturesAreRefused) {
+  SyntheticSpec spec;
+  spec.architecture = "Qwen3MoeForCausalLM";
+  spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
+  spec.vocab_size = 300, spec.num_experts = 4;
+  const test::TempDir dir;
+  write_synthetic_checkpoint(spec, dir / "hf");
+  const std::pair<std::pair<std::string, std::int64_t>, const char*> cases[] = {
+      {{"qwen3moe.expert_shared_count", 1}, "shared experts (qwen3moe.expert_shared_count 1) are not supported"},
+      {{"qwen3moe.expert_gating_func", 2}, "qwen3moe.expert_gating_func 2 is not supported (1, a softmax, is)"}};
+  for (const auto& [key, message] : cases) {
+    const auto path = dir / "bad.gguf";
+    MoeFile f{"qwen3moe"};
+    f.extra_u32 = {key};
+    const auto bytes = moe_gguf(dir / "hf", f);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    try {
+      (void)read_model_config(path);
+      ADD_FAILURE() << "accepted " << key.first;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+}
 
 TEST(GgufFile, MalformedFilesGetOneLine) {
   GgufWriter bad_magic = small_file();

@@ -4,7 +4,7 @@
 #     the Hugging Face folder with the same rope_scaling in config.json scores, and not what the
 #     file without it scores (the factors are applied, not skipped);
 #   - factors of the wrong count or sign, a tensor sepal does not read (a bias) and a mixture of
-#     experts are refused in one line, exit status 1.
+#     experts without its count of experts per token are refused in one line, exit status 1.
 #   run_gguf_rope_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$(cd "$2" && pwd)
@@ -57,5 +57,5 @@ variant "$dir/three.gguf" rope-factors 1,1,8 && refused "$dir/three.gguf" "rope_
 variant "$dir/zero.gguf" rope-factors 1,1,0,8 && refused "$dir/zero.gguf" "rope_freqs.weight holds 0 (factors must be positive)"
 variant "$dir/bias.gguf" tensor blk.0.attn_q.bias 64 \
   && refused "$dir/bias.gguf" "tensor blk.0.attn_q.bias is not one sepal reads (a variant of llama it does not support)"
-variant "$dir/moe.gguf" u32 llama.expert_count 8 && refused "$dir/moe.gguf" "a mixture of experts (8 experts) is not supported"
+variant "$dir/moe.gguf" u32 llama.expert_count 8 && refused "$dir/moe.gguf" "no llama.expert_used_count"
 exit $failed
