@@ -5,8 +5,8 @@
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
-#   write checkpoints that `generate --adapter` reads; LoRA on an expert's projection is refused
-#   in one line, exit status 2.
+#   write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
+#   losses bit for bit; LoRA on an expert's projection is refused in one line, exit status 2.
 #   run_moe_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -54,9 +54,18 @@ check test "$one" = "$swarm" || echo "perplexity: one process $one, two hosts $s
 # Training: LoRA on q and v, PEQA on the attention's int8 scales; an expert's projection refused.
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
 "$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-rank 2 --steps 3 --batch-size 2 --lr 0.01 \
-  --out "$out/lora.h5" > /dev/null 2> "$out/lora.err"
+  --out "$out/lora.h5" --log "$out/lora.jsonl" > /dev/null 2> "$out/lora.err"
 check test $? -eq 0 || tail -3 "$out/lora.err"
 check test -f "$out/lora.h5"
+# The same run through 2 hosts (their blocks' backward through the experts and routers): the same losses, bit for bit.
+timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-rank 2 --steps 3 \
+  --batch-size 2 --lr 0.01 --out "$out/lora-hosts.h5" --log "$out/lora-hosts.jsonl" --hosts 2 --no-wire-compression \
+  > /dev/null 2> "$out/lora-hosts.err"
+check test $? -eq 0 || tail -3 "$out/lora-hosts.err"
+losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] for l in open(sys.argv[1]) if "loss" in l])' "$1"; }
+check test "$(losses "$out/lora.jsonl")" = "$(losses "$out/lora-hosts.jsonl")" \
+  || echo "losses: one process $(losses "$out/lora.jsonl"), two hosts $(losses "$out/lora-hosts.jsonl")"
+check test "$(losses "$out/lora.jsonl" | tr -cd ',' | wc -c)" -eq 2
 "$sepal" tune --model "$out/qwen3moe" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.01 \
   --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
 check test $? -eq 0 || tail -3 "$out/peqa.err"
