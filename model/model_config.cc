@@ -38,6 +38,16 @@ std::int64_t positive_int(const json& config, const std::string& key, const std:
   return value;
 }
 
+std::int64_t non_negative_int(const json& config, const std::string& key, const std::string& where) {
+  const json& v = config[key];
+  constexpr std::int64_t kLimit = std::int64_t{1} << 24;
+  if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<std::int64_t>() < 0) ||
+      (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(kLimit))) {
+    fail(where, ": '", key, "' must be an integer from 0 to ", kLimit, ", got ", v.dump());
+  }
+  return v.get<std::int64_t>();
+}
+
 double positive_number(const json& config, const std::string& key, const std::string& where,
                        double fallback) {
   if (!config.contains(key) || config[key].is_null()) return fallback;
@@ -246,6 +256,43 @@ ModelConfig parse_gemma3_multimodal(const json& config, const std::string& where
   return c;
 }
 
+// Each block's window (ModelConfig::layer_windows) from c.sliding_window: the blocks layer_types
+// lists as "sliding_attention", or where it is absent those `sliding` says.
+template <typename Sliding>
+void set_layer_windows(const json& config, ModelConfig& c, const std::string& where, Sliding&& sliding) {
+  c.layer_windows.assign(static_cast<std::size_t>(c.num_layers), 0);
+  const bool listed = config.contains("layer_types") && !config["layer_types"].is_null();
+  if (listed && (!config["layer_types"].is_array() || config["layer_types"].size() != static_cast<std::size_t>(c.num_layers))) {
+    fail(where, ": 'layer_types' must list one type per layer (", c.num_layers, ")");
+  }
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    bool slides = sliding(l);
+    if (listed) {
+      const json& type = config["layer_types"][static_cast<std::size_t>(l)];
+      if (type != "sliding_attention" && type != "full_attention") {
+        fail(where, ": layer_types[", l, "] is ", type.dump(), " (sliding_attention or full_attention)");
+      }
+      slides = type == "sliding_attention";
+    }
+    c.layer_windows[static_cast<std::size_t>(l)] = slides ? c.sliding_window : 0;
+  }
+  c.sliding_window = 0;
+}
+
+// Qwen2's and Qwen3's use_sliding_window (none of their released models sets it): the window on
+// the blocks from max_window_layers on (28 by default), or on those layer_types lists, as
+// transformers builds them.
+void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& where) {
+  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" && c.architecture != "Qwen3MoeForCausalLM") {
+    fail(where, ": use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE, not ", c.architecture);
+  }
+  c.sliding_window = positive_int(config, "sliding_window", where);
+  const std::int64_t from = config.contains("max_window_layers") && !config["max_window_layers"].is_null()
+                                ? non_negative_int(config, "max_window_layers", where)
+                                : 28;
+  set_layer_windows(config, c, where, [&](std::int64_t l) { return l >= from; });
+}
+
 // A mixture of experts: Mixtral's (num_local_experts experts of intermediate_size, their
 // probabilities renormalised over the picked ones) or Qwen3-MoE's (num_experts of
 // moe_intermediate_size, renormalised where norm_topk_prob says; dense blocks where
@@ -334,9 +381,6 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
          c.architecture, " (Qwen2's biases on q, k and v are)");
   }
-  if (config.value("use_sliding_window", false)) {
-    fail(where, ": use_sliding_window=true (Qwen2's and Qwen3's windows on some layers) is not supported");
-  }
   if ((c.architecture == "MistralForCausalLM" || c.architecture == "MixtralForCausalLM" || c.architecture == "Phi3ForCausalLM") &&
       config.contains("sliding_window") &&
       !config["sliding_window"].is_null()) {
@@ -353,6 +397,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
   if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen3MoeForCausalLM") parse_experts(config, c, where);
+  if (config.contains("use_sliding_window") && !config["use_sliding_window"].is_null()) {
+    if (!config["use_sliding_window"].is_boolean()) fail(where, ": 'use_sliding_window' must be true or false");
+    if (config["use_sliding_window"].get<bool>()) parse_qwen_windows(config, c, where);
+  }
   if (c.hidden_size % c.num_heads != 0 && !gemma && !(config.contains("head_dim") && !config["head_dim"].is_null())) {
     fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ",
          c.num_heads, " and no head_dim is given");
@@ -403,25 +451,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     // sliding_window_pattern-th (Gemma 2: every other block from the first; Gemma 3: 5 of 6).
     const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, gemma3 ? 6 : 2);
     if (gemma3) c.local_rope_theta = positive_number(config, "rope_local_base_freq", where, 10000.0);
-    if (c.sliding_window > 0) {
-      c.layer_windows.assign(static_cast<std::size_t>(c.num_layers), 0);
-      const bool listed = config.contains("layer_types") && !config["layer_types"].is_null();
-      if (listed && (!config["layer_types"].is_array() || config["layer_types"].size() != static_cast<std::size_t>(c.num_layers))) {
-        fail(where, ": 'layer_types' must list one type per layer (", c.num_layers, ")");
-      }
-      for (std::int64_t l = 0; l < c.num_layers; ++l) {
-        bool sliding = (l + 1) % pattern != 0;
-        if (listed) {
-          const json& type = config["layer_types"][static_cast<std::size_t>(l)];
-          if (type != "sliding_attention" && type != "full_attention") {
-            fail(where, ": layer_types[", l, "] is ", type.dump(), " (sliding_attention or full_attention)");
-          }
-          sliding = type == "sliding_attention";
-        }
-        c.layer_windows[static_cast<std::size_t>(l)] = sliding ? c.sliding_window : 0;
-      }
-      c.sliding_window = 0;
-    }
+    if (c.sliding_window > 0) set_layer_windows(config, c, where, [&](std::int64_t l) { return (l + 1) % pattern != 0; });
   }
   parse_special_tokens(config, c, where);
   return c;

@@ -1,6 +1,7 @@
 // Llama-family variants on synthetic checkpoints of their shapes: Qwen2 (biases on q, k and v;
 // also with YaRN's rope scaling and its attention factor),
-// Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads), Mistral (a
+// Qwen3 (each head of q and k RMS-normalised, heads wider than hidden / heads; also with
+// use_sliding_window on its second block), Mistral (a
 // sliding window shorter than the sequence) and Phi-3 (q, k, v and gate, up fused in the file, a
 // window, and LongRoPE's short factors and attention factor; the reference reads the fused tensors
 // itself) and Gemma (GeGLU, norms scaling by 1 + weight, embeddings times √hidden, heads of their
@@ -117,6 +118,13 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     c["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
     test::write_file(dir.path() / "config.json", c.dump());
   }
+  if (name.ends_with("+swa")) {  // use_sliding_window: a window of 5 on block 1 (max_window_layers 1)
+    auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
+    c["use_sliding_window"] = true;
+    c["sliding_window"] = 5;
+    c["max_window_layers"] = 1;
+    test::write_file(dir.path() / "config.json", c.dump());
+  }
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : config.head_dim);
   if (name.ends_with("+yarn")) {
@@ -142,6 +150,8 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  } else if (name.ends_with("+swa")) {
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{0, 5}));
   } else if (gemma2) {  // the window on even blocks only
     EXPECT_EQ(config.sliding_window, 0);
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
@@ -359,6 +369,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          ::testing::Values(std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen2ForCausalLM+yarn", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Qwen3ForCausalLM+swa", 0},
                                            std::pair<std::string, std::int64_t>{"MistralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM", 6},
                                            std::pair<std::string, std::int64_t>{"Phi3ForCausalLM+partial", 6},
@@ -370,7 +381,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +
-                                  (name.ends_with("+yarn") ? "Yarn" : "");
+                                  (name.ends_with("+yarn") ? "Yarn" : "") + (name.ends_with("+swa") ? "SlidingWindow" : "");
                          });
 
 }  // namespace

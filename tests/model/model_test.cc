@@ -254,8 +254,30 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   qwen3["attention_bias"] = true;
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "is not supported for Qwen3ForCausalLM");
   qwen3["attention_bias"] = false;
+  // use_sliding_window: the window from max_window_layers on (28 by default), or where
+  // layer_types says; without it, none (released Qwen configs carry a window they do not use).
+  qwen3["sliding_window"] = 4096;
+  qwen3["max_window_layers"] = 28;
+  EXPECT_TRUE(parse_model_config(qwen3.dump(), "c").layer_windows.empty());
   qwen3["use_sliding_window"] = true;
-  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "use_sliding_window=true");
+  EXPECT_EQ(parse_model_config(qwen3.dump(), "c").layer_windows, (std::vector<std::int64_t>{0, 0}));
+  qwen3["max_window_layers"] = 1;
+  const ModelConfig windowed = parse_model_config(qwen3.dump(), "c");
+  EXPECT_EQ(windowed.layer_windows, (std::vector<std::int64_t>{0, 4096}));
+  EXPECT_TRUE(windowed.window_of(1) == 4096 && windowed.window_of(0) == 0 && windowed.sliding_window == 0);
+  qwen3["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_EQ(parse_model_config(qwen3.dump(), "c").layer_windows, (std::vector<std::int64_t>{4096, 0}));
+  qwen3.erase("layer_types");
+  qwen3["max_window_layers"] = -1;
+  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "'max_window_layers' must be an integer from 0");
+  qwen3["max_window_layers"] = 0;
+  qwen3["sliding_window"] = nullptr;
+  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "missing 'sliding_window'");
+  qwen3["use_sliding_window"] = "yes";
+  expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "'use_sliding_window' must be true or false");
+  json llama = json::parse(kGoodConfig);
+  llama["use_sliding_window"] = true;
+  expect_error([&] { parse_model_config(llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE");
   // Phi-3-mini-4k-instruct's config.json: fused projections, a window of 2047.
   const ModelConfig phi3 = parse_model_config(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
       "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",

@@ -178,6 +178,20 @@ LongRope long_rope(const std::filesystem::path& dir, std::int64_t rd, double the
   return out;
 }
 
+// Qwen2's and Qwen3's window of block `layer` from config.json itself: with use_sliding_window,
+// sliding_window on the blocks from max_window_layers on (or those layer_types lists), else 0;
+// -1 for other architectures.
+std::int64_t qwen_window_of(const std::filesystem::path& dir, std::int64_t layer) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string arch = j["architectures"][0];
+  if (arch != "Qwen2ForCausalLM" && arch != "Qwen3ForCausalLM" && arch != "Qwen3MoeForCausalLM") return -1;
+  if (!j.value("use_sliding_window", false)) return 0;
+  const bool slides = j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(layer)] == "sliding_attention"
+                                                : layer >= j.value("max_window_layers", std::int64_t{28});
+  return slides ? j["sliding_window"].get<std::int64_t>() : 0;
+}
+
 // A mixture of experts from config.json itself (Mixtral: num_local_experts, always renormalised,
 // tensors block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down); Qwen3-MoE: num_experts,
 // norm_topk_prob, mlp_only_layers, tensors mlp.experts.E.gate_proj, ...); count 0 for a dense block.
@@ -270,6 +284,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     for (std::int64_t start : starts)
       for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
     const std::string layer = "model.layers." + std::to_string(first + b) + ".";
+    const std::int64_t qwen_window = qwen_window_of(dir, first + b);
     const auto n1 = rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
     auto q = linear(n1, Projection::kQ), k = linear(n1, Projection::kK);
     auto v = linear(n1, Projection::kV);
@@ -310,7 +325,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
           // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
-          const std::int64_t window = sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0) : c.sliding_window;
+          const std::int64_t window = sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0)
+                                      : qwen_window >= 0 ? qwen_window : c.sliding_window;
           const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
           for (std::int64_t j = 0; j < lowest; ++j) p[j] = -INFINITY;
           for (std::int64_t j = lowest; j <= i; ++j) {
