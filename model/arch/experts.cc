@@ -44,6 +44,37 @@ void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, s
 
 }  // namespace
 
+namespace {
+
+// A single row (a decode step): its experts share the input, so their gate and up products run
+// as one call (one pass of the thread pool), then their down products, summed in ascending order.
+void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, ExpertScratch& s, float* out) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = s.routing.k;
+  std::vector<WeightView> ws;
+  std::vector<float*> ys;
+  for (std::int64_t j = 0; j < k; ++j) {
+    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+    ws.push_back(ex.gate_proj.view);
+    ys.push_back(s.gate.data() + j * inter);
+    ws.push_back(ex.up_proj.view);
+    ys.push_back(s.up.data() + j * inter);
+  }
+  block_products(x, 1, true, ws, ys);
+  gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), k * inter);
+  for (std::int64_t j = 0; j < k; ++j) {
+    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+    float* const down_out[] = {s.out.data() + j * h};
+    block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+  }
+  std::fill(out, out + h, 0.0f);
+  for (std::int64_t j = 0; j < k; ++j) {
+    const float weight = s.routing.weight[static_cast<std::size_t>(j)];
+    for (std::int64_t d = 0; d < h; ++d) out[d] += weight * s.out[static_cast<std::size_t>(j * h + d)];
+  }
+}
+
+}  // namespace
+
 void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, ExpertRouting& routing) {
   const std::int64_t experts = c.num_experts, k = c.experts_per_token;
   routing.k = k;
@@ -76,8 +107,8 @@ void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, Ex
 
 ExpertScratch::ExpertScratch(const ModelConfig& c, std::int64_t n)
     : logits(c.mixture_of_experts() ? n * c.num_experts : 0), gathered(c.mixture_of_experts() ? n * c.hidden_size : 0),
-      gate(c.mixture_of_experts() ? n * c.moe_intermediate_size : 0),
-      up(c.mixture_of_experts() ? n * c.moe_intermediate_size : 0), out(c.mixture_of_experts() ? n * c.hidden_size : 0) {}
+      gate(c.mixture_of_experts() ? std::max(n, c.experts_per_token) * c.moe_intermediate_size : 0),
+      up(gate.size()), out(c.mixture_of_experts() ? std::max(n, c.experts_per_token) * c.hidden_size : 0) {}
 
 void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
                      ExpertScratch& s, float* out) {
@@ -85,6 +116,7 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
   float* const logits_out[] = {s.logits.data()};
   block_products(x, n, alone, std::span(&w.router.view, 1), logits_out);
   route_experts(c, s.logits.data(), n, s.routing);
+  if (n == 1) return one_row(c, w, x, s, out);
   std::fill(out, out + n * h, 0.0f);
   for_each_expert(s.routing, n, c.num_experts, s.rows, s.slots,
                   [&](std::int64_t e, std::int64_t m, const std::int32_t* rows, const std::int32_t* slots) {
