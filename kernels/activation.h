@@ -24,6 +24,9 @@ void gate_mul(GateActivation activation, float* gate, const float* up, std::int6
 /// y[i] += x[i] for i < count.
 void add_in_place(float* y, const float* x, std::int64_t count);
 
+/// y[i] += scale * x[i] for i < count (Granite's residual multiplier; a scale of 1 is add_in_place's bits).
+void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count);
+
 /// x[i] = gelu(x[i]) with the tanh approximation (BLOOM's): x/2 (1 + tanh(0.79788456 x (1 +
 /// 0.044715 x²))), in place.
 void gelu_tanh(float* x, std::int64_t count);

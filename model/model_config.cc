@@ -17,7 +17,7 @@ using nlohmann::json;
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
-                                                          "MixtralForCausalLM", "Qwen3MoeForCausalLM"};
+                                                          "MixtralForCausalLM", "Qwen3MoeForCausalLM", "GraniteForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -348,7 +348,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen3MoeForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -452,6 +452,12 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, gemma3 ? 6 : 2);
     if (gemma3) c.local_rope_theta = positive_number(config, "rope_local_base_freq", where, 10000.0);
     if (c.sliding_window > 0) set_layer_windows(config, c, where, [&](std::int64_t l) { return (l + 1) % pattern != 0; });
+  }
+  if (c.architecture == "GraniteForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
+    c.embedding_scale = static_cast<float>(positive_number(config, "embedding_multiplier", where, 1.0));
+    c.attention_scale = static_cast<float>(positive_number(config, "attention_multiplier", where, 1.0));
+    c.residual_scale = static_cast<float>(positive_number(config, "residual_multiplier", where, 1.0));
+    c.logit_divisor = static_cast<float>(positive_number(config, "logits_scaling", where, 1.0));
   }
   parse_special_tokens(config, c, where);
   return c;

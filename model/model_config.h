@@ -66,6 +66,10 @@ struct ModelConfig {
   /// Gemma 2's soft-capping of attention scores and of the head's logits (cap · tanh(x / cap)); 0: none.
   float attention_softcap = 0.0f;
   float final_logit_softcap = 0.0f;
+  /// Granite's multipliers: each block adds its attention's and its MLP's outputs times
+  /// residual_scale, and the head's logits are divided by logit_divisor (its logits_scaling).
+  float residual_scale = 1.0f;
+  float logit_divisor = 1.0f;
   /// Gemma 2's sandwich norms: the attention's and the MLP's outputs RMS-normalised too, before
   /// each joins the residual stream.
   bool output_norms = false;

@@ -13,8 +13,13 @@
 namespace sepal {
 namespace {
 
-// Gemma 2's soft-capping of the logits: cap · tanh(x / cap), in place.
-void cap_logits(float* logits, std::int64_t count, float cap) {
+// The head's products made logits: divided by Granite's logits_scaling, and Gemma 2's
+// soft-capping, cap · tanh(x / cap); in place.
+void finish_logits(const ModelConfig& c, float* logits, std::int64_t count) {
+  if (c.logit_divisor != 1.0f) {
+    for (std::int64_t i = 0; i < count; ++i) logits[i] /= c.logit_divisor;
+  }
+  const float cap = c.final_logit_softcap;
   if (cap <= 0.0f) return;
   for (std::int64_t i = 0; i < count; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
 }
@@ -69,7 +74,7 @@ void ModelEnds::logits(const float* hidden, std::int64_t n, float* out) const {
   AlignedFloats normed(static_cast<std::size_t>(n * config_.hidden_size));  // the head reads it in 64-byte loads
   final_norm(hidden, n, normed.data());
   matmul(normed.data(), n, head_.lm_head.view, out);
-  cap_logits(out, n * config_.vocab_size, config_.final_logit_softcap);
+  finish_logits(config_, out, n * config_.vocab_size);
 }
 
 void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* out) const {
@@ -77,7 +82,7 @@ void ModelEnds::logits_each_alone(const float* hidden, std::int64_t n, float* ou
   final_norm(hidden, n, normed.data());
   float* const outs[] = {out};
   matmul_many_alone(normed.data(), n, std::span(&head_.lm_head.view, 1), outs);
-  cap_logits(out, n * config_.vocab_size, config_.final_logit_softcap);
+  finish_logits(config_, out, n * config_.vocab_size);
 }
 
 double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::int32_t* targets, float weight,
@@ -103,6 +108,9 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     for (std::int64_t i = 0; i < m; ++i) std::copy_n(hidden + rows[c0 + i] * h, h, x.begin() + i * h);
     final_norm(x.data(), m, normed.data());
     matmul(normed.data(), m, head_.lm_head.view, logits.data());
+    if (config_.logit_divisor != 1.0f) {  // Granite
+      for (float& l : logits) l /= config_.logit_divisor;
+    }
     if (cap > 0.0f) {  // Gemma 2: capped keeps tanh(logit / cap) for the gradient
       capped.resize(logits.size());
       for (std::size_t i = 0; i < logits.size(); ++i) {
@@ -122,6 +130,9 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
       if (cap > 0.0f) {  // through cap · tanh(logit / cap)
         const float* t = capped.data() + i * vocab;
         for (std::int64_t v = 0; v < vocab; ++v) row[v] *= 1.0f - t[v] * t[v];
+      }
+      if (config_.logit_divisor != 1.0f) {
+        for (std::int64_t v = 0; v < vocab; ++v) row[v] /= config_.logit_divisor;
       }
     }
     if (!grad) continue;

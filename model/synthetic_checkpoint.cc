@@ -151,6 +151,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Gemma3ForCausalLM"  ? "gemma3_text"
                              : s.architecture == "MixtralForCausalLM" ? "mixtral"
                              : s.architecture == "Qwen3MoeForCausalLM" ? "qwen3_moe"
+                             : s.architecture == "GraniteForCausalLM" ? "granite"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -193,6 +194,12 @@ json config_json(const SyntheticSpec& s) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
+  if (s.architecture == "GraniteForCausalLM") {
+    config["embedding_multiplier"] = s.embedding_multiplier;
+    config["residual_multiplier"] = s.residual_multiplier;
+    config["attention_multiplier"] = s.attention_multiplier;
+    config["logits_scaling"] = s.logits_scaling;
+  }
   if (s.architecture == "MixtralForCausalLM") {
     config["num_local_experts"] = s.num_experts;
     config["num_experts_per_tok"] = s.experts_per_token;
@@ -324,15 +331,19 @@ void validate(const SyntheticSpec& s) {
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
-      s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM") {
+      s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM or BloomForCausalLM, not ",
+         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM or "
+         "BloomForCausalLM, not ",
          s.architecture);
   }
   const bool moe = s.architecture == "MixtralForCausalLM" || s.architecture == "Qwen3MoeForCausalLM";
   if (moe && (s.num_experts < 1 || s.num_experts > 4096 || s.experts_per_token < 1 || s.experts_per_token > s.num_experts)) {
     fail("a mixture of experts needs 1 to 4096 --experts and 1 to that many --experts-per-token, got ", s.num_experts, " and ",
          s.experts_per_token);
+  }
+  for (double m : {s.embedding_multiplier, s.residual_multiplier, s.attention_multiplier, s.logits_scaling}) {
+    if (!(m > 0) || !std::isfinite(m)) fail("Granite's multipliers must be positive");
   }
   if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM and Qwen3MoeForCausalLM");
   if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > (1 << 18)) fail("--moe-intermediate must be positive");

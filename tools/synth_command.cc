@@ -28,7 +28,8 @@ int synth_command(int argc, char** argv) {
                                                          "norms, soft-capping), gemma3 (output and\n"
                                                          "q, k norms, local RoPE), mixtral (Mistral's\n"
                                                          "blocks, a mixture of experts), qwen3moe\n"
-                                                         "(Qwen3's, a mixture of experts) or bloom\n"
+                                                         "(Qwen3's, a mixture of experts), granite\n"
+                                                         "(Llama's with multipliers) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -58,11 +59,11 @@ int synth_command(int argc, char** argv) {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
-      {"bloom", "BloomForCausalLM"}};
+      {"granite", "GraniteForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen3moe, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen3moe, granite, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();

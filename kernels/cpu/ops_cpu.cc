@@ -425,6 +425,12 @@ void add_in_place(float* y, const float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
+void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count) {
+  if (scale == 1.0f) return add_in_place(y, x, count);
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) y[i] += scale * x[i];
+}
+
 void gelu_tanh(float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) {
     const float v = x[i];

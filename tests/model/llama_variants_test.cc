@@ -9,7 +9,8 @@
 // attention's and the MLP's outputs, a scale of its own and soft-capped scores and logits, a window
 // on even blocks) and Gemma 3 (Gemma 2's without caps, with q and k norms of 1 + weight, its own
 // RoPE base on sliding blocks and a linear factor on the others), and the mixtures of experts
-// Mixtral (2 of 4 experts, renormalised, a window) and Qwen3-MoE (3 of 6 narrower experts, not
+// Mixtral (2 of 4 experts, renormalised, a window), Granite (Llama's blocks with its four
+// multipliers: embeddings, attention scores, residuals and logits) and Qwen3-MoE (3 of 6 narrower experts, not
 // renormalised, a dense block after a sparse one; the reference routes from config.json itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
@@ -150,6 +151,9 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  } else if (architecture == "GraniteForCausalLM") {  // its four multipliers, as written
+    EXPECT_TRUE(config.embedding_scale == 12.0f && config.residual_scale == 0.22f && config.attention_scale == 0.25f &&
+                config.logit_divisor == 8.0f);
   } else if (name.ends_with("+swa")) {
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{0, 5}));
   } else if (gemma2) {  // the window on even blocks only
@@ -176,7 +180,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     std::vector<float> row(static_cast<std::size_t>(config.hidden_size));
     ends.embed(&token, 1, row.data());
     const TensorRef& table = checkpoint.get("model.embed_tokens.weight");
-    const float scale = gemma ? static_cast<float>(std::sqrt(64.0)) : 1.0f;
+    const float scale = gemma ? static_cast<float>(std::sqrt(64.0)) : architecture == "GraniteForCausalLM" ? 12.0f : 1.0f;
     for (std::int64_t i = 0; i < config.hidden_size; ++i) {
       ASSERT_EQ(row[static_cast<std::size_t>(i)], reinterpret_cast<const float*>(table.data)[token * config.hidden_size + i] * scale);
     }
@@ -376,6 +380,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"GemmaForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Gemma2ForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4},
+                                           std::pair<std::string, std::int64_t>{"GraniteForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MixtralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0}),
                          [](const auto& info) {

@@ -192,6 +192,18 @@ std::int64_t qwen_window_of(const std::filesystem::path& dir, std::int64_t layer
   return slides ? j["sliding_window"].get<std::int64_t>() : 0;
 }
 
+// Granite's multipliers from config.json itself (transformers' defaults of 1 where absent; other
+// architectures: residuals and logits as they are, attention 0 for the usual scale).
+struct GraniteSettings {
+  double attention = 0, residual = 1, logits = 1;
+};
+GraniteSettings granite_settings(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  if (j["architectures"][0] != "GraniteForCausalLM") return {};
+  return {j.value("attention_multiplier", 1.0), j.value("residual_multiplier", 1.0), j.value("logits_scaling", 1.0)};
+}
+
 // A mixture of experts from config.json itself (Mixtral: num_local_experts, always renormalised,
 // tensors block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down); Qwen3-MoE: num_experts,
 // norm_topk_prob, mlp_only_layers, tensors mlp.experts.E.gate_proj, ...); count 0 for a dense block.
@@ -230,6 +242,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const std::int64_t rd = rotary_dims(dir, hd);
   const auto inv_freq = rope_inverse_frequencies(rd, c.rope_theta, c.rope_scaling);
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
+  const GraniteSettings granite = granite_settings(dir);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
@@ -333,7 +346,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
             double d = 0;
             for (std::int64_t e = 0; e < hd; ++e)
               d += q[(ti * c.num_heads + head) * hd + e] * k[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
-            d *= gemma2.scale > 0 ? gemma2.scale : 1 / std::sqrt(static_cast<double>(hd));
+            d *= granite.attention > 0 ? granite.attention : gemma2.scale > 0 ? gemma2.scale : 1 / std::sqrt(static_cast<double>(hd));
             if (gemma2.attention_cap > 0) d = gemma2.attention_cap * std::tanh(d / gemma2.attention_cap);
             top = std::max(top, p[j] = d);
           }
@@ -344,7 +357,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         }
     auto o = linear(attn, Projection::kO);
     if (sandwich) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * o[i];
     const auto n2 = rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
                         c.rms_norm_eps);
     auto gated = [&](std::vector<double> gate, const std::vector<double>& up) {
@@ -396,7 +409,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       }
     }
     if (sandwich) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * down[i];
   }
   return x;
 }
@@ -408,6 +421,7 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
   const EmbeddingWeights embedding = load_embedding_weights(ckpt, c, WeightLoading(DType::kF32));
   const HeadWeights head = load_head_weights(ckpt, c, WeightLoading(DType::kF32), &embedding);
   auto logits = linear(rms(x, norm_weights(ckpt, c, "model.norm.weight"), c.rms_norm_eps), head.lm_head);
+  for (double& l : logits) l /= granite_settings(dir).logits;
   if (const double cap = gemma2_settings(dir, c).logit_cap; cap > 0) {
     for (double& l : logits) l = cap * std::tanh(l / cap);
   }

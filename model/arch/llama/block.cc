@@ -10,8 +10,8 @@ namespace sepal {
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
 // biases, Qwen3's RMSNorm of each head of q and k, Mistral's sliding window, Gemma 2's norms of
-// the attention's and the MLP's outputs, and a mixture of experts for the MLP (Mixtral,
-// Qwen3-MoE; model/arch/experts.h), where the config has them.
+// the attention's and the MLP's outputs, a mixture of experts for the MLP (Mixtral,
+// Qwen3-MoE; model/arch/experts.h), and Granite's residual multiplier, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -57,12 +57,12 @@ void llama_block_forward(const BlockCall& call) {
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());
   if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.attention_out_norm.data, eps, s.proj.data());
-  add_in_place(hidden, s.proj.data(), n * h);
+  add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 
   rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE: the router's experts
     experts_forward(c, w, s.normed.data(), n, rows_alone(call), s.experts, s.proj.data());
-    add_in_place(hidden, s.proj.data(), n * h);
+    add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
     return;
   }
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
@@ -74,7 +74,7 @@ void llama_block_forward(const BlockCall& call) {
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());
   if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.mlp_out_norm.data, eps, s.proj.data());
-  add_in_place(hidden, s.proj.data(), n * h);
+  add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 }
 
 }  // namespace sepal

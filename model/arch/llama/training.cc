@@ -30,6 +30,12 @@ void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bo
   }
 }
 
+// Granite: a block's outputs join the residual stream times residual_scale (x[i] *= it, in place).
+void scale_residual(const ModelConfig& c, float* x, std::int64_t count) {
+  if (c.residual_scale == 1.0f) return;
+  for (std::int64_t i = 0; i < count; ++i) x[i] *= c.residual_scale;
+}
+
 }  // namespace
 
 void llama_training_forward(const TrainingCall& call, float* hidden) {
@@ -66,12 +72,14 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     std::copy_n(hidden, t * h, a.o_raw.data());
     rmsnorm(hidden, t, h, w.attention_out_norm.data, eps, hidden);
   }
+  scale_residual(c, hidden, t * h);
   add_in_place(hidden, a.input.data(), t * h);
   std::copy_n(hidden, t * h, a.mid.data());
 
   rmsnorm(hidden, t, h, w.post_attention_norm.data, eps, a.normed2.data());
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE
     experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden);
+    scale_residual(c, hidden, t * h);
     add_in_place(hidden, a.mid.data(), t * h);
     return;
   }
@@ -88,6 +96,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     std::copy_n(hidden, t * h, a.down_raw.data());
     rmsnorm(hidden, t, h, w.mlp_out_norm.data, eps, hidden);
   }
+  scale_residual(c, hidden, t * h);
   add_in_place(hidden, a.mid.data(), t * h);
 }
 
@@ -101,6 +110,7 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted;
   // Gemma 2 normalises the down product (and below, the o product) before adding it.
   std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
+  scale_residual(c, d_product.data(), t * h);
   if (c.sparse_block(w.layer)) {  // the experts and their router instead
     experts_input_grad(c, w, t, a.moe, d_product.data(), a.d_norm.data());
   } else {
@@ -118,6 +128,7 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   // n1 = rmsnorm(input), qn and kn Qwen3's per-head norms (else identities); the biases shift the
   // projections and leave their input gradients alone.
   std::copy_n(grad, t * h, d_product.begin());
+  scale_residual(c, d_product.data(), t * h);
   if (c.output_norms) rmsnorm_input_grad(a.o_raw.data(), t, h, w.attention_out_norm.data, eps, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
