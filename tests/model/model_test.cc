@@ -208,6 +208,33 @@ TEST(ModelConfig, ReadsMixturesOfExperts) {
   }
 }
 
+// Granite 3's config.json (granite-3.3-2b-instruct's values): its four multipliers; transformers'
+// defaults of 1 where absent; bad values refused in one line.
+TEST(ModelConfig, ReadsGranitesMultipliers) {
+  json g = json::parse(R"({"architectures": ["GraniteForCausalLM"], "attention_bias": false, "attention_multiplier": 0.015625,
+      "bos_token_id": 0, "embedding_multiplier": 12.0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": 2048,
+      "intermediate_size": 8192, "logits_scaling": 8.0, "max_position_embeddings": 131072, "mlp_bias": false,
+      "model_type": "granite", "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8,
+      "residual_multiplier": 0.22, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000000.0,
+      "tie_word_embeddings": true, "vocab_size": 49159})");
+  const ModelConfig c = parse_model_config(g.dump(), "config.json");
+  EXPECT_EQ(c.embedding_scale, 12.0f);
+  EXPECT_EQ(c.attention_scale, 0.015625f);
+  EXPECT_EQ(c.attention_dims().scale, 0.015625f);
+  EXPECT_EQ(c.residual_scale, 0.22f);
+  EXPECT_EQ(c.logit_divisor, 8.0f);
+  EXPECT_TRUE(c.tie_word_embeddings && c.head_dim == 64);
+  for (const char* key : {"embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"}) g.erase(key);
+  const ModelConfig plain = parse_model_config(g.dump(), "config.json");
+  EXPECT_TRUE(plain.embedding_scale == 1.0f && plain.attention_scale == 1.0f && plain.residual_scale == 1.0f &&
+              plain.logit_divisor == 1.0f);
+  g["logits_scaling"] = 0;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'logits_scaling' must be positive");
+  g["logits_scaling"] = 8;
+  g["mlp_bias"] = true;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "mlp_bias=true is not supported");
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);
