@@ -216,28 +216,31 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   EXPECT_EQ(device.new_cache(64).capacity(0), 64);
 }
 
-// A mixture of experts has no device kernels: refused in one line, its blocks still on the CPU.
-TEST(DeviceBlocks, AMixtureOfExpertsStaysOnTheCpu) {
-  test::TempDir dir;
-  SyntheticSpec spec;
-  spec.architecture = "MixtralForCausalLM";
-  spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
-  spec.num_experts = 4;
-  write_synthetic_checkpoint(spec, dir.path());
-  const ModelConfig config = read_model_config(dir.path());
-  BlockStack blocks = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);
-  try {
-    blocks.place_on(open_backend(device_under_test()));
-    ADD_FAILURE() << "a mixture of experts was placed on a device";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("a mixture of experts (MixtralForCausalLM) runs on the CPU only"), std::string::npos)
-        << e.what();
+// A mixture of experts and Granite's residual multiplier have no device kernels: refused in one
+// line, the blocks still on the CPU.
+TEST(DeviceBlocks, MixturesOfExpertsAndGraniteStayOnTheCpu) {
+  for (const auto& [architecture, message] : {std::pair{"MixtralForCausalLM", "a mixture of experts (MixtralForCausalLM) runs on the CPU only"},
+                                              std::pair{"GraniteForCausalLM", "a residual multiplier (GraniteForCausalLM) runs on the CPU only"}}) {
+    test::TempDir dir;
+    SyntheticSpec spec;
+    spec.architecture = architecture;
+    spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
+    if (spec.architecture == "MixtralForCausalLM") spec.num_experts = 4;
+    write_synthetic_checkpoint(spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    BlockStack blocks = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);
+    try {
+      blocks.place_on(open_backend(device_under_test()));
+      ADD_FAILURE() << architecture << " was placed on a device";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(blocks.device().is_cpu());
+    std::vector<float> row(static_cast<std::size_t>(config.hidden_size), 0.5f);
+    KvCache cache = blocks.new_cache(4);
+    blocks.forward(row.data(), 1, cache);
+    EXPECT_EQ(cache.length(), 1);
   }
-  EXPECT_TRUE(blocks.device().is_cpu());
-  std::vector<float> row(static_cast<std::size_t>(config.hidden_size), 0.5f);
-  KvCache cache = blocks.new_cache(4);
-  blocks.forward(row.data(), 1, cache);
-  EXPECT_EQ(cache.length(), 1);
 }
 
 TEST(DeviceBlocks, Bf16CachesStayOnTheCpuAndOtherCacheTypesAreRefused) {
