@@ -23,9 +23,9 @@ std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
-      *arch != "gemma2" && *arch != "gemma3") {
+      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite") {
     fail(file.where(), ": GGUF architecture '", *arch,
-         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3)");
+         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite)");
   }
   return *arch;
 }
@@ -190,6 +190,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "qwen3" ? "Qwen3ForCausalLM"
                         : arch == "qwen3moe" ? "Qwen3MoeForCausalLM"
                         : arch == "llama" && experts > 0 ? "MixtralForCausalLM"
+                        : arch == "granite" ? "GraniteForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
                         : arch == "gemma2" ? "Gemma2ForCausalLM"
@@ -242,6 +243,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     }
   } else if (scaling && *scaling != "none") {
     fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear, yarn)");
+  }
+  if (arch == "granite") {  // its multipliers, under llama.cpp's names
+    for (const auto& [key, field] : {std::pair{"granite.embedding_scale", "embedding_multiplier"},
+                                     std::pair{"granite.residual_scale", "residual_multiplier"},
+                                     std::pair{"granite.attention.scale", "attention_multiplier"},
+                                     std::pair{"granite.logit_scale", "logits_scaling"}}) {
+      if (auto v = file.number(key)) c[field] = *v;
+    }
   }
   if (experts > 0 && arch != "llama" && arch != "qwen3moe") {
     fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama and qwen3moe files' are)");
@@ -354,11 +363,11 @@ void add_stacked_experts(const GgufFile& file, const std::shared_ptr<const GgufF
 
 Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
-  // llama.cpp's converter interleaves a llama model's query and key rows for its rotation; a
+  // llama.cpp's converter interleaves a llama (or granite) model's query and key rows for its rotation; a
   // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
   // apart, as Hugging Face).
   const std::string arch = architecture(file);
-  const bool interleaved = arch == "llama";
+  const bool interleaved = arch == "llama" || arch == "granite";
   auto shared = std::make_shared<const GgufFile>(file);
   std::map<std::string, TensorRef> tensors;
   std::map<std::string, Checkpoint::Conversion> conversions;

@@ -628,13 +628,14 @@ TEST(GgufModel, AGemmaFileIsItsHuggingFaceFolder) { expect_file_is_its_folder("g
 TEST(GgufModel, AGemma2FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma2"); }
 TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("gemma3"); }
 
-// A mixture of experts as llama.cpp's converter writes it: Mixtral as a `llama` file (its query
+// Granite (its multipliers as keys, q and k interleaved as for llama) and a mixture of experts as
+// llama.cpp's converter writes them: Mixtral as a `llama` file (its query
 // and key rows interleaved for llama.cpp's rotation) and Qwen3-MoE as a `qwen3moe` file, with
 // expert_count, expert_used_count (and expert_feed_forward_length), the router as ffn_gate_inp
 // and each projection's experts stacked in one tensor [experts, rows, cols] (or, `split`, as older
 // Mixtral files hold them, ffn_gate.E one by one). `q8_down`: the stacked down projections in Q8_0.
 struct MoeFile {
-  std::string arch;  // "llama" (Mixtral) or "qwen3moe"
+  std::string arch;  // "llama" (Mixtral), "qwen3moe", or "granite" (no experts: Granite's dense blocks and multipliers)
   bool split = false, q8_down = false;
   std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
 };
@@ -712,6 +713,12 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       add(b + "attn_k_norm.weight", {c.head_dim}, f32_of(p + "self_attn.k_norm.weight"));
     }
     add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
+    if (!c.mixture_of_experts()) {  // Granite's dense MLP
+      add(b + "ffn_gate.weight", {c.intermediate_size, h}, f32_of(p + "mlp.gate_proj.weight"));
+      add(b + "ffn_up.weight", {c.intermediate_size, h}, f32_of(p + "mlp.up_proj.weight"));
+      add(b + "ffn_down.weight", {h, c.intermediate_size}, f32_of(p + "mlp.down_proj.weight"));
+      continue;
+    }
     const std::string moe = p + (qwen ? "mlp." : "block_sparse_moe.");
     add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + "gate.weight"));
     const std::pair<const char*, const char*> parts[] = {{"gate", qwen ? "gate_proj" : "w1"}, {"up", qwen ? "up_proj" : "w3"},
@@ -752,8 +759,16 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   u32(a + ".attention.head_count_kv", c.num_kv_heads);
   f32(a + ".rope.freq_base", c.rope_theta);
   f32(a + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
-  u32(a + ".expert_count", c.num_experts);
-  u32(a + ".expert_used_count", c.experts_per_token);
+  if (c.mixture_of_experts()) {
+    u32(a + ".expert_count", c.num_experts);
+    u32(a + ".expert_used_count", c.experts_per_token);
+  }
+  if (a == "granite") {  // llama.cpp's names of its multipliers
+    f32("granite.embedding_scale", c.embedding_scale);
+    f32("granite.residual_scale", c.residual_scale);
+    f32("granite.attention.scale", c.attention_scale);
+    f32("granite.logit_scale", c.logit_divisor);
+  }
   if (qwen) {
     u32(a + ".expert_feed_forward_length", inter);
     u32(a + ".attention.key_length", c.head_dim);
@@ -788,8 +803,8 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : ""));
   const test::TempDir dir;
   SyntheticSpec spec;
-  const bool qwen = f.arch == "qwen3moe";
-  spec.architecture = qwen ? "Qwen3MoeForCausalLM" : "MixtralForCausalLM";
+  const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite";
+  spec.architecture = qwen ? "Qwen3MoeForCausalLM" : granite ? "GraniteForCausalLM" : "MixtralForCausalLM";
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.moe_intermediate_size = qwen ? 64 : 0;
@@ -800,7 +815,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   spec.vocab_size = 300;
   spec.max_position_embeddings = 64;
   spec.weight_std = 0.15;
-  spec.num_experts = qwen ? 6 : 4;
+  spec.num_experts = qwen ? 6 : granite ? 0 : 4;
   spec.experts_per_token = qwen ? 3 : 2;
   spec.seed = 12;
   write_synthetic_checkpoint(spec, dir / "hf");
@@ -817,6 +832,8 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
   EXPECT_TRUE(g.moe_renormalize && g.dense_layers.empty());  // as llama.cpp runs both
   EXPECT_EQ(g.qk_norm, qwen);
+  EXPECT_TRUE(g.embedding_scale == hf.embedding_scale && g.residual_scale == hf.residual_scale &&
+              g.attention_scale == hf.attention_scale && g.logit_divisor == hf.logit_divisor);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
   int compared = 0;
   for (const auto& [name, listed] : b.tensors()) {
@@ -838,7 +855,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     ++compared;
   }
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert
-  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen ? 9 : 7) + 3 * spec.num_experts));
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen ? 9 : 7) + (granite ? 3 : 3 * spec.num_experts)));
   const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
   const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
   std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
@@ -858,6 +875,7 @@ TEST(GgufModel, AMixtralFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"llama"});
   expect_moe_file_is_its_folder({"llama", /*split=*/true});
 }
+TEST(GgufModel, AGraniteFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granite"}); }
 TEST(GgufModel, AQwen3MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen3moe"});
   expect_moe_file_is_its_folder({"qwen3moe", false, /*q8_down=*/true});
