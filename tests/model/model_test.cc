@@ -302,9 +302,9 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "missing 'sliding_window'");
   qwen3["use_sliding_window"] = "yes";
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "'use_sliding_window' must be true or false");
-  json llama = json::parse(kGoodConfig);
-  llama["use_sliding_window"] = true;
-  expect_error([&] { parse_model_config(llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE");
+  json plain_llama = json::parse(kGoodConfig);
+  plain_llama["use_sliding_window"] = true;
+  expect_error([&] { parse_model_config(plain_llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE");
   // Phi-3-mini-4k-instruct's config.json: fused projections, a window of 2047.
   const ModelConfig phi3 = parse_model_config(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
       "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
