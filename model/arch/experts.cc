@@ -7,6 +7,7 @@
 #include "kernels/activation.h"
 #include "kernels/gradients.h"
 #include "kernels/matmul.h"
+#include "kernels/parallel.h"
 #include "model/arch/block_parts.h"
 
 namespace sepal {
@@ -46,10 +47,33 @@ void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, s
 
 namespace {
 
-// A single row (a decode step): its experts share the input, so their gate and up products run
-// as one call (one pass of the thread pool), then their down products, summed in ascending order.
+// out[h] = Σ_j weight_j · s.out[j] over the row's k experts, in ascending order.
+void sum_rows(const ExpertScratch& s, std::int64_t h, float* out) {
+  std::fill(out, out + h, 0.0f);
+  for (std::int64_t j = 0; j < s.routing.k; ++j) {
+    const float weight = s.routing.weight[static_cast<std::size_t>(j)];
+    for (std::int64_t d = 0; d < h; ++d) out[d] += weight * s.out[static_cast<std::size_t>(j * h + d)];
+  }
+}
+
+// A single row (a decode step): with at least as many experts as threads, each thread runs whole
+// experts (one pass of the thread pool, each product on one thread); with fewer, the experts'
+// gate and up products share the input and run as one call, then their down products. The
+// outputs are summed in ascending expert order (a product's bits do not depend on the threads).
 void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, ExpertScratch& s, float* out) {
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = s.routing.k;
+  if (k >= compute_threads()) {
+    parallel_for(k, [&](std::int64_t j) {
+      const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+      const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
+      float* const gate_up_out[] = {s.gate.data() + j * inter, s.up.data() + j * inter};
+      block_products(x, 1, true, gate_up, gate_up_out);
+      gate_mul(c.mlp_activation, s.gate.data() + j * inter, s.up.data() + j * inter, inter);
+      float* const down_out[] = {s.out.data() + j * h};
+      block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+    });
+    return sum_rows(s, h, out);
+  }
   std::vector<WeightView> ws;
   std::vector<float*> ys;
   for (std::int64_t j = 0; j < k; ++j) {
@@ -66,11 +90,7 @@ void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, Expert
     float* const down_out[] = {s.out.data() + j * h};
     block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
   }
-  std::fill(out, out + h, 0.0f);
-  for (std::int64_t j = 0; j < k; ++j) {
-    const float weight = s.routing.weight[static_cast<std::size_t>(j)];
-    for (std::int64_t d = 0; d < h; ++d) out[d] += weight * s.out[static_cast<std::size_t>(j * h + d)];
-  }
+  sum_rows(s, h, out);
 }
 
 }  // namespace
