@@ -16,6 +16,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench/bench_rows.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
@@ -44,16 +45,6 @@ std::vector<std::int64_t> parse_list(const std::string& s) {
   return out;
 }
 
-// Deterministic rows in [-1, 1).
-std::vector<float> rows_of(std::int64_t n, std::int64_t width, std::uint32_t seed) {
-  std::vector<float> out(static_cast<std::size_t>(n * width));
-  std::uint32_t s = seed * 2654435761u + 1;
-  for (float& v : out) {
-    s = s * 1664525u + 1013904223u;
-    v = static_cast<float>(s >> 8) / 8388608.0f - 1.0f;
-  }
-  return out;
-}
 
 struct Timing {
   double batched = 1e30, alone = 1e30;
@@ -108,14 +99,14 @@ int main(int argc, char** argv) {
       for (std::int64_t i = 0; i < k; ++i) {
         batched.push_back(stack.new_cache(context + rounds + 1, 0, blocks));
         alone.push_back(stack.new_cache(context + rounds + 1, 0, blocks));
-        auto prompt = rows_of(context, h, static_cast<std::uint32_t>(i));
+        auto prompt = bench::deterministic_rows(context, h, static_cast<std::uint32_t>(i));
         auto copy = prompt;
         stack.forward(prompt.data(), context, batched.back(), 0);
         stack.forward(copy.data(), context, alone.back(), 0);
       }
       Timing blocks_t, head_t;
       for (std::int64_t r = 0; r < rounds; ++r) {
-        std::vector<float> xb = rows_of(k, h, static_cast<std::uint32_t>(1000 + r)), xa = xb;
+        std::vector<float> xb = bench::deterministic_rows(k, h, static_cast<std::uint32_t>(1000 + r)), xa = xb;
         std::vector<BatchedStep> steps;
         for (std::int64_t i = 0; i < k; ++i) steps.push_back(BatchedStep{xb.data() + i * h, 1, &batched[i]});
         auto t = Clock::now();

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <unistd.h>
 
+#include "bench/bench_rows.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "kernels/parallel.h"
@@ -32,15 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::vector<float> rows_of(std::int64_t n, std::int64_t width, std::uint32_t seed) {
-  std::vector<float> out(static_cast<std::size_t>(n * width));
-  std::uint32_t s = seed * 2654435761u + 1;
-  for (float& v : out) {
-    s = s * 1664525u + 1013904223u;
-    v = static_cast<float>(s >> 8) / 8388608.0f - 1.0f;
-  }
-  return out;
-}
 
 struct Timing {
   double decode = 1e30, prompt = 1e30;  // seconds per token, per prompt
@@ -52,13 +44,13 @@ Timing time_blocks(const BlockStack& blocks, std::int64_t steps, std::int64_t pr
   Timing best;
   for (std::int64_t r = 0; r < rounds; ++r) {
     KvCache cache = blocks.new_cache(8 + steps);
-    auto rows = rows_of(8 + steps, h, static_cast<std::uint32_t>(r + 1));
+    auto rows = bench::deterministic_rows(8 + steps, h, static_cast<std::uint32_t>(r + 1));
     blocks.forward(rows.data(), 8, cache);
     const auto t0 = Clock::now();
     for (std::int64_t i = 0; i < steps; ++i) blocks.forward(rows.data() + (8 + i) * h, 1, cache);
     best.decode = std::min(best.decode, seconds_since(t0) / static_cast<double>(steps));
     KvCache long_cache = blocks.new_cache(prompt);
-    auto long_rows = rows_of(prompt, h, static_cast<std::uint32_t>(r + 100));
+    auto long_rows = bench::deterministic_rows(prompt, h, static_cast<std::uint32_t>(r + 100));
     const auto t1 = Clock::now();
     blocks.forward(long_rows.data(), prompt, long_cache);
     best.prompt = std::min(best.prompt, seconds_since(t1));

@@ -506,6 +506,21 @@ GgufWriter qwen_gguf(const std::filesystem::path& folder, const std::string& arc
   return w;
 }
 
+// The hidden states of the same 5 rows through every block of a folder's checkpoint and of its
+// GGUF file's.
+std::pair<std::vector<float>, std::vector<float>> hidden_states_of(const Checkpoint& a, const ModelConfig& hf, const Checkpoint& b,
+                                                                   const ModelConfig& g) {
+  const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
+  const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
+  std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  y = x;
+  KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
+  from_hf.forward(x.data(), 5, ca);
+  from_gguf.forward(y.data(), 5, cb);
+  return {x, y};
+}
+
 // A qwen2 or qwen3 GGUF file is its Hugging Face folder: the same configuration (biases on q, k
 // and v; q and k norms and heads wider than hidden / heads), every tensor bit for bit (no rows
 // reordered), the same hidden states.
@@ -602,14 +617,7 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false, bo
   EXPECT_EQ(same_tensors(a, b, arch == "gemma" || arch == "gemma2" || arch == "gemma3"),
             2 + (arch == "qwen2" ? 12 : arch == "qwen3" || arch == "gemma2" ? 11 : arch == "gemma3" ? 13 : arch == "gemma" ? 9 : 6) *
                     spec.num_layers);
-  const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
-  const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
-  std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-  y = x;
-  KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
-  from_hf.forward(x.data(), 5, ca);
-  from_gguf.forward(y.data(), 5, cb);
+  const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (arch == "phi3") {  // LongRoPE's factors and attention factor went through f32 in the file
     double worst = 0;
     for (std::size_t i = 0; i < x.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(x[i] - y[i])));
@@ -856,14 +864,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   }
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite: its MLP)
   EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen ? 9 : granite ? 6 : 7) + (granite ? 3 : 3 * spec.num_experts)));
-  const BlockStack from_hf = BlockStack::load(a, hf, 0, hf.num_layers, DType::kF32);
-  const BlockStack from_gguf = BlockStack::load(b, g, 0, g.num_layers, DType::kF32);
-  std::vector<float> x(static_cast<std::size_t>(5 * hf.hidden_size)), y;
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-  y = x;
-  KvCache ca = from_hf.new_cache(5), cb = from_gguf.new_cache(5);
-  from_hf.forward(x.data(), 5, ca);
-  from_gguf.forward(y.data(), 5, cb);
+  const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down) {
     EXPECT_NE(x, y);
   } else {
