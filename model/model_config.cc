@@ -17,7 +17,8 @@ using nlohmann::json;
 const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
-                                                          "MixtralForCausalLM", "Qwen3MoeForCausalLM", "GraniteForCausalLM"};
+                                                          "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
+                                                          "GraniteForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -283,8 +284,9 @@ void set_layer_windows(const json& config, ModelConfig& c, const std::string& wh
 // the blocks from max_window_layers on (28 by default), or on those layer_types lists, as
 // transformers builds them.
 void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& where) {
-  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" && c.architecture != "Qwen3MoeForCausalLM") {
-    fail(where, ": use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE, not ", c.architecture);
+  if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" && c.architecture != "Qwen2MoeForCausalLM" &&
+      c.architecture != "Qwen3MoeForCausalLM") {
+    fail(where, ": use_sliding_window is read for Qwen2, Qwen3 and their mixtures of experts, not ", c.architecture);
   }
   c.sliding_window = positive_int(config, "sliding_window", where);
   const std::int64_t from = config.contains("max_window_layers") && !config["max_window_layers"].is_null()
@@ -294,9 +296,10 @@ void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& w
 }
 
 // A mixture of experts: Mixtral's (num_local_experts experts of intermediate_size, their
-// probabilities renormalised over the picked ones) or Qwen3-MoE's (num_experts of
+// probabilities renormalised over the picked ones) or Qwen2-MoE's and Qwen3-MoE's (num_experts of
 // moe_intermediate_size, renormalised where norm_topk_prob says; dense blocks where
-// mlp_only_layers lists them or decoder_sparse_step skips them, as transformers builds them).
+// mlp_only_layers lists them or decoder_sparse_step skips them, as transformers builds them;
+// Qwen2-MoE's shared expert of shared_expert_intermediate_size).
 void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
   constexpr std::int64_t kMaxExperts = 4096;
   const bool mixtral = c.architecture == "MixtralForCausalLM";
@@ -312,6 +315,9 @@ void parse_experts(const json& config, ModelConfig& c, const std::string& where)
     return;
   }
   c.moe_intermediate_size = positive_int(config, "moe_intermediate_size", where);
+  if (c.architecture == "Qwen2MoeForCausalLM") {
+    c.shared_expert_intermediate_size = positive_int(config, "shared_expert_intermediate_size", where);
+  }
   if (config.contains("norm_topk_prob") && !config["norm_topk_prob"].is_null()) {
     if (!config["norm_topk_prob"].is_boolean()) fail(where, ": 'norm_topk_prob' must be true or false");
     c.moe_renormalize = config["norm_topk_prob"];
@@ -348,7 +354,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -373,7 +379,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's and
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
-  c.attention_bias = c.architecture == "Qwen2ForCausalLM";
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM";
   c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3;
   // Phi-3 fuses q, k, v and gate, up.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
@@ -396,7 +402,9 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.num_kv_heads = positive_int(config, "num_key_value_heads", where, c.num_heads);
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
-  if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen3MoeForCausalLM") parse_experts(config, c, where);
+  if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM") {
+    parse_experts(config, c, where);
+  }
   if (config.contains("use_sliding_window") && !config["use_sliding_window"].is_null()) {
     if (!config["use_sliding_window"].is_boolean()) fail(where, ": 'use_sliding_window' must be true or false");
     if (config["use_sliding_window"].get<bool>()) parse_qwen_windows(config, c, where);

@@ -82,6 +82,9 @@ struct ModelConfig {
   std::int64_t experts_per_token = 0;
   std::int64_t moe_intermediate_size = 0;
   bool moe_renormalize = true;
+  /// Qwen2-MoE's shared expert: a gated MLP of this width every token takes besides its picked
+  /// ones, its output times sigmoid(x · shared_expert_gate); 0: none.
+  std::int64_t shared_expert_intermediate_size = 0;
   /// Blocks with a dense MLP of intermediate_size in a mixture of experts (Qwen3-MoE's
   /// mlp_only_layers, and those decoder_sparse_step skips); empty: every block is sparse.
   std::vector<std::int64_t> dense_layers;
@@ -100,7 +103,9 @@ struct ModelConfig {
   /// Whether some block has a dense MLP (of intermediate_size).
   bool any_dense_block() const { return num_experts == 0 || !dense_layers.empty(); }
   /// The widest MLP a block has: intermediate_size, or an expert's where that is wider.
-  std::int64_t widest_mlp() const { return std::max(intermediate_size, moe_intermediate_size); }
+  std::int64_t widest_mlp() const {
+    return std::max({intermediate_size, moe_intermediate_size, shared_expert_intermediate_size});
+  }
   /// Dimensions of each head that RoPE rotates.
   std::int64_t rope_dims() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   /// Width of the query projection output (num_heads * head_dim).

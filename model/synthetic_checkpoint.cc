@@ -85,7 +85,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
     }
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
-    if (s.architecture == "Qwen2ForCausalLM") {
+    if (s.architecture == "Qwen2ForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") {
       for (const auto& [name, size] : {std::pair{"q_proj", q}, std::pair{"k_proj", kv}, std::pair{"v_proj", kv}}) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
@@ -101,7 +101,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     }
     const bool mixtral = s.architecture == "MixtralForCausalLM";
     const bool dense = std::find(s.mlp_only_layers.begin(), s.mlp_only_layers.end(), l) != s.mlp_only_layers.end();
-    if ((mixtral || s.architecture == "Qwen3MoeForCausalLM") && !dense) {
+    if ((mixtral || s.architecture == "Qwen3MoeForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") && !dense) {
       const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
       const std::int64_t inter = mixtral || s.moe_intermediate_size == 0 ? s.intermediate_size : s.moe_intermediate_size;
       t.push_back({moe + "gate.weight", {s.num_experts, s.hidden_size}});
@@ -110,6 +110,13 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
         t.push_back({expert + (mixtral ? "w1" : "gate_proj") + ".weight", {inter, s.hidden_size}});
         t.push_back({expert + (mixtral ? "w3" : "up_proj") + ".weight", {inter, s.hidden_size}});
         t.push_back({expert + (mixtral ? "w2" : "down_proj") + ".weight", {s.hidden_size, inter}});
+      }
+      if (s.architecture == "Qwen2MoeForCausalLM") {
+        const std::int64_t shared = s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
+        t.push_back({moe + "shared_expert.gate_proj.weight", {shared, s.hidden_size}});
+        t.push_back({moe + "shared_expert.up_proj.weight", {shared, s.hidden_size}});
+        t.push_back({moe + "shared_expert.down_proj.weight", {s.hidden_size, shared}});
+        t.push_back({moe + "shared_expert_gate.weight", {1, s.hidden_size}});
       }
       continue;
     }
@@ -151,6 +158,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Gemma3ForCausalLM"  ? "gemma3_text"
                              : s.architecture == "MixtralForCausalLM" ? "mixtral"
                              : s.architecture == "Qwen3MoeForCausalLM" ? "qwen3_moe"
+                             : s.architecture == "Qwen2MoeForCausalLM" ? "qwen2_moe"
                              : s.architecture == "GraniteForCausalLM" ? "granite"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
@@ -205,7 +213,11 @@ json config_json(const SyntheticSpec& s) {
     config["num_experts_per_tok"] = s.experts_per_token;
     config["router_aux_loss_coef"] = 0.02;
   }
-  if (s.architecture == "Qwen3MoeForCausalLM") {
+  if (s.architecture == "Qwen2MoeForCausalLM") {
+    config["shared_expert_intermediate_size"] =
+        s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
+  }
+  if (s.architecture == "Qwen3MoeForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") {
     config["num_experts"] = s.num_experts;
     config["num_experts_per_tok"] = s.experts_per_token;
     config["moe_intermediate_size"] = s.moe_intermediate_size > 0 ? s.moe_intermediate_size : s.intermediate_size;
@@ -331,13 +343,16 @@ void validate(const SyntheticSpec& s) {
   if (s.architecture != "LlamaForCausalLM" && s.architecture != "Qwen2ForCausalLM" && s.architecture != "Qwen3ForCausalLM" &&
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
-      s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM") {
+      s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
+      s.architecture != "Qwen2MoeForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM or "
+         "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
+         "GraniteForCausalLM or "
          "BloomForCausalLM, not ",
          s.architecture);
   }
-  const bool moe = s.architecture == "MixtralForCausalLM" || s.architecture == "Qwen3MoeForCausalLM";
+  const bool moe = s.architecture == "MixtralForCausalLM" || s.architecture == "Qwen3MoeForCausalLM" ||
+                   s.architecture == "Qwen2MoeForCausalLM";
   if (moe && (s.num_experts < 1 || s.num_experts > 4096 || s.experts_per_token < 1 || s.experts_per_token > s.num_experts)) {
     fail("a mixture of experts needs 1 to 4096 --experts and 1 to that many --experts-per-token, got ", s.num_experts, " and ",
          s.experts_per_token);
@@ -345,11 +360,12 @@ void validate(const SyntheticSpec& s) {
   for (double m : {s.embedding_multiplier, s.residual_multiplier, s.attention_multiplier, s.logits_scaling}) {
     if (!(m > 0) || !std::isfinite(m)) fail("Granite's multipliers must be positive");
   }
-  if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM and Qwen3MoeForCausalLM");
+  if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM, Qwen2MoeForCausalLM and Qwen3MoeForCausalLM");
+  if (s.shared_expert_intermediate_size < 0 || s.shared_expert_intermediate_size > (1 << 18)) fail("the shared expert's width must be positive");
   if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > (1 << 18)) fail("--moe-intermediate must be positive");
   for (std::int64_t l : s.mlp_only_layers) {
-    if (s.architecture != "Qwen3MoeForCausalLM" || l < 0 || l >= s.num_layers) {
-      fail("dense blocks (mlp_only_layers) are for Qwen3MoeForCausalLM, within its blocks");
+    if ((s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "Qwen2MoeForCausalLM") || l < 0 || l >= s.num_layers) {
+      fail("dense blocks (mlp_only_layers) are for Qwen2MoeForCausalLM and Qwen3MoeForCausalLM, within its blocks");
     }
   }
   if (s.architecture == "BloomForCausalLM" &&

@@ -60,6 +60,9 @@ struct SyntheticSpec {
   std::int64_t moe_intermediate_size = 0;
   bool norm_topk_prob = true;
   std::vector<std::int64_t> mlp_only_layers;
+  /// "Qwen2MoeForCausalLM" (Qwen3-MoE's layout with Qwen2's q, k and v biases instead of its norms,
+  /// and a shared expert of this width with its gate; 0: intermediate_size).
+  std::int64_t shared_expert_intermediate_size = 0;
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).
   double embedding_multiplier = 12.0, residual_multiplier = 0.22, attention_multiplier = 0.25, logits_scaling = 8.0;

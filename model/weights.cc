@@ -255,7 +255,11 @@ std::int64_t BlockWeights::bytes() const {
   for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj, &router}) {
     total += m->view.bytes();
   }
-  for (const Expert& e : experts) total += e.gate_proj.view.bytes() + e.up_proj.view.bytes() + e.down_proj.view.bytes();
+  const auto expert_bytes = [](const Expert& e) {
+    return e.gate_proj.view.bytes() + e.up_proj.view.bytes() + e.down_proj.view.bytes();
+  };
+  for (const Expert& e : experts) total += expert_bytes(e);
+  total += expert_bytes(shared_expert) + shared_expert_gate.view.bytes();
   return total;
 }
 

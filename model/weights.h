@@ -70,6 +70,9 @@ struct BlockWeights {
     HeldMatrix gate_proj, up_proj, down_proj;
   };
   std::vector<Expert> experts;
+  /// Qwen2-MoE: the shared expert every row takes, and its gate [1, hidden].
+  Expert shared_expert;
+  HeldMatrix shared_expert_gate;
 
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;

@@ -28,7 +28,8 @@ int synth_command(int argc, char** argv) {
                                                          "norms, soft-capping), gemma3 (output and\n"
                                                          "q, k norms, local RoPE), mixtral (Mistral's\n"
                                                          "blocks, a mixture of experts), qwen3moe\n"
-                                                         "(Qwen3's, a mixture of experts), granite\n"
+                                                         "(Qwen3's, a mixture of experts), qwen2moe\n"
+                                                         "(Qwen2's, experts and a shared one), granite\n"
                                                          "(Llama's with multipliers) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
@@ -41,7 +42,8 @@ int synth_command(int argc, char** argv) {
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
       ("experts", po::value(&spec.num_experts), "mixtral, qwen3moe: experts per block (default 8)")
       ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtral, qwen3moe: experts each token takes")
-      ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen3moe: an expert's MLP size (default --intermediate)")
+      ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen2moe, qwen3moe: an expert's MLP size (default --intermediate)")
+      ("shared-intermediate", po::value(&spec.shared_expert_intermediate_size), "qwen2moe: the shared expert's MLP size (default --intermediate)")
       ("tied", "tie the LM head to the embeddings")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
       ("seed", po::value(&spec.seed)->default_value(0), "random seed")
@@ -59,11 +61,11 @@ int synth_command(int argc, char** argv) {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
-      {"granite", "GraniteForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen3moe, granite, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -76,10 +78,14 @@ int synth_command(int argc, char** argv) {
   if (!vm["arch"].defaulted() || !vm.count("preset")) spec.architecture = architecture->second;
   po::notify(vm);  // explicit shape flags override the preset
   if (vm.count("tied")) spec.tie_word_embeddings = true;
-  const bool moe = spec.architecture == "MixtralForCausalLM" || spec.architecture == "Qwen3MoeForCausalLM";
+  const bool moe = spec.architecture == "MixtralForCausalLM" || spec.architecture == "Qwen3MoeForCausalLM" ||
+                   spec.architecture == "Qwen2MoeForCausalLM";
   if (moe && !vm.count("experts")) spec.num_experts = 8;
   if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted() || vm.count("moe-intermediate"))) {
-    throw UsageError{"--experts, --experts-per-token and --moe-intermediate are for --arch mixtral and qwen3moe"};
+    throw UsageError{"--experts, --experts-per-token and --moe-intermediate are for --arch mixtral, qwen2moe and qwen3moe"};
+  }
+  if (spec.architecture != "Qwen2MoeForCausalLM" && vm.count("shared-intermediate")) {
+    throw UsageError{"--shared-intermediate is for --arch qwen2moe"};
   }
   const auto dtype = parse_dtype(dtype_text);
   if (!dtype || *dtype == DType::kI8) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};

@@ -47,6 +47,12 @@ void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, s
 
 namespace {
 
+// Rows through their routed experts, each expert once over its rows gathered (out is set).
+void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
+                 float* out);
+void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
+                       float* out);
+
 // out[h] = Σ_j weight_j · s.out[j] over the row's k experts, in ascending order.
 void sum_rows(const ExpertScratch& s, std::int64_t h, float* out) {
   std::fill(out, out + h, 0.0f);
@@ -128,15 +134,29 @@ void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, Ex
 ExpertScratch::ExpertScratch(const ModelConfig& c, std::int64_t n)
     : logits(c.mixture_of_experts() ? n * c.num_experts : 0), gathered(c.mixture_of_experts() ? n * c.hidden_size : 0),
       gate(c.mixture_of_experts() ? std::max(n, c.experts_per_token) * c.moe_intermediate_size : 0),
-      up(gate.size()), out(c.mixture_of_experts() ? std::max(n, c.experts_per_token) * c.hidden_size : 0) {}
+      up(gate.size()), out(c.mixture_of_experts() ? std::max(n, c.experts_per_token) * c.hidden_size : 0),
+      shared_gate(n * c.shared_expert_intermediate_size), shared_up(shared_gate.size()),
+      shared_out(c.shared_expert_intermediate_size > 0 ? n * c.hidden_size : 0),
+      shared_logit(c.shared_expert_intermediate_size > 0 ? n : 0) {}
 
 void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
                      ExpertScratch& s, float* out) {
-  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
   float* const logits_out[] = {s.logits.data()};
   block_products(x, n, alone, std::span(&w.router.view, 1), logits_out);
   route_experts(c, s.logits.data(), n, s.routing);
-  if (n == 1) return one_row(c, w, x, s, out);
+  if (n == 1) {
+    one_row(c, w, x, s, out);
+  } else {
+    routed_rows(c, w, x, n, alone, s, out);
+  }
+  if (c.shared_expert_intermediate_size > 0) add_shared_expert(c, w, x, n, alone, s, out);
+}
+
+namespace {
+
+void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
+                 float* out) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
   std::fill(out, out + n * h, 0.0f);
   for_each_expert(s.routing, n, c.num_experts, s.rows, s.slots,
                   [&](std::int64_t e, std::int64_t m, const std::int32_t* rows, const std::int32_t* slots) {
@@ -156,6 +176,24 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
                     }
                   });
 }
+
+// Qwen2-MoE: out[r] += sigmoid(x[r] · gate) · shared(x[r]) for the n rows.
+void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
+                       float* out) {
+  const std::int64_t h = c.hidden_size, inter = c.shared_expert_intermediate_size;
+  const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
+  float* const ys[] = {s.shared_gate.data(), s.shared_up.data(), s.shared_logit.data()};
+  block_products(x, n, alone, ws, ys);
+  gate_mul(c.mlp_activation, s.shared_gate.data(), s.shared_up.data(), n * inter);
+  float* const down_out[] = {s.shared_out.data()};
+  block_products(s.shared_gate.data(), n, alone, std::span(&w.shared_expert.down_proj.view, 1), down_out);
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float g = 1.0f / (1.0f + std::exp(-s.shared_logit[static_cast<std::size_t>(r)]));
+    for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * s.shared_out[static_cast<std::size_t>(r * h + d)];
+  }
+}
+
+}  // namespace
 
 void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t t,
                               ExpertActivations& a, float* out) {
@@ -190,6 +228,22 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
                       for (std::int64_t d = 0; d < h; ++d) row[d] += weight * y[static_cast<std::size_t>(i * h + d)];
                     }
                   });
+  if (const std::int64_t si = c.shared_expert_intermediate_size; si > 0) {  // Qwen2-MoE's shared expert
+    a.shared_gate.resize(static_cast<std::size_t>(t * si));
+    a.shared_up.resize(a.shared_gate.size());
+    a.shared_out.resize(static_cast<std::size_t>(t * h));
+    a.shared_logit.resize(static_cast<std::size_t>(t));
+    const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
+    float* const ys[] = {a.shared_gate.data(), a.shared_up.data(), a.shared_logit.data()};
+    matmul_many(x, t, ws, ys);
+    std::vector<float> act = a.shared_gate;
+    gate_mul(c.mlp_activation, act.data(), a.shared_up.data(), t * si);
+    matmul(act.data(), t, w.shared_expert.down_proj.view, a.shared_out.data());
+    for (std::int64_t r = 0; r < t; ++r) {
+      const float g = 1.0f / (1.0f + std::exp(-a.shared_logit[static_cast<std::size_t>(r)]));
+      for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * a.shared_out[static_cast<std::size_t>(r * h + d)];
+    }
+  }
 }
 
 void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t t, const ExpertActivations& a,
@@ -249,6 +303,29 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
                       }
                     }
                   });
+  if (const std::int64_t si = c.shared_expert_intermediate_size; si > 0) {
+    // out += g · y_s with g = sigmoid(logit): d y_s = g · dout, d logit = (dout · y_s) g (1 - g).
+    std::vector<float> dy_s(static_cast<std::size_t>(t * h)), d_logit(static_cast<std::size_t>(t)),
+        d_act_s(static_cast<std::size_t>(t * si)), d_gate_s(d_act_s.size()), d_up_s(d_act_s.size()), part_s(dy_s.size());
+    for (std::int64_t r = 0; r < t; ++r) {
+      const float g = 1.0f / (1.0f + std::exp(-a.shared_logit[static_cast<std::size_t>(r)]));
+      double dot = 0;
+      for (std::int64_t d = 0; d < h; ++d) {
+        dot += static_cast<double>(dout[r * h + d]) * a.shared_out[static_cast<std::size_t>(r * h + d)];
+        dy_s[static_cast<std::size_t>(r * h + d)] = g * dout[r * h + d];
+      }
+      d_logit[static_cast<std::size_t>(r)] = static_cast<float>(dot * g * (1.0f - g));
+    }
+    matmul_input_grad(dy_s.data(), t, w.shared_expert.down_proj.view, d_act_s.data());
+    gate_mul_input_grad(c.mlp_activation, a.shared_gate.data(), a.shared_up.data(), d_act_s.data(), d_gate_s.data(), d_up_s.data(),
+                        t * si);
+    for (const auto& [dy, view] : {std::pair{d_gate_s.data(), &w.shared_expert.gate_proj.view},
+                                   std::pair{d_up_s.data(), &w.shared_expert.up_proj.view},
+                                   std::pair{d_logit.data(), &w.shared_expert_gate.view}}) {
+      matmul_input_grad(dy, t, *view, part_s.data());
+      add_in_place(dx, part_s.data(), t * h);
+    }
+  }
 }
 
 }  // namespace sepal

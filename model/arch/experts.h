@@ -38,14 +38,16 @@ void route_experts(const ModelConfig& c, const float* logits, std::int64_t n, Ex
 /// Buffers of one sparse MLP call over up to n rows.
 struct ExpertScratch {
   AlignedFloats logits, gathered, gate, up, out;
+  AlignedFloats shared_gate, shared_up, shared_out, shared_logit;  // Qwen2-MoE's shared expert
   std::vector<std::int32_t> rows;  // an expert's rows
   std::vector<std::int32_t> slots; // their choice slots (r * k + j)
   ExpertRouting routing;
   ExpertScratch(const ModelConfig& c, std::int64_t n);
 };
 
-/// out[n, hidden] = the sparse MLP of x[n, hidden] with block w's router and experts. With
-/// `alone`, each row's products are the bits it gets alone. x and out must not overlap.
+/// out[n, hidden] = the sparse MLP of x[n, hidden] with block w's router and experts (and, after
+/// them, its shared expert's output times sigmoid of its gate). With `alone`, each row's products
+/// are the bits it gets alone. x and out must not overlap.
 void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
                      ExpertScratch& s, float* out);
 
@@ -55,6 +57,9 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
 struct ExpertActivations {
   ExpertRouting routing;
   std::vector<float> gate, up, out;
+  /// Qwen2-MoE's shared expert over the t rows: its gate and up products [t, its width], its
+  /// output [t, hidden] and its gate's logit [t].
+  std::vector<float> shared_gate, shared_up, shared_out, shared_logit;
 };
 
 /// experts_forward over a training pass's t rows, recording what the backward needs.

@@ -92,8 +92,9 @@ TEST(BatchedSteps, Bf16CachesEqualEachSessionAlone) {
   loading.dtype = DType::kF32;
   expect_batched_equals_alone(test::models_dir() / "bloom-synth", loading, false);
 }
-// A mixture of experts (Qwen3-MoE's kind: 3 of 6 experts, a dense block among sparse ones): each
-// row's experts run over the rows that picked them, gathered from every session of the step.
+// A mixture of experts (Qwen3-MoE's kind: 3 of 6 experts, a dense block among sparse ones; and
+// Qwen2-MoE's, with a shared expert): each row's experts run over the rows that picked them,
+// gathered from every session of the step.
 TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   test::TempDir dir;
   SyntheticSpec spec;
@@ -110,8 +111,12 @@ TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   spec.mlp_only_layers = {2};
   spec.weight_std = 0.1;
   write_synthetic_checkpoint(spec, dir.path() / "qwen3moe");
+  spec.architecture = "Qwen2MoeForCausalLM";  // and a shared expert every row takes
+  spec.shared_expert_intermediate_size = 80;
+  write_synthetic_checkpoint(spec, dir.path() / "qwen2moe");
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     expect_batched_equals_alone(dir.path() / "qwen3moe", dtype, true);
+    expect_batched_equals_alone(dir.path() / "qwen2moe", dtype, true);
   }
 }
 TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "bloom-synth", DType::kF32, false); }

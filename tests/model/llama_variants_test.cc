@@ -11,7 +11,9 @@
 // RoPE base on sliding blocks and a linear factor on the others), and the mixtures of experts
 // Mixtral (2 of 4 experts, renormalised, a window), Granite (Llama's blocks with its four
 // multipliers: embeddings, attention scores, residuals and logits) and Qwen3-MoE (3 of 6 narrower experts, not
-// renormalised, a dense block after a sparse one; the reference routes from config.json itself). A prompt and decode steps past the
+// renormalised, a dense block after a sparse one) and Qwen2-MoE (Qwen2's biases, a shared expert
+// weighted by the sigmoid of its gate, a dense block first); the reference routes from
+// config.json itself. A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -70,6 +72,13 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
   if (architecture == "MixtralForCausalLM") {  // 2 of 4 experts, renormalised
     s.num_experts = 4;
     s.experts_per_token = 2;
+  }
+  if (architecture == "Qwen2MoeForCausalLM") {  // 2 of 5 experts, renormalised, and a shared expert; block 0 dense
+    s.num_experts = 5;
+    s.experts_per_token = 2;
+    s.moe_intermediate_size = 40;
+    s.shared_expert_intermediate_size = 72;
+    s.mlp_only_layers = {0};
   }
   if (architecture == "Qwen3MoeForCausalLM") {  // 3 of 6 narrower experts, not renormalised; block 1 dense
     s.head_dim = 24;
@@ -132,12 +141,16 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kYarn);
     EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
   }
-  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM");
+  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM");
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
                                 architecture == "Gemma3ForCausalLM");
   if (architecture == "MixtralForCausalLM") {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 128 &&
                 config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
+  } else if (architecture == "Qwen2MoeForCausalLM") {
+    EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
+                config.shared_expert_intermediate_size == 72 && config.moe_renormalize && !config.sparse_block(0) &&
+                config.sparse_block(1) && config.attention_bias);
   } else if (architecture == "Qwen3MoeForCausalLM") {
     EXPECT_TRUE(config.num_experts == 6 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
                 !config.moe_renormalize && config.sparse_block(0) && !config.sparse_block(1));
@@ -382,6 +395,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Gemma3ForCausalLM", 4},
                                            std::pair<std::string, std::int64_t>{"GraniteForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MixtralForCausalLM", 5},
+                                           std::pair<std::string, std::int64_t>{"Qwen2MoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;

@@ -195,6 +195,13 @@ TEST(ModelConfig, ReadsMixturesOfExperts) {
   EXPECT_EQ(qwen.widest_mlp(), qwen.intermediate_size);
   q["norm_topk_prob"] = true;
   EXPECT_TRUE(parse_model_config(q.dump(), "c").moe_renormalize);
+  json q2 = q;  // Qwen2-MoE: Qwen2's biases and a shared expert
+  q2["architectures"] = {"Qwen2MoeForCausalLM"};
+  q2["shared_expert_intermediate_size"] = 200;
+  const ModelConfig qwen2 = parse_model_config(q2.dump(), "config.json");
+  EXPECT_TRUE(qwen2.attention_bias && !qwen2.qk_norm && qwen2.shared_expert_intermediate_size == 200 && qwen2.widest_mlp() == 200);
+  q2.erase("shared_expert_intermediate_size");
+  expect_error([&] { (void)parse_model_config(q2.dump(), "c"); }, "missing 'shared_expert_intermediate_size'");
   const std::pair<std::pair<const char*, json>, const char*> bad[] = {
       {{"mlp_only_layers", {6}}, "mlp_only_layers holds 6 (block indices from 0 to 5)"},
       {{"mlp_only_layers", "3"}, "'mlp_only_layers' must be a list of block indices"},
@@ -304,7 +311,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "'use_sliding_window' must be true or false");
   json plain_llama = json::parse(kGoodConfig);
   plain_llama["use_sliding_window"] = true;
-  expect_error([&] { parse_model_config(plain_llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and Qwen3-MoE");
+  expect_error([&] { parse_model_config(plain_llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and their mixtures of experts");
   // Phi-3-mini-4k-instruct's config.json: fused projections, a window of 2047.
   const ModelConfig phi3 = parse_model_config(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
       "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",

@@ -211,6 +211,7 @@ struct Experts {
   std::int64_t count = 0, per_token = 0;
   bool renormalize = true;
   std::string prefix, gate, up, down;
+  bool shared = false;  // Qwen2-MoE: shared_expert, weighted by sigmoid(shared_expert_gate)
 };
 Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   std::ifstream in(dir / "config.json");
@@ -220,11 +221,12 @@ Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   if (arch == "MixtralForCausalLM") {
     out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "w1", "w3", "w2"};
-  } else if (arch == "Qwen3MoeForCausalLM") {
+  } else if (arch == "Qwen3MoeForCausalLM" || arch == "Qwen2MoeForCausalLM") {
     for (const auto& l : j.value("mlp_only_layers", nlohmann::json::array())) {
       if (l.get<std::int64_t>() == layer) return out;
     }
-    out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj"};
+    out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj",
+           arch == "Qwen2MoeForCausalLM"};
   }
   return out;
 }
@@ -405,6 +407,14 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                                  ex + experts.down + ".weight", held.down_proj);
           const double weight = experts.renormalize ? p[e] / picked : p[e];
           for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += weight * y[i];
+        }
+        if (experts.shared) {
+          const std::string sh = experts.prefix + "shared_expert.";
+          const auto y = product(gated(product(row, sh + "gate_proj.weight", w.shared_expert.gate_proj),
+                                       product(row, sh + "up_proj.weight", w.shared_expert.up_proj)),
+                                 sh + "down_proj.weight", w.shared_expert.down_proj);
+          const double g = 1 / (1 + std::exp(-product(row, experts.prefix + "shared_expert_gate.weight", w.shared_expert_gate)[0]));
+          for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += g * y[i];
         }
       }
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window)
-# and Qwen3-MoE (3 of 6 narrower experts, a dense block) checkpoints written by `sepal synth`:
+# Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window),
+# Qwen3-MoE (3 of 6 narrower experts) and Qwen2-MoE (2 of 4 and a shared expert) checkpoints
+# written by `sepal synth`:
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
 # - `sepal perplexity` over hosts is one process's;
@@ -21,10 +22,12 @@ plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
   --vocab 300 --experts 4 --experts-per-token 2 --seed 3 2> /dev/null || { echo "FAILED: synth mixtral"; exit 1; }
 "$sepal" synth --arch qwen3moe --out "$out/qwen3moe" --hidden 64 --intermediate 96 --moe-intermediate 48 --layers 4 \
   --heads 4 --kv-heads 2 --vocab 300 --experts 6 --experts-per-token 3 --seed 4 2> /dev/null || { echo "FAILED: synth qwen3moe"; exit 1; }
+"$sepal" synth --arch qwen2moe --out "$out/qwen2moe" --hidden 64 --intermediate 96 --moe-intermediate 32 --shared-intermediate 80 \
+  --layers 3 --heads 4 --kv-heads 2 --vocab 300 --experts 4 --experts-per-token 2 --seed 5 2> /dev/null || { echo "FAILED: synth qwen2moe"; exit 1; }
 check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
 check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
 
-for model in mixtral qwen3moe; do
+for model in mixtral qwen3moe qwen2moe; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \

@@ -81,8 +81,8 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   b.v_proj = matrix(Projection::kV, config.kv_size(), h);
   b.o_proj = matrix(Projection::kO, h, config.q_size());
   if (config.sparse_block(layer)) {
-    // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen3-MoE's mlp (gate; experts'
-    // gate_proj, up_proj, down_proj).
+    // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen2-MoE's and Qwen3-MoE's mlp
+    // (gate; experts' gate_proj, up_proj, down_proj; Qwen2-MoE's shared_expert and its gate).
     const bool mixtral = config.architecture == "MixtralForCausalLM";
     const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
     const std::int64_t inter = config.moe_intermediate_size;
@@ -97,6 +97,11 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
       b.experts.push_back({held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
                            held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
                            held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)});
+    }
+    if (const std::int64_t shared = config.shared_expert_intermediate_size; shared > 0) {  // Qwen2-MoE
+      b.shared_expert = {held(moe + "shared_expert.gate_proj.weight", shared, h), held(moe + "shared_expert.up_proj.weight", shared, h),
+                         held(moe + "shared_expert.down_proj.weight", h, shared)};
+      b.shared_expert_gate = held(moe + "shared_expert_gate.weight", 1, h);
     }
   } else {
     b.gate_proj = matrix(Projection::kGate, ffn, h);
