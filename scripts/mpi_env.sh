@@ -5,9 +5,19 @@ export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1  # mor
 export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo      # loopback only
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 
+# Open MPI makes its top session directory, TMP/ompi.NODE.UID, when a job starts, and removes it
+# when a job ends and leaves it empty. A job that starts while another ends (or beside another
+# starting) can lose that race and die in orte_init: "mkdir ... ompi.vm.0 ... File exists"
+# (measured: 4 of 900 staggered `mpirun true` here; CI saw it once). Open MPI deletes its own files
+# there but never a folder it did not make, so an empty folder inside holds the directory: 0 of 600.
+hold_mpi_session_dir() {
+  local top="${OMPI_MCA_orte_tmpdir_base:-${TMPDIR:-${TEMP:-${TMP:-/tmp}}}}/ompi.$(hostname -s).$(id -u)"
+  (umask 077 && mkdir -p "$top/sepal-held") 2>/dev/null || true
+}
+hold_mpi_session_dir
 # Killed ranks leave session directories and shared-memory segments behind. Callers hold the
 # ctest resource lock "mpi", so no other job's files are removed.
-clean_mpi_leftovers() { rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true; }
+clean_mpi_leftovers() { rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true; hold_mpi_session_dir; }
 # No binding: Open MPI binds each rank to one core by default, which halves a rank's kernel
 # threads' compute when it should use every core (measured: 7.2 vs 13.5 tokens/s on the 1.1B shape).
 export OMPI_MCA_hwloc_base_binding_policy=none
