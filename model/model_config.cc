@@ -18,7 +18,8 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "Qwen3ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
-                                                          "GraniteForCausalLM"};
+                                                          "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
+                                                          "OlmoeForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -303,6 +304,7 @@ void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& w
 void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
   constexpr std::int64_t kMaxExperts = 4096;
   const bool mixtral = c.architecture == "MixtralForCausalLM";
+  const bool olmoe = c.architecture == "OlmoeForCausalLM";
   const std::string count_key = mixtral ? "num_local_experts" : "num_experts";
   c.num_experts = positive_int(config, count_key, where);
   if (c.num_experts > kMaxExperts) fail(where, ": '", count_key, "' is ", c.num_experts, ", more than the limit of ", kMaxExperts);
@@ -314,7 +316,8 @@ void parse_experts(const json& config, ModelConfig& c, const std::string& where)
     c.moe_intermediate_size = c.intermediate_size;
     return;
   }
-  c.moe_intermediate_size = positive_int(config, "moe_intermediate_size", where);
+  // OLMoE's experts are intermediate_size wide, and every block is sparse.
+  c.moe_intermediate_size = olmoe ? c.intermediate_size : positive_int(config, "moe_intermediate_size", where);
   if (c.architecture == "Qwen2MoeForCausalLM") {
     c.shared_expert_intermediate_size = positive_int(config, "shared_expert_intermediate_size", where);
   }
@@ -324,6 +327,7 @@ void parse_experts(const json& config, ModelConfig& c, const std::string& where)
   } else {
     c.moe_renormalize = false;  // transformers' default
   }
+  if (olmoe) return;
   const std::int64_t step = positive_int(config, "decoder_sparse_step", where, 1);
   std::vector<bool> dense(static_cast<std::size_t>(c.num_layers), false);
   if (config.contains("mlp_only_layers") && !config["mlp_only_layers"].is_null()) {
@@ -354,7 +358,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -362,6 +366,11 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   const bool gemma3 = c.architecture == "Gemma3ForCausalLM";
   const bool gemma2 = c.architecture == "Gemma2ForCausalLM" || gemma3;
   const bool gemma = c.architecture == "GemmaForCausalLM" || gemma2;
+  // OLMo 2 and 3 normalise the attention's and the MLP's outputs, not their inputs (3: with a
+  // window on 3 of 4 blocks); OLMo 2 and OLMoE normalise the whole of q and of k.
+  const bool olmo3 = c.architecture == "Olmo3ForCausalLM";
+  const bool olmo2 = c.architecture == "Olmo2ForCausalLM" || olmo3;
+  const bool olmoe = c.architecture == "OlmoeForCausalLM";
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
     // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
@@ -380,7 +389,15 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM";
-  c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3;
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3 || olmo2 || olmoe;
+  c.qk_norm_across_heads = olmo2 || olmoe;
+  if (olmo2) {
+    c.output_norms = true;
+    c.input_norms = false;
+  }
+  if (config.contains("clip_qkv") && !config["clip_qkv"].is_null()) {
+    fail(where, ": clip_qkv (q, k and v clamped, OLMo's first models) is not supported");
+  }
   // Phi-3 fuses q, k, v and gate, up.
   c.fused_projections = c.architecture == "Phi3ForCausalLM";
   if (!c.attention_bias && config.value("attention_bias", false)) {
@@ -402,7 +419,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.num_kv_heads = positive_int(config, "num_key_value_heads", where, c.num_heads);
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
-  if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM") {
+  if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" ||
+      olmoe) {
     parse_experts(config, c, where);
   }
   if (config.contains("use_sliding_window") && !config["use_sliding_window"].is_null()) {
@@ -460,6 +478,14 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, gemma3 ? 6 : 2);
     if (gemma3) c.local_rope_theta = positive_number(config, "rope_local_base_freq", where, 10000.0);
     if (c.sliding_window > 0) set_layer_windows(config, c, where, [&](std::int64_t l) { return (l + 1) % pattern != 0; });
+  }
+  if (olmo3) {
+    // A window (4096 unless the config says) on the blocks layer_types lists, or on 3 of every 4;
+    // the sliding blocks rotate without the rope_scaling, as OLMo 3 was trained (OLMo-core; some
+    // transformers versions scale every block).
+    c.sliding_window = positive_int(config, "sliding_window", where, 4096);
+    set_layer_windows(config, c, where, [](std::int64_t l) { return (l + 1) % 4 != 0; });
+    if (c.rope_scaling.kind != RopeScaling::Kind::kNone) c.local_rope_theta = c.rope_theta;
   }
   if (c.architecture == "GraniteForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
     c.embedding_scale = static_cast<float>(positive_number(config, "embedding_multiplier", where, 1.0));

@@ -18,7 +18,7 @@ namespace sepal {
 /// The block architectures sepal runs.
 enum class ModelFamily {
   kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3,
-           ///< and the mixtures of experts Mixtral and Qwen3-MoE)
+           ///< Granite, OLMo 2 and 3, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -43,6 +43,8 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
   bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
+  /// The q and k norms span each row's whole projection, every head at once (OLMo 2, OLMoE), not each head.
+  bool qk_norm_across_heads = false;
   /// q, k and v stored as one qkv_proj, gate and up as one gate_up_proj, each the parts' rows one
   /// after the other (Phi-3); split into the usual projections while loading.
   bool fused_projections = false;
@@ -59,7 +61,7 @@ struct ModelConfig {
   /// empty: every block has sliding_window.
   std::vector<std::int64_t> layer_windows;
   /// Sliding blocks rotate with this RoPE base and no rope_scaling (Gemma 3's
-  /// rope_local_base_freq); 0: every block as rope_theta and rope_scaling say.
+  /// rope_local_base_freq; OLMo 3's rope_theta); 0: every block as rope_theta and rope_scaling say.
   double local_rope_theta = 0.0;
   /// Attention scores are q·k times this; 0: 1/√head_dim (Gemma 2: 1/√query_pre_attn_scalar).
   float attention_scale = 0.0f;
@@ -73,6 +75,9 @@ struct ModelConfig {
   /// Gemma 2's sandwich norms: the attention's and the MLP's outputs RMS-normalised too, before
   /// each joins the residual stream.
   bool output_norms = false;
+  /// Whether the attention and the MLP take RMS-normalised inputs; OLMo 2 and 3 take the residual
+  /// stream as it is, normalising only their outputs (output_norms).
+  bool input_norms = true;
   /// A mixture of experts (Mixtral, Qwen3-MoE): the MLP of a sparse block is num_experts gated
   /// MLPs of moe_intermediate_size, of which a router (a [num_experts, hidden] matrix) picks
   /// experts_per_token for each row: the largest logits, weighted by their softmax probabilities,
@@ -118,6 +123,12 @@ struct ModelConfig {
   }
   /// Whether block `layer` rotates with local_rope_theta.
   bool local_rope_of(std::int64_t layer) const { return local_rope_theta > 0.0 && window_of(layer) > 0; }
+  /// What block `layer`'s rotation is scaled by: the scaling's attention factor (YaRN, LongRoPE),
+  /// or 1 on blocks that rotate without the scaling (local_rope_of).
+  double rope_magnitude(std::int64_t layer) const { return local_rope_of(layer) ? 1.0 : rope_scaling.attention_factor; }
+  /// The width each q and k norm spans: a head, or the whole projection (qk_norm_across_heads).
+  std::int64_t q_norm_width() const { return qk_norm_across_heads ? q_size() : head_dim; }
+  std::int64_t k_norm_width() const { return qk_norm_across_heads ? kv_size() : head_dim; }
   /// Whether a session (or sequence) of `positions` positions rotates with LongRoPE's long factors:
   /// it is longer than the original context. Hugging Face takes them for every position of a
   /// sequence that long; sepal decides by the session's length, so that a session's keys do not

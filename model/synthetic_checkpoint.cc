@@ -58,6 +58,15 @@ std::vector<TensorSpec> bloom_tensor_specs(const SyntheticSpec& s) {
   return t;
 }
 
+}  // namespace
+
+bool synthetic_mixture(std::string_view architecture) {
+  return architecture == "MixtralForCausalLM" || architecture == "Qwen3MoeForCausalLM" || architecture == "Qwen2MoeForCausalLM" ||
+         architecture == "OlmoeForCausalLM";
+}
+
+namespace {
+
 std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   if (s.architecture == "BloomForCausalLM") return bloom_tensor_specs(s);
   const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
@@ -75,7 +84,9 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back(norm);
       t.back().name = name;
     };
-    add_norm(p + "input_layernorm.weight");
+    const bool olmo2 = s.architecture == "Olmo2ForCausalLM" || s.architecture == "Olmo3ForCausalLM";
+    const bool olmoe = s.architecture == "OlmoeForCausalLM";
+    if (!olmo2) add_norm(p + "input_layernorm.weight");  // OLMo 2 normalises outputs only
     const bool fused = s.architecture == "Phi3ForCausalLM";
     if (fused) {
       t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, s.hidden_size}});
@@ -94,14 +105,16 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true, gemma3});
       t.push_back({p + "self_attn.k_norm.weight", {head_dim}, false, true, gemma3});
     }
-    add_norm(p + "post_attention_layernorm.weight");
-    if (gemma2) {
-      add_norm(p + "pre_feedforward_layernorm.weight");
-      add_norm(p + "post_feedforward_layernorm.weight");
+    if (olmo2 || olmoe) {  // over the whole of q and of k
+      t.push_back({p + "self_attn.q_norm.weight", {q}, false, true});
+      t.push_back({p + "self_attn.k_norm.weight", {kv}, false, true});
     }
+    add_norm(p + "post_attention_layernorm.weight");
+    if (gemma2) add_norm(p + "pre_feedforward_layernorm.weight");
+    if (gemma2 || olmo2) add_norm(p + "post_feedforward_layernorm.weight");
     const bool mixtral = s.architecture == "MixtralForCausalLM";
     const bool dense = std::find(s.mlp_only_layers.begin(), s.mlp_only_layers.end(), l) != s.mlp_only_layers.end();
-    if ((mixtral || s.architecture == "Qwen3MoeForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") && !dense) {
+    if (synthetic_mixture(s.architecture) && !dense) {
       const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
       const std::int64_t inter = mixtral || s.moe_intermediate_size == 0 ? s.intermediate_size : s.moe_intermediate_size;
       t.push_back({moe + "gate.weight", {s.num_experts, s.hidden_size}});
@@ -160,6 +173,9 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Qwen3MoeForCausalLM" ? "qwen3_moe"
                              : s.architecture == "Qwen2MoeForCausalLM" ? "qwen2_moe"
                              : s.architecture == "GraniteForCausalLM" ? "granite"
+                             : s.architecture == "Olmo2ForCausalLM" ? "olmo2"
+                             : s.architecture == "Olmo3ForCausalLM" ? "olmo3"
+                             : s.architecture == "OlmoeForCausalLM" ? "olmoe"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -216,6 +232,17 @@ json config_json(const SyntheticSpec& s) {
   if (s.architecture == "Qwen2MoeForCausalLM") {
     config["shared_expert_intermediate_size"] =
         s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
+  }
+  if (s.architecture == "Olmo3ForCausalLM") {  // a window on 3 of every 4 blocks, as OLMo 3's default
+    config["sliding_window"] = s.sliding_window > 0 ? s.sliding_window : 4096;
+    config["layer_types"] = json::array();
+    for (std::int64_t l = 0; l < s.num_layers; ++l) config["layer_types"].push_back((l + 1) % 4 != 0 ? "sliding_attention" : "full_attention");
+  }
+  if (s.architecture == "OlmoeForCausalLM") {  // experts of intermediate_size
+    config["num_experts"] = s.num_experts;
+    config["num_experts_per_tok"] = s.experts_per_token;
+    config["norm_topk_prob"] = s.norm_topk_prob;
+    config["clip_qkv"] = nullptr;
   }
   if (s.architecture == "Qwen3MoeForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") {
     config["num_experts"] = s.num_experts;
@@ -344,15 +371,15 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" && s.architecture != "GemmaForCausalLM" &&
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
-      s.architecture != "Qwen2MoeForCausalLM") {
+      s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
+      s.architecture != "OlmoeForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "GraniteForCausalLM or "
+         "GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM or "
          "BloomForCausalLM, not ",
          s.architecture);
   }
-  const bool moe = s.architecture == "MixtralForCausalLM" || s.architecture == "Qwen3MoeForCausalLM" ||
-                   s.architecture == "Qwen2MoeForCausalLM";
+  const bool moe = synthetic_mixture(s.architecture);
   if (moe && (s.num_experts < 1 || s.num_experts > 4096 || s.experts_per_token < 1 || s.experts_per_token > s.num_experts)) {
     fail("a mixture of experts needs 1 to 4096 --experts and 1 to that many --experts-per-token, got ", s.num_experts, " and ",
          s.experts_per_token);
@@ -360,7 +387,8 @@ void validate(const SyntheticSpec& s) {
   for (double m : {s.embedding_multiplier, s.residual_multiplier, s.attention_multiplier, s.logits_scaling}) {
     if (!(m > 0) || !std::isfinite(m)) fail("Granite's multipliers must be positive");
   }
-  if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM, Qwen2MoeForCausalLM and Qwen3MoeForCausalLM");
+  if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and OlmoeForCausalLM");
+  if (s.architecture == "OlmoeForCausalLM" && s.moe_intermediate_size != 0) fail("OLMoE's experts are intermediate_size wide");
   if (s.shared_expert_intermediate_size < 0 || s.shared_expert_intermediate_size > (1 << 18)) fail("the shared expert's width must be positive");
   if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > (1 << 18)) fail("--moe-intermediate must be positive");
   for (std::int64_t l : s.mlp_only_layers) {
@@ -373,9 +401,10 @@ void validate(const SyntheticSpec& s) {
     fail("a synthetic BLOOM has intermediate = 4 hidden, as many key/value heads as heads, and no head_dim");
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
-                                s.architecture != "MixtralForCausalLM" &&
+                                s.architecture != "MixtralForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
                                 s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM, and positive");
+    fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM and "
+         "Olmo3ForCausalLM, and positive");
   }
   if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0 || s.sliding_window_pattern < 1 ||
       !(s.linear_rope_factor >= 0) || !std::isfinite(s.linear_rope_factor)) {

@@ -63,6 +63,11 @@ struct SyntheticSpec {
   /// "Qwen2MoeForCausalLM" (Qwen3-MoE's layout with Qwen2's q, k and v biases instead of its norms,
   /// and a shared expert of this width with its gate; 0: intermediate_size).
   std::int64_t shared_expert_intermediate_size = 0;
+  /// "Olmo2ForCausalLM" (norms of the attention's and the MLP's outputs, none of their inputs, q and
+  /// k norms over the whole projection), "Olmo3ForCausalLM" (OLMo 2's with `sliding_window`, 4096
+  /// when 0, on 3 of every 4 blocks, listed in layer_types) and "OlmoeForCausalLM" (Llama's norms,
+  /// OLMo's q and k norms, num_experts experts of intermediate_size, renormalised where
+  /// norm_topk_prob).
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).
   double embedding_multiplier = 12.0, residual_multiplier = 0.22, attention_multiplier = 0.25, logits_scaling = 8.0;
@@ -75,6 +80,10 @@ struct SyntheticSpec {
   std::int64_t outlier_dims = 0;
   double outlier_scale = 20.0;
 };
+
+/// Whether a synthetic checkpoint of `architecture` is a mixture of experts (Mixtral, Qwen2-MoE,
+/// Qwen3-MoE, OLMoE).
+bool synthetic_mixture(std::string_view architecture);
 
 /// A named real-model shape ("tinyllama-1.1b", "llama-7b", "stories-110m", "stories-15m", "bloom-1.1b",
 /// "qwen3-0.6b", "phi3-mini", "gemma-2b", "gemma2-2b", "gemma3-1b");

@@ -30,7 +30,11 @@ int synth_command(int argc, char** argv) {
                                                          "blocks, a mixture of experts), qwen3moe\n"
                                                          "(Qwen3's, a mixture of experts), qwen2moe\n"
                                                          "(Qwen2's, experts and a shared one), granite\n"
-                                                         "(Llama's with multipliers) or bloom\n"
+                                                         "(Llama's with multipliers), olmo2 (output\n"
+                                                         "norms only, q and k norms over all heads),\n"
+                                                         "olmo3 (and a window on 3 of 4 blocks),\n"
+                                                         "olmoe (experts, OLMo's q and k norms) or\n"
+                                                         "bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -40,8 +44,8 @@ int synth_command(int argc, char** argv) {
       ("head-dim", po::value(&spec.head_dim), "attention head size (default hidden/heads)")
       ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
-      ("experts", po::value(&spec.num_experts), "mixtral, qwen3moe: experts per block (default 8)")
-      ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtral, qwen3moe: experts each token takes")
+      ("experts", po::value(&spec.num_experts), "mixtral, qwen2moe, qwen3moe, olmoe: experts per block (default 8)")
+      ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtral, qwen2moe, qwen3moe, olmoe: experts each token takes")
       ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen2moe, qwen3moe: an expert's MLP size (default --intermediate)")
       ("shared-intermediate", po::value(&spec.shared_expert_intermediate_size), "qwen2moe: the shared expert's MLP size (default --intermediate)")
       ("tied", "tie the LM head to the embeddings")
@@ -61,11 +65,12 @@ int synth_command(int argc, char** argv) {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
-      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
+      {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, olmo2, olmo3, olmoe, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -78,11 +83,13 @@ int synth_command(int argc, char** argv) {
   if (!vm["arch"].defaulted() || !vm.count("preset")) spec.architecture = architecture->second;
   po::notify(vm);  // explicit shape flags override the preset
   if (vm.count("tied")) spec.tie_word_embeddings = true;
-  const bool moe = spec.architecture == "MixtralForCausalLM" || spec.architecture == "Qwen3MoeForCausalLM" ||
-                   spec.architecture == "Qwen2MoeForCausalLM";
+  const bool moe = synthetic_mixture(spec.architecture);
   if (moe && !vm.count("experts")) spec.num_experts = 8;
-  if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted() || vm.count("moe-intermediate"))) {
-    throw UsageError{"--experts, --experts-per-token and --moe-intermediate are for --arch mixtral, qwen2moe and qwen3moe"};
+  if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted())) {
+    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe and olmoe"};
+  }
+  if (vm.count("moe-intermediate") && spec.architecture != "Qwen2MoeForCausalLM" && spec.architecture != "Qwen3MoeForCausalLM") {
+    throw UsageError{"--moe-intermediate is for --arch qwen2moe and qwen3moe (mixtral's and olmoe's experts are --intermediate wide)"};
   }
   if (spec.architecture != "Qwen2MoeForCausalLM" && vm.count("shared-intermediate")) {
     throw UsageError{"--shared-intermediate is for --arch qwen2moe"};

@@ -4,6 +4,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/parallel.h"
+#include "kernels/rmsnorm.h"
 
 namespace sepal {
 
@@ -14,6 +15,12 @@ void block_products(const float* x, std::int64_t n, bool alone, std::span<const 
   } else {
     matmul_many(x, n, ws, ys);
   }
+}
+
+void qk_norms(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, float* q, float* k) {
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  rmsnorm(q, rows * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, q);
+  rmsnorm(k, rows * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, k);
 }
 
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y) {

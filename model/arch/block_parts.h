@@ -84,6 +84,10 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
 /// adapter on projection p of its block.
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y);
 
+/// Qwen3's RMSNorm of each head of q [rows, q_size] and k [rows, kv_size], in place; OLMo's of
+/// each whole row (ModelConfig::qk_norm_across_heads).
+void qk_norms(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, float* q, float* k);
+
 /// ys[i] = x · ws[i]ᵀ for n rows; with `alone`, each row's the bits it gets decoded alone
 /// (matmul_many_alone: prompts and decode round differently).
 void block_products(const float* x, std::int64_t n, bool alone, std::span<const WeightView> ws,

@@ -12,8 +12,11 @@
 // Mixtral (2 of 4 experts, renormalised, a window), Granite (Llama's blocks with its four
 // multipliers: embeddings, attention scores, residuals and logits) and Qwen3-MoE (3 of 6 narrower experts, not
 // renormalised, a dense block after a sparse one) and Qwen2-MoE (Qwen2's biases, a shared expert
-// weighted by the sigmoid of its gate, a dense block first); the reference routes from
-// config.json itself. A prompt and decode steps past the
+// weighted by the sigmoid of its gate, a dense block first), OLMo 2 (norms of the attention's and
+// the MLP's outputs and none of their inputs, q and k each normalised whole), OLMo 3 (OLMo 2's with a
+// window on block 0, which rotates without the YaRN scaling block 1 takes) and OLMoE (3 of 5
+// experts, not renormalised, OLMo's q and k norms); the reference routes and reads OLMo's
+// settings from config.json itself. A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -88,6 +91,12 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
     s.norm_topk_prob = false;
     s.mlp_only_layers = {1};
   }
+  if (architecture == "OlmoeForCausalLM") {  // 3 of 5 experts of intermediate_size, not renormalised
+    s.intermediate_size = 48;
+    s.num_experts = 5;
+    s.experts_per_token = 3;
+    s.norm_topk_prob = false;
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -135,6 +144,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     c["max_window_layers"] = 1;
     test::write_file(dir.path() / "config.json", c.dump());
   }
+  if (architecture == "Olmo3ForCausalLM") {  // block 0 slides, block 1 attends to all
+    auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
+    c["layer_types"] = {"sliding_attention", "full_attention"};
+    test::write_file(dir.path() / "config.json", c.dump());
+  }
   const ModelConfig config = read_model_config(dir.path());
   EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : config.head_dim);
   if (name.ends_with("+yarn")) {
@@ -142,8 +156,13 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
   }
   EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM");
+  const bool olmo2 = architecture == "Olmo2ForCausalLM" || architecture == "Olmo3ForCausalLM";
+  const bool olmo = olmo2 || architecture == "OlmoeForCausalLM";
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
-                                architecture == "Gemma3ForCausalLM");
+                                architecture == "Gemma3ForCausalLM" || olmo);
+  EXPECT_EQ(config.qk_norm_across_heads, olmo);
+  EXPECT_EQ(config.input_norms, !olmo2);
+  EXPECT_EQ(config.output_norms, olmo2 || architecture.starts_with("Gemma2") || architecture.starts_with("Gemma3"));
   if (architecture == "MixtralForCausalLM") {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 128 &&
                 config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
@@ -151,6 +170,9 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.shared_expert_intermediate_size == 72 && config.moe_renormalize && !config.sparse_block(0) &&
                 config.sparse_block(1) && config.attention_bias);
+  } else if (architecture == "OlmoeForCausalLM") {
+    EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
+                !config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
   } else if (architecture == "Qwen3MoeForCausalLM") {
     EXPECT_TRUE(config.num_experts == 6 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
                 !config.moe_renormalize && config.sparse_block(0) && !config.sparse_block(1));
@@ -167,6 +189,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   } else if (architecture == "GraniteForCausalLM") {  // its four multipliers, as written
     EXPECT_TRUE(config.embedding_scale == 12.0f && config.residual_scale == 0.22f && config.attention_scale == 0.25f &&
                 config.logit_divisor == 8.0f);
+  } else if (architecture == "Olmo3ForCausalLM") {  // the window on block 0, which rotates unscaled
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
+    EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
+    EXPECT_EQ(config.rope_magnitude(0), 1.0);
+    EXPECT_GT(config.rope_magnitude(1), 1.0);
   } else if (name.ends_with("+swa")) {
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{0, 5}));
   } else if (gemma2) {  // the window on even blocks only
@@ -396,7 +423,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"GraniteForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"MixtralForCausalLM", 5},
                                            std::pair<std::string, std::int64_t>{"Qwen2MoeForCausalLM", 0},
-                                           std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0}),
+                                           std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Olmo2ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Olmo3ForCausalLM+yarn", 5},
+                                           std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

@@ -204,6 +204,33 @@ GraniteSettings granite_settings(const std::filesystem::path& dir) {
   return {j.value("attention_multiplier", 1.0), j.value("residual_multiplier", 1.0), j.value("logits_scaling", 1.0)};
 }
 
+// OLMo's settings from config.json itself: OLMo 2 and 3 normalise the attention's and the MLP's
+// outputs and not their inputs; OLMo 2, 3 and OLMoE normalise the whole of q and of k; OLMo 3 has a
+// window (4096 by default) on the blocks layer_types lists as sliding (else 3 of every 4), which
+// rotate with plain RoPE of rope_theta, without the rope_scaling.
+struct OlmoSettings {
+  bool output_norms_only = false, whole_qk_norms = false;
+  std::int64_t window = 0;
+  std::vector<bool> sliding;
+  double theta = 0;
+};
+OlmoSettings olmo_settings(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string arch = j["architectures"][0];
+  OlmoSettings o;
+  o.output_norms_only = arch == "Olmo2ForCausalLM" || arch == "Olmo3ForCausalLM";
+  o.whole_qk_norms = o.output_norms_only || arch == "OlmoeForCausalLM";
+  if (arch != "Olmo3ForCausalLM") return o;
+  o.window = j.value("sliding_window", std::int64_t{4096});
+  o.theta = j.value("rope_theta", 10000.0);
+  const std::int64_t layers = j["num_hidden_layers"];
+  for (std::int64_t l = 0; l < layers; ++l) {
+    o.sliding.push_back(j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(l)] == "sliding_attention" : (l + 1) % 4 != 0);
+  }
+  return o;
+}
+
 // A mixture of experts from config.json itself (Mixtral: num_local_experts, always renormalised,
 // tensors block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down); Qwen3-MoE: num_experts,
 // norm_topk_prob, mlp_only_layers, tensors mlp.experts.E.gate_proj, ...); count 0 for a dense block.
@@ -221,6 +248,8 @@ Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   if (arch == "MixtralForCausalLM") {
     out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "w1", "w3", "w2"};
+  } else if (arch == "OlmoeForCausalLM") {  // every block sparse, experts of intermediate_size
+    out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj"};
   } else if (arch == "Qwen3MoeForCausalLM" || arch == "Qwen2MoeForCausalLM") {
     for (const auto& l : j.value("mlp_only_layers", nlohmann::json::array())) {
       if (l.get<std::int64_t>() == layer) return out;
@@ -245,6 +274,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const auto inv_freq = rope_inverse_frequencies(rd, c.rope_theta, c.rope_scaling);
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
   const GraniteSettings granite = granite_settings(dir);
+  const OlmoSettings olmo = olmo_settings(dir);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
@@ -300,7 +330,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       for (std::int64_t i = 0; i < prompt_count * h; ++i) x[(start + offset) * h + i] += prompts[(b * prompt_count) * h + i];
     const std::string layer = "model.layers." + std::to_string(first + b) + ".";
     const std::int64_t qwen_window = qwen_window_of(dir, first + b);
-    const auto n1 = rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
+    const bool olmo_slides = !olmo.sliding.empty() && olmo.sliding.at(static_cast<std::size_t>(first + b));
+    const auto n1 = olmo.output_norms_only ? x : rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
     auto q = linear(n1, Projection::kQ), k = linear(n1, Projection::kK);
     auto v = linear(n1, Projection::kV);
     if (c.attention_bias) {  // read from the file here, not through the loader's bias fields
@@ -312,26 +343,30 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         for (std::size_t i = 0; i < rows->size(); ++i) (*rows)[i] += values[i % width];
       }
     }
-    if (c.qk_norm) {  // Qwen3, Gemma 3: each head of q and k RMS-normalised with its own weights, read from the file
+    if (c.qk_norm) {  // Qwen3, Gemma 3: each head of q and k RMS-normalised with its own weights, read from the file; OLMo: each whole row
       const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
       for (auto [name, rows] : {std::pair{"q_norm.weight", &q}, std::pair{"k_norm.weight", &k}}) {
         const std::vector<double> weight = norm_weights(ckpt, c, p + name);
-        EXPECT_EQ(static_cast<std::int64_t>(weight.size()), hd);
-        for (std::size_t head = 0; head < rows->size() / static_cast<std::size_t>(hd); ++head) {
-          double* r = rows->data() + head * static_cast<std::size_t>(hd);
+        const auto width = static_cast<std::int64_t>(olmo.whole_qk_norms ? weight.size() : static_cast<std::size_t>(hd));
+        EXPECT_EQ(static_cast<std::int64_t>(weight.size()), width);
+        for (std::size_t part = 0; part < rows->size() / static_cast<std::size_t>(width); ++part) {
+          double* r = rows->data() + part * static_cast<std::size_t>(width);
           double ms = 0;
-          for (std::int64_t e = 0; e < hd; ++e) ms += r[e] * r[e];
-          const double scale = 1 / std::sqrt(ms / static_cast<double>(hd) + c.rms_norm_eps);
-          for (std::int64_t e = 0; e < hd; ++e) r[e] *= scale * weight[static_cast<std::size_t>(e)];
+          for (std::int64_t e = 0; e < width; ++e) ms += r[e] * r[e];
+          const double scale = 1 / std::sqrt(ms / static_cast<double>(width) + c.rms_norm_eps);
+          for (std::int64_t e = 0; e < width; ++e) r[e] *= scale * weight[static_cast<std::size_t>(e)];
         }
       }
     }
     // Gemma 3: sliding blocks rotate with their own base, the others with rope_theta and its linear factor.
-    const auto block_freq = gemma2.local_theta <= 0 ? inv_freq
+    // OLMo 3: sliding blocks rotate with plain RoPE, unscaled; the others as rope_scaling says.
+    const auto block_freq = olmo_slides                ? plain_inverse_frequencies(rd, olmo.theta, 1)
+                            : gemma2.local_theta <= 0 ? inv_freq
                             : gemma2.sliding(first + b) ? plain_inverse_frequencies(rd, gemma2.local_theta, 1)
                                                         : plain_inverse_frequencies(rd, gemma2.global_theta, gemma2.linear_factor);
-    rotate(q, c.num_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor, longrope.freq, long_rows);
-    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, c.rope_scaling.attention_factor, longrope.freq, long_rows);
+    const double magnitude = olmo_slides ? 1.0 : c.rope_scaling.attention_factor;
+    rotate(q, c.num_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
+    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)
@@ -341,6 +376,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           double top = -INFINITY, z = 0;
           // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
           const std::int64_t window = sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0)
+                                      : !olmo.sliding.empty() ? (olmo_slides ? olmo.window : 0)
                                       : qwen_window >= 0 ? qwen_window : c.sliding_window;
           const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
           for (std::int64_t j = 0; j < lowest; ++j) p[j] = -INFINITY;
@@ -358,10 +394,12 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
               attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
         }
     auto o = linear(attn, Projection::kO);
-    if (sandwich) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
+    if (sandwich || olmo.output_norms_only) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * o[i];
-    const auto n2 = rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
-                        c.rms_norm_eps);
+    const auto n2 = olmo.output_norms_only
+                        ? x
+                        : rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
+                              c.rms_norm_eps);
     auto gated = [&](std::vector<double> gate, const std::vector<double>& up) {
       for (std::size_t i = 0; i < gate.size(); ++i) {
         const double g = gate[i];
@@ -418,7 +456,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         }
       }
     }
-    if (sandwich) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
+    if (sandwich || olmo.output_norms_only) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * down[i];
   }
   return x;

@@ -9,9 +9,10 @@ namespace sepal {
 
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
-// biases, Qwen3's RMSNorm of each head of q and k, Mistral's sliding window, Gemma 2's norms of
-// the attention's and the MLP's outputs, a mixture of experts for the MLP (Mixtral,
-// Qwen3-MoE; model/arch/experts.h), and Granite's residual multiplier, where the config has them.
+// biases, Qwen3's RMSNorm of each head of q and k (OLMo's of the whole of q and of k), Mistral's
+// sliding window, Gemma 2's norms of the attention's and the MLP's outputs (OLMo 2's, with no
+// norms of their inputs), a mixture of experts for the MLP (Mixtral, Qwen3-MoE, OLMoE;
+// model/arch/experts.h), and Granite's residual multiplier, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -26,31 +27,36 @@ void llama_block_forward(const BlockCall& call) {
   auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
     block_products(x, n, rows_alone(call), ws, ys);
   };
-  rmsnorm(hidden, n, h, w.input_norm.data, eps, s.normed.data());
+  // The attention's and the MLP's input: the normalised stream, or (OLMo 2) the stream itself,
+  // which stays as it is until their outputs are added.
+  const auto input_of = [&](const HeldVector& norm) -> const float* {
+    if (!c.input_norms) return hidden;
+    rmsnorm(hidden, n, h, norm.data, eps, s.normed.data());
+    return s.normed.data();
+  };
+  const float* x = input_of(w.input_norm);
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
-  products(s.normed.data(), qkv, qkv_out);
-  adapt_product(call, Projection::kQ, s.normed.data(), s.q.data());
-  adapt_product(call, Projection::kK, s.normed.data(), s.k.data());
-  adapt_product(call, Projection::kV, s.normed.data(), s.v.data());
+  products(x, qkv, qkv_out);
+  adapt_product(call, Projection::kQ, x, s.q.data());
+  adapt_product(call, Projection::kK, x, s.k.data());
+  adapt_product(call, Projection::kV, x, s.v.data());
   if (c.attention_bias) {
     add_bias(s.q.data(), n, c.q_size(), w.q_bias.data);
     add_bias(s.k.data(), n, c.kv_size(), w.k_bias.data);
     add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
   }
-  if (c.qk_norm) {
-    rmsnorm(s.q.data(), n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q.data());
-    rmsnorm(s.k.data(), n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k.data());
-  }
+  if (c.qk_norm) qk_norms(c, w, n, s.q.data(), s.k.data());
+  const double magnitude = c.rope_magnitude(w.layer);
   if (call.segments.empty()) {
-    rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
-    rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, c.rope_scaling.attention_factor);
+    rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+    rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
   }
   for (const RowSegment& seg : call.segments) {  // each session with its own table
     rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                     seg.inv_freq, c.rope_scaling.attention_factor);
+                     seg.inv_freq, magnitude);
     rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                     seg.inv_freq, c.rope_scaling.attention_factor);
+                     seg.inv_freq, magnitude);
   }
   store_and_attend(call, s.q.data(), s.k.data(), s.v.data(), s.attn.data());
   float* const proj_out[] = {s.proj.data()};
@@ -59,17 +65,17 @@ void llama_block_forward(const BlockCall& call) {
   if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.attention_out_norm.data, eps, s.proj.data());
   add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 
-  rmsnorm(hidden, n, h, w.post_attention_norm.data, eps, s.normed.data());
-  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE: the router's experts
-    experts_forward(c, w, s.normed.data(), n, rows_alone(call), s.experts, s.proj.data());
+  x = input_of(w.post_attention_norm);
+  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE: the router's experts
+    experts_forward(c, w, x, n, rows_alone(call), s.experts, s.proj.data());
     add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
     return;
   }
   const WeightView gate_up[] = {w.gate_proj.view, w.up_proj.view};
   float* const gate_up_out[] = {s.gate.data(), s.up.data()};
-  products(s.normed.data(), gate_up, gate_up_out);
-  adapt_product(call, Projection::kGate, s.normed.data(), s.gate.data());
-  adapt_product(call, Projection::kUp, s.normed.data(), s.up.data());
+  products(x, gate_up, gate_up_out);
+  adapt_product(call, Projection::kGate, x, s.gate.data());
+  adapt_product(call, Projection::kUp, x, s.up.data());
   gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), n * c.intermediate_size);
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());

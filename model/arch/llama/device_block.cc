@@ -12,37 +12,44 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   const std::int64_t n = call.n, h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  b.rmsnorm(call.hidden, n, h, w.input_norm.data, eps, s.normed);
-  device_products(call, s.normed, w.q_proj, s.q);
-  device_products(call, s.normed, w.k_proj, s.k);
-  device_products(call, s.normed, w.v_proj, s.v);
+  // The attention's and the MLP's input: the normalised stream, or (OLMo 2) the stream itself.
+  const auto input_of = [&](const DeviceVector& norm) -> float* {
+    if (!c.input_norms) return call.hidden;
+    b.rmsnorm(call.hidden, n, h, norm.data, eps, s.normed);
+    return s.normed;
+  };
+  float* x = input_of(w.input_norm);
+  device_products(call, x, w.q_proj, s.q);
+  device_products(call, x, w.k_proj, s.k);
+  device_products(call, x, w.v_proj, s.v);
   if (c.attention_bias) {
     b.add_bias(s.q, n, c.q_size(), w.q_bias.data);
     b.add_bias(s.k, n, c.kv_size(), w.k_bias.data);
     b.add_bias(s.v, n, c.kv_size(), w.v_bias.data);
   }
   if (c.qk_norm) {
-    b.rmsnorm(s.q, n * c.num_heads, c.head_dim, w.q_norm.data, eps, s.q);
-    b.rmsnorm(s.k, n * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, s.k);
+    b.rmsnorm(s.q, n * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, s.q);
+    b.rmsnorm(s.k, n * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, s.k);
   }
+  const double magnitude = c.rope_magnitude(w.layer);
   if (call.segments.empty()) {
-    b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
-    b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, c.rope_scaling.attention_factor);
+    b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
+    b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
   }
   for (const DeviceSegment& seg : call.segments) {  // each session with its own table
     b.rope_rotate_half(s.q + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                       seg.inv_freq, c.rope_scaling.attention_factor);
+                       seg.inv_freq, magnitude);
     b.rope_rotate_half(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                       seg.inv_freq, c.rope_scaling.attention_factor);
+                       seg.inv_freq, magnitude);
   }
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 
-  b.rmsnorm(call.hidden, n, h, w.post_attention_norm.data, eps, s.normed);
-  device_products(call, s.normed, w.gate_proj, s.gate);
-  device_products(call, s.normed, w.up_proj, s.up);
+  x = input_of(w.post_attention_norm);
+  device_products(call, x, w.gate_proj, s.gate);
+  device_products(call, x, w.up_proj, s.up);
   b.gate_mul(c.mlp_activation, s.gate, s.up, n * c.intermediate_size);
   device_products(call, s.gate, w.down_proj, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.mlp_out_norm.data, eps, s.proj);

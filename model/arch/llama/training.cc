@@ -1,5 +1,5 @@
-// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's q/k norms, Mistral's
-// sliding window):
+// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's and OLMo's q/k norms,
+// Mistral's sliding window, Gemma 2's and OLMo 2's output norms, the mixtures of experts):
 // model/arch/llama/block.cc's forward over packed sequences, keeping what the backward needs, and
 // its input-gradient backward.
 #include <algorithm>
@@ -20,13 +20,14 @@ namespace {
 void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bool input_grad) {
   const ModelConfig& c = call.config;
   const Packing& pack = call.pack;
+  const double magnitude = c.rope_magnitude(call.weights.layer);
   for (std::size_t s = 0; s < pack.starts.size(); ++s) {
     const std::int64_t start = pack.starts[s], n = pack.length(s);
     const double* table = call.long_inv_freq && c.long_rope_for(n) ? call.long_inv_freq : call.inv_freq;
     float* rows = x + start * heads * c.head_dim;
     const std::int64_t* positions = pack.positions.data() + start;
-    if (input_grad) rope_rotate_half_input_grad(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, c.rope_scaling.attention_factor);
-    else rope_rotate_half(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, c.rope_scaling.attention_factor);
+    if (input_grad) rope_rotate_half_input_grad(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
+    else rope_rotate_half(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
   }
 }
 
@@ -34,6 +35,17 @@ void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bo
 void scale_residual(const ModelConfig& c, float* x, std::int64_t count) {
   if (c.residual_scale == 1.0f) return;
   for (std::int64_t i = 0; i < count; ++i) x[i] *= c.residual_scale;
+}
+
+// The attention's or the MLP's input: rmsnorm(x), or x itself where the model has no input norms
+// (OLMo 2), into `out`; and its input gradient, added to `grad` (d loss / d x).
+void input_forward(const ModelConfig& c, const HeldVector& norm, const float* x, std::int64_t t, float* out) {
+  if (c.input_norms) rmsnorm(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), out);
+  else std::copy_n(x, t * c.hidden_size, out);
+}
+void add_input_grad(const ModelConfig& c, const HeldVector& norm, const float* x, std::int64_t t, float* d_out, float* grad) {
+  if (c.input_norms) rmsnorm_input_grad(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), d_out, d_out);
+  add_in_place(grad, d_out, t * c.hidden_size);
 }
 
 }  // namespace
@@ -45,7 +57,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   const std::int64_t t = call.pack.tokens, h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   std::copy_n(hidden, t * h, a.input.data());
-  rmsnorm(hidden, t, h, w.input_norm.data, eps, a.normed1.data());
+  input_forward(c, w.input_norm, hidden, t, a.normed1.data());
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
   float* const qkv_out[] = {a.q.data(), a.k_rows.data(), a.v_rows.data()};
   matmul_many(a.normed1.data(), t, qkv, qkv_out);
@@ -60,8 +72,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   if (c.qk_norm) {
     a.q_raw = a.q;
     a.k_raw = a.k_rows;
-    rmsnorm(a.q.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.q.data());
-    rmsnorm(a.k_rows.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.k_rows.data());
+    qk_norms(c, w, t, a.q.data(), a.k_rows.data());
   }
   rotate_sequences(call, a.q.data(), c.num_heads, false);
   rotate_sequences(call, a.k_rows.data(), c.num_kv_heads, false);
@@ -76,8 +87,8 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   add_in_place(hidden, a.input.data(), t * h);
   std::copy_n(hidden, t * h, a.mid.data());
 
-  rmsnorm(hidden, t, h, w.post_attention_norm.data, eps, a.normed2.data());
-  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE
+  input_forward(c, w.post_attention_norm, hidden, t, a.normed2.data());
+  if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE
     experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden);
     scale_residual(c, hidden, t * h);
     add_in_place(hidden, a.mid.data(), t * h);
@@ -121,11 +132,10 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
     product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
     add_in_place(a.d_norm.data(), a.part.data(), t * h);
   }
-  rmsnorm_input_grad(a.mid.data(), t, h, w.post_attention_norm.data, eps, a.d_norm.data(), a.d_norm.data());
-  add_in_place(grad, a.d_norm.data(), t * h);  // now d loss / d mid
+  add_input_grad(c, w.post_attention_norm, a.mid.data(), t, a.d_norm.data(), grad);  // now d loss / d mid
 
   // Attention: mid = input + o(attention(rope(qn(q(n1) + bq)), rope(kn(k(n1) + bk)), v(n1) + bv)),
-  // n1 = rmsnorm(input), qn and kn Qwen3's per-head norms (else identities); the biases shift the
+  // n1 = rmsnorm(input) (OLMo 2: input), qn and kn Qwen3's or OLMo's norms (else identities); the biases shift the
   // projections and leave their input gradients alone.
   std::copy_n(grad, t * h, d_product.begin());
   scale_residual(c, d_product.data(), t * h);
@@ -135,16 +145,15 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   rotate_sequences(call, a.dq.data(), c.num_heads, true);
   rotate_sequences(call, a.dk.data(), c.num_kv_heads, true);
   if (c.qk_norm) {
-    rmsnorm_input_grad(a.q_raw.data(), t * c.num_heads, c.head_dim, w.q_norm.data, eps, a.dq.data(), a.dq.data());
-    rmsnorm_input_grad(a.k_raw.data(), t * c.num_kv_heads, c.head_dim, w.k_norm.data, eps, a.dk.data(), a.dk.data());
+    rmsnorm_input_grad(a.q_raw.data(), t * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, a.dq.data(), a.dq.data());
+    rmsnorm_input_grad(a.k_raw.data(), t * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, a.dk.data(), a.dk.data());
   }
   product_input_grad(call, Projection::kQ, a.normed1.data(), a.dq.data(), a.d_norm.data());
   product_input_grad(call, Projection::kK, a.normed1.data(), a.dk.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
   product_input_grad(call, Projection::kV, a.normed1.data(), a.dv.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
-  rmsnorm_input_grad(a.input.data(), t, h, w.input_norm.data, eps, a.d_norm.data(), a.d_norm.data());
-  add_in_place(grad, a.d_norm.data(), t * h);
+  add_input_grad(c, w.input_norm, a.input.data(), t, a.d_norm.data(), grad);
 }
 
 }  // namespace sepal

@@ -1,6 +1,8 @@
-// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma) under Hugging Face's
+// The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma, Granite, OLMo) under Hugging Face's
 // names; Phi-3's fused qkv_proj and gate_up_proj are split into views of their parts' rows, and
 // Gemma's norms held as the 1 + weight they scale by.
+#include <tuple>
+
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
 #include "model/weight_holding.h"
@@ -68,10 +70,10 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   };
   BlockWeights b;
   b.layer = layer;
-  b.input_norm = norm("input_layernorm.weight");
-  if (config.output_norms) {  // Gemma 2: post_attention_layernorm normalises the attention's output
+  if (config.input_norms) b.input_norm = norm("input_layernorm.weight");
+  if (config.output_norms) {  // Gemma 2, OLMo 2: post_attention_layernorm normalises the attention's output
     b.attention_out_norm = norm("post_attention_layernorm.weight");
-    b.post_attention_norm = norm("pre_feedforward_layernorm.weight");
+    if (config.input_norms) b.post_attention_norm = norm("pre_feedforward_layernorm.weight");
     b.mlp_out_norm = norm("post_feedforward_layernorm.weight");
   } else {
     b.post_attention_norm = norm("post_attention_layernorm.weight");
@@ -81,7 +83,7 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   b.v_proj = matrix(Projection::kV, config.kv_size(), h);
   b.o_proj = matrix(Projection::kO, h, config.q_size());
   if (config.sparse_block(layer)) {
-    // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen2-MoE's and Qwen3-MoE's mlp
+    // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen2-MoE's, Qwen3-MoE's and OLMoE's mlp
     // (gate; experts' gate_proj, up_proj, down_proj; Qwen2-MoE's shared_expert and its gate).
     const bool mixtral = config.architecture == "MixtralForCausalLM";
     const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
@@ -118,10 +120,11 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
     b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
   }
-  if (config.qk_norm) {
-    for (auto [name, held] : {std::pair{"self_attn.q_norm.weight", &b.q_norm}, std::pair{"self_attn.k_norm.weight", &b.k_norm}}) {
+  if (config.qk_norm) {  // a head's width (Qwen3, Gemma 3), or the whole projection's (OLMo)
+    for (auto [name, held, width] : {std::tuple{"self_attn.q_norm.weight", &b.q_norm, config.q_norm_width()},
+                                     std::tuple{"self_attn.k_norm.weight", &b.k_norm, config.k_norm_width()}}) {
       const TensorRef& t = checkpoint.get(p + name);
-      expect_shape(t, {config.head_dim});
+      expect_shape(t, {width});
       *held = hold_norm_weights(t, loading, config);  // Gemma 3's: 1 + weight
     }
   }
