@@ -23,9 +23,10 @@ std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
-      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite") {
+      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "olmo2" && *arch != "olmoe") {
     fail(file.where(), ": GGUF architecture '", *arch,
-         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite)");
+         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, "
+         "olmo2 (and OLMo 3), olmoe)");
   }
   return *arch;
 }
@@ -47,7 +48,7 @@ struct ExpertNames {
   std::string prefix, gate, up, down;
 };
 ExpertNames expert_names(const std::string& arch, const std::string& layer) {
-  if (arch == "qwen3moe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
+  if (arch == "qwen3moe" || arch == "olmoe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
   return {"model.layers." + layer + ".block_sparse_moe.", "w1", "w3", "w2"};
 }
 // "blk.L.<part>" split into L and part; false for another name.
@@ -106,16 +107,17 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
     const auto fused = phi3_block.find(part);
     return fused == phi3_block.end() ? std::string() : "model.layers." + layer + "." + fused->second;
   }
-  // Gemma 2's four norms: llama.cpp's ffn_norm is its pre_feedforward_layernorm.
+  // Gemma 2's four norms: llama.cpp's ffn_norm is its pre_feedforward_layernorm (OLMo 2 has the
+  // norms of the outputs only).
   static const std::map<std::string, std::string> gemma2_norms = {
       {"post_attention_norm.weight", "post_attention_layernorm.weight"}, {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
       {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"}};
-  if (arch == "gemma2" || arch == "gemma3") {
+  if (arch == "gemma2" || arch == "gemma3" || arch == "olmo2") {
     if (const auto norm = gemma2_norms.find(part); norm != gemma2_norms.end()) return "model.layers." + layer + "." + norm->second;
   }
   auto it = block.find(part);
   if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
-  const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3";
+  const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3" || arch == "olmo2" || arch == "olmoe";
   if (it == block.end() && qk_norms) it = qwen3_norms.find(part);
   if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
@@ -195,7 +197,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "gemma" ? "GemmaForCausalLM"
                         : arch == "gemma2" ? "Gemma2ForCausalLM"
                         : arch == "gemma3" ? "Gemma3ForCausalLM"
+                        : arch == "olmoe" ? "OlmoeForCausalLM"
+                        : arch == "olmo2" && file.integer("olmo2.attention.sliding_window").value_or(0) > 0 ? "Olmo3ForCausalLM"
+                        : arch == "olmo2" ? "Olmo2ForCausalLM"
                                           : "LlamaForCausalLM"};
+  if (arch == "olmo2") {  // OLMo 3, as llama.cpp reads it: the window on 3 of every 4 blocks (the parser's default)
+    if (auto window = file.integer("olmo2.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
+  }
+  if (auto clamp = file.number(arch + ".attention.clamp_kqv")) c["clip_qkv"] = *clamp;  // refused by the parser
   if (arch == "phi3") {
     if (auto window = file.integer("phi3.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
   }
@@ -252,11 +261,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
       if (auto v = file.number(key)) c[field] = *v;
     }
   }
-  if (experts > 0 && arch != "llama" && arch != "qwen3moe") {
-    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama and qwen3moe files' are)");
+  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "olmoe") {
+    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen3moe and olmoe files' are)");
   }
-  if (arch == "qwen3moe" && experts <= 0) fail(file.where(), ": a qwen3moe file without qwen3moe.expert_count");
-  if (experts > 0) {  // as llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
+  if ((arch == "qwen3moe" || arch == "olmoe") && experts <= 0) fail(file.where(), ": a ", arch, " file without ", arch, ".expert_count");
+  // As llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
+  // (OLMoE's not), its experts feed_forward_length wide.
+  if (arch == "olmoe") c["norm_topk_prob"] = false;
+  if (experts > 0) {
     c[arch == "llama" ? "num_local_experts" : "num_experts"] = experts;
     c["num_experts_per_tok"] = required(file, arch + ".expert_used_count");
     if (arch == "qwen3moe") {

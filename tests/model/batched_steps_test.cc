@@ -114,10 +114,24 @@ TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   spec.architecture = "Qwen2MoeForCausalLM";  // and a shared expert every row takes
   spec.shared_expert_intermediate_size = 80;
   write_synthetic_checkpoint(spec, dir.path() / "qwen2moe");
+  spec.architecture = "OlmoeForCausalLM";  // OLMo's q and k norms, every block sparse
+  spec.shared_expert_intermediate_size = 0, spec.moe_intermediate_size = 0, spec.mlp_only_layers = {};
+  write_synthetic_checkpoint(spec, dir.path() / "olmoe");
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     expect_batched_equals_alone(dir.path() / "qwen3moe", dtype, true);
     expect_batched_equals_alone(dir.path() / "qwen2moe", dtype, true);
+    expect_batched_equals_alone(dir.path() / "olmoe", dtype, true);
   }
+}
+// OLMo 2: the residual stream itself into the attention and the MLP, their outputs normalised.
+TEST(BatchedSteps, Olmo2EqualsEachSessionAlone) {
+  test::TempDir dir;
+  SyntheticSpec spec;
+  spec.architecture = "Olmo2ForCausalLM";
+  spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 3, spec.num_heads = 4, spec.num_kv_heads = 2;
+  spec.vocab_size = 300, spec.weight_std = 0.1;
+  write_synthetic_checkpoint(spec, dir.path());
+  for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) expect_batched_equals_alone(dir.path(), dtype, true);
 }
 TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "bloom-synth", DType::kF32, false); }
 

@@ -58,8 +58,13 @@ std::vector<Shape> shapes() {
   // LongRoPE's long factors in sessions past 32 positions.
   SyntheticSpec phi4 = llama;
   phi4.architecture = "Phi3ForCausalLM", phi4.partial_rotary_factor = 0.75, phi4.seed = 15, phi4.long_rope_original = 32;
+  // OLMo 2: norms of the outputs only, q and k normalised whole; OLMo 3's window on its blocks.
+  SyntheticSpec olmo2 = llama;
+  olmo2.architecture = "Olmo2ForCausalLM", olmo2.seed = 16;
+  SyntheticSpec olmo3 = llama;
+  olmo3.architecture = "Olmo3ForCausalLM", olmo3.sliding_window = 6, olmo3.seed = 17;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
-          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"bloom", bloom}};
+          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }

@@ -642,10 +642,13 @@ TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("
 // expert_count, expert_used_count (and expert_feed_forward_length), the router as ffn_gate_inp
 // and each projection's experts stacked in one tensor [experts, rows, cols] (or, `split`, as older
 // Mixtral files hold them, ffn_gate.E one by one). `q8_down`: the stacked down projections in Q8_0.
+// OLMoE as an `olmoe` file (its q and k norms as wide as the projections); OLMo 2 and 3 as `olmo2`
+// files (no input norms, post_attention_norm and post_ffw_norm; OLMo 3 with its window as a key).
 struct MoeFile {
-  std::string arch;  // "llama" (Mixtral), "qwen3moe", or "granite" (no experts: Granite's dense blocks and multipliers)
+  std::string arch;  // "llama" (Mixtral), "qwen3moe", "olmoe", or without experts "granite" (its multipliers) or "olmo2"
   bool split = false, q8_down = false;
   std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
+  std::int64_t window = 0;  // olmo2: OLMo 3's sliding window
 };
 
 // Q8_0 blocks of 32 values: an f16 scale (absmax / 127) and 32 rounded codes, as ggml's quantizer.
@@ -666,7 +669,7 @@ std::vector<std::uint8_t> q8_0(const float* x, std::int64_t n) {
 std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const MoeFile& f) {
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
-  const bool qwen = f.arch == "qwen3moe";
+  const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
@@ -706,9 +709,9 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
-    add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
+    if (!olmo2) add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
     auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
-    if (!qwen) {
+    if (!qwen && !olmo) {
       q = interleave(q, c.num_heads, h);
       k = interleave(k, c.num_kv_heads, h);
     }
@@ -716,21 +719,27 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     add(b + "attn_k.weight", {c.kv_size(), h}, k);
     add(b + "attn_v.weight", {c.kv_size(), h}, f32_of(p + "self_attn.v_proj.weight"));
     add(b + "attn_output.weight", {h, c.q_size()}, f32_of(p + "self_attn.o_proj.weight"));
-    if (qwen) {
-      add(b + "attn_q_norm.weight", {c.head_dim}, f32_of(p + "self_attn.q_norm.weight"));
-      add(b + "attn_k_norm.weight", {c.head_dim}, f32_of(p + "self_attn.k_norm.weight"));
+    if (qwen || olmo) {
+      add(b + "attn_q_norm.weight", {c.q_norm_width()}, f32_of(p + "self_attn.q_norm.weight"));
+      add(b + "attn_k_norm.weight", {c.k_norm_width()}, f32_of(p + "self_attn.k_norm.weight"));
     }
-    add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
-    if (!c.mixture_of_experts()) {  // Granite's dense MLP
+    if (olmo2) {
+      add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
+      add(b + "post_ffw_norm.weight", {h}, f32_of(p + "post_feedforward_layernorm.weight"));
+    } else {
+      add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
+    }
+    if (!c.mixture_of_experts()) {  // Granite's and OLMo 2's dense MLP
       add(b + "ffn_gate.weight", {c.intermediate_size, h}, f32_of(p + "mlp.gate_proj.weight"));
       add(b + "ffn_up.weight", {c.intermediate_size, h}, f32_of(p + "mlp.up_proj.weight"));
       add(b + "ffn_down.weight", {h, c.intermediate_size}, f32_of(p + "mlp.down_proj.weight"));
       continue;
     }
-    const std::string moe = p + (qwen ? "mlp." : "block_sparse_moe.");
+    const bool mixtral = f.arch == "llama";
+    const std::string moe = p + (!mixtral ? "mlp." : "block_sparse_moe.");
     add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + "gate.weight"));
-    const std::pair<const char*, const char*> parts[] = {{"gate", qwen ? "gate_proj" : "w1"}, {"up", qwen ? "up_proj" : "w3"},
-                                                         {"down", qwen ? "down_proj" : "w2"}};
+    const std::pair<const char*, const char*> parts[] = {{"gate", !mixtral ? "gate_proj" : "w1"}, {"up", !mixtral ? "up_proj" : "w3"},
+                                                         {"down", !mixtral ? "down_proj" : "w2"}};
     for (const auto& [g, name] : parts) {
       const bool down = std::string(g) == "down";
       const std::vector<std::int64_t> shape = down ? std::vector<std::int64_t>{h, inter} : std::vector<std::int64_t>{inter, h};
@@ -782,6 +791,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     u32(a + ".attention.key_length", c.head_dim);
     u32(a + ".attention.value_length", c.head_dim);
   }
+  if (f.window > 0) u32(a + ".attention.sliding_window", f.window);
   for (const auto& [key, v] : f.extra_u32) u32(key, v);
   w.u64(kvs.size() + 1);
   w.str("general.architecture");
@@ -808,11 +818,17 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
 // The file is its Hugging Face folder: the same configuration, every tensor bit for bit (a Q8_0
 // expert as its blocks dequantize, each expert its own slice), the same hidden states.
 void expect_moe_file_is_its_folder(const MoeFile& f) {
-  SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : ""));
+  SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : "") + (f.window > 0 ? " window" : ""));
   const test::TempDir dir;
   SyntheticSpec spec;
-  const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite";
-  spec.architecture = qwen ? "Qwen3MoeForCausalLM" : granite ? "GraniteForCausalLM" : "MixtralForCausalLM";
+  const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
+  spec.architecture = qwen      ? "Qwen3MoeForCausalLM"
+                      : granite ? "GraniteForCausalLM"
+                      : olmoe   ? "OlmoeForCausalLM"
+                      : olmo2   ? (f.window > 0 ? "Olmo3ForCausalLM" : "Olmo2ForCausalLM")
+                                : "MixtralForCausalLM";
+  spec.sliding_window = f.window;
+  spec.norm_topk_prob = !olmoe;  // as llama.cpp runs OLMoE
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.moe_intermediate_size = qwen ? 64 : 0;
@@ -823,7 +839,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   spec.vocab_size = 300;
   spec.max_position_embeddings = 64;
   spec.weight_std = 0.15;
-  spec.num_experts = qwen ? 6 : granite ? 0 : 4;
+  spec.num_experts = qwen ? 6 : granite || olmo2 ? 0 : 4;
   spec.experts_per_token = qwen ? 3 : 2;
   spec.seed = 12;
   write_synthetic_checkpoint(spec, dir / "hf");
@@ -838,8 +854,13 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_EQ(g.num_experts, hf.num_experts);
   EXPECT_EQ(g.experts_per_token, hf.experts_per_token);
   EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
-  EXPECT_TRUE(g.moe_renormalize && g.dense_layers.empty());  // as llama.cpp runs both
-  EXPECT_EQ(g.qk_norm, qwen);
+  EXPECT_EQ(g.moe_renormalize, !olmoe);  // as llama.cpp runs them
+  EXPECT_EQ(g.moe_renormalize, hf.moe_renormalize);
+  EXPECT_TRUE(g.dense_layers.empty());
+  EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe);
+  EXPECT_EQ(g.qk_norm_across_heads, olmo2 || olmoe);
+  EXPECT_TRUE(g.input_norms == hf.input_norms && g.output_norms == hf.output_norms);
+  EXPECT_EQ(g.layer_windows, hf.layer_windows);
   EXPECT_TRUE(g.embedding_scale == hf.embedding_scale && g.residual_scale == hf.residual_scale &&
               g.attention_scale == hf.attention_scale && g.logit_divisor == hf.logit_divisor);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
@@ -862,8 +883,8 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     }
     ++compared;
   }
-  // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite: its MLP)
-  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen ? 9 : granite ? 6 : 7) + (granite ? 3 : 3 * spec.num_experts)));
+  // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite, OLMo 2: its MLP)
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite ? 6 : olmo2 ? 8 : 7) + (granite || olmo2 ? 3 : 3 * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down) {
     EXPECT_NE(x, y);
@@ -877,6 +898,11 @@ TEST(GgufModel, AMixtralFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"llama", /*split=*/true});
 }
 TEST(GgufModel, AGraniteFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granite"}); }
+TEST(GgufModel, OlmoFilesAreTheirHuggingFaceFolders) {
+  expect_moe_file_is_its_folder({"olmo2"});
+  expect_moe_file_is_its_folder({"olmo2", false, false, {}, /*window=*/3});  // OLMo 3: the window on 3 of every 4 blocks
+  expect_moe_file_is_its_folder({"olmoe"});
+}
 TEST(GgufModel, AQwen3MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen3moe"});
   expect_moe_file_is_its_folder({"qwen3moe", false, /*q8_down=*/true});

@@ -242,6 +242,64 @@ TEST(ModelConfig, ReadsGranitesMultipliers) {
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "mlp_bias=true is not supported");
 }
 
+// OLMo 2's, OLMoE's and OLMo 3's configs as Ai2 published them (OLMo-2-1124-7B, OLMoE-1B-7B-0924,
+// Olmo-3-1025-7B with its 32 layer_types shortened to 8 layers).
+TEST(ModelConfig, ReadsOlmo) {
+  json o2 = json::parse(R"({"architectures": ["Olmo2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 100257, "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 11008,
+      "max_position_embeddings": 4096, "model_type": "olmo2", "num_attention_heads": 32, "num_hidden_layers": 32,
+      "num_key_value_heads": 32, "pad_token_id": 100277, "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 500000,
+      "tie_word_embeddings": false, "vocab_size": 100352})");
+  const ModelConfig olmo2 = parse_model_config(o2.dump(), "config.json");
+  EXPECT_TRUE(olmo2.output_norms && !olmo2.input_norms && olmo2.qk_norm && olmo2.qk_norm_across_heads);
+  EXPECT_EQ(olmo2.q_norm_width(), 4096);
+  EXPECT_EQ(olmo2.k_norm_width(), 4096);
+  EXPECT_TRUE(olmo2.layer_windows.empty() && olmo2.sliding_window == 0 && olmo2.local_rope_theta == 0);
+  o2["clip_qkv"] = 8;
+  expect_error([&] { (void)parse_model_config(o2.dump(), "c"); }, "clip_qkv");
+  o2.erase("clip_qkv");
+  o2["attention_bias"] = true;
+  expect_error([&] { (void)parse_model_config(o2.dump(), "c"); }, "attention_bias=true");
+
+  const json oe = json::parse(R"({"architectures": ["OlmoeForCausalLM"], "attention_bias": false, "clip_qkv": null,
+      "eos_token_id": 50279, "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 1024,
+      "max_position_embeddings": 4096, "model_type": "olmoe", "norm_topk_prob": false, "num_attention_heads": 16,
+      "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 16, "num_key_value_heads": 16,
+      "output_router_logits": false, "pad_token_id": 1, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0,
+      "router_aux_loss_coef": 0.01, "tie_word_embeddings": false, "vocab_size": 50304})");
+  const ModelConfig olmoe = parse_model_config(oe.dump(), "config.json");
+  EXPECT_TRUE(olmoe.input_norms && !olmoe.output_norms && olmoe.qk_norm_across_heads);
+  EXPECT_TRUE(olmoe.num_experts == 64 && olmoe.experts_per_token == 8 && olmoe.moe_intermediate_size == 1024 &&
+              !olmoe.moe_renormalize && olmoe.dense_layers.empty() && olmoe.sparse_block(15));
+
+  json o3 = json::parse(R"({"architectures": ["Olmo3ForCausalLM"], "attention_bias": false, "eos_token_id": 100257,
+      "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 11008, "max_position_embeddings": 65536,
+      "model_type": "olmo3", "num_attention_heads": 32, "num_hidden_layers": 8, "num_key_value_heads": 32,
+      "pad_token_id": 100277, "rms_norm_eps": 1e-06, "rope_theta": 500000, "sliding_window": 4096,
+      "rope_scaling": {"attention_factor": 1.2079441541679836, "beta_fast": 32, "beta_slow": 1, "factor": 8.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "yarn"},
+      "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention",
+                      "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+      "tie_word_embeddings": false, "vocab_size": 100278})");
+  const ModelConfig olmo3 = parse_model_config(o3.dump(), "config.json");
+  EXPECT_TRUE(olmo3.output_norms && !olmo3.input_norms && olmo3.qk_norm_across_heads);
+  EXPECT_EQ(olmo3.layer_windows, (std::vector<std::int64_t>{4096, 4096, 4096, 0, 4096, 4096, 4096, 0}));
+  EXPECT_EQ(olmo3.rope_scaling.kind, RopeScaling::Kind::kYarn);
+  EXPECT_EQ(olmo3.local_rope_theta, 500000.0);  // the sliding blocks' RoPE: rope_theta's, unscaled
+  EXPECT_TRUE(olmo3.local_rope_of(0) && !olmo3.local_rope_of(3));
+  EXPECT_EQ(olmo3.rope_magnitude(0), 1.0);
+  EXPECT_DOUBLE_EQ(olmo3.rope_magnitude(3), 1.2079441541679836);
+  o3.erase("layer_types");
+  o3.erase("sliding_window");
+  const ModelConfig defaults = parse_model_config(o3.dump(), "config.json");  // transformers' defaults: 4096, 3 of 4
+  EXPECT_EQ(defaults.layer_windows, olmo3.layer_windows);
+  o3["layer_types"] = {"sliding_attention"};
+  expect_error([&] { (void)parse_model_config(o3.dump(), "c"); }, "'layer_types' must list one type per layer (8)");
+  o3.erase("layer_types");
+  o3["sliding_window"] = 0;
+  expect_error([&] { (void)parse_model_config(o3.dump(), "c"); }, "'sliding_window' must be positive");
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);

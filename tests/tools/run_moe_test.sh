@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window),
-# Qwen3-MoE (3 of 6 narrower experts) and Qwen2-MoE (2 of 4 and a shared expert) checkpoints
-# written by `sepal synth`:
+# Qwen3-MoE (3 of 6 narrower experts), Qwen2-MoE (2 of 4 and a shared expert) and OLMoE (2 of 4,
+# not renormalised) checkpoints written by `sepal synth`, and beside them OLMo 3 (no input norms, a
+# window of 5 on 3 of its 4 blocks):
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
 #   write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
-#   losses bit for bit; LoRA on an expert's projection is refused in one line, exit status 2.
+#   losses bit for bit (and OLMo 3's, on q and down_proj); LoRA on an expert's projection is
+#   refused in one line, exit status 2.
 #   run_moe_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -24,10 +26,21 @@ plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
   --heads 4 --kv-heads 2 --vocab 300 --experts 6 --experts-per-token 3 --seed 4 2> /dev/null || { echo "FAILED: synth qwen3moe"; exit 1; }
 "$sepal" synth --arch qwen2moe --out "$out/qwen2moe" --hidden 64 --intermediate 96 --moe-intermediate 32 --shared-intermediate 80 \
   --layers 3 --heads 4 --kv-heads 2 --vocab 300 --experts 4 --experts-per-token 2 --seed 5 2> /dev/null || { echo "FAILED: synth qwen2moe"; exit 1; }
+"$sepal" synth --arch olmoe --out "$out/olmoe" --hidden 64 --intermediate 48 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
+  --experts 4 --experts-per-token 2 --seed 6 2> /dev/null || { echo "FAILED: synth olmoe"; exit 1; }
+"$sepal" synth --arch olmo3 --out "$out/olmo3" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 --vocab 300 \
+  --seed 7 2> /dev/null || { echo "FAILED: synth olmo3"; exit 1; }
+/usr/bin/python3 - "$out/olmo3/config.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+assert config["layer_types"] == ["sliding_attention"] * 3 + ["full_attention"], config["layer_types"]
+config["sliding_window"] = 5  # shorter than the prompts and the generated text
+json.dump(config, open(sys.argv[1], "w"))
+PY
 check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
 check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
 
-for model in mixtral qwen3moe qwen2moe; do
+for model in mixtral qwen3moe qwen2moe olmoe olmo3; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
@@ -69,6 +82,15 @@ losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] fo
 check test "$(losses "$out/lora.jsonl")" = "$(losses "$out/lora-hosts.jsonl")" \
   || echo "losses: one process $(losses "$out/lora.jsonl"), two hosts $(losses "$out/lora-hosts.jsonl")"
 check test "$(losses "$out/lora.jsonl" | tr -cd ',' | wc -c)" -eq 2
+for hosts in 1 2; do  # OLMo 3: the backward with no input norms, adapters on the MLP too, one process and 2 hosts
+  timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/olmo3" --data "$out/data.txt" --method lora --lora-rank 2 \
+    --lora-targets q_proj,down_proj --steps 3 --batch-size 2 --lr 0.01 --out "$out/olmo-$hosts.h5" --log "$out/olmo-$hosts.jsonl" \
+    $([ "$hosts" = 2 ] && echo "--hosts 2 --no-wire-compression") > /dev/null 2> "$out/olmo-$hosts.err"
+  check test $? -eq 0 || tail -3 "$out/olmo-$hosts.err"
+done
+check test "$(losses "$out/olmo-1.jsonl")" = "$(losses "$out/olmo-2.jsonl")" \
+  || echo "OLMo 3 losses: one process $(losses "$out/olmo-1.jsonl"), two hosts $(losses "$out/olmo-2.jsonl")"
+check test "$(losses "$out/olmo-1.jsonl" | tr -cd ',' | wc -c)" -eq 2
 "$sepal" tune --model "$out/qwen3moe" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.01 \
   --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
 check test $? -eq 0 || tail -3 "$out/peqa.err"
