@@ -23,10 +23,11 @@ std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
-      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "olmo2" && *arch != "olmoe") {
+      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "olmo2" && *arch != "olmoe" &&
+      *arch != "smollm3" && *arch != "qwen2moe") {
     fail(file.where(), ": GGUF architecture '", *arch,
-         "' is not supported (supported: llama, with or without experts, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, "
-         "olmo2 (and OLMo 3), olmoe)");
+         "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, "
+         "olmo2 (and OLMo 3), olmoe, smollm3)");
   }
   return *arch;
 }
@@ -48,7 +49,7 @@ struct ExpertNames {
   std::string prefix, gate, up, down;
 };
 ExpertNames expert_names(const std::string& arch, const std::string& layer) {
-  if (arch == "qwen3moe" || arch == "olmoe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
+  if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
   return {"model.layers." + layer + ".block_sparse_moe.", "w1", "w3", "w2"};
 }
 // "blk.L.<part>" split into L and part; false for another name.
@@ -92,6 +93,12 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
   if (experts) {  // the router, and older Mixtral files' experts one by one; no dense MLP
     const ExpertNames e = expert_names(arch, layer);
     if (part == "ffn_gate_inp.weight") return e.prefix + "gate.weight";
+    if (arch == "qwen2moe") {  // Qwen2-MoE's shared expert and its gate
+      if (part == "ffn_gate_inp_shexp.weight") return e.prefix + "shared_expert_gate.weight";
+      for (const char* p : {"gate", "up", "down"}) {
+        if (part == std::string("ffn_") + p + "_shexp.weight") return e.prefix + "shared_expert." + p + "_proj.weight";
+      }
+    }
     for (const auto& [file_name, hf] : {std::pair{"gate", e.gate}, std::pair{"up", e.up}, std::pair{"down", e.down}}) {
       const std::string head = std::string("ffn_") + file_name + ".";
       if (part.rfind(head, 0) == 0 && part.ends_with(".weight")) {
@@ -116,10 +123,11 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
     if (const auto norm = gemma2_norms.find(part); norm != gemma2_norms.end()) return "model.layers." + layer + "." + norm->second;
   }
   auto it = block.find(part);
-  if (it == block.end() && arch == "qwen2") it = qwen2_biases.find(part);
+  const bool qwen2 = arch == "qwen2" || arch == "qwen2moe";
+  if (it == block.end() && qwen2) it = qwen2_biases.find(part);
   const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3" || arch == "olmo2" || arch == "olmoe";
   if (it == block.end() && qk_norms) it = qwen3_norms.find(part);
-  if (it == block.end() || (arch != "qwen2" && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
+  if (it == block.end() || (!qwen2 && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
 }
 
@@ -191,6 +199,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   c["architectures"] = {arch == "qwen2"   ? "Qwen2ForCausalLM"
                         : arch == "qwen3" ? "Qwen3ForCausalLM"
                         : arch == "qwen3moe" ? "Qwen3MoeForCausalLM"
+                        : arch == "qwen2moe" ? "Qwen2MoeForCausalLM"
                         : arch == "llama" && experts > 0 ? "MixtralForCausalLM"
                         : arch == "granite" ? "GraniteForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
@@ -200,6 +209,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "olmoe" ? "OlmoeForCausalLM"
                         : arch == "olmo2" && file.integer("olmo2.attention.sliding_window").value_or(0) > 0 ? "Olmo3ForCausalLM"
                         : arch == "olmo2" ? "Olmo2ForCausalLM"
+                        : arch == "smollm3" ? "SmolLM3ForCausalLM"  // llama.cpp's NoPE on every 4th block: the parser's default
                                           : "LlamaForCausalLM"};
   if (arch == "olmo2") {  // OLMo 3, as llama.cpp reads it: the window on 3 of every 4 blocks (the parser's default)
     if (auto window = file.integer("olmo2.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
@@ -219,7 +229,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     c["rope_local_base_freq"] = 10000.0;
   }
   c["hidden_size"] = required(file, arch + ".embedding_length");
-  c["intermediate_size"] = arch == "qwen3moe" && !file.integer(arch + ".feed_forward_length")
+  c["intermediate_size"] = (arch == "qwen3moe" || arch == "qwen2moe") && !file.integer(arch + ".feed_forward_length")
                               ? required(file, arch + ".expert_feed_forward_length")
                               : required(file, arch + ".feed_forward_length");
   c["num_hidden_layers"] = required(file, arch + ".block_count");
@@ -261,13 +271,23 @@ ModelConfig gguf_model_config(const GgufFile& file) {
       if (auto v = file.number(key)) c[field] = *v;
     }
   }
-  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "olmoe") {
-    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen3moe and olmoe files' are)");
+  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "olmoe") {
+    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen2moe, qwen3moe and olmoe files' are)");
   }
-  if ((arch == "qwen3moe" || arch == "olmoe") && experts <= 0) fail(file.where(), ": a ", arch, " file without ", arch, ".expert_count");
+  if ((arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe") && experts <= 0) {
+    fail(file.where(), ": a ", arch, " file without ", arch, ".expert_count");
+  }
   // As llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
-  // (OLMoE's not), its experts feed_forward_length wide.
-  if (arch == "olmoe") c["norm_topk_prob"] = false;
+  // (Qwen2-MoE's and OLMoE's not; OLMoE's experts feed_forward_length wide), and Qwen2-MoE's shared
+  // expert of expert_shared_feed_forward_length.
+  if (arch == "olmoe" || arch == "qwen2moe") c["norm_topk_prob"] = false;
+  if (arch == "qwen2moe") {
+    c["moe_intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
+    c["shared_expert_intermediate_size"] = required(file, arch + ".expert_shared_feed_forward_length");
+    if (auto shared = file.integer(arch + ".expert_shared_count"); shared && *shared != 1) {
+      fail(file.where(), ": ", arch, ".expert_shared_count ", *shared, " is not supported (Qwen2-MoE has one shared expert)");
+    }
+  }
   if (experts > 0) {
     c[arch == "llama" ? "num_local_experts" : "num_experts"] = experts;
     c["num_experts_per_tok"] = required(file, arch + ".expert_used_count");
@@ -275,7 +295,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
       c["moe_intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
       c["norm_topk_prob"] = true;
     }
-    if (auto shared = file.integer(arch + ".expert_shared_count"); shared && *shared > 0) {
+    if (auto shared = file.integer(arch + ".expert_shared_count"); shared && *shared > 0 && arch != "qwen2moe") {
       fail(file.where(), ": shared experts (", arch, ".expert_shared_count ", *shared, ") are not supported");
     }
     if (auto gating = file.integer(arch + ".expert_gating_func"); gating && *gating != 1) {
@@ -379,7 +399,7 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
   // apart, as Hugging Face).
   const std::string arch = architecture(file);
-  const bool interleaved = arch == "llama" || arch == "granite";
+  const bool interleaved = arch == "llama" || arch == "granite" || arch == "smollm3";
   auto shared = std::make_shared<const GgufFile>(file);
   std::map<std::string, TensorRef> tensors;
   std::map<std::string, Checkpoint::Conversion> conversions;
@@ -401,6 +421,7 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
     TensorRef ref;
     ref.name = hf;
     ref.shape.assign(t.dims.rbegin(), t.dims.rend());  // ggml lists the contiguous dimension first
+    if (hf.ends_with("shared_expert_gate.weight") && ref.shape.size() == 1) ref.shape.insert(ref.shape.begin(), 1);  // [1, hidden]
     const bool query = interleaved && hf.find("q_proj") != std::string::npos,
                key = interleaved && hf.find("k_proj") != std::string::npos;
     const auto type = static_cast<GgmlType>(t.type);

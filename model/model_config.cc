@@ -19,7 +19,7 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-                                                          "OlmoeForCausalLM"};
+                                                          "OlmoeForCausalLM", "SmolLM3ForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -281,15 +281,40 @@ void set_layer_windows(const json& config, ModelConfig& c, const std::string& wh
   c.sliding_window = 0;
 }
 
+// SmolLM3's blocks without RoPE: no_rope_layers lists 1 for a block that rotates and 0 for one
+// that does not (at least one entry per block), or else every no_rope_layer_interval-th block (4)
+// does not, as transformers builds them.
+void parse_no_rope_layers(const json& config, ModelConfig& c, const std::string& where) {
+  c.rope_layers.assign(static_cast<std::size_t>(c.num_layers), true);
+  if (config.contains("no_rope_layers") && !config["no_rope_layers"].is_null()) {
+    const json& list = config["no_rope_layers"];
+    if (!list.is_array() || list.size() < static_cast<std::size_t>(c.num_layers)) {
+      fail(where, ": 'no_rope_layers' must list 1 (RoPE) or 0 (none) for each of the ", c.num_layers, " layers");
+    }
+    for (std::size_t l = 0; l < c.rope_layers.size(); ++l) {
+      if (list[l] != 0 && list[l] != 1) fail(where, ": no_rope_layers[", l, "] is ", list[l].dump(), " (1: RoPE, 0: none)");
+      c.rope_layers[l] = list[l] == 1;
+    }
+    return;
+  }
+  const std::int64_t interval = positive_int(config, "no_rope_layer_interval", where, 4);
+  for (std::int64_t l = 0; l < c.num_layers; ++l) c.rope_layers[static_cast<std::size_t>(l)] = (l + 1) % interval != 0;
+}
+
 // Qwen2's and Qwen3's use_sliding_window (none of their released models sets it): the window on
 // the blocks from max_window_layers on (28 by default), or on those layer_types lists, as
-// transformers builds them.
+// transformers builds them; SmolLM3's: on its blocks without RoPE, or those layer_types lists.
 void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& where) {
+  const bool smollm3 = c.architecture == "SmolLM3ForCausalLM";
   if (c.architecture != "Qwen2ForCausalLM" && c.architecture != "Qwen3ForCausalLM" && c.architecture != "Qwen2MoeForCausalLM" &&
-      c.architecture != "Qwen3MoeForCausalLM") {
-    fail(where, ": use_sliding_window is read for Qwen2, Qwen3 and their mixtures of experts, not ", c.architecture);
+      c.architecture != "Qwen3MoeForCausalLM" && !smollm3) {
+    fail(where, ": use_sliding_window is read for Qwen2, Qwen3, their mixtures of experts and SmolLM3, not ", c.architecture);
   }
   c.sliding_window = positive_int(config, "sliding_window", where);
+  if (smollm3) {
+    set_layer_windows(config, c, where, [&](std::int64_t l) { return !c.rotates(l); });
+    return;
+  }
   const std::int64_t from = config.contains("max_window_layers") && !config["max_window_layers"].is_null()
                                 ? non_negative_int(config, "max_window_layers", where)
                                 : 28;
@@ -358,7 +383,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -423,6 +448,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
       olmoe) {
     parse_experts(config, c, where);
   }
+  if (c.architecture == "SmolLM3ForCausalLM") parse_no_rope_layers(config, c, where);
   if (config.contains("use_sliding_window") && !config["use_sliding_window"].is_null()) {
     if (!config["use_sliding_window"].is_boolean()) fail(where, ": 'use_sliding_window' must be true or false");
     if (config["use_sliding_window"].get<bool>()) parse_qwen_windows(config, c, where);
@@ -454,7 +480,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     if (dims < c.head_dim) c.rotary_dim = dims;
   }
   c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
-  c.rope_theta = positive_number(config, "rope_theta", where, gemma3 ? 1000000.0 : 10000.0);  // transformers' defaults
+  c.rope_theta = positive_number(config, "rope_theta", where,  // transformers' defaults
+                                 gemma3 ? 1000000.0 : c.architecture == "SmolLM3ForCausalLM" ? 2000000.0 : 10000.0);
   c.rope_scaling = parse_rope_scaling(config, where, c.rope_dims(), c.max_position_embeddings);
   if (c.rope_scaling.kind == RopeScaling::Kind::kYarn) {
     // YaRN stretches the original context by its factor (Qwen2.5 and Qwen3 leave

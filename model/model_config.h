@@ -37,6 +37,8 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;  ///< Llama's RMSNorm; BLOOM's LayerNorm epsilon for kBloom
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  /// Which blocks rotate q and k (SmolLM3's no_rope_layers: every fourth does not); empty: all.
+  std::vector<bool> rope_layers;
   /// Dimensions of each head that rotate (the first ones; 0: all of head_dim). Phi-4-mini's
   /// partial_rotary_factor 0.75 rotates 96 of 128.
   std::int64_t rotary_dim = 0;
@@ -110,6 +112,10 @@ struct ModelConfig {
   /// The widest MLP a block has: intermediate_size, or an expert's where that is wider.
   std::int64_t widest_mlp() const {
     return std::max({intermediate_size, moe_intermediate_size, shared_expert_intermediate_size});
+  }
+  /// Whether block `layer` rotates its q and k at all (SmolLM3's NoPE blocks do not).
+  bool rotates(std::int64_t layer) const {
+    return rope_layers.empty() || rope_layers.at(static_cast<std::size_t>(layer));
   }
   /// Dimensions of each head that RoPE rotates.
   std::int64_t rope_dims() const { return rotary_dim > 0 ? rotary_dim : head_dim; }

@@ -176,6 +176,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Olmo2ForCausalLM" ? "olmo2"
                              : s.architecture == "Olmo3ForCausalLM" ? "olmo3"
                              : s.architecture == "OlmoeForCausalLM" ? "olmoe"
+                             : s.architecture == "SmolLM3ForCausalLM" ? "smollm3"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -237,6 +238,11 @@ json config_json(const SyntheticSpec& s) {
     config["sliding_window"] = s.sliding_window > 0 ? s.sliding_window : 4096;
     config["layer_types"] = json::array();
     for (std::int64_t l = 0; l < s.num_layers; ++l) config["layer_types"].push_back((l + 1) % 4 != 0 ? "sliding_attention" : "full_attention");
+  }
+  if (s.architecture == "SmolLM3ForCausalLM") {  // every fourth block without RoPE, listed as its configs list them
+    config["no_rope_layers"] = json::array();
+    for (std::int64_t l = 0; l < s.num_layers; ++l) config["no_rope_layers"].push_back((l + 1) % 4 != 0 ? 1 : 0);
+    config["use_sliding_window"] = false;
   }
   if (s.architecture == "OlmoeForCausalLM") {  // experts of intermediate_size
     config["num_experts"] = s.num_experts;
@@ -372,10 +378,10 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
-      s.architecture != "OlmoeForCausalLM") {
+      s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM or "
+         "GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM or "
          "BloomForCausalLM, not ",
          s.architecture);
   }

@@ -33,7 +33,9 @@ int synth_command(int argc, char** argv) {
                                                          "(Llama's with multipliers), olmo2 (output\n"
                                                          "norms only, q and k norms over all heads),\n"
                                                          "olmo3 (and a window on 3 of 4 blocks),\n"
-                                                         "olmoe (experts, OLMo's q and k norms) or\n"
+                                                         "olmoe (experts, OLMo's q and k norms),\n"
+                                                         "smollm3 (Llama's, every 4th block without\n"
+                                                         "RoPE) or\n"
                                                          "bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
@@ -66,11 +68,12 @@ int synth_command(int argc, char** argv) {
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
       {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
-      {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
+      {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, olmo2, olmo3, olmoe, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, olmo2, olmo3, olmoe, smollm3, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();

@@ -587,6 +587,8 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false, bo
   EXPECT_EQ(g.rope_scaling.beta_fast, hf.rope_scaling.beta_fast);
   EXPECT_EQ(g.rope_scaling.beta_slow, hf.rope_scaling.beta_slow);
   EXPECT_EQ(g.layer_windows, hf.layer_windows);
+  EXPECT_EQ(g.rope_layers, hf.rope_layers);
+  EXPECT_EQ(g.rope_layers, smollm3 ? (std::vector<bool>{true, true, true, false}) : std::vector<bool>{});
   EXPECT_EQ(g.attention_softcap, hf.attention_softcap);
   EXPECT_EQ(g.final_logit_softcap, hf.final_logit_softcap);
   EXPECT_EQ(g.attention_scale, hf.attention_scale);
@@ -645,7 +647,10 @@ TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("
 // OLMoE as an `olmoe` file (its q and k norms as wide as the projections); OLMo 2 and 3 as `olmo2`
 // files (no input norms, post_attention_norm and post_ffw_norm; OLMo 3 with its window as a key).
 struct MoeFile {
-  std::string arch;  // "llama" (Mixtral), "qwen3moe", "olmoe", or without experts "granite" (its multipliers) or "olmo2"
+  // "llama" (Mixtral), "qwen3moe", "qwen2moe" (q, k and v biases, a shared expert and its gate as
+  // ffn_*_shexp and ffn_gate_inp_shexp, a vector), "olmoe", or without experts "granite" (its multipliers), "olmo2"
+  // or "smollm3" (Llama's tensors, q and k interleaved; every fourth block without RoPE)
+  std::string arch;
   bool split = false, q8_down = false;
   std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
   std::int64_t window = 0;  // olmo2: OLMo 3's sliding window
@@ -670,6 +675,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
+  const bool qwen2 = f.arch == "qwen2moe";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
@@ -711,7 +717,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
     if (!olmo2) add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
     auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
-    if (!qwen && !olmo) {
+    if (!qwen && !qwen2 && !olmo) {
       q = interleave(q, c.num_heads, h);
       k = interleave(k, c.num_kv_heads, h);
     }
@@ -719,6 +725,11 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     add(b + "attn_k.weight", {c.kv_size(), h}, k);
     add(b + "attn_v.weight", {c.kv_size(), h}, f32_of(p + "self_attn.v_proj.weight"));
     add(b + "attn_output.weight", {h, c.q_size()}, f32_of(p + "self_attn.o_proj.weight"));
+    if (qwen2) {
+      add(b + "attn_q.bias", {c.q_size()}, f32_of(p + "self_attn.q_proj.bias"));
+      add(b + "attn_k.bias", {c.kv_size()}, f32_of(p + "self_attn.k_proj.bias"));
+      add(b + "attn_v.bias", {c.kv_size()}, f32_of(p + "self_attn.v_proj.bias"));
+    }
     if (qwen || olmo) {
       add(b + "attn_q_norm.weight", {c.q_norm_width()}, f32_of(p + "self_attn.q_norm.weight"));
       add(b + "attn_k_norm.weight", {c.k_norm_width()}, f32_of(p + "self_attn.k_norm.weight"));
@@ -750,6 +761,13 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
         stacked.insert(stacked.end(), v.begin(), v.end());
       }
       if (!f.split) add(b + "ffn_" + g + "_exps.weight", {c.num_experts, shape[0], shape[1]}, stacked, down && f.q8_down);
+    }
+    if (qwen2) {
+      const std::int64_t shared = c.shared_expert_intermediate_size;
+      add(b + "ffn_gate_inp_shexp.weight", {h}, f32_of(moe + "shared_expert_gate.weight"));
+      add(b + "ffn_gate_shexp.weight", {shared, h}, f32_of(moe + "shared_expert.gate_proj.weight"));
+      add(b + "ffn_up_shexp.weight", {shared, h}, f32_of(moe + "shared_expert.up_proj.weight"));
+      add(b + "ffn_down_shexp.weight", {h, shared}, f32_of(moe + "shared_expert.down_proj.weight"));
     }
   }
   GgufWriter w;
@@ -785,6 +803,10 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     f32("granite.residual_scale", c.residual_scale);
     f32("granite.attention.scale", c.attention_scale);
     f32("granite.logit_scale", c.logit_divisor);
+  }
+  if (qwen2) {
+    u32(a + ".expert_feed_forward_length", inter);
+    u32(a + ".expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
   }
   if (qwen) {
     u32(a + ".expert_feed_forward_length", inter);
@@ -822,24 +844,28 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   const test::TempDir dir;
   SyntheticSpec spec;
   const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
-  spec.architecture = qwen      ? "Qwen3MoeForCausalLM"
+  const bool smollm3 = f.arch == "smollm3", dense = granite || olmo2 || smollm3, qwen2 = f.arch == "qwen2moe";
+  spec.architecture = qwen2     ? "Qwen2MoeForCausalLM"
+                      : smollm3 ? "SmolLM3ForCausalLM"
+                      : qwen    ? "Qwen3MoeForCausalLM"
                       : granite ? "GraniteForCausalLM"
                       : olmoe   ? "OlmoeForCausalLM"
                       : olmo2   ? (f.window > 0 ? "Olmo3ForCausalLM" : "Olmo2ForCausalLM")
                                 : "MixtralForCausalLM";
   spec.sliding_window = f.window;
-  spec.norm_topk_prob = !olmoe;  // as llama.cpp runs OLMoE
+  spec.norm_topk_prob = !olmoe && !qwen2;  // as llama.cpp runs OLMoE and Qwen2-MoE
+  spec.shared_expert_intermediate_size = qwen2 ? 80 : 0;
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
-  spec.moe_intermediate_size = qwen ? 64 : 0;
-  spec.num_layers = 2;
+  spec.moe_intermediate_size = qwen ? 64 : qwen2 ? 48 : 0;
+  spec.num_layers = smollm3 ? 4 : 2;  // SmolLM3: block 3 without RoPE
   spec.num_heads = 4;
   spec.num_kv_heads = 2;
   spec.head_dim = qwen ? 32 : 0;
   spec.vocab_size = 300;
   spec.max_position_embeddings = 64;
   spec.weight_std = 0.15;
-  spec.num_experts = qwen ? 6 : granite || olmo2 ? 0 : 4;
+  spec.num_experts = qwen ? 6 : dense ? 0 : 4;
   spec.experts_per_token = qwen ? 3 : 2;
   spec.seed = 12;
   write_synthetic_checkpoint(spec, dir / "hf");
@@ -854,7 +880,9 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_EQ(g.num_experts, hf.num_experts);
   EXPECT_EQ(g.experts_per_token, hf.experts_per_token);
   EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
-  EXPECT_EQ(g.moe_renormalize, !olmoe);  // as llama.cpp runs them
+  EXPECT_EQ(g.moe_renormalize, !olmoe && !qwen2);  // as llama.cpp runs them
+  EXPECT_EQ(g.shared_expert_intermediate_size, hf.shared_expert_intermediate_size);
+  EXPECT_EQ(g.attention_bias, qwen2);
   EXPECT_EQ(g.moe_renormalize, hf.moe_renormalize);
   EXPECT_TRUE(g.dense_layers.empty());
   EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe);
@@ -871,7 +899,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     ASSERT_EQ(t.shape, ref.shape) << name;
     const auto* got = reinterpret_cast<const float*>(t.data);
     const auto* want = reinterpret_cast<const float*>(ref.data);
-    if (f.q8_down && name.find("down_proj") != std::string::npos) {  // each block of 32 as Q8_0 gives it back
+    if (f.q8_down && name.find(".experts.") != std::string::npos && name.find("down_proj") != std::string::npos) {  // each block of 32 as Q8_0 gives it back
       const auto blocks = q8_0(want, ref.elements());
       for (std::int64_t i = 0; i < ref.elements(); ++i) {
         const std::uint8_t* block = blocks.data() + (i / 32) * 34;
@@ -884,7 +912,9 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     ++compared;
   }
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite, OLMo 2: its MLP)
-  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite ? 6 : olmo2 ? 8 : 7) + (granite || olmo2 ? 3 : 3 * spec.num_experts)));
+  // (Qwen2-MoE: 3 biases, its shared expert's 3 and gate)
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : 7) +
+                                             (dense ? 3 : 3 * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down) {
     EXPECT_NE(x, y);
@@ -903,6 +933,11 @@ TEST(GgufModel, OlmoFilesAreTheirHuggingFaceFolders) {
   expect_moe_file_is_its_folder({"olmo2", false, false, {}, /*window=*/3});  // OLMo 3: the window on 3 of every 4 blocks
   expect_moe_file_is_its_folder({"olmoe"});
 }
+TEST(GgufModel, AQwen2MoeFileIsItsHuggingFaceFolder) {
+  expect_moe_file_is_its_folder({"qwen2moe"});
+  expect_moe_file_is_its_folder({"qwen2moe", false, /*q8_down=*/true});
+}
+TEST(GgufModel, ASmolLM3FileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"smollm3"}); }
 TEST(GgufModel, AQwen3MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen3moe"});
   expect_moe_file_is_its_folder({"qwen3moe", false, /*q8_down=*/true});

@@ -15,7 +15,8 @@
 // weighted by the sigmoid of its gate, a dense block first), OLMo 2 (norms of the attention's and
 // the MLP's outputs and none of their inputs, q and k each normalised whole), OLMo 3 (OLMo 2's with a
 // window on block 0, which rotates without the YaRN scaling block 1 takes) and OLMoE (3 of 5
-// experts, not renormalised, OLMo's q and k norms); the reference routes and reads OLMo's
+// experts, not renormalised, OLMo's q and k norms) and SmolLM3 (block 1 without RoPE; also with
+// use_sliding_window, its window there); the reference routes and reads OLMo's and SmolLM3's
 // settings from config.json itself. A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
@@ -144,6 +145,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     c["max_window_layers"] = 1;
     test::write_file(dir.path() / "config.json", c.dump());
   }
+  if (architecture == "SmolLM3ForCausalLM") {  // block 1 without RoPE (and with +swa, its window)
+    auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
+    c["no_rope_layers"] = {1, 0};
+    test::write_file(dir.path() / "config.json", c.dump());
+  }
   if (architecture == "Olmo3ForCausalLM") {  // block 0 slides, block 1 attends to all
     auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
     c["layer_types"] = {"sliding_attention", "full_attention"};
@@ -161,6 +167,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
                                 architecture == "Gemma3ForCausalLM" || olmo);
   EXPECT_EQ(config.qk_norm_across_heads, olmo);
+  EXPECT_EQ(config.rope_layers, architecture == "SmolLM3ForCausalLM" ? (std::vector<bool>{true, false}) : std::vector<bool>{});
   EXPECT_EQ(config.input_norms, !olmo2);
   EXPECT_EQ(config.output_norms, olmo2 || architecture.starts_with("Gemma2") || architecture.starts_with("Gemma3"));
   if (architecture == "MixtralForCausalLM") {
@@ -426,7 +433,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Qwen3MoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Olmo2ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"Olmo3ForCausalLM+yarn", 5},
-                                           std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0}),
+                                           std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

@@ -300,6 +300,39 @@ TEST(ModelConfig, ReadsOlmo) {
   expect_error([&] { (void)parse_model_config(o3.dump(), "c"); }, "'sliding_window' must be positive");
 }
 
+// SmolLM3-3B's config: every fourth of its 36 blocks without RoPE, listed; without the list,
+// no_rope_layer_interval's (4 by default); use_sliding_window puts the window on those blocks.
+TEST(ModelConfig, ReadsSmolLM3) {
+  json j = json::parse(R"({"architectures": ["SmolLM3ForCausalLM"], "attention_bias": false, "bos_token_id": null,
+      "eos_token_id": 128012, "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 11008,
+      "max_position_embeddings": 65536, "mlp_bias": false, "model_type": "smollm3", "num_attention_heads": 16,
+      "num_hidden_layers": 36, "num_key_value_heads": 4, "pad_token_id": 128004, "rms_norm_eps": 1e-06,
+      "rope_scaling": null, "rope_theta": 5000000.0, "sliding_window": null, "use_sliding_window": false,
+      "tie_word_embeddings": true, "vocab_size": 128256})");
+  j["no_rope_layers"] = json::array();
+  for (int l = 0; l < 36; ++l) j["no_rope_layers"].push_back((l + 1) % 4 != 0 ? 1 : 0);
+  const ModelConfig c = parse_model_config(j.dump(), "config.json");
+  ASSERT_EQ(c.rope_layers.size(), 36u);
+  for (int l = 0; l < 36; ++l) EXPECT_EQ(c.rotates(l), (l + 1) % 4 != 0) << l;
+  EXPECT_TRUE(c.layer_windows.empty() && c.tie_word_embeddings && c.rope_theta == 5000000.0);
+  j.erase("no_rope_layers");
+  j["no_rope_layer_interval"] = 3;
+  j.erase("rope_theta");
+  const ModelConfig every_third = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(every_third.rotates(0) && every_third.rotates(1) && !every_third.rotates(2) && !every_third.rotates(35));
+  EXPECT_EQ(every_third.rope_theta, 2000000.0);  // transformers' default for SmolLM3
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 4096;
+  const ModelConfig windowed = parse_model_config(j.dump(), "config.json");
+  EXPECT_EQ(windowed.window_of(2), 4096);
+  EXPECT_EQ(windowed.window_of(3), 0);
+  j["no_rope_layers"] = {1, 0};
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "'no_rope_layers' must list 1 (RoPE) or 0 (none) for each of the 36 layers");
+  j["no_rope_layers"] = json::array();
+  for (int l = 0; l < 36; ++l) j["no_rope_layers"].push_back(l == 5 ? 2 : 1);
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "no_rope_layers[5] is 2");
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);

@@ -178,16 +178,18 @@ LongRope long_rope(const std::filesystem::path& dir, std::int64_t rd, double the
   return out;
 }
 
-// Qwen2's and Qwen3's window of block `layer` from config.json itself: with use_sliding_window,
-// sliding_window on the blocks from max_window_layers on (or those layer_types lists), else 0;
-// -1 for other architectures.
+// Qwen2's, Qwen3's and SmolLM3's window of block `layer` from config.json itself: with
+// use_sliding_window, sliding_window on the blocks from max_window_layers on (SmolLM3: those
+// without RoPE), or those layer_types lists, else 0; -1 for other architectures.
 std::int64_t qwen_window_of(const std::filesystem::path& dir, std::int64_t layer) {
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
   const std::string arch = j["architectures"][0];
-  if (arch != "Qwen2ForCausalLM" && arch != "Qwen3ForCausalLM" && arch != "Qwen3MoeForCausalLM") return -1;
+  const bool smollm3 = arch == "SmolLM3ForCausalLM";
+  if (arch != "Qwen2ForCausalLM" && arch != "Qwen3ForCausalLM" && arch != "Qwen3MoeForCausalLM" && !smollm3) return -1;
   if (!j.value("use_sliding_window", false)) return 0;
   const bool slides = j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(layer)] == "sliding_attention"
+                      : smollm3                 ? j["no_rope_layers"][static_cast<std::size_t>(layer)] == 0
                                                 : layer >= j.value("max_window_layers", std::int64_t{28});
   return slides ? j["sliding_window"].get<std::int64_t>() : 0;
 }
@@ -229,6 +231,15 @@ OlmoSettings olmo_settings(const std::filesystem::path& dir) {
     o.sliding.push_back(j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(l)] == "sliding_attention" : (l + 1) % 4 != 0);
   }
   return o;
+}
+
+// SmolLM3's blocks that rotate, from config.json itself: no_rope_layers' 1s (true for every block
+// of other architectures).
+bool rotates_in_config(const std::filesystem::path& dir, std::int64_t layer) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  if (j["architectures"][0] != "SmolLM3ForCausalLM") return true;
+  return j["no_rope_layers"][static_cast<std::size_t>(layer)] == 1;
 }
 
 // A mixture of experts from config.json itself (Mixtral: num_local_experts, always renormalised,
@@ -365,8 +376,10 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                             : gemma2.sliding(first + b) ? plain_inverse_frequencies(rd, gemma2.local_theta, 1)
                                                         : plain_inverse_frequencies(rd, gemma2.global_theta, gemma2.linear_factor);
     const double magnitude = olmo_slides ? 1.0 : c.rope_scaling.attention_factor;
-    rotate(q, c.num_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
-    rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
+    if (rotates_in_config(dir, first + b)) {
+      rotate(q, c.num_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
+      rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
+    }
     std::vector<double> attn(q.size());
     for (std::size_t s = 0; s < starts.size(); ++s)
       for (std::int64_t i = 0; i < lengths[s]; ++i)

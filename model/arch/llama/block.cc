@@ -10,7 +10,7 @@ namespace sepal {
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
 // biases, Qwen3's RMSNorm of each head of q and k (OLMo's of the whole of q and of k), Mistral's
-// sliding window, Gemma 2's norms of the attention's and the MLP's outputs (OLMo 2's, with no
+// sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the MLP's outputs (OLMo 2's, with no
 // norms of their inputs), a mixture of experts for the MLP (Mixtral, Qwen3-MoE, OLMoE;
 // model/arch/experts.h), and Granite's residual multiplier, where the config has them.
 void llama_block_forward(const BlockCall& call) {
@@ -48,11 +48,11 @@ void llama_block_forward(const BlockCall& call) {
   }
   if (c.qk_norm) qk_norms(c, w, n, s.q.data(), s.k.data());
   const double magnitude = c.rope_magnitude(w.layer);
-  if (call.segments.empty()) {
+  if (call.segments.empty() && c.rotates(w.layer)) {
     rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
     rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
   }
-  for (const RowSegment& seg : call.segments) {  // each session with its own table
+  for (const RowSegment& seg : c.rotates(w.layer) ? call.segments : std::span<const RowSegment>{}) {  // each session with its own table
     rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
                      seg.inv_freq, magnitude);
     rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
