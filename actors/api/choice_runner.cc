@@ -49,10 +49,10 @@ std::int64_t extra_positions(const ServedAdapter* adapter, const ModelConfig& co
 
 namespace {
 
-// The id of special token `text` when a request with tools for a Mistral template needs it
-// written into the reply's text (it decodes to nothing), or -1.
-std::int32_t mistral_marker(const ServedModel& model, const CompletionRequest& request, const char* text) {
-  if (request.tools.is_null() || model.chat_template.tool_format != ToolCallFormat::kMistral) return -1;
+// The id of special token `text` when a request with tools for a Mistral or Granite template
+// needs it written into the reply's text (it decodes to nothing), or -1.
+std::int32_t special_marker(const ServedModel& model, const CompletionRequest& request, const char* text) {
+  if (request.tools.is_null() || !text || !calls_marker(model.chat_template.tool_format)) return -1;
   const std::int32_t id = model.tokenizer->token_id(text);
   if (id >= 0 && !model.tokenizer->token_bytes(id).empty()) return -1;  // it decodes as itself
   return id;
@@ -70,8 +70,10 @@ std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_p
 }
 
 CallMarkers call_markers(const ServedModel& model, const CompletionRequest& request) {
-  return CallMarkers{mistral_marker(model, request, kMistralToolCalls), mistral_marker(model, request, kMistralArgs),
-                     mistral_marker(model, request, kMistralCallId), model.chat_template.mistral_v11};
+  const bool mistral = model.chat_template.tool_format == ToolCallFormat::kMistral;
+  return CallMarkers{special_marker(model, request, calls_marker(model.chat_template.tool_format)),
+                     mistral ? special_marker(model, request, kMistralArgs) : -1,
+                     mistral ? special_marker(model, request, kMistralCallId) : -1, model.chat_template.mistral_v11};
 }
 
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
@@ -128,11 +130,13 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
       pending.tokens.push_back(std::move(t));
     };
   }
-  // Mistral's calls are marked with special tokens, which decode to nothing: with tools, they
-  // are written into the text, where the reply's calls are read from.
+  // Mistral's and Granite's calls are marked with special tokens, which decode to nothing: with
+  // tools, they are written into the text, where the reply's calls are read from.
   std::vector<std::pair<std::int32_t, const char*>> markers;
-  for (const char* text : {kMistralToolCalls, kMistralArgs, kMistralCallId}) {
-    if (const std::int32_t id = mistral_marker(model, request, text); id >= 0) markers.emplace_back(id, text);
+  const bool mistral = model.chat_template.tool_format == ToolCallFormat::kMistral;
+  for (const char* text : {calls_marker(model.chat_template.tool_format), mistral ? kMistralArgs : nullptr,
+                           mistral ? kMistralCallId : nullptr}) {
+    if (const std::int32_t id = special_marker(model, request, text); id >= 0) markers.emplace_back(id, text);
   }
   bool stopped = false;
   GenerationResult generated;

@@ -67,7 +67,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
     JsonSchemaGrammar json(g);
     const bool v11 = format == ToolCallFormat::kMistral && markers.v11;
     const char* arguments_key = format == ToolCallFormat::kLlama3Json ? "parameters" : "arguments";
-    const Symbols open_calls = format == ToolCallFormat::kMistral ? special(kMistralToolCalls, markers.calls) : Symbols{};
+    const Symbols open_calls = calls_marker(format) ? special(calls_marker(format), markers.calls) : Symbols{};
     // One call of any function offered (or of the named one); the names as one trie, so that a
     // reader holds a way per next byte of a name, not one per function. v11 writes the name, an
     // optional [CALL_ID] and its id (where the vocabulary has the token), [ARGS] and the object.
@@ -108,6 +108,10 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
         one = v11 ? open_calls + call(call_object) : call(call_object);
         separator = v11 ? Symbols{} : g.literal(", ");
         break;
+      case ToolCallFormat::kGranite:
+        one = call(call_object);
+        separator = g.literal(", ");
+        break;
       case ToolCallFormat::kNone:
         return "this model's chat template teaches no call format";
     }
@@ -122,7 +126,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
       g.add(calls, call(single) + call(more));
     }
     out->start = g.new_rule();
-    if (format == ToolCallFormat::kMistral && !v11) {  // [TOOL_CALLS] and a JSON array
+    if ((format == ToolCallFormat::kMistral && !v11) || format == ToolCallFormat::kGranite) {  // the marker and a JSON array
       const Grammar::Rule space = g.new_rule();
       g.add(space, {});
       g.add(space, g.literal(" "));

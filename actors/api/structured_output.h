@@ -35,7 +35,7 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> json_schema_o
 /// they decode to nothing (the reply then writes the token: a marker of the output), or -1 (its
 /// text is written, or the vocabulary has no [CALL_ID]).
 struct CallMarkers {
-  std::int32_t calls = -1, args = -1, call_id = -1;
+  std::int32_t calls = -1, args = -1, call_id = -1;  ///< calls: [TOOL_CALLS] or Granite's <|tool_call|>
   /// The template writes calls as tokenizer v11 does (`[TOOL_CALLS]name[ARGS]{...}`, each call
   /// with its own [TOOL_CALLS]); else as a JSON array after one [TOOL_CALLS].
   bool v11 = false;

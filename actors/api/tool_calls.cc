@@ -162,20 +162,22 @@ std::optional<ParsedReply> parse_mistral_v11(std::string_view calls, const std::
   return reply;
 }
 
-// Text, then [TOOL_CALLS] and a JSON array of calls (or one call) to the end, or v11's calls.
-std::optional<ParsedReply> parse_mistral(const std::string& text, const std::set<std::string>& names) {
-  const std::size_t open = text.find(kMistralToolCalls);
+// Text, then the format's marker ([TOOL_CALLS], <|tool_call|>) and a JSON array of calls (or one
+// call) to the end, or (Mistral) v11's calls.
+std::optional<ParsedReply> parse_marked_list(ToolCallFormat format, const std::string& text, const std::set<std::string>& names) {
+  const char* marker = calls_marker(format);
+  const std::size_t open = text.find(marker);
   if (open == std::string::npos) return std::nullopt;
-  const std::string_view calls = trim(std::string_view(text).substr(open + std::strlen(kMistralToolCalls)));
+  const std::string_view calls = trim(std::string_view(text).substr(open + std::strlen(marker)));
   ParsedReply reply;
   if (!calls.empty() && (calls.front() == '[' || calls.front() == '{')) {
     const ojson j = ojson::parse(calls, nullptr, /*allow_exceptions=*/false);
     for (const ojson& one : j.is_array() ? j : ojson::array({j})) {
-      auto call = call_of(one, names, {"arguments"}, ToolCallFormat::kMistral);
+      auto call = call_of(one, names, {"arguments"}, format);
       if (!call) return std::nullopt;
       reply.calls.push_back(std::move(*call));
     }
-  } else if (auto v11 = parse_mistral_v11(calls, names)) {
+  } else if (auto v11 = format == ToolCallFormat::kMistral ? parse_mistral_v11(calls, names) : std::nullopt) {
     reply = std::move(*v11);
   }
   if (reply.calls.empty()) return std::nullopt;
@@ -193,16 +195,23 @@ const char* tool_call_format_name(ToolCallFormat format) {
       return "llama3_json";
     case ToolCallFormat::kMistral:
       return "mistral";
+    case ToolCallFormat::kGranite:
+      return "granite";
     case ToolCallFormat::kNone:
       break;
   }
   return "none";
 }
 
+const char* calls_marker(ToolCallFormat format) {
+  return format == ToolCallFormat::kMistral ? kMistralToolCalls : format == ToolCallFormat::kGranite ? kGraniteToolCall : nullptr;
+}
+
 ToolCallFormat tool_call_format_of(const std::string& template_text) {
   if (template_text.find("tools") == std::string::npos) return ToolCallFormat::kNone;
   if (template_text.find(kOpen) != std::string::npos) return ToolCallFormat::kHermes;
   if (template_text.find(kMistralToolCalls) != std::string::npos) return ToolCallFormat::kMistral;
+  if (template_text.find(kGraniteToolCall) != std::string::npos) return ToolCallFormat::kGranite;
   if (template_text.find("<|start_header_id|>") != std::string::npos &&
       template_text.find("\"parameters\"") != std::string::npos) {
     return ToolCallFormat::kLlama3Json;
@@ -218,7 +227,8 @@ std::optional<ParsedReply> parse_tool_calls(ToolCallFormat format, const std::st
     case ToolCallFormat::kLlama3Json:
       return parse_llama3(text, names);
     case ToolCallFormat::kMistral:
-      return parse_mistral(text, names);
+    case ToolCallFormat::kGranite:
+      return parse_marked_list(format, text, names);
     case ToolCallFormat::kNone:
       break;
   }
@@ -283,8 +293,8 @@ std::string ToolCallStream::push(const std::string& text) {
     if (kPythonTag.substr(0, start.size()) == start) return {};  // a tag begun
     format_ = ToolCallFormat::kNone;  // plain text: shown as it comes from now on
   }
-  if (format_ == ToolCallFormat::kHermes || format_ == ToolCallFormat::kMistral) {
-    const std::string_view marker = format_ == ToolCallFormat::kHermes ? kOpen : std::string_view(kMistralToolCalls);
+  if (format_ == ToolCallFormat::kHermes || calls_marker(format_)) {
+    const std::string_view marker = format_ == ToolCallFormat::kHermes ? kOpen : std::string_view(calls_marker(format_));
     const std::size_t open = held_.find(marker);
     if (open != std::string::npos) {
       in_calls_ = true;

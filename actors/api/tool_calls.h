@@ -13,7 +13,10 @@
 //     [ARGS] and [CALL_ID] are special tokens, which decoded text leaves out: the choice runner
 //     writes them into the reply's text when the model generates them for a request with tools
 //     (without [ARGS], a v11 call's arguments start at its first '{'). Its templates take call
-//     ids of 9 letters and digits, so these calls get such ids.
+//     ids of 9 letters and digits, so these calls get such ids;
+//   - Granite (IBM Granite 3 templates, which write <|tool_call|>): text, then
+//     `<|tool_call|>[{"name": ..., "arguments": {...}}, ...]` (or one call) to the end.
+//     <|tool_call|> is a special token, written into the text as Mistral's are.
 // A reply whose calls do not parse, or name a function the request did not offer, is left as
 // text: nothing the model wrote is dropped (vLLM's hermes and llama3_json parsers read the same
 // formats).
@@ -29,15 +32,20 @@
 
 namespace sepal::api {
 
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral, kGranite };
 
 /// The text that opens Mistral's calls (a special token of its vocabulary).
 inline constexpr const char* kMistralToolCalls = "[TOOL_CALLS]";
 /// The special tokens between a v11 call's name and its arguments.
 inline constexpr const char* kMistralArgs = "[ARGS]";
 inline constexpr const char* kMistralCallId = "[CALL_ID]";
+/// The special token that opens Granite's calls.
+inline constexpr const char* kGraniteToolCall = "<|tool_call|>";
+/// The special token that opens a format's list of calls ([TOOL_CALLS], <|tool_call|>), or null
+/// for formats whose calls a special token does not open.
+const char* calls_marker(ToolCallFormat format);
 
-/// "hermes", "llama3_json", "mistral", "none".
+/// "hermes", "llama3_json", "mistral", "granite", "none".
 const char* tool_call_format_name(ToolCallFormat format);
 
 /// The format a chat template's text teaches (kNone: it renders no tools, or in a format sepal

@@ -653,6 +653,39 @@ TEST(ApiTools, MistralCallsFollowTheirToken) {
   EXPECT_EQ(stream.held(), "[TOOL_CALLS][{");
 }
 
+// Granite 3's calls: text, then <|tool_call|> (a special token, written into the text) and a JSON
+// array of calls, or one; the template that writes the token teaches the format.
+TEST(ApiTools, GraniteCallsFollowTheirToken) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  EXPECT_EQ(tool_call_format_of("{%- if tools %}{{- '<|start_of_role|>available_tools<|end_of_role|>' }}{{ tools | tojson }}"
+                                "{%- endif %}{%- if message.tool_calls %}{{- '<|tool_call|>' + message.tool_calls | tojson }}{%- endif %}"),
+            ToolCallFormat::kGranite);
+  EXPECT_STREQ(tool_call_format_name(ToolCallFormat::kGranite), "granite");
+  auto r = parse_tool_calls(ToolCallFormat::kGranite,
+                            "Checking.<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
+                            "{\"name\": \"local_time\", \"arguments\": {\"zone\": \"CET\"}}]",
+                            names);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->content, "Checking.");
+  ASSERT_EQ(r->calls.size(), 2u);
+  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Rome"})");
+  EXPECT_EQ(r->calls[1].name, "local_time");
+  EXPECT_EQ(r->calls[0].id.substr(0, 5), "call_");
+  r = parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>{\"name\": \"local_time\", \"arguments\": {}}", names);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->content);
+  // Left as text: text after the calls, no calls, an unknown function, Mistral's v11 form, no token.
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[{\"name\": \"local_time\", \"arguments\": {}}] and", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[]", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[{\"name\": \"get_time\", \"arguments\": {}}]", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>local_time[ARGS]{}", names));
+  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "[{\"name\": \"local_time\", \"arguments\": {}}]", names));
+  ToolCallStream stream(ToolCallFormat::kGranite);
+  EXPECT_EQ(stream.push("Checking. <|tool"), "Checking. ");
+  EXPECT_EQ(stream.push("_call|>[{"), "");
+  EXPECT_EQ(stream.held(), "<|tool_call|>[{");
+}
+
 // Without max_tokens a reply may run to the end of the context; a LongRoPE model's, to the end of
 // its original context while the prompt is within it (its session keeps the short factors).
 TEST(ApiRequest, TheDefaultLengthKeepsAShortConversationOfALongRopeModelShort) {
@@ -1311,6 +1344,22 @@ TEST(ApiChoice, ForcedMistralV11CallsWriteTheirSpecialTokensWhereTheGrammarReads
   EXPECT_TRUE(accepts(listed, tc + "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
   EXPECT_FALSE(accepts(listed, "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
   EXPECT_FALSE(accepts(listed, tc + "run" + ar + "{\"n\": 3}"));
+
+  // Granite's array after its <|tool_call|>, several calls when parallel: the marker where the
+  // token decodes to nothing, its text where it does not.
+  const auto granite = forced_calls_output(ToolCallFormat::kGranite, tools, "", true, CallMarkers{calls, -1, -1, false});
+  ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(granite)) << std::get<std::string>(granite);
+  const StructuredOutput& granite_calls = *std::get<std::shared_ptr<const StructuredOutput>>(granite);
+  EXPECT_EQ(granite_calls.markers, (std::vector<std::int32_t>{calls}));
+  EXPECT_TRUE(accepts(granite_calls, tc + "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
+  EXPECT_TRUE(accepts(granite_calls, tc + "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}, {\"name\": \"rest\", \"arguments\": {}}]"));
+  EXPECT_FALSE(accepts(granite_calls, "[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
+  EXPECT_FALSE(accepts(granite_calls, tc + "[{\"name\": \"run\", \"parameters\": {\"n\": 3}}]"));
+  const auto as_text = forced_calls_output(ToolCallFormat::kGranite, tools, "rest", false, CallMarkers{});
+  const StructuredOutput& text_marker = *std::get<std::shared_ptr<const StructuredOutput>>(as_text);
+  EXPECT_TRUE(text_marker.markers.empty());
+  EXPECT_TRUE(accepts(text_marker, "<|tool_call|>[{\"name\": \"rest\", \"arguments\": {}}]"));
+  EXPECT_FALSE(accepts(text_marker, "<|tool_call|>[{\"name\": \"run\", \"arguments\": {\"n\": 3}}]"));
 }
 
 TEST(ApiChoice, JsonSchemaRepliesAreTheLikeliestTheSchemaAllows) {

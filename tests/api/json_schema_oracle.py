@@ -183,8 +183,9 @@ def parse_calls(fmt, text):
             j = json.loads(p)
             out.append((j["name"], j["parameters"]))
         return out
-    assert text.startswith("[TOOL_CALLS]"), text
-    return [(j["name"], j["arguments"]) for j in json.loads(text[len("[TOOL_CALLS]"):])]
+    marker = "<|tool_call|>" if fmt == "granite" else "[TOOL_CALLS]"
+    assert text.startswith(marker), text
+    return [(j["name"], j["arguments"]) for j in json.loads(text[len(marker):])]
 
 
 def tool_cases():
@@ -192,7 +193,7 @@ def tool_cases():
         path = os.path.join(CASES, "tools", file)
         tools = json.load(open(path))
         functions = {t["function"]["name"]: t["function"] for t in tools}
-        for fmt in ("hermes", "llama3_json", "mistral"):
+        for fmt in ("hermes", "llama3_json", "mistral", "granite"):
             for forced in ["-"] + list(functions):
                 for parallel in ("0", "1"):
                     texts = [t for t in run(["calls", fmt, path, forced, parallel, "40", "3"]) if isinstance(t, str)]
