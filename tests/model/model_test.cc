@@ -402,7 +402,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   expect_error([&] { parse_model_config(qwen3.dump(), "c"); }, "'use_sliding_window' must be true or false");
   json plain_llama = json::parse(kGoodConfig);
   plain_llama["use_sliding_window"] = true;
-  expect_error([&] { parse_model_config(plain_llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3 and their mixtures of experts");
+  expect_error([&] { parse_model_config(plain_llama.dump(), "c"); }, "use_sliding_window is read for Qwen2, Qwen3, their mixtures of experts and SmolLM3");
   // Phi-3-mini-4k-instruct's config.json: fused projections, a window of 2047.
   const ModelConfig phi3 = parse_model_config(R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
       "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
