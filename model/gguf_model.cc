@@ -23,10 +23,10 @@ std::string architecture(const GgufFile& file) {
   const auto arch = file.string("general.architecture");
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
-      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "olmo2" && *arch != "olmoe" &&
+      *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "granitemoe" && *arch != "olmo2" && *arch != "olmoe" &&
       *arch != "smollm3" && *arch != "qwen2moe") {
     fail(file.where(), ": GGUF architecture '", *arch,
-         "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, "
+         "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, granitemoe, "
          "olmo2 (and OLMo 3), olmoe, smollm3)");
   }
   return *arch;
@@ -42,8 +42,9 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
 // (biases but Qwen2's on q, k and v; Qwen3's q and k norms but in qwen3 files; in phi3 files, q, k
 // and v apart or a gate apart: Phi-3 fuses them, as attn_qkv and, gate then up, ffn_up).
 // A mixture of experts' tensors: a `llama` file with experts is Mixtral (block_sparse_moe: the
-// router, experts' w1, w3, w2), a `qwen3moe` file Qwen3-MoE (mlp: the router, experts' gate_proj,
-// up_proj, down_proj). llama.cpp stacks each block's experts in one tensor per projection
+// router, experts' w1, w3, w2; a `granitemoe` file's take the same names, which Granite-MoE's
+// loader reads where no stacked input_linear is), a `qwen3moe` (`qwen2moe`, `olmoe`) file's are
+// under mlp (the router, experts' gate_proj, up_proj, down_proj). llama.cpp stacks each block's experts in one tensor per projection
 // (ffn_gate_exps, ...); older Mixtral files hold one per expert (ffn_gate.E, ...).
 struct ExpertNames {
   std::string prefix, gate, up, down;
@@ -202,6 +203,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "qwen2moe" ? "Qwen2MoeForCausalLM"
                         : arch == "llama" && experts > 0 ? "MixtralForCausalLM"
                         : arch == "granite" ? "GraniteForCausalLM"
+                        : arch == "granitemoe" ? "GraniteMoeForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
                         : arch == "gemma2" ? "Gemma2ForCausalLM"
@@ -263,18 +265,18 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   } else if (scaling && *scaling != "none") {
     fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear, yarn)");
   }
-  if (arch == "granite") {  // its multipliers, under llama.cpp's names
-    for (const auto& [key, field] : {std::pair{"granite.embedding_scale", "embedding_multiplier"},
-                                     std::pair{"granite.residual_scale", "residual_multiplier"},
-                                     std::pair{"granite.attention.scale", "attention_multiplier"},
-                                     std::pair{"granite.logit_scale", "logits_scaling"}}) {
-      if (auto v = file.number(key)) c[field] = *v;
+  if (arch == "granite" || arch == "granitemoe") {  // its multipliers, under llama.cpp's names
+    for (const auto& [key, field] : {std::pair{".embedding_scale", "embedding_multiplier"},
+                                     std::pair{".residual_scale", "residual_multiplier"},
+                                     std::pair{".attention.scale", "attention_multiplier"},
+                                     std::pair{".logit_scale", "logits_scaling"}}) {
+      if (auto v = file.number(arch + key)) c[field] = *v;
     }
   }
-  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "olmoe") {
-    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen2moe, qwen3moe and olmoe files' are)");
+  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "olmoe" && arch != "granitemoe") {
+    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen2moe, qwen3moe, olmoe and granitemoe files' are)");
   }
-  if ((arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe") && experts <= 0) {
+  if ((arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe" || arch == "granitemoe") && experts <= 0) {
     fail(file.where(), ": a ", arch, " file without ", arch, ".expert_count");
   }
   // As llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
@@ -289,7 +291,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     }
   }
   if (experts > 0) {
-    c[arch == "llama" ? "num_local_experts" : "num_experts"] = experts;
+    c[arch == "llama" || arch == "granitemoe" ? "num_local_experts" : "num_experts"] = experts;
     c["num_experts_per_tok"] = required(file, arch + ".expert_used_count");
     if (arch == "qwen3moe") {
       c["moe_intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
@@ -399,7 +401,7 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
   // apart, as Hugging Face).
   const std::string arch = architecture(file);
-  const bool interleaved = arch == "llama" || arch == "granite" || arch == "smollm3";
+  const bool interleaved = arch == "llama" || arch == "granite" || arch == "granitemoe" || arch == "smollm3";
   auto shared = std::make_shared<const GgufFile>(file);
   std::map<std::string, TensorRef> tensors;
   std::map<std::string, Checkpoint::Conversion> conversions;

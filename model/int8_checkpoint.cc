@@ -44,10 +44,13 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
   std::size_t done = 0;
   for (const auto& [name, listed] : checkpoint.tensors()) {
     const TensorRef& t = checkpoint.get(name);  // its values (a GGUF file converts them when asked)
-    if (t.shape.size() == 2 && t.dtype != DType::kI8) {
-      const std::int64_t rows = t.shape[0], cols = t.shape[1];
+    // Matrices, and stacks of them (Granite-MoE's experts, [experts, rows, cols]: rows of every
+    // matrix quantized alike, their scales [experts, rows]).
+    if ((t.shape.size() == 2 || t.shape.size() == 3) && t.dtype != DType::kI8) {
+      const std::int64_t cols = t.shape.back(), rows = t.elements() / cols;
       TensorToWrite q{name, "I8", t.shape, std::vector<std::byte>(static_cast<std::size_t>(rows * cols))};
-      TensorToWrite scb{scales_name(name), "F32", {rows}, std::vector<std::byte>(static_cast<std::size_t>(rows * 4))};
+      TensorToWrite scb{scales_name(name), "F32", std::vector<std::int64_t>(t.shape.begin(), t.shape.end() - 1),
+                        std::vector<std::byte>(static_cast<std::size_t>(rows * 4))};
       std::vector<float> row(static_cast<std::size_t>(cols));
       for (std::int64_t r = 0; r < rows; ++r) {
         for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = stored_value(t, r * cols + k);

@@ -19,7 +19,7 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-                                                          "OlmoeForCausalLM", "SmolLM3ForCausalLM"};
+                                                          "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -328,7 +328,9 @@ void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& w
 // Qwen2-MoE's shared expert of shared_expert_intermediate_size).
 void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
   constexpr std::int64_t kMaxExperts = 4096;
-  const bool mixtral = c.architecture == "MixtralForCausalLM";
+  // Mixtral's and Granite-MoE's experts are intermediate_size wide, counted by num_local_experts,
+  // their weights renormalised over the picked ones.
+  const bool mixtral = c.architecture == "MixtralForCausalLM" || c.architecture == "GraniteMoeForCausalLM";
   const bool olmoe = c.architecture == "OlmoeForCausalLM";
   const std::string count_key = mixtral ? "num_local_experts" : "num_experts";
   c.num_experts = positive_int(config, count_key, where);
@@ -383,7 +385,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -445,7 +447,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
   if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" ||
-      olmoe) {
+      olmoe || c.architecture == "GraniteMoeForCausalLM") {
     parse_experts(config, c, where);
   }
   if (c.architecture == "SmolLM3ForCausalLM") parse_no_rope_layers(config, c, where);
@@ -514,7 +516,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     set_layer_windows(config, c, where, [](std::int64_t l) { return (l + 1) % 4 != 0; });
     if (c.rope_scaling.kind != RopeScaling::Kind::kNone) c.local_rope_theta = c.rope_theta;
   }
-  if (c.architecture == "GraniteForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
+  if (c.architecture == "GraniteForCausalLM" || c.architecture == "GraniteMoeForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
     c.embedding_scale = static_cast<float>(positive_number(config, "embedding_multiplier", where, 1.0));
     c.attention_scale = static_cast<float>(positive_number(config, "attention_multiplier", where, 1.0));
     c.residual_scale = static_cast<float>(positive_number(config, "residual_multiplier", where, 1.0));

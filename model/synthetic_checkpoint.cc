@@ -62,7 +62,7 @@ std::vector<TensorSpec> bloom_tensor_specs(const SyntheticSpec& s) {
 
 bool synthetic_mixture(std::string_view architecture) {
   return architecture == "MixtralForCausalLM" || architecture == "Qwen3MoeForCausalLM" || architecture == "Qwen2MoeForCausalLM" ||
-         architecture == "OlmoeForCausalLM";
+         architecture == "OlmoeForCausalLM" || architecture == "GraniteMoeForCausalLM";
 }
 
 namespace {
@@ -114,6 +114,13 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     if (gemma2 || olmo2) add_norm(p + "post_feedforward_layernorm.weight");
     const bool mixtral = s.architecture == "MixtralForCausalLM";
     const bool dense = std::find(s.mlp_only_layers.begin(), s.mlp_only_layers.end(), l) != s.mlp_only_layers.end();
+    if (s.architecture == "GraniteMoeForCausalLM") {  // its experts stacked, gate's and up's rows in one
+      const std::string moe = p + "block_sparse_moe.";
+      t.push_back({moe + "router.layer.weight", {s.num_experts, s.hidden_size}});
+      t.push_back({moe + "input_linear.weight", {s.num_experts, 2 * s.intermediate_size, s.hidden_size}});
+      t.push_back({moe + "output_linear.weight", {s.num_experts, s.hidden_size, s.intermediate_size}});
+      continue;
+    }
     if (synthetic_mixture(s.architecture) && !dense) {
       const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
       const std::int64_t inter = mixtral || s.moe_intermediate_size == 0 ? s.intermediate_size : s.moe_intermediate_size;
@@ -173,6 +180,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Qwen3MoeForCausalLM" ? "qwen3_moe"
                              : s.architecture == "Qwen2MoeForCausalLM" ? "qwen2_moe"
                              : s.architecture == "GraniteForCausalLM" ? "granite"
+                             : s.architecture == "GraniteMoeForCausalLM" ? "granitemoe"
                              : s.architecture == "Olmo2ForCausalLM" ? "olmo2"
                              : s.architecture == "Olmo3ForCausalLM" ? "olmo3"
                              : s.architecture == "OlmoeForCausalLM" ? "olmoe"
@@ -219,13 +227,13 @@ json config_json(const SyntheticSpec& s) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
-  if (s.architecture == "GraniteForCausalLM") {
+  if (s.architecture == "GraniteForCausalLM" || s.architecture == "GraniteMoeForCausalLM") {
     config["embedding_multiplier"] = s.embedding_multiplier;
     config["residual_multiplier"] = s.residual_multiplier;
     config["attention_multiplier"] = s.attention_multiplier;
     config["logits_scaling"] = s.logits_scaling;
   }
-  if (s.architecture == "MixtralForCausalLM") {
+  if (s.architecture == "MixtralForCausalLM" || s.architecture == "GraniteMoeForCausalLM") {
     config["num_local_experts"] = s.num_experts;
     config["num_experts_per_tok"] = s.experts_per_token;
     config["router_aux_loss_coef"] = 0.02;
@@ -378,10 +386,10 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
-      s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM") {
+      s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "GraniteForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM or "
+         "GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM or "
          "BloomForCausalLM, not ",
          s.architecture);
   }

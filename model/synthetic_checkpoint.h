@@ -68,6 +68,8 @@ struct SyntheticSpec {
   /// when 0, on 3 of every 4 blocks, listed in layer_types) and "OlmoeForCausalLM" (Llama's norms,
   /// OLMo's q and k norms, num_experts experts of intermediate_size, renormalised where
   /// norm_topk_prob).
+  /// "GraniteMoeForCausalLM": Granite's multipliers and num_experts experts of intermediate_size,
+  /// stacked as its folders hold them (router.layer, input_linear, output_linear).
   /// "SmolLM3ForCausalLM": Llama's blocks, every fourth without RoPE (no_rope_layers written).
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).

@@ -30,7 +30,8 @@ int synth_command(int argc, char** argv) {
                                                          "blocks, a mixture of experts), qwen3moe\n"
                                                          "(Qwen3's, a mixture of experts), qwen2moe\n"
                                                          "(Qwen2's, experts and a shared one), granite\n"
-                                                         "(Llama's with multipliers), olmo2 (output\n"
+                                                         "(Llama's with multipliers), granitemoe\n"
+                                                         "(and stacked experts), olmo2 (output\n"
                                                          "norms only, q and k norms over all heads),\n"
                                                          "olmo3 (and a window on 3 of 4 blocks),\n"
                                                          "olmoe (experts, OLMo's q and k norms),\n"
@@ -67,13 +68,13 @@ int synth_command(int argc, char** argv) {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
-      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
+      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"granitemoe", "GraniteMoeForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
       {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
       {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, olmo2, olmo3, olmoe, smollm3, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, olmo2, olmo3, olmoe, smollm3, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -89,10 +90,10 @@ int synth_command(int argc, char** argv) {
   const bool moe = synthetic_mixture(spec.architecture);
   if (moe && !vm.count("experts")) spec.num_experts = 8;
   if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted())) {
-    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe and olmoe"};
+    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe, olmoe and granitemoe"};
   }
   if (vm.count("moe-intermediate") && spec.architecture != "Qwen2MoeForCausalLM" && spec.architecture != "Qwen3MoeForCausalLM") {
-    throw UsageError{"--moe-intermediate is for --arch qwen2moe and qwen3moe (mixtral's and olmoe's experts are --intermediate wide)"};
+    throw UsageError{"--moe-intermediate is for --arch qwen2moe and qwen3moe (mixtral's, olmoe's and granitemoe's experts are --intermediate wide)"};
   }
   if (spec.architecture != "Qwen2MoeForCausalLM" && vm.count("shared-intermediate")) {
     throw UsageError{"--shared-intermediate is for --arch qwen2moe"};

@@ -626,43 +626,13 @@ TEST(ApiTools, Llama3JsonCallsAreTheWholeReply) {
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kLlama3Json, "{\"weather\": 1}", names));
 }
 
-TEST(ApiTools, MistralCallsFollowTheirToken) {
-  const std::set<std::string> names = {"get_weather", "local_time"};
-  EXPECT_EQ(tool_call_format_of("{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}{% endif %}[TOOL_CALLS]"), ToolCallFormat::kMistral);
-  auto r = parse_tool_calls(ToolCallFormat::kMistral,
-                            "Checking. [TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
-                            "{\"name\": \"local_time\", \"arguments\": {\"zone\": \"CET\"}}]",
-                            names);
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->content, "Checking.");
-  ASSERT_EQ(r->calls.size(), 2u);
-  EXPECT_EQ(r->calls[0].arguments, R"({"city":"Rome"})");
-  for (const ToolCall& c : r->calls) {  // the ids Mistral's templates accept
-    EXPECT_EQ(c.id.size(), 9u);
-    EXPECT_EQ(c.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), std::string::npos);
-  }
-  r = parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS] {\"name\": \"local_time\", \"arguments\": {}}", names);
-  ASSERT_TRUE(r);
-  EXPECT_FALSE(r->content);
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS][{\"name\": \"local_time\", \"arguments\": {}}] and", names));
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS][]", names));
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kMistral, "[{\"name\": \"local_time\", \"arguments\": {}}]", names));
-  ToolCallStream stream(ToolCallFormat::kMistral);
-  EXPECT_EQ(stream.push("Checking. [TOOL"), "Checking. ");
-  EXPECT_EQ(stream.push("_CALLS][{"), "");
-  EXPECT_EQ(stream.held(), "[TOOL_CALLS][{");
-}
-
-// Granite 3's calls: text, then <|tool_call|> (a special token, written into the text) and a JSON
-// array of calls, or one; the template that writes the token teaches the format.
-TEST(ApiTools, GraniteCallsFollowTheirToken) {
-  const std::set<std::string> names = {"get_weather", "local_time"};
-  EXPECT_EQ(tool_call_format_of("{%- if tools %}{{- '<|start_of_role|>available_tools<|end_of_role|>' }}{{ tools | tojson }}"
-                                "{%- endif %}{%- if message.tool_calls %}{{- '<|tool_call|>' + message.tool_calls | tojson }}{%- endif %}"),
-            ToolCallFormat::kGranite);
-  EXPECT_STREQ(tool_call_format_name(ToolCallFormat::kGranite), "granite");
-  auto r = parse_tool_calls(ToolCallFormat::kGranite,
-                            "Checking.<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
+// What Mistral's and Granite's calls share: text, then the format's marker and a JSON array of
+// calls (or one call) to the end, the text before as the content; left as text where text follows
+// the calls, the array is empty, or the marker is missing; streamed, text up to the marker.
+void expect_marked_list_calls(ToolCallFormat format, const std::string& marker, const std::set<std::string>& names) {
+  SCOPED_TRACE(marker);
+  auto r = parse_tool_calls(format,
+                            "Checking. " + marker + "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}, "
                             "{\"name\": \"local_time\", \"arguments\": {\"zone\": \"CET\"}}]",
                             names);
   ASSERT_TRUE(r);
@@ -670,20 +640,45 @@ TEST(ApiTools, GraniteCallsFollowTheirToken) {
   ASSERT_EQ(r->calls.size(), 2u);
   EXPECT_EQ(r->calls[0].arguments, R"({"city":"Rome"})");
   EXPECT_EQ(r->calls[1].name, "local_time");
-  EXPECT_EQ(r->calls[0].id.substr(0, 5), "call_");
-  r = parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>{\"name\": \"local_time\", \"arguments\": {}}", names);
+  r = parse_tool_calls(format, marker + " {\"name\": \"local_time\", \"arguments\": {}}", names);
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->content);
-  // Left as text: text after the calls, no calls, an unknown function, Mistral's v11 form, no token.
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[{\"name\": \"local_time\", \"arguments\": {}}] and", names));
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[]", names));
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[{\"name\": \"get_time\", \"arguments\": {}}]", names));
+  EXPECT_FALSE(parse_tool_calls(format, marker + "[{\"name\": \"local_time\", \"arguments\": {}}] and", names));
+  EXPECT_FALSE(parse_tool_calls(format, marker + "[]", names));
+  EXPECT_FALSE(parse_tool_calls(format, marker + "[{\"name\": \"get_time\", \"arguments\": {}}]", names));
+  EXPECT_FALSE(parse_tool_calls(format, "[{\"name\": \"local_time\", \"arguments\": {}}]", names));
+  ToolCallStream stream(format);
+  EXPECT_EQ(stream.push("Checking. " + marker.substr(0, 5)), "Checking. ");
+  EXPECT_EQ(stream.push(marker.substr(5) + "[{"), "");
+  EXPECT_EQ(stream.held(), marker + "[{");
+}
+
+TEST(ApiTools, MistralCallsFollowTheirToken) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  EXPECT_EQ(tool_call_format_of("{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}{% endif %}[TOOL_CALLS]"), ToolCallFormat::kMistral);
+  expect_marked_list_calls(ToolCallFormat::kMistral, kMistralToolCalls, names);
+  const auto r = parse_tool_calls(ToolCallFormat::kMistral, "[TOOL_CALLS][{\"name\": \"local_time\", \"arguments\": {}}]", names);
+  ASSERT_TRUE(r);
+  for (const ToolCall& c : r->calls) {  // the ids Mistral's templates accept
+    EXPECT_EQ(c.id.size(), 9u);
+    EXPECT_EQ(c.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), std::string::npos);
+  }
+}
+
+// Granite 3's calls: text, then <|tool_call|> (a special token, written into the text) and a JSON
+// array of calls, or one; the template that writes the token teaches the format. Mistral's v11
+// form is not Granite's.
+TEST(ApiTools, GraniteCallsFollowTheirToken) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  EXPECT_EQ(tool_call_format_of("{%- if tools %}{{- '<|start_of_role|>available_tools<|end_of_role|>' }}{{ tools | tojson }}"
+                                "{%- endif %}{%- if message.tool_calls %}{{- '<|tool_call|>' + message.tool_calls | tojson }}{%- endif %}"),
+            ToolCallFormat::kGranite);
+  EXPECT_STREQ(tool_call_format_name(ToolCallFormat::kGranite), "granite");
+  expect_marked_list_calls(ToolCallFormat::kGranite, kGraniteToolCall, names);
+  const auto r = parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>[{\"name\": \"local_time\", \"arguments\": {}}]", names);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->calls[0].id.substr(0, 5), "call_");
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>local_time[ARGS]{}", names));
-  EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "[{\"name\": \"local_time\", \"arguments\": {}}]", names));
-  ToolCallStream stream(ToolCallFormat::kGranite);
-  EXPECT_EQ(stream.push("Checking. <|tool"), "Checking. ");
-  EXPECT_EQ(stream.push("_call|>[{"), "");
-  EXPECT_EQ(stream.held(), "<|tool_call|>[{");
 }
 
 // Without max_tokens a reply may run to the end of the context; a LongRoPE model's, to the end of

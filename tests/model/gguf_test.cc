@@ -669,11 +669,22 @@ std::vector<std::uint8_t> q8_0(const float* x, std::int64_t n) {
   return out;
 }
 
+// Expert e's matrix of projection `g` ("gate", "up", "down") from a Granite-MoE folder's stacked
+// input_linear (gate's rows, then up's) and output_linear.
+std::vector<float> expert_slice(const Checkpoint& hf, const std::string& moe, const std::string& g, std::int64_t e,
+                                const ModelConfig& c) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
+  const TensorRef& t = hf.get(moe + (g == "down" ? "output_linear.weight" : "input_linear.weight"));
+  const auto* v = reinterpret_cast<const float*>(t.data);
+  const std::int64_t first = g == "down" ? e * h * inter : (e * 2 * inter + (g == "up" ? inter : 0)) * h;
+  return std::vector<float>(v + first, v + first + inter * h);
+}
+
 std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const MoeFile& f) {
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
-  const bool qwen2 = f.arch == "qwen2moe";
+  const bool qwen2 = f.arch == "qwen2moe", granitemoe = f.arch == "granitemoe";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
@@ -744,9 +755,9 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       add(b + "ffn_down.weight", {h, c.intermediate_size}, f32_of(p + "mlp.down_proj.weight"));
       continue;
     }
-    const bool mixtral = f.arch == "llama";
+    const bool mixtral = f.arch == "llama" || granitemoe;
     const std::string moe = p + (!mixtral ? "mlp." : "block_sparse_moe.");
-    add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + "gate.weight"));
+    add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + (granitemoe ? "router.layer.weight" : "gate.weight")));
     const std::pair<const char*, const char*> parts[] = {{"gate", !mixtral ? "gate_proj" : "w1"}, {"up", !mixtral ? "up_proj" : "w3"},
                                                          {"down", !mixtral ? "down_proj" : "w2"}};
     for (const auto& [g, name] : parts) {
@@ -754,7 +765,8 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       const std::vector<std::int64_t> shape = down ? std::vector<std::int64_t>{h, inter} : std::vector<std::int64_t>{inter, h};
       std::vector<float> stacked;
       for (std::int64_t e = 0; e < c.num_experts; ++e) {
-        auto v = f32_of(moe + "experts." + std::to_string(e) + "." + name + ".weight");
+        // Granite-MoE's folder stacks them: input_linear's rows of expert e, gate's then up's; output_linear's.
+        auto v = granitemoe ? expert_slice(hf, moe, g, e, c) : f32_of(moe + "experts." + std::to_string(e) + "." + name + ".weight");
         if (f.split) add(b + "ffn_" + g + "." + std::to_string(e) + ".weight", shape, v);
         stacked.insert(stacked.end(), v.begin(), v.end());
       }
@@ -796,11 +808,11 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     u32(a + ".expert_count", c.num_experts);
     u32(a + ".expert_used_count", c.experts_per_token);
   }
-  if (a == "granite") {  // llama.cpp's names of its multipliers
-    f32("granite.embedding_scale", c.embedding_scale);
-    f32("granite.residual_scale", c.residual_scale);
-    f32("granite.attention.scale", c.attention_scale);
-    f32("granite.logit_scale", c.logit_divisor);
+  if (a == "granite" || granitemoe) {  // llama.cpp's names of its multipliers
+    f32(a + ".embedding_scale", c.embedding_scale);
+    f32(a + ".residual_scale", c.residual_scale);
+    f32(a + ".attention.scale", c.attention_scale);
+    f32(a + ".logit_scale", c.logit_divisor);
   }
   if (qwen2) {
     u32(a + ".expert_feed_forward_length", inter);
@@ -843,7 +855,8 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   SyntheticSpec spec;
   const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
   const bool smollm3 = f.arch == "smollm3", dense = granite || olmo2 || smollm3, qwen2 = f.arch == "qwen2moe";
-  spec.architecture = qwen2     ? "Qwen2MoeForCausalLM"
+  spec.architecture = f.arch == "granitemoe" ? "GraniteMoeForCausalLM"
+                      : qwen2   ? "Qwen2MoeForCausalLM"
                       : smollm3 ? "SmolLM3ForCausalLM"
                       : qwen    ? "Qwen3MoeForCausalLM"
                       : granite ? "GraniteForCausalLM"
@@ -893,9 +906,26 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
               g.attention_scale == hf.attention_scale && g.logit_divisor == hf.logit_divisor);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
   int compared = 0;
+  const bool granitemoe = f.arch == "granitemoe";
   for (const auto& [name, listed] : b.tensors()) {
     const TensorRef& t = b.get(name);
-    const TensorRef& ref = a.get(name);
+    TensorRef ref;
+    std::vector<float> slice;  // Granite-MoE: the file's experts and router, under Mixtral's names, against the folder's stacks
+    const std::size_t moe_at = name.find("block_sparse_moe.");
+    if (granitemoe && moe_at != std::string::npos) {
+      const std::string moe = name.substr(0, moe_at + 17), rest = name.substr(moe_at + 17);
+      if (rest == "gate.weight") {
+        ref = a.get(moe + "router.layer.weight");
+      } else {
+        const std::size_t dot = rest.find('.', 8);  // "experts.E.wN.weight"
+        const std::string w = rest.substr(dot + 1, 2);
+        slice = expert_slice(a, moe, w == "w1" ? "gate" : w == "w3" ? "up" : "down", std::stoll(rest.substr(8, dot - 8)), hf);
+        ref = t;
+        ref.data = reinterpret_cast<const std::byte*>(slice.data());
+      }
+    } else {
+      ref = a.get(name);
+    }
     ASSERT_EQ(t.shape, ref.shape) << name;
     const auto* got = reinterpret_cast<const float*>(t.data);
     const auto* want = reinterpret_cast<const float*>(ref.data);
@@ -928,6 +958,7 @@ TEST(GgufModel, AMixtralFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"llama", /*split=*/true});
 }
 TEST(GgufModel, AGraniteFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granite"}); }
+TEST(GgufModel, AGraniteMoeFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granitemoe"}); }
 TEST(GgufModel, OlmoFilesAreTheirHuggingFaceFolders) {
   expect_moe_file_is_its_folder({"olmo2"});
   expect_moe_file_is_its_folder({"olmo2", false, false, {}, /*window=*/3});  // OLMo 3: the window on 3 of every 4 blocks

@@ -17,7 +17,8 @@
 // window on block 0, which rotates without the YaRN scaling block 1 takes) and OLMoE (3 of 5
 // experts, not renormalised, OLMo's q and k norms) and SmolLM3 (block 1 without RoPE; also with
 // use_sliding_window, its window there); the reference routes and reads OLMo's and SmolLM3's
-// settings from config.json itself. A prompt and decode steps past the
+// settings from config.json itself; and Granite-MoE (Granite's multipliers, 2 of 4 experts held
+// stacked in one tensor per block and projection, which the reference slices itself). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -91,6 +92,11 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
     s.moe_intermediate_size = 48;
     s.norm_topk_prob = false;
     s.mlp_only_layers = {1};
+  }
+  if (architecture == "GraniteMoeForCausalLM") {  // Granite's multipliers, 2 of 4 stacked experts of intermediate_size
+    s.intermediate_size = 40;
+    s.num_experts = 4;
+    s.experts_per_token = 2;
   }
   if (architecture == "OlmoeForCausalLM") {  // 3 of 5 experts of intermediate_size, not renormalised
     s.intermediate_size = 48;
@@ -177,6 +183,9 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.shared_expert_intermediate_size == 72 && config.moe_renormalize && !config.sparse_block(0) &&
                 config.sparse_block(1) && config.attention_bias);
+  } else if (architecture == "GraniteMoeForCausalLM") {
+    EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
+                config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
   } else if (architecture == "OlmoeForCausalLM") {
     EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
                 !config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
@@ -193,7 +202,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kLinear);
-  } else if (architecture == "GraniteForCausalLM") {  // its four multipliers, as written
+  } else if (architecture.starts_with("Granite")) {  // its four multipliers, as written
     EXPECT_TRUE(config.embedding_scale == 12.0f && config.residual_scale == 0.22f && config.attention_scale == 0.25f &&
                 config.logit_divisor == 8.0f);
   } else if (architecture == "Olmo3ForCausalLM") {  // the window on block 0, which rotates unscaled
@@ -227,7 +236,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     std::vector<float> row(static_cast<std::size_t>(config.hidden_size));
     ends.embed(&token, 1, row.data());
     const TensorRef& table = checkpoint.get("model.embed_tokens.weight");
-    const float scale = gemma ? static_cast<float>(std::sqrt(64.0)) : architecture == "GraniteForCausalLM" ? 12.0f : 1.0f;
+    const float scale = gemma ? static_cast<float>(std::sqrt(64.0)) : architecture.starts_with("Granite") ? 12.0f : 1.0f;
     for (std::int64_t i = 0; i < config.hidden_size; ++i) {
       ASSERT_EQ(row[static_cast<std::size_t>(i)], reinterpret_cast<const float*>(table.data)[token * config.hidden_size + i] * scale);
     }
@@ -435,6 +444,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"Olmo3ForCausalLM+yarn", 5},
                                            std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"GraniteMoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;

@@ -333,6 +333,26 @@ TEST(ModelConfig, ReadsSmolLM3) {
   expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "no_rope_layers[5] is 2");
 }
 
+// A Granite-MoE config of granite-3.1-1b-a400m's kind: Granite's multipliers and 8 of 32 experts
+// of intermediate_size, renormalised (the softmax of the top logits); the shared-expert variant is
+// refused by name.
+TEST(ModelConfig, ReadsGraniteMoe) {
+  json g = json::parse(R"({"architectures": ["GraniteMoeForCausalLM"], "attention_bias": false, "attention_multiplier": 0.015625,
+      "bos_token_id": 0, "embedding_multiplier": 12.0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": 1024,
+      "intermediate_size": 512, "logits_scaling": 6.0, "max_position_embeddings": 131072, "model_type": "granitemoe",
+      "num_attention_heads": 16, "num_experts_per_tok": 8, "num_hidden_layers": 24, "num_key_value_heads": 8,
+      "num_local_experts": 32, "residual_multiplier": 0.22, "rms_norm_eps": 1e-06, "rope_scaling": null,
+      "rope_theta": 10000000.0, "router_aux_loss_coef": 0.0, "tie_word_embeddings": true, "vocab_size": 49155})");
+  const ModelConfig c = parse_model_config(g.dump(), "config.json");
+  EXPECT_TRUE(c.num_experts == 32 && c.experts_per_token == 8 && c.moe_intermediate_size == 512 && c.moe_renormalize &&
+              c.dense_layers.empty());
+  EXPECT_TRUE(c.embedding_scale == 12.0f && c.attention_scale == 0.015625f && c.residual_scale == 0.22f && c.logit_divisor == 6.0f);
+  g["num_experts_per_tok"] = 33;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "num_experts_per_tok 33 is more than the 32 experts");
+  g["architectures"] = {"GraniteMoeSharedForCausalLM"};
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "unsupported architecture 'GraniteMoeSharedForCausalLM'");
+}
+
 TEST(ModelConfig, ReadsBloom) {
   const ModelConfig c = read_model_config(test::models_dir() / "bloom-synth");
   EXPECT_EQ(c.family, ModelFamily::kBloom);

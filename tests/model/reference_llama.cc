@@ -49,10 +49,11 @@ std::vector<double> linear(const std::vector<double>& x, const HeldMatrix& m) {
 }
 
 // y[t, r] = Σ_c x[t, c] w[first + r, c] over `count` rows of an f32 tensor of the file (one part of
-// Phi-3's fused qkv_proj or gate_up_proj, read here without the loader's split).
+// Phi-3's fused qkv_proj or gate_up_proj, or of Granite-MoE's stacked experts, whose rows run on
+// from one expert's matrix to the next, read here without the loader's split).
 std::vector<double> linear_rows(const std::vector<double>& x, const TensorRef& w, std::int64_t first, std::int64_t count) {
   EXPECT_EQ(w.dtype, DType::kF32) << w.name;
-  const std::int64_t cols = w.shape.at(1), n = static_cast<std::int64_t>(x.size()) / cols;
+  const std::int64_t cols = w.shape.back(), n = static_cast<std::int64_t>(x.size()) / cols;
   const auto* values = reinterpret_cast<const float*>(w.data);
   std::vector<double> y(static_cast<std::size_t>(n * count));
   for (std::int64_t t = 0; t < n; ++t)
@@ -202,7 +203,7 @@ struct GraniteSettings {
 GraniteSettings granite_settings(const std::filesystem::path& dir) {
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
-  if (j["architectures"][0] != "GraniteForCausalLM") return {};
+  if (j["architectures"][0] != "GraniteForCausalLM" && j["architectures"][0] != "GraniteMoeForCausalLM") return {};
   return {j.value("attention_multiplier", 1.0), j.value("residual_multiplier", 1.0), j.value("logits_scaling", 1.0)};
 }
 
@@ -250,6 +251,7 @@ struct Experts {
   bool renormalize = true;
   std::string prefix, gate, up, down;
   bool shared = false;  // Qwen2-MoE: shared_expert, weighted by sigmoid(shared_expert_gate)
+  bool stacked = false;  // Granite-MoE: router.layer; input_linear [experts, gate's rows and up's, hidden], output_linear
 };
 Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   std::ifstream in(dir / "config.json");
@@ -259,6 +261,8 @@ Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   if (arch == "MixtralForCausalLM") {
     out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "w1", "w3", "w2"};
+  } else if (arch == "GraniteMoeForCausalLM") {  // the softmax of the top logits: the picked probabilities renormalised
+    out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "", "", "", false, true};
   } else if (arch == "OlmoeForCausalLM") {  // every block sparse, experts of intermediate_size
     out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj"};
   } else if (arch == "Qwen3MoeForCausalLM" || arch == "Qwen2MoeForCausalLM") {
@@ -434,7 +438,13 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         return dtype == DType::kF32 ? linear_rows(in, ckpt.get(name), 0, ckpt.get(name).shape.at(0)) : sepal::test::linear(in, held);
       };
       const std::int64_t rows = static_cast<std::int64_t>(n2.size()) / h;
-      const auto logits = product(n2, experts.prefix + "gate.weight", w.router);
+      const auto logits = product(n2, experts.prefix + (experts.stacked ? "router.layer.weight" : "gate.weight"), w.router);
+      // Granite-MoE's expert e: rows [e · 2 · inter, + inter) of input_linear its gate, the next inter its up.
+      const std::int64_t inter = c.moe_intermediate_size;
+      auto stacked = [&](const std::vector<double>& in, const char* module, std::int64_t first, std::int64_t count, const HeldMatrix& held) {
+        return dtype == DType::kF32 ? linear_rows(in, ckpt.get(experts.prefix + module + ".weight"), first, count)
+                                    : sepal::test::linear(in, held);
+      };
       down.assign(n2.size(), 0.0);
       for (std::int64_t t = 0; t < rows; ++t) {
         const double* l = logits.data() + t * experts.count;
@@ -453,9 +463,13 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         for (std::int64_t e : order) {
           const std::string ex = experts.prefix + "experts." + std::to_string(e) + ".";
           const BlockWeights::Expert& held = w.experts.at(static_cast<std::size_t>(e));
-          const auto y = product(gated(product(row, ex + experts.gate + ".weight", held.gate_proj),
-                                       product(row, ex + experts.up + ".weight", held.up_proj)),
-                                 ex + experts.down + ".weight", held.down_proj);
+          const auto y = experts.stacked
+                             ? stacked(gated(stacked(row, "input_linear", e * 2 * inter, inter, held.gate_proj),
+                                             stacked(row, "input_linear", e * 2 * inter + inter, inter, held.up_proj)),
+                                       "output_linear", e * h, h, held.down_proj)
+                             : product(gated(product(row, ex + experts.gate + ".weight", held.gate_proj),
+                                             product(row, ex + experts.up + ".weight", held.up_proj)),
+                                       ex + experts.down + ".weight", held.down_proj);
           const double weight = experts.renormalize ? p[e] / picked : p[e];
           for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += weight * y[i];
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window),
 # Qwen3-MoE (3 of 6 narrower experts), Qwen2-MoE (2 of 4 and a shared expert) and OLMoE (2 of 4,
-# not renormalised) checkpoints written by `sepal synth`, and beside them OLMo 3 (no input norms, a
+# not renormalised) and Granite-MoE (2 of 4, stacked) checkpoints written by `sepal synth`, and beside them OLMo 3 (no input norms, a
 # window of 5 on 3 of its 4 blocks):
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
@@ -26,6 +26,8 @@ plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
   --heads 4 --kv-heads 2 --vocab 300 --experts 6 --experts-per-token 3 --seed 4 2> /dev/null || { echo "FAILED: synth qwen3moe"; exit 1; }
 "$sepal" synth --arch qwen2moe --out "$out/qwen2moe" --hidden 64 --intermediate 96 --moe-intermediate 32 --shared-intermediate 80 \
   --layers 3 --heads 4 --kv-heads 2 --vocab 300 --experts 4 --experts-per-token 2 --seed 5 2> /dev/null || { echo "FAILED: synth qwen2moe"; exit 1; }
+"$sepal" synth --arch granitemoe --out "$out/granitemoe" --hidden 64 --intermediate 48 --layers 3 --heads 4 --kv-heads 2 \
+  --vocab 300 --experts 4 --experts-per-token 2 --seed 8 2> /dev/null || { echo "FAILED: synth granitemoe"; exit 1; }
 "$sepal" synth --arch olmoe --out "$out/olmoe" --hidden 64 --intermediate 48 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
   --experts 4 --experts-per-token 2 --seed 6 2> /dev/null || { echo "FAILED: synth olmoe"; exit 1; }
 "$sepal" synth --arch olmo3 --out "$out/olmo3" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 --vocab 300 \
@@ -40,7 +42,7 @@ PY
 check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
 check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
 
-for model in mixtral qwen3moe qwen2moe olmoe olmo3; do
+for model in mixtral qwen3moe qwen2moe olmoe granitemoe olmo3; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
@@ -50,13 +52,17 @@ for model in mixtral qwen3moe qwen2moe olmoe olmo3; do
   done
 done
 
-# An int8 checkpoint of the mixture: its experts and routers quantized, generating what int8 loading does.
-"$sepal" quantize --model "$out/mixtral" --out "$out/mixtral-int8" 2> /dev/null
-check test -f "$out/mixtral-int8/model.safetensors"
-want=$("$sepal" generate --model "$out/mixtral" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-got=$("$sepal" generate --model "$out/mixtral-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-check test -n "$want"
-check test "$want" = "$got" || echo "int8 checkpoint $got, int8 loading $want"
+# An int8 checkpoint of the mixture: its experts and routers quantized (Granite-MoE's stacks of
+# experts with a scale per row of each), generating what int8 loading does, at a quarter of the size.
+for model in mixtral granitemoe; do
+  "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
+  check test -f "$out/$model-int8/model.safetensors"
+  want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+  got=$("$sepal" generate --model "$out/$model-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+  check test -n "$want"
+  check test "$want" = "$got" || echo "$model: int8 checkpoint $got, int8 loading $want"
+  check test "$(stat -c %s "$out/$model-int8/model.safetensors")" -lt "$(( $(stat -c %s "$out/$model/model.safetensors") / 3 ))"
+done
 
 # Perplexity over hosts equals one process's (f32 on the wire).
 printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"

@@ -85,7 +85,12 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   if (config.sparse_block(layer)) {
     // Mixtral's block_sparse_moe (gate; experts' w1, w3, w2) or Qwen2-MoE's, Qwen3-MoE's and OLMoE's mlp
     // (gate; experts' gate_proj, up_proj, down_proj; Qwen2-MoE's shared_expert and its gate).
-    const bool mixtral = config.architecture == "MixtralForCausalLM";
+    // Granite-MoE's are Mixtral's, or in its own folders each block's experts stacked: router.layer,
+    // input_linear [experts, 2 · inter, hidden] (gate's rows, then up's) and output_linear
+    // [experts, hidden, inter], viewed as matrices of experts · rows rows (an int8 copy's scales
+    // [experts, rows] alike).
+    const bool granite = config.architecture == "GraniteMoeForCausalLM";
+    const bool mixtral = config.architecture == "MixtralForCausalLM" || granite;
     const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
     const std::int64_t inter = config.moe_intermediate_size;
     auto held = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
@@ -93,12 +98,32 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
       expect_shape(t, {rows, cols});
       return hold_matrix(checkpoint, t, loading);
     };
-    b.router = held(moe + "gate.weight", config.num_experts, h);
-    for (std::int64_t e = 0; e < config.num_experts; ++e) {
-      const std::string expert = moe + "experts." + std::to_string(e) + ".";
-      b.experts.push_back({held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
-                           held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
-                           held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)});
+    if (granite && checkpoint.find(moe + "input_linear.weight")) {
+      auto stacked_rows = [&](const std::string& module, std::int64_t rows, std::int64_t cols, std::int64_t e, std::int64_t first,
+                              std::int64_t count) {
+        TensorRef t = checkpoint.get(moe + module + ".weight");
+        expect_shape(t, {config.num_experts, rows, cols});
+        t.shape = {config.num_experts * rows, cols};
+        const TensorRef part = row_range(t, e * rows + first, count);
+        if (t.dtype != DType::kI8) return hold_matrix(checkpoint, part, loading);
+        TensorRef scales = checkpoint.get(moe + module + ".SCB");
+        expect_shape(scales, {config.num_experts, rows});
+        scales.shape = {config.num_experts * rows};
+        return hold_int8_rows(part, row_range(scales, e * rows + first, count), loading);
+      };
+      b.router = held(moe + "router.layer.weight", config.num_experts, h);
+      for (std::int64_t e = 0; e < config.num_experts; ++e) {
+        b.experts.push_back({stacked_rows("input_linear", 2 * inter, h, e, 0, inter), stacked_rows("input_linear", 2 * inter, h, e, inter, inter),
+                             stacked_rows("output_linear", h, inter, e, 0, h)});
+      }
+    } else {
+      b.router = held(moe + "gate.weight", config.num_experts, h);
+      for (std::int64_t e = 0; e < config.num_experts; ++e) {
+        const std::string expert = moe + "experts." + std::to_string(e) + ".";
+        b.experts.push_back({held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
+                             held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
+                             held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)});
+      }
     }
     if (const std::int64_t shared = config.shared_expert_intermediate_size; shared > 0) {  // Qwen2-MoE
       b.shared_expert = {held(moe + "shared_expert.gate_proj.weight", shared, h), held(moe + "shared_expert.up_proj.weight", shared, h),
