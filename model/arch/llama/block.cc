@@ -47,16 +47,18 @@ void llama_block_forward(const BlockCall& call) {
     add_bias(s.v.data(), n, c.kv_size(), w.v_bias.data);
   }
   if (c.qk_norm) qk_norms(c, w, n, s.q.data(), s.k.data());
-  const double magnitude = c.rope_magnitude(w.layer);
-  if (call.segments.empty() && c.rotates(w.layer)) {
-    rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
-    rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
-  }
-  for (const RowSegment& seg : c.rotates(w.layer) ? call.segments : std::span<const RowSegment>{}) {  // each session with its own table
-    rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                     seg.inv_freq, magnitude);
-    rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                     seg.inv_freq, magnitude);
+  if (c.rotates(w.layer)) {
+    const double magnitude = c.rope_magnitude(w.layer);
+    if (call.segments.empty()) {
+      rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+      rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+    }
+    for (const RowSegment& seg : call.segments) {  // each session with its own table
+      rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
+                       seg.inv_freq, magnitude);
+      rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
+                       seg.inv_freq, magnitude);
+    }
   }
   store_and_attend(call, s.q.data(), s.k.data(), s.v.data(), s.attn.data());
   float* const proj_out[] = {s.proj.data()};

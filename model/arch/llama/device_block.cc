@@ -31,16 +31,18 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
     b.rmsnorm(s.q, n * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, s.q);
     b.rmsnorm(s.k, n * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, s.k);
   }
-  const double magnitude = c.rope_magnitude(w.layer);
-  if (call.segments.empty() && c.rotates(w.layer)) {
-    b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
-    b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
-  }
-  for (const DeviceSegment& seg : c.rotates(w.layer) ? call.segments : std::span<const DeviceSegment>{}) {  // each session with its own table
-    b.rope_rotate_half(s.q + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                       seg.inv_freq, magnitude);
-    b.rope_rotate_half(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                       seg.inv_freq, magnitude);
+  if (c.rotates(w.layer)) {
+    const double magnitude = c.rope_magnitude(w.layer);
+    if (call.segments.empty()) {
+      b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
+      b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
+    }
+    for (const DeviceSegment& seg : call.segments) {  // each session with its own table
+      b.rope_rotate_half(s.q + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
+                         seg.inv_freq, magnitude);
+      b.rope_rotate_half(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
+                         seg.inv_freq, magnitude);
+    }
   }
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);

@@ -20,8 +20,8 @@ namespace {
 void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bool input_grad) {
   const ModelConfig& c = call.config;
   const Packing& pack = call.pack;
-  const double magnitude = c.rope_magnitude(call.weights.layer);
   if (!c.rotates(call.weights.layer)) return;  // SmolLM3's blocks without RoPE
+  const double magnitude = c.rope_magnitude(call.weights.layer);
   for (std::size_t s = 0; s < pack.starts.size(); ++s) {
     const std::int64_t start = pack.starts[s], n = pack.length(s);
     const double* table = call.long_inv_freq && c.long_rope_for(n) ? call.long_inv_freq : call.inv_freq;
