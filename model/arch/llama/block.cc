@@ -10,9 +10,10 @@ namespace sepal {
 // A Llama-family block: x += o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x); x +=
 // down(act(gate(n2)) · up(n2)), n2 = rmsnorm(x), act SiLU (Gemma: GELU); with Qwen2's q, k, v
 // biases, Qwen3's RMSNorm of each head of q and k (OLMo's of the whole of q and of k), Mistral's
-// sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the MLP's outputs (OLMo 2's, with no
-// norms of their inputs), a mixture of experts for the MLP (Mixtral, Qwen3-MoE, OLMoE;
-// model/arch/experts.h), and Granite's residual multiplier, where the config has them.
+// sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the
+// MLP's outputs (OLMo 2's, with no norms of their inputs), a mixture of experts for the MLP
+// (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE; model/arch/experts.h), and Granite's
+// residual multiplier, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
