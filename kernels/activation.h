@@ -9,7 +9,13 @@ namespace sepal {
 enum class GateActivation {
   kSilu,      ///< SwiGLU (Llama, Mistral, Qwen, Phi-3)
   kGeluTanh,  ///< GeGLU with GELU's tanh approximation (Gemma)
+  /// GPT-OSS's clamped SwiGLU: with g = min(gate, limit) and u = clamp(up, -limit, limit),
+  /// g σ(1.702 g) (u + 1). Needs the limit (its config's swiglu_limit).
+  kClampedSwiglu,
 };
+
+/// GPT-OSS's sigmoid slope (transformers' GptOssExperts.alpha).
+inline constexpr float kClampedSwigluAlpha = 1.702f;
 
 /// gate[i] = silu(gate[i]) * up[i] for i < count (the SwiGLU of Llama's MLP), in place.
 void silu_mul(float* gate, const float* up, std::int64_t count);
@@ -18,8 +24,12 @@ void silu_mul(float* gate, const float* up, std::int64_t count);
 /// below, computed as x / (1 + e^(-2u)), which is x/2 (1 + tanh(u)).
 void gelu_tanh_mul(float* gate, const float* up, std::int64_t count);
 
-/// silu_mul or gelu_tanh_mul, as `activation` says.
-void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count);
+/// gate[i] = g σ(1.702 g) (u + 1) with g = min(gate[i], limit), u = clamp(up[i], -limit, limit)
+/// (GPT-OSS), in place; limit > 0.
+void clamped_swiglu_mul(float* gate, const float* up, std::int64_t count, float limit);
+
+/// silu_mul, gelu_tanh_mul or clamped_swiglu_mul (with `limit`), as `activation` says.
+void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count, float limit = 0.0f);
 
 /// y[i] += x[i] for i < count.
 void add_in_place(float* y, const float* x, std::int64_t count);

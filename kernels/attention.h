@@ -20,6 +20,9 @@ struct AttentionDims {
   /// Gemma 2's soft-capping: each scaled score s becomes softcap · tanh(s / softcap) before the
   /// softmax (and before ALiBi's bias); 0: none.
   float softcap = 0.0f;
+  /// GPT-OSS's attention sinks: a learned logit per head [heads] that joins each row's softmax as
+  /// one more score with no value (the row's weights then sum to less than one); null: none.
+  const float* sinks = nullptr;
 
   float score_scale() const { return scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(head_dim)); }
 };

@@ -23,6 +23,7 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/device.h"
+#include "kernels/error.h"
 #include "kernels/matmul.h"
 
 namespace sepal {
@@ -70,8 +71,9 @@ class Backend {
   virtual void add_in_place(float* y, const float* x, std::int64_t count) = 0;
   virtual void silu_mul(float* gate, const float* up, std::int64_t count) = 0;
   virtual void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) = 0;
-  /// silu_mul or gelu_tanh_mul, as `activation` says.
+  /// silu_mul or gelu_tanh_mul, as `activation` says (GPT-OSS's clamped SwiGLU is the CPU's only).
   void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count) {
+    if (activation == GateActivation::kClampedSwiglu) fail("GPT-OSS's clamped SwiGLU runs on the CPU only");
     if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul(gate, up, count);
     silu_mul(gate, up, count);
   }

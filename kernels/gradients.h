@@ -49,9 +49,13 @@ void silu_mul_input_grad(const float* gate, const float* up, const float* dout, 
 /// The same for out = gelu_tanh(gate) · up (gelu_tanh_mul).
 void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                               std::int64_t count);
-/// silu_mul_input_grad or gelu_tanh_mul_input_grad, as `activation` says.
+/// The same for clamped_swiglu_mul with `limit` (a clamped input's gradient is 0).
+void clamped_swiglu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                   std::int64_t count, float limit);
+/// silu_mul_input_grad, gelu_tanh_mul_input_grad or clamped_swiglu_mul_input_grad, as
+/// `activation` says.
 void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout,
-                         float* dgate, float* dup, std::int64_t count);
+                         float* dgate, float* dup, std::int64_t count, float limit = 0.0f);
 
 /// The input gradient of rope_rotate_half (kernels/rope.h): the rotation by the opposite angle
 /// times the magnitude, in place on dx[n, heads, head_dim].

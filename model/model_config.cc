@@ -19,7 +19,8 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "BloomForCausalLM",
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-                                                          "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM"};
+                                                          "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM",
+                                                          "GptOssForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -328,9 +329,11 @@ void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& w
 // Qwen2-MoE's shared expert of shared_expert_intermediate_size).
 void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
   constexpr std::int64_t kMaxExperts = 4096;
-  // Mixtral's and Granite-MoE's experts are intermediate_size wide, counted by num_local_experts,
-  // their weights renormalised over the picked ones.
-  const bool mixtral = c.architecture == "MixtralForCausalLM" || c.architecture == "GraniteMoeForCausalLM";
+  // Mixtral's, Granite-MoE's and GPT-OSS's experts are intermediate_size wide, counted by
+  // num_local_experts, their weights renormalised over the picked ones (GPT-OSS: the softmax of
+  // the picked logits, the same).
+  const bool mixtral = c.architecture == "MixtralForCausalLM" || c.architecture == "GraniteMoeForCausalLM" ||
+                       c.architecture == "GptOssForCausalLM";
   const bool olmoe = c.architecture == "OlmoeForCausalLM";
   const std::string count_key = mixtral ? "num_local_experts" : "num_experts";
   c.num_experts = positive_int(config, count_key, where);
@@ -385,7 +388,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, BloomForCausalLM)");
   }
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
@@ -398,6 +401,9 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   const bool olmo3 = c.architecture == "Olmo3ForCausalLM";
   const bool olmo2 = c.architecture == "Olmo2ForCausalLM" || olmo3;
   const bool olmoe = c.architecture == "OlmoeForCausalLM";
+  // GPT-OSS: biases on every attention projection, a sink per head, a window on every other block,
+  // and experts with biases and a clamped SwiGLU.
+  const bool gpt_oss = c.architecture == "GptOssForCausalLM";
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
     // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
@@ -415,7 +421,12 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen2's q, k and v projections always have biases (its config does not say so). Llama's and
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
-  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM";
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || gpt_oss;
+  c.attention_output_bias = c.attention_sinks = c.expert_biases = gpt_oss;
+  if (gpt_oss) {
+    c.mlp_activation = GateActivation::kClampedSwiglu;
+    c.swiglu_limit = static_cast<float>(positive_number(config, "swiglu_limit", where, 7.0));
+  }
   c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3 || olmo2 || olmoe;
   c.qk_norm_across_heads = olmo2 || olmoe;
   if (olmo2) {
@@ -447,7 +458,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
   if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" ||
-      olmoe || c.architecture == "GraniteMoeForCausalLM") {
+      olmoe || c.architecture == "GraniteMoeForCausalLM" || gpt_oss) {
     parse_experts(config, c, where);
   }
   if (c.architecture == "SmolLM3ForCausalLM") parse_no_rope_layers(config, c, where);
@@ -515,6 +526,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.sliding_window = positive_int(config, "sliding_window", where, 4096);
     set_layer_windows(config, c, where, [](std::int64_t l) { return (l + 1) % 4 != 0; });
     if (c.rope_scaling.kind != RopeScaling::Kind::kNone) c.local_rope_theta = c.rope_theta;
+  }
+  if (gpt_oss) {  // a window (128 unless the config says) on the blocks layer_types lists, or on every other from the first
+    c.sliding_window = positive_int(config, "sliding_window", where, 128);
+    set_layer_windows(config, c, where, [](std::int64_t l) { return l % 2 == 0; });
   }
   if (c.architecture == "GraniteForCausalLM" || c.architecture == "GraniteMoeForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
     c.embedding_scale = static_cast<float>(positive_number(config, "embedding_multiplier", where, 1.0));

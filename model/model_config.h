@@ -18,7 +18,8 @@ namespace sepal {
 /// The block architectures sepal runs.
 enum class ModelFamily {
   kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3,
-           ///< Granite, OLMo 2 and 3, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE)
+           ///< Granite, OLMo 2 and 3, SmolLM3, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE,
+           ///< OLMoE, Granite-MoE and GPT-OSS)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -44,6 +45,10 @@ struct ModelConfig {
   std::int64_t rotary_dim = 0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;        ///< biases on the q, k and v projections (Qwen2)
+  bool attention_output_bias = false; ///< and on o_proj (GPT-OSS)
+  /// A learned logit per head that joins each softmax as a score with no value (GPT-OSS's sinks;
+  /// kernels/attention.h).
+  bool attention_sinks = false;
   bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
   /// The q and k norms span each row's whole projection, every head at once (OLMo 2, OLMoE), not each head.
   bool qk_norm_across_heads = false;
@@ -89,6 +94,10 @@ struct ModelConfig {
   std::int64_t experts_per_token = 0;
   std::int64_t moe_intermediate_size = 0;
   bool moe_renormalize = true;
+  /// GPT-OSS: biases on the router's logits and on each expert's gate, up and down products.
+  bool expert_biases = false;
+  /// GPT-OSS's clamp of the experts' gate and up products (GateActivation::kClampedSwiglu); 0: none.
+  float swiglu_limit = 0.0f;
   /// Qwen2-MoE's shared expert: a gated MLP of this width every token takes besides its picked
   /// ones, its output times sigmoid(x · shared_expert_gate); 0: none.
   std::int64_t shared_expert_intermediate_size = 0;

@@ -12,6 +12,7 @@
 
 #include "kernels/error.h"
 #include "model/gguf_model.h"
+#include "model/mxfp4.h"
 
 namespace sepal {
 namespace {
@@ -88,8 +89,10 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     if (!entry.is_object()) fail(what, " is not an object");
     if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(what, " has no dtype");
     const auto dtype_text = entry["dtype"].get<std::string>();
-    const auto dtype = safetensors_dtype(dtype_text);
-    if (!dtype) fail(what, " has unsupported dtype ", dtype_text, " (supported: F32, F16, BF16)");
+    // Unsigned bytes only as MXFP4's blocks and scales (model/mxfp4.h), which are unpacked.
+    const bool mxfp4 = dtype_text == "U8" && (name.ends_with("_blocks") || name.ends_with("_scales"));
+    const auto dtype = mxfp4 ? DType::kI8 : safetensors_dtype(dtype_text);
+    if (!dtype) fail(what, " has unsupported dtype ", dtype_text, " (supported: F32, F16, BF16, I8, and U8 as MXFP4's _blocks and _scales)");
     if (!entry.contains("shape") || !entry["shape"].is_array()) fail(what, " has no shape");
     if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
         entry["data_offsets"].size() != 2) {
@@ -213,6 +216,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
          ": expected model.safetensors or model.safetensors.index.json");
   }
   keep_text_tower(checkpoint.tensors_, dir.string());
+  unpack_mxfp4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());
   return checkpoint;
 }
 

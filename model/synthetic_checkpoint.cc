@@ -62,7 +62,7 @@ std::vector<TensorSpec> bloom_tensor_specs(const SyntheticSpec& s) {
 
 bool synthetic_mixture(std::string_view architecture) {
   return architecture == "MixtralForCausalLM" || architecture == "Qwen3MoeForCausalLM" || architecture == "Qwen2MoeForCausalLM" ||
-         architecture == "OlmoeForCausalLM" || architecture == "GraniteMoeForCausalLM";
+         architecture == "OlmoeForCausalLM" || architecture == "GraniteMoeForCausalLM" || architecture == "GptOssForCausalLM";
 }
 
 namespace {
@@ -96,10 +96,15 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.v_proj.weight", {kv, s.hidden_size}});
     }
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
-    if (s.architecture == "Qwen2ForCausalLM" || s.architecture == "Qwen2MoeForCausalLM") {
+    const bool gpt_oss = s.architecture == "GptOssForCausalLM";
+    if (s.architecture == "Qwen2ForCausalLM" || s.architecture == "Qwen2MoeForCausalLM" || gpt_oss) {
       for (const auto& [name, size] : {std::pair{"q_proj", q}, std::pair{"k_proj", kv}, std::pair{"v_proj", kv}}) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
+    }
+    if (gpt_oss) {  // o's bias, and sinks around 1: they take a share a test sees from each softmax
+      t.push_back({p + "self_attn.o_proj.bias", {s.hidden_size}});
+      t.push_back({p + "self_attn.sinks", {s.num_heads}, false, true});
     }
     if (s.architecture == "Qwen3ForCausalLM" || s.architecture == "Qwen3MoeForCausalLM" || gemma3) {
       t.push_back({p + "self_attn.q_norm.weight", {head_dim}, false, true, gemma3});
@@ -114,6 +119,17 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     if (gemma2 || olmo2) add_norm(p + "post_feedforward_layernorm.weight");
     const bool mixtral = s.architecture == "MixtralForCausalLM";
     const bool dense = std::find(s.mlp_only_layers.begin(), s.mlp_only_layers.end(), l) != s.mlp_only_layers.end();
+    if (gpt_oss) {  // experts stacked and transposed, gate's and up's columns interleaved; biases around 1
+      const std::string moe = p + "mlp.";
+      const std::int64_t inter = s.intermediate_size;
+      t.push_back({moe + "router.weight", {s.num_experts, s.hidden_size}});
+      t.push_back({moe + "router.bias", {s.num_experts}, false, true});
+      t.push_back({moe + "experts.gate_up_proj", {s.num_experts, s.hidden_size, 2 * inter}});
+      t.push_back({moe + "experts.gate_up_proj_bias", {s.num_experts, 2 * inter}, false, true});
+      t.push_back({moe + "experts.down_proj", {s.num_experts, inter, s.hidden_size}});
+      t.push_back({moe + "experts.down_proj_bias", {s.num_experts, s.hidden_size}, false, true});
+      continue;
+    }
     if (s.architecture == "GraniteMoeForCausalLM") {  // its experts stacked, gate's and up's rows in one
       const std::string moe = p + "block_sparse_moe.";
       t.push_back({moe + "router.layer.weight", {s.num_experts, s.hidden_size}});
@@ -185,6 +201,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Olmo3ForCausalLM" ? "olmo3"
                              : s.architecture == "OlmoeForCausalLM" ? "olmoe"
                              : s.architecture == "SmolLM3ForCausalLM" ? "smollm3"
+                             : s.architecture == "GptOssForCausalLM" ? "gpt_oss"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -251,6 +268,18 @@ json config_json(const SyntheticSpec& s) {
     config["no_rope_layers"] = json::array();
     for (std::int64_t l = 0; l < s.num_layers; ++l) config["no_rope_layers"].push_back((l + 1) % 4 != 0 ? 1 : 0);
     config["use_sliding_window"] = false;
+  }
+  if (s.architecture == "GptOssForCausalLM") {  // a window on every other block from the first, listed; experts of intermediate_size
+    config["num_local_experts"] = s.num_experts;
+    config["num_experts_per_tok"] = s.experts_per_token;
+    config["experts_per_token"] = s.experts_per_token;
+    config["attention_bias"] = true;
+    config["swiglu_limit"] = s.swiglu_limit;
+    config["sliding_window"] = s.sliding_window > 0 ? s.sliding_window : 128;
+    config["layer_types"] = json::array();
+    for (std::int64_t l = 0; l < s.num_layers; ++l) config["layer_types"].push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+    config["router_aux_loss_coef"] = 0.9;
+    config["output_router_logits"] = false;
   }
   if (s.architecture == "OlmoeForCausalLM") {  // experts of intermediate_size
     config["num_experts"] = s.num_experts;
@@ -386,11 +415,12 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM" && s.architecture != "BloomForCausalLM" &&
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
-      s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM") {
+      s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM" &&
+      s.architecture != "GptOssForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM or "
-         "BloomForCausalLM, not ",
+         "GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, "
+         "GptOssForCausalLM or BloomForCausalLM, not ",
          s.architecture);
   }
   const bool moe = synthetic_mixture(s.architecture);
@@ -403,6 +433,7 @@ void validate(const SyntheticSpec& s) {
   }
   if (!moe && s.num_experts != 0) fail("--experts is for MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and OlmoeForCausalLM");
   if (s.architecture == "OlmoeForCausalLM" && s.moe_intermediate_size != 0) fail("OLMoE's experts are intermediate_size wide");
+  if (!(s.swiglu_limit > 0) || !std::isfinite(s.swiglu_limit)) fail("the SwiGLU limit must be positive");
   if (s.shared_expert_intermediate_size < 0 || s.shared_expert_intermediate_size > (1 << 18)) fail("the shared expert's width must be positive");
   if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > (1 << 18)) fail("--moe-intermediate must be positive");
   for (std::int64_t l : s.mlp_only_layers) {
@@ -416,9 +447,10 @@ void validate(const SyntheticSpec& s) {
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
                                 s.architecture != "MixtralForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
+                                s.architecture != "GptOssForCausalLM" &&
                                 s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM")) {
-    fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM and "
-         "Olmo3ForCausalLM, and positive");
+    fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
+         "Olmo3ForCausalLM and GptOssForCausalLM, and positive");
   }
   if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0 || s.sliding_window_pattern < 1 ||
       !(s.linear_rope_factor >= 0) || !std::isfinite(s.linear_rope_factor)) {

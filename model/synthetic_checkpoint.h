@@ -71,6 +71,12 @@ struct SyntheticSpec {
   /// "GraniteMoeForCausalLM": Granite's multipliers and num_experts experts of intermediate_size,
   /// stacked as its folders hold them (router.layer, input_linear, output_linear).
   /// "SmolLM3ForCausalLM": Llama's blocks, every fourth without RoPE (no_rope_layers written).
+  /// "GptOssForCausalLM": biases on q, k, v and o, a sink per head, `sliding_window` (128 when 0)
+  /// on every other block from the first (layer_types written), and num_experts experts of
+  /// intermediate_size with biases, stacked and transposed as transformers holds them, their
+  /// SwiGLU clamped at swiglu_limit (7 as GPT-OSS's; random weights need less to reach it).
+  /// Sinks and biases are 1 ± 0.5, so that a test sees them.
+  double swiglu_limit = 7.0;
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).
   double embedding_multiplier = 12.0, residual_multiplier = 0.22, attention_multiplier = 0.25, logits_scaling = 8.0;

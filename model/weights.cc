@@ -249,14 +249,15 @@ HeldVector hold_norm_weights(const TensorRef& t, const WeightLoading& loading, c
 
 std::int64_t BlockWeights::bytes() const {
   std::int64_t total = (input_norm.size + post_attention_norm.size) * 4;
-  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm, &attention_out_norm, &mlp_out_norm}) {
+  for (const HeldVector* v : {&input_norm_bias, &post_attention_norm_bias, &q_bias, &k_bias, &v_bias, &o_bias, &up_bias, &down_bias, &q_norm, &k_norm, &attention_out_norm, &mlp_out_norm, &sinks, &router_bias}) {
     total += v->size * 4;
   }
   for (const HeldMatrix* m : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj, &router}) {
     total += m->view.bytes();
   }
   const auto expert_bytes = [](const Expert& e) {
-    return e.gate_proj.view.bytes() + e.up_proj.view.bytes() + e.down_proj.view.bytes();
+    return e.gate_proj.view.bytes() + e.up_proj.view.bytes() + e.down_proj.view.bytes() +
+           (e.gate_bias.size + e.up_bias.size + e.down_bias.size) * 4;
   };
   for (const Expert& e : experts) total += expert_bytes(e);
   total += expert_bytes(shared_expert) + shared_expert_gate.view.bytes();

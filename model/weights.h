@@ -57,7 +57,8 @@ struct BlockWeights {
   HeldMatrix q_proj, k_proj, v_proj, o_proj;
   HeldMatrix gate_proj, up_proj, down_proj;
   HeldVector input_norm_bias, post_attention_norm_bias;          ///< BLOOM
-  HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM; q, k, v also Qwen2
+  HeldVector q_bias, k_bias, v_bias, o_bias, up_bias, down_bias;  ///< BLOOM; q, k, v also Qwen2; q, k, v, o GPT-OSS
+  HeldVector sinks;  ///< GPT-OSS: each head's sink logit [heads]
   HeldVector q_norm, k_norm;  ///< Qwen3: RMSNorm weights [head_dim] applied to each head of q and k
   /// Gemma 2: RMSNorms of the attention's and the MLP's outputs (its post_attention_layernorm and
   /// post_feedforward_layernorm; its pre_feedforward_layernorm is post_attention_norm above, the
@@ -66,8 +67,10 @@ struct BlockWeights {
   /// A sparse block's MLP (ModelConfig::sparse_block): the router [num_experts, hidden] and each
   /// expert's gate, up and down; gate_proj, up_proj and down_proj above are then empty.
   HeldMatrix router;
+  HeldVector router_bias;  ///< GPT-OSS [num_experts]
   struct Expert {
     HeldMatrix gate_proj, up_proj, down_proj;
+    HeldVector gate_bias, up_bias, down_bias;  ///< GPT-OSS
   };
   std::vector<Expert> experts;
   /// Qwen2-MoE: the shared expert every row takes, and its gate [1, hidden].
@@ -77,6 +80,13 @@ struct BlockWeights {
   /// Bytes of all this block's weights held in memory.
   std::int64_t bytes() const;
 };
+
+/// A block's attention layout: the config's, with the block's sinks (GPT-OSS).
+inline AttentionDims block_attention_dims(const ModelConfig& config, const BlockWeights& weights) {
+  AttentionDims dims = config.attention_dims();
+  dims.sinks = weights.sinks.data;
+  return dims;
+}
 
 /// Token embedding table [vocab, hidden]; BLOOM normalises the embeddings (a LayerNorm).
 struct EmbeddingWeights {

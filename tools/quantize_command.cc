@@ -41,6 +41,10 @@ int quantize_command(int argc, char** argv) {
     throw UsageError{"--model " + model_dir + " is a GGUF file; sepal quantize writes folders (load the file with --dtype int8)"};
   }
   const ModelConfig config = read_model_config(model_dir);  // a bad folder fails before anything is written
+  if (config.architecture == "GptOssForCausalLM") {
+    throw UsageError{"--model " + model_dir + " is GPT-OSS, whose experts are stored transposed; sepal quantize does not write "
+                     "them yet (load the folder with --dtype int8 instead)"};
+  }
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
   if (adapter && adapter->method != TuningMethod::kPeqa) {
     throw UsageError{"--adapter: a " + std::string(tuning_method_name(adapter->method)) +

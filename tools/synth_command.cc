@@ -36,8 +36,9 @@ int synth_command(int argc, char** argv) {
                                                          "olmo3 (and a window on 3 of 4 blocks),\n"
                                                          "olmoe (experts, OLMo's q and k norms),\n"
                                                          "smollm3 (Llama's, every 4th block without\n"
-                                                         "RoPE) or\n"
-                                                         "bloom\n"
+                                                         "RoPE), gpt_oss (biases, sinks, a window on\n"
+                                                         "every other block, biased experts with a\n"
+                                                         "clamped SwiGLU) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -47,10 +48,11 @@ int synth_command(int argc, char** argv) {
       ("head-dim", po::value(&spec.head_dim), "attention head size (default hidden/heads)")
       ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
-      ("experts", po::value(&spec.num_experts), "mixtral, qwen2moe, qwen3moe, olmoe: experts per block (default 8)")
-      ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtral, qwen2moe, qwen3moe, olmoe: experts each token takes")
+      ("experts", po::value(&spec.num_experts), "mixtures (mixtral, qwen2moe, qwen3moe, olmoe,\ngranitemoe, gpt_oss): experts per block (default 8)")
+      ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtures: experts each token takes")
       ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen2moe, qwen3moe: an expert's MLP size (default --intermediate)")
       ("shared-intermediate", po::value(&spec.shared_expert_intermediate_size), "qwen2moe: the shared expert's MLP size (default --intermediate)")
+      ("swiglu-limit", po::value(&spec.swiglu_limit), "gpt_oss: where its experts' SwiGLU clamps (default 7)")
       ("tied", "tie the LM head to the embeddings")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
       ("seed", po::value(&spec.seed)->default_value(0), "random seed")
@@ -70,11 +72,11 @@ int synth_command(int argc, char** argv) {
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
       {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"granitemoe", "GraniteMoeForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
       {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
-      {"bloom", "BloomForCausalLM"}};
+      {"gpt_oss", "GptOssForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, olmo2, olmo3, olmoe, smollm3, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, olmo2, olmo3, olmoe, smollm3, gpt_oss, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -90,8 +92,9 @@ int synth_command(int argc, char** argv) {
   const bool moe = synthetic_mixture(spec.architecture);
   if (moe && !vm.count("experts")) spec.num_experts = 8;
   if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted())) {
-    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe, olmoe and granitemoe"};
+    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe, olmoe, granitemoe and gpt_oss"};
   }
+  if (vm.count("swiglu-limit") && spec.architecture != "GptOssForCausalLM") throw UsageError{"--swiglu-limit is for --arch gpt_oss"};
   if (vm.count("moe-intermediate") && spec.architecture != "Qwen2MoeForCausalLM" && spec.architecture != "Qwen3MoeForCausalLM") {
     throw UsageError{"--moe-intermediate is for --arch qwen2moe and qwen3moe (mixtral's, olmoe's and granitemoe's experts are --intermediate wide)"};
   }

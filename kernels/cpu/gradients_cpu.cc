@@ -168,9 +168,28 @@ void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* d
   parallel_spans(count, span);
 }
 
+void clamped_swiglu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                   std::int64_t count, float limit) {
+  SEPAL_CHECK(dgate != dup, "clamped_swiglu_mul_input_grad: dgate and dup must differ");
+  SEPAL_CHECK(limit > 0.0f, "the clamped SwiGLU needs a positive limit");
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit), d = dout[i];
+      const float s = 1.0f / (1.0f + std::exp(-kClampedSwigluAlpha * g));
+      const bool gate_clamped = gate[i] > limit, up_clamped = up[i] < -limit || up[i] > limit;
+      dgate[i] = gate_clamped ? 0.0f : d * (u + 1.0f) * s * (1.0f + kClampedSwigluAlpha * g * (1.0f - s));
+      dup[i] = up_clamped ? 0.0f : d * g * s;
+    }
+  };
+  parallel_spans(count, span);
+}
+
 void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout,
-                         float* dgate, float* dup, std::int64_t count) {
+                         float* dgate, float* dup, std::int64_t count, float limit) {
   if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul_input_grad(gate, up, dout, dgate, dup, count);
+  if (activation == GateActivation::kClampedSwiglu) {
+    return clamped_swiglu_mul_input_grad(gate, up, dout, dgate, dup, count, limit);
+  }
   silu_mul_input_grad(gate, up, dout, dgate, dup, count);
 }
 
@@ -185,7 +204,7 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto kv_head = [&](std::int64_t g) {
     thread_local std::vector<float> probs, dprobs, capped;
-    probs.resize(static_cast<std::size_t>(n));
+    probs.resize(static_cast<std::size_t>(n) + 1);  // and a sink's (GPT-OSS)
     dprobs.resize(static_cast<std::size_t>(n));
     capped.resize(softcap > 0.0f ? static_cast<std::size_t>(n) : 0);
     const float* k = keys + g * n * hd;
@@ -216,7 +235,10 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
         if (slope != 0.0f) {
           for (std::int64_t j = 0; j < visible; ++j) probs[j] += slope * static_cast<float>(lowest + j);
         }
-        softmax(probs.data(), visible);
+        // A sink joins the softmax and weights no value: its score's gradient is not needed, and
+        // the others' are those of a softmax whose sink column has no output gradient.
+        if (dims.sinks) probs[static_cast<std::size_t>(visible)] = dims.sinks[h];
+        softmax(probs.data(), visible + (dims.sinks ? 1 : 0));
         cpu::dot_rows(doi, vi, visible, hd, 1.0f, dprobs.data());
         double mean = 0.0;  // Σ p·dp, the softmax's centre
         for (std::int64_t j = 0; j < visible; ++j) mean += static_cast<double>(probs[j]) * dprobs[j];

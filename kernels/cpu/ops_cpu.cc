@@ -193,7 +193,7 @@ namespace {
 template <typename T>
 void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const T* tail_k, const T* tail_v,
             std::int64_t tail, std::int64_t hd, float scale, float softcap, bool wide, float slope, std::int64_t first,
-            std::int64_t lowest, float* o) {
+            std::int64_t lowest, const float* sink, float* o) {
   thread_local std::vector<float> scores;
   const std::int64_t skip_prefix = std::clamp<std::int64_t>(lowest - first, 0, prefix);
   const std::int64_t skip_tail = std::clamp<std::int64_t>(lowest - first - prefix, 0, tail);
@@ -206,7 +206,8 @@ void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const 
     tail -= skip_tail;
   }
   const std::int64_t first_position = first + skip_prefix + skip_tail;
-  scores.resize(static_cast<std::size_t>(prefix + tail));
+  // A sink (GPT-OSS) is one more score after the keys', in the softmax and weighting no value.
+  scores.resize(static_cast<std::size_t>(prefix + tail + (sink ? 1 : 0)));
   auto dots = [&](const T* rows, std::int64_t count, float* out) {
     if (!(wide && cpu::dot_rows_avx512(qv, rows, count, hd, scale, out))) cpu::dot_rows(qv, rows, count, hd, scale, out);
   };
@@ -223,7 +224,8 @@ void attend(const float* qv, const T* k, const T* v, std::int64_t prefix, const 
       scores[static_cast<std::size_t>(p)] += slope * static_cast<float>(first_position + p);
     }
   }
-  softmax(scores.data(), prefix + tail);
+  if (sink) scores[static_cast<std::size_t>(prefix + tail)] = *sink;
+  softmax(scores.data(), prefix + tail + (sink ? 1 : 0));
   std::fill(o, o + hd, 0.0f);
   weighted(scores.data(), v, prefix);
   if (tail > 0) weighted(scores.data() + prefix, tail_v, tail);
@@ -278,7 +280,7 @@ void causal(const float* q, std::int64_t n, std::int64_t start, const T* keys, c
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(start + t - window + 1, 0) : 0;
     attend<T>(q + task * hd, keys + kv * capacity * hd, values + kv * capacity * hd, start + t + 1 - held_from, nullptr,
               nullptr, 0, hd, scale, dims.softcap, wide, alibi ? alibi[task % dims.heads] : 0.0f, held_from, lowest,
-              out + task * hd);
+              dims.sinks ? dims.sinks + task % dims.heads : nullptr, out + task * hd);
   };
   if (tasks * (start + n) * hd > 32768) {
     parallel_for(tasks, head);
@@ -335,7 +337,8 @@ void tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start
     const std::int64_t position = prefix + tail - 1;  // the node's own position
     const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(position - window + 1, 0) : 0;
     attend<T>(q + task * hd, k, v, prefix - held_from, tail_k.data(), tail_v.data(), tail, hd, scale, dims.softcap, wide,
-              alibi ? alibi[task % dims.heads] : 0.0f, held_from, lowest, out + task * hd);
+              alibi ? alibi[task % dims.heads] : 0.0f, held_from, lowest, dims.sinks ? dims.sinks + task % dims.heads : nullptr,
+              out + task * hd);
   };
   if (tasks * (start + longest) * hd > 32768) {
     parallel_for(tasks, head);
@@ -415,8 +418,20 @@ void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) {
   parallel_spans(count, span);
 }
 
-void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count) {
+void clamped_swiglu_mul(float* gate, const float* up, std::int64_t count, float limit) {
+  SEPAL_CHECK(limit > 0.0f, "the clamped SwiGLU needs a positive limit");
+  auto span = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit);
+      gate[i] = g / (1.0f + std::exp(-kClampedSwigluAlpha * g)) * (u + 1.0f);
+    }
+  };
+  parallel_spans(count, span);
+}
+
+void gate_mul(GateActivation activation, float* gate, const float* up, std::int64_t count, float limit) {
   if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul(gate, up, count);
+  if (activation == GateActivation::kClampedSwiglu) return clamped_swiglu_mul(gate, up, count, limit);
   silu_mul(gate, up, count);
 }
 

@@ -432,6 +432,7 @@ class CudaBackend final : public Backend {
     SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
     SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
     if (dims.head_dim > kMaxHeadDim) fail("attention on a GPU takes heads of at most ", kMaxHeadDim, " values, not ", dims.head_dim);
+    if (dims.sinks) fail("attention sinks (GPT-OSS) do not run on a GPU yet");
     if (n <= 0) return;
     enter();
     const dim3 blocks(static_cast<unsigned>(n), static_cast<unsigned>(dims.heads));

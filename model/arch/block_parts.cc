@@ -37,7 +37,7 @@ void adapt_product(const BlockCall& call, Projection p, const float* x, float* y
 
 void store_and_attend(const BlockCall& call, const float* q, const float* k, const float* v, float* out) {
   const ModelConfig& c = call.config;
-  const AttentionDims dims = c.attention_dims();
+  const AttentionDims dims = block_attention_dims(c, call.weights);
   const std::int64_t window = c.window_of(call.weights.layer);
   const auto one = [&](std::int64_t row, std::int64_t n, std::int64_t start, KvArray keys, KvArray values,
                        std::int64_t capacity, std::int64_t held_from) {

@@ -39,6 +39,16 @@ void for_each_expert(const ExpertRouting& routing, std::int64_t n, std::int64_t 
   }
 }
 
+// GPT-OSS's biases: rows[m, bias.size] += bias; none elsewhere.
+void add_held_bias(const HeldVector& bias, float* rows, std::int64_t m) {
+  if (bias.data) add_bias(rows, m, bias.size, bias.data);
+}
+
+// An expert's gate and up products [m, inter] (biased) through its activation, in place in gate.
+void expert_activation(const ModelConfig& c, float* gate, const float* up, std::int64_t m) {
+  gate_mul(c.mlp_activation, gate, up, m * c.moe_intermediate_size, c.swiglu_limit);
+}
+
 void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, std::int64_t m, float* out) {
   for (std::int64_t i = 0; i < m; ++i) std::copy_n(x + rows[i] * width, width, out + i * width);
 }
@@ -74,9 +84,12 @@ void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, Expert
       const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
       float* const gate_up_out[] = {s.gate.data() + j * inter, s.up.data() + j * inter};
       block_products(x, 1, true, gate_up, gate_up_out);
-      gate_mul(c.mlp_activation, s.gate.data() + j * inter, s.up.data() + j * inter, inter);
+      add_held_bias(ex.gate_bias, s.gate.data() + j * inter, 1);
+      add_held_bias(ex.up_bias, s.up.data() + j * inter, 1);
+      expert_activation(c, s.gate.data() + j * inter, s.up.data() + j * inter, 1);
       float* const down_out[] = {s.out.data() + j * h};
       block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+      add_held_bias(ex.down_bias, s.out.data() + j * h, 1);
     });
     return sum_rows(s, h, out);
   }
@@ -90,11 +103,17 @@ void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, Expert
     ys.push_back(s.up.data() + j * inter);
   }
   block_products(x, 1, true, ws, ys);
-  gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), k * inter);
+  for (std::int64_t j = 0; j < k; ++j) {
+    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+    add_held_bias(ex.gate_bias, s.gate.data() + j * inter, 1);
+    add_held_bias(ex.up_bias, s.up.data() + j * inter, 1);
+  }
+  gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), k * inter, c.swiglu_limit);
   for (std::int64_t j = 0; j < k; ++j) {
     const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
     float* const down_out[] = {s.out.data() + j * h};
     block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+    add_held_bias(ex.down_bias, s.out.data() + j * h, 1);
   }
   sum_rows(s, h, out);
 }
@@ -143,6 +162,7 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
                      ExpertScratch& s, float* out) {
   float* const logits_out[] = {s.logits.data()};
   block_products(x, n, alone, std::span(&w.router.view, 1), logits_out);
+  add_held_bias(w.router_bias, s.logits.data(), n);
   route_experts(c, s.logits.data(), n, s.routing);
   if (n == 1) {
     one_row(c, w, x, s, out);
@@ -156,7 +176,7 @@ namespace {
 
 void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
                  float* out) {
-  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
+  const std::int64_t h = c.hidden_size;
   std::fill(out, out + n * h, 0.0f);
   for_each_expert(s.routing, n, c.num_experts, s.rows, s.slots,
                   [&](std::int64_t e, std::int64_t m, const std::int32_t* rows, const std::int32_t* slots) {
@@ -165,9 +185,12 @@ void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, st
                     const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
                     float* const gate_up_out[] = {s.gate.data(), s.up.data()};
                     block_products(s.gathered.data(), m, alone, gate_up, gate_up_out);
-                    gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), m * inter);
+                    add_held_bias(ex.gate_bias, s.gate.data(), m);
+                    add_held_bias(ex.up_bias, s.up.data(), m);
+                    expert_activation(c, s.gate.data(), s.up.data(), m);
                     float* const down_out[] = {s.out.data()};
                     block_products(s.gate.data(), m, alone, std::span(&ex.down_proj.view, 1), down_out);
+                    add_held_bias(ex.down_bias, s.out.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
                       const float weight = s.routing.weight[static_cast<std::size_t>(slots[i])];
                       float* row = out + rows[i] * h;
@@ -200,6 +223,7 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = c.experts_per_token;
   std::vector<float> logits(static_cast<std::size_t>(t * c.num_experts));
   matmul(x, t, w.router.view, logits.data());
+  add_held_bias(w.router_bias, logits.data(), t);
   route_experts(c, logits.data(), t, a.routing);
   a.gate.resize(static_cast<std::size_t>(t * k * inter));
   a.up.resize(a.gate.size());
@@ -215,12 +239,15 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
                     const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
                     float* const gate_up_out[] = {gate.data(), up.data()};
                     matmul_many(gathered.data(), m, gate_up, gate_up_out);
+                    add_held_bias(ex.gate_bias, gate.data(), m);
+                    add_held_bias(ex.up_bias, up.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
                       std::copy_n(gate.data() + i * inter, inter, a.gate.data() + ss[i] * inter);
                       std::copy_n(up.data() + i * inter, inter, a.up.data() + ss[i] * inter);
                     }
-                    gate_mul(c.mlp_activation, gate.data(), up.data(), m * inter);
+                    expert_activation(c, gate.data(), up.data(), m);
                     matmul(gate.data(), m, ex.down_proj.view, y.data());
+                    add_held_bias(ex.down_bias, y.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
                       std::copy_n(y.data() + i * h, h, a.out.data() + ss[i] * h);
                       const float weight = a.routing.weight[static_cast<std::size_t>(ss[i])];
@@ -293,7 +320,7 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
                     }
                     matmul_input_grad(dy.data(), m, ex.down_proj.view, d_act.data());
                     gate_mul_input_grad(c.mlp_activation, gate.data(), up.data(), d_act.data(), d_gate.data(), d_up.data(),
-                                        m * inter);
+                                        m * inter, c.swiglu_limit);
                     matmul_input_grad(d_gate.data(), m, ex.gate_proj.view, dx_e.data());
                     matmul_input_grad(d_up.data(), m, ex.up_proj.view, part.data());
                     for (std::int64_t i = 0; i < m; ++i) {

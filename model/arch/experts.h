@@ -2,6 +2,8 @@
 // The MLP of a sparse block (a mixture of experts: Mixtral, Qwen3-MoE): a router picks
 // experts_per_token of num_experts gated MLPs for each row, and the row's output is their outputs
 // weighted by the router's probabilities (ModelConfig's num_experts and the fields after it).
+// GPT-OSS adds biases to the router's logits and to each expert's products, and clamps its
+// SwiGLU (ModelConfig::expert_biases, swiglu_limit).
 //
 // Each expert runs once per call over the rows that picked it, gathered; a row's weighted outputs
 // are summed in ascending expert order, so a row's result depends only on its input and on which

@@ -48,7 +48,7 @@ void packed_attention(const TrainingCall& call, const float* k_rows, const float
   const ModelConfig& c = call.config;
   Activations& a = call.a;
   const std::int64_t kv = c.kv_size(), qs = c.q_size();
-  const AttentionDims dims = c.attention_dims();
+  const AttentionDims dims = block_attention_dims(c, call.weights);
   for (std::size_t s = 0; s < call.pack.starts.size(); ++s) {
     const std::int64_t start = call.pack.starts[s], n = call.pack.length(s);
     rows_to_heads(k_rows + start * kv, n, c.num_kv_heads, c.head_dim, a.keys.data() + start * kv);
@@ -62,7 +62,7 @@ void packed_attention_backward(const TrainingCall& call) {
   const ModelConfig& c = call.config;
   Activations& a = call.a;
   const std::int64_t kv = c.kv_size(), qs = c.q_size();
-  const AttentionDims dims = c.attention_dims();
+  const AttentionDims dims = block_attention_dims(c, call.weights);
   for (std::size_t s = 0; s < call.pack.starts.size(); ++s) {
     const std::int64_t start = call.pack.starts[s], n = call.pack.length(s);
     attention_causal_input_grad(a.q.data() + start * qs, a.keys.data() + start * kv, a.values.data() + start * kv, n, dims,

@@ -18,7 +18,10 @@
 // experts, not renormalised, OLMo's q and k norms) and SmolLM3 (block 1 without RoPE; also with
 // use_sliding_window, its window there); the reference routes and reads OLMo's and SmolLM3's
 // settings from config.json itself; and Granite-MoE (Granite's multipliers, 2 of 4 experts held
-// stacked in one tensor per block and projection, which the reference slices itself). A prompt and decode steps past the
+// stacked in one tensor per block and projection, which the reference slices itself); and GPT-OSS
+// (biases on every attention projection, a sink per head, a window on block 0, YaRN untruncated,
+// biased experts stacked transposed with interleaved gate and up columns, a clamped SwiGLU the
+// random weights reach, all read by the reference from the file). A prompt and decode steps past the
 // window must give the hidden states of the float64 reference (tests/model/reference_llama.cc),
 // token trees the ids of decoding, and training passes gradients that match central differences
 // of that reference (two sequences, one longer than the window).
@@ -104,6 +107,12 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
     s.experts_per_token = 3;
     s.norm_topk_prob = false;
   }
+  if (architecture == "GptOssForCausalLM") {  // 2 of 4 biased experts of intermediate_size, a clamp random weights reach
+    s.intermediate_size = 40;
+    s.num_experts = 4;
+    s.experts_per_token = 2;
+    s.swiglu_limit = 1.5;
+  }
   if (architecture == "Phi3ForCausalLM") {  // Phi-3.5's kind: LongRoPE, 4 times the original context
     s.max_position_embeddings = 128;
     s.long_rope_original = 32;
@@ -139,9 +148,10 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const std::string architecture = name.substr(0, name.find('+'));
   test::TempDir dir;
   write_synthetic_checkpoint(variant(name, window), dir.path());
-  if (name.ends_with("+yarn")) {  // Qwen2.5's long context: YaRN's factor of 4 over 32 positions
+  if (name.ends_with("+yarn")) {  // Qwen2.5's long context: YaRN's factor of 4 over 32 positions (GPT-OSS's: not truncated)
     auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
     c["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
+    if (architecture == "GptOssForCausalLM") c["rope_scaling"]["truncate"] = false;
     test::write_file(dir.path() / "config.json", c.dump());
   }
   if (name.ends_with("+swa")) {  // use_sliding_window: a window of 5 on block 1 (max_window_layers 1)
@@ -167,7 +177,11 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kYarn);
     EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
   }
-  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM");
+  const bool gpt_oss = architecture == "GptOssForCausalLM";
+  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM" || gpt_oss);
+  EXPECT_EQ(config.attention_output_bias, gpt_oss);
+  EXPECT_EQ(config.attention_sinks, gpt_oss);
+  EXPECT_EQ(config.expert_biases, gpt_oss);
   const bool olmo2 = architecture == "Olmo2ForCausalLM" || architecture == "Olmo3ForCausalLM";
   const bool olmo = olmo2 || architecture == "OlmoeForCausalLM";
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
@@ -186,6 +200,10 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   } else if (architecture == "GraniteMoeForCausalLM") {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
+  } else if (gpt_oss) {
+    EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
+                config.moe_renormalize && config.swiglu_limit == 1.5f && config.sparse_block(0) && config.sparse_block(1));
+    EXPECT_FALSE(config.rope_scaling.truncate);
   } else if (architecture == "OlmoeForCausalLM") {
     EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 3 && config.moe_intermediate_size == 48 &&
                 !config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
@@ -205,6 +223,9 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   } else if (architecture.starts_with("Granite")) {  // its four multipliers, as written
     EXPECT_TRUE(config.embedding_scale == 12.0f && config.residual_scale == 0.22f && config.attention_scale == 0.25f &&
                 config.logit_divisor == 8.0f);
+  } else if (gpt_oss) {  // the window on block 0, both blocks rotate with YaRN
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
+    EXPECT_TRUE(!config.local_rope_of(0) && config.rope_magnitude(0) > 1.0);
   } else if (architecture == "Olmo3ForCausalLM") {  // the window on block 0, which rotates unscaled
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
@@ -227,7 +248,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kFactors);
   }
   const bool gemma = architecture == "GemmaForCausalLM" || gemma2;
-  EXPECT_EQ(config.mlp_activation, gemma ? GateActivation::kGeluTanh : GateActivation::kSilu);
+  EXPECT_EQ(config.mlp_activation, gemma ? GateActivation::kGeluTanh : gpt_oss ? GateActivation::kClampedSwiglu : GateActivation::kSilu);
   EXPECT_EQ(config.norm_weight_plus_one, gemma);
   const Checkpoint checkpoint = Checkpoint::open(dir.path());
   const ModelEnds ends = ModelEnds::load(checkpoint, config, DType::kF32);
@@ -445,7 +466,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"GraniteMoeForCausalLM", 0},
-                                           std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0}),
+                                           std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0},
+                                           std::pair<std::string, std::int64_t>{"GptOssForCausalLM+yarn", 5}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

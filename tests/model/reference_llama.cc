@@ -234,6 +234,40 @@ OlmoSettings olmo_settings(const std::filesystem::path& dir) {
   return o;
 }
 
+// GPT-OSS's settings from config.json itself: a window (128 by default) on the blocks layer_types
+// lists as sliding (else every other block from the first), and the clamp of its SwiGLU
+// (swiglu_limit, 7 by default); biases on o_proj and a sink per head; 0 and none for other
+// architectures.
+struct GptOssSettings {
+  bool on = false;
+  std::int64_t window = 0;
+  std::vector<bool> sliding;
+  double limit = 0;
+};
+GptOssSettings gpt_oss_settings(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  GptOssSettings g;
+  if (j["architectures"][0] != "GptOssForCausalLM") return g;
+  g.on = true;
+  g.window = j.value("sliding_window", std::int64_t{128});
+  g.limit = j.value("swiglu_limit", 7.0);
+  const std::int64_t layers = j["num_hidden_layers"];
+  for (std::int64_t l = 0; l < layers; ++l) {
+    g.sliding.push_back(j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(l)] == "sliding_attention" : l % 2 == 0);
+  }
+  return g;
+}
+
+// A vector tensor of the file, or row `row` of a matrix one, as doubles.
+std::vector<double> file_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t row = 0) {
+  const TensorRef& t = ckpt.get(name);
+  const std::int64_t width = t.shape.back();
+  std::vector<double> v(static_cast<std::size_t>(width));
+  for (std::int64_t i = 0; i < width; ++i) v[static_cast<std::size_t>(i)] = element_as_f32(t, row * width + i);
+  return v;
+}
+
 // SmolLM3's blocks that rotate, from config.json itself: no_rope_layers' 1s (true for every block
 // of other architectures).
 bool rotates_in_config(const std::filesystem::path& dir, std::int64_t layer) {
@@ -290,6 +324,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const Gemma2Settings gemma2 = gemma2_settings(dir, c);
   const GraniteSettings granite = granite_settings(dir);
   const OlmoSettings olmo = olmo_settings(dir);
+  const GptOssSettings gpt_oss = gpt_oss_settings(dir);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
@@ -392,7 +427,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
           // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
-          const std::int64_t window = sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0)
+          const std::int64_t window = gpt_oss.on ? (gpt_oss.sliding.at(static_cast<std::size_t>(first + b)) ? gpt_oss.window : 0)
+                                      : sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0)
                                       : !olmo.sliding.empty() ? (olmo_slides ? olmo.window : 0)
                                       : qwen_window >= 0 ? qwen_window : c.sliding_window;
           const std::int64_t lowest = window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0;
@@ -405,12 +441,20 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
             if (gemma2.attention_cap > 0) d = gemma2.attention_cap * std::tanh(d / gemma2.attention_cap);
             top = std::max(top, p[j] = d);
           }
+          // GPT-OSS: the head's sink joins the softmax as one more score, weighting no value.
+          const double sink = gpt_oss.on ? file_vector(ckpt, layer + "self_attn.sinks")[static_cast<std::size_t>(head)] : -INFINITY;
+          top = std::max(top, sink);
           for (double& e : p) z += (e = std::exp(e - top));
+          z += std::exp(sink - top);
           for (std::int64_t j = lowest; j <= i; ++j)
             for (std::int64_t e = 0; e < hd; ++e)
               attn[(ti * c.num_heads + head) * hd + e] += p[j] / z * v[((starts[s] + j) * c.num_kv_heads + g) * hd + e];
         }
     auto o = linear(attn, Projection::kO);
+    if (gpt_oss.on) {  // o_proj's bias
+      const auto bias = file_vector(ckpt, layer + "self_attn.o_proj.bias");
+      for (std::size_t i = 0; i < o.size(); ++i) o[i] += bias[i % bias.size()];
+    }
     if (sandwich || olmo.output_norms_only) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * o[i];
     const auto n2 = olmo.output_norms_only
@@ -428,7 +472,51 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     };
     const Experts experts = experts_of(dir, first + b);
     std::vector<double> down;
-    if (experts.count == 0) {
+    if (gpt_oss.on) {
+      // GPT-OSS: router logits with a bias, the softmax of the k largest, and each expert from the
+      // file's stacks, which hold it transposed (inputs by outputs) with the gate's and the up's
+      // columns interleaved: g = min(gate, limit), u = clamp(up, ±limit), g σ(1.702 g) (u + 1),
+      // then down with its bias.
+      const std::string moe = layer + "mlp.";
+      const std::int64_t count = c.num_experts, per_token = c.experts_per_token, inter = c.moe_intermediate_size;
+      const TensorRef& gate_up = ckpt.get(moe + "experts.gate_up_proj");
+      const TensorRef& down_w = ckpt.get(moe + "experts.down_proj");
+      const auto router_bias = file_vector(ckpt, moe + "router.bias");
+      const auto logits = linear_rows(n2, ckpt.get(moe + "router.weight"), 0, count);
+      const std::int64_t rows = static_cast<std::int64_t>(n2.size()) / h;
+      down.assign(n2.size(), 0.0);
+      for (std::int64_t t = 0; t < rows; ++t) {
+        std::vector<double> l(logits.begin() + t * count, logits.begin() + (t + 1) * count);
+        for (std::int64_t e = 0; e < count; ++e) l[e] += router_bias[e];
+        std::vector<std::int64_t> order(static_cast<std::size_t>(count));
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return l[a] > l[b]; });
+        order.resize(static_cast<std::size_t>(per_token));
+        double z = 0;
+        for (std::int64_t e : order) z += std::exp(l[e] - l[order[0]]);
+        for (std::int64_t e : order) {
+          const auto gu_bias = file_vector(ckpt, moe + "experts.gate_up_proj_bias", e);
+          const auto d_bias = file_vector(ckpt, moe + "experts.down_proj_bias", e);
+          std::vector<double> act(static_cast<std::size_t>(inter));
+          for (std::int64_t i = 0; i < inter; ++i) {
+            double g = gu_bias[2 * i], u = gu_bias[2 * i + 1];
+            for (std::int64_t d = 0; d < h; ++d) {
+              g += n2[t * h + d] * element_as_f32(gate_up, (e * h + d) * 2 * inter + 2 * i);
+              u += n2[t * h + d] * element_as_f32(gate_up, (e * h + d) * 2 * inter + 2 * i + 1);
+            }
+            g = std::min(g, gpt_oss.limit);
+            u = std::clamp(u, -gpt_oss.limit, gpt_oss.limit);
+            act[i] = g / (1 + std::exp(-1.702 * g)) * (u + 1);
+          }
+          const double weight = std::exp(l[e] - l[order[0]]) / z;
+          for (std::int64_t d = 0; d < h; ++d) {
+            double y = d_bias[d];
+            for (std::int64_t i = 0; i < inter; ++i) y += act[i] * element_as_f32(down_w, (e * inter + i) * h + d);
+            down[t * h + d] += weight * y;
+          }
+        }
+      }
+    } else if (experts.count == 0) {
       down = linear(gated(linear(n2, Projection::kGate), linear(n2, Projection::kUp)), Projection::kDown);
     } else {
       // A mixture of experts, from the file's tensors (f32) or the loader's (other types): the

@@ -12,8 +12,8 @@ namespace sepal {
 // biases, Qwen3's RMSNorm of each head of q and k (OLMo's of the whole of q and of k), Mistral's
 // sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the
 // MLP's outputs (OLMo 2's, with no norms of their inputs), a mixture of experts for the MLP
-// (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE; model/arch/experts.h), and Granite's
-// residual multiplier, where the config has them.
+// (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE, GPT-OSS; model/arch/experts.h), GPT-OSS's
+// o_proj bias and attention sinks, and Granite's residual multiplier, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -65,6 +65,7 @@ void llama_block_forward(const BlockCall& call) {
   float* const proj_out[] = {s.proj.data()};
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());
+  if (c.attention_output_bias) add_bias(s.proj.data(), n, h, w.o_bias.data);
   if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.attention_out_norm.data, eps, s.proj.data());
   add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 

@@ -1,5 +1,6 @@
 // The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's and OLMo's q/k norms,
-// Mistral's sliding window, Gemma 2's and OLMo 2's output norms, the mixtures of experts):
+// Mistral's sliding window, Gemma 2's and OLMo 2's output norms, the mixtures of experts, GPT-OSS's
+// o bias and sinks):
 // model/arch/llama/block.cc's forward over packed sequences, keeping what the backward needs, and
 // its input-gradient backward.
 #include <algorithm>
@@ -80,6 +81,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   packed_attention(call, a.k_rows.data(), a.v_rows.data());
   matmul(a.attn.data(), t, w.o_proj.view, hidden);
   adapt_product(call, Projection::kO, a.attn.data(), hidden);
+  if (c.attention_output_bias) add_bias(hidden, t, h, w.o_bias.data);  // GPT-OSS
   if (c.output_norms) {  // Gemma 2
     std::copy_n(hidden, t * h, a.o_raw.data());
     rmsnorm(hidden, t, h, w.attention_out_norm.data, eps, hidden);

@@ -1,7 +1,9 @@
 // The Llama family's weights (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma, Granite, OLMo) under Hugging Face's
 // names; Phi-3's fused qkv_proj and gate_up_proj are split into views of their parts' rows, and
 // Gemma's norms held as the 1 + weight they scale by.
+#include <memory>
 #include <tuple>
+#include <vector>
 
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
@@ -21,6 +23,74 @@ const TensorRef& find_embedding_tensor(const Checkpoint& checkpoint, const Model
     fail("checkpoint has neither model.embed_tokens.weight nor lm_head.weight");
   }
   return checkpoint.get("model.embed_tokens.weight");
+}
+
+BlockWeights::Expert unbiased_expert(HeldMatrix gate, HeldMatrix up, HeldMatrix down) {
+  BlockWeights::Expert e;
+  e.gate_proj = std::move(gate);
+  e.up_proj = std::move(up);
+  e.down_proj = std::move(down);
+  return e;
+}
+
+// A tensor of rows × cols f32 values (cols 1: a vector) computed as value(r, c), held in memory:
+// a matrix taken out of a stacked tensor that stores it transposed or interleaved.
+template <typename Value>
+TensorRef computed_tensor(const std::string& name, std::int64_t rows, std::int64_t cols, Value&& value) {
+  auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) (*values)[static_cast<std::size_t>(r * cols + c)] = value(r, c);
+  TensorRef t;
+  t.name = name;
+  t.dtype = DType::kF32;
+  t.shape = cols == 1 ? std::vector<std::int64_t>{rows} : std::vector<std::int64_t>{rows, cols};
+  t.data = reinterpret_cast<const std::byte*>(values->data());
+  t.bytes = values->size() * 4;
+  t.storage = values;
+  return t;
+}
+
+// GPT-OSS's experts: the router (with a bias), and each block's experts stacked as transformers
+// holds them, every matrix transposed (inputs by outputs): gate_up_proj [experts, hidden,
+// 2 · inter] whose even columns are the gate's and odd ones the up's, down_proj [experts, inter,
+// hidden], and their biases [experts, 2 · inter] and [experts, hidden] (MXFP4 files unpacked to
+// this layout: model/mxfp4.h).
+void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& config, const std::string& moe,
+                          const WeightLoading& loading, BlockWeights& b) {
+  const std::int64_t h = config.hidden_size, inter = config.moe_intermediate_size, experts = config.num_experts;
+  const TensorRef& router = checkpoint.get(moe + "router.weight");
+  expect_shape(router, {experts, h});
+  b.router = hold_matrix(checkpoint, router, loading);
+  const TensorRef& router_bias = checkpoint.get(moe + "router.bias");
+  expect_shape(router_bias, {experts});
+  b.router_bias = hold_vector(router_bias, loading);
+  const TensorRef& gate_up = checkpoint.get(moe + "experts.gate_up_proj");
+  expect_shape(gate_up, {experts, h, 2 * inter});
+  const TensorRef& gate_up_bias = checkpoint.get(moe + "experts.gate_up_proj_bias");
+  expect_shape(gate_up_bias, {experts, 2 * inter});
+  const TensorRef& down = checkpoint.get(moe + "experts.down_proj");
+  expect_shape(down, {experts, inter, h});
+  const TensorRef& down_bias = checkpoint.get(moe + "experts.down_proj_bias");
+  expect_shape(down_bias, {experts, h});
+  for (std::int64_t e = 0; e < experts; ++e) {
+    const std::string at = "[" + std::to_string(e) + "]";
+    BlockWeights::Expert x;
+    for (auto [matrix, bias, parity] : {std::tuple{&x.gate_proj, &x.gate_bias, 0}, std::tuple{&x.up_proj, &x.up_bias, 1}}) {
+      *matrix = hold_matrix(checkpoint, computed_tensor(gate_up.name + at, inter, h, [&](std::int64_t r, std::int64_t c) {
+        return element_as_f32(gate_up, (e * h + c) * 2 * inter + 2 * r + parity);
+      }), loading);
+      *bias = hold_vector(computed_tensor(gate_up_bias.name + at, inter, 1, [&](std::int64_t r, std::int64_t) {
+        return element_as_f32(gate_up_bias, e * 2 * inter + 2 * r + parity);
+      }), loading);
+    }
+    x.down_proj = hold_matrix(checkpoint, computed_tensor(down.name + at, h, inter, [&](std::int64_t r, std::int64_t c) {
+      return element_as_f32(down, (e * inter + c) * h + r);
+    }), loading);
+    x.down_bias = hold_vector(computed_tensor(down_bias.name + at, h, 1, [&](std::int64_t r, std::int64_t) {
+      return element_as_f32(down_bias, e * h + r);
+    }), loading);
+    b.experts.push_back(std::move(x));
+  }
 }
 
 }  // namespace
@@ -98,7 +168,9 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
       expect_shape(t, {rows, cols});
       return hold_matrix(checkpoint, t, loading);
     };
-    if (granite && checkpoint.find(moe + "input_linear.weight")) {
+    if (config.architecture == "GptOssForCausalLM") {
+      load_gpt_oss_experts(checkpoint, config, moe, loading, b);
+    } else if (granite && checkpoint.find(moe + "input_linear.weight")) {
       auto stacked_rows = [&](const std::string& module, std::int64_t rows, std::int64_t cols, std::int64_t e, std::int64_t first,
                               std::int64_t count) {
         TensorRef t = checkpoint.get(moe + module + ".weight");
@@ -113,21 +185,23 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
       };
       b.router = held(moe + "router.layer.weight", config.num_experts, h);
       for (std::int64_t e = 0; e < config.num_experts; ++e) {
-        b.experts.push_back({stacked_rows("input_linear", 2 * inter, h, e, 0, inter), stacked_rows("input_linear", 2 * inter, h, e, inter, inter),
-                             stacked_rows("output_linear", h, inter, e, 0, h)});
+        b.experts.push_back(unbiased_expert(stacked_rows("input_linear", 2 * inter, h, e, 0, inter),
+                                            stacked_rows("input_linear", 2 * inter, h, e, inter, inter),
+                                            stacked_rows("output_linear", h, inter, e, 0, h)));
       }
     } else {
       b.router = held(moe + "gate.weight", config.num_experts, h);
       for (std::int64_t e = 0; e < config.num_experts; ++e) {
         const std::string expert = moe + "experts." + std::to_string(e) + ".";
-        b.experts.push_back({held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
-                             held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
-                             held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)});
+        b.experts.push_back(unbiased_expert(held(expert + (mixtral ? "w1" : "gate_proj") + ".weight", inter, h),
+                                            held(expert + (mixtral ? "w3" : "up_proj") + ".weight", inter, h),
+                                            held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)));
       }
     }
     if (const std::int64_t shared = config.shared_expert_intermediate_size; shared > 0) {  // Qwen2-MoE
-      b.shared_expert = {held(moe + "shared_expert.gate_proj.weight", shared, h), held(moe + "shared_expert.up_proj.weight", shared, h),
-                         held(moe + "shared_expert.down_proj.weight", h, shared)};
+      b.shared_expert = unbiased_expert(held(moe + "shared_expert.gate_proj.weight", shared, h),
+                                        held(moe + "shared_expert.up_proj.weight", shared, h),
+                                        held(moe + "shared_expert.down_proj.weight", h, shared));
       b.shared_expert_gate = held(moe + "shared_expert_gate.weight", 1, h);
     }
   } else {
@@ -144,6 +218,12 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     b.q_bias = bias("self_attn.q_proj.bias", config.q_size());
     b.k_bias = bias("self_attn.k_proj.bias", config.kv_size());
     b.v_bias = bias("self_attn.v_proj.bias", config.kv_size());
+    if (config.attention_output_bias) b.o_bias = bias("self_attn.o_proj.bias", h);
+  }
+  if (config.attention_sinks) {  // GPT-OSS: a logit per head
+    const TensorRef& t = checkpoint.get(p + "self_attn.sinks");
+    expect_shape(t, {config.num_heads});
+    b.sinks = hold_vector(t, loading);
   }
   if (config.qk_norm) {  // a head's width (Qwen3, Gemma 3), or the whole projection's (OLMo)
     for (auto [name, held, width] : {std::tuple{"self_attn.q_norm.weight", &b.q_norm, config.q_norm_width()},
