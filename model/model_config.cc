@@ -236,6 +236,19 @@ void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) 
 
 ModelConfig parse_model_config(const json& config, const std::string& where);
 
+// A quantized checkpoint's quantization_config: sepal reads GPT-OSS's MXFP4 experts
+// (model/mxfp4.h) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
+// quantize`'s); others (GPTQ, AWQ, 4-bit, FP8) are refused by name before a tensor is read.
+void check_quantization(const json& config, const ModelConfig& c, const std::string& where) {
+  if (!config.contains("quantization_config") || config["quantization_config"].is_null()) return;
+  const json& q = config["quantization_config"];
+  const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "";
+  if (method == "mxfp4" && c.architecture == "GptOssForCausalLM") return;
+  if (method == "bitsandbytes" && q.value("load_in_8bit", false) && !q.value("load_in_4bit", false)) return;
+  fail(where, ": quantization_config ", method.empty() ? q.dump() : "'" + method + "'",
+       " is not supported (supported: GPT-OSS's mxfp4, bitsandbytes' 8-bit)");
+}
+
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are
 // in text_config, where the released configs name few of them and transformers' defaults
 // (Gemma3TextConfig) fill the rest. sepal serves the language model alone (its tensors:
@@ -390,6 +403,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (!supported) {
     fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, BloomForCausalLM)");
   }
+  check_quantization(config, c, where);
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
   // Gemma 3 (its text model) is Gemma 2 with q and k norms, no soft-capping, and its own RoPE
   // base on sliding blocks.

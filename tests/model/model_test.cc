@@ -16,8 +16,10 @@
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
+#include "model/mxfp4.h"
 #include "model/safetensors.h"
 #include "model/synthetic_checkpoint.h"
+#include "model/weight_holding.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -351,6 +353,48 @@ TEST(ModelConfig, ReadsGraniteMoe) {
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "num_experts_per_tok 33 is more than the 32 experts");
   g["architectures"] = {"GraniteMoeSharedForCausalLM"};
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "unsupported architecture 'GraniteMoeSharedForCausalLM'");
+}
+
+// openai/gpt-oss-20b's config.json (its 12 pairs of layer types shortened to the 24 they list).
+TEST(ModelConfig, ReadsGptOss) {
+  json g = json::parse(R"({"architectures": ["GptOssForCausalLM"], "attention_bias": true, "attention_dropout": 0.0,
+      "eos_token_id": 200002, "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880,
+      "initial_context_length": 4096, "initializer_range": 0.02, "intermediate_size": 2880, "max_position_embeddings": 131072,
+      "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4, "num_hidden_layers": 24,
+      "num_key_value_heads": 8, "num_local_experts": 32, "output_router_logits": false, "pad_token_id": 199999,
+      "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+        "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+      "rms_norm_eps": 1e-05, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+        "original_max_position_embeddings": 4096, "rope_type": "yarn", "truncate": false},
+      "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+      "tie_word_embeddings": false, "use_cache": true, "vocab_size": 201088})");
+  g["layer_types"] = json::array();
+  for (int l = 0; l < 24; ++l) g["layer_types"].push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+  const ModelConfig c = parse_model_config(g.dump(), "config.json");
+  EXPECT_TRUE(c.num_experts == 32 && c.experts_per_token == 4 && c.moe_intermediate_size == 2880 && c.moe_renormalize &&
+              c.expert_biases && c.swiglu_limit == 7.0f && c.mlp_activation == GateActivation::kClampedSwiglu);
+  EXPECT_TRUE(c.attention_bias && c.attention_output_bias && c.attention_sinks && c.head_dim == 64 && c.q_size() == 4096);
+  EXPECT_EQ(c.window_of(0), 128);
+  EXPECT_EQ(c.window_of(1), 0);
+  EXPECT_EQ(c.window_of(22), 128);
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kYarn);
+  EXPECT_FALSE(c.rope_scaling.truncate);
+  EXPECT_NEAR(c.rope_scaling.attention_factor, 0.1 * std::log(32.0) + 1, 1e-12);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 150000.0);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_EQ(c.eos_token_ids, std::vector<std::int32_t>{200002});
+  EXPECT_FALSE(c.tie_word_embeddings);
+  g.erase("layer_types");  // transformers' default: every other block slides, from the first
+  EXPECT_EQ(parse_model_config(g.dump(), "c").window_of(0), 128);
+  EXPECT_EQ(parse_model_config(g.dump(), "c").window_of(1), 0);
+  g["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}};
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'gptq' is not supported");
+  g["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}};
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'bitsandbytes' is not supported");
+  g["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["swiglu_limit"] = -1;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'swiglu_limit' must be positive");
 }
 
 TEST(ModelConfig, ReadsBloom) {
@@ -750,6 +794,42 @@ TEST(Safetensors, RejectsCorruptFiles) {
   const std::string real = test::read_file(test::models_dir() / "stories260K" / "model.safetensors");
   ASSERT_GT(real.size(), 1000u);
   expect_error([&] { parse_blob(dir, real.substr(0, real.size() / 2)); }, "truncated");
+}
+
+// GPT-OSS's released experts: X_blocks (two FP4 codes a byte, the lower nibble first) and
+// X_scales (2^(byte - 127) per 32 values) read as X, each matrix transposed, as transformers
+// dequantizes them; values worked out by hand from the OCP MX format.
+TEST(Checkpoint, UnpacksMxfp4Experts) {
+  TempDir dir;
+  std::vector<std::byte> blocks(2 * 16), scales = {std::byte{128}, std::byte{126}};  // [1 expert, 2 rows, 1 group]
+  blocks[0] = std::byte{0x2F};  // row 0: -6 then 1, times 2
+  for (int j = 1; j < 16; ++j) blocks[j] = std::byte{0x71};  // 0.5 then 6, times 2
+  for (int j = 16; j < 32; ++j) blocks[j] = std::byte{0x9A};  // row 1: -1 then -0.5, times 1/2
+  write_safetensors(dir / "model.safetensors", {{"m.experts.down_proj_blocks", "U8", {1, 2, 1, 16}, blocks},
+                                                {"m.experts.down_proj_scales", "U8", {1, 2, 1}, scales}});
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  EXPECT_EQ(checkpoint.find("m.experts.down_proj_blocks"), nullptr);
+  const TensorRef& t = checkpoint.get("m.experts.down_proj");
+  ASSERT_EQ(t.shape, (std::vector<std::int64_t>{1, 32, 2}));  // [expert, column, row]
+  EXPECT_EQ(t.dtype, DType::kBF16);
+  const auto at = [&](std::int64_t c, std::int64_t r) { return element_as_f32(t, c * 2 + r); };
+  EXPECT_EQ(at(0, 0), -12.0f);
+  EXPECT_EQ(at(1, 0), 2.0f);
+  EXPECT_EQ(at(2, 0), 1.0f);
+  EXPECT_EQ(at(31, 0), 12.0f);
+  EXPECT_EQ(at(0, 1), -0.5f);
+  EXPECT_EQ(at(31, 1), -0.25f);
+  for (std::uint8_t code = 0; code < 16; ++code) EXPECT_EQ(fp4_value(code), (code & 8 ? -1.0f : 1.0f) * fp4_value(code & 7));
+  EXPECT_EQ(fp4_value(5), 3.0f);
+  EXPECT_EQ(fp4_value(7), 6.0f);
+  // A half of a pair, shapes that disagree, and unsigned bytes that are not MXFP4's are refused.
+  TempDir bad;
+  write_safetensors(bad / "model.safetensors", {{"x_blocks", "U8", {1, 2, 1, 16}, blocks}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "has no x_scales");
+  write_safetensors(bad / "model.safetensors", {{"x_blocks", "U8", {1, 2, 1, 16}, blocks}, {"x_scales", "U8", {1, 1, 2}, scales}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "must be [experts, rows, groups, 16]");
+  write_safetensors(bad / "model.safetensors", {{"x", "U8", {2}, scales}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "unsupported dtype U8");
 }
 
 TEST(Checkpoint, OpensShardsThroughTheIndex) {

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window),
 # Qwen3-MoE (3 of 6 narrower experts), Qwen2-MoE (2 of 4 and a shared expert) and OLMoE (2 of 4,
-# not renormalised) and Granite-MoE (2 of 4, stacked) checkpoints written by `sepal synth`, and beside them OLMo 3 (no input norms, a
-# window of 5 on 3 of its 4 blocks):
+# not renormalised), Granite-MoE (2 of 4, stacked) and GPT-OSS (2 of 4 biased experts, sinks, a
+# window of 5 on every other block) checkpoints written by `sepal synth`, and beside them OLMo 3 (no
+# input norms, a window of 5 on 3 of its 4 blocks):
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
-# - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does;
+# - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does
+#   (GPT-OSS's is refused in one line, exit status 2);
+# - GPT-OSS with its experts in MXFP4 (tests/tools/mxfp4_twin.py, as its released checkpoints hold
+#   them) scores what the same values dequantized by that script score, and differs from the
+#   float original;
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
 #   write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
@@ -32,6 +37,15 @@ plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
   --experts 4 --experts-per-token 2 --seed 6 2> /dev/null || { echo "FAILED: synth olmoe"; exit 1; }
 "$sepal" synth --arch olmo3 --out "$out/olmo3" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 --vocab 300 \
   --seed 7 2> /dev/null || { echo "FAILED: synth olmo3"; exit 1; }
+"$sepal" synth --arch gpt_oss --out "$out/gpt_oss" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 --head-dim 16 \
+  --vocab 300 --experts 4 --experts-per-token 2 --swiglu-limit 2 --seed 9 2> /dev/null || { echo "FAILED: synth gpt_oss"; exit 1; }
+/usr/bin/python3 - "$out/gpt_oss/config.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+assert config["layer_types"] == ["sliding_attention", "full_attention"] * 2, config["layer_types"]
+config["sliding_window"] = 5
+json.dump(config, open(sys.argv[1], "w"))
+PY
 /usr/bin/python3 - "$out/olmo3/config.json" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[1]))
@@ -42,7 +56,7 @@ PY
 check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
 check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
 
-for model in mixtral qwen3moe qwen2moe olmoe granitemoe olmo3; do
+for model in mixtral qwen3moe qwen2moe olmoe granitemoe olmo3 gpt_oss; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
@@ -67,11 +81,26 @@ done
 # Perplexity over hosts equals one process's (f32 on the wire).
 printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
 ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
-one=$("$sepal" perplexity --model "$out/qwen3moe" --text "$out/text.txt" --json 2> /dev/null | ppl)
-swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/qwen3moe" --text "$out/text.txt" --hosts 2 \
-  --no-wire-compression --json 2> /dev/null | ppl)
-check test -n "$one"
-check test "$one" = "$swarm" || echo "perplexity: one process $one, two hosts $swarm"
+for model in qwen3moe gpt_oss; do
+  one=$("$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --json 2> /dev/null | ppl)
+  swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --hosts 2 \
+    --no-wire-compression --json 2> /dev/null | ppl)
+  check test -n "$one"
+  check test "$one" = "$swarm" || echo "$model perplexity: one process $one, two hosts $swarm"
+done
+
+# GPT-OSS: quantize refuses its transposed experts; its MXFP4 experts load as the values they stand for.
+"$sepal" quantize --model "$out/gpt_oss" --out "$out/gpt_oss-int8" 2> "$out/quantize.err"
+check test $? -eq 2
+check grep -q "GPT-OSS, whose experts are stored transposed" "$out/quantize.err" || cat "$out/quantize.err"
+/usr/bin/python3 "$(dirname "$0")/mxfp4_twin.py" "$out/gpt_oss" "$out/gpt_oss-mxfp4" "$out/gpt_oss-twin" || { echo "FAILED: mxfp4_twin.py"; exit 1; }
+check grep -q '"experts.gate_up_proj_blocks"\|gate_up_proj_blocks' "$out/gpt_oss-mxfp4/model.safetensors"
+original=$("$sepal" perplexity --model "$out/gpt_oss" --text "$out/text.txt" --json 2> /dev/null | ppl)
+mxfp4=$("$sepal" perplexity --model "$out/gpt_oss-mxfp4" --text "$out/text.txt" --json 2> "$out/mxfp4.err" | ppl)
+twin=$("$sepal" perplexity --model "$out/gpt_oss-twin" --text "$out/text.txt" --json 2> /dev/null | ppl)
+check test -n "$mxfp4" || tail -2 "$out/mxfp4.err"
+check test "$mxfp4" = "$twin" || echo "MXFP4 experts: $mxfp4, their values dequantized by the script: $twin"
+check test "$mxfp4" != "$original" || echo "MXFP4 experts score what the float original does ($original): the test would not see them"
 
 # Training: LoRA on q and v, PEQA on the attention's int8 scales; an expert's projection refused.
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
