@@ -93,7 +93,7 @@ TEST(BatchedSteps, Bf16CachesEqualEachSessionAlone) {
   expect_batched_equals_alone(test::models_dir() / "bloom-synth", loading, false);
 }
 // A mixture of experts (Qwen3-MoE's kind: 3 of 6 experts, a dense block among sparse ones; and
-// Qwen2-MoE's, with a shared expert): each row's experts run over the rows that picked them,
+// Qwen2-MoE's, with a shared expert; OLMoE's; GPT-OSS's): each row's experts run over the rows that picked them,
 // gathered from every session of the step.
 TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   test::TempDir dir;
@@ -117,10 +117,14 @@ TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   spec.architecture = "OlmoeForCausalLM";  // OLMo's q and k norms, every block sparse
   spec.shared_expert_intermediate_size = 0, spec.moe_intermediate_size = 0, spec.mlp_only_layers = {};
   write_synthetic_checkpoint(spec, dir.path() / "olmoe");
+  spec.architecture = "GptOssForCausalLM";  // biased experts with a clamped SwiGLU, sinks, a window on every other block
+  spec.head_dim = 16, spec.sliding_window = 3, spec.swiglu_limit = 1.5;
+  write_synthetic_checkpoint(spec, dir.path() / "gpt_oss");
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     expect_batched_equals_alone(dir.path() / "qwen3moe", dtype, true);
     expect_batched_equals_alone(dir.path() / "qwen2moe", dtype, true);
     expect_batched_equals_alone(dir.path() / "olmoe", dtype, true);
+    expect_batched_equals_alone(dir.path() / "gpt_oss", dtype, true);
   }
 }
 // OLMo 2: the residual stream itself into the attention and the MLP, their outputs normalised.
