@@ -13,7 +13,7 @@
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
 #   write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
-#   losses bit for bit (and OLMo 3's, on q and down_proj); LoRA on an expert's projection is
+#   losses bit for bit (and OLMo 3's, on q and down_proj, and GPT-OSS's, on q and o); LoRA on an expert's projection is
 #   refused in one line, exit status 2.
 #   run_moe_test.sh SEPAL_BINARY
 set -uo pipefail
@@ -117,15 +117,20 @@ losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] fo
 check test "$(losses "$out/lora.jsonl")" = "$(losses "$out/lora-hosts.jsonl")" \
   || echo "losses: one process $(losses "$out/lora.jsonl"), two hosts $(losses "$out/lora-hosts.jsonl")"
 check test "$(losses "$out/lora.jsonl" | tr -cd ',' | wc -c)" -eq 2
-for hosts in 1 2; do  # OLMo 3: the backward with no input norms, adapters on the MLP too, one process and 2 hosts
-  timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/olmo3" --data "$out/data.txt" --method lora --lora-rank 2 \
-    --lora-targets q_proj,down_proj --steps 3 --batch-size 2 --lr 0.01 --out "$out/olmo-$hosts.h5" --log "$out/olmo-$hosts.jsonl" \
-    $([ "$hosts" = 2 ] && echo "--hosts 2 --no-wire-compression") > /dev/null 2> "$out/olmo-$hosts.err"
-  check test $? -eq 0 || tail -3 "$out/olmo-$hosts.err"
+# OLMo 3 (the backward with no input norms, adapters on the MLP too) and GPT-OSS (through sinks,
+# biases and clamped experts; adapters on q and o): one process and 2 hosts, the same losses.
+for model in olmo3:q_proj,down_proj gpt_oss:q_proj,o_proj; do
+  name=${model%%:*}
+  for hosts in 1 2; do
+    timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/$name" --data "$out/data.txt" --method lora --lora-rank 2 \
+      --lora-targets "${model#*:}" --steps 3 --batch-size 2 --lr 0.01 --out "$out/$name-$hosts.h5" --log "$out/$name-$hosts.jsonl" \
+      $([ "$hosts" = 2 ] && echo "--hosts 2 --no-wire-compression") > /dev/null 2> "$out/$name-$hosts.err"
+    check test $? -eq 0 || tail -3 "$out/$name-$hosts.err"
+  done
+  check test "$(losses "$out/$name-1.jsonl")" = "$(losses "$out/$name-2.jsonl")" \
+    || echo "$name losses: one process $(losses "$out/$name-1.jsonl"), two hosts $(losses "$out/$name-2.jsonl")"
+  check test "$(losses "$out/$name-1.jsonl" | tr -cd ',' | wc -c)" -eq 2
 done
-check test "$(losses "$out/olmo-1.jsonl")" = "$(losses "$out/olmo-2.jsonl")" \
-  || echo "OLMo 3 losses: one process $(losses "$out/olmo-1.jsonl"), two hosts $(losses "$out/olmo-2.jsonl")"
-check test "$(losses "$out/olmo-1.jsonl" | tr -cd ',' | wc -c)" -eq 2
 "$sepal" tune --model "$out/qwen3moe" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.01 \
   --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
 check test $? -eq 0 || tail -3 "$out/peqa.err"
