@@ -76,7 +76,9 @@ int serve_api_command(int argc, char** argv) {
       ("max-n", po::value(&server.limits.max_n)->default_value(8), "largest n (choices per prompt) a request may ask")
       ("reasoning-format", po::value(&reasoning_format)->default_value("auto"),
        "auto: where the chat template teaches <think> ... </think>, chat replies give the thinking as\n"
-       "reasoning_content apart from content; none: the whole reply is content")
+       "reasoning_content apart from content (a harmony template's, GPT-OSS's: its analysis\n"
+       "messages); none: the whole reply is content (harmony's as written, its special tokens in it,\n"
+       "its calls not read)")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   add_weight_options(options, weights);
   add_device_option(options, device_text);
@@ -181,6 +183,11 @@ int serve_api_command(int argc, char** argv) {
                  api::tool_call_format_name(chat_template.tool_format));
   } else {
     std::fprintf(stderr, "sepal: tool calls: none (the chat template teaches no format sepal reads; requests with tools are refused)\n");
+  }
+  if (chat_template.harmony) {
+    std::fprintf(stderr, "sepal: reasoning: the chat template writes harmony's channels; %s\n",
+                 server.split_reasoning ? "replies give analysis as reasoning_content, final as content, calls to functions as tool_calls"
+                                        : "replies left as written (--reasoning-format none)");
   }
   if (chat_template.thinks) {
     std::fprintf(stderr, "sepal: reasoning: the chat template teaches <think>; %s\n",

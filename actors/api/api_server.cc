@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include "actors/api/harmony.h"
 #include "actors/api/json_mode.h"
 #include "actors/api/reasoning.h"
 #include "actors/api/status_page.h"
@@ -170,6 +171,16 @@ struct ApiServer::Impl {
     return r.chat && options.split_reasoning && model.chat_template.thinks && !r.json_object && !r.structure;
   }
 
+  // Whether chat replies are read as harmony messages (GPT-OSS): its template writes them, unless
+  // --reasoning-format none leaves replies as written.
+  bool reads_harmony() const { return model.chat_template.harmony && options.split_reasoning; }
+  // The format a chat reply's calls are read in: none without tools, or where a harmony reply is
+  // left as written.
+  ToolCallFormat reply_format(const CompletionRequest& r) const {
+    if (r.tools.is_null() || (model.chat_template.harmony && !options.split_reasoning)) return ToolCallFormat::kNone;
+    return model.chat_template.tool_format;
+  }
+
   // The request's prompts, checked against the model; an error as OpenAI words it.
   std::optional<ApiError> prompts_of(const CompletionRequest& r, const ServedAdapter* adapter, std::vector<Prompt>& out) {
     const std::int64_t vocab = model.config->vocab_size;
@@ -188,7 +199,7 @@ struct ApiServer::Impl {
       if (r.chat) {
         if (!r.tools.is_null() && model.chat_template.tool_format == ToolCallFormat::kNone) {
           return invalid("this model's chat template (" + describe_chat_template(model.chat_template) +
-                             ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS])",
+                             ") does not offer tools in a form sepal reads calls from (Hermes <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS], Granite <|tool_call|>, harmony)",
                          "tools");
         }
         auto rendered = render_chat(model.chat_template, r.messages, model.config->bos_token_id >= 0, r.tools, r.template_kwargs);
@@ -307,9 +318,12 @@ struct ApiServer::Impl {
           const ChoiceResult c = run_choice(model, adapter, prompt.ids, r, max_new(prompt), base_seed + seed_offset, {});
           std::string finish_reason = c.finish_reason;
           json choice{{"index", index}};
-          if (chat) {
+          if (chat && reads_harmony()) {  // GPT-OSS: its messages' channels
+            choice["message"] = harmony_message(read_harmony(c.text, tool_names(r)), r.parallel_tool_calls, finish_reason);
+            choice["logprobs"] = r.logprobs ? chat_logprobs(model, c.tokens) : json(nullptr);
+          } else if (chat) {
             const ReasoningSplit split = splits_reasoning(r) ? split_reasoning(c.text, prompt.thinking_open) : ReasoningSplit{{}, c.text};
-            choice["message"] = assistant_message(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format,
+            choice["message"] = assistant_message(reply_format(r),
                                                   split.content, tool_names(r), r.parallel_tool_calls, finish_reason);
             if (split.reasoning) {
               choice["message"]["reasoning_content"] = *split.reasoning;
@@ -351,9 +365,11 @@ struct ApiServer::Impl {
           try {
             used = each_choice(r, *prompts, [&](const Prompt& prompt, std::int64_t index, std::uint64_t seed_offset) {
               std::size_t offset = prompt.text_bytes;
-              ToolCallStream calls(r.tools.is_null() ? ToolCallFormat::kNone : model.chat_template.tool_format);
+              ToolCallStream calls(reply_format(r));
               const bool split = splits_reasoning(r);
               ReasoningStream thinking(prompt.thinking_open);
+              const bool harmony = chat && reads_harmony();
+              HarmonyStream messages(tool_names(r));
               if (chat && !send(chunk({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
                                        {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
                 throw ClientGone{};
@@ -362,8 +378,14 @@ struct ApiServer::Impl {
                                                 [&](const ChoiceDelta& d) {
                 json choice{{"index", index}, {"finish_reason", nullptr}};
                 if (chat) {
-                  ReasoningStream::Piece piece = split ? thinking.push(d.text) : ReasoningStream::Piece{{}, d.text};
-                  std::string shown = piece.content.empty() ? std::string() : calls.push(piece.content);
+                  ReasoningStream::Piece piece;
+                  if (harmony) {
+                    HarmonyStream::Piece read = messages.push(d.text);
+                    piece = {std::move(read.reasoning), std::move(read.content)};
+                  } else {
+                    piece = split ? thinking.push(d.text) : ReasoningStream::Piece{{}, d.text};
+                  }
+                  std::string shown = piece.content.empty() || harmony ? std::move(piece.content) : calls.push(piece.content);
                   // Held: it may be a call, or a tag.
                   if (shown.empty() && piece.reasoning.empty() && d.tokens.empty() && !d.text.empty()) return true;
                   choice["delta"] = json::object();
@@ -378,7 +400,20 @@ struct ApiServer::Impl {
                 return send(chunk(choice));
               });
               std::string finish_reason = c.finish_reason;
-              if (split) {  // what the reasoning split held: a partial tag, or white space
+              if (harmony) {  // what the messages held, then their calls
+                const HarmonyStream::Piece rest = messages.finish();
+                json delta = json::object();
+                if (!rest.reasoning.empty()) delta["reasoning_content"] = rest.reasoning;
+                if (!rest.content.empty()) delta["content"] = rest.content;
+                if (!messages.calls().empty()) {
+                  delta["tool_calls"] = tool_calls_json(messages.calls(), r.parallel_tool_calls, true);
+                  finish_reason = "tool_calls";
+                }
+                if (!delta.empty() && !send(chunk({{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+                  throw ClientGone{};
+                }
+              }
+              if (split && !harmony) {  // what the reasoning split held: a partial tag, or white space
                 const ReasoningStream::Piece rest = thinking.finish();
                 json delta = json::object();
                 if (!rest.reasoning.empty()) delta["reasoning_content"] = rest.reasoning;
@@ -389,7 +424,7 @@ struct ApiServer::Impl {
                 }
               }
               if (!calls.held().empty()) {  // the end of the reply, held as it may hold calls
-                const json delta = held_delta(model.chat_template.tool_format, calls.held(), tool_names(r),
+                const json delta = held_delta(reply_format(r), calls.held(), tool_names(r),
                                               r.parallel_tool_calls, finish_reason);
                 if (!send(chunk({{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
                   throw ClientGone{};

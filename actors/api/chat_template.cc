@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/api/harmony.h"
 #include "actors/api/reasoning.h"
 #include "kernels/error.h"
 #include "model/gguf.h"
@@ -104,7 +105,7 @@ std::string trimmed(const std::string& s, bool trim) {
 }  // namespace
 
 std::string describe_chat_template(const ChatTemplate& t) {
-  if (t.jinja) return "the model's own (Jinja)";
+  if (t.jinja) return t.harmony ? "the model's own (Jinja), harmony's channels" : "the model's own (Jinja)";
   std::string text = chat_form_name(t.form);
   if (!t.default_system.empty()) text += " with its default system message";
   if (!t.knowledge_cutoff.empty())
@@ -144,6 +145,7 @@ ChatTemplate chat_template_of_text(const std::string& jinja, nlohmann::ordered_j
   t.tool_format = tool_call_format_of(jinja);
   t.mistral_v11 = t.tool_format == ToolCallFormat::kMistral && jinja.find(kMistralArgs) != std::string::npos;
   t.thinks = template_thinks(jinja);
+  t.harmony = template_writes_harmony(jinja);
   if (!tool_use.empty()) {
     auto tool_parsed = jinja::Template::parse(tool_use);
     if (auto* tool_template = std::get_if<jinja::Template>(&tool_parsed)) {

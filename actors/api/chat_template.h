@@ -68,6 +68,9 @@ struct ChatTemplate {
   bool mistral_v11 = false;
   /// Whether the template teaches thinking in <think> ... </think> (actors/api/reasoning.h).
   bool thinks = false;
+  /// Whether the template writes harmony (GPT-OSS: messages with channels; actors/api/harmony.h):
+  /// replies are read as harmony messages, their special tokens written into the text.
+  bool harmony = false;
   /// The special tokens a template sees: {"bos_token": "<s>", "eos_token": "</s>", ...}.
   nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();
 };

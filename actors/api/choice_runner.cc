@@ -5,6 +5,7 @@
 #include <numeric>
 #include <optional>
 
+#include "actors/api/harmony.h"
 #include "actors/api/stop_strings.h"
 #include "kernels/error.h"
 
@@ -58,6 +59,13 @@ std::int32_t special_marker(const ServedModel& model, const CompletionRequest& r
   return id;
 }
 
+// The id of harmony's special token `text` where it decodes to nothing (it is then written into
+// the reply's text), or -1.
+std::int32_t harmony_marker(const ServedModel& model, const char* text) {
+  const std::int32_t id = model.tokenizer->token_id(text);
+  return id >= 0 && model.tokenizer->token_bytes(id).empty() ? id : -1;
+}
+
 }  // namespace
 
 std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_positions) {
@@ -71,9 +79,15 @@ std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_p
 
 CallMarkers call_markers(const ServedModel& model, const CompletionRequest& request) {
   const bool mistral = model.chat_template.tool_format == ToolCallFormat::kMistral;
-  return CallMarkers{special_marker(model, request, calls_marker(model.chat_template.tool_format)),
-                     mistral ? special_marker(model, request, kMistralArgs) : -1,
-                     mistral ? special_marker(model, request, kMistralCallId) : -1, model.chat_template.mistral_v11};
+  CallMarkers m{special_marker(model, request, calls_marker(model.chat_template.tool_format)),
+                mistral ? special_marker(model, request, kMistralArgs) : -1,
+                mistral ? special_marker(model, request, kMistralCallId) : -1, model.chat_template.mistral_v11};
+  if (model.chat_template.harmony) {
+    m.channel = harmony_marker(model, "<|channel|>");
+    m.constrain = harmony_marker(model, "<|constrain|>");
+    m.message = harmony_marker(model, "<|message|>");
+  }
+  return m;
 }
 
 ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, const std::vector<std::int32_t>& prompt_ids,
@@ -137,6 +151,16 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
   for (const char* text : {calls_marker(model.chat_template.tool_format), mistral ? kMistralArgs : nullptr,
                            mistral ? kMistralCallId : nullptr}) {
     if (const std::int32_t id = special_marker(model, request, text); id >= 0) markers.emplace_back(id, text);
+  }
+  // Harmony's messages are headed by special tokens, written into every chat reply's text (the
+  // turn's ends, <|call|> and <|return|>, where they are not the model's EOS ids).
+  if (model.chat_template.harmony && request.chat) {
+    for (const char* text : kHarmonyTokens) {
+      const std::int32_t id = harmony_marker(model, text);
+      if (id >= 0 && std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) == config.eos_token_ids.end()) {
+        markers.emplace_back(id, text);
+      }
+    }
   }
   bool stopped = false;
   GenerationResult generated;

@@ -81,12 +81,17 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
       call_id = call(id);
     }
     std::vector<std::pair<std::string, Symbols>> named;
+    const bool harmony = format == ToolCallFormat::kHarmony;
+    if (harmony) parallel = false;  // a call ends the turn (<|call|>)
     for (std::size_t i = 0; i < tools.size(); ++i) {
       const ojson& function = tools[i]["function"];
       const std::string name = function["name"].get<std::string>();
       if (!only.empty() && name != only) continue;
       const Grammar::Rule args = arguments(json, function, "tools[" + std::to_string(i) + "].function.parameters");
-      if (v11) {
+      if (harmony) {  // the name, then the rest of the header and the arguments as the body
+        named.emplace_back(name, g.literal(" ") + special("<|constrain|>", markers.constrain) + g.literal("json") +
+                                     special("<|message|>", markers.message) + call(args));
+      } else if (v11) {
         named.emplace_back(name, call_id + special(kMistralArgs, markers.args) + call(args));
       } else {
         named.emplace_back("{\"name\": " + ojson(name).dump() + ", \"" + arguments_key + "\": ", call(args) + g.literal("}"));
@@ -111,6 +116,9 @@ std::variant<std::shared_ptr<const StructuredOutput>, std::string> forced_calls_
       case ToolCallFormat::kGranite:
         one = call(call_object);
         separator = g.literal(", ");
+        break;
+      case ToolCallFormat::kHarmony:  // <|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{...}
+        one = special("<|channel|>", markers.channel) + g.literal("commentary to=functions.") + call(call_object);
         break;
       case ToolCallFormat::kNone:
         return "this model's chat template teaches no call format";

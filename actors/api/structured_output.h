@@ -8,7 +8,7 @@
 //   - `tool_choice: "required"` or naming a function: the reply is calls, in the format the
 //     model's template teaches (actors/api/tool_calls.h), of the offered functions (or the named
 //     one), their arguments following each function's `parameters`; one call, or several where
-//     parallel calls are allowed.
+//     parallel calls are allowed (harmony: one, a call ending the turn).
 //
 // Thread-safety: plain functions.
 
@@ -39,6 +39,7 @@ struct CallMarkers {
   /// The template writes calls as tokenizer v11 does (`[TOOL_CALLS]name[ARGS]{...}`, each call
   /// with its own [TOOL_CALLS]); else as a JSON array after one [TOOL_CALLS].
   bool v11 = false;
+  std::int32_t channel = -1, constrain = -1, message = -1;  ///< harmony's <|channel|>, <|constrain|>, <|message|>
 };
 
 /// The output of forced calls in `format` to `tools` (the request's list, checked) or only to the

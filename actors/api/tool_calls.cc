@@ -1,5 +1,7 @@
 #include "actors/api/tool_calls.h"
 
+#include "actors/api/harmony.h"
+
 #include <algorithm>
 #include <cstring>
 #include <random>
@@ -197,6 +199,8 @@ const char* tool_call_format_name(ToolCallFormat format) {
       return "mistral";
     case ToolCallFormat::kGranite:
       return "granite";
+    case ToolCallFormat::kHarmony:
+      return "harmony";
     case ToolCallFormat::kNone:
       break;
   }
@@ -209,6 +213,10 @@ const char* calls_marker(ToolCallFormat format) {
 
 ToolCallFormat tool_call_format_of(const std::string& template_text) {
   if (template_text.find("tools") == std::string::npos) return ToolCallFormat::kNone;
+  if (template_writes_harmony(template_text) && template_text.find("<|channel|>commentary") != std::string::npos &&
+      template_text.find("functions") != std::string::npos) {
+    return ToolCallFormat::kHarmony;
+  }
   if (template_text.find(kOpen) != std::string::npos) return ToolCallFormat::kHermes;
   if (template_text.find(kMistralToolCalls) != std::string::npos) return ToolCallFormat::kMistral;
   if (template_text.find(kGraniteToolCall) != std::string::npos) return ToolCallFormat::kGranite;
@@ -229,6 +237,11 @@ std::optional<ParsedReply> parse_tool_calls(ToolCallFormat format, const std::st
     case ToolCallFormat::kMistral:
     case ToolCallFormat::kGranite:
       return parse_marked_list(format, text, names);
+    case ToolCallFormat::kHarmony: {
+      HarmonyReply reply = read_harmony(text, names);
+      if (reply.calls.empty()) return std::nullopt;
+      return ParsedReply{reply.content.empty() ? std::nullopt : std::optional<std::string>(reply.content), std::move(reply.calls)};
+    }
     case ToolCallFormat::kNone:
       break;
   }

@@ -16,7 +16,9 @@
 //     ids of 9 letters and digits, so these calls get such ids;
 //   - Granite (IBM Granite 3 templates, which write <|tool_call|>): text, then
 //     `<|tool_call|>[{"name": ..., "arguments": {...}}, ...]` (or one call) to the end.
-//     <|tool_call|> is a special token, written into the text as Mistral's are.
+//     <|tool_call|> is a special token, written into the text as Mistral's are;
+//   - harmony (GPT-OSS): a message `<|channel|>commentary to=functions.NAME ...<|message|>{...}`
+//     (actors/api/harmony.h).
 // A reply whose calls do not parse, or name a function the request did not offer, is left as
 // text: nothing the model wrote is dropped (vLLM's hermes and llama3_json parsers read the same
 // formats).
@@ -32,7 +34,7 @@
 
 namespace sepal::api {
 
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral, kGranite };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral, kGranite, kHarmony };
 
 /// The text that opens Mistral's calls (a special token of its vocabulary).
 inline constexpr const char* kMistralToolCalls = "[TOOL_CALLS]";
@@ -45,7 +47,7 @@ inline constexpr const char* kGraniteToolCall = "<|tool_call|>";
 /// for formats whose calls a special token does not open.
 const char* calls_marker(ToolCallFormat format);
 
-/// "hermes", "llama3_json", "mistral", "granite", "none".
+/// "hermes", "llama3_json", "mistral", "granite", "harmony", "none".
 const char* tool_call_format_name(ToolCallFormat format);
 
 /// The format a chat template's text teaches (kNone: it renders no tools, or in a format sepal

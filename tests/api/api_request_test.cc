@@ -12,6 +12,7 @@
 
 #include "actors/api/chat_template.h"
 #include "actors/api/choice_runner.h"
+#include "actors/api/harmony.h"
 #include "actors/api/json_mode.h"
 #include "actors/api/json_schema.h"
 #include "actors/api/structured_output.h"
@@ -679,6 +680,128 @@ TEST(ApiTools, GraniteCallsFollowTheirToken) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->calls[0].id.substr(0, 5), "call_");
   EXPECT_FALSE(parse_tool_calls(ToolCallFormat::kGranite, "<|tool_call|>local_time[ARGS]{}", names));
+}
+
+// GPT-OSS's harmony replies: analysis messages are the reasoning, final ones (and commentary to no
+// one) the content, messages to an offered function with an object body the calls; anything else
+// stays as written. Read whole, or in pieces of any size, the parts are the same.
+TEST(ApiHarmony, MessagesSplitIntoReasoningContentAndCalls) {
+  const std::set<std::string> names = {"get_weather", "local_time"};
+  const std::string channel = "<|channel|>", message = "<|message|>", end = "<|end|>", start = "<|start|>assistant";
+  struct Case {
+    std::string text;
+    std::optional<std::string> reasoning;
+    std::string content;
+    std::vector<std::pair<std::string, std::string>> calls;  // name, arguments
+  };
+  const std::vector<Case> cases = {
+      {channel + "analysis" + message + "Say hi." + end + start + channel + "final" + message + "Hello!", "Say hi.", "Hello!", {}},
+      {channel + "analysis" + message + "Need it." + end + start + channel + "commentary to=functions.get_weather <|constrain|>json" +
+           message + "{\"city\": \"Paris\", \"unit\": \"celsius\"}",
+       "Need it.", "", {{"get_weather", R"({"city":"Paris","unit":"celsius"})"}}},
+      // the recipient before the channel; the turn's <|call|> in the text
+      {" to=functions.local_time" + channel + "commentary json" + message + "{\"zone\": \"Asia/Tokyo\"}<|call|>", std::nullopt, "",
+       {{"local_time", R"({"zone":"Asia/Tokyo"})"}}},
+      // a preamble, then a call
+      {channel + "commentary" + message + "Checking." + end + start + channel + "commentary to=functions.get_weather" + message +
+           "{}",
+       std::nullopt, "Checking.", {{"get_weather", "{}"}}},
+      // a function not offered, and arguments that do not parse: as written
+      {channel + "commentary to=functions.book_flight" + message + "{\"to\": \"Rome\"}", std::nullopt,
+       channel + "commentary to=functions.book_flight" + message + "{\"to\": \"Rome\"}", {}},
+      {channel + "commentary to=functions.get_weather" + message + "{\"city\": ", std::nullopt,
+       channel + "commentary to=functions.get_weather" + message + "{\"city\": ", {}},
+      // cut while thinking; a reply with no header (JSON a grammar forced); plain text
+      {channel + "analysis" + message + "Hmm, let me", "Hmm, let me", "", {}},
+      {"{\"a\": [1, 2]}", std::nullopt, "{\"a\": [1, 2]}", {}},
+      {"Hello there <|end|>", std::nullopt, "Hello there <|end|>", {}},
+      {channel + "final" + message + "A <|e and a |> stay.<|return|>", std::nullopt, "A <|e and a |> stay.", {}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    const HarmonyReply whole = read_harmony(c.text, names);
+    EXPECT_EQ(whole.reasoning, c.reasoning);
+    EXPECT_EQ(whole.content, c.content);
+    ASSERT_EQ(whole.calls.size(), c.calls.size());
+    for (std::size_t i = 0; i < c.calls.size(); ++i) {
+      EXPECT_EQ(whole.calls[i].name, c.calls[i].first);
+      EXPECT_EQ(whole.calls[i].arguments, c.calls[i].second);
+      EXPECT_EQ(whole.calls[i].id.substr(0, 5), "call_");
+    }
+    for (std::size_t size : {std::size_t{1}, std::size_t{3}, std::size_t{7}}) {  // in pieces
+      HarmonyStream stream(names);
+      std::string reasoning, content;
+      for (std::size_t at = 0; at < c.text.size(); at += size) {
+        const HarmonyStream::Piece piece = stream.push(c.text.substr(at, size));
+        reasoning += piece.reasoning;
+        content += piece.content;
+        // No piece shows a special token, or the start of one, of a message it reads.
+        if (c.content.find("<|") == std::string::npos) EXPECT_EQ(content.find("<|"), std::string::npos) << content;
+      }
+      const HarmonyStream::Piece rest = stream.finish();
+      EXPECT_EQ(reasoning + rest.reasoning, c.reasoning.value_or(""));
+      EXPECT_EQ(content + rest.content, c.content);
+      EXPECT_EQ(stream.calls().size(), c.calls.size());
+    }
+  }
+  // The message serve-api returns: content null when only reasoning or calls came.
+  std::string finish = "stop";
+  const auto called = harmony_message(read_harmony(cases[1].text, names), true, finish);
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_TRUE(called["content"].is_null());
+  EXPECT_EQ(called["reasoning_content"], "Need it.");
+  EXPECT_EQ(called["tool_calls"][0]["function"]["name"], "get_weather");
+  finish = "stop";
+  const auto answered = harmony_message(read_harmony(cases[0].text, names), true, finish);
+  EXPECT_EQ(finish, "stop");
+  EXPECT_EQ(answered["content"], "Hello!");
+  EXPECT_FALSE(answered.contains("tool_calls"));
+  // Without tools offered, a call is text.
+  EXPECT_TRUE(read_harmony(cases[1].text, {}).calls.empty());
+}
+
+// A harmony template (its messages have channels, its calls go to functions.NAME) teaches the
+// harmony format; forced calls are one message to a function, its arguments the body.
+TEST(ApiHarmony, TemplatesTeachItAndForcedCallsFollowIt) {
+  const std::string harmony = "{{- '<|start|>system<|message|>' }}{% if tools %}namespace functions{% endif %}"
+                              "{{- '<|start|>assistant to=' + 'functions.' + name + '<|channel|>commentary json<|message|>' }}";
+  EXPECT_TRUE(template_writes_harmony(harmony));
+  EXPECT_EQ(tool_call_format_of(harmony), ToolCallFormat::kHarmony);
+  EXPECT_STREQ(tool_call_format_name(ToolCallFormat::kHarmony), "harmony");
+  EXPECT_FALSE(template_writes_harmony("{{ '<|im_start|>' + message.content + '<|im_end|>' }}"));
+  const auto tools = nlohmann::ordered_json::parse(R"([
+      {"type": "function", "function": {"name": "run", "parameters": {"type": "object",
+          "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false}}},
+      {"type": "function", "function": {"name": "rest", "parameters": {"type": "object", "properties": {},
+          "additionalProperties": false}}}])");
+  const auto accepts = [](const StructuredOutput& output, const std::string& text) {
+    GrammarReader r(output.grammar, output.start);
+    return r.feed(text) && r.complete();
+  };
+  const auto forced = forced_calls_output(ToolCallFormat::kHarmony, tools, "", true, CallMarkers{});
+  ASSERT_TRUE(std::holds_alternative<std::shared_ptr<const StructuredOutput>>(forced)) << std::get<std::string>(forced);
+  const StructuredOutput& calls = *std::get<std::shared_ptr<const StructuredOutput>>(forced);
+  const std::string run = "<|channel|>commentary to=functions.run <|constrain|>json<|message|>{\"n\": 3}";
+  EXPECT_TRUE(accepts(calls, run));
+  EXPECT_TRUE(accepts(calls, "<|channel|>commentary to=functions.rest <|constrain|>json<|message|>{}"));
+  EXPECT_FALSE(accepts(calls, run + "<|end|><|start|>assistant" + run));  // one call: it ends the turn
+  EXPECT_FALSE(accepts(calls, "<|channel|>commentary to=functions.walk <|constrain|>json<|message|>{}"));
+  EXPECT_FALSE(accepts(calls, "<|channel|>commentary to=functions.run <|constrain|>json<|message|>{\"n\": \"3\"}"));
+  const HarmonyReply read = read_harmony(run, {"run", "rest"});
+  ASSERT_EQ(read.calls.size(), 1u);
+  EXPECT_EQ(read.calls[0].arguments, R"({"n":3})");
+  // Where the tokens decode to nothing, the grammar reads markers for them.
+  const auto marked = forced_calls_output(ToolCallFormat::kHarmony, tools, "rest", false, CallMarkers{-1, -1, -1, false, 7, 8, 9});
+  const StructuredOutput& one = *std::get<std::shared_ptr<const StructuredOutput>>(marked);
+  std::vector<std::int32_t> ids = one.markers;
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::int32_t>{7, 8, 9}));
+  const auto m = [&](std::int32_t id) {
+    const auto at = std::find(one.markers.begin(), one.markers.end(), id) - one.markers.begin();
+    return std::string(1, static_cast<char>(marker_byte(static_cast<std::size_t>(at))));
+  };
+  EXPECT_TRUE(accepts(one, m(7) + "commentary to=functions.rest " + m(8) + "json" + m(9) + "{}"));
+  EXPECT_FALSE(accepts(one, "<|channel|>commentary to=functions.rest <|constrain|>json<|message|>{}"));
 }
 
 // Without max_tokens a reply may run to the end of the context; a LongRoPE model's, to the end of

@@ -183,6 +183,10 @@ def parse_calls(fmt, text):
             j = json.loads(p)
             out.append((j["name"], j["parameters"]))
         return out
+    if fmt == "harmony":  # one message to the function, its arguments the body
+        m = re.fullmatch(r"<\|channel\|>commentary to=functions\.([A-Za-z0-9_-]+) <\|constrain\|>json<\|message\|>(.*)", text, re.S)
+        assert m, text
+        return [(m.group(1), json.loads(m.group(2)))]
     marker = "<|tool_call|>" if fmt == "granite" else "[TOOL_CALLS]"
     assert text.startswith(marker), text
     return [(j["name"], j["arguments"]) for j in json.loads(text[len(marker):])]
@@ -193,7 +197,7 @@ def tool_cases():
         path = os.path.join(CASES, "tools", file)
         tools = json.load(open(path))
         functions = {t["function"]["name"]: t["function"] for t in tools}
-        for fmt in ("hermes", "llama3_json", "mistral", "granite"):
+        for fmt in ("hermes", "llama3_json", "mistral", "granite", "harmony"):
             for forced in ["-"] + list(functions):
                 for parallel in ("0", "1"):
                     texts = [t for t in run(["calls", fmt, path, forced, parallel, "40", "3"]) if isinstance(t, str)]

@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
     const auto format = f == "hermes"        ? sepal::api::ToolCallFormat::kHermes
                         : f == "llama3_json" ? sepal::api::ToolCallFormat::kLlama3Json
                         : f == "granite"     ? sepal::api::ToolCallFormat::kGranite
+                        : f == "harmony"     ? sepal::api::ToolCallFormat::kHarmony
                                              : sepal::api::ToolCallFormat::kMistral;
     const std::string name = argv[4];
     return print_samples(sepal::api::forced_calls_output(format, read_json(argv[3]), name == "-" ? "" : name,
