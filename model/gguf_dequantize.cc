@@ -1,10 +1,12 @@
 #include "model/gguf_dequantize.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/dtype.h"
 #include "kernels/error.h"
 #include "model/gguf.h"
+#include "model/mxfp4.h"
 
 namespace sepal {
 namespace {
@@ -27,6 +29,16 @@ void q4_0(const std::uint8_t* b, float* y) {
   for (int j = 0; j < kQK / 2; ++j) {
     y[j] = static_cast<float>((qs[j] & 0x0F) - 8) * d;
     y[j + kQK / 2] = static_cast<float>((qs[j] >> 4) - 8) * d;
+  }
+}
+// MXFP4 (GPT-OSS's experts): an E8M0 scale byte e, then 16 bytes of FP4 (E2M1) codes; value =
+// fp4(code) * 2^(e - 127). Low nibbles are values 0..15, high nibbles 16..31, as Q4_0's.
+void mxfp4(const std::uint8_t* b, float* y) {
+  const int exponent = static_cast<int>(b[0]) - 127;
+  const std::uint8_t* qs = b + 1;
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = std::ldexp(fp4_value(qs[j] & 0x0F), exponent);
+    y[j + kQK / 2] = std::ldexp(fp4_value(qs[j] >> 4), exponent);
   }
 }
 // Q4_1: d, m (f16), 16 bytes of codes; value = code * d + m.
@@ -206,6 +218,7 @@ void dequantize_ggml(std::uint32_t type, const std::byte* data, std::int64_t n, 
     case GgmlType::kQ4_K: block = q4_k; break;
     case GgmlType::kQ5_K: block = q5_k; break;
     case GgmlType::kQ6_K: block = q6_k; break;
+    case GgmlType::kMxfp4: block = mxfp4; break;
   }
   for (std::int64_t i = 0; i < n / block_values; ++i) block(b + i * block_bytes, out + i * block_values);
 }

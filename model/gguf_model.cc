@@ -24,10 +24,10 @@ std::string architecture(const GgufFile& file) {
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
       *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "granitemoe" && *arch != "olmo2" && *arch != "olmoe" &&
-      *arch != "smollm3" && *arch != "qwen2moe") {
+      *arch != "smollm3" && *arch != "qwen2moe" && *arch != "gpt-oss") {
     fail(file.where(), ": GGUF architecture '", *arch,
          "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, granitemoe, "
-         "olmo2 (and OLMo 3), olmoe, smollm3)");
+         "olmo2 (and OLMo 3), olmoe, smollm3, gpt-oss)");
   }
   return *arch;
 }
@@ -44,13 +44,17 @@ std::int64_t required(const GgufFile& file, const std::string& key) {
 // A mixture of experts' tensors: a `llama` file with experts is Mixtral (block_sparse_moe: the
 // router, experts' w1, w3, w2; a `granitemoe` file's take the same names, which Granite-MoE's
 // loader reads where no stacked input_linear is), a `qwen3moe` (`qwen2moe`, `olmoe`) file's are
-// under mlp (the router, experts' gate_proj, up_proj, down_proj). llama.cpp stacks each block's experts in one tensor per projection
-// (ffn_gate_exps, ...); older Mixtral files hold one per expert (ffn_gate.E, ...).
+// under mlp (the router, experts' gate_proj, up_proj, down_proj), as a `gpt-oss` file's are (its
+// router `router`, with a bias, and each expert's projections with biases, which GPT-OSS's loader
+// reads where no transformers stack is). llama.cpp stacks each block's experts in one tensor per projection
+// (ffn_gate_exps, ...; gpt-oss's biases too, ffn_gate_exps.bias); older Mixtral files hold one per expert (ffn_gate.E, ...).
 struct ExpertNames {
   std::string prefix, gate, up, down;
 };
 ExpertNames expert_names(const std::string& arch, const std::string& layer) {
-  if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe") return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
+  if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe" || arch == "gpt-oss") {
+    return {"model.layers." + layer + ".mlp.", "gate_proj", "up_proj", "down_proj"};
+  }
   return {"model.layers." + layer + ".block_sparse_moe.", "w1", "w3", "w2"};
 }
 // "blk.L.<part>" split into L and part; false for another name.
@@ -62,10 +66,16 @@ bool block_part(const std::string& name, std::string& layer, std::string& part) 
   part = name.substr(dot + 1);
   return !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
 }
-// The projection of a stacked experts tensor (ffn_gate_exps.weight: "gate", ...), or empty.
-std::string stacked_experts(const std::string& part) {
+// The projection of a stacked experts tensor (ffn_gate_exps.weight: "gate", ...; with `bias`, of a
+// stack of their biases, gpt-oss's ffn_gate_exps.bias), or empty.
+std::string stacked_experts(const std::string& part, bool* bias = nullptr) {
   for (const char* p : {"gate", "up", "down"}) {
-    if (part == std::string("ffn_") + p + "_exps.weight") return p;
+    for (const char* kind : {".weight", ".bias"}) {
+      if (part == std::string("ffn_") + p + "_exps" + kind) {
+        if (bias) *bias = std::string(kind) == ".bias";
+        return p;
+      }
+    }
   }
   return {};
 }
@@ -93,6 +103,9 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
   if (!block_part(name, layer, part)) return {};
   if (experts) {  // the router, and older Mixtral files' experts one by one; no dense MLP
     const ExpertNames e = expert_names(arch, layer);
+    if (arch == "gpt-oss" && (part == "ffn_gate_inp.weight" || part == "ffn_gate_inp.bias")) {
+      return e.prefix + "router" + part.substr(part.rfind('.'));
+    }
     if (part == "ffn_gate_inp.weight") return e.prefix + "gate.weight";
     if (arch == "qwen2moe") {  // Qwen2-MoE's shared expert and its gate
       if (part == "ffn_gate_inp_shexp.weight") return e.prefix + "shared_expert_gate.weight";
@@ -122,6 +135,16 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
       {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"}};
   if (arch == "gemma2" || arch == "gemma3" || arch == "olmo2") {
     if (const auto norm = gemma2_norms.find(part); norm != gemma2_norms.end()) return "model.layers." + layer + "." + norm->second;
+  }
+  // gpt-oss: biases on every attention projection, a sink per head, and post_attention_norm the norm
+  // before the MLP.
+  static const std::map<std::string, std::string> gpt_oss_attention = {
+      {"attn_q.bias", "self_attn.q_proj.bias"},         {"attn_k.bias", "self_attn.k_proj.bias"},
+      {"attn_v.bias", "self_attn.v_proj.bias"},         {"attn_output.bias", "self_attn.o_proj.bias"},
+      {"attn_sinks.weight", "self_attn.sinks"},         {"post_attention_norm.weight", "post_attention_layernorm.weight"}};
+  if (arch == "gpt-oss") {
+    if (const auto it = gpt_oss_attention.find(part); it != gpt_oss_attention.end()) return "model.layers." + layer + "." + it->second;
+    if (part == "ffn_norm.weight") return {};  // not a gpt-oss tensor
   }
   auto it = block.find(part);
   const bool qwen2 = arch == "qwen2" || arch == "qwen2moe";
@@ -212,7 +235,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "olmo2" && file.integer("olmo2.attention.sliding_window").value_or(0) > 0 ? "Olmo3ForCausalLM"
                         : arch == "olmo2" ? "Olmo2ForCausalLM"
                         : arch == "smollm3" ? "SmolLM3ForCausalLM"  // llama.cpp's NoPE on every 4th block: the parser's default
+                        : arch == "gpt-oss" ? "GptOssForCausalLM"
                                           : "LlamaForCausalLM"};
+  if (arch == "gpt-oss") {  // its window, on every other block from the first (the parser's default, llama.cpp's pattern of 2)
+    c["sliding_window"] = required(file, "gpt-oss.attention.sliding_window");
+  }
   if (arch == "olmo2") {  // OLMo 3, as llama.cpp reads it: the window on 3 of every 4 blocks (the parser's default)
     if (auto window = file.integer("olmo2.attention.sliding_window"); window && *window > 0) c["sliding_window"] = *window;
   }
@@ -256,6 +283,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     if (auto original = file.integer(key + "original_context_length")) c["rope_scaling"]["original_max_position_embeddings"] = *original;
     if (auto beta = file.number(key + "yarn_beta_fast")) c["rope_scaling"]["beta_fast"] = *beta;
     if (auto beta = file.number(key + "yarn_beta_slow")) c["rope_scaling"]["beta_slow"] = *beta;
+    if (arch == "gpt-oss") c["rope_scaling"]["truncate"] = false;  // as GPT-OSS was trained (its config.json's)
     // llama.cpp's own knobs, which Hugging Face's YaRN has no equal of (DeepSeek's log multiplier).
     for (const char* knob : {"yarn_log_multiplier", "yarn_ext_factor", "yarn_attn_factor"}) {
       if (auto v = file.number(key + knob); v && *v != (std::string(knob) == "yarn_log_multiplier" ? 0.0 : 1.0)) {
@@ -273,10 +301,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
       if (auto v = file.number(arch + key)) c[field] = *v;
     }
   }
-  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "olmoe" && arch != "granitemoe") {
-    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen2moe, qwen3moe, olmoe and granitemoe files' are)");
+  if (experts > 0 && arch != "llama" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "olmoe" && arch != "granitemoe" &&
+      arch != "gpt-oss") {
+    fail(file.where(), ": a mixture of experts in a ", arch, " file is not supported (llama, qwen2moe, qwen3moe, olmoe, granitemoe and gpt-oss files' are)");
   }
-  if ((arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe" || arch == "granitemoe") && experts <= 0) {
+  if ((arch == "qwen3moe" || arch == "qwen2moe" || arch == "olmoe" || arch == "granitemoe" || arch == "gpt-oss") && experts <= 0) {
     fail(file.where(), ": a ", arch, " file without ", arch, ".expert_count");
   }
   // As llama.cpp runs them: a softmax over the experts, the picked ones' weights renormalised
@@ -291,7 +320,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     }
   }
   if (experts > 0) {
-    c[arch == "llama" || arch == "granitemoe" ? "num_local_experts" : "num_experts"] = experts;
+    c[arch == "llama" || arch == "granitemoe" || arch == "gpt-oss" ? "num_local_experts" : "num_experts"] = experts;
+    if (arch == "gpt-oss") c["intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
     c["num_experts_per_tok"] = required(file, arch + ".expert_used_count");
     if (arch == "qwen3moe") {
       c["moe_intermediate_size"] = required(file, arch + ".expert_feed_forward_length");
@@ -323,6 +353,13 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     if (auto id = file.integer(key); id && std::find(eos.begin(), eos.end(), json(*id)) == eos.end()) eos.push_back(*id);
   }
+  // GPT-OSS's turn also ends at a call (<|call|>), as its generation_config.json says.
+  if (arch == "gpt-oss" && tokens) {
+    for (std::size_t id = 0; id < tokens->size(); ++id) {
+      const auto* text = std::get_if<std::string>(&(*tokens)[id]);
+      if (text && *text == "<|call|>" && std::find(eos.begin(), eos.end(), json(id)) == eos.end()) eos.push_back(id);
+    }
+  }
   if (!eos.empty()) c["eos_token_id"] = eos;
   c["tie_word_embeddings"] = file.tensors().count("output.weight") == 0;
   if (auto rope = file.integer(arch + ".rope.dimension_count")) {
@@ -353,14 +390,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 namespace {
 
 // One stacked experts tensor of a block ([experts, rows, cols], the experts' matrices one after
-// another) as each expert's tensor: slices of the file where stored as F32, F16 or BF16,
-// otherwise each expert's slice dequantized when first asked for.
+// another; with `bias`, [experts, rows], their biases) as each expert's tensor: slices of the file
+// where stored as F32, F16 or BF16, otherwise each expert's slice dequantized when first asked for.
 void add_stacked_experts(const GgufFile& file, const std::shared_ptr<const GgufFile>& shared, const std::string& name,
-                         const ExpertNames& names, const std::string& projection, const ModelConfig& config,
+                         const ExpertNames& names, const std::string& projection, bool bias, const ModelConfig& config,
                          std::map<std::string, TensorRef>& tensors, std::map<std::string, Checkpoint::Conversion>& conversions) {
   const GgufTensor& t = file.tensors().at(name);
-  if (t.dims.size() != 3 || t.dims[2] != config.num_experts) {
-    fail(file.where(), ": tensor ", name, " must stack ", config.num_experts, " experts' matrices (3 dimensions)");
+  if (t.dims.size() != (bias ? 2u : 3u) || t.dims.back() != config.num_experts) {
+    fail(file.where(), ": tensor ", name, " must stack ", config.num_experts, " experts' ", bias ? "biases (2" : "matrices (3", " dimensions)");
   }
   const auto experts = static_cast<std::size_t>(config.num_experts);
   if (t.bytes % experts != 0) fail(file.where(), ": tensor ", name, " does not split into ", experts, " experts");
@@ -369,8 +406,8 @@ void add_stacked_experts(const GgufFile& file, const std::shared_ptr<const GgufF
   const auto type = static_cast<GgmlType>(t.type);
   for (std::size_t e = 0; e < experts; ++e) {
     TensorRef ref;
-    ref.name = names.prefix + "experts." + std::to_string(e) + "." + hf + ".weight";
-    ref.shape = {t.dims[1], t.dims[0]};
+    ref.name = names.prefix + "experts." + std::to_string(e) + "." + hf + (bias ? ".bias" : ".weight");
+    ref.shape = bias ? std::vector<std::int64_t>{t.dims[0]} : std::vector<std::int64_t>{t.dims[1], t.dims[0]};
     if (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16) {
       ref.dtype = type == GgmlType::kF32 ? DType::kF32 : type == GgmlType::kF16 ? DType::kF16 : DType::kBF16;
       ref.data = t.data + e * slice;
@@ -379,10 +416,10 @@ void add_stacked_experts(const GgufFile& file, const std::shared_ptr<const GgufF
       ref.mapped = true;
     } else {
       ref.dtype = DType::kF32;
-      ref.bytes = static_cast<std::size_t>(t.dims[0] * t.dims[1]) * sizeof(float);
-      conversions[ref.name] = [shared, name, e, slice](TensorRef& out) {
+      const std::int64_t count = bias ? t.dims[0] : t.dims[0] * t.dims[1];
+      ref.bytes = static_cast<std::size_t>(count) * sizeof(float);
+      conversions[ref.name] = [shared, name, e, slice, count](TensorRef& out) {
         const GgufTensor& t = shared->tensors().at(name);
-        const std::int64_t count = t.dims[0] * t.dims[1];
         auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(count));
         dequantize_ggml(t.type, t.data + e * slice, count, values->data());
         out.data = reinterpret_cast<const std::byte*>(values->data());
@@ -407,8 +444,10 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   std::map<std::string, Checkpoint::Conversion> conversions;
   for (const auto& [name, t] : file.tensors()) {
     std::string layer, part;
-    if (config.mixture_of_experts() && block_part(name, layer, part) && !stacked_experts(part).empty()) {
-      add_stacked_experts(file, shared, name, expert_names(arch, layer), stacked_experts(part), config, tensors, conversions);
+    bool bias = false;
+    if (config.mixture_of_experts() && block_part(name, layer, part) && !stacked_experts(part, &bias).empty() &&
+        (!bias || arch == "gpt-oss")) {
+      add_stacked_experts(file, shared, name, expert_names(arch, layer), stacked_experts(part), bias, config, tensors, conversions);
       continue;
     }
     const std::string hf = hf_name(name, arch, config.mixture_of_experts());

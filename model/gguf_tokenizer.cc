@@ -113,8 +113,25 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
                       {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
     ignore_merges = pre == "llama-bpe";
     if (pre == "qwen2") normalizer = {{"type", "NFC"}};
+  } else if (pre == "gpt-4o") {
+    // o200k's split (GPT-4o's, GPT-OSS's tokenizer.json): words of upper-case letters then
+    // lower-case ones with one leading non-letter and their contractions, digits in threes,
+    // punctuation runs with the newlines and slashes after them, newlines, and whitespace.
+    const nlohmann::json split = {
+        {"type", "Split"},
+        {"pattern",
+         {{"Regex",
+           "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+           "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+           "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+        {"behavior", "Isolated"},
+        {"invert", false}};
+    pre_tokenizer = {{"type", "Sequence"},
+                     {"pretokenizers",
+                      {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    ignore_merges = true;
   } else {
-    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2)");
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o)");
   }
   const nlohmann::json tokenizer = {
       {"model",

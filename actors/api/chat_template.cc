@@ -254,7 +254,10 @@ std::variant<std::string, jinja::TemplateError> render_chat(const ChatTemplate& 
       if (!m.name.empty()) message["name"] = m.name;
       if (!m.tool_calls.is_null()) message["tool_calls"] = m.tool_calls;
       if (!m.tool_call_id.empty()) message["tool_call_id"] = m.tool_call_id;
-      if (m.reasoning_content) message["reasoning_content"] = *m.reasoning_content;
+      if (m.reasoning_content) {
+        message["reasoning_content"] = *m.reasoning_content;
+        if (chat_template.harmony) message["thinking"] = *m.reasoning_content;  // what GPT-OSS's template reads
+      }
       context["messages"].push_back(std::move(message));
     }
     context["add_generation_prompt"] = true;

@@ -132,7 +132,7 @@ void read_messages(const ojson& body, CompletionRequest& r) {
       } else if (key == "tool_call_id" && role == "tool") {
         if (!value.is_string()) bad(at + " must be a string", at);
         message.tool_call_id = value.get<std::string>();
-      } else if (role == "assistant" && key == "reasoning_content") {
+      } else if (role == "assistant" && (key == "reasoning_content" || key == "thinking")) {  // "thinking": GPT-OSS's name
         if (!value.is_null() && !value.is_string()) bad(at + " must be a string or null", at);
         if (value.is_string()) message.reasoning_content = value.get<std::string>();
       } else if (role == "assistant" && (key == "refusal" || key == "function_call" || key == "audio") && value.is_null()) {

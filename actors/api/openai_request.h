@@ -47,7 +47,8 @@ struct ChatMessage {
   /// templates take them as a mapping); null when the message has none.
   nlohmann::ordered_json tool_calls;
   /// An assistant's reasoning as a reply gave it (reasoning_content, sent back as the chat goes
-  /// on); templates that write past thinking (Qwen3's) read it. None when the message has none.
+  /// on, or `thinking`, GPT-OSS's name); templates that write past thinking (Qwen3's) read it, and
+  /// a harmony template as `thinking`. None when the message has none.
   std::optional<std::string> reasoning_content;
   std::string tool_call_id;  ///< tool: the call this message answers
 };

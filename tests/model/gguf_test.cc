@@ -17,6 +17,7 @@
 #include "model/gguf.h"
 #include "model/gguf_dequantize.h"
 #include "model/gguf_model.h"
+#include "model/mxfp4.h"
 #include "model/synthetic_checkpoint.h"
 #include "tests/test_util.h"
 
@@ -141,6 +142,17 @@ TEST(GgufDequantize, SimpleBlocks) {
   for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(j * 8 - 128));
   y = decode(GgmlType::kQ8_0, b, 32);
   for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], static_cast<float>(j * 8 - 128) * -0.75f) << "Q8_0 " << j;
+  // MXFP4 (ggml's layout): an E8M0 byte, 2^(e - 127); byte j holds values j (low nibble) and
+  // j + 16 (high nibble), FP4 codes: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives (bit 3).
+  static constexpr float kFp4[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+  for (const int e : {127, 130, 120}) {
+    b.assign(17, 0);
+    b[0] = static_cast<std::uint8_t>(e);
+    for (int j = 0; j < 16; ++j) b[1 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+    y = decode(GgmlType::kMxfp4, b, 32);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], kFp4[code[j]] * std::pow(2.0f, static_cast<float>(e - 127))) << "MXFP4 " << j;
+  }
+  EXPECT_EQ(ggml_type_name(39), "MXFP4");
   // F16, BF16.
   b = {0x00, 0x3C, 0x00, 0xC0};  // 1.0, -2.0
   EXPECT_EQ(decode(GgmlType::kF16, b, 2), (std::vector<float>{1.0f, -2.0f}));
@@ -644,6 +656,9 @@ TEST(GgufModel, AGemma3FileIsItsHuggingFaceFolder) { expect_file_is_its_folder("
 // Mixtral files hold them, ffn_gate.E one by one). `q8_down`: the stacked down projections in Q8_0.
 // OLMoE as an `olmoe` file (its q and k norms as wide as the projections); OLMo 2 and 3 as `olmo2`
 // files (no input norms, post_attention_norm and post_ffw_norm; OLMo 3 with its window as a key).
+// GPT-OSS as a `gpt-oss` file: biases on q, k, v and o, attn_sinks, post_attention_norm the norm
+// before the MLP, the router with a bias, each projection's experts stacked out of transformers'
+// transposed, interleaved stacks, with their biases stacked too (`mxfp4`: the experts in MXFP4).
 struct MoeFile {
   // "llama" (Mixtral), "qwen3moe", "qwen2moe" (q, k and v biases, a shared expert and its gate as
   // ffn_*_shexp and ffn_gate_inp_shexp, a vector), "olmoe", or without experts "granite" (its multipliers), "olmo2"
@@ -651,8 +666,55 @@ struct MoeFile {
   std::string arch;
   bool split = false, q8_down = false;
   std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
-  std::int64_t window = 0;  // olmo2: OLMo 3's sliding window
+  std::int64_t window = 0;  // olmo2: OLMo 3's sliding window; gpt-oss: its window
+  bool mxfp4 = false;       // gpt-oss: the experts' matrices in MXFP4
 };
+
+// MXFP4 blocks of 32 values as ggml lays them out: an E8M0 scale byte (2^(e - 127)) large enough
+// for the block's absmax to be at most 6 of it, then 16 bytes whose low nibbles are values 0..15 and
+// high nibbles 16..31, each the nearest FP4 (E2M1) code.
+std::vector<std::uint8_t> mxfp4_blocks(const float* x, std::int64_t n) {
+  std::vector<std::uint8_t> out;
+  for (std::int64_t b = 0; b < n; b += 32) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[b + i]));
+    const int e = std::clamp(static_cast<int>(std::ceil(std::log2(std::max(amax, 1e-30f) / 6.0f))), -127, 127);
+    out.push_back(static_cast<std::uint8_t>(e + 127));
+    auto code = [&](float v) {
+      int best = 0;
+      for (int c = 1; c < 16; ++c) {
+        if (std::abs(std::ldexp(fp4_value(static_cast<std::uint8_t>(c)), e) - v) < std::abs(std::ldexp(fp4_value(static_cast<std::uint8_t>(best)), e) - v)) best = c;
+      }
+      return static_cast<std::uint8_t>(best);
+    };
+    for (int j = 0; j < 16; ++j) out.push_back(static_cast<std::uint8_t>(code(x[b + j]) | code(x[b + j + 16]) << 4));
+  }
+  return out;
+}
+
+// Expert e's matrix of projection `g` ("gate", "up", "down") [rows, cols] from a GPT-OSS folder's
+// transposed stacks, gate_up_proj's even columns the gate's and odd ones the up's; with `bias`,
+// its bias.
+std::vector<float> gpt_oss_expert(const Checkpoint& hf, const std::string& moe, const std::string& g, std::int64_t e,
+                                  const ModelConfig& c, bool bias = false) {
+  const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size;
+  const bool down = g == "down";
+  const TensorRef& t = hf.get(moe + (down ? "experts.down_proj" : "experts.gate_up_proj") + (bias ? "_bias" : ""));
+  const auto* v = reinterpret_cast<const float*>(t.data);
+  const std::int64_t parity = g == "up" ? 1 : 0;
+  if (bias) {
+    std::vector<float> out(static_cast<std::size_t>(down ? h : inter));
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = down ? v[e * h + i] : v[e * 2 * inter + 2 * i + parity];
+    return out;
+  }
+  const std::int64_t rows = down ? h : inter, cols = down ? inter : h;
+  std::vector<float> out(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t k = 0; k < cols; ++k) {
+      out[static_cast<std::size_t>(r * cols + k)] = down ? v[(e * inter + k) * h + r] : v[(e * h + k) * 2 * inter + 2 * r + parity];
+    }
+  return out;
+}
 
 // Q8_0 blocks of 32 values: an f16 scale (absmax / 127) and 32 rounded codes, as ggml's quantizer.
 std::vector<std::uint8_t> q8_0(const float* x, std::int64_t n) {
@@ -684,11 +746,11 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   const ModelConfig c = read_model_config(folder);
   const Checkpoint hf = Checkpoint::open(folder);
   const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
-  const bool qwen2 = f.arch == "qwen2moe", granitemoe = f.arch == "granitemoe";
+  const bool qwen2 = f.arch == "qwen2moe", granitemoe = f.arch == "granitemoe", gpt_oss = f.arch == "gpt-oss";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
-    std::uint32_t type = 0;           // 0 F32, 8 Q8_0
+    std::uint32_t type = 0;           // 0 F32, 8 Q8_0, 39 MXFP4
     std::vector<std::uint8_t> data;
   };
   std::vector<Tensor> tensors;
@@ -697,10 +759,12 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     const auto* v = reinterpret_cast<const float*>(t.data);
     return std::vector<float>(v, v + t.elements());
   };
-  auto add = [&](const std::string& g, const std::vector<std::int64_t>& shape, std::vector<float> v, bool q8 = false) {
-    Tensor t{g, {}, q8 ? 8u : 0u, {}};
+  auto add = [&](const std::string& g, const std::vector<std::int64_t>& shape, std::vector<float> v, bool q8 = false, bool mx = false) {
+    Tensor t{g, {}, q8 ? 8u : mx ? 39u : 0u, {}};
     for (auto d = shape.rbegin(); d != shape.rend(); ++d) t.dims.push_back(static_cast<std::uint64_t>(*d));
-    if (q8) {
+    if (mx) {
+      t.data = mxfp4_blocks(v.data(), static_cast<std::int64_t>(v.size()));
+    } else if (q8) {
       t.data = q8_0(v.data(), static_cast<std::int64_t>(v.size()));
     } else {
       t.data.resize(v.size() * 4);
@@ -726,7 +790,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
     if (!olmo2) add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
     auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
-    if (!qwen && !qwen2 && !olmo) {
+    if (!qwen && !qwen2 && !olmo && !gpt_oss) {
       q = interleave(q, c.num_heads, h);
       k = interleave(k, c.num_kv_heads, h);
     }
@@ -734,10 +798,14 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     add(b + "attn_k.weight", {c.kv_size(), h}, k);
     add(b + "attn_v.weight", {c.kv_size(), h}, f32_of(p + "self_attn.v_proj.weight"));
     add(b + "attn_output.weight", {h, c.q_size()}, f32_of(p + "self_attn.o_proj.weight"));
-    if (qwen2) {
+    if (qwen2 || gpt_oss) {
       add(b + "attn_q.bias", {c.q_size()}, f32_of(p + "self_attn.q_proj.bias"));
       add(b + "attn_k.bias", {c.kv_size()}, f32_of(p + "self_attn.k_proj.bias"));
       add(b + "attn_v.bias", {c.kv_size()}, f32_of(p + "self_attn.v_proj.bias"));
+    }
+    if (gpt_oss) {
+      add(b + "attn_output.bias", {h}, f32_of(p + "self_attn.o_proj.bias"));
+      add(b + "attn_sinks.weight", {c.num_heads}, f32_of(p + "self_attn.sinks"));
     }
     if (qwen || olmo) {
       add(b + "attn_q_norm.weight", {c.q_norm_width()}, f32_of(p + "self_attn.q_norm.weight"));
@@ -746,6 +814,8 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     if (olmo2) {
       add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
       add(b + "post_ffw_norm.weight", {h}, f32_of(p + "post_feedforward_layernorm.weight"));
+    } else if (gpt_oss) {
+      add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
     } else {
       add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
     }
@@ -757,6 +827,22 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     }
     const bool mixtral = f.arch == "llama" || granitemoe;
     const std::string moe = p + (!mixtral ? "mlp." : "block_sparse_moe.");
+    if (gpt_oss) {  // the router with its bias, each projection's experts and biases stacked
+      add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + "router.weight"));
+      add(b + "ffn_gate_inp.bias", {c.num_experts}, f32_of(moe + "router.bias"));
+      for (const char* g : {"gate", "up", "down"}) {
+        const bool down = std::string(g) == "down";
+        std::vector<float> stacked, biases;
+        for (std::int64_t e = 0; e < c.num_experts; ++e) {
+          const auto v = gpt_oss_expert(hf, moe, g, e, c), bias = gpt_oss_expert(hf, moe, g, e, c, true);
+          stacked.insert(stacked.end(), v.begin(), v.end());
+          biases.insert(biases.end(), bias.begin(), bias.end());
+        }
+        add(b + "ffn_" + g + "_exps.weight", {c.num_experts, down ? h : inter, down ? inter : h}, stacked, false, f.mxfp4);
+        add(b + "ffn_" + g + "_exps.bias", {c.num_experts, down ? h : inter}, biases);
+      }
+      continue;
+    }
     add(b + "ffn_gate_inp.weight", {c.num_experts, h}, f32_of(moe + (granitemoe ? "router.layer.weight" : "gate.weight")));
     const std::pair<const char*, const char*> parts[] = {{"gate", !mixtral ? "gate_proj" : "w1"}, {"up", !mixtral ? "up_proj" : "w3"},
                                                          {"down", !mixtral ? "down_proj" : "w2"}};
@@ -824,6 +910,20 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     u32(a + ".attention.value_length", c.head_dim);
   }
   if (f.window > 0) u32(a + ".attention.sliding_window", f.window);
+  if (gpt_oss) {
+    u32(a + ".expert_feed_forward_length", inter);
+    u32(a + ".attention.key_length", c.head_dim);
+    u32(a + ".attention.value_length", c.head_dim);
+    // A vocabulary whose <|return|> (209) is the EOS and which has a <|call|> (210).
+    u32("tokenizer.ggml.eos_token_id", 209);
+    kvs.push_back([&w, vocab = c.vocab_size] {
+      w.str("tokenizer.ggml.tokens");
+      w.u32(9);  // an array
+      w.u32(8);  // of strings
+      w.u64(static_cast<std::uint64_t>(vocab));
+      for (std::int64_t id = 0; id < vocab; ++id) w.str(id == 209 ? "<|return|>" : id == 210 ? "<|call|>" : "t" + std::to_string(id));
+    });
+  }
   for (const auto& [key, v] : f.extra_u32) u32(key, v);
   w.u64(kvs.size() + 1);
   w.str("general.architecture");
@@ -850,12 +950,14 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
 // The file is its Hugging Face folder: the same configuration, every tensor bit for bit (a Q8_0
 // expert as its blocks dequantize, each expert its own slice), the same hidden states.
 void expect_moe_file_is_its_folder(const MoeFile& f) {
-  SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : "") + (f.window > 0 ? " window" : ""));
+  SCOPED_TRACE(f.arch + (f.split ? " split" : "") + (f.q8_down ? " q8_0" : "") + (f.mxfp4 ? " mxfp4" : "") + (f.window > 0 ? " window" : ""));
   const test::TempDir dir;
   SyntheticSpec spec;
   const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
   const bool smollm3 = f.arch == "smollm3", dense = granite || olmo2 || smollm3, qwen2 = f.arch == "qwen2moe";
-  spec.architecture = f.arch == "granitemoe" ? "GraniteMoeForCausalLM"
+  const bool gpt_oss = f.arch == "gpt-oss";
+  spec.architecture = gpt_oss ? "GptOssForCausalLM"
+                      : f.arch == "granitemoe" ? "GraniteMoeForCausalLM"
                       : qwen2   ? "Qwen2MoeForCausalLM"
                       : smollm3 ? "SmolLM3ForCausalLM"
                       : qwen    ? "Qwen3MoeForCausalLM"
@@ -872,7 +974,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   spec.num_layers = smollm3 ? 4 : 2;  // SmolLM3: block 3 without RoPE
   spec.num_heads = 4;
   spec.num_kv_heads = 2;
-  spec.head_dim = qwen ? 32 : 0;
+  spec.head_dim = qwen ? 32 : gpt_oss ? 16 : 0;
   spec.vocab_size = 300;
   spec.max_position_embeddings = 64;
   spec.weight_std = 0.15;
@@ -893,7 +995,13 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
   EXPECT_EQ(g.moe_renormalize, !olmoe && !qwen2);  // as llama.cpp runs them
   EXPECT_EQ(g.shared_expert_intermediate_size, hf.shared_expert_intermediate_size);
-  EXPECT_EQ(g.attention_bias, qwen2);
+  EXPECT_EQ(g.attention_bias, qwen2 || gpt_oss);
+  EXPECT_TRUE(g.attention_output_bias == gpt_oss && g.attention_sinks == gpt_oss && g.expert_biases == gpt_oss);
+  EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
+  EXPECT_EQ(g.swiglu_limit, hf.swiglu_limit);
+  if (gpt_oss) {
+    EXPECT_EQ(g.eos_token_ids, (std::vector<std::int32_t>{209, 210}));  // a call ends the turn too
+  }
   EXPECT_EQ(g.moe_renormalize, hf.moe_renormalize);
   EXPECT_TRUE(g.dense_layers.empty());
   EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe);
@@ -911,8 +1019,15 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     const TensorRef& t = b.get(name);
     TensorRef ref;
     std::vector<float> slice;  // Granite-MoE: the file's experts and router, under Mixtral's names, against the folder's stacks
-    const std::size_t moe_at = name.find("block_sparse_moe.");
-    if (granitemoe && moe_at != std::string::npos) {
+    const std::size_t moe_at = name.find("block_sparse_moe."), experts_at = name.find("mlp.experts.");
+    if (gpt_oss && experts_at != std::string::npos) {  // "mlp.experts.E.gate_proj.weight" against the folder's stacks
+      const std::string moe = name.substr(0, experts_at + 4), rest = name.substr(experts_at + 12);
+      const std::size_t dot = rest.find('.');
+      const std::string projection = rest.substr(dot + 1, rest.find('_', dot) - dot - 1);
+      slice = gpt_oss_expert(a, moe, projection, std::stoll(rest.substr(0, dot)), hf, name.ends_with(".bias"));
+      ref = t;
+      ref.data = reinterpret_cast<const std::byte*>(slice.data());
+    } else if (granitemoe && moe_at != std::string::npos) {
       const std::string moe = name.substr(0, moe_at + 17), rest = name.substr(moe_at + 17);
       if (rest == "gate.weight") {
         ref = a.get(moe + "router.layer.weight");
@@ -929,7 +1044,14 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
     ASSERT_EQ(t.shape, ref.shape) << name;
     const auto* got = reinterpret_cast<const float*>(t.data);
     const auto* want = reinterpret_cast<const float*>(ref.data);
-    if (f.q8_down && name.find(".experts.") != std::string::npos && name.find("down_proj") != std::string::npos) {  // each block of 32 as Q8_0 gives it back
+    if (f.mxfp4 && name.find(".experts.") != std::string::npos && name.ends_with(".weight")) {  // each block of 32 as MXFP4 gives it back
+      const auto blocks = mxfp4_blocks(want, ref.elements());
+      for (std::int64_t i = 0; i < ref.elements(); ++i) {
+        const std::uint8_t* block = blocks.data() + (i / 32) * 17;
+        const std::uint8_t byte = block[1 + i % 16];
+        ASSERT_EQ(got[i], std::ldexp(fp4_value(i % 32 < 16 ? byte & 0x0F : byte >> 4), block[0] - 127)) << name << " " << i;
+      }
+    } else if (f.q8_down && name.find(".experts.") != std::string::npos && name.find("down_proj") != std::string::npos) {  // each block of 32 as Q8_0 gives it back
       const auto blocks = q8_0(want, ref.elements());
       for (std::int64_t i = 0; i < ref.elements(); ++i) {
         const std::uint8_t* block = blocks.data() + (i / 32) * 34;
@@ -943,10 +1065,11 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   }
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite, OLMo 2: its MLP)
   // (Qwen2-MoE: 3 biases, its shared expert's 3 and gate)
-  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : 7) +
-                                             (dense ? 3 : 3 * spec.num_experts)));
+  // (GPT-OSS: 2 norms, 4 attention weights and biases, sinks, the router and its bias; 3 weights and 3 biases per expert)
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : gpt_oss ? 13 : 7) +
+                                             (dense ? 3 : (gpt_oss ? 6 : 3) * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
-  if (f.q8_down) {
+  if (f.q8_down || f.mxfp4) {
     EXPECT_NE(x, y);
   } else {
     EXPECT_EQ(x, y);
@@ -969,6 +1092,10 @@ TEST(GgufModel, AQwen2MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen2moe", false, /*q8_down=*/true});
 }
 TEST(GgufModel, ASmolLM3FileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"smollm3"}); }
+TEST(GgufModel, AGptOssFileIsItsHuggingFaceFolder) {
+  expect_moe_file_is_its_folder({"gpt-oss", false, false, {}, /*window=*/3});
+  expect_moe_file_is_its_folder({"gpt-oss", false, false, {}, /*window=*/3, /*mxfp4=*/true});
+}
 TEST(GgufModel, AQwen3MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen3moe"});
   expect_moe_file_is_its_folder({"qwen3moe", false, /*q8_down=*/true});

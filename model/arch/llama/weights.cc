@@ -54,7 +54,8 @@ TensorRef computed_tensor(const std::string& name, std::int64_t rows, std::int64
 // holds them, every matrix transposed (inputs by outputs): gate_up_proj [experts, hidden,
 // 2 · inter] whose even columns are the gate's and odd ones the up's, down_proj [experts, inter,
 // hidden], and their biases [experts, 2 · inter] and [experts, hidden] (MXFP4 files unpacked to
-// this layout: model/mxfp4.h).
+// this layout: model/mxfp4.h); or, as a GGUF file gives them, each expert's gate_proj, up_proj
+// and down_proj with their biases (experts.E.gate_proj.weight, .bias).
 void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& config, const std::string& moe,
                           const WeightLoading& loading, BlockWeights& b) {
   const std::int64_t h = config.hidden_size, inter = config.moe_intermediate_size, experts = config.num_experts;
@@ -64,6 +65,24 @@ void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& confi
   const TensorRef& router_bias = checkpoint.get(moe + "router.bias");
   expect_shape(router_bias, {experts});
   b.router_bias = hold_vector(router_bias, loading);
+  if (!checkpoint.find(moe + "experts.gate_up_proj")) {  // one tensor per expert and projection
+    for (std::int64_t e = 0; e < experts; ++e) {
+      const std::string expert = moe + "experts." + std::to_string(e) + ".";
+      BlockWeights::Expert x;
+      for (auto [matrix, bias, name, rows, cols] : {std::tuple{&x.gate_proj, &x.gate_bias, "gate_proj", inter, h},
+                                                    std::tuple{&x.up_proj, &x.up_bias, "up_proj", inter, h},
+                                                    std::tuple{&x.down_proj, &x.down_bias, "down_proj", h, inter}}) {
+        const TensorRef& w = checkpoint.get(expert + name + ".weight");
+        expect_shape(w, {rows, cols});
+        *matrix = hold_matrix(checkpoint, w, loading);
+        const TensorRef& v = checkpoint.get(expert + name + ".bias");
+        expect_shape(v, {rows});
+        *bias = hold_vector(v, loading);
+      }
+      b.experts.push_back(std::move(x));
+    }
+    return;
+  }
   const TensorRef& gate_up = checkpoint.get(moe + "experts.gate_up_proj");
   expect_shape(gate_up, {experts, h, 2 * inter});
   const TensorRef& gate_up_bias = checkpoint.get(moe + "experts.gate_up_proj_bias");
