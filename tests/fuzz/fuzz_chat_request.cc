@@ -6,7 +6,8 @@
 // a crash or a sanitizer report is a finding; so is a stream that loses or invents text, an
 // object JSON mode's grammar completes that is not JSON, a text a schema's grammar completes
 // that is not JSON, or forced calls the grammar completes that the format's reader does not read
-// as calls, or a reasoning split whose streamed pieces join to other parts than the whole split's.
+// as calls, or a reasoning split (or a harmony reply's messages) whose streamed pieces join to other
+// parts than the whole split's.
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -14,6 +15,7 @@
 #include <variant>
 
 #include "actors/api/chat_template.h"
+#include "actors/api/harmony.h"
 #include "actors/api/openai_request.h"
 #include "actors/api/reasoning.h"
 #include "actors/api/structured_output.h"
@@ -67,6 +69,23 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
       __builtin_trap();
     }
   }
+  // A harmony reply (GPT-OSS), whole and streamed in pieces.
+  {
+    const HarmonyReply whole = read_harmony(text, names);
+    HarmonyStream stream(names);
+    std::string reasoning, content;
+    const std::size_t piece = 1 + text.size() % 3;
+    for (std::size_t at = 0; at < text.size(); at += piece) {
+      const HarmonyStream::Piece p = stream.push(text.substr(at, piece));
+      reasoning += p.reasoning;
+      content += p.content;
+    }
+    const HarmonyStream::Piece rest = stream.finish();
+    if (reasoning + rest.reasoning != whole.reasoning.value_or("") || content + rest.content != whole.content ||
+        stream.thought() != whole.reasoning.has_value() || stream.calls().size() != whole.calls.size()) {
+      __builtin_trap();
+    }
+  }
   // JSON mode's grammar: an object it completes is JSON.
   if (completes(*json_object_output(), text) && !nlohmann::json::accept(text)) __builtin_trap();
 }
@@ -90,7 +109,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   if (request->tools.is_array()) {
-    for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
+    for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral,
+                                        ToolCallFormat::kHarmony}) {
       auto forced = forced_calls_output(format, request->tools, request->tool_forced, request->parallel_tool_calls);
       auto* output = std::get_if<std::shared_ptr<const StructuredOutput>>(&forced);
       if (!output) continue;
