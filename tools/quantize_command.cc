@@ -7,10 +7,15 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "kernels/error.h"
 #include "model/gguf.h"
+#include "model/gpt_oss_experts.h"
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
@@ -41,10 +46,6 @@ int quantize_command(int argc, char** argv) {
     throw UsageError{"--model " + model_dir + " is a GGUF file; sepal quantize writes folders (load the file with --dtype int8)"};
   }
   const ModelConfig config = read_model_config(model_dir);  // a bad folder fails before anything is written
-  if (config.architecture == "GptOssForCausalLM") {
-    throw UsageError{"--model " + model_dir + " is GPT-OSS, whose experts are stored transposed; sepal quantize does not write "
-                     "them yet (load the folder with --dtype int8 instead)"};
-  }
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
   if (adapter && adapter->method != TuningMethod::kPeqa) {
     throw UsageError{"--adapter: a " + std::string(tuning_method_name(adapter->method)) +
@@ -55,20 +56,33 @@ int quantize_command(int argc, char** argv) {
   }
   std::error_code ec;
   if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec)) throw UsageError{"--out must differ from --model"};
-  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const Checkpoint read = Checkpoint::open(model_dir);
+  // GPT-OSS's stacked experts (transposed, or in MXFP4) are written one matrix per expert and
+  // projection, int8 rows with their scales, as the loader reads them (model/gpt_oss_experts.h).
+  const bool gpt_oss = config.architecture == "GptOssForCausalLM";
+  const std::optional<Checkpoint> split = gpt_oss ? std::optional(split_gpt_oss_experts(read, config, model_dir)) : std::nullopt;
+  const Checkpoint& checkpoint = split ? *split : read;
   const bool tty = isatty(STDERR_FILENO);
   auto tensors = quantize_checkpoint_tensors(checkpoint, [&](double done) {
     if (tty) std::fprintf(stderr, "\rsepal quantize: %3.0f%%", done * 100);
   });
   if (adapter) fold_peqa_scales(config, *adapter->block_adapters(), tensors);
   std::int64_t in_bytes = 0, out_bytes = 0;
-  for (const auto& [name, t] : checkpoint.tensors()) in_bytes += static_cast<std::int64_t>(t.bytes);
   for (const auto& t : tensors) out_bytes += static_cast<std::int64_t>(t.bytes.size());
   fs::create_directories(out_dir);
   for (const auto& entry : fs::directory_iterator(model_dir)) {
     const std::string file = entry.path().filename().string();
+    if (entry.is_regular_file() && file.ends_with(".safetensors")) in_bytes += static_cast<std::int64_t>(entry.file_size());
     if (!entry.is_regular_file() || file.ends_with(".safetensors") || file == "model.safetensors.index.json") continue;
     fs::copy_file(entry.path(), fs::path(out_dir) / file, fs::copy_options::overwrite_existing);
+  }
+  if (gpt_oss) {  // its experts are int8 now, not MXFP4: the copy's config.json says no other quantization
+    const fs::path copy = fs::path(out_dir) / "config.json";
+    std::ifstream in(copy);
+    nlohmann::json c = nlohmann::json::parse(in);
+    in.close();
+    c.erase("quantization_config");
+    std::ofstream(copy) << c.dump(2) << "\n";
   }
   write_safetensors(fs::path(out_dir) / "model.safetensors", tensors);
   std::fprintf(stderr, "%ssepal quantize: wrote %s: %.1f MB (%.3f of the original %.1f MB)\n", tty ? "\n" : "", out_dir.c_str(),

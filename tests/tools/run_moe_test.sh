@@ -6,7 +6,7 @@
 # input norms, a window of 5 on 3 of its 4 blocks):
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does
-#   (GPT-OSS's is refused in one line, exit status 2);
+#   (GPT-OSS's experts one int8 matrix each, out of its transposed stacks, or of its MXFP4 ones);
 # - GPT-OSS with its experts in MXFP4 (tests/tools/mxfp4_twin.py, as its released checkpoints hold
 #   them) scores what the same values dequantized by that script score, and differs from the
 #   float original;
@@ -68,7 +68,7 @@ done
 
 # An int8 checkpoint of the mixture: its experts and routers quantized (Granite-MoE's stacks of
 # experts with a scale per row of each), generating what int8 loading does, at a quarter of the size.
-for model in mixtral granitemoe; do
+for model in mixtral granitemoe gpt_oss; do
   "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
   check test -f "$out/$model-int8/model.safetensors"
   want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
@@ -89,10 +89,7 @@ for model in qwen3moe gpt_oss; do
   check test "$one" = "$swarm" || echo "$model perplexity: one process $one, two hosts $swarm"
 done
 
-# GPT-OSS: quantize refuses its transposed experts; its MXFP4 experts load as the values they stand for.
-"$sepal" quantize --model "$out/gpt_oss" --out "$out/gpt_oss-int8" 2> "$out/quantize.err"
-check test $? -eq 2
-check grep -q "GPT-OSS, whose experts are stored transposed" "$out/quantize.err" || cat "$out/quantize.err"
+# GPT-OSS: its MXFP4 experts load as the values they stand for, and quantize as those values do.
 /usr/bin/python3 "$(dirname "$0")/mxfp4_twin.py" "$out/gpt_oss" "$out/gpt_oss-mxfp4" "$out/gpt_oss-twin" || { echo "FAILED: mxfp4_twin.py"; exit 1; }
 check grep -q '"experts.gate_up_proj_blocks"\|gate_up_proj_blocks' "$out/gpt_oss-mxfp4/model.safetensors"
 original=$("$sepal" perplexity --model "$out/gpt_oss" --text "$out/text.txt" --json 2> /dev/null | ppl)
@@ -101,6 +98,12 @@ twin=$("$sepal" perplexity --model "$out/gpt_oss-twin" --text "$out/text.txt" --
 check test -n "$mxfp4" || tail -2 "$out/mxfp4.err"
 check test "$mxfp4" = "$twin" || echo "MXFP4 experts: $mxfp4, their values dequantized by the script: $twin"
 check test "$mxfp4" != "$original" || echo "MXFP4 experts score what the float original does ($original): the test would not see them"
+"$sepal" quantize --model "$out/gpt_oss-mxfp4" --out "$out/gpt_oss-mxfp4-int8" 2> /dev/null
+int8_loaded=$("$sepal" perplexity --model "$out/gpt_oss-mxfp4" --text "$out/text.txt" --dtype int8 --json 2> /dev/null | ppl)
+int8_written=$("$sepal" perplexity --model "$out/gpt_oss-mxfp4-int8" --text "$out/text.txt" --dtype int8 --json 2> /dev/null | ppl)
+check test -n "$int8_loaded"
+check test "$int8_loaded" = "$int8_written" || echo "MXFP4 GPT-OSS: int8 loading $int8_loaded, its int8 checkpoint $int8_written"
+check test "$(grep -c quantization_config "$out/gpt_oss-mxfp4-int8/config.json")" = 0
 
 # Training: LoRA on q and v, PEQA on the attention's int8 scales; an expert's projection refused.
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"

@@ -7,6 +7,7 @@
 
 #include "kernels/error.h"
 #include "model/arch/architectures.h"
+#include "model/gpt_oss_experts.h"
 #include "model/weight_holding.h"
 
 namespace sepal {
@@ -33,29 +34,9 @@ BlockWeights::Expert unbiased_expert(HeldMatrix gate, HeldMatrix up, HeldMatrix 
   return e;
 }
 
-// A tensor of rows × cols f32 values (cols 1: a vector) computed as value(r, c), held in memory:
-// a matrix taken out of a stacked tensor that stores it transposed or interleaved.
-template <typename Value>
-TensorRef computed_tensor(const std::string& name, std::int64_t rows, std::int64_t cols, Value&& value) {
-  auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(rows * cols));
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) (*values)[static_cast<std::size_t>(r * cols + c)] = value(r, c);
-  TensorRef t;
-  t.name = name;
-  t.dtype = DType::kF32;
-  t.shape = cols == 1 ? std::vector<std::int64_t>{rows} : std::vector<std::int64_t>{rows, cols};
-  t.data = reinterpret_cast<const std::byte*>(values->data());
-  t.bytes = values->size() * 4;
-  t.storage = values;
-  return t;
-}
-
 // GPT-OSS's experts: the router (with a bias), and each block's experts stacked as transformers
-// holds them, every matrix transposed (inputs by outputs): gate_up_proj [experts, hidden,
-// 2 · inter] whose even columns are the gate's and odd ones the up's, down_proj [experts, inter,
-// hidden], and their biases [experts, 2 · inter] and [experts, hidden] (MXFP4 files unpacked to
-// this layout: model/mxfp4.h); or, as a GGUF file gives them, each expert's gate_proj, up_proj
-// and down_proj with their biases (experts.E.gate_proj.weight, .bias).
+// holds them (model/gpt_oss_experts.h), or, as a GGUF file or an int8 checkpoint gives them, each
+// expert's gate_proj, up_proj and down_proj with their biases (experts.E.gate_proj.weight, .bias).
 void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& config, const std::string& moe,
                           const WeightLoading& loading, BlockWeights& b) {
   const std::int64_t h = config.hidden_size, inter = config.moe_intermediate_size, experts = config.num_experts;
@@ -83,31 +64,13 @@ void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& confi
     }
     return;
   }
-  const TensorRef& gate_up = checkpoint.get(moe + "experts.gate_up_proj");
-  expect_shape(gate_up, {experts, h, 2 * inter});
-  const TensorRef& gate_up_bias = checkpoint.get(moe + "experts.gate_up_proj_bias");
-  expect_shape(gate_up_bias, {experts, 2 * inter});
-  const TensorRef& down = checkpoint.get(moe + "experts.down_proj");
-  expect_shape(down, {experts, inter, h});
-  const TensorRef& down_bias = checkpoint.get(moe + "experts.down_proj_bias");
-  expect_shape(down_bias, {experts, h});
-  for (std::int64_t e = 0; e < experts; ++e) {
-    const std::string at = "[" + std::to_string(e) + "]";
+  for (std::int64_t e = 0; e < experts; ++e) {  // out of transformers' stacks
     BlockWeights::Expert x;
-    for (auto [matrix, bias, parity] : {std::tuple{&x.gate_proj, &x.gate_bias, 0}, std::tuple{&x.up_proj, &x.up_bias, 1}}) {
-      *matrix = hold_matrix(checkpoint, computed_tensor(gate_up.name + at, inter, h, [&](std::int64_t r, std::int64_t c) {
-        return element_as_f32(gate_up, (e * h + c) * 2 * inter + 2 * r + parity);
-      }), loading);
-      *bias = hold_vector(computed_tensor(gate_up_bias.name + at, inter, 1, [&](std::int64_t r, std::int64_t) {
-        return element_as_f32(gate_up_bias, e * 2 * inter + 2 * r + parity);
-      }), loading);
+    for (auto [matrix, bias, name] : {std::tuple{&x.gate_proj, &x.gate_bias, "gate_proj"}, std::tuple{&x.up_proj, &x.up_bias, "up_proj"},
+                                      std::tuple{&x.down_proj, &x.down_bias, "down_proj"}}) {
+      *matrix = hold_matrix(checkpoint, gpt_oss_expert(checkpoint, config, moe, e, name, false), loading);
+      *bias = hold_vector(gpt_oss_expert(checkpoint, config, moe, e, name, true), loading);
     }
-    x.down_proj = hold_matrix(checkpoint, computed_tensor(down.name + at, h, inter, [&](std::int64_t r, std::int64_t c) {
-      return element_as_f32(down, (e * inter + c) * h + r);
-    }), loading);
-    x.down_bias = hold_vector(computed_tensor(down_bias.name + at, h, 1, [&](std::int64_t r, std::int64_t) {
-      return element_as_f32(down_bias, e * h + r);
-    }), loading);
     b.experts.push_back(std::move(x));
   }
 }
