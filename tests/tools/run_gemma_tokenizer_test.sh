@@ -47,13 +47,7 @@ failed=0
 # check_package NAME PACKAGE CONFIG: the cases through a folder and a GGUF vocabulary of the package.
 check_package() {
   local name=$1 package=$2 config=$3
-  cat > "$dir/encode.mjs" <<JS
-import { fromPreTrained } from '@lenml/tokenizer-$name';
-import fs from 'fs';
-const t = fromPreTrained();
-for (const c of JSON.parse(fs.readFileSync('cases.json'))) console.log(t.encode(c).join(' '));
-JS
-  (cd "$dir" && node encode.mjs) > "$dir/expected.txt" 2> "$dir/node.err" || { echo "FAILED: the $name encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
+  package_ids "$dir" "@lenml/tokenizer-$name"
   mkdir "$dir/folder-$name"
   cp "$package/models/tokenizer.json" "$package/models/tokenizer_config.json" "$dir/folder-$name/"
   echo "$config" > "$dir/folder-$name/config.json"

