@@ -11,28 +11,8 @@ import argparse
 import json
 import os
 import shutil
-import struct
 
-
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    data = raw[8 + n:]
-    return {name: (h["dtype"], h["shape"], data[h["data_offsets"][0]:h["data_offsets"][1]]) for name, h in header.items()}
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name, (dtype, shape, blob) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+from safetensors_io import read_raw, write_raw
 
 
 def renamed(name, layout):
@@ -59,11 +39,11 @@ def model(src, dst, layout):
               "mm_tokens_per_image": 256,
               "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 4, "num_hidden_layers": 1}}
     json.dump(config, open(os.path.join(dst, "config.json"), "w"), indent=2)
-    tensors = {renamed(n, layout): t for n, t in read_safetensors(os.path.join(src, "model.safetensors")).items()}
+    tensors = {renamed(n, layout): t for n, t in read_raw(os.path.join(src, "model.safetensors")).items()}
     four = struct.pack("<4f", 0.5, -1.0, 2.0, 0.25)
     tensors["vision_tower.vision_model.post_layernorm.weight"] = ("F32", [4], four)
     tensors["multi_modal_projector.mm_input_projection_weight"] = ("F32", [2, 2], four)
-    write_safetensors(os.path.join(dst, "model.safetensors"), tensors)
+    write_raw(os.path.join(dst, "model.safetensors"), tensors)
 
 
 def peft(src, dst, layout):
@@ -71,10 +51,10 @@ def peft(src, dst, layout):
     shutil.copy(os.path.join(src, "adapter_config.json"), dst)
     prefix = "base_model.model."
     tensors = {}
-    for n, t in read_safetensors(os.path.join(src, "adapter_model.safetensors")).items():
+    for n, t in read_raw(os.path.join(src, "adapter_model.safetensors")).items():
         assert n.startswith(prefix), n
         tensors[prefix + renamed(n[len(prefix):], layout)] = t
-    write_safetensors(os.path.join(dst, "adapter_model.safetensors"), tensors)
+    write_raw(os.path.join(dst, "adapter_model.safetensors"), tensors)
 
 
 if __name__ == "__main__":

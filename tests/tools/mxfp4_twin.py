@@ -14,43 +14,13 @@ transposed back), stored as F32: the two folders hold the same model.
 import json
 import os
 import shutil
-import struct
 import sys
 
 import numpy as np
 
+from safetensors_io import read_arrays, write_arrays
+
 FP4 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
-DTYPES = {"F32": np.float32, "U8": np.uint8}
-
-
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    data = raw[8 + n:]
-    out = {}
-    for name, h in header.items():
-        assert h["dtype"] == "F32", f"{name}: this tool reads F32 folders"
-        b, e = h["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype=np.float32).reshape(h["shape"])
-    return out
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name, array in tensors.items():
-        dtype = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}[array.dtype]
-        blob = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
 def quantize(stack):
     """[experts, inputs, outputs] floats -> blocks, scales of the [experts, outputs, inputs] matrices."""
     m = np.transpose(stack, (0, 2, 1))
@@ -77,7 +47,7 @@ def dequantize(blocks, scales):
 
 
 def main(src, mx_dst, twin_dst):
-    tensors = read_safetensors(os.path.join(src, "model.safetensors"))
+    tensors = read_arrays(os.path.join(src, "model.safetensors"))
     mx, twin = {}, {}
     for name, array in tensors.items():
         if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
@@ -91,7 +61,7 @@ def main(src, mx_dst, twin_dst):
         for f in os.listdir(src):
             if f != "model.safetensors":
                 shutil.copy(os.path.join(src, f), dst)
-        write_safetensors(os.path.join(dst, "model.safetensors"), out)
+        write_arrays(os.path.join(dst, "model.safetensors"), out)
     config = json.load(open(os.path.join(src, "config.json")))
     config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "lm_head"]}
     json.dump(config, open(os.path.join(mx_dst, "config.json"), "w"))

@@ -10,41 +10,14 @@ and Phi-3 (fused qkv_proj and gate_up_proj) checkpoints in Hugging Face's layout
 import json
 import os
 import shutil
-import struct
 import sys
 
 import numpy as np
 
+from safetensors_io import read_arrays, write_arrays
+
 mode, model, peft_dir, merged_dir = sys.argv[1:5]
-DTYPES = {"F32": np.float32, "F16": np.float16}
 PREFIX = "base_model.model."
-
-
-def read(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        out[name] = np.frombuffer(raw[8 + n + begin:8 + n + end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-    return out
-
-
-def write(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, a in tensors.items():
-        data = np.ascontiguousarray(a).tobytes()
-        header[name] = {"dtype": "F16" if a.dtype == np.float16 else "F32", "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header).encode()
-    text += b" " * ((-len(text)) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def pattern_value(pattern, path, default):
@@ -98,14 +71,14 @@ def random_adapter(model_config, weights):
 
 
 model_config = json.load(open(os.path.join(model, "config.json")))
-weights = read(os.path.join(model, "model.safetensors"))
+weights = read_arrays(os.path.join(model, "model.safetensors"))
 if mode == "make":
     adapter, config = random_adapter(model_config, weights)
     os.makedirs(peft_dir, exist_ok=True)
-    write(os.path.join(peft_dir, "adapter_model.safetensors"), adapter)
+    write_arrays(os.path.join(peft_dir, "adapter_model.safetensors"), adapter)
     json.dump(config, open(os.path.join(peft_dir, "adapter_config.json"), "w"))
 elif mode == "merge":
-    adapter = read(os.path.join(peft_dir, "adapter_model.safetensors"))
+    adapter = read_arrays(os.path.join(peft_dir, "adapter_model.safetensors"))
     config = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
 else:
     sys.exit(f"peft_merge.py: mode must be make or merge, not {mode}")
@@ -114,4 +87,4 @@ os.makedirs(merged_dir, exist_ok=True)
 for f in os.listdir(model):
     if os.path.isfile(os.path.join(model, f)) and not f.endswith(".safetensors"):
         shutil.copy(os.path.join(model, f), merged_dir)
-write(os.path.join(merged_dir, "model.safetensors"), weights)
+write_arrays(os.path.join(merged_dir, "model.safetensors"), weights)

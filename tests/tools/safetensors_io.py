@@ -1,0 +1,38 @@
+"""Safetensors files for the test tools: as raw tensors, {name: (dtype name, shape, bytes)}, or as
+numpy arrays (F32, F16, I8 and U8). Written with 8-byte aligned data, as sepal writes them."""
+import json
+import struct
+
+import numpy as np
+
+NUMPY = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "U8": np.uint8}
+
+
+def read_raw(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    data = raw[8 + n:]
+    return {name: (h["dtype"], h["shape"], data[h["data_offsets"][0]:h["data_offsets"][1]]) for name, h in header.items()}
+
+
+def write_raw(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, blob) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def read_arrays(path):
+    return {name: np.frombuffer(blob, dtype=NUMPY[dtype]).reshape(shape) for name, (dtype, shape, blob) in read_raw(path).items()}
+
+
+def write_arrays(path, arrays):
+    names = {np.dtype(t): name for name, t in NUMPY.items()}
+    write_raw(path, {name: (names[a.dtype], a.shape, np.ascontiguousarray(a).tobytes()) for name, a in arrays.items()})
