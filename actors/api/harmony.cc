@@ -102,14 +102,20 @@ HarmonyStream::Piece HarmonyStream::push(const std::string& text) {
       break;
     }
     if (state_ == State::kHeader) {
+      // A header begins one of the ways headers begin; until the text shows whether it does, it waits.
+      const auto begins = [&](bool whole) {
+        return std::any_of(std::begin(kHeaderStarts), std::end(kHeaderStarts),
+                           [&](std::string_view s) { return whole ? held_.starts_with(s) : s.starts_with(held_); });
+      };
+      if (!begins(true)) {
+        if (begins(false)) break;
+        state_ = State::kPlain;  // not harmony: the rest is content
+        continue;
+      }
       const std::size_t message = held_.find(kMessage);
       if (message == std::string::npos) {
-        // Still a header while it is (or begins) one of the ways a header begins.
-        const bool header = std::any_of(std::begin(kHeaderStarts), std::end(kHeaderStarts), [&](std::string_view s) {
-          return held_.starts_with(s) || s.starts_with(held_);
-        });
-        if (header && held_.size() <= kMaxHeader) break;
-        state_ = State::kPlain;  // not harmony: the rest is content
+        if (held_.size() <= kMaxHeader) break;
+        state_ = State::kPlain;  // no header is this long
         continue;
       }
       std::string header = held_.substr(0, message);
@@ -145,8 +151,8 @@ HarmonyStream::Piece HarmonyStream::finish() {
   if (state_ == State::kBody) {
     body(held_, out);
     close_message(out);
-  } else if (!held_.starts_with("<|")) {
-    out.content += held_;  // the start of a reply cut before it showed whether it is a header
+  } else if (std::none_of(std::begin(kHeaderStarts), std::end(kHeaderStarts), [&](std::string_view s) { return held_.starts_with(s); })) {
+    out.content += held_;  // text cut before it showed whether it begins a header
   }  // else a header cut before its body: structure, with nothing to show
   held_.clear();
   state_ = State::kHeader;

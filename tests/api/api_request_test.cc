@@ -715,6 +715,9 @@ TEST(ApiHarmony, MessagesSplitIntoReasoningContentAndCalls) {
       {channel + "analysis" + message + "Hmm, let me", "Hmm, let me", "", {}},
       {"{\"a\": [1, 2]}", std::nullopt, "{\"a\": [1, 2]}", {}},
       {"Hello there <|end|>", std::nullopt, "Hello there <|end|>", {}},
+      {"to be<|message|>x", std::nullopt, "to be<|message|>x", {}},  // text that only begins like a header
+      {"t", std::nullopt, "t", {}},
+      {channel + "analysis" + message + "Done." + end + start + channel + "fin", "Done.", "", {}},  // cut in a header
       {channel + "final" + message + "A <|e and a |> stay.<|return|>", std::nullopt, "A <|e and a |> stay.", {}},
   };
   for (const Case& c : cases) {
