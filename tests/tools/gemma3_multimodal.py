@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import struct
 
 from safetensors_io import read_raw, write_raw
 
