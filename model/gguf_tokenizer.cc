@@ -90,6 +90,12 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
     if (!m) fail(file.where(), ": merge ", i, " of tokenizer.ggml.merges is not a string");
     merge_list.push_back(*m);
   }
+  // A Split pre-tokenizer by `regex` (each match its own piece), then bytes to characters.
+  const auto split_then_bytes = [](const std::string& regex) {
+    const nlohmann::json split = {{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}};
+    return nlohmann::json{{"type", "Sequence"},
+                          {"pretokenizers", {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  };
   const std::string pre = file.string("tokenizer.ggml.pre").value_or("default");
   nlohmann::json pre_tokenizer, normalizer;
   bool ignore_merges = false;  // a piece that is a whole token stays one (Llama 3's BPE)
@@ -100,35 +106,18 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
     // digits in threes, punctuation runs, newlines, and whitespace; then bytes to characters.
     // Qwen2's (its tokenizer.json) is the same with single digits, after NFC normalization.
     const std::string digits = pre == "qwen2" ? "\\p{N}" : "\\p{N}{1,3}";
-    const nlohmann::json split = {
-        {"type", "Split"},
-        {"pattern",
-         {{"Regex",
-           "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" + digits + "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-           "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
-        {"behavior", "Isolated"},
-        {"invert", false}};
-    pre_tokenizer = {{"type", "Sequence"},
-                     {"pretokenizers",
-                      {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    pre_tokenizer = split_then_bytes("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" + digits +
+                                     "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
     ignore_merges = pre == "llama-bpe";
     if (pre == "qwen2") normalizer = {{"type", "NFC"}};
   } else if (pre == "gpt-4o") {
     // o200k's split (GPT-4o's, GPT-OSS's tokenizer.json): words of upper-case letters then
     // lower-case ones with one leading non-letter and their contractions, digits in threes,
     // punctuation runs with the newlines and slashes after them, newlines, and whitespace.
-    const nlohmann::json split = {
-        {"type", "Split"},
-        {"pattern",
-         {{"Regex",
-           "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
-           "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
-           "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
-        {"behavior", "Isolated"},
-        {"invert", false}};
-    pre_tokenizer = {{"type", "Sequence"},
-                     {"pretokenizers",
-                      {split, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    pre_tokenizer = split_then_bytes(
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+        "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
     ignore_merges = true;
   } else {
     fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o)");

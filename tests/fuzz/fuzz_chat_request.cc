@@ -41,6 +41,23 @@ bool completes(const StructuredOutput& output, const std::string& text) {
   return reader.feed(text) && reader.complete();
 }
 
+// A stream's pieces of `text` (pushed `piece` bytes at a time, then finished) join to the whole
+// reading's reasoning and content, and it thought where the whole one did.
+template <typename Stream, typename Whole>
+void expect_stream_joins(Stream& stream, const std::string& text, std::size_t piece, const Whole& whole) {
+  std::string reasoning, content;
+  for (std::size_t at = 0; at < text.size(); at += piece) {
+    const auto p = stream.push(text.substr(at, piece));
+    reasoning += p.reasoning;
+    content += p.content;
+  }
+  const auto rest = stream.finish();
+  if (reasoning + rest.reasoning != whole.reasoning.value_or("") || content + rest.content != whole.content ||
+      stream.thought() != whole.reasoning.has_value()) {
+    __builtin_trap();
+  }
+}
+
 void read_reply(const std::string& text, const std::set<std::string>& names) {
   for (const ToolCallFormat format : {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
     std::string finish = "stop";
@@ -52,40 +69,16 @@ void read_reply(const std::string& text, const std::set<std::string>& names) {
     if (shown + stream.held() != text) __builtin_trap();
     (void)held_delta(format, stream.held(), names, false, finish);
   }
-  // The reasoning split, whole and streamed in pieces, from the reply's start and inside <think>.
+  // The reasoning split, whole and streamed in pieces, from the reply's start and inside <think>;
+  // a harmony reply (GPT-OSS) the same way.
   for (const bool open : {false, true}) {
-    const ReasoningSplit whole = split_reasoning(text, open);
     ReasoningStream stream(open);
-    std::string reasoning, content;
-    const std::size_t piece = 1 + text.size() % 5;
-    for (std::size_t at = 0; at < text.size(); at += piece) {
-      const ReasoningStream::Piece p = stream.push(text.substr(at, piece));
-      reasoning += p.reasoning;
-      content += p.content;
-    }
-    const ReasoningStream::Piece rest = stream.finish();
-    if (reasoning + rest.reasoning != whole.reasoning.value_or("") || content + rest.content != whole.content ||
-        stream.thought() != whole.reasoning.has_value()) {
-      __builtin_trap();
-    }
+    expect_stream_joins(stream, text, 1 + text.size() % 5, split_reasoning(text, open));
   }
-  // A harmony reply (GPT-OSS), whole and streamed in pieces.
-  {
-    const HarmonyReply whole = read_harmony(text, names);
-    HarmonyStream stream(names);
-    std::string reasoning, content;
-    const std::size_t piece = 1 + text.size() % 3;
-    for (std::size_t at = 0; at < text.size(); at += piece) {
-      const HarmonyStream::Piece p = stream.push(text.substr(at, piece));
-      reasoning += p.reasoning;
-      content += p.content;
-    }
-    const HarmonyStream::Piece rest = stream.finish();
-    if (reasoning + rest.reasoning != whole.reasoning.value_or("") || content + rest.content != whole.content ||
-        stream.thought() != whole.reasoning.has_value() || stream.calls().size() != whole.calls.size()) {
-      __builtin_trap();
-    }
-  }
+  HarmonyStream harmony(names);
+  const HarmonyReply whole = read_harmony(text, names);
+  expect_stream_joins(harmony, text, 1 + text.size() % 3, whole);
+  if (harmony.calls().size() != whole.calls.size()) __builtin_trap();
   // JSON mode's grammar: an object it completes is JSON.
   if (completes(*json_object_output(), text) && !nlohmann::json::accept(text)) __builtin_trap();
 }
