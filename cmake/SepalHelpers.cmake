@@ -23,7 +23,9 @@ function(sepal_add_test name)
   endif()
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
-  target_compile_options(${name} PRIVATE ${SEPAL_TEST_WARNINGS})
+  # A test's own sources build at -O1 (the code under test is the libraries', built as configured):
+  # they are a third of the build, and -O1 compiles them about a third faster than -O3.
+  target_compile_options(${name} PRIVATE ${SEPAL_TEST_WARNINGS} $<$<CONFIG:Release,RelWithDebInfo>:-O1>)
   target_compile_definitions(${name} PRIVATE
     SEPAL_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     SEPAL_BINARY_DIR="${PROJECT_BINARY_DIR}")

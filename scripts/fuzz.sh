@@ -4,9 +4,13 @@
 # of its seed corpus (tests/fuzz/corpus/TARGET). A crash, leak, sanitizer report or uncaught
 # exception fails the script and leaves the input in build-fuzz/crashes/.
 #   scripts/fuzz.sh [seconds per target]     # default 20
+#   scripts/fuzz.sh --build-only              # configure and build the targets, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+[ "${1:-}" = --build-only ] && { build_only=1; shift; }
 seconds=${1:-20}
+case "$seconds" in ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS | --build-only], not '$seconds'" >&2; exit 2 ;; esac
 build=build-fuzz
 if [ ! -f "$build/build.ninja" ]; then
   mkdir -p "$build"
@@ -15,11 +19,12 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 echo "fuzz: building the targets with clang, ASan and UBSan in $build"
 # Quiet unless it fails: clang's warnings are the main build's business.
-if ! cmake --build "$build" --target fuzzers > "$build/build.log" 2>&1; then
+if ! cmake --build "$build" --target fuzzers -j "$(nproc)" > "$build/build.log" 2>&1; then
   tail -40 "$build/build.log"
   echo "fuzz: the build failed (whole log: $build/build.log)"
   exit 1
 fi
+[ "$build_only" -eq 1 ] && exit 0
 mkdir -p "$build/crashes"
 # One target per core at a time: each is single-threaded, so the wall time is the targets'
 # seconds divided by the cores.

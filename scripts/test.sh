@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Every test: install dependencies, build, run ctest (GPU tests only where a GPU exists), then
 # fuzz every libFuzzer target for a bounded time (SEPAL_FUZZ_SECONDS each, default 20).
+# The fuzz targets build during ctest at the lowest CPU priority (nice 19): many tests spend
+# much of their time waiting (Slurm's scheduler, simulated WAN round trips, process start-up),
+# and the build takes the cores they leave idle. A build failure is reported after ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -9,5 +12,14 @@ exclude=()
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   exclude=(-LE gpu)
 fi
+mkdir -p build-fuzz
+setsid nice -n 19 scripts/fuzz.sh --build-only > build-fuzz/background.log 2>&1 &
+fuzz_build=$!
+trap 'kill -- -$fuzz_build 2>/dev/null || true' EXIT  # its own process group (setsid): ninja and clang too
 (cd build && ctest --output-on-failure -j "$(nproc)" "${exclude[@]}")
+if ! wait "$fuzz_build"; then
+  cat build-fuzz/background.log
+  exit 1
+fi
+trap - EXIT
 scripts/fuzz.sh "${SEPAL_FUZZ_SECONDS:-20}"

@@ -67,6 +67,10 @@ for _ in $(seq 1200); do
 done
 at=$(wc -l < "$dir/job.jsonl" 2>/dev/null || echo 0)
 scontrol requeue "$job"
+# Slurm holds a requeued job for about two minutes (EligibleTime) before it may start again; an
+# administrator may release it at once, as here, so the test does not wait for it.
+for _ in $(seq 600); do [ "$(job_state "$job")" = PENDING ] && break; sleep 0.1; done
+scontrol update JobId="$job" StartTime=now
 if wait_state "$job" COMPLETED 300; then
   runs=$(grep -c "^sepal-tune: job $job, run" "$dir/tune-$job.out")
   if [ "$runs" -ge 2 ] && [ "$(losses "$dir/ref.jsonl")" = "$(losses "$dir/job.jsonl")" ] && h5diff -q "$dir/ref.h5" "$dir/job.h5"; then
