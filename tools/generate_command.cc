@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "actors/api/chat_template.h"
+#include "actors/api/harmony.h"
 #include "actors/draft_decoder.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
@@ -67,27 +68,56 @@ struct Outcome {
   GenerationRequest request;
   GenerationResult result;
   std::string text;
+  std::optional<std::string> reasoning;  ///< a harmony reply's analysis, when it has one
   std::string error;  ///< non-empty: the generation failed with this reason
   nlohmann::json swarm_stats;
   std::int64_t anticipated_trees = -1;  ///< trees the draft decoder prepared during verification (-1: no decoder)
 };
 
-// Generates `request` through `pipeline`, calling `emit` with each piece of text (the prompt's
-// first, without its BOS).
 // Makes the draft of one generation, of a session of `capacity` positions (null: no draft).
 using DraftMaker = std::function<std::unique_ptr<DraftSource>(std::int64_t capacity)>;
 
+// Where a generation's text goes as it comes: `text` (the prompt's, then the reply's) and, for a
+// harmony reply, `reasoning` (its analysis). Either may be empty.
+struct TextSinks {
+  std::function<void(const std::string&)> text, reasoning;
+};
+
+// With a chat template that writes harmony, a reply is read as harmony messages
+// (actors/api/harmony.h): its special tokens are written into the text they decode out of, the
+// final answer is the reply's text and the analysis its reasoning.
+struct HarmonyReading {
+  std::vector<std::pair<std::int32_t, const char*>> markers;
+};
+
+// Generates `request` through `pipeline`, sending each piece of text to `sinks` (the prompt's
+// first, without its BOS).
 Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPipeline& pipeline, GenerationRequest request,
-                   const std::function<void(const std::string&)>& emit, const DraftMaker& make_draft, std::int64_t tree_size) {
+                   const TextSinks& sinks, const HarmonyReading* harmony, const DraftMaker& make_draft,
+                   std::int64_t tree_size) {
   Outcome o;
   o.request = std::move(request);
   TextStream stream(*model.tokenizer);
   auto piece = [&](const std::string& text) {
     o.text += text;
-    if (emit) emit(text);
+    if (sinks.text && !text.empty()) sinks.text(text);
+  };
+  std::optional<api::HarmonyStream> messages;
+  if (harmony) messages.emplace(std::set<std::string>{});  // no functions offered: no call is read
+  auto reply = [&](const api::HarmonyStream::Piece& read) {
+    if (!read.reasoning.empty()) {
+      o.reasoning = o.reasoning.value_or("") + read.reasoning;
+      if (sinks.reasoning) sinks.reasoning(read.reasoning);
+    }
+    piece(read.content);
+  };
+  auto generated = [&](const std::string& text) {
+    if (messages) reply(messages->push(text));
+    else piece(text);
   };
   const std::size_t skip = config.bos_token_id >= 0 ? 1 : 0;
   for (std::size_t i = skip; i < o.request.prompt_ids.size(); ++i) piece(stream.push(o.request.prompt_ids[i]));
+  if (harmony) piece(stream.finish());  // the reply's text, read as harmony, starts at its own first token
   std::unique_ptr<DraftSource> draft;
   Speculation speculation;
   if (make_draft) {
@@ -95,9 +125,21 @@ Outcome run_prompt(const ModelConfig& config, const ClientModel& model, BlockPip
     speculation = Speculation{draft.get(), tree_size, {}};
   }
   o.result = generate(model.ends, pipeline, o.request, [&](std::int32_t id) {
-    if (id < model.tokenizer->vocab_size()) piece(stream.push(id));
+    if (harmony) {
+      const auto marker = std::find_if(harmony->markers.begin(), harmony->markers.end(),
+                                       [id](const auto& m) { return m.first == id; });
+      if (marker != harmony->markers.end()) {
+        generated(stream.finish() + marker->second);
+        return;
+      }
+    }
+    if (id < model.tokenizer->vocab_size()) generated(stream.push(id));
   }, draft ? &speculation : nullptr);
-  piece(stream.finish());
+  generated(stream.finish());
+  if (messages) {
+    reply(messages->finish());
+    if (messages->thought() && !o.reasoning) o.reasoning = "";
+  }
   if (auto* remote = dynamic_cast<DraftDecoderSession*>(draft.get())) o.anticipated_trees = remote->anticipated();
   return o;
 }
@@ -116,6 +158,7 @@ nlohmann::json outcome_json(const Outcome& o) {
   }
   out["generated_ids"] = o.result.generated_ids;
   out["text"] = o.text;
+  if (o.reasoning) out["reasoning"] = *o.reasoning;
   out["stop_reason"] = stop_reason_name(o.result.stop);
   const auto prompt_tokens = static_cast<double>(o.request.prompt_ids.size());
   out["stats"] = {{"prompt_tokens", o.request.prompt_ids.size()},
@@ -205,8 +248,10 @@ int generate_command(int argc, char** argv) {
   if (vm.count("system") && !vm.count("chat")) throw UsageError{"--system is for --chat"};
   std::vector<PromptSpec> prompts =
       prompts_file.empty() ? std::vector<PromptSpec>{defaults} : read_prompts_file(prompts_file, defaults);
+  bool harmony_chat = false;
   if (vm.count("chat")) {
     const api::ChatTemplate chat_template = api::chat_template_of_model(model_dir);
+    harmony_chat = chat_template.harmony;
     const bool adds_bos = read_model_config(model_dir).bos_token_id >= 0;
     for (PromptSpec& spec : prompts) {
       std::vector<api::ChatMessage> messages;
@@ -278,13 +323,34 @@ int generate_command(int argc, char** argv) {
   const std::int64_t tree_size = drafts ? drafts->tree_size() : 0;
 
   // One prompt streams its text as it comes; several are generated at once and printed in order.
+  // A harmony reply's reasoning streams to stderr, after "sepal: reasoning: ", and ends its line
+  // when the answer begins.
   const bool streaming = prompts_file.empty() && !json_output;
-  std::function<void(const std::string&)> emit;
+  TextSinks sinks;
+  bool reasoning_open = false;
   if (streaming) {
-    emit = [](const std::string& piece) {
+    sinks.text = [&reasoning_open](const std::string& piece) {
+      if (reasoning_open) {
+        std::fputs("\n", stderr);
+        reasoning_open = false;
+      }
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     };
+    sinks.reasoning = [&reasoning_open](const std::string& piece) {
+      if (!reasoning_open) {
+        std::fflush(stdout);
+        std::fputs("\nsepal: reasoning: ", stderr);
+        reasoning_open = true;
+      }
+      std::fwrite(piece.data(), 1, piece.size(), stderr);
+    };
+  }
+  std::optional<HarmonyReading> harmony;
+  if (harmony_chat) {
+    harmony = HarmonyReading{api::harmony_markers(*model.tokenizer, config.eos_token_ids)};
+    std::fprintf(stderr, "sepal: replies read as harmony messages: the final answer is the text, the analysis its reasoning%s\n",
+                 streaming ? " (on stderr)" : json_output ? " (\"reasoning\")" : " (not printed)");
   }
   std::vector<Outcome> outcomes(requests.size());
   auto run = [&](std::size_t i) {
@@ -293,13 +359,15 @@ int generate_command(int argc, char** argv) {
       if (!swarm) {
         const std::optional<DeepPrompts> deep = adapter ? adapter->deep_prompts() : std::nullopt;
         LocalPipeline pipeline(*model.blocks, capacity, deep ? &*deep : nullptr, block_adapters ? &*block_adapters : nullptr);
-        outcomes[i] = run_prompt(config, model, pipeline, requests[i], emit, local_draft, tree_size);
+        outcomes[i] = run_prompt(config, model, pipeline, requests[i], sinks, harmony ? &*harmony : nullptr, local_draft,
+                                 tree_size);
         return;
       }
       auto session = swarm->open(capacity, adapter ? &*adapter : nullptr);
       if (i == 0 && streaming) std::fprintf(stderr, "sepal: route (%s): %s\n", swarm_options.mode.c_str(),
                                             ClientSwarm::route_text(*session).c_str());
-      outcomes[i] = run_prompt(config, model, *session, requests[i], emit, swarm_draft, tree_size);
+      outcomes[i] = run_prompt(config, model, *session, requests[i], sinks, harmony ? &*harmony : nullptr, swarm_draft,
+                               tree_size);
       if (json_output) outcomes[i].swarm_stats = swarm->stats(*session);
     } catch (const std::exception& e) {
       if (prompts.size() == 1) throw;
@@ -353,6 +421,7 @@ int generate_command(int argc, char** argv) {
     }
   }
   if (streaming) {
+    if (reasoning_open) std::fputs("\n", stderr);
     std::printf("\n");
     std::fflush(stdout);  // the text's last line before the statistics, on a shared terminal
     const Outcome& o = outcomes.front();

@@ -59,13 +59,6 @@ std::int32_t special_marker(const ServedModel& model, const CompletionRequest& r
   return id;
 }
 
-// The id of harmony's special token `text` where it decodes to nothing (it is then written into
-// the reply's text), or -1.
-std::int32_t harmony_marker(const ServedModel& model, const char* text) {
-  const std::int32_t id = model.tokenizer->token_id(text);
-  return id >= 0 && model.tokenizer->token_bytes(id).empty() ? id : -1;
-}
-
 }  // namespace
 
 std::int64_t default_max_tokens(const ModelConfig& config, std::int64_t prompt_positions) {
@@ -83,9 +76,9 @@ CallMarkers call_markers(const ServedModel& model, const CompletionRequest& requ
                 mistral ? special_marker(model, request, kMistralArgs) : -1,
                 mistral ? special_marker(model, request, kMistralCallId) : -1, model.chat_template.mistral_v11};
   if (model.chat_template.harmony) {
-    m.channel = harmony_marker(model, "<|channel|>");
-    m.constrain = harmony_marker(model, "<|constrain|>");
-    m.message = harmony_marker(model, "<|message|>");
+    m.channel = harmony_token_id(*model.tokenizer, "<|channel|>");
+    m.constrain = harmony_token_id(*model.tokenizer, "<|constrain|>");
+    m.message = harmony_token_id(*model.tokenizer, "<|message|>");
   }
   return m;
 }
@@ -155,12 +148,7 @@ ChoiceResult run_choice(const ServedModel& model, const ServedAdapter* adapter, 
   // Harmony's messages are headed by special tokens, written into every chat reply's text (the
   // turn's ends, <|call|> and <|return|>, where they are not the model's EOS ids).
   if (model.chat_template.harmony && request.chat) {
-    for (const char* text : kHarmonyTokens) {
-      const std::int32_t id = harmony_marker(model, text);
-      if (id >= 0 && std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) == config.eos_token_ids.end()) {
-        markers.emplace_back(id, text);
-      }
-    }
+    for (const auto& marker : harmony_markers(*model.tokenizer, config.eos_token_ids)) markers.push_back(marker);
   }
   bool stopped = false;
   GenerationResult generated;

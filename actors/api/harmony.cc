@@ -51,6 +51,21 @@ bool template_writes_harmony(const std::string& template_text) {
          template_text.find(kStart) != std::string::npos;
 }
 
+std::int32_t harmony_token_id(const Tokenizer& tokenizer, const char* text) {
+  const std::int32_t id = tokenizer.token_id(text);
+  return id >= 0 && tokenizer.token_bytes(id).empty() ? id : -1;
+}
+
+std::vector<std::pair<std::int32_t, const char*>> harmony_markers(const Tokenizer& tokenizer,
+                                                                  std::span<const std::int32_t> eos_ids) {
+  std::vector<std::pair<std::int32_t, const char*>> markers;
+  for (const char* text : kHarmonyTokens) {
+    const std::int32_t id = harmony_token_id(tokenizer, text);
+    if (id >= 0 && std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) markers.emplace_back(id, text);
+  }
+  return markers;
+}
+
 void HarmonyStream::open_message(const std::string& header, Piece& out) {
   raw_header_ = header;
   const std::string channel = word_after(header, kChannel);

@@ -18,14 +18,18 @@
 //
 // Thread-safety: plain functions and values; a HarmonyStream belongs to one generation.
 
+#include <cstdint>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "actors/api/tool_calls.h"
+#include "model/tokenizer.h"
 
 namespace sepal::api {
 
@@ -35,6 +39,15 @@ inline constexpr const char* kHarmonyTokens[] = {"<|start|>", "<|channel|>", "<|
 
 /// Whether a chat template writes harmony (its messages have channels).
 bool template_writes_harmony(const std::string& template_text);
+
+/// The id of harmony's special token `text` in `tokenizer` where it decodes to nothing (so that a
+/// reply's text needs it written in), or -1.
+std::int32_t harmony_token_id(const Tokenizer& tokenizer, const char* text);
+/// Harmony's tokens to write into a reply's text, with their ids: those of kHarmonyTokens that
+/// decode to nothing and are not among `eos_ids` (a turn's end that is the model's EOS ends the
+/// reply rather than stands in it).
+std::vector<std::pair<std::int32_t, const char*>> harmony_markers(const Tokenizer& tokenizer,
+                                                                  std::span<const std::int32_t> eos_ids);
 
 /// A harmony reply read as messages, in pieces as it comes: each push gives the reasoning and the
 /// content that may be shown now, holding back a header until its <|message|>, a call until its

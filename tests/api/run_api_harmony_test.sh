@@ -12,7 +12,11 @@
 #     arguments the function's parameters validate, finish_reason "tool_calls", content null;
 #     streamed, the deltas give the same call and no text of the header;
 #   - a response_format json_schema reply is content, and the schema validates it;
-#   - --reasoning-format none leaves a forced reply as written: its special tokens in the content.
+#   - --reasoning-format none leaves a forced reply as written: its special tokens in the content;
+#   - unforced replies, from two rewrites of the model that greedily write a chosen reply
+#     (tests/tools/successor_model.py): an analysis is reasoning_content and a final message
+#     content, from serve-api (streamed or not) and from generate --chat ("reasoning" in --json,
+#     stderr when streamed).
 #   run_api_harmony_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -148,4 +152,68 @@ print(("ok: " if ok else "FAILED: ") + f"--reasoning-format none: the reply as w
 sys.exit(0 if ok else 1)
 PY
 stop_server || failed=$((failed + 1))
+
+# Replies the model writes unforced: two rewrites of the model whose greedy decoding writes a chosen
+# chain of tokens (tests/tools/successor_model.py), from the prompt's last token, "assistant":
+#   thinks: <|channel|>analysis<|message|>Thinking<|end|><|start|>assistant, and again;
+#   answers: <|channel|>final<|message|>Hello<|return|> (an EOS).
+ids=$(/usr/bin/python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))
+ids = {a["content"]: a["id"] for a in t["added_tokens"]}
+ids.update({w: t["model"]["vocab"][w] for w in ("assistant", "analysis", "final", "Thinking", "Hello")})
+print(" ".join(f"{k}={v}" for k, v in ids.items() if k.isalpha() or k.startswith("<|")))' "$dir/model/tokenizer.json")
+id() { for pair in $ids; do [ "${pair%%=*}" = "$1" ] && echo "${pair#*=}"; done; }
+/usr/bin/python3 "$tests/../tools/successor_model.py" "$dir/model" "$dir/thinks" $(for t in assistant "<|channel|>" analysis \
+    "<|message|>" Thinking "<|end|>" "<|start|>" assistant; do id "$t"; done) \
+  && /usr/bin/python3 "$tests/../tools/successor_model.py" "$dir/model" "$dir/answers" $(for t in assistant "<|channel|>" final \
+    "<|message|>" Hello "<|return|>"; do id "$t"; done) || { echo "FAILED: successor_model.py"; exit 1; }
+# sepal generate --chat: the answer is the text (after the prompt's), the analysis the reasoning:
+# "reasoning" in JSON, on stderr when streamed; without --chat, the reply as the tokens decode.
+generate() { "$sepal" generate --model "$dir/$1" --max-new-tokens 12 "${@:2}" 2> "$dir/generate.err"; }
+expect_json() {  # MODEL TEXT_END REASONING (none: no "reasoning") [ARGS]
+  local got
+  got=$(generate "$1" --json "${@:4}" | /usr/bin/python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+print(repr(o["text"][-len(sys.argv[1]):]), repr(o.get("reasoning", "none")))' "$2")
+  [ "$got" = "$(/usr/bin/python3 -c 'import sys; print(repr(sys.argv[1]), repr(sys.argv[2]))' "$2" "$3")" ] \
+    && echo "ok: generate ${*:4} --json on the model that $1: text ends ${2@Q}, reasoning ${3@Q}" \
+    || { echo "FAILED: generate ${*:4} --json on the model that $1: $got"; tail -2 "$dir/generate.err"; failed=$((failed + 1)); }
+}
+expect_json thinks "userHiassistant" "ThinkingThinking" --chat --prompt Hi
+expect_json answers "userHiassistantHello" none --chat --prompt Hi
+expect_json answers "assistantfinalHello" none --prompt assistant
+out=$(generate thinks --chat --prompt Hi)
+[ "${out: -15}" = "userHiassistant" ] && grep -qx "sepal: reasoning: ThinkingThinking" "$dir/generate.err" \
+  && echo "ok: generate --chat streams the reasoning to stderr, apart from the text" \
+  || { echo "FAILED: generate --chat streamed: '${out: -40}'"; cat "$dir/generate.err"; failed=$((failed + 1)); }
+# serve-api: the analysis is reasoning_content, the final message the content, streamed or not.
+for model in thinks answers; do
+  start_server "$sepal" --model "$dir/$model"
+  /usr/bin/python3 - "$port" "$model" <<'PY' || failed=$((failed + 1))
+import json, sys, urllib.request
+port, model = sys.argv[1:]
+want = {"thinks": ("ThinkingThinking", None, "length"), "answers": (None, "Hello", "stop")}[model]
+def post(stream):
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12, "stream": stream}
+    return urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                         json.dumps(body).encode(), {"Content-Type": "application/json"}))
+c = json.load(post(False))["choices"][0]
+got = (c["message"].get("reasoning_content"), c["message"]["content"] or None, c["finish_reason"])
+deltas, finish = [], None
+for line in post(True):
+    line = line.decode().strip()
+    if line.startswith("data: {"):
+        for ch in json.loads(line[6:])["choices"]:
+            deltas.append(ch.get("delta", {}))
+            finish = ch.get("finish_reason") or finish
+streamed = ("".join(d.get("reasoning_content") or "" for d in deltas) or None,
+            "".join(d.get("content") or "" for d in deltas) or None, finish)
+ok = got == want and streamed == want
+print(("ok: " if ok else "FAILED: ") + f"serve-api, the model that {model}: (reasoning, content, finish) {got}, streamed {streamed}")
+sys.exit(0 if ok else 1)
+PY
+  stop_server || failed=$((failed + 1))
+done
 exit $failed
