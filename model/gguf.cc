@@ -105,6 +105,8 @@ std::string ggml_type_name(std::uint32_t type) {
     case GgmlType::kQ4_K: return "Q4_K";
     case GgmlType::kQ5_K: return "Q5_K";
     case GgmlType::kQ6_K: return "Q6_K";
+    case GgmlType::kIq4_Nl: return "IQ4_NL";
+    case GgmlType::kIq4_Xs: return "IQ4_XS";
     case GgmlType::kMxfp4: return "MXFP4";
   }
   return "type " + std::to_string(type);
@@ -125,6 +127,8 @@ bool ggml_block_layout(std::uint32_t type, std::int64_t* elements, std::int64_t*
     case GgmlType::kQ4_K: e = 256; b = 144; break;
     case GgmlType::kQ5_K: e = 256; b = 176; break;
     case GgmlType::kQ6_K: e = 256; b = 210; break;
+    case GgmlType::kIq4_Nl: e = 32; b = 18; break;
+    case GgmlType::kIq4_Xs: e = 256; b = 136; break;
     case GgmlType::kMxfp4: e = 32; b = 17; break;
     default: return false;
   }

@@ -24,7 +24,7 @@ namespace sepal {
 /// ggml's tensor types that sepal reads (values as in the file).
 enum class GgmlType : std::uint32_t {
   kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
-  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30, kMxfp4 = 39,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kIq4_Nl = 20, kIq4_Xs = 23, kBF16 = 30, kMxfp4 = 39,
 };
 
 /// The type's name as llama.cpp writes it ("Q4_K"), or "type N" for one sepal does not read.

@@ -41,6 +41,31 @@ void mxfp4(const std::uint8_t* b, float* y) {
     y[j + kQK / 2] = std::ldexp(fp4_value(qs[j] >> 4), exponent);
   }
 }
+// IQ4_NL and IQ4_XS: 4-bit codes that index a fixed table of 16 levels, spaced more closely
+// near zero (the format's own constants, ggml's kvalues_iq4nl).
+constexpr std::int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// 32 values from 16 bytes of codes at scale d: low nibbles are values 0..15, high 16..31.
+void iq4_values(const std::uint8_t* qs, float d, float* y) {
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>(kIq4Levels[qs[j] & 0x0F]);
+    y[j + kQK / 2] = d * static_cast<float>(kIq4Levels[qs[j] >> 4]);
+  }
+}
+// IQ4_NL: d (f16), 16 bytes of codes; value = d * level(code).
+void iq4_nl(const std::uint8_t* b, float* y) { iq4_values(b + 2, half(b), y); }
+// IQ4_XS: d (f16), the 6-bit scales of the 8 groups of 32 (high 2 bits: u16, bits 2g; low 4 bits:
+// 4 bytes, group g in byte g / 2, low nibble for even g), then 128 bytes of codes, 16 a group.
+// Value = d * (scale - 32) * level(code).
+void iq4_xs(const std::uint8_t* b, float* y) {
+  const float d = half(b);
+  const std::uint16_t high = u16(b + 2);
+  const std::uint8_t* low = b + 4;
+  const std::uint8_t* qs = b + 8;
+  for (int g = 0; g < kQKK / kQK; ++g) {
+    const int scale = ((low[g / 2] >> (4 * (g % 2))) & 0x0F) | (((high >> (2 * g)) & 3) << 4);
+    iq4_values(qs + 16 * g, d * static_cast<float>(scale - 32), y + kQK * g);
+  }
+}
 // Q4_1: d, m (f16), 16 bytes of codes; value = code * d + m.
 void q4_1(const std::uint8_t* b, float* y) {
   const float d = half(b), m = half(b + 2);
@@ -218,6 +243,8 @@ void dequantize_ggml(std::uint32_t type, const std::byte* data, std::int64_t n, 
     case GgmlType::kQ4_K: block = q4_k; break;
     case GgmlType::kQ5_K: block = q5_k; break;
     case GgmlType::kQ6_K: block = q6_k; break;
+    case GgmlType::kIq4_Nl: block = iq4_nl; break;
+    case GgmlType::kIq4_Xs: block = iq4_xs; break;
     case GgmlType::kMxfp4: block = mxfp4; break;
   }
   for (std::int64_t i = 0; i < n / block_values; ++i) block(b + i * block_bytes, out + i * block_values);

@@ -153,6 +153,14 @@ TEST(GgufDequantize, SimpleBlocks) {
     for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], kFp4[code[j]] * std::pow(2.0f, static_cast<float>(e - 127))) << "MXFP4 " << j;
   }
   EXPECT_EQ(ggml_type_name(39), "MXFP4");
+  // IQ4_NL: d, then codes as Q4_0's, each an index into 16 fixed levels.
+  static constexpr int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  b.assign(18, 0);
+  put16(b, 0, f16(0.0625f));
+  for (int j = 0; j < 16; ++j) b[2 + j] = static_cast<std::uint8_t>(code[j] | code[j + 16] << 4);
+  y = decode(GgmlType::kIq4_Nl, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], 0.0625f * static_cast<float>(kLevels[code[j]])) << "IQ4_NL " << j;
+  EXPECT_EQ(ggml_type_name(20), "IQ4_NL");
   // F16, BF16.
   b = {0x00, 0x3C, 0x00, 0xC0};  // 1.0, -2.0
   EXPECT_EQ(decode(GgmlType::kF16, b, 2), (std::vector<float>{1.0f, -2.0f}));
@@ -241,6 +249,31 @@ TEST(GgufDequantize, KQuantBlocks) {
       const float scale_f = d * static_cast<float>(scale[v / 32]), min_f = dmin * static_cast<float>(min[v / 32]);
       EXPECT_EQ(y[v], scale_f * static_cast<float>(code[v]) - min_f) << (five ? "Q5_K " : "Q4_K ") << v;
     }
+  }
+  {  // IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]; 8 groups of 32, value = d (scale - 32) level(code).
+    static constexpr int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    std::vector<std::uint8_t> b(136, 0);
+    std::vector<int> scale(8), code(256);
+    std::uint16_t scales_h = 0;
+    for (int g = 0; g < 8; ++g) {
+      scale[g] = static_cast<int>(rng() % 64);
+      // Low 4 bits: byte 4 + g / 2, nibble g % 2; high 2 bits: bits 2g of the u16.
+      b[4 + static_cast<std::size_t>(g / 2)] |= static_cast<std::uint8_t>((scale[g] & 15) << (4 * (g % 2)));
+      scales_h = static_cast<std::uint16_t>(scales_h | (scale[g] >> 4) << (2 * g));
+    }
+    put16(b, 0, f16(d));
+    put16(b, 2, scales_h);
+    // Value v = 32g + 16n + l: qs[16g + l], low nibble (n = 0) or high.
+    for (int v = 0; v < 256; ++v) {
+      code[v] = static_cast<int>(rng() % 16);
+      const int g = v / 32, n = v % 32 / 16, l = v % 16;
+      b[8 + static_cast<std::size_t>(16 * g + l)] |= static_cast<std::uint8_t>(code[v] << (4 * n));
+    }
+    const auto y = decode(GgmlType::kIq4_Xs, b, 256);
+    for (int v = 0; v < 256; ++v) {
+      EXPECT_EQ(y[v], d * static_cast<float>(scale[v / 32] - 32) * static_cast<float>(kLevels[code[v]])) << "IQ4_XS " << v;
+    }
+    EXPECT_EQ(ggml_type_name(23), "IQ4_XS");
   }
   {  // Q6_K: ql[128], qh[64], scales[16] (signed), d; value = d scale (code - 32).
     std::vector<std::uint8_t> b(210, 0);

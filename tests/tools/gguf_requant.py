@@ -1,6 +1,8 @@
 """Rewrites an F32 GGUF file with other tensor types, from ggml's documented block layouts,
 written here independently of sepal: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and F16, quantized as ggml's
-reference quantizers do. Also writes the "dequantized twin": the same file with every tensor
+reference quantizers do, and IQ4_NL (each value the nearest of 16 fixed levels, at the scale that
+puts a block's largest magnitude on the level -127; ggml searches for a better scale, which
+changes the codes but not the layout). Also writes the "dequantized twin": the same file with every tensor
 turned back to F32 from its quantized blocks, so that a model's scores on both can be compared.
   gguf_requant.py IN.gguf OUT.gguf TWIN.gguf RULE...
 A RULE is SUFFIX=TYPE (e.g. attn_q.weight=Q4_0): tensors whose name ends with SUFFIX get TYPE;
@@ -10,7 +12,8 @@ import sys
 
 import numpy as np
 
-TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8}
+TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "IQ4_NL": 20}
+IQ4_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
 
 
 def read_gguf(path):
@@ -101,6 +104,14 @@ def quantize(values, typ):
                     qh |= int((q[j] >> 4) & 1) << j
                 raw += dh.tobytes() + struct.pack("<I", qh) + low.astype(np.uint8).tobytes()
             back.append((q - top).astype(np.float32) * np.float32(dh))
+        elif typ == "IQ4_NL":
+            i = np.argmax(np.abs(x))
+            dh = f16(x[i] / -127.0)
+            d = np.float32(dh)
+            scaled = x / d if d != 0 else np.zeros(32, np.float32)
+            q = np.argmin(np.abs(scaled[:, None] - IQ4_LEVELS[None, :]), axis=1)
+            raw += dh.tobytes() + ((q[:16] & 15) | ((q[16:] & 15) << 4)).astype(np.uint8).tobytes()
+            back.append(d * IQ4_LEVELS[q])
         elif typ in ("Q4_1", "Q5_1"):
             levels = 15 if typ == "Q4_1" else 31
             lo, hi = x.min(), x.max()
