@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "model/fp8.h"
 #include "model/gguf_model.h"
 
 namespace sepal {
@@ -237,16 +238,30 @@ void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) 
 ModelConfig parse_model_config(const json& config, const std::string& where);
 
 // A quantized checkpoint's quantization_config: sepal reads GPT-OSS's MXFP4 experts
-// (model/mxfp4.h) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
-// quantize`'s); others (GPTQ, AWQ, 4-bit, FP8) are refused by name before a tensor is read.
+// (model/mxfp4.h), block-wise FP8 weights (model/fp8.h: E4M3, activations quantized on the fly,
+// which sepal computes in its own precision instead) and LLM.int8() rows with their SCB scales
+// (bitsandbytes' 8-bit, and `sepal quantize`'s); others (GPTQ, AWQ, 4-bit, compressed-tensors)
+// are refused by name before a tensor is read.
 void check_quantization(const json& config, const ModelConfig& c, const std::string& where) {
   if (!config.contains("quantization_config") || config["quantization_config"].is_null()) return;
   const json& q = config["quantization_config"];
   const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "";
   if (method == "mxfp4" && c.architecture == "GptOssForCausalLM") return;
   if (method == "bitsandbytes" && q.value("load_in_8bit", false) && !q.value("load_in_4bit", false)) return;
+  if (method == "fp8") {
+    const auto text = [&](const char* key, const char* fallback) {
+      return q.contains(key) && q[key].is_string() ? q[key].get<std::string>() : q.contains(key) ? q[key].dump() : fallback;
+    };
+    if (text("fmt", "e4m3") != "e4m3") fail(where, ": fp8 quantization_config fmt '", text("fmt", ""), "' is not supported (e4m3 is)");
+    if (text("activation_scheme", "dynamic") != "dynamic") {
+      fail(where, ": fp8 quantization_config activation_scheme '", text("activation_scheme", ""),
+           "' is not supported (dynamic is: static input scales are not read)");
+    }
+    (void)fp8_weight_block_size(q, where);
+    return;
+  }
   fail(where, ": quantization_config ", method.empty() ? q.dump() : "'" + method + "'",
-       " is not supported (supported: GPT-OSS's mxfp4, bitsandbytes' 8-bit)");
+       " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, bitsandbytes' 8-bit)");
 }
 
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are

@@ -12,6 +12,7 @@
 
 #include "kernels/error.h"
 #include "model/gguf_model.h"
+#include "model/fp8.h"
 #include "model/mxfp4.h"
 
 namespace sepal {
@@ -89,10 +90,15 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     if (!entry.is_object()) fail(what, " is not an object");
     if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(what, " has no dtype");
     const auto dtype_text = entry["dtype"].get<std::string>();
-    // Unsigned bytes only as MXFP4's blocks and scales (model/mxfp4.h), which are unpacked.
+    // Unsigned bytes only as MXFP4's blocks and scales (model/mxfp4.h), and FP8 weights
+    // (model/fp8.h), which are unpacked.
     const bool mxfp4 = dtype_text == "U8" && (name.ends_with("_blocks") || name.ends_with("_scales"));
-    const auto dtype = mxfp4 ? DType::kI8 : safetensors_dtype(dtype_text);
-    if (!dtype) fail(what, " has unsupported dtype ", dtype_text, " (supported: F32, F16, BF16, I8, and U8 as MXFP4's _blocks and _scales)");
+    const bool float8 = dtype_text == "F8_E4M3";
+    const auto dtype = mxfp4 || float8 ? DType::kI8 : safetensors_dtype(dtype_text);
+    if (!dtype) {
+      fail(what, " has unsupported dtype ", dtype_text,
+           " (supported: F32, F16, BF16, I8, F8_E4M3 with its _scale_inv, and U8 as MXFP4's _blocks and _scales)");
+    }
     if (!entry.contains("shape") || !entry["shape"].is_array()) fail(what, " has no shape");
     if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
         entry["data_offsets"].size() != 2) {
@@ -103,6 +109,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     ref.dtype = *dtype;
     ref.storage = file;
     ref.mapped = true;
+    ref.float8 = float8;
     std::uint64_t elements = 1;
     for (const auto& d : entry["shape"]) {
       const auto dim = static_cast<std::uint64_t>(checked_int(d, what + " shape"));
@@ -217,6 +224,21 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   }
   keep_text_tower(checkpoint.tensors_, dir.string());
   unpack_mxfp4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());
+  if (std::any_of(checkpoint.tensors_.begin(), checkpoint.tensors_.end(), [](const auto& t) { return t.second.float8; })) {
+    json quantization;
+    if (const auto config = dir / "config.json"; std::filesystem::exists(config)) {
+      json c;
+      try {
+        std::ifstream in(config);
+        c = json::parse(in);
+      } catch (const json::exception& e) {
+        fail(config.string(), ": not valid JSON (", e.what(), ")");
+      }
+      if (c.is_object() && c.contains("quantization_config")) quantization = c["quantization_config"];
+    }
+    unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),
+                       dir.string());
+  }
   return checkpoint;
 }
 

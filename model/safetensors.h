@@ -29,6 +29,7 @@ struct TensorRef {
   std::size_t bytes = 0;
   std::shared_ptr<const void> storage;  ///< keeps `data` valid (the file's mapping, or converted values)
   bool mapped = false;  ///< `data` lies in a read-only file mapping (its pages may be dropped once copied)
+  bool float8 = false;  ///< F8_E4M3 bytes (dtype kI8 until unpacked: model/fp8.h)
 
   /// Number of elements (product of the shape).
   std::int64_t elements() const;
@@ -61,7 +62,9 @@ std::optional<std::string> text_tower_tensor_name(const std::string& name);
 class Checkpoint {
  public:
   /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
-  /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h). A
+  /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
+  /// MXFP4 and FP8 weights (model/mxfp4.h, model/fp8.h; FP8's block size from config.json) are
+  /// unpacked when first asked for. A
   /// multimodal checkpoint (Gemma3ForConditionalGeneration) is its language model alone, under
   /// a causal LM's names (text_tower_tensor_name); its vision tower is not read.
   static Checkpoint open(const std::filesystem::path& dir);

@@ -76,13 +76,18 @@ int quantize_command(int argc, char** argv) {
     if (!entry.is_regular_file() || file.ends_with(".safetensors") || file == "model.safetensors.index.json") continue;
     fs::copy_file(entry.path(), fs::path(out_dir) / file, fs::copy_options::overwrite_existing);
   }
-  if (gpt_oss) {  // its experts are int8 now, not MXFP4: the copy's config.json says no other quantization
+  {  // MXFP4 and FP8 weights are int8 now: the copy's config.json says no other quantization
     const fs::path copy = fs::path(out_dir) / "config.json";
     std::ifstream in(copy);
     nlohmann::json c = nlohmann::json::parse(in);
     in.close();
-    c.erase("quantization_config");
-    std::ofstream(copy) << c.dump(2) << "\n";
+    const nlohmann::json method = c.contains("quantization_config") && c["quantization_config"].is_object()
+                                      ? c["quantization_config"].value("quant_method", nlohmann::json())
+                                      : nlohmann::json();
+    if (method == "mxfp4" || method == "fp8") {
+      c.erase("quantization_config");
+      std::ofstream(copy) << c.dump(2) << "\n";
+    }
   }
   write_safetensors(fs::path(out_dir) / "model.safetensors", tensors);
   std::fprintf(stderr, "%ssepal quantize: wrote %s: %.1f MB (%.3f of the original %.1f MB)\n", tty ? "\n" : "", out_dir.c_str(),

@@ -16,6 +16,7 @@
 #include "model/int8_checkpoint.h"
 #include "model/model_config.h"
 #include "model/model_ends.h"
+#include "model/fp8.h"
 #include "model/mxfp4.h"
 #include "model/safetensors.h"
 #include "model/synthetic_checkpoint.h"
@@ -393,6 +394,21 @@ TEST(ModelConfig, ReadsGptOss) {
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'bitsandbytes' is not supported");
   g["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
   EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  // Block-wise FP8 (DeepSeek-V3's, Qwen3's -FP8): E4M3, dynamic activations, two block sides.
+  g["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+                              {"weight_block_size", {128, 128}}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["activation_scheme"] = "static";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "activation_scheme 'static' is not supported");
+  g["quantization_config"]["activation_scheme"] = "dynamic";
+  g["quantization_config"]["fmt"] = "e5m2";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "fmt 'e5m2' is not supported");
+  g["quantization_config"]["fmt"] = "e4m3";
+  g["quantization_config"]["weight_block_size"] = {128, 0};
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "weight_block_size must be two whole numbers");
+  g["quantization_config"] = {{"quant_method", "compressed-tensors"}};
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'compressed-tensors' is not supported");
+  g.erase("quantization_config");
   g["swiglu_limit"] = -1;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'swiglu_limit' must be positive");
 }
@@ -830,6 +846,50 @@ TEST(Checkpoint, UnpacksMxfp4Experts) {
   expect_error([&] { (void)Checkpoint::open(bad.path()); }, "must be [experts, rows, groups, 16]");
   write_safetensors(bad / "model.safetensors", {{"x", "U8", {2}, scales}});
   expect_error([&] { (void)Checkpoint::open(bad.path()); }, "unsupported dtype U8");
+}
+
+// FP8 weights: E4M3 bytes (bias 7, no infinities) times the scale of their block, the block
+// size from config.json; a partial block at the edges has its own scale.
+TEST(Checkpoint, UnpacksFp8Blocks) {
+  EXPECT_EQ(fp8_e4m3_value(0x00), 0.0f);
+  EXPECT_EQ(fp8_e4m3_value(0x38), 1.0f);         // 0.0111.000
+  EXPECT_EQ(fp8_e4m3_value(0xB8), -1.0f);
+  EXPECT_EQ(fp8_e4m3_value(0x3C), 1.5f);         // 0.0111.100
+  EXPECT_EQ(fp8_e4m3_value(0x7E), 448.0f);       // the largest: 1.75 · 2^8
+  EXPECT_EQ(fp8_e4m3_value(0x08), 0.015625f);    // the smallest normal: 2^-6
+  EXPECT_EQ(fp8_e4m3_value(0x01), 0.001953125f);  // the smallest subnormal: 2^-9
+  EXPECT_EQ(fp8_e4m3_value(0x07), 7 * 0.001953125f);
+  EXPECT_TRUE(std::isnan(fp8_e4m3_value(0x7F)));
+  EXPECT_TRUE(std::isnan(fp8_e4m3_value(0xFF)));
+  TempDir dir;
+  test::write_file(dir / "config.json", json{{"quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {2, 2}}}}}.dump());
+  // [3, 3]: blocks of 2 x 2, so scales [2, 2]: rows 0-1 and 2, columns 0-1 and 2.
+  std::vector<std::byte> w(9, std::byte{0x38});  // every weight 1.0 before scaling
+  w[4] = std::byte{0xC0};                          // row 1, column 1: -2.0
+  const float scales[4] = {0.5f, 2.0f, 4.0f, -1.0f};
+  std::vector<std::byte> s(16);
+  std::memcpy(s.data(), scales, 16);
+  write_safetensors(dir / "model.safetensors", {{"m.q_proj.weight", "F8_E4M3", {3, 3}, w}, {"m.q_proj.weight_scale_inv", "F32", {2, 2}, s}});
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  EXPECT_EQ(checkpoint.find("m.q_proj.weight_scale_inv"), nullptr);
+  const TensorRef& t = checkpoint.get("m.q_proj.weight");
+  ASSERT_EQ(t.shape, (std::vector<std::int64_t>{3, 3}));
+  EXPECT_EQ(t.dtype, DType::kF32);
+  const float expected[9] = {0.5f, 0.5f, 2.0f, 0.5f, -1.0f, 2.0f, 4.0f, 4.0f, -1.0f};
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(element_as_f32(t, i), expected[i]) << i;
+  // Without config.json the blocks are 128 x 128: scales [2, 2] do not cover [3, 3].
+  TempDir bad;
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "F32", {2, 2}, s}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "do not cover 'x' [3, 3] in blocks of 128 x 128 (expected [1, 1])");
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "has no x_scale_inv");
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "I8", {1, 1}, {std::byte{1}}}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "must be F32, BF16 or F16");
+  // A NaN is refused when the tensor is read.
+  w[0] = std::byte{0x7F};
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "F32", {1, 1}, {s.begin(), s.begin() + 4}}});
+  const Checkpoint nan = Checkpoint::open(bad.path());
+  expect_error([&] { (void)nan.get("x"); }, "FP8 tensor 'x' holds a NaN");
 }
 
 TEST(Checkpoint, OpensShardsThroughTheIndex) {

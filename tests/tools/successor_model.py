@@ -25,7 +25,8 @@ def main():
     for a, b in zip(chain, chain[1:]):
         if follows.setdefault(a, b) != b:
             sys.exit(f"successor_model.py: token {a} is followed by both {follows[a]} and {b}")
-    shutil.copytree(src, out)
+    shutil.copytree(src, out, copy_function=shutil.copyfile)  # writable copies
+    os.chmod(out, 0o755)  # copytree gives the folder the source's mode
     config = json.load(open(f"{out}/config.json"))
     if str(config.get("model_type", "")).startswith("gemma"):
         sys.exit("successor_model.py: Gemma's norms scale by 1 + weight; not handled")

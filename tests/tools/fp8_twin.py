@@ -1,0 +1,94 @@
+"""Writes a model folder's block-wise FP8 version, as transformers' fine-grained FP8 checkpoints
+are laid out (DeepSeek-V3's, Qwen3's -FP8), and its dequantized twin, independently of sepal:
+every 2-D weight of the blocks becomes F8_E4M3 (the nearest E4M3 value of weight / scale, the
+scale of each block of the weight_block_size the largest magnitude / 448) with its
+weight_scale_inv (F32, or BF16 in every other block, as some releases store them), and
+config.json gains the quantization_config; the twin holds the same weights dequantized
+(fp8(x) * scale in float32) as F32, with no quantization_config.
+    python3 fp8_twin.py MODEL_DIR FP8_DIR TWIN_DIR BLOCK_ROWS BLOCK_COLS
+"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import read_raw, write_raw  # noqa: E402
+
+
+def e4m3_table():
+    """The value of every E4M3 byte (bias 7, no infinities; 0x7F and 0xFF are NaN)."""
+    values = np.zeros(256, np.float32)
+    for code in range(256):
+        e, m = (code >> 3) & 15, code & 7
+        v = np.nan if (e == 15 and m == 7) else (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+        values[code] = -v if code & 0x80 else v
+    return values
+
+
+TABLE = e4m3_table()
+CODES = np.array([c for c in range(256) if not np.isnan(TABLE[c])], np.uint8)
+
+
+def to_f32(dtype, shape, blob):
+    if dtype == "F32":
+        return np.frombuffer(blob, np.float32).reshape(shape)
+    if dtype == "BF16":
+        return (np.frombuffer(blob, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    if dtype == "F16":
+        return np.frombuffer(blob, np.float16).astype(np.float32).reshape(shape)
+    sys.exit(f"fp8_twin.py: dtype {dtype} not handled")
+
+
+def quantize(w, bh, bw):
+    rows, cols = w.shape
+    br, bc = -(-rows // bh), -(-cols // bw)
+    scales = np.zeros((br, bc), np.float32)
+    codes = np.zeros(w.shape, np.uint8)
+    for i in range(br):
+        for j in range(bc):
+            block = w[i * bh:(i + 1) * bh, j * bw:(j + 1) * bw]
+            s = np.float32(np.abs(block).max() / 448) or np.float32(1)
+            scales[i, j] = s
+            nearest = np.abs((block / s)[..., None] - TABLE[CODES][None, None, :]).argmin(axis=-1)
+            codes[i * bh:(i + 1) * bh, j * bw:(j + 1) * bw] = CODES[nearest]
+    return codes, scales
+
+
+def main():
+    src, fp8_dir, twin_dir, bh, bw = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
+    if len(files) != 1:
+        sys.exit("fp8_twin.py: expects one .safetensors file")
+    for d in (fp8_dir, twin_dir):
+        shutil.copytree(src, d, copy_function=shutil.copyfile)  # writable copies
+        os.chmod(d, 0o755)  # copytree gives the folder the source's mode
+    fp8, twin = {}, {}
+    for n, (name, (dtype, shape, blob)) in enumerate(read_raw(f"{src}/{files[0]}").items()):
+        if len(shape) != 2 or ".layers." not in name or not name.endswith(".weight"):
+            fp8[name] = twin[name] = (dtype, shape, blob)
+            continue
+        codes, scales = quantize(to_f32(dtype, shape, blob), bh, bw)
+        if n % 2:  # BF16 scales: the F32 values rounded to BF16, and the twin computed with those
+            bits = scales.view(np.uint32)
+            bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+            fp8[name + "_scale_inv"] = ("BF16", scales.shape, bits.tobytes())
+            scales = (bits.astype(np.uint32) << 16).view(np.float32)
+        else:
+            fp8[name + "_scale_inv"] = ("F32", scales.shape, scales.tobytes())
+        fp8[name] = ("F8_E4M3", shape, codes.tobytes())
+        rows_scale = np.repeat(np.repeat(scales, bh, axis=0), bw, axis=1)[:shape[0], :shape[1]]
+        twin[name] = ("F32", shape, (TABLE[codes] * rows_scale).astype(np.float32).tobytes())
+    write_raw(f"{fp8_dir}/{files[0]}", fp8)
+    write_raw(f"{twin_dir}/{files[0]}", twin)
+    config = json.load(open(f"{src}/config.json"))
+    config.pop("quantization_config", None)
+    json.dump(config, open(f"{twin_dir}/config.json", "w"), indent=1)
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [bh, bw]}
+    json.dump(config, open(f"{fp8_dir}/config.json", "w"), indent=1)
+
+
+main()
