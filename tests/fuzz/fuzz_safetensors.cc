@@ -1,6 +1,7 @@
 // Fuzz target: a safetensors file from any bytes. Parsing must succeed or throw sepal::Error
-// with a message; every tensor it accepts must lie inside the file; MXFP4 pairs unpack (each
-// value computed) or are refused with a message.
+// with a message; every tensor it accepts must lie inside the file; MXFP4 pairs and FP8 weights
+// with their scales (blocks of 1 to 4 a side, from the first bytes) unpack (each value computed)
+// or are refused with a message.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "kernels/error.h"
+#include "model/fp8.h"
 #include "model/mxfp4.h"
 #include "model/safetensors.h"
 
@@ -23,6 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     std::map<std::string, sepal::Checkpoint::Conversion> conversions;
     sepal::unpack_mxfp4_tensors(tensors, conversions, "fuzz");
+    const std::int64_t bh = size > 0 ? 1 + data[0] % 4 : 1, bw = size > 1 ? 1 + data[1] % 4 : 1;
+    sepal::unpack_fp8_tensors(tensors, conversions, {bh, bw}, "fuzz");
     for (auto& [name, convert] : conversions) {
       sepal::TensorRef& t = tensors.at(name);
       if (t.elements() > (std::int64_t{1} << 22)) continue;  // a size the fuzzer need not allocate
