@@ -13,9 +13,13 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   exclude=(-LE gpu)
 fi
 mkdir -p build-fuzz
-setsid nice -n 19 scripts/fuzz.sh --build-only > build-fuzz/background.log 2>&1 &
+# Its own process group (job control), so that the trap stops ninja and clang with it; not its
+# own session (setsid), whose new scheduler autogroup would make nice meaningless.
+set -m
+nice -n 19 scripts/fuzz.sh --build-only > build-fuzz/background.log 2>&1 &
 fuzz_build=$!
-trap 'kill -- -$fuzz_build 2>/dev/null || true' EXIT  # its own process group (setsid): ninja and clang too
+set +m
+trap 'kill -- -$fuzz_build 2>/dev/null || true' EXIT
 (cd build && ctest --output-on-failure -j "$(nproc)" "${exclude[@]}")
 if ! wait "$fuzz_build"; then
   cat build-fuzz/background.log
