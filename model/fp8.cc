@@ -1,5 +1,6 @@
 #include "model/fp8.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -86,12 +87,16 @@ void unpack_fp8_tensors(std::map<std::string, TensorRef>& tensors,
     tensors.erase(name + kScales);
     tensors[name] = out;
     conversions[name] = [weight, scales, rows, cols, bh, bw, block_cols, where](TensorRef& t) {
+      std::array<float, 256> table;
+      for (int code = 0; code < 256; ++code) table[static_cast<std::size_t>(code)] = fp8_e4m3_value(static_cast<std::uint8_t>(code));
       auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(rows * cols));
       const auto* codes = reinterpret_cast<const std::uint8_t*>(weight.data);
       parallel_for(rows, [&](std::int64_t r) {
-        for (std::int64_t c = 0; c < cols; ++c) {
-          (*values)[static_cast<std::size_t>(r * cols + c)] =
-              fp8_e4m3_value(codes[r * cols + c]) * scale_at(scales, (r / bh) * block_cols + c / bw);
+        const std::uint8_t* row = codes + r * cols;
+        float* out = values->data() + r * cols;
+        for (std::int64_t c0 = 0; c0 < cols; c0 += bw) {  // a block's columns share a scale
+          const float scale = scale_at(scales, (r / bh) * block_cols + c0 / bw);
+          for (std::int64_t c = c0; c < std::min(cols, c0 + bw); ++c) out[c] = table[row[c]] * scale;
         }
       });
       for (const float v : *values) {
