@@ -14,7 +14,7 @@
 namespace sepal {
 namespace {
 
-const std::string kScales = "_scale_inv";
+const std::string kBlockScales = "_scale_inv", kScales = "_scale";
 
 // A scale tensor's element i as f32.
 float scale_at(const TensorRef& scales, std::int64_t i) {
@@ -59,24 +59,38 @@ void unpack_fp8_tensors(std::map<std::string, TensorRef>& tensors,
   std::vector<std::string> names;
   for (const auto& [name, ref] : tensors) {
     if (ref.float8) names.push_back(name);
-    else if (name.ends_with(kScales) && !tensors.count(name.substr(0, name.size() - kScales.size()))) {
-      fail(where, ": tensor '", name, "' (FP8 scales) has no ", name.substr(0, name.size() - kScales.size()));
+    else if (name.ends_with(kBlockScales) && !tensors.count(name.substr(0, name.size() - kBlockScales.size()))) {
+      fail(where, ": tensor '", name, "' (FP8 scales) has no ", name.substr(0, name.size() - kBlockScales.size()));
     }
   }
-  const auto [bh, bw] = block_size;
   for (const std::string& name : names) {
     const TensorRef weight = tensors.at(name);
-    const auto scales_it = tensors.find(name + kScales);
-    if (scales_it == tensors.end()) fail(where, ": tensor '", name, "' (F8_E4M3) has no ", name, kScales);
-    const TensorRef scales = scales_it->second;
-    if (scales.float8 || (scales.dtype != DType::kF32 && scales.dtype != DType::kBF16 && scales.dtype != DType::kF16)) {
-      fail(where, ": FP8 scales '", name, kScales, "' must be F32, BF16 or F16");
-    }
     if (weight.shape.size() != 2) fail(where, ": FP8 tensor '", name, "' ", weight.shape_string(), " is not a matrix");
     const std::int64_t rows = weight.shape[0], cols = weight.shape[1];
+    // Block-wise scales (X_scale_inv), or compressed-tensors' (X_scale): a row's, or the tensor's.
+    const bool blocks = tensors.count(name + kBlockScales) > 0;
+    const std::string scale_name = name + (blocks ? kBlockScales : kScales);
+    const auto scales_it = tensors.find(scale_name);
+    if (scales_it == tensors.end()) {
+      fail(where, ": tensor '", name, "' (F8_E4M3) has no ", name, kBlockScales, " (scales of blocks) or ", name, kScales,
+           " (of rows, or of the tensor)");
+    }
+    const TensorRef scales = scales_it->second;
+    if (scales.float8 || (scales.dtype != DType::kF32 && scales.dtype != DType::kBF16 && scales.dtype != DType::kF16)) {
+      fail(where, ": FP8 scales '", scale_name, "' must be F32, BF16 or F16");
+    }
+    std::int64_t bh = block_size[0], bw = block_size[1];
+    if (!blocks) {
+      if (scales.shape == std::vector<std::int64_t>{rows, 1}) bh = 1, bw = cols;
+      else if (scales.elements() == 1 && scales.shape.size() <= 2) bh = rows, bw = cols;
+      else {
+        fail(where, ": FP8 scales '", scale_name, "' ", scales.shape_string(), " are neither one a row of '", name, "' ",
+             weight.shape_string(), " ([", rows, ", 1]) nor one for the tensor");
+      }
+    }
     const std::int64_t block_rows = (rows + bh - 1) / bh, block_cols = (cols + bw - 1) / bw;
-    if (scales.shape != std::vector<std::int64_t>{block_rows, block_cols}) {
-      fail(where, ": FP8 scales '", name, kScales, "' ", scales.shape_string(), " do not cover '", name, "' ",
+    if (blocks && scales.shape != std::vector<std::int64_t>{block_rows, block_cols}) {
+      fail(where, ": FP8 scales '", scale_name, "' ", scales.shape_string(), " do not cover '", name, "' ",
            weight.shape_string(), " in blocks of ", bh, " x ", bw, " (expected [", block_rows, ", ", block_cols, "])");
     }
     TensorRef out;
@@ -84,7 +98,7 @@ void unpack_fp8_tensors(std::map<std::string, TensorRef>& tensors,
     out.dtype = DType::kF32;
     out.shape = {rows, cols};
     out.bytes = static_cast<std::size_t>(rows * cols) * 4;
-    tensors.erase(name + kScales);
+    tensors.erase(scale_name);
     tensors[name] = out;
     conversions[name] = [weight, scales, rows, cols, bh, bw, block_cols, where](TensorRef& t) {
       std::array<float, 256> table;

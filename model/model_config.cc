@@ -237,11 +237,40 @@ void parse_gemma2(const json& config, ModelConfig& c, const std::string& where) 
 
 ModelConfig parse_model_config(const json& config, const std::string& where);
 
+// compressed-tensors' quantization_config as sepal reads it: float-quantized weights, each group's
+// 8-bit floats, symmetric, a scale a row or a tensor, stored (not dynamic); activations quantized
+// on the fly or not at all (sepal computes them in its own precision).
+void check_compressed_fp8(const json& q, const std::string& where) {
+  const auto named = [](const json& object, const char* key) {
+    return object.is_object() && object.contains(key) ? object[key] : json();
+  };
+  const json format = named(q, "format");
+  if (format != "float-quantized") {
+    fail(where, ": compressed-tensors format ", format.dump(), " is not supported (float-quantized FP8 is)");
+  }
+  const json groups = named(q, "config_groups");
+  if (!groups.is_object() || groups.empty()) fail(where, ": compressed-tensors needs config_groups");
+  for (const auto& [group, g] : groups.items()) {
+    const json w = named(g, "weights"), a = named(g, "input_activations");
+    const std::string what = where + ": compressed-tensors group '" + group + "'";
+    if (named(w, "type") != "float" || named(w, "num_bits") != 8) {
+      fail(what, " weights must be 8-bit floats, not ", w.dump());
+    }
+    if (named(w, "symmetric") == false || named(w, "dynamic") == true ||
+        (named(w, "strategy") != "channel" && named(w, "strategy") != "tensor")) {
+      fail(what, " weights must be symmetric and stored with a scale a row (channel) or a tensor, not ", w.dump());
+    }
+    if (!a.is_null() && named(a, "dynamic") != true) {
+      fail(what, ": static input activation scales are not supported (dynamic ones are): ", a.dump());
+    }
+  }
+}
+
 // A quantized checkpoint's quantization_config: sepal reads GPT-OSS's MXFP4 experts
-// (model/mxfp4.h), block-wise FP8 weights (model/fp8.h: E4M3, activations quantized on the fly,
-// which sepal computes in its own precision instead) and LLM.int8() rows with their SCB scales
-// (bitsandbytes' 8-bit, and `sepal quantize`'s); others (GPTQ, AWQ, 4-bit, compressed-tensors)
-// are refused by name before a tensor is read.
+// (model/mxfp4.h), FP8 weights (model/fp8.h: transformers' block-wise, compressed-tensors' per
+// row or tensor; activations quantized on the fly, which sepal computes in its own precision
+// instead) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
+// quantize`'s); others (GPTQ, AWQ, 4-bit) are refused by name before a tensor is read.
 void check_quantization(const json& config, const ModelConfig& c, const std::string& where) {
   if (!config.contains("quantization_config") || config["quantization_config"].is_null()) return;
   const json& q = config["quantization_config"];
@@ -260,8 +289,12 @@ void check_quantization(const json& config, const ModelConfig& c, const std::str
     (void)fp8_weight_block_size(q, where);
     return;
   }
+  if (method == "compressed-tensors") {
+    check_compressed_fp8(q, where);
+    return;
+  }
   fail(where, ": quantization_config ", method.empty() ? q.dump() : "'" + method + "'",
-       " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, bitsandbytes' 8-bit)");
+       " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, compressed-tensors' FP8, bitsandbytes' 8-bit)");
 }
 
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are

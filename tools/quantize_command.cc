@@ -84,7 +84,7 @@ int quantize_command(int argc, char** argv) {
     const nlohmann::json method = c.contains("quantization_config") && c["quantization_config"].is_object()
                                       ? c["quantization_config"].value("quant_method", nlohmann::json())
                                       : nlohmann::json();
-    if (method == "mxfp4" || method == "fp8") {
+    if (method == "mxfp4" || method == "fp8" || method == "compressed-tensors") {
       c.erase("quantization_config");
       std::ofstream(copy) << c.dump(2) << "\n";
     }

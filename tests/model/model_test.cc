@@ -406,8 +406,23 @@ TEST(ModelConfig, ReadsGptOss) {
   g["quantization_config"]["fmt"] = "e4m3";
   g["quantization_config"]["weight_block_size"] = {128, 0};
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "weight_block_size must be two whole numbers");
-  g["quantization_config"] = {{"quant_method", "compressed-tensors"}};
-  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'compressed-tensors' is not supported");
+  // compressed-tensors' FP8 (llm-compressor's FP8-dynamic): a scale a row, activations on the fly.
+  json group = {{"targets", {"Linear"}},
+                {"weights", {{"num_bits", 8}, {"type", "float"}, {"symmetric", true}, {"strategy", "channel"}, {"dynamic", false}}},
+                {"input_activations", {{"num_bits", 8}, {"type", "float"}, {"strategy", "token"}, {"dynamic", true}}}};
+  g["quantization_config"] = {{"quant_method", "compressed-tensors"}, {"format", "float-quantized"},
+                              {"config_groups", {{"group_0", group}}}, {"ignore", {"lm_head"}}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["config_groups"]["group_0"]["input_activations"]["dynamic"] = false;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "group 'group_0': static input activation scales are not supported");
+  g["quantization_config"]["config_groups"]["group_0"]["input_activations"] = nullptr;  // weights only
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "group";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "a scale a row (channel) or a tensor");
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["type"] = "int";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "weights must be 8-bit floats");
+  g["quantization_config"]["format"] = "pack-quantized";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "format \"pack-quantized\" is not supported");
   g.erase("quantization_config");
   g["swiglu_limit"] = -1;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'swiglu_limit' must be positive");
@@ -885,6 +900,17 @@ TEST(Checkpoint, UnpacksFp8Blocks) {
   expect_error([&] { (void)Checkpoint::open(bad.path()); }, "has no x_scale_inv");
   write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "I8", {1, 1}, {std::byte{1}}}});
   expect_error([&] { (void)Checkpoint::open(bad.path()); }, "must be F32, BF16 or F16");
+  // compressed-tensors' scales (X_scale): a row's, or the tensor's.
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale", "F32", {3, 1}, {s.begin(), s.begin() + 12}}});
+  const Checkpoint per_row = Checkpoint::open(bad.path());
+  const float row_expected[9] = {0.5f, 0.5f, 0.5f, 2.0f, -4.0f, 2.0f, 4.0f, 4.0f, 4.0f};
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(element_as_f32(per_row.get("x"), i), row_expected[i]) << i;
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale", "F32", {}, {s.begin() + 4, s.begin() + 8}}});
+  const Checkpoint per_tensor = Checkpoint::open(bad.path());
+  EXPECT_EQ(element_as_f32(per_tensor.get("x"), 4), -4.0f);
+  EXPECT_EQ(element_as_f32(per_tensor.get("x"), 8), 2.0f);
+  write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale", "F32", {1, 3}, {s.begin(), s.begin() + 12}}});
+  expect_error([&] { (void)Checkpoint::open(bad.path()); }, "are neither one a row of 'x' [3, 3] ([3, 1]) nor one for the tensor");
   // A NaN is refused when the tensor is read.
   w[0] = std::byte{0x7F};
   write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "F32", {1, 1}, {s.begin(), s.begin() + 4}}});

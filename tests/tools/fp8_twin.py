@@ -1,11 +1,14 @@
-"""Writes a model folder's block-wise FP8 version, as transformers' fine-grained FP8 checkpoints
-are laid out (DeepSeek-V3's, Qwen3's -FP8), and its dequantized twin, independently of sepal:
-every 2-D weight of the blocks becomes F8_E4M3 (the nearest E4M3 value of weight / scale, the
-scale of each block of the weight_block_size the largest magnitude / 448) with its
-weight_scale_inv (F32, or BF16 in every other block, as some releases store them), and
-config.json gains the quantization_config; the twin holds the same weights dequantized
-(fp8(x) * scale in float32) as F32, with no quantization_config.
+"""Writes a model folder's FP8 version and its dequantized twin, independently of sepal: every
+2-D weight of the blocks becomes F8_E4M3 (the nearest E4M3 value of weight / scale, each scale
+the largest magnitude it covers / 448) with its scales (F32, or BF16 for every other weight, as
+some releases store them), and config.json gains the quantization_config; the twin holds the
+same weights dequantized (fp8(x) * scale in float32) as F32, with no quantization_config.
     python3 fp8_twin.py MODEL_DIR FP8_DIR TWIN_DIR BLOCK_ROWS BLOCK_COLS
+        transformers' fine-grained FP8 (DeepSeek-V3's, Qwen3's -FP8): weight_scale_inv, a scale a
+        block of BLOCK_ROWS x BLOCK_COLS
+    python3 fp8_twin.py MODEL_DIR FP8_DIR TWIN_DIR channel
+        compressed-tensors' float-quantized FP8 (llm-compressor's FP8-dynamic): weight_scale
+        [rows, 1], a scale a row
 """
 import json
 import os
@@ -58,7 +61,10 @@ def quantize(w, bh, bw):
 
 
 def main():
-    src, fp8_dir, twin_dir, bh, bw = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    src, fp8_dir, twin_dir = sys.argv[1:4]
+    channel = sys.argv[4] == "channel"
+    bh, bw = (0, 0) if channel else (int(sys.argv[4]), int(sys.argv[5]))
+    suffix = "_scale" if channel else "_scale_inv"
     files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
     if len(files) != 1:
         sys.exit("fp8_twin.py: expects one .safetensors file")
@@ -70,24 +76,33 @@ def main():
         if len(shape) != 2 or ".layers." not in name or not name.endswith(".weight"):
             fp8[name] = twin[name] = (dtype, shape, blob)
             continue
-        codes, scales = quantize(to_f32(dtype, shape, blob), bh, bw)
+        codes, scales = quantize(to_f32(dtype, shape, blob), 1 if channel else bh, shape[1] if channel else bw)
         if n % 2:  # BF16 scales: the F32 values rounded to BF16, and the twin computed with those
             bits = scales.view(np.uint32)
             bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-            fp8[name + "_scale_inv"] = ("BF16", scales.shape, bits.tobytes())
+            fp8[name + suffix] = ("BF16", scales.shape, bits.tobytes())
             scales = (bits.astype(np.uint32) << 16).view(np.float32)
         else:
-            fp8[name + "_scale_inv"] = ("F32", scales.shape, scales.tobytes())
+            fp8[name + suffix] = ("F32", scales.shape, scales.tobytes())
         fp8[name] = ("F8_E4M3", shape, codes.tobytes())
-        rows_scale = np.repeat(np.repeat(scales, bh, axis=0), bw, axis=1)[:shape[0], :shape[1]]
+        rows_scale = scales if channel else np.repeat(np.repeat(scales, bh, axis=0), bw, axis=1)[:shape[0], :shape[1]]
         twin[name] = ("F32", shape, (TABLE[codes] * rows_scale).astype(np.float32).tobytes())
     write_raw(f"{fp8_dir}/{files[0]}", fp8)
     write_raw(f"{twin_dir}/{files[0]}", twin)
     config = json.load(open(f"{src}/config.json"))
     config.pop("quantization_config", None)
     json.dump(config, open(f"{twin_dir}/config.json", "w"), indent=1)
-    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-                                     "weight_block_size": [bh, bw]}
+    if channel:
+        config["quantization_config"] = {
+            "quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
+            "config_groups": {"group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", "dynamic": False},
+                "input_activations": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token",
+                                      "dynamic": True}}}}
+    else:
+        config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                         "weight_block_size": [bh, bw]}
     json.dump(config, open(f"{fp8_dir}/config.json", "w"), indent=1)
 
 
