@@ -239,6 +239,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),
                        dir.string());
   }
+  checkpoint.converters_ = checkpoint.conversions_;
   return checkpoint;
 }
 
@@ -248,7 +249,19 @@ Checkpoint Checkpoint::from_tensors(std::filesystem::path source, std::map<std::
   checkpoint.dir_ = std::move(source);
   checkpoint.tensors_ = std::move(tensors);
   checkpoint.conversions_ = std::move(conversions);
+  checkpoint.converters_ = checkpoint.conversions_;
   return checkpoint;
+}
+
+void Checkpoint::release(const TensorRef& t) const {
+  std::lock_guard lock(*mutex_);
+  const auto it = tensors_.find(t.name);
+  if (it == tensors_.end() || &it->second != &t) return;  // a copy or a part: not the checkpoint's to drop
+  const auto converter = converters_.find(t.name);
+  if (converter == converters_.end() || !it->second.storage || it->second.storage.use_count() != 1) return;
+  it->second.data = nullptr;
+  it->second.storage.reset();
+  conversions_[t.name] = converter->second;
 }
 
 const TensorRef* Checkpoint::find(const std::string& name) const {

@@ -77,6 +77,13 @@ class Checkpoint {
   /// quantized GGUF tensor) has no data here yet: read values through find() or get().
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
 
+  /// Drops the values of `t`, one of this checkpoint's own tensors (as find() and get() give
+  /// them, not a copy or a part), when they were converted on first use (quantized GGUF tensors,
+  /// MXFP4 and FP8 weights) and nothing outside the checkpoint shares them: a loader that has
+  /// copied them says so, and a model's converted values are then not all in memory at once.
+  /// They are converted again if asked for; `t` must not be read after.
+  void release(const TensorRef& t) const;
+
   /// Fills in a tensor's values when it is first asked for (GGUF: dequantization).
   using Conversion = std::function<void(TensorRef&)>;
   /// A checkpoint of `tensors`, those named in `conversions` converted on first use.
@@ -89,7 +96,8 @@ class Checkpoint {
   // Checkpoint movable.
   std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();
   mutable std::map<std::string, TensorRef> tensors_;
-  mutable std::map<std::string, Conversion> conversions_;
+  mutable std::map<std::string, Conversion> conversions_;  // not yet converted
+  std::map<std::string, Conversion> converters_;            // every conversion, for release()
 };
 
 }  // namespace sepal

@@ -182,7 +182,18 @@ HeldMatrix hold_int8_rows(const TensorRef& t, const TensorRef& scales, const Wei
   return hold_stored_int8_matrix(t, &scales, scales.name, loading);
 }
 
+namespace {
+HeldMatrix hold_matrix_of(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading);
+}  // namespace
+
 HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading) {
+  HeldMatrix m = hold_matrix_of(checkpoint, t, loading);
+  checkpoint.release(t);  // converted values copied (not held in place): dropped
+  return m;
+}
+
+namespace {
+HeldMatrix hold_matrix_of(const Checkpoint& checkpoint, const TensorRef& t, const WeightLoading& loading) {
   if (t.dtype == DType::kI8) {
     const std::string scales = scales_name_for(t.name);
     return hold_stored_int8_matrix(t, checkpoint.find(scales), scales, loading);
@@ -217,6 +228,7 @@ HeldMatrix hold_matrix(const Checkpoint& checkpoint, const TensorRef& t, const W
   m.storage = std::move(buffer);
   return m;
 }
+}  // namespace
 
 HeldVector hold_vector(const TensorRef& t, const WeightLoading& loading) {
   HeldVector v;

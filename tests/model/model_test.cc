@@ -918,6 +918,30 @@ TEST(Checkpoint, UnpacksFp8Blocks) {
   expect_error([&] { (void)nan.get("x"); }, "FP8 tensor 'x' holds a NaN");
 }
 
+// A loader that copied a converted tensor's values drops them from the checkpoint (so that a
+// quantized model's f32 values are not all in memory at once); asked for again, they come back.
+// Values held in place, and copies of a tensor, are left alone.
+TEST(Checkpoint, ReleasesConvertedValuesOnceCopied) {
+  TempDir dir;
+  std::vector<std::byte> w(6, std::byte{0x38});  // 1.0
+  const float scale = 0.5f;
+  std::vector<std::byte> s(4);
+  std::memcpy(s.data(), &scale, 4);
+  write_safetensors(dir / "model.safetensors", {{"x", "F8_E4M3", {2, 3}, w}, {"x_scale", "F32", {}, s}, {"y", "F32", {1}, s}});
+  const Checkpoint checkpoint = Checkpoint::open(dir.path());
+  const HeldMatrix bf16 = hold_matrix(checkpoint, checkpoint.get("x"), WeightLoading(DType::kBF16));
+  EXPECT_EQ(checkpoint.tensors().at("x").data, nullptr);  // copied to bf16: dropped
+  EXPECT_EQ(element_as_f32(checkpoint.get("x"), 5), 0.5f);  // converted again
+  const HeldMatrix in_place = hold_matrix(checkpoint, checkpoint.get("x"), WeightLoading(DType::kF32, /*in_place=*/true));
+  EXPECT_NE(checkpoint.tensors().at("x").data, nullptr);  // the held matrix is those values
+  EXPECT_EQ(in_place.view.data, checkpoint.tensors().at("x").data);
+  const TensorRef copy = checkpoint.get("x");
+  checkpoint.release(copy);  // not the checkpoint's own
+  EXPECT_NE(checkpoint.tensors().at("x").data, nullptr);
+  checkpoint.release(checkpoint.get("y"));  // mapped, not converted
+  EXPECT_NE(checkpoint.tensors().at("y").data, nullptr);
+}
+
 TEST(Checkpoint, OpensShardsThroughTheIndex) {
   TempDir dir;
   const float a[2] = {1, 2}, b[2] = {3, 4};

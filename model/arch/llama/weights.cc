@@ -73,6 +73,11 @@ void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& confi
     }
     b.experts.push_back(std::move(x));
   }
+  // Every expert is copied out of this block's stacks: those unpacked from MXFP4 are dropped, so
+  // that one block's stacks at a time are in memory.
+  for (const char* stack : {"experts.gate_up_proj", "experts.down_proj"}) {
+    if (const TensorRef* t = checkpoint.find(moe + stack)) checkpoint.release(*t);
+  }
 }
 
 }  // namespace
