@@ -114,7 +114,7 @@ void unpack_fp8_tensors(std::map<std::string, TensorRef>& tensors,
         }
       });
       for (const float v : *values) {
-        if (std::isnan(v)) fail(where, ": FP8 tensor '", weight.name, "' holds a NaN");
+        if (!std::isfinite(v)) fail(where, ": FP8 tensor '", weight.name, "' holds a NaN or an infinity (its scale's)");
       }
       t.data = reinterpret_cast<const std::byte*>(values->data());
       t.storage = values;

@@ -32,7 +32,8 @@ float fp8_e4m3_value(std::uint8_t code);
 /// in blocks of `block_size` {BH, BW}; else X_scale) with X dequantized: f32 [rows, cols],
 /// computed when X is first asked for (an entry of `conversions`). Throws sepal::Error naming
 /// `where` and the tensor for a weight without its scales or block scales without their weight,
-/// a weight that is not a matrix, scales whose shape does not fit it, or (when converted) a NaN.
+/// a weight that is not a matrix, scales whose shape does not fit it, or (when converted) a NaN or
+/// an infinity.
 void unpack_fp8_tensors(std::map<std::string, TensorRef>& tensors,
                         std::map<std::string, Checkpoint::Conversion>& conversions,
                         std::array<std::int64_t, 2> block_size, const std::string& where);

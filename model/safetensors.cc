@@ -11,8 +11,8 @@
 #include <sstream>
 
 #include "kernels/error.h"
-#include "model/gguf_model.h"
 #include "model/fp8.h"
+#include "model/gguf_model.h"
 #include "model/mxfp4.h"
 
 namespace sepal {
