@@ -15,9 +15,24 @@ hold_mpi_session_dir() {
   (umask 077 && mkdir -p "$top/sepal-held") 2>/dev/null || true
 }
 hold_mpi_session_dir
-# Killed ranks leave session directories and shared-memory segments behind. Callers hold the
-# ctest resource lock "mpi", so no other job's files are removed.
-clean_mpi_leftovers() { rm -rf /dev/shm/vader_segment.* /tmp/ompi.* 2>/dev/null || true; hold_mpi_session_dir; }
+# Killed ranks leave session directories (TOP/pid.PID, with PMIx's shared-memory store inside) and
+# vader segments in /dev/shm behind. Only those whose owner is gone are removed: tests that do not
+# hold the ctest lock "mpi" start MPI too (a singleton `sepal status --join`), and removing a live
+# job's pid.PID made its PMIx server fail with OUT-OF-RESOURCE (seen once on CI). A segment is
+# left while any process maps it, and for its first 5 s, while its rank may still be mapping it.
+clean_mpi_leftovers() {
+  local d f now
+  for d in /tmp/ompi.*/pid.*; do
+    [ -d "$d" ] || continue
+    kill -0 "${d##*/pid.}" 2>/dev/null || rm -rf "$d" 2>/dev/null || true
+  done
+  now=$(date +%s)
+  for f in /dev/shm/vader_segment.*; do
+    [ -f "$f" ] && [ $((now - $(stat -c %Z "$f" 2>/dev/null || echo "$now"))) -gt 5 ] || continue
+    grep -qsF "$f" /proc/[0-9]*/maps || rm -f "$f" 2>/dev/null || true
+  done
+  hold_mpi_session_dir
+}
 # No binding: Open MPI binds each rank to one core by default, which halves a rank's kernel
 # threads' compute when it should use every core (measured: 7.2 vs 13.5 tokens/s on the 1.1B shape).
 export OMPI_MCA_hwloc_base_binding_policy=none
