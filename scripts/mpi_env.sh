@@ -15,17 +15,22 @@ hold_mpi_session_dir() {
   (umask 077 && mkdir -p "$top/sepal-held") 2>/dev/null || true
 }
 hold_mpi_session_dir
-# Killed ranks leave session directories (TOP/pid.PID, with PMIx's shared-memory store inside) and
-# vader segments in /dev/shm behind. Only those whose owner is gone are removed: tests that do not
-# hold the ctest lock "mpi" start MPI too (a singleton `sepal status --join`), and removing a live
-# job's pid.PID made its PMIx server fail with OUT-OF-RESOURCE (seen once on CI). A segment is
-# left while any process maps it, and for its first 5 s, while its rank may still be mapping it.
+# Killed ranks leave session directories (TOP/pid.PID, with PMIx's shared-memory store inside)
+# and vader segments in /dev/shm behind; singletons leave empty TOP/jf.N folders. Only those whose
+# owner is gone are removed: tests that do not hold the ctest lock "mpi" start MPI too (a singleton
+# `sepal status --join`), and removing a live job's pid.PID made its PMIx server fail with
+# OUT-OF-RESOURCE (seen once on CI). A segment is left while any process maps it, and for its
+# first 5 s, while its rank may still be mapping it.
 clean_mpi_leftovers() {
   local d f now
   for d in /tmp/ompi.*/pid.*; do
     [ -d "$d" ] || continue
     kill -0 "${d##*/pid.}" 2>/dev/null || rm -rf "$d" 2>/dev/null || true
   done
+  # A singleton's job-family folder (TOP/jf.N) is left empty when it ends; none is older than 5 s
+  # and empty while in use.
+  find /tmp/ompi.* -mindepth 1 -maxdepth 1 -name 'jf.*' -type d -empty ! -newermt '5 seconds ago' \
+    -exec rmdir {} + 2>/dev/null || true
   now=$(date +%s)
   for f in /dev/shm/vader_segment.*; do
     [ -f "$f" ] && [ $((now - $(stat -c %Z "$f" 2>/dev/null || echo "$now"))) -gt 5 ] || continue

@@ -19,9 +19,8 @@ shm=$(mktemp -d /dev/shm/sepal-slurm.XXXXXX)
 cluster=$dir/cluster
 trap '"$here/slurm_cluster.sh" down "$cluster"; rm -rf "$dir" "$shm"' EXIT
 # Open MPI's session directories and shared-memory segments go to this test's own folders (the
-# jobs inherit them), so the other MPI tests' clean-up, which removes /tmp/ompi.* and
-# /dev/shm/vader_segment.*, leaves them alone: this test runs beside those tests, outside ctest's
-# "mpi" lock.
+# jobs inherit them), out of the way of the other MPI tests' clean-up of leftovers: this test runs
+# beside those tests, outside ctest's "mpi" lock.
 mkdir -p "$dir/tmp"
 export TMPDIR=$dir/tmp OMPI_MCA_btl_vader_backing_directory=$shm
 conf=$("$here/slurm_cluster.sh" up "$cluster") || { echo "FAILED: no Slurm"; exit 1; }

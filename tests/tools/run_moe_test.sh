@@ -19,7 +19,8 @@
 set -uo pipefail
 sepal=$1
 out=$(mktemp -d)
-trap 'rm -rf "$out"; rm -rf /dev/shm/vader_segment.* 2>/dev/null' EXIT
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
+trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
 failed=0
 check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
 ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }

@@ -11,7 +11,8 @@ set -uo pipefail
 sepal=$1; models=$2
 model="$models/tinystories-656K"
 out=$(mktemp -d)
-trap 'rm -rf "$out"; rm -rf /dev/shm/vader_segment.* 2>/dev/null' EXIT
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
+trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
 cat > "$out/prompts.txt" <<'TXT'
 Once upon a time
 {"prompt": "The little dog", "max_new_tokens": 12}
