@@ -8,6 +8,7 @@
 
 #include "kernels/error.h"
 #include "model/fp8.h"
+#include "model/packed_integers.h"
 #include "model/gguf_model.h"
 
 namespace sepal {
@@ -269,8 +270,9 @@ void check_compressed_fp8(const json& q, const std::string& where) {
 // A quantized checkpoint's quantization_config: sepal reads GPT-OSS's MXFP4 experts
 // (model/mxfp4.h), FP8 weights (model/fp8.h: transformers' block-wise, compressed-tensors' per
 // row or tensor; activations quantized on the fly, which sepal computes in its own precision
-// instead) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
-// quantize`'s); others (GPTQ, AWQ, 4-bit) are refused by name before a tensor is read.
+// instead), packed integer weights (model/packed_integers.h: GPTQ, AWQ, compressed-tensors'
+// pack-quantized) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
+// quantize`'s); others (bitsandbytes' 4-bit, HQQ, ...) are refused by name before a tensor is read.
 void check_quantization(const json& config, const ModelConfig& c, const std::string& where) {
   if (!config.contains("quantization_config") || config["quantization_config"].is_null()) return;
   const json& q = config["quantization_config"];
@@ -289,12 +291,14 @@ void check_quantization(const json& config, const ModelConfig& c, const std::str
     (void)fp8_weight_block_size(q, where);
     return;
   }
+  if (packed_integers(q, where)) return;  // GPTQ, AWQ, compressed-tensors' pack-quantized
   if (method == "compressed-tensors") {
     check_compressed_fp8(q, where);
     return;
   }
   fail(where, ": quantization_config ", method.empty() ? q.dump() : "'" + method + "'",
-       " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, compressed-tensors' FP8, bitsandbytes' 8-bit)");
+       " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, GPTQ, AWQ, compressed-tensors' FP8 and "
+       "pack-quantized integers, bitsandbytes' 8-bit)");
 }
 
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are

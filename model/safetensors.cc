@@ -12,6 +12,7 @@
 
 #include "kernels/error.h"
 #include "model/fp8.h"
+#include "model/packed_integers.h"
 #include "model/gguf_model.h"
 #include "model/mxfp4.h"
 
@@ -94,10 +95,12 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     // (model/fp8.h), which are unpacked.
     const bool mxfp4 = dtype_text == "U8" && (name.ends_with("_blocks") || name.ends_with("_scales"));
     const bool float8 = dtype_text == "F8_E4M3";
-    const auto dtype = mxfp4 || float8 ? DType::kI8 : safetensors_dtype(dtype_text);
+    const int int_words = dtype_text == "I32" ? 4 : dtype_text == "I64" ? 8 : 0;  // model/packed_integers.h
+    const auto dtype = mxfp4 || float8 || int_words ? DType::kI8 : safetensors_dtype(dtype_text);
     if (!dtype) {
       fail(what, " has unsupported dtype ", dtype_text,
-           " (supported: F32, F16, BF16, I8, F8_E4M3 with its _scale_inv, and U8 as MXFP4's _blocks and _scales)");
+           " (supported: F32, F16, BF16, I8, F8_E4M3 with its scales, I32 and I64 as packed weights' parts, and U8 as "
+           "MXFP4's _blocks and _scales)");
     }
     if (!entry.contains("shape") || !entry["shape"].is_array()) fail(what, " has no shape");
     if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
@@ -110,6 +113,7 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     ref.storage = file;
     ref.mapped = true;
     ref.float8 = float8;
+    ref.int_words = int_words;
     std::uint64_t elements = 1;
     for (const auto& d : entry["shape"]) {
       const auto dim = static_cast<std::uint64_t>(checked_int(d, what + " shape"));
@@ -124,9 +128,10 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
       fail(what, " has data_offsets [", begin, ", ", end, "] past the end of the data (", data_size,
            " bytes); the file is truncated or corrupt");
     }
-    if (end - begin != elements * dtype_size(*dtype)) {
+    const std::uint64_t element_bytes = int_words ? static_cast<std::uint64_t>(int_words) : dtype_size(*dtype);
+    if (end - begin != elements * element_bytes) {
       fail(what, " holds ", end - begin, " bytes but its shape ", ref.shape_string(), " of ",
-           dtype_text, " needs ", elements * dtype_size(*dtype));
+           dtype_text, " needs ", elements * element_bytes);
     }
     ref.data = data + begin;
     ref.bytes = end - begin;
@@ -224,7 +229,10 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   }
   keep_text_tower(checkpoint.tensors_, dir.string());
   unpack_mxfp4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());
-  if (std::any_of(checkpoint.tensors_.begin(), checkpoint.tensors_.end(), [](const auto& t) { return t.second.float8; })) {
+  const auto any = [&](auto&& is) { return std::any_of(checkpoint.tensors_.begin(), checkpoint.tensors_.end(), is); };
+  const bool float8 = any([](const auto& t) { return t.second.float8; });
+  const bool integers = any([](const auto& t) { return t.second.int_words != 0; });
+  if (float8 || integers) {
     json quantization;
     if (const auto config = dir / "config.json"; std::filesystem::exists(config)) {
       json c;
@@ -236,8 +244,24 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
       }
       if (c.is_object() && c.contains("quantization_config")) quantization = c["quantization_config"];
     }
-    unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),
-                       dir.string());
+    if (float8) {
+      unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),
+                         dir.string());
+    }
+    if (const auto packing = integers ? packed_integers(quantization, dir.string()) : std::nullopt) {
+      unpack_packed_integers(checkpoint.tensors_, checkpoint.conversions_, *packing, dir.string());
+    }
+    for (auto it = checkpoint.tensors_.begin(); it != checkpoint.tensors_.end();) {
+      if (!it->second.int_words) {
+        ++it;
+        continue;
+      }
+      if (it->first.ends_with(".qweight") || it->first.ends_with(".weight_packed")) {
+        fail(dir.string(), ": tensor '", it->first, "' holds packed integer weights, but config.json's quantization_config "
+             "names no GPTQ, AWQ or compressed-tensors pack-quantized packing");
+      }
+      it = checkpoint.tensors_.erase(it);  // sepal reads no integer tensor (position_ids buffers, say)
+    }
   }
   checkpoint.converters_ = checkpoint.conversions_;
   return checkpoint;

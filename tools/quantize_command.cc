@@ -76,7 +76,7 @@ int quantize_command(int argc, char** argv) {
     if (!entry.is_regular_file() || file.ends_with(".safetensors") || file == "model.safetensors.index.json") continue;
     fs::copy_file(entry.path(), fs::path(out_dir) / file, fs::copy_options::overwrite_existing);
   }
-  {  // MXFP4 and FP8 weights are int8 now: the copy's config.json says no other quantization
+  {  // MXFP4, FP8 and packed integer weights are int8 now: the copy's config.json says no other quantization
     const fs::path copy = fs::path(out_dir) / "config.json";
     std::ifstream in(copy);
     nlohmann::json c = nlohmann::json::parse(in);
@@ -84,7 +84,7 @@ int quantize_command(int argc, char** argv) {
     const nlohmann::json method = c.contains("quantization_config") && c["quantization_config"].is_object()
                                       ? c["quantization_config"].value("quant_method", nlohmann::json())
                                       : nlohmann::json();
-    if (method == "mxfp4" || method == "fp8" || method == "compressed-tensors") {
+    if (method == "mxfp4" || method == "fp8" || method == "compressed-tensors" || method == "gptq" || method == "awq") {
       c.erase("quantization_config");
       std::ofstream(copy) << c.dump(2) << "\n";
     }

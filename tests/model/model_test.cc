@@ -388,8 +388,24 @@ TEST(ModelConfig, ReadsGptOss) {
   g.erase("layer_types");  // transformers' default: every other block slides, from the first
   EXPECT_EQ(parse_model_config(g.dump(), "c").window_of(0), 128);
   EXPECT_EQ(parse_model_config(g.dump(), "c").window_of(1), 0);
-  g["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}};
-  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'gptq' is not supported");
+  // GPTQ and AWQ (model/packed_integers.h): the settings sepal reads, and those it refuses by name.
+  g["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 128}, {"desc_act", true}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["bits"] = 3;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "gptq 3-bit weights are not supported (2, 4 and 8 bits are)");
+  g["quantization_config"]["bits"] = 4;
+  g["quantization_config"]["group_size"] = 0;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "group_size must be a whole number above 0, or -1");
+  g["quantization_config"]["group_size"] = -1;
+  g["quantization_config"]["checkpoint_format"] = "marlin";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "gptq checkpoint_format \"marlin\" is not supported");
+  g["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"zero_point", true}, {"version", "GEMM"}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["version"] = "gemv";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "awq version \"gemv\" is not supported");
+  g["quantization_config"]["version"] = "gemm";
+  g["quantization_config"]["zero_point"] = false;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "awq without zero points is not supported");
   g["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}};
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "quantization_config 'bitsandbytes' is not supported");
   g["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
@@ -421,8 +437,14 @@ TEST(ModelConfig, ReadsGptOss) {
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "a scale a row (channel) or a tensor");
   g["quantization_config"]["config_groups"]["group_0"]["weights"]["type"] = "int";
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "weights must be 8-bit floats");
-  g["quantization_config"]["format"] = "pack-quantized";
-  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "format \"pack-quantized\" is not supported");
+  g["quantization_config"]["format"] = "pack-quantized";  // integers: W4A16, W8A16
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "strategy 'group' needs a group_size");
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 128;
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 3;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "3-bit weights are not supported");
+  g["quantization_config"]["format"] = "marlin-24";
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "format \"marlin-24\" is not supported");
   g.erase("quantization_config");
   g["swiglu_limit"] = -1;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'swiglu_limit' must be positive");
@@ -916,6 +938,123 @@ TEST(Checkpoint, UnpacksFp8Blocks) {
   write_safetensors(bad / "model.safetensors", {{"x", "F8_E4M3", {3, 3}, w}, {"x_scale_inv", "F32", {1, 1}, {s.begin(), s.begin() + 4}}});
   const Checkpoint nan = Checkpoint::open(bad.path());
   expect_error([&] { (void)nan.get("x"); }, "FP8 tensor 'x' holds a NaN");
+}
+
+// Packed integer weights (model/packed_integers.h), worked by hand: each value is
+// scale · (integer − zero point), the scale and zero point those of the value's group of inputs.
+std::vector<std::byte> word_bytes(const std::vector<std::uint32_t>& words) {
+  std::vector<std::byte> b(words.size() * 4);
+  std::memcpy(b.data(), words.data(), b.size());
+  return b;
+}
+std::vector<std::byte> f32_bytes(const std::vector<float>& values) {
+  std::vector<std::byte> b(values.size() * 4);
+  std::memcpy(b.data(), values.data(), b.size());
+  return b;
+}
+void expect_matrix(const TensorRef& t, std::vector<std::int64_t> shape, const std::vector<float>& expected) {
+  ASSERT_EQ(t.shape, shape) << t.name;
+  EXPECT_EQ(t.dtype, DType::kF32);
+  for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(element_as_f32(t, static_cast<std::int64_t>(i)), expected[i]) << t.name << " " << i;
+}
+
+TEST(Checkpoint, UnpacksGptqWeights) {
+  TempDir dir;
+  const auto config = [&](const json& q) { test::write_file(dir / "config.json", json{{"quantization_config", q}}.dump()); };
+  config({{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 4}});
+  // W [2 outputs, 8 inputs], the inputs of an output in one word, the first in the lowest bits:
+  // output 0's integers 0 to 7, output 1's 15 down to 8. Groups of 4 inputs; zero points packed
+  // along the outputs and stored one less (group 0: 4 and 8; group 1: 1 and 2).
+  const std::vector<TensorToWrite> parts = {{"m.q_proj.qweight", "I32", {1, 2}, word_bytes({0x76543210u, 0x89ABCDEFu})},
+                                            {"m.q_proj.qzeros", "I32", {2, 1}, word_bytes({0x73u, 0x10u})},
+                                            {"m.q_proj.scales", "F32", {2, 2}, f32_bytes({0.5f, 2.0f, 1.0f, -1.0f})}};
+  write_safetensors(dir / "model.safetensors", parts);
+  const Checkpoint c = Checkpoint::open(dir.path());
+  EXPECT_EQ(c.find("m.q_proj.qweight"), nullptr);
+  expect_matrix(c.get("m.q_proj.weight"), {2, 8}, {-2, -1.5f, -1, -0.5f, 3, 4, 5, 6, 14, 12, 10, 8, -9, -8, -7, -6});
+  // GPTQ v2 stores zero points as they are.
+  config({{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 4}, {"checkpoint_format", "gptq_v2"}});
+  expect_matrix(Checkpoint::open(dir.path()).get("m.q_proj.weight"), {2, 8}, {-1.5f, -1, -0.5f, 0, 4, 5, 6, 7});
+  // With act-order, g_idx names each input's group.
+  config({{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 4}, {"desc_act", true}});
+  auto ordered = parts;
+  ordered.push_back({"m.q_proj.g_idx", "I32", {8}, word_bytes({1, 1, 1, 1, 0, 0, 0, 0})});
+  write_safetensors(dir / "model.safetensors", ordered);
+  expect_matrix(Checkpoint::open(dir.path()).get("m.q_proj.weight"), {2, 8}, {-1, 0, 1, 2, 0, 0.5f, 1, 1.5f});
+  ordered.back().bytes = word_bytes({0, 0, 0, 0, 2, 0, 0, 0});
+  write_safetensors(dir / "model.safetensors", ordered);
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, "group order 'm.q_proj.g_idx' puts input column 4 in group 2 of 2");
+  // 8 bits: 4 inputs a word; 2 bits: 16.
+  config({{"quant_method", "gptq"}, {"bits", 8}, {"group_size", -1}, {"checkpoint_format", "gptq_v2"}});
+  write_safetensors(dir / "model.safetensors", {{"m.o_proj.qweight", "I32", {1, 1}, word_bytes({0xFF800105u})},
+                                                {"m.o_proj.qzeros", "I32", {1, 1}, word_bytes({0x80u})},
+                                                {"m.o_proj.scales", "F32", {1, 1}, f32_bytes({0.25f})}});
+  expect_matrix(Checkpoint::open(dir.path()).get("m.o_proj.weight"), {1, 4}, {-30.75f, -31.75f, 0, 31.75f});
+  config({{"quant_method", "gptq"}, {"bits", 2}, {"group_size", -1}, {"checkpoint_format", "gptq_v2"}});
+  write_safetensors(dir / "model.safetensors", {{"m.o_proj.qweight", "I32", {1, 1}, word_bytes({0xE4u})},
+                                                {"m.o_proj.qzeros", "I32", {1, 1}, word_bytes({0x1u})},
+                                                {"m.o_proj.scales", "F32", {1, 1}, f32_bytes({1.0f})}});
+  expect_matrix(Checkpoint::open(dir.path()).get("m.o_proj.weight"), {1, 16}, {-1, 0, 1, 2, -1, -1, -1, -1});
+  // Parts that are missing or do not fit.
+  write_safetensors(dir / "model.safetensors", {parts[0], parts[1]});
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, "packed weight 'm.q_proj.qweight' has no m.q_proj.scales");
+  config({{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 2}});
+  write_safetensors(dir / "model.safetensors", parts);
+  expect_error([&] { (void)Checkpoint::open(dir.path()); },
+               "scales 'm.q_proj.scales' [2, 2] hold 2 groups, but the 8 input columns of 'm.q_proj.qweight' in groups of 2 make 4");
+  std::filesystem::remove(dir / "config.json");
+  expect_error([&] { (void)Checkpoint::open(dir.path()); },
+               "tensor 'm.q_proj.qweight' holds packed integer weights, but config.json's quantization_config names no GPTQ");
+  // Other integer tensors (buffers) are left out.
+  write_safetensors(dir / "model.safetensors", {{"m.position_ids", "I64", {2}, std::vector<std::byte>(16)},
+                                                {"m.norm.weight", "F32", {1}, f32_bytes({1.0f})}});
+  EXPECT_EQ(Checkpoint::open(dir.path()).find("m.position_ids"), nullptr);
+}
+
+TEST(Checkpoint, UnpacksAwqWeights) {
+  TempDir dir;
+  test::write_file(dir / "config.json", json{{"quantization_config", {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 2},
+                                                                      {"zero_point", true}, {"version", "gemm"}}}}.dump());
+  // W [8 outputs, 2 inputs]: a word holds one input's 8 outputs, output k in nibble
+  // {0, 4, 1, 5, 2, 6, 3, 7}[k]. Input 0's integers are 0 to 7, input 1's 7 down to 0; every
+  // zero point 1 but output 3's, 5; every scale 1 but output 3's, 2.
+  write_safetensors(dir / "model.safetensors", {{"m.up_proj.qweight", "I32", {2, 1}, word_bytes({0x75316420u, 0x02461357u})},
+                                                {"m.up_proj.qzeros", "I32", {1, 1}, word_bytes({0x11511111u})},
+                                                {"m.up_proj.scales", "F32", {1, 8}, f32_bytes({1, 1, 1, 2, 1, 1, 1, 1})}});
+  expect_matrix(Checkpoint::open(dir.path()).get("m.up_proj.weight"), {8, 2},
+                {-1, 6, 0, 5, 1, 4, -4, -2, 3, 2, 4, 1, 5, 0, 6, -1});
+}
+
+TEST(Checkpoint, UnpacksCompressedTensorsPackedWeights) {
+  TempDir dir;
+  json weights = {{"num_bits", 4}, {"type", "int"}, {"symmetric", true}, {"strategy", "group"}, {"group_size", 2}};
+  const auto config = [&] {
+    test::write_file(dir / "config.json", json{{"quantization_config", {{"quant_method", "compressed-tensors"}, {"format", "pack-quantized"},
+                                                                         {"config_groups", {{"group_0", {{"weights", weights}}}}}}}}.dump());
+  };
+  config();
+  // W [2, 3]: a row's values packed along it, each stored plus 8 (row 0: -8, 0, 7; row 1: 1, -1,
+  // 3), the word's rest padding; weight_shape gives the columns. Groups of 2 columns.
+  const std::int64_t shape[2] = {2, 3};
+  std::vector<std::byte> shape_bytes(16);
+  std::memcpy(shape_bytes.data(), shape, 16);
+  std::vector<TensorToWrite> parts = {{"m.down_proj.weight_packed", "I32", {2, 1}, word_bytes({0xF80u, 0xB79u})},
+                                      {"m.down_proj.weight_scale", "F32", {2, 2}, f32_bytes({0.5f, 2, 1, 4})},
+                                      {"m.down_proj.weight_shape", "I64", {2}, shape_bytes}};
+  write_safetensors(dir / "model.safetensors", parts);
+  const Checkpoint c = Checkpoint::open(dir.path());
+  EXPECT_EQ(c.find("m.down_proj.weight_shape"), nullptr);
+  expect_matrix(c.get("m.down_proj.weight"), {2, 3}, {-4, 0, 14, 1, -1, 12});
+  // Asymmetric: zero points packed along the rows, stored plus 8 (group 0: 1 and -1; group 1: 0 and 2).
+  weights["symmetric"] = false;
+  config();
+  parts.push_back({"m.down_proj.weight_zero_point", "I32", {1, 2}, word_bytes({0x79u, 0xA8u})});
+  write_safetensors(dir / "model.safetensors", parts);
+  expect_matrix(Checkpoint::open(dir.path()).get("m.down_proj.weight"), {2, 3}, {-4.5f, -0.5f, 14, 2, 0, 4});
+  parts[2].bytes[8] = std::byte{9};  // 9 columns need two words a row
+  write_safetensors(dir / "model.safetensors", parts);
+  expect_error([&] { (void)Checkpoint::open(dir.path()); },
+               "packed weight 'm.down_proj.weight_packed' [2, 1] does not hold a weight of shape [2, 9] at 4 bits");
 }
 
 // A loader that copied a converted tensor's values drops them from the checkpoint (so that a

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Integer-quantized checkpoints (model/packed_integers.h: GPTQ, AWQ, compressed-tensors'
+# pack-quantized), written from a real model (tinystories-656K) by tests/tools/int_twin.py,
+# independently of sepal, beside their dequantized F32 twins:
+#   - each folder scores exactly what its twin scores: GPTQ 4-bit in groups of 32 with act-order
+#     (g_idx) and AutoGPTQ's zero points, GPTQ v2 8-bit a scale a row, GPTQ 2-bit, AWQ 4-bit,
+#     compressed-tensors 4-bit symmetric with BF16 scales and 8-bit asymmetric a scale a row; the
+#     4- and 8-bit ones within 6% of the original model's nll;
+#   - over 2 hosts, the GPTQ folder generates what one process does;
+#   - sepal quantize turns it into an int8 checkpoint without its quantization_config, which at
+#     --dtype int8 scores what --dtype int8 on the GPTQ folder scores;
+#   - settings sepal cannot read, and parts that do not fit, are refused in one line.
+#   run_int_quantized_test.sh SEPAL_BINARY MODELS_DIR
+set -uo pipefail
+sepal=$1; models=$2
+here=$(cd "$(dirname "$0")" && pwd)
+dir=$(mktemp -d)
+source "$here/../../scripts/mpi_env.sh"
+trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
+model=$models/tinystories-656K
+data=$models/../data/tune-tom/eval-none.jsonl
+failed=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAILED: $1"; failed=$((failed + 1)); return 1; fi; }
+nll() { "$sepal" perplexity --data "$data" --json "$@" 2> "$dir/err" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
+close() { /usr/bin/python3 -c "import sys; o, f = map(float, sys.argv[1:]); sys.exit(0 if o != f and abs(f / o - 1) < 0.06 else 1)" "$1" "$2"; }
+original=$(nll --model "$model")
+echo "nll: original $original"
+for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32 bf16" "ct 8 -1 asymmetric"; do
+  set -- $spec
+  name="$1-$2-bit"
+  /usr/bin/python3 "$here/int_twin.py" "$model" "$dir/$name" "$dir/$name-twin" "$@" || { echo "FAILED: int_twin.py $spec"; exit 1; }
+  packed=$(nll --model "$dir/$name") || cat "$dir/err"
+  twin=$(nll --model "$dir/$name-twin")
+  echo "nll: $spec: $packed, its dequantized twin $twin"
+  check "$spec scores what its dequantized twin scores" '[ -n "$packed" ] && [ "$packed" = "$twin" ]'
+  if [ "$2" != 2 ]; then check "$spec costs under 6% of the original's nll" 'close "$original" "$packed"'; fi
+done
+gptq=$dir/gptq-4-bit
+gen() { "$sepal" generate --prompt "Once upon a time" --max-new-tokens 24 --json "$@" 2> "$dir/err" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])'; }
+one=$(gen --model "$gptq"); swarm=$(gen --model "$gptq" --hosts 2)
+check "over 2 hosts the GPTQ folder generates one process's text" '[ -n "$one" ] && [ "$one" = "$swarm" ]'
+"$sepal" quantize --model "$gptq" --out "$dir/int8" 2> "$dir/err" || { echo "FAILED: sepal quantize"; cat "$dir/err"; failed=$((failed + 1)); }
+check "the int8 copy has no quantization_config" '! grep -q quantization_config "$dir/int8/config.json"'
+a=$(nll --model "$dir/int8" --dtype int8); b=$(nll --model "$gptq" --dtype int8)
+check "the int8 checkpoint scores what --dtype int8 on the GPTQ folder scores ($a)" '[ -n "$a" ] && [ "$a" = "$b" ]'
+refused() {  # WHAT EXPECTED
+  local want=$2
+  "$sepal" perplexity --model "$dir/bad" --data "$data" > /dev/null 2> "$dir/err"
+  check "$1 refused in one line" 'grep -qF "$want" "$dir/err" && [ "$(wc -l < "$dir/err")" -eq 1 ]' || cat "$dir/err"
+}
+settings() { /usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["quantization_config"].update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"))' "$dir/bad/config.json" "$1"; }
+cp -r "$gptq" "$dir/bad"
+settings '{"bits": 3}'
+refused "3-bit GPTQ" "gptq 3-bit weights are not supported"
+settings '{"bits": 4, "group_size": 64}'
+refused "a group size the scales do not have" "groups, but the 384 input columns of 'model.layers.0.mlp.down_proj.qweight' in groups of 64 make 6"
+settings '{"group_size": 32, "checkpoint_format": "marlin"}'
+refused "a GPTQ format it cannot read" "gptq checkpoint_format \"marlin\" is not supported"
+rm -rf "$dir/bad" && cp -r "$dir/awq-4-bit" "$dir/bad"
+settings '{"version": "gemv"}'
+refused "AWQ's GEMV layout" "awq version \"gemv\" is not supported"
+/usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); del c["quantization_config"]; json.dump(c, open(p, "w"))' "$dir/bad/config.json"
+refused "packed weights without a quantization_config" "holds packed integer weights, but config.json's quantization_config names no"
+exit $failed
