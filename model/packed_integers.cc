@@ -133,6 +133,9 @@ void unpack_packed_integers(std::map<std::string, TensorRef>& tensors,
                             const std::string& where) {
   const bool ct = packing.layout == PackedIntegers::Layout::kCompressedTensors;
   const bool awq = packing.layout == PackedIntegers::Layout::kAwq;
+  if ((packing.bits != 2 && packing.bits != 4 && packing.bits != 8) || (awq && packing.bits != 4) || packing.group_size < 0) {
+    fail(where, ": packed integers of ", packing.bits, " bits in groups of ", packing.group_size, " are not supported");
+  }
   const std::string values_suffix = ct ? ".weight_packed" : ".qweight";
   const std::string zeros_suffix = ct ? ".weight_zero_point" : ".qzeros";
   const std::string scales_suffix = ct ? ".weight_scale" : ".scales";
@@ -140,7 +143,9 @@ void unpack_packed_integers(std::map<std::string, TensorRef>& tensors,
   const std::int64_t per_word = 32 / packing.bits;
   const auto words_for = [&](std::int64_t n) { return (n + per_word - 1) / per_word; };
   std::vector<PackedWeight> weights;
-  for (const auto& [name, ref] : tensors) {
+  for (const auto& entry : tensors) {  // not a structured binding: the lambda below captures the name
+    const std::string& name = entry.first;
+    const TensorRef& ref = entry.second;
     if (!name.ends_with(values_suffix)) continue;
     const std::string base = name.substr(0, name.size() - values_suffix.size());
     PackedWeight w;
@@ -174,7 +179,7 @@ void unpack_packed_integers(std::map<std::string, TensorRef>& tensors,
       }
       w.out = index_at(shape, 0);
       w.in = index_at(shape, 1);
-      if (w.out < 1 || w.in < 1 || ref.shape != std::vector<std::int64_t>{w.out, words_for(w.in)}) {
+      if (w.out < 1 || w.in < 1 || w.in > (std::int64_t{1} << 40) || ref.shape != std::vector<std::int64_t>{w.out, words_for(w.in)}) {
         fail(where, ": packed weight '", name, "' ", ref.shape_string(), " does not hold a weight of shape ",
              shape_of({w.out, w.in}), " at ", packing.bits, " bits");
       }

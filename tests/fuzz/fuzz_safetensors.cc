@@ -1,7 +1,8 @@
 // Fuzz target: a safetensors file from any bytes. Parsing must succeed or throw sepal::Error
-// with a message; every tensor it accepts must lie inside the file; MXFP4 pairs and FP8 weights
-// with their scales (blocks of 1 to 4 a side, from the first bytes) unpack (each value computed)
-// or are refused with a message.
+// with a message; every tensor it accepts must lie inside the file; MXFP4 pairs, FP8 weights
+// with their scales (blocks of 1 to 4 a side, from the first bytes) and packed integer weights
+// with their parts (GPTQ, AWQ or compressed-tensors, from the next bytes) unpack (each value
+// computed) or are refused with a message.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -11,6 +12,7 @@
 #include "kernels/error.h"
 #include "model/fp8.h"
 #include "model/mxfp4.h"
+#include "model/packed_integers.h"
 #include "model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -27,6 +29,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     sepal::unpack_mxfp4_tensors(tensors, conversions, "fuzz");
     const std::int64_t bh = size > 0 ? 1 + data[0] % 4 : 1, bw = size > 1 ? 1 + data[1] % 4 : 1;
     sepal::unpack_fp8_tensors(tensors, conversions, {bh, bw}, "fuzz");
+    sepal::PackedIntegers packing;  // GPTQ, AWQ or compressed-tensors; bits and group size from the next bytes
+    packing.layout = static_cast<sepal::PackedIntegers::Layout>(size > 2 ? data[2] % 3 : 0);
+    packing.bits = packing.layout == sepal::PackedIntegers::Layout::kAwq ? 4 : size > 3 ? 2 << (data[3] % 3) : 4;
+    packing.group_size = size > 4 ? data[4] % 5 : 0;
+    packing.zero_offset = size > 5 ? data[5] % 2 : 0;
+    sepal::unpack_packed_integers(tensors, conversions, packing, "fuzz");
     for (auto& [name, convert] : conversions) {
       sepal::TensorRef& t = tensors.at(name);
       if (t.elements() > (std::int64_t{1} << 22)) continue;  // a size the fuzzer need not allocate
