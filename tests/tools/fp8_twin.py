@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_io import read_raw, write_raw  # noqa: E402
+from safetensors_io import read_raw, to_bf16, to_f32, write_raw  # noqa: E402
 
 
 def e4m3_table():
@@ -33,16 +33,6 @@ def e4m3_table():
 
 TABLE = e4m3_table()
 CODES = np.array([c for c in range(256) if not np.isnan(TABLE[c])], np.uint8)
-
-
-def to_f32(dtype, shape, blob):
-    if dtype == "F32":
-        return np.frombuffer(blob, np.float32).reshape(shape)
-    if dtype == "BF16":
-        return (np.frombuffer(blob, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    if dtype == "F16":
-        return np.frombuffer(blob, np.float16).astype(np.float32).reshape(shape)
-    sys.exit(f"fp8_twin.py: dtype {dtype} not handled")
 
 
 def quantize(w, bh, bw):
@@ -78,8 +68,7 @@ def main():
             continue
         codes, scales = quantize(to_f32(dtype, shape, blob), 1 if channel else bh, shape[1] if channel else bw)
         if n % 2:  # BF16 scales: the F32 values rounded to BF16, and the twin computed with those
-            bits = scales.view(np.uint32)
-            bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+            bits = to_bf16(scales)
             fp8[name + suffix] = ("BF16", scales.shape, bits.tobytes())
             scales = (bits.astype(np.uint32) << 16).view(np.float32)
         else:

@@ -18,26 +18,15 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_io import read_raw, write_raw  # noqa: E402
+from safetensors_io import read_raw, to_bf16, to_f32, write_raw  # noqa: E402
 
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # nibble p of a word holds output 8w + AWQ_ORDER[p]
-
-
-def to_f32(dtype, shape, blob):
-    if dtype == "F32":
-        return np.frombuffer(blob, np.float32).reshape(shape)
-    if dtype == "BF16":
-        return (np.frombuffer(blob, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    if dtype == "F16":
-        return np.frombuffer(blob, np.float16).astype(np.float32).reshape(shape)
-    sys.exit(f"int_twin.py: dtype {dtype} not handled")
 
 
 def stored_scales(s, bf16):
     """The scales as the file stores them (dtype name, bytes) and their float32 values."""
     if bf16:
-        bits = s.astype(np.float32).view(np.uint32)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        bits = to_bf16(s)
         return "BF16", bits.tobytes(), (bits.astype(np.uint32) << 16).view(np.float32)
     h = s.astype(np.float16)
     return "F16", h.tobytes(), h.astype(np.float32)

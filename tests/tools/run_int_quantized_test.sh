@@ -19,10 +19,7 @@ source "$here/../../scripts/mpi_env.sh"
 trap 'rm -rf "$dir"; clean_mpi_leftovers' EXIT
 model=$models/tinystories-656K
 data=$models/../data/tune-tom/eval-none.jsonl
-failed=0
-check() { if eval "$2"; then echo "ok: $1"; else echo "FAILED: $1"; failed=$((failed + 1)); return 1; fi; }
-nll() { "$sepal" perplexity --data "$data" --json "$@" 2> "$dir/err" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
-close() { /usr/bin/python3 -c "import sys; o, f = map(float, sys.argv[1:]); sys.exit(0 if o != f and abs(f / o - 1) < 0.03 else 1)" "$1" "$2"; }
+source "$here/quantized_folder_checks.sh"
 original=$(nll --model "$model")
 echo "nll: original $original"
 for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32 bf16" "ct 8 -1 asymmetric"; do
@@ -33,21 +30,10 @@ for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32
   twin=$(nll --model "$dir/$name-twin")
   echo "nll: $spec: $packed, its dequantized twin $twin"
   check "$spec scores what its dequantized twin scores" '[ -n "$packed" ] && [ "$packed" = "$twin" ]'
-  if [ "$2" != 2 ]; then check "$spec costs under 3% of the original's nll" 'close "$original" "$packed"'; fi
+  if [ "$2" != 2 ]; then check "$spec costs under 3% of the original's nll" 'close "$original" "$packed" 3'; fi
 done
 gptq=$dir/gptq-4-bit
-gen() { "$sepal" generate --prompt "Once upon a time" --max-new-tokens 24 --json "$@" 2> "$dir/err" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])'; }
-one=$(gen --model "$gptq"); swarm=$(gen --model "$gptq" --hosts 2)
-check "over 2 hosts the GPTQ folder generates one process's text" '[ -n "$one" ] && [ "$one" = "$swarm" ]'
-"$sepal" quantize --model "$gptq" --out "$dir/int8" 2> "$dir/err" || { echo "FAILED: sepal quantize"; cat "$dir/err"; failed=$((failed + 1)); }
-check "the int8 copy has no quantization_config" '! grep -q quantization_config "$dir/int8/config.json"'
-a=$(nll --model "$dir/int8" --dtype int8); b=$(nll --model "$gptq" --dtype int8)
-check "the int8 checkpoint scores what --dtype int8 on the GPTQ folder scores ($a)" '[ -n "$a" ] && [ "$a" = "$b" ]'
-refused() {  # WHAT EXPECTED
-  local want=$2
-  "$sepal" perplexity --model "$dir/bad" --data "$data" > /dev/null 2> "$dir/err"
-  check "$1 refused in one line" 'grep -qF "$want" "$dir/err" && [ "$(wc -l < "$dir/err")" -eq 1 ]' || cat "$dir/err"
-}
+swarm_and_int8_checks "$gptq" GPTQ
 settings() { /usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["quantization_config"].update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"))' "$dir/bad/config.json" "$1"; }
 cp -r "$gptq" "$dir/bad"
 settings '{"bits": 3}'

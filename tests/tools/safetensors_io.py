@@ -1,5 +1,6 @@
 """Safetensors files for the test tools: as raw tensors, {name: (dtype name, shape, bytes)}, or as
-numpy arrays (F32, F16, I8 and U8). Written with 8-byte aligned data, as sepal writes them."""
+numpy arrays (F32, F16, I8 and U8). Written with 8-byte aligned data, as sepal writes them. Also
+the float conversions the checkpoint writers share."""
 import json
 import struct
 
@@ -36,3 +37,20 @@ def read_arrays(path):
 def write_arrays(path, arrays):
     names = {np.dtype(t): name for name, t in NUMPY.items()}
     write_raw(path, {name: (names[a.dtype], a.shape, np.ascontiguousarray(a).tobytes()) for name, a in arrays.items()})
+
+
+def to_f32(dtype, shape, blob):
+    """A raw F32, BF16 or F16 tensor's values as float32."""
+    if dtype == "F32":
+        return np.frombuffer(blob, np.float32).reshape(shape)
+    if dtype == "BF16":
+        return (np.frombuffer(blob, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    if dtype == "F16":
+        return np.frombuffer(blob, np.float16).astype(np.float32).reshape(shape)
+    raise ValueError(f"dtype {dtype} is not a float type")
+
+
+def to_bf16(values):
+    """float32 values rounded to BF16 (to nearest, ties to even): their bits as uint16."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
