@@ -260,12 +260,20 @@ void unpack_packed_integers(std::map<std::string, TensorRef>& tensors,
       for (std::int64_t i = 0; i < w.scales.elements(); ++i) {
         if (!std::isfinite(element_as_f32(w.scales, i))) fail(where, ": scales '", w.scales.name, "' hold a NaN or an infinity");
       }
+      std::vector<std::int64_t> group(static_cast<std::size_t>(w.in));
+      for (std::int64_t i = 0; i < w.in; ++i) group[static_cast<std::size_t>(i)] = group_of(i);
       auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(w.out * w.in));
       parallel_for(w.out, [&](std::int64_t o) {
+        std::vector<float> scales(static_cast<std::size_t>(w.groups));  // row o's, a group each
+        std::vector<int> zeros(static_cast<std::size_t>(w.groups));
+        for (std::int64_t g = 0; g < w.groups; ++g) {
+          scales[static_cast<std::size_t>(g)] = scale(o, g);
+          zeros[static_cast<std::size_t>(g)] = zero(o, g);
+        }
         float* row = values->data() + o * w.in;
         for (std::int64_t i = 0; i < w.in; ++i) {
-          const std::int64_t g = group_of(i);
-          row[i] = scale(o, g) * static_cast<float>(value(o, i) - zero(o, g));
+          const auto g = static_cast<std::size_t>(group[static_cast<std::size_t>(i)]);
+          row[i] = scales[g] * static_cast<float>(value(o, i) - zeros[g]);
         }
       });
       t.data = reinterpret_cast<const std::byte*>(values->data());
