@@ -271,14 +271,20 @@ void check_compressed_fp8(const json& q, const std::string& where) {
 // (model/mxfp4.h), FP8 weights (model/fp8.h: transformers' block-wise, compressed-tensors' per
 // row or tensor; activations quantized on the fly, which sepal computes in its own precision
 // instead), packed integer weights (model/packed_integers.h: GPTQ, AWQ, compressed-tensors'
-// pack-quantized) and LLM.int8() rows with their SCB scales (bitsandbytes' 8-bit, and `sepal
-// quantize`'s); others (bitsandbytes' 4-bit, HQQ, ...) are refused by name before a tensor is read.
+// pack-quantized), bitsandbytes' 4-bit NF4 and FP4 (model/bnb4.h) and LLM.int8() rows with their
+// SCB scales (bitsandbytes' 8-bit, and `sepal quantize`'s); others (HQQ, EXL2, ...) are refused
+// by name before a tensor is read.
 void check_quantization(const json& config, const ModelConfig& c, const std::string& where) {
   if (!config.contains("quantization_config") || config["quantization_config"].is_null()) return;
   const json& q = config["quantization_config"];
   const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "";
   if (method == "mxfp4" && c.architecture == "GptOssForCausalLM") return;
   if (method == "bitsandbytes" && q.value("load_in_8bit", false) && !q.value("load_in_4bit", false)) return;
+  if (method == "bitsandbytes" && q.value("load_in_4bit", false)) {  // model/bnb4.h
+    const json type = q.value("bnb_4bit_quant_type", json("fp4"));
+    if (type != "nf4" && type != "fp4") fail(where, ": bitsandbytes bnb_4bit_quant_type ", type.dump(), " is not supported (nf4 and fp4 are)");
+    return;
+  }
   if (method == "fp8") {
     const auto text = [&](const char* key, const char* fallback) {
       return q.contains(key) && q[key].is_string() ? q[key].get<std::string>() : q.contains(key) ? q[key].dump() : fallback;
@@ -298,7 +304,7 @@ void check_quantization(const json& config, const ModelConfig& c, const std::str
   }
   fail(where, ": quantization_config ", method.empty() ? q.dump() : "'" + method + "'",
        " is not supported (supported: GPT-OSS's mxfp4, fp8 with E4M3 blocks, GPTQ, AWQ, compressed-tensors' FP8 and "
-       "pack-quantized integers, bitsandbytes' 8-bit)");
+       "pack-quantized integers, bitsandbytes' 8-bit and 4-bit)");
 }
 
 // Gemma 3's larger checkpoints (4B, 12B, 27B) are multimodal: the language model's settings are

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "model/bnb4.h"
 #include "model/fp8.h"
 #include "model/packed_integers.h"
 #include "model/gguf_model.h"
@@ -95,12 +96,12 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     // (model/fp8.h), which are unpacked.
     const bool mxfp4 = dtype_text == "U8" && (name.ends_with("_blocks") || name.ends_with("_scales"));
     const bool float8 = dtype_text == "F8_E4M3";
-    const int int_words = dtype_text == "I32" ? 4 : dtype_text == "I64" ? 8 : 0;  // model/packed_integers.h
+    // Integers: packed weights and their parts (model/packed_integers.h, model/bnb4.h).
+    const int int_words = dtype_text == "I32" ? 4 : dtype_text == "I64" ? 8 : dtype_text == "U8" && !mxfp4 ? 1 : 0;
     const auto dtype = mxfp4 || float8 || int_words ? DType::kI8 : safetensors_dtype(dtype_text);
     if (!dtype) {
       fail(what, " has unsupported dtype ", dtype_text,
-           " (supported: F32, F16, BF16, I8, F8_E4M3 with its scales, I32 and I64 as packed weights' parts, and U8 as "
-           "MXFP4's _blocks and _scales)");
+           " (supported: F32, F16, BF16, I8, F8_E4M3 with its scales, and U8, I32 and I64 as packed weights' parts)");
     }
     if (!entry.contains("shape") || !entry["shape"].is_array()) fail(what, " has no shape");
     if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
@@ -251,14 +252,16 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     if (const auto packing = integers ? packed_integers(quantization, dir.string()) : std::nullopt) {
       unpack_packed_integers(checkpoint.tensors_, checkpoint.conversions_, *packing, dir.string());
     }
+    if (integers) unpack_bnb4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());
     for (auto it = checkpoint.tensors_.begin(); it != checkpoint.tensors_.end();) {
       if (!it->second.int_words) {
         ++it;
         continue;
       }
-      if (it->first.ends_with(".qweight") || it->first.ends_with(".weight_packed")) {
-        fail(dir.string(), ": tensor '", it->first, "' holds packed integer weights, but config.json's quantization_config "
-             "names no GPTQ, AWQ or compressed-tensors pack-quantized packing");
+      const std::string& name = it->first;
+      if (name.ends_with(".qweight") || name.ends_with(".weight_packed") || name.ends_with(".weight")) {
+        fail(dir.string(), ": tensor '", name, "' holds packed integer weights, but nothing says how: config.json's "
+             "quantization_config names no GPTQ, AWQ or compressed-tensors packing, and no bitsandbytes quant_state is beside it");
       }
       it = checkpoint.tensors_.erase(it);  // sepal reads no integer tensor (position_ids buffers, say)
     }

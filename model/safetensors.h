@@ -30,8 +30,9 @@ struct TensorRef {
   std::shared_ptr<const void> storage;  ///< keeps `data` valid (the file's mapping, or converted values)
   bool mapped = false;  ///< `data` lies in a read-only file mapping (its pages may be dropped once copied)
   bool float8 = false;  ///< F8_E4M3 bytes (dtype kI8 until unpacked: model/fp8.h)
-  /// 4 or 8 for I32 or I64 integers (packed weights and their parts: model/packed_integers.h),
-  /// else 0; such a tensor's dtype says nothing of its values, and loaders read none of them.
+  /// 1, 4 or 8 for U8, I32 or I64 integers (packed weights and their parts:
+  /// model/packed_integers.h, model/bnb4.h), else 0; such a tensor's dtype says nothing of its
+  /// values, and loaders read none of them.
   int int_words = 0;
 
   /// Number of elements (product of the shape).
@@ -66,8 +67,9 @@ class Checkpoint {
  public:
   /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
   /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
-  /// MXFP4, FP8 and packed integer weights (model/mxfp4.h, model/fp8.h, model/packed_integers.h;
-  /// their settings from config.json's quantization_config) are unpacked when first asked for;
+  /// MXFP4, FP8 and packed integer weights (model/mxfp4.h, model/fp8.h, model/packed_integers.h,
+  /// model/bnb4.h; their settings from config.json's quantization_config, or bitsandbytes'
+  /// quant_state beside them) are unpacked when first asked for;
   /// other integer tensors (buffers such as position_ids) are left out. A
   /// multimodal checkpoint (Gemma3ForConditionalGeneration) is its language model alone, under
   /// a causal LM's names (text_tower_tensor_name); its vision tower is not read.

@@ -84,7 +84,8 @@ int quantize_command(int argc, char** argv) {
     const nlohmann::json method = c.contains("quantization_config") && c["quantization_config"].is_object()
                                       ? c["quantization_config"].value("quant_method", nlohmann::json())
                                       : nlohmann::json();
-    if (method == "mxfp4" || method == "fp8" || method == "compressed-tensors" || method == "gptq" || method == "awq") {
+    const bool four_bit = method == "bitsandbytes" && c["quantization_config"].value("load_in_4bit", false);
+    if (method == "mxfp4" || method == "fp8" || method == "compressed-tensors" || method == "gptq" || method == "awq" || four_bit) {
       c.erase("quantization_config");
       std::ofstream(copy) << c.dump(2) << "\n";
     }

@@ -1,8 +1,8 @@
 // Fuzz target: a safetensors file from any bytes. Parsing must succeed or throw sepal::Error
 // with a message; every tensor it accepts must lie inside the file; MXFP4 pairs, FP8 weights
 // with their scales (blocks of 1 to 4 a side, from the first bytes) and packed integer weights
-// with their parts (GPTQ, AWQ or compressed-tensors, from the next bytes) unpack (each value
-// computed) or are refused with a message.
+// with their parts (GPTQ, AWQ or compressed-tensors, from the next bytes) and bitsandbytes' 4-bit
+// weights unpack (each value computed) or are refused with a message.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/error.h"
+#include "model/bnb4.h"
 #include "model/fp8.h"
 #include "model/mxfp4.h"
 #include "model/packed_integers.h"
@@ -35,6 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     packing.group_size = size > 4 ? data[4] % 5 : 0;
     packing.zero_offset = size > 5 ? data[5] % 2 : 0;
     sepal::unpack_packed_integers(tensors, conversions, packing, "fuzz");
+    sepal::unpack_bnb4_tensors(tensors, conversions, "fuzz");
     for (auto& [name, convert] : conversions) {
       sepal::TensorRef& t = tensors.at(name);
       if (t.elements() > (std::int64_t{1} << 22)) continue;  // a size the fuzzer need not allocate

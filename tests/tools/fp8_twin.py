@@ -12,13 +12,12 @@ same weights dequantized (fp8(x) * scale in float32) as F32, with no quantizatio
 """
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_io import read_raw, to_bf16, to_f32, write_raw  # noqa: E402
+from safetensors_io import copy_model_folder, read_raw, to_bf16, to_f32, write_raw  # noqa: E402
 
 
 def e4m3_table():
@@ -55,14 +54,9 @@ def main():
     channel = sys.argv[4] == "channel"
     bh, bw = (0, 0) if channel else (int(sys.argv[4]), int(sys.argv[5]))
     suffix = "_scale" if channel else "_scale_inv"
-    files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
-    if len(files) != 1:
-        sys.exit("fp8_twin.py: expects one .safetensors file")
-    for d in (fp8_dir, twin_dir):
-        shutil.copytree(src, d, copy_function=shutil.copyfile)  # writable copies
-        os.chmod(d, 0o755)  # copytree gives the folder the source's mode
+    weights = copy_model_folder(src, fp8_dir, twin_dir)
     fp8, twin = {}, {}
-    for n, (name, (dtype, shape, blob)) in enumerate(read_raw(f"{src}/{files[0]}").items()):
+    for n, (name, (dtype, shape, blob)) in enumerate(read_raw(f"{src}/{weights}").items()):
         if len(shape) != 2 or ".layers." not in name or not name.endswith(".weight"):
             fp8[name] = twin[name] = (dtype, shape, blob)
             continue
@@ -76,8 +70,8 @@ def main():
         fp8[name] = ("F8_E4M3", shape, codes.tobytes())
         rows_scale = scales if channel else np.repeat(np.repeat(scales, bh, axis=0), bw, axis=1)[:shape[0], :shape[1]]
         twin[name] = ("F32", shape, (TABLE[codes] * rows_scale).astype(np.float32).tobytes())
-    write_raw(f"{fp8_dir}/{files[0]}", fp8)
-    write_raw(f"{twin_dir}/{files[0]}", twin)
+    write_raw(f"{fp8_dir}/{weights}", fp8)
+    write_raw(f"{twin_dir}/{weights}", twin)
     config = json.load(open(f"{src}/config.json"))
     config.pop("quantization_config", None)
     json.dump(config, open(f"{twin_dir}/config.json", "w"), indent=1)

@@ -12,13 +12,12 @@ asymmetric (ct: with zero points), bf16 (scales in BF16 rather than F16).
 """
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_io import read_raw, to_bf16, to_f32, write_raw  # noqa: E402
+from safetensors_io import copy_model_folder, read_raw, to_bf16, to_f32, write_raw  # noqa: E402
 
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # nibble p of a word holds output 8w + AWQ_ORDER[p]
 
@@ -75,14 +74,9 @@ def main():
     src, out_dir, twin_dir, fmt, bits, group_size = sys.argv[1:7]
     bits, group_size, options = int(bits), int(group_size), set(sys.argv[7:])
     rng = np.random.default_rng(7)
-    files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
-    if len(files) != 1:
-        sys.exit("int_twin.py: expects one .safetensors file")
-    for d in (out_dir, twin_dir):
-        shutil.copytree(src, d, copy_function=shutil.copyfile)  # writable copies
-        os.chmod(d, 0o755)
+    weights = copy_model_folder(src, out_dir, twin_dir)
     packed, twin = {}, {}
-    for name, (dtype, shape, blob) in read_raw(f"{src}/{files[0]}").items():
+    for name, (dtype, shape, blob) in read_raw(f"{src}/{weights}").items():
         if len(shape) != 2 or ".layers." not in name or not name.endswith(".weight"):
             packed[name] = twin[name] = (dtype, shape, blob)
             continue
@@ -123,8 +117,8 @@ def main():
             if not symmetric:
                 zp = pack(z, bits, 0)
                 packed[base + ".weight_zero_point"] = ("I32", zp.shape, zp.tobytes())
-    write_raw(f"{out_dir}/{files[0]}", packed)
-    write_raw(f"{twin_dir}/{files[0]}", twin)
+    write_raw(f"{out_dir}/{weights}", packed)
+    write_raw(f"{twin_dir}/{weights}", twin)
     config = json.load(open(f"{src}/config.json"))
     config.pop("quantization_config", None)
     json.dump(config, open(f"{twin_dir}/config.json", "w"), indent=1)

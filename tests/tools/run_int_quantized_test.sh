@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Integer-quantized checkpoints (model/packed_integers.h: GPTQ, AWQ, compressed-tensors'
-# pack-quantized), written from a real model (tinystories-656K) by tests/tools/int_twin.py,
-# independently of sepal, beside their dequantized F32 twins:
+# pack-quantized; model/bnb4.h: bitsandbytes' 4-bit), written from a real model
+# (tinystories-656K) by tests/tools/int_twin.py and bnb4_twin.py, independently of sepal, beside
+# their dequantized F32 twins:
 #   - each folder scores exactly what its twin scores: GPTQ 4-bit in groups of 32 with act-order
 #     (g_idx) and AutoGPTQ's zero points, GPTQ v2 8-bit a scale a row, GPTQ 2-bit, AWQ 4-bit,
-#     compressed-tensors 4-bit symmetric with BF16 scales and 8-bit asymmetric a scale a row; the
-#     4- and 8-bit ones within 3% of the original model's nll;
-#   - over 2 hosts, the GPTQ folder generates what one process does;
-#   - sepal quantize turns it into an int8 checkpoint without its quantization_config, which at
-#     --dtype int8 scores what --dtype int8 on the GPTQ folder scores;
+#     compressed-tensors 4-bit symmetric with BF16 scales and 8-bit asymmetric a scale a row,
+#     bitsandbytes' NF4 with double quantization (bf16) and FP4 (f16) in blocks of 64; the 4-
+#     and 8-bit ones within 3% of the original model's nll (FP4 6%);
+#   - over 2 hosts, the GPTQ and NF4 folders generate what one process does;
+#   - sepal quantize turns each into an int8 checkpoint without its quantization_config, which
+#     at --dtype int8 scores what --dtype int8 on the folder scores;
 #   - settings sepal cannot read, and parts that do not fit, are refused in one line.
 #   run_int_quantized_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
@@ -32,8 +34,19 @@ for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32
   check "$spec scores what its dequantized twin scores" '[ -n "$packed" ] && [ "$packed" = "$twin" ]'
   if [ "$2" != 2 ]; then check "$spec costs under 3% of the original's nll" 'close "$original" "$packed" 3'; fi
 done
+for spec in "nf4 64 bfloat16 nested" "fp4 64 float16"; do  # bitsandbytes' 4-bit: self-described
+  set -- $spec
+  /usr/bin/python3 "$here/bnb4_twin.py" "$model" "$dir/$1" "$dir/$1-twin" "$@" || { echo "FAILED: bnb4_twin.py $spec"; exit 1; }
+  packed=$(nll --model "$dir/$1") || cat "$dir/err"
+  twin=$(nll --model "$dir/$1-twin")
+  echo "nll: bitsandbytes $spec: $packed, its dequantized twin $twin"
+  check "bitsandbytes $spec scores what its dequantized twin scores" '[ -n "$packed" ] && [ "$packed" = "$twin" ]'
+  limit=3; [ "$1" = fp4 ] && limit=6  # FP4's levels fit weights worse than NF4's, as QLoRA found
+  check "bitsandbytes $spec costs under $limit% of the original's nll" 'close "$original" "$packed" $limit'
+done
 gptq=$dir/gptq-4-bit
 swarm_and_int8_checks "$gptq" GPTQ
+swarm_and_int8_checks "$dir/nf4" NF4
 settings() { /usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["quantization_config"].update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"))' "$dir/bad/config.json" "$1"; }
 cp -r "$gptq" "$dir/bad"
 settings '{"bits": 3}'
@@ -46,5 +59,5 @@ rm -rf "$dir/bad" && cp -r "$dir/awq-4-bit" "$dir/bad"
 settings '{"version": "gemv"}'
 refused "AWQ's GEMV layout" "awq version \"gemv\" is not supported"
 /usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); del c["quantization_config"]; json.dump(c, open(p, "w"))' "$dir/bad/config.json"
-refused "packed weights without a quantization_config" "holds packed integer weights, but config.json's quantization_config names no"
+refused "packed weights without a quantization_config" "holds packed integer weights, but nothing says how"
 exit $failed

@@ -2,6 +2,8 @@
 numpy arrays (F32, F16, I8 and U8). Written with 8-byte aligned data, as sepal writes them. Also
 the float conversions the checkpoint writers share."""
 import json
+import os
+import shutil
 import struct
 
 import numpy as np
@@ -54,3 +56,15 @@ def to_bf16(values):
     """float32 values rounded to BF16 (to nearest, ties to even): their bits as uint16."""
     bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def copy_model_folder(src, *dirs):
+    """Writable copies of the model folder `src`, which must hold one .safetensors file, at each of
+    `dirs` (copytree would give them the source's modes); that file's name."""
+    files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
+    if len(files) != 1:
+        raise SystemExit(f"{src}: expected one .safetensors file, found {len(files)}")
+    for d in dirs:
+        shutil.copytree(src, d, copy_function=shutil.copyfile)
+        os.chmod(d, 0o755)
+    return files[0]
