@@ -234,16 +234,25 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   const bool float8 = any([](const auto& t) { return t.second.float8; });
   const bool integers = any([](const auto& t) { return t.second.int_words != 0; });
   if (float8 || integers) {
+    const auto read_json = [](const std::filesystem::path& path) {
+      try {
+        std::ifstream in(path);
+        return json::parse(in);
+      } catch (const json::exception& e) {
+        fail(path.string(), ": not valid JSON (", e.what(), ")");
+      }
+    };
     json quantization;
     if (const auto config = dir / "config.json"; std::filesystem::exists(config)) {
-      json c;
-      try {
-        std::ifstream in(config);
-        c = json::parse(in);
-      } catch (const json::exception& e) {
-        fail(config.string(), ": not valid JSON (", e.what(), ")");
-      }
+      const json c = read_json(config);
       if (c.is_object() && c.contains("quantization_config")) quantization = c["quantization_config"];
+    }
+    // Older GPTQ and AWQ folders keep their settings beside config.json: AutoGPTQ's
+    // quantize_config.json, AutoAWQ's quant_config.json.
+    for (const auto& [file, method] : {std::pair{"quantize_config.json", "gptq"}, std::pair{"quant_config.json", "awq"}}) {
+      if (!integers || !quantization.is_null() || !std::filesystem::exists(dir / file)) continue;
+      quantization = read_json(dir / file);
+      if (quantization.is_object() && !quantization.contains("quant_method")) quantization["quant_method"] = method;
     }
     if (float8) {
       unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),

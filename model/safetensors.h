@@ -68,8 +68,9 @@ class Checkpoint {
   /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
   /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
   /// MXFP4, FP8 and packed integer weights (model/mxfp4.h, model/fp8.h, model/packed_integers.h,
-  /// model/bnb4.h; their settings from config.json's quantization_config, or bitsandbytes'
-  /// quant_state beside them) are unpacked when first asked for;
+  /// model/bnb4.h; their settings from config.json's quantization_config, else AutoGPTQ's
+  /// quantize_config.json or AutoAWQ's quant_config.json, or bitsandbytes' quant_state beside
+  /// each weight) are unpacked when first asked for;
   /// other integer tensors (buffers such as position_ids) are left out. A
   /// multimodal checkpoint (Gemma3ForConditionalGeneration) is its language model alone, under
   /// a causal LM's names (text_tower_tensor_name); its vision tower is not read.

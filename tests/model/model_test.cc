@@ -1011,6 +1011,10 @@ TEST(Checkpoint, UnpacksGptqWeights) {
   std::filesystem::remove(dir / "config.json");
   expect_error([&] { (void)Checkpoint::open(dir.path()); },
                "tensor 'm.q_proj.qweight' holds packed integer weights, but nothing says how");
+  // Older folders: AutoGPTQ's settings in quantize_config.json.
+  test::write_file(dir / "quantize_config.json", json{{"bits", 4}, {"group_size", 4}, {"desc_act", false}, {"sym", false}}.dump());
+  expect_matrix(Checkpoint::open(dir.path()).get("m.q_proj.weight"), {2, 8}, {-2, -1.5f, -1, -0.5f, 3, 4, 5, 6});
+  std::filesystem::remove(dir / "quantize_config.json");
   // Other integer tensors (buffers) are left out.
   write_safetensors(dir / "model.safetensors", {{"m.position_ids", "I64", {2}, std::vector<std::byte>(16)},
                                                 {"m.norm.weight", "F32", {1}, f32_bytes({1.0f})}});
@@ -1027,8 +1031,12 @@ TEST(Checkpoint, UnpacksAwqWeights) {
   write_safetensors(dir / "model.safetensors", {{"m.up_proj.qweight", "I32", {2, 1}, word_bytes({0x75316420u, 0x02461357u})},
                                                 {"m.up_proj.qzeros", "I32", {1, 1}, word_bytes({0x11511111u})},
                                                 {"m.up_proj.scales", "F32", {1, 8}, f32_bytes({1, 1, 1, 2, 1, 1, 1, 1})}});
-  expect_matrix(Checkpoint::open(dir.path()).get("m.up_proj.weight"), {8, 2},
-                {-1, 6, 0, 5, 1, 4, -4, -2, 3, 2, 4, 1, 5, 0, 6, -1});
+  const std::vector<float> expected = {-1, 6, 0, 5, 1, 4, -4, -2, 3, 2, 4, 1, 5, 0, 6, -1};
+  expect_matrix(Checkpoint::open(dir.path()).get("m.up_proj.weight"), {8, 2}, expected);
+  // Older folders: AutoAWQ's settings in quant_config.json, under its own names.
+  std::filesystem::remove(dir / "config.json");
+  test::write_file(dir / "quant_config.json", json{{"zero_point", true}, {"q_group_size", 2}, {"w_bit", 4}, {"version", "GEMM"}}.dump());
+  expect_matrix(Checkpoint::open(dir.path()).get("m.up_proj.weight"), {8, 2}, expected);
 }
 
 TEST(Checkpoint, UnpacksCompressedTensorsPackedWeights) {
