@@ -32,27 +32,34 @@ int bits_of(const json& value, const std::string& what) {
   return value.get<int>();
 }
 
-PackedIntegers compressed_tensors_packing(const json& q, const std::string& where) {
+PackedIntegers compressed_tensors_packing(const json& q, bool packed, const std::string& where) {
   const json groups = member(q, "config_groups");
   if (!groups.is_object() || groups.empty()) fail(where, ": compressed-tensors needs config_groups");
   std::optional<PackedIntegers> packing;
   for (const auto& [group, g] : groups.items()) {
     const json w = member(g, "weights");
     const std::string what = where + ": compressed-tensors group '" + group + "'";
-    if (member(w, "type") != "int") fail(what, " weights must be integers for format pack-quantized, not ", w.dump());
+    const std::string format = packed ? "pack-quantized" : "int-quantized";
+    if (member(w, "type") != "int") fail(what, " weights must be integers for format ", format, ", not ", w.dump());
     if (member(w, "dynamic") == true) fail(what, " weights must be stored, not quantized on the fly: ", w.dump());
-    if (!member(g, "input_activations").is_null()) {
+    const json a = member(g, "input_activations");
+    if (packed && !a.is_null()) {
       fail(what, ": quantized input activations are not supported with pack-quantized weights (weight-only, W4A16, is)");
     }
+    if (!a.is_null() && member(a, "dynamic") != true) {
+      fail(what, ": static input activation scales are not supported (dynamic ones are): ", a.dump());
+    }
     PackedIntegers p;
-    p.layout = PackedIntegers::Layout::kCompressedTensors;
+    p.layout = packed ? PackedIntegers::Layout::kCompressedTensors : PackedIntegers::Layout::kCompressedTensorsInt8;
     p.bits = bits_of(member(w, "num_bits"), what);
+    if (!packed && p.bits != 8) fail(what, " int-quantized weights must be 8-bit, not ", p.bits, "-bit");
     const json strategy = member(w, "strategy");
     if (strategy == "group") {
       p.group_size = group_size_of(member(w, "group_size"), what);
       if (p.group_size == 0) fail(what, " strategy 'group' needs a group_size");
-    } else if (strategy != "channel") {
-      fail(what, " weights must have a scale a group or a row (strategy group or channel), not ", strategy.dump());
+    } else if (strategy != "channel" && (packed || strategy != "tensor")) {
+      fail(what, " weights must have a scale a group or a row (strategy group or channel", packed ? "" : ", or tensor",
+           "), not ", strategy.dump());
     }
     if (packing && (packing->bits != p.bits || packing->group_size != p.group_size)) {
       fail(where, ": compressed-tensors groups with different bits or group sizes are not supported");
@@ -97,6 +104,70 @@ std::string shape_of(std::initializer_list<std::int64_t> dims) {
   return s + "]";
 }
 
+// compressed-tensors' int-quantized weights: X.weight I8 as it is, its scales (and zero points) a
+// row, a group of a row, or the tensor's.
+void unpack_int8_weights(std::map<std::string, TensorRef>& tensors, std::map<std::string, Checkpoint::Conversion>& conversions,
+                         std::int64_t group_size, const std::string& where) {
+  const std::string kScale = ".weight_scale", kZero = ".weight_zero_point";
+  std::vector<std::string> names;
+  for (const auto& entry : tensors) {
+    if (entry.first.ends_with(kScale)) names.push_back(entry.first.substr(0, entry.first.size() - kScale.size()) + ".weight");
+  }
+  for (const std::string& name : names) {
+    const std::string base = name.substr(0, name.size() - 7);
+    const auto weight_it = tensors.find(name);
+    if (weight_it == tensors.end()) fail(where, ": scales '", base, kScale, "' have no ", name);
+    const TensorRef weight = weight_it->second, scales = tensors.at(base + kScale);
+    if (weight.dtype != DType::kI8 || weight.int_words || weight.float8 || weight.shape.size() != 2) {
+      fail(where, ": int-quantized weight '", name, "' must be an I8 matrix");
+    }
+    if (scales.int_words || scales.float8 || (scales.dtype != DType::kF32 && scales.dtype != DType::kBF16 && scales.dtype != DType::kF16)) {
+      fail(where, ": scales '", scales.name, "' must be F16, BF16 or F32");
+    }
+    const std::int64_t out = weight.shape[0], in = weight.shape[1];
+    const std::int64_t groups = group_size > 0 ? (in + group_size - 1) / group_size : 1;
+    const bool per_tensor = scales.elements() == 1 && scales.shape.size() <= 1;
+    if (!per_tensor && scales.shape != std::vector<std::int64_t>{out, groups}) {
+      fail(where, ": scales '", scales.name, "' ", scales.shape_string(), " do not fit '", name, "' ", weight.shape_string(),
+           " (expected [", out, ", ", groups, "], or one for the tensor)");
+    }
+    TensorRef zeros;
+    if (const auto it = tensors.find(base + kZero); it != tensors.end()) {
+      zeros = it->second;
+      if (zeros.dtype != DType::kI8 || zeros.int_words || zeros.float8 || zeros.shape != scales.shape) {
+        fail(where, ": zero points '", zeros.name, "' must be I8 of the scales' shape ", scales.shape_string());
+      }
+      tensors.erase(it);
+    }
+    tensors.erase(base + kScale);
+    TensorRef converted;
+    converted.name = name;
+    converted.dtype = DType::kF32;
+    converted.shape = {out, in};
+    converted.bytes = static_cast<std::size_t>(out * in) * 4;
+    tensors[name] = converted;
+    const std::int64_t size = group_size > 0 ? group_size : in;
+    conversions[name] = [weight, scales, zeros, out, in, groups, size, per_tensor, where](TensorRef& t) {
+      const auto* q = reinterpret_cast<const std::int8_t*>(weight.data);
+      const auto* z = reinterpret_cast<const std::int8_t*>(zeros.data);
+      for (std::int64_t i = 0; i < scales.elements(); ++i) {
+        if (!std::isfinite(element_as_f32(scales, i))) fail(where, ": scales '", scales.name, "' hold a NaN or an infinity");
+      }
+      auto values = std::make_shared<std::vector<float>>(static_cast<std::size_t>(out * in));
+      parallel_for(out, [&](std::int64_t o) {
+        for (std::int64_t i = 0; i < in; ++i) {
+          const std::int64_t k = per_tensor ? 0 : o * groups + i / size;
+          (*values)[static_cast<std::size_t>(o * in + i)] =
+              element_as_f32(scales, k) * static_cast<float>(q[o * in + i] - (z ? z[k] : 0));
+        }
+      });
+      t.data = reinterpret_cast<const std::byte*>(values->data());
+      t.storage = values;
+      t.mapped = false;
+    };
+  }
+}
+
 }  // namespace
 
 std::optional<PackedIntegers> packed_integers(const json& q, const std::string& where) {
@@ -124,13 +195,24 @@ std::optional<PackedIntegers> packed_integers(const json& q, const std::string& 
     if (member(q, "zero_point") == false) fail(where, ": awq without zero points is not supported");
     return p;
   }
-  if (method == "compressed-tensors" && member(q, "format") == "pack-quantized") return compressed_tensors_packing(q, where);
+  if (method == "compressed-tensors" && member(q, "format") == "pack-quantized") return compressed_tensors_packing(q, true, where);
+  if (method == "compressed-tensors" && member(q, "format") == "int-quantized") return compressed_tensors_packing(q, false, where);
+  if (method == "compressed-tensors" && member(q, "format") == "naive-quantized") {  // older W8A8: integers, or floats (FP8)
+    const json groups = member(q, "config_groups");
+    if (groups.is_object() && !groups.empty() && member(member(groups.begin().value(), "weights"), "type") == "int") {
+      return compressed_tensors_packing(q, false, where);
+    }
+  }
   return std::nullopt;
 }
 
 void unpack_packed_integers(std::map<std::string, TensorRef>& tensors,
                             std::map<std::string, Checkpoint::Conversion>& conversions, const PackedIntegers& packing,
                             const std::string& where) {
+  if (packing.layout == PackedIntegers::Layout::kCompressedTensorsInt8) {
+    unpack_int8_weights(tensors, conversions, packing.group_size, where);
+    return;
+  }
   const bool ct = packing.layout == PackedIntegers::Layout::kCompressedTensors;
   const bool awq = packing.layout == PackedIntegers::Layout::kAwq;
   if ((packing.bits != 2 && packing.bits != 4 && packing.bits != 8) || (awq && packing.bits != 4) || packing.group_size < 0) {

@@ -233,7 +233,8 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   const auto any = [&](auto&& is) { return std::any_of(checkpoint.tensors_.begin(), checkpoint.tensors_.end(), is); };
   const bool float8 = any([](const auto& t) { return t.second.float8; });
   const bool integers = any([](const auto& t) { return t.second.int_words != 0; });
-  if (float8 || integers) {
+  const bool int8 = any([](const auto& t) { return t.second.dtype == DType::kI8 && !t.second.int_words && !t.second.float8; });
+  if (float8 || integers || int8) {
     const auto read_json = [](const std::filesystem::path& path) {
       try {
         std::ifstream in(path);
@@ -258,7 +259,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
       unpack_fp8_tensors(checkpoint.tensors_, checkpoint.conversions_, fp8_weight_block_size(quantization, dir.string()),
                          dir.string());
     }
-    if (const auto packing = integers ? packed_integers(quantization, dir.string()) : std::nullopt) {
+    if (const auto packing = integers || int8 ? packed_integers(quantization, dir.string()) : std::nullopt) {
       unpack_packed_integers(checkpoint.tensors_, checkpoint.conversions_, *packing, dir.string());
     }
     if (integers) unpack_bnb4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());

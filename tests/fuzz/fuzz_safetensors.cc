@@ -1,7 +1,7 @@
 // Fuzz target: a safetensors file from any bytes. Parsing must succeed or throw sepal::Error
 // with a message; every tensor it accepts must lie inside the file; MXFP4 pairs, FP8 weights
 // with their scales (blocks of 1 to 4 a side, from the first bytes) and packed integer weights
-// with their parts (GPTQ, AWQ or compressed-tensors, from the next bytes) and bitsandbytes' 4-bit
+// with their parts (GPTQ, AWQ or compressed-tensors' two, from the next bytes) and bitsandbytes' 4-bit
 // weights unpack (each value computed) or are refused with a message.
 #include <cstddef>
 #include <cstdint>
@@ -31,8 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::int64_t bh = size > 0 ? 1 + data[0] % 4 : 1, bw = size > 1 ? 1 + data[1] % 4 : 1;
     sepal::unpack_fp8_tensors(tensors, conversions, {bh, bw}, "fuzz");
     sepal::PackedIntegers packing;  // GPTQ, AWQ or compressed-tensors; bits and group size from the next bytes
-    packing.layout = static_cast<sepal::PackedIntegers::Layout>(size > 2 ? data[2] % 3 : 0);
-    packing.bits = packing.layout == sepal::PackedIntegers::Layout::kAwq ? 4 : size > 3 ? 2 << (data[3] % 3) : 4;
+    packing.layout = static_cast<sepal::PackedIntegers::Layout>(size > 2 ? data[2] % 4 : 0);
+    packing.bits = packing.layout == sepal::PackedIntegers::Layout::kAwq                     ? 4
+                   : packing.layout == sepal::PackedIntegers::Layout::kCompressedTensorsInt8 ? 8
+                   : size > 3                                                             ? 2 << (data[3] % 3)
+                                                                                          : 4;
     packing.group_size = size > 4 ? data[4] % 5 : 0;
     packing.zero_offset = size > 5 ? data[5] % 2 : 0;
     sepal::unpack_packed_integers(tensors, conversions, packing, "fuzz");

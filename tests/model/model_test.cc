@@ -447,6 +447,17 @@ TEST(ModelConfig, ReadsGptOss) {
   EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
   g["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 3;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "3-bit weights are not supported");
+  // int-quantized: W8A8's int8 weights, activations quantized on the fly (computed in sepal's own
+  // precision instead), never from static scales.
+  g["quantization_config"]["format"] = "int-quantized";
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 4;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "int-quantized weights must be 8-bit, not 4-bit");
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 8;
+  g["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "tensor";
+  g["quantization_config"]["config_groups"]["group_0"]["input_activations"] = {{"num_bits", 8}, {"type", "int"}, {"dynamic", true}};
+  EXPECT_NO_THROW((void)parse_model_config(g.dump(), "c"));
+  g["quantization_config"]["config_groups"]["group_0"]["input_activations"]["dynamic"] = false;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "static input activation scales are not supported");
   g["quantization_config"]["format"] = "marlin-24";
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "format \"marlin-24\" is not supported");
   g.erase("quantization_config");
@@ -1069,6 +1080,20 @@ TEST(Checkpoint, UnpacksCompressedTensorsPackedWeights) {
   write_safetensors(dir / "model.safetensors", parts);
   expect_error([&] { (void)Checkpoint::open(dir.path()); },
                "packed weight 'm.down_proj.weight_packed' [2, 1] does not hold a weight of shape [2, 9] at 4 bits");
+  // int-quantized (W8A8): I8 weights as they are, a scale a row, zero points I8 when asymmetric.
+  test::write_file(dir / "config.json", json{{"quantization_config", {{"quant_method", "compressed-tensors"}, {"format", "int-quantized"},
+      {"config_groups", {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "int"}, {"strategy", "channel"}}}}}}}}}}.dump());
+  const std::vector<std::byte> q = {std::byte{0x80}, std::byte{0x01}, std::byte{0x7F}, std::byte{0xFE}};  // -128, 1 | 127, -2
+  std::vector<TensorToWrite> w8 = {{"m.o_proj.weight", "I8", {2, 2}, q}, {"m.o_proj.weight_scale", "F32", {2, 1}, f32_bytes({0.5f, -2})}};
+  write_safetensors(dir / "model.safetensors", w8);
+  expect_matrix(Checkpoint::open(dir.path()).get("m.o_proj.weight"), {2, 2}, {-64, 0.5f, -254, 4});
+  w8.push_back({"m.o_proj.weight_zero_point", "I8", {2, 1}, {std::byte{1}, std::byte{0xFF}}});  // 1 and -1
+  write_safetensors(dir / "model.safetensors", w8);
+  expect_matrix(Checkpoint::open(dir.path()).get("m.o_proj.weight"), {2, 2}, {-64.5f, 0, -256, 2});
+  w8[1].shape = {1, 2};
+  write_safetensors(dir / "model.safetensors", w8);
+  expect_error([&] { (void)Checkpoint::open(dir.path()); },
+               "scales 'm.o_proj.weight_scale' [1, 2] do not fit 'm.o_proj.weight' [2, 2] (expected [2, 1], or one for the tensor)");
 }
 
 // bitsandbytes' 4-bit weights: two codes a byte, the first in the high nibble, each its

@@ -1,12 +1,13 @@
-"""Writes a model folder's integer-quantized version (GPTQ, AWQ or compressed-tensors'
-pack-quantized) and its dequantized twin, independently of sepal. Every 2-D weight of the blocks
-W [out, in] is quantized in groups of input columns (round to nearest, no calibration: the layout
+"""Writes a model folder's integer-quantized version (GPTQ, AWQ, or compressed-tensors'
+pack-quantized or int-quantized) and its dequantized twin, independently of sepal. Every 2-D
+weight of the blocks W [out, in] is quantized in groups of input columns (round to nearest, no calibration: the layout
 is what is tested, not GPTQ's or AWQ's search), packed as each tool writes it, and config.json
 gains the tool's quantization_config; the twin holds s * (q - z) computed in float32 from the
 unpacked integers and the stored (rounded) scales, as F32, with no quantization_config.
     python3 int_twin.py MODEL_DIR OUT_DIR TWIN_DIR FORMAT BITS GROUP_SIZE [OPTIONS]
 FORMAT: gptq (AutoGPTQ's own format: zero points stored one less), gptq_v2, awq (AutoAWQ's GEMM
-layout, 4 bits) or ct (compressed-tensors pack-quantized). GROUP_SIZE -1: a scale a row.
+layout, 4 bits), ct (compressed-tensors pack-quantized) or ct_int8 (compressed-tensors
+int-quantized, W8A8's int8 weights). GROUP_SIZE -1: a scale a row.
 OPTIONS: act_order (gptq: columns grouped in a shuffled order, stored as g_idx),
 asymmetric (ct: with zero points), bf16 (scales in BF16 rather than F16).
 """
@@ -88,7 +89,7 @@ def main():
         if "act_order" in options:  # the order GPTQ quantizes columns in: groups of shuffled columns
             rank = np.argsort(rng.permutation(cols))
         group_of = rank // size
-        symmetric = fmt == "ct" and "asymmetric" not in options
+        symmetric = fmt in ("ct", "ct_int8") and "asymmetric" not in options
         q, z, s, scale_dtype, scale_blob = quantize(w, bits, group_of, groups, symmetric, "bf16" in options)
         if fmt == "gptq":  # AutoGPTQ reads each stored zero point plus one: keep them at 1 or more
             z = np.maximum(z, 1)
@@ -107,6 +108,9 @@ def main():
             packed[base + ".qweight"] = ("I32", (cols, out // 8), pack(q.T, 4, 1, AWQ_ORDER).tobytes())
             packed[base + ".qzeros"] = ("I32", (groups, out // 8), pack(z.T, 4, 1, AWQ_ORDER).tobytes())
             packed[base + ".scales"] = (scale_dtype, (groups, out), np.frombuffer(scale_blob, np.uint16).reshape(out, groups).T.copy().tobytes())
+        elif fmt == "ct_int8":  # int8 as it is, a scale a row
+            packed[name] = ("I8", shape, q.astype(np.int8).tobytes())
+            packed[base + ".weight_scale"] = (scale_dtype, (out, groups), scale_blob)
         else:
             # Stored plus 2^(bits - 1): signed integers as unsigned. Asymmetric ones are unsigned
             # already (their signed values and zero points are both 2^(bits - 1) less).
@@ -134,10 +138,13 @@ def main():
                    "strategy": "channel" if group_size < 0 else "group"}
         if group_size > 0:
             weights["group_size"] = group_size
+        activations = None  # W8A8: activations quantized on the fly, a scale a token
+        if fmt == "ct_int8":
+            activations = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}
         config["quantization_config"] = {
-            "quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
-            "ignore": ["lm_head"], "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
-                                                                 "input_activations": None}}}
+            "quant_method": "compressed-tensors", "format": "int-quantized" if fmt == "ct_int8" else "pack-quantized",
+            "quantization_status": "compressed", "ignore": ["lm_head"],
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": activations}}}
     json.dump(config, open(f"{out_dir}/config.json", "w"), indent=1)
 
 

@@ -6,6 +6,7 @@
 #   - each folder scores exactly what its twin scores: GPTQ 4-bit in groups of 32 with act-order
 #     (g_idx) and AutoGPTQ's zero points, GPTQ v2 8-bit a scale a row, GPTQ 2-bit, AWQ 4-bit,
 #     compressed-tensors 4-bit symmetric with BF16 scales and 8-bit asymmetric a scale a row,
+#     compressed-tensors int-quantized int8 (W8A8's weights, BF16 scales a row),
 #     bitsandbytes' NF4 with double quantization (bf16) and FP4 (f16) in blocks of 64; the 4-
 #     and 8-bit ones within 3% of the original model's nll (FP4 6%);
 #   - over 2 hosts, the GPTQ and NF4 folders generate what one process does;
@@ -25,7 +26,8 @@ data=$models/../data/tune-tom/eval-none.jsonl
 source "$here/quantized_folder_checks.sh"
 original=$(nll --model "$model")
 echo "nll: original $original"
-for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32 bf16" "ct 8 -1 asymmetric"; do
+for spec in "gptq 4 32 act_order" "gptq_v2 8 -1" "gptq 2 64" "awq 4 32" "ct 4 32 bf16" "ct 8 -1 asymmetric" \
+            "ct_int8 8 -1 bf16"; do
   set -- $spec
   name="$1-$2-bit"
   /usr/bin/python3 "$here/int_twin.py" "$model" "$dir/$name" "$dir/$name-twin" "$@" || { echo "FAILED: int_twin.py $spec"; exit 1; }
