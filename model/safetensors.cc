@@ -92,11 +92,11 @@ std::map<std::string, TensorRef> read_safetensors(std::shared_ptr<const MappedFi
     if (!entry.is_object()) fail(what, " is not an object");
     if (!entry.contains("dtype") || !entry["dtype"].is_string()) fail(what, " has no dtype");
     const auto dtype_text = entry["dtype"].get<std::string>();
-    // Unsigned bytes only as MXFP4's blocks and scales (model/mxfp4.h), and FP8 weights
-    // (model/fp8.h), which are unpacked.
+    // MXFP4's blocks and scales (model/mxfp4.h, U8) and FP8 weights (model/fp8.h) are unpacked;
+    // so are other integers (U8, I32, I64), packed weights and their parts (model/packed_integers.h,
+    // model/bnb4.h).
     const bool mxfp4 = dtype_text == "U8" && (name.ends_with("_blocks") || name.ends_with("_scales"));
     const bool float8 = dtype_text == "F8_E4M3";
-    // Integers: packed weights and their parts (model/packed_integers.h, model/bnb4.h).
     const int int_words = dtype_text == "I32" ? 4 : dtype_text == "I64" ? 8 : dtype_text == "U8" && !mxfp4 ? 1 : 0;
     const auto dtype = mxfp4 || float8 || int_words ? DType::kI8 : safetensors_dtype(dtype_text);
     if (!dtype) {
