@@ -225,8 +225,19 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   } else if (std::filesystem::exists(single)) {
     checkpoint.tensors_ = read_safetensors(MappedFile::open(single));
   } else {
-    fail("no weights in ", dir.string(),
-         ": expected model.safetensors or model.safetensors.index.json");
+    // One weights file under another name (older GPTQ folders: gptq_model-4bit-128g.safetensors).
+    std::vector<std::filesystem::path> files;
+    if (std::filesystem::is_directory(dir)) {
+      for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+        if (entry.is_regular_file() && entry.path().extension() == ".safetensors") files.push_back(entry.path());
+      }
+    }
+    if (files.empty()) fail("no weights in ", dir.string(), ": expected model.safetensors or model.safetensors.index.json");
+    if (files.size() > 1) {
+      fail("no model.safetensors.index.json in ", dir.string(), " to say what its ", files.size(),
+           " .safetensors files hold (nor a model.safetensors)");
+    }
+    checkpoint.tensors_ = read_safetensors(MappedFile::open(files.front()));
   }
   keep_text_tower(checkpoint.tensors_, dir.string());
   unpack_mxfp4_tensors(checkpoint.tensors_, checkpoint.conversions_, dir.string());

@@ -65,7 +65,8 @@ std::optional<std::string> text_tower_tensor_name(const std::string& name);
 /// All tensors of a model folder.
 class Checkpoint {
  public:
-  /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json;
+  /// Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json,
+  /// or the folder's one .safetensors file under another name;
   /// or, when `dir` is a GGUF file, its tensors under Hugging Face names (model/gguf_model.h).
   /// MXFP4, FP8 and packed integer weights (model/mxfp4.h, model/fp8.h, model/packed_integers.h,
   /// model/bnb4.h; their settings from config.json's quantization_config, else AutoGPTQ's

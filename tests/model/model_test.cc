@@ -1190,6 +1190,12 @@ TEST(Checkpoint, OpensShardsThroughTheIndex) {
   expect_error([&] { Checkpoint::open(dir.path()); }, "shard s3.safetensors");
   TempDir empty;
   expect_error([&] { Checkpoint::open(empty.path()); }, "expected model.safetensors");
+  // Without an index, a folder's one .safetensors file, whatever its name; two are refused.
+  std::filesystem::remove(dir / "model.safetensors.index.json");
+  expect_error([&] { Checkpoint::open(dir.path()); }, "no model.safetensors.index.json in " + dir.path().string() +
+                                                        " to say what its 2 .safetensors files hold");
+  std::filesystem::remove(dir / "s1.safetensors");
+  EXPECT_EQ(Checkpoint::open(dir.path()).get("b").shape, std::vector<std::int64_t>{2});
 }
 
 // ---- synthetic models: dtypes, shapes, tied heads ----

@@ -12,7 +12,8 @@
 #   - over 2 hosts, the GPTQ and NF4 folders generate what one process does;
 #   - sepal quantize turns each into an int8 checkpoint without its quantization_config, which
 #     at --dtype int8 scores what --dtype int8 on the folder scores;
-#   - an older GPTQ folder, its settings in AutoGPTQ's quantize_config.json, scores the same;
+#   - an older GPTQ folder, its settings in AutoGPTQ's quantize_config.json and its weights in
+#     gptq_model-4bit-32g.safetensors, scores the same;
 #   - settings sepal cannot read, and parts that do not fit, are refused in one line.
 #   run_int_quantized_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
@@ -49,11 +50,13 @@ for spec in "nf4 64 bfloat16 nested" "fp4 64 float16"; do  # bitsandbytes' 4-bit
 done
 gptq=$dir/gptq-4-bit
 swarm_and_int8_checks "$gptq" GPTQ
-# An older GPTQ folder: AutoGPTQ's settings in quantize_config.json, none in config.json.
+# An older GPTQ folder: AutoGPTQ's settings in quantize_config.json, none in config.json, and its
+# weights file named as AutoGPTQ named it.
 cp -r "$gptq" "$dir/old-gptq"
+mv "$dir/old-gptq/model.safetensors" "$dir/old-gptq/gptq_model-4bit-32g.safetensors"
 /usr/bin/python3 -c 'import json, sys; d = sys.argv[1]; c = json.load(open(d + "/config.json")); q = c.pop("quantization_config"); q.pop("quant_method"); json.dump(c, open(d + "/config.json", "w")); json.dump(q, open(d + "/quantize_config.json", "w"))' "$dir/old-gptq"
 a=$(nll --model "$dir/old-gptq"); b=$(nll --model "$gptq")
-check "with its settings in quantize_config.json the GPTQ folder scores the same ($a)" '[ -n "$a" ] && [ "$a" = "$b" ]'
+check "with its settings in quantize_config.json and its file renamed the GPTQ folder scores the same ($a)" '[ -n "$a" ] && [ "$a" = "$b" ]'
 swarm_and_int8_checks "$dir/nf4" NF4
 settings() { /usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["quantization_config"].update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"))' "$dir/bad/config.json" "$1"; }
 cp -r "$gptq" "$dir/bad"
