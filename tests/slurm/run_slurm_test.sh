@@ -47,6 +47,10 @@ for line in open(sys.argv[1]):
 print(" ".join(repr(rows[s]) for s in sorted(rows)))' "$1"
 }
 
+slurm_story() {  # JOB: what Slurm says of it, for a failure's message
+  scontrol show job "$1" 2>/dev/null | grep -oE '(JobState|Reason|ExitCode|Restarts|BatchFlag|Requeue)=[^ ]*' | tr '\n' ' '; echo
+  grep -h -E "JobId=$1 |job_?id[ =]$1\b|JOB $1 |\b$1\b.*(fail|error|requeue)" "$cluster/slurmctld.log" "$cluster/slurmd.log" 2>/dev/null | tail -12
+}
 part() { [ -z "${SEPAL_SLURM_ONLY:-}" ] || [ "$SEPAL_SLURM_ONLY" = "$1" ]; }
 cd "$root"
 source "$root/scripts/mpi_env.sh"  # root's Open MPI settings, passed into the jobs
@@ -68,6 +72,9 @@ at=$(wc -l < "$dir/job.jsonl" 2>/dev/null || echo 0)
 scontrol requeue "$job"
 # Slurm holds a requeued job for about two minutes (EligibleTime) before it may start again; an
 # administrator may release it at once, as here, so the test does not wait for it.
+# Released only once the first run's batch script has written its requeue line and the job
+# is pending: released earlier, on a busy machine, it once failed without a second run.
+for _ in $(seq 600); do grep -q "^sepal-tune: checkpointed in" "$dir/tune-$job.out" 2>/dev/null && break; sleep 0.1; done
 for _ in $(seq 600); do [ "$(job_state "$job")" = PENDING ] && break; sleep 0.1; done
 scontrol update JobId="$job" StartTime=now
 if wait_state "$job" COMPLETED 300; then
@@ -80,6 +87,7 @@ if wait_state "$job" COMPLETED 300; then
   fi
 else
   echo "FAILED: tune job $job did not complete (state $(job_state "$job"))"; tail -8 "$dir/tune-$job.out"
+  slurm_story "$job"
   failed=$((failed + 1))
 fi
 
