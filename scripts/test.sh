@@ -7,8 +7,13 @@
 # priority and reports any build failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's wall time, printed as it ends: CI's budget is the sum.
+phase_start=$SECONDS
+phase_done() { echo "test.sh: $1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 scripts/install-deps.sh
+phase_done "installing dependencies"
 scripts/build.sh
+phase_done "the build"
 exclude=()
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   exclude=(-LE gpu)
@@ -22,6 +27,7 @@ fuzz_build=$!
 set +m
 trap 'kill -- -$fuzz_build 2>/dev/null || true' EXIT
 (cd build && ctest --output-on-failure -j "$(nproc)" "${exclude[@]}")
+phase_done "ctest"
 # What the background build has not done by now (on a machine kept busy, nice 19 gets almost
 # nothing) is done at normal priority: it is stopped, and fuzz.sh's own build takes over where
 # it left off (ninja keeps every object it finished; its failures are reported there).
@@ -29,3 +35,4 @@ kill -- -"$fuzz_build" 2>/dev/null || true
 wait "$fuzz_build" 2>/dev/null || true
 trap - EXIT
 scripts/fuzz.sh "${SEPAL_FUZZ_SECONDS:-20}"
+phase_done "finishing the fuzz build and fuzzing"
