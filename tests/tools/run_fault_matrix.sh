@@ -35,6 +35,7 @@ run() {
     --failure-timeout "$timeout" ${extra[@]+"${extra[@]}"} "$@"
 }
 now() { date +%s.%N; }
+poll=(/usr/bin/python3 "$(dirname "$0")/poll_files.py")  # waits without a fork every few ms beside the swarm
 run > "$dir/expected.txt" 2> "$dir/err.txt" || { echo "FAILED: the uninterrupted run"; tail -5 "$dir/err.txt"; exit 1; }
 truncate -s -1 "$dir/expected.txt"  # the final newline
 prompt_bytes=$(printf 'Once upon a time' | wc -c)
@@ -50,17 +51,10 @@ for fault in "${faults[@]}"; do
     : > "$dir/out.txt"; : > "$dir/err.txt"
     run > "$dir/out.txt" 2> "$dir/err.txt" &
     job=$!
-    pid=""; host=""
-    for _ in $(seq 3000); do
-      host=$(sed -n 's/^sepal: route ([a-z]*): host \([0-9]*\) .*/\1/p' "$dir/err.txt")
-      [ -n "$host" ] && pid=$(sed -n "s/^sepal: host $host (pid \([0-9]*\)).*/\1/p" "$dir/err.txt" | head -1)
-      [ -n "$pid" ] && break
-      sleep 0.01
-    done
-    for _ in $(seq 3000); do
-      [ "$(wc -c < "$dir/out.txt")" -ge "$threshold" ] && break
-      sleep 0.002
-    done
+    pid=""
+    host=$("${poll[@]}" match "$dir/err.txt" '^sepal: route \([a-z]*\): host ([0-9]+) ' 30)
+    [ -n "$host" ] && pid=$("${poll[@]}" match "$dir/err.txt" "^sepal: host $host \\(pid ([0-9]+)\\)" 30)
+    "${poll[@]}" size "$dir/out.txt" "$threshold" 30
     at=$(wc -c < "$dir/out.txt")
     t0=$(now)
     case $fault in
@@ -71,14 +65,9 @@ for fault in "${faults[@]}"; do
     esac
     # Recovery: the first output after the client moved the host's blocks (output before that
     # may come from tokens computed before the fault).
-    recovery=""; after=""
-    [ "$fault" = pause ] && after=$at  # nothing moves: the first output after the fault
-    for _ in $(seq 20000); do
-      if [ -z "$after" ] && grep -q "move from host $host" "$dir/err.txt"; then after=$(wc -c < "$dir/out.txt"); fi
-      if [ -n "$after" ] && [ "$(wc -c < "$dir/out.txt")" -gt "$after" ]; then recovery=$(echo "$(now) - $t0" | bc); break; fi
-      kill -0 "$job" 2>/dev/null || break
-      sleep 0.002
-    done
+    after=()
+    [ "$fault" = pause ] && after=("$at")  # nothing moves: the first output after the fault
+    recovery=$("${poll[@]}" recovery "$dir/out.txt" "$dir/err.txt" "move from host $host\b" "$t0" "$job" ${after[@]+"${after[@]}"})
     wait $job
     wait  # the SIGCONT helper
     moved=$(grep -c "move from host $host" "$dir/err.txt")
