@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "runtime/log.h"
 #include "runtime/mpi_environment.h"
@@ -167,6 +168,7 @@ struct PeerState {
   std::deque<DeferredChunk> deferred;   // chunks held back (in order) while over the receive budget
   bool rejected_logged = false;  // a message that failed a check was logged for this peer
   bool failed = false;           // error reported or goodbye received
+  bool link_error = false;       // UCX reported the endpoint broken (not a silence or a goodbye)
   /// When its goodbye arrived: for kGoodbyeWait after it, it is closing and waits for ours.
   std::optional<std::chrono::steady_clock::time_point> goodbye_at;
   bool reported = false;
@@ -227,6 +229,7 @@ struct UcxTransport::State {
   std::map<PeerId, std::unique_ptr<PeerState>> peers;
   std::vector<std::pair<PeerId, Status>> failures;  // found inside callbacks, reported after
   std::set<PeerId> unknown_logged;                  // claimed senders we have no link with
+  std::vector<void*> closing;                       // close requests of departed peers' endpoints
 
   explicit State(const UcxOptions& o) : options(o), liveness(o.liveness) {}
   // Also what a failed create() leaves behind.
@@ -252,6 +255,7 @@ struct UcxTransport::State {
 
   static void on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* peer = static_cast<PeerState*>(arg);
+    peer->link_error = true;
     if (peer->failed) return;
     peer->failed = true;
     peer->failures->emplace_back(peer->id, error(StatusCode::kPeerFailed, "link to peer ", peer->id,
@@ -456,12 +460,43 @@ struct UcxTransport::State {
     p.err_handler.cb = on_ep_error;
     p.err_handler.arg = peer.get();
     SEPAL_UCS_RETURN_IF_ERROR(ucp_ep_create(worker, &p, &peer->ep));
+    if (auto old = peers.find(id); old != peers.end()) close_endpoint(*old->second);
     peers[id] = std::move(peer);
     return Status::ok();
   }
 
+  // Closes a peer's endpoint at once (it left, or its link broke): UCX keeps probing an open
+  // endpoint to a process that is gone (its keepalive over shared memory), and the progress
+  // thread would spin on those probes. The close request is freed once it completes.
+  void close_endpoint(PeerState& peer) {
+    if (peer.ep == nullptr) return;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(peer.ep, &p);
+    if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
+    peer.ep = nullptr;
+  }
+
+  // The endpoints of peers that are gone: a goodbye older than kGoodbyeWait (until then the peer
+  // may wait for ours), or a link UCX reported broken. A peer only found silent keeps its
+  // endpoint until UCX reports it broken. Then frees the close requests that completed.
+  void close_departed() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [id, peer] : peers) {
+      if (peer->ep == nullptr || !peer->failed || !peer->reported) continue;
+      if (peer->link_error || (peer->goodbye_at && now - *peer->goodbye_at >= kGoodbyeWait)) close_endpoint(*peer);
+    }
+    std::erase_if(closing, [](void* r) {
+      if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
+      ucp_request_free(r);
+      return true;
+    });
+  }
+
   // Posts one message: a chunk of `frame` (its next `limit` bytes), or a header alone.
   void send_message(PeerState& peer, Kind kind, const std::shared_ptr<SendingFrame>& frame) {
+    if (peer.ep == nullptr) return;  // closed: the peer left or its link broke
     auto* request = new SendRequest();
     AmHeader& h = request->header;
     h.sender = self;
@@ -500,6 +535,7 @@ struct UcxTransport::State {
       peer.bytes_in_flight += request->bytes;
     } else {
       delete request;
+      if (UCS_PTR_IS_ERR(status)) peer.link_error = true;
       if (UCS_PTR_IS_ERR(status) && !peer.failed) {
         peer.failed = true;
         failures.emplace_back(peer.id, ucs_status(UCS_PTR_STATUS(status), "ucp_am_send_nbx"));
@@ -715,6 +751,7 @@ struct UcxTransport::State {
       busy |= deliver();
       check_liveness();
       report_failures();
+      close_departed();
       // Transfers in flight need the worker progressed: no backing off until they finish.
       if (busy || sending() || receiving()) backoff.busy();
       else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) block(backoff, worker_lock);
@@ -744,14 +781,7 @@ struct UcxTransport::State {
     while (std::chrono::steady_clock::now() < deadline && !(all_left() && !sending())) {
       if (ucp_worker_progress(worker) == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    std::vector<void*> closing;
-    for (auto& [id, peer] : peers) {
-      ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      void* r = ucp_ep_close_nbx(peer->ep, &p);
-      if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
-    }
+    for (auto& [id, peer] : peers) close_endpoint(*peer);
     const auto close_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     for (void* r : closing) {
       while (ucp_request_check_status(r) == UCS_INPROGRESS && std::chrono::steady_clock::now() < close_deadline) {
@@ -759,6 +789,7 @@ struct UcxTransport::State {
       }
       ucp_request_free(r);
     }
+    closing.clear();
     peers.clear();
   }
 };
