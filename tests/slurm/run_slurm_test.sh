@@ -27,13 +27,15 @@ conf=$("$here/slurm_cluster.sh" up "$cluster") || { echo "FAILED: no Slurm"; exi
 export SLURM_CONF=$conf
 failed=0
 job_state() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+# The waits poll four times a second: each scontrol call costs slurmctld and munge about 20 ms of
+# CPU, taken from the jobs on a 2-core machine.
 wait_state() {  # JOB STATE SECONDS: true once the job is in STATE; false if it ends in another
-  for _ in $(seq $(($3 * 10))); do
+  for _ in $(seq $(($3 * 4))); do
     case "$(job_state "$1")" in
       "$2") return 0 ;;
       COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) return 1 ;;
     esac
-    sleep 0.1
+    sleep 0.25
   done
   return 1
 }
@@ -138,7 +140,7 @@ swarm=$(sbatch --parsable --oversubscribe -O -N 1 -n 3 --output="$dir/swarm-%j.o
   --export="ALL,SEPAL=$sepal,SEPAL_MAP_BY=ppr:3:node" slurm/swarm.sbatch "$shared" "$model" "Once upon a time" "${gen[@]}")
 log=$dir/swarm-$swarm.err  # the text alone goes to swarm-JOB.out
 wait_for() {  # FILE PATTERN SECONDS
-  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1
+  for _ in $(seq $(($3 * 4))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.25; done; return 1
 }
 jobs_seen=()
 host_job() {  # [--array=1-N]: sets join and newcomers (one per element); false if one did not join
@@ -149,22 +151,22 @@ host_job() {  # [--array=1-N]: sets join and newcomers (one per element); false 
   local want=1 outs=()
   [ $# -gt 0 ] && want=${1##*-}
   newcomers=()
-  for _ in $(seq 600); do
+  for _ in $(seq 240); do
     outs=($(grep -l "serves blocks" "$dir"/join-*.out 2>/dev/null))
     newcomers=($(sed -n 's/^sepal: host \([0-9]*\) (pid .*serves blocks.*/\1/p' "${outs[@]}" /dev/null | sort -u \
       | comm -23 - <(printf '%s\n' "${left[@]}" | sort)))
     [ "${#newcomers[@]}" -ge "$want" ] && return 0
-    sleep 0.1
+    sleep 0.25
   done
   return 1
 }
 left=()
 left_gracefully() {  # all newcomers logged as leaving within 60 s
-  for _ in $(seq 600); do
+  for _ in $(seq 240); do
     local all=1
     for n in "${newcomers[@]}"; do grep -q "\"leave $n[;\"]" "$shared/block-map.jsonl" 2>/dev/null || all=0; done
     [ $all = 1 ] && { left+=("${newcomers[@]}"); return 0; }
-    sleep 0.1
+    sleep 0.25
   done
   return 1
 }
