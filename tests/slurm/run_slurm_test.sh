@@ -190,6 +190,23 @@ else
     if ! left_gracefully; then step="host $newcomer did not leave on scancel"
     else
       echo "ok: on scancel, host $newcomer left gracefully (the balancer logged a leave, not a failure)"
+      # Its process lingers as a zombie until its job step ends; UCX's keepalives to it over
+      # shared memory once set every swarm rank's progress thread spinning (70% of a core each),
+      # from about 4 s after the leave. Between tokens (120 ms apart) the ranks must stay near
+      # idle: a quarter of a core at most, over the 7th second after the leave.
+      sleep 6
+      ranks=$(pgrep -f -- "generate .*--block-map-log $shared/block-map.jsonl")
+      ticks() { for p in $ranks; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || printf '0 '; done; }
+      before=($(ticks)); sleep 1; after=($(ticks)); busiest=0
+      for i in "${!before[@]}"; do
+        used=$(( ${after[$i]:-0} - ${before[$i]} )); [ "$used" -gt "$busiest" ] && busiest=$used
+      done
+      if [ -n "$ranks" ] && [ $((busiest * 4)) -le "$(getconf CLK_TCK)" ]; then
+        echo "ok: after the leave, the busiest of the swarm job's $(echo $ranks | wc -w) processes (mpirun and its ranks) used $busiest of $(getconf CLK_TCK) ticks in a second"
+      else
+        echo "FAILED: after the leave, a process of the swarm job used $busiest of $(getconf CLK_TCK) ticks in a second (processes: ${ranks:-none found})"
+        failed=$((failed + 1))
+      fi
       # Two hosts as a job array; the time limit's warning (--signal=B:TERM@60) goes to each
       # batch shell alone, as here. The first try of each looks for the port in a file that is
       # not there and gives up after a second (exit status 75, as a join that timed out on a busy
