@@ -230,6 +230,7 @@ struct UcxTransport::State {
   std::vector<std::pair<PeerId, Status>> failures;  // found inside callbacks, reported after
   std::set<PeerId> unknown_logged;                  // claimed senders we have no link with
   std::vector<void*> closing;                       // close requests of departed peers' endpoints
+  std::vector<std::unique_ptr<PeerState>> replaced; // peers a reconnection under their id replaced
 
   explicit State(const UcxOptions& o) : options(o), liveness(o.liveness) {}
   // Also what a failed create() leaves behind.
@@ -460,7 +461,11 @@ struct UcxTransport::State {
     p.err_handler.cb = on_ep_error;
     p.err_handler.arg = peer.get();
     SEPAL_UCS_RETURN_IF_ERROR(ucp_ep_create(worker, &p, &peer->ep));
-    if (auto old = peers.find(id); old != peers.end()) close_endpoint(*old->second);
+    if (auto old = peers.find(id); old != peers.end()) {
+      // Its endpoint's pending operations end with callbacks into it: it is kept until shutdown.
+      close_endpoint(*old->second);
+      replaced.push_back(std::move(old->second));
+    }
     peers[id] = std::move(peer);
     return Status::ok();
   }
@@ -791,6 +796,7 @@ struct UcxTransport::State {
     }
     closing.clear();
     peers.clear();
+    replaced.clear();
   }
 };
 
