@@ -51,7 +51,7 @@ print(" ".join(repr(rows[s]) for s in sorted(rows)))' "$1"
 
 slurm_story() {  # JOB: what Slurm says of it, for a failure's message
   scontrol show job "$1" 2>/dev/null | grep -oE '(JobState|Reason|ExitCode|Restarts|BatchFlag|Requeue)=[^ ]*' | tr '\n' ' '; echo
-  grep -h -E "JobId=$1 |job_?id[ =]$1\b|JOB $1 |\b$1\b.*(fail|error|requeue)" "$cluster/slurmctld.log" "$cluster/slurmd.log" 2>/dev/null | tail -12
+  grep -h -E "JobId=$1( |$)|job_?id[ =]$1\b|[Jj]ob $1 |\b$1\b.*(fail|error|requeue)" "$cluster/slurmctld.log" "$cluster/slurmd.log" 2>/dev/null | tail -12
 }
 part() { [ -z "${SEPAL_SLURM_ONLY:-}" ] || [ "$SEPAL_SLURM_ONLY" = "$1" ]; }
 cd "$root"
@@ -73,11 +73,17 @@ done
 at=$(wc -l < "$dir/job.jsonl" 2>/dev/null || echo 0)
 scontrol requeue "$job"
 # Slurm holds a requeued job for about two minutes (EligibleTime) before it may start again; an
-# administrator may release it at once, as here, so the test does not wait for it.
-# Released only once the first run's batch script has written its requeue line and the job
-# is pending: released earlier, on a busy machine, it once failed without a second run.
+# administrator may release it at once, as here, so the test does not wait for it. Released only
+# once the first run's batch script has written its requeue line, the job is pending (the node
+# has finished with the first run), and the clock has passed into the next whole second: slurmd
+# revoked the first run's credential when the requeue stopped it, and refuses to launch any
+# credential of that job made in the same second or before ("Job 1 already killed, do not launch
+# batch job"; slurmctld then fails the job with exit code 1). Released within that second, the
+# job failed, in CI and here.
 for _ in $(seq 600); do grep -q "^sepal-tune: checkpointed in" "$dir/tune-$job.out" 2>/dev/null && break; sleep 0.1; done
 for _ in $(seq 600); do [ "$(job_state "$job")" = PENDING ] && break; sleep 0.1; done
+pending_at=$(date +%s)
+while [ "$(date +%s)" -le "$pending_at" ]; do sleep 0.05; done
 scontrol update JobId="$job" StartTime=now
 if wait_state "$job" COMPLETED 300; then
   runs=$(grep -c "^sepal-tune: job $job, run" "$dir/tune-$job.out")
