@@ -26,7 +26,14 @@ nice -n 19 scripts/fuzz.sh --build-only > build-fuzz/background.log 2>&1 &
 fuzz_build=$!
 set +m
 trap 'kill -- -$fuzz_build 2>/dev/null || true' EXIT
-(cd build && ctest --output-on-failure -j "$(nproc)" "${exclude[@]}")
+# A failure's digest is printed after ctest's summary too: a long log may be cut in the middle,
+# where --output-on-failure put the failed tests' output.
+(cd build && ctest --output-on-failure -j "$(nproc)" "${exclude[@]}") || {
+  status=$?
+  phase_done "ctest"
+  /usr/bin/env python3 scripts/failed_tests_digest.py build || true
+  exit "$status"
+}
 phase_done "ctest"
 # What the background build has not done by now (on a machine kept busy, nice 19 gets almost
 # nothing) is done at normal priority: it is stopped, and fuzz.sh's own build takes over where
