@@ -238,8 +238,17 @@ Status Membership::start() {
 
 std::optional<std::chrono::milliseconds> Membership::recent_pause() const {
   std::lock_guard lock(state_->mutex);
-  if (state_->last_pause_end == Scheduler::Clock::time_point{} ||
-      state_->system->scheduler().now() - state_->last_pause_end > 3 * state_->options.failure_timeout) {
+  const auto now = state_->system->scheduler().now();
+  const auto& options = state_->options;
+  // A pause ending now: the process runs again and its tick has not looked yet. A caller that
+  // learns of a failure first (the other members closed their links to it while it was stopped,
+  // and the transport reports those at once) still finds the pause.
+  if (state_->last_tick != Scheduler::Clock::time_point{} &&
+      now - state_->last_tick > options.heartbeat_period + options.failure_timeout / 4) {
+    const auto away = now - state_->last_tick - options.heartbeat_period;
+    if (away > options.failure_timeout) return std::chrono::duration_cast<std::chrono::milliseconds>(away);
+  }
+  if (state_->last_pause_end == Scheduler::Clock::time_point{} || now - state_->last_pause_end > 3 * options.failure_timeout) {
     return std::nullopt;
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(state_->last_pause);

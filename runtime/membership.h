@@ -95,7 +95,8 @@ class Membership {
   std::vector<MemberInfo> alive() const;
   /// How long this process itself last did not run (stopped, or starved), when that was longer
   /// than the failure timeout and ended within three failure timeouts: the other members have
-  /// then likely declared it failed and dropped it. nullopt otherwise.
+  /// then likely declared it failed and dropped it. A pause still ending counts too: the process
+  /// runs again and the membership's tick has not run since. nullopt otherwise.
   std::optional<std::chrono::milliseconds> recent_pause() const;
   /// A member's state; nullopt if never known.
   std::optional<MemberState> state(PeerId peer) const;

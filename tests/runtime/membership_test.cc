@@ -111,6 +111,20 @@ TEST_F(Swarm, APauseOfTheWholeProcessIsNotTheMembersSilence) {
   EXPECT_FALSE(members_[0]->recent_pause().has_value()) << "an old pause is forgotten";
 }
 
+// A pause seen before the membership's first tick after it: the transport reports a failure
+// (the other members closed their links while this process was stopped) as soon as the process
+// runs again, and whoever hears of it asks whether this process was paused.
+TEST_F(Swarm, APauseIsKnownBeforeTheFirstTickAfterIt) {
+  run_for(400ms);
+  scheduler_.advance(3000ms);  // the clock moved; no tick has run yet
+  ASSERT_TRUE(members_[1]->recent_pause().has_value());
+  EXPECT_GE(members_[1]->recent_pause()->count(), 2500);
+  EXPECT_LE(members_[1]->recent_pause()->count(), 3000);
+  scheduler_.run_all();  // the tick looks, and records the same pause
+  ASSERT_TRUE(members_[1]->recent_pause().has_value());
+  EXPECT_GE(members_[1]->recent_pause()->count(), 2500);
+}
+
 TEST_F(Swarm, APauseShorterThanTheFailureTimeoutIsNotRecorded) {
   run_for(400ms);
   scheduler_.advance(options_.failure_timeout / 2 + options_.heartbeat_period);
