@@ -168,7 +168,6 @@ struct PeerState {
   std::deque<DeferredChunk> deferred;   // chunks held back (in order) while over the receive budget
   bool rejected_logged = false;  // a message that failed a check was logged for this peer
   bool failed = false;           // error reported or goodbye received
-  bool link_error = false;       // UCX reported the endpoint broken (not a silence or a goodbye)
   /// When its goodbye arrived: for kGoodbyeWait after it, it is closing and waits for ours.
   std::optional<std::chrono::steady_clock::time_point> goodbye_at;
   bool reported = false;
@@ -256,7 +255,6 @@ struct UcxTransport::State {
 
   static void on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* peer = static_cast<PeerState*>(arg);
-    peer->link_error = true;
     if (peer->failed) return;
     peer->failed = true;
     peer->failures->emplace_back(peer->id, error(StatusCode::kPeerFailed, "link to peer ", peer->id,
@@ -483,14 +481,17 @@ struct UcxTransport::State {
     peer.ep = nullptr;
   }
 
-  // The endpoints of peers that are gone: a goodbye older than kGoodbyeWait (until then the peer
-  // may wait for ours), or a link UCX reported broken. A peer only found silent keeps its
-  // endpoint until UCX reports it broken. Then frees the close requests that completed.
+  // The endpoints of peers that failed: at once for one found silent (a stopped or hung process:
+  // UCX's shared-memory keepalive to it retries on every progress, a core per process for as long
+  // as it stays stopped) or whose link UCX reported broken; 200 ms (kGoodbyeWait) after a goodbye,
+  // until when the peer may wait for ours. Closing cancels the sends still in flight to it. A peer
+  // found silent that comes back is not taken back on this endpoint: it rejoins (connect()).
+  // Then frees the close requests that completed.
   void close_departed() {
     const auto now = std::chrono::steady_clock::now();
     for (auto& [id, peer] : peers) {
       if (peer->ep == nullptr || !peer->failed || !peer->reported) continue;
-      if (peer->link_error || (peer->goodbye_at && now - *peer->goodbye_at >= kGoodbyeWait)) close_endpoint(*peer);
+      if (!peer->goodbye_at || now - *peer->goodbye_at >= kGoodbyeWait) close_endpoint(*peer);
     }
     std::erase_if(closing, [](void* r) {
       if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
@@ -540,7 +541,6 @@ struct UcxTransport::State {
       peer.bytes_in_flight += request->bytes;
     } else {
       delete request;
-      if (UCS_PTR_IS_ERR(status)) peer.link_error = true;
       if (UCS_PTR_IS_ERR(status) && !peer.failed) {
         peer.failed = true;
         failures.emplace_back(peer.id, ucs_status(UCS_PTR_STATUS(status), "ucp_am_send_nbx"));
@@ -702,11 +702,18 @@ struct UcxTransport::State {
   }
 
   // Blocks until UCX has an event, a command is queued, or a keepalive may be due; releases
-  // `worker` (the progress thread's hold on worker_mutex) while it waits.
-  void block(const ProgressBackoff& backoff, std::unique_lock<std::mutex>& worker) {
+  // `worker` (the progress thread's hold on worker_mutex) while it waits. `busy_arms` counts the
+  // idle passes in a row whose arming UCX refused (run() resets it after a pass that did work).
+  void block(const ProgressBackoff& backoff, std::unique_lock<std::mutex>& worker, int& busy_arms) {
     const ucs_status_t armed = ucp_worker_arm(this->worker);
-    if (armed == UCS_ERR_BUSY) return;  // events arrived meanwhile: progress them first
-    if (armed != UCS_OK) {              // no wakeup on this transport: poll gently
+    // Busy: events arrived meanwhile (the next pass progresses them), or UCX holds work it cannot
+    // finish. The second stays: sends queued to a peer that stopped reading (a stopped process,
+    // its shared-memory queue full) keep every arm busy until the peer reads or dies, and the
+    // thread spun at 60% of a core in each process of a swarm while one host was stopped. The
+    // first busy arm after work returns at once; the next ones poll gently, like a transport
+    // without wakeups.
+    if (armed == UCS_ERR_BUSY && ++busy_arms == 1) return;
+    if (armed != UCS_OK) {  // busy again, or no wakeup on this transport: poll gently
       worker.unlock();
       std::this_thread::sleep_for(backoff.sleep_step());
       worker.lock();
@@ -736,6 +743,7 @@ struct UcxTransport::State {
 
   void run() {
     ProgressBackoff backoff;
+    int busy_arms = 0;
     std::optional<std::chrono::steady_clock::time_point> drain_deadline;
     std::unique_lock worker_lock(worker_mutex);
     const InWorkerPass pass;
@@ -758,8 +766,12 @@ struct UcxTransport::State {
       report_failures();
       close_departed();
       // Transfers in flight need the worker progressed: no backing off until they finish.
-      if (busy || sending() || receiving()) backoff.busy();
-      else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) block(backoff, worker_lock);
+      if (busy || sending() || receiving()) {
+        backoff.busy();
+        busy_arms = 0;
+      } else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) {
+        block(backoff, worker_lock, busy_arms);
+      }
     }
   }
 
