@@ -56,6 +56,7 @@ slurm_story() {  # JOB: what Slurm says of it, for a failure's message
 part() { [ -z "${SEPAL_SLURM_ONLY:-}" ] || [ "$SEPAL_SLURM_ONLY" = "$1" ]; }
 cd "$root"
 source "$root/scripts/mpi_env.sh"  # root's Open MPI settings, passed into the jobs
+source "$here/../tools/cpu_ticks.sh"
 
 # ---- tune: requeued mid-run, resumed, the same run ----
 if part tune; then
@@ -202,11 +203,7 @@ else
       # idle: a quarter of a core at most, over the 7th second after the leave.
       sleep 6
       ranks=$(pgrep -f -- "generate .*--block-map-log $shared/block-map.jsonl")
-      ticks() { for p in $ranks; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || printf '0 '; done; }
-      before=($(ticks)); sleep 1; after=($(ticks)); busiest=0
-      for i in "${!before[@]}"; do
-        used=$(( ${after[$i]:-0} - ${before[$i]} )); [ "$used" -gt "$busiest" ] && busiest=$used
-      done
+      busiest=$(busiest_ticks $ranks)
       if [ -n "$ranks" ] && [ $((busiest * 4)) -le "$(getconf CLK_TCK)" ]; then
         echo "ok: after the leave, the busiest of the swarm job's $(echo $ranks | wc -w) processes (mpirun and its ranks) used $busiest of $(getconf CLK_TCK) ticks in a second"
       else

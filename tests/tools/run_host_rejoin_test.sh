@@ -2,13 +2,16 @@
 # Hosts that the swarm dropped join again by themselves, in the same process, as new members:
 # one that joined through the swarm's port file (sepal serve --join) and one that mpirun started
 # as a rank of the swarm's job, each stopped past the failure timeout in turn. Each must say it
-# was dropped and serve again. Then an API completion through them must give the reference text,
+# was dropped and serve again. While each is stopped, past the failure timeout, the swarm's other
+# processes stay near idle (UCX's queue to a stopped process fills, and its progress thread once
+# spun at 60% of a core in each of them). Then an API completion through them must give the reference text,
 # sepal status must list them alone, and both must still end cleanly: the joiner on SIGTERM
 # with status 0, the mpirun rank (its MPI world left as it was) with the job.
 #   run_host_rejoin_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
+source "$(dirname "$0")/cpu_ticks.sh"
 dir=$(mktemp -d)
 swarm="" joiner="" pid=""
 cleanup() {
@@ -26,6 +29,17 @@ failed=0
 fail() { echo "FAILED: $*"; failed=$((failed + 1)); }
 # Waits up to $2 seconds for a line matching $1 in file $3.
 wait_line() { for _ in $(seq $(($2 * 20))); do grep -q "$1" "$3" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# Stops process $1 for 4 s, twice the failure timeout; over its 4th second, each of processes
+# $2... may use a quarter of a core at most.
+stop_and_watch() {
+  local stopped=$1; shift
+  kill -STOP "$stopped"; sleep 2.8
+  local busiest; busiest=$(busiest_ticks "$@")
+  sleep 0.2; kill -CONT "$stopped"
+  [ $((busiest * 4)) -le "$(getconf CLK_TCK)" ] \
+    && echo "ok: while pid $stopped was stopped, the busiest of the others ($*) used $busiest of $(getconf CLK_TCK) ticks in a second" \
+    || fail "while pid $stopped was stopped, one of the others ($*) used $busiest of $(getconf CLK_TCK) ticks in a second"
+}
 
 # The swarm: an API server (rank 0) and one host of every block (rank 1); a 2 s failure timeout;
 # f32 hidden states on the wire, so that the text is the reference.
@@ -45,7 +59,7 @@ first_id=$(sed -n 's/^sepal: host \([0-9]*\) (pid [0-9]*) serves.*/\1/p' "$dir/j
 pid=$(sed -n 's/^sepal: host [0-9]* (pid \([0-9]*\)) serves.*/\1/p' "$dir/joiner.err" | head -1)
 
 # Stopped for 4 s, twice the failure timeout.
-kill -STOP "$pid"; sleep 4; kill -CONT "$pid"
+stop_and_watch "$pid" $(pgrep -f -- "--listen $dir/port")
 if wait_line "^sepal: joining the swarm again through $dir/port" 30 "$dir/joiner.err" \
    && grep -q "^sepal: host $first_id done (this host did not run for [0-9.]* s, longer than the failure timeout, and the swarm dropped it)" "$dir/joiner.err"
 then echo "ok: the stopped host knew the swarm had dropped it, and joined again"
@@ -58,7 +72,7 @@ then echo "ok: host $first_id serves again as host $second_id, in the same proce
 else fail "the host did not serve again (ids: $first_id, ${second_id:-none})"; fi
 
 # The mpirun rank's host, stopped for 4 s too: it joins again through the swarm's port file.
-kill -STOP "$first_host"; sleep 4; kill -CONT "$first_host"
+stop_and_watch "$first_host" $(pgrep -f -- "--listen $dir/port" | grep -vx "$first_host") "$pid"
 if wait_line "^sepal: joining the swarm again through $dir/port" 30 "$dir/api.err" \
    && grep -q "this host did not run for [0-9.]* s, longer than the failure timeout, and the swarm dropped it" "$dir/api.err"
 then echo "ok: the stopped mpirun rank knew the swarm had dropped it, and joined again"
@@ -110,5 +124,5 @@ swarm=""
 if [ "$failed" -ne 0 ]; then
   echo "--- swarm stderr"; tail -20 "$dir/api.err"; echo "--- joiner stderr"; tail -20 "$dir/joiner.err"
 fi
-echo "$((8 - failed)) passed, $failed failed"
+echo "$((10 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
