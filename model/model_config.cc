@@ -22,7 +22,7 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
                                                           "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM",
-                                                          "GptOssForCausalLM"};
+                                                          "GraniteMoeSharedForCausalLM", "GptOssForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -397,14 +397,15 @@ void parse_qwen_windows(const json& config, ModelConfig& c, const std::string& w
 // probabilities renormalised over the picked ones) or Qwen2-MoE's and Qwen3-MoE's (num_experts of
 // moe_intermediate_size, renormalised where norm_topk_prob says; dense blocks where
 // mlp_only_layers lists them or decoder_sparse_step skips them, as transformers builds them;
-// Qwen2-MoE's shared expert of shared_expert_intermediate_size).
+// Qwen2-MoE's shared expert of shared_expert_intermediate_size, gated; Granite-MoE-Shared's of
+// shared_intermediate_size, none where 0, ungated).
 void parse_experts(const json& config, ModelConfig& c, const std::string& where) {
   constexpr std::int64_t kMaxExperts = 4096;
   // Mixtral's, Granite-MoE's and GPT-OSS's experts are intermediate_size wide, counted by
   // num_local_experts, their weights renormalised over the picked ones (GPT-OSS: the softmax of
   // the picked logits, the same).
-  const bool mixtral = c.architecture == "MixtralForCausalLM" || c.architecture == "GraniteMoeForCausalLM" ||
-                       c.architecture == "GptOssForCausalLM";
+  const bool granite = c.architecture == "GraniteMoeForCausalLM" || c.architecture == "GraniteMoeSharedForCausalLM";
+  const bool mixtral = c.architecture == "MixtralForCausalLM" || granite || c.architecture == "GptOssForCausalLM";
   const bool olmoe = c.architecture == "OlmoeForCausalLM";
   const std::string count_key = mixtral ? "num_local_experts" : "num_experts";
   c.num_experts = positive_int(config, count_key, where);
@@ -415,6 +416,11 @@ void parse_experts(const json& config, ModelConfig& c, const std::string& where)
   }
   if (mixtral) {
     c.moe_intermediate_size = c.intermediate_size;
+    if (c.architecture == "GraniteMoeSharedForCausalLM" && config.contains("shared_intermediate_size") &&
+        !config["shared_intermediate_size"].is_null()) {
+      c.shared_expert_intermediate_size = non_negative_int(config, "shared_intermediate_size", where);
+      c.shared_expert_gated = false;
+    }
     return;
   }
   // OLMoE's experts are intermediate_size wide, and every block is sparse.
@@ -459,7 +465,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, BloomForCausalLM)");
   }
   check_quantization(config, c, where);
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
@@ -530,7 +536,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.vocab_size = positive_int(config, "vocab_size", where);
   c.max_position_embeddings = positive_int(config, "max_position_embeddings", where);
   if (c.architecture == "MixtralForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" ||
-      olmoe || c.architecture == "GraniteMoeForCausalLM" || gpt_oss) {
+      olmoe || c.architecture == "GraniteMoeForCausalLM" || c.architecture == "GraniteMoeSharedForCausalLM" || gpt_oss) {
     parse_experts(config, c, where);
   }
   if (c.architecture == "SmolLM3ForCausalLM") parse_no_rope_layers(config, c, where);
@@ -603,7 +609,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.sliding_window = positive_int(config, "sliding_window", where, 128);
     set_layer_windows(config, c, where, [](std::int64_t l) { return l % 2 == 0; });
   }
-  if (c.architecture == "GraniteForCausalLM" || c.architecture == "GraniteMoeForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
+  if (c.architecture == "GraniteForCausalLM" || c.architecture == "GraniteMoeForCausalLM" ||
+      c.architecture == "GraniteMoeSharedForCausalLM") {  // its multipliers, 1 where absent (transformers' defaults)
     c.embedding_scale = static_cast<float>(positive_number(config, "embedding_multiplier", where, 1.0));
     c.attention_scale = static_cast<float>(positive_number(config, "attention_multiplier", where, 1.0));
     c.residual_scale = static_cast<float>(positive_number(config, "residual_multiplier", where, 1.0));

@@ -98,9 +98,11 @@ struct ModelConfig {
   bool expert_biases = false;
   /// GPT-OSS's clamp of the experts' gate and up products (GateActivation::kClampedSwiglu); 0: none.
   float swiglu_limit = 0.0f;
-  /// Qwen2-MoE's shared expert: a gated MLP of this width every token takes besides its picked
-  /// ones, its output times sigmoid(x · shared_expert_gate); 0: none.
+  /// A shared expert: a gated MLP of this width every token takes besides its picked ones; 0:
+  /// none. Qwen2-MoE's output is scaled by sigmoid(x · shared_expert_gate) (shared_expert_gated),
+  /// Granite-MoE-Shared's (shared_mlp) is added as it is.
   std::int64_t shared_expert_intermediate_size = 0;
+  bool shared_expert_gated = true;
   /// Blocks with a dense MLP of intermediate_size in a mixture of experts (Qwen3-MoE's
   /// mlp_only_layers, and those decoder_sparse_step skips); empty: every block is sparse.
   std::vector<std::int64_t> dense_layers;

@@ -62,7 +62,8 @@ std::vector<TensorSpec> bloom_tensor_specs(const SyntheticSpec& s) {
 
 bool synthetic_mixture(std::string_view architecture) {
   return architecture == "MixtralForCausalLM" || architecture == "Qwen3MoeForCausalLM" || architecture == "Qwen2MoeForCausalLM" ||
-         architecture == "OlmoeForCausalLM" || architecture == "GraniteMoeForCausalLM" || architecture == "GptOssForCausalLM";
+         architecture == "OlmoeForCausalLM" || architecture == "GraniteMoeForCausalLM" || architecture == "GraniteMoeSharedForCausalLM" ||
+         architecture == "GptOssForCausalLM";
 }
 
 namespace {
@@ -130,11 +131,17 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({moe + "experts.down_proj_bias", {s.num_experts, s.hidden_size}, false, true});
       continue;
     }
-    if (s.architecture == "GraniteMoeForCausalLM") {  // its experts stacked, gate's and up's rows in one
+    if (s.architecture == "GraniteMoeForCausalLM" || s.architecture == "GraniteMoeSharedForCausalLM") {
+      // its experts stacked, gate's and up's rows in one; Granite-MoE-Shared's shared MLP alike
       const std::string moe = p + "block_sparse_moe.";
       t.push_back({moe + "router.layer.weight", {s.num_experts, s.hidden_size}});
       t.push_back({moe + "input_linear.weight", {s.num_experts, 2 * s.intermediate_size, s.hidden_size}});
       t.push_back({moe + "output_linear.weight", {s.num_experts, s.hidden_size, s.intermediate_size}});
+      if (s.architecture == "GraniteMoeSharedForCausalLM") {
+        const std::int64_t shared = s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
+        t.push_back({p + "shared_mlp.input_linear.weight", {2 * shared, s.hidden_size}});
+        t.push_back({p + "shared_mlp.output_linear.weight", {s.hidden_size, shared}});
+      }
       continue;
     }
     if (synthetic_mixture(s.architecture) && !dense) {
@@ -197,6 +204,7 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "Qwen2MoeForCausalLM" ? "qwen2_moe"
                              : s.architecture == "GraniteForCausalLM" ? "granite"
                              : s.architecture == "GraniteMoeForCausalLM" ? "granitemoe"
+                             : s.architecture == "GraniteMoeSharedForCausalLM" ? "granitemoeshared"
                              : s.architecture == "Olmo2ForCausalLM" ? "olmo2"
                              : s.architecture == "Olmo3ForCausalLM" ? "olmo3"
                              : s.architecture == "OlmoeForCausalLM" ? "olmoe"
@@ -244,13 +252,15 @@ json config_json(const SyntheticSpec& s) {
     config["head_dim"] = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   }
   if (s.sliding_window > 0) config["sliding_window"] = s.sliding_window;
-  if (s.architecture == "GraniteForCausalLM" || s.architecture == "GraniteMoeForCausalLM") {
+  if (s.architecture == "GraniteForCausalLM" || s.architecture == "GraniteMoeForCausalLM" ||
+      s.architecture == "GraniteMoeSharedForCausalLM") {
     config["embedding_multiplier"] = s.embedding_multiplier;
     config["residual_multiplier"] = s.residual_multiplier;
     config["attention_multiplier"] = s.attention_multiplier;
     config["logits_scaling"] = s.logits_scaling;
   }
-  if (s.architecture == "MixtralForCausalLM" || s.architecture == "GraniteMoeForCausalLM") {
+  if (s.architecture == "MixtralForCausalLM" || s.architecture == "GraniteMoeForCausalLM" ||
+      s.architecture == "GraniteMoeSharedForCausalLM") {
     config["num_local_experts"] = s.num_experts;
     config["num_experts_per_tok"] = s.experts_per_token;
     config["router_aux_loss_coef"] = 0.02;
@@ -258,6 +268,9 @@ json config_json(const SyntheticSpec& s) {
   if (s.architecture == "Qwen2MoeForCausalLM") {
     config["shared_expert_intermediate_size"] =
         s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
+  }
+  if (s.architecture == "GraniteMoeSharedForCausalLM") {
+    config["shared_intermediate_size"] = s.shared_expert_intermediate_size > 0 ? s.shared_expert_intermediate_size : s.intermediate_size;
   }
   if (s.architecture == "Olmo3ForCausalLM") {  // a window on 3 of every 4 blocks, as OLMo 3's default
     config["sliding_window"] = s.sliding_window > 0 ? s.sliding_window : 4096;
@@ -416,11 +429,11 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
       s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM" &&
-      s.architecture != "GptOssForCausalLM") {
+      s.architecture != "GraniteMoeSharedForCausalLM" && s.architecture != "GptOssForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "GraniteForCausalLM, GraniteMoeForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, "
-         "GptOssForCausalLM or BloomForCausalLM, not ",
+         "GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, "
+         "SmolLM3ForCausalLM, GptOssForCausalLM or BloomForCausalLM, not ",
          s.architecture);
   }
   const bool moe = synthetic_mixture(s.architecture);

@@ -61,7 +61,8 @@ struct SyntheticSpec {
   bool norm_topk_prob = true;
   std::vector<std::int64_t> mlp_only_layers;
   /// "Qwen2MoeForCausalLM" (Qwen3-MoE's layout with Qwen2's q, k and v biases instead of its norms,
-  /// and a shared expert of this width with its gate; 0: intermediate_size).
+  /// and a shared expert of this width with its gate; 0: intermediate_size); also
+  /// "GraniteMoeSharedForCausalLM"'s shared_mlp (ungated), written as shared_intermediate_size.
   std::int64_t shared_expert_intermediate_size = 0;
   /// "Olmo2ForCausalLM" (norms of the attention's and the MLP's outputs, none of their inputs, q and
   /// k norms over the whole projection), "Olmo3ForCausalLM" (OLMo 2's with `sliding_window`, 4096
@@ -69,7 +70,8 @@ struct SyntheticSpec {
   /// OLMo's q and k norms, num_experts experts of intermediate_size, renormalised where
   /// norm_topk_prob).
   /// "GraniteMoeForCausalLM": Granite's multipliers and num_experts experts of intermediate_size,
-  /// stacked as its folders hold them (router.layer, input_linear, output_linear).
+  /// stacked as its folders hold them (router.layer, input_linear, output_linear);
+  /// "GraniteMoeSharedForCausalLM" adds each block's shared_mlp (input_linear, output_linear).
   /// "SmolLM3ForCausalLM": Llama's blocks, every fourth without RoPE (no_rope_layers written).
   /// "GptOssForCausalLM": biases on q, k, v and o, a sink per head, `sliding_window` (128 when 0)
   /// on every other block from the first (layer_types written), and num_experts experts of

@@ -31,7 +31,8 @@ int synth_command(int argc, char** argv) {
                                                          "(Qwen3's, a mixture of experts), qwen2moe\n"
                                                          "(Qwen2's, experts and a shared one), granite\n"
                                                          "(Llama's with multipliers), granitemoe\n"
-                                                         "(and stacked experts), olmo2 (output\n"
+                                                         "(and stacked experts), granitemoeshared\n"
+                                                         "(and a shared MLP), olmo2 (output\n"
                                                          "norms only, q and k norms over all heads),\n"
                                                          "olmo3 (and a window on 3 of 4 blocks),\n"
                                                          "olmoe (experts, OLMo's q and k norms),\n"
@@ -48,10 +49,10 @@ int synth_command(int argc, char** argv) {
       ("head-dim", po::value(&spec.head_dim), "attention head size (default hidden/heads)")
       ("vocab", po::value(&spec.vocab_size), "vocabulary size (>= 259)")
       ("max-positions", po::value(&spec.max_position_embeddings), "max_position_embeddings")
-      ("experts", po::value(&spec.num_experts), "mixtures (mixtral, qwen2moe, qwen3moe, olmoe,\ngranitemoe, gpt_oss): experts per block (default 8)")
+      ("experts", po::value(&spec.num_experts), "mixtures (mixtral, qwen2moe, qwen3moe, olmoe,\ngranitemoe, granitemoeshared, gpt_oss): experts per block\n(default 8)")
       ("experts-per-token", po::value(&spec.experts_per_token)->default_value(2), "mixtures: experts each token takes")
       ("moe-intermediate", po::value(&spec.moe_intermediate_size), "qwen2moe, qwen3moe: an expert's MLP size (default --intermediate)")
-      ("shared-intermediate", po::value(&spec.shared_expert_intermediate_size), "qwen2moe: the shared expert's MLP size (default --intermediate)")
+      ("shared-intermediate", po::value(&spec.shared_expert_intermediate_size), "qwen2moe, granitemoeshared: the shared expert's\nMLP size (default --intermediate)")
       ("swiglu-limit", po::value(&spec.swiglu_limit), "gpt_oss: where its experts' SwiGLU clamps (default 7)")
       ("tied", "tie the LM head to the embeddings")
       ("dtype", po::value(&dtype_text)->default_value("f32"), "stored type: f32, f16 or bf16")
@@ -70,13 +71,14 @@ int synth_command(int argc, char** argv) {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
       {"phi3", "Phi3ForCausalLM"}, {"gemma", "GemmaForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"},
       {"gemma3", "Gemma3ForCausalLM"}, {"mixtral", "MixtralForCausalLM"}, {"qwen3moe", "Qwen3MoeForCausalLM"},
-      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"granitemoe", "GraniteMoeForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
+      {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"granitemoe", "GraniteMoeForCausalLM"},
+      {"granitemoeshared", "GraniteMoeSharedForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
       {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
       {"gpt_oss", "GptOssForCausalLM"}, {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, olmo2, olmo3, olmoe, smollm3, gpt_oss, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, granitemoeshared, olmo2, olmo3, olmoe, smollm3, gpt_oss, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();
@@ -92,14 +94,14 @@ int synth_command(int argc, char** argv) {
   const bool moe = synthetic_mixture(spec.architecture);
   if (moe && !vm.count("experts")) spec.num_experts = 8;
   if (!moe && (vm.count("experts") || !vm["experts-per-token"].defaulted())) {
-    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe, olmoe, granitemoe and gpt_oss"};
+    throw UsageError{"--experts and --experts-per-token are for --arch mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, granitemoeshared and gpt_oss"};
   }
   if (vm.count("swiglu-limit") && spec.architecture != "GptOssForCausalLM") throw UsageError{"--swiglu-limit is for --arch gpt_oss"};
   if (vm.count("moe-intermediate") && spec.architecture != "Qwen2MoeForCausalLM" && spec.architecture != "Qwen3MoeForCausalLM") {
     throw UsageError{"--moe-intermediate is for --arch qwen2moe and qwen3moe (mixtral's, olmoe's and granitemoe's experts are --intermediate wide)"};
   }
-  if (spec.architecture != "Qwen2MoeForCausalLM" && vm.count("shared-intermediate")) {
-    throw UsageError{"--shared-intermediate is for --arch qwen2moe"};
+  if (spec.architecture != "Qwen2MoeForCausalLM" && spec.architecture != "GraniteMoeSharedForCausalLM" && vm.count("shared-intermediate")) {
+    throw UsageError{"--shared-intermediate is for --arch qwen2moe and granitemoeshared"};
   }
   const auto dtype = parse_dtype(dtype_text);
   if (!dtype || *dtype == DType::kI8) throw UsageError{"--dtype must be f32, f16 or bf16, got '" + dtype_text + "'"};

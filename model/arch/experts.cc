@@ -200,18 +200,24 @@ void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, st
                   });
 }
 
-// Qwen2-MoE: out[r] += sigmoid(x[r] · gate) · shared(x[r]) for the n rows.
+// The shared expert's gate for row r: Qwen2-MoE's sigmoid(x[r] · shared_expert_gate) (its logit
+// computed beside the gate and up products), or 1 (Granite-MoE-Shared).
+float shared_gate_value(const ModelConfig& c, const float* logits, std::int64_t r) {
+  return c.shared_expert_gated ? 1.0f / (1.0f + std::exp(-logits[r])) : 1.0f;
+}
+
+// out[r] += gate(r) · shared(x[r]) for the n rows.
 void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
                        float* out) {
   const std::int64_t h = c.hidden_size, inter = c.shared_expert_intermediate_size;
   const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
   float* const ys[] = {s.shared_gate.data(), s.shared_up.data(), s.shared_logit.data()};
-  block_products(x, n, alone, ws, ys);
+  block_products(x, n, alone, std::span(ws, c.shared_expert_gated ? 3 : 2), std::span(ys, c.shared_expert_gated ? 3 : 2));
   gate_mul(c.mlp_activation, s.shared_gate.data(), s.shared_up.data(), n * inter);
   float* const down_out[] = {s.shared_out.data()};
   block_products(s.shared_gate.data(), n, alone, std::span(&w.shared_expert.down_proj.view, 1), down_out);
   for (std::int64_t r = 0; r < n; ++r) {
-    const float g = 1.0f / (1.0f + std::exp(-s.shared_logit[static_cast<std::size_t>(r)]));
+    const float g = shared_gate_value(c, s.shared_logit.data(), r);
     for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * s.shared_out[static_cast<std::size_t>(r * h + d)];
   }
 }
@@ -255,19 +261,19 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
                       for (std::int64_t d = 0; d < h; ++d) row[d] += weight * y[static_cast<std::size_t>(i * h + d)];
                     }
                   });
-  if (const std::int64_t si = c.shared_expert_intermediate_size; si > 0) {  // Qwen2-MoE's shared expert
+  if (const std::int64_t si = c.shared_expert_intermediate_size; si > 0) {  // the shared expert
     a.shared_gate.resize(static_cast<std::size_t>(t * si));
     a.shared_up.resize(a.shared_gate.size());
     a.shared_out.resize(static_cast<std::size_t>(t * h));
     a.shared_logit.resize(static_cast<std::size_t>(t));
     const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
     float* const ys[] = {a.shared_gate.data(), a.shared_up.data(), a.shared_logit.data()};
-    matmul_many(x, t, ws, ys);
+    matmul_many(x, t, std::span(ws, c.shared_expert_gated ? 3 : 2), std::span(ys, c.shared_expert_gated ? 3 : 2));
     std::vector<float> act = a.shared_gate;
     gate_mul(c.mlp_activation, act.data(), a.shared_up.data(), t * si);
     matmul(act.data(), t, w.shared_expert.down_proj.view, a.shared_out.data());
     for (std::int64_t r = 0; r < t; ++r) {
-      const float g = 1.0f / (1.0f + std::exp(-a.shared_logit[static_cast<std::size_t>(r)]));
+      const float g = shared_gate_value(c, a.shared_logit.data(), r);
       for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * a.shared_out[static_cast<std::size_t>(r * h + d)];
     }
   }
@@ -331,11 +337,12 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
                     }
                   });
   if (const std::int64_t si = c.shared_expert_intermediate_size; si > 0) {
-    // out += g · y_s with g = sigmoid(logit): d y_s = g · dout, d logit = (dout · y_s) g (1 - g).
+    // out += g · y_s with g = sigmoid(logit): d y_s = g · dout, d logit = (dout · y_s) g (1 - g);
+    // ungated (g = 1): d y_s = dout.
     std::vector<float> dy_s(static_cast<std::size_t>(t * h)), d_logit(static_cast<std::size_t>(t)),
         d_act_s(static_cast<std::size_t>(t * si)), d_gate_s(d_act_s.size()), d_up_s(d_act_s.size()), part_s(dy_s.size());
     for (std::int64_t r = 0; r < t; ++r) {
-      const float g = 1.0f / (1.0f + std::exp(-a.shared_logit[static_cast<std::size_t>(r)]));
+      const float g = shared_gate_value(c, a.shared_logit.data(), r);
       double dot = 0;
       for (std::int64_t d = 0; d < h; ++d) {
         dot += static_cast<double>(dout[r * h + d]) * a.shared_out[static_cast<std::size_t>(r * h + d)];
@@ -349,6 +356,7 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
     for (const auto& [dy, view] : {std::pair{d_gate_s.data(), &w.shared_expert.gate_proj.view},
                                    std::pair{d_up_s.data(), &w.shared_expert.up_proj.view},
                                    std::pair{d_logit.data(), &w.shared_expert_gate.view}}) {
+      if (view == &w.shared_expert_gate.view && !c.shared_expert_gated) continue;
       matmul_input_grad(dy, t, *view, part_s.data());
       add_in_place(dx, part_s.data(), t * h);
     }

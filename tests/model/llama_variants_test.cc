@@ -96,10 +96,13 @@ SyntheticSpec variant(const std::string& name, std::int64_t window) {
     s.norm_topk_prob = false;
     s.mlp_only_layers = {1};
   }
-  if (architecture == "GraniteMoeForCausalLM") {  // Granite's multipliers, 2 of 4 stacked experts of intermediate_size
+  if (architecture == "GraniteMoeForCausalLM" || architecture == "GraniteMoeSharedForCausalLM") {
+    // Granite's multipliers, 2 of 4 stacked experts of intermediate_size; Granite-MoE-Shared's
+    // shared MLP, ungated, wider
     s.intermediate_size = 40;
     s.num_experts = 4;
     s.experts_per_token = 2;
+    if (architecture == "GraniteMoeSharedForCausalLM") s.shared_expert_intermediate_size = 56;
   }
   if (architecture == "OlmoeForCausalLM") {  // 3 of 5 experts of intermediate_size, not renormalised
     s.intermediate_size = 48;
@@ -197,9 +200,12 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     EXPECT_TRUE(config.num_experts == 5 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.shared_expert_intermediate_size == 72 && config.moe_renormalize && !config.sparse_block(0) &&
                 config.sparse_block(1) && config.attention_bias);
-  } else if (architecture == "GraniteMoeForCausalLM") {
+  } else if (architecture == "GraniteMoeForCausalLM" || architecture == "GraniteMoeSharedForCausalLM") {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
+    const bool shared = architecture == "GraniteMoeSharedForCausalLM";
+    EXPECT_EQ(config.shared_expert_intermediate_size, shared ? 56 : 0);
+    EXPECT_EQ(config.shared_expert_gated, !shared);
   } else if (gpt_oss) {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 40 &&
                 config.moe_renormalize && config.swiglu_limit == 1.5f && config.sparse_block(0) && config.sparse_block(1));
@@ -466,6 +472,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"OlmoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"GraniteMoeForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"GraniteMoeSharedForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0},
                                            std::pair<std::string, std::int64_t>{"GptOssForCausalLM+yarn", 5}),
                          [](const auto& info) {

@@ -337,8 +337,8 @@ TEST(ModelConfig, ReadsSmolLM3) {
 }
 
 // A Granite-MoE config of granite-3.1-1b-a400m's kind: Granite's multipliers and 8 of 32 experts
-// of intermediate_size, renormalised (the softmax of the top logits); the shared-expert variant is
-// refused by name.
+// of intermediate_size, renormalised (the softmax of the top logits); the shared-expert variant's
+// shared MLP, ungated, none where its width is 0.
 TEST(ModelConfig, ReadsGraniteMoe) {
   json g = json::parse(R"({"architectures": ["GraniteMoeForCausalLM"], "attention_bias": false, "attention_multiplier": 0.015625,
       "bos_token_id": 0, "embedding_multiplier": 12.0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": 1024,
@@ -352,8 +352,17 @@ TEST(ModelConfig, ReadsGraniteMoe) {
   EXPECT_TRUE(c.embedding_scale == 12.0f && c.attention_scale == 0.015625f && c.residual_scale == 0.22f && c.logit_divisor == 6.0f);
   g["num_experts_per_tok"] = 33;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "num_experts_per_tok 33 is more than the 32 experts");
+  EXPECT_EQ(c.shared_expert_intermediate_size, 0);
+  g["num_experts_per_tok"] = 8;
   g["architectures"] = {"GraniteMoeSharedForCausalLM"};
-  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "unsupported architecture 'GraniteMoeSharedForCausalLM'");
+  g["shared_intermediate_size"] = 1024;
+  const ModelConfig shared = parse_model_config(g.dump(), "config.json");
+  EXPECT_TRUE(shared.num_experts == 32 && shared.moe_intermediate_size == 512 && shared.shared_expert_intermediate_size == 1024 &&
+              !shared.shared_expert_gated && shared.residual_scale == 0.22f);
+  g["shared_intermediate_size"] = 0;
+  EXPECT_EQ(parse_model_config(g.dump(), "config.json").shared_expert_intermediate_size, 0);
+  g["shared_intermediate_size"] = -1;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'shared_intermediate_size' must be an integer from 0");
 }
 
 // openai/gpt-oss-20b's config.json (its 12 pairs of layer types shortened to the 24 they list).

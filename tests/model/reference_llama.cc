@@ -203,7 +203,10 @@ struct GraniteSettings {
 GraniteSettings granite_settings(const std::filesystem::path& dir) {
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
-  if (j["architectures"][0] != "GraniteForCausalLM" && j["architectures"][0] != "GraniteMoeForCausalLM") return {};
+  if (j["architectures"][0] != "GraniteForCausalLM" && j["architectures"][0] != "GraniteMoeForCausalLM" &&
+      j["architectures"][0] != "GraniteMoeSharedForCausalLM") {
+    return {};
+  }
   return {j.value("attention_multiplier", 1.0), j.value("residual_multiplier", 1.0), j.value("logits_scaling", 1.0)};
 }
 
@@ -286,6 +289,10 @@ struct Experts {
   std::string prefix, gate, up, down;
   bool shared = false;  // Qwen2-MoE: shared_expert, weighted by sigmoid(shared_expert_gate)
   bool stacked = false;  // Granite-MoE: router.layer; input_linear [experts, gate's rows and up's, hidden], output_linear
+  // Granite-MoE-Shared: the block's shared_mlp, input_linear [2 · width, hidden] (gate's rows, then
+  // up's) and output_linear [hidden, width], added ungated; width 0: none.
+  std::string shared_mlp;
+  std::int64_t shared_width = 0;
 };
 Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   std::ifstream in(dir / "config.json");
@@ -295,8 +302,12 @@ Experts experts_of(const std::filesystem::path& dir, std::int64_t layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   if (arch == "MixtralForCausalLM") {
     out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "w1", "w3", "w2"};
-  } else if (arch == "GraniteMoeForCausalLM") {  // the softmax of the top logits: the picked probabilities renormalised
+  } else if (arch == "GraniteMoeForCausalLM" || arch == "GraniteMoeSharedForCausalLM") {  // the softmax of the top logits: the picked probabilities renormalised
     out = {j["num_local_experts"], j["num_experts_per_tok"], true, p + "block_sparse_moe.", "", "", "", false, true};
+    if (arch == "GraniteMoeSharedForCausalLM") {
+      out.shared_mlp = p + "shared_mlp.";
+      out.shared_width = j.value("shared_intermediate_size", std::int64_t{0});
+    }
   } else if (arch == "OlmoeForCausalLM") {  // every block sparse, experts of intermediate_size
     out = {j["num_experts"], j["num_experts_per_tok"], j.value("norm_topk_prob", false), p + "mlp.", "gate_proj", "up_proj", "down_proj"};
   } else if (arch == "Qwen3MoeForCausalLM" || arch == "Qwen2MoeForCausalLM") {
@@ -568,6 +579,16 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                                  sh + "down_proj.weight", w.shared_expert.down_proj);
           const double g = 1 / (1 + std::exp(-product(row, experts.prefix + "shared_expert_gate.weight", w.shared_expert_gate)[0]));
           for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += g * y[i];
+        }
+        if (const std::int64_t si = experts.shared_width; si > 0) {
+          auto part = [&](const std::vector<double>& in, const char* module, std::int64_t first, std::int64_t count, const HeldMatrix& held) {
+            return dtype == DType::kF32 ? linear_rows(in, ckpt.get(experts.shared_mlp + module + ".weight"), first, count)
+                                        : sepal::test::linear(in, held);
+          };
+          const auto y = part(gated(part(row, "input_linear", 0, si, w.shared_expert.gate_proj),
+                                    part(row, "input_linear", si, si, w.shared_expert.up_proj)),
+                              "output_linear", 0, h, w.shared_expert.down_proj);
+          for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += y[i];
         }
       }
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mixtures of experts through the command line, on synthetic Mixtral (2 of 4 experts, a window),
 # Qwen3-MoE (3 of 6 narrower experts), Qwen2-MoE (2 of 4 and a shared expert) and OLMoE (2 of 4,
-# not renormalised), Granite-MoE (2 of 4, stacked) and GPT-OSS (2 of 4 biased experts, sinks, a
+# not renormalised), Granite-MoE (2 of 4, stacked), Granite-MoE-Shared (and a shared MLP) and GPT-OSS (2 of 4 biased experts, sinks, a
 # window of 5 on every other block) checkpoints written by `sepal synth`, and beside them OLMo 3 (no
 # input norms, a window of 5 on 3 of its 4 blocks):
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
@@ -34,6 +34,9 @@ plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
   --layers 3 --heads 4 --kv-heads 2 --vocab 300 --experts 4 --experts-per-token 2 --seed 5 2> /dev/null || { echo "FAILED: synth qwen2moe"; exit 1; }
 "$sepal" synth --arch granitemoe --out "$out/granitemoe" --hidden 64 --intermediate 48 --layers 3 --heads 4 --kv-heads 2 \
   --vocab 300 --experts 4 --experts-per-token 2 --seed 8 2> /dev/null || { echo "FAILED: synth granitemoe"; exit 1; }
+"$sepal" synth --arch granitemoeshared --out "$out/granitemoeshared" --hidden 64 --intermediate 48 --shared-intermediate 72 \
+  --layers 3 --heads 4 --kv-heads 2 --vocab 300 --experts 4 --experts-per-token 2 --seed 10 2> /dev/null \
+  || { echo "FAILED: synth granitemoeshared"; exit 1; }
 "$sepal" synth --arch olmoe --out "$out/olmoe" --hidden 64 --intermediate 48 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
   --experts 4 --experts-per-token 2 --seed 6 2> /dev/null || { echo "FAILED: synth olmoe"; exit 1; }
 "$sepal" synth --arch olmo3 --out "$out/olmo3" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 --vocab 300 \
@@ -56,8 +59,9 @@ json.dump(config, open(sys.argv[1], "w"))
 PY
 check grep -q '"num_local_experts": 4' "$out/mixtral/config.json"
 check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
+check grep -q '"shared_intermediate_size": 72' "$out/granitemoeshared/config.json"
 
-for model in mixtral qwen3moe qwen2moe olmoe granitemoe olmo3 gpt_oss; do
+for model in mixtral qwen3moe qwen2moe olmoe granitemoe granitemoeshared olmo3 gpt_oss; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
@@ -68,8 +72,9 @@ for model in mixtral qwen3moe qwen2moe olmoe granitemoe olmo3 gpt_oss; do
 done
 
 # An int8 checkpoint of the mixture: its experts and routers quantized (Granite-MoE's stacks of
-# experts with a scale per row of each), generating what int8 loading does, at a quarter of the size.
-for model in mixtral granitemoe gpt_oss; do
+# experts with a scale per row of each, Granite-MoE-Shared's shared MLP's rows too), generating what
+# int8 loading does, at a quarter of the size.
+for model in mixtral granitemoe granitemoeshared gpt_oss; do
   "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
   check test -f "$out/$model-int8/model.safetensors"
   want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)

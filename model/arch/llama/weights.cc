@@ -145,8 +145,8 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     // Granite-MoE's are Mixtral's, or in its own folders each block's experts stacked: router.layer,
     // input_linear [experts, 2 · inter, hidden] (gate's rows, then up's) and output_linear
     // [experts, hidden, inter], viewed as matrices of experts · rows rows (an int8 copy's scales
-    // [experts, rows] alike).
-    const bool granite = config.architecture == "GraniteMoeForCausalLM";
+    // [experts, rows] alike). Granite-MoE-Shared adds a shared_mlp beside block_sparse_moe.
+    const bool granite = config.architecture == "GraniteMoeForCausalLM" || config.architecture == "GraniteMoeSharedForCausalLM";
     const bool mixtral = config.architecture == "MixtralForCausalLM" || granite;
     const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
     const std::int64_t inter = config.moe_intermediate_size;
@@ -185,7 +185,20 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
                                             held(expert + (mixtral ? "w2" : "down_proj") + ".weight", h, inter)));
       }
     }
-    if (const std::int64_t shared = config.shared_expert_intermediate_size; shared > 0) {  // Qwen2-MoE
+    if (const std::int64_t shared = config.shared_expert_intermediate_size; shared > 0 && granite) {
+      // Granite-MoE-Shared: shared_mlp.input_linear [2 · shared, hidden] (gate's rows, then up's),
+      // output_linear [hidden, shared]; no gate.
+      auto input_rows = [&](std::int64_t first) {
+        const TensorRef& t = checkpoint.get(p + "shared_mlp.input_linear.weight");
+        expect_shape(t, {2 * shared, h});
+        const TensorRef part = row_range(t, first, shared);
+        if (t.dtype != DType::kI8) return hold_matrix(checkpoint, part, loading);
+        const TensorRef& scales = checkpoint.get(p + "shared_mlp.input_linear.SCB");
+        expect_shape(scales, {2 * shared});
+        return hold_int8_rows(part, row_range(scales, first, shared), loading);
+      };
+      b.shared_expert = unbiased_expert(input_rows(0), input_rows(shared), held(p + "shared_mlp.output_linear.weight", h, shared));
+    } else if (shared > 0) {  // Qwen2-MoE
       b.shared_expert = unbiased_expert(held(moe + "shared_expert.gate_proj.weight", shared, h),
                                         held(moe + "shared_expert.up_proj.weight", shared, h),
                                         held(moe + "shared_expert.down_proj.weight", h, shared));
