@@ -702,9 +702,9 @@ struct UcxTransport::State {
   }
 
   // Blocks until UCX has an event, a command is queued, or a keepalive may be due; releases
-  // `worker` (the progress thread's hold on worker_mutex) while it waits. `busy_arms` counts the
-  // idle passes in a row whose arming UCX refused (run() resets it after a pass that did work).
-  void block(const ProgressBackoff& backoff, std::unique_lock<std::mutex>& worker, int& busy_arms) {
+  // `worker` (the progress thread's hold on worker_mutex) while it waits. `refused_since_work`:
+  // whether UCX refused an arm since the last pass that did work (run() clears it).
+  void block(const ProgressBackoff& backoff, std::unique_lock<std::mutex>& worker, bool& refused_since_work) {
     const ucs_status_t armed = ucp_worker_arm(this->worker);
     // Busy: events arrived meanwhile (the next pass progresses them), or UCX holds work it cannot
     // finish. The second stays: sends queued to a peer that stopped reading (a stopped process,
@@ -712,7 +712,10 @@ struct UcxTransport::State {
     // thread spun at 60% of a core in each process of a swarm while one host was stopped. The
     // first busy arm after work returns at once; the next ones poll gently, like a transport
     // without wakeups.
-    if (armed == UCS_ERR_BUSY && ++busy_arms == 1) return;
+    if (armed == UCS_ERR_BUSY && !refused_since_work) {
+      refused_since_work = true;
+      return;
+    }
     if (armed != UCS_OK) {  // busy again, or no wakeup on this transport: poll gently
       worker.unlock();
       std::this_thread::sleep_for(backoff.sleep_step());
@@ -743,7 +746,7 @@ struct UcxTransport::State {
 
   void run() {
     ProgressBackoff backoff;
-    int busy_arms = 0;
+    bool refused_since_work = false;
     std::optional<std::chrono::steady_clock::time_point> drain_deadline;
     std::unique_lock worker_lock(worker_mutex);
     const InWorkerPass pass;
@@ -768,9 +771,9 @@ struct UcxTransport::State {
       // Transfers in flight need the worker progressed: no backing off until they finish.
       if (busy || sending() || receiving()) {
         backoff.busy();
-        busy_arms = 0;
+        refused_since_work = false;
       } else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) {
-        block(backoff, worker_lock, busy_arms);
+        block(backoff, worker_lock, refused_since_work);
       }
     }
   }
