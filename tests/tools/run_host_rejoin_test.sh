@@ -4,9 +4,9 @@
 # as a rank of the swarm's job, each stopped past the failure timeout in turn. Each must say it
 # was dropped and serve again. While each is stopped, past the failure timeout, the swarm's other
 # processes stay near idle (UCX's queue to a stopped process fills, and its progress thread once
-# spun at 60% of a core in each of them). Then an API completion through them must give the reference text,
-# sepal status must list them alone, and both must still end cleanly: the joiner on SIGTERM
-# with status 0, the mpirun rank (its MPI world left as it was) with the job.
+# spun at 60% of a core in each of them). Then an API completion through them must give the
+# reference text, sepal status must list them alone, and both must still end cleanly: the joiner
+# on SIGTERM with status 0, the mpirun rank (its MPI world left as it was) with the job.
 #   run_host_rejoin_test.sh SEPAL_BINARY MODELS_DIR
 set -uo pipefail
 sepal=$1; models=$2
@@ -33,6 +33,7 @@ wait_line() { for _ in $(seq $(($2 * 20))); do grep -q "$1" "$3" 2>/dev/null && 
 # $2... may use a quarter of a core at most.
 stop_and_watch() {
   local stopped=$1; shift
+  [ $# -gt 0 ] || { fail "no other process of the swarm found to watch while pid $stopped is stopped"; return; }
   kill -STOP "$stopped"; sleep 2.8
   local busiest; busiest=$(busiest_ticks "$@")
   sleep 0.2; kill -CONT "$stopped"
