@@ -62,6 +62,10 @@ void gate_mul_input_grad(GateActivation activation, const float* gate, const flo
 void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
                                  std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
                                  double magnitude);
+/// The same for rope_rotate_adjacent.
+void rope_rotate_adjacent_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                     std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                     double magnitude);
 
 /// The input gradients of causal attention over one whole sequence of n positions (no cache
 /// before it): q is [n, heads, head_dim]; keys and values are [kv_heads, n, head_dim] (the cache

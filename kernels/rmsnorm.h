@@ -11,7 +11,8 @@ void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weig
              float* y);
 
 /// Layer normalisation, as BLOOM uses it: y[t, :] = (x[t, :] - mean) / sqrt(var + eps) * weight
-/// + bias, mean and variance over the row (in double). y may equal x.
+/// + bias, mean and variance over the row (in double); bias may be null (none: Cohere). y may
+/// equal x.
 void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias, float eps,
                float* y);
 

@@ -1,6 +1,7 @@
 #pragma once
 // Rotary position embeddings in the rotate-half layout (Hugging Face Llama): dimension i of a
-// head is paired with dimension i + head_dim/2.
+// head is paired with dimension i + head_dim/2; or in the adjacent-pairs layout (GPT-J, Cohere):
+// dimension 2i with 2i + 1.
 
 #include <cstdint>
 #include <vector>
@@ -45,5 +46,10 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
 /// rope_inverse_frequencies(rotary_dim, ...)).
 void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                       const std::int64_t* positions, const double* inv_freq, double magnitude);
+
+/// rope_rotate_half with pairs (2i, 2i + 1) of the first rotary_dim dimensions, pair i turning by
+/// inv_freq[i] (Cohere's layout).
+void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+                          const std::int64_t* positions, const double* inv_freq, double magnitude);
 
 }  // namespace sepal

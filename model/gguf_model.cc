@@ -24,10 +24,10 @@ std::string architecture(const GgufFile& file) {
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
       *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "granitemoe" && *arch != "olmo2" && *arch != "olmoe" &&
-      *arch != "smollm3" && *arch != "qwen2moe" && *arch != "gpt-oss") {
+      *arch != "smollm3" && *arch != "qwen2moe" && *arch != "gpt-oss" && *arch != "command-r" && *arch != "cohere2") {
     fail(file.where(), ": GGUF architecture '", *arch,
          "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, granitemoe, "
-         "olmo2 (and OLMo 3), olmoe, smollm3, gpt-oss)");
+         "olmo2 (and OLMo 3), olmoe, smollm3, gpt-oss, command-r, cohere2)");
   }
   return *arch;
 }
@@ -149,7 +149,10 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
   auto it = block.find(part);
   const bool qwen2 = arch == "qwen2" || arch == "qwen2moe";
   if (it == block.end() && qwen2) it = qwen2_biases.find(part);
-  const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3" || arch == "olmo2" || arch == "olmoe";
+  // command-r's q and k norms (Command R+'s use_qk_norm), each head's own: [heads, head_dim].
+  const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3" || arch == "olmo2" || arch == "olmoe" || arch == "command-r";
+  // Cohere's blocks have one norm, the attention's and the MLP's input.
+  if ((arch == "command-r" || arch == "cohere2") && part == "ffn_norm.weight") return {};
   if (it == block.end() && qk_norms) it = qwen3_norms.find(part);
   if (it == block.end() || (!qwen2 && qwen2_biases.count(part)) || (!qk_norms && qwen3_norms.count(part))) return {};
   return "model.layers." + layer + "." + it->second;
@@ -236,7 +239,17 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "olmo2" ? "Olmo2ForCausalLM"
                         : arch == "smollm3" ? "SmolLM3ForCausalLM"  // llama.cpp's NoPE on every 4th block: the parser's default
                         : arch == "gpt-oss" ? "GptOssForCausalLM"
+                        : arch == "command-r" ? "CohereForCausalLM"
+                        : arch == "cohere2" ? "Cohere2ForCausalLM"
                                           : "LlamaForCausalLM"};
+  if (arch == "command-r" || arch == "cohere2") {  // as llama.cpp reads them; Cohere 2's window on 3 of every 4 blocks (the parser's default)
+    const auto scale = file.number(arch + ".logit_scale");
+    if (!scale) fail(file.where(), ": no ", arch, ".logit_scale");
+    c["logit_scale"] = *scale;
+    if (auto eps = file.number(arch + ".attention.layer_norm_epsilon")) c["layer_norm_eps"] = *eps;
+    if (arch == "cohere2") c["sliding_window"] = required(file, "cohere2.attention.sliding_window");
+    if (arch == "command-r") c["use_qk_norm"] = file.tensors().count("blk.0.attn_q_norm.weight") > 0;
+  }
   if (arch == "gpt-oss") {  // its window, on every other block from the first (the parser's default, llama.cpp's pattern of 2)
     c["sliding_window"] = required(file, "gpt-oss.attention.sliding_window");
   }
@@ -436,7 +449,8 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama (or granite) model's query and key rows for its rotation; a
   // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
-  // apart, as Hugging Face).
+  // apart, as Hugging Face); command-r's and cohere2's are interleaved in Hugging Face's files too,
+  // and rotate so (ModelConfig::rope_adjacent_pairs).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama" || arch == "granite" || arch == "granitemoe" || arch == "smollm3";
   auto shared = std::make_shared<const GgufFile>(file);

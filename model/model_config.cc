@@ -22,7 +22,8 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
                                                           "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM",
-                                                          "GraniteMoeSharedForCausalLM", "GptOssForCausalLM"};
+                                                          "GraniteMoeSharedForCausalLM", "GptOssForCausalLM",
+                                                          "CohereForCausalLM", "Cohere2ForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -465,7 +466,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, BloomForCausalLM)");
   }
   check_quantization(config, c, where);
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
@@ -482,6 +483,12 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // GPT-OSS: biases on every attention projection, a sink per head, a window on every other block,
   // and experts with biases and a clamped SwiGLU.
   const bool gpt_oss = c.architecture == "GptOssForCausalLM";
+  // Cohere (Command R, Aya) and Cohere 2 (Command R7B, Command A): LayerNorms without biases, the
+  // attention and the MLP side by side on one norm, RoPE over adjacent pairs, logits scaled;
+  // Cohere's use_qk_norm: a LayerNorm of each head of q and k with that head's own weights;
+  // Cohere 2: a window on 3 of every 4 blocks, which alone rotate.
+  const bool cohere2 = c.architecture == "Cohere2ForCausalLM";
+  const bool cohere = c.architecture == "CohereForCausalLM" || cohere2;
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
     // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
@@ -506,6 +513,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.swiglu_limit = static_cast<float>(positive_number(config, "swiglu_limit", where, 7.0));
   }
   c.qk_norm = c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM" || gemma3 || olmo2 || olmoe;
+  if (cohere) {
+    c.layer_norms = c.parallel_block = c.rope_adjacent_pairs = true;
+    if (!cohere2 && config.contains("use_qk_norm") && !config["use_qk_norm"].is_null()) {
+      if (!config["use_qk_norm"].is_boolean()) fail(where, ": 'use_qk_norm' must be true or false");
+      c.qk_norm = c.qk_norm_per_head_weights = config["use_qk_norm"].get<bool>();
+    }
+  }
   c.qk_norm_across_heads = olmo2 || olmoe;
   if (olmo2) {
     c.output_norms = true;
@@ -570,7 +584,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     }
     if (dims < c.head_dim) c.rotary_dim = dims;
   }
-  c.rms_norm_eps = positive_number(config, "rms_norm_eps", where, 1e-6);
+  c.rms_norm_eps = cohere ? positive_number(config, "layer_norm_eps", where, 1e-5) : positive_number(config, "rms_norm_eps", where, 1e-6);
   c.rope_theta = positive_number(config, "rope_theta", where,  // transformers' defaults
                                  gemma3 ? 1000000.0 : c.architecture == "SmolLM3ForCausalLM" ? 2000000.0 : 10000.0);
   c.rope_scaling = parse_rope_scaling(config, where, c.rope_dims(), c.max_position_embeddings);
@@ -584,6 +598,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   if (gemma) {
     c.embedding_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
     c.tie_word_embeddings = true;  // Gemma's default
+  }
+  if (cohere) {
+    c.tie_word_embeddings = true;  // Cohere's default
+    c.logit_divisor = static_cast<float>(1.0 / positive_number(config, "logit_scale", where, 0.0625));
   }
   if (config.contains("tie_word_embeddings")) {
     if (!config["tie_word_embeddings"].is_boolean()) fail(where, ": 'tie_word_embeddings' must be true or false");
@@ -604,6 +622,13 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     c.sliding_window = positive_int(config, "sliding_window", where, 4096);
     set_layer_windows(config, c, where, [](std::int64_t l) { return (l + 1) % 4 != 0; });
     if (c.rope_scaling.kind != RopeScaling::Kind::kNone) c.local_rope_theta = c.rope_theta;
+  }
+  if (cohere2) {  // a window (4096 unless the config says) on the blocks layer_types lists, or on all but every sliding_window_pattern-th; only those rotate
+    c.sliding_window = positive_int(config, "sliding_window", where, 4096);
+    const std::int64_t pattern = positive_int(config, "sliding_window_pattern", where, 4);
+    set_layer_windows(config, c, where, [&](std::int64_t l) { return (l + 1) % pattern != 0; });
+    c.rope_layers.assign(static_cast<std::size_t>(c.num_layers), false);
+    for (std::int64_t l = 0; l < c.num_layers; ++l) c.rope_layers[static_cast<std::size_t>(l)] = c.window_of(l) > 0;
   }
   if (gpt_oss) {  // a window (128 unless the config says) on the blocks layer_types lists, or on every other from the first
     c.sliding_window = positive_int(config, "sliding_window", where, 128);

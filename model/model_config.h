@@ -18,8 +18,8 @@ namespace sepal {
 /// The block architectures sepal runs.
 enum class ModelFamily {
   kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3,
-           ///< Granite, OLMo 2 and 3, SmolLM3, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE,
-           ///< OLMoE, Granite-MoE and GPT-OSS)
+           ///< Granite, OLMo 2 and 3, SmolLM3, Cohere 1 and 2 with their LayerNorms, and the mixtures of
+           ///< experts Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE and GPT-OSS)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
 
@@ -35,7 +35,7 @@ struct ModelConfig {
   std::int64_t head_dim = 0;
   std::int64_t vocab_size = 0;
   std::int64_t max_position_embeddings = 0;
-  double rms_norm_eps = 1e-6;  ///< Llama's RMSNorm; BLOOM's LayerNorm epsilon for kBloom
+  double rms_norm_eps = 1e-6;  ///< Llama's RMSNorm; the LayerNorms' epsilon for kBloom and layer_norms
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   /// Which blocks rotate q and k (SmolLM3's no_rope_layers: every fourth does not); empty: all.
@@ -85,6 +85,17 @@ struct ModelConfig {
   /// Whether the attention and the MLP take RMS-normalised inputs; OLMo 2 and 3 take the residual
   /// stream as it is, normalising only their outputs (output_norms).
   bool input_norms = true;
+  /// Every norm (the blocks' inputs, q and k, the final one) is a LayerNorm with no bias, the row's
+  /// mean subtracted before it is scaled (Cohere), instead of an RMSNorm; rms_norm_eps is its epsilon.
+  bool layer_norms = false;
+  /// The attention and the MLP both read the block's one input norm and their outputs join the
+  /// residual stream together (Cohere's parallel block): no post-attention norm.
+  bool parallel_block = false;
+  /// RoPE turns pairs (2i, 2i + 1) of each head (Cohere, GPT-J) instead of (i, i + rotated/2).
+  bool rope_adjacent_pairs = false;
+  /// The q and k norms hold their own weights for every head, q_norm [num_heads, head_dim] and
+  /// k_norm [num_kv_heads, head_dim] (Cohere's use_qk_norm); else one head's, shared.
+  bool qk_norm_per_head_weights = false;
   /// A mixture of experts (Mixtral, Qwen3-MoE): the MLP of a sparse block is num_experts gated
   /// MLPs of moe_intermediate_size, of which a router (a [num_experts, hidden] matrix) picks
   /// experts_per_token for each row: the largest logits, weighted by their softmax probabilities,

@@ -63,7 +63,7 @@ void ModelEnds::embed(const std::int32_t* tokens, std::int64_t n, float* out) co
 
 void ModelEnds::final_norm(const float* hidden, std::int64_t n, float* out) const {
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  if (config_.family == ModelFamily::kBloom) {
+  if (config_.family == ModelFamily::kBloom || config_.layer_norms) {  // Cohere's has no bias (null)
     layernorm(hidden, n, config_.hidden_size, head_.final_norm.data, head_.final_norm_bias.data, eps, out);
   } else {
     rmsnorm(hidden, n, config_.hidden_size, head_.final_norm.data, eps, out);
@@ -139,7 +139,7 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     d_normed.resize(x.size());
     d_x.resize(x.size());
     matmul_input_grad(logits.data(), m, head_.lm_head.view, d_normed.data());
-    if (config_.family == ModelFamily::kBloom) {
+    if (config_.family == ModelFamily::kBloom || config_.layer_norms) {
       layernorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());
     } else {
       rmsnorm_input_grad(x.data(), m, h, head_.final_norm.data, eps, d_normed.data(), d_x.data());

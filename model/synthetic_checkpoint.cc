@@ -87,7 +87,13 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     };
     const bool olmo2 = s.architecture == "Olmo2ForCausalLM" || s.architecture == "Olmo3ForCausalLM";
     const bool olmoe = s.architecture == "OlmoeForCausalLM";
-    if (!olmo2) add_norm(p + "input_layernorm.weight");  // OLMo 2 normalises outputs only
+    const bool cohere2 = s.architecture == "Cohere2ForCausalLM";
+    const bool cohere = s.architecture == "CohereForCausalLM" || cohere2;
+    if (cohere) {  // one norm, random around 1 (a LayerNorm's weights a test must see)
+      t.push_back({p + "input_layernorm.weight", {s.hidden_size}, false, true});
+    } else if (!olmo2) {
+      add_norm(p + "input_layernorm.weight");  // OLMo 2 normalises outputs only
+    }
     const bool fused = s.architecture == "Phi3ForCausalLM";
     if (fused) {
       t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, s.hidden_size}});
@@ -115,7 +121,11 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.q_norm.weight", {q}, false, true});
       t.push_back({p + "self_attn.k_norm.weight", {kv}, false, true});
     }
-    add_norm(p + "post_attention_layernorm.weight");
+    if (s.architecture == "CohereForCausalLM") {  // use_qk_norm: each head's own weights
+      t.push_back({p + "self_attn.q_norm.weight", {s.num_heads, head_dim}, false, true});
+      t.push_back({p + "self_attn.k_norm.weight", {s.num_kv_heads, head_dim}, false, true});
+    }
+    if (!cohere) add_norm(p + "post_attention_layernorm.weight");  // Cohere's MLP reads input_layernorm's output
     if (gemma2) add_norm(p + "pre_feedforward_layernorm.weight");
     if (gemma2 || olmo2) add_norm(p + "post_feedforward_layernorm.weight");
     const bool mixtral = s.architecture == "MixtralForCausalLM";
@@ -173,7 +183,8 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
   }
   const bool gemma = s.architecture == "GemmaForCausalLM" || s.architecture == "Gemma2ForCausalLM" ||
                      s.architecture == "Gemma3ForCausalLM";
-  t.push_back({"model.norm.weight", {s.hidden_size}, !gemma, gemma, gemma});
+  const bool cohere = s.architecture == "CohereForCausalLM" || s.architecture == "Cohere2ForCausalLM";
+  t.push_back({"model.norm.weight", {s.hidden_size}, !gemma && !cohere, gemma || cohere, gemma});
   if (!s.tie_word_embeddings) t.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
   return t;
 }
@@ -210,6 +221,8 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "OlmoeForCausalLM" ? "olmoe"
                              : s.architecture == "SmolLM3ForCausalLM" ? "smollm3"
                              : s.architecture == "GptOssForCausalLM" ? "gpt_oss"
+                             : s.architecture == "CohereForCausalLM" ? "cohere"
+                             : s.architecture == "Cohere2ForCausalLM" ? "cohere2"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -293,6 +306,18 @@ json config_json(const SyntheticSpec& s) {
     for (std::int64_t l = 0; l < s.num_layers; ++l) config["layer_types"].push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
     config["router_aux_loss_coef"] = 0.9;
     config["output_router_logits"] = false;
+  }
+  if (s.architecture == "CohereForCausalLM" || s.architecture == "Cohere2ForCausalLM") {
+    // Its LayerNorms' epsilon and logit scale (Command R's); Cohere with q and k norms (as Command
+    // R+), Cohere 2 with a window on 3 of every 4 blocks (which alone rotate).
+    config["layer_norm_eps"] = 1e-5;
+    config["logit_scale"] = 0.0625;
+    config.erase("rms_norm_eps");
+    if (s.architecture == "CohereForCausalLM") config["use_qk_norm"] = true;
+    if (s.architecture == "Cohere2ForCausalLM") {
+      config["sliding_window"] = s.sliding_window > 0 ? s.sliding_window : 4096;
+      config["sliding_window_pattern"] = 4;
+    }
   }
   if (s.architecture == "OlmoeForCausalLM") {  // experts of intermediate_size
     config["num_experts"] = s.num_experts;
@@ -429,11 +454,12 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "MixtralForCausalLM" && s.architecture != "Qwen3MoeForCausalLM" && s.architecture != "GraniteForCausalLM" &&
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
       s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM" &&
-      s.architecture != "GraniteMoeSharedForCausalLM" && s.architecture != "GptOssForCausalLM") {
+      s.architecture != "GraniteMoeSharedForCausalLM" && s.architecture != "GptOssForCausalLM" &&
+      s.architecture != "CohereForCausalLM" && s.architecture != "Cohere2ForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
          "GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, "
-         "SmolLM3ForCausalLM, GptOssForCausalLM or BloomForCausalLM, not ",
+         "SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM or BloomForCausalLM, not ",
          s.architecture);
   }
   const bool moe = synthetic_mixture(s.architecture);
@@ -460,10 +486,10 @@ void validate(const SyntheticSpec& s) {
   }
   if (s.sliding_window < 0 || (s.sliding_window > 0 && s.architecture != "MistralForCausalLM" && s.architecture != "Phi3ForCausalLM" &&
                                 s.architecture != "MixtralForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
-                                s.architecture != "GptOssForCausalLM" &&
+                                s.architecture != "GptOssForCausalLM" && s.architecture != "Cohere2ForCausalLM" &&
                                 s.architecture != "Gemma2ForCausalLM" && s.architecture != "Gemma3ForCausalLM")) {
     fail("a sliding window is for MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
-         "Olmo3ForCausalLM and GptOssForCausalLM, and positive");
+         "Olmo3ForCausalLM, GptOssForCausalLM and Cohere2ForCausalLM, and positive");
   }
   if (!(s.attention_softcap > 0) || !(s.final_logit_softcap > 0) || s.query_pre_attn_scalar < 0 || s.sliding_window_pattern < 1 ||
       !(s.linear_rope_factor >= 0) || !std::isfinite(s.linear_rope_factor)) {

@@ -78,6 +78,10 @@ struct SyntheticSpec {
   /// intermediate_size with biases, stacked and transposed as transformers holds them, their
   /// SwiGLU clamped at swiglu_limit (7 as GPT-OSS's; random weights need less to reach it).
   /// Sinks and biases are 1 ± 0.5, so that a test sees them.
+  /// "CohereForCausalLM": LayerNorms without biases (weights 1 ± 0.5), q and k norms with each
+  /// head's own weights (use_qk_norm), the attention and the MLP on one norm, RoPE over adjacent
+  /// pairs, logit_scale 0.0625; "Cohere2ForCausalLM" the same without q and k norms, with
+  /// `sliding_window` (4096 when 0) on 3 of every 4 blocks, the only ones that rotate.
   double swiglu_limit = 7.0;
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).

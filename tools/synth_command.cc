@@ -39,7 +39,11 @@ int synth_command(int argc, char** argv) {
                                                          "smollm3 (Llama's, every 4th block without\n"
                                                          "RoPE), gpt_oss (biases, sinks, a window on\n"
                                                          "every other block, biased experts with a\n"
-                                                         "clamped SwiGLU) or bloom\n"
+                                                         "clamped SwiGLU), cohere (LayerNorms, q and\n"
+                                                         "k norms per head, parallel blocks, RoPE\n"
+                                                         "over adjacent pairs), cohere2 (no q, k\n"
+                                                         "norms; a window on 3 of 4 blocks, which\n"
+                                                         "alone rotate) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -74,11 +78,12 @@ int synth_command(int argc, char** argv) {
       {"qwen2moe", "Qwen2MoeForCausalLM"}, {"granite", "GraniteForCausalLM"}, {"granitemoe", "GraniteMoeForCausalLM"},
       {"granitemoeshared", "GraniteMoeSharedForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
       {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
-      {"gpt_oss", "GptOssForCausalLM"}, {"bloom", "BloomForCausalLM"}};
+      {"gpt_oss", "GptOssForCausalLM"}, {"cohere", "CohereForCausalLM"}, {"cohere2", "Cohere2ForCausalLM"},
+      {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, granitemoeshared, olmo2, olmo3, olmoe, smollm3, gpt_oss, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, granitemoeshared, olmo2, olmo3, olmoe, smollm3, gpt_oss, cohere, cohere2, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();

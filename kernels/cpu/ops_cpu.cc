@@ -45,7 +45,7 @@ void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* we
     const double inv = 1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps);
     float* out = y + t * dim;
     for (std::int64_t i = 0; i < dim; ++i) {
-      out[i] = static_cast<float>((in[i] - mean) * inv) * weight[i] + bias[i];
+      out[i] = static_cast<float>((in[i] - mean) * inv) * weight[i] + (bias ? bias[i] : 0.0f);
     }
   };
   if (n > 8) {
@@ -137,11 +137,11 @@ std::vector<double> rope_inverse_frequencies(std::int64_t head_dim, double theta
 
 namespace {
 
-// Rotates each head's pairs (i, i + half) by the angle of its position, or by its opposite
-// (`inverse`: the transpose, which is the rotation's input gradient). One set of tables for both,
-// so the gradient rotates by exactly the rounded angles the forward used.
+// Rotates each head's pairs (i, i + half), or (`adjacent`) (2i, 2i + 1), by the angle of its
+// position, or by its opposite (`inverse`: the transpose, which is the rotation's input gradient).
+// One set of tables for both, so the gradient rotates by exactly the rounded angles the forward used.
 void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-                const std::int64_t* positions, const double* inv_freq, double magnitude, bool inverse) {
+                const std::int64_t* positions, const double* inv_freq, double magnitude, bool inverse, bool adjacent) {
   SEPAL_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "RoPE rotates an even number of a head's ",
               head_dim, " dimensions, not ", rotary_dim);
   const std::int64_t half = rotary_dim / 2;
@@ -157,10 +157,12 @@ void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_
     for (std::int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;
       for (std::int64_t i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_table[i] - b * sin_table[i];
-        v[i + half] = b * cos_table[i] + a * sin_table[i];
+        float& first = adjacent ? v[2 * i] : v[i];
+        float& second = adjacent ? v[2 * i + 1] : v[i + half];
+        const float a = first;
+        const float b = second;
+        first = a * cos_table[i] - b * sin_table[i];
+        second = b * cos_table[i] + a * sin_table[i];
       }
     }
   }
@@ -170,13 +172,24 @@ void rope_apply(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_
 
 void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                       const std::int64_t* positions, const double* inv_freq, double magnitude) {
-  rope_apply(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/false);
+  rope_apply(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/false, /*adjacent=*/false);
 }
 
 void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
                                  std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
                                  double magnitude) {
-  rope_apply(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/true);
+  rope_apply(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/true, /*adjacent=*/false);
+}
+
+void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+                          const std::int64_t* positions, const double* inv_freq, double magnitude) {
+  rope_apply(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/false, /*adjacent=*/true);
+}
+
+void rope_rotate_adjacent_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                     std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                     double magnitude) {
+  rope_apply(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, /*inverse=*/true, /*adjacent=*/true);
 }
 
 namespace {

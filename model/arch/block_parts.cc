@@ -3,8 +3,10 @@
 #include <algorithm>
 
 #include "kernels/attention.h"
+#include "kernels/gradients.h"
 #include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
 
 namespace sepal {
 
@@ -17,10 +19,75 @@ void block_products(const float* x, std::int64_t n, bool alone, std::span<const 
   }
 }
 
-void qk_norms(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, float* q, float* k) {
+void family_norm(const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim, const float* weight, float* y) {
   const float eps = static_cast<float>(c.rms_norm_eps);
-  rmsnorm(q, rows * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, q);
-  rmsnorm(k, rows * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, k);
+  if (c.layer_norms) {
+    layernorm(x, n, dim, weight, nullptr, eps, y);
+  } else {
+    rmsnorm(x, n, dim, weight, eps, y);
+  }
+}
+
+void family_norm_input_grad(const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim, const float* weight,
+                            const float* dy, float* dx) {
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (c.layer_norms) {
+    layernorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  } else {
+    rmsnorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  }
+}
+
+namespace {
+
+// The norms of `rows` rows of `heads` heads (x: the inputs, as the norms read them), each head with
+// its own weights [heads, head_dim] (Cohere), or every group of `width` values with one set.
+template <typename Op>
+void each_norm(const ModelConfig& c, std::int64_t rows, std::int64_t heads, std::int64_t width, bool per_head, Op&& op) {
+  if (!per_head) return op(0, rows * heads * c.head_dim / width, width, 0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t h = 0; h < heads; ++h) op((r * heads + h) * c.head_dim, 1, c.head_dim, h * c.head_dim);
+}
+
+}  // namespace
+
+void qk_norms(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, float* q, float* k) {
+  const bool per_head = c.qk_norm_per_head_weights;
+  each_norm(c, rows, c.num_heads, c.q_norm_width(), per_head, [&](std::int64_t at, std::int64_t n, std::int64_t dim, std::int64_t weight) {
+    family_norm(c, q + at, n, dim, w.q_norm.data + weight, q + at);
+  });
+  each_norm(c, rows, c.num_kv_heads, c.k_norm_width(), per_head, [&](std::int64_t at, std::int64_t n, std::int64_t dim, std::int64_t weight) {
+    family_norm(c, k + at, n, dim, w.k_norm.data + weight, k + at);
+  });
+}
+
+void qk_norms_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, const float* q_raw,
+                         const float* k_raw, float* dq, float* dk) {
+  const bool per_head = c.qk_norm_per_head_weights;
+  each_norm(c, rows, c.num_heads, c.q_norm_width(), per_head, [&](std::int64_t at, std::int64_t n, std::int64_t dim, std::int64_t weight) {
+    family_norm_input_grad(c, q_raw + at, n, dim, w.q_norm.data + weight, dq + at, dq + at);
+  });
+  each_norm(c, rows, c.num_kv_heads, c.k_norm_width(), per_head, [&](std::int64_t at, std::int64_t n, std::int64_t dim, std::int64_t weight) {
+    family_norm_input_grad(c, k_raw + at, n, dim, w.k_norm.data + weight, dk + at, dk + at);
+  });
+}
+
+void rotate_heads(const ModelConfig& c, float* x, std::int64_t n, std::int64_t heads, const std::int64_t* positions,
+                  const double* inv_freq, double magnitude) {
+  if (c.rope_adjacent_pairs) {
+    rope_rotate_adjacent(x, n, heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+  } else {
+    rope_rotate_half(x, n, heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+  }
+}
+
+void rotate_heads_input_grad(const ModelConfig& c, float* dx, std::int64_t n, std::int64_t heads,
+                             const std::int64_t* positions, const double* inv_freq, double magnitude) {
+  if (c.rope_adjacent_pairs) {
+    rope_rotate_adjacent_input_grad(dx, n, heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+  } else {
+    rope_rotate_half_input_grad(dx, n, heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+  }
 }
 
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y) {

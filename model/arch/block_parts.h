@@ -84,9 +84,28 @@ void store_and_attend(const BlockCall& call, const float* q, const float* k, con
 /// adapter on projection p of its block.
 void adapt_product(const BlockCall& call, Projection p, const float* x, float* y);
 
+/// The Llama family's norm of n rows of `dim` values: RMSNorm, or Cohere's LayerNorm without a
+/// bias (ModelConfig::layer_norms), with epsilon rms_norm_eps. y may equal x.
+void family_norm(const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim, const float* weight, float* y);
+/// Its input gradient: dx = d loss / d x given dy = d loss / d y. dx may equal dy.
+void family_norm_input_grad(const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim, const float* weight,
+                            const float* dy, float* dx);
+
 /// Qwen3's RMSNorm of each head of q [rows, q_size] and k [rows, kv_size], in place; OLMo's of
-/// each whole row (ModelConfig::qk_norm_across_heads).
+/// each whole row (ModelConfig::qk_norm_across_heads); Cohere's LayerNorm of each head with that
+/// head's weights (qk_norm_per_head_weights).
 void qk_norms(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, float* q, float* k);
+/// The input gradient of qk_norms: dq and dk (d loss / d normed q and k) become d loss / d q and k
+/// before the norms, whose inputs were q_raw and k_raw.
+void qk_norms_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t rows, const float* q_raw,
+                         const float* k_raw, float* dq, float* dk);
+
+/// RoPE of x[n, heads, head_dim] at `positions` with the table inv_freq, in the config's layout
+/// (kernels/rope.h: halves, or Cohere's adjacent pairs), in place; or its input gradient.
+void rotate_heads(const ModelConfig& c, float* x, std::int64_t n, std::int64_t heads, const std::int64_t* positions,
+                  const double* inv_freq, double magnitude);
+void rotate_heads_input_grad(const ModelConfig& c, float* dx, std::int64_t n, std::int64_t heads,
+                             const std::int64_t* positions, const double* inv_freq, double magnitude);
 
 /// ys[i] = x · ws[i]ᵀ for n rows; with `alone`, each row's the bits it gets decoded alone
 /// (matmul_many_alone: prompts and decode round differently).

@@ -146,6 +146,11 @@ TEST(LayerNorm, MatchesReference) {
       for (int i = 0; i < dim; ++i) ref[t * dim + i] = (x[t * dim + i] - mean) * inv * w[i] + b[i];
     }
     EXPECT_LT(normalized_error(y, ref), 1e-6) << dim;
+    if (dim == 1) continue;  // a one-value row normalises to 0: nothing left to compare
+    // No bias (Cohere's norms): the same less the bias.
+    layernorm(x.data(), n, dim, w.data(), nullptr, 1e-5f, y.data());
+    for (std::size_t i = 0; i < ref.size(); ++i) ref[i] -= b[i % static_cast<std::size_t>(dim)];
+    EXPECT_LT(normalized_error(y, ref), 1e-6) << dim << " without a bias";
   }
 }
 
@@ -179,6 +184,34 @@ TEST(Rope, RotateHalfMatchesReference) {
           const double ang = positions[t] * ref_inv[i];
           ref[base + i] = magnitude * (a * std::cos(ang) - b * std::sin(ang));
           ref[base + i + rd / 2] = magnitude * (b * std::cos(ang) + a * std::sin(ang));
+        }
+    EXPECT_LT(normalized_error(x, ref), 1e-6) << rd;
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = rd; i < hd; ++i) EXPECT_EQ(x[(t * heads + h) * hd + i], original[(t * heads + h) * hd + i]) << rd;
+  }
+}
+
+// Cohere's layout: pairs (2i, 2i + 1) turn by inv_freq[i]; the whole head and its first 10 of 16.
+TEST(Rope, RotateAdjacentMatchesReference) {
+  const int n = 3, heads = 2, hd = 16;
+  for (const int rd : {16, 10}) {
+    auto x = random_floats(static_cast<std::size_t>(n) * heads * hd, 8);
+    const auto original = x;
+    const std::vector<std::int64_t> positions = {0, 5, 300};
+    const auto inv = rope_inverse_frequencies(rd, 10000.0, {});
+    const auto ref_inv = reference_inv_freq(rd, 10000.0);
+    const double magnitude = 1.25;
+    rope_rotate_adjacent(x.data(), n, heads, hd, rd, positions.data(), inv.data(), magnitude);
+    std::vector<double> ref(original.begin(), original.end());
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < rd / 2; ++i) {
+          const int base = (t * heads + h) * hd;
+          const double a = original[base + 2 * i], b = original[base + 2 * i + 1];
+          const double ang = positions[t] * ref_inv[i];
+          ref[base + 2 * i] = magnitude * (a * std::cos(ang) - b * std::sin(ang));
+          ref[base + 2 * i + 1] = magnitude * (b * std::cos(ang) + a * std::sin(ang));
         }
     EXPECT_LT(normalized_error(x, ref), 1e-6) << rd;
     for (int t = 0; t < n; ++t)

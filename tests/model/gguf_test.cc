@@ -780,6 +780,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   const Checkpoint hf = Checkpoint::open(folder);
   const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
   const bool qwen2 = f.arch == "qwen2moe", granitemoe = f.arch == "granitemoe", gpt_oss = f.arch == "gpt-oss";
+  const bool cohere = f.arch == "command-r" || f.arch == "cohere2";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
@@ -823,7 +824,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
     if (!olmo2) add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
     auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
-    if (!qwen && !qwen2 && !olmo && !gpt_oss) {
+    if (!qwen && !qwen2 && !olmo && !gpt_oss && !cohere) {  // Cohere's rotate adjacent pairs in both
       q = interleave(q, c.num_heads, h);
       k = interleave(k, c.num_kv_heads, h);
     }
@@ -844,7 +845,12 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       add(b + "attn_q_norm.weight", {c.q_norm_width()}, f32_of(p + "self_attn.q_norm.weight"));
       add(b + "attn_k_norm.weight", {c.k_norm_width()}, f32_of(p + "self_attn.k_norm.weight"));
     }
-    if (olmo2) {
+    if (f.arch == "command-r") {  // each head's own: [heads, head_dim]
+      add(b + "attn_q_norm.weight", {c.num_heads, c.head_dim}, f32_of(p + "self_attn.q_norm.weight"));
+      add(b + "attn_k_norm.weight", {c.num_kv_heads, c.head_dim}, f32_of(p + "self_attn.k_norm.weight"));
+    }
+    if (cohere) {  // one norm: the MLP reads attn_norm's output too
+    } else if (olmo2) {
       add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
       add(b + "post_ffw_norm.weight", {h}, f32_of(p + "post_feedforward_layernorm.weight"));
     } else if (gpt_oss) {
@@ -922,7 +928,12 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   u32(a + ".attention.head_count", c.num_heads);
   u32(a + ".attention.head_count_kv", c.num_kv_heads);
   f32(a + ".rope.freq_base", c.rope_theta);
-  f32(a + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  if (cohere) {
+    f32(a + ".attention.layer_norm_epsilon", c.rms_norm_eps);
+    f32(a + ".logit_scale", 1.0 / c.logit_divisor);
+  } else {
+    f32(a + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  }
   if (c.mixture_of_experts()) {
     u32(a + ".expert_count", c.num_experts);
     u32(a + ".expert_used_count", c.experts_per_token);
@@ -987,9 +998,13 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   const test::TempDir dir;
   SyntheticSpec spec;
   const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
-  const bool smollm3 = f.arch == "smollm3", dense = granite || olmo2 || smollm3, qwen2 = f.arch == "qwen2moe";
-  const bool gpt_oss = f.arch == "gpt-oss";
+  const bool smollm3 = f.arch == "smollm3", qwen2 = f.arch == "qwen2moe";
+  const bool dense = granite || olmo2 || smollm3 || f.arch == "command-r" || f.arch == "cohere2";
+  const bool gpt_oss = f.arch == "gpt-oss", command_r = f.arch == "command-r", cohere2 = f.arch == "cohere2";
+  const bool cohere = command_r || cohere2;
   spec.architecture = gpt_oss ? "GptOssForCausalLM"
+                      : command_r ? "CohereForCausalLM"
+                      : cohere2 ? "Cohere2ForCausalLM"
                       : f.arch == "granitemoe" ? "GraniteMoeForCausalLM"
                       : qwen2   ? "Qwen2MoeForCausalLM"
                       : smollm3 ? "SmolLM3ForCausalLM"
@@ -1004,7 +1019,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.moe_intermediate_size = qwen ? 64 : qwen2 ? 32 : 0;
-  spec.num_layers = smollm3 ? 4 : 2;  // SmolLM3: block 3 without RoPE
+  spec.num_layers = smollm3 || cohere2 ? 4 : 2;  // SmolLM3: block 3 without RoPE; Cohere 2: block 3 without a window or RoPE
   spec.num_heads = 4;
   spec.num_kv_heads = 2;
   spec.head_dim = qwen ? 32 : gpt_oss ? 16 : 0;
@@ -1037,12 +1052,18 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   }
   EXPECT_EQ(g.moe_renormalize, hf.moe_renormalize);
   EXPECT_TRUE(g.dense_layers.empty());
-  EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe);
+  EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe || command_r);
+  EXPECT_EQ(g.qk_norm_per_head_weights, command_r);
+  EXPECT_TRUE(g.layer_norms == cohere && g.parallel_block == cohere && g.rope_adjacent_pairs == cohere);
+  EXPECT_FLOAT_EQ(static_cast<float>(g.rms_norm_eps), static_cast<float>(hf.rms_norm_eps));
   EXPECT_EQ(g.qk_norm_across_heads, olmo2 || olmoe);
   EXPECT_TRUE(g.input_norms == hf.input_norms && g.output_norms == hf.output_norms);
   EXPECT_EQ(g.layer_windows, hf.layer_windows);
   EXPECT_EQ(g.rope_layers, hf.rope_layers);
-  EXPECT_EQ(g.rope_layers, smollm3 ? (std::vector<bool>{true, true, true, false}) : std::vector<bool>{});
+  EXPECT_EQ(g.rope_layers, smollm3 || cohere2 ? (std::vector<bool>{true, true, true, false}) : std::vector<bool>{});
+  if (cohere2) {
+    EXPECT_EQ(g.layer_windows, (std::vector<std::int64_t>{f.window, f.window, f.window, 0}));
+  }
   EXPECT_TRUE(g.embedding_scale == hf.embedding_scale && g.residual_scale == hf.residual_scale &&
               g.attention_scale == hf.attention_scale && g.logit_divisor == hf.logit_divisor);
   const Checkpoint a = Checkpoint::open(dir / "hf"), b = Checkpoint::open(gguf);
@@ -1099,7 +1120,9 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite, OLMo 2: its MLP)
   // (Qwen2-MoE: 3 biases, its shared expert's 3 and gate)
   // (GPT-OSS: 2 norms, 4 attention weights and biases, sinks, the router and its bias; 3 weights and 3 biases per expert)
-  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : gpt_oss ? 13 : 7) +
+  // (Cohere: one norm, and Command R+'s 2 q and k norms)
+  EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : gpt_oss ? 13
+                                              : command_r ? 7 : cohere2 ? 5 : 7) +
                                              (dense ? 3 : (gpt_oss ? 6 : 3) * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down || f.mxfp4) {
@@ -1125,6 +1148,10 @@ TEST(GgufModel, AQwen2MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen2moe", false, /*q8_down=*/true});
 }
 TEST(GgufModel, ASmolLM3FileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"smollm3"}); }
+TEST(GgufModel, CohereFilesAreTheirHuggingFaceFolders) {
+  expect_moe_file_is_its_folder({"command-r"});
+  expect_moe_file_is_its_folder({"cohere2", false, false, {}, /*window=*/3});  // the window on 3 of every 4 blocks
+}
 TEST(GgufModel, AGptOssFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"gpt-oss", false, false, {}, /*window=*/3});
   expect_moe_file_is_its_folder({"gpt-oss", false, false, {}, /*window=*/3, /*mxfp4=*/true});

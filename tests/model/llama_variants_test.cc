@@ -169,7 +169,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     c["no_rope_layers"] = {1, 0};
     test::write_file(dir.path() / "config.json", c.dump());
   }
-  if (architecture == "Olmo3ForCausalLM") {  // block 0 slides, block 1 attends to all
+  if (architecture == "Olmo3ForCausalLM" || architecture == "Cohere2ForCausalLM") {  // block 0 slides, block 1 attends to all
     auto c = nlohmann::json::parse(test::read_file(dir.path() / "config.json"));
     c["layer_types"] = {"sliding_attention", "full_attention"};
     test::write_file(dir.path() / "config.json", c.dump());
@@ -188,9 +188,16 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   const bool olmo2 = architecture == "Olmo2ForCausalLM" || architecture == "Olmo3ForCausalLM";
   const bool olmo = olmo2 || architecture == "OlmoeForCausalLM";
   EXPECT_EQ(config.qk_norm, architecture == "Qwen3ForCausalLM" || architecture == "Qwen3MoeForCausalLM" ||
-                                architecture == "Gemma3ForCausalLM" || olmo);
+                                architecture == "Gemma3ForCausalLM" || olmo || architecture == "CohereForCausalLM");
+  const bool cohere = architecture.starts_with("Cohere");
+  EXPECT_EQ(config.qk_norm_per_head_weights, architecture == "CohereForCausalLM");
+  EXPECT_TRUE(config.layer_norms == cohere && config.parallel_block == cohere && config.rope_adjacent_pairs == cohere);
+  if (cohere) {
+    EXPECT_FLOAT_EQ(config.logit_divisor, 16.0f);  // logit_scale 0.0625
+  }
   EXPECT_EQ(config.qk_norm_across_heads, olmo);
-  EXPECT_EQ(config.rope_layers, architecture == "SmolLM3ForCausalLM" ? (std::vector<bool>{true, false}) : std::vector<bool>{});
+  EXPECT_EQ(config.rope_layers, architecture == "SmolLM3ForCausalLM" || architecture == "Cohere2ForCausalLM" ? (std::vector<bool>{true, false})
+                                                                                                           : std::vector<bool>{});
   EXPECT_EQ(config.input_norms, !olmo2);
   EXPECT_EQ(config.output_norms, olmo2 || architecture.starts_with("Gemma2") || architecture.starts_with("Gemma3"));
   if (architecture == "MixtralForCausalLM") {
@@ -232,6 +239,8 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   } else if (gpt_oss) {  // the window on block 0, both blocks rotate with YaRN
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(!config.local_rope_of(0) && config.rope_magnitude(0) > 1.0);
+  } else if (architecture == "Cohere2ForCausalLM") {  // the window on block 0, the only one that rotates
+    EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
   } else if (architecture == "Olmo3ForCausalLM") {  // the window on block 0, which rotates unscaled
     EXPECT_EQ(config.layer_windows, (std::vector<std::int64_t>{window, 0}));
     EXPECT_TRUE(config.local_rope_of(0) && !config.local_rope_of(1));
@@ -474,7 +483,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"GraniteMoeForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"GraniteMoeSharedForCausalLM", 0},
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0},
-                                           std::pair<std::string, std::int64_t>{"GptOssForCausalLM+yarn", 5}),
+                                           std::pair<std::string, std::int64_t>{"GptOssForCausalLM+yarn", 5},
+                                           std::pair<std::string, std::int64_t>{"CohereForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Cohere2ForCausalLM", 5}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

@@ -365,6 +365,51 @@ TEST(ModelConfig, ReadsGraniteMoe) {
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'shared_intermediate_size' must be an integer from 0");
 }
 
+// Configs of Command R's kind (Cohere: LayerNorms, parallel blocks, logit_scale; use_qk_norm as
+// Command R+) and Command R7B's (Cohere 2: a window on 3 of every 4 blocks, which alone rotate).
+TEST(ModelConfig, ReadsCohere) {
+  json j = json::parse(R"({"architectures": ["CohereForCausalLM"], "attention_bias": false, "bos_token_id": 5,
+      "eos_token_id": 255001, "hidden_act": "silu", "hidden_size": 8192, "intermediate_size": 22528,
+      "layer_norm_eps": 1e-05, "logit_scale": 0.0625, "max_position_embeddings": 8192, "model_type": "cohere",
+      "num_attention_heads": 64, "num_hidden_layers": 40, "num_key_value_heads": 64, "rope_theta": 8000000.0,
+      "use_qk_norm": false, "vocab_size": 256000})");
+  const ModelConfig c = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(c.layer_norms && c.parallel_block && c.rope_adjacent_pairs && !c.qk_norm && !c.qk_norm_per_head_weights);
+  EXPECT_TRUE(c.logit_divisor == 16.0f && c.rms_norm_eps == 1e-5 && c.tie_word_embeddings && c.rope_layers.empty());
+  j["use_qk_norm"] = true;
+  j.erase("logit_scale");
+  j.erase("layer_norm_eps");
+  const ModelConfig plus = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(plus.qk_norm && plus.qk_norm_per_head_weights && !plus.qk_norm_across_heads && plus.q_norm_width() == 128);
+  EXPECT_TRUE(plus.logit_divisor == 16.0f && plus.rms_norm_eps == 1e-5);  // transformers' defaults
+  j["use_qk_norm"] = "yes";
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "'use_qk_norm' must be true or false");
+  j["use_qk_norm"] = false;
+  j["logit_scale"] = -1;
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "'logit_scale' must be positive");
+  j["logit_scale"] = 0.0625;
+  j["attention_bias"] = true;
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "attention_bias=true");
+
+  json r7b = json::parse(R"({"architectures": ["Cohere2ForCausalLM"], "attention_bias": false, "bos_token_id": 5,
+      "eos_token_id": 255001, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336,
+      "layer_norm_eps": 1e-05, "logit_scale": 0.25, "max_position_embeddings": 8192, "model_type": "cohere2",
+      "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rope_theta": 50000,
+      "sliding_window": 4096, "sliding_window_pattern": 4, "vocab_size": 256000})");
+  const ModelConfig c2 = parse_model_config(r7b.dump(), "config.json");
+  EXPECT_TRUE(c2.layer_norms && c2.parallel_block && c2.rope_adjacent_pairs && !c2.qk_norm && c2.logit_divisor == 4.0f);
+  for (int l = 0; l < 32; ++l) {
+    EXPECT_EQ(c2.window_of(l), (l + 1) % 4 != 0 ? 4096 : 0) << l;
+    EXPECT_EQ(c2.rotates(l), (l + 1) % 4 != 0) << l;
+  }
+  r7b["layer_types"] = json::array();  // newer configs list them
+  for (int l = 0; l < 32; ++l) r7b["layer_types"].push_back(l < 2 ? "full_attention" : "sliding_attention");
+  const ModelConfig listed = parse_model_config(r7b.dump(), "config.json");
+  EXPECT_TRUE(!listed.rotates(0) && !listed.rotates(1) && listed.rotates(3) && listed.window_of(3) == 4096 && listed.window_of(1) == 0);
+  r7b["sliding_window"] = 0;
+  expect_error([&] { (void)parse_model_config(r7b.dump(), "c"); }, "'sliding_window' must be positive");
+}
+
 // openai/gpt-oss-20b's config.json (its 12 pairs of layer types shortened to the 24 they list).
 TEST(ModelConfig, ReadsGptOss) {
   json g = json::parse(R"({"architectures": ["GptOssForCausalLM"], "attention_bias": true, "attention_dropout": 0.0,

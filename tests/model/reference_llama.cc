@@ -135,6 +135,35 @@ std::vector<double> rms(const std::vector<double>& x, const std::vector<double>&
   return y;
 }
 
+// Layer normalisation without a bias (Cohere): (x - mean) / sqrt(var + eps) * weight per row of weight's width.
+std::vector<double> layer_norm(const std::vector<double>& x, const std::vector<double>& weight, double eps) {
+  const auto dim = static_cast<std::int64_t>(weight.size()), n = static_cast<std::int64_t>(x.size()) / dim;
+  std::vector<double> y(x.size());
+  for (std::int64_t t = 0; t < n; ++t) {
+    double mean = 0, var = 0;
+    for (std::int64_t i = 0; i < dim; ++i) mean += x[t * dim + i];
+    mean /= static_cast<double>(dim);
+    for (std::int64_t i = 0; i < dim; ++i) var += (x[t * dim + i] - mean) * (x[t * dim + i] - mean);
+    const double r = 1 / std::sqrt(var / static_cast<double>(dim) + eps);
+    for (std::int64_t i = 0; i < dim; ++i) y[t * dim + i] = (x[t * dim + i] - mean) * r * weight[static_cast<std::size_t>(i)];
+  }
+  return y;
+}
+
+// Cohere's RoPE: pairs (2i, 2i + 1) of each head turn by inv_freq[i] (its rotate_half takes the
+// even and odd dimensions).
+void rotate_pairs(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const std::vector<std::int64_t>& pos,
+                  const std::vector<double>& inv_freq, double magnitude) {
+  for (std::size_t t = 0; t < pos.size(); ++t)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < hd / 2; ++i) {
+        double* v = &x[(t * heads + h) * hd];
+        const double a = v[2 * i], b = v[2 * i + 1], angle = pos[t] * inv_freq[i];
+        v[2 * i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
+        v[2 * i + 1] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
+      }
+}
+
 // Rotates the first `rd` dimensions of each head (pairs i, i + rd/2); the rest stay.
 // Rows whose `long_rows` entry is set rotate with long_freq instead of inv_freq.
 void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, std::int64_t rd, const std::vector<std::int64_t>& pos,
@@ -149,6 +178,12 @@ void rotate(std::vector<double>& x, std::int64_t heads, std::int64_t hd, std::in
         v[i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
         v[i + rd / 2] = magnitude * (b * std::cos(angle) + a * std::sin(angle));
       }
+}
+
+// rope_theta from config.json itself (10000 where absent, as transformers' default for Cohere).
+double j_rope_theta(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  return nlohmann::json::parse(in).value("rope_theta", 10000.0);
 }
 
 // The dimensions of each head that rotate, from config.json itself: int(head_dim *
@@ -262,6 +297,40 @@ GptOssSettings gpt_oss_settings(const std::filesystem::path& dir) {
   return g;
 }
 
+// Cohere's settings from config.json itself: LayerNorms without biases (layer_norm_eps, 1e-5 by
+// default), the attention and the MLP side by side on input_layernorm's output, RoPE over adjacent
+// pairs, logits times logit_scale (0.0625 by default); Cohere's use_qk_norm: each head of q and k
+// layer-normalised with its own weights; Cohere 2: a window (4096 by default) on the blocks
+// layer_types lists as sliding, else on all but every sliding_window_pattern-th (4), and only
+// those rotate.
+struct CohereSettings {
+  bool on = false, qk_norm = false;
+  double eps = 1e-5, logit_scale = 1;
+  std::int64_t window = 0;
+  std::vector<bool> sliding;  // Cohere 2's; empty for Cohere
+};
+CohereSettings cohere_settings(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string arch = j["architectures"][0];
+  CohereSettings o;
+  if (arch != "CohereForCausalLM" && arch != "Cohere2ForCausalLM") return o;
+  o.on = true;
+  o.eps = j.value("layer_norm_eps", 1e-5);
+  o.logit_scale = j.value("logit_scale", 0.0625);
+  if (arch == "CohereForCausalLM") {
+    o.qk_norm = j.value("use_qk_norm", false);
+    return o;
+  }
+  o.window = j.value("sliding_window", std::int64_t{4096});
+  const std::int64_t layers = j["num_hidden_layers"], pattern = j.value("sliding_window_pattern", std::int64_t{4});
+  for (std::int64_t l = 0; l < layers; ++l) {
+    o.sliding.push_back(j.contains("layer_types") ? j["layer_types"][static_cast<std::size_t>(l)] == "sliding_attention"
+                                                  : (l + 1) % pattern != 0);
+  }
+  return o;
+}
+
 // A vector tensor of the file, or row `row` of a matrix one, as doubles.
 std::vector<double> file_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t row = 0) {
   const TensorRef& t = ckpt.get(name);
@@ -336,6 +405,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const GraniteSettings granite = granite_settings(dir);
   const OlmoSettings olmo = olmo_settings(dir);
   const GptOssSettings gpt_oss = gpt_oss_settings(dir);
+  const CohereSettings cohere = cohere_settings(dir);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
@@ -392,7 +462,9 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     const std::string layer = "model.layers." + std::to_string(first + b) + ".";
     const std::int64_t qwen_window = qwen_window_of(dir, first + b);
     const bool olmo_slides = !olmo.sliding.empty() && olmo.sliding.at(static_cast<std::size_t>(first + b));
-    const auto n1 = olmo.output_norms_only ? x : rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
+    const auto n1 = olmo.output_norms_only ? x
+                    : cohere.on           ? layer_norm(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), cohere.eps)
+                                          : rms(x, norm_weights(ckpt, c, layer + "input_layernorm.weight"), c.rms_norm_eps);
     auto q = linear(n1, Projection::kQ), k = linear(n1, Projection::kK);
     auto v = linear(n1, Projection::kV);
     if (c.attention_bias) {  // read from the file here, not through the loader's bias fields
@@ -404,7 +476,19 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         for (std::size_t i = 0; i < rows->size(); ++i) (*rows)[i] += values[i % width];
       }
     }
-    if (c.qk_norm) {  // Qwen3, Gemma 3: each head of q and k RMS-normalised with its own weights, read from the file; OLMo: each whole row
+    if (cohere.qk_norm) {  // Cohere: each head of q and k layer-normalised with that head's weights [heads, head_dim]
+      const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
+      for (auto [name, rows, heads] : {std::tuple{"q_norm.weight", &q, c.num_heads}, std::tuple{"k_norm.weight", &k, c.num_kv_heads}}) {
+        const std::vector<double> weight = norm_weights(ckpt, c, p + name);
+        EXPECT_EQ(static_cast<std::int64_t>(weight.size()), heads * hd);
+        for (std::size_t part = 0; part < rows->size() / static_cast<std::size_t>(hd); ++part) {
+          const auto head = static_cast<std::int64_t>(part) % heads;
+          const std::vector<double> one(rows->begin() + static_cast<std::ptrdiff_t>(part) * hd, rows->begin() + static_cast<std::ptrdiff_t>(part + 1) * hd);
+          const auto normed = layer_norm(one, std::vector<double>(weight.begin() + head * hd, weight.begin() + (head + 1) * hd), cohere.eps);
+          std::copy(normed.begin(), normed.end(), rows->begin() + static_cast<std::ptrdiff_t>(part) * hd);
+        }
+      }
+    } else if (c.qk_norm) {  // Qwen3, Gemma 3: each head of q and k RMS-normalised with its own weights, read from the file; OLMo: each whole row
       const std::string p = "model.layers." + std::to_string(first + b) + ".self_attn.";
       for (auto [name, rows] : {std::pair{"q_norm.weight", &q}, std::pair{"k_norm.weight", &k}}) {
         const std::vector<double> weight = norm_weights(ckpt, c, p + name);
@@ -426,7 +510,13 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                             : gemma2.sliding(first + b) ? plain_inverse_frequencies(rd, gemma2.local_theta, 1)
                                                         : plain_inverse_frequencies(rd, gemma2.global_theta, gemma2.linear_factor);
     const double magnitude = olmo_slides ? 1.0 : c.rope_scaling.attention_factor;
-    if (rotates_in_config(dir, first + b)) {
+    const bool cohere_slides = !cohere.sliding.empty() && cohere.sliding.at(static_cast<std::size_t>(first + b));
+    if (cohere.on) {  // adjacent pairs; Cohere 2's sliding blocks alone
+      if (cohere.sliding.empty() || cohere_slides) {
+        rotate_pairs(q, c.num_heads, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
+        rotate_pairs(k, c.num_kv_heads, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
+      }
+    } else if (rotates_in_config(dir, first + b)) {
       rotate(q, c.num_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
       rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
     }
@@ -438,7 +528,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
           std::vector<double> p(static_cast<std::size_t>(i + 1));
           double top = -INFINITY, z = 0;
           // A sliding window (Mistral; Gemma 2's even blocks) keeps positions (i - window, i].
-          const std::int64_t window = gpt_oss.on ? (gpt_oss.sliding.at(static_cast<std::size_t>(first + b)) ? gpt_oss.window : 0)
+          const std::int64_t window = cohere.on ? (cohere_slides ? cohere.window : 0)
+                                      : gpt_oss.on ? (gpt_oss.sliding.at(static_cast<std::size_t>(first + b)) ? gpt_oss.window : 0)
                                       : sandwich ? (gemma2.sliding(first + b) ? gemma2.window : 0)
                                       : !olmo.sliding.empty() ? (olmo_slides ? olmo.window : 0)
                                       : qwen_window >= 0 ? qwen_window : c.sliding_window;
@@ -468,7 +559,8 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     }
     if (sandwich || olmo.output_norms_only) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * o[i];
-    const auto n2 = olmo.output_norms_only
+    const auto n2 = cohere.on ? n1  // Cohere's MLP reads the attention's input norm
+                    : olmo.output_norms_only
                         ? x
                         : rms(x, norm_weights(ckpt, c, layer + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")),
                               c.rms_norm_eps);
@@ -604,8 +696,13 @@ double reference_cross_entropy(const std::filesystem::path& dir, const std::vect
   const Checkpoint ckpt = Checkpoint::open(dir);
   const EmbeddingWeights embedding = load_embedding_weights(ckpt, c, WeightLoading(DType::kF32));
   const HeadWeights head = load_head_weights(ckpt, c, WeightLoading(DType::kF32), &embedding);
-  auto logits = linear(rms(x, norm_weights(ckpt, c, "model.norm.weight"), c.rms_norm_eps), head.lm_head);
+  const CohereSettings cohere = cohere_settings(dir);
+  const auto final_weights = norm_weights(ckpt, c, "model.norm.weight");
+  auto logits = linear(cohere.on ? layer_norm(x, final_weights, cohere.eps) : rms(x, final_weights, c.rms_norm_eps), head.lm_head);
   for (double& l : logits) l /= granite_settings(dir).logits;
+  if (cohere.on) {
+    for (double& l : logits) l *= cohere.logit_scale;
+  }
   if (const double cap = gemma2_settings(dir, c).logit_cap; cap > 0) {
     for (double& l : logits) l = cap * std::tanh(l / cap);
   }

@@ -1,8 +1,6 @@
 // The Llama family's block (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma).
 #include "kernels/activation.h"
 #include "kernels/attention.h"
-#include "kernels/rmsnorm.h"
-#include "kernels/rope.h"
 #include "model/arch/architectures.h"
 
 namespace sepal {
@@ -13,7 +11,9 @@ namespace sepal {
 // sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the
 // MLP's outputs (OLMo 2's, with no norms of their inputs), a mixture of experts for the MLP
 // (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE, GPT-OSS; model/arch/experts.h), GPT-OSS's
-// o_proj bias and attention sinks, and Granite's residual multiplier, where the config has them.
+// o_proj bias and attention sinks, Granite's residual multiplier, and Cohere's LayerNorms, RoPE over
+// adjacent pairs and parallel block (attention and MLP on one norm, both added), where the config
+// has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
@@ -23,7 +23,6 @@ void llama_block_forward(const BlockCall& call) {
   const std::int64_t* positions = call.positions;
   Scratch& s = call.scratch;
   const std::int64_t h = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
   auto products = [&](const float* x, std::span<const WeightView> ws, std::span<float* const> ys) {
     block_products(x, n, rows_alone(call), ws, ys);
@@ -32,7 +31,7 @@ void llama_block_forward(const BlockCall& call) {
   // which stays as it is until their outputs are added.
   const auto input_of = [&](const HeldVector& norm) -> const float* {
     if (!c.input_norms) return hidden;
-    rmsnorm(hidden, n, h, norm.data, eps, s.normed.data());
+    family_norm(c, hidden, n, h, norm.data, s.normed.data());
     return s.normed.data();
   };
   const float* x = input_of(w.input_norm);
@@ -51,14 +50,12 @@ void llama_block_forward(const BlockCall& call) {
   if (c.rotates(w.layer)) {
     const double magnitude = c.rope_magnitude(w.layer);
     if (call.segments.empty()) {
-      rope_rotate_half(s.q.data(), n, c.num_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
-      rope_rotate_half(s.k.data(), n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions, inv_freq, magnitude);
+      rotate_heads(c, s.q.data(), n, c.num_heads, positions, inv_freq, magnitude);
+      rotate_heads(c, s.k.data(), n, c.num_kv_heads, positions, inv_freq, magnitude);
     }
     for (const RowSegment& seg : call.segments) {  // each session with its own table
-      rope_rotate_half(s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                       seg.inv_freq, magnitude);
-      rope_rotate_half(s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), positions + seg.row,
-                       seg.inv_freq, magnitude);
+      rotate_heads(c, s.q.data() + seg.row * c.q_size(), seg.n, c.num_heads, positions + seg.row, seg.inv_freq, magnitude);
+      rotate_heads(c, s.k.data() + seg.row * c.kv_size(), seg.n, c.num_kv_heads, positions + seg.row, seg.inv_freq, magnitude);
     }
   }
   store_and_attend(call, s.q.data(), s.k.data(), s.v.data(), s.attn.data());
@@ -66,10 +63,11 @@ void llama_block_forward(const BlockCall& call) {
   products(s.attn.data(), std::span(&w.o_proj.view, 1), proj_out);
   adapt_product(call, Projection::kO, s.attn.data(), s.proj.data());
   if (c.attention_output_bias) add_bias(s.proj.data(), n, h, w.o_bias.data);
-  if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.attention_out_norm.data, eps, s.proj.data());
+  if (c.output_norms) family_norm(c, s.proj.data(), n, h, w.attention_out_norm.data, s.proj.data());
   add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 
-  x = input_of(w.post_attention_norm);
+  // Cohere's parallel block: the MLP reads the attention's input norm (s.normed, untouched since).
+  if (!c.parallel_block) x = input_of(w.post_attention_norm);
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE: the router's experts
     experts_forward(c, w, x, n, rows_alone(call), s.experts, s.proj.data());
     add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
@@ -83,7 +81,7 @@ void llama_block_forward(const BlockCall& call) {
   gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), n * c.intermediate_size);
   products(s.gate.data(), std::span(&w.down_proj.view, 1), proj_out);
   adapt_product(call, Projection::kDown, s.gate.data(), s.proj.data());
-  if (c.output_norms) rmsnorm(s.proj.data(), n, h, w.mlp_out_norm.data, eps, s.proj.data());
+  if (c.output_norms) family_norm(c, s.proj.data(), n, h, w.mlp_out_norm.data, s.proj.data());
   add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
 }
 

@@ -1,6 +1,6 @@
-// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's and OLMo's q/k norms,
-// Mistral's sliding window, Gemma 2's and OLMo 2's output norms, the mixtures of experts, GPT-OSS's
-// o bias and sinks):
+// The Llama family's training pass (Llama, Qwen2's q/k/v biases, Qwen3's, OLMo's and Cohere's q/k
+// norms, Mistral's sliding window, Gemma 2's and OLMo 2's output norms, the mixtures of experts,
+// GPT-OSS's o bias and sinks, Cohere's LayerNorms, adjacent-pair RoPE and parallel block):
 // model/arch/llama/block.cc's forward over packed sequences, keeping what the backward needs, and
 // its input-gradient backward.
 #include <algorithm>
@@ -8,8 +8,6 @@
 #include "kernels/activation.h"
 #include "kernels/gradients.h"
 #include "kernels/matmul.h"
-#include "kernels/rmsnorm.h"
-#include "kernels/rope.h"
 #include "model/arch/architectures.h"
 
 namespace sepal {
@@ -28,8 +26,8 @@ void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bo
     const double* table = call.long_inv_freq && c.long_rope_for(n) ? call.long_inv_freq : call.inv_freq;
     float* rows = x + start * heads * c.head_dim;
     const std::int64_t* positions = pack.positions.data() + start;
-    if (input_grad) rope_rotate_half_input_grad(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
-    else rope_rotate_half(rows, n, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
+    if (input_grad) rotate_heads_input_grad(c, rows, n, heads, positions, table, magnitude);
+    else rotate_heads(c, rows, n, heads, positions, table, magnitude);
   }
 }
 
@@ -42,11 +40,11 @@ void scale_residual(const ModelConfig& c, float* x, std::int64_t count) {
 // The attention's or the MLP's input: rmsnorm(x), or x itself where the model has no input norms
 // (OLMo 2), into `out`; and its input gradient, added to `grad` (d loss / d x).
 void input_forward(const ModelConfig& c, const HeldVector& norm, const float* x, std::int64_t t, float* out) {
-  if (c.input_norms) rmsnorm(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), out);
+  if (c.input_norms) family_norm(c, x, t, c.hidden_size, norm.data, out);
   else std::copy_n(x, t * c.hidden_size, out);
 }
 void add_input_grad(const ModelConfig& c, const HeldVector& norm, const float* x, std::int64_t t, float* d_out, float* grad) {
-  if (c.input_norms) rmsnorm_input_grad(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), d_out, d_out);
+  if (c.input_norms) family_norm_input_grad(c, x, t, c.hidden_size, norm.data, d_out, d_out);
   add_in_place(grad, d_out, t * c.hidden_size);
 }
 
@@ -57,7 +55,6 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   const BlockWeights& w = call.weights;
   Activations& a = call.a;
   const std::int64_t t = call.pack.tokens, h = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   std::copy_n(hidden, t * h, a.input.data());
   input_forward(c, w.input_norm, hidden, t, a.normed1.data());
   const WeightView qkv[] = {w.q_proj.view, w.k_proj.view, w.v_proj.view};
@@ -84,13 +81,17 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   if (c.attention_output_bias) add_bias(hidden, t, h, w.o_bias.data);  // GPT-OSS
   if (c.output_norms) {  // Gemma 2
     std::copy_n(hidden, t * h, a.o_raw.data());
-    rmsnorm(hidden, t, h, w.attention_out_norm.data, eps, hidden);
+    family_norm(c, hidden, t, h, w.attention_out_norm.data, hidden);
   }
   scale_residual(c, hidden, t * h);
   add_in_place(hidden, a.input.data(), t * h);
   std::copy_n(hidden, t * h, a.mid.data());
 
-  input_forward(c, w.post_attention_norm, hidden, t, a.normed2.data());
+  if (c.parallel_block) {  // Cohere: the MLP reads the attention's input norm
+    std::copy(a.normed1.begin(), a.normed1.end(), a.normed2.begin());
+  } else {
+    input_forward(c, w.post_attention_norm, hidden, t, a.normed2.data());
+  }
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE
     experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden);
     scale_residual(c, hidden, t * h);
@@ -108,7 +109,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
   adapt_product(call, Projection::kDown, a.act.data(), hidden);
   if (c.output_norms) {
     std::copy_n(hidden, t * h, a.down_raw.data());
-    rmsnorm(hidden, t, h, w.mlp_out_norm.data, eps, hidden);
+    family_norm(c, hidden, t, h, w.mlp_out_norm.data, hidden);
   }
   scale_residual(c, hidden, t * h);
   add_in_place(hidden, a.mid.data(), t * h);
@@ -119,7 +120,6 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   const BlockWeights& w = call.weights;
   Activations& a = call.a;
   const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
   // MLP: out = mid + down(act(gate(n2)) · up(n2)), n2 = rmsnorm(mid); each product adapted;
   // Gemma 2 normalises the down product (and below, the o product) before adding it.
@@ -128,34 +128,36 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   if (c.sparse_block(w.layer)) {  // the experts and their router instead
     experts_input_grad(c, w, t, a.moe, d_product.data(), a.d_norm.data());
   } else {
-    if (c.output_norms) rmsnorm_input_grad(a.down_raw.data(), t, h, w.mlp_out_norm.data, eps, d_product.data(), d_product.data());
+    if (c.output_norms) family_norm_input_grad(c, a.down_raw.data(), t, h, w.mlp_out_norm.data, d_product.data(), d_product.data());
     product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
     gate_mul_input_grad(c.mlp_activation, a.gate.data(), a.up.data(), a.d_act.data(), a.d_gate.data(), a.d_up.data(), t * inter);
     product_input_grad(call, Projection::kGate, a.normed2.data(), a.d_gate.data(), a.d_norm.data());
     product_input_grad(call, Projection::kUp, a.normed2.data(), a.d_up.data(), a.part.data());
     add_in_place(a.d_norm.data(), a.part.data(), t * h);
   }
-  add_input_grad(c, w.post_attention_norm, a.mid.data(), t, a.d_norm.data(), grad);  // now d loss / d mid
+  // Cohere's parallel block: the MLP's input gradient goes to the attention's input norm, and the
+  // gradient at mid stays the output's.
+  std::vector<float> mlp_d_norm;
+  if (c.parallel_block) mlp_d_norm.assign(a.d_norm.begin(), a.d_norm.end());
+  else add_input_grad(c, w.post_attention_norm, a.mid.data(), t, a.d_norm.data(), grad);  // now d loss / d mid
 
   // Attention: mid = input + o(attention(rope(qn(q(n1) + bq)), rope(kn(k(n1) + bk)), v(n1) + bv)),
   // n1 = rmsnorm(input) (OLMo 2: input), qn and kn Qwen3's or OLMo's norms (else identities); the biases shift the
   // projections and leave their input gradients alone.
   std::copy_n(grad, t * h, d_product.begin());
   scale_residual(c, d_product.data(), t * h);
-  if (c.output_norms) rmsnorm_input_grad(a.o_raw.data(), t, h, w.attention_out_norm.data, eps, d_product.data(), d_product.data());
+  if (c.output_norms) family_norm_input_grad(c, a.o_raw.data(), t, h, w.attention_out_norm.data, d_product.data(), d_product.data());
   product_input_grad(call, Projection::kO, a.attn.data(), d_product.data(), a.d_attn.data());
   packed_attention_backward(call);
   rotate_sequences(call, a.dq.data(), c.num_heads, true);
   rotate_sequences(call, a.dk.data(), c.num_kv_heads, true);
-  if (c.qk_norm) {
-    rmsnorm_input_grad(a.q_raw.data(), t * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, a.dq.data(), a.dq.data());
-    rmsnorm_input_grad(a.k_raw.data(), t * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, a.dk.data(), a.dk.data());
-  }
+  if (c.qk_norm) qk_norms_input_grad(c, w, t, a.q_raw.data(), a.k_raw.data(), a.dq.data(), a.dk.data());
   product_input_grad(call, Projection::kQ, a.normed1.data(), a.dq.data(), a.d_norm.data());
   product_input_grad(call, Projection::kK, a.normed1.data(), a.dk.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
   product_input_grad(call, Projection::kV, a.normed1.data(), a.dv.data(), a.part.data());
   add_in_place(a.d_norm.data(), a.part.data(), t * h);
+  if (c.parallel_block) add_in_place(a.d_norm.data(), mlp_d_norm.data(), t * h);
   add_input_grad(c, w.input_norm, a.input.data(), t, a.d_norm.data(), grad);
 }
 

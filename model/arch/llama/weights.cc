@@ -132,7 +132,7 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     b.attention_out_norm = norm("post_attention_layernorm.weight");
     if (config.input_norms) b.post_attention_norm = norm("pre_feedforward_layernorm.weight");
     b.mlp_out_norm = norm("post_feedforward_layernorm.weight");
-  } else {
+  } else if (!config.parallel_block) {  // Cohere's MLP reads input_layernorm's output too
     b.post_attention_norm = norm("post_attention_layernorm.weight");
   }
   b.q_proj = matrix(Projection::kQ, config.q_size(), h);
@@ -225,11 +225,16 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
     expect_shape(t, {config.num_heads});
     b.sinks = hold_vector(t, loading);
   }
-  if (config.qk_norm) {  // a head's width (Qwen3, Gemma 3), or the whole projection's (OLMo)
-    for (auto [name, held, width] : {std::tuple{"self_attn.q_norm.weight", &b.q_norm, config.q_norm_width()},
-                                     std::tuple{"self_attn.k_norm.weight", &b.k_norm, config.k_norm_width()}}) {
-      const TensorRef& t = checkpoint.get(p + name);
-      expect_shape(t, {width});
+  if (config.qk_norm) {  // a head's width (Qwen3, Gemma 3), the whole projection's (OLMo), or each head's own (Cohere)
+    for (auto [name, held, width, heads] :
+         {std::tuple{"self_attn.q_norm.weight", &b.q_norm, config.q_norm_width(), config.num_heads},
+          std::tuple{"self_attn.k_norm.weight", &b.k_norm, config.k_norm_width(), config.num_kv_heads}}) {
+      TensorRef t = checkpoint.get(p + name);
+      if (config.qk_norm_per_head_weights) {
+        expect_shape(t, {heads, width});
+        t.shape = {heads * width};
+      }
+      expect_shape(t, {config.qk_norm_per_head_weights ? heads * width : width});
       *held = hold_norm_weights(t, loading, config);  // Gemma 3's: 1 + weight
     }
   }
