@@ -45,8 +45,10 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
   for (const auto& [name, listed] : checkpoint.tensors()) {
     const TensorRef& t = checkpoint.get(name);  // its values (a GGUF file converts them when asked)
     // Matrices, and stacks of them (Granite-MoE's experts, [experts, rows, cols]: rows of every
-    // matrix quantized alike, their scales [experts, rows]).
-    if ((t.shape.size() == 2 || t.shape.size() == 3) && t.dtype != DType::kI8) {
+    // matrix quantized alike, their scales [experts, rows]). A norm's weights stay as they are,
+    // matrices too (Cohere's q and k norms, [heads, head_dim]).
+    const bool norm = name.ends_with("norm.weight");
+    if ((t.shape.size() == 2 || t.shape.size() == 3) && t.dtype != DType::kI8 && !norm) {
       const std::int64_t cols = t.shape.back(), rows = t.elements() / cols;
       TensorToWrite q{name, "I8", t.shape, std::vector<std::byte>(static_cast<std::size_t>(rows * cols))};
       TensorToWrite scb{scales_name(name), "F32", std::vector<std::int64_t>(t.shape.begin(), t.shape.end() - 1),

@@ -1,6 +1,7 @@
 #pragma once
 // LLM.int8() checkpoints: every matrix as int8 rows ("x.weight", I8) with each row's absmax
-// beside it ("x.SCB", F32, as bitsandbytes stores them); vectors (norms) unchanged. The loader
+// beside it ("x.SCB", F32, as bitsandbytes stores them); vectors and norms (Cohere's [heads, head_dim]
+// q and k norms too) unchanged. The loader
 // (weights.h) reads them with any --dtype, validating the scales; with int8 it holds exactly the
 // weights that quantizing the float checkpoint while loading gives.
 

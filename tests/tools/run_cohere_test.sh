@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Cohere's blocks through the command line, on synthetic Cohere (LayerNorms, parallel blocks, RoPE
+# over adjacent pairs, per-head q and k norms) and Cohere 2 (a window of 5 on 3 of its 4 blocks,
+# which alone rotate) checkpoints written by `sepal synth`:
+# - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
+# - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does,
+#   at under a third of the size;
+# - `sepal perplexity` over hosts is one process's;
+# - `sepal tune --method lora` (q, v and down) has one process's losses through 2 hosts, bit for
+#   bit, and `generate --adapter` reads its checkpoint; `--method peqa` trains and
+#   `quantize --adapter` folds it into an int8 copy with the adapted model's perplexity (to 1e-4).
+#   run_cohere_test.sh SEPAL_BINARY
+set -uo pipefail
+sepal=$1
+out=$(mktemp -d)
+source "$(dirname "$0")/../../scripts/mpi_env.sh"
+trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
+failed=0
+check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
+ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
+ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
+losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] for l in open(sys.argv[1]) if "loss" in l])' "$1"; }
+plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
+
+for arch in cohere cohere2; do
+  "$sepal" synth --arch "$arch" --out "$out/$arch" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 \
+    --vocab 300 --seed 11 2> /dev/null || { echo "FAILED: synth $arch"; exit 1; }
+done
+check grep -q '"use_qk_norm": true' "$out/cohere/config.json"
+check grep -q '"logit_scale": 0.0625' "$out/cohere/config.json"
+/usr/bin/python3 - "$out/cohere2/config.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+assert config["sliding_window_pattern"] == 4, config
+config["sliding_window"] = 5  # shorter than the prompts and the generated text
+json.dump(config, open(sys.argv[1], "w"))
+PY
+
+for model in cohere cohere2; do
+  for dtype in f32 int8; do
+    one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
+    swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
+      --dtype "$dtype" --hosts 2 --no-wire-compression --json 2> "$out/swarm.err" | ids)
+    check test -n "$one"
+    check test "$one" = "$swarm" || { echo "$model $dtype: one process $one, two hosts $swarm"; tail -3 "$out/swarm.err"; }
+  done
+  "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
+  want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+  got=$("$sepal" generate --model "$out/$model-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
+  check test -n "$want"
+  check test "$want" = "$got" || echo "$model: int8 checkpoint $got, int8 loading $want"
+  check test "$(stat -c %s "$out/$model-int8/model.safetensors")" -lt "$(( $(stat -c %s "$out/$model/model.safetensors") / 3 ))"
+done
+
+printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
+for model in cohere cohere2; do
+  one=$("$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --json 2> /dev/null | ppl)
+  swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --hosts 2 \
+    --no-wire-compression --json 2> /dev/null | ppl)
+  check test -n "$one"
+  check test "$one" = "$swarm" || echo "$model perplexity: one process $one, two hosts $swarm"
+done
+
+for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
+for model in cohere cohere2; do
+  for hosts in 1 2; do
+    timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/$model" --data "$out/data.txt" --method lora --lora-rank 2 \
+      --lora-targets q_proj,v_proj,down_proj --steps 3 --batch-size 2 --lr 0.01 --out "$out/$model-$hosts.h5" \
+      --log "$out/$model-$hosts.jsonl" $([ "$hosts" = 2 ] && echo "--hosts 2 --no-wire-compression") > /dev/null 2> "$out/$model-$hosts.err"
+    check test $? -eq 0 || tail -3 "$out/$model-$hosts.err"
+  done
+  check test "$(losses "$out/$model-1.jsonl")" = "$(losses "$out/$model-2.jsonl")" \
+    || echo "$model losses: one process $(losses "$out/$model-1.jsonl"), two hosts $(losses "$out/$model-2.jsonl")"
+  check test "$(losses "$out/$model-1.jsonl" | tr -cd ',' | wc -c)" -eq 2
+  "$sepal" generate --model "$out/$model" --adapter "$out/$model-1.h5" --prompt "The cat" --max-new-tokens 4 > /dev/null 2> "$out/gen.err"
+  check test $? -eq 0 || tail -2 "$out/gen.err"
+done
+
+# PEQA on Cohere's int8 scales, folded into an int8 copy that scores what the adapted model does.
+"$sepal" tune --model "$out/cohere" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.05 \
+  --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
+check test $? -eq 0 || tail -3 "$out/peqa.err"
+"$sepal" quantize --model "$out/cohere" --adapter "$out/peqa.h5" --out "$out/cohere-peqa" 2> "$out/fold.err"
+check test $? -eq 0 || tail -3 "$out/fold.err"
+echo '{"prompt": "The cat", "completion": " sat on the mat and looked at the bird."}' > "$out/eval.jsonl"
+adapted=$("$sepal" perplexity --model "$out/cohere" --dtype int8 --adapter "$out/peqa.h5" --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+folded=$("$sepal" perplexity --model "$out/cohere-peqa" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+base=$("$sepal" perplexity --model "$out/cohere" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+check test -n "$adapted"
+# The folded scales round once where the adapter's rescaling rounds twice: equal to 1e-4 relative.
+check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-4 * a)' "$adapted" "$folded" \
+  || echo "PEQA: adapted $adapted, folded into the checkpoint $folded"
+check test "$adapted" != "$base" || echo "PEQA changed nothing ($base): the test would not see it"
+exit $failed
