@@ -110,6 +110,13 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
                                      "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
     ignore_merges = pre == "llama-bpe";
     if (pre == "qwen2") normalizer = {{"type", "NFC"}};
+  } else if (pre == "command-r" || pre == "smollm" || pre == "starcoder" || pre == "refact") {
+    // Each digit apart, then GPT-2's split (Cohere's tokenizer.json: Digits with
+    // individual_digits, then ByteLevel; llama.cpp runs these four names so).
+    pre_tokenizer = {{"type", "Sequence"},
+                     {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}},
+                                        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}}};
+    if (pre == "command-r") normalizer = {{"type", "NFC"}};
   } else if (pre == "gpt-4o") {
     // o200k's split (GPT-4o's, GPT-OSS's tokenizer.json): words of upper-case letters then
     // lower-case ones with one leading non-letter and their contractions, digits in threes,
@@ -120,7 +127,7 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
         "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
     ignore_merges = true;
   } else {
-    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o)");
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o, command-r, smollm, starcoder, refact)");
   }
   const nlohmann::json tokenizer = {
       {"model",

@@ -346,8 +346,16 @@ class HfBpeTokenizer final : public Tokenizer {
       s.invert = p.value("invert", false);
       if (s.invert) fail(where_, ": inverted Split pre-tokenizers are not supported");
       pre_tokenizers_.push_back(std::move(s));
+    } else if (type == "Digits") {
+      // Numbers apart from the rest (Cohere's tokenizer, before its ByteLevel): each digit its own
+      // piece with individual_digits, else each run of them; a digit is what Unicode counts as a
+      // number (\p{N}), as the tokenizers library's char::is_numeric.
+      PreTokenizerStep s;
+      s.kind = PreTokenizerStep::Kind::kSplit;
+      s.regex = std::make_shared<Regex>(p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+", where_);
+      pre_tokenizers_.push_back(std::move(s));
     } else {
-      fail(where_, ": pre-tokenizer '", type, "' is not supported (supported: Sequence, Metaspace, ByteLevel, Split)");
+      fail(where_, ": pre-tokenizer '", type, "' is not supported (supported: Sequence, Metaspace, ByteLevel, Split, Digits)");
     }
   }
 

@@ -105,6 +105,21 @@ TEST(ByteLevelBpe, SplitPreTokenizerBoundsMerges) {
   EXPECT_EQ(plain->encode("1212"), (Ids{259, 259}));
 }
 
+// Cohere's pre-tokenizer: Digits (each digit its own piece, or each run), then ByteLevel with GPT-2's split.
+TEST(ByteLevelBpe, DigitsPreTokenizerSplitsNumbers) {
+  const auto digits = [](bool individual) {
+    return json{{"type", "Sequence"},
+                {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", individual}},
+                                   {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}}};
+  };
+  const auto each = parse_hf_tokenizer(byte_level_json(digits(true)), "t");
+  EXPECT_EQ(each->encode("1212"), (Ids{'1', '2', '1', '2'}));  // no "12": every digit alone
+  EXPECT_EQ(each->encode(" the 12"), (Ids{258, ' ', '1', '2'}));
+  const auto runs = parse_hf_tokenizer(byte_level_json(digits(false)), "t");
+  EXPECT_EQ(runs->encode("1212"), (Ids{259, 259}));
+  EXPECT_EQ(runs->encode("a12b"), (Ids{'a', 259, 'b'}));
+}
+
 TEST(TextStream, HoldsPartialCharactersAndReplacesInvalidBytes) {
   const auto tok = parse_hf_tokenizer(byte_level_json({{"type", "ByteLevel"}}), "t");
   TextStream stream(*tok);
