@@ -107,6 +107,12 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
       return e.prefix + "router" + part.substr(part.rfind('.'));
     }
     if (part == "ffn_gate_inp.weight") return e.prefix + "gate.weight";
+    if (arch == "granitemoe") {  // Granite-MoE-Shared's shared MLP, its input_linear split into gate and up
+      const std::string shared = "model.layers." + layer + ".shared_mlp.";
+      if (part == "ffn_gate_shexp.weight") return shared + "gate_proj.weight";
+      if (part == "ffn_up_shexp.weight") return shared + "up_proj.weight";
+      if (part == "ffn_down_shexp.weight") return shared + "output_linear.weight";
+    }
     if (arch == "qwen2moe") {  // Qwen2-MoE's shared expert and its gate
       if (part == "ffn_gate_inp_shexp.weight") return e.prefix + "shared_expert_gate.weight";
       for (const char* p : {"gate", "up", "down"}) {
@@ -229,6 +235,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "qwen2moe" ? "Qwen2MoeForCausalLM"
                         : arch == "llama" && experts > 0 ? "MixtralForCausalLM"
                         : arch == "granite" ? "GraniteForCausalLM"
+                        : arch == "granitemoe" && file.integer("granitemoe.expert_shared_feed_forward_length").value_or(0) > 0
+                            ? "GraniteMoeSharedForCausalLM"
                         : arch == "granitemoe" ? "GraniteMoeForCausalLM"
                         : arch == "phi3"  ? "Phi3ForCausalLM"
                         : arch == "gemma" ? "GemmaForCausalLM"
@@ -305,6 +313,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     }
   } else if (scaling && *scaling != "none") {
     fail(file.where(), ": RoPE scaling '", *scaling, "' in GGUF files is not supported (supported: linear, yarn)");
+  }
+  if (arch == "granitemoe") {  // Granite-MoE-Shared, as llama.cpp's converter writes it: the shared MLP's width
+    if (auto shared = file.integer("granitemoe.expert_shared_feed_forward_length"); shared && *shared > 0) {
+      c["shared_intermediate_size"] = *shared;
+    }
   }
   if (arch == "granite" || arch == "granitemoe") {  // its multipliers, under llama.cpp's names
     for (const auto& [key, field] : {std::pair{".embedding_scale", "embedding_multiplier"},

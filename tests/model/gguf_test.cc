@@ -701,6 +701,7 @@ struct MoeFile {
   std::vector<std::pair<std::string, std::int64_t>> extra_u32 = {};  // more keys (a refusal's)
   std::int64_t window = 0;  // olmo2: OLMo 3's sliding window; gpt-oss: its window
   bool mxfp4 = false;       // gpt-oss: the experts' matrices in MXFP4
+  bool shared_mlp = false;  // granitemoe: Granite-MoE-Shared's shared MLP, as ffn_*_shexp
 };
 
 // MXFP4 blocks of 32 values as ggml lays them out: an E8M0 scale byte (2^(e - 127)) large enough
@@ -897,6 +898,13 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       }
       if (!f.split) add(b + "ffn_" + g + "_exps.weight", {c.num_experts, shape[0], shape[1]}, stacked, down && f.q8_down);
     }
+    if (f.shared_mlp) {  // llama.cpp's converter splits input_linear: gate's rows, then up's
+      const std::int64_t shared = c.shared_expert_intermediate_size;
+      const auto input = f32_of(p + "shared_mlp.input_linear.weight");
+      add(b + "ffn_gate_shexp.weight", {shared, h}, std::vector<float>(input.begin(), input.begin() + shared * h));
+      add(b + "ffn_up_shexp.weight", {shared, h}, std::vector<float>(input.begin() + shared * h, input.end()));
+      add(b + "ffn_down_shexp.weight", {h, shared}, f32_of(p + "shared_mlp.output_linear.weight"));
+    }
     if (qwen2) {
       const std::int64_t shared = c.shared_expert_intermediate_size;
       add(b + "ffn_gate_inp_shexp.weight", {h}, f32_of(moe + "shared_expert_gate.weight"));
@@ -944,6 +952,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     f32(a + ".attention.scale", c.attention_scale);
     f32(a + ".logit_scale", c.logit_divisor);
   }
+  if (f.shared_mlp) u32(a + ".expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
   if (qwen2) {
     u32(a + ".expert_feed_forward_length", inter);
     u32(a + ".expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
@@ -1005,7 +1014,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   spec.architecture = gpt_oss ? "GptOssForCausalLM"
                       : command_r ? "CohereForCausalLM"
                       : cohere2 ? "Cohere2ForCausalLM"
-                      : f.arch == "granitemoe" ? "GraniteMoeForCausalLM"
+                      : f.arch == "granitemoe" ? (f.shared_mlp ? "GraniteMoeSharedForCausalLM" : "GraniteMoeForCausalLM")
                       : qwen2   ? "Qwen2MoeForCausalLM"
                       : smollm3 ? "SmolLM3ForCausalLM"
                       : qwen    ? "Qwen3MoeForCausalLM"
@@ -1015,7 +1024,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
                                 : "MixtralForCausalLM";
   spec.sliding_window = f.window;
   spec.norm_topk_prob = !olmoe && !qwen2;  // as llama.cpp runs OLMoE and Qwen2-MoE
-  spec.shared_expert_intermediate_size = qwen2 ? 80 : 0;
+  spec.shared_expert_intermediate_size = qwen2 ? 80 : f.shared_mlp ? 56 : 0;
   spec.hidden_size = 64;
   spec.intermediate_size = 96;
   spec.moe_intermediate_size = qwen ? 64 : qwen2 ? 32 : 0;
@@ -1081,6 +1090,14 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
       slice = gpt_oss_expert(a, moe, projection, std::stoll(rest.substr(0, dot)), hf, name.ends_with(".bias"));
       ref = t;
       ref.data = reinterpret_cast<const std::byte*>(slice.data());
+    } else if (f.shared_mlp && name.find("shared_mlp.") != std::string::npos && !name.ends_with("output_linear.weight")) {
+      // gate_proj and up_proj: the folder's input_linear rows
+      const TensorRef& input = a.get(name.substr(0, name.find("shared_mlp.") + 11) + "input_linear.weight");
+      const std::int64_t rows = t.shape.at(0), cols = t.shape.at(1);
+      const auto* v = reinterpret_cast<const float*>(input.data) + (name.ends_with("up_proj.weight") ? rows * cols : 0);
+      slice.assign(v, v + rows * cols);
+      ref = t;
+      ref.data = reinterpret_cast<const std::byte*>(slice.data());
     } else if (granitemoe && moe_at != std::string::npos) {
       const std::string moe = name.substr(0, moe_at + 17), rest = name.substr(moe_at + 17);
       if (rest == "gate.weight") {
@@ -1122,7 +1139,7 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   // (GPT-OSS: 2 norms, 4 attention weights and biases, sinks, the router and its bias; 3 weights and 3 biases per expert)
   // (Cohere: one norm, and Command R+'s 2 q and k norms)
   EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : gpt_oss ? 13
-                                              : command_r ? 7 : cohere2 ? 5 : 7) +
+                                              : command_r ? 7 : cohere2 ? 5 : f.shared_mlp ? 10 : 7) +
                                              (dense ? 3 : (gpt_oss ? 6 : 3) * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down || f.mxfp4) {
@@ -1137,7 +1154,10 @@ TEST(GgufModel, AMixtralFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"llama", /*split=*/true});
 }
 TEST(GgufModel, AGraniteFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granite"}); }
-TEST(GgufModel, AGraniteMoeFileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"granitemoe"}); }
+TEST(GgufModel, AGraniteMoeFileIsItsHuggingFaceFolder) {
+  expect_moe_file_is_its_folder({"granitemoe"});
+  expect_moe_file_is_its_folder({"granitemoe", false, false, {}, 0, false, /*shared_mlp=*/true});  // Granite-MoE-Shared
+}
 TEST(GgufModel, OlmoFilesAreTheirHuggingFaceFolders) {
   expect_moe_file_is_its_folder({"olmo2"});
   expect_moe_file_is_its_folder({"olmo2", false, false, {}, /*window=*/3});  // OLMo 3: the window on 3 of every 4 blocks

@@ -197,7 +197,11 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
         expect_shape(scales, {2 * shared});
         return hold_int8_rows(part, row_range(scales, first, shared), loading);
       };
-      b.shared_expert = unbiased_expert(input_rows(0), input_rows(shared), held(p + "shared_mlp.output_linear.weight", h, shared));
+      // A GGUF file's (llama.cpp splits input_linear): shared_mlp.gate_proj and up_proj apart.
+      const bool split = !checkpoint.find(p + "shared_mlp.input_linear.weight") && checkpoint.find(p + "shared_mlp.gate_proj.weight");
+      b.shared_expert = split ? unbiased_expert(held(p + "shared_mlp.gate_proj.weight", shared, h), held(p + "shared_mlp.up_proj.weight", shared, h),
+                                                held(p + "shared_mlp.output_linear.weight", h, shared))
+                              : unbiased_expert(input_rows(0), input_rows(shared), held(p + "shared_mlp.output_linear.weight", h, shared));
     } else if (shared > 0) {  // Qwen2-MoE
       b.shared_expert = unbiased_expert(held(moe + "shared_expert.gate_proj.weight", shared, h),
                                         held(moe + "shared_expert.up_proj.weight", shared, h),
