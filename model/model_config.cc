@@ -23,7 +23,8 @@ const std::vector<std::string> kSupportedArchitectures = {"LlamaForCausalLM", "M
                                                           "GraniteForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
                                                           "OlmoeForCausalLM", "SmolLM3ForCausalLM", "GraniteMoeForCausalLM",
                                                           "GraniteMoeSharedForCausalLM", "GptOssForCausalLM",
-                                                          "CohereForCausalLM", "Cohere2ForCausalLM"};
+                                                          "CohereForCausalLM", "Cohere2ForCausalLM", "GlmForCausalLM",
+                                                          "Glm4ForCausalLM"};
 
 std::int64_t positive_int(const json& config, const std::string& key, const std::string& where,
                           std::int64_t fallback = -1) {
@@ -466,7 +467,7 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   bool supported = false;
   for (const auto& a : kSupportedArchitectures) supported |= (a == c.architecture);
   if (!supported) {
-    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, BloomForCausalLM)");
+    fail(where, ": unsupported architecture '", c.architecture, "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its language model), MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM, BloomForCausalLM)");
   }
   check_quantization(config, c, where);
   if (c.architecture == "BloomForCausalLM") return parse_bloom_config(config, c, where);
@@ -489,6 +490,12 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Cohere 2: a window on 3 of every 4 blocks, which alone rotate.
   const bool cohere2 = c.architecture == "Cohere2ForCausalLM";
   const bool cohere = c.architecture == "CohereForCausalLM" || cohere2;
+  // GLM (glm-4-9b-chat-hf) and GLM-4 (the 0414 models): biases on q, k and v, RoPE over adjacent
+  // pairs of the first half of each head (partial_rotary_factor 0.5 unless the config says), gate
+  // and up fused; GLM-4 also normalises the attention's and the MLP's outputs (post_self_attn_layernorm,
+  // post_mlp_layernorm), its MLP's input norm being post_attention_layernorm.
+  const bool glm4 = c.architecture == "Glm4ForCausalLM";
+  const bool glm = c.architecture == "GlmForCausalLM" || glm4;
   if (gemma) {
     // Gemma was trained with GELU's tanh approximation. Its first configs say "hidden_act": "gelu",
     // which transformers read as the exact GELU until it switched to "hidden_activation" (absent
@@ -507,6 +514,14 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // Qwen3's attention_bias puts one on o_proj too, which sepal does not apply: refused, not left
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || gpt_oss;
+  if (glm) {  // true unless the config says (transformers' default)
+    if (config.contains("attention_bias") && !config["attention_bias"].is_null() && !config["attention_bias"].is_boolean()) {
+      fail(where, ": 'attention_bias' must be true or false");
+    }
+    c.attention_bias = config.value("attention_bias", true);
+    c.rope_adjacent_pairs = c.fused_gate_up = true;
+    c.output_norms = glm4;
+  }
   c.attention_output_bias = c.attention_sinks = c.expert_biases = gpt_oss;
   if (gpt_oss) {
     c.mlp_activation = GateActivation::kClampedSwiglu;
@@ -529,8 +544,8 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
     fail(where, ": clip_qkv (q, k and v clamped, OLMo's first models) is not supported");
   }
   // Phi-3 fuses q, k, v and gate, up.
-  c.fused_projections = c.architecture == "Phi3ForCausalLM";
-  if (!c.attention_bias && config.value("attention_bias", false)) {
+  if (c.architecture == "Phi3ForCausalLM") c.fused_qkv = c.fused_gate_up = true;
+  if (!c.attention_bias && !glm && config.value("attention_bias", false)) {
     fail(where, ": attention_bias=true (biases on every attention projection, o_proj's too) is not supported for ",
          c.architecture, " (Qwen2's biases on q, k and v are)");
   }
@@ -571,10 +586,10 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   }
   // Rotary embeddings on the first int(head_dim * partial_rotary_factor) dimensions of each head
   // (Phi-4-mini: 0.75), as transformers computes them.
-  if (config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null()) {
-    const double factor = positive_number(config, "partial_rotary_factor", where, 1.0);
-    if (factor != 1.0 && !c.fused_projections) {
-      fail(where, ": partial_rotary_factor ", factor, " (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only, not ", c.architecture);
+  if ((config.contains("partial_rotary_factor") && !config["partial_rotary_factor"].is_null()) || glm) {
+    const double factor = positive_number(config, "partial_rotary_factor", where, glm ? 0.5 : 1.0);  // GLM's default: half
+    if (factor != 1.0 && c.architecture != "Phi3ForCausalLM" && !glm) {
+      fail(where, ": partial_rotary_factor ", factor, " (rotary embeddings on part of each head) is supported for Phi3ForCausalLM, GlmForCausalLM and Glm4ForCausalLM only, not ", c.architecture);
     }
     // int() as transformers takes it, past a rounding error (a GGUF file's 40 / 120 times 120).
     const auto dims = static_cast<std::int64_t>(static_cast<double>(c.head_dim) * factor + 1e-9);

@@ -18,7 +18,7 @@ namespace sepal {
 /// The block architectures sepal runs.
 enum class ModelFamily {
   kLlama,  ///< RMSNorm, RoPE, gated MLP, grouped-query attention (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1 to 3,
-           ///< Granite, OLMo 2 and 3, SmolLM3, Cohere 1 and 2 with their LayerNorms, and the mixtures of
+           ///< Granite, OLMo 2 and 3, SmolLM3, GLM and GLM-4, Cohere 1 and 2 with their LayerNorms, and the mixtures of
            ///< experts Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE and GPT-OSS)
   kBloom,  ///< LayerNorm with biases (also after the embedding), fused QKV, ALiBi, GELU MLP, biases
 };
@@ -52,9 +52,10 @@ struct ModelConfig {
   bool qk_norm = false;               ///< RMSNorm over each head of q and k before RoPE (Qwen3)
   /// The q and k norms span each row's whole projection, every head at once (OLMo 2, OLMoE), not each head.
   bool qk_norm_across_heads = false;
-  /// q, k and v stored as one qkv_proj, gate and up as one gate_up_proj, each the parts' rows one
-  /// after the other (Phi-3); split into the usual projections while loading.
-  bool fused_projections = false;
+  /// q, k and v stored as one qkv_proj (Phi-3), gate and up as one gate_up_proj (Phi-3, GLM), each
+  /// the parts' rows one after the other; split into the usual projections while loading.
+  bool fused_qkv = false;
+  bool fused_gate_up = false;
   /// The MLP gate's activation: SiLU (SwiGLU), or GELU's tanh approximation (Gemma's GeGLU).
   GateActivation mlp_activation = GateActivation::kSilu;
   /// Every RMSNorm scales by 1 + weight rather than weight (Gemma's folders): the loader holds the

@@ -104,7 +104,8 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
     }
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden_size, q}});
     const bool gpt_oss = s.architecture == "GptOssForCausalLM";
-    if (s.architecture == "Qwen2ForCausalLM" || s.architecture == "Qwen2MoeForCausalLM" || gpt_oss) {
+    const bool glm4 = s.architecture == "Glm4ForCausalLM", glm = s.architecture == "GlmForCausalLM" || glm4;
+    if (s.architecture == "Qwen2ForCausalLM" || s.architecture == "Qwen2MoeForCausalLM" || gpt_oss || glm) {
       for (const auto& [name, size] : {std::pair{"q_proj", q}, std::pair{"k_proj", kv}, std::pair{"v_proj", kv}}) {
         t.push_back({p + "self_attn." + name + ".bias", {size}});
       }
@@ -126,6 +127,10 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       t.push_back({p + "self_attn.k_norm.weight", {s.num_kv_heads, head_dim}, false, true});
     }
     if (!cohere) add_norm(p + "post_attention_layernorm.weight");  // Cohere's MLP reads input_layernorm's output
+    if (glm4) {  // the attention's and the MLP's outputs normalised, weights around 1
+      t.push_back({p + "post_self_attn_layernorm.weight", {s.hidden_size}, false, true});
+      t.push_back({p + "post_mlp_layernorm.weight", {s.hidden_size}, false, true});
+    }
     if (gemma2) add_norm(p + "pre_feedforward_layernorm.weight");
     if (gemma2 || olmo2) add_norm(p + "post_feedforward_layernorm.weight");
     const bool mixtral = s.architecture == "MixtralForCausalLM";
@@ -173,7 +178,7 @@ std::vector<TensorSpec> tensor_specs(const SyntheticSpec& s) {
       }
       continue;
     }
-    if (fused) {
+    if (fused || glm) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * s.intermediate_size, s.hidden_size}});
     } else {
       t.push_back({p + "mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size}});
@@ -223,6 +228,8 @@ json config_json(const SyntheticSpec& s) {
                              : s.architecture == "GptOssForCausalLM" ? "gpt_oss"
                              : s.architecture == "CohereForCausalLM" ? "cohere"
                              : s.architecture == "Cohere2ForCausalLM" ? "cohere2"
+                             : s.architecture == "GlmForCausalLM" ? "glm"
+                             : s.architecture == "Glm4ForCausalLM" ? "glm4"
                                                                       : "llama"},
               // Gemma's configs say "gelu" here and mean hidden_activation's tanh approximation.
               {"hidden_act", s.architecture == "GemmaForCausalLM" ? "gelu"
@@ -337,6 +344,10 @@ json config_json(const SyntheticSpec& s) {
   const std::int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden_size / s.num_heads;
   const auto rotary_dims = static_cast<std::int64_t>(static_cast<double>(head_dim) * s.partial_rotary_factor);
   if (s.partial_rotary_factor != 1.0) config["partial_rotary_factor"] = s.partial_rotary_factor;
+  if (s.architecture == "GlmForCausalLM" || s.architecture == "Glm4ForCausalLM") {  // half of each head rotates, as GLM's; q, k, v biases
+    config["partial_rotary_factor"] = s.partial_rotary_factor != 1.0 ? s.partial_rotary_factor : 0.5;
+    config["attention_bias"] = true;
+  }
   if (s.long_rope_original > 0) {
     json short_factor = json::array(), long_factor = json::array();
     Rng rng(s.seed + 77);
@@ -455,11 +466,13 @@ void validate(const SyntheticSpec& s) {
       s.architecture != "Qwen2MoeForCausalLM" && s.architecture != "Olmo2ForCausalLM" && s.architecture != "Olmo3ForCausalLM" &&
       s.architecture != "OlmoeForCausalLM" && s.architecture != "SmolLM3ForCausalLM" && s.architecture != "GraniteMoeForCausalLM" &&
       s.architecture != "GraniteMoeSharedForCausalLM" && s.architecture != "GptOssForCausalLM" &&
-      s.architecture != "CohereForCausalLM" && s.architecture != "Cohere2ForCausalLM") {
+      s.architecture != "CohereForCausalLM" && s.architecture != "Cohere2ForCausalLM" && s.architecture != "GlmForCausalLM" &&
+      s.architecture != "Glm4ForCausalLM") {
     fail("a synthetic checkpoint is LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
          "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
          "GraniteForCausalLM, GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, "
-         "SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM or BloomForCausalLM, not ",
+         "SmolLM3ForCausalLM, GptOssForCausalLM, CohereForCausalLM, Cohere2ForCausalLM, GlmForCausalLM, Glm4ForCausalLM or "
+         "BloomForCausalLM, not ",
          s.architecture);
   }
   const bool moe = synthetic_mixture(s.architecture);

@@ -82,6 +82,9 @@ struct SyntheticSpec {
   /// head's own weights (use_qk_norm), the attention and the MLP on one norm, RoPE over adjacent
   /// pairs, logit_scale 0.0625; "Cohere2ForCausalLM" the same without q and k norms, with
   /// `sliding_window` (4096 when 0) on 3 of every 4 blocks, the only ones that rotate.
+  /// "GlmForCausalLM": q, k and v biases, gate_up_proj fused, partial_rotary_factor 0.5 unless set
+  /// (RoPE over adjacent pairs); "Glm4ForCausalLM" adds post_self_attn_layernorm and
+  /// post_mlp_layernorm (weights 1 ± 0.5).
   double swiglu_limit = 7.0;
   /// "GraniteForCausalLM": Llama's blocks with these multipliers written to config.json (its
   /// 3.x models' are 12, 0.22, 1/128 and 8; random weights need larger attention scores to show).

@@ -43,7 +43,10 @@ int synth_command(int argc, char** argv) {
                                                          "k norms per head, parallel blocks, RoPE\n"
                                                          "over adjacent pairs), cohere2 (no q, k\n"
                                                          "norms; a window on 3 of 4 blocks, which\n"
-                                                         "alone rotate) or bloom\n"
+                                                         "alone rotate), glm (biases on q, k, v,\n"
+                                                         "half of each head rotating in adjacent\n"
+                                                         "pairs, gate_up_proj), glm4 (and norms of\n"
+                                                         "the attention's and MLP's outputs) or bloom\n"
                                                          "(default: the preset's, else llama)")
       ("hidden", po::value(&spec.hidden_size), "hidden size")
       ("intermediate", po::value(&spec.intermediate_size), "MLP size")
@@ -79,11 +82,12 @@ int synth_command(int argc, char** argv) {
       {"granitemoeshared", "GraniteMoeSharedForCausalLM"}, {"olmo2", "Olmo2ForCausalLM"},
       {"olmo3", "Olmo3ForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}, {"smollm3", "SmolLM3ForCausalLM"},
       {"gpt_oss", "GptOssForCausalLM"}, {"cohere", "CohereForCausalLM"}, {"cohere2", "Cohere2ForCausalLM"},
+      {"glm", "GlmForCausalLM"}, {"glm4", "Glm4ForCausalLM"},
       {"bloom", "BloomForCausalLM"}};
   arch = vm["arch"].as<std::string>();  // before notify: the preset is read first
   const auto architecture = kArchitectures.find(arch);
   if (architecture == kArchitectures.end()) {
-    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, granitemoeshared, olmo2, olmo3, olmoe, smollm3, gpt_oss, cohere, cohere2, bloom)"};
+    throw UsageError{"--arch '" + arch + "' is not supported (supported: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, mixtral, qwen2moe, qwen3moe, granite, granitemoe, granitemoeshared, olmo2, olmo3, olmoe, smollm3, gpt_oss, cohere, cohere2, glm, glm4, bloom)"};
   }
   if (vm.count("preset")) {
     preset = vm["preset"].as<std::string>();

@@ -138,8 +138,9 @@ TEST(BatchedSteps, Olmo2EqualsEachSessionAlone) {
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) expect_batched_equals_alone(dir.path(), dtype, true);
 }
 // Cohere: LayerNorms, the attention and the MLP on one norm, RoPE over adjacent pairs with each
-// session's table, per-head q and k norms; Cohere 2: a window on 3 of 4 blocks, which alone rotate.
-TEST(BatchedSteps, CohereEqualsEachSessionAlone) {
+// session's table, per-head q and k norms; Cohere 2: a window on 3 of 4 blocks, which alone rotate;
+// GLM-4.
+TEST(BatchedSteps, CohereAndGlmEqualEachSessionAlone) {
   test::TempDir dir;
   SyntheticSpec spec;
   spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 4, spec.num_heads = 4, spec.num_kv_heads = 2;
@@ -149,9 +150,13 @@ TEST(BatchedSteps, CohereEqualsEachSessionAlone) {
   spec.architecture = "Cohere2ForCausalLM";
   spec.sliding_window = 3;
   write_synthetic_checkpoint(spec, dir.path() / "cohere2");
+  spec.architecture = "Glm4ForCausalLM";  // and GLM-4's half of each head rotating in pairs, its output norms
+  spec.sliding_window = 0;
+  write_synthetic_checkpoint(spec, dir.path() / "glm4");
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     expect_batched_equals_alone(dir.path() / "cohere", dtype, true);
     expect_batched_equals_alone(dir.path() / "cohere2", dtype, true);
+    expect_batched_equals_alone(dir.path() / "glm4", dtype, true);
   }
 }
 TEST(BatchedSteps, BloomEqualsEachSessionAlone) { expect_batched_equals_alone(test::models_dir() / "bloom-synth", DType::kF32, false); }

@@ -621,7 +621,7 @@ void expect_file_is_its_folder(const std::string& arch, bool partial = false, bo
   EXPECT_EQ(g.architecture, spec.architecture);
   EXPECT_EQ(g.attention_bias, arch == "qwen2");
   EXPECT_EQ(g.qk_norm, arch == "qwen3" || arch == "gemma3");
-  EXPECT_EQ(g.fused_projections, arch == "phi3");
+  EXPECT_EQ(g.fused_qkv, arch == "phi3");
   EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
   EXPECT_EQ(g.embedding_scale, hf.embedding_scale);
   EXPECT_EQ(hf.norm_weight_plus_one, arch == "gemma" || arch == "gemma2" || arch == "gemma3");

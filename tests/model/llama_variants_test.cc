@@ -175,13 +175,15 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
     test::write_file(dir.path() / "config.json", c.dump());
   }
   const ModelConfig config = read_model_config(dir.path());
-  EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : config.head_dim);
+  EXPECT_EQ(config.rope_dims(), name.ends_with("+partial") ? 12 : architecture.starts_with("Glm") ? config.head_dim / 2 : config.head_dim);
   if (name.ends_with("+yarn")) {
     EXPECT_EQ(config.rope_scaling.kind, RopeScaling::Kind::kYarn);
     EXPECT_EQ(config.max_position_embeddings, 128);  // stretched from 64
   }
   const bool gpt_oss = architecture == "GptOssForCausalLM";
-  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM" || gpt_oss);
+  const bool glm = architecture.starts_with("Glm");
+  EXPECT_EQ(config.attention_bias, architecture == "Qwen2ForCausalLM" || architecture == "Qwen2MoeForCausalLM" || gpt_oss || glm);
+  EXPECT_EQ(config.fused_gate_up, glm || architecture == "Phi3ForCausalLM");
   EXPECT_EQ(config.attention_output_bias, gpt_oss);
   EXPECT_EQ(config.attention_sinks, gpt_oss);
   EXPECT_EQ(config.expert_biases, gpt_oss);
@@ -191,7 +193,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
                                 architecture == "Gemma3ForCausalLM" || olmo || architecture == "CohereForCausalLM");
   const bool cohere = architecture.starts_with("Cohere");
   EXPECT_EQ(config.qk_norm_per_head_weights, architecture == "CohereForCausalLM");
-  EXPECT_TRUE(config.layer_norms == cohere && config.parallel_block == cohere && config.rope_adjacent_pairs == cohere);
+  EXPECT_TRUE(config.layer_norms == cohere && config.parallel_block == cohere && config.rope_adjacent_pairs == (cohere || glm));
   if (cohere) {
     EXPECT_FLOAT_EQ(config.logit_divisor, 16.0f);  // logit_scale 0.0625
   }
@@ -199,7 +201,8 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   EXPECT_EQ(config.rope_layers, architecture == "SmolLM3ForCausalLM" || architecture == "Cohere2ForCausalLM" ? (std::vector<bool>{true, false})
                                                                                                            : std::vector<bool>{});
   EXPECT_EQ(config.input_norms, !olmo2);
-  EXPECT_EQ(config.output_norms, olmo2 || architecture.starts_with("Gemma2") || architecture.starts_with("Gemma3"));
+  EXPECT_EQ(config.output_norms, olmo2 || architecture.starts_with("Gemma2") || architecture.starts_with("Gemma3") ||
+                                     architecture == "Glm4ForCausalLM");
   if (architecture == "MixtralForCausalLM") {
     EXPECT_TRUE(config.num_experts == 4 && config.experts_per_token == 2 && config.moe_intermediate_size == 128 &&
                 config.moe_renormalize && config.sparse_block(0) && config.sparse_block(1));
@@ -256,7 +259,7 @@ TEST_P(LlamaVariants, MatchTheFloat64ReferenceAndSpeculate) {
   } else {
     EXPECT_EQ(config.sliding_window, window);
   }
-  EXPECT_EQ(config.fused_projections, architecture == "Phi3ForCausalLM");
+  EXPECT_EQ(config.fused_qkv, architecture == "Phi3ForCausalLM");
   if (architecture == "Phi3ForCausalLM") {  // the attention factor of the paper, from 128 / 32
     EXPECT_DOUBLE_EQ(config.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(32.0)));
     EXPECT_EQ(config.max_position_embeddings, 128);  // sessions past the original 32 take the long factors
@@ -485,7 +488,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LlamaVariants,
                                            std::pair<std::string, std::int64_t>{"SmolLM3ForCausalLM+swa", 0},
                                            std::pair<std::string, std::int64_t>{"GptOssForCausalLM+yarn", 5},
                                            std::pair<std::string, std::int64_t>{"CohereForCausalLM", 0},
-                                           std::pair<std::string, std::int64_t>{"Cohere2ForCausalLM", 5}),
+                                           std::pair<std::string, std::int64_t>{"Cohere2ForCausalLM", 5},
+                                           std::pair<std::string, std::int64_t>{"GlmForCausalLM", 0},
+                                           std::pair<std::string, std::int64_t>{"Glm4ForCausalLM", 0}),
                          [](const auto& info) {
                            const std::string& name = info.param.first;
                            return name.substr(0, name.find("For")) + (name.ends_with("+partial") ? "Partial" : "") +

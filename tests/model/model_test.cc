@@ -410,6 +410,29 @@ TEST(ModelConfig, ReadsCohere) {
   expect_error([&] { (void)parse_model_config(r7b.dump(), "c"); }, "'sliding_window' must be positive");
 }
 
+// Configs of GLM-4-9B-0414's kind (Glm4ForCausalLM) and glm-4-9b-chat-hf's (GlmForCausalLM): q, k
+// and v biases, half of each head rotating in adjacent pairs, gate and up fused; GLM-4's output norms.
+TEST(ModelConfig, ReadsGlm) {
+  json j = json::parse(R"({"architectures": ["Glm4ForCausalLM"], "attention_bias": true, "eos_token_id": [151329, 151336, 151338],
+      "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 13696, "max_position_embeddings": 32768,
+      "model_type": "glm4", "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 2, "pad_token_id": 151329,
+      "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 151552})");
+  const ModelConfig c = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(c.attention_bias && !c.attention_output_bias && c.rope_adjacent_pairs && c.fused_gate_up && !c.fused_qkv);
+  EXPECT_TRUE(c.output_norms && c.input_norms && c.rope_dims() == 64 && c.eos_token_ids.size() == 3);
+  j["architectures"] = {"GlmForCausalLM"};
+  j.erase("partial_rotary_factor");
+  j.erase("attention_bias");
+  const ModelConfig glm = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(glm.attention_bias && !glm.output_norms && glm.rope_dims() == 64);  // transformers' defaults: biases, half
+  j["attention_bias"] = false;
+  j["partial_rotary_factor"] = 1.0;
+  const ModelConfig plain = parse_model_config(j.dump(), "config.json");
+  EXPECT_TRUE(!plain.attention_bias && plain.rope_dims() == 128);
+  j["attention_bias"] = "yes";
+  expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "'attention_bias' must be true or false");
+}
+
 // openai/gpt-oss-20b's config.json (its 12 pairs of layer types shortened to the 24 they list).
 TEST(ModelConfig, ReadsGptOss) {
   json g = json::parse(R"({"architectures": ["GptOssForCausalLM"], "attention_bias": true, "attention_dropout": 0.0,
@@ -597,7 +620,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
       "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
       "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false,
       "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 32064})", "phi3");
-  EXPECT_TRUE(phi3.fused_projections && !phi3.qk_norm && !phi3.attention_bias);
+  EXPECT_TRUE(phi3.fused_qkv && phi3.fused_gate_up && !phi3.qk_norm && !phi3.attention_bias);
   EXPECT_EQ(phi3.sliding_window, 2047);
   EXPECT_EQ(phi3.head_dim, 96);
   // Phi-3.5's LongRoPE (head_dim 8 here: 4 factors each): the short and long factors, the
@@ -644,7 +667,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   EXPECT_EQ(phi4_mini.rope_scaling.freq_factors.size(), 48u);
   EXPECT_EQ(phi4_mini.max_position_embeddings, 131072);  // sessions past 4096 take the long factors
   EXPECT_TRUE(phi4_mini.long_rope_for(4097) && !phi4_mini.long_rope_for(4096));
-  EXPECT_TRUE(phi4_mini.fused_projections && phi4_mini.tie_word_embeddings);
+  EXPECT_TRUE(phi4_mini.fused_qkv && phi4_mini.tie_word_embeddings);
   phi4["rope_scaling"]["short_factor"] = std::vector<double>(64, 1.0);
   expect_error([&] { parse_model_config(phi4.dump(), "c"); }, "'short_factor' must list 48 factors (half of the 96 rotated dimensions)");
   phi4.erase("rope_scaling");
@@ -660,7 +683,7 @@ TEST(ModelConfig, RejectsBadConfigsWithOneLine) {
   phi4.erase("head_dim");
   // Elsewhere transformers rotates whole heads: a share is refused, not left out.
   expect_error([&] { parse_model_config(with("partial_rotary_factor", 0.5), "c"); },
-               "partial_rotary_factor 0.5 (rotary embeddings on part of each head) is supported for Phi3ForCausalLM only");
+               "partial_rotary_factor 0.5 (rotary embeddings on part of each head) is supported for Phi3ForCausalLM, GlmForCausalLM and Glm4ForCausalLM only");
   // Gemma-2B's config.json: "hidden_act": "gelu" beside hidden_activation's tanh approximation,
   // heads of 256 (wider than 2048 / 8), one key/value head, no tie_word_embeddings (tied).
   json gemma = json::parse(R"({"architectures": ["GemmaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,

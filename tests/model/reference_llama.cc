@@ -150,13 +150,13 @@ std::vector<double> layer_norm(const std::vector<double>& x, const std::vector<d
   return y;
 }
 
-// Cohere's RoPE: pairs (2i, 2i + 1) of each head turn by inv_freq[i] (its rotate_half takes the
-// even and odd dimensions).
-void rotate_pairs(std::vector<double>& x, std::int64_t heads, std::int64_t hd, const std::vector<std::int64_t>& pos,
+// Cohere's and GLM's RoPE: pairs (2i, 2i + 1) of the first rd dimensions of each head turn by
+// inv_freq[i] (their rotate_half takes the even and odd dimensions); the rest stay.
+void rotate_pairs(std::vector<double>& x, std::int64_t heads, std::int64_t hd, std::int64_t rd, const std::vector<std::int64_t>& pos,
                   const std::vector<double>& inv_freq, double magnitude) {
   for (std::size_t t = 0; t < pos.size(); ++t)
     for (std::int64_t h = 0; h < heads; ++h)
-      for (std::int64_t i = 0; i < hd / 2; ++i) {
+      for (std::int64_t i = 0; i < rd / 2; ++i) {
         double* v = &x[(t * heads + h) * hd];
         const double a = v[2 * i], b = v[2 * i + 1], angle = pos[t] * inv_freq[i];
         v[2 * i] = magnitude * (a * std::cos(angle) - b * std::sin(angle));
@@ -191,7 +191,9 @@ double j_rope_theta(const std::filesystem::path& dir) {
 std::int64_t rotary_dims(const std::filesystem::path& dir, std::int64_t hd) {
   std::ifstream in(dir / "config.json");
   const nlohmann::json j = nlohmann::json::parse(in);
-  if (!j.contains("partial_rotary_factor") || !j["partial_rotary_factor"].is_number()) return hd;
+  const std::string arch = j["architectures"][0];
+  const bool glm = arch == "GlmForCausalLM" || arch == "Glm4ForCausalLM";  // half by default
+  if (!j.contains("partial_rotary_factor") || !j["partial_rotary_factor"].is_number()) return glm ? hd / 2 : hd;
   return static_cast<std::int64_t>(static_cast<double>(hd) * j["partial_rotary_factor"].get<double>());
 }
 
@@ -331,6 +333,19 @@ CohereSettings cohere_settings(const std::filesystem::path& dir) {
   return o;
 }
 
+// GLM's and GLM-4's settings from config.json itself: RoPE over adjacent pairs (of the first
+// partial_rotary_factor of each head, 0.5 by default: rotary_dims reads it); GLM-4 normalises the
+// attention's output (post_self_attn_layernorm) and the MLP's (post_mlp_layernorm).
+struct GlmSettings {
+  bool on = false, sandwich = false;
+};
+GlmSettings glm_settings(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string arch = j["architectures"][0];
+  return {arch == "GlmForCausalLM" || arch == "Glm4ForCausalLM", arch == "Glm4ForCausalLM"};
+}
+
 // A vector tensor of the file, or row `row` of a matrix one, as doubles.
 std::vector<double> file_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t row = 0) {
   const TensorRef& t = ckpt.get(name);
@@ -406,6 +421,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   const OlmoSettings olmo = olmo_settings(dir);
   const GptOssSettings gpt_oss = gpt_oss_settings(dir);
   const CohereSettings cohere = cohere_settings(dir);
+  const GlmSettings glm = glm_settings(dir);
   const bool sandwich = c.architecture == "Gemma2ForCausalLM" || c.architecture == "Gemma3ForCausalLM";
   const LongRope longrope = long_rope(dir, rd, c.rope_theta);
   std::vector<std::int64_t> pos, starts;
@@ -425,7 +441,10 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                           : p == Projection::kO ? w.o_proj : p == Projection::kGate ? w.gate_proj
                           : p == Projection::kUp ? w.up_proj : w.down_proj;
       std::vector<double> y;
-      if (c.fused_projections && p != Projection::kO && p != Projection::kDown) {
+      const bool fused = p == Projection::kGate || p == Projection::kUp ? c.fused_gate_up
+                         : p == Projection::kO || p == Projection::kDown ? false
+                                                                         : c.fused_qkv;
+      if (fused) {
         // Phi-3: qkv_proj holds q's rows, then k's, then v's; gate_up_proj gate's, then up's.
         const std::string layer = "model.layers." + std::to_string(first + b) + ".";
         const std::int64_t q_rows = c.num_heads * hd, kv_rows = c.num_kv_heads * hd, ffn = c.intermediate_size;
@@ -513,9 +532,12 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
     const bool cohere_slides = !cohere.sliding.empty() && cohere.sliding.at(static_cast<std::size_t>(first + b));
     if (cohere.on) {  // adjacent pairs; Cohere 2's sliding blocks alone
       if (cohere.sliding.empty() || cohere_slides) {
-        rotate_pairs(q, c.num_heads, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
-        rotate_pairs(k, c.num_kv_heads, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
+        rotate_pairs(q, c.num_heads, hd, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
+        rotate_pairs(k, c.num_kv_heads, hd, hd, pos, plain_inverse_frequencies(hd, j_rope_theta(dir), 1), 1.0);
       }
+    } else if (glm.on) {  // adjacent pairs of the first rd dimensions
+      rotate_pairs(q, c.num_heads, hd, rd, pos, plain_inverse_frequencies(rd, j_rope_theta(dir), 1), 1.0);
+      rotate_pairs(k, c.num_kv_heads, hd, rd, pos, plain_inverse_frequencies(rd, j_rope_theta(dir), 1), 1.0);
     } else if (rotates_in_config(dir, first + b)) {
       rotate(q, c.num_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
       rotate(k, c.num_kv_heads, hd, rd, pos, block_freq, magnitude, longrope.freq, long_rows);
@@ -558,6 +580,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       for (std::size_t i = 0; i < o.size(); ++i) o[i] += bias[i % bias.size()];
     }
     if (sandwich || olmo.output_norms_only) o = rms(o, norm_weights(ckpt, c, layer + "post_attention_layernorm.weight"), c.rms_norm_eps);
+    if (glm.sandwich) o = rms(o, norm_weights(ckpt, c, layer + "post_self_attn_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * o[i];
     const auto n2 = cohere.on ? n1  // Cohere's MLP reads the attention's input norm
                     : olmo.output_norms_only
@@ -685,6 +708,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       }
     }
     if (sandwich || olmo.output_norms_only) down = rms(down, norm_weights(ckpt, c, layer + "post_feedforward_layernorm.weight"), c.rms_norm_eps);
+    if (glm.sandwich) down = rms(down, norm_weights(ckpt, c, layer + "post_mlp_layernorm.weight"), c.rms_norm_eps);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += granite.residual * down[i];
   }
   return x;

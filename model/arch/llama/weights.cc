@@ -85,19 +85,20 @@ void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& confi
 ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
   const bool attention = p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO;
   const std::int64_t rows = projection_shape(config, p).first;
-  if (config.fused_projections) {
-    // Phi-3: qkv_proj's rows are q's, then k's, then v's; gate_up_proj's gate's, then up's.
-    const std::int64_t q = config.q_size(), kv = config.kv_size(), ffn = config.intermediate_size;
-    const std::string prefix = layer_prefix(layer);
+  // Phi-3: qkv_proj's rows are q's, then k's, then v's; gate_up_proj's (Phi-3's, GLM's) gate's, then up's.
+  const std::int64_t q = config.q_size(), kv = config.kv_size(), ffn = config.intermediate_size;
+  const std::string prefix = layer_prefix(layer);
+  if (config.fused_qkv) {
     switch (p) {
       case Projection::kQ: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, q, q + 2 * kv, 0};
       case Projection::kK: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, kv, q + 2 * kv, q};
       case Projection::kV: return {prefix + "self_attn.qkv_proj", "qkv_proj", q + 2 * kv, kv, q + 2 * kv, q + kv};
-      case Projection::kGate: return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, 0};
-      case Projection::kUp: return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, ffn};
-      case Projection::kO:
-      case Projection::kDown: break;
+      default: break;
     }
+  }
+  if (config.fused_gate_up) {
+    if (p == Projection::kGate) return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, 0};
+    if (p == Projection::kUp) return {prefix + "mlp.gate_up_proj", "gate_up_proj", 2 * ffn, ffn, 2 * ffn, ffn};
   }
   return {layer_prefix(layer) + (attention ? "self_attn." : "mlp.") + std::string(projection_name(p)),
           std::string(projection_name(p)), rows, rows, rows, 0};
@@ -128,7 +129,11 @@ BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelC
   BlockWeights b;
   b.layer = layer;
   if (config.input_norms) b.input_norm = norm("input_layernorm.weight");
-  if (config.output_norms) {  // Gemma 2, OLMo 2: post_attention_layernorm normalises the attention's output
+  if (config.output_norms && config.architecture == "Glm4ForCausalLM") {  // GLM-4's names of Gemma 2's four norms
+    b.attention_out_norm = norm("post_self_attn_layernorm.weight");
+    b.post_attention_norm = norm("post_attention_layernorm.weight");
+    b.mlp_out_norm = norm("post_mlp_layernorm.weight");
+  } else if (config.output_norms) {  // Gemma 2, OLMo 2: post_attention_layernorm normalises the attention's output
     b.attention_out_norm = norm("post_attention_layernorm.weight");
     if (config.input_norms) b.post_attention_norm = norm("pre_feedforward_layernorm.weight");
     b.mlp_out_norm = norm("post_feedforward_layernorm.weight");

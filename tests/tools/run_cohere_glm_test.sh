@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Cohere's blocks through the command line, on synthetic Cohere (LayerNorms, parallel blocks, RoPE
-# over adjacent pairs, per-head q and k norms) and Cohere 2 (a window of 5 on 3 of its 4 blocks,
-# which alone rotate) checkpoints written by `sepal synth`:
+# Cohere's and GLM-4's blocks through the command line, on synthetic Cohere (LayerNorms, parallel
+# blocks, RoPE over adjacent pairs, per-head q and k norms), Cohere 2 (a window of 5 on 3 of its 4
+# blocks, which alone rotate) and GLM-4 (q, k, v biases, half of each head rotating in adjacent
+# pairs, gate_up_proj fused, output norms) checkpoints written by `sepal synth`:
 # - greedy ids over `--hosts 2` (f32 on the wire) are one process's, at f32 and int8;
 # - `sepal quantize` writes an int8 copy that generates what `--dtype int8` of the float one does,
 #   at under a third of the size;
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q, v and down) has one process's losses through 2 hosts, bit for
 #   bit, and `generate --adapter` reads its checkpoint; `--method peqa` trains and
-#   `quantize --adapter` folds it into an int8 copy with the adapted model's perplexity (to 1e-4).
-#   run_cohere_test.sh SEPAL_BINARY
+#   `quantize --adapter` folds it into an int8 copy with the adapted model's perplexity (to 1e-4),
+#   Cohere's and GLM-4's (whose gate and up scales are rows of gate_up_proj's).
+#   run_cohere_glm_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
 out=$(mktemp -d)
@@ -22,7 +24,7 @@ ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perple
 losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] for l in open(sys.argv[1]) if "loss" in l])' "$1"; }
 plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
 
-for arch in cohere cohere2; do
+for arch in cohere cohere2 glm4; do
   "$sepal" synth --arch "$arch" --out "$out/$arch" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 \
     --vocab 300 --seed 11 2> /dev/null || { echo "FAILED: synth $arch"; exit 1; }
 done
@@ -36,7 +38,7 @@ config["sliding_window"] = 5  # shorter than the prompts and the generated text
 json.dump(config, open(sys.argv[1], "w"))
 PY
 
-for model in cohere cohere2; do
+for model in cohere cohere2 glm4; do
   for dtype in f32 int8; do
     one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
     swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
@@ -53,7 +55,7 @@ for model in cohere cohere2; do
 done
 
 printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
-for model in cohere cohere2; do
+for model in cohere cohere2 glm4; do
   one=$("$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --json 2> /dev/null | ppl)
   swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --hosts 2 \
     --no-wire-compression --json 2> /dev/null | ppl)
@@ -62,7 +64,7 @@ for model in cohere cohere2; do
 done
 
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
-for model in cohere cohere2; do
+for model in cohere cohere2 glm4; do
   for hosts in 1 2; do
     timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/$model" --data "$out/data.txt" --method lora --lora-rank 2 \
       --lora-targets q_proj,v_proj,down_proj --steps 3 --batch-size 2 --lr 0.01 --out "$out/$model-$hosts.h5" \
@@ -76,19 +78,22 @@ for model in cohere cohere2; do
   check test $? -eq 0 || tail -2 "$out/gen.err"
 done
 
-# PEQA on Cohere's int8 scales, folded into an int8 copy that scores what the adapted model does.
-"$sepal" tune --model "$out/cohere" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.05 \
-  --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
-check test $? -eq 0 || tail -3 "$out/peqa.err"
-"$sepal" quantize --model "$out/cohere" --adapter "$out/peqa.h5" --out "$out/cohere-peqa" 2> "$out/fold.err"
-check test $? -eq 0 || tail -3 "$out/fold.err"
+# PEQA on the int8 scales (every projection's), folded into an int8 copy that scores what the adapted
+# model does.
 echo '{"prompt": "The cat", "completion": " sat on the mat and looked at the bird."}' > "$out/eval.jsonl"
-adapted=$("$sepal" perplexity --model "$out/cohere" --dtype int8 --adapter "$out/peqa.h5" --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
-folded=$("$sepal" perplexity --model "$out/cohere-peqa" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
-base=$("$sepal" perplexity --model "$out/cohere" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
-check test -n "$adapted"
-# The folded scales round once where the adapter's rescaling rounds twice: equal to 1e-4 relative.
-check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-4 * a)' "$adapted" "$folded" \
-  || echo "PEQA: adapted $adapted, folded into the checkpoint $folded"
-check test "$adapted" != "$base" || echo "PEQA changed nothing ($base): the test would not see it"
+for model in cohere glm4; do
+  "$sepal" tune --model "$out/$model" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.05 \
+    --out "$out/$model-peqa.h5" > /dev/null 2> "$out/peqa.err"
+  check test $? -eq 0 || tail -3 "$out/peqa.err"
+  "$sepal" quantize --model "$out/$model" --adapter "$out/$model-peqa.h5" --out "$out/$model-peqa" 2> "$out/fold.err"
+  check test $? -eq 0 || tail -3 "$out/fold.err"
+  adapted=$("$sepal" perplexity --model "$out/$model" --dtype int8 --adapter "$out/$model-peqa.h5" --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+  folded=$("$sepal" perplexity --model "$out/$model-peqa" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+  base=$("$sepal" perplexity --model "$out/$model" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
+  check test -n "$adapted"
+  # The folded scales round once where the adapter's rescaling rounds twice: equal to 1e-4 relative.
+  check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-4 * a)' "$adapted" "$folded" \
+    || echo "$model PEQA: adapted $adapted, folded into the checkpoint $folded"
+  check test "$adapted" != "$base" || echo "$model PEQA changed nothing ($base): the test would not see it"
+done
 exit $failed
