@@ -253,62 +253,38 @@ TEST(GeluTanhMulInputGrad, MatchesFiniteDifferences) {
 
 // ---- rope ----
 
-// The whole head, and part of it (partial rotary embeddings: the rest passes its gradient on).
+// The whole head, and part of it (partial rotary embeddings: the rest passes its gradient on), in
+// both layouts: pairs (i, i + rd/2) and adjacent pairs (2i, 2i + 1), Cohere's and GLM's.
 TEST(RopeInputGrad, MatchesFiniteDifferences) {
   const int n = 5, heads = 3, hd = 16;
-  for (const int rd : {16, 12}) {
-    const auto inv_freq = rope_inverse_frequencies(rd, 10000.0, RopeScaling{});
-    const std::vector<std::int64_t> positions{0, 3, 4, 17, 250};
-    const auto x = random_floats(n * heads * hd, 11);
-    const auto dy = random_floats(x.size(), 12);
-    std::vector<float> dx = dy;
-    const double magnitude = 1.3;  // LongRoPE's attention factor scales the rotation
-    rope_rotate_half_input_grad(dx.data(), n, heads, hd, rd, positions.data(), inv_freq.data(), magnitude);
-    const auto loss = [&](const Vec& xs) {
-      double s = 0;
-      for (int t = 0; t < n; ++t)
-        for (int h = 0; h < heads; ++h) {
-          const int base = (t * heads + h) * hd;
-          for (int i = 0; i < rd / 2; ++i) {
-            const double angle = static_cast<double>(positions[t]) * inv_freq[i];
-            const double a = xs[base + i], b = xs[base + i + rd / 2];
-            s += magnitude * (dy[base + i] * (a * std::cos(angle) - b * std::sin(angle)) +
-                              dy[base + i + rd / 2] * (b * std::cos(angle) + a * std::sin(angle)));
+  for (const bool adjacent : {false, true}) {
+    for (const int rd : {16, 12}) {
+      const auto inv_freq = rope_inverse_frequencies(rd, 10000.0, RopeScaling{});
+      const std::vector<std::int64_t> positions{0, 3, 4, 17, 250};
+      const auto x = random_floats(n * heads * hd, 11);
+      const auto dy = random_floats(x.size(), 12);
+      std::vector<float> dx = dy;
+      const double magnitude = 1.3;  // LongRoPE's attention factor scales the rotation
+      (adjacent ? rope_rotate_adjacent_input_grad : rope_rotate_half_input_grad)(dx.data(), n, heads, hd, rd, positions.data(),
+                                                                                 inv_freq.data(), magnitude);
+      const auto loss = [&](const Vec& xs) {
+        double s = 0;
+        for (int t = 0; t < n; ++t)
+          for (int h = 0; h < heads; ++h) {
+            const int base = (t * heads + h) * hd;
+            for (int i = 0; i < rd / 2; ++i) {
+              const int first = base + (adjacent ? 2 * i : i), second = base + (adjacent ? 2 * i + 1 : i + rd / 2);
+              const double angle = static_cast<double>(positions[t]) * inv_freq[i];
+              const double a = xs[first], b = xs[second];
+              s += magnitude * (dy[first] * (a * std::cos(angle) - b * std::sin(angle)) +
+                                dy[second] * (b * std::cos(angle) + a * std::sin(angle)));
+            }
+            for (int i = rd; i < hd; ++i) s += dy[base + i] * xs[base + i];
           }
-          for (int i = rd; i < hd; ++i) s += dy[base + i] * xs[base + i];
-        }
-      return s;
-    };
-    EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5) << rd;
-  }
-}
-
-TEST(RopeInputGrad, AdjacentPairsMatchFiniteDifferences) {
-  const int n = 4, heads = 2, hd = 12;
-  for (const int rd : {12, 8}) {
-    const auto inv_freq = rope_inverse_frequencies(rd, 10000.0, RopeScaling{});
-    const std::vector<std::int64_t> positions{0, 2, 9, 123};
-    const auto x = random_floats(n * heads * hd, 21);
-    const auto dy = random_floats(x.size(), 22);
-    std::vector<float> dx = dy;
-    const double magnitude = 0.9;
-    rope_rotate_adjacent_input_grad(dx.data(), n, heads, hd, rd, positions.data(), inv_freq.data(), magnitude);
-    const auto loss = [&](const Vec& xs) {
-      double s = 0;
-      for (int t = 0; t < n; ++t)
-        for (int h = 0; h < heads; ++h) {
-          const int base = (t * heads + h) * hd;
-          for (int i = 0; i < rd / 2; ++i) {
-            const double angle = static_cast<double>(positions[t]) * inv_freq[i];
-            const double a = xs[base + 2 * i], b = xs[base + 2 * i + 1];
-            s += magnitude * (dy[base + 2 * i] * (a * std::cos(angle) - b * std::sin(angle)) +
-                              dy[base + 2 * i + 1] * (b * std::cos(angle) + a * std::sin(angle)));
-          }
-          for (int i = rd; i < hd; ++i) s += dy[base + i] * xs[base + i];
-        }
-      return s;
-    };
-    EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5) << rd;
+        return s;
+      };
+      EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5) << rd << (adjacent ? " adjacent" : "");
+    }
   }
 }
 

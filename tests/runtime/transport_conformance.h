@@ -152,8 +152,11 @@ inline void scenario_sizes(RankContext& c) {
       auto data = std::make_shared<const std::vector<std::uint8_t>>(pattern(size));
       Blob b{size, true, share_vector<std::uint8_t>(ElementType::kU8, {static_cast<std::int64_t>(size)}, data)};
       ASSERT_TRUE(c.transport.send(1, encode(Envelope{}, b)).is_ok());
-      auto f = c.inbox.next(std::chrono::milliseconds(30000));
-      ASSERT_TRUE(f.has_value()) << "no echo of " << size << " bytes";
+      // 30 s, and 1 s more for every 4 MiB: 256 MiB there and back through shared memory, with its
+      // pattern written and checked, took over 30 s beside 4 processes spinning on 2 cores.
+      const auto wait = std::chrono::milliseconds(30000 + static_cast<std::int64_t>(size >> 22) * 1000);
+      auto f = c.inbox.next(wait);
+      ASSERT_TRUE(f.has_value()) << "no echo of " << size << " bytes in " << wait.count() / 1000 << " s";
       auto echo = decode_message<Blob>(f->second);
       ASSERT_TRUE(echo.is_ok()) << echo.status().to_string();
       ASSERT_EQ(echo->bytes.bytes, size);
