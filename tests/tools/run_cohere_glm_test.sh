@@ -17,12 +17,7 @@ sepal=$1
 out=$(mktemp -d)
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
 trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
-failed=0
-check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
-ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
-ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
-losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] for l in open(sys.argv[1]) if "loss" in l])' "$1"; }
-plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
+source "$(dirname "$0")/cli_checks.sh"
 
 for arch in cohere cohere2 glm4; do
   "$sepal" synth --arch "$arch" --out "$out/$arch" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 \
@@ -38,29 +33,11 @@ config["sliding_window"] = 5  # shorter than the prompts and the generated text
 json.dump(config, open(sys.argv[1], "w"))
 PY
 
-for model in cohere cohere2 glm4; do
-  for dtype in f32 int8; do
-    one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
-    swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
-      --dtype "$dtype" --hosts 2 --no-wire-compression --json 2> "$out/swarm.err" | ids)
-    check test -n "$one"
-    check test "$one" = "$swarm" || { echo "$model $dtype: one process $one, two hosts $swarm"; tail -3 "$out/swarm.err"; }
-  done
-  "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
-  want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-  got=$("$sepal" generate --model "$out/$model-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-  check test -n "$want"
-  check test "$want" = "$got" || echo "$model: int8 checkpoint $got, int8 loading $want"
-  check test "$(stat -c %s "$out/$model-int8/model.safetensors")" -lt "$(( $(stat -c %s "$out/$model/model.safetensors") / 3 ))"
-done
-
 printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
 for model in cohere cohere2 glm4; do
-  one=$("$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --json 2> /dev/null | ppl)
-  swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --hosts 2 \
-    --no-wire-compression --json 2> /dev/null | ppl)
-  check test -n "$one"
-  check test "$one" = "$swarm" || echo "$model perplexity: one process $one, two hosts $swarm"
+  for dtype in f32 int8; do check_hosts_generate "$out/$model" "$dtype"; done
+  check_int8_checkpoint "$out/$model"
+  check_hosts_perplexity "$out/$model" "$out/text.txt"
 done
 
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"

@@ -21,10 +21,7 @@ sepal=$1
 out=$(mktemp -d)
 source "$(dirname "$0")/../../scripts/mpi_env.sh"
 trap 'rm -rf "$out"; clean_mpi_leftovers' EXIT
-failed=0
-check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
-ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
-plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
+source "$(dirname "$0")/cli_checks.sh"
 
 "$sepal" synth --arch mixtral --out "$out/mixtral" --hidden 64 --intermediate 96 --layers 4 --heads 4 --kv-heads 2 \
   --vocab 300 --experts 4 --experts-per-token 2 --seed 3 2> /dev/null || { echo "FAILED: synth mixtral"; exit 1; }
@@ -62,38 +59,17 @@ check grep -q '"moe_intermediate_size": 48' "$out/qwen3moe/config.json"
 check grep -q '"shared_intermediate_size": 72' "$out/granitemoeshared/config.json"
 
 for model in mixtral qwen3moe qwen2moe olmoe granitemoe granitemoeshared olmo3 gpt_oss; do
-  for dtype in f32 int8; do
-    one=$("$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 --dtype "$dtype" --json 2> /dev/null | ids)
-    swarm=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/$model" --prompt "Once upon a time" --max-new-tokens 16 \
-      --dtype "$dtype" --hosts 2 --no-wire-compression --json 2> "$out/swarm.err" | ids)
-    check test -n "$one"
-    check test "$one" = "$swarm" || { echo "$model $dtype: one process $one, two hosts $swarm"; tail -3 "$out/swarm.err"; }
-  done
+  for dtype in f32 int8; do check_hosts_generate "$out/$model" "$dtype"; done
 done
 
 # An int8 checkpoint of the mixture: its experts and routers quantized (Granite-MoE's stacks of
 # experts with a scale per row of each, Granite-MoE-Shared's shared MLP's rows too), generating what
 # int8 loading does, at a quarter of the size.
-for model in mixtral granitemoe granitemoeshared gpt_oss; do
-  "$sepal" quantize --model "$out/$model" --out "$out/$model-int8" 2> /dev/null
-  check test -f "$out/$model-int8/model.safetensors"
-  want=$("$sepal" generate --model "$out/$model" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-  got=$("$sepal" generate --model "$out/$model-int8" --prompt "Lily" --max-new-tokens 12 --dtype int8 --json 2> /dev/null | ids)
-  check test -n "$want"
-  check test "$want" = "$got" || echo "$model: int8 checkpoint $got, int8 loading $want"
-  check test "$(stat -c %s "$out/$model-int8/model.safetensors")" -lt "$(( $(stat -c %s "$out/$model/model.safetensors") / 3 ))"
-done
+for model in mixtral granitemoe granitemoeshared gpt_oss; do check_int8_checkpoint "$out/$model"; done
 
 # Perplexity over hosts equals one process's (f32 on the wire).
 printf 'Once upon a time there was a little dog. It liked to run in the park with its friends.\n' > "$out/text.txt"
-ppl() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
-for model in qwen3moe gpt_oss; do
-  one=$("$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --json 2> /dev/null | ppl)
-  swarm=$(timeout 300 "${plain_env[@]}" "$sepal" perplexity --model "$out/$model" --text "$out/text.txt" --hosts 2 \
-    --no-wire-compression --json 2> /dev/null | ppl)
-  check test -n "$one"
-  check test "$one" = "$swarm" || echo "$model perplexity: one process $one, two hosts $swarm"
-done
+for model in qwen3moe gpt_oss; do check_hosts_perplexity "$out/$model" "$out/text.txt"; done
 
 # GPT-OSS: its MXFP4 experts load as the values they stand for, and quantize as those values do.
 /usr/bin/python3 "$(dirname "$0")/mxfp4_twin.py" "$out/gpt_oss" "$out/gpt_oss-mxfp4" "$out/gpt_oss-twin" || { echo "FAILED: mxfp4_twin.py"; exit 1; }
@@ -122,7 +98,6 @@ timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/mixtral" --data "$out/
   --batch-size 2 --lr 0.01 --out "$out/lora-hosts.h5" --log "$out/lora-hosts.jsonl" --hosts 2 --no-wire-compression \
   > /dev/null 2> "$out/lora-hosts.err"
 check test $? -eq 0 || tail -3 "$out/lora-hosts.err"
-losses() { /usr/bin/python3 -c 'import json,sys; print([json.loads(l)["loss"] for l in open(sys.argv[1]) if "loss" in l])' "$1"; }
 check test "$(losses "$out/lora.jsonl")" = "$(losses "$out/lora-hosts.jsonl")" \
   || echo "losses: one process $(losses "$out/lora.jsonl"), two hosts $(losses "$out/lora-hosts.jsonl")"
 check test "$(losses "$out/lora.jsonl" | tr -cd ',' | wc -c)" -eq 2

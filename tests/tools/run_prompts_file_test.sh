@@ -24,10 +24,8 @@ One day, a bird
 The big red ball
 {"prompt": "", "max_new_tokens": 8}
 TXT
-failed=0
-check() { if "$@"; then :; else echo "FAILED: $*"; failed=1; fi; }
+source "$(dirname "$0")/cli_checks.sh"
 # As a user types it: no MPI variables at all (the spawn must work on a 2-core machine, as root).
-plain_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
 timeout 300 "${plain_env[@]}" "$sepal" generate --model "$model" --hosts 3 --prompts-file "$out/prompts.txt" \
   --max-new-tokens 20 --no-wire-compression --json > "$out/together.jsonl" 2> "$out/together.err"
 check test $? -eq 0 || tail -5 "$out/together.err"
