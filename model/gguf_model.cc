@@ -24,10 +24,11 @@ std::string architecture(const GgufFile& file) {
   if (!arch) fail(file.where(), ": no general.architecture");
   if (*arch != "llama" && *arch != "qwen2" && *arch != "qwen3" && *arch != "qwen3moe" && *arch != "phi3" && *arch != "gemma" &&
       *arch != "gemma2" && *arch != "gemma3" && *arch != "granite" && *arch != "granitemoe" && *arch != "olmo2" && *arch != "olmoe" &&
-      *arch != "smollm3" && *arch != "qwen2moe" && *arch != "gpt-oss" && *arch != "command-r" && *arch != "cohere2") {
+      *arch != "smollm3" && *arch != "qwen2moe" && *arch != "gpt-oss" && *arch != "command-r" && *arch != "cohere2" &&
+      *arch != "glm4") {
     fail(file.where(), ": GGUF architecture '", *arch,
          "' is not supported (supported: llama, with or without experts, qwen2, qwen2moe, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, granite, granitemoe, "
-         "olmo2 (and OLMo 3), olmoe, smollm3, gpt-oss, command-r, cohere2)");
+         "olmo2 (and OLMo 3), olmoe, smollm3, gpt-oss, command-r, cohere2, glm4)");
   }
   return *arch;
 }
@@ -134,6 +135,16 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
     const auto fused = phi3_block.find(part);
     return fused == phi3_block.end() ? std::string() : "model.layers." + layer + "." + fused->second;
   }
+  // glm4: gate and up fused in ffn_up, as in its folders; the attention's output norm
+  // post_attention_norm, the MLP's post_ffw_norm, and ffn_norm its MLP's input norm.
+  static const std::map<std::string, std::string> glm4_block = {
+      {"ffn_up.weight", "mlp.gate_up_proj.weight"},
+      {"post_attention_norm.weight", "post_self_attn_layernorm.weight"},
+      {"post_ffw_norm.weight", "post_mlp_layernorm.weight"}};
+  if (arch == "glm4") {
+    if (const auto it = glm4_block.find(part); it != glm4_block.end()) return "model.layers." + layer + "." + it->second;
+    if (part == "ffn_gate.weight") return {};  // not a glm4 tensor
+  }
   // Gemma 2's four norms: llama.cpp's ffn_norm is its pre_feedforward_layernorm (OLMo 2 has the
   // norms of the outputs only).
   static const std::map<std::string, std::string> gemma2_norms = {
@@ -153,7 +164,7 @@ std::string hf_name(const std::string& name, const std::string& arch, bool exper
     if (part == "ffn_norm.weight") return {};  // not a gpt-oss tensor
   }
   auto it = block.find(part);
-  const bool qwen2 = arch == "qwen2" || arch == "qwen2moe";
+  const bool qwen2 = arch == "qwen2" || arch == "qwen2moe" || arch == "glm4";  // biases on q, k and v
   if (it == block.end() && qwen2) it = qwen2_biases.find(part);
   // command-r's q and k norms (Command R+'s use_qk_norm), each head's own: [heads, head_dim].
   const bool qk_norms = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3" || arch == "olmo2" || arch == "olmoe" || arch == "command-r";
@@ -249,7 +260,10 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                         : arch == "gpt-oss" ? "GptOssForCausalLM"
                         : arch == "command-r" ? "CohereForCausalLM"
                         : arch == "cohere2" ? "Cohere2ForCausalLM"
+                        : arch == "glm4" ? "Glm4ForCausalLM"
                                           : "LlamaForCausalLM"};
+  // glm4: its biases where the file has them; the rotated share from rope.dimension_count (below).
+  if (arch == "glm4") c["attention_bias"] = file.tensors().count("blk.0.attn_q.bias") > 0;
   if (arch == "command-r" || arch == "cohere2") {  // as llama.cpp reads them; Cohere 2's window on 3 of every 4 blocks (the parser's default)
     const auto scale = file.number(arch + ".logit_scale");
     if (!scale) fail(file.where(), ": no ", arch, ".logit_scale");
@@ -370,7 +384,11 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   if (tokens && static_cast<std::int64_t>(tokens->size()) != embd->second.dims[1]) {
     fail(file.where(), ": the vocabulary has ", tokens->size(), " tokens but token_embd.weight ", embd->second.dims[1], " rows");
   }
-  if (auto bos = file.integer("tokenizer.ggml.bos_token_id"); bos && file.boolean("tokenizer.ggml.add_bos_token").value_or(true)) {
+  // GLM-4's vocabularies add no BOS, whatever the file says: its chat template writes [gMASK]<sop>
+  // itself (llama.cpp drops the BOS of these pre-tokenizers).
+  const std::string pre = file.string("tokenizer.ggml.pre").value_or("");
+  const bool no_bos = pre == "glm4" || pre == "chatglm-bpe";
+  if (auto bos = file.integer("tokenizer.ggml.bos_token_id"); bos && !no_bos && file.boolean("tokenizer.ggml.add_bos_token").value_or(true)) {
     c["bos_token_id"] = *bos;
   }
   // Generation ends at the end of a text and, as llama.cpp ends it, at the end of a turn or of a
@@ -392,7 +410,8 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     const std::int64_t head_dim = c.contains("head_dim") ? c["head_dim"].get<std::int64_t>()
                                                           : c["hidden_size"].get<std::int64_t>() / c["num_attention_heads"].get<std::int64_t>();
     // Rotary embeddings on part of each head (Phi-4-mini's 96 of 128).
-    if (*rope != head_dim) c["partial_rotary_factor"] = static_cast<double>(*rope) / static_cast<double>(head_dim);
+    // glm4's always: its config's default is half.
+    if (*rope != head_dim || arch == "glm4") c["partial_rotary_factor"] = static_cast<double>(*rope) / static_cast<double>(head_dim);
   }
   // Gemma 2's and 3's query_pre_attn_scalar is not in the file: llama.cpp takes hidden / heads for
   // the 27B models (46 and 62 blocks), as gemma_pytorch does, and head_dim for the others.
@@ -462,8 +481,8 @@ Checkpoint gguf_checkpoint(const GgufFile& file) {
   const ModelConfig config = gguf_model_config(file);
   // llama.cpp's converter interleaves a llama (or granite) model's query and key rows for its rotation; a
   // qwen2, qwen3, phi3 or gemma (1 to 3) model's it leaves as they are (llama.cpp rotates those halves
-  // apart, as Hugging Face); command-r's and cohere2's are interleaved in Hugging Face's files too,
-  // and rotate so (ModelConfig::rope_adjacent_pairs).
+  // apart, as Hugging Face); command-r's, cohere2's and glm4's are interleaved in Hugging Face's files
+  // too, and rotate so (ModelConfig::rope_adjacent_pairs).
   const std::string arch = architecture(file);
   const bool interleaved = arch == "llama" || arch == "granite" || arch == "granitemoe" || arch == "smollm3";
   auto shared = std::make_shared<const GgufFile>(file);

@@ -101,10 +101,11 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
   bool ignore_merges = false;  // a piece that is a whole token stays one (Llama 3's BPE)
   if (pre == "default" || pre == "gpt-2") {
     pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
-  } else if (pre == "llama-bpe" || pre == "qwen2") {
+  } else if (pre == "llama-bpe" || pre == "qwen2" || pre == "glm4" || pre == "chatglm-bpe") {
     // Llama 3's split (its tokenizer.json): contractions, letters with one leading non-letter,
     // digits in threes, punctuation runs, newlines, and whitespace; then bytes to characters.
-    // Qwen2's (its tokenizer.json) is the same with single digits, after NFC normalization.
+    // Qwen2's (its tokenizer.json) is the same with single digits, after NFC normalization; GLM-4's
+    // the same as Llama 3's, its merges applied to every piece (as llama.cpp runs it).
     const std::string digits = pre == "qwen2" ? "\\p{N}" : "\\p{N}{1,3}";
     pre_tokenizer = split_then_bytes("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" + digits +
                                      "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
@@ -127,7 +128,7 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const GgufFile& file) {
         "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
     ignore_merges = true;
   } else {
-    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o, command-r, smollm, starcoder, refact)");
+    fail(file.where(), ": the GGUF pre-tokenizer '", pre, "' is not supported (supported: default, gpt-2, llama-bpe, qwen2, gpt-4o, command-r, smollm, starcoder, refact, glm4, chatglm-bpe)");
   }
   const nlohmann::json tokenizer = {
       {"model",

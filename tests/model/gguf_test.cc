@@ -781,7 +781,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
   const Checkpoint hf = Checkpoint::open(folder);
   const bool qwen = f.arch == "qwen3moe", olmo2 = f.arch == "olmo2", olmo = olmo2 || f.arch == "olmoe";
   const bool qwen2 = f.arch == "qwen2moe", granitemoe = f.arch == "granitemoe", gpt_oss = f.arch == "gpt-oss";
-  const bool cohere = f.arch == "command-r" || f.arch == "cohere2";
+  const bool cohere = f.arch == "command-r" || f.arch == "cohere2", glm4 = f.arch == "glm4";
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;  // ggml's order: the contiguous dimension first
@@ -825,7 +825,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
     if (!olmo2) add(b + "attn_norm.weight", {h}, f32_of(p + "input_layernorm.weight"));
     auto q = f32_of(p + "self_attn.q_proj.weight"), k = f32_of(p + "self_attn.k_proj.weight");
-    if (!qwen && !qwen2 && !olmo && !gpt_oss && !cohere) {  // Cohere's rotate adjacent pairs in both
+    if (!qwen && !qwen2 && !olmo && !gpt_oss && !cohere && !glm4) {  // Cohere's and GLM-4's rotate adjacent pairs in both
       q = interleave(q, c.num_heads, h);
       k = interleave(k, c.num_kv_heads, h);
     }
@@ -833,7 +833,7 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     add(b + "attn_k.weight", {c.kv_size(), h}, k);
     add(b + "attn_v.weight", {c.kv_size(), h}, f32_of(p + "self_attn.v_proj.weight"));
     add(b + "attn_output.weight", {h, c.q_size()}, f32_of(p + "self_attn.o_proj.weight"));
-    if (qwen2 || gpt_oss) {
+    if (qwen2 || gpt_oss || glm4) {
       add(b + "attn_q.bias", {c.q_size()}, f32_of(p + "self_attn.q_proj.bias"));
       add(b + "attn_k.bias", {c.kv_size()}, f32_of(p + "self_attn.k_proj.bias"));
       add(b + "attn_v.bias", {c.kv_size()}, f32_of(p + "self_attn.v_proj.bias"));
@@ -851,6 +851,13 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
       add(b + "attn_k_norm.weight", {c.num_kv_heads, c.head_dim}, f32_of(p + "self_attn.k_norm.weight"));
     }
     if (cohere) {  // one norm: the MLP reads attn_norm's output too
+    } else if (glm4) {  // its four norms under llama.cpp's names; gate and up fused in ffn_up
+      add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_self_attn_layernorm.weight"));
+      add(b + "ffn_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
+      add(b + "post_ffw_norm.weight", {h}, f32_of(p + "post_mlp_layernorm.weight"));
+      add(b + "ffn_up.weight", {2 * c.intermediate_size, h}, f32_of(p + "mlp.gate_up_proj.weight"));
+      add(b + "ffn_down.weight", {h, c.intermediate_size}, f32_of(p + "mlp.down_proj.weight"));
+      continue;
     } else if (olmo2) {
       add(b + "post_attention_norm.weight", {h}, f32_of(p + "post_attention_layernorm.weight"));
       add(b + "post_ffw_norm.weight", {h}, f32_of(p + "post_feedforward_layernorm.weight"));
@@ -953,6 +960,16 @@ std::vector<std::uint8_t> moe_gguf(const std::filesystem::path& folder, const Mo
     f32(a + ".logit_scale", c.logit_divisor);
   }
   if (f.shared_mlp) u32(a + ".expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
+  if (glm4) {
+    u32(a + ".rope.dimension_count", c.rope_dims());
+    // A BOS id and add_bos_token, which a glm4 vocabulary's pre-tokenizer overrides (no BOS).
+    u32("tokenizer.ggml.bos_token_id", 1);
+    kvs.push_back([&w] {
+      w.str("tokenizer.ggml.pre");
+      w.u32(8);
+      w.str("glm4");
+    });
+  }
   if (qwen2) {
     u32(a + ".expert_feed_forward_length", inter);
     u32(a + ".expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
@@ -1008,12 +1025,13 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   SyntheticSpec spec;
   const bool qwen = f.arch == "qwen3moe", granite = f.arch == "granite", olmo2 = f.arch == "olmo2", olmoe = f.arch == "olmoe";
   const bool smollm3 = f.arch == "smollm3", qwen2 = f.arch == "qwen2moe";
-  const bool dense = granite || olmo2 || smollm3 || f.arch == "command-r" || f.arch == "cohere2";
+  const bool dense = granite || olmo2 || smollm3 || f.arch == "command-r" || f.arch == "cohere2" || f.arch == "glm4";
   const bool gpt_oss = f.arch == "gpt-oss", command_r = f.arch == "command-r", cohere2 = f.arch == "cohere2";
   const bool cohere = command_r || cohere2;
   spec.architecture = gpt_oss ? "GptOssForCausalLM"
                       : command_r ? "CohereForCausalLM"
                       : cohere2 ? "Cohere2ForCausalLM"
+                      : f.arch == "glm4" ? "Glm4ForCausalLM"
                       : f.arch == "granitemoe" ? (f.shared_mlp ? "GraniteMoeSharedForCausalLM" : "GraniteMoeForCausalLM")
                       : qwen2   ? "Qwen2MoeForCausalLM"
                       : smollm3 ? "SmolLM3ForCausalLM"
@@ -1052,7 +1070,10 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_EQ(g.moe_intermediate_size, hf.moe_intermediate_size);
   EXPECT_EQ(g.moe_renormalize, !olmoe && !qwen2);  // as llama.cpp runs them
   EXPECT_EQ(g.shared_expert_intermediate_size, hf.shared_expert_intermediate_size);
-  EXPECT_EQ(g.attention_bias, qwen2 || gpt_oss);
+  EXPECT_EQ(g.attention_bias, qwen2 || gpt_oss || f.arch == "glm4");
+  if (f.arch == "glm4") {
+    EXPECT_EQ(g.bos_token_id, -1);  // its template writes [gMASK]<sop>
+  }
   EXPECT_TRUE(g.attention_output_bias == gpt_oss && g.attention_sinks == gpt_oss && g.expert_biases == gpt_oss);
   EXPECT_EQ(g.mlp_activation, hf.mlp_activation);
   EXPECT_EQ(g.swiglu_limit, hf.swiglu_limit);
@@ -1063,7 +1084,8 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   EXPECT_TRUE(g.dense_layers.empty());
   EXPECT_EQ(g.qk_norm, qwen || olmo2 || olmoe || command_r);
   EXPECT_EQ(g.qk_norm_per_head_weights, command_r);
-  EXPECT_TRUE(g.layer_norms == cohere && g.parallel_block == cohere && g.rope_adjacent_pairs == cohere);
+  EXPECT_TRUE(g.layer_norms == cohere && g.parallel_block == cohere && g.rope_adjacent_pairs == (cohere || f.arch == "glm4"));
+  EXPECT_TRUE(g.fused_gate_up == hf.fused_gate_up && g.rope_dims() == hf.rope_dims() && g.output_norms == hf.output_norms);
   EXPECT_FLOAT_EQ(static_cast<float>(g.rms_norm_eps), static_cast<float>(hf.rms_norm_eps));
   EXPECT_EQ(g.qk_norm_across_heads, olmo2 || olmoe);
   EXPECT_TRUE(g.input_norms == hf.input_norms && g.output_norms == hf.output_norms);
@@ -1137,9 +1159,9 @@ void expect_moe_file_is_its_folder(const MoeFile& f) {
   // embeddings, final norm, head; per block 4 attention, 2 norms (and q, k norms), the router and 3 per expert (Granite, OLMo 2: its MLP)
   // (Qwen2-MoE: 3 biases, its shared expert's 3 and gate)
   // (GPT-OSS: 2 norms, 4 attention weights and biases, sinks, the router and its bias; 3 weights and 3 biases per expert)
-  // (Cohere: one norm, and Command R+'s 2 q and k norms)
+  // (Cohere: one norm, and Command R+'s 2 q and k norms; GLM-4: 3 biases, 4 norms, and gate and up in one tensor)
   EXPECT_EQ(compared, 3 + spec.num_layers * ((qwen || olmoe ? 9 : granite || smollm3 ? 6 : olmo2 ? 8 : qwen2 ? 14 : gpt_oss ? 13
-                                              : command_r ? 7 : cohere2 ? 5 : f.shared_mlp ? 10 : 7) +
+                                              : command_r ? 7 : cohere2 ? 5 : f.shared_mlp ? 10 : f.arch == "glm4" ? 10 : 7) +
                                              (dense ? 3 : (gpt_oss ? 6 : 3) * spec.num_experts)));
   const auto [x, y] = hidden_states_of(a, hf, b, g);
   if (f.q8_down || f.mxfp4) {
@@ -1168,6 +1190,67 @@ TEST(GgufModel, AQwen2MoeFileIsItsHuggingFaceFolder) {
   expect_moe_file_is_its_folder({"qwen2moe", false, /*q8_down=*/true});
 }
 TEST(GgufModel, ASmolLM3FileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"smollm3"}); }
+TEST(GgufModel, AGlm4FileIsItsHuggingFaceFolder) { expect_moe_file_is_its_folder({"glm4"}); }
+// Vocabularies whose pre-tokenizer splits digits: GLM-4's (`glm4`, Llama 3's split: digits in
+// threes) and Cohere's (`command-r`: each digit apart). A byte-level
+// vocabulary of the 256 byte characters with merges "1 2" and "12 3".
+TEST(GgufTokenizer, PreTokenizersThatSplitDigits) {
+  for (const std::string pre : {"glm4", "command-r"}) {
+    GgufWriter w;
+    w.u64(0);  // tensors
+    w.u64(7);  // metadata
+    w.str("general.architecture");
+    w.u32(8);
+    w.str("glm4");
+    w.str("tokenizer.ggml.model");
+    w.u32(8);
+    w.str("gpt2");
+    w.str("tokenizer.ggml.pre");
+    w.u32(8);
+    w.str(pre);
+    std::vector<std::string> tokens;
+    int next = 256;
+    for (int b = 0; b < 256; ++b) {  // GPT-2's byte alphabet, in byte order
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+      const unsigned cp = printable ? b : next++;
+      std::string s;
+      if (cp < 0x80) {
+        s += static_cast<char>(cp);
+      } else {
+        s += static_cast<char>(0xC0 | (cp >> 6));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      tokens.push_back(s);
+    }
+    tokens.push_back("12");   // 256
+    tokens.push_back("123");  // 257
+    const auto strings = [&](const std::string& key, const std::vector<std::string>& values) {
+      w.str(key);
+      w.u32(9);  // an array
+      w.u32(8);  // of strings
+      w.u64(values.size());
+      for (const auto& v : values) w.str(v);
+    };
+    strings("tokenizer.ggml.tokens", tokens);
+    strings("tokenizer.ggml.merges", {"1 2", "12 3"});
+    w.str("tokenizer.ggml.bos_token_id");
+    w.u32(4);
+    w.u32(65);
+    w.str("tokenizer.ggml.add_bos_token");
+    w.u32(7);  // a bool
+    w.raw("\x01", 1);
+    const GgufFile file = parse(w);
+    const auto tokenizer = gguf_tokenizer(file);
+    const std::vector<std::int32_t> ids = tokenizer->encode("1231231");
+    if (pre == "glm4") {
+      EXPECT_EQ(ids, (std::vector<std::int32_t>{257, 257, '1'}));  // "123" "123" "1"
+    } else {
+      EXPECT_EQ(ids, (std::vector<std::int32_t>{'1', '2', '3', '1', '2', '3', '1'}));  // each digit apart
+    }
+    EXPECT_EQ(tokenizer->decode(ids), "1231231");
+  }
+}
+
 TEST(GgufModel, CohereFilesAreTheirHuggingFaceFolders) {
   expect_moe_file_is_its_folder({"command-r"});
   expect_moe_file_is_its_folder({"cohere2", false, false, {}, /*window=*/3});  // the window on 3 of every 4 blocks
