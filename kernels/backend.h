@@ -82,6 +82,10 @@ class Backend {
   virtual void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
                                 std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
                                 double magnitude) = 0;
+  /// kernels/rope.h's adjacent pairs (Cohere's, GLM's layout); arguments as rope_rotate_half's.
+  virtual void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                    std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                    double magnitude) = 0;
   /// kernels/attention.h: store_kv.
   virtual void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
                         std::int64_t head_dim, std::int64_t capacity, float* cache) = 0;

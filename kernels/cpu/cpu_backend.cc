@@ -60,6 +60,10 @@ class CpuBackend final : public Backend {
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {
     sepal::rope_rotate_half(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude);
   }
+  void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+                            const std::int64_t* positions, const double* inv_freq, double magnitude) override {
+    sepal::rope_rotate_adjacent(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude);
+  }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
                 std::int64_t capacity, float* cache) override {
     sepal::store_kv(rows, n, start, kv_heads, head_dim, capacity, cache);

@@ -167,10 +167,11 @@ __global__ void gelu_tanh_kernel(float* x, std::int64_t count) {
   }
 }
 
-// Pairs (j, j + half) of each head's first rotary_dim dimensions rotated by position ·
-// inv_freq[j], the angle in double, and multiplied by the magnitude; the rest pass unchanged.
+// Pairs (j, j + half) of each head's first rotary_dim dimensions, or (`adjacent`) (2j, 2j + 1),
+// rotated by position · inv_freq[j], the angle in double, and multiplied by the magnitude; the
+// rest pass unchanged.
 __global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-                            const std::int64_t* positions, const double* inv_freq, double magnitude) {
+                            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent) {
   const std::int64_t half = rotary_dim / 2;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n * heads * half) return;
@@ -179,9 +180,11 @@ __global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::i
   const double angle = static_cast<double>(positions[t]) * inv_freq[j];
   const float c = static_cast<float>(cos(angle) * magnitude), s = static_cast<float>(sin(angle) * magnitude);
   float* v = x + row * head_dim;
-  const float a = v[j], b = v[j + half];
-  v[j] = a * c - b * s;
-  v[j + half] = b * c + a * s;
+  float& first = adjacent ? v[2 * j] : v[j];
+  float& second = adjacent ? v[2 * j + 1] : v[j + half];
+  const float a = first, b = second;
+  first = a * c - b * s;
+  second = b * c + a * s;
 }
 
 __global__ void store_kv_kernel(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
@@ -410,12 +413,20 @@ class CudaBackend final : public Backend {
   }
   void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {
+    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, false);
+  }
+  void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+                            const std::int64_t* positions, const double* inv_freq, double magnitude) override {
+    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, true);
+  }
+  void rope(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent) {
     SEPAL_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "RoPE rotates an even number of a head's ",
                 head_dim, " dimensions, not ", rotary_dim);
     if (n * heads * (rotary_dim / 2) <= 0) return;
     enter();
     rope_kernel<<<grid(n * heads * (rotary_dim / 2)), kThreads>>>(x, n, heads, head_dim, rotary_dim, positions, inv_freq,
-                                                                   magnitude);
+                                                                   magnitude, adjacent);
     launched();
   }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,

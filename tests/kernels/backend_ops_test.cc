@@ -170,6 +170,11 @@ TEST_F(BackendOps, RotationsMatchTheCpu) {
     float* y = in(x);
     backend_->rope_rotate_half(y, n, heads, head_dim, rotary_dim, in(positions), in(inv_freq), 1.25);
     expect_close(out(y, x.size()), want, 1e-6, "rope");
+    auto pairs = x;  // Cohere's and GLM's layout
+    rope_rotate_adjacent(pairs.data(), n, heads, head_dim, rotary_dim, positions.data(), inv_freq.data(), 1.25);
+    float* z = in(x);
+    backend_->rope_rotate_adjacent(z, n, heads, head_dim, rotary_dim, in(positions), in(inv_freq), 1.25);
+    expect_close(out(z, x.size()), pairs, 1e-6, "rope over adjacent pairs");
   }
 }
 

@@ -1,7 +1,8 @@
 // Blocks placed on a device (BlockStack::place_on, model/device_blocks.h) against the same blocks
 // on the CPU: Llama with grouped heads, Qwen2's biases, Qwen3's q and k norms (heads wider than
 // hidden / heads), Mistral's sliding window, Gemma's GeGLU, Gemma 2's output norms, capped
-// scores and window on every other block, Gemma 3's RoPE base per block, and BLOOM's ALiBi, at f32, bf16 and int8, over a
+// scores and window on every other block, Gemma 3's RoPE base per block, GLM-4's RoPE over
+// adjacent pairs, and BLOOM's ALiBi, at f32, bf16 and int8, over a
 // prompt, decode steps, a step of several rows and a prompt longer than one device call. The
 // backend is $SEPAL_TEST_DEVICE: on the CPU (default) every row must be BlockStack's bits; on a
 // GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
@@ -63,8 +64,11 @@ std::vector<Shape> shapes() {
   olmo2.architecture = "Olmo2ForCausalLM", olmo2.seed = 16;
   SyntheticSpec olmo3 = llama;
   olmo3.architecture = "Olmo3ForCausalLM", olmo3.sliding_window = 6, olmo3.seed = 17;
+  // GLM-4: half of each head rotating in adjacent pairs, q, k, v biases, gate and up fused, output norms.
+  SyntheticSpec glm4 = llama;
+  glm4.architecture = "Glm4ForCausalLM", glm4.seed = 18;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
-          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"bloom", bloom}};
+          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
 }
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }
@@ -221,13 +225,12 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   EXPECT_EQ(device.new_cache(64).capacity(0), 64);
 }
 
-// A mixture of experts, Granite's residual multiplier, Cohere's parallel blocks and GLM's RoPE over
-// adjacent pairs have no device kernels: refused in one line, the blocks still on the CPU.
-TEST(DeviceBlocks, MixturesOfExpertsGraniteCohereAndGlmStayOnTheCpu) {
+// A mixture of experts, Granite's residual multiplier and Cohere's parallel blocks have no device
+// kernels: refused in one line, the blocks still on the CPU.
+TEST(DeviceBlocks, MixturesOfExpertsGraniteAndCohereStayOnTheCpu) {
   for (const auto& [architecture, message] : {std::pair{"MixtralForCausalLM", "a mixture of experts (MixtralForCausalLM) runs on the CPU only"},
                                               std::pair{"GraniteForCausalLM", "a residual multiplier (GraniteForCausalLM) runs on the CPU only"},
-                                              std::pair{"CohereForCausalLM", "a parallel block with LayerNorms (CohereForCausalLM) runs on the CPU only"},
-                                              std::pair{"GlmForCausalLM", "RoPE over adjacent pairs (GlmForCausalLM) runs on the CPU only"}}) {
+                                              std::pair{"CohereForCausalLM", "a parallel block with LayerNorms (CohereForCausalLM) runs on the CPU only"}}) {
     test::TempDir dir;
     SyntheticSpec spec;
     spec.architecture = architecture;

@@ -33,15 +33,21 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   }
   if (c.rotates(w.layer)) {
     const double magnitude = c.rope_magnitude(w.layer);
+    // The config's layout: halves, or adjacent pairs (GLM).
+    const auto rotate = [&](float* x, std::int64_t rows, std::int64_t heads, const std::int64_t* positions, const double* table) {
+      if (c.rope_adjacent_pairs) {
+        b.rope_rotate_adjacent(x, rows, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
+      } else {
+        b.rope_rotate_half(x, rows, heads, c.head_dim, c.rope_dims(), positions, table, magnitude);
+      }
+    };
     if (call.segments.empty()) {
-      b.rope_rotate_half(s.q, n, c.num_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
-      b.rope_rotate_half(s.k, n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions, call.inv_freq, magnitude);
+      rotate(s.q, n, c.num_heads, s.positions, call.inv_freq);
+      rotate(s.k, n, c.num_kv_heads, s.positions, call.inv_freq);
     }
     for (const DeviceSegment& seg : call.segments) {  // each session with its own table
-      b.rope_rotate_half(s.q + seg.row * c.q_size(), seg.n, c.num_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                         seg.inv_freq, magnitude);
-      b.rope_rotate_half(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, c.head_dim, c.rope_dims(), s.positions + seg.row,
-                         seg.inv_freq, magnitude);
+      rotate(s.q + seg.row * c.q_size(), seg.n, c.num_heads, s.positions + seg.row, seg.inv_freq);
+      rotate(s.k + seg.row * c.kv_size(), seg.n, c.num_kv_heads, s.positions + seg.row, seg.inv_freq);
     }
   }
   device_store_and_attend(call);
