@@ -1,4 +1,4 @@
-// The Llama family's block (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma).
+// The Llama family's block (every architecture model_config.h's ModelFamily::kLlama lists).
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "model/arch/architectures.h"
@@ -11,9 +11,9 @@ namespace sepal {
 // sliding window, SmolLM3's blocks without RoPE, Gemma 2's norms of the attention's and the
 // MLP's outputs (OLMo 2's, with no norms of their inputs), a mixture of experts for the MLP
 // (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE, GPT-OSS; model/arch/experts.h), GPT-OSS's
-// o_proj bias and attention sinks, Granite's residual multiplier, and Cohere's LayerNorms, RoPE over
-// adjacent pairs and parallel block (attention and MLP on one norm, both added), where the config
-// has them.
+// o_proj bias and attention sinks, Granite's residual multiplier, Cohere's LayerNorms, RoPE over
+// adjacent pairs and parallel block (attention and MLP on one norm, both added), and GLM's pairs
+// over part of each head, where the config has them.
 void llama_block_forward(const BlockCall& call) {
   const ModelConfig& c = call.config;
   const BlockWeights& w = call.weights;
