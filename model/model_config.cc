@@ -515,10 +515,9 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   // out. Qwen3 normalises each head of q and k (q_norm, k_norm) before RoPE.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen2MoeForCausalLM" || gpt_oss;
   if (glm) {  // true unless the config says (transformers' default)
-    if (config.contains("attention_bias") && !config["attention_bias"].is_null() && !config["attention_bias"].is_boolean()) {
-      fail(where, ": 'attention_bias' must be true or false");
-    }
-    c.attention_bias = config.value("attention_bias", true);
+    const bool listed = config.contains("attention_bias") && !config["attention_bias"].is_null();
+    if (listed && !config["attention_bias"].is_boolean()) fail(where, ": 'attention_bias' must be true or false");
+    c.attention_bias = !listed || config["attention_bias"].get<bool>();
     c.rope_adjacent_pairs = c.fused_gate_up = true;
     c.output_norms = glm4;
   }

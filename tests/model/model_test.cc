@@ -429,6 +429,8 @@ TEST(ModelConfig, ReadsGlm) {
   j["partial_rotary_factor"] = 1.0;
   const ModelConfig plain = parse_model_config(j.dump(), "config.json");
   EXPECT_TRUE(!plain.attention_bias && plain.rope_dims() == 128);
+  j["attention_bias"] = nullptr;  // as absent
+  EXPECT_TRUE(parse_model_config(j.dump(), "config.json").attention_bias);
   j["attention_bias"] = "yes";
   expect_error([&] { (void)parse_model_config(j.dump(), "c"); }, "'attention_bias' must be true or false");
 }
