@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/cpu_isa.h"
 
@@ -13,22 +14,26 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Cycles per second: 64 dependent adds per iteration, one cycle each.
+// Cycles per second: 64 dependent 64-bit multiplies per iteration, three cycles each (their
+// latency on every x86-64 core since 2011). A chain of adds of an immediate no longer works: newer
+// cores (Golden Cove on) fold several into one cycle.
 double measure_clock() {
-  constexpr long kIterations = 20'000'000;
+  constexpr long kIterations = 5'000'000;
   double best = 0;
   for (int run = 0; run < 3; ++run) {
-    long x = 0;
+    long x = 1;
+    const long one = 1;
     const auto start = Clock::now();
     for (long i = 0; i < kIterations; ++i) {
       asm volatile(
           ".rept 64\n\t"
-          "addq $1, %0\n\t"
+          "imulq %1, %0\n\t"
           ".endr"
-          : "+r"(x));
+          : "+r"(x)
+          : "r"(one));
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    best = std::max(best, 64.0 * kIterations / seconds);
+    best = std::max(best, 3.0 * 64.0 * kIterations / seconds);
   }
   return best;
 }
@@ -64,6 +69,39 @@ __attribute__((target("avx512f,avx512vnni"))) double vnni_rate() { SEPAL_PEAK_LO
 
 #undef SEPAL_PEAK_LOOP
 
+// TDPBSSD per second: six independent accumulator tiles, each 16 x 16 int32, from two tiles of
+// zeros (the tiles' throughput, not their latency, bounds it).
+__attribute__((target("amx-tile,amx-int8"))) double amx_rate() {
+  struct alignas(64) {
+    std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    std::uint16_t bytes_per_line[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+    std::uint8_t lines[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+  } config;
+  alignas(64) static const std::int8_t zeros[16 * 64] = {};
+  constexpr long kTileRounds = kRounds / 20;
+  _tile_loadconfig(&config);
+  _tile_loadd(6, zeros, 64);
+  _tile_loadd(7, zeros, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_zero(4);
+  _tile_zero(5);
+  const auto start = Clock::now();
+  for (long r = 0; r < kTileRounds; ++r) {
+    _tile_dpbssd(0, 6, 7);
+    _tile_dpbssd(1, 6, 7);
+    _tile_dpbssd(2, 6, 7);
+    _tile_dpbssd(3, 6, 7);
+    _tile_dpbssd(4, 6, 7);
+    _tile_dpbssd(5, 6, 7);
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  _tile_release();
+  return 6.0 * kTileRounds / seconds;
+}
+
 template <typename F>
 double best_of(F&& f) {
   double best = 0;
@@ -81,6 +119,11 @@ ComputePeak measure_compute_peak(int threads) {
   if (cpu_supports(CpuIsa::kAvx512Vnni)) p.vnni_per_cycle = best_of(vnni_rate) / p.clock_hz;
   p.f32_flops = p.threads * std::round(p.fma_per_cycle) * 16 * 2 * p.clock_hz;
   p.int8_ops = p.threads * std::round(p.vnni_per_cycle) * 64 * 2 * p.clock_hz;
+  if (active_cpu_isa() >= CpuIsa::kAmx) {
+    p.amx_per_cycle = best_of(amx_rate) / p.clock_hz;
+    // One TDPBSSD: 16 x 16 outputs of 64 products each; cores issue one every 16 cycles.
+    p.int8_ops = p.threads * std::round(p.amx_per_cycle * 16) / 16 * 16 * 16 * 64 * 2 * p.clock_hz;
+  }
   return p;
 }
 

@@ -13,16 +13,23 @@ enum class CpuIsa {
   kAvx2,
   kAvx512,      ///< AVX-512 F/BW/VL/DQ
   kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
+  kAmx,         ///< and AMX tiles with int8 (prompts' int8 products; the same bits as kAvx512Vnni)
 };
 
-/// Name of a level ("generic", "avx2", "avx512", "avx512vnni").
+/// Name of a level ("generic", "avx2", "avx512", "avx512vnni", "amx").
 std::string_view cpu_isa_name(CpuIsa isa);
 
 /// Parses a level name; nullopt when unknown.
 std::optional<CpuIsa> parse_cpu_isa(std::string_view name);
 
-/// True when this CPU (and OS) can run kernels of the given level.
+/// True when this CPU (and OS) can run kernels of the given level. For kAmx the process asks
+/// Linux for the tile state once (arch_prctl ARCH_REQ_XCOMP_PERM); a refusal means no.
 bool cpu_supports(CpuIsa isa);
+
+/// The lowest level whose kernels give the same bits as `isa`'s (kAmx computes what kAvx512Vnni
+/// does, faster): what a host announces as its numerics, so that replicas on machines with and
+/// without AMX count as alike.
+CpuIsa numerics_level(CpuIsa isa);
 
 /// The level the kernels use: the best supported one, or a lower one named by the environment
 /// variable SEPAL_CPU_ISA (read once; a level the CPU lacks is ignored). Thread-safe.

@@ -1,6 +1,8 @@
 #include "kernels/cpu_isa.h"
 
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
@@ -16,6 +18,8 @@ std::string_view cpu_isa_name(CpuIsa isa) {
       return "avx512";
     case CpuIsa::kAvx512Vnni:
       return "avx512vnni";
+    case CpuIsa::kAmx:
+      return "amx";
   }
   return "?";
 }
@@ -25,6 +29,7 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name) {
   if (name == "avx2") return CpuIsa::kAvx2;
   if (name == "avx512") return CpuIsa::kAvx512;
   if (name == "avx512vnni") return CpuIsa::kAvx512Vnni;
+  if (name == "amx") return CpuIsa::kAmx;
   return std::nullopt;
 }
 
@@ -33,6 +38,23 @@ namespace {
 bool has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+
+// CPUID leaf 7, EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and Linux's permission to use the
+// tile data (asked once; Linux 5.16 and later enable it per process on request).
+bool amx_usable() {
+  static const bool usable = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if ((edx & (1u << 24)) == 0 || (edx & (1u << 25)) == 0) return false;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return usable;
 }
 }  // namespace
 
@@ -47,14 +69,18 @@ bool cpu_supports(CpuIsa isa) {
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     case CpuIsa::kAvx512Vnni:
       return cpu_supports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512vnni");
+    case CpuIsa::kAmx:
+      return cpu_supports(CpuIsa::kAvx512Vnni) && amx_usable();
   }
   return false;
 }
 
+CpuIsa numerics_level(CpuIsa isa) { return isa == CpuIsa::kAmx ? CpuIsa::kAvx512Vnni : isa; }
+
 namespace {
 CpuIsa detect_active_isa() {
   CpuIsa best = CpuIsa::kGeneric;
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx}) {
     if (cpu_supports(isa)) best = isa;
   }
   if (const char* requested = std::getenv("SEPAL_CPU_ISA")) {

@@ -39,6 +39,11 @@ void gemm_f32_tile(const float* x, int tokens, std::int64_t k, const float* pack
 void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,
                         std::span<float* const> ys);
 
+/// The same on AMX tiles (kernels/cpu/gemm_i8_amx.cc), bit for bit; the calling thread's tile
+/// state must be enabled (cpu_supports(CpuIsa::kAmx)).
+void gemm_i8_amx(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,
+                 std::span<float* const> ys);
+
 /// Tasks of one parallel pass over the strips of several matrices: (matrix, strip) by task.
 struct StripTasks {
   explicit StripTasks(std::span<const WeightView> ws) {

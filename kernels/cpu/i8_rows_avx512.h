@@ -32,14 +32,20 @@ inline __m512 outlier_sums16(const I8Activations& x, std::int64_t t, const float
   return sum;
 }
 
-/// Outputs of 16 rows for token t from their offset sums Σ (w + 128) q and their outlier part:
+/// Outputs of 16 rows for token t from their sums Σ w q and their outlier part:
 /// (scale_x * dot + outliers) * scale_w.
-inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i offset_dots,
-                               __m512 outliers, const float* row_scales, __mmask16 rows) {
-  const __m512i dots = _mm512_sub_epi32(offset_dots, _mm512_set1_epi32(128 * x.qsum[t]));
+inline __m512 finish_i8_dots16(const I8Activations& x, std::int64_t t, __m512i dots, __m512 outliers,
+                               const float* row_scales, __mmask16 rows) {
   const __m512 sum =
       _mm512_fmadd_ps(_mm512_set1_ps(x.scale[t]), _mm512_cvtepi32_ps(dots), outliers);
   return _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(rows, row_scales));
+}
+
+/// The same from the offset sums Σ (w + 128) q.
+inline __m512 finish_i8_rows16(const I8Activations& x, std::int64_t t, __m512i offset_dots,
+                               __m512 outliers, const float* row_scales, __mmask16 rows) {
+  const __m512i dots = _mm512_sub_epi32(offset_dots, _mm512_set1_epi32(128 * x.qsum[t]));
+  return finish_i8_dots16(x, t, dots, outliers, row_scales, rows);
 }
 
 /// outlier_w[j * ld + i] = row[outlier column j] as float for every outlier column j, or 0 with

@@ -16,6 +16,7 @@ namespace {
 
 cpu::GemvFn gemv_for(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAmx:
     case CpuIsa::kAvx512Vnni:
     case CpuIsa::kAvx512:
       return cpu::gemv_avx512;

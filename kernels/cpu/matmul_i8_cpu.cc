@@ -21,6 +21,7 @@ namespace {
 
 GemvI8Fn gemv_i8_for(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAmx:
     case CpuIsa::kAvx512Vnni:
       return gemv_i8_avx512vnni;
     case CpuIsa::kAvx512:
@@ -184,6 +185,10 @@ void matmul_i8(const float* x, std::int64_t n, std::span<const WeightView> ws,
     for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
       gemv(all, n, ws[i], r0, r1, ws[i].rows, ys[i]);
     });
+    return;
+  }
+  if (isa >= CpuIsa::kAmx && cpu_supports(CpuIsa::kAmx)) {  // prompts in AMX tiles (Linux enables them on request)
+    gemm_i8_amx(a.tokens(0), n, ws, ys);
     return;
   }
   if (isa >= CpuIsa::kAvx512Vnni) {  // prompts in register tiles, outliers included

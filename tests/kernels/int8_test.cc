@@ -91,7 +91,7 @@ std::string int8_case_name(const ::testing::TestParamInfo<Int8Case>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, Int8MatmulTest,
-    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni),
+    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx),
                        ::testing::Values(1, 2, 3, 4, 5, 33),      // decode (rows in pairs from 2 tokens) and blocked paths
                        ::testing::Values(1, 2, 5, 130),           // tails of 4 rows and of a pair; threaded slices
                        ::testing::Values(1, 37, 64, 172, 2100)),  // tails of 32 and 64 bytes; long rows

@@ -86,6 +86,25 @@ TEST(Matmul, LevelsAgreeOnLargeMatrix) {
   }
 }
 
+// ---- CPU levels ----
+
+TEST(CpuLevels, NamesParseBackAndAmxCountsAsVnniForNumerics) {
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx}) {
+    EXPECT_EQ(parse_cpu_isa(cpu_isa_name(isa)), isa);
+    // A level the CPU has implies every level below it.
+    if (cpu_supports(isa) && isa != CpuIsa::kGeneric)
+      EXPECT_TRUE(cpu_supports(static_cast<CpuIsa>(static_cast<int>(isa) - 1))) << cpu_isa_name(isa);
+  }
+  EXPECT_FALSE(parse_cpu_isa("amx2").has_value());
+  // AMX computes the VNNI kernels' bits (tests/kernels/matmul_batch_test.cc): hosts on either
+  // announce the same numerics, and every other level its own.
+  EXPECT_EQ(numerics_level(CpuIsa::kAmx), CpuIsa::kAvx512Vnni);
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni})
+    EXPECT_EQ(numerics_level(isa), isa);
+  EXPECT_LE(active_cpu_isa(), CpuIsa::kAmx);
+  EXPECT_TRUE(cpu_supports(active_cpu_isa()));
+}
+
 // ---- dtype conversions ----
 
 TEST(DTypes, Bf16RoundsToNearestEven) {

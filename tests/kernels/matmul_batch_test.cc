@@ -3,7 +3,13 @@
 // its batch (nor, for int8 with VNNI, on whether it was decoded alone or in a prompt).
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu_isa.h"
@@ -49,7 +55,7 @@ struct Matrix {
 
 std::vector<CpuIsa> supported_levels() {
   std::vector<CpuIsa> levels;
-  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni})
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx})
     if (cpu_supports(isa)) levels.push_back(isa);
   return levels;
 }
@@ -204,6 +210,56 @@ TEST(MatmulBatch, Int8DecodeAndPromptAgreeBitForBitWithVnni) {
     matmul(x.data() + t * cols, 1, w, alone.data(), CpuIsa::kAvx512Vnni);
     const std::vector<float> in_prompt(prompt.begin() + t * rows, prompt.begin() + (t + 1) * rows);
     EXPECT_EQ(alone, in_prompt) << "token " << t;
+  }
+}
+
+// A copy of bytes that ends where an inaccessible page begins: a kernel reading past the end of
+// a matrix faults instead of reading a neighbour's bytes.
+class GuardedBytes {
+ public:
+  explicit GuardedBytes(const std::vector<std::int8_t>& bytes) {
+    const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    const std::size_t data_pages = (bytes.size() + page - 1) / page;
+    length_ = (data_pages + 1) * page;
+    base_ = mmap(nullptr, length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base_ == MAP_FAILED) throw std::runtime_error("mmap failed");
+    auto* guard = static_cast<char*>(base_) + data_pages * page;
+    if (mprotect(guard, page, PROT_NONE) != 0) throw std::runtime_error("mprotect failed");
+    data_ = reinterpret_cast<std::int8_t*>(guard) - bytes.size();
+    std::copy(bytes.begin(), bytes.end(), data_);
+  }
+  ~GuardedBytes() { munmap(base_, length_); }
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  const std::int8_t* data() const { return data_; }
+
+ private:
+  void* base_ = nullptr;
+  std::size_t length_ = 0;
+  std::int8_t* data_ = nullptr;
+};
+
+// The AMX prompt kernel reads whole strips of 32 rows and 64-byte steps in place and copies the
+// others (the weights end at an inaccessible page here); it runs tokens 32 at a time. Over shapes on both sides of each, with and without
+// outlier columns, every output has the bits the VNNI prompt kernel gives (which are those of
+// each token alone: the test above).
+TEST(MatmulBatch, Int8PromptOnAmxTilesHasTheBitsOfVnni) {
+  if (!cpu_supports(CpuIsa::kAmx)) GTEST_SKIP() << "CPU or OS lacks AMX";
+  for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{64, 256}, {77, 300}, {40, 64}, {96, 1000}}) {
+    const Matrix m(rows, cols, 20);
+    const GuardedBytes guarded(m.i8);
+    for (const float threshold : {6.0f, 0.0f}) {  // 0: no outlier columns
+      WeightView w = m.view(DType::kI8, threshold);
+      w.data = guarded.data();
+      for (const std::int64_t n : {5, 9, 31, 32, 33, 70}) {
+        auto x = test::random_floats(static_cast<std::size_t>(n * cols), 21);
+        for (std::int64_t t = 0; t < n; t += 3) x[static_cast<std::size_t>(t * cols + (t * 7) % cols)] = t % 2 ? 7.5f : -9.0f;
+        std::vector<float> amx(static_cast<std::size_t>(n * rows), NAN), vnni(amx.size(), NAN);
+        matmul(x.data(), n, w, amx.data(), CpuIsa::kAmx);
+        matmul(x.data(), n, w, vnni.data(), CpuIsa::kAvx512Vnni);
+        EXPECT_EQ(amx, vnni) << rows << " x " << cols << ", " << n << " tokens, threshold " << threshold;
+      }
+    }
   }
 }
 
