@@ -68,7 +68,7 @@ HostEnd serve_blocks(SwarmNode& node, const HostSettings& settings) {
   // Where the kernels run, as far as it decides the bits: the CPU's kernel level, or the GPU's
   // model (not its index: two H200s compute alike).
   options.numerics = describe_numerics(settings.loading, backend ? "cuda (" + backend->info().name + ")"
-                                                                 : "cpu " + std::string(cpu_isa_name(numerics_level(active_cpu_isa()))));
+                                                                 : "cpu " + std::string(cpu_isa_name(numerics_level(active_cpu_isa(), settings.loading.dtype))));
   options.cache_budget_bytes = settings.cache_budget_bytes;
   // Sessions come and go all day: their freed caches (and blocks the host moves away from) are
   // kept for the next ones, up to half the budget, so that a new session's cache is memory the

@@ -69,9 +69,10 @@ __attribute__((target("avx512f,avx512vnni"))) double vnni_rate() { SEPAL_PEAK_LO
 
 #undef SEPAL_PEAK_LOOP
 
-// TDPBSSD per second: six independent accumulator tiles, each 16 x 16 int32, from two tiles of
+// Tile products per second (TDPBSSD, or TDPBF16PS with bf16): six independent accumulator tiles, each 16 x 16 int32, from two tiles of
 // zeros (the tiles' throughput, not their latency, bounds it).
-__attribute__((target("amx-tile,amx-int8"))) double amx_rate() {
+template <bool kBf16>
+__attribute__((target("amx-tile,amx-int8,amx-bf16"))) double amx_rate() {
   struct alignas(64) {
     std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
     std::uint16_t bytes_per_line[16] = {64, 64, 64, 64, 64, 64, 64, 64};
@@ -90,12 +91,36 @@ __attribute__((target("amx-tile,amx-int8"))) double amx_rate() {
   _tile_zero(5);
   const auto start = Clock::now();
   for (long r = 0; r < kTileRounds; ++r) {
-    _tile_dpbssd(0, 6, 7);
-    _tile_dpbssd(1, 6, 7);
-    _tile_dpbssd(2, 6, 7);
-    _tile_dpbssd(3, 6, 7);
-    _tile_dpbssd(4, 6, 7);
-    _tile_dpbssd(5, 6, 7);
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(0, 6, 7);
+    } else {
+      _tile_dpbssd(0, 6, 7);
+    }
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(1, 6, 7);
+    } else {
+      _tile_dpbssd(1, 6, 7);
+    }
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(2, 6, 7);
+    } else {
+      _tile_dpbssd(2, 6, 7);
+    }
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(3, 6, 7);
+    } else {
+      _tile_dpbssd(3, 6, 7);
+    }
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(4, 6, 7);
+    } else {
+      _tile_dpbssd(4, 6, 7);
+    }
+    if constexpr (kBf16) {
+      _tile_dpbf16ps(5, 6, 7);
+    } else {
+      _tile_dpbssd(5, 6, 7);
+    }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   _tile_release();
@@ -118,11 +143,15 @@ ComputePeak measure_compute_peak(int threads) {
   p.fma_per_cycle = best_of(fma_rate) / p.clock_hz;
   if (cpu_supports(CpuIsa::kAvx512Vnni)) p.vnni_per_cycle = best_of(vnni_rate) / p.clock_hz;
   p.f32_flops = p.threads * std::round(p.fma_per_cycle) * 16 * 2 * p.clock_hz;
+  p.bf16_flops = p.f32_flops;
   p.int8_ops = p.threads * std::round(p.vnni_per_cycle) * 64 * 2 * p.clock_hz;
   if (active_cpu_isa() >= CpuIsa::kAmx) {
-    p.amx_per_cycle = best_of(amx_rate) / p.clock_hz;
+    p.amx_per_cycle = best_of(amx_rate<false>) / p.clock_hz;
+    p.amx_bf16_per_cycle = best_of(amx_rate<true>) / p.clock_hz;
     // One TDPBSSD: 16 x 16 outputs of 64 products each; cores issue one every 16 cycles.
     p.int8_ops = p.threads * std::round(p.amx_per_cycle * 16) / 16 * 16 * 16 * 64 * 2 * p.clock_hz;
+    // One TDPBF16PS: 16 x 16 outputs of 32 products; an f32 activation takes three of them.
+    p.bf16_flops = p.threads * std::round(p.amx_bf16_per_cycle * 16) / 16 * 16 * 16 * 32 * 2 * p.clock_hz / 3;
   }
   return p;
 }

@@ -15,10 +15,13 @@ struct ComputePeak {
   double fma_per_cycle = 0;       ///< 512-bit FMAs per cycle per core
   double vnni_per_cycle = 0;      ///< 512-bit VPDPBUSD per cycle per core (0 without VNNI)
   double amx_per_cycle = 0;       ///< TDPBSSD per cycle per core (0 where the kernels do not use AMX)
+  double amx_bf16_per_cycle = 0;  ///< TDPBF16PS per cycle per core (likewise)
   int threads = 0;                ///< the kernels' threads
   double f32_flops = 0;           ///< threads × round(fma_per_cycle) × 16 lanes × 2 × clock
   double int8_ops = 0;            ///< threads × round(vnni_per_cycle) × 64 products × 2 × clock, or with
                                   ///< AMX threads × amx_per_cycle (to 1/16) × 16 × 16 × 64 × 2 × clock
+  double bf16_flops = 0;          ///< f32_flops, or with AMX threads × amx_bf16_per_cycle (to 1/16) ×
+                                  ///< 16 × 16 × 32 × 2 × clock / 3 (three bf16 parts per activation)
 };
 
 /// Measures the peak with `threads` threads (AVX-512 F required; VNNI optional).

@@ -145,9 +145,12 @@ int main(int argc, char** argv) {
               std::string(cpu_isa_name(isa)).c_str());
   std::printf("peak: clock %.2f GHz (dependent multiplies), %.2f 512-bit FMA/cycle, %.2f VPDPBUSD/cycle per core",
               peak.clock_hz / 1e9, peak.fma_per_cycle, peak.vnni_per_cycle);
-  if (peak.amx_per_cycle > 0) std::printf(", 1/%.1f TDPBSSD/cycle", 1 / peak.amx_per_cycle);
-  std::printf("; f32 %.0f GFLOP/s = %d threads x %.0f FMA x 16 lanes x 2 x clock; int8 (%s) %.0f GOP/s\n\n",
+  if (peak.amx_per_cycle > 0)
+    std::printf(", 1/%.1f TDPBSSD and 1/%.1f TDPBF16PS/cycle", 1 / peak.amx_per_cycle, 1 / peak.amx_bf16_per_cycle);
+  std::printf("; f32 %.0f GFLOP/s = %d threads x %.0f FMA x 16 lanes x 2 x clock; bf16 (%s) %.0f GFLOP/s; "
+              "int8 (%s) %.0f GOP/s\n\n",
               peak.f32_flops / 1e9, peak.threads, std::round(peak.fma_per_cycle),
+              peak.amx_per_cycle > 0 ? "AMX tiles, a third for three bf16 parts" : "FMA", peak.bf16_flops / 1e9,
               peak.amx_per_cycle > 0 ? "AMX tiles" : "VPDPBUSD", peak.int8_ops / 1e9);
   std::printf("%-15s %-5s %12s %9s %14s %12s %8s\n", "shape", "dtype", "GFLOP/s", "of peak", "baseline GF/s",
               "speedup", "tok/s");
@@ -162,7 +165,9 @@ int main(int argc, char** argv) {
       const double native = time_block(block, dtype, tokens, isa, 5);
       const double baseline = time_block(block, dtype, tokens, CpuIsa::kAvx2, 3);
       const double flops = block.flops_per_token * tokens;
-      const double rate = flops / native, peak_rate = dtype == DType::kI8 ? peak.int8_ops : peak.f32_flops;
+      const double rate = flops / native, peak_rate = dtype == DType::kI8    ? peak.int8_ops
+                                                          : dtype == DType::kBF16 ? peak.bf16_flops
+                                                                                  : peak.f32_flops;
       std::printf("%-15s %-5s %12.1f %9.3f %14.1f %11.2fx %8.0f\n", preset, std::string(dtype_name(dtype)).c_str(),
                   rate / 1e9, rate / peak_rate, flops / baseline / 1e9, baseline / native, tokens / native);
       out << preset << ',' << dtype_name(dtype) << ',' << tokens << ',' << compute_threads() << ',' << rate / 1e9 << ','
@@ -170,7 +175,7 @@ int main(int argc, char** argv) {
           << ',' << tokens / native << '\n';
     }
   }
-  std::printf("\n(tok/s: tokens per second through one block's products alone; int8 against the int8 peak)\n");
+  std::printf("\n(tok/s: tokens per second through one block's products alone; bf16 and int8 against their own peaks)\n");
   std::printf("wrote %s\n", csv.c_str());
   return 0;
 }

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string_view>
 
+#include "kernels/dtype.h"
+
 namespace sepal {
 
 /// A level of CPU kernels, in increasing order of capability.
@@ -13,7 +15,8 @@ enum class CpuIsa {
   kAvx2,
   kAvx512,      ///< AVX-512 F/BW/VL/DQ
   kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
-  kAmx,         ///< and AMX tiles with int8 (prompts' int8 products; the same bits as kAvx512Vnni)
+  kAmx,         ///< and AMX tiles with int8 and bf16 (prompts' int8 products, the same bits as
+                ///< kAvx512Vnni's; bf16 products, rounded differently)
 };
 
 /// Name of a level ("generic", "avx2", "avx512", "avx512vnni", "amx").
@@ -26,10 +29,11 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name);
 /// Linux for the tile state once (arch_prctl ARCH_REQ_XCOMP_PERM); a refusal means no.
 bool cpu_supports(CpuIsa isa);
 
-/// The lowest level whose kernels give the same bits as `isa`'s (kAmx computes what kAvx512Vnni
-/// does, faster): what a host announces as its numerics, so that replicas on machines with and
-/// without AMX count as alike.
-CpuIsa numerics_level(CpuIsa isa);
+/// The lowest level whose kernels give the same bits as `isa`'s for weights of type `weights`
+/// (with f32 and int8 weights kAmx computes what kAvx512Vnni does, faster; with bf16 it rounds
+/// differently): what a host announces as its numerics, so that replicas on machines with and
+/// without AMX count as alike where they are.
+CpuIsa numerics_level(CpuIsa isa, DType weights);
 
 /// The level the kernels use: the best supported one, or a lower one named by the environment
 /// variable SEPAL_CPU_ISA (read once; a level the CPU lacks is ignored). Thread-safe.

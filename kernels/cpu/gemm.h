@@ -44,6 +44,11 @@ void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const 
 void gemm_i8_amx(const I8Activations& x, std::int64_t n, std::span<const WeightView> ws,
                  std::span<float* const> ys);
 
+/// ys[i] = x · ws[i]ᵀ for bf16 weights on AMX tiles (kernels/cpu/gemm_bf16_amx.cc): every output
+/// one fixed sequence of f32 additions of exact products, independent of the other tokens and of
+/// the thread count; rounded differently from gemm_avx512. Same precondition as gemm_i8_amx.
+void gemm_bf16_amx(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys);
+
 /// Tasks of one parallel pass over the strips of several matrices: (matrix, strip) by task.
 struct StripTasks {
   explicit StripTasks(std::span<const WeightView> ws) {

@@ -111,6 +111,8 @@ void matmul_many(const float* x, std::int64_t n, std::span<const WeightView> ws,
     cpu::matmul_i8(x, n, ws, ys, isa);
   } else if (n <= kStreamingMaxTokens) {
     matmul_streaming(x, n, ws, ys, isa);
+  } else if (ws[0].dtype == DType::kBF16 && isa >= CpuIsa::kAmx && cpu_supports(CpuIsa::kAmx)) {
+    cpu::gemm_bf16_amx(x, n, ws, ys);
   } else if (isa >= CpuIsa::kAvx512) {
     cpu::gemm_avx512(x, n, ws, ys);
   } else {

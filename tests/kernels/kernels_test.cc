@@ -63,7 +63,7 @@ std::string matmul_case_name(const ::testing::TestParamInfo<MatmulCase>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MatmulTest,
-    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512),
+    ::testing::Combine(::testing::Values(CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAmx),
                        ::testing::Values(DType::kF32, DType::kBF16),
                        ::testing::Values(1, 2, 3, 4, 7, 33),      // streaming and blocked paths
                        ::testing::Values(1, 5, 64, 172, 259),     // rows: tails of 4 and of 16
@@ -78,7 +78,7 @@ TEST(Matmul, LevelsAgreeOnLargeMatrix) {
   std::vector<float> base(rows);
   matmul(x.data(), 1, view, base.data(), CpuIsa::kGeneric);
   std::vector<double> ref(base.begin(), base.end());
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAmx}) {
     if (!cpu_supports(isa)) continue;
     std::vector<float> y(rows);
     matmul(x.data(), 1, view, y.data(), isa);
@@ -96,11 +96,14 @@ TEST(CpuLevels, NamesParseBackAndAmxCountsAsVnniForNumerics) {
       EXPECT_TRUE(cpu_supports(static_cast<CpuIsa>(static_cast<int>(isa) - 1))) << cpu_isa_name(isa);
   }
   EXPECT_FALSE(parse_cpu_isa("amx2").has_value());
-  // AMX computes the VNNI kernels' bits (tests/kernels/matmul_batch_test.cc): hosts on either
-  // announce the same numerics, and every other level its own.
-  EXPECT_EQ(numerics_level(CpuIsa::kAmx), CpuIsa::kAvx512Vnni);
+  // With f32 and int8 weights AMX computes the VNNI kernels' bits (matmul_batch_test.cc): hosts
+  // on either announce the same numerics. Its bf16 products round their own way, and every
+  // other level is its own.
+  EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kI8), CpuIsa::kAvx512Vnni);
+  EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kF32), CpuIsa::kAvx512Vnni);
+  EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kBF16), CpuIsa::kAmx);
   for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni})
-    EXPECT_EQ(numerics_level(isa), isa);
+    for (DType weights : {DType::kF32, DType::kBF16, DType::kI8}) EXPECT_EQ(numerics_level(isa, weights), isa);
   EXPECT_LE(active_cpu_isa(), CpuIsa::kAmx);
   EXPECT_TRUE(cpu_supports(active_cpu_isa()));
 }
