@@ -86,6 +86,36 @@ TEST(Matmul, LevelsAgreeOnLargeMatrix) {
   }
 }
 
+// bf16 prompts on AMX add three exact products per weight in f32 where the AVX-512 tiles run one
+// fused chain: on long rows (where rounding accumulates) they must be as close to the exact
+// product as the chain is.
+TEST(Matmul, Bf16PromptsOnAmxAreAsAccurateAsTheFmaTiles) {
+  if (!cpu_supports(CpuIsa::kAmx)) GTEST_SKIP() << "CPU or OS lacks AMX";
+  const int n = 37, rows = 70, cols = 4100;
+  const auto x = random_floats(static_cast<std::size_t>(n) * cols, 5);
+  auto wf = random_floats(static_cast<std::size_t>(rows) * cols, 6, 0.05f);
+  std::vector<std::uint16_t> wb;
+  for (float& v : wf) {
+    wb.push_back(f32_to_bf16(v));
+    v = bf16_to_f32(wb.back());
+  }
+  std::vector<double> ref(static_cast<std::size_t>(n) * rows);
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (int k = 0; k < cols; ++k)
+        sum += static_cast<double>(x[static_cast<std::size_t>(t) * cols + k]) * wf[static_cast<std::size_t>(r) * cols + k];
+      ref[static_cast<std::size_t>(t) * rows + r] = sum;
+    }
+  const WeightView view{DType::kBF16, rows, cols, wb.data()};
+  std::vector<float> amx(ref.size()), fma(ref.size());
+  matmul(x.data(), n, view, amx.data(), CpuIsa::kAmx);
+  matmul(x.data(), n, view, fma.data(), CpuIsa::kAvx512);
+  const double amx_error = normalized_error(amx, ref), fma_error = normalized_error(fma, ref);
+  EXPECT_LT(amx_error, 1e-6);
+  EXPECT_LT(amx_error, 3 * fma_error) << "AMX " << amx_error << ", FMA tiles " << fma_error;
+}
+
 // ---- CPU levels ----
 
 TEST(CpuLevels, NamesParseBackAndAmxCountsAsVnniForNumerics) {
