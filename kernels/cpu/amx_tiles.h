@@ -90,6 +90,40 @@ inline void prefetch_tiles(const std::uint8_t* x0, const std::uint8_t* x1) {
   }
 }
 
+/// One 32 x 32 block of results (tiles 0..3, stored to out[2 h + u][16][16]) for a strip packed
+/// by pack_strip and the tokens from block b on (16 b), from activations packed by pack_tokens in
+/// `parts` buffers: for each step, the strip's two weight tiles (4, 5) times each part's two
+/// activation tiles (6, 7) in turn, `multiply()` adding the four products into tiles 0..3 (TDPBSSD
+/// or TDPBF16PS: the tile numbers must be constants where it is written). The strip and the
+/// activations are in the second-level cache; each step fetches the next step's activations into
+/// the first while it computes (measured with int8: 1.2 times as fast; fetching the weights too
+/// gains nothing, nor does passing every block over a chunk of the strip that stays in the first
+/// level).
+template <int kParts, typename Multiply>
+void block_tiles(const std::uint8_t* w, const std::uint8_t* const packed[kParts], std::int64_t b, std::int64_t steps,
+                 void* out, Multiply multiply) {
+  const std::int64_t first = b * steps * kTile, second = first + steps * kTile;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (std::int64_t s = 0; s < steps; ++s) {
+    for (int p = 0; p < kParts; ++p) prefetch_tiles(packed[p] + first + (s + 1) * kTile, packed[p] + second + (s + 1) * kTile);
+    _tile_loadd(4, w + 2 * s * kTile, kTileBytes);
+    _tile_loadd(5, w + (2 * s + 1) * kTile, kTileBytes);
+    for (int p = 0; p < kParts; ++p) {
+      _tile_loadd(6, packed[p] + first + s * kTile, kTileBytes);
+      _tile_loadd(7, packed[p] + second + s * kTile, kTileBytes);
+      multiply();
+    }
+  }
+  auto* tiles = static_cast<std::uint8_t*>(out);
+  _tile_stored(0, tiles, 64);
+  _tile_stored(1, tiles + kTile, 64);
+  _tile_stored(2, tiles + 2 * kTile, 64);
+  _tile_stored(3, tiles + 3 * kTile, 64);
+}
+
 /// by_token[t] = lane t of every line of a 16 x 16 tile of 32-bit results stored line by line
 /// (tile[row][token]): the 16 rows' results for token t.
 inline void tile_by_token(const void* tile, __m512 by_token[16]) {

@@ -50,33 +50,12 @@ void split_tokens(const float* x, std::int64_t cols, std::int64_t ld, std::int64
   }
 }
 
-// The 32 x 32 block of results for the strip's rows and the tokens from block b on (16 b):
-// out[2 h + u] is the tile of rows 16 h.. and tokens 16 (b + u).. .
-void block_products(const std::uint8_t* w, const std::uint8_t* const packed[kParts], std::int64_t b,
-                    std::int64_t steps, float out[4][16][16]) {
-  const std::int64_t first = b * steps * kTile, second = first + steps * kTile;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (std::int64_t s = 0; s < steps; ++s) {
-    for (int p = 0; p < kParts; ++p)
-      amx::prefetch_tiles(packed[p] + first + (s + 1) * kTile, packed[p] + second + (s + 1) * kTile);
-    _tile_loadd(4, w + 2 * s * kTile, kTileBytes);
-    _tile_loadd(5, w + (2 * s + 1) * kTile, kTileBytes);
-    for (int p = 0; p < kParts; ++p) {
-      _tile_loadd(6, packed[p] + first + s * kTile, kTileBytes);
-      _tile_loadd(7, packed[p] + second + s * kTile, kTileBytes);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-  }
-  _tile_stored(0, out[0], 64);
-  _tile_stored(1, out[1], 64);
-  _tile_stored(2, out[2], 64);
-  _tile_stored(3, out[3], 64);
+// Tiles 0..3 += the bf16 products of tiles 4, 5 (weights) and 6, 7 (one part of the activations).
+inline void multiply_bf16() {
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
 }
 
 }  // namespace
@@ -116,7 +95,7 @@ void gemm_bf16_amx(const float* x, std::int64_t n, std::span<const WeightView> w
     for (std::int64_t b = 0; b < blocks; b += 2) {
       const std::int64_t t0 = b * kTileTokens, tokens = std::min(kBlockTokens, n - t0);
       alignas(64) float out[4][16][16];
-      block_products(strip.data(), packed, b, steps, out);
+      amx::block_tiles<kParts>(strip.data(), packed, b, steps, out, multiply_bf16);
       for (int half = 0; half < 2; ++half) {
         if (counts[half] == 0) continue;
         const __mmask16 valid = first_lanes(counts[half]);

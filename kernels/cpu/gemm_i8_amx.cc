@@ -26,34 +26,12 @@ constexpr int kOutlierTileTokens = 12;  // gemm_f32_tile's most tokens
 
 static_assert(kI8RowAlign % kTileBytes == 0, "quantized rows hold whole steps");
 
-// The 32 x 32 block of sums for the strip's rows and the tokens from block b on (16 b), over
-// every step: sums[2 h + u] is the tile of rows 16 h.. and tokens 16 (b + u).. . The strip and
-// the activations are in the second-level cache; each step fetches the next step's activations
-// into the first while it computes (measured: 1.2 times as fast; fetching the weights too gains
-// nothing, nor does passing every block over a chunk of the strip that stays in the first level).
-void block_sums(const std::uint8_t* w, const std::uint8_t* packed, std::int64_t b, std::int64_t steps,
-                std::int32_t sums[4][16][16]) {
-  const std::uint8_t* x0 = packed + b * steps * kTile;
-  const std::uint8_t* x1 = x0 + steps * kTile;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (std::int64_t s = 0; s < steps; ++s) {
-    amx::prefetch_tiles(x0 + (s + 1) * kTile, x1 + (s + 1) * kTile);
-    _tile_loadd(4, w + 2 * s * kTile, kTileBytes);
-    _tile_loadd(5, w + (2 * s + 1) * kTile, kTileBytes);
-    _tile_loadd(6, x0 + s * kTile, kTileBytes);
-    _tile_loadd(7, x1 + s * kTile, kTileBytes);
-    _tile_dpbssd(0, 4, 6);
-    _tile_dpbssd(1, 4, 7);
-    _tile_dpbssd(2, 5, 6);
-    _tile_dpbssd(3, 5, 7);
-  }
-  _tile_stored(0, sums[0], 64);
-  _tile_stored(1, sums[1], 64);
-  _tile_stored(2, sums[2], 64);
-  _tile_stored(3, sums[3], 64);
+// Tiles 0..3 += the int8 products of tiles 4, 5 (weights) and 6, 7 (activations).
+inline void multiply_i8() {
+  _tile_dpbssd(0, 4, 6);
+  _tile_dpbssd(1, 4, 7);
+  _tile_dpbssd(2, 5, 6);
+  _tile_dpbssd(3, 5, 7);
 }
 
 }  // namespace
@@ -88,7 +66,8 @@ void gemm_i8_amx(const I8Activations& x, std::int64_t n, std::span<const WeightV
     for (std::int64_t b = 0; b < blocks; b += 2) {
       const std::int64_t t0 = b * kTileTokens, tokens = std::min(kBlockTokens, n - t0);
       alignas(64) std::int32_t sums[4][16][16];
-      block_sums(strip.data(), packed, b, steps, sums);
+      const std::uint8_t* const parts[1] = {packed};
+      amx::block_tiles<1>(strip.data(), parts, b, steps, sums, multiply_i8);
       alignas(64) float outliers[kBlockTokens][kGemmStripRows];
       for (std::int64_t u = 0; x.outliers > 0 && u < tokens; u += kOutlierTileTokens) {
         gemm_f32_tile(x.outlier_x + (t0 + u) * x.outliers,
