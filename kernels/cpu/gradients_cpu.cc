@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/cpu/input_grad.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/cpu_isa.h"
@@ -19,6 +20,7 @@ namespace {
 // A task is one column strip of kInputGradCols for a block of tokens, so the strip stays in cache
 // between its tiles.
 constexpr std::int64_t kTaskTokens = 32 * cpu::kInputGradTokens;
+static_assert(kTaskTokens % 32 == 0, "the AMX tiles take tokens 32 at a time");
 
 }  // namespace
 
@@ -29,11 +31,23 @@ void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, flo
   if (n <= 0 || w.cols <= 0) return;
   const std::int64_t strips = (w.cols + cpu::kInputGradCols - 1) / cpu::kInputGradCols;
   const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
+  // bf16 and int8 weights on AMX tiles (f32 ones are not exact in bf16).
+  const bool tiles = w.dtype != DType::kF32 && active_cpu_isa() >= CpuIsa::kAmx;
   const std::int64_t blocks = (n + kTaskTokens - 1) / kTaskTokens;
+  thread_local std::vector<std::uint8_t, CacheLineAllocator<std::uint8_t>> split;
+  if (tiles) {
+    split.resize(static_cast<std::size_t>(cpu::input_grad_amx_bytes(n, w.rows)));
+    cpu::split_input_grads_amx(dy, n, w, split.data());
+  }
+  const std::uint8_t* const split_dy = split.data();  // the workers see their own thread_local
   auto task = [&](std::int64_t k) {
     const std::int64_t strip = k % strips, block = k / strips;
     const std::int64_t c0 = strip * cpu::kInputGradCols, width = std::min(cpu::kInputGradCols, w.cols - c0);
     const std::int64_t begin = block * kTaskTokens, end = std::min(n, (block + 1) * kTaskTokens);
+    if (tiles) {
+      cpu::input_grad_strip_amx(split_dy, n, begin, end - begin, w, c0, width, dx);
+      return;
+    }
     if (wide) {
       cpu::input_grad_strip_avx512(dy + begin * w.rows, end - begin, w, c0, width, dx + begin * w.cols);
       return;

@@ -288,7 +288,10 @@ TEST(TuneCli, BloomTrainsAndItsAdapterGenerates) {
             std::filesystem::file_size(dir / "base" / "model.safetensors"));
   const double base = nll({"--model", bloom}), with_adapter = nll({"--model", bloom, "--adapter", (dir / "peqa.h5").string()});
   EXPECT_NEAR(nll({"--model", (dir / "base").string()}), base, 1e-6 * base);
-  EXPECT_NEAR(nll({"--model", (dir / "tuned").string()}), with_adapter, 1e-5 * with_adapter);
+  // Folded, a row's scale is absmax · (1 + m) / 127; applied, its outputs are multiplied by 1 + m:
+  // a rounding apart, which this random BLOOM (39 nats a token) amplifies to a few 1e-5 of the
+  // score, depending on the trained values. The adapter itself moves the score by 6%.
+  EXPECT_NEAR(nll({"--model", (dir / "tuned").string()}), with_adapter, 1e-4 * with_adapter);
   EXPECT_GT(std::abs(with_adapter - base), 1e-4) << "the adapter changes nothing";
   // BLOOM has no gate_proj: one line, before training. Its own module names select projections
   // (query_key_value is q, k and v), and its PEFT export names its modules
