@@ -16,7 +16,7 @@ enum class CpuIsa {
   kAvx512,      ///< AVX-512 F/BW/VL/DQ
   kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
   kAmx,         ///< and AMX tiles with int8 and bf16 (prompts' int8 products, the same bits as
-                ///< kAvx512Vnni's; bf16 products, rounded differently)
+                ///< kAvx512Vnni's; bf16 products and training gradients, rounded differently)
 };
 
 /// Name of a level ("generic", "avx2", "avx512", "avx512vnni", "amx").
@@ -29,10 +29,11 @@ std::optional<CpuIsa> parse_cpu_isa(std::string_view name);
 /// Linux for the tile state once (arch_prctl ARCH_REQ_XCOMP_PERM); a refusal means no.
 bool cpu_supports(CpuIsa isa);
 
-/// The lowest level whose kernels give the same bits as `isa`'s for weights of type `weights`
-/// (with f32 and int8 weights kAmx computes what kAvx512Vnni does, faster; with bf16 it rounds
-/// differently): what a host announces as its numerics, so that replicas on machines with and
-/// without AMX count as alike where they are.
+/// The lowest level whose kernels give the same bits as `isa`'s for weights of type `weights`,
+/// in inference and in training: what a host announces as its numerics, so that replicas on
+/// machines with and without AMX count as alike where they are. With f32 weights kAmx computes
+/// what kAvx512Vnni does; with bf16 ones its products round differently, and with int8 ones its
+/// prompts have the VNNI bits but its training gradients do not.
 CpuIsa numerics_level(CpuIsa isa, DType weights);
 
 /// The level the kernels use: the best supported one, or a lower one named by the environment

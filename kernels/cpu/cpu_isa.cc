@@ -79,7 +79,7 @@ bool cpu_supports(CpuIsa isa) {
 }
 
 CpuIsa numerics_level(CpuIsa isa, DType weights) {
-  return isa == CpuIsa::kAmx && weights != DType::kBF16 ? CpuIsa::kAvx512Vnni : isa;
+  return isa == CpuIsa::kAmx && weights == DType::kF32 ? CpuIsa::kAvx512Vnni : isa;
 }
 
 namespace {

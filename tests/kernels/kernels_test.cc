@@ -126,11 +126,12 @@ TEST(CpuLevels, NamesParseBackAndAmxCountsAsVnniForNumerics) {
       EXPECT_TRUE(cpu_supports(static_cast<CpuIsa>(static_cast<int>(isa) - 1))) << cpu_isa_name(isa);
   }
   EXPECT_FALSE(parse_cpu_isa("amx2").has_value());
-  // With f32 and int8 weights AMX computes the VNNI kernels' bits (matmul_batch_test.cc): hosts
-  // on either announce the same numerics. Its bf16 products round their own way, and every
-  // other level is its own.
-  EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kI8), CpuIsa::kAvx512Vnni);
+  // With f32 weights AMX runs the VNNI level's kernels: hosts on either announce the same
+  // numerics. Its bf16 products and its bf16 and int8 training gradients round their own way
+  // (its int8 prompts have the VNNI bits, matmul_batch_test.cc, but a host's numerics cover
+  // training too), and every other level is its own.
   EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kF32), CpuIsa::kAvx512Vnni);
+  EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kI8), CpuIsa::kAmx);
   EXPECT_EQ(numerics_level(CpuIsa::kAmx, DType::kBF16), CpuIsa::kAmx);
   for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni})
     for (DType weights : {DType::kF32, DType::kBF16, DType::kI8}) EXPECT_EQ(numerics_level(isa, weights), isa);
