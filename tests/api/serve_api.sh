@@ -18,6 +18,11 @@ trap cleanup EXIT
 start_server() {
   local sepal=$1
   shift
+  # Emptied here, before the launch: the child's own redirection truncates it only once it runs,
+  # and until then the poll below would read the previous server's log (its "serving" line and
+  # port; CI saw a test talk to a server already stopped, and SIGTERM one still loading).
+  : > "$dir/server.err"
+  : > "$dir/server.out"
   SEPAL_LOG=info SEPAL_LOG_TIME=1 "$sepal" serve-api "$@" --port 0 > "$dir/server.out" 2> "$dir/server.err" &
   server=$!
   for _ in $(seq 1 240); do grep -qs "^sepal: serving .* at http://" "$dir/server.err" && break; kill -0 $server 2> /dev/null || break; sleep 0.25; done
