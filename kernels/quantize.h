@@ -11,13 +11,18 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cpu_isa.h"
+
 namespace sepal {
 
 /// Default magnitude from which an activation's input column is an outlier (LLM.int8()'s 6.0).
 inline constexpr float kDefaultOutlierThreshold = 6.0f;
 
-/// Quantizes v[0, n) into q and returns the scale. Non-finite input throws sepal::Error.
+/// Quantizes v[0, n) into q and returns the scale. Non-finite input throws sepal::Error. The
+/// same bytes and scale at every CPU level (AVX-512 sixteen values at a time, the scalar code
+/// below it); the first form uses the active level.
 float quantize_row_i8(const float* v, std::int64_t n, std::int8_t* q);
+float quantize_row_i8(const float* v, std::int64_t n, std::int8_t* q, CpuIsa isa);
 
 /// out[i] = q[i] * scale.
 void dequantize_row_i8(const std::int8_t* q, std::int64_t n, float scale, float* out);

@@ -15,6 +15,9 @@ namespace sepal {
 
 /// Element i of a floating-point tensor as f32; throws sepal::Error for an int8 one.
 float element_as_f32(const TensorRef& t, std::int64_t i);
+/// Elements [first, first + count) of a floating-point tensor as f32 into out (a row of a
+/// matrix at the cost of a copy); throws sepal::Error for an int8 one.
+void elements_as_f32(const TensorRef& t, std::int64_t first, std::int64_t count, float* out);
 /// Throws sepal::Error naming the tensor when its shape is not `shape`.
 void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape);
 /// A weight matrix held as `loading` asks (converted, int8-quantized, or in place).

@@ -63,7 +63,7 @@ HeldMatrix hold_int8_matrix(const TensorRef& t, const WeightLoading& loading) {
   parallel_for(rows, [&](std::int64_t r) {
     thread_local std::vector<float> row;
     row.resize(static_cast<std::size_t>(cols));
-    for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = element_as_f32(t, r * cols + k);
+    elements_as_f32(t, r * cols, cols, row.data());
     try {
       scales[r] = quantize_row_i8(row.data(), cols, q + r * cols);
     } catch (const Error&) {
@@ -134,26 +134,32 @@ std::string scales_name_for(const std::string& name) {
 
 }  // namespace
 
-float element_as_f32(const TensorRef& t, std::int64_t i) {
+void elements_as_f32(const TensorRef& t, std::int64_t first, std::int64_t count, float* out) {
+  const std::byte* p = t.data + first * static_cast<std::int64_t>(dtype_size(t.dtype));
+  auto widen = [&](auto convert) {  // a loop the compiler vectorizes (one call per row, not per value)
+    for (std::int64_t i = 0; i < count; ++i) {
+      std::uint16_t h;
+      std::memcpy(&h, p + i * 2, 2);
+      out[i] = convert(h);
+    }
+  };
   switch (t.dtype) {
-    case DType::kF32: {
-      float v;
-      std::memcpy(&v, t.data + i * 4, 4);
-      return v;
-    }
-    case DType::kF16: {
-      std::uint16_t h;
-      std::memcpy(&h, t.data + i * 2, 2);
-      return f16_to_f32(h);
-    }
-    case DType::kBF16: {
-      std::uint16_t h;
-      std::memcpy(&h, t.data + i * 2, 2);
-      return bf16_to_f32(h);
-    }
+    case DType::kF32:
+      std::memcpy(out, p, static_cast<std::size_t>(count) * 4);
+      return;
+    case DType::kF16:
+      return widen([](std::uint16_t h) { return f16_to_f32(h); });
+    case DType::kBF16:
+      return widen([](std::uint16_t h) { return bf16_to_f32(h); });
     case DType::kI8: break;
   }
   fail("tensor '", t.name, "' is int8 where floating-point values are expected");
+}
+
+float element_as_f32(const TensorRef& t, std::int64_t i) {
+  float v;
+  elements_as_f32(t, i, 1, &v);
+  return v;
 }
 
 void expect_shape(const TensorRef& t, std::initializer_list<std::int64_t> shape) {

@@ -121,7 +121,7 @@ const QuantizedActivations& quantize_activations(const float* x, std::int64_t n,
     for (std::int64_t k = 0; k < cols; ++k) {
       if (is_outlier[k]) inliers[static_cast<std::size_t>(k)] = 0.0f;
     }
-    q.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, qt);
+    q.scale[static_cast<std::size_t>(t)] = quantize_row_i8(inliers.data(), cols, qt, isa);
     std::int32_t sum = 0;
     for (std::int64_t k = 0; k < cols; ++k) sum += qt[k];
     q.qsum[static_cast<std::size_t>(t)] = sum;

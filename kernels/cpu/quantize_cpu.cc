@@ -1,11 +1,21 @@
 #include <cmath>
 
+#include "kernels/cpu/i8_activations.h"
 #include "kernels/error.h"
 #include "kernels/quantize.h"
 
 namespace sepal {
 
 float quantize_row_i8(const float* v, std::int64_t n, std::int8_t* q) {
+  return quantize_row_i8(v, n, q, active_cpu_isa());
+}
+
+float quantize_row_i8(const float* v, std::int64_t n, std::int8_t* q, CpuIsa isa) {
+  if (isa >= CpuIsa::kAvx512 && cpu_supports(CpuIsa::kAvx512)) {
+    const float scale = cpu::quantize_inliers_avx512(v, n, /*is_outlier=*/nullptr, q, /*qsum=*/nullptr);
+    if (!std::isfinite(scale)) fail("cannot quantize a row that holds NaN or infinity");
+    return scale;
+  }
   float absmax = 0.0f;
   for (std::int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(v[i]);

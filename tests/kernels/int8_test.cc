@@ -141,6 +141,37 @@ TEST(Int8, QuantizeRow) {
   EXPECT_THROW(quantize_row_i8(bad.data(), 2, q.data()), Error);
 }
 
+// Weights are quantized at load with the active level's code (sixteen values at a time at
+// AVX-512): every level gives the scalar code's bytes and scale, for rows of any length (tails
+// of 1 to 15 values included), and refuses NaN and infinity wherever they are.
+TEST(Int8, QuantizeRowGivesTheSameBytesAtEveryLevel) {
+  for (const std::int64_t n : {1, 15, 16, 17, 203, 2048}) {
+    auto v = random_floats(static_cast<std::size_t>(n), 51 + static_cast<unsigned>(n), 2.0f);
+    std::vector<std::int8_t> expected(static_cast<std::size_t>(n));
+    const float scale = quantize_row_i8(v.data(), n, expected.data(), CpuIsa::kGeneric);
+    for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx}) {
+      if (!cpu_supports(isa)) continue;
+      std::vector<std::int8_t> q(static_cast<std::size_t>(n), 99);
+      EXPECT_EQ(quantize_row_i8(v.data(), n, q.data(), isa), scale) << cpu_isa_name(isa) << " n=" << n;
+      EXPECT_EQ(q, expected) << cpu_isa_name(isa) << " n=" << n;
+      for (const float bad : {NAN, INFINITY, -INFINITY}) {
+        auto broken = v;
+        broken[static_cast<std::size_t>(n - 1)] = bad;  // in the tail where n is not a multiple of 16
+        EXPECT_THROW(quantize_row_i8(broken.data(), n, q.data(), isa), Error) << cpu_isa_name(isa) << " n=" << n;
+      }
+    }
+  }
+  // Values whose scaled form is exactly half-way between two integers round to even, as the
+  // scalar code does: absmax 127 makes the scale 1.
+  const std::vector<float> ties{127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 4.5f};
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx512}) {
+    if (!cpu_supports(isa)) continue;
+    std::vector<std::int8_t> q(ties.size());
+    EXPECT_EQ(quantize_row_i8(ties.data(), static_cast<std::int64_t>(ties.size()), q.data(), isa), 1.0f);
+    EXPECT_EQ(q, (std::vector<std::int8_t>{127, 0, 2, 2, 0, -2, -2, 126, 3, 0, 0, 0, 0, 0, 0, 0, 4})) << cpu_isa_name(isa);
+  }
+}
+
 TEST(Int8, MalformedScalesAreRejected) {
   const std::vector<float> good{0.1f, 0.2f};
   EXPECT_EQ(check_quantized_scales("w", 2, good.data(), 2), "");
