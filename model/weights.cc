@@ -21,13 +21,11 @@
 namespace sepal {
 namespace {
 
-// f(i) for every i in [0, n), in chunks of 64 Ki elements spread over the kernels' threads.
+// f(begin, end) for chunks of 64 Ki elements that cover [0, n), spread over the kernels' threads.
 template <typename F>
 void for_each_chunk(std::int64_t n, F&& f) {
   constexpr std::int64_t kChunk = 1 << 16;
-  parallel_for((n + kChunk - 1) / kChunk, [&](std::int64_t c) {
-    for (std::int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i) f(i);
-  });
+  parallel_for((n + kChunk - 1) / kChunk, [&](std::int64_t c) { f(c * kChunk, std::min(n, (c + 1) * kChunk)); });
 }
 
 // Weights used in place need their natural alignment; a misaligned tensor is copied instead.
@@ -220,13 +218,18 @@ HeldMatrix hold_matrix_of(const Checkpoint& checkpoint, const TensorRef& t, cons
   auto buffer = allocate_huge_buffer(static_cast<std::size_t>(n) * dtype_size(dtype));
   if (dtype == DType::kF32) {
     auto* out = static_cast<float*>(buffer.get());
-    for_each_chunk(n, [&](std::int64_t i) { out[i] = element_as_f32(t, i); });
+    for_each_chunk(n, [&](std::int64_t begin, std::int64_t end) { elements_as_f32(t, begin, end - begin, out + begin); });
   } else {
     auto* out = static_cast<std::uint16_t*>(buffer.get());
     if (t.dtype == DType::kBF16) {
       std::memcpy(out, t.data, static_cast<std::size_t>(n) * 2);
     } else {
-      for_each_chunk(n, [&](std::int64_t i) { out[i] = f32_to_bf16(element_as_f32(t, i)); });
+      for_each_chunk(n, [&](std::int64_t begin, std::int64_t end) {
+        thread_local std::vector<float> values;
+        values.resize(static_cast<std::size_t>(end - begin));
+        elements_as_f32(t, begin, end - begin, values.data());
+        for (std::int64_t i = begin; i < end; ++i) out[i] = f32_to_bf16(values[static_cast<std::size_t>(i - begin)]);
+      });
     }
   }
   release_source_pages(t);
