@@ -7,6 +7,7 @@
 
 #include "kernels/error.h"
 #include "kernels/quantize.h"
+#include "model/weight_holding.h"
 
 namespace sepal {
 namespace {
@@ -19,17 +20,6 @@ const char* safetensors_name(DType t) {
     case DType::kI8: return "I8";
   }
   return "?";
-}
-
-float stored_value(const TensorRef& t, std::int64_t i) {
-  if (t.dtype == DType::kF32) {
-    float v;
-    std::memcpy(&v, t.data + i * 4, 4);
-    return v;
-  }
-  std::uint16_t h;
-  std::memcpy(&h, t.data + i * 2, 2);
-  return t.dtype == DType::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
 std::string scales_name(const std::string& name) {
@@ -55,7 +45,7 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
                         std::vector<std::byte>(static_cast<std::size_t>(rows * 4))};
       std::vector<float> row(static_cast<std::size_t>(cols));
       for (std::int64_t r = 0; r < rows; ++r) {
-        for (std::int64_t k = 0; k < cols; ++k) row[static_cast<std::size_t>(k)] = stored_value(t, r * cols + k);
+        elements_as_f32(t, r * cols, cols, row.data());
         float scale = 0;
         try {
           scale = quantize_row_i8(row.data(), cols, reinterpret_cast<std::int8_t*>(q.bytes.data()) + r * cols);
