@@ -18,6 +18,8 @@ WeightView f32_view(std::int64_t rows, std::int64_t cols, const float* data) {
   return WeightView{DType::kF32, rows, cols, data};
 }
 
+bool is_mlp(Projection p) { return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown; }
+
 }  // namespace
 
 std::optional<Projection> parse_projection(std::string_view name) {
@@ -29,13 +31,26 @@ std::optional<Projection> parse_projection(std::string_view name) {
 
 std::string_view projection_name(Projection p) { return kNames[static_cast<std::size_t>(p)]; }
 
+bool experts_take_adapters(const ModelConfig& c) {
+  const bool stacked = c.architecture == "GraniteMoeForCausalLM" || c.architecture == "GraniteMoeSharedForCausalLM";
+  return c.mixture_of_experts() && c.dense_layers.empty() && c.shared_expert_intermediate_size == 0 && !c.expert_biases &&
+         !stacked && c.family == ModelFamily::kLlama;
+}
+
 bool block_has_projection(const ModelConfig& config, Projection p) {
-  const bool mlp = p == Projection::kGate || p == Projection::kUp || p == Projection::kDown;
-  if (mlp && config.mixture_of_experts()) return false;  // its experts take no adapters
+  if (is_mlp(p) && config.mixture_of_experts()) return experts_take_adapters(config);
   return !(config.family == ModelFamily::kBloom && p == Projection::kGate);
 }
 
+std::int64_t projection_copies(const ModelConfig& config, Projection p) {
+  return is_mlp(p) && config.mixture_of_experts() ? config.num_experts : 1;
+}
+
 std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Projection p) {
+  if (is_mlp(p) && c.mixture_of_experts()) {  // an expert's
+    return p == Projection::kDown ? std::pair{c.hidden_size, c.moe_intermediate_size}
+                                  : std::pair{c.moe_intermediate_size, c.hidden_size};
+  }
   switch (p) {
     case Projection::kQ: return {c.q_size(), c.hidden_size};
     case Projection::kK: return {c.kv_size(), c.hidden_size};
@@ -48,7 +63,12 @@ std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Pro
   return {0, 0};
 }
 
-const WeightView& projection_weight(const BlockWeights& w, Projection p) {
+const WeightView& projection_weight(const BlockWeights& w, Projection p, std::int64_t copy) {
+  if (is_mlp(p) && !w.experts.empty()) {
+    SEPAL_CHECK(copy >= 0 && copy < static_cast<std::int64_t>(w.experts.size()), "expert ", copy, " of ", w.experts.size());
+    const BlockWeights::Expert& e = w.experts[static_cast<std::size_t>(copy)];
+    return p == Projection::kGate ? e.gate_proj.view : p == Projection::kUp ? e.up_proj.view : e.down_proj.view;
+  }
   switch (p) {
     case Projection::kQ: return w.q_proj.view;
     case Projection::kK: return w.k_proj.view;
@@ -61,9 +81,9 @@ const WeightView& projection_weight(const BlockWeights& w, Projection p) {
   return w.q_proj.view;
 }
 
-ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p) {
+ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p, std::int64_t copy) {
   switch (config.family) {
-    case ModelFamily::kLlama: return llama_projection_module(config, layer, p);
+    case ModelFamily::kLlama: return llama_projection_module(config, layer, p, copy);
     case ModelFamily::kBloom: return bloom_projection_module(config, layer, p);
   }
   fail("adapters are not supported for ", config.architecture);
@@ -84,22 +104,24 @@ bool AdapterShape::targets_projection(Projection p) const {
   return std::find(targets.begin(), targets.end(), p) != targets.end();
 }
 
-std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection p) const {
+std::int64_t AdapterShape::values_per_copy(const ModelConfig& config, Projection p) const {
+  const auto [rows, cols] = projection_shape(config, p);
+  return method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
+}
+
+std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection p, std::int64_t copy) const {
+  SEPAL_CHECK(copy >= 0 && copy < projection_copies(config, p), "adapter copy ", copy, " of ", projection_name(p));
   std::int64_t offset = 0;
   for (const Projection t : targets) {
-    if (t == p) return offset;
-    const auto [rows, cols] = projection_shape(config, t);
-    offset += method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
+    if (t == p) return offset + copy * values_per_copy(config, t);
+    offset += projection_copies(config, t) * values_per_copy(config, t);
   }
   fail("projection ", projection_name(p), " has no adapter");
 }
 
 std::int64_t AdapterShape::values_per_block(const ModelConfig& config) const {
   std::int64_t total = 0;
-  for (const Projection t : targets) {
-    const auto [rows, cols] = projection_shape(config, t);
-    total += method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
-  }
+  for (const Projection t : targets) total += projection_copies(config, t) * values_per_copy(config, t);
   return total;
 }
 
@@ -111,8 +133,10 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
   for (const Projection t : shape.targets) {
     if (!block_has_projection(config, t)) {
       fail(config.architecture, " blocks have no ", projection_name(t),
-           config.mixture_of_experts() ? " to adapt (the experts of a mixture take no adapters; q, k, v and o do)"
-                                       : " (BLOOM's MLP is up_proj, GELU, down_proj)");
+           config.mixture_of_experts()
+               ? " to adapt (the experts of this mixture take no adapters: it has dense blocks, a shared expert, expert "
+                 "biases or stacked experts; q, k, v and o do)"
+               : " (BLOOM's MLP is up_proj, GELU, down_proj)");
     }
   }
   if (shape.method == AdapterMethod::kLora) {
@@ -127,13 +151,14 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
   }
 }
 
-std::optional<ProjectionAdapter> BlockAdapters::of(const ModelConfig& config, std::int64_t block, Projection p) const {
+std::optional<ProjectionAdapter> BlockAdapters::of(const ModelConfig& config, std::int64_t block, Projection p,
+                                                  std::int64_t copy) const {
   if (!values || block < first || block >= first + blocks || !shape.targets_projection(p)) return std::nullopt;
   ProjectionAdapter a;
   a.method = shape.method;
   a.rank = shape.rank;
   a.scaling = shape.method == AdapterMethod::kLora ? static_cast<float>(shape.alpha / static_cast<double>(shape.rank)) : 0.0f;
-  a.values = values + (block - first) * shape.values_per_block(config) + shape.offset_in_block(config, p);
+  a.values = values + (block - first) * shape.values_per_block(config) + shape.offset_in_block(config, p, copy);
   return a;
 }
 

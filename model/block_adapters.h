@@ -10,7 +10,9 @@
 //
 // Adapters apply to the product only (a projection's bias, where the architecture has one, comes
 // after). Values of a block range are one flat vector: block by block, target by target, in
-// Projection order (PEQA: m [rows]; LoRA: A then B).
+// Projection order (PEQA: m [rows]; LoRA: A then B), and within a target copy by copy: in a
+// sparse block (a mixture of experts) gate, up and down are each expert's, and every expert has
+// an adapter of its own, in expert order.
 //
 // Thread-safety: plain values and functions; the backward accumulates into the caller's buffer.
 
@@ -35,12 +37,22 @@ inline constexpr int kProjections = 7;
 /// "q_proj" ... "down_proj" (Hugging Face's names, which PEFT uses); nullopt otherwise.
 std::optional<Projection> parse_projection(std::string_view name);
 std::string_view projection_name(Projection p);
-/// Whether a block of `config` has projection p (BLOOM has no gate_proj).
+/// Whether a block of `config` has projection p to adapt (BLOOM has no gate_proj; the MLP of a
+/// mixture of experts only where experts_take_adapters).
 bool block_has_projection(const ModelConfig& config, Projection p);
-/// [rows, cols] of a projection's weight in a block of `config`.
+/// Whether the experts of a mixture take adapters on their gate, up and down: where every block
+/// is sparse, with no shared expert and no expert biases, each expert's projections Linear
+/// modules of their own (Mixtral's w1, w3 and w2; Qwen3-MoE's and OLMoE's gate_proj, up_proj and
+/// down_proj). Not Qwen2-MoE's shared expert, GPT-OSS's or Granite-MoE's stacked experts, nor
+/// mixtures with dense blocks.
+bool experts_take_adapters(const ModelConfig& config);
+/// How many adapters projection p has in a block of `config`: num_experts for the MLP of a
+/// mixture of experts (one per expert), else 1.
+std::int64_t projection_copies(const ModelConfig& config, Projection p);
+/// [rows, cols] of a projection's weight in a block of `config` (an expert's in a mixture).
 std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config, Projection p);
-/// The weight of projection p in a block.
-const WeightView& projection_weight(const BlockWeights& w, Projection p);
+/// The weight of projection p in a block (of expert `copy` for a sparse block's MLP).
+const WeightView& projection_weight(const BlockWeights& w, Projection p, std::int64_t copy = 0);
 
 /// Where projection p of a block sits in the architecture's Hugging Face module (the layout PEFT
 /// adapters and checkpoints name): the module's path ("model.layers.L.self_attn.q_proj",
@@ -57,8 +69,9 @@ struct ProjectionModule {
 
   std::int64_t module_row(std::int64_t i) const { return (i / group) * stride + offset + i % group; }
 };
-/// Projection p's module in block `layer` of `config`.
-ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p);
+/// Projection p's module in block `layer` of `config` (expert `copy`'s, for a sparse block's MLP:
+/// "model.layers.L.block_sparse_moe.experts.E.w1", "model.layers.L.mlp.experts.E.gate_proj").
+ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p, std::int64_t copy = 0);
 /// The projections a name selects in blocks of `config`: sepal's ("q_proj" ... "down_proj") or a
 /// module's target name in the architecture's own layout ("query_key_value" is BLOOM's q, k and
 /// v). Empty when the name selects none.
@@ -73,8 +86,10 @@ struct AdapterShape {
 
   /// Values per block of `config`.
   std::int64_t values_per_block(const ModelConfig& config) const;
-  /// Offset of target `p`'s values within a block's.
-  std::int64_t offset_in_block(const ModelConfig& config, Projection p) const;
+  /// Values of one adapter of target p (one copy's).
+  std::int64_t values_per_copy(const ModelConfig& config, Projection p) const;
+  /// Offset of the values of copy `copy` of target `p` within a block's.
+  std::int64_t offset_in_block(const ModelConfig& config, Projection p, std::int64_t copy = 0) const;
   bool targets_projection(Projection p) const;
 };
 /// Throws sepal::Error naming what is wrong (no targets, repeats, a rank outside [1, 1024] or
@@ -95,9 +110,10 @@ struct BlockAdapters {
   std::int64_t first = 0, blocks = 0;
   const float* values = nullptr;  ///< [blocks × shape.values_per_block], not owned
 
-  /// The adapter of projection p in block `block` (absolute index), or nullopt when p is not a
-  /// target or the block is outside the range.
-  std::optional<ProjectionAdapter> of(const ModelConfig& config, std::int64_t block, Projection p) const;
+  /// The adapter of projection p (of expert `copy` in a sparse block) in block `block` (absolute
+  /// index), or nullopt when p is not a target or the block is outside the range.
+  std::optional<ProjectionAdapter> of(const ModelConfig& config, std::int64_t block, Projection p,
+                                      std::int64_t copy = 0) const;
 };
 
 /// y[n, w.rows] (the product x · wᵀ) becomes the adapted product, in place. x is [n, w.cols].

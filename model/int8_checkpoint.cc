@@ -67,29 +67,33 @@ std::vector<TensorToWrite> quantize_checkpoint_tensors(const Checkpoint& checkpo
 
 void fold_peqa_scales(const ModelConfig& config, const BlockAdapters& adapters, std::vector<TensorToWrite>& tensors) {
   if (adapters.shape.method != AdapterMethod::kPeqa) fail("only PEQA adapters fold into int8 scales");
+  auto named = [&](const std::string& n) {
+    return std::find_if(tensors.begin(), tensors.end(), [&](const TensorToWrite& t) { return t.name == n; });
+  };
+  // The rows of projection p (expert `copy`'s in a sparse block) in its module's scales (BLOOM's
+  // q, k and v share query_key_value's); BLOOM's published checkpoints name their tensors without
+  // "transformer.".
+  auto fold = [&](std::int64_t b, Projection p, std::int64_t copy) {
+    const ProjectionModule module = projection_module(config, b, p, copy);
+    std::string name = scales_name(module.path + ".weight");
+    auto it = named(name);
+    if (it == tensors.end() && name.starts_with("transformer.")) it = named(name = name.substr(12));
+    if (it == tensors.end() || it->dtype != "F32") fail("the int8 checkpoint has no F32 scales '", name, "'");
+    const auto rows = static_cast<std::int64_t>(it->bytes.size() / 4);
+    if (rows != module.rows) fail("scales '", name, "' hold ", rows, " rows");
+    const float* m = adapters.of(config, b, p, copy)->values;
+    for (std::int64_t i = 0; i < projection_shape(config, p).first; ++i) {
+      const std::int64_t r = module.module_row(i);
+      float absmax;
+      std::memcpy(&absmax, it->bytes.data() + r * 4, 4);
+      absmax *= 1.0f + m[i];
+      if (!(absmax >= 0) || !std::isfinite(absmax)) fail("the tuned scale of row ", r, " of '", name, "' is ", absmax, " (not a scale int8 checkpoints can hold)");
+      std::memcpy(it->bytes.data() + r * 4, &absmax, 4);
+    }
+  };
   for (std::int64_t b = adapters.first; b < adapters.first + adapters.blocks; ++b) {
     for (const Projection p : adapters.shape.targets) {
-      // The projection's rows of its module's scales (BLOOM's q, k and v share query_key_value's);
-      // BLOOM's published checkpoints name their tensors without "transformer.".
-      const ProjectionModule module = projection_module(config, b, p);
-      std::string name = scales_name(module.path + ".weight");
-      auto named = [&](const std::string& n) {
-        return std::find_if(tensors.begin(), tensors.end(), [&](const TensorToWrite& t) { return t.name == n; });
-      };
-      auto it = named(name);
-      if (it == tensors.end() && name.starts_with("transformer.")) it = named(name = name.substr(12));
-      if (it == tensors.end() || it->dtype != "F32") fail("the int8 checkpoint has no F32 scales '", name, "'");
-      const auto rows = static_cast<std::int64_t>(it->bytes.size() / 4);
-      if (rows != module.rows) fail("scales '", name, "' hold ", rows, " rows");
-      const float* m = adapters.of(config, b, p)->values;
-      for (std::int64_t i = 0; i < projection_shape(config, p).first; ++i) {
-        const std::int64_t r = module.module_row(i);
-        float absmax;
-        std::memcpy(&absmax, it->bytes.data() + r * 4, 4);
-        absmax *= 1.0f + m[i];
-        if (!(absmax >= 0) || !std::isfinite(absmax)) fail("the tuned scale of row ", r, " of '", name, "' is ", absmax, " (not a scale int8 checkpoints can hold)");
-        std::memcpy(it->bytes.data() + r * 4, &absmax, 4);
-      }
+      for (std::int64_t copy = 0; copy < projection_copies(config, p); ++copy) fold(b, p, copy);
     }
   }
 }

@@ -33,20 +33,24 @@ std::string exported_module_path(const ModelConfig& config, const std::string& m
   return module_path;
 }
 
-// The modules of block `layer` that `targets` adapt, each with the targets it holds, in order.
+// The modules of block `layer` that `targets` adapt (each expert's its own), each with the
+// targets it holds, in order.
 struct AdaptedModule {
   ProjectionModule module;
   std::vector<Projection> parts;
+  std::int64_t copy = 0;  // the expert, for a sparse block's MLP
 };
 std::vector<AdaptedModule> adapted_modules(const ModelConfig& config, std::int64_t layer, const std::vector<Projection>& targets) {
   std::vector<AdaptedModule> out;
   for (const Projection p : targets) {
-    ProjectionModule m = projection_module(config, layer, p);
-    const auto it = std::find_if(out.begin(), out.end(), [&](const AdaptedModule& a) { return a.module.path == m.path; });
-    if (it != out.end()) {
-      it->parts.push_back(p);
-    } else {
-      out.push_back({std::move(m), {p}});
+    for (std::int64_t copy = 0; copy < projection_copies(config, p); ++copy) {
+      ProjectionModule m = projection_module(config, layer, p, copy);
+      const auto it = std::find_if(out.begin(), out.end(), [&](const AdaptedModule& a) { return a.module.path == m.path; });
+      if (it != out.end()) {
+        it->parts.push_back(p);
+      } else {
+        out.push_back({std::move(m), {p}, copy});
+      }
     }
   }
   return out;
@@ -122,6 +126,7 @@ std::string module_target_list(const ModelConfig& config) {
 struct ReadAdapter {
   std::int64_t layer = 0;
   Projection projection = Projection::kQ;
+  std::int64_t copy = 0;
   std::shared_ptr<const std::vector<float>> a, b;  // the module's A [r, cols] and B [module rows, r]
   std::int64_t module_rank = 0;
   ProjectionModule module;
@@ -153,9 +158,9 @@ void write_peft_adapter(const std::filesystem::path& dir, const ModelConfig& con
       std::vector<float> a(static_cast<std::size_t>(rank * cols)), bm(static_cast<std::size_t>(m.module.rows * rank), 0.0f);
       for (std::int64_t j = 0; j < parts; ++j) {
         const Projection p = m.parts[static_cast<std::size_t>(j)];
-        const ProjectionModule place = projection_module(config, b, p);
+        const ProjectionModule place = projection_module(config, b, p, m.copy);
         const std::int64_t rows = projection_shape(config, p).first;
-        const float* pa = adapters->of(config, b, p)->values;
+        const float* pa = adapters->of(config, b, p, m.copy)->values;
         const float* pb = pa + shape.rank * cols;
         std::copy(pa, pa + shape.rank * cols, a.begin() + j * shape.rank * cols);
         for (std::int64_t i = 0; i < rows; ++i) {
@@ -167,7 +172,7 @@ void write_peft_adapter(const std::filesystem::path& dir, const ModelConfig& con
       const std::string path = exported_module_path(config, m.module.path);
       tensors.push_back({factor_name(path, "A"), "F32", {rank, cols}, f32_bytes(a)});
       tensors.push_back({factor_name(path, "B"), "F32", {m.module.rows, rank}, f32_bytes(bm)});
-      if (b == 0) {
+      if (b == 0 && m.copy == 0) {
         targets.push_back(m.module.target);
         if (parts > 1) {
           rank_pattern[m.module.target] = rank;
@@ -303,7 +308,7 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
     const auto a = read_factor(factor_name(m.module.path, "A"), r, cols);
     const auto bm = read_factor(factor_name(m.module.path, "B"), m.module.rows, r);
     for (const Projection p : m.parts) {
-      ReadAdapter ra{b, p, a, bm, r, projection_module(config, b, p), module_alpha / module_rank, {}};
+      ReadAdapter ra{b, p, m.copy, a, bm, r, projection_module(config, b, p, m.copy), module_alpha / module_rank, {}};
       // A column of B that is zero in p's rows adds nothing to p: dropping it keeps the update
       // exact and gives each part of a fused module the rank it has (sepal's own exports).
       const std::int64_t rows = projection_shape(config, p).first;
@@ -353,7 +358,8 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
   for (const ReadAdapter& ra : read) {
     if (!shape.targets_projection(ra.projection)) continue;
     const auto [rows, cols] = projection_shape(config, ra.projection);
-    float* pa = params.adapter.data() + ra.layer * shape.values_per_block(config) + shape.offset_in_block(config, ra.projection);
+    float* pa = params.adapter.data() + ra.layer * shape.values_per_block(config) +
+                shape.offset_in_block(config, ra.projection, ra.copy);
     float* pb = pa + shape.rank * cols;
     const float scale = scalings.size() == 1 ? 1.0f : static_cast<float>(ra.scaling);
     for (std::size_t j = 0; j < ra.kept.size(); ++j) {

@@ -5,7 +5,9 @@
 // "...lora_B.weight" [out, r] for every block and target module (the update is alpha / r · B A,
 // with a module's r and alpha from the patterns where a key names it). Modules are the
 // architecture's own (model/block_adapters.h, ProjectionModule): Llama's q_proj ... down_proj;
-// BLOOM's fused query_key_value, whose one LoRA covers q, k and v. sepal tune writes it
+// each expert's of a mixture (Mixtral's block_sparse_moe.experts.E.w1, w3, w2; Qwen3-MoE's and
+// OLMoE's mlp.experts.E.gate_proj ...), a LoRA each; BLOOM's fused query_key_value, whose one
+// LoRA covers q, k and v. sepal tune writes it
 // (--export-peft; sepal's q, k and v of BLOOM become one LoRA of their summed rank, each part's
 // columns of B nonzero only in its rows); --adapter reads it, including adapters trained
 // elsewhere, which become sepal adapters of one rank (the largest a projection needs; columns of

@@ -180,9 +180,12 @@ int tune_command(int argc, char** argv) {
         const std::string name = lora_targets.substr(at, comma - at);
         const auto named = projections_named(config, name);
         if (named.empty()) {
-          const bool expert = config.mixture_of_experts() && (name == "gate_proj" || name == "up_proj" || name == "down_proj");
+          const bool expert = config.mixture_of_experts() && (name == "gate_proj" || name == "up_proj" || name == "down_proj" ||
+                                                              name == "w1" || name == "w2" || name == "w3");
           throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'" +
-                           (expert ? " to adapt: the experts of a mixture take no adapters (q, k, v and o do)" : "")};
+                           (expert ? " to adapt: the experts of this mixture take no adapters (it has dense blocks, a shared "
+                                     "expert, expert biases or stacked experts; q, k, v and o do)"
+                                   : "")};
         }
         s.adapter.targets.insert(s.adapter.targets.end(), named.begin(), named.end());
         at = comma + 1;

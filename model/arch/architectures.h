@@ -26,7 +26,8 @@ EmbeddingWeights load_llama_embedding(const Checkpoint& checkpoint, const ModelC
 HeadWeights load_llama_head(const Checkpoint& checkpoint, const ModelConfig& config, const WeightLoading& loading,
                             const EmbeddingWeights* embedding);
 /// A projection's Hugging Face module: "model.layers.L.self_attn.q_proj", ... (unfused).
-ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p);
+ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p,
+                                         std::int64_t copy = 0);
 void llama_block_forward(const BlockCall& call);
 void llama_training_forward(const TrainingCall& call, float* hidden);
 void llama_training_backward(const TrainingCall& call, float* grad);

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "kernels/activation.h"
+#include "kernels/error.h"
 #include "kernels/gradients.h"
 #include "kernels/matmul.h"
 #include "kernels/parallel.h"
@@ -53,13 +54,50 @@ void gather_rows(const float* x, std::int64_t width, const std::int32_t* rows, s
   for (std::int64_t i = 0; i < m; ++i) std::copy_n(x + rows[i] * width, width, out + i * width);
 }
 
+// y[m, w.rows], expert e's product p of the call's rows rows[0, m) (ascending; their inputs
+// x[m, w.cols]), adapted as each row's adapters say: runs of rows that share them at once.
+void adapt_expert(const ModelConfig& c, const BlockWeights& w, std::span<const AdaptedRows> adapted, std::int64_t e,
+                  Projection p, const std::int32_t* rows, std::int64_t m, const float* x, float* y) {
+  if (adapted.empty()) return;
+  auto adapters_of = [&](std::int32_t row) -> const BlockAdapters* {
+    for (const AdaptedRows& a : adapted) {
+      if (row >= a.row && row < a.row + a.n) return a.adapters;
+    }
+    return nullptr;
+  };
+  const WeightView& view = projection_weight(w, p, e);
+  for (std::int64_t i = 0; i < m;) {
+    const BlockAdapters* adapters = adapters_of(rows[i]);
+    std::int64_t j = i + 1;
+    while (j < m && adapters_of(rows[j]) == adapters) ++j;
+    if (adapters) {
+      if (const auto a = adapters->of(c, w.layer, p, e)) apply_adapter(*a, view, x + i * view.cols, j - i, y + i * view.rows);
+    }
+    i = j;
+  }
+}
+
+// dx[m, w.cols] = d loss / d x of expert e's (adapted) product p over x[m, w.cols], given dy =
+// d loss / d product (scratch: PEQA rescales it); the adapter's gradients added to `grads` (the
+// block's). As training_parts.h's product_input_grad, for an expert.
+void expert_product_input_grad(const ModelConfig& c, const BlockWeights& w, const BlockAdapters* adapters, float* grads,
+                               std::int64_t e, Projection p, const float* x, std::int64_t m, float* dy, float* dx) {
+  const WeightView& view = projection_weight(w, p, e);
+  const auto a = adapters ? adapters->of(c, w.layer, p, e) : std::nullopt;
+  if (!a) return matmul_input_grad(dy, m, view, dx);
+  std::vector<float> own(static_cast<std::size_t>(m * view.cols), 0.0f);
+  adapter_backward(*a, view, x, m, dy, own.data(), grads + adapters->shape.offset_in_block(c, p, e));
+  matmul_input_grad(dy, m, view, dx);
+  for (std::size_t i = 0; i < own.size(); ++i) dx[i] += own[i];
+}
+
 }  // namespace
 
 namespace {
 
 // Rows through their routed experts, each expert once over its rows gathered (out is set).
 void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
-                 float* out);
+                 float* out, std::span<const AdaptedRows> adapted);
 void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
                        float* out);
 
@@ -76,19 +114,25 @@ void sum_rows(const ExpertScratch& s, std::int64_t h, float* out) {
 // experts (one pass of the thread pool, each product on one thread); with fewer, the experts'
 // gate and up products share the input and run as one call, then their down products. The
 // outputs are summed in ascending expert order (a product's bits do not depend on the threads).
-void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, ExpertScratch& s, float* out) {
+void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, ExpertScratch& s, float* out,
+             std::span<const AdaptedRows> adapted) {
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = s.routing.k;
+  const std::int32_t row = 0;
+  auto expert_of = [&](std::int64_t j) { return static_cast<std::int64_t>(s.routing.expert[static_cast<std::size_t>(j)]); };
   if (k >= compute_threads()) {
     parallel_for(k, [&](std::int64_t j) {
-      const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+      const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(expert_of(j))];
       const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
       float* const gate_up_out[] = {s.gate.data() + j * inter, s.up.data() + j * inter};
       block_products(x, 1, true, gate_up, gate_up_out);
+      adapt_expert(c, w, adapted, expert_of(j), Projection::kGate, &row, 1, x, s.gate.data() + j * inter);
+      adapt_expert(c, w, adapted, expert_of(j), Projection::kUp, &row, 1, x, s.up.data() + j * inter);
       add_held_bias(ex.gate_bias, s.gate.data() + j * inter, 1);
       add_held_bias(ex.up_bias, s.up.data() + j * inter, 1);
       expert_activation(c, s.gate.data() + j * inter, s.up.data() + j * inter, 1);
       float* const down_out[] = {s.out.data() + j * h};
       block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+      adapt_expert(c, w, adapted, expert_of(j), Projection::kDown, &row, 1, s.gate.data() + j * inter, s.out.data() + j * h);
       add_held_bias(ex.down_bias, s.out.data() + j * h, 1);
     });
     return sum_rows(s, h, out);
@@ -104,15 +148,18 @@ void one_row(const ModelConfig& c, const BlockWeights& w, const float* x, Expert
   }
   block_products(x, 1, true, ws, ys);
   for (std::int64_t j = 0; j < k; ++j) {
-    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(expert_of(j))];
+    adapt_expert(c, w, adapted, expert_of(j), Projection::kGate, &row, 1, x, s.gate.data() + j * inter);
+    adapt_expert(c, w, adapted, expert_of(j), Projection::kUp, &row, 1, x, s.up.data() + j * inter);
     add_held_bias(ex.gate_bias, s.gate.data() + j * inter, 1);
     add_held_bias(ex.up_bias, s.up.data() + j * inter, 1);
   }
   gate_mul(c.mlp_activation, s.gate.data(), s.up.data(), k * inter, c.swiglu_limit);
   for (std::int64_t j = 0; j < k; ++j) {
-    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(s.routing.expert[static_cast<std::size_t>(j)])];
+    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(expert_of(j))];
     float* const down_out[] = {s.out.data() + j * h};
     block_products(s.gate.data() + j * inter, 1, true, std::span(&ex.down_proj.view, 1), down_out);
+    adapt_expert(c, w, adapted, expert_of(j), Projection::kDown, &row, 1, s.gate.data() + j * inter, s.out.data() + j * h);
     add_held_bias(ex.down_bias, s.out.data() + j * h, 1);
   }
   sum_rows(s, h, out);
@@ -159,15 +206,15 @@ ExpertScratch::ExpertScratch(const ModelConfig& c, std::int64_t n)
       shared_logit(c.shared_expert_intermediate_size > 0 ? n : 0) {}
 
 void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
-                     ExpertScratch& s, float* out) {
+                     ExpertScratch& s, float* out, std::span<const AdaptedRows> adapted) {
   float* const logits_out[] = {s.logits.data()};
   block_products(x, n, alone, std::span(&w.router.view, 1), logits_out);
   add_held_bias(w.router_bias, s.logits.data(), n);
   route_experts(c, s.logits.data(), n, s.routing);
   if (n == 1) {
-    one_row(c, w, x, s, out);
+    one_row(c, w, x, s, out, adapted);
   } else {
-    routed_rows(c, w, x, n, alone, s, out);
+    routed_rows(c, w, x, n, alone, s, out, adapted);
   }
   if (c.shared_expert_intermediate_size > 0) add_shared_expert(c, w, x, n, alone, s, out);
 }
@@ -175,7 +222,7 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
 namespace {
 
 void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
-                 float* out) {
+                 float* out, std::span<const AdaptedRows> adapted) {
   const std::int64_t h = c.hidden_size;
   std::fill(out, out + n * h, 0.0f);
   for_each_expert(s.routing, n, c.num_experts, s.rows, s.slots,
@@ -185,11 +232,14 @@ void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, st
                     const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
                     float* const gate_up_out[] = {s.gate.data(), s.up.data()};
                     block_products(s.gathered.data(), m, alone, gate_up, gate_up_out);
+                    adapt_expert(c, w, adapted, e, Projection::kGate, rows, m, s.gathered.data(), s.gate.data());
+                    adapt_expert(c, w, adapted, e, Projection::kUp, rows, m, s.gathered.data(), s.up.data());
                     add_held_bias(ex.gate_bias, s.gate.data(), m);
                     add_held_bias(ex.up_bias, s.up.data(), m);
                     expert_activation(c, s.gate.data(), s.up.data(), m);
                     float* const down_out[] = {s.out.data()};
                     block_products(s.gate.data(), m, alone, std::span(&ex.down_proj.view, 1), down_out);
+                    adapt_expert(c, w, adapted, e, Projection::kDown, rows, m, s.gate.data(), s.out.data());
                     add_held_bias(ex.down_bias, s.out.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
                       const float weight = s.routing.weight[static_cast<std::size_t>(slots[i])];
@@ -225,7 +275,9 @@ void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float*
 }  // namespace
 
 void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t t,
-                              ExpertActivations& a, float* out) {
+                              ExpertActivations& a, float* out, const BlockAdapters* adapters) {
+  const AdaptedRows whole{0, t, adapters};
+  const std::span<const AdaptedRows> adapted = adapters ? std::span(&whole, 1) : std::span<const AdaptedRows>();
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = c.experts_per_token;
   std::vector<float> logits(static_cast<std::size_t>(t * c.num_experts));
   matmul(x, t, w.router.view, logits.data());
@@ -245,6 +297,8 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
                     const WeightView gate_up[] = {ex.gate_proj.view, ex.up_proj.view};
                     float* const gate_up_out[] = {gate.data(), up.data()};
                     matmul_many(gathered.data(), m, gate_up, gate_up_out);
+                    adapt_expert(c, w, adapted, e, Projection::kGate, rs, m, gathered.data(), gate.data());
+                    adapt_expert(c, w, adapted, e, Projection::kUp, rs, m, gathered.data(), up.data());
                     add_held_bias(ex.gate_bias, gate.data(), m);
                     add_held_bias(ex.up_bias, up.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
@@ -253,6 +307,7 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
                     }
                     expert_activation(c, gate.data(), up.data(), m);
                     matmul(gate.data(), m, ex.down_proj.view, y.data());
+                    adapt_expert(c, w, adapted, e, Projection::kDown, rs, m, gate.data(), y.data());
                     add_held_bias(ex.down_bias, y.data(), m);
                     for (std::int64_t i = 0; i < m; ++i) {
                       std::copy_n(y.data() + i * h, h, a.out.data() + ss[i] * h);
@@ -280,7 +335,8 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
 }
 
 void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t t, const ExpertActivations& a,
-                        const float* dout, float* dx) {
+                        const float* x, const float* dout, float* dx, const BlockAdapters* adapters, float* adapter_grads) {
+  if (adapters && !adapter_grads) fail("a backward pass with adapters needs somewhere to put their gradients");
   const std::int64_t h = c.hidden_size, inter = c.moe_intermediate_size, k = a.routing.k, experts = c.num_experts;
   // The router: out_r = Σ_j weight_rj · y_rj, so d loss / d weight_rj = dout_r · y_rj; through the
   // softmax (over the picked experts where renormalised, else over all) to the logits.
@@ -313,22 +369,30 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
   matmul_input_grad(d_logits.data(), t, w.router.view, dx);
   // Each expert over its rows: dy = weight · dout, back through down, the gate and gate, up.
   AlignedFloats dy(static_cast<std::size_t>(t * h)), d_act(static_cast<std::size_t>(t * inter)), gate(d_act.size()),
-      up(d_act.size()), d_gate(d_act.size()), d_up(d_act.size()), dx_e(dy.size()), part(dy.size());
+      up(d_act.size()), d_gate(d_act.size()), d_up(d_act.size()), dx_e(dy.size()), part(dy.size()),
+      gathered(adapters ? dy.size() : 0), act(adapters ? d_act.size() : 0);
   std::vector<std::int32_t> rows, slots;
   for_each_expert(a.routing, t, experts, rows, slots,
                   [&](std::int64_t e, std::int64_t m, const std::int32_t* rs, const std::int32_t* ss) {
-                    const BlockWeights::Expert& ex = w.experts[static_cast<std::size_t>(e)];
                     for (std::int64_t i = 0; i < m; ++i) {
                       const float weight = a.routing.weight[static_cast<std::size_t>(ss[i])];
                       for (std::int64_t d = 0; d < h; ++d) dy[static_cast<std::size_t>(i * h + d)] = weight * dout[rs[i] * h + d];
                       std::copy_n(a.gate.data() + ss[i] * inter, inter, gate.data() + i * inter);
                       std::copy_n(a.up.data() + ss[i] * inter, inter, up.data() + i * inter);
                     }
-                    matmul_input_grad(dy.data(), m, ex.down_proj.view, d_act.data());
+                    if (adapters) {  // the adapters' inputs: the rows, and the activation down took
+                      gather_rows(x, h, rs, m, gathered.data());
+                      std::copy_n(gate.data(), m * inter, act.data());
+                      expert_activation(c, act.data(), up.data(), m);
+                    }
+                    expert_product_input_grad(c, w, adapters, adapter_grads, e, Projection::kDown, act.data(), m, dy.data(),
+                                              d_act.data());
                     gate_mul_input_grad(c.mlp_activation, gate.data(), up.data(), d_act.data(), d_gate.data(), d_up.data(),
                                         m * inter, c.swiglu_limit);
-                    matmul_input_grad(d_gate.data(), m, ex.gate_proj.view, dx_e.data());
-                    matmul_input_grad(d_up.data(), m, ex.up_proj.view, part.data());
+                    expert_product_input_grad(c, w, adapters, adapter_grads, e, Projection::kGate, gathered.data(), m,
+                                              d_gate.data(), dx_e.data());
+                    expert_product_input_grad(c, w, adapters, adapter_grads, e, Projection::kUp, gathered.data(), m,
+                                              d_up.data(), part.data());
                     for (std::int64_t i = 0; i < m; ++i) {
                       float* row = dx + rs[i] * h;
                       for (std::int64_t d = 0; d < h; ++d) {

@@ -10,12 +10,17 @@
 // rows share its experts' products (none, with `alone`: every row then gets the bits it gets
 // decoded alone, as block_parts.h's block_products gives them).
 //
+// Adapters (model/block_adapters.h) on the experts' gate, up and down are each expert's own, and
+// each row's: rows of several sessions batched in one call take their own session's.
+//
 // Thread-safety: each call is independent; the products use the kernels' thread pool.
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kernels/aligned_vector.h"
+#include "model/block_adapters.h"
 #include "model/model_config.h"
 #include "model/weights.h"
 
@@ -47,15 +52,22 @@ struct ExpertScratch {
   ExpertScratch(const ModelConfig& c, std::int64_t n);
 };
 
+/// Rows [row, row + n) of a call and the adapters their experts' products take (null: none).
+struct AdaptedRows {
+  std::int64_t row = 0, n = 0;
+  const BlockAdapters* adapters = nullptr;
+};
+
 /// out[n, hidden] = the sparse MLP of x[n, hidden] with block w's router and experts (and, after
-/// them, its shared expert's output times sigmoid of its gate). With `alone`, each row's products
+/// them, its shared expert's output times sigmoid of its gate), each row's expert products
+/// adapted as `adapted` says (rows it does not cover take none). With `alone`, each row's products
 /// are the bits it gets alone. x and out must not overlap.
 void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone,
-                     ExpertScratch& s, float* out);
+                     ExpertScratch& s, float* out, std::span<const AdaptedRows> adapted = {});
 
 /// A training pass's record of a sparse MLP over t rows, for its backward: the routing, and for
 /// each choice slot (r * k + j) the expert's gate and up products [t * k, moe_intermediate_size]
-/// and its output before weighting [t * k, hidden].
+/// (adapted) and its output before weighting [t * k, hidden].
 struct ExpertActivations {
   ExpertRouting routing;
   std::vector<float> gate, up, out;
@@ -64,13 +76,17 @@ struct ExpertActivations {
   std::vector<float> shared_gate, shared_up, shared_out, shared_logit;
 };
 
-/// experts_forward over a training pass's t rows, recording what the backward needs.
+/// experts_forward over a training pass's t rows (adapted by `adapters`, which may be null),
+/// recording what the backward needs.
 void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t t,
-                              ExpertActivations& a, float* out);
+                              ExpertActivations& a, float* out, const BlockAdapters* adapters = nullptr);
 
-/// dx[t, hidden] = d loss / d x of that MLP given dout = d loss / d out: through each picked
-/// expert, and through the router's probabilities (the choice itself is piecewise constant).
+/// dx[t, hidden] = d loss / d x of that MLP, whose input was x[t, hidden], given dout = d loss /
+/// d out: through each picked expert, and through the router's probabilities (the choice itself
+/// is piecewise constant). With adapters, adds their gradients to adapter_grads (the block's, in
+/// the layout of its values).
 void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_t t, const ExpertActivations& a,
-                        const float* dout, float* dx);
+                        const float* x, const float* dout, float* dx, const BlockAdapters* adapters = nullptr,
+                        float* adapter_grads = nullptr);
 
 }  // namespace sepal

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "kernels/error.h"
+#include "kernels/parallel.h"
 #include "model/block_adapters.h"
 #include "model/block_stack.h"
 #include "model/prompt_tuning.h"
@@ -31,11 +32,23 @@ SyntheticSpec small_llama() {
   return s;
 }
 
+// A mixture of experts of the same size: `architecture`'s experts (4, 2 picked a row) each take
+// adapters of their own on gate, up and down.
+SyntheticSpec small_mixture(const char* architecture) {
+  SyntheticSpec s = small_llama();
+  s.architecture = architecture;
+  s.num_experts = 4;
+  s.experts_per_token = 2;
+  s.moe_intermediate_size = 40;
+  return s;
+}
+
 struct Case {
   const char* name;
   AdapterMethod method;
   std::vector<Projection> targets;
   DType dtype;
+  const char* mixture = nullptr;  ///< an architecture with experts, or a dense Llama
 };
 
 class Adapters : public ::testing::TestWithParam<Case> {};
@@ -43,7 +56,7 @@ class Adapters : public ::testing::TestWithParam<Case> {};
 TEST_P(Adapters, ForwardAndGradientsMatchTheFloat64Reference) {
   const Case& k = GetParam();
   test::TempDir dir;
-  write_synthetic_checkpoint(small_llama(), dir.path());
+  write_synthetic_checkpoint(k.mixture ? small_mixture(k.mixture) : small_llama(), dir.path());
   const ModelConfig config = read_model_config(dir.path());
   WeightLoading loading(k.dtype);
   // Every column an outlier: the int8 product is then the float product of the dequantized
@@ -74,12 +87,18 @@ TEST_P(Adapters, ForwardAndGradientsMatchTheFloat64Reference) {
   for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(out[i] - want[i]) / (1 + std::abs(want[i])));
   EXPECT_LT(worst, 2e-5) << "adapted forward";
 
-  // The cached forward (a prompt of 4, then decode steps) adapts the same way.
-  KvCache cache = blocks.new_cache(8, first, first + count);
-  std::vector<float> cached(x.begin(), x.begin() + 7 * h);
-  blocks.forward(cached.data(), 4, cache, first, nullptr, &adapters);
-  for (std::int64_t t = 4; t < 7; ++t) blocks.forward(cached.data() + t * h, 1, cache, first, nullptr, &adapters);
-  for (std::int64_t i = 0; i < 7 * h; ++i) EXPECT_NEAR(cached[i], out[i], 1e-4 * (1 + std::abs(out[i]))) << i;
+  // The cached forward (a prompt of 4, then decode steps) adapts the same way; a mixture's decode
+  // step also with more threads than a row's experts (which runs their products together).
+  const int threads = compute_threads();
+  for (const int t_count : k.mixture ? std::vector<int>{threads, 4} : std::vector<int>{threads}) {
+    set_compute_threads(t_count);
+    KvCache cache = blocks.new_cache(8, first, first + count);
+    std::vector<float> cached(x.begin(), x.begin() + 7 * h);
+    blocks.forward(cached.data(), 4, cache, first, nullptr, &adapters);
+    for (std::int64_t t = 4; t < 7; ++t) blocks.forward(cached.data() + t * h, 1, cache, first, nullptr, &adapters);
+    for (std::int64_t i = 0; i < 7 * h; ++i) EXPECT_NEAR(cached[i], out[i], 1e-4 * (1 + std::abs(out[i]))) << t_count << " threads, " << i;
+  }
+  set_compute_threads(threads);
 
   // Gradients: of Σ dy · blocks(x) with respect to x and to the adapter values.
   const auto dy = test::random_floats(x.size(), 43);
@@ -108,7 +127,16 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"peqa", AdapterMethod::kPeqa,
                            {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
                             Projection::kUp, Projection::kDown},
-                           DType::kI8}),
+                           DType::kI8},
+                      Case{"lora_on_mixtral_experts", AdapterMethod::kLora,
+                           {Projection::kQ, Projection::kV, Projection::kGate, Projection::kUp, Projection::kDown},
+                           DType::kF32, "MixtralForCausalLM"},
+                      Case{"lora_on_qwen3_moe_experts_int8", AdapterMethod::kLora, {Projection::kUp, Projection::kDown},
+                           DType::kI8, "Qwen3MoeForCausalLM"},
+                      Case{"peqa_on_mixtral_experts", AdapterMethod::kPeqa,
+                           {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
+                            Projection::kUp, Projection::kDown},
+                           DType::kI8, "MixtralForCausalLM"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(AdapterTuning, BatchGradientMatchesCentralDifferencesOfTheReferenceLoss) {

@@ -1,6 +1,6 @@
 // Steps of several sessions through one BlockStack::forward_batch call end exactly as each
 // session's forward() alone: f32, bf16 and int8 Llama blocks and BLOOM's, steps of 1 to 4 rows,
-// sessions at different lengths, one with LoRA adapters and one with deep prompts over its first
+// sessions at different lengths, two with LoRA adapters and one with deep prompts over its first
 // decode positions, and a mixture of experts at each type; with f32 and with bf16 key/value caches. What a host batching its sessions' steps relies on.
 #include <gtest/gtest.h>
 
@@ -34,14 +34,19 @@ void expect_batched_equals_alone(const std::filesystem::path& dir, const WeightL
     alone.push_back(stack.new_cache(40, first, first + blocks));
     batched.push_back(stack.new_cache(40, first, first + blocks));
   }
-  // Session 1: LoRA on q, v and down; session 2: deep prompts at positions [7, 11).
-  // (A mixture of experts' MLP takes no adapters: q and v then.)
+  // Sessions 1 and 3: LoRA on q, v and down (each expert's own, in a mixture whose experts take
+  // adapters; q and v alone in one whose do not), other values each; session 2: deep prompts at
+  // positions [7, 11).
   const AdapterShape shape{AdapterMethod::kLora, 2, 4.0,
-                           config.mixture_of_experts() ? std::vector<Projection>{Projection::kQ, Projection::kV}
-                                                       : std::vector<Projection>{Projection::kQ, Projection::kV, Projection::kDown}};
-  std::vector<float> lora = test::random_floats(static_cast<std::size_t>(config.num_layers * shape.values_per_block(config)), 5, 0.2f);
+                           block_has_projection(config, Projection::kDown)
+                               ? std::vector<Projection>{Projection::kQ, Projection::kV, Projection::kDown}
+                               : std::vector<Projection>{Projection::kQ, Projection::kV}};
+  const auto values = static_cast<std::size_t>(config.num_layers * shape.values_per_block(config));
+  std::vector<float> lora = test::random_floats(values, 5, 0.2f), other_lora = test::random_floats(values, 8, 0.2f);
   const BlockAdapters lora_view{shape, 0, config.num_layers, lora.data()};
-  const BlockAdapters* session_adapters[kSessions] = {nullptr, adapters ? &lora_view : nullptr, nullptr, nullptr, nullptr};
+  const BlockAdapters other_view{shape, 0, config.num_layers, other_lora.data()};
+  const BlockAdapters* session_adapters[kSessions] = {nullptr, adapters ? &lora_view : nullptr, nullptr,
+                                                      adapters ? &other_view : nullptr, nullptr};
   const std::vector<float> deep_values = test::random_floats(static_cast<std::size_t>(blocks * 4 * h), 6, 0.5f);
   const DeepPrompts deep{deep_values.data(), 4, 7};
   const DeepPrompts* session_prompts[kSessions] = {nullptr, nullptr, &deep, nullptr, nullptr};
@@ -94,7 +99,7 @@ TEST(BatchedSteps, Bf16CachesEqualEachSessionAlone) {
 }
 // A mixture of experts (Qwen3-MoE's kind: 3 of 6 experts, a dense block among sparse ones; and
 // Qwen2-MoE's, with a shared expert; OLMoE's; GPT-OSS's): each row's experts run over the rows that picked them,
-// gathered from every session of the step.
+// gathered from every session of the step (OLMoE's experts with each session's own adapters).
 TEST(BatchedSteps, MixtureOfExpertsEqualsEachSessionAlone) {
   test::TempDir dir;
   SyntheticSpec spec;

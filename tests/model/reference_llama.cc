@@ -435,6 +435,27 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
   }
   for (std::int64_t b = 0; b < blocks; ++b) {
     const BlockWeights w = load_block_weights(ckpt, c, first + b, WeightLoading(dtype));
+    // y = in · Wᵀ of projection p (of expert `copy` in a sparse block), adapted in place.
+    auto adapt = [&](std::vector<double>& y, const std::vector<double>& in, Projection p, std::int64_t rows, std::int64_t cols,
+                     std::int64_t copy) {
+      if (!adapters || !adapters->shape.targets_projection(p)) return;
+      const std::int64_t n = static_cast<std::int64_t>(in.size()) / cols;
+      const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p, copy);
+      if (adapters->shape.method == AdapterMethod::kPeqa) {
+        for (std::int64_t t = 0; t < n; ++t)
+          for (std::int64_t r = 0; r < rows; ++r) y[t * rows + r] *= 1 + v[r];
+        return;
+      }
+      const std::int64_t rank = adapters->shape.rank;
+      const double scaling = adapters->shape.alpha / static_cast<double>(rank);
+      for (std::int64_t t = 0; t < n; ++t) {
+        std::vector<double> u(static_cast<std::size_t>(rank));
+        for (std::int64_t j = 0; j < rank; ++j)
+          for (std::int64_t i = 0; i < cols; ++i) u[j] += in[t * cols + i] * v[j * cols + i];
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t j = 0; j < rank; ++j) y[t * rows + r] += scaling * v[rank * cols + r * rank + j] * u[j];
+      }
+    };
     // x · Wᵀ of projection p, adapted.
     auto linear = [&](const std::vector<double>& in, Projection p) {
       const HeldMatrix& m = p == Projection::kQ ? w.q_proj : p == Projection::kK ? w.k_proj : p == Projection::kV ? w.v_proj
@@ -457,23 +478,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
       } else {
         y = sepal::test::linear(in, m);
       }
-      if (!adapters || !adapters->shape.targets_projection(p)) return y;
-      const std::int64_t rows = m.view.rows, cols = m.view.cols, n = static_cast<std::int64_t>(in.size()) / cols;
-      const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p);
-      if (adapters->shape.method == AdapterMethod::kPeqa) {
-        for (std::int64_t t = 0; t < n; ++t)
-          for (std::int64_t r = 0; r < rows; ++r) y[t * rows + r] *= 1 + v[r];
-        return y;
-      }
-      const std::int64_t rank = adapters->shape.rank;
-      const double scaling = adapters->shape.alpha / static_cast<double>(rank);
-      for (std::int64_t t = 0; t < n; ++t) {
-        std::vector<double> u(static_cast<std::size_t>(rank));
-        for (std::int64_t j = 0; j < rank; ++j)
-          for (std::int64_t i = 0; i < cols; ++i) u[j] += in[t * cols + i] * v[j * cols + i];
-        for (std::int64_t r = 0; r < rows; ++r)
-          for (std::int64_t j = 0; j < rank; ++j) y[t * rows + r] += scaling * v[rank * cols + r * rank + j] * u[j];
-      }
+      adapt(y, in, p, m.view.rows, m.view.cols, 0);
       return y;
     };
     for (std::int64_t start : starts)
@@ -681,9 +686,17 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                              ? stacked(gated(stacked(row, "input_linear", e * 2 * inter, inter, held.gate_proj),
                                              stacked(row, "input_linear", e * 2 * inter + inter, inter, held.up_proj)),
                                        "output_linear", e * h, h, held.down_proj)
-                             : product(gated(product(row, ex + experts.gate + ".weight", held.gate_proj),
-                                             product(row, ex + experts.up + ".weight", held.up_proj)),
-                                       ex + experts.down + ".weight", held.down_proj);
+                             : [&] {  // each expert's own adapters
+                                 const std::int64_t inter_e = held.gate_proj.view.rows;
+                                 auto g = product(row, ex + experts.gate + ".weight", held.gate_proj);
+                                 adapt(g, row, Projection::kGate, inter_e, h, e);
+                                 auto u = product(row, ex + experts.up + ".weight", held.up_proj);
+                                 adapt(u, row, Projection::kUp, inter_e, h, e);
+                                 const auto act = gated(g, u);
+                                 auto d = product(act, ex + experts.down + ".weight", held.down_proj);
+                                 adapt(d, act, Projection::kDown, h, inter_e, e);
+                                 return d;
+                               }();
           const double weight = experts.renormalize ? p[e] / picked : p[e];
           for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += weight * y[i];
         }

@@ -11,10 +11,12 @@
 #   them) scores what the same values dequantized by that script score, and differs from the
 #   float original;
 # - `sepal perplexity` over hosts is one process's;
-# - `sepal tune --method lora` (q and v) and `--method peqa` (the attention's scales) train and
-#   write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
-#   losses bit for bit (and OLMo 3's, on q and down_proj, and GPT-OSS's, on q and o); LoRA on an expert's projection is
-#   refused in one line, exit status 2.
+# - `sepal tune --method lora` (q and v) and `--method peqa` (every scale, the experts' too) train
+#   and write checkpoints that `generate --adapter` reads; LoRA through 2 hosts has one process's
+#   losses bit for bit (and OLMo 3's, on q and down_proj, GPT-OSS's, on q and o, and Mixtral's on
+#   q and each expert's w1 and w2, whose generation through 2 hosts is one process's too); the PEQA-tuned int8 copy (`sepal quantize --adapter`) scores
+#   what the int8 model with the adapter scores; LoRA on the experts of a mixture with a shared
+#   expert (Qwen2-MoE) is refused in one line, exit status 2.
 #   run_moe_test.sh SEPAL_BINARY
 set -uo pipefail
 sepal=$1
@@ -87,7 +89,8 @@ check test -n "$int8_loaded"
 check test "$int8_loaded" = "$int8_written" || echo "MXFP4 GPT-OSS: int8 loading $int8_loaded, its int8 checkpoint $int8_written"
 check test "$(grep -c quantization_config "$out/gpt_oss-mxfp4-int8/config.json")" = 0
 
-# Training: LoRA on q and v, PEQA on the attention's int8 scales; an expert's projection refused.
+# Training: LoRA on q and v, and on the experts; PEQA on every int8 scale; the experts of a
+# mixture with a shared expert refused.
 for i in $(seq 1 12); do echo "The cat sat on the mat and looked at the bird number $i."; echo; done > "$out/data.txt"
 "$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-rank 2 --steps 3 --batch-size 2 --lr 0.01 \
   --out "$out/lora.h5" --log "$out/lora.jsonl" > /dev/null 2> "$out/lora.err"
@@ -101,9 +104,10 @@ check test $? -eq 0 || tail -3 "$out/lora-hosts.err"
 check test "$(losses "$out/lora.jsonl")" = "$(losses "$out/lora-hosts.jsonl")" \
   || echo "losses: one process $(losses "$out/lora.jsonl"), two hosts $(losses "$out/lora-hosts.jsonl")"
 check test "$(losses "$out/lora.jsonl" | tr -cd ',' | wc -c)" -eq 2
-# OLMo 3 (the backward with no input norms, adapters on the MLP too) and GPT-OSS (through sinks,
-# biases and clamped experts; adapters on q and o): one process and 2 hosts, the same losses.
-for model in olmo3:q_proj,down_proj gpt_oss:q_proj,o_proj; do
+# OLMo 3 (the backward with no input norms, adapters on the MLP too), GPT-OSS (through sinks,
+# biases and clamped experts; adapters on q and o) and Mixtral with adapters on each expert's w1
+# and w2: one process and 2 hosts, the same losses.
+for model in olmo3:q_proj,down_proj gpt_oss:q_proj,o_proj mixtral:q_proj,w1,w2; do
   name=${model%%:*}
   for hosts in 1 2; do
     timeout 300 "${plain_env[@]}" "$sepal" tune --model "$out/$name" --data "$out/data.txt" --method lora --lora-rank 2 \
@@ -115,10 +119,42 @@ for model in olmo3:q_proj,down_proj gpt_oss:q_proj,o_proj; do
     || echo "$name losses: one process $(losses "$out/$name-1.jsonl"), two hosts $(losses "$out/$name-2.jsonl")"
   check test "$(losses "$out/$name-1.jsonl" | tr -cd ',' | wc -c)" -eq 2
 done
+# Generation with Mixtral's experts adapted: through 2 hosts, one process's ids.
+gen_ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
+one=$("$sepal" generate --model "$out/mixtral" --adapter "$out/mixtral-1.h5" --prompt "The cat" --max-new-tokens 12 --json 2> /dev/null | gen_ids)
+two=$(timeout 300 "${plain_env[@]}" "$sepal" generate --model "$out/mixtral" --adapter "$out/mixtral-1.h5" --prompt "The cat" \
+  --max-new-tokens 12 --json --hosts 2 --no-wire-compression 2> /dev/null | gen_ids)
+check test -n "$one" -a "$one" = "$two" || echo "ids with the experts' adapters: one process $one, two hosts $two"
 "$sepal" tune --model "$out/qwen3moe" --data "$out/data.txt" --method peqa --dtype int8 --steps 3 --batch-size 2 --lr 0.01 \
   --out "$out/peqa.h5" > /dev/null 2> "$out/peqa.err"
 check test $? -eq 0 || tail -3 "$out/peqa.err"
 check test -f "$out/peqa.h5"
+# Folded into an int8 copy (the experts' scales too): the same score as the adapter applied.
+"$sepal" quantize --model "$out/qwen3moe" --adapter "$out/peqa.h5" --out "$out/qwen3moe-peqa" > /dev/null 2> "$out/fold.err"
+check test $? -eq 0 || tail -3 "$out/fold.err"
+sed -n 's/^\(The cat.*\)$/{"text": "\1"}/p' "$out/data.txt" > "$out/data.jsonl"
+nll() { "$sepal" perplexity --data "$out/data.jsonl" --json "$@" 2> /dev/null | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
+tuned=$(nll --model "$out/qwen3moe" --dtype int8 --adapter "$out/peqa.h5"); folded=$(nll --model "$out/qwen3moe-peqa" --dtype int8)
+base=$(nll --model "$out/qwen3moe" --dtype int8)
+check /usr/bin/python3 -c "
+import sys
+tuned, folded, base = map(float, sys.argv[1:4])
+assert abs(tuned - folded) < 1e-5 * tuned, (tuned, folded)
+assert abs(tuned - base) > 1e-6, ('PEQA changed nothing', tuned, base)" "$tuned" "$folded" "$base" \
+  || echo "PEQA: adapter $tuned, folded $folded, base $base"
+# The experts' scales were tuned and folded: an expert's SCB is not the plain int8 copy's.
+"$sepal" quantize --model "$out/qwen3moe" --out "$out/qwen3moe-int8" > /dev/null 2>&1
+check /usr/bin/python3 - "$out/qwen3moe-int8" "$out/qwen3moe-peqa" "$(dirname "$0")" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[3])
+import numpy as np
+from safetensors_io import read_arrays
+plain, folded = (read_arrays(f"{d}/model.safetensors") for d in sys.argv[1:3])
+name = "model.layers.1.mlp.experts.2.down_proj.SCB"
+assert plain[name].shape == folded[name].shape, name
+assert not np.array_equal(plain[name], folded[name]), f"{name} is the untuned one"
+assert np.array_equal(plain["model.layers.1.mlp.experts.2.down_proj.weight"], folded["model.layers.1.mlp.experts.2.down_proj.weight"])
+PY
 check /usr/bin/python3 - "$out/lora.h5" "$out/peqa.h5" <<'PY'
 import h5py, sys
 for path in sys.argv[1:]:
@@ -130,10 +166,10 @@ for path in sys.argv[1:]:
 PY
 "$sepal" generate --model "$out/mixtral" --adapter "$out/lora.h5" --prompt "The cat" --max-new-tokens 4 > /dev/null 2> "$out/gen.err"
 check test $? -eq 0 || tail -2 "$out/gen.err"
-"$sepal" tune --model "$out/mixtral" --data "$out/data.txt" --method lora --lora-targets q_proj,down_proj --steps 1 \
+"$sepal" tune --model "$out/qwen2moe" --data "$out/data.txt" --method lora --lora-targets q_proj,down_proj --steps 1 \
   --batch-size 2 --lr 0.01 --out "$out/bad.h5" > /dev/null 2> "$out/bad.err"
 status=$?
 check test "$status" -eq 2
 check test "$(wc -l < "$out/bad.err")" -eq 1
-check grep -q "the experts of a mixture take no adapters" "$out/bad.err" || cat "$out/bad.err"
+check grep -q "the experts of this mixture take no adapters (it has dense blocks, a shared expert" "$out/bad.err" || cat "$out/bad.err"
 exit $failed

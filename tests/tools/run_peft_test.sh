@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K), on
 # BLOOM (bloom-synth, whose q, k and v are one fused query_key_value), on a synthetic Phi-3
-# (qkv_proj and gate_up_proj fused) and on synthetic Gemma, Gemma 2 and Gemma 3:
+# (qkv_proj and gate_up_proj fused), a synthetic Mixtral (each expert's w1 and w2 adapted) and on
+# synthetic Gemma, Gemma 2 and Gemma 3:
 #   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys; BLOOM's fused
 #      module with its rank and alpha in rank_pattern and alpha_pattern) and
 #      adapter_model.safetensors (PEFT's tensor names); the folder as --adapter scores exactly what
@@ -92,6 +93,14 @@ assert c["rank_pattern"] == {"qkv_proj": 8} and c["alpha_pattern"] == {"qkv_proj
 assert "base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight" in names, sorted(names)[:4]
 assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names, sorted(names)[:4]
 assert len(names) == 2 * 2 * 2, len(names)' "$dir/phi3-synth"
+# Mixtral (synthetic): every expert's w1 and w2 a module with a LoRA of its own.
+"$sepal" synth --arch mixtral --hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab 400 --experts 4 \
+  --experts-per-token 2 --out "$dir/mixtral-synth" > /dev/null 2>&1 || { echo "FAILED: sepal synth --arch mixtral"; failed=$((failed + 1)); }
+check_model mixtral-synth q_proj,w1,w2 '
+assert sorted(c["target_modules"]) == ["q_proj", "w1", "w2"], c["target_modules"]
+assert "base_model.model.model.layers.1.block_sparse_moe.experts.3.w1.lora_A.weight" in names, sorted(names)[:4]
+assert "base_model.model.model.layers.0.block_sparse_moe.experts.0.w2.lora_B.weight" in names, sorted(names)[:4]
+assert len(names) == 2 * (1 + 2 * 4) * 2, len(names)' "$dir/mixtral-synth"
 # Gemma (synthetic): Llama's module names; training passes through its GeGLU, its norms of 1 +
 # weight and its scaled embeddings.
 "$sepal" synth --arch gemma --hidden 64 --intermediate 160 --layers 2 --heads 4 --kv-heads 1 --head-dim 32 --vocab 400 \

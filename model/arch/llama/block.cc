@@ -69,7 +69,10 @@ void llama_block_forward(const BlockCall& call) {
   // Cohere's parallel block: the MLP reads the attention's input norm (s.normed, untouched since).
   if (!c.parallel_block) x = input_of(w.post_attention_norm);
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE: the router's experts
-    experts_forward(c, w, x, n, rows_alone(call), s.experts, s.proj.data());
+    std::vector<AdaptedRows> adapted;  // each session's rows with its adapters, or the call's
+    for (const RowSegment& seg : call.segments) adapted.push_back({seg.row, seg.n, seg.adapters});
+    if (call.segments.empty() && call.adapters) adapted.push_back({0, n, call.adapters});
+    experts_forward(c, w, x, n, rows_alone(call), s.experts, s.proj.data(), adapted);
     add_scaled_in_place(hidden, s.proj.data(), c.residual_scale, n * h);
     return;
   }

@@ -93,7 +93,7 @@ void llama_training_forward(const TrainingCall& call, float* hidden) {
     input_forward(c, w.post_attention_norm, hidden, t, a.normed2.data());
   }
   if (c.sparse_block(w.layer)) {  // Mixtral, Qwen3-MoE, OLMoE
-    experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden);
+    experts_training_forward(c, w, a.normed2.data(), t, a.moe, hidden, call.adapters);
     scale_residual(c, hidden, t * h);
     add_in_place(hidden, a.mid.data(), t * h);
     return;
@@ -126,7 +126,8 @@ void llama_training_backward(const TrainingCall& call, float* grad) {
   std::vector<float> d_product(grad, grad + t * h);  // the down product's gradient (PEQA rescales it)
   scale_residual(c, d_product.data(), t * h);
   if (c.sparse_block(w.layer)) {  // the experts and their router instead
-    experts_input_grad(c, w, t, a.moe, d_product.data(), a.d_norm.data());
+    experts_input_grad(c, w, t, a.moe, a.normed2.data(), d_product.data(), a.d_norm.data(), call.adapters,
+                       call.adapter_grads);
   } else {
     if (c.output_norms) family_norm_input_grad(c, a.down_raw.data(), t, h, w.mlp_out_norm.data, d_product.data(), d_product.data());
     product_input_grad(call, Projection::kDown, a.act.data(), d_product.data(), a.d_act.data());
