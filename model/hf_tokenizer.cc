@@ -373,10 +373,16 @@ class HfBpeTokenizer final : public Tokenizer {
     } else if (type == "Fuse") {
       // Tokens are concatenated anyway.
     } else if (type == "Strip") {
-      if (d.value("content", " ") != " " || d.value("stop", 0) != 0 || d.value("start", 0) > 1) {
+      auto count = [&](const char* key) -> std::int64_t {  // an integer, as the file must hold it
+        if (!d.contains(key)) return 0;
+        if (!d[key].is_number_integer()) fail(where_, ": the Strip decoder's ", key, " must be an integer, not ", d[key].dump());
+        return d[key].get<std::int64_t>();
+      };
+      const std::int64_t start = count("start");
+      if (d.value("content", " ") != " " || count("stop") != 0 || start < 0 || start > 1) {
         fail(where_, ": only Strip of one leading space is supported");
       }
-      strip_leading_space_ = d.value("start", 0) == 1;
+      strip_leading_space_ = start == 1;
     } else if (type == "ByteLevel") {
       decoders_.push_back({DecoderStep::Kind::kByteLevel, "", ""});
     } else if (type == "Metaspace") {

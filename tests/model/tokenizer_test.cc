@@ -218,6 +218,13 @@ TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
                "out of range");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"BertNormalizer"}})", "normalizer 'BertNormalizer'");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":"x"},"merges":[]}})", "not an integer");
+  // A Strip decoder's stop past every integer type (found by fuzz_tokenizer_json), or not a number.
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"decoder":{"type":"Strip","content":" ","start":1,"stop":6.7e68}})",
+               "the Strip decoder's stop must be an integer, not");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"decoder":{"type":"Strip","content":" ","start":"1","stop":0}})",
+               "the Strip decoder's start must be an integer");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"decoder":{"type":"Strip","content":" ","start":-1,"stop":0}})",
+               "only Strip of one leading space");
   try {
     load_tokenizer("/nonexistent");
     ADD_FAILURE();
