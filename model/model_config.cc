@@ -62,6 +62,9 @@ double positive_number(const json& config, const std::string& key, const std::st
   if (!v.is_number()) fail(where, ": '", key, "' must be a number, got ", v.dump());
   const double value = v.get<double>();
   if (!(value > 0.0) || !std::isfinite(value)) fail(where, ": '", key, "' must be positive, got ", value);
+  // Far outside any model's, and inside float's range: several of these (and their reciprocals)
+  // become floats.
+  if (value < 1e-30 || value > 1e30) fail(where, ": '", key, "' is ", value, ", outside the limits of 1e-30 to 1e30");
   return value;
 }
 

@@ -240,6 +240,10 @@ TEST(ModelConfig, ReadsGranitesMultipliers) {
               plain.logit_divisor == 1.0f);
   g["logits_scaling"] = 0;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'logits_scaling' must be positive");
+  g["logits_scaling"] = 1e300;  // past float's range: it would divide every logit to 0
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'logits_scaling' is 1e+300, outside the limits of 1e-30 to 1e30");
+  g["logits_scaling"] = 1e-300;
+  expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "'logits_scaling' is 1e-300, outside the limits");
   g["logits_scaling"] = 8;
   g["mlp_bias"] = true;
   expect_error([&] { (void)parse_model_config(g.dump(), "c"); }, "mlp_bias=true is not supported");
