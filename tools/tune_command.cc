@@ -180,8 +180,9 @@ int tune_command(int argc, char** argv) {
         const std::string name = lora_targets.substr(at, comma - at);
         const auto named = projections_named(config, name);
         if (named.empty()) {
-          const bool expert = config.mixture_of_experts() && (name == "gate_proj" || name == "up_proj" || name == "down_proj" ||
-                                                              name == "w1" || name == "w2" || name == "w3");
+          const bool expert = config.mixture_of_experts() && !experts_take_adapters(config) &&
+                              (name == "gate_proj" || name == "up_proj" || name == "down_proj" || name == "w1" ||
+                               name == "w2" || name == "w3");
           throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'" +
                            (expert ? " to adapt: the experts of this mixture take no adapters (it has dense blocks, a shared "
                                      "expert, expert biases or stacked experts; q, k, v and o do)"
