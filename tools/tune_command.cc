@@ -97,7 +97,8 @@ int tune_command(int argc, char** argv) {
       ("lora-alpha", po::value(&lora_alpha)->default_value(lora_alpha), "lora: the update is scaled by alpha / r")
       ("lora-targets", po::value(&lora_targets)->default_value(lora_targets),
        "lora: projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
-       "or the architecture's module names: BLOOM's query_key_value, dense, dense_h_to_4h, dense_4h_to_h)")
+       "or the architecture's module names: BLOOM's query_key_value, dense, dense_h_to_4h, dense_4h_to_h; Mixtral's "
+       "experts' w1, w3, w2); in a mixture of experts gate, up and down are each expert's")
       ("export-peft", po::value(&export_peft),
        "lora: also write the adapter in Hugging Face PEFT's layout into this folder, with every checkpoint")
       ("steps", po::value(&s.steps), "optimizer steps of the whole run (a resumed run ends at the same step)")
