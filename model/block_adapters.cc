@@ -20,6 +20,17 @@ WeightView f32_view(std::int64_t rows, std::int64_t cols, const float* data) {
 
 bool is_mlp(Projection p) { return p == Projection::kGate || p == Projection::kUp || p == Projection::kDown; }
 
+// A block of each kind `config` has, the first of it: a sparse one and a dense one (-1 where it
+// has none); the sizes of adapters depend on nothing else.
+std::array<std::int64_t, 2> block_kinds(const ModelConfig& c) {
+  std::array<std::int64_t, 2> kinds = {-1, -1};
+  for (std::int64_t l = 0; l < c.num_layers && (kinds[0] < 0 || kinds[1] < 0); ++l) {
+    auto& kind = kinds[c.sparse_block(l) ? 0 : 1];
+    if (kind < 0) kind = l;
+  }
+  return kinds;
+}
+
 }  // namespace
 
 std::optional<Projection> parse_projection(std::string_view name) {
@@ -33,8 +44,7 @@ std::string_view projection_name(Projection p) { return kNames[static_cast<std::
 
 bool experts_take_adapters(const ModelConfig& c) {
   const bool stacked = c.architecture == "GraniteMoeForCausalLM" || c.architecture == "GraniteMoeSharedForCausalLM";
-  return c.mixture_of_experts() && c.dense_layers.empty() && c.shared_expert_intermediate_size == 0 && !c.expert_biases &&
-         !stacked && c.family == ModelFamily::kLlama;
+  return c.mixture_of_experts() && !c.expert_biases && !stacked && c.family == ModelFamily::kLlama;
 }
 
 bool block_has_projection(const ModelConfig& config, Projection p) {
@@ -42,14 +52,17 @@ bool block_has_projection(const ModelConfig& config, Projection p) {
   return !(config.family == ModelFamily::kBloom && p == Projection::kGate);
 }
 
-std::int64_t projection_copies(const ModelConfig& config, Projection p) {
-  return is_mlp(p) && config.mixture_of_experts() ? config.num_experts : 1;
+std::int64_t projection_copies(const ModelConfig& config, Projection p, std::int64_t layer) {
+  if (!is_mlp(p) || !config.sparse_block(layer)) return 1;
+  return config.num_experts + (config.shared_expert_intermediate_size > 0 ? 1 : 0);
 }
 
-std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Projection p) {
-  if (is_mlp(p) && c.mixture_of_experts()) {  // an expert's
-    return p == Projection::kDown ? std::pair{c.hidden_size, c.moe_intermediate_size}
-                                  : std::pair{c.moe_intermediate_size, c.hidden_size};
+std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Projection p, std::int64_t layer,
+                                                       std::int64_t copy) {
+  if (is_mlp(p) && c.sparse_block(layer)) {  // an expert's, or the shared expert's after them
+    SEPAL_CHECK(copy >= 0 && copy < projection_copies(c, p, layer), "adapter copy ", copy, " of ", projection_name(p));
+    const std::int64_t inter = copy < c.num_experts ? c.moe_intermediate_size : c.shared_expert_intermediate_size;
+    return p == Projection::kDown ? std::pair{c.hidden_size, inter} : std::pair{inter, c.hidden_size};
   }
   switch (p) {
     case Projection::kQ: return {c.q_size(), c.hidden_size};
@@ -64,9 +77,11 @@ std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& c, Pro
 }
 
 const WeightView& projection_weight(const BlockWeights& w, Projection p, std::int64_t copy) {
-  if (is_mlp(p) && !w.experts.empty()) {
-    SEPAL_CHECK(copy >= 0 && copy < static_cast<std::int64_t>(w.experts.size()), "expert ", copy, " of ", w.experts.size());
-    const BlockWeights::Expert& e = w.experts[static_cast<std::size_t>(copy)];
+  if (is_mlp(p) && !w.experts.empty()) {  // an expert, or the shared one after them
+    const auto experts = static_cast<std::int64_t>(w.experts.size());
+    const bool shared = copy == experts && w.shared_expert.gate_proj.view.data;
+    SEPAL_CHECK(copy >= 0 && (copy < experts || shared), "expert ", copy, " of ", experts);
+    const BlockWeights::Expert& e = shared ? w.shared_expert : w.experts[static_cast<std::size_t>(copy)];
     return p == Projection::kGate ? e.gate_proj.view : p == Projection::kUp ? e.up_proj.view : e.down_proj.view;
   }
   switch (p) {
@@ -104,24 +119,40 @@ bool AdapterShape::targets_projection(Projection p) const {
   return std::find(targets.begin(), targets.end(), p) != targets.end();
 }
 
-std::int64_t AdapterShape::values_per_copy(const ModelConfig& config, Projection p) const {
-  const auto [rows, cols] = projection_shape(config, p);
+std::int64_t AdapterShape::values_per_copy(const ModelConfig& config, Projection p, std::int64_t layer,
+                                           std::int64_t copy) const {
+  const auto [rows, cols] = projection_shape(config, p, layer, copy);
   return method == AdapterMethod::kPeqa ? rows : rank * cols + rows * rank;
 }
 
-std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection p, std::int64_t copy) const {
-  SEPAL_CHECK(copy >= 0 && copy < projection_copies(config, p), "adapter copy ", copy, " of ", projection_name(p));
+std::int64_t AdapterShape::values_of(const ModelConfig& config, Projection p) const {
+  std::int64_t most = 0;
+  for (const std::int64_t layer : block_kinds(config)) {
+    if (layer < 0) continue;
+    std::int64_t total = 0;
+    for (std::int64_t copy = 0; copy < projection_copies(config, p, layer); ++copy) total += values_per_copy(config, p, layer, copy);
+    most = std::max(most, total);
+  }
+  return most;
+}
+
+std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection p, std::int64_t layer,
+                                           std::int64_t copy) const {
+  SEPAL_CHECK(copy >= 0 && copy < projection_copies(config, p, layer), "adapter copy ", copy, " of ", projection_name(p));
   std::int64_t offset = 0;
   for (const Projection t : targets) {
-    if (t == p) return offset + copy * values_per_copy(config, t);
-    offset += projection_copies(config, t) * values_per_copy(config, t);
+    if (t == p) {
+      for (std::int64_t c = 0; c < copy; ++c) offset += values_per_copy(config, t, layer, c);
+      return offset;
+    }
+    offset += values_of(config, t);
   }
   fail("projection ", projection_name(p), " has no adapter");
 }
 
 std::int64_t AdapterShape::values_per_block(const ModelConfig& config) const {
   std::int64_t total = 0;
-  for (const Projection t : targets) total += projection_copies(config, t) * values_per_copy(config, t);
+  for (const Projection t : targets) total += values_of(config, t);
   return total;
 }
 
@@ -134,8 +165,8 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
     if (!block_has_projection(config, t)) {
       fail(config.architecture, " blocks have no ", projection_name(t),
            config.mixture_of_experts()
-               ? " to adapt (the experts of this mixture take no adapters: it has dense blocks, a shared expert, expert "
-                 "biases or stacked experts; q, k, v and o do)"
+               ? " to adapt (the experts of this mixture take no adapters: they have biases or are stacked; q, k, v and o "
+                 "do)"
                : " (BLOOM's MLP is up_proj, GELU, down_proj)");
     }
   }
@@ -143,9 +174,13 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
     if (shape.rank < 1 || shape.rank > 1024) fail("the LoRA rank must be between 1 and 1024, got ", shape.rank);
     if (!(shape.alpha > 0)) fail("the LoRA alpha must be positive, got ", shape.alpha);
     for (const Projection t : shape.targets) {
-      const auto [rows, cols] = projection_shape(config, t);
-      if (shape.rank > std::min(rows, cols)) {
-        fail("a LoRA rank of ", shape.rank, " exceeds ", projection_name(t), "'s ", rows, " x ", cols);
+      for (const std::int64_t layer : block_kinds(config)) {
+        for (std::int64_t copy = 0; layer >= 0 && copy < projection_copies(config, t, layer); ++copy) {
+          const auto [rows, cols] = projection_shape(config, t, layer, copy);
+          if (shape.rank > std::min(rows, cols)) {
+            fail("a LoRA rank of ", shape.rank, " exceeds ", projection_name(t), "'s ", rows, " x ", cols);
+          }
+        }
       }
     }
   }
@@ -158,7 +193,7 @@ std::optional<ProjectionAdapter> BlockAdapters::of(const ModelConfig& config, st
   a.method = shape.method;
   a.rank = shape.rank;
   a.scaling = shape.method == AdapterMethod::kLora ? static_cast<float>(shape.alpha / static_cast<double>(shape.rank)) : 0.0f;
-  a.values = values + (block - first) * shape.values_per_block(config) + shape.offset_in_block(config, p, copy);
+  a.values = values + (block - first) * shape.values_per_block(config) + shape.offset_in_block(config, p, block, copy);
   return a;
 }
 

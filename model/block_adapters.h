@@ -12,7 +12,9 @@
 // after). Values of a block range are one flat vector: block by block, target by target, in
 // Projection order (PEQA: m [rows]; LoRA: A then B), and within a target copy by copy: in a
 // sparse block (a mixture of experts) gate, up and down are each expert's, and every expert has
-// an adapter of its own, in expert order.
+// an adapter of its own, in expert order, then the shared expert's where there is one. Every block
+// holds as many values per target as the largest kind of block needs: a dense block of a mixture
+// uses the first of its MLP targets' values (its one adapter's), the rest stay zero.
 //
 // Thread-safety: plain values and functions; the backward accumulates into the caller's buffer.
 
@@ -40,18 +42,20 @@ std::string_view projection_name(Projection p);
 /// Whether a block of `config` has projection p to adapt (BLOOM has no gate_proj; the MLP of a
 /// mixture of experts only where experts_take_adapters).
 bool block_has_projection(const ModelConfig& config, Projection p);
-/// Whether the experts of a mixture take adapters on their gate, up and down: where every block
-/// is sparse, with no shared expert and no expert biases, each expert's projections Linear
-/// modules of their own (Mixtral's w1, w3 and w2; Qwen3-MoE's and OLMoE's gate_proj, up_proj and
-/// down_proj). Not Qwen2-MoE's shared expert, GPT-OSS's or Granite-MoE's stacked experts, nor
-/// mixtures with dense blocks.
+/// Whether the experts of a mixture take adapters on their gate, up and down, each expert's
+/// projections being Linear modules of their own (Mixtral's w1, w3 and w2; Qwen2-MoE's,
+/// Qwen3-MoE's and OLMoE's gate_proj, up_proj and down_proj, and Qwen2-MoE's shared expert's).
+/// Not GPT-OSS's biased experts nor Granite-MoE's stacked ones.
 bool experts_take_adapters(const ModelConfig& config);
-/// How many adapters projection p has in a block of `config`: num_experts for the MLP of a
-/// mixture of experts (one per expert), else 1.
-std::int64_t projection_copies(const ModelConfig& config, Projection p);
-/// [rows, cols] of a projection's weight in a block of `config` (an expert's in a mixture).
-std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config, Projection p);
-/// The weight of projection p in a block (of expert `copy` for a sparse block's MLP).
+/// How many adapters projection p has in block `layer` of `config`: for a sparse block's gate, up
+/// and down one per expert, and one more for its shared expert; else 1.
+std::int64_t projection_copies(const ModelConfig& config, Projection p, std::int64_t layer);
+/// [rows, cols] of copy `copy` of projection p's weight in block `layer` of `config` (an expert's,
+/// the shared expert's or a dense MLP's).
+std::pair<std::int64_t, std::int64_t> projection_shape(const ModelConfig& config, Projection p, std::int64_t layer,
+                                                       std::int64_t copy = 0);
+/// The weight of projection p in a block (of expert `copy` for a sparse block's MLP; the shared
+/// expert's after the routed ones).
 const WeightView& projection_weight(const BlockWeights& w, Projection p, std::int64_t copy = 0);
 
 /// Where projection p of a block sits in the architecture's Hugging Face module (the layout PEFT
@@ -86,10 +90,12 @@ struct AdapterShape {
 
   /// Values per block of `config`.
   std::int64_t values_per_block(const ModelConfig& config) const;
-  /// Values of one adapter of target p (one copy's).
-  std::int64_t values_per_copy(const ModelConfig& config, Projection p) const;
-  /// Offset of the values of copy `copy` of target `p` within a block's.
-  std::int64_t offset_in_block(const ModelConfig& config, Projection p, std::int64_t copy = 0) const;
+  /// Values of one adapter: copy `copy` of target p in block `layer`.
+  std::int64_t values_per_copy(const ModelConfig& config, Projection p, std::int64_t layer, std::int64_t copy) const;
+  /// Values every block holds for target p (the most a block of `config` needs).
+  std::int64_t values_of(const ModelConfig& config, Projection p) const;
+  /// Offset of the values of copy `copy` of target `p` within block `layer`'s.
+  std::int64_t offset_in_block(const ModelConfig& config, Projection p, std::int64_t layer, std::int64_t copy = 0) const;
   bool targets_projection(Projection p) const;
 };
 /// Throws sepal::Error naming what is wrong (no targets, repeats, a rank outside [1, 1024] or

@@ -82,7 +82,7 @@ void fold_peqa_scales(const ModelConfig& config, const BlockAdapters& adapters, 
     const auto rows = static_cast<std::int64_t>(it->bytes.size() / 4);
     if (rows != module.rows) fail("scales '", name, "' hold ", rows, " rows");
     const float* m = adapters.of(config, b, p, copy)->values;
-    for (std::int64_t i = 0; i < projection_shape(config, p).first; ++i) {
+    for (std::int64_t i = 0; i < projection_shape(config, p, b, copy).first; ++i) {
       const std::int64_t r = module.module_row(i);
       float absmax;
       std::memcpy(&absmax, it->bytes.data() + r * 4, 4);
@@ -93,7 +93,7 @@ void fold_peqa_scales(const ModelConfig& config, const BlockAdapters& adapters, 
   };
   for (std::int64_t b = adapters.first; b < adapters.first + adapters.blocks; ++b) {
     for (const Projection p : adapters.shape.targets) {
-      for (std::int64_t copy = 0; copy < projection_copies(config, p); ++copy) fold(b, p, copy);
+      for (std::int64_t copy = 0; copy < projection_copies(config, p, b); ++copy) fold(b, p, copy);
     }
   }
 }

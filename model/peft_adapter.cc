@@ -43,7 +43,7 @@ struct AdaptedModule {
 std::vector<AdaptedModule> adapted_modules(const ModelConfig& config, std::int64_t layer, const std::vector<Projection>& targets) {
   std::vector<AdaptedModule> out;
   for (const Projection p : targets) {
-    for (std::int64_t copy = 0; copy < projection_copies(config, p); ++copy) {
+    for (std::int64_t copy = 0; copy < projection_copies(config, p, layer); ++copy) {
       ProjectionModule m = projection_module(config, layer, p, copy);
       const auto it = std::find_if(out.begin(), out.end(), [&](const AdaptedModule& a) { return a.module.path == m.path; });
       if (it != out.end()) {
@@ -154,12 +154,12 @@ void write_peft_adapter(const std::filesystem::path& dir, const ModelConfig& con
       // grows with its rank, so the update keeps the scale alpha / r.
       const auto parts = static_cast<std::int64_t>(m.parts.size());
       const std::int64_t rank = parts * shape.rank;
-      const std::int64_t cols = projection_shape(config, m.parts.front()).second;
+      const std::int64_t cols = projection_shape(config, m.parts.front(), b, m.copy).second;
       std::vector<float> a(static_cast<std::size_t>(rank * cols)), bm(static_cast<std::size_t>(m.module.rows * rank), 0.0f);
       for (std::int64_t j = 0; j < parts; ++j) {
         const Projection p = m.parts[static_cast<std::size_t>(j)];
         const ProjectionModule place = projection_module(config, b, p, m.copy);
-        const std::int64_t rows = projection_shape(config, p).first;
+        const std::int64_t rows = projection_shape(config, p, b, m.copy).first;
         const float* pa = adapters->of(config, b, p, m.copy)->values;
         const float* pb = pa + shape.rank * cols;
         std::copy(pa, pa + shape.rank * cols, a.begin() + j * shape.rank * cols);
@@ -304,14 +304,14 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
   std::vector<ReadAdapter> read;
   for (const auto& [b, m, module_rank, module_alpha] : modules) {
     const auto r = static_cast<std::int64_t>(module_rank);
-    const std::int64_t cols = projection_shape(config, m.parts.front()).second;
+    const std::int64_t cols = projection_shape(config, m.parts.front(), b, m.copy).second;
     const auto a = read_factor(factor_name(m.module.path, "A"), r, cols);
     const auto bm = read_factor(factor_name(m.module.path, "B"), m.module.rows, r);
     for (const Projection p : m.parts) {
       ReadAdapter ra{b, p, m.copy, a, bm, r, projection_module(config, b, p, m.copy), module_alpha / module_rank, {}};
       // A column of B that is zero in p's rows adds nothing to p: dropping it keeps the update
       // exact and gives each part of a fused module the rank it has (sepal's own exports).
-      const std::int64_t rows = projection_shape(config, p).first;
+      const std::int64_t rows = projection_shape(config, p, b, m.copy).first;
       for (std::int64_t col = 0; col < r; ++col) {
         for (std::int64_t i = 0; i < rows; ++i) {
           if ((*bm)[static_cast<std::size_t>(ra.module.module_row(i) * r + col)] != 0.0f) {
@@ -357,9 +357,9 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
   std::fill(params.adapter.begin(), params.adapter.end(), 0.0f);
   for (const ReadAdapter& ra : read) {
     if (!shape.targets_projection(ra.projection)) continue;
-    const auto [rows, cols] = projection_shape(config, ra.projection);
+    const auto [rows, cols] = projection_shape(config, ra.projection, ra.layer, ra.copy);
     float* pa = params.adapter.data() + ra.layer * shape.values_per_block(config) +
-                shape.offset_in_block(config, ra.projection, ra.copy);
+                shape.offset_in_block(config, ra.projection, ra.layer, ra.copy);
     float* pb = pa + shape.rank * cols;
     const float scale = scalings.size() == 1 ? 1.0f : static_cast<float>(ra.scaling);
     for (std::size_t j = 0; j < ra.kept.size(); ++j) {

@@ -65,11 +65,11 @@ PromptParameters initial_adapter_parameters(const AdapterShape& shape, const Mod
     std::mt19937_64 rng(seed);
     for (std::int64_t b = 0; b < c.num_layers; ++b) {
       for (const Projection t : shape.targets) {
-        const auto cols = projection_shape(c, t).second;
-        std::uniform_real_distribution<float> uniform(-1.0f / std::sqrt(static_cast<float>(cols)),
-                                                      1.0f / std::sqrt(static_cast<float>(cols)));
-        for (std::int64_t copy = 0; copy < projection_copies(c, t); ++copy) {  // each expert's own
-          float* a = p.adapter.data() + b * per_block + shape.offset_in_block(c, t, copy);
+        for (std::int64_t copy = 0; copy < projection_copies(c, t, b); ++copy) {  // each expert's own
+          const auto cols = projection_shape(c, t, b, copy).second;
+          std::uniform_real_distribution<float> uniform(-1.0f / std::sqrt(static_cast<float>(cols)),
+                                                        1.0f / std::sqrt(static_cast<float>(cols)));
+          float* a = p.adapter.data() + b * per_block + shape.offset_in_block(c, t, b, copy);
           for (std::int64_t i = 0; i < shape.rank * cols; ++i) a[i] = uniform(rng);
         }
       }

@@ -185,8 +185,8 @@ int tune_command(int argc, char** argv) {
                               (name == "gate_proj" || name == "up_proj" || name == "down_proj" || name == "w1" ||
                                name == "w2" || name == "w3");
           throw UsageError{"--lora-targets: " + config.architecture + " blocks have no projection '" + name + "'" +
-                           (expert ? " to adapt: the experts of this mixture take no adapters (it has dense blocks, a shared "
-                                     "expert, expert biases or stacked experts; q, k, v and o do)"
+                           (expert ? " to adapt: the experts of this mixture take no adapters (they have biases or are "
+                                     "stacked; q, k, v and o do)"
                                    : "")};
         }
         s.adapter.targets.insert(s.adapter.targets.end(), named.begin(), named.end());

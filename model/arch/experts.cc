@@ -86,7 +86,7 @@ void expert_product_input_grad(const ModelConfig& c, const BlockWeights& w, cons
   const auto a = adapters ? adapters->of(c, w.layer, p, e) : std::nullopt;
   if (!a) return matmul_input_grad(dy, m, view, dx);
   std::vector<float> own(static_cast<std::size_t>(m * view.cols), 0.0f);
-  adapter_backward(*a, view, x, m, dy, own.data(), grads + adapters->shape.offset_in_block(c, p, e));
+  adapter_backward(*a, view, x, m, dy, own.data(), grads + adapters->shape.offset_in_block(c, p, w.layer, e));
   matmul_input_grad(dy, m, view, dx);
   for (std::size_t i = 0; i < own.size(); ++i) dx[i] += own[i];
 }
@@ -99,7 +99,7 @@ namespace {
 void routed_rows(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
                  float* out, std::span<const AdaptedRows> adapted);
 void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
-                       float* out);
+                       float* out, std::span<const AdaptedRows> adapted);
 
 // out[h] = Σ_j weight_j · s.out[j] over the row's k experts, in ascending order.
 void sum_rows(const ExpertScratch& s, std::int64_t h, float* out) {
@@ -216,7 +216,7 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
   } else {
     routed_rows(c, w, x, n, alone, s, out, adapted);
   }
-  if (c.shared_expert_intermediate_size > 0) add_shared_expert(c, w, x, n, alone, s, out);
+  if (c.shared_expert_intermediate_size > 0) add_shared_expert(c, w, x, n, alone, s, out, adapted);
 }
 
 namespace {
@@ -258,14 +258,19 @@ float shared_gate_value(const ModelConfig& c, const float* logits, std::int64_t 
 
 // out[r] += gate(r) · shared(x[r]) for the n rows.
 void add_shared_expert(const ModelConfig& c, const BlockWeights& w, const float* x, std::int64_t n, bool alone, ExpertScratch& s,
-                       float* out) {
-  const std::int64_t h = c.hidden_size, inter = c.shared_expert_intermediate_size;
+                       float* out, std::span<const AdaptedRows> adapted) {
+  const std::int64_t h = c.hidden_size, inter = c.shared_expert_intermediate_size, shared = c.num_experts;
   const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
   float* const ys[] = {s.shared_gate.data(), s.shared_up.data(), s.shared_logit.data()};
   block_products(x, n, alone, std::span(ws, c.shared_expert_gated ? 3 : 2), std::span(ys, c.shared_expert_gated ? 3 : 2));
+  std::vector<std::int32_t> rows(adapted.empty() ? 0 : static_cast<std::size_t>(n));  // every row, for its adapters
+  std::iota(rows.begin(), rows.end(), 0);
+  adapt_expert(c, w, adapted, shared, Projection::kGate, rows.data(), n, x, s.shared_gate.data());
+  adapt_expert(c, w, adapted, shared, Projection::kUp, rows.data(), n, x, s.shared_up.data());
   gate_mul(c.mlp_activation, s.shared_gate.data(), s.shared_up.data(), n * inter);
   float* const down_out[] = {s.shared_out.data()};
   block_products(s.shared_gate.data(), n, alone, std::span(&w.shared_expert.down_proj.view, 1), down_out);
+  adapt_expert(c, w, adapted, shared, Projection::kDown, rows.data(), n, s.shared_gate.data(), s.shared_out.data());
   for (std::int64_t r = 0; r < n; ++r) {
     const float g = shared_gate_value(c, s.shared_logit.data(), r);
     for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * s.shared_out[static_cast<std::size_t>(r * h + d)];
@@ -324,9 +329,14 @@ void experts_training_forward(const ModelConfig& c, const BlockWeights& w, const
     const WeightView ws[] = {w.shared_expert.gate_proj.view, w.shared_expert.up_proj.view, w.shared_expert_gate.view};
     float* const ys[] = {a.shared_gate.data(), a.shared_up.data(), a.shared_logit.data()};
     matmul_many(x, t, std::span(ws, c.shared_expert_gated ? 3 : 2), std::span(ys, c.shared_expert_gated ? 3 : 2));
+    std::vector<std::int32_t> rows(adapters ? static_cast<std::size_t>(t) : 0);
+    std::iota(rows.begin(), rows.end(), 0);
+    adapt_expert(c, w, adapted, c.num_experts, Projection::kGate, rows.data(), t, x, a.shared_gate.data());
+    adapt_expert(c, w, adapted, c.num_experts, Projection::kUp, rows.data(), t, x, a.shared_up.data());
     std::vector<float> act = a.shared_gate;
     gate_mul(c.mlp_activation, act.data(), a.shared_up.data(), t * si);
     matmul(act.data(), t, w.shared_expert.down_proj.view, a.shared_out.data());
+    adapt_expert(c, w, adapted, c.num_experts, Projection::kDown, rows.data(), t, act.data(), a.shared_out.data());
     for (std::int64_t r = 0; r < t; ++r) {
       const float g = shared_gate_value(c, a.shared_logit.data(), r);
       for (std::int64_t d = 0; d < h; ++d) out[r * h + d] += g * a.shared_out[static_cast<std::size_t>(r * h + d)];
@@ -414,14 +424,22 @@ void experts_input_grad(const ModelConfig& c, const BlockWeights& w, std::int64_
       }
       d_logit[static_cast<std::size_t>(r)] = static_cast<float>(dot * g * (1.0f - g));
     }
-    matmul_input_grad(dy_s.data(), t, w.shared_expert.down_proj.view, d_act_s.data());
+    std::vector<float> act_s;  // what the down product took, for its adapter
+    if (adapters) {
+      act_s = a.shared_gate;
+      gate_mul(c.mlp_activation, act_s.data(), a.shared_up.data(), t * si);
+    }
+    const std::int64_t shared = c.num_experts;  // its adapters' copy
+    expert_product_input_grad(c, w, adapters, adapter_grads, shared, Projection::kDown, act_s.data(), t, dy_s.data(),
+                              d_act_s.data());
     gate_mul_input_grad(c.mlp_activation, a.shared_gate.data(), a.shared_up.data(), d_act_s.data(), d_gate_s.data(), d_up_s.data(),
                         t * si);
-    for (const auto& [dy, view] : {std::pair{d_gate_s.data(), &w.shared_expert.gate_proj.view},
-                                   std::pair{d_up_s.data(), &w.shared_expert.up_proj.view},
-                                   std::pair{d_logit.data(), &w.shared_expert_gate.view}}) {
-      if (view == &w.shared_expert_gate.view && !c.shared_expert_gated) continue;
-      matmul_input_grad(dy, t, *view, part_s.data());
+    expert_product_input_grad(c, w, adapters, adapter_grads, shared, Projection::kGate, x, t, d_gate_s.data(), part_s.data());
+    add_in_place(dx, part_s.data(), t * h);
+    expert_product_input_grad(c, w, adapters, adapter_grads, shared, Projection::kUp, x, t, d_up_s.data(), part_s.data());
+    add_in_place(dx, part_s.data(), t * h);
+    if (c.shared_expert_gated) {
+      matmul_input_grad(d_logit.data(), t, w.shared_expert_gate.view, part_s.data());
       add_in_place(dx, part_s.data(), t * h);
     }
   }

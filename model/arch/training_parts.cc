@@ -90,7 +90,7 @@ void product_input_grad(const TrainingCall& call, Projection p, const float* x, 
   }
   std::vector<float> own(static_cast<std::size_t>(t * w.cols), 0.0f);
   adapter_backward(*adapter, w, x, t, dy, own.data(),
-                   call.adapter_grads + call.adapters->shape.offset_in_block(call.config, p));
+                   call.adapter_grads + call.adapters->shape.offset_in_block(call.config, p, call.weights.layer));
   matmul_input_grad(dy, t, w, dx);
   for (std::size_t i = 0; i < own.size(); ++i) dx[i] += own[i];
 }

@@ -33,13 +33,17 @@ SyntheticSpec small_llama() {
 }
 
 // A mixture of experts of the same size: `architecture`'s experts (4, 2 picked a row) each take
-// adapters of their own on gate, up and down.
-SyntheticSpec small_mixture(const char* architecture) {
+// adapters of their own on gate, up and down (and so does a shared expert).
+// "Qwen3MoeDense" is Qwen3-MoE with block 1 dense (mlp_only_layers); Qwen2-MoE's shared expert is
+// 56 wide.
+SyntheticSpec small_mixture(const std::string& architecture) {
   SyntheticSpec s = small_llama();
-  s.architecture = architecture;
+  s.architecture = architecture == "Qwen3MoeDense" ? "Qwen3MoeForCausalLM" : architecture;
   s.num_experts = 4;
   s.experts_per_token = 2;
   s.moe_intermediate_size = 40;
+  if (architecture == "Qwen3MoeDense") s.mlp_only_layers = {1};
+  if (architecture == "Qwen2MoeForCausalLM") s.shared_expert_intermediate_size = 56;
   return s;
 }
 
@@ -136,7 +140,15 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"peqa_on_mixtral_experts", AdapterMethod::kPeqa,
                            {Projection::kQ, Projection::kK, Projection::kV, Projection::kO, Projection::kGate,
                             Projection::kUp, Projection::kDown},
-                           DType::kI8, "MixtralForCausalLM"}),
+                           DType::kI8, "MixtralForCausalLM"},
+                      Case{"lora_on_qwen2_moe_shared_expert", AdapterMethod::kLora,
+                           {Projection::kV, Projection::kGate, Projection::kUp, Projection::kDown}, DType::kF32,
+                           "Qwen2MoeForCausalLM"},
+                      Case{"peqa_on_qwen2_moe_shared_expert", AdapterMethod::kPeqa,
+                           {Projection::kQ, Projection::kGate, Projection::kUp, Projection::kDown}, DType::kI8,
+                           "Qwen2MoeForCausalLM"},
+                      Case{"lora_on_qwen3_moe_with_a_dense_block", AdapterMethod::kLora,
+                           {Projection::kQ, Projection::kGate, Projection::kDown}, DType::kF32, "Qwen3MoeDense"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(AdapterTuning, BatchGradientMatchesCentralDifferencesOfTheReferenceLoss) {
@@ -193,8 +205,8 @@ TEST(AdaptersAtTheStart, LeaveTheModelAsItIs) {
     if (method == AdapterMethod::kLora) {  // A random, B zero
       for (std::int64_t b = 0; b < config.num_layers; ++b) {
         for (const Projection p : shape.targets) {
-          const auto [rows, cols] = projection_shape(config, p);
-          float* a = values.data() + b * shape.values_per_block(config) + shape.offset_in_block(config, p);
+          const auto [rows, cols] = projection_shape(config, p, b);
+          float* a = values.data() + b * shape.values_per_block(config) + shape.offset_in_block(config, p, b);
           for (std::int64_t i = 0; i < shape.rank * cols; ++i) a[i] = 0.01f * static_cast<float>(i % 7);
           (void)rows;
         }

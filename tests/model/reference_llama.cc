@@ -440,7 +440,7 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
                      std::int64_t copy) {
       if (!adapters || !adapters->shape.targets_projection(p)) return;
       const std::int64_t n = static_cast<std::int64_t>(in.size()) / cols;
-      const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p, copy);
+      const double* v = adapters->values.data() + b * adapters->shape.values_per_block(c) + adapters->shape.offset_in_block(c, p, first + b, copy);
       if (adapters->shape.method == AdapterMethod::kPeqa) {
         for (std::int64_t t = 0; t < n; ++t)
           for (std::int64_t r = 0; r < rows; ++r) y[t * rows + r] *= 1 + v[r];
@@ -702,9 +702,14 @@ std::vector<double> reference_forward(const std::filesystem::path& dir, DType dt
         }
         if (experts.shared) {
           const std::string sh = experts.prefix + "shared_expert.";
-          const auto y = product(gated(product(row, sh + "gate_proj.weight", w.shared_expert.gate_proj),
-                                       product(row, sh + "up_proj.weight", w.shared_expert.up_proj)),
-                                 sh + "down_proj.weight", w.shared_expert.down_proj);
+          const std::int64_t si = w.shared_expert.gate_proj.view.rows, shared = experts.count;  // its adapters follow the experts'
+          auto gate = product(row, sh + "gate_proj.weight", w.shared_expert.gate_proj);
+          adapt(gate, row, Projection::kGate, si, h, shared);
+          auto up = product(row, sh + "up_proj.weight", w.shared_expert.up_proj);
+          adapt(up, row, Projection::kUp, si, h, shared);
+          const auto act = gated(gate, up);
+          auto y = product(act, sh + "down_proj.weight", w.shared_expert.down_proj);
+          adapt(y, act, Projection::kDown, h, si, shared);
           const double g = 1 / (1 + std::exp(-product(row, experts.prefix + "shared_expert_gate.weight", w.shared_expert_gate)[0]));
           for (std::int64_t i = 0; i < h; ++i) down[t * h + i] += g * y[i];
         }

@@ -6,8 +6,9 @@ the key or ends with "." + key).
       factors, other targets, ranks and alphas than sepal's defaults) and the model with it merged
   peft_merge.py merge MODEL_DIR PEFT_DIR MERGED_OUT  the model with an existing adapter merged
 Llama (q_proj ... down_proj), BLOOM (fused query_key_value, dense, dense_h_to_4h, dense_4h_to_h),
-Phi-3 (fused qkv_proj and gate_up_proj) and Mixtral (each expert's w1, w3 and w2 its own module)
-checkpoints in Hugging Face's layout."""
+Phi-3 (fused qkv_proj and gate_up_proj), Mixtral (each expert's w1, w3 and w2 its own module) and
+Qwen2-MoE (each expert's and the shared expert's gate_proj, up_proj, down_proj) checkpoints in
+Hugging Face's layout."""
 import json
 import os
 import shutil
@@ -45,7 +46,8 @@ def random_adapter(model_config, weights):
     """Random F16 factors: Llama's q_proj (rank 3), o_proj (rank 2) and up_proj (alpha 7); BLOOM's
     fused query_key_value (one A for q, k and v, rank 4) and dense_4h_to_h (alpha 7); Phi-3's fused
     qkv_proj (rank 4) and gate_up_proj (one A for gate and up, alpha 7); Mixtral's q_proj and every
-    expert's w1 (alpha 7) and w2 (rank 2)."""
+    expert's w1 (alpha 7) and w2 (rank 2); Qwen2-MoE's q_proj and every expert's and the shared
+    expert's gate_proj (alpha 7) and down_proj (rank 2)."""
     rng = np.random.default_rng(11)
     if model_config.get("model_type") == "bloom":
         layers, targets = model_config["n_layer"], ["query_key_value", "dense_4h_to_h"]
@@ -60,6 +62,12 @@ def random_adapter(model_config, weights):
         paths = lambda layer: [f"model.layers.{layer}.self_attn.q_proj"] + [
             f"model.layers.{layer}.block_sparse_moe.experts.{e}.{w}" for e in range(experts) for w in ("w1", "w2")]
         config = {"r": 3, "lora_alpha": 5.0, "rank_pattern": {"w2": 2}, "alpha_pattern": {"w1": 7.0}}
+    elif model_config.get("model_type") == "qwen2_moe":
+        layers, targets, experts = model_config["num_hidden_layers"], ["q_proj", "gate_proj", "down_proj"], model_config["num_experts"]
+        paths = lambda layer: [f"model.layers.{layer}.self_attn.q_proj"] + [
+            f"model.layers.{layer}.mlp.experts.{e}.{w}" for e in range(experts) for w in ("gate_proj", "down_proj")] + [
+            f"model.layers.{layer}.mlp.shared_expert.{w}" for w in ("gate_proj", "down_proj")]
+        config = {"r": 3, "lora_alpha": 5.0, "rank_pattern": {"down_proj": 2}, "alpha_pattern": {"gate_proj": 7.0}}
     else:
         layers, targets = model_config["num_hidden_layers"], ["q_proj", "o_proj", "up_proj"]
         paths = lambda layer: [f"model.layers.{layer}.self_attn.q_proj", f"model.layers.{layer}.self_attn.o_proj",

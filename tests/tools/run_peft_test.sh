@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # LoRA in Hugging Face PEFT's layout (model/peft_adapter.h), on a Llama (tinystories-656K), on
 # BLOOM (bloom-synth, whose q, k and v are one fused query_key_value), on a synthetic Phi-3
-# (qkv_proj and gate_up_proj fused), a synthetic Mixtral (each expert's w1 and w2 adapted) and on
-# synthetic Gemma, Gemma 2 and Gemma 3:
+# (qkv_proj and gate_up_proj fused), a synthetic Mixtral (each expert's w1 and w2 adapted), a
+# synthetic Qwen2-MoE (each expert's and the shared expert's gate and down) and on synthetic Gemma,
+# Gemma 2 and Gemma 3:
 #   1. sepal tune --method lora --export-peft writes adapter_config.json (PEFT's keys; BLOOM's fused
 #      module with its rank and alpha in rank_pattern and alpha_pattern) and
 #      adapter_model.safetensors (PEFT's tensor names); the folder as --adapter scores exactly what
@@ -101,6 +102,15 @@ assert sorted(c["target_modules"]) == ["q_proj", "w1", "w2"], c["target_modules"
 assert "base_model.model.model.layers.1.block_sparse_moe.experts.3.w1.lora_A.weight" in names, sorted(names)[:4]
 assert "base_model.model.model.layers.0.block_sparse_moe.experts.0.w2.lora_B.weight" in names, sorted(names)[:4]
 assert len(names) == 2 * (1 + 2 * 4) * 2, len(names)' "$dir/mixtral-synth"
+# Qwen2-MoE (synthetic): every expert's gate_proj and down_proj and its shared expert's.
+"$sepal" synth --arch qwen2moe --hidden 64 --intermediate 96 --moe-intermediate 32 --shared-intermediate 80 --layers 2 \
+  --heads 4 --kv-heads 2 --vocab 400 --experts 4 --experts-per-token 2 --out "$dir/qwen2moe-synth" > /dev/null 2>&1 \
+  || { echo "FAILED: sepal synth --arch qwen2moe"; failed=$((failed + 1)); }
+check_model qwen2moe-synth q_proj,gate_proj,down_proj '
+assert sorted(c["target_modules"]) == ["down_proj", "gate_proj", "q_proj"], c["target_modules"]
+assert "base_model.model.model.layers.1.mlp.experts.3.gate_proj.lora_A.weight" in names, sorted(names)[:4]
+assert "base_model.model.model.layers.0.mlp.shared_expert.down_proj.lora_B.weight" in names, sorted(names)[:4]
+assert len(names) == 2 * (1 + 2 * 5) * 2, len(names)' "$dir/qwen2moe-synth"
 # Gemma (synthetic): Llama's module names; training passes through its GeGLU, its norms of 1 +
 # weight and its scaled embeddings.
 "$sepal" synth --arch gemma --hidden 64 --intermediate 160 --layers 2 --heads 4 --kv-heads 1 --head-dim 32 --vocab 400 \

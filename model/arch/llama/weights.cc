@@ -84,15 +84,13 @@ void load_gpt_oss_experts(const Checkpoint& checkpoint, const ModelConfig& confi
 
 ProjectionModule llama_projection_module(const ModelConfig& config, std::int64_t layer, Projection p, std::int64_t copy) {
   const bool attention = p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO;
-  // An expert's rows in a sparse block (projection_shape's in a mixture), a dense MLP's elsewhere.
-  const std::int64_t rows = attention || config.sparse_block(layer) ? projection_shape(config, p).first
-                            : p == Projection::kDown                ? config.hidden_size
-                                                                    : config.intermediate_size;
+  const std::int64_t rows = projection_shape(config, p, layer, copy).first;
   if (!attention && config.sparse_block(layer)) {  // expert `copy`'s module, named as the loader reads it
     const bool mixtral = config.architecture == "MixtralForCausalLM";
     const char* name = p == Projection::kGate ? (mixtral ? "w1" : "gate_proj")
                        : p == Projection::kUp ? (mixtral ? "w3" : "up_proj")
                                               : (mixtral ? "w2" : "down_proj");
+    if (copy == config.num_experts) return {layer_prefix(layer) + "mlp.shared_expert." + name, name, rows, rows, rows, 0};  // Qwen2-MoE's
     return {layer_prefix(layer) + (mixtral ? "block_sparse_moe." : "mlp.") + "experts." + std::to_string(copy) + "." + name,
             name, rows, rows, rows, 0};
   }
