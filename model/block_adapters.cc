@@ -23,10 +23,10 @@ bool is_mlp(Projection p) { return p == Projection::kGate || p == Projection::kU
 // A block of each kind `config` has, the first of it: a sparse one and a dense one (-1 where it
 // has none); the sizes of adapters depend on nothing else.
 std::array<std::int64_t, 2> block_kinds(const ModelConfig& c) {
-  std::array<std::int64_t, 2> kinds = {-1, -1};
-  for (std::int64_t l = 0; l < c.num_layers && (kinds[0] < 0 || kinds[1] < 0); ++l) {
-    auto& kind = kinds[c.sparse_block(l) ? 0 : 1];
-    if (kind < 0) kind = l;
+  if (!c.mixture_of_experts()) return {-1, 0};
+  std::array<std::int64_t, 2> kinds = {-1, c.dense_layers.empty() ? -1 : *std::min_element(c.dense_layers.begin(), c.dense_layers.end())};
+  for (std::int64_t l = 0; l < c.num_layers && kinds[0] < 0; ++l) {
+    if (c.sparse_block(l)) kinds[0] = l;
   }
   return kinds;
 }
@@ -141,10 +141,8 @@ std::int64_t AdapterShape::offset_in_block(const ModelConfig& config, Projection
   SEPAL_CHECK(copy >= 0 && copy < projection_copies(config, p, layer), "adapter copy ", copy, " of ", projection_name(p));
   std::int64_t offset = 0;
   for (const Projection t : targets) {
-    if (t == p) {
-      for (std::int64_t c = 0; c < copy; ++c) offset += values_per_copy(config, t, layer, c);
-      return offset;
-    }
+    // The experts' adapters are all one size, and the shared expert's follows them.
+    if (t == p) return offset + copy * values_per_copy(config, t, layer, 0);
     offset += values_of(config, t);
   }
   fail("projection ", projection_name(p), " has no adapter");
