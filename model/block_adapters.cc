@@ -170,7 +170,7 @@ void validate(const AdapterShape& shape, const ModelConfig& config) {
   }
   if (shape.method == AdapterMethod::kLora) {
     if (shape.rank < 1 || shape.rank > 1024) fail("the LoRA rank must be between 1 and 1024, got ", shape.rank);
-    if (!(shape.alpha > 0)) fail("the LoRA alpha must be positive, got ", shape.alpha);
+    if (!(shape.alpha > 0) || shape.alpha > 1e30) fail("the LoRA alpha must be a positive number up to 1e30, got ", shape.alpha);
     for (const Projection t : shape.targets) {
       for (const std::int64_t layer : block_kinds(config)) {
         for (std::int64_t copy = 0; layer >= 0 && copy < projection_copies(config, t, layer); ++copy) {

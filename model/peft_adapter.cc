@@ -295,7 +295,9 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
       const double module_rank = rank_pattern.value_for(m.module.path, rank);
       const double module_alpha = alpha_pattern.value_for(m.module.path, alpha);
       if (module_rank < 1 || module_rank > 1024) fail(where, ": the rank of ", m.module.path, " is ", module_rank, ", not in [1, 1024]");
-      if (!(module_alpha > 0)) fail(where, ": the alpha of ", m.module.path, " is ", module_alpha, ", not positive");
+      if (!(module_alpha > 0) || module_alpha > 1e30) {
+        fail(where, ": the alpha of ", m.module.path, " is ", module_alpha, ", not a positive number up to 1e30");
+      }
       modules.push_back({b, std::move(m), module_rank, module_alpha});
     }
   }
@@ -366,7 +368,11 @@ PromptParameters read_peft_adapter(const std::filesystem::path& dir, const Model
       const std::int64_t col = ra.kept[j];
       std::copy_n(ra.a->data() + col * cols, cols, pa + static_cast<std::int64_t>(j) * cols);
       for (std::int64_t i = 0; i < rows; ++i) {
-        pb[i * shape.rank + static_cast<std::int64_t>(j)] = scale * (*ra.b)[static_cast<std::size_t>(ra.module.module_row(i) * ra.module_rank + col)];
+        float& b = pb[i * shape.rank + static_cast<std::int64_t>(j)];
+        b = scale * (*ra.b)[static_cast<std::size_t>(ra.module.module_row(i) * ra.module_rank + col)];
+        if (!std::isfinite(b)) {
+          fail(where, ": ", factor_name(ra.module.path, "B"), " times its module's alpha / r (", ra.scaling, ") is not finite");
+        }
       }
     }
   }

@@ -237,6 +237,9 @@ TEST(AdaptersAreChecked, OneLineEach) {
             std::string::npos);
   EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 4, 1.0, {}}, config); }).find("at least one target"),
             std::string::npos);
+  EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 4, 1e300, {Projection::kQ}}, config); })
+                .find("a positive number up to 1e30"),
+            std::string::npos);
   EXPECT_NE(message([&] { validate(AdapterShape{AdapterMethod::kLora, 4, 1.0, {Projection::kV, Projection::kQ}}, config); })
                 .find("distinct"),
             std::string::npos);

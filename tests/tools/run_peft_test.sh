@@ -183,4 +183,22 @@ p = sys.argv[1] + '/adapter_config.json'
 c = json.load(open(p)); c['rank_pattern'] = {r'layers\.\d+\.self_attn\.o_proj': 2}
 json.dump(c, open(p, 'w'))" "$dir/regex"
 refused "a regular expression in rank_pattern" "$dir/regex" "regular expressions are not supported"
+# An alpha past float's range, and B factors that its module's alpha / r carries past it (found by
+# fuzz_peft_adapter): refused, not infinite.
+for case in huge:1e300 scaled:1e29; do
+  cp -r "$dir/tinystories-656K/elsewhere" "$dir/${case%%:*}"
+  /usr/bin/python3 -c "
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import numpy as np
+from safetensors_io import read_arrays, write_arrays
+p = sys.argv[1] + '/adapter_config.json'
+c = json.load(open(p)); c['alpha_pattern'] = {'up_proj': float(sys.argv[2])}
+json.dump(c, open(p, 'w'))
+w = read_arrays(sys.argv[1] + '/adapter_model.safetensors')  # up_proj's B as F32, up to 1e12
+w = {k: (v.astype(np.float32) * 1e12 if 'up_proj.lora_B' in k else v) for k, v in w.items()}
+write_arrays(sys.argv[1] + '/adapter_model.safetensors', w)" "$dir/${case%%:*}" "${case#*:}" "$here"
+done
+refused "an alpha of 1e300" "$dir/huge" "is 1e+300, not a positive number up to 1e30"
+refused "B times an alpha / r past float's range" "$dir/scaled" "lora_B.weight times its module's alpha / r (.*) is not finite"
 exit $failed
