@@ -1,6 +1,6 @@
-// Fuzz target: a PEFT LoRA folder (model/peft_adapter.h) from any bytes, for one of four small
+// Fuzz target: a PEFT LoRA folder (model/peft_adapter.h) from any bytes, for one of five small
 // models (a Llama, a Mixtral whose experts take adapters, BLOOM's fused query_key_value, Phi-3's
-// fused qkv_proj and gate_up_proj). Input: a byte choosing the model, 4 bytes (little-endian) of
+// fused qkv_proj and gate_up_proj, a Qwen2-MoE with a shared expert and a dense block). Input: a byte choosing the model, 4 bytes (little-endian) of
 // adapter_config.json's length, that text, then adapter_model.safetensors. Reading must give
 // adapters that fit the model (every value finite) or throw sepal::Error; any other exception is a
 // finding. SEPAL_FUZZ_VERBOSE=1 prints what became of each input (to check seeds).
@@ -39,8 +39,13 @@ const sepal::ModelConfig& model(std::uint8_t which) {
         "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":300,
         "max_position_embeddings":64})",
                                 "phi3/config.json"),
+      sepal::parse_model_config(R"({"architectures":["Qwen2MoeForCausalLM"],"hidden_size":16,"intermediate_size":24,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":300,
+        "max_position_embeddings":64,"num_experts":3,"num_experts_per_tok":2,"moe_intermediate_size":12,
+        "shared_expert_intermediate_size":20,"mlp_only_layers":[1]})",
+                                "qwen2moe/config.json"),
   };
-  return models[which % 4];
+  return models[which % 5];
 }
 
 // A folder of this process's own, rewritten for every input.
