@@ -74,7 +74,8 @@ struct ProjectionModule {
   std::int64_t module_row(std::int64_t i) const { return (i / group) * stride + offset + i % group; }
 };
 /// Projection p's module in block `layer` of `config` (expert `copy`'s, for a sparse block's MLP:
-/// "model.layers.L.block_sparse_moe.experts.E.w1", "model.layers.L.mlp.experts.E.gate_proj").
+/// "model.layers.L.block_sparse_moe.experts.E.w1", "model.layers.L.mlp.experts.E.gate_proj", and
+/// after the experts the shared one's, "model.layers.L.mlp.shared_expert.gate_proj").
 ProjectionModule projection_module(const ModelConfig& config, std::int64_t layer, Projection p, std::int64_t copy = 0);
 /// The projections a name selects in blocks of `config`: sepal's ("q_proj" ... "down_proj") or a
 /// module's target name in the architecture's own layout ("query_key_value" is BLOOM's q, k and

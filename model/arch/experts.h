@@ -10,8 +10,9 @@
 // rows share its experts' products (none, with `alone`: every row then gets the bits it gets
 // decoded alone, as block_parts.h's block_products gives them).
 //
-// Adapters (model/block_adapters.h) on the experts' gate, up and down are each expert's own, and
-// each row's: rows of several sessions batched in one call take their own session's.
+// Adapters (model/block_adapters.h) on the experts' gate, up and down are each expert's own (and
+// the shared expert's its own), and each row's: rows of several sessions batched in one call take
+// their own session's.
 //
 // Thread-safety: each call is independent; the products use the kernels' thread pool.
 
@@ -71,8 +72,8 @@ void experts_forward(const ModelConfig& c, const BlockWeights& w, const float* x
 struct ExpertActivations {
   ExpertRouting routing;
   std::vector<float> gate, up, out;
-  /// Qwen2-MoE's shared expert over the t rows: its gate and up products [t, its width], its
-  /// output [t, hidden] and its gate's logit [t].
+  /// Qwen2-MoE's shared expert over the t rows: its gate and up products [t, its width] and its
+  /// output [t, hidden] (adapted), and its gate's logit [t].
   std::vector<float> shared_gate, shared_up, shared_out, shared_logit;
 };
 
