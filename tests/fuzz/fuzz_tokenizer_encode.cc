@@ -4,25 +4,16 @@
 // limit); decoding the ids must give back valid UTF-8.
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "kernels/error.h"
 #include "model/tokenizer.h"
 #include "model/utf8.h"
+#include "tests/fuzz/fixed_tokenizer.h"
 
 namespace {
 
-const sepal::Tokenizer& tokenizer() {
-  static const auto loaded = [] {
-    std::ifstream in(SEPAL_FUZZ_DATA "/tokenizer.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    return sepal::parse_hf_tokenizer(text.str(), SEPAL_FUZZ_DATA "/tokenizer.json");
-  }();
-  return *loaded;
-}
+const sepal::Tokenizer& tokenizer() { return sepal::fuzz::fixed_tokenizer(); }
 
 }  // namespace
 

@@ -12,25 +12,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "kernels/error.h"
 #include "model/model_config.h"
 #include "model/tokenizer.h"
 #include "model/tuning_data.h"
+#include "tests/fuzz/fixed_tokenizer.h"
 
 namespace {
 
-const sepal::Tokenizer& tokenizer() {
-  static const auto loaded = [] {
-    std::ifstream in(SEPAL_FUZZ_DATA "/tokenizer.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    return sepal::parse_hf_tokenizer(text.str(), SEPAL_FUZZ_DATA "/tokenizer.json");
-  }();
-  return *loaded;
-}
+const sepal::Tokenizer& tokenizer() { return sepal::fuzz::fixed_tokenizer(); }
 
 const sepal::ModelConfig& config() {
   static const sepal::ModelConfig c = [] {
