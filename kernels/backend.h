@@ -24,6 +24,7 @@
 #include "kernels/attention.h"
 #include "kernels/device.h"
 #include "kernels/error.h"
+#include "kernels/gradients.h"
 #include "kernels/matmul.h"
 
 namespace sepal {
@@ -93,6 +94,42 @@ class Backend {
   virtual void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                                 const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
                                 const float* alibi, std::int64_t window) = 0;
+
+  // ---- training passes: the input gradients of the ops above (kernels/gradients.h) ----
+  /// `bytes` of the backend's memory from `src` to `dst` (not overlapping).
+  virtual void copy(void* dst, const void* src, std::int64_t bytes) = 0;
+  /// store_kv's inverse: rows[n, kv_heads, head_dim] from slots [start, start + n) of `cache`.
+  virtual void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
+                       std::int64_t head_dim, std::int64_t capacity, float* rows) = 0;
+  /// dx[n, w.cols] = dy[n, w.rows] · w (int8 weights dequantized, as the CPU's).
+  virtual void matmul_input_grad(const float* dy, std::int64_t n, const DeviceMatrix& w, float* dx) = 0;
+  virtual void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                                  const float* dy, float* dx) = 0;
+  virtual void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                                    const float* dy, float* dx) = 0;
+  virtual void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) = 0;
+  virtual void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                   std::int64_t count) = 0;
+  virtual void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                        std::int64_t count) = 0;
+  /// silu_mul_input_grad or gelu_tanh_mul_input_grad, as `activation` says.
+  void gate_mul_input_grad(GateActivation activation, const float* gate, const float* up, const float* dout, float* dgate,
+                           float* dup, std::int64_t count) {
+    if (activation == GateActivation::kClampedSwiglu) fail("GPT-OSS's clamped SwiGLU runs on the CPU only");
+    if (activation == GateActivation::kGeluTanh) return gelu_tanh_mul_input_grad(gate, up, dout, dgate, dup, count);
+    silu_mul_input_grad(gate, up, dout, dgate, dup, count);
+  }
+  /// Arguments as rope_rotate_half's and rope_rotate_adjacent's, dx in place.
+  virtual void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                           std::int64_t rotary_dim, const std::int64_t* positions,
+                                           const double* inv_freq, double magnitude) = 0;
+  virtual void rope_rotate_adjacent_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                               std::int64_t rotary_dim, const std::int64_t* positions,
+                                               const double* inv_freq, double magnitude) = 0;
+  /// attention_causal_input_grad over one whole sequence of n positions (no sinks).
+  virtual void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
+                                           const AttentionDims& dims, const float* dout, float* dq, float* dkeys,
+                                           float* dvalues, const float* alibi, std::int64_t window) = 0;
 
   // ---- helpers over the above ----
   /// A copy of host `values` in the backend's memory.

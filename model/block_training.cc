@@ -9,6 +9,7 @@
 #include "model/arch/architectures.h"
 #include "model/block_adapters.h"
 #include "model/block_stack.h"
+#include "model/device_blocks.h"
 
 namespace sepal {
 namespace {
@@ -37,7 +38,6 @@ void block_backward(const TrainingCall& call, float* grad) {
 
 void BlockStack::check_training_pass(std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
                                      const DeepPrompts* prompts) const {
-  check_on_cpu("training passes");
   if (blocks <= 0 || first < first_ || first + blocks > last_) {
     fail("blocks [", first, ", ", first + blocks, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
@@ -61,6 +61,10 @@ void BlockStack::forward_sequences(float* hidden, std::span<const std::int64_t> 
                                    std::int64_t blocks, const DeepPrompts* prompts, const BlockAdapters* adapters) const {
   check_training_pass(lengths, first, blocks, prompts);
   check_adapters(adapters, first, blocks);
+  if (device_) {
+    if (adapters) check_on_cpu("adapters");
+    return device_->forward_sequences(hidden, lengths, first, blocks, prompts);
+  }
   const Packing pack(lengths);
   Activations a(config_, pack.tokens);
   for (std::int64_t i = 0; i < blocks; ++i) {
@@ -75,6 +79,10 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
   check_training_pass(lengths, first, blocks, prompts);
   check_adapters(adapters, first, blocks);
   if (adapters && !adapter_grads) fail("a backward pass with adapters needs somewhere to put their gradients");
+  if (device_) {
+    if (adapters) check_on_cpu("adapters");
+    return device_->backward_sequences(input, lengths, first, blocks, prompts, grad, prompt_grads);
+  }
   const std::int64_t per_block = adapters ? adapters->shape.values_per_block(config_) : 0;
   if (adapters) std::fill(adapter_grads, adapter_grads + blocks * per_block, 0.0f);
   const Packing pack(lengths);

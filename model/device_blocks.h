@@ -7,8 +7,9 @@
 // (tests/model/device_blocks_test.cc), so the forward is checked here even without a GPU.
 //
 // What runs on a device: the forward of decode and prompts and batches of several sessions'
-// steps, f32, bf16 and int8 (LLM.int8()), Llama-family and BLOOM blocks. What does not (yet):
-// token trees, deep prompts, adapters and the training passes.
+// steps, and the training passes (forward and input-gradient backward over packed sequences,
+// deep prompts included), f32, bf16 and int8 (LLM.int8()), Llama-family and BLOOM blocks. What
+// does not (yet): token trees, deep prompts in inference, and adapters.
 //
 // Thread-safety: immutable after construction but for its working buffers; forward() may be
 // called from any thread: it holds the backend's turn() (stacks sharing a backend, such as a
@@ -26,6 +27,9 @@
 #include "model/weights.h"
 
 namespace sepal {
+
+struct Packing;            // model/arch/training_parts.h
+struct DeviceActivations;  // model/arch/device_training_parts.h
 
 /// A vector of f32 weights in a backend's memory (null where the block has none).
 struct DeviceVector {
@@ -78,9 +82,20 @@ class DeviceBlockStack {
   /// rows ending as forward() gives them alone (bit for bit on the CPU backend).
   void forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const;
 
+  /// BlockStack::forward_sequences and backward_sequences (checked by the caller; no adapters)
+  /// through blocks [first, first + blocks): host rows in and out, everything else on the device;
+  /// on the CPU backend the CPU passes' bits (model/device_training.cc).
+  void forward_sequences(float* hidden, std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
+                         const DeepPrompts* prompts) const;
+  void backward_sequences(const float* input, std::span<const std::int64_t> lengths, std::int64_t first,
+                          std::int64_t blocks, const DeepPrompts* prompts, float* grad, float* prompt_grads) const;
+
  private:
   // Block `layer`'s RoPE inverse frequencies in the backend's memory (model/block_stack.h).
   const double* inv_freq_of(std::int64_t layer, std::int64_t session_positions) const;
+  // One block's training pass: its forward, and with `grad` its backward after it.
+  void training_block(std::int64_t layer, const Packing& pack, const DeviceActivations& a, float* hidden,
+                      float* grad) const;
 
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0, weight_bytes_ = 0;

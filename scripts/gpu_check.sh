@@ -18,7 +18,7 @@ if [ -f gpu-pack/pack.tar.xz ]; then
   export SEPAL_CUDA_PLUGIN=$pack/bin/libsepal_cuda.so SEPAL_MODELS_DIR=$pack/models SEPAL_PROGRAM=$pack/bin/sepal-run
   run() { "$pack/lib/ld-linux-x86-64.so.2" --library-path "$pack/lib:$SEPAL_CUDA_LIBS" "$pack/bin/$1" "${@:2}"; }
   failed=0
-  for t in backend_ops_test device_blocks_test; do
+  for t in backend_ops_test device_blocks_test device_training_test; do
     SEPAL_TEST_DEVICE=cuda run "$t" --gtest_color=no 2>&1 | tee "$out/$t.log" | tail -3
     [ "${PIPESTATUS[0]}" -eq 0 ] || failed=$((failed + 1))
   done
@@ -33,7 +33,7 @@ if [ -f gpu-pack/pack.tar.xz ]; then
 fi
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEPAL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   > "$out/configure.log" 2>&1 || { tail -20 "$out/configure.log"; exit 1; }
-ninja -C build-gpu sepal sepal_cuda backend_ops_test device_blocks_test cuda_int8_test gpu_cli_test gpu_decode_bench \
+ninja -C build-gpu sepal sepal_cuda backend_ops_test device_blocks_test device_training_test cuda_int8_test gpu_cli_test gpu_decode_bench \
   > "$out/build.log" 2>&1 || { grep -m20 -A5 "error" "$out/build.log"; exit 1; }
 (cd build-gpu && ctest -L gpu --output-on-failure --timeout 300) 2>&1 | tee "$out/ctest-gpu.log"
 SEPAL_BUILD_DIR=build-gpu SEPAL_BENCH_TOKENS=64 timeout 240 bench/run_gpu.sh --decode-tokens 64 2>&1 | tee "$out/bench-gpu.log"

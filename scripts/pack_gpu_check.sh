@@ -7,7 +7,7 @@
 # gpu-pack/pack.tar.xz (about 30 MB; git ignores it): name gpu-pack in the device run's carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-programs=(sepal backend_ops_test device_blocks_test cuda_int8_test gpu_cli_test gpu_decode_bench)
+programs=(sepal backend_ops_test device_blocks_test device_training_test cuda_int8_test gpu_cli_test gpu_decode_bench)
 ninja -C build "${programs[@]}" sepal_cuda > /dev/null
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -78,7 +78,7 @@ int tune_command(int argc, char** argv) {
   SwarmOptions swarm_options;
   std::string model_dir, data_file, method_name, out_file, resume_file, eval_file, log_file;
   TuningSettings s;
-  std::string lora_targets = "q_proj,v_proj", export_peft;
+  std::string lora_targets = "q_proj,v_proj", export_peft, device_text;
   std::int64_t lora_rank = 8;
   double lora_alpha = 16;
   std::int64_t checkpoint_every = 0, stop_after = 0, max_length = 0, eval_every = 0;
@@ -121,6 +121,7 @@ int tune_command(int argc, char** argv) {
       ("log", po::value(&log_file), "append one JSON object per step (and per evaluation) to this file")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   add_weight_options(options, weights, /*kv_caches=*/false);
+  add_device_option(options, device_text);
   add_swarm_options(options, swarm_options);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
@@ -136,6 +137,7 @@ int tune_command(int argc, char** argv) {
   if (max_length < 0) throw UsageError{"--max-length must be at least 0"};
   if (eval_every > 0 && eval_file.empty()) throw UsageError{"--eval-every needs --eval"};
   const WeightLoading loading = weight_loading(weights, vm);
+  const Device device = device_option(device_text, loading);
   if (threads > 0) set_compute_threads(threads);
 
   const ModelConfig config = read_model_config(model_dir);
@@ -218,6 +220,10 @@ int tune_command(int argc, char** argv) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
     }
     validate(s.adapter, config);
+    if (!device.is_cpu()) {
+      throw UsageError{"--device " + device_name(device) + ": " + std::string(tuning_method_name(s.method)) +
+                       " adapters train on the CPU only (ptune and deep-ptune train on a device)"};
+    }
   }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {
@@ -229,7 +235,7 @@ int tune_command(int argc, char** argv) {
   const std::unique_ptr<ClientSwarm, void (*)(ClientSwarm*)> stop_hosts(swarm.get(), [](ClientSwarm* s) {
     if (s) s->shutdown();
   });
-  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm);
+  const ClientModel model = load_client_model(model_dir, config, loading, /*with_blocks=*/!swarm, device);
   const std::string fingerprint = model_fingerprint(config, Checkpoint::open(model_dir));
   if (resumed && resumed->model_fingerprint != fingerprint) {
     fail(resume_file, ": the checkpoint is for another model (fingerprint ", resumed->model_fingerprint, ", ",

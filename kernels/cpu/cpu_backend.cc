@@ -8,6 +8,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
+#include "kernels/gradients.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -72,6 +73,55 @@ class CpuBackend final : public Backend {
                         std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
                         std::int64_t window) override {
     sepal::attention_causal(q, n, start, keys, values, capacity, dims, out, alibi, window);
+  }
+
+  void copy(void* dst, const void* src, std::int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<std::size_t>(bytes));
+  }
+  void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+               std::int64_t capacity, float* rows) override {
+    SEPAL_CHECK(start >= 0 && start + n <= capacity, "keys loaded past the cache capacity");
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t h = 0; h < kv_heads; ++h)
+        std::memcpy(rows + (t * kv_heads + h) * head_dim, cache + (h * capacity + start + t) * head_dim,
+                    static_cast<std::size_t>(head_dim) * sizeof(float));
+  }
+  void matmul_input_grad(const float* dy, std::int64_t n, const DeviceMatrix& w, float* dx) override {
+    sepal::matmul_input_grad(dy, n, w.view, dx);
+  }
+  void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                          const float* dy, float* dx) override {
+    sepal::rmsnorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  }
+  void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                            const float* dy, float* dx) override {
+    sepal::layernorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  }
+  void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) override {
+    sepal::gelu_tanh_input_grad(x, dout, dx, count);
+  }
+  void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                           std::int64_t count) override {
+    sepal::silu_mul_input_grad(gate, up, dout, dgate, dup, count);
+  }
+  void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                std::int64_t count) override {
+    sepal::gelu_tanh_mul_input_grad(gate, up, dout, dgate, dup, count);
+  }
+  void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                   std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                   double magnitude) override {
+    sepal::rope_rotate_half_input_grad(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude);
+  }
+  void rope_rotate_adjacent_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                       std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                       double magnitude) override {
+    sepal::rope_rotate_adjacent_input_grad(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude);
+  }
+  void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
+                                   const AttentionDims& dims, const float* dout, float* dq, float* dkeys, float* dvalues,
+                                   const float* alibi, std::int64_t window) override {
+    sepal::attention_causal_input_grad(q, keys, values, n, dims, dout, dq, dkeys, dvalues, alibi, window);
   }
 };
 

@@ -1,6 +1,7 @@
 // The CUDA backend (kernels/backend.h): weights, caches and activations in one GPU's memory;
 // products in cuBLAS (f32, bf16 prompts), cuBLASLt (int8) and a warp-per-row kernel for decode's
-// few rows; norms, rotations, activations and attention in kernels of our own. Each op matches
+// few rows; norms, rotations, activations and attention in kernels of our own; the training
+// passes' input gradients in training_ops.cu. Each op matches
 // the CPU kernel it stands for within a tolerance (tests/kernels/backend_ops_test.cc).
 #include <cuda_bf16.h>
 
@@ -11,36 +12,12 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/int8_product.h"
+#include "kernels/cuda/reductions.cuh"
+#include "kernels/cuda/training_ops.h"
 
 namespace sepal {
 namespace cuda {
 namespace {
-
-// ---- reductions ----
-
-template <typename T>
-__device__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The sum of v over the block (blockDim.x a multiple of 32), returned to every thread.
-template <typename T>
-__device__ T block_sum(T v) {
-  __shared__ T shared[32];
-  v = warp_sum(v);
-  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    v = threadIdx.x < blockDim.x / 32 ? shared[threadIdx.x] : T(0);
-    v = warp_sum(v);
-    if (threadIdx.x == 0) shared[0] = v;
-  }
-  __syncthreads();
-  const T result = shared[0];
-  __syncthreads();
-  return result;
-}
 
 // ---- products with few rows: one warp per weight row, reading it once for every row of x ----
 
@@ -168,17 +145,19 @@ __global__ void gelu_tanh_kernel(float* x, std::int64_t count) {
 }
 
 // Pairs (j, j + half) of each head's first rotary_dim dimensions, or (`adjacent`) (2j, 2j + 1),
-// rotated by position · inv_freq[j], the angle in double, and multiplied by the magnitude; the
-// rest pass unchanged.
+// rotated by position · inv_freq[j] (`inverse`: by its opposite, the rotation's input gradient),
+// the angle in double, and multiplied by the magnitude; the rest pass unchanged.
 __global__ void rope_kernel(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-                            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent) {
+                            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent,
+                            bool inverse) {
   const std::int64_t half = rotary_dim / 2;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n * heads * half) return;
   const std::int64_t j = i % half, row = i / half;  // row = t * heads + h
   const std::int64_t t = row / heads;
   const double angle = static_cast<double>(positions[t]) * inv_freq[j];
-  const float c = static_cast<float>(cos(angle) * magnitude), s = static_cast<float>(sin(angle) * magnitude);
+  const float c = static_cast<float>(cos(angle) * magnitude);
+  const float s = static_cast<float>(sin(angle) * magnitude) * (inverse ? -1.0f : 1.0f);
   float* v = x + row * head_dim;
   float& first = adjacent ? v[2 * j] : v[j];
   float& second = adjacent ? v[2 * j + 1] : v[j + half];
@@ -413,20 +392,20 @@ class CudaBackend final : public Backend {
   }
   void rope_rotate_half(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                         const std::int64_t* positions, const double* inv_freq, double magnitude) override {
-    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, false);
+    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, false, false);
   }
   void rope_rotate_adjacent(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
                             const std::int64_t* positions, const double* inv_freq, double magnitude) override {
-    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, true);
+    rope(x, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, true, false);
   }
   void rope(float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent) {
+            const std::int64_t* positions, const double* inv_freq, double magnitude, bool adjacent, bool inverse) {
     SEPAL_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "RoPE rotates an even number of a head's ",
                 head_dim, " dimensions, not ", rotary_dim);
     if (n * heads * (rotary_dim / 2) <= 0) return;
     enter();
     rope_kernel<<<grid(n * heads * (rotary_dim / 2)), kThreads>>>(x, n, heads, head_dim, rotary_dim, positions, inv_freq,
-                                                                   magnitude, adjacent);
+                                                                   magnitude, adjacent, inverse);
     launched();
   }
   void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
@@ -454,6 +433,63 @@ class CudaBackend final : public Backend {
     launched();
   }
 
+  // ---- training passes (kernels/cuda/training_ops.cu) ----
+  void copy(void* dst, const void* src, std::int64_t bytes) override {
+    if (bytes <= 0) return;
+    enter();
+    SEPAL_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<std::size_t>(bytes), cudaMemcpyDeviceToDevice));
+  }
+  void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
+               std::int64_t capacity, float* rows) override {
+    SEPAL_CHECK(start >= 0 && start + n <= capacity, "keys loaded past the cache capacity");
+    enter();
+    cuda::load_kv(cache, n, start, kv_heads, head_dim, capacity, rows);
+  }
+  void matmul_input_grad(const float* dy, std::int64_t n, const DeviceMatrix& w, float* dx) override {
+    enter();
+    cuda::matmul_input_grad(blas(), training_, dy, n, w.view, dx);
+  }
+  void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                          const float* dy, float* dx) override {
+    enter();
+    cuda::rmsnorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  }
+  void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
+                            const float* dy, float* dx) override {
+    enter();
+    cuda::layernorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  }
+  void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) override {
+    enter();
+    cuda::gelu_tanh_input_grad(x, dout, dx, count);
+  }
+  void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                           std::int64_t count) override {
+    enter();
+    cuda::gate_mul_input_grad(false, gate, up, dout, dgate, dup, count);
+  }
+  void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                std::int64_t count) override {
+    enter();
+    cuda::gate_mul_input_grad(true, gate, up, dout, dgate, dup, count);
+  }
+  void rope_rotate_half_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                   std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                   double magnitude) override {
+    rope(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, false, true);
+  }
+  void rope_rotate_adjacent_input_grad(float* dx, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                       std::int64_t rotary_dim, const std::int64_t* positions, const double* inv_freq,
+                                       double magnitude) override {
+    rope(dx, n, heads, head_dim, rotary_dim, positions, inv_freq, magnitude, true, true);
+  }
+  void attention_causal_input_grad(const float* q, const float* keys, const float* values, std::int64_t n,
+                                   const AttentionDims& dims, const float* dout, float* dq, float* dkeys, float* dvalues,
+                                   const float* alibi, std::int64_t window) override {
+    enter();
+    cuda::attention_causal_input_grad(training_, q, keys, values, n, dims, dout, dq, dkeys, dvalues, alibi, window);
+  }
+
  private:
   void enter() const { SEPAL_CUDA_CHECK(cudaSetDevice(index_)); }
   cublasHandle_t blas() {
@@ -470,6 +506,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   Int8Scratch int8_;
   Buffer<__nv_bfloat16> x_bf16_;
+  TrainingScratch training_;
 };
 
 }  // namespace

@@ -6,7 +6,8 @@
 // model/weights.cc, block_stack.cc and block_training.cc pick one by ModelConfig::family.
 //
 // Its block forward on a device (device_block.cc: the same block in kernels/backend.h's ops) is
-// picked by model/device_blocks.cc.
+// picked by model/device_blocks.cc, and its training pass on a device (device_training.cc, the
+// same for training.cc) by model/device_training.cc.
 //
 // Adding an architecture: a folder with these four files, its family in model_config.h, and a
 // case in the four dispatchers.
@@ -17,7 +18,8 @@
 
 namespace sepal {
 
-struct DeviceBlockCall;  // model/arch/device_parts.h
+struct DeviceBlockCall;     // model/arch/device_parts.h
+struct DeviceTrainingCall;  // model/arch/device_training_parts.h
 
 // ---- Llama family (Llama, Qwen2's q/k/v biases, Mistral's sliding window): model/arch/llama/ ----
 BlockWeights load_llama_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
@@ -32,6 +34,8 @@ void llama_block_forward(const BlockCall& call);
 void llama_training_forward(const TrainingCall& call, float* hidden);
 void llama_training_backward(const TrainingCall& call, float* grad);
 void llama_device_block_forward(const DeviceBlockCall& call);
+void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden);
+void llama_device_training_backward(const DeviceTrainingCall& call, float* grad);
 
 // ---- BLOOM: model/arch/bloom/ ----
 BlockWeights load_bloom_block_weights(const Checkpoint& checkpoint, const ModelConfig& config, std::int64_t layer,
@@ -47,5 +51,7 @@ void bloom_block_forward(const BlockCall& call);
 void bloom_training_forward(const TrainingCall& call, float* hidden);
 void bloom_training_backward(const TrainingCall& call, float* grad);
 void bloom_device_block_forward(const DeviceBlockCall& call);
+void bloom_device_training_forward(const DeviceTrainingCall& call, float* hidden);
+void bloom_device_training_backward(const DeviceTrainingCall& call, float* grad);
 
 }  // namespace sepal

@@ -12,6 +12,7 @@
 #include "kernels/attention.h"
 #include "kernels/backend.h"
 #include "kernels/error.h"
+#include "kernels/gradients.h"
 #include "kernels/quantize.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -226,6 +227,125 @@ TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
     float* o = in(std::vector<float>(q.size()));
     backend_->attention_causal(in(q), c.n, c.start, dk, dv, capacity, dims, o, c.alibi ? in(slopes) : nullptr, c.window);
     expect_close(out(o, q.size()), want, 1e-5, what);
+  }
+}
+
+// The training passes' ops (kernels/gradients.h): the products' input gradient at f32, bf16 and
+// int8, the norms', the activations', the rotations' and causal attention's (grouped heads, ALiBi,
+// a window, Gemma 2's scale and caps, heads of 64 and 80), and keys read back out of a cache.
+TEST_F(BackendOps, TrainingOpsMatchTheCpu) {
+  {
+    const std::int64_t rows = 96, cols = 204;
+    const auto wf = random_floats(static_cast<std::size_t>(rows * cols), 3, 0.05f);
+    std::vector<std::uint16_t> wb(wf.size());
+    for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+    std::vector<std::int8_t> wq(wf.size());
+    std::vector<float> scales(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_i8(wf.data() + r * cols, cols, wq.data() + r * cols);
+    const WeightView views[] = {{DType::kF32, rows, cols, wf.data()},
+                                {DType::kBF16, rows, cols, wb.data()},
+                                {DType::kI8, rows, cols, wq.data(), scales.data()}};
+    for (const WeightView& view : views) {
+      const DeviceMatrix m = backend_->upload_matrix(view);
+      for (const std::int64_t n : {1, 37}) {
+        const auto dy = random_floats(static_cast<std::size_t>(n * rows), 30 + n);
+        std::vector<float> want(static_cast<std::size_t>(n * cols));
+        matmul_input_grad(dy.data(), n, view, want.data());
+        float* dx = in(std::vector<float>(want.size()));
+        backend_->matmul_input_grad(in(dy), n, m, dx);
+        expect_close(out(dx, want.size()), want, 1e-5,
+                     std::string("input gradient of ") + std::string(dtype_name(view.dtype)) + " n=" + std::to_string(n));
+      }
+    }
+  }
+  const std::int64_t n = 5, dim = 300;
+  const auto x = random_floats(static_cast<std::size_t>(n * dim), 1, 2.0f);
+  const auto weight = random_floats(static_cast<std::size_t>(dim), 2);
+  const auto dy = random_floats(x.size(), 3);
+  const auto up = random_floats(x.size(), 4, 3.0f);
+  {
+    std::vector<float> want(x.size());
+    rmsnorm_input_grad(x.data(), n, dim, weight.data(), 1e-5f, dy.data(), want.data());
+    float* g = in(dy);  // in place, as the passes call it
+    backend_->rmsnorm_input_grad(in(x), n, dim, in(weight), 1e-5f, g, g);
+    expect_close(out(g, x.size()), want, 1e-5, "rmsnorm_input_grad");
+  }
+  {
+    std::vector<float> want(x.size());
+    layernorm_input_grad(x.data(), n, dim, weight.data(), 1e-5f, dy.data(), want.data());
+    float* g = in(dy);
+    backend_->layernorm_input_grad(in(x), n, dim, in(weight), 1e-5f, g, g);
+    expect_close(out(g, x.size()), want, 1e-5, "layernorm_input_grad");
+  }
+  {
+    std::vector<float> want(x.size());
+    gelu_tanh_input_grad(x.data(), dy.data(), want.data(), n * dim);
+    float* g = in(dy);
+    backend_->gelu_tanh_input_grad(in(x), g, g, n * dim);
+    expect_close(out(g, x.size()), want, 1e-5, "gelu_tanh_input_grad");
+  }
+  for (const GateActivation activation : {GateActivation::kSilu, GateActivation::kGeluTanh}) {
+    std::vector<float> want_gate(x.size()), want_up(x.size());
+    gate_mul_input_grad(activation, x.data(), up.data(), dy.data(), want_gate.data(), want_up.data(), n * dim);
+    float* dgate = in(dy);  // dgate over dout, as the passes call it
+    float* dup = in(std::vector<float>(x.size()));
+    backend_->gate_mul_input_grad(activation, in(x), in(up), dgate, dgate, dup, n * dim);
+    const std::string what = activation == GateActivation::kSilu ? "silu_mul_input_grad" : "gelu_tanh_mul_input_grad";
+    expect_close(out(dgate, x.size()), want_gate, 1e-5, what + " (gate)");
+    expect_close(out(dup, x.size()), want_up, 1e-5, what + " (up)");
+  }
+  {
+    const std::int64_t rows = 6, heads = 4, head_dim = 64, rotary_dim = 48;
+    RopeScaling scaling;
+    const std::vector<double> inv_freq = rope_inverse_frequencies(rotary_dim, 10000.0, scaling);
+    const std::vector<std::int64_t> positions = {0, 1, 7, 100, 1000, 4095};
+    const auto g = random_floats(static_cast<std::size_t>(rows * heads * head_dim), 5);
+    auto half = g, pairs = g;
+    rope_rotate_half_input_grad(half.data(), rows, heads, head_dim, rotary_dim, positions.data(), inv_freq.data(), 1.25);
+    rope_rotate_adjacent_input_grad(pairs.data(), rows, heads, head_dim, rotary_dim, positions.data(), inv_freq.data(), 1.25);
+    float* a = in(g);
+    float* b = in(g);
+    backend_->rope_rotate_half_input_grad(a, rows, heads, head_dim, rotary_dim, in(positions), in(inv_freq), 1.25);
+    backend_->rope_rotate_adjacent_input_grad(b, rows, heads, head_dim, rotary_dim, in(positions), in(inv_freq), 1.25);
+    expect_close(out(a, g.size()), half, 1e-6, "rope_rotate_half_input_grad");
+    expect_close(out(b, g.size()), pairs, 1e-6, "rope_rotate_adjacent_input_grad");
+  }
+  struct Case {
+    std::int64_t heads, kv_heads, head_dim, n, window;
+    bool alibi;
+    float scale = 0.0f, softcap = 0.0f;
+  };
+  for (const Case c : {Case{4, 2, 64, 9, 0, false}, Case{6, 6, 80, 13, 0, true}, Case{4, 1, 64, 40, 6, false},
+                       Case{4, 2, 64, 20, 0, false, 0.3f, 2.0f}, Case{2, 2, 32, 1, 0, false}}) {
+    AttentionDims dims{c.heads, c.kv_heads, c.head_dim};
+    dims.scale = c.scale;
+    dims.softcap = c.softcap;
+    const std::size_t q_count = static_cast<std::size_t>(c.n * c.heads * c.head_dim);
+    const std::size_t kv_count = static_cast<std::size_t>(c.n * c.kv_heads * c.head_dim);
+    const auto q = random_floats(q_count, 40, 2.0f), dout = random_floats(q_count, 41);
+    const auto key_rows = random_floats(kv_count, 42, 2.0f), value_rows = random_floats(kv_count, 43);
+    std::vector<float> keys(kv_count), values(kv_count);
+    store_kv(key_rows.data(), c.n, 0, c.kv_heads, c.head_dim, c.n, keys.data());
+    store_kv(value_rows.data(), c.n, 0, c.kv_heads, c.head_dim, c.n, values.data());
+    const std::vector<float> slopes = alibi_slopes(c.heads);
+    std::vector<float> dq(q_count), dkeys(kv_count), dvalues(kv_count);
+    attention_causal_input_grad(q.data(), keys.data(), values.data(), c.n, dims, dout.data(), dq.data(), dkeys.data(),
+                                dvalues.data(), c.alibi ? slopes.data() : nullptr, c.window);
+    float* gq = in(std::vector<float>(q_count));
+    float* gk = in(std::vector<float>(kv_count));
+    float* gv = in(std::vector<float>(kv_count));
+    backend_->attention_causal_input_grad(in(q), in(keys), in(values), c.n, dims, in(dout), gq, gk, gv,
+                                          c.alibi ? in(slopes) : nullptr, c.window);
+    const std::string what = "attention_causal_input_grad heads=" + std::to_string(c.heads) + " n=" + std::to_string(c.n);
+    expect_close(out(gq, q_count), dq, 1e-5, what + " (q)");
+    expect_close(out(gk, kv_count), dkeys, 1e-5, what + " (keys)");
+    expect_close(out(gv, kv_count), dvalues, 1e-5, what + " (values)");
+    // Keys read back out of the cache's layout, from a slot past the first.
+    std::vector<float> want_rows(key_rows.begin() + c.kv_heads * c.head_dim, key_rows.end());
+    float* back = in(std::vector<float>(want_rows.size() + 1));
+    backend_->load_kv(in(keys), c.n - 1, 1, c.kv_heads, c.head_dim, c.n, back);
+    auto got_rows = out(back, want_rows.size());
+    EXPECT_EQ(got_rows, want_rows) << what << ": load_kv";
   }
 }
 

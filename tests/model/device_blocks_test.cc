@@ -19,57 +19,11 @@
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/synthetic_checkpoint.h"
+#include "tests/model/device_shapes.h"
 #include "tests/test_util.h"
 
 namespace sepal {
 namespace {
-
-Device device_under_test() {
-  const char* text = std::getenv("SEPAL_TEST_DEVICE");
-  return parse_device(text && *text ? text : "cpu");
-}
-
-struct Shape {
-  const char* name;
-  SyntheticSpec spec;
-};
-
-std::vector<Shape> shapes() {
-  SyntheticSpec llama;
-  llama.hidden_size = 128, llama.intermediate_size = 352, llama.num_layers = 3, llama.num_heads = 4, llama.num_kv_heads = 2;
-  llama.vocab_size = 512, llama.max_position_embeddings = 1024, llama.seed = 7;
-  llama.outlier_dims = 2;  // int8's outlier columns take part
-  SyntheticSpec qwen = llama;
-  qwen.architecture = "Qwen2ForCausalLM", qwen.seed = 8;
-  SyntheticSpec qwen3 = llama;
-  qwen3.architecture = "Qwen3ForCausalLM", qwen3.head_dim = 64, qwen3.seed = 11;  // q 256 wide from 128
-  SyntheticSpec mistral = llama;
-  mistral.architecture = "MistralForCausalLM", mistral.sliding_window = 6, mistral.seed = 9;
-  SyntheticSpec bloom = llama;
-  bloom.architecture = "BloomForCausalLM", bloom.num_kv_heads = 4, bloom.intermediate_size = 512, bloom.seed = 10;
-  SyntheticSpec gemma = llama;
-  gemma.architecture = "GemmaForCausalLM", gemma.head_dim = 64, gemma.num_kv_heads = 1, gemma.seed = 12;
-  SyntheticSpec gemma2 = llama;  // a window on blocks 0 and 2, tight caps, a scale of its own
-  gemma2.architecture = "Gemma2ForCausalLM", gemma2.head_dim = 64, gemma2.sliding_window = 6, gemma2.seed = 13;
-  gemma2.attention_softcap = 1.0, gemma2.query_pre_attn_scalar = 40;
-  SyntheticSpec gemma3 = llama;  // blocks 0 and 1 slide with their own RoPE base, block 2 does not
-  gemma3.architecture = "Gemma3ForCausalLM", gemma3.head_dim = 64, gemma3.sliding_window = 6, gemma3.seed = 14;
-  gemma3.sliding_window_pattern = 3, gemma3.linear_rope_factor = 2;
-  // Phi-4-mini's kind: fused projections, rotary embeddings on 24 of each head's 32 dimensions,
-  // LongRoPE's long factors in sessions past 32 positions.
-  SyntheticSpec phi4 = llama;
-  phi4.architecture = "Phi3ForCausalLM", phi4.partial_rotary_factor = 0.75, phi4.seed = 15, phi4.long_rope_original = 32;
-  // OLMo 2: norms of the outputs only, q and k normalised whole; OLMo 3's window on its blocks.
-  SyntheticSpec olmo2 = llama;
-  olmo2.architecture = "Olmo2ForCausalLM", olmo2.seed = 16;
-  SyntheticSpec olmo3 = llama;
-  olmo3.architecture = "Olmo3ForCausalLM", olmo3.sliding_window = 6, olmo3.seed = 17;
-  // GLM-4: half of each head rotating in adjacent pairs, q, k, v biases, gate and up fused, output norms.
-  SyntheticSpec glm4 = llama;
-  glm4.architecture = "Glm4ForCausalLM", glm4.seed = 18;
-  return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
-          {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
-}
 
 double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }
 
@@ -88,7 +42,7 @@ class DeviceBlocks : public ::testing::TestWithParam<DType> {};
 TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
-  for (const Shape& shape : shapes()) {
+  for (const DeviceShape& shape : device_shapes()) {
     test::TempDir dir;
     write_synthetic_checkpoint(shape.spec, dir.path());
     const ModelConfig config = read_model_config(dir.path());
@@ -153,8 +107,6 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     KvCache other = device.new_cache(8);
     BatchedStep step{row.data(), 1, &other, &prompts};
     expect_cpu_only([&] { device.forward_batch(std::span(&step, 1), 0, config.num_layers); }, "a batch with deep prompts");
-    const std::vector<std::int64_t> lengths = {1};
-    expect_cpu_only([&] { device.forward_sequences(row.data(), lengths, 0, 1, nullptr); }, "training");
     expect_cpu_only([&] { (void)device.block_weights(0); }, "reading weights");
     EXPECT_THROW(session.keep_path(std::vector<std::int32_t>{0}), Error);
   }
@@ -166,7 +118,7 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
 TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
-  for (const Shape& shape : shapes()) {
+  for (const DeviceShape& shape : device_shapes()) {
     test::TempDir dir;
     write_synthetic_checkpoint(shape.spec, dir.path());
     const ModelConfig config = read_model_config(dir.path());

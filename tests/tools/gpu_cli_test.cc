@@ -1,10 +1,12 @@
-// `sepal generate` and `sepal perplexity` with --device cuda, as users run them on a GPU node:
-// every reference generation of ../shared/models/reference (f32, greedy) gives the reference's
-// ids, bf16 and int8 keep generating, and int8's perplexity is within 1% of f32's. Labelled gpu:
+// `sepal generate`, `sepal perplexity` and `sepal tune` with --device cuda, as users run them on a
+// GPU node: every reference generation of ../shared/models/reference (f32, greedy) gives the
+// reference's ids, bf16 and int8 keep generating, int8's perplexity is within 1% of f32's, and
+// prompt tuning's losses are the CPU run's. Labelled gpu:
 // CI skips it; scripts/test.sh runs it where nvidia-smi sees a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/test_util.h"
@@ -58,6 +60,40 @@ TEST(GpuPerplexity, Int8IsWithinOnePercentOfF32) {
   const double f32 = perplexity("cuda", "f32"), int8 = perplexity("cuda", "int8");
   EXPECT_NEAR(int8 / f32, 1.0, 0.01) << "f32 " << f32 << ", int8 " << int8;
   EXPECT_NEAR(f32 / perplexity("cpu", "f32"), 1.0, 1e-4);
+}
+
+// Prompt tuning with the blocks on the GPU (their training passes there): each step's loss is the
+// CPU run's, deep prompts and int8 weights included.
+TEST(GpuTune, PromptTuningFollowsTheCpuRun) {
+  const auto model = (test::models_dir() / "tinystories-656K").string();
+  const test::TempDir dir;
+  std::string data;
+  for (const char* story : {"Tom had a red car. He liked to drive it to the park.", "Lily saw a big dog. The dog was happy.",
+                            "Ben found a ball. He gave it to his sister.", "The sun was hot. Mia ate a cold ice cream."}) {
+    data += json{{"text", story}}.dump() + "\n";
+  }
+  test::write_file(dir / "d.jsonl", data);
+  for (const char* dtype : {"f32", "int8"}) {
+    auto losses = [&](const char* device) {
+      const std::string name = std::string(device) + "-" + dtype;
+      const auto r = run_sepal({"tune", "--model", model, "--data", (dir / "d.jsonl").string(), "--method", "deep-ptune",
+                                "--prompt-tokens", "4", "--steps", "4", "--batch-size", "2", "--lr", "0.1", "--dtype",
+                                dtype, "--device", device, "--out", (dir / (name + ".h5")).string(), "--log",
+                                (dir / (name + ".log")).string()});
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      std::vector<double> out;
+      std::istringstream lines(test::read_file(dir / (name + ".log")));
+      for (std::string line; std::getline(lines, line);) {
+        const json step = json::parse(line);
+        if (step.contains("loss")) out.push_back(step["loss"].get<double>());
+      }
+      return out;
+    };
+    const std::vector<double> cpu = losses("cpu"), gpu = losses("cuda");
+    ASSERT_EQ(cpu.size(), 4u) << dtype;
+    ASSERT_EQ(gpu.size(), cpu.size()) << dtype;
+    for (std::size_t i = 0; i < cpu.size(); ++i) EXPECT_NEAR(gpu[i] / cpu[i], 1.0, 1e-3) << dtype << " step " << i + 1;
+  }
 }
 
 }  // namespace
