@@ -4,7 +4,8 @@
 // never test for CUDA themselves; what a backend can do is asked with info() and holds().
 //
 // Every op has the contract of its CPU kernel (kernels/matmul.h, rmsnorm.h, rope.h, attention.h,
-// activation.h): the CPU backend calls those kernels, so it is the numerical oracle of the others,
+// activation.h, and gradients.h for training passes): the CPU backend calls those kernels, so it is
+// the numerical oracle of the others,
 // which match it within a per-op tolerance (tests/kernels/backend_ops_test.cc).
 //
 // Memory: every pointer an op takes is the backend's memory (for the CPU backend, host memory),
