@@ -5,8 +5,8 @@
 //
 // Every op has the contract of its CPU kernel (kernels/matmul.h, rmsnorm.h, rope.h, attention.h,
 // activation.h, and gradients.h for training passes): the CPU backend calls those kernels, so it is
-// the numerical oracle of the others,
-// which match it within a per-op tolerance (tests/kernels/backend_ops_test.cc).
+// the numerical oracle of the others, which match it within a per-op tolerance
+// (tests/kernels/backend_ops_test.cc).
 //
 // Memory: every pointer an op takes is the backend's memory (for the CPU backend, host memory),
 // from allocate(), except where a comment says host. Ops run in call order; copy_out() returns
