@@ -79,6 +79,18 @@ void device_packed_attention_backward(const DeviceTrainingCall& call) {
   }
 }
 
+void device_qkv_input_grad(const DeviceTrainingCall& call) {
+  const DeviceActivations& a = call.a;
+  const DeviceBlockWeights& w = call.weights;
+  Backend& b = call.backend;
+  const std::int64_t t = call.pack.tokens, h = call.config.hidden_size;
+  b.matmul_input_grad(a.dq, t, w.q_proj, a.d_norm);
+  b.matmul_input_grad(a.dk, t, w.k_proj, a.part);
+  b.add_in_place(a.d_norm, a.part, t * h);
+  b.matmul_input_grad(a.dv, t, w.v_proj, a.part);
+  b.add_in_place(a.d_norm, a.part, t * h);
+}
+
 void device_rotate_sequences(const DeviceTrainingCall& call, float* x, std::int64_t heads, bool input_grad) {
   const ModelConfig& c = call.config;
   if (!c.rotates(call.weights.layer)) return;

@@ -53,6 +53,8 @@ struct DeviceTrainingCall {
 void device_packed_attention(const DeviceTrainingCall& call);
 /// Its input gradients from a.d_attn: a.dq, and a.dk and a.dv as rows.
 void device_packed_attention_backward(const DeviceTrainingCall& call);
+/// The q, k and v products' input gradients from a.dq, a.dk and a.dv, summed into a.d_norm.
+void device_qkv_input_grad(const DeviceTrainingCall& call);
 /// RoPE (or, `input_grad`, its input gradient) of each packed sequence's rows x[t, heads, head_dim].
 void device_rotate_sequences(const DeviceTrainingCall& call, float* x, std::int64_t heads, bool input_grad);
 

@@ -28,6 +28,23 @@ Device device_under_test() {
   return parse_device(text && *text ? text : "cpu");
 }
 
+// One random matrix of rows × cols as f32, bf16 and int8 weights.
+struct Weights {
+  std::vector<float> f32;
+  std::vector<std::uint16_t> bf16;
+  std::vector<std::int8_t> i8;
+  std::vector<float> scales;
+  std::vector<WeightView> views;
+  Weights(std::int64_t rows, std::int64_t cols)
+      : f32(random_floats(static_cast<std::size_t>(rows * cols), 3, 0.05f)), bf16(f32.size()), i8(f32.size()),
+        scales(static_cast<std::size_t>(rows)) {
+    for (std::size_t i = 0; i < f32.size(); ++i) bf16[i] = f32_to_bf16(f32[i]);
+    for (std::int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_i8(f32.data() + r * cols, cols, i8.data() + r * cols);
+    views = {{DType::kF32, rows, cols, f32.data()}, {DType::kBF16, rows, cols, bf16.data()},
+             {DType::kI8, rows, cols, i8.data(), scales.data()}};
+  }
+};
+
 class BackendOps : public ::testing::Test {
  protected:
   void SetUp() override { backend_ = open_backend(device_under_test()); }
@@ -74,16 +91,8 @@ TEST_F(BackendOps, InfoNamesTheDeviceAndItsMemory) {
 TEST_F(BackendOps, MatmulMatchesTheCpu) {
   for (const std::int64_t cols : {256, 204}) {
     const std::int64_t rows = 96;
-    const auto wf = random_floats(static_cast<std::size_t>(rows * cols), 3, 0.05f);
-    std::vector<std::uint16_t> wb(wf.size());
-    for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
-    std::vector<std::int8_t> wq(wf.size());
-    std::vector<float> scales(static_cast<std::size_t>(rows));
-    for (std::int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_i8(wf.data() + r * cols, cols, wq.data() + r * cols);
-    const WeightView views[] = {{DType::kF32, rows, cols, wf.data()},
-                                {DType::kBF16, rows, cols, wb.data()},
-                                {DType::kI8, rows, cols, wq.data(), scales.data()}};
-    for (const WeightView& view : views) {
+    const Weights weights(rows, cols);
+    for (const WeightView& view : weights.views) {
       const DeviceMatrix m = backend_->upload_matrix(view);
       for (const std::int64_t n : {1, 3, 8, 9, 40}) {
         auto x = random_floats(static_cast<std::size_t>(n * cols), 10 + n);
@@ -236,16 +245,8 @@ TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
 TEST_F(BackendOps, TrainingOpsMatchTheCpu) {
   {
     const std::int64_t rows = 96, cols = 204;
-    const auto wf = random_floats(static_cast<std::size_t>(rows * cols), 3, 0.05f);
-    std::vector<std::uint16_t> wb(wf.size());
-    for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
-    std::vector<std::int8_t> wq(wf.size());
-    std::vector<float> scales(static_cast<std::size_t>(rows));
-    for (std::int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_i8(wf.data() + r * cols, cols, wq.data() + r * cols);
-    const WeightView views[] = {{DType::kF32, rows, cols, wf.data()},
-                                {DType::kBF16, rows, cols, wb.data()},
-                                {DType::kI8, rows, cols, wq.data(), scales.data()}};
-    for (const WeightView& view : views) {
+    const Weights weights(rows, cols);
+    for (const WeightView& view : weights.views) {
       const DeviceMatrix m = backend_->upload_matrix(view);
       for (const std::int64_t n : {1, 37}) {
         const auto dy = random_floats(static_cast<std::size_t>(n * rows), 30 + n);

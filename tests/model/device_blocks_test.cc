@@ -25,18 +25,6 @@
 namespace sepal {
 namespace {
 
-double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }
-
-void expect_rows(const std::vector<float>& got, const std::vector<float>& want, DType dtype, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size());
-  if (device_under_test().is_cpu()) {
-    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << what << ": not BlockStack's bits";
-    return;
-  }
-  const std::vector<double> reference(want.begin(), want.end());
-  EXPECT_LT(test::normalized_error(got, reference), tolerance(dtype)) << what;
-}
-
 class DeviceBlocks : public ::testing::TestWithParam<DType> {};
 
 TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
@@ -74,7 +62,7 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
         done += p;
       }
       device.forward(got.data(), n, session);
-      expect_rows(got, want, dtype,
+      expect_device_values(got, want, dtype,
                   std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": " + std::to_string(n) +
                       " rows at " + std::to_string(session.length() - n));
       ASSERT_EQ(session.length(), cache.length());
@@ -151,7 +139,7 @@ TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
       }
       device.forward_batch(steps, first, blocks);
       for (int i = 0; i < kSessions; ++i) {
-        expect_rows(got[i], want[i], dtype,
+        expect_device_values(got[i], want[i], dtype,
                     std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": session " + std::to_string(i) +
                         ", round " + std::to_string(round));
         ASSERT_EQ(batched[i].length(), alone[i].length());

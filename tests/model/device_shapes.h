@@ -1,13 +1,19 @@
 #pragma once
 // What the tests of blocks on a device share: the device under test ($SEPAL_TEST_DEVICE: cpu by
-// default, cuda where ctest runs a test's _cuda copy) and the synthetic models of every kind of
-// block a device runs.
+// default, cuda where ctest runs a test's _cuda copy), the synthetic models of every kind of
+// block a device runs, and how a device's values are held to the CPU's.
+
+#include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/device.h"
+#include "kernels/dtype.h"
 #include "model/synthetic_checkpoint.h"
+#include "tests/test_util.h"
 
 namespace sepal {
 
@@ -56,6 +62,19 @@ inline std::vector<DeviceShape> device_shapes() {
   glm4.architecture = "Glm4ForCausalLM", glm4.seed = 18;
   return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
           {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
+}
+
+/// Values a device gave against the CPU's: the same bits on the CPU backend; on a GPU within a
+/// normalized error of 1e-4 (f32) or 3e-2 (bf16 and int8 weights).
+inline void expect_device_values(const std::vector<float>& got, const std::vector<float>& want, DType dtype,
+                                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  if (device_under_test().is_cpu()) {
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << what << ": not the CPU's bits";
+    return;
+  }
+  const std::vector<double> reference(want.begin(), want.end());
+  EXPECT_LT(test::normalized_error(got, reference), dtype == DType::kF32 ? 1e-4 : 3e-2) << what;
 }
 
 }  // namespace sepal

@@ -20,18 +20,6 @@
 namespace sepal {
 namespace {
 
-double tolerance(DType dtype) { return dtype == DType::kF32 ? 1e-4 : 3e-2; }
-
-void expect_values(const std::vector<float>& got, const std::vector<float>& want, DType dtype, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size());
-  if (device_under_test().is_cpu()) {
-    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << what << ": not the CPU pass's bits";
-    return;
-  }
-  const std::vector<double> reference(want.begin(), want.end());
-  EXPECT_LT(test::normalized_error(got, reference), tolerance(dtype)) << what;
-}
-
 class DeviceTraining : public ::testing::TestWithParam<DType> {};
 
 TEST_P(DeviceTraining, PassesGiveTheCpuPassesResults) {
@@ -61,15 +49,15 @@ TEST_P(DeviceTraining, PassesGiveTheCpuPassesResults) {
       auto want = input, got = input;
       cpu.forward_sequences(want.data(), lengths, first, blocks, p);
       device.forward_sequences(got.data(), lengths, first, blocks, p);
-      expect_values(got, want, dtype, what + ": forward");
+      expect_device_values(got, want, dtype, what + ": forward");
 
       const auto output_grad = test::random_floats(input.size(), 7 + first);
       auto want_grad = output_grad, got_grad = output_grad;
       std::vector<float> want_prompt(with_prompts ? values.size() : 0), got_prompt(want_prompt.size(), -1.0f);
       cpu.backward_sequences(input.data(), lengths, first, blocks, p, want_grad.data(), want_prompt.data());
       device.backward_sequences(input.data(), lengths, first, blocks, p, got_grad.data(), got_prompt.data());
-      expect_values(got_grad, want_grad, dtype, what + ": input gradient");
-      if (with_prompts) expect_values(got_prompt, want_prompt, dtype, what + ": deep prompts' gradient");
+      expect_device_values(got_grad, want_grad, dtype, what + ": input gradient");
+      if (with_prompts) expect_device_values(got_prompt, want_prompt, dtype, what + ": deep prompts' gradient");
     }
   }
 }

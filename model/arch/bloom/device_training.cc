@@ -54,11 +54,7 @@ void bloom_device_training_backward(const DeviceTrainingCall& call, float* grad)
   b.copy(a.d_product, grad, t * h * 4);
   b.matmul_input_grad(a.d_product, t, w.o_proj, a.d_attn);
   device_packed_attention_backward(call);
-  b.matmul_input_grad(a.dq, t, w.q_proj, a.d_norm);
-  b.matmul_input_grad(a.dk, t, w.k_proj, a.part);
-  b.add_in_place(a.d_norm, a.part, t * h);
-  b.matmul_input_grad(a.dv, t, w.v_proj, a.part);
-  b.add_in_place(a.d_norm, a.part, t * h);
+  device_qkv_input_grad(call);
   b.layernorm_input_grad(a.input, t, h, w.input_norm.data, eps, a.d_norm, a.d_norm);
   b.add_in_place(grad, a.d_norm, t * h);
 }

@@ -106,11 +106,7 @@ void llama_device_training_backward(const DeviceTrainingCall& call, float* grad)
     b.rmsnorm_input_grad(a.q_raw, t * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, a.dq, a.dq);
     b.rmsnorm_input_grad(a.k_raw, t * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, a.dk, a.dk);
   }
-  b.matmul_input_grad(a.dq, t, w.q_proj, a.d_norm);
-  b.matmul_input_grad(a.dk, t, w.k_proj, a.part);
-  b.add_in_place(a.d_norm, a.part, t * h);
-  b.matmul_input_grad(a.dv, t, w.v_proj, a.part);
-  b.add_in_place(a.d_norm, a.part, t * h);
+  device_qkv_input_grad(call);
   add_input_grad(call, w.input_norm, a.input, a.d_norm, grad);
 }
 
