@@ -184,10 +184,6 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   if (sessions_.count({ctx.sender().peer, m.session})) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " is already open");
   }
-  if (blocks_->backend() && (m.prompts.elements() > 0 || has_adapter(m.adapter))) {
-    return error(StatusCode::kFailedPrecondition, "deep prompts and adapters run on the CPU only; this host's blocks are on ",
-                 device_name(blocks_->device()));
-  }
   // The most cache the session holds (blocks with a sliding window keep only it, on the CPU) and
   // its adapters (checked in full below, before anything is kept).
   const std::int64_t cache_bytes =

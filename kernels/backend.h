@@ -71,6 +71,9 @@ class Backend {
                          float eps, float* y) = 0;
   virtual void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) = 0;
   virtual void add_in_place(float* y, const float* x, std::int64_t count) = 0;
+  /// kernels/activation.h: add_scaled_in_place (LoRA's update) and scale_by_one_plus (PEQA's scales).
+  virtual void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count) = 0;
+  virtual void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets) = 0;
   virtual void silu_mul(float* gate, const float* up, std::int64_t count) = 0;
   virtual void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) = 0;
   /// silu_mul or gelu_tanh_mul, as `activation` says (GPT-OSS's clamped SwiGLU is the CPU's only).

@@ -1,5 +1,7 @@
 #include "model/block_adapters.h"
 
+#include "kernels/activation.h"
+
 #include <algorithm>
 #include <array>
 
@@ -199,10 +201,7 @@ void apply_adapter(const ProjectionAdapter& a, const WeightView& w, const float*
   if (n <= 0) return;
   if (a.method == AdapterMethod::kPeqa) {
     if (w.dtype != DType::kI8) fail("PEQA tunes the scales of int8 weights; load the model with --dtype int8");
-    for (std::int64_t t = 0; t < n; ++t) {
-      float* row = y + t * w.rows;
-      for (std::int64_t r = 0; r < w.rows; ++r) row[r] *= 1.0f + a.values[r];
-    }
+    scale_by_one_plus(y, n, w.rows, a.values);
     return;
   }
   const float* lora_a = a.values;                 // [rank, cols]
@@ -210,7 +209,7 @@ void apply_adapter(const ProjectionAdapter& a, const WeightView& w, const float*
   std::vector<float> u(static_cast<std::size_t>(n * a.rank)), v(static_cast<std::size_t>(n * w.rows));
   matmul(x, n, f32_view(a.rank, w.cols, lora_a), u.data());
   matmul(u.data(), n, f32_view(w.rows, a.rank, lora_b), v.data());
-  for (std::int64_t i = 0; i < n * w.rows; ++i) y[i] += a.scaling * v[static_cast<std::size_t>(i)];
+  add_scaled_in_place(y, v.data(), a.scaling, n * w.rows);
 }
 
 void adapter_backward(const ProjectionAdapter& a, const WeightView& w, const float* x, std::int64_t n, float* dy,

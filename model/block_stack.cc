@@ -148,10 +148,7 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
          cache.max_positions(), " positions");
   }
   cache.reserve(start + n);
-  if (device_) {
-    if ((prompts && prompts->count > 0) || adapters) check_on_cpu("deep prompts and adapters");
-    return device_->forward(hidden, n, cache, first);
-  }
+  if (device_) return device_->forward(hidden, n, cache, first, prompts, adapters);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   std::iota(positions.begin(), positions.end(), start);
   Scratch scratch(config_, n);
@@ -196,7 +193,6 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
       if (steps[i].cache == step.cache) fail("batched steps ", i, " and ", j, " share a cache");
     }
     SEPAL_CHECK(cache.on_device() == (device_ != nullptr), "a cache of another device");
-    if (device_ && ((step.prompts && step.prompts->count > 0) || step.adapters)) check_on_cpu("deep prompts and adapters");
     check_adapters(step.adapters, first, blocks);
     cache.reserve(cache.length() + step.n);
     segments.push_back(RowSegment{rows, step.n, cache.length(), {}, {}, 0, 0, step.adapters, nullptr});

@@ -83,36 +83,78 @@ KvCache DeviceBlockStack::new_cache(std::int64_t capacity, std::int64_t first, s
   return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, backend_->allocate(bytes));
 }
 
-void DeviceBlockStack::ensure_scratch(std::int64_t rows) const {
+void DeviceBlockStack::ensure_scratch(std::int64_t rows, std::int64_t rank) const {
   DeviceScratch& s = scratch_;
-  if (s.rows >= rows) return;
+  if (s.rows >= rows && s.rank >= rank) return;
+  rows = std::max(rows, s.rows);
+  rank = std::max(rank, s.rank);
   const ModelConfig& c = config_;
-  const std::int64_t sizes[] = {c.hidden_size, c.hidden_size, c.q_size(), c.kv_size(), c.kv_size(),
-                                c.q_size(), c.hidden_size, c.intermediate_size, c.intermediate_size};
+  const std::int64_t widest = std::max({c.hidden_size, c.q_size(), c.kv_size(), c.intermediate_size});
+  const std::int64_t sizes[] = {c.hidden_size, c.hidden_size, c.q_size(), c.kv_size(), c.kv_size(), c.q_size(),
+                                c.hidden_size, c.intermediate_size, c.intermediate_size, rank, rank > 0 ? widest : 0};
   std::int64_t floats = 0;
   for (const std::int64_t size : sizes) floats += (rows * size + 63) / 64 * 64;  // each buffer 256-byte aligned
   s = DeviceScratch{};
   s.storage = backend_->allocate(floats * 4 + rows * 8);
   float* next = static_cast<float*>(s.storage.get());
-  float** buffers[] = {&s.hidden, &s.normed, &s.q, &s.k, &s.v, &s.attn, &s.proj, &s.gate, &s.up};
+  float** buffers[] = {&s.hidden, &s.normed, &s.q, &s.k, &s.v, &s.attn, &s.proj, &s.gate, &s.up, &s.lora_u, &s.lora_v};
   for (std::size_t i = 0; i < std::size(buffers); ++i) {
     *buffers[i] = next;
     next += (rows * sizes[i] + 63) / 64 * 64;
   }
   s.positions = reinterpret_cast<std::int64_t*>(next);
   s.rows = rows;
+  s.rank = rank;
 }
 
-void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const {
+namespace {
+
+// The largest LoRA rank of `adapters` (0 for none, or PEQA).
+std::int64_t lora_rank(const BlockAdapters* adapters) {
+  return adapters && adapters->shape.method == AdapterMethod::kLora ? adapters->shape.rank : 0;
+}
+
+// A session's deep prompts and adapters in the backend's memory for one call.
+struct SessionOnDevice {
+  std::shared_ptr<void> prompt_memory, adapter_memory;
+  DeviceAdapters adapters;
+  SessionOnDevice(Backend& b, const ModelConfig& c, std::int64_t blocks, const DeepPrompts* prompts,
+                  const BlockAdapters* host) {
+    if (prompts && prompts->count > 0) prompt_memory = b.upload(prompts->values, blocks * prompts->count * c.hidden_size);
+    if (host) {
+      adapter_memory = b.upload(host->values, host->blocks * host->shape.values_per_block(c));
+      adapters = DeviceAdapters{host, static_cast<const float*>(adapter_memory.get())};
+    }
+  }
+  const DeviceAdapters* adapters_or_null() const { return adapters.host ? &adapters : nullptr; }
+  // Adds block i's prompt rows that fall in positions [start, start + n) of rows `hidden` (in the
+  // backend's memory), as BlockStack::forward adds them.
+  void add_prompt(Backend& b, const ModelConfig& c, const DeepPrompts* prompts, std::int64_t i, std::int64_t start,
+                  std::int64_t n, float* hidden) const {
+    if (!prompt_memory) return;
+    const std::int64_t from = std::max(start, prompts->offset), to = std::min(start + n, prompts->offset + prompts->count);
+    if (from >= to) return;
+    const std::int64_t h = c.hidden_size;
+    b.add_in_place(hidden + (from - start) * h,
+                   static_cast<const float*>(prompt_memory.get()) + (i * prompts->count + from - prompts->offset) * h,
+                   (to - from) * h);
+  }
+};
+
+}  // namespace
+
+void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first, const DeepPrompts* prompts,
+                               const BlockAdapters* adapters) const {
   SEPAL_CHECK(cache.on_device() && first >= first_ && first + cache.blocks() <= last_ &&
                   cache.length() + n <= cache.capacity(0),
               "the cache does not belong to these blocks on the device");
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
   const std::lock_guard lock(backend_->turn());
+  const SessionOnDevice session(*backend_, config_, cache.blocks(), prompts, adapters);
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
-    ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)));
+    ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)), lora_rank(adapters));
     const DeviceScratch& s = scratch_;
     const std::int64_t start = cache.length();
     std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
@@ -120,6 +162,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
     backend_->copy_in(s.positions, positions.data(), rows * 8);
     backend_->copy_in(s.hidden, hidden + done * h, rows * h * 4);
     for (std::int64_t i = 0; i < cache.blocks(); ++i) {
+      session.add_prompt(*backend_, config_, prompts, i, start, rows, s.hidden);
       const DeviceBlockCall call{config_,
                                  blocks_[static_cast<std::size_t>(first - first_ + i)],
                                  *backend_,
@@ -131,7 +174,9 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
                                  cache.keys_f32(i),
                                  cache.values_f32(i),
                                  cache.capacity(i),
-                                 s};
+                                 s,
+                                 {},
+                                 session.adapters_or_null()};
       device_block_forward(call);
     }
     backend_->copy_out(hidden + done * h, s.hidden, rows * h * 4);
@@ -149,7 +194,9 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
   std::vector<float> hidden(static_cast<std::size_t>(rows * h));
   std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
   std::vector<DeviceSegment> segments;
+  std::int64_t rank = 0;
   for (const BatchedStep& step : steps) {
+    rank = std::max(rank, lora_rank(step.adapters));
     SEPAL_CHECK(step.cache->on_device() && step.cache->blocks() == blocks && first >= first_ && first + blocks <= last_ &&
                     step.cache->length() + step.n <= step.cache->capacity(0),
                 "a batched step's cache does not belong to these blocks on the device");
@@ -160,7 +207,11 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
     segments.push_back(seg);
   }
   const std::lock_guard lock(backend_->turn());
-  ensure_scratch(rows);
+  std::vector<SessionOnDevice> sessions;
+  sessions.reserve(steps.size());
+  for (const BatchedStep& step : steps) sessions.emplace_back(*backend_, config_, blocks, step.prompts, step.adapters);
+  for (std::size_t j = 0; j < steps.size(); ++j) segments[j].adapters = sessions[j].adapters_or_null();
+  ensure_scratch(rows, rank);
   const DeviceScratch& s = scratch_;
   backend_->copy_in(s.positions, positions.data(), rows * 8);
   backend_->copy_in(s.hidden, hidden.data(), rows * h * 4);
@@ -169,6 +220,8 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
       segments[j].keys = steps[j].cache->keys_f32(i);
       segments[j].values = steps[j].cache->values_f32(i);
       segments[j].inv_freq = inv_freq_of(first + i, steps[j].cache->max_positions());
+      sessions[j].add_prompt(*backend_, config_, steps[j].prompts, i, segments[j].start, segments[j].n,
+                             s.hidden + segments[j].row * h);
     }
     const DeviceBlockCall call{config_,
                                blocks_[static_cast<std::size_t>(first - first_ + i)],

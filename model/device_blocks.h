@@ -7,9 +7,10 @@
 // (tests/model/device_blocks_test.cc), so the forward is checked here even without a GPU.
 //
 // What runs on a device: the forward of decode and prompts and batches of several sessions'
-// steps, and the training passes (forward and input-gradient backward over packed sequences,
-// deep prompts included), f32, bf16 and int8 (LLM.int8()), Llama-family and BLOOM blocks. What
-// does not (yet): token trees, deep prompts in inference, and adapters.
+// steps, with deep prompts and PEQA or LoRA adapters, and the training passes of prompt tuning
+// (forward and input-gradient backward over packed sequences, deep prompts included), f32, bf16
+// and int8 (LLM.int8()), Llama-family and BLOOM blocks. What does not (yet): token trees and
+// training passes with adapters.
 //
 // Thread-safety: immutable after construction but for its working buffers; forward() may be
 // called from any thread: it holds the backend's turn() (stacks sharing a backend, such as a
@@ -47,11 +48,12 @@ struct DeviceBlockWeights {
   DeviceVector attention_out_norm, mlp_out_norm;  ///< Gemma 2
 };
 
-/// Working buffers of a forward of up to `rows` rows in a backend's memory.
+/// Working buffers of a forward of up to `rows` rows in a backend's memory, with LoRA adapters of
+/// up to `rank` (their products' two steps in lora_u and lora_v).
 struct DeviceScratch {
-  std::int64_t rows = 0;
+  std::int64_t rows = 0, rank = 0;
   float *hidden = nullptr, *normed = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr,
-        *proj = nullptr, *gate = nullptr, *up = nullptr;
+        *proj = nullptr, *gate = nullptr, *up = nullptr, *lora_u = nullptr, *lora_v = nullptr;
   std::int64_t* positions = nullptr;
   std::shared_ptr<void> storage;
 };
@@ -74,12 +76,15 @@ class DeviceBlockStack {
   KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const;
 
   /// Runs host rows hidden[n, hidden_size] in place through blocks [first, first +
-  /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it.
-  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first) const;
+  /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it;
+  /// with deep prompts and adapters (each may be null; checked by the caller) as
+  /// BlockStack::forward takes them. Their values are copied to the device with each call.
+  void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first, const DeepPrompts* prompts = nullptr,
+               const BlockAdapters* adapters = nullptr) const;
 
-  /// BlockStack::forward_batch's steps (checked by the caller; no deep prompts or adapters)
-  /// through blocks [first, first + their caches' blocks): one pass for all of them, each step's
-  /// rows ending as forward() gives them alone (bit for bit on the CPU backend).
+  /// BlockStack::forward_batch's steps (checked by the caller), each with its deep prompts and
+  /// adapters, through blocks [first, first + their caches' blocks): one pass for all of them,
+  /// each step's rows ending as forward() gives them alone (bit for bit on the CPU backend).
   void forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const;
 
   /// BlockStack::forward_sequences and backward_sequences (checked by the caller; no adapters)
@@ -104,7 +109,7 @@ class DeviceBlockStack {
   std::shared_ptr<void> inv_freq_, alibi_;
   mutable DeviceScratch scratch_;  // grown to the largest call; guarded by the backend's turn()
 
-  void ensure_scratch(std::int64_t rows) const;
+  void ensure_scratch(std::int64_t rows, std::int64_t rank = 0) const;
 };
 
 }  // namespace sepal

@@ -275,7 +275,7 @@ int generate_command(int argc, char** argv) {
   const bool with_draft = check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
-  check_device_use(device, adapter.has_value(), with_draft);
+  check_device_use(device, with_draft);
   check_adapter_use(adapter ? &*adapter : nullptr, loading);
   const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {

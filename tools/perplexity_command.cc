@@ -186,7 +186,6 @@ int perplexity_command(int argc, char** argv) {
     buffer << in.rdbuf();
   }
   std::unique_ptr<ClientSwarm> swarm;
-  check_device_use(device, adapter.has_value());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);

@@ -124,7 +124,6 @@ int serve_api_command(int argc, char** argv) {
     adapters.emplace_back(name, std::move(*params));
   }
   std::unique_ptr<ClientSwarm> swarm;
-  check_device_use(device, !adapters.empty());
   if (wants_swarm(swarm_options, vm)) {
     int host_exit = 0;
     swarm = ClientSwarm::start(&argc, &argv, swarm_options, model_dir, config, weights, vm, threads, host_exit);

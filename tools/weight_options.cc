@@ -51,8 +51,8 @@ void add_device_option(po::options_description& description, std::string& device
   description.add_options()
       ("device", po::value(&device)->default_value("cpu"),
        "where the blocks run (in this process, or with a swarm on its hosts): cpu, cuda or cuda:N\n"
-       "(GPU N: weights, KV caches and the forward on the device; decode, prompts and prompt\n"
-       "tuning's passes, without adapters or drafts)");
+       "(GPU N: weights, KV caches and the forward on the device; decode and prompts with\n"
+       "adapters, prompt tuning's passes; not drafts, nor LoRA or PEQA training)");
 }
 
 Device device_option(const std::string& text, const WeightLoading& loading) {
@@ -69,11 +69,9 @@ Device device_option(const std::string& text, const WeightLoading& loading) {
   return device;
 }
 
-void check_device_use(const Device& device, bool with_adapter, bool with_draft) {
-  if (device.is_cpu()) return;
-  const std::string flag = "--device " + device_name(device);
-  if (with_adapter) throw UsageError{flag + ": adapters and tuned prompts run on the CPU only"};
-  if (with_draft) throw UsageError{flag + ": speculative decoding (token trees) runs on the CPU only"};
+void check_device_use(const Device& device, bool with_draft) {
+  if (device.is_cpu() || !with_draft) return;
+  throw UsageError{"--device " + device_name(device) + ": speculative decoding (token trees) runs on the CPU only"};
 }
 
 std::vector<std::string> weight_arguments(const WeightOptions& options, const po::variables_map& vm) {

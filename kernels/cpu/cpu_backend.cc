@@ -54,6 +54,12 @@ class CpuBackend final : public Backend {
     sepal::add_bias(rows, n, dim, bias);
   }
   void add_in_place(float* y, const float* x, std::int64_t count) override { sepal::add_in_place(y, x, count); }
+  void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count) override {
+    sepal::add_scaled_in_place(y, x, scale, count);
+  }
+  void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets) override {
+    sepal::scale_by_one_plus(rows, n, dim, offsets);
+  }
   void silu_mul(float* gate, const float* up, std::int64_t count) override { sepal::silu_mul(gate, up, count); }
   void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) override { sepal::gelu_tanh_mul(gate, up, count); }
   void gelu_tanh(float* x, std::int64_t count) override { sepal::gelu_tanh(x, count); }

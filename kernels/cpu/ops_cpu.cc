@@ -453,6 +453,14 @@ void add_in_place(float* y, const float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
+void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* row = rows + t * dim;
+#pragma omp simd
+    for (std::int64_t i = 0; i < dim; ++i) row[i] *= 1.0f + offsets[i];
+  }
+}
+
 void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count) {
   if (scale == 1.0f) return add_in_place(y, x, count);
 #pragma omp simd

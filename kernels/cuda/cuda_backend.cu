@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "kernels/backend.h"
@@ -40,15 +41,17 @@ __device__ void load8(const __nv_bfloat16* p, float* out) {
 __device__ float to_float(float v) { return v; }
 __device__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+// Eight columns a lane at a time (`vectors`: rows and x 16-byte aligned, cols a multiple of 8),
+// one at a time after that.
 template <typename W>
-__global__ void gemv_kernel(const float* x, int n, const W* w, std::int64_t rows, std::int64_t cols, float* y) {
+__global__ void gemv_kernel(const float* x, int n, const W* w, std::int64_t rows, std::int64_t cols, bool vectors,
+                            float* y) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kGemvWarps + warp;
   if (row >= rows) return;
   const W* wr = w + row * cols;
   float acc[kGemvMaxRows] = {};
-  // Eight columns a lane at a time where rows are 16-byte aligned, one at a time after that.
-  const std::int64_t wide = cols % 8 == 0 ? cols : 0;
+  const std::int64_t wide = vectors ? cols : 0;
   for (std::int64_t c = lane * 8; c < wide; c += 32 * 8) {
     float wv[8];
     load8(wr + c, wv);
@@ -117,6 +120,16 @@ __global__ void add_bias_kernel(float* rows, std::int64_t count, std::int64_t di
 __global__ void add_kernel(float* y, const float* x, std::int64_t count) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i < count) y[i] += x[i];
+}
+
+__global__ void add_scaled_kernel(float* y, const float* x, float scale, std::int64_t count) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < count) y[i] += scale * x[i];
+}
+
+__global__ void scale_by_one_plus_kernel(float* rows, std::int64_t count, std::int64_t dim, const float* offsets) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < count) rows[i] *= 1.0f + offsets[i % dim];
 }
 
 __global__ void silu_mul_kernel(float* gate, const float* up, std::int64_t count) {
@@ -323,11 +336,15 @@ class CudaBackend final : public Backend {
     SEPAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "the CUDA backend multiplies f32, bf16 and int8");
     if (n <= kGemvMaxRows) {
       const auto blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);
+      // Adapters' factors (LoRA) sit at any float offset of their values.
+      const bool vectors = w.cols % 8 == 0 && reinterpret_cast<std::uintptr_t>(w.data) % 16 == 0 &&
+                           reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
       if (w.dtype == DType::kF32) {
-        gemv_kernel<<<blocks, 32 * kGemvWarps>>>(x, static_cast<int>(n), static_cast<const float*>(w.data), w.rows, w.cols, y);
+        gemv_kernel<<<blocks, 32 * kGemvWarps>>>(x, static_cast<int>(n), static_cast<const float*>(w.data), w.rows, w.cols,
+                                                  vectors, y);
       } else {
         gemv_kernel<<<blocks, 32 * kGemvWarps>>>(x, static_cast<int>(n), static_cast<const __nv_bfloat16*>(w.data), w.rows,
-                                                  w.cols, y);
+                                                  w.cols, vectors, y);
       }
       return launched();
     }
@@ -370,6 +387,18 @@ class CudaBackend final : public Backend {
     if (count <= 0) return;
     enter();
     add_kernel<<<grid(count), kThreads>>>(y, x, count);
+    launched();
+  }
+  void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count) override {
+    if (count <= 0) return;
+    enter();
+    add_scaled_kernel<<<grid(count), kThreads>>>(y, x, scale, count);
+    launched();
+  }
+  void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets) override {
+    if (n * dim <= 0) return;
+    enter();
+    scale_by_one_plus_kernel<<<grid(n * dim), kThreads>>>(rows, n * dim, dim, offsets);
     launched();
   }
   void silu_mul(float* gate, const float* up, std::int64_t count) override {

@@ -8,10 +8,17 @@
 #include <span>
 
 #include "kernels/backend.h"
+#include "model/block_adapters.h"
 #include "model/device_blocks.h"
 #include "model/model_config.h"
 
 namespace sepal {
+
+/// A session's adapters (model/block_adapters.h) with their values copied into a backend's memory.
+struct DeviceAdapters {
+  const BlockAdapters* host = nullptr;  ///< shape and block range (its values are host memory)
+  const float* values = nullptr;        ///< host->values' copy in the backend's memory
+};
 
 /// One session's rows in a batched call (DeviceBlockStack::forward_batch): rows [row, row + n) at
 /// slots [start, start + n) of its own cache.
@@ -20,6 +27,7 @@ struct DeviceSegment {
   float* keys = nullptr;
   float* values = nullptr;
   const double* inv_freq = nullptr;  ///< RoPE: the session's table on the device (model/rope_tables.h)
+  const DeviceAdapters* adapters = nullptr;  ///< the session's, or null
 };
 
 struct DeviceBlockCall {
@@ -35,10 +43,19 @@ struct DeviceBlockCall {
   float* values;
   std::int64_t capacity;
   const DeviceScratch& scratch;
-  /// With segments, the rows are the steps of several sessions (start, keys, values and capacity
-  /// are then each segment's), every row's products as it gets them alone.
+  /// With segments, the rows are the steps of several sessions (start, keys, values, capacity and
+  /// adapters are then each segment's), every row's products as it gets them alone.
   std::span<const DeviceSegment> segments = {};
+  const DeviceAdapters* adapters = nullptr;  ///< the rows' adapters (without segments), or null
 };
+
+/// Projection p's weights in a block on a device.
+const DeviceMatrix& device_projection(const DeviceBlockWeights& w, Projection p);
+
+/// y (the product x · wᵀ of projection p over the call's rows) becomes the adapted product, with
+/// the call's or each segment's adapters: apply_adapter (model/block_adapters.h) in the
+/// backend's ops, so that the CPU backend gives its bits.
+void device_adapt_product(const DeviceBlockCall& call, Projection p, const float* x, float* y);
 
 /// y = x · wᵀ over the call's rows; the rows of several sessions go in calls of at most
 /// kStreamingMaxTokens rows, in which every backend gives each row the bits it gets alone.

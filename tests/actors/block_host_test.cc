@@ -340,6 +340,8 @@ TEST(BlockHost, RollbackRecomputesTheSameStates) {
 
 // Rows that differ from each other: row i of a step is `seed` + i/8 in every column, with a ramp.
 
+std::vector<float> values_of(const TensorPayload& t) { return {t.as<float>(), t.as<float>() + t.elements()}; }
+
 TensorPayload varied_rows(std::int64_t n, std::int64_t width, float seed) {
   std::vector<float> v(static_cast<std::size_t>(n * width));
   for (std::int64_t i = 0; i < n; ++i) {
@@ -517,8 +519,9 @@ TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
 
 // Hosts whose blocks are on a device (here the CPU backend, which runs the device forward; on a
 // GPU the same code runs the CUDA backend): greedy generation through two of them gives the
-// reference, and what runs on the CPU only is refused in one line while the host goes on serving
-// (their batches: OnADeviceStepsThatArriveTogether... below).
+// reference, a session with adapters gets a CPU host's rows, and what runs on the CPU only (token
+// trees) is refused in one line while the host goes on serving (their batches:
+// OnADeviceStepsThatArriveTogether... below).
 TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
   const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
   LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 3}, {3, 5}}, {}, open_cpu_backend());
@@ -539,11 +542,17 @@ TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
   const AdapterPayload adapter{1, shape.rank, shape.alpha, {0},
                                TensorPayload::copy_of(ElementType::kF32, {3, shape.values_per_block(swarm.config())},
                                                       values.data(), values.size())};
-  auto refused = c.request_sync(host, OpenSession{1, 16, 0, 3, {}, 0, adapter}, 5s);
-  ASSERT_FALSE(refused.is_ok());
-  EXPECT_NE(refused.status().message().find("adapters run on the CPU only; this host's blocks are on cpu"),
-            std::string::npos)
-      << refused.status().message();
+  LocalSwarm on_cpu(test::models_dir() / "stories260K", {{0, 3}});
+  const auto cpu_host = on_cpu.route()[0].host;
+  ASSERT_TRUE(c.request_sync(host, OpenSession{1, 16, 0, 3, {}, 0, adapter}, 5s).is_ok());
+  ASSERT_TRUE(on_cpu.client().request_sync(cpu_host, OpenSession{1, 16, 0, 3, {}, 0, adapter}, 5s).is_ok());
+  for (std::int64_t position : {0, 3}) {
+    const TensorPayload rows = varied_rows(3, h, 0.3f + static_cast<float>(position));
+    auto on_device = c.request_sync(host, Step{1, position, rows}, 5s);
+    auto there = on_cpu.client().request_sync(cpu_host, Step{1, position, rows}, 5s);
+    ASSERT_TRUE(on_device.is_ok() && there.is_ok()) << on_device.status().to_string();
+    EXPECT_EQ(values_of(on_device->hidden), values_of(there->hidden)) << "adapted step at " << position;
+  }
   ASSERT_TRUE(c.request_sync(host, OpenSession{2, 16, 0, 3, {}, 0}, 5s).is_ok());
   auto tree = c.request_sync(host, Step{2, 0, varied_rows(2, h, 0.2f), 0, {-1, 0}}, 5s);
   ASSERT_FALSE(tree.is_ok());
@@ -773,11 +782,20 @@ TEST(BlockHost, ABatchWaitsForTheSessionsOfTheLastRoundForABoundedTimeAndNotForT
 TensorPayload floats(std::vector<std::int64_t> shape, const std::vector<float>& v) {
   return TensorPayload::copy_of(ElementType::kF32, std::move(shape), v.data(), v.size());
 }
-std::vector<float> values_of(const TensorPayload& t) { return {t.as<float>(), t.as<float>() + t.elements()}; }
 
+void expect_passes_are_the_local_blocks(std::shared_ptr<Backend> backend);
+
+// On hosts with blocks on the CPU, and on hosts with blocks on a device (the CPU backend here).
 TEST(BlockHostTraining, PassesAreTheLocalBlocksPassesBitForBit) {
+  for (const bool on_device : {false, true}) {
+    SCOPED_TRACE(on_device ? "blocks on a device" : "blocks on the CPU");
+    expect_passes_are_the_local_blocks(on_device ? open_cpu_backend() : nullptr);
+  }
+}
+
+void expect_passes_are_the_local_blocks(std::shared_ptr<Backend> backend) {
   const auto model = test::models_dir() / "tinystories-656K";
-  LocalSwarm swarm(model, {{0, 1}, {1, 2}});
+  LocalSwarm swarm(model, {{0, 1}, {1, 2}}, {}, std::move(backend));
   ActorSystem& c = swarm.client();
   const std::int64_t h = swarm.config().hidden_size;
   const BlockStack local = BlockStack::load(swarm.checkpoint(), swarm.config(), 0, 2, DType::kF32);

@@ -14,6 +14,7 @@
 #include <functional>
 
 #include "kernels/error.h"
+#include "model/block_adapters.h"
 #include "model/block_stack.h"
 #include "model/device_blocks.h"
 #include "model/model_config.h"
@@ -89,12 +90,6 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     std::vector<float> row(static_cast<std::size_t>(h));
     const std::vector<std::int32_t> parents = {-1};
     expect_cpu_only([&] { device.forward_tree(row.data(), 1, parents, session, 0); }, "a token tree");
-    const std::vector<float> prompt_values(static_cast<std::size_t>(config.num_layers * h));
-    const DeepPrompts prompts{prompt_values.data(), 1, 0};
-    expect_cpu_only([&] { device.forward(row.data(), 1, session, 0, &prompts); }, "deep prompts");
-    KvCache other = device.new_cache(8);
-    BatchedStep step{row.data(), 1, &other, &prompts};
-    expect_cpu_only([&] { device.forward_batch(std::span(&step, 1), 0, config.num_layers); }, "a batch with deep prompts");
     expect_cpu_only([&] { (void)device.block_weights(0); }, "reading weights");
     EXPECT_THROW(session.keep_path(std::vector<std::int32_t>{0}), Error);
   }
@@ -143,6 +138,84 @@ TEST_P(DeviceBlocks, BatchedStepsGiveEachSessionItsOwnStates) {
                     std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": session " + std::to_string(i) +
                         ", round " + std::to_string(round));
         ASSERT_EQ(batched[i].length(), alone[i].length());
+      }
+    }
+  }
+}
+
+// A session's deep prompts and adapters on the device: LoRA of rank 4 on every projection the
+// block has, and at int8 PEQA's scales too, over a prompt, steps past the deep prompts and a part
+// of the stack's range; then three sessions batched (LoRA, deep prompts and PEQA, none) against
+// each alone.
+TEST_P(DeviceBlocks, DeepPromptsAndAdaptersGiveTheCpuBlocksResults) {
+  const DType dtype = GetParam();
+  std::shared_ptr<Backend> backend = open_backend(device_under_test());
+  for (const DeviceShape& shape : device_shapes()) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(shape.spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    device.place_on(backend);
+    const std::int64_t first = 1, blocks = config.num_layers - 1, h = config.hidden_size;
+    std::vector<Projection> targets;
+    for (int p = 0; p < kProjections; ++p) {
+      if (block_has_projection(config, static_cast<Projection>(p))) targets.push_back(static_cast<Projection>(p));
+    }
+    std::vector<AdapterShape> kinds = {AdapterShape{AdapterMethod::kLora, 4, 8.0, targets}};
+    if (dtype == DType::kI8) kinds.push_back(AdapterShape{AdapterMethod::kPeqa, 0, 0.0, targets});
+    std::vector<std::vector<float>> values;
+    std::vector<BlockAdapters> adapters;
+    for (const AdapterShape& kind : kinds) {
+      values.push_back(test::random_floats(static_cast<std::size_t>(blocks * kind.values_per_block(config)),
+                                           40 + values.size(), 0.05f));
+    }
+    for (std::size_t k = 0; k < kinds.size(); ++k) adapters.push_back(BlockAdapters{kinds[k], first, blocks, values[k].data()});
+    const auto prompt_values = test::random_floats(static_cast<std::size_t>(blocks * 3 * h), 50, 0.5f);
+    const DeepPrompts prompts{prompt_values.data(), 3, 1};
+    for (const BlockAdapters& a : adapters) {
+      const std::string what = std::string(shape.name) + " " + std::string(dtype_name(dtype)) + " " +
+                               (a.shape.method == AdapterMethod::kLora ? "LoRA" : "PEQA");
+      KvCache cache = cpu.new_cache(40, first, first + blocks);
+      KvCache session = device.new_cache(40, first, first + blocks);
+      for (const std::int64_t n : {2, 9, 1, 3}) {  // the deep prompts cover positions 1 to 3
+        auto want = test::random_floats(static_cast<std::size_t>(n * h), 60 + n);
+        auto got = want;
+        cpu.forward(want.data(), n, cache, first, &prompts, &a);
+        device.forward(got.data(), n, session, first, &prompts, &a);
+        expect_device_values(got, want, dtype, what + ": " + std::to_string(n) + " rows at " + std::to_string(cache.length() - n));
+      }
+    }
+    // Batched: each session's steps as it gets them alone.
+    struct Session {
+      const DeepPrompts* prompts;
+      const BlockAdapters* adapters;
+      KvCache alone, batched;
+    };
+    std::vector<Session> sessions;
+    sessions.push_back({nullptr, &adapters[0], device.new_cache(30, first, first + blocks), device.new_cache(30, first, first + blocks)});
+    sessions.push_back({&prompts, adapters.size() > 1 ? &adapters[1] : nullptr, device.new_cache(30, first, first + blocks),
+                        device.new_cache(30, first, first + blocks)});
+    sessions.push_back({nullptr, nullptr, device.new_cache(30, first, first + blocks), device.new_cache(30, first, first + blocks)});
+    for (int round = 0; round < 4; ++round) {
+      std::vector<std::vector<float>> want, got;
+      std::vector<BatchedStep> steps;
+      for (std::size_t i = 0; i < sessions.size(); ++i) {
+        const std::int64_t n = 1 + (round + static_cast<std::int64_t>(i)) % 2;
+        want.push_back(test::random_floats(static_cast<std::size_t>(n * h), 100 * round + i));
+        got.push_back(want.back());
+        device.forward(want.back().data(), n, sessions[i].alone, first, sessions[i].prompts, sessions[i].adapters);
+      }
+      for (std::size_t i = 0; i < sessions.size(); ++i) {
+        steps.push_back(BatchedStep{got[i].data(), static_cast<std::int64_t>(got[i].size()) / h, &sessions[i].batched,
+                                    sessions[i].prompts, sessions[i].adapters});
+      }
+      device.forward_batch(steps, first, blocks);
+      for (std::size_t i = 0; i < sessions.size(); ++i) {
+        expect_device_values(got[i], want[i], dtype,
+                             std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": batched session " +
+                                 std::to_string(i) + ", round " + std::to_string(round));
       }
     }
   }

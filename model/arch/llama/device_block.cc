@@ -1,4 +1,5 @@
-// The Llama family's block on a device: block.cc's forward in the backend's ops.
+// The Llama family's block on a device: block.cc's forward in the backend's ops, each product
+// adapted as block.cc adapts it.
 #include "model/arch/architectures.h"
 #include "model/arch/device_parts.h"
 
@@ -22,6 +23,9 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   device_products(call, x, w.q_proj, s.q);
   device_products(call, x, w.k_proj, s.k);
   device_products(call, x, w.v_proj, s.v);
+  device_adapt_product(call, Projection::kQ, x, s.q);
+  device_adapt_product(call, Projection::kK, x, s.k);
+  device_adapt_product(call, Projection::kV, x, s.v);
   if (c.attention_bias) {
     b.add_bias(s.q, n, c.q_size(), w.q_bias.data);
     b.add_bias(s.k, n, c.kv_size(), w.k_bias.data);
@@ -52,14 +56,18 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   }
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);
+  device_adapt_product(call, Projection::kO, s.attn, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 
   x = input_of(w.post_attention_norm);
   device_products(call, x, w.gate_proj, s.gate);
   device_products(call, x, w.up_proj, s.up);
+  device_adapt_product(call, Projection::kGate, x, s.gate);
+  device_adapt_product(call, Projection::kUp, x, s.up);
   b.gate_mul(c.mlp_activation, s.gate, s.up, n * c.intermediate_size);
   device_products(call, s.gate, w.down_proj, s.proj);
+  device_adapt_product(call, Projection::kDown, s.gate, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.mlp_out_norm.data, eps, s.proj);
   b.add_in_place(call.hidden, s.proj, n * h);
 }
