@@ -44,6 +44,9 @@ void gelu_tanh(float* x, std::int64_t count);
 /// rows[t, :] += bias for t < n rows of `dim` values.
 void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias);
 
+/// x[i] *= scale for i < count.
+void scale_in_place(float* x, float scale, std::int64_t count);
+
 /// rows[t, i] *= 1 + offsets[i] for t < n rows of `dim` values (PEQA's tuned row scales).
 void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets);
 

@@ -102,6 +102,15 @@ class Backend {
   // ---- training passes: the input gradients of the ops above (kernels/gradients.h) ----
   /// `bytes` of the backend's memory from `src` to `dst` (not overlapping).
   virtual void copy(void* dst, const void* src, std::int64_t bytes) = 0;
+  /// `bytes` of the backend's memory at `dst` set to zero.
+  virtual void zero(void* dst, std::int64_t bytes) = 0;
+  /// kernels/activation.h: scale_in_place.
+  virtual void scale_in_place(float* x, float scale, std::int64_t count) = 0;
+  /// kernels/gradients.h: matmul_weight_grad (dw += dyᵀ x, adapters' factors) and add_column_dots
+  /// (PEQA's scales).
+  virtual void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::int64_t rows, std::int64_t cols,
+                                  float* dw) = 0;
+  virtual void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums) = 0;
   /// store_kv's inverse: rows[n, kv_heads, head_dim] from slots [start, start + n) of `cache`.
   virtual void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
                        std::int64_t head_dim, std::int64_t capacity, float* rows) = 0;

@@ -28,6 +28,11 @@ void matmul_input_grad(const float* dy, std::int64_t n, const WeightView& w, flo
 /// in row order, so the result does not depend on the thread count.
 void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::int64_t rows, std::int64_t cols, float* dw);
 
+/// sums[i] += Σ_t a[t, i] · b[t, i] over n rows of `dim` (each column's sum in double, in row
+/// order, then rounded and added): PEQA's gradient of a row scale, from its rows' output gradient
+/// and base product.
+void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums);
+
 /// The input gradient of rmsnorm(x, weight, eps) (kernels/rmsnorm.h), given its output's
 /// gradient dy, for n rows of `dim`. dx may equal dy.
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,

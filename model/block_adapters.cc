@@ -1,10 +1,9 @@
 #include "model/block_adapters.h"
 
-#include "kernels/activation.h"
-
 #include <algorithm>
 #include <array>
 
+#include "kernels/activation.h"
 #include "kernels/error.h"
 #include "kernels/gradients.h"
 #include "kernels/parallel.h"
@@ -219,15 +218,8 @@ void adapter_backward(const ProjectionAdapter& a, const WeightView& w, const flo
     // d m_r = Σ_t dy'[t, r] y[t, r] with y the base product (recomputed); dy = dy' (1 + m).
     std::vector<float> y(static_cast<std::size_t>(n * w.rows));
     matmul(x, n, w, y.data());
-    parallel_for((w.rows + 63) / 64, [&](std::int64_t chunk) {
-      const std::int64_t r0 = chunk * 64, r1 = std::min(w.rows, r0 + 64);
-      for (std::int64_t r = r0; r < r1; ++r) {
-        double sum = 0;
-        for (std::int64_t t = 0; t < n; ++t) sum += static_cast<double>(dy[t * w.rows + r]) * y[static_cast<std::size_t>(t * w.rows + r)];
-        grads[r] += static_cast<float>(sum);
-        for (std::int64_t t = 0; t < n; ++t) dy[t * w.rows + r] *= 1.0f + a.values[r];
-      }
-    });
+    add_column_dots(dy, y.data(), n, w.rows, grads);
+    scale_by_one_plus(dy, n, w.rows, a.values);
     return;
   }
   // y' = y + c (x Aᵀ) Bᵀ: with u = x Aᵀ and g = c dy' B, dB += c dy'ᵀ u, dA += gᵀ x, dx += g A.
@@ -238,13 +230,13 @@ void adapter_backward(const ProjectionAdapter& a, const WeightView& w, const flo
   float* grad_b = grads + rank * w.cols;
   std::vector<float> u(static_cast<std::size_t>(n * rank)), g(u.size()), part(static_cast<std::size_t>(n * w.cols));
   matmul(x, n, f32_view(rank, w.cols, lora_a), u.data());
-  for (float& e : u) e *= a.scaling;
+  scale_in_place(u.data(), a.scaling, n * rank);
   matmul_weight_grad(dy, n, u.data(), w.rows, rank, grad_b);
   matmul_input_grad(dy, n, f32_view(w.rows, rank, lora_b), g.data());
-  for (float& e : g) e *= a.scaling;
+  scale_in_place(g.data(), a.scaling, n * rank);
   matmul_weight_grad(g.data(), n, x, rank, w.cols, grad_a);
   matmul_input_grad(g.data(), n, f32_view(rank, w.cols, lora_a), part.data());
-  for (std::int64_t i = 0; i < n * w.cols; ++i) dx[i] += part[static_cast<std::size_t>(i)];
+  add_in_place(dx, part.data(), n * w.cols);
 }
 
 }  // namespace sepal

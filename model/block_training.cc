@@ -61,10 +61,7 @@ void BlockStack::forward_sequences(float* hidden, std::span<const std::int64_t> 
                                    std::int64_t blocks, const DeepPrompts* prompts, const BlockAdapters* adapters) const {
   check_training_pass(lengths, first, blocks, prompts);
   check_adapters(adapters, first, blocks);
-  if (device_) {
-    if (adapters) check_on_cpu("adapters");
-    return device_->forward_sequences(hidden, lengths, first, blocks, prompts);
-  }
+  if (device_) return device_->forward_sequences(hidden, lengths, first, blocks, prompts, adapters);
   const Packing pack(lengths);
   Activations a(config_, pack.tokens);
   for (std::int64_t i = 0; i < blocks; ++i) {
@@ -80,8 +77,7 @@ void BlockStack::backward_sequences(const float* input, std::span<const std::int
   check_adapters(adapters, first, blocks);
   if (adapters && !adapter_grads) fail("a backward pass with adapters needs somewhere to put their gradients");
   if (device_) {
-    if (adapters) check_on_cpu("adapters");
-    return device_->backward_sequences(input, lengths, first, blocks, prompts, grad, prompt_grads);
+    return device_->backward_sequences(input, lengths, first, blocks, prompts, grad, prompt_grads, adapters, adapter_grads);
   }
   const std::int64_t per_block = adapters ? adapters->shape.values_per_block(config_) : 0;
   if (adapters) std::fill(adapter_grads, adapter_grads + blocks * per_block, 0.0f);

@@ -31,6 +31,7 @@ namespace sepal {
 
 struct Packing;            // model/arch/training_parts.h
 struct DeviceActivations;  // model/arch/device_training_parts.h
+struct DeviceAdapters;     // model/arch/device_parts.h
 
 /// A vector of f32 weights in a backend's memory (null where the block has none).
 struct DeviceVector {
@@ -87,20 +88,23 @@ class DeviceBlockStack {
   /// each step's rows ending as forward() gives them alone (bit for bit on the CPU backend).
   void forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const;
 
-  /// BlockStack::forward_sequences and backward_sequences (checked by the caller; no adapters)
-  /// through blocks [first, first + blocks): host rows in and out, everything else on the device;
-  /// on the CPU backend the CPU passes' bits (model/device_training.cc).
+  /// BlockStack::forward_sequences and backward_sequences (checked by the caller) through blocks
+  /// [first, first + blocks): host rows, deep prompts and adapters in, rows and gradients out,
+  /// everything else on the device; on the CPU backend the CPU passes' bits
+  /// (model/device_training.cc).
   void forward_sequences(float* hidden, std::span<const std::int64_t> lengths, std::int64_t first, std::int64_t blocks,
-                         const DeepPrompts* prompts) const;
+                         const DeepPrompts* prompts, const BlockAdapters* adapters) const;
   void backward_sequences(const float* input, std::span<const std::int64_t> lengths, std::int64_t first,
-                          std::int64_t blocks, const DeepPrompts* prompts, float* grad, float* prompt_grads) const;
+                          std::int64_t blocks, const DeepPrompts* prompts, float* grad, float* prompt_grads,
+                          const BlockAdapters* adapters, float* adapter_grads) const;
 
  private:
   // Block `layer`'s RoPE inverse frequencies in the backend's memory (model/block_stack.h).
   const double* inv_freq_of(std::int64_t layer, std::int64_t session_positions) const;
-  // One block's training pass: its forward, and with `grad` its backward after it.
-  void training_block(std::int64_t layer, const Packing& pack, const DeviceActivations& a, float* hidden,
-                      float* grad) const;
+  // One block's training pass: its forward, and with `grad` its backward after it (adding its
+  // adapters' gradients to adapter_grads).
+  void training_block(std::int64_t layer, const Packing& pack, const DeviceActivations& a, const DeviceAdapters* adapters,
+                      float* hidden, float* grad, float* adapter_grads) const;
 
   ModelConfig config_;
   std::int64_t first_ = 0, last_ = 0, weight_bytes_ = 0;

@@ -220,10 +220,6 @@ int tune_command(int argc, char** argv) {
       throw UsageError{"--method peqa tunes the scales of int8 weights: add --dtype int8"};
     }
     validate(s.adapter, config);
-    if (!device.is_cpu()) {
-      throw UsageError{"--device " + device_name(device) + ": " + std::string(tuning_method_name(s.method)) +
-                       " adapters train on the CPU only (ptune and deep-ptune train on a device)"};
-    }
   }
   std::unique_ptr<ClientSwarm> swarm;
   if (wants_swarm(swarm_options, vm)) {

@@ -51,8 +51,8 @@ void add_device_option(po::options_description& description, std::string& device
   description.add_options()
       ("device", po::value(&device)->default_value("cpu"),
        "where the blocks run (in this process, or with a swarm on its hosts): cpu, cuda or cuda:N\n"
-       "(GPU N: weights, KV caches and the forward on the device; decode and prompts with\n"
-       "adapters, prompt tuning's passes; not drafts, nor LoRA or PEQA training)");
+       "(GPU N: weights, KV caches, the forward and tuning's passes on the device, with deep\n"
+       "prompts and adapters; drafts' token trees run on the CPU only)");
 }
 
 Device device_option(const std::string& text, const WeightLoading& loading) {

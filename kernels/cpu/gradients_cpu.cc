@@ -82,6 +82,16 @@ void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::in
   }
 }
 
+void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums) {
+  parallel_for((dim + 63) / 64, [&](std::int64_t chunk) {
+    for (std::int64_t i = chunk * 64; i < std::min(dim, chunk * 64 + 64); ++i) {
+      double sum = 0;
+      for (std::int64_t t = 0; t < n; ++t) sum += static_cast<double>(a[t * dim + i]) * b[t * dim + i];
+      sums[i] += static_cast<float>(sum);
+    }
+  });
+}
+
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                         const float* dy, float* dx) {
   SEPAL_CHECK(dim > 0);

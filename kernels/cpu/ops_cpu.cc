@@ -453,6 +453,11 @@ void add_in_place(float* y, const float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
+void scale_in_place(float* x, float scale, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) x[i] *= scale;
+}
+
 void scale_by_one_plus(float* rows, std::int64_t n, std::int64_t dim, const float* offsets) {
   for (std::int64_t t = 0; t < n; ++t) {
     float* row = rows + t * dim;

@@ -468,6 +468,24 @@ class CudaBackend final : public Backend {
     enter();
     SEPAL_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<std::size_t>(bytes), cudaMemcpyDeviceToDevice));
   }
+  void zero(void* dst, std::int64_t bytes) override {
+    if (bytes <= 0) return;
+    enter();
+    SEPAL_CUDA_CHECK(cudaMemset(dst, 0, static_cast<std::size_t>(bytes)));
+  }
+  void scale_in_place(float* x, float scale, std::int64_t count) override {
+    enter();
+    cuda::scale_in_place(x, scale, count);
+  }
+  void matmul_weight_grad(const float* dy, std::int64_t n, const float* x, std::int64_t rows, std::int64_t cols,
+                          float* dw) override {
+    enter();
+    cuda::matmul_weight_grad(blas(), dy, n, x, rows, cols, dw);
+  }
+  void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums) override {
+    enter();
+    cuda::add_column_dots(a, b, n, dim, sums);
+  }
   void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_t kv_heads, std::int64_t head_dim,
                std::int64_t capacity, float* rows) override {
     SEPAL_CHECK(start >= 0 && start + n <= capacity, "keys loaded past the cache capacity");

@@ -33,6 +33,19 @@ __global__ void dequantize_kernel(const std::int8_t* w, const float* scales, std
   if (i < count) out[i] = static_cast<float>(w[i]) * scales[i / cols];
 }
 
+__global__ void column_dots_kernel(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums) {
+  const std::int64_t i = index();
+  if (i >= dim) return;
+  double sum = 0.0;
+  for (std::int64_t t = 0; t < n; ++t) sum += static_cast<double>(a[t * dim + i]) * b[t * dim + i];
+  sums[i] += static_cast<float>(sum);
+}
+
+__global__ void scale_kernel(float* x, float scale, std::int64_t count) {
+  const std::int64_t i = index();
+  if (i < count) x[i] *= scale;
+}
+
 // One block per row: dx = r · dy · weight - x · r³ Σ(dy · weight · x) / dim, r = 1 / √(mean x² + eps);
 // the sum of squares in float and the dot product in double, as the CPU's.
 __global__ void rmsnorm_grad_kernel(const float* x, std::int64_t dim, const float* weight, float eps, const float* dy,
@@ -277,6 +290,29 @@ void matmul_input_grad(cublasHandle_t blas, TrainingScratch& scratch, const floa
   SEPAL_CUDA_CHECK(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(w.cols), static_cast<int>(n),
                                static_cast<int>(w.rows), &one, weights, static_cast<int>(w.cols), dy,
                                static_cast<int>(w.rows), &zero, dx, static_cast<int>(w.cols)));
+}
+
+void matmul_weight_grad(cublasHandle_t blas, const float* dy, std::int64_t n, const float* x, std::int64_t rows,
+                        std::int64_t cols, float* dw) {
+  if (n <= 0 || rows <= 0 || cols <= 0) return;
+  // Row-major dw[rows, cols] += dyᵀ[rows, n] · x[n, cols] is column-major dwᵀ[cols, rows] += xᵀ[cols, n] · dy[n, rows],
+  // dy read column-major as [rows, n] and transposed.
+  const float one = 1.0f;
+  SEPAL_CUDA_CHECK(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(cols), static_cast<int>(rows),
+                               static_cast<int>(n), &one, x, static_cast<int>(cols), dy, static_cast<int>(rows), &one, dw,
+                               static_cast<int>(cols)));
+}
+
+void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums) {
+  if (dim <= 0) return;
+  column_dots_kernel<<<grid(dim), kThreads>>>(a, b, n, dim, sums);
+  launched();
+}
+
+void scale_in_place(float* x, float scale, std::int64_t count) {
+  if (count <= 0) return;
+  scale_kernel<<<grid(count), kThreads>>>(x, scale, count);
+  launched();
 }
 
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,

@@ -29,6 +29,12 @@ void load_kv(const float* cache, std::int64_t n, std::int64_t start, std::int64_
 /// dequantized (data[r, c] · scales[r]) into f32 first.
 void matmul_input_grad(cublasHandle_t blas, TrainingScratch& scratch, const float* dy, std::int64_t n,
                        const WeightView& w, float* dx);
+/// dw[rows, cols] += dyᵀ x in cuBLAS's f32 product (adapters' factors).
+void matmul_weight_grad(cublasHandle_t blas, const float* dy, std::int64_t n, const float* x, std::int64_t rows,
+                        std::int64_t cols, float* dw);
+/// sums[i] += Σ_t a[t, i] b[t, i], one thread per column summing in double (PEQA's scales).
+void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_t dim, float* sums);
+void scale_in_place(float* x, float scale, std::int64_t count);
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                         const float* dy, float* dx);
 void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,

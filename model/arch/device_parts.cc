@@ -17,26 +17,71 @@ const DeviceMatrix& device_projection(const DeviceBlockWeights& w, Projection p)
   fail("unknown projection ", static_cast<int>(p));
 }
 
+std::optional<std::pair<ProjectionAdapter, const float*>> device_adapter_of(const DeviceAdapters* adapters,
+                                                                            const ModelConfig& config,
+                                                                            std::int64_t layer, Projection p) {
+  if (!adapters) return std::nullopt;
+  const auto adapter = adapters->host->of(config, layer, p);
+  if (!adapter) return std::nullopt;
+  return std::pair{*adapter, adapters->values + (adapter->values - adapters->host->values)};  // the same offset there
+}
+
+namespace {
+
+DeviceMatrix f32_matrix(std::int64_t rows, std::int64_t cols, const float* data) {
+  return DeviceMatrix{WeightView{DType::kF32, rows, cols, data}, nullptr};
+}
+
+void check_peqa(const WeightView& w) {
+  if (w.dtype != DType::kI8) fail("PEQA tunes the scales of int8 weights; load the model with --dtype int8");
+}
+
+}  // namespace
+
+void device_apply_adapter(Backend& b, const ProjectionAdapter& adapter, const float* values, const WeightView& w,
+                          const float* x, std::int64_t n, float* y, float* u, float* wide) {
+  if (n <= 0) return;
+  if (adapter.method == AdapterMethod::kPeqa) {
+    check_peqa(w);
+    return b.scale_by_one_plus(y, n, w.rows, values);
+  }
+  // LoRA: y += scaling · (x Aᵀ) Bᵀ, A [rank, cols] and B [rows, rank] one after the other.
+  b.matmul(x, n, f32_matrix(adapter.rank, w.cols, values), u);
+  b.matmul(u, n, f32_matrix(w.rows, adapter.rank, values + adapter.rank * w.cols), wide);
+  b.add_scaled_in_place(y, wide, adapter.scaling, n * w.rows);
+}
+
+void device_adapter_backward(Backend& b, const ProjectionAdapter& adapter, const float* values, const DeviceMatrix& w,
+                             const float* x, std::int64_t n, float* dy, float* dx, float* grads, float* u, float* g,
+                             float* wide, float* base) {
+  if (n <= 0) return;
+  const WeightView& v = w.view;
+  if (adapter.method == AdapterMethod::kPeqa) {
+    check_peqa(v);
+    b.matmul(x, n, w, base);
+    b.add_column_dots(dy, base, n, v.rows, grads);
+    return b.scale_by_one_plus(dy, n, v.rows, values);
+  }
+  const std::int64_t rank = adapter.rank;
+  const DeviceMatrix lora_a = f32_matrix(rank, v.cols, values), lora_b = f32_matrix(v.rows, rank, values + rank * v.cols);
+  b.matmul(x, n, lora_a, u);
+  b.scale_in_place(u, adapter.scaling, n * rank);
+  b.matmul_weight_grad(dy, n, u, v.rows, rank, grads + rank * v.cols);
+  b.matmul_input_grad(dy, n, lora_b, g);
+  b.scale_in_place(g, adapter.scaling, n * rank);
+  b.matmul_weight_grad(g, n, x, rank, v.cols, grads);
+  b.matmul_input_grad(g, n, lora_a, wide);
+  b.add_in_place(dx, wide, n * v.cols);
+}
+
 void device_adapt_product(const DeviceBlockCall& call, Projection p, const float* x, float* y) {
   const WeightView& w = device_projection(call.weights, p).view;
-  Backend& b = call.backend;
   const auto one = [&](const DeviceAdapters* adapters, std::int64_t row, std::int64_t n) {
-    if (!adapters || n <= 0) return;
-    const auto adapter = adapters->host->of(call.config, call.weights.layer, p);
-    if (!adapter) return;
-    const float* values = adapters->values + (adapter->values - adapters->host->values);  // the same offset there
-    float* out = y + row * w.rows;
-    if (adapter->method == AdapterMethod::kPeqa) {
-      if (w.dtype != DType::kI8) fail("PEQA tunes the scales of int8 weights; load the model with --dtype int8");
-      return b.scale_by_one_plus(out, n, w.rows, values);
-    }
-    // LoRA: y += scaling · (x Aᵀ) Bᵀ, A [rank, cols] and B [rows, rank] one after the other.
-    SEPAL_CHECK(adapter->rank <= call.scratch.rank && n <= call.scratch.rows, "adapter scratch too small");
-    const DeviceMatrix a{WeightView{DType::kF32, adapter->rank, w.cols, values}, nullptr};
-    const DeviceMatrix up{WeightView{DType::kF32, w.rows, adapter->rank, values + adapter->rank * w.cols}, nullptr};
-    b.matmul(x + row * w.cols, n, a, call.scratch.lora_u);
-    b.matmul(call.scratch.lora_u, n, up, call.scratch.lora_v);
-    b.add_scaled_in_place(out, call.scratch.lora_v, adapter->scaling, n * w.rows);
+    const auto adapter = device_adapter_of(adapters, call.config, call.weights.layer, p);
+    if (!adapter || n <= 0) return;
+    SEPAL_CHECK(adapter->first.rank <= call.scratch.rank && n <= call.scratch.rows, "adapter scratch too small");
+    device_apply_adapter(call.backend, adapter->first, adapter->second, w, x + row * w.cols, n, y + row * w.rows,
+                         call.scratch.lora_u, call.scratch.lora_v);
   };
   if (call.segments.empty()) return one(call.adapters, 0, call.n);
   for (const DeviceSegment& seg : call.segments) one(seg.adapters, seg.row, seg.n);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+#include <utility>
 #include <span>
 
 #include "kernels/backend.h"
@@ -52,9 +54,25 @@ struct DeviceBlockCall {
 /// Projection p's weights in a block on a device.
 const DeviceMatrix& device_projection(const DeviceBlockWeights& w, Projection p);
 
+/// model/block_adapters.h's apply_adapter and adapter_backward in a backend's ops, so that the CPU
+/// backend gives their bits: `adapter` as BlockAdapters::of gives it (its values in host memory),
+/// `values` their copy in the backend's memory, and scratch there: u and g [n, rank], wide [n,
+/// w.rows or w.cols].
+void device_apply_adapter(Backend& b, const ProjectionAdapter& adapter, const float* values, const WeightView& w,
+                          const float* x, std::int64_t n, float* y, float* u, float* wide);
+/// dy is scratch (PEQA rescales it); the input gradient is added to dx and the adapter's
+/// gradients to grads (the backend's memory). `base` [n, w.rows] is scratch for PEQA's recomputed
+/// product.
+void device_adapter_backward(Backend& b, const ProjectionAdapter& adapter, const float* values, const DeviceMatrix& w,
+                             const float* x, std::int64_t n, float* dy, float* dx, float* grads, float* u, float* g,
+                             float* wide, float* base);
+/// Projection p's adapter in block `layer` and its values in the backend's memory, or nullopt.
+std::optional<std::pair<ProjectionAdapter, const float*>> device_adapter_of(const DeviceAdapters* adapters,
+                                                                            const ModelConfig& config,
+                                                                            std::int64_t layer, Projection p);
+
 /// y (the product x · wᵀ of projection p over the call's rows) becomes the adapted product, with
-/// the call's or each segment's adapters: apply_adapter (model/block_adapters.h) in the
-/// backend's ops, so that the CPU backend gives its bits.
+/// the call's or each segment's adapters (as block_parts.h's adapt_product).
 void device_adapt_product(const DeviceBlockCall& call, Projection p, const float* x, float* y);
 
 /// y = x · wᵀ over the call's rows; the rows of several sessions go in calls of at most

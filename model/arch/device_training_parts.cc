@@ -1,5 +1,6 @@
 #include "model/arch/device_training_parts.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -7,7 +8,8 @@ namespace sepal {
 namespace {
 
 // Each buffer's pointer and its floats per token, in allocation order.
-std::vector<std::pair<float**, std::int64_t>> layout(DeviceActivations& a, const ModelConfig& c, bool backward) {
+std::vector<std::pair<float**, std::int64_t>> layout(DeviceActivations& a, const ModelConfig& c, bool backward,
+                                                     bool adapters, std::int64_t rank) {
   const std::int64_t h = c.hidden_size, q = c.q_size(), kv = c.kv_size(), inter = c.intermediate_size;
   const bool bloom = c.family == ModelFamily::kBloom;
   std::vector<std::pair<float**, std::int64_t>> buffers = {
@@ -21,6 +23,12 @@ std::vector<std::pair<float**, std::int64_t>> layout(DeviceActivations& a, const
         {&a.part, h},      {&a.d_attn, q},    {&a.dq, q},  {&a.dk_heads, kv},  {&a.dv_heads, kv}, {&a.dk, kv}, {&a.dv, kv}};
     buffers.insert(buffers.end(), std::begin(more), std::end(more));
   }
+  if (adapters) {
+    const std::int64_t widest = std::max({h, q, kv, inter});
+    const std::pair<float**, std::int64_t> more[] = {
+        {&a.lora_u, rank}, {&a.lora_g, rank}, {&a.adapter_wide, widest}, {&a.adapter_base, widest}, {&a.adapter_own, widest}};
+    buffers.insert(buffers.end(), std::begin(more), std::end(more));
+  }
   return buffers;
 }
 
@@ -29,20 +37,22 @@ std::int64_t aligned(std::int64_t count) { return (count + 63) / 64 * 64; }
 
 }  // namespace
 
-std::int64_t DeviceActivations::bytes(const ModelConfig& c, std::int64_t tokens, bool backward) {
+std::int64_t DeviceActivations::bytes(const ModelConfig& c, std::int64_t tokens, bool backward, bool adapters,
+                                      std::int64_t rank) {
   DeviceActivations unused;
   std::int64_t floats = aligned(tokens * 2);  // the positions, int64
-  for (const auto& [pointer, per_token] : layout(unused, c, backward)) floats += aligned(tokens * per_token);
+  for (const auto& [pointer, per_token] : layout(unused, c, backward, adapters, rank)) floats += aligned(tokens * per_token);
   return floats * 4;
 }
 
-DeviceActivations::DeviceActivations(Backend& backend, const ModelConfig& c, const Packing& pack, bool backward) {
+DeviceActivations::DeviceActivations(Backend& backend, const ModelConfig& c, const Packing& pack, bool backward,
+                                     bool adapters, std::int64_t rank) {
   const std::int64_t t = pack.tokens;
-  storage = backend.allocate(bytes(c, t, backward));
+  storage = backend.allocate(bytes(c, t, backward, adapters, rank));
   float* next = static_cast<float*>(storage.get());
   positions = reinterpret_cast<std::int64_t*>(next);
   next += aligned(t * 2);
-  for (const auto& [pointer, per_token] : layout(*this, c, backward)) {
+  for (const auto& [pointer, per_token] : layout(*this, c, backward, adapters, rank)) {
     if (per_token == 0) continue;
     *pointer = next;
     next += aligned(t * per_token);
@@ -81,14 +91,35 @@ void device_packed_attention_backward(const DeviceTrainingCall& call) {
 
 void device_qkv_input_grad(const DeviceTrainingCall& call) {
   const DeviceActivations& a = call.a;
-  const DeviceBlockWeights& w = call.weights;
   Backend& b = call.backend;
   const std::int64_t t = call.pack.tokens, h = call.config.hidden_size;
-  b.matmul_input_grad(a.dq, t, w.q_proj, a.d_norm);
-  b.matmul_input_grad(a.dk, t, w.k_proj, a.part);
+  device_product_input_grad(call, Projection::kQ, a.normed1, a.dq, a.d_norm);
+  device_product_input_grad(call, Projection::kK, a.normed1, a.dk, a.part);
   b.add_in_place(a.d_norm, a.part, t * h);
-  b.matmul_input_grad(a.dv, t, w.v_proj, a.part);
+  device_product_input_grad(call, Projection::kV, a.normed1, a.dv, a.part);
   b.add_in_place(a.d_norm, a.part, t * h);
+}
+
+void device_training_adapt(const DeviceTrainingCall& call, Projection p, const float* x, float* y) {
+  const auto adapter = device_adapter_of(call.adapters, call.config, call.weights.layer, p);
+  if (!adapter) return;
+  device_apply_adapter(call.backend, adapter->first, adapter->second, device_projection(call.weights, p).view, x,
+                       call.pack.tokens, y, call.a.lora_u, call.a.adapter_wide);
+}
+
+void device_product_input_grad(const DeviceTrainingCall& call, Projection p, const float* x, float* dy, float* dx) {
+  const DeviceMatrix& w = device_projection(call.weights, p);
+  const std::int64_t t = call.pack.tokens;
+  Backend& b = call.backend;
+  const auto adapter = device_adapter_of(call.adapters, call.config, call.weights.layer, p);
+  if (!adapter) return b.matmul_input_grad(dy, t, w, dx);
+  const DeviceActivations& a = call.a;
+  b.zero(a.adapter_own, t * w.view.cols * 4);
+  const std::int64_t offset = call.adapters->host->shape.offset_in_block(call.config, p, call.weights.layer);
+  device_adapter_backward(b, adapter->first, adapter->second, w, x, t, dy, a.adapter_own, call.adapter_grads + offset,
+                          a.lora_u, a.lora_g, a.adapter_wide, a.adapter_base);
+  b.matmul_input_grad(dy, t, w, dx);
+  b.add_in_place(dx, a.adapter_own, t * w.view.cols);
 }
 
 void device_rotate_sequences(const DeviceTrainingCall& call, float* x, std::int64_t heads, bool input_grad) {

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "kernels/backend.h"
+#include "model/arch/device_parts.h"
 #include "model/arch/training_parts.h"
 #include "model/device_blocks.h"
 #include "model/model_config.h"
@@ -26,15 +27,20 @@ struct DeviceActivations {
   // backward scratch
   float *d_product = nullptr, *d_act = nullptr, *d_gate = nullptr, *d_up = nullptr, *d_norm = nullptr, *part = nullptr,
         *d_attn = nullptr, *dq = nullptr, *dk_heads = nullptr, *dv_heads = nullptr, *dk = nullptr, *dv = nullptr;
+  // adapters' scratch (model/arch/device_parts.h: device_apply_adapter, device_adapter_backward)
+  float *lora_u = nullptr, *lora_g = nullptr, *adapter_wide = nullptr, *adapter_base = nullptr, *adapter_own = nullptr;
   std::int64_t* positions = nullptr;  ///< each token's position in its sequence (Packing::positions)
   std::shared_ptr<void> storage;
 
-  /// Allocates them for `pack` (with the backward's scratch where `backward`) and copies the
-  /// positions in. Throws sepal::Error in one line when the device is out of memory.
-  DeviceActivations(Backend& backend, const ModelConfig& c, const Packing& pack, bool backward);
+  /// Allocates them for `pack` (with the backward's scratch where `backward`, and with adapters'
+  /// of up to `rank` where `adapters`) and copies the positions in. Throws sepal::Error in one line
+  /// when the device is out of memory.
+  DeviceActivations(Backend& backend, const ModelConfig& c, const Packing& pack, bool backward, bool adapters = false,
+                    std::int64_t rank = 0);
   DeviceActivations() = default;  ///< none
   /// Bytes they take for `tokens` tokens.
-  static std::int64_t bytes(const ModelConfig& c, std::int64_t tokens, bool backward);
+  static std::int64_t bytes(const ModelConfig& c, std::int64_t tokens, bool backward, bool adapters = false,
+                            std::int64_t rank = 0);
 };
 
 struct DeviceTrainingCall {
@@ -46,7 +52,15 @@ struct DeviceTrainingCall {
   const float* alibi;           ///< ALiBi slopes (BLOOM)
   const Packing& pack;          ///< host memory
   const DeviceActivations& a;
+  const DeviceAdapters* adapters = nullptr;  ///< may be null
+  float* adapter_grads = nullptr;            ///< this block's adapter gradients, added to (backward)
 };
+
+/// As adapt_product (training_parts.h), over the pass's rows.
+void device_training_adapt(const DeviceTrainingCall& call, Projection p, const float* x, float* y);
+/// As product_input_grad (training_parts.h): dx = d loss / d x of the (adapted) product of p;
+/// dy is scratch. Adds the adapter's gradients.
+void device_product_input_grad(const DeviceTrainingCall& call, Projection p, const float* x, float* dy, float* dx);
 
 /// Causal attention of every packed sequence: a.q and a.k_rows, a.v_rows in; a.keys, a.values
 /// (the kernels' layout) and a.attn out (packed_attention's).

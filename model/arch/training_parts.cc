@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/gradients.h"
 
@@ -92,7 +93,7 @@ void product_input_grad(const TrainingCall& call, Projection p, const float* x, 
   adapter_backward(*adapter, w, x, t, dy, own.data(),
                    call.adapter_grads + call.adapters->shape.offset_in_block(call.config, p, call.weights.layer));
   matmul_input_grad(dy, t, w, dx);
-  for (std::size_t i = 0; i < own.size(); ++i) dx[i] += own[i];
+  add_in_place(dx, own.data(), t * w.cols);
 }
 
 }  // namespace sepal

@@ -160,6 +160,20 @@ TEST_F(BackendOps, NormsAndElementWiseOpsMatchTheCpu) {
   }
   {
     auto want = x;
+    add_scaled_in_place(want.data(), other.data(), 0.37f, n * dim);
+    float* y = in(x);
+    backend_->add_scaled_in_place(y, in(other), 0.37f, n * dim);
+    expect_close(out(y, x.size()), want, 1e-6, "add_scaled_in_place");
+  }
+  {
+    auto want = x;
+    scale_by_one_plus(want.data(), n, dim, weight.data());
+    float* y = in(x);
+    backend_->scale_by_one_plus(y, n, dim, in(weight));
+    expect_close(out(y, x.size()), want, 1e-7, "scale_by_one_plus");
+  }
+  {
+    auto want = x;
     gelu_tanh(want.data(), n * dim);
     float* y = in(x);
     backend_->gelu_tanh(y, n * dim);
@@ -263,6 +277,27 @@ TEST_F(BackendOps, TrainingOpsMatchTheCpu) {
   const auto x = random_floats(static_cast<std::size_t>(n * dim), 1, 2.0f);
   const auto weight = random_floats(static_cast<std::size_t>(dim), 2);
   const auto dy = random_floats(x.size(), 3);
+  {  // adapters' gradients: added to what is there
+    const std::int64_t rows = 7;
+    const auto g = random_floats(static_cast<std::size_t>(n * rows), 8);
+    auto want = random_floats(static_cast<std::size_t>(rows * dim), 9);
+    float* dw = in(want);
+    matmul_weight_grad(g.data(), n, x.data(), rows, dim, want.data());
+    backend_->matmul_weight_grad(in(g), n, in(x), rows, dim, dw);
+    expect_close(out(dw, want.size()), want, 1e-5, "matmul_weight_grad");
+    auto sums = weight;
+    float* got = in(weight);
+    add_column_dots(x.data(), dy.data(), n, dim, sums.data());
+    backend_->add_column_dots(in(x), in(dy), n, dim, got);
+    expect_close(out(got, sums.size()), sums, 1e-6, "add_column_dots");
+    auto scaled = x;
+    scale_in_place(scaled.data(), -1.5f, n * dim);
+    float* y = in(x);
+    backend_->scale_in_place(y, -1.5f, n * dim);
+    expect_close(out(y, x.size()), scaled, 1e-7, "scale_in_place");
+    backend_->zero(y, n * dim * 4);
+    EXPECT_EQ(out(y, x.size()), std::vector<float>(x.size(), 0.0f)) << "zero";
+  }
   const auto up = random_floats(x.size(), 4, 3.0f);
   {
     std::vector<float> want(x.size());

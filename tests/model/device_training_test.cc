@@ -2,7 +2,7 @@
 // backward_sequences) against the same passes on the CPU, for every kind of block a device runs
 // (tests/model/device_shapes.h) at f32, bf16 and int8: packed sequences of different lengths
 // (one past Phi-4-mini's original context, so LongRoPE's long table takes part), deep prompts,
-// a part of the stack. The backend is $SEPAL_TEST_DEVICE: on the CPU (default) every value must
+// a part of the stack, LoRA and PEQA adapters. The backend is $SEPAL_TEST_DEVICE: on the CPU (default) every value must
 // be the CPU pass's bits; on a GPU (device_training_test_cuda, labelled gpu) within a tolerance.
 #include <gtest/gtest.h>
 
@@ -62,37 +62,55 @@ TEST_P(DeviceTraining, PassesGiveTheCpuPassesResults) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, DeviceTraining, ::testing::Values(DType::kF32, DType::kBF16, DType::kI8),
-                         [](const auto& info) { return std::string(dtype_name(info.param)); });
-
-// Adapters (LoRA, PEQA) on blocks on a device are refused in one line.
-TEST(DeviceTraining, AdaptersAreRefusedInOneLine) {
-  test::TempDir dir;
-  SyntheticSpec spec;
-  spec.hidden_size = 64, spec.intermediate_size = 128, spec.num_layers = 2, spec.num_heads = 2, spec.num_kv_heads = 2;
-  write_synthetic_checkpoint(spec, dir.path());
-  const ModelConfig config = read_model_config(dir.path());
-  BlockStack device = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 2, DType::kF32);
-  device.place_on(open_backend(device_under_test()));
-  AdapterShape shape;
-  shape.method = AdapterMethod::kLora;
-  shape.rank = 2;
-  shape.alpha = 4;
-  shape.targets = {Projection::kQ};
-  const std::vector<float> adapter_values(static_cast<std::size_t>(2 * shape.values_per_block(config)), 0.0f);
-  const BlockAdapters adapters{shape, 0, 2, adapter_values.data()};
-  std::vector<float> rows(static_cast<std::size_t>(4 * config.hidden_size), 0.5f);
-  const std::vector<std::int64_t> lengths = {4};
-  try {
-    device.forward_sequences(rows.data(), lengths, 0, 2, nullptr, &adapters);
-    ADD_FAILURE() << "adapters ran on the device";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("adapters run on the CPU only; these blocks are on " +
-                                         device_name(device_under_test())),
-              std::string::npos)
-        << e.what();
+// Training passes with adapters: LoRA of rank 3 on every projection the block has, and at int8
+// PEQA's scales, over a part of the stack: the outputs, the input's gradient and every adapter
+// value's gradient as the CPU pass gives them.
+TEST_P(DeviceTraining, PassesWithAdaptersGiveTheCpuPassesResults) {
+  const DType dtype = GetParam();
+  std::shared_ptr<Backend> backend = open_backend(device_under_test());
+  const std::vector<std::int64_t> lengths = {6, 11};
+  const std::int64_t tokens = 17;
+  for (const DeviceShape& shape : device_shapes()) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(shape.spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    device.place_on(backend);
+    const std::int64_t first = 1, blocks = config.num_layers - 1, h = config.hidden_size;
+    std::vector<Projection> targets;
+    for (int p = 0; p < kProjections; ++p) {
+      if (block_has_projection(config, static_cast<Projection>(p))) targets.push_back(static_cast<Projection>(p));
+    }
+    std::vector<AdapterShape> kinds = {AdapterShape{AdapterMethod::kLora, 3, 6.0, targets}};
+    if (dtype == DType::kI8) kinds.push_back(AdapterShape{AdapterMethod::kPeqa, 0, 0.0, targets});
+    for (const AdapterShape& kind : kinds) {
+      const std::int64_t per_block = kind.values_per_block(config);
+      const auto values = test::random_floats(static_cast<std::size_t>(blocks * per_block), 70, 0.05f);
+      const BlockAdapters adapters{kind, first, blocks, values.data()};
+      const std::string what = std::string(shape.name) + " " + std::string(dtype_name(dtype)) + " " +
+                               (kind.method == AdapterMethod::kLora ? "LoRA" : "PEQA");
+      const auto input = test::random_floats(static_cast<std::size_t>(tokens * h), 71);
+      auto want = input, got = input;
+      cpu.forward_sequences(want.data(), lengths, first, blocks, nullptr, &adapters);
+      device.forward_sequences(got.data(), lengths, first, blocks, nullptr, &adapters);
+      expect_device_values(got, want, dtype, what + ": forward");
+      const auto output_grad = test::random_floats(input.size(), 72);
+      auto want_grad = output_grad, got_grad = output_grad;
+      std::vector<float> want_adapter(values.size()), got_adapter(values.size(), -1.0f);
+      cpu.backward_sequences(input.data(), lengths, first, blocks, nullptr, want_grad.data(), nullptr, &adapters,
+                             want_adapter.data());
+      device.backward_sequences(input.data(), lengths, first, blocks, nullptr, got_grad.data(), nullptr, &adapters,
+                                got_adapter.data());
+      expect_device_values(got_grad, want_grad, dtype, what + ": input gradient");
+      expect_device_values(got_adapter, want_adapter, dtype, what + ": adapters' gradient");
+    }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, DeviceTraining, ::testing::Values(DType::kF32, DType::kBF16, DType::kI8),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 }  // namespace
 }  // namespace sepal

@@ -502,12 +502,7 @@ TEST(Flags, DeviceIsListedCheckedAndAMissingGpuIsSaidInOneLine) {
     const auto help = run_sepal({command, "--help"});
     EXPECT_NE(help.out.find("--device"), std::string::npos) << command;
   }
-  // Prompts train on a device; LoRA and PEQA adapters do not (refused before anything loads).
-  const test::TempDir dir;
-  test::write_file(dir / "d.jsonl", "{\"text\": \"Once upon a time\"}\n");
-  expect_failure({"tune", "--model", model, "--data", (dir / "d.jsonl").string(), "--method", "lora", "--steps", "1",
-                  "--batch-size", "1", "--lr", "0.01", "--out", (dir / "x.h5").string(), "--device", "cuda"},
-                 "--device cuda:0: lora adapters train on the CPU only (ptune and deep-ptune train on a device)");
+
   expect_failure({"generate", "--model", model, "--device", "gpu"}, "unknown device \"gpu\": expected cpu, cuda or cuda:N");
   expect_failure({"generate", "--model", model, "--device", "cuda", "--draft-ngram", "3"},
                  "speculative decoding (token trees) runs on the CPU only");

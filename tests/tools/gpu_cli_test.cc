@@ -1,7 +1,8 @@
 // `sepal generate`, `sepal perplexity` and `sepal tune` with --device cuda, as users run them on a
 // GPU node: every reference generation of ../shared/models/reference (f32, greedy) gives the
 // reference's ids, bf16 and int8 keep generating, int8's perplexity is within 1% of f32's, and
-// prompt tuning's losses are the CPU run's. Labelled gpu:
+// tuning's losses (deep prompts, LoRA, PEQA) are the CPU run's, as are the tuned adapters'
+// perplexities. Labelled gpu:
 // CI skips it; scripts/test.sh runs it where nvidia-smi sees a GPU.
 #include <gtest/gtest.h>
 
@@ -62,9 +63,9 @@ TEST(GpuPerplexity, Int8IsWithinOnePercentOfF32) {
   EXPECT_NEAR(f32 / perplexity("cpu", "f32"), 1.0, 1e-4);
 }
 
-// Prompt tuning with the blocks on the GPU (their training passes there): each step's loss is the
-// CPU run's, deep prompts and int8 weights included.
-TEST(GpuTune, PromptTuningFollowsTheCpuRun) {
+// Tuning with the blocks on the GPU (their training passes there): each step's loss is the CPU
+// run's, for deep prompts and LoRA at f32 and int8 and PEQA.
+TEST(GpuTune, TuningFollowsTheCpuRun) {
   const auto model = (test::models_dir() / "tinystories-656K").string();
   const test::TempDir dir;
   std::string data;
@@ -73,13 +74,17 @@ TEST(GpuTune, PromptTuningFollowsTheCpuRun) {
     data += json{{"text", story}}.dump() + "\n";
   }
   test::write_file(dir / "d.jsonl", data);
-  for (const char* dtype : {"f32", "int8"}) {
+  for (const auto& [method, dtype] : {std::pair{"deep-ptune", "f32"}, std::pair{"deep-ptune", "int8"}, std::pair{"lora", "f32"},
+                                      std::pair{"lora", "int8"}, std::pair{"peqa", "int8"}}) {
     auto losses = [&](const char* device) {
-      const std::string name = std::string(device) + "-" + dtype;
-      const auto r = run_sepal({"tune", "--model", model, "--data", (dir / "d.jsonl").string(), "--method", "deep-ptune",
-                                "--prompt-tokens", "4", "--steps", "4", "--batch-size", "2", "--lr", "0.1", "--dtype",
-                                dtype, "--device", device, "--out", (dir / (name + ".h5")).string(), "--log",
-                                (dir / (name + ".log")).string()});
+      const std::string name = std::string(device) + "-" + method + "-" + dtype;
+      std::vector<std::string> args = {"tune", "--model", model, "--data", (dir / "d.jsonl").string(), "--method", method,
+                                       "--steps", "4", "--batch-size", "2", "--lr", "0.05", "--dtype", dtype, "--device",
+                                       device, "--out", (dir / (name + ".h5")).string(), "--log",
+                                       (dir / (name + ".log")).string()};
+      if (std::string(method) == "deep-ptune") args.insert(args.end(), {"--prompt-tokens", "4"});
+      if (std::string(method) == "lora") args.insert(args.end(), {"--lora-targets", "q_proj,v_proj,down_proj"});
+      const auto r = run_sepal(args);
       EXPECT_EQ(r.exit_code, 0) << r.err;
       std::vector<double> out;
       std::istringstream lines(test::read_file(dir / (name + ".log")));
@@ -90,9 +95,19 @@ TEST(GpuTune, PromptTuningFollowsTheCpuRun) {
       return out;
     };
     const std::vector<double> cpu = losses("cpu"), gpu = losses("cuda");
-    ASSERT_EQ(cpu.size(), 4u) << dtype;
-    ASSERT_EQ(gpu.size(), cpu.size()) << dtype;
-    for (std::size_t i = 0; i < cpu.size(); ++i) EXPECT_NEAR(gpu[i] / cpu[i], 1.0, 1e-3) << dtype << " step " << i + 1;
+    ASSERT_EQ(cpu.size(), 4u) << method << " " << dtype;
+    ASSERT_EQ(gpu.size(), cpu.size()) << method << " " << dtype;
+    for (std::size_t i = 0; i < cpu.size(); ++i) {
+      EXPECT_NEAR(gpu[i] / cpu[i], 1.0, 1e-3) << method << " " << dtype << " step " << i + 1;
+    }
+    // The tuned adapter in inference: the same perplexity on the GPU as on the CPU.
+    auto perplexity = [&](const char* device) {
+      const std::string checkpoint = (dir / (std::string("cpu-") + method + "-" + dtype + ".h5")).string();
+      return run_json({"perplexity", "--json", "--device", device, "--dtype", dtype, "--model", model, "--data",
+                       (dir / "d.jsonl").string(), "--adapter", checkpoint})["perplexity"]
+          .get<double>();
+    };
+    EXPECT_NEAR(perplexity("cuda") / perplexity("cpu"), 1.0, 1e-4) << method << " " << dtype;
   }
 }
 

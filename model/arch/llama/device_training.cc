@@ -1,6 +1,6 @@
 // The Llama family's training pass on a device: training.cc's forward and input-gradient backward
-// in the backend's ops, op for op (the blocks a device takes: no experts, parallel blocks or
-// residual multipliers; no adapters).
+// in the backend's ops, op for op, each product adapted and its adapter's gradients taken (the
+// blocks a device takes: no experts, parallel blocks or residual multipliers).
 #include "model/arch/architectures.h"
 #include "model/arch/device_training_parts.h"
 
@@ -46,6 +46,9 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   b.matmul(a.normed1, t, w.q_proj, a.q);
   b.matmul(a.normed1, t, w.k_proj, a.k_rows);
   b.matmul(a.normed1, t, w.v_proj, a.v_rows);
+  device_training_adapt(call, Projection::kQ, a.normed1, a.q);
+  device_training_adapt(call, Projection::kK, a.normed1, a.k_rows);
+  device_training_adapt(call, Projection::kV, a.normed1, a.v_rows);
   if (c.attention_bias) {
     b.add_bias(a.q, t, c.q_size(), w.q_bias.data);
     b.add_bias(a.k_rows, t, c.kv_size(), w.k_bias.data);
@@ -61,6 +64,7 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   device_rotate_sequences(call, a.k_rows, c.num_kv_heads, false);
   device_packed_attention(call);
   b.matmul(a.attn, t, w.o_proj, hidden);
+  device_training_adapt(call, Projection::kO, a.attn, hidden);
   if (c.attention_output_bias) b.add_bias(hidden, t, h, w.o_bias.data);
   if (c.output_norms) output_norm(call, w.attention_out_norm, hidden, a.o_raw);
   b.add_in_place(hidden, a.input, t * h);
@@ -69,9 +73,12 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   input_forward(call, w.post_attention_norm, hidden, a.normed2);
   b.matmul(a.normed2, t, w.gate_proj, a.gate);
   b.matmul(a.normed2, t, w.up_proj, a.up);
+  device_training_adapt(call, Projection::kGate, a.normed2, a.gate);
+  device_training_adapt(call, Projection::kUp, a.normed2, a.up);
   b.copy(a.act, a.gate, t * c.intermediate_size * 4);
   b.gate_mul(c.mlp_activation, a.act, a.up, t * c.intermediate_size);
   b.matmul(a.act, t, w.down_proj, hidden);
+  device_training_adapt(call, Projection::kDown, a.act, hidden);
   if (c.output_norms) output_norm(call, w.mlp_out_norm, hidden, a.down_raw);
   b.add_in_place(hidden, a.mid, t * h);
 }
@@ -88,17 +95,17 @@ void llama_device_training_backward(const DeviceTrainingCall& call, float* grad)
   // gated activation and the gate and up products, then the MLP's input norm.
   b.copy(a.d_product, grad, t * h * 4);
   if (c.output_norms) b.rmsnorm_input_grad(a.down_raw, t, h, w.mlp_out_norm.data, eps, a.d_product, a.d_product);
-  b.matmul_input_grad(a.d_product, t, w.down_proj, a.d_act);
+  device_product_input_grad(call, Projection::kDown, a.act, a.d_product, a.d_act);
   b.gate_mul_input_grad(c.mlp_activation, a.gate, a.up, a.d_act, a.d_gate, a.d_up, t * inter);
-  b.matmul_input_grad(a.d_gate, t, w.gate_proj, a.d_norm);
-  b.matmul_input_grad(a.d_up, t, w.up_proj, a.part);
+  device_product_input_grad(call, Projection::kGate, a.normed2, a.d_gate, a.d_norm);
+  device_product_input_grad(call, Projection::kUp, a.normed2, a.d_up, a.part);
   b.add_in_place(a.d_norm, a.part, t * h);
   add_input_grad(call, w.post_attention_norm, a.mid, a.d_norm, grad);  // now d loss / d mid
 
   // Attention.
   b.copy(a.d_product, grad, t * h * 4);
   if (c.output_norms) b.rmsnorm_input_grad(a.o_raw, t, h, w.attention_out_norm.data, eps, a.d_product, a.d_product);
-  b.matmul_input_grad(a.d_product, t, w.o_proj, a.d_attn);
+  device_product_input_grad(call, Projection::kO, a.attn, a.d_product, a.d_attn);
   device_packed_attention_backward(call);
   device_rotate_sequences(call, a.dq, c.num_heads, true);
   device_rotate_sequences(call, a.dk, c.num_kv_heads, true);
