@@ -184,13 +184,12 @@ Result<SessionOpened> BlockHost::handle(ActorContext& ctx, const OpenSession& m)
   if (sessions_.count({ctx.sender().peer, m.session})) {
     return error(StatusCode::kInvalidArgument, "session ", m.session, " is already open");
   }
-  // The most cache the session holds (blocks with a sliding window keep only it, on the CPU) and
-  // its adapters (checked in full below, before anything is kept).
-  const std::int64_t cache_bytes =
-      blocks_->backend()
-          ? m.max_length * KvCache::bytes_per_position(last - first, c.num_kv_heads, c.head_dim, blocks_->kv_dtype())
-          : KvCache::most_bytes(blocks_->windows(first, last), c.num_kv_heads, c.head_dim, blocks_->kv_dtype(),
-                                m.max_length, std::min(m.max_length, options_.max_step_tokens));
+  // The most cache the session holds (blocks with a sliding window keep only it; a device's cache
+  // takes it when made, for steps of KvCache::kDeviceStepRows) and its adapters (checked in full
+  // below, before anything is kept).
+  const std::int64_t step_rows = blocks_->backend() ? KvCache::kDeviceStepRows : options_.max_step_tokens;
+  const std::int64_t cache_bytes = KvCache::most_bytes(blocks_->windows(first, last), c.num_kv_heads, c.head_dim,
+                                                       blocks_->kv_dtype(), m.max_length, std::min(m.max_length, step_rows));
   const std::int64_t needed = cache_bytes + static_cast<std::int64_t>(m.adapter.values.bytes);
   // Room for the session's cache and for the working memory of its largest step.
   const std::int64_t working = blocks_->step_working_bytes(std::min(m.max_length, options_.max_step_tokens));

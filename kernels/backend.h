@@ -94,10 +94,10 @@ class Backend {
   /// kernels/attention.h: store_kv.
   virtual void store_kv(const float* rows, std::int64_t n, std::int64_t start, std::int64_t kv_heads,
                         std::int64_t head_dim, std::int64_t capacity, float* cache) = 0;
-  /// kernels/attention.h: attention_causal (alibi may be null).
+  /// kernels/attention.h: attention_causal (alibi may be null; slot 0 holds position held_from).
   virtual void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys,
                                 const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
-                                const float* alibi, std::int64_t window) = 0;
+                                const float* alibi, std::int64_t window, std::int64_t held_from) = 0;
 
   // ---- training passes: the input gradients of the ops above (kernels/gradients.h) ----
   /// `bytes` of the backend's memory from `src` to `dst` (not overlapping).

@@ -120,7 +120,7 @@ KvCache BlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::in
   if (first < first_ || last > last_ || first >= last) {
     fail("blocks [", first, ", ", last, ") are not a part of the served blocks [", first_, ", ", last_, ")");
   }
-  if (device_) return device_->new_cache(capacity, first, last);
+  if (device_) return device_->new_cache(capacity, first, last, keep == KvKeep::kWindow ? windows(first, last) : std::vector<std::int64_t>{});
   return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, kv_dtype_, windows(first, last), keep);
 }
 
@@ -147,8 +147,8 @@ void BlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int
     fail("positions [", start, ", ", start + n, ") pass the session's length of ",
          cache.max_positions(), " positions");
   }
+  if (device_) return device_->forward(hidden, n, cache, first, prompts, adapters);  // reserves a part at a time
   cache.reserve(start + n);
-  if (device_) return device_->forward(hidden, n, cache, first, prompts, adapters);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   std::iota(positions.begin(), positions.end(), start);
   Scratch scratch(config_, n);

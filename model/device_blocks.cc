@@ -12,8 +12,9 @@ namespace sepal {
 namespace {
 
 // Long prompts run in calls of at most this many rows, so that a session's working memory stays
-// bounded (generation and hosts already send prompts in chunks of this size).
-constexpr std::int64_t kMaxRowsPerCall = 512;
+// bounded (generation and hosts already send prompts in chunks of this size), and its cache's
+// windows take steps of as many.
+constexpr std::int64_t kMaxRowsPerCall = KvCache::kDeviceStepRows;
 
 DeviceVector upload_vector(Backend& backend, const HeldVector& v) {
   if (!v.data) return {};
@@ -76,11 +77,10 @@ DeviceBlockStack::DeviceBlockStack(const ModelConfig& config, std::int64_t first
   if (!alibi.empty()) alibi_ = b.upload(alibi.data(), static_cast<std::int64_t>(alibi.size()));
 }
 
-KvCache DeviceBlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const {
+KvCache DeviceBlockStack::new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last,
+                                    std::vector<std::int64_t> windows) const {
   SEPAL_CHECK(first >= first_ && last <= last_ && first < last && capacity > 0);
-  const std::int64_t bytes =
-      capacity * KvCache::bytes_per_position(last - first, config_.num_kv_heads, config_.head_dim, DType::kF32);
-  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, backend_->allocate(bytes));
+  return KvCache(last - first, config_.num_kv_heads, config_.head_dim, capacity, backend_, std::move(windows));
 }
 
 void DeviceBlockStack::ensure_scratch(std::int64_t rows, std::int64_t rank) const {
@@ -146,7 +146,7 @@ struct SessionOnDevice {
 void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first, const DeepPrompts* prompts,
                                const BlockAdapters* adapters) const {
   SEPAL_CHECK(cache.on_device() && first >= first_ && first + cache.blocks() <= last_ &&
-                  cache.length() + n <= cache.capacity(0),
+                  cache.length() + n <= cache.max_positions(),
               "the cache does not belong to these blocks on the device");
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
@@ -157,6 +157,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
     ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)), lora_rank(adapters));
     const DeviceScratch& s = scratch_;
     const std::int64_t start = cache.length();
+    cache.reserve(start + rows);  // a window's positions move down within its arrays
     std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
     std::iota(positions.begin(), positions.end(), start);
     backend_->copy_in(s.positions, positions.data(), rows * 8);
@@ -174,6 +175,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
                                  cache.keys_f32(i),
                                  cache.values_f32(i),
                                  cache.capacity(i),
+                                 cache.held_from(i),
                                  s,
                                  {},
                                  session.adapters_or_null()};
@@ -198,10 +200,10 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
   for (const BatchedStep& step : steps) {
     rank = std::max(rank, lora_rank(step.adapters));
     SEPAL_CHECK(step.cache->on_device() && step.cache->blocks() == blocks && first >= first_ && first + blocks <= last_ &&
-                    step.cache->length() + step.n <= step.cache->capacity(0),
+                    step.cache->length() + step.n <= step.cache->max_positions(),
                 "a batched step's cache does not belong to these blocks on the device");
-    const DeviceSegment seg{segments.empty() ? 0 : segments.back().row + segments.back().n, step.n,
-                            step.cache->length(), step.cache->capacity(0), nullptr, nullptr, nullptr};
+    step.cache->reserve(step.cache->length() + step.n);
+    const DeviceSegment seg{segments.empty() ? 0 : segments.back().row + segments.back().n, step.n, step.cache->length()};
     std::copy(step.hidden, step.hidden + step.n * h, hidden.begin() + seg.row * h);
     std::iota(positions.begin() + seg.row, positions.begin() + seg.row + seg.n, seg.start);
     segments.push_back(seg);
@@ -219,6 +221,8 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
     for (std::size_t j = 0; j < steps.size(); ++j) {
       segments[j].keys = steps[j].cache->keys_f32(i);
       segments[j].values = steps[j].cache->values_f32(i);
+      segments[j].capacity = steps[j].cache->capacity(i);
+      segments[j].held_from = steps[j].cache->held_from(i);
       segments[j].inv_freq = inv_freq_of(first + i, steps[j].cache->max_positions());
       sessions[j].add_prompt(*backend_, config_, steps[j].prompts, i, segments[j].start, segments[j].n,
                              s.hidden + segments[j].row * h);
@@ -233,6 +237,7 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
                                0,
                                nullptr,
                                nullptr,
+                               0,
                                0,
                                s,
                                segments};

@@ -73,8 +73,10 @@ class DeviceBlockStack {
   std::int64_t weight_bytes() const { return weight_bytes_; }
 
   /// A cache in the backend's memory for blocks [first, last) of the stack and `capacity`
-  /// positions (checked by the caller). Throws sepal::Error when the device is out of memory.
-  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last) const;
+  /// positions (checked by the caller), its blocks with a window (`windows`, one per block, or
+  /// empty) keeping only what those reach. Throws sepal::Error when the device is out of memory.
+  KvCache new_cache(std::int64_t capacity, std::int64_t first, std::int64_t last,
+                    std::vector<std::int64_t> windows = {}) const;
 
   /// Runs host rows hidden[n, hidden_size] in place through blocks [first, first +
   /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it;

@@ -41,13 +41,19 @@ KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_d
 }
 
 KvCache::KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
-                 std::shared_ptr<void> device_memory)
-    : kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions), on_device_(true) {
-  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0 && device_memory);
+                 std::shared_ptr<Backend> backend, std::vector<std::int64_t> windows)
+    : kv_heads_(kv_heads), head_dim_(head_dim), max_positions_(max_positions), on_device_(true), backend_(std::move(backend)) {
+  SEPAL_CHECK(blocks >= 0 && kv_heads > 0 && head_dim > 0 && max_positions > 0 && backend_);
+  SEPAL_CHECK(windows.empty() || static_cast<std::int64_t>(windows.size()) == blocks, "a window per block");
   arrays_.resize(static_cast<std::size_t>(blocks));
-  for (Arrays& a : arrays_) a.capacity = max_positions;
-  lay_out(arrays_);
-  memory_ = std::move(device_memory);
+  for (std::size_t b = 0; b < arrays_.size(); ++b) {
+    Arrays& a = arrays_[b];
+    a.window = windows.empty() ? 0 : windows[b];
+    SEPAL_CHECK(a.window >= 0, "a window of ", a.window, " positions");
+    // As most_bytes() counts them for steps of kDeviceStepRows.
+    a.capacity = a.window > 0 ? window_capacity(a.window - 1 + kDeviceStepRows, a.window, max_positions) : max_positions;
+  }
+  memory_ = backend_->allocate(lay_out(arrays_));
   bytes_ = static_cast<std::byte*>(memory_.get());
 }
 
@@ -117,8 +123,30 @@ KvCache::Arrays KvCache::planned(Arrays a, std::int64_t positions) const {
   return a;
 }
 
+void KvCache::reserve_on_device(std::int64_t positions) {
+  const std::int64_t row = row_bytes();
+  for (Arrays& a : arrays_) {
+    if (positions - a.held_from <= a.capacity) continue;
+    // Only a block with a window runs out of slots: its positions before the coming step's
+    // window, length() - window + 1, go, and the rest move down to slot 0.
+    const std::int64_t keep = a.window > 0 ? std::max(a.held_from, length_ - a.window + 1) : a.held_from;
+    if (positions - keep > a.capacity) {
+      fail("a step of ", positions - length_, " positions does not fit a device's cache (steps of at most ",
+           kDeviceStepRows, ")");
+    }
+    const std::int64_t drop = keep - a.held_from, kept = length_ - keep;
+    SEPAL_CHECK(drop >= kept, "a device cache's window moves without overlap");  // its capacity is twice the window
+    for (std::int64_t array = 0; array < 2 * kv_heads_; ++array) {  // keys' heads, then values'
+      std::byte* head = bytes_ + a.offset + array * a.capacity * row;
+      backend_->copy(head, head + drop * row, kept * row);
+    }
+    a.held_from = keep;
+  }
+}
+
 void KvCache::reserve(std::int64_t positions) {
   SEPAL_CHECK(positions <= max_positions_, "positions ", positions, " past the cache's ", max_positions_);
+  if (on_device_) return reserve_on_device(positions);
   const auto settled = [&](const Arrays& a) {
     const Arrays next = planned(a, positions);
     return next.capacity == a.capacity && next.held_from == a.held_from;
@@ -130,7 +158,6 @@ void KvCache::reserve(std::int64_t positions) {
     plan.push_back(planned(a, positions));
     reallocate |= plan.back().capacity != a.capacity;
   }
-  if (reallocate) SEPAL_CHECK(!on_device_, "a device's cache is allocated whole");
   const std::int64_t row = row_bytes();
   if (!reallocate) {  // blocks that keep their window move their positions down in place
     for (std::size_t b = 0; b < plan.size(); ++b) {

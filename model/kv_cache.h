@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/backend.h"
 
 namespace sepal {
 
@@ -28,7 +29,9 @@ enum class KvKeep {
 /// and grows (reserve()) as positions come, so that memory follows the positions used: with the
 /// whole length allocated up front, every head's first rows touch a page of their own, and a
 /// short session made the kernel zero fifteen times the bytes it used. A device's cache is
-/// allocated whole.
+/// allocated whole when it is made (most_bytes() with steps of kDeviceStepRows), so that a
+/// session admitted never runs out of device memory later: every position for a block without a
+/// window, and for one with a window the room its steps need, its positions moved down there.
 ///
 /// A block with a sliding window of W (Mistral, Gemma 2 and 3's local blocks), in a host-memory
 /// cache made with KvKeep::kWindow, keeps only the positions the next step's queries reach: slot 0
@@ -45,10 +48,14 @@ class KvCache {
   /// windows reach.
   KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
           DType dtype = DType::kF32, std::vector<std::int64_t> windows = {}, KvKeep keep = KvKeep::kWindow);
-  /// An f32 cache of `max_positions` positions in `device_memory` (at least bytes() of a device's
-  /// memory, which the cache keeps); every block keeps every position.
+  /// An f32 cache of `max_positions` positions in `backend`'s memory, whose blocks with a window
+  /// (`windows` as above) keep only what it reaches, for steps of at most kDeviceStepRows
+  /// positions. Throws sepal::Error in one line when the device is out of memory.
   KvCache(std::int64_t blocks, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t max_positions,
-          std::shared_ptr<void> device_memory);
+          std::shared_ptr<Backend> backend, std::vector<std::int64_t> windows = {});
+
+  /// The most positions one step adds to a device's cache (longer steps go in parts of it).
+  static constexpr std::int64_t kDeviceStepRows = 512;
   KvCache(KvCache&&) noexcept = default;
   KvCache& operator=(KvCache&&) noexcept = default;
   KvCache(const KvCache&) = delete;  // one session's memory; sessions are moved, not copied
@@ -94,7 +101,9 @@ class KvCache {
   /// twice the capacity) when they hold fewer, and a block that keeps only its window drops the
   /// positions before length() - window + 1 (see the class comment). Slots past length() are kept
   /// (a token tree's rows wait there). Invalidates the arrays' addresses when it moves them, and
-  /// what held_from() says; the caller reserves before taking them for a step.
+  /// what held_from() says; the caller reserves before taking them for a step. A device's cache
+  /// never moves: its windows' positions move down within it, for steps of at most
+  /// kDeviceStepRows positions (sepal::Error for more).
   void reserve(std::int64_t positions);
   /// Marks positions [0, length) as computed; every block must have slots up to `length`.
   void set_length(std::int64_t length);
@@ -125,12 +134,15 @@ class KvCache {
   std::int64_t array_bytes(const Arrays& a) const { return kv_heads_ * a.capacity * row_bytes(); }
   // Lays the blocks' arrays out one after another; returns the bytes they take.
   std::int64_t lay_out(std::vector<Arrays>& arrays) const;
+  // reserve() of a device's cache.
+  void reserve_on_device(std::int64_t positions);
 
   std::int64_t kv_heads_, head_dim_, max_positions_;
   DType dtype_ = DType::kF32;
   std::vector<Arrays> arrays_;
   std::int64_t length_ = 0;
   bool on_device_ = false;
+  std::shared_ptr<Backend> backend_;  // a device's cache: the backend whose memory it is
   std::shared_ptr<void> memory_;  // each block's keys then values; huge pages (model/huge_buffer.h)
   std::byte* bytes_ = nullptr;
 };

@@ -77,8 +77,8 @@ class CpuBackend final : public Backend {
   }
   void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys, const float* values,
                         std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
-                        std::int64_t window) override {
-    sepal::attention_causal(q, n, start, keys, values, capacity, dims, out, alibi, window);
+                        std::int64_t window, std::int64_t held_from) override {
+    sepal::attention_causal(q, n, start, keys, values, capacity, dims, out, alibi, window, held_from);
   }
 
   void copy(void* dst, const void* src, std::int64_t bytes) override {

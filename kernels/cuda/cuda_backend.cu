@@ -194,9 +194,10 @@ constexpr int kAttentionWarps = 4;
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
 
-__global__ void attention_kernel(const float* q, std::int64_t start, const float* keys, const float* values,
-                                 std::int64_t capacity, int heads, int group, int head_dim, float scale,
-                                 float softcap, const float* alibi, std::int64_t window, float* out) {
+// Position p is at slot p - held_from of the arrays.
+__global__ void attention_kernel(const float* q, std::int64_t start, std::int64_t held_from, const float* keys,
+                                 const float* values, std::int64_t capacity, int heads, int group, int head_dim,
+                                 float scale, float softcap, const float* alibi, std::int64_t window, float* out) {
   const std::int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -215,7 +216,7 @@ __global__ void attention_kernel(const float* q, std::int64_t start, const float
   }
   float m = -INFINITY, l = 0.0f;
   for (std::int64_t p = lowest + warp; p <= position; p += kAttentionWarps) {
-    const float* kr = k + p * head_dim;
+    const float* kr = k + (p - held_from) * head_dim;
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
@@ -228,7 +229,7 @@ __global__ void attention_kernel(const float* q, std::int64_t start, const float
     const float m_new = fmaxf(m, s);
     const float keep = expf(m - m_new), e = expf(s - m_new);
     l = l * keep + e;
-    const float* vr = v + p * head_dim;
+    const float* vr = v + (p - held_from) * head_dim;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int d = lane + 32 * i;
@@ -447,15 +448,18 @@ class CudaBackend final : public Backend {
   }
   void attention_causal(const float* q, std::int64_t n, std::int64_t start, const float* keys, const float* values,
                         std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
-                        std::int64_t window) override {
+                        std::int64_t window, std::int64_t held_from) override {
     SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
-    SEPAL_CHECK(start + n <= capacity, "attention past the cache capacity");
+    SEPAL_CHECK(start - held_from + n <= capacity, "attention past the cache capacity");
+    // The window must not reach before the first position held (kernels/attention.h).
+    SEPAL_CHECK(held_from == 0 || (window > 0 && start - window + 1 >= held_from),
+                "attention reaches positions the cache no longer holds");
     if (dims.head_dim > kMaxHeadDim) fail("attention on a GPU takes heads of at most ", kMaxHeadDim, " values, not ", dims.head_dim);
     if (dims.sinks) fail("attention sinks (GPT-OSS) do not run on a GPU yet");
     if (n <= 0) return;
     enter();
     const dim3 blocks(static_cast<unsigned>(n), static_cast<unsigned>(dims.heads));
-    attention_kernel<<<blocks, 32 * kAttentionWarps>>>(q, start, keys, values, capacity, static_cast<int>(dims.heads),
+    attention_kernel<<<blocks, 32 * kAttentionWarps>>>(q, start, held_from, keys, values, capacity, static_cast<int>(dims.heads),
                                                        static_cast<int>(dims.heads / dims.kv_heads),
                                                        static_cast<int>(dims.head_dim),
                                                        dims.score_scale(), dims.softcap, alibi, window, out);

@@ -26,6 +26,7 @@ struct DeviceAdapters {
 /// slots [start, start + n) of its own cache.
 struct DeviceSegment {
   std::int64_t row = 0, n = 0, start = 0, capacity = 0;
+  std::int64_t held_from = 0;  ///< the position at slot 0 of its arrays (KvCache::held_from)
   float* keys = nullptr;
   float* values = nullptr;
   const double* inv_freq = nullptr;  ///< RoPE: the session's table on the device (model/rope_tables.h)
@@ -44,6 +45,7 @@ struct DeviceBlockCall {
   float* keys;
   float* values;
   std::int64_t capacity;
+  std::int64_t held_from;  ///< the position at slot 0 of keys and values
   const DeviceScratch& scratch;
   /// With segments, the rows are the steps of several sessions (start, keys, values, capacity and
   /// adapters are then each segment's), every row's products as it gets them alone.
@@ -90,12 +92,16 @@ inline void device_store_and_attend(const DeviceBlockCall& call) {
   const DeviceScratch& s = call.scratch;
   Backend& b = call.backend;
   const auto one = [&](const DeviceSegment& seg) {
-    b.store_kv(s.k + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.keys);
-    b.store_kv(s.v + seg.row * c.kv_size(), seg.n, seg.start, c.num_kv_heads, c.head_dim, seg.capacity, seg.values);
+    const std::int64_t slot = seg.start - seg.held_from;
+    b.store_kv(s.k + seg.row * c.kv_size(), seg.n, slot, c.num_kv_heads, c.head_dim, seg.capacity, seg.keys);
+    b.store_kv(s.v + seg.row * c.kv_size(), seg.n, slot, c.num_kv_heads, c.head_dim, seg.capacity, seg.values);
     b.attention_causal(s.q + seg.row * c.q_size(), seg.n, seg.start, seg.keys, seg.values, seg.capacity,
-                       c.attention_dims(), s.attn + seg.row * c.q_size(), call.alibi, c.window_of(call.weights.layer));
+                       c.attention_dims(), s.attn + seg.row * c.q_size(), call.alibi, c.window_of(call.weights.layer),
+                       seg.held_from);
   };
-  if (call.segments.empty()) return one(DeviceSegment{0, call.n, call.start, call.capacity, call.keys, call.values});
+  if (call.segments.empty()) {
+    return one(DeviceSegment{0, call.n, call.start, call.capacity, call.held_from, call.keys, call.values});
+  }
   for (const DeviceSegment& seg : call.segments) one(seg);
 }
 

@@ -70,7 +70,7 @@ void device_packed_attention(const DeviceTrainingCall& call) {
     b.store_kv(a.k_rows + start * kv, n, 0, c.num_kv_heads, c.head_dim, n, a.keys + start * kv);
     b.store_kv(a.v_rows + start * kv, n, 0, c.num_kv_heads, c.head_dim, n, a.values + start * kv);
     b.attention_causal(a.q + start * qs, n, 0, a.keys + start * kv, a.values + start * kv, n, c.attention_dims(),
-                       a.attn + start * qs, call.alibi, c.window_of(call.weights.layer));
+                       a.attn + start * qs, call.alibi, c.window_of(call.weights.layer), 0);
   }
 }
 

@@ -248,7 +248,7 @@ TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
     attention_causal(q.data(), c.n, c.start, keys.data(), values.data(), capacity, dims, want.data(),
                      c.alibi ? slopes.data() : nullptr, c.window);
     float* o = in(std::vector<float>(q.size()));
-    backend_->attention_causal(in(q), c.n, c.start, dk, dv, capacity, dims, o, c.alibi ? in(slopes) : nullptr, c.window);
+    backend_->attention_causal(in(q), c.n, c.start, dk, dv, capacity, dims, o, c.alibi ? in(slopes) : nullptr, c.window, 0);
     expect_close(out(o, q.size()), want, 1e-5, what);
   }
 }

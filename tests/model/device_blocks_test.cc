@@ -8,6 +8,7 @@
 // GPU (ctest's device_blocks_test_cuda, labelled gpu) within a tolerance per dtype.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -45,8 +46,14 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
     KvCache cache = cpu.new_cache(700);
     KvCache session = device.new_cache(700);
     EXPECT_TRUE(session.on_device());
-    EXPECT_EQ(session.capacity(0), 700);  // a device's cache is allocated whole
-    EXPECT_EQ(session.bytes(), 700 * KvCache::bytes_per_position(cache.blocks(), cache.kv_heads(), cache.head_dim(), DType::kF32));
+    // A device's cache is allocated whole, its blocks with a window holding only what steps of up
+    // to kDeviceStepRows reach (their positions move down within them; the steps below pass it).
+    const std::vector<std::int64_t> windows = cpu.windows(0, config.num_layers);
+    EXPECT_EQ(session.bytes(), KvCache::most_bytes(windows, cache.kv_heads(), cache.head_dim(), DType::kF32, 700,
+                                                   KvCache::kDeviceStepRows));
+    const bool windowed = std::any_of(windows.begin(), windows.end(), [](std::int64_t w) { return w > 0; });
+    EXPECT_EQ(session.bytes() < 700 * KvCache::bytes_per_position(cache.blocks(), cache.kv_heads(), cache.head_dim(), DType::kF32),
+              windowed);
     const std::int64_t h = config.hidden_size;
     // A prompt, decode steps, a step of 3 rows, and a prompt of more rows than one device call
     // (512), which the CPU runs in the same pieces.
@@ -67,6 +74,11 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
                   std::string(shape.name) + " " + std::string(dtype_name(dtype)) + ": " + std::to_string(n) +
                       " rows at " + std::to_string(session.length() - n));
       ASSERT_EQ(session.length(), cache.length());
+    }
+    if (windowed) {  // the windows' positions moved down within their arrays
+      std::int64_t moved = 0;
+      for (std::int64_t b = 0; b < session.blocks(); ++b) moved = std::max(moved, session.held_from(b));
+      EXPECT_GT(moved, 0) << shape.name;
     }
     // Past the capacity: refused, the session unchanged.
     std::vector<float> rows(static_cast<std::size_t>(100 * h));
