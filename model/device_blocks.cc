@@ -114,13 +114,16 @@ std::int64_t lora_rank(const BlockAdapters* adapters) {
   return adapters && adapters->shape.method == AdapterMethod::kLora ? adapters->shape.rank : 0;
 }
 
-// A session's deep prompts and adapters in the backend's memory for one call.
+// A session's deep prompts (where the call's positions [start, end) meet them) and adapters in
+// the backend's memory for one call.
 struct SessionOnDevice {
   std::shared_ptr<void> prompt_memory, adapter_memory;
   DeviceAdapters adapters;
-  SessionOnDevice(Backend& b, const ModelConfig& c, std::int64_t blocks, const DeepPrompts* prompts,
-                  const BlockAdapters* host) {
-    if (prompts && prompts->count > 0) prompt_memory = b.upload(prompts->values, blocks * prompts->count * c.hidden_size);
+  SessionOnDevice(Backend& b, const ModelConfig& c, std::int64_t blocks, std::int64_t start, std::int64_t end,
+                  const DeepPrompts* prompts, const BlockAdapters* host) {
+    if (prompts && prompts->count > 0 && start < prompts->offset + prompts->count && end > prompts->offset) {
+      prompt_memory = b.upload(prompts->values, blocks * prompts->count * c.hidden_size);
+    }
     if (host) {
       adapter_memory = b.upload(host->values, host->blocks * host->shape.values_per_block(c));
       adapters = DeviceAdapters{host, static_cast<const float*>(adapter_memory.get())};
@@ -151,7 +154,7 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
   const std::lock_guard lock(backend_->turn());
-  const SessionOnDevice session(*backend_, config_, cache.blocks(), prompts, adapters);
+  const SessionOnDevice session(*backend_, config_, cache.blocks(), cache.length(), cache.length() + n, prompts, adapters);
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
     ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)), lora_rank(adapters));
@@ -211,7 +214,10 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
   const std::lock_guard lock(backend_->turn());
   std::vector<SessionOnDevice> sessions;
   sessions.reserve(steps.size());
-  for (const BatchedStep& step : steps) sessions.emplace_back(*backend_, config_, blocks, step.prompts, step.adapters);
+  for (const BatchedStep& step : steps) {
+    sessions.emplace_back(*backend_, config_, blocks, step.cache->length(), step.cache->length() + step.n, step.prompts,
+                          step.adapters);
+  }
   for (std::size_t j = 0; j < steps.size(); ++j) segments[j].adapters = sessions[j].adapters_or_null();
   ensure_scratch(rows, rank);
   const DeviceScratch& s = scratch_;
