@@ -107,6 +107,15 @@ void DeviceBlockStack::ensure_scratch(std::int64_t rows, std::int64_t rank) cons
   s.rank = rank;
 }
 
+float* DeviceBlockStack::staging(std::int64_t floats) const {
+  if (floats > staging_floats_) {
+    staging_.reset();  // the old buffer goes first
+    staging_ = backend_->allocate(floats * 4);
+    staging_floats_ = floats;
+  }
+  return static_cast<float*>(staging_.get());
+}
+
 namespace {
 
 // The largest LoRA rank of `adapters` (0 for none, or PEQA).
@@ -114,19 +123,34 @@ std::int64_t lora_rank(const BlockAdapters* adapters) {
   return adapters && adapters->shape.method == AdapterMethod::kLora ? adapters->shape.rank : 0;
 }
 
-// A session's deep prompts (where the call's positions [start, end) meet them) and adapters in
-// the backend's memory for one call.
+// A session's deep prompts (where the call's positions [start, end) meet them) and adapters,
+// copied for one call into the stack's staging memory on the device (no allocation per step).
 struct SessionOnDevice {
-  std::shared_ptr<void> prompt_memory, adapter_memory;
+  const float* prompt_values = nullptr;  // in the backend's memory; null where the call needs none
   DeviceAdapters adapters;
+
+  static bool wants_prompts(std::int64_t start, std::int64_t end, const DeepPrompts* prompts) {
+    return prompts && prompts->count > 0 && start < prompts->offset + prompts->count && end > prompts->offset;
+  }
+  static std::int64_t aligned(std::int64_t floats) { return (floats + 63) / 64 * 64; }
+  // Staging floats the call needs: the prompts', then the adapters'.
+  static std::int64_t floats(const ModelConfig& c, std::int64_t blocks, std::int64_t start, std::int64_t end,
+                             const DeepPrompts* prompts, const BlockAdapters* host) {
+    return (wants_prompts(start, end, prompts) ? aligned(blocks * prompts->count * c.hidden_size) : 0) +
+           (host ? aligned(host->blocks * host->shape.values_per_block(c)) : 0);
+  }
+  // Copies them to `at` (floats() of the backend's memory).
   SessionOnDevice(Backend& b, const ModelConfig& c, std::int64_t blocks, std::int64_t start, std::int64_t end,
-                  const DeepPrompts* prompts, const BlockAdapters* host) {
-    if (prompts && prompts->count > 0 && start < prompts->offset + prompts->count && end > prompts->offset) {
-      prompt_memory = b.upload(prompts->values, blocks * prompts->count * c.hidden_size);
+                  const DeepPrompts* prompts, const BlockAdapters* host, float* at) {
+    if (wants_prompts(start, end, prompts)) {
+      const std::int64_t count = blocks * prompts->count * c.hidden_size;
+      b.copy_in(at, prompts->values, count * 4);
+      prompt_values = at;
+      at += aligned(count);
     }
     if (host) {
-      adapter_memory = b.upload(host->values, host->blocks * host->shape.values_per_block(c));
-      adapters = DeviceAdapters{host, static_cast<const float*>(adapter_memory.get())};
+      b.copy_in(at, host->values, host->blocks * host->shape.values_per_block(c) * 4);
+      adapters = DeviceAdapters{host, at};
     }
   }
   const DeviceAdapters* adapters_or_null() const { return adapters.host ? &adapters : nullptr; }
@@ -134,12 +158,11 @@ struct SessionOnDevice {
   // backend's memory), as BlockStack::forward adds them.
   void add_prompt(Backend& b, const ModelConfig& c, const DeepPrompts* prompts, std::int64_t i, std::int64_t start,
                   std::int64_t n, float* hidden) const {
-    if (!prompt_memory) return;
+    if (!prompt_values) return;
     const std::int64_t from = std::max(start, prompts->offset), to = std::min(start + n, prompts->offset + prompts->count);
     if (from >= to) return;
     const std::int64_t h = c.hidden_size;
-    b.add_in_place(hidden + (from - start) * h,
-                   static_cast<const float*>(prompt_memory.get()) + (i * prompts->count + from - prompts->offset) * h,
+    b.add_in_place(hidden + (from - start) * h, prompt_values + (i * prompts->count + from - prompts->offset) * h,
                    (to - from) * h);
   }
 };
@@ -154,7 +177,9 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
   if (n <= 0) return;
   const std::int64_t h = config_.hidden_size;
   const std::lock_guard lock(backend_->turn());
-  const SessionOnDevice session(*backend_, config_, cache.blocks(), cache.length(), cache.length() + n, prompts, adapters);
+  const std::int64_t start_all = cache.length();
+  float* staged = staging(SessionOnDevice::floats(config_, cache.blocks(), start_all, start_all + n, prompts, adapters));
+  const SessionOnDevice session(*backend_, config_, cache.blocks(), start_all, start_all + n, prompts, adapters, staged);
   for (std::int64_t done = 0; done < n;) {
     const std::int64_t rows = std::min(kMaxRowsPerCall, n - done);
     ensure_scratch(std::max(rows, std::min(n, kMaxRowsPerCall)), lora_rank(adapters));
@@ -212,11 +237,18 @@ void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::in
     segments.push_back(seg);
   }
   const std::lock_guard lock(backend_->turn());
+  std::int64_t staged_floats = 0;
+  for (const BatchedStep& step : steps) {
+    staged_floats += SessionOnDevice::floats(config_, blocks, step.cache->length(), step.cache->length() + step.n,
+                                             step.prompts, step.adapters);
+  }
+  float* staged = staging(staged_floats);
   std::vector<SessionOnDevice> sessions;
   sessions.reserve(steps.size());
   for (const BatchedStep& step : steps) {
-    sessions.emplace_back(*backend_, config_, blocks, step.cache->length(), step.cache->length() + step.n, step.prompts,
-                          step.adapters);
+    const std::int64_t start = step.cache->length(), end = start + step.n;
+    sessions.emplace_back(*backend_, config_, blocks, start, end, step.prompts, step.adapters, staged);
+    staged += SessionOnDevice::floats(config_, blocks, start, end, step.prompts, step.adapters);
   }
   for (std::size_t j = 0; j < steps.size(); ++j) segments[j].adapters = sessions[j].adapters_or_null();
   ensure_scratch(rows, rank);

@@ -81,7 +81,8 @@ class DeviceBlockStack {
   /// Runs host rows hidden[n, hidden_size] in place through blocks [first, first +
   /// cache.blocks()) as the cache's next n positions (checked by the caller), and advances it;
   /// with deep prompts and adapters (each may be null; checked by the caller) as
-  /// BlockStack::forward takes them. Their values are copied to the device with each call.
+  /// BlockStack::forward takes them. Their values are copied to the device with each call (into
+  /// memory the stack keeps for it).
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first, const DeepPrompts* prompts = nullptr,
                const BlockAdapters* adapters = nullptr) const;
 
@@ -114,6 +115,11 @@ class DeviceBlockStack {
   std::vector<DeviceBlockWeights> blocks_;
   std::shared_ptr<void> inv_freq_, alibi_;
   mutable DeviceScratch scratch_;  // grown to the largest call; guarded by the backend's turn()
+  // Sessions' deep prompts and adapter values for one call, grown as needed; guarded by turn().
+  mutable std::shared_ptr<void> staging_;
+  mutable std::int64_t staging_floats_ = 0;
+
+  float* staging(std::int64_t floats) const;
 
   void ensure_scratch(std::int64_t rows, std::int64_t rank = 0) const;
 };
