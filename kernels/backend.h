@@ -99,6 +99,18 @@ class Backend {
                                 const float* values, std::int64_t capacity, const AttentionDims& dims, float* out,
                                 const float* alibi, std::int64_t window, std::int64_t held_from) = 0;
 
+  /// kernels/attention.h: attention_tree (a token tree's nodes; parents [first + n] in the
+  /// backend's memory, checked by the caller).
+  virtual void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start,
+                              const std::int32_t* parents, const float* keys, const float* values,
+                              std::int64_t capacity, const AttentionDims& dims, float* out, const float* alibi,
+                              std::int64_t window, std::int64_t held_from) = 0;
+  /// KvCache::keep_path's moves: in each of `count` arrays [capacity, head_dim] laid one after
+  /// another, row base + path[i] moves to row base + i, for i < kept in order (path: host memory,
+  /// increasing, path[i] >= i).
+  virtual void keep_rows(float* arrays, std::int64_t count, std::int64_t capacity, std::int64_t head_dim,
+                         std::int64_t base, const std::int32_t* path, std::int64_t kept) = 0;
+
   // ---- training passes: the input gradients of the ops above (kernels/gradients.h) ----
   /// `bytes` of the backend's memory from `src` to `dst` (not overlapping).
   virtual void copy(void* dst, const void* src, std::int64_t bytes) = 0;

@@ -241,7 +241,6 @@ void BlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t 
 
 void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents, KvCache& cache,
                               std::int64_t first_block, const BlockAdapters* adapters) const {
-  check_on_cpu("token trees (speculative decoding)");
   SEPAL_CHECK(first_block >= first_ && first_block + cache.blocks() <= last_ && cache.blocks() > 0 &&
               cache.kv_heads() == config_.num_kv_heads && cache.head_dim() == config_.head_dim,
               "cache does not belong to this block range");
@@ -260,9 +259,13 @@ void BlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std
   if (start + nodes > cache.max_positions()) {
     fail("a tree of ", nodes, " nodes after position ", start, " passes the session's ", cache.max_positions(), " slots");
   }
+  if (device_ && nodes > KvCache::kDeviceStepRows) {
+    fail("a tree of ", nodes, " nodes; on a device a tree has at most ", KvCache::kDeviceStepRows);
+  }
   cache.reserve(start + nodes);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(n));
   for (std::int64_t t = 0; t < n; ++t) positions[t] = start + depth[first + t];
+  if (device_) return device_->forward_tree(hidden, n, parents, positions, cache, first_block, adapters);
   Scratch scratch(config_, n);
   const TreeRows tree{parents.data(), first};
   for (std::int64_t i = 0; i < cache.blocks(); ++i) {

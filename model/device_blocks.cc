@@ -215,6 +215,49 @@ void DeviceBlockStack::forward(float* hidden, std::int64_t n, KvCache& cache, st
   }
 }
 
+void DeviceBlockStack::forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents,
+                                    std::span<const std::int64_t> positions, KvCache& cache, std::int64_t first,
+                                    const BlockAdapters* adapters) const {
+  SEPAL_CHECK(cache.on_device() && first >= first_ && first + cache.blocks() <= last_ &&
+                  static_cast<std::int64_t>(positions.size()) == n && n <= kMaxRowsPerCall,
+              "a tree step's cache does not belong to these blocks on the device");
+  if (n <= 0) return;
+  const std::int64_t h = config_.hidden_size, nodes = static_cast<std::int64_t>(parents.size());
+  const std::lock_guard lock(backend_->turn());
+  // The parents, then the adapters' values, in the staging memory.
+  const std::int64_t parent_floats = (nodes + 63) / 64 * 64;
+  float* staged = staging(parent_floats + SessionOnDevice::floats(config_, cache.blocks(), 0, 0, nullptr, adapters));
+  backend_->copy_in(staged, parents.data(), nodes * 4);
+  const auto* device_parents = reinterpret_cast<const std::int32_t*>(staged);
+  const SessionOnDevice session(*backend_, config_, cache.blocks(), 0, 0, nullptr, adapters, staged + parent_floats);
+  ensure_scratch(n, lora_rank(adapters));
+  const DeviceScratch& s = scratch_;
+  backend_->copy_in(s.positions, positions.data(), n * 8);
+  backend_->copy_in(s.hidden, hidden, n * h * 4);
+  const std::int64_t start = cache.length();
+  for (std::int64_t i = 0; i < cache.blocks(); ++i) {
+    DeviceBlockCall call{config_,
+                         blocks_[static_cast<std::size_t>(first - first_ + i)],
+                         *backend_,
+                         inv_freq_of(first + i, cache.max_positions()),
+                         static_cast<const float*>(alibi_.get()),
+                         s.hidden,
+                         n,
+                         start,
+                         cache.keys_f32(i),
+                         cache.values_f32(i),
+                         cache.capacity(i),
+                         cache.held_from(i),
+                         s,
+                         {},
+                         session.adapters_or_null()};
+    call.tree_parents = device_parents;
+    call.tree_first = nodes - n;
+    device_block_forward(call);
+  }
+  backend_->copy_out(hidden, s.hidden, n * h * 4);
+}
+
 void DeviceBlockStack::forward_batch(std::span<const BatchedStep> steps, std::int64_t first) const {
   const std::int64_t h = config_.hidden_size;
   std::int64_t rows = 0;

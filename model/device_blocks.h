@@ -6,11 +6,10 @@
 // of these; the same code runs on the CPU backend, where it must give the CPU blocks' own results
 // (tests/model/device_blocks_test.cc), so the forward is checked here even without a GPU.
 //
-// What runs on a device: the forward of decode and prompts and batches of several sessions'
-// steps, with deep prompts and PEQA or LoRA adapters, and the training passes of prompt tuning
-// (forward and input-gradient backward over packed sequences, deep prompts included), f32, bf16
-// and int8 (LLM.int8()), Llama-family and BLOOM blocks. What does not (yet): token trees and
-// training passes with adapters.
+// What runs on a device: the forward of decode, prompts, token trees (speculative decoding) and
+// batches of several sessions' steps, with deep prompts and PEQA or LoRA adapters, and the
+// training passes (forward and input- and adapter-gradient backward over packed sequences, deep
+// prompts included), f32, bf16 and int8 (LLM.int8()), Llama-family and BLOOM blocks.
 //
 // Thread-safety: immutable after construction but for its working buffers; forward() may be
 // called from any thread: it holds the backend's turn() (stacks sharing a backend, such as a
@@ -85,6 +84,12 @@ class DeviceBlockStack {
   /// memory the stack keeps for it).
   void forward(float* hidden, std::int64_t n, KvCache& cache, std::int64_t first, const DeepPrompts* prompts = nullptr,
                const BlockAdapters* adapters = nullptr) const;
+
+  /// BlockStack::forward_tree's step (checked by the caller; the cache reserved for its nodes):
+  /// nodes [nodes - n, nodes) of the tree `parents` at `positions` (each start + its depth).
+  void forward_tree(float* hidden, std::int64_t n, std::span<const std::int32_t> parents,
+                    std::span<const std::int64_t> positions, KvCache& cache, std::int64_t first,
+                    const BlockAdapters* adapters) const;
 
   /// BlockStack::forward_batch's steps (checked by the caller), each with its deep prompts and
   /// adapters, through blocks [first, first + their caches' blocks): one pass for all of them,

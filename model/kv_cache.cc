@@ -217,7 +217,6 @@ void KvCache::truncate(std::int64_t length) {
 }
 
 void KvCache::keep_path(std::span<const std::int32_t> path) {
-  if (on_device_) fail("token trees (speculative decoding) run on the CPU only, not on a device's cache");
   const auto kept = static_cast<std::int64_t>(path.size());
   std::int32_t previous = -1;
   for (const std::int32_t node : path) {
@@ -227,6 +226,14 @@ void KvCache::keep_path(std::span<const std::int32_t> path) {
       }
     }
     previous = node;
+  }
+  if (on_device_) {  // each block's keys' heads and values' heads, one after another
+    for (std::int64_t b = 0; b < blocks(); ++b) {
+      const Arrays& a = at(b);
+      backend_->keep_rows(keys_f32(b), 2 * kv_heads_, a.capacity, head_dim_, length_ - a.held_from, path.data(), kept);
+    }
+    length_ += kept;
+    return;
   }
   const std::int64_t row = row_bytes();
   for (std::int64_t b = 0; b < blocks(); ++b) {

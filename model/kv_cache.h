@@ -116,8 +116,7 @@ class KvCache {
   /// After a tree step (BlockStack::forward_tree): appends the tree nodes `path` (increasing node
   /// indices, each the parent of the next) to the sequence, moving each node's keys and values
   /// from the slot of position length() + node to the next position, and forgets the other nodes.
-  /// Throws sepal::Error when the path does not fit, and for a cache on a device (token trees run
-  /// on the CPU).
+  /// Throws sepal::Error when the path does not fit.
   void keep_path(std::span<const std::int32_t> path);
 
  private:

@@ -272,10 +272,9 @@ int generate_command(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);
   const std::optional<PromptParameters> adapter = load_adapter(adapter_file, model_dir, config);
-  const bool with_draft = check_draft_options(draft_options, vm, config);  // before a swarm starts
+  check_draft_options(draft_options, vm, config);  // before a swarm starts
   std::unique_ptr<ClientSwarm> swarm;
   const bool over_swarm = wants_swarm(swarm_options, vm);
-  check_device_use(device, with_draft);
   check_adapter_use(adapter ? &*adapter : nullptr, loading);
   const std::optional<BlockAdapters> block_adapters = adapter ? adapter->block_adapters() : std::nullopt;
   if (draft_options.pipelining && !over_swarm) {

@@ -51,8 +51,8 @@ void add_device_option(po::options_description& description, std::string& device
   description.add_options()
       ("device", po::value(&device)->default_value("cpu"),
        "where the blocks run (in this process, or with a swarm on its hosts): cpu, cuda or cuda:N\n"
-       "(GPU N: weights, KV caches, the forward and tuning's passes on the device, with deep\n"
-       "prompts and adapters; drafts' token trees run on the CPU only)");
+       "(GPU N: weights, KV caches, the forward, token trees and tuning's passes on the\n"
+       "device, with deep prompts and adapters)");
 }
 
 Device device_option(const std::string& text, const WeightLoading& loading) {
@@ -69,10 +69,6 @@ Device device_option(const std::string& text, const WeightLoading& loading) {
   return device;
 }
 
-void check_device_use(const Device& device, bool with_draft) {
-  if (device.is_cpu() || !with_draft) return;
-  throw UsageError{"--device " + device_name(device) + ": speculative decoding (token trees) runs on the CPU only"};
-}
 
 std::vector<std::string> weight_arguments(const WeightOptions& options, const po::variables_map& vm) {
   std::vector<std::string> args{"--dtype", options.dtype, "--outlier-threshold", std::to_string(options.outlier_threshold)};

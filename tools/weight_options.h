@@ -32,9 +32,6 @@ void add_device_option(boost::program_options::options_description& description,
 /// `loading` asks for caches of another type than f32.
 Device device_option(const std::string& text, const WeightLoading& loading);
 
-/// Throws UsageError when --device names a GPU where the command cannot use one: with drafts
-/// (token trees run on the CPU only).
-void check_device_use(const Device& device, bool with_draft);
 
 /// The same options as arguments for another sepal process.
 std::vector<std::string> weight_arguments(const WeightOptions& options, const boost::program_options::variables_map& vm);

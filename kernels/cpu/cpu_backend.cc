@@ -80,6 +80,21 @@ class CpuBackend final : public Backend {
                         std::int64_t window, std::int64_t held_from) override {
     sepal::attention_causal(q, n, start, keys, values, capacity, dims, out, alibi, window, held_from);
   }
+  void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                      const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims,
+                      float* out, const float* alibi, std::int64_t window, std::int64_t held_from) override {
+    sepal::attention_tree(q, first, n, start, parents, keys, values, capacity, dims, out, alibi, window, held_from);
+  }
+  void keep_rows(float* arrays, std::int64_t count, std::int64_t capacity, std::int64_t head_dim, std::int64_t base,
+                 const std::int32_t* path, std::int64_t kept) override {
+    for (std::int64_t a = 0; a < count; ++a) {
+      float* array = arrays + a * capacity * head_dim;
+      for (std::int64_t i = 0; i < kept; ++i) {
+        const std::int64_t from = base + path[i], to = base + i;
+        if (from != to) std::memmove(array + to * head_dim, array + from * head_dim, static_cast<std::size_t>(head_dim) * 4);
+      }
+    }
+  }
 
   void copy(void* dst, const void* src, std::int64_t bytes) override {
     std::memcpy(dst, src, static_cast<std::size_t>(bytes));

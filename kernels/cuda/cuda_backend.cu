@@ -259,6 +259,76 @@ __global__ void attention_kernel(const float* q, std::int64_t start, std::int64_
   }
 }
 
+// A token tree's attention: one warp per (node first + t, head h), an online softmax over the
+// cache's positions [lowest, start) and then the node's ancestors and itself (node j at slot
+// start + j, position start + its depth), as attention_tree on the CPU orders them.
+__global__ void attention_tree_kernel(const float* q, std::int64_t first, std::int64_t start, const std::int32_t* parents,
+                                      const float* keys, const float* values, std::int64_t capacity, int heads,
+                                      int group, int head_dim, float scale, float softcap, const float* alibi,
+                                      std::int64_t window, std::int64_t held_from, float* out) {
+  const std::int64_t t = blockIdx.x;
+  const int h = blockIdx.y, lane = threadIdx.x;
+  const std::int64_t node = first + t;
+  std::int64_t depth = 0;
+  for (std::int64_t j = parents[node]; j >= 0; j = parents[j]) ++depth;
+  const std::int64_t position = start + depth;
+  const std::int64_t lowest = window > 0 ? max(position - window + 1, std::int64_t{0}) : 0;
+  const float slope = alibi ? alibi[h] : 0.0f;
+  const float* k = keys + static_cast<std::int64_t>(h / group) * capacity * head_dim;
+  const float* v = values + static_cast<std::int64_t>(h / group) * capacity * head_dim;
+  float qr[kPerLane], acc[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    qr[i] = d < head_dim ? q[(t * heads + h) * head_dim + d] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  // Key at position p in slot `slot`.
+  const auto attend = [&](std::int64_t p, std::int64_t slot) {
+    const float* kr = k + slot * head_dim;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < head_dim) s += qr[i] * kr[d];
+    }
+    s = warp_sum(s) * scale;
+    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+    s += slope * static_cast<float>(p);
+    const float m_new = fmaxf(m, s);
+    const float keep = expf(m - m_new), e = expf(s - m_new);
+    l = l * keep + e;
+    const float* vr = v + slot * head_dim;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      acc[i] = acc[i] * keep + (d < head_dim ? e * vr[d] : 0.0f);
+    }
+    m = m_new;
+  };
+  for (std::int64_t p = lowest; p < start; ++p) attend(p, p - held_from);
+  std::int64_t d = depth;
+  for (std::int64_t j = node; j >= 0; j = parents[j], --d) {
+    if (start + d >= lowest) attend(start + d, start + j - held_from);
+  }
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int dim = lane + 32 * i;
+    if (dim < head_dim) out[(t * heads + h) * head_dim + dim] = acc[i] / l;
+  }
+}
+
+// KvCache::keep_path's moves in `count` arrays, one block per array, each thread its columns: a
+// column's moves run in order, so a row read is never one written before it.
+__global__ void keep_rows_kernel(float* arrays, std::int64_t capacity, std::int64_t head_dim, std::int64_t base,
+                                 const std::int32_t* path, std::int64_t kept) {
+  float* array = arrays + blockIdx.x * capacity * head_dim;
+  for (std::int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    for (std::int64_t i = 0; i < kept; ++i) array[(base + i) * head_dim + d] = array[(base + path[i]) * head_dim + d];
+  }
+}
+
 void launched() { SEPAL_CUDA_CHECK(cudaGetLastError()); }
 
 class CudaBackend final : public Backend {
@@ -466,6 +536,34 @@ class CudaBackend final : public Backend {
     launched();
   }
 
+  void attention_tree(const float* q, std::int64_t first, std::int64_t n, std::int64_t start, const std::int32_t* parents,
+                      const float* keys, const float* values, std::int64_t capacity, const AttentionDims& dims,
+                      float* out, const float* alibi, std::int64_t window, std::int64_t held_from) override {
+    SEPAL_CHECK(dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0);
+    SEPAL_CHECK(first >= 0 && held_from >= 0 && held_from <= start && start + first + n - held_from <= capacity,
+                "tree attention past the cache capacity");
+    SEPAL_CHECK(held_from == 0 || (window > 0 && start - window + 1 >= held_from),
+                "tree attention reaches positions the cache no longer holds");
+    if (dims.head_dim > kMaxHeadDim) fail("attention on a GPU takes heads of at most ", kMaxHeadDim, " values, not ", dims.head_dim);
+    if (dims.sinks) fail("attention sinks (GPT-OSS) do not run on a GPU yet");
+    if (n <= 0) return;
+    enter();
+    attention_tree_kernel<<<dim3(static_cast<unsigned>(n), static_cast<unsigned>(dims.heads)), 32>>>(
+        q, first, start, parents, keys, values, capacity, static_cast<int>(dims.heads),
+        static_cast<int>(dims.heads / dims.kv_heads), static_cast<int>(dims.head_dim), dims.score_scale(), dims.softcap,
+        alibi, window, held_from, out);
+    launched();
+  }
+  void keep_rows(float* arrays, std::int64_t count, std::int64_t capacity, std::int64_t head_dim, std::int64_t base,
+                 const std::int32_t* path, std::int64_t kept) override {
+    if (count <= 0 || kept <= 0) return;
+    enter();
+    path_.resize(static_cast<std::size_t>(kept));
+    SEPAL_CUDA_CHECK(cudaMemcpy(path_.p, path, static_cast<std::size_t>(kept) * 4, cudaMemcpyHostToDevice));
+    keep_rows_kernel<<<static_cast<unsigned>(count), kThreads>>>(arrays, capacity, head_dim, base, path_.p, kept);
+    launched();
+  }
+
   // ---- training passes (kernels/cuda/training_ops.cu) ----
   void copy(void* dst, const void* src, std::int64_t bytes) override {
     if (bytes <= 0) return;
@@ -558,6 +656,7 @@ class CudaBackend final : public Backend {
   Int8Scratch int8_;
   Buffer<__nv_bfloat16> x_bf16_;
   TrainingScratch training_;
+  Buffer<std::int32_t> path_;
 };
 
 }  // namespace

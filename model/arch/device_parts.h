@@ -51,6 +51,10 @@ struct DeviceBlockCall {
   /// adapters are then each segment's), every row's products as it gets them alone.
   std::span<const DeviceSegment> segments = {};
   const DeviceAdapters* adapters = nullptr;  ///< the rows' adapters (without segments), or null
+  /// A token tree's step: the nodes' parents [tree_first + n] in the backend's memory (null: no
+  /// tree), its rows nodes [tree_first, tree_first + n) at slots start + node (attention_tree).
+  const std::int32_t* tree_parents = nullptr;
+  std::int64_t tree_first = 0;
 };
 
 /// Projection p's weights in a block on a device.
@@ -77,10 +81,10 @@ std::optional<std::pair<ProjectionAdapter, const float*>> device_adapter_of(cons
 /// the call's or each segment's adapters (as block_parts.h's adapt_product).
 void device_adapt_product(const DeviceBlockCall& call, Projection p, const float* x, float* y);
 
-/// y = x · wᵀ over the call's rows; the rows of several sessions go in calls of at most
-/// kStreamingMaxTokens rows, in which every backend gives each row the bits it gets alone.
+/// y = x · wᵀ over the call's rows; the rows of several sessions, or of a token tree, go in calls
+/// of at most kStreamingMaxTokens rows, in which every backend gives each row the bits it gets alone.
 inline void device_products(const DeviceBlockCall& call, const float* x, const DeviceMatrix& w, float* y) {
-  if (call.segments.empty()) return call.backend.matmul(x, call.n, w, y);
+  if (call.segments.empty() && !call.tree_parents) return call.backend.matmul(x, call.n, w, y);
   for (std::int64_t r = 0; r < call.n; r += kStreamingMaxTokens) {
     call.backend.matmul(x + r * w.view.cols, std::min(kStreamingMaxTokens, call.n - r), w, y + r * w.view.rows);
   }
@@ -92,9 +96,14 @@ inline void device_store_and_attend(const DeviceBlockCall& call) {
   const DeviceScratch& s = call.scratch;
   Backend& b = call.backend;
   const auto one = [&](const DeviceSegment& seg) {
-    const std::int64_t slot = seg.start - seg.held_from;
+    const std::int64_t slot = seg.start + (call.tree_parents ? call.tree_first : 0) - seg.held_from;
     b.store_kv(s.k + seg.row * c.kv_size(), seg.n, slot, c.num_kv_heads, c.head_dim, seg.capacity, seg.keys);
     b.store_kv(s.v + seg.row * c.kv_size(), seg.n, slot, c.num_kv_heads, c.head_dim, seg.capacity, seg.values);
+    if (call.tree_parents) {
+      return b.attention_tree(s.q, call.tree_first, seg.n, seg.start, call.tree_parents, seg.keys, seg.values,
+                              seg.capacity, c.attention_dims(), s.attn, call.alibi, c.window_of(call.weights.layer),
+                              seg.held_from);
+    }
     b.attention_causal(s.q + seg.row * c.q_size(), seg.n, seg.start, seg.keys, seg.values, seg.capacity,
                        c.attention_dims(), s.attn + seg.row * c.q_size(), call.alibi, c.window_of(call.weights.layer),
                        seg.held_from);

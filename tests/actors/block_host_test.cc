@@ -519,9 +519,8 @@ TEST(BlockHost, SessionsWithDifferentAdaptersEachGetTheirOwnStates) {
 
 // Hosts whose blocks are on a device (here the CPU backend, which runs the device forward; on a
 // GPU the same code runs the CUDA backend): greedy generation through two of them gives the
-// reference, a session with adapters gets a CPU host's rows, and what runs on the CPU only (token
-// trees) is refused in one line while the host goes on serving (their batches:
-// OnADeviceStepsThatArriveTogether... below).
+// reference, and a session with adapters and a token tree's step get a CPU host's rows (their
+// batches: OnADeviceStepsThatArriveTogether... below).
 TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
   const auto ref = json::parse(test::read_file(test::models_dir() / "reference" / "stories260K.greedy.json"));
   LocalSwarm swarm(test::models_dir() / "stories260K", {{0, 3}, {3, 5}}, {}, open_cpu_backend());
@@ -553,14 +552,20 @@ TEST(BlockHost, HostsWithBlocksOnADeviceServeAndRefuseWhatRunsOnTheCpuOnly) {
     ASSERT_TRUE(on_device.is_ok() && there.is_ok()) << on_device.status().to_string();
     EXPECT_EQ(values_of(on_device->hidden), values_of(there->hidden)) << "adapted step at " << position;
   }
+  // A token tree's step, and the path kept, as a CPU host gives them.
   ASSERT_TRUE(c.request_sync(host, OpenSession{2, 16, 0, 3, {}, 0}, 5s).is_ok());
-  auto tree = c.request_sync(host, Step{2, 0, varied_rows(2, h, 0.2f), 0, {-1, 0}}, 5s);
-  ASSERT_FALSE(tree.is_ok());
-  EXPECT_NE(tree.status().message().find("token trees (speculative decoding) run on the CPU only"), std::string::npos)
-      << tree.status().message();
-  auto step = c.request_sync(host, Step{2, 0, varied_rows(2, h, 0.2f)}, 5s);
-  ASSERT_TRUE(step.is_ok()) << step.status().to_string();
-  EXPECT_EQ(step->length, 2);
+  ASSERT_TRUE(on_cpu.client().request_sync(cpu_host, OpenSession{2, 16, 0, 3, {}, 0}, 5s).is_ok());
+  const TensorPayload tree_rows = varied_rows(3, h, 0.2f);
+  auto tree = c.request_sync(host, Step{2, 0, tree_rows, 0, {-1, 0, 0}}, 5s);
+  auto cpu_tree = on_cpu.client().request_sync(cpu_host, Step{2, 0, tree_rows, 0, {-1, 0, 0}}, 5s);
+  ASSERT_TRUE(tree.is_ok() && cpu_tree.is_ok()) << tree.status().to_string();
+  EXPECT_EQ(values_of(tree->hidden), values_of(cpu_tree->hidden));
+  const TensorPayload next = varied_rows(1, h, 0.7f);
+  auto step = c.request_sync(host, Step{2, 2, next, 0, {}, {0, 2}}, 5s);
+  auto cpu_step = on_cpu.client().request_sync(cpu_host, Step{2, 2, next, 0, {}, {0, 2}}, 5s);
+  ASSERT_TRUE(step.is_ok() && cpu_step.is_ok()) << step.status().to_string();
+  EXPECT_EQ(step->length, 3);
+  EXPECT_EQ(values_of(step->hidden), values_of(cpu_step->hidden));
 }
 
 TEST(BlockHost, PartOfTheRangeMatchesTheWholeRangeSplit) {

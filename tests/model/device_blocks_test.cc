@@ -99,11 +99,58 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
         EXPECT_NE(std::string(e.what()).find(on), std::string::npos) << what << ": " << e.what();
       }
     };
-    std::vector<float> row(static_cast<std::size_t>(h));
-    const std::vector<std::int32_t> parents = {-1};
-    expect_cpu_only([&] { device.forward_tree(row.data(), 1, parents, session, 0); }, "a token tree");
     expect_cpu_only([&] { (void)device.block_weights(0); }, "reading weights");
-    EXPECT_THROW(session.keep_path(std::vector<std::int32_t>{0}), Error);
+  }
+}
+
+// Token trees (speculative decoding) on a device: after a prompt (its windows' rows moved down on
+// the windowed models), a tree of 7 nodes in two steps, the kept path, and a decode step after it,
+// with LoRA adapters on the q and down projections, as the CPU's.
+TEST_P(DeviceBlocks, TokenTreesGiveTheCpuBlocksResults) {
+  const DType dtype = GetParam();
+  std::shared_ptr<Backend> backend = open_backend(device_under_test());
+  for (const DeviceShape& shape : device_shapes()) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(shape.spec, dir.path());
+    const ModelConfig config = read_model_config(dir.path());
+    const Checkpoint checkpoint = Checkpoint::open(dir.path());
+    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
+    device.place_on(backend);
+    const std::int64_t h = config.hidden_size, blocks = config.num_layers;
+    const AdapterShape lora{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kDown}};
+    const auto values = test::random_floats(static_cast<std::size_t>(blocks * lora.values_per_block(config)), 80, 0.05f);
+    const BlockAdapters adapters{lora, 0, blocks, values.data()};
+    KvCache cache = cpu.new_cache(700);
+    KvCache session = device.new_cache(700);
+    const std::string what = std::string(shape.name) + " " + std::string(dtype_name(dtype));
+    // 600 positions: a device's window of 6 then holds 523 slots, and its rows move down. The CPU
+    // takes them in the device's pieces.
+    auto prompt = test::random_floats(static_cast<std::size_t>(600 * h), 81);
+    auto on_device = prompt;
+    cpu.forward(prompt.data(), 512, cache, 0, nullptr, &adapters);
+    cpu.forward(prompt.data() + 512 * h, 88, cache, 0, nullptr, &adapters);
+    device.forward(on_device.data(), 600, session, 0, nullptr, &adapters);
+    expect_device_values(on_device, prompt, dtype, what + ": prompt");
+    const std::vector<std::int32_t> parents = {-1, 0, 0, 1, 1, 2, 4};
+    const std::int64_t split = 3;  // nodes [0, 3), then [3, 7)
+    for (const auto& [from, to] : {std::pair<std::int64_t, std::int64_t>{0, split}, {split, 7}}) {
+      const std::span<const std::int32_t> known(parents.data(), static_cast<std::size_t>(to));
+      auto want = test::random_floats(static_cast<std::size_t>((to - from) * h), 82 + from);
+      auto got = want;
+      cpu.forward_tree(want.data(), to - from, known, cache, 0, &adapters);
+      device.forward_tree(got.data(), to - from, known, session, 0, &adapters);
+      expect_device_values(got, want, dtype, what + ": tree nodes from " + std::to_string(from));
+    }
+    const std::vector<std::int32_t> path = {0, 1, 4, 6};
+    cache.keep_path(path);
+    session.keep_path(path);
+    ASSERT_EQ(session.length(), cache.length());
+    auto want = test::random_floats(static_cast<std::size_t>(2 * h), 90);
+    auto got = want;
+    cpu.forward(want.data(), 2, cache, 0, nullptr, &adapters);
+    device.forward(got.data(), 2, session, 0, nullptr, &adapters);
+    expect_device_values(got, want, dtype, what + ": decoding after the kept path");
   }
 }
 

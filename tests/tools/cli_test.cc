@@ -504,8 +504,6 @@ TEST(Flags, DeviceIsListedCheckedAndAMissingGpuIsSaidInOneLine) {
   }
 
   expect_failure({"generate", "--model", model, "--device", "gpu"}, "unknown device \"gpu\": expected cpu, cuda or cuda:N");
-  expect_failure({"generate", "--model", model, "--device", "cuda", "--draft-ngram", "3"},
-                 "speculative decoding (token trees) runs on the CPU only");
   const auto r = run_sepal({"generate", "--model", model, "--device", "cuda:0", "--max-new-tokens", "4"});
   if (r.exit_code == 0) GTEST_SKIP() << "a GPU is usable here";
   EXPECT_EQ(r.exit_code, 1) << r.err;

@@ -1,9 +1,9 @@
 // `sepal generate`, `sepal perplexity` and `sepal tune` with --device cuda, as users run them on a
 // GPU node: every reference generation of ../shared/models/reference (f32, greedy) gives the
-// reference's ids, bf16 and int8 keep generating, int8's perplexity is within 1% of f32's, and
-// tuning's losses (deep prompts, LoRA, PEQA) are the CPU run's, as are the tuned adapters'
-// perplexities. Labelled gpu:
-// CI skips it; scripts/test.sh runs it where nvidia-smi sees a GPU.
+// reference's ids (with an n-gram draft's token trees too), bf16 and int8 keep generating, int8's
+// perplexity is within 1% of f32's, and tuning's losses (deep prompts, LoRA, PEQA) are the CPU
+// run's, as are the tuned adapters' perplexities. Labelled gpu: CI skips it; scripts/test.sh runs
+// it where nvidia-smi sees a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,6 +34,11 @@ TEST(GpuGenerate, ReproducesEveryReferenceGeneration) {
                                ref["prompt"], "--max-new-tokens", std::to_string(ref["max_new_tokens"].get<int>())});
     EXPECT_EQ(out["prompt_ids"], ref["prompt_ids"]);
     EXPECT_EQ(out["generated_ids"], ref["generated_ids"]);
+    // Speculative decoding (token trees on the GPU) gives the same text.
+    const json drafted = run_json({"generate", "--json", "--device", "cuda", "--draft-ngram", "3", "--model", model.string(),
+                                   "--prompt", ref["prompt"], "--max-new-tokens",
+                                   std::to_string(ref["max_new_tokens"].get<int>())});
+    EXPECT_EQ(drafted["generated_ids"], ref["generated_ids"]) << "with an n-gram draft";
     for (const char* dtype : {"bf16", "int8"}) {
       const json other = run_json({"generate", "--json", "--device", "cuda", "--dtype", dtype, "--model", model.string(),
                                    "--prompt", ref["prompt"], "--max-new-tokens", "24"});
