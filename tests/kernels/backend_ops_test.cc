@@ -253,6 +253,58 @@ TEST_F(BackendOps, AttentionOverTheCacheMatchesTheCpu) {
   }
 }
 
+// A token tree's attention (nodes after a sequence, grouped heads, ALiBi, a window with the
+// cache's first slots dropped, Gemma 2's caps), causal attention from such a cache, and
+// keep_path's moves.
+TEST_F(BackendOps, TokenTreeOpsMatchTheCpu) {
+  struct Case {
+    std::int64_t heads, kv_heads, head_dim, start, window, held_from;
+    bool alibi;
+    float softcap = 0.0f;
+  };
+  const std::vector<std::int32_t> parents = {-1, 0, 0, 1, 1, 2, 4};
+  const std::int64_t nodes = 7, first = 3, n = nodes - first;
+  for (const Case c : {Case{4, 2, 64, 20, 0, 0, false}, Case{6, 6, 80, 9, 0, 0, true}, Case{4, 1, 64, 40, 8, 30, false},
+                       Case{4, 2, 64, 12, 0, 0, false, 2.0f}}) {
+    const std::int64_t capacity = c.start + nodes - c.held_from + 2;
+    AttentionDims dims{c.heads, c.kv_heads, c.head_dim};
+    dims.softcap = c.softcap;
+    const std::size_t cache_size = static_cast<std::size_t>(c.kv_heads * capacity * c.head_dim);
+    const auto keys = random_floats(cache_size, 60), values = random_floats(cache_size, 61);
+    const auto q = random_floats(static_cast<std::size_t>(n * c.heads * c.head_dim), 62, 2.0f);
+    const std::vector<float> slopes = alibi_slopes(c.heads);
+    std::vector<float> want(q.size());
+    attention_tree(q.data(), first, n, c.start, parents.data(), keys.data(), values.data(), capacity, dims, want.data(),
+                   c.alibi ? slopes.data() : nullptr, c.window, c.held_from);
+    float* o = in(std::vector<float>(q.size()));
+    backend_->attention_tree(in(q), first, n, c.start, in(parents), in(keys), in(values), capacity, dims, o,
+                             c.alibi ? in(slopes) : nullptr, c.window, c.held_from);
+    expect_close(out(o, q.size()), want, 1e-5, "attention_tree heads=" + std::to_string(c.heads) + " start=" + std::to_string(c.start));
+    // The same cache read causally from its first slot's position (a window's kept rows).
+    std::vector<float> causal(static_cast<std::size_t>(2 * c.heads * c.head_dim));
+    attention_causal(q.data(), 2, c.start, keys.data(), values.data(), capacity, dims, causal.data(),
+                     c.alibi ? slopes.data() : nullptr, c.window, c.held_from);
+    float* co = in(std::vector<float>(causal.size()));
+    backend_->attention_causal(in(q), 2, c.start, in(keys), in(values), capacity, dims, co, c.alibi ? in(slopes) : nullptr,
+                               c.window, c.held_from);
+    expect_close(out(co, causal.size()), causal, 1e-5, "attention_causal from held_from=" + std::to_string(c.held_from));
+  }
+  // Rows 10 + path[i] move to 10 + i in each of 3 arrays of 24 rows.
+  const std::int64_t rows = 24, head_dim = 48;
+  const auto arrays = random_floats(static_cast<std::size_t>(3 * rows * head_dim), 63);
+  const std::vector<std::int32_t> path = {1, 2, 5, 7};
+  auto want = arrays;
+  for (std::int64_t a = 0; a < 3; ++a) {
+    for (std::size_t i = 0; i < path.size(); ++i) {
+      const auto from = want.begin() + (a * rows + 10 + path[i]) * head_dim;
+      std::copy(from, from + head_dim, want.begin() + (a * rows + 10 + static_cast<std::int64_t>(i)) * head_dim);
+    }
+  }
+  float* got = in(arrays);
+  backend_->keep_rows(got, 3, rows, head_dim, 10, path.data(), static_cast<std::int64_t>(path.size()));
+  EXPECT_EQ(out(got, arrays.size()), want) << "keep_rows";
+}
+
 // The training passes' ops (kernels/gradients.h): the products' input gradient at f32, bf16 and
 // int8, the norms', the activations', the rotations' and causal attention's (grouped heads, ALiBi,
 // a window, Gemma 2's scale and caps, heads of 64 and 80), and keys read back out of a cache.
