@@ -297,11 +297,10 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   EXPECT_EQ(device.new_cache(64).capacity(0), 64);
 }
 
-// A mixture of experts, Granite's residual multiplier and Cohere's parallel blocks have no device
-// kernels: refused in one line, the blocks still on the CPU.
-TEST(DeviceBlocks, MixturesOfExpertsGraniteAndCohereStayOnTheCpu) {
+// A mixture of experts and Cohere's parallel blocks have no device kernels: refused in one line,
+// the blocks still on the CPU.
+TEST(DeviceBlocks, MixturesOfExpertsAndCohereStayOnTheCpu) {
   for (const auto& [architecture, message] : {std::pair{"MixtralForCausalLM", "a mixture of experts (MixtralForCausalLM) runs on the CPU only"},
-                                              std::pair{"GraniteForCausalLM", "a residual multiplier (GraniteForCausalLM) runs on the CPU only"},
                                               std::pair{"CohereForCausalLM", "a parallel block with LayerNorms (CohereForCausalLM) runs on the CPU only"}}) {
     test::TempDir dir;
     SyntheticSpec spec;

@@ -60,7 +60,11 @@ inline std::vector<DeviceShape> device_shapes() {
   // GLM-4: half of each head rotating in adjacent pairs, q, k, v biases, gate and up fused, output norms.
   SyntheticSpec glm4 = llama;
   glm4.architecture = "Glm4ForCausalLM", glm4.seed = 18;
-  return {{"llama", llama}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
+  // Granite: its blocks' outputs join the stream times residual_multiplier, its scores times
+  // attention_multiplier.
+  SyntheticSpec granite = llama;
+  granite.architecture = "GraniteForCausalLM", granite.seed = 19;
+  return {{"llama", llama}, {"granite", granite}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
           {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
 }
 

@@ -58,7 +58,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   device_products(call, s.attn, w.o_proj, s.proj);
   device_adapt_product(call, Projection::kO, s.attn, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);
-  b.add_in_place(call.hidden, s.proj, n * h);
+  b.add_scaled_in_place(call.hidden, s.proj, c.residual_scale, n * h);  // Granite: times its multiplier
 
   x = input_of(w.post_attention_norm);
   device_products(call, x, w.gate_proj, s.gate);
@@ -69,7 +69,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   device_products(call, s.gate, w.down_proj, s.proj);
   device_adapt_product(call, Projection::kDown, s.gate, s.proj);
   if (c.output_norms) b.rmsnorm(s.proj, n, h, w.mlp_out_norm.data, eps, s.proj);
-  b.add_in_place(call.hidden, s.proj, n * h);
+  b.add_scaled_in_place(call.hidden, s.proj, c.residual_scale, n * h);  // Granite: times its multiplier
 }
 
 }  // namespace sepal

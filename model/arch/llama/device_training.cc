@@ -1,6 +1,6 @@
 // The Llama family's training pass on a device: training.cc's forward and input-gradient backward
 // in the backend's ops, op for op, each product adapted and its adapter's gradients taken (the
-// blocks a device takes: no experts, parallel blocks or residual multipliers).
+// blocks a device takes: no experts or parallel blocks).
 #include "model/arch/architectures.h"
 #include "model/arch/device_training_parts.h"
 
@@ -22,6 +22,12 @@ void add_input_grad(const DeviceTrainingCall& call, const DeviceVector& norm, co
     call.backend.rmsnorm_input_grad(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), d_out, d_out);
   }
   call.backend.add_in_place(grad, d_out, t * c.hidden_size);
+}
+
+// Granite: a block's outputs join the residual stream times residual_scale (training.cc's).
+void scale_residual(const DeviceTrainingCall& call, float* x) {
+  const ModelConfig& c = call.config;
+  if (c.residual_scale != 1.0f) call.backend.scale_in_place(x, c.residual_scale, call.pack.tokens * c.hidden_size);
 }
 
 // An output norm (Gemma 2, OLMo 2) of rows [t, hidden] in place, keeping its input in `raw`.
@@ -67,6 +73,7 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   device_training_adapt(call, Projection::kO, a.attn, hidden);
   if (c.attention_output_bias) b.add_bias(hidden, t, h, w.o_bias.data);
   if (c.output_norms) output_norm(call, w.attention_out_norm, hidden, a.o_raw);
+  scale_residual(call, hidden);
   b.add_in_place(hidden, a.input, t * h);
   b.copy(a.mid, hidden, t * h * 4);
 
@@ -80,6 +87,7 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   b.matmul(a.act, t, w.down_proj, hidden);
   device_training_adapt(call, Projection::kDown, a.act, hidden);
   if (c.output_norms) output_norm(call, w.mlp_out_norm, hidden, a.down_raw);
+  scale_residual(call, hidden);
   b.add_in_place(hidden, a.mid, t * h);
 }
 
@@ -94,6 +102,7 @@ void llama_device_training_backward(const DeviceTrainingCall& call, float* grad)
   // MLP (training.cc's comments): the down product's gradient, through its output norm, the
   // gated activation and the gate and up products, then the MLP's input norm.
   b.copy(a.d_product, grad, t * h * 4);
+  scale_residual(call, a.d_product);
   if (c.output_norms) b.rmsnorm_input_grad(a.down_raw, t, h, w.mlp_out_norm.data, eps, a.d_product, a.d_product);
   device_product_input_grad(call, Projection::kDown, a.act, a.d_product, a.d_act);
   b.gate_mul_input_grad(c.mlp_activation, a.gate, a.up, a.d_act, a.d_gate, a.d_up, t * inter);
@@ -104,6 +113,7 @@ void llama_device_training_backward(const DeviceTrainingCall& call, float* grad)
 
   // Attention.
   b.copy(a.d_product, grad, t * h * 4);
+  scale_residual(call, a.d_product);
   if (c.output_norms) b.rmsnorm_input_grad(a.o_raw, t, h, w.attention_out_norm.data, eps, a.d_product, a.d_product);
   device_product_input_grad(call, Projection::kO, a.attn, a.d_product, a.d_attn);
   device_packed_attention_backward(call);

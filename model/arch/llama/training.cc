@@ -33,8 +33,7 @@ void rotate_sequences(const TrainingCall& call, float* x, std::int64_t heads, bo
 
 // Granite: a block's outputs join the residual stream times residual_scale (x[i] *= it, in place).
 void scale_residual(const ModelConfig& c, float* x, std::int64_t count) {
-  if (c.residual_scale == 1.0f) return;
-  for (std::int64_t i = 0; i < count; ++i) x[i] *= c.residual_scale;
+  if (c.residual_scale != 1.0f) scale_in_place(x, c.residual_scale, count);
 }
 
 // The attention's or the MLP's input: rmsnorm(x), or x itself where the model has no input norms
