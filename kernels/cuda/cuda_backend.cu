@@ -194,6 +194,31 @@ constexpr int kAttentionWarps = 4;
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
 
+// One key of a warp's online softmax (each lane holding dimensions lane + 32 i of the query qr
+// and the sum acc): the key row kr's scaled, capped (Gemma 2) and biased (ALiBi's `bias`) score
+// joins the running maximum m and total l, and value row vr the sum.
+__device__ void online_softmax_step(const float* qr, const float* kr, const float* vr, int lane, int head_dim,
+                                    float scale, float softcap, float bias, float& m, float& l, float* acc) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < head_dim) s += qr[i] * kr[d];
+  }
+  s = warp_sum(s) * scale;
+  if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+  s += bias;
+  const float m_new = fmaxf(m, s);
+  const float keep = expf(m - m_new), e = expf(s - m_new);
+  l = l * keep + e;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    acc[i] = acc[i] * keep + (d < head_dim ? e * vr[d] : 0.0f);
+  }
+  m = m_new;
+}
+
 // Position p is at slot p - held_from of the arrays.
 __global__ void attention_kernel(const float* q, std::int64_t start, std::int64_t held_from, const float* keys,
                                  const float* values, std::int64_t capacity, int heads, int group, int head_dim,
@@ -216,26 +241,8 @@ __global__ void attention_kernel(const float* q, std::int64_t start, std::int64_
   }
   float m = -INFINITY, l = 0.0f;
   for (std::int64_t p = lowest + warp; p <= position; p += kAttentionWarps) {
-    const float* kr = k + (p - held_from) * head_dim;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < head_dim) s += qr[i] * kr[d];
-    }
-    s = warp_sum(s) * scale;
-    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);  // Gemma 2
-    s += slope * static_cast<float>(p);
-    const float m_new = fmaxf(m, s);
-    const float keep = expf(m - m_new), e = expf(s - m_new);
-    l = l * keep + e;
-    const float* vr = v + (p - held_from) * head_dim;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      acc[i] = acc[i] * keep + (d < head_dim ? e * vr[d] : 0.0f);
-    }
-    m = m_new;
+    online_softmax_step(qr, k + (p - held_from) * head_dim, v + (p - held_from) * head_dim, lane, head_dim, scale,
+                        softcap, slope * static_cast<float>(p), m, l, acc);
   }
   __shared__ float warp_max[kAttentionWarps], warp_total[kAttentionWarps], warp_acc[kAttentionWarps][kMaxHeadDim];
   if (lane == 0) warp_max[warp] = m, warp_total[warp] = l;
@@ -286,26 +293,8 @@ __global__ void attention_tree_kernel(const float* q, std::int64_t first, std::i
   float m = -INFINITY, l = 0.0f;
   // Key at position p in slot `slot`.
   const auto attend = [&](std::int64_t p, std::int64_t slot) {
-    const float* kr = k + slot * head_dim;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < head_dim) s += qr[i] * kr[d];
-    }
-    s = warp_sum(s) * scale;
-    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-    s += slope * static_cast<float>(p);
-    const float m_new = fmaxf(m, s);
-    const float keep = expf(m - m_new), e = expf(s - m_new);
-    l = l * keep + e;
-    const float* vr = v + slot * head_dim;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      acc[i] = acc[i] * keep + (d < head_dim ? e * vr[d] : 0.0f);
-    }
-    m = m_new;
+    online_softmax_step(qr, k + slot * head_dim, v + slot * head_dim, lane, head_dim, scale, softcap,
+                        slope * static_cast<float>(p), m, l, acc);
   };
   for (std::int64_t p = lowest; p < start; ++p) attend(p, p - held_from);
   std::int64_t d = depth;

@@ -33,13 +33,10 @@ TEST_P(DeviceBlocks, GiveTheCpuBlocksResultsStepByStep) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
   for (const DeviceShape& shape : device_shapes()) {
-    test::TempDir dir;
-    write_synthetic_checkpoint(shape.spec, dir.path());
-    const ModelConfig config = read_model_config(dir.path());
-    const Checkpoint checkpoint = Checkpoint::open(dir.path());
-    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    device.place_on(backend);
+    DevicePair pair(shape, dtype, backend);
+    const ModelConfig& config = pair.config;
+    const BlockStack& cpu = pair.cpu;
+    BlockStack& device = pair.device;
     EXPECT_EQ(device.device(), device_under_test());
     EXPECT_EQ(device.backend(), backend.get());
     EXPECT_EQ(device.weight_bytes(), cpu.weight_bytes());
@@ -110,13 +107,10 @@ TEST_P(DeviceBlocks, TokenTreesGiveTheCpuBlocksResults) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
   for (const DeviceShape& shape : device_shapes()) {
-    test::TempDir dir;
-    write_synthetic_checkpoint(shape.spec, dir.path());
-    const ModelConfig config = read_model_config(dir.path());
-    const Checkpoint checkpoint = Checkpoint::open(dir.path());
-    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    device.place_on(backend);
+    DevicePair pair(shape, dtype, backend);
+    const ModelConfig& config = pair.config;
+    const BlockStack& cpu = pair.cpu;
+    BlockStack& device = pair.device;
     const std::int64_t h = config.hidden_size, blocks = config.num_layers;
     const AdapterShape lora{AdapterMethod::kLora, 2, 4.0, {Projection::kQ, Projection::kDown}};
     const auto values = test::random_floats(static_cast<std::size_t>(blocks * lora.values_per_block(config)), 80, 0.05f);
@@ -210,18 +204,12 @@ TEST_P(DeviceBlocks, DeepPromptsAndAdaptersGiveTheCpuBlocksResults) {
   const DType dtype = GetParam();
   std::shared_ptr<Backend> backend = open_backend(device_under_test());
   for (const DeviceShape& shape : device_shapes()) {
-    test::TempDir dir;
-    write_synthetic_checkpoint(shape.spec, dir.path());
-    const ModelConfig config = read_model_config(dir.path());
-    const Checkpoint checkpoint = Checkpoint::open(dir.path());
-    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    device.place_on(backend);
+    DevicePair pair(shape, dtype, backend);
+    const ModelConfig& config = pair.config;
+    const BlockStack& cpu = pair.cpu;
+    BlockStack& device = pair.device;
     const std::int64_t first = 1, blocks = config.num_layers - 1, h = config.hidden_size;
-    std::vector<Projection> targets;
-    for (int p = 0; p < kProjections; ++p) {
-      if (block_has_projection(config, static_cast<Projection>(p))) targets.push_back(static_cast<Projection>(p));
-    }
+    const std::vector<Projection> targets = block_projections(config);
     std::vector<AdapterShape> kinds = {AdapterShape{AdapterMethod::kLora, 4, 8.0, targets}};
     if (dtype == DType::kI8) kinds.push_back(AdapterShape{AdapterMethod::kPeqa, 0, 0.0, targets});
     std::vector<std::vector<float>> values;

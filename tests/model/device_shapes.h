@@ -10,8 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/device.h"
 #include "kernels/dtype.h"
+#include "model/block_adapters.h"
+#include "model/block_stack.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
 #include "model/synthetic_checkpoint.h"
 #include "tests/test_util.h"
 
@@ -66,6 +71,32 @@ inline std::vector<DeviceShape> device_shapes() {
   granite.architecture = "GraniteForCausalLM", granite.seed = 19;
   return {{"llama", llama}, {"granite", granite}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
           {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
+}
+
+/// A shape's synthetic model, its blocks loaded twice at `dtype`: on the CPU, and placed on
+/// `backend`.
+struct DevicePair {
+  test::TempDir dir;
+  ModelConfig config;
+  Checkpoint checkpoint;
+  const BlockStack cpu;
+  BlockStack device;
+  DevicePair(const DeviceShape& shape, DType dtype, std::shared_ptr<Backend> backend)
+      : config((write_synthetic_checkpoint(shape.spec, dir.path()), read_model_config(dir.path()))),
+        checkpoint(Checkpoint::open(dir.path())),
+        cpu(BlockStack::load(checkpoint, config, 0, config.num_layers, dtype)),
+        device(BlockStack::load(checkpoint, config, 0, config.num_layers, dtype)) {
+    device.place_on(std::move(backend));
+  }
+};
+
+/// Every projection blocks of `config` have: the targets an adapter may take.
+inline std::vector<Projection> block_projections(const ModelConfig& config) {
+  std::vector<Projection> targets;
+  for (int p = 0; p < kProjections; ++p) {
+    if (block_has_projection(config, static_cast<Projection>(p))) targets.push_back(static_cast<Projection>(p));
+  }
+  return targets;
 }
 
 /// Values a device gave against the CPU's: the same bits on the CPU backend; on a GPU within a

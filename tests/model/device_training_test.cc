@@ -29,13 +29,10 @@ TEST_P(DeviceTraining, PassesGiveTheCpuPassesResults) {
   std::int64_t tokens = 0;
   for (const std::int64_t n : lengths) tokens += n;
   for (const DeviceShape& shape : device_shapes()) {
-    test::TempDir dir;
-    write_synthetic_checkpoint(shape.spec, dir.path());
-    const ModelConfig config = read_model_config(dir.path());
-    const Checkpoint checkpoint = Checkpoint::open(dir.path());
-    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    device.place_on(backend);
+    DevicePair pair(shape, dtype, backend);
+    const ModelConfig& config = pair.config;
+    const BlockStack& cpu = pair.cpu;
+    BlockStack& device = pair.device;
     const std::int64_t h = config.hidden_size;
     // The whole stack with deep prompts at positions 1 and 2, then its last blocks without.
     const auto values = test::random_floats(static_cast<std::size_t>(config.num_layers * 2 * h), 3, 0.5f);
@@ -71,18 +68,12 @@ TEST_P(DeviceTraining, PassesWithAdaptersGiveTheCpuPassesResults) {
   const std::vector<std::int64_t> lengths = {6, 11};
   const std::int64_t tokens = 17;
   for (const DeviceShape& shape : device_shapes()) {
-    test::TempDir dir;
-    write_synthetic_checkpoint(shape.spec, dir.path());
-    const ModelConfig config = read_model_config(dir.path());
-    const Checkpoint checkpoint = Checkpoint::open(dir.path());
-    const BlockStack cpu = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    BlockStack device = BlockStack::load(checkpoint, config, 0, config.num_layers, dtype);
-    device.place_on(backend);
+    DevicePair pair(shape, dtype, backend);
+    const ModelConfig& config = pair.config;
+    const BlockStack& cpu = pair.cpu;
+    BlockStack& device = pair.device;
     const std::int64_t first = 1, blocks = config.num_layers - 1, h = config.hidden_size;
-    std::vector<Projection> targets;
-    for (int p = 0; p < kProjections; ++p) {
-      if (block_has_projection(config, static_cast<Projection>(p))) targets.push_back(static_cast<Projection>(p));
-    }
+    const std::vector<Projection> targets = block_projections(config);
     std::vector<AdapterShape> kinds = {AdapterShape{AdapterMethod::kLora, 3, 6.0, targets}};
     if (dtype == DType::kI8) kinds.push_back(AdapterShape{AdapterMethod::kPeqa, 0, 0.0, targets});
     for (const AdapterShape& kind : kinds) {
