@@ -69,6 +69,10 @@ class Backend {
   virtual void rmsnorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps, float* y) = 0;
   virtual void layernorm(const float* x, std::int64_t n, std::int64_t dim, const float* weight, const float* bias,
                          float eps, float* y) = 0;
+  /// layernorm without a bias of each head of rows [n, heads, head_dim], head h with weights
+  /// [h · head_dim, (h + 1) · head_dim) (Cohere's q and k norms); y may be x.
+  virtual void layernorm_heads(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                               const float* weights, float eps, float* y) = 0;
   virtual void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) = 0;
   virtual void add_in_place(float* y, const float* x, std::int64_t count) = 0;
   /// kernels/activation.h: add_scaled_in_place (LoRA's update) and scale_by_one_plus (PEQA's scales).
@@ -132,6 +136,9 @@ class Backend {
                                   const float* dy, float* dx) = 0;
   virtual void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                                     const float* dy, float* dx) = 0;
+  /// layernorm_heads' input gradient (dx may be dy).
+  virtual void layernorm_heads_input_grad(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                          const float* weights, float eps, const float* dy, float* dx) = 0;
   virtual void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) = 0;
   virtual void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                                    std::int64_t count) = 0;

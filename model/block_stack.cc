@@ -62,9 +62,9 @@ BlockStack BlockStack::load(const Checkpoint& checkpoint, const ModelConfig& con
 void BlockStack::place_on(std::shared_ptr<Backend> backend) {
   SEPAL_CHECK(backend && !device_, "blocks placed twice");
   if (kv_dtype_ != DType::kF32) fail("key/value caches on a device are f32; ", dtype_name(kv_dtype_), " caches are CPU only");
-  if (config_.mixture_of_experts() || config_.parallel_block) {
-    fail(config_.mixture_of_experts() ? "a mixture of experts (" : "a parallel block with LayerNorms (",
-         config_.architecture, ") runs on the CPU only; its blocks cannot go on ", device_name(backend->info().device));
+  if (config_.mixture_of_experts()) {
+    fail("a mixture of experts (", config_.architecture, ") runs on the CPU only; its blocks cannot go on ",
+         device_name(backend->info().device));
   }
   device_ = std::make_shared<const DeviceBlockStack>(config_, first_, blocks_, inv_freq_, alibi_, std::move(backend));
   blocks_.clear();

@@ -50,6 +50,19 @@ class CpuBackend final : public Backend {
                  float* y) override {
     sepal::layernorm(x, n, dim, weight, bias, eps, y);
   }
+  void layernorm_heads(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, const float* weights,
+                       float eps, float* y) override {
+    for (std::int64_t r = 0; r < n * heads; ++r) {  // one row of one head at a time, as model/arch/block_parts.cc
+      sepal::layernorm(x + r * head_dim, 1, head_dim, weights + (r % heads) * head_dim, nullptr, eps, y + r * head_dim);
+    }
+  }
+  void layernorm_heads_input_grad(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                  const float* weights, float eps, const float* dy, float* dx) override {
+    for (std::int64_t r = 0; r < n * heads; ++r) {
+      sepal::layernorm_input_grad(x + r * head_dim, 1, head_dim, weights + (r % heads) * head_dim, eps, dy + r * head_dim,
+                                  dx + r * head_dim);
+    }
+  }
   void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) override {
     sepal::add_bias(rows, n, dim, bias);
   }

@@ -96,11 +96,13 @@ __global__ void rmsnorm_kernel(const float* x, std::int64_t dim, const float* we
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[i] = in[i] * scale * weight[i];
 }
 
-// In double, as the CPU's.
-__global__ void layernorm_kernel(const float* x, std::int64_t dim, const float* weight, const float* bias, float eps,
-                                 float* y) {
+// In double, as the CPU's; block b normalises row b with weights (b % heads) · dim on (one set
+// for heads = 1); bias may be null.
+__global__ void layernorm_kernel(const float* x, std::int64_t dim, std::int64_t heads, const float* weight,
+                                 const float* bias, float eps, float* y) {
   const float* in = x + blockIdx.x * dim;
   float* out = y + blockIdx.x * dim;
+  weight += (blockIdx.x % heads) * dim;
   double sum = 0.0;
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += in[i];
   const double mean = block_sum(sum) / static_cast<double>(dim);
@@ -108,7 +110,7 @@ __global__ void layernorm_kernel(const float* x, std::int64_t dim, const float* 
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) squares += (in[i] - mean) * (in[i] - mean);
   const double inv = 1.0 / sqrt(block_sum(squares) / static_cast<double>(dim) + eps);
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    out[i] = static_cast<float>((in[i] - mean) * inv) * weight[i] + bias[i];
+    out[i] = static_cast<float>((in[i] - mean) * inv) * weight[i] + (bias ? bias[i] : 0.0f);
   }
 }
 
@@ -434,8 +436,20 @@ class CudaBackend final : public Backend {
                  float* y) override {
     if (n <= 0) return;
     enter();
-    layernorm_kernel<<<static_cast<unsigned>(n), kThreads>>>(x, dim, weight, bias, eps, y);
+    layernorm_kernel<<<static_cast<unsigned>(n), kThreads>>>(x, dim, 1, weight, bias, eps, y);
     launched();
+  }
+  void layernorm_heads(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim, const float* weights,
+                       float eps, float* y) override {
+    if (n * heads <= 0) return;
+    enter();
+    layernorm_kernel<<<static_cast<unsigned>(n * heads), kThreads>>>(x, head_dim, heads, weights, nullptr, eps, y);
+    launched();
+  }
+  void layernorm_heads_input_grad(const float* x, std::int64_t n, std::int64_t heads, std::int64_t head_dim,
+                                  const float* weights, float eps, const float* dy, float* dx) override {
+    enter();
+    cuda::layernorm_input_grad(x, n * heads, head_dim, heads, weights, eps, dy, dx);
   }
   void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias) override {
     if (n * dim <= 0) return;
@@ -595,7 +609,7 @@ class CudaBackend final : public Backend {
   void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                             const float* dy, float* dx) override {
     enter();
-    cuda::layernorm_input_grad(x, n, dim, weight, eps, dy, dx);
+    cuda::layernorm_input_grad(x, n, dim, 1, weight, eps, dy, dx);
   }
   void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) override {
     enter();

@@ -65,8 +65,9 @@ __global__ void rmsnorm_grad_kernel(const float* x, std::int64_t dim, const floa
 }
 
 // One block per row, in double: dx = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)), ĝ = dy · weight.
-__global__ void layernorm_grad_kernel(const float* x, std::int64_t dim, const float* weight, float eps, const float* dy,
-                                      float* dx) {
+__global__ void layernorm_grad_kernel(const float* x, std::int64_t dim, std::int64_t heads, const float* weight,
+                                      float eps, const float* dy, float* dx) {
+  weight += (blockIdx.x % heads) * dim;
   const float* in = x + blockIdx.x * dim;
   const float* g = dy + blockIdx.x * dim;
   float* out = dx + blockIdx.x * dim;
@@ -323,11 +324,11 @@ void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const 
   launched();
 }
 
-void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
-                          const float* dy, float* dx) {
-  SEPAL_CHECK(dim > 0);
+void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, std::int64_t heads, const float* weight,
+                          float eps, const float* dy, float* dx) {
+  SEPAL_CHECK(dim > 0 && heads > 0);
   if (n <= 0) return;
-  layernorm_grad_kernel<<<static_cast<unsigned>(n), kThreads>>>(x, dim, weight, eps, dy, dx);
+  layernorm_grad_kernel<<<static_cast<unsigned>(n), kThreads>>>(x, dim, heads, weight, eps, dy, dx);
   launched();
 }
 

@@ -37,8 +37,9 @@ void add_column_dots(const float* a, const float* b, std::int64_t n, std::int64_
 void scale_in_place(float* x, float scale, std::int64_t count);
 void rmsnorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
                         const float* dy, float* dx);
-void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, const float* weight, float eps,
-                          const float* dy, float* dx);
+/// Rows of `dim`, row r with weights (r % heads) · dim on (one set for heads = 1).
+void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, std::int64_t heads, const float* weight,
+                          float eps, const float* dy, float* dx);
 void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count);
 /// silu_mul_input_grad, or (`gelu`) gelu_tanh_mul_input_grad.
 void gate_mul_input_grad(bool gelu, const float* gate, const float* up, const float* dout, float* dgate, float* dup,

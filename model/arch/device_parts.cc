@@ -4,6 +4,44 @@
 
 namespace sepal {
 
+void device_family_norm(Backend& b, const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim,
+                        const float* weight, float* y) {
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (c.layer_norms) return b.layernorm(x, n, dim, weight, nullptr, eps, y);
+  b.rmsnorm(x, n, dim, weight, eps, y);
+}
+
+void device_family_norm_input_grad(Backend& b, const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim,
+                                   const float* weight, const float* dy, float* dx) {
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (c.layer_norms) return b.layernorm_input_grad(x, n, dim, weight, eps, dy, dx);
+  b.rmsnorm_input_grad(x, n, dim, weight, eps, dy, dx);
+}
+
+void device_qk_norms(Backend& b, const ModelConfig& c, const DeviceBlockWeights& w, std::int64_t rows, float* q, float* k) {
+  if (c.qk_norm_per_head_weights) {  // Cohere: each head's LayerNorm with its own weights
+    SEPAL_CHECK(c.layer_norms, "per-head q and k norms are LayerNorms");
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    b.layernorm_heads(q, rows, c.num_heads, c.head_dim, w.q_norm.data, eps, q);
+    b.layernorm_heads(k, rows, c.num_kv_heads, c.head_dim, w.k_norm.data, eps, k);
+    return;
+  }
+  device_family_norm(b, c, q, rows * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, q);
+  device_family_norm(b, c, k, rows * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, k);
+}
+
+void device_qk_norms_input_grad(Backend& b, const ModelConfig& c, const DeviceBlockWeights& w, std::int64_t rows,
+                                const float* q_raw, const float* k_raw, float* dq, float* dk) {
+  if (c.qk_norm_per_head_weights) {
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    b.layernorm_heads_input_grad(q_raw, rows, c.num_heads, c.head_dim, w.q_norm.data, eps, dq, dq);
+    b.layernorm_heads_input_grad(k_raw, rows, c.num_kv_heads, c.head_dim, w.k_norm.data, eps, dk, dk);
+    return;
+  }
+  device_family_norm_input_grad(b, c, q_raw, rows * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, dq, dq);
+  device_family_norm_input_grad(b, c, k_raw, rows * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, dk, dk);
+}
+
 const DeviceMatrix& device_projection(const DeviceBlockWeights& w, Projection p) {
   switch (p) {
     case Projection::kQ: return w.q_proj;

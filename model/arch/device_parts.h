@@ -57,6 +57,18 @@ struct DeviceBlockCall {
   std::int64_t tree_first = 0;
 };
 
+/// The config's norm (block_parts.h: family_norm; Cohere's LayerNorm without a bias, else RMSNorm)
+/// of rows [n, dim] on a device, and its input gradient; y (dx) may be x (dy).
+void device_family_norm(Backend& b, const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim,
+                        const float* weight, float* y);
+void device_family_norm_input_grad(Backend& b, const ModelConfig& c, const float* x, std::int64_t n, std::int64_t dim,
+                                   const float* weight, const float* dy, float* dx);
+/// block_parts.h's qk_norms of q [rows, q_size] and k [rows, kv_size] in place, and their input
+/// gradient (dq and dk in place; q_raw and k_raw what the norms read).
+void device_qk_norms(Backend& b, const ModelConfig& c, const DeviceBlockWeights& w, std::int64_t rows, float* q, float* k);
+void device_qk_norms_input_grad(Backend& b, const ModelConfig& c, const DeviceBlockWeights& w, std::int64_t rows,
+                                const float* q_raw, const float* k_raw, float* dq, float* dk);
+
 /// Projection p's weights in a block on a device.
 const DeviceMatrix& device_projection(const DeviceBlockWeights& w, Projection p);
 

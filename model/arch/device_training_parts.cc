@@ -20,7 +20,8 @@ std::vector<std::pair<float**, std::int64_t>> layout(DeviceActivations& a, const
   if (backward) {
     const std::pair<float**, std::int64_t> more[] = {
         {&a.d_product, h}, {&a.d_act, inter}, {&a.d_gate, bloom ? 0 : inter}, {&a.d_up, inter}, {&a.d_norm, h},
-        {&a.part, h},      {&a.d_attn, q},    {&a.dq, q},  {&a.dk_heads, kv},  {&a.dv_heads, kv}, {&a.dk, kv}, {&a.dv, kv}};
+        {&a.part, h},      {&a.d_attn, q},    {&a.dq, q},  {&a.dk_heads, kv},  {&a.dv_heads, kv}, {&a.dk, kv}, {&a.dv, kv},
+        {&a.mlp_d_norm, c.parallel_block ? h : 0}};
     buffers.insert(buffers.end(), std::begin(more), std::end(more));
   }
   if (adapters) {

@@ -26,7 +26,8 @@ struct DeviceActivations {
         *v_rows = nullptr, *q_raw = nullptr, *k_raw = nullptr, *o_raw = nullptr, *down_raw = nullptr;
   // backward scratch
   float *d_product = nullptr, *d_act = nullptr, *d_gate = nullptr, *d_up = nullptr, *d_norm = nullptr, *part = nullptr,
-        *d_attn = nullptr, *dq = nullptr, *dk_heads = nullptr, *dv_heads = nullptr, *dk = nullptr, *dv = nullptr;
+        *d_attn = nullptr, *dq = nullptr, *dk_heads = nullptr, *dv_heads = nullptr, *dk = nullptr, *dv = nullptr,
+        *mlp_d_norm = nullptr;  // Cohere's parallel block: the MLP's input gradient
   // adapters' scratch (model/arch/device_parts.h: device_apply_adapter, device_adapter_backward)
   float *lora_u = nullptr, *lora_g = nullptr, *adapter_wide = nullptr, *adapter_base = nullptr, *adapter_own = nullptr;
   std::int64_t* positions = nullptr;  ///< each token's position in its sequence (Packing::positions)

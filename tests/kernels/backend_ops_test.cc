@@ -130,6 +130,20 @@ TEST_F(BackendOps, NormsAndElementWiseOpsMatchTheCpu) {
     backend_->layernorm(in(x), n, dim, in(weight), in(bias), 1e-5f, y);
     expect_close(out(y, x.size()), want, 1e-6, "layernorm");
   }
+  {  // without a bias, and each of 5 heads of 60 values with its own weights (Cohere's norms)
+    std::vector<float> want(x.size());
+    layernorm(x.data(), n, dim, weight.data(), nullptr, 1e-5f, want.data());
+    float* y = in(std::vector<float>(x.size()));
+    backend_->layernorm(in(x), n, dim, in(weight), nullptr, 1e-5f, y);
+    expect_close(out(y, x.size()), want, 1e-6, "layernorm without a bias");
+    auto heads = x;
+    for (std::int64_t r = 0; r < n * 5; ++r) {
+      layernorm(x.data() + r * 60, 1, 60, weight.data() + (r % 5) * 60, nullptr, 1e-5f, heads.data() + r * 60);
+    }
+    float* z = in(x);
+    backend_->layernorm_heads(z, n, 5, 60, in(weight), 1e-5f, z);
+    expect_close(out(z, x.size()), heads, 1e-6, "layernorm_heads");
+  }
   {
     auto want = x;
     add_bias(want.data(), n, dim, bias.data());
@@ -364,6 +378,16 @@ TEST_F(BackendOps, TrainingOpsMatchTheCpu) {
     float* g = in(dy);
     backend_->layernorm_input_grad(in(x), n, dim, in(weight), 1e-5f, g, g);
     expect_close(out(g, x.size()), want, 1e-5, "layernorm_input_grad");
+  }
+  {
+    std::vector<float> want(x.size());
+    for (std::int64_t r = 0; r < n * 5; ++r) {
+      layernorm_input_grad(x.data() + r * 60, 1, 60, weight.data() + (r % 5) * 60, 1e-5f, dy.data() + r * 60,
+                           want.data() + r * 60);
+    }
+    float* g = in(dy);
+    backend_->layernorm_heads_input_grad(in(x), n, 5, 60, in(weight), 1e-5f, g, g);
+    expect_close(out(g, x.size()), want, 1e-5, "layernorm_heads_input_grad");
   }
   {
     std::vector<float> want(x.size());

@@ -285,16 +285,15 @@ TEST(DeviceBlocks, ASessionLongerThanTheModelAllowsIsRefused) {
   EXPECT_EQ(device.new_cache(64).capacity(0), 64);
 }
 
-// A mixture of experts and Cohere's parallel blocks have no device kernels: refused in one line,
-// the blocks still on the CPU.
-TEST(DeviceBlocks, MixturesOfExpertsAndCohereStayOnTheCpu) {
+// A mixture of experts has no device kernels: refused in one line, the blocks still on the CPU.
+TEST(DeviceBlocks, MixturesOfExpertsStayOnTheCpu) {
   for (const auto& [architecture, message] : {std::pair{"MixtralForCausalLM", "a mixture of experts (MixtralForCausalLM) runs on the CPU only"},
-                                              std::pair{"CohereForCausalLM", "a parallel block with LayerNorms (CohereForCausalLM) runs on the CPU only"}}) {
+                                              std::pair{"GraniteMoeForCausalLM", "a mixture of experts (GraniteMoeForCausalLM) runs on the CPU only"}}) {
     test::TempDir dir;
     SyntheticSpec spec;
     spec.architecture = architecture;
     spec.hidden_size = 64, spec.intermediate_size = 96, spec.num_layers = 1, spec.num_heads = 2, spec.num_kv_heads = 2;
-    if (spec.architecture == "MixtralForCausalLM") spec.num_experts = 4;
+    spec.num_experts = 4;
     write_synthetic_checkpoint(spec, dir.path());
     const ModelConfig config = read_model_config(dir.path());
     BlockStack blocks = BlockStack::load(Checkpoint::open(dir.path()), config, 0, 1, DType::kF32);

@@ -69,7 +69,13 @@ inline std::vector<DeviceShape> device_shapes() {
   // attention_multiplier.
   SyntheticSpec granite = llama;
   granite.architecture = "GraniteForCausalLM", granite.seed = 19;
-  return {{"llama", llama}, {"granite", granite}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
+  // Cohere: LayerNorms without biases, each head's own q and k norm, the attention and the MLP on
+  // one norm, RoPE over adjacent pairs; Cohere 2 without q and k norms, a window on most blocks.
+  SyntheticSpec cohere = llama;
+  cohere.architecture = "CohereForCausalLM", cohere.head_dim = 32, cohere.seed = 20;
+  SyntheticSpec cohere2 = llama;
+  cohere2.architecture = "Cohere2ForCausalLM", cohere2.sliding_window = 6, cohere2.seed = 21;
+  return {{"llama", llama}, {"granite", granite}, {"cohere", cohere}, {"cohere2", cohere2}, {"qwen2", qwen}, {"qwen3", qwen3}, {"mistral", mistral}, {"gemma", gemma}, {"gemma2", gemma2},
           {"gemma3", gemma3}, {"phi4-mini", phi4}, {"olmo2", olmo2}, {"olmo3", olmo3}, {"glm4", glm4}, {"bloom", bloom}};
 }
 

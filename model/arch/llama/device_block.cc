@@ -11,12 +11,11 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   Backend& b = call.backend;
   const DeviceScratch& s = call.scratch;
   const std::int64_t n = call.n, h = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
   // The attention's and the MLP's input: the normalised stream, or (OLMo 2) the stream itself.
   const auto input_of = [&](const DeviceVector& norm) -> float* {
     if (!c.input_norms) return call.hidden;
-    b.rmsnorm(call.hidden, n, h, norm.data, eps, s.normed);
+    device_family_norm(b, c, call.hidden, n, h, norm.data, s.normed);
     return s.normed;
   };
   float* x = input_of(w.input_norm);
@@ -31,10 +30,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
     b.add_bias(s.k, n, c.kv_size(), w.k_bias.data);
     b.add_bias(s.v, n, c.kv_size(), w.v_bias.data);
   }
-  if (c.qk_norm) {
-    b.rmsnorm(s.q, n * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, s.q);
-    b.rmsnorm(s.k, n * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, s.k);
-  }
+  if (c.qk_norm) device_qk_norms(b, c, w, n, s.q, s.k);
   if (c.rotates(w.layer)) {
     const double magnitude = c.rope_magnitude(w.layer);
     // The config's layout: halves, or adjacent pairs (GLM).
@@ -57,10 +53,10 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   device_store_and_attend(call);
   device_products(call, s.attn, w.o_proj, s.proj);
   device_adapt_product(call, Projection::kO, s.attn, s.proj);
-  if (c.output_norms) b.rmsnorm(s.proj, n, h, w.attention_out_norm.data, eps, s.proj);
+  if (c.output_norms) device_family_norm(b, c, s.proj, n, h, w.attention_out_norm.data, s.proj);
   b.add_scaled_in_place(call.hidden, s.proj, c.residual_scale, n * h);  // Granite: times its multiplier
 
-  x = input_of(w.post_attention_norm);
+  if (!c.parallel_block) x = input_of(w.post_attention_norm);  // Cohere: the MLP reads the attention's norm
   device_products(call, x, w.gate_proj, s.gate);
   device_products(call, x, w.up_proj, s.up);
   device_adapt_product(call, Projection::kGate, x, s.gate);
@@ -68,7 +64,7 @@ void llama_device_block_forward(const DeviceBlockCall& call) {
   b.gate_mul(c.mlp_activation, s.gate, s.up, n * c.intermediate_size);
   device_products(call, s.gate, w.down_proj, s.proj);
   device_adapt_product(call, Projection::kDown, s.gate, s.proj);
-  if (c.output_norms) b.rmsnorm(s.proj, n, h, w.mlp_out_norm.data, eps, s.proj);
+  if (c.output_norms) device_family_norm(b, c, s.proj, n, h, w.mlp_out_norm.data, s.proj);
   b.add_scaled_in_place(call.hidden, s.proj, c.residual_scale, n * h);  // Granite: times its multiplier
 }
 

@@ -1,6 +1,6 @@
 // The Llama family's training pass on a device: training.cc's forward and input-gradient backward
 // in the backend's ops, op for op, each product adapted and its adapter's gradients taken (the
-// blocks a device takes: no experts or parallel blocks).
+// blocks a device takes: no experts).
 #include "model/arch/architectures.h"
 #include "model/arch/device_training_parts.h"
 
@@ -12,15 +12,13 @@ namespace {
 void input_forward(const DeviceTrainingCall& call, const DeviceVector& norm, const float* x, float* out) {
   const ModelConfig& c = call.config;
   const std::int64_t t = call.pack.tokens;
-  if (c.input_norms) call.backend.rmsnorm(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), out);
+  if (c.input_norms) device_family_norm(call.backend, c, x, t, c.hidden_size, norm.data, out);
   else call.backend.copy(out, x, t * c.hidden_size * 4);
 }
 void add_input_grad(const DeviceTrainingCall& call, const DeviceVector& norm, const float* x, float* d_out, float* grad) {
   const ModelConfig& c = call.config;
   const std::int64_t t = call.pack.tokens;
-  if (c.input_norms) {
-    call.backend.rmsnorm_input_grad(x, t, c.hidden_size, norm.data, static_cast<float>(c.rms_norm_eps), d_out, d_out);
-  }
+  if (c.input_norms) device_family_norm_input_grad(call.backend, c, x, t, c.hidden_size, norm.data, d_out, d_out);
   call.backend.add_in_place(grad, d_out, t * c.hidden_size);
 }
 
@@ -35,7 +33,7 @@ void output_norm(const DeviceTrainingCall& call, const DeviceVector& norm, float
   const ModelConfig& c = call.config;
   const std::int64_t t = call.pack.tokens, h = c.hidden_size;
   call.backend.copy(raw, rows, t * h * 4);
-  call.backend.rmsnorm(rows, t, h, norm.data, static_cast<float>(c.rms_norm_eps), rows);
+  device_family_norm(call.backend, c, rows, t, h, norm.data, rows);
 }
 
 }  // namespace
@@ -46,7 +44,6 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   const DeviceActivations& a = call.a;
   Backend& b = call.backend;
   const std::int64_t t = call.pack.tokens, h = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   b.copy(a.input, hidden, t * h * 4);
   input_forward(call, w.input_norm, hidden, a.normed1);
   b.matmul(a.normed1, t, w.q_proj, a.q);
@@ -63,8 +60,7 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   if (c.qk_norm) {
     b.copy(a.q_raw, a.q, t * c.q_size() * 4);
     b.copy(a.k_raw, a.k_rows, t * c.kv_size() * 4);
-    b.rmsnorm(a.q, t * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, a.q);
-    b.rmsnorm(a.k_rows, t * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, a.k_rows);
+    device_qk_norms(b, c, w, t, a.q, a.k_rows);
   }
   device_rotate_sequences(call, a.q, c.num_heads, false);
   device_rotate_sequences(call, a.k_rows, c.num_kv_heads, false);
@@ -77,7 +73,11 @@ void llama_device_training_forward(const DeviceTrainingCall& call, float* hidden
   b.add_in_place(hidden, a.input, t * h);
   b.copy(a.mid, hidden, t * h * 4);
 
-  input_forward(call, w.post_attention_norm, hidden, a.normed2);
+  if (c.parallel_block) {  // Cohere: the MLP reads the attention's input norm
+    b.copy(a.normed2, a.normed1, t * h * 4);
+  } else {
+    input_forward(call, w.post_attention_norm, hidden, a.normed2);
+  }
   b.matmul(a.normed2, t, w.gate_proj, a.gate);
   b.matmul(a.normed2, t, w.up_proj, a.up);
   device_training_adapt(call, Projection::kGate, a.normed2, a.gate);
@@ -97,33 +97,33 @@ void llama_device_training_backward(const DeviceTrainingCall& call, float* grad)
   const DeviceActivations& a = call.a;
   Backend& b = call.backend;
   const std::int64_t t = call.pack.tokens, h = c.hidden_size, inter = c.intermediate_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
   // MLP (training.cc's comments): the down product's gradient, through its output norm, the
   // gated activation and the gate and up products, then the MLP's input norm.
   b.copy(a.d_product, grad, t * h * 4);
   scale_residual(call, a.d_product);
-  if (c.output_norms) b.rmsnorm_input_grad(a.down_raw, t, h, w.mlp_out_norm.data, eps, a.d_product, a.d_product);
+  if (c.output_norms) device_family_norm_input_grad(b, c, a.down_raw, t, h, w.mlp_out_norm.data, a.d_product, a.d_product);
   device_product_input_grad(call, Projection::kDown, a.act, a.d_product, a.d_act);
   b.gate_mul_input_grad(c.mlp_activation, a.gate, a.up, a.d_act, a.d_gate, a.d_up, t * inter);
   device_product_input_grad(call, Projection::kGate, a.normed2, a.d_gate, a.d_norm);
   device_product_input_grad(call, Projection::kUp, a.normed2, a.d_up, a.part);
   b.add_in_place(a.d_norm, a.part, t * h);
-  add_input_grad(call, w.post_attention_norm, a.mid, a.d_norm, grad);  // now d loss / d mid
+  // Cohere's parallel block: the MLP's input gradient goes to the attention's input norm, and the
+  // gradient at mid stays the output's.
+  if (c.parallel_block) b.copy(a.mlp_d_norm, a.d_norm, t * h * 4);
+  else add_input_grad(call, w.post_attention_norm, a.mid, a.d_norm, grad);  // now d loss / d mid
 
   // Attention.
   b.copy(a.d_product, grad, t * h * 4);
   scale_residual(call, a.d_product);
-  if (c.output_norms) b.rmsnorm_input_grad(a.o_raw, t, h, w.attention_out_norm.data, eps, a.d_product, a.d_product);
+  if (c.output_norms) device_family_norm_input_grad(b, c, a.o_raw, t, h, w.attention_out_norm.data, a.d_product, a.d_product);
   device_product_input_grad(call, Projection::kO, a.attn, a.d_product, a.d_attn);
   device_packed_attention_backward(call);
   device_rotate_sequences(call, a.dq, c.num_heads, true);
   device_rotate_sequences(call, a.dk, c.num_kv_heads, true);
-  if (c.qk_norm) {
-    b.rmsnorm_input_grad(a.q_raw, t * c.q_size() / c.q_norm_width(), c.q_norm_width(), w.q_norm.data, eps, a.dq, a.dq);
-    b.rmsnorm_input_grad(a.k_raw, t * c.kv_size() / c.k_norm_width(), c.k_norm_width(), w.k_norm.data, eps, a.dk, a.dk);
-  }
+  if (c.qk_norm) device_qk_norms_input_grad(b, c, w, t, a.q_raw, a.k_raw, a.dq, a.dk);
   device_qkv_input_grad(call);
+  if (c.parallel_block) b.add_in_place(a.d_norm, a.mlp_d_norm, t * h);
   add_input_grad(call, w.input_norm, a.input, a.d_norm, grad);
 }
 
