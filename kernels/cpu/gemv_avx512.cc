@@ -1,17 +1,26 @@
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma. f32 rows, and bf16 rows widened
 // to f32 (exact: a bf16 is the top half of an f32). Blocks of 16 rows, each row read from start to
-// end, so a thread's slice is one stream in memory order, which the hardware prefetcher follows;
-// four accumulators per token against the FMA latency; the 16 rows' accumulators are reduced
-// together into one vector of outputs.
-// bf16 rows also get a software prefetch 2 KiB ahead: a bf16 load brings in 32 bytes where an f32
-// one brings 64, so the instructions in flight cover half the bytes and the demand misses alone
-// kept fewer lines coming (decode on the 110M shape 0.51 to 0.57 of the roofline without it, 0.66
-// to 0.75 with it; 1.3 to 1.7 times the tokens/s on the 1.1B shape). For f32 it changed nothing
-// measurable (1.1B shape, same run) or was slower (0.86 of the bandwidth, an earlier run).
+// end, so a thread's slice is one stream in memory order; four accumulators per token against the
+// FMA latency; the 16 rows' accumulators are reduced together into one vector of outputs.
+//
+// Both are bound by how many lines are on their way from memory, not by arithmetic:
+// - Every step prefetches its lines 8 KiB ahead. The hardware prefetcher alone kept too few in
+//   flight: two threads streaming 256 MiB of rows (bench: a standalone loop of this kernel's
+//   shape, medians of 6 rounds alternated with a plain read of 59-62 GB/s) read f32 rows at 32 to
+//   38 GB/s without it, 47 to 58 with 2 KiB, 58 to 64 with 4 KiB and 60 to 67 with 8 KiB.
+// - bf16 rows are read 64 bytes at a time (one load per line, as f32's): a line's 32 values are
+//   split into its even values (shifted up 16 bits) and odd ones (the low half masked off), each
+//   multiplied by the activations' matching half, which `EvenOdd` lays out once per call. Loading
+//   32 bytes and widening them (two loads and two port-5 widenings per line, 2 KiB prefetch) read
+//   36 to 47 GB/s in the loop above where this reads 49 to 60; the 1.1B shape's bf16 decode is
+//   1.11 to 1.13 times as fast.
+// Columns past the last whole 32 (bf16) take the widening loads, masked, on the activations as
+// they are.
 #include <immintrin.h>
 
 #include <algorithm>
-#include <utility>
+#include <optional>
+#include <vector>
 
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/lanes_avx512.h"
@@ -31,6 +40,14 @@ inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
 template <int N>
 constexpr int kChains = 4;
 
+constexpr std::int64_t kPrefetchBytes = 8192;
+
+template <typename T>
+inline void prefetch_ahead(const T* p, int lines) {
+  const char* ahead = reinterpret_cast<const char*>(p) + kPrefetchBytes;
+  for (int l = 0; l < lines; ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+}
+
 // One step of 16 columns from k into chain C.
 template <typename T, int N, int C>
 inline void step(const T* row, const float* x, std::int64_t cols, std::int64_t k, __mmask16 m,
@@ -40,24 +57,88 @@ inline void step(const T* row, const float* x, std::int64_t cols, std::int64_t k
     acc[t][C] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * cols + k), acc[t][C]);
 }
 
-constexpr std::int64_t kBf16PrefetchBytes = 2048;
+// 64 f32 columns from k: four lines, one step into each chain.
+template <int N>
+inline void steps64(const float* row, const float* x, std::int64_t cols, std::int64_t k,
+                    __m512 (&acc)[N][kChains<N>]) {
+  prefetch_ahead(row + k, 4);
+  constexpr auto all = static_cast<__mmask16>(0xffff);
+  step<float, N, 0>(row, x, cols, k, all, acc);
+  step<float, N, 1>(row, x, cols, k + 16, all, acc);
+  step<float, N, 2>(row, x, cols, k + 32, all, acc);
+  step<float, N, 3>(row, x, cols, k + 48, all, acc);
+}
 
-// kChains<N> steps of 16 columns from k (64 columns: two cache lines of bf16, four of f32).
-template <typename T, int N, int... C>
-inline void steps(const T* row, const float* x, std::int64_t cols, std::int64_t k,
-                  __m512 (&acc)[N][kChains<N>], std::integer_sequence<int, C...>) {
-  if constexpr (sizeof(T) == 2) {
-    static_assert(sizeof...(C) * 16 * sizeof(T) == 128, "the two prefetches cover one call's two lines");
-    const char* ahead = reinterpret_cast<const char*>(row + k) + kBf16PrefetchBytes;
-    _mm_prefetch(ahead, _MM_HINT_T0);
-    _mm_prefetch(ahead + 64, _MM_HINT_T0);
+// The activations of N tokens with each whole 32 columns laid out as their 16 even columns, then
+// their 16 odd ones (leading dimension `whole`, the columns in whole 32s).
+class EvenOdd {
+ public:
+  EvenOdd(const float* x, std::int64_t n, std::int64_t cols) : whole_(cols / 32 * 32) {
+    thread_local std::vector<float> split;
+    split.resize(static_cast<std::size_t>(n * whole_));
+    for (std::int64_t t = 0; t < n; ++t) {
+      const float* from = x + t * cols;
+      float* to = split.data() + t * whole_;
+      for (std::int64_t k = 0; k < whole_; k += 32)
+        for (std::int64_t j = 0; j < 16; ++j) {
+          to[k + j] = from[k + 2 * j];
+          to[k + 16 + j] = from[k + 2 * j + 1];
+        }
+    }
+    data_ = split.data();
   }
-  (step<T, N, C>(row, x, cols, k + 16 * C, static_cast<__mmask16>(0xffff), acc), ...);
+  const float* data() const { return data_; }
+  std::int64_t whole() const { return whole_; }
+
+ private:
+  std::int64_t whole_;
+  const float* data_ = nullptr;
+};
+
+// 32 bf16 columns from k (one line) into chains C (even columns) and C + 1 (odd ones).
+template <int N, int C>
+inline void line32(const std::uint16_t* row, const EvenOdd& xs, std::int64_t k,
+                   __m512 (&acc)[N][kChains<N>]) {
+  const __m512i bits = _mm512_loadu_si512(row + k);
+  const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(-65536)));
+  for (int t = 0; t < N; ++t) {
+    const float* x = xs.data() + t * xs.whole() + k;
+    acc[t][C] = _mm512_fmadd_ps(even, _mm512_loadu_ps(x), acc[t][C]);
+    acc[t][C + 1] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), acc[t][C + 1]);
+  }
+}
+
+// One row into acc (zeroed by the caller).
+template <int N>
+inline void row_sums(const float* row, const float* x, const EvenOdd*, std::int64_t cols,
+                     __m512 (&acc)[N][kChains<N>]) {
+  std::int64_t k = 0;
+  for (; k + 64 <= cols; k += 64) steps64<N>(row, x, cols, k, acc);
+  for (; k < cols; k += 16) step<float, N, 0>(row, x, cols, k, first_lanes(cols - k), acc);
+}
+
+template <int N>
+inline void row_sums(const std::uint16_t* row, const float* x, const EvenOdd* xs,
+                     std::int64_t cols, __m512 (&acc)[N][kChains<N>]) {
+  std::int64_t k = 0;
+  for (; k + 64 <= xs->whole(); k += 64) {
+    prefetch_ahead(row + k, 2);
+    line32<N, 0>(row, *xs, k, acc);
+    line32<N, 2>(row, *xs, k + 32, acc);
+  }
+  if (k < xs->whole()) {
+    prefetch_ahead(row + k, 1);
+    line32<N, 0>(row, *xs, k, acc);
+    k += 32;
+  }
+  for (; k < cols; k += 16) step<std::uint16_t, N, 0>(row, x, cols, k, first_lanes(cols - k), acc);
 }
 
 // Rows r0 .. r0 + count (count <= 16) for N tokens.
 template <typename T, int N>
-void block16(const float* x, const WeightView& w, std::int64_t r0, std::int64_t count, float* y) {
+void block16(const float* x, const EvenOdd* xs, const WeightView& w, std::int64_t r0,
+             std::int64_t count, float* y) {
   constexpr int kC = kChains<N>;
   const std::int64_t cols = w.cols;
   const T* rows = static_cast<const T*>(w.data) + r0 * cols;
@@ -66,19 +147,7 @@ void block16(const float* x, const WeightView& w, std::int64_t r0, std::int64_t 
     __m512 acc[N][kC];
     for (int t = 0; t < N; ++t)
       for (int c = 0; c < kC; ++c) acc[t][c] = _mm512_setzero_ps();
-    if (i < count) {
-      const T* row = rows + i * cols;
-      std::int64_t k = 0;
-      for (; k + 16 * kC <= cols; k += 16 * kC)
-        steps<T, N>(row, x, cols, k, acc, std::make_integer_sequence<int, kC>());
-      for (; k < cols; k += 16) {
-        const std::int64_t left = cols - k;
-        step<T, N, 0>(
-            row, x, cols, k,
-            left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u),
-            acc);
-      }
-    }
+    if (i < count) row_sums<N>(rows + i * cols, x, xs, cols, acc);
     for (int t = 0; t < N; ++t) {
       __m512 sum = acc[t][0];
       for (int c = 1; c < kC; ++c) sum = _mm512_add_ps(sum, acc[t][c]);
@@ -92,8 +161,10 @@ void block16(const float* x, const WeightView& w, std::int64_t r0, std::int64_t 
 
 template <typename T, int N>
 void gemv_n(const float* x, const WeightView& w, std::int64_t r0, std::int64_t r1, float* y) {
+  std::optional<EvenOdd> xs;
+  if constexpr (sizeof(T) == 2) xs.emplace(x, N, w.cols);
   for (std::int64_t r = r0; r < r1; r += 16)
-    block16<T, N>(x, w, r, std::min<std::int64_t>(16, r1 - r), y);
+    block16<T, N>(x, xs ? &*xs : nullptr, w, r, std::min<std::int64_t>(16, r1 - r), y);
 }
 
 template <typename T>

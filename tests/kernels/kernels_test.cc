@@ -67,7 +67,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(DType::kF32, DType::kBF16),
                        ::testing::Values(1, 2, 3, 4, 7, 33),      // streaming and blocked paths
                        ::testing::Values(1, 5, 64, 172, 259),     // rows: tails of 4 and of 16
-                       ::testing::Values(1, 13, 64, 172, 300)),   // cols: not multiples of 8/16/32
+                       ::testing::Values(1, 13, 32, 64, 120, 172, 300)),  // cols: not multiples of 8/16/32
     matmul_case_name);
 
 TEST(Matmul, LevelsAgreeOnLargeMatrix) {
