@@ -7,11 +7,9 @@ namespace sepal::cpu {
 namespace {
 
 constexpr int kRowsPerStep = 4;
-// bf16 rows are prefetched this far ahead: their 16-byte loads keep too few lines in flight
-// (decode on the 110M shape at this level 0.33 to 0.35 of the roofline without it, 0.51 to 0.53
-// with it; the 1.1B shape 1.06 to 1.11 times the tokens/s). f32 rows measured slower with it on
-// the 1.1B shape (0.88 of the tokens/s), so they have none.
-constexpr std::int64_t kBf16PrefetchBytes = 2048;
+// Every row's lines are prefetched this far ahead (the hardware prefetcher alone kept too few in
+// flight; see gemv_avx512.cc).
+constexpr std::int64_t kPrefetchBytes = 8192;
 
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const std::uint16_t* p) {
@@ -35,11 +33,9 @@ inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_
     for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
   std::int64_t k = 0;
   for (; k + 8 <= cols; k += 8) {
-    if constexpr (sizeof(T) == 2) {
-      if (k % 32 == 0)  // each row's next cache line of bf16, 2 KiB ahead
-        for (int r = 0; r < R; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kBf16PrefetchBytes, _MM_HINT_T0);
-    }
+    if (k % (64 / sizeof(T)) == 0)  // each row's line, ahead
+      for (int r = 0; r < R; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T0);
     __m256 xv[N];
     for (int t = 0; t < N; ++t) xv[t] = _mm256_loadu_ps(x + t * cols + k);
     for (int r = 0; r < R; ++r) {
