@@ -35,7 +35,7 @@ inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_
   for (; k + 8 <= cols; k += 8) {
     if (k % (64 / sizeof(T)) == 0)  // each row's line, ahead
       for (int r = 0; r < R; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T1);
     __m256 xv[N];
     for (int t = 0; t < N; ++t) xv[t] = _mm256_loadu_ps(x + t * cols + k);
     for (int r = 0; r < R; ++r) {

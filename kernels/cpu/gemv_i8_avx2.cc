@@ -28,7 +28,7 @@ inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8
   for (; k + 32 <= cols; k += 32) {
     if (k % 64 == 0)
       for (int r = 0; r < R; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T1);
     __m256i xv[N], xa[N];
     for (int t = 0; t < N; ++t) {
       xv[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + t * x.ldq + k));
