@@ -25,7 +25,8 @@ void gemv_avx512(const float* x, std::int64_t n, const WeightView& w, std::int64
 /// many calls (one per chunk of rows) lays them out once with this (split: n * (cols / 32 * 32)
 /// floats, the columns past the last whole 32 not included) and calls gemv_bf16_avx512, which
 /// reads x for those last columns.
-void lay_out_bf16_activations_avx512(const float* x, std::int64_t n, std::int64_t cols, float* split);
+void lay_out_bf16_activations_avx512(const float* x, std::int64_t n, std::int64_t cols,
+                                     float* split);
 void gemv_bf16_avx512(const float* x, const float* split, std::int64_t n, const WeightView& w,
                       std::int64_t r0, std::int64_t r1, float* y);
 

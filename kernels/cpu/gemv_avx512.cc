@@ -16,10 +16,10 @@
 // - bf16 rows are read 64 bytes at a time (one load per line, as f32's): a line's 32 values are
 //   split into its even values (shifted up 16 bits) and odd ones (the low half masked off), each
 //   multiplied by the activations' matching half, laid out so once per product
-//   (lay_out_bf16_activations_avx512; matmul_streaming calls it once for all its chunks of rows). Loading
-//   32 bytes and widening them (two loads and two port-5 widenings per line, 2 KiB prefetch) read
-//   36 to 47 GB/s in the loop above where this reads 49 to 60; the 1.1B shape's bf16 decode is
-//   1.11 to 1.13 times as fast.
+//   (lay_out_bf16_activations_avx512; matmul_streaming calls it once for all its chunks of
+//   rows). Loading 32 bytes and widening them (two loads and two port-5 widenings per line, 2 KiB
+//   prefetch) read 36 to 47 GB/s in the loop above where this reads 49 to 60; the 1.1B shape's
+//   bf16 decode is 1.11 to 1.13 times as fast.
 // Columns past the last whole 32 (bf16) take the widening loads, masked, on the activations as
 // they are.
 #include <immintrin.h>
@@ -146,14 +146,15 @@ void block16(const float* x, const EvenOdd* xs, const WeightView& w, std::int64_
 }
 
 template <typename T, int N>
-void gemv_n(const float* x, const EvenOdd* xs, const WeightView& w, std::int64_t r0, std::int64_t r1, float* y) {
+void gemv_n(const float* x, const EvenOdd* xs, const WeightView& w, std::int64_t r0,
+            std::int64_t r1, float* y) {
   for (std::int64_t r = r0; r < r1; r += 16)
     block16<T, N>(x, xs, w, r, std::min<std::int64_t>(16, r1 - r), y);
 }
 
 template <typename T>
-void gemv_typed(const float* x, const EvenOdd* xs, std::int64_t n, const WeightView& w, std::int64_t r0,
-                std::int64_t r1, float* y) {
+void gemv_typed(const float* x, const EvenOdd* xs, std::int64_t n, const WeightView& w,
+                std::int64_t r0, std::int64_t r1, float* y) {
   switch (n) {
     case 1:
       return gemv_n<T, 1>(x, xs, w, r0, r1, y);
@@ -168,7 +169,8 @@ void gemv_typed(const float* x, const EvenOdd* xs, std::int64_t n, const WeightV
 
 }  // namespace
 
-void lay_out_bf16_activations_avx512(const float* x, std::int64_t n, std::int64_t cols, float* split) {
+void lay_out_bf16_activations_avx512(const float* x, std::int64_t n, std::int64_t cols,
+                                     float* split) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const std::int64_t whole = cols / 32 * 32;

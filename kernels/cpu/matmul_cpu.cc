@@ -36,7 +36,8 @@ void matmul_streaming(const float* x, std::int64_t n, std::span<const WeightView
     // The activations' layout once for every chunk of rows (it was 3% of a bf16 decode).
     thread_local std::vector<float> split;
     split.resize(static_cast<std::size_t>(n * (ws[0].cols / 32 * 32)));
-    const float* laid_out = split.data();  // the lambda runs on other threads, with their own `split`
+    // The lambda also runs on the pool's threads, each with a `split` of its own.
+    const float* laid_out = split.data();
     cpu::lay_out_bf16_activations_avx512(x, n, ws[0].cols, split.data());
     cpu::for_each_row_slice(ws, [&](std::size_t i, std::int64_t r0, std::int64_t r1) {
       cpu::gemv_bf16_avx512(x, laid_out, n, ws[i], r0, r1, ys[i]);
