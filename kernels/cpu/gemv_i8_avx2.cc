@@ -3,13 +3,14 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/gemv_i8.h"
+#include "kernels/cpu/side_by_side_prefetch.h"
 
 namespace sepal::cpu {
 namespace {
 
 constexpr int kRowsPerStep = 4;
-// Every row's lines are prefetched this far ahead (see gemv_i8_avx512vnni.cc), into the
-// first-level cache (see gemv_avx2.cc).
+// Every row's lines are prefetched this far ahead of the block's stream, into the first-level
+// cache (see gemv_avx2.cc).
 constexpr std::int64_t kPrefetchBytes = 8192;
 
 inline std::int32_t reduce(__m256i v) {
@@ -29,7 +30,7 @@ inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8
   for (; k + 32 <= cols; k += 32) {
     if (k % 64 == 0)
       for (int r = 0; r < R; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(side_by_side_ahead(w + r * cols, k, cols, R, kPrefetchBytes / R), _MM_HINT_T0);
     __m256i xv[N], xa[N];
     for (int t = 0; t < N; ++t) {
       xv[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + t * x.ldq + k));
