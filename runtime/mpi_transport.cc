@@ -236,12 +236,16 @@ struct MpiTransport::State {
           if (PeerLiveness::Clock::now() >= stretch_end) break;
         }
       }
-      busy |= deliver(now);
+      const bool handed = deliver(now);
       check_liveness(now);
-      // Transfers in flight need MPI progressed: no backing off until they finish.
+      // Transfers in flight need MPI progressed: no backing off until they finish. After frames
+      // were handed to the actors the thread sleeps at once (progress_backoff.h).
       bool receiving = false;
       for (const auto& [peer, queue] : receives) receiving |= !queue.empty();
-      if (busy || !sends.empty() || receiving) backoff.busy();
+      if (handed && sends.empty() && !receiving) {
+        backoff.handed_off();
+        std::this_thread::sleep_for(backoff.sleep_step());
+      } else if (busy || !sends.empty() || receiving) backoff.busy();
       else if (!backoff.keep_polling()) std::this_thread::sleep_for(backoff.sleep_step());
     }
   }

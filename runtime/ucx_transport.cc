@@ -764,12 +764,17 @@ struct UcxTransport::State {
         busy = true;
         if (std::chrono::steady_clock::now() >= stretch_end) break;
       }
-      busy |= deliver();
+      const bool handed = deliver();
       check_liveness();
       report_failures();
       close_departed();
-      // Transfers in flight need the worker progressed: no backing off until they finish.
-      if (busy || sending() || receiving()) {
+      // Transfers in flight need the worker progressed: no backing off until they finish. After
+      // frames were handed to the actors the thread blocks at once (progress_backoff.h).
+      if (handed && !sending() && !receiving()) {
+        backoff.handed_off();
+        refused_since_work = false;
+        if (!draining.load(std::memory_order_acquire)) block(backoff, worker_lock, refused_since_work);
+      } else if (busy || sending() || receiving()) {
         backoff.busy();
         refused_since_work = false;
       } else if (!backoff.keep_polling() && !draining.load(std::memory_order_acquire)) {
