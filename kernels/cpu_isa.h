@@ -16,7 +16,8 @@ enum class CpuIsa {
   kAvx512,      ///< AVX-512 F/BW/VL/DQ
   kAvx512Vnni,  ///< and VNNI (int8 dot products into int32)
   kAmx,         ///< and AMX tiles with int8 and bf16 (prompts' int8 products, the same bits as
-                ///< kAvx512Vnni's; bf16 products and training gradients, rounded differently)
+                ///< kAvx512Vnni's without outlier columns; their outlier parts, bf16 products
+                ///< and training gradients, rounded differently)
 };
 
 /// Name of a level ("generic", "avx2", "avx512", "avx512vnni", "amx").
@@ -33,7 +34,8 @@ bool cpu_supports(CpuIsa isa);
 /// in inference and in training: what a host announces as its numerics, so that replicas on
 /// machines with and without AMX count as alike where they are. With f32 weights kAmx computes
 /// what kAvx512Vnni does; with bf16 ones its products round differently, and with int8 ones its
-/// prompts have the VNNI bits but its training gradients do not.
+/// prompts have the VNNI bits where no column is an outlier, but their outlier parts and its
+/// training gradients do not.
 CpuIsa numerics_level(CpuIsa isa, DType weights);
 
 /// The level the kernels use: the best supported one, or a lower one named by the environment

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/aligned_vector.h"
+#include "kernels/cpu/amx_bf16_parts.h"
 #include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/lanes_avx512.h"
@@ -28,55 +29,28 @@ using amx::kBlockTokens;
 using amx::kTile;
 using amx::kTileBytes;
 using amx::kTileTokens;
-
-constexpr int kParts = 3;                        // bf16 parts of an f32 activation
-constexpr std::int64_t kStepValues = kTileBytes / 2;  // bf16 values per step
-
-inline __m256i to_bf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
-inline __m512 from_bf16(__m256i bits) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)); }
-
-// parts[p][t * ld + k]: part p of x[t, k] as bf16 (zero for k >= cols), for tokens [t0, t1).
-void split_tokens(const float* x, std::int64_t cols, std::int64_t ld, std::int64_t t0, std::int64_t t1,
-                  std::uint16_t* const parts[kParts]) {
-  for (std::int64_t t = t0; t < t1; ++t) {
-    for (std::int64_t k = 0; k < ld; k += 16) {
-      __m512 rest = _mm512_maskz_loadu_ps(first_lanes(std::max<std::int64_t>(0, cols - k)), x + t * cols + k);
-      for (int p = 0; p < kParts; ++p) {
-        const __m256i part = to_bf16(rest);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(parts[p] + t * ld + k), part);
-        rest = _mm512_sub_ps(rest, from_bf16(part));  // exact: the part is rest rounded to 8 bits
-      }
-    }
-  }
-}
-
-// Tiles 0..3 += the bf16 products of tiles 4, 5 (weights) and 6, 7 (one part of the activations).
-inline void multiply_bf16() {
-  _tile_dpbf16ps(0, 4, 6);
-  _tile_dpbf16ps(1, 4, 7);
-  _tile_dpbf16ps(2, 5, 6);
-  _tile_dpbf16ps(3, 5, 7);
-}
+using amx::kBf16Parts;
+using amx::kBf16StepValues;
 
 }  // namespace
 
 void gemm_bf16_amx(const float* x, std::int64_t n, std::span<const WeightView> ws, std::span<float* const> ys) {
   const std::int64_t cols = ws[0].cols;
-  const std::int64_t ld = (cols + kStepValues - 1) / kStepValues * kStepValues;
-  const std::int64_t steps = ld / kStepValues;
+  const std::int64_t ld = (cols + kBf16StepValues - 1) / kBf16StepValues * kBf16StepValues;
+  const std::int64_t steps = ld / kBf16StepValues;
   const std::int64_t blocks = amx::token_blocks(n);
   thread_local std::vector<std::uint16_t, CacheLineAllocator<std::uint16_t>> split;
   thread_local std::vector<std::uint8_t, CacheLineAllocator<std::uint8_t>> packing;
-  split.resize(static_cast<std::size_t>(kParts * n * ld));
-  packing.resize(static_cast<std::size_t>(kParts * blocks * steps * kTile));
+  split.resize(static_cast<std::size_t>(kBf16Parts * n * ld));
+  packing.resize(static_cast<std::size_t>(kBf16Parts * blocks * steps * kTile));
   // The workers see their own thread_locals: the lambdas reach the caller's through pointers.
-  std::uint16_t* const parts[kParts] = {split.data(), split.data() + n * ld, split.data() + 2 * n * ld};
-  const std::uint8_t* packed[kParts];
-  for (int p = 0; p < kParts; ++p) packed[p] = packing.data() + p * blocks * steps * kTile;
+  std::uint16_t* const parts[kBf16Parts] = {split.data(), split.data() + n * ld, split.data() + 2 * n * ld};
+  const std::uint8_t* packed[kBf16Parts];
+  for (int p = 0; p < kBf16Parts; ++p) packed[p] = packing.data() + p * blocks * steps * kTile;
   parallel_for((n + kTileTokens - 1) / kTileTokens, [&](std::int64_t b) {
-    split_tokens(x, cols, ld, b * kTileTokens, std::min(n, (b + 1) * kTileTokens), parts);
+    amx::split_bf16_parts(x, cols, ld, b * kTileTokens, std::min(n, (b + 1) * kTileTokens), parts);
   });
-  for (int p = 0; p < kParts; ++p)
+  for (int p = 0; p < kBf16Parts; ++p)
     amx::pack_tokens(reinterpret_cast<const std::uint8_t*>(parts[p]), 2 * ld, n, blocks, steps,
                      packing.data() + p * blocks * steps * kTile);
 
@@ -95,7 +69,7 @@ void gemm_bf16_amx(const float* x, std::int64_t n, std::span<const WeightView> w
     for (std::int64_t b = 0; b < blocks; b += 2) {
       const std::int64_t t0 = b * kTileTokens, tokens = std::min(kBlockTokens, n - t0);
       alignas(64) float out[4][16][16];
-      amx::block_tiles<kParts>(strip.data(), packed, b, steps, out, multiply_bf16);
+      amx::block_tiles<kBf16Parts>(strip.data(), packed, b, steps, out, amx::multiply_bf16);
       for (int half = 0; half < 2; ++half) {
         if (counts[half] == 0) continue;
         const __mmask16 valid = first_lanes(counts[half]);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/aligned_vector.h"
+#include "kernels/cpu/amx_bf16_parts.h"
 #include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/input_grad.h"
 #include "kernels/cpu/lanes_avx512.h"
@@ -23,12 +24,11 @@ namespace {
 using amx::kTile;
 using amx::kTileBytes;
 using amx::kTileTokens;
+using amx::from_bf16;
+using amx::kBf16Parts;
+using amx::to_bf16;
 
-constexpr int kParts = 3;
-constexpr std::int64_t kStepRows = kTileBytes / 2;  // rows of W (bf16 pairs) per step
-
-inline __m256i to_bf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
-inline __m512 from_bf16(__m256i bits) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)); }
+constexpr std::int64_t kStepRows = amx::kBf16StepValues;  // rows of W (bf16 pairs) per step
 
 // 16 columns of row r of W from column c as bf16 in the low halves of 16 dwords (zero past
 // `count` columns): exact for bf16 weights and for int8 ones (|q| <= 127).
@@ -70,7 +70,7 @@ inline void multiply() {
 }  // namespace
 
 std::int64_t input_grad_amx_bytes(std::int64_t n, std::int64_t rows) {
-  return kParts * amx::token_blocks(n) * ((rows + kStepRows - 1) / kStepRows) * kTile;
+  return kBf16Parts * amx::token_blocks(n) * ((rows + kStepRows - 1) / kStepRows) * kTile;
 }
 
 void split_input_grads_amx(const float* dy, std::int64_t n, const WeightView& w, std::uint8_t* split) {
@@ -84,7 +84,7 @@ void split_input_grads_amx(const float* dy, std::int64_t n, const WeightView& w,
           const __mmask16 m = first_lanes(t < n ? std::max<std::int64_t>(0, w.rows - r) : 0);
           __m512 rest = _mm512_maskz_loadu_ps(m, dy + t * w.rows + r);
           if (w.dtype == DType::kI8) rest = _mm512_mul_ps(rest, _mm512_maskz_loadu_ps(m, w.scales + r));
-          for (int p = 0; p < kParts; ++p) {
+          for (int p = 0; p < kBf16Parts; ++p) {
             const __m256i part = to_bf16(rest);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(split + p * part_bytes + (b * steps + s) * kTile +
                                                            (t - b * kTileTokens) * kTileBytes + 32 * h),
@@ -100,7 +100,7 @@ void split_input_grads_amx(const float* dy, std::int64_t n, const WeightView& w,
 void input_grad_strip_amx(const std::uint8_t* split, std::int64_t n, std::int64_t t0, std::int64_t tokens,
                           const WeightView& w, std::int64_t c0, std::int64_t width, float* dx) {
   const std::int64_t steps = (w.rows + kStepRows - 1) / kStepRows, part_bytes = amx::token_blocks(n) * steps * kTile;
-  const std::uint8_t* const parts[kParts] = {split, split + part_bytes, split + 2 * part_bytes};
+  const std::uint8_t* const parts[kBf16Parts] = {split, split + part_bytes, split + 2 * part_bytes};
   thread_local std::vector<std::uint8_t, CacheLineAllocator<std::uint8_t>> packing;
   packing.resize(static_cast<std::size_t>(2 * steps * kTile));
   amx::configure_tiles();
@@ -110,7 +110,7 @@ void input_grad_strip_amx(const std::uint8_t* split, std::int64_t n, std::int64_
                                 first_lanes(std::max<std::int64_t>(0, c0 + width - c - 16))};
     for (std::int64_t b = t0 / kTileTokens; b * kTileTokens < t0 + tokens; b += 2) {
       alignas(64) float out[4][16][16];
-      amx::block_tiles<kParts>(packing.data(), parts, b, steps, out, multiply);
+      amx::block_tiles<kBf16Parts>(packing.data(), parts, b, steps, out, multiply);
       for (int half = 0; half < 2; ++half) {
         for (int u = 0; u < 2; ++u) {
           for (int i = 0; i < 16; ++i) {

@@ -97,6 +97,23 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(1, 37, 64, 172, 2100)),  // tails of 32 and 64 bytes; long rows
     int8_case_name);
 
+// A prompt whose tokens put outliers in a third of the columns, as an MLP's down projection sees
+// (the AMX kernel takes that part on bf16 tiles, 32 columns a step): every level against the
+// reference.
+TEST(Int8, ManyOutlierColumnsMatchTheReferenceAtEveryLevel) {
+  const int n = 45, rows = 70, cols = 400;
+  auto x = random_floats(static_cast<std::size_t>(n) * cols, 41);
+  for (int c = 0; c < cols; c += 3) x[static_cast<std::size_t>((c % n) * cols + c)] = (c % 2 ? 1.0f : -1.0f) * (6.5f + c % 7);
+  const QuantizedMatrix m = quantize(random_floats(static_cast<std::size_t>(rows) * cols, 42, 0.1f), rows, cols);
+  const std::vector<double> want = reference(x, n, m, rows, cols, 6.0f);
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAmx}) {
+    if (!cpu_supports(isa)) continue;
+    std::vector<float> y(static_cast<std::size_t>(n) * rows, NAN);
+    matmul(x.data(), n, m.view(rows, cols, 6.0f), y.data(), isa);
+    EXPECT_LT(normalized_error(y, want), 1e-6) << cpu_isa_name(isa);
+  }
+}
+
 TEST(Int8, CloseToTheFloatProduct) {
   const int n = 6, rows = 300, cols = 512;
   const auto x = random_floats(static_cast<std::size_t>(n) * cols, 21);
