@@ -40,15 +40,17 @@ bool has_f16c() {
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
 }
 
-// CPUID leaf 7: EDX bits 22 (AMX-BF16), 24 (AMX-TILE) and 25 (AMX-INT8), and in sub-leaf 1 EAX
-// bit 5 (AVX512-BF16, for splitting activations into bf16 parts); and Linux's permission to use
-// the tile data (asked once; Linux 5.16 and later enable it per process on request).
+// CPUID leaf 7: EDX bits 22 (AMX-BF16), 24 (AMX-TILE) and 25 (AMX-INT8), ECX bit 6
+// (AVX512-VBMI2, whose byte compression gathers int8 prompts' outlier weights), and in sub-leaf 1
+// EAX bit 5 (AVX512-BF16, for splitting activations into bf16 parts); and Linux's permission to
+// use the tile data (asked once; Linux 5.16 and later enable it per process on request). Every
+// CPU with AMX so far has them all.
 bool amx_usable() {
   static const bool usable = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
     constexpr unsigned kAmxBits = (1u << 22) | (1u << 24) | (1u << 25);
-    if ((edx & kAmxBits) != kAmxBits) return false;
+    if ((edx & kAmxBits) != kAmxBits || (ecx & (1u << 6)) == 0) return false;
     if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || (eax & (1u << 5)) == 0) return false;
 #if defined(__linux__) && defined(SYS_arch_prctl)
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtileData = 18;

@@ -62,16 +62,15 @@ void gemm_i8_amx(const I8Activations& x, std::int64_t n, std::span<const WeightV
   thread_local std::vector<std::uint16_t, CacheLineAllocator<std::uint16_t>> outlier_split;
   thread_local std::vector<std::uint8_t, CacheLineAllocator<std::uint8_t>> outlier_packing;
   const std::uint8_t* outlier_packed[amx::kBf16Parts] = {};
-  // Each strip gathers its rows' outlier weights: with VBMI2, by compressing each 64 columns of a
-  // row with the mask of the outlier columns among them (a scalar load per column took as long as
-  // the tiles' work when a third of the columns were outliers).
-  const bool compress = __builtin_cpu_supports("avx512vbmi2");
-  std::vector<std::uint64_t> chunk_masks(static_cast<std::size_t>((cols + 63) / 64), 0);
-  for (std::int64_t j = 0; j < k; ++j) {
-    const std::int32_t c = x.outlier_cols[j];
-    chunk_masks[static_cast<std::size_t>(c / 64)] |= std::uint64_t{1} << (c % 64);
-  }
+  // Each strip gathers its rows' outlier weights by compressing each 64 columns of a row with the
+  // mask of the outlier columns among them (VBMI2, which the AMX level requires).
+  std::vector<std::uint64_t> chunk_masks;
   if (k > 0) {
+    chunk_masks.assign(static_cast<std::size_t>((cols + 63) / 64), 0);
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int32_t c = x.outlier_cols[j];
+      chunk_masks[static_cast<std::size_t>(c / 64)] |= std::uint64_t{1} << (c % 64);
+    }
     outlier_split.resize(static_cast<std::size_t>(amx::kBf16Parts * n * ldk));
     outlier_packing.resize(static_cast<std::size_t>(amx::kBf16Parts * blocks * outlier_steps * kTile));
     std::uint16_t* const parts[amx::kBf16Parts] = {outlier_split.data(), outlier_split.data() + n * ldk,
@@ -105,21 +104,18 @@ void gemm_i8_amx(const I8Activations& x, std::int64_t n, std::span<const WeightV
       gathered.resize(static_cast<std::size_t>(ldk + 64));
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int8_t* row = data + (r0 + r) * cols;
-        std::fill(gathered.begin(), gathered.end(), 0);
-        if (compress) {  // the outlier columns of each 64 in order, packed to the front
-          std::int64_t at = 0;
-          for (std::size_t c = 0; c < chunk_masks.size(); ++c) {
-            const std::uint64_t mask = chunk_masks[c];
-            if (mask == 0) continue;
-            const std::int64_t left = cols - 64 * static_cast<std::int64_t>(c);
-            const __mmask64 valid = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
-            const __m512i bytes = _mm512_maskz_loadu_epi8(valid, row + 64 * c);
-            _mm512_storeu_si512(gathered.data() + at, _mm512_maskz_compress_epi8(mask, bytes));
-            at += std::popcount(mask);
-          }
-        } else {
-          for (std::int64_t j = 0; j < k; ++j) gathered[static_cast<std::size_t>(j)] = row[x.outlier_cols[j]];
+        // The row's outlier columns in order (each 64 columns compressed by their mask), then zeros.
+        std::int64_t at = 0;
+        for (std::size_t c = 0; c < chunk_masks.size(); ++c) {
+          const std::uint64_t mask = chunk_masks[c];
+          if (mask == 0) continue;
+          const std::int64_t left = cols - 64 * static_cast<std::int64_t>(c);
+          const __mmask64 valid = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+          const __m512i bytes = _mm512_maskz_loadu_epi8(valid, row + 64 * c);
+          _mm512_storeu_si512(gathered.data() + at, _mm512_maskz_compress_epi8(mask, bytes));
+          at += std::popcount(mask);
         }
+        std::fill(gathered.begin() + at, gathered.end(), 0);
         std::uint16_t* to = outlier_w.data() + r * ldk;
         for (std::int64_t j = 0; j < ldk; j += 16) {  // |w| <= 127: exact in bf16
           const __m128i w16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(gathered.data() + j));
