@@ -236,16 +236,12 @@ struct MpiTransport::State {
           if (PeerLiveness::Clock::now() >= stretch_end) break;
         }
       }
-      const bool handed = deliver(now);
+      busy |= deliver(now);
       check_liveness(now);
-      // Transfers in flight need MPI progressed: no backing off until they finish. After frames
-      // were handed to the actors the thread sleeps at once (progress_backoff.h).
+      // Transfers in flight need MPI progressed: no backing off until they finish.
       bool receiving = false;
       for (const auto& [peer, queue] : receives) receiving |= !queue.empty();
-      if (handed && sends.empty() && !receiving) {
-        backoff.handed_off();
-        std::this_thread::sleep_for(backoff.sleep_step());
-      } else if (busy || !sends.empty() || receiving) backoff.busy();
+      if (busy || !sends.empty() || receiving) backoff.busy();
       else if (!backoff.keep_polling()) std::this_thread::sleep_for(backoff.sleep_step());
     }
   }

@@ -6,9 +6,12 @@
 // steps. Never sched_yield: on a node with more busy threads than cores each yield is a context
 // switch that takes a core from a rank that computes (measured: a block host's forward pass took
 // 84 ms beside two yielding progress threads, 73 ms beside blocking ones).
-// A pass that handed frames to the process's actors does not spin (handed_off()): the thread it
-// woke is often queued on this very core, and waited out the spin there while the other core
-// idled (measured with `perf sched` on 3 hosts and a client on 2 cores: 60 to 125 µs a hop).
+// A UCX pass that handed frames to the process's actors does not spin (handed_off()): the thread
+// it woke is often queued on this very core, and waited out the spin there while the other core
+// idled (measured with `perf sched` on 3 hosts and a client on 2 cores: 60 to 125 µs a hop); a
+// frame that comes next wakes the blocked thread at once. The MPI transport keeps spinning: it
+// has no event to wake it, and sleeping after each hand-off took an 8-byte round trip from 3 µs
+// to 400 (the actor's reply waited for the sleep to end, and timer slack stretches short sleeps).
 //
 // Thread-safety: one per progress thread.
 
