@@ -25,6 +25,7 @@
 #include "tools/commands.h"
 #include "tools/prompt_list.h"
 #include "tools/weight_options.h"
+#include "tools/thread_flag.h"
 
 namespace sepal::tools {
 namespace {
@@ -241,7 +242,6 @@ int generate_command(int argc, char** argv) {
   const bool json_output = vm.count("json") > 0;
   for (const std::string& text : logit_bias_texts) defaults.logit_bias.push_back(parse_logit_bias(text));
   check_prompt_spec(defaults, "");
-  if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (concurrency < 0) throw UsageError{"--concurrency must be at least 0"};
   if (!vm["concurrency"].defaulted() && prompts_file.empty()) throw UsageError{"--concurrency is for --prompts-file"};
   if (!prompts_file.empty() && !vm["prompt"].defaulted()) throw UsageError{"give --prompt or --prompts-file, not both"};
@@ -266,7 +266,7 @@ int generate_command(int argc, char** argv) {
   }
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
-  if (threads > 0) set_compute_threads(threads);
+  apply_threads_flag(threads);
 
   // Everything that can be checked cheaply is checked before anything is started or loaded.
   const auto load_start = std::chrono::steady_clock::now();
@@ -424,11 +424,14 @@ int generate_command(int argc, char** argv) {
     std::printf("\n");
     std::fflush(stdout);  // the text's last line before the statistics, on a shared terminal
     const Outcome& o = outcomes.front();
-    const double prompt_tps = o.result.prompt_seconds > 0
-                                  ? static_cast<double>(o.request.prompt_ids.size()) / o.result.prompt_seconds
-                                  : 0.0;
-    std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
-                 o.request.prompt_ids.size(), prompt_tps, o.result.generated_ids.size(), decode_tokens_per_s(o.result));
+    if (o.result.generated_ids.empty()) {  // --max-new-tokens 0: the prompt is not run either
+      std::fprintf(stderr, "sepal: %zu prompt tokens, none generated\n", o.request.prompt_ids.size());
+    } else {
+      std::fprintf(stderr, "sepal: %zu prompt tokens at %.1f tokens/s, %zu generated at %.1f tokens/s\n",
+                   o.request.prompt_ids.size(),
+                   static_cast<double>(o.request.prompt_ids.size()) / o.result.prompt_seconds,
+                   o.result.generated_ids.size(), decode_tokens_per_s(o.result));
+    }
   } else if (!prompts_file.empty()) {
     std::size_t generated = 0;
     for (const Outcome& o : outcomes) generated += o.result.generated_ids.size();

@@ -28,6 +28,7 @@
 #include "tools/swarm_flags.h"
 #include "tools/commands.h"
 #include "tools/weight_options.h"
+#include "tools/thread_flag.h"
 
 namespace sepal::tools {
 namespace {
@@ -155,7 +156,6 @@ int perplexity_command(int argc, char** argv) {
   }
   po::notify(vm);
   const bool json_output = vm.count("json") > 0;
-  if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (max_tokens < 0) throw UsageError{"--max-tokens must be at least 0"};
   if (text_file.empty() == data_file.empty()) throw UsageError{"give --text or --data (one of them)"};
   if (!data_file.empty() && (!vm["context"].defaulted() || !vm["max-tokens"].defaulted())) {
@@ -164,7 +164,7 @@ int perplexity_command(int argc, char** argv) {
   if (!adapter_file.empty() && data_file.empty()) throw UsageError{"--adapter is for --data"};
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
-  if (threads > 0) set_compute_threads(threads);
+  apply_threads_flag(threads);
 
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig config = read_model_config(model_dir);

@@ -40,10 +40,10 @@ void check_prompt_spec(const PromptSpec& s, const std::string& where) {
   const bool flags = where.empty();
   auto name = [&](const char* flag, const char* field) { return flags ? std::string(flag) : where + ": " + field; };
   if (s.max_new_tokens < 0 || s.max_new_tokens > (std::int64_t{1} << 31)) {
-    throw UsageError{name("--max-new-tokens", "max_new_tokens") + " must be at least 0"};
+    throw UsageError{name("--max-new-tokens", "max_new_tokens") + " must be between 0 and 2147483648"};
   }
   if (!std::isfinite(s.temperature) || s.temperature < 0) throw UsageError{name("--temperature", "temperature") + " must be a number >= 0"};
-  if (s.top_k < 0 || s.top_k > (1 << 30)) throw UsageError{name("--top-k", "top_k") + " must be at least 0"};
+  if (s.top_k < 0 || s.top_k > (1 << 30)) throw UsageError{name("--top-k", "top_k") + " must be between 0 and 1073741824"};
   if (!std::isfinite(s.top_p) || s.top_p <= 0 || s.top_p > 1) throw UsageError{name("--top-p", "top_p") + " must be in (0, 1]"};
   if (first_invalid_utf8(s.text)) throw UsageError{name("--prompt", "prompt") + " is not valid UTF-8"};
   if (!std::isfinite(s.presence_penalty) || std::abs(s.presence_penalty) > 2) {

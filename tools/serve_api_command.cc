@@ -24,6 +24,7 @@
 #include "tools/commands.h"
 #include "tools/swarm_flags.h"
 #include "tools/weight_options.h"
+#include "tools/thread_flag.h"
 
 namespace sepal::tools {
 namespace {
@@ -95,7 +96,6 @@ int serve_api_command(int argc, char** argv) {
   if (server.max_waiting < 0) throw UsageError{"--max-waiting must be at least 0"};
   if (server.max_body_bytes < 1024) throw UsageError{"--max-body-bytes must be at least 1024"};
   if (server.limits.max_n < 1) throw UsageError{"--max-n must be at least 1"};
-  if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (reasoning_format != "auto" && reasoning_format != "none") {
     throw UsageError{"--reasoning-format must be auto or none, not '" + reasoning_format + "'"};
   }
@@ -103,7 +103,7 @@ int serve_api_command(int argc, char** argv) {
   if (!key_file.empty()) server.api_keys = read_api_keys(key_file);
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
-  if (threads > 0) set_compute_threads(threads);
+  apply_threads_flag(threads);
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).filename().string();
   if (model_name.empty()) model_name = std::filesystem::path(model_dir).parent_path().filename().string();
 

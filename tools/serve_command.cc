@@ -16,6 +16,7 @@
 #include "tools/failure_timeout.h"
 #include "tools/wan_options.h"
 #include "tools/weight_options.h"
+#include "tools/thread_flag.h"
 
 namespace sepal::tools {
 
@@ -76,8 +77,7 @@ int serve_command(int argc, char** argv) {
   if (client_sessions <= 0) throw UsageError{"--client-sessions must be above 0"};
   if (client_cache_mb < 0 || client_cache_mb > cache_mb) throw UsageError{"--client-cache-mb must be between 0 and --cache-mb"};
   if (step_tokens <= 0) throw UsageError{"--max-step-tokens must be above 0"};
-  if (threads < 0) throw UsageError{"--threads must be at least 0"};
-  if (threads > 0) set_compute_threads(threads);
+  apply_threads_flag(threads);
   const WanConfig wan = wan_settings(config_path, wan_text);
   (void)read_model_config(model_dir);  // a bad model folder fails before joining anything
 

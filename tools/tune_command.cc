@@ -28,6 +28,7 @@
 #include "tools/exit_status.h"
 #include "tools/swarm_flags.h"
 #include "tools/weight_options.h"
+#include "tools/thread_flag.h"
 
 namespace sepal::tools {
 namespace {
@@ -130,7 +131,6 @@ int tune_command(int argc, char** argv) {
     return 0;
   }
   po::notify(vm);
-  if (threads < 0) throw UsageError{"--threads must be at least 0"};
   if (checkpoint_every < 0) throw UsageError{"--checkpoint-every must be at least 0"};
   if (stop_after < 0) throw UsageError{"--stop-after must be at least 0"};
   if (eval_every < 0) throw UsageError{"--eval-every must be at least 0"};
@@ -138,7 +138,7 @@ int tune_command(int argc, char** argv) {
   if (eval_every > 0 && eval_file.empty()) throw UsageError{"--eval-every needs --eval"};
   const WeightLoading loading = weight_loading(weights, vm);
   const Device device = device_option(device_text, loading);
-  if (threads > 0) set_compute_threads(threads);
+  apply_threads_flag(threads);
 
   const ModelConfig config = read_model_config(model_dir);
   std::optional<TuningCheckpoint> resumed;

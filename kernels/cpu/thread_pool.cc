@@ -18,9 +18,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#include "kernels/error.h"
 #include "kernels/parallel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -165,10 +167,18 @@ class ThreadPool {
     (void)sched_getaffinity(0, sizeof(process_cpus_), &process_cpus_);
     // A worker waits for the generation after this one: the job about to be published.
     const std::uint64_t now = generation_.load();
-    for (int i = 1, n = threads_.load(); i < n; ++i) workers_.emplace_back([this, now] {
-      pthread_setname_np(pthread_self(), "sepal-compute");
-      work(now);
-    });
+    const int n = threads_.load();
+    try {
+      for (int i = 1; i < n; ++i) workers_.emplace_back([this, now] {
+        pthread_setname_np(pthread_self(), "sepal-compute");
+        work(now);
+      });
+    } catch (const std::system_error& e) {  // the process's thread limit, or memory for stacks
+      const auto started = workers_.size();
+      stop_workers();
+      throw Error("cannot start " + std::to_string(n - 1) + " kernel threads (started " + std::to_string(started) +
+                  "): " + e.what() + "; ask for fewer threads");
+    }
   }
 
   // Keeps the workers off the CPU the calling thread runs on (they may use every other CPU of the

@@ -385,6 +385,14 @@ TEST(Flags, InvalidValuesAreNamed) {
   expect_failure({"generate", "--model", model, "--logit-bias", "512=1"}, "--logit-bias names token 512, outside the vocabulary of 512");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "-3"}, "--max-new-tokens");
   expect_failure({"generate", "--model", model, "--max-new-tokens", "lots"}, "max-new-tokens");
+  expect_failure({"generate", "--model", model, "--max-new-tokens", "99999999999"},
+                 "--max-new-tokens must be between 0 and 2147483648");
+  expect_failure({"generate", "--model", model, "--threads", "-1"}, "--threads must be between 0 (every CPU) and 1024, got -1");
+  expect_failure({"generate", "--model", model, "--threads", "100000"}, "--threads must be between 0 (every CPU) and 1024");
+  expect_failure({"perplexity", "--model", model, "--text", "/dev/null", "--threads", "5000"}, "--threads must be between");
+  expect_failure({"tune", "--model", model, "--data", "/dev/null", "--out", "/tmp/x.h5", "--threads", "5000"}, "--threads must be between");
+  expect_failure({"serve", "--model", model, "--spawned", "--threads", "5000"}, "--threads must be between");
+  expect_failure({"serve-api", "--model", model, "--threads", "5000"}, "--threads must be between");
   expect_failure({"generate", "--model", model, "--dtype", "int4"}, "--dtype must be f32, bf16 or int8, got 'int4'");
   expect_failure({"generate", "--model", model, "--kv-dtype", "int8"}, "--kv-dtype must be f32 or bf16, got 'int8'");
   expect_failure({"serve", "--model", model, "--spawned", "--kv-dtype", "f16"}, "--kv-dtype must be f32 or bf16, got 'f16'");
