@@ -38,7 +38,7 @@ void add_in_place(float* y, const float* x, std::int64_t count);
 void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t count);
 
 /// x[i] = gelu(x[i]) with the tanh approximation (BLOOM's): x/2 (1 + tanh(0.79788456 x (1 +
-/// 0.044715 x²))), in place.
+/// 0.044715 x²))), in place; computed as gelu_tanh_mul computes it, spread over the threads.
 void gelu_tanh(float* x, std::int64_t count);
 
 /// rows[t, :] += bias for t < n rows of `dim` values.

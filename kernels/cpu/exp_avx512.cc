@@ -1,5 +1,5 @@
 // Compiled with -mavx512f -mavx512dq -mfma. The exponential 16 lanes at a time, for softmax,
-// SiLU and GELU: n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a
+// SiLU and GELU (BLOOM's, and Gemma's gated one): n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a
 // degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0
 // below the f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over
 // the whole f32 range; the kernels' tests check softmax and SiLU against double references.
@@ -67,17 +67,30 @@ void silu_mul_avx512(float* gate, const float* up, std::int64_t count) {
   }
 }
 
+namespace {
+
+// x/2 (1 + tanh(u)) = x / (1 + e^(-2u)), u = c (x + 0.044715 x³).
+inline __m512 gelu_tanh16(__m512 x) {
+  const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  const __m512 minus_two_u =
+      _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), cube, x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(minus_two_u)));
+}
+
+}  // namespace
+
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count) {
-  // x/2 (1 + tanh(u)) = x / (1 + e^(-2u)), u = c (x + 0.044715 x³).
-  const __m512 one = _mm512_set1_ps(1.0f), minus_two_c = _mm512_set1_ps(-2.0f * 0.7978845608028654f),
-               a = _mm512_set1_ps(0.044715f);
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);
-    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-    const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(g, g), g);
-    const __m512 minus_two_u = _mm512_mul_ps(minus_two_c, _mm512_fmadd_ps(a, cube, g));
-    const __m512 gelu = _mm512_div_ps(g, _mm512_add_ps(one, exp16(minus_two_u)));
+    const __m512 gelu = gelu_tanh16(_mm512_maskz_loadu_ps(m, gate + i));
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(gelu, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+void gelu_tanh_avx512(float* x, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    _mm512_mask_storeu_ps(x + i, m, gelu_tanh16(_mm512_maskz_loadu_ps(m, x + i)));
   }
 }
 

@@ -27,11 +27,12 @@ bool dot_rows_avx512(const float* q, const std::uint16_t* rows, std::int64_t cou
                      float scale, float* out);
 bool add_weighted_rows_avx512(const float* weights, const std::uint16_t* rows, std::int64_t count,
                               std::int64_t dim, float* out);
-/// softmax(), silu_mul() and gelu_tanh_mul() (kernels/softmax.h, kernels/activation.h) with a
-/// 16-lane exponential; call only where cpu_supports(CpuIsa::kAvx512).
+/// softmax(), silu_mul(), gelu_tanh_mul() and gelu_tanh() (kernels/softmax.h, kernels/activation.h)
+/// with a 16-lane exponential; call only where cpu_supports(CpuIsa::kAvx512).
 void softmax_avx512(float* x, std::int64_t count);
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count);
+void gelu_tanh_avx512(float* x, std::int64_t count);
 /// The largest of x[0, count), NaN values ignored; x[0] must not be NaN.
 float max_value(const float* x, std::int64_t count);
 /// Sum of x[i]².
