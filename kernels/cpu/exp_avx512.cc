@@ -87,6 +87,62 @@ void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count) {
   }
 }
 
+// The input gradients, with s = 1 / (1 + e^(-2u)) = (1 + tanh u) / 2 and 1 - tanh² u = 4 s (1 - s):
+// gelu'(x) = s + 2 x s (1 - s) u', u' = c (1 + 3 · 0.044715 x²).
+namespace {
+
+struct GeluTanhParts {
+  __m512 value;  // gelu(x) / x = s
+  __m512 slope;  // gelu'(x)
+};
+
+inline GeluTanhParts gelu_tanh_parts16(__m512 x) {
+  const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.0f);
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  const __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x2), x, x));
+  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u))));
+  const __m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, one));
+  const __m512 two_s_rest = _mm512_mul_ps(_mm512_add_ps(s, s), _mm512_sub_ps(one, s));
+  return {s, _mm512_fmadd_ps(_mm512_mul_ps(x, two_s_rest), du, s)};
+}
+
+}  // namespace
+
+void gelu_tanh_input_grad_avx512(const float* x, const float* dout, float* dx, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    const GeluTanhParts p = gelu_tanh_parts16(_mm512_maskz_loadu_ps(m, x + i));
+    _mm512_mask_storeu_ps(dx + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i), p.slope));
+  }
+}
+
+void gelu_tanh_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                     std::int64_t count) {
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i),
+                 d = _mm512_maskz_loadu_ps(m, dout + i);
+    const GeluTanhParts p = gelu_tanh_parts16(g);
+    _mm512_mask_storeu_ps(dgate + i, m, _mm512_mul_ps(_mm512_mul_ps(d, u), p.slope));
+    _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(d, _mm512_mul_ps(g, p.value)));
+  }
+}
+
+void silu_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                std::int64_t count) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i),
+                 d = _mm512_maskz_loadu_ps(m, dout + i);
+    const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    // d u s (1 + g (1 - s)), d g s
+    const __m512 slope = _mm512_mul_ps(s, _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
+    _mm512_mask_storeu_ps(dgate + i, m, _mm512_mul_ps(_mm512_mul_ps(d, u), slope));
+    _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(d, _mm512_mul_ps(g, s)));
+  }
+}
+
 void gelu_tanh_avx512(float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);

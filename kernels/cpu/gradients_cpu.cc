@@ -150,7 +150,9 @@ void layernorm_input_grad(const float* x, std::int64_t n, std::int64_t dim, cons
 void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int64_t count) {
   // gelu(x) = x/2 (1 + tanh(u)), u = c (x + 0.044715 x³): gelu' = (1 + t)/2 + x/2 (1 - t²) u'.
   constexpr float kC = 0.7978845608028654f, kA = 0.044715f;
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) return cpu::gelu_tanh_input_grad_avx512(x + i0, dout + i0, dx + i0, i1 - i0);
     for (std::int64_t i = i0; i < i1; ++i) {
       const float v = x[i];
       const float t = std::tanh(kC * (v + kA * v * v * v));
@@ -164,7 +166,9 @@ void gelu_tanh_input_grad(const float* x, const float* dout, float* dx, std::int
 void silu_mul_input_grad(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                          std::int64_t count) {
   SEPAL_CHECK(dgate != dup, "silu_mul_input_grad: dgate and dup must differ");
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) return cpu::silu_mul_input_grad_avx512(gate + i0, up + i0, dout + i0, dgate + i0, dup + i0, i1 - i0);
     for (std::int64_t i = i0; i < i1; ++i) {
       const float g = gate[i], u = up[i], d = dout[i];
       const float s = 1.0f / (1.0f + std::exp(-g));
@@ -180,7 +184,9 @@ void gelu_tanh_mul_input_grad(const float* gate, const float* up, const float* d
                               std::int64_t count) {
   SEPAL_CHECK(dgate != dup, "gelu_tanh_mul_input_grad: dgate and dup must differ");
   constexpr float kC = 0.7978845608028654f, kA = 0.044715f;
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) return cpu::gelu_tanh_mul_input_grad_avx512(gate + i0, up + i0, dout + i0, dgate + i0, dup + i0, i1 - i0);
     for (std::int64_t i = i0; i < i1; ++i) {
       const float g = gate[i], u = up[i], d = dout[i];
       const float t = std::tanh(kC * (g + kA * g * g * g));

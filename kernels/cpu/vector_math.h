@@ -33,6 +33,13 @@ void softmax_avx512(float* x, std::int64_t count);
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_avx512(float* x, std::int64_t count);
+/// gelu_tanh_input_grad(), silu_mul_input_grad() and gelu_tanh_mul_input_grad()
+/// (kernels/gradients.h) the same way; call only where cpu_supports(CpuIsa::kAvx512).
+void gelu_tanh_input_grad_avx512(const float* x, const float* dout, float* dx, std::int64_t count);
+void silu_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                std::int64_t count);
+void gelu_tanh_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                     std::int64_t count);
 /// The largest of x[0, count), NaN values ignored; x[0] must not be NaN.
 float max_value(const float* x, std::int64_t count);
 /// Sum of x[i]².

@@ -213,6 +213,26 @@ TEST(GeluTanhInputGrad, MatchesFiniteDifferences) {
   EXPECT_LT(normalized_error(dx, finite_differences(loss, widen(x))), 1e-5);
 }
 
+// Far from 0, where e^(-2u) overflows or underflows: the slope is 0 far below and 1 far above,
+// never NaN. ctest also runs the activations' gradients with SEPAL_CPU_ISA=generic.
+TEST(GeluTanhInputGrad, SaturatesWithoutNaN) {
+  const std::vector<float> x = {-1e4f, -90.0f, -30.0f, 30.0f, 90.0f, 1e4f};
+  const std::vector<float> dout(x.size(), 2.0f);
+  std::vector<float> dx(x.size(), NAN);
+  gelu_tanh_input_grad(x.data(), dout.data(), dx.data(), static_cast<std::int64_t>(x.size()));
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(dx[i], x[i] < 0 ? 0.0f : 2.0f, 1e-6f) << x[i];
+  std::vector<float> dgate(x.size(), NAN), dup(x.size(), NAN);
+  const std::vector<float> up(x.size(), 3.0f);
+  for (const GateActivation activation : {GateActivation::kSilu, GateActivation::kGeluTanh}) {
+    gate_mul_input_grad(activation, x.data(), up.data(), dout.data(), dgate.data(), dup.data(),
+                        static_cast<std::int64_t>(x.size()));
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      EXPECT_NEAR(dgate[i], x[i] < 0 ? 0.0f : 6.0f, 1e-4f) << x[i];
+      EXPECT_NEAR(dup[i], x[i] < 0 ? 0.0f : 2.0f * x[i], 1e-4f * std::abs(x[i])) << x[i];
+    }
+  }
+}
+
 // ---- silu_mul ----
 
 TEST(SiluMulInputGrad, MatchesFiniteDifferences) {
