@@ -7,6 +7,7 @@
 #include "kernels/error.h"
 #include "kernels/gradients.h"
 #include "kernels/matmul.h"
+#include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/softmax.h"
 
@@ -98,6 +99,7 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
   }
   if (grad) std::fill(grad, grad + n * h, 0.0f);
   std::vector<float> x, normed, logits, d_normed, d_x, capped;
+  std::vector<double> losses;
   const float cap = config_.final_logit_softcap;
   double total = 0;
   for (std::size_t c0 = 0; c0 < rows.size(); c0 += kChunk) {
@@ -118,14 +120,17 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
         logits[i] = cap * capped[i];
       }
     }
-    for (std::int64_t i = 0; i < m; ++i) {
+    // The rows in parallel; their losses added in order, so the total is the same for every
+    // thread count.
+    losses.resize(static_cast<std::size_t>(m));
+    parallel_for(m, [&](std::int64_t i) {
       float* row = logits.data() + i * vocab;
       const std::int32_t target = targets[rows[c0 + i]];
       const double lse = log_sum_exp(row, vocab);
-      total += lse - row[target];
-      if (!grad) continue;
+      losses[static_cast<std::size_t>(i)] = lse - row[target];
+      if (!grad) return;
       // d/d logits of -log softmax[target]: softmax - one_hot(target), scaled by weight.
-      for (std::int64_t v = 0; v < vocab; ++v) row[v] = static_cast<float>(std::exp(row[v] - lse)) * weight;
+      exp_shifted(row, vocab, lse, weight);
       row[target] -= weight;
       if (cap > 0.0f) {  // through cap · tanh(logit / cap)
         const float* t = capped.data() + i * vocab;
@@ -134,7 +139,8 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
       if (config_.logit_divisor != 1.0f) {
         for (std::int64_t v = 0; v < vocab; ++v) row[v] /= config_.logit_divisor;
       }
-    }
+    });
+    for (const double loss : losses) total += loss;
     if (!grad) continue;
     d_normed.resize(x.size());
     d_x.resize(x.size());

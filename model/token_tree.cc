@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "kernels/error.h"
+#include "kernels/softmax.h"
 
 namespace sepal {
 
@@ -96,9 +97,7 @@ std::optional<TreeOutcome> likely_outcome(const TokenTree& tree) {
 
 DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int64_t width) {
   SEPAL_CHECK(vocab > 0 && width > 0);
-  const float top = *std::max_element(logits, logits + vocab);
-  double sum = 0.0;
-  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - top);
+  const double lse = log_sum_exp(logits, vocab);
   std::vector<std::int32_t> ids(static_cast<std::size_t>(vocab));
   for (std::int64_t i = 0; i < vocab; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
   const std::int64_t k = std::min(width, vocab);
@@ -107,7 +106,7 @@ DraftCandidates top_candidates(const float* logits, std::int64_t vocab, std::int
   DraftCandidates out;
   for (std::int64_t i = 0; i < k; ++i) {
     const std::int32_t id = ids[static_cast<std::size_t>(i)];
-    out.emplace_back(id, std::exp(static_cast<double>(logits[id]) - top) / sum);
+    out.emplace_back(id, std::exp(static_cast<double>(logits[id]) - lse));
   }
   return out;
 }

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "kernels/parallel.h"
+#include "kernels/softmax.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/error.h"
 #include "model/generation.h"
@@ -57,17 +58,16 @@ std::vector<std::int32_t> tokenize_documents(const std::string& text, const Toke
   return ids;
 }
 
-// Σ -log p(target[i] | logits[i]) over rows, in double.
+// Σ -log p(target[i] | logits[i]) over rows, in double: the rows in parallel, their terms added
+// in order (the same sum for every thread count).
 double negative_log_likelihood(const float* logits, std::int64_t vocab, const std::int32_t* targets, std::int64_t n) {
-  double total = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
+  std::vector<double> terms(static_cast<std::size_t>(n));
+  parallel_for(n, [&](std::int64_t i) {
     const float* row = logits + i * vocab;
-    float max = row[0];
-    for (std::int64_t v = 1; v < vocab; ++v) max = std::max(max, row[v]);
-    double sum = 0;
-    for (std::int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - max);
-    total += std::log(sum) + max - row[targets[i]];
-  }
+    terms[static_cast<std::size_t>(i)] = log_sum_exp(row, vocab) - row[targets[i]];
+  });
+  double total = 0;
+  for (const double t : terms) total += t;
   return total;
 }
 

@@ -8,6 +8,7 @@
 #include "actors/api/harmony.h"
 #include "actors/api/stop_strings.h"
 #include "kernels/error.h"
+#include "kernels/softmax.h"
 
 namespace sepal::api {
 
@@ -24,11 +25,7 @@ std::vector<std::int32_t> prompt_ids_of(const ServedModel& model, const std::str
 }
 
 TokenLogprob token_logprob(const float* logits, std::int64_t vocab, std::int32_t id, std::int64_t top) {
-  double most = logits[0];
-  for (std::int64_t i = 1; i < vocab; ++i) most = std::max(most, static_cast<double>(logits[i]));
-  double sum = 0;
-  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - most);
-  const double log_sum = most + std::log(sum);
+  const double log_sum = log_sum_exp(logits, vocab);
   TokenLogprob t;
   t.id = id;
   t.logprob = static_cast<double>(logits[id]) - log_sum;

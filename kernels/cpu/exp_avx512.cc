@@ -5,6 +5,7 @@
 // the whole f32 range; the kernels' tests check softmax and SiLU against double references.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/lanes_avx512.h"
@@ -53,6 +54,39 @@ void softmax_avx512(float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+  }
+}
+
+double log_sum_exp_avx512(const float* x, std::int64_t count) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (std::int64_t i = 0; i < count; i += 16)  // the second operand wins a NaN: it reaches the maximum
+    top = _mm512_max_ps(top, _mm512_mask_loadu_ps(top, first_lanes(count - i), x + i));
+  float most = -INFINITY;
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, top);
+  for (const float v : lanes) most = std::isnan(v) || std::isnan(most) ? NAN : std::max(most, v);
+  if (std::isinf(most) || std::isnan(most)) return most;
+  const __m512 m = _mm512_set1_ps(most), floor = _mm512_set1_ps(-150.0f);  // e^-150 is 0 in f32
+  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 k = first_lanes(count - i);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_max_ps(floor, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m))));
+    sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  }
+  return static_cast<double>(most) + std::log(_mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi)));
+}
+
+void exp_shifted_avx512(float* x, std::int64_t count, double shift, float scale) {
+  // x - shift in f32 as (x - hi) - lo: hi + lo is the shift to about 2^-48 of it.
+  const auto hi = static_cast<float>(shift);
+  const auto lo = static_cast<float>(shift - static_cast<double>(hi));
+  const __m512 h = _mm512_set1_ps(hi), l = _mm512_set1_ps(lo), s = _mm512_set1_ps(scale),
+               floor = _mm512_set1_ps(-150.0f);
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 k = first_lanes(count - i);
+    const __m512 d = _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), h), l);
+    _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(exp16(_mm512_max_ps(floor, d)), s));
   }
 }
 

@@ -514,6 +514,7 @@ void softmax(float* x, std::int64_t count) {
 
 double log_sum_exp(const float* x, std::int64_t count) {
   if (count <= 0) return -INFINITY;
+  if (active_cpu_isa() >= CpuIsa::kAvx512) return cpu::log_sum_exp_avx512(x, count);
   double max_value = x[0];
   for (std::int64_t i = 1; i < count; ++i)
     max_value = std::max(max_value, static_cast<double>(x[i]));
@@ -521,6 +522,11 @@ double log_sum_exp(const float* x, std::int64_t count) {
   double sum = 0.0;
   for (std::int64_t i = 0; i < count; ++i) sum += std::exp(static_cast<double>(x[i]) - max_value);
   return max_value + std::log(sum);
+}
+
+void exp_shifted(float* x, std::int64_t count, double shift, float scale) {
+  if (active_cpu_isa() >= CpuIsa::kAvx512) return cpu::exp_shifted_avx512(x, count, shift, scale);
+  for (std::int64_t i = 0; i < count; ++i) x[i] = static_cast<float>(std::exp(x[i] - shift)) * scale;
 }
 
 }  // namespace sepal

@@ -33,6 +33,9 @@ void softmax_avx512(float* x, std::int64_t count);
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_avx512(float* x, std::int64_t count);
+/// log_sum_exp() and exp_shifted() (kernels/softmax.h) the same way; count >= 1.
+double log_sum_exp_avx512(const float* x, std::int64_t count);
+void exp_shifted_avx512(float* x, std::int64_t count, double shift, float scale);
 /// gelu_tanh_input_grad(), silu_mul_input_grad() and gelu_tanh_mul_input_grad()
 /// (kernels/gradients.h) the same way; call only where cpu_supports(CpuIsa::kAvx512).
 void gelu_tanh_input_grad_avx512(const float* x, const float* dout, float* dx, std::int64_t count);

@@ -1324,7 +1324,7 @@ TEST(ApiLogprobs, AreTheLogSoftmaxAndTheLikeliestAlternatives) {
   const TokenLogprob t = token_logprob(logits.data(), 4, 2, 3);
   double sum = 0;
   for (float x : logits) sum += std::exp(static_cast<double>(x));
-  EXPECT_NEAR(t.logprob, 2.0 - std::log(sum), 1e-12);
+  EXPECT_NEAR(t.logprob, 2.0 - std::log(sum), 1e-7);  // f32 exponentials (kernels/softmax.h), summed in double
   ASSERT_EQ(t.top.size(), 3u);
   EXPECT_EQ(t.top[0].first, 1);  // ties: the lower id first
   EXPECT_EQ(t.top[1].first, 3);

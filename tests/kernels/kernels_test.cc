@@ -608,6 +608,44 @@ TEST(Softmax, SumsToOneAndIsStable) {
   EXPECT_NEAR(log_sum_exp(y.data(), 2), 1000.0 + std::log(2.0), 1e-9);
 }
 
+// A vocabulary-wide row of logits (and shorter ones, none a multiple of 16 long), against double:
+// log_sum_exp, and exp_shifted by it (the softmax, scaled). ctest also runs it with
+// SEPAL_CPU_ISA=generic.
+TEST(Softmax, LogSumExpAndExpShiftedMatchDouble) {
+  for (const int count : {1, 17, 1000, 32003}) {
+    auto x = random_floats(count, 40 + count, 12.0f);
+    if (count > 2) x[1] = -INFINITY;  // a masked logit
+    double top = -INFINITY;
+    for (float v : x) top = std::max(top, static_cast<double>(v));
+    double sum = 0;
+    for (float v : x) sum += std::exp(static_cast<double>(v) - top);
+    const double ref = top + std::log(sum);
+    const double lse = log_sum_exp(x.data(), count);
+    EXPECT_NEAR(lse, ref, 2e-7 * std::abs(ref) + 1e-7) << count;
+    std::vector<float> p = x;
+    exp_shifted(p.data(), count, lse, 0.5f);
+    double total = 0;
+    for (int i = 0; i < count; ++i) {
+      // In f32, x - lse is rounded to a relative 2^-24 of itself: so is the exponential, on top of its 2 ulp.
+      const double d = static_cast<double>(x[i]) - ref, want = 0.5 * std::exp(d);
+      if (std::isinf(d)) {  // the masked logit
+        ASSERT_EQ(p[i], 0.0f);
+        continue;
+      }
+      ASSERT_NEAR(p[i], want, (2.5e-7 + 1.2e-7 * std::abs(d)) * want + 1e-30)
+          << count << " " << i << " at " << cpu_isa_name(active_cpu_isa());
+      total += p[i];
+    }
+    EXPECT_NEAR(total, 0.5, 1e-6);
+  }
+  std::vector<float> masked(33, -INFINITY);
+  EXPECT_EQ(log_sum_exp(masked.data(), 33), -INFINITY);
+  masked[20] = 3.0f;
+  EXPECT_NEAR(log_sum_exp(masked.data(), 33), 3.0, 1e-12);
+  masked[5] = NAN;
+  EXPECT_TRUE(std::isnan(log_sum_exp(masked.data(), 33)));
+}
+
 // ---- sampling ----
 
 TEST(Sampling, GreedyIsArgmaxWithFirstTie) {
