@@ -9,7 +9,7 @@
 # - `sepal perplexity` over hosts is one process's;
 # - `sepal tune --method lora` (q, v and down) has one process's losses through 2 hosts, bit for
 #   bit, and `generate --adapter` reads its checkpoint; `--method peqa` trains and
-#   `quantize --adapter` folds it into an int8 copy with the adapted model's perplexity (to 1e-4),
+#   `quantize --adapter` folds it into an int8 copy with the adapted model's perplexity (to 1e-3),
 #   Cohere's and GLM-4's (whose gate and up scales are rows of gate_up_proj's).
 #   run_cohere_glm_test.sh SEPAL_BINARY
 set -uo pipefail
@@ -68,9 +68,13 @@ for model in cohere glm4; do
   folded=$("$sepal" perplexity --model "$out/$model-peqa" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
   base=$("$sepal" perplexity --model "$out/$model" --dtype int8 --data "$out/eval.jsonl" --json 2> /dev/null | ppl)
   check test -n "$adapted"
-  # The folded scales round once where the adapter's rescaling rounds twice: equal to 1e-4 relative.
-  check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-4 * a)' "$adapted" "$folded" \
+  # The folded scales round once where the adapter's rescaling rounds twice; where that moves a
+  # token's largest activation, the next int8 product quantizes the whole row differently. On these
+  # random models that has been up to 1.6e-4 of the score (glm4, depending on the trained values);
+  # the adapter itself moves it by 0.7% (cohere) and 14% (glm4).
+  check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-3 * a)' "$adapted" "$folded" \
     || echo "$model PEQA: adapted $adapted, folded into the checkpoint $folded"
-  check test "$adapted" != "$base" || echo "$model PEQA changed nothing ($base): the test would not see it"
+  check /usr/bin/python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) < 3e-3 * b)' "$adapted" "$base" \
+    || echo "$model PEQA moved the score by less than 0.3% ($adapted against $base): the check above would not see a fold left out"
 done
 exit $failed
