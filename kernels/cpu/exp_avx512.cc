@@ -1,8 +1,9 @@
 // Compiled with -mavx512f -mavx512dq -mfma. The exponential 16 lanes at a time, for softmax,
-// SiLU and GELU (BLOOM's, and Gemma's gated one): n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a
-// degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0
-// below the f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over
-// the whole f32 range; the kernels' tests check softmax and SiLU against double references.
+// log-sum-exp, SiLU and the tanh GELUs (BLOOM's, Gemma's gated one) and their input gradients:
+// n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a degree-7
+// polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0 below the
+// f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over the
+// whole f32 range; the kernels' tests check each of them against double references.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -29,6 +30,31 @@ inline __m512 exp16(__m512 x) {
   // Far outside the range n itself is huge or infinite; scalef still gives 0 or infinity, and
   // NaN stays NaN.
   return _mm512_scalef_ps(p, n);
+}
+
+// x/2 (1 + tanh(u)) = x / (1 + e^(-2u)), u = c (x + 0.044715 x³).
+inline __m512 gelu_tanh16(__m512 x) {
+  const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  const __m512 minus_two_u =
+      _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), cube, x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(minus_two_u)));
+}
+
+// For the input gradients, with s = 1 / (1 + e^(-2u)) = (1 + tanh u) / 2 and 1 - tanh² u =
+// 4 s (1 - s): gelu'(x) = s + 2 x s (1 - s) u', u' = c (1 + 3 · 0.044715 x²).
+struct GeluTanhParts {
+  __m512 value;  // gelu(x) / x = s
+  __m512 slope;  // gelu'(x)
+};
+
+inline GeluTanhParts gelu_tanh_parts16(__m512 x) {
+  const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.0f);
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  const __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x2), x, x));
+  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u))));
+  const __m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, one));
+  const __m512 two_s_rest = _mm512_mul_ps(_mm512_add_ps(s, s), _mm512_sub_ps(one, s));
+  return {s, _mm512_fmadd_ps(_mm512_mul_ps(x, two_s_rest), du, s)};
 }
 
 }  // namespace
@@ -59,7 +85,8 @@ void softmax_avx512(float* x, std::int64_t count) {
 
 double log_sum_exp_avx512(const float* x, std::int64_t count) {
   __m512 top = _mm512_set1_ps(-INFINITY);
-  for (std::int64_t i = 0; i < count; i += 16)  // the second operand wins a NaN: it reaches the maximum
+  // A NaN need not survive the maximum (VMAXPS returns its second operand then): the sum carries it.
+  for (std::int64_t i = 0; i < count; i += 16)
     top = _mm512_max_ps(top, _mm512_mask_loadu_ps(top, first_lanes(count - i), x + i));
   float most = -INFINITY;
   alignas(64) float lanes[16];
@@ -101,18 +128,6 @@ void silu_mul_avx512(float* gate, const float* up, std::int64_t count) {
   }
 }
 
-namespace {
-
-// x/2 (1 + tanh(u)) = x / (1 + e^(-2u)), u = c (x + 0.044715 x³).
-inline __m512 gelu_tanh16(__m512 x) {
-  const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-  const __m512 minus_two_u =
-      _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), cube, x));
-  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(minus_two_u)));
-}
-
-}  // namespace
-
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);
@@ -120,27 +135,6 @@ void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count) {
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(gelu, _mm512_maskz_loadu_ps(m, up + i)));
   }
 }
-
-// The input gradients, with s = 1 / (1 + e^(-2u)) = (1 + tanh u) / 2 and 1 - tanh² u = 4 s (1 - s):
-// gelu'(x) = s + 2 x s (1 - s) u', u' = c (1 + 3 · 0.044715 x²).
-namespace {
-
-struct GeluTanhParts {
-  __m512 value;  // gelu(x) / x = s
-  __m512 slope;  // gelu'(x)
-};
-
-inline GeluTanhParts gelu_tanh_parts16(__m512 x) {
-  const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.0f);
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  const __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x2), x, x));
-  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u))));
-  const __m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, one));
-  const __m512 two_s_rest = _mm512_mul_ps(_mm512_add_ps(s, s), _mm512_sub_ps(one, s));
-  return {s, _mm512_fmadd_ps(_mm512_mul_ps(x, two_s_rest), du, s)};
-}
-
-}  // namespace
 
 void gelu_tanh_input_grad_avx512(const float* x, const float* dout, float* dx, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
