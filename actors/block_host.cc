@@ -499,7 +499,7 @@ bool BlockHost::push_allowed(ActorContext& ctx, const PushStep& m) {
   if (!key) return true;  // no link keys: a channel only the job's processes reach
   PushGrantScope scope{m.client, m.request, m.session, m.position, m.tag, m.hop, std::nullopt};
   if (!m.next.empty()) scope.next = m.next.front();
-  if (verify_push_grant(m.grant, scope, *key)) return true;
+  if (grants_.verify(m.grant, scope, *key)) return true;
   if (refused_logged_.insert(sender).second) {
     log(LogLevel::kWarn, "block host: dropped a push from peer ", sender, " into a session of peer ", m.client.peer,
         " without that client's grant (logged once per peer)");

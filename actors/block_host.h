@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "actors/protocol/block_host.h"
+#include "actors/push_grant.h"
 #include "model/block_adapters.h"
 #include "model/block_stack.h"
 #include "runtime/actor_system.h"
@@ -230,6 +231,7 @@ class BlockHost final : public TypedActor<BlockHost, BlockHostProtocol> {
   std::vector<HeldAdapter> held_adapters_;
   double tokens_per_second_ = 0;  // per block; exponential average of measured decode steps
   std::set<PeerId> refused_logged_;  // peers whose refused messages were logged
+  PushGrants grants_;  // checks the grants of pushes from other hosts
 };
 
 }  // namespace sepal

@@ -358,7 +358,7 @@ void ClientDriver::start_push(Session& s) {
     if (!key) continue;
     PushGrantScope scope{receiver, s.id, next[i].session, s.position(), s.tag, static_cast<std::int64_t>(i + 1), std::nullopt};
     if (i + 1 < next.size()) scope.next = next[i + 1];
-    next[i].grant = make_push_grant(scope, *key);
+    next[i].grant = grants_.make(scope, *key);
   }
   PushAttempt attempt;
   attempt.tag = s.tag;

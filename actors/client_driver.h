@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "actors/protocol/client_driver.h"
+#include "actors/push_grant.h"
 #include "actors/route_planner.h"
 #include "runtime/actor_system.h"
 
@@ -213,6 +214,7 @@ class ClientDriver final : public TypedActor<ClientDriver, ClientDriverProtocol>
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::set<PeerId> failed_peers_;
   std::set<PeerId> off_route_logged_;  ///< peers whose pushed output for a route they are not on was logged
+  PushGrants grants_;  ///< makes the grants of each push's later hops
 };
 
 }  // namespace sepal

@@ -3,9 +3,8 @@
 #include <openssl/crypto.h>
 
 namespace sepal {
-namespace {
 
-LinkKey grant_of(const PushGrantScope& s, const LinkKey& key) {
+LinkKey PushGrants::grant_of(const PushGrantScope& s, const LinkKey& key) {
   std::vector<std::uint8_t> message{'s', 'e', 'p', 'a', 'l', '-', 'p', 'u', 's', 'h', 0};
   auto put = [&](std::uint64_t v) {
     for (int i = 0; i < 8; ++i) message.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
@@ -23,17 +22,20 @@ LinkKey grant_of(const PushGrantScope& s, const LinkKey& key) {
     put(s.next->host.id);
     put(s.next->session);
   }
-  return hmac_sha256(key, message);
+  auto keyed = keyed_.find(key);
+  if (keyed == keyed_.end()) {
+    if (keyed_.size() >= kMaxKeys) keyed_.clear();
+    keyed = keyed_.emplace(key, std::make_unique<KeyedHmac>(key)).first;
+  }
+  return keyed->second->mac(message);
 }
 
-}  // namespace
-
-std::vector<std::uint8_t> make_push_grant(const PushGrantScope& scope, const LinkKey& key) {
+std::vector<std::uint8_t> PushGrants::make(const PushGrantScope& scope, const LinkKey& key) {
   const LinkKey g = grant_of(scope, key);
   return {g.begin(), g.end()};
 }
 
-bool verify_push_grant(const std::vector<std::uint8_t>& grant, const PushGrantScope& scope, const LinkKey& key) {
+bool PushGrants::verify(const std::vector<std::uint8_t>& grant, const PushGrantScope& scope, const LinkKey& key) {
   const LinkKey expected = grant_of(scope, key);
   return grant.size() == expected.size() && CRYPTO_memcmp(grant.data(), expected.data(), expected.size()) == 0;
 }

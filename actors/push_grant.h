@@ -6,9 +6,11 @@
 // nor make a host forward anywhere the client did not name. Transports without link keys (one MPI
 // job, in-process tests) carry no grants: their channel admits no outsider.
 //
-// Thread-safety: pure functions.
+// Thread-safety: a PushGrants is used by one thread at a time (its actor's).
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -29,9 +31,21 @@ struct PushGrantScope {
   std::optional<PushTarget> next;
 };
 
-/// The grant for `scope` under `key` (the client's link key with the granted host).
-std::vector<std::uint8_t> make_push_grant(const PushGrantScope& scope, const LinkKey& key);
-/// Whether `grant` is the one make_push_grant gives (constant-time comparison).
-bool verify_push_grant(const std::vector<std::uint8_t>& grant, const PushGrantScope& scope, const LinkKey& key);
+/// Makes and checks grants (HMAC-SHA256 under the link key), each key's HMAC keyed once: a client
+/// makes one grant per later hop of every step, and a host checks one per step pushed to it.
+class PushGrants {
+ public:
+  /// The grant for `scope` under `key` (the client's link key with the granted host).
+  std::vector<std::uint8_t> make(const PushGrantScope& scope, const LinkKey& key);
+  /// Whether `grant` is the one make() gives for `scope` and `key` (constant-time comparison).
+  bool verify(const std::vector<std::uint8_t>& grant, const PushGrantScope& scope, const LinkKey& key);
+
+  /// The most keys kept keyed; past it, all are dropped and keyed again as used.
+  static constexpr std::size_t kMaxKeys = 256;
+
+ private:
+  LinkKey grant_of(const PushGrantScope& scope, const LinkKey& key);
+  std::map<LinkKey, std::unique_ptr<KeyedHmac>> keyed_;
+};
 
 }  // namespace sepal

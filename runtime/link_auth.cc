@@ -2,7 +2,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -99,13 +100,41 @@ bool LinkMac::verify(const LinkTag& expected, std::uint32_t sender, TagDomain do
   return CRYPTO_memcmp(actual.data(), expected.data(), actual.size()) == 0;
 }
 
-LinkKey hmac_sha256(std::span<const std::uint8_t> key, std::span<const std::uint8_t> message) {
+struct KeyedHmac::Context {
+  EVP_MAC* algorithm = nullptr;
+  EVP_MAC_CTX* keyed = nullptr;
+  ~Context() {
+    EVP_MAC_CTX_free(keyed);
+    EVP_MAC_free(algorithm);
+  }
+};
+
+KeyedHmac::KeyedHmac(std::span<const std::uint8_t> key) : context_(std::make_unique<Context>()) {
+  context_->algorithm = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!context_->algorithm) crypto_failure("EVP_MAC_fetch");
+  context_->keyed = EVP_MAC_CTX_new(context_->algorithm);
+  if (!context_->keyed) crypto_failure("EVP_MAC_CTX_new");
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  if (EVP_MAC_init(context_->keyed, key.data(), key.size(), params) != 1) crypto_failure("EVP_MAC_init");
+}
+
+KeyedHmac::~KeyedHmac() = default;
+
+LinkKey KeyedHmac::mac(std::span<const std::uint8_t> message) {
+  // A null key restarts the MAC under the key given at construction.
+  if (EVP_MAC_init(context_->keyed, nullptr, 0, nullptr) != 1) crypto_failure("EVP_MAC_init");
+  if (EVP_MAC_update(context_->keyed, message.data(), message.size()) != 1) crypto_failure("EVP_MAC_update");
   LinkKey out{};
-  unsigned length = 0;
-  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(), message.size(), out.data(), &length)) {
-    crypto_failure("HMAC");
+  std::size_t length = 0;
+  if (EVP_MAC_final(context_->keyed, out.data(), &length, out.size()) != 1 || length != out.size()) {
+    crypto_failure("EVP_MAC_final");
   }
   return out;
+}
+
+LinkKey hmac_sha256(std::span<const std::uint8_t> key, std::span<const std::uint8_t> message) {
+  return KeyedHmac(key).mac(message);
 }
 
 LinkKey random_link_key() {

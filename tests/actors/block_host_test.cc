@@ -10,6 +10,7 @@
 
 #include "actors/block_host.h"
 #include "actors/hidden_codec.h"
+#include "actors/push_grant.h"
 #include "actors/client_driver.h"
 #include "actors/blocking_facade.h"
 #include "model/block_stack.h"
@@ -164,6 +165,44 @@ class KeyedTransport final : public Transport {
   std::unique_ptr<Transport> inner_;
   LinkKey key_ = random_link_key();
 };
+
+// A grant verifies for its scope and key only, and the same grant comes out however many keys
+// the maker and the checker keep keyed (both drop them all past kMaxKeys).
+TEST(PushGrants, AGrantCoversItsScopeAndKeyOnly) {
+  const LinkKey key = random_link_key();
+  PushGrantScope scope{{3, 7}, 11, 13, 17, 19, 2, PushTarget{{4, 9}, 23, {}}};
+  PushGrants maker, checker;
+  const auto grant = maker.make(scope, key);
+  ASSERT_EQ(grant.size(), 32u);
+  EXPECT_TRUE(checker.verify(grant, scope, key));
+  EXPECT_FALSE(checker.verify(grant, scope, random_link_key()));
+  auto shorter = grant;
+  shorter.pop_back();
+  EXPECT_FALSE(checker.verify(shorter, scope, key));
+  EXPECT_FALSE(checker.verify({}, scope, key));
+  auto flipped = grant;
+  flipped[31] ^= 1;
+  EXPECT_FALSE(checker.verify(flipped, scope, key));
+  const std::vector<void (*)(PushGrantScope&)> changes = {
+      [](PushGrantScope& s) { ++s.client.peer; },  [](PushGrantScope& s) { ++s.client.id; },
+      [](PushGrantScope& s) { ++s.request; },      [](PushGrantScope& s) { ++s.session; },
+      [](PushGrantScope& s) { ++s.position; },     [](PushGrantScope& s) { ++s.tag; },
+      [](PushGrantScope& s) { ++s.hop; },          [](PushGrantScope& s) { s.next.reset(); },
+      [](PushGrantScope& s) { ++s.next->host.peer; }, [](PushGrantScope& s) { ++s.next->host.id; },
+      [](PushGrantScope& s) { ++s.next->session; }};
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    PushGrantScope other = scope;
+    changes[i](other);
+    EXPECT_FALSE(checker.verify(grant, other, key)) << "change " << i;
+  }
+  for (std::size_t i = 0; i < PushGrants::kMaxKeys + 3; ++i) {
+    const LinkKey k = random_link_key();
+    EXPECT_TRUE(checker.verify(maker.make(scope, k), scope, k));
+  }
+  EXPECT_EQ(maker.make(scope, key), grant);
+  EXPECT_TRUE(checker.verify(grant, scope, key));
+  EXPECT_EQ(PushGrants{}.make(scope, key), grant);
+}
 
 TEST(BlockHost, ClientsReachOnlyTheirOwnSessionsAndOnlyTheCoordinatorStopsTheHost) {
   const auto model = test::models_dir() / "stories260K";
