@@ -11,7 +11,10 @@
 
 namespace sepal {
 
-inline constexpr std::uint16_t kJoinVersion = 2;
+/// The join protocol's version, and with it the links' authentication: a joiner of another build
+/// is refused here, where a member whose tags its peers cannot verify would only be dropped frame
+/// by frame. 3: payload tags are GMAC (runtime/link_auth.h).
+inline constexpr std::uint16_t kJoinVersion = 3;
 
 /// Coordinator -> joiner: prove you know the secret (a fresh nonce).
 struct JoinChallenge {

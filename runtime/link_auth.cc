@@ -15,8 +15,8 @@
 namespace sepal {
 
 struct LinkMac::Context {
-  EVP_CIPHER_CTX* header = nullptr;   // AES-256-GCM
-  EVP_CIPHER_CTX* payload = nullptr;  // ChaCha20-Poly1305
+  EVP_CIPHER_CTX* header = nullptr;   // AES-256-GCM under the header key
+  EVP_CIPHER_CTX* payload = nullptr;  // AES-256-GCM under the payload key
   ~Context() {
     EVP_CIPHER_CTX_free(header);
     EVP_CIPHER_CTX_free(payload);
@@ -64,7 +64,7 @@ EVP_CIPHER_CTX* keyed_aead(const EVP_CIPHER* cipher, const LinkKey& key, std::st
 
 LinkMac::LinkMac(const LinkKey& key) : context_(std::make_unique<Context>()) {
   context_->header = keyed_aead(EVP_aes_256_gcm(), key, "sepal-mac-header");
-  context_->payload = keyed_aead(EVP_chacha20_poly1305(), key, "sepal-mac-payload");
+  context_->payload = keyed_aead(EVP_aes_256_gcm(), key, "sepal-mac-payload");
 }
 
 LinkMac::~LinkMac() = default;
