@@ -2,7 +2,8 @@
 // listener and port file; a silent or closing peer costs at most the timeout, an oversized
 // message is refused unread; a port
 // file is read as it appears and refused when it holds something else; a listener that closes
-// cuts a handshake under way instead of waiting for it.
+// cuts a handshake under way instead of waiting for it; a swarm of another build is refused at its
+// challenge.
 #include "runtime/join_socket.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,8 @@
 #include <fstream>
 #include <future>
 
+#include "runtime/join_messages.h"
+#include "runtime/swarm_join.h"
 #include "tests/test_util.h"
 
 namespace sepal {
@@ -185,6 +188,32 @@ TEST(JoinSocket, APortFileIsAwaitedAndCheckedBeforeAnyConnection) {
   auto listener = JoinListener::open(port_file, [](JoinConnection&) {});
   ASSERT_TRUE(listener.is_ok());
   EXPECT_TRUE(waiting.get().is_ok());
+}
+
+// A swarm of another build (another join protocol, and with it another link authentication) is
+// refused at the first message, in one line that names both versions.
+TEST(JoinSocket, ASwarmOfAnotherBuildIsRefusedAtTheChallenge) {
+  const test::TempDir dir;
+  const auto port_file = (dir / "swarm.port").string();
+  auto listener = JoinListener::open(port_file, [](JoinConnection& link) {
+    (void)link.send(*encode(Envelope{}, JoinChallenge{kJoinVersion - 1, std::vector<std::uint8_t>(32, 9)}).flatten(), 5s);
+    (void)link.receive(2s);
+  });
+  ASSERT_TRUE(listener.is_ok()) << listener.status().to_string();
+  auto link = connect_to_swarm(port_file, 5s);
+  ASSERT_TRUE(link.is_ok()) << link.status().to_string();
+  auto secret = SwarmSecret::from_text("sixteen bytes or more");
+  ASSERT_TRUE(secret.is_ok());
+  bool asked_for_address = false;
+  auto joined = join_swarm(link.value(), secret.value(), "host", [&](PeerId) -> Result<std::vector<std::uint8_t>> {
+    asked_for_address = true;
+    return std::vector<std::uint8_t>{1};
+  });
+  ASSERT_FALSE(joined.is_ok());
+  EXPECT_EQ(joined.status().code(), StatusCode::kMalformed);
+  EXPECT_EQ(joined.status().message(), "the swarm speaks join protocol version " + std::to_string(kJoinVersion - 1) +
+                                           ", this build speaks " + std::to_string(kJoinVersion));
+  EXPECT_FALSE(asked_for_address);
 }
 
 }  // namespace
