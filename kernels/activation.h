@@ -41,6 +41,11 @@ void add_scaled_in_place(float* y, const float* x, float scale, std::int64_t cou
 /// 0.044715 x²))), in place; computed as gelu_tanh_mul computes it, spread over the threads.
 void gelu_tanh(float* x, std::int64_t count);
 
+/// x[i] = cap · tanh(x[i] / cap) (Gemma 2's soft-capping of attention scores and logits) for
+/// i < count, in place, and tanh_out[i] = tanh(x[i] / cap) when tanh_out is not null (for the
+/// gradient); cap > 0. On one thread (attention calls it from its own).
+void softcap(float* x, std::int64_t count, float cap, float* tanh_out = nullptr);
+
 /// rows[t, :] += bias for t < n rows of `dim` values.
 void add_bias(float* rows, std::int64_t n, std::int64_t dim, const float* bias);
 

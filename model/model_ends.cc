@@ -20,9 +20,7 @@ void finish_logits(const ModelConfig& c, float* logits, std::int64_t count) {
   if (c.logit_divisor != 1.0f) {
     for (std::int64_t i = 0; i < count; ++i) logits[i] /= c.logit_divisor;
   }
-  const float cap = c.final_logit_softcap;
-  if (cap <= 0.0f) return;
-  for (std::int64_t i = 0; i < count; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
+  if (c.final_logit_softcap > 0.0f) softcap(logits, count, c.final_logit_softcap);
 }
 
 }  // namespace
@@ -115,10 +113,7 @@ double ModelEnds::cross_entropy(const float* hidden, std::int64_t n, const std::
     }
     if (cap > 0.0f) {  // Gemma 2: capped keeps tanh(logit / cap) for the gradient
       capped.resize(logits.size());
-      for (std::size_t i = 0; i < logits.size(); ++i) {
-        capped[i] = std::tanh(logits[i] / cap);
-        logits[i] = cap * capped[i];
-      }
+      softcap(logits.data(), static_cast<std::int64_t>(logits.size()), cap, capped.data());
     }
     // The rows in parallel; their losses added in order, so the total is the same for every
     // thread count.

@@ -1,5 +1,6 @@
 // Compiled with -mavx512f -mavx512dq -mfma. The exponential 16 lanes at a time, for softmax,
-// log-sum-exp, SiLU and the tanh GELUs (BLOOM's, Gemma's gated one) and their input gradients:
+// log-sum-exp, SiLU, the tanh GELUs (BLOOM's, Gemma's gated one) and their input gradients, and
+// the tanh of Gemma 2's soft-capping:
 // n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a degree-7
 // polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0 below the
 // f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over the
@@ -30,6 +31,26 @@ inline __m512 exp16(__m512 x) {
   // Far outside the range n itself is huge or infinite; scalef still gives 0 or infinity, and
   // NaN stays NaN.
   return _mm512_scalef_ps(p, n);
+}
+
+// tanh(y): 1 - 2 / (1 + e^(2|y|)) with y's sign where |y| >= 0.625, and below that, where the
+// subtraction would cancel y's leading digits, y + y³ P(y²) with Cephes' tanhf coefficients.
+// Within 2 ulp of the correctly rounded tanh; ±1 for ±infinity, NaN for NaN.
+inline __m512 tanh16(__m512 y) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 magnitude = _mm512_abs_ps(y);
+  const __m512 far = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f),
+                                                      _mm512_add_ps(one, exp16(_mm512_add_ps(magnitude, magnitude)))));
+  const __m512 sign = _mm512_and_ps(y, _mm512_set1_ps(-0.0f));
+  const __m512 z = _mm512_mul_ps(y, y);
+  __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+  const __m512 near = _mm512_fmadd_ps(_mm512_mul_ps(p, z), y, y);
+  const __mmask16 is_near = _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+  return _mm512_mask_blend_ps(is_near, _mm512_or_ps(far, sign), near);
 }
 
 // x/2 (1 + tanh(u)) = x / (1 + e^(-2u)), u = c (x + 0.044715 x³).
@@ -175,6 +196,16 @@ void gelu_tanh_avx512(float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);
     _mm512_mask_storeu_ps(x + i, m, gelu_tanh16(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+void softcap_avx512(float* x, std::int64_t count, float cap, float* tanh_out) {
+  const __m512 c = _mm512_set1_ps(cap);
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    const __m512 t = tanh16(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), c));
+    if (tanh_out) _mm512_mask_storeu_ps(tanh_out + i, m, t);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(c, t));
   }
 }
 

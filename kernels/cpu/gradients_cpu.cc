@@ -256,12 +256,8 @@ void attention_causal_input_grad(const float* q, const float* keys, const float*
         // The forward's probabilities, computed as attention_causal computes them.
         if (!(wide && cpu::dot_rows_avx512(qi, ki, visible, hd, scale, probs.data())))
           cpu::dot_rows(qi, ki, visible, hd, scale, probs.data());
-        if (softcap > 0.0f) {  // Gemma 2: capped[j] keeps tanh(s / softcap) for the gradient
-          for (std::int64_t j = 0; j < visible; ++j) {
-            capped[j] = std::tanh(probs[j] / softcap);
-            probs[j] = softcap * capped[j];
-          }
-        }
+        // Gemma 2: capped keeps tanh(s / softcap) for the gradient.
+        if (softcap > 0.0f) sepal::softcap(probs.data(), visible, softcap, capped.data());
         if (slope != 0.0f) {
           for (std::int64_t j = 0; j < visible; ++j) probs[j] += slope * static_cast<float>(lowest + j);
         }

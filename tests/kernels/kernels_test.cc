@@ -576,6 +576,37 @@ TEST(Activation, GeluTanhMulMatchesReference) {
   EXPECT_EQ(via, y);
 }
 
+// Gemma 2's soft-capping against double: near 0 (where 1 - 2/(1 + e^(2y)) would cancel), across
+// the switch between the tanh's two formulas (|x| / cap = 0.625), into saturation, at ±infinity,
+// and the tanh kept for the gradient. ctest also runs it with SEPAL_CPU_ISA=generic.
+TEST(Activation, SoftcapMatchesReference) {
+  for (float cap : {30.0f, 50.0f, 0.5f}) {
+    std::vector<float> x;
+    for (int i = -400; i <= 400; ++i) x.push_back(static_cast<float>(i) * cap / 100.0f);
+    for (float v : {1e-30f, -1e-20f, 1e-6f, 0.0f, -0.0f}) x.push_back(v * cap);
+    for (float r : {0.62f, 0.6249999f, 0.625f, 0.6250001f, 0.63f, 9.0f, 44.0f, 1e4f}) {
+      x.push_back(r * cap);
+      x.push_back(-r * cap);
+    }
+    x.push_back(INFINITY);
+    x.push_back(-INFINITY);
+    const auto noise = random_floats(5003, 17, 3.0f * cap);
+    x.insert(x.end(), noise.begin(), noise.end());
+    std::vector<float> y = x, t(x.size()), z = x;
+    softcap(y.data(), static_cast<std::int64_t>(y.size()), cap, t.data());
+    softcap(z.data(), static_cast<std::int64_t>(z.size()), cap);
+    EXPECT_EQ(y, z) << "the tanh kept for the gradient changed the result";
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double th = std::tanh(static_cast<double>(x[i]) / cap);
+      ASSERT_NEAR(t[i], th, 3e-7 * std::abs(th) + 1e-37) << x[i] << " cap " << cap << " at " << cpu_isa_name(active_cpu_isa());
+      ASSERT_NEAR(y[i], cap * th, 4e-7 * std::abs(cap * th) + 1e-37) << x[i] << " cap " << cap;
+    }
+  }
+  float nan = NAN;
+  softcap(&nan, 1, 30.0f);
+  EXPECT_TRUE(std::isnan(nan));
+}
+
 TEST(Activation, SiluMulHoldsAtTheEndsOfTheRange) {
   std::vector<float> g = {-200.0f, -88.0f, -20.0f, -1e-3f, 0.0f, 1e-3f, 20.0f, 88.0f, 200.0f};
   const std::vector<float> u(g.size(), 1.5f);
