@@ -1,6 +1,6 @@
 // Compiled with -mavx512f -mavx512dq -mfma. The exponential 16 lanes at a time, for softmax,
 // log-sum-exp, SiLU, the tanh GELUs (BLOOM's, Gemma's gated one) and their input gradients, and
-// the tanh of Gemma 2's soft-capping:
+// GPT-OSS's clamped SwiGLU, and the tanh of Gemma 2's soft-capping:
 // n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact), e^r from a degree-7
 // polynomial (Cephes' expf coefficients), scaled by 2^n with VSCALEFPS, which gives 0 below the
 // f32 range and infinity above it. Within 2 ulp of the correctly rounded exponential over the
@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activation.h"
 #include "kernels/cpu/lanes_avx512.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -146,6 +147,20 @@ void silu_mul_avx512(float* gate, const float* up, std::int64_t count) {
     const __m512 silu =
         _mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+void clamped_swiglu_mul_avx512(float* gate, const float* up, std::int64_t count, float limit) {
+  const __m512 one = _mm512_set1_ps(1.0f), high = _mm512_set1_ps(limit), low = _mm512_set1_ps(-limit);
+  const __m512 minus_alpha = _mm512_set1_ps(-kClampedSwigluAlpha);
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    // VMINPS and VMAXPS return their second operand when either is NaN: the inputs go second,
+    // so NaN stays NaN as with std::min and std::clamp.
+    const __m512 g = _mm512_min_ps(high, _mm512_maskz_loadu_ps(m, gate + i));
+    const __m512 u = _mm512_max_ps(low, _mm512_min_ps(high, _mm512_maskz_loadu_ps(m, up + i)));
+    const __m512 glu = _mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_mul_ps(minus_alpha, g))));
+    _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(glu, _mm512_add_ps(u, one)));
   }
 }
 

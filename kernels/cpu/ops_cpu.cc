@@ -431,7 +431,12 @@ void gelu_tanh_mul(float* gate, const float* up, std::int64_t count) {
 
 void clamped_swiglu_mul(float* gate, const float* up, std::int64_t count, float limit) {
   SEPAL_CHECK(limit > 0.0f, "the clamped SwiGLU needs a positive limit");
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) {
+      cpu::clamped_swiglu_mul_avx512(gate + i0, up + i0, i1 - i0, limit);
+      return;
+    }
     for (std::int64_t i = i0; i < i1; ++i) {
       const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit);
       gate[i] = g / (1.0f + std::exp(-kClampedSwigluAlpha * g)) * (u + 1.0f);

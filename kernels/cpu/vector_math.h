@@ -33,6 +33,8 @@ void softmax_avx512(float* x, std::int64_t count);
 void silu_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_mul_avx512(float* gate, const float* up, std::int64_t count);
 void gelu_tanh_avx512(float* x, std::int64_t count);
+/// clamped_swiglu_mul() (kernels/activation.h) the same way; limit > 0.
+void clamped_swiglu_mul_avx512(float* gate, const float* up, std::int64_t count, float limit);
 /// softcap() (kernels/activation.h) the same way, its tanh as tanh16 in exp_avx512.cc computes it.
 void softcap_avx512(float* x, std::int64_t count, float cap, float* tanh_out);
 /// log_sum_exp() and exp_shifted() (kernels/softmax.h) the same way; count >= 1.

@@ -607,6 +607,39 @@ TEST(Activation, SoftcapMatchesReference) {
   EXPECT_TRUE(std::isnan(nan));
 }
 
+// GPT-OSS's clamped SwiGLU against double: gates below, inside and above the limit (and far
+// below, where the exponential overflows), ups clamped on both sides, NaN kept. ctest also runs
+// it with SEPAL_CPU_ISA=generic.
+TEST(Activation, ClampedSwigluMulMatchesReference) {
+  const float limit = 7.0f;
+  std::vector<float> g, u;
+  for (int i = -400; i <= 400; ++i) {
+    g.push_back(static_cast<float>(i) / 40.0f);
+    u.push_back(static_cast<float>(400 - i) / 40.0f - 4.0f);
+  }
+  for (float v : {-1e4f, -90.0f, -7.0f, 7.0f, 7.5f, 1e4f}) {
+    g.push_back(v);
+    u.push_back(-v);
+  }
+  const auto gn = random_floats(100003, 21, 12.0f), un = random_floats(100003, 22, 12.0f);
+  g.insert(g.end(), gn.begin(), gn.end());
+  u.insert(u.end(), un.begin(), un.end());
+  std::vector<float> y = g;
+  clamped_swiglu_mul(y.data(), u.data(), static_cast<std::int64_t>(y.size()), limit);
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double gc = std::min<double>(g[i], limit), uc = std::clamp<double>(u[i], -limit, limit);
+    const double ref = gc / (1.0 + std::exp(-static_cast<double>(kClampedSwigluAlpha) * gc)) * (uc + 1.0);
+    ASSERT_NEAR(y[i], ref, 2e-6 * (1.0 + std::abs(ref))) << g[i] << " " << u[i] << " at " << cpu_isa_name(active_cpu_isa());
+  }
+  std::vector<float> via = g;
+  gate_mul(GateActivation::kClampedSwiglu, via.data(), u.data(), static_cast<std::int64_t>(via.size()), limit);
+  EXPECT_EQ(via, y);
+  std::vector<float> nan_gate = {NAN, 1.0f}, nan_up = {1.0f, NAN};
+  clamped_swiglu_mul(nan_gate.data(), nan_up.data(), 2, limit);
+  EXPECT_TRUE(std::isnan(nan_gate[0]));
+  EXPECT_TRUE(std::isnan(nan_gate[1]));
+}
+
 TEST(Activation, SiluMulHoldsAtTheEndsOfTheRange) {
   std::vector<float> g = {-200.0f, -88.0f, -20.0f, -1e-3f, 0.0f, 1e-3f, 20.0f, 88.0f, 200.0f};
   const std::vector<float> u(g.size(), 1.5f);
