@@ -116,7 +116,11 @@ KeyedHmac::KeyedHmac(std::span<const std::uint8_t> key) : context_(std::make_uni
   if (!context_->keyed) crypto_failure("EVP_MAC_CTX_new");
   char digest[] = "SHA256";
   const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
-  if (EVP_MAC_init(context_->keyed, key.data(), key.size(), params) != 1) crypto_failure("EVP_MAC_init");
+  // A null key would mean "the key already set": an empty one needs a pointer all the same.
+  static const std::uint8_t kEmpty = 0;
+  if (EVP_MAC_init(context_->keyed, key.empty() ? &kEmpty : key.data(), key.size(), params) != 1) {
+    crypto_failure("EVP_MAC_init");
+  }
 }
 
 KeyedHmac::~KeyedHmac() = default;

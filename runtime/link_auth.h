@@ -76,10 +76,11 @@ inline LinkKey unwrap_link_key(const LinkKey& wrapped, const LinkKey& wrapping, 
   return wrap_link_key(wrapped, wrapping, context);
 }
 
-/// HMAC-SHA256 under one key, keyed once. OpenSSL 3's one-shot HMAC() looks the algorithm up and
-/// keys it on every call: 1.1 µs here with warm caches, several times that in an actor whose caches
-/// a forward pass has just flushed; a keyed object takes 0.2 µs a message (push grants, made and
-/// checked on every step of a swarm, use one per link).
+/// HMAC-SHA256 under one key (any length, empty included), keyed once. OpenSSL 3's one-shot
+/// HMAC() looks the algorithm up and keys it on every call: 1.1 µs here with warm caches and 11.9
+/// after a 64 MiB sweep of them (as in an actor after a forward pass), where a keyed object takes
+/// 0.2 and 4.8 µs a message (push grants, made and checked on every step of a swarm, use one per
+/// link).
 /// Thread-safety: one thread at a time.
 class KeyedHmac {
  public:

@@ -1,5 +1,5 @@
 // The link authentication primitives: HMAC-SHA256 (one-shot and keyed once) against RFC 4231's
-// test vectors, and LinkMac's tags: a tag verifies only for the same sender, domain, sequence and
+// test vectors and an empty key, and LinkMac's tags: a tag verifies only for the same sender, domain, sequence and
 // bytes, however the bytes are split into segments.
 #include "runtime/link_auth.h"
 
@@ -39,6 +39,8 @@ std::vector<Rfc4231Case> rfc4231() {
       // A key longer than SHA-256's block is hashed first.
       {std::vector<std::uint8_t>(131, 0xaa), "Test Using Larger Than Block-Size Key - Hash Key First",
        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      // Not in RFC 4231: an empty key (Python's hmac module gives the same).
+      {{}, "abc", "fd7adb152c05ef80dccf50a1fa4c05d5a3ec6da95575fc312ae7c5d091836351"},
   };
 }
 
