@@ -134,7 +134,7 @@ std::string scales_name_for(const std::string& name) {
 
 void elements_as_f32(const TensorRef& t, std::int64_t first, std::int64_t count, float* out) {
   const std::byte* p = t.data + first * static_cast<std::int64_t>(dtype_size(t.dtype));
-  auto widen = [&](auto convert) {  // a loop the compiler vectorizes (one call per row, not per value)
+  auto widen = [&](auto convert) {  // one call per row, not per value
     for (std::int64_t i = 0; i < count; ++i) {
       std::uint16_t h;
       std::memcpy(&h, p + i * 2, 2);
