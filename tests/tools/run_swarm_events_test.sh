@@ -27,6 +27,15 @@ timeout 240 mpirun -np 4 --enable-recovery "$sepal" generate \
   > "$dir/out.txt" 2> "$dir/err.txt" &
 job=$!
 failed=0
+# 0. A process with the wrong secret is refused: exit status 1 (not 75: trying again cannot help),
+# the reason on its last line, and the swarm logs whom it refused. Early and in the background:
+# after the steps below, on a busy machine, the generation had sometimes ended and the port file
+# was gone (the check then waited out its 60 s for an address).
+wait_bytes $((total / 10))
+printf 'not-the-swarm-secret-0123456789\n' > "$dir/wrong"
+timeout 60 mpirun -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/wrong" \
+  > /dev/null 2> "$dir/wrong.err" &
+wrong=$!
 # 1. Graceful leave of the route's last host, at 30% of the text.
 wait_bytes $((total * 3 / 10))
 leaver=$(sed -n 's/^sepal: route ([a-z]*): .*host \([0-9]*\) \[[0-9]*, [0-9]*)$/\1/p' "$dir/err.txt")
@@ -45,11 +54,7 @@ for _ in $(seq 3000); do grep -q "serves blocks" "$dir/joiner.err" 2>/dev/null &
 timeout 60 "$sepal" status --join "$dir/port" --secret-file "$dir/secret" \
   > "$dir/status.txt" 2> "$dir/status.err"
 echo "--- sepal status"; cat "$dir/status.txt"
-# 4. A process with the wrong secret is refused: exit status 1 (not 75: trying again cannot help),
-# the reason on its last line, and the swarm logs whom it refused.
-printf 'not-the-swarm-secret-0123456789\n' > "$dir/wrong"
-timeout 60 mpirun -np 1 "$sepal" status --join "$dir/port" --secret-file "$dir/wrong" \
-  > /dev/null 2> "$dir/wrong.err"
+wait $wrong
 wrong_rc=$?
 wait $job
 wait $joiner
