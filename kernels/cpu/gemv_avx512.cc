@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/lanes_avx512.h"
 
@@ -194,7 +195,7 @@ void gemv_bf16_avx512(const float* x, const float* split, std::int64_t n, const 
 void gemv_avx512(const float* x, std::int64_t n, const WeightView& w, std::int64_t r0,
                  std::int64_t r1, float* y) {
   if (w.dtype == DType::kF32) return gemv_typed<float>(x, nullptr, n, w, r0, r1, y);
-  thread_local std::vector<float> split;
+  thread_local AlignedFloats split;  // on a cache line, as matmul_streaming's
   split.resize(static_cast<std::size_t>(n * (w.cols / 32 * 32)));
   lay_out_bf16_activations_avx512(x, n, w.cols, split.data());
   gemv_bf16_avx512(x, split.data(), n, w, r0, r1, y);
