@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/lanes_avx512.h"
 #include "kernels/cpu/transpose_avx512.h"
@@ -78,7 +79,7 @@ constexpr TileFn kTiles[kTileTokens + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>
 template <typename T>
 void gemm_strip(const float* x, std::int64_t n, const WeightView& w, float* y, std::int64_t s) {
   const T* data = static_cast<const T*>(w.data);
-  thread_local std::vector<float> packed;
+  thread_local AlignedFloats packed;
   packed.resize(static_cast<std::size_t>(w.cols * kGemmStripRows));
   const std::int64_t r0 = s * kGemmStripRows, rows = std::min(kGemmStripRows, w.rows - r0);
   pack_strip(data + r0 * w.cols, w.cols, rows, packed.data());

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/aligned_vector.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/i8_rows_avx512.h"
 #include "kernels/cpu/transpose_avx512.h"
@@ -89,7 +90,7 @@ void gemm_i8_avx512vnni(const I8Activations& x, std::int64_t n, std::span<const 
     float* y = ys[i];
     const auto* data = static_cast<const std::int8_t*>(w.data);
     const std::int64_t groups = (w.cols + 3) / 4;
-    thread_local std::vector<std::uint8_t> packed;
+    thread_local std::vector<std::uint8_t, CacheLineAllocator<std::uint8_t>> packed;
     thread_local std::vector<float>
         outlier_w;  // the strip's outlier columns, packed as an f32 strip
     packed.resize(static_cast<std::size_t>(groups * kGemmStripRows * 4));
