@@ -208,6 +208,28 @@ void silu_mul_input_grad_avx512(const float* gate, const float* up, const float*
   }
 }
 
+void clamped_swiglu_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate,
+                                          float* dup, std::int64_t count, float limit) {
+  const __m512 one = _mm512_set1_ps(1.0f), high = _mm512_set1_ps(limit), low = _mm512_set1_ps(-limit);
+  const __m512 alpha = _mm512_set1_ps(kClampedSwigluAlpha), minus_alpha = _mm512_set1_ps(-kClampedSwigluAlpha);
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = first_lanes(count - i);
+    const __m512 gate_in = _mm512_maskz_loadu_ps(m, gate + i), up_in = _mm512_maskz_loadu_ps(m, up + i),
+                 d = _mm512_maskz_loadu_ps(m, dout + i);
+    // Clamped as the forward clamps them (NaN kept); a clamped input's gradient is 0 (ordered
+    // compares: NaN is not clamped, and its NaN gradient stays).
+    const __m512 g = _mm512_min_ps(high, gate_in);
+    const __m512 u = _mm512_max_ps(low, _mm512_min_ps(high, up_in));
+    const __mmask16 gate_free = _mm512_cmp_ps_mask(gate_in, high, _CMP_NGT_UQ);
+    const __mmask16 up_free = _mm512_cmp_ps_mask(up_in, low, _CMP_NLT_UQ) & _mm512_cmp_ps_mask(up_in, high, _CMP_NGT_UQ);
+    const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_mul_ps(minus_alpha, g))));
+    // d (u + 1) s (1 + alpha g (1 - s)), d g s
+    const __m512 slope = _mm512_mul_ps(s, _mm512_fmadd_ps(_mm512_mul_ps(alpha, g), _mm512_sub_ps(one, s), one));
+    _mm512_mask_storeu_ps(dgate + i, m, _mm512_maskz_mov_ps(gate_free, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_add_ps(u, one)), slope)));
+    _mm512_mask_storeu_ps(dup + i, m, _mm512_maskz_mov_ps(up_free, _mm512_mul_ps(d, _mm512_mul_ps(g, s))));
+  }
+}
+
 void gelu_tanh_avx512(float* x, std::int64_t count) {
   for (std::int64_t i = 0; i < count; i += 16) {
     const __mmask16 m = first_lanes(count - i);

@@ -202,7 +202,12 @@ void clamped_swiglu_mul_input_grad(const float* gate, const float* up, const flo
                                    std::int64_t count, float limit) {
   SEPAL_CHECK(dgate != dup, "clamped_swiglu_mul_input_grad: dgate and dup must differ");
   SEPAL_CHECK(limit > 0.0f, "the clamped SwiGLU needs a positive limit");
+  const bool wide = active_cpu_isa() >= CpuIsa::kAvx512;
   auto span = [&](std::int64_t i0, std::int64_t i1) {
+    if (wide) {
+      return cpu::clamped_swiglu_mul_input_grad_avx512(gate + i0, up + i0, dout + i0, dgate + i0, dup + i0, i1 - i0,
+                                                       limit);
+    }
     for (std::int64_t i = i0; i < i1; ++i) {
       const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit), d = dout[i];
       const float s = 1.0f / (1.0f + std::exp(-kClampedSwigluAlpha * g));

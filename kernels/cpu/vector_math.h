@@ -47,6 +47,9 @@ void silu_mul_input_grad_avx512(const float* gate, const float* up, const float*
                                 std::int64_t count);
 void gelu_tanh_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                                      std::int64_t count);
+/// clamped_swiglu_mul_input_grad() (kernels/gradients.h) the same way; limit > 0.
+void clamped_swiglu_mul_input_grad_avx512(const float* gate, const float* up, const float* dout, float* dgate,
+                                          float* dup, std::int64_t count, float limit);
 /// The largest of x[0, count), NaN values ignored; x[0] must not be NaN.
 float max_value(const float* x, std::int64_t count);
 /// Sum of x[i]².

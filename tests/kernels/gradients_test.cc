@@ -3,10 +3,13 @@
 // thread count and for a token alone or inside a batch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <numeric>
 
+#include "kernels/activation.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/dtype.h"
 #include "kernels/gradients.h"
 #include "kernels/parallel.h"
@@ -269,6 +272,64 @@ TEST(GeluTanhMulInputGrad, MatchesFiniteDifferences) {
   const Vec g = widen(gate), u = widen(up);
   EXPECT_LT(normalized_error(dgate, finite_differences([&](const Vec& x) { return loss_of(x, u); }, g)), 1e-5);
   EXPECT_LT(normalized_error(dup, finite_differences([&](const Vec& x) { return loss_of(g, x); }, u)), 1e-5);
+}
+
+// GPT-OSS's clamped SwiGLU, g' = min(g, L), u' = clamp(u, -L, L), y = g' sigmoid(a g') (u' + 1):
+// against its derivative in double, gates and ups inside and outside the limit on both sides (a
+// clamped input's gradient is 0), a count that is not a multiple of 16, NaN kept; and against
+// finite differences where nothing is clamped. ctest also runs it with SEPAL_CPU_ISA=generic.
+TEST(ClampedSwigluMulInputGrad, MatchesItsDerivative) {
+  const float limit = 7.0f;
+  std::vector<float> gate, up;
+  for (int i = -400; i <= 400; ++i) {
+    gate.push_back(static_cast<float>(i) / 40.0f);
+    up.push_back(static_cast<float>(400 - i) / 40.0f - 4.0f);
+  }
+  for (float v : {-1e4f, -90.0f, -7.0f, 7.0f, 7.5f, 1e4f}) {
+    gate.push_back(v);
+    up.push_back(-v);
+  }
+  const auto gn = random_floats(10007, 31, 12.0f), un = random_floats(10007, 32, 12.0f);
+  gate.insert(gate.end(), gn.begin(), gn.end());
+  up.insert(up.end(), un.begin(), un.end());
+  const auto count = static_cast<std::int64_t>(gate.size());
+  const auto dout = random_floats(count, 33);
+  std::vector<float> dgate(gate.size(), NAN), dup(gate.size(), NAN);
+  gate_mul_input_grad(GateActivation::kClampedSwiglu, gate.data(), up.data(), dout.data(), dgate.data(), dup.data(),
+                      count, limit);
+  const double a = kClampedSwigluAlpha;
+  for (std::size_t i = 0; i < gate.size(); ++i) {
+    const double g = std::min<double>(gate[i], limit), u = std::clamp<double>(up[i], -limit, limit), d = dout[i];
+    const double s = 1.0 / (1.0 + std::exp(-a * g));
+    const double want_dgate = gate[i] > limit ? 0.0 : d * (u + 1.0) * s * (1.0 + a * g * (1.0 - s));
+    const double want_dup = up[i] < -limit || up[i] > limit ? 0.0 : d * g * s;
+    ASSERT_NEAR(dgate[i], want_dgate, 2e-6 * (1.0 + std::abs(want_dgate)))
+        << gate[i] << " " << up[i] << " at " << cpu_isa_name(active_cpu_isa());
+    ASSERT_NEAR(dup[i], want_dup, 2e-6 * (1.0 + std::abs(want_dup)))
+        << gate[i] << " " << up[i] << " at " << cpu_isa_name(active_cpu_isa());
+  }
+  // Away from the limit, against finite differences of the forward itself.
+  const int n = 257;
+  const auto g0 = random_floats(n, 34, 6.0f), u0 = random_floats(n, 35, 6.0f), d0 = random_floats(n, 36);
+  std::vector<float> dg(n, NAN), du(n, NAN);
+  clamped_swiglu_mul_input_grad(g0.data(), u0.data(), d0.data(), dg.data(), du.data(), n, limit);
+  const auto loss_of = [&](const Vec& g, const Vec& u) {
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += d0[i] * g[i] / (1 + std::exp(-a * g[i])) * (u[i] + 1);
+    return sum;
+  };
+  const Vec gw = widen(g0), uw = widen(u0);
+  EXPECT_LT(normalized_error(dg, finite_differences([&](const Vec& x) { return loss_of(x, uw); }, gw)), 1e-5);
+  EXPECT_LT(normalized_error(du, finite_differences([&](const Vec& x) { return loss_of(gw, x); }, uw)), 1e-5);
+  // NaN stays NaN where it flows: a NaN gate makes both gradients of its element NaN but the up's
+  // (which is d g s, free of u), a NaN up makes the gate's gradient NaN.
+  const std::vector<float> nan_gate = {NAN, 1.0f}, nan_up = {1.0f, NAN}, ones = {1.0f, 1.0f};
+  std::vector<float> ng(2), nu(2);
+  clamped_swiglu_mul_input_grad(nan_gate.data(), nan_up.data(), ones.data(), ng.data(), nu.data(), 2, limit);
+  EXPECT_TRUE(std::isnan(ng[0]));
+  EXPECT_TRUE(std::isnan(nu[0]));
+  EXPECT_TRUE(std::isnan(ng[1]));
+  EXPECT_FALSE(std::isnan(nu[1]));
 }
 
 // ---- rope ----
