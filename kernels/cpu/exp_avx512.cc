@@ -216,8 +216,9 @@ void clamped_swiglu_mul_input_grad_avx512(const float* gate, const float* up, co
     const __mmask16 m = first_lanes(count - i);
     const __m512 gate_in = _mm512_maskz_loadu_ps(m, gate + i), up_in = _mm512_maskz_loadu_ps(m, up + i),
                  d = _mm512_maskz_loadu_ps(m, dout + i);
-    // Clamped as the forward clamps them (NaN kept); a clamped input's gradient is 0 (ordered
-    // compares: NaN is not clamped, and its NaN gradient stays).
+    // Clamped as the forward clamps them (NaN kept); a clamped input's gradient is 0. The
+    // compares are unordered: NaN counts as not clamped, so its NaN gradient stays, as in the
+    // scalar loop.
     const __m512 g = _mm512_min_ps(high, gate_in);
     const __m512 u = _mm512_max_ps(low, _mm512_min_ps(high, up_in));
     const __mmask16 gate_free = _mm512_cmp_ps_mask(gate_in, high, _CMP_NGT_UQ);
