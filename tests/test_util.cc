@@ -98,6 +98,22 @@ std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float scale)
   return v;
 }
 
+SwigluInputs clamped_swiglu_inputs(std::size_t randoms, std::uint64_t seed) {
+  SwigluInputs in;
+  for (int i = -400; i <= 400; ++i) {
+    in.gate.push_back(static_cast<float>(i) / 40.0f);
+    in.up.push_back(static_cast<float>(400 - i) / 40.0f - 4.0f);
+  }
+  for (float v : {-1e4f, -90.0f, -7.0f, 7.0f, 7.5f, 1e4f}) {
+    in.gate.push_back(v);
+    in.up.push_back(-v);
+  }
+  const auto g = random_floats(randoms, seed, 12.0f), u = random_floats(randoms, seed + 1, 12.0f);
+  in.gate.insert(in.gate.end(), g.begin(), g.end());
+  in.up.insert(in.up.end(), u.begin(), u.end());
+  return in;
+}
+
 void expect_directional(const std::function<double(const std::vector<double>&)>& loss, const std::vector<float>& at,
                         const std::vector<float>& grad, std::uint64_t seed, double tolerance, double floor) {
   constexpr double kStep = 1e-5;

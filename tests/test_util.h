@@ -59,6 +59,14 @@ double normalized_error(const std::vector<float>& a, const std::vector<double>& 
 /// Deterministic pseudo-random floats in [-scale, scale].
 std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float scale = 1.0f);
 
+/// Inputs of GPT-OSS's clamped SwiGLU (limit 7) that reach every region: gates and ups swept
+/// across -10 .. 10 in opposite directions, values far outside and at the limit, then `randoms`
+/// pseudo-random pairs in [-12, 12] (seeded).
+struct SwigluInputs {
+  std::vector<float> gate, up;
+};
+SwigluInputs clamped_swiglu_inputs(std::size_t randoms, std::uint64_t seed);
+
 /// Checks `grad` (d loss / d x at `at`) along two random directions u (seeded) against central
 /// differences of the float64 `loss` (step 1e-5): |numeric - grad · u| within `tolerance` times
 /// max(floor, |grad · u|), as gtest expectations.

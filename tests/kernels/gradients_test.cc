@@ -21,6 +21,7 @@ namespace sepal {
 namespace {
 
 using test::normalized_error;
+using test::clamped_swiglu_inputs;
 using test::random_floats;
 using Vec = std::vector<double>;
 
@@ -280,18 +281,7 @@ TEST(GeluTanhMulInputGrad, MatchesFiniteDifferences) {
 // finite differences where nothing is clamped. ctest also runs it with SEPAL_CPU_ISA=generic.
 TEST(ClampedSwigluMulInputGrad, MatchesItsDerivative) {
   const float limit = 7.0f;
-  std::vector<float> gate, up;
-  for (int i = -400; i <= 400; ++i) {
-    gate.push_back(static_cast<float>(i) / 40.0f);
-    up.push_back(static_cast<float>(400 - i) / 40.0f - 4.0f);
-  }
-  for (float v : {-1e4f, -90.0f, -7.0f, 7.0f, 7.5f, 1e4f}) {
-    gate.push_back(v);
-    up.push_back(-v);
-  }
-  const auto gn = random_floats(10007, 31, 12.0f), un = random_floats(10007, 32, 12.0f);
-  gate.insert(gate.end(), gn.begin(), gn.end());
-  up.insert(up.end(), un.begin(), un.end());
+  const auto [gate, up] = clamped_swiglu_inputs(10007, 31);
   const auto count = static_cast<std::int64_t>(gate.size());
   const auto dout = random_floats(count, 33);
   std::vector<float> dgate(gate.size(), NAN), dup(gate.size(), NAN);

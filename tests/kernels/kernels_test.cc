@@ -22,6 +22,7 @@ namespace sepal {
 namespace {
 
 using test::normalized_error;
+using test::clamped_swiglu_inputs;
 using test::random_floats;
 
 // ---- matmul: (isa, dtype, tokens, rows, cols) ----
@@ -612,18 +613,7 @@ TEST(Activation, SoftcapMatchesReference) {
 // it with SEPAL_CPU_ISA=generic.
 TEST(Activation, ClampedSwigluMulMatchesReference) {
   const float limit = 7.0f;
-  std::vector<float> g, u;
-  for (int i = -400; i <= 400; ++i) {
-    g.push_back(static_cast<float>(i) / 40.0f);
-    u.push_back(static_cast<float>(400 - i) / 40.0f - 4.0f);
-  }
-  for (float v : {-1e4f, -90.0f, -7.0f, 7.0f, 7.5f, 1e4f}) {
-    g.push_back(v);
-    u.push_back(-v);
-  }
-  const auto gn = random_floats(100003, 21, 12.0f), un = random_floats(100003, 22, 12.0f);
-  g.insert(g.end(), gn.begin(), gn.end());
-  u.insert(u.end(), un.begin(), un.end());
+  const auto [g, u] = clamped_swiglu_inputs(100003, 21);
   std::vector<float> y = g;
   clamped_swiglu_mul(y.data(), u.data(), static_cast<std::int64_t>(y.size()), limit);
   for (std::size_t i = 0; i < g.size(); ++i) {
