@@ -6,13 +6,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
-#include <sstream>
 #include <unordered_map>
 
 #include "kernels/error.h"
+#include "model/hf_tokenizer_json.h"
+#include "model/mapped_file.h"
 #include "model/utf8.h"
 #include "model/tokenizer.h"
 
@@ -20,6 +20,12 @@ namespace sepal {
 namespace {
 
 using nlohmann::json;
+
+// Hashes strings and string views alike, so that a vocab lookup needs no string of its own.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
 
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -178,7 +184,8 @@ struct DecoderStep {
 
 class HfBpeTokenizer final : public Tokenizer {
  public:
-  HfBpeTokenizer(const json& root, const std::string& where) : where_(where) {
+  HfBpeTokenizer(HfTokenizerJson&& parsed, const std::string& where) : where_(where) {
+    const json& root = parsed.root;
     const json& model = root.at("model");
     const std::string type = model.value("type", std::string("BPE"));
     if (type != "BPE") fail(where, ": tokenizer model type '", type, "' is not supported (supported: BPE)");
@@ -190,8 +197,8 @@ class HfBpeTokenizer final : public Tokenizer {
         model["end_of_word_suffix"] != "") {
       fail(where, ": BPE end_of_word_suffix is not supported");
     }
-    read_vocab(model);
-    read_merges(model);
+    read_vocab(parsed);
+    read_merges(parsed);
     byte_fallback_ = model.value("byte_fallback", false);
     fuse_unk_ = model.value("fuse_unk", false);
     ignore_merges_ = model.value("ignore_merges", false);
@@ -223,50 +230,40 @@ class HfBpeTokenizer final : public Tokenizer {
 
   bool strips_leading_space() const override { return strip_leading_space_; }
   std::int32_t token_id(std::string_view piece) const override {
-    const auto it = vocab_.find(std::string(piece));
+    const auto it = vocab_.find(piece);
     return it == vocab_.end() ? -1 : it->second;
   }
 
  private:
-  void set_token(std::int64_t id, const std::string& token) {
+  void set_token(std::int64_t id, std::string token) {
     if (id < 0 || id > (1 << 24)) fail(where_, ": token id ", id, " for '", token, "' is out of range");
     if (static_cast<std::size_t>(id) >= tokens_.size()) tokens_.resize(static_cast<std::size_t>(id) + 1);
-    tokens_[static_cast<std::size_t>(id)] = token;
-    vocab_[token] = static_cast<std::int32_t>(id);
+    vocab_.insert_or_assign(token, static_cast<std::int32_t>(id));
+    tokens_[static_cast<std::size_t>(id)] = std::move(token);
   }
 
-  void read_vocab(const json& model) {
-    if (!model.contains("vocab") || !model["vocab"].is_object()) fail(where_, ": model has no vocab object");
-    for (const auto& [token, id] : model["vocab"].items()) {
-      if (!id.is_number_integer()) fail(where_, ": vocab id of '", token, "' is not an integer");
-      set_token(id.get<std::int64_t>(), token);
-    }
+  void read_vocab(HfTokenizerJson& parsed) {
+    if (!parsed.has_vocab) fail(where_, ": model has no vocab object");
+    if (parsed.vocab_not_integer) fail(where_, ": vocab id of '", *parsed.vocab_not_integer, "' is not an integer");
+    vocab_.reserve(parsed.vocab.size());
+    for (auto& [token, id] : parsed.vocab) set_token(id, std::move(token));
   }
 
-  void read_merges(const json& model) {
-    if (!model.contains("merges") || !model["merges"].is_array()) fail(where_, ": model has no merges list");
-    std::int32_t rank = 0;
-    for (const auto& m : model["merges"]) {
-      std::string left, right;
-      if (m.is_string()) {
-        const std::string s = m;
-        const auto space = s.find(' ', 1);
-        if (space == std::string::npos) fail(where_, ": merge '", s, "' is not two tokens");
-        left = s.substr(0, space);
-        right = s.substr(space + 1);
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        left = m[0];
-        right = m[1];
-      } else {
-        fail(where_, ": merge #", rank, " is neither \"a b\" nor [a, b]");
-      }
-      const auto a = vocab_.find(left), b = vocab_.find(right), ab = vocab_.find(left + right);
+  void read_merges(const HfTokenizerJson& parsed) {
+    if (!parsed.has_merges) fail(where_, ": model has no merges list");
+    merges_.reserve(parsed.merge_count());
+    std::string joined;
+    for (std::size_t rank = 0; rank < parsed.merge_count(); ++rank) {
+      const auto [left, right] = parsed.merge(rank);
+      joined.assign(left).append(right);
+      const auto a = vocab_.find(left), b = vocab_.find(right), ab = vocab_.find(joined);
       if (a == vocab_.end() || b == vocab_.end() || ab == vocab_.end()) {
         fail(where_, ": merge '", left, " ", right, "' uses tokens missing from the vocab");
       }
-      merges_.emplace(pair_key(a->second, b->second), std::make_pair(rank, ab->second));
-      ++rank;
+      merges_.emplace(pair_key(a->second, b->second), std::make_pair(static_cast<std::int32_t>(rank), ab->second));
     }
+    if (parsed.merge_without_space) fail(where_, ": merge '", *parsed.merge_without_space, "' is not two tokens");
+    if (parsed.bad_merge_index) fail(where_, ": merge #", *parsed.bad_merge_index, " is neither \"a b\" nor [a, b]");
   }
 
   void read_added_tokens(const json& root) {
@@ -564,7 +561,7 @@ class HfBpeTokenizer final : public Tokenizer {
       symbols.push_back({id, index - 1, index + 1, true});
     };
     for (auto c : utf8_chars(word)) {
-      if (const auto it = vocab_.find(std::string(c)); it != vocab_.end()) {
+      if (const auto it = vocab_.find(c); it != vocab_.end()) {
         push(it->second);
         continue;
       }
@@ -573,7 +570,7 @@ class HfBpeTokenizer final : public Tokenizer {
         for (unsigned char b : c) {
           char name[8];
           std::snprintf(name, sizeof(name), "<0x%02X>", b);
-          const auto it = vocab_.find(name);
+          const auto it = vocab_.find(std::string_view(name));
           if (it == vocab_.end()) break;
           byte_ids.push_back(it->second);
         }
@@ -626,7 +623,7 @@ class HfBpeTokenizer final : public Tokenizer {
 
   std::string where_;
   std::vector<std::string> tokens_;
-  std::unordered_map<std::string, std::int32_t> vocab_;
+  std::unordered_map<std::string, std::int32_t, StringHash, std::equal_to<>> vocab_;
   std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges_;
   TextTokens added_;  // longest first
   std::vector<std::int32_t> special_;
@@ -640,27 +637,20 @@ class HfBpeTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> parse_hf_tokenizer(const std::string& json_text, const std::string& where) {
-  json root;
+std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view json_text, const std::string& where) {
+  HfTokenizerJson parsed = read_hf_tokenizer_json(json_text, where);
+  if (!parsed.root.is_object() || !parsed.root.contains("model")) fail(where, ": no tokenizer model");
   try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number too large
-    fail(where, ": not valid JSON (", e.what(), ")");
-  }
-  if (!root.is_object() || !root.contains("model")) fail(where, ": no tokenizer model");
-  try {
-    return std::make_unique<HfBpeTokenizer>(root, where);
+    return std::make_unique<HfBpeTokenizer>(std::move(parsed), where);
   } catch (const json::exception& e) {
     fail(where, ": malformed tokenizer (", e.what(), ")");
   }
 }
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) fail("cannot read ", file.string());
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_hf_tokenizer(text.str(), file.string());
+  const auto mapped = MappedFile::open(file);  // parsed where it lies: no copy of a file of tens of MB
+  const std::span<const std::byte> bytes = mapped->bytes();
+  return parse_hf_tokenizer(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), file.string());
 }
 
 }  // namespace sepal

@@ -70,7 +70,7 @@ std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string&
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& file);
 
 /// Parses tokenizer.json text; `where` names the source in errors.
-std::unique_ptr<Tokenizer> parse_hf_tokenizer(const std::string& json_text, const std::string& where);
+std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view json_text, const std::string& where);
 
 /// Turns a stream of token ids into text that is always valid UTF-8: bytes of an unfinished
 /// character wait for the next token; bytes that can never form a character become U+FFFD.

@@ -198,6 +198,47 @@ TEST(Utf8, NormalizationFormsAreUnicodes) {
   EXPECT_EQ(utf8_normalize("e\xCC\x81\xFF", UnicodeForm::kNfc), "e\xCC\x81\xFF");  // not UTF-8: as it is
 }
 
+// tokenizer.json's vocab and merges are streamed (hf_tokenizer_json.h): whatever the order of the
+// keys, the form of the merges ("a b" or [a, b]), a repeated key (the last counts, as in a
+// document) or keys of the same names elsewhere, the tokenizer is the one the file describes.
+TEST(HfBpe, ReadsVocabAndMergesInEveryLayout) {
+  const std::string text = test::read_file(test::models_dir() / "tinystories-656K" / "tokenizer.json");
+  const json file = json::parse(text);
+  const std::string sample = "Once upon a time, Lily said \"hello\" to 12 cats. <|end_story|>\nThe end";
+  const auto base = parse_hf_tokenizer(text, "tokenizer.json");
+  const Ids ids = base->encode(sample);
+  ASSERT_GT(ids.size(), 10u);
+
+  json pairs = file;
+  for (auto& m : pairs["model"]["merges"]) {
+    const std::string s = m;
+    m = json::array({s.substr(0, s.find(' ', 1)), s.substr(s.find(' ', 1) + 1)});
+  }
+  std::string model_text = "{";
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : file["model"].items()) keys.push_back(key);
+  for (auto k = keys.rbegin(); k != keys.rend(); ++k)
+    model_text += json(*k).dump() + ":" + file["model"][*k].dump() + (k + 1 == keys.rend() ? "" : ",");
+  model_text += "}";
+  json rest = file;
+  rest.erase("model");
+  const std::string rest_text = rest.dump();
+  const std::string decoys = R"("vocab":{"x":"y"},"merges":"none","other":{"model":{"vocab":1,"merges":{}}},)";
+  const std::vector<std::pair<std::string, std::string>> layouts = {
+      {"merges as pairs", pairs.dump()},
+      {"model first, its keys reversed", "{\"model\":" + model_text + "," + decoys + rest_text.substr(1)},
+      {"model last", "{" + decoys + rest_text.substr(1, rest_text.size() - 2) + ",\"model\":" + model_text + "}"},
+      {"vocab and merges repeated", "{\"model\":{\"vocab\":{\"a\":\"x\"},\"merges\":[1]," + model_text.substr(1) + "," +
+                                        rest_text.substr(1)},
+  };
+  for (const auto& [name, layout] : layouts) {
+    const auto tok = parse_hf_tokenizer(layout, "tokenizer.json");
+    EXPECT_EQ(tok->encode(sample), ids) << name;
+    EXPECT_EQ(tok->decode(ids), base->decode(ids)) << name;
+    EXPECT_EQ(tok->vocab_size(), base->vocab_size()) << name;
+  }
+}
+
 TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
   auto expect_error = [](const std::string& text, const std::string& needle) {
     try {
@@ -218,6 +259,31 @@ TEST(HfBpe, RejectsUnsupportedOrMalformedFiles) {
                "out of range");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"BertNormalizer"}})", "normalizer 'BertNormalizer'");
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":"x"},"merges":[]}})", "not an integer");
+  // vocab and merges are streamed, not parsed into a document (hf_tokenizer_json.h): their bad
+  // entries are refused with the same words, in the same order, as a document's.
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"b":[1],"c":2},"merges":[]}})", "vocab id of 'b' is not an integer");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"b":{"x":1}},"merges":[]}})", "vocab id of 'b' is not an integer");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0.5},"merges":[]}})", "vocab id of 'a' is not an integer");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":-1},"merges":[]}})", "token id -1 for 'a' is out of range");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":18446744073709551615},"merges":[]}})", "for 'a' is out of range");
+  expect_error(R"({"model":{"type":"BPE","vocab":[["a",0]],"merges":[]}})", "model has no vocab object");
+  expect_error(R"({"model":{"type":"BPE","merges":[]}})", "model has no vocab object");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":{"a":"b"}}})", "model has no merges list");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":["a a","aa"]}})", "merge 'aa' is not two tokens");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":["a a",["a"]]}})", "merge #1 is neither");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":[["a","a","a"]]}})", "merge #0 is neither");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":[["a",["a"]]]}})", "merge #0 is neither");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":[["a",1]]}})", "merge #0 is neither");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":["a a",{"a":"a"}]}})", "merge #1 is neither");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"aa":1},"merges":["a a",null]}})", "merge #1 is neither");
+  // A merge missing from the vocab before a malformed one is what is reported, as before.
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a a","aa"]}})", "merge 'a a' uses tokens missing");
+  // The model's type is checked first, whatever its vocab holds.
+  expect_error(R"({"model":{"vocab":{"a":"x"},"merges":[],"type":"WordPiece"}})", "model type 'WordPiece' is not supported");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0)", "not valid JSON");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a a"  )", "not valid JSON");
+  expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]}} x)", "not valid JSON");
+  expect_error(R"([{"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}])", "no tokenizer model");
   // A Strip decoder's stop past every integer type (found by fuzz_tokenizer_json), or not a number.
   expect_error(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"decoder":{"type":"Strip","content":" ","start":1,"stop":6.7e68}})",
                "the Strip decoder's stop must be an integer, not");
