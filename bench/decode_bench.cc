@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "bench/memory_bandwidth.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/parallel.h"
@@ -83,6 +85,8 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
     const bench::ReadBandwidth b = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 2);
     if (b.bytes_per_second > bandwidth.bytes_per_second) bandwidth = b;
   };
+  const bool tty = isatty(STDERR_FILENO);
+  const std::string name(dtype_name(dtype));
   for (int round = 0; round < rounds; ++round) {
     probe();  // before and after every round
     KvCache cache = blocks.new_cache(prompt_tokens + decode_tokens + 1);
@@ -96,13 +100,15 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
       blocks.forward(hidden.data(), 1, cache);
       ends.logits(hidden.data(), 1, logits.data());
       token = 3 + (token * 31 + i) % static_cast<int>(config.vocab_size - 3);
-      std::fprintf(stderr, "\r  %s round %d/%d, decode %d/%d", std::string(dtype_name(dtype)).c_str(), round + 1,
-                   rounds, i + 1, decode_tokens);
+      if (tty) std::fprintf(stderr, "\r  %s round %d/%d, decode %d/%d", name.c_str(), round + 1, rounds, i + 1, decode_tokens);
     }
-    decode_tps = std::max(decode_tps, decode_tokens / since(t));
+    const double round_tps = decode_tokens / since(t);
+    decode_tps = std::max(decode_tps, round_tps);
+    // A log (not a terminal) gets a line a round instead of a rewritten one a token.
+    if (!tty) std::fprintf(stderr, "  %s round %d/%d: decode %.1f tokens/s\n", name.c_str(), round + 1, rounds, round_tps);
     probe();
   }
-  std::fprintf(stderr, "\n");
+  if (tty) std::fprintf(stderr, "\n");
   const double roofline = bandwidth.bytes_per_second / streamed;
   const std::string kv = loading.kv_dtype == DType::kF32 ? "" : " kv-" + std::string(dtype_name(loading.kv_dtype));
   return Row{(label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label) + kv,
@@ -185,8 +191,11 @@ int main(int argc, char** argv) {
       s.dtype = dtype;
       s.outlier_dims = outlier_dims;
       std::fprintf(stderr, "writing synthetic checkpoint %s\n", dir.c_str());
-      write_synthetic_checkpoint(s, dir, [](double f) { std::fprintf(stderr, "\r  %3.0f%%", f * 100); });
-      std::fprintf(stderr, "\n");
+      const bool tty = isatty(STDERR_FILENO);
+      write_synthetic_checkpoint(s, dir, [tty](double f) {
+        if (tty) std::fprintf(stderr, "\r  %3.0f%%", f * 100);
+      });
+      if (tty) std::fprintf(stderr, "\n");
     }
     return dir;
   };

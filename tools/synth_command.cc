@@ -5,6 +5,8 @@
 #include <map>
 #include <string>
 
+#include <unistd.h>
+
 #include "kernels/dtype.h"
 #include "model/synthetic_checkpoint.h"
 #include "tools/commands.h"
@@ -118,14 +120,15 @@ int synth_command(int argc, char** argv) {
   validate(spec);
 
   int last_percent = -1;
+  const bool tty = isatty(STDERR_FILENO);  // a log gets the last line only
   write_synthetic_checkpoint(spec, out_dir, [&](double fraction) {
     const int percent = static_cast<int>(fraction * 100);
-    if (percent != last_percent && percent % 5 == 0) {
+    if (tty && percent != last_percent && percent % 5 == 0) {
       std::fprintf(stderr, "\rsepal synth: writing %s: %3d%%", out_dir.c_str(), percent);
       last_percent = percent;
     }
   });
-  std::fprintf(stderr, "\nsepal synth: wrote %s\n", out_dir.c_str());
+  std::fprintf(stderr, "%ssepal synth: wrote %s\n", tty ? "\n" : "", out_dir.c_str());
   return 0;
 }
 
