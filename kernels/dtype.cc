@@ -1,6 +1,12 @@
 #include "kernels/dtype.h"
 
+#include <immintrin.h>
+
 #include <cmath>
+#include <cstddef>
+#include <cstring>
+
+#include "kernels/cpu_isa.h"
 
 namespace sepal {
 
@@ -31,8 +37,35 @@ float f16_to_f32(std::uint16_t h) {
     const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
     return sign ? -magnitude : magnitude;
   }
-  if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 31) {  // infinity, or NaN made quiet (its top mantissa bit set), as F16C does
+    const std::uint32_t quiet = mantissa != 0 ? 0x200u : 0u;
+    return std::bit_cast<float>(sign | 0x7f800000u | ((mantissa | quiet) << 13));
+  }
   return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+namespace {
+// Eight values an instruction, for the same bits as the scalar loop (which compilers do not
+// vectorize): 0.21 against 1.5 ns a value on weights, 2.4 on random bits (AMD EPYC, Zen 5).
+std::uint16_t load_u16(const std::byte* p) {  // any alignment
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+__attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const std::byte* bits, std::int64_t n, float* out) {
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bits + 2 * i))));
+  }
+  for (; i < n; ++i) out[i] = f16_to_f32(load_u16(bits + 2 * i));
+}
+}  // namespace
+
+void f16_to_f32(const void* bits, std::int64_t n, float* out) {
+  const auto* bytes = static_cast<const std::byte*>(bits);
+  if (active_cpu_isa() >= CpuIsa::kAvx2) return f16_to_f32_f16c(bytes, n, out);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(load_u16(bytes + 2 * i));
 }
 
 std::uint16_t f32_to_f16(float value) {

@@ -40,8 +40,13 @@ inline std::uint16_t f32_to_bf16(float value) {
   return static_cast<std::uint16_t>(u >> 16);
 }
 
-/// IEEE binary16 bits to float (exact, subnormals included).
+/// IEEE binary16 bits to float (exact, subnormals included; a NaN comes out quiet, its payload
+/// kept).
 float f16_to_f32(std::uint16_t bits);
+
+/// The same for n values stored little-endian at any alignment (F16C from the avx2 level on:
+/// the same bits); loading f16 weights.
+void f16_to_f32(const void* bits, std::int64_t n, float* out);
 
 /// float to IEEE binary16 bits, rounding to nearest even; overflow gives infinity.
 std::uint16_t f32_to_f16(float value);

@@ -228,7 +228,7 @@ void dequantize_ggml(std::uint32_t type, const std::byte* data, std::int64_t n, 
   switch (static_cast<GgmlType>(type)) {
     case GgmlType::kF32: std::memcpy(out, data, static_cast<std::size_t>(n) * 4); return;
     case GgmlType::kF16:
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(u16(b + 2 * i));
+      f16_to_f32(data, n, out);
       return;
     case GgmlType::kBF16:
       for (std::int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(u16(b + 2 * i));

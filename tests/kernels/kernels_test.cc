@@ -2,7 +2,9 @@
 // the normalised error; the matrix kernels run at every CPU level this machine supports.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numbers>
 #include <tuple>
@@ -149,6 +151,34 @@ TEST(DTypes, Bf16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
   EXPECT_EQ(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-12f), 0x3f81);
   EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+// Every binary16 value: the bulk conversion (F16C from the avx2 level on; the generic run of this
+// test takes the scalar loop) gives the scalar conversion's bits, at any alignment and for any
+// count of tail values; and the scalar one gives IEEE's values, a NaN made quiet as F16C makes it.
+TEST(DTypes, F16BulkConversionGivesTheScalarBitsForEveryValue) {
+  std::vector<std::uint16_t> all(65536 + 8);
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::uint16_t>(i);
+  std::vector<std::byte> bytes(all.size() * 2 + 1);
+  for (int offset : {0, 1}) {
+    std::memcpy(bytes.data() + offset, all.data(), all.size() * 2);
+    for (std::int64_t n : {std::int64_t{65536}, std::int64_t{65536 + 7}, std::int64_t{5}, std::int64_t{0}}) {
+      std::vector<float> out(static_cast<std::size_t>(n) + 1, -7.0f);
+      f16_to_f32(bytes.data() + offset, n, out.data());
+      for (std::int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(out[static_cast<std::size_t>(i)]),
+                  std::bit_cast<std::uint32_t>(f16_to_f32(all[static_cast<std::size_t>(i)])))
+            << "value 0x" << std::hex << all[static_cast<std::size_t>(i)] << ", offset " << offset << ", count " << n;
+      }
+      EXPECT_EQ(out[static_cast<std::size_t>(n)], -7.0f);  // nothing written past the count
+    }
+  }
+  EXPECT_EQ(f16_to_f32(std::uint16_t{0x0001}), 0x1p-24f);    // the smallest subnormal
+  EXPECT_EQ(f16_to_f32(std::uint16_t{0x83ff}), -0x3ffp-24f);  // the largest, negative
+  EXPECT_EQ(f16_to_f32(std::uint16_t{0x7bff}), 65504.0f);
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(f16_to_f32(std::uint16_t{0xfc00})), 0xff800000u);  // -infinity
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(f16_to_f32(std::uint16_t{0x7c01})), 0x7fc02000u);  // signalling: quiet
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(f16_to_f32(std::uint16_t{0xfe00})), 0xffc00000u);  // quiet stays
 }
 
 TEST(DTypes, F16RoundTripsAndHandlesEdges) {
