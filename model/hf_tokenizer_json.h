@@ -2,9 +2,9 @@
 // Reads a Hugging Face tokenizer.json in one pass. The BPE model's vocab (an object of token to
 // id) and merges (a list of "a b" strings or [a, b] pairs) are most of such a file: Gemma 3's is
 // 33 MB, 262144 tokens and 514906 merges. They are streamed into plain lists here instead of
-// becoming a JSON document of a node per entry (three quarters of the load time when they did);
-// everything else is an nlohmann::json document, as json::parse builds it. Internal to model/
-// (hf_tokenizer.cc).
+// becoming a JSON document of a node per entry (building and freeing it was more than half of the
+// load time); everything else is an nlohmann::json document, as json::parse builds it. Internal
+// to model/ (hf_tokenizer.cc).
 //
 // Entries are checked only as far as the streaming needs: a vocab id that is not an integer, or a
 // merge that is neither, is recorded as the list's problem (the first one) and the rest of that
