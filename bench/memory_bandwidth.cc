@@ -43,8 +43,8 @@ __attribute__((target("avx512f"))) float sum_avx512_x8(const float* p, std::int6
   return _mm512_reduce_add_ps(a[0]);
 }
 
-// Every line prefetched `Ahead` bytes before it is read, into the first-level cache or (as the
-// decode kernels do) the second.
+// Every line prefetched `Ahead` bytes before it is read, into the first-level cache, the second,
+// or non-temporal (the decode kernels take the second or non-temporal by the CPU's make).
 template <std::int64_t Ahead, int Hint>
 __attribute__((target("avx512f"))) float sum_avx512_prefetch(const float* p, std::int64_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -113,6 +113,7 @@ ReadBandwidth measure_read_bandwidth(std::int64_t bytes, int repeats) {
     kernels.push_back({"avx512 prefetch 4K L1", sum_avx512_prefetch<4096, _MM_HINT_T0>});
     kernels.push_back({"avx512 prefetch 8K L1", sum_avx512_prefetch<8192, _MM_HINT_T0>});
     kernels.push_back({"avx512 prefetch 8K L2", sum_avx512_prefetch<8192, _MM_HINT_T1>});
+    kernels.push_back({"avx512 prefetch 8K NTA", sum_avx512_prefetch<8192, _MM_HINT_NTA>});
   }
   kernels.push_back({"avx2 x4", sum_avx2_x4});
   float sink = 0.0f;

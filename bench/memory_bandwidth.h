@@ -2,8 +2,8 @@
 // This machine's read bandwidth, the roofline of decode: the fastest read it does over a buffer
 // the size of the weights a token streams. Several read kernels (AVX-512 with 4 and 8
 // accumulators, without software prefetch and with each line prefetched 4 or 8 KiB ahead into
-// the first-level cache or 8 KiB ahead into the second, as the decode kernels do; AVX2) at every thread count from 1 to the
-// kernels' threads are tried, each the best of a few passes over memory in huge pages; the best
+// the first-level cache or 8 KiB ahead into the second or non-temporal, as the decode kernels
+// do; AVX2) at every thread count from 1 to the kernels' threads are tried, each the best of a few passes over memory in huge pages; the best
 // of all is the roofline, so a decode that reads faster than it means the probe is wrong, and
 // the benchmark says so.
 //

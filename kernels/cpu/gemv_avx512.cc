@@ -8,11 +8,11 @@
 //   flight: two threads streaming 256 MiB of rows (bench: a standalone loop of this kernel's
 //   shape, medians of 6 rounds alternated with a plain read of 59-62 GB/s) read f32 rows at 32 to
 //   38 GB/s without it, 47 to 58 with 2 KiB, 58 to 64 with 4 KiB and 60 to 67 with 8 KiB.
-//   Into the second-level cache, not the first: a prefetch into the first holds one of its few
-//   fill buffers. Over 2 GiB (memory, not this CPU's 300 MiB L3) bf16 rows read 33.9 GB/s against
-//   31.4 (a plain read 36.6), f32 and int8 the same or faster; decode on the 1.1B shape 1.01 to
-//   1.06 times as fast (f32, bf16; alternated runs), on the 110M shape, whose bf16 weights sit in
-//   the L3, bf16 0.97 times.
+//   Into the cache kernels/cpu/stream_prefetch.h picks for the CPU's make. On the Xeon, into the
+//   second level: over 2 GiB (memory, not its 300 MiB L3) bf16 rows read 33.9 GB/s against 31.4
+//   into the first (a plain read 36.6), f32 and int8 the same or faster; decode on the 1.1B shape
+//   1.01 to 1.06 times as fast (f32, bf16; alternated runs), on the 110M shape, whose bf16
+//   weights sit in that L3, bf16 0.97 times.
 // - bf16 rows are read 64 bytes at a time (one load per line, as f32's): a line's 32 values are
 //   split into its even values (shifted up 16 bits) and odd ones (the low half masked off), each
 //   multiplied by the activations' matching half, laid out so once per product
@@ -30,6 +30,7 @@
 #include "kernels/aligned_vector.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/lanes_avx512.h"
+#include "kernels/cpu/stream_prefetch.h"
 
 namespace sepal::cpu {
 namespace {
@@ -49,9 +50,9 @@ constexpr int kChains = 4;
 constexpr std::int64_t kPrefetchBytes = 8192;
 
 template <typename T>
-inline void prefetch_ahead(const T* p, int lines) {
+inline void prefetch_ahead(const T* p, int lines, StreamPrefetch how) {
   const char* ahead = reinterpret_cast<const char*>(p) + kPrefetchBytes;
-  for (int l = 0; l < lines; ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T1);
+  for (int l = 0; l < lines; ++l) prefetch_streamed_line(ahead + 64 * l, how);
 }
 
 // One step of 16 columns from k into chain C.
@@ -66,8 +67,8 @@ inline void step(const T* row, const float* x, std::int64_t cols, std::int64_t k
 // 64 f32 columns from k: four lines, one step into each chain.
 template <int N>
 inline void steps64(const float* row, const float* x, std::int64_t cols, std::int64_t k,
-                    __m512 (&acc)[N][kChains<N>]) {
-  prefetch_ahead(row + k, 4);
+                    StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
+  prefetch_ahead(row + k, 4, how);
   constexpr auto all = static_cast<__mmask16>(0xffff);
   step<float, N, 0>(row, x, cols, k, all, acc);
   step<float, N, 1>(row, x, cols, k + 16, all, acc);
@@ -99,23 +100,23 @@ inline void line32(const std::uint16_t* row, const EvenOdd& xs, std::int64_t k,
 // One row into acc (zeroed by the caller).
 template <int N>
 inline void row_sums(const float* row, const float* x, const EvenOdd*, std::int64_t cols,
-                     __m512 (&acc)[N][kChains<N>]) {
+                     StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
   std::int64_t k = 0;
-  for (; k + 64 <= cols; k += 64) steps64<N>(row, x, cols, k, acc);
+  for (; k + 64 <= cols; k += 64) steps64<N>(row, x, cols, k, how, acc);
   for (; k < cols; k += 16) step<float, N, 0>(row, x, cols, k, first_lanes(cols - k), acc);
 }
 
 template <int N>
 inline void row_sums(const std::uint16_t* row, const float* x, const EvenOdd* xs,
-                     std::int64_t cols, __m512 (&acc)[N][kChains<N>]) {
+                     std::int64_t cols, StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
   std::int64_t k = 0;
   for (; k + 64 <= xs->whole; k += 64) {
-    prefetch_ahead(row + k, 2);
+    prefetch_ahead(row + k, 2, how);
     line32<N, 0>(row, *xs, k, acc);
     line32<N, 2>(row, *xs, k + 32, acc);
   }
   if (k < xs->whole) {
-    prefetch_ahead(row + k, 1);
+    prefetch_ahead(row + k, 1, how);
     line32<N, 0>(row, *xs, k, acc);
     k += 32;
   }
@@ -129,12 +130,13 @@ void block16(const float* x, const EvenOdd* xs, const WeightView& w, std::int64_
   constexpr int kC = kChains<N>;
   const std::int64_t cols = w.cols;
   const T* rows = static_cast<const T*>(w.data) + r0 * cols;
+  const StreamPrefetch how = stream_prefetch();
   __m512 sums[N][16];
   for (std::int64_t i = 0; i < 16; ++i) {
     __m512 acc[N][kC];
     for (int t = 0; t < N; ++t)
       for (int c = 0; c < kC; ++c) acc[t][c] = _mm512_setzero_ps();
-    if (i < count) row_sums<N>(rows + i * cols, x, xs, cols, acc);
+    if (i < count) row_sums<N>(rows + i * cols, x, xs, cols, how, acc);
     for (int t = 0; t < N; ++t) {
       __m512 sum = acc[t][0];
       for (int c = 1; c < kC; ++c) sum = _mm512_add_ps(sum, acc[t][c]);

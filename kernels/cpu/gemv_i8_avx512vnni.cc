@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/i8_rows_avx512.h"
+#include "kernels/cpu/stream_prefetch.h"
 
 namespace sepal::cpu {
 namespace {
@@ -16,8 +17,8 @@ namespace {
 // one stream the hardware prefetcher follows too (16 rows read side by side were 16 short
 // streams, each missing at its start). 8 KiB rather than 2: a standalone loop of this kernel's
 // shape over 256 MiB read 56 GB/s with 2 KiB and 62 with 4 or 8 (medians of 6 rounds, a plain
-// read 61); the 1.1B shape's decode 1.03 to 1.05 times as fast. Into the second-level cache, as
-// gemv_avx512.cc explains.
+// read 61); the 1.1B shape's decode 1.03 to 1.05 times as fast. Into the cache
+// kernels/cpu/stream_prefetch.h picks for the CPU's make.
 constexpr std::int64_t kPrefetchBytes = 8192;
 
 // Rows r0 .. r0 + count (count <= 16) for N tokens.
@@ -25,8 +26,8 @@ constexpr std::int64_t kPrefetchBytes = 8192;
 // zero past cols (the padding).
 template <int N, int A>
 inline void step(const std::int8_t* row, std::int64_t k, __mmask64 m, const std::int8_t* q,
-                 std::int64_t ldq, __m512i acc[][2]) {
-  _mm_prefetch(reinterpret_cast<const char*>(row + k) + kPrefetchBytes, _MM_HINT_T1);
+                 std::int64_t ldq, StreamPrefetch how, __m512i acc[][2]) {
+  prefetch_streamed_line(row + k + kPrefetchBytes, how);
   const __m512i wv = flip_sign_bits(_mm512_maskz_loadu_epi8(m, row + k));
   for (int t = 0; t < N; ++t)
     acc[t][A] = _mm512_dpbusd_epi32(acc[t][A], wv, _mm512_loadu_si512(q + t * ldq + k));
@@ -39,6 +40,7 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
   const auto* rows = static_cast<const std::int8_t*>(w.data) + r0 * cols;
   const std::int8_t* q = x.q;
   const std::int64_t ldq = x.ldq;
+  const StreamPrefetch how = stream_prefetch();
   __m512i sums[N][16];
   for (std::int64_t i = 0; i < 16; ++i) {
     // Two accumulators per token, for even and odd steps: half the dependency chain.
@@ -48,14 +50,14 @@ void block16(const I8Activations& x, const WeightView& w, std::int64_t r0, std::
       const std::int8_t* row = rows + i * cols;
       std::int64_t k = 0;
       for (; k + 128 <= cols; k += 128) {
-        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, acc);
-        step<N, 1>(row, k + 64, ~__mmask64{0}, q, ldq, acc);
+        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, how, acc);
+        step<N, 1>(row, k + 64, ~__mmask64{0}, q, ldq, how, acc);
       }
       if (k + 64 <= cols) {
-        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, acc);
+        step<N, 0>(row, k, ~__mmask64{0}, q, ldq, how, acc);
         k += 64;
       }
-      if (k < cols) step<N, 1>(row, k, (__mmask64{1} << (cols - k)) - 1, q, ldq, acc);
+      if (k < cols) step<N, 1>(row, k, (__mmask64{1} << (cols - k)) - 1, q, ldq, how, acc);
     }
     // The row's outlier columns, read while its lines are in cache (gathered before the rows
     // were streamed, each was a miss to memory: a quarter of a decode step's int8 time).
