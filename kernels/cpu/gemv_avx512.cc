@@ -4,11 +4,11 @@
 // FMA latency; the 16 rows' accumulators are reduced together into one vector of outputs.
 //
 // Both are bound by how many lines are on their way from memory, not by arithmetic:
-// - Every step prefetches its lines 8 KiB ahead. The hardware prefetcher alone kept too few in
-//   flight: two threads streaming 256 MiB of rows (bench: a standalone loop of this kernel's
-//   shape, medians of 6 rounds alternated with a plain read of 59-62 GB/s) read f32 rows at 32 to
-//   38 GB/s without it, 47 to 58 with 2 KiB, 58 to 64 with 4 KiB and 60 to 67 with 8 KiB.
-//   Into the cache kernels/cpu/stream_prefetch.h picks for the CPU's make. On the Xeon, into the
+// - Every step prefetches its lines ahead, as far and into the cache kernels/cpu/stream_prefetch.h
+//   picks for the CPU's make. The hardware prefetcher alone kept too few in flight: on the Xeon
+//   two threads streaming 256 MiB of rows (bench: a standalone loop of this kernel's shape,
+//   medians of 6 rounds alternated with a plain read of 59-62 GB/s) read f32 rows at 32 to 38
+//   GB/s without it, 47 to 58 with 2 KiB, 58 to 64 with 4 KiB and 60 to 67 with 8 KiB. There, into the
 //   second level: over 2 GiB (memory, not its 300 MiB L3) bf16 rows read 33.9 GB/s against 31.4
 //   into the first (a plain read 36.6), f32 and int8 the same or faster; decode on the 1.1B shape
 //   1.01 to 1.06 times as fast (f32, bf16; alternated runs), on the 110M shape, whose bf16
@@ -47,12 +47,10 @@ inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
 template <int N>
 constexpr int kChains = 4;
 
-constexpr std::int64_t kPrefetchBytes = 8192;
-
 template <typename T>
-inline void prefetch_ahead(const T* p, int lines, StreamPrefetch how) {
-  const char* ahead = reinterpret_cast<const char*>(p) + kPrefetchBytes;
-  for (int l = 0; l < lines; ++l) prefetch_streamed_line(ahead + 64 * l, how);
+inline void prefetch_ahead(const T* p, int lines, const StreamPrefetch& how) {
+  const char* at = reinterpret_cast<const char*>(p);
+  for (int l = 0; l < lines; ++l) prefetch_ahead_of(at + 64 * l, how);
 }
 
 // One step of 16 columns from k into chain C.
@@ -67,7 +65,7 @@ inline void step(const T* row, const float* x, std::int64_t cols, std::int64_t k
 // 64 f32 columns from k: four lines, one step into each chain.
 template <int N>
 inline void steps64(const float* row, const float* x, std::int64_t cols, std::int64_t k,
-                    StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
+                    const StreamPrefetch& how, __m512 (&acc)[N][kChains<N>]) {
   prefetch_ahead(row + k, 4, how);
   constexpr auto all = static_cast<__mmask16>(0xffff);
   step<float, N, 0>(row, x, cols, k, all, acc);
@@ -100,7 +98,7 @@ inline void line32(const std::uint16_t* row, const EvenOdd& xs, std::int64_t k,
 // One row into acc (zeroed by the caller).
 template <int N>
 inline void row_sums(const float* row, const float* x, const EvenOdd*, std::int64_t cols,
-                     StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
+                     const StreamPrefetch& how, __m512 (&acc)[N][kChains<N>]) {
   std::int64_t k = 0;
   for (; k + 64 <= cols; k += 64) steps64<N>(row, x, cols, k, how, acc);
   for (; k < cols; k += 16) step<float, N, 0>(row, x, cols, k, first_lanes(cols - k), acc);
@@ -108,7 +106,7 @@ inline void row_sums(const float* row, const float* x, const EvenOdd*, std::int6
 
 template <int N>
 inline void row_sums(const std::uint16_t* row, const float* x, const EvenOdd* xs,
-                     std::int64_t cols, StreamPrefetch how, __m512 (&acc)[N][kChains<N>]) {
+                     std::int64_t cols, const StreamPrefetch& how, __m512 (&acc)[N][kChains<N>]) {
   std::int64_t k = 0;
   for (; k + 64 <= xs->whole; k += 64) {
     prefetch_ahead(row + k, 2, how);

@@ -13,21 +13,20 @@
 namespace sepal::cpu {
 namespace {
 
-// The block is read row after row, in memory order, with a software prefetch this far ahead:
-// one stream the hardware prefetcher follows too (16 rows read side by side were 16 short
-// streams, each missing at its start). 8 KiB rather than 2: a standalone loop of this kernel's
-// shape over 256 MiB read 56 GB/s with 2 KiB and 62 with 4 or 8 (medians of 6 rounds, a plain
-// read 61); the 1.1B shape's decode 1.03 to 1.05 times as fast. Into the cache
-// kernels/cpu/stream_prefetch.h picks for the CPU's make.
-constexpr std::int64_t kPrefetchBytes = 8192;
+// The block is read row after row, in memory order, with a software prefetch ahead: one stream
+// the hardware prefetcher follows too (16 rows read side by side were 16 short streams, each
+// missing at its start). How far ahead and into which cache: kernels/cpu/stream_prefetch.h (on
+// the Xeon a standalone loop of this kernel's shape over 256 MiB read 56 GB/s with 2 KiB and 62
+// with 4 or 8, medians of 6 rounds, a plain read 61; the 1.1B shape's decode 1.03 to 1.05 times
+// as fast with 8 KiB as with 2).
 
 // Rows r0 .. r0 + count (count <= 16) for N tokens.
 // One step of 64 columns from k for N tokens into accumulators acc[t][A]; the activations are
 // zero past cols (the padding).
 template <int N, int A>
 inline void step(const std::int8_t* row, std::int64_t k, __mmask64 m, const std::int8_t* q,
-                 std::int64_t ldq, StreamPrefetch how, __m512i acc[][2]) {
-  prefetch_streamed_line(row + k + kPrefetchBytes, how);
+                 std::int64_t ldq, const StreamPrefetch& how, __m512i acc[][2]) {
+  prefetch_ahead_of(row + k, how);
   const __m512i wv = flip_sign_bits(_mm512_maskz_loadu_epi8(m, row + k));
   for (int t = 0; t < N; ++t)
     acc[t][A] = _mm512_dpbusd_epi32(acc[t][A], wv, _mm512_loadu_si512(q + t * ldq + k));

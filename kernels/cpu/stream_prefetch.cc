@@ -21,7 +21,7 @@ bool made_by_amd() {
 }  // namespace
 
 StreamPrefetch stream_prefetch() {
-  static const StreamPrefetch how = made_by_amd() ? StreamPrefetch::kNonTemporal : StreamPrefetch::kSecondLevel;
+  static const StreamPrefetch how = made_by_amd() ? StreamPrefetch{true, 4096} : StreamPrefetch{false, 8192};
   return how;
 }
 

@@ -1,32 +1,42 @@
 #pragma once
 // How the decode kernels (gemv_avx512.cc, gemv_i8_avx512vnni.cc) prefetch the weight rows they
-// stream: every line a fixed distance ahead, into the cache that reads fastest on this CPU's
-// make, as measured (two threads streaming decode's products; docs/operations.md):
-// - into the second-level cache (Intel, and any other make): on a Xeon with AVX-512 and AMX a
-//   prefetch into the first holds one of its few fill buffers, and bf16 rows over 2 GiB read 33.9
-//   GB/s against 31.4;
-// - non-temporal (AMD): on an EPYC (Zen 5) the 110M shape's products in decode order read at 1.1
-//   to 1.25 times the speed of a prefetch into the second level (medians of 15 alternated rounds:
-//   bf16 62 to 64 against 51 to 52 GB/s, f32 58 against 49, int8 65 against 59), a prefetch into
-//   the first in between; on the 1.1B shape 0.98 to 1.06 times. One 210 MB bf16 matrix read at
-//   57 GB/s against 47 (f32 62 against 51), where a plain read did 59. The lines are read once
-//   and leave the other caches to the rest of the step.
+// stream: every line a fixed distance ahead, into the cache and at the distance that read
+// fastest on this CPU's make, as measured (two threads streaming decode's products;
+// docs/operations.md):
+// - Intel (and any other make): 8 KiB ahead into the second-level cache. On a Xeon with AVX-512
+//   and AMX a prefetch into the first holds one of its few fill buffers, and bf16 rows over 2 GiB
+//   read 33.9 GB/s against 31.4; 2 KiB ahead read 47 to 58 GB/s, 4 KiB 58 to 64, 8 KiB 60 to 67.
+// - AMD: 4 KiB ahead, non-temporal. On an EPYC (Zen 5) the 110M shape's products in decode
+//   order read at 1.1 to 1.25 times the speed of 8 KiB into the second level (medians of 15
+//   alternated rounds: bf16 62 to 64 against 51 to 52 GB/s, f32 58 against 49, int8 65 against
+//   59), into the first in between; on the 1.1B shape 0.98 to 1.06 times. 4 KiB rather than 8:
+//   `decode_bench`'s decode steps over a plain read in the same moment, 0.78 to 0.91 against 0.74
+//   to 0.85 (three alternated runs, every dtype). The lines are read once and leave the other
+//   caches to the rest of the step.
 // Internal to kernels/cpu.
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace sepal::cpu {
 
-enum class StreamPrefetch { kSecondLevel, kNonTemporal };
+struct StreamPrefetch {
+  bool non_temporal = false;  ///< else into the second-level cache
+  std::int64_t ahead = 8192;  ///< bytes ahead of the line being read
+};
 
 /// The choice for this CPU, made once per process. Thread-safe.
 StreamPrefetch stream_prefetch();
 
-inline void prefetch_streamed_line(const void* p, StreamPrefetch how) {
-  if (how == StreamPrefetch::kNonTemporal)
-    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_NTA);
+/// Prefetches the line `how.ahead` bytes past p (prefetches do not fault: it may lie past the
+/// matrix).
+inline void prefetch_ahead_of(const void* p, const StreamPrefetch& how) {
+  const char* line = static_cast<const char*>(p) + how.ahead;
+  if (how.non_temporal)
+    _mm_prefetch(line, _MM_HINT_NTA);
   else
-    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+    _mm_prefetch(line, _MM_HINT_T1);
 }
 
 }  // namespace sepal::cpu
