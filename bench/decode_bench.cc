@@ -2,7 +2,9 @@
 // run: roofline tokens/s = read bandwidth / bytes streamed per token (weights and the key/value
 // cache attention reads), the bandwidth being the fastest read this machine does over a buffer of
 // those bytes (bench/memory_bandwidth.h); a decode faster than that fails the benchmark. Rows: f32, bf16, LLM.int8(), and int8 on a model
-// with outlier feature dimensions; ratios of int8 to f32.
+// with outlier feature dimensions; ratios of int8 to f32. Beside each row's fraction (its best
+// round against the probe's best pass), the paired fraction: one pass of the fastest read, then
+// one decode step, --decode-tokens times, and the median of the steps' speeds over the passes'.
 //
 //   build/bin/decode_bench [--model-dir DIR] [--preset tinyllama-1.1b] [--prompt-tokens 128]
 //                          [--decode-tokens 32] [--rounds 3] [--csv bench/results/decode.csv] [--mmap]
@@ -42,6 +44,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 struct Row {
   std::string dtype;
   double weight_bytes, streamed_bytes, prompt_tps, decode_tps, roofline_tps, fraction;
+  double paired_fraction;  ///< median over pairs of one probe pass and one decode step
   bench::ReadBandwidth bandwidth;  ///< over a buffer of the streamed bytes
 };
 
@@ -81,9 +84,16 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
   // from one minute to the next, and a probe taken at another moment than the decode misjudges it.
   double prompt_tps = 0, decode_tps = 0;
   bench::ReadBandwidth bandwidth;
+  bench::ReadProbe reads(static_cast<std::int64_t>(streamed));
   auto probe = [&] {
-    const bench::ReadBandwidth b = bench::measure_read_bandwidth(static_cast<std::int64_t>(streamed), 2);
+    const bench::ReadBandwidth b = reads.fastest(2);
     if (b.bytes_per_second > bandwidth.bytes_per_second) bandwidth = b;
+  };
+  auto decode_step = [&](KvCache& cache, std::int32_t& token, int i) {
+    ends.embed(&token, 1, hidden.data());
+    blocks.forward(hidden.data(), 1, cache);
+    ends.logits(hidden.data(), 1, logits.data());
+    token = 3 + (token * 31 + i) % static_cast<int>(config.vocab_size - 3);
   };
   const bool tty = isatty(STDERR_FILENO);
   const std::string name(dtype_name(dtype));
@@ -96,10 +106,7 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
     std::int32_t token = 5;
     t = Clock::now();
     for (int i = 0; i < decode_tokens; ++i) {
-      ends.embed(&token, 1, hidden.data());
-      blocks.forward(hidden.data(), 1, cache);
-      ends.logits(hidden.data(), 1, logits.data());
-      token = 3 + (token * 31 + i) % static_cast<int>(config.vocab_size - 3);
+      decode_step(cache, token, i);
       if (tty) std::fprintf(stderr, "\r  %s round %d/%d, decode %d/%d", name.c_str(), round + 1, rounds, i + 1, decode_tokens);
     }
     const double round_tps = decode_tokens / since(t);
@@ -109,11 +116,30 @@ Row run(const std::filesystem::path& dir, const WeightLoading& loading, int prom
     probe();
   }
   if (tty) std::fprintf(stderr, "\n");
+  // Pairs taken side by side: one pass of the fastest read, then one decode step, each reading a
+  // token's bytes once; the median of the steps' speeds over their passes'. Where the machine's
+  // speed moves from one second to the next, the best round above is a mean over its minutes
+  // and the best probe the best of many short passes; a pair compares the two in the same
+  // moment.
+  std::vector<double> pair_ratios;
+  {
+    KvCache cache = blocks.new_cache(prompt_tokens + decode_tokens + 1);
+    prompt_pass(cache);
+    std::int32_t token = 5;
+    for (int i = 0; i < decode_tokens; ++i) {
+      const double read = reads.pass(bandwidth);
+      const auto t = Clock::now();
+      decode_step(cache, token, i);
+      pair_ratios.push_back(streamed / since(t) / read);
+    }
+  }
+  std::nth_element(pair_ratios.begin(), pair_ratios.begin() + pair_ratios.size() / 2, pair_ratios.end());
+  const double paired = pair_ratios[pair_ratios.size() / 2];
   const double roofline = bandwidth.bytes_per_second / streamed;
   const std::string kv = loading.kv_dtype == DType::kF32 ? "" : " kv-" + std::string(dtype_name(loading.kv_dtype));
   return Row{(label.empty() ? std::string(dtype_name(dtype)) + (loading.in_place ? " mmap" : "") : label) + kv,
              static_cast<double>(ends.weight_bytes() + blocks.weight_bytes()),
-             streamed, prompt_tps, decode_tps, roofline, decode_tps / roofline, bandwidth};
+             streamed, prompt_tps, decode_tps, roofline, decode_tps / roofline, paired, bandwidth};
 }
 
 }  // namespace
@@ -225,19 +251,26 @@ int main(int argc, char** argv) {
   }
   const auto both = [&](const char* a, const char* b) { return by_name.contains(a) && by_name.contains(b); };
 
-  std::printf("\n%-14s %10s %14s %10s %10s %22s %12s %9s\n", "dtype", "weights GB", "streamed/token",
-              "prompt t/s", "decode t/s", "read GB/s (kernel, thr)", "roofline t/s", "fraction");
-  bool beaten = false;
+  std::printf("\n%-14s %10s %14s %10s %10s %22s %12s %9s %7s\n", "dtype", "weights GB", "streamed/token",
+              "prompt t/s", "decode t/s", "read GB/s (kernel, thr)", "roofline t/s", "fraction", "paired");
+  bool beaten = false, outran = false;
   for (const auto& r : rows) {
     const std::string probe = r.bandwidth.kernel + ", " + std::to_string(r.bandwidth.threads);
-    std::printf("%-14s %10.3f %11.3f GB %10.2f %10.2f %8.2f (%-12s) %12.2f %9.3f\n", r.dtype.c_str(),
+    std::printf("%-14s %10.3f %11.3f GB %10.2f %10.2f %8.2f (%-12s) %12.2f %9.3f %7.3f\n", r.dtype.c_str(),
                 r.weight_bytes / 1e9, r.streamed_bytes / 1e9, r.prompt_tps, r.decode_tps,
-                r.bandwidth.bytes_per_second / 1e9, probe.c_str(), r.roofline_tps, r.fraction);
+                r.bandwidth.bytes_per_second / 1e9, probe.c_str(), r.roofline_tps, r.fraction, r.paired_fraction);
     beaten = beaten || r.fraction > 1.0;
+    outran = outran || r.paired_fraction > 1.0;
   }
   if (beaten) {
     std::printf("decode_bench: a decode read its weights faster than the bandwidth probe: the probe is wrong, "
                 "so no fraction above can be trusted\n");
+  }
+  std::printf("paired: the median, over %d pairs, of a decode step's speed over that of the probe's fastest read "
+              "just before it\n", decode_tokens);
+  if (outran) {
+    std::printf("decode_bench: in the median pair a decode step read faster than the probe's fastest read did "
+                "in the same moment: that read may not be this machine's fastest\n");
   }
   if (both("f32", "bf16")) {
     std::printf("bf16 / f32 decode speed: %.2fx", by_name["bf16"].decode_tps / by_name["f32"].decode_tps);
@@ -259,11 +292,11 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(std::filesystem::path(csv).parent_path());
   std::ofstream out(csv);
   out << "preset,dtype,threads,bandwidth_gbps,weight_bytes,streamed_bytes_per_token,prompt_tokens_per_s,"
-         "decode_tokens_per_s,roofline_tokens_per_s,roofline_fraction\n";
+         "decode_tokens_per_s,roofline_tokens_per_s,roofline_fraction,paired_fraction\n";
   for (const auto& r : rows) {
     out << preset << ',' << r.dtype << ',' << compute_threads() << ',' << r.bandwidth.bytes_per_second / 1e9 << ','
         << r.weight_bytes << ',' << r.streamed_bytes << ',' << r.prompt_tps << ',' << r.decode_tps << ','
-        << r.roofline_tps << ',' << r.fraction << '\n';
+        << r.roofline_tps << ',' << r.fraction << ',' << r.paired_fraction << '\n';
   }
   std::printf("wrote %s\n", csv.c_str());
   return beaten ? 1 : 0;

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -74,63 +75,99 @@ __attribute__((target("avx2"))) float sum_avx2_x4(const float* p, std::int64_t n
   return s;
 }
 
+struct Candidate {
+  const char* name;
+  ReadKernel kernel;
+};
+
+const std::vector<Candidate>& candidates() {
+  static const std::vector<Candidate> all = [] {
+    std::vector<Candidate> kernels;
+    if (__builtin_cpu_supports("avx512f")) {
+      kernels.push_back({"avx512 x4", sum_avx512_x4});
+      kernels.push_back({"avx512 x8", sum_avx512_x8});
+      kernels.push_back({"avx512 prefetch 4K L1", sum_avx512_prefetch<4096, _MM_HINT_T0>});
+      kernels.push_back({"avx512 prefetch 8K L1", sum_avx512_prefetch<8192, _MM_HINT_T0>});
+      kernels.push_back({"avx512 prefetch 8K L2", sum_avx512_prefetch<8192, _MM_HINT_T1>});
+      kernels.push_back({"avx512 prefetch 8K NTA", sum_avx512_prefetch<8192, _MM_HINT_NTA>});
+    }
+    kernels.push_back({"avx2 x4", sum_avx2_x4});
+    return kernels;
+  }();
+  return all;
+}
+
 // Seconds for `threads` threads (the caller and threads - 1 others, each on its own CPU where
-// the process may use several) to read their contiguous slices of data[0, n) once.
+// the process may use several) to read their contiguous slices of data[0, n) once: from the
+// release of the threads, started and waiting beforehand, to the end of the last slice.
 double timed_pass(ReadKernel kernel, const float* data, std::int64_t n, int threads, float& sink) {
+  using Clock = std::chrono::steady_clock;
   std::vector<float> sums(static_cast<std::size_t>(threads));
+  std::vector<Clock::time_point> ends(static_cast<std::size_t>(threads));
+  std::atomic<bool> go{false};
   auto slice = [&](int t) {
+    while (!go.load(std::memory_order_acquire)) _mm_pause();
     const std::int64_t begin = n * t / threads / 128 * 128, end = n * (t + 1) / threads / 128 * 128;
     sums[static_cast<std::size_t>(t)] = kernel(data + begin, end - begin);
+    ends[static_cast<std::size_t>(t)] = Clock::now();
   };
-  const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> others;
-  for (int t = 1; t < threads; ++t) others.emplace_back(slice, t);
+  std::atomic<int> ready{0};
+  for (int t = 1; t < threads; ++t)
+    others.emplace_back([&, t] {
+      ready.fetch_add(1);
+      slice(t);
+    });
+  while (ready.load() < threads - 1) std::this_thread::yield();
+  const auto start = Clock::now();
+  go.store(true, std::memory_order_release);
   slice(0);
   for (auto& th : others) th.join();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto last = *std::max_element(ends.begin(), ends.end());
   for (float s : sums) sink += s;
-  return seconds;
+  return std::chrono::duration<double>(last - start).count();
 }
 
 }  // namespace
 
-ReadBandwidth measure_read_bandwidth(std::int64_t bytes, int repeats) {
-  bytes = std::max<std::int64_t>(bytes / 4096 * 4096, 64 << 20);
-  void* mem = ::mmap(nullptr, static_cast<std::size_t>(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+ReadProbe::ReadProbe(std::int64_t bytes) {
+  bytes_ = std::max<std::int64_t>(bytes / 4096 * 4096, 64 << 20);
+  void* mem = ::mmap(nullptr, static_cast<std::size_t>(bytes_), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) throw std::runtime_error("cannot allocate the bandwidth buffer");
-  ::madvise(mem, static_cast<std::size_t>(bytes), MADV_HUGEPAGE);
-  auto* data = static_cast<float*>(mem);
-  const std::int64_t n = bytes / 4;
-  std::fill(data, data + n, 1.0f);  // faulted in (as huge pages where the kernel gives them)
-  struct Candidate {
-    const char* name;
-    ReadKernel kernel;
-  };
-  std::vector<Candidate> kernels;
-  if (__builtin_cpu_supports("avx512f")) {
-    kernels.push_back({"avx512 x4", sum_avx512_x4});
-    kernels.push_back({"avx512 x8", sum_avx512_x8});
-    kernels.push_back({"avx512 prefetch 4K L1", sum_avx512_prefetch<4096, _MM_HINT_T0>});
-    kernels.push_back({"avx512 prefetch 8K L1", sum_avx512_prefetch<8192, _MM_HINT_T0>});
-    kernels.push_back({"avx512 prefetch 8K L2", sum_avx512_prefetch<8192, _MM_HINT_T1>});
-    kernels.push_back({"avx512 prefetch 8K NTA", sum_avx512_prefetch<8192, _MM_HINT_NTA>});
-  }
-  kernels.push_back({"avx2 x4", sum_avx2_x4});
-  float sink = 0.0f;
+  ::madvise(mem, static_cast<std::size_t>(bytes_), MADV_HUGEPAGE);
+  data_ = static_cast<float*>(mem);
+  std::fill(data_, data_ + bytes_ / 4, 1.0f);  // faulted in (as huge pages where the kernel gives them)
+}
+
+ReadProbe::~ReadProbe() {
+  ::munmap(data_, static_cast<std::size_t>(bytes_));
+  if (sink_ == 42.0f) std::fprintf(stderr, " ");  // the sums are used
+}
+
+ReadBandwidth ReadProbe::fastest(int repeats) {
   ReadBandwidth best;
   const int max_threads = std::max(1, compute_threads());
-  for (const Candidate& c : kernels) {
+  const auto& kernels = candidates();
+  for (std::size_t k = 0; k < kernels.size(); ++k) {
     for (int threads = 1; threads <= max_threads; ++threads) {
-      (void)timed_pass(c.kernel, data, n, threads, sink);  // warm-up: threads started, TLBs filled
+      (void)timed_pass(kernels[k].kernel, data_, bytes_ / 4, threads, sink_);  // warm-up: TLBs filled
       for (int r = 0; r < repeats; ++r) {
-        const double rate = static_cast<double>(bytes) / timed_pass(c.kernel, data, n, threads, sink);
-        if (rate > best.bytes_per_second) best = {rate, c.name, threads};
+        const double rate = static_cast<double>(bytes_) / timed_pass(kernels[k].kernel, data_, bytes_ / 4, threads, sink_);
+        if (rate > best.bytes_per_second) best = {rate, kernels[k].name, threads, static_cast<int>(k)};
       }
     }
   }
-  ::munmap(mem, static_cast<std::size_t>(bytes));
-  if (sink == 42.0f) std::fprintf(stderr, " ");  // the sums are used
   return best;
 }
+
+double ReadProbe::pass(const ReadBandwidth& how) {
+  const auto& kernels = candidates();
+  if (how.kernel_index < 0 || how.kernel_index >= static_cast<int>(kernels.size()) || how.threads < 1)
+    throw std::invalid_argument("ReadProbe::pass: not a result of fastest()");
+  return static_cast<double>(bytes_) /
+         timed_pass(kernels[static_cast<std::size_t>(how.kernel_index)].kernel, data_, bytes_ / 4, how.threads, sink_);
+}
+
+ReadBandwidth measure_read_bandwidth(std::int64_t bytes, int repeats) { return ReadProbe(bytes).fastest(repeats); }
 
 }  // namespace sepal::bench

@@ -18,6 +18,29 @@ struct ReadBandwidth {
   double bytes_per_second = 0;
   std::string kernel;  ///< the read kernel that reached it
   int threads = 0;     ///< and with how many threads
+  int kernel_index = -1;
+};
+
+/// A buffer of `bytes` (at least 64 MiB) in huge pages, kept for repeated reads: the fastest read
+/// over it, then single passes of that read, each timed from the moment its threads (started
+/// beforehand) are released to the last one's end.
+class ReadProbe {
+ public:
+  explicit ReadProbe(std::int64_t bytes);
+  ~ReadProbe();
+  ReadProbe(const ReadProbe&) = delete;
+  ReadProbe& operator=(const ReadProbe&) = delete;
+
+  /// Every kernel at every thread count, the best of `repeats` passes each.
+  ReadBandwidth fastest(int repeats);
+
+  /// Bytes per second of one pass of the read `how` (a result of fastest()).
+  double pass(const ReadBandwidth& how);
+
+ private:
+  float* data_ = nullptr;
+  std::int64_t bytes_ = 0;
+  float sink_ = 0;
 };
 
 /// The fastest read over a buffer of `bytes` (best of `repeats` passes per kernel and thread count).

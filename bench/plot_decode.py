@@ -19,7 +19,10 @@ def main() -> int:
     ax.bar([i - 0.2 for i in x], roof, width=0.4, label="bandwidth roofline", color="#cccccc")
     ax.bar([i + 0.2 for i in x], decode, width=0.4, label="measured decode", color="#3a7bd5")
     for i, r in enumerate(rows):
-        ax.text(i + 0.2, decode[i], f'{float(r["roofline_fraction"]):.2f}', ha="center", va="bottom")
+        label = f'{float(r["roofline_fraction"]):.2f}'
+        if "paired_fraction" in r:
+            label += f'\n(paired {float(r["paired_fraction"]):.2f})'
+        ax.text(i + 0.2, decode[i], label, ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), labels)
     ax.set_ylabel("tokens/s at batch 1")
     ax.set_title(f'{rows[0]["preset"]} decode, {rows[0]["threads"]} threads, '
