@@ -89,6 +89,7 @@ const std::vector<Candidate>& candidates() {
       kernels.push_back({"avx512 prefetch 4K L1", sum_avx512_prefetch<4096, _MM_HINT_T0>});
       kernels.push_back({"avx512 prefetch 8K L1", sum_avx512_prefetch<8192, _MM_HINT_T0>});
       kernels.push_back({"avx512 prefetch 8K L2", sum_avx512_prefetch<8192, _MM_HINT_T1>});
+      kernels.push_back({"avx512 prefetch 4K NTA", sum_avx512_prefetch<4096, _MM_HINT_NTA>});
       kernels.push_back({"avx512 prefetch 8K NTA", sum_avx512_prefetch<8192, _MM_HINT_NTA>});
     }
     kernels.push_back({"avx2 x4", sum_avx2_x4});
@@ -167,7 +168,5 @@ double ReadProbe::pass(const ReadBandwidth& how) {
   return static_cast<double>(bytes_) /
          timed_pass(kernels[static_cast<std::size_t>(how.kernel_index)].kernel, data_, bytes_ / 4, how.threads, sink_);
 }
-
-ReadBandwidth measure_read_bandwidth(std::int64_t bytes, int repeats) { return ReadProbe(bytes).fastest(repeats); }
 
 }  // namespace sepal::bench
