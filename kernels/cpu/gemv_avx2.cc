@@ -3,14 +3,15 @@
 
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/side_by_side_prefetch.h"
+#include "kernels/cpu/stream_prefetch.h"
 
 namespace sepal::cpu {
 namespace {
 
 constexpr int kRowsPerStep = 4;
 // Every row's lines are prefetched this far ahead of the block's stream (the hardware prefetcher
-// alone kept too few lines in flight; see gemv_avx512.cc), into the first-level cache: unlike the
-// AVX-512 kernels', these four rows read side by side measured no faster into the second.
+// alone kept too few lines in flight; see gemv_avx512.cc), into the cache stream_prefetch.h names
+// (prefetch_side_by_side_line).
 // A fixed 8 KiB from each row fell, on the 1.1B shape's 4 and 8 KiB rows, on the rows the block
 // was reading (bf16 decode 0.92 to 0.96 times the 2 KiB of before), hence side_by_side_ahead.
 constexpr std::int64_t kPrefetchBytes = 8192;
@@ -31,7 +32,8 @@ inline float hsum(__m256 v) {
 
 // R rows x N tokens; with R = 4 and N = 3 this uses 12 accumulators + 3 inputs + 1 weight.
 template <typename T, int R, int N>
-inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_t ldy, float* y) {
+inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_t ldy, float* y,
+                      const StreamPrefetch& how) {
   __m256 acc[R][N];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -39,9 +41,9 @@ inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_
   for (; k + 8 <= cols; k += 8) {
     if (k % (64 / sizeof(T)) == 0)  // each row's line, ahead
       for (int r = 0; r < R; ++r)
-        _mm_prefetch(side_by_side_ahead(w + r * cols, k * sizeof(T), cols * sizeof(T), R,
-                                        kPrefetchBytes / R),
-                     _MM_HINT_T0);
+        prefetch_side_by_side_line(side_by_side_ahead(w + r * cols, k * sizeof(T), cols * sizeof(T), R,
+                                                      kPrefetchBytes / R),
+                                   how);
     __m256 xv[N];
     for (int t = 0; t < N; ++t) xv[t] = _mm256_loadu_ps(x + t * cols + k);
     for (int r = 0; r < R; ++r) {
@@ -61,10 +63,11 @@ inline void dot_block(const float* x, std::int64_t cols, const T* w, std::int64_
 template <typename T, int N>
 void gemv_typed(const float* x, const WeightView& w, std::int64_t r0, std::int64_t r1, float* y) {
   const T* data = static_cast<const T*>(w.data);
+  const StreamPrefetch how = stream_prefetch();
   std::int64_t r = r0;
   for (; r + kRowsPerStep <= r1; r += kRowsPerStep)
-    dot_block<T, kRowsPerStep, N>(x, w.cols, data + r * w.cols, w.rows, y + r);
-  for (; r < r1; ++r) dot_block<T, 1, N>(x, w.cols, data + r * w.cols, w.rows, y + r);
+    dot_block<T, kRowsPerStep, N>(x, w.cols, data + r * w.cols, w.rows, y + r, how);
+  for (; r < r1; ++r) dot_block<T, 1, N>(x, w.cols, data + r * w.cols, w.rows, y + r, how);
 }
 
 template <typename T>

@@ -4,13 +4,14 @@
 
 #include "kernels/cpu/gemv_i8.h"
 #include "kernels/cpu/side_by_side_prefetch.h"
+#include "kernels/cpu/stream_prefetch.h"
 
 namespace sepal::cpu {
 namespace {
 
 constexpr int kRowsPerStep = 4;
-// Every row's lines are prefetched this far ahead of the block's stream, into the first-level
-// cache (see gemv_avx2.cc).
+// Every row's lines are prefetched this far ahead of the block's stream, into the cache
+// stream_prefetch.h names (see gemv_avx2.cc).
 constexpr std::int64_t kPrefetchBytes = 8192;
 
 inline std::int32_t reduce(__m256i v) {
@@ -21,7 +22,7 @@ inline std::int32_t reduce(__m256i v) {
 
 template <int R, int N>
 inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8_t* w, const float* scales,
-                      std::int64_t ldy, float* y) {
+                      std::int64_t ldy, float* y, const StreamPrefetch& how) {
   __m256i acc[R][N];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_si256();
@@ -30,7 +31,7 @@ inline void dot_block(const I8Activations& x, std::int64_t cols, const std::int8
   for (; k + 32 <= cols; k += 32) {
     if (k % 64 == 0)
       for (int r = 0; r < R; ++r)
-        _mm_prefetch(side_by_side_ahead(w + r * cols, k, cols, R, kPrefetchBytes / R), _MM_HINT_T0);
+        prefetch_side_by_side_line(side_by_side_ahead(w + r * cols, k, cols, R, kPrefetchBytes / R), how);
     __m256i xv[N], xa[N];
     for (int t = 0; t < N; ++t) {
       xv[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + t * x.ldq + k));
@@ -59,10 +60,11 @@ template <int N>
 void gemv_n(const I8Activations& x, const WeightView& w, std::int64_t r0, std::int64_t r1, std::int64_t ldy,
             float* y) {
   const auto* data = static_cast<const std::int8_t*>(w.data);
+  const StreamPrefetch how = stream_prefetch();
   std::int64_t r = r0;
   for (; r + kRowsPerStep <= r1; r += kRowsPerStep)
-    dot_block<kRowsPerStep, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r);
-  for (; r < r1; ++r) dot_block<1, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r);
+    dot_block<kRowsPerStep, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r, how);
+  for (; r < r1; ++r) dot_block<1, N>(x, w.cols, data + r * w.cols, w.scales + r, ldy, y + r, how);
 }
 
 }  // namespace
