@@ -1,8 +1,8 @@
 #pragma once
-// How the decode kernels (gemv_avx512.cc, gemv_i8_avx512vnni.cc; the AVX2 ones below) prefetch the weight rows they
-// stream: every line a fixed distance ahead, into the cache and at the distance that read
-// fastest on this CPU's make, as measured (two threads streaming decode's products;
-// docs/operations.md):
+// How the decode kernels (gemv_avx512.cc, gemv_i8_avx512vnni.cc; the AVX2 ones below) prefetch
+// the weight rows they stream: every line a fixed distance ahead, into the cache and at the
+// distance that read fastest on this CPU's make, as measured (two threads streaming decode's
+// products; docs/operations.md):
 // - Intel (and any other make): 8 KiB ahead into the second-level cache. On a Xeon with AVX-512
 //   and AMX a prefetch into the first holds one of its few fill buffers, and bf16 rows over 2 GiB
 //   read 33.9 GB/s against 31.4; 2 KiB ahead read 47 to 58 GB/s, 4 KiB 58 to 64, 8 KiB 60 to 67.
